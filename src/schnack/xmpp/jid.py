@@ -1,0 +1,98 @@
+"""JIDs: parsing and PRECIS normalisation (RFC 7622)."""
+
+from __future__ import annotations
+
+import functools
+import unicodedata
+from dataclasses import dataclass
+
+import precis_i18n
+
+_USERNAME = precis_i18n.get_profile("UsernameCaseMapped")
+_OPAQUE = precis_i18n.get_profile("OpaqueString")
+_LOCAL_FORBIDDEN = frozenset("\"&'/:<>@")
+_MAX = 1023
+
+
+class JIDError(ValueError):
+    """A string that is not a valid JID; the message says which part and why."""
+
+
+def _local(s: str) -> str:
+    try:
+        out: str = _USERNAME.enforce(s)
+    except UnicodeError as err:
+        raise JIDError(f"invalid localpart {s!r}: {err}") from None
+    if _LOCAL_FORBIDDEN.intersection(out):
+        raise JIDError(f"localpart {s!r} contains a forbidden character (RFC 7622 §3.3.1)")
+    if len(out.encode()) > _MAX:
+        raise JIDError("localpart longer than 1023 bytes")
+    return out
+
+
+def _resource(s: str) -> str:
+    try:
+        out: str = _OPAQUE.enforce(s)
+    except UnicodeError as err:
+        raise JIDError(f"invalid resourcepart: {err}") from None
+    if len(out.encode()) > _MAX:
+        raise JIDError("resourcepart longer than 1023 bytes")
+    return out
+
+
+def _domain(s: str) -> str:
+    """RFC 7622 §3.2: lower case, NFC, one trailing dot dropped, labels checked."""
+    if s.endswith("."):
+        s = s[:-1]
+    if s.startswith("[") and s.endswith("]"):
+        return s.lower()
+    out = unicodedata.normalize("NFC", s.lower())
+    if not out:
+        raise JIDError("empty domainpart")
+    if len(out.encode()) > _MAX:
+        raise JIDError("domainpart longer than 1023 bytes")
+    for label in out.split("."):
+        if not label or len(label.encode("idna") if label.isascii() else label.encode()) > 63:
+            raise JIDError(f"invalid domain label in {s!r}")
+        if any(c.isspace() or c in "@/\\" or unicodedata.category(c)[0] == "C" for c in label):
+            raise JIDError(f"invalid character in domain {s!r}")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class JID:
+    """A normalised JID ``local@domain/resource`` (RFC 7622 §3)."""
+
+    local: str | None
+    domain: str
+    resource: str | None = None
+
+    @staticmethod
+    def parse(s: str) -> JID:
+        """Split (RFC 7622 §3.1) and normalise each part; raises JIDError."""
+        return _parse(s)
+
+    @property
+    def bare(self) -> JID:
+        """The JID without its resource."""
+        return self if self.resource is None else JID(self.local, self.domain)
+
+    @property
+    def is_bare(self) -> bool:
+        """Whether there is no resource."""
+        return self.resource is None
+
+    def __str__(self) -> str:
+        s = f"{self.local}@{self.domain}" if self.local is not None else self.domain
+        return s if self.resource is None else f"{s}/{self.resource}"
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse(s: str) -> JID:
+    head, slash, resource = s.partition("/")
+    local, at, domain = head.rpartition("@")
+    if slash and not resource:
+        raise JIDError("empty resourcepart")
+    if at and not local:
+        raise JIDError("empty localpart")
+    return JID(_local(local) if at else None, _domain(domain), _resource(resource) if slash else None)

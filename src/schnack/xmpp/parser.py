@@ -1,0 +1,273 @@
+"""Incremental, restricted XML parsing of XMPP streams and WebSocket frames (RFC 6120 §11, RFC 7395).
+
+Bytes in, events out. Expat does the parsing at C speed; this module builds stanzas as
+ElementTree elements, enforces the XML subset XMPP allows (no DTD, comments, processing
+instructions or entity declarations: RFC 6120 §11.1) and bounds every input before expat sees
+it, because expat 2.5 re-parses a partial token from its start on every feed: a large token
+fed in tiny chunks costs quadratic time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element
+from xml.parsers import expat
+
+from .errors import StreamError
+
+# Feed expat only once a tag could have ended (a '>' arrived) or this much is pending.
+_FEED_THRESHOLD = 16 * 1024
+# When expat holds an incomplete token larger than this, wait until at least as many new bytes
+# are pending before feeding again, so re-parsing it costs amortised linear time, not quadratic.
+_BIG_TOKEN = 4 * 1024
+MAX_DEPTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """The stream header arrived: its qualified name, attributes and default namespace."""
+
+    name: str
+    attrs: dict[str, str]
+    default_ns: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StanzaReceived:
+    """A complete top-level element (stanza or nonza) inside the stream."""
+
+    element: Element
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClosed:
+    """The peer closed its stream (``</stream:stream>``)."""
+
+
+Event = StreamOpened | StanzaReceived | StreamClosed
+
+
+def _name(expat_name: str) -> str:
+    namespace, sep, local = expat_name.partition(" ")
+    return f"{{{namespace}}}{local}" if sep else expat_name
+
+
+def _attrs(expat_attrs: dict[str, str]) -> dict[str, str]:
+    if not expat_attrs:
+        return {}
+    return {(_name(k) if " " in k else k): v for k, v in expat_attrs.items()}
+
+
+def _expat_error(err: expat.ExpatError) -> StreamError:
+    code = err.code
+    if code == expat.errors.codes[expat.errors.XML_ERROR_UNBOUND_PREFIX]:
+        return StreamError("bad-namespace-prefix", "undeclared namespace prefix")
+    if code in (
+        expat.errors.codes[expat.errors.XML_ERROR_UNKNOWN_ENCODING],
+        expat.errors.codes[expat.errors.XML_ERROR_INCORRECT_ENCODING],
+    ):
+        return StreamError("unsupported-encoding", "only UTF-8 is allowed")
+    return StreamError("not-well-formed", f"{expat.ErrorString(code)} at byte {err.offset}")
+
+
+class _Restricted:
+    """The expat set-up shared by stream and frame parsing."""
+
+    def __init__(self, max_stanza_bytes: int) -> None:
+        self.max_stanza_bytes = max_stanza_bytes
+        p = expat.ParserCreate(encoding="UTF-8", namespace_separator=" ")
+        p.buffer_text = True
+        p.buffer_size = 64 * 1024
+        p.ordered_attributes = False
+        p.specified_attributes = True
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._chars
+        p.StartNamespaceDeclHandler = self._ns_decl
+        p.XmlDeclHandler = self._xml_decl
+        p.CommentHandler = self._refuse_comment
+        p.ProcessingInstructionHandler = self._refuse_pi
+        p.StartDoctypeDeclHandler = self._refuse_doctype
+        p.EntityDeclHandler = self._refuse_entity
+        p.ExternalEntityRefHandler = self._refuse_external
+        self._parser = p
+        self._stack: list[Element] = []
+        self._depth = 0
+        self._stanza_start = 0
+        self._default_ns: str | None = None
+
+    # Handlers: exceptions raised here stop expat and propagate out of Parse().
+    @staticmethod
+    def _refuse_comment(_data: str) -> None:
+        raise StreamError("restricted-xml", "XML comments are not allowed")
+
+    @staticmethod
+    def _refuse_pi(_target: str, _data: str) -> None:
+        raise StreamError("restricted-xml", "processing instructions are not allowed")
+
+    @staticmethod
+    def _refuse_doctype(*_args: object) -> None:
+        raise StreamError("restricted-xml", "document type declarations are not allowed")
+
+    @staticmethod
+    def _refuse_entity(*_args: object) -> None:
+        raise StreamError("restricted-xml", "entity declarations are not allowed")
+
+    @staticmethod
+    def _refuse_external(*_args: object) -> int:
+        raise StreamError("restricted-xml", "external entities are not allowed")
+
+    @staticmethod
+    def _xml_decl(_version: str | None, encoding: str | None, _standalone: int) -> None:
+        if encoding is not None and encoding.lower() not in ("utf-8", "utf8"):
+            raise StreamError("unsupported-encoding", f"encoding {encoding!r} is not UTF-8")
+
+    def _ns_decl(self, prefix: str | None, uri: str) -> None:
+        if self._depth == 0 and prefix is None:
+            self._default_ns = uri
+
+    def _start(self, name: str, attrs: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def _end(self, name: str) -> None:
+        raise NotImplementedError
+
+    def _chars(self, data: str) -> None:
+        stack = self._stack
+        if not stack:
+            return
+        top = stack[-1]
+        if len(top):
+            last = top[-1]
+            last.tail = (last.tail or "") + data
+        else:
+            top.text = (top.text or "") + data
+
+    def _open_child(self, name: str, attrs: dict[str, str]) -> None:
+        if self._depth > MAX_DEPTH:
+            raise StreamError("policy-violation", f"elements nested deeper than {MAX_DEPTH}")
+        el = Element(_name(name), _attrs(attrs))
+        if self._stack:
+            self._stack[-1].append(el)
+        self._stack.append(el)
+
+    def _check_size(self) -> None:
+        if self._parser.CurrentByteIndex - self._stanza_start > self.max_stanza_bytes:
+            raise StreamError("policy-violation", f"stanza larger than {self.max_stanza_bytes} bytes")
+
+
+class StreamParser(_Restricted):
+    """Parses one XML stream (RFC 6120 §4): a header, top-level elements, and the closing tag.
+
+    Call :meth:`feed` with whatever bytes arrived and handle the returned events. Limits are
+    enforced as input arrives: :attr:`max_stanza_bytes` (change it after authentication) bounds
+    each top-level element and anything pending. A :class:`StreamError` means the stream must be
+    closed with that condition. After STARTTLS or SASL success make a new parser (§4.3.3).
+    """
+
+    def __init__(self, max_stanza_bytes: int = 10_000) -> None:
+        super().__init__(max_stanza_bytes)
+        self._events: list[Event] = []
+        self._pending = bytearray()
+        self._fed = 0
+        self._min_feed = 0
+        self._closed = False
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Feed bytes from the wire; return the events they completed.
+
+        Input may be held back (see :meth:`buffered`); the caller calls :meth:`flush` once the
+        peer has been quiet for a moment so that held input is never stuck.
+        """
+        if self._closed:
+            return []
+        pending = self._pending
+        pending += data
+        in_stanza = self._fed - self._stanza_start if self._depth > 1 else 0
+        if in_stanza + len(pending) > self.max_stanza_bytes:
+            raise StreamError("policy-violation", f"stanza larger than {self.max_stanza_bytes} bytes")
+        if len(pending) < self._min_feed or (b">" not in data and len(pending) < _FEED_THRESHOLD):
+            return []
+        return self.flush()
+
+    def flush(self) -> list[Event]:
+        """Parse everything held back; return the events it completed."""
+        if self._closed or not self._pending:
+            return []
+        chunk = bytes(self._pending)
+        self._pending.clear()
+        self._fed += len(chunk)
+        try:
+            self._parser.Parse(chunk, False)
+        except expat.ExpatError as err:
+            raise _expat_error(err) from None
+        held = self._fed - self._parser.CurrentByteIndex
+        self._min_feed = held if held > _BIG_TOKEN else 0
+        events, self._events = self._events, []
+        return events
+
+    def buffered(self) -> int:
+        """Bytes held back from the parser until more input or a :meth:`flush`."""
+        return len(self._pending)
+
+    def _start(self, name: str, attrs: dict[str, str]) -> None:
+        depth = self._depth
+        self._depth = depth + 1
+        if depth == 0:
+            self._events.append(StreamOpened(_name(name), _attrs(attrs), self._default_ns))
+            return
+        if depth == 1:
+            self._stanza_start = self._parser.CurrentByteIndex
+        self._open_child(name, attrs)
+
+    def _end(self, _name_: str) -> None:
+        self._depth -= 1
+        depth = self._depth
+        if depth == 0:
+            self._closed = True
+            self._events.append(StreamClosed())
+            return
+        el = self._stack.pop()
+        if depth == 1:
+            self._check_size()
+            self._events.append(StanzaReceived(el))
+
+    def _chars(self, data: str) -> None:
+        if self._depth == 1:
+            # Between stanzas only whitespace (keepalives) may appear (RFC 6120 §11.7).
+            if data.strip():
+                raise StreamError("bad-format", "text is not allowed between stanzas")
+            return
+        super()._chars(data)
+
+
+class _FrameParser(_Restricted):
+    def __init__(self, max_stanza_bytes: int) -> None:
+        super().__init__(max_stanza_bytes)
+        self.root: Element | None = None
+
+    def _start(self, name: str, attrs: dict[str, str]) -> None:
+        if self.root is not None and self._depth == 0:
+            raise StreamError("not-well-formed", "more than one element in a frame")
+        self._depth += 1
+        self._open_child(name, attrs)
+        if self.root is None:
+            self.root = self._stack[0]
+
+    def _end(self, _name_: str) -> None:
+        self._depth -= 1
+        self._stack.pop()
+
+
+def parse_frame(data: bytes, max_stanza_bytes: int) -> Element:
+    """Parse one WebSocket text frame holding exactly one element (RFC 7395 §3.3.3)."""
+    if len(data) > max_stanza_bytes:
+        raise StreamError("policy-violation", f"stanza larger than {max_stanza_bytes} bytes")
+    fp = _FrameParser(max_stanza_bytes)
+    try:
+        fp._parser.Parse(data, True)
+    except expat.ExpatError as err:
+        raise _expat_error(err) from None
+    if fp.root is None:
+        raise StreamError("not-well-formed", "empty frame")
+    return fp.root

@@ -1,0 +1,47 @@
+"""JID parsing and normalisation (RFC 7622)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schnack.xmpp.jid import JID, JIDError
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("juliet@example.com", "juliet@example.com"),
+        ("Juliet@Example.COM/Balcony", "juliet@example.com/Balcony"),
+        ("juliet@example.com/foo bar", "juliet@example.com/foo bar"),
+        ("juliet@example.com/foo@bar", "juliet@example.com/foo@bar"),
+        ("example.com.", "example.com"),
+        ("été@example.com", "été@example.com"),
+        ("example.com/res", "example.com/res"),
+    ],
+)
+def test_valid(raw: str, expected: str) -> None:
+    assert str(JID.parse(raw)) == expected
+
+
+@pytest.mark.parametrize(
+    "raw", ["@example.com", "juliet@example.com/", "juliet@", "", "foo bar@example.com", "ju'liet@example.com", "a@b..c"]
+)
+def test_invalid(raw: str) -> None:
+    with pytest.raises(JIDError):
+        JID.parse(raw)
+
+
+def test_bare() -> None:
+    jid = JID.parse("a@b/c")
+    assert jid.bare == JID.parse("a@b") and jid.bare.is_bare and not jid.is_bare
+
+
+@given(st.text(max_size=40))
+def test_normalising_twice_changes_nothing(raw: str) -> None:
+    try:
+        once = JID.parse(raw)
+    except JIDError:
+        return
+    assert JID.parse(str(once)) == once
