@@ -1,0 +1,32 @@
+"""Storage behind a narrow interface (see base.py); open one with :func:`open_storage`."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from .base import (
+    Account,
+    AlreadyExists,
+    ArchivedItem,
+    ArchivePage,
+    ItemNotFound,
+    RosterItem,
+    Storage,
+    StorageError,
+)  # fmt: skip
+
+__all__ = [
+    "Account", "AlreadyExists", "ArchivePage", "ArchivedItem", "ItemNotFound", "RosterItem", "Storage",
+    "StorageError", "open_storage",
+]  # fmt: skip
+
+
+async def open_storage(url: str) -> Storage:
+    """Open and migrate the store at ``url`` (``sqlite:///path`` or ``sqlite:///:memory:``)."""
+    if url.startswith("sqlite://"):
+        from .sqlite import SqliteStorage
+
+        # The backend classes satisfy the Protocols structurally; mypy cannot match their
+        # concrete method types against the Protocol attributes, hence the cast.
+        return cast(Storage, await SqliteStorage.open(url.removeprefix("sqlite://") or ":memory:"))
+    raise StorageError(f"unsupported storage URL {url!r}: PostgreSQL support is not built yet; use sqlite:///path")

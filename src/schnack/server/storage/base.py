@@ -1,0 +1,111 @@
+"""The storage interface: accounts, roster, key-value, map and archive (DESIGN.md, Storage)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ...xmpp.sasl import ScramCredential
+
+__all__ = [
+    "Account", "AlreadyExists", "ArchivePage", "ArchivedItem", "ItemNotFound", "RosterItem",
+    "ScramCredential", "Storage", "StorageError",
+]  # fmt: skip
+
+
+class StorageError(Exception):
+    """A backend failure or a bad storage URL."""
+
+
+class AlreadyExists(StorageError):
+    """The account exists already."""
+
+
+class ItemNotFound(StorageError):
+    """An RSM paging id that is not in the archive."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    host: str
+    username: str
+    credentials: dict[str, ScramCredential]
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class RosterItem:
+    """RFC 6121 §2.1.2."""
+
+    jid: str
+    name: str | None = None
+    subscription: str = "none"
+    ask: bool = False
+    approved: bool = False
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedItem:
+    id: str
+    timestamp: float
+    with_jid: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePage:
+    items: list[ArchivedItem]
+    complete: bool
+    count: int | None = None
+
+
+class AccountStore(Protocol):
+    async def create(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> None: ...
+    async def get(self, host: str, username: str) -> Account | None: ...
+    async def set_credentials(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> bool: ...
+    async def delete(self, host: str, username: str) -> bool: ...
+    async def list(self, host: str) -> list[str]: ...
+
+
+class RosterStore(Protocol):
+    async def get(self, host: str, username: str) -> tuple[int, dict[str, RosterItem]]: ...
+    async def get_item(self, host: str, username: str, jid: str) -> RosterItem | None: ...
+    async def set_item(self, host: str, username: str, item: RosterItem) -> int: ...
+    async def remove_item(self, host: str, username: str, jid: str) -> int: ...
+
+
+class KeyValueStore(Protocol):
+    async def get(self, host: str, username: str, store: str) -> bytes | None: ...
+    async def set(self, host: str, username: str, store: str, value: bytes | None) -> None: ...
+    async def delete(self, host: str, username: str, store: str) -> None: ...
+
+
+class MapStore(Protocol):
+    async def get(self, host: str, username: str, store: str, key: str) -> bytes | None: ...
+    async def set(self, host: str, username: str, store: str, key: str, value: bytes | None) -> None: ...
+    async def items(self, host: str, username: str, store: str) -> dict[str, bytes]: ...
+    async def delete_all(self, host: str, username: str, store: str) -> None: ...
+
+
+class ArchiveStore(Protocol):
+    async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes) -> str: ...
+    async def query(
+        self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
+        end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
+        before: str | None = None, limit: int | None = None, reverse: bool = False,
+    ) -> ArchivePage: ...
+    async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
+                     before: float | None = None) -> int: ...
+    async def count(self, host: str, username: str, store: str) -> int: ...
+
+
+class Storage(Protocol):
+    accounts: AccountStore
+    roster: RosterStore
+    kv: KeyValueStore
+    maps: MapStore
+    archive: ArchiveStore
+
+    async def close(self) -> None: ...

@@ -1,0 +1,260 @@
+"""SQLite storage (the embedded default): one connection, WAL, migrations applied at open."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import aiosqlite
+
+from .base import (
+    Account,
+    AlreadyExists,
+    ArchivedItem,
+    ArchivePage,
+    ItemNotFound,
+    RosterItem,
+    ScramCredential,
+)  # fmt: skip
+
+
+def _creds_to_json(credentials: dict[str, ScramCredential]) -> str:
+    return json.dumps({k: [c.salt.hex(), c.iterations, c.stored_key.hex(), c.server_key.hex()]
+                       for k, c in credentials.items()})
+
+
+def _creds_from_json(text: str) -> dict[str, ScramCredential]:
+    return {k: ScramCredential(bytes.fromhex(s), i, bytes.fromhex(st), bytes.fromhex(sv))
+            for k, (s, i, st, sv) in json.loads(text).items()}
+
+
+class _Part:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    async def _one(self, sql: str, *args: Any) -> Any:
+        async with self.db.execute(sql, args) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, *args: Any) -> list[Any]:
+        async with self.db.execute(sql, args) as cur:
+            return list(await cur.fetchall())
+
+    async def _write(self, sql: str, *args: Any) -> int:
+        cur = await self.db.execute(sql, args)
+        await self.db.commit()
+        return cur.rowcount
+
+
+class Accounts(_Part):
+    async def create(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> None:
+        try:
+            await self._write("INSERT INTO accounts VALUES (?, ?, ?, ?)", host, username,
+                              _creds_to_json(credentials), time.time())
+        except aiosqlite.IntegrityError:
+            raise AlreadyExists(f"{username}@{host} exists") from None
+
+    async def get(self, host: str, username: str) -> Account | None:
+        row = await self._one("SELECT credentials, created FROM accounts WHERE host=? AND username=?", host, username)
+        return Account(host, username, _creds_from_json(row[0]), row[1]) if row else None
+
+    async def set_credentials(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> bool:
+        return await self._write("UPDATE accounts SET credentials=? WHERE host=? AND username=?",
+                                 _creds_to_json(credentials), host, username) > 0
+
+    async def delete(self, host: str, username: str) -> bool:
+        for table in ("roster", "roster_versions", "kv", "maps", "archive"):
+            await self.db.execute(f"DELETE FROM {table} WHERE host=? AND username=?", (host, username))
+        return await self._write("DELETE FROM accounts WHERE host=? AND username=?", host, username) > 0
+
+    async def list(self, host: str) -> list[str]:
+        return [r[0] for r in await self._all("SELECT username FROM accounts WHERE host=? ORDER BY username", host)]
+
+
+def _item(row: Any) -> RosterItem:
+    return RosterItem(row[0], row[1], row[2], bool(row[3]), bool(row[4]), tuple(json.loads(row[5])))
+
+
+class Roster(_Part):
+    async def _version(self, host: str, username: str) -> int:
+        row = await self._one("SELECT version FROM roster_versions WHERE host=? AND username=?", host, username)
+        return int(row[0]) if row else 0
+
+    async def _bump(self, host: str, username: str) -> int:
+        await self.db.execute(
+            "INSERT INTO roster_versions VALUES (?, ?, 1) ON CONFLICT (host, username) "
+            "DO UPDATE SET version = version + 1", (host, username))
+        await self.db.commit()
+        return await self._version(host, username)
+
+    async def get(self, host: str, username: str) -> tuple[int, dict[str, RosterItem]]:
+        rows = await self._all("SELECT jid, name, subscription, ask, approved, groups FROM roster "
+                               "WHERE host=? AND username=?", host, username)
+        return await self._version(host, username), {r[0]: _item(r) for r in rows}
+
+    async def get_item(self, host: str, username: str, jid: str) -> RosterItem | None:
+        row = await self._one("SELECT jid, name, subscription, ask, approved, groups FROM roster "
+                              "WHERE host=? AND username=? AND jid=?", host, username, jid)
+        return _item(row) if row else None
+
+    async def set_item(self, host: str, username: str, item: RosterItem) -> int:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO roster VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (host, username, item.jid, item.name, item.subscription, int(item.ask), int(item.approved),
+             json.dumps(list(item.groups))))
+        return await self._bump(host, username)
+
+    async def remove_item(self, host: str, username: str, jid: str) -> int:
+        cur = await self.db.execute("DELETE FROM roster WHERE host=? AND username=? AND jid=?", (host, username, jid))
+        if cur.rowcount:
+            return await self._bump(host, username)
+        await self.db.commit()
+        return await self._version(host, username)
+
+
+class KeyValue(_Part):
+    async def get(self, host: str, username: str, store: str) -> bytes | None:
+        row = await self._one("SELECT value FROM kv WHERE host=? AND username=? AND store=?", host, username, store)
+        return bytes(row[0]) if row else None
+
+    async def set(self, host: str, username: str, store: str, value: bytes | None) -> None:
+        if value is None:
+            await self._write("DELETE FROM kv WHERE host=? AND username=? AND store=?", host, username, store)
+        else:
+            await self._write("INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?)", host, username, store, value)
+
+    async def delete(self, host: str, username: str, store: str) -> None:
+        await self.set(host, username, store, None)
+
+
+class Maps(_Part):
+    async def get(self, host: str, username: str, store: str, key: str) -> bytes | None:
+        row = await self._one("SELECT value FROM maps WHERE host=? AND username=? AND store=? AND key=?",
+                              host, username, store, key)
+        return bytes(row[0]) if row else None
+
+    async def set(self, host: str, username: str, store: str, key: str, value: bytes | None) -> None:
+        if value is None:
+            await self._write("DELETE FROM maps WHERE host=? AND username=? AND store=? AND key=?",
+                              host, username, store, key)
+        else:
+            await self._write("INSERT OR REPLACE INTO maps VALUES (?, ?, ?, ?, ?)", host, username, store, key, value)
+
+    async def delete_all(self, host: str, username: str, store: str) -> None:
+        await self._write("DELETE FROM maps WHERE host=? AND username=? AND store=?", host, username, store)
+
+    async def items(self, host: str, username: str, store: str) -> dict[str, bytes]:
+        rows = await self._all("SELECT key, value FROM maps WHERE host=? AND username=? AND store=?",
+                               host, username, store)
+        return {r[0]: bytes(r[1]) for r in rows}
+
+
+class Archive(_Part):
+    async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes) -> str:
+        item_id = secrets.token_urlsafe(12)
+        await self._write("INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?)", item_id, host, username, store, timestamp, with_jid, payload)
+        return item_id
+
+    async def _seq(self, host: str, username: str, store: str, item_id: str) -> int:
+        row = await self._one("SELECT seq FROM archive WHERE host=? AND username=? AND store=? AND id=?",
+                              host, username, store, item_id)
+        if row is None:
+            raise ItemNotFound(f"no archived item {item_id!r}")
+        return int(row[0])
+
+    async def query(
+        self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
+        end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
+        before: str | None = None, limit: int | None = None, reverse: bool = False,
+    ) -> ArchivePage:
+        where = ["host=?", "username=?", "store=?"]
+        args: list[Any] = [host, username, store]
+        if with_jid is not None:
+            where.append("with_jid=?")
+            args.append(with_jid)
+        if start is not None:
+            where.append("timestamp>=?")
+            args.append(start)
+        if end is not None:
+            where.append("timestamp<=?")
+            args.append(end)
+        if ids is not None:
+            where.append(f"id IN ({','.join('?' * len(ids))})")
+            args += list(ids)
+        base = list(where)
+        base_args = list(args)
+        if after is not None:
+            where.append("seq>?")
+            args.append(await self._seq(host, username, store, after))
+        if before is not None:
+            where.append("seq<?")
+            args.append(await self._seq(host, username, store, before))
+            reverse = True
+        order = "DESC" if reverse else "ASC"
+        fetch = limit + 1 if limit is not None else -1
+        rows = await self._all(
+            f"SELECT id, timestamp, with_jid, payload FROM archive WHERE {' AND '.join(where)} "
+            f"ORDER BY seq {order} LIMIT ?", *args, fetch)
+        complete = limit is None or len(rows) <= limit
+        rows = rows[:limit] if limit is not None else rows
+        if reverse:
+            rows.reverse()
+        count_row = await self._one(f"SELECT count(*) FROM archive WHERE {' AND '.join(base)}", *base_args)
+        items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+        return ArchivePage(items, complete, int(count_row[0]))
+
+    async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
+                     before: float | None = None) -> int:
+        sql = "DELETE FROM archive WHERE host=? AND username=? AND store=?"
+        args: list[Any] = [host, username, store]
+        if ids is not None:
+            if not ids:
+                return 0
+            sql += f" AND id IN ({','.join('?' * len(ids))})"
+            args += list(ids)
+        if before is not None:
+            sql += " AND timestamp<?"
+            args.append(before)
+        return await self._write(sql, *args)
+
+    async def count(self, host: str, username: str, store: str) -> int:
+        row = await self._one("SELECT count(*) FROM archive WHERE host=? AND username=? AND store=?", host, username, store)
+        return int(row[0])
+
+
+class SqliteStorage:
+    """The SQLite backend."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self.accounts = Accounts(db)
+        self.roster = Roster(db)
+        self.kv = KeyValue(db)
+        self.maps = Maps(db)
+        self.archive = Archive(db)
+
+    @classmethod
+    async def open(cls, path: str) -> SqliteStorage:
+        db = await aiosqlite.connect(path)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        async with db.execute("SELECT max(version) FROM schema_version") as cur:
+            row = await cur.fetchone()
+        current = (row[0] if row else None) or 0
+        folder = resources.files(__package__).joinpath("migrations", "sqlite")
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            number = int(entry.name.split("_", 1)[0])
+            if number > current:
+                await db.executescript(entry.read_text())
+                await db.execute("INSERT INTO schema_version VALUES (?)", (number,))
+        await db.commit()
+        return cls(db)
+
+    async def close(self) -> None:
+        await self._db.close()
