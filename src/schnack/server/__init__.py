@@ -1,0 +1,1 @@
+"""The schnack server: asyncio networking around the sans-IO core, a router and feature modules."""

@@ -1,0 +1,122 @@
+"""The local admin channel: a Unix socket in the data directory, one JSON request per line.
+
+``schnack admin`` commands that need the running server (such as listing sessions) talk to it
+here; commands on stored data (users) go to storage directly, so they work with the server down.
+Only the owner of the data directory can reach the socket (mode 0600).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..xmpp.errors import StreamError
+from ..xmpp.jid import JID, JIDError
+
+if TYPE_CHECKING:
+    from .app import Server
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "admin.sock"
+
+
+class AdminError(Exception):
+    """A request the server refused, or could not be reached for."""
+
+
+def _sessions(server: Server) -> list[dict[str, Any]]:
+    return [
+        {
+            "jid": str(s.jid),
+            "peer": s.peer,
+            "secure": s.secure,
+            "available": s.available,
+            "priority": s.priority,
+        }
+        for s in server.sessions
+    ]
+
+
+async def _handle(server: Server, request: dict[str, Any]) -> dict[str, Any]:
+    command = request.get("command")
+    if command == "sessions":
+        return {"ok": True, "sessions": _sessions(server)}
+    if command == "kick":
+        try:
+            target = JID.parse(str(request.get("jid", "")))
+        except JIDError as err:
+            return {"ok": False, "error": f"invalid JID: {err}"}
+        closed = 0
+        for session in server.sessions.resources(target.bare):
+            if target.resource is None or session.jid == target:
+                session.close(StreamError("policy-violation", "disconnected by the administrator"))
+                closed += 1
+        return {"ok": True, "closed": closed}
+    return {"ok": False, "error": f"unknown command {command!r}"}
+
+
+class AdminChannel:
+    """Serves admin requests on ``data_dir/admin.sock``."""
+
+    def __init__(self, server: Server, path: Path) -> None:
+        self.server = server
+        self.path = path
+        self._srv: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        old_umask = os.umask(0o177)
+        try:
+            self._srv = await asyncio.start_unix_server(self._client, path=str(self.path))
+        finally:
+            os.umask(old_umask)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            try:
+                request = json.loads(line)
+                if not isinstance(request, dict):
+                    raise ValueError("not an object")
+                reply = await _handle(self.server, request)
+            except ValueError as err:
+                reply = {"ok": False, "error": f"bad request: {err}"}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._srv is not None:
+            self._srv.close()
+            await self._srv.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+async def request(data_dir: Path, command: str, **args: Any) -> dict[str, Any]:
+    """Send one request to the server running on ``data_dir``."""
+    path = data_dir / SOCKET_NAME
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise AdminError(f"no server is running on {data_dir} (no admin socket at {path})") from None
+    try:
+        writer.write(json.dumps({"command": command, **args}).encode() + b"\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+    reply: dict[str, Any] = json.loads(line)
+    if not reply.get("ok"):
+        raise AdminError(str(reply.get("error", "request failed")))
+    return reply

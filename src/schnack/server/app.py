@@ -1,0 +1,188 @@
+"""The server: configuration, storage, router, modules and listeners put together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from ..xmpp.errors import StreamError
+from . import modules as builtin_modules
+from . import net, websocket
+from .admin import SOCKET_NAME, AdminChannel
+from .c2s import C2SStream
+from .config import Config, ConfigError, parse_address, parse_section
+from .hooks import Hooks
+from .module import Module
+from .router import Router
+from .sessions import SessionRegistry
+from .storage import Storage, open_storage
+from .throttle import LoginThrottle
+from .tls import TlsConfig
+
+log = logging.getLogger(__name__)
+
+_WATCHDOG_PERIOD = 5.0
+
+
+class _Watched(Protocol):
+    last_read: float
+    last_write: float
+    stream: C2SStream | None
+    websocket: bool
+
+    def write(self, data: str) -> None: ...
+
+
+def build_modules(server: Server, config: Config) -> dict[str, Module[Any]]:
+    """Instantiate every enabled module with its checked options, in dependency order."""
+    classes = {name: builtin_modules.load(name) for name in config.modules}
+    for name, cls in classes.items():
+        for dep in cls.depends:
+            if dep not in classes:
+                raise ConfigError(f"modules.{name}", f"needs module {dep!r}, which is not enabled")
+    ordered: list[str] = []
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if name in ordered:
+            return
+        if name in trail:
+            raise ConfigError(f"modules.{name}", "circular module dependency")
+        for dep in classes[name].depends:
+            visit(dep, (*trail, name))
+        ordered.append(name)
+
+    for name in classes:
+        visit(name, ())
+    return {
+        name: classes[name](server, parse_section(classes[name].Options, config.modules[name], f"modules.{name}"))
+        for name in ordered
+    }
+
+
+class Server:
+    """One schnack node."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.hosts = frozenset(config.domains)
+        self.hooks = Hooks()
+        self.sessions = SessionRegistry()
+        self.router = Router(self)
+        limits = config.limits
+        self.throttle = LoginThrottle(limits.failed_logins_per_account, limits.failed_logins_per_ip)
+        self.connections: set[Any] = set()
+        self.modules = build_modules(self, config)
+        self.http_app = web.Application()
+        self.http_app["schnack"] = self
+        self.http_app.router.add_get(websocket.PATH, websocket.handle)
+        self._storage: Storage | None = None
+        self._tls: TlsConfig | None = None
+        self._servers: list[asyncio.Server] = []
+        self._runner: web.AppRunner | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._admin = AdminChannel(self, config.data_dir / SOCKET_NAME)
+        self.bound: dict[str, list[tuple[str, int]]] = {}
+        for module in self.modules.values():
+            module.setup()
+
+    @property
+    def storage(self) -> Storage:
+        """The open storage backend."""
+        assert self._storage is not None, "server not started"
+        return self._storage
+
+    @property
+    def tls(self) -> TlsConfig:
+        """Certificate and TLS contexts."""
+        assert self._tls is not None, "server not started"
+        return self._tls
+
+    async def start(self, *, listen: bool = True) -> None:
+        """Open storage, start modules, then listen (tests of modules alone skip listening)."""
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._tls = TlsConfig.for_domains(config.domains, config.data_dir, config.tls.cert, config.tls.key)
+        self._storage = await open_storage(config.storage_url)
+        for module in self.modules.values():
+            await module.start()
+        if listen:
+            await self._listen()
+            await self._admin.start()
+        self._watchdog = asyncio.create_task(self._watch())
+
+    async def _listen(self) -> None:
+        config = self.config
+        for name, direct_tls in (("c2s", False), ("c2s_tls", True)):
+            for i, address in enumerate(getattr(config.listen, name)):
+                host, port = parse_address(f"listen.{name}[{i}]", address)
+
+                async def on_client(r: asyncio.StreamReader, w: asyncio.StreamWriter, tls: bool = direct_tls) -> None:
+                    await net.serve_tcp(self, r, w, tls)
+
+                srv = await asyncio.start_server(
+                    on_client, host, port, ssl=self.tls.context if direct_tls else None,
+                    ssl_handshake_timeout=config.limits.auth_timeout if direct_tls else None,
+                    reuse_address=True, limit=65536,
+                )
+                self._servers.append(srv)
+                self.bound.setdefault(name, []).extend(s.getsockname()[:2] for s in srv.sockets)
+        self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        for name, ctx in (("http", None), ("https", self.tls.http_context)):
+            for i, address in enumerate(getattr(config.listen, name)):
+                host, port = parse_address(f"listen.{name}[{i}]", address)
+                site = web.TCPSite(self._runner, host, port, ssl_context=ctx, reuse_address=True)
+                await site.start()
+                # aiohttp keeps its listening server private; asyncio's and uvloop's both have .sockets.
+                sockets = getattr(site._server, "sockets", ())
+                self.bound.setdefault(name, []).extend(s.getsockname()[:2] for s in sockets)
+
+    async def _watch(self) -> None:
+        """Keepalives, idle and authentication timeouts (RFC 6120 §4.6)."""
+        limits = self.config.limits
+        while True:
+            await asyncio.sleep(_WATCHDOG_PERIOD)
+            now = time.monotonic()
+            conn: _Watched
+            for conn in list(self.connections):
+                stream = conn.stream
+                if stream is None or stream.closed:
+                    continue
+                if now - conn.last_read > limits.idle_timeout:
+                    stream.close(StreamError("connection-timeout", "no traffic for too long"))
+                elif stream.session is None and now - stream.started > limits.auth_timeout:
+                    stream.close(StreamError("connection-timeout", "authentication took too long"))
+                elif now - conn.last_write > limits.keepalive_interval and stream.header_sent and not conn.websocket:
+                    conn.write(" ")
+
+    async def stop(self) -> None:
+        """Stop listening, close every stream with system-shutdown, stop modules, close storage."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        await self._admin.stop()
+        for srv in self._servers:
+            srv.close()
+        for conn in list(self.connections):
+            if conn.stream is not None:
+                conn.stream.close(StreamError("system-shutdown", "the server is shutting down"))
+        for srv in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(srv.wait_closed(), 5)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for _ in range(50):
+            if not self.connections:
+                break
+            await asyncio.sleep(0.05)
+        for module in reversed(list(self.modules.values())):
+            await module.stop()
+        if self._storage is not None:
+            await self._storage.close()
+            self._storage = None

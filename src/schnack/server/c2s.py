@@ -1,0 +1,393 @@
+"""Client-to-server streams: negotiation and stanza intake (RFC 6120 §4-§8, RFC 7395).
+
+One :class:`C2SStream` per connection, on TCP (STARTTLS or direct TLS) or WebSocket. It drives
+the negotiation (STARTTLS, SASL, resource binding), checks each stanza a client sends (RFC 6120
+§8.1.2.1: the 'from' must be the client's own JID) and hands it to the router. The connection
+below it only moves bytes; the parsing and XML rules live in the sans-IO core.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Protocol
+from xml.etree.ElementTree import Element
+
+from ..xmpp import ns, sasl
+from ..xmpp.errors import StanzaError, StreamError
+from ..xmpp.jid import JID, JIDError
+from ..xmpp.stanza import IQ_TYPES, PRESENCE_TYPES, Stanza
+from ..xmpp.xml import element, qname, serialize, sub
+from .sessions import Session
+
+if TYPE_CHECKING:
+    from .app import Server
+
+log = logging.getLogger(__name__)
+
+_STANZA_TAGS = frozenset(qname(ns.CLIENT, kind) for kind in ("message", "presence", "iq"))
+_STARTTLS = qname(ns.TLS, "starttls")
+_AUTH = qname(ns.SASL, "auth")
+_RESPONSE = qname(ns.SASL, "response")
+_ABORT = qname(ns.SASL, "abort")
+_BIND = qname(ns.BIND, "bind")
+_SESSION = qname(ns.SESSION, "session")
+_STREAM_ERROR = qname(ns.STREAMS, "error")
+_OPEN = qname(ns.FRAMING, "open")
+_STREAM = qname(ns.STREAMS, "stream")
+
+
+class Connection(Protocol):
+    """The transport under a stream: bytes out, TLS facts, closing."""
+
+    peer: str
+    secure: bool
+    websocket: bool
+    can_starttls: bool
+
+    def write(self, data: str) -> None: ...
+
+    def close_transport(self) -> None: ...
+
+    def channel_binding(self, kind: str) -> bytes | None: ...
+
+
+class C2SStream:
+    """The stream state of one client connection; the session's transport once bound."""
+
+    def __init__(self, server: Server, conn: Connection) -> None:
+        self.server = server
+        self.conn = conn
+        self.id = secrets.token_urlsafe(12)
+        self.host: str | None = None
+        self.header_sent = False
+        self.username: str | None = None
+        self.session: Session | None = None
+        self.closed = False
+        # Set by negotiation; the connection acts on them before reading further.
+        self.want_tls = False
+        self.want_restart = False
+        self.started = time.monotonic()
+        self._sasl: sasl.SaslServer | None = None
+        self._sasl_mechanism = ""
+        self._stanza_ns = None if conn.websocket else ns.CLIENT
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether SASL succeeded on this stream."""
+        return self.username is not None
+
+    @property
+    def max_stanza_bytes(self) -> int:
+        """The stanza size limit in force (RFC 6120 §13.12)."""
+        limits = self.server.config.limits
+        return limits.max_stanza_size if self.authenticated else limits.max_stanza_size_unauthenticated
+
+    # Output ---------------------------------------------------------------------------------
+
+    def send(self, el: Element) -> None:
+        """Send one top-level element to the client."""
+        if self.closed:
+            return
+        if self.conn.websocket:
+            self.conn.write(serialize(el))
+        else:
+            self.conn.write(serialize(el, ns.CLIENT))
+
+    def _send_header(self) -> None:
+        host = self.host or self.server.config.domains[0]
+        if self.conn.websocket:
+            self.conn.write(
+                serialize(
+                    element(
+                        _OPEN,
+                        {"from": host, "id": self.id, "version": "1.0", qname(ns.XML, "lang"): "en"},
+                    )
+                )
+            )
+        else:
+            self.conn.write(
+                "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                f"xmlns:stream='{ns.STREAMS}' id='{self.id}' from='{host}' version='1.0' xml:lang='en'>"
+            )
+        self.header_sent = True
+
+    def close(self, error: StreamError | None = None) -> None:
+        """Close the stream, with a stream error if given (RFC 6120 §4.4, §4.9.1)."""
+        if self.closed:
+            return
+        if error is not None and not self.header_sent:
+            self._send_header()
+        if error is not None:
+            if error.condition not in ("conflict", "system-shutdown", "connection-timeout", "see-other-host"):
+                log.info("closing stream %s from %s: %s", self.id, self.conn.peer, error)
+            self.send(error.to_xml())
+        if self.conn.websocket:
+            self.conn.write(serialize(element(qname(ns.FRAMING, "close"))))
+        elif self.header_sent:
+            self.conn.write("</stream:stream>")
+        self.closed = True
+        if self.session is not None:
+            self.session.closed = True
+        self.conn.close_transport()
+
+    # Input ----------------------------------------------------------------------------------
+
+    async def on_open(self, name: str, attrs: dict[str, str], default_ns: str | None) -> None:
+        """A stream header (RFC 6120 §4.7) or WebSocket ``<open/>`` (RFC 7395 §3.4) arrived."""
+        if self.conn.websocket:
+            if name != _OPEN:
+                raise StreamError("invalid-namespace", "expected <open/> in the framing namespace")
+        else:
+            if name != _STREAM:
+                raise StreamError("invalid-namespace", "expected <stream:stream> in the streams namespace")
+            if default_ns != ns.CLIENT:
+                raise StreamError("invalid-namespace", "the stream's default namespace must be jabber:client")
+        to = attrs.get("to")
+        host = self._check_host(to)
+        if self.host is not None and host != self.host:
+            raise StreamError("host-unknown", "the stream restart changed the domain")
+        self.host = host
+        version = attrs.get("version", "0.9")
+        major, _, minor = version.partition(".")
+        if not (major.isdigit() and minor.isdigit()):
+            raise StreamError("unsupported-version", f"malformed version {version!r}")
+        if int(major) < 1:
+            raise StreamError("unsupported-version", "this server speaks XMPP 1.0")
+        self._send_header()
+        self.send(await self._features())
+
+    def _check_host(self, to: str | None) -> str:
+        if to is None:
+            return self.server.config.domains[0]
+        try:
+            jid = JID.parse(to)
+        except JIDError:
+            raise StreamError("host-unknown", f"{to!r} is not a domain") from None
+        if jid.local is not None or jid.resource is not None or jid.domain not in self.server.hosts:
+            self.host = None
+            raise StreamError("host-unknown", f"this server does not serve {to}")
+        return jid.domain
+
+    async def _features(self) -> Element:
+        features = element(qname(ns.STREAMS, "features"))
+        tls_required = self.server.config.tls.require_c2s
+        if not self.authenticated:
+            if self.conn.can_starttls and not self.conn.secure:
+                starttls = sub(features, _STARTTLS)
+                if tls_required:
+                    sub(starttls, qname(ns.TLS, "required"))
+                    return features
+            bindings = [kind for kind in ("tls-exporter", "tls-server-end-point")
+                        if self.conn.secure and self.conn.channel_binding(kind) is not None]
+            mechanisms = sub(features, qname(ns.SASL, "mechanisms"))
+            for mechanism in sasl.server_mechanisms(self.conn.secure, bindings):
+                sub(mechanisms, qname(ns.SASL, "mechanism"), text=mechanism)
+            if bindings:
+                # XEP-0440: which channel-binding types the -PLUS mechanisms accept.
+                cb = sub(features, "{urn:xmpp:sasl-cb:0}sasl-channel-binding")
+                for kind in bindings:
+                    sub(cb, "{urn:xmpp:sasl-cb:0}channel-binding", {"type": kind})
+        else:
+            sub(features, _BIND)
+            sub(sub(features, _SESSION), qname(ns.SESSION, "optional"))
+        for extra in await self.server.hooks.fire_all("stream-features", self):
+            if extra is not None:
+                features.append(extra)
+        return features
+
+    async def on_element(self, el: Element) -> None:
+        """A complete top-level element arrived."""
+        tag = el.tag
+        if tag == _STREAM_ERROR:
+            log.info("client %s sent a stream error: %s", self.conn.peer, serialize(el))
+            self.close()
+            return
+        if self.session is not None:
+            if tag in _STANZA_TAGS:
+                await self._stanza(el, self.session)
+            else:
+                await self._nonza(el)
+            return
+        if not self.authenticated:
+            await self._negotiate(el)
+        elif tag == qname(ns.CLIENT, "iq") and el.get("type") == "set" and len(el) == 1 and el[0].tag in (_BIND, _SESSION):
+            await self._bind(el)
+        elif tag in _STANZA_TAGS:
+            raise StreamError("not-authorized", "bind a resource before sending stanzas")
+        else:
+            await self._nonza(el)
+
+    def on_close(self) -> None:
+        """The client closed its stream: close ours (RFC 6120 §4.4)."""
+        self.close()
+
+    async def _nonza(self, el: Element) -> None:
+        if await self.server.hooks.fire(f"c2s/nonza/{el.tag}", self, el) is None:
+            if el.tag.startswith("{jabber:"):
+                raise StreamError("invalid-namespace", "stanzas on this stream must be in jabber:client")
+            raise StreamError("unsupported-stanza-type", f"unexpected element {el.tag}")
+
+    # Negotiation ----------------------------------------------------------------------------
+
+    async def _negotiate(self, el: Element) -> None:
+        tag = el.tag
+        if tag == _STARTTLS:
+            if not self.conn.can_starttls or self.conn.secure:
+                raise StreamError("unsupported-feature", "STARTTLS is not offered on this stream")
+            self.conn.write(f"<proceed xmlns='{ns.TLS}'/>")
+            self.want_tls = True
+            return
+        tls_missing = (
+            self.conn.can_starttls and not self.conn.secure and self.server.config.tls.require_c2s
+        )
+        if tag in (_AUTH, _RESPONSE, _ABORT):
+            if tls_missing:
+                self._sasl_failure(sasl.SaslFailure("encryption-required", "use STARTTLS first"))
+                return
+            await self._sasl_element(el)
+            return
+        if tag == qname(ns.CLIENT, "iq") and not tls_missing:
+            result = await self.server.hooks.fire("c2s/unauthenticated-iq", self, el)
+            if result is not None:
+                return
+        raise StreamError("not-authorized", "authenticate before sending anything else")
+
+    def _sasl_failure(self, failure: sasl.SaslFailure) -> None:
+        out = element(qname(ns.SASL, "failure"))
+        sub(out, qname(ns.SASL, failure.condition))
+        if failure.text:
+            sub(out, qname(ns.SASL, "text"), {qname(ns.XML, "lang"): "en"}, failure.text)
+        self.send(out)
+
+    async def _sasl_element(self, el: Element) -> None:
+        """RFC 6120 §6.4: the SASL exchange; credentials are fetched when the mechanism asks."""
+        throttle = self.server.throttle
+        ip = self.conn.peer.rpartition(":")[0] or self.conn.peer
+        try:
+            if el.tag == _ABORT:
+                self._sasl = None
+                raise sasl.SaslFailure("aborted")
+            data = sasl.decode_b64(el.text or "") if (el.text or "").strip() else None
+            if el.tag == _AUTH:
+                if throttle.blocked_ip(ip):
+                    raise sasl.SaslFailure("temporary-auth-failure", "too many failed logins; try later")
+                mechanism = el.get("mechanism", "")
+                self._sasl_mechanism = mechanism
+                self._sasl = sasl.SaslServer(
+                    mechanism,
+                    tls=self.conn.secure,
+                    channel_binding=self.conn.channel_binding,
+                    domain=self.host or self.server.config.domains[0],
+                )
+                step = self._sasl.start(data)
+            else:
+                if self._sasl is None:
+                    raise sasl.SaslFailure("malformed-request", "no authentication in progress")
+                step = self._sasl.respond(data or b"")
+            while isinstance(step, sasl.NeedCredentials):
+                assert self._sasl is not None
+                if throttle.blocked_account(self.host or "", step.username):
+                    raise sasl.SaslFailure("temporary-auth-failure", "too many failed logins; try later")
+                account = await self.server.storage.accounts.get(self.host or "", step.username)
+                step = self._sasl.provide_credentials(account.credentials if account else None)
+            if isinstance(step, sasl.Challenge):
+                self.send(element(qname(ns.SASL, "challenge"), text=sasl.encode_b64(step.data)))
+                return
+            self._sasl = None
+            throttle.success(self.host or "", step.username)
+            self.username = step.username
+            self.send(element(qname(ns.SASL, "success"), text=sasl.encode_b64(step.data) if step.data else None))
+            log.info("%s@%s authenticated from %s with %s", step.username, self.host, self.conn.peer, self._sasl_mechanism)
+            self.want_restart = True
+        except sasl.SaslFailure as failure:
+            user = self._sasl.username if self._sasl is not None else None
+            self._sasl = None
+            if failure.condition == "not-authorized":
+                throttle.failure(self.host or "", user, ip)
+            self._sasl_failure(failure)
+
+    async def _bind(self, el: Element) -> None:
+        """RFC 6120 §7: bind a resource; the legacy session request (RFC 3921 §3) is acknowledged."""
+        stanza = Stanza(el, None, None)
+        if el[0].tag == _SESSION:
+            self.send(stanza.result())
+            return
+        assert self.username is not None and self.host is not None
+        requested = (el[0].findtext(qname(ns.BIND, "resource")) or "").strip()
+        try:
+            jid = JID.parse(f"{self.username}@{self.host}/{requested or secrets.token_hex(6)}")
+        except JIDError as err:
+            self.send(stanza.error(StanzaError("bad-request", f"invalid resource: {err}")))
+            return
+        registry = self.server.sessions
+        bare = jid.bare
+        if registry.get(jid) is None and len(registry.resources(bare)) >= self.server.config.limits.max_resources:
+            self.send(stanza.error(StanzaError("resource-constraint", "too many sessions for this account")))
+            return
+        session = Session(jid, self, id=self.id, secure=self.conn.secure, peer=self.conn.peer)
+        old = registry.add(session)
+        if old is not None:
+            # RFC 6120 §7.7.2.2: the newer session wins; the older one is told why it goes.
+            old.close(StreamError("conflict", "replaced by a new session with the same resource"))
+        self.session = session
+        reply = element(_BIND)
+        sub(reply, qname(ns.BIND, "jid"), text=str(jid))
+        self.send(stanza.result(reply))
+        log.info("bound %s from %s", jid, self.conn.peer)
+        await self.server.hooks.fire_all("session-bound", session)
+
+    # Stanzas --------------------------------------------------------------------------------
+
+    async def _stanza(self, el: Element, session: Session) -> None:
+        """RFC 6120 §8.1: check the addresses and the basic shape, stamp 'from', route."""
+        from_ = el.get("from")
+        if from_ is not None and from_ != str(session.jid):
+            try:
+                claimed = JID.parse(from_)
+            except JIDError:
+                claimed = None
+            if claimed is None or (claimed not in (session.jid, session.jid.bare)):
+                raise StreamError("invalid-from", "'from' must be your own address")
+        try:
+            stanza = Stanza.parse(el)
+        except StanzaError as err:
+            el.set("from", str(session.jid))
+            if el.get("type") != "error":
+                session.send(Stanza(el, None, session.jid).error(err))
+            return
+        stanza.set_from(session.jid)
+        shape = _shape_error(stanza)
+        if shape is not None:
+            if stanza.type != "error":
+                session.send(stanza.error(shape))
+            return
+        await self.server.router.route(stanza, session)
+
+    # Teardown -------------------------------------------------------------------------------
+
+    async def connection_lost(self) -> None:
+        """The transport is gone: unregister the session and let modules react (e.g. unavailable presence)."""
+        self.closed = True
+        session = self.session
+        if session is None:
+            return
+        session.closed = True
+        if self.server.sessions.remove(session):
+            await self.server.hooks.fire_all("session-closed", session)
+
+
+def _shape_error(stanza: Stanza) -> StanzaError | None:
+    """RFC 6120 §8.2.3 and RFC 6121 §4.7.1: what every IQ and presence must look like."""
+    if stanza.kind == "iq":
+        if not stanza.id:
+            return StanzaError("bad-request", "an iq needs an id")
+        if stanza.type not in IQ_TYPES:
+            return StanzaError("bad-request", "iq type must be get, set, result or error")
+        if stanza.type in ("get", "set") and len(stanza.el) != 1:
+            return StanzaError("bad-request", "an iq get or set carries exactly one child element")
+    elif stanza.kind == "presence" and stanza.type is not None and stanza.type not in PRESENCE_TYPES:
+        return StanzaError("bad-request", f"unknown presence type {stanza.type!r}")
+    return None
+

@@ -1,0 +1,261 @@
+"""The server configuration: one TOML file, checked completely at start.
+
+Every section is a dataclass; fields carry their bounds in ``metadata`` (``min``, ``max``,
+``choices``) and a wrong value fails with a :class:`ConfigError` naming the key, e.g.
+``limits.idle_timeout: must be at least 10, got 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..xmpp.jid import JID, JIDError
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` is the one line shown to the operator."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+
+
+def bounded(default: Any, *, min: float | None = None, max: float | None = None,
+            choices: tuple[Any, ...] | None = None, help: str = "") -> Any:
+    """A dataclass field with bounds that :func:`parse_section` checks."""
+    meta = {"min": min, "max": max, "choices": choices, "help": help}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(key, value, args[0])
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(key, f"must be a list, got {type(value).__name__}")
+        return [_convert(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if tp is Path:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a path string, got {type(value).__name__}")
+        return Path(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(key, f"must be a whole number, got {value!r}")
+    if tp in (str, float, bool, int) and not isinstance(value, tp):
+        raise ConfigError(key, f"must be a {_type_name(tp)}, got {type(value).__name__}")
+    return value
+
+
+def parse_section(cls: type[T], table: Any, prefix: str) -> T:
+    """Build dataclass ``cls`` from a TOML table, checking names, types and bounds."""
+    if table is None:
+        table = {}
+    if not isinstance(table, dict):
+        raise ConfigError(prefix, "must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for name in table:
+        if name not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise ConfigError(f"{prefix}.{name}" if prefix else name, f"unknown key (known: {known})")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in table:
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        value = _convert(key, table[name], hints[name])
+        meta = f.metadata
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            allowed = ", ".join(repr(c) for c in meta["choices"])
+            raise ConfigError(key, f"must be one of {allowed}, got {value!r}")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if meta.get("min") is not None and value < meta["min"]:
+                raise ConfigError(key, f"must be at least {meta['min']}, got {value}")
+            if meta.get("max") is not None and value > meta["max"]:
+                raise ConfigError(key, f"must be at most {meta['max']}, got {value}")
+        values[name] = value
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Where the server listens; each entry is ``host:port`` (``[::]:5222`` for IPv6)."""
+
+    c2s: list[str] = bounded(["0.0.0.0:5222"], help="client port with STARTTLS (RFC 6120)")
+    c2s_tls: list[str] = bounded(["0.0.0.0:5223"], help="client port with direct TLS (XEP-0368)")
+    http: list[str] = bounded(["0.0.0.0:5280"], help="HTTP with WebSocket at /xmpp-websocket")
+    https: list[str] = bounded(["0.0.0.0:5281"], help="HTTPS with WebSocket at /xmpp-websocket")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection limits (RFC 6120 §13.12)."""
+
+    max_stanza_size: int = bounded(262_144, min=10_000, max=16 * 1024 * 1024)
+    max_stanza_size_unauthenticated: int = bounded(10_000, min=4_096, max=262_144)
+    bytes_per_second: int = bounded(262_144, min=1_024, help="sustained read rate per connection")
+    burst_bytes: int = bounded(1_048_576, min=10_000)
+    idle_timeout: float = bounded(600.0, min=10, help="close a connection silent for this long")
+    keepalive_interval: float = bounded(60.0, min=5, help="whitespace keepalive after this much silence")
+    auth_timeout: float = bounded(30.0, min=1, help="time to authenticate after connecting")
+    max_resources: int = bounded(64, min=1, max=10_000, help="sessions per account")
+    max_write_buffer: int = bounded(4 * 1024 * 1024, min=65_536, help="unsent bytes before a reader is cut")
+    failed_logins_per_account: int = bounded(5, min=1, help="per minute before throttling")
+    failed_logins_per_ip: int = bounded(20, min=1, help="per minute before throttling")
+
+
+@dataclass(frozen=True)
+class Tls:
+    """Certificate and key in PEM; when both are unset a self-signed pair is made in data_dir."""
+
+    cert: Path | None = bounded(None)
+    key: Path | None = bounded(None)
+    require_c2s: bool = bounded(True, help="refuse login without TLS on the STARTTLS port")
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where data lives: ``sqlite:///path``, or ``postgresql://user@host/db``."""
+
+    url: str = bounded("", help="default: SQLite in data_dir")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; module options stay raw until the modules parse them."""
+
+    domains: list[str]
+    data_dir: Path
+    storage_url: str
+    listen: Listen
+    limits: Limits
+    tls: Tls
+    modules: dict[str, dict[str, Any]]
+    log_level: str = "info"
+    source: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Top:
+    domains: list[str] = bounded(["localhost"])
+    data_dir: Path = bounded(Path("data"))
+    log_level: str = bounded("info", choices=("debug", "info", "warning", "error"))
+
+
+DEFAULT_MODULES = (
+    "message", "offline", "iq", "disco", "version", "ping", "vcard", "private",
+    "e2e",
+)  # fmt: skip
+
+
+def _modules(table: Any) -> dict[str, dict[str, Any]]:
+    if table is None:
+        table = {}
+    if not isinstance(table, dict):
+        raise ConfigError("modules", "must be a table")
+    enable = _convert("modules.enable", table.get("enable", []), list[str])
+    disable = _convert("modules.disable", table.get("disable", []), list[str])
+    names = [m for m in (*DEFAULT_MODULES, *enable) if m not in disable]
+    options: dict[str, dict[str, Any]] = {name: {} for name in dict.fromkeys(names)}
+    for name, value in table.items():
+        if name in ("enable", "disable"):
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"modules.{name}", "must be a table of that module's options")
+        if name not in options:
+            raise ConfigError(f"modules.{name}", "options given for a module that is not enabled")
+        options[name] = value
+    return options
+
+
+def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
+    """Check a parsed TOML document and build the configuration."""
+    sections = {"listen", "limits", "tls", "storage", "modules"}
+    top = parse_section(_Top, {k: v for k, v in data.items() if k not in sections}, "")
+    if not top.domains:
+        raise ConfigError("domains", "must name at least one domain")
+    domains = []
+    for i, name in enumerate(top.domains):
+        try:
+            jid = JID.parse(name)
+        except JIDError as err:
+            raise ConfigError(f"domains[{i}]", f"{name!r} is not a valid domain: {err}") from None
+        if jid.local is not None or jid.resource is not None:
+            raise ConfigError(f"domains[{i}]", f"{name!r} is not a bare domain")
+        domains.append(jid.domain)
+    data_dir = top.data_dir if top.data_dir.is_absolute() else base_dir / top.data_dir
+    storage = parse_section(Storage, data.get("storage"), "storage")
+    url = storage.url or f"sqlite:///{data_dir / 'schnack.db'}"
+    if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise ConfigError("storage.url", f"must start with sqlite:// or postgresql://, got {url!r}")
+    tls = parse_section(Tls, data.get("tls"), "tls")
+    if (tls.cert is None) != (tls.key is None):
+        raise ConfigError("tls", "set both cert and key, or neither")
+    if tls.cert is not None and tls.key is not None:
+        tls = dataclasses.replace(
+            tls,
+            cert=tls.cert if tls.cert.is_absolute() else base_dir / tls.cert,
+            key=tls.key if tls.key.is_absolute() else base_dir / tls.key,
+        )
+        for key, path in (("tls.cert", tls.cert), ("tls.key", tls.key)):
+            if path is None or not path.is_file():
+                raise ConfigError(key, f"no such file: {path}")
+    listen = parse_section(Listen, data.get("listen"), "listen")
+    for name in ("c2s", "c2s_tls", "http", "https"):
+        for i, address in enumerate(getattr(listen, name)):
+            parse_address(f"listen.{name}[{i}]", address)
+    return Config(
+        domains=domains,
+        data_dir=data_dir,
+        storage_url=url,
+        listen=listen,
+        limits=parse_section(Limits, data.get("limits"), "limits"),
+        tls=tls,
+        modules=_modules(data.get("modules")),
+        log_level=top.log_level,
+        source=source,
+    )
+
+
+def parse_address(key: str, address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port``) and check the port."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"must be host:port, got {address!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def load(path: Path | None) -> Config:
+    """Read and check the configuration file; None gives the zero-configuration defaults."""
+    if path is None:
+        return build({}, Path.cwd())
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("", f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError("", f"{path}: not valid TOML: {err}") from None
+    return build(data, path.parent.resolve(), path)

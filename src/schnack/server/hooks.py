@@ -1,0 +1,61 @@
+"""Named events that modules subscribe to, run in priority order (the router's building block)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+class Handled(enum.Enum):
+    """Returned by a handler that dealt with the event and wants no further handlers run."""
+
+    HANDLED = "handled"
+
+
+HANDLED = Handled.HANDLED
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+class Hooks:
+    """A registry of async handlers per event name, called highest priority first.
+
+    A handler returns None to let the next one run; anything else (a reply element, HANDLED)
+    stops the chain and is returned by :meth:`fire`.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[tuple[int, int, Handler]]] = {}
+        self._order = 0
+
+    def add(self, event: str, handler: Handler, priority: int = 0) -> None:
+        """Subscribe ``handler`` to ``event``; equal priorities run in registration order."""
+        self._order += 1
+        chain = self._handlers.setdefault(event, [])
+        chain.append((-priority, self._order, handler))
+        chain.sort(key=lambda entry: (entry[0], entry[1]))
+
+    def remove(self, event: str, handler: Handler) -> None:
+        """Unsubscribe ``handler`` from ``event``."""
+        chain = self._handlers.get(event, [])
+        chain[:] = [entry for entry in chain if entry[2] is not handler]
+
+    def has(self, event: str) -> bool:
+        """Whether any handler listens to ``event``."""
+        return bool(self._handlers.get(event))
+
+    async def fire(self, event: str, *args: Any) -> Any:
+        """Run the handlers of ``event`` until one returns something other than None."""
+        chain = self._handlers.get(event)
+        if not chain:
+            return None
+        for _, _, handler in chain:
+            result = await handler(*args)
+            if result is not None:
+                return result
+        return None
+
+    async def fire_all(self, event: str, *args: Any) -> list[Any]:
+        """Run every handler of ``event``; collect what they return (e.g. stream features)."""
+        return [await handler(*args) for _, _, handler in self._handlers.get(event, ())]

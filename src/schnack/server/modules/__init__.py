@@ -1,0 +1,35 @@
+"""The built-in modules, by configuration name. Each file holds one feature (its XEP in the docstring)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ..config import ConfigError
+from ..module import Module
+
+# name -> "file:Class" under this package; this table is the one place a module is listed.
+BUILTIN: dict[str, str] = {
+    "message": "message:Message",
+    "offline": "offline:Offline",
+    "iq": "iq:Iq",
+    "disco": "disco:Disco",
+    "version": "version:Version",
+    "ping": "ping:Ping",
+    "vcard": "vcard:VCard",
+    "private": "private:PrivateStorage",
+    "register": "register:Register",
+    "e2e": "e2e:EndToEndPolicy",
+}
+
+
+def load(name: str) -> type[Module[Any]]:
+    """The class of module ``name``."""
+    try:
+        path = BUILTIN[name]
+    except KeyError:
+        known = ", ".join(sorted(BUILTIN))
+        raise ConfigError(f"modules.{name}", f"no such module (known: {known})") from None
+    file, _, cls = path.partition(":")
+    module_class: type[Module[Any]] = getattr(importlib.import_module(f"{__name__}.{file}"), cls)
+    return module_class

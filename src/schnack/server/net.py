@@ -1,0 +1,158 @@
+"""TCP listeners for client streams: STARTTLS on 5222, direct TLS on 5223 (RFC 6120, XEP-0368).
+
+This and the HTTP/WebSocket listener are the only places that touch sockets. Each connection
+runs one reader task: read, rate-limit, feed the sans-IO parser, hand events to the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from typing import TYPE_CHECKING
+
+from ..xmpp.errors import StreamError
+from ..xmpp.parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
+from .c2s import C2SStream
+from .tls import tls_exporter
+
+if TYPE_CHECKING:
+    from .app import Server
+
+log = logging.getLogger(__name__)
+
+_READ_SIZE = 65536
+# How long held-back input may wait for more bytes before it is parsed anyway (see StreamParser.flush).
+_FLUSH_DELAY = 0.05
+
+
+class RateLimiter:
+    """A token bucket over bytes read: a client past its rate is read more slowly, not cut."""
+
+    __slots__ = ("_at", "_level", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._level = burst
+        self._at = time.monotonic()
+
+    def consume(self, n: int) -> float:
+        """Take ``n`` bytes; return how long to wait before reading more."""
+        now = time.monotonic()
+        self._level = min(self.burst, self._level + (now - self._at) * self.rate) - n
+        self._at = now
+        return -self._level / self.rate if self._level < 0 else 0.0
+
+
+class TcpConnection:
+    """A client connection over TCP (plain until STARTTLS, or TLS from the first byte)."""
+
+    websocket = False
+
+    def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, direct_tls: bool) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.secure = direct_tls
+        self.can_starttls = not direct_tls
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.last_read = self.last_write = time.monotonic()
+        self.stream: C2SStream | None = None
+        self._closing = False
+
+    def write(self, data: str) -> None:
+        if self._closing:
+            return
+        self.writer.write(data.encode())
+        self.last_write = time.monotonic()
+        if self.writer.transport.get_write_buffer_size() > self.server.config.limits.max_write_buffer:
+            log.warning("closing %s: it does not read what it is sent", self.peer)
+            self.close_transport()
+
+    def close_transport(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self.writer.close()
+
+    def channel_binding(self, kind: str) -> bytes | None:
+        if not self.secure:
+            return None
+        if kind == "tls-server-end-point":
+            return self.server.tls.end_point
+        if kind == "tls-exporter":
+            return tls_exporter(self.writer.get_extra_info("ssl_object"), self.server.tls.context)
+        return None
+
+
+async def _read(conn: TcpConnection, parser: StreamParser) -> bytes | None:
+    """Read once; if the parser holds input back, wait only briefly before flushing it."""
+    if parser.buffered():
+        try:
+            return await asyncio.wait_for(conn.reader.read(_READ_SIZE), _FLUSH_DELAY)
+        except TimeoutError:
+            return None
+    return await conn.reader.read(_READ_SIZE)
+
+
+async def serve_tcp(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direct_tls: bool) -> None:
+    """Run one client connection until it closes."""
+    conn = TcpConnection(server, reader, writer, direct_tls=direct_tls)
+    stream = conn.stream = C2SStream(server, conn)
+    server.connections.add(conn)
+    limits = server.config.limits
+    bucket = RateLimiter(limits.bytes_per_second, limits.burst_bytes)
+    parser = StreamParser(stream.max_stanza_bytes)
+    try:
+        while not stream.closed:
+            data = await _read(conn, parser)
+            if data == b"":
+                break
+            try:
+                if data is None:
+                    events = parser.flush()
+                else:
+                    conn.last_read = time.monotonic()
+                    events = parser.feed(data)
+                for event in events:
+                    if isinstance(event, StanzaReceived):
+                        await stream.on_element(event.element)
+                    elif isinstance(event, StreamOpened):
+                        await stream.on_open(event.name, event.attrs, event.default_ns)
+                    elif isinstance(event, StreamClosed):
+                        stream.on_close()
+                    if stream.closed:
+                        break
+                    if stream.want_tls or stream.want_restart:
+                        # RFC 6120 §5.4.3.3, §6.4.6: whatever followed on the old stream is discarded.
+                        break
+            except StreamError as err:
+                stream.close(err)
+                break
+            if stream.want_tls:
+                stream.want_tls = False
+                await writer.drain()
+                await writer.start_tls(server.tls.context)
+                conn.secure = True
+                stream.want_restart = True
+            if stream.want_restart:
+                stream.want_restart = False
+                parser = StreamParser(stream.max_stanza_bytes)
+            elif data:
+                delay = bucket.consume(len(data))
+                if delay:
+                    await asyncio.sleep(delay)
+    except (ConnectionError, ssl.SSLError, OSError) as err:
+        log.debug("connection %s lost: %s", conn.peer, err)
+    except Exception:
+        log.exception("unexpected failure on connection %s", conn.peer)
+        stream.close(StreamError("internal-server-error"))
+    finally:
+        server.connections.discard(conn)
+        conn.close_transport()
+        await stream.connection_lost()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()

@@ -1,0 +1,101 @@
+"""The router: checks nothing but addresses, and runs the handlers registered for a route key.
+
+The core only routes (as in Prosody). A stanza becomes a key ``{kind}/{target}`` where kind is
+message, presence or iq and target is ``self`` (the sender's own account, or no 'to'), ``host``
+(a domain served here), ``bare`` or ``full`` (a local account or resource) or ``remote``. Stanzas
+a local client sends first pass ``pre-{kind}/{target}``. An IQ get/set first tries
+``iq/{target}/{payload name}`` and then ``iq/{target}``. Handlers return a reply element,
+:data:`HANDLED`, or None to pass; they raise :class:`StanzaError` to bounce the stanza.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+from xml.etree.ElementTree import Element
+
+from ..xmpp.errors import StanzaError
+from ..xmpp.jid import JID
+from ..xmpp.stanza import Stanza
+from .hooks import Handled
+
+if TYPE_CHECKING:
+    from .app import Server
+    from .sessions import Session
+
+log = logging.getLogger(__name__)
+
+
+class Router:
+    """Routes stanzas between sessions, modules and the server (RFC 6120 §10, RFC 6121 §8)."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._hooks = server.hooks
+        self._hosts = server.hosts
+
+    def target(self, to: JID | None, origin: Session | None) -> str:
+        """The target part of a route key (see the module docstring)."""
+        if to is None:
+            return "self" if origin is not None else "host"
+        if to.domain not in self._hosts:
+            return "remote"
+        if to.local is None:
+            return "host"
+        if to.resource is None:
+            return "self" if origin is not None and to == origin.jid.bare else "bare"
+        return "full"
+
+    async def route(self, stanza: Stanza, origin: Session | None = None) -> None:
+        """Route ``stanza``; ``origin`` is the local session that sent it, None for the server.
+
+        Errors go back to the sender; a failing handler is logged and answered with
+        internal-server-error so the server keeps serving everyone else.
+        """
+        try:
+            result = await self._dispatch(stanza, origin)
+        except StanzaError as err:
+            result = None if stanza.type == "error" else stanza.error(err)
+        except Exception:
+            log.exception("handler failed for %s to %s", stanza.kind, stanza.to)
+            failure = StanzaError("internal-server-error")
+            result = None if stanza.type == "error" else stanza.error(failure)
+        if result is None or isinstance(result, Handled):
+            return
+        if origin is not None and not origin.closed and result.get("to") in (None, str(origin.jid)):
+            origin.send(result)
+        else:
+            await self.send(result)
+
+    async def send(self, el: Element) -> None:
+        """Route a stanza the server itself originates (its 'from' is already set)."""
+        try:
+            stanza = Stanza.parse(el)
+        except StanzaError:
+            log.warning("dropping server stanza with a malformed address: %s", el.get("to"))
+            return
+        await self.route(stanza, None)
+
+    async def _dispatch(self, stanza: Stanza, origin: Session | None) -> Element | Handled | None:
+        kind = stanza.kind
+        target = self.target(stanza.to, origin)
+        fire = self._hooks.fire
+        if origin is not None:
+            result = await fire(f"pre-{kind}/{target}", stanza, origin)
+            if result is not None:
+                return result  # type: ignore[no-any-return]
+        if kind == "iq" and stanza.type in ("get", "set"):
+            payload = stanza.payload
+            assert payload is not None
+            result = await fire(f"iq/{target}/{payload.tag}", stanza, origin)
+            if result is None:
+                result = await fire(f"iq/{target}", stanza, origin)
+            if result is None:
+                if target == "remote":
+                    raise StanzaError("remote-server-not-found", "no connection to other servers")
+                raise StanzaError("service-unavailable")
+            return result  # type: ignore[no-any-return]
+        result = await fire(f"{kind}/{target}", stanza, origin)
+        if result is None and target == "remote" and stanza.type != "error":
+            raise StanzaError("remote-server-not-found", "no connection to other servers")
+        return result  # type: ignore[no-any-return]

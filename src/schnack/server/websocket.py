@@ -1,0 +1,141 @@
+"""XMPP over WebSocket (RFC 7395) on the server's HTTP listeners, at ``/xmpp-websocket``.
+
+Each text message holds exactly one element: ``<open/>``, ``<close/>``, or a stanza with its own
+``xmlns``. TLS comes from the HTTPS listener; plain HTTP counts as secure only for loopback peers
+(a TLS-terminating proxy on the same machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from ..xmpp import ns
+from ..xmpp.errors import StreamError
+from ..xmpp.parser import parse_frame
+from ..xmpp.xml import qname
+from .c2s import C2SStream
+from .net import RateLimiter
+from .tls import tls_exporter
+
+if TYPE_CHECKING:
+    from .app import Server
+
+log = logging.getLogger(__name__)
+
+PATH = "/xmpp-websocket"
+_OPEN = qname(ns.FRAMING, "open")
+_CLOSE = qname(ns.FRAMING, "close")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WebSocketConnection:
+    """A client connection over one WebSocket."""
+
+    websocket = True
+    can_starttls = False
+
+    def __init__(self, server: Server, request: web.Request, ws: web.WebSocketResponse) -> None:
+        self.server = server
+        self.ws = ws
+        self._request = request
+        self._ssl = request.transport.get_extra_info("ssl_object") if request.transport else None
+        remote = request.remote or "?"
+        self.secure = self._ssl is not None or _is_loopback(remote)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else remote
+        self.last_read = self.last_write = time.monotonic()
+        self.stream: C2SStream | None = None
+        self._closing = False
+        # The loop keeps only weak references to tasks; these keep queued frames alive until sent.
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def write(self, data: str) -> None:
+        if self._closing:
+            return
+        self.last_write = time.monotonic()
+        # send_str is a coroutine only to apply back-pressure; the frame is queued at once.
+        task = asyncio.ensure_future(self._send(data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, data: str) -> None:
+        try:
+            await self.ws.send_str(data)
+        except (ConnectionError, RuntimeError):
+            self.close_transport()
+
+    def close_transport(self) -> None:
+        if not self._closing:
+            self._closing = True
+            task = asyncio.ensure_future(self.ws.close())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def channel_binding(self, kind: str) -> bytes | None:
+        if self._ssl is None:
+            return None
+        if kind == "tls-server-end-point":
+            return self.server.tls.end_point
+        if kind == "tls-exporter":
+            return tls_exporter(self._ssl, self.server.tls.http_context)
+        return None
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    """Upgrade to a WebSocket with the ``xmpp`` subprotocol and run the stream on it."""
+    server: Server = request.app["schnack"]
+    ws = web.WebSocketResponse(protocols=("xmpp",), max_msg_size=server.config.limits.max_stanza_size)
+    if not ws.can_prepare(request).ok:
+        return web.Response(status=426, text="This endpoint speaks XMPP over WebSocket (RFC 7395).\n")
+    await ws.prepare(request)
+    conn = WebSocketConnection(server, request, ws)
+    stream = conn.stream = C2SStream(server, conn)
+    server.connections.add(conn)
+    limits = server.config.limits
+    bucket = RateLimiter(limits.bytes_per_second, limits.burst_bytes)
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                if msg.type == WSMsgType.BINARY:
+                    stream.close(StreamError("bad-format", "XMPP frames are text frames"))
+                break
+            conn.last_read = time.monotonic()
+            data = msg.data.encode()
+            try:
+                el = parse_frame(data, stream.max_stanza_bytes)
+                if el.tag == _OPEN:
+                    await stream.on_open(el.tag, dict(el.attrib), None)
+                elif el.tag == _CLOSE:
+                    stream.on_close()
+                elif not stream.header_sent:
+                    raise StreamError("not-authorized", "send <open/> first")
+                else:
+                    await stream.on_element(el)
+            except StreamError as err:
+                stream.close(err)
+            if stream.closed:
+                break
+            delay = bucket.consume(len(data))
+            if delay:
+                await asyncio.sleep(delay)
+    except Exception:
+        log.exception("unexpected failure on WebSocket %s", conn.peer)
+        stream.close(StreamError("internal-server-error"))
+    finally:
+        server.connections.discard(conn)
+        await stream.connection_lost()
+        if not ws.closed:
+            await ws.close()
+    return ws
