@@ -1,0 +1,1 @@
+"""The ``schnack`` command."""

@@ -1,0 +1,5 @@
+"""``python -m schnack.cli``."""
+
+from .main import main
+
+main()

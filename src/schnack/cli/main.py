@@ -1,0 +1,297 @@
+"""``schnack``: run the server (``serve``), check its configuration, and administer it.
+
+Every failure is one line on stderr and a non-zero exit: 2 for a bad configuration or usage,
+1 for anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..server import admin as admin_channel
+from ..server.config import Config, ConfigError, load
+from ..xmpp.jid import JID, JIDError
+
+T = TypeVar("T")
+
+config_option = click.option(
+    "--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+    envvar="SCHNACK_CONFIG", help="TOML configuration file (default: built-in defaults, data in ./data).",
+)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"schnack: {message}", err=True)
+    sys.exit(code)
+
+
+def _load(config_path: Path | None) -> Config:
+    try:
+        config = load(config_path)
+        # Building the server checks every module's options too, without opening anything.
+        from ..server.app import build_modules
+
+        build_modules(_NoServer(config), config)  # type: ignore[arg-type]
+        return config
+    except ConfigError as err:
+        _fail(f"bad configuration: {err}", 2)
+        raise AssertionError from None
+
+
+class _NoServer:
+    """Enough of a server for modules to be constructed and their options checked."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.hosts = frozenset(config.domains)
+
+
+def _run(coro: Awaitable[T]) -> T:
+    async def wrap() -> T:
+        return await coro
+
+    return asyncio.run(wrap())
+
+
+@click.group()
+@click.version_option(package_name="schnack")
+def main() -> None:
+    """schnack: a self-hosted, end-to-end encrypted messenger that speaks XMPP."""
+
+
+@main.command()
+@config_option
+def serve(config_path: Path | None) -> None:
+    """Run the server until interrupted (SIGINT/SIGTERM stop it cleanly)."""
+    config = _load(config_path)
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from ..server.app import Server
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        server = Server(config)
+        try:
+            await server.start()
+        except OSError as err:
+            await server.stop()
+            _fail(f"cannot listen: {err}")
+        except BaseException:
+            # Storage runs a worker thread; leaving it open would keep the process alive.
+            await server.stop()
+            raise
+        _announce(server)
+        await stop.wait()
+        logging.getLogger("schnack").info("shutting down")
+        await server.stop()
+
+    runner: Callable[[Any], Any] = asyncio.run
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        runner = uvloop.run
+    runner(run())
+
+
+def _announce(server: Any) -> None:
+    config: Config = server.config
+    domain = config.domains[0]
+    ports = {name: [port for _, port in addrs] for name, addrs in server.bound.items()}
+    lines = [
+        f"schnack is serving {', '.join(config.domains)} (data in {config.data_dir})",
+        f"  XMPP apps: connect to {domain}, port {ports.get('c2s', ['-'])[0]} (STARTTLS)"
+        f" or {ports.get('c2s_tls', ['-'])[0]} (direct TLS)",
+        f"  WebSocket: ws://{domain}:{ports.get('http', ['-'])[0]}/xmpp-websocket,"
+        f" wss://{domain}:{ports.get('https', ['-'])[0]}/xmpp-websocket",
+        f"  certificate: {server.tls.cert_path}",
+        f"  add a user:  schnack admin user add alice@{domain}"
+        + (f" --config {config.source}" if config.source else ""),
+    ]
+    click.echo("\n".join(lines), err=True)
+
+
+@main.group()
+def config() -> None:
+    """Configuration tools."""
+
+
+@config.command("check")
+@config_option
+def config_check(config_path: Path | None) -> None:
+    """Check the configuration and exit: 0 if good, 2 with the offending key if not."""
+    cfg = _load(config_path)
+    click.echo(f"configuration OK: domains {', '.join(cfg.domains)}; modules {', '.join(cfg.modules)}")
+
+
+@main.group()
+def admin() -> None:
+    """Administer accounts and the running server."""
+
+
+@admin.group()
+def user() -> None:
+    """Accounts: add, delete, change password, list."""
+
+
+def _account(jid: str, config: Config) -> tuple[str, str]:
+    try:
+        parsed = JID.parse(jid)
+    except JIDError as err:
+        _fail(f"invalid JID {jid!r}: {err}", 2)
+        raise AssertionError from None
+    if parsed.local is None or parsed.resource is not None:
+        _fail(f"{jid!r} is not an account address (user@domain)", 2)
+    if parsed.domain not in config.domains:
+        _fail(f"this server does not serve {parsed.domain} (domains: {', '.join(config.domains)})", 2)
+    assert parsed.local is not None
+    return parsed.domain, parsed.local
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        _fail("the password must not be empty", 2)
+    return password
+
+
+async def _with_storage(config: Config, action: Callable[[Any], Awaitable[T]]) -> T:
+    from ..server.storage import StorageError, open_storage
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        storage = await open_storage(config.storage_url)
+    except StorageError as err:
+        _fail(f"cannot open storage: {err}")
+        raise AssertionError from None
+    try:
+        return await action(storage)
+    finally:
+        await storage.close()
+
+
+password_stdin = click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+
+
+@user.command("add")
+@config_option
+@password_stdin
+@click.argument("jid")
+def user_add(config_path: Path | None, password_stdin: bool, jid: str) -> None:
+    """Create the account JID."""
+    from ..server.storage import AlreadyExists
+    from ..xmpp.sasl import derive_credentials
+
+    cfg = _load(config_path)
+    host, username = _account(jid, cfg)
+    credentials = derive_credentials(_password(password_stdin))
+
+    async def add(storage: Any) -> None:
+        try:
+            await storage.accounts.create(host, username, credentials)
+        except AlreadyExists:
+            _fail(f"{username}@{host} already exists")
+
+    _run(_with_storage(cfg, add))
+    click.echo(f"created {username}@{host}")
+
+
+@user.command("passwd")
+@config_option
+@password_stdin
+@click.argument("jid")
+def user_passwd(config_path: Path | None, password_stdin: bool, jid: str) -> None:
+    """Set a new password for JID."""
+    from ..xmpp.sasl import derive_credentials
+
+    cfg = _load(config_path)
+    host, username = _account(jid, cfg)
+    credentials = derive_credentials(_password(password_stdin))
+
+    async def passwd(storage: Any) -> bool:
+        ok: bool = await storage.accounts.set_credentials(host, username, credentials)
+        return ok
+
+    if not _run(_with_storage(cfg, passwd)):
+        _fail(f"no such account: {username}@{host}")
+    click.echo(f"password changed for {username}@{host}")
+
+
+@user.command("delete")
+@config_option
+@click.argument("jid")
+def user_delete(config_path: Path | None, jid: str) -> None:
+    """Delete the account JID with all its data; its sessions are disconnected."""
+    cfg = _load(config_path)
+    host, username = _account(jid, cfg)
+
+    async def delete(storage: Any) -> bool:
+        ok: bool = await storage.accounts.delete(host, username)
+        return ok
+
+    if not _run(_with_storage(cfg, delete)):
+        _fail(f"no such account: {username}@{host}")
+    with contextlib.suppress(admin_channel.AdminError):
+        _run(admin_channel.request(cfg.data_dir, "kick", jid=f"{username}@{host}"))
+    click.echo(f"deleted {username}@{host}")
+
+
+@user.command("list")
+@config_option
+@click.argument("domain", required=False)
+def user_list(config_path: Path | None, domain: str | None) -> None:
+    """List the accounts of DOMAIN (default: every domain served)."""
+    cfg = _load(config_path)
+    domains = [domain] if domain else cfg.domains
+    for d in domains:
+        if d not in cfg.domains:
+            _fail(f"this server does not serve {d}", 2)
+
+    async def listing(storage: Any) -> list[str]:
+        names: list[str] = []
+        for d in domains:
+            names += [f"{u}@{d}" for u in await storage.accounts.list(d)]
+        return names
+
+    for name in _run(_with_storage(cfg, listing)):
+        click.echo(name)
+
+
+@admin.command("sessions")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def sessions(config_path: Path | None, as_json: bool) -> None:
+    """List the sessions of the running server."""
+    cfg = _load(config_path)
+    try:
+        reply = _run(admin_channel.request(cfg.data_dir, "sessions"))
+    except admin_channel.AdminError as err:
+        _fail(str(err))
+        raise AssertionError from None
+    rows = reply["sessions"]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no sessions")
+        return
+    for row in rows:
+        state = "available" if row["available"] else "connected"
+        tls = "TLS" if row["secure"] else "plain"
+        click.echo(f"{row['jid']}\t{row['peer']}\t{tls}\t{state}")

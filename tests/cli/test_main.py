@@ -1,0 +1,122 @@
+"""The ``schnack`` command, run as a real process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SCHNACK = [sys.executable, "-m", "schnack.cli"]
+
+
+def run(*args: str, input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SCHNACK, *args], input=input, capture_output=True, text=True, timeout=60, cwd=cwd, check=False
+    )
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "schnack.toml"
+    path.write_text(
+        'domains = ["example.test"]\n'
+        'data_dir = "state"\n'
+        "[listen]\n"
+        'c2s = ["127.0.0.1:0"]\nc2s_tls = ["127.0.0.1:0"]\nhttp = ["127.0.0.1:0"]\nhttps = ["127.0.0.1:0"]\n'
+        + extra
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("[limits]\nidle_timeout = 0\n", "limits.idle_timeout"),
+        ("[limits]\nbogus = 1\n", "limits.bogus"),
+        ('[modules.e2e]\npolicy = "sometimes"\n', "modules.e2e.policy"),
+        ('[modules]\nenable = ["teleport"]\n', "modules.teleport"),
+        ('[listen]\nc2s = ["nowhere"]\n', "listen.c2s[0]"),
+        ('domains = ["a@b"]\n', "domains[0]"),
+        ('[storage]\nurl = "mysql://x"\n', "storage.url"),
+        ("[tls]\ncert = 'missing.pem'\nkey = 'missing.key'\n", "tls.cert"),
+        ("this is not toml", ""),
+    ],
+)
+def test_config_check_names_the_bad_key(tmp_path: Path, body: str, key: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    result = run("config", "check", "--config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert key in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_config_check_accepts_the_example(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "docs" / "schnack.example.toml"
+    result = run("config", "check", "--config", str(example))
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK" in result.stdout
+
+
+def test_user_lifecycle(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path))
+    assert run("admin", "user", "add", "--config", config, "--password-stdin", "Alice@Example.test", input="pw1\n").returncode == 0
+    again = run("admin", "user", "add", "--config", config, "--password-stdin", "alice@example.test", input="pw\n")
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert run("admin", "user", "add", "--config", config, "--password-stdin", "bob@example.test", input="pw2\n").returncode == 0
+    listing = run("admin", "user", "list", "--config", config)
+    assert listing.stdout.split() == ["alice@example.test", "bob@example.test"]
+    assert run("admin", "user", "passwd", "--config", config, "--password-stdin", "bob@example.test", input="new\n").returncode == 0
+    assert run("admin", "user", "delete", "--config", config, "bob@example.test").returncode == 0
+    missing = run("admin", "user", "delete", "--config", config, "bob@example.test")
+    assert missing.returncode == 1 and "no such account" in missing.stderr
+    assert run("admin", "user", "list", "--config", config).stdout.split() == ["alice@example.test"]
+
+
+@pytest.mark.parametrize(
+    ("jid", "message"),
+    [("not a jid@@", "invalid JID"), ("alice@other.test", "does not serve"), ("example.test", "not an account")],
+)
+def test_user_add_refuses_bad_addresses(tmp_path: Path, jid: str, message: str) -> None:
+    result = run("admin", "user", "add", "--config", str(write_config(tmp_path)), "--password-stdin", jid, input="pw\n")
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sessions_without_a_server(tmp_path: Path) -> None:
+    result = run("admin", "sessions", "--config", str(write_config(tmp_path)))
+    assert result.returncode == 1
+    assert "no server is running" in result.stderr
+
+
+def test_serve_announces_and_stops_cleanly(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    proc = subprocess.Popen(
+        [*SCHNACK, "serve", "--config", str(config)], stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stderr is not None
+        seen = ""
+        deadline = time.monotonic() + 60
+        while "add a user" not in seen and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+        assert "schnack is serving example.test" in seen, seen
+        assert re.search(r"port \d+ \(STARTTLS\)", seen)
+        sessions = run("admin", "sessions", "--config", str(config))
+        assert sessions.returncode == 0, sessions.stderr
+        assert sessions.stdout.strip() == "no sessions"
+        assert (tmp_path / "state" / "certs" / "server.crt").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
