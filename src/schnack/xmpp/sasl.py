@@ -1,7 +1,10 @@
 """SASL for XMPP, both sides, without I/O (RFC 6120 §6, RFC 5802, RFC 7677, RFC 4616, RFC 9266).
 
-SCRAM runs on the ``scramp`` library. The server side pauses with :class:`NeedCredentials` once
-it knows the username, because looking up the stored keys is the caller's (asynchronous) job.
+The SCRAM exchange itself is implemented here, because ``scramp`` refuses the tls-exporter
+channel binding (RFC 9266) that TLS 1.3 clients such as Conversations use; ``scramp`` still
+provides SASLprep and derives the stored credentials, an independent implementation that the
+exchange is checked against. The server side pauses with :class:`NeedCredentials` once it knows
+the username, because looking up the stored keys is the caller's (asynchronous) job.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import string
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -109,11 +113,72 @@ def _fake(username: str, hash_name: str) -> ScramCredential:
     return ScramCredential(salt, 4096, secrets.token_bytes(32), secrets.token_bytes(32))
 
 
-def _gs2(message: bytes) -> tuple[str, str | None, str | None, str]:
-    """RFC 5802 §7: the GS2 header flag, binding type, authzid, and the username."""
+# RFC 5802 §5.1: a nonce is printable ASCII without ','.
+_NONCE_CHARS = frozenset(string.printable[:94]) - {","}
+# Iteration counts a client accepts: RFC 7677 §4 asks for at least 4096; the upper bound keeps a
+# hostile server from making the client spin.
+_MIN_ITERATIONS = 4096
+_MAX_ITERATIONS = 10_000_000
+
+
+def _attributes(message: str) -> list[tuple[str, str]]:
+    """RFC 5802 §5.1: ``a=value`` pairs separated by commas, in order."""
+    pairs = []
+    for part in message.split(","):
+        if len(part) < 2 or part[1] != "=":
+            raise SaslFailure("malformed-request", "bad SCRAM attribute")
+        pairs.append((part[0], part[2:]))
+    return pairs
+
+
+def _nonce(value: str) -> str:
+    if not value or not set(value) <= _NONCE_CHARS:
+        raise SaslFailure("malformed-request", "bad SCRAM nonce")
+    return value
+
+
+def _scram_b64(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise SaslFailure("malformed-request", "bad base64 in SCRAM message") from None
+
+
+def _escape(name: str) -> str:
+    return name.replace("=", "=3D").replace(",", "=2C")
+
+
+def _unescape(name: str) -> str:
+    if "=" in name.replace("=3D", "").replace("=2C", ""):
+        raise SaslFailure("malformed-request", "bad escape in SCRAM username")
+    return name.replace("=2C", ",").replace("=3D", "=")
+
+
+class _Hash:
+    """The functions RFC 5802 §2.2 defines, for one hash."""
+
+    def __init__(self, name: str) -> None:
+        self.algorithm = _HASHES[name]
+
+    def h(self, data: bytes) -> bytes:
+        return hashlib.new(self.algorithm, data).digest()
+
+    def hmac(self, key: bytes, data: bytes) -> bytes:
+        return hmac.new(key, data, self.algorithm).digest()
+
+    def salted_password(self, password: str, salt: bytes, iterations: int) -> bytes:
+        return hashlib.pbkdf2_hmac(self.algorithm, saslprep(password).encode(), salt, iterations)
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
+
+
+def _gs2(message: bytes) -> tuple[str, str | None, str | None, str, str]:
+    """RFC 5802 §7: GS2 flag, binding type, authzid, the raw GS2 header and client-first-bare."""
     try:
         text = message.decode()
-        flag, authzid, rest = text.split(",", 2)
+        flag, authzid, bare = text.split(",", 2)
     except (UnicodeDecodeError, ValueError):
         raise SaslFailure("malformed-request", "bad SCRAM client-first message") from None
     binding = None
@@ -121,17 +186,17 @@ def _gs2(message: bytes) -> tuple[str, str | None, str | None, str]:
         binding = flag[2:]
     elif flag not in ("n", "y"):
         raise SaslFailure("malformed-request", "bad GS2 flag")
-    zid = authzid[2:] if authzid.startswith("a=") else None
-    user = next((p[2:] for p in rest.split(",") if p.startswith("n=")), None)
-    if user is None:
-        raise SaslFailure("malformed-request", "no username")
-    return flag[:1], binding, zid, user.replace("=2C", ",").replace("=3D", "=")
+    if authzid and not authzid.startswith("a="):
+        raise SaslFailure("malformed-request", "bad GS2 authzid")
+    zid = _unescape(authzid[2:]) if authzid else None
+    return flag[:1], binding, zid, f"{flag},{authzid},", bare
 
 
 class SaslServer:
     """One authentication exchange, server side."""
 
-    def __init__(self, mechanism: str, *, tls: bool, channel_binding: Callable[[str], bytes | None], domain: str) -> None:
+    def __init__(self, mechanism: str, *, tls: bool, channel_binding: Callable[[str], bytes | None], domain: str,
+                 nonce: str | None = None) -> None:
         bindings = [k for k in ("tls-exporter", "tls-server-end-point") if tls and channel_binding(k) is not None]
         if mechanism not in server_mechanisms(tls, bindings):
             if mechanism == "PLAIN":
@@ -143,9 +208,16 @@ class SaslServer:
         self.authzid: str | None = None
         self._binding = channel_binding
         self._offered_plus = bool(bindings)
-        self._first: bytes = b""
         self._password: str | None = None
-        self._server: scramp.ScramServer | None = None
+        self._hash = _Hash(mechanism.removeprefix("SCRAM-").removesuffix("-PLUS")) if mechanism != "PLAIN" else None
+        self._server_nonce = nonce or secrets.token_urlsafe(18)
+        # Filled in as the SCRAM exchange proceeds (RFC 5802 §3).
+        self._gs2_header = ""
+        self._binding_data = b""
+        self._client_first_bare = ""
+        self._nonce = ""
+        self._server_first = ""
+        self._credential: ScramCredential | None = None
 
     def _check_authzid(self, authzid: str | None, username: str) -> None:
         if authzid and authzid not in (f"{username}@{self.domain}", username):
@@ -162,52 +234,80 @@ class SaslServer:
         """A ``<response/>`` from the client."""
         if self.mechanism == "PLAIN":
             return self._plain(data)
-        if self._server is None:
-            flag, binding, authzid, user = _gs2(data)
-            if self.mechanism.endswith("-PLUS"):
-                if flag != "p" or binding is None or self._binding(binding) is None:
-                    raise SaslFailure("not-authorized", "channel binding type not supported")
-            elif flag == "y" and self._offered_plus:
-                raise SaslFailure("not-authorized", "channel binding downgrade detected")
-            elif flag == "p":
-                raise SaslFailure("malformed-request", "channel binding requested without -PLUS")
-            try:
-                user = saslprep(user)
-            except Exception:
-                raise SaslFailure("malformed-request", "invalid username") from None
-            self._check_authzid(authzid, user)
-            self.username = user
-            self._first = data
-            self._binding_name = binding
-            return NeedCredentials(user)
+        if self._credential is None:
+            return self._client_first(data)
+        return self._client_final(data)
+
+    def _client_first(self, data: bytes) -> SaslStep:
+        """RFC 5802 §5.1 client-first-message, with the channel-binding checks of §6."""
+        flag, binding, authzid, header, bare = _gs2(data)
+        if self.mechanism.endswith("-PLUS"):
+            cb_data = self._binding(binding or "") if flag == "p" else None
+            if cb_data is None:
+                raise SaslFailure("not-authorized", "channel binding type not supported")
+            self._binding_data = cb_data
+        elif flag == "y" and self._offered_plus:
+            raise SaslFailure("not-authorized", "channel binding downgrade detected")
+        elif flag == "p":
+            raise SaslFailure("malformed-request", "channel binding requested without -PLUS")
+        attributes = _attributes(bare)
+        if len(attributes) < 2 or attributes[0][0] != "n" or attributes[1][0] != "r":
+            raise SaslFailure("malformed-request", "client-first must start with n= and r=")
+        if any(key == "m" for key, _ in attributes):
+            raise SaslFailure("malformed-request", "mandatory SCRAM extensions are not supported")
         try:
-            self._server.set_client_final(data.decode())
-            final = self._server.get_server_final()
-        except (scramp.ScramException, UnicodeDecodeError):
-            raise SaslFailure("not-authorized", "wrong username or password") from None
-        assert self.username is not None
-        return Success(final.encode(), self.username)
+            user = saslprep(_unescape(attributes[0][1]))
+        except SaslFailure:
+            raise
+        except Exception:
+            raise SaslFailure("malformed-request", "invalid username") from None
+        if not user:
+            raise SaslFailure("malformed-request", "empty username")
+        self._check_authzid(authzid, user)
+        self.username = user
+        self._gs2_header = header
+        self._client_first_bare = bare
+        self._nonce = _nonce(attributes[1][1]) + self._server_nonce
+        return NeedCredentials(user)
 
     def provide_credentials(self, creds: dict[str, ScramCredential] | None) -> SaslStep:
         """Continue with the stored credentials (None: no such user, fails like a wrong password)."""
         assert self.username is not None
-        if self.mechanism == "PLAIN":
+        if self._hash is None:
             return self._check_plain(creds)
         hash_name = self.mechanism.removeprefix("SCRAM-").removesuffix("-PLUS")
         cred = (creds or {}).get(hash_name) or _fake(self.username, hash_name)
-        binding = None
-        if self.mechanism.endswith("-PLUS"):
-            data = self._binding(self._binding_name or "")
-            binding = (self._binding_name, data)
-        mech = scramp.ScramMechanism(self.mechanism)
-        self._server = mech.make_server(
-            lambda _u: (cred.salt, cred.stored_key, cred.server_key, cred.iterations), channel_binding=binding
-        )
+        self._credential = cred
+        salt = base64.b64encode(cred.salt).decode()
+        self._server_first = f"r={self._nonce},s={salt},i={cred.iterations}"
+        return Challenge(self._server_first.encode())
+
+    def _client_final(self, data: bytes) -> SaslStep:
+        """RFC 5802 §3 and §5.1: check the channel binding, the nonce and the client proof."""
+        assert self._hash is not None and self._credential is not None and self.username is not None
         try:
-            self._server.set_client_first(self._first.decode())
-        except scramp.ScramException as err:
-            raise SaslFailure("malformed-request", str(err)) from None
-        return Challenge(self._server.get_server_first().encode())
+            text = data.decode()
+        except UnicodeDecodeError:
+            raise SaslFailure("malformed-request", "bad SCRAM client-final message") from None
+        without_proof, sep, proof_b64 = text.rpartition(",p=")
+        attributes = dict(_attributes(without_proof)) if sep else {}
+        if not sep or "c" not in attributes or "r" not in attributes:
+            raise SaslFailure("malformed-request", "client-final needs c=, r= and p=")
+        expected_cb = base64.b64encode(self._gs2_header.encode() + self._binding_data).decode()
+        if not hmac.compare_digest(attributes["c"].encode(), expected_cb.encode()):
+            raise SaslFailure("not-authorized", "channel binding does not match")
+        if not hmac.compare_digest(attributes["r"].encode(), self._nonce.encode()):
+            raise SaslFailure("not-authorized", "nonce mismatch")
+        proof = _scram_b64(proof_b64)
+        auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
+        signature = self._hash.hmac(self._credential.stored_key, auth_message)
+        if len(proof) != len(signature):
+            raise SaslFailure("not-authorized", "wrong username or password")
+        client_key = _xor(proof, signature)
+        if not hmac.compare_digest(self._hash.h(client_key), self._credential.stored_key):
+            raise SaslFailure("not-authorized", "wrong username or password")
+        verifier = base64.b64encode(self._hash.hmac(self._credential.server_key, auth_message)).decode()
+        return Success(f"v={verifier}".encode(), self.username)
 
     def _plain(self, data: bytes) -> SaslStep:
         """RFC 4616 §2: authzid NUL authcid NUL passwd."""
@@ -226,19 +326,27 @@ class SaslServer:
     def _check_plain(self, creds: dict[str, ScramCredential] | None) -> SaslStep:
         assert self.username is not None and self._password is not None
         cred = (creds or {}).get("SHA-256") or _fake(self.username, "SHA-256")
-        _, stored, _, _ = scramp.ScramMechanism("SCRAM-SHA-256").make_auth_info(
-            self._password, iteration_count=cred.iterations, salt=cred.salt
-        )
+        sha256 = _Hash("SHA-256")
+        try:
+            salted = sha256.salted_password(self._password, cred.salt, cred.iterations)
+        except Exception:
+            raise SaslFailure("not-authorized", "wrong username or password") from None
+        stored = sha256.h(sha256.hmac(salted, b"Client Key"))
         if creds is None or not hmac.compare_digest(stored, cred.stored_key):
             raise SaslFailure("not-authorized", "wrong username or password")
         return Success(None, self.username)
 
 
 class SaslClient:
-    """The client side: picks the best offered mechanism and checks the server's proof."""
+    """The client side: picks the best offered mechanism and checks the server's proof.
+
+    ``channel_binding`` is (type, data) of the TLS channel, if the client can bind to it;
+    ``nonce`` fixes the client nonce, for reproducible exchanges such as the RFC test vectors.
+    """
 
     def __init__(self, username: str, password: str, offered: Collection[str], *,
-                 channel_binding: tuple[str, bytes] | None = None, allow_plain: bool = False) -> None:
+                 channel_binding: tuple[str, bytes] | None = None, allow_plain: bool = False,
+                 nonce: str | None = None) -> None:
         order = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"] if channel_binding else []
         order += ["SCRAM-SHA-256", "SCRAM-SHA-1"] + (["PLAIN"] if allow_plain else [])
         choice = next((m for m in order if m in offered), None)
@@ -247,32 +355,61 @@ class SaslClient:
         self.mechanism = choice
         self._username = username
         self._password = password
-        self._client: scramp.ScramClient | None = None
-        if choice != "PLAIN":
-            self._client = scramp.ScramClient(
-                [choice], username, password, channel_binding=channel_binding if choice.endswith("-PLUS") else None
-            )
+        self._hash = _Hash(choice.removeprefix("SCRAM-").removesuffix("-PLUS")) if choice != "PLAIN" else None
+        # RFC 5802 §6: 'p' binds; 'y' says we could have bound, so a stripped -PLUS offer is detected.
+        if choice.endswith("-PLUS") and channel_binding:
+            self._gs2_header = f"p={channel_binding[0]},,"
+            self._binding_data = channel_binding[1]
+        else:
+            self._gs2_header = "y,," if channel_binding else "n,,"
+            self._binding_data = b""
+        self._client_nonce = _nonce(nonce) if nonce else secrets.token_urlsafe(18)
+        self._client_first_bare = f"n={_escape(saslprep(username))},r={self._client_nonce}"
+        self._server_signature: bytes | None = None
 
     def initial(self) -> bytes:
-        if self._client is None:
+        if self._hash is None:
             return f"\0{self._username}\0{self._password}".encode()
-        first: str = self._client.get_client_first()
-        return first.encode()
+        return (self._gs2_header + self._client_first_bare).encode()
 
     def respond(self, challenge: bytes) -> bytes:
-        assert self._client is not None
+        """RFC 5802 §3: the client-final-message with the proof, for the server-first challenge."""
+        assert self._hash is not None
         try:
-            self._client.set_server_first(challenge.decode())
-        except scramp.ScramException as err:
-            raise SaslFailure("malformed-request", str(err)) from None
-        final: str = self._client.get_client_final()
-        return final.encode()
+            server_first = challenge.decode()
+        except UnicodeDecodeError:
+            raise SaslFailure("malformed-request", "bad SCRAM server-first message") from None
+        attributes = dict(_attributes(server_first))
+        if "e" in attributes:
+            raise SaslFailure("not-authorized", f"the server refused: {attributes['e']}")
+        if not {"r", "s", "i"} <= attributes.keys():
+            raise SaslFailure("malformed-request", "server-first needs r=, s= and i=")
+        nonce = _nonce(attributes["r"])
+        if not nonce.startswith(self._client_nonce) or nonce == self._client_nonce:
+            raise SaslFailure("malformed-request", "the server did not extend our nonce")
+        try:
+            iterations = int(attributes["i"])
+        except ValueError:
+            raise SaslFailure("malformed-request", "bad iteration count") from None
+        if not _MIN_ITERATIONS <= iterations <= _MAX_ITERATIONS:
+            raise SaslFailure("malformed-request", f"iteration count {iterations} is out of bounds")
+        salted = self._hash.salted_password(self._password, _scram_b64(attributes["s"]), iterations)
+        client_key = self._hash.hmac(salted, b"Client Key")
+        binding = base64.b64encode(self._gs2_header.encode() + self._binding_data).decode()
+        without_proof = f"c={binding},r={nonce}"
+        auth_message = f"{self._client_first_bare},{server_first},{without_proof}".encode()
+        proof = _xor(client_key, self._hash.hmac(self._hash.h(client_key), auth_message))
+        self._server_signature = self._hash.hmac(self._hash.hmac(salted, b"Server Key"), auth_message)
+        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
 
     def success(self, data: bytes) -> None:
         """Verify the server signature; a server that can't prove the key is rejected."""
-        if self._client is None:
+        if self._hash is None:
             return
         try:
-            self._client.set_server_final(data.decode())
-        except scramp.ScramException:
-            raise SaslFailure("not-authorized", "the server could not prove it knows the password") from None
+            attributes = dict(_attributes(data.decode()))
+            verifier = base64.b64decode(attributes["v"], validate=True)
+        except (UnicodeDecodeError, KeyError, ValueError, binascii.Error, SaslFailure):
+            raise SaslFailure("not-authorized", "the server sent no valid proof") from None
+        if self._server_signature is None or not hmac.compare_digest(verifier, self._server_signature):
+            raise SaslFailure("not-authorized", "the server could not prove it knows the password")
