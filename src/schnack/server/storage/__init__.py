@@ -22,11 +22,16 @@ __all__ = [
 
 
 async def open_storage(url: str) -> Storage:
-    """Open and migrate the store at ``url`` (``sqlite:///path`` or ``sqlite:///:memory:``)."""
+    """Open and migrate the store at ``url``: ``sqlite:///path``, ``sqlite:///:memory:``, or
+    ``postgresql://user@host/db`` (query parameters in :mod:`.postgres`)."""
+    # The backend classes satisfy the Protocols structurally; mypy cannot match their
+    # concrete method types against the Protocol attributes, hence the casts.
     if url.startswith("sqlite://"):
         from .sqlite import SqliteStorage
 
-        # The backend classes satisfy the Protocols structurally; mypy cannot match their
-        # concrete method types against the Protocol attributes, hence the cast.
         return cast(Storage, await SqliteStorage.open(url.removeprefix("sqlite://") or ":memory:"))
-    raise StorageError(f"unsupported storage URL {url!r}: PostgreSQL support is not built yet; use sqlite:///path")
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStorage
+
+        return cast(Storage, await PostgresStorage.open(url))
+    raise StorageError(f"unsupported storage URL {url!r}: use sqlite:///path or postgresql://user@host/db")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -12,6 +13,18 @@ __all__ = [
     "Account", "AlreadyExists", "ArchivePage", "ArchivedItem", "ItemNotFound", "RosterItem",
     "ScramCredential", "Storage", "StorageError",
 ]  # fmt: skip
+
+
+def credentials_to_json(credentials: dict[str, ScramCredential]) -> str:
+    """Stored credentials as text, for backends that keep them in one column."""
+    return json.dumps({k: [c.salt.hex(), c.iterations, c.stored_key.hex(), c.server_key.hex()]
+                       for k, c in credentials.items()})
+
+
+def credentials_from_json(text: str) -> dict[str, ScramCredential]:
+    """The inverse of :func:`credentials_to_json`."""
+    return {k: ScramCredential(bytes.fromhex(s), i, bytes.fromhex(st), bytes.fromhex(sv))
+            for k, (s, i, st, sv) in json.loads(text).items()}
 
 
 class StorageError(Exception):

@@ -19,17 +19,9 @@ from .base import (
     ItemNotFound,
     RosterItem,
     ScramCredential,
+    credentials_from_json,
+    credentials_to_json,
 )  # fmt: skip
-
-
-def _creds_to_json(credentials: dict[str, ScramCredential]) -> str:
-    return json.dumps({k: [c.salt.hex(), c.iterations, c.stored_key.hex(), c.server_key.hex()]
-                       for k, c in credentials.items()})
-
-
-def _creds_from_json(text: str) -> dict[str, ScramCredential]:
-    return {k: ScramCredential(bytes.fromhex(s), i, bytes.fromhex(st), bytes.fromhex(sv))
-            for k, (s, i, st, sv) in json.loads(text).items()}
 
 
 class _Part:
@@ -54,17 +46,17 @@ class Accounts(_Part):
     async def create(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> None:
         try:
             await self._write("INSERT INTO accounts VALUES (?, ?, ?, ?)", host, username,
-                              _creds_to_json(credentials), time.time())
+                              credentials_to_json(credentials), time.time())
         except aiosqlite.IntegrityError:
             raise AlreadyExists(f"{username}@{host} exists") from None
 
     async def get(self, host: str, username: str) -> Account | None:
         row = await self._one("SELECT credentials, created FROM accounts WHERE host=? AND username=?", host, username)
-        return Account(host, username, _creds_from_json(row[0]), row[1]) if row else None
+        return Account(host, username, credentials_from_json(row[0]), row[1]) if row else None
 
     async def set_credentials(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> bool:
         return await self._write("UPDATE accounts SET credentials=? WHERE host=? AND username=?",
-                                 _creds_to_json(credentials), host, username) > 0
+                                 credentials_to_json(credentials), host, username) > 0
 
     async def delete(self, host: str, username: str) -> bool:
         for table in ("roster", "roster_versions", "kv", "maps", "archive"):

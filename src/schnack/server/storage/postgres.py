@@ -1,0 +1,355 @@
+"""PostgreSQL storage (production and clusters): an asyncpg pool, migrations applied at open.
+
+The URL is a libpq-style ``postgresql://user:password@host:port/database`` with three extra query
+parameters that are not sent to the server: ``schema`` (tables live there, created if missing),
+``pool_min_size`` and ``pool_max_size``. Any other query parameter is handed to asyncpg.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from .base import (
+    Account,
+    AlreadyExists,
+    ArchivedItem,
+    ArchivePage,
+    ItemNotFound,
+    RosterItem,
+    ScramCredential,
+    StorageError,
+    credentials_from_json,
+    credentials_to_json,
+)  # fmt: skip
+
+# Every node takes this transaction-level advisory lock before migrating, so nodes that start
+# together apply each migration exactly once.
+_MIGRATION_LOCK = int.from_bytes(b"schnack", "big")
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# OSError covers refused connections and TimeoutError.
+_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+class _Part:
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    @contextlib.asynccontextmanager
+    async def _conn(self, *, transaction: bool = False, snapshot: bool = False) -> AsyncIterator[Any]:
+        """A pooled connection, in a transaction if asked (a read-only one on one snapshot if
+        ``snapshot``, so that several reads agree); driver failures become StorageError."""
+        try:
+            async with self.pool.acquire() as conn:
+                if transaction or snapshot:
+                    async with conn.transaction(isolation="repeatable_read" if snapshot else None,
+                                                readonly=snapshot):
+                        yield conn
+                else:
+                    yield conn
+        except _FAILURES as err:
+            raise StorageError(f"PostgreSQL: {err}") from err
+
+    async def _one(self, sql: str, *args: Any) -> Any:
+        async with self._conn() as conn:
+            return await conn.fetchrow(sql, *args)
+
+    async def _all(self, sql: str, *args: Any) -> list[Any]:
+        async with self._conn() as conn:
+            return list(await conn.fetch(sql, *args))
+
+    async def _write(self, sql: str, *args: Any) -> int:
+        """Run a statement; the number of rows it touched."""
+        async with self._conn() as conn:
+            status: str = await conn.execute(sql, *args)
+        return int(status.rpartition(" ")[2])
+
+
+class Accounts(_Part):
+    async def create(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> None:
+        if not await self._write("INSERT INTO accounts VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                                 host, username, credentials_to_json(credentials), time.time()):
+            raise AlreadyExists(f"{username}@{host} exists")
+
+    async def get(self, host: str, username: str) -> Account | None:
+        row = await self._one("SELECT credentials, created FROM accounts WHERE host=$1 AND username=$2",
+                              host, username)
+        return Account(host, username, credentials_from_json(row[0]), row[1]) if row else None
+
+    async def set_credentials(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> bool:
+        return await self._write("UPDATE accounts SET credentials=$1 WHERE host=$2 AND username=$3",
+                                 credentials_to_json(credentials), host, username) > 0
+
+    async def delete(self, host: str, username: str) -> bool:
+        """Remove the account and everything stored for it, all or nothing."""
+        async with self._conn(transaction=True) as conn:
+            for table in ("roster", "roster_versions", "kv", "maps", "archive"):
+                await conn.execute(f"DELETE FROM {table} WHERE host=$1 AND username=$2", host, username)
+            status: str = await conn.execute("DELETE FROM accounts WHERE host=$1 AND username=$2", host, username)
+        return status != "DELETE 0"
+
+    async def list(self, host: str) -> list[str]:
+        # Byte order, as SQLite sorts, whatever the database's collation.
+        rows = await self._all('SELECT username FROM accounts WHERE host=$1 ORDER BY username COLLATE "C"', host)
+        return [r[0] for r in rows]
+
+
+def _item(row: Any) -> RosterItem:
+    return RosterItem(row[0], row[1], row[2], row[3], row[4], tuple(row[5]))
+
+
+_BUMP = ("INSERT INTO roster_versions VALUES ($1, $2, 1) ON CONFLICT (host, username) "
+         "DO UPDATE SET version = roster_versions.version + 1 RETURNING version")
+
+
+class Roster(_Part):
+    """RFC 6121 §2 roster items with a version bumped on every change (RFC 6121 §2.6)."""
+
+    async def get(self, host: str, username: str) -> tuple[int, dict[str, RosterItem]]:
+        async with self._conn(snapshot=True) as conn:
+            rows = await conn.fetch("SELECT jid, name, subscription, ask, approved, groups FROM roster "
+                                    "WHERE host=$1 AND username=$2", host, username)
+            version = await conn.fetchval("SELECT version FROM roster_versions WHERE host=$1 AND username=$2",
+                                          host, username)
+        return int(version or 0), {r[0]: _item(r) for r in rows}
+
+    async def get_item(self, host: str, username: str, jid: str) -> RosterItem | None:
+        row = await self._one("SELECT jid, name, subscription, ask, approved, groups FROM roster "
+                              "WHERE host=$1 AND username=$2 AND jid=$3", host, username, jid)
+        return _item(row) if row else None
+
+    async def set_item(self, host: str, username: str, item: RosterItem) -> int:
+        async with self._conn(transaction=True) as conn:
+            await conn.execute(
+                "INSERT INTO roster VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (host, username, jid) "
+                "DO UPDATE SET name=EXCLUDED.name, subscription=EXCLUDED.subscription, ask=EXCLUDED.ask, "
+                "approved=EXCLUDED.approved, groups=EXCLUDED.groups",
+                host, username, item.jid, item.name, item.subscription, item.ask, item.approved, list(item.groups))
+            return int(await conn.fetchval(_BUMP, host, username))
+
+    async def remove_item(self, host: str, username: str, jid: str) -> int:
+        async with self._conn(transaction=True) as conn:
+            status: str = await conn.execute("DELETE FROM roster WHERE host=$1 AND username=$2 AND jid=$3",
+                                             host, username, jid)
+            if status != "DELETE 0":
+                return int(await conn.fetchval(_BUMP, host, username))
+            version = await conn.fetchval("SELECT version FROM roster_versions WHERE host=$1 AND username=$2",
+                                          host, username)
+        return int(version or 0)
+
+
+class KeyValue(_Part):
+    async def get(self, host: str, username: str, store: str) -> bytes | None:
+        row = await self._one("SELECT value FROM kv WHERE host=$1 AND username=$2 AND store=$3", host, username, store)
+        return bytes(row[0]) if row else None
+
+    async def set(self, host: str, username: str, store: str, value: bytes | None) -> None:
+        if value is None:
+            await self._write("DELETE FROM kv WHERE host=$1 AND username=$2 AND store=$3", host, username, store)
+        else:
+            await self._write("INSERT INTO kv VALUES ($1, $2, $3, $4) ON CONFLICT (host, username, store) "
+                              "DO UPDATE SET value=EXCLUDED.value", host, username, store, value)
+
+    async def delete(self, host: str, username: str, store: str) -> None:
+        await self.set(host, username, store, None)
+
+
+class Maps(_Part):
+    async def get(self, host: str, username: str, store: str, key: str) -> bytes | None:
+        row = await self._one("SELECT value FROM maps WHERE host=$1 AND username=$2 AND store=$3 AND key=$4",
+                              host, username, store, key)
+        return bytes(row[0]) if row else None
+
+    async def set(self, host: str, username: str, store: str, key: str, value: bytes | None) -> None:
+        if value is None:
+            await self._write("DELETE FROM maps WHERE host=$1 AND username=$2 AND store=$3 AND key=$4",
+                              host, username, store, key)
+        else:
+            await self._write("INSERT INTO maps VALUES ($1, $2, $3, $4, $5) ON CONFLICT (host, username, store, key) "
+                              "DO UPDATE SET value=EXCLUDED.value", host, username, store, key, value)
+
+    async def delete_all(self, host: str, username: str, store: str) -> None:
+        await self._write("DELETE FROM maps WHERE host=$1 AND username=$2 AND store=$3", host, username, store)
+
+    async def items(self, host: str, username: str, store: str) -> dict[str, bytes]:
+        rows = await self._all("SELECT key, value FROM maps WHERE host=$1 AND username=$2 AND store=$3",
+                               host, username, store)
+        return {r[0]: bytes(r[1]) for r in rows}
+
+
+class _Where:
+    """A WHERE clause built from conditions with numbered parameters."""
+
+    def __init__(self) -> None:
+        self.terms: list[str] = []
+        self.args: list[Any] = []
+
+    def add(self, template: str, value: Any) -> None:
+        """Add ``template`` with its ``{}`` replaced by the next parameter."""
+        self.args.append(value)
+        self.terms.append(template.format(f"${len(self.args)}"))
+
+    def sql(self) -> str:
+        return " AND ".join(self.terms)
+
+
+class Archive(_Part):
+    """Archives with RSM paging (XEP-0059) as MAM (XEP-0313) and offline storage need them."""
+
+    async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes) -> str:
+        item_id = secrets.token_urlsafe(12)
+        await self._write("INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
+                          "VALUES ($1, $2, $3, $4, $5, $6, $7)", item_id, host, username, store, timestamp,
+                          with_jid, payload)
+        return item_id
+
+    @staticmethod
+    async def _seq(conn: Any, host: str, username: str, store: str, item_id: str) -> int:
+        seq = await conn.fetchval("SELECT seq FROM archive WHERE host=$1 AND username=$2 AND store=$3 AND id=$4",
+                                  host, username, store, item_id)
+        if seq is None:
+            raise ItemNotFound(f"no archived item {item_id!r}")
+        return int(seq)
+
+    async def query(
+        self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
+        end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
+        before: str | None = None, limit: int | None = None, reverse: bool = False,
+    ) -> ArchivePage:
+        where = _Where()
+        where.add("host={}", host)
+        where.add("username={}", username)
+        where.add("store={}", store)
+        if with_jid is not None:
+            where.add("with_jid={}", with_jid)
+        if start is not None:
+            where.add("timestamp>={}", start)
+        if end is not None:
+            where.add("timestamp<={}", end)
+        if ids is not None:
+            where.add("id = ANY({}::text[])", list(ids))
+        async with self._conn(snapshot=True) as conn:
+            count = await conn.fetchval(f"SELECT count(*) FROM archive WHERE {where.sql()}", *where.args)
+            if after is not None:
+                where.add("seq>{}", await self._seq(conn, host, username, store, after))
+            if before is not None:
+                where.add("seq<{}", await self._seq(conn, host, username, store, before))
+                reverse = True
+            order = "DESC" if reverse else "ASC"
+            where.args.append(limit + 1 if limit is not None else None)
+            rows = list(await conn.fetch(
+                f"SELECT id, timestamp, with_jid, payload FROM archive WHERE {where.sql()} "
+                f"ORDER BY seq {order} LIMIT ${len(where.args)}", *where.args))
+        complete = limit is None or len(rows) <= limit
+        rows = rows[:limit] if limit is not None else rows
+        if reverse:
+            rows.reverse()
+        items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+        return ArchivePage(items, complete, int(count))
+
+    async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
+                     before: float | None = None) -> int:
+        where = _Where()
+        where.add("host={}", host)
+        where.add("username={}", username)
+        where.add("store={}", store)
+        if ids is not None:
+            if not ids:
+                return 0
+            where.add("id = ANY({}::text[])", list(ids))
+        if before is not None:
+            where.add("timestamp<{}", before)
+        return await self._write(f"DELETE FROM archive WHERE {where.sql()}", *where.args)
+
+    async def count(self, host: str, username: str, store: str) -> int:
+        row = await self._one("SELECT count(*) FROM archive WHERE host=$1 AND username=$2 AND store=$3",
+                              host, username, store)
+        return int(row[0])
+
+
+def _location(netloc: str, options: dict[str, str]) -> str:
+    """``host:port`` the URL points at, for messages (never the password)."""
+    location = netloc.rpartition("@")[2] or options.get("host") or "localhost"
+    if re.search(r":\d+$", location):
+        return location
+    return f"{location}:{options.get('port') or 5432}"
+
+
+def _pool_size(options: dict[str, str], name: str, default: int, minimum: int) -> int:
+    text = options.pop(name, None)
+    if text is None:
+        return default
+    if not text.isdigit() or int(text) < minimum:
+        raise StorageError(f"storage URL: {name} must be a whole number of at least {minimum}, got {text!r}")
+    return int(text)
+
+
+async def _migrate(pool: Any, schema: str | None) -> None:
+    """Apply the numbered migrations not yet in schema_migrations, in one locked transaction."""
+    folder = resources.files(__package__).joinpath("migrations", "postgres")
+    migrations = sorted((e for e in folder.iterdir() if e.name.endswith(".sql")), key=lambda e: e.name)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        # CREATE SCHEMA checks the CREATE privilege even when the schema exists, so only create a missing one.
+        if schema is not None and not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname=$1", schema):
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+            "applied TIMESTAMPTZ NOT NULL DEFAULT now())")
+        current = await conn.fetchval("SELECT max(version) FROM schema_migrations") or 0
+        for entry in migrations:
+            number = int(entry.name.split("_", 1)[0])
+            if number > current:
+                await conn.execute(entry.read_text())
+                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", number, entry.name)
+
+
+class PostgresStorage:
+    """The PostgreSQL backend."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self.accounts = Accounts(pool)
+        self.roster = Roster(pool)
+        self.kv = KeyValue(pool)
+        self.maps = Maps(pool)
+        self.archive = Archive(pool)
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresStorage:
+        """Connect a pool to ``url`` and migrate; StorageError with a one-line reason on failure."""
+        parts = urlsplit(url)
+        options = dict(parse_qsl(parts.query, keep_blank_values=True))
+        schema = options.pop("schema", None)
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+            raise StorageError(f"storage URL: schema must be a plain SQL name (letters, digits, _), got {schema!r}")
+        min_size = _pool_size(options, "pool_min_size", 1, 1)
+        max_size = _pool_size(options, "pool_max_size", 10, 1)
+        if min_size > max_size:
+            raise StorageError(f"storage URL: pool_min_size {min_size} is larger than pool_max_size {max_size}")
+        dsn = urlunsplit(parts._replace(query=urlencode(options)))
+        where = _location(parts.netloc, options)
+        try:
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size,
+                server_settings={"search_path": f'"{schema}"'} if schema is not None else None,
+            )
+        except (*_FAILURES, ValueError) as err:
+            raise StorageError(f"cannot connect to PostgreSQL at {where}: {err}") from None
+        try:
+            await _migrate(pool, schema)
+        except _FAILURES as err:
+            await pool.close()
+            raise StorageError(f"cannot migrate the PostgreSQL database at {where}: {err}") from None
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self._pool.close()

@@ -1,0 +1,488 @@
+"""The storage contract (DESIGN.md, Storage): every backend behaves the same, test for test."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from schnack.server.storage import (
+    AlreadyExists,
+    ArchivePage,
+    ItemNotFound,
+    RosterItem,
+    Storage,
+    StorageError,
+    open_storage,
+)  # fmt: skip
+from schnack.xmpp.sasl import ScramCredential, derive_credentials
+
+H = "example.org"
+OTHER_HOST = "other.example"
+BINARY = b"\x00\x01\xff\x00nul\x00inside\x80\xfe"
+UNICODE = "zoë-😀-日本"
+
+
+# --- accounts ------------------------------------------------------------------------------------
+
+
+async def test_account_round_trip(storage: Storage) -> None:
+    credentials = derive_credentials("secret", iterations=4096)
+    before = time.time()
+    await storage.accounts.create(H, "alice", credentials)
+    account = await storage.accounts.get(H, "alice")
+    assert account is not None
+    assert (account.host, account.username, account.credentials) == (H, "alice", credentials)
+    assert before <= account.created <= time.time()
+    assert await storage.accounts.get(H, "bob") is None
+    assert await storage.accounts.get(OTHER_HOST, "alice") is None
+
+
+async def test_account_exists_already(storage: Storage) -> None:
+    await storage.accounts.create(H, "alice", derive_credentials("one"))
+    with pytest.raises(AlreadyExists):
+        await storage.accounts.create(H, "alice", derive_credentials("two"))
+    # The same name on another host is another account.
+    await storage.accounts.create(OTHER_HOST, "alice", derive_credentials("three"))
+    assert issubclass(AlreadyExists, StorageError)
+
+
+async def test_set_credentials(storage: Storage) -> None:
+    await storage.accounts.create(H, "alice", derive_credentials("old"))
+    new = {"SHA-256": ScramCredential(b"\x00salt\x00", 10_000, b"\x00" * 32, b"\xff" * 32)}
+    assert await storage.accounts.set_credentials(H, "alice", new) is True
+    account = await storage.accounts.get(H, "alice")
+    assert account is not None and account.credentials == new
+    assert await storage.accounts.set_credentials(H, "nobody", new) is False
+    assert await storage.accounts.get(H, "nobody") is None
+
+
+async def test_list_accounts_sorted_per_host(storage: Storage) -> None:
+    for name in ("carol", "Bob", UNICODE, "alice", "alice.b"):
+        await storage.accounts.create(H, name, derive_credentials("x"))
+    await storage.accounts.create(OTHER_HOST, "dave", derive_credentials("x"))
+    assert await storage.accounts.list(H) == ["Bob", "alice", "alice.b", "carol", UNICODE]
+    assert await storage.accounts.list(OTHER_HOST) == ["dave"]
+    assert await storage.accounts.list("empty.example") == []
+
+
+async def test_unicode_account(storage: Storage) -> None:
+    await storage.accounts.create(H, UNICODE, derive_credentials("pässwörd"))
+    account = await storage.accounts.get(H, UNICODE)
+    assert account is not None and account.username == UNICODE
+
+
+async def _fill(storage: Storage, username: str) -> None:
+    """Some data of every kind for ``username``."""
+    await storage.roster.set_item(H, username, RosterItem("friend@example.org"))
+    await storage.kv.set(H, username, "vcard", b"card")
+    await storage.maps.set(H, username, "private", "key", b"value")
+    await storage.archive.append(H, username, "mam", 1.0, "friend@example.org", b"message")
+
+
+async def test_account_delete_removes_everything(storage: Storage) -> None:
+    for name in ("alice", "bob"):
+        await storage.accounts.create(H, name, derive_credentials("x"))
+        await _fill(storage, name)
+    assert await storage.accounts.delete(H, "alice") is True
+    assert await storage.accounts.get(H, "alice") is None
+    assert await storage.roster.get(H, "alice") == (0, {})
+    assert await storage.kv.get(H, "alice", "vcard") is None
+    assert await storage.maps.items(H, "alice", "private") == {}
+    assert await storage.archive.count(H, "alice", "mam") == 0
+    # Bob keeps all of his.
+    version, items = await storage.roster.get(H, "bob")
+    assert version == 1 and list(items) == ["friend@example.org"]
+    assert await storage.kv.get(H, "bob", "vcard") == b"card"
+    assert await storage.maps.items(H, "bob", "private") == {"key": b"value"}
+    assert await storage.archive.count(H, "bob", "mam") == 1
+    assert await storage.accounts.list(H) == ["bob"]
+    assert await storage.accounts.delete(H, "alice") is False
+
+
+async def test_account_delete_removes_leftovers_of_an_account_gone(storage: Storage) -> None:
+    await _fill(storage, "ghost")
+    assert await storage.accounts.delete(H, "ghost") is False
+    assert await storage.kv.get(H, "ghost", "vcard") is None
+    assert await storage.archive.count(H, "ghost", "mam") == 0
+
+
+# --- roster --------------------------------------------------------------------------------------
+
+
+async def test_empty_roster(storage: Storage) -> None:
+    assert await storage.roster.get(H, "alice") == (0, {})
+    assert await storage.roster.get_item(H, "alice", "bob@example.org") is None
+
+
+async def test_roster_items_and_versions(storage: Storage) -> None:
+    bob = RosterItem("bob@example.org", "Bob", "both", ask=False, approved=True, groups=("Friends", "Work"))
+    carol = RosterItem("carol@example.org")
+    assert await storage.roster.set_item(H, "alice", bob) == 1
+    assert await storage.roster.set_item(H, "alice", carol) == 2
+    assert await storage.roster.get(H, "alice") == (2, {bob.jid: bob, carol.jid: carol})
+    assert await storage.roster.get_item(H, "alice", bob.jid) == bob
+    # Replacing an item changes every field and the version.
+    changed = RosterItem(bob.jid, None, "to", ask=True, approved=False, groups=())
+    assert await storage.roster.set_item(H, "alice", changed) == 3
+    assert await storage.roster.get_item(H, "alice", bob.jid) == changed
+    assert await storage.roster.remove_item(H, "alice", bob.jid) == 4
+    assert await storage.roster.get(H, "alice") == (4, {carol.jid: carol})
+    # Removing what is not there changes nothing.
+    assert await storage.roster.remove_item(H, "alice", bob.jid) == 4
+    assert await storage.roster.remove_item(H, "alice", "nobody@example.org") == 4
+    assert await storage.roster.get(H, "alice") == (4, {carol.jid: carol})
+
+
+async def test_roster_remove_on_empty_roster(storage: Storage) -> None:
+    assert await storage.roster.remove_item(H, "alice", "bob@example.org") == 0
+    assert await storage.roster.get(H, "alice") == (0, {})
+
+
+async def test_rosters_are_per_account(storage: Storage) -> None:
+    await storage.roster.set_item(H, "alice", RosterItem("x@example.org"))
+    await storage.roster.set_item(H, "alice", RosterItem("y@example.org"))
+    assert await storage.roster.set_item(H, "bob", RosterItem("x@example.org", "X")) == 1
+    assert await storage.roster.set_item(OTHER_HOST, "alice", RosterItem("z@example.org")) == 1
+    version, items = await storage.roster.get(H, "bob")
+    assert version == 1 and items == {"x@example.org": RosterItem("x@example.org", "X")}
+    assert (await storage.roster.get(H, "alice"))[0] == 2
+
+
+async def test_roster_unicode(storage: Storage) -> None:
+    item = RosterItem(f"{UNICODE}@example.org", f"Name {UNICODE}", "from", groups=(UNICODE, "Ünïcödé"))
+    await storage.roster.set_item(H, UNICODE, item)
+    assert await storage.roster.get(H, UNICODE) == (1, {item.jid: item})
+
+
+# --- key-value -----------------------------------------------------------------------------------
+
+
+async def test_kv(storage: Storage) -> None:
+    assert await storage.kv.get(H, "alice", "vcard") is None
+    await storage.kv.set(H, "alice", "vcard", b"one")
+    await storage.kv.set(H, "alice", "vcard", b"two")
+    await storage.kv.set(H, "alice", "other", b"three")
+    await storage.kv.set(H, "bob", "vcard", b"four")
+    assert await storage.kv.get(H, "alice", "vcard") == b"two"
+    assert await storage.kv.get(H, "alice", "other") == b"three"
+    assert await storage.kv.get(H, "bob", "vcard") == b"four"
+    assert await storage.kv.get(OTHER_HOST, "alice", "vcard") is None
+
+
+async def test_kv_none_and_delete_remove(storage: Storage) -> None:
+    await storage.kv.set(H, "alice", "a", b"1")
+    await storage.kv.set(H, "alice", "b", b"2")
+    await storage.kv.set(H, "alice", "a", None)
+    await storage.kv.delete(H, "alice", "b")
+    assert await storage.kv.get(H, "alice", "a") is None
+    assert await storage.kv.get(H, "alice", "b") is None
+    # Removing what is not there is fine.
+    await storage.kv.set(H, "alice", "a", None)
+    await storage.kv.delete(H, "nobody", "b")
+
+
+async def test_kv_binary_empty_and_unicode(storage: Storage) -> None:
+    await storage.kv.set(H, UNICODE, UNICODE, BINARY)
+    await storage.kv.set(H, "alice", "empty", b"")
+    assert await storage.kv.get(H, UNICODE, UNICODE) == BINARY
+    assert await storage.kv.get(H, "alice", "empty") == b""
+
+
+# --- maps ----------------------------------------------------------------------------------------
+
+
+async def test_maps(storage: Storage) -> None:
+    assert await storage.maps.get(H, "alice", "private", "k") is None
+    assert await storage.maps.items(H, "alice", "private") == {}
+    await storage.maps.set(H, "alice", "private", "k1", b"one")
+    await storage.maps.set(H, "alice", "private", "k2", b"two")
+    await storage.maps.set(H, "alice", "private", "k1", b"uno")
+    await storage.maps.set(H, "alice", "pep", "k1", b"other store")
+    await storage.maps.set(H, "bob", "private", "k1", b"other user")
+    assert await storage.maps.get(H, "alice", "private", "k1") == b"uno"
+    assert await storage.maps.items(H, "alice", "private") == {"k1": b"uno", "k2": b"two"}
+    assert await storage.maps.items(H, "alice", "pep") == {"k1": b"other store"}
+    assert await storage.maps.items(H, "bob", "private") == {"k1": b"other user"}
+
+
+async def test_map_none_removes_one_key(storage: Storage) -> None:
+    await storage.maps.set(H, "alice", "private", "k1", b"one")
+    await storage.maps.set(H, "alice", "private", "k2", b"two")
+    await storage.maps.set(H, "alice", "private", "k1", None)
+    await storage.maps.set(H, "alice", "private", "missing", None)
+    assert await storage.maps.get(H, "alice", "private", "k1") is None
+    assert await storage.maps.items(H, "alice", "private") == {"k2": b"two"}
+
+
+async def test_map_delete_all_is_per_store(storage: Storage) -> None:
+    await storage.maps.set(H, "alice", "private", "k1", b"one")
+    await storage.maps.set(H, "alice", "private", "k2", b"two")
+    await storage.maps.set(H, "alice", "pep", "k1", b"kept")
+    await storage.maps.set(H, "bob", "private", "k1", b"kept too")
+    await storage.maps.delete_all(H, "alice", "private")
+    assert await storage.maps.items(H, "alice", "private") == {}
+    assert await storage.maps.items(H, "alice", "pep") == {"k1": b"kept"}
+    assert await storage.maps.items(H, "bob", "private") == {"k1": b"kept too"}
+    await storage.maps.delete_all(H, "nobody", "private")
+
+
+async def test_map_binary_and_unicode(storage: Storage) -> None:
+    key = "{urn:example:" + UNICODE + "}query"
+    await storage.maps.set(H, UNICODE, UNICODE, key, BINARY)
+    await storage.maps.set(H, UNICODE, UNICODE, "empty", b"")
+    assert await storage.maps.get(H, UNICODE, UNICODE, key) == BINARY
+    assert await storage.maps.items(H, UNICODE, UNICODE) == {key: BINARY, "empty": b""}
+
+
+# --- archive -------------------------------------------------------------------------------------
+
+
+async def _archive(storage: Storage, n: int = 10, store: str = "mam") -> list[str]:
+    """Append ``n`` items for alice: timestamps 100, 101, ..., alternating between bob and carol."""
+    return [
+        await storage.archive.append(H, "alice", store, 100.0 + i, ("bob@x", "carol@x")[i % 2],
+                                     f"msg {i}".encode())
+        for i in range(n)
+    ]
+
+
+def ids_of(page: ArchivePage) -> list[str]:
+    return [item.id for item in page.items]
+
+
+async def test_archive_append_and_read_back(storage: Storage) -> None:
+    payload = b"<message>\x00" + UNICODE.encode() + b"</message>"
+    item_id = await storage.archive.append(H, "alice", "mam", 1712345678.123456, f"{UNICODE}@x", payload)
+    other = await storage.archive.append(H, "alice", "mam", 0.0, "bob@x", b"")
+    assert isinstance(item_id, str) and item_id and item_id != other
+    page = await storage.archive.query(H, "alice", "mam")
+    assert page.complete and page.count == 2
+    first, second = page.items
+    assert (first.id, first.timestamp, first.with_jid, first.payload) == (
+        item_id, 1712345678.123456, f"{UNICODE}@x", payload)
+    assert (second.id, second.timestamp, second.payload) == (other, 0.0, b"")
+
+
+async def test_archive_ids_are_unique(storage: Storage) -> None:
+    ids = [await storage.archive.append(H, u, s, 1.0, "x@x", b"p")
+           for u in ("alice", "bob") for s in ("mam", "offline") for _ in range(25)]
+    assert len(set(ids)) == len(ids)
+
+
+async def test_archive_orders_by_insertion_not_timestamp(storage: Storage) -> None:
+    ids = [await storage.archive.append(H, "alice", "mam", t, "bob@x", b"p") for t in (30.0, 10.0, 20.0, 10.0)]
+    assert ids_of(await storage.archive.query(H, "alice", "mam")) == ids
+    assert ids_of(await storage.archive.query(H, "alice", "mam", reverse=True)) == ids
+
+
+async def test_archive_empty(storage: Storage) -> None:
+    page = await storage.archive.query(H, "alice", "mam", limit=10)
+    assert page.items == [] and page.complete and page.count == 0
+    assert await storage.archive.count(H, "alice", "mam") == 0
+
+
+async def test_archive_paging_forward(storage: Storage) -> None:
+    ids = await _archive(storage, 10)
+    seen: list[str] = []
+    after: str | None = None
+    pages = []
+    while True:
+        page = await storage.archive.query(H, "alice", "mam", after=after, limit=4)
+        assert page.count == 10
+        pages.append(len(page.items))
+        seen += ids_of(page)
+        if page.complete:
+            break
+        after = page.items[-1].id
+    assert seen == ids and pages == [4, 4, 2]
+    # A page ending exactly at the last item is complete.
+    page = await storage.archive.query(H, "alice", "mam", after=ids[5], limit=4)
+    assert ids_of(page) == ids[6:] and page.complete
+    page = await storage.archive.query(H, "alice", "mam", after=ids[-1], limit=4)
+    assert page.items == [] and page.complete and page.count == 10
+
+
+async def test_archive_paging_backward(storage: Storage) -> None:
+    ids = await _archive(storage, 10)
+    page = await storage.archive.query(H, "alice", "mam", limit=4, reverse=True)
+    # The newest four, still in chronological order.
+    assert ids_of(page) == ids[6:] and not page.complete and page.count == 10
+    page = await storage.archive.query(H, "alice", "mam", before=ids[6], limit=4)
+    assert ids_of(page) == ids[2:6] and not page.complete
+    page = await storage.archive.query(H, "alice", "mam", before=ids[2], limit=4)
+    assert ids_of(page) == ids[:2] and page.complete
+    page = await storage.archive.query(H, "alice", "mam", before=ids[4], limit=4)
+    assert ids_of(page) == ids[:4] and page.complete
+    page = await storage.archive.query(H, "alice", "mam", before=ids[0])
+    assert page.items == [] and page.complete
+
+
+async def test_archive_reverse_after(storage: Storage) -> None:
+    ids = await _archive(storage, 10)
+    page = await storage.archive.query(H, "alice", "mam", after=ids[2], limit=3, reverse=True)
+    assert ids_of(page) == ids[7:] and not page.complete
+    page = await storage.archive.query(H, "alice", "mam", reverse=True)
+    assert ids_of(page) == ids and page.complete
+
+
+async def test_archive_between_after_and_before(storage: Storage) -> None:
+    ids = await _archive(storage, 10)
+    page = await storage.archive.query(H, "alice", "mam", after=ids[1], before=ids[8])
+    assert ids_of(page) == ids[2:8] and page.complete
+    page = await storage.archive.query(H, "alice", "mam", after=ids[1], before=ids[8], limit=2)
+    assert ids_of(page) == ids[6:8] and not page.complete
+
+
+async def test_archive_limit_zero_counts_only(storage: Storage) -> None:
+    await _archive(storage, 3)
+    page = await storage.archive.query(H, "alice", "mam", limit=0)
+    assert page.items == [] and not page.complete and page.count == 3
+    empty = await storage.archive.query(H, "bob", "mam", limit=0)
+    assert empty.items == [] and empty.complete and empty.count == 0
+
+
+async def test_archive_unknown_paging_id(storage: Storage) -> None:
+    ids = await _archive(storage, 3)
+    other_store = await storage.archive.append(H, "alice", "offline", 1.0, "bob@x", b"p")
+    other_user = await storage.archive.append(H, "bob", "mam", 1.0, "alice@x", b"p")
+    for bad in ("no-such-id", other_store, other_user, ""):
+        with pytest.raises(ItemNotFound):
+            await storage.archive.query(H, "alice", "mam", after=bad)
+        with pytest.raises(ItemNotFound):
+            await storage.archive.query(H, "alice", "mam", before=bad, limit=2)
+    with pytest.raises(ItemNotFound):
+        await storage.archive.query(H, "alice", "mam", after=ids[0], before="no-such-id")
+    assert issubclass(ItemNotFound, StorageError)
+
+
+async def test_archive_filter_with(storage: Storage) -> None:
+    ids = await _archive(storage, 10)
+    page = await storage.archive.query(H, "alice", "mam", with_jid="carol@x")
+    assert ids_of(page) == ids[1::2] and page.count == 5 and page.complete
+    assert all(item.with_jid == "carol@x" for item in page.items)
+    page = await storage.archive.query(H, "alice", "mam", with_jid="carol@x", after=ids[3], limit=2)
+    assert ids_of(page) == [ids[5], ids[7]] and not page.complete and page.count == 5
+    page = await storage.archive.query(H, "alice", "mam", with_jid="carol@x", limit=2, reverse=True)
+    assert ids_of(page) == [ids[7], ids[9]] and not page.complete
+    page = await storage.archive.query(H, "alice", "mam", with_jid="dave@x")
+    assert page.items == [] and page.complete and page.count == 0
+
+
+async def test_archive_filter_time(storage: Storage) -> None:
+    ids = await _archive(storage, 10)
+    # start and end are both inclusive.
+    page = await storage.archive.query(H, "alice", "mam", start=103.0, end=106.0)
+    assert ids_of(page) == ids[3:7] and page.count == 4 and page.complete
+    page = await storage.archive.query(H, "alice", "mam", start=107.5)
+    assert ids_of(page) == ids[8:]
+    page = await storage.archive.query(H, "alice", "mam", end=101.0)
+    assert ids_of(page) == ids[:2]
+    page = await storage.archive.query(H, "alice", "mam", start=102.0, end=108.0, with_jid="bob@x", limit=2)
+    assert ids_of(page) == [ids[2], ids[4]] and not page.complete and page.count == 4
+    page = await storage.archive.query(H, "alice", "mam", start=200.0)
+    assert page.items == [] and page.count == 0
+
+
+async def test_archive_filter_ids(storage: Storage) -> None:
+    ids = await _archive(storage, 10)
+    # Results come in archive order, whatever the order asked for; unknown ids are left out.
+    page = await storage.archive.query(H, "alice", "mam", ids=[ids[7], ids[2], "unknown", ids[5]])
+    assert ids_of(page) == [ids[2], ids[5], ids[7]] and page.count == 3 and page.complete
+    page = await storage.archive.query(H, "alice", "mam", ids=[ids[7], ids[2], ids[5]], limit=2)
+    assert ids_of(page) == [ids[2], ids[5]] and not page.complete and page.count == 3
+    page = await storage.archive.query(H, "alice", "mam", ids=[])
+    assert page.items == [] and page.count == 0 and page.complete
+    other = await storage.archive.append(H, "bob", "mam", 1.0, "alice@x", b"p")
+    assert (await storage.archive.query(H, "alice", "mam", ids=[other])).items == []
+
+
+async def test_archives_are_per_store_and_user(storage: Storage) -> None:
+    mam = await _archive(storage, 3, "mam")
+    offline = await _archive(storage, 2, "offline")
+    await storage.archive.append(H, "bob", "mam", 1.0, "alice@x", b"bob's")
+    await storage.archive.append(OTHER_HOST, "alice", "mam", 1.0, "x@x", b"other host")
+    assert ids_of(await storage.archive.query(H, "alice", "mam")) == mam
+    assert ids_of(await storage.archive.query(H, "alice", "offline")) == offline
+    assert await storage.archive.count(H, "alice", "mam") == 3
+    assert await storage.archive.count(H, "alice", "offline") == 2
+    assert await storage.archive.count(H, "bob", "mam") == 1
+    assert await storage.archive.count(OTHER_HOST, "alice", "mam") == 1
+    assert await storage.archive.count(H, "carol", "mam") == 0
+
+
+async def test_archive_delete_by_ids(storage: Storage) -> None:
+    ids = await _archive(storage, 5)
+    other = await storage.archive.append(H, "bob", "mam", 1.0, "alice@x", b"p")
+    assert await storage.archive.delete(H, "alice", "mam", ids=[ids[1], ids[3], other, "unknown"]) == 2
+    assert ids_of(await storage.archive.query(H, "alice", "mam")) == [ids[0], ids[2], ids[4]]
+    assert await storage.archive.count(H, "bob", "mam") == 1
+    assert await storage.archive.delete(H, "alice", "mam", ids=[]) == 0
+    assert await storage.archive.count(H, "alice", "mam") == 3
+    # A deleted id is unknown for paging.
+    with pytest.raises(ItemNotFound):
+        await storage.archive.query(H, "alice", "mam", after=ids[1])
+
+
+async def test_archive_delete_before_time(storage: Storage) -> None:
+    ids = await _archive(storage, 5)
+    # ``before`` is exclusive: the item at 102.0 stays.
+    assert await storage.archive.delete(H, "alice", "mam", before=102.0) == 2
+    assert ids_of(await storage.archive.query(H, "alice", "mam")) == ids[2:]
+    assert await storage.archive.delete(H, "alice", "mam", ids=[ids[2], ids[4]], before=103.0) == 1
+    assert ids_of(await storage.archive.query(H, "alice", "mam")) == ids[3:]
+
+
+async def test_archive_delete_all_of_one_store(storage: Storage) -> None:
+    await _archive(storage, 4, "mam")
+    offline = await _archive(storage, 2, "offline")
+    assert await storage.archive.delete(H, "alice", "mam") == 4
+    assert await storage.archive.count(H, "alice", "mam") == 0
+    assert ids_of(await storage.archive.query(H, "alice", "offline")) == offline
+    assert await storage.archive.delete(H, "alice", "mam") == 0
+
+
+async def test_archive_paging_after_deletes(storage: Storage) -> None:
+    ids = await _archive(storage, 6)
+    await storage.archive.delete(H, "alice", "mam", ids=[ids[2], ids[3]])
+    page = await storage.archive.query(H, "alice", "mam", after=ids[1], limit=1)
+    assert ids_of(page) == [ids[4]] and not page.complete and page.count == 4
+    new = await storage.archive.append(H, "alice", "mam", 50.0, "bob@x", b"late")
+    page = await storage.archive.query(H, "alice", "mam", after=ids[5])
+    assert ids_of(page) == [new] and page.complete
+
+
+# --- lifetime ------------------------------------------------------------------------------------
+
+
+async def test_reopen_keeps_everything(storage_url: str) -> None:
+    credentials = derive_credentials("secret")
+    item = RosterItem("bob@example.org", "Bob", "both", groups=("Friends",))
+    first = await open_storage(storage_url)
+    try:
+        await first.accounts.create(H, "alice", credentials)
+        await first.roster.set_item(H, "alice", item)
+        await first.kv.set(H, "alice", "vcard", BINARY)
+        await first.maps.set(H, "alice", "private", UNICODE, BINARY)
+        ids = await _archive(first, 3)
+    finally:
+        await first.close()
+    second = await open_storage(storage_url)
+    try:
+        account = await second.accounts.get(H, "alice")
+        assert account is not None and account.credentials == credentials
+        assert await second.roster.get(H, "alice") == (1, {item.jid: item})
+        assert await second.kv.get(H, "alice", "vcard") == BINARY
+        assert await second.maps.items(H, "alice", "private") == {UNICODE: BINARY}
+        assert ids_of(await second.archive.query(H, "alice", "mam", after=ids[0])) == ids[1:]
+        # Numbering goes on where it stopped.
+        assert await second.roster.set_item(H, "alice", RosterItem("carol@example.org")) == 2
+        new = await second.archive.append(H, "alice", "mam", 1.0, "bob@x", b"p")
+        assert ids_of(await second.archive.query(H, "alice", "mam", after=ids[-1])) == [new]
+    finally:
+        await second.close()
+
+
+async def test_unsupported_url() -> None:
+    with pytest.raises(StorageError, match="unsupported storage URL"):
+        await open_storage("mysql://localhost/db")

@@ -1,0 +1,133 @@
+"""What only the PostgreSQL backend has: its URL, connection failures, migrations shared by nodes,
+indexes, and a whole server that keeps its data across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from schnack.server.storage import Storage, StorageError, open_storage
+from schnack.xmpp import ns
+
+from ...harness import add_user, connect, running
+from .conftest import postgres_schema, with_query
+
+CARD = f"<vCard xmlns='{ns.VCARD}'><FN>Alice Liddell</FN><NICKNAME>alice</NICKNAME></vCard>"
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[tuple[str, str, asyncpg.Connection]]:
+    async with postgres_schema() as fresh:
+        yield fresh
+
+
+def migration_names() -> list[str]:
+    folder = resources.files("schnack.server.storage").joinpath("migrations", "postgres")
+    return sorted(e.name for e in folder.iterdir() if e.name.endswith(".sql"))
+
+
+async def test_connection_refused_is_one_clear_line() -> None:
+    # A bound socket that does not listen refuses connections, and no one else can take its port.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        with pytest.raises(StorageError) as caught:
+            await open_storage(f"postgresql://postgres@127.0.0.1:{port}/test")
+    message = str(caught.value)
+    assert message.startswith(f"cannot connect to PostgreSQL at 127.0.0.1:{port}: ")
+    assert "\n" not in message
+
+
+async def test_password_stays_out_of_messages() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        with pytest.raises(StorageError) as caught:
+            await open_storage(f"postgres://schnack:hunter2@127.0.0.1:{port}/test")
+    assert f"127.0.0.1:{port}" in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("query", "complaint"), [
+    ("pool_max_size=many", "pool_max_size must be a whole number of at least 1, got 'many'"),
+    ("pool_min_size=0", "pool_min_size must be a whole number of at least 1, got '0'"),
+    ("pool_min_size=5&pool_max_size=2", "pool_min_size 5 is larger than pool_max_size 2"),
+    ("schema=x%3Bdrop", "schema must be a plain SQL name"),
+    ("schema=", "schema must be a plain SQL name"),
+])  # fmt: skip
+async def test_bad_url_options(query: str, complaint: str) -> None:
+    with pytest.raises(StorageError, match=complaint):
+        await open_storage(f"postgresql://postgres@127.0.0.1/test?{query}")
+
+
+async def test_nodes_starting_together_migrate_once(schema: tuple[str, str, asyncpg.Connection]) -> None:
+    url, name, admin = schema
+    stores: list[Storage] = list(await asyncio.gather(*(open_storage(url) for _ in range(4))))
+    try:
+        rows = await admin.fetch(f'SELECT version, name FROM "{name}".schema_migrations ORDER BY version')
+        assert [r["name"] for r in rows] == migration_names()
+        assert [r["version"] for r in rows] == [int(n.split("_")[0]) for n in migration_names()]
+        # Every node works on the one schema.
+        await stores[0].kv.set("example.org", "alice", "vcard", b"card")
+        assert [await s.kv.get("example.org", "alice", "vcard") for s in stores] == [b"card"] * 4
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_pool_options_and_driver_options(schema: tuple[str, str, asyncpg.Connection]) -> None:
+    url, name, admin = schema
+    # Options the backend does not know go to the driver (here a server setting).
+    store = await open_storage(with_query(url, pool_min_size="3", pool_max_size="3", application_name=name))
+    try:
+        await store.accounts.list("example.org")
+        connections = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name=$1", name)
+        assert connections == 3
+    finally:
+        await store.close()
+
+
+async def test_archive_indexes(schema: tuple[str, str, asyncpg.Connection]) -> None:
+    url, name, admin = schema
+    store = await open_storage(url)
+    await store.close()
+    rows = await admin.fetch("SELECT indexdef FROM pg_indexes WHERE schemaname=$1 AND tablename='archive'", name)
+    definitions = {r["indexdef"].partition(" USING btree ")[2] for r in rows}
+    assert {"(host, username, store, seq)", "(host, username, store, with_jid, seq)", "(id)", "(seq)"} <= definitions
+
+
+async def test_server_keeps_data_across_restart(tmp_path: Path) -> None:
+    async with postgres_schema() as (url, _, _):
+        async with running(tmp_path, storage={"url": url}) as server:
+            assert server.config.storage_url == url
+            await add_user(server, "alice")
+            client = await connect(server, "alice@localhost/phone")
+            await client.send(f"<iq type='set' id='v1'>{CARD}</iq>")
+            (reply,) = await client.expect()
+            assert reply.get("type") == "result"
+        async with running(tmp_path, storage={"url": url}) as server:
+            assert await server.storage.accounts.list("localhost") == ["alice"]
+            client = await connect(server, "alice@localhost/laptop")
+            await client.send(f"<iq type='get' id='v2'><vCard xmlns='{ns.VCARD}'/></iq>")
+            (reply,) = await client.expect()
+            assert reply.get("type") == "result"
+            card = reply.find(f"{{{ns.VCARD}}}vCard")
+            assert card is not None
+            assert card.findtext(f"{{{ns.VCARD}}}FN") == "Alice Liddell"
+            assert card.findtext(f"{{{ns.VCARD}}}NICKNAME") == "alice"
+
+
+async def test_driver_failures_are_storage_errors(schema: tuple[str, str, asyncpg.Connection]) -> None:
+    url, _, _ = schema
+    store = await open_storage(url)
+    await store.close()
+    with pytest.raises(StorageError, match=r"^PostgreSQL: "):
+        await store.kv.get("example.org", "alice", "vcard")
+    with pytest.raises(StorageError, match=r"^PostgreSQL: "):
+        await store.accounts.delete("example.org", "alice")
