@@ -80,8 +80,9 @@ class AdminChannel:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), 10)
             try:
+                # readline() raises ValueError for a line past the reader's limit: a bad request too.
+                line = await asyncio.wait_for(reader.readline(), 10)
                 request = json.loads(line)
                 if not isinstance(request, dict):
                     raise ValueError("not an object")

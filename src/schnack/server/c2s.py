@@ -32,10 +32,13 @@ _AUTH = qname(ns.SASL, "auth")
 _RESPONSE = qname(ns.SASL, "response")
 _ABORT = qname(ns.SASL, "abort")
 _BIND = qname(ns.BIND, "bind")
+_IQ = qname(ns.CLIENT, "iq")
 _SESSION = qname(ns.SESSION, "session")
 _STREAM_ERROR = qname(ns.STREAMS, "error")
 _OPEN = qname(ns.FRAMING, "open")
 _STREAM = qname(ns.STREAMS, "stream")
+# RFC 6120 §6.4.5: allow a reasonable number of retries (2 to 5), then end the stream.
+_MAX_SASL_FAILURES = 5
 
 
 class Connection(Protocol):
@@ -71,6 +74,7 @@ class C2SStream:
         self.started = time.monotonic()
         self._sasl: sasl.SaslServer | None = None
         self._sasl_mechanism = ""
+        self._sasl_failures = 0
         self._stanza_ns = None if conn.websocket else ns.CLIENT
 
     @property
@@ -153,7 +157,8 @@ class C2SStream:
         major, _, minor = version.partition(".")
         if not (major.isdigit() and minor.isdigit()):
             raise StreamError("unsupported-version", f"malformed version {version!r}")
-        if int(major) < 1:
+        if int(major) != 1:
+            # RFC 6120 §4.7.5: only the minor version may differ between entities that interoperate.
             raise StreamError("unsupported-version", "this server speaks XMPP 1.0")
         self._send_header()
         self.send(await self._features())
@@ -179,7 +184,7 @@ class C2SStream:
                 if tls_required:
                     sub(starttls, qname(ns.TLS, "required"))
                     return features
-            bindings = [kind for kind in ("tls-exporter", "tls-server-end-point")
+            bindings = [kind for kind in sasl.CHANNEL_BINDINGS
                         if self.conn.secure and self.conn.channel_binding(kind) is not None]
             mechanisms = sub(features, qname(ns.SASL, "mechanisms"))
             for mechanism in sasl.server_mechanisms(self.conn.secure, bindings):
@@ -205,14 +210,17 @@ class C2SStream:
             self.close()
             return
         if self.session is not None:
-            if tag in _STANZA_TAGS:
+            if _is_session_request(el):
+                # Clients that follow RFC 3921 ask for the session after binding; it is a no-op.
+                self.send(Stanza(el, None, None).result())
+            elif tag in _STANZA_TAGS:
                 await self._stanza(el, self.session)
             else:
                 await self._nonza(el)
             return
         if not self.authenticated:
             await self._negotiate(el)
-        elif tag == qname(ns.CLIENT, "iq") and el.get("type") == "set" and len(el) == 1 and el[0].tag in (_BIND, _SESSION):
+        elif _is_session_request(el) or (tag == _IQ and el.get("type") == "set" and len(el) == 1 and el[0].tag == _BIND):
             await self._bind(el)
         elif tag in _STANZA_TAGS:
             raise StreamError("not-authorized", "bind a resource before sending stanzas")
@@ -260,6 +268,9 @@ class C2SStream:
         if failure.text:
             sub(out, qname(ns.SASL, "text"), {qname(ns.XML, "lang"): "en"}, failure.text)
         self.send(out)
+        self._sasl_failures += 1
+        if self._sasl_failures >= _MAX_SASL_FAILURES:
+            raise StreamError("policy-violation", "too many failed authentication attempts")
 
     async def _sasl_element(self, el: Element) -> None:
         """RFC 6120 §6.4: the SASL exchange; credentials are fetched when the mechanism asks."""
@@ -376,6 +387,11 @@ class C2SStream:
         session.closed = True
         if self.server.sessions.remove(session):
             await self.server.hooks.fire_all("session-closed", session)
+
+
+def _is_session_request(el: Element) -> bool:
+    """The RFC 3921 §3 session establishment request, kept optional for old clients."""
+    return el.tag == _IQ and el.get("type") == "set" and len(el) == 1 and el[0].tag == _SESSION
 
 
 def _shape_error(stanza: Stanza) -> StanzaError | None:

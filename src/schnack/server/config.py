@@ -8,6 +8,9 @@ Every section is a dataclass; fields carry their bounds in ``metadata`` (``min``
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
+import re
 import tomllib
 import types
 import typing
@@ -90,6 +93,9 @@ def parse_section(cls: type[T], table: Any, prefix: str) -> T:
         if meta.get("choices") is not None and value not in meta["choices"]:
             allowed = ", ".join(repr(c) for c in meta["choices"])
             raise ConfigError(key, f"must be one of {allowed}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            # TOML allows nan and inf; nan passes every bound check, inf makes a timeout endless.
+            raise ConfigError(key, f"must be a finite number, got {value}")
         if isinstance(value, int | float) and not isinstance(value, bool):
             if meta.get("min") is not None and value < meta["min"]:
                 raise ConfigError(key, f"must be at least {meta['min']}, got {value}")
@@ -212,7 +218,7 @@ def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> C
         raise ConfigError("storage.url", f"must start with sqlite:// or postgresql://, got {url!r}")
     tls = parse_section(Tls, data.get("tls"), "tls")
     if (tls.cert is None) != (tls.key is None):
-        raise ConfigError("tls", "set both cert and key, or neither")
+        raise ConfigError("tls.key" if tls.key is None else "tls.cert", "set both cert and key, or neither")
     if tls.cert is not None and tls.key is not None:
         tls = dataclasses.replace(
             tls,
@@ -239,12 +245,26 @@ def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> C
     )
 
 
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _HOSTNAME.fullmatch(host) is not None
+    return True
+
+
 def parse_address(key: str, address: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port``) and check the port."""
+    """Split ``host:port`` (``[v6]:port``) and check both parts, so a typo fails here, not at bind."""
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if (not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535
+            or (host and not _valid_host(host))):
         raise ConfigError(key, f"must be host:port, got {address!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    return host or "0.0.0.0", int(port)
 
 
 def load(path: Path | None) -> Config:

@@ -29,17 +29,20 @@ class Hooks:
         self._handlers: dict[str, list[tuple[int, int, Handler]]] = {}
         self._order = 0
 
+    # add() and remove() build a new list instead of changing the one in place: a chain being fired
+    # keeps running over the handlers it started with, so none is skipped or run twice.
+
     def add(self, event: str, handler: Handler, priority: int = 0) -> None:
         """Subscribe ``handler`` to ``event``; equal priorities run in registration order."""
         self._order += 1
-        chain = self._handlers.setdefault(event, [])
-        chain.append((-priority, self._order, handler))
+        chain = [*self._handlers.get(event, ()), (-priority, self._order, handler)]
         chain.sort(key=lambda entry: (entry[0], entry[1]))
+        self._handlers[event] = chain
 
     def remove(self, event: str, handler: Handler) -> None:
         """Unsubscribe ``handler`` from ``event``."""
-        chain = self._handlers.get(event, [])
-        chain[:] = [entry for entry in chain if entry[2] is not handler]
+        if event in self._handlers:
+            self._handlers[event] = [entry for entry in self._handlers[event] if entry[2] is not handler]
 
     def has(self, event: str) -> bool:
         """Whether any handler listens to ``event``."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..xmpp.errors import StreamError
 from ..xmpp.parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
 from .c2s import C2SStream
-from .tls import tls_exporter
+from .tls import tls_exporter, tls_unique
 
 if TYPE_CHECKING:
     from .app import Server
@@ -85,6 +85,8 @@ class TcpConnection:
             return self.server.tls.end_point
         if kind == "tls-exporter":
             return tls_exporter(self.writer.get_extra_info("ssl_object"), self.server.tls.context)
+        if kind == "tls-unique":
+            return tls_unique(self.writer.get_extra_info("ssl_object"))
         return None
 
 

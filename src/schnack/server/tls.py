@@ -1,7 +1,7 @@
 """TLS for every listener: certificates, contexts (TLS 1.2+) and channel-binding data.
 
-Channel bindings (RFC 5929 §4 tls-server-end-point, RFC 9266 tls-exporter) let SCRAM-*-PLUS prove
-that no one terminated TLS in between.
+Channel bindings (RFC 5929 §4 tls-server-end-point, RFC 9266 tls-exporter, and RFC 5929 §3
+tls-unique on TLS 1.2) let SCRAM-*-PLUS prove that no one terminated TLS in between.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def make_self_signed(domains: list[str], cert_path: Path, key_path: Path) -> Non
     )
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     key_path.touch(mode=0o600)
+    # touch() keeps the mode of a file that is already there (a pair being replaced).
+    key_path.chmod(0o600)
     key_path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -78,16 +80,38 @@ class TlsConfig:
         if cert is None or key is None:
             cert = data_dir / "certs" / "server.crt"
             key = data_dir / "certs" / "server.key"
-            if not cert.exists() or not key.exists():
+            if not _still_serves(cert, key, domains):
                 log.info("generating a self-signed certificate for %s in %s", ", ".join(domains), cert)
                 make_self_signed(domains, cert, key)
         return cls(cert, key)
 
 
-def server_end_point(cert: x509.Certificate) -> bytes:
-    """RFC 5929 §4.1: the certificate hashed with its signature hash, MD5 and SHA-1 becoming SHA-256."""
+def _still_serves(cert_path: Path, key_path: Path, domains: list[str]) -> bool:
+    """Whether a self-signed pair made earlier can be kept: present, not expiring, naming every domain.
+
+    A domain added to the configuration, or a certificate past its end, would otherwise fail
+    every client's verification after the restart.
+    """
+    if not cert_path.exists() or not key_path.exists():
+        return False
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+    return set(domains) <= set(sans.get_values_for_type(x509.DNSName)) and cert.not_valid_after_utc > soon
+
+
+def server_end_point(cert: x509.Certificate) -> bytes | None:
+    """RFC 5929 §4.1: the certificate hashed with its signature hash, MD5 and SHA-1 becoming SHA-256.
+
+    A signature without a hash (Ed25519) leaves the binding undefined, so it is not offered.
+    """
     algorithm = cert.signature_hash_algorithm
-    name = algorithm.name if algorithm is not None else "sha256"
+    if algorithm is None:
+        return None
+    name = algorithm.name
     if name in ("md5", "sha1"):
         name = "sha256"
     return hashlib.new(name, cert.public_bytes(serialization.Encoding.DER)).digest()
@@ -159,3 +183,14 @@ def tls_exporter(obj: ssl.SSLObject | None, server_ctx: ssl.SSLContext) -> bytes
         if not _exporter_ok:
             log.warning("TLS keying-material export is unavailable; not offering tls-exporter")
     return _export(obj) if _exporter_ok else None
+
+
+def tls_unique(obj: ssl.SSLObject | None) -> bytes | None:
+    """RFC 5929 §3 tls-unique data of a TLS 1.2 connection; RFC 9266 §3 forbids it on TLS 1.3.
+
+    Clients that ignore XEP-0440 pick tls-unique on TLS 1.2 (slixmpp does), so refusing it would
+    fail every -PLUS attempt of theirs and count each one as a failed login.
+    """
+    if obj is None or obj.version() == "TLSv1.3":
+        return None
+    return obj.get_channel_binding("tls-unique")

@@ -21,7 +21,7 @@ from ..xmpp.parser import parse_frame
 from ..xmpp.xml import qname
 from .c2s import C2SStream
 from .net import RateLimiter
-from .tls import tls_exporter
+from .tls import tls_exporter, tls_unique
 
 if TYPE_CHECKING:
     from .app import Server
@@ -83,6 +83,11 @@ class WebSocketConnection:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    async def drain(self) -> None:
+        """Wait until the queued frames, and a close asked for, have been handed to the socket."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     def channel_binding(self, kind: str) -> bytes | None:
         if self._ssl is None:
             return None
@@ -90,6 +95,8 @@ class WebSocketConnection:
             return self.server.tls.end_point
         if kind == "tls-exporter":
             return tls_exporter(self._ssl, self.server.tls.http_context)
+        if kind == "tls-unique":
+            return tls_unique(self._ssl)
         return None
 
 
@@ -97,8 +104,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
     """Upgrade to a WebSocket with the ``xmpp`` subprotocol and run the stream on it."""
     server: Server = request.app["schnack"]
     ws = web.WebSocketResponse(protocols=("xmpp",), max_msg_size=server.config.limits.max_stanza_size)
-    if not ws.can_prepare(request).ok:
+    ready = ws.can_prepare(request)
+    if not ready.ok:
         return web.Response(status=426, text="This endpoint speaks XMPP over WebSocket (RFC 7395).\n")
+    if ready.protocol != "xmpp":
+        # RFC 7395 §3.1: without the subprotocol agreed there is no XMPP connection; aiohttp
+        # would complete the handshake anyway.
+        return web.Response(status=400, text="Ask for the WebSocket subprotocol 'xmpp' (RFC 7395 §3.1).\n")
     await ws.prepare(request)
     conn = WebSocketConnection(server, request, ws)
     stream = conn.stream = C2SStream(server, conn)
@@ -136,6 +148,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     finally:
         server.connections.discard(conn)
         await stream.connection_lost()
+        # A stream error and <close/> are still queued: closing the WebSocket first would lose them.
+        await conn.drain()
         if not ws.closed:
             await ws.close()
     return ws

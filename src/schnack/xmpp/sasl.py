@@ -22,6 +22,8 @@ import scramp
 from scramp.utils import saslprep
 
 _HASHES = {"SHA-1": "sha1", "SHA-256": "sha256"}
+# Channel-binding types the server side can check, best first (RFC 9266, RFC 5929).
+CHANNEL_BINDINGS = ("tls-exporter", "tls-server-end-point", "tls-unique")
 _SERVER_SECRET = secrets.token_bytes(32)
 
 
@@ -197,7 +199,7 @@ class SaslServer:
 
     def __init__(self, mechanism: str, *, tls: bool, channel_binding: Callable[[str], bytes | None], domain: str,
                  nonce: str | None = None) -> None:
-        bindings = [k for k in ("tls-exporter", "tls-server-end-point") if tls and channel_binding(k) is not None]
+        bindings = [k for k in CHANNEL_BINDINGS if tls and channel_binding(k) is not None]
         if mechanism not in server_mechanisms(tls, bindings):
             if mechanism == "PLAIN":
                 raise SaslFailure("encryption-required", "PLAIN needs TLS")

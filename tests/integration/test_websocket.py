@@ -1,0 +1,188 @@
+"""XMPP over WebSocket (RFC 7395) on the real HTTP listener, with a raw aiohttp client.
+
+The WebSocket client logs in (open, SASL SCRAM-SHA-256, re-open, bind), chats with a slixmpp
+client on TCP and closes; bad frames get the right stream error before the close.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from schnack.server.app import Server
+from schnack.xmpp import ns
+from schnack.xmpp.jid import JID
+from schnack.xmpp.xml import qname
+
+from ..harness import add_user, running
+from .channel import binding_data, client_context
+from .slix import PASSWORD, SlixClient
+from .ws import CLOSE, CLOSED, OPENED, WsClient, connect, url
+
+pytestmark = pytest.mark.asyncio
+
+TLS12 = ssl.TLSVersion.TLSv1_2
+TLS13 = ssl.TLSVersion.TLSv1_3
+
+
+@pytest.fixture
+async def chat_server(tmp_path: Path) -> AsyncIterator[Server]:
+    """A listening server where users may send each other plaintext, so a test can read the bodies."""
+    async with running(tmp_path, listen=True, modules={"e2e": {"policy": "optional"}}) as server:
+        yield server
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def test_login_chat_and_close(chat_server: Server, http: aiohttp.ClientSession) -> None:
+    await add_user(chat_server, "alice", PASSWORD)
+    await add_user(chat_server, "bob", PASSWORD)
+    bob = SlixClient(chat_server, "bob@localhost/desk")
+    try:
+        assert await bob.start()
+        alice = await connect(chat_server, http)
+        features = await alice.login("alice", PASSWORD)
+        assert features.find(qname(ns.BIND, "bind")) is not None
+        jid = await alice.bind("browser")
+        assert jid == "alice@localhost/browser"
+
+        await alice.send(
+            f"<message xmlns='{ns.CLIENT}' to='bob@localhost/desk' type='chat' id='w1'><body>from the web</body></message>"
+        )
+        got = await bob.next_message()
+        assert got["id"] == "w1" and got["body"] == "from the web"
+        assert got["from"] == "alice@localhost/browser"
+
+        bob.send(jid, "from the desk", "t1")
+        reply = await alice.next()
+        assert reply is not None and reply.tag == qname(ns.CLIENT, "message")
+        assert reply.get("id") == "t1" and reply.get("from") == "bob@localhost/desk" and reply.get("to") == jid
+        assert reply.findtext(qname(ns.CLIENT, "body")) == "from the desk"
+
+        # RFC 7395 §3.6.1: the server answers <close/> with <close/> and ends the WebSocket.
+        await alice.send(CLOSE)
+        closing = await alice.next()
+        assert closing is not None and closing.tag == CLOSED
+        assert await alice.next() is None
+        assert chat_server.sessions.get(JID.parse(jid)) is None
+    finally:
+        await bob.stop()
+
+
+async def test_replaced_session_is_told_why(live_server: Server, http: aiohttp.ClientSession) -> None:
+    """RFC 6120 §7.7.2.2: binding the same resource again closes the older stream with <conflict/>."""
+    await add_user(live_server, "alice", PASSWORD)
+    old = await connect(live_server, http)
+    await old.login("alice", PASSWORD)
+    assert await old.bind("tab") == "alice@localhost/tab"
+    new = await connect(live_server, http)
+    await new.login("alice", PASSWORD)
+    assert await new.bind("tab") == "alice@localhost/tab"
+    assert await old.stream_error() == "conflict"
+    assert len(live_server.sessions.resources(JID.parse("alice@localhost"))) == 1
+    # The new session is the one that stays.
+    await new.send(f"<iq xmlns='{ns.CLIENT}' type='get' id='p1'><ping xmlns='{ns.PING}'/></iq>")
+    pong = await new.next()
+    assert pong is not None and pong.get("id") == "p1" and pong.get("type") == "result"
+
+
+@pytest.mark.parametrize(
+    ("version", "kind"),
+    [(TLS13, "tls-exporter"), (TLS13, "tls-server-end-point"), (TLS12, "tls-unique"), (TLS12, "tls-server-end-point")],
+    ids=["tls1.3-exporter", "tls1.3-end-point", "tls1.2-unique", "tls1.2-end-point"],
+)
+async def test_plus_login_over_https(live_server: Server, http: aiohttp.ClientSession, version: ssl.TLSVersion,
+                                     kind: str) -> None:
+    """SCRAM-SHA-256-PLUS bound to the TLS of the HTTPS listener (RFC 9266, RFC 5929)."""
+    await add_user(live_server, "alice", PASSWORD)
+    host, port = live_server.bound["https"][0]
+    ws = await http.ws_connect(f"wss://{host}:{port}/xmpp-websocket", protocols=("xmpp",), ssl=client_context(version))
+    client = WsClient(ws)
+    data = binding_data(ws.get_extra_info("ssl_object"), kind, live_server)
+    features = await client.login("alice", PASSWORD, "SCRAM-SHA-256-PLUS", (kind, data))
+    assert features.find(qname(ns.BIND, "bind")) is not None
+    assert await client.bind("secure") == "alice@localhost/secure"
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("frame", "condition"),
+    [
+        ("<message xmlns='jabber:client'><body>x</message>", "not-well-formed"),
+        ("<presence xmlns='jabber:client'/><presence xmlns='jabber:client'/>", "not-well-formed"),
+        ("<presence xmlns='jabber:client'/>trailing", "not-well-formed"),
+        ("<message xmlns='jabber:client'><body>\x00</body></message>", "not-well-formed"),
+        ("<!-- c --><presence xmlns='jabber:client'/>", "restricted-xml"),
+        ("<!DOCTYPE p [<!ENTITY x 'y'>]><presence xmlns='jabber:client'/>", "restricted-xml"),
+        ("<presence xmlns='jabber:client'><a:b/></presence>", "bad-namespace-prefix"),
+        (f"<message xmlns='jabber:client' to='bob@localhost'><body>{'A' * 20_000}</body></message>", "policy-violation"),
+        ("<message xmlns='jabber:client' to='bob@localhost'><body>early</body></message>", "not-authorized"),
+    ],
+    ids=["unclosed", "two-elements", "trailing-text", "nul", "comment", "dtd", "unbound-prefix", "too-large",
+         "before-login"],
+)
+async def test_bad_frame_after_open(live_server: Server, http: aiohttp.ClientSession, frame: str,
+                                    condition: str) -> None:
+    client = await connect(live_server, http)
+    await client.open()
+    await client.send(frame)
+    assert await client.stream_error() == condition
+
+
+async def test_bad_frame_before_open_gets_a_header_first(live_server: Server, http: aiohttp.ClientSession) -> None:
+    """RFC 6120 §4.9.1.2 over RFC 7395: the server opens its stream before the error."""
+    client = await connect(live_server, http)
+    await client.send("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost'")
+    opened = await client.next()
+    assert opened is not None and opened.tag == OPENED
+    assert await client.stream_error() == "not-well-formed"
+
+
+async def test_stanza_before_open(live_server: Server, http: aiohttp.ClientSession) -> None:
+    client = await connect(live_server, http)
+    await client.send("<presence xmlns='jabber:client'/>")
+    opened = await client.next()
+    assert opened is not None and opened.tag == OPENED
+    assert await client.stream_error() == "not-authorized"
+
+
+async def test_binary_frame(live_server: Server, http: aiohttp.ClientSession) -> None:
+    """RFC 7395 §3.2: XMPP travels in text messages only."""
+    client = await connect(live_server, http)
+    await client.open()
+    await client.ws.send_bytes(b"<presence xmlns='jabber:client'/>")
+    assert await client.stream_error() == "bad-format"
+
+
+async def test_frame_beyond_the_websocket_limit(live_server: Server, http: aiohttp.ClientSession) -> None:
+    """Past the largest stanza the WebSocket layer itself refuses the message (RFC 6455 §7.4.1, 1009)."""
+    client = await connect(live_server, http)
+    await client.open()
+    await client.send("<presence xmlns='jabber:client'>" + " " * live_server.config.limits.max_stanza_size + "</presence>")
+    assert await client.next() is None
+    assert client.ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+
+
+@pytest.mark.parametrize("protocols", [("chat",), ()], ids=["other", "none"])
+async def test_without_the_xmpp_subprotocol_the_handshake_is_refused(
+    live_server: Server, http: aiohttp.ClientSession, protocols: tuple[str, ...]
+) -> None:
+    """RFC 7395 §3.1: an XMPP connection exists only when both ends agreed on 'xmpp'."""
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await http.ws_connect(url(live_server), protocols=protocols)
+    assert refused.value.status == 400
+    assert not live_server.connections
+
+
+async def test_plain_http_request_is_told_to_upgrade(live_server: Server, http: aiohttp.ClientSession) -> None:
+    host, port = live_server.bound["http"][0]
+    async with http.get(f"http://{host}:{port}/xmpp-websocket") as response:
+        assert response.status == 426

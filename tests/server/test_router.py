@@ -1,0 +1,395 @@
+"""The router: route keys, handler order, replies, and errors (RFC 6120 §8.3, §10; RFC 6121 §8)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from xml.etree.ElementTree import Element
+
+import pytest
+
+from schnack.server.app import Server
+from schnack.server.config import DEFAULT_MODULES
+from schnack.server.hooks import HANDLED, Handled
+from schnack.server.module import Module, NoOptions
+from schnack.server.sessions import Session
+from schnack.xmpp import ns
+from schnack.xmpp.errors import StanzaError
+from schnack.xmpp.jid import JID
+from schnack.xmpp.parser import parse_frame
+from schnack.xmpp.stanza import Stanza
+
+from ..harness import Client, connect, running, xml
+from .modules.messaging import condition, error_text
+
+PROBE = "{urn:example:probe}query"
+KINDS = ("message", "presence", "iq")
+TARGETS = ("self", "host", "bare", "full", "remote")
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    """The router alone: no module handles anything unless a test registers it."""
+    async with running(tmp_path, modules={"disable": list(DEFAULT_MODULES)}) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def alice(server: Server) -> Client:
+    return await connect(server, "alice@localhost/desk")
+
+
+def trace(server: Server) -> list[str]:
+    """Record every route key fired, in order; the recorders let every stanza pass."""
+    seen: list[str] = []
+
+    def recorder(key: str) -> Any:
+        async def record(_stanza: Stanza, _origin: Session | None) -> None:
+            seen.append(key)
+
+        return record
+
+    for target in TARGETS:
+        for kind in KINDS:
+            for key in (f"{kind}/{target}", f"pre-{kind}/{target}"):
+                server.hooks.add(key, recorder(key), priority=1000)
+        server.hooks.add(f"iq/{target}/{PROBE}", recorder(f"iq/{target}/{PROBE}"), priority=1000)
+    return seen
+
+
+def element(text: str) -> Element:
+    return parse_frame(text.encode(), 10**6)
+
+
+@pytest.mark.parametrize(
+    ("to", "target"),
+    [
+        (None, "self"),
+        ("alice@localhost", "self"),
+        ("ALICE@LocalHost", "self"),
+        ("alice@localhost/desk", "full"),
+        ("alice@localhost/phone", "full"),
+        ("bob@localhost", "bare"),
+        ("bob@localhost/laptop", "full"),
+        ("localhost", "host"),
+        # A resource of the domain itself is the server's to handle (RFC 6120 §10.5.2).
+        ("localhost/some-resource", "host"),
+        ("remote.example", "remote"),
+        ("bob@remote.example", "remote"),
+        ("bob@remote.example/laptop", "remote"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["message", "presence"])
+async def test_route_keys_of_client_stanzas(
+    server: Server, alice: Client, kind: str, to: str | None, target: str
+) -> None:
+    seen = trace(server)
+    attrs = f" to='{to}'" if to else ""
+    await alice.send(f"<{kind}{attrs} type='{'chat' if kind == 'message' else 'probe'}'/>")
+    assert seen == [f"pre-{kind}/{target}", f"{kind}/{target}"]
+
+
+@pytest.mark.parametrize(
+    ("to", "target"),
+    [(None, "self"), ("alice@localhost", "self"), ("bob@localhost", "bare"), ("bob@localhost/x", "full"),
+     ("localhost", "host"), ("remote.example", "remote")],
+)
+async def test_route_keys_of_iq_requests_try_the_payload_first(
+    server: Server, alice: Client, to: str | None, target: str
+) -> None:
+    seen = trace(server)
+    attrs = f" to='{to}'" if to else ""
+    await alice.send(f"<iq type='get' id='q1'{attrs}><query xmlns='urn:example:probe'/></iq>")
+    assert seen == [f"pre-iq/{target}", f"iq/{target}/{PROBE}", f"iq/{target}"]
+
+
+@pytest.mark.parametrize("kind", ["result", "error"])
+async def test_iq_responses_use_the_plain_key(server: Server, alice: Client, kind: str) -> None:
+    seen = trace(server)
+    payload = "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>" if kind == "error" else ""
+    await alice.send(f"<iq type='{kind}' id='r1' to='bob@localhost/x'>{payload}</iq>")
+    assert seen == ["pre-iq/full", "iq/full"]
+    assert alice.take() == []
+
+
+async def test_server_stanzas_skip_the_pre_phase(server: Server) -> None:
+    seen = trace(server)
+    await server.router.send(element(f"<message xmlns='{ns.CLIENT}' from='localhost' to='bob@localhost'/>"))
+    await server.router.send(element(f"<message xmlns='{ns.CLIENT}' from='localhost'/>"))
+    await server.router.send(
+        element(f"<iq xmlns='{ns.CLIENT}' type='get' id='s1' from='localhost' to='bob@localhost/x'>"
+                "<query xmlns='urn:example:probe'/></iq>")
+    )
+    # Nobody answered the IQ: its service-unavailable error comes back to the server, and ends there.
+    assert seen == ["message/bare", "message/host", f"iq/full/{PROBE}", "iq/full", "iq/host"]
+
+
+def test_target_without_an_origin(server: Server) -> None:
+    """Without a sending session nothing is 'self': a stanza without 'to' is for the server."""
+    router = server.router
+    assert router.target(None, None) == "host"
+    assert router.target(JID.parse("alice@localhost"), None) == "bare"
+    assert router.target(JID.parse("localhost"), None) == "host"
+    assert router.target(JID.parse("a@elsewhere"), None) == "remote"
+
+
+async def test_priorities_and_handled(server: Server, alice: Client) -> None:
+    calls: list[str] = []
+
+    def handler(name: str, result: Element | Handled | None) -> Any:
+        async def handle(_stanza: Stanza, _origin: Session | None) -> Element | Handled | None:
+            calls.append(name)
+            return result
+
+        return handle
+
+    server.hooks.add("message/bare", handler("default-pass", None))
+    server.hooks.add("message/bare", handler("late", HANDLED), priority=-10)
+    server.hooks.add("message/bare", handler("never", HANDLED), priority=-20)
+    server.hooks.add("message/bare", handler("early-pass", None), priority=10)
+    await alice.send("<message to='bob@localhost'><body>hi</body></message>")
+    assert calls == ["early-pass", "default-pass", "late"]
+    assert alice.take() == []
+
+
+async def test_a_pre_handler_can_stop_a_stanza(server: Server, alice: Client) -> None:
+    delivered: list[Stanza] = []
+
+    async def deliver(stanza: Stanza, _origin: Session | None) -> Handled:
+        delivered.append(stanza)
+        return HANDLED
+
+    async def policy(stanza: Stanza, _origin: Session | None) -> None:
+        if stanza.el.find(f"{{{ns.CLIENT}}}body") is not None:
+            raise StanzaError("policy-violation", "no plaintext here")
+
+    server.hooks.add("message/bare", deliver)
+    server.hooks.add("pre-message/bare", policy)
+    await alice.send("<message to='bob@localhost' id='p1'><body>plain</body></message>")
+    (reply,) = alice.take()
+    assert condition(reply) == "policy-violation"
+    assert error_text(reply) == "no plaintext here"
+    assert delivered == []
+    await alice.send("<message to='bob@localhost' id='p2'><encrypted xmlns='urn:example:e2e'/></message>")
+    assert [s.id for s in delivered] == ["p2"]
+
+
+async def test_the_sender_is_stamped_before_handlers_run(server: Server, alice: Client) -> None:
+    seen: list[str | None] = []
+
+    async def record(stanza: Stanza, _origin: Session | None) -> Handled:
+        seen.append(stanza.el.get("from"))
+        assert stanza.from_ == JID.parse("alice@localhost/desk")
+        return HANDLED
+
+    server.hooks.add("message/bare", record)
+    await alice.send("<message to='bob@localhost'/>")
+    await alice.send("<message to='bob@localhost' from='alice@localhost'/>")
+    assert seen == ["alice@localhost/desk", "alice@localhost/desk"]
+
+
+async def test_unhandled_iq_request_gets_service_unavailable(server: Server, alice: Client) -> None:
+    await alice.send("<iq type='set' id='u1' to='localhost'><query xmlns='urn:example:probe'/></iq>")
+    (reply,) = alice.take()
+    assert condition(reply) == "service-unavailable"
+    assert reply.get("id") == "u1"
+    assert reply.get("to") == "alice@localhost/desk"
+    assert reply.get("from") == "localhost"
+    # RFC 6120 §8.3.1: an IQ error may carry the request's payload.
+    assert reply.find(PROBE) is not None
+
+
+async def test_unhandled_message_to_a_local_account_is_dropped_silently(server: Server, alice: Client) -> None:
+    """Which messages bounce is the message module's decision; the router alone says nothing."""
+    await alice.send("<message to='bob@localhost' type='chat'><body>x</body></message>")
+    await alice.send("<presence to='bob@localhost' type='subscribe'/>")
+    assert alice.take() == []
+
+
+@pytest.mark.parametrize(
+    "stanza",
+    [
+        "<message to='bob@remote.example' id='r1' type='chat'><body>x</body></message>",
+        "<presence to='bob@remote.example' id='r1' type='subscribe'/>",
+        "<iq to='remote.example' id='r1' type='get'><ping xmlns='urn:xmpp:ping'/></iq>",
+    ],
+)
+async def test_remote_domains_are_not_reachable(server: Server, alice: Client, stanza: str) -> None:
+    await alice.send(stanza)
+    (reply,) = alice.take()
+    assert condition(reply) == "remote-server-not-found"
+    assert reply.get("id") == "r1"
+
+
+async def test_a_handler_reply_goes_back_to_the_sender(server: Server, alice: Client) -> None:
+    async def answer(stanza: Stanza, _origin: Session | None) -> Element:
+        return stanza.result(Element(PROBE, {"answer": "42"}))
+
+    server.hooks.add(f"iq/host/{PROBE}", answer)
+    await alice.send("<iq type='get' id='a1' to='localhost'><query xmlns='urn:example:probe'/></iq>")
+    (reply,) = alice.take()
+    assert reply.get("type") == "result" and reply.get("id") == "a1"
+    answer_el = reply.find(PROBE)
+    assert answer_el is not None and answer_el.get("answer") == "42"
+
+
+async def test_a_reply_for_someone_else_is_routed(server: Server, alice: Client) -> None:
+    routed: list[str] = []
+
+    async def forward(stanza: Stanza, _origin: Session | None) -> Element:
+        return Element(f"{{{ns.CLIENT}}}message", {"from": "localhost", "to": "carol@localhost", "id": stanza.id or ""})
+
+    async def to_carol(stanza: Stanza, _origin: Session | None) -> Handled:
+        routed.append(f"{stanza.to} {stanza.id}")
+        return HANDLED
+
+    server.hooks.add("message/host", forward)
+    server.hooks.add("message/bare", to_carol)
+    await alice.send("<message to='localhost' id='f1'/>")
+    assert routed == ["carol@localhost f1"]
+    assert alice.take() == []
+
+
+async def test_a_reply_to_a_sender_that_left_is_routed_to_its_address(server: Server, alice: Client) -> None:
+    arrived: list[str | None] = []
+
+    async def answer_after_leaving(stanza: Stanza, origin: Session | None) -> Element:
+        assert origin is not None
+        await alice.close()
+        return stanza.result()
+
+    async def at_full(stanza: Stanza, _origin: Session | None) -> Handled:
+        arrived.append(stanza.type)
+        return HANDLED
+
+    server.hooks.add(f"iq/host/{PROBE}", answer_after_leaving)
+    server.hooks.add("iq/full", at_full)
+    await alice.send("<iq type='get' id='l1' to='localhost'><query xmlns='urn:example:probe'/></iq>")
+    assert arrived == ["result"]
+    assert alice.take() == []
+
+
+# Failing handlers ------------------------------------------------------------------------------
+
+
+async def test_a_raising_handler_gives_internal_server_error_and_the_server_goes_on(
+    server: Server, alice: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    delivered: list[str | None] = []
+
+    async def broken(_stanza: Stanza, _origin: Session | None) -> None:
+        raise RuntimeError("secret detail")
+
+    async def deliver(stanza: Stanza, _origin: Session | None) -> Handled:
+        delivered.append(stanza.id)
+        return HANDLED
+
+    server.hooks.add("message/bare", broken)
+    server.hooks.add("message/full", deliver)
+    with caplog.at_level(logging.ERROR, logger="schnack.server.router"):
+        await alice.send("<message to='bob@localhost' id='b1' type='chat'><body>x</body></message>")
+    (reply,) = alice.take()
+    assert condition(reply) == "internal-server-error"
+    assert reply.get("id") == "b1"
+    assert reply.get("to") == "alice@localhost/desk" and reply.get("from") == "bob@localhost"
+    # The client learns nothing of the failure's details; the log has the traceback.
+    assert "secret detail" not in xml(reply)
+    assert reply.find(f"{{{ns.CLIENT}}}body") is None
+    assert any(r.exc_info and "secret detail" in str(r.exc_info[1]) for r in caplog.records)
+    # The stream and the server keep going.
+    assert not alice.stream.closed
+    await alice.send("<message to='bob@localhost/x' id='b2'/>")
+    await alice.send("<message to='bob@localhost' id='b3'/>")
+    assert delivered == ["b2"]
+    assert [condition(r) for r in alice.take()] == ["internal-server-error"]
+
+
+async def test_a_raising_handler_on_a_server_stanza_does_not_escape(server: Server) -> None:
+    async def broken(_stanza: Stanza, _origin: Session | None) -> None:
+        raise ValueError("boom")
+
+    bounced: list[str] = []
+
+    async def at_host(stanza: Stanza, _origin: Session | None) -> Handled:
+        bounced.append(f"{stanza.type} {condition(stanza.el)}")
+        return HANDLED
+
+    server.hooks.add("message/bare", broken)
+    server.hooks.add("message/host", at_host)
+    await server.router.send(element(f"<message xmlns='{ns.CLIENT}' from='localhost' to='bob@localhost' id='s'/>"))
+    assert bounced == ["error internal-server-error"]
+
+
+async def test_a_malformed_server_stanza_is_dropped(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="schnack.server.router"):
+        await server.router.send(element(f"<message xmlns='{ns.CLIENT}' from='localhost' to='a@b@c'/>"))
+    assert "malformed address" in caplog.text
+
+
+async def test_module_iq_api_dispatches_get_and_set(server: Server, alice: Client) -> None:
+    class Probe(Module[NoOptions]):
+        name = "probe"
+
+        def setup(self) -> None:
+            self.iq("host", PROBE, get=self.get)
+
+        async def get(self, stanza: Stanza, _origin: Session | None) -> Element:
+            return stanza.result()
+
+    Probe(server, NoOptions()).setup()
+    await alice.send("<iq type='get' id='g1' to='localhost'><query xmlns='urn:example:probe'/></iq>")
+    await alice.send("<iq type='set' id='s1' to='localhost'><query xmlns='urn:example:probe'/></iq>")
+    got, refused = alice.take()
+    assert got.get("type") == "result" and got.get("id") == "g1"
+    assert condition(refused) == "feature-not-implemented" and refused.get("id") == "s1"
+
+
+# RFC 6120 §8.3.1: an error stanza is never answered with another -----------------------------
+
+ERROR = "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
+
+
+async def raise_stanza_error(_stanza: Stanza, _origin: Session | None) -> None:
+    raise StanzaError("not-acceptable")
+
+
+async def raise_bug(_stanza: Stanza, _origin: Session | None) -> None:
+    raise KeyError("bug")
+
+
+@pytest.mark.parametrize("handler", [raise_stanza_error, raise_bug, None], ids=["stanza-error", "bug", "unhandled"])
+@pytest.mark.parametrize(
+    ("key", "stanza"),
+    [
+        ("message/bare", f"<message to='bob@localhost' type='error' id='e1'>{ERROR}</message>"),
+        ("presence/bare", f"<presence to='bob@localhost' type='error' id='e1'>{ERROR}</presence>"),
+        ("iq/full", f"<iq to='bob@localhost/x' type='error' id='e1'>{ERROR}</iq>"),
+        ("iq/host", f"<iq to='localhost' type='error' id='e1'>{ERROR}</iq>"),
+        ("message/remote", f"<message to='bob@remote.example' type='error' id='e1'>{ERROR}</message>"),
+        ("iq/remote", f"<iq to='remote.example' type='error' id='e1'>{ERROR}</iq>"),
+    ],
+)
+async def test_errors_are_never_answered_with_errors(
+    server: Server, alice: Client, key: str, stanza: str, handler: Any
+) -> None:
+    if handler is not None:
+        server.hooks.add(key, handler)
+    await alice.send(stanza)
+    assert alice.take() == []
+    assert not alice.stream.closed
+
+
+async def test_an_error_bounce_between_server_and_handler_ends(server: Server) -> None:
+    """A handler that refuses everything, the server's own stanzas included, cannot start a loop."""
+    seen: list[str | None] = []
+
+    async def refuse(stanza: Stanza, _origin: Session | None) -> None:
+        seen.append(stanza.type)
+        raise StanzaError("forbidden")
+
+    server.hooks.add("message/host", refuse)
+    server.hooks.add("message/bare", refuse)
+    await server.router.send(element(f"<message xmlns='{ns.CLIENT}' from='localhost' to='bob@localhost'/>"))
+    assert seen == [None, "error"]
