@@ -166,5 +166,3 @@ async def test_offline_message_delivered_at_next_login(live_server: Server, peer
         assert before - timedelta(seconds=1) <= stamp <= after
     assert await live_server.storage.archive.count("localhost", "bob", "offline") == 0
 
-
-pytestmark = pytest.mark.skip(reason="needs the presence module (RFC 6121 §4), which is not built yet")

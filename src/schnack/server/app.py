@@ -102,6 +102,22 @@ class Server:
         assert self._tls is not None, "server not started"
         return self._tls
 
+    async def delete_account(self, host: str, username: str) -> bool:
+        """Delete an account and all its data (XEP-0077 §3.2 for every way an account goes).
+
+        Modules hear ``user-deleting`` while the data still exists (the roster tells the
+        contacts), then storage forgets the account, then ``user-deleted`` lets modules drop
+        what they keep elsewhere. Sessions are left to the caller, which answers first.
+        False if there was no such account.
+        """
+        if await self.storage.accounts.get(host, username) is None:
+            return False
+        await self.hooks.fire_all("user-deleting", host, username)
+        await self.storage.accounts.delete(host, username)
+        await self.hooks.fire_all("user-deleted", host, username)
+        log.info("deleted the account %s@%s", username, host)
+        return True
+
     async def start(self, *, listen: bool = True) -> None:
         """Open storage, start modules, then listen (tests of modules alone skip listening)."""
         config = self.config

@@ -340,8 +340,10 @@ class C2SStream:
         session = Session(jid, self, id=self.id, secure=self.conn.secure, peer=self.conn.peer)
         old = registry.add(session)
         if old is not None:
-            # RFC 6120 §7.7.2.2: the newer session wins; the older one is told why it goes.
+            # RFC 6120 §7.7.2.2: the newer session wins; the older one is told why it goes. It is
+            # no longer registered, so its own connection_lost() won't announce the end: do it here.
             old.close(StreamError("conflict", "replaced by a new session with the same resource"))
+            await self.server.hooks.fire_all("session-closed", old)
         self.session = session
         reply = element(_BIND)
         sub(reply, qname(ns.BIND, "jid"), text=str(jid))

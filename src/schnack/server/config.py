@@ -171,7 +171,7 @@ class _Top:
 
 
 DEFAULT_MODULES = (
-    "message", "offline", "iq", "disco", "version", "ping", "vcard", "private",
+    "roster", "presence", "message", "offline", "iq", "disco", "version", "ping", "vcard", "private",
     "e2e",
 )  # fmt: skip
 

@@ -10,6 +10,8 @@ from ..module import Module
 
 # name -> "file:Class" under this package; this table is the one place a module is listed.
 BUILTIN: dict[str, str] = {
+    "roster": "roster:Roster",
+    "presence": "presence:Presence",
     "message": "message:Message",
     "offline": "offline:Offline",
     "iq": "iq:Iq",

@@ -3,9 +3,9 @@
 Off by default (enable with ``[modules] enable = ["register"]``). Before authentication the
 client stream hands this module its IQs (event ``c2s/unauthenticated-iq``); registration is
 offered only on encrypted streams (XEP-0077 §10) and limited per address and hour. After login
-an account changes its password (§3.3) or deletes itself (§3.2): the server then fires
-``user-deleted`` (host, username) so other modules drop the account's data, answers, and closes
-every session of the account with the stream error not-authorized.
+an account changes its password (§3.3) or deletes itself (§3.2): the server then deletes it
+(:meth:`Server.delete_account`, which tells contacts and lets modules drop their data), answers,
+and closes every session of the account with the stream error not-authorized.
 
 Error replies leave out the query, which would echo the password (§3.3: "SHOULD NOT return the
 original XML").
@@ -250,10 +250,9 @@ class Register(Module[RegisterOptions]):
 
     async def _remove(self, stanza: Stanza, session: Session) -> None:
         host, username = session.host, session.username
-        await self.server.storage.accounts.delete(host, username)
-        log.info("%s@%s deleted its account in-band", username, host)
+        log.info("%s@%s deletes its account in-band", username, host)
         try:
-            await self.server.hooks.fire_all("user-deleted", host, username)
+            await self.server.delete_account(host, username)
         finally:
             # §3.2: the result first, then not-authorized on every stream of the account.
             session.send(stanza.result())
