@@ -582,3 +582,22 @@ async def test_retries_within_the_limit_keep_the_stream(server: Server) -> None:
         assert sasl_condition(await peer.authenticate(client)) == "not-authorized"
     assert not peer.stream.closed
     await peer.login("alice", PASSWORD, features)
+
+
+@pytest.mark.usefixtures("alice")
+@pytest.mark.parametrize("typed", ["Alice", "ALICE", "alice"])
+async def test_the_login_name_is_case_mapped_like_the_jid(server: Server, typed: str) -> None:
+    """RFC 7622 §3.3: the localpart is case-mapped, so 'Alice' is the account 'alice'."""
+    peer, features = await secure_peer(server)
+    await peer.login(typed, PASSWORD, features)
+    assert peer.stream.username == "alice"
+    assert bound_jid(await peer.bind("desk")) == "alice@localhost/desk"
+
+
+@pytest.mark.parametrize("typed", ["alice@evil.test", "alice/desk", "al ice", ""])
+async def test_a_login_name_that_cannot_be_a_localpart_fails_like_a_wrong_password(server: Server, typed: str) -> None:
+    await add_user(server, "alice", PASSWORD)
+    peer, features = await secure_peer(server)
+    reply = await peer.authenticate(SaslClient(typed, PASSWORD, mechanisms(features)))
+    assert sasl_condition(reply) in ("not-authorized", "malformed-request")
+    assert not peer.stream.authenticated

@@ -74,6 +74,8 @@ class C2SStream:
         self.started = time.monotonic()
         self._sasl: sasl.SaslServer | None = None
         self._sasl_mechanism = ""
+        # The account the SASL name maps to, once the mechanism named one.
+        self._sasl_account: str | None = None
         self._sasl_failures = 0
         self._stanza_ns = None if conn.websocket else ns.CLIENT
 
@@ -299,21 +301,26 @@ class C2SStream:
                 step = self._sasl.respond(data or b"")
             while isinstance(step, sasl.NeedCredentials):
                 assert self._sasl is not None
-                if throttle.blocked_account(self.host or "", step.username):
+                host = self.host or ""
+                self._sasl_account = _localpart(step.username, host)
+                if self._sasl_account is not None and throttle.blocked_account(host, self._sasl_account):
                     raise sasl.SaslFailure("temporary-auth-failure", "too many failed logins; try later")
-                account = await self.server.storage.accounts.get(self.host or "", step.username)
+                account = (
+                    await self.server.storage.accounts.get(host, self._sasl_account) if self._sasl_account else None
+                )
                 step = self._sasl.provide_credentials(account.credentials if account else None)
             if isinstance(step, sasl.Challenge):
                 self.send(element(qname(ns.SASL, "challenge"), text=sasl.encode_b64(step.data)))
                 return
             self._sasl = None
-            throttle.success(self.host or "", step.username)
-            self.username = step.username
+            assert self._sasl_account is not None
+            throttle.success(self.host or "", self._sasl_account)
+            self.username = self._sasl_account
             self.send(element(qname(ns.SASL, "success"), text=sasl.encode_b64(step.data) if step.data else None))
-            log.info("%s@%s authenticated from %s with %s", step.username, self.host, self.conn.peer, self._sasl_mechanism)
+            log.info("%s@%s authenticated from %s with %s", self.username, self.host, self.conn.peer, self._sasl_mechanism)
             self.want_restart = True
         except sasl.SaslFailure as failure:
-            user = self._sasl.username if self._sasl is not None else None
+            user = self._sasl_account if self._sasl is not None else None
             self._sasl = None
             if failure.condition == "not-authorized":
                 throttle.failure(self.host or "", user, ip)
@@ -389,6 +396,19 @@ class C2SStream:
         session.closed = True
         if self.server.sessions.remove(session):
             await self.server.hooks.fire_all("session-closed", session)
+
+
+def _localpart(username: str, host: str) -> str | None:
+    """The account a SASL name means: the JID localpart it becomes (RFC 7622 §3.3, case-mapped).
+
+    None for a name that cannot be a localpart; the login then fails like a wrong password.
+    """
+    if not username or "@" in username or "/" in username:
+        return None
+    try:
+        return JID.parse(f"{username}@{host}").local
+    except JIDError:
+        return None
 
 
 def _is_session_request(el: Element) -> bool:
