@@ -117,6 +117,15 @@ def test_serve_announces_and_stops_cleanly(tmp_path: Path) -> None:
         assert sessions.returncode == 0, sessions.stderr
         assert sessions.stdout.strip() == "no sessions"
         assert (tmp_path / "state" / "certs" / "server.crt").exists()
+        # With the server up, accounts are still managed from the command line; deletion goes
+        # through the server, which tells contacts and closes sessions.
+        added = run("admin", "user", "add", "--config", str(config), "--password-stdin", "carol@example.test", input="pw\n")
+        assert added.returncode == 0, added.stderr
+        deleted = run("admin", "user", "delete", "--config", str(config), "carol@example.test")
+        assert deleted.returncode == 0 and "deleted carol@example.test" in deleted.stdout, deleted.stderr
+        again = run("admin", "user", "delete", "--config", str(config), "carol@example.test")
+        assert again.returncode == 1 and "no such account" in again.stderr
+        assert run("admin", "user", "list", "--config", str(config)).stdout.split() == []
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

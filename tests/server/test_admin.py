@@ -15,7 +15,7 @@ from schnack.server.admin import SOCKET_NAME, AdminError, request
 from schnack.server.app import Server
 from schnack.xmpp import ns
 
-from ..harness import Client, connect, running
+from ..harness import Client, add_user, connect, running
 
 
 @pytest.fixture
@@ -86,6 +86,36 @@ async def test_kick_a_bare_jid_closes_every_resource(server: Server) -> None:
     assert stream_error(bob) is None and not bob.conn.closed
     sessions = (await request(server.config.data_dir, "sessions"))["sessions"]
     assert [s["jid"] for s in sessions] == ["bob@localhost/desk"]
+
+
+async def test_delete_user_tells_contacts_and_closes_sessions(server: Server) -> None:
+    await add_user(server, "alice")
+    await add_user(server, "bob")
+    alice = await connect(server, "alice@localhost/desk")
+    bob = await connect(server, "bob@localhost/desk")
+    await bob.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
+    for first, second in ((alice, bob), (bob, alice)):
+        await first.send(f"<presence type='subscribe' to='{second.jid.partition('/')[0]}'/>")
+        await second.send(f"<presence type='subscribed' to='{first.jid.partition('/')[0]}'/>")
+    bob.take()
+    assert await request(server.config.data_dir, "delete-user", jid="Alice@localhost") == {"ok": True}
+    assert stream_error(alice) == "not-authorized"
+    await gone(alice)
+    assert await server.storage.accounts.get("localhost", "alice") is None
+    assert {el.get("type") for el in bob.take() if el.tag == f"{{{ns.CLIENT}}}presence"} == {"unsubscribe", "unsubscribed"}
+    _, items = await server.storage.roster.get("localhost", "bob")
+    assert items["alice@localhost"].subscription == "none"
+
+
+@pytest.mark.parametrize(
+    ("jid", "message"),
+    [("alice@localhost", "no such account"), ("alice@other.test", "not an account of this server"),
+     ("alice@localhost/desk", "not an account"), ("@@", "invalid JID")],
+)
+async def test_delete_user_refusals(server: Server, jid: str, message: str) -> None:
+    with pytest.raises(AdminError) as err:
+        await request(server.config.data_dir, "delete-user", jid=jid)
+    assert message in str(err.value)
 
 
 async def test_kick_a_full_jid_closes_that_resource_only(server: Server) -> None:

@@ -243,6 +243,7 @@ def test_modules_enable_and_disable() -> None:
     [
         ({"enable": "register"}, "modules.enable", "must be a list"),
         ({"disable": [1]}, "modules.disable[0]", "must be a str"),
+        ({"disable": ["ping", "vcrad"]}, "modules.disable[1]", "no such module 'vcrad'"),
         ({"register": {"min_password_length": 4}}, "modules.register", "not enabled"),
         ({"disable": ["vcard"], "vcard": {"max_size": 2048}}, "modules.vcard", "not enabled"),
         ({"ping": 5}, "modules.ping", "must be a table of that module's options"),

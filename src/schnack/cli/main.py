@@ -240,6 +240,17 @@ def user_delete(config_path: Path | None, jid: str) -> None:
     """Delete the account JID with all its data; its sessions are disconnected."""
     cfg = _load(config_path)
     host, username = _account(jid, cfg)
+    if (cfg.data_dir / admin_channel.SOCKET_NAME).exists():
+        # A running server deletes it itself: contacts are told and sessions closed.
+        try:
+            _run(admin_channel.request(cfg.data_dir, "delete-user", jid=f"{username}@{host}"))
+        except admin_channel.AdminError as err:
+            if "no server is running" not in str(err):
+                _fail(str(err))
+                raise AssertionError from None
+        else:
+            click.echo(f"deleted {username}@{host}")
+            return
 
     async def delete(storage: Any) -> bool:
         ok: bool = await storage.accounts.delete(host, username)
@@ -247,8 +258,6 @@ def user_delete(config_path: Path | None, jid: str) -> None:
 
     if not _run(_with_storage(cfg, delete)):
         _fail(f"no such account: {username}@{host}")
-    with contextlib.suppress(admin_channel.AdminError):
-        _run(admin_channel.request(cfg.data_dir, "kick", jid=f"{username}@{host}"))
     click.echo(f"deleted {username}@{host}")
 
 

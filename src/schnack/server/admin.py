@@ -47,6 +47,8 @@ async def _handle(server: Server, request: dict[str, Any]) -> dict[str, Any]:
     command = request.get("command")
     if command == "sessions":
         return {"ok": True, "sessions": _sessions(server)}
+    if command == "delete-user":
+        return await _delete_user(server, str(request.get("jid", "")))
     if command == "kick":
         try:
             target = JID.parse(str(request.get("jid", "")))
@@ -59,6 +61,21 @@ async def _handle(server: Server, request: dict[str, Any]) -> dict[str, Any]:
                 closed += 1
         return {"ok": True, "closed": closed}
     return {"ok": False, "error": f"unknown command {command!r}"}
+
+
+async def _delete_user(server: Server, jid: str) -> dict[str, Any]:
+    """Delete an account through the running server, so contacts and sessions hear of it."""
+    try:
+        account = JID.parse(jid)
+    except JIDError as err:
+        return {"ok": False, "error": f"invalid JID: {err}"}
+    if account.local is None or account.resource is not None or account.domain not in server.hosts:
+        return {"ok": False, "error": f"{jid!r} is not an account of this server"}
+    if not await server.delete_account(account.domain, account.local):
+        return {"ok": False, "error": f"no such account: {account}"}
+    for session in server.sessions.resources(account):
+        session.close(StreamError("not-authorized", "the account was deleted"))
+    return {"ok": True}
 
 
 class AdminChannel:
@@ -114,10 +131,15 @@ async def request(data_dir: Path, command: str, **args: Any) -> dict[str, Any]:
     try:
         writer.write(json.dumps({"command": command, **args}).encode() + b"\n")
         await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), 10)
+        line = await asyncio.wait_for(reader.readline(), 30)
+    except (TimeoutError, ConnectionError, ValueError) as err:
+        raise AdminError(f"the server on {data_dir} did not answer: {err or 'timeout'}") from None
     finally:
         writer.close()
-    reply: dict[str, Any] = json.loads(line)
+    try:
+        reply: dict[str, Any] = json.loads(line)
+    except ValueError:
+        raise AdminError(f"the server on {data_dir} closed the admin connection without an answer") from None
     if not reply.get("ok"):
         raise AdminError(str(reply.get("error", "request failed")))
     return reply

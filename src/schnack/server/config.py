@@ -183,6 +183,12 @@ def _modules(table: Any) -> dict[str, dict[str, Any]]:
         raise ConfigError("modules", "must be a table")
     enable = _convert("modules.enable", table.get("enable", []), list[str])
     disable = _convert("modules.disable", table.get("disable", []), list[str])
+    from .modules import BUILTIN  # the module table imports this file
+
+    for i, name in enumerate(disable):
+        if name not in BUILTIN:
+            # A typo here would silently leave the module on.
+            raise ConfigError(f"modules.disable[{i}]", f"no such module {name!r} (known: {', '.join(sorted(BUILTIN))})")
     names = [m for m in (*DEFAULT_MODULES, *enable) if m not in disable]
     options: dict[str, dict[str, Any]] = {name: {} for name in dict.fromkeys(names)}
     for name, value in table.items():
