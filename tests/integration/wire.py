@@ -96,7 +96,7 @@ class Wire:
                     binding_type: str | None = None) -> Element:
         """SASL with our client; return the features after the restart."""
         offered = [m.text or "" for m in features.iter(qname(ns.SASL, "mechanism"))]
-        client = SaslClient(user, password, offered, channel_binding=(binding_type, binding) if binding else None)
+        client = SaslClient(user, password, offered, channel_binding=(binding_type, binding) if binding and binding_type else None)
         self.send(f"<auth xmlns='{ns.SASL}' mechanism='{client.mechanism}'>{encode_b64(client.initial())}</auth>")
         while True:
             el = await self.next()
