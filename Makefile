@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/schnack serve $(if $(CONFIG),--config $(CONFIG))
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -25,6 +25,10 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# schnack against Prosody (installed by .ci/system-packages); a few minutes; updates docs/benchmarks.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench.suite --write docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

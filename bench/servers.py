@@ -1,0 +1,311 @@
+"""The servers under test, behind one interface: start with the benchmark users, stop.
+
+The load generator only needs a :class:`Target`: where to connect, which domain, and which
+process to measure. How a server is started and how its users are created is each driver's
+business:
+
+- :class:`SchnackDriver` runs ``schnack serve`` as a separate process from a temporary directory;
+- :class:`ProsodyDriver` runs a private Prosody (Debian's package), never the system service;
+- :class:`ExternalDriver` points at a server someone else started, whose users already exist.
+
+Both private servers get the same kind of self-signed certificate (ECDSA P-256), free ports on
+127.0.0.1, users sharing one password and one salt (the server's work per login does not depend
+on the salt; the generator then derives the salted password once), and warnings-only logs.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import scramp
+
+from schnack.server.tls import make_self_signed
+
+from .procfs import alive
+
+DOMAIN = "bench.localhost"
+REPO = Path(__file__).resolve().parent.parent  # where ``python -m bench...`` finds this package
+ITERATIONS = 4096  # SCRAM iteration count of every account, as schnack derives them by default
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the generator connects (STARTTLS port) and which process it measures."""
+
+    name: str  # server and version, for the report
+    host: str
+    port: int
+    domain: str
+    pid: int | None = None  # None: the server's CPU time and memory are not measured
+
+
+class ServerDriver(abc.ABC):
+    """Starts (or finds) a server with the given users; :meth:`stop` undoes what :meth:`start` did."""
+
+    @abc.abstractmethod
+    def start(self, usernames: Sequence[str], password: str) -> Target: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> ServerDriver:
+        return self
+
+    def __exit__(
+        self, _type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (the server binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrivateServer(ServerDriver):
+    """A server process of our own: a temporary directory, a certificate, free ports; started
+    in its own session (a Ctrl-C meant for the generator must not hit it mid-run) and stopped by
+    its PID with SIGTERM, SIGKILL only if it has not gone after a grace period."""
+
+    name = ""
+    start_timeout = 30.0
+    stop_grace = 10.0
+
+    def __init__(self) -> None:
+        self.dir = Path()
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, usernames: Sequence[str], password: str) -> Target:
+        self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
+        try:
+            self.port = free_port()
+            # The same kind of certificate schnack makes for itself (ECDSA P-256).
+            make_self_signed([DOMAIN], self.dir / "cert.pem", self.dir / "key.pem")
+            argv = self.prepare(usernames, password)
+            with (self.dir / "console.log").open("wb") as console:
+                self._proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            self._wait_listening(self._proc.pid)
+            return Target(f"{self.name} {self.version()}", "127.0.0.1", self.port, DOMAIN, self._proc.pid)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_listening(self, pid: int) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if not alive(pid):
+                log = (self.dir / "console.log").read_text(errors="replace").strip()
+                raise RuntimeError(f"{self.name} exited during start-up: {log[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} does not listen on port {self.port} after {self.start_timeout:g} s")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(self.stop_grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.dir != Path():
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = Path()
+
+    @abc.abstractmethod
+    def prepare(self, usernames: Sequence[str], password: str) -> list[str]:
+        """Write the configuration and the accounts into ``self.dir``; return the command line."""
+
+    @abc.abstractmethod
+    def version(self) -> str: ...
+
+
+class SchnackDriver(PrivateServer):
+    """``python -m schnack.cli serve`` with a generated configuration.
+
+    The accounts are created through schnack's storage API in a one-off process
+    (``bench.schnack_accounts``), which is much faster than one ``schnack admin user add`` each.
+    Settings that differ from the defaults, and why: log level warning (as Prosody's); the
+    certificate is the one Prosody gets; the per-connection read rate limit (Prosody has none by
+    default) is raised so that it never throttles a sender at saturation.
+    """
+
+    name = "schnack"
+
+    def prepare(self, usernames: Sequence[str], password: str) -> list[str]:
+        # JSON strings and lists are valid TOML too: paths are quoted and escaped alike.
+        ports = [json.dumps([f"127.0.0.1:{port}"]) for port in (self.port, free_port(), free_port(), free_port())]
+        config = self.dir / "schnack.toml"
+        config.write_text(
+            "# Written by bench/servers.py for one benchmark run.\n"
+            f"domains = {json.dumps([DOMAIN])}\n"
+            f"data_dir = {json.dumps(str(self.dir / 'data'))}\n"
+            'log_level = "warning"\n'
+            "[tls]\n"
+            f"cert = {json.dumps(str(self.dir / 'cert.pem'))}\n"
+            f"key = {json.dumps(str(self.dir / 'key.pem'))}\n"
+            "[listen]\n"
+            f"c2s = {ports[0]}\nc2s_tls = {ports[1]}\nhttp = {ports[2]}\nhttps = {ports[3]}\n"
+            "[limits]\n"
+            "bytes_per_second = 1073741824\n"
+            "burst_bytes = 1073741824\n"
+        )
+        created = subprocess.run(
+            [sys.executable, "-m", "bench.schnack_accounts", str(config)],
+            input=json.dumps({"password": password, "users": list(usernames), "iterations": ITERATIONS}),
+            text=True,
+            capture_output=True,
+            timeout=600,
+            cwd=REPO,
+            check=False,
+        )
+        if created.returncode != 0:
+            raise RuntimeError(f"creating the schnack accounts failed: {created.stderr.strip()[-2000:]}")
+        return [sys.executable, "-m", "schnack.cli", "serve", "--config", str(config)]
+
+    def version(self) -> str:
+        return importlib.metadata.version("schnack")
+
+
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _prosody_encode(text: str) -> str:
+    """How Prosody's datamanager turns a host or user name into a file name: %xx for non-alphanumerics."""
+    return re.sub(r"[^A-Za-z0-9]", lambda m: "".join(f"%{b:02x}" for b in m.group().encode()), text)
+
+
+# What schnack offers today, no more (mod_message, mod_presence, mod_iq, mod_offline and mod_c2s
+# are always loaded): archiving (mod_mam) or carbons would make Prosody do work schnack does not.
+PROSODY_MODULES = ("roster", "saslauth", "tls", "disco", "ping", "version", "private", "vcard")
+
+
+class ProsodyDriver(PrivateServer):
+    """A private Prosody: configuration, data and log under the temporary directory.
+
+    Accounts are written as Prosody's ``internal_hashed`` files (a Lua table of salt, iteration
+    count and hex SCRAM-SHA-256 keys), what ``prosodyctl register`` writes, ~1000 times faster.
+    Nagle's algorithm is switched off as asyncio does for schnack: with delayed ACKs it would add
+    ~40 ms to small writes and measure TCP instead of the server.
+    """
+
+    name = "prosody"
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("prosody") is not None
+
+    def prepare(self, usernames: Sequence[str], password: str) -> list[str]:
+        d = self.dir
+        (d / "certs").mkdir()
+        (d / "cert.pem").rename(d / "certs" / f"{DOMAIN}.crt")
+        (d / "key.pem").rename(d / "certs" / f"{DOMAIN}.key")
+        lines = [
+            "-- Written by bench/servers.py for one benchmark run.",
+            f"pidfile = {_lua_string(str(d / 'prosody.pid'))}",
+            f"data_path = {_lua_string(str(d / 'data'))}",
+            f"certificates = {_lua_string(str(d / 'certs'))}",
+            # Prosody refuses to run as root unless told; a container may only have root.
+            f"run_as_root = {'true' if os.geteuid() == 0 else 'false'}",
+            'interfaces = { "127.0.0.1" }',
+            f"c2s_ports = {{ {self.port} }}",
+            "s2s_ports = { }",
+            "modules_enabled = { " + "; ".join(_lua_string(m) for m in PROSODY_MODULES) + " }",
+            'modules_disabled = { "s2s"; "s2s_auth_certs" }',
+            'authentication = "internal_hashed"',
+            'password_hash = "SHA-256"',
+            f"default_iteration_count = {ITERATIONS}",
+            'storage = "internal"',
+            "c2s_require_encryption = true",
+            "network_settings = { nagle = false }",
+            f"log = {{ {{ levels = {{ min = \"warn\" }}, to = \"file\", filename = {_lua_string(str(d / 'prosody.log'))} }} }}",
+            f"VirtualHost {_lua_string(DOMAIN)}",
+        ]
+        self.config.write_text("\n".join(lines) + "\n")
+        self._write_accounts(usernames, password)
+        return ["prosody", "-F", "--config", str(self.config)]
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "prosody.cfg.lua"
+
+    def _write_accounts(self, usernames: Sequence[str], password: str) -> None:
+        salt = str(uuid.uuid4())  # Prosody's own salts are UUID strings too
+        _, stored_key, server_key, _ = scramp.ScramMechanism("SCRAM-SHA-256").make_auth_info(
+            password, iteration_count=ITERATIONS, salt=salt.encode()
+        )
+        record = (
+            "return {\n"
+            f'\t["iteration_count"] = {ITERATIONS};\n'
+            f'\t["salt"] = {_lua_string(salt)};\n'
+            f'\t["server_key"] = "{server_key.hex()}";\n'
+            f'\t["stored_key"] = "{stored_key.hex()}";\n'
+            "};\n"
+        )
+        accounts = self.dir / "data" / _prosody_encode(DOMAIN) / "accounts"
+        accounts.mkdir(parents=True)
+        for name in usernames:
+            (accounts / f"{_prosody_encode(name)}.dat").write_text(record)
+
+    def version(self) -> str:
+        out = subprocess.run(
+            ["prosodyctl", "--config", str(self.config), "about"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+        match = re.search(r"^Prosody (\d\S*)", out, re.MULTILINE)
+        return match.group(1) if match else "(unknown version)"
+
+
+class ExternalDriver(ServerDriver):
+    """A server started by someone else, whose accounts PREFIX0, PREFIX1, ... exist already."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    def start(self, usernames: Sequence[str], password: str) -> Target:
+        if self.target.pid is not None and not alive(self.target.pid):
+            raise RuntimeError(f"server process {self.target.pid} is not running")
+        return self.target
+
+    def stop(self) -> None:
+        """Nothing: the server belongs to whoever started it."""
+
+
+DRIVERS: dict[str, type[PrivateServer]] = {"schnack": SchnackDriver, "prosody": ProsodyDriver}
+SERVERS = tuple(DRIVERS)
+
+
+def private_driver(name: str) -> PrivateServer:
+    """A driver for one of :data:`SERVERS`."""
+    return DRIVERS[name]()
+

@@ -1,0 +1,119 @@
+"""The load generator against the real servers at toy sizes: the counts must add up (no timing).
+
+Every scenario runs against schnack (``schnack serve`` in its own process) and against Prosody,
+which needs Debian's ``prosody`` package: skipped without it, failed without it when CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import loadgen, suite
+from bench.scenarios import Chat, Figures, IdleConnections, LoginStorm, OfflineBurst, Scenario
+from bench.servers import ExternalDriver, ProsodyDriver, SchnackDriver, Target, private_driver
+
+from ..conftest import require_service
+
+
+@pytest.fixture(params=["schnack", "prosody"])
+def server(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "prosody":
+        require_service(ProsodyDriver.available(), "prosody is not installed (apt-get install prosody)")
+    return name
+
+
+def run(server: str, scenario: Scenario) -> Figures:
+    target, figures = loadgen.execute(private_driver(server), scenario)
+    assert target.name.startswith(f"{server} ")
+    return figures
+
+
+def test_login_storm(server: str) -> None:
+    figures = run(server, LoginStorm(count=6, concurrency=3))
+    assert (figures["logins"], figures["login_failures"]) == (6, None)
+    assert figures["mechanism"] == "SCRAM-SHA-256"
+    assert figures["server_cpu_ms_per_login"] is not None
+    assert figures["login_p99_ms"] is not None
+
+
+def test_idle_connections_stay_open_and_cost_memory(server: str) -> None:
+    figures = run(server, IdleConnections(count=8, concurrency=4, settle=0.2))
+    assert (figures["logins"], figures["still_open"]) == (8, 8)
+    assert isinstance(figures["server_rss_after_kib"], int) and figures["server_rss_after_kib"] > 0
+    assert figures["server_rss_kib_per_connection"] is not None
+
+
+def test_chat_at_saturation_delivers_every_omemo_message(server: str) -> None:
+    figures = run(server, Chat(pairs=3, messages=20, window=4, idle=2, concurrency=4))
+    assert (figures["pairs"], figures["idle_online"], figures["login_failures"]) == (3, 2, None)
+    assert figures["sent"] == figures["delivered"] == 60
+    assert (figures["lost"], figures["errors"], figures["stale"]) == (0, None, 0)
+    assert figures["latency_p99_ms"] is not None
+    assert figures["server_cpu_ms_per_1000_msgs"] is not None
+
+
+def test_chat_at_a_fixed_rate(server: str) -> None:
+    figures = run(server, Chat(pairs=2, messages=5, rate=200))
+    assert figures["sent"] == figures["delivered"] == 10
+    assert figures["lost"] == 0
+
+
+def test_offline_burst_is_delivered_at_login(server: str) -> None:
+    figures = run(server, OfflineBurst(messages=15))
+    assert (figures["sent"], figures["delivered"], figures["lost"], figures["errors"]) == (15, 15, 0, None)
+    assert figures["drain_s"] is not None
+    assert figures["server_cpu_ms_per_1000_stored"] is not None
+
+
+@pytest.fixture
+def schnack_target() -> Iterator[Target]:
+    """A schnack started by its driver alone, for the generator's external mode."""
+    driver = SchnackDriver()
+    try:
+        yield driver.start([f"ext{i}" for i in range(3)], "right")
+    finally:
+        driver.stop()
+
+
+def test_external_server_and_a_wrong_password(schnack_target: Target, tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    argv = ["--server", "external", "--port", str(schnack_target.port), "--domain", schnack_target.domain]
+    argv += ["--pid", str(schnack_target.pid), "--prefix", "ext", "--password", "right"]
+    assert loadgen.main([*argv, "--json", str(out), "login", "-n", "3"]) == 0
+    written = json.loads(out.read_text())
+    assert written["command"].endswith("login -n 3")
+    assert written["figures"]["logins"] == 3
+    assert {"date", "machine", "server"} <= written.keys()
+
+    _, figures = loadgen.execute(ExternalDriver(schnack_target), LoginStorm(count=2), password="wrong", prefix="ext")
+    assert figures["logins"] == 0
+    assert str(figures["login_failures"]).startswith("2 auth (e.g. auth: not-authorized")
+
+
+def test_suite_table_has_medians_ratios_and_unclean_runs(tmp_path: Path) -> None:
+    def runs(**figures: float | str | None) -> list[list[Figures]]:
+        return [[dict(figures) for _ in range(3)] for _ in suite.SUITE]
+
+    schnack = runs(logins_per_s=300.0, still_open=1000)
+    prosody = runs(logins_per_s=200.0, still_open=1000)
+    schnack[0][1]["logins_per_s"] = 100.0
+    schnack[4][2]["lost"] = 7
+    section = suite.render(
+        {"schnack": schnack, "prosody": prosody},
+        {"schnack": "schnack 0.1.0", "prosody": "prosody 0.12.3"},
+        command="python -m bench.suite",
+        started="2026-01-01 00:00 UTC",
+        load=("0.1", "0.2"),
+        repeat=3,
+    )
+    assert "| Login storm | logins/s | higher | 300 (100-300) | 200 (200-200) | 1.50 |" in section
+    assert "- schnack 0.1.0, offline burst, run 3: lost 7" in section
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Benchmarks\n\n{suite.BEGIN}\nold\n{suite.END}\n\nAfter.\n")
+    suite.write_section(doc, section)
+    assert doc.read_text() == f"# Benchmarks\n\n{section}\n\nAfter.\n"
