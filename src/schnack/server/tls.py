@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import ipaddress
 import logging
 import ssl
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -134,21 +136,29 @@ def _ssl_pointer(obj: ssl.SSLObject) -> int | None:
     return ctypes.c_void_p.from_address(id(inner) + 3 * ctypes.sizeof(ctypes.c_void_p)).value
 
 
-def _export(obj: ssl.SSLObject) -> bytes | None:
+@functools.cache
+def _exporter_function() -> Any:
+    """OpenSSL's SSL_export_keying_material, looked up once (dlopen on every login would show)."""
     import _ssl
     import ctypes
 
-    pointer = _ssl_pointer(obj)
-    if not pointer:
-        return None
     fn = ctypes.CDLL(_ssl.__file__).SSL_export_keying_material
     fn.argtypes = [
         ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
         ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int,
     ]  # fmt: skip
     fn.restype = ctypes.c_int
+    return fn
+
+
+def _export(obj: ssl.SSLObject) -> bytes | None:
+    import ctypes
+
+    pointer = _ssl_pointer(obj)
+    if not pointer:
+        return None
     out = ctypes.create_string_buffer(32)
-    if fn(pointer, out, 32, _EXPORTER_LABEL, len(_EXPORTER_LABEL), None, 0, 1) != 1:
+    if _exporter_function()(pointer, out, 32, _EXPORTER_LABEL, len(_EXPORTER_LABEL), None, 0, 1) != 1:
         return None
     return out.raw
 
