@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element
 
@@ -160,3 +161,47 @@ def test_no_ad_hoc_fields_on_sessions() -> None:
     s = session("alice@localhost/desk")
     with pytest.raises(AttributeError):
         s.carbons = True  # type: ignore[attr-defined]
+
+
+def test_output_stages_run_by_priority_and_may_hold_back() -> None:
+    transport = Transport()
+    s = session("alice@localhost/desk", transport)
+    seen: list[str] = []
+    held: list[tuple[Element, Callable[[Element], None]]] = []
+
+    def counting(el: Element, forward: Callable[[Element], None]) -> None:
+        seen.append(f"count {el.tag}")
+        forward(el)
+
+    def holding(el: Element, forward: Callable[[Element], None]) -> None:
+        if el.tag == "presence":
+            held.append((el, forward))
+        else:
+            forward(el)
+
+    s.add_output_stage(counting, priority=0)
+    s.add_output_stage(holding, priority=10)
+    s.send(Element("presence"))
+    s.send(Element("message"))
+    assert [el.tag for el in transport.sent] == ["message"]
+    assert seen == ["count message"]
+    for el, forward in held:
+        forward(el)
+    assert [el.tag for el in transport.sent] == ["message", "presence"]
+    assert seen == ["count message", "count presence"]
+
+
+def test_a_stage_sees_output_of_a_closed_session() -> None:
+    """Stream management keeps what a dead connection could not take; the transport gets nothing."""
+    transport = Transport()
+    s = session("alice@localhost/desk", transport)
+    kept: list[Element] = []
+
+    def keeping(el: Element, forward: Callable[[Element], None]) -> None:
+        kept.append(el)
+        forward(el)
+
+    s.add_output_stage(keeping)
+    s.closed = True
+    s.send(Element("message"))
+    assert [el.tag for el in kept] == ["message"] and transport.sent == []

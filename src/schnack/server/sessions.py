@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol, TypeVar
 from xml.etree.ElementTree import Element
 
@@ -10,6 +10,11 @@ from ..xmpp.errors import StreamError
 from ..xmpp.jid import JID
 
 T = TypeVar("T")
+
+Forward = Callable[[Element], None]
+# A stage of a session's output: it gets each element and the next stage, and passes the element
+# on (at once, later, or never) by calling that.
+OutputStage = Callable[[Element, Forward], None]
 
 
 class Transport(Protocol):
@@ -20,6 +25,10 @@ class Transport(Protocol):
     def close(self, error: StreamError | None = None) -> None: ...
 
 
+def _link(stage: OutputStage, forward: Forward) -> Forward:
+    return lambda el: stage(el, forward)
+
+
 class Session:
     """A bound client resource (RFC 6120 §7).
 
@@ -27,7 +36,9 @@ class Session:
     """
 
     __slots__ = (
+        "_send",
         "_slots",
+        "_stages",
         "available",
         "closed",
         "id",
@@ -53,6 +64,8 @@ class Session:
         self.priority = 0
         self.closed = False
         self._slots: dict[type, object] = {}
+        self._stages: list[tuple[int, int, OutputStage]] = []
+        self._send: Forward = self._to_transport
 
     @property
     def username(self) -> str:
@@ -66,9 +79,26 @@ class Session:
         return self.jid.domain
 
     def send(self, el: Element) -> None:
-        """Queue ``el`` for the client; a closed session drops it (callers route offline first)."""
+        """Queue ``el`` for the client, through the output stages; a closed session drops what
+        reaches the transport (callers route offline first)."""
+        self._send(el)
+
+    def _to_transport(self, el: Element) -> None:
         if not self.closed:
             self.transport.send(el)
+
+    def add_output_stage(self, stage: OutputStage, priority: int = 0) -> None:
+        """Put ``stage`` in the way of everything sent to this client; higher priority sees it first.
+
+        Modules that hold back, count or queue a session's output (client state indication,
+        stream management) do it here, so each sees what the stages before it let through.
+        """
+        self._stages.append((-priority, len(self._stages), stage))
+        self._stages.sort(key=lambda entry: entry[:2])
+        send: Forward = self._to_transport
+        for _, _, each in reversed(self._stages):
+            send = _link(each, send)
+        self._send = send
 
     def close(self, error: StreamError | None = None) -> None:
         """Close the client's stream, with a stream error if given."""
