@@ -22,6 +22,7 @@ BUILTIN: dict[str, str] = {
     "private": "private:PrivateStorage",
     "register": "register:Register",
     "e2e": "e2e:EndToEndPolicy",
+    "blocking": "blocking:Blocking",
 }
 
 

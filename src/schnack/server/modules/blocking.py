@@ -1,0 +1,361 @@
+"""XEP-0191: Blocking Command (v1.3): each account's blocklist, and the stanzas it stops.
+
+The commands (§3.2-§3.5) are IQs without 'to' (route ``iq/self``): ``<blocklist/>`` returns the
+list and makes the session *interested*, so that it gets a push (§3.3, §3.4, §3.5) for every
+later block and unblock, as a roster get does for roster pushes. The list lives in the map store
+``blocklist`` under each blocked JID (normalised, RFC 7622) and survives restarts; the lists
+in use are cached, at most ``cached_lists`` of them, least recently used first out. An account
+cannot block itself. An entry covers addresses by the matching rules of §6 (see
+:func:`~schnack.xmpp.payloads.blocking.blocks`).
+
+Enforcement (§3.3) runs at priority 1000, before any other module sees the stanza:
+
+- Outbound, on ``pre-{message,presence,iq}/{bare,full,remote}``: a stanza a client sends to an
+  address its account blocks is not routed; the client gets not-acceptable with
+  ``<blocked xmlns='urn:xmpp:blocking:errors'/>``.
+- Inbound, on ``{message,presence}/{bare,full}`` and ``iq/{bare,full}``: a stanza for an account
+  from an address it blocks is not delivered. Presence is dropped without an answer; a message
+  or an IQ get/set is answered with service-unavailable, as for an account that is not there;
+  IQ results and errors are dropped. An IQ get or set that a module answers for the account
+  (``iq/bare/{payload}``, e.g. vCard or disco) never reaches those routes, so IQs from local
+  clients get the inbound rule on their ``pre-iq`` routes too.
+- What the server itself sends on a user's behalf (presence broadcasts and probe answers,
+  origin None) does not reach an address the user blocks either, except presence of type
+  unavailable, unsubscribe and unsubscribed, which only withdraw: the blocked contact sees the
+  user offline.
+
+The user's own account and the server's domains themselves are never blocked.
+
+Presence (§3.3, §3.4): blocking a contact that may see the user's presence (roster subscription
+"from" or "both") sends it unavailable presence from each available resource of the user;
+unblocking sends it their current presence again, and probes the contacts whose presence the
+user sees ("to" or "both"), whose updates were dropped meanwhile. A full JID in the list
+concerns only that resource of the contact. Only contacts on this server's domains are told
+while there is no server-to-server link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+from xml.etree.ElementTree import Element
+
+from ...xmpp import ns
+from ...xmpp.errors import StanzaError
+from ...xmpp.jid import JID, JIDError
+from ...xmpp.payloads.blocking import (
+    BLOCK,
+    BLOCKLIST,
+    NS,
+    UNBLOCK,
+    Block,
+    BlockingError,
+    Blocklist,
+    Unblock,
+    blocked_condition,
+    blocks,
+)
+from ...xmpp.stanza import Stanza
+from ...xmpp.xml import element, qname
+from ..config import bounded
+from ..hooks import HANDLED, Handled
+from ..module import Module
+
+if TYPE_CHECKING:
+    from ..sessions import Session
+
+log = logging.getLogger(__name__)
+
+STORE = "blocklist"
+_IQ = qname(ns.CLIENT, "iq")
+_PRESENCE = qname(ns.CLIENT, "presence")
+# Presence that only takes something away from its recipient, and so may reach a blocked contact.
+_WITHDRAWALS = frozenset({"unavailable", "unsubscribe", "unsubscribed"})
+_SEES_USER = frozenset({"from", "both"})
+_SEEN_BY_USER = frozenset({"to", "both"})
+_BLOCKED_TEXT = "you have blocked this address; unblock it to communicate with it"
+
+Command = TypeVar("Command", Block, Unblock)
+
+
+@dataclass(frozen=True)
+class BlockingOptions:
+    """How long a blocklist may grow, and how many of them are kept in memory."""
+
+    max_items: int = bounded(10_000, min=1, max=1_000_000, help="blocked JIDs per account")
+    cached_lists: int = bounded(10_000, min=1, max=10_000_000, help="blocklists kept in memory")
+
+
+@dataclass
+class BlocklistView:
+    """Per session: whether it asked for the blocklist, and so gets pushes (§3.3)."""
+
+    interested: bool = False
+
+
+def _command(cls: type[Command], payload: Element) -> Command:
+    try:
+        return cls.from_xml(payload)
+    except BlockingError as err:
+        raise StanzaError(err.condition, err.text) from None
+
+
+def _addressed(el: Element, to: JID) -> Element:
+    """A copy of presence ``el`` for ``to``; the children are shared, not copied."""
+    return element(el.tag, {**el.attrib, "to": str(to)}, el.text, el)
+
+
+class Blocking(Module[BlockingOptions]):
+    """Blocklist commands and pushes (XEP-0191 §3), and the blocking of stanzas."""
+
+    name = "blocking"
+    features = (NS,)
+    account_features = (NS,)
+    Options = BlockingOptions
+
+    def setup(self) -> None:
+        self._lists: OrderedDict[JID, frozenset[JID]] = OrderedDict()
+        # Counts changes of any list, so that a list read from storage during a change is read again.
+        self._changes = 0
+        # Changes are rare; one lock keeps each change, its pushes and the cache in step.
+        self._lock = asyncio.Lock()
+        self.iq("self", BLOCKLIST, get=self.get)
+        self.iq("self", BLOCK, set=self.block)
+        self.iq("self", UNBLOCK, set=self.unblock)
+        for kind in ("message", "presence", "iq"):
+            for target in ("bare", "full", "remote"):
+                self.route(f"pre-{kind}/{target}", self.outgoing, priority=1000)
+            for target in ("bare", "full"):
+                self.route(f"{kind}/{target}", self.incoming, priority=1000)
+        self.hook("user-deleted", self.forget)
+
+    # The list ----------------------------------------------------------------------------------
+
+    async def blocklist(self, owner: JID) -> frozenset[JID]:
+        """The JIDs the account ``owner`` (a bare JID) blocks."""
+        cached = self._lists.get(owner)
+        if cached is not None:
+            self._lists.move_to_end(owner)
+            return cached
+        assert owner.local is not None
+        while True:
+            changes = self._changes
+            stored = await self.server.storage.maps.items(owner.domain, owner.local, STORE)
+            if changes == self._changes:
+                break
+        items = []
+        for key in stored:
+            try:
+                items.append(JID.parse(key))
+            except JIDError as err:
+                log.warning("ignoring an unreadable blocklist entry of %s: %s", owner, err)
+        blocklist = frozenset(items)
+        self._remember(owner, blocklist)
+        return blocklist
+
+    def _remember(self, owner: JID, blocklist: frozenset[JID]) -> None:
+        self._lists[owner] = blocklist
+        self._lists.move_to_end(owner)
+        while len(self._lists) > self.options.cached_lists:
+            self._lists.popitem(last=False)
+
+    def _changed(self, owner: JID, blocklist: frozenset[JID] | None) -> None:
+        """Record a change of ``owner``'s list; None when storage alone knows the outcome."""
+        self._changes += 1
+        if blocklist is None:
+            self._lists.pop(owner, None)
+        else:
+            self._remember(owner, blocklist)
+
+    async def forget(self, host: str, username: str) -> None:
+        """A deleted account's blocklist goes with it; a new account at the address starts empty."""
+        await self.server.storage.maps.delete_all(host, username, STORE)
+        self._changed(JID(username, host), None)
+
+    # The commands ------------------------------------------------------------------------------
+
+    async def get(self, stanza: Stanza, origin: Session | None) -> Handled:
+        """§3.2: the list, sorted; from now on the session gets pushes.
+
+        Answered under the lock, so that every push the session gets is about a change that
+        came after the list it holds.
+        """
+        assert origin is not None
+        async with self._lock:
+            origin.slot(BlocklistView).interested = True
+            items = await self.blocklist(origin.jid.bare)
+            origin.send(stanza.result(Blocklist(tuple(sorted(items, key=str))).to_xml()))
+        return HANDLED
+
+    async def block(self, stanza: Stanza, origin: Session | None) -> Element:
+        """§3.3: add one or more JIDs (an empty block is a bad request), push, hide the user's presence."""
+        assert origin is not None and stanza.payload is not None
+        command = _command(Block, stanza.payload)
+        owner = origin.jid.bare
+        assert owner.local is not None
+        requested = tuple(dict.fromkeys(command.items))
+        if any(jid.bare == owner for jid in requested):
+            raise StanzaError("not-acceptable", "you cannot block your own account")
+        async with self._lock:
+            old = await self.blocklist(owner)
+            added = [jid for jid in requested if jid not in old]
+            if len(old) + len(added) > self.options.max_items:
+                raise StanzaError("not-allowed", f"your blocklist is full ({self.options.max_items} entries)")
+            new = old.union(added)
+            try:
+                for jid in added:
+                    await self.server.storage.maps.set(owner.domain, owner.local, STORE, str(jid), b"")
+            except BaseException:
+                self._changed(owner, None)
+                raise
+            self._changed(owner, new)
+            self._push(owner, Block(requested))
+        await self._hide_presence(owner, old, new)
+        return stanza.result()
+
+    async def unblock(self, stanza: Stanza, origin: Session | None) -> Element:
+        """§3.4: remove the JIDs listed; §3.5: without items, remove all; push, show the presence again."""
+        assert origin is not None and stanza.payload is not None
+        command = _command(Unblock, stanza.payload)
+        owner = origin.jid.bare
+        assert owner.local is not None
+        requested = tuple(dict.fromkeys(command.items))
+        maps = self.server.storage.maps
+        async with self._lock:
+            old = await self.blocklist(owner)
+            new = old.difference(requested) if requested else frozenset()
+            try:
+                if requested:
+                    for jid in old.intersection(requested):
+                        await maps.set(owner.domain, owner.local, STORE, str(jid), None)
+                else:
+                    await maps.delete_all(owner.domain, owner.local, STORE)
+            except BaseException:
+                self._changed(owner, None)
+                raise
+            self._changed(owner, new)
+            self._push(owner, Unblock(requested))
+        await self._show_presence(owner, old, new)
+        return stanza.result()
+
+    def _push(self, owner: JID, command: Block | Unblock) -> None:
+        """§3.3, §3.4, §3.5: the command to each interested resource, addressed to it, without 'from'."""
+        for session in self.server.sessions.resources(owner):
+            if session.closed or not session.slot(BlocklistView).interested:
+                continue
+            attrs = {"type": "set", "id": f"push-{secrets.token_urlsafe(9)}", "to": str(session.jid)}
+            session.send(element(_IQ, attrs, children=(command.to_xml(),)))
+
+    # Enforcement -------------------------------------------------------------------------------
+
+    async def outgoing(self, stanza: Stanza, origin: Session | None) -> Handled | None:
+        """§3.3: what a local client sends to an address its account blocks is refused.
+
+        An IQ for another local account meets that account's blocklist here too (see the
+        module docstring).
+        """
+        assert origin is not None and stanza.to is not None
+        to = stanza.to
+        owner = origin.jid.bare
+        if to.bare == owner:
+            return None
+        if blocks(await self.blocklist(owner), to):
+            raise StanzaError("not-acceptable", _BLOCKED_TEXT, type="cancel", extra=blocked_condition())
+        if stanza.kind == "iq" and to.local is not None and to.domain in self.server.hosts:
+            return await self._inbound(stanza, to.bare, origin.jid)
+        return None
+
+    async def incoming(self, stanza: Stanza, origin: Session | None) -> Handled | None:
+        """§3.3: what reaches a local account from an address it blocks is not delivered.
+
+        What the server sends on behalf of a local user (origin None) does not reach an address
+        that user blocks, except for presence that only withdraws; what a client sent met its
+        own blocklist on the ``pre-`` routes already.
+        """
+        sender, to = stanza.from_, stanza.to
+        if sender is None or to is None:
+            return None
+        owner = to.bare
+        hosts = self.server.hosts
+        if sender.bare == owner or (sender.local is None and sender.domain in hosts):
+            return None
+        if (
+            origin is None
+            and sender.local is not None
+            and sender.domain in hosts
+            and not (stanza.kind == "presence" and stanza.type in _WITHDRAWALS)
+            and blocks(await self.blocklist(sender.bare), to)
+        ):
+            return HANDLED
+        return await self._inbound(stanza, owner, sender)
+
+    async def _inbound(self, stanza: Stanza, owner: JID, sender: JID) -> Handled | None:
+        """§3.3: presence is dropped silently, messages and IQ get/set get service-unavailable."""
+        if not blocks(await self.blocklist(owner), sender):
+            return None
+        if stanza.kind == "presence" or stanza.type == "error":
+            return HANDLED
+        if stanza.kind == "iq" and stanza.type not in ("get", "set"):
+            return HANDLED
+        raise StanzaError("service-unavailable")
+
+    # Presence on block and unblock --------------------------------------------------------------
+
+    async def _hide_presence(self, owner: JID, old: frozenset[JID], new: frozenset[JID]) -> None:
+        """§3.3: unavailable presence to each newly blocked contact that may see the user's presence."""
+        sessions = self._available(owner)
+        if not sessions:
+            return
+        for contact in await self._contacts(owner, new, old, _SEES_USER):
+            for session in sessions:
+                attrs = {"type": "unavailable", "from": str(session.jid), "to": str(contact)}
+                await self.server.router.send(element(_PRESENCE, attrs))
+
+    async def _show_presence(self, owner: JID, old: frozenset[JID], new: frozenset[JID]) -> None:
+        """§3.4, §3.5: current presence to each unblocked contact that may see it; probes the others back."""
+        sessions = [session for session in self._available(owner) if session.presence is not None]
+        if not sessions:
+            return
+        for contact in await self._contacts(owner, old, new, _SEES_USER):
+            for session in sessions:
+                assert session.presence is not None
+                await self.server.router.send(_addressed(session.presence, contact))
+        probed = dict.fromkeys(contact.bare for contact in await self._contacts(owner, old, new, _SEEN_BY_USER))
+        for contact in probed:
+            for session in sessions:
+                attrs = {"type": "probe", "from": str(session.jid), "to": str(contact)}
+                await self.server.router.send(element(_PRESENCE, attrs))
+
+    async def _contacts(
+        self, owner: JID, covered: frozenset[JID], uncovered: frozenset[JID], subscriptions: frozenset[str]
+    ) -> list[JID]:
+        """The local contacts with one of ``subscriptions`` that ``covered`` blocks and ``uncovered`` does not.
+
+        A contact blocked as a whole is given by its bare JID; one of whom only some resources
+        are, by those full JIDs. ``uncovered`` is a subset of ``covered``.
+        """
+        assert owner.local is not None
+        _, roster = await self.server.storage.roster.get(owner.domain, owner.local)
+        only_covered = covered - uncovered
+        contacts: list[JID] = []
+        for key, item in sorted(roster.items()):
+            if item.subscription not in subscriptions:
+                continue
+            contact = JID.parse(key)
+            if contact.domain not in self.server.hosts:
+                continue
+            if blocks(covered, contact):
+                if not blocks(uncovered, contact):
+                    contacts.append(contact)
+                continue
+            contacts.extend(
+                sorted((jid for jid in only_covered if jid.resource is not None and jid.bare == contact), key=str)
+            )
+        return contacts
+
+    def _available(self, owner: JID) -> list[Session]:
+        return [s for s in self.server.sessions.resources(owner) if s.available and not s.closed]
