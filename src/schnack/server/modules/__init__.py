@@ -14,6 +14,7 @@ BUILTIN: dict[str, str] = {
     "presence": "presence:Presence",
     "message": "message:Message",
     "offline": "offline:Offline",
+    "carbons": "carbons:Carbons",
     "iq": "iq:Iq",
     "disco": "disco:Disco",
     "version": "version:Version",

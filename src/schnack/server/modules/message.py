@@ -15,10 +15,16 @@ A full JID whose resource is gone: chat and normal messages are handled as if se
 JID, so that a message never disappears because a device went away. RFC 6121 §8.5.3.2.1 asks
 this for chat only and lets a server drop or bounce normal messages; schnack delivers them
 instead, because a message without a type is a normal message and clients send those too.
+
+Once a message to an account was delivered, the event ``message/delivered`` (stanza, sessions)
+is fired with ``hooks.fire_all``, and only when a handler listens: ``sessions`` are those that
+got the stanza, empty when none did (offline storage took it, or a headline found no available
+resource). Message carbons (XEP-0280 §7) copy it from there to the account's other resources.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...xmpp.errors import StanzaError
@@ -31,6 +37,7 @@ if TYPE_CHECKING:
     from ..sessions import Session
 
 _TYPES = frozenset({"chat", "error", "groupchat", "headline"})
+DELIVERED = "message/delivered"
 
 
 def message_type(stanza: Stanza) -> str:
@@ -73,8 +80,7 @@ class Message(Module[Any]):
         session = self.server.sessions.get(to)
         if session is not None and not session.closed:
             # §8.5.3.1: a connected resource gets it, available or not, whatever its priority.
-            session.send(stanza.el)
-            return HANDLED
+            return await self._deliver(stanza, (session,))
         kind = message_type(stanza)
         if kind == "error":
             return HANDLED  # §8.5.3.2.1 (3): silently ignored
@@ -100,18 +106,22 @@ class Message(Module[Any]):
         available = [s for s in sessions if s.available and s.priority >= 0 and not s.closed]
         if kind == "headline":
             # §8.5.2.1.1 (4): all non-negative resources; with none, §8.5.2.2.1 (3): dropped.
-            for session in available:
-                session.send(stanza.el)
-            return HANDLED
+            return await self._deliver(stanza, available)
         if available:
             top = max(session.priority for session in available)
-            for session in available:
-                if session.priority == top:
-                    session.send(stanza.el)
-            return HANDLED
+            return await self._deliver(stanza, [session for session in available if session.priority == top])
         # §8.5.2.2.1 (1), also for resources with only negative priority (§8.5.2.1.1 (1), (2)).
         if await self.server.hooks.fire("message/offline", stanza) is None:
             raise StanzaError("service-unavailable", "the recipient is not online")
+        return await self._deliver(stanza, ())
+
+    async def _deliver(self, stanza: Stanza, sessions: Sequence[Session]) -> Handled:
+        """Send the stanza to ``sessions`` and tell who listens to ``message/delivered``."""
+        for session in sessions:
+            session.send(stanza.el)
+        hooks = self.server.hooks
+        if hooks.has(DELIVERED):
+            await hooks.fire_all(DELIVERED, stanza, sessions)
         return HANDLED
 
     async def _require_account(self, bare: JID) -> None:

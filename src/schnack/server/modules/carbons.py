@@ -1,0 +1,163 @@
+"""XEP-0280: Message Carbons (v1.0, ``urn:xmpp:carbons:2``), with the XEP-0334 ``<no-copy/>`` hint.
+
+A resource turns carbons on and off with an IQ set of ``<enable/>`` or ``<disable/>`` to its
+own account (§4, §5); asking again is no error (§10.1). The state lives in the session's
+:class:`CarbonsState` slot and ends with the session. An IQ to another account's bare JID gets
+not-allowed (§4.1, §5.1). The feature is announced on the server's domains (§3).
+
+Copies go to the *carbons-enabled* resources of the account: those that enabled carbons and
+are available (RFC 6121 §4.2: they sent initial presence), whatever their priority. Each copy
+is a message from the account's bare JID to the resource's full JID, of the original's type,
+holding ``<received/>`` or ``<sent/>`` around a XEP-0297 ``<forwarded/>`` with the original.
+A resource never gets a copy of a message it sent or got itself.
+
+Received (§7): consumes ``message/delivered`` (stanza, sessions) from the message module, so a
+message to a bare JID (delivered to the top-priority resources), to a full JID, or one that
+went to offline storage is copied to the enabled resources that did not get it.
+
+Sent (§8): a message a resource sends to someone else (routes ``pre-message/bare``,
+``pre-message/full`` and ``pre-message/remote``) is copied to the account's other enabled
+resources, whether the sender enabled carbons or not. The handler runs at priority -100, after
+the checks that may refuse the message (the end-to-end policy runs at 1000), so a refused
+message is not copied. A message to one's own account (bare, or another own resource) is not
+copied as sent: its delivery reaches the account, and the other resources get it as received.
+Messages to the server's own domains are for the server, not a conversation, and are not copied.
+
+Eligible messages (§6.1): never one with ``<private xmlns='urn:xmpp:carbons:2'/>`` (§9) or the
+XEP-0334 ``<no-copy/>`` hint (XEP-0334 §4.3); the element is left in place, as §9's
+interoperability note asks. Otherwise: type "chat"; type "normal" with a ``<body/>``; a
+receipt (XEP-0184), chat state (XEP-0085) or chat marker (XEP-0333); a direct (XEP-0249) or
+mediated (XEP-0045 §7.8.2) invitation. Never groupchat. Private messages through a group
+(marked with ``<x xmlns='http://jabber.org/protocol/muc#user'/>``) are not copied either way:
+received ones must not be (§6.1), and sent ones should reach only the resources that share a
+nick in that room, which needs the group service to say which those are. Errors are not
+copied: §6.1 copies only an error answering an eligible message, which would mean tracking
+every message sent. Since those last two rules are not met, ``urn:xmpp:carbons:rules:0``
+(§6.2) is not announced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+from xml.etree.ElementTree import Element
+
+from ...xmpp import ns
+from ...xmpp.errors import StanzaError
+from ...xmpp.jid import JID
+from ...xmpp.payloads.carbons import DISABLE, ENABLE, NS, PRIVATE, Carbon, Direction, Toggle
+from ...xmpp.payloads.forward import Forwarded
+from ...xmpp.stanza import Stanza
+from ...xmpp.xml import element, qname, split
+from ..module import Module
+from .message import DELIVERED, message_type
+
+if TYPE_CHECKING:
+    from ..sessions import Session
+
+_NO_COPY = qname("urn:xmpp:hints", "no-copy")
+_MUC_USER = "http://jabber.org/protocol/muc#user"
+_MUC_X = qname(_MUC_USER, "x")
+_MUC_INVITE = qname(_MUC_USER, "invite")
+_DIRECT_INVITE = qname("jabber:x:conference", "x")
+# Receipts (XEP-0184), chat states (XEP-0085), chat markers (XEP-0333).
+_IM_PAYLOADS = frozenset(
+    {"urn:xmpp:receipts", "http://jabber.org/protocol/chatstates", "urn:xmpp:chat-markers:0"}
+)
+_MESSAGE = qname(ns.CLIENT, "message")
+
+
+@dataclass
+class CarbonsState:
+    """Per session: whether it enabled carbons (XEP-0280 §4)."""
+
+    enabled: bool = False
+
+
+def eligible(stanza: Stanza) -> bool:
+    """Whether a message is copied at all (XEP-0280 §6.1, §9; see the module docstring)."""
+    el = stanza.el
+    if el.find(PRIVATE) is not None or el.find(_NO_COPY) is not None:
+        return False
+    kind = message_type(stanza)
+    if kind in ("groupchat", "error"):
+        return False
+    muc = el.find(_MUC_X)
+    if muc is not None:
+        return muc.find(_MUC_INVITE) is not None
+    if kind == "chat" or el.find(_DIRECT_INVITE) is not None:
+        return True
+    if kind == "normal" and el.find(qname(stanza.namespace, "body")) is not None:
+        return True
+    return any(split(child.tag)[0] in _IM_PAYLOADS for child in el)
+
+
+def copy_of(stanza: Stanza, direction: Direction, account: JID, to: JID) -> Element:
+    """The carbon copy for resource ``to`` (XEP-0280 §7, §8); the original is not changed."""
+    carbon = Carbon(direction, Forwarded(stanza.el))
+    return element(
+        _MESSAGE,
+        {"from": str(account), "to": str(to), "type": stanza.type},
+        children=(carbon.to_xml(),),
+    )
+
+
+class Carbons(Module[Any]):
+    """Copies a user's messages to all of their carbons-enabled resources (XEP-0280)."""
+
+    name = "carbons"
+    depends = ("message",)
+    features = (NS,)
+
+    def setup(self) -> None:
+        for tag in (ENABLE, DISABLE):
+            self.iq("self", tag, set=self.toggle)
+            self.iq("bare", tag, set=self.refuse)
+        self.hook(DELIVERED, self.received)
+        for target in ("bare", "full", "remote"):
+            self.route(f"pre-message/{target}", self.sent, priority=-100)
+
+    async def toggle(self, stanza: Stanza, origin: Session | None) -> Element:
+        """XEP-0280 §4, §5 and §10.1: enabling or disabling again is answered like the first time."""
+        assert origin is not None, "the router uses the self target only for a session's stanzas"
+        payload = stanza.payload
+        assert payload is not None
+        origin.slot(CarbonsState).enabled = Toggle.from_xml(payload).enable
+        return stanza.result()
+
+    async def refuse(self, stanza: Stanza, _origin: Session | None) -> NoReturn:
+        """XEP-0280 §4.1, §5.1: nobody turns carbons on or off for another account."""
+        raise StanzaError("not-allowed", "carbons are enabled by each client for itself")
+
+    async def received(self, stanza: Stanza, delivered: Sequence[Session]) -> None:
+        """XEP-0280 §7: copy a delivered message to the enabled resources that did not get it."""
+        assert stanza.to is not None, "the message module delivers only addressed messages"
+        account = stanza.to.bare
+        # The resource that sent a message to its own account already has it.
+        targets = [
+            session
+            for session in self._enabled(account)
+            if session not in delivered and session.jid != stanza.from_
+        ]
+        if targets and eligible(stanza):
+            for session in targets:
+                session.send(copy_of(stanza, "received", account, session.jid))
+
+    async def sent(self, stanza: Stanza, origin: Session | None) -> None:
+        """XEP-0280 §8: copy a message a resource sends to the account's other enabled resources."""
+        assert origin is not None and stanza.to is not None, "pre-routes see addressed stanzas of a session"
+        account = origin.jid.bare
+        if stanza.to.bare == account:
+            return
+        targets = [session for session in self._enabled(account) if session is not origin]
+        if targets and eligible(stanza):
+            for session in targets:
+                session.send(copy_of(stanza, "sent", account, session.jid))
+
+    def _enabled(self, account: JID) -> list[Session]:
+        return [
+            session
+            for session in self.server.sessions.resources(account)
+            if session.available and not session.closed and session.slot(CarbonsState).enabled
+        ]

@@ -1,0 +1,368 @@
+"""XEP-0280 message carbons: enabling, received and sent copies, eligibility and the private hints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from xml.etree.ElementTree import Element
+
+import pytest
+
+from schnack.server.app import Server
+from schnack.server.modules.e2e import REFUSAL
+from schnack.xmpp import ns
+from schnack.xmpp.payloads.carbons import NS, PRIVATE, Carbon
+from schnack.xmpp.payloads.disco import DiscoInfo
+
+from ...harness import Client, running, xml
+from .contacts import presences
+from .messaging import OMEMO, ROUTING_ONLY, announce, body, chat, condition, error_text, login
+
+MESSAGE = f"{{{ns.CLIENT}}}message"
+NO_COPY = "{urn:xmpp:hints}no-copy"
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    """Routing, offline storage and carbons; tests announce resources themselves."""
+    async with running(tmp_path, modules=ROUTING_ONLY) as srv:
+        yield srv
+
+
+async def toggle(client: Client, enable: bool = True, to: str | None = None) -> Element:
+    """Send <enable/> or <disable/>; return the reply."""
+    address = f" to='{to}'" if to else ""
+    await client.send(
+        f"<iq type='set' id='c1'{address}><{'enable' if enable else 'disable'} xmlns='{NS}'/></iq>"
+    )
+    (reply,) = client.take()
+    return reply
+
+
+async def device(
+    server: Server, jid: str, priority: int = 0, *, carbons: bool = True, available: bool = True
+) -> Client:
+    """A resource that logged in, maybe enabled carbons, and maybe sent initial presence."""
+    client = await login(server, jid)
+    if carbons:
+        reply = await toggle(client)
+        assert reply.get("type") == "result", xml(reply)
+    if available:
+        announce(client, priority)
+    return client
+
+
+def copies(client: Client, direction: str) -> list[Element]:
+    """The messages inside the carbons ``client`` got; everything it got must be such a carbon.
+
+    Each wrapper is checked against XEP-0280 §7 and §8: from the account's bare JID, to the
+    resource's full JID, of the original's type, with exactly the carbon inside.
+    """
+    found = []
+    for el in client.take():
+        assert el.tag == MESSAGE, xml(el)
+        assert el.get("from") == client.jid.partition("/")[0], xml(el)
+        assert el.get("to") == client.jid, xml(el)
+        (inner,) = el
+        carbon = Carbon.from_xml(inner)
+        assert carbon.direction == direction, xml(el)
+        assert el.get("type") == carbon.message.get("type"), xml(el)
+        found.append(carbon.message)
+    return found
+
+
+def ids(elements: list[Element]) -> list[str | None]:
+    return [el.get("id") for el in elements]
+
+
+# Enabling and disabling (§4, §5, §10.1) ----------------------------------------------------------
+
+
+async def test_enable_and_disable_again_are_no_errors(server: Server) -> None:
+    client = await login(server, "alice@localhost/phone")
+    for enable, to in [(True, None), (True, "alice@localhost"), (False, None), (False, "alice@localhost")]:
+        reply = await toggle(client, enable, to)
+        assert reply.get("type") == "result", xml(reply)
+        assert reply.get("id") == "c1" and reply.get("to") == "alice@localhost/phone"
+        assert len(reply) == 0
+
+
+async def test_enabling_for_another_account_is_not_allowed(server: Server) -> None:
+    await login(server, "bob@localhost/laptop")
+    alice = await login(server, "alice@localhost/phone")
+    for enable in (True, False):
+        reply = await toggle(alice, enable, "bob@localhost")
+        assert condition(reply) == "not-allowed"
+        assert error_text(reply) == "carbons are enabled by each client for itself"
+
+
+async def test_get_is_refused(server: Server) -> None:
+    client = await login(server, "alice@localhost/phone")
+    await client.send(f"<iq type='get' id='g1'><enable xmlns='{NS}'/></iq>")
+    (reply,) = client.take()
+    assert condition(reply) == "feature-not-implemented"
+
+
+async def test_domain_announces_carbons(tmp_path: Path) -> None:
+    async with running(tmp_path) as server:
+        client = await login(server, "alice@localhost/phone")
+        await client.send(f"<iq type='get' id='d1' to='localhost'><query xmlns='{ns.DISCO_INFO}'/></iq>")
+        (reply,) = client.take()
+    query = reply.find(f"{{{ns.DISCO_INFO}}}query")
+    assert query is not None
+    features = DiscoInfo.from_xml(query).features
+    assert NS in features
+    # §6.2: the strict rule set is not claimed (errors and group private messages differ).
+    assert "urn:xmpp:carbons:rules:0" not in features
+
+
+async def test_disabled_resources_get_no_copies(server: Server) -> None:
+    alice = await login(server, "alice@localhost/phone")
+    bob = await device(server, "bob@localhost/one")
+    other = await device(server, "bob@localhost/two")
+    assert (await toggle(other, enable=False)).get("type") == "result"
+    await alice.send(chat("bob@localhost/one"))
+    assert ids(bob.take()) == ["m1"]
+    assert other.take() == []
+
+
+# Received copies (§7) --------------------------------------------------------------------------
+
+
+async def test_message_to_a_full_jid_is_copied_to_the_other_enabled_resources(server: Server) -> None:
+    alice = await login(server, "alice@localhost/phone")
+    one = await device(server, "bob@localhost/one")
+    two = await device(server, "bob@localhost/two")
+    three = await device(server, "bob@localhost/three", carbons=False)
+    await alice.send(chat("bob@localhost/one", "to one", extra="<thread>t1</thread>"))
+    (original,) = one.take()
+    assert original.tag == MESSAGE and body(original) == "to one"
+    (copy,) = copies(two, "received")
+    assert xml(copy) == xml(original)
+    assert copy.get("from") == "alice@localhost/phone" and copy.get("to") == "bob@localhost/one"
+    assert copy.findtext(f"{{{ns.CLIENT}}}thread") == "t1"
+    assert three.take() == []
+    assert alice.take() == []
+
+
+async def test_message_to_the_bare_jid_is_copied_below_the_top_priority(server: Server) -> None:
+    alice = await login(server, "alice@localhost/phone")
+    top = [await device(server, f"bob@localhost/top{i}", 5) for i in (1, 2)]
+    low = await device(server, "bob@localhost/low", 1)
+    plain = await device(server, "bob@localhost/plain", 1, carbons=False)
+    await alice.send(chat("bob@localhost", "to the top"))
+    for client in top:
+        # The original only: RFC 6121 delivery already reached these resources.
+        assert [body(el) for el in client.take()] == ["to the top"]
+    assert [body(el) for el in copies(low, "received")] == ["to the top"]
+    assert plain.take() == []
+
+
+async def test_resources_without_presence_get_no_copies(server: Server) -> None:
+    alice = await login(server, "alice@localhost/phone")
+    await device(server, "bob@localhost/one")
+    silent = await device(server, "bob@localhost/silent", available=False)
+    await alice.send(chat("bob@localhost"))
+    assert silent.take() == []
+
+
+async def test_message_stored_offline_is_copied_to_negative_priority_resources(server: Server) -> None:
+    alice = await login(server, "alice@localhost/phone")
+    bot = await device(server, "bob@localhost/bot", -1)
+    await alice.send(chat("bob@localhost", "for later"))
+    assert alice.take() == []
+    assert await server.storage.archive.count("localhost", "bob", "offline") == 1
+    assert [body(el) for el in copies(bot, "received")] == ["for later"]
+
+
+async def test_refused_message_is_not_copied(tmp_path: Path) -> None:
+    async with running(
+        tmp_path, modules={"disable": ROUTING_ONLY["disable"], "offline": {"max_messages": 1}}
+    ) as server:
+        alice = await login(server, "alice@localhost/phone")
+        bot = await device(server, "bob@localhost/bot", -1)
+        await alice.send(chat("bob@localhost", "first", id="m1"))
+        await alice.send(chat("bob@localhost", "second", id="m2"))
+        (error,) = alice.take()
+        assert error.get("id") == "m2" and condition(error) == "service-unavailable"
+        assert ids(copies(bot, "received")) == ["m1"]
+
+
+# Sent copies (§8) ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sender_enabled", [True, False])
+async def test_sent_message_is_copied_to_the_other_enabled_resources(
+    server: Server, sender_enabled: bool
+) -> None:
+    phone = await device(server, "alice@localhost/phone", carbons=sender_enabled)
+    laptop = await device(server, "alice@localhost/laptop")
+    tablet = await device(server, "alice@localhost/tablet", carbons=False)
+    watch = await device(server, "alice@localhost/watch", available=False)
+    bob = await device(server, "bob@localhost/one", carbons=False)
+    await phone.send(chat("bob@localhost", "sent from the phone"))
+    (copy,) = copies(laptop, "sent")
+    assert copy.get("from") == "alice@localhost/phone" and copy.get("to") == "bob@localhost"
+    assert body(copy) == "sent from the phone"
+    assert [body(el) for el in bob.take()] == ["sent from the phone"]
+    for client in (phone, tablet, watch):
+        assert client.take() == []
+
+
+async def test_conversation_reaches_every_device_in_order(server: Server) -> None:
+    alice = await device(server, "alice@localhost/phone")
+    alice_laptop = await device(server, "alice@localhost/laptop")
+    bob = await device(server, "bob@localhost/phone", 5)
+    bob_laptop = await device(server, "bob@localhost/laptop", 0)
+    await alice.send(chat("bob@localhost", "hello", id="a1"))
+    await bob.send(chat("alice@localhost/phone", "hello back", id="b1"))
+    wrapped = alice_laptop.take() + bob_laptop.take()
+    directions = [(el.get("to"), el[0].tag.rpartition("}")[2], el[0][0][0].get("id")) for el in wrapped]
+    assert directions == [
+        ("alice@localhost/laptop", "sent", "a1"),
+        ("alice@localhost/laptop", "received", "b1"),
+        ("bob@localhost/laptop", "received", "a1"),
+        ("bob@localhost/laptop", "sent", "b1"),
+    ]
+    assert ids(alice.take()) == ["b1"]
+    assert ids(bob.take()) == ["a1"]
+
+
+async def test_message_to_another_server_is_copied(server: Server) -> None:
+    phone = await device(server, "alice@localhost/phone")
+    laptop = await device(server, "alice@localhost/laptop")
+    await phone.send(chat("juliet@capulet.example/balcony", "far away"))
+    assert [el.get("to") for el in copies(laptop, "sent")] == ["juliet@capulet.example/balcony"]
+    # Until there are server-to-server links the sender learns that it did not go out.
+    (error,) = phone.take()
+    assert condition(error) == "remote-server-not-found"
+
+
+async def test_message_refused_by_the_policy_is_not_copied(tmp_path: Path) -> None:
+    with_policy = [name for name in ROUTING_ONLY["disable"] if name != "e2e"]
+    async with running(tmp_path, modules={"disable": with_policy}) as server:
+        phone = await device(server, "alice@localhost/phone")
+        laptop = await device(server, "alice@localhost/laptop")
+        await device(server, "bob@localhost/one")
+        await phone.send(chat("bob@localhost", "plain words", id="plain"))
+        (error,) = phone.take()
+        assert error_text(error) == REFUSAL
+        assert laptop.take() == []
+        await phone.send(chat("bob@localhost", "see the OMEMO element", id="omemo", extra=OMEMO))
+        (copy,) = copies(laptop, "sent")
+        assert copy.get("id") == "omemo"
+        assert copy.find(f"{{{ns.OMEMO_LEGACY}}}encrypted") is not None
+
+
+# Messages to one's own account ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("to", ["alice@localhost", None])
+async def test_message_to_own_bare_jid_is_copied_as_received(server: Server, to: str | None) -> None:
+    phone = await device(server, "alice@localhost/phone", 0)
+    laptop = await device(server, "alice@localhost/laptop", 5)
+    tablet = await device(server, "alice@localhost/tablet", 0)
+    await phone.send(chat(to, "note to self"))
+    (original,) = laptop.take()
+    assert original.get("to") == "alice@localhost"
+    (copy,) = copies(tablet, "received")
+    assert xml(copy) == xml(original)
+    assert phone.take() == []
+
+
+async def test_message_to_own_other_resource_is_copied_as_received(server: Server) -> None:
+    phone = await device(server, "alice@localhost/phone")
+    laptop = await device(server, "alice@localhost/laptop")
+    tablet = await device(server, "alice@localhost/tablet")
+    await phone.send(chat("alice@localhost/tablet", "move this to the tablet"))
+    assert [body(el) for el in tablet.take()] == ["move this to the tablet"]
+    assert [body(el) for el in copies(laptop, "received")] == ["move this to the tablet"]
+    assert phone.take() == []
+
+
+# Which messages are copied (§6.1, §9, XEP-0334) ----------------------------------------------------
+
+
+RECEIPT = "<received xmlns='urn:xmpp:receipts' id='m0'/>"
+COMPOSING = "<composing xmlns='http://jabber.org/protocol/chatstates'/>"
+DISPLAYED = "<displayed xmlns='urn:xmpp:chat-markers:0' id='m0'/>"
+DIRECT_INVITE = "<x xmlns='jabber:x:conference' jid='room@groups.localhost'/>"
+MEDIATED_INVITE = "<x xmlns='http://jabber.org/protocol/muc#user'><invite from='carol@localhost'/></x>"
+GROUP_PM = "<body>psst</body><x xmlns='http://jabber.org/protocol/muc#user'/>"
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "copied"),
+    [
+        ("chat", "<body>hi</body>", True),
+        ("chat", COMPOSING, True),
+        (None, "<body>hi</body>", True),
+        ("normal", "<body>hi</body>", True),
+        ("normal", "<subject>no body</subject>", False),
+        (None, RECEIPT, True),
+        ("normal", DISPLAYED, True),
+        (None, DIRECT_INVITE, True),
+        (None, MEDIATED_INVITE, True),
+        ("chat", GROUP_PM, False),
+        ("headline", "<body>news</body>", False),
+        ("groupchat", "<body>to the room</body>", False),
+        (
+            "error",
+            "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+            False,
+        ),
+    ],
+)
+async def test_eligible_messages(server: Server, kind: str | None, payload: str, copied: bool) -> None:
+    phone = await device(server, "alice@localhost/phone")
+    laptop = await device(server, "alice@localhost/laptop")
+    bob = await device(server, "bob@localhost/one")
+    other = await device(server, "bob@localhost/two")
+    type_attr = f" type='{kind}'" if kind else ""
+    await phone.send(f"<message id='e1' to='bob@localhost/one'{type_attr}>{payload}</message>")
+    assert ids(bob.take()) == ["e1"]
+    assert ids(copies(laptop, "sent")) == (["e1"] if copied else [])
+    assert ids(copies(other, "received")) == (["e1"] if copied else [])
+    assert phone.take() == []
+
+
+@pytest.mark.parametrize(
+    "hint",
+    [
+        f"<private xmlns='{NS}'/>",
+        "<no-copy xmlns='urn:xmpp:hints'/>",
+        f"<private xmlns='{NS}'/><no-copy xmlns='urn:xmpp:hints'/>",
+    ],
+)
+@pytest.mark.parametrize("to", ["bob@localhost", "bob@localhost/one"])
+async def test_private_messages_are_not_copied(server: Server, hint: str, to: str) -> None:
+    phone = await device(server, "alice@localhost/phone")
+    laptop = await device(server, "alice@localhost/laptop")
+    bob = await device(server, "bob@localhost/one", 5)
+    other = await device(server, "bob@localhost/two", 0)
+    await phone.send(chat(to, "just here", extra=hint))
+    (original,) = bob.take()
+    # §9: the hints stay in the delivered message (the requirement to strip <private/> was lifted).
+    assert (original.find(PRIVATE) is not None) == ("private" in hint)
+    assert (original.find(NO_COPY) is not None) == ("no-copy" in hint)
+    assert laptop.take() == []
+    assert other.take() == []
+
+
+# With the presence module ---------------------------------------------------------------------------
+
+
+async def test_with_real_presence(tmp_path: Path) -> None:
+    """Availability and priority come from the resources' own initial presence (RFC 6121 §4.2)."""
+    async with running(tmp_path, modules={"e2e": {"policy": "optional"}}) as server:
+        alice = await login(server, "alice@localhost/phone")
+        one = await login(server, "bob@localhost/one")
+        two = await login(server, "bob@localhost/two")
+        for client, priority in ((one, 5), (two, 0)):
+            assert (await toggle(client)).get("type") == "result"
+            await client.send(f"<presence><priority>{priority}</priority></presence>")
+        for client in (one, two):
+            assert presences(client.take())
+        await alice.send(chat("bob@localhost", "over real presence"))
+        assert [body(el) for el in one.take()] == ["over real presence"]
+        assert [body(el) for el in copies(two, "received")] == ["over real presence"]
