@@ -1,0 +1,34 @@
+"""schnack's client library: ``async with Client(jid, password) as c:`` and the types it speaks."""
+
+from .client import Client, Connected, ConnectionEvent, Disconnected
+from .errors import (
+    AuthenticationError,
+    CertificateError,
+    ClientError,
+    ConnectError,
+    EncryptionRequired,
+    NotConnected,
+    RequestTimeout,
+    XmppError,
+)
+from .features.messages import Message
+from .features.presence import PresenceUpdate
+from .features.roster import Contact
+
+__all__ = [
+    "AuthenticationError",
+    "CertificateError",
+    "Client",
+    "ClientError",
+    "ConnectError",
+    "Connected",
+    "ConnectionEvent",
+    "Contact",
+    "Disconnected",
+    "EncryptionRequired",
+    "Message",
+    "NotConnected",
+    "PresenceUpdate",
+    "RequestTimeout",
+    "XmppError",
+]

@@ -1,0 +1,462 @@
+"""The client facade: one account's connection, kept up, with the features on top.
+
+``async with Client(jid, password) as c:`` finds the server (DNS SRV), secures the connection,
+logs in, binds, fetches the roster and announces presence; it then reads in a task of its own,
+pings the server when idle (XEP-0199) and, when the link drops, reconnects with jittered
+exponential backoff. The features (messages, roster, presence, ping) live in ``features/``, one
+module each, and plug in through :meth:`Client.handle_iq`, :meth:`Client.on_message`,
+:meth:`Client.on_presence` and :meth:`Client.on_connect`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from xml.etree.ElementTree import Element
+
+from ..xmpp import ns
+from ..xmpp.errors import StanzaError, StreamError
+from ..xmpp.jid import JID, JIDError
+from ..xmpp.stanza import Stanza
+from ..xmpp.xml import qname
+from .errors import AuthenticationError, ClientError, NotConnected, RequestTimeout, XmppError
+from .features.messages import Message, Messages
+from .features.ping import Ping
+from .features.presence import Presence, PresenceUpdate
+from .features.roster import Contact, Roster
+from .feed import Feed, Subscription
+from .net import Link, endpoints
+
+log = logging.getLogger(__name__)
+
+_IQ = qname(ns.CLIENT, "iq")
+_MESSAGE = qname(ns.CLIENT, "message")
+_PRESENCE = qname(ns.CLIENT, "presence")
+# Stream errors after which connecting again would only repeat the problem (RFC 6120 §4.9.3):
+# another client took over this resource, or the account is gone.
+_FINAL_CONDITIONS = frozenset({"conflict", "not-authorized", "host-unknown", "unsupported-version"})
+
+IqHandler = Callable[[Stanza], Element | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The client is logged in and bound to ``jid``."""
+
+    jid: JID
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The link is down: why, and whether the client is trying to connect again."""
+
+    reason: str
+    reconnecting: bool
+
+
+ConnectionEvent = Connected | Disconnected
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random | None = None) -> float:
+    """The wait before reconnect attempt ``attempt`` (0-based): exponential, capped, "equal jitter".
+
+    Half the exponential step is kept and the other half drawn at random, so that clients cut
+    off together (a server restart) do not all come back in the same instant.
+    """
+    step = min(high, low * 2.0 ** min(attempt, 64))
+    draw: float = (rng or random.Random()).uniform(0, step / 2)
+    return step / 2 + draw
+
+
+class Client:
+    """One account's connection to its server.
+
+    ``jid`` is the account (a resource in it is asked for when binding); ``host`` and ``port``
+    skip the DNS SRV lookup; ``verify`` is True (the system's trust store), a CA file, or False
+    (no certificate checks, for test servers only); ``direct_tls`` True or False forces TLS from
+    the first byte (XEP-0368) or STARTTLS, None lets DNS decide. ``timeout`` bounds connecting
+    and each request; ``keepalive`` is the ping interval; ``backoff`` the (first, longest) wait
+    between reconnect attempts, and ``reconnect=False`` stops at the first lost link instead.
+    ``dns_servers`` ("address" or "address:port") replace the system's resolvers for SRV lookups.
+    """
+
+    def __init__(self, jid: str | JID, password: str, *, host: str | None = None, port: int | None = None,
+                 verify: bool | str | Path = True, direct_tls: bool | None = None, reconnect: bool = True,
+                 timeout: float = 30.0, keepalive: float = 60.0, backoff: tuple[float, float] = (1.0, 120.0),
+                 dns_servers: Sequence[str] | None = None) -> None:
+        parsed = jid if isinstance(jid, JID) else JID.parse(jid)
+        if parsed.local is None:
+            raise ValueError(f"{parsed} is not an account (expected user@domain)")
+        self.account = parsed.bare
+        self.timeout = timeout
+        self._resource = parsed.resource
+        self._password = password
+        self._host = host
+        self._port = port
+        self._verify = verify
+        self._direct_tls = direct_tls
+        self._dns_servers = dns_servers
+        self._reconnect = reconnect
+        self._keepalive = keepalive
+        self._backoff = backoff
+        self._link: Link | None = None
+        self._jid: JID | None = None
+        self._up = asyncio.Event()
+        self._closed = False
+        # Why the client stopped for good without close(): a final stream error, a refused login.
+        self._gone: str | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[tuple[str, bool]] | None = None
+        self._pinger: asyncio.Task[None] | None = None
+        self._waiters: dict[str, tuple[frozenset[JID | None], asyncio.Future[Element]]] = {}
+        self._iq_handlers: dict[tuple[str, str], IqHandler] = {}
+        self._message_handlers: list[Callable[[Element], None]] = []
+        self._presence_handlers: list[Callable[[Element], None]] = []
+        self._connect_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._events: Feed[ConnectionEvent] = Feed(backlog=0)
+        # Registration order is the order of the steps after each login: roster, then presence.
+        self._ping = Ping(self)
+        self._roster = Roster(self)
+        self._presence = Presence(self)
+        self._messages = Messages(self)
+
+    # Life cycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, _type: type[BaseException] | None, _exc: BaseException | None,
+                        _tb: TracebackType | None) -> None:
+        await self.close()
+
+    @property
+    def jid(self) -> JID:
+        """The full JID bound on the last login."""
+        if self._jid is None:
+            raise NotConnected("not logged in yet")
+        return self._jid
+
+    @property
+    def mechanism(self) -> str | None:
+        """The SASL mechanism of the last login, and the channel binding it used, if any."""
+        if self._link is None:
+            return None
+        stream = self._link.stream
+        return f"{stream.mechanism} ({stream.channel_binding})" if stream.channel_binding else stream.mechanism
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link is up and the login steps are done."""
+        return self._up.is_set() and self._link is not None and self._gone is None
+
+    async def connect(self) -> None:
+        """Log in; the errors of this first attempt are raised (wrong password, bad certificate, ...)."""
+        if self._supervisor is not None or self._closed:
+            raise ClientError("this client has already been connected; make a new one")
+        await self._login()
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    async def close(self) -> None:
+        """Close the stream politely and stop reconnecting; the iterators end."""
+        if self._closed:
+            return
+        self._closed = True
+        self._up.clear()
+        link = self._link
+        for task in (self._supervisor, self._reader, self._pinger):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._link = None
+        if link is not None:
+            await link.close(timeout=2.0)
+        self._fail_waiters("the client was closed")
+        self._events.publish(Disconnected("closed by the program", reconnecting=False))
+        self._end_feeds()
+
+    def events(self) -> Subscription[ConnectionEvent]:
+        """Connected and Disconnected events, as the link comes and goes."""
+        return self._events.subscribe()
+
+    async def _login(self) -> None:
+        """Open a link, run the steps after login, and mark the client up."""
+        places = await endpoints(self.account.domain, host=self._host, port=self._port,
+                                 direct_tls=self._direct_tls, dns_servers=self._dns_servers)
+        link = await Link.open(self.account, self._password, resource=self._resource, verify=self._verify,
+                               endpoints=places, timeout=self.timeout)
+        assert link.jid is not None
+        self._link = link
+        self._jid = link.jid
+        # Binding the same resource again after a reconnect keeps the full JID stable.
+        self._resource = link.jid.resource
+        log.info("connected as %s to %s:%d (%s)", link.jid, link.endpoint.host, link.endpoint.port,
+                 link.stream.mechanism)
+        self._reader = asyncio.create_task(self._read(link))
+        try:
+            for hook in self._connect_hooks:
+                await hook()
+        except BaseException:
+            link.abort()
+            raise
+        self._up.set()
+        self._pinger = asyncio.create_task(self._ping.keepalive(link, self._keepalive))
+        self._events.publish(Connected(link.jid))
+
+    async def _supervise(self) -> None:
+        """Wait for the link to end, then reconnect with backoff until it is up or hopeless."""
+        while True:
+            assert self._reader is not None
+            reason, final = await self._reader
+            self._up.clear()
+            if self._pinger is not None:
+                self._pinger.cancel()
+            self._fail_waiters(f"the connection was lost ({reason})")
+            reconnecting = self._reconnect and not final
+            log.info("disconnected from %s: %s", self.account.domain, reason)
+            self._events.publish(Disconnected(reason, reconnecting))
+            if not reconnecting:
+                self._give_up(reason)
+                return
+            attempt = 0
+            while True:
+                await asyncio.sleep(backoff_delay(attempt, *self._backoff))
+                attempt += 1
+                try:
+                    await self._login()
+                    break
+                except AuthenticationError as err:
+                    self._events.publish(Disconnected(str(err), reconnecting=False))
+                    self._give_up(str(err))
+                    return
+                except (ClientError, OSError, ssl.SSLError, TimeoutError) as err:
+                    log.info("reconnecting to %s failed: %s", self.account.domain, err)
+
+    def _give_up(self, reason: str) -> None:
+        self._gone = reason
+        self._up.set()  # wakes whoever waits for the link, to hear that none will come
+        self._end_feeds()
+
+    def _end_feeds(self) -> None:
+        self._events.end()
+        self._messages.feed.end()
+        self._presence.feed.end()
+        self._roster.updates.end()
+
+    # Reading --------------------------------------------------------------------------------
+
+    async def _read(self, link: Link) -> tuple[str, bool]:
+        """Dispatch what arrives until the link ends; return why, and whether that is final.
+
+        Cancelled (by :meth:`close`), it leaves the link open so that the stream can be closed
+        politely.
+        """
+        try:
+            async for el in link.elements():
+                self._dispatch(el)
+            reason, final = "the server closed the stream", False
+        except StreamError as err:
+            reason, final = f"stream error {err}", err.condition in _FINAL_CONDITIONS
+        except (OSError, ssl.SSLError) as err:
+            reason, final = link.dropped or f"connection lost: {err.strerror or err}", False
+        link.abort()
+        if self._link is link:
+            self._link = None
+            self._up.clear()
+        return reason, final
+
+    def _dispatch(self, el: Element) -> None:
+        try:
+            if el.tag == _IQ:
+                self._on_iq(el)
+            elif el.tag == _MESSAGE:
+                for message_handler in self._message_handlers:
+                    message_handler(el)
+            elif el.tag == _PRESENCE:
+                for presence_handler in self._presence_handlers:
+                    presence_handler(el)
+            else:
+                log.debug("ignoring %s from the server", el.tag)
+        except Exception:
+            log.exception("failed to handle a stanza from the server")
+
+    def _on_iq(self, el: Element) -> None:
+        try:
+            stanza = Stanza.parse(el)
+        except StanzaError:
+            log.debug("dropping an iq with a malformed address")
+            return
+        if stanza.type in ("result", "error"):
+            waiter = self._waiters.get(stanza.id or "")
+            if waiter is not None and stanza.from_ in waiter[0] and not waiter[1].done():
+                waiter[1].set_result(el)
+            return
+        if stanza.type not in ("get", "set") or len(el) != 1:
+            self._reply(stanza.error(StanzaError("bad-request", "an iq get or set carries one child element")))
+            return
+        handler = self._iq_handlers.get((stanza.type, el[0].tag))
+        try:
+            if handler is None:
+                # RFC 6120 §8.4: a request nobody here understands.
+                raise StanzaError("service-unavailable")
+            self._reply(stanza.result(handler(stanza)))
+        except StanzaError as err:
+            self._reply(stanza.error(err))
+
+    def _reply(self, el: Element) -> None:
+        if self._link is not None and self._link.stream.ready:
+            self._link.send(el)
+
+    # Sending --------------------------------------------------------------------------------
+
+    async def _wait_link(self, timeout: float | None) -> Link:
+        """The link to send on: the current one (also while the steps after login run), or the
+        next one, waited for at most ``timeout``."""
+        if self._closed:
+            raise NotConnected("the client is closed")
+        if self._link is None and self._gone is None:
+            try:
+                async with asyncio.timeout(timeout if timeout is not None else self.timeout):
+                    await self._up.wait()
+            except TimeoutError:
+                raise NotConnected(f"not connected to {self.account.domain}") from None
+        if self._gone is not None:
+            raise NotConnected(f"disconnected from {self.account.domain} for good: {self._gone}")
+        if self._link is None or not self._link.stream.ready:
+            raise NotConnected(f"not connected to {self.account.domain}")
+        return self._link
+
+    async def send_element(self, el: Element, *, timeout: float | None = None) -> None:
+        """Send a stanza once the link is up (waiting at most ``timeout`` for it)."""
+        link = await self._wait_link(timeout)
+        link.send(el)
+        await link.drain()
+
+    async def iq(self, el: Element, *, timeout: float | None = None) -> Element:
+        """Send an iq get or set and return the result; an error reply raises :class:`XmppError`.
+
+        The reply must come from the addressee (RFC 6120 §8.2.3); for a request to the account
+        itself, or without 'to', the server answers without 'from' or from the account.
+        """
+        if el.get("type") not in ("get", "set"):
+            raise ValueError("iq() sends requests: type 'get' or 'set'")
+        wait = timeout if timeout is not None else self.timeout
+        link = await self._wait_link(wait)
+        id = el.get("id") or secrets.token_hex(8)
+        el.set("id", id)
+        to = _jid_or_none(el.get("to"))
+        allowed: frozenset[JID | None] = (
+            frozenset({None, self.account, link.jid}) if to is None or to == self.account else frozenset({to})
+        )
+        future: asyncio.Future[Element] = asyncio.get_running_loop().create_future()
+        self._waiters[id] = (allowed, future)
+        try:
+            link.send(el)
+            await link.drain()
+            async with asyncio.timeout(wait):
+                reply = await future
+        except TimeoutError:
+            raise RequestTimeout(f"no answer from {to or self.account.domain} within {wait:g} s") from None
+        finally:
+            self._waiters.pop(id, None)
+        if reply.get("type") == "error":
+            raise XmppError.from_stanza(reply)
+        return reply
+
+    def _fail_waiters(self, reason: str) -> None:
+        for _, future in self._waiters.values():
+            if not future.done():
+                future.set_exception(NotConnected(reason))
+
+    # Extension points for features ----------------------------------------------------------
+
+    def handle_iq(self, type: str, tag: str, handler: IqHandler) -> None:
+        """Answer iq ``type`` ('get' or 'set') whose payload is ``tag``: the handler returns the
+        result's payload (or None), or raises StanzaError."""
+        self._iq_handlers[(type, tag)] = handler
+
+    def on_message(self, handler: Callable[[Element], None]) -> None:
+        self._message_handlers.append(handler)
+
+    def on_presence(self, handler: Callable[[Element], None]) -> None:
+        self._presence_handlers.append(handler)
+
+    def on_connect(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` after every login, before the client counts as connected."""
+        self._connect_hooks.append(hook)
+
+    # The API of the features ----------------------------------------------------------------
+
+    async def send(self, to: str | JID, text: str, *, encrypted: bool = True) -> str:
+        """Send a chat message; its id is returned. Plaintext only with ``encrypted=False``."""
+        return await self._messages.send(_jid(to), text, encrypted=encrypted)
+
+    def messages(self) -> Subscription[Message]:
+        """The messages that arrive (and error replies to those sent), from now on."""
+        return self._messages.feed.subscribe()
+
+    async def roster(self) -> list[Contact]:
+        """The contact list, fetched from the server (RFC 6121 §2.1.3)."""
+        return await self._roster.fetch()
+
+    def roster_updates(self) -> Subscription[Contact]:
+        """Changes to the contact list pushed by the server (RFC 6121 §2.1.6)."""
+        return self._roster.updates.subscribe()
+
+    async def add_contact(self, jid: str | JID, *, name: str | None = None, groups: Sequence[str] = (),
+                          subscribe: bool = True) -> None:
+        """Add or update a contact and, unless told not to, ask to see their presence."""
+        contact = _jid(jid)
+        await self._roster.set(contact, name, groups)
+        if subscribe:
+            await self._presence.subscribe(contact)
+
+    async def remove_contact(self, jid: str | JID) -> None:
+        """Remove a contact; the server cancels the subscriptions both ways (RFC 6121 §2.5.2)."""
+        await self._roster.remove(_jid(jid))
+
+    async def subscribe(self, jid: str | JID) -> None:
+        """Ask to see a contact's presence (RFC 6121 §3.1.1)."""
+        await self._presence.subscribe(_jid(jid))
+
+    async def approve(self, jid: str | JID) -> None:
+        """Let a contact see our presence: answers a request, or pre-approves one (RFC 6121 §3.1.4, §3.4)."""
+        await self._presence.approve(_jid(jid))
+
+    async def deny(self, jid: str | JID) -> None:
+        """Refuse or cancel a contact's subscription to our presence (RFC 6121 §3.1.5, §3.2)."""
+        await self._presence.deny(_jid(jid))
+
+    async def unsubscribe(self, jid: str | JID) -> None:
+        """Stop seeing a contact's presence (RFC 6121 §3.3)."""
+        await self._presence.unsubscribe(_jid(jid))
+
+    def presence(self) -> Subscription[PresenceUpdate]:
+        """Presence and subscription requests that arrive, from now on."""
+        return self._presence.feed.subscribe()
+
+    async def set_presence(self, show: str | None = None, status: str | None = None, priority: int = 0) -> None:
+        """Announce availability (RFC 6121 §4.2, §4.4); it is announced again after a reconnect."""
+        await self._presence.set(show, status, priority)
+
+
+def _jid(value: str | JID) -> JID:
+    return value if isinstance(value, JID) else JID.parse(value)
+
+
+def _jid_or_none(value: str | None) -> JID | None:
+    if value is None:
+        return None
+    try:
+        return JID.parse(value)
+    except JIDError:
+        return None

@@ -1,0 +1,295 @@
+"""Finding the server and holding one connection to it: DNS SRV, TCP, TLS, the negotiated stream.
+
+RFC 6120 §3.2 and XEP-0368: the ``_xmpps-client._tcp`` (direct TLS) and ``_xmpp-client._tcp``
+(STARTTLS) records of the domain are tried in RFC 2782 order; without records, the domain itself
+on port 5222. This is the only module of the client that touches sockets; the protocol is the
+sans-IO :class:`~schnack.xmpp.negotiation.ClientStream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element
+
+import aiodns
+import pycares
+
+from ..xmpp.errors import StreamError
+from ..xmpp.jid import JID
+from ..xmpp.negotiation import (
+    AuthenticationFailed,
+    ClientStream,
+    Closed,
+    Event,
+    NegotiationError,
+    Ready,
+    Received,
+    TlsRequested,
+)
+from . import tls
+from .errors import AuthenticationError, ConnectError
+
+log = logging.getLogger(__name__)
+
+_READ_SIZE = 65536
+# How long held-back input may wait for more bytes before it is parsed anyway (StreamParser.flush).
+_FLUSH_DELAY = 0.05
+STARTTLS_PORT = 5222
+DIRECT_TLS_PORT = 5223
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One place to try: host, port and whether TLS starts with the first byte."""
+
+    host: str
+    port: int
+    direct_tls: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SrvRecord:
+    """The part of a DNS SRV record (RFC 2782) that decides where to connect."""
+
+    priority: int
+    weight: int
+    port: int
+    target: str
+    direct_tls: bool
+
+
+def srv_order(records: Sequence[SrvRecord], rng: random.Random | None = None) -> list[SrvRecord]:
+    """RFC 2782: lowest priority first; within a priority, a weighted random order."""
+    rng = rng or random.Random()
+    ordered: list[SrvRecord] = []
+    for priority in sorted({r.priority for r in records}):
+        # Zero-weight records first, so that they have a small chance of being picked early.
+        group = sorted((r for r in records if r.priority == priority), key=lambda r: r.weight != 0)
+        while group:
+            pick = rng.randint(0, sum(r.weight for r in group))
+            running = 0
+            for index, record in enumerate(group):
+                running += record.weight
+                if running >= pick:
+                    ordered.append(group.pop(index))
+                    break
+    return ordered
+
+
+async def _srv(resolver: aiodns.DNSResolver, name: str, direct_tls: bool) -> list[SrvRecord]:
+    try:
+        result = await resolver.query_dns(name, "SRV")
+    except aiodns.error.DNSError:
+        return []
+    return [
+        SrvRecord(a.data.priority, a.data.weight, a.data.port, a.data.target.rstrip("."), direct_tls)
+        for a in result.answer
+        if isinstance(a.data, pycares.SRVRecordData)
+    ]
+
+
+async def endpoints(domain: str, *, host: str | None, port: int | None, direct_tls: bool | None,
+                    dns_servers: Sequence[str] | None = None) -> list[Endpoint]:
+    """Where to try to connect, in order.
+
+    A given ``host`` is used as is (port 5223 for direct TLS, else 5222 unless given). Otherwise
+    the SRV records decide; ``direct_tls`` True or False keeps only that kind. A single record
+    with the target "." says the service is not offered there (RFC 6120 §3.2.1).
+    """
+    if host is not None:
+        return [Endpoint(host, port or (DIRECT_TLS_PORT if direct_tls else STARTTLS_PORT), bool(direct_tls))]
+    resolver = aiodns.DNSResolver(nameservers=list(dns_servers) if dns_servers else None, timeout=5, tries=2)
+    try:
+        kinds = [k for k in (True, False) if direct_tls is None or direct_tls == k]
+        found = await asyncio.gather(
+            *(_srv(resolver, f"_{'xmpps' if k else 'xmpp'}-client._tcp.{domain}", k) for k in kinds)
+        )
+    finally:
+        await resolver.close()
+    records = [r for group in found for r in group]
+    if records and all(r.target == "" for r in records):
+        raise ConnectError(f"{domain} says in DNS that it offers no XMPP service")
+    if records:
+        return [Endpoint(r.target, r.port, r.direct_tls) for r in srv_order(records) if r.target]
+    return [Endpoint(domain, port or (DIRECT_TLS_PORT if direct_tls else STARTTLS_PORT), bool(direct_tls))]
+
+
+class Link:
+    """One connection with its negotiated stream; it ends for good when the connection does."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stream: ClientStream,
+                 endpoint: Endpoint) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.stream = stream
+        self.endpoint = endpoint
+        self.jid: JID | None = None
+        self.features: Element | None = None
+        self.pending: list[Element] = []
+        # Why this side dropped the connection, if it did.
+        self.dropped: str | None = None
+
+    @classmethod
+    async def open(cls, account: JID, password: str, *, resource: str | None, verify: tls.Verify,
+                   endpoints: Sequence[Endpoint], timeout: float) -> Link:
+        """Connect to the first endpoint that answers, secure it, log in and bind."""
+        failures: list[str] = []
+        for endpoint in endpoints:
+            try:
+                async with asyncio.timeout(timeout):
+                    reader, writer = await _connect(endpoint, account.domain, verify)
+            except (OSError, TimeoutError) as err:
+                failures.append(f"{endpoint.host}:{endpoint.port}: {_reason(err)}")
+                continue
+            stream = ClientStream(account, password, resource=resource, secure=endpoint.direct_tls,
+                                  channel_bindings=tls.channel_bindings(writer.get_extra_info("ssl_object")))
+            link = cls(reader, writer, stream, endpoint)
+            try:
+                async with asyncio.timeout(timeout):
+                    await link._negotiate(verify)
+            except TimeoutError:
+                link.abort()
+                raise ConnectError(f"{account.domain}: the login took longer than {timeout:g} s") from None
+            except BaseException:
+                link.abort()
+                raise
+            return link
+        raise ConnectError(f"cannot reach {account.domain}: {'; '.join(failures)}")
+
+    async def _negotiate(self, verify: tls.Verify) -> None:
+        stream = self.stream
+        domain = stream.account.domain
+        stream.start()
+        self._flush_output()
+        try:
+            while True:
+                events = await self._read_events()
+                self._flush_output()
+                # Stanzas that came right behind the bind result wait for the reader in ``pending``.
+                for event in events:
+                    if isinstance(event, TlsRequested):
+                        await self.writer.drain()
+                        try:
+                            await self.writer.start_tls(tls.context(verify, direct_tls=False), server_hostname=domain)
+                        except ssl.SSLCertVerificationError as err:
+                            raise tls.verification_failure(domain, err) from None
+                        stream.tls_established(tls.channel_bindings(self.writer.get_extra_info("ssl_object")))
+                    elif isinstance(event, Ready):
+                        self.jid, self.features = event.jid, event.features
+                    elif isinstance(event, Received):
+                        self.pending.append(event.element)
+                    elif isinstance(event, Closed):
+                        why = f": {event.condition}" if event.condition else ""
+                        detail = f" ({event.text})" if event.text else ""
+                        raise ConnectError(f"{domain} closed the stream during login{why}{detail}")
+                    self._flush_output()
+                if self.jid is not None:
+                    return
+        except AuthenticationFailed as err:
+            raise AuthenticationError(f"{stream.account}: {err.text}", err.condition) from None
+        except NegotiationError as err:
+            raise ConnectError(f"{domain}: {err.text}") from None
+        except StreamError as err:
+            stream.close(err)
+            self._flush_output()
+            raise ConnectError(f"{domain} broke the protocol during login: {err}") from None
+        except (OSError, ssl.SSLError) as err:
+            raise ConnectError(f"{domain}: the connection failed during login: {_reason(err)}") from None
+
+    async def _read_events(self) -> list[Event]:
+        if self.stream.buffered():
+            try:
+                data = await asyncio.wait_for(self.reader.read(_READ_SIZE), _FLUSH_DELAY)
+            except TimeoutError:
+                return self.stream.flush()
+        else:
+            data = await self.reader.read(_READ_SIZE)
+        if not data:
+            raise ConnectionResetError("the server closed the connection")
+        return self.stream.receive(data)
+
+    async def elements(self) -> AsyncIterator[Element]:
+        """The elements the server sends, until its stream ends; a dropped connection raises OSError.
+
+        A stream error from the server ends the iteration with :class:`StreamError` raised, so
+        that the caller can tell a deliberate end from a lost connection.
+        """
+        pending, self.pending = self.pending, []
+        for el in pending:
+            yield el
+        while True:
+            try:
+                events = await self._read_events()
+            except StreamError as err:
+                self.stream.close(err)
+                self._flush_output()
+                raise
+            self._flush_output()
+            for event in events:
+                if isinstance(event, Received):
+                    yield event.element
+                elif isinstance(event, Closed):
+                    if event.condition is not None:
+                        raise StreamError(event.condition, event.text)
+                    return
+
+    def send(self, el: Element) -> None:
+        """Queue a stanza for writing."""
+        self.stream.send(el)
+        self._flush_output()
+
+    async def drain(self) -> None:
+        """Wait until the transport has taken what was written (flow control)."""
+        await self.writer.drain()
+
+    def _flush_output(self) -> None:
+        data = self.stream.data_to_send()
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def close(self, timeout: float) -> None:
+        """Close the stream politely (RFC 6120 §4.4) and wait a little for the server's end."""
+        if not self.writer.is_closing():
+            self.stream.close()
+            self._flush_output()
+            with contextlib.suppress(OSError, TimeoutError, StreamError, ssl.SSLError):
+                async with asyncio.timeout(timeout):
+                    async for _ in self.elements():
+                        pass
+        self.abort()
+
+    def abort(self, reason: str | None = None) -> None:
+        """Drop the connection at once."""
+        if reason is not None and self.dropped is None:
+            self.dropped = reason
+        transport = self.writer.transport
+        if not transport.is_closing():
+            transport.abort()
+
+
+async def _connect(endpoint: Endpoint, domain: str, verify: tls.Verify
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if not endpoint.direct_tls:
+        return await asyncio.open_connection(endpoint.host, endpoint.port, limit=_READ_SIZE)
+    try:
+        return await asyncio.open_connection(
+            endpoint.host, endpoint.port, ssl=tls.context(verify, direct_tls=True), server_hostname=domain,
+            limit=_READ_SIZE,
+        )
+    except ssl.SSLCertVerificationError as err:
+        raise tls.verification_failure(domain, err) from None
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return str(err) or type(err).__name__
+

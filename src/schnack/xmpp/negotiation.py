@@ -1,0 +1,424 @@
+"""The client side of a client-to-server stream, without I/O (RFC 6120 §4-§7, RFC 9266, XEP-0440).
+
+Bytes in, events and bytes out, as h11 does for HTTP: the I/O layer feeds what it read to
+:meth:`ClientStream.receive`, writes what :meth:`ClientStream.data_to_send` returns after every
+call, and acts on the events. The stream insists on TLS (STARTTLS, RFC 6120 §5, unless the
+connection is TLS from the first byte, XEP-0368), authenticates with SCRAM (RFC 5802, RFC 7677),
+binding to the TLS channel with a -PLUS mechanism where both ends can (RFC 5929, RFC 9266), binds
+a resource (§7), and then carries stanzas both ways.
+
+The TLS handshake itself belongs to the I/O layer: on :class:`TlsRequested` it upgrades the
+connection and calls :meth:`ClientStream.tls_established` with the channel-binding data it can
+compute. SASL PLAIN is never used: SCRAM keeps the password off the wire even where the
+certificate was not checked.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element
+from xml.sax.saxutils import quoteattr
+
+from . import ns
+from .errors import STREAM_CONDITIONS, StanzaError, StreamError
+from .jid import JID, JIDError
+from .parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
+from .sasl import SaslClient, SaslFailure, decode_b64, encode_b64
+from .xml import element, qname, serialize, sub
+
+# Channel-binding types we bind to, best first: tls-exporter is RFC 9266's choice for TLS 1.3;
+# tls-server-end-point works on any version; tls-unique is only defined up to TLS 1.2.
+BINDING_PREFERENCE = ("tls-exporter", "tls-server-end-point", "tls-unique")
+SASL_CB = "urn:xmpp:sasl-cb:0"
+
+_STREAM = qname(ns.STREAMS, "stream")
+_FEATURES = qname(ns.STREAMS, "features")
+_STREAM_ERROR = qname(ns.STREAMS, "error")
+_STARTTLS = qname(ns.TLS, "starttls")
+_PROCEED = qname(ns.TLS, "proceed")
+_TLS_FAILURE = qname(ns.TLS, "failure")
+_MECHANISMS = qname(ns.SASL, "mechanisms")
+_CHALLENGE = qname(ns.SASL, "challenge")
+_SUCCESS = qname(ns.SASL, "success")
+_SASL_FAILURE = qname(ns.SASL, "failure")
+_BIND = qname(ns.BIND, "bind")
+_SESSION = qname(ns.SESSION, "session")
+_IQ = qname(ns.CLIENT, "iq")
+_DEFAULT_MAX_STANZA = 16 * 1024 * 1024
+
+
+class NegotiationError(Exception):
+    """The stream could not be set up; ``condition`` is the XMPP condition the server gave, if any."""
+
+    def __init__(self, text: str, condition: str | None = None) -> None:
+        super().__init__(text)
+        self.text = text
+        self.condition = condition
+
+
+class AuthenticationFailed(NegotiationError):
+    """RFC 6120 §6.5: the server refused the credentials, or could not prove it knows them."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsRequested:
+    """The server answered STARTTLS with ``<proceed/>``: upgrade the connection now (§5.4.2.3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Negotiation is done: the stream is bound to ``jid``; ``features`` are those offered last."""
+
+    jid: JID
+    features: Element
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A top-level element arrived on the established stream."""
+
+    element: Element
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The server ended its stream: with a stream error (§4.9), or with its closing tag (§4.4)."""
+
+    condition: str | None = None
+    text: str | None = None
+
+
+Event = TlsRequested | Ready | Received | Closed
+
+
+def choose_binding(
+    offered: list[str], advertised: list[str] | None, available: Mapping[str, bytes]
+) -> tuple[str, bytes] | None:
+    """The channel binding for SASL, or None when SCRAM must go without one.
+
+    ``offered`` are the mechanisms, ``advertised`` the XEP-0440 types (None when the server names
+    none), ``available`` what the I/O layer could compute. Without XEP-0440 the server's default
+    is assumed, which RFC 9266 §3 makes tls-exporter on TLS 1.3 and RFC 5802 §6 tls-unique before.
+    When the server offers no -PLUS mechanism, any available binding is returned so that SCRAM
+    sends the 'y' flag and a stripped -PLUS offer is detected (RFC 5802 §6).
+    """
+    if not any(m.endswith("-PLUS") for m in offered):
+        kind = next((k for k in BINDING_PREFERENCE if k in available), None)
+        return (kind, available[kind]) if kind is not None else None
+    candidates = BINDING_PREFERENCE if advertised is not None else ("tls-exporter", "tls-unique")
+    for kind in candidates:
+        if kind in available and (advertised is None or kind in advertised):
+            return kind, available[kind]
+    return None
+
+
+class ClientStream:
+    """One client stream from the first header to the last stanza.
+
+    ``account`` is the bare JID to log in as; ``resource`` the resource to ask for (the server
+    picks one if None); ``secure`` says the connection is TLS from the first byte (XEP-0368).
+    """
+
+    def __init__(self, account: JID, password: str, *, resource: str | None = None, secure: bool = False,
+                 channel_bindings: Mapping[str, bytes] | None = None,
+                 max_stanza_bytes: int = _DEFAULT_MAX_STANZA) -> None:
+        if account.local is None:
+            raise ValueError(f"{account} is not an account JID (user@domain)")
+        self.account = account.bare
+        self.resource = resource
+        self.secure = secure
+        self.authenticated = False
+        self.jid: JID | None = None
+        self.stream_id: str | None = None
+        self.mechanism: str | None = None
+        self.channel_binding: str | None = None
+        self._password = password
+        self._bindings = dict(channel_bindings or {})
+        self._max_stanza = max_stanza_bytes
+        self._parser = StreamParser(max_stanza_bytes)
+        self._out: list[str] = []
+        self._state = "idle"
+        self._sasl: SaslClient | None = None
+        self._iq_id = ""
+        self._features = element(_FEATURES)
+        self._header_sent = False
+        self._closing = False
+
+    @property
+    def state(self) -> str:
+        """Where negotiation is: idle, header, features, starttls, tls, sasl, bind, session, ready, closed."""
+        return self._state
+
+    @property
+    def ready(self) -> bool:
+        """Whether stanzas can be sent."""
+        return self._state == "ready" and not self._closing
+
+    # Output ---------------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Everything to write to the connection since the last call."""
+        out, self._out = self._out, []
+        return "".join(out).encode()
+
+    def start(self) -> None:
+        """Open the stream (RFC 6120 §4.7); on TLS the header names the account as 'from' (§4.7.1)."""
+        self._parser = StreamParser(self._max_stanza)
+        sender = f" from={quoteattr(str(self.account))}" if self.secure else ""
+        self._out.append(
+            f"<?xml version='1.0'?><stream:stream xmlns='{ns.CLIENT}' xmlns:stream='{ns.STREAMS}' "
+            f"to={quoteattr(self.account.domain)}{sender} version='1.0' xml:lang='en'>"
+        )
+        self._header_sent = True
+        self._state = "header"
+
+    def tls_established(self, channel_bindings: Mapping[str, bytes]) -> None:
+        """The I/O layer finished the TLS handshake: restart the stream on it (§5.4.3.3)."""
+        if self._state != "tls":
+            raise RuntimeError(f"no TLS upgrade was requested (state {self._state})")
+        self.secure = True
+        self._bindings = dict(channel_bindings)
+        self.start()
+
+    def send(self, el: Element) -> None:
+        """Send a stanza (or nonza) on the established stream."""
+        if self._state != "ready" or self._closing:
+            raise RuntimeError(f"the stream is not ready (state {self._state})")
+        self._out.append(serialize(el, ns.CLIENT))
+
+    def close(self, error: StreamError | None = None) -> None:
+        """Close our side of the stream (§4.4): the server's closing tag still arrives as
+        :class:`Closed`. With a stream error (§4.9.1) nothing more is read."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._header_sent:
+            if error is not None:
+                self._out.append(serialize(error.to_xml(), ns.CLIENT))
+            self._out.append("</stream:stream>")
+        if error is not None:
+            self._state = "closed"
+
+    # Input ----------------------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> list[Event]:
+        """Bytes from the server; the events they complete. A :class:`StreamError` means the
+        server broke the protocol: call :meth:`close` with it."""
+        if self._state == "closed":
+            return []
+        return self._handle(self._parser.feed(data))
+
+    def buffered(self) -> int:
+        """Input the parser holds back; call :meth:`flush` when no more arrives for a moment."""
+        return self._parser.buffered()
+
+    def flush(self) -> list[Event]:
+        """Parse held-back input (see :meth:`StreamParser.flush`)."""
+        if self._state == "closed":
+            return []
+        return self._handle(self._parser.flush())
+
+    def _handle(self, parsed: list[StreamOpened | StanzaReceived | StreamClosed]) -> list[Event]:
+        events: list[Event] = []
+        for item in parsed:
+            parser = self._parser
+            if isinstance(item, StreamOpened):
+                self._opened(item)
+            elif isinstance(item, StreamClosed):
+                events.append(self._peer_closed(None, None))
+            else:
+                event = self._element(item.element)
+                if event is not None:
+                    events.append(event)
+            if self._state in ("closed", "tls") or self._parser is not parser:
+                # After <proceed/>, <success/> or the end, what the old stream still held is void.
+                break
+        return events
+
+    def _peer_closed(self, condition: str | None, text: str | None) -> Closed:
+        self._state = "closed"
+        if not self._closing:
+            self._closing = True
+            self._out.append("</stream:stream>")
+        return Closed(condition, text)
+
+    def _opened(self, opened: StreamOpened) -> None:
+        if self._state != "header":
+            raise StreamError("bad-format", "a second stream header")
+        if opened.name != _STREAM:
+            raise StreamError("invalid-namespace", "expected <stream:stream> in the streams namespace")
+        if opened.default_ns != ns.CLIENT:
+            raise StreamError("invalid-namespace", "the stream's default namespace must be jabber:client")
+        major, _, minor = opened.attrs.get("version", "0.9").partition(".")
+        if not (major.isdigit() and minor.isdigit()) or int(major) != 1:
+            raise StreamError("unsupported-version", "this client speaks XMPP 1.0")
+        self.stream_id = opened.attrs.get("id")
+        self._state = "features"
+
+    def _element(self, el: Element) -> Event | None:
+        if el.tag == _STREAM_ERROR:
+            return self._peer_closed(*_stream_error(el))
+        state = self._state
+        if state == "ready":
+            return Received(el)
+        if state == "features":
+            if el.tag != _FEATURES:
+                raise StreamError("unsupported-stanza-type", f"expected stream features, got {el.tag}")
+            self._features = el
+            self._on_features(el)
+            return None
+        if state == "starttls":
+            return self._on_starttls_reply(el)
+        if state == "sasl":
+            self._on_sasl(el)
+            return None
+        if state in ("bind", "session") and el.tag == _IQ and el.get("id") == self._iq_id:
+            return self._on_bind_reply(el)
+        raise StreamError("unsupported-stanza-type", f"unexpected {el.tag} during negotiation ({state})")
+
+    # Negotiation steps ------------------------------------------------------------------------
+
+    def _on_features(self, features: Element) -> None:
+        if self.authenticated:
+            if features.find(_BIND) is None:
+                raise NegotiationError("the server offers no resource binding after authentication")
+            self._state = "bind"
+            self._iq_id = f"bind-{secrets.token_hex(4)}"
+            bind = element(_BIND)
+            if self.resource:
+                sub(bind, qname(ns.BIND, "resource"), text=self.resource)
+            self._out.append(serialize(element(_IQ, {"type": "set", "id": self._iq_id}, children=[bind]), ns.CLIENT))
+            return
+        if not self.secure:
+            if features.find(_STARTTLS) is None:
+                raise NegotiationError(f"{self.account.domain} does not offer TLS (STARTTLS); refusing to log in without it")
+            self._state = "starttls"
+            self._out.append(f"<starttls xmlns='{ns.TLS}'/>")
+            return
+        mechanisms_el = features.find(_MECHANISMS)
+        offered = [m.text.strip() for m in mechanisms_el if m.text] if mechanisms_el is not None else []
+        cb = features.find(qname(SASL_CB, "sasl-channel-binding"))
+        advertised = [c.get("type", "") for c in cb] if cb is not None else None
+        binding = choose_binding(offered, advertised, self._bindings)
+        assert self.account.local is not None
+        try:
+            self._sasl = SaslClient(self.account.local, self._password, offered, channel_binding=binding)
+        except SaslFailure:
+            raise NegotiationError(
+                f"{self.account.domain} offers no SCRAM mechanism (offered: {', '.join(offered) or 'none'})"
+            ) from None
+        self.mechanism = self._sasl.mechanism
+        self.channel_binding = binding[0] if binding and self.mechanism.endswith("-PLUS") else None
+        self._state = "sasl"
+        self._out.append(
+            f"<auth xmlns='{ns.SASL}' mechanism='{self.mechanism}'>{encode_b64(self._sasl.initial())}</auth>"
+        )
+
+    def _on_starttls_reply(self, el: Element) -> Event:
+        if el.tag == _PROCEED:
+            self._state = "tls"
+            return TlsRequested()
+        if el.tag == _TLS_FAILURE:
+            raise NegotiationError(f"{self.account.domain} failed to start TLS")
+        raise StreamError("unsupported-stanza-type", f"expected <proceed/>, got {el.tag}")
+
+    def _on_sasl(self, el: Element) -> None:
+        assert self._sasl is not None
+        try:
+            if el.tag == _CHALLENGE:
+                response = self._sasl.respond(decode_b64(el.text or ""))
+                self._out.append(f"<response xmlns='{ns.SASL}'>{encode_b64(response)}</response>")
+                return
+            if el.tag == _SUCCESS:
+                self._sasl.success(decode_b64(el.text) if el.text and el.text.strip() else b"")
+                self._sasl = None
+                self.authenticated = True
+                # RFC 6120 §6.4.6: both sides restart the stream, without closing the old one.
+                self.start()
+                return
+        except SaslFailure as failure:
+            # The server could not prove it knows the password, or sent a broken challenge.
+            raise AuthenticationFailed(f"authentication failed: {failure.text or failure.condition}",
+                                       failure.condition) from None
+        if el.tag == _SASL_FAILURE:
+            condition, text = _sasl_failure(el)
+            self._sasl = None
+            raise AuthenticationFailed(_failure_sentence(condition, text), condition)
+        raise StreamError("unsupported-stanza-type", f"unexpected {el.tag} during authentication")
+
+    def _on_bind_reply(self, el: Element) -> Event | None:
+        kind = el.get("type")
+        what = "resource binding" if self._state == "bind" else "session establishment"
+        if kind == "error":
+            error = el.find(qname(ns.CLIENT, "error"))
+            err = StanzaError.from_xml(error) if error is not None else StanzaError("undefined-condition")
+            detail = f" ({err.text})" if err.text else ""
+            raise NegotiationError(f"{what} failed: {err.condition}{detail}", err.condition)
+        if kind != "result":
+            raise StreamError("bad-format", f"{what} reply of type {kind!r}")
+        if self._state == "bind":
+            raw = el.findtext(f"{_BIND}/{{{ns.BIND}}}jid")
+            try:
+                jid = JID.parse(raw or "")
+            except JIDError:
+                raise StreamError("invalid-xml", f"the server bound an invalid JID {raw!r}") from None
+            if jid.bare != self.account or jid.resource is None:
+                raise StreamError("invalid-xml", f"the server bound {jid}, which is not a resource of {self.account}")
+            self.jid = jid
+            if _session_required(self._features):
+                self._state = "session"
+                self._iq_id = f"sess-{secrets.token_hex(4)}"
+                self._out.append(serialize(
+                    element(_IQ, {"type": "set", "id": self._iq_id}, children=[element(_SESSION)]), ns.CLIENT
+                ))
+                return None
+        assert self.jid is not None
+        self._state = "ready"
+        return Ready(self.jid, self._features)
+
+
+def _session_required(features: Element) -> bool:
+    """RFC 3921 §3 sessions: only a server that offers one without ``<optional/>`` needs the request."""
+    session = features.find(_SESSION)
+    return session is not None and session.find(qname(ns.SESSION, "optional")) is None
+
+
+def _stream_error(el: Element) -> tuple[str, str | None]:
+    condition = "undefined-condition"
+    text = None
+    for child in el:
+        if not child.tag.startswith(f"{{{ns.STREAM_ERRORS}}}"):
+            continue
+        local = child.tag.rpartition("}")[2]
+        if local == "text":
+            text = child.text
+        elif local in STREAM_CONDITIONS:
+            condition = local
+    return condition, text
+
+
+def _sasl_failure(el: Element) -> tuple[str, str | None]:
+    condition = "not-authorized"
+    text = None
+    for child in el:
+        local = child.tag.rpartition("}")[2]
+        if local == "text":
+            text = child.text
+        elif child.tag.startswith(f"{{{ns.SASL}}}"):
+            condition = local
+    return condition, text
+
+
+def _failure_sentence(condition: str, text: str | None) -> str:
+    """RFC 6120 §6.5 conditions in words a user understands."""
+    meaning = {
+        "not-authorized": "wrong username or password",
+        "account-disabled": "the account is disabled",
+        "credentials-expired": "the password has expired",
+        "temporary-auth-failure": "temporary failure, try again later",
+        "encryption-required": "the server requires encryption for this mechanism",
+        "invalid-mechanism": "the server refused the mechanism",
+    }.get(condition, condition)
+    return f"authentication failed: {meaning}" + (f" ({text})" if text and text != meaning else "")

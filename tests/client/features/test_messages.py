@@ -1,0 +1,78 @@
+"""Chat messages between two of our clients through the real server (RFC 6121 §5).
+
+Plaintext leaves only with ``encrypted=False``; with the server's e2e policy "required" (the
+default) even that is refused by the server, and the refusal reaches the sender as an error
+message carrying the condition.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from schnack.client import Client, EncryptionRequired
+from schnack.server.app import Server
+from schnack.server.modules.e2e import REFUSAL
+
+from ...harness import add_user
+from ..conftest import PASSWORD, make_client, next_of, online
+
+
+async def test_two_clients_exchange_messages(chat_server: Server, clients: list[Client]) -> None:
+    alice = await online(chat_server, clients, "alice@localhost/phone")
+    bob = await online(chat_server, clients, "bob@localhost/laptop")
+    alice_inbox, bob_inbox = alice.messages(), bob.messages()
+    sent = await alice.send("bob@localhost", "hello bob", encrypted=False)
+    got = await next_of(bob_inbox)
+    assert (got.sender, got.to, got.text, got.id, got.type) == (alice.jid, bob.jid.bare, "hello bob", sent, "chat")
+    assert got.stamp is None and got.error is None
+    await bob.send(got.sender, "hi alice", encrypted=False)
+    reply = await next_of(alice_inbox)
+    assert (reply.sender, reply.text) == (bob.jid, "hi alice")
+
+
+async def test_plaintext_needs_to_be_asked_for(chat_server: Server, clients: list[Client]) -> None:
+    alice = await online(chat_server, clients, "alice@localhost")
+    bob = await online(chat_server, clients, "bob@localhost")
+    inbox = bob.messages()
+    with pytest.raises(EncryptionRequired) as refused:
+        await alice.send("bob@localhost", "secret", encrypted=True)
+    assert "not sent to bob@localhost" in str(refused.value) and "encrypted=False" in str(refused.value)
+    with pytest.raises(EncryptionRequired):
+        await alice.send("bob@localhost", "secret")
+    await alice.send("bob@localhost", "on purpose", encrypted=False)
+    # Messages between two parties keep their order: the refused ones never left.
+    assert (await next_of(inbox)).text == "on purpose"
+
+
+async def test_a_server_requiring_encryption_refuses_plaintext(live_server: Server, clients: list[Client]) -> None:
+    """The e2e policy "required": the refusal carries policy-violation and the server's sentence."""
+    for user in ("alice", "bob"):
+        await add_user(live_server, user, PASSWORD)
+    alice = await online(live_server, clients, "alice@localhost")
+    await online(live_server, clients, "bob@localhost")
+    inbox = alice.messages()
+    sent = await alice.send("bob@localhost", "plain words", encrypted=False)
+    bounced = await next_of(inbox)
+    assert bounced.id == sent and bounced.type == "error"
+    assert bounced.error is not None
+    assert (bounced.error.condition, bounced.error.type, bounced.error.text) == ("policy-violation", "modify", REFUSAL)
+
+
+async def test_messages_sent_while_offline_arrive_at_login(chat_server: Server, clients: list[Client]) -> None:
+    """Offline messages come right after login, before the program iterates: none is lost."""
+    alice = await online(chat_server, clients, "alice@localhost")
+    before = datetime.now(UTC)
+    for text in ("first", "second"):
+        await alice.send("bob@localhost", text, encrypted=False)
+    await alice.roster()  # answered after both messages were routed
+    bob = make_client(chat_server, "bob@localhost")
+    clients.append(bob)
+    await bob.connect()
+    inbox = bob.messages()
+    first, second = await next_of(inbox), await next_of(inbox)
+    assert [first.text, second.text] == ["first", "second"]
+    for message in (first, second):
+        assert message.sender == alice.jid
+        assert message.stamp is not None and before - timedelta(seconds=1) <= message.stamp

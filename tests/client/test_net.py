@@ -1,0 +1,105 @@
+"""Finding the server: DNS SRV order (RFC 2782), XEP-0368 direct TLS records, the fallbacks.
+
+The lookups go to a DNS server of the test's own on loopback, through the same resolver the
+client uses in production.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from schnack.client import Client, ConnectError
+from schnack.client.net import Endpoint, SrvRecord, endpoints, srv_order
+from schnack.server.app import Server
+
+from .conftest import PASSWORD
+from .dns import dns_server
+
+ZONE = {
+    "_xmpps-client._tcp.example.test": [(5, 10, 5223, "tls.example.test.")],
+    "_xmpp-client._tcp.example.test": [(10, 5, 5222, "late.example.test."), (5, 0, 5299, "plain.example.test.")],
+    "_xmpp-client._tcp.closed.test": [(0, 0, 0, ".")],
+}
+
+
+def record(priority: int, weight: int, target: str) -> SrvRecord:
+    return SrvRecord(priority, weight, 5222, target, False)
+
+
+def test_srv_order_is_by_priority_first() -> None:
+    records = [record(20, 100, "c"), record(10, 0, "a"), record(30, 1, "d"), record(10, 0, "b")]
+    for seed in range(20):
+        ordered = [r.target for r in srv_order(records, random.Random(seed))]
+        assert sorted(ordered[:2]) == ["a", "b"] and ordered[2:] == ["c", "d"]
+
+
+def test_srv_order_within_a_priority_follows_the_weights() -> None:
+    """RFC 2782: a record with weight 90 comes first about nine times as often as one with 10."""
+    records = [record(0, 10, "light"), record(0, 90, "heavy")]
+    firsts = Counter(srv_order(records, random.Random(seed))[0].target for seed in range(1000))
+    assert firsts["heavy"] > 3 * firsts["light"] > 0
+
+
+async def test_srv_records_of_both_kinds_in_order() -> None:
+    async with dns_server(ZONE) as (address, queries):
+        found = await endpoints("example.test", host=None, port=None, direct_tls=None, dns_servers=[address])
+    assert sorted(queries) == ["_xmpp-client._tcp.example.test", "_xmpps-client._tcp.example.test"]
+    assert found[2] == Endpoint("late.example.test", 5222, False)
+    assert set(found[:2]) == {Endpoint("tls.example.test", 5223, True), Endpoint("plain.example.test", 5299, False)}
+
+
+async def test_direct_tls_false_asks_only_for_starttls_records() -> None:
+    async with dns_server(ZONE) as (address, queries):
+        found = await endpoints("example.test", host=None, port=None, direct_tls=False, dns_servers=[address])
+    assert queries == ["_xmpp-client._tcp.example.test"]
+    assert [e.host for e in found] == ["plain.example.test", "late.example.test"]
+
+
+async def test_without_records_the_domain_itself() -> None:
+    async with dns_server(ZONE) as (address, _):
+        assert await endpoints("none.test", host=None, port=None, direct_tls=None, dns_servers=[address]) == [
+            Endpoint("none.test", 5222, False)
+        ]
+        assert await endpoints("none.test", host=None, port=None, direct_tls=True, dns_servers=[address]) == [
+            Endpoint("none.test", 5223, True)
+        ]
+
+
+async def test_target_dot_means_no_service() -> None:
+    """RFC 6120 §3.2.1: a single record with the target "." says the domain offers no XMPP."""
+    async with dns_server(ZONE) as (address, _):
+        with pytest.raises(ConnectError, match="offers no XMPP service"):
+            await endpoints("closed.test", host=None, port=None, direct_tls=False, dns_servers=[address])
+
+
+async def test_a_given_host_skips_dns() -> None:
+    assert await endpoints("example.test", host="192.0.2.1", port=None, direct_tls=None) == [
+        Endpoint("192.0.2.1", 5222, False)
+    ]
+    assert await endpoints("example.test", host="192.0.2.1", port=None, direct_tls=True) == [
+        Endpoint("192.0.2.1", 5223, True)
+    ]
+
+
+async def test_client_follows_srv_to_the_server(chat_server: Server) -> None:
+    """The SRV record names a direct TLS port that is down, then the real STARTTLS port."""
+    _, port = chat_server.bound["c2s"][0]
+    zone = {
+        "_xmpps-client._tcp.localhost": [(0, 0, 1, "localhost.")],
+        "_xmpp-client._tcp.localhost": [(10, 0, port, "localhost.")],
+    }
+    async with dns_server(zone) as (address, _):
+        client = Client("alice@localhost", PASSWORD, verify=False, dns_servers=[address])
+        async with client:
+            assert client.jid.bare == client.account
+
+
+async def test_nothing_reachable_says_what_was_tried() -> None:
+    zone = {"_xmpp-client._tcp.localhost": [(0, 0, 1, "localhost.")]}
+    async with dns_server(zone) as (address, _):
+        client = Client("alice@localhost", PASSWORD, verify=False, dns_servers=[address], direct_tls=False)
+        with pytest.raises(ConnectError, match=r"cannot reach localhost: localhost:1: "):
+            await client.connect()
