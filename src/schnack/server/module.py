@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from xml.etree.ElementTree import Element
 
 from ..xmpp.errors import StanzaError
+from ..xmpp.payloads.disco import Identity
 from ..xmpp.stanza import Stanza
 from .hooks import Handled, Handler
 
@@ -40,6 +41,8 @@ class Module(Generic[OptionsT]):
     # Features this module adds to the disco#info of the server's domains and of user accounts.
     features: ClassVar[tuple[str, ...]] = ()
     account_features: ClassVar[tuple[str, ...]] = ()
+    # Identities this module adds to the disco#info of user accounts (e.g. pubsub/pep, XEP-0163 §6.1).
+    account_identities: ClassVar[tuple[Identity, ...]] = ()
     Options: ClassVar[type[Any]] = NoOptions
 
     def __init__(self, server: Server, options: OptionsT) -> None:

@@ -23,6 +23,7 @@ BUILTIN: dict[str, str] = {
     "private": "private:PrivateStorage",
     "register": "register:Register",
     "e2e": "e2e:EndToEndPolicy",
+    "pep": "pep:Pep",
     "blocking": "blocking:Blocking",
 }
 

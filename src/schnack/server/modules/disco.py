@@ -75,7 +75,7 @@ class Disco(Module[Any]):
             features=tuple(sorted({feature for module in modules for feature in module.features})),
         )
         self.account_info = DiscoInfo(
-            identities=(ACCOUNT_IDENTITY,),
+            identities=(ACCOUNT_IDENTITY, *(i for module in modules for i in module.account_identities)),
             features=tuple(sorted({feature for module in modules for feature in module.account_features})),
         )
         self.caps = Caps(CAPS_NODE, compute_ver(self.host_info))

@@ -1,0 +1,472 @@
+"""XEP-0163: Personal Eventing Protocol, on the subset of XEP-0060 Publish-Subscribe that PEP needs.
+
+Every account is a pubsub service at its bare JID (XEP-0163 §2.1), with identity pubsub/pep. This
+is what OMEMO device lists and bundles (``eu.siacs.conversations.axolotl.*`` and
+``urn:xmpp:omemo:2:*``), avatars (XEP-0084), nicknames (XEP-0172) and bookmarks (XEP-0402) use.
+
+- Publishing to a node that does not exist creates it (XEP-0060 §7.1.4, XEP-0163 §3); the
+  publish-options of §7.1.5 configure a new node and are preconditions for an existing one: an
+  option that does not match gets conflict with precondition-not-met, and the client then
+  reconfigures the node (§8.2) and publishes again. Nodes keep at most ``max_items`` items, the
+  oldest going first; "max" means the module's ``max_items`` option.
+- Access models (XEP-0060 §4.5): open (anyone), presence (the default: contacts subscribed to the
+  owner's presence), roster (contacts in the allowed roster groups) and whitelist (the owner
+  alone). Only the owner publishes, retracts, purges, deletes and configures.
+- Notifications (XEP-0163 §4.3) are headline messages from the owner's bare JID to the owner's
+  available resources and to the available resources of contacts subscribed to the owner's
+  presence whom the access model admits, filtered by each resource's "+notify" features
+  (:mod:`.interests`) and by blocking (:mod:`.delivery`). The last published item of each node goes to a resource when it sends
+  initial presence (``send_last_published_item`` on_sub_and_presence, XEP-0060 §6.1.7), for the
+  account's own nodes and those of each contact it is subscribed to, and to the available
+  resources of a user whose subscription a contact approves (on_sub).
+- Retrieval of all items, the last N, or items by id (§6.5); a missing node is item-not-found
+  with the legacy code 404. disco#items of an account lists the nodes the asker may see; a
+  disco#info or disco#items query for one node describes it (§5.3, §5.5).
+
+Explicit subscriptions (§6.1) and affiliations (§8.9) are not offered: PEP's subscriptions are
+implied by presence subscriptions, and a whitelist node belongs to its owner alone. Nodes and
+items live in the map store (:mod:`.store`) and go with the account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+from xml.etree.ElementTree import Element
+
+from ....xmpp.errors import StanzaError
+from ....xmpp.jid import JID
+from ....xmpp.payloads.dataforms import DataForm, Field
+from ....xmpp.payloads.disco import INFO, ITEMS, DiscoInfo, DiscoItem, DiscoItems, Identity
+from ....xmpp.payloads.pubsub import (
+    META_DATA,
+    OWNER,
+    PUBLISH_OPTIONS,
+    PUBSUB,
+    Configure,
+    Create,
+    Default,
+    Delete,
+    EventDelete,
+    EventItems,
+    EventPurge,
+    Item,
+    Items,
+    NodeConfig,
+    OwnerRequest,
+    Publish,
+    PubSubError,
+    Purge,
+    Request,
+    Retract,
+    parse_request,
+    pubsub_error,
+)
+from ....xmpp.stanza import Stanza
+from ....xmpp.xml import qname
+from ...config import bounded
+from ...module import Module
+from ..roster import AccountLocks
+from .access import Rosters, denial
+from .delivery import ON_SUBSCRIPTION, Delivery
+from .interests import Interests, caps_of
+from .store import Node, NodeStore
+
+if TYPE_CHECKING:
+    from ...sessions import Session
+
+log = logging.getLogger(__name__)
+
+REQUEST = qname(PUBSUB, "pubsub")
+OWNER_REQUEST = qname(OWNER, "pubsub")
+IDENTITY = Identity("pubsub", "pep")
+# XEP-0060 §10: what this service does, as disco features.
+FEATURES = (PUBSUB, *(f"{PUBSUB}#{name}" for name in (
+    "access-open", "access-presence", "access-roster", "access-whitelist", "auto-create", "config-node",
+    "create-and-configure", "create-nodes", "delete-items", "delete-nodes", "filtered-notifications",
+    "item-ids", "last-published", "persistent-items", "presence-notifications", "publish", "publish-options",
+    "purge-nodes", "retract-items", "retrieve-default", "retrieve-items",
+)))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PepOptions:
+    """Limits of each account's PEP service."""
+
+    max_items: int = bounded(1_000, min=1, max=100_000, help="items per node; what pubsub#max_items 'max' means")
+    max_nodes: int = bounded(1_000, min=1, max=100_000, help="nodes per account")
+    caps_timeout: float = bounded(30.0, min=1, max=600, help="seconds to wait for a client's disco#info answer")
+
+
+@contextlib.contextmanager
+def _as_stanza_errors() -> Iterator[None]:
+    try:
+        yield
+    except PubSubError as err:
+        raise err.to_stanza_error() from None
+
+
+def _not_found(what: str) -> StanzaError:
+    return pubsub_error("item-not-found", None, what)
+
+
+def _precondition_not_met(text: str | None) -> StanzaError:
+    """XEP-0060 §7.1.5: the publish-options do not match the node (or cannot be met)."""
+    return pubsub_error("conflict", "precondition-not-met", text)
+
+
+class Pep(Module[PepOptions]):
+    """A pubsub service on each account's bare JID (XEP-0163, XEP-0060)."""
+
+    name = "pep"
+    # profanity asks for open OMEMO nodes only when the domain lists publish-options.
+    features = (f"{PUBSUB}#publish-options",)
+    account_features = FEATURES
+    account_identities = (IDENTITY,)
+    Options = PepOptions
+
+    def setup(self) -> None:
+        self.rosters = Rosters(self.server)
+        self.store = NodeStore(self.server)
+        self.interests = Interests(self.options.caps_timeout)
+        self.locks = AccountLocks()
+        self.delivery = Delivery(self.server, self.rosters, self.store, self.interests)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.iq("self", REQUEST, get=self.own_get, set=self.own_set)
+        self.iq("bare", REQUEST, get=self.foreign_get, set=self.refuse)
+        self.iq("self", OWNER_REQUEST, get=self.owner_get, set=self.owner_set)
+        self.iq("bare", OWNER_REQUEST, get=self.refuse, set=self.refuse)
+        # Before the disco module, which answers for the account itself (queries without a node).
+        for target in ("self", "bare"):
+            self.iq(target, INFO, get=self.node_info, priority=10)
+            self.iq(target, ITEMS, get=self.node_items, priority=10)
+        self.route("iq/host", self.interests.answer)
+        self.route("pre-presence/self", self.presence_update, priority=10)
+        self.route("presence/bare", self.subscription_approved, priority=10)
+        self.hook("presence-initial", self.presence_initial)
+        self.hook("disco-items/account", self.visible_nodes)
+        self.hook("user-deleted", self.forget)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.settled()
+        await self.interests.stop()
+
+    async def settled(self) -> None:
+        """Wait until the last items being sent in the background (on presence) have gone out."""
+        while pending := [task for task in self._tasks if not task.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # IQ entry points ----------------------------------------------------------------------------
+
+    async def own_get(self, stanza: Stanza, origin: Session | None) -> Element:
+        """§6.5: the owner retrieves items of their own nodes."""
+        assert origin is not None
+        with _as_stanza_errors():
+            request = _request(stanza)
+            if not isinstance(request, Items):
+                raise StanzaError("bad-request", "only items are retrieved with a get")
+            return stanza.result(await self._items(origin.jid.bare, request, origin.jid))
+
+    async def foreign_get(self, stanza: Stanza, origin: Session | None) -> Element:
+        """§6.5: someone retrieves items of an account's nodes, as its access model allows."""
+        assert stanza.to is not None
+        with _as_stanza_errors():
+            request = _request(stanza)
+            if not isinstance(request, Items):
+                raise StanzaError("bad-request", "only items are retrieved with a get")
+            return stanza.result(await self._items(stanza.to.bare, request, _requester(stanza, origin)))
+
+    async def own_set(self, stanza: Stanza, origin: Session | None) -> Element:
+        """§7.1 publish, §7.2 retract, §8.1 create, on the owner's own service."""
+        assert origin is not None
+        owner = origin.jid.bare
+        with _as_stanza_errors():
+            request = _request(stanza)
+            if isinstance(request, Publish):
+                return stanza.result(await self._publish(owner, request))
+            if isinstance(request, Retract):
+                await self._retract(owner, request)
+            elif isinstance(request, Create):
+                await self._create(owner, request)
+            else:
+                raise StanzaError("bad-request", "items are retrieved with a get")
+            return stanza.result()
+
+    async def owner_get(self, stanza: Stanza, origin: Session | None) -> Element:
+        """§8.2.1 a node's configuration form, §8.3 the default one."""
+        assert origin is not None
+        with _as_stanza_errors():
+            request = _request(stanza)
+            if isinstance(request, Configure):
+                node = await self._node(origin.jid.bare, request.node)
+                return stanza.result(Configure(node.name, node.config.to_form()).to_xml())
+            if isinstance(request, Default):
+                return stanza.result(Default(NodeConfig().to_form()).to_xml())
+            raise StanzaError("bad-request", "this request is a set")
+
+    async def owner_set(self, stanza: Stanza, origin: Session | None) -> Element:
+        """§8.2.5 configure, §8.4 delete, §8.5 purge a node."""
+        assert origin is not None
+        owner = origin.jid.bare
+        with _as_stanza_errors():
+            request = _request(stanza)
+            if isinstance(request, Configure):
+                await self._configure(owner, request)
+            elif isinstance(request, Delete):
+                await self._delete(owner, request.node)
+            elif isinstance(request, Purge):
+                await self._purge(owner, request.node)
+            else:
+                raise StanzaError("bad-request", "this request is a get")
+            return stanza.result()
+
+    async def refuse(self, _stanza: Stanza, _origin: Session | None) -> Element:
+        """§7.1.3.1, §8.2.3: only the owner changes an account's nodes."""
+        raise StanzaError("forbidden", "only the account itself manages its nodes")
+
+    # Operations -----------------------------------------------------------------------------------
+
+    async def _node(self, owner: JID, name: str) -> Node:
+        node = await self.store.node(owner, name)
+        if node is None:
+            raise _not_found(f"no node {name!r}")
+        return node
+
+    async def _items(self, owner: JID, request: Items, requester: JID | None) -> Element:
+        """§6.5.2 all items, §6.5.7 the most recent ones, §6.5.8 items by id."""
+        node = await self.store.node(owner, request.node)
+        if node is None:
+            await self._require_account(owner, requester)
+            raise _not_found(f"no node {request.node!r}")
+        if requester is not None and requester.bare != owner:
+            refusal = denial(node.config, await self.rosters.item(owner, requester.bare))
+            if refusal is not None:
+                raise refusal
+        if request.ids:
+            found = [await self.store.item(owner, node.name, item_id) for item_id in request.ids]
+            items = [item for item in found if item is not None]
+            if not items:
+                raise _not_found("no such item")
+        else:
+            items = await self.store.items(owner, node.name) if node.count else []
+            if request.max_items is not None:
+                items = items[-request.max_items:]
+        return Items(node.name, tuple(Item(item.id, item.payload) for item in items)).to_xml()
+
+    async def _require_account(self, owner: JID, requester: JID | None) -> None:
+        """RFC 6121 §8.5.1: an account that does not exist gets service-unavailable."""
+        if requester is not None and requester.bare == owner:
+            return
+        assert owner.local is not None
+        if await self.server.storage.accounts.get(owner.domain, owner.local) is None:
+            raise StanzaError("service-unavailable")
+
+    async def _publish(self, owner: JID, request: Publish) -> Element:
+        """§7.1 publish one item, creating the node with the publish-options (§7.1.4, §7.1.5)."""
+        if not request.items:
+            raise pubsub_error("bad-request", "item-required", "publish an item")
+        if len(request.items) > 1:
+            raise pubsub_error("bad-request", "invalid-payload", "publish one item at a time")
+        (item,) = request.items
+        if item.payload is None:
+            raise pubsub_error("bad-request", "payload-required", "the item needs a payload")
+        item_id = item.id or secrets.token_hex(12)
+        async with self.locks.hold(owner):
+            node = await self.store.node(owner, request.node)
+            if node is None:
+                await self._check_room(owner)
+                config = NodeConfig()
+                if request.options is not None:
+                    try:
+                        config = config.with_form(request.options, self.options.max_items, PUBLISH_OPTIONS)
+                    except PubSubError as err:
+                        raise _precondition_not_met(err.text) from None
+                node = Node(request.node, config)
+            elif request.options is not None:
+                self._check_preconditions(node.config, request.options)
+            node = await self.store.publish(owner, node, item_id, item.payload)
+            event = EventItems(node.name, (Item(item_id, item.payload),))
+            await self.delivery.send(owner, await self.delivery.recipients(owner, node), event)
+        return Publish(node.name, (Item(item_id),)).to_xml()
+
+    def _check_preconditions(self, config: NodeConfig, options: DataForm) -> None:
+        """§7.1.5: every publish option must equal the existing node's configuration."""
+        try:
+            wanted = config.with_form(options, self.options.max_items, PUBLISH_OPTIONS)
+        except PubSubError as err:
+            raise _precondition_not_met(err.text) from None
+        if wanted != config:
+            raise _precondition_not_met("the node's configuration differs from the publish-options")
+
+    async def _check_room(self, owner: JID) -> None:
+        if len(await self.store.nodes(owner)) >= self.options.max_nodes:
+            raise StanzaError("not-allowed", f"an account may have at most {self.options.max_nodes} nodes")
+
+    async def _retract(self, owner: JID, request: Retract) -> None:
+        """§7.2: delete items; notify when asked (§7.2.2.1) or configured (pubsub#notify_retract)."""
+        async with self.locks.hold(owner):
+            node = await self._node(owner, request.node)
+            for item_id in request.ids:
+                if await self.store.item(owner, node.name, item_id) is None:
+                    raise _not_found(f"no item {item_id!r}")
+            node = await self.store.retract(owner, node, request.ids)
+            if request.notify or node.config.notify_retract:
+                event = EventItems(node.name, retracted=request.ids)
+                await self.delivery.send(owner, await self.delivery.recipients(owner, node), event)
+
+    async def _create(self, owner: JID, request: Create) -> None:
+        """§8.1.2, §8.1.3: create a node, configured by the form if one came along."""
+        if request.node is None:
+            raise pubsub_error("not-acceptable", "nodeid-required", "PEP nodes need a name")
+        config = NodeConfig()
+        if request.config is not None:
+            config = config.with_form(request.config, self.options.max_items)
+        async with self.locks.hold(owner):
+            if await self.store.node(owner, request.node) is not None:
+                raise StanzaError("conflict", f"the node {request.node!r} exists")
+            await self._check_room(owner)
+            await self.store.save(owner, Node(request.node, config))
+
+    async def _configure(self, owner: JID, request: Configure) -> None:
+        """§8.2.4, §8.2.5: apply a submitted form; a cancelled one changes nothing."""
+        if request.form is None:
+            raise pubsub_error("bad-request", None, "submit the configuration form")
+        async with self.locks.hold(owner):
+            node = await self._node(owner, request.node)
+            if request.form.type == "cancel":
+                return
+            node = replace(node, config=node.config.with_form(request.form, self.options.max_items))
+            if not node.config.persist_items and node.count:
+                node = await self.store.purge(owner, node)
+            elif node.count > node.config.max_items:
+                node = await self.store.trim(owner, node)
+            await self.store.save(owner, node)
+
+    async def _delete(self, owner: JID, name: str) -> None:
+        """§8.4: delete a node and its items, telling who could see it (pubsub#notify_delete)."""
+        async with self.locks.hold(owner):
+            node = await self._node(owner, name)
+            recipients = await self.delivery.recipients(owner, node) if node.config.notify_delete else []
+            await self.store.delete(owner, name)
+            await self.delivery.send(owner, recipients, EventDelete(name))
+
+    async def _purge(self, owner: JID, name: str) -> None:
+        """§8.5: delete every item of a node, telling who could see them (pubsub#notify_retract)."""
+        async with self.locks.hold(owner):
+            node = await self.store.purge(owner, await self._node(owner, name))
+            if node.config.notify_retract:
+                await self.delivery.send(owner, await self.delivery.recipients(owner, node), EventPurge(name))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sending PEP items failed", exc_info=task.exception())
+
+    async def presence_update(self, stanza: Stanza, origin: Session | None) -> None:
+        """Learn the +notify features of the caps an available presence announces (XEP-0115 §6.2)."""
+        if stanza.type is None and origin is not None:
+            self.interests.learn(origin, caps_of(stanza.el))
+
+    async def presence_initial(self, session: Session) -> None:
+        """On initial presence, the last items of the account's nodes and its contacts' (XEP-0163 §4.3.4).
+
+        Sent once the resource's +notify features are known, in the background: the answer to
+        the disco#info query arrives on the stream whose presence is being handled.
+        """
+        self._spawn(self.delivery.welcome(session))
+
+    async def subscription_approved(self, stanza: Stanza, _origin: Session | None) -> None:
+        """XEP-0060 §6.1.7 on_sub: a contact approved the user's subscription; send its last items.
+
+        The contact's roster already admits the user when its ``subscribed`` is routed, so the
+        access check sees the new subscription.
+        """
+        contact, user = stanza.from_, stanza.to
+        if stanza.type != "subscribed" or contact is None or user is None:
+            return
+        contact = contact.bare
+        if contact.local is None or contact.domain not in self.server.hosts:
+            return
+        for session in self.delivery.available(user.bare):
+            self._spawn(self.delivery.send_last(contact, session, ON_SUBSCRIPTION))
+
+    # Discovery ----------------------------------------------------------------------------------
+
+    async def _visible(self, owner: JID, requester: JID | None) -> list[Node]:
+        """The nodes of ``owner`` that ``requester`` may see, by name."""
+        nodes = sorted((await self.store.nodes(owner)).items())
+        if requester is None or requester.bare == owner:
+            return [node for _, node in nodes]
+        relation = None
+        if any(node.config.access_model != "open" for _, node in nodes):
+            relation = await self.rosters.item(owner, requester.bare)
+        return [node for _, node in nodes if denial(node.config, relation) is None]
+
+    async def visible_nodes(self, owner: JID, requester: JID | None) -> list[DiscoItem]:
+        """XEP-0163 §6.2 (event ``disco-items/account``): the nodes listed in disco#items."""
+        return [DiscoItem(str(owner), None, node.name) for node in await self._visible(owner, requester)]
+
+    async def _visible_node(self, stanza: Stanza, origin: Session | None) -> tuple[JID, Node] | None:
+        payload = stanza.payload
+        assert payload is not None
+        name = payload.get("node")
+        if name is None:
+            return None
+        owner = stanza.to.bare if stanza.to is not None else _requester(stanza, origin)
+        assert owner is not None
+        for node in await self._visible(owner.bare, _requester(stanza, origin)):
+            if node.name == name:
+                return owner.bare, node
+        raise _not_found(f"no node {name!r}")
+
+    async def node_info(self, stanza: Stanza, origin: Session | None) -> Element | None:
+        """XEP-0060 §5.3: a node's identity and meta-data; queries without a node are the disco module's."""
+        found = await self._visible_node(stanza, origin)
+        if found is None:
+            return None
+        _, node = found
+        meta = DataForm("result", (
+            Field("FORM_TYPE", "hidden", values=(META_DATA,)),
+            Field("pubsub#access_model", values=(node.config.access_model,)),
+            Field("pubsub#max_items", values=(str(node.config.max_items),)),
+            *((Field("pubsub#title", values=(node.config.title,)),) if node.config.title else ()),
+        ))  # fmt: skip
+        info = DiscoInfo((Identity("pubsub", "leaf"),), (PUBSUB,), (meta,), node.name)
+        return stanza.result(info.to_xml())
+
+    async def node_items(self, stanza: Stanza, origin: Session | None) -> Element | None:
+        """XEP-0060 §5.5: the ids of a node's items; queries without a node are the disco module's."""
+        found = await self._visible_node(stanza, origin)
+        if found is None:
+            return None
+        owner, node = found
+        items = await self.store.items(owner, node.name) if node.count else []
+        listed = tuple(DiscoItem(str(owner), item.id) for item in items)
+        return stanza.result(DiscoItems(listed, node.name).to_xml())
+
+    async def forget(self, host: str, username: str) -> None:
+        """A deleted account's nodes and items go with it."""
+        await self.store.delete_all(JID.parse(f"{username}@{host}"))
+
+
+def _request(stanza: Stanza) -> Request | OwnerRequest:
+    payload = stanza.payload
+    assert payload is not None
+    return parse_request(payload)
+
+
+def _requester(stanza: Stanza, origin: Session | None) -> JID | None:
+    """Who asks: the local session, or the stanza's sender when the server routes it."""
+    return origin.jid if origin is not None else stanza.from_
