@@ -78,6 +78,8 @@ class C2SStream:
         self._sasl_account: str | None = None
         self._sasl_failures = 0
         self._stanza_ns = None if conn.websocket else ns.CLIENT
+        # Stanzas from the client whose routing has finished (XEP-0198 §4 counts only those).
+        self.stanzas_handled = 0
 
     @property
     def authenticated(self) -> bool:
@@ -214,9 +216,11 @@ class C2SStream:
         if self.session is not None:
             if _is_session_request(el):
                 # Clients that follow RFC 3921 ask for the session after binding; it is a no-op.
-                self.send(Stanza(el, None, None).result())
+                self.session.send(Stanza(el, None, None).result())
+                self.stanzas_handled += 1
             elif tag in _STANZA_TAGS:
                 await self._stanza(el, self.session)
+                self.stanzas_handled += 1
             else:
                 await self._nonza(el)
             return
@@ -385,13 +389,37 @@ class C2SStream:
             return
         await self.server.router.route(stanza, session)
 
-    # Teardown -------------------------------------------------------------------------------
+    # Resumption and teardown ----------------------------------------------------------------
+
+    def resume(self, session: Session) -> None:
+        """Carry ``session`` on in this stream, with its JID, presence and module state (XEP-0198 §5).
+
+        The stream the session was on, if still open, is closed with conflict (§5: the old stream
+        SHOULD be terminated).
+        """
+        previous = session.transport
+        if isinstance(previous, C2SStream) and previous is not self:
+            previous.session = None
+            previous.close(StreamError("conflict", "the session was resumed on another connection"))
+        session.transport = self
+        session.secure = self.conn.secure
+        session.peer = self.conn.peer
+        session.closed = False
+        self.session = session
 
     async def connection_lost(self) -> None:
-        """The transport is gone: unregister the session and let modules react (e.g. unavailable presence)."""
+        """The transport is gone: unregister the session and let modules react (e.g. unavailable presence).
+
+        When neither side closed the stream, the event ``c2s/connection-lost`` (stream) asks first
+        whether a module keeps the session for a later resumption: a handler that does returns
+        HANDLED and then owns its end.
+        """
+        unfinished = not self.closed
         self.closed = True
         session = self.session
         if session is None:
+            return
+        if unfinished and await self.server.hooks.fire("c2s/connection-lost", self) is not None:
             return
         session.closed = True
         if self.server.sessions.remove(session):

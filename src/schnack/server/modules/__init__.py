@@ -24,6 +24,7 @@ BUILTIN: dict[str, str] = {
     "register": "register:Register",
     "e2e": "e2e:EndToEndPolicy",
     "pep": "pep:Pep",
+    "sm": "sm:StreamManagement",
     "blocking": "blocking:Blocking",
 }
 
