@@ -25,6 +25,7 @@ BUILTIN: dict[str, str] = {
     "e2e": "e2e:EndToEndPolicy",
     "pep": "pep:Pep",
     "sm": "sm:StreamManagement",
+    "csi": "csi:ClientStateIndication",
     "blocking": "blocking:Blocking",
 }
 
