@@ -334,6 +334,43 @@ async def test_archive_between_after_and_before(storage: Storage) -> None:
     assert ids_of(page) == ids[6:8] and not page.complete
 
 
+async def test_archive_before_as_a_bound_going_forwards(storage: Storage) -> None:
+    ids = await _archive(storage, 10)
+    page = await storage.archive.query(H, "alice", "mam", before=ids[6], limit=4, reverse=False)
+    assert ids_of(page) == ids[:4] and not page.complete and page.count == 10
+    page = await storage.archive.query(H, "alice", "mam", after=ids[3], before=ids[6], limit=4, reverse=False)
+    assert ids_of(page) == ids[4:6] and page.complete
+    page = await storage.archive.query(H, "alice", "mam", after=ids[3], limit=2, reverse=True)
+    assert ids_of(page) == ids[8:] and not page.complete
+
+
+async def test_archive_count_left_out(storage: Storage) -> None:
+    ids = await _archive(storage, 5)
+    page = await storage.archive.query(H, "alice", "mam", limit=2, count=False)
+    assert ids_of(page) == ids[:2] and page.count is None and not page.complete
+    page = await storage.archive.query(H, "alice", "mam", start=102.0, ids=ids[1:4], count=False)
+    assert ids_of(page) == ids[2:4] and page.count is None and page.complete
+
+
+async def test_archive_time_range_of_many_items(storage: Storage) -> None:
+    # More items in the range than the backends look up by time (then they read in order), in a
+    # range that is small and one that is not, out of timestamp order as a clock may go.
+    n = 2500
+    stamps = [1000.0 + i for i in range(n)]
+    stamps[10], stamps[n - 10] = stamps[n - 10], stamps[10]
+    ids = [await storage.archive.append(H, "alice", "mam", stamp, "bob@x", b"p") for stamp in stamps]
+    page = await storage.archive.query(H, "alice", "mam", start=1000.0 + n - 20, limit=5)
+    assert ids_of(page) == [ids[10], *ids[n - 20 : n - 16]] and not page.complete
+    page = await storage.archive.query(H, "alice", "mam", start=1000.0 + n - 20, limit=5, reverse=True)
+    assert ids_of(page) == ids[n - 5 :] and not page.complete
+    page = await storage.archive.query(H, "alice", "mam", start=1005.0, limit=3)
+    assert ids_of(page) == ids[5:8] and not page.complete and page.count == n - 5
+    page = await storage.archive.query(H, "alice", "mam", start=1005.0, end=1000.0 + n - 6, limit=3, reverse=True)
+    assert ids_of(page) == [ids[n - 8], ids[n - 7], ids[n - 6]]
+    page = await storage.archive.query(H, "alice", "mam", end=1011.0, after=ids[5])
+    assert ids_of(page) == [*ids[6:10], ids[11], ids[n - 10]] and page.complete and page.count == 12
+
+
 async def test_archive_limit_zero_counts_only(storage: Storage) -> None:
     await _archive(storage, 3)
     page = await storage.archive.query(H, "alice", "mam", limit=0)

@@ -99,7 +99,10 @@ async def test_archive_indexes(schema: tuple[str, str, asyncpg.Connection]) -> N
     await store.close()
     rows = await admin.fetch("SELECT indexdef FROM pg_indexes WHERE schemaname=$1 AND tablename='archive'", name)
     definitions = {r["indexdef"].partition(" USING btree ")[2] for r in rows}
-    assert {"(host, username, store, seq)", "(host, username, store, with_jid, seq)", "(id)", "(seq)"} <= definitions
+    assert {
+        "(host, username, store, seq, \"timestamp\")", "(host, username, store, with_jid, seq, \"timestamp\")",
+        "(host, username, store, \"timestamp\")", "(id)", "(seq)",
+    } <= definitions  # fmt: skip
 
 
 async def test_server_keeps_data_across_restart(tmp_path: Path) -> None:

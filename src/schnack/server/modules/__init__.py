@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "pep": "pep:Pep",
     "sm": "sm:StreamManagement",
     "csi": "csi:ClientStateIndication",
+    "mam": "mam:Mam",
     "blocking": "blocking:Blocking",
 }
 

@@ -107,8 +107,18 @@ class ArchiveStore(Protocol):
     async def query(
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
-        before: str | None = None, limit: int | None = None, reverse: bool = False,
-    ) -> ArchivePage: ...
+        before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
+    ) -> ArchivePage:
+        """Items matching the filters, oldest first; ``after`` and ``before`` are exclusive id bounds.
+
+        ``reverse`` takes the page (``limit`` items) from the newest end; by default it does when
+        ``before`` is given, as paging backwards does (XEP-0059 §2.3). ``complete`` says whether
+        the page reaches the end it moves towards. The page's ``count`` is the number of items
+        matching the filters, whatever the bounds and the limit; it costs a read of all of them,
+        so ``count=False`` leaves it out (None).
+        """
+        ...
+
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
                      before: float | None = None) -> int: ...
     async def count(self, host: str, username: str, store: str) -> int: ...

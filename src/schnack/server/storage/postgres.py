@@ -201,6 +201,11 @@ class _Where:
         return " AND ".join(self.terms)
 
 
+# Items in a time range that are looked up by the time index and sorted, at most; past that a
+# query reads the archive in order instead.
+_TIME_PROBE = 2000
+
+
 class Archive(_Part):
     """Archives with RSM paging (XEP-0059) as MAM (XEP-0313) and offline storage need them."""
 
@@ -219,10 +224,28 @@ class Archive(_Part):
             raise ItemNotFound(f"no archived item {item_id!r}")
         return int(seq)
 
+    @staticmethod
+    async def _in_time(conn: Any, host: str, username: str, store: str, start: float | None,
+                       end: float | None) -> list[int] | None:
+        """The seqs of the items within a time range, by the time index; None when there are more
+        than _TIME_PROBE of them (then reading in seq order reaches a page sooner than sorting)."""
+        where = _Where()
+        where.add("host={}", host)
+        where.add("username={}", username)
+        where.add("store={}", store)
+        if start is not None:
+            where.add("timestamp>={}", start)
+        if end is not None:
+            where.add("timestamp<={}", end)
+        where.args.append(_TIME_PROBE + 1)
+        rows = await conn.fetch(f"SELECT seq FROM archive WHERE {where.sql()} ORDER BY timestamp "
+                                f"LIMIT ${len(where.args)}", *where.args)
+        return [int(r[0]) for r in rows] if len(rows) <= _TIME_PROBE else None
+
     async def query(
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
-        before: str | None = None, limit: int | None = None, reverse: bool = False,
+        before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
     ) -> ArchivePage:
         where = _Where()
         where.add("host={}", host)
@@ -230,19 +253,27 @@ class Archive(_Part):
         where.add("store={}", store)
         if with_jid is not None:
             where.add("with_jid={}", with_jid)
-        if start is not None:
-            where.add("timestamp>={}", start)
-        if end is not None:
-            where.add("timestamp<={}", end)
         if ids is not None:
             where.add("id = ANY({}::text[])", list(ids))
+        total = None
         async with self._conn(snapshot=True) as conn:
-            count = await conn.fetchval(f"SELECT count(*) FROM archive WHERE {where.sql()}", *where.args)
+            if start is not None or end is not None:
+                seqs = await self._in_time(conn, host, username, store, start, end)
+                if seqs is not None:
+                    where.add("seq = ANY({}::bigint[])", seqs)
+                else:
+                    if start is not None:
+                        where.add("timestamp>={}", start)
+                    if end is not None:
+                        where.add("timestamp<={}", end)
+            if count:
+                total = int(await conn.fetchval(f"SELECT count(*) FROM archive WHERE {where.sql()}", *where.args))
             if after is not None:
                 where.add("seq>{}", await self._seq(conn, host, username, store, after))
             if before is not None:
                 where.add("seq<{}", await self._seq(conn, host, username, store, before))
-                reverse = True
+            if reverse is None:
+                reverse = before is not None
             order = "DESC" if reverse else "ASC"
             where.args.append(limit + 1 if limit is not None else None)
             rows = list(await conn.fetch(
@@ -253,7 +284,7 @@ class Archive(_Part):
         if reverse:
             rows.reverse()
         items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3])) for r in rows]
-        return ArchivePage(items, complete, int(count))
+        return ArchivePage(items, complete, total)
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
                      before: float | None = None) -> int:

@@ -145,6 +145,11 @@ class Maps(_Part):
         return {r[0]: bytes(r[1]) for r in rows}
 
 
+# Items in a time range that are looked up by the time index and sorted, at most; past that a
+# query reads the archive in order instead.
+_TIME_PROBE = 2000
+
+
 class Archive(_Part):
     async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes) -> str:
         item_id = secrets.token_urlsafe(12)
@@ -159,22 +164,38 @@ class Archive(_Part):
             raise ItemNotFound(f"no archived item {item_id!r}")
         return int(row[0])
 
+    async def _in_time(self, host: str, username: str, store: str, terms: list[str], args: list[Any]) -> list[int] | None:
+        """The seqs of the items within a time range, by the time index; None when there are more
+        than _TIME_PROBE of them (then reading in seq order reaches a page sooner than sorting)."""
+        rows = await self._all(
+            "SELECT seq FROM archive INDEXED BY archive_by_time WHERE host=? AND username=? AND store=? AND "
+            f"{' AND '.join(terms)} ORDER BY timestamp LIMIT ?", host, username, store, *args, _TIME_PROBE + 1)
+        return [int(r[0]) for r in rows] if len(rows) <= _TIME_PROBE else None
+
     async def query(
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
-        before: str | None = None, limit: int | None = None, reverse: bool = False,
+        before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
     ) -> ArchivePage:
-        where = ["host=?", "username=?", "store=?"]
+        # Without statistics SQLite prefers the per-account index to the unique one on id, and would
+        # read the whole archive to find a few ids; a unary + keeps those terms off the indexes.
+        plus = "+" if ids is not None else ""
+        where = [f"{plus}host=?", f"{plus}username=?", f"{plus}store=?"]
         args: list[Any] = [host, username, store]
         if with_jid is not None:
             where.append("with_jid=?")
             args.append(with_jid)
-        if start is not None:
-            where.append("timestamp>=?")
-            args.append(start)
-        if end is not None:
-            where.append("timestamp<=?")
-            args.append(end)
+        if start is not None or end is not None:
+            terms = [term for term, bound in (("timestamp>=?", start), ("timestamp<=?", end)) if bound is not None]
+            bounds = [bound for bound in (start, end) if bound is not None]
+            seqs = await self._in_time(host, username, store, terms, bounds)
+            if seqs is not None:
+                where.append(f"seq IN ({','.join('?' * len(seqs))})")
+                args += seqs
+            else:
+                # Read in seq order: without + SQLite would sort all of them through the time index.
+                where += [f"+{term}" for term in terms]
+                args += bounds
         if ids is not None:
             where.append(f"id IN ({','.join('?' * len(ids))})")
             args += list(ids)
@@ -186,7 +207,8 @@ class Archive(_Part):
         if before is not None:
             where.append("seq<?")
             args.append(await self._seq(host, username, store, before))
-            reverse = True
+        if reverse is None:
+            reverse = before is not None
         order = "DESC" if reverse else "ASC"
         fetch = limit + 1 if limit is not None else -1
         rows = await self._all(
@@ -196,9 +218,12 @@ class Archive(_Part):
         rows = rows[:limit] if limit is not None else rows
         if reverse:
             rows.reverse()
-        count_row = await self._one(f"SELECT count(*) FROM archive WHERE {' AND '.join(base)}", *base_args)
+        total = None
+        if count:
+            count_row = await self._one(f"SELECT count(*) FROM archive WHERE {' AND '.join(base)}", *base_args)
+            total = int(count_row[0])
         items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3])) for r in rows]
-        return ArchivePage(items, complete, int(count_row[0]))
+        return ArchivePage(items, complete, total)
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
                      before: float | None = None) -> int:

@@ -1,0 +1,449 @@
+"""XEP-0313: Message Archive Management (``urn:xmpp:mam:2`` and ``#extended``), with XEP-0359
+stanza-ids, XEP-0059 paging and XEP-0441 preferences.
+
+**Archiving.** Every account has one archive (archive store ``mam``). A message a local client
+sends is archived for its sender on ``pre-message/{bare,full,remote}``; a message for a local
+account is archived for its recipient on ``message/{bare,full,self}``, before delivery (which
+runs at -100) and before offline storage, so that a message is durable before it goes on and a
+second device finds what the first one got or what waited offline. A message between two
+resources of one account is archived once, as it arrives (§6.1.1). Both routes run at priority
+50: after modules that refuse a message (a refused message is not archived, §6), before those
+that copy it to other resources.
+
+What is archived (§6.1.1, XEP-0334 §4): chat and normal messages that carry a body, an end-to-end
+encrypted payload (OMEMO, OpenPGP), a chat marker (XEP-0333), a call event (XEP-0353) or a group
+invitation (XEP-0249); a ``<store/>`` hint forces any chat or normal message in, ``<no-store/>``
+and ``<no-permanent-store/>`` keep one out. Errors, headlines, groupchat messages and messages
+with nothing but a chat state are not archived. The account's preferences (XEP-0441) decide per
+contact.
+
+**Stanza-ids (§3.5, XEP-0359).** A message for a local account first loses every stanza-id
+that claims to be by that account (only the server assigns those); once archived it gets
+``<stanza-id by='account' id='archive id'/>``, which the recipient's devices (and offline
+storage) receive. The sender's archive id is not put on the message: §3.5 forbids showing it to
+the contact.
+
+**Queries (§4).** An IQ set with ``<query/>`` to the account's own bare JID (or without 'to'):
+the form filters ``with``, ``start``, ``end``, ``before-id``, ``after-id`` and ``ids``; RSM
+``max`` (capped at ``max_page_size``), ``after``, ``before`` (empty for the last page) and
+``<flip-page/>``. The results go to the querying resource as messages, then the IQ result with
+``<fin/>`` says whether the page completes the result set. The number of matching messages
+costs a read of all of them, so only a request for the count alone (RSM ``max`` 0) gets it. An
+IQ get returns the form (§4.1.5); ``<metadata/>`` names the first and last message (§5);
+``<prefs/>`` reads and sets the preferences. Another account's archive is forbidden (§8.1).
+
+**Retention.** With ``retention_days`` set, messages older than that are deleted every hour
+(§3.2: always the oldest, so the archive has no holes). An account's archive and preferences go
+with the account (storage deletes them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeVar
+from xml.etree.ElementTree import Element
+
+from ...xmpp import ns
+from ...xmpp.errors import StanzaError, StreamError
+from ...xmpp.jid import JID, JIDError
+from ...xmpp.parser import parse_frame
+from ...xmpp.payloads.forward import Forwarded
+from ...xmpp.payloads.mam import (
+    EXTENDED,
+    METADATA,
+    NS,
+    POLICIES,
+    PREFS,
+    QUERY,
+    Edge,
+    Fin,
+    MamError,
+    Metadata,
+    Prefs,
+    Query,
+    Result,
+    query_form,
+)  # fmt: skip
+from ...xmpp.payloads.rsm import ResultSet
+from ...xmpp.payloads.sid import StanzaId, strip_stanza_ids
+from ...xmpp.stanza import Stanza
+from ...xmpp.xml import element, qname, serialize, split
+from ..config import bounded
+from ..module import Module
+from ..storage import ArchivedItem, ArchivePage, ItemNotFound
+from .e2e import ENCRYPTED
+from .message import message_type
+
+if TYPE_CHECKING:
+    from ..sessions import Session
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STORE = "mam"
+PREFS_STORE = "mam-prefs"
+# A stored message is at most the largest stanza the configuration allows, plus what was added.
+_MAX_STORED = 16 * 1024 * 1024 + 4096
+_PURGE_PERIOD = 3600.0
+# Every message consults the preferences of its sender and of its recipient, so they are kept
+# for a while for the accounts that were active lately.
+_PREFS_TTL = 30.0
+_PREFS_KEPT = 10_000
+# Messages read at a time while looking for those of one resource (a 'with' full JID).
+_SCAN_BATCH = 500
+_HINTS = "urn:xmpp:hints"
+_NO_STORE = frozenset({qname(_HINTS, "no-store"), qname(_HINTS, "no-permanent-store")})
+_STORE_HINT = qname(_HINTS, "store")
+# Namespaces whose elements make a message worth keeping even without a body.
+_CONTENT_NAMESPACES = frozenset({
+    "urn:xmpp:chat-markers:0",  # XEP-0333: read state, synchronised across devices
+    "urn:xmpp:jingle-message:0",  # XEP-0353: the call log
+    "urn:xmpp:jingle-message:1",
+    "jabber:x:conference",  # XEP-0249: direct group invitations
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MamOptions:
+    """Archiving defaults and limits."""
+
+    default_policy: str = bounded(
+        "always", choices=POLICIES, help="what is archived for an account that set no preferences (XEP-0441)"
+    )
+    max_page_size: int = bounded(250, min=1, max=10_000, help="most messages one query returns")
+    retention_days: int = bounded(0, min=0, help="delete archived messages older than this; 0 keeps them")
+
+
+def worth_archiving(stanza: Stanza) -> bool:
+    """§6.1.1 and XEP-0334 §4: whether a message belongs in a user archive (see the module docstring)."""
+    if message_type(stanza) not in ("chat", "normal"):
+        return False
+    children = [child.tag for child in stanza.el]
+    if any(tag in _NO_STORE for tag in children):
+        return False
+    if _STORE_HINT in children:
+        return True
+    body = qname(stanza.namespace, "body")
+    return any(tag == body or tag in ENCRYPTED or split(tag)[0] in _CONTENT_NAMESPACES for tag in children)
+
+
+class _RecentPrefs:
+    """Preferences read lately, for _PREFS_TTL seconds and at most _PREFS_KEPT accounts.
+
+    A change made through this node applies at once; one made through another node of a
+    cluster within _PREFS_TTL.
+    """
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[JID, tuple[float, Prefs]] = OrderedDict()
+
+    def get(self, owner: JID) -> Prefs | None:
+        entry = self._entries.get(owner)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        self._entries.move_to_end(owner)
+        return entry[1]
+
+    def put(self, owner: JID, prefs: Prefs) -> None:
+        self._entries[owner] = (time.monotonic() + _PREFS_TTL, prefs)
+        self._entries.move_to_end(owner)
+        while len(self._entries) > _PREFS_KEPT:
+            self._entries.popitem(last=False)
+
+    def forget(self, owner: JID) -> None:
+        self._entries.pop(owner, None)
+
+
+class Mam(Module[MamOptions]):
+    """Archives each account's messages and answers its archive queries (XEP-0313)."""
+
+    name = "mam"
+    account_features = (NS, EXTENDED, ns.SID)
+    Options = MamOptions
+
+    def setup(self) -> None:
+        self._purger: asyncio.Task[None] | None = None
+        self._recent = _RecentPrefs()
+        for target in ("bare", "full", "remote"):
+            self.route(f"pre-message/{target}", self.archive_outgoing, priority=50)
+        for target in ("bare", "full", "self"):
+            self.route(f"message/{target}", self.archive_incoming, priority=50)
+        self.iq("self", QUERY, get=self.form, set=self.query)
+        self.iq("self", METADATA, get=self.metadata)
+        self.iq("self", PREFS, get=self.get_prefs, set=self.set_prefs)
+        for payload in (QUERY, METADATA, PREFS):
+            self.iq("bare", payload, get=self.refuse, set=self.refuse)
+        self.hook("user-deleted", self.forget)
+
+    async def start(self) -> None:
+        if self.options.retention_days:
+            self._purger = asyncio.create_task(self._purge_periodically())
+
+    async def stop(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+
+    # --- archiving ---------------------------------------------------------------------------
+
+    async def archive_outgoing(self, stanza: Stanza, origin: Session | None) -> None:
+        """Archive what a local client sends, for its sender (to = the contact, XEP-0441 §2.3.2)."""
+        assert origin is not None, "pre- routes carry a session's stanzas"
+        owner = origin.jid.bare
+        to = stanza.to
+        if to is None or to.bare == owner:
+            return  # archived once, on arrival
+        strip_stanza_ids(stanza.el, _claims(owner))
+        if to.domain in self.server.hosts:
+            # This server speaks for the local recipient's archive too: the sender's archive
+            # keeps no stanza-id a client made up in its name.
+            strip_stanza_ids(stanza.el, _claims(to.bare))
+        if worth_archiving(stanza) and await self._archives(owner, to):
+            await self._append(owner, to.bare, stanza.el)
+
+    async def archive_incoming(self, stanza: Stanza, origin: Session | None) -> None:
+        """Archive a message for its local recipient and stamp the archive id on it (§3.5)."""
+        if stanza.to is None:
+            assert origin is not None, "only a session's stanza has no 'to'"
+            # RFC 6120 §10.3.1: as if sent to the sender's bare JID, which delivery writes in too.
+            stanza.set_to(origin.jid.bare)
+        assert stanza.to is not None
+        owner = stanza.to.bare
+        strip_stanza_ids(stanza.el, _claims(owner))
+        if not worth_archiving(stanza):
+            return
+        peer = stanza.from_ if stanza.from_ is not None else JID(None, owner.domain)
+        if not await self._exists(owner) or not await self._archives(owner, peer):
+            return
+        item_id = await self._append(owner, peer.bare, stanza.el)
+        stanza.el.append(StanzaId(item_id, str(owner)).to_xml())
+
+    async def _append(self, owner: JID, with_jid: JID, el: Element) -> str:
+        assert owner.local is not None
+        return await self.server.storage.archive.append(
+            owner.domain, owner.local, STORE, time.time(), str(with_jid), serialize(el).encode()
+        )
+
+    async def _exists(self, owner: JID) -> bool:
+        """Whether the account exists; one with a session does, without asking storage."""
+        if self.server.sessions.is_online(owner):
+            return True
+        assert owner.local is not None
+        return await self.server.storage.accounts.get(owner.domain, owner.local) is not None
+
+    async def _archives(self, owner: JID, peer: JID) -> bool:
+        """XEP-0441 §2.3: whether the owner's preferences archive messages with ``peer``."""
+        decision = (await self._prefs(owner)).archives(peer)
+        if decision is not None:
+            return decision
+        assert owner.local is not None
+        return await self.server.storage.roster.get_item(owner.domain, owner.local, str(peer.bare)) is not None
+
+    # --- preferences -------------------------------------------------------------------------
+
+    async def _prefs(self, owner: JID) -> Prefs:
+        prefs = self._recent.get(owner)
+        if prefs is None:
+            assert owner.local is not None
+            data = await self.server.storage.kv.get(owner.domain, owner.local, PREFS_STORE)
+            prefs = Prefs.from_xml(parse_frame(data, len(data))) if data is not None else Prefs(self.options.default_policy)
+            self._recent.put(owner, prefs)
+        return prefs
+
+    async def get_prefs(self, stanza: Stanza, origin: Session | None) -> Element:
+        """XEP-0441 §2.1: the current preferences."""
+        assert origin is not None
+        return stanza.result((await self._prefs(origin.jid.bare)).to_xml())
+
+    async def set_prefs(self, stanza: Stanza, origin: Session | None) -> Element:
+        """XEP-0441 §2.1: replace the preferences; the reply shows them as applied."""
+        assert origin is not None and stanza.payload is not None
+        prefs = _decode(Prefs.from_xml, stanza.payload)
+        data = serialize(prefs.to_xml()).encode()
+        await self.server.storage.kv.set(origin.host, origin.username, PREFS_STORE, data)
+        self._recent.put(origin.jid.bare, prefs)
+        return stanza.result(prefs.to_xml())
+
+    async def forget(self, host: str, username: str) -> None:
+        """A deleted account's preferences went with it (storage deleted them)."""
+        self._recent.forget(JID(username, host))
+
+    # --- queries -----------------------------------------------------------------------------
+
+    async def form(self, stanza: Stanza, _origin: Session | None) -> Element:
+        """§4.1.5: the fields a query may use."""
+        return stanza.result(element(QUERY, children=[query_form()]))
+
+    async def refuse(self, _stanza: Stanza, _origin: Session | None) -> Element:
+        """§8.1: an archive is its account's alone."""
+        raise StanzaError("forbidden", "a message archive belongs to its account alone")
+
+    async def metadata(self, stanza: Stanza, origin: Session | None) -> Element:
+        """§5: the first and the last message of the archive."""
+        assert origin is not None
+        archive = self.server.storage.archive
+        first = await archive.query(origin.host, origin.username, STORE, limit=1, count=False)
+        last = await archive.query(origin.host, origin.username, STORE, limit=1, reverse=True, count=False)
+        return stanza.result(Metadata(_edge(first), _edge(last)).to_xml())
+
+    async def query(self, stanza: Stanza, origin: Session | None) -> Element:
+        """§4: send the matching page of messages to the querying resource, then the ``<fin/>``."""
+        assert origin is not None and stanza.payload is not None
+        query = _decode(Query.from_xml, stanza.payload)
+        rsm = query.rsm or ResultSet()
+        if rsm.index is not None:
+            raise StanzaError("feature-not-implemented", "page with <after/> or <before/>, not by index")
+        limit = min(rsm.max, self.options.max_page_size) if rsm.max is not None else self.options.max_page_size
+        owner = origin.jid.bare
+        try:
+            page = await self._page(owner, query, limit)
+        except ItemNotFound:
+            raise StanzaError("item-not-found", "no message with that id in the archive") from None
+        items = page.items
+        for item in reversed(items) if query.flip_page else items:
+            try:
+                message = parse_frame(item.payload, _MAX_STORED)
+            except StreamError as err:
+                log.warning("skipping unreadable archived message %s of %s: %s", item.id, owner, err.condition)
+                continue
+            result = Result(item.id, Forwarded(message, _moment(item.timestamp)), query.queryid)
+            origin.send(element(
+                qname(ns.CLIENT, "message"), {"from": str(owner), "to": str(origin.jid), "id": item.id},
+                children=[result.to_xml()],
+            ))  # fmt: skip
+        first, last = (items[0].id, items[-1].id) if items else (None, None)
+        summary = ResultSet(first=first, last=last, count=page.count)
+        return stanza.result(Fin(summary, complete=page.complete).to_xml())
+
+    async def _page(self, owner: JID, query: Query, limit: int) -> ArchivePage:
+        """The page the query asks for, in chronological order.
+
+        §4.3.2: ``after`` and ``before`` page forwards and backwards; §4.1.3: ``after-id`` and
+        ``before-id`` bound the result set without changing the direction, and every id named
+        must be in the archive.
+        """
+        flt, rsm = query.filter, query.rsm or ResultSet()
+        assert owner.local is not None
+        host, user = owner.domain, owner.local
+        archive = self.server.storage.archive
+        if flt.ids is not None:
+            known = await archive.query(host, user, STORE, ids=flt.ids, count=False)
+            if len(known.items) != len(set(flt.ids)):
+                raise ItemNotFound("an id of the 'ids' field is not in the archive")
+        after = await self._tightest(owner, [i for i in (flt.after_id, rsm.after) if i], latest=True)
+        before = await self._tightest(owner, [i for i in (flt.before_id, rsm.before) if i], latest=False)
+        backward = rsm.before is not None
+        with_jid = flt.with_jid
+        start = flt.start.timestamp() if flt.start is not None else None
+        end = flt.end.timestamp() if flt.end is not None else None
+
+        async def read(after: str | None, before: str | None, limit: int, count: bool) -> ArchivePage:
+            return await archive.query(
+                host, user, STORE, with_jid=str(with_jid.bare) if with_jid is not None else None,
+                start=start, end=end, ids=flt.ids, after=after, before=before, limit=limit, reverse=backward,
+                count=count,
+            )  # fmt: skip
+
+        if with_jid is None or with_jid.is_bare:
+            return await read(after, before, limit, count=limit == 0)
+        # §4.1.1: a full JID matches only messages to or from that very resource. The archive
+        # knows the bare JID of the contact, so read on until a page of those messages is found.
+        found: list[ArchivedItem] = []
+        while len(found) <= limit:
+            batch = await read(after, before, _SCAN_BATCH, count=False)
+            items = list(reversed(batch.items)) if backward else batch.items
+            found += [item for item in items if _involves(item, with_jid)]
+            if batch.complete or not items:
+                break
+            if backward:
+                before = items[-1].id
+            else:
+                after = items[-1].id
+        page = found[:limit]
+        if backward:
+            page.reverse()
+        return ArchivePage(page, len(found) <= limit)
+
+    async def _tightest(self, owner: JID, ids: list[str], *, latest: bool) -> str | None:
+        """Of paging ids bounding the same side, the one that bounds most (ItemNotFound if unknown)."""
+        if len(ids) < 2 or ids[0] == ids[1]:
+            return ids[0] if ids else None
+        assert owner.local is not None
+        known = await self.server.storage.archive.query(owner.domain, owner.local, STORE, ids=ids, count=False)
+        if len(known.items) != 2:
+            raise ItemNotFound("a paging id is not in the archive")
+        return known.items[-1 if latest else 0].id
+
+    # --- retention ---------------------------------------------------------------------------
+
+    async def _purge_periodically(self) -> None:
+        while True:
+            try:
+                await self.purge()
+            except Exception:
+                log.exception("purging expired archived messages failed")
+            await asyncio.sleep(_PURGE_PERIOD)
+
+    async def purge(self) -> int:
+        """§3.2: delete the messages older than ``retention_days`` from every archive; how many."""
+        cutoff = time.time() - self.options.retention_days * 86400
+        storage = self.server.storage
+        deleted = 0
+        for host in self.server.config.domains:
+            for user in await storage.accounts.list(host):
+                deleted += await storage.archive.delete(host, user, STORE, before=cutoff)
+        if deleted:
+            log.info("deleted %d archived messages older than %d days", deleted, self.options.retention_days)
+        return deleted
+
+
+def _claims(owner: JID) -> Callable[[str], bool]:
+    """Whether a stanza-id's 'by' names the account ``owner``."""
+    owner_text = str(owner)
+
+    def claims(by: str) -> bool:
+        if by == owner_text:
+            return True
+        try:
+            return JID.parse(by) == owner
+        except JIDError:
+            return False
+
+    return claims
+
+
+def _decode(parse: Callable[[Element], T], el: Element) -> T:
+    try:
+        return parse(el)
+    except MamError as err:
+        raise StanzaError(err.condition, err.text) from None
+
+
+def _moment(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def _edge(page: ArchivePage) -> Edge | None:
+    return Edge(page.items[0].id, _moment(page.items[0].timestamp)) if page.items else None
+
+
+def _involves(item: ArchivedItem, jid: JID) -> bool:
+    """Whether the archived message was sent to or from exactly ``jid``."""
+    try:
+        message = parse_frame(item.payload, _MAX_STORED)
+    except StreamError:
+        return False
+    for address in (message.get("from"), message.get("to")):
+        if address:
+            with contextlib.suppress(JIDError):
+                if JID.parse(address) == jid:
+                    return True
+    return False
