@@ -9,10 +9,14 @@ from xml.etree.ElementTree import Element
 import pytest
 
 from schnack.server.app import Server
+from schnack.server.modules.carbons import copy_of
 from schnack.server.modules.e2e import REFUSAL
 from schnack.xmpp import ns
+from schnack.xmpp.jid import JID
+from schnack.xmpp.parser import parse_frame
 from schnack.xmpp.payloads.carbons import NS, PRIVATE, Carbon
 from schnack.xmpp.payloads.disco import DiscoInfo
+from schnack.xmpp.stanza import Stanza
 
 from ...harness import Client, running, xml
 from .contacts import presences
@@ -366,3 +370,14 @@ async def test_with_real_presence(tmp_path: Path) -> None:
         await alice.send(chat("bob@localhost", "over real presence"))
         assert [body(el) for el in one.take()] == ["over real presence"]
         assert [body(el) for el in copies(two, "received")] == ["over real presence"]
+
+
+def test_a_carbon_is_a_snapshot_of_the_original() -> None:
+    """The original is stamped for its recipient afterwards; a queued carbon must not change."""
+    original = Stanza.parse(parse_frame(
+        b"<message xmlns='jabber:client' type='chat' from='alice@localhost/desk' to='bob@localhost'>"
+        b"<body>hi</body></message>", 10_000))
+    carbon = copy_of(original, "sent", JID.parse("alice@localhost"), JID.parse("alice@localhost/phone"))
+    before = xml(carbon)
+    original.el.append(Element("{urn:xmpp:sid:0}stanza-id", {"by": "bob@localhost", "id": "x"}))
+    assert xml(carbon) == before

@@ -38,6 +38,7 @@ every message sent. Since those last two rules are not met, ``urn:xmpp:carbons:r
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -94,8 +95,12 @@ def eligible(stanza: Stanza) -> bool:
 
 
 def copy_of(stanza: Stanza, direction: Direction, account: JID, to: JID) -> Element:
-    """The carbon copy for resource ``to`` (XEP-0280 §7, §8); the original is not changed."""
-    carbon = Carbon(direction, Forwarded(stanza.el))
+    """The carbon copy for resource ``to`` (XEP-0280 §7, §8); the original is not changed.
+
+    The copy wraps a snapshot: the original goes on to be stamped for its recipient (its
+    archive's stanza-id), and a queued carbon must not show that to the sender's devices.
+    """
+    carbon = Carbon(direction, Forwarded(copy.deepcopy(stanza.el)))
     return element(
         _MESSAGE,
         {"from": str(account), "to": str(to), "type": stanza.type},
