@@ -1,4 +1,5 @@
-"""``schnack``: run the server (``serve``), check its configuration, and administer it.
+"""``schnack``: run the server (``serve``), check its configuration, and administer it; the client
+commands (``login``, ``send``, ``listen``, ...) are in client.py.
 
 Every failure is one line on stderr and a non-zero exit: 2 for a bad configuration or usage,
 1 for anything else.
@@ -21,6 +22,7 @@ import click
 from ..server import admin as admin_channel
 from ..server.config import Config, ConfigError, load
 from ..xmpp.jid import JID, JIDError
+from .client import COMMANDS as CLIENT_COMMANDS
 
 T = TypeVar("T")
 
@@ -304,3 +306,7 @@ def sessions(config_path: Path | None, as_json: bool) -> None:
         state = "available" if row["available"] else "connected"
         tls = "TLS" if row["secure"] else "plain"
         click.echo(f"{row['jid']}\t{row['peer']}\t{tls}\t{state}")
+
+
+for _command in CLIENT_COMMANDS:
+    main.add_command(_command)

@@ -3,9 +3,11 @@
 ``async with Client(jid, password) as c:`` finds the server (DNS SRV), secures the connection,
 logs in, binds, fetches the roster and announces presence; it then reads in a task of its own,
 pings the server when idle (XEP-0199) and, when the link drops, reconnects with jittered
-exponential backoff. The features (messages, roster, presence, ping) live in ``features/``, one
-module each, and plug in through :meth:`Client.handle_iq`, :meth:`Client.on_message`,
-:meth:`Client.on_presence` and :meth:`Client.on_connect`.
+exponential backoff, resuming the session where the server allows (XEP-0198). The features
+(stream management, messages, roster, presence, ping) live in ``features/``, one module each, and
+plug in through :meth:`Client.handle_iq`, :meth:`Client.on_message`, :meth:`Client.on_presence`
+and :meth:`Client.on_connect`. Messages sent go through the persistent outbox (outbox.py) and the
+local store (store.py).
 """
 
 from __future__ import annotations
@@ -32,8 +34,12 @@ from .features.messages import Message, Messages
 from .features.ping import Ping
 from .features.presence import Presence, PresenceUpdate
 from .features.roster import Contact, Roster
+from .features.sm import StreamManagement
 from .feed import Feed, Subscription
 from .net import Link, endpoints
+from .omemo import Omemo, OmemoSettings
+from .outbox import Outbox
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +92,19 @@ class Client:
     and each request; ``keepalive`` is the ping interval; ``backoff`` the (first, longest) wait
     between reconnect attempts, and ``reconnect=False`` stops at the first lost link instead.
     ``dns_servers`` ("address" or "address:port") replace the system's resolvers for SRV lookups.
+    ``data_dir`` is the account's directory for local state (OMEMO's keys and sessions in
+    ``omemo.sqlite``; messages, the outbox and the roster cache in ``store.sqlite``); without one,
+    that state lives in memory and this is a new device each time. ``omemo`` chooses the OMEMO
+    versions and the trust rule. ``available=False`` logs in without announcing presence
+    (RFC 6121 §4.2), so that neither offline messages nor those for the bare JID come here: for
+    programs that only send.
     """
 
     def __init__(self, jid: str | JID, password: str, *, host: str | None = None, port: int | None = None,
                  verify: bool | str | Path = True, direct_tls: bool | None = None, reconnect: bool = True,
                  timeout: float = 30.0, keepalive: float = 60.0, backoff: tuple[float, float] = (1.0, 120.0),
-                 dns_servers: Sequence[str] | None = None) -> None:
+                 dns_servers: Sequence[str] | None = None, data_dir: str | Path | None = None,
+                 omemo: OmemoSettings | None = None, available: bool = True) -> None:
         parsed = jid if isinstance(jid, JID) else JID.parse(jid)
         if parsed.local is None:
             raise ValueError(f"{parsed} is not an account (expected user@domain)")
@@ -122,11 +135,16 @@ class Client:
         self._presence_handlers: list[Callable[[Element], None]] = []
         self._connect_hooks: list[Callable[[], Awaitable[None]]] = []
         self._events: Feed[ConnectionEvent] = Feed(backlog=0)
-        # Registration order is the order of the steps after each login: roster, then presence.
+        self.store = Store(Path(data_dir) if data_dir is not None else None)
+        # Registration order is the order of the steps after each login: stream management, roster,
+        # OMEMO (before presence, which brings the offline messages), presence, then the outbox.
+        self._sm = StreamManagement(self)
         self._ping = Ping(self)
         self._roster = Roster(self)
-        self._presence = Presence(self)
+        self._omemo = Omemo(self, Path(data_dir) if data_dir is not None else None, omemo or OmemoSettings())
+        self._presence = Presence(self, announce=available)
         self._messages = Messages(self)
+        self.outbox = Outbox(self, self._sm, self.store)
 
     # Life cycle -----------------------------------------------------------------------------
 
@@ -181,8 +199,11 @@ class Client:
         if link is not None:
             await link.close(timeout=2.0)
         self._fail_waiters("the client was closed")
+        await self._omemo.close()
+        self.outbox.stop("the client was closed")
         self._events.publish(Disconnected("closed by the program", reconnecting=False))
         self._end_feeds()
+        self.store.close()
 
     def events(self) -> Subscription[ConnectionEvent]:
         """Connected and Disconnected events, as the link comes and goes."""
@@ -193,7 +214,7 @@ class Client:
         places = await endpoints(self.account.domain, host=self._host, port=self._port,
                                  direct_tls=self._direct_tls, dns_servers=self._dns_servers)
         link = await Link.open(self.account, self._password, resource=self._resource, verify=self._verify,
-                               endpoints=places, timeout=self.timeout)
+                               endpoints=places, timeout=self.timeout, resume=self._sm.resumption())
         assert link.jid is not None
         self._link = link
         self._jid = link.jid
@@ -203,8 +224,12 @@ class Client:
                  link.stream.mechanism)
         self._reader = asyncio.create_task(self._read(link))
         try:
-            for hook in self._connect_hooks:
-                await hook()
+            if self._sm.start(link):
+                # A resumed session keeps its roster and presence (XEP-0198 §5).
+                self.outbox.flush()
+            else:
+                for hook in self._connect_hooks:
+                    await hook()
         except BaseException:
             link.abort()
             raise
@@ -244,6 +269,7 @@ class Client:
     def _give_up(self, reason: str) -> None:
         self._gone = reason
         self._up.set()  # wakes whoever waits for the link, to hear that none will come
+        self.outbox.stop(f"disconnected for good: {reason}")
         self._end_feeds()
 
     def _end_feeds(self) -> None:
@@ -251,6 +277,7 @@ class Client:
         self._messages.feed.end()
         self._presence.feed.end()
         self._roster.updates.end()
+        self._omemo.changes.end()
 
     # Reading --------------------------------------------------------------------------------
 
@@ -284,10 +311,13 @@ class Client:
             elif el.tag == _PRESENCE:
                 for presence_handler in self._presence_handlers:
                     presence_handler(el)
-            else:
+            elif not self._sm.nonza(el):
                 log.debug("ignoring %s from the server", el.tag)
         except Exception:
             log.exception("failed to handle a stanza from the server")
+        if el.tag in (_IQ, _MESSAGE, _PRESENCE):
+            # Counted once its handlers ran: XEP-0198 §4 counts the stanzas handled.
+            self._sm.stanza_handled()
 
     def _on_iq(self, el: Element) -> None:
         try:
@@ -314,31 +344,43 @@ class Client:
 
     def _reply(self, el: Element) -> None:
         if self._link is not None and self._link.stream.ready:
-            self._link.send(el)
+            self._sm.send(self._link, el)
 
     # Sending --------------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise NotConnected("the client is closed")
+        if self._gone is not None:
+            raise NotConnected(f"disconnected from {self.account.domain} for good: {self._gone}")
 
     async def _wait_link(self, timeout: float | None) -> Link:
         """The link to send on: the current one (also while the steps after login run), or the
         next one, waited for at most ``timeout``."""
-        if self._closed:
-            raise NotConnected("the client is closed")
+        self._check_usable()
         if self._link is None and self._gone is None:
             try:
                 async with asyncio.timeout(timeout if timeout is not None else self.timeout):
                     await self._up.wait()
             except TimeoutError:
                 raise NotConnected(f"not connected to {self.account.domain}") from None
-        if self._gone is not None:
-            raise NotConnected(f"disconnected from {self.account.domain} for good: {self._gone}")
+        self._check_usable()
         if self._link is None or not self._link.stream.ready:
             raise NotConnected(f"not connected to {self.account.domain}")
         return self._link
 
+    def write(self, el: Element) -> bool:
+        """Write a stanza at once if the link is up (also while the steps after login run); False if not."""
+        link = self._link
+        if self._closed or link is None or not link.stream.ready:
+            return False
+        self._sm.send(link, el)
+        return True
+
     async def send_element(self, el: Element, *, timeout: float | None = None) -> None:
         """Send a stanza once the link is up (waiting at most ``timeout`` for it)."""
         link = await self._wait_link(timeout)
-        link.send(el)
+        self._sm.send(link, el)
         await link.drain()
 
     async def iq(self, el: Element, *, timeout: float | None = None) -> Element:
@@ -360,7 +402,7 @@ class Client:
         future: asyncio.Future[Element] = asyncio.get_running_loop().create_future()
         self._waiters[id] = (allowed, future)
         try:
-            link.send(el)
+            self._sm.send(link, el)
             await link.drain()
             async with asyncio.timeout(wait):
                 reply = await future
@@ -397,8 +439,33 @@ class Client:
     # The API of the features ----------------------------------------------------------------
 
     async def send(self, to: str | JID, text: str, *, encrypted: bool = True) -> str:
-        """Send a chat message; its id is returned. Plaintext only with ``encrypted=False``."""
+        """Send a chat message; its id is returned.
+
+        It is encrypted with OMEMO to all of the recipient's devices and our own other ones;
+        :class:`EncryptionRequired` (a subclass naming the reason) if that cannot be done.
+        Plaintext only with ``encrypted=False``.
+
+        The message is stored in the outbox before it leaves and is sent again after a reconnect
+        or a restart until the server acknowledges it (:meth:`acknowledged`); while the link is
+        down it waits there.
+        """
+        self._check_usable()
         return await self._messages.send(_jid(to), text, encrypted=encrypted)
+
+    async def acknowledged(self, id: str, *, timeout: float | None = None) -> None:
+        """Wait until the server acknowledged the message ``id`` (XEP-0198 §4), at most ``timeout``
+        (:class:`RequestTimeout`); an error reply to it raises :class:`XmppError`."""
+        await self.outbox.wait(id, timeout if timeout is not None else self.timeout)
+
+    @property
+    def sm(self) -> StreamManagement:
+        """Stream management (XEP-0198): whether it is on, its counters, how often it resumed."""
+        return self._sm
+
+    @property
+    def omemo(self) -> Omemo:
+        """End-to-end encryption: this device, the fingerprints of anyone's, trust, key changes."""
+        return self._omemo
 
     def messages(self) -> Subscription[Message]:
         """The messages that arrive (and error replies to those sent), from now on."""

@@ -32,6 +32,7 @@ from ..xmpp.negotiation import (
     Received,
     TlsRequested,
 )
+from ..xmpp.payloads.sm import Failed, Resume, Resumed
 from . import tls
 from .errors import AuthenticationError, ConnectError
 
@@ -131,14 +132,16 @@ class Link:
         self.endpoint = endpoint
         self.jid: JID | None = None
         self.features: Element | None = None
+        # The answer to a requested resumption (XEP-0198 §5), if one was requested.
+        self.resumption: Resumed | Failed | None = None
         self.pending: list[Element] = []
         # Why this side dropped the connection, if it did.
         self.dropped: str | None = None
 
     @classmethod
     async def open(cls, account: JID, password: str, *, resource: str | None, verify: tls.Verify,
-                   endpoints: Sequence[Endpoint], timeout: float) -> Link:
-        """Connect to the first endpoint that answers, secure it, log in and bind."""
+                   endpoints: Sequence[Endpoint], timeout: float, resume: Resume | None = None) -> Link:
+        """Connect to the first endpoint that answers, secure it, log in and bind (or resume)."""
         failures: list[str] = []
         for endpoint in endpoints:
             try:
@@ -148,7 +151,8 @@ class Link:
                 failures.append(f"{endpoint.host}:{endpoint.port}: {_reason(err)}")
                 continue
             stream = ClientStream(account, password, resource=resource, secure=endpoint.direct_tls,
-                                  channel_bindings=tls.channel_bindings(writer.get_extra_info("ssl_object")))
+                                  channel_bindings=tls.channel_bindings(writer.get_extra_info("ssl_object")),
+                                  resume=resume)
             link = cls(reader, writer, stream, endpoint)
             try:
                 async with asyncio.timeout(timeout):
@@ -181,7 +185,7 @@ class Link:
                             raise tls.verification_failure(domain, err) from None
                         stream.tls_established(tls.channel_bindings(self.writer.get_extra_info("ssl_object")))
                     elif isinstance(event, Ready):
-                        self.jid, self.features = event.jid, event.features
+                        self.jid, self.features, self.resumption = event.jid, event.features, event.resumption
                     elif isinstance(event, Received):
                         self.pending.append(event.element)
                     elif isinstance(event, Closed):

@@ -5,7 +5,8 @@ Bytes in, events and bytes out, as h11 does for HTTP: the I/O layer feeds what i
 call, and acts on the events. The stream insists on TLS (STARTTLS, RFC 6120 §5, unless the
 connection is TLS from the first byte, XEP-0368), authenticates with SCRAM (RFC 5802, RFC 7677),
 binding to the TLS channel with a -PLUS mechanism where both ends can (RFC 5929, RFC 9266), binds
-a resource (§7), and then carries stanzas both ways.
+a resource (§7), or resumes an earlier session instead (XEP-0198 §5) when asked to and the server
+offers stream management, and then carries stanzas both ways.
 
 The TLS handshake itself belongs to the I/O layer: on :class:`TlsRequested` it upgrades the
 connection and calls :meth:`ClientStream.tls_established` with the channel-binding data it can
@@ -25,6 +26,7 @@ from . import ns
 from .errors import STREAM_CONDITIONS, StanzaError, StreamError
 from .jid import JID, JIDError
 from .parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
+from .payloads import sm
 from .sasl import SaslClient, SaslFailure, decode_b64, encode_b64
 from .xml import element, qname, serialize, sub
 
@@ -69,10 +71,15 @@ class TlsRequested:
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """Negotiation is done: the stream is bound to ``jid``; ``features`` are those offered last."""
+    """Negotiation is done: the stream is bound to ``jid``; ``features`` are those offered last.
+
+    ``resumption`` answers a requested resumption (XEP-0198 §5): :class:`~.payloads.sm.Resumed`
+    when the earlier session goes on, :class:`~.payloads.sm.Failed` when a new one was bound.
+    """
 
     jid: JID
     features: Element
+    resumption: sm.Resumed | sm.Failed | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +126,16 @@ class ClientStream:
 
     ``account`` is the bare JID to log in as; ``resource`` the resource to ask for (the server
     picks one if None); ``secure`` says the connection is TLS from the first byte (XEP-0368).
+    ``resume`` asks to resume the session of that resource instead of binding (XEP-0198 §5).
     """
 
     def __init__(self, account: JID, password: str, *, resource: str | None = None, secure: bool = False,
                  channel_bindings: Mapping[str, bytes] | None = None,
-                 max_stanza_bytes: int = _DEFAULT_MAX_STANZA) -> None:
+                 max_stanza_bytes: int = _DEFAULT_MAX_STANZA, resume: sm.Resume | None = None) -> None:
         if account.local is None:
             raise ValueError(f"{account} is not an account JID (user@domain)")
+        if resume is not None and not resource:
+            raise ValueError("resuming a session needs the resource it was bound to")
         self.account = account.bare
         self.resource = resource
         self.secure = secure
@@ -145,10 +155,13 @@ class ClientStream:
         self._features = element(_FEATURES)
         self._header_sent = False
         self._closing = False
+        self._resume = resume
+        self._resumption: sm.Failed | None = None
 
     @property
     def state(self) -> str:
-        """Where negotiation is: idle, header, features, starttls, tls, sasl, bind, session, ready, closed."""
+        """Where negotiation is: idle, header, features, starttls, tls, sasl, resume, bind, session,
+        ready, closed."""
         return self._state
 
     @property
@@ -274,6 +287,8 @@ class ClientStream:
         if state == "sasl":
             self._on_sasl(el)
             return None
+        if state == "resume":
+            return self._on_resume_reply(el)
         if state in ("bind", "session") and el.tag == _IQ and el.get("id") == self._iq_id:
             return self._on_bind_reply(el)
         raise StreamError("unsupported-stanza-type", f"unexpected {el.tag} during negotiation ({state})")
@@ -282,14 +297,11 @@ class ClientStream:
 
     def _on_features(self, features: Element) -> None:
         if self.authenticated:
-            if features.find(_BIND) is None:
-                raise NegotiationError("the server offers no resource binding after authentication")
-            self._state = "bind"
-            self._iq_id = f"bind-{secrets.token_hex(4)}"
-            bind = element(_BIND)
-            if self.resource:
-                sub(bind, qname(ns.BIND, "resource"), text=self.resource)
-            self._out.append(serialize(element(_IQ, {"type": "set", "id": self._iq_id}, children=[bind]), ns.CLIENT))
+            if self._resume is not None and features.find(sm.FEATURE) is not None:
+                self._state = "resume"
+                self._out.append(serialize(self._resume.to_xml(), ns.CLIENT))
+            else:
+                self._bind(features)
             return
         if not self.secure:
             if features.find(_STARTTLS) is None:
@@ -315,6 +327,32 @@ class ClientStream:
         self._out.append(
             f"<auth xmlns='{ns.SASL}' mechanism='{self.mechanism}'>{encode_b64(self._sasl.initial())}</auth>"
         )
+
+    def _bind(self, features: Element) -> None:
+        if features.find(_BIND) is None:
+            raise NegotiationError("the server offers no resource binding after authentication")
+        self._state = "bind"
+        self._iq_id = f"bind-{secrets.token_hex(4)}"
+        bind = element(_BIND)
+        if self.resource:
+            sub(bind, qname(ns.BIND, "resource"), text=self.resource)
+        self._out.append(serialize(element(_IQ, {"type": "set", "id": self._iq_id}, children=[bind]), ns.CLIENT))
+
+    def _on_resume_reply(self, el: Element) -> Event | None:
+        """XEP-0198 §5: resumed, the earlier session goes on; failed, a new one is bound (§5, §6)."""
+        try:
+            if el.tag == sm.RESUMED:
+                resumed = sm.Resumed.from_xml(el)
+                self.jid = JID(self.account.local, self.account.domain, self.resource)
+                self._state = "ready"
+                return Ready(self.jid, self._features, resumed)
+            if el.tag == sm.FAILED:
+                self._resumption = sm.Failed.from_xml(el)
+                self._bind(self._features)
+                return None
+        except sm.SmError as err:
+            raise StreamError("bad-format", str(err)) from None
+        raise StreamError("unsupported-stanza-type", f"expected <resumed/> or <failed/>, got {el.tag}")
 
     def _on_starttls_reply(self, el: Element) -> Event:
         if el.tag == _PROCEED:
@@ -376,7 +414,7 @@ class ClientStream:
                 return None
         assert self.jid is not None
         self._state = "ready"
-        return Ready(self.jid, self._features)
+        return Ready(self.jid, self._features, self._resumption)
 
 
 def _session_required(features: Element) -> bool:

@@ -1,6 +1,7 @@
 """Chat messages between two of our clients through the real server (RFC 6121 §5).
 
-Plaintext leaves only with ``encrypted=False``; with the server's e2e policy "required" (the
+Messages are OMEMO encrypted by default (tests/client/omemo/ covers that); plaintext leaves only
+with ``encrypted=False``; with the server's e2e policy "required" (the
 default) even that is refused by the server, and the refusal reaches the sender as an error
 message carrying the condition.
 """
@@ -14,9 +15,16 @@ import pytest
 from schnack.client import Client, EncryptionRequired
 from schnack.server.app import Server
 from schnack.server.modules.e2e import REFUSAL
+from schnack.xmpp import ns
+from schnack.xmpp.xml import qname
 
 from ...harness import add_user
+from ...integration.wire import Wire
 from ..conftest import PASSWORD, make_client, next_of, online
+
+_PRESENCE = qname(ns.CLIENT, "presence")
+_MESSAGE = qname(ns.CLIENT, "message")
+_BODY = qname(ns.CLIENT, "body")
 
 
 async def test_two_clients_exchange_messages(chat_server: Server, clients: list[Client]) -> None:
@@ -33,17 +41,27 @@ async def test_two_clients_exchange_messages(chat_server: Server, clients: list[
 
 
 async def test_plaintext_needs_to_be_asked_for(chat_server: Server, clients: list[Client]) -> None:
+    """Encrypted by default: to a peer without OMEMO devices nothing leaves unless asked for."""
     alice = await online(chat_server, clients, "alice@localhost")
-    bob = await online(chat_server, clients, "bob@localhost")
-    inbox = bob.messages()
-    with pytest.raises(EncryptionRequired) as refused:
-        await alice.send("bob@localhost", "secret", encrypted=True)
-    assert "not sent to bob@localhost" in str(refused.value) and "encrypted=False" in str(refused.value)
-    with pytest.raises(EncryptionRequired):
-        await alice.send("bob@localhost", "secret")
-    await alice.send("bob@localhost", "on purpose", encrypted=False)
-    # Messages between two parties keep their order: the refused ones never left.
-    assert (await next_of(inbox)).text == "on purpose"
+    wire = await Wire.connect(chat_server, "c2s_tls")
+    try:
+        await wire.login("bob", PASSWORD, await wire.open())
+        await wire.bind("plain")
+        wire.send("<presence/>")
+        while (el := await wire.next()) is not None and el.tag != _PRESENCE:
+            pass
+        with pytest.raises(EncryptionRequired) as refused:
+            await alice.send("bob@localhost", "secret", encrypted=True)
+        assert str(refused.value) == "bob@localhost has no OMEMO devices; pass encrypted=False to send unencrypted"
+        with pytest.raises(EncryptionRequired):
+            await alice.send("bob@localhost", "secret")
+        await alice.send("bob@localhost", "on purpose", encrypted=False)
+        # Messages between two parties keep their order: the refused ones never left.
+        while (el := await wire.next()) is not None and el.tag != _MESSAGE:
+            pass
+        assert el is not None and el.findtext(_BODY) == "on purpose"
+    finally:
+        wire.close()
 
 
 async def test_a_server_requiring_encryption_refuses_plaintext(live_server: Server, clients: list[Client]) -> None:

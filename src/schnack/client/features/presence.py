@@ -60,9 +60,10 @@ def _priority(text: str | None) -> int:
 class Presence:
     """Announces our presence and publishes everyone else's."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, announce: bool = True) -> None:
         self.client = client
         self.feed: Feed[PresenceUpdate] = Feed()
+        self._announcing = announce
         self._show: str | None = None
         self._status: str | None = None
         self._priority = 0
@@ -80,7 +81,8 @@ class Presence:
         return el
 
     async def _announce(self) -> None:
-        await self.client.send_element(self._own())
+        if self._announcing:
+            await self.client.send_element(self._own())
 
     async def set(self, show: str | None, status: str | None, priority: int) -> None:
         """§4.4: a presence broadcast to the contacts that may see it."""
@@ -89,6 +91,7 @@ class Presence:
         if not -128 <= priority <= 127:
             raise ValueError("priority must be between -128 and 127")
         self._show, self._status, self._priority = show, status, priority
+        self._announcing = True
         await self.client.send_element(self._own())
 
     async def _directed(self, to: JID, kind: str) -> None:

@@ -75,6 +75,7 @@ class Roster:
         except RosterError as err:
             raise XmppError("bad-request", f"the server sent a broken roster: {err}") from None
         self.contacts = {item.jid: Contact.from_item(item) for item in items}
+        self.client.store.save_roster(self.contacts.values())
         return list(self.contacts.values())
 
     async def set(self, jid: JID, name: str | None, groups: Sequence[str]) -> None:
@@ -105,5 +106,6 @@ class Roster:
             self.contacts.pop(contact.jid, None)
         else:
             self.contacts[contact.jid] = contact
+        self.client.store.update_contact(contact)
         self.updates.publish(contact)
         return None

@@ -1,0 +1,73 @@
+"""XEP-0420 Stanza Content Encryption envelopes, as OMEMO 2 (XEP-0384) uses them.
+
+What OMEMO 2 encrypts is not a body but an envelope: the message's content elements, random
+padding (``<rpad/>``, so that the ciphertext's length does not give away the text's) and the
+sender's bare JID (``<from/>``), which the recipient checks against the stanza's sender when it
+is there: a server that moves an encrypted payload into a stanza from someone else is caught.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element
+
+from ...xmpp.errors import StreamError
+from ...xmpp.jid import JID, JIDError
+from ...xmpp.parser import parse_frame
+from ...xmpp.xml import element, qname, serialize, sub
+
+SCE = "urn:xmpp:sce:1"
+_ENVELOPE = qname(SCE, "envelope")
+_CONTENT = qname(SCE, "content")
+_RPAD = qname(SCE, "rpad")
+_FROM = qname(SCE, "from")
+# Padding of 0 to 200 characters.
+MAX_PADDING = 200
+# An envelope is at most a stanza's worth of XML.
+MAX_ENVELOPE_BYTES = 256 * 1024
+
+
+class SceError(ValueError):
+    """A decrypted payload that is not a valid envelope, or not from whom the stanza says."""
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The content elements of an envelope."""
+
+    content: tuple[Element, ...]
+
+
+def seal(content: Sequence[Element], sender: JID) -> bytes:
+    """The envelope holding ``content`` from ``sender``, serialized, ready to be encrypted."""
+    envelope = element(_ENVELOPE)
+    sub(envelope, _CONTENT).extend(content)
+    padding = secrets.token_urlsafe(MAX_PADDING)[:secrets.randbelow(MAX_PADDING + 1)]
+    sub(envelope, _RPAD, text=padding)
+    sub(envelope, _FROM, {"jid": str(sender.bare)})
+    return serialize(envelope).encode()
+
+
+def open_envelope(data: bytes, sender: JID) -> Opened:
+    """The content of a decrypted envelope that ``sender`` sent; SceError if it is not one."""
+    try:
+        envelope = parse_frame(data, MAX_ENVELOPE_BYTES)
+    except StreamError as err:
+        raise SceError(f"the decrypted envelope is not XML: {err}") from None
+    if envelope.tag != _ENVELOPE:
+        raise SceError(f"expected an SCE envelope, got {envelope.tag}")
+    content = envelope.find(_CONTENT)
+    if content is None:
+        raise SceError("the envelope has no content")
+    claimed = envelope.find(_FROM)
+    # An envelope without <from/> is read: some clients leave it out of one-to-one chats.
+    if claimed is not None:
+        try:
+            from_jid = JID.parse(claimed.get("jid", ""))
+        except JIDError:
+            raise SceError("the envelope names an invalid sender") from None
+        if from_jid.bare != sender.bare:
+            raise SceError(f"the envelope says it is from {from_jid}, the message from {sender.bare}")
+    return Opened(tuple(content))

@@ -1,0 +1,153 @@
+"""The persistent outbox: a message is on disk before it is sent, and stays until the server
+acknowledged it (XEP-0198 §4), however often the link or the process dies in between.
+
+Every message gets an origin-id (XEP-0359 §3), which is also its 'id', so that a copy sent again
+is recognised as the same message by the receiver, which keeps only the first (see
+:meth:`~.store.Store.receive`). The outbox is sent, oldest first, once stream management is set
+up on a new session, which also happens at start-up: all of it then, including what an earlier
+session had sent without an acknowledgement, also when resumption failed (slixmpp drops those).
+After a resumption the stream sends its unacknowledged stanzas again itself, and the outbox only
+what was not on that stream yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import TYPE_CHECKING
+from xml.etree.ElementTree import Element
+
+from ..xmpp import ns
+from ..xmpp.jid import JID
+from ..xmpp.xml import qname, sub
+from .errors import NotConnected, RequestTimeout, XmppError
+from .store import FAILED, STATES, Store
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .features.messages import Message
+    from .features.sm import StreamManagement
+
+log = logging.getLogger(__name__)
+
+ORIGIN_ID = qname(ns.SID, "origin-id")
+STANZA_ID = qname(ns.SID, "stanza-id")
+_ACKED = STATES.index("acked")
+
+
+def message_ids(el: Element, account: JID) -> tuple[str | None, str | None]:
+    """A message's origin-id, and the stanza-id our own server gave it (XEP-0359 §8: a stanza-id
+    counts only from an entity we trust to assign it, and only our server assigns ours)."""
+    origin = el.find(ORIGIN_ID)
+    stanza_id = next((s.get("id") for s in el.iter(STANZA_ID) if s.get("by") == str(account.bare)), None)
+    return (origin.get("id") if origin is not None else None), stanza_id or None
+
+
+class Outbox:
+    """The messages the server has not acknowledged, for one client."""
+
+    def __init__(self, client: Client, sm: StreamManagement, store: Store) -> None:
+        self.client = client
+        self.store = store
+        self._sm = sm
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        sm.on_acknowledged(self._acknowledged)
+        client.on_connect(self._on_connect)
+
+    def send(self, el: Element, peer: JID, text: str, *, encrypted: bool) -> str:
+        """Give the message ``el`` an origin-id, store it with ``text``, and send it as soon as it
+        may go; the origin-id is returned."""
+        origin_id = str(uuid.uuid4())
+        el.set("id", origin_id)
+        sub(el, ORIGIN_ID, {"id": origin_id})
+        self.store.queue(peer, text, origin_id, el, encrypted=encrypted)
+        self.flush()
+        return origin_id
+
+    async def _on_connect(self) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Send, oldest first, what is stored and not on the link yet; nothing while stream
+        management is being set up on a new session."""
+        if not self._sm.ready:
+            return
+        on_link = self._sm.in_flight()
+        for entry in self.store.outbox():
+            if entry.origin_id in on_link:
+                continue
+            if not self.client.write(entry.stanza):
+                return
+            self.store.advance(entry.origin_id, "sent")
+
+    async def wait(self, origin_id: str, timeout: float) -> None:
+        """Wait until the server acknowledged the message; an error reply to it raises XmppError."""
+        message = self.store.sent_message(origin_id)
+        if message is None:
+            raise KeyError(origin_id)
+        if message.state == FAILED:
+            raise XmppError(message.error or "undefined-condition", message.error_text)
+        if STATES.index(message.state) >= _ACKED:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(origin_id, []).append(future)
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the server has not acknowledged the message within {timeout:g} s; it stays in the outbox"
+            ) from None
+        finally:
+            waiting = self._waiters.get(origin_id, [])
+            if future in waiting:
+                waiting.remove(future)
+            if not waiting:
+                self._waiters.pop(origin_id, None)
+
+    def refused(self, origin_id: str, error: XmppError) -> None:
+        """An error reply to a message we sent: it is marked failed and not sent again."""
+        if self.store.fail(origin_id, error.condition, error.text):
+            for future in self._waiters.pop(origin_id, []):
+                if not future.done():
+                    future.set_exception(error)
+
+    def stop(self, reason: str) -> None:
+        """The client stopped: whoever waits hears why; the messages stay stored for the next start."""
+        for waiting in self._waiters.values():
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(NotConnected(f"{reason}; the message stays in the outbox"))
+        self._waiters.clear()
+
+    # Messages that arrive ------------------------------------------------------------------------
+
+    def is_copy(self, el: Element, sender: JID) -> bool:
+        """Whether a message that arrives is one already stored (checked before decrypting it, as a
+        copy of an OMEMO message would not decrypt again)."""
+        origin_id, stanza_id = message_ids(el, self.client.account)
+        return self.store.known(sender, origin_id=origin_id, stanza_id=stanza_id)
+
+    def record(self, message: Message) -> bool:
+        """Store a message that arrived; False if it is a copy of one stored before. An error reply
+        to one of ours marks that one failed."""
+        if message.error is not None:
+            if message.id is not None:
+                self.refused(message.id, message.error)
+            return True
+        origin_id, stanza_id = message_ids(message.element, self.client.account)
+        if message.text is None:
+            return not self.store.known(message.sender, origin_id=origin_id, stanza_id=stanza_id)
+        return self.store.receive(message.sender, message.text, origin_id=origin_id, stanza_id=stanza_id,
+                                  stamp=message.stamp, encrypted=message.encrypted)
+
+    def _acknowledged(self, el: Element) -> None:
+        origin = el.find(ORIGIN_ID)
+        origin_id = origin.get("id") if origin is not None else None
+        if origin_id is None:
+            return
+        self.store.advance(origin_id, "acked")
+        for future in self._waiters.pop(origin_id, []):
+            if not future.done():
+                future.set_result(None)

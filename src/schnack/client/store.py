@@ -1,0 +1,457 @@
+"""The client's local store: one directory per account, holding its SQLite file and its secrets.
+
+``<client dir>/<account>/store.sqlite`` keeps the messages (direction, peer, time, XEP-0359
+origin-id and stanza-id, delivery state), the outbox of messages the server has not acknowledged
+yet (XEP-0198), the roster cache (RFC 6121 §2) and how to reach the server. The OMEMO state lives
+next to it. The password never goes into the database: it is kept in the system keyring (the
+``keyring`` package) where one works, else in ``<account>/password``, readable by its owner only.
+
+The client directory is the one given, else ``$SCHNACK_CLIENT_DIR``, else the platform's user data
+directory (platformdirs). Every write is committed before the call returns, on a WAL database:
+a message is on disk before it is sent, and one that arrived is recorded before the server hears
+that it was handled. Several processes of one account may share the file (SQLite locks it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from xml.etree.ElementTree import Element
+
+import platformdirs
+
+from ..xmpp.jid import JID, JIDError
+from ..xmpp.parser import parse_frame
+from ..xmpp.xml import serialize
+from .features.roster import Contact
+
+log = logging.getLogger(__name__)
+
+FILENAME = "store.sqlite"
+PASSWORD_FILE = "password"
+KEYRING_SERVICE = "schnack"
+ENV_DIR = "SCHNACK_CLIENT_DIR"
+# The life of a message we sent, in order; a state only ever moves forward. "failed" (an error
+# reply) ends it. A message that arrived is "delivered" here, and "read" once shown as read.
+STATES = ("pending", "sent", "acked", "delivered", "read")
+FAILED = "failed"
+_RANK = {state: rank for rank, state in enumerate(STATES)}
+_MAX_STANZA = 16 * 1024 * 1024
+
+_SCHEMA = (
+    """
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        peer TEXT NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        body TEXT NOT NULL,
+        stamp TEXT NOT NULL,
+        state TEXT NOT NULL,
+        origin_id TEXT,
+        stanza_id TEXT,
+        encrypted INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        error_text TEXT
+    );
+    CREATE UNIQUE INDEX messages_by_origin_id ON messages (peer, direction, origin_id) WHERE origin_id IS NOT NULL;
+    CREATE UNIQUE INDEX messages_by_stanza_id ON messages (stanza_id) WHERE stanza_id IS NOT NULL;
+    CREATE INDEX messages_by_peer ON messages (peer, stamp);
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        message INTEGER NOT NULL UNIQUE REFERENCES messages (id) ON DELETE CASCADE,
+        stanza TEXT NOT NULL
+    );
+    CREATE TABLE contacts (
+        jid TEXT PRIMARY KEY,
+        name TEXT,
+        subscription TEXT NOT NULL,
+        pending INTEGER NOT NULL,
+        approved INTEGER NOT NULL,
+        groups TEXT NOT NULL
+    );
+    """,
+)
+
+
+class StoreError(Exception):
+    """The local store cannot be used (a broken file, a full disk, no permission)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to reach the account's server: as the client's arguments of the same names."""
+
+    host: str | None = None
+    port: int | None = None
+    verify: bool | Path = True
+    direct_tls: bool | None = None
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message in the history: ``direction`` is "in" or "out", ``state`` one of :data:`STATES`
+    or "failed" (then ``error`` is the condition and ``error_text`` the explanation, if any)."""
+
+    peer: JID
+    direction: str
+    text: str
+    stamp: datetime
+    state: str
+    origin_id: str | None = None
+    stanza_id: str | None = None
+    encrypted: bool = False
+    error: str | None = None
+    error_text: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A message waiting for the server's acknowledgement: the stanza exactly as it is sent."""
+
+    origin_id: str
+    peer: JID
+    stanza: Element
+
+
+def client_dir(override: str | Path | None = None) -> Path:
+    """Where the accounts' directories are."""
+    if override is not None:
+        return Path(override)
+    env = os.environ.get(ENV_DIR)
+    if env:
+        return Path(env)
+    return Path(platformdirs.user_data_dir("schnack", appauthor=False))
+
+
+def account_dir(account: JID, base: str | Path | None = None) -> Path:
+    """The directory of ``account`` (its bare JID names it: RFC 7622 forbids '/' in it)."""
+    return client_dir(base) / str(account.bare)
+
+
+def stored_accounts(base: str | Path | None = None) -> list[JID]:
+    """The accounts that have a store in the client directory, sorted."""
+    root = client_dir(base)
+    found: list[JID] = []
+    if not root.is_dir():
+        return found
+    for entry in root.iterdir():
+        if not (entry / FILENAME).is_file():
+            continue
+        try:
+            jid = JID.parse(entry.name)
+        except JIDError:
+            continue
+        if jid.local is not None and jid.resource is None and str(jid) == entry.name:
+            found.append(jid)
+    return sorted(found, key=str)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _stamp(when: datetime) -> str:
+    # One fixed format in UTC, so that the text sorts as the time does.
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_stamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+class Store:
+    """One account's store in ``directory`` (created owner-only), or in memory without one."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        try:
+            if directory is None:
+                self._db = sqlite3.connect(":memory:", isolation_level=None)
+            else:
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                path = directory / FILENAME
+                # Owner-only before SQLite opens it: its WAL and shared-memory files take the same mode.
+                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+                self._db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except (sqlite3.Error, OSError) as err:
+            raise StoreError(f"cannot open the local store in {directory}: {err}") from None
+
+    def _migrate(self) -> None:
+        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(_SCHEMA[version:], start=version + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot write to the local store: {err}") from None
+
+    # Settings --------------------------------------------------------------------------------
+
+    def settings(self) -> Settings | None:
+        """How to reach the server, as :meth:`save_settings` kept it; None if never saved."""
+        row = self._db.execute("SELECT value FROM settings WHERE key = 'server'").fetchone()
+        if row is None:
+            return None
+        data = json.loads(row[0])
+        verify = data["verify"]
+        return Settings(data["host"], data["port"], Path(verify) if isinstance(verify, str) else verify,
+                        data["direct_tls"])
+
+    def save_settings(self, settings: Settings) -> None:
+        verify = str(settings.verify) if isinstance(settings.verify, Path) else settings.verify
+        value = json.dumps({"host": settings.host, "port": settings.port, "verify": verify,
+                            "direct_tls": settings.direct_tls})
+        self._write("INSERT OR REPLACE INTO settings (key, value) VALUES ('server', ?)", (value,))
+
+    # Messages we send --------------------------------------------------------------------------
+
+    def queue(self, peer: JID, text: str, origin_id: str, stanza: Element, *, encrypted: bool) -> None:
+        """Record a message we are about to send and put it in the outbox, in one transaction."""
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT INTO messages (peer, direction, body, stamp, state, origin_id, encrypted)"
+                " VALUES (?, 'out', ?, ?, 'pending', ?, ?)",
+                (str(peer.bare), text, _stamp(_now()), origin_id, int(encrypted)),
+            )
+            self._db.execute("INSERT INTO outbox (message, stanza) VALUES (?, ?)",
+                             (cursor.lastrowid, serialize(stanza)))
+
+    def outbox(self) -> list[OutboxEntry]:
+        """The messages the server has not acknowledged yet, oldest first."""
+        rows = self._db.execute(
+            "SELECT m.origin_id, m.peer, o.stanza FROM outbox o JOIN messages m ON m.id = o.message ORDER BY o.seq"
+        ).fetchall()
+        return [OutboxEntry(origin_id, JID.parse(peer), parse_frame(stanza.encode(), _MAX_STANZA))
+                for origin_id, peer, stanza in rows]
+
+    def unconfirmed(self, peer: JID, text: str, *, encrypted: bool) -> str | None:
+        """The origin-id of a message with this text to ``peer`` still in the outbox, if any."""
+        row = self._db.execute(
+            "SELECT m.origin_id FROM outbox o JOIN messages m ON m.id = o.message"
+            " WHERE m.peer = ? AND m.body = ? AND m.encrypted = ? ORDER BY o.seq LIMIT 1",
+            (str(peer.bare), text, int(encrypted)),
+        ).fetchone()
+        return row[0] if row is not None else None
+
+    def advance(self, origin_id: str, state: str) -> bool:
+        """Move a message we sent forward to ``state``; True if it moved. Acknowledged (or later),
+        it leaves the outbox."""
+        if state not in _RANK:
+            raise ValueError(f"unknown state {state!r}")
+        with self._transaction():
+            row = self._db.execute("SELECT id, state FROM messages WHERE origin_id = ? AND direction = 'out'",
+                                   (origin_id,)).fetchone()
+            if row is None or row[1] == FAILED or _RANK[row[1]] >= _RANK[state]:
+                return False
+            self._db.execute("UPDATE messages SET state = ? WHERE id = ?", (state, row[0]))
+            if _RANK[state] >= _RANK["acked"]:
+                self._db.execute("DELETE FROM outbox WHERE message = ?", (row[0],))
+        return True
+
+    def fail(self, origin_id: str, condition: str, text: str | None) -> bool:
+        """An error reply to a message we sent: it is not sent again. True if it was ours."""
+        with self._transaction():
+            row = self._db.execute("SELECT id FROM messages WHERE origin_id = ? AND direction = 'out'",
+                                   (origin_id,)).fetchone()
+            if row is None:
+                return False
+            self._db.execute("UPDATE messages SET state = ?, error = ?, error_text = ? WHERE id = ?",
+                             (FAILED, condition, text, row[0]))
+            self._db.execute("DELETE FROM outbox WHERE message = ?", (row[0],))
+        return True
+
+    def sent_message(self, origin_id: str) -> StoredMessage | None:
+        """A message we sent, by its origin-id."""
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM messages WHERE origin_id = ? AND direction = 'out'",
+                               (origin_id,)).fetchone()
+        return _message(row) if row is not None else None
+
+    # Messages that arrive -----------------------------------------------------------------------
+
+    def receive(self, peer: JID, text: str, *, origin_id: str | None = None, stanza_id: str | None = None,
+                stamp: datetime | None = None, encrypted: bool = False) -> bool:
+        """Record a message that arrived; False if it is a copy of one already here: the same
+        origin-id from the same sender, or the same stanza-id from our own server (XEP-0359)."""
+        try:
+            self._db.execute(
+                "INSERT INTO messages (peer, direction, body, stamp, state, origin_id, stanza_id, encrypted)"
+                " VALUES (?, 'in', ?, ?, 'delivered', ?, ?, ?)",
+                (str(peer.bare), text, _stamp(stamp or _now()), origin_id, stanza_id, int(encrypted)),
+            )
+        except sqlite3.IntegrityError:
+            return False
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot write to the local store: {err}") from None
+        return True
+
+    def known(self, peer: JID, *, origin_id: str | None = None, stanza_id: str | None = None) -> bool:
+        """Whether a message from ``peer`` with this origin-id, or one with this stanza-id, is stored."""
+        if origin_id is None and stanza_id is None:
+            return False
+        row = self._db.execute(
+            "SELECT 1 FROM messages WHERE (peer = ? AND direction = 'in' AND origin_id = ?) OR stanza_id = ? LIMIT 1",
+            (str(peer.bare), origin_id, stanza_id),
+        ).fetchone()
+        return row is not None
+
+    def history(self, peer: JID, limit: int | None = None) -> list[StoredMessage]:
+        """The conversation with ``peer``, oldest first; only the last ``limit`` messages if given."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE peer = ? ORDER BY stamp DESC, id DESC LIMIT ?",
+            (str(peer.bare), -1 if limit is None else limit),
+        ).fetchall()
+        return [_message(row) for row in reversed(rows)]
+
+    # The roster cache ---------------------------------------------------------------------------
+
+    def save_roster(self, contacts: Iterable[Contact]) -> None:
+        """Replace the cached roster with the one the server sent."""
+        with self._transaction():
+            self._db.execute("DELETE FROM contacts")
+            for contact in contacts:
+                self._put_contact(contact)
+
+    def update_contact(self, contact: Contact) -> None:
+        """Apply a roster push: a changed item, or a removed one (subscription "remove")."""
+        with self._transaction():
+            if contact.subscription == "remove":
+                self._db.execute("DELETE FROM contacts WHERE jid = ?", (str(contact.jid),))
+            else:
+                self._put_contact(contact)
+
+    def _put_contact(self, contact: Contact) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO contacts (jid, name, subscription, pending, approved, groups)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (str(contact.jid), contact.name, contact.subscription, int(contact.pending), int(contact.approved),
+             json.dumps(list(contact.groups))),
+        )
+
+    def contacts(self) -> list[Contact]:
+        """The cached roster, by JID."""
+        rows = self._db.execute(
+            "SELECT jid, name, subscription, pending, approved, groups FROM contacts ORDER BY jid"
+        ).fetchall()
+        return [Contact(JID.parse(jid), name, subscription, bool(pending), bool(approved), tuple(json.loads(groups)))
+                for jid, name, subscription, pending, approved, groups in rows]
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on an exception; SQLite errors become StoreError."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot write to the local store: {err}") from None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        if kind is None:
+            try:
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.Error as err:
+                exc = err
+        self._db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"cannot write to the local store: {exc}") from None
+
+
+_COLUMNS = "peer, direction, body, stamp, state, origin_id, stanza_id, encrypted, error, error_text"
+
+
+def _message(row: tuple[str, str, str, str, str, str | None, str | None, int, str | None, str | None]
+             ) -> StoredMessage:
+    peer, direction, body, stamp, state, origin_id, stanza_id, encrypted, error, error_text = row
+    return StoredMessage(JID.parse(peer), direction, body, _parse_stamp(stamp), state, origin_id, stanza_id,
+                         bool(encrypted), error, error_text)
+
+
+# The password ---------------------------------------------------------------------------------
+
+
+def _trusted_keyring() -> bool:
+    """Whether the keyring is a real secret store: the system's (priority 1 and up, as keyring
+    rates them) or one the user named in PYTHON_KEYRING_BACKEND. Fallbacks that keyring would pick
+    on its own, such as a plaintext file, are not better than our 0600 file."""
+    import keyring
+
+    if os.environ.get("PYTHON_KEYRING_BACKEND"):
+        return True
+    priority: float = getattr(keyring.get_keyring(), "priority", 0)
+    return priority >= 1
+
+
+def save_password(directory: Path, account: JID, password: str) -> str:
+    """Keep the password in the system keyring, or else in ``directory``'s 0600 file; where it went
+    ("the system keyring" or the file's path) is returned."""
+    import keyring
+    import keyring.errors
+
+    try:
+        if not _trusted_keyring():
+            raise keyring.errors.NoKeyringError("only a fallback keyring is available")
+        keyring.set_password(KEYRING_SERVICE, str(account.bare), password)
+    except (keyring.errors.KeyringError, RuntimeError, OSError) as err:
+        log.info("no usable keyring (%s); keeping the password in a file", err)
+    else:
+        (directory / PASSWORD_FILE).unlink(missing_ok=True)
+        return "the system keyring"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / PASSWORD_FILE
+    partial = directory / f".{PASSWORD_FILE}.new"
+    partial.unlink(missing_ok=True)
+    # O_EXCL: never write into a file someone else made, whatever its mode.
+    fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(password)
+    partial.replace(path)
+    return str(path)
+
+
+def load_password(directory: Path, account: JID) -> str | None:
+    """The password kept by :func:`save_password`, or None."""
+    import keyring
+    import keyring.errors
+
+    try:
+        found = keyring.get_password(KEYRING_SERVICE, str(account.bare)) if _trusted_keyring() else None
+    except (keyring.errors.KeyringError, RuntimeError, OSError):
+        found = None
+    if found is not None:
+        return found
+    try:
+        return (directory / PASSWORD_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,192 @@
+"""The client commands of ``schnack`` as real processes against the real server (in this process).
+
+login stores the account and keeps the password out of the database; send exits 0 once the
+server acknowledged the message; listen prints what arrives; history reads the local store;
+contacts lists, adds and removes. Every failure is one line on stderr with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bench.servers import free_port
+from schnack.client.store import FILENAME, PASSWORD_FILE, Settings, Store, account_dir
+from schnack.server.app import Server
+from schnack.server.modules.e2e import REFUSAL
+from schnack.xmpp.jid import JID
+
+from ..harness import add_user, running
+from .proc import Result, client_env, line_of, login, schnack, start, stop
+
+PASSWORD = "correct horse battery staple"
+ALICE = JID.parse("alice@localhost")
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    """A listening server that lets plaintext through, with alice and bob."""
+    async with running(tmp_path, listen=True, modules={"e2e": {"policy": "optional"}}) as srv:
+        for user in ("alice", "bob"):
+            await add_user(srv, user, PASSWORD)
+        yield srv
+
+
+def one_line(result: Result) -> str:
+    """The single line a failed command wrote, checked to be one line and no traceback."""
+    assert result.returncode != 0, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+async def test_login_keeps_the_password_out_of_the_database(server: Server, tmp_path: Path) -> None:
+    env = client_env(tmp_path)
+    result = await login(server, env, "alice@localhost", PASSWORD)
+    assert result.returncode == 0, result.stderr
+    directory = account_dir(ALICE, tmp_path / "client")
+    assert result.stdout.startswith("logged in as alice@localhost/")
+    assert f"account stored in {directory}, password in {directory / PASSWORD_FILE}" in result.stdout
+    assert stat.S_IMODE((directory / PASSWORD_FILE).stat().st_mode) == 0o600
+    assert (directory / PASSWORD_FILE).read_text() == PASSWORD
+    for database in directory.glob(f"{FILENAME}*"):
+        assert PASSWORD.encode() not in database.read_bytes()
+    # The stored account works without being named: it is the only one.
+    listing = await schnack(env, "contacts")
+    assert (listing.returncode, listing.stdout) == (0, ""), listing.stderr
+
+
+async def test_login_with_a_system_keyring(server: Server, tmp_path: Path) -> None:
+    env = client_env(tmp_path, PYTHON_KEYRING_BACKEND="keyrings.alt.file.PlaintextKeyring",
+                     XDG_DATA_HOME=str(tmp_path / "xdg"))
+    result = await login(server, env, "alice@localhost", PASSWORD)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("password in the system keyring")
+    directory = account_dir(ALICE, tmp_path / "client")
+    assert not (directory / PASSWORD_FILE).exists()
+    assert not any(PASSWORD.encode() in path.read_bytes() for path in directory.iterdir())
+    listing = await schnack(env, "contacts")
+    assert listing.returncode == 0, listing.stderr
+
+
+async def test_login_failures(server: Server, tmp_path: Path) -> None:
+    env = client_env(tmp_path)
+    wrong = await login(server, env, "alice@localhost", "not the password")
+    assert one_line(wrong) == "schnack: alice@localhost: authentication failed: wrong username or password"
+    untrusted = one_line(await login(server, env, "alice@localhost", PASSWORD, "--starttls"))
+    assert "the certificate of localhost is not trusted" in untrusted
+    assert "--insecure" in untrusted and "--ca FILE" in untrusted
+    unreachable = await schnack(env, "login", "alice@localhost", "--password-stdin", "--host", "127.0.0.1",
+                                "--port", str(free_port()), input=PASSWORD + "\n")
+    assert one_line(unreachable).startswith("schnack: cannot reach localhost: 127.0.0.1:")
+    both = await login(server, env, "alice@localhost", PASSWORD, "--insecure", "--ca", str(__file__))
+    assert both.returncode == 2 and "exclude each other" in one_line(both)
+    assert one_line(await login(server, env, "localhost", PASSWORD)).endswith("is not an account address (user@domain)")
+    # A failed first login leaves no account behind.
+    none = await schnack(env, "send", "bob@localhost", "hi")
+    assert one_line(none) == "schnack: no account stored; log in first with: schnack login JID"
+    # The server's own certificate, given as the CA, is trusted.
+    trusted = await login(server, env, "alice@localhost", PASSWORD, "--ca",
+                          str(server.config.data_dir / "certs" / "server.crt"))
+    assert trusted.returncode == 0, trusted.stderr
+
+
+async def test_choosing_the_account(server: Server, tmp_path: Path) -> None:
+    env = client_env(tmp_path)
+    for user in ("alice", "bob"):
+        assert (await login(server, env, f"{user}@localhost", PASSWORD)).returncode == 0
+    several = one_line(await schnack(env, "history", "bob@localhost"))
+    assert "several accounts are stored (alice@localhost, bob@localhost); choose one with --account" in several
+    missing = one_line(await schnack(env, "listen", "--account", "carol@localhost"))
+    assert missing == "schnack: no such account stored: carol@localhost; log in first with: schnack login carol@localhost"
+    chosen = await schnack({**env, "SCHNACK_ACCOUNT": "bob@localhost"}, "history", "alice@localhost")
+    assert (chosen.returncode, chosen.stdout) == (0, "")
+    bad = await schnack(env, "history", "not@@valid", "--account", "alice@localhost")
+    assert bad.returncode == 2 and "invalid JID" in one_line(bad)
+
+
+async def test_send_listen_and_history(server: Server, tmp_path: Path) -> None:
+    env = client_env(tmp_path)
+    for user in ("alice", "bob"):
+        assert (await login(server, env, f"{user}@localhost", PASSWORD)).returncode == 0
+    early = await schnack(env, "send", "--unencrypted", "-a", "alice@localhost", "bob@localhost", "are you there?")
+    assert early.returncode == 0, early.stderr
+    # Sending does not make bob available: the message waiting for him stays for his listener.
+    reply = await schnack(env, "send", "--unencrypted", "-a", "bob@localhost", "alice@localhost", "soon")
+    assert reply.returncode == 0, reply.stderr
+    listener = await start(env, "listen", "--account", "bob@localhost")
+    try:
+        assert (await line_of(listener.stderr)).startswith("schnack: listening as bob@localhost/")
+        waited = await line_of(listener.stdout)
+        assert waited.endswith(" alice@localhost: are you there?"), waited
+        sent = await schnack(env, "send", "--unencrypted", "-a", "alice@localhost", "bob@localhost", "hello bob")
+        assert sent.returncode == 0, sent.stderr
+        id = sent.stdout.strip()
+        line = await line_of(listener.stdout)
+        assert line.endswith(" alice@localhost: hello bob"), line
+    finally:
+        assert await stop(listener) == 0
+    mine = (await schnack(env, "history", "bob@localhost", "-a", "alice@localhost")).stdout.splitlines()
+    assert [line.split(" ", 2)[2] for line in mine] == [
+        "me: are you there?  [✓ on the server]", "me: hello bob  [✓ on the server]"]
+    theirs = (await schnack(env, "history", "alice@localhost", "-a", "bob@localhost")).stdout.splitlines()
+    assert [line.split(" ", 2)[2] for line in theirs] == [
+        "alice@localhost: are you there?", "me: soon  [✓ on the server]", "alice@localhost: hello bob"]
+    last = await schnack(env, "history", "alice@localhost", "-a", "bob@localhost", "--limit", "1", "--json")
+    assert f'"origin_id": "{id}"' in last.stdout and '"direction": "in"' in last.stdout
+
+
+async def test_plaintext_is_sent_only_when_asked_for(server: Server, tmp_path: Path) -> None:
+    """Without --unencrypted the message must be encrypted; a contact without OMEMO gets nothing."""
+    env = client_env(tmp_path)
+    assert (await login(server, env, "alice@localhost", PASSWORD)).returncode == 0
+    refused = one_line(await schnack(env, "send", "bob@localhost", "secret"))
+    assert "--unencrypted" in refused and "encrypted=False" not in refused
+    history = await schnack(env, "history", "bob@localhost")
+    assert (history.returncode, history.stdout) == (0, "")
+
+
+async def test_a_message_the_server_refuses_fails_the_command(tmp_path: Path) -> None:
+    async with running(tmp_path, listen=True) as strict:  # e2e policy "required": no plaintext chat
+        for user in ("alice", "bob"):
+            await add_user(strict, user, PASSWORD)
+        env = client_env(tmp_path)
+        assert (await login(strict, env, "alice@localhost", PASSWORD)).returncode == 0
+        refused = one_line(await schnack(env, "send", "--unencrypted", "bob@localhost", "plain words"))
+        assert refused == f"schnack: policy-violation: {REFUSAL}"
+        history = await schnack(env, "history", "bob@localhost")
+        assert "[✗ failed: policy-violation" in history.stdout
+
+
+async def test_contacts(server: Server, tmp_path: Path) -> None:
+    env = client_env(tmp_path)
+    assert (await login(server, env, "alice@localhost", PASSWORD)).returncode == 0
+    added = await schnack(env, "contacts", "add", "bob@localhost/ignored", "--name", "Bob")
+    assert (added.returncode, added.stdout) == (0, "added bob@localhost\n"), added.stderr
+    expected = "bob@localhost\tBob\tnone (asked to see their presence)\n"
+    assert (await schnack(env, "contacts")).stdout == expected
+    assert (await schnack(env, "contacts", "--offline")).stdout == expected
+    removed = await schnack(env, "contacts", "remove", "bob@localhost")
+    assert (removed.returncode, removed.stdout) == (0, "removed bob@localhost\n"), removed.stderr
+    again = one_line(await schnack(env, "contacts", "remove", "bob@localhost"))
+    assert again == "schnack: bob@localhost is not in the contact list"
+    assert (await schnack(env, "contacts")).stdout == ""
+    assert (await schnack(env, "contacts", "--offline")).stdout == ""
+
+
+async def test_commands_report_a_server_that_is_gone(server: Server, tmp_path: Path) -> None:
+    env = client_env(tmp_path)
+    assert (await login(server, env, "alice@localhost", PASSWORD)).returncode == 0
+    store = Store(account_dir(ALICE, tmp_path / "client"))
+    try:
+        store.save_settings(Settings("127.0.0.1", free_port(), False, False))
+    finally:
+        store.close()
+    for command in (["send", "--unencrypted", "bob@localhost", "anyone there?"], ["listen"], ["contacts"]):
+        gone = one_line(await schnack(env, *command))
+        assert gone.startswith("schnack: cannot reach localhost: 127.0.0.1:"), gone
+    # Nothing was stored for a message that could not even start on its way.
+    assert (await schnack(env, "history", "bob@localhost")).stdout == ""

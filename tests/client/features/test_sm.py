@@ -1,0 +1,226 @@
+"""XEP-0198 from the client's side, against the real server and against Prosody (mod_smacks).
+
+Acks both ways (§4), resumption after the link drops (§5), and what slixmpp does not do: when
+resumption fails, the messages the server never acknowledged are sent again from the outbox.
+A server without stream management still confirms messages, through pings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.servers import DOMAIN, ProsodyDriver, Target
+from schnack.client import Client, Connected, Disconnected, Message
+from schnack.server.app import Server
+from schnack.server.modules.sm import SmState
+from schnack.server.sessions import Session
+from schnack.xmpp import ns
+from schnack.xmpp.jid import JID
+from schnack.xmpp.xml import element, qname
+
+from ...conftest import require_service
+from ...harness import add_user, running
+from ..conftest import PASSWORD, WAIT, next_of, online
+from ..proxy import Proxy
+
+FAST = (0.05, 0.5)
+
+
+def _sm_available() -> bool:
+    from schnack.server.modules import BUILTIN
+
+    return "sm" in BUILTIN
+
+
+@pytest.fixture
+async def short_hibernation(tmp_path: Path) -> AsyncIterator[Server]:
+    """Sessions whose connection died may be resumed for one second only."""
+    require_service(_sm_available(), "the server's stream management module is not there yet")
+    async with running(tmp_path, listen=True, modules={"e2e": {"policy": "optional"}, "sm": {"resume_timeout": 1}}
+                       ) as server:
+        for user in ("alice", "bob"):
+            await add_user(server, user, PASSWORD)
+        yield server
+
+
+@pytest.fixture
+async def without_sm(tmp_path: Path) -> AsyncIterator[Server]:
+    async with running(tmp_path, listen=True, modules={"e2e": {"policy": "optional"}, "disable": ["sm"]}) as server:
+        for user in ("alice", "bob"):
+            await add_user(server, user, PASSWORD)
+        yield server
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[list[Proxy]]:
+    made: list[Proxy] = []
+    yield made
+    for proxy in made:
+        await proxy.stop()
+
+
+async def behind_proxy(server: Server, proxies: list[Proxy], clients: list[Client], jid: str) -> tuple[Client, Proxy]:
+    """A connected client whose link runs through a proxy the test controls."""
+    host, port = server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    proxies.append(proxy)
+    client = Client(jid, PASSWORD, host="127.0.0.1", port=proxy.port, verify=False, direct_tls=False, backoff=FAST)
+    clients.append(client)
+    await client.connect()
+    return client, proxy
+
+
+def session_of(server: Server, jid: JID) -> Session:
+    session = server.sessions.get(jid)
+    assert session is not None
+    return session
+
+
+async def ping(client: Client) -> None:
+    await client.iq(element(qname(ns.CLIENT, "iq"), {"type": "get", "to": client.account.domain},
+                            children=[element(qname(ns.PING, "ping"))]))
+
+
+async def texts_until(inbox: AsyncIterator[Message], last: str) -> list[str | None]:
+    """The texts that arrive, up to and including ``last``."""
+    seen: list[str | None] = []
+    while not seen or seen[-1] != last:
+        seen.append((await next_of(inbox)).text)
+    return seen
+
+
+# Against schnack's server ---------------------------------------------------------------------------
+
+
+async def test_enabled_with_resumption_and_counted_both_ways(chat_server: Server, clients: list[Client]) -> None:
+    require_service(_sm_available(), "the server's stream management module is not there yet")
+    alice = await online(chat_server, clients, "alice@localhost/desk")
+    bob = await online(chat_server, clients, "bob@localhost/phone")
+    assert alice.sm.enabled and alice.sm.id is not None
+    inbox = bob.messages()
+    sent = [await alice.send(bob.jid, f"message {n}", encrypted=False) for n in range(7)]
+    for id in sent:
+        await alice.acknowledged(id)
+        stored = alice.store.sent_message(id)
+        assert stored is not None and stored.state == "acked" and stored.origin_id == id
+    assert alice.store.outbox() == []
+    # The ack of the last message covers every stanza before it too (presence, roster request).
+    assert alice.sm.unacknowledged == 0
+    assert [(await next_of(inbox)).text for _ in sent] == [f"message {n}" for n in range(7)]
+    # Once bob has the answer to a ping, the last stanza the server sent him, he has handled as
+    # many stanzas as the server sent him since stream management was enabled.
+    await ping(bob)
+    assert bob.sm.handled == session_of(chat_server, bob.jid).slot(SmState).sent > 7
+
+
+async def test_resumes_after_the_link_drops(chat_server: Server, clients: list[Client], proxies: list[Proxy]) -> None:
+    require_service(_sm_available(), "the server's stream management module is not there yet")
+    alice, proxy = await behind_proxy(chat_server, proxies, clients, "alice@localhost/desk")
+    bob = await online(chat_server, clients, "bob@localhost/phone")
+    session, previd = session_of(chat_server, alice.jid), alice.sm.id
+    events, inbox = alice.events(), alice.messages()
+    proxy.cut()
+    await bob.send(alice.jid, "while you were away", encrypted=False)
+    assert isinstance(await next_of(events), Disconnected)
+    assert await next_of(events) == Connected(alice.jid)
+    assert alice.sm.resumptions == 1 and alice.sm.id == previd
+    # The same session went on: the server did not end it and bind another.
+    assert session_of(chat_server, alice.jid) is session and not session.closed
+    await bob.send(alice.jid, "and now", encrypted=False)
+    assert await texts_until(inbox, "and now") == ["while you were away", "and now"]
+    sent = await alice.send(bob.jid, "after the resumption", encrypted=False)
+    await alice.acknowledged(sent)
+
+
+async def test_a_message_lost_on_a_dead_link_is_sent_again_when_resumption_fails(
+    short_hibernation: Server, clients: list[Client], proxies: list[Proxy]
+) -> None:
+    server = short_hibernation
+    alice, proxy = await behind_proxy(server, proxies, clients, "alice@localhost/desk")
+    bob = await online(server, clients, "bob@localhost/phone")
+    inbox = bob.messages()
+    old = session_of(server, alice.jid)
+    ended = asyncio.Event()
+
+    async def closed(session: Session) -> None:
+        if session is old:
+            ended.set()
+
+    server.hooks.add("session-closed", closed)
+    previd = alice.sm.id
+    # The link dies silently: what alice writes now never reaches the server.
+    proxy.swallowing = True
+    id = await alice.send(bob.jid, "lost in transit", encrypted=False)
+    proxy.refusing = True
+    proxy.cut()
+    proxy.swallowing = False
+    async with asyncio.timeout(WAIT):
+        await ended.wait()
+    proxy.refusing = False
+    await alice.acknowledged(id, timeout=WAIT)
+    # A new session: the resumption of the old one was refused.
+    assert alice.sm.resumptions == 0 and alice.sm.id not in (None, previd)
+    await alice.acknowledged(await alice.send(bob.jid, "last", encrypted=False))
+    assert await texts_until(inbox, "last") == ["lost in transit", "last"]
+    assert alice.store.outbox() == []
+
+
+async def test_without_stream_management_pings_confirm_messages(without_sm: Server, clients: list[Client]) -> None:
+    alice = await online(without_sm, clients, "alice@localhost")
+    bob = await online(without_sm, clients, "bob@localhost")
+    inbox = bob.messages()
+    assert not alice.sm.enabled and alice.sm.id is None
+    ids = [await alice.send(bob.jid, text, encrypted=False) for text in ("one", "two")]
+    for id in ids:
+        await alice.acknowledged(id)
+        stored = alice.store.sent_message(id)
+        assert stored is not None and stored.state == "acked"
+    assert [(await next_of(inbox)).text for _ in ids] == ["one", "two"]
+    assert alice.store.outbox() == []
+
+
+# Against Prosody ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def prosody() -> Iterator[tuple[Target, Path]]:
+    """A running Prosody with mod_smacks, alice and bob; its address and its certificate."""
+    require_service(ProsodyDriver.available(), "Prosody is not installed (Debian package prosody)")
+    driver = ProsodyDriver()
+    target = driver.start(["alice", "bob"], PASSWORD)
+    try:
+        yield target, driver.dir / "certs" / f"{DOMAIN}.crt"
+    finally:
+        driver.stop()
+
+
+async def test_resumption_and_acks_with_prosody(prosody: tuple[Target, Path], clients: list[Client],
+                                                proxies: list[Proxy]) -> None:
+    target, cert = prosody
+    proxy = await Proxy(target.host, target.port).start()
+    proxies.append(proxy)
+    alice = Client(f"alice@{target.domain}/desk", PASSWORD, host="127.0.0.1", port=proxy.port, verify=cert,
+                   backoff=FAST)
+    bob = Client(f"bob@{target.domain}/phone", PASSWORD, host=target.host, port=target.port, verify=cert)
+    clients += [alice, bob]
+    await alice.connect()
+    await bob.connect()
+    assert alice.sm.enabled and alice.sm.id is not None
+    events, inbox, bob_inbox = alice.events(), alice.messages(), bob.messages()
+    id = await alice.send(bob.jid, "hello prosody", encrypted=False)
+    await alice.acknowledged(id)
+    assert (await next_of(bob_inbox)).text == "hello prosody"
+    proxy.cut()
+    await bob.send(alice.jid, "while you were away", encrypted=False)
+    assert isinstance(await next_of(events), Disconnected)
+    assert await next_of(events) == Connected(alice.jid)
+    assert alice.sm.resumptions == 1
+    await bob.send(alice.jid, "and now", encrypted=False)
+    assert await texts_until(inbox, "and now") == ["while you were away", "and now"]
+    again = await alice.send(bob.jid, "after the resumption", encrypted=False)
+    await alice.acknowledged(again)
+    assert (await next_of(bob_inbox)).text == "after the resumption"

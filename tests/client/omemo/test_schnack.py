@@ -1,0 +1,246 @@
+"""OMEMO between our clients through schnack's server (XEP-0384, both versions), on real sockets.
+
+Encrypted by default, to every device of the peer; refused with a sentence when the peer has
+none; readable nowhere on the server (its database holds the ciphertext); trusted blindly until
+a key is verified, after which a new key stops the message until the user decides; every change
+of a contact's keys announced; the state kept on disk across restarts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from schnack.client import Client, Connected, Disconnected, EncryptionRequired
+from schnack.client.omemo import (
+    OLDMEMO,
+    TWOMEMO,
+    KeysChanged,
+    NoOmemoDevices,
+    OmemoSettings,
+    OmemoUnavailable,
+    Trust,
+    UnknownFingerprint,
+    UntrustedKeys,
+)
+from schnack.client.omemo.storage import FILENAME
+from schnack.server import admin
+from schnack.server.app import Server
+
+from ...harness import add_user, running
+from ..conftest import PASSWORD, make_client, next_of, online
+
+VERSIONS = {
+    "legacy": (OLDMEMO,),
+    "omemo2": (TWOMEMO,),
+    "both": (OLDMEMO, TWOMEMO),
+    "both, omemo2 first": (TWOMEMO, OLDMEMO),
+}
+
+
+@pytest.mark.parametrize("versions", VERSIONS.values(), ids=VERSIONS.keys())
+async def test_two_clients_exchange_encrypted_messages(chat_server: Server, clients: list[Client],
+                                                       versions: tuple[str, ...]) -> None:
+    settings = OmemoSettings(namespaces=versions)
+    alice = await online(chat_server, clients, "alice@localhost/phone", omemo=settings)
+    bob = await online(chat_server, clients, "bob@localhost/laptop", omemo=settings)
+    alice_inbox, bob_inbox = alice.messages(), bob.messages()
+    sent = await alice.send("bob@localhost", "hello bob")
+    got = await next_of(bob_inbox)
+    assert (got.sender, got.text, got.id, got.encrypted, got.undecryptable) == (alice.jid, "hello bob", sent, True, None)
+    # The preferred version of those both sides speak; the body on the wire is only the fallback.
+    assert got.element.find(f"{{{versions[0]}}}encrypted") is not None
+    assert "hello bob" not in (got.element.findtext("{jabber:client}body") or "")
+    own = await alice.omemo.own_device()
+    assert got.device is not None and (got.device.id, got.device.fingerprint) == (own.id, own.fingerprint)
+    assert got.device.trust is Trust.BLIND
+    await bob.send(got.sender, "hi alice")
+    reply = await next_of(alice_inbox)
+    assert (reply.sender, reply.text, reply.encrypted) == (bob.jid, "hi alice", True)
+    for text in ("one", "two", "three"):
+        await alice.send("bob@localhost", text)
+    assert [(await next_of(bob_inbox)).text for _ in range(3)] == ["one", "two", "three"]
+
+
+async def test_a_peer_without_omemo_devices_gets_nothing(chat_server: Server, clients: list[Client]) -> None:
+    """carol never used OMEMO: nothing is sent unless plaintext is asked for."""
+    await add_user(chat_server, "carol", PASSWORD)
+    alice = await online(chat_server, clients, "alice@localhost")
+    with pytest.raises(NoOmemoDevices) as refused:
+        await alice.send("carol@localhost", "secret")
+    assert str(refused.value) == "carol@localhost has no OMEMO devices; pass encrypted=False to send unencrypted"
+    assert isinstance(refused.value, EncryptionRequired)
+    assert await chat_server.storage.archive.count("localhost", "carol", "offline") == 0
+
+
+def _database_texts(path: Path) -> list[str]:
+    """Every text and blob value in every table of an SQLite database."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        values: list[str] = []
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for row in db.execute(f'SELECT * FROM "{table}"'):
+                for value in row:
+                    if isinstance(value, bytes):
+                        values.append(value.decode("utf-8", errors="replace"))
+                    elif isinstance(value, str):
+                        values.append(value)
+        return values
+    finally:
+        db.close()
+
+
+async def test_the_server_stores_only_ciphertext(chat_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """bob is offline: the message waits in offline storage and in both archives (MAM), encrypted;
+    bob's device decrypts it at login (the key exchange travelled in it)."""
+    secret = "the launch code is 7351"
+    bob = make_client(chat_server, "bob@localhost/desk", data_dir=tmp_path / "bob")
+    await bob.connect()
+    await bob.close()
+    alice = await online(chat_server, clients, "alice@localhost")
+    sent = await alice.send("bob@localhost", secret)
+    await alice.roster()  # answered after the message was stored
+    stored = [text for text in _database_texts(chat_server.config.data_dir / "schnack.db") if sent in text]
+    # Offline storage for bob, bob's archive, alice's archive: each the encrypted stanza.
+    assert len(stored) >= 3
+    for text in stored:
+        assert secret not in text
+        assert f"<encrypted xmlns=\"{OLDMEMO}\">" in text
+    raw = b"".join(p.read_bytes() for p in chat_server.config.data_dir.glob("schnack.db*"))
+    assert secret.encode() not in raw
+    bob = await online(chat_server, clients, "bob@localhost/desk", data_dir=tmp_path / "bob")
+    got = await next_of(bob.messages())
+    assert (got.id, got.text, got.encrypted) == (sent, secret, True)
+    assert got.stamp is not None  # it waited (XEP-0203)
+
+
+async def test_state_survives_a_restart(chat_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """Same device and keys after a restart; the session goes on without a new key exchange."""
+    directory = tmp_path / "alice"
+    alice = await online(chat_server, clients, "alice@localhost", data_dir=directory)
+    bob = await online(chat_server, clients, "bob@localhost")
+    inbox, alice_inbox = bob.messages(), alice.messages()
+    first_device = await alice.omemo.own_device()
+    await alice.send("bob@localhost", "before")
+    first = await next_of(inbox)
+    assert first.text == "before" and first.element.find(f".//{{{OLDMEMO}}}key[@prekey='true']") is not None
+    # bob's answer completes the key exchange (XEP-0384 §5.4.2).
+    await bob.send("alice@localhost", "answer")
+    assert (await next_of(alice_inbox)).text == "answer"
+    await alice.close()
+    state = directory / FILENAME
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    again = await online(chat_server, clients, "alice@localhost", data_dir=directory)
+    assert await again.omemo.own_device() == first_device
+    await again.send("bob@localhost", "after")
+    second = await next_of(inbox)
+    assert second.text == "after" and second.device is not None and second.device.id == first_device.id
+    assert second.element.find(f".//{{{OLDMEMO}}}key[@prekey='true']") is None
+    assert [d.id for d in await bob.omemo.devices("alice@localhost") if d.active] == [first_device.id]
+
+
+async def test_a_new_session_after_a_kick_keeps_the_device(chat_server: Server, clients: list[Client]) -> None:
+    """After the link comes back (a new session: the server threw the old one out), the same device
+    goes on, and a message to it still decrypts."""
+    alice = await online(chat_server, clients, "alice@localhost", backoff=(0.05, 0.5))
+    bob = await online(chat_server, clients, "bob@localhost")
+    device = await alice.omemo.own_device()
+    events, inbox = alice.events(), alice.messages()
+    await admin.request(chat_server.config.data_dir, "kick", jid=str(alice.jid))
+    assert isinstance(await next_of(events), Disconnected)
+    assert isinstance(await next_of(events), Connected)
+    assert await alice.omemo.own_device() == device
+    assert [d.id for d in await bob.omemo.devices("alice@localhost") if d.active] == [device.id]
+    await bob.send("alice@localhost", "still you?")
+    got = await next_of(inbox)
+    assert (got.text, got.encrypted) == ("still you?", True)
+
+
+async def _contacts(a: Client, b: Client) -> None:
+    """Make ``a`` and ``b`` see each other's presence (and so get each other's PEP notifications)."""
+    updates = a.roster_updates()
+    await a.approve(b.account)
+    await b.approve(a.account)
+    await a.add_contact(b.account)
+    await b.add_contact(a.account)
+    await next_of(updates, lambda contact: contact.jid == b.account and contact.subscription == "both")
+
+
+async def test_blind_trust_until_a_key_is_verified(chat_server: Server, clients: list[Client]) -> None:
+    alice = await online(chat_server, clients, "alice@localhost")
+    bob = await online(chat_server, clients, "bob@localhost/one")
+    await _contacts(alice, bob)
+    changes, inbox_one = alice.omemo.key_changes(), bob.messages()
+    one = await bob.omemo.own_device()
+    await alice.send("bob@localhost", "hello")
+    assert (await next_of(inbox_one)).text == "hello"
+    assert [(d.id, d.fingerprint, d.trust) for d in await alice.omemo.devices("bob@localhost")] == \
+        [(one.id, one.fingerprint, Trust.BLIND)]
+
+    # A second device of bob's: alice hears of it from the server (PEP), and trusts it blindly.
+    bob_two = await online(chat_server, clients, "bob@localhost/two")
+    two = await bob_two.omemo.own_device()
+    change = await next_of(changes)
+    assert change == KeysChanged(bob.account, added=(change.added[0],))
+    assert (change.added[0].id, change.added[0].fingerprint) == (two.id, two.fingerprint)
+    assert f"the OMEMO keys of bob@localhost changed: new device {two.id}" in str(change)
+    inbox_two = bob_two.messages()
+    await alice.send("bob@localhost", "to both")
+    assert (await next_of(inbox_one)).text == "to both"
+    assert (await next_of(inbox_two)).text == "to both"
+
+    # alice verifies bob's first key: from now on a new key needs her decision.
+    verified = await alice.omemo.trust("bob@localhost", one.fingerprint.replace(" ", "").upper())
+    assert (verified.id, verified.trust) == (one.id, Trust.VERIFIED)
+    bob_three = await online(chat_server, clients, "bob@localhost/three")
+    three = await bob_three.omemo.own_device()
+    change = await next_of(changes)
+    assert [d.id for d in change.added] == [three.id]
+    with pytest.raises(UntrustedKeys) as refused:
+        await alice.send("bob@localhost", "held back")
+    assert [d.id for d in refused.value.devices] == [three.id]
+    assert three.fingerprint in str(refused.value) and "encrypted=False" in str(refused.value)
+    await alice.omemo.trust("bob@localhost", three.fingerprint)
+
+    # alice refuses bob's second key: that device can no longer read her messages.
+    await alice.omemo.distrust("bob@localhost", two.fingerprint)
+    inbox_three = bob_three.messages()
+    await alice.send("bob@localhost", "not for two")
+    assert (await next_of(inbox_one)).text == "not for two"
+    assert (await next_of(inbox_three)).text == "not for two"
+    refused_copy = await next_of(inbox_two)
+    assert (refused_copy.text, refused_copy.encrypted) == (None, True)
+    assert refused_copy.undecryptable == "the message is not encrypted for this device"
+    trust = {d.id: d.trust for d in await alice.omemo.devices("bob@localhost")}
+    assert trust == {one.id: Trust.VERIFIED, two.id: Trust.DISTRUSTED, three.id: Trust.VERIFIED}
+    with pytest.raises(UnknownFingerprint):
+        await alice.omemo.trust("bob@localhost", "00" * 32)
+
+
+@pytest.fixture
+async def server_without_pep(tmp_path: Path) -> AsyncIterator[Server]:
+    async with running(tmp_path, listen=True, modules={"disable": ["pep"], "e2e": {"policy": "optional"}}) as server:
+        for user in ("alice", "bob"):
+            await add_user(server, user, PASSWORD)
+        yield server
+
+
+async def test_without_pep_on_the_server_encryption_is_refused_clearly(server_without_pep: Server,
+                                                                       clients: list[Client]) -> None:
+    """The client still connects and works; only encrypting fails, saying why."""
+    alice = await online(server_without_pep, clients, "alice@localhost")
+    bob = await online(server_without_pep, clients, "bob@localhost")
+    with pytest.raises(OmemoUnavailable) as refused:
+        await alice.send("bob@localhost", "secret")
+    assert str(refused.value).startswith("OMEMO is not available: ")
+    assert str(refused.value).endswith("; pass encrypted=False to send unencrypted")
+    inbox = bob.messages()
+    await alice.send("bob@localhost", "plain on purpose", encrypted=False)
+    got = await next_of(inbox)
+    assert (got.text, got.encrypted) == ("plain on purpose", False)

@@ -1,0 +1,137 @@
+"""The persistent outbox: a message survives its sender's death and arrives exactly once.
+
+The sender is a real ``schnack send`` process, killed with SIGKILL after its message reached the
+server and before the server's acknowledgement reached it (the server holds the message in
+routing until the process is dead, and it counts a stanza as handled only once routed). Run
+again, the command sends the stored message again with the same origin-id; the receiver, a
+``schnack listen`` process, shows it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from schnack.client import Client, XmppError
+from schnack.client.store import Store, account_dir
+from schnack.server.app import Server
+from schnack.server.modules.e2e import REFUSAL
+from schnack.xmpp import ns
+from schnack.xmpp.jid import JID
+from schnack.xmpp.stanza import Stanza
+
+from ..cli.proc import client_env, line_of, login, schnack, start, stop
+from ..harness import add_user
+from .conftest import PASSWORD, WAIT, make_client, next_of, online
+from .proxy import Proxy
+
+TEXT = "meet me at the station at noon"
+
+
+async def test_a_killed_sender_delivers_exactly_once(chat_server: Server, tmp_path: Path) -> None:
+    env = client_env(tmp_path)
+    for user in ("alice", "bob"):
+        logged_in = await login(chat_server, env, f"{user}@localhost", PASSWORD)
+        assert logged_in.returncode == 0, logged_in.stderr
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(stanza: Stanza, _origin: object) -> None:
+        # Only the first copy waits: routed, it is counted, and the ack would go out.
+        if stanza.el.findtext(f"{{{ns.CLIENT}}}body") == TEXT and not release.is_set():
+            arrived.set()
+            await release.wait()
+
+    chat_server.hooks.add("pre-message/bare", hold, priority=1000)
+    listener = await start(env, "listen", "--json", "--account", "bob@localhost")
+    try:
+        assert (await line_of(listener.stderr)).startswith("schnack: listening as bob@localhost/")
+        sender = await start(env, "send", "--unencrypted", "--account", "alice@localhost", "bob@localhost", TEXT)
+        async with asyncio.timeout(WAIT):
+            await arrived.wait()
+        sender.kill()
+        assert await sender.wait() == -signal.SIGKILL
+        store = Store(account_dir(JID.parse("alice@localhost"), tmp_path / "client"))
+        try:
+            (entry,) = store.outbox()
+            message = store.sent_message(entry.origin_id)
+            # Killed right after writing it, the process may not have recorded that it did.
+            assert message is not None and message.text == TEXT and message.state in ("pending", "sent")
+        finally:
+            store.close()
+        release.set()
+        first = json.loads(await line_of(listener.stdout))
+        assert (first["text"], first["origin_id"], first["id"]) == (TEXT, entry.origin_id, entry.origin_id)
+        assert first["from"].startswith("alice@localhost/") and first["encrypted"] is False
+
+        # The same command again: the server gets the same message a second time and acknowledges it.
+        again = await schnack(env, "send", "--unencrypted", "--account", "alice@localhost", "bob@localhost", TEXT)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == entry.origin_id
+        assert "sending again the same message" in again.stderr
+        marker = await schnack(env, "send", "--unencrypted", "--account", "alice@localhost", "bob@localhost", "marker")
+        assert marker.returncode == 0, marker.stderr
+        # Messages between two parties keep their order: a second copy would have come before the marker.
+        assert json.loads(await line_of(listener.stdout))["text"] == "marker"
+    finally:
+        assert await stop(listener) == 0
+    history = await schnack(env, "history", "bob@localhost", "--json", "--account", "alice@localhost")
+    assert [(m["text"], m["direction"], m["state"]) for m in map(json.loads, history.stdout.splitlines())] == [
+        (TEXT, "out", "acked"), ("marker", "out", "acked")]
+    received = await schnack(env, "history", "alice@localhost", "--json", "--account", "bob@localhost")
+    assert [m["text"] for m in map(json.loads, received.stdout.splitlines())] == [TEXT, "marker"]
+
+
+async def test_a_message_written_while_offline_goes_out_after_a_restart(chat_server: Server, tmp_path: Path,
+                                                                        clients: list[Client]) -> None:
+    """Stored while the server was unreachable, the message is sent by the next client on that store."""
+    directory = tmp_path / "alice"
+    host, port = chat_server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    try:
+        first = Client("alice@localhost", PASSWORD, host="127.0.0.1", port=proxy.port, verify=False,
+                       data_dir=directory, backoff=(0.05, 0.5))
+        await first.connect()
+        events = first.events()
+        proxy.refusing = True
+        proxy.cut()
+        await next_of(events)
+        id = await first.send("bob@localhost", "written on the train", encrypted=False)
+        await first.close()
+    finally:
+        await proxy.stop()
+    bob = await online(chat_server, clients, "bob@localhost")
+    inbox = bob.messages()
+    second = make_client(chat_server, "alice@localhost", data_dir=directory)
+    clients.append(second)
+    await second.connect()
+    await second.acknowledged(id)
+    got = await next_of(inbox)
+    assert (got.text, got.id) == ("written on the train", id)
+    assert second.store.outbox() == []
+
+
+@pytest.fixture
+async def strict_server(live_server: Server) -> AsyncIterator[Server]:
+    """The default policy: plaintext chat is refused (e2e "required")."""
+    for user in ("alice", "bob"):
+        await add_user(live_server, user, PASSWORD)
+    yield live_server
+
+
+async def test_a_refused_message_fails_and_is_not_sent_again(strict_server: Server, clients: list[Client]) -> None:
+    alice = await online(strict_server, clients, "alice@localhost")
+    id = await alice.send("bob@localhost", "plain words", encrypted=False)
+    with pytest.raises(XmppError) as refused:
+        await alice.acknowledged(id)
+    assert (refused.value.condition, refused.value.text) == ("policy-violation", REFUSAL)
+    stored = alice.store.sent_message(id)
+    assert stored is not None and (stored.state, stored.error) == ("failed", "policy-violation")
+    assert alice.store.outbox() == []
+    # Asked again later, the store answers.
+    with pytest.raises(XmppError, match="policy-violation"):
+        await alice.acknowledged(id)

@@ -1,0 +1,256 @@
+"""The client's local store: messages and their states, the outbox, de-duplication, the roster
+cache, the settings, and the password kept out of the database (keyring, or a 0600 file)."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import keyring
+import keyring.backend
+import keyring.backends.fail
+import pytest
+from keyrings.alt.file import PlaintextKeyring  # type: ignore[import-untyped]
+
+from schnack.client import Contact
+from schnack.client.store import (
+    FILENAME,
+    PASSWORD_FILE,
+    Settings,
+    Store,
+    account_dir,
+    client_dir,
+    load_password,
+    save_password,
+    stored_accounts,
+)
+from schnack.xmpp import ns
+from schnack.xmpp.jid import JID
+from schnack.xmpp.xml import element, qname, sub
+
+ALICE = JID.parse("alice@example.test")
+BOB = JID.parse("bob@example.test")
+CAROL = JID.parse("carol@example.test")
+SECRET = "correct horse battery staple"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store(account_dir(ALICE, tmp_path))
+    yield opened
+    opened.close()
+
+
+def queue(store: Store, to: JID, text: str, origin_id: str) -> None:
+    el = element(qname(ns.CLIENT, "message"), {"type": "chat", "to": str(to), "id": origin_id})
+    sub(el, qname(ns.CLIENT, "body"), text=text)
+    store.queue(to, text, origin_id, el, encrypted=False)
+
+
+def test_the_outbox_keeps_messages_in_order_until_acknowledged(tmp_path: Path, store: Store) -> None:
+    queue(store, BOB, "first", "o1")
+    queue(store, CAROL, "second", "o2")
+    queue(store, BOB, "third", "o3")
+    entries = store.outbox()
+    assert [(e.origin_id, e.peer) for e in entries] == [("o1", BOB), ("o2", CAROL), ("o3", BOB)]
+    assert entries[0].stanza.findtext(f"{{{ns.CLIENT}}}body") == "first"
+    assert entries[0].stanza.get("to") == str(BOB)
+    assert store.advance("o1", "sent") and store.advance("o1", "acked")
+    assert store.advance("o3", "acked")
+    assert [e.origin_id for e in store.outbox()] == ["o2"]
+    # It was written to disk: another store on the same file sees the same.
+    other = Store(account_dir(ALICE, tmp_path))
+    try:
+        assert [e.origin_id for e in other.outbox()] == ["o2"]
+        assert [(m.text, m.state) for m in other.history(BOB)] == [("first", "acked"), ("third", "acked")]
+    finally:
+        other.close()
+
+
+def test_states_only_move_forward(store: Store) -> None:
+    queue(store, BOB, "hello", "o1")
+    message = store.sent_message("o1")
+    assert message is not None and (message.state, message.direction, message.peer) == ("pending", "out", BOB)
+    assert store.advance("o1", "delivered")
+    assert not store.advance("o1", "sent") and not store.advance("o1", "acked")
+    assert store.advance("o1", "read")
+    assert not store.advance("unknown", "acked")
+    message = store.sent_message("o1")
+    assert message is not None and message.state == "read"
+    assert store.outbox() == []
+    with pytest.raises(ValueError, match="unknown state"):
+        store.advance("o1", "teleported")
+
+
+def test_a_refused_message_is_failed_and_leaves_the_outbox(store: Store) -> None:
+    queue(store, BOB, "hello", "o1")
+    assert store.fail("o1", "policy-violation", "encrypt it")
+    assert not store.fail("unknown", "item-not-found", None)
+    assert not store.advance("o1", "acked")
+    message = store.sent_message("o1")
+    assert message is not None
+    assert (message.state, message.error, message.error_text) == ("failed", "policy-violation", "encrypt it")
+    assert store.outbox() == []
+
+
+def test_an_unconfirmed_message_is_found_by_peer_and_text(store: Store) -> None:
+    queue(store, BOB, "same words", "o1")
+    assert store.unconfirmed(BOB, "same words", encrypted=False) == "o1"
+    assert store.unconfirmed(BOB.bare, "other words", encrypted=False) is None
+    assert store.unconfirmed(CAROL, "same words", encrypted=False) is None
+    assert store.unconfirmed(BOB, "same words", encrypted=True) is None
+    store.advance("o1", "acked")
+    assert store.unconfirmed(BOB, "same words", encrypted=False) is None
+
+
+def test_copies_of_a_message_are_recorded_once(store: Store) -> None:
+    """XEP-0359: the same origin-id from the same sender, or the same stanza-id, is the same message."""
+    bob_phone = JID.parse("bob@example.test/phone")
+    assert store.receive(bob_phone, "hi", origin_id="x1", stanza_id="s1")
+    assert store.known(BOB, origin_id="x1") and store.known(CAROL, stanza_id="s1")
+    assert not store.receive(JID.parse("bob@example.test/laptop"), "hi", origin_id="x1", stanza_id="s2")
+    assert not store.receive(bob_phone, "hi", origin_id="x9", stanza_id="s1")
+    # Another sender may pick the same origin-id: that is another message.
+    assert not store.known(CAROL, origin_id="x1")
+    assert store.receive(CAROL, "hello", origin_id="x1")
+    # Without ids nothing tells copies apart: each is kept.
+    assert not store.known(BOB)
+    assert store.receive(BOB, "plain", stamp=None) and store.receive(BOB, "plain")
+    assert [m.text for m in store.history(BOB)] == ["hi", "plain", "plain"]
+    (first, *_) = store.history(BOB)
+    assert (first.direction, first.state, first.origin_id, first.stanza_id) == ("in", "delivered", "x1", "s1")
+
+
+def test_history_is_in_time_order_and_can_be_limited(store: Store) -> None:
+    start = datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
+    # A message held back offline is placed at the time it was sent, not when it arrived.
+    store.receive(BOB, "second", origin_id="b", stamp=start + timedelta(seconds=2))
+    store.receive(BOB, "first", origin_id="a", stamp=start)
+    queue(store, BOB, "third (now)", "o1")
+    store.receive(CAROL, "elsewhere", origin_id="c", stamp=start)
+    history = store.history(BOB)
+    assert [m.text for m in history] == ["first", "second", "third (now)"]
+    assert history[0].stamp == start
+    assert [m.text for m in store.history(BOB, limit=2)] == ["second", "third (now)"]
+    assert [m.direction for m in history] == ["in", "in", "out"]
+
+
+def test_the_roster_cache_follows_fetches_and_pushes(store: Store) -> None:
+    store.save_roster([Contact(BOB, "Bob", "both", groups=("friends", "work")), Contact(CAROL, None, "none", pending=True)])
+    assert store.contacts() == [Contact(BOB, "Bob", "both", groups=("friends", "work")),
+                                Contact(CAROL, None, "none", pending=True)]
+    store.update_contact(Contact(CAROL, "Carol", "to"))
+    store.update_contact(Contact(BOB, subscription="remove"))
+    assert store.contacts() == [Contact(CAROL, "Carol", "to")]
+    store.save_roster([Contact(BOB, approved=True)])
+    assert store.contacts() == [Contact(BOB, approved=True)]
+
+
+@pytest.mark.parametrize("verify", [True, False, Path("/etc/ssl/server.pem")])
+def test_settings_round_trip(store: Store, verify: bool | Path) -> None:
+    assert store.settings() is None
+    settings = Settings("127.0.0.1", 5222, verify, False)
+    store.save_settings(settings)
+    assert store.settings() == settings
+
+
+def test_the_store_is_the_owners_alone(tmp_path: Path, store: Store) -> None:
+    directory = account_dir(ALICE, tmp_path)
+    assert directory == tmp_path / "alice@example.test"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / FILENAME).stat().st_mode) == 0o600
+
+
+def test_accounts_are_the_directories_with_a_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHNACK_CLIENT_DIR", str(tmp_path))
+    assert client_dir() == tmp_path
+    assert client_dir(tmp_path / "elsewhere") == tmp_path / "elsewhere"
+    assert stored_accounts() == []
+    for account in (BOB, ALICE):
+        Store(account_dir(account)).close()
+    (tmp_path / "not-an-account").mkdir()
+    (tmp_path / "example.test").mkdir()
+    Store(tmp_path / "example.test").close()
+    assert stored_accounts() == [ALICE, BOB]
+
+
+def test_a_memory_store_works_alike() -> None:
+    memory = Store(None)
+    try:
+        queue(memory, BOB, "hello", "o1")
+        assert [e.origin_id for e in memory.outbox()] == ["o1"]
+        assert memory.directory is None
+    finally:
+        memory.close()
+
+
+# The password -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def use_keyring() -> Iterator[None]:
+    """Restore the process's keyring backend after a test that picks one."""
+    previous = keyring.get_keyring()
+    yield
+    keyring.set_keyring(previous)
+
+
+def _database_contains(directory: Path, secret: str) -> bool:
+    """Whether the secret is in the database or its journal files."""
+    return any(secret.encode() in path.read_bytes() for path in directory.glob(f"{FILENAME}*"))
+
+
+def test_without_a_keyring_the_password_is_in_an_owner_only_file(tmp_path: Path, use_keyring: None) -> None:
+    keyring.set_keyring(keyring.backends.fail.Keyring())
+    directory = account_dir(ALICE, tmp_path)
+    store = Store(directory)
+    try:
+        assert load_password(directory, ALICE) is None
+        where = save_password(directory, ALICE, SECRET)
+        assert where == str(directory / PASSWORD_FILE)
+        assert stat.S_IMODE((directory / PASSWORD_FILE).stat().st_mode) == 0o600
+        assert load_password(directory, ALICE) == SECRET
+        # Saved again (a new password), the file is replaced, still owner-only.
+        save_password(directory, ALICE, "new " + SECRET)
+        assert load_password(directory, ALICE) == "new " + SECRET
+        assert stat.S_IMODE((directory / PASSWORD_FILE).stat().st_mode) == 0o600
+        queue(store, BOB, "some traffic", "o1")
+    finally:
+        store.close()
+    assert not _database_contains(directory, SECRET)
+
+
+def test_with_a_keyring_the_password_is_kept_there(tmp_path: Path, use_keyring: None,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    # Named by the user, so trusted like a system keyring whatever keyring's rating of it.
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyrings.alt.file.PlaintextKeyring")
+    backend = PlaintextKeyring()
+    keyring.set_keyring(backend)
+    directory = account_dir(ALICE, tmp_path / "client")
+    Store(directory).close()
+    # A file left by an earlier login without a keyring goes once the keyring has the password.
+    keyring.set_keyring(keyring.backends.fail.Keyring())
+    save_password(directory, ALICE, "old")
+    keyring.set_keyring(backend)
+    assert save_password(directory, ALICE, SECRET) == "the system keyring"
+    assert not (directory / PASSWORD_FILE).exists()
+    assert backend.get_password("schnack", "alice@example.test") == SECRET
+    assert load_password(directory, ALICE) == SECRET
+    assert not any(SECRET.encode() in path.read_bytes() for path in directory.iterdir())
+
+
+def test_a_fallback_keyring_nobody_chose_is_not_used(tmp_path: Path, use_keyring: None,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """keyring picks a plaintext file on its own where no system keyring runs: our 0600 file is as good."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("PYTHON_KEYRING_BACKEND", raising=False)
+    keyring.set_keyring(PlaintextKeyring())
+    directory = account_dir(ALICE, tmp_path / "client")
+    assert save_password(directory, ALICE, SECRET) == str(directory / PASSWORD_FILE)
+    assert load_password(directory, ALICE) == SECRET
+    assert not (tmp_path / "xdg").exists() or not any(
+        SECRET.encode() in path.read_bytes() for path in (tmp_path / "xdg").rglob("*") if path.is_file()
+    )
