@@ -202,9 +202,12 @@ def _prosody_encode(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", lambda m: "".join(f"%{b:02x}" for b in m.group().encode()), text)
 
 
-# What schnack offers today, no more (mod_message, mod_presence, mod_iq, mod_offline and mod_c2s
-# are always loaded): archiving (mod_mam) or carbons would make Prosody do work schnack does not.
-PROSODY_MODULES = ("roster", "saslauth", "tls", "disco", "ping", "version", "private", "vcard")
+# What schnack runs by default, no more and no less (mod_message, mod_presence, mod_iq, mod_offline
+# and mod_c2s are always loaded), so that both do the same work per message: archiving included.
+PROSODY_MODULES = (
+    "roster", "saslauth", "tls", "disco", "ping", "version", "private", "vcard", "pep", "smacks",
+    "carbons", "mam", "csi_simple", "blocklist",
+)
 
 
 class ProsodyDriver(PrivateServer):
