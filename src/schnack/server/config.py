@@ -172,7 +172,7 @@ class _Top:
 
 DEFAULT_MODULES = (
     "roster", "presence", "message", "offline", "iq", "disco", "version", "ping", "vcard", "private",
-    "e2e", "blocking", "carbons", "pep", "sm", "csi", "mam",
+    "e2e", "blocking", "carbons", "pep", "sm", "csi", "mam", "bookmarks",
 )  # fmt: skip
 
 

@@ -28,6 +28,7 @@ BUILTIN: dict[str, str] = {
     "csi": "csi:ClientStateIndication",
     "mam": "mam:Mam",
     "blocking": "blocking:Blocking",
+    "bookmarks": "bookmarks:Bookmarks",
 }
 
 

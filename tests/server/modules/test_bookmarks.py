@@ -1,0 +1,251 @@
+"""XEP-0402 native bookmarks kept in step with XEP-0048 bookmarks in private XML storage (XEP-0049)
+and in the legacy PEP node (XEP-0411): both directions, retraction, notifications, bad input."""
+
+from __future__ import annotations
+
+from xml.etree.ElementTree import Element
+
+from schnack.server.app import Server
+from schnack.server.modules.pep import Pep
+from schnack.server.modules.pep.store import Node
+from schnack.xmpp import ns
+from schnack.xmpp.jid import JID
+from schnack.xmpp.parser import parse_frame
+from schnack.xmpp.payloads.bookmarks import (
+    COMPAT,
+    COMPAT_PEP,
+    CONVERSION,
+    LEGACY,
+    NS,
+    Conference,
+    Storage,
+    Url,
+)
+from schnack.xmpp.payloads.disco import INFO, DiscoInfo
+from schnack.xmpp.payloads.pubsub import OWNER, PUBSUB, EventItems, NodeConfig
+from schnack.xmpp.xml import serialize
+
+from ...harness import Client, xml
+from .messaging import condition
+from .test_pep import app_condition, befriend, events, fetched, items, online, publish, reply
+
+COUNCIL = "council@conference.localhost"
+LOBBY = "lobby@conference.localhost"
+# XEP-0402 §4: the publish-options clients send with each native bookmark.
+NATIVE_OPTIONS = (
+    ("pubsub#persist_items", "true"),
+    ("pubsub#max_items", "max"),
+    ("pubsub#send_last_published_item", "never"),
+    ("pubsub#access_model", "whitelist"),
+)
+LEGACY_TWO = (
+    "<storage xmlns='storage:bookmarks'>"
+    f"<conference jid='{COUNCIL}' name='Council' autojoin='true'><nick>alice</nick></conference>"
+    f"<conference jid='{LOBBY}' name='Lobby'/>"
+    "<url name='Home' url='https://example.org/'/></storage>"
+)
+
+
+def parse(text: str) -> Element:
+    return parse_frame(text.encode(), 10**6)
+
+
+def native(name: str, autojoin: bool = False, nick: str | None = None) -> str:
+    join = " autojoin='true'" if autojoin else ""
+    inner = f"<nick>{nick}</nick>" if nick else ""
+    return f"<conference xmlns='{NS}' name='{name}'{join}>{inner}</conference>"
+
+
+async def private(client: Client, kind: str, content: str, iq_id: str = "p") -> tuple[Element, list[Element]]:
+    """A private-storage IQ; the answer and the other elements the client got meanwhile."""
+    await client.send(f"<iq type='{kind}' id='{iq_id}'><query xmlns='{ns.PRIVATE}'>{content}</query></iq>")
+    got = client.take()
+    answer = reply(got, iq_id)
+    return answer, [el for el in got if el is not answer]
+
+
+async def legacy_view(client: Client) -> Storage:
+    """What a XEP-0048 client reads from private XML storage."""
+    answer, _ = await private(client, "get", f"<storage xmlns='{LEGACY}'/>", "get")
+    assert answer.get("type") == "result", xml(answer)
+    query = answer.find(f"{{{ns.PRIVATE}}}query")
+    assert query is not None
+    (storage,) = list(query)
+    return Storage.from_xml(storage)
+
+
+async def native_view(client: Client) -> dict[str | None, Conference]:
+    """The native items, as bookmarks by room."""
+    result = fetched(await items(client, NS))
+    return {
+        item.id: Conference.from_native(item.id, item.payload)
+        for item in result.items
+        if item.payload is not None
+    }
+
+
+async def legacy_node(server: Server) -> Node | None:
+    pep = server.modules["pep"]
+    assert isinstance(pep, Pep)
+    return await pep.store.node(JID.parse("alice@localhost"), LEGACY)
+
+
+def native_events(got: list[Element]) -> list[EventItems]:
+    found = []
+    for sender, event in events(got):
+        assert sender == "alice@localhost"
+        if isinstance(event, EventItems) and event.node == NS:
+            found.append(event)
+    return found
+
+
+async def test_private_storage_write_becomes_native_items(server: Server) -> None:
+    await befriend(server, "alice", "bob")
+    phone = await online(server, "alice@localhost/phone")
+    laptop = await online(server, "alice@localhost/laptop")
+    bob = await online(server, "bob@localhost/phone")
+    answer, rest = await private(phone, "set", LEGACY_TWO)
+    assert answer.get("type") == "result", xml(answer)
+    # Each new room is notified to every resource of the owner, and to no one else (whitelist).
+    for got in (rest, laptop.take()):
+        published = sorted(
+            item.id or "" for e in native_events(got) for item in e.items if item.payload is not None
+        )
+        assert published == [COUNCIL, LOBBY]
+        # XEP-0411: subscribers of the legacy PEP node hear of a private storage write too.
+        (legacy,) = [e for _, e in events(got) if isinstance(e, EventItems) and e.node == LEGACY]
+        (item,) = legacy.items
+        assert item.payload is not None and Storage.from_xml(item.payload) == Storage.from_xml(
+            parse(LEGACY_TWO)
+        )
+    assert bob.take() == []
+    assert await native_view(phone) == {
+        COUNCIL: Conference(JID.parse(COUNCIL), "Council", True, "alice"),
+        LOBBY: Conference(JID.parse(LOBBY), "Lobby"),
+    }
+    await phone.send(
+        f"<iq type='get' id='cfg'><pubsub xmlns='{OWNER}'><configure node='{NS}'/></pubsub></iq>"
+    )
+    form = reply(phone.take(), "cfg").find(f"{{{OWNER}}}pubsub/{{{OWNER}}}configure/{{jabber:x:data}}x")
+    assert form is not None
+    values = {f.get("var"): f.findtext("{jabber:x:data}value") for f in form}
+    assert values["pubsub#access_model"] == "whitelist"
+    assert values["pubsub#max_items"] == "1000"
+    assert values["pubsub#send_last_published_item"] == "never"
+    # A client following XEP-0402 §4 publishes to the node with matching publish-options.
+    answer, _ = await publish(
+        phone, NS, native("Side"), item_id="side@conference.localhost", options=NATIVE_OPTIONS
+    )
+    assert answer.get("type") == "result", xml(answer)
+    assert [tuple(i.id for i in e.items) for e in native_events(laptop.take())] == [
+        ("side@conference.localhost",)
+    ]
+
+    # Storing the list again without the lobby retracts its item; an unchanged room is not republished.
+    without_lobby = LEGACY_TWO.replace(f"<conference jid='{LOBBY}' name='Lobby'/>", "")
+    answer, rest = await private(laptop, "set", without_lobby, "p2")
+    assert answer.get("type") == "result", xml(answer)
+    changes = native_events(rest)
+    assert [(e.items, e.retracted) for e in changes] == [((), (LOBBY,)), ((), ("side@conference.localhost",))]
+    assert list(await native_view(laptop)) == [COUNCIL]
+
+
+async def test_native_publish_and_retract_show_in_private_storage(server: Server) -> None:
+    phone = await online(server, "alice@localhost/phone")
+    answer, _ = await private(
+        phone, "set", "<storage xmlns='storage:bookmarks'><url url='https://example.org/'/></storage>"
+    )
+    assert answer.get("type") == "result"
+    for room, name in ((COUNCIL, "Council"), (LOBBY, "Lobby")):
+        answer, rest = await publish(
+            phone, NS, native(name, True, "al"), item_id=room, options=NATIVE_OPTIONS
+        )
+        assert answer.get("type") == "result", xml(answer)
+        assert [tuple(item.id for item in e.items) for e in native_events(rest)] == [(room,)]
+    assert await legacy_view(phone) == Storage(
+        (
+            Conference(JID.parse(COUNCIL), "Council", True, "al"),
+            Conference(JID.parse(LOBBY), "Lobby", True, "al"),
+        ),
+        (Url("https://example.org/"),),
+    )
+    await phone.send(
+        f"<iq type='set' id='ret'><pubsub xmlns='{PUBSUB}'><retract node='{NS}' notify='true'>"
+        f"<item id='{COUNCIL}'/></retract></pubsub></iq>"
+    )
+    got = phone.take()
+    assert reply(got, "ret").get("type") == "result"
+    assert [e.retracted for e in native_events(got)] == [(COUNCIL,)]
+    view = await legacy_view(phone)
+    assert [str(c.jid) for c in view.conferences] == [LOBBY]
+    assert view.urls == (Url("https://example.org/"),)
+    # Purging the native node empties the legacy list too.
+    await phone.send(f"<iq type='set' id='purge'><pubsub xmlns='{OWNER}'><purge node='{NS}'/></pubsub></iq>")
+    assert reply(phone.take(), "purge").get("type") == "result"
+    assert (await legacy_view(phone)).conferences == ()
+
+
+async def test_legacy_pep_node_in_both_directions(server: Server) -> None:
+    phone = await online(server, "alice@localhost/phone")
+    laptop = await online(server, "alice@localhost/laptop")
+    # XEP-0411 §3: a legacy client publishes its whole list to storage:bookmarks.
+    answer, rest = await publish(phone, LEGACY, LEGACY_TWO, options=(("pubsub#access_model", "whitelist"),))
+    assert answer.get("type") == "result", xml(answer)
+    for got in (rest, laptop.take()):
+        rooms = sorted(item.id or "" for e in native_events(got) for item in e.items)
+        assert rooms == [COUNCIL, LOBBY]
+    assert sorted(str(room) for room in await native_view(phone)) == [COUNCIL, LOBBY]
+    assert [str(c.jid) for c in (await legacy_view(phone)).conferences] == [COUNCIL, LOBBY]
+    # A native publish updates the legacy node, with its notification.
+    answer, rest = await publish(
+        phone, NS, native("Side"), item_id="side@conference.localhost", options=NATIVE_OPTIONS
+    )
+    assert answer.get("type") == "result", xml(answer)
+    legacy_events = [e for _, e in events(rest) if isinstance(e, EventItems) and e.node == LEGACY]
+    ((item,),) = [e.items for e in legacy_events]
+    assert item.payload is not None
+    assert [str(c.jid) for c in Storage.from_xml(item.payload).conferences] == [
+        COUNCIL,
+        LOBBY,
+        "side@conference.localhost",
+    ]
+    (stored,) = fetched(await items(laptop, LEGACY)).items
+    assert stored.payload is not None and serialize(stored.payload) == serialize(item.payload)
+
+
+async def test_legacy_pep_node_appears_when_first_read(server: Server) -> None:
+    phone = await online(server, "alice@localhost/phone")
+    await publish(phone, NS, native("Council", True), item_id=COUNCIL, options=NATIVE_OPTIONS)
+    # Nobody used the legacy node yet, so nothing was published there.
+    assert await legacy_node(server) is None
+    (stored,) = fetched(await items(phone, LEGACY)).items
+    assert stored.payload is not None
+    assert Storage.from_xml(stored.payload) == Storage((Conference(JID.parse(COUNCIL), "Council", True),))
+    node = await legacy_node(server)
+    assert node is not None and node.config == NodeConfig(access_model="whitelist")
+
+
+async def test_bad_bookmarks_are_refused_and_not_stored(server: Server) -> None:
+    phone = await online(server, "alice@localhost/phone")
+    answer, _ = await private(
+        phone, "set", "<storage xmlns='storage:bookmarks'><conference name='no room'/></storage>"
+    )
+    assert condition(answer) == "not-acceptable"
+    assert await legacy_view(phone) == Storage()
+    answer, _ = await publish(phone, NS, native("Council"), item_id=None)
+    assert condition(answer) == "bad-request" and app_condition(answer) == "invalid-payload"
+    answer, _ = await publish(phone, NS, "<conference xmlns='storage:bookmarks'/>", item_id=COUNCIL)
+    assert condition(answer) == "bad-request" and app_condition(answer) == "invalid-payload"
+    answer, _ = await publish(phone, LEGACY, "<storage xmlns='storage:bookmarks'><url/></storage>")
+    assert condition(answer) == "bad-request" and app_condition(answer) == "invalid-payload"
+    await phone.send(f"<iq type='get' id='items'><pubsub xmlns='{PUBSUB}'><items node='{NS}'/></pubsub></iq>")
+    assert condition(reply(phone.take(), "items")) == "item-not-found"
+
+
+async def test_account_advertises_compatibility(server: Server) -> None:
+    phone = await online(server, "alice@localhost/phone")
+    await phone.send(f"<iq type='get' id='disco' to='alice@localhost'><query xmlns='{ns.DISCO_INFO}'/></iq>")
+    query = reply(phone.take(), "disco").find(INFO)
+    assert query is not None
+    features = DiscoInfo.from_xml(query).features
+    assert {COMPAT, COMPAT_PEP, CONVERSION} <= set(features)
