@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
+from schnack.server import net
 from schnack.server.app import Server
 from schnack.xmpp import ns
 
-from ..harness import add_user
+from ..harness import add_user, running
 from .wire import Wire, insecure_context
 
 pytestmark = pytest.mark.asyncio
@@ -106,3 +110,90 @@ async def test_large_stanza_after_login(live_server: Server) -> None:
     await wire.bind()
     wire.send(b"<message to='dave@localhost'><body>" + b"B" * 300_000 + b"</body></message>")
     assert await wire.stream_error() == "policy-violation"
+
+
+# Long enough that a connection which does close was closed because the client closed its stream.
+_FOREVER = 3600.0
+
+
+async def _eof(wire: Wire) -> bytes:
+    """What the client still reads until the server closes the connection."""
+    rest = b""
+    while data := await asyncio.wait_for(wire.reader.read(65536), 10):
+        rest += data
+    return rest
+
+
+async def test_stream_error_arrives_while_the_client_keeps_sending(live_server: Server) -> None:
+    """RFC 6120 §4.4: the server reads on after its error; closing with input unread would reset
+    the connection, and the client would lose the error it has not read yet.
+
+    The first read of this burst is over the size limit before authentication; the rest, more
+    than the socket buffers hold, is still being sent when the server closes the stream.
+    """
+    wire = await Wire.connect(live_server)
+    await wire.open()
+    wire.send(b"<presence/>" * 2_000_000)
+    await wire.writer.drain()
+    assert await wire.stream_error() == "policy-violation"
+
+
+async def test_connection_closes_once_the_client_closes_its_stream(
+    live_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(net, "LINGER", _FOREVER)
+    wire = await Wire.connect(live_server)
+    await wire.open()
+    wire.send("<iq type='get' id='1'><query xmlns='jabber:iq:roster'/></iq>")
+    assert await wire.stream_error() == "not-authorized"
+    wire.send("<presence/></stream:stream>")
+    assert await _eof(wire) == b""
+    assert not live_server.connections
+
+
+async def test_silent_client_is_disconnected_after_the_linger(
+    live_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(net, "LINGER", 0.1)
+    wire = await Wire.connect(live_server)
+    await wire.open()
+    wire.send("<frobnicate/>")
+    assert await wire.stream_error() == "not-authorized"
+    assert await _eof(wire) == b""
+
+
+async def test_kicked_client_input_is_dropped_until_it_closes(
+    live_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream closed by another task (here a resource conflict, RFC 6120 §7.7.2.2) reads on,
+    but what the client sends after the close is not processed."""
+    monkeypatch.setattr(net, "LINGER", _FOREVER)
+    await add_user(live_server, "erin", "pw-erin")
+    old = await Wire.connect(live_server, "c2s_tls")
+    await old.login("erin", "pw-erin", await old.open())
+    await old.bind("desk")
+    new = await Wire.connect(live_server, "c2s_tls")
+    await new.login("erin", "pw-erin", await new.open())
+    await new.bind("desk")
+    assert await old.stream_error() == "conflict"
+    old.send("<iq type='get' id='ghost' to='erin@localhost/desk'><ping xmlns='urn:xmpp:ping'/></iq></stream:stream>")
+    assert await _eof(old) == b""
+    new.send("<iq type='get' id='live' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    received = await new.next()
+    assert received is not None and received.get("id") == "live"
+
+
+async def test_shutdown_does_not_wait_for_clients_to_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Server.stop gives connections a bounded moment to go; lingering ones must not outlast it."""
+    monkeypatch.setattr(net, "LINGER", _FOREVER)
+    async with running(tmp_path, listen=True) as server:
+        quiet = await Wire.connect(server)
+        await quiet.open()
+        failed = await Wire.connect(server)
+        await failed.open()
+        failed.send("<frobnicate/>")
+        assert await failed.stream_error() == "not-authorized"
+    assert not server.connections
+    assert await quiet.stream_error() == "system-shutdown"
+    assert await _eof(quiet) == b""
+    assert await _eof(failed) == b""

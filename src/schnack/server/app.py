@@ -188,6 +188,9 @@ class Server:
         for conn in list(self.connections):
             if conn.stream is not None:
                 conn.stream.close(StreamError("system-shutdown", "the server is shutting down"))
+            if isinstance(conn, net.TcpConnection):
+                # Waiting for each client to close its stream too (RFC 6120 §4.4) would hold shutdown up.
+                conn.close_now()
         for srv in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(srv.wait_closed(), 5)

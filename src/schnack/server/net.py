@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 _READ_SIZE = 65536
 # How long held-back input may wait for more bytes before it is parsed anyway (see StreamParser.flush).
 _FLUSH_DELAY = 0.05
+# How long a stream the server closed waits for the client to close its own (RFC 6120 §4.4).
+LINGER = 2.0
 
 
 class RateLimiter:
@@ -63,6 +65,7 @@ class TcpConnection:
         self.last_read = self.last_write = time.monotonic()
         self.stream: C2SStream | None = None
         self._closing = False
+        self._linger: asyncio.TimerHandle | None = None
 
     def write(self, data: str) -> None:
         if self._closing:
@@ -71,12 +74,24 @@ class TcpConnection:
         self.last_write = time.monotonic()
         if self.writer.transport.get_write_buffer_size() > self.server.config.limits.max_write_buffer:
             log.warning("closing %s: it does not read what it is sent", self.peer)
-            self.close_transport()
+            self.close_now()
 
     def close_transport(self) -> None:
+        """Close once the client closed its stream too, or after :data:`LINGER` (RFC 6120 §4.4).
+
+        Until then the reader keeps reading: closing a socket with unread input makes the
+        kernel reset the connection, which can destroy the stream error still on its way.
+        """
         if not self._closing:
             self._closing = True
-            self.writer.close()
+            self._linger = asyncio.get_running_loop().call_later(LINGER, self.close_now)
+
+    def close_now(self) -> None:
+        """Close without waiting for the client; what was written is still sent first."""
+        self._closing = True
+        if self._linger is not None:
+            self._linger.cancel()
+        self.writer.close()
 
     def channel_binding(self, kind: str) -> bytes | None:
         if not self.secure:
@@ -100,6 +115,24 @@ async def _read(conn: TcpConnection, parser: StreamParser) -> bytes | None:
     return await conn.reader.read(_READ_SIZE)
 
 
+async def _discard_until_closed(conn: TcpConnection, parser: StreamParser | None) -> None:
+    """Read and drop input until the client closes its stream or the connection (RFC 6120 §4.4).
+
+    The linger timer started by :meth:`TcpConnection.close_transport` ends the wait by closing
+    the connection, which ends the read. ``parser`` is None when it cannot parse any further.
+    """
+    while data := await conn.reader.read(_READ_SIZE):
+        if parser is None:
+            continue
+        try:
+            events = parser.feed(data) + parser.flush()
+        except StreamError:
+            parser = None
+            continue
+        if any(isinstance(event, StreamClosed) for event in events):
+            return
+
+
 async def serve_tcp(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direct_tls: bool) -> None:
     """Run one client connection until it closes."""
     conn = TcpConnection(server, reader, writer, direct_tls=direct_tls)
@@ -108,10 +141,12 @@ async def serve_tcp(server: Server, reader: asyncio.StreamReader, writer: asynci
     limits = server.config.limits
     bucket = RateLimiter(limits.bytes_per_second, limits.burst_bytes)
     parser = StreamParser(stream.max_stanza_bytes)
+    peer_closed = False
     try:
         while not stream.closed:
             data = await _read(conn, parser)
             if data == b"":
+                peer_closed = True
                 break
             try:
                 if data is None:
@@ -120,14 +155,16 @@ async def serve_tcp(server: Server, reader: asyncio.StreamReader, writer: asynci
                     conn.last_read = time.monotonic()
                     events = parser.feed(data)
                 for event in events:
-                    if isinstance(event, StanzaReceived):
+                    if isinstance(event, StreamClosed):
+                        peer_closed = True
+                        stream.on_close()
+                    elif stream.closed:
+                        # Closed by earlier input or by another task (a kick): only a close still counts.
+                        continue
+                    elif isinstance(event, StanzaReceived):
                         await stream.on_element(event.element)
                     elif isinstance(event, StreamOpened):
                         await stream.on_open(event.name, event.attrs, event.default_ns)
-                    elif isinstance(event, StreamClosed):
-                        stream.on_close()
-                    if stream.closed:
-                        break
                     if stream.want_tls or stream.want_restart:
                         # RFC 6120 §5.4.3.3, §6.4.6: whatever followed on the old stream is discarded.
                         break
@@ -143,10 +180,12 @@ async def serve_tcp(server: Server, reader: asyncio.StreamReader, writer: asynci
             if stream.want_restart:
                 stream.want_restart = False
                 parser = StreamParser(stream.max_stanza_bytes)
-            elif data:
+            elif data and not stream.closed:
                 delay = bucket.consume(len(data))
                 if delay:
                     await asyncio.sleep(delay)
+        if not peer_closed:
+            await _discard_until_closed(conn, parser)
     except (ConnectionError, ssl.SSLError, OSError) as err:
         log.debug("connection %s lost: %s", conn.peer, err)
     except Exception:
@@ -154,7 +193,7 @@ async def serve_tcp(server: Server, reader: asyncio.StreamReader, writer: asynci
         stream.close(StreamError("internal-server-error"))
     finally:
         server.connections.discard(conn)
-        conn.close_transport()
+        conn.close_now()
         await stream.connection_lost()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
