@@ -15,10 +15,7 @@ rest for its next login.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -26,12 +23,12 @@ from xml.etree.ElementTree import Element
 
 from ...xmpp import ns
 from ...xmpp.errors import StanzaError, StreamError
-from ...xmpp.jid import JID
 from ...xmpp.parser import parse_frame
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize
 from ..config import bounded
 from ..hooks import HANDLED, Handled
+from ..locks import AccountLocks
 from ..module import Module
 
 if TYPE_CHECKING:
@@ -75,27 +72,6 @@ def worth_storing(el: Element) -> bool:
     return any(not child.tag.startswith(f"{{{_CHAT_STATES}}}") for child in el)
 
 
-class _AccountLocks:
-    """One lock per account while anyone holds or awaits it, so deliveries never overlap."""
-
-    def __init__(self) -> None:
-        self._locks: dict[JID, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, owner: JID) -> AsyncIterator[None]:
-        lock, users = self._locks.get(owner, (asyncio.Lock(), 0))
-        self._locks[owner] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[owner]
-            if users == 1:
-                del self._locks[owner]
-            else:
-                self._locks[owner] = (lock, users - 1)
-
-
 class Offline(Module[OfflineOptions]):
     """Stores messages for accounts without an available resource and delivers them later."""
 
@@ -104,7 +80,7 @@ class Offline(Module[OfflineOptions]):
     Options = OfflineOptions
 
     def setup(self) -> None:
-        self._locks = _AccountLocks()
+        self._locks = AccountLocks()
         self.hook("message/offline", self.store)
         self.hook("presence-initial", self.deliver)
 

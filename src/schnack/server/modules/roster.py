@@ -25,11 +25,8 @@ other accounts only after letting go of it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
@@ -43,6 +40,7 @@ from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize
 from ..config import bounded
 from ..hooks import HANDLED, Handled
+from ..locks import AccountLocks
 from ..module import Module
 from ..storage.base import Account, RosterItem
 
@@ -91,27 +89,6 @@ class RosterView:
     """Per session: the version prefix of the account, learnt when the roster was asked for."""
 
     prefix: str = ""
-
-
-class AccountLocks:
-    """One lock per account while anyone holds or awaits it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[JID, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, owner: JID) -> AsyncIterator[None]:
-        lock, users = self._locks.get(owner, (asyncio.Lock(), 0))
-        self._locks[owner] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[owner]
-            if users == 1:
-                del self._locks[owner]
-            else:
-                self._locks[owner] = (lock, users - 1)
 
 
 def _prefix(account: Account | None) -> str:

@@ -74,6 +74,7 @@ from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname
 from ..config import bounded
 from ..hooks import HANDLED, Handled
+from ..locks import AccountLocks
 from ..module import Module
 from ..sessions import Forward
 from .e2e import ENCRYPTED
@@ -211,7 +212,7 @@ class StreamManagement(Module[SmOptions]):
         self._resumable: dict[str, Session] = {}
         # Sessions with stream management whose queues are not settled yet, by account.
         self._unsettled: dict[JID, set[Session]] = {}
-        self._locks: weakref.WeakValueDictionary[JID, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks = AccountLocks()
         # SM-ID -> ((host, username), inbound h) of sessions that ended, oldest first.
         self._ended: dict[str, tuple[tuple[str, str], int]] = {}
         self._copies: weakref.WeakKeyDictionary[Element, _Copies] = weakref.WeakKeyDictionary()
@@ -235,7 +236,7 @@ class StreamManagement(Module[SmOptions]):
                 self.end(session)
         for sessions in list(self._unsettled.values()):
             for session in list(sessions):
-                async with self._lock(session.jid.bare):
+                async with self._locks.hold(session.jid.bare):
                     await self._settle(session)
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -448,7 +449,7 @@ class StreamManagement(Module[SmOptions]):
             self._ended[state.id] = ((session.host, session.username), h)
             if len(self._ended) > _ENDED_KEPT:
                 del self._ended[next(iter(self._ended))]
-        async with self._lock(session.jid.bare):
+        async with self._locks.hold(session.jid.bare):
             await self._settle(session)
 
     async def before_offline(self, stanza: Stanza) -> None:
@@ -458,16 +459,10 @@ class StreamManagement(Module[SmOptions]):
         bare = stanza.to.bare
         if _SETTLING.get() or bare not in self._unsettled:
             return
-        async with self._lock(bare):
+        async with self._locks.hold(bare):
             for session in list(self._unsettled.get(bare, ())):
                 if session.closed:
                     await self._settle(session)
-
-    def _lock(self, bare: JID) -> asyncio.Lock:
-        lock = self._locks.get(bare)
-        if lock is None:
-            lock = self._locks[bare] = asyncio.Lock()
-        return lock
 
     async def _settle(self, session: Session) -> None:
         """Hand the queue of a session that stopped taking stanzas back to routing; the caller
@@ -492,7 +487,7 @@ class StreamManagement(Module[SmOptions]):
                     del self._unsettled[bare]
 
     async def _settle_late(self, session: Session, el: Element) -> None:
-        async with self._lock(session.jid.bare):
+        async with self._locks.hold(session.jid.bare):
             await self._undelivered(session, [el])
 
     async def _undelivered(self, session: Session, elements: list[Element]) -> None:

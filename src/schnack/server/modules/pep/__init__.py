@@ -70,8 +70,8 @@ from ....xmpp.payloads.pubsub import (
 from ....xmpp.stanza import Stanza
 from ....xmpp.xml import qname
 from ...config import bounded
+from ...locks import AccountLocks
 from ...module import Module
-from ..roster import AccountLocks
 from .access import Rosters, denial
 from .delivery import ON_SUBSCRIPTION, Delivery
 from .interests import Interests, caps_of
