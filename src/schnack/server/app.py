@@ -78,7 +78,7 @@ class Server:
         self.connections: set[Any] = set()
         self.modules = build_modules(self, config)
         self.http_app = web.Application()
-        self.http_app["schnack"] = self
+        self.http_app[websocket.SERVER_KEY] = self
         self.http_app.router.add_get(websocket.PATH, websocket.handle)
         self._storage: Storage | None = None
         self._tls: TlsConfig | None = None

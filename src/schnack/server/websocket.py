@@ -100,9 +100,13 @@ class WebSocketConnection:
         return None
 
 
+# The HTTP application's reference to its server (an AppKey, so aiohttp can type-check it).
+SERVER_KEY: web.AppKey[Server] = web.AppKey("schnack")
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     """Upgrade to a WebSocket with the ``xmpp`` subprotocol and run the stream on it."""
-    server: Server = request.app["schnack"]
+    server = request.app[SERVER_KEY]
     ws = web.WebSocketResponse(protocols=("xmpp",), max_msg_size=server.config.limits.max_stanza_size)
     ready = ws.can_prepare(request)
     if not ready.ok:
