@@ -11,7 +11,7 @@ from xml.etree.ElementTree import Element
 import pytest
 
 from schnack.server.app import Server
-from schnack.server.config import DEFAULT_MODULES
+from schnack.server.config import DEFAULT_MODULES, ConfigError
 from schnack.server.hooks import HANDLED, Handled
 from schnack.server.module import Module, NoOptions
 from schnack.server.sessions import Session
@@ -344,6 +344,72 @@ async def test_module_iq_api_dispatches_get_and_set(server: Server, alice: Clien
     got, refused = alice.take()
     assert got.get("type") == "result" and got.get("id") == "g1"
     assert condition(refused) == "feature-not-implemented" and refused.get("id") == "s1"
+
+
+# Services: domains a module serves (XEP-0030 items such as the group chat service) ------------
+
+SERVICE = "groups.localhost"
+
+
+class Service(Module[NoOptions]):
+    name = "service"
+
+    def setup(self) -> None:
+        self.service(SERVICE)
+
+
+@pytest.mark.parametrize("to", [SERVICE, f"room@{SERVICE}", f"room@{SERVICE}/nick", f"{SERVICE}/x"])
+@pytest.mark.parametrize("kind", ["message", "presence"])
+async def test_route_keys_of_stanzas_to_a_service(server: Server, alice: Client, kind: str, to: str) -> None:
+    Service(server, NoOptions()).setup()
+    seen = trace(server)
+    for key in ("pre-message/service", "pre-presence/service", f"message/service/{SERVICE}",
+                f"presence/service/{SERVICE}"):
+        server.hooks.add(key, lambda _s, _o, key=key: _record(seen, key), priority=1000)
+    await alice.send(f"<{kind} to='{to}'/>")
+    assert seen == [f"pre-{kind}/service", f"{kind}/service/{SERVICE}"]
+    assert server.router.target(JID.parse(to), None) == f"service/{SERVICE}"
+
+
+async def _record(seen: list[str], key: str) -> None:
+    seen.append(key)
+
+
+async def test_iq_to_a_service_tries_its_payload_key_and_unhandled_gets_service_unavailable(
+    server: Server, alice: Client
+) -> None:
+    class Echo(Service):
+        def setup(self) -> None:
+            super().setup()
+            self.iq(f"service/{SERVICE}", PROBE, get=self.get)
+
+        async def get(self, stanza: Stanza, _origin: Session | None) -> Element:
+            return stanza.result()
+
+    Echo(server, NoOptions()).setup()
+    await alice.send(f"<iq type='get' id='g1' to='room@{SERVICE}'><query xmlns='urn:example:probe'/></iq>")
+    await alice.send(f"<iq type='get' id='g2' to='room@{SERVICE}'><other xmlns='urn:example:probe'/></iq>")
+    answered, refused = alice.take()
+    assert answered.get("type") == "result" and answered.get("from") == f"room@{SERVICE}"
+    assert condition(refused) == "service-unavailable" and refused.get("id") == "g2"
+
+
+async def test_an_unclaimed_subdomain_stays_remote(server: Server) -> None:
+    assert server.router.target(JID.parse(f"room@{SERVICE}"), None) == "remote"
+
+
+@pytest.mark.parametrize("domain", ["localhost", SERVICE])
+async def test_a_service_cannot_claim_a_host_or_another_services_domain(server: Server, domain: str) -> None:
+    Service(server, NoOptions()).setup()
+
+    class Other(Module[NoOptions]):
+        name = "other"
+
+        def setup(self) -> None:
+            self.service(domain)
+
+    with pytest.raises(ConfigError, match=r"^modules\.other: "):
+        Other(server, NoOptions()).setup()
 
 
 # RFC 6120 §8.3.1: an error stanza is never answered with another -----------------------------

@@ -70,6 +70,8 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.hosts = frozenset(config.domains)
+        # Domains served by a module (XEP-0030 items of a host), claimed in Module.setup().
+        self.services: dict[str, str] = {}
         self.hooks = Hooks()
         self.sessions = SessionRegistry()
         self.router = Router(self)

@@ -16,6 +16,7 @@ from xml.etree.ElementTree import Element
 from ..xmpp.errors import StanzaError
 from ..xmpp.payloads.disco import Identity
 from ..xmpp.stanza import Stanza
+from .config import ConfigError
 from .hooks import Handled, Handler
 
 if TYPE_CHECKING:
@@ -57,6 +58,18 @@ class Module(Generic[OptionsT]):
 
     async def stop(self) -> None:
         """Stop background work; sessions are already closed."""
+
+    def service(self, domain: str) -> None:
+        """Serve every address at ``domain`` (e.g. ``groups.example.org``): route keys ``*/service/{domain}``.
+
+        Call from setup(). The domain must be none of the server's own and not claimed twice.
+        """
+        if domain in self.server.hosts:
+            raise ConfigError(f"modules.{self.name}", f"{domain} is one of the server's domains")
+        owner = self.server.services.get(domain)
+        if owner is not None:
+            raise ConfigError(f"modules.{self.name}", f"{domain} is already served by module {owner}")
+        self.server.services[domain] = self.name
 
     def route(self, key: str, handler: Handler, priority: int = 0) -> None:
         """Handle stanzas on a route key such as ``message/bare`` (see :mod:`.router`)."""

@@ -2,9 +2,10 @@
 
 The core only routes (as in Prosody). A stanza becomes a key ``{kind}/{target}`` where kind is
 message, presence or iq and target is ``self`` (the sender's own account, or no 'to'), ``host``
-(a domain served here), ``bare`` or ``full`` (a local account or resource) or ``remote``. Stanzas
-a local client sends first pass ``pre-{kind}/{target}``. An IQ get/set first tries
-``iq/{target}/{payload name}`` and then ``iq/{target}``. Handlers return a reply element,
+(a domain served here), ``bare`` or ``full`` (a local account or resource), ``service/{domain}``
+(any address at a domain a module serves, such as the group chat service) or ``remote``. Stanzas
+a local client sends first pass ``pre-{kind}/{target}``, where a service's target is just
+``service``. An IQ get/set first tries ``iq/{target}/{payload name}`` and then ``iq/{target}``. Handlers return a reply element,
 :data:`HANDLED`, or None to pass; they raise :class:`StanzaError` to bounce the stanza.
 """
 
@@ -33,13 +34,14 @@ class Router:
         self._server = server
         self._hooks = server.hooks
         self._hosts = server.hosts
+        self._services = server.services
 
     def target(self, to: JID | None, origin: Session | None) -> str:
         """The target part of a route key (see the module docstring)."""
         if to is None:
             return "self" if origin is not None else "host"
         if to.domain not in self._hosts:
-            return "remote"
+            return f"service/{to.domain}" if to.domain in self._services else "remote"
         if to.local is None:
             return "host"
         if to.resource is None:
@@ -81,7 +83,8 @@ class Router:
         target = self.target(stanza.to, origin)
         fire = self._hooks.fire
         if origin is not None:
-            result = await fire(f"pre-{kind}/{target}", stanza, origin)
+            pre = "service" if target.startswith("service/") else target
+            result = await fire(f"pre-{kind}/{pre}", stanza, origin)
             if result is not None:
                 return result  # type: ignore[no-any-return]
         if kind == "iq" and stanza.type in ("get", "set"):

@@ -7,8 +7,12 @@ from xml.etree.ElementTree import Element
 
 from schnack.server.app import Server
 from schnack.server.c2s import C2SStream
+from schnack.server.hooks import HANDLED, Handled
+from schnack.server.module import Module, NoOptions
+from schnack.server.sessions import Session
 from schnack.server.storage.base import RosterItem as StoredItem
 from schnack.xmpp import ns
+from schnack.xmpp.stanza import Stanza
 
 from ...harness import Client, MemoryConnection, add_user, connect, running, xml
 from .contacts import PRESENCE, items_of, kinds, presence, presences, pushes, roster
@@ -497,6 +501,30 @@ async def test_a_replaced_session_says_unavailable_to_its_directed_recipients(se
     await login(server, "alice@localhost/phone")
     assert alice.stream.closed
     assert kinds(carol.take()) == [("unavailable", "alice@localhost/phone", "carol@localhost")]
+
+
+async def test_a_service_gets_unavailable_after_directed_presence(server: Server) -> None:
+    """§4.6.3 for a room at a service of this server: leaving by disconnecting must reach it."""
+    got: list[tuple[str | None, str]] = []
+
+    class Rooms(Module[NoOptions]):
+        name = "rooms"
+
+        def setup(self) -> None:
+            self.service("groups.localhost")
+            self.route("presence/service/groups.localhost", self.presence)
+
+        async def presence(self, stanza: Stanza, _origin: Session | None) -> Handled:
+            got.append((stanza.type, str(stanza.from_)))
+            return HANDLED
+
+    Rooms(server, NoOptions()).setup()
+    alice = await online(server, "alice@localhost/phone")
+    await alice.send(presence(to="room@groups.localhost/al"))
+    await alice.send(presence("subscribe", "groups.localhost"))
+    await alice.close()
+    assert got == [(None, "alice@localhost/phone"), ("subscribe", "alice@localhost"),
+                   ("unavailable", "alice@localhost/phone")]
 
 
 async def test_directed_unavailable_ends_the_tracking(server: Server) -> None:

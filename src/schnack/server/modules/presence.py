@@ -90,6 +90,7 @@ class Presence(Module[Any]):
         self.route("pre-presence/self", self.outbound_own)
         self.route("pre-presence/bare", self.outbound)
         self.route("pre-presence/full", self.outbound)
+        self.route("pre-presence/service", self.outbound_service)
         # Delivery runs last, like message delivery, so that other modules may take a presence first.
         self.route("presence/bare", self.inbound_bare, priority=-100)
         self.route("presence/full", self.inbound_full, priority=-100)
@@ -139,6 +140,20 @@ class Presence(Module[Any]):
         elif kind == "unavailable":
             origin.slot(Directed).to.discard(stanza.to)
         return None
+
+    async def outbound_service(self, stanza: Stanza, origin: Session | None) -> None:
+        """Directed presence to a service of this server (a group chat room) is remembered (§4.6).
+
+        Everything else is for the service to answer; subscription stanzas travel from the bare
+        JID, as between accounts (§3.1.2).
+        """
+        assert origin is not None and stanza.to is not None
+        if stanza.type in SUBSCRIPTION_TYPES:
+            stanza.set_from(origin.jid.bare)
+        elif stanza.type is None:
+            origin.slot(Directed).to.add(stanza.to)
+        elif stanza.type == "unavailable":
+            origin.slot(Directed).to.discard(stanza.to)
 
     async def _available(self, stanza: Stanza, session: Session) -> None:
         """§4.2.2 initial presence and §4.4.2 later presence."""
