@@ -14,8 +14,10 @@ import pytest
 from schnack.server.app import Server
 from schnack.server.c2s import C2SStream
 from schnack.server.config import ConfigError
+from schnack.server.sessions import Session
 from schnack.xmpp import ns
 from schnack.xmpp.parser import parse_frame
+from schnack.xmpp.stanza import Stanza
 
 from ...harness import Client, MemoryConnection, add_user, connect, running, xml
 from .messaging import ROUTING_ONLY, announce, body, chat, condition, error_text, login
@@ -253,6 +255,60 @@ async def test_stored_without_body_or_with_chat_state(server: Server, payload: s
     await alice.send(f"<message to='bob@localhost' type='chat' id='x'>{payload}</message>")
     assert alice.take() == []
     assert await stored(server) == 1
+
+
+# Order against live messages -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def with_presence(tmp_path: Path) -> AsyncIterator[Server]:
+    """Every default module: initial presence goes through the presence module."""
+    async with running(tmp_path, modules={"e2e": {"policy": "optional"}}) as srv:
+        yield srv
+
+
+async def test_message_routed_while_stored_ones_go_out_comes_after_them(with_presence: Server) -> None:
+    server = with_presence
+    alice = await sender_and_absent_bob(server)
+    for i in range(3):
+        await alice.send(chat("bob@localhost", f"stored {i}", id=f"s{i}"))
+
+    async def live(session: Session) -> None:
+        # Bob is available now, and the stored messages have not gone out yet.
+        if session.jid.local == "bob":
+            await alice.send(chat("bob@localhost", "live", id="live"))
+
+    server.hooks.add("presence-initial", live, priority=100)
+    bob = await connect(server, "bob@localhost/laptop")
+    await bob.send("<presence/>")
+    got = [body(el) for el in bob.take() if el.tag == MESSAGE]
+    assert got == ["stored 0", "stored 1", "stored 2", "live"]
+    assert await stored(server) == 0
+
+
+async def test_message_stored_as_its_recipient_comes_online_still_reaches_it(with_presence: Server) -> None:
+    """Routed offline while Bob had no available resource, but stored only after his delivery
+    was over: it must not wait in storage for his next login."""
+    server = with_presence
+    alice = await sender_and_absent_bob(server)
+    entered, go = asyncio.Event(), asyncio.Event()
+
+    async def slow(stanza: Stanza) -> None:
+        entered.set()
+        await go.wait()
+
+    server.hooks.add("message/offline", slow, priority=200)
+    bob = await connect(server, "bob@localhost/laptop")
+    sending = asyncio.ensure_future(alice.send(chat("bob@localhost", "late", id="late")))
+    async with asyncio.timeout(10):
+        await entered.wait()
+    await bob.send("<presence/>")
+    assert [el for el in bob.take() if el.tag == MESSAGE] == []
+    go.set()
+    await sending
+    (late,) = [el for el in await bob.expect() if el.tag == MESSAGE]
+    assert body(late) == "late"
+    assert await stored(server) == 0
 
 
 # Configuration and discovery ------------------------------------------------------------------

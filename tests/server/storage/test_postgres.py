@@ -134,3 +134,34 @@ async def test_driver_failures_are_storage_errors(schema: tuple[str, str, asyncp
         await store.kv.get("example.org", "alice", "vcard")
     with pytest.raises(StorageError, match=r"^PostgreSQL: "):
         await store.accounts.delete("example.org", "alice")
+
+
+async def test_archive_item_committed_late_is_not_skipped(schema: tuple[str, str, asyncpg.Connection]) -> None:
+    """An append that drew its seq but has not committed yet must not let a later append become
+    visible first: a reader paging "after" the later one would skip it for good. The two appends
+    come from two nodes on the one database."""
+    url, name, admin = schema
+    node = await open_storage(with_query(url, application_name=name))
+    other = await open_storage(url)
+    try:
+        # A trigger holds the appends of 'slow@x' open after their row, and seq, were made.
+        await admin.execute(
+            f'CREATE FUNCTION "{name}".hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN '
+            "IF NEW.with_jid = 'slow@x' THEN PERFORM pg_sleep(2); END IF; RETURN NEW; END $$")
+        await admin.execute(f'CREATE TRIGGER hold BEFORE INSERT ON "{name}".archive '
+                            f'FOR EACH ROW EXECUTE FUNCTION "{name}".hold()')
+        first = await node.archive.append("example.org", "alice", "mam", 1.0, "bob@x", b"first")
+        slow = asyncio.ensure_future(node.archive.append("example.org", "alice", "mam", 2.0, "slow@x", b"slow"))
+        # PostgreSQL tells no one that a backend started waiting; pg_stat_activity shows it.
+        async with asyncio.timeout(60):
+            while not await admin.fetchval("SELECT count(*) FROM pg_stat_activity "  # noqa: ASYNC110
+                                           "WHERE wait_event='PgSleep' AND application_name=$1", name):
+                await asyncio.sleep(0.01)
+        fast = await other.archive.append("example.org", "alice", "mam", 3.0, "bob@x", b"fast")
+        seen = [item.id for item in (await other.archive.query("example.org", "alice", "mam", after=first)).items]
+        held = await slow
+        seen += [item.id for item in (await other.archive.query("example.org", "alice", "mam", after=seen[-1])).items]
+        assert seen == [held, fast]
+    finally:
+        await node.close()
+        await other.close()

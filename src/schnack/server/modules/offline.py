@@ -11,14 +11,24 @@ initial presence: with a non-negative priority the stored messages are delivered
 order they arrived (XEP-0160 §2) and deleted once sent, by id, so that a message stored while
 delivery runs is neither lost nor delivered twice, and a session that closes midway keeps the
 rest for its next login.
+
+Order: the stored messages are older than any message routed to the session once it became
+available, so an output stage (priority 50: after client state indication, before stream
+management numbers what the client gets) holds back the messages routed to an available session
+until its delivery is done, then lets them go in the order they came. A message stored while a
+session's delivery was not done yet (routed offline just before the session became available)
+starts another delivery to it once stored, so that it does not wait for the next login.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+import weakref
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
 from ...xmpp import ns
@@ -30,6 +40,7 @@ from ..config import bounded
 from ..hooks import HANDLED, Handled
 from ..locks import AccountLocks
 from ..module import Module
+from ..sessions import Forward
 
 if TYPE_CHECKING:
     from ..sessions import Session
@@ -44,6 +55,7 @@ _BATCH = 100
 _DELAY = qname(ns.DELAY, "delay")
 _HINTS = "urn:xmpp:hints"
 _CHAT_STATES = "http://jabber.org/protocol/chatstates"
+_MESSAGE = qname(ns.CLIENT, "message")
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,23 @@ class OfflineOptions:
     """How many messages an account may have waiting."""
 
     max_messages: int = bounded(10_000, min=1, max=1_000_000, help="stored messages per account")
+
+
+@dataclass
+class OfflineState:
+    """Per session: its deliveries of stored messages, and the messages held back meanwhile."""
+
+    # The client sent initial presence and the delivery it brings has not finished yet.
+    awaited: bool = False
+    # Deliveries started and not finished, and whether one has finished.
+    running: int = 0
+    delivered: bool = False
+    # Stored messages on their way through the output stages, which the hold lets pass.
+    sending: set[Element] = field(default_factory=set)
+    held: list[tuple[Element, Forward]] = field(default_factory=list)
+
+    def holding(self) -> bool:
+        return self.awaited or self.running > 0
 
 
 def delay_stamp(moment: datetime) -> str:
@@ -81,8 +110,61 @@ class Offline(Module[OfflineOptions]):
 
     def setup(self) -> None:
         self._locks = AccountLocks()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Per message on its way to storage: the sessions whose delivery may miss it.
+        self._racing: weakref.WeakKeyDictionary[Element, list[Session]] = weakref.WeakKeyDictionary()
+        # First of all: other handlers (stream management's ordering) may wait before the store.
+        self.hook("message/offline", self.routed_offline, priority=1000)
         self.hook("message/offline", self.store)
         self.hook("presence-initial", self.deliver)
+        # Before the presence module makes the session available, so that nothing overtakes the delivery.
+        self.route("pre-presence/self", self.initial_presence, priority=100)
+        self.hook("session-bound", self.bound)
+        # Before stream management settles the session: what was held back joins its queue first.
+        self.hook("session-closed", self.closed, priority=10)
+
+    async def stop(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def bound(self, session: Session) -> None:
+        """The output stage that keeps live messages behind the stored ones (see the module docstring)."""
+        state = session.slot(OfflineState)
+
+        def stage(el: Element, forward: Forward) -> None:
+            if el in state.sending:
+                state.sending.discard(el)
+                forward(el)
+            elif el.tag == _MESSAGE and session.available and state.holding():
+                state.held.append((el, forward))
+            else:
+                forward(el)
+
+        session.add_output_stage(stage, priority=50)
+
+    async def initial_presence(self, stanza: Stanza, origin: Session | None) -> None:
+        """RFC 6121 §4.2: from initial presence on, messages can be routed to the session; they
+        wait for the delivery that ``presence-initial`` brings."""
+        if origin is not None and stanza.type is None and not origin.available:
+            origin.slot(OfflineState).awaited = True
+
+    async def closed(self, session: Session) -> None:
+        """What was held back goes on to the stages closer to the transport, which handle the end
+        of the session (stream management gives back what was not acknowledged)."""
+        self._release(session.slot(OfflineState))
+
+    @staticmethod
+    def _release(state: OfflineState) -> None:
+        held, state.held = state.held, []
+        for el, forward in held:
+            forward(el)
+
+    async def routed_offline(self, stanza: Stanza) -> None:
+        """Note the sessions of the account whose delivery is not done: it may be over before
+        this message is in storage."""
+        assert stanza.to is not None
+        states = ((s, s.slot(OfflineState)) for s in self.server.sessions.resources(stanza.to.bare))
+        self._racing[stanza.el] = [s for s, state in states if not state.delivered or state.holding()]
 
     async def store(self, stanza: Stanza) -> Handled:
         """XEP-0160 §2: keep the message, stamped with a XEP-0203 delay, unless the box is full."""
@@ -106,12 +188,28 @@ class Offline(Module[OfflineOptions]):
             stanza.el.remove(delay)
         sender = str(stanza.from_.bare) if stanza.from_ is not None else host
         await archive.append(host, user, STORE, now.timestamp(), sender, payload)
+        for session in self._racing.pop(stanza.el, ()):
+            if session.available and session.priority >= 0 and not session.closed:
+                self._spawn(self.deliver(session))
         return HANDLED
 
     async def deliver(self, session: Session) -> None:
-        """XEP-0160 §2: on initial presence with a non-negative priority, send what waited."""
-        if session.priority < 0:
-            return
+        """XEP-0160 §2: on initial presence with a non-negative priority, send what waited;
+        messages routed to the session meanwhile follow once it is done."""
+        state = session.slot(OfflineState)
+        state.running += 1
+        try:
+            if session.priority >= 0:
+                await self._deliver(session, state)
+        finally:
+            state.running -= 1
+            state.awaited = False
+            state.delivered = True
+            if not state.holding():
+                state.sending.clear()
+                self._release(state)
+
+    async def _deliver(self, session: Session, state: OfflineState) -> None:
         host, user = session.host, session.username
         archive = self.server.storage.archive
         async with self._locks.hold(session.jid.bare):
@@ -132,9 +230,15 @@ class Offline(Module[OfflineOptions]):
                             err.condition,
                         )
                     else:
+                        state.sending.add(message)
                         session.send(message)
                     sent.append(item.id)
                 if sent:
                     await archive.delete(host, user, STORE, ids=sent)
                 if len(sent) < len(page.items) or page.complete:
                     break
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -10,8 +10,8 @@ from typing import Protocol
 from ...xmpp.sasl import ScramCredential
 
 __all__ = [
-    "Account", "AlreadyExists", "ArchivePage", "ArchivedItem", "ItemNotFound", "RosterItem",
-    "ScramCredential", "Storage", "StorageError",
+    "Account", "AlreadyExists", "ArchivePage", "ArchivedItem", "ItemNotFound", "MucStore", "RoomAffiliation",
+    "RosterItem", "ScramCredential", "Storage", "StorageError", "StoredRoom",
 ]  # fmt: skip
 
 
@@ -124,11 +124,60 @@ class ArchiveStore(Protocol):
     async def count(self, host: str, username: str, store: str) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class StoredRoom:
+    """A group chat room (XEP-0045) as kept: ``config`` is the room module's own JSON."""
+
+    service: str
+    name: str
+    config: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class RoomAffiliation:
+    """XEP-0045 §5.2: a bare JID's affiliation with a room, with its reserved nick and the reason."""
+
+    jid: str
+    affiliation: str
+    nick: str | None = None
+    reason: str | None = None
+
+
+class MucStore(Protocol):
+    """Group chat rooms and their affiliations (tables ``muc_rooms`` and ``muc_affiliations``)."""
+
+    async def save_room(self, service: str, name: str, config: str) -> None: ...
+    async def get_room(self, service: str, name: str) -> StoredRoom | None: ...
+    async def rooms(self, service: str) -> list[StoredRoom]: ...
+    async def delete_room(self, service: str, name: str) -> bool:
+        """Forget the room and its affiliations; False if there was no such room."""
+        ...
+
+    async def affiliations(self, service: str, name: str) -> dict[str, RoomAffiliation]: ...
+    async def set_affiliation(self, service: str, name: str, item: RoomAffiliation) -> None:
+        """Store ``item``; the affiliation ``none`` removes the bare JID's record."""
+        ...
+
+    async def rooms_of(self, jid: str) -> list[tuple[str, str, str]]:
+        """(service, room, affiliation) of every room where ``jid`` has an affiliation."""
+        ...
+
+    async def forget_jid(self, jid: str) -> int:
+        """Remove every affiliation of ``jid`` (its account is gone); how many."""
+        ...
+
+    async def replace_archived(self, service: str, name: str, store: str, item_id: str, payload: bytes) -> bool:
+        """Put ``payload`` in place of an item of the room's archive (a moderation tombstone)."""
+        ...
+
+
 class Storage(Protocol):
     accounts: AccountStore
     roster: RosterStore
     kv: KeyValueStore
     maps: MapStore
     archive: ArchiveStore
+    muc: MucStore
 
     async def close(self) -> None: ...

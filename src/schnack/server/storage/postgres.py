@@ -7,6 +7,7 @@ parameters that are not sent to the server: ``schema`` (tables live there, creat
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import secrets
@@ -24,9 +25,11 @@ from .base import (
     ArchivedItem,
     ArchivePage,
     ItemNotFound,
+    RoomAffiliation,
     RosterItem,
     ScramCredential,
     StorageError,
+    StoredRoom,
     credentials_from_json,
     credentials_to_json,
 )  # fmt: skip
@@ -37,6 +40,33 @@ _MIGRATION_LOCK = int.from_bytes(b"schnack", "big")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # OSError covers refused connections and TimeoutError.
 _FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# The first key of the advisory locks that serialize the appends to one archive (the second is a
+# hash of the archive's name); two-key locks never meet the one-key migration lock.
+_ARCHIVE_LOCK = int.from_bytes(b"arch", "big")
+# One append alone, in one statement and round trip: the materialized CTE takes the archive's lock
+# before the row, and so its seq from the sequence, is made; the implicit transaction holds it
+# until the commit.
+_APPEND = (
+    "WITH serialized AS MATERIALIZED "
+    f"(SELECT pg_advisory_xact_lock({_ARCHIVE_LOCK}, hashtext($2 || '/' || $3 || '/' || $4))) "
+    "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
+    "SELECT $1, $2, $3, $4, $5::double precision, $6, $7::bytea FROM serialized"
+)
+# Several appends to one archive: the lock, then the rows, in one transaction.
+_LOCK = f"SELECT pg_advisory_xact_lock({_ARCHIVE_LOCK}, hashtext($1 || '/' || $2 || '/' || $3))"
+_INSERT = ("INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
+           "VALUES ($1, $2, $3, $4, $5, $6, $7)")
+_Appending = tuple[tuple[str, str, str, str, float, str, bytes], "asyncio.Future[str]"]
+
+
+def _succeed(done: asyncio.Future[str], item_id: str) -> None:
+    if not done.done():
+        done.set_result(item_id)
+
+
+def _fail(done: asyncio.Future[str], err: BaseException) -> None:
+    if not done.done():
+        done.set_exception(err if isinstance(err, StorageError) else StorageError(f"PostgreSQL: {err}"))
 
 
 class _Part:
@@ -209,12 +239,75 @@ _TIME_PROBE = 2000
 class Archive(_Part):
     """Archives with RSM paging (XEP-0059) as MAM (XEP-0313) and offline storage need them."""
 
+    def __init__(self, pool: Any) -> None:
+        super().__init__(pool)
+        # By archive: the appends waiting for their turn, and the task writing them.
+        self._waiting: dict[tuple[str, str, str], list[_Appending]] = {}
+        self._writers: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+
     async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes) -> str:
+        """Append one item; it is committed when this returns.
+
+        Paging reads "after the last seq seen", so an archive's items must become visible in seq
+        order. Transactions that commit concurrently could make a later seq visible first, so
+        appends to one archive are serialized: each takes the archive's transaction-level advisory
+        lock before it draws its seq and holds it until it committed. So that a busy archive is not
+        held to one commit at a time, the appends to it that wait meanwhile (on this node) are
+        written together, in the order they were issued, in one transaction.
+        """
         item_id = secrets.token_urlsafe(12)
-        await self._write("INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
-                          "VALUES ($1, $2, $3, $4, $5, $6, $7)", item_id, host, username, store, timestamp,
-                          with_jid, payload)
-        return item_id
+        archive = (host, username, store)
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(archive, []).append(((item_id, host, username, store, timestamp, with_jid, payload),
+                                                      done))
+        if archive not in self._writers:
+            self._writers[archive] = asyncio.ensure_future(self._write_waiting(archive))
+        return await done
+
+    async def drain(self) -> None:
+        """Wait until every append issued so far is committed."""
+        while self._writers:
+            await asyncio.gather(*(asyncio.shield(task) for task in list(self._writers.values())),
+                                 return_exceptions=True)
+
+    async def _write_waiting(self, archive: tuple[str, str, str]) -> None:
+        try:
+            while batch := self._waiting.pop(archive, None):
+                await self._write_batch(batch)
+        finally:
+            del self._writers[archive]
+            for _row, done in self._waiting.pop(archive, []):
+                if not done.done():
+                    done.set_exception(StorageError("PostgreSQL: the archive was closed"))
+
+    async def _write_batch(self, batch: list[_Appending]) -> None:
+        """Write ``batch`` (appends to one archive); settle each caller's future with its outcome."""
+        try:
+            if len(batch) == 1:
+                await self._write(_APPEND, *batch[0][0])
+            else:
+                rows = [row for row, _done in batch]
+                async with self._conn(transaction=True) as conn:
+                    await conn.execute(_LOCK, *rows[0][1:4])
+                    await conn.executemany(_INSERT, rows)
+        except BaseException as err:
+            if len(batch) > 1 and isinstance(err, Exception):
+                # The transaction wrote nothing: each append is tried alone and gets its own outcome.
+                for row, done in batch:
+                    try:
+                        await self._write(_APPEND, *row)
+                    except Exception as alone:
+                        _fail(done, alone)
+                    else:
+                        _succeed(done, row[0])
+                return
+            for _row, done in batch:
+                _fail(done, err)
+            if not isinstance(err, Exception):
+                raise
+            return
+        for row, done in batch:
+            _succeed(done, row[0])
 
     @staticmethod
     async def _seq(conn: Any, host: str, username: str, store: str, item_id: str) -> int:
@@ -306,6 +399,56 @@ class Archive(_Part):
         return int(row[0])
 
 
+class Muc(_Part):
+    """Group chat rooms and affiliations (XEP-0045), in tables of their own."""
+
+    async def save_room(self, service: str, name: str, config: str) -> None:
+        await self._write("INSERT INTO muc_rooms VALUES ($1, $2, $3, $4) ON CONFLICT (service, name) "
+                          "DO UPDATE SET config=EXCLUDED.config", service, name, config, time.time())
+
+    async def get_room(self, service: str, name: str) -> StoredRoom | None:
+        row = await self._one("SELECT config, created FROM muc_rooms WHERE service=$1 AND name=$2", service, name)
+        return StoredRoom(service, name, row[0], row[1]) if row else None
+
+    async def rooms(self, service: str) -> list[StoredRoom]:
+        rows = await self._all('SELECT name, config, created FROM muc_rooms WHERE service=$1 ORDER BY name COLLATE "C"',
+                               service)
+        return [StoredRoom(service, r[0], r[1], r[2]) for r in rows]
+
+    async def delete_room(self, service: str, name: str) -> bool:
+        async with self._conn(transaction=True) as conn:
+            await conn.execute("DELETE FROM muc_affiliations WHERE service=$1 AND name=$2", service, name)
+            status: str = await conn.execute("DELETE FROM muc_rooms WHERE service=$1 AND name=$2", service, name)
+        return status != "DELETE 0"
+
+    async def affiliations(self, service: str, name: str) -> dict[str, RoomAffiliation]:
+        rows = await self._all("SELECT jid, affiliation, nick, reason FROM muc_affiliations "
+                               "WHERE service=$1 AND name=$2", service, name)
+        return {r[0]: RoomAffiliation(r[0], r[1], r[2], r[3]) for r in rows}
+
+    async def set_affiliation(self, service: str, name: str, item: RoomAffiliation) -> None:
+        if item.affiliation == "none":
+            await self._write("DELETE FROM muc_affiliations WHERE service=$1 AND name=$2 AND jid=$3",
+                              service, name, item.jid)
+        else:
+            await self._write(
+                "INSERT INTO muc_affiliations VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (service, name, jid) "
+                "DO UPDATE SET affiliation=EXCLUDED.affiliation, nick=EXCLUDED.nick, reason=EXCLUDED.reason",
+                service, name, item.jid, item.affiliation, item.nick, item.reason)
+
+    async def rooms_of(self, jid: str) -> list[tuple[str, str, str]]:
+        rows = await self._all('SELECT service, name, affiliation FROM muc_affiliations WHERE jid=$1 '
+                               'ORDER BY service COLLATE "C", name COLLATE "C"', jid)
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def forget_jid(self, jid: str) -> int:
+        return await self._write("DELETE FROM muc_affiliations WHERE jid=$1", jid)
+
+    async def replace_archived(self, service: str, name: str, store: str, item_id: str, payload: bytes) -> bool:
+        return await self._write("UPDATE archive SET payload=$1 WHERE host=$2 AND username=$3 AND store=$4 AND id=$5",
+                                 payload, service, name, store, item_id) > 0
+
+
 def _location(netloc: str, options: dict[str, str]) -> str:
     """``host:port`` the URL points at, for messages (never the password)."""
     location = netloc.rpartition("@")[2] or options.get("host") or "localhost"
@@ -353,6 +496,7 @@ class PostgresStorage:
         self.kv = KeyValue(pool)
         self.maps = Maps(pool)
         self.archive = Archive(pool)
+        self.muc = Muc(pool)
 
     @classmethod
     async def open(cls, url: str) -> PostgresStorage:
@@ -383,4 +527,5 @@ class PostgresStorage:
         return cls(pool)
 
     async def close(self) -> None:
+        await self.archive.drain()
         await self._pool.close()

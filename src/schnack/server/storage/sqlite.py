@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -17,8 +18,11 @@ from .base import (
     ArchivedItem,
     ArchivePage,
     ItemNotFound,
+    RoomAffiliation,
     RosterItem,
     ScramCredential,
+    StorageError,
+    StoredRoom,
     credentials_from_json,
     credentials_to_json,
 )  # fmt: skip
@@ -150,12 +154,81 @@ class Maps(_Part):
 _TIME_PROBE = 2000
 
 
+_APPEND = "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_Appending = tuple[tuple[str, str, str, str, float, str, bytes], "asyncio.Future[str]"]
+
+
 class Archive(_Part):
+    """Archives with RSM paging (XEP-0059), appended to with group commit.
+
+    Every message is appended before it is acknowledged, so appends are the hot write path. Those
+    issued in one turn of the event loop, and those issued while a commit is under way, are written
+    together and share one commit; each caller's ``append`` returns once that commit is done, so
+    what it acknowledges is durable. They are written in the order they were issued.
+    """
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        super().__init__(db)
+        self._waiting: list[_Appending] = []
+        self._committer: asyncio.Task[None] | None = None
+
     async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes) -> str:
         item_id = secrets.token_urlsafe(12)
-        await self._write("INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
-                          "VALUES (?, ?, ?, ?, ?, ?, ?)", item_id, host, username, store, timestamp, with_jid, payload)
-        return item_id
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.append(((item_id, host, username, store, timestamp, with_jid, payload), done))
+        if self._committer is None:
+            # Started on the next turn, so that it finds every append of this one.
+            self._committer = asyncio.ensure_future(self._commit_waiting())
+        return await done
+
+    async def drain(self) -> None:
+        """Wait until every append issued so far is committed."""
+        while self._committer is not None:
+            await asyncio.shield(self._committer)
+
+    async def _commit_waiting(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                await self._commit(batch)
+        finally:
+            self._committer = None
+            for _row, done in self._waiting:
+                if not done.done():
+                    done.set_exception(StorageError("SQLite: the archive was closed"))
+
+    async def _commit(self, batch: list[_Appending]) -> None:
+        """Insert ``batch`` and commit it; settle each caller's future with its own outcome."""
+        rows = [row for row, _done in batch]
+        failed: dict[str, Exception] = {}
+        try:
+            try:
+                await self.db.executemany(_APPEND, rows)
+            except Exception:
+                # The rows before the one refused are in; each of the others gets its own outcome.
+                for row in rows:
+                    if await self._one("SELECT 1 FROM archive WHERE id=?", row[0]) is None:
+                        try:
+                            await self.db.execute(_APPEND, row)
+                        except Exception as err:
+                            failed[row[0]] = err
+            await self.db.commit()
+        except BaseException as err:
+            # The outcome of the commit is unknown to its callers: none is told it succeeded.
+            for _row, done in batch:
+                if not done.done():
+                    done.set_exception(StorageError(f"SQLite: {err}"))
+            if not isinstance(err, Exception):
+                raise
+            return
+        for row, done in batch:
+            if done.done():
+                continue
+            error = failed.get(row[0])
+            if error is None:
+                done.set_result(row[0])
+            else:
+                done.set_exception(StorageError(f"SQLite: {error}"))
 
     async def _seq(self, host: str, username: str, store: str, item_id: str) -> int:
         row = await self._one("SELECT seq FROM archive WHERE host=? AND username=? AND store=? AND id=?",
@@ -244,6 +317,51 @@ class Archive(_Part):
         return int(row[0])
 
 
+class Muc(_Part):
+    """Group chat rooms and affiliations (XEP-0045), in tables of their own."""
+
+    async def save_room(self, service: str, name: str, config: str) -> None:
+        await self._write("INSERT INTO muc_rooms VALUES (?, ?, ?, ?) ON CONFLICT (service, name) "
+                          "DO UPDATE SET config=excluded.config", service, name, config, time.time())
+
+    async def get_room(self, service: str, name: str) -> StoredRoom | None:
+        row = await self._one("SELECT config, created FROM muc_rooms WHERE service=? AND name=?", service, name)
+        return StoredRoom(service, name, row[0], row[1]) if row else None
+
+    async def rooms(self, service: str) -> list[StoredRoom]:
+        rows = await self._all("SELECT name, config, created FROM muc_rooms WHERE service=? ORDER BY name", service)
+        return [StoredRoom(service, r[0], r[1], r[2]) for r in rows]
+
+    async def delete_room(self, service: str, name: str) -> bool:
+        await self.db.execute("DELETE FROM muc_affiliations WHERE service=? AND name=?", (service, name))
+        return await self._write("DELETE FROM muc_rooms WHERE service=? AND name=?", service, name) > 0
+
+    async def affiliations(self, service: str, name: str) -> dict[str, RoomAffiliation]:
+        rows = await self._all("SELECT jid, affiliation, nick, reason FROM muc_affiliations "
+                               "WHERE service=? AND name=?", service, name)
+        return {r[0]: RoomAffiliation(r[0], r[1], r[2], r[3]) for r in rows}
+
+    async def set_affiliation(self, service: str, name: str, item: RoomAffiliation) -> None:
+        if item.affiliation == "none":
+            await self._write("DELETE FROM muc_affiliations WHERE service=? AND name=? AND jid=?",
+                              service, name, item.jid)
+        else:
+            await self._write("INSERT OR REPLACE INTO muc_affiliations VALUES (?, ?, ?, ?, ?, ?)",
+                              service, name, item.jid, item.affiliation, item.nick, item.reason)
+
+    async def rooms_of(self, jid: str) -> list[tuple[str, str, str]]:
+        rows = await self._all("SELECT service, name, affiliation FROM muc_affiliations WHERE jid=? "
+                               "ORDER BY service, name", jid)
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def forget_jid(self, jid: str) -> int:
+        return await self._write("DELETE FROM muc_affiliations WHERE jid=?", jid)
+
+    async def replace_archived(self, service: str, name: str, store: str, item_id: str, payload: bytes) -> bool:
+        return await self._write("UPDATE archive SET payload=? WHERE host=? AND username=? AND store=? AND id=?",
+                                 payload, service, name, store, item_id) > 0
+
+
 class SqliteStorage:
     """The SQLite backend."""
 
@@ -254,6 +372,7 @@ class SqliteStorage:
         self.kv = KeyValue(db)
         self.maps = Maps(db)
         self.archive = Archive(db)
+        self.muc = Muc(db)
 
     @classmethod
     async def open(cls, path: str) -> SqliteStorage:
@@ -274,4 +393,5 @@ class SqliteStorage:
         return cls(db)
 
     async def close(self) -> None:
+        await self.archive.drain()
         await self._db.close()
