@@ -511,8 +511,8 @@ async def test_a_service_gets_unavailable_after_directed_presence(server: Server
         name = "rooms"
 
         def setup(self) -> None:
-            self.service("groups.localhost")
-            self.route("presence/service/groups.localhost", self.presence)
+            self.service("rooms.localhost")
+            self.route("presence/service/rooms.localhost", self.presence)
 
         async def presence(self, stanza: Stanza, _origin: Session | None) -> Handled:
             got.append((stanza.type, str(stanza.from_)))
@@ -520,8 +520,8 @@ async def test_a_service_gets_unavailable_after_directed_presence(server: Server
 
     Rooms(server, NoOptions()).setup()
     alice = await online(server, "alice@localhost/phone")
-    await alice.send(presence(to="room@groups.localhost/al"))
-    await alice.send(presence("subscribe", "groups.localhost"))
+    await alice.send(presence(to="room@rooms.localhost/al"))
+    await alice.send(presence("subscribe", "rooms.localhost"))
     await alice.close()
     assert got == [(None, "alice@localhost/phone"), ("subscribe", "alice@localhost"),
                    ("unavailable", "alice@localhost/phone")]

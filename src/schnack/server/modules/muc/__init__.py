@@ -1,0 +1,247 @@
+"""XEP-0045: Multi-User Chat (1.35), the group chat service, with private encrypted groups by default.
+
+The service answers at ``groups.<domain>`` (option ``subdomain``) for each domain of the server
+and lists itself in the domain's disco#items with the identity conference/text. Rooms are
+created by joining them (§10.1) and stay locked until the owner submits or accepts the
+configuration form; a new room starts as a *private group*: members-only, non-anonymous,
+persistent, hidden, members may invite (what OMEMO in a group needs). An owner makes a public
+channel through ``muc#roomconfig``. The parts, one file each:
+
+- :mod:`.room`: room state, affiliations and roles; :mod:`.roomconfig`: the forms and features;
+  :mod:`.store`: rooms in memory and in storage (tables ``muc_rooms``, ``muc_affiliations``).
+- :mod:`.presence`: entering, nick changes, status changes, leaving (§7.1 to §7.6, §7.14), history
+  on entering (§7.2.13, §7.2.14), rate limits (:mod:`.limits`).
+- :mod:`.messages`: groupchat fan-out, subject (§7.3, §8.1), private messages (§7.5), voice
+  requests (§7.13); :mod:`.invitations`: mediated invitations (§7.8) with the OMEMO check.
+- :mod:`.admin`: roles and affiliations (§8, §9); :mod:`.owner`: configuration and destruction (§10).
+- :mod:`.archive`: the room's archive (XEP-0313 for MUC) and its stanza-ids (XEP-0359).
+- :mod:`.moderation`: retraction by moderators (XEP-0425); :mod:`.selfping`: XEP-0410;
+  :mod:`.forwarding`: IQs between occupants (§17.4);
+  :mod:`.disco`: disco#info and #items of the service and the rooms, and room avatars (vCard).
+
+Every stanza for a room is handled under that room's lock, so a room's archive and what its
+occupants see keep one order. Occupants are the resources of this server's users; a session
+that ends leaves every room it was in (the presence module sends the unavailable presence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from xml.etree.ElementTree import Element
+
+from ....xmpp.errors import StanzaError
+from ....xmpp.jid import JID, JIDError
+from ....xmpp.payloads.disco import INFO, ITEMS
+from ....xmpp.payloads.mam import QUERY
+from ....xmpp.payloads.muc import ADMIN_QUERY, JOIN, MODERATE, OWNER_QUERY
+from ....xmpp.stanza import Stanza
+from ....xmpp.xml import element, qname
+from ...config import ConfigError, bounded
+from ...hooks import HANDLED, Handled
+from ...locks import AccountLocks
+from ...module import IqHandler, Module
+from .admin import Admin
+from .archive import Archive
+from .disco import Disco
+from .forwarding import Forwarding
+from .invitations import Invitations
+from .limits import Limits
+from .messages import Messages
+from .moderation import Moderation
+from .owner import Owner
+from .presence import Presences
+from .room import SELF, Occupant, Room, addressed, occupant_presence
+from .selfping import SelfPing
+from .store import Rooms
+
+if TYPE_CHECKING:
+    from ...sessions import Session
+
+PING = qname("urn:xmpp:ping", "ping")
+RoomIqHandler = Callable[[Stanza, Room, JID], Awaitable[Element]]
+VCARD = qname("vcard-temp", "vCard")
+
+
+@dataclass(frozen=True)
+class MucOptions:
+    """The group chat service's address and limits."""
+
+    subdomain: str = bounded("groups", help="the service answers at <subdomain>.<domain>")
+    name: str = bounded("Groups", help="the service's name in disco")
+    max_occupants: int = bounded(2048, min=2, max=100_000, help="most occupants of a room")
+    history_default: int = bounded(20, min=0, max=1000, help="messages sent on entering when the client asks for none")
+    history_max: int = bounded(200, min=0, max=10_000, help="most messages sent on entering")
+    max_page_size: int = bounded(250, min=1, max=10_000, help="most messages one archive query returns")
+    presence_per_second: float = bounded(1.0, min=0.01, help="sustained presence rate per resource per room")
+    presence_burst: int = bounded(20, min=1, help="presence a resource may send at once to one room")
+    joins_per_second: float = bounded(20.0, min=0.1, help="sustained rate of entering one room")
+    joins_burst: int = bounded(1100, min=1, help="entries into one room at once")
+    max_vcard_size: int = bounded(256 * 1024, min=1024, max=16 * 1024 * 1024, help="bytes of a room's vCard")
+    max_owned_rooms: int = bounded(100, min=1, max=100_000, help="rooms one user may own; creating more is refused")
+
+
+class Muc(Module[MucOptions]):
+    """The group chat service (XEP-0045) on a subdomain of each of the server's domains."""
+
+    name = "muc"
+    Options = MucOptions
+
+    def setup(self) -> None:
+        self.domains: dict[str, str] = {}
+        for host in self.server.config.domains:
+            try:
+                service = JID.parse(f"{self.options.subdomain}.{host}")
+            except JIDError as err:
+                raise ConfigError("modules.muc.subdomain", f"{self.options.subdomain!r} makes no domain: {err}") from None
+            if service.local is not None or service.resource is not None:
+                raise ConfigError("modules.muc.subdomain", f"{self.options.subdomain!r} is not a domain label")
+            self.domains[service.domain] = host
+        self.rooms = Rooms(self.server)
+        self._outbox: list[Element] = []
+        self.locks = AccountLocks()
+        self.limits = Limits(self.options)
+        self.presence = Presences(self)
+        self.messages = Messages(self)
+        self.invitations = Invitations(self)
+        self.admin = Admin(self)
+        self.owner = Owner(self)
+        self.archive = Archive(self)
+        self.moderation = Moderation(self)
+        self.selfping = SelfPing(self)
+        self.disco = Disco(self)
+        self.forwarding = Forwarding(self)
+        iqs: tuple[tuple[str, IqHandler | None, IqHandler | None], ...] = (
+            (INFO, self.disco.info, None),
+            (ITEMS, self.disco.items, None),
+            (ADMIN_QUERY, self._in_room(self.admin.get), self._in_room(self.admin.set)),
+            (OWNER_QUERY, self._in_room(self.owner.get), self._in_room(self.owner.set)),
+            (QUERY, self._in_room(self.archive.form), self._in_room(self.archive.query)),
+            (MODERATE, None, self._in_room(self.moderation.moderate)),
+            (VCARD, self._in_room(self.disco.get_vcard, occupants=True),
+             self._in_room(self.disco.set_vcard, occupants=True)),
+            (PING, self.selfping.ping, None),
+        )
+        for domain in self.domains:
+            self.service(domain)
+            self.route(f"presence/service/{domain}", self.on_presence)
+            self.route(f"message/service/{domain}", self.on_message)
+            for tag, get, set_ in iqs:
+                self.iq(f"service/{domain}", tag, get=get, set=set_)
+            self.route(f"iq/service/{domain}", self.forwarding.handle)
+        self.hook("disco-items/host", self.disco.host_items)
+        self.hook("user-deleted", self.forget)
+
+    # --- entry points ----------------------------------------------------------------------------
+
+    async def on_presence(self, stanza: Stanza, _origin: Session | None) -> Handled:
+        """Presence to a room (entering, changes, leaving); presence to the service is ignored."""
+        to, sender = stanza.to, stanza.from_
+        if to is None or sender is None or to.local is None:
+            return HANDLED
+        try:
+            async with self.locks.hold(to.bare):
+                await self.presence.handle(stanza, to, sender)
+            await self.flush()
+        except StanzaError as err:
+            # §7.2.6 and on: the error presence carries the MUC element, which is how clients
+            # tell a refused entry from other errors.
+            reply = stanza.error(err)
+            reply.append(element(JOIN))
+            self.send_to(sender, reply)
+        return HANDLED
+
+    async def on_message(self, stanza: Stanza, _origin: Session | None) -> Handled:
+        """Messages to a room or an occupant."""
+        to, sender = stanza.to, stanza.from_
+        if to is None or sender is None:
+            return HANDLED
+        if to.local is None:
+            if stanza.type == "error":
+                return HANDLED
+            raise StanzaError("service-unavailable", "send messages to a group, not to the service")
+        try:
+            async with self.locks.hold(to.bare):
+                await self.messages.handle(stanza, to, sender)
+        finally:
+            await self.flush()
+        return HANDLED
+
+    def _in_room(self, handler: RoomIqHandler, *, occupants: bool = False) -> IqHandler:
+        """An IQ handler for requests to an existing room's bare JID, run under the room's lock;
+        with ``occupants``, requests to an occupant JID go on to be passed to the occupant."""
+
+        async def run(stanza: Stanza, _origin: Session | None) -> Element | None:
+            to, sender = stanza.to, stanza.from_
+            assert to is not None
+            if occupants and to.resource is not None:
+                return None
+            if sender is None or to.local is None or to.resource is not None:
+                raise StanzaError("bad-request", "send this to the group's address")
+            try:
+                async with self.locks.hold(to.bare):
+                    room = await self.rooms.get(to.bare)
+                    if room is None or room.destroyed:
+                        raise StanzaError("item-not-found", "there is no such group")
+                    return await handler(stanza, room, sender)
+            finally:
+                await self.flush()
+
+        return run
+
+    async def forget(self, host: str, username: str) -> None:
+        """A deleted account loses its affiliations with every room."""
+        jid = JID(username, host)
+        for room in self.rooms.live.values():
+            room.affiliations.pop(jid, None)
+        await self.server.storage.muc.forget_jid(str(jid))
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    def route_later(self, el: Element) -> None:
+        """Route ``el`` (to a user: an invitation, a decline) once the room's lock is released: an
+        error it earns comes back to the room, which must not wait for itself."""
+        self._outbox.append(el)
+
+    async def flush(self) -> None:
+        while self._outbox:
+            await self.server.router.send(self._outbox.pop(0))
+
+    def send_to(self, to: JID, el: Element) -> None:
+        """Send ``el`` (addressed already) to the local resource ``to`` if it is connected."""
+        session = self.server.sessions.get(to)
+        if session is not None and not session.closed:
+            session.send(el)
+
+    def broadcast(self, room: Room, template: Element) -> None:
+        """Send ``template`` to every joined resource, one copy each with only 'to' set."""
+        get = self.server.sessions.get
+        for full in room.by_session:
+            session = get(full)
+            if session is not None and not session.closed:
+                session.send(addressed(template, str(full)))
+
+    def broadcast_presence(self, room: Room, occupant: Occupant, *, unavailable: bool = False,
+                           statuses: tuple[int, ...] = (), self_statuses: tuple[int, ...] = (),
+                           nick: str | None = None, reason: str | None = None, actor: str | None = None,
+                           also: tuple[JID, ...] = ()) -> None:
+        """§7.2.3 and on: the occupant's presence to everyone in the room, its own resources
+        (and ``also``, resources that just left) getting status 110 and ``self_statuses``."""
+        def build(real_jid: bool, codes: tuple[int, ...]) -> Element:
+            return occupant_presence(room, occupant, real_jid=real_jid, unavailable=unavailable, statuses=codes,
+                                     nick=nick, reason=reason, actor=actor)
+
+        variants: dict[bool, Element] = {}
+        own = build(True, (*statuses, *self_statuses, SELF))
+        for full, viewer in room.by_session.items():
+            if viewer is occupant:
+                continue
+            shows = room.sees_real_jids(viewer)
+            template = variants.get(shows)
+            if template is None:
+                template = variants[shows] = build(shows, statuses)
+            self.send_to(full, addressed(template, str(full)))
+        for full in (*occupant.sessions, *also):
+            self.send_to(full, addressed(own, str(full)))
+

@@ -1,0 +1,180 @@
+"""XEP-0045 §8 and §9: moderators change roles, admins and owners change affiliations.
+
+Roles (§8): a moderator kicks (role none, status 307), gives and takes voice; only admins and
+owners make or unmake moderators. Nobody changes the role of an admin or owner (not-allowed).
+Affiliations (§9, §10.3 to §10.7): admins ban, make members and remove them, for users below admin;
+owners change any affiliation but never leave the room without an owner (conflict). A member (or
+anyone below admin) changing an affiliation gets forbidden. A change takes effect at once: a
+banned occupant is removed with status 301, one who is no longer a member of a members-only room
+with 321, the others get their new role; occupants of a non-anonymous room hear of changes to
+users not in the room by a message from the room (§9.3, what OMEMO clients follow to keep their
+member list). Making someone a member returns the OMEMO key check (:mod:`.invitations`).
+
+Lists (§8.5, §9.5, §10.5): admins and owners read every affiliation list; in a non-anonymous room
+members read the member, admin and owner lists too, since their clients encrypt to everyone on
+them; moderators read the role lists.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ....xmpp import ns
+from ....xmpp.errors import StanzaError
+from ....xmpp.jid import JID
+from ....xmpp.payloads.muc import AdminQuery, Item, KeyWarnings, MucError, UserX
+from ....xmpp.stanza import Stanza
+from ....xmpp.xml import element, qname
+from .invitations import affiliation_record
+from .room import AFFILIATION_CHANGED, AFFILIATION_RANK, BANNED, KICKED, Occupant, Room
+
+if TYPE_CHECKING:
+    from xml.etree.ElementTree import Element
+
+    from . import Muc
+
+_ADMIN, _MEMBER = AFFILIATION_RANK["admin"], AFFILIATION_RANK["member"]
+
+
+class Admin:
+    """The ``muc#admin`` requests."""
+
+    def __init__(self, muc: Muc) -> None:
+        self.muc = muc
+
+    @staticmethod
+    def _query(stanza: Stanza) -> AdminQuery:
+        assert stanza.payload is not None
+        try:
+            return AdminQuery.from_xml(stanza.payload)
+        except MucError as err:
+            raise StanzaError(err.condition, err.text) from None
+
+    async def get(self, stanza: Stanza, room: Room, sender: JID) -> Element:
+        """§8.5, §9.5, §10.5: the occupants with a role, or the users with an affiliation."""
+        item = self._query(stanza).items[0]
+        rank = AFFILIATION_RANK[room.affiliation(sender.bare)]
+        if item.affiliation is not None:
+            readable = rank >= _ADMIN or (
+                rank >= _MEMBER and room.config.non_anonymous and item.affiliation in ("member", "admin", "owner"))
+            if not readable:
+                raise StanzaError("forbidden", "you may not see that list")
+            items = [Item(affiliation=record.affiliation, jid=jid, nick=record.nick, reason=record.reason)
+                     for jid, record in sorted(room.affiliations.items(), key=lambda entry: str(entry[0]))
+                     if record.affiliation == item.affiliation]
+        elif item.role is not None:
+            viewer = room.by_session.get(sender)
+            if viewer is None or viewer.role != "moderator":
+                raise StanzaError("forbidden", "only moderators see the role lists")
+            items = [Item(affiliation=room.affiliation(o.jid), role=o.role, nick=o.nick, jid=o.latest)
+                     for o in room.occupants.values() if o.role == item.role]
+        else:
+            raise StanzaError("bad-request", "ask for a role or an affiliation")
+        return stanza.result(AdminQuery(tuple(items)).to_xml())
+
+    async def set(self, stanza: Stanza, room: Room, sender: JID) -> Element:
+        """§8.2 to §8.4, §8.6 role changes and §9.1 to §9.4, §10.3 to §10.7 affiliation changes, checked
+        all before any is applied."""
+        query = self._query(stanza)
+        actor = room.by_session.get(sender)
+        rank = AFFILIATION_RANK[room.affiliation(sender.bare)]
+        plan: list[tuple[Occupant | JID, str, str | None]] = []
+        for item in query.items:
+            if item.affiliation is not None:
+                target = self._affiliation_target(room, item)
+                self._check_affiliation(room, rank, target, item.affiliation)
+                plan.append((target, item.affiliation, item.reason))
+            elif item.role is not None:
+                occupant = self._role_target(room, item)
+                self._check_role(room, actor, rank, occupant, item.role)
+                plan.append((occupant, item.role, item.reason))
+            else:
+                raise StanzaError("bad-request", "each item names a role or an affiliation")
+        owners = set(room.owners())
+        for changed, value, _ in plan:
+            if isinstance(changed, JID):
+                if value == "owner":
+                    owners.add(changed)
+                else:
+                    owners.discard(changed)
+        if not owners:
+            raise StanzaError("conflict", "a group needs at least one owner")
+        newcomers: list[JID] = []
+        for subject, value, reason in plan:
+            if isinstance(subject, Occupant):
+                if value == "none":
+                    await self.muc.presence.remove(room, subject, KICKED, reason=reason,
+                                                   actor=actor.nick if actor else None)
+                else:
+                    await self.change_role(room, subject, value, actor=actor, reason=reason)
+            else:
+                before = AFFILIATION_RANK[room.affiliation(subject)]
+                await self.apply_affiliation(room, subject, value, reason, actor=actor)
+                if before < _MEMBER <= AFFILIATION_RANK[value]:
+                    newcomers.append(subject)
+        problems = await self.muc.invitations.key_problems(room, newcomers)
+        return stanza.result(KeyWarnings(tuple(problems.items())).to_xml() if problems else None)
+
+    def _affiliation_target(self, room: Room, item: Item) -> JID:
+        if item.jid is not None:
+            return item.jid.bare
+        if item.nick is not None:
+            occupant = room.occupants.get(item.nick)
+            if occupant is None:
+                raise StanzaError("item-not-found", "nobody by that nickname is in the group")
+            return occupant.jid
+        raise StanzaError("bad-request", "an affiliation change names a jid or a nick")
+
+    def _role_target(self, room: Room, item: Item) -> Occupant:
+        if item.nick is None:
+            raise StanzaError("bad-request", "a role change names the occupant's nick")
+        occupant = room.occupants.get(item.nick)
+        if occupant is None:
+            raise StanzaError("item-not-found", "nobody by that nickname is in the group")
+        return occupant
+
+    @staticmethod
+    def _check_affiliation(room: Room, rank: int, target: JID, affiliation: str) -> None:
+        """§9 and §10: admins manage users below admin; owners everything."""
+        if rank < _ADMIN:
+            raise StanzaError("forbidden", "only admins and owners change affiliations")
+        if rank == _ADMIN and (AFFILIATION_RANK[room.affiliation(target)] >= _ADMIN or AFFILIATION_RANK[affiliation] >= _ADMIN):
+            raise StanzaError("not-allowed", "only owners change the affiliation of admins and owners")
+
+    @staticmethod
+    def _check_role(room: Room, actor: Occupant | None, rank: int, target: Occupant, role: str) -> None:
+        """§8: moderators manage participants and visitors; admins and owners grant moderator."""
+        if actor is None or actor.role != "moderator":
+            raise StanzaError("forbidden", "only moderators change roles")
+        target_rank = AFFILIATION_RANK[room.affiliation(target.jid)]
+        if target_rank >= _ADMIN and role != "moderator":
+            raise StanzaError("not-allowed", "admins and owners cannot be kicked or silenced")
+        if (role == "moderator" or target.role == "moderator") and rank < _ADMIN:
+            raise StanzaError("not-allowed", "only admins and owners make or unmake moderators")
+
+    async def change_role(self, room: Room, occupant: Occupant, role: str, *, actor: Occupant | None,
+                          reason: str | None) -> None:
+        """§8.3, §8.4, §8.6: the occupant's new role, announced to everyone."""
+        occupant.role = role
+        self.muc.broadcast_presence(room, occupant, reason=reason, actor=actor.nick if actor else None)
+
+    async def apply_affiliation(self, room: Room, jid: JID, affiliation: str, reason: str | None, *,
+                                actor: Occupant | None) -> None:
+        """Store the change and apply it to whoever of ``jid`` is in the room (§9.1 to §9.4)."""
+        record = affiliation_record(jid, affiliation, reason, room.affiliations.get(jid))
+        await self.muc.rooms.set_affiliation(room, jid, record)
+        present = [o for o in room.occupants.values() if o.jid == jid]
+        actor_nick = actor.nick if actor else None
+        for occupant in present:
+            if affiliation == "outcast":
+                await self.muc.presence.remove(room, occupant, BANNED, reason=reason, actor=actor_nick)
+            elif room.config.members_only and AFFILIATION_RANK[affiliation] < _MEMBER:
+                await self.muc.presence.remove(room, occupant, AFFILIATION_CHANGED, reason=reason, actor=actor_nick)
+            else:
+                occupant.role = room.default_role(affiliation)
+                self.muc.broadcast_presence(room, occupant, reason=reason, actor=actor_nick)
+        if not present and room.config.non_anonymous:
+            note = element(qname(ns.CLIENT, "message"), {"from": room.text})
+            note.append(UserX(items=(Item(affiliation=affiliation, jid=jid, reason=reason),)).to_xml())
+            self.muc.broadcast(room, note)
+

@@ -1,0 +1,182 @@
+"""XEP-0313 §5 (MAM for MUC) and XEP-0045 §7.2.13: the room's archive, its stanza-ids and history.
+
+A groupchat message with a body or an end-to-end encrypted payload (what the server cannot
+read is stored as it came: ciphertext only) is archived before it goes out, in the archive
+store with host = the service's domain and username = the room's name; the archive's id is the
+``<stanza-id by='room@service'/>`` every occupant receives (XEP-0359). ``with`` of an archived
+message is the sender's real bare JID, and in a non-anonymous room the stored message names it in
+``<x xmlns='…muc#user'><item jid=''/></x>``.
+
+History on entering (§7.2.13, §7.2.14) comes from the archive: ``maxstanzas``, ``maxchars``, ``seconds``
+and ``since`` narrow it, ``history_default`` messages are sent when the client asks for nothing,
+never more than ``history_max``. Queries to the room's bare JID (§5.1) page through it with RSM;
+in a members-only room only members (and admins and owners) may read it, outcasts never, and in
+an open room anyone in the room or, if it is public, anyone at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from xml.etree.ElementTree import Element
+
+from ....xmpp import ns
+from ....xmpp.errors import StanzaError, StreamError
+from ....xmpp.jid import JID
+from ....xmpp.parser import parse_frame
+from ....xmpp.payloads.forward import Forwarded, format_stamp
+from ....xmpp.payloads.mam import QUERY, Fin, MamError, Query, Result, query_form
+from ....xmpp.payloads.muc import History, Item, UserX
+from ....xmpp.payloads.rsm import ResultSet
+from ....xmpp.payloads.sid import StanzaId
+from ....xmpp.stanza import Stanza
+from ....xmpp.xml import element, qname, serialize
+from ...storage import ItemNotFound
+from .room import AFFILIATION_RANK, Room
+from .store import ARCHIVE
+
+if TYPE_CHECKING:
+    from . import Muc
+
+log = logging.getLogger(__name__)
+
+_MAX_STORED = 16 * 1024 * 1024 + 4096
+_DELAY = qname(ns.DELAY, "delay")
+
+
+def _moment(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+class Archive:
+    """The archive of each room."""
+
+    def __init__(self, muc: Muc) -> None:
+        self.muc = muc
+
+    async def store(self, room: Room, message: Element, sender: JID) -> str | None:
+        """Archive ``message`` (as the room sends it, without 'to'); its id, None when the room keeps no archive.
+
+        In a non-anonymous room the stored copy also names the sender's real bare JID (XEP-0313
+        §5.1.2), so that a member reading the history later knows whose OMEMO keys to use even
+        when the sender has left.
+        """
+        if not room.config.logging:
+            return None
+        stored = message
+        if room.config.non_anonymous:
+            stored = element(message.tag, message.attrib, message.text, message)
+            stored.append(UserX(items=(Item(jid=sender),)).to_xml())
+        return await self.muc.server.storage.archive.append(
+            room.jid.domain, room.name, ARCHIVE, time.time(), str(sender), serialize(stored).encode())
+
+    def readable(self, item_payload: bytes, item_id: str) -> Element | None:
+        try:
+            return parse_frame(item_payload, _MAX_STORED)
+        except StreamError as err:
+            log.warning("skipping unreadable archived group message %s: %s", item_id, err.condition)
+            return None
+
+    async def history(self, room: Room, to: JID, request: History | None) -> None:
+        """§7.2.14: the discussion history a newcomer asked for, each message with its delay and stanza-id."""
+        if not room.config.logging:
+            return
+        options = self.muc.options
+        request = request or History()
+        limit = options.history_max
+        if request == History():
+            limit = options.history_default
+        if request.maxstanzas is not None:
+            limit = min(limit, request.maxstanzas)
+        if request.maxchars == 0 or limit == 0:
+            return
+        start = None
+        if request.since is not None:
+            start = request.since.timestamp()
+        if request.seconds is not None:
+            start = max(start or 0.0, time.time() - request.seconds)
+        page = await self.muc.server.storage.archive.query(
+            room.jid.domain, room.name, ARCHIVE, start=start, limit=limit, reverse=True, count=False)
+        target = str(to)
+        out: list[Element] = []
+        for item in page.items:
+            message = self.readable(item.payload, item.id)
+            if message is None:
+                continue
+            message.set("to", target)
+            message.append(element(_DELAY, {"from": room.text, "stamp": format_stamp(_moment(item.timestamp))}))
+            message.append(StanzaId(item.id, room.text).to_xml())
+            out.append(message)
+        if request.maxchars is not None:
+            # The newest messages that fit, counted as whole stanzas (§7.2.14).
+            kept: list[Element] = []
+            total = 0
+            for message in reversed(out):
+                total += len(serialize(message))
+                if total > request.maxchars:
+                    break
+                kept.append(message)
+            out = list(reversed(kept))
+        for message in out:
+            self.muc.send_to(to, message)
+
+    def check_access(self, room: Room, sender: JID) -> None:
+        """§5.1.3 of XEP-0313 as this service applies it (see the module docstring)."""
+        rank = AFFILIATION_RANK[room.affiliation(sender.bare)]
+        if rank < 0:
+            raise StanzaError("forbidden", "you are banned from this group")
+        if rank >= AFFILIATION_RANK["member"]:
+            return
+        if room.config.members_only:
+            raise StanzaError("forbidden", "only members read this group's archive")
+        if not room.config.public and sender not in room.by_session:
+            raise StanzaError("forbidden", "join the group to read its archive")
+
+    async def form(self, stanza: Stanza, room: Room, sender: JID) -> Element:
+        """XEP-0313 §4.1.5: the fields a query may use."""
+        self.check_access(room, sender)
+        return stanza.result(element(QUERY, children=[query_form()]))
+
+    async def query(self, stanza: Stanza, room: Room, sender: JID) -> Element:
+        """XEP-0313 §4 on the room: the page of messages to the querying resource, then ``<fin/>``."""
+        self.check_access(room, sender)
+        assert stanza.payload is not None
+        try:
+            query = Query.from_xml(stanza.payload)
+        except MamError as err:
+            raise StanzaError(err.condition, err.text) from None
+        rsm = query.rsm or ResultSet()
+        if rsm.index is not None:
+            raise StanzaError("feature-not-implemented", "page with <after/> or <before/>, not by index")
+        cap = self.muc.options.max_page_size
+        limit = min(rsm.max, cap) if rsm.max is not None else cap
+        flt = query.filter
+        afters = [i for i in (flt.after_id, rsm.after) if i]
+        befores = [i for i in (flt.before_id, rsm.before) if i]
+        if len(afters) > 1 or len(befores) > 1:
+            raise StanzaError("feature-not-implemented", "give either after-id or an RSM <after/>, not both")
+        try:
+            page = await self.muc.server.storage.archive.query(
+                room.jid.domain, room.name, ARCHIVE,
+                with_jid=str(flt.with_jid.bare) if flt.with_jid is not None else None,
+                start=flt.start.timestamp() if flt.start is not None else None,
+                end=flt.end.timestamp() if flt.end is not None else None, ids=flt.ids,
+                after=afters[0] if afters else None, before=befores[0] if befores else None, limit=limit,
+                reverse=rsm.before is not None, count=limit == 0,
+            )  # fmt: skip
+        except ItemNotFound:
+            raise StanzaError("item-not-found", "no message with that id in the archive") from None
+        items = page.items
+        for item in reversed(items) if query.flip_page else items:
+            message = self.readable(item.payload, item.id)
+            if message is None:
+                continue
+            result = Result(item.id, Forwarded(message, _moment(item.timestamp)), query.queryid)
+            self.muc.send_to(sender, element(
+                qname(ns.CLIENT, "message"), {"from": room.text, "to": str(sender), "id": item.id},
+                children=[result.to_xml()],
+            ))  # fmt: skip
+        first, last = (items[0].id, items[-1].id) if items else (None, None)
+        return stanza.result(Fin(ResultSet(first=first, last=last, count=page.count), complete=page.complete).to_xml())

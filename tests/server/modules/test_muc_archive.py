@@ -1,0 +1,128 @@
+"""The room archive (XEP-0313 for MUC): queries with paging and filters, who may read it, and
+moderated retraction (XEP-0425) with its tombstone."""
+
+from __future__ import annotations
+
+from xml.etree.ElementTree import Element
+
+from schnack.server.app import Server
+from schnack.xmpp import ns
+from schnack.xmpp.parser import parse_frame
+from schnack.xmpp.payloads.mam import Fin, Result
+
+from ...harness import Client
+from .groups import (
+    MESSAGE,
+    OCCUPANT_ID,
+    ROOM,
+    SERVICE,
+    STANZA_ID,
+    create,
+    field,
+    iq_reply,
+    join,
+    online,
+    private_group,
+    server,
+)  # fmt: skip
+from .messaging import condition
+
+__all__ = ["server"]
+
+MAM = "urn:xmpp:mam:2"
+BODY = f"{{{ns.CLIENT}}}body"
+RETRACT = "urn:xmpp:message-retract:1"
+MODERATE = "urn:xmpp:message-moderate:1"
+
+
+async def query(client: Client, rsm: str = "", form: str = "", to: str = ROOM, qid: str = "q") -> tuple[list[Result], Element]:
+    await client.send(f"<iq type='set' id='{qid}' to='{to}'><query xmlns='{MAM}' queryid='{qid}'>{form}"
+                      f"<set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set></query></iq>")
+    out = client.take()
+    results = [Result.from_xml(m[0]) for m in out if m.tag == MESSAGE and m.find(f"{{{MAM}}}result") is not None]
+    return results, iq_reply(out, qid)
+
+
+def bodies(results: list[Result]) -> list[str | None]:
+    return [r.forwarded.stanza.findtext(BODY) for r in results]
+
+
+async def test_members_page_through_the_archive(server: Server) -> None:
+    alice, bob = await private_group(server, "alice", "bob")
+    for n in range(7):
+        await (alice if n % 2 else bob).send(f"<message to='{ROOM}' type='groupchat'><body>m{n}</body></message>")
+    alice.take()
+    ids = [m.find(STANZA_ID).get("id") for m in bob.take()]  # type: ignore[union-attr]
+    results, answer = await query(bob, "<max>3</max>")
+    assert bodies(results) == ["m0", "m1", "m2"] and [r.id for r in results] == ids[:3]
+    fin = Fin.from_xml(answer[0])
+    assert not fin.complete and fin.rsm.last == ids[2]
+    for r in results:
+        assert r.queryid == "q" and r.forwarded.stamp is not None
+        assert r.forwarded.stanza.get("from") in (f"{ROOM}/alice", f"{ROOM}/bob")
+        assert r.forwarded.stanza.find(OCCUPANT_ID) is not None
+    results, answer = await query(bob, f"<max>10</max><after>{ids[2]}</after>")
+    assert bodies(results) == ["m3", "m4", "m5", "m6"] and Fin.from_xml(answer[0]).complete
+    results, _ = await query(bob, "<max>2</max><before/>")
+    assert bodies(results) == ["m5", "m6"]
+    results, _ = await query(bob, "<max>10</max>", form=(
+        f"<x xmlns='jabber:x:data' type='submit'>{field('FORM_TYPE', MAM)}{field('with', 'alice@localhost')}</x>"))
+    assert bodies(results) == ["m1", "m3", "m5"]
+    _, answer = await query(bob, "<after>no-such-id</after>")
+    assert condition(answer) == "item-not-found"
+    await bob.send(f"<iq type='get' id='f' to='{ROOM}'><query xmlns='{MAM}'/></iq>")
+    assert iq_reply(bob.take(), "f").find(f"{{{MAM}}}query/{{jabber:x:data}}x") is not None
+
+
+async def test_who_reads_the_archive(server: Server) -> None:
+    alice, _bob = await private_group(server, "alice", "bob")
+    await alice.send(f"<message to='{ROOM}' type='groupchat'><body>members only</body></message>")
+    stranger = await online(server, "carol@localhost/phone")
+    _, answer = await query(stranger)
+    assert condition(answer) == "forbidden"
+    _, answer = await query(stranger, to=f"nowhere@{SERVICE}")
+    assert condition(answer) == "item-not-found"
+    # A public channel's archive is open to anyone; a hidden open room's to those in it.
+    await create(alice, f"lobby@{SERVICE}", "alice", form=field("muc#roomconfig_membersonly", "0")
+                 + field("muc#roomconfig_publicroom", "1"))
+    await alice.send(f"<message to='lobby@{SERVICE}' type='groupchat'><body>welcome</body></message>")
+    results, _ = await query(stranger, to=f"lobby@{SERVICE}")
+    assert bodies(results) == ["welcome"]
+    await create(alice, f"hidden@{SERVICE}", "alice", form=field("muc#roomconfig_membersonly", "0"))
+    _, answer = await query(stranger, to=f"hidden@{SERVICE}")
+    assert condition(answer) == "forbidden"
+    await join(stranger, f"hidden@{SERVICE}", "carol")
+    results, answer = await query(stranger, to=f"hidden@{SERVICE}")
+    assert answer.get("type") == "result" and results == []
+
+
+async def test_a_moderator_retracts_a_message_for_everyone(server: Server) -> None:
+    alice, bob, carol = await private_group(server, "alice", "bob", "carol")
+    await bob.send(f"<message to='{ROOM}' type='groupchat' id='bad'><body>something rude</body></message>")
+    await bob.send(f"<message to='{ROOM}' type='groupchat' id='ok'><body>something fine</body></message>")
+    alice.take()
+    carol.take()
+    first, _second = [m.find(STANZA_ID).get("id") for m in bob.take()]  # type: ignore[union-attr]
+    moderate = (f"<moderate xmlns='{MODERATE}' id='{first}'><retract xmlns='{RETRACT}'/>"
+                "<reason>not here</reason></moderate>")
+    await bob.send(f"<iq type='set' id='mod' to='{ROOM}'>{moderate}</iq>")
+    assert condition(iq_reply(bob.take(), "mod")) == "forbidden"
+    await alice.send(f"<iq type='set' id='mod' to='{ROOM}'>{moderate.replace(first or '', 'unknown')}</iq>")
+    assert condition(iq_reply(alice.take(), "mod")) == "item-not-found"
+    await alice.send(f"<iq type='set' id='mod' to='{ROOM}'>{moderate}</iq>")
+    assert iq_reply(alice.take(), "mod").get("type") == "result"
+    (notice,) = carol.take()
+    retract = notice.find(f"{{{RETRACT}}}retract")
+    assert notice.get("from") == ROOM and retract is not None and retract.get("id") == first
+    assert retract.find(f"{{{MODERATE}}}moderated").get("by") == f"{ROOM}/alice"  # type: ignore[union-attr]
+    assert retract.findtext(f"{{{RETRACT}}}reason") == "not here"
+    page = await server.storage.archive.query(SERVICE, "family", "muc")
+    stored = [parse_frame(i.payload, 10**6) for i in page.items]
+    assert page.items[0].id == first
+    tombstone = stored[0]
+    assert tombstone.find(BODY) is None and tombstone.find(f"{{{RETRACT}}}retracted") is not None
+    assert tombstone.get("from") == f"{ROOM}/bob" and tombstone.find(OCCUPANT_ID) is not None
+    assert stored[1].findtext(BODY) == "something fine"
+    assert stored[2].find(f"{{{RETRACT}}}retract") is not None  # the notice, for those catching up
+    results, _ = await query(carol)
+    assert bodies(results) == [None, "something fine", None]
