@@ -27,12 +27,14 @@ from ..xmpp.negotiation import (
     ClientStream,
     Closed,
     Event,
+    FastToken,
     NegotiationError,
     Ready,
     Received,
     TlsRequested,
 )
-from ..xmpp.payloads.sm import Failed, Resume, Resumed
+from ..xmpp.payloads.sasl2 import UserAgent
+from ..xmpp.payloads.sm import Enable, Enabled, Failed, Resume, Resumed
 from . import tls
 from .errors import AuthenticationError, ConnectError
 
@@ -134,14 +136,26 @@ class Link:
         self.features: Element | None = None
         # The answer to a requested resumption (XEP-0198 §5), if one was requested.
         self.resumption: Resumed | Failed | None = None
+        # The answer to the stream management <enable/> sent inside Bind 2 (XEP-0386), if sent.
+        self.enabled: Enabled | Failed | None = None
+        # How often the login, once on TLS, sent something and then waited for the server.
+        self.round_trips = 0
+        self._written = False
         self.pending: list[Element] = []
         # Why this side dropped the connection, if it did.
         self.dropped: str | None = None
 
     @classmethod
     async def open(cls, account: JID, password: str, *, resource: str | None, verify: tls.Verify,
-                   endpoints: Sequence[Endpoint], timeout: float, resume: Resume | None = None) -> Link:
-        """Connect to the first endpoint that answers, secure it, log in and bind (or resume)."""
+                   endpoints: Sequence[Endpoint], timeout: float, resume: Resume | None = None,
+                   user_agent: UserAgent | None = None, token: FastToken | None = None,
+                   known_features: Element | None = None, tag: str | None = None,
+                   enable: Enable | None = None) -> Link:
+        """Connect to the first endpoint that answers, secure it, log in and bind (or resume).
+
+        With ``user_agent`` the login uses SASL2 where offered (see :class:`ClientStream` for
+        ``token``, ``known_features``, ``tag`` and ``enable``).
+        """
         failures: list[str] = []
         for endpoint in endpoints:
             try:
@@ -152,7 +166,8 @@ class Link:
                 continue
             stream = ClientStream(account, password, resource=resource, secure=endpoint.direct_tls,
                                   channel_bindings=tls.channel_bindings(writer.get_extra_info("ssl_object")),
-                                  resume=resume)
+                                  resume=resume, user_agent=user_agent, token=token, known_features=known_features,
+                                  tag=tag, enable=enable)
             link = cls(reader, writer, stream, endpoint)
             try:
                 async with asyncio.timeout(timeout):
@@ -186,6 +201,7 @@ class Link:
                         stream.tls_established(tls.channel_bindings(self.writer.get_extra_info("ssl_object")))
                     elif isinstance(event, Ready):
                         self.jid, self.features, self.resumption = event.jid, event.features, event.resumption
+                        self.enabled = event.enabled
                     elif isinstance(event, Received):
                         self.pending.append(event.element)
                     elif isinstance(event, Closed):
@@ -207,6 +223,9 @@ class Link:
             raise ConnectError(f"{domain}: the connection failed during login: {_reason(err)}") from None
 
     async def _read_events(self) -> list[Event]:
+        if self._written and self.stream.secure and self.jid is None:
+            self.round_trips += 1
+        self._written = False
         if self.stream.buffered():
             try:
                 data = await asyncio.wait_for(self.reader.read(_READ_SIZE), _FLUSH_DELAY)
@@ -256,6 +275,7 @@ class Link:
         data = self.stream.data_to_send()
         if data and not self.writer.is_closing():
             self.writer.write(data)
+            self._written = True
 
     async def close(self, timeout: float) -> None:
         """Close the stream politely (RFC 6120 §4.4) and wait a little for the server's end."""

@@ -1,9 +1,10 @@
 """Client-to-server streams: negotiation and stanza intake (RFC 6120 §4-§8, RFC 7395).
 
 One :class:`C2SStream` per connection, on TCP (STARTTLS or direct TLS) or WebSocket. It drives
-the negotiation (STARTTLS, SASL, resource binding), checks each stanza a client sends (RFC 6120
-§8.1.2.1: the 'from' must be the client's own JID) and hands it to the router. The connection
-below it only moves bytes; the parsing and XML rules live in the sans-IO core.
+the negotiation (STARTTLS, SASL, resource binding; SASL2 with Bind 2 in :mod:`.sasl2`), checks
+each stanza a client sends (RFC 6120 §8.1.2.1: the 'from' must be the client's own JID) and
+hands it to the router. The connection below it only moves bytes; the parsing and XML rules
+live in the sans-IO core.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from xml.etree.ElementTree import Element
 from ..xmpp import ns, sasl
 from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError
+from ..xmpp.payloads import sasl2 as sasl2_payload
 from ..xmpp.stanza import IQ_TYPES, PRESENCE_TYPES, Stanza
 from ..xmpp.xml import element, qname, serialize, sub
+from .sasl2 import Sasl2
+from .sasl2 import localpart as _localpart
 from .sessions import Session
 
 if TYPE_CHECKING:
@@ -77,6 +81,8 @@ class C2SStream:
         # The account the SASL name maps to, once the mechanism named one.
         self._sasl_account: str | None = None
         self._sasl_failures = 0
+        # XEP-0388 negotiation, offered next to RFC 6120 SASL on encrypted streams.
+        self.sasl2 = Sasl2(self)
         self._stanza_ns = None if conn.websocket else ns.CLIENT
         # Stanzas from the client whose routing has finished (XEP-0198 §4 counts only those).
         self.stanzas_handled = 0
@@ -198,12 +204,15 @@ class C2SStream:
                 cb = sub(features, "{urn:xmpp:sasl-cb:0}sasl-channel-binding")
                 for kind in bindings:
                     sub(cb, "{urn:xmpp:sasl-cb:0}channel-binding", {"type": kind})
-        else:
+        elif self.session is None:
+            # After SASL2 with Bind 2 the stream is bound already: nothing to offer for it.
             sub(features, _BIND)
             sub(sub(features, _SESSION), qname(ns.SESSION, "optional"))
         for extra in await self.server.hooks.fire_all("stream-features", self):
             if extra is not None:
                 features.append(extra)
+        if not self.authenticated:
+            await self.sasl2.offer(features)
         return features
 
     async def on_element(self, el: Element) -> None:
@@ -256,6 +265,9 @@ class C2SStream:
         tls_missing = (
             self.conn.can_starttls and not self.conn.secure and self.server.config.tls.require_c2s
         )
+        if tag in sasl2_payload.CLIENT_ELEMENTS:
+            await self.sasl2.element(el)
+            return
         if tag in (_AUTH, _RESPONSE, _ABORT):
             if tls_missing:
                 self._sasl_failure(sasl.SaslFailure("encryption-required", "use STARTTLS first"))
@@ -336,31 +348,41 @@ class C2SStream:
         if el[0].tag == _SESSION:
             self.send(stanza.result())
             return
-        assert self.username is not None and self.host is not None
         requested = (el[0].findtext(qname(ns.BIND, "resource")) or "").strip()
         try:
-            jid = JID.parse(f"{self.username}@{self.host}/{requested or secrets.token_hex(6)}")
+            session = self.new_session(requested or secrets.token_hex(6))
+        except StanzaError as err:
+            self.send(stanza.error(err))
+            return
+        await self.register(session)
+        reply = element(_BIND)
+        sub(reply, qname(ns.BIND, "jid"), text=str(session.jid))
+        self.send(stanza.result(reply))
+        log.info("bound %s from %s", session.jid, self.conn.peer)
+        await self.server.hooks.fire_all("session-bound", session)
+
+    def new_session(self, resource: str) -> Session:
+        """RFC 6120 §7: this stream's session as ``resource`` (raises StanzaError); nothing is
+        routed to it before :meth:`register`."""
+        assert self.username is not None and self.host is not None
+        try:
+            jid = JID.parse(f"{self.username}@{self.host}/{resource}")
         except JIDError as err:
-            self.send(stanza.error(StanzaError("bad-request", f"invalid resource: {err}")))
-            return
+            raise StanzaError("bad-request", f"invalid resource: {err}") from None
         registry = self.server.sessions
-        bare = jid.bare
-        if registry.get(jid) is None and len(registry.resources(bare)) >= self.server.config.limits.max_resources:
-            self.send(stanza.error(StanzaError("resource-constraint", "too many sessions for this account")))
-            return
-        session = Session(jid, self, id=self.id, secure=self.conn.secure, peer=self.conn.peer)
-        old = registry.add(session)
+        if registry.get(jid) is None and len(registry.resources(jid.bare)) >= self.server.config.limits.max_resources:
+            raise StanzaError("resource-constraint", "too many sessions for this account")
+        self.session = Session(jid, self, id=self.id, secure=self.conn.secure, peer=self.conn.peer)
+        return self.session
+
+    async def register(self, session: Session) -> None:
+        """Make ``session`` reachable. RFC 6120 §7.7.2.2: the newer session wins; the one it
+        replaces is told why it goes, and as that one is no longer registered, its own
+        connection_lost() won't announce the end: that is done here."""
+        old = self.server.sessions.add(session)
         if old is not None:
-            # RFC 6120 §7.7.2.2: the newer session wins; the older one is told why it goes. It is
-            # no longer registered, so its own connection_lost() won't announce the end: do it here.
             old.close(StreamError("conflict", "replaced by a new session with the same resource"))
             await self.server.hooks.fire_all("session-closed", old)
-        self.session = session
-        reply = element(_BIND)
-        sub(reply, qname(ns.BIND, "jid"), text=str(jid))
-        self.send(stanza.result(reply))
-        log.info("bound %s from %s", jid, self.conn.peer)
-        await self.server.hooks.fire_all("session-bound", session)
 
     # Stanzas --------------------------------------------------------------------------------
 
@@ -424,19 +446,6 @@ class C2SStream:
         session.closed = True
         if self.server.sessions.remove(session):
             await self.server.hooks.fire_all("session-closed", session)
-
-
-def _localpart(username: str, host: str) -> str | None:
-    """The account a SASL name means: the JID localpart it becomes (RFC 7622 §3.3, case-mapped).
-
-    None for a name that cannot be a localpart; the login then fails like a wrong password.
-    """
-    if not username or "@" in username or "/" in username:
-        return None
-    try:
-        return JID.parse(f"{username}@{host}").local
-    except JIDError:
-        return None
 
 
 def _is_session_request(el: Element) -> bool:

@@ -168,6 +168,8 @@ async def serve_tcp(server: Server, reader: asyncio.StreamReader, writer: asynci
                     if stream.want_tls or stream.want_restart:
                         # RFC 6120 §5.4.3.3, §6.4.6: whatever followed on the old stream is discarded.
                         break
+                    # XEP-0388 authenticates without a restart: the larger limit applies at once.
+                    parser.max_stanza_bytes = stream.max_stanza_bytes
             except StreamError as err:
                 stream.close(err)
                 break

@@ -6,7 +6,9 @@ call, and acts on the events. The stream insists on TLS (STARTTLS, RFC 6120 §5,
 connection is TLS from the first byte, XEP-0368), authenticates with SCRAM (RFC 5802, RFC 7677),
 binding to the TLS channel with a -PLUS mechanism where both ends can (RFC 5929, RFC 9266), binds
 a resource (§7), or resumes an earlier session instead (XEP-0198 §5) when asked to and the server
-offers stream management, and then carries stanzas both ways.
+offers stream management, and then carries stanzas both ways. Where the server offers SASL2
+(XEP-0388), the same happens in one ``<authenticate/>``: Bind 2 (XEP-0386), the resumption, and
+a FAST token (XEP-0484, with the HT-* mechanisms of :mod:`.ht`) instead of SCRAM when there is one.
 
 The TLS handshake itself belongs to the I/O layer: on :class:`TlsRequested` it upgrades the
 connection and calls :meth:`ClientStream.tls_established` with the channel-binding data it can
@@ -18,15 +20,17 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from xml.etree.ElementTree import Element
 from xml.sax.saxutils import quoteattr
 
-from . import ns
+from . import ht, ns
 from .errors import STREAM_CONDITIONS, StanzaError, StreamError
 from .jid import JID, JIDError
 from .parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
-from .payloads import sm
+from .payloads import bind2, fast, sm
+from .payloads import sasl2 as sasl2_payload
 from .sasl import SaslClient, SaslFailure, decode_b64, encode_b64
 from .xml import element, qname, serialize, sub
 
@@ -80,6 +84,8 @@ class Ready:
     jid: JID
     features: Element
     resumption: sm.Resumed | sm.Failed | None = None
+    # XEP-0386: the answer to the <enable/> sent inside Bind 2, if one was sent.
+    enabled: sm.Enabled | sm.Failed | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,17 @@ class Closed:
 
 
 Event = TlsRequested | Ready | Received | Closed
+
+
+@dataclass(frozen=True, slots=True)
+class FastToken:
+    """A XEP-0484 token: the secret, the mechanism it was issued for, when it expires, and the
+    last 'count' sent with it (§3.4)."""
+
+    token: str
+    mechanism: str
+    expiry: datetime
+    count: int = 0
 
 
 def choose_binding(
@@ -127,11 +144,23 @@ class ClientStream:
     ``account`` is the bare JID to log in as; ``resource`` the resource to ask for (the server
     picks one if None); ``secure`` says the connection is TLS from the first byte (XEP-0368).
     ``resume`` asks to resume the session of that resource instead of binding (XEP-0198 §5).
+
+    With a ``user_agent`` the stream uses SASL2 where the server offers it (XEP-0388), with the
+    resumption, Bind 2 (XEP-0386: asked for with a ``tag`` naming the software, ``enable`` turning
+    stream management on in the same step; without a tag the resource is bound as RFC 6120 does)
+    and FAST (XEP-0484) inline: ``token`` logs in with one message, and without one a token is
+    asked for. A refused token is dropped and the password used instead. ``known_features`` are the features of an earlier connection: on TLS they let
+    the ``<authenticate/>`` go right behind the stream header (XEP-0509). After the login,
+    :attr:`token` is the token to keep (None: none, or drop the old one) and
+    :attr:`sasl2_features` the features to remember.
     """
 
     def __init__(self, account: JID, password: str, *, resource: str | None = None, secure: bool = False,
                  channel_bindings: Mapping[str, bytes] | None = None,
-                 max_stanza_bytes: int = _DEFAULT_MAX_STANZA, resume: sm.Resume | None = None) -> None:
+                 max_stanza_bytes: int = _DEFAULT_MAX_STANZA, resume: sm.Resume | None = None,
+                 user_agent: sasl2_payload.UserAgent | None = None, token: FastToken | None = None,
+                 known_features: Element | None = None, tag: str | None = None,
+                 enable: sm.Enable | None = None) -> None:
         if account.local is None:
             raise ValueError(f"{account} is not an account JID (user@domain)")
         if resume is not None and not resource:
@@ -157,11 +186,23 @@ class ClientStream:
         self._closing = False
         self._resume = resume
         self._resumption: sm.Failed | None = None
+        self.token = token
+        self.sasl2_features: Element | None = None
+        # Whether the <authenticate/> went out right behind the header (XEP-0509).
+        self.pipelined = False
+        self._user_agent = user_agent
+        self._known = known_features
+        self._tag = tag
+        self._enable = enable
+        self._using: FastToken | None = None
+        self._requested: str | None = None
+        self._resumed: sm.Resumed | None = None
+        self._enabled: sm.Enabled | sm.Failed | None = None
 
     @property
     def state(self) -> str:
-        """Where negotiation is: idle, header, features, starttls, tls, sasl, resume, bind, session,
-        ready, closed."""
+        """Where negotiation is: idle, header, features, starttls, tls, sasl (or sasl2, then
+        sasl2-features), resume, bind, session, ready, closed."""
         return self._state
 
     @property
@@ -186,6 +227,12 @@ class ClientStream:
         )
         self._header_sent = True
         self._state = "header"
+        known = self._known
+        if (self.secure and not self.authenticated and self._user_agent is not None and known is not None
+                and known.find(sasl2_payload.AUTHENTICATION) is not None):
+            self.pipelined = True
+            self._sasl2(known)
+            self._state = "header"
 
     def tls_established(self, channel_bindings: Mapping[str, bytes]) -> None:
         """The I/O layer finished the TLS handshake: restart the stream on it (§5.4.3.3)."""
@@ -276,12 +323,21 @@ class ClientStream:
         state = self._state
         if state == "ready":
             return Received(el)
-        if state == "features":
+        if state in ("features", "sasl2-features"):
             if el.tag != _FEATURES:
                 raise StreamError("unsupported-stanza-type", f"expected stream features, got {el.tag}")
             self._features = el
+            if state == "sasl2-features":
+                return self._after_sasl2(el)
+            if self.pipelined and not self.authenticated:
+                # The <authenticate/> is on its way already; its answer follows these features.
+                self.sasl2_features = el
+                self._state = "sasl2"
+                return None
             self._on_features(el)
             return None
+        if state == "sasl2":
+            return self._on_sasl2(el)
         if state == "starttls":
             return self._on_starttls_reply(el)
         if state == "sasl":
@@ -309,8 +365,17 @@ class ClientStream:
             self._state = "starttls"
             self._out.append(f"<starttls xmlns='{ns.TLS}'/>")
             return
+        if self._user_agent is not None and features.find(sasl2_payload.AUTHENTICATION) is not None:
+            self._sasl2(features)
+            return
         mechanisms_el = features.find(_MECHANISMS)
         offered = [m.text.strip() for m in mechanisms_el if m.text] if mechanisms_el is not None else []
+        scram = self._scram(features, offered)
+        self._state = "sasl"
+        self._out.append(f"<auth xmlns='{ns.SASL}' mechanism='{self.mechanism}'>{encode_b64(scram.initial())}</auth>")
+
+    def _scram(self, features: Element, offered: list[str]) -> SaslClient:
+        """Pick SCRAM with the best channel binding both ends have (RFC 5802 §6, XEP-0440)."""
         cb = features.find(qname(SASL_CB, "sasl-channel-binding"))
         advertised = [c.get("type", "") for c in cb] if cb is not None else None
         binding = choose_binding(offered, advertised, self._bindings)
@@ -323,10 +388,139 @@ class ClientStream:
             ) from None
         self.mechanism = self._sasl.mechanism
         self.channel_binding = binding[0] if binding and self.mechanism.endswith("-PLUS") else None
-        self._state = "sasl"
-        self._out.append(
-            f"<auth xmlns='{ns.SASL}' mechanism='{self.mechanism}'>{encode_b64(self._sasl.initial())}</auth>"
-        )
+        return self._sasl
+
+    # SASL2 (XEP-0388) with Bind 2, FAST and resumption inline ---------------------------------
+
+    def _sasl2(self, features: Element) -> None:
+        """XEP-0388 §2.3: one ``<authenticate/>`` with the token's proof or SCRAM's first message,
+        the user agent, and the inline requests the features allow."""
+        found = features.find(sasl2_payload.AUTHENTICATION)
+        assert found is not None and self.account.local is not None
+        offer = sasl2_payload.Authentication.from_xml(found)
+        if not self.pipelined or features is not self._known:
+            self.sasl2_features = features
+        inline: list[Element] = []
+        fast_offer = _fast_feature(offer)
+        agent_id = self._user_agent.id if self._user_agent is not None else None
+        token = self.token if fast_offer is not None and agent_id else None
+        initial: bytes | None = None
+        if token is not None and fast_offer is not None and token.mechanism in fast_offer.mechanisms:
+            try:
+                initial = ht.client_message(token.mechanism, self.account.local, token.token, self._bindings.get)
+            except SaslFailure:
+                initial = None
+        self._sasl = None
+        self._requested = None
+        if initial is not None and token is not None:
+            self._using = replace(token, count=token.count + 1)
+            self.mechanism = token.mechanism
+            self.channel_binding = ht.parse_mechanism(token.mechanism)[1]
+            inline.append(fast.Fast(count=self._using.count).to_xml())
+        else:
+            self._using = None
+            initial = self._scram(features, list(offer.mechanisms)).initial()
+            if fast_offer is not None and agent_id:
+                self._requested = next((m for m in ht.MECHANISMS if m in fast_offer.mechanisms
+                                        and (ht.parse_mechanism(m)[1] or "") in ("", *self._bindings)), None)
+                if self._requested is not None:
+                    inline.append(fast.RequestToken(self._requested).to_xml())
+        if self._resume is not None and offer.find(sm.FEATURE) is not None:
+            inline.append(self._resume.to_xml())
+        bind_offer = offer.find(bind2.BIND)
+        if bind_offer is not None and self._tag is not None:
+            requests = []
+            if self._enable is not None and sm.NS in bind2.BindFeature.from_xml(bind_offer).inline:
+                requests.append(self._enable.to_xml())
+            inline.append(bind2.Bind(self._tag, tuple(requests)).to_xml())
+        version = features.find(sasl2_payload.CONFIG_VERSION)
+        if self.pipelined and features is self._known and version is not None:
+            inline.append(version)
+        request = sasl2_payload.Authenticate(self.mechanism or "", initial, self._user_agent, tuple(inline))
+        self._state = "sasl2"
+        self._out.append(serialize(request.to_xml(), ns.CLIENT))
+
+    def _on_sasl2(self, el: Element) -> Event | None:
+        """XEP-0388 §2.4-§2.6: challenges, then success or failure."""
+        try:
+            if el.tag == sasl2_payload.CHALLENGE:
+                if self._sasl is None:
+                    raise StreamError("unsupported-stanza-type", "a challenge for a one-message mechanism")
+                response = self._sasl.respond(sasl2_payload.Challenge.from_xml(el).data)
+                self._out.append(serialize(sasl2_payload.Response(response).to_xml(), ns.CLIENT))
+                return None
+            if el.tag == sasl2_payload.SUCCESS:
+                success = sasl2_payload.Success.from_xml(el)
+                data = success.additional_data or b""
+                if self._sasl is not None:
+                    self._sasl.success(data)
+                elif self._using is not None:
+                    ht.check_server(self._using.mechanism, self._using.token, self._bindings.get, data)
+                self._succeeded(success)
+                return None
+            if el.tag == sasl2_payload.FAILURE:
+                return self._sasl2_failed(sasl2_payload.Failure.from_xml(el))
+        except SaslFailure as failure:
+            raise AuthenticationFailed(f"authentication failed: {failure.text or failure.condition}",
+                                       failure.condition) from None
+        except (sasl2_payload.Sasl2Error, bind2.Bind2Error, fast.FastError, sm.SmError) as err:
+            raise StreamError("bad-format", str(err)) from None
+        raise StreamError("unsupported-stanza-type", f"unexpected {el.tag} during authentication")
+
+    def _sasl2_failed(self, failure: sasl2_payload.Failure) -> Event | None:
+        self._sasl = None
+        if failure.has(sasl2_payload.CONFIG_VERSION_MISMATCH) and self.pipelined and self.sasl2_features is not None:
+            # XEP-0509 §2.2: try again on the features the server sent now.
+            self.pipelined = False
+            self._sasl2(self.sasl2_features)
+            return None
+        if self._using is not None and self.sasl2_features is not None:
+            # XEP-0484 §4.1: drop the refused token and log in with the password.
+            self.token = self._using = None
+            self._sasl2(self.sasl2_features)
+            return None
+        raise AuthenticationFailed(_failure_sentence(failure.condition, failure.text), failure.condition)
+
+    def _succeeded(self, success: sasl2_payload.Success) -> None:
+        self._sasl = None
+        self.authenticated = True
+        if self._using is not None:
+            self.token = self._using
+        for el in success.inline:
+            if el.tag == fast.TOKEN:
+                issued = fast.Token.from_xml(el)
+                self.token = FastToken(issued.token, self._requested or self.mechanism or "", issued.expiry)
+            elif el.tag == sm.RESUMED:
+                self._resumed = sm.Resumed.from_xml(el)
+            elif el.tag == sm.FAILED:
+                self._resumption = sm.Failed.from_xml(el)
+            elif el.tag == bind2.BOUND:
+                for result in bind2.Bound.from_xml(el).results:
+                    if result.tag == sm.ENABLED:
+                        self._enabled = sm.Enabled.from_xml(result)
+                    elif result.tag == sm.FAILED:
+                        self._enabled = sm.Failed.from_xml(result)
+        if self._resume is not None and self._resumed is None and self._resumption is not None:
+            self._resume = None
+        try:
+            jid = JID.parse(success.authorization_identifier)
+        except JIDError:
+            raise StreamError("invalid-xml", f"the server named an invalid JID {success.authorization_identifier!r}") from None
+        if jid.bare != self.account:
+            raise StreamError("invalid-xml", f"the server authenticated {jid}, which is not {self.account}")
+        if jid.resource is not None:
+            self.jid = jid
+        elif self._resumed is not None:
+            self.jid = JID(self.account.local, self.account.domain, self.resource)
+        self._state = "sasl2-features"
+
+    def _after_sasl2(self, features: Element) -> Event | None:
+        """§2.6.1: the features of the authenticated stream follow the success."""
+        if self.jid is not None and (self._resumed is not None or self.jid.resource is not None):
+            self._state = "ready"
+            return Ready(self.jid, features, self._resumed or self._resumption, self._enabled)
+        self._on_features(features)
+        return None
 
     def _bind(self, features: Element) -> None:
         if features.find(_BIND) is None:
@@ -415,6 +609,16 @@ class ClientStream:
         assert self.jid is not None
         self._state = "ready"
         return Ready(self.jid, self._features, self._resumption)
+
+
+def _fast_feature(offer: sasl2_payload.Authentication) -> fast.FastFeature | None:
+    found = offer.find(fast.FAST)
+    if found is None:
+        return None
+    try:
+        return fast.FastFeature.from_xml(found)
+    except fast.FastError:
+        return None
 
 
 def _session_required(features: Element) -> bool:

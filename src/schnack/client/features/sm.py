@@ -107,6 +107,10 @@ class StreamManagement:
 
     # The life of a link --------------------------------------------------------------------
 
+    def inline_request(self) -> Enable:
+        """XEP-0386: what to ask for inside Bind 2 when the login starts a new session."""
+        return Enable(resume=True)
+
     def resumption(self) -> Resume | None:
         """What to ask for at the next login: resuming the session, if it may be (§5)."""
         if self.id is None:
@@ -146,6 +150,13 @@ class StreamManagement:
         """§3: the first step after a new login; waits for the server's answer."""
         link = self._link
         assert link is not None
+        if link.enabled is not None:
+            # XEP-0386: enabled (or refused) inside Bind 2, counting from the binding on.
+            self._counting = True
+            self._answered(link.enabled)
+            self.ready = True
+            self._confirm()
+            return
         if link.features is None or link.features.find(FEATURE) is None:
             self.ready = True
             return

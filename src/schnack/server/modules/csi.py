@@ -1,6 +1,7 @@
 """XEP-0352: Client State Indication: an inactive client is sent only what matters now.
 
-The feature is offered in the stream features once the client has authenticated (§4.1). After
+The feature is offered in the stream features once the client has authenticated (§4.1), and
+inside XEP-0386 Bind 2, where an ``<inactive/>`` in the request starts the session inactive. After
 ``<inactive/>`` (§4.2) the session's output passes a stage (``session.add_output_stage``,
 priority 100, so it sees each element before stream management counts it) that holds back what
 can wait:
@@ -51,7 +52,9 @@ from xml.etree.ElementTree import Element
 
 from ...xmpp import ns
 from ...xmpp.payloads import csi as payload
+from ...xmpp.payloads.bind2 import Bind
 from ...xmpp.xml import element, qname, serialize, split
+from .. import sasl2
 from ..config import bounded
 from ..hooks import HANDLED, Handled
 from ..module import Module
@@ -248,6 +251,18 @@ class ClientStateIndication(Module[CsiOptions]):
         # Before stream management's handler, which must find what is released here among the
         # stanzas in flight.
         self.hook("session-closed", self.session_closed, priority=100)
+        self.hook(sasl2.BIND2_INLINE, self.bind2_feature)
+        self.hook(sasl2.BIND2_ENABLE, self.bind2_enable)
+
+    async def bind2_feature(self, stream: C2SStream) -> str:
+        """XEP-0386 §2.1: the client state can be set within Bind 2."""
+        return payload.NS
+
+    async def bind2_enable(self, session: Session, stream: C2SStream, bind: Bind, results: list[Element]) -> None:
+        """XEP-0386 §2.2: an ``<inactive/>`` inside Bind 2 starts the session inactive."""
+        request = bind.find(payload.INACTIVE)
+        if request is not None:
+            await self.inactive(stream, request)
 
     async def stream_feature(self, stream: C2SStream) -> Element | None:
         """§4.1: offered once the client has authenticated."""

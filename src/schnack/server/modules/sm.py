@@ -23,6 +23,10 @@ the stanzas the client's ``h`` does not cover, with a XEP-0203 delay stamp of wh
 queued. An unknown or expired SM-ID, or one of another account, gets ``<failed/>`` with
 item-not-found, and with the ``h`` of the ended session when it was this account's.
 
+Inside SASL2 (XEP-0388, XEP-0386 §2.2): ``<sm/>`` is an inline feature; a ``<resume/>`` in the
+``<authenticate/>`` is answered inside the ``<success/>`` (the stanzas to send again follow it),
+and an ``<enable/>`` in a Bind 2 request inside the ``<bound/>``.
+
 End: when a session with stream management ends (hibernation over, the stream closed or failed,
 the resource bound anew), ``session-closed`` is fired as for any session (so unavailable
 presence goes out then, not when hibernation starts), and the stanzas the client did not
@@ -43,7 +47,7 @@ import secrets
 import time
 import weakref
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,11 +57,14 @@ from xml.etree.ElementTree import Element
 from ...xmpp import ns
 from ...xmpp.errors import StanzaError, StreamError
 from ...xmpp.jid import JID
+from ...xmpp.payloads.bind2 import Bind
+from ...xmpp.payloads.sasl2 import Authenticate
 from ...xmpp.payloads.sm import (
     ACK,
     ENABLE,
     FEATURE,
     MODULUS,
+    NS,
     REQUEST,
     RESUME,
     Ack,
@@ -72,6 +79,7 @@ from ...xmpp.payloads.sm import (
 )
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname
+from .. import sasl2
 from ..config import bounded
 from ..hooks import HANDLED, Handled
 from ..locks import AccountLocks
@@ -95,6 +103,11 @@ _NOT_KEPT = frozenset({"error", "groupchat", "headline"})
 _DELAY = qname(ns.DELAY, "delay")
 # How many ended sessions' SM-IDs are remembered, to tell a late resumption how far it got.
 _ENDED_KEPT = 10_000
+# Events fired for other modules (push notifications): a stanza was queued for a hibernating
+# session (session, element), fired in a task of its own and only when a handler listens; and a
+# hibernating session was resumed (session).
+HIBERNATING_STANZA = "sm/hibernating-stanza"
+RESUMED = "sm/resumed"
 # Set while a session's unacknowledged stanzas are being routed again (see StreamManagement._settle).
 _SETTLING: ContextVar[bool] = ContextVar("sm_settling", default=False)
 
@@ -227,6 +240,10 @@ class StreamManagement(Module[SmOptions]):
         self.nonza(RESUME, self.resume)
         self.nonza(REQUEST, self.request)
         self.nonza(ACK, self.ack)
+        self.hook(sasl2.INLINE, self.sasl2_feature)
+        self.hook(sasl2.BIND2_INLINE, self.bind2_feature)
+        self.hook(sasl2.RESUME, self.sasl2_resume)
+        self.hook(sasl2.BIND2_ENABLE, self.bind2_enable)
 
     async def stop(self) -> None:
         """Sessions still hibernating end now, and every queue not settled yet is settled, so that
@@ -242,8 +259,19 @@ class StreamManagement(Module[SmOptions]):
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def stream_feature(self, stream: C2SStream) -> Element | None:
-        """§2: the feature, once the client authenticated (to enable after binding, or to resume)."""
-        return element(FEATURE) if stream.authenticated else None
+        """§2: the feature, once the client authenticated (to enable after binding, or to resume),
+        unless the stream's session has it on already (enabled or resumed inside SASL2)."""
+        if not stream.authenticated or (stream.session is not None and stream.session.slot(SmState).enabled):
+            return None
+        return element(FEATURE)
+
+    async def sasl2_feature(self, stream: C2SStream) -> Element:
+        """§5 inside XEP-0388: a session may be resumed within authentication."""
+        return element(FEATURE)
+
+    async def bind2_feature(self, stream: C2SStream) -> str:
+        """XEP-0386 §2.1: stream management can be enabled within Bind 2."""
+        return NS
 
     async def bound(self, session: Session) -> None:
         state = session.slot(SmState)
@@ -258,15 +286,23 @@ class StreamManagement(Module[SmOptions]):
 
     async def enable(self, stream: C2SStream, el: Element) -> Handled:
         """§3: turn stream management on for the bound session, resumable if asked (§5)."""
+        stream.send(self._enable(stream, el).to_xml())
+        return HANDLED
+
+    async def bind2_enable(self, session: Session, stream: C2SStream, bind: Bind, results: list[Element]) -> None:
+        """XEP-0386 §2.2: an ``<enable/>`` inside Bind 2 is answered inside ``<bound/>``."""
+        request = bind.find(ENABLE)
+        if request is not None:
+            results.append(self._enable(stream, request).to_xml())
+
+    def _enable(self, stream: C2SStream, el: Element) -> Enabled | Failed:
         session = stream.session
         if session is None or session.slot(SmState).enabled:
-            stream.send(Failed("unexpected-request").to_xml())
-            return HANDLED
+            return Failed("unexpected-request")
         try:
             request = Enable.from_xml(el)
         except SmError:
-            stream.send(Failed("bad-request").to_xml())
-            return HANDLED
+            return Failed("bad-request")
         state = session.slot(SmState)
         state.enabled = True
         state.stream = stream
@@ -278,8 +314,7 @@ class StreamManagement(Module[SmOptions]):
             state.timeout = min(request.max or self.options.resume_timeout, self.options.resume_timeout)
             self._resumable[state.id] = session
             answer = Enabled(id=state.id, resume=True, max=state.timeout, location=self.options.location or None)
-        stream.send(answer.to_xml())
-        return HANDLED
+        return answer
 
     async def request(self, stream: C2SStream, el: Element) -> Handled | None:
         """§4: answer ``<r/>`` with the number of the client's stanzas handled."""
@@ -350,6 +385,8 @@ class StreamManagement(Module[SmOptions]):
         if state.stream is not None:
             forward(el)
             self._want_ack(state)
+        elif self.server.hooks.has(HIBERNATING_STANZA):
+            self._spawn(self._announce(HIBERNATING_STANZA, session, el))
 
     def _want_ack(self, state: SmState) -> None:
         if state.requested or state.stream is None or not state.queue:
@@ -402,21 +439,36 @@ class StreamManagement(Module[SmOptions]):
 
     async def resume(self, stream: C2SStream, el: Element) -> Handled:
         """§5: move a hibernating (or still connected) session of this account onto this stream."""
+        answer, replay = self._resume(stream, el)
+        stream.send(answer.to_xml())
+        if replay is not None:
+            await replay()
+        return HANDLED
+
+    async def sasl2_resume(self, stream: C2SStream, request: Authenticate, results: list[Element]
+                           ) -> Callable[[], Awaitable[None]] | None:
+        """§5 inside XEP-0388: ``<resumed/>`` or ``<failed/>`` goes into the success; the
+        stanzas to send again follow it."""
+        el = request.find(RESUME)
+        if el is None:
+            return None
+        answer, replay = self._resume(stream, el)
+        results.append(answer.to_xml())
+        return replay
+
+    def _resume(self, stream: C2SStream, el: Element) -> tuple[Resumed | Failed, Callable[[], Awaitable[None]] | None]:
         if stream.session is not None:
-            stream.send(Failed("unexpected-request").to_xml())
-            return HANDLED
+            return Failed("unexpected-request"), None
         try:
             request = Resume.from_xml(el)
         except SmError:
-            stream.send(Failed("bad-request").to_xml())
-            return HANDLED
+            return Failed("bad-request"), None
         account = (stream.host or "", stream.username or "")
         session = self._resumable.get(request.previd)
         if session is None or session.closed or (session.host, session.username) != account:
             ended = self._ended.get(request.previd)
             h = ended[1] if ended is not None and ended[0] == account else None
-            stream.send(Failed("item-not-found", h).to_xml())
-            return HANDLED
+            return Failed("item-not-found", h), None
         state = session.slot(SmState)
         handled = state.handled()
         self._acknowledge(state, request.h)
@@ -425,12 +477,15 @@ class StreamManagement(Module[SmOptions]):
         stream.resume(session)
         state.stream = stream
         state.in_offset = handled - stream.stanzas_handled
-        stream.send(Resumed(handled, request.previd).to_xml())
-        for queued, queued_at in state.queue:
-            stream.send(_stamped(queued, queued_at, session.host))
-        log.info("%s resumed from %s, %d stanzas sent again", session.jid, stream.conn.peer, len(state.queue))
-        self._want_ack(state)
-        return HANDLED
+
+        async def replay() -> None:
+            for queued, queued_at in state.queue:
+                stream.send(_stamped(queued, queued_at, session.host))
+            log.info("%s resumed from %s, %d stanzas sent again", session.jid, stream.conn.peer, len(state.queue))
+            self._want_ack(state)
+            await self.server.hooks.fire_all(RESUMED, session)
+
+        return Resumed(handled, request.previd), replay
 
     # The end of a session -------------------------------------------------------------------
 
@@ -536,6 +591,9 @@ class StreamManagement(Module[SmOptions]):
         if sender is None or sender.local is None or sender.bare == session.jid.bare:
             return
         await self.server.router.send(stanza.error(err))
+
+    async def _announce(self, event: str, *args: Any) -> None:
+        await self.server.hooks.fire_all(event, *args)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
