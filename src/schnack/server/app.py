@@ -15,6 +15,7 @@ from . import modules as builtin_modules
 from . import net, websocket
 from .admin import SOCKET_NAME, AdminChannel
 from .c2s import C2SStream
+from .component import Components, serve_component
 from .config import Config, ConfigError, parse_address, parse_section
 from .hooks import Hooks
 from .module import Module
@@ -78,6 +79,8 @@ class Server:
         limits = config.limits
         self.throttle = LoginThrottle(limits.failed_logins_per_account, limits.failed_logins_per_ip)
         self.connections: set[Any] = set()
+        # Component domains are claimed first, so a module claiming one of them fails to start.
+        self.components = Components(self)
         self.modules = build_modules(self, config)
         self.http_app = web.Application()
         self.http_app[websocket.SERVER_KEY] = self
@@ -149,6 +152,15 @@ class Server:
                 )
                 self._servers.append(srv)
                 self.bound.setdefault(name, []).extend(s.getsockname()[:2] for s in srv.sockets)
+        for i, address in enumerate(config.listen.component):
+            host, port = parse_address(f"listen.component[{i}]", address)
+
+            async def on_component(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                await serve_component(self, r, w)
+
+            srv = await asyncio.start_server(on_component, host, port, reuse_address=True, limit=65536)
+            self._servers.append(srv)
+            self.bound.setdefault("component", []).extend(s.getsockname()[:2] for s in srv.sockets)
         self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         for name, ctx in (("http", None), ("https", self.tls.http_context)):
@@ -187,6 +199,7 @@ class Server:
         await self._admin.stop()
         for srv in self._servers:
             srv.close()
+        await self.components.stop()
         for conn in list(self.connections):
             if conn.stream is not None:
                 conn.stream.close(StreamError("system-shutdown", "the server is shutting down"))

@@ -1,0 +1,438 @@
+"""XEP-0357: Push Notifications (v0.4), the user's server: registrations and the notifications it publishes.
+
+Registrations (§5, §6): a client enables push for its device with ``<enable/>`` to its own
+account (app server JID, node, optional publish-options form) and disables one node or every
+node of an app server with ``<disable/>``. Registrations are kept per account in the map store
+``push`` (key: app server JID and node), so they survive restarts; enabling the same JID and
+node again replaces the registration. An account keeps at most ``max_registrations``; enabling
+one more forgets the oldest. The account announces ``urn:xmpp:push:0`` (§4).
+
+When (§7): a message that matters (one with a body, an end-to-end encrypted payload or a
+XEP-0353 call proposal, also inside a received carbon; not chat states, receipts or markers
+alone) is
+
+- offered to offline storage for the account (event ``message/offline``, seen at priority 50
+  before the offline store keeps it): every registration of the account is notified;
+- queued for a stream management session that hibernates (event ``sm/hibernating-stanza``):
+  the registrations that session enabled, or that the same resource enabled before, are notified.
+
+What (§7): a XEP-0060 publish to the registration's node at its app server, sent from the
+account's bare JID, whose item holds the ``urn:xmpp:push:summary`` form with only
+``message-count`` and ``last-message-sender`` (the sender's bare JID): never any content; the
+publish-options form the client gave is repeated as given, since it carries the app server's
+secret. Coalescing: a registration gets at most one notification per ``coalesce_interval``
+seconds; the count goes on growing meanwhile, and starts again when the device comes back
+(its resource binds, or its hibernating session resumes).
+
+Remote disabling (§8): a message from the app server to the account's bare JID carrying a
+XEP-0060 subscription notification with ``subscription='none'`` for a registered node removes
+that registration (and is not delivered).
+
+Errors (§8): an error reply from the app server disables the registration, except for the
+conditions that say only that it cannot be reached now (type wait, remote-server-not-found,
+remote-server-timeout, and service-unavailable, which this server itself answers for an app
+server component that is not connected). A reply that does not come within ``reply_timeout``
+leaves the registration as it is.
+
+Nothing here holds up delivery: handlers start the notification in a task and return at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from xml.etree.ElementTree import Element
+
+from ...xmpp import ns
+from ...xmpp.errors import StanzaError
+from ...xmpp.jid import JID, JIDError
+from ...xmpp.parser import parse_frame
+from ...xmpp.payloads.forward import FORWARDED
+from ...xmpp.payloads.pubsub import EVENT
+from ...xmpp.payloads.push import DISABLE, ENABLE, NS, Disable, Enable, Notification, PushError, publish
+from ...xmpp.stanza import Stanza
+from ...xmpp.xml import element, qname, serialize
+from ..config import bounded
+from ..hooks import HANDLED, Handled
+from ..locks import AccountLocks
+from ..module import Module
+from .e2e import ENCRYPTED
+from .offline import worth_storing
+from .sm import HIBERNATING_STANZA, RESUMED
+
+if TYPE_CHECKING:
+    from ..sessions import Session
+
+log = logging.getLogger(__name__)
+
+STORE = "push"
+_MESSAGE = qname(ns.CLIENT, "message")
+_BODY = qname(ns.CLIENT, "body")
+_IQ = qname(ns.CLIENT, "iq")
+_ERROR = qname(ns.CLIENT, "error")
+# XEP-0353 §3.1: a call proposal rings the phone.
+_PROPOSE = qname("urn:xmpp:jingle-message:0", "propose")
+_RECEIVED_MESSAGE = f"{{urn:xmpp:carbons:2}}received/{FORWARDED}/{_MESSAGE}"
+_SUBSCRIPTION = f"{{{EVENT}}}event/{{{EVENT}}}subscription"
+# Error conditions that say the app server cannot be reached now, not that it refuses.
+_TRANSIENT = frozenset({"remote-server-not-found", "remote-server-timeout", "service-unavailable"})
+# A stored enable element is at most this large (the client's stanza was bounded already).
+_MAX_STORED = 1024 * 1024
+# Accounts whose registrations are kept in memory.
+_CACHED_ACCOUNTS = 10_000
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    """Coalescing, reply timeout and how many devices an account may register."""
+
+    coalesce_interval: float = bounded(
+        60.0, min=0, max=3600, help="seconds between two notifications to one device that has not come back"
+    )
+    reply_timeout: float = bounded(30.0, min=1, max=600, help="seconds to wait for the app server's answer")
+    max_registrations: int = bounded(20, min=1, max=1000, help="push registrations per account")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One enabled device: the §5 request and the resource that sent it."""
+
+    enable: Enable
+    resource: str
+    at: float
+
+    @property
+    def key(self) -> str:
+        return registration_key(self.enable.jid, self.enable.node)
+
+    def dump(self) -> bytes:
+        return json.dumps(
+            {"enable": serialize(self.enable.to_xml()), "resource": self.resource, "at": self.at}
+        ).encode()
+
+    @classmethod
+    def load(cls, blob: bytes) -> Registration:
+        data = json.loads(blob)
+        enable = Enable.from_xml(parse_frame(data["enable"].encode(), _MAX_STORED))
+        return cls(enable, str(data["resource"]), float(data["at"]))
+
+
+def registration_key(jid: str, node: str) -> str:
+    """The map key of a registration; a newline appears in neither a JID nor a sensible node."""
+    return f"{jid}\n{node}"
+
+
+@dataclass
+class PushSession:
+    """Per session: the registrations this session enabled."""
+
+    keys: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Pending:
+    """Per registration: messages since the device was last here, and when it was last notified."""
+
+    count: int = 0
+    sent_at: float | None = None
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    account: JID
+    key: str
+    app_server: str
+
+
+def matters(el: Element) -> tuple[bool, Element]:
+    """Whether a message is worth waking a phone for, and the message that is (the one inside a
+    received carbon, XEP-0280 §7)."""
+    if el.tag != _MESSAGE or el.get("type") == "error":
+        return False, el
+    for child in el:
+        if child.tag == _BODY or child.tag in ENCRYPTED or child.tag == _PROPOSE:
+            return True, el
+    inner = el.find(_RECEIVED_MESSAGE)
+    if inner is not None:
+        return matters(inner)
+    return False, el
+
+
+def _sender(el: Element) -> str | None:
+    value = el.get("from")
+    if value is None:
+        return None
+    try:
+        return str(JID.parse(value).bare)
+    except JIDError:
+        return None
+
+
+class Push(Module[PushOptions]):
+    """XEP-0357 registrations and notifications."""
+
+    name = "push"
+    account_features = (NS,)
+    Options = PushOptions
+
+    def setup(self) -> None:
+        self._locks = AccountLocks()
+        self._pending: dict[tuple[JID, str], _Pending] = {}
+        self._waiting: dict[str, _Waiting] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
+        # Registrations by account, most recently used last: an offline message needs no storage
+        # read to learn that its recipient has none. Writes count up, so a read that overlapped
+        # a write is not cached.
+        self._cache: OrderedDict[JID, dict[str, Registration]] = OrderedDict()
+        self._writes = 0
+        self.iq("self", ENABLE, set=self.enable)
+        self.iq("self", DISABLE, set=self.disable)
+        # Replies of app servers come to the account's bare JID; only ours carry a waiting id.
+        self.route("iq/bare", self.reply, priority=100)
+        self.route("message/bare", self.remote_disable, priority=100)
+        # After stream management settled older messages (priority 100), before the store (0).
+        self.hook("message/offline", self.offline, priority=50)
+        self.hook(HIBERNATING_STANZA, self.hibernating)
+        self.hook("session-bound", self.back)
+        self.hook(RESUMED, self.back)
+        self.hook("user-deleted", self.forget)
+
+    async def stop(self) -> None:
+        """Notifications in flight finish; none start any more (app servers are disconnected by now)."""
+        self._stopped = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._waiting.clear()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # Registrations --------------------------------------------------------------------------
+
+    async def enable(self, stanza: Stanza, origin: Session | None) -> Element:
+        """§5: store (or replace) the registration of this device."""
+        assert origin is not None
+        payload = stanza.payload
+        assert payload is not None
+        try:
+            request = Enable.from_xml(payload)
+        except PushError as err:
+            raise StanzaError("bad-request", str(err)) from None
+        registration = Registration(request, origin.jid.resource or "", time.time())
+        key = registration.key
+        account = origin.jid.bare
+        async with self._locks.hold(account):
+            stored = await self._registrations(account)
+            if key not in stored and len(stored) >= self.options.max_registrations:
+                oldest = min(stored.values(), key=lambda r: r.at)
+                await self._write(account, oldest.key, None)
+                self._pending.pop((account, oldest.key), None)
+                log.info("%s: forgot the oldest push registration for %s", account, oldest.enable.jid)
+            await self._write(account, key, registration.dump())
+        origin.slot(PushSession).keys.add(key)
+        self._pending.pop((account, key), None)
+        return stanza.result()
+
+    async def disable(self, stanza: Stanza, origin: Session | None) -> Element:
+        """§6: forget one node of an app server, or all of its nodes."""
+        assert origin is not None
+        payload = stanza.payload
+        assert payload is not None
+        try:
+            request = Disable.from_xml(payload)
+        except PushError as err:
+            raise StanzaError("bad-request", str(err)) from None
+        account = origin.jid.bare
+        async with self._locks.hold(account):
+            stored = await self._registrations(account)
+            gone = [
+                key for key, r in stored.items()
+                if r.enable.jid == request.jid and (request.node is None or r.enable.node == request.node)
+            ]  # fmt: skip
+            for key in gone:
+                await self._drop(account, key)
+        return stanza.result()
+
+    async def _registrations(self, account: JID) -> dict[str, Registration]:
+        """The account's registrations, from the cache or from storage."""
+        cache = self._cache
+        cached = cache.get(account)
+        if cached is not None:
+            cache.move_to_end(account)
+            return cached
+        assert account.local is not None
+        writes = self._writes
+        blobs = await self.server.storage.maps.items(account.domain, account.local, STORE)
+        out: dict[str, Registration] = {}
+        for key, blob in blobs.items():
+            try:
+                out[key] = Registration.load(blob)
+            except (ValueError, KeyError, TypeError, PushError) as err:
+                log.warning("ignoring an unreadable push registration of %s: %s", account, err)
+        # What was read while a registration changed may be out of date already: not kept then.
+        if writes == self._writes:
+            cache[account] = out
+            if len(cache) > _CACHED_ACCOUNTS:
+                cache.popitem(last=False)
+        return out
+
+    async def _write(self, account: JID, key: str, value: bytes | None) -> None:
+        assert account.local is not None
+        self._writes += 1
+        self._cache.pop(account, None)
+        await self.server.storage.maps.set(account.domain, account.local, STORE, key, value)
+        self._cache.pop(account, None)
+
+    async def _drop(self, account: JID, key: str) -> None:
+        await self._write(account, key, None)
+        self._pending.pop((account, key), None)
+        for session in self.server.sessions.resources(account):
+            session.slot(PushSession).keys.discard(key)
+
+    # When to notify -------------------------------------------------------------------------
+
+    async def offline(self, stanza: Stanza) -> None:
+        """A message for an account without a resource that takes it: notify every device."""
+        important, message = matters(stanza.el)
+        if not important or not worth_storing(stanza.el) or stanza.to is None:
+            return
+        self._spawn(self._notify(stanza.to.bare, _sender(message), None))
+
+    async def hibernating(self, session: Session, el: Element) -> None:
+        """A message queued for a hibernating session (XEP-0198 §5): notify that device."""
+        important, message = matters(el)
+        if not important:
+            return
+        mine = frozenset(session.slot(PushSession).keys)
+        resource = session.jid.resource or ""
+        self._spawn(self._notify(
+            session.jid.bare, _sender(message), lambda r: r.key in mine or r.resource == resource
+        ))
+
+    async def back(self, session: Session) -> None:
+        """The device is here again: its count starts anew and the next message notifies at once."""
+        account = session.jid.bare
+        waiting = [key for (owner, key) in self._pending if owner == account]
+        if not waiting:
+            return
+        mine = session.slot(PushSession).keys
+        resource = session.jid.resource
+        registrations = await self._registrations(account)
+        for key in waiting:
+            registration = registrations.get(key)
+            if key in mine or (registration is not None and registration.resource == resource):
+                del self._pending[(account, key)]
+
+    async def forget(self, host: str, username: str) -> None:
+        """The account is gone (its registrations went with its data)."""
+        account = JID.parse(f"{username}@{host}")
+        self._writes += 1
+        self._cache.pop(account, None)
+        for pair in [p for p in self._pending if p[0] == account]:
+            del self._pending[pair]
+
+    # Notifications --------------------------------------------------------------------------
+
+    async def _notify(
+        self, account: JID, sender: str | None, which: Callable[[Registration], bool] | None
+    ) -> None:
+        """§7: publish a summary to each chosen registration not notified within the interval."""
+        registrations = await self._registrations(account)
+        now = time.monotonic()
+        for key, registration in registrations.items():
+            if which is not None and not which(registration):
+                continue
+            pending = self._pending.setdefault((account, key), _Pending())
+            pending.count += 1
+            if pending.sent_at is not None and now - pending.sent_at < self.options.coalesce_interval:
+                continue
+            pending.sent_at = now
+            await self._publish(account, registration, Notification(pending.count, sender))
+
+    async def _publish(self, account: JID, registration: Registration, notification: Notification) -> None:
+        enable = registration.enable
+        id = f"push-{secrets.token_urlsafe(12)}"
+        iq = element(
+            _IQ,
+            {"type": "set", "id": id, "from": str(account), "to": enable.jid},
+            children=[publish(enable.node, notification, enable.options).to_xml()],
+        )
+        self._waiting[id] = _Waiting(account, registration.key, enable.jid)
+        self._timers[id] = asyncio.get_running_loop().call_later(self.options.reply_timeout, self._expire, id)
+        await self.server.router.send(iq)
+
+    def _expire(self, id: str) -> None:
+        self._timers.pop(id, None)
+        waiting = self._waiting.pop(id, None)
+        if waiting is not None:
+            log.info("no answer from push app server %s for %s", waiting.app_server, waiting.account)
+
+    async def reply(self, stanza: Stanza, _origin: Session | None) -> Handled | None:
+        """§8: the app server's answer to a publish; an error that is not transient disables it."""
+        if stanza.type not in ("result", "error") or stanza.id is None:
+            return None
+        waiting = self._waiting.get(stanza.id)
+        if waiting is None or stanza.to is None or stanza.to.bare != waiting.account:
+            return None
+        if stanza.from_ is None or str(stanza.from_) != waiting.app_server:
+            return None
+        del self._waiting[stanza.id]
+        timer = self._timers.pop(stanza.id, None)
+        if timer is not None:
+            timer.cancel()
+        if stanza.type == "error":
+            error_el = stanza.el.find(_ERROR)
+            err = StanzaError.from_xml(error_el) if error_el is not None else StanzaError("undefined-condition")
+            if err.type == "wait" or err.condition in _TRANSIENT:
+                log.info("push app server %s unreachable for %s: %s", waiting.app_server, waiting.account, err)
+            else:
+                log.info("disabling push to %s for %s: %s", waiting.app_server, waiting.account, err)
+                async with self._locks.hold(waiting.account):
+                    await self._drop(waiting.account, waiting.key)
+        return HANDLED
+
+    async def remote_disable(self, stanza: Stanza, _origin: Session | None) -> Handled | None:
+        """§8: an app server ends a registration with a XEP-0060 subscription notification of
+        state none for its node, sent to the account's bare JID; nobody else can end it so."""
+        subscription = stanza.el.find(_SUBSCRIPTION)
+        if subscription is None or subscription.get("subscription") != "none":
+            return None
+        if stanza.from_ is None or stanza.to is None or stanza.to.local is None:
+            return None
+        account, app_server, node = stanza.to.bare, str(stanza.from_), subscription.get("node")
+        async with self._locks.hold(account):
+            registrations = await self._registrations(account)
+            gone = [
+                key for key, r in registrations.items() if r.enable.jid == app_server and r.enable.node == node
+            ]  # fmt: skip
+            for key in gone:
+                await self._drop(account, key)
+        if not gone:
+            return None
+        log.info("push app server %s disabled a registration of %s", app_server, account)
+        return HANDLED
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        if self._stopped:
+            work.close()
+            return
+        task = asyncio.ensure_future(self._guarded(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _guarded(work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except Exception:
+            # A failed notification must never take anything else down with it.
+            log.exception("push notification failed")
