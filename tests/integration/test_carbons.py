@@ -26,6 +26,7 @@ OMEMO = (
     f"<encrypted xmlns='{ns.OMEMO_LEGACY}'><header sid='1001'><key rid='2002'>a2V5</key>"
     "<iv>aXZpdml2aXZpdml2</iv></header><payload>Y2lwaGVydGV4dA==</payload></encrypted>"
 )
+SID = f"{{{ns.SID}}}stanza-id"
 FALLBACK = "I sent you an OMEMO encrypted message but your client doesn't seem to support that."
 
 
@@ -156,3 +157,28 @@ async def test_conversation_shows_on_both_devices_of_each_user(
         for direction, id in expected:
             kind, msg = await device.next_carbon()
             assert (kind, msg[f"carbon_{kind}"]["id"]) == (direction, id)
+
+
+async def test_sent_carbon_carries_the_id_the_archive_keeps(live_server: Server, devices: list[Device]) -> None:
+    """XEP-0313 §3.5 with XEP-0280 §8: the laptop knows the message the phone sent by the id under
+    which the archive keeps it; the contact sees only its own archive's id."""
+    for user in ("alice", "bob"):
+        await add_user(live_server, user, PASSWORD)
+    alice_phone = await online(live_server, devices, "alice@localhost/phone", 0)
+    alice_laptop = await online(live_server, devices, "alice@localhost/laptop", 0)
+    bob_phone = await online(live_server, devices, "bob@localhost/phone", 0)
+    alice_phone.send("bob@localhost", "s1")
+    original = await bob_phone.next()
+    assert [sid.get("by") for sid in original.findall(SID)] == ["bob@localhost"]
+    copy = unwrap(await alice_laptop.next(), "sent", "alice@localhost")
+    (sid,) = copy.findall(SID)
+    assert sid.get("by") == "alice@localhost" and sid.get("id")
+
+    query = alice_laptop.xmpp.make_iq_set()
+    query.append(ET.fromstring("<query xmlns='urn:xmpp:mam:2' queryid='q1'/>"))
+    await query.send(timeout=30)
+    result = (await alice_laptop.next()).find("{urn:xmpp:mam:2}result")
+    assert result is not None and result.get("queryid") == "q1"
+    assert result.get("id") == sid.get("id")
+    archived = result.find(f"{{urn:xmpp:forward:0}}forwarded/{{{ns.CLIENT}}}message")
+    assert archived is not None and archived.get("id") == "s1"

@@ -1,5 +1,6 @@
 """PEP with slixmpp on real sockets: an OMEMO device list published with open access, fetched by a
-stranger; a contact's client with caps (XEP-0115) gets only the nodes it asks for (+notify)."""
+stranger; a contact's client with caps (XEP-0115) gets only the nodes it asks for (+notify); a
+stranger's explicit subscription (XEP-0060 §6.1); vCard4 (XEP-0292) on its node."""
 
 from __future__ import annotations
 
@@ -121,3 +122,70 @@ async def test_open_device_list_and_notifications(live_server: Server, peers: li
     assert carol.events.empty()
     await bob.sync()
     assert bob.events.empty()
+
+
+VCARD4_NODE = "urn:xmpp:vcard4"
+VCARD4 = "urn:ietf:params:xml:ns:vcard-4.0"
+
+
+async def test_explicit_subscription(live_server: Server, peers: list[PepPeer]) -> None:
+    """XEP-0060 §6.1, §6.2, §5.6, §8.8.1: a stranger subscribes to an open node, is notified
+    without asking for it in caps, lists its subscription, and unsubscribes."""
+    alice = await peer(live_server, peers, "alice")
+    bob = await peer(live_server, peers, "bob")
+    await alice.online()
+    await bob.online()
+    pubsub = alice.xmpp.plugin["xep_0060"]
+    await pubsub.publish(None, DEVICES, id="current", payload=device_list(1111), options=open_access(alice))
+    await bob.sync()
+    assert bob.events.empty()
+
+    answer = await bob.xmpp.plugin["xep_0060"].subscribe(JID("alice@localhost"), DEVICES)
+    subscription = answer["pubsub"]["subscription"]
+    assert (subscription["node"], str(subscription["jid"]), subscription["subscription"]) == (
+        DEVICES, "bob@localhost", "subscribed")
+    # §6.1.7: the last item comes at once, and then every new one.
+    sender, node, got = await bob.next_event()
+    assert (sender, node, got["id"]) == ("alice@localhost", DEVICES, "current")
+    await pubsub.publish(None, DEVICES, id="current", payload=device_list(1111, 3333), options=open_access(alice))
+    sender, node, got = await bob.next_event()
+    assert [d.get("id") for d in got.xml.iter(f"{{{AXOLOTL}}}device")] == ["1111", "3333"]
+
+    mine = await bob.xmpp.plugin["xep_0060"].get_subscriptions(JID("alice@localhost"))
+    listed = [(s["node"], str(s["jid"])) for s in mine["pubsub"]["subscriptions"]]
+    assert listed == [(DEVICES, "bob@localhost")]
+    owners_view = await pubsub.get_node_subscriptions(JID("alice@localhost"), DEVICES)
+    assert [str(s["jid"]) for s in owners_view["pubsub_owner"]["subscriptions"]] == ["bob@localhost"]
+
+    await bob.xmpp.plugin["xep_0060"].unsubscribe(JID("alice@localhost"), DEVICES, subid=subscription["subid"])
+    await pubsub.publish(None, DEVICES, id="current", payload=device_list(4444), options=open_access(alice))
+    await alice.sync()
+    await bob.sync()
+    assert bob.events.empty()
+
+
+async def test_vcard4_over_pep(live_server: Server, peers: list[PepPeer]) -> None:
+    """XEP-0292 with slixmpp's plugin: published to urn:xmpp:vcard4, notified to a contact that
+    wants it, read back as a PEP item and with the IQ get of §4.1.1."""
+    alice = await peer(live_server, peers, "alice")
+    bob = await peer(live_server, peers, "bob", interests=(VCARD4_NODE,))
+    for a, b in (("alice", "bob"), ("bob", "alice")):
+        await live_server.storage.roster.set_item("localhost", a, RosterItem(f"{b}@localhost", subscription="both"))
+    for client in (alice, bob):
+        client.xmpp.register_plugin("xep_0292")
+    await alice.online()
+    await bob.online()
+    account = await bob.xmpp.plugin["xep_0030"].get_info(JID("alice@localhost"))
+    assert VCARD4 in account["disco_info"]["features"]
+    await alice.xmpp.plugin["xep_0292"].publish_vcard(full_name="Alice Liddell", nickname="alice", node=VCARD4_NODE)
+    sender, node, got = await bob.next_event()
+    assert (sender, node, got["id"]) == ("alice@localhost", VCARD4_NODE, "current")
+    assert got["vcard"]["full_name"] == "Alice Liddell"
+    fetched = await bob.xmpp.plugin["xep_0060"].get_item(JID("alice@localhost"), VCARD4_NODE, "current")
+    (item,) = fetched["pubsub"]["items"]["substanzas"]
+    assert item["vcard"]["full_name"] == "Alice Liddell"
+    iq = bob.xmpp.make_iq_get(ito=JID("alice@localhost"))
+    iq.append(ET.Element(f"{{{VCARD4}}}vcard"))
+    answer = await iq.send(timeout=30)
+    texts = [el.text for el in answer.xml.iter(f"{{{VCARD4}}}text")]
+    assert sorted(texts) == ["Alice Liddell", "alice"]

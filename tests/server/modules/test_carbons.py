@@ -381,3 +381,57 @@ def test_a_carbon_is_a_snapshot_of_the_original() -> None:
     before = xml(carbon)
     original.el.append(Element("{urn:xmpp:sid:0}stanza-id", {"by": "bob@localhost", "id": "x"}))
     assert xml(carbon) == before
+
+
+# With the archive (XEP-0313 §3.5, XEP-0359) ---------------------------------------------------------
+
+SID = f"{{{ns.SID}}}stanza-id"
+MAM = "urn:xmpp:mam:2"
+
+
+def stanza_ids(el: Element) -> list[tuple[str | None, str | None]]:
+    return [(sid.get("by"), sid.get("id")) for sid in el.findall(SID)]
+
+
+async def test_sent_carbon_carries_the_id_the_second_device_finds_in_the_archive(tmp_path: Path) -> None:
+    async with running(tmp_path, modules={"e2e": {"policy": "optional"}}) as server:
+        phone = await device(server, "alice@localhost/phone")
+        laptop = await device(server, "alice@localhost/laptop")
+        bob = await device(server, "bob@localhost/one", carbons=False)
+        await phone.send(chat("bob@localhost", "archived and copied", id="s1"))
+        (copy,) = copies(laptop, "sent")
+        ((by, sent_id),) = stanza_ids(copy)
+        assert by == "alice@localhost" and sent_id
+        # The contact sees only the id of its own archive.
+        (got,) = bob.take()
+        assert [by for by, _ in stanza_ids(got)] == ["bob@localhost"]
+        assert phone.take() == []
+        await laptop.send(f"<iq type='set' id='q'><query xmlns='{MAM}' queryid='all'/></iq>")
+        *results, fin = laptop.take()
+        assert fin.get("type") == "result", xml(fin)
+        (result,) = (el.find(f"{{{MAM}}}result") for el in results)
+        assert result is not None and result.get("id") == sent_id
+        assert body(result[0][-1]) == "archived and copied"
+
+
+async def test_sent_carbon_of_a_message_not_archived_has_no_id(tmp_path: Path) -> None:
+    async with running(tmp_path, modules={"e2e": {"policy": "optional"}}) as server:
+        phone = await device(server, "alice@localhost/phone")
+        laptop = await device(server, "alice@localhost/laptop")
+        bob = await device(server, "bob@localhost/one", carbons=False)
+        state = "<composing xmlns='http://jabber.org/protocol/chatstates'/>"
+        await phone.send(f"<message to='bob@localhost' type='chat' id='c1'>{state}</message>")
+        (copy,) = copies(laptop, "sent")
+        assert copy.get("id") == "c1" and stanza_ids(copy) == []
+        (got,) = bob.take()
+        assert stanza_ids(got) == []
+
+
+async def test_sent_carbon_to_another_server_carries_the_id(tmp_path: Path) -> None:
+    async with running(tmp_path, modules={"e2e": {"policy": "optional"}}) as server:
+        phone = await device(server, "alice@localhost/phone")
+        laptop = await device(server, "alice@localhost/laptop")
+        await phone.send(chat("juliet@capulet.example", "far away"))
+        (copy,) = copies(laptop, "sent")
+        ((by, _),) = stanza_ids(copy)
+        assert by == "alice@localhost"

@@ -325,7 +325,7 @@ async def test_publish_checks_the_request(server: Server) -> None:
                      "</publish></pubsub></iq>")
     answer = reply(alice.take(), "pub")
     assert condition(answer) == "bad-request" and app_condition(answer) == "payload-required"
-    await alice.send(f"<iq type='set' id='pub'><pubsub xmlns='{PUBSUB}'><subscribe node='n' jid='alice@localhost'/>"
+    await alice.send(f"<iq type='set' id='pub'><pubsub xmlns='{PUBSUB}'><options node='n' jid='alice@localhost'/>"
                      "</pubsub></iq>")
     answer = reply(alice.take(), "pub")
     assert condition(answer) == "feature-not-implemented" and app_condition(answer) == "unsupported"

@@ -24,10 +24,15 @@ from schnack.xmpp.payloads.pubsub import (
     Item,
     Items,
     NodeConfig,
+    OwnerSubscriptions,
     Publish,
     PubSubError,
     Purge,
     Retract,
+    Subscribe,
+    Subscription,
+    Subscriptions,
+    Unsubscribe,
     parse_event,
     parse_request,
     pubsub_error,
@@ -130,7 +135,12 @@ def test_configure_and_create_forms_round_trip() -> None:
         (f"<pubsub xmlns='{PUBSUB}'><retract node='n'/></pubsub>", "bad-request", "item-required"),
         (f"<pubsub xmlns='{PUBSUB}'><publish node='n'><item><a xmlns='x'/><b xmlns='x'/></item></publish></pubsub>",
          "bad-request", "invalid-payload"),
-        (f"<pubsub xmlns='{PUBSUB}'><subscribe node='n' jid='a@b'/></pubsub>", "feature-not-implemented", "unsupported"),
+        (f"<pubsub xmlns='{PUBSUB}'><options node='n' jid='a@b'/></pubsub>", "feature-not-implemented", "unsupported"),
+        (f"<pubsub xmlns='{PUBSUB}'><subscribe node='n'/></pubsub>", "bad-request", "jid-required"),
+        (f"<pubsub xmlns='{PUBSUB}'><unsubscribe jid='a@b'/></pubsub>", "bad-request", "nodeid-required"),
+        (f"<pubsub xmlns='{OWNER}'><subscriptions/></pubsub>", "bad-request", "nodeid-required"),
+        (f"<pubsub xmlns='{OWNER}'><subscriptions node='n'><subscription jid='a@b' subscription='maybe'/>"
+         "</subscriptions></pubsub>", "bad-request", None),
         (f"<pubsub xmlns='{PUBSUB}'/>", "bad-request", None),
     ],
 )
@@ -220,3 +230,42 @@ def test_node_config_form_round_trip() -> None:
     assert NodeConfig().with_form(submitted, 10) == config
     with pytest.raises(PubSubError):
         NodeConfig().with_form(submitted, 10, PUBLISH_OPTIONS)
+
+
+@pytest.mark.parametrize(
+    "xml",
+    [
+        f'<pubsub xmlns="{PUBSUB}"><subscribe node="urn:xmpp:vcard4" jid="juliet@capulet.lit" /></pubsub>',
+        f'<pubsub xmlns="{PUBSUB}"><unsubscribe node="n" jid="juliet@capulet.lit" subid="s1" /></pubsub>',
+        f'<pubsub xmlns="{PUBSUB}"><unsubscribe node="n" jid="juliet@capulet.lit" /></pubsub>',
+        f'<pubsub xmlns="{PUBSUB}"><subscriptions /></pubsub>',
+        f'<pubsub xmlns="{PUBSUB}"><subscriptions node="n"><subscription node="n" jid="a@b" '
+        f'subscription="subscribed" subid="s1" /></subscriptions></pubsub>',
+        f'<pubsub xmlns="{OWNER}"><subscriptions node="n" /></pubsub>',
+        f'<pubsub xmlns="{OWNER}"><subscriptions node="n"><subscription jid="a@b" subscription="none" />'
+        f'<subscription jid="c@d/r" subscription="subscribed" subid="s2" /></subscriptions></pubsub>',
+    ],
+)
+def test_subscription_requests_round_trip(xml: str) -> None:
+    round_trip(xml)
+
+
+def test_subscription_requests_read() -> None:
+    """§6.1.1, §6.2.1, §5.6, §8.8.2: the fields each request carries."""
+    assert parse(f"<pubsub xmlns='{PUBSUB}'><subscribe node='n' jid='a@b/r'/></pubsub>") == Subscribe("n", "a@b/r")
+    assert parse(f"<pubsub xmlns='{PUBSUB}'><unsubscribe node='n' jid='a@b' subid='x'/></pubsub>") == Unsubscribe(
+        "n", "a@b", "x"
+    )
+    assert parse(f"<pubsub xmlns='{PUBSUB}'><subscriptions/></pubsub>") == Subscriptions()
+    owner = parse(f"<pubsub xmlns='{OWNER}'><subscriptions node='n'><subscription jid='a@b' subscription='none'/>"
+                  "</subscriptions></pubsub>")  # fmt: skip
+    assert owner == OwnerSubscriptions("n", (Subscription(None, "a@b", "none"),))
+
+
+def test_subscription_result() -> None:
+    """§6.1.2: the answer to a subscription names the node, the JID, the state and the subid."""
+    result = Subscription("n", "a@b", subid="s1").result()
+    (sub,) = result
+    assert result.tag == f"{{{PUBSUB}}}pubsub" and sub.tag == f"{{{PUBSUB}}}subscription"
+    assert dict(sub.attrib) == {"node": "n", "jid": "a@b", "subscription": "subscribed", "subid": "s1"}
+    assert Subscription.from_xml(sub) == Subscription("n", "a@b", "subscribed", "s1")

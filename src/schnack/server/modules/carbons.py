@@ -1,9 +1,10 @@
 """XEP-0280: Message Carbons (v1.0, ``urn:xmpp:carbons:2``), with the XEP-0334 ``<no-copy/>`` hint.
 
 A resource turns carbons on and off with an IQ set of ``<enable/>`` or ``<disable/>`` to its
-own account (§4, §5); asking again is no error (§10.1). The state lives in the session's
-:class:`CarbonsState` slot and ends with the session. An IQ to another account's bare JID gets
-not-allowed (§4.1, §5.1). The feature is announced on the server's domains (§3).
+own account (§4, §5), or on with ``<enable/>`` inside a XEP-0386 Bind 2 request; asking again is
+no error (§10.1). The state lives in the session's :class:`CarbonsState` slot and ends with the
+session. An IQ to another account's bare JID gets not-allowed (§4.1, §5.1). The feature is
+announced on the server's domains (§3).
 
 Copies go to the *carbons-enabled* resources of the account: those that enabled carbons and
 are available (RFC 6121 §4.2: they sent initial presence), whatever their priority. Each copy
@@ -19,7 +20,9 @@ Sent (§8): a message a resource sends to someone else (routes ``pre-message/bar
 ``pre-message/full`` and ``pre-message/remote``) is copied to the account's other enabled
 resources, whether the sender enabled carbons or not. The handler runs at priority -100, after
 the checks that may refuse the message (the end-to-end policy runs at 1000), so a refused
-message is not copied. A message to one's own account (bare, or another own resource) is not
+message is not copied, and after the sender's archive (priority 50), so the copy carries the
+``<stanza-id/>`` by the sender's account under which the archive keeps the message (XEP-0359,
+XEP-0313 §3.5). A message to one's own account (bare, or another own resource) is not
 copied as sent: its delivery reaches the account, and the other resources get it as received.
 Messages to the server's own domains are for the server, not a conversation, and are not copied.
 
@@ -47,14 +50,17 @@ from xml.etree.ElementTree import Element
 from ...xmpp import ns
 from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID
+from ...xmpp.payloads.bind2 import Bind
 from ...xmpp.payloads.carbons import DISABLE, ENABLE, NS, PRIVATE, Carbon, Direction, Toggle
 from ...xmpp.payloads.forward import Forwarded
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, split
+from .. import sasl2
 from ..module import Module
 from .message import DELIVERED, message_type
 
 if TYPE_CHECKING:
+    from ..c2s import C2SStream
     from ..sessions import Session
 
 _NO_COPY = qname("urn:xmpp:hints", "no-copy")
@@ -122,6 +128,17 @@ class Carbons(Module[Any]):
         self.hook(DELIVERED, self.received)
         for target in ("bare", "full", "remote"):
             self.route(f"pre-message/{target}", self.sent, priority=-100)
+        self.hook(sasl2.BIND2_INLINE, self.bind2_feature)
+        self.hook(sasl2.BIND2_ENABLE, self.bind2_enable)
+
+    async def bind2_feature(self, stream: C2SStream) -> str:
+        """XEP-0386 §2.1: carbons can be enabled within Bind 2."""
+        return NS
+
+    async def bind2_enable(self, session: Session, stream: C2SStream, bind: Bind, results: list[Element]) -> None:
+        """XEP-0386 §2.2: an ``<enable/>`` inside Bind 2 enables carbons; it needs no answer."""
+        if bind.find(ENABLE) is not None:
+            session.slot(CarbonsState).enabled = True
 
     async def toggle(self, stanza: Stanza, origin: Session | None) -> Element:
         """XEP-0280 §4, §5 and §10.1: enabling or disabling again is answered like the first time."""

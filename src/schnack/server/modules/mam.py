@@ -20,8 +20,11 @@ contact.
 **Stanza-ids (§3.5, XEP-0359).** A message for a local account first loses every stanza-id
 that claims to be by that account (only the server assigns those); once archived it gets
 ``<stanza-id by='account' id='archive id'/>``, which the recipient's devices (and offline
-storage) receive. The sender's archive id is not put on the message: §3.5 forbids showing it to
-the contact.
+storage) receive. A message a local client sends carries the sender's archive id
+(``<stanza-id by='sender'/>``) only while it passes the sender's own handlers: the carbons module
+copies it into the ``<sent/>`` copies for the sender's other devices (priority -100), so that
+they know the message by the id they later find in the archive; a last handler (priority -1000)
+then takes it off, since §3.5 forbids showing it to the contact.
 
 **Queries (§4).** An IQ set with ``<query/>`` to the account's own bare JID (or without 'to'):
 the form filters ``with``, ``start``, ``end``, ``before-id``, ``after-id`` and ``ids``; RSM
@@ -173,6 +176,7 @@ class Mam(Module[MamOptions]):
         self._recent = _RecentPrefs()
         for target in ("bare", "full", "remote"):
             self.route(f"pre-message/{target}", self.archive_outgoing, priority=50)
+            self.route(f"pre-message/{target}", self.unstamp_outgoing, priority=-1000)
         for target in ("bare", "full", "self"):
             self.route(f"message/{target}", self.archive_incoming, priority=50)
         self.iq("self", QUERY, get=self.form, set=self.query)
@@ -207,7 +211,13 @@ class Mam(Module[MamOptions]):
             # keeps no stanza-id a client made up in its name.
             strip_stanza_ids(stanza.el, _claims(to.bare))
         if worth_archiving(stanza) and await self._archives(owner, to):
-            await self._append(owner, to.bare, stanza.el)
+            item_id = await self._append(owner, to.bare, stanza.el)
+            stanza.el.append(StanzaId(item_id, str(owner)).to_xml())
+
+    async def unstamp_outgoing(self, stanza: Stanza, origin: Session | None) -> None:
+        """§3.5: the sender's archive id, there for the sender's carbons, does not go to the contact."""
+        assert origin is not None, "pre- routes carry a session's stanzas"
+        strip_stanza_ids(stanza.el, _claims(origin.jid.bare))
 
     async def archive_incoming(self, stanza: Stanza, origin: Session | None) -> None:
         """Archive a message for its local recipient and stamp the archive id on it (§3.5)."""

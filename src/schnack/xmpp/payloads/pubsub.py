@@ -1,7 +1,8 @@
 """XEP-0060: Publish-Subscribe payloads, the subset a Personal Eventing service (XEP-0163) speaks.
 
 Requests in ``http://jabber.org/protocol/pubsub`` (publish with publish-options, retract, items,
-create), owner requests in ``...#owner`` (configure, default, delete, purge), notifications in
+create, subscribe, unsubscribe, subscriptions), owner requests in ``...#owner`` (configure,
+default, delete, purge, subscriptions), notifications in
 ``...#event`` (items with retractions, delete, purge), the node configuration form (§16.4.4)
 with the options PEP clients set (XEP-0163 §4.3, XEP-0223), and errors with their
 ``...#errors`` application condition (§7.1.3, §6.5.9 and so on).
@@ -30,6 +31,8 @@ META_DATA = f"{PUBSUB}#meta-data"
 
 ACCESS_MODELS = ("open", "presence", "roster", "whitelist")
 SEND_LAST = ("never", "on_sub", "on_sub_and_presence")
+# §4.2: the states of a subscription.
+SUBSCRIPTION_STATES = ("none", "pending", "subscribed", "unconfigured")
 
 _TRUE = frozenset({"1", "true"})
 _FALSE = frozenset({"0", "false"})
@@ -309,29 +312,142 @@ class Purge:
         return _wrapper(OWNER, element(qname(OWNER, "purge"), {"node": self.node}))
 
 
-Request = Publish | Retract | Items | Create
-OwnerRequest = Configure | Default | Delete | Purge
+def _jid(el: Element) -> str:
+    jid = el.get("jid")
+    if not jid:
+        raise PubSubError("bad-request", "jid-required", f"<{el.tag.rpartition('}')[2]}/> needs a 'jid'")
+    return jid
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A ``<subscription/>`` (§5.6, §6.1.2, §8.8.1): who is subscribed to which node, in which state."""
+
+    node: str | None
+    jid: str
+    subscription: str = "subscribed"
+    subid: str | None = None
+
+    @classmethod
+    def from_xml(cls, el: Element) -> Subscription:
+        state = el.get("subscription") or "subscribed"
+        if state not in SUBSCRIPTION_STATES:
+            raise PubSubError("bad-request", None, f"no subscription state {state!r}")
+        return cls(el.get("node") or None, _jid(el), state, el.get("subid") or None)
+
+    def to_xml(self, namespace: str = PUBSUB) -> Element:
+        attrs = {"node": self.node, "jid": self.jid, "subscription": self.subscription, "subid": self.subid}
+        return element(qname(namespace, "subscription"), attrs)
+
+    def result(self) -> Element:
+        """The answer to a subscription request (§6.1.2)."""
+        return _wrapper(PUBSUB, self.to_xml())
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    """§6.1 subscribe ``jid`` to a node."""
+
+    node: str
+    jid: str
+
+    @classmethod
+    def from_xml(cls, el: Element) -> Subscribe:
+        subscribe = _action(el, PUBSUB, "subscribe")
+        node = _node(subscribe)
+        assert node is not None
+        return cls(node, _jid(subscribe))
+
+    def to_xml(self) -> Element:
+        return _wrapper(PUBSUB, element(qname(PUBSUB, "subscribe"), {"node": self.node, "jid": self.jid}))
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    """§6.2 end the subscription of ``jid`` (the one named ``subid``, if given)."""
+
+    node: str
+    jid: str
+    subid: str | None = None
+
+    @classmethod
+    def from_xml(cls, el: Element) -> Unsubscribe:
+        unsubscribe = _action(el, PUBSUB, "unsubscribe")
+        node = _node(unsubscribe)
+        assert node is not None
+        return cls(node, _jid(unsubscribe), unsubscribe.get("subid") or None)
+
+    def to_xml(self) -> Element:
+        attrs = {"node": self.node, "jid": self.jid, "subid": self.subid}
+        return _wrapper(PUBSUB, element(qname(PUBSUB, "unsubscribe"), attrs))
+
+
+@dataclass(frozen=True)
+class Subscriptions:
+    """§5.6 the requester's subscriptions (to one node, or all); as a result, the subscriptions."""
+
+    node: str | None = None
+    subscriptions: tuple[Subscription, ...] = ()
+
+    @classmethod
+    def from_xml(cls, el: Element) -> Subscriptions:
+        request = _action(el, PUBSUB, "subscriptions")
+        found = tuple(Subscription.from_xml(s) for s in request.findall(qname(PUBSUB, "subscription")))
+        return cls(_node(request, required=False), found)
+
+    def to_xml(self) -> Element:
+        request = element(qname(PUBSUB, "subscriptions"), {"node": self.node})
+        request.extend(s.to_xml() for s in self.subscriptions)
+        return _wrapper(PUBSUB, request)
+
+
+@dataclass(frozen=True)
+class OwnerSubscriptions:
+    """§8.8 the subscribers of a node: the owner's get (§8.8.1), result, or changes (set, §8.8.2).
+
+    The ``<subscription/>`` children carry no node: the wrapper names it.
+    """
+
+    node: str
+    subscriptions: tuple[Subscription, ...] = ()
+
+    @classmethod
+    def from_xml(cls, el: Element) -> OwnerSubscriptions:
+        request = _action(el, OWNER, "subscriptions")
+        node = _node(request)
+        assert node is not None
+        found = tuple(Subscription.from_xml(s) for s in request.findall(qname(OWNER, "subscription")))
+        return cls(node, found)
+
+    def to_xml(self) -> Element:
+        request = element(qname(OWNER, "subscriptions"), {"node": self.node})
+        request.extend(replace(s, node=None).to_xml(OWNER) for s in self.subscriptions)
+        return _wrapper(OWNER, request)
+
+
+Request = Publish | Retract | Items | Create | Subscribe | Unsubscribe | Subscriptions
+OwnerRequest = Configure | Default | Delete | Purge | OwnerSubscriptions
 
 _REQUESTS: dict[str, type[Request]] = {
     qname(PUBSUB, "publish"): Publish,
     qname(PUBSUB, "retract"): Retract,
     qname(PUBSUB, "items"): Items,
     qname(PUBSUB, "create"): Create,
+    qname(PUBSUB, "subscribe"): Subscribe,
+    qname(PUBSUB, "unsubscribe"): Unsubscribe,
+    qname(PUBSUB, "subscriptions"): Subscriptions,
 }
 _OWNER_REQUESTS: dict[str, type[OwnerRequest]] = {
     qname(OWNER, "configure"): Configure,
     qname(OWNER, "default"): Default,
     qname(OWNER, "delete"): Delete,
     qname(OWNER, "purge"): Purge,
+    qname(OWNER, "subscriptions"): OwnerSubscriptions,
 }
 # The XEP-0060 feature of each request this subset leaves out, for the "unsupported" error (§6.1.3.1 etc).
 _FEATURES = {
-    qname(PUBSUB, "subscribe"): "subscribe",
-    qname(PUBSUB, "unsubscribe"): "subscribe",
     qname(PUBSUB, "options"): "subscription-options",
-    qname(PUBSUB, "subscriptions"): "retrieve-subscriptions",
     qname(PUBSUB, "affiliations"): "retrieve-affiliations",
-    qname(OWNER, "subscriptions"): "manage-subscriptions",
     qname(OWNER, "affiliations"): "modify-affiliations",
 }
 

@@ -19,13 +19,22 @@ is what OMEMO device lists and bundles (``eu.siacs.conversations.axolotl.*`` and
   initial presence (``send_last_published_item`` on_sub_and_presence, XEP-0060 §6.1.7), for the
   account's own nodes and those of each contact it is subscribed to, and to the available
   resources of a user whose subscription a contact approves (on_sub).
+- Explicit subscriptions (XEP-0060 §6.1), beside the ones presence implies: anyone the access
+  model admits subscribes a bare or full JID of their own (§6.1.3 errors otherwise) and gets
+  the node's notifications whatever its +notify, and its last item at once (on_sub, §6.1.7);
+  unsubscribes (§6.2); lists their subscriptions on an account (§5.6). The owner lists and changes a node's subscribers (§8.8). Subscriptions persist
+  (:mod:`.subscriptions`); they end with the node, with either account, and when the access
+  model stops admitting the subscriber (checked whenever the subscriptions are read, and for
+  all of a node's subscribers when its configuration changes). Subscription options (§6.3) and
+  affiliations (§8.9) are not offered: a whitelist node belongs to its owner alone.
 - Retrieval of all items, the last N, or items by id (§6.5); a missing node is item-not-found
   with the legacy code 404. disco#items of an account lists the nodes the asker may see; a
   disco#info or disco#items query for one node describes it (§5.3, §5.5).
 
-Explicit subscriptions (§6.1) and affiliations (§8.9) are not offered: PEP's subscriptions are
-implied by presence subscriptions, and a whitelist node belongs to its owner alone. Nodes and
-items live in the map store (:mod:`.store`) and go with the account.
+Nodes and items live in the map store (:mod:`.store`) and go with the account. Other modules
+publish on an account's behalf with :meth:`Pep.publish_item`, read with
+:meth:`Pep.readable_item`, and hear of every publish through the event ``pep/published``
+(owner, node, item id, payload).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
 from ....xmpp.errors import StanzaError
-from ....xmpp.jid import JID
+from ....xmpp.jid import JID, JIDError
 from ....xmpp.payloads.dataforms import DataForm, Field
 from ....xmpp.payloads.disco import INFO, ITEMS, DiscoInfo, DiscoItem, DiscoItems, Identity
 from ....xmpp.payloads.pubsub import (
@@ -59,11 +68,16 @@ from ....xmpp.payloads.pubsub import (
     Items,
     NodeConfig,
     OwnerRequest,
+    OwnerSubscriptions,
     Publish,
     PubSubError,
     Purge,
     Request,
     Retract,
+    Subscribe,
+    Subscription,
+    Subscriptions,
+    Unsubscribe,
     parse_request,
     pubsub_error,
 )
@@ -73,9 +87,10 @@ from ...config import bounded
 from ...locks import AccountLocks
 from ...module import Module
 from .access import Rosters, denial
-from .delivery import ON_SUBSCRIPTION, Delivery
+from .delivery import ON_SUBSCRIPTION, Delivery, admits
 from .interests import Interests, caps_of
-from .store import Node, NodeStore
+from .store import Node, NodeStore, StoredItem
+from .subscriptions import Subscriber, SubscriptionStore
 
 if TYPE_CHECKING:
     from ...sessions import Session
@@ -83,14 +98,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REQUEST = qname(PUBSUB, "pubsub")
+PUBLISHED = "pep/published"
 OWNER_REQUEST = qname(OWNER, "pubsub")
 IDENTITY = Identity("pubsub", "pep")
 # XEP-0060 §10: what this service does, as disco features.
 FEATURES = (PUBSUB, *(f"{PUBSUB}#{name}" for name in (
     "access-open", "access-presence", "access-roster", "access-whitelist", "auto-create", "config-node",
     "create-and-configure", "create-nodes", "delete-items", "delete-nodes", "filtered-notifications",
-    "item-ids", "last-published", "persistent-items", "presence-notifications", "publish", "publish-options",
-    "purge-nodes", "retract-items", "retrieve-default", "retrieve-items",
+    "item-ids", "last-published", "manage-subscriptions", "persistent-items", "presence-notifications",
+    "publish", "publish-options", "purge-nodes", "retract-items", "retrieve-default", "retrieve-items",
+    "retrieve-subscriptions", "subscribe",
 )))  # fmt: skip
 
 
@@ -135,10 +152,11 @@ class Pep(Module[PepOptions]):
         self.store = NodeStore(self.server)
         self.interests = Interests(self.options.caps_timeout)
         self.locks = AccountLocks()
-        self.delivery = Delivery(self.server, self.rosters, self.store, self.interests)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.subscriptions = SubscriptionStore(self.server)
+        self.delivery = Delivery(self.server, self.rosters, self.store, self.interests, self.subscriptions)
+        self._tasks: set[asyncio.Task[object]] = set()
         self.iq("self", REQUEST, get=self.own_get, set=self.own_set)
-        self.iq("bare", REQUEST, get=self.foreign_get, set=self.refuse)
+        self.iq("bare", REQUEST, get=self.foreign_get, set=self.foreign_set)
         self.iq("self", OWNER_REQUEST, get=self.owner_get, set=self.owner_set)
         self.iq("bare", OWNER_REQUEST, get=self.refuse, set=self.refuse)
         # Before the disco module, which answers for the account itself (queries without a node).
@@ -150,6 +168,7 @@ class Pep(Module[PepOptions]):
         self.route("presence/bare", self.subscription_approved, priority=10)
         self.hook("presence-initial", self.presence_initial)
         self.hook("disco-items/account", self.visible_nodes)
+        self.hook("user-deleting", self.unsubscribe_all)
         self.hook("user-deleted", self.forget)
 
     async def stop(self) -> None:
@@ -166,44 +185,68 @@ class Pep(Module[PepOptions]):
     # IQ entry points ----------------------------------------------------------------------------
 
     async def own_get(self, stanza: Stanza, origin: Session | None) -> Element:
-        """§6.5: the owner retrieves items of their own nodes."""
+        """§6.5 items and §5.6 subscriptions, on the owner's own service."""
         assert origin is not None
-        with _as_stanza_errors():
-            request = _request(stanza)
-            if not isinstance(request, Items):
-                raise StanzaError("bad-request", "only items are retrieved with a get")
-            return stanza.result(await self._items(origin.jid.bare, request, origin.jid))
+        return await self._get(stanza, origin.jid.bare, origin.jid)
 
     async def foreign_get(self, stanza: Stanza, origin: Session | None) -> Element:
-        """§6.5: someone retrieves items of an account's nodes, as its access model allows."""
+        """§6.5 items, as the access model allows, and §5.6 one's subscriptions, on an account's service."""
         assert stanza.to is not None
+        requester = _requester(stanza, origin)
+        assert requester is not None, "a routed stanza has a sender"
+        return await self._get(stanza, stanza.to.bare, requester)
+
+    async def _get(self, stanza: Stanza, owner: JID, requester: JID) -> Element:
         with _as_stanza_errors():
             request = _request(stanza)
-            if not isinstance(request, Items):
-                raise StanzaError("bad-request", "only items are retrieved with a get")
-            return stanza.result(await self._items(stanza.to.bare, request, _requester(stanza, origin)))
+            if isinstance(request, Items):
+                return stanza.result(await self._items(owner, request, requester))
+            if isinstance(request, Subscriptions):
+                return stanza.result(await self._subscriptions_of(owner, request, requester))
+            raise StanzaError("bad-request", "only items and subscriptions are retrieved with a get")
 
     async def own_set(self, stanza: Stanza, origin: Session | None) -> Element:
-        """§7.1 publish, §7.2 retract, §8.1 create, on the owner's own service."""
+        """§7.1 publish, §7.2 retract, §8.1 create, §6.1 subscribe, §6.2 unsubscribe, on the owner's own service."""
         assert origin is not None
         owner = origin.jid.bare
         with _as_stanza_errors():
             request = _request(stanza)
             if isinstance(request, Publish):
                 return stanza.result(await self._publish(owner, request))
+            if isinstance(request, Subscribe):
+                return stanza.result(await self._subscribe(owner, request, origin.jid))
             if isinstance(request, Retract):
                 await self._retract(owner, request)
             elif isinstance(request, Create):
                 await self._create(owner, request)
+            elif isinstance(request, Unsubscribe):
+                await self._unsubscribe(owner, request, origin.jid)
             else:
-                raise StanzaError("bad-request", "items are retrieved with a get")
+                raise StanzaError("bad-request", "items and subscriptions are retrieved with a get")
             return stanza.result()
 
+    async def foreign_set(self, stanza: Stanza, origin: Session | None) -> Element:
+        """§6.1 subscribe and §6.2 unsubscribe; everything else is the owner's (§7.1.3.1, §8.2.3)."""
+        assert stanza.to is not None
+        requester = _requester(stanza, origin)
+        assert requester is not None, "a routed stanza has a sender"
+        owner = stanza.to.bare
+        with _as_stanza_errors():
+            request = _request(stanza)
+            if isinstance(request, Subscribe):
+                return stanza.result(await self._subscribe(owner, request, requester))
+            if isinstance(request, Unsubscribe):
+                await self._unsubscribe(owner, request, requester)
+                return stanza.result()
+            raise StanzaError("forbidden", "only the account itself manages its nodes")
+
     async def owner_get(self, stanza: Stanza, origin: Session | None) -> Element:
-        """§8.2.1 a node's configuration form, §8.3 the default one."""
+        """§8.2.1 a node's configuration form, §8.3 the default one, §8.8.1 its subscribers."""
         assert origin is not None
         with _as_stanza_errors():
             request = _request(stanza)
+            if isinstance(request, OwnerSubscriptions):
+                return stanza.result(await self._subscribers(origin.jid.bare, request.node))
             if isinstance(request, Configure):
                 node = await self._node(origin.jid.bare, request.node)
                 return stanza.result(Configure(node.name, node.config.to_form()).to_xml())
@@ -212,7 +255,7 @@ class Pep(Module[PepOptions]):
             raise StanzaError("bad-request", "this request is a set")
 
     async def owner_set(self, stanza: Stanza, origin: Session | None) -> Element:
-        """§8.2.5 configure, §8.4 delete, §8.5 purge a node."""
+        """§8.2.5 configure, §8.4 delete, §8.5 purge a node, §8.8.2 change its subscriptions."""
         assert origin is not None
         owner = origin.jid.bare
         with _as_stanza_errors():
@@ -223,6 +266,8 @@ class Pep(Module[PepOptions]):
                 await self._delete(owner, request.node)
             elif isinstance(request, Purge):
                 await self._purge(owner, request.node)
+            elif isinstance(request, OwnerSubscriptions):
+                await self._change_subscriptions(owner, request)
             else:
                 raise StanzaError("bad-request", "this request is a get")
             return stanza.result()
@@ -291,10 +336,49 @@ class Pep(Module[PepOptions]):
                 node = Node(request.node, config)
             elif request.options is not None:
                 self._check_preconditions(node.config, request.options)
-            node = await self.store.publish(owner, node, item_id, item.payload)
-            event = EventItems(node.name, (Item(item_id, item.payload),))
-            await self.delivery.send(owner, await self.delivery.recipients(owner, node), event)
+            node = await self._store_and_notify(owner, node, item_id, item.payload)
+        await self._announce(owner, node.name, item_id, item.payload)
         return Publish(node.name, (Item(item_id),)).to_xml()
+
+    async def publish_item(self, owner: JID, name: str, item_id: str, payload: Element,
+                           config: NodeConfig | None = None) -> None:
+        """Publish on the account's behalf (conversions between formats), with the notifications
+        of a publish by the account; a missing node is created with ``config`` (PEP's defaults
+        if None), an existing one keeps its own."""
+        async with self.locks.hold(owner):
+            node = await self.store.node(owner, name)
+            if node is None:
+                await self._check_room(owner)
+                node = Node(name, config or NodeConfig())
+            await self._store_and_notify(owner, node, item_id, payload)
+        await self._announce(owner, name, item_id, payload)
+
+    async def readable_item(self, owner: JID, name: str, item_id: str | None, requester: JID) -> StoredItem | None:
+        """Item ``item_id`` of a node (its last item if None), if ``requester`` may see the node
+        (the §6.5.9 errors otherwise); None if there is no such node or item."""
+        node = await self.store.node(owner, name)
+        if node is None:
+            return None
+        if requester.bare != owner:
+            refusal = denial(node.config, await self.rosters.item(owner, requester.bare))
+            if refusal is not None:
+                raise refusal
+        if item_id is None:
+            return await self.store.last(owner, node)
+        return await self.store.item(owner, name, item_id)
+
+    async def _store_and_notify(self, owner: JID, node: Node, item_id: str, payload: Element) -> Node:
+        """§7.1.2: store the item and notify; the caller holds the owner's lock."""
+        node = await self.store.publish(owner, node, item_id, payload)
+        event = EventItems(node.name, (Item(item_id, payload),))
+        await self.delivery.send(owner, await self.delivery.recipients(owner, node), event)
+        return node
+
+    async def _announce(self, owner: JID, name: str, item_id: str, payload: Element) -> None:
+        """Event ``pep/published`` (owner, node name, item id, payload), after the lock is released
+        so that a listener may publish in turn."""
+        if self.server.hooks.has(PUBLISHED):
+            await self.server.hooks.fire_all(PUBLISHED, owner, name, item_id, payload)
 
     def _check_preconditions(self, config: NodeConfig, options: DataForm) -> None:
         """§7.1.5: every publish option must equal the existing node's configuration."""
@@ -348,6 +432,7 @@ class Pep(Module[PepOptions]):
             elif node.count > node.config.max_items:
                 node = await self.store.trim(owner, node)
             await self.store.save(owner, node)
+            await self._prune(owner, node)
 
     async def _delete(self, owner: JID, name: str) -> None:
         """§8.4: delete a node and its items, telling who could see it (pubsub#notify_delete)."""
@@ -355,6 +440,7 @@ class Pep(Module[PepOptions]):
             node = await self._node(owner, name)
             recipients = await self.delivery.recipients(owner, node) if node.config.notify_delete else []
             await self.store.delete(owner, name)
+            await self.subscriptions.drop_node(owner, name)
             await self.delivery.send(owner, recipients, EventDelete(name))
 
     async def _purge(self, owner: JID, name: str) -> None:
@@ -364,12 +450,126 @@ class Pep(Module[PepOptions]):
             if node.config.notify_retract:
                 await self.delivery.send(owner, await self.delivery.recipients(owner, node), EventPurge(name))
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    # Subscriptions ------------------------------------------------------------------------------
+
+    async def _subscribe(self, owner: JID, request: Subscribe, requester: JID) -> Element:
+        """§6.1: subscribe the requester's own address if the access model admits it (§6.1.3).
+
+        An address already subscribed keeps its subscription (§6.1.6: one per JID here). The
+        node's last item follows the answer (§6.1.7).
+        """
+        jid = _jid(request.jid)
+        if jid.bare != requester.bare:
+            raise pubsub_error("bad-request", "invalid-jid", "subscribe an address of your own")  # §6.1.3.1
+        async with self.locks.hold(owner):
+            node = await self.store.node(owner, request.node)
+            if node is None:
+                await self._require_account(owner, requester)
+                raise _not_found(f"no node {request.node!r}")  # §6.1.3
+            if requester.bare != owner:
+                refusal = denial(node.config, await self.rosters.item(owner, requester.bare))
+                if refusal is not None:
+                    raise refusal  # §6.1.3.2 - §6.1.3.4
+            subscriber, new = await self.subscriptions.add(owner, node.name, jid)
+        if new and node.last is not None and node.config.send_last_published_item in ON_SUBSCRIPTION:
+            # Spawned: it runs once the handler returned and the answer went out.
+            self._spawn(self.delivery.send_last_to(owner, node, jid))
+        return Subscription(node.name, str(jid), "subscribed", subscriber.subid).result()
+
+    async def _unsubscribe(self, owner: JID, request: Unsubscribe, requester: JID) -> None:
+        """§6.2: end a subscription of the requester's own (§6.2.3 errors)."""
+        jid = _jid(request.jid)
+        if jid.bare != requester.bare:
+            raise StanzaError("forbidden", "you can end only your own subscriptions")  # §6.2.3.3
+        async with self.locks.hold(owner):
+            node = await self.store.node(owner, request.node)
+            if node is None:
+                await self._require_account(owner, requester)
+                raise _not_found(f"no node {request.node!r}")  # §6.2.3.4
+            current = [s for s in await self.subscriptions.of(owner, node.name) if s.jid == jid]
+            if not current:
+                raise pubsub_error("unexpected-request", "not-subscribed", f"{jid} is not subscribed")  # §6.2.3.2
+            if request.subid is not None and current[0].subid != request.subid:
+                raise pubsub_error("not-acceptable", "invalid-subid", "no subscription with that subid")  # §6.2.3.5
+            await self.subscriptions.remove(owner, node.name, {jid})
+
+    async def _subscriptions_of(self, owner: JID, request: Subscriptions, requester: JID) -> Element:
+        """§5.6: the requester's subscriptions to the nodes of ``owner`` (to one node if named)."""
+        await self._require_account(owner, requester)
+        async with self.locks.hold(owner):
+            nodes = await self.store.nodes(owner)
+            found = []
+            for name, subscribers in sorted((await self.subscriptions.all(owner)).items()):
+                node = nodes.get(name)
+                if node is None or request.node not in (None, name):
+                    continue
+                kept = await self._prune(owner, node, subscribers)
+                found += [Subscription(name, str(s.jid), "subscribed", s.subid)
+                          for s in kept if s.jid.bare == requester.bare]
+        return Subscriptions(request.node, tuple(found)).to_xml()
+
+    async def _subscribers(self, owner: JID, name: str) -> Element:
+        """§8.8.1: the subscribers of a node, for its owner."""
+        async with self.locks.hold(owner):
+            node = await self._node(owner, name)
+            kept = await self._prune(owner, node)
+        listed = tuple(Subscription(None, str(s.jid), "subscribed", s.subid) for s in kept)
+        return OwnerSubscriptions(name, listed).to_xml()
+
+    async def _change_subscriptions(self, owner: JID, request: OwnerSubscriptions) -> None:
+        """§8.8.2: the owner ends subscriptions ('none') or subscribes addresses the access model admits.
+
+        Nothing changes unless every change can be made (§8.8.2.4).
+        """
+        changes = [(_jid(s.jid), s.subscription) for s in request.subscriptions]
+        async with self.locks.hold(owner):
+            node = await self._node(owner, request.node)
+            for jid, state in changes:
+                if state == "subscribed":
+                    relation = await self.rosters.item(owner, jid.bare)
+                    if not admits(owner, node, Subscriber(jid, ""), relation):
+                        raise StanzaError("not-acceptable", f"the access model does not admit {jid}")
+                elif state != "none":
+                    raise StanzaError("not-acceptable", f"a subscription cannot be set to {state!r} here")
+            for jid, state in changes:
+                if state == "none":
+                    await self.subscriptions.remove(owner, node.name, {jid})
+                else:
+                    await self.subscriptions.add(owner, node.name, jid)
+
+    async def _prune(self, owner: JID, node: Node, subscribers: list[Subscriber] | None = None) -> list[Subscriber]:
+        """End the subscriptions to ``node`` the access model no longer admits; the others."""
+        if subscribers is None:
+            subscribers = await self.subscriptions.of(owner, node.name)
+        kept, lost = [], set()
+        for subscriber in subscribers:
+            relation = None
+            if subscriber.jid.bare != owner and node.config.access_model in ("presence", "roster"):
+                relation = await self.rosters.item(owner, subscriber.jid.bare)
+            if admits(owner, node, subscriber, relation):
+                kept.append(subscriber)
+            else:
+                lost.add(subscriber.jid)
+        if lost:
+            await self.subscriptions.remove(owner, node.name, lost)
+        return kept
+
+    async def unsubscribe_all(self, host: str, username: str) -> None:
+        """An account that goes is no one's subscriber any more, and its nodes have none (event ``user-deleting``)."""
+        user = JID(username, host)
+        for owner, name in await self.subscriptions.subscribed_to(user):
+            async with self.locks.hold(owner):
+                subscribers = await self.subscriptions.of(owner, name)
+                await self.subscriptions.remove(owner, name, {s.jid for s in subscribers if s.jid.bare == user})
+        async with self.locks.hold(user):
+            await self.subscriptions.drop_owner(user)
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("sending PEP items failed", exc_info=task.exception())
@@ -465,6 +665,13 @@ def _request(stanza: Stanza) -> Request | OwnerRequest:
     payload = stanza.payload
     assert payload is not None
     return parse_request(payload)
+
+
+def _jid(text: str) -> JID:
+    try:
+        return JID.parse(text)
+    except JIDError:
+        raise pubsub_error("bad-request", "invalid-jid", f"{text!r} is not a JID") from None
 
 
 def _requester(stanza: Stanza, origin: Session | None) -> JID | None:

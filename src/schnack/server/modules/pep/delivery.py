@@ -3,9 +3,14 @@
 Notifications are headline messages from the owner's bare JID (§4.3.1), one per resource
 (§4.3.2): the owner's available resources and those of the contacts subscribed to the owner's
 presence whom the node's access model admits (§4), each only if it wants the node (+notify,
-:mod:`.interests`). They are routed like any message the server sends for the owner, so that
-blocking (XEP-0191) keeps them from whom either side blocks (§4.3.3); headlines are neither
-archived nor copied to other resources.
+:mod:`.interests`); and, whatever their +notify, the available resources of the node's
+explicit subscribers (XEP-0060 §6.1, :mod:`.subscriptions`): all resources of a bare JID that
+subscribed, the one resource of a full JID. A subscriber the access model no longer admits
+(the owner ended the presence subscription, took the contact out of the allowed roster groups
+or changed the model) gets nothing, and its subscription ends then (XEP-0060 §4.5).
+Notifications are routed like any message the server sends for the owner, so that blocking
+(XEP-0191) keeps them from whom either side blocks (§4.3.3); headlines are neither archived
+nor copied to other resources.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ..roster import has_from, has_to
 from .access import Rosters, denial
 from .interests import Interests, caps_of
 from .store import Node, NodeStore
+from .subscriptions import Subscriber, SubscriptionStore
 
 if TYPE_CHECKING:
     from ...app import Server
@@ -37,11 +43,13 @@ _MESSAGE = qname(ns.CLIENT, "message")
 class Delivery:
     """Sends the events of the accounts' nodes to the resources that may and want to see them."""
 
-    def __init__(self, server: Server, rosters: Rosters, store: NodeStore, interests: Interests) -> None:
+    def __init__(self, server: Server, rosters: Rosters, store: NodeStore, interests: Interests,
+                 subscriptions: SubscriptionStore) -> None:
         self._server = server
         self._rosters = rosters
         self._store = store
         self._interests = interests
+        self._subscriptions = subscriptions
 
     def available(self, account: JID) -> list[Session]:
         """The resources of ``account`` that sent available presence."""
@@ -50,16 +58,39 @@ class Delivery:
     def _local(self, jid: JID) -> bool:
         return jid.local is not None and jid.domain in self._server.hosts
 
+    def subscribed(self, subscriber: JID) -> list[Session]:
+        """The available resources a subscription of ``subscriber`` (bare: all; full: that one) reaches."""
+        sessions = self.available(subscriber.bare)
+        return sessions if subscriber.is_bare else [s for s in sessions if s.jid == subscriber]
+
     async def recipients(self, owner: JID, node: Node) -> list[Session]:
-        """XEP-0163 §4, §4.3.2: the owner's and the admitted contacts' available resources that want ``node``."""
+        """XEP-0163 §4, §4.3.2: the owner's and the admitted contacts' available resources that want
+        ``node``, and those of its admitted explicit subscribers (XEP-0060 §7.1.2.1)."""
         sessions = self.available(owner)
+        roster: dict[str, RosterItem] = {}
         if node.config.access_model != "whitelist":
-            for jid, item in (await self._rosters.items(owner)).items():
+            roster = await self._rosters.items(owner)
+            for jid, item in roster.items():
                 if has_from(item.subscription) and denial(node.config, item) is None:
                     contact = JID.parse(jid)
                     if self._local(contact):
                         sessions.extend(self.available(contact))
-        return [s for s in sessions if self._interests.wants(s, node.name)]
+        found = [s for s in sessions if self._interests.wants(s, node.name)]
+        subscribers = await self._subscriptions.of(owner, node.name)
+        if subscribers:
+            seen = set(map(id, found))
+            lost = set()
+            for subscriber in subscribers:
+                if not admits(owner, node, subscriber, roster.get(str(subscriber.jid.bare))):
+                    lost.add(subscriber.jid)
+                    continue
+                for session in self.subscribed(subscriber.jid):
+                    if id(session) not in seen:
+                        seen.add(id(session))
+                        found.append(session)
+            if lost:
+                await self._subscriptions.remove(owner, node.name, lost)
+        return found
 
     async def send(self, owner: JID, recipients: Iterable[Session], event: Event) -> None:
         """One headline message per resource, from the owner's bare JID (XEP-0163 §4.3.1)."""
@@ -68,9 +99,10 @@ class Delivery:
             attrs = {"type": "headline", "from": str(owner), "to": str(session.jid), "id": secrets.token_urlsafe(9)}
             await self._server.router.send(element(_MESSAGE, attrs, children=[payload]))
 
-    async def send_last(self, owner: JID, session: Session, when: frozenset[str]) -> None:
+    async def send_last(self, owner: JID, session: Session, when: frozenset[str]) -> set[str]:
         """The last item of each node of ``owner`` whose ``send_last_published_item`` is in ``when``,
-        that ``session`` may see and wants (XEP-0163 §4.3.4, XEP-0060 §6.1.7)."""
+        that ``session`` may see and wants (XEP-0163 §4.3.4, XEP-0060 §6.1.7); the nodes sent."""
+        sent: set[str] = set()
         viewer = session.jid.bare
         relation: RosterItem | None = None
         looked_up = viewer == owner
@@ -86,11 +118,20 @@ class Delivery:
             last = await self._store.last(owner, node)
             if last is not None and not session.closed:
                 await self.send(owner, (session,), EventItems(name, (Item(last.id, last.payload),)))
+                sent.add(name)
+        return sent
+
+    async def send_last_to(self, owner: JID, node: Node, subscriber: JID) -> None:
+        """XEP-0060 §6.1.7: the last item of ``node`` to the resources of a new subscription."""
+        last = await self._store.last(owner, node)
+        if last is not None:
+            await self.send(owner, self.subscribed(subscriber), EventItems(node.name, (Item(last.id, last.payload),)))
 
     async def welcome(self, session: Session) -> None:
         """After initial presence: the last items of the account's own nodes and of each local
         contact the account is subscribed to (XEP-0163 §4.3.3, §4.3.4), once the resource's
-        +notify features are known."""
+        +notify features are known; then those of the nodes it subscribed to explicitly that
+        it did not get so (XEP-0060 §6.1.7 on_sub_and_presence)."""
         learning = self._interests.learn(session, caps_of(session.presence))
         if learning is not None:
             # Shielded: other resources with the same caps may be waiting for the same answer.
@@ -98,8 +139,32 @@ class Delivery:
         if session.closed or not session.available:
             return
         user = session.jid.bare
-        await self.send_last(user, session, ON_PRESENCE)
+        sent = {(user, name) for name in await self.send_last(user, session, ON_PRESENCE)}
         for jid, item in (await self._rosters.items(user)).items():
             contact = JID.parse(jid)
             if has_to(item.subscription) and self._local(contact):
-                await self.send_last(contact, session, ON_PRESENCE)
+                sent |= {(contact, name) for name in await self.send_last(contact, session, ON_PRESENCE)}
+        for owner, name in await self._subscriptions.subscribed_to(user):
+            if (owner, name) not in sent:
+                await self._send_last_subscribed(owner, name, session)
+
+    async def _send_last_subscribed(self, owner: JID, name: str, session: Session) -> None:
+        """The last item of a node to a resource that one of its subscriptions reaches, if the
+        node sends it on presence and still admits the subscriber."""
+        node = await self._store.node(owner, name)
+        if node is None or node.last is None or node.config.send_last_published_item not in ON_PRESENCE:
+            return
+        mine = [s for s in await self._subscriptions.of(owner, name) if session in self.subscribed(s.jid)]
+        if not mine:
+            return
+        relation = await self._rosters.item(owner, session.jid.bare) if session.jid.bare != owner else None
+        if not admits(owner, node, mine[0], relation):
+            return
+        last = await self._store.last(owner, node)
+        if last is not None and not session.closed:
+            await self.send(owner, (session,), EventItems(name, (Item(last.id, last.payload),)))
+
+
+def admits(owner: JID, node: Node, subscriber: Subscriber, relation: RosterItem | None) -> bool:
+    """Whether the access model lets ``subscriber`` (with roster item ``relation`` at the owner) see ``node``."""
+    return subscriber.jid.bare == owner or denial(node.config, relation) is None
