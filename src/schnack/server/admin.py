@@ -60,6 +60,10 @@ async def _handle(server: Server, request: dict[str, Any]) -> dict[str, Any]:
                 session.close(StreamError("policy-violation", "disconnected by the administrator"))
                 closed += 1
         return {"ok": True, "closed": closed}
+    # Modules serve their own commands on the event ``admin/{command}`` (e.g. uploads).
+    reply: dict[str, Any] | None = await server.hooks.fire(f"admin/{command}", request)
+    if reply is not None:
+        return reply
     return {"ok": False, "error": f"unknown command {command!r}"}
 
 

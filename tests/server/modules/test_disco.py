@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from xml.etree.ElementTree import Element
+
+import pytest
 
 from schnack.server.app import Server
 from schnack.server.c2s import C2SStream
@@ -13,7 +16,7 @@ from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.caps import Caps, compute_ver
 from schnack.xmpp.payloads.disco import DiscoInfo, DiscoItem, DiscoItems, Identity
 
-from ...harness import MemoryConnection, add_user, connect, running
+from ...harness import MemoryConnection, add_user, connect, make_config, running
 
 INFO = f"{{{ns.DISCO_INFO}}}query"
 ITEMS = f"{{{ns.DISCO_ITEMS}}}query"
@@ -118,7 +121,16 @@ async def test_disco_set_is_refused(server: Server) -> None:
     assert condition(reply) == "feature-not-implemented"
 
 
-async def test_domain_items_come_from_the_hook(server: Server) -> None:
+@pytest.fixture
+async def without_services(tmp_path: Path) -> AsyncIterator[Server]:
+    """A server without the default modules that serve a subdomain (and list it), such as upload."""
+    serving = sorted(set(Server(make_config(tmp_path)).services.values()))
+    async with running(tmp_path, modules={"disable": serving}) as srv:
+        yield srv
+
+
+async def test_domain_items_come_from_the_hook(without_services: Server) -> None:
+    server = without_services
     asked: list[str] = []
 
     async def rooms(host: str) -> list[tuple[str | JID, str | None]]:
@@ -146,7 +158,8 @@ async def test_domain_items_come_from_the_hook(server: Server) -> None:
     assert asked == ["localhost"]
 
 
-async def test_domain_items_empty_by_default(server: Server) -> None:
+async def test_domain_items_empty_without_services(without_services: Server) -> None:
+    server = without_services
     reply = await ask(server, disco(ns.DISCO_ITEMS))
     query = reply.find(ITEMS)
     assert query is not None and len(query) == 0
