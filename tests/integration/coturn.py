@@ -1,0 +1,90 @@
+"""The real coturn (Debian's ``turnserver``) as a subprocess on loopback ports, for TURN tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..conftest import require_service
+
+TURNSERVER = shutil.which("turnserver")
+SCHNACK = [sys.executable, "-m", "schnack.cli"]
+
+
+def require_coturn() -> None:
+    require_service(TURNSERVER is not None, "coturn is not installed (apt-get install coturn)")
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 right now (coturn listens on both)."""
+    for _ in range(50):
+        with contextlib.ExitStack() as stack:
+            udp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            udp.bind(("127.0.0.1", 0))
+            port: int = udp.getsockname()[1]
+            tcp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
+def turn_config(config: Path) -> str:
+    """What ``schnack admin turn-config --loopback`` prints for the schnack configuration ``config``."""
+    done = subprocess.run(
+        [*SCHNACK, "admin", "turn-config", "--loopback", "-c", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@contextlib.contextmanager
+def turnserver(config_text: str, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run turnserver with ``config_text`` (its files in ``workdir``) until the block ends."""
+    assert TURNSERVER is not None
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "turnserver.conf"
+    conf.write_text(config_text)
+    command = [
+        TURNSERVER, "-c", str(conf), "--pidfile", str(workdir / "turnserver.pid"),
+        "--db", str(workdir / "turndb"), "--log-file", "stdout", "--simple-log",
+    ]  # fmt: skip
+    with (workdir / "turnserver.log").open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2000:]
+
+
+async def ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Wait until coturn's TCP listener on ``port`` accepts (it opens its UDP listener first)."""
+    async with asyncio.timeout(60):
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"turnserver exited with {process.returncode}: {_tail(log)}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            return
