@@ -7,6 +7,7 @@ contacts lists, adds and removes. Every failure is one line on stderr with a non
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -129,9 +130,19 @@ async def test_send_listen_and_history(server: Server, tmp_path: Path) -> None:
         assert line.endswith(" alice@localhost: hello bob"), line
     finally:
         assert await stop(listener) == 0
+    # bob's client answered both with receipts, which reach alice's store once she catches up.
+    catching_up = await start(env, "listen", "--account", "alice@localhost")
+    try:
+        assert (await line_of(catching_up.stderr)).startswith("schnack: listening as alice@localhost/")
+        assert await line_of(catching_up.stderr) == "schnack: up to date with the server's archive"
+        shown = {(await line_of(catching_up.stdout)).split(" ", 2)[2] for _ in range(3)}
+        assert shown == {"bob@localhost: soon", f"me → bob@localhost: {early.stdout.strip()} [✓✓ delivered]",
+                         f"me → bob@localhost: {id} [✓✓ delivered]"}
+    finally:
+        assert await stop(catching_up) == 0
     mine = (await schnack(env, "history", "bob@localhost", "-a", "alice@localhost")).stdout.splitlines()
     assert [line.split(" ", 2)[2] for line in mine] == [
-        "me: are you there?  [✓ on the server]", "me: hello bob  [✓ on the server]"]
+        "me: are you there?  [✓✓ delivered]", "bob@localhost: soon", "me: hello bob  [✓✓ delivered]"]
     theirs = (await schnack(env, "history", "alice@localhost", "-a", "bob@localhost")).stdout.splitlines()
     assert [line.split(" ", 2)[2] for line in theirs] == [
         "alice@localhost: are you there?", "me: soon  [✓ on the server]", "alice@localhost: hello bob"]
@@ -190,3 +201,67 @@ async def test_commands_report_a_server_that_is_gone(server: Server, tmp_path: P
         assert gone.startswith("schnack: cannot reach localhost: 127.0.0.1:"), gone
     # Nothing was stored for a message that could not even start on its way.
     assert (await schnack(env, "history", "bob@localhost")).stdout == ""
+
+
+async def test_listen_shows_receipts_markers_corrections_and_history_shows_the_marks(
+        server: Server, tmp_path: Path) -> None:
+    """alice uses the commands; bob is a program on the client library."""
+    import json
+
+    from schnack.client import Client
+
+    env, phone = client_env(tmp_path), client_env(tmp_path / "phone")
+    for device in (env, phone):
+        assert (await login(server, device, "alice@localhost", PASSWORD)).returncode == 0
+    host, port = server.bound["c2s"][0]
+    bob = Client("bob@localhost", PASSWORD, host=host, port=port, verify=False)
+    await bob.connect()
+    listener = await start(env, "listen", "--json")
+    try:
+        # Other lines on stderr are logged warnings, such as the phone's new OMEMO key.
+        while not (line := await line_of(listener.stderr)).startswith("schnack: "):
+            pass
+        assert line.startswith("schnack: listening as alice@localhost/")
+        inbox = bob.messages()
+
+        async def event(kind: str) -> dict[str, object]:
+            """The next line of this kind (messages, receipts and chat states are printed as they come)."""
+            while True:
+                parsed: dict[str, object] = json.loads(await line_of(listener.stdout))
+                if parsed["event"] == kind:
+                    return parsed
+
+        # alice writes from her other device; the listening one gets the carbon copy.
+        sent = await schnack(phone, "send", "--unencrypted", "bob@localhost", "hello bob")
+        assert sent.returncode == 0, sent.stderr
+        id = sent.stdout.strip()
+        got = await asyncio.wait_for(inbox.__anext__(), 60)
+        assert got.id == id
+        copy = await event("message")
+        assert (copy["text"], copy["id"], copy["outgoing"]) == ("hello bob", id, True)
+        # bob's client answered with a receipt; reading it sends a displayed marker.
+        assert await event("receipt") == {"event": "receipt", "peer": "bob@localhost", "id": id,
+                                          "state": "delivered", "outgoing": True}
+        await bob.mark_read(ALICE, id)
+        assert (await event("receipt"))["state"] == "read"
+        answer = await bob.send(ALICE, "helo alice", encrypted=False)
+        message = await event("message")
+        assert (message["text"], message["id"], message["replaces"], message["outgoing"]) == (
+            "helo alice", answer, None, False)
+        assert await bob.typing(ALICE, "composing")
+        assert await event("chat_state") == {"event": "chat_state", "from": str(bob.jid), "state": "active"}
+        assert await event("chat_state") == {"event": "chat_state", "from": str(bob.jid), "state": "composing"}
+        correction = await bob.correct(ALICE, answer, "hello alice", encrypted=False)
+        corrected = await event("message")
+        assert (corrected["text"], corrected["id"], corrected["replaces"]) == ("hello alice", correction, answer)
+    finally:
+        code = await stop(listener)
+        await bob.close()
+        assert listener.stderr is not None
+        assert code == 0, (await listener.stderr.read()).decode()
+    history = (await schnack(env, "history", "bob@localhost")).stdout.splitlines()
+    assert [line.split(" ", 2)[2] for line in history] == [
+        "me: hello bob  [✓✓ read]", "bob@localhost: hello alice (edited)"]
+    as_json = [json.loads(line) for line in (await schnack(env, "history", "bob@localhost", "--json")).stdout.splitlines()]
+    assert [(m["id"], m["state"], m["edited"] is not None) for m in as_json] == [
+        (id, "read", False), (answer, "delivered", True)]

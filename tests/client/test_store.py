@@ -254,3 +254,93 @@ def test_a_fallback_keyring_nobody_chose_is_not_used(tmp_path: Path, use_keyring
     assert not (tmp_path / "xdg").exists() or not any(
         SECRET.encode() in path.read_bytes() for path in (tmp_path / "xdg").rglob("*") if path.is_file()
     )
+
+
+def test_a_store_of_the_first_version_is_migrated(tmp_path: Path) -> None:
+    """Version 1 knew no message ids, markers or corrections: our messages' ids are their origin-ids."""
+    import sqlite3
+
+    from schnack.client.store import _SCHEMA
+
+    directory = account_dir(ALICE, tmp_path)
+    directory.mkdir(parents=True)
+    db = sqlite3.connect(directory / FILENAME, isolation_level=None)
+    db.executescript(_SCHEMA[0])
+    db.execute("INSERT INTO messages (peer, direction, body, stamp, state, origin_id) VALUES"
+               " ('bob@example.test', 'out', 'old', '2026-01-01T00:00:00.000000Z', 'acked', 'o1')")
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+    store = Store(directory)
+    try:
+        [old] = store.history(BOB)
+        assert (old.text, old.message_id, old.edited) == ("old", "o1", None)
+        assert store.mark(BOB, "o1", "delivered", outgoing=True, earlier=False) == ["o1"]
+    finally:
+        store.close()
+
+
+def test_markers_move_a_conversation_up_to_a_message(store: Store) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for n in range(3):
+        queue(store, BOB, f"to bob {n}", f"o{n}")
+    queue(store, CAROL, "to carol", "c0")
+    for origin_id in ("o0", "o1", "o2", "c0"):
+        store.advance(origin_id, "acked")
+    # A receipt moves one message; a marker every one before it too, and never backwards.
+    assert store.mark(BOB, "o1", "delivered", outgoing=True, earlier=False) == ["o1"]
+    assert store.mark(BOB, "o1", "read", outgoing=True, earlier=True) == ["o0", "o1"]
+    assert store.mark(BOB, "o0", "delivered", outgoing=True, earlier=True) == []
+    assert [m.state for m in store.history(BOB)] == ["read", "read", "acked"]
+    assert store.sent_message("c0").state == "acked"  # type: ignore[union-attr]
+    assert store.mark(BOB, "unknown", "read", outgoing=True, earlier=True) == []
+    # A receipt may overtake the server's acknowledgement: a message only written moves too,
+    # and leaves the outbox; one not even written does not.
+    queue(store, CAROL, "written", "c1")
+    queue(store, CAROL, "not yet", "c2")
+    store.advance("c1", "sent")
+    assert store.mark(CAROL, "c2", "delivered", outgoing=True, earlier=True) == ["c0", "c1"]
+    assert [e.origin_id for e in store.outbox()] == ["c2"]
+    # Messages that arrived: read up to one, and the last markable one is what a marker names.
+    for n, markable in enumerate((True, False)):
+        assert store.receive(CAROL, f"from carol {n}", message_id=f"m{n}", markable=markable,
+                             stamp=start + timedelta(seconds=n))
+    assert store.latest_markable(CAROL, "m1") == "m0"
+    assert store.mark(CAROL, "m1", "read", outgoing=False, earlier=True) == ["m0", "m1"]
+    with pytest.raises(ValueError):
+        store.mark(CAROL, "m1", "acked", outgoing=False, earlier=True)
+
+
+def test_corrections_replace_only_the_senders_own_text(store: Store) -> None:
+    assert store.receive(BOB, "helo", message_id="b1", origin_id="ob1")
+    queue(store, BOB, "mine", "o1")
+    # bob corrects his message: the text changes, the correction itself is not a message.
+    assert store.receive(BOB, "hello", message_id="b2", origin_id="ob2", replaces="b1")
+    assert not store.receive(BOB, "hello", message_id="b2", origin_id="ob2", replaces="b1")  # a copy
+    # bob cannot correct ours: that stays a message of its own.
+    assert store.receive(BOB, "not yours", message_id="b3", replaces="o1")
+    history = store.history(BOB)
+    assert [(m.direction, m.text, m.edited is not None) for m in history] == [
+        ("in", "hello", True), ("out", "mine", False), ("in", "not yours", False)]
+    # Our own correction goes through the outbox and changes our text at once.
+    el = element(qname(ns.CLIENT, "message"), {"type": "chat", "to": str(BOB), "id": "o2"})
+    store.queue(BOB, "mine, corrected", "o2", el, encrypted=False, replaces="o1")
+    assert [m.text for m in store.history(BOB)] == ["hello", "mine, corrected", "not yours"]
+    assert [e.origin_id for e in store.outbox()] == ["o1", "o2"]
+    # A correction waiting in the outbox is not taken for a message the user typed again.
+    store.advance("o1", "acked")
+    assert store.unconfirmed(BOB, "mine, corrected", encrypted=False) is None
+
+
+def test_what_our_other_devices_sent_is_recorded_once(store: Store) -> None:
+    assert store.receive(BOB, "from the desk", origin_id="d1", message_id="d1", outgoing=True)
+    assert store.known(BOB, origin_id="d1", outgoing=True) and not store.known(BOB, origin_id="d1")
+    assert not store.receive(BOB, "from the desk", origin_id="d1", message_id="d1", outgoing=True, stanza_id="s1")
+    # Without an origin-id (another app), the carbon and the archived copy share their 'id'.
+    assert store.receive(BOB, "no origin-id", message_id="x1", outgoing=True)
+    assert store.known(BOB, outgoing=True, message_id="x1")
+    assert not store.receive(BOB, "no origin-id", message_id="x1", outgoing=True, stanza_id="s2")
+    assert [(m.direction, m.text, m.state) for m in store.history(BOB)] == [
+        ("out", "from the desk", "acked"), ("out", "no origin-id", "acked")]
+    assert store.archive_position() is None
+    store.save_archive_position("a1")
+    assert store.archive_position() == "a1"

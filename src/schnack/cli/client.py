@@ -30,7 +30,7 @@ import click
 from ..xmpp.jid import JID, JIDError
 
 if TYPE_CHECKING:
-    from ..client import Client, Message
+    from ..client import ChatStateChange, Client, Message, Receipt
     from ..client.store import StoredMessage
 
 # The client library (OMEMO above all) takes a while to import: it is imported by the client
@@ -248,6 +248,7 @@ def _message_json(message: Message, account: JID, arrived: datetime) -> str:
     origin_id, stanza_id = message_ids(message.element, account)
     error = message.error
     return json.dumps({
+        "event": "message",
         "from": str(message.sender),
         "to": str(message.to) if message.to is not None else None,
         "type": message.type,
@@ -260,24 +261,53 @@ def _message_json(message: Message, account: JID, arrived: datetime) -> str:
         "stamp": (message.stamp or arrived).isoformat(),
         "delayed": message.stamp is not None,
         "error": {"condition": error.condition, "type": error.type, "text": error.text} if error else None,
+        "replaces": message.replaces,
+        "outgoing": message.outgoing,
+        "history": message.history,
     }, ensure_ascii=False)
 
 
 def _message_line(message: Message, arrived: datetime) -> str:
     when = _local_time(message.stamp or arrived)
-    sender = message.sender.bare
+    sender = f"me → {message.peer}" if message.outgoing else str(message.sender.bare)
+    if message.history:
+        # Caught up from the server's archive: what this device missed while it was away.
+        when += " [earlier]"
     if message.error is not None:
         return f"{when} error from {sender} about message {message.id}: {message.error}"
     if message.text is None:
         return f"{when} {sender}: [could not decrypt: {message.undecryptable}]"
+    if message.replaces is not None:
+        return f"{when} {sender} corrected {message.replaces}: {message.text}"
     return f"{when} {sender}: {message.text}"
+
+
+def _receipt_json(receipt: Receipt) -> str:
+    return json.dumps({"event": "receipt", "peer": str(receipt.peer), "id": receipt.id, "state": receipt.state,
+                       "outgoing": receipt.outgoing}, ensure_ascii=False)
+
+
+def _receipt_line(receipt: Receipt) -> str:
+    if receipt.outgoing:
+        return f"{_local_time(datetime.now(UTC))} me → {receipt.peer}: {receipt.id} [{_MARKS[receipt.state]}]"
+    return f"{_local_time(datetime.now(UTC))} {receipt.peer}: {receipt.id} [read here or on another device]"
+
+
+def _chat_state_json(change: ChatStateChange) -> str:
+    return json.dumps({"event": "chat_state", "from": str(change.sender), "state": change.state},
+                      ensure_ascii=False)
 
 
 @click.command()
 @account_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, for scripts.")
 def listen(account: str | None, as_json: bool) -> None:
-    """Print incoming messages as they arrive, until interrupted."""
+    """Print incoming messages as they arrive, until interrupted.
+
+    Also printed: what the contacts' clients say about our messages (delivered, read),
+    corrections, what our other devices sent, and what the archive had that this device missed
+    (marked as earlier); with --json also the contacts' chat states (typing, ...).
+    """
     from ..client import Connected, Disconnected
 
     me = chosen_account(account)
@@ -296,6 +326,19 @@ def listen(account: str | None, as_json: bool) -> None:
                 arrived = datetime.now(UTC)
                 click.echo(_message_json(message, me, arrived) if as_json else _message_line(message, arrived))
 
+        async def show_receipts() -> None:
+            async for receipt in client.receipts():
+                click.echo(_receipt_json(receipt) if as_json else _receipt_line(receipt))
+
+        async def show_chat_states() -> None:
+            async for change in client.chat_states():
+                if as_json:
+                    click.echo(_chat_state_json(change))
+
+        async def catching_up() -> None:
+            await client.caught_up()
+            note("up to date with the server's archive")
+
         async def watch() -> None:
             async for event in client.events():
                 if isinstance(event, Disconnected) and event.reconnecting:
@@ -310,7 +353,8 @@ def listen(account: str | None, as_json: bool) -> None:
             note(f"listening as {client.jid}")
             inbox = client.messages()
             tasks = [asyncio.ensure_future(show()), asyncio.ensure_future(watch()),
-                     asyncio.ensure_future(stop.wait())]
+                     asyncio.ensure_future(stop.wait()), asyncio.ensure_future(show_receipts()),
+                     asyncio.ensure_future(show_chat_states()), asyncio.ensure_future(catching_up())]
             await asyncio.wait([tasks[0], tasks[2]], return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
                 task.cancel()
@@ -330,13 +374,14 @@ def listen(account: str | None, as_json: bool) -> None:
 
 def _history_line(message: StoredMessage) -> str:
     when = _local_time(message.stamp)
+    edited = " (edited)" if message.edited is not None else ""
     if message.direction == "in":
-        return f"{when} {message.peer}: {message.text}"
+        return f"{when} {message.peer}: {message.text}{edited}"
     if message.state == "failed":
         mark = f"✗ failed: {message.error}" + (f" ({message.error_text})" if message.error_text else "")
     else:
         mark = _MARKS[message.state]
-    return f"{when} me: {message.text}  [{mark}]"
+    return f"{when} me: {message.text}{edited}  [{mark}]"
 
 
 @click.command()
@@ -364,6 +409,8 @@ def history(jid: str, account: str | None, limit: int | None, as_json: bool) -> 
                 "peer": str(message.peer), "direction": message.direction, "text": message.text,
                 "stamp": message.stamp.isoformat(), "state": message.state, "origin_id": message.origin_id,
                 "stanza_id": message.stanza_id, "encrypted": message.encrypted, "error": message.error,
+                "id": message.message_id,
+                "edited": message.edited.isoformat() if message.edited is not None else None,
             }, ensure_ascii=False))
         else:
             click.echo(_history_line(message))

@@ -11,13 +11,16 @@ from .errors import (
     RequestTimeout,
     XmppError,
 )
+from .features.chatstates import ChatStateChange
 from .features.messages import Message
 from .features.presence import PresenceUpdate
+from .features.receipts import Receipt
 from .features.roster import Contact
 
 __all__ = [
     "AuthenticationError",
     "CertificateError",
+    "ChatStateChange",
     "Client",
     "ClientError",
     "ConnectError",
@@ -29,6 +32,7 @@ __all__ = [
     "Message",
     "NotConnected",
     "PresenceUpdate",
+    "Receipt",
     "RequestTimeout",
     "XmppError",
 ]

@@ -3,8 +3,13 @@
 ``async with Client(jid, password) as c:`` finds the server (DNS SRV), secures the connection,
 logs in, binds, fetches the roster and announces presence; it then reads in a task of its own,
 pings the server when idle (XEP-0199) and, when the link drops, reconnects with jittered
-exponential backoff, resuming the session where the server allows (XEP-0198). The features
-(stream management, messages, roster, presence, ping) live in ``features/``, one module each, and
+exponential backoff, resuming the session where the server allows (XEP-0198). Where the server
+offers SASL2 (XEP-0388) the login binds with Bind 2 and asks for a FAST token (XEP-0484); a
+reconnect then sends the token, the resumption and the binding in one flight right behind the
+stream header (XEP-0509, with what fast.py kept), and otherwise SASL and binding go the RFC 6120
+way. The features
+(stream management, messages, roster, presence, ping, carbons, receipts, chat markers, chat
+states, corrections, the archive catch-up, disco and caps) live in ``features/``, one module each, and
 plug in through :meth:`Client.handle_iq`, :meth:`Client.on_message`, :meth:`Client.on_presence`
 and :meth:`Client.on_connect`. Messages sent go through the persistent outbox (outbox.py) and the
 local store (store.py).
@@ -29,10 +34,18 @@ from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.stanza import Stanza
 from ..xmpp.xml import qname
-from .errors import AuthenticationError, ClientError, NotConnected, RequestTimeout, XmppError
+from .errors import AuthenticationError, ClientError, ConnectError, NotConnected, RequestTimeout, XmppError
+from .fast import LoginMemory
+from .features.carbons import Carbons
+from .features.chatstates import ChatStateChange, ChatStates
+from .features.corrections import Corrections
+from .features.disco import Disco
+from .features.history import History
+from .features.markers import Markers
 from .features.messages import Message, Messages
 from .features.ping import Ping
 from .features.presence import Presence, PresenceUpdate
+from .features.receipts import Receipt, Receipts
 from .features.roster import Contact, Roster
 from .features.sm import StreamManagement
 from .feed import Feed, Subscription
@@ -96,8 +109,8 @@ class Client:
     ``omemo.sqlite``; messages, the outbox and the roster cache in ``store.sqlite``); without one,
     that state lives in memory and this is a new device each time. ``omemo`` chooses the OMEMO
     versions and the trust rule. ``available=False`` logs in without announcing presence
-    (RFC 6121 §4.2), so that neither offline messages nor those for the bare JID come here: for
-    programs that only send.
+    (RFC 6121 §4.2), so that neither offline messages nor those for the bare JID come here, nor
+    does it catch up from the archive: for programs that only send.
     """
 
     def __init__(self, jid: str | JID, password: str, *, host: str | None = None, port: int | None = None,
@@ -136,15 +149,25 @@ class Client:
         self._connect_hooks: list[Callable[[], Awaitable[None]]] = []
         self._events: Feed[ConnectionEvent] = Feed(backlog=0)
         self.store = Store(Path(data_dir) if data_dir is not None else None)
+        # A resource the program names is bound as asked; otherwise Bind 2 picks one per device.
+        self._login_memory = LoginMemory(self.store, self.account, bind2=parsed.resource is None)
         # Registration order is the order of the steps after each login: stream management, roster,
-        # OMEMO (before presence, which brings the offline messages), presence, then the outbox.
+        # OMEMO (before presence, which brings the offline messages), carbons, presence, the outbox,
+        # then the archive catch-up (which goes on in the background).
         self._sm = StreamManagement(self)
         self._ping = Ping(self)
         self._roster = Roster(self)
         self._omemo = Omemo(self, Path(data_dir) if data_dir is not None else None, omemo or OmemoSettings())
+        self._carbons = Carbons(self)
         self._presence = Presence(self, announce=available)
+        self._disco = Disco(self, self._presence)
         self._messages = Messages(self)
         self.outbox = Outbox(self, self._sm, self.store)
+        self._receipts = Receipts(self, self._messages)
+        self._markers = Markers(self, self._messages, self._receipts)
+        self._chat_states = ChatStates(self, self._messages)
+        self._corrections = Corrections(self, self._messages)
+        self._history = History(self, self._messages, enabled=available)
 
     # Life cycle -----------------------------------------------------------------------------
 
@@ -172,6 +195,12 @@ class Client:
         return f"{stream.mechanism} ({stream.channel_binding})" if stream.channel_binding else stream.mechanism
 
     @property
+    def login_round_trips(self) -> int | None:
+        """How often the last login, once on TLS, sent something and waited for the server's
+        answer: 1 for a reconnect with a FAST token on the features learnt before (XEP-0509)."""
+        return self._link.round_trips if self._link is not None else None
+
+    @property
     def connected(self) -> bool:
         """Whether the link is up and the login steps are done."""
         return self._up.is_set() and self._link is not None and self._gone is None
@@ -187,6 +216,8 @@ class Client:
         """Close the stream politely and stop reconnecting; the iterators end."""
         if self._closed:
             return
+        # First, so that a catch-up under way ends quietly rather than failing on a closed client.
+        await self._history.stop()
         self._closed = True
         self._up.clear()
         link = self._link
@@ -213,8 +244,18 @@ class Client:
         """Open a link, run the steps after login, and mark the client up."""
         places = await endpoints(self.account.domain, host=self._host, port=self._port,
                                  direct_tls=self._direct_tls, dns_servers=self._dns_servers)
-        link = await Link.open(self.account, self._password, resource=self._resource, verify=self._verify,
-                               endpoints=places, timeout=self.timeout, resume=self._sm.resumption())
+        memory = self._login_memory
+        try:
+            # SASL2 with Bind 2 and FAST where offered, pipelined on what the last connection offered.
+            link = await Link.open(self.account, self._password, resource=self._resource, verify=self._verify,
+                                   endpoints=places, timeout=self.timeout, resume=self._sm.resumption(),
+                                   user_agent=memory.user_agent, token=memory.token, known_features=memory.features,
+                                   tag=memory.tag, enable=self._sm.inline_request())
+        except ConnectError:
+            if memory.features is not None:
+                memory.forget_features()
+            raise
+        memory.learn(link.stream)
         assert link.jid is not None
         self._link = link
         self._jid = link.jid
@@ -278,6 +319,8 @@ class Client:
         self._presence.feed.end()
         self._roster.updates.end()
         self._omemo.changes.end()
+        self._receipts.feed.end()
+        self._chat_states.feed.end()
 
     # Reading --------------------------------------------------------------------------------
 
@@ -468,8 +511,43 @@ class Client:
         return self._omemo
 
     def messages(self) -> Subscription[Message]:
-        """The messages that arrive (and error replies to those sent), from now on."""
+        """The messages that arrive (and error replies to those sent), from now on: also
+        corrections (``replaces``), what our other devices sent (``outgoing``) and what the
+        archive catch-up after a login found (``history``)."""
         return self._messages.feed.subscribe()
+
+    def receipts(self) -> Subscription[Receipt]:
+        """Messages that moved on to "delivered" or "read" (XEP-0184, XEP-0333), from now on."""
+        return self._receipts.feed.subscribe()
+
+    async def mark_read(self, peer: str | JID, message_id: str) -> None:
+        """Mark the conversation with ``peer`` read up to their message ``message_id`` and tell
+        them so (XEP-0333 ``<displayed/>``)."""
+        self._check_usable()
+        await self._markers.mark_read(_jid(peer), message_id)
+
+    async def typing(self, peer: str | JID, state: str) -> bool:
+        """Send a chat state ("active", "composing", "paused", "inactive" or "gone", XEP-0085);
+        False when it is not sent: the contact has not shown that it takes them, or it is the
+        state sent last."""
+        self._check_usable()
+        return await self._chat_states.send(_jid(peer), state)
+
+    def chat_states(self) -> Subscription[ChatStateChange]:
+        """The chat states contacts send (typing, paused, gone, ...), from now on."""
+        return self._chat_states.feed.subscribe()
+
+    async def correct(self, peer: str | JID, message_id: str, text: str, *, encrypted: bool = True) -> str:
+        """Replace the text of our message ``message_id`` to ``peer`` (XEP-0308); encrypted as
+        :meth:`send` does; the correction's own id is returned."""
+        self._check_usable()
+        return await self._corrections.correct(_jid(peer), message_id, text, encrypted=encrypted)
+
+    async def caught_up(self, *, timeout: float | None = None) -> None:
+        """Wait until the archive catch-up after the last login is over (XEP-0313), complete or
+        given up (a server without an archive); at most ``timeout`` seconds if given
+        (TimeoutError), as long as it takes if not."""
+        await self._history.wait(timeout)
 
     async def roster(self) -> list[Contact]:
         """The contact list, fetched from the server (RFC 6121 §2.1.3)."""

@@ -26,7 +26,6 @@ from .store import FAILED, STATES, Store
 
 if TYPE_CHECKING:
     from .client import Client
-    from .features.messages import Message
     from .features.sm import StreamManagement
 
 log = logging.getLogger(__name__)
@@ -55,13 +54,13 @@ class Outbox:
         sm.on_acknowledged(self._acknowledged)
         client.on_connect(self._on_connect)
 
-    def send(self, el: Element, peer: JID, text: str, *, encrypted: bool) -> str:
-        """Give the message ``el`` an origin-id, store it with ``text``, and send it as soon as it
-        may go; the origin-id is returned."""
+    def send(self, el: Element, peer: JID, text: str, *, encrypted: bool, replaces: str | None = None) -> str:
+        """Give the message ``el`` an origin-id, store it with ``text`` (a correction of our message
+        ``replaces``, if given), and send it as soon as it may go; the origin-id is returned."""
         origin_id = str(uuid.uuid4())
         el.set("id", origin_id)
         sub(el, ORIGIN_ID, {"id": origin_id})
-        self.store.queue(peer, text, origin_id, el, encrypted=encrypted)
+        self.store.queue(peer, text, origin_id, el, encrypted=encrypted, replaces=replaces)
         self.flush()
         return origin_id
 
@@ -120,27 +119,6 @@ class Outbox:
                 if not future.done():
                     future.set_exception(NotConnected(f"{reason}; the message stays in the outbox"))
         self._waiters.clear()
-
-    # Messages that arrive ------------------------------------------------------------------------
-
-    def is_copy(self, el: Element, sender: JID) -> bool:
-        """Whether a message that arrives is one already stored (checked before decrypting it, as a
-        copy of an OMEMO message would not decrypt again)."""
-        origin_id, stanza_id = message_ids(el, self.client.account)
-        return self.store.known(sender, origin_id=origin_id, stanza_id=stanza_id)
-
-    def record(self, message: Message) -> bool:
-        """Store a message that arrived; False if it is a copy of one stored before. An error reply
-        to one of ours marks that one failed."""
-        if message.error is not None:
-            if message.id is not None:
-                self.refused(message.id, message.error)
-            return True
-        origin_id, stanza_id = message_ids(message.element, self.client.account)
-        if message.text is None:
-            return not self.store.known(message.sender, origin_id=origin_id, stanza_id=stanza_id)
-        return self.store.receive(message.sender, message.text, origin_id=origin_id, stanza_id=stanza_id,
-                                  stamp=message.stamp, encrypted=message.encrypted)
 
     def _acknowledged(self, el: Element) -> None:
         origin = el.find(ORIGIN_ID)

@@ -1,10 +1,12 @@
 """The client's local store: one directory per account, holding its SQLite file and its secrets.
 
 ``<client dir>/<account>/store.sqlite`` keeps the messages (direction, peer, time, XEP-0359
-origin-id and stanza-id, delivery state), the outbox of messages the server has not acknowledged
-yet (XEP-0198), the roster cache (RFC 6121 §2) and how to reach the server. The OMEMO state lives
+origin-id and stanza-id, the 'id' that receipts, markers and corrections name, delivery state,
+XEP-0308 corrections), where the catch-up from the server's archive (XEP-0313) stopped, the
+outbox of messages the server has not acknowledged yet (XEP-0198), the roster cache (RFC 6121 §2) and how to reach the server. The OMEMO state lives
 next to it. The password never goes into the database: it is kept in the system keyring (the
-``keyring`` package) where one works, else in ``<account>/password``, readable by its owner only.
+``keyring`` package) where one works, else in ``<account>/password``, readable by its owner only;
+the FAST login token (XEP-0484) is kept the same way (``<account>/fast-token``).
 
 The client directory is the one given, else ``$SCHNACK_CLIENT_DIR``, else the platform's user data
 directory (platformdirs). Every write is committed before the call returns, on a WAL database:
@@ -14,6 +16,7 @@ that it was handled. Several processes of one account may share the file (SQLite
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,8 +40,11 @@ FILENAME = "store.sqlite"
 PASSWORD_FILE = "password"
 KEYRING_SERVICE = "schnack"
 ENV_DIR = "SCHNACK_CLIENT_DIR"
-# The life of a message we sent, in order; a state only ever moves forward. "failed" (an error
-# reply) ends it. A message that arrived is "delivered" here, and "read" once shown as read.
+# The life of a message we sent, in order; a state only ever moves forward: stored ("pending"),
+# written on the link ("sent"), acknowledged by the server ("acked", XEP-0198), delivered to a
+# device of the recipient ("delivered", XEP-0184 or XEP-0333 received) and read ("read", XEP-0333
+# displayed). "failed" (an error reply) ends it. A message that arrived is "delivered" here, and
+# "read" once shown as read (on any of our devices).
 STATES = ("pending", "sent", "acked", "delivered", "read")
 FAILED = "failed"
 _RANK = {state: rank for rank, state in enumerate(STATES)}
@@ -77,6 +83,16 @@ _SCHEMA = (
         groups TEXT NOT NULL
     );
     """,
+    # A correction (XEP-0308) is a row of its own, hidden from the history, whose 'replaces' names
+    # the message_id of the message it corrected; that message's body is the latest text.
+    """
+    ALTER TABLE messages ADD COLUMN message_id TEXT;
+    ALTER TABLE messages ADD COLUMN markable INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN replaces TEXT;
+    ALTER TABLE messages ADD COLUMN edited TEXT;
+    UPDATE messages SET message_id = origin_id WHERE direction = 'out';
+    CREATE INDEX messages_by_message_id ON messages (peer, direction, message_id);
+    """,
 )
 
 
@@ -97,7 +113,9 @@ class Settings:
 @dataclass(frozen=True)
 class StoredMessage:
     """A message in the history: ``direction`` is "in" or "out", ``state`` one of :data:`STATES`
-    or "failed" (then ``error`` is the condition and ``error_text`` the explanation, if any)."""
+    or "failed" (then ``error`` is the condition and ``error_text`` the explanation, if any).
+    ``message_id`` is the stanza's 'id' (receipts, markers and corrections name it); ``edited``
+    is when its text was last corrected (XEP-0308), and ``text`` is then the corrected one."""
 
     peer: JID
     direction: str
@@ -109,6 +127,8 @@ class StoredMessage:
     encrypted: bool = False
     error: str | None = None
     error_text: str | None = None
+    message_id: str | None = None
+    edited: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -228,16 +248,33 @@ class Store:
                             "direct_tls": settings.direct_tls})
         self._write("INSERT OR REPLACE INTO settings (key, value) VALUES ('server', ?)", (value,))
 
+    def setting(self, key: str) -> str | None:
+        """A value kept by :meth:`save_setting` (such as what the server offered last), or None."""
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def save_setting(self, key: str, value: str | None) -> None:
+        """Keep ``value`` under ``key`` (None forgets it); 'server' is :meth:`save_settings`' own."""
+        if value is None:
+            self._write("DELETE FROM settings WHERE key = ?", (key,))
+        else:
+            self._write("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+
     # Messages we send --------------------------------------------------------------------------
 
-    def queue(self, peer: JID, text: str, origin_id: str, stanza: Element, *, encrypted: bool) -> None:
-        """Record a message we are about to send and put it in the outbox, in one transaction."""
+    def queue(self, peer: JID, text: str, origin_id: str, stanza: Element, *, encrypted: bool,
+              replaces: str | None = None) -> None:
+        """Record a message we are about to send and put it in the outbox, in one transaction; a
+        correction (``replaces`` is the id of our message it corrects) changes that one's text."""
         with self._transaction():
+            now = _now()
             cursor = self._db.execute(
-                "INSERT INTO messages (peer, direction, body, stamp, state, origin_id, encrypted)"
-                " VALUES (?, 'out', ?, ?, 'pending', ?, ?)",
-                (str(peer.bare), text, _stamp(_now()), origin_id, int(encrypted)),
+                "INSERT INTO messages (peer, direction, body, stamp, state, origin_id, encrypted, message_id, replaces)"
+                " VALUES (?, 'out', ?, ?, 'pending', ?, ?, ?, ?)",
+                (str(peer.bare), text, _stamp(now), origin_id, int(encrypted), origin_id, replaces),
             )
+            if replaces is not None:
+                self._replace(peer, "out", replaces, text, now)
             self._db.execute("INSERT INTO outbox (message, stanza) VALUES (?, ?)",
                              (cursor.lastrowid, serialize(stanza)))
 
@@ -253,7 +290,7 @@ class Store:
         """The origin-id of a message with this text to ``peer`` still in the outbox, if any."""
         row = self._db.execute(
             "SELECT m.origin_id FROM outbox o JOIN messages m ON m.id = o.message"
-            " WHERE m.peer = ? AND m.body = ? AND m.encrypted = ? ORDER BY o.seq LIMIT 1",
+            " WHERE m.peer = ? AND m.body = ? AND m.encrypted = ? AND m.replaces IS NULL ORDER BY o.seq LIMIT 1",
             (str(peer.bare), text, int(encrypted)),
         ).fetchone()
         return row[0] if row is not None else None
@@ -294,38 +331,142 @@ class Store:
     # Messages that arrive -----------------------------------------------------------------------
 
     def receive(self, peer: JID, text: str, *, origin_id: str | None = None, stanza_id: str | None = None,
-                stamp: datetime | None = None, encrypted: bool = False) -> bool:
+                stamp: datetime | None = None, encrypted: bool = False, message_id: str | None = None,
+                markable: bool = False, replaces: str | None = None, outgoing: bool = False) -> bool:
         """Record a message that arrived; False if it is a copy of one already here: the same
-        origin-id from the same sender, or the same stanza-id from our own server (XEP-0359)."""
-        try:
-            self._db.execute(
-                "INSERT INTO messages (peer, direction, body, stamp, state, origin_id, stanza_id, encrypted)"
-                " VALUES (?, 'in', ?, ?, 'delivered', ?, ?, ?)",
-                (str(peer.bare), text, _stamp(stamp or _now()), origin_id, stanza_id, int(encrypted)),
-            )
-        except sqlite3.IntegrityError:
-            return False
-        except sqlite3.Error as err:
-            raise StoreError(f"cannot write to the local store: {err}") from None
+        origin-id from the same sender, or the same stanza-id from our own server (XEP-0359).
+
+        ``outgoing`` records one that this account sent from another device (a carbon, the
+        archive): the server had it, so it counts as acknowledged. A correction (``replaces``)
+        changes the text of the message it names, if that one is here, the same sender's in the
+        same conversation (XEP-0308 §5); else it is kept as a message of its own.
+        """
+        direction = "out" if outgoing else "in"
+        when = stamp or _now()
+        with self._transaction():
+            if outgoing and origin_id is None and message_id is not None and self._db.execute(
+                "SELECT 1 FROM messages WHERE peer = ? AND direction = 'out' AND message_id = ?",
+                (str(peer.bare), message_id),
+            ).fetchone():
+                # Without an origin-id, the 'id' is all that tells a carbon and the archived copy apart.
+                return False
+            try:
+                cursor = self._db.execute(
+                    "INSERT INTO messages (peer, direction, body, stamp, state, origin_id, stanza_id, encrypted,"
+                    " message_id, markable, replaces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (str(peer.bare), direction, text, _stamp(when), "acked" if outgoing else "delivered", origin_id,
+                     stanza_id, int(encrypted), message_id, int(markable), replaces),
+                )
+            except sqlite3.IntegrityError:
+                return False
+            if replaces is not None and not self._replace(peer, direction, replaces, text, when):
+                self._db.execute("UPDATE messages SET replaces = NULL WHERE id = ?", (cursor.lastrowid,))
         return True
 
-    def known(self, peer: JID, *, origin_id: str | None = None, stanza_id: str | None = None) -> bool:
-        """Whether a message from ``peer`` with this origin-id, or one with this stanza-id, is stored."""
+    def _replace(self, peer: JID, direction: str, message_id: str, text: str, when: datetime) -> bool:
+        """Give the message ``message_id`` of this conversation and direction its corrected text."""
+        cursor = self._db.execute(
+            "UPDATE messages SET body = ?, edited = ? WHERE peer = ? AND direction = ? AND message_id = ?"
+            " AND replaces IS NULL",
+            (text, _stamp(when), str(peer.bare), direction, message_id),
+        )
+        return cursor.rowcount > 0
+
+    def known(self, peer: JID, *, origin_id: str | None = None, stanza_id: str | None = None,
+              outgoing: bool = False, message_id: str | None = None) -> bool:
+        """Whether a message from ``peer`` (to it if ``outgoing``) with this origin-id, or one with
+        this stanza-id, is stored; one we sent without an origin-id is known by its 'id'."""
+        if outgoing and origin_id is None and message_id is not None:
+            row = self._db.execute(
+                "SELECT 1 FROM messages WHERE (peer = ? AND direction = 'out' AND message_id = ?) OR stanza_id = ?"
+                " LIMIT 1",
+                (str(peer.bare), message_id, stanza_id),
+            ).fetchone()
+            return row is not None
         if origin_id is None and stanza_id is None:
             return False
         row = self._db.execute(
-            "SELECT 1 FROM messages WHERE (peer = ? AND direction = 'in' AND origin_id = ?) OR stanza_id = ? LIMIT 1",
-            (str(peer.bare), origin_id, stanza_id),
+            "SELECT 1 FROM messages WHERE (peer = ? AND direction = ? AND origin_id = ?) OR stanza_id = ? LIMIT 1",
+            (str(peer.bare), "out" if outgoing else "in", origin_id, stanza_id),
         ).fetchone()
         return row is not None
+
+    def message(self, peer: JID, message_id: str, *, outgoing: bool) -> StoredMessage | None:
+        """The message with this 'id' in the conversation with ``peer``, in one direction."""
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE peer = ? AND direction = ? AND message_id = ?"
+            " AND replaces IS NULL ORDER BY id DESC LIMIT 1",
+            (str(peer.bare), "out" if outgoing else "in", message_id),
+        ).fetchone()
+        return _message(row) if row is not None else None
+
+    def mark(self, peer: JID, message_id: str, state: str, *, outgoing: bool, earlier: bool) -> list[str]:
+        """Move the message ``message_id`` of the conversation with ``peer`` forward to ``state``
+        ("delivered" or "read"), and with ``earlier`` every message of that direction before it
+        too (a chat marker covers them, XEP-0333); the ids of those that moved, in order.
+        A message still "sent" moves too (the receipt may overtake the server's acknowledgement,
+        and proves that the server had it); one not yet sent, or failed, is left alone."""
+        if state not in ("delivered", "read"):
+            raise ValueError(f"only 'delivered' and 'read' are marked, not {state!r}")
+        direction = "out" if outgoing else "in"
+        lower = [s for s in STATES if _RANK[s] < _RANK[state] and _RANK[s] >= _RANK["sent"]]
+        if not outgoing:
+            lower = [s for s in lower if s == "delivered"]
+        marks = ", ".join("?" for _ in lower)
+        with self._transaction():
+            target = self._db.execute(
+                "SELECT id, stamp FROM messages WHERE peer = ? AND direction = ? AND message_id = ?"
+                " AND replaces IS NULL ORDER BY id DESC LIMIT 1",
+                (str(peer.bare), direction, message_id),
+            ).fetchone()
+            if target is None or not lower:
+                return []
+            row_id, stamp = target
+            scope, bounds = ("(stamp < ? OR (stamp = ? AND id <= ?))", (stamp, stamp, row_id)) if earlier else (
+                "id = ?", (row_id,))
+            rows = self._db.execute(
+                f"SELECT id, message_id FROM messages WHERE peer = ? AND direction = ? AND replaces IS NULL"
+                f" AND state IN ({marks}) AND {scope} ORDER BY stamp, id",
+                (str(peer.bare), direction, *lower, *bounds),
+            ).fetchall()
+            for moved, _ in rows:
+                self._db.execute("UPDATE messages SET state = ? WHERE id = ?", (state, moved))
+                self._db.execute("DELETE FROM outbox WHERE message = ?", (moved,))
+        return [id for _, id in rows if id is not None]
+
+    def latest_markable(self, peer: JID, message_id: str) -> str | None:
+        """The id of the last markable message from ``peer`` up to ``message_id`` (XEP-0333)."""
+        target = self._db.execute(
+            "SELECT id, stamp FROM messages WHERE peer = ? AND direction = 'in' AND message_id = ?"
+            " AND replaces IS NULL ORDER BY id DESC LIMIT 1",
+            (str(peer.bare), message_id),
+        ).fetchone()
+        if target is None:
+            return None
+        row = self._db.execute(
+            "SELECT message_id FROM messages WHERE peer = ? AND direction = 'in' AND markable = 1"
+            " AND replaces IS NULL AND message_id IS NOT NULL AND (stamp < ? OR (stamp = ? AND id <= ?))"
+            " ORDER BY stamp DESC, id DESC LIMIT 1",
+            (str(peer.bare), target[1], target[1], target[0]),
+        ).fetchone()
+        return row[0] if row is not None else None
 
     def history(self, peer: JID, limit: int | None = None) -> list[StoredMessage]:
         """The conversation with ``peer``, oldest first; only the last ``limit`` messages if given."""
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE peer = ? ORDER BY stamp DESC, id DESC LIMIT ?",
+            f"SELECT {_COLUMNS} FROM messages WHERE peer = ? AND replaces IS NULL ORDER BY stamp DESC, id DESC LIMIT ?",
             (str(peer.bare), -1 if limit is None else limit),
         ).fetchall()
         return [_message(row) for row in reversed(rows)]
+
+    # The archive catch-up -----------------------------------------------------------------------
+
+    def archive_position(self) -> str | None:
+        """The id of the last archived message (XEP-0313) a catch-up went through, if any."""
+        return self.setting("archive")
+
+    def save_archive_position(self, id: str) -> None:
+        self.save_setting("archive", id)
 
     # The roster cache ---------------------------------------------------------------------------
 
@@ -388,14 +529,15 @@ class _Transaction:
             raise StoreError(f"cannot write to the local store: {exc}") from None
 
 
-_COLUMNS = "peer, direction, body, stamp, state, origin_id, stanza_id, encrypted, error, error_text"
+_COLUMNS = "peer, direction, body, stamp, state, origin_id, stanza_id, encrypted, error, error_text, message_id, edited"
 
 
-def _message(row: tuple[str, str, str, str, str, str | None, str | None, int, str | None, str | None]
-             ) -> StoredMessage:
-    peer, direction, body, stamp, state, origin_id, stanza_id, encrypted, error, error_text = row
+def _message(row: tuple[str, str, str, str, str, str | None, str | None, int, str | None, str | None,
+                        str | None, str | None]) -> StoredMessage:
+    peer, direction, body, stamp, state, origin_id, stanza_id, encrypted, error, error_text, message_id, edited = row
     return StoredMessage(JID.parse(peer), direction, body, _parse_stamp(stamp), state, origin_id, stanza_id,
-                         bool(encrypted), error, error_text)
+                         bool(encrypted), error, error_text, message_id,
+                         _parse_stamp(edited) if edited is not None else None)
 
 
 # The password ---------------------------------------------------------------------------------
@@ -416,42 +558,67 @@ def _trusted_keyring() -> bool:
 def save_password(directory: Path, account: JID, password: str) -> str:
     """Keep the password in the system keyring, or else in ``directory``'s 0600 file; where it went
     ("the system keyring" or the file's path) is returned."""
+    return save_secret(directory, account, PASSWORD_FILE, password)
+
+
+def load_password(directory: Path, account: JID) -> str | None:
+    """The password kept by :func:`save_password`, or None."""
+    return load_secret(directory, account, PASSWORD_FILE)
+
+
+def _service(name: str) -> str:
+    return KEYRING_SERVICE if name == PASSWORD_FILE else f"{KEYRING_SERVICE}-{name}"
+
+
+def save_secret(directory: Path, account: JID, name: str, value: str) -> str:
+    """Keep a secret (the password, a login token) as the password is kept; where it went is returned."""
     import keyring
     import keyring.errors
 
     try:
         if not _trusted_keyring():
             raise keyring.errors.NoKeyringError("only a fallback keyring is available")
-        keyring.set_password(KEYRING_SERVICE, str(account.bare), password)
+        keyring.set_password(_service(name), str(account.bare), value)
     except (keyring.errors.KeyringError, RuntimeError, OSError) as err:
-        log.info("no usable keyring (%s); keeping the password in a file", err)
+        log.info("no usable keyring (%s); keeping the %s in a file", err, name)
     else:
-        (directory / PASSWORD_FILE).unlink(missing_ok=True)
+        (directory / name).unlink(missing_ok=True)
         return "the system keyring"
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / PASSWORD_FILE
-    partial = directory / f".{PASSWORD_FILE}.new"
+    path = directory / name
+    partial = directory / f".{name}.new"
     partial.unlink(missing_ok=True)
     # O_EXCL: never write into a file someone else made, whatever its mode.
     fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(password)
+        out.write(value)
     partial.replace(path)
     return str(path)
 
 
-def load_password(directory: Path, account: JID) -> str | None:
-    """The password kept by :func:`save_password`, or None."""
+def load_secret(directory: Path, account: JID, name: str) -> str | None:
+    """A secret kept by :func:`save_secret`, or None."""
     import keyring
     import keyring.errors
 
     try:
-        found = keyring.get_password(KEYRING_SERVICE, str(account.bare)) if _trusted_keyring() else None
+        found = keyring.get_password(_service(name), str(account.bare)) if _trusted_keyring() else None
     except (keyring.errors.KeyringError, RuntimeError, OSError):
         found = None
     if found is not None:
         return found
     try:
-        return (directory / PASSWORD_FILE).read_text(encoding="utf-8")
+        return (directory / name).read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+
+
+def forget_secret(directory: Path, account: JID, name: str) -> None:
+    """Remove a secret kept by :func:`save_secret`, wherever it is."""
+    import keyring
+    import keyring.errors
+
+    with contextlib.suppress(keyring.errors.KeyringError, RuntimeError, OSError):
+        if _trusted_keyring():
+            keyring.delete_password(_service(name), str(account.bare))
+    (directory / name).unlink(missing_ok=True)

@@ -225,7 +225,7 @@ async def test_blind_trust_until_a_key_is_verified(chat_server: Server, clients:
 
 @pytest.fixture
 async def server_without_pep(tmp_path: Path) -> AsyncIterator[Server]:
-    async with running(tmp_path, listen=True, modules={"disable": ["pep", "bookmarks"], "e2e": {"policy": "optional"}}) as server:
+    async with running(tmp_path, listen=True, modules={"disable": ["pep", "bookmarks", "avatar_conversion", "vcard4"], "e2e": {"policy": "optional"}}) as server:
         for user in ("alice", "bob"):
             await add_user(server, user, PASSWORD)
         yield server

@@ -5,12 +5,22 @@ XEP-0384) is the default, and a message that cannot be encrypted is refused rath
 readable. Arriving OMEMO messages are decrypted before they are published, one after the other,
 so that messages keep the order in which they arrived; the fallback body of an encrypted message
 is never taken for its text.
+
+Messages come here in three ways: live, as carbon copies of what our other devices got or sent
+(XEP-0280, unwrapped by carbons.py) and from the server's archive (XEP-0313, history.py). All
+go through one ordered pipeline: a message already stored (the same XEP-0359 origin-id from the
+same sender, or the same stanza-id from our server) is dropped before it is decrypted, since a
+copy of an OMEMO message would not decrypt again; a new one is stored, then published. The
+features that read what else a message carries (receipts, markers, chat states) see every
+message after that, and those that add to what we send (a receipt request, a chat state) add it
+to every message sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -19,12 +29,17 @@ from xml.etree.ElementTree import Element
 from ...xmpp import ns
 from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID
+from ...xmpp.payloads.correction import Replace
+from ...xmpp.payloads.mam import RESULT
+from ...xmpp.payloads.markers import MARKABLE
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, sub
-from ..errors import XmppError
+from ..errors import ClientError, XmppError
 from ..feed import Feed
 from ..omemo.devices import Device
 from ..omemo.errors import Undecryptable
+from ..outbox import message_ids
+from .carbons import unwrap
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -40,11 +55,16 @@ _DELAY = qname(ns.DELAY, "delay")
 @dataclass(frozen=True)
 class Message:
     """A message that arrived: ``text`` is its body; ``error`` is set on an error reply to one we
-    sent (its ``id`` is ours); ``stamp`` is when it was first sent if it was held back (XEP-0203).
+    sent (its ``id`` is ours); ``stamp`` is when it was first sent if it was held back (XEP-0203)
+    or, from the archive, when the server archived it.
 
     ``encrypted`` tells an OMEMO message: ``device`` is then the sending device (its fingerprint
     and how far it is trusted) and, if it could not be decrypted, ``text`` is None and
-    ``undecryptable`` says why.
+    ``undecryptable`` says why. ``replaces`` is set on a correction (XEP-0308): the id of the
+    message whose text is now ``text``. ``outgoing`` marks a message this account sent from
+    another device (a carbon copy, or from the archive): ``sender`` is then that device and
+    ``to`` the contact. ``history`` marks one caught up from the server's archive after a
+    login: not news, but a part of the conversation this device had missed.
     """
 
     sender: JID
@@ -58,7 +78,57 @@ class Message:
     encrypted: bool = False
     device: Device | None = None
     undecryptable: str | None = None
+    replaces: str | None = None
+    outgoing: bool = False
+    history: bool = False
     element: Element = field(default_factory=lambda: element(_MESSAGE), repr=False, compare=False)
+
+    @property
+    def peer(self) -> JID:
+        """The other side of the conversation (bare JID)."""
+        return (self.to if self.outgoing and self.to is not None else self.sender).bare
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A message as the features see it, unwrapped from a carbon copy or an archive result.
+
+    ``outgoing``: sent by this account (a sent carbon, or our own message in the archive);
+    ``carbon``: a carbon copy; ``history``: from the archive; ``stamp``: when it was first sent
+    or archived, if known; ``stanza_id``: the id our server's archive gave it.
+    """
+
+    stanza: Stanza
+    sender: JID
+    outgoing: bool = False
+    carbon: bool = False
+    history: bool = False
+    stamp: datetime | None = None
+    stanza_id: str | None = None
+
+    @property
+    def el(self) -> Element:
+        return self.stanza.el
+
+    @property
+    def peer(self) -> JID | None:
+        """The contact's bare JID: the addressee of what we sent, the sender of what we got."""
+        if self.outgoing:
+            return self.stanza.to.bare if self.stanza.to is not None else None
+        return self.sender.bare
+
+    @property
+    def content(self) -> bool:
+        """Whether it carries something to read: a body, or an end-to-end encrypted one."""
+        return self.el.find(_BODY) is not None or any(
+            self.el.find(qname(namespace, "encrypted")) is not None for namespace in (ns.OMEMO_LEGACY, ns.OMEMO_2)
+        )
+
+
+# What a feature does with every message that arrived (``new`` is the message as published, None
+# if it carried no text or was a copy of one stored before), and with every message sent.
+Reader = Callable[[Incoming, Message | None], None]
+Decorator = Callable[[Element, JID], None]
 
 
 def parse_stamp(text: str | None) -> datetime | None:
@@ -77,20 +147,36 @@ class Messages:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.feed: Feed[Message] = Feed()
-        # The last message still being decrypted: the ones after it wait for it.
+        # The last message still being handled: the ones after it wait for it.
         self._last: asyncio.Task[None] | None = None
+        self._readers: list[Reader] = []
+        self._decorators: list[Decorator] = []
         client.on_message(self._received)
 
-    async def send(self, to: JID, text: str, *, encrypted: bool) -> str:
+    def on_incoming(self, reader: Reader) -> None:
+        """Show ``reader`` every message that arrives, in order, once it is stored."""
+        self._readers.append(reader)
+
+    def on_send(self, decorator: Decorator) -> None:
+        """Let ``decorator`` add its elements to every chat message sent, before it is stored."""
+        self._decorators.append(decorator)
+
+    async def send(self, to: JID, text: str, *, encrypted: bool, replaces: str | None = None) -> str:
         """RFC 6121 §5.2: a chat message with a body, encrypted (XEP-0384) unless told not to; the id
-        it was sent with is returned."""
+        it was sent with is returned. ``replaces`` makes it a correction (XEP-0308)."""
         el = element(_MESSAGE, {"type": "chat", "to": str(to)})
         if encrypted:
             el.extend(await self.client.omemo.encrypt(to, text))
         else:
             sub(el, _BODY, text=text)
+        if replaces is not None:
+            el.append(Replace(replaces).to_xml())
+        for decorate in self._decorators:
+            decorate(el, to)
         # Stored before it leaves, with an origin-id that is also its id (see outbox.py).
-        return self.client.outbox.send(el, to, text, encrypted=encrypted)
+        return self.client.outbox.send(el, to, text, encrypted=encrypted, replaces=replaces)
+
+    # Arriving ---------------------------------------------------------------------------------------
 
     def _received(self, el: Element) -> None:
         try:
@@ -98,73 +184,167 @@ class Messages:
         except StanzaError:
             log.debug("dropping a message with a malformed address")
             return
-        if stanza.type != "error" and self.client.outbox.is_copy(el, stanza.from_ or self.client.account):
-            # Sent again by a sender who missed our server's acknowledgement (XEP-0359 origin-id).
+        if el.find(RESULT) is not None:
+            return  # an archive result: history.py takes those
+        if stanza.from_ is not None and stanza.from_ == self._own_jid():
+            return  # our own message to our account, back here: it is stored as sent
+        sender = stanza.from_ or self.client.account
+        carbon = unwrap(stanza, self.client.account)
+        if carbon is None:
+            self.deliver(Incoming(stanza, sender, stamp=_delay(el)))
             return
-        if stanza.type != "error" and self.client.omemo.carries(el):
-            self._in_order(stanza)
+        try:
+            inner = Stanza.parse(carbon.message)
+        except StanzaError:
+            log.debug("dropping a carbon copy with a malformed address")
             return
-        message = self._message(stanza, el.findtext(_BODY))
-        if message is None:
-            return
-        if self._last is None:
-            self._publish(message)
-        else:
-            self._in_order(stanza)
+        outgoing = carbon.direction == "sent"
+        inner_sender = inner.from_ or (self.client.jid if outgoing else self.client.account)
+        self.deliver(Incoming(inner, inner_sender, outgoing=outgoing, carbon=True,
+                              stamp=carbon.forwarded.stamp or _delay(inner.el)))
 
-    def _message(self, stanza: Stanza, text: str | None, *, encrypted: bool = False, device: Device | None = None,
-                 undecryptable: str | None = None) -> Message | None:
-        el = stanza.el
-        kind = stanza.type or "normal"
-        error = XmppError.from_stanza(el) if kind == "error" else None
-        if text is None and error is None and undecryptable is None:
-            # Chat states, receipts, markers and empty OMEMO messages carry no text.
+    def deliver(self, item: Incoming) -> None:
+        """Handle a message, after those before it."""
+        if self._last is None and not self.client.omemo.carries(item.el):
+            self._handle(item, None)
+            return
+        task = asyncio.create_task(self._handle_after(self._last, item))
+        self._last = task
+        task.add_done_callback(self._done)
+
+    async def settled(self) -> None:
+        """Wait until every message delivered so far has been handled."""
+        while self._last is not None:
+            await asyncio.wait([self._last])
+
+    async def _handle_after(self, previous: asyncio.Task[None] | None, item: Incoming) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        decrypted: _Decrypted | None = None
+        if item.stanza.type != "error" and self.client.omemo.carries(item.el) and not self._is_copy(item):
+            # Our own messages are encrypted by our devices, theirs by the contact's.
+            sender = self.client.account if item.outgoing else item.sender
+            try:
+                result = await self.client.omemo.decrypt(sender, item.el)
+            except Undecryptable as err:
+                log.warning("could not decrypt a message from %s: %s", item.sender, err)
+                decrypted = _Decrypted(None, None, str(err))
+            else:
+                decrypted = _Decrypted(result.text, result.device, None)
+        self._handle(item, decrypted)
+
+    def _is_copy(self, item: Incoming) -> bool:
+        peer = item.peer
+        if peer is None:
+            return False
+        origin_id, stanza_id = message_ids(item.el, self.client.account)
+        return self.client.store.known(peer, origin_id=origin_id, stanza_id=item.stanza_id or stanza_id,
+                                       outgoing=item.outgoing, message_id=item.stanza.id)
+
+    def _handle(self, item: Incoming, decrypted: _Decrypted | None) -> None:
+        new: Message | None = None
+        if item.stanza.type == "error":
+            new = self._error(item)
+        elif item.content and not self._is_copy(item):
+            new = self._record(item, decrypted)
+        if new is not None:
+            self.feed.publish(new)
+        for reader in self._readers:
+            try:
+                reader(item, new)
+            except Exception:
+                log.exception("failed to handle what a message carries")
+
+    def _error(self, item: Incoming) -> Message | None:
+        """An error reply to one of ours marks that one failed (RFC 6120 §8.3)."""
+        if item.carbon or item.history:
             return None
-        delay = el.find(_DELAY)
+        error = XmppError.from_stanza(item.el)
+        if item.stanza.id is not None:
+            self.client.outbox.refused(item.stanza.id, error)
+        return self._message(item, None, error=error)
+
+    def _record(self, item: Incoming, decrypted: _Decrypted | None) -> Message | None:
+        """Store a message with text; the message to publish, None if it was stored before."""
+        peer = item.peer
+        if peer is None:
+            return None
+        encrypted = self.client.omemo.carries(item.el)
+        if encrypted:
+            if decrypted is None:
+                # Not decrypted: a copy found only now, or handled out of turn.
+                return None
+            text, device, undecryptable = decrypted.text, decrypted.device, decrypted.undecryptable
+            if text is None and (undecryptable is None or not _has_payload(item.el)):
+                return None  # an empty OMEMO message: key exchange only, for us or another device
+        else:
+            text, device, undecryptable = item.el.findtext(_BODY), None, None
+        replace = Replace.find(item.el)
+        replaces = None
+        if replace is not None and self.client.store.message(peer, replace.id, outgoing=item.outgoing) is not None:
+            # XEP-0308 §5: only a message of the same sender in this conversation; anything else
+            # is a message of its own.
+            replaces = replace.id
+        message = self._message(item, text, encrypted=encrypted, device=device, undecryptable=undecryptable,
+                                replaces=replaces)
+        if text is None:
+            return message  # undecryptable: told, not stored
+        origin_id, stanza_id = message_ids(item.el, self.client.account)
+        stored = self.client.store.receive(
+            peer, text, origin_id=origin_id, stanza_id=item.stanza_id or stanza_id, stamp=item.stamp,
+            encrypted=encrypted, message_id=item.stanza.id, markable=item.el.find(MARKABLE) is not None,
+            replaces=message.replaces, outgoing=item.outgoing,
+        )
+        return message if stored else None
+
+    def _message(self, item: Incoming, text: str | None, *, error: XmppError | None = None, encrypted: bool = False,
+                 device: Device | None = None, undecryptable: str | None = None,
+                 replaces: str | None = None) -> Message:
+        el = item.el
         return Message(
-            sender=stanza.from_ or self.client.account,
+            sender=item.sender,
             text=text,
-            id=stanza.id,
-            to=stanza.to,
-            type=kind,
+            id=item.stanza.id,
+            to=item.stanza.to,
+            type=item.stanza.type or "normal",
             thread=el.findtext(_THREAD),
-            stamp=parse_stamp(delay.get("stamp")) if delay is not None else None,
+            stamp=item.stamp,
             error=error,
             encrypted=encrypted,
             device=device,
             undecryptable=undecryptable,
+            replaces=replaces,
+            outgoing=item.outgoing,
+            history=item.history,
             element=el,
         )
 
-    def _in_order(self, stanza: Stanza) -> None:
-        task = asyncio.create_task(self._publish_after(self._last, stanza))
-        self._last = task
-        task.add_done_callback(self._done)
-
-    async def _publish_after(self, previous: asyncio.Task[None] | None, stanza: Stanza) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])
-        if not self.client.omemo.carries(stanza.el):
-            message = self._message(stanza, stanza.el.findtext(_BODY))
-        else:
-            sender = stanza.from_ or self.client.account
-            try:
-                decrypted = await self.client.omemo.decrypt(sender, stanza.el)
-            except Undecryptable as err:
-                log.warning("could not decrypt a message from %s: %s", sender, err)
-                message = self._message(stanza, None, encrypted=True, undecryptable=str(err))
-            else:
-                message = self._message(stanza, decrypted.text, encrypted=True, device=decrypted.device)
-        if message is not None:
-            self._publish(message)
-
-    def _publish(self, message: Message) -> None:
-        """Record the message in the local store, then publish it unless it was a copy."""
-        if self.client.outbox.record(message):
-            self.feed.publish(message)
+    def _own_jid(self) -> JID | None:
+        try:
+            return self.client.jid
+        except ClientError:
+            return None
 
     def _done(self, task: asyncio.Task[None]) -> None:
         if self._last is task:
             self._last = None
         if not task.cancelled() and task.exception() is not None:
             log.error("failed to handle a message", exc_info=task.exception())
+
+
+@dataclass(frozen=True)
+class _Decrypted:
+    text: str | None
+    device: Device | None
+    undecryptable: str | None
+
+
+def _has_payload(el: Element) -> bool:
+    """Whether an OMEMO message carries a payload (XEP-0384 §4.4: an empty one only moves keys)."""
+    return any(el.find(f"{{{namespace}}}encrypted/{{{namespace}}}payload") is not None
+               for namespace in (ns.OMEMO_LEGACY, ns.OMEMO_2))
+
+
+def _delay(el: Element) -> datetime | None:
+    delay = el.find(_DELAY)
+    return parse_stamp(delay.get("stamp")) if delay is not None else None

@@ -7,6 +7,7 @@ roster was fetched, so that a reconnect looks to contacts like a short absence.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
@@ -67,8 +68,13 @@ class Presence:
         self._show: str | None = None
         self._status: str | None = None
         self._priority = 0
+        self._extras: list[Callable[[], Element]] = []
         client.on_presence(self._received)
         client.on_connect(self._announce)
+
+    def on_announce(self, extra: Callable[[], Element]) -> None:
+        """Add the element ``extra`` makes to every presence we announce (such as XEP-0115 caps)."""
+        self._extras.append(extra)
 
     def _own(self) -> Element:
         el = element(_PRESENCE)
@@ -78,6 +84,7 @@ class Presence:
             sub(el, _STATUS, text=self._status)
         if self._priority:
             sub(el, _PRIORITY, text=str(self._priority))
+        el.extend(extra() for extra in self._extras)
         return el
 
     async def _announce(self) -> None:

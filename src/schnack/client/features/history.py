@@ -1,0 +1,189 @@
+"""XEP-0313: Message Archive Management (v1.1, ``urn:xmpp:mam:2``): catching up after a login.
+
+After every new login (not after a resumed session, which lost nothing) the client reads its
+account's archive from where the last catch-up ended, or, the first time, from
+:data:`FIRST_CATCH_UP` ago (§4.1: the ``start`` field), a page of :data:`PAGE` messages at a
+time with XEP-0059 ``<after/>`` (§4.3.2) until the server says the result is complete. Each
+page goes through the same ordered pipeline as live messages (messages.py), flagged as history:
+what this device already has (it arrived live meanwhile, as a carbon or from offline storage) is
+dropped by its XEP-0359 ids before it is decrypted, the rest is decrypted, stored and published
+as history. Where the catch-up got to is saved after each page, once the page is stored. If the
+server no longer has that message (§4.3.2 ``item-not-found``: expired from the archive), the
+catch-up starts again from the time bound. A catch-up cut short by a lost link is taken up
+again when the link is back, also when the session was resumed.
+
+A client that logs in without announcing presence (a program that only sends) does not catch
+up: it takes no messages, and what it stored would never be shown as new by the program that
+does.
+
+Results are taken only from our own account (§4.2: the archive is the account's) and only for
+a query this client made and is still waiting for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+from xml.etree.ElementTree import Element
+
+from ...xmpp import ns
+from ...xmpp.errors import StanzaError
+from ...xmpp.payloads.mam import FIN, RESULT, Filter, Fin, MamError, Query, Result
+from ...xmpp.payloads.rsm import ResultSet
+from ...xmpp.stanza import Stanza
+from ...xmpp.xml import element, qname
+from ..errors import ClientError, XmppError
+from .messages import Incoming, Messages
+
+if TYPE_CHECKING:
+    from ..client import Client
+
+log = logging.getLogger(__name__)
+
+_IQ = qname(ns.CLIENT, "iq")
+# How far back the first catch-up of a device reaches.
+FIRST_CATCH_UP = timedelta(days=30)
+# Messages asked for per page (servers cap it: ours at its max_page_size).
+PAGE = 100
+
+
+class History:
+    """The archive catch-up of one client."""
+
+    def __init__(self, client: Client, messages: Messages, *, enabled: bool = True) -> None:
+        self.client = client
+        self._messages = messages
+        self._results: dict[str, list[Result]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+        # Why the last catch-up stopped short, if it did.
+        self.problem: str | None = None
+        if not enabled:
+            self._done.set()
+            return
+        client.on_connect(self._on_connect)
+        client.on_message(self._result)
+
+    async def _on_connect(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch())
+        await self._cancel()
+        self._start()
+
+    def _start(self) -> None:
+        self._done.clear()
+        self._task = asyncio.create_task(self._catch_up())
+
+    async def _watch(self) -> None:
+        """Take up a catch-up that a lost link cut short once the link is back (a resumed
+        session runs no steps after login)."""
+        from ..client import Connected
+
+        async for event in self.client.events():
+            idle = self._task is None or self._task.done()
+            if isinstance(event, Connected) and self.problem is not None and idle:
+                self._start()
+
+    async def _cancel(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def stop(self) -> None:
+        """Stop catching up: the client is closing."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        await self._cancel()
+        self._done.set()
+
+    async def wait(self, timeout: float | None) -> None:
+        """Wait until the catch-up after the last login is over (complete, or given up), at most
+        ``timeout`` seconds (TimeoutError) if given."""
+        async with asyncio.timeout(timeout):
+            await self._done.wait()
+
+    def _result(self, el: Element) -> None:
+        """§4.2: one archived message of a page we asked for."""
+        found = el.find(RESULT)
+        if found is None:
+            return
+        try:
+            sender = Stanza.parse(el).from_
+        except StanzaError:
+            return
+        if sender is not None and sender != self.client.account:
+            log.warning("ignoring an archive result from %s", sender)
+            return
+        waiting = self._results.get(found.get("queryid") or "")
+        if waiting is None:
+            return
+        try:
+            waiting.append(Result.from_xml(found))
+        except MamError as err:
+            log.debug("ignoring a broken archive result: %s", err)
+
+    async def _catch_up(self) -> None:
+        store = self.client.store
+        position = store.archive_position()
+        try:
+            while True:
+                try:
+                    complete, position = await self._page(position)
+                except XmppError as err:
+                    if err.condition != "item-not-found" or position is None:
+                        raise
+                    log.info("the archive no longer has message %s; catching up by time", position)
+                    position = None
+                    continue
+                if complete:
+                    break
+            self.problem = None
+        except (ClientError, MamError) as err:
+            self.problem = str(err) or type(err).__name__
+            log.warning("catching up from the archive of %s stopped: %s", self.client.account, self.problem)
+        finally:
+            self._done.set()
+
+    async def _page(self, after: str | None) -> tuple[bool, str | None]:
+        """Fetch, store and publish one page after ``after``; whether it was the last, and the new
+        position."""
+        queryid = secrets.token_hex(8)
+        start = None if after is not None else datetime.now(UTC) - FIRST_CATCH_UP
+        query = Query(queryid, Filter(start=start), ResultSet(max=PAGE, after=after))
+        results: list[Result] = []
+        self._results[queryid] = results
+        try:
+            reply = await self.client.iq(element(_IQ, {"type": "set"}, children=[query.to_xml()]))
+        finally:
+            self._results.pop(queryid, None)
+        fin_el = reply.find(FIN)
+        if fin_el is None:
+            raise MamError("bad-request", "the archive answered without <fin/>")
+        fin = Fin.from_xml(fin_el)
+        account = self.client.account
+        for result in results:
+            try:
+                stanza = Stanza.parse(result.forwarded.stanza)
+            except StanzaError:
+                continue
+            sender = stanza.from_ or account
+            # Ours to someone else; a message between our own devices counts as one we got.
+            outgoing = sender.bare == account and stanza.to is not None and stanza.to.bare != account
+            self._messages.deliver(Incoming(stanza, sender, outgoing=outgoing, history=True,
+                                            stamp=result.forwarded.stamp, stanza_id=result.id))
+        await self._messages.settled()
+        last = results[-1].id if results else fin.rsm.last
+        if last is not None and last != after:
+            self.client.store.save_archive_position(last)
+        # No progress means nothing more to fetch, whatever the server says.
+        return fin.complete or not results or last == after, last if last is not None else after

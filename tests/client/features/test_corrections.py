@@ -1,0 +1,64 @@
+"""Last message correction (XEP-0308) between two of our clients through the real server: the
+new text replaces the stored one on both sides, encrypted like any message; only the sender's
+own message can be corrected."""
+
+from __future__ import annotations
+
+import pytest
+
+from schnack.client import Client, ClientError
+from schnack.server.app import Server
+from schnack.xmpp import ns
+from schnack.xmpp.jid import JID
+from schnack.xmpp.payloads.correction import Replace
+from schnack.xmpp.xml import element, qname, sub
+
+from ..conftest import next_of, online
+
+BOB = JID.parse("bob@localhost")
+ALICE = JID.parse("alice@localhost")
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "omemo"])
+async def test_a_correction_replaces_the_text_on_both_sides(chat_server: Server, clients: list[Client],
+                                                            encrypted: bool) -> None:
+    alice = await online(chat_server, clients, "alice@localhost/phone")
+    bob = await online(chat_server, clients, "bob@localhost/laptop")
+    inbox = bob.messages()
+    original = await alice.send(BOB, "helo bob", encrypted=encrypted)
+    assert (await next_of(inbox)).text == "helo bob"
+    correction = await alice.correct(BOB, original, "hello bob", encrypted=encrypted)
+    await alice.acknowledged(correction)
+    corrected = await next_of(inbox)
+    assert (corrected.text, corrected.replaces, corrected.id, corrected.encrypted) == (
+        "hello bob", original, correction, encrypted)
+    if encrypted:
+        assert "hello bob" not in (corrected.element.findtext("{jabber:client}body") or "")
+    for client, peer, direction in ((alice, BOB, "out"), (bob, ALICE, "in")):
+        [message] = client.store.history(peer)
+        assert (message.direction, message.text, message.message_id) == (direction, "hello bob", original)
+        assert message.edited is not None
+    # A second correction names the original again (§4).
+    again = await alice.correct(BOB, original, "hello, bob", encrypted=encrypted)
+    assert (await next_of(inbox)).replaces == original
+    await alice.acknowledged(again)
+    assert [m.text for m in bob.store.history(ALICE)] == ["hello, bob"]
+
+
+async def test_only_the_senders_own_message_is_corrected(chat_server: Server, clients: list[Client]) -> None:
+    alice = await online(chat_server, clients, "alice@localhost/phone")
+    bob = await online(chat_server, clients, "bob@localhost/laptop")
+    alice_inbox, bob_inbox = alice.messages(), bob.messages()
+    mine = await alice.send(BOB, "alice's words", encrypted=False)
+    await next_of(bob_inbox)
+    with pytest.raises(ClientError, match="no message 'nonsense' to bob@localhost was sent"):
+        await alice.correct(BOB, "nonsense", "x", encrypted=False)
+    # bob claims to correct alice's message: it is not his, so it stays a message of its own.
+    forged = element(qname(ns.CLIENT, "message"), {"to": "alice@localhost", "type": "chat", "id": "forged"})
+    sub(forged, qname(ns.CLIENT, "body"), text="changed by bob")
+    forged.append(Replace(mine).to_xml())
+    await bob.send_element(forged)
+    got = await next_of(alice_inbox)
+    assert (got.text, got.id, got.replaces) == ("changed by bob", "forged", None)
+    assert [(m.direction, m.text) for m in alice.store.history(BOB)] == [
+        ("out", "alice's words"), ("in", "changed by bob")]

@@ -1,0 +1,160 @@
+"""Catching up from the archive (XEP-0313) after a login, through the real server: a device
+offline during a conversation gets it in order, decrypted, without duplicates, also when
+messages arrive live while it catches up; the next login goes on from where it stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from schnack.client import Client, Connected
+from schnack.client.features import history
+from schnack.server.app import Server
+from schnack.server.modules.mam import STORE
+from schnack.xmpp.jid import JID
+from schnack.xmpp.stanza import Stanza
+
+from ..conftest import WAIT, make_client, next_of, online
+
+ALICE = JID.parse("alice@localhost")
+BOB = JID.parse("bob@localhost")
+
+
+async def test_a_device_offline_during_the_conversation_catches_up(
+        chat_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small pages, so that the catch-up takes many queries and live messages arrive in between.
+    monkeypatch.setattr(history, "PAGE", 2)
+    # The tablet existed before (its OMEMO device is known), then went offline.
+    tablet = make_client(chat_server, "alice@localhost/tablet", data_dir=tmp_path / "tablet")
+    await tablet.connect()
+    await tablet.caught_up(timeout=WAIT)
+    await tablet.close()
+    phone = await online(chat_server, clients, "alice@localhost/phone", data_dir=tmp_path / "phone")
+    bob = await online(chat_server, clients, "bob@localhost/laptop")
+    bob_inbox, phone_inbox = bob.messages(), phone.messages()
+    conversation: list[tuple[str, str]] = []
+    for n in range(5):
+        sent = await phone.send(BOB, f"alice {n}")
+        await phone.acknowledged(sent)
+        await next_of(bob_inbox)
+        await bob.send(ALICE, f"bob {n}")
+        await next_of(phone_inbox)
+        conversation += [("out", f"alice {n}"), ("in", f"bob {n}")]
+    # The tablet comes back; bob goes on writing while it catches up.
+    tablet = make_client(chat_server, "alice@localhost/tablet", data_dir=tmp_path / "tablet")
+    clients.append(tablet)
+    tablet_inbox = tablet.messages()
+    await tablet.connect()
+    for n in range(5, 8):
+        await bob.send(ALICE, f"bob {n}")
+        conversation.append(("in", f"bob {n}"))
+    await tablet.caught_up(timeout=WAIT)
+    seen = [await next_of(tablet_inbox) for _ in range(len(conversation))]
+    assert sorted(m.text or "" for m in seen) == sorted(text for _, text in conversation)
+    assert all(m.encrypted and m.undecryptable is None for m in seen)
+    assert {m.text for m in seen if m.history} >= {text for _, text in conversation[:10]}
+    stored = tablet.store.history(BOB)
+    assert [(m.direction, m.text) for m in stored] == conversation
+    # bob's receipts were archived too (they carry a store hint): alice's messages are delivered.
+    assert all(m.state == "delivered" for m in stored)
+    # Logging in again goes on from the last archived message: nothing new, nothing twice.
+    position = tablet.store.archive_position()
+    assert position is not None
+    await tablet.close()
+    again = make_client(chat_server, "alice@localhost/tablet", data_dir=tmp_path / "tablet")
+    clients.append(again)
+    inbox = again.messages()
+    await again.connect()
+    await again.caught_up(timeout=WAIT)
+    assert [(m.direction, m.text) for m in again.store.history(BOB)] == conversation
+    await bob.send(ALICE, "after all that")
+    latest = await next_of(inbox)
+    assert (latest.text, latest.history) == ("after all that", False)
+
+
+async def test_markers_in_the_archive_bring_the_read_state(chat_server: Server, clients: list[Client],
+                                                          tmp_path: Path) -> None:
+    """What bob read while the tablet was away shows as read there after the catch-up."""
+    tablet = make_client(chat_server, "alice@localhost/tablet", data_dir=tmp_path / "tablet")
+    await tablet.connect()
+    await tablet.close()
+    phone = await online(chat_server, clients, "alice@localhost/phone", data_dir=tmp_path / "phone")
+    bob = await online(chat_server, clients, "bob@localhost/laptop")
+    bob_inbox, receipts = bob.messages(), phone.receipts()
+    sent = await phone.send(BOB, "read me", encrypted=False)
+    await next_of(bob_inbox)
+    await bob.mark_read(ALICE, sent)
+    await next_of(receipts, lambda r: r.state == "read")
+    tablet = make_client(chat_server, "alice@localhost/tablet", data_dir=tmp_path / "tablet")
+    clients.append(tablet)
+    await tablet.connect()
+    await tablet.caught_up(timeout=WAIT)
+    assert [(m.text, m.state) for m in tablet.store.history(BOB)] == [("read me", "read")]
+
+
+async def test_a_first_login_reaches_back_a_bounded_time(chat_server: Server, clients: list[Client]) -> None:
+    """A new device finds what its account got before it existed; a program that only sends
+    (no presence) does not catch up."""
+    alice = await online(chat_server, clients, "alice@localhost/phone")
+    # bob's laptop is online: the message goes to the archive, not to offline storage.
+    laptop = await online(chat_server, clients, "bob@localhost/laptop")
+    inbox = laptop.messages()
+    sent = await alice.send(BOB, "before the new device", encrypted=False)
+    await next_of(inbox)
+    # Something archived longer ago than the first catch-up reaches.
+    old = time.time() - (history.FIRST_CATCH_UP + timedelta(days=1)).total_seconds()
+    await chat_server.storage.archive.append(
+        "localhost", "bob", STORE, old, "alice@localhost",
+        b"<message xmlns='jabber:client' from='alice@localhost/phone' to='bob@localhost' type='chat'>"
+        b"<body>long ago</body></message>")
+    sender = make_client(chat_server, "bob@localhost/script", available=False)
+    clients.append(sender)
+    await sender.connect()
+    await sender.caught_up(timeout=WAIT)
+    assert sender.store.history(ALICE) == []
+    tablet = make_client(chat_server, "bob@localhost/tablet")
+    clients.append(tablet)
+    await tablet.connect()
+    await tablet.caught_up(timeout=WAIT)
+    assert [(m.text, m.message_id) for m in tablet.store.history(ALICE)] == [("before the new device", sent)]
+
+
+async def test_a_catch_up_cut_short_is_taken_up_after_a_resumption(chat_server: Server, clients: list[Client],
+                                                                   tmp_path: Path) -> None:
+    tablet = make_client(chat_server, "alice@localhost/tablet", data_dir=tmp_path / "tablet", backoff=(0.05, 0.2))
+    await tablet.connect()
+    await tablet.caught_up(timeout=WAIT)
+    await tablet.close()
+    # The phone is online, so bob's message goes to the archive and not to offline storage.
+    await online(chat_server, clients, "alice@localhost/phone")
+    bob = await online(chat_server, clients, "bob@localhost/laptop")
+    sent = await bob.send(ALICE, "only in the archive", encrypted=False)
+    await bob.acknowledged(sent)
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(stanza: Stanza, _origin: object) -> None:
+        if stanza.el.find("{urn:xmpp:mam:2}query") is not None and not release.is_set():
+            held.set()
+            await release.wait()
+
+    chat_server.hooks.add("pre-iq/self", hold, priority=1000)
+    tablet = make_client(chat_server, "alice@localhost/tablet", data_dir=tmp_path / "tablet", backoff=(0.05, 0.2))
+    clients.append(tablet)
+    inbox = tablet.messages()
+    await tablet.connect()
+    events = tablet.events()
+    async with asyncio.timeout(WAIT):
+        await held.wait()
+    jid = tablet.jid
+    (conn,) = [c for c in chat_server.connections if c.stream.session is not None and c.stream.session.jid == jid]
+    conn.writer.transport.abort()
+    release.set()
+    await next_of(events, lambda e: isinstance(e, Connected))
+    assert tablet.sm.resumptions == 1
+    caught = await next_of(inbox)
+    assert (caught.text, caught.history) == ("only in the archive", True)
+    assert [m.text for m in tablet.store.history(BOB)] == ["only in the archive"]

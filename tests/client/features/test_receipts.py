@@ -1,0 +1,82 @@
+"""Delivery receipts (XEP-0184) and chat markers (XEP-0333) between two of our clients, through
+the real server on real sockets: a message acknowledged by the server moves on to delivered and
+read in the sender's store, the receiver's copy becomes read, and every change is announced on
+``receipts()``."""
+
+from __future__ import annotations
+
+import pytest
+
+from schnack.client import Client, ClientError, Receipt
+from schnack.server.app import Server
+from schnack.xmpp.jid import JID
+
+from ..conftest import make_client, next_of, online
+
+
+def states(client: Client, peer: str) -> list[tuple[str, str, str]]:
+    return [(m.direction, m.text, m.state) for m in client.store.history(JID.parse(peer))]
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "omemo"])
+async def test_receipts_and_markers_advance_both_stores(chat_server: Server, clients: list[Client],
+                                                        encrypted: bool) -> None:
+    alice = await online(chat_server, clients, "alice@localhost/phone")
+    bob = await online(chat_server, clients, "bob@localhost/laptop")
+    alice_receipts, bob_inbox = alice.receipts(), bob.messages()
+    first = await alice.send("bob@localhost", "first", encrypted=encrypted)
+    second = await alice.send("bob@localhost", "second", encrypted=encrypted)
+    await alice.acknowledged(second)
+    # The receipt request and the markable flag travel in clear next to the OMEMO payload.
+    got = await next_of(bob_inbox)
+    assert got.element.find("{urn:xmpp:receipts}request") is not None
+    assert got.element.find("{urn:xmpp:chat-markers:0}markable") is not None
+    assert (got.text, got.id) == ("first", first)
+    assert (await next_of(bob_inbox)).id == second
+    # bob's client answered both with receipts of its own accord.
+    delivered = {await next_of(alice_receipts), await next_of(alice_receipts)}
+    assert delivered == {Receipt(bob.jid.bare, first, "delivered"), Receipt(bob.jid.bare, second, "delivered")}
+    assert states(alice, "bob@localhost") == [("out", "first", "delivered"), ("out", "second", "delivered")]
+    assert states(bob, "alice@localhost") == [("in", "first", "delivered"), ("in", "second", "delivered")]
+    # Reading the second marks the first read too, on both sides.
+    bob_receipts = bob.receipts()
+    await bob.mark_read("alice@localhost", second)
+    assert [await next_of(bob_receipts) for _ in range(2)] == [
+        Receipt(alice.jid.bare, first, "read", outgoing=False), Receipt(alice.jid.bare, second, "read", outgoing=False)]
+    read = [await next_of(alice_receipts) for _ in range(2)]
+    assert read == [Receipt(bob.jid.bare, first, "read"), Receipt(bob.jid.bare, second, "read")]
+    assert states(alice, "bob@localhost") == [("out", "first", "read"), ("out", "second", "read")]
+    assert states(bob, "alice@localhost") == [("in", "first", "read"), ("in", "second", "read")]
+
+
+async def test_no_receipt_for_our_own_messages_nor_unknown_ids(chat_server: Server, clients: list[Client]) -> None:
+    """A note to self reaches the other device, which does not answer it; the sending device
+    keeps it once, as sent."""
+    phone = await online(chat_server, clients, "alice@localhost/phone")
+    desk = await online(chat_server, clients, "alice@localhost/desk")
+    bob = await online(chat_server, clients, "bob@localhost/laptop")
+    desk_inbox, phone_inbox = desk.messages(), phone.messages()
+    sent = await phone.send("alice@localhost", "note to self", encrypted=False)
+    note = await next_of(desk_inbox)
+    assert (note.text, note.id, note.outgoing) == ("note to self", sent, False)
+    # bob's message comes after anything the note could have brought back to the phone.
+    await bob.send(phone.jid, "later", encrypted=False)
+    assert (await next_of(phone_inbox)).text == "later"
+    assert [(m.direction, m.text, m.state) for m in phone.store.history(JID.parse("alice@localhost"))] == [
+        ("out", "note to self", "acked")]
+    with pytest.raises(ClientError, match="no message 'nope' from bob@localhost is stored"):
+        await phone.mark_read("bob@localhost", "nope")
+
+
+async def test_a_receipt_for_a_message_sent_while_the_receiver_was_offline(chat_server: Server,
+                                                                           clients: list[Client]) -> None:
+    """Offline storage delivers the message at bob's login; his receipt then reaches alice."""
+    alice = await online(chat_server, clients, "alice@localhost/phone")
+    receipts = alice.receipts()
+    sent = await alice.send("bob@localhost", "while you were away", encrypted=False)
+    await alice.acknowledged(sent)
+    assert alice.store.sent_message(sent).state == "acked"  # type: ignore[union-attr]
+    bob = make_client(chat_server, "bob@localhost/laptop")
+    clients.append(bob)
+    await bob.connect()
+    assert await next_of(receipts) == Receipt(bob.jid.bare, sent, "delivered")
