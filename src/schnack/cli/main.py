@@ -308,5 +308,134 @@ def sessions(config_path: Path | None, as_json: bool) -> None:
         click.echo(f"{row['jid']}\t{row['peer']}\t{tls}\t{state}")
 
 
+@admin.command("turn-config")
+@config_option
+@click.option("--loopback", is_flag=True, help="Listen and relay on 127.0.0.1 only (tests, local trials).")
+def turn_config(config_path: Path | None, loopback: bool) -> None:
+    """Print a coturn configuration that accepts the TURN credentials of [modules.extdisco]."""
+    from ..server.config import parse_section
+    from ..server.modules.extdisco import ExtdiscoOptions, coturn_config
+
+    cfg = _load(config_path)
+    if "extdisco" not in cfg.modules:
+        _fail('module extdisco is not enabled (add it to modules.enable = ["extdisco"])', 2)
+    options = parse_section(ExtdiscoOptions, cfg.modules["extdisco"], "modules.extdisco")
+    if not options.turn_host:
+        _fail("modules.extdisco.turn_host is not set: there is no TURN relay to configure", 2)
+    click.echo(coturn_config(options, cfg.domains, loopback=loopback), nl=False)
+
+
+def _uploads_request(cfg: Config, command: str, **args: Any) -> dict[str, Any]:
+    """An upload command through the running server, which owns the files and their records."""
+    if "upload" not in cfg.modules:
+        _fail("the upload module is not enabled in this configuration")
+    try:
+        return _run(admin_channel.request(cfg.data_dir, command, **args))
+    except admin_channel.AdminError as err:
+        _fail(str(err))
+        raise AssertionError from None
+
+
+@admin.group("uploads", invoke_without_command=True)
+@config_option
+@click.option("--user", "jid", help="Only this account (user@domain).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def uploads(ctx: click.Context, config_path: Path | None, jid: str | None, as_json: bool) -> None:
+    """Files uploaded over HTTP (XEP-0363): stored files and bytes per account; see also `purge`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    cfg = _load(config_path)
+    args: dict[str, Any] = {}
+    if jid is not None:
+        host, username = _account(jid, cfg)
+        args["jid"] = f"{username}@{host}"
+    rows = _uploads_request(cfg, "uploads", **args)["usage"]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no uploaded files")
+        return
+    for row in rows:
+        click.echo(f"{row['jid']}\t{row['files']} files\t{row['bytes']} bytes")
+
+
+@uploads.command("purge")
+@config_option
+@click.option("--user", "jid", help="Delete every file of this account (user@domain).")
+@click.option("--older-than", "days", metavar="DAYS", help="Delete every file stored more than DAYS days ago.")
+def uploads_purge(config_path: Path | None, jid: str | None, days: str | None) -> None:
+    """Delete uploaded files: those of one account, or those older than some days."""
+    cfg = _load(config_path)
+    if (jid is None) == (days is None):
+        _fail("name either --user JID or --older-than DAYS", 2)
+    args: dict[str, Any] = {}
+    if jid is not None:
+        host, username = _account(jid, cfg)
+        args["jid"] = f"{username}@{host}"
+    if days is not None:
+        try:
+            age = float(days)
+        except ValueError:
+            age = -1.0
+        if not 0 <= age < float("inf"):
+            _fail(f"--older-than must be a number of days, at least 0, got {days!r}", 2)
+        args["older_than_days"] = age
+    reply = _uploads_request(cfg, "uploads-purge", **args)
+    click.echo(f"deleted {reply['files']} files ({reply['bytes']} bytes)")
+
+
+def _tokens_request(cfg: Config, **args: Any) -> dict[str, Any]:
+    """A FAST token command through the running server, which also disconnects revoked devices."""
+    if "fast" not in cfg.modules:
+        _fail("the fast module is not enabled in this configuration")
+    try:
+        return _run(admin_channel.request(cfg.data_dir, "tokens", **args))
+    except admin_channel.AdminError as err:
+        _fail(str(err))
+        raise AssertionError from None
+
+
+@admin.group("tokens")
+def tokens() -> None:
+    """Login tokens of devices (XEP-0484 FAST): list and revoke them."""
+
+
+@tokens.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.argument("jid")
+def tokens_list(config_path: Path | None, as_json: bool, jid: str) -> None:
+    """List the devices of JID that hold a login token."""
+    cfg = _load(config_path)
+    host, username = _account(jid, cfg)
+    rows = _tokens_request(cfg, action="list", jid=f"{username}@{host}")["devices"]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no login tokens for {username}@{host}")
+        return
+    for row in rows:
+        name = " / ".join(part for part in (row["software"], row["device"]) if part) or "-"
+        click.echo(f"{row['id']}\t{name}\t{row['mechanism']}\texpires {row['expiry']}\tused {row['used'] or 'never'}")
+
+
+@tokens.command("revoke")
+@config_option
+@click.option("--device", help="The device's id, as `tokens list` shows it.")
+@click.option("--all", "everything", is_flag=True, help="Revoke the tokens of every device.")
+@click.argument("jid")
+def tokens_revoke(config_path: Path | None, device: str | None, everything: bool, jid: str) -> None:
+    """Revoke login tokens of JID and disconnect the devices that used them."""
+    cfg = _load(config_path)
+    if (device is None) == (not everything):
+        _fail("name either --device ID or --all", 2)
+    host, username = _account(jid, cfg)
+    reply = _tokens_request(cfg, action="revoke", jid=f"{username}@{host}", device=device)
+    click.echo(f"revoked the tokens of {reply['revoked']} devices of {username}@{host}")
+
+
 for _command in CLIENT_COMMANDS:
     main.add_command(_command)

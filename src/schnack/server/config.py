@@ -113,6 +113,14 @@ class Listen:
     c2s_tls: list[str] = bounded(["0.0.0.0:5223"], help="client port with direct TLS (XEP-0368)")
     http: list[str] = bounded(["0.0.0.0:5280"], help="HTTP with WebSocket at /xmpp-websocket")
     https: list[str] = bounded(["0.0.0.0:5281"], help="HTTPS with WebSocket at /xmpp-websocket")
+    component: list[str] = bounded([], help="external components (XEP-0114, plain TCP: keep it on 127.0.0.1)")
+
+
+@dataclass(frozen=True)
+class Component:
+    """An external component (XEP-0114) that may connect for one domain, e.g. a push app server."""
+
+    secret: str = bounded("", help="the shared secret of the handshake")
 
 
 @dataclass(frozen=True)
@@ -161,6 +169,7 @@ class Config:
     modules: dict[str, dict[str, Any]]
     log_level: str = "info"
     source: Path | None = None
+    components: dict[str, Component] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -172,7 +181,8 @@ class _Top:
 
 DEFAULT_MODULES = (
     "roster", "presence", "message", "offline", "iq", "disco", "version", "ping", "vcard", "private",
-    "e2e", "blocking", "carbons", "pep", "sm", "csi", "mam", "bookmarks",
+    "e2e", "blocking", "carbons", "pep", "sm", "csi", "mam", "bookmarks", "push", "fast",
+    "upload", "avatar_conversion", "vcard4", "muc",
 )  # fmt: skip
 
 
@@ -204,7 +214,7 @@ def _modules(table: Any) -> dict[str, dict[str, Any]]:
 
 def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
     """Check a parsed TOML document and build the configuration."""
-    sections = {"listen", "limits", "tls", "storage", "modules"}
+    sections = {"listen", "limits", "tls", "storage", "modules", "components"}
     top = parse_section(_Top, {k: v for k, v in data.items() if k not in sections}, "")
     if not top.domains:
         raise ConfigError("domains", "must name at least one domain")
@@ -235,7 +245,7 @@ def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> C
             if path is None or not path.is_file():
                 raise ConfigError(key, f"no such file: {path}")
     listen = parse_section(Listen, data.get("listen"), "listen")
-    for name in ("c2s", "c2s_tls", "http", "https"):
+    for name in ("c2s", "c2s_tls", "http", "https", "component"):
         for i, address in enumerate(getattr(listen, name)):
             parse_address(f"listen.{name}[{i}]", address)
     return Config(
@@ -248,7 +258,32 @@ def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> C
         modules=_modules(data.get("modules")),
         log_level=top.log_level,
         source=source,
+        components=_components(data.get("components"), domains),
     )
+
+
+def _components(table: Any, domains: list[str]) -> dict[str, Component]:
+    """The ``[components]`` table: domain -> its secret (XEP-0114)."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise ConfigError("components", "must be a table of domain = { secret = \"...\" }")
+    components: dict[str, Component] = {}
+    for name, value in table.items():
+        key = f"components.{name}"
+        try:
+            jid = JID.parse(name)
+        except JIDError as err:
+            raise ConfigError(key, f"{name!r} is not a valid domain: {err}") from None
+        if jid.local is not None or jid.resource is not None:
+            raise ConfigError(key, f"{name!r} is not a bare domain")
+        if jid.domain in domains:
+            raise ConfigError(key, "is one of the server's own domains")
+        component = parse_section(Component, value, key)
+        if not component.secret:
+            raise ConfigError(f"{key}.secret", "must be set")
+        components[jid.domain] = component
+    return components
 
 
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")

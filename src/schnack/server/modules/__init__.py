@@ -29,6 +29,13 @@ BUILTIN: dict[str, str] = {
     "mam": "mam:Mam",
     "blocking": "blocking:Blocking",
     "bookmarks": "bookmarks:Bookmarks",
+    "muc": "muc:Muc",
+    "avatar_conversion": "avatar_conversion:AvatarConversion",
+    "vcard4": "vcard4:VCard4",
+    "fast": "fast:FastTokens",
+    "push": "push:Push",
+    "upload": "upload:Upload",
+    "extdisco": "extdisco:ExternalServices",
 }
 
 
