@@ -86,7 +86,7 @@ async def online(server: Server, peers: list[Peer], user: str, password: str = "
 
 async def test_domain_disco_and_caps(live_server: Server, peers: list[Peer]) -> None:
     alice = await online(live_server, peers, "alice")
-    iq = await alice.xmpp["xep_0030"].get_info(jid="localhost")
+    iq = await alice.xmpp.plugin["xep_0030"].get_info(jid="localhost")
     features = set(iq["disco_info"]["features"])
     assert {ns.DISCO_INFO, ns.DISCO_ITEMS, ns.PING, ns.VERSION, ns.VCARD} <= features
     assert ("server", "im", None, "schnack") in iq["disco_info"]["identities"]
@@ -97,21 +97,21 @@ async def test_domain_disco_and_caps(live_server: Server, peers: list[Peer]) -> 
     caps = Caps.from_xml(caps_el)
     info = DiscoInfo.from_xml(iq["disco_info"].xml)
     assert caps.ver == compute_ver(info)
-    assert caps.ver == alice.xmpp["xep_0115"].generate_verstring(iq["disco_info"], "sha-1")
-    node = await alice.xmpp["xep_0030"].get_info(jid="localhost", node=caps.disco_node)
+    assert caps.ver == alice.xmpp.plugin["xep_0115"].generate_verstring(iq["disco_info"], "sha-1")
+    node = await alice.xmpp.plugin["xep_0030"].get_info(jid="localhost", node=caps.disco_node)
     assert set(node["disco_info"]["features"]) == features
 
 
 async def test_vcard_round_trip(live_server: Server, peers: list[Peer]) -> None:
     alice = await online(live_server, peers, "alice")
-    vcard = alice.xmpp["xep_0054"].make_vcard()
+    vcard = alice.xmpp.plugin["xep_0054"].make_vcard()
     vcard["FN"] = "Alice Liddell"
     vcard["NICKNAME"] = "alice"
-    await alice.xmpp["xep_0054"].publish_vcard(vcard)
-    own = await alice.xmpp["xep_0054"].get_vcard(JID("alice@localhost"), local=False)
+    await alice.xmpp.plugin["xep_0054"].publish_vcard(vcard)
+    own = await alice.xmpp.plugin["xep_0054"].get_vcard(JID("alice@localhost"), local=False)
     assert own["vcard_temp"]["FN"] == "Alice Liddell"
     bob = await online(live_server, peers, "bob")
-    seen = await bob.xmpp["xep_0054"].get_vcard(JID("alice@localhost"), local=False)
+    seen = await bob.xmpp.plugin["xep_0054"].get_vcard(JID("alice@localhost"), local=False)
     assert seen["vcard_temp"]["NICKNAME"] == ["alice"]
 
 
@@ -158,7 +158,7 @@ async def test_register_then_log_in(tmp_path: Path, peers: list[Peer]) -> None:
         again = Peer(server, "newbie@localhost/again", "a fine password")
         peers.append(again)
         assert await again.start()
-        iq = await again.xmpp["xep_0030"].get_info(jid="localhost")
+        iq = await again.xmpp.plugin["xep_0030"].get_info(jid="localhost")
         assert ns.REGISTER in iq["disco_info"]["features"]
         await again.stop()
         peers.clear()
