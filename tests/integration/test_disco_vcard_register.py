@@ -86,7 +86,7 @@ async def online(server: Server, peers: list[Peer], user: str, password: str = "
 
 async def test_domain_disco_and_caps(live_server: Server, peers: list[Peer]) -> None:
     alice = await online(live_server, peers, "alice")
-    iq = await alice.xmpp.plugin["xep_0030"].get_info(jid="localhost")
+    iq = await alice.xmpp.plugin["xep_0030"].get_info(jid=JID("localhost"))
     features = set(iq["disco_info"]["features"])
     assert {ns.DISCO_INFO, ns.DISCO_ITEMS, ns.PING, ns.VERSION, ns.VCARD} <= features
     assert ("server", "im", None, "schnack") in iq["disco_info"]["identities"]
@@ -98,7 +98,7 @@ async def test_domain_disco_and_caps(live_server: Server, peers: list[Peer]) -> 
     info = DiscoInfo.from_xml(iq["disco_info"].xml)
     assert caps.ver == compute_ver(info)
     assert caps.ver == alice.xmpp.plugin["xep_0115"].generate_verstring(iq["disco_info"], "sha-1")
-    node = await alice.xmpp.plugin["xep_0030"].get_info(jid="localhost", node=caps.disco_node)
+    node = await alice.xmpp.plugin["xep_0030"].get_info(jid=JID("localhost"), node=caps.disco_node)
     assert set(node["disco_info"]["features"]) == features
 
 
@@ -158,7 +158,7 @@ async def test_register_then_log_in(tmp_path: Path, peers: list[Peer]) -> None:
         again = Peer(server, "newbie@localhost/again", "a fine password")
         peers.append(again)
         assert await again.start()
-        iq = await again.xmpp.plugin["xep_0030"].get_info(jid="localhost")
+        iq = await again.xmpp.plugin["xep_0030"].get_info(jid=JID("localhost"))
         assert ns.REGISTER in iq["disco_info"]["features"]
         await again.stop()
         peers.clear()

@@ -10,7 +10,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 import pytest
-from slixmpp import ClientXMPP
+from slixmpp import JID, ClientXMPP
 
 from schnack.server.app import Server
 from schnack.server.modules.e2e import REFUSAL
@@ -61,7 +61,7 @@ class Peer:
 
     async def sync(self) -> None:
         """Everything sent before on this stream has been routed once the server answers a ping."""
-        await self.xmpp.plugin["xep_0199"].send_ping("localhost", timeout=30)
+        await self.xmpp.plugin["xep_0199"].send_ping(JID("localhost"), timeout=30)
 
     def send(self, to: str, body: str, *, encrypted: bool, id: str) -> None:
         msg = self.xmpp.make_message(mto=to, mbody=body, mtype="chat")
