@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from ..server.storage.conftest import postgres_schema
 
 SCHNACK = [sys.executable, "-m", "schnack.cli"]
 
@@ -129,3 +132,19 @@ def test_serve_announces_and_stops_cleanly(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+async def test_serve_without_redis_says_it_cannot_join_the_cluster(tmp_path: Path) -> None:
+    """A node that cannot reach its cluster's Redis refuses to start, in one line."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    async with postgres_schema() as (url, _, _):
+        config = write_config(
+            tmp_path, f'[storage]\nurl = "{url}"\n[cluster]\nredis_url = "redis://127.0.0.1:{closed_port}/0"\n'
+        )
+        result = run("serve", "--config", str(config))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("schnack: cannot join the cluster: "), result.stderr
+    assert "Traceback" not in result.stderr

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from schnack.server.app import Server
+from schnack.server.sessions import Session
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.xml import qname
@@ -160,6 +161,65 @@ async def test_binary_frame(live_server: Server, http: aiohttp.ClientSession) ->
     await client.open()
     await client.ws.send_bytes(b"<presence xmlns='jabber:client'/>")
     assert await client.stream_error() == "bad-format"
+
+
+async def test_after_a_stream_error_the_server_waits_for_the_clients_close(
+    live_server: Server, http: aiohttp.ClientSession
+) -> None:
+    """RFC 7395 §3.6: after its <close/> the server keeps the WebSocket open until the client
+    answers with <close/> (it still reads: a ping is answered), then closes it normally."""
+    ws = await http.ws_connect(url(live_server), protocols=("xmpp",), autoping=False)
+    client = WsClient(ws)
+    await client.open()
+    await client.send("<message xmlns='jabber:client' to='bob@localhost'><body>early</body></message>")
+    error = await client.next()
+    assert error is not None and error.tag == qname(ns.STREAMS, "error")
+    closing = await client.next()
+    assert closing is not None and closing.tag == CLOSED
+    await ws.ping(b"still there?")
+    pong = await ws.receive(timeout=30)
+    assert (pong.type, pong.data) == (aiohttp.WSMsgType.PONG, b"still there?")
+    await client.send(CLOSE)
+    closed = await ws.receive(timeout=30)
+    assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == aiohttp.WSCloseCode.OK
+    await ws.close()
+
+
+async def test_a_client_that_never_closes_is_closed_after_a_while(
+    live_server: Server, http: aiohttp.ClientSession
+) -> None:
+    """The wait for the client's <close/> is bounded; what it ignores it still receives first."""
+    client = await connect(live_server, http)
+    await client.open()
+    await client.send("<presence xmlns='jabber:client'/>")
+    error = await client.next()
+    assert error is not None and error.tag == qname(ns.STREAMS, "error")
+    closing = await client.next()
+    assert closing is not None and closing.tag == CLOSED
+    assert await client.next() is None
+    assert client.ws.close_code == aiohttp.WSCloseCode.OK
+
+
+async def test_shutdown_ends_a_websocket_session_while_storage_is_open(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """A client that does not answer the server's <close/> at shutdown: its session has ended
+    before storage closes, and no connection is left."""
+    ended: list[str] = []
+    async with running(tmp_path, listen=True) as server:
+        await add_user(server, "alice", PASSWORD)
+
+        async def closed(session: Session) -> None:
+            # Storage must still be open here: the account can be read.
+            assert await server.storage.accounts.get(session.host, session.username) is not None
+            ended.append(str(session.jid))
+
+        server.hooks.add("session-closed", closed)
+        client = await connect(server, http)
+        await client.login("alice", PASSWORD)
+        jid = await client.bind("browser")
+    assert ended == [jid]
+    assert not server.connections
 
 
 async def test_frame_beyond_the_websocket_limit(live_server: Server, http: aiohttp.ClientSession) -> None:

@@ -79,7 +79,8 @@ class WsClient:
         return jid
 
     async def stream_error(self) -> str:
-        """RFC 7395 §3.6.2: the error, then <close/>, then the WebSocket closes; return the condition."""
+        """RFC 7395 §3.6.1: the error, then <close/>, which the client answers with its own; then
+        the server closes the WebSocket. Return the condition."""
         while True:
             el = await self.next()
             assert el is not None, "closed without a stream error"
@@ -88,6 +89,7 @@ class WsClient:
         condition = next(c.tag.rpartition("}")[2] for c in el if c.tag != qname(ns.STREAM_ERRORS, "text"))
         closing = await self.next()
         assert closing is not None and closing.tag == CLOSED
+        await self.send(CLOSE)
         assert await self.next() is None
         return condition
 

@@ -15,12 +15,13 @@ import pytest
 
 from schnack.server.app import Server
 from schnack.server.c2s import C2SStream
+from schnack.server.sessions import Session
 from schnack.xmpp import ns
 from schnack.xmpp.errors import StreamError
 from schnack.xmpp.jid import JID
 from schnack.xmpp.parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser, parse_frame
 from schnack.xmpp.sasl import SaslClient, decode_b64, encode_b64
-from schnack.xmpp.xml import qname
+from schnack.xmpp.xml import element, qname
 
 from ..harness import add_user, running, xml
 
@@ -478,6 +479,25 @@ async def test_a_bound_resource_is_taken_over_by_the_newer_session(server: Serve
     # The old connection going away later does not unregister the new session.
     await old.stream.connection_lost()
     assert list(server.sessions) == [session]
+
+
+@pytest.mark.usefixtures("alice")
+async def test_nothing_routed_to_the_new_session_goes_ahead_of_its_bind_result(server: Server) -> None:
+    """RFC 6120 §7: a reply to the session being replaced, routed to the resource while that
+    session ends, does not reach the new one ahead of its bind result."""
+    old, _ = await logged_in(server)
+    assert bound_jid(await old.bind("phone")) == "alice@localhost/phone"
+
+    async def late_reply(session: Session) -> None:
+        attrs = {"type": "result", "id": "late", "from": "localhost", "to": str(session.jid)}
+        await server.router.send(element(qname(ns.CLIENT, "iq"), attrs))
+
+    server.hooks.add("session-closed", late_reply)
+    new, _ = await logged_in(server)
+    await new.send(f"<iq xmlns='{ns.CLIENT}' type='set' id='b1'><bind xmlns='{ns.BIND}'><resource>phone</resource></bind></iq>")
+    out = new.take()
+    assert out[0].get("id") == "b1" and bound_jid(out[0]) == "alice@localhost/phone"
+    assert old.stream_error() == "conflict"
 
 
 async def test_too_many_resources(tmp_path: Path) -> None:

@@ -15,13 +15,14 @@ import pytest
 from schnack.server.app import Server
 from schnack.server.modules.carbons import CarbonsState
 from schnack.server.modules.sm import SmState
+from schnack.server.sessions import Session
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.parser import parse_frame
 from schnack.xmpp.payloads import bind2, sm
 from schnack.xmpp.payloads import sasl2 as payload
 from schnack.xmpp.sasl import SaslClient
-from schnack.xmpp.xml import qname, serialize
+from schnack.xmpp.xml import element, qname, serialize
 
 from ..harness import add_user, running
 from .sasl2_wire import (
@@ -194,6 +195,30 @@ async def test_binding_again_ends_the_earlier_session_of_the_same_client(server:
     assert first.stream.closed
     assert b"conflict" in bytes(first.conn.to_client)
     assert len(server.sessions.resources(JID.parse("alice@localhost"))) == 1
+
+
+async def test_what_reaches_the_new_session_while_it_replaces_the_old_is_counted(server: Server) -> None:
+    """XEP-0198 §4 with XEP-0386: a stanza routed to the resource while the session it replaces
+    ends does not go ahead of the success, and what the client gets is what stream management
+    counts, so acknowledging it is accepted."""
+    first = Wire(server)
+    await first.open()
+    await scram(first, bind("schnack", f"<enable xmlns='{SM}'/>"))
+
+    async def late_reply(session: Session) -> None:
+        attrs = {"type": "result", "id": "late", "from": "localhost", "to": str(session.jid)}
+        await server.router.send(element(qname(ns.CLIENT, "iq"), attrs))
+
+    server.hooks.add("session-closed", late_reply)
+    second = Wire(server)
+    await second.open()
+    out = await scram(second, bind("schnack", f"<enable xmlns='{SM}'/>"))
+    success_of(out)
+    received = [el for el in out[2:] if el.tag in (qname(ns.CLIENT, "iq"), MESSAGE)]
+    assert await second.send(f"<a xmlns='{SM}' h='{len(received)}'/>") == []
+    assert not second.stream.closed
+    assert await second.send(f"<r xmlns='{SM}'/>") != []
+    assert first.stream.closed
 
 
 async def test_resuming_an_unknown_session_fails_and_binds_a_new_one(server: Server) -> None:

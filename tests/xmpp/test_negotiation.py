@@ -336,6 +336,21 @@ def test_legacy_session_is_established_when_the_server_requires_it() -> None:
     assert isinstance(done, Ready) and done.jid == JID.parse("alice@localhost/x1")
 
 
+def test_stanzas_read_with_the_bind_result_follow_ready() -> None:
+    """RFC 6120 §7: what is routed to the session just after its bind result may arrive in the
+    same read; it comes out after Ready, as stanzas of the established stream."""
+    scripted = Scripted()
+    scripted.authenticate()
+    scripted.feed(HEADER.format(version="1.0") + f"<stream:features><bind xmlns='{ns.BIND}'/></stream:features>")
+    (bind,) = scripted.sent()
+    events = scripted.feed(f"<iq type='result' id='{bind.get('id')}'><bind xmlns='{ns.BIND}'>"
+                           "<jid>alice@localhost/x1</jid></bind></iq>"
+                           "<iq type='result' id='late' to='alice@localhost/x1'/>"
+                           "<message from='bob@localhost/desk' id='m1'><body>hi</body></message>")
+    assert isinstance(events[0], Ready) and scripted.client.ready
+    assert [e.element.get("id") for e in events[1:] if isinstance(e, Received)] == ["late", "m1"]
+
+
 def test_a_bound_jid_of_another_account_breaks_the_stream() -> None:
     scripted = Scripted()
     scripted.authenticate()

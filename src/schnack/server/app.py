@@ -15,6 +15,8 @@ from . import modules as builtin_modules
 from . import net, websocket
 from .admin import SOCKET_NAME, AdminChannel
 from .c2s import C2SStream
+from .cluster import ClusterBus, open_bus
+from .cluster.node import ClusterNode
 from .component import Components, serve_component
 from .config import Config, ConfigError, parse_address, parse_section
 from .hooks import Hooks
@@ -28,6 +30,11 @@ from .tls import TlsConfig
 log = logging.getLogger(__name__)
 
 _WATCHDOG_PERIOD = 5.0
+# At shutdown, how long the connections may take to end (once closed, or cut after their grace)
+# with their session-closed handlers, before modules and storage stop regardless.
+_TEARDOWN_LIMIT = 15.0
+# How long HTTP requests still running at shutdown (uploads) may take to finish.
+_HTTP_SHUTDOWN = 5.0
 
 
 class _Watched(Protocol):
@@ -37,6 +44,10 @@ class _Watched(Protocol):
     websocket: bool
 
     def write(self, data: str) -> None: ...
+
+    def close_now(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 def build_modules(server: Server, config: Config) -> dict[str, Module[Any]]:
@@ -68,7 +79,7 @@ def build_modules(server: Server, config: Config) -> dict[str, Module[Any]]:
 class Server:
     """One schnack node."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, bus: ClusterBus | None = None) -> None:
         self.config = config
         self.hosts = frozenset(config.domains)
         # Domains served by a module (XEP-0030 items of a host), claimed in Module.setup().
@@ -76,6 +87,8 @@ class Server:
         self.hooks = Hooks()
         self.sessions = SessionRegistry()
         self.router = Router(self)
+        # The cluster bus of config.cluster; a caller may pass one (nodes sharing an in-process hub).
+        self.cluster = ClusterNode(self, bus if bus is not None else open_bus(config.cluster))
         limits = config.limits
         self.throttle = LoginThrottle(limits.failed_logins_per_account, limits.failed_logins_per_ip)
         self.connections: set[Any] = set()
@@ -131,6 +144,7 @@ class Server:
         self._storage = await open_storage(config.storage_url)
         for module in self.modules.values():
             await module.start()
+        await self.cluster.start()
         if listen:
             await self._listen()
             await self._admin.start()
@@ -148,6 +162,7 @@ class Server:
                 srv = await asyncio.start_server(
                     on_client, host, port, ssl=self.tls.context if direct_tls else None,
                     ssl_handshake_timeout=config.limits.auth_timeout if direct_tls else None,
+                    ssl_shutdown_timeout=net.SHUTDOWN_GRACE if direct_tls else None,
                     reuse_address=True, limit=65536,
                 )
                 self._servers.append(srv)
@@ -161,7 +176,8 @@ class Server:
             srv = await asyncio.start_server(on_component, host, port, reuse_address=True, limit=65536)
             self._servers.append(srv)
             self.bound.setdefault("component", []).extend(s.getsockname()[:2] for s in srv.sockets)
-        self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=_HTTP_SHUTDOWN)
         await self._runner.setup()
         for name, ctx in (("http", None), ("https", self.tls.http_context)):
             for i, address in enumerate(getattr(config.listen, name)):
@@ -191,7 +207,14 @@ class Server:
                     conn.write(" ")
 
     async def stop(self) -> None:
-        """Stop listening, close every stream with system-shutdown, stop modules, close storage."""
+        """Stop listening, end every stream and session, then stop modules and close storage.
+
+        Streams are closed with system-shutdown without waiting for the clients to close theirs
+        (RFC 6120 §4.4); a connection that does not go at once is cut after its grace
+        (:data:`.net.SHUTDOWN_GRACE`). Every session, those waiting to be resumed too, has ended
+        before the modules stop, so its ``session-closed`` handlers (unavailable presence, stream
+        management handing what was not acknowledged to offline storage) run with storage open.
+        """
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -199,24 +222,51 @@ class Server:
         await self._admin.stop()
         for srv in self._servers:
             srv.close()
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()
         await self.components.stop()
+        shutdown = StreamError("system-shutdown", "the server is shutting down")
+        conn: _Watched
         for conn in list(self.connections):
             if conn.stream is not None:
-                conn.stream.close(StreamError("system-shutdown", "the server is shutting down"))
-            if isinstance(conn, net.TcpConnection):
-                # Waiting for each client to close its stream too (RFC 6120 §4.4) would hold shutdown up.
-                conn.close_now()
+                conn.stream.close(shutdown)
+            conn.close_now()
+        if not await self._connections_ended(net.SHUTDOWN_GRACE + 1):
+            for conn in list(self.connections):
+                conn.abort()
+            if not await self._connections_ended(_TEARDOWN_LIMIT):
+                log.warning("%d connections did not end in time", len(self.connections))
+        await self._end_sessions(shutdown)
         for srv in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(srv.wait_closed(), 5)
         if self._runner is not None:
             await self._runner.cleanup()
-        for _ in range(50):
-            if not self.connections:
-                break
-            await asyncio.sleep(0.05)
+        await self.cluster.stop()
         for module in reversed(list(self.modules.values())):
             await module.stop()
         if self._storage is not None:
             await self._storage.close()
             self._storage = None
+
+    async def _connections_ended(self, limit: float) -> bool:
+        """Wait up to ``limit`` seconds for every connection to end, its session with it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while self.connections:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def _end_sessions(self, error: StreamError) -> None:
+        """End the sessions no connection ended: hibernating ones (XEP-0198 §5), and those whose
+        connection did not finish in time."""
+        for session in list(self.sessions):
+            session.close(error)
+            if self.sessions.remove(session):
+                try:
+                    await self.hooks.fire_all("session-closed", session)
+                except Exception:
+                    log.exception("ending the session %s at shutdown failed", session.jid)

@@ -354,12 +354,13 @@ class C2SStream:
         except StanzaError as err:
             self.send(stanza.error(err))
             return
-        await self.register(session)
         reply = element(_BIND)
         sub(reply, qname(ns.BIND, "jid"), text=str(session.jid))
+        # The result goes out before the session is reachable: a stanza routed to it (a late reply
+        # to the session it replaces) must not reach the client while it waits for the result.
         self.send(stanza.result(reply))
         log.info("bound %s from %s", session.jid, self.conn.peer)
-        await self.server.hooks.fire_all("session-bound", session)
+        await self.register(session)
 
     def new_session(self, resource: str) -> Session:
         """RFC 6120 §7: this stream's session as ``resource`` (raises StanzaError); nothing is
@@ -376,12 +377,24 @@ class C2SStream:
         return self.session
 
     async def register(self, session: Session) -> None:
-        """Make ``session`` reachable. RFC 6120 §7.7.2.2: the newer session wins; the one it
-        replaces is told why it goes, and as that one is no longer registered, its own
-        connection_lost() won't announce the end: that is done here."""
-        old = self.server.sessions.add(session)
-        if old is not None:
-            old.close(StreamError("conflict", "replaced by a new session with the same resource"))
+        """Make ``session`` reachable, once the client was told it is bound.
+
+        RFC 6120 §7.7.2.2: the newer session wins; the one it replaces is unregistered, told why
+        it goes, and as its own connection_lost() then won't announce the end, that is done
+        here, before ``session-bound``. That comes before the session is reachable, so the output
+        stages modules add there (stream management's count) see everything routed to it.
+        """
+        registry = self.server.sessions
+        conflict = StreamError("conflict", "replaced by a new session with the same resource")
+        while (old := registry.get(session.jid)) is not None and old is not session:
+            registry.remove(old)
+            old.close(conflict)
+            await self.server.hooks.fire_all("session-closed", old)
+        await self.server.hooks.fire_all("session-bound", session)
+        # Another stream may have bound the resource while the handlers ran: the newest wins.
+        old = registry.add(session)
+        if old is not None and old is not session:
+            old.close(conflict)
             await self.server.hooks.fire_all("session-closed", old)
 
     # Stanzas --------------------------------------------------------------------------------

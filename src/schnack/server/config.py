@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+import os
 import re
+import socket
 import tomllib
 import types
 import typing
@@ -157,6 +159,17 @@ class Storage:
 
 
 @dataclass(frozen=True)
+class Cluster:
+    """Cluster mode: nodes on one PostgreSQL database that meet on Redis (see server/cluster/)."""
+
+    redis_url: str | None = bounded(None, help="redis://host:port/db; unset runs a single node")
+    node_name: str = bounded("", help="unique in the cluster; default: hostname-pid")
+    key_prefix: str = bounded("schnack:", help="prefix of every Redis key and channel")
+    heartbeat_interval: float = bounded(1.0, min=0.1, max=60, help="seconds between heartbeats")
+    node_ttl: float = bounded(5.0, min=0.5, max=600, help="a node silent this long is declared dead")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; module options stay raw until the modules parse them."""
 
@@ -170,6 +183,7 @@ class Config:
     log_level: str = "info"
     source: Path | None = None
     components: dict[str, Component] = field(default_factory=dict)
+    cluster: Cluster = field(default_factory=Cluster)
 
 
 @dataclass(frozen=True)
@@ -182,7 +196,7 @@ class _Top:
 DEFAULT_MODULES = (
     "roster", "presence", "message", "offline", "iq", "disco", "version", "ping", "vcard", "private",
     "e2e", "blocking", "carbons", "pep", "sm", "csi", "mam", "bookmarks", "push", "fast",
-    "upload", "avatar_conversion", "vcard4", "muc",
+    "upload", "avatar_conversion", "vcard4", "muc", "webclient",
 )  # fmt: skip
 
 
@@ -214,7 +228,7 @@ def _modules(table: Any) -> dict[str, dict[str, Any]]:
 
 def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
     """Check a parsed TOML document and build the configuration."""
-    sections = {"listen", "limits", "tls", "storage", "modules", "components"}
+    sections = {"listen", "limits", "tls", "storage", "modules", "components", "cluster"}
     top = parse_section(_Top, {k: v for k, v in data.items() if k not in sections}, "")
     if not top.domains:
         raise ConfigError("domains", "must name at least one domain")
@@ -259,7 +273,25 @@ def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> C
         log_level=top.log_level,
         source=source,
         components=_components(data.get("components"), domains),
+        cluster=_cluster(data.get("cluster"), url),
     )
+
+
+def _cluster(table: Any, storage_url: str) -> Cluster:
+    """The ``[cluster]`` section; cluster mode needs storage that every node shares."""
+    cluster = parse_section(Cluster, table, "cluster")
+    if cluster.redis_url is not None:
+        if not cluster.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("cluster.redis_url", f"must start with redis://, rediss:// or unix://, got {cluster.redis_url!r}")
+        if storage_url.startswith("sqlite://"):
+            raise ConfigError("cluster.redis_url", "cluster mode needs PostgreSQL storage (storage.url); SQLite serves one node only")
+    if cluster.node_ttl < 2 * cluster.heartbeat_interval:
+        raise ConfigError("cluster.node_ttl", f"must be at least twice heartbeat_interval ({cluster.heartbeat_interval}), got {cluster.node_ttl}")
+    if not cluster.node_name:
+        cluster = dataclasses.replace(cluster, node_name=f"{socket.gethostname()}-{os.getpid()}")
+    elif not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", cluster.node_name):
+        raise ConfigError("cluster.node_name", f"must be 1-64 letters, digits, '.', '_' or '-', got {cluster.node_name!r}")
+    return cluster
 
 
 def _components(table: Any, domains: list[str]) -> dict[str, Component]:

@@ -28,6 +28,9 @@ _READ_SIZE = 65536
 _FLUSH_DELAY = 0.05
 # How long a stream the server closed waits for the client to close its own (RFC 6120 §4.4).
 LINGER = 2.0
+# How long a closed connection may take to go before it is cut: a TLS client that never answers
+# close_notify would otherwise hold the socket (and a server shutdown) for asyncio's 30 s.
+SHUTDOWN_GRACE = 2.0
 
 
 class RateLimiter:
@@ -66,6 +69,7 @@ class TcpConnection:
         self.stream: C2SStream | None = None
         self._closing = False
         self._linger: asyncio.TimerHandle | None = None
+        self._cut: asyncio.TimerHandle | None = None
 
     def write(self, data: str) -> None:
         if self._closing:
@@ -87,11 +91,31 @@ class TcpConnection:
             self._linger = asyncio.get_running_loop().call_later(LINGER, self.close_now)
 
     def close_now(self) -> None:
-        """Close without waiting for the client; what was written is still sent first."""
+        """Close without waiting for the client; what was written is still sent first.
+
+        The connection is cut after :data:`SHUTDOWN_GRACE` if it is not closed by then: a TLS
+        client did not answer the close_notify, or a client does not read what is left to send.
+        """
         self._closing = True
         if self._linger is not None:
             self._linger.cancel()
+        if self.writer.is_closing():
+            return
         self.writer.close()
+        if self._cut is None:
+            self._cut = asyncio.get_running_loop().call_later(SHUTDOWN_GRACE, self.abort)
+
+    def abort(self) -> None:
+        """Drop the connection at once, unsent output and all."""
+        self._closing = True
+        self.closed()
+        self.writer.transport.abort()
+
+    def closed(self) -> None:
+        """The transport is gone or going: no timer may touch it any more."""
+        for timer in (self._linger, self._cut):
+            if timer is not None:
+                timer.cancel()
 
     def channel_binding(self, kind: str) -> bytes | None:
         if not self.secure:
@@ -194,8 +218,13 @@ async def serve_tcp(server: Server, reader: asyncio.StreamReader, writer: asynci
         log.exception("unexpected failure on connection %s", conn.peer)
         stream.close(StreamError("internal-server-error"))
     finally:
-        server.connections.discard(conn)
         conn.close_now()
-        await stream.connection_lost()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
+        # The session ends while the connection is still counted, so that Server.stop() waits
+        # for its session-closed handlers before storage goes.
+        try:
+            await stream.connection_lost()
+        finally:
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            conn.closed()
+            server.connections.discard(conn)

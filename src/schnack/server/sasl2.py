@@ -282,7 +282,6 @@ class Sasl2:
         log.info("%s authenticated from %s with %s (SASL2)", identifier, stream.conn.peer, request.mechanism)
         if bound_session is not None:
             await stream.register(bound_session)
-            await hooks.fire_all("session-bound", bound_session)
         if after is not None:
             await after()
 

@@ -20,7 +20,7 @@ from ..xmpp.errors import StreamError
 from ..xmpp.parser import parse_frame
 from ..xmpp.xml import qname
 from .c2s import C2SStream
-from .net import RateLimiter
+from .net import LINGER, RateLimiter
 from .tls import tls_exporter, tls_unique
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ class WebSocketConnection:
         self.last_read = self.last_write = time.monotonic()
         self.stream: C2SStream | None = None
         self._closing = False
+        self._close_started = False
+        self._linger: asyncio.TimerHandle | None = None
         # The loop keeps only weak references to tasks; these keep queued frames alive until sent.
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -74,14 +76,37 @@ class WebSocketConnection:
         try:
             await self.ws.send_str(data)
         except (ConnectionError, RuntimeError):
-            self.close_transport()
+            self.close_now()
 
     def close_transport(self) -> None:
+        """RFC 7395 §3.6: the stream is closed once the client answers with its ``<close/>``;
+        the WebSocket closing handshake starts then, or after :data:`~.net.LINGER` without one.
+
+        Until then the handler keeps reading, so the stream error and ``<close/>`` reach a
+        client that is still sending.
+        """
         if not self._closing:
             self._closing = True
+            self._linger = asyncio.get_running_loop().call_later(LINGER, self.close_now)
+
+    def close_now(self) -> None:
+        """Start the WebSocket closing handshake without waiting for the client's ``<close/>``;
+        the frames queued before go out first. The handshake waits :data:`~.net.LINGER` at most
+        for the client's close frame."""
+        self._closing = True
+        if self._linger is not None:
+            self._linger.cancel()
+        if not self._close_started:
+            self._close_started = True
             task = asyncio.ensure_future(self.ws.close())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def abort(self) -> None:
+        """Drop the connection at once, unsent frames and all."""
+        self.close_now()
+        if self._request.transport is not None:
+            self._request.transport.abort()
 
     async def drain(self) -> None:
         """Wait until the queued frames, and a close asked for, have been handed to the socket."""
@@ -107,7 +132,9 @@ SERVER_KEY: web.AppKey[Server] = web.AppKey("schnack")
 async def handle(request: web.Request) -> web.StreamResponse:
     """Upgrade to a WebSocket with the ``xmpp`` subprotocol and run the stream on it."""
     server = request.app[SERVER_KEY]
-    ws = web.WebSocketResponse(protocols=("xmpp",), max_msg_size=server.config.limits.max_stanza_size)
+    # ``timeout`` bounds the wait for the client's close frame once the server sent its own.
+    ws = web.WebSocketResponse(protocols=("xmpp",), max_msg_size=server.config.limits.max_stanza_size,
+                               timeout=LINGER)
     ready = ws.can_prepare(request)
     if not ready.ok:
         return web.Response(status=426, text="This endpoint speaks XMPP over WebSocket (RFC 7395).\n")
@@ -123,37 +150,55 @@ async def handle(request: web.Request) -> web.StreamResponse:
     bucket = RateLimiter(limits.bytes_per_second, limits.burst_bytes)
     try:
         async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                stream.close(StreamError("bad-format", "XMPP frames are text frames"))
+                continue
             if msg.type != WSMsgType.TEXT:
-                if msg.type == WSMsgType.BINARY:
-                    stream.close(StreamError("bad-format", "XMPP frames are text frames"))
                 break
-            conn.last_read = time.monotonic()
             data = msg.data.encode()
+            if stream.closed:
+                # RFC 7395 §3.6: the server closed the stream; only the client's <close/> still counts.
+                if _is_close(data):
+                    break
+                continue
+            conn.last_read = time.monotonic()
             try:
                 el = parse_frame(data, stream.max_stanza_bytes)
                 if el.tag == _OPEN:
                     await stream.on_open(el.tag, dict(el.attrib), None)
                 elif el.tag == _CLOSE:
                     stream.on_close()
+                    break
                 elif not stream.header_sent:
                     raise StreamError("not-authorized", "send <open/> first")
                 else:
                     await stream.on_element(el)
             except StreamError as err:
                 stream.close(err)
-            if stream.closed:
-                break
-            delay = bucket.consume(len(data))
-            if delay:
-                await asyncio.sleep(delay)
+            if not stream.closed:
+                delay = bucket.consume(len(data))
+                if delay:
+                    await asyncio.sleep(delay)
     except Exception:
         log.exception("unexpected failure on WebSocket %s", conn.peer)
         stream.close(StreamError("internal-server-error"))
     finally:
-        server.connections.discard(conn)
-        await stream.connection_lost()
-        # A stream error and <close/> are still queued: closing the WebSocket first would lose them.
-        await conn.drain()
-        if not ws.closed:
-            await ws.close()
+        # The session ends while the connection is still counted, so that Server.stop() waits
+        # for its session-closed handlers before storage goes.
+        try:
+            await stream.connection_lost()
+        finally:
+            # The stream error and <close/> are queued before the close frame, so they are not lost.
+            conn.close_now()
+            await conn.drain()
+            server.connections.discard(conn)
     return ws
+
+
+def _is_close(data: bytes) -> bool:
+    """Whether a frame is the client's ``<close/>`` (RFC 7395 §3.6); anything unparsable is not."""
+    try:
+        # A <close/> is short; longer frames are not worth parsing just to drop them.
+        return parse_frame(data, 1024).tag == _CLOSE
+    except StreamError:
+        return False

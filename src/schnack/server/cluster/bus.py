@@ -1,0 +1,79 @@
+"""The cluster bus interface: publish/subscribe between nodes and a directory of full JIDs.
+
+Any node accepts any client; a stanza for a session on another node crosses the bus to that
+node. The directory says which node holds which full JID; every node heartbeats, and a node whose
+heartbeats stop for ``node_ttl`` seconds is declared dead: its entries are dropped and every node
+hears a dead-node event (its sessions' messages then go to offline storage). The bus is only a fast
+path: storage stays the source of truth, so a message the bus cannot carry is stored instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .messages import Deliver
+
+MessageHandler = Callable[[Deliver], Awaitable[None]]
+NodeDownHandler = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A live node as the directory sees it: its session count at its last heartbeat."""
+
+    name: str
+    sessions: int
+    started: float
+
+
+class ClusterBus(Protocol):
+    """What the server needs from a cluster backend (in-process or Redis)."""
+
+    @property
+    def node(self) -> str:
+        """This node's name, unique in the cluster."""
+        ...
+
+    async def start(self) -> None:
+        """Join the cluster: heartbeat and listen on this node's channel."""
+        ...
+
+    async def stop(self, *, leave: bool = True) -> None:
+        """Stop; ``leave`` drops this node and its sessions from the directory at once, otherwise
+        they stay until the TTL runs out (as if the node had crashed)."""
+        ...
+
+    async def publish(self, node: str, message: Deliver) -> bool:
+        """Send ``message`` to ``node``; False when no live node took it (the caller stores it)."""
+        ...
+
+    def subscribe(self, handler: MessageHandler) -> None:
+        """Call ``handler`` for every message published to this node."""
+        ...
+
+    def on_node_down(self, handler: NodeDownHandler) -> None:
+        """Call ``handler`` with the name of every other node declared dead."""
+        ...
+
+    async def register(self, full_jid: str, node: str) -> None:
+        """Record that ``full_jid`` is bound on ``node`` (this node, in practice)."""
+        ...
+
+    async def unregister(self, full_jid: str) -> None:
+        """Forget ``full_jid`` if this node holds it."""
+        ...
+
+    async def lookup(self, bare_jid: str) -> dict[str, str]:
+        """The live sessions of an account: full JID -> node."""
+        ...
+
+    async def nodes(self) -> dict[str, NodeInfo]:
+        """The live nodes of the cluster."""
+        ...
+
+
+def bare_of(full_jid: str) -> str:
+    """The bare part of a full JID string (a bare JID never contains '/')."""
+    return full_jid.partition("/")[0]

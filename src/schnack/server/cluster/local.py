@@ -1,0 +1,181 @@
+"""The in-process cluster bus: the single-node default, and several nodes in one process for tests.
+
+Nodes that share a :class:`LocalHub` form a cluster; messages still pass through the wire
+encoding, so the in-process bus checks what the Redis bus would carry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from .bus import MessageHandler, NodeDownHandler, NodeInfo, bare_of
+from .messages import BusMessage, BusMessageError, Deliver, NodeDown, decode, encode
+
+log = logging.getLogger(__name__)
+
+
+class LocalHub:
+    """The shared state of the nodes of one process: directory, heartbeats and members."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, LocalBus] = {}
+        self.seen: dict[str, float] = {}
+        self.started: dict[str, float] = {}
+        self.directory: dict[str, dict[str, str]] = {}
+
+    def drop(self, node: str) -> None:
+        """Remove ``node`` and its sessions from the directory."""
+        self.members.pop(node, None)
+        self.seen.pop(node, None)
+        self.started.pop(node, None)
+        for bare in list(self.directory):
+            entries = self.directory[bare]
+            for full in [f for f, n in entries.items() if n == node]:
+                del entries[full]
+            if not entries:
+                del self.directory[bare]
+
+    def alive(self, node: str, ttl: float) -> bool:
+        """Whether ``node`` heartbeated within ``ttl`` seconds."""
+        seen = self.seen.get(node)
+        return seen is not None and time.monotonic() - seen <= ttl
+
+
+class LocalBus:
+    """A node on a :class:`LocalHub` (its own hub when none is given)."""
+
+    def __init__(self, node: str, *, hub: LocalHub | None = None, heartbeat_interval: float = 1.0,
+                 node_ttl: float = 5.0) -> None:
+        self._node = node
+        self._hub = hub if hub is not None else LocalHub()
+        self._interval = heartbeat_interval
+        self._ttl = node_ttl
+        self._handlers: list[MessageHandler] = []
+        self._down_handlers: list[NodeDownHandler] = []
+        self._heartbeat: asyncio.Task[None] | None = None
+        # One consumer keeps the order in which messages to this node were published.
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._consumer: asyncio.Task[None] | None = None
+
+    @property
+    def node(self) -> str:
+        """This node's name."""
+        return self._node
+
+    async def start(self) -> None:
+        """Join the hub and heartbeat."""
+        if self._node in self._hub.members:
+            raise RuntimeError(f"a node named {self._node!r} is already running")
+        self._hub.members[self._node] = self
+        self._hub.started[self._node] = time.time()
+        self._beat()
+        self._heartbeat = asyncio.create_task(self._run())
+        self._consumer = asyncio.create_task(self._consume())
+
+    async def stop(self, *, leave: bool = True) -> None:
+        """Stop heartbeating; ``leave`` drops this node's entries at once."""
+        for task in (self._heartbeat, self._consumer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._heartbeat = self._consumer = None
+        if self._hub.members.get(self._node) is self:
+            if leave:
+                self._hub.drop(self._node)
+            else:
+                del self._hub.members[self._node]
+
+    def _beat(self) -> None:
+        self._hub.seen[self._node] = time.monotonic()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            self._beat()
+            self._reap()
+
+    def _reap(self) -> None:
+        """Declare every node whose heartbeats stopped dead, once, and tell the live ones."""
+        for node in [n for n in self._hub.seen if not self._hub.alive(n, self._ttl)]:
+            self._hub.drop(node)
+            log.warning("cluster node %s stopped heartbeating; its sessions are gone", node)
+            for member in list(self._hub.members.values()):
+                member._deliver_raw(encode(NodeDown(node)))
+
+    def _deliver_raw(self, data: bytes) -> None:
+        self._inbox.put_nowait(data)
+
+    async def _consume(self) -> None:
+        while True:
+            data = await self._inbox.get()
+            try:
+                message = decode(data)
+            except BusMessageError as err:
+                log.error("dropping a bus message: %s", err)
+                continue
+            await self._dispatch(message)
+
+    async def _dispatch(self, message: BusMessage) -> None:
+        try:
+            if isinstance(message, Deliver):
+                for handler in list(self._handlers):
+                    await handler(message)
+            else:
+                for down in list(self._down_handlers):
+                    await down(message.node)
+        except Exception:
+            log.exception("a cluster bus handler failed")
+
+    async def publish(self, node: str, message: Deliver) -> bool:
+        """Hand ``message`` to ``node`` if it is a live member."""
+        target = self._hub.members.get(node)
+        if target is None or not self._hub.alive(node, self._ttl):
+            return False
+        target._deliver_raw(encode(message))
+        return True
+
+    def deliver_raw(self, data: bytes) -> None:
+        """Take wire bytes as if they came over the bus (a message from another version, say)."""
+        self._deliver_raw(data)
+
+    def subscribe(self, handler: MessageHandler) -> None:
+        """Call ``handler`` for every message to this node."""
+        self._handlers.append(handler)
+
+    def on_node_down(self, handler: NodeDownHandler) -> None:
+        """Call ``handler`` when another node is declared dead."""
+        self._down_handlers.append(handler)
+
+    async def register(self, full_jid: str, node: str) -> None:
+        """Record ``full_jid`` on ``node``."""
+        self._hub.directory.setdefault(bare_of(full_jid), {})[full_jid] = node
+
+    async def unregister(self, full_jid: str) -> None:
+        """Forget ``full_jid`` if this node holds it."""
+        bare = bare_of(full_jid)
+        entries = self._hub.directory.get(bare)
+        if entries is not None and entries.get(full_jid) == self._node:
+            del entries[full_jid]
+            if not entries:
+                del self._hub.directory[bare]
+
+    async def lookup(self, bare_jid: str) -> dict[str, str]:
+        """The live sessions of ``bare_jid``."""
+        entries = self._hub.directory.get(bare_jid, {})
+        return {full: node for full, node in entries.items() if self._hub.alive(node, self._ttl)}
+
+    async def nodes(self) -> dict[str, NodeInfo]:
+        """The live nodes and their session counts."""
+        counts: dict[str, int] = {}
+        for entries in self._hub.directory.values():
+            for node in entries.values():
+                counts[node] = counts.get(node, 0) + 1
+        return {
+            node: NodeInfo(node, counts.get(node, 0), self._hub.started.get(node, 0.0))
+            for node in self._hub.seen if self._hub.alive(node, self._ttl)
+        }
+

@@ -1,0 +1,355 @@
+"""The Redis cluster bus (redis-py asyncio): a channel per node, the directory in hashes, TTL heartbeats.
+
+Keys, under a prefix (``schnack:`` by default):
+
+- ``hb:{node}``: the node's heartbeat, a string that expires after ``node_ttl``;
+- ``nodes``: every node that joined, node -> its last heartbeat value;
+- ``dir:{bare JID}``: the directory of one account, full JID -> node;
+- ``sess:{node}``: the full JIDs a node registered, to drop them when it dies.
+
+Channels: ``to:{node}`` carries messages for one node, ``all`` the dead-node announcements.
+Every change that touches more than one key runs as one Lua script, so a node that dies halfway
+leaves no half-written entry. Each heartbeat also reaps nodes whose heartbeat key expired.
+
+When Redis goes away, the node keeps serving its own clients: publishing fails (the caller stores
+the stanza instead), directory writes are remembered locally, and the listener reconnects with
+backoff. Once Redis answers again, the node writes its own sessions back into the directory (a
+restarted Redis has forgotten them, and other nodes may have reaped this one meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .bus import MessageHandler, NodeDownHandler, NodeInfo, bare_of
+from .messages import BusMessageError, Deliver, NodeDown, decode, encode
+
+log = logging.getLogger(__name__)
+
+_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+_MAX_BACKOFF = 5.0
+
+# KEYS: hb:{node}, nodes. ARGV: value, ttl in ms, node. Returns whether the heartbeat was still there.
+_HEARTBEAT = """
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+return existed
+"""
+
+# KEYS: dir:{bare}, sess:{node}. ARGV: full JID, node.
+_REGISTER = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: dir:{bare}, sess:{node}. ARGV: full JID, node. Another node may have taken the JID over.
+_UNREGISTER = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: hb:{node}, nodes, sess:{node}. ARGV: node, prefix. Drops a node whose heartbeat expired;
+# returns 1 for the one caller that did it, so only that one announces the death.
+_REAP = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
+for _, full in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local slash = string.find(full, '/', 1, true)
+  local bare = slash and string.sub(full, 1, slash - 1) or full
+  local key = ARGV[2] .. 'dir:' .. bare
+  if redis.call('HGET', key, full) == ARGV[1] then redis.call('HDEL', key, full) end
+end
+redis.call('DEL', KEYS[3])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: dir:{bare}. ARGV: prefix. The entries whose node still heartbeats.
+_LOOKUP = """
+local out = {}
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+  if redis.call('EXISTS', ARGV[1] .. 'hb:' .. entries[i + 1]) == 1 then
+    table.insert(out, entries[i])
+    table.insert(out, entries[i + 1])
+  end
+end
+return out
+"""
+
+# KEYS: sess:{node}. ARGV: node, prefix, then full JIDs. Rewrites this node's own entries.
+_RESYNC = """
+for _, full in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local slash = string.find(full, '/', 1, true)
+  local bare = slash and string.sub(full, 1, slash - 1) or full
+  local key = ARGV[2] .. 'dir:' .. bare
+  if redis.call('HGET', key, full) == ARGV[1] then redis.call('HDEL', key, full) end
+end
+redis.call('DEL', KEYS[1])
+for i = 3, #ARGV do
+  local full = ARGV[i]
+  local slash = string.find(full, '/', 1, true)
+  local bare = slash and string.sub(full, 1, slash - 1) or full
+  redis.call('HSET', ARGV[2] .. 'dir:' .. bare, full, ARGV[1])
+  redis.call('SADD', KEYS[1], full)
+end
+return #ARGV - 2
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+class ClusterUnavailable(ConnectionError):
+    """Redis could not be reached when the node started."""
+
+
+class RedisBus:
+    """A cluster node on Redis."""
+
+    def __init__(self, url: str, node: str, *, prefix: str = "schnack:", heartbeat_interval: float = 1.0,
+                 node_ttl: float = 5.0, op_timeout: float = 2.0) -> None:
+        self._url = url
+        self._node = node
+        self._prefix = prefix
+        self._interval = heartbeat_interval
+        self._ttl = node_ttl
+        self._op_timeout = op_timeout
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            # Raw replies: a stray non-UTF-8 publish must reach decode() and be dropped there, not
+            # break the subscriber's connection.
+            url, socket_connect_timeout=op_timeout, socket_timeout=op_timeout,
+        )
+        self._scripts = {name: self._redis.register_script(body) for name, body in (
+            ("heartbeat", _HEARTBEAT), ("register", _REGISTER), ("unregister", _UNREGISTER),
+            ("reap", _REAP), ("lookup", _LOOKUP), ("resync", _RESYNC),
+        )}
+        self._handlers: list[MessageHandler] = []
+        self._down_handlers: list[NodeDownHandler] = []
+        # This node's sessions, kept here so the directory can be rebuilt after Redis comes back.
+        self._local: set[str] = set()
+        self._dirty = False
+        self._lost = False
+        self._started = time.time()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._joined = False
+        self.resyncs = 0
+
+    @property
+    def node(self) -> str:
+        """This node's name."""
+        return self._node
+
+    def _key(self, *parts: str) -> str:
+        return self._prefix + ":".join(parts)
+
+    async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        return await asyncio.wait_for(self._scripts[script](keys=keys, args=args), self._op_timeout)
+
+    async def start(self) -> None:
+        """Heartbeat once (failing if Redis is unreachable), then listen and heartbeat in the background."""
+        try:
+            await self._beat()
+        except _ERRORS as err:
+            await self._redis.aclose()
+            raise ClusterUnavailable(f"cannot reach Redis at {self._url}: {err}") from None
+        self._joined = True
+        subscribed = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._listen(subscribed)), asyncio.create_task(self._heartbeats())]
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(subscribed.wait(), self._op_timeout * 2)
+
+    async def stop(self, *, leave: bool = True) -> None:
+        """Stop; ``leave`` drops this node and its sessions from the directory at once."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if not self._joined:
+            return
+        self._joined = False
+        if leave:
+            try:
+                await asyncio.wait_for(self._redis.delete(self._key("hb", self._node)), self._op_timeout)
+                await self._call("reap", [self._key("hb", self._node), self._key("nodes"),
+                                          self._key("sess", self._node)], [self._node, self._prefix])
+            except _ERRORS as err:
+                log.warning("could not leave the cluster cleanly (entries expire by TTL): %s", err)
+        await self._redis.aclose()
+
+    async def _known_nodes(self) -> list[str]:
+        names = await asyncio.wait_for(self._redis.hkeys(self._key("nodes")), self._op_timeout)
+        return [_text(name) for name in names]
+
+    def _info(self) -> str:
+        return json.dumps({"sessions": len(self._local), "started": self._started})
+
+    async def _beat(self) -> None:
+        """Heartbeat; rewrite the directory if it may have lost this node; reap dead nodes."""
+        existed = await self._call("heartbeat", [self._key("hb", self._node), self._key("nodes")],
+                                   [self._info(), int(self._ttl * 1000), self._node])
+        if not existed or self._dirty:
+            self._dirty = False
+            try:
+                await self._call("resync", [self._key("sess", self._node)],
+                                 [self._node, self._prefix, *sorted(self._local)])
+            except BaseException:
+                self._dirty = True
+                raise
+            self.resyncs += 1
+        if self._lost:
+            self._lost = False
+            log.info("Redis is back; %d sessions of this node written to the directory", len(self._local))
+        known = await self._known_nodes()
+        others = [n for n in known if n != self._node]
+        if not others:
+            return
+        beats = await asyncio.wait_for(self._redis.mget([self._key("hb", n) for n in others]), self._op_timeout)
+        for node, beat in zip(others, beats, strict=True):
+            if beat is not None:
+                continue
+            reaped = await self._call("reap", [self._key("hb", node), self._key("nodes"), self._key("sess", node)],
+                                      [node, self._prefix])
+            if reaped:
+                log.warning("cluster node %s stopped heartbeating; its sessions are gone", node)
+                await asyncio.wait_for(self._redis.publish(self._key("all"), encode(NodeDown(node))),
+                                       self._op_timeout)
+
+    def _lose(self, err: BaseException) -> None:
+        self._dirty = True
+        if not self._lost:
+            self._lost = True
+            log.warning("lost Redis (%s); serving local sessions only until it is back", err)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            try:
+                await self._beat()
+            except _ERRORS as err:
+                self._lose(err)
+
+    async def _listen(self, subscribed: asyncio.Event) -> None:
+        """Read this node's channel and the broadcast channel; reconnect with backoff."""
+        delay = 0.1
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await asyncio.wait_for(pubsub.subscribe(self._key("to", self._node), self._key("all")),
+                                       self._op_timeout)
+                subscribed.set()
+                delay = 0.1
+                if self._lost:
+                    self._wake.set()
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        await self._handle(message["data"])
+            except _ERRORS as err:
+                self._lose(err)
+                self._wake.set()
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF)
+
+    async def _handle(self, data: bytes) -> None:
+        try:
+            message = decode(data)
+        except BusMessageError as err:
+            log.error("dropping a bus message: %s", err)
+            return
+        try:
+            if isinstance(message, Deliver):
+                for handler in list(self._handlers):
+                    await handler(message)
+            elif message.node == self._node:
+                # Reaped during a partition: write this node's sessions back at the next heartbeat.
+                self._dirty = True
+                self._wake.set()
+            else:
+                for down in list(self._down_handlers):
+                    await down(message.node)
+        except Exception:
+            log.exception("a cluster bus handler failed")
+
+    async def publish(self, node: str, message: Deliver) -> bool:
+        """Publish to ``node``'s channel; False when nobody listens there or Redis is unreachable."""
+        try:
+            receivers = await asyncio.wait_for(self._redis.publish(self._key("to", node), encode(message)),
+                                               self._op_timeout)
+        except _ERRORS as err:
+            self._lose(err)
+            return False
+        return bool(receivers)
+
+    def subscribe(self, handler: MessageHandler) -> None:
+        """Call ``handler`` for every message to this node."""
+        self._handlers.append(handler)
+
+    def on_node_down(self, handler: NodeDownHandler) -> None:
+        """Call ``handler`` when another node is declared dead."""
+        self._down_handlers.append(handler)
+
+    async def register(self, full_jid: str, node: str) -> None:
+        """Record ``full_jid`` on ``node``; while Redis is away, only locally until it returns."""
+        if node == self._node:
+            self._local.add(full_jid)
+        try:
+            await self._call("register", [self._key("dir", bare_of(full_jid)), self._key("sess", node)],
+                             [full_jid, node])
+        except _ERRORS as err:
+            self._lose(err)
+
+    async def unregister(self, full_jid: str) -> None:
+        """Forget ``full_jid`` if this node holds it."""
+        self._local.discard(full_jid)
+        try:
+            await self._call("unregister", [self._key("dir", bare_of(full_jid)), self._key("sess", self._node)],
+                             [full_jid, self._node])
+        except _ERRORS as err:
+            self._lose(err)
+
+    async def lookup(self, bare_jid: str) -> dict[str, str]:
+        """The live sessions of ``bare_jid``; none known while Redis is unreachable."""
+        try:
+            flat = await self._call("lookup", [self._key("dir", bare_jid)], [self._prefix])
+        except _ERRORS as err:
+            self._lose(err)
+            return {}
+        return dict(zip(map(_text, flat[::2]), map(_text, flat[1::2]), strict=True))
+
+    async def nodes(self) -> dict[str, NodeInfo]:
+        """The live nodes and their session counts at their last heartbeat."""
+        known = await self._known_nodes()
+        if not known:
+            return {}
+        beats = await asyncio.wait_for(self._redis.mget([self._key("hb", n) for n in known]), self._op_timeout)
+        result: dict[str, NodeInfo] = {}
+        for node, beat in zip(known, beats, strict=True):
+            if beat is None:
+                continue
+            try:
+                info = json.loads(beat)
+                result[node] = NodeInfo(node, int(info["sessions"]), float(info["started"]))
+            except (ValueError, KeyError, TypeError):
+                log.error("node %s has an unreadable heartbeat", node)
+        return result

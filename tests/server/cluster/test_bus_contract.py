@@ -1,0 +1,227 @@
+"""The cluster bus contract, on the in-process bus and on Redis: messages, directory, dead nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+import redis.asyncio as aioredis
+
+from schnack.server.cluster import ClusterBus, ClusterUnavailable, RedisBus
+from schnack.server.cluster.messages import Deliver, encode
+
+from .conftest import Cluster, PrivateRedis, eventually
+
+
+class Inbox:
+    """Collects what a node receives."""
+
+    def __init__(self, bus: ClusterBus) -> None:
+        self.messages: list[Deliver] = []
+        self.down: list[str] = []
+        self.changed = asyncio.Event()
+        bus.subscribe(self._message)
+        bus.on_node_down(self._down)
+
+    async def _message(self, message: Deliver) -> None:
+        self.messages.append(message)
+        self.changed.set()
+
+    async def _down(self, node: str) -> None:
+        self.down.append(node)
+        self.changed.set()
+
+    async def wait(self, done: bool | None = None, *, count: int = 0, node_down: str = "",
+                   timeout: float = 20.0) -> None:
+        """Wait until ``count`` messages arrived or ``node_down`` was announced."""
+        async def reached() -> None:
+            while not (len(self.messages) >= count and (not node_down or node_down in self.down)):
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(reached(), timeout)
+
+
+def stanza(to: str, sender: str, body: str) -> Deliver:
+    xml = f"<message xmlns='jabber:client' to='{to}' from='{sender}' type='chat'><body>{body}</body></message>"
+    return Deliver(to, sender, xml)
+
+
+async def test_publish_reaches_the_node_it_names(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    inbox_a, inbox_b = Inbox(a), Inbox(b)
+    message = stanza("bob@example.org/desk", "alice@example.org/phone", "grüß dich <&>")
+    assert await a.publish("b", message)
+    await inbox_b.wait(count=1)
+    assert inbox_b.messages == [message]
+    assert inbox_a.messages == []
+
+
+async def test_messages_arrive_in_the_order_published(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    inbox = Inbox(b)
+    sent = [stanza("bob@example.org/desk", "alice@example.org/phone", str(i)) for i in range(100)]
+    for message in sent:
+        assert await a.publish("b", message)
+    await inbox.wait(count=len(sent))
+    assert inbox.messages == sent
+
+
+async def test_publish_to_a_node_that_is_not_there_is_refused(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    assert not await a.publish("nobody", stanza("bob@example.org/desk", "alice@example.org/phone", "hi"))
+
+
+async def test_directory_register_lookup_unregister(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    await a.register("alice@example.org/phone", "a")
+    await b.register("alice@example.org/desk", "b")
+    await b.register("bob@example.org/desk", "b")
+    expected = {"alice@example.org/phone": "a", "alice@example.org/desk": "b"}
+    assert await a.lookup("alice@example.org") == expected
+    assert await b.lookup("alice@example.org") == expected
+    assert await a.lookup("carol@example.org") == {}
+    # Only the node that holds a session removes it.
+    await b.unregister("alice@example.org/phone")
+    assert await a.lookup("alice@example.org") == expected
+    await a.unregister("alice@example.org/phone")
+    assert await b.lookup("alice@example.org") == {"alice@example.org/desk": "b"}
+    await b.unregister("alice@example.org/desk")
+    assert await a.lookup("alice@example.org") == {}
+    assert await a.lookup("bob@example.org") == {"bob@example.org/desk": "b"}
+
+
+async def test_a_full_jid_taken_over_by_another_node_stays_with_it(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    await a.register("alice@example.org/phone", "a")
+    await b.register("alice@example.org/phone", "b")
+    await a.unregister("alice@example.org/phone")
+    assert await a.lookup("alice@example.org") == {"alice@example.org/phone": "b"}
+
+
+async def test_nodes_lists_live_nodes_and_their_sessions(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    await a.register("alice@example.org/phone", "a")
+    await a.register("alice@example.org/desk", "a")
+    await b.register("bob@example.org/desk", "b")
+    nodes = await eventually(a.nodes, lambda n: {k: v.sessions for k, v in n.items()} == {"a": 2, "b": 1})
+    assert set(nodes) == {"a", "b"}
+    assert all(info.started > 0 for info in nodes.values())
+
+
+async def test_a_node_whose_heartbeats_stop_expires(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    c = await cluster.node("c")
+    inbox_a, inbox_c = Inbox(a), Inbox(c)
+    await b.register("bob@example.org/desk", "b")
+    await a.register("bob@example.org/phone", "a")
+    await b.stop(leave=False)
+    await inbox_a.wait(node_down="b")
+    await inbox_c.wait(node_down="b")
+    assert inbox_a.down == ["b"] and inbox_c.down == ["b"]
+    assert await a.lookup("bob@example.org") == {"bob@example.org/phone": "a"}
+    assert set(await c.nodes()) == {"a", "c"}
+    assert not await a.publish("b", stanza("bob@example.org/desk", "alice@example.org/phone", "lost?"))
+
+
+async def test_a_node_that_leaves_takes_its_sessions_along(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    await b.register("bob@example.org/desk", "b")
+    await b.stop()
+    assert await a.lookup("bob@example.org") == {}
+    assert set(await a.nodes()) == {"a"}
+
+
+async def test_unknown_versions_and_garbage_are_dropped_and_logged(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    inbox = Inbox(b)
+    caplog.set_level(logging.ERROR)
+    await cluster.inject(b, encode(stanza("bob@example.org/desk", "alice@example.org/phone", "v2"), version=2))
+    await cluster.inject(b, b'[1, "teleport", "x"]')
+    await cluster.inject(b, b"\xff not json")
+    good = stanza("bob@example.org/desk", "alice@example.org/phone", "v1")
+    assert await a.publish("b", good)
+    await inbox.wait(count=1)
+    assert inbox.messages == [good]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("unsupported bus message version 2" in e for e in errors)
+    assert any("unknown bus message kind 'teleport'" in e for e in errors)
+    assert any("not a bus message" in e for e in errors)
+
+
+async def test_a_failing_handler_does_not_stop_the_node(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+
+    async def broken(message: Deliver) -> None:
+        if message.xml.endswith("<body>boom</body></message>"):
+            raise RuntimeError("handler bug")
+
+    b.subscribe(broken)
+    inbox = Inbox(b)
+    assert await a.publish("b", stanza("bob@example.org/desk", "alice@example.org/phone", "boom"))
+    after = stanza("bob@example.org/desk", "alice@example.org/phone", "after")
+    assert await a.publish("b", after)
+    await inbox.wait(count=1)
+    assert inbox.messages == [after]
+
+
+async def test_redis_restart_keeps_local_state_and_resyncs(private_redis: PrivateRedis) -> None:
+    await private_redis.start()
+    cluster = Cluster("redis", url=private_redis.url)
+    try:
+        a = await cluster.node("a", heartbeat_interval=0.2, node_ttl=2.0)
+        b = await cluster.node("b", heartbeat_interval=0.2, node_ttl=2.0)
+        assert isinstance(a, RedisBus)
+        inbox = Inbox(b)
+        await a.register("alice@example.org/phone", "a")
+        await b.register("bob@example.org/desk", "b")
+        await private_redis.stop()
+        # Redis is gone: nothing crosses, nothing raises, and new sessions are remembered locally.
+        assert not await a.publish("b", stanza("bob@example.org/desk", "alice@example.org/phone", "down"))
+        await a.register("alice@example.org/desk", "a")
+        await a.unregister("alice@example.org/phone")
+        assert await a.lookup("bob@example.org") == {}
+        resyncs = a.resyncs
+        await private_redis.start()  # empty: no persistence
+        await eventually(lambda: b.lookup("alice@example.org"), lambda d: d == {"alice@example.org/desk": "a"})
+        await eventually(lambda: a.lookup("bob@example.org"), lambda d: d == {"bob@example.org/desk": "b"})
+        assert a.resyncs > resyncs
+        back = stanza("bob@example.org/desk", "alice@example.org/desk", "back")
+        await eventually(lambda: a.publish("b", back), bool)
+        await inbox.wait(count=1)
+        assert inbox.messages[-1] == back
+    finally:
+        await cluster.close()
+
+
+async def test_redis_unreachable_at_start_is_a_clear_error(private_redis: PrivateRedis) -> None:
+    bus = RedisBus(private_redis.url, "a", op_timeout=1.0)
+    with pytest.raises(ClusterUnavailable, match="cannot reach Redis"):
+        await bus.start()
+
+
+async def test_a_node_dropped_from_the_directory_writes_its_sessions_back(redis_cluster: Cluster) -> None:
+    cluster = redis_cluster
+
+    a = await cluster.node("a", heartbeat_interval=0.1, node_ttl=5.0)
+    b = await cluster.node("b", heartbeat_interval=0.1, node_ttl=5.0)
+    await a.register("alice@example.org/phone", "a")
+    client = aioredis.Redis.from_url(cluster.url)
+    try:
+        # What another node does to a node it believes dead: heartbeat and entries gone.
+        await client.delete(f"{cluster.prefix}hb:a", f"{cluster.prefix}sess:a", f"{cluster.prefix}dir:alice@example.org")
+    finally:
+        await client.aclose()
+    await eventually(lambda: b.lookup("alice@example.org"), lambda d: d == {"alice@example.org/phone": "a"})

@@ -1,0 +1,44 @@
+"""Bus messages: the wire encoding round-trips, and anything but version 1 is refused."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schnack.server.cluster.messages import VERSION, BusMessageError, Deliver, NodeDown, decode, encode
+
+
+@given(st.text(), st.text(), st.text())
+def test_deliver_round_trips(to: str, sender: str, xml: str) -> None:
+    message = Deliver(to, sender, xml)
+    assert decode(encode(message)) == message
+
+
+def test_node_down_round_trips() -> None:
+    assert decode(encode(NodeDown("node-1"))) == NodeDown("node-1")
+
+
+def test_encoding_is_compact_and_versioned() -> None:
+    data = encode(Deliver("b@x/r", "a@x/r", "<message/>"))
+    assert data == b'[1,"deliver","b@x/r","a@x/r","<message/>"]'
+    assert VERSION == 1
+
+
+@pytest.mark.parametrize(("data", "error"), [
+    (b'[2,"deliver","a","b","<m/>"]', "unsupported bus message version 2"),
+    (b'[true,"deliver","a","b","<m/>"]', "unsupported bus message version True"),
+    (b'["1","deliver","a","b","<m/>"]', "unsupported bus message version '1'"),
+    (b'[1,"teleport"]', "unknown bus message kind 'teleport'"),
+    (b'[1,7]', "unknown bus message kind 7"),
+    (b'[1,"deliver","a","b"]', "deliver: needs to, from and xml strings"),
+    (b'[1,"deliver","a","b",3]', "deliver: needs to, from and xml strings"),
+    (b'[1,"node-down"]', "node-down: needs a node name"),
+    (b'{"v":1}', "expected [version, kind, ...]"),
+    (b"[1]", "expected [version, kind, ...]"),
+    (b"\xff\xfe", "not a bus message"),
+    (b"", "not a bus message"),
+])
+def test_bad_messages_are_refused(data: bytes, error: str) -> None:
+    with pytest.raises(BusMessageError, match=error.replace("[", r"\[")):
+        decode(data)
