@@ -1,0 +1,204 @@
+"""The call commands of ``schnack``: ``call`` and ``answer`` (XEP-0353 audio calls).
+
+``schnack call JID`` rings every device of JID and, once one answers, plays ``--play FILE`` (any
+audio FFmpeg reads; silence without) and records what it hears to ``--record FILE`` (WAV) until
+``--duration`` seconds have passed, the peer hangs up, or the command is interrupted (Ctrl-C,
+SIGTERM), which hangs up. ``schnack answer`` waits for a call and takes it (``--reject``
+declines it). Afterwards both print the call's duration, the bytes sent and received (with
+their headers), the packet loss and the round-trip time, and append them as a JSON line to
+``calls.jsonl`` in the account's directory. Failures are one line on stderr and exit 1 (the call
+was rejected, nobody answered, the callee cannot be called, no media connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .client import account_option, chosen_account, client_factory, fail, note, parse_jid, run
+
+if TYPE_CHECKING:
+    from ..client.calls.calls import Call
+    from ..client.calls.media import CallStats
+
+CONNECT_WAIT = 60.0
+
+play_option = click.option("--play", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                           help="An audio file to send (default: silence).")  # fmt: skip
+record_option = click.option("--record", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+                             help="Write the audio received to this WAV file.")  # fmt: skip
+duration_option = click.option("--duration", type=click.FloatRange(min=0, min_open=True),
+                               help="Hang up after this many seconds of talking.")  # fmt: skip
+saver_option = click.option("--data-saver", is_flag=True,
+                            help="About 10 kbit/s in 60 ms frames, nothing sent in silence (instead of 24 kbit/s).")  # fmt: skip
+relay_option = click.option("--relay-only", is_flag=True,
+                            help="Send media only through the server's TURN relay (hides our address).")  # fmt: skip
+
+
+def checked(play: Path | None) -> None:
+    """One line and exit 1 for a file to play that is no audio, before any call is made."""
+    if play is None:
+        return
+    from ..client.calls.media import MediaError, check_audio_file
+
+    try:
+        check_audio_file(play)
+    except MediaError as err:
+        fail(str(err))
+
+
+def summary(call: Call, stats: CallStats) -> list[str]:
+    """The lines printed after a call."""
+    minutes = stats.duration / 60
+    per_minute = (stats.bytes_sent + stats.bytes_received) / 1000 / minutes if minutes else 0.0
+    rtt = f"{stats.rtt * 1000:.0f} ms" if stats.rtt is not None else "unknown"
+    return [
+        f"call with {call.peer}: {stats.duration:.1f} s",
+        f"sent {stats.bytes_sent / 1000:.1f} kB, received {stats.bytes_received / 1000:.1f} kB "
+        f"({per_minute:.0f} kB per minute both ways)",
+        f"packet loss {stats.loss * 100:.1f} %, round trip {rtt}",
+    ]
+
+
+def store(directory: Path, call: Call, stats: CallStats) -> None:
+    record = {
+        "ended": datetime.now(UTC).isoformat(timespec="seconds"),
+        "peer": str(call.peer),
+        "direction": "out" if call.session.role == "initiator" else "in",
+        "duration": round(stats.duration, 3),
+        "bytes_sent": stats.bytes_sent,
+        "bytes_received": stats.bytes_received,
+        "packets_received": stats.packets_received,
+        "packets_lost": stats.packets_lost,
+        "rtt": stats.rtt,
+    }
+    with (directory / "calls.jsonl").open("a", encoding="utf-8") as out:
+        out.write(json.dumps(record) + "\n")
+
+
+async def talk(directory: Path, call: Call, duration: float | None, connect_wait: float = CONNECT_WAIT) -> None:
+    """Once connected: until ``duration`` is over, the peer hangs up, or we are interrupted; then
+    the summary."""
+    from ..client.calls.calls import CallFailed
+
+    try:
+        await call.wait_connected(connect_wait)
+    except TimeoutError:
+        await call.hangup()
+        fail(f"no media connection with {call.peer} within {connect_wait:g} s")
+    except CallFailed as err:
+        fail(str(err))
+    note(f"talking with {call.peer}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiting: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait()), asyncio.shield(call.ended)]
+    await asyncio.wait(waiting, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+    for task in waiting:
+        task.cancel()
+    stats = await call.hangup() if not call.ended.done() else await call.wait_ended()
+    if stats is None:
+        fail("the call ended before any media flowed")
+    for line in summary(call, stats):
+        click.echo(line)
+    store(directory, call, stats)
+
+
+@click.command()
+@click.argument("jid")
+@account_option
+@saver_option
+@play_option
+@record_option
+@duration_option
+@relay_option
+@click.option("--ring-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds to let it ring before giving up.")  # fmt: skip
+def call(jid: str, account: str | None, data_saver: bool, play: Path | None, record: Path | None,
+         duration: float | None, relay_only: bool, ring_timeout: float) -> None:
+    """Call JID (every device of it rings); talk until --duration, the peer hangs up, or Ctrl-C."""
+    peer = parse_jid(jid)
+    if peer.local is None:
+        fail(f"{jid!r} is not a person's address (user@domain)", 2)
+    checked(play)
+    chosen = chosen_account(account)
+    make_client = client_factory(chosen)
+
+    async def work() -> None:
+        from ..client.store import account_dir
+
+        client = make_client()
+        try:
+            await client.connect()
+            outgoing = await client.call(peer, data_saver=data_saver, source=play, sink=record,
+                                         relay_only=relay_only, ring_timeout=ring_timeout)  # fmt: skip
+            note(f"calling {peer.bare}")
+            waiting: list[asyncio.Future[Any]] = [
+                asyncio.ensure_future(outgoing.ringing.wait()), asyncio.ensure_future(outgoing.answered.wait()),
+            ]  # fmt: skip
+            await asyncio.wait([*waiting, asyncio.shield(outgoing.ended)], return_when=asyncio.FIRST_COMPLETED)
+            if outgoing.ended.done() and outgoing.ended.result().reason.condition == "timeout":
+                fail(f"{peer.bare} did not answer within {ring_timeout:g} s: no device of it is online to ring")
+            if outgoing.ringing.is_set() and not outgoing.answered.is_set():
+                note("ringing")
+            for task in waiting:
+                task.cancel()
+            await talk(account_dir(chosen), outgoing, duration, ring_timeout + CONNECT_WAIT)
+        finally:
+            await client.close()
+
+    run(work)
+
+
+@click.command()
+@account_option
+@saver_option
+@play_option
+@record_option
+@duration_option
+@relay_option
+@click.option("--reject", is_flag=True, help="Decline the call instead.")
+@click.option("--wait", "wait_for", type=click.FloatRange(min=0, min_open=True),
+              help="Give up when no call comes within this many seconds (default: wait for ever).")  # fmt: skip
+def answer(account: str | None, data_saver: bool, play: Path | None, record: Path | None, duration: float | None,
+           relay_only: bool, reject: bool, wait_for: float | None) -> None:
+    """Wait for a call and answer it (or --reject it)."""
+    checked(play)
+    chosen = chosen_account(account)
+    make_client = client_factory(chosen)
+
+    async def work() -> None:
+        from ..client.store import account_dir
+
+        client = make_client()
+        try:
+            calls = client.incoming_calls()
+            await client.connect()
+            click.echo("waiting for a call", err=True)
+            try:
+                async with asyncio.timeout(wait_for):
+                    incoming = await anext(calls)
+            except TimeoutError:
+                fail(f"no call within {wait_for:g} s")
+            except StopAsyncIteration:
+                fail("disconnected while waiting for a call")
+            note(f"call from {incoming.caller}")
+            if reject:
+                await incoming.reject()
+                note("rejected")
+                return
+            taken = await incoming.answer(data_saver=data_saver, source=play, sink=record, relay_only=relay_only)
+            await talk(account_dir(chosen), taken, duration)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    run(work)

@@ -1,0 +1,415 @@
+"""Calls on the client: XEP-0353 (v0.8) initiation and a XEP-0166/0167 session driven over the
+client's stanzas, with the media of media.py.
+
+:class:`Calls` turns what the sans-IO :class:`~.session.CallSession` asks for into messages and
+IQs, and what arrives into its input. Proposals go to the callee's bare JID, so every device
+rings; the callee's other devices stop when one answers, since the answer reaches them as a
+carbon (XEP-0280). aiortc gathers its candidates before the description is written, so they
+travel in session-initiate and session-accept rather than trickled; the peer's trickled ones
+(XEP-0176 §5.3) are taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from xml.etree.ElementTree import Element
+
+from ...xmpp import ns
+from ...xmpp.errors import StanzaError
+from ...xmpp.jid import JID
+from ...xmpp.payloads import jmi
+from ...xmpp.payloads.carbons import RECEIVED, SENT
+from ...xmpp.payloads.extdisco import ExtdiscoError, Service, Services
+from ...xmpp.payloads.jingle import JINGLE, Reason, jingle_error
+from ...xmpp.stanza import Stanza
+from ...xmpp.xml import element, qname, sub
+from ..errors import ClientError, XmppError
+from ..features.carbons import unwrap
+from ..feed import Feed, Subscription
+from .session import (
+    RING_TIMEOUT,
+    AnsweredElsewhere,
+    CallSession,
+    Ended,
+    Proceeded,
+    RemoteCandidates,
+    RemoteDescription,
+    Reply,
+    Ringing,
+    SendIq,
+    SendMessage,
+    State,
+    Step,
+)
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from .media import CallStats, MediaSession
+
+log = logging.getLogger(__name__)
+
+_MESSAGE = qname(ns.CLIENT, "message")
+_IQ = qname(ns.CLIENT, "iq")
+_DELAY = qname(ns.DELAY, "delay")
+
+
+class CallFailed(ClientError):
+    """A call that did not come about: rejected, not answered, or the media failed."""
+
+    def __init__(self, text: str, reason: Reason | None = None) -> None:
+        super().__init__(text)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class MediaOptions:
+    """What a call plays and records, and how it saves data."""
+
+    data_saver: bool = False
+    source: Path | None = None
+    sink: Path | None = None
+    relay_only: bool = False
+
+
+class Call:
+    """One call on this device, outgoing or incoming."""
+
+    def __init__(self, calls: Calls, session: CallSession) -> None:
+        self._calls = calls
+        self.session = session
+        self.media: MediaSession | None = None
+        self.options = MediaOptions()
+        self.ringing = asyncio.Event()
+        self.answered = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.ended: asyncio.Future[Ended] = asyncio.get_running_loop().create_future()
+        self.stats: CallStats | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        # The ids of our JMI messages, to tell an error bounced for one of them (RFC 6120 §8.3).
+        self.message_ids: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def peer(self) -> JID:
+        return self.session.peer
+
+    @property
+    def sid(self) -> str:
+        return self.session.sid
+
+    @property
+    def state(self) -> State:
+        return self.session.state
+
+    # -- the application's side --------------------------------------------------------------
+
+    async def hangup(self, reason: Reason | None = None) -> CallStats | None:
+        """End the call (retract, reject, or terminate and finish) and return its statistics."""
+        self.step(self.session.hang_up(reason))
+        return await self.wait_ended()
+
+    async def wait_connected(self, timeout: float) -> None:
+        """Until media flows; :class:`CallFailed` if the call ends first."""
+        connected = asyncio.ensure_future(self.connected.wait())
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.wait((connected, asyncio.shield(self.ended)), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+        if not self.connected.is_set():
+            ended = self.ended.result()
+            raise CallFailed(describe(ended), ended.reason)
+
+    async def wait_ended(self) -> CallStats | None:
+        await asyncio.shield(self.ended)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        return self.stats
+
+    def set_data_saver(self, on: bool) -> None:
+        """Send with the data saver profile (or the normal one) from the next frame on."""
+        from .media import DATA_SAVER, NORMAL
+
+        self.options = MediaOptions(on, self.options.source, self.options.sink, self.options.relay_only)
+        if self.media is not None:
+            self.media.set_profile(DATA_SAVER if on else NORMAL)
+
+    # -- driving the machine -----------------------------------------------------------------
+
+    def step(self, step: Step) -> None:
+        """Carry out what the machine asked for, in order."""
+        for item in step:
+            if isinstance(item, SendMessage):
+                message_id = secrets.token_hex(8)
+                self.message_ids.add(message_id)
+                message = element(_MESSAGE, {"to": str(item.to), "type": "chat", "id": message_id})
+                message.append(item.payload.to_xml())
+                sub(message, "{urn:xmpp:hints}store")
+                self._calls.client.write(message)
+            elif isinstance(item, SendIq):
+                iq = element(_IQ, {"type": "set", "to": str(item.to), "id": item.id}, children=(item.jingle.to_xml(),))
+                self._spawn(self._iq(iq, item.id))
+            elif isinstance(item, Reply):
+                continue  # answered by the IQ handler
+            elif isinstance(item, Ringing):
+                self.ringing.set()
+            elif isinstance(item, Proceeded):
+                self.answered.set()
+                self._spawn(self._offer())
+            elif isinstance(item, RemoteDescription):
+                self._spawn(self._remote(item))
+            elif isinstance(item, RemoteCandidates):
+                self._spawn(self._candidates(item))
+            elif isinstance(item, AnsweredElsewhere):
+                log.info("call %s was answered on another device (%s)", self.sid, item.kind)
+            elif isinstance(item, Ended):
+                self._spawn(self._end(item))
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.session.deadline
+        if deadline is not None and not self.session.ended:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(deadline, lambda: self.step(self.session.on_timeout(loop.time())))
+
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _iq(self, iq: Element, iq_id: str) -> None:
+        error: StanzaError | None = None
+        try:
+            await self._calls.client.iq(iq)
+        except XmppError as err:
+            error = StanzaError(err.condition, err.text)
+        except ClientError as err:
+            error = StanzaError("remote-server-timeout", str(err))
+        self.step(self.session.on_iq_response(iq_id, error))
+
+    def _media(self) -> MediaSession:
+        if self.media is None:
+            from .media import DATA_SAVER, NORMAL, MediaSession
+
+            o = self.options
+            self.media = MediaSession(services=self._calls.services, relay_only=o.relay_only,
+                                      profile=DATA_SAVER if o.data_saver else NORMAL, source=o.source, sink=o.sink)  # fmt: skip
+            self.media.pc.on("connectionstatechange", self._media_state)
+        return self.media
+
+    def _media_state(self) -> None:
+        media = self.media
+        if media is None:
+            return
+        if media.connected.is_set():
+            self.connected.set()
+        if media.failed.is_set() and not self.session.ended:
+            # RFC 5763 §5: a certificate that does not match the fingerprint fails DTLS too.
+            self.step(self.session.hang_up(Reason("connectivity-error", "ICE or DTLS failed")))
+
+    async def _offer(self) -> None:
+        try:
+            offer = await self._media().offer()
+        except Exception as err:
+            log.warning("call %s: no offer: %s", self.sid, err)
+            self.step(self.session.hang_up(Reason("failed-application", str(err))))
+            return
+        if not self.session.ended:
+            self.step(self.session.initiate(offer, asyncio.get_running_loop().time()))
+
+    async def _remote(self, event: RemoteDescription) -> None:
+        try:
+            if self.session.role == "responder":
+                answer = await self._media().answer(event.contents)
+                if not self.session.ended:
+                    self.step(self.session.accept(answer))
+            else:
+                await self._media().accepted(event.contents)
+        except Exception as err:
+            log.warning("call %s: the description was refused: %s", self.sid, err)
+            self.step(self.session.hang_up(Reason("failed-application", str(err))))
+
+    async def _candidates(self, event: RemoteCandidates) -> None:
+        if self.media is None:
+            return
+        for candidate in event.transport.candidates:
+            with contextlib.suppress(Exception):
+                await self.media.add_candidate(event.content, candidate)
+
+    async def _end(self, event: Ended) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._calls.forget(self)
+        if self.media is not None:
+            self.stats = await self.media.close()
+        if not self.ended.done():
+            self.ended.set_result(event)
+
+
+class IncomingCall:
+    """A call ringing on this device: answer or reject it."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+
+    @property
+    def caller(self) -> JID:
+        return self.call.peer
+
+    async def answer(self, *, data_saver: bool = False, source: Path | None = None, sink: Path | None = None,
+                     relay_only: bool = False) -> Call:
+        """XEP-0353 §3.3: take the call on this device; the session follows from the caller."""
+        if self.call.session.ended:
+            raise CallFailed("the call is over", (self.call.ended.result().reason if self.call.ended.done() else None))
+        await self.call._calls.refresh_services()
+        self.call.options = MediaOptions(data_saver, source, sink, relay_only)
+        self.call.step(self.call.session.proceed(asyncio.get_running_loop().time()))
+        return self.call
+
+    async def reject(self) -> None:
+        """XEP-0353 §3.5: decline the call (the caller and our other devices stop ringing)."""
+        await self.call.hangup()
+
+
+def describe(ended: Ended) -> str:
+    """Why a call ended, in a sentence."""
+    condition = ended.reason.condition
+    if condition == "connectivity-error" and ended.reason.text:
+        return ended.reason.text
+    text = {
+        "decline": "the call was rejected",
+        "busy": "the callee is busy",
+        "timeout": "nobody answered" if ended.by_peer is False else "the call timed out",
+        "cancel": "the caller hung up",
+        "success": "the call ended",
+        "connectivity-error": "no connection",
+        "failed-application": "the media could not be set up",
+        "gone": "the peer is gone",
+    }.get(condition, f"the call ended ({condition})")
+    return text + (f": {ended.reason.text}" if ended.reason.text else "")
+
+
+class Calls:
+    """The client's calls: proposals in and out, Jingle IQs to the session they belong to."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.services: tuple[Service, ...] = ()
+        self.incoming: Feed[IncomingCall] = Feed(backlog=0)
+        self._calls: dict[str, Call] = {}
+        client.on_message(self._on_message)
+        client.handle_iq("set", JINGLE, self._on_jingle)
+
+    def forget(self, call: Call) -> None:
+        if self._calls.get(call.sid) is call:
+            del self._calls[call.sid]
+
+    async def refresh_services(self) -> None:
+        """XEP-0215 §3.1: STUN and TURN from our server, fresh credentials each call; none if
+        the server offers none."""
+        request = element(_IQ, {"type": "get", "to": str(self.client.account.domain)},
+                          children=(Services().to_xml(),))  # fmt: skip
+        try:
+            reply = await self.client.iq(request)
+            self.services = Services.from_xml(reply[0]).services if len(reply) else ()
+        except (XmppError, ExtdiscoError, IndexError) as err:
+            log.debug("no external services: %s", err)
+            self.services = ()
+
+    async def call(self, to: JID, options: MediaOptions, ring_timeout: float = RING_TIMEOUT) -> Call:
+        """XEP-0353 §3.1: propose an audio call to every device of ``to``."""
+        await self.refresh_services()
+        now = asyncio.get_running_loop().time()
+        session, step = CallSession.outgoing(secrets.token_hex(12), self.client.jid, to.bare, now, ring_timeout=ring_timeout)
+        call = Call(self, session)
+        call.options = options
+        self._calls[session.sid] = call
+        call.step(step)
+        return call
+
+    async def hangup_all(self) -> None:
+        """End our calls as the client closes; a call only ringing here is left to ring on the
+        other devices, since rejecting it would stop them too (XEP-0353 §3.5)."""
+        for call in list(self._calls.values()):
+            if call.session.role == "responder" and call.state in (State.PROPOSED, State.RINGING):
+                self.forget(call)
+                continue
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(call.hangup(), 5)
+
+    def _on_message(self, el: Element) -> None:
+        if el.find(_DELAY) is not None:
+            return  # an old proposal from offline storage or the archive rings no more
+        try:
+            stanza = Stanza.parse(el)
+        except StanzaError:
+            return
+        sender = stanza.from_
+        if stanza.type == "error":
+            self._bounced(stanza)
+            return
+        if any(child.tag in (RECEIVED, SENT) for child in el):
+            carbon = unwrap(stanza, self.client.account)
+            if carbon is None:
+                return
+            el = carbon.message
+            if el.find(_DELAY) is not None:
+                return
+            try:
+                sender = JID.parse(el.get("from") or "")
+            except ValueError:
+                return
+        try:
+            found = jmi.find(el)
+        except jmi.JmiError:
+            return
+        if found is None or sender is None:
+            return
+        call = self._calls.get(found.id)
+        now = asyncio.get_running_loop().time()
+        if call is not None:
+            call.step(call.session.on_message(sender, found, now))
+            return
+        if found.kind != "propose" or sender.bare == self.client.account or "audio" not in found.media:
+            return
+        session, step = CallSession.incoming(self.client.jid, sender, found, now)
+        incoming = Call(self, session)
+        self._calls[session.sid] = incoming
+        incoming.step(step)
+        incoming.step(session.ring())
+        self.incoming.publish(IncomingCall(incoming))
+
+    def _bounced(self, stanza: Stanza) -> None:
+        """An error for one of our JMI messages: the callee's server would not take the call."""
+        call = next((c for c in self._calls.values() if stanza.id in c.message_ids), None)
+        if call is None:
+            return
+        error = XmppError.from_stanza(stanza.el)
+        text = f"{call.peer} cannot be called: {error.condition}" + (f" ({error.text})" if error.text else "")
+        call.step(call.session.hang_up(Reason("connectivity-error", text)))
+
+    def _on_jingle(self, stanza: Stanza) -> Element | None:
+        """XEP-0166 §8: a Jingle IQ for one of our sessions, or unknown-session."""
+        payload = stanza.el[0]
+        call = self._calls.get(payload.get("sid") or "")
+        if call is None or stanza.from_ is None:
+            raise jingle_error("unknown-session", "no such session")
+        step = call.session.on_iq(stanza.from_, stanza.id or "", payload)
+        call.step(step)
+        reply = next((item for item in step if isinstance(item, Reply)), None)
+        if reply is not None and reply.error is not None:
+            raise reply.error
+        return None
+
+    def subscribe(self) -> Subscription[IncomingCall]:
+        return self.incoming.subscribe()

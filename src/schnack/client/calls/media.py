@@ -1,0 +1,503 @@
+"""Call media over aiortc: ICE (RFC 8445), DTLS-SRTP (RFC 5764) and our own Opus (RFC 7587) sender.
+
+This is the one module that touches aiortc. A :class:`MediaSession` is one RTCPeerConnection
+with one audio track each way. ICE servers are only those the server handed out (XEP-0215): an
+empty list when there are none, since aiortc's default points at a public STUN server.
+
+aiortc's own Opus encoder ignores every format parameter (96 kbit/s stereo, 20 ms, no FEC, no
+DTX), so the sending track encodes itself with libopus through PyAV and hands aiortc finished
+packets, which its sender only packs into RTP (RFC 7587 §4). How we encode follows both our
+:class:`Profile` and what the peer asked for in its ``a=fmtp``/``a=ptime`` (RFC 7587 §6.1): the
+lower bitrate, the longer frame, FEC only if the receiver decodes it, DTX if either side wants it.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import fractions
+import logging
+import math
+import time
+import wave
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import av
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.stats import (
+    RTCInboundRtpStreamStats,
+    RTCOutboundRtpStreamStats,
+    RTCRemoteInboundRtpStreamStats,
+    RTCTransportStats,
+)
+from av.audio.frame import AudioFrame
+from av.packet import Packet
+from av.stream import Stream
+
+from ...xmpp.payloads.extdisco import Service
+from ...xmpp.payloads.jingle import Content
+from ...xmpp.payloads.jingle_ice import Candidate
+from ...xmpp.payloads.jingle_rtp import Parameter, PayloadType
+from .sdp import RtpContents, SessionDescription, candidate_to_sdp, to_jingle, to_sdp
+
+log = logging.getLogger(__name__)
+
+RATE = 48000
+TIME_BASE = fractions.Fraction(1, RATE)
+# RFC 6716 §2.1.4: the frame durations an Opus packet may hold, in ms (2.5 ms is not offered).
+FRAME_MS = (10, 20, 40, 60, 80, 100, 120)
+# RFC 7587 §6.1: 6 to 510 kbit/s.
+MIN_BITRATE, MAX_BITRATE = 6000, 510000
+# Without a packet for this long the receiver would think the sender gone; Opus DTX sends one
+# frame every 400 ms of silence for the same reason.
+DTX_KEEPALIVE = 0.4
+# Below this RMS (of 32767) a frame counts as silence for DTX: about -60 dBFS.
+SILENCE_RMS = 33.0
+# The longest stretch of missing audio the recording fills with silence, in seconds.
+MAX_FILL = 10
+
+
+class MediaError(RuntimeError):
+    """The media engine could not do what a call needs (no Opus in the offer, a broken description)."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How we want to receive audio, written into our ``a=fmtp``/``a=ptime`` (RFC 7587 §6.1)."""
+
+    name: str
+    bitrate: int
+    ptime: int
+    fec: bool
+    dtx: bool
+
+
+NORMAL = Profile("normal", 24000, 20, fec=True, dtx=False)
+DATA_SAVER = Profile("data-saver", 10000, 60, fec=False, dtx=True)
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """What the sending encoder does: mono, this bitrate and frame length, FEC, DTX."""
+
+    bitrate: int = NORMAL.bitrate
+    frame_ms: int = NORMAL.ptime
+    fec: bool = NORMAL.fec
+    dtx: bool = NORMAL.dtx
+    loss_percent: int = 5
+
+    @classmethod
+    def negotiate(cls, ours: Profile, theirs: PayloadType | None) -> EncoderSettings:
+        """RFC 7587 §6.1: the peer's wishes bound what our profile would send."""
+        bitrate, frame_ms, fec, dtx = ours.bitrate, ours.ptime, ours.fec, ours.dtx
+        if theirs is not None:
+            params = {p.name.lower(): (p.value or "") for p in theirs.parameters}
+            with contextlib.suppress(KeyError, ValueError):
+                bitrate = min(bitrate, int(params["maxaveragebitrate"]))
+            fec = fec and params.get("useinbandfec") == "1"
+            dtx = dtx or params.get("usedtx") == "1"
+            if theirs.ptime is not None:
+                frame_ms = max(frame_ms, theirs.ptime)
+            if theirs.maxptime is not None:
+                frame_ms = min(frame_ms, theirs.maxptime)
+        bitrate = max(MIN_BITRATE, min(MAX_BITRATE, bitrate))
+        frame_ms = min(FRAME_MS, key=lambda ms: (abs(ms - frame_ms), ms))
+        return cls(bitrate, frame_ms, fec, dtx)
+
+
+def opus_of(content: Content) -> PayloadType | None:
+    """The content's Opus payload type (RFC 7587 §7: ``opus/48000/2``), if it offers one."""
+    description = content.description
+    if description is None:
+        return None
+    return next((pt for pt in description.payload_types if (pt.name or "").lower() == "opus"), None)
+
+
+def with_profile(contents: RtpContents, profile: Profile) -> RtpContents:
+    """Our description with the Opus parameters of ``profile`` (RFC 7587 §6.1) and its ptime."""
+    wanted = {
+        "minptime": "10",
+        "useinbandfec": "1" if profile.fec else "0",
+        "usedtx": "1" if profile.dtx else "0",
+        "stereo": "0",
+        "sprop-stereo": "0",
+        "maxaveragebitrate": str(profile.bitrate),
+    }
+    out = []
+    for content in contents.contents:
+        description = content.description
+        if description is not None:
+            types = []
+            for pt in description.payload_types:
+                params = pt.parameters
+                if (pt.name or "").lower() == "opus":
+                    kept = tuple(p for p in pt.parameters if p.name.lower() not in wanted)
+                    params = kept + tuple(Parameter(k, v) for k, v in wanted.items())
+                # SDP has one ptime per m= section (RFC 8866 §6.4), so every payload type carries it.
+                types.append(replace(pt, parameters=params, ptime=profile.ptime))
+            out.append(replace(content, description=replace(description, payload_types=tuple(types))))
+        else:
+            out.append(content)
+    return RtpContents(tuple(out), contents.groups)
+
+
+def ice_servers(services: Sequence[Service]) -> list[RTCIceServer]:
+    """XEP-0215 services as WebRTC ICE servers (RFC 7064/7065 URIs); TLS relays are left out,
+    since aiortc's TURN client speaks UDP and TCP."""
+    servers = []
+    for s in services:
+        host = f"[{s.host}]" if ":" in s.host else s.host
+        if s.type == "stun":
+            servers.append(RTCIceServer(urls=f"stun:{host}:{s.port or 3478}"))
+        elif s.type == "turn" and s.username and s.password:
+            transport = s.transport or "udp"
+            url = f"turn:{host}:{s.port or 3478}?transport={transport}"
+            servers.append(RTCIceServer(urls=url, username=s.username, credential=s.password))
+    # aioice takes one STUN and one TURN server: the UDP relay first, it needs no TCP framing.
+    servers.sort(key=lambda s: "transport=udp" not in str(s.urls))
+    return servers
+
+
+# -- sending ------------------------------------------------------------------------------------
+
+
+def pcm_frames(path: Path | None) -> Iterator[bytes]:
+    """16-bit mono 48 kHz PCM from an audio file (anything FFmpeg reads), then silence forever."""
+    if path is not None:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        with av.open(str(path)) as container:
+            for frame in container.decode(audio=0):
+                for out in resampler.resample(frame):
+                    yield bytes(out.planes[0])[: out.samples * 2]
+            for out in resampler.resample(None):
+                yield bytes(out.planes[0])[: out.samples * 2]
+    silence = bytes(RATE // 50 * 2)
+    while True:
+        yield silence
+
+
+def check_audio_file(path: Path) -> None:
+    """:class:`MediaError` unless FFmpeg reads an audio stream from ``path``."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise MediaError(f"{path} has no audio")
+    except av.FFmpegError as err:
+        raise MediaError(f"{path} is not an audio file FFmpeg reads: {err}") from None
+
+
+def rms(pcm: bytes) -> float:
+    samples = array.array("h", pcm)
+    if not samples:
+        return 0.0
+    return math.sqrt(sum(s * s for s in samples) / len(samples))
+
+
+class OpusTrack(MediaStreamTrack):
+    """The audio we send, already Opus-encoded, paced in real time.
+
+    aiortc's sender passes a track's :class:`av.Packet` to its encoder's ``pack``, which only
+    wraps the bytes in RTP; so this track owns the encoder. :meth:`configure` may be called at
+    any time (a profile switch): the next frame is encoded with the new settings.
+    """
+
+    kind = "audio"
+
+    def __init__(self, source: Path | None) -> None:
+        super().__init__()
+        self._pcm = pcm_frames(source)
+        self._buffer = b""
+        self._settings = EncoderSettings()
+        self._encoder: av.AudioCodecContext | None = None
+        self._samples = 0
+        self._start: float | None = None
+        self._last_sent = -math.inf
+        self.packets_sent = 0
+        self.packets_suppressed = 0
+
+    @property
+    def settings(self) -> EncoderSettings:
+        return self._settings
+
+    def configure(self, settings: EncoderSettings) -> None:
+        if settings != self._settings:
+            self._settings = settings
+            self._encoder = None
+
+    def _open(self) -> av.AudioCodecContext:
+        s = self._settings
+        codec = av.CodecContext.create("libopus", "w")
+        assert isinstance(codec, av.AudioCodecContext)
+        codec.sample_rate = RATE
+        codec.layout = "mono"
+        codec.format = "s16"
+        codec.bit_rate = s.bitrate
+        codec.time_base = TIME_BASE
+        codec.options = {
+            "application": "voip",
+            "frame_duration": str(s.frame_ms),
+            "fec": "1" if s.fec else "0",
+            "packet_loss": str(s.loss_percent if s.fec else 0),
+            "vbr": "on",
+        }
+        codec.open()
+        return codec
+
+    def _next_pcm(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            self._buffer += next(self._pcm)
+        chunk, self._buffer = self._buffer[:size], self._buffer[size:]
+        return chunk
+
+    async def recv(self) -> Packet[Stream]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        while True:
+            if self._encoder is None:
+                self._encoder = self._open()
+            frame_samples = RATE * self._settings.frame_ms // 1000
+            pcm = self._next_pcm(frame_samples * 2)
+            frame = AudioFrame(format="s16", layout="mono", samples=frame_samples)
+            frame.planes[0].update(pcm)
+            frame.sample_rate = RATE
+            frame.time_base = TIME_BASE
+            frame.pts = self._samples
+            at = self._samples
+            self._samples += frame_samples
+            packets = self._encoder.encode(frame)
+            # Real time: a frame leaves once it has been "spoken".
+            await asyncio.sleep(max(0.0, self._start + self._samples / RATE - loop.time()))
+            if not packets:
+                continue
+            now = loop.time()
+            if self._settings.dtx and rms(pcm) < SILENCE_RMS and now - self._last_sent < DTX_KEEPALIVE:
+                # RFC 7587 §3.1.3: during silence nothing needs to be sent; the receiver conceals.
+                self.packets_suppressed += 1
+                continue
+            self._last_sent = now
+            self.packets_sent += 1
+            packet = Packet(b"".join(bytes(p) for p in packets))
+            packet.pts = at
+            packet.time_base = TIME_BASE
+            return packet
+
+
+# -- receiving ----------------------------------------------------------------------------------
+
+
+class WavSink:
+    """Writes the received audio, 16-bit mono 48 kHz, to a WAV file (or only counts it).
+
+    What never arrived (silence the sender suppressed with DTX, lost packets) is written as
+    silence, by the RTP timestamps (RFC 3550 §5.1), so the recording keeps the call's timing.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.samples = 0
+        self.filled = 0
+        self._task: asyncio.Task[None] | None = None
+        self._wav: wave.Wave_write | None = None
+        self._progress = asyncio.Event()
+
+    def start(self, track: MediaStreamTrack) -> None:
+        if self.path is not None:
+            self._wav = wave.open(str(self.path), "wb")  # noqa: SIM115 -- open for the whole call, closed in stop()
+            self._wav.setnchannels(1)
+            self._wav.setsampwidth(2)
+            self._wav.setframerate(RATE)
+        self._task = asyncio.create_task(self._run(track))
+
+    async def _run(self, track: MediaStreamTrack) -> None:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        next_pts: int | None = None
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                assert isinstance(frame, AudioFrame)
+                if frame.pts is not None and frame.sample_rate == RATE:
+                    if next_pts is not None:
+                        # Modulo 2**32: RTP timestamps wrap; a late frame gives a huge "gap".
+                        gap = (frame.pts - next_pts) % 2**32
+                        if 0 < gap <= MAX_FILL * RATE:
+                            self.filled += gap
+                            self._write(bytes(gap * 2), gap)
+                    next_pts = (frame.pts + frame.samples) % 2**32
+                for out in resampler.resample(frame):
+                    self._write(bytes(out.planes[0])[: out.samples * 2], out.samples)
+
+    def _write(self, pcm: bytes, samples: int) -> None:
+        self.samples += samples
+        self._progress.set()
+        if self._wav is not None:
+            self._wav.writeframes(pcm)
+
+    async def heard(self, seconds: float) -> None:
+        """Until ``seconds`` of audio have been received."""
+        while self.samples < seconds * RATE:
+            self._progress.clear()
+            await self._progress.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._wav is not None:
+            self._wav.close()
+            self._wav = None
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallStats:
+    """A call's traffic: bytes on the wire both ways (SRTP/SRTCP/DTLS with their headers, from
+    the DTLS transport), packets lost as the receiver counts them (RFC 3550 §6.4.1), the
+    round-trip time from RTCP receiver reports, and the audio received."""
+
+    duration: float = 0.0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    packets_sent: int = 0
+    packets_received: int = 0
+    packets_lost: int = 0
+    rtt: float | None = None
+    audio_received: float = 0.0
+
+    @property
+    def loss(self) -> float:
+        expected = self.packets_received + self.packets_lost
+        return self.packets_lost / expected if expected else 0.0
+
+
+# -- the peer connection ------------------------------------------------------------------------
+
+
+class MediaSession:
+    """One call's RTCPeerConnection: Jingle contents in and out, our Opus track, a WAV sink."""
+
+    def __init__(self, *, services: Sequence[Service] = (), relay_only: bool = False,
+                 profile: Profile = NORMAL, source: Path | None = None, sink: Path | None = None) -> None:
+        policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
+        self.config = RTCConfiguration(iceServers=ice_servers(services), iceTransportPolicy=policy)
+        self.pc = RTCPeerConnection(self.config)
+        self.profile = profile
+        self.track = OpusTrack(source)
+        self.sink = WavSink(sink)
+        self._remote_opus: PayloadType | None = None
+        self._started: float | None = None
+        self._ended: float | None = None
+        self._final: CallStats | None = None
+        self.connected = asyncio.Event()
+        self.failed = asyncio.Event()
+        self.pc.addTrack(self.track)
+        self.pc.on("track", self.sink.start)
+        self.pc.on("connectionstatechange", self._state_changed)
+
+    def _state_changed(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected" and self._started is None:
+            self._started = time.monotonic()
+            self.connected.set()
+        elif state == "failed":
+            self.failed.set()
+
+    def _local(self, writer: str) -> RtpContents:
+        description = self.pc.localDescription
+        return with_profile(to_jingle(SessionDescription.parse(description.sdp), writer), self.profile)
+
+    def _remote(self, contents: RtpContents) -> None:
+        opus = next((pt for c in contents.contents if (pt := opus_of(c)) is not None), None)
+        if opus is None:
+            raise MediaError("the peer offers no Opus audio")
+        self._remote_opus = opus
+        self.track.configure(EncoderSettings.negotiate(self.profile, opus))
+
+    async def offer(self) -> RtpContents:
+        """Caller: gather candidates and return the offer (XEP-0167 §6.2)."""
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self._local("initiator")
+
+    async def answer(self, offer: RtpContents) -> RtpContents:
+        """Callee: take the offer, gather, and return the answer (XEP-0167 §6.4)."""
+        self._remote(offer)
+        await self.pc.setRemoteDescription(RTCSessionDescription(str(to_sdp(offer, "initiator")), "offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return self._local("responder")
+
+    async def accepted(self, answer: RtpContents) -> None:
+        """Caller: the callee's answer; ICE and DTLS start."""
+        self._remote(answer)
+        await self.pc.setRemoteDescription(RTCSessionDescription(str(to_sdp(answer, "responder")), "answer"))
+
+    async def add_candidate(self, content: str, candidate: Candidate) -> None:
+        """A trickled remote candidate (XEP-0176 §5.3)."""
+        from aiortc.sdp import candidate_from_sdp
+
+        parsed = candidate_from_sdp(candidate_to_sdp(candidate).removeprefix("candidate:"))
+        parsed.sdpMid = content
+        await self.pc.addIceCandidate(parsed)
+
+    def set_profile(self, profile: Profile) -> None:
+        """Send with another profile from the next frame on, within what the peer asked for."""
+        self.profile = profile
+        self.track.configure(EncoderSettings.negotiate(profile, self._remote_opus))
+
+    @property
+    def fingerprint_ok(self) -> bool:
+        """Whether DTLS completed against the fingerprint in the peer's description (RFC 5763 §5)."""
+        return self._started is not None
+
+    async def stats(self) -> CallStats:
+        """The traffic so far (or, once closed, of the whole call)."""
+        if self._final is not None:
+            return self._final
+        report = await self.pc.getStats()
+        sent = received = packets_sent = packets_received = lost = 0
+        rtt: float | None = None
+        for s in report.values():
+            if isinstance(s, RTCTransportStats):
+                sent += s.bytesSent
+                received += s.bytesReceived
+            elif isinstance(s, RTCOutboundRtpStreamStats):
+                packets_sent += s.packetsSent
+            elif isinstance(s, RTCInboundRtpStreamStats):
+                packets_received += s.packetsReceived
+                lost += max(0, s.packetsLost)
+            elif isinstance(s, RTCRemoteInboundRtpStreamStats) and s.roundTripTime:
+                rtt = s.roundTripTime
+        end = self._ended or time.monotonic()
+        duration = end - self._started if self._started is not None else 0.0
+        return CallStats(duration, sent, received, packets_sent, packets_received, lost, rtt,
+                         self.sink.samples / RATE)  # fmt: skip
+
+    async def close(self) -> CallStats:
+        """Hang up the media; the final statistics are kept."""
+        if self._final is not None:
+            return self._final
+        self._ended = time.monotonic()
+        try:
+            final = await self.stats()
+        except Exception:
+            log.debug("no statistics from a broken connection", exc_info=True)
+            final = CallStats()
+        await self.sink.stop()
+        await self.pc.close()
+        self._final = final
+        return final

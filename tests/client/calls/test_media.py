@@ -1,0 +1,155 @@
+"""The media engine alone: two peer connections on loopback sockets exchange our Opus audio, the
+encoder follows the negotiated parameters, and the statistics count what went over the wire."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+from schnack.client.calls.media import (
+    DATA_SAVER,
+    NORMAL,
+    EncoderSettings,
+    MediaSession,
+    ice_servers,
+    opus_of,
+    with_profile,
+)
+from schnack.client.calls.sdp import RtpContents
+from schnack.xmpp.payloads.extdisco import Service
+from schnack.xmpp.payloads.jingle import Content
+from schnack.xmpp.payloads.jingle_rtp import Parameter, PayloadType, RtpDescription
+
+from .audio import dominant, loud_part, read_wav, write_tone
+
+
+def opus(*params: tuple[str, str], ptime: int | None = None) -> PayloadType:
+    return PayloadType(111, "opus", 48000, 2, ptime=ptime, parameters=tuple(Parameter(k, v) for k, v in params))
+
+
+def test_settings_follow_the_peer() -> None:
+    assert EncoderSettings.negotiate(NORMAL, None) == EncoderSettings(24000, 20, True, False)
+    saver = opus(("maxaveragebitrate", "10000"), ("usedtx", "1"), ("useinbandfec", "0"), ptime=60)
+    assert EncoderSettings.negotiate(NORMAL, saver) == EncoderSettings(10000, 60, False, True)
+    assert EncoderSettings.negotiate(DATA_SAVER, opus(("useinbandfec", "1"))) == EncoderSettings(10000, 60, False, True)
+    # A ptime no Opus frame has is rounded to one that exists; a silly bitrate is clamped.
+    assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "12"), ptime=50)).frame_ms in (40, 60)
+    assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "12"))).bitrate == 6000
+    assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "x"))).bitrate == 24000
+
+
+def test_profile_written_into_the_description() -> None:
+    content = Content("initiator", "0", description=RtpDescription("audio", (opus(("minptime", "10")), PayloadType(0, "PCMU", 8000))))
+    (written,) = with_profile(RtpContents((content,)), DATA_SAVER).contents
+    pt = opus_of(written)
+    assert pt is not None and pt.ptime == 60
+    params = {p.name: p.value for p in pt.parameters}
+    assert params == {"minptime": "10", "useinbandfec": "0", "usedtx": "1", "stereo": "0", "sprop-stereo": "0",
+                      "maxaveragebitrate": "10000"}
+    assert written.description is not None and written.description.payload_types[1] == PayloadType(0, "PCMU", 8000, ptime=60)
+
+
+def test_ice_servers_from_extdisco() -> None:
+    services = [
+        Service("turn", "turn.example.org", 3478, "tcp", "1:a@example.org", "pw"),
+        Service("turn", "turn.example.org", 3478, "udp", "1:a@example.org", "pw"),
+        Service("stun", "::1", 3478, "udp"),
+        Service("turns", "turn.example.org", 5349, "tcp", "1:a@example.org", "pw"),
+        Service("turn", "nocreds.example.org", 3478, "udp"),
+    ]
+    urls = [s.urls for s in ice_servers(services)]
+    assert urls == ["turn:turn.example.org:3478?transport=udp", "turn:turn.example.org:3478?transport=tcp", "stun:[::1]:3478"]
+    assert ice_servers([]) == []
+
+
+async def connect(caller: MediaSession, callee: MediaSession) -> None:
+    offer = await caller.offer()
+    answer = await callee.answer(offer)
+    await caller.accepted(answer)
+    async with asyncio.timeout(60):
+        await asyncio.gather(caller.connected.wait(), callee.connected.wait())
+
+
+async def test_audio_both_ways(tmp_path: Path) -> None:
+    caller = MediaSession(source=write_tone(tmp_path / "a.wav", 440, 2.0), sink=tmp_path / "a-heard.wav")
+    callee = MediaSession(source=write_tone(tmp_path / "b.wav", 1000, 2.0), sink=tmp_path / "b-heard.wav")
+    try:
+        assert caller.config.iceServers == []
+        await connect(caller, callee)
+        async with asyncio.timeout(60):
+            await asyncio.gather(caller.sink.heard(2.0), callee.sink.heard(2.0))
+    finally:
+        a, b = await caller.close(), await callee.close()
+    heard_by_caller = loud_part(read_wav(tmp_path / "a-heard.wav"))
+    heard_by_callee = loud_part(read_wav(tmp_path / "b-heard.wav"))
+    assert len(heard_by_caller) > 48000 and len(heard_by_callee) > 48000
+    assert dominant(heard_by_caller, (440, 1000)) == 1000
+    assert dominant(heard_by_callee, (440, 1000)) == 440
+    assert a.bytes_sent > 0 and a.bytes_received > 0 and a.packets_received > 0
+    assert b.packets_sent > 0 and a.duration > 0
+
+
+async def test_data_saver_sends_fewer_bytes(tmp_path: Path) -> None:
+    """Three seconds of tone then silence: data saver sends longer frames at a lower bitrate and
+    suppresses the silence (DTX)."""
+    sent = {}
+    for profile in (NORMAL, DATA_SAVER):
+        caller = MediaSession(profile=profile, source=write_tone(tmp_path / "t.wav", 440, 1.5))
+        callee = MediaSession(profile=profile)
+        try:
+            await connect(caller, callee)
+            assert caller.track.settings == EncoderSettings.negotiate(profile, None) or profile is DATA_SAVER
+            async with asyncio.timeout(60):
+                await callee.sink.heard(3.0)
+        finally:
+            stats = await caller.close()
+            await callee.close()
+        sent[profile.name] = stats.bytes_sent / stats.duration
+        if profile is DATA_SAVER:
+            # The silence not sent is in the recording all the same.
+            assert caller.track.packets_suppressed > 0 and callee.sink.filled > 0
+    assert sent["data-saver"] < sent["normal"] / 2, sent
+
+
+def tamper(contents: RtpContents) -> RtpContents:
+    """The description with another certificate's fingerprint, as a man in the middle would write it."""
+    out = []
+    for content in contents.contents:
+        assert content.transport is not None and content.transport.fingerprints
+        fingerprints = tuple(replace(f, value=":".join(["AB"] * 32)) for f in content.transport.fingerprints)
+        out.append(replace(content, transport=replace(content.transport, fingerprints=fingerprints)))
+    return RtpContents(tuple(out), contents.groups)
+
+
+async def test_a_tampered_fingerprint_fails_the_call() -> None:
+    caller, callee = MediaSession(), MediaSession()
+    try:
+        answer = await callee.answer(tamper(await caller.offer()))
+        await caller.accepted(answer)
+        async with asyncio.timeout(60):
+            await callee.failed.wait()
+        assert not callee.connected.is_set() and not callee.fingerprint_ok
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_switch_to_data_saver_mid_call(tmp_path: Path) -> None:
+    """The sender re-opens its encoder with the data saver settings; audio keeps flowing."""
+    caller = MediaSession(source=write_tone(tmp_path / "a.wav", 440, 4.0))
+    callee = MediaSession(sink=tmp_path / "heard.wav")
+    try:
+        await connect(caller, callee)
+        async with asyncio.timeout(60):
+            await callee.sink.heard(1.0)
+        sent_before = caller.track.packets_sent
+        caller.set_profile(DATA_SAVER)
+        assert caller.track.settings == EncoderSettings(10000, 60, False, True)
+        async with asyncio.timeout(60):
+            await callee.sink.heard(2.5)
+        assert caller.track.packets_sent > sent_before
+    finally:
+        await caller.close()
+        await callee.close()
+    assert dominant(loud_part(read_wav(tmp_path / "heard.wav")), (440, 1000)) == 440

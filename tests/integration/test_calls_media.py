@@ -1,0 +1,232 @@
+"""Audio calls between two schnack clients through the real server on loopback sockets: every
+device of the callee rings, one answers and the other stops, audio flows both ways (the tone
+each side hears is the one the other played), and either side hangs up; reject, retract and
+timeout; and the same call forced through a real coturn relay."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schnack.client import Client
+from schnack.client.calls.calls import Call, CallFailed, IncomingCall
+from schnack.client.calls.media import EncoderSettings
+from schnack.client.calls.session import State
+from schnack.client.errors import XmppError
+from schnack.server.app import Server
+from schnack.xmpp import ns
+from schnack.xmpp.payloads.jingle import NS as JINGLE_NS
+from schnack.xmpp.payloads.jingle import Jingle
+from schnack.xmpp.xml import element, qname
+
+from ..client.calls.audio import dominant, loud_part, read_wav, write_tone
+from ..harness import add_user, running
+from .coturn import free_port, ready, require_coturn, turn_config, turnserver
+
+PASSWORD = "correct horse battery staple"
+WAIT = 60
+
+
+class Devices:
+    """Logged-in clients, closed when the test ends."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.clients: list[Client] = []
+
+    async def login(self, jid: str) -> Client:
+        host, port = self.server.bound["c2s"][0]
+        client = Client(jid, PASSWORD, host=host, port=port, direct_tls=False, verify=False)
+        await client.connect()
+        self.clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+
+@pytest.fixture
+async def devices(tmp_path: Path) -> AsyncIterator[Devices]:
+    async with running(tmp_path, listen=True) as server:
+        for user in ("alice", "bob"):
+            await add_user(server, user, PASSWORD)
+        made = Devices(server)
+        yield made
+        await made.close()
+
+
+async def rings(client: Client) -> IncomingCall:
+    async with asyncio.timeout(WAIT):
+        async for incoming in client.incoming_calls():
+            return incoming
+    raise AssertionError("no call rang")
+
+
+async def ended(call: Call) -> str:
+    async with asyncio.timeout(WAIT):
+        result = await call.ended
+    return result.reason.condition
+
+
+async def talk(tmp_path: Path, alice: Client, bob_devices: tuple[Client, ...], **options: Any) -> tuple[Call, Call]:
+    """Alice calls bob with a 440 Hz tone, bob answers on his first device with 1000 Hz; both
+    have heard two seconds of the other when this returns."""
+    ringing = [asyncio.ensure_future(rings(b)) for b in bob_devices]
+    await asyncio.sleep(0)
+    call = await alice.call("bob@localhost", source=write_tone(tmp_path / "alice.wav", 440, 3.0),
+                            sink=tmp_path / "alice-heard.wav", **options)  # fmt: skip
+    incoming = [await r for r in ringing]
+    async with asyncio.timeout(WAIT):
+        await call.ringing.wait()
+    answered = await incoming[0].answer(source=write_tone(tmp_path / "bob.wav", 1000, 3.0),
+                                        sink=tmp_path / "bob-heard.wav", **options)  # fmt: skip
+    for other in incoming[1:]:
+        assert await ended(other.call) == "success"  # answered elsewhere: it stops ringing
+        assert other.call.media is None
+    await call.wait_connected(WAIT)
+    await answered.wait_connected(WAIT)
+    assert call.media is not None and answered.media is not None
+    async with asyncio.timeout(WAIT):
+        await asyncio.gather(call.media.sink.heard(2.0), answered.media.sink.heard(2.0))
+    return call, answered
+
+
+def check_audio(tmp_path: Path) -> None:
+    alice_heard = loud_part(read_wav(tmp_path / "alice-heard.wav"))
+    bob_heard = loud_part(read_wav(tmp_path / "bob-heard.wav"))
+    assert len(alice_heard) > 48000 and len(bob_heard) > 48000
+    assert dominant(alice_heard, (440, 1000)) == 1000
+    assert dominant(bob_heard, (440, 1000)) == 440
+
+
+@pytest.mark.parametrize("hangs_up", ["caller", "callee"])
+async def test_call_rings_everywhere_and_audio_flows(tmp_path: Path, devices: Devices, hangs_up: str) -> None:
+    alice = await devices.login("alice@localhost/laptop")
+    phone = await devices.login("bob@localhost/phone")
+    desk = await devices.login("bob@localhost/desk")
+    call, answered = await talk(tmp_path, alice, (phone, desk))
+    assert call.peer == phone.jid and answered.peer == alice.jid
+    first, second = (call, answered) if hangs_up == "caller" else (answered, call)
+    stats = await first.hangup()
+    assert await ended(second) == "success"
+    assert second.ended.result().by_peer and not first.ended.result().by_peer
+    other = await second.wait_ended()
+    assert stats is not None and other is not None
+    assert stats.bytes_sent > 0 and stats.bytes_received > 0 and stats.duration > 0
+    assert stats.packets_received > 0 and 0 <= stats.loss < 0.5
+    check_audio(tmp_path)
+
+
+async def test_reject(devices: Devices) -> None:
+    alice = await devices.login("alice@localhost/laptop")
+    phone = await devices.login("bob@localhost/phone")
+    desk = await devices.login("bob@localhost/desk")
+    ringing = [asyncio.ensure_future(rings(b)) for b in (phone, desk)]
+    await asyncio.sleep(0)
+    call = await alice.call("bob@localhost")
+    on_phone, on_desk = [await r for r in ringing]
+    await on_phone.reject()
+    assert await ended(call) == "decline"
+    assert await ended(on_desk.call) == "decline"  # the carbon of the reject stops the desk
+    with pytest.raises(CallFailed, match="rejected"):
+        await call.wait_connected(WAIT)
+    with pytest.raises(CallFailed):
+        await on_desk.answer()
+
+
+async def test_retract_and_timeout(devices: Devices) -> None:
+    alice = await devices.login("alice@localhost/laptop")
+    phone = await devices.login("bob@localhost/phone")
+    ringing = asyncio.ensure_future(rings(phone))
+    await asyncio.sleep(0)
+    call = await alice.call("bob@localhost")
+    incoming = await ringing
+    await call.hangup()
+    assert await ended(incoming.call) == "cancel" and incoming.call.state is State.ENDED
+
+    ringing = asyncio.ensure_future(rings(phone))
+    await asyncio.sleep(0)
+    call = await alice.call("bob@localhost", ring_timeout=1.0)
+    incoming = await ringing
+    assert await ended(call) == "timeout"
+    assert await ended(incoming.call) == "timeout"
+
+
+async def test_relay_only_through_coturn(tmp_path: Path) -> None:
+    require_coturn()
+    port = free_port()
+    secret = secrets.token_urlsafe(24)
+    extdisco = {"turn_host": "127.0.0.1", "turn_port": port, "turn_transports": ["udp", "tcp"], "secret": secret,
+                "lifetime": 600}  # fmt: skip
+    config = tmp_path / "schnack.toml"
+    config.write_text(
+        'domains = ["localhost"]\n[modules]\nenable = ["extdisco"]\n[modules.extdisco]\n'
+        f'turn_host = "127.0.0.1"\nturn_port = {port}\nturn_transports = ["udp", "tcp"]\n'
+        f'secret = "{secret}"\nlifetime = 600\n'
+    )
+    with turnserver(turn_config(config), tmp_path / "coturn") as process:
+        await ready(process, port, tmp_path / "coturn" / "turnserver.log")
+        async with running(tmp_path, listen=True, modules={"enable": ["extdisco"], "extdisco": extdisco}) as server:
+            for user in ("alice", "bob"):
+                await add_user(server, user, PASSWORD)
+            made = Devices(server)
+            try:
+                alice = await made.login("alice@localhost/laptop")
+                bob = await made.login("bob@localhost/phone")
+                call, answered = await talk(tmp_path, alice, (bob,), relay_only=True)
+                assert call.media is not None
+                pair = call.media.pc.getTransceivers()[0].sender.transport.transport.iceGatherer.getLocalCandidates()
+                assert pair and all(c.type == "relay" for c in pair)
+                await call.hangup()
+                assert await ended(answered) == "success"
+            finally:
+                await made.close()
+    check_audio(tmp_path)
+
+
+async def test_jingle_for_an_unknown_session(devices: Devices) -> None:
+    """XEP-0166 §8: a Jingle IQ for no session of ours is refused with unknown-session, and the
+    client keeps working."""
+    alice = await devices.login("alice@localhost/laptop")
+    bob = await devices.login("bob@localhost/phone")
+    stray = Jingle("session-info", "no-such-session")
+    iq = element(qname(ns.CLIENT, "iq"), {"type": "set", "to": str(bob.jid)}, children=(stray.to_xml(),))
+    with pytest.raises(XmppError) as info:
+        await alice.iq(iq)
+    assert info.value.condition == "item-not-found"
+    broken = element(qname(ns.CLIENT, "iq"), {"type": "set", "to": str(bob.jid)},
+                     children=(element(qname(JINGLE_NS, "jingle"), {"sid": "x"}),))  # fmt: skip
+    with pytest.raises(XmppError):
+        await alice.iq(broken)
+    ringing = asyncio.ensure_future(rings(bob))
+    await asyncio.sleep(0)
+    call = await alice.call("bob@localhost")
+    await ringing
+    await call.hangup()
+
+
+async def test_data_saver_asked_by_the_caller_binds_both_ways(devices: Devices, tmp_path: Path) -> None:
+    """The caller's data saver fmtp/ptime (RFC 7587 §6.1) makes the callee send at about 10 kbit/s
+    in 60 ms frames with DTX too, though the callee chose the normal profile."""
+    alice = await devices.login("alice@localhost/laptop")
+    bob = await devices.login("bob@localhost/phone")
+    ringing = asyncio.ensure_future(rings(bob))
+    await asyncio.sleep(0)
+    call = await alice.call("bob@localhost", data_saver=True, source=write_tone(tmp_path / "a.wav", 440, 2.0))
+    answered = await (await ringing).answer(sink=tmp_path / "bob-heard.wav")
+    await call.wait_connected(WAIT)
+    await answered.wait_connected(WAIT)
+    assert call.media is not None and answered.media is not None
+    saver = EncoderSettings(10000, 60, False, True)
+    assert call.media.track.settings == saver and answered.media.track.settings == saver
+    async with asyncio.timeout(WAIT):
+        await answered.media.sink.heard(1.0)
+    await answered.hangup()
+    assert await ended(call) == "success"
+    assert dominant(loud_part(read_wav(tmp_path / "bob-heard.wav")), (440, 1000)) == 440
