@@ -117,15 +117,15 @@ class History:
         found = el.find(RESULT)
         if found is None:
             return
+        waiting = self._results.get(found.get("queryid") or "")
+        if waiting is None:
+            return  # a query of someone else's, such as a group's archive (groups.py)
         try:
             sender = Stanza.parse(el).from_
         except StanzaError:
             return
         if sender is not None and sender != self.client.account:
             log.warning("ignoring an archive result from %s", sender)
-            return
-        waiting = self._results.get(found.get("queryid") or "")
-        if waiting is None:
             return
         try:
             waiting.append(Result.from_xml(found))

@@ -151,11 +151,16 @@ class Messages:
         self._last: asyncio.Task[None] | None = None
         self._readers: list[Reader] = []
         self._decorators: list[Decorator] = []
+        self._claims: list[Callable[[Stanza], bool]] = []
         client.on_message(self._received)
 
     def on_incoming(self, reader: Reader) -> None:
         """Show ``reader`` every message that arrives, in order, once it is stored."""
         self._readers.append(reader)
+
+    def claim(self, claimed: Callable[[Stanza], bool]) -> None:
+        """Leave the messages ``claimed`` says are another feature's (a group's, groups.py) to it."""
+        self._claims.append(claimed)
 
     def on_send(self, decorator: Decorator) -> None:
         """Let ``decorator`` add its elements to every chat message sent, before it is stored."""
@@ -205,6 +210,8 @@ class Messages:
 
     def deliver(self, item: Incoming) -> None:
         """Handle a message, after those before it."""
+        if any(claimed(item.stanza) for claimed in self._claims):
+            return
         if self._last is None and not self.client.omemo.carries(item.el):
             self._handle(item, None)
             return

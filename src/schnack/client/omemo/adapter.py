@@ -27,7 +27,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -335,24 +335,33 @@ class Omemo:
         """The children of a chat message that carries ``text`` encrypted to ``to`` (XEP-0384): the
         ``<encrypted/>`` elements, a fallback body, the XEP-0380 element and an XEP-0334 store
         hint, so that archives keep it."""
-        jid = to.bare
+        return await self.encrypt_to_all((to,), text)
+
+    async def encrypt_to_all(self, recipients: Iterable[JID], text: str) -> list[Element]:
+        """As :meth:`encrypt`, to every device of each of ``recipients`` at once: one message that
+        all of them can read, as a group message is (a group encrypts to every member's
+        devices). Each recipient needs a device to encrypt to, or nothing is encrypted."""
+        jids = sorted({jid.bare for jid in recipients}, key=str)
+        jid = jids[0] if jids else self.client.account
         plaintexts = {
             namespace: text.encode() if namespace == OLDMEMO else sce.seal([element(_BODY, text=text)], self.client.account)
             for namespace in self.settings.namespaces
         }
         async with self._exclusive() as manager:
             # Device lists change only through a refresh or a notification, each checked for new keys.
-            if not self._fresh(jid):
-                await self._refresh(jid)
-                await self._check_keys(jid)
+            for each in jids:
+                if not self._fresh(each):
+                    await self._refresh(each)
+                    await self._check_keys(each)
             try:
                 messages, problems = await manager.encrypt(
-                    frozenset({str(jid)}),
+                    frozenset(str(each) for each in jids),
                     plaintexts,
                     list(self.settings.namespaces),
                 )
-            except NoEligibleDevices:
-                raise await self._why_not(jid) from None
+            except NoEligibleDevices as err:
+                lacking = sorted(err.bare_jids) or [str(jid)]
+                raise await self._why_not(JID.parse(lacking[0])) from None
             except Undecided as err:
                 raise UntrustedKeys(err.devices) from None
         if not messages:

@@ -1,0 +1,89 @@
+"""``schnack group`` as real processes against the real server (in this process): a private group
+made, joined by a listener, written to encrypted, listed; failures are one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from schnack.server.app import Server
+from schnack.xmpp.jid import JID
+
+from ..harness import add_user, running
+from .proc import client_env, line_of, login, schnack, start, stop
+from .test_client import one_line
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    """A listening server with its default policy: plaintext is refused in private groups."""
+    async with running(tmp_path, listen=True) as srv:
+        for user in ("alice", "bob", "carol", "dave"):
+            await add_user(srv, user, PASSWORD)
+        yield srv
+
+
+async def test_a_private_group_from_the_command_line(server: Server, tmp_path: Path) -> None:
+    env = client_env(tmp_path)
+    # Each login publishes the account's OMEMO keys, which the group's members encrypt to.
+    for user in ("alice", "bob", "carol"):
+        assert (await login(server, env, f"{user}@localhost", PASSWORD)).returncode == 0
+    made = await schnack(env, "group", "create", "Family", "bob@localhost", "carol@localhost", "-a", "alice@localhost")
+    assert made.returncode == 0, made.stderr
+    group = JID.parse(made.stdout.strip())
+    assert group.domain == "groups.localhost" and made.stderr == ""
+    listing = await schnack(env, "group", "list", "-a", "alice@localhost")
+    assert listing.stdout == f"{group}\tFamily\tprivate\n"
+    listener = await start(env, "listen", "--account", "bob@localhost")
+    try:
+        assert (await line_of(listener.stderr)).startswith("schnack: listening as bob@localhost/")
+        noted = {await line_of(listener.stderr) for _ in range(2)}
+        assert f"schnack: added to the group {group} by alice@localhost" in noted
+        sent = await schnack(env, "group", "send", str(group), "hello family", "-a", "alice@localhost")
+        assert sent.returncode == 0, sent.stderr
+        line = await line_of(listener.stdout)
+        assert line.endswith(f"[{group}] alice@localhost: hello family"), line
+        # carol never opened her client since she was added: the group is entered on the way.
+        said = await schnack(env, "group", "send", str(group), "hi from carol", "-a", "carol@localhost")
+        assert said.returncode == 0, said.stderr
+        line = await line_of(listener.stdout)
+        assert line.endswith(f"[{group}] carol@localhost: hi from carol"), line
+    finally:
+        assert await stop(listener) == 0
+    members = await schnack(env, "group", "members", "Family", "-a", "alice@localhost")
+    assert members.stdout.splitlines() == [
+        "alice@localhost\towner", "bob@localhost\tmember", "carol@localhost\tmember"]
+    page = await server.storage.archive.query(group.domain, group.local or "", "muc")
+    assert len(page.items) == 2 and not any(b"hello family" in item.payload for item in page.items)
+    left = await schnack(env, "group", "leave", str(group), "-a", "bob@localhost")
+    assert (left.returncode, left.stdout) == (0, f"left {group}\n"), left.stderr
+    assert (await schnack(env, "group", "list", "-a", "bob@localhost")).stdout == ""
+
+
+async def test_group_failures_are_one_line(server: Server, tmp_path: Path) -> None:
+    env = client_env(tmp_path)
+    for user in ("alice", "dave"):
+        assert (await login(server, env, f"{user}@localhost", PASSWORD)).returncode == 0
+    made = await schnack(env, "group", "create", "Club", "bob@localhost", "-a", "alice@localhost")
+    assert made.returncode == 0, made.stderr
+    group = made.stdout.strip()
+    # bob never logged in: the server warns that he has no keys to encrypt to.
+    assert made.stderr == ("schnack: warning: bob@localhost has published no OMEMO keys; it cannot read "
+                           "encrypted messages in this group yet\n")
+    plain = one_line(await schnack(env, "group", "send", group, "in the clear", "--unencrypted",
+                                   "-a", "alice@localhost"))
+    assert plain.startswith("schnack: policy-violation: This server requires end-to-end encryption")
+    lacking = one_line(await schnack(env, "group", "send", group, "secret", "-a", "alice@localhost"))
+    assert lacking.startswith(f"schnack: not sent to the group {group}: bob@localhost has no OMEMO devices")
+    unknown = one_line(await schnack(env, "group", "send", "Nowhere", "hi", "-a", "alice@localhost"))
+    assert unknown == "schnack: Nowhere is not a group of alice@localhost"
+    outsider = one_line(await schnack(env, "group", "members", group, "-a", "dave@localhost"))
+    assert outsider == (f"schnack: {group} is a group for its members only, and this account is not one"
+                        " (registration-required)")
+    bad = await schnack(env, "group", "invite", group, "not@@valid", "-a", "alice@localhost")
+    assert bad.returncode == 2 and "invalid JID" in one_line(bad)

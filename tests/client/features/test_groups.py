@@ -1,0 +1,286 @@
+"""Groups (XEP-0045) from our client on the real server over real sockets: private groups encrypted
+with OMEMO to every member, bookmarks (XEP-0402), the room's archive (XEP-0313), removal, and
+slixmpp with slixmpp-omemo as a member that speaks the same OMEMO.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from slixmpp import JID as SlixJID
+from slixmpp import ClientXMPP
+
+from schnack.client import Client, EncryptionRequired, XmppError
+from schnack.client.features.groups import GroupError, GroupMessage, Invited, Removed
+from schnack.client.omemo import OLDMEMO
+from schnack.server.app import Server
+from schnack.xmpp import ns
+from schnack.xmpp.jid import JID
+from schnack.xmpp.payloads.bookmarks import NS as BOOKMARKS
+from schnack.xmpp.payloads.disco import INFO
+from schnack.xmpp.xml import element, qname
+
+from ...harness import add_user, running
+from ..conftest import PASSWORD, WAIT, make_client, next_of, online
+from ..omemo.test_slixmpp import Peer
+
+USERS = ("alice", "bob", "carol", "dave", "mallory")
+
+
+@pytest.fixture
+async def group_server(tmp_path: Path) -> AsyncIterator[Server]:
+    """A listening server with its default policy (plaintext refused in private groups)."""
+    async with running(tmp_path, listen=True) as server:
+        for user in USERS:
+            await add_user(server, user, PASSWORD)
+        yield server
+
+
+async def in_group(client: Client, group: JID) -> None:
+    """Wait until ``client`` entered ``group`` (after an invitation, or on connecting)."""
+    assert (await client.groups.entered(group, WAIT)).joined
+
+
+async def from_group(feed: AsyncIterator[GroupMessage], group: JID) -> GroupMessage:
+    return await next_of(feed, lambda m: m.group == group)
+
+
+def archived(server: Server, group: JID) -> Any:
+    assert group.local is not None
+    return server.storage.archive.query(group.domain, group.local, "muc")
+
+
+async def test_three_members_read_each_other_and_the_archive_holds_ciphertext(
+        group_server: Server, clients: list[Client]) -> None:
+    alice, bob, carol = [await online(group_server, clients, f"{u}@localhost/phone") for u in USERS[:3]]
+    feeds = {c.account: c.groups.messages() for c in (alice, bob, carol)}
+    updates = bob.groups.updates()
+    group = await alice.groups.create("Family", ["bob@localhost", "carol@localhost"])
+    assert (group.name, group.private, group.joined, group.jid.domain) == ("Family", True, True, "groups.localhost")
+    invited = await next_of(updates)
+    assert isinstance(invited, Invited) and (invited.group, invited.inviter) == (group.jid, alice.account)
+    await in_group(bob, group.jid)
+    await in_group(carol, group.jid)
+    members = await bob.groups.members(group.jid)
+    assert [(str(m.jid), m.affiliation) for m in members] == [
+        ("alice@localhost", "owner"), ("bob@localhost", "member"), ("carol@localhost", "member")]
+    secrets = {}
+    for sender in (alice, bob, carol):
+        text = f"a secret from {sender.account.local}"
+        secrets[sender.account] = text
+        await sender.groups.send(group.jid, text)
+        for receiver in (alice, bob, carol):
+            if receiver is sender:
+                continue
+            got = await from_group(feeds[receiver.account], group.jid)
+            assert (got.sender, got.nick, got.text, got.encrypted, got.undecryptable) == (
+                sender.account, sender.account.local, text, True, None)
+            assert got.device is not None and got.stanza_id is not None and not got.history
+            assert got.element.find(f"{{{OLDMEMO}}}encrypted") is not None
+    page = await archived(group_server, group.jid)
+    assert len(page.items) == 3
+    for item in page.items:
+        assert b"eu.siacs.conversations.axolotl" in item.payload
+        for text in secrets.values():
+            assert text.encode() not in item.payload
+    # What this device sent is in its own store (peer: the group) and not shown to it again.
+    assert [m.text for m in alice.store.history(group.jid)] == [secrets[alice.account]]
+
+
+async def test_plaintext_is_refused_unless_asked_for(group_server: Server, clients: list[Client]) -> None:
+    alice = await online(group_server, clients, "alice@localhost/phone")
+    group = await alice.groups.create("Alone")
+    with pytest.raises(EncryptionRequired) as alone:
+        await alice.groups.send(group.jid, "nobody reads this")
+    assert str(alone.value) == f"not sent to the group {group.jid}: it has no other member yet to read it"
+    failed = await alice.groups.send(group.jid, "in the clear", encrypted=False)
+    with pytest.raises(XmppError) as refused:
+        await alice.acknowledged(failed)
+    assert refused.value.condition == "policy-violation"
+    # Without OMEMO keys a member cannot read: nothing is sent rather than something unreadable.
+    bob_without_keys = JID.parse("dave@localhost")
+    warnings = await alice.groups.invite(group.jid, [bob_without_keys])
+    assert warnings.members == ((bob_without_keys, "no-keys"),)
+    with pytest.raises(EncryptionRequired) as lacking:
+        await alice.groups.send(group.jid, "secret")
+    assert str(lacking.value).startswith(f"not sent to the group {group.jid}: dave@localhost has no OMEMO devices")
+
+
+async def test_a_later_member_reads_the_archive(group_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    alice, bob = [await online(group_server, clients, f"{u}@localhost/phone") for u in USERS[:2]]
+    # carol has used OMEMO before (her keys are published) but is not in the group yet.
+    carol_before = await online(group_server, clients, "carol@localhost/laptop", data_dir=tmp_path / "carol")
+    await carol_before.close()
+    group = await alice.groups.create("Club", ["bob@localhost"])
+    await in_group(bob, group.jid)
+    await alice.groups.send(group.jid, "before carol")
+    warnings = await alice.groups.invite(group.jid, ["carol@localhost"])
+    assert warnings.members == ()
+    for text in ("welcome carol", "see you"):
+        await alice.groups.send(group.jid, text)
+    alice_sent = [m.origin_id for m in alice.store.history(group.jid)]
+    for id in alice_sent:
+        assert id is not None
+        await alice.acknowledged(id)
+    carol = make_client(group_server, "carol@localhost/laptop", data_dir=tmp_path / "carol")
+    inbox = carol.groups.messages()
+    clients.append(carol)
+    await carol.connect()
+    # The invitation waited in offline storage; carol enters and reads the archive.
+    got = [await from_group(inbox, group.jid) for _ in range(3)]
+    assert all(m.history and m.sender == alice.account for m in got)
+    assert got[0].text is None and got[0].undecryptable == "the message is not encrypted for this device"
+    assert [m.text for m in got[1:]] == ["welcome carol", "see you"]
+    # On the next login nothing is shown twice: the archive is read from where this device got to.
+    await carol.close()
+    again = make_client(group_server, "carol@localhost/laptop", data_dir=tmp_path / "carol")
+    clients.append(again)
+    later = again.groups.messages()
+    await again.connect()
+    await in_group(again, group.jid)
+    await alice.groups.send(group.jid, "only this")
+    assert (await from_group(later, group.jid)).text == "only this"
+
+
+async def test_bookmarks_and_rejoining(group_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    alice = await online(group_server, clients, "alice@localhost/phone", data_dir=tmp_path / "alice")
+    group = await alice.groups.create("Work")
+    items = await alice.groups._pep.items(alice.account, BOOKMARKS)
+    assert items is not None and [(i.id, i.payload is not None) for i in items] == [(str(group.jid), True)]
+    assert items[0].payload is not None and items[0].payload.get("autojoin") == "true"
+    await alice.close()
+    # Another device of the account finds the group through the bookmark and enters it.
+    tablet = await online(group_server, clients, "alice@localhost/tablet")
+    await in_group(tablet, group.jid)
+    assert [(g.jid, g.name) for g in tablet.groups.known()] == [(group.jid, "Work")]
+    await tablet.groups.leave(group.jid)
+    assert tablet.groups.known() == [] and await tablet.groups._pep.items(alice.account, BOOKMARKS) == ()
+    with pytest.raises(GroupError) as unknown:
+        await tablet.groups.send("Work", "hello")
+    assert str(unknown.value) == "Work is not a group of alice@localhost"
+
+
+async def test_a_non_member_is_refused(group_server: Server, clients: list[Client]) -> None:
+    alice = await online(group_server, clients, "alice@localhost/phone")
+    mallory = await online(group_server, clients, "mallory@localhost/phone")
+    group = await alice.groups.create("Secret")
+    with pytest.raises(GroupError) as refused:
+        await mallory.groups.join(group.jid)
+    assert str(refused.value) == (f"{group.jid} is a group for its members only, and this account is not one"
+                                  " (registration-required)")
+    assert mallory.groups.known() == []
+
+
+async def test_a_removed_member_receives_nothing_more(group_server: Server, clients: list[Client]) -> None:
+    alice, bob, carol = [await online(group_server, clients, f"{u}@localhost/phone") for u in USERS[:3]]
+    bob_chats = bob.messages()
+    group = await alice.groups.create("Team", ["bob@localhost", "carol@localhost"])
+    await in_group(bob, group.jid)
+    await in_group(carol, group.jid)
+    bob_feed, carol_feed, bob_updates = bob.groups.messages(), carol.groups.messages(), bob.groups.updates()
+    await alice.groups.remove(group.jid, "bob@localhost", reason="bye")
+    removed = await next_of(bob_updates, lambda u: isinstance(u, Removed))
+    assert removed == Removed(group.jid, 321, "bye")
+    await alice.groups.send(group.jid, "after bob")
+    got = await from_group(carol_feed, group.jid)
+    assert got.text == "after bob"
+    # Not encrypted to bob's device either: his client could not read it even from the archive.
+    bob_device = await bob.omemo.own_device()
+    rids = {key.get("rid") for key in got.element.iter(f"{{{OLDMEMO}}}key")}
+    assert rids and str(bob_device.id) not in rids
+    # The room sent carol's copy and any for bob together; bob's stream has all before this answer.
+    await bob.iq(element(qname(ns.CLIENT, "iq"), {"type": "get", "to": "localhost"}, children=[element(INFO)]))
+    await bob.groups.settled()
+    assert bob.groups.known() == []
+    await bob.close()
+    assert [m async for m in bob_feed] == []
+    # The invitation and the group's notes were the group feature's, not chat messages.
+    assert [m async for m in bob_chats] == []
+
+
+class SlixMember(Peer):
+    """slixmpp with slixmpp-omemo and the MUC plugin, as a member of a private group."""
+
+    def __init__(self, server: Server, jid: str) -> None:
+        super().__init__(server, jid)
+        self.xmpp.register_plugin("xep_0045")
+        self.muc: Any = self.xmpp.plugin["xep_0045"]
+        self.groupchat: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+    async def _message(self, stanza: Any) -> None:
+        if stanza["type"] != "groupchat" or not self.omemo.is_encrypted(stanza):
+            return
+        decrypted, _ = await self.omemo.decrypt_message(stanza)
+        if decrypted["body"]:
+            await self.groupchat.put((str(stanza["from"].resource), decrypted["body"]))
+
+    async def say(self, room: JID, text: str, members: list[str]) -> None:
+        message = self.xmpp.make_message(mto=SlixJID(str(room)), mtype="groupchat")
+        message["body"] = text
+        encrypted, problems = await self.omemo.encrypt_message(message, {SlixJID(m) for m in members})
+        assert not problems
+        encrypted.send()
+
+
+async def test_slixmpp_omemo_as_a_member(group_server: Server, clients: list[Client]) -> None:
+    peer = SlixMember(group_server, "bob@localhost/slixmpp")
+    await peer.start()
+    try:
+        alice = await online(group_server, clients, "alice@localhost/phone")
+        inbox = alice.groups.messages()
+        group = await alice.groups.create("Mixed", ["bob@localhost"])
+        async with asyncio.timeout(WAIT):
+            await peer.muc.join_muc_wait(SlixJID(str(group.jid)), "bob", maxstanzas=0, timeout=WAIT)
+        await alice.groups.send(group.jid, "hello slixmpp")
+        async with asyncio.timeout(WAIT):
+            assert await peer.groupchat.get() == ("alice", "hello slixmpp")
+        await peer.say(group.jid, "hello schnack", ["alice@localhost", "bob@localhost"])
+        got = await from_group(inbox, group.jid)
+        assert (got.sender, got.nick, got.text, got.encrypted) == (JID.parse("bob@localhost"), "bob",
+                                                                   "hello schnack", True)
+    finally:
+        await peer.stop()
+
+
+async def test_a_public_channel_in_plaintext_with_slixmpp(tmp_path: Path, clients: list[Client]) -> None:
+    async with running(tmp_path, listen=True) as server:
+        for user in ("alice", "bob"):
+            await add_user(server, user, PASSWORD)
+        alice = await online(server, clients, "alice@localhost/phone")
+        inbox = alice.groups.messages()
+        channel = await alice.groups.create("Lobby", encrypted=False)
+        assert not channel.private
+        with pytest.raises(EncryptionRequired):
+            await alice.groups.send(channel.jid, "secret")
+        bob = ClientXMPP("bob@localhost/slixmpp", PASSWORD)
+        bob.ssl_context.check_hostname = False
+        bob.ssl_context.verify_mode = ssl.CERT_NONE
+        for plugin in ("xep_0030", "xep_0045"):
+            bob.register_plugin(plugin)
+        started = asyncio.Event()
+        said: asyncio.Queue[str] = asyncio.Queue()
+        bob.add_event_handler("session_start", lambda _: started.set())
+        bob.add_event_handler("groupchat_message", lambda m: said.put_nowait(m["body"]) if m["body"] else None)
+        host, port = server.bound["c2s"][0]
+        bob.connect(host, port)
+        try:
+            async with asyncio.timeout(WAIT):
+                await started.wait()
+                await bob.plugin["xep_0045"].join_muc_wait(SlixJID(str(channel.jid)), "Bob", maxstanzas=0,
+                                                           timeout=WAIT)
+            id = await alice.groups.send(channel.jid, "hello channel", encrypted=False)
+            await alice.acknowledged(id)
+            async with asyncio.timeout(WAIT):
+                assert await said.get() == "hello channel"
+            bob.send_message(mto=SlixJID(str(channel.jid)), mbody="hi alice", mtype="groupchat")
+            got = await from_group(inbox, channel.jid)
+            assert (got.nick, got.text, got.encrypted) == ("Bob", "hi alice", False)
+        finally:
+            await bob.disconnect()
+        for client in clients:
+            await client.close()
