@@ -137,6 +137,25 @@ def test_history_is_in_time_order_and_can_be_limited(store: Store) -> None:
     assert [m.direction for m in history] == ["in", "in", "out"]
 
 
+def test_conversations_are_listed_latest_first_with_their_unread_count(store: Store) -> None:
+    start = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert store.conversations() == []
+    store.receive(BOB, "one", message_id="b1", stamp=start)
+    store.receive(BOB, "two", message_id="b2", stamp=start + timedelta(seconds=1))
+    store.receive(CAROL, "hi", message_id="c1", stamp=start + timedelta(seconds=2))
+    store.receive(BOB, "two, corrected", message_id="b3", replaces="b2", stamp=start + timedelta(seconds=3))
+    listed = store.conversations()
+    assert [(c.peer, c.text, c.direction, c.unread, c.last) for c in listed] == [
+        (CAROL, "hi", "in", 1, start + timedelta(seconds=2)),
+        (BOB, "two, corrected", "in", 2, start + timedelta(seconds=1)),
+    ]
+    # Reading bob's messages and answering him puts him first, with nothing unread.
+    store.mark(BOB, "b2", "read", outgoing=False, earlier=True)
+    queue(store, BOB, "my answer", "o1")
+    assert [(c.peer, c.text, c.direction, c.unread) for c in store.conversations()] == [
+        (BOB, "my answer", "out", 0), (CAROL, "hi", "in", 1)]
+
+
 def test_the_roster_cache_follows_fetches_and_pushes(store: Store) -> None:
     store.save_roster([Contact(BOB, "Bob", "both", groups=("friends", "work")), Contact(CAROL, None, "none", pending=True)])
     assert store.contacts() == [Contact(BOB, "Bob", "both", groups=("friends", "work")),

@@ -301,7 +301,10 @@ def _chat_state_json(change: ChatStateChange) -> str:
 @click.command()
 @account_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, for scripts.")
-def listen(account: str | None, as_json: bool) -> None:
+@click.option("--download", is_flag=True, help="Fetch the files that arrive (decrypted and verified).")
+@click.option("--dest", type=click.Path(path_type=Path, file_okay=False),
+              help="Where --download keeps files (default: the downloads folder).")
+def listen(account: str | None, as_json: bool, download: bool, dest: Path | None) -> None:
     """Print incoming messages as they arrive, until interrupted.
 
     Also printed: what the contacts' clients say about our messages (delivered, read),
@@ -325,6 +328,10 @@ def listen(account: str | None, as_json: bool) -> None:
             async for message in inbox:
                 arrived = datetime.now(UTC)
                 click.echo(_message_json(message, me, arrived) if as_json else _message_line(message, arrived))
+                if download:
+                    from .files import save_attachment
+
+                    await save_attachment(client, message, dest)
 
         async def show_receipts() -> None:
             async for receipt in client.receipts():
@@ -334,6 +341,19 @@ def listen(account: str | None, as_json: bool) -> None:
             async for change in client.chat_states():
                 if as_json:
                     click.echo(_chat_state_json(change))
+
+        async def show_groups() -> None:
+            from .groups import group_message_json, group_message_line
+
+            async for said in client.groups.messages():
+                arrived = datetime.now(UTC)
+                click.echo(group_message_json(said, arrived) if as_json else group_message_line(said, arrived))
+
+        async def show_group_events() -> None:
+            from .groups import group_event_line
+
+            async for event in client.groups.updates():
+                note(group_event_line(event))
 
         async def catching_up() -> None:
             await client.caught_up()
@@ -354,7 +374,8 @@ def listen(account: str | None, as_json: bool) -> None:
             inbox = client.messages()
             tasks = [asyncio.ensure_future(show()), asyncio.ensure_future(watch()),
                      asyncio.ensure_future(stop.wait()), asyncio.ensure_future(show_receipts()),
-                     asyncio.ensure_future(show_chat_states()), asyncio.ensure_future(catching_up())]
+                     asyncio.ensure_future(show_chat_states()), asyncio.ensure_future(catching_up()),
+                     asyncio.ensure_future(show_groups()), asyncio.ensure_future(show_group_events())]
             await asyncio.wait([tasks[0], tasks[2]], return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
                 task.cancel()

@@ -22,7 +22,12 @@ import click
 from ..server import admin as admin_channel
 from ..server.config import Config, ConfigError, load
 from ..xmpp.jid import JID, JIDError
+from .calls import answer, call
+from .chat import chat
 from .client import COMMANDS as CLIENT_COMMANDS
+from .files import COMMANDS as FILE_COMMANDS
+from .groups import group
+from .verify import verify
 
 T = TypeVar("T")
 
@@ -80,6 +85,7 @@ def serve(config_path: Path | None) -> None:
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from ..server.app import Server
+    from ..server.cluster.redis import ClusterUnavailable
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -89,6 +95,9 @@ def serve(config_path: Path | None) -> None:
         server = Server(config)
         try:
             await server.start()
+        except ClusterUnavailable as err:
+            await server.stop()
+            _fail(f"cannot join the cluster: {err}")
         except OSError as err:
             await server.stop()
             _fail(f"cannot listen: {err}")
@@ -119,6 +128,7 @@ def _announce(server: Any) -> None:
         f" or {ports.get('c2s_tls', ['-'])[0]} (direct TLS)",
         f"  WebSocket: ws://{domain}:{ports.get('http', ['-'])[0]}/xmpp-websocket,"
         f" wss://{domain}:{ports.get('https', ['-'])[0]}/xmpp-websocket",
+        *([f"  web client: {webclient.announcement()}"] if (webclient := server.modules.get("webclient")) else []),
         f"  certificate: {server.tls.cert_path}",
         f"  add a user:  schnack admin user add alice@{domain}"
         + (f" --config {config.source}" if config.source else ""),
@@ -437,5 +447,10 @@ def tokens_revoke(config_path: Path | None, device: str | None, everything: bool
     click.echo(f"revoked the tokens of {reply['revoked']} devices of {username}@{host}")
 
 
-for _command in CLIENT_COMMANDS:
+for _command in (*CLIENT_COMMANDS, *FILE_COMMANDS):
     main.add_command(_command)
+main.add_command(verify)
+main.add_command(chat)
+main.add_command(call)
+main.add_command(answer)
+main.add_command(group)

@@ -34,12 +34,15 @@ from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.stanza import Stanza
 from ..xmpp.xml import qname
+from .calls.calls import Call, Calls, IncomingCall, MediaOptions
 from .errors import AuthenticationError, ClientError, ConnectError, NotConnected, RequestTimeout, XmppError
 from .fast import LoginMemory
 from .features.carbons import Carbons
 from .features.chatstates import ChatStateChange, ChatStates
 from .features.corrections import Corrections
 from .features.disco import Disco
+from .features.files import Attachment, Files, Progress, UploadService
+from .features.groups import Groups
 from .features.history import History
 from .features.markers import Markers
 from .features.messages import Message, Messages
@@ -162,12 +165,16 @@ class Client:
         self._presence = Presence(self, announce=available)
         self._disco = Disco(self, self._presence)
         self._messages = Messages(self)
+        # Before the outbox: the groups are entered again before a group message waiting there goes.
+        self._groups = Groups(self, self._messages, reading=available)
         self.outbox = Outbox(self, self._sm, self.store)
         self._receipts = Receipts(self, self._messages)
         self._markers = Markers(self, self._messages, self._receipts)
         self._chat_states = ChatStates(self, self._messages)
         self._corrections = Corrections(self, self._messages)
         self._history = History(self, self._messages, enabled=available)
+        self._files = Files(self, self._messages, verify)
+        self._calls = Calls(self)
 
     # Life cycle -----------------------------------------------------------------------------
 
@@ -218,6 +225,7 @@ class Client:
             return
         # First, so that a catch-up under way ends quietly rather than failing on a closed client.
         await self._history.stop()
+        await self._calls.hangup_all()
         self._closed = True
         self._up.clear()
         link = self._link
@@ -230,6 +238,7 @@ class Client:
         if link is not None:
             await link.close(timeout=2.0)
         self._fail_waiters("the client was closed")
+        await self._groups.close()
         await self._omemo.close()
         self.outbox.stop("the client was closed")
         self._events.publish(Disconnected("closed by the program", reconnecting=False))
@@ -321,6 +330,8 @@ class Client:
         self._omemo.changes.end()
         self._receipts.feed.end()
         self._chat_states.feed.end()
+        self._groups.end()
+        self._calls.incoming.end()
 
     # Reading --------------------------------------------------------------------------------
 
@@ -510,6 +521,11 @@ class Client:
         """End-to-end encryption: this device, the fingerprints of anyone's, trust, key changes."""
         return self._omemo
 
+    @property
+    def groups(self) -> Groups:
+        """Group chats (XEP-0045), encrypted with OMEMO: create, invite, send, and the messages."""
+        return self._groups
+
     def messages(self) -> Subscription[Message]:
         """The messages that arrive (and error replies to those sent), from now on: also
         corrections (``replaces``), what our other devices sent (``outgoing``) and what the
@@ -536,6 +552,28 @@ class Client:
     def chat_states(self) -> Subscription[ChatStateChange]:
         """The chat states contacts send (typing, paused, gone, ...), from now on."""
         return self._chat_states.feed.subscribe()
+
+    async def send_file(self, to: str | JID, path: str | Path, *, encrypted: bool = True,
+                        content_type: str | None = None, progress: Progress | None = None) -> str:
+        """Upload a file (XEP-0363) and send its URL; the message's id is returned.
+
+        Encrypted with AES-256-GCM and sent as an ``aesgcm://`` URL in an OMEMO message (XEP-0454)
+        unless ``encrypted=False``; ``progress`` is called with (bytes sent, bytes in all).
+        """
+        self._check_usable()
+        return await self._files.send_file(_jid(to), Path(path), encrypted=encrypted, content_type=content_type,
+                                           progress=progress)
+
+    async def download(self, message: Message | Attachment | str, dest: str | Path, *,
+                       progress: Progress | None = None, max_size: int | None = None) -> Path:
+        """Fetch the file a message points to into the folder ``dest``, decrypted and verified;
+        the file's path is returned (a name of its own: nothing is replaced)."""
+        options = {"max_size": max_size} if max_size is not None else {}
+        return await self._files.download(message, Path(dest), progress=progress, **options)
+
+    async def upload_service(self) -> UploadService:
+        """The account's file upload service and its size limit (XEP-0363 §3)."""
+        return await self._files.service()
 
     async def correct(self, peer: str | JID, message_id: str, text: str, *, encrypted: bool = True) -> str:
         """Replace the text of our message ``message_id`` to ``peer`` (XEP-0308); encrypted as
@@ -589,6 +627,22 @@ class Client:
         """Presence and subscription requests that arrive, from now on."""
         return self._presence.feed.subscribe()
 
+    async def call(self, to: str | JID, *, data_saver: bool = False, source: str | Path | None = None,
+                   sink: str | Path | None = None, relay_only: bool = False, ring_timeout: float = 60.0) -> Call:
+        """Propose an audio call to every device of ``to`` (XEP-0353); it rings there until one
+        answers (:attr:`Call.answered`), rejects or the call times out (:attr:`Call.ended`).
+        ``source`` is an audio file to play (silence without), ``sink`` a WAV file for what is
+        heard; ``data_saver`` asks for about 10 kbit/s in 60 ms frames with DTX instead of 24
+        kbit/s with FEC; ``relay_only`` sends media only through the server's TURN relay;
+        ``ring_timeout`` is how long it may ring before it is retracted."""
+        self._check_usable()
+        options = MediaOptions(data_saver, _path(source), _path(sink), relay_only)
+        return await self._calls.call(_jid(to), options, ring_timeout)
+
+    def incoming_calls(self) -> Subscription[IncomingCall]:
+        """Calls that ring on this device, from now on: answer or reject them."""
+        return self._calls.subscribe()
+
     async def set_presence(self, show: str | None = None, status: str | None = None, priority: int = 0) -> None:
         """Announce availability (RFC 6121 §4.2, §4.4); it is announced again after a reconnect."""
         await self._presence.set(show, status, priority)
@@ -596,6 +650,10 @@ class Client:
 
 def _jid(value: str | JID) -> JID:
     return value if isinstance(value, JID) else JID.parse(value)
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return Path(value) if value is not None else None
 
 
 def _jid_or_none(value: str | None) -> JID | None:

@@ -132,6 +132,18 @@ class StoredMessage:
 
 
 @dataclass(frozen=True)
+class Conversation:
+    """A conversation in the list: the contact, when its last message was, that message's text
+    and ``direction`` ("in" or "out"), and how many of the contact's messages are ``unread``."""
+
+    peer: JID
+    last: datetime
+    text: str
+    direction: str
+    unread: int
+
+
+@dataclass(frozen=True)
 class OutboxEntry:
     """A message waiting for the server's acknowledgement: the stanza exactly as it is sent."""
 
@@ -458,6 +470,17 @@ class Store:
             (str(peer.bare), -1 if limit is None else limit),
         ).fetchall()
         return [_message(row) for row in reversed(rows)]
+
+    def conversations(self) -> list[Conversation]:
+        """Every conversation with a message stored, the latest first: its last message and how
+        many of the contact's messages are not read yet."""
+        # SQLite takes the bare columns of a MAX() aggregate from the row that holds the maximum.
+        rows = self._db.execute(
+            "SELECT peer, MAX(stamp), body, direction, SUM(direction = 'in' AND state = 'delivered')"
+            " FROM messages WHERE replaces IS NULL GROUP BY peer ORDER BY MAX(stamp) DESC, peer"
+        ).fetchall()
+        return [Conversation(JID.parse(peer), _parse_stamp(stamp), body, direction, unread)
+                for peer, stamp, body, direction, unread in rows]
 
     # The archive catch-up -----------------------------------------------------------------------
 

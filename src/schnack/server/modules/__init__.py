@@ -36,6 +36,7 @@ BUILTIN: dict[str, str] = {
     "push": "push:Push",
     "upload": "upload:Upload",
     "extdisco": "extdisco:ExternalServices",
+    "webclient": "webclient:WebClient",
 }
 
 
