@@ -2,9 +2,10 @@
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+WEBSTAMP := web/node_modules/.installed
 PYTHON  ?= python3
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run web test lint typecheck unit bench bench-compare bench-micro clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +13,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-run: $(STAMP)
+# converse.js for the web client at /web/ (web/package-lock.json); without npm the server runs
+# without it and says so.
+web: $(WEBSTAMP)
+
+$(WEBSTAMP): web/package.json web/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: no web client at /web/ (apt-get install npm, then make web)"; fi
+
+run: $(STAMP) $(WEBSTAMP)
 	$(BIN)/schnack serve $(if $(CONFIG),--config $(CONFIG))
 
 lint: $(STAMP)
@@ -21,7 +31,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(WEBSTAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -30,5 +40,16 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python -m bench.suite --write docs/benchmarks.md
 
+# schnack, Prosody and ejabberd (apt-installed by .ci/bench-packages where missing, as root);
+# about half an hour on 2 cores; updates docs/benchmarks.md.
+bench-compare: $(STAMP)
+	bash .ci/bench-packages
+	$(BIN)/python -m bench.suite --servers schnack,prosody,ejabberd --repeat 3 --write docs/benchmarks.md
+
+# Parser, router and serializer microbenchmarks (pytest-benchmark); compare runs with
+# `make bench-micro ARGS='--benchmark-compare'` (runs are kept in bench/results/micro).
+bench-micro: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider bench/micro --benchmark-only --benchmark-autosave $(ARGS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache web/node_modules

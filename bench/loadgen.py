@@ -2,14 +2,14 @@
 
 Run from the repository root::
 
-    python -m bench.loadgen [--server schnack|prosody|external ...] SCENARIO [scenario options]
+    python -m bench.loadgen [--server schnack|prosody|ejabberd|external ...] SCENARIO [scenario options]
 
-``--server schnack`` (the default) and ``--server prosody`` start a private server with the users
-the scenario needs, run it and stop the server; ``--server external --port P --domain D
-[--pid PID]`` drives a server that is already running on this machine, whose accounts
-PREFIX0, PREFIX1, ... exist with the given password (``--pid`` lets the generator read its CPU
-time and memory). Each run prints its figures and, with ``--json FILE``, writes them together
-with the command line, the date and the machine's facts.
+``--server schnack`` (the default), ``--server prosody`` and ``--server ejabberd`` start a
+private server with the users the scenario needs, run it and stop the server; ``--server
+external --port P --domain D [--pid PID]`` drives a server that is already running on this
+machine, whose accounts PREFIX0, PREFIX1, ... exist with the given password (``--pid`` lets
+the generator read its CPU time and memory). Each run prints its figures and, with ``--json
+FILE``, writes them together with the command line, the date and the machine's facts.
 
 One generator process holds about as many connections as its open-file limit allows, and uses
 one core.

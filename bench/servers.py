@@ -6,9 +6,10 @@ business:
 
 - :class:`SchnackDriver` runs ``schnack serve`` as a separate process from a temporary directory;
 - :class:`ProsodyDriver` runs a private Prosody (Debian's package), never the system service;
+- :class:`EjabberdDriver` runs a private ejabberd node (Debian's package), never the system service;
 - :class:`ExternalDriver` points at a server someone else started, whose users already exist.
 
-Both private servers get the same kind of self-signed certificate (ECDSA P-256), free ports on
+The private servers get the same kind of self-signed certificate (ECDSA P-256), free ports on
 127.0.0.1, users sharing one password and one salt (the server's work per login does not depend
 on the salt; the generator then derives the salted password once), and warnings-only logs.
 """
@@ -16,6 +17,7 @@ on the salt; the generator then derives the salted password once), and warnings-
 from __future__ import annotations
 
 import abc
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -23,6 +25,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -42,6 +45,8 @@ from .procfs import alive
 DOMAIN = "bench.localhost"
 REPO = Path(__file__).resolve().parent.parent  # where ``python -m bench...`` finds this package
 ITERATIONS = 4096  # SCRAM iteration count of every account, as schnack derives them by default
+ERL = "/usr/bin/erl"
+ERL_LIBS = Path("/usr/lib/x86_64-linux-gnu")  # where Debian puts ejabberd and its Erlang libraries
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class PrivateServer(ServerDriver):
         self.dir = Path()
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
+        self._env: dict[str, str] | None = None  # the server's environment, if not ours
 
     def start(self, usernames: Sequence[str], password: str) -> Target:
         self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
@@ -104,7 +110,12 @@ class PrivateServer(ServerDriver):
             argv = self.prepare(usernames, password)
             with (self.dir / "console.log").open("wb") as console:
                 self._proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=console,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=self._env,
                 )
             self._wait_listening(self._proc.pid)
             return Target(f"{self.name} {self.version()}", "127.0.0.1", self.port, DOMAIN, self._proc.pid)
@@ -289,6 +300,160 @@ class ProsodyDriver(PrivateServer):
         return match.group(1) if match else "(unknown version)"
 
 
+# The modules matching what schnack runs by default (see PROSODY_MODULES); mod_privacy is what
+# mod_blocking builds on, mod_caps what PEP notifications use, and mod_mam archives every message.
+EJABBERD_MODULES: dict[str, dict[str, object]] = {
+    "mod_roster": {},
+    "mod_disco": {},
+    "mod_ping": {},
+    "mod_version": {"show_os": False},
+    "mod_private": {},
+    "mod_vcard": {},
+    "mod_caps": {},
+    "mod_pubsub": {"plugins": ["flat", "pep"]},
+    "mod_stream_mgmt": {},
+    "mod_carboncopy": {},
+    "mod_mam": {"default": "always", "db_type": "sql"},
+    "mod_client_state": {},
+    "mod_privacy": {},
+    "mod_blocking": {},
+    # A user's offline store holds up to 5,000 messages by default; the suite's burst may be larger.
+    "mod_offline": {"access_max_user_messages": "max_user_offline_messages", "db_type": "sql"},
+}
+
+# Run in the ejabberd node once it has started. First the one SQLite connection gets schnack's
+# durability setting (WAL synced at checkpoints, not at every commit). Then the first user is
+# registered (ejabberd derives its SCRAM keys) and that record copied for every other user,
+# straight into Mnesia: `ejabberdctl register` would start an Erlang node per user. The outcome
+# appears at once under its name (a rename), never half written.
+EJABBERD_ACCOUNTS = """
+Outcome = try
+    {ok, [Host, Password, [First | Rest]]} = file:consult(os:getenv("BENCH_USERS")),
+    {updated, _} = ejabberd_sql:sql_query(Host, [<<"PRAGMA synchronous=NORMAL">>]),
+    ok = ejabberd_auth:try_register(First, Host, Password),
+    [Record] = mnesia:dirty_read(passwd, {First, Host}),
+    lists:foreach(fun(User) -> ok = mnesia:dirty_write(setelement(2, Record, {User, Host})) end, Rest),
+    <<"ok">>
+catch Class:Reason ->
+    io_lib:format("~p:~p", [Class, Reason])
+end,
+Ready = os:getenv("BENCH_READY"),
+file:write_file(Ready ++ ".part", Outcome),
+file:rename(Ready ++ ".part", Ready).
+"""
+
+
+def _erlang_binary(text: str) -> str:
+    return "<<" + json.dumps(text) + "/utf8>>"
+
+
+class EjabberdDriver(PrivateServer):
+    """A private ejabberd (Debian's package): its own configuration, Mnesia spool and log under
+    the temporary directory, and its own Erlang node.
+
+    The node is started with ``erl`` directly rather than through ``ejabberdctl`` (which would
+    switch to the package's system user and its directories). Its distribution port is fixed at
+    a free port with ``-erl_epmd_port`` and ``-start_epmd false`` (OTP 23 and later), so that no
+    EPMD is started or asked at all, and the node name and cookie are random per run: nothing is
+    shared with the package's service or any other Erlang node on the machine. ``erl`` execs
+    ``beam.smp``, so the process started is the one measured; SIGTERM makes the node stop in
+    order (``init:stop/0``). Accounts: see :data:`EJABBERD_ACCOUNTS`. Storage is Mnesia, ejabberd's
+    default, for accounts, rosters, offline messages and the archive.
+    """
+
+    name = "ejabberd"
+    start_timeout = 60.0
+
+    @staticmethod
+    def available() -> bool:
+        return Path(ERL).exists() and any(ERL_LIBS.glob("ejabberd-*/ebin/ejabberd.app"))
+
+    def prepare(self, usernames: Sequence[str], password: str) -> list[str]:
+        d = self.dir
+        listener: dict[str, object] = {
+            "port": self.port,
+            "ip": "127.0.0.1",
+            "module": "ejabberd_c2s",
+            "starttls_required": True,
+            "max_stanza_size": 262144,
+        }
+        config = {
+            "hosts": [DOMAIN],
+            "loglevel": "warning",
+            "certfiles": [str(d / "cert.pem"), str(d / "key.pem")],
+            "listen": [listener],
+            "auth_method": "internal",
+            "auth_password_format": "scram",
+            "auth_scram_hash": "sha256",
+            "acl": {"local": {"user_regexp": ""}},
+            "access_rules": {"local": {"allow": "local"}, "c2s": {"allow": "all"}},
+            "shaper_rules": {"max_user_offline_messages": "infinity"},
+            # Accounts stay in Mnesia (see EJABBERD_ACCOUNTS); what grows with the traffic goes
+            # to SQLite, as ejabberd advises for the archive and as schnack stores by default.
+            "default_db": "mnesia",
+            "sql_type": "sqlite",
+            "sql_database": str(d / "ejabberd.db"),
+            "sql_pool_size": 1,
+            "new_sql_schema": True,
+            "s2s_access": "none",
+            "modules": EJABBERD_MODULES,
+        }
+        # JSON is valid YAML: the configuration needs no YAML writer.
+        (d / "ejabberd.yml").write_text(json.dumps(config, indent=1) + "\n")
+        users = ", ".join(_erlang_binary(u) for u in usernames)
+        (d / "users.eterm").write_text(f"{_erlang_binary(DOMAIN)}.\n{_erlang_binary(password)}.\n[{users}].\n")
+        (d / "spool").mkdir()
+        self._create_database(d / "ejabberd.db")
+        self._env = {
+            **os.environ,
+            "EJABBERD_CONFIG_PATH": str(d / "ejabberd.yml"),
+            "EJABBERD_LOG_PATH": str(d / "ejabberd.log"),
+            "ERL_LIBS": str(ERL_LIBS),
+            "ERL_CRASH_DUMP": str(d / "erl_crash.dump"),
+            "ERL_CRASH_DUMP_BYTES": "0",
+            "BENCH_USERS": str(d / "users.eterm"),
+            "BENCH_READY": str(d / "accounts.ready"),
+            "HOME": str(d),
+        }
+        node = f"bench{uuid.uuid4().hex[:12]}@localhost"
+        return [
+            ERL, "-sname", node, "-setcookie", uuid.uuid4().hex, "-noinput",
+            "-start_epmd", "false", "-erl_epmd_port", str(free_port()),
+            # What ejabberdctl passes (kernel poll, 250,000 processes, 32,000 ports), and no
+            # busy-waiting schedulers: they spin for a while before sleeping, CPU time that
+            # /proc counts but that does no work, which neither other server spends.
+            "+K", "true", "+P", "250000", "-env", "ERL_MAX_PORTS", "32000",
+            "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none",
+            "-mnesia", "dir", json.dumps(str(d / "spool")),
+            "-s", "ejabberd", "-eval", EJABBERD_ACCOUNTS,
+        ]  # fmt: skip
+
+    @staticmethod
+    def _create_database(path: Path) -> None:
+        """ejabberd's own SQLite schema, in WAL mode as schnack's database (ejabberd would create
+        the file in rollback-journal mode, one more fsync per commit)."""
+        schema = next(ERL_LIBS.glob("ejabberd-*/priv/sql/lite.new.sql")).read_text()
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(schema)
+
+    def _wait_listening(self, pid: int) -> None:
+        super()._wait_listening(pid)
+        ready = self.dir / "accounts.ready"
+        deadline = time.monotonic() + self.start_timeout
+        while not ready.exists() and alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        outcome = ready.read_text() if ready.exists() else "no answer"
+        if outcome != "ok":
+            raise RuntimeError(f"creating the ejabberd accounts failed: {outcome}")
+
+    def version(self) -> str:
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Version}", "ejabberd"], capture_output=True, text=True, check=False
+        ).stdout
+        return out.split("-")[0] or "(unknown version)"
+
+
 class ExternalDriver(ServerDriver):
     """A server started by someone else, whose accounts PREFIX0, PREFIX1, ... exist already."""
 
@@ -304,7 +469,11 @@ class ExternalDriver(ServerDriver):
         """Nothing: the server belongs to whoever started it."""
 
 
-DRIVERS: dict[str, type[PrivateServer]] = {"schnack": SchnackDriver, "prosody": ProsodyDriver}
+DRIVERS: dict[str, type[PrivateServer]] = {
+    "schnack": SchnackDriver,
+    "prosody": ProsodyDriver,
+    "ejabberd": EjabberdDriver,
+}
 SERVERS = tuple(DRIVERS)
 
 

@@ -1,7 +1,8 @@
 """The load generator against the real servers at toy sizes: the counts must add up (no timing).
 
-Every scenario runs against schnack (``schnack serve`` in its own process) and against Prosody,
-which needs Debian's ``prosody`` package: skipped without it, failed without it when CI=true.
+Every scenario runs against schnack (``schnack serve`` in its own process), against Prosody and
+against ejabberd, which need Debian's ``prosody`` and ``ejabberd`` packages: skipped without them,
+failed without them when CI=true.
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ import pytest
 
 from bench import loadgen, suite
 from bench.scenarios import Chat, Figures, IdleConnections, LoginStorm, OfflineBurst, Scenario
-from bench.servers import ExternalDriver, ProsodyDriver, SchnackDriver, Target, private_driver
+from bench.servers import EjabberdDriver, ExternalDriver, ProsodyDriver, SchnackDriver, Target, private_driver
 
 from ..conftest import require_service
 
 
-@pytest.fixture(params=["schnack", "prosody"])
+@pytest.fixture(params=["schnack", "prosody", "ejabberd"])
 def server(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     if name == "prosody":
         require_service(ProsodyDriver.available(), "prosody is not installed (apt-get install prosody)")
+    if name == "ejabberd":
+        require_service(EjabberdDriver.available(), "ejabberd is not installed (apt-get install ejabberd)")
     return name
 
 
@@ -95,15 +98,36 @@ def test_external_server_and_a_wrong_password(schnack_target: Target, tmp_path: 
     assert str(figures["login_failures"]).startswith("2 auth (e.g. auth: not-authorized")
 
 
-def test_suite_table_has_medians_ratios_and_unclean_runs(tmp_path: Path) -> None:
+def test_suite_table_has_medians_ratios_to_the_best_other_and_unclean_runs(tmp_path: Path) -> None:
     def runs(**figures: float | str | None) -> list[list[Figures]]:
-        return [[dict(figures) for _ in range(3)] for _ in suite.SUITE]
+        return [
+            [{**figures, "still_open": getattr(scenario, "count", None)} for _ in range(3)]
+            for scenario in suite.SUITE
+        ]
 
-    schnack = runs(logins_per_s=300.0, still_open=1000)
-    prosody = runs(logins_per_s=200.0, still_open=1000)
+    schnack = runs(logins_per_s=300.0, server_rss_kib_per_connection=60.0)
+    prosody = runs(logins_per_s=200.0, server_rss_kib_per_connection=40.0)
+    ejabberd = runs(logins_per_s=250.0, server_rss_kib_per_connection=50.0)
     schnack[0][1]["logins_per_s"] = 100.0
-    schnack[4][2]["lost"] = 7
+    schnack[6][2]["lost"] = 7
+    ejabberd[3][0]["still_open"] = 9990
     section = suite.render(
+        {"schnack": schnack, "prosody": prosody, "ejabberd": ejabberd},
+        {"schnack": "schnack 0.1.0", "prosody": "prosody 0.12.3", "ejabberd": "ejabberd 23.01"},
+        command="python -m bench.suite",
+        started="2026-01-01 00:00 UTC",
+        load=("0.1", "0.2"),
+        repeat=3,
+    )
+    assert "| schnack 0.1.0 | prosody 0.12.3 | ejabberd 23.01 | schnack/best of the others |" in section
+    # Higher is better: against ejabberd's 250; lower is better: against Prosody's 40.
+    assert "| Login storm | logins/s | higher | 300 (100-300) | 200 (200-200) | 250 (250-250) | 1.20 |" in section
+    assert "| server RSS KiB per idle connection | lower | 60 (60-60) | 40 (40-40) | 50 (50-50) | 1.50 |" in section
+    assert "- schnack 0.1.0, offline burst of 10,000, run 3: lost 7" in section
+    assert "- ejabberd 23.01, 10,000 idle connections, run 1: only 9990 of 10000 connections still open" in section
+    assert section.count("\n- ") == 2 + 3  # the two unclean runs, and machine, servers and load
+
+    two = suite.render(
         {"schnack": schnack, "prosody": prosody},
         {"schnack": "schnack 0.1.0", "prosody": "prosody 0.12.3"},
         command="python -m bench.suite",
@@ -111,8 +135,7 @@ def test_suite_table_has_medians_ratios_and_unclean_runs(tmp_path: Path) -> None
         load=("0.1", "0.2"),
         repeat=3,
     )
-    assert "| Login storm | logins/s | higher | 300 (100-300) | 200 (200-200) | 1.50 |" in section
-    assert "- schnack 0.1.0, offline burst, run 3: lost 7" in section
+    assert "| Login storm | logins/s | higher | 300 (100-300) | 200 (200-200) | 1.50 |" in two
     doc = tmp_path / "benchmarks.md"
     doc.write_text(f"# Benchmarks\n\n{suite.BEGIN}\nold\n{suite.END}\n\nAfter.\n")
     suite.write_section(doc, section)

@@ -1,0 +1,1 @@
+"""Microbenchmarks of the stream parser, the router and the serializer (pytest-benchmark)."""
