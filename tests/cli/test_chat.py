@@ -4,7 +4,8 @@ client runs inside the app, bob's (and his second device's) are driven by the te
 Typed messages leave encrypted and bob reads them; the check marks move on as bob's client
 answers with a receipt and marks them read; unread counts grow and go when the conversation
 is opened; a change of bob's keys raises the banner; a contact without OMEMO devices gets
-nothing until the conversation is switched to unencrypted.
+nothing until the conversation is switched to unencrypted; a group is listed, shows who wrote
+each message, and what is typed reaches its members encrypted.
 """
 
 from __future__ import annotations
@@ -240,3 +241,57 @@ async def test_the_command_fails_with_one_line(server: Server, tmp_path: Path) -
     assert gone.stderr.strip().splitlines() == [
         "schnack: connecting as alice@localhost…", gone.stderr.strip().splitlines()[-1]]
     assert gone.stderr.strip().splitlines()[-1].startswith("schnack: cannot reach localhost: 127.0.0.1:")
+
+
+async def test_a_group_in_the_app(server: Server, clients: list[Client], tmp_path: Path) -> None:
+    alice = await online(server, clients, "alice@localhost", tmp_path / "alice")
+    bob = await online(server, clients, "bob@localhost")
+    carol = await online(server, clients, "carol@localhost")
+    bob_feed, carol_feed = bob.groups.messages(), carol.groups.messages()
+    app = ChatApp(alice)
+    async with app.run_test(size=SIZE) as pilot:
+        # bob makes a private group with alice and carol: it appears in alice's list as a group.
+        group = (await bob.groups.create("Family", [ALICE, CAROL])).jid
+        await alice.groups.entered(group, WAIT)
+        await carol.groups.entered(group, WAIT)
+        await until(pilot, lambda: any(row.startswith(f"👥 Family ({group})") for row in rows(app)),
+                    "the group listed")
+        await bob.groups.send(group, "hello family")
+        await until(pilot, lambda: rows(app)[0].startswith(f"👥 Family ({group})")
+                    and rows(app)[0].endswith("  (1 unread)\n  hello family"), "bob's message unread")
+        listing = app.query_one("#conversations", OptionList)
+        listing.focus()
+        listing.highlighted = 0
+        await pilot.press("enter")
+        await until(pilot, lambda: [line.split(" ", 1)[1] for line in pane(app)] == ["bob: hello family"],
+                    "bob's message shown under his name")
+        await until(pilot, lambda: "unread" not in rows(app)[0], "the group read")
+        assert "🔒 encrypted group" in shown(app, "#status")
+        # alice answers from the composer: bob and carol read it decrypted.
+        await type_text(pilot, "hi both")
+        await pilot.press("enter")
+        for feed in (bob_feed, carol_feed):
+            got = await next_of(feed, lambda m: m.text == "hi both")
+            assert (got.group, got.sender, got.encrypted) == (group, ALICE, True)
+        assert app.query_one("#composer", Input).value == ""
+        await until(pilot, lambda: pane(app)[-1].endswith("me: hi both  ✓"), "alice's message acknowledged")
+        # carol writes while the group is open: it appears live under her name.
+        await carol.groups.send(group, "hi alice")
+        await until(pilot, lambda: pane(app)[-1].endswith("carol: hi alice"), "carol's message shown live")
+        # A group nobody else can read yet: the refusal is shown and the draft stays.
+        alone = (await alice.groups.create("Alone")).jid
+        app.query_one("#to", Input).focus()
+        await type_text(pilot, str(alone))
+        await pilot.press("enter")
+        await until(pilot, lambda: pane(app) == [] and app.focused is app.query_one("#composer", Input),
+                    "the empty group opened")
+        await type_text(pilot, "anyone?")
+        await pilot.press("enter")
+        await until(pilot, lambda: shown(app, "#notice").startswith("Not sent: "), "the refusal shown")
+        assert shown(app, "#notice") == f"Not sent: not sent to the group {alone}: it has no other member yet to read it"
+        assert app.query_one("#composer", Input).value == "anyone?"
+        assert alice.store.history(alone) == []
+        assert any(row.startswith(f"👥 Alone ({alone})") for row in rows(app))
+    assert [(m.direction, m.nick, m.sender, m.text, m.encrypted) for m in alice.store.history(group)] == [
+        ("in", "bob", BOB, "hello family", True), ("out", None, None, "hi both", True),
+        ("in", "carol", CAROL, "hi alice", True)]

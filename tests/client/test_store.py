@@ -363,3 +363,22 @@ def test_what_our_other_devices_sent_is_recorded_once(store: Store) -> None:
     assert store.archive_position() is None
     store.save_archive_position("a1")
     assert store.archive_position() == "a1"
+
+
+def test_group_messages_keep_their_writer_and_are_stored_once(store: Store) -> None:
+    group = JID.parse("family@groups.example.test")
+    stamp = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    assert store.receive(group, "hi all", stanza_id="s1", stamp=stamp, encrypted=True, message_id="g1",
+                         nick="bob", sender=BOB)
+    # The same message again, live and from the room's archive: one row.
+    assert not store.receive(group, "hi all", stanza_id="s1", stamp=stamp, nick="bob", sender=BOB)
+    assert store.receive(group, "hello", stanza_id="s2", stamp=stamp + timedelta(seconds=1), nick="carol")
+    queue(store, group, "mine", "o1")
+    [first, second, mine] = store.history(group)
+    assert (first.peer, first.nick, first.sender, first.text, first.encrypted) == (group, "bob", BOB, "hi all", True)
+    assert (second.nick, second.sender) == ("carol", None)
+    assert (mine.direction, mine.nick, mine.sender) == ("out", None, None)
+    [listed] = store.conversations()
+    assert (listed.peer, listed.text, listed.direction, listed.unread) == (group, "mine", "out", 2)
+    assert store.mark(group, "g1", "read", outgoing=False, earlier=True) == ["g1"]
+    assert store.conversations()[0].unread == 1

@@ -93,6 +93,12 @@ _SCHEMA = (
     UPDATE messages SET message_id = origin_id WHERE direction = 'out';
     CREATE INDEX messages_by_message_id ON messages (peer, direction, message_id);
     """,
+    # A group message (XEP-0045) has the group as its peer; who wrote it is its nickname there and,
+    # where the group shows it, the real bare JID.
+    """
+    ALTER TABLE messages ADD COLUMN nick TEXT;
+    ALTER TABLE messages ADD COLUMN sender TEXT;
+    """,
 )
 
 
@@ -115,7 +121,8 @@ class StoredMessage:
     """A message in the history: ``direction`` is "in" or "out", ``state`` one of :data:`STATES`
     or "failed" (then ``error`` is the condition and ``error_text`` the explanation, if any).
     ``message_id`` is the stanza's 'id' (receipts, markers and corrections name it); ``edited``
-    is when its text was last corrected (XEP-0308), and ``text`` is then the corrected one."""
+    is when its text was last corrected (XEP-0308), and ``text`` is then the corrected one. In a
+    group (``peer`` is the group), ``nick`` and ``sender`` say who wrote it, as far as known."""
 
     peer: JID
     direction: str
@@ -129,6 +136,8 @@ class StoredMessage:
     error_text: str | None = None
     message_id: str | None = None
     edited: datetime | None = None
+    nick: str | None = None
+    sender: JID | None = None
 
 
 @dataclass(frozen=True)
@@ -344,14 +353,16 @@ class Store:
 
     def receive(self, peer: JID, text: str, *, origin_id: str | None = None, stanza_id: str | None = None,
                 stamp: datetime | None = None, encrypted: bool = False, message_id: str | None = None,
-                markable: bool = False, replaces: str | None = None, outgoing: bool = False) -> bool:
+                markable: bool = False, replaces: str | None = None, outgoing: bool = False,
+                nick: str | None = None, sender: JID | None = None) -> bool:
         """Record a message that arrived; False if it is a copy of one already here: the same
         origin-id from the same sender, or the same stanza-id from our own server (XEP-0359).
 
         ``outgoing`` records one that this account sent from another device (a carbon, the
         archive): the server had it, so it counts as acknowledged. A correction (``replaces``)
         changes the text of the message it names, if that one is here, the same sender's in the
-        same conversation (XEP-0308 §5); else it is kept as a message of its own.
+        same conversation (XEP-0308 §5); else it is kept as a message of its own. A group
+        message names its writer with ``nick`` and, if known, ``sender`` (their real JID).
         """
         direction = "out" if outgoing else "in"
         when = stamp or _now()
@@ -365,9 +376,10 @@ class Store:
             try:
                 cursor = self._db.execute(
                     "INSERT INTO messages (peer, direction, body, stamp, state, origin_id, stanza_id, encrypted,"
-                    " message_id, markable, replaces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " message_id, markable, replaces, nick, sender) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (str(peer.bare), direction, text, _stamp(when), "acked" if outgoing else "delivered", origin_id,
-                     stanza_id, int(encrypted), message_id, int(markable), replaces),
+                     stanza_id, int(encrypted), message_id, int(markable), replaces, nick,
+                     str(sender.bare) if sender is not None else None),
                 )
             except sqlite3.IntegrityError:
                 return False
@@ -552,15 +564,18 @@ class _Transaction:
             raise StoreError(f"cannot write to the local store: {exc}") from None
 
 
-_COLUMNS = "peer, direction, body, stamp, state, origin_id, stanza_id, encrypted, error, error_text, message_id, edited"
+_COLUMNS = ("peer, direction, body, stamp, state, origin_id, stanza_id, encrypted, error, error_text, message_id,"
+            " edited, nick, sender")
 
 
 def _message(row: tuple[str, str, str, str, str, str | None, str | None, int, str | None, str | None,
-                        str | None, str | None]) -> StoredMessage:
-    peer, direction, body, stamp, state, origin_id, stanza_id, encrypted, error, error_text, message_id, edited = row
+                        str | None, str | None, str | None, str | None]) -> StoredMessage:
+    (peer, direction, body, stamp, state, origin_id, stanza_id, encrypted, error, error_text, message_id, edited,
+     nick, sender) = row
     return StoredMessage(JID.parse(peer), direction, body, _parse_stamp(stamp), state, origin_id, stanza_id,
                          bool(encrypted), error, error_text, message_id,
-                         _parse_stamp(edited) if edited is not None else None)
+                         _parse_stamp(edited) if edited is not None else None, nick,
+                         JID.parse(sender) if sender is not None else None)
 
 
 # The password ---------------------------------------------------------------------------------

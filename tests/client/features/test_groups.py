@@ -88,8 +88,12 @@ async def test_three_members_read_each_other_and_the_archive_holds_ciphertext(
         assert b"eu.siacs.conversations.axolotl" in item.payload
         for text in secrets.values():
             assert text.encode() not in item.payload
-    # What this device sent is in its own store (peer: the group) and not shown to it again.
-    assert [m.text for m in alice.store.history(group.jid)] == [secrets[alice.account]]
+    # The group's conversation is in alice's store (peer: the group), each message once: hers as
+    # sent (not read back from the room), the others' with who wrote them.
+    assert [(m.direction, m.nick, m.sender, m.text) for m in alice.store.history(group.jid)] == [
+        ("out", None, None, secrets[alice.account]),
+        ("in", "bob", bob.account, secrets[bob.account]),
+        ("in", "carol", carol.account, secrets[carol.account])]
 
 
 async def test_plaintext_is_refused_unless_asked_for(group_server: Server, clients: list[Client]) -> None:

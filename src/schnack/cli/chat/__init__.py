@@ -18,7 +18,7 @@ from .. import client as commands
 @click.argument("jid", required=False)
 @commands.account_option
 def chat(jid: str | None, account: str | None) -> None:
-    """Chat in the terminal; with JID, the conversation with JID is opened.
+    """Chat in the terminal; with JID, the conversation with JID (a contact or a group) is opened.
 
     Enter sends, encrypted with OMEMO; Ctrl+N opens another conversation, Ctrl+T switches the
     open one to unencrypted and back, Ctrl+O hides a warning about changed keys, Ctrl+Q quits.

@@ -8,6 +8,11 @@ banner. Messages are sent encrypted (OMEMO); a conversation whose contact has no
 encrypt to says so, and sends nothing until the user switches it to unencrypted (Ctrl+T),
 which stays visible in the header. A conversation shown is marked read (XEP-0333), so the
 contact's check marks turn to "read".
+
+The account's groups (XEP-0045, see :mod:`schnack.client.features.groups`) are conversations
+too, marked as groups in the list: each message shows who wrote it, what is typed goes to every
+member encrypted (a refusal, such as a member without keys, is shown and the text stays in the
+composer), and a group shown is marked read here only: the room gets no chat markers.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from textual.widgets.option_list import Option
 
 from ...client import Client, Connected, EncryptionRequired, Message
 from ...client.errors import ClientError
+from ...client.features.groups import Group, GroupError, GroupMessage, Invited, KeyWarning, Removed
 from ...client.omemo import KeysChanged, Trust
 from ...client.store import StoredMessage, StoreError
 from ...xmpp.jid import JID, JIDError
@@ -36,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # How much of a conversation is shown when it is opened.
 HISTORY = 200
+# How long a group we were added to may take to be entered before it is listed anyway.
+ENTERING = 120.0
 
 
 class MessageLine(Static):
@@ -114,6 +122,8 @@ class ChatApp(App[None]):
         self._watch(self._connection())
         self._watch(self._key_changes())
         self._watch(self._typing())
+        self._watch(self._group_messages())
+        self._watch(self._group_updates())
         self.refresh_conversations()
         self.refresh_status()
         if self._first is not None:
@@ -176,6 +186,52 @@ class ChatApp(App[None]):
                 await self._mark_read(peer, message.id)
         self.refresh_conversations()
 
+    async def _group_messages(self) -> None:
+        async for message in self.client.groups.messages():
+            try:
+                await self._group_arrived(message)
+            except Exception as err:
+                self._failed(err)
+
+    async def _group_arrived(self, message: GroupMessage) -> None:
+        group = message.group
+        if group == self.peer:
+            if message.text is None:
+                self._append(MessageLine(lines.undecryptable_line(
+                    message.nick or str(group), message.undecryptable or "unknown reason",
+                    message.stamp or datetime.now(UTC), datetime.now(UTC))))
+            else:
+                stored = (self.client.store.message(group, message.id, outgoing=message.outgoing)
+                          if message.id is not None and not message.history else None)
+                if stored is None:
+                    self._show_history()
+                else:
+                    self._append(self._line(stored))
+                if message.id is not None and not message.outgoing:
+                    await self._mark_read(group, message.id)
+        self.refresh_conversations()
+
+    async def _group_updates(self) -> None:
+        async for update in self.client.groups.updates():
+            if update.group == self.peer and isinstance(update, Removed):
+                self.show_notice(f"You are no longer in the group {update.group}"
+                                 + (f": {update.reason}" if update.reason else ""))
+            elif update.group == self.peer and isinstance(update, KeyWarning):
+                self.show_notice("⚠ " + "; ".join(f"{jid}: {why}" for jid, why in update.members))
+            elif isinstance(update, Invited):
+                self._watch(self._list_when_entered(update.group))
+            self.refresh_conversations()
+
+    async def _list_when_entered(self, group: JID) -> None:
+        """List a group we were added to once this client is in it and knows its name."""
+        with contextlib.suppress(TimeoutError):
+            await self.client.groups.entered(group, ENTERING)
+        self.refresh_conversations()
+
+    def _group(self, peer: JID | None) -> Group | None:
+        """The group ``peer`` names, if it is one of this account's."""
+        return next((g for g in self.client.groups.known() if g.jid == peer), None)
+
     async def _receipts(self) -> None:
         async for receipt in self.client.receipts():
             try:
@@ -216,9 +272,14 @@ class ChatApp(App[None]):
     def refresh_conversations(self) -> None:
         now = datetime.now(UTC)
         listed = self.client.store.conversations()
-        options = [Option(lines.conversation_row(c, now, keys_changed=c.peer in self.key_changes), id=str(c.peer))
+        groups = {g.jid: g for g in self.client.groups.known()}
+        options = [Option(lines.conversation_row(c, now, keys_changed=c.peer in self.key_changes,
+                                                 group=groups.get(c.peer)), id=str(c.peer))
                    for c in listed]
         known = {c.peer for c in listed}
+        options += [Option(lines.contact_row(str(g.jid), group=g), id=str(g.jid))
+                    for g in groups.values() if g.jid not in known]
+        known.update(groups)
         if self.peer is not None and self.peer not in known:
             options.insert(0, Option(lines.contact_row(str(self.peer), keys_changed=self.peer in self.key_changes),
                                      id=str(self.peer)))
@@ -267,7 +328,8 @@ class ChatApp(App[None]):
         self.query_one("#typing", Static).update("")
         composer = self.query_one("#composer", Input)
         composer.disabled = False
-        composer.placeholder = f"Message to {peer}, Enter sends"
+        group = self._group(peer)
+        composer.placeholder = f"Message to {'the group ' + (group.name or str(peer)) if group else peer}, Enter sends"
         self._show_history()
         composer.focus()
         self.refresh_conversations()
@@ -310,6 +372,10 @@ class ChatApp(App[None]):
             line.update(lines.message_line(stored, datetime.now(UTC)))
 
     async def _mark_read(self, peer: JID, message_id: str) -> None:
+        if self._group(peer) is not None:
+            self.client.store.mark(peer, message_id, "read", outgoing=False, earlier=True)
+            self.refresh_conversations()
+            return
         try:
             await self.client.mark_read(peer, message_id)
         except ClientError as err:
@@ -317,6 +383,18 @@ class ChatApp(App[None]):
         self.refresh_conversations()
 
     async def _check_devices(self, peer: JID) -> None:
+        group = self._group(peer)
+        if group is not None:
+            # Each message is encrypted to the members of that moment; sending says who cannot be.
+            self.security[peer] = Security("🔒 encrypted group (OMEMO, every member's devices)") if group.private \
+                else Security("✗ public channel", lines.refusal(
+                    f"{peer} is a public channel, where OMEMO cannot work; {lines.UNENCRYPTED_HINT}"))
+            if peer == self.peer:
+                self.refresh_status()
+                problem = self.security[peer].problem
+                if problem is not None and peer not in self.plain:
+                    self.show_notice(problem)
+            return
         self.security[peer] = Security("🔒 checking the contact's keys…")
         self.refresh_status()
         try:
@@ -360,8 +438,11 @@ class ChatApp(App[None]):
 
     async def _send(self, peer: JID, text: str, encrypted: bool, composer: Input) -> None:
         try:
-            id = await self.client.send(peer, text, encrypted=encrypted)
-        except EncryptionRequired as err:
+            if self._group(peer) is not None:
+                id = await self.client.groups.send(peer, text, encrypted=encrypted)
+            else:
+                id = await self.client.send(peer, text, encrypted=encrypted)
+        except (EncryptionRequired, GroupError) as err:
             if not composer.value:
                 composer.value = text
             self.show_notice(f"Not sent: {lines.refusal(str(err))}")
@@ -377,7 +458,7 @@ class ChatApp(App[None]):
         self._refresh_line("out", peer, id)
 
     async def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id != "composer" or self.peer is None:
+        if event.input.id != "composer" or self.peer is None or self._group(self.peer) is not None:
             return
         peer, state = self.peer, "composing" if event.value else "active"
         # Typing notifications are a courtesy: without a connection there is none.

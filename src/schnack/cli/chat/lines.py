@@ -14,6 +14,7 @@ from datetime import datetime
 
 from rich.text import Text
 
+from ...client.features.groups import Group
 from ...client.omemo import Device, KeysChanged, Trust
 from ...client.omemo.fingerprints import effective_trust
 from ...client.store import Conversation, StoredMessage
@@ -49,7 +50,9 @@ def message_line(message: StoredMessage, now: datetime) -> Text:
     if message.direction == "out":
         line.append("me", "bold cyan")
     else:
-        line.append(str(message.peer.bare), "bold magenta")
+        # In a group, the writer: their nickname there, else their address.
+        who = message.nick or (str(message.sender) if message.sender is not None else str(message.peer.bare))
+        line.append(who, "bold magenta")
     line.append(": ")
     line.append(message.text)
     if message.edited is not None:
@@ -69,9 +72,16 @@ def undecryptable_line(sender: str, reason: str, stamp: datetime, now: datetime)
                          (f"[could not decrypt: {reason}]", "bold red"))
 
 
-def conversation_row(conversation: Conversation, now: datetime, *, keys_changed: bool = False) -> Text:
-    """A row of the conversation list: who, when, the last message, how many are unread."""
-    row = Text(str(conversation.peer), "bold" if conversation.unread else "")
+def _group_label(group: Group) -> str:
+    return f"👥 {group.name} ({group.jid})" if group.name else f"👥 {group.jid}"
+
+
+def conversation_row(conversation: Conversation, now: datetime, *, keys_changed: bool = False,
+                     group: Group | None = None) -> Text:
+    """A row of the conversation list: who (a group is marked 👥), when, the last message, how
+    many are unread."""
+    row = Text(_group_label(group) if group is not None else str(conversation.peer),
+               "bold" if conversation.unread else "")
     row.append(f"  {when(conversation.last, now)}", "dim")
     if conversation.unread:
         row.append(f"  ({conversation.unread} unread)", "bold yellow")
@@ -82,9 +92,9 @@ def conversation_row(conversation: Conversation, now: datetime, *, keys_changed:
     return row
 
 
-def contact_row(peer: str, *, keys_changed: bool = False) -> Text:
-    """A row for a contact with no messages yet."""
-    row = Text(peer)
+def contact_row(peer: str, *, keys_changed: bool = False, group: Group | None = None) -> Text:
+    """A row for a contact, or a group, with no messages yet."""
+    row = Text(_group_label(group) if group is not None else peer)
     if keys_changed:
         row.append("  ⚠ keys changed", "bold red")
     row.append("\n  no messages yet", "dim")

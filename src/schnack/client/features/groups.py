@@ -25,6 +25,8 @@ room's presence and affiliation notes) and to our own other devices; plaintext l
 ``encrypted=False``. An arriving one is decrypted with the sender's real JID, from the room's
 presence (§7.2.3, non-anonymous rooms show it) or from the archived copy (XEP-0313 §5.1.2). What
 this device sent comes back from the room (§7.2.3 reflection) and is recognised by its origin-id.
+Every message read (live or archived) is kept in the local store with the group as its peer and
+the writer's nickname and real JID, once per room stanza-id, before it is announced.
 
 A mediated invitation (§7.8.2) from a room is accepted: the room made us a member, as adding
 someone to a group does in the messengers people know; a direct invitation (XEP-0249) only from
@@ -852,11 +854,17 @@ class Groups:
         else:
             text = el.findtext(_BODY)
         stanza = Stanza.parse(el)
+        outgoing = arrived.sender == self.client.account
+        if text is not None:
+            # Stored before it is announced, as a chat message is; the room's stanza-id keeps the
+            # live copy and the archived one from being stored twice (XEP-0359).
+            self.client.store.receive(
+                arrived.room.jid, text, stanza_id=arrived.stanza_id, stamp=arrived.stamp, encrypted=encrypted,
+                message_id=stanza.id, outgoing=outgoing, nick=arrived.nick, sender=arrived.sender)
         self.feed.publish(GroupMessage(
             group=arrived.room.jid, nick=arrived.nick, sender=arrived.sender, text=text, id=stanza.id,
             stanza_id=arrived.stanza_id, stamp=arrived.stamp, encrypted=encrypted, device=device,
-            undecryptable=undecryptable, outgoing=arrived.sender == self.client.account,
-            history=arrived.history, element=el,
+            undecryptable=undecryptable, outgoing=outgoing, history=arrived.history, element=el,
         ))
 
     async def settled(self) -> None:
