@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from schnack.client import Client
 from schnack.server.app import Server
 
 from .harness import running
@@ -33,3 +34,12 @@ async def live_server(tmp_path: Path) -> AsyncIterator[Server]:
     """A started server listening on 127.0.0.1 ephemeral ports (see ``server.bound``)."""
     async with running(tmp_path, listen=True) as srv:
         yield srv
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[Client]]:
+    """Our clients to close when the test ends (tests that drive slixmpp define their own)."""
+    made: list[Client] = []
+    yield made
+    for client in made:
+        await client.close()

@@ -32,14 +32,6 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         yield srv
 
 
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
-
-
 async def online(server: Server, clients: list[Client], jid: str) -> Client:
     """A device of ``jid`` on the client library, with its own keys."""
     host, port = server.bound["c2s"][0]

@@ -29,15 +29,6 @@ async def chat_server(tmp_path: Path) -> AsyncIterator[Server]:
         yield server
 
 
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    """Clients to close when the test ends."""
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
-
-
 def make_client(server: Server, jid: str, *, listener: str = "c2s", password: str = PASSWORD, **kwargs: Any) -> Client:
     """A client for ``jid`` on one of the server's listeners; certificates unchecked unless told."""
     host, port = server.bound[listener][0]

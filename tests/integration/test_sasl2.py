@@ -51,14 +51,6 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         yield srv
 
 
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
-
-
 def device(server: Server, data_dir: Path, clients: list[Client], *, listener: str = "c2s_tls",
            port: int | None = None) -> Client:
     """Alice's phone: its own data directory (the token and the features are kept there)."""
