@@ -169,6 +169,22 @@ async def test_bookmarks_and_rejoining(group_server: Server, clients: list[Clien
     assert str(unknown.value) == "Work is not a group of alice@localhost"
 
 
+async def test_leaving_ends_the_membership(group_server: Server, clients: list[Client]) -> None:
+    """Whoever leaves is off the member list, so the others no longer encrypt to them."""
+    alice, bob = [await online(group_server, clients, f"{u}@localhost/phone") for u in USERS[:2]]
+    group = await alice.groups.create("Club", ["bob@localhost"])
+    await in_group(bob, group.jid)
+    await bob.groups.leave(group.jid)
+    assert bob.groups.known() == []
+    assert [str(m.jid) for m in await alice.groups.members(group.jid)] == ["alice@localhost"]
+    with pytest.raises(GroupError):
+        await bob.groups.join(group.jid)
+    # The last owner leaving keeps the group owned.
+    await alice.groups.leave(group.jid)
+    affiliations = await group_server.storage.muc.affiliations(group.jid.domain, group.jid.local or "")
+    assert {jid: record.affiliation for jid, record in affiliations.items()} == {"alice@localhost": "owner"}
+
+
 async def test_a_non_member_is_refused(group_server: Server, clients: list[Client]) -> None:
     alice = await online(group_server, clients, "alice@localhost/phone")
     mallory = await online(group_server, clients, "mallory@localhost/phone")

@@ -89,6 +89,23 @@ async def test_membership_revoked_in_a_members_only_room(server: Server) -> None
     assert condition(bob.take()[0]) == "registration-required"
 
 
+async def test_a_member_gives_up_the_membership(server: Server) -> None:
+    """Leaving a private group for good: the others' member lists (and encryption) drop the leaver."""
+    alice, bob, carol = await private_group(server, "alice", "bob", "carol")
+    for client in (alice, carol):
+        client.take()
+    assert condition(await set_affiliation(bob, "carol@localhost", "none")) == "forbidden"
+    assert condition(await set_affiliation(bob, "bob@localhost", "admin")) == "forbidden"
+    assert (await set_affiliation(bob, "bob@localhost", "none")).get("type") == "result"
+    gone = [p for p in of_kind(alice.take(), PRESENCE) if p.get("from") == f"{ROOM}/bob"]
+    assert [(p.get("type"), statuses(p)) for p in gone] == [("unavailable", {321})]
+    affiliations = await server.storage.muc.affiliations(SERVICE, "family")
+    assert {jid: record.affiliation for jid, record in affiliations.items()} == {
+        "alice@localhost": "owner", "carol@localhost": "member"}
+    await bob.send(join_xml(ROOM, "bob"))
+    assert condition(bob.take()[0]) == "registration-required"
+
+
 async def test_members_change_no_affiliations_and_admins_only_lower_ones(server: Server) -> None:
     alice, bob, _carol = await private_group(server, "alice", "bob", "carol")
     assert condition(await set_affiliation(bob, "dave@localhost", "member")) == "forbidden"

@@ -434,8 +434,18 @@ class Groups:
         room.occupants = {nick: real for nick, real in room.occupants.items() if real != jid}
 
     async def leave(self, group: str | JID) -> None:
-        """§7.14: leave the group and forget it here and in the bookmarks."""
+        """§7.14: leave the group and forget it here and in the bookmarks.
+
+        A member also gives up the membership, where the service allows it (schnack's does), so
+        that the others stop encrypting to this account; the last owner stays owner, since a group
+        needs one.
+        """
         room = self._room(group)
+        own = self.client.jid.bare
+        try:
+            await self._iq("set", AdminQuery((Item(affiliation="none", jid=own),)).to_xml(), room.jid)
+        except XmppError as err:
+            log.info("kept the affiliation with %s: %s", room.jid, err)
         if room.joined:
             await self._exit(room)
         await self._forget(room)

@@ -4,7 +4,9 @@ Roles (§8): a moderator kicks (role none, status 307), gives and takes voice; o
 owners make or unmake moderators. Nobody changes the role of an admin or owner (not-allowed).
 Affiliations (§9, §10.3 to §10.7): admins ban, make members and remove them, for users below admin;
 owners change any affiliation but never leave the room without an owner (conflict). A member (or
-anyone below admin) changing an affiliation gets forbidden. A change takes effect at once: a
+anyone below admin) changing someone's affiliation gets forbidden; giving up one's own affiliation
+(to none) is allowed to everyone, so that leaving a private group ends the membership and the
+others stop encrypting to the one who left. A change takes effect at once: a
 banned occupant is removed with status 301, one who is no longer a member of a members-only room
 with 321, the others get their new role; occupants of a non-anonymous room hear of changes to
 users not in the room by a message from the room (§9.3, what OMEMO clients follow to keep their
@@ -82,7 +84,7 @@ class Admin:
         for item in query.items:
             if item.affiliation is not None:
                 target = self._affiliation_target(room, item)
-                self._check_affiliation(room, rank, target, item.affiliation)
+                self._check_affiliation(room, rank, target, item.affiliation, sender.bare)
                 plan.append((target, item.affiliation, item.reason))
             elif item.role is not None:
                 occupant = self._role_target(room, item)
@@ -134,8 +136,10 @@ class Admin:
         return occupant
 
     @staticmethod
-    def _check_affiliation(room: Room, rank: int, target: JID, affiliation: str) -> None:
-        """§9 and §10: admins manage users below admin; owners everything."""
+    def _check_affiliation(room: Room, rank: int, target: JID, affiliation: str, sender: JID) -> None:
+        """§9 and §10: admins manage users below admin; owners everything; anyone gives up their own."""
+        if target == sender and affiliation == "none":
+            return
         if rank < _ADMIN:
             raise StanzaError("forbidden", "only admins and owners change affiliations")
         if rank == _ADMIN and (AFFILIATION_RANK[room.affiliation(target)] >= _ADMIN or AFFILIATION_RANK[affiliation] >= _ADMIN):
