@@ -119,6 +119,11 @@ def test_serve_announces_and_stops_cleanly(tmp_path: Path) -> None:
         sessions = run("admin", "sessions", "--config", str(config))
         assert sessions.returncode == 0, sessions.stderr
         assert sessions.stdout.strip() == "no sessions"
+        # One node on its own is a cluster of one (the in-process bus).
+        nodes = run("admin", "cluster", "--config", str(config))
+        assert nodes.returncode == 0, nodes.stderr
+        (line,) = nodes.stdout.splitlines()
+        assert line.endswith("(this node)") and "\t0 sessions\t" in line
         assert (tmp_path / "state" / "certs" / "server.crt").exists()
         # With the server up, accounts are still managed from the command line; deletion goes
         # through the server, which tells contacts and closes sessions.

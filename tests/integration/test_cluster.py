@@ -4,6 +4,8 @@ is killed, what A's client sends B's goes to offline storage and waits there for
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from ..server.cluster.conftest import REDIS_URL, eventually, redis_available
 from ..server.storage.conftest import postgres_schema
 from .slix import PASSWORD
 from .test_messages import FALLBACK, Peer
-from .test_restart import Process, admin
+from .test_restart import SCHNACK, Process, admin
 
 
 @pytest.fixture
@@ -89,6 +91,15 @@ async def test_a_client_on_one_node_messages_a_client_on_another(
         await alice.sync()
         await bob.sync()
         assert alice.errors.empty() and bob.errors.empty()
+
+        listing = await asyncio.create_subprocess_exec(
+            *SCHNACK, "admin", "cluster", "--json", "--config", str(configs[0]),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(listing.communicate(), 60)
+        assert listing.returncode == 0, err.decode()
+        seen = json.loads(out)
+        assert seen["node"] == "a" and [n["name"] for n in seen["nodes"]] == ["a", "b"]
 
         node_b.kill()
         alice.send("bob@localhost/laptop", FALLBACK, encrypted=True, id="while-dying")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
 import signal
@@ -316,6 +317,27 @@ def sessions(config_path: Path | None, as_json: bool) -> None:
         state = "available" if row["available"] else "connected"
         tls = "TLS" if row["secure"] else "plain"
         click.echo(f"{row['jid']}\t{row['peer']}\t{tls}\t{state}")
+
+
+@admin.command("cluster")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def cluster(config_path: Path | None, as_json: bool) -> None:
+    """List the live nodes of the cluster and their sessions, as the running server sees them."""
+    cfg = _load(config_path)
+    try:
+        reply = _run(admin_channel.request(cfg.data_dir, "cluster"))
+    except admin_channel.AdminError as err:
+        _fail(str(err))
+        raise AssertionError from None
+    rows = sorted(reply["nodes"], key=lambda row: row["name"])
+    if as_json:
+        click.echo(json.dumps({"node": reply["node"], "nodes": rows}, indent=2))
+        return
+    for row in rows:
+        here = " (this node)" if row["name"] == reply["node"] else ""
+        started = datetime.datetime.fromtimestamp(row["started"], datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        click.echo(f"{row['name']}\t{row['sessions']} sessions\tup since {started}{here}")
 
 
 @admin.command("turn-config")

@@ -47,6 +47,13 @@ async def _handle(server: Server, request: dict[str, Any]) -> dict[str, Any]:
     command = request.get("command")
     if command == "sessions":
         return {"ok": True, "sessions": _sessions(server)}
+    if command == "cluster":
+        nodes = await server.cluster.bus.nodes()
+        return {
+            "ok": True,
+            "node": server.cluster.name,
+            "nodes": [{"name": n.name, "sessions": n.sessions, "started": n.started} for n in nodes.values()],
+        }
     if command == "delete-user":
         return await _delete_user(server, str(request.get("jid", "")))
     if command == "kick":
