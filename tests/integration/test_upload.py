@@ -387,6 +387,10 @@ async def test_body_that_ends_early(server: Server) -> None:
     writer.write(f"PUT {target(s.put)} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\n"
                  f"Content-Length: 100000\r\n\r\n".encode() + b"x" * 50_000)
     await writer.drain()
+    # Hang up only once the server is writing this upload, so that its end is what the test sees.
+    async with asyncio.timeout(30):
+        while not upload_module(server)._putting:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
     writer.close()
     await writer.wait_closed()
     # The server notices the connection is gone and drops the partial file; the slot stays usable.
