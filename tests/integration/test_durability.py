@@ -45,11 +45,13 @@ from schnack.xmpp.payloads.sm import NS as SM
 from schnack.xmpp.xml import qname
 
 from ..harness import add_user, running
-from ..server.storage.conftest import postgres_schema
+from ..server.storage.conftest import storage_url
 from .slix import PASSWORD, SlixClient
 from .test_messages import OMEMO
-from .test_restart import Process, admin
+from .test_restart import Process, served_config
 from .wire import Wire
+
+__all__ = ["storage_url"]
 
 pytestmark = pytest.mark.asyncio
 
@@ -472,26 +474,9 @@ class ServeProcess(Process):
             raise
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        async with postgres_schema() as (url, _, _):
-            yield url
-
-
 @pytest.fixture
 def process(tmp_path: Path, storage_url: str) -> Iterator[ServeProcess]:
-    config = tmp_path / "schnack.toml"
-    config.write_text(
-        'domains = ["localhost"]\ndata_dir = "state"\n'
-        '[listen]\nc2s = ["127.0.0.1:0"]\nc2s_tls = []\nhttp = []\nhttps = []\n'
-        f'[storage]\nurl = "{storage_url}"\n'
-    )
-    for user in ("alice", "bob"):
-        admin(config, "user", "add", "--password-stdin", f"{user}@localhost", stdin=f"{PASSWORD}\n")
-    served = ServeProcess(config)
+    served = ServeProcess(served_config(tmp_path, storage_url))
     try:
         yield served
     finally:

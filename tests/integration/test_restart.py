@@ -14,14 +14,16 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..server.storage.conftest import postgres_schema
+from ..server.storage.conftest import storage_url
 from .test_messages import FALLBACK, PASSWORD, Peer
+
+__all__ = ["storage_url"]
 
 SCHNACK = [sys.executable, "-m", "schnack.cli"]
 MESSAGES = 30
@@ -67,17 +69,8 @@ def admin(config: Path, *args: str, stdin: str | None = None) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        async with postgres_schema() as (url, _, _):
-            yield url
-
-
-@pytest.fixture
-def server(tmp_path: Path, storage_url: str) -> Iterator[Process]:
+def served_config(tmp_path: Path, storage_url: str) -> Path:
+    """A configuration on ``storage_url`` (loopback STARTTLS port only) with alice and bob."""
     config = tmp_path / "schnack.toml"
     config.write_text(
         'domains = ["localhost"]\ndata_dir = "state"\n'
@@ -86,7 +79,12 @@ def server(tmp_path: Path, storage_url: str) -> Iterator[Process]:
     )
     for user in ("alice", "bob"):
         admin(config, "user", "add", "--password-stdin", f"{user}@localhost", stdin=f"{PASSWORD}\n")
-    process = Process(config)
+    return config
+
+
+@pytest.fixture
+def server(tmp_path: Path, storage_url: str) -> Iterator[Process]:
+    process = Process(served_config(tmp_path, storage_url))
     try:
         yield process
     finally:
