@@ -25,6 +25,7 @@ from ..server.config import Config, ConfigError, load
 from ..xmpp.jid import JID, JIDError
 from .calls import answer, call
 from .chat import chat
+from .check import check as compliance_check
 from .client import COMMANDS as CLIENT_COMMANDS
 from .files import COMMANDS as FILE_COMMANDS
 from .groups import group
@@ -476,3 +477,4 @@ main.add_command(chat)
 main.add_command(call)
 main.add_command(answer)
 main.add_command(group)
+admin.add_command(compliance_check)
