@@ -46,24 +46,41 @@ async def test_call_and_answer(env: tuple[Server, dict[str, str]], tmp_path: Pat
     answering = await start(environment, "answer", "-a", "bob@localhost", "--play", str(bob_tone),
                             "--record", str(tmp_path / "bob-heard.wav"))  # fmt: skip
     assert await line_of(answering.stderr) == "waiting for a call"
-    calling = await schnack(environment, "call", "bob@localhost", "-a", "alice@localhost", "--play", str(alice_tone),
-                            "--record", str(tmp_path / "alice-heard.wav"), "--duration", "3")  # fmt: skip
-    assert calling.returncode == 0, calling.stderr
+    calling = asyncio.ensure_future(
+        schnack(environment, "call", "bob@localhost", "-a", "alice@localhost", "--play", str(alice_tone),
+                "--record", str(tmp_path / "alice-heard.wav"), "--duration", "3"),
+    )  # fmt: skip
+    assert (await line_of(answering.stderr)).startswith("schnack: call from alice@localhost/")
+    talking = await line_of(answering.stderr)
+    assert talking.startswith("schnack: talking with alice@localhost/") and "(unverified;" in talking
+    # A line on stdin switches the data saver mid-call (and tells the caller).
+    assert answering.stdin is not None
+    answering.stdin.write(b"s\n")
+    await answering.stdin.drain()
+    assert await line_of(answering.stderr) == "schnack: data saver on"
+    called = await calling
+    assert called.returncode == 0, called.stderr
     async with asyncio.timeout(PROCESS_WAIT):
         out, err = await answering.communicate()
     assert answering.returncode == 0, err.decode()
-    for stdout in (calling.stdout, out.decode()):
+    for stdout in (called.stdout, out.decode()):
         lines = stdout.splitlines()
-        assert len(lines) == 3 and lines[0].startswith("call with "), stdout
+        assert len(lines) == 4 and lines[0].startswith("call with "), stdout
         assert lines[1].startswith("sent ") and "kB per minute both ways" in lines[1]
         assert lines[2].startswith("packet loss ")
-    assert "schnack: talking with bob@localhost/" in calling.stderr
+        # Both use OMEMO (blind trust): the fingerprints came encrypted, the keys are not verified.
+        assert lines[3].startswith("unverified: the DTLS fingerprint came encrypted by OMEMO device "), stdout
+    assert "schnack: talking with bob@localhost/" in called.stderr
     assert dominant(loud_part(read_wav(tmp_path / "alice-heard.wav")), (440, 1000)) == 1000
     assert dominant(loud_part(read_wav(tmp_path / "bob-heard.wav")), (440, 1000)) == 440
     (stored,) = (account_dir(JID.parse("alice@localhost"), tmp_path / "client") / "calls.jsonl").read_text().splitlines()
     record = json.loads(stored)
     assert record["direction"] == "out" and record["peer"].startswith("bob@localhost/")
     assert record["bytes_sent"] > 0 and record["bytes_received"] > 0 and record["duration"] > 0
+    assert record["verified"] == "unverified" and isinstance(record["omemo_device"], int)
+    assert record["data_saver"] is False
+    (answered,) = (account_dir(JID.parse("bob@localhost"), tmp_path / "client") / "calls.jsonl").read_text().splitlines()
+    assert json.loads(answered)["data_saver"] is True
 
 
 async def test_rejected(env: tuple[Server, dict[str, str]]) -> None:

@@ -1,20 +1,40 @@
-"""XEP-0353 call initiation between our call machine (on a raw socket) and slixmpp's XEP-0353
-plugin, through the real server: each side reads what the other wrote."""
+"""Calls with peers that are not our client, through the real server: XEP-0353 initiation between
+our call machine (on a raw socket) and slixmpp's XEP-0353 plugin, each side reading what the
+other wrote; and a scripted Conversations-style caller (raw socket, real aiortc media) against
+our client: trickled candidates are taken, a fingerprint that does not match the certificate
+and an encrypted fingerprint that cannot be opened end the call with security-error."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 from xml.etree.ElementTree import Element
 
 from slixmpp import JID as SlixJID
 
-from schnack.client.calls.session import CallSession, Ended, Incoming, Proceeded, SendMessage, Step
+from schnack.client import Client
+from schnack.client.calls.calls import Call, describe
+from schnack.client.calls.media import MediaSession
+from schnack.client.calls.sdp import RtpContents
+from schnack.client.calls.session import (
+    CallSession,
+    Ended,
+    Event,
+    Incoming,
+    Proceeded,
+    RemoteDescription,
+    Reply,
+    SendIq,
+    SendMessage,
+    Step,
+)
 from schnack.server.app import Server
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads import jmi
-from schnack.xmpp.payloads.jingle import Reason
+from schnack.xmpp.payloads.jingle import JINGLE, Jingle, Reason
+from schnack.xmpp.payloads.jingle_ice import OMEMO_LEGACY, Candidate, EncryptedFingerprint
 from schnack.xmpp.payloads.jingle_rtp import NS as RTP
 from schnack.xmpp.xml import element, qname, serialize, sub
 
@@ -23,6 +43,7 @@ from .slix import PASSWORD, SlixClient
 from .wire import Wire
 
 MESSAGE = qname(ns.CLIENT, "message")
+IQ = qname(ns.CLIENT, "iq")
 
 
 async def raw_client(server: Server, user: str, resource: str) -> tuple[Wire, JID]:
@@ -92,3 +113,182 @@ async def test_jmi_with_slixmpp(live_server: Server) -> None:
     finally:
         await bob.stop()
         wire.close()
+
+
+class ScriptedCaller:
+    """A caller written out stanza by stanza on a raw socket, the way Conversations behaves: our
+    call machine and an aiortc MediaSession, with the test choosing what the offer carries and
+    when candidates travel. Jingle IQs from the callee are acknowledged as they come."""
+
+    def __init__(self, wire: Wire, jid: JID) -> None:
+        self.wire = wire
+        self.jid = jid
+        self.media = MediaSession()
+        self.call: CallSession | None = None
+
+    def send(self, step: Step) -> None:
+        send(self.wire, step)
+        for item in step:
+            if isinstance(item, SendIq):
+                iq = element(IQ, {"type": "set", "to": str(item.to), "id": item.id}, children=(item.jingle.to_xml(),))
+                self.wire.send(serialize(iq))
+
+    async def until(self, wanted: type[Event]) -> Event:
+        """Feed what arrives to the call machine until it yields a ``wanted`` event."""
+        assert self.call is not None
+        while True:
+            el = await self.wire.next(timeout=30)
+            assert el is not None, "the server closed the stream"
+            sender = JID.parse(el.get("from") or str(self.jid.domain))
+            step: Step = []
+            if el.tag == MESSAGE and (found := jmi.find(el)) is not None:
+                step = self.call.on_message(sender, found, 0.0)
+            elif el.tag == IQ and el.get("type") == "set" and el.find(JINGLE) is not None:
+                step = self.call.on_iq(sender, el.get("id") or "", el[0])
+                for reply in (i for i in step if isinstance(i, Reply)):
+                    self.wire.send(serialize(element(IQ, {"type": "result", "to": str(reply.to), "id": reply.id})))
+            self.send(step)
+            found_event = next((item for item in step if isinstance(item, wanted)), None)
+            if found_event is not None:
+                return found_event
+
+    async def terminated(self) -> Reason | None:
+        """Until the callee's session-terminate (acknowledged, as every Jingle IQ); its reason.
+        The JMI finish may come before it: the IQ still wants its answer."""
+        while True:
+            el = await self.wire.next(timeout=30)
+            assert el is not None, "the server closed the stream"
+            jingle = el.find(JINGLE)
+            if el.tag == IQ and el.get("type") == "set" and jingle is not None:
+                self.wire.send(serialize(element(IQ, {"type": "result", "to": el.get("from"), "id": el.get("id")})))
+                if jingle.get("action") == "session-terminate":
+                    return Jingle.from_xml(jingle).reason
+
+    async def propose(self) -> Proceeded:
+        self.call, step = CallSession.outgoing("scripted-1", self.jid, JID.parse("bob@localhost"), 0.0)
+        self.send(step)
+        proceeded = await self.until(Proceeded)
+        assert isinstance(proceeded, Proceeded)
+        return proceeded
+
+
+async def scripted_call(server: Server, clients: list[Client]) -> tuple[ScriptedCaller, Client]:
+    await add_user(server, "alice", PASSWORD)
+    await add_user(server, "bob", PASSWORD)
+    wire, alice = await raw_client(server, "alice", "laptop")
+    host, port = server.bound["c2s"][0]
+    bob = Client("bob@localhost/phone", PASSWORD, host=host, port=port, direct_tls=False, verify=False)
+    await bob.connect()
+    clients.append(bob)
+    return ScriptedCaller(wire, alice), bob
+
+
+async def answer(bob: Client) -> Call:
+    async with asyncio.timeout(30):
+        async for incoming in bob.incoming_calls():
+            return await incoming.answer()
+    raise AssertionError("no call rang")
+
+
+def without_candidates(contents: RtpContents) -> tuple[RtpContents, list[tuple[str, Candidate]]]:
+    """The offer as a trickling peer sends it (no candidates yet), and the candidates held back."""
+    held = []
+    out = []
+    for content in contents.contents:
+        assert content.transport is not None
+        held += [(content.name, c) for c in content.transport.candidates]
+        out.append(replace(content, transport=replace(content.transport, candidates=())))
+    return RtpContents(tuple(out), contents.groups), held
+
+
+async def test_candidates_trickled_after_the_offer_are_taken(live_server: Server, clients: list[Client]) -> None:
+    """XEP-0176 §5.3: Conversations sends session-initiate without candidates, then each in a
+    transport-info as its WebRTC engine finds it; our callee gathers them and media flows."""
+    caller, bob = await scripted_call(live_server, clients)
+    answering = asyncio.ensure_future(answer(bob))
+    try:
+        await caller.propose()
+        assert caller.call is not None
+        offer, held = without_candidates(await caller.media.offer())
+        assert held
+        caller.send(caller.call.initiate(offer, 0.0))
+        ufrag = next(c.transport.ufrag for c in offer.contents if c.transport is not None)
+        pwd = next(c.transport.pwd for c in offer.contents if c.transport is not None)
+        for name, candidate in held:
+            caller.send(caller.call.add_candidate(name, candidate, ufrag, pwd))
+        accepted = await caller.until(RemoteDescription)
+        assert isinstance(accepted, RemoteDescription)
+        await caller.media.accepted(accepted.contents)
+        answered = await answering
+        await answered.wait_connected(30)
+        assert answered.media is not None
+        async with asyncio.timeout(30):
+            await answered.media.sink.heard(0.5)
+        hanging_up = asyncio.ensure_future(answered.hangup())
+        reason = await caller.terminated()
+        assert reason is not None and reason.condition == "success"
+        await hanging_up
+    finally:
+        await caller.media.close()
+        caller.wire.close()
+
+
+async def test_a_fingerprint_not_matching_the_certificate_ends_with_security_error(
+        live_server: Server, clients: list[Client]) -> None:  # fmt: skip
+    """RFC 5763 §5: the caller's certificate is not the one its (plain) fingerprint names, as
+    when someone in between rewrote the offer: DTLS fails and the callee terminates the session
+    with security-error."""
+    caller, bob = await scripted_call(live_server, clients)
+    answering = asyncio.ensure_future(answer(bob))
+    try:
+        await caller.propose()
+        assert caller.call is not None
+        offer = await caller.media.offer()
+        tampered = []
+        for content in offer.contents:
+            assert content.transport is not None
+            fingerprints = tuple(replace(f, value=":".join(["AB"] * 32)) for f in content.transport.fingerprints)
+            tampered.append(replace(content, transport=replace(content.transport, fingerprints=fingerprints)))
+        caller.send(caller.call.initiate(RtpContents(tuple(tampered), offer.groups), 0.0))
+        accepted = await caller.until(RemoteDescription)
+        assert isinstance(accepted, RemoteDescription)
+        await caller.media.accepted(accepted.contents)
+        answered = await answering
+        ended = await caller.until(Ended)
+        assert isinstance(ended, Ended) and ended.reason.condition == "security-error" and ended.by_peer
+        assert answered.ended.done() and answered.ended.result().reason.condition == "security-error"
+        assert describe(answered.ended.result()) == (
+            "the call failed its security check: DTLS failed: the peer's certificate does not match its fingerprint")
+        assert not answered.connected.is_set()
+    finally:
+        await caller.media.close()
+        caller.wire.close()
+
+
+async def test_an_encrypted_fingerprint_that_cannot_be_opened_is_refused(
+        live_server: Server, clients: list[Client]) -> None:  # fmt: skip
+    """The offer's fingerprint claims to be OMEMO-encrypted for the callee's device, but is
+    not openable: the callee does not fall back to trusting anything, it ends with security-error."""
+    caller, bob = await scripted_call(live_server, clients)
+    answering = asyncio.ensure_future(answer(bob))
+    try:
+        proceeded = await caller.propose()
+        assert caller.call is not None and proceeded.device == (await bob.omemo.own_device()).id
+        offer = await caller.media.offer()
+        forged = (f"<encrypted xmlns='{OMEMO_LEGACY}'><header sid='4242'><key rid='{proceeded.device}'>AAAA</key>"
+                  "<iv>AAAAAAAAAAAAAAAA</iv></header><payload>AAAA</payload></encrypted>")  # fmt: skip
+        sealed = []
+        for content in offer.contents:
+            assert content.transport is not None
+            encrypted = tuple(EncryptedFingerprint(f.hash, forged, f.setup) for f in content.transport.fingerprints)
+            transport = replace(content.transport, fingerprints=(), encrypted_fingerprints=encrypted)
+            sealed.append(replace(content, transport=transport))
+        caller.send(caller.call.initiate(RtpContents(tuple(sealed), offer.groups), 0.0))
+        ended = await caller.until(Ended)
+        assert isinstance(ended, Ended) and ended.reason.condition == "security-error"
+        assert ended.reason.text is not None and "cannot be opened" in ended.reason.text
+        answered = await answering
+        assert answered.ended.done() and answered.media is None
+    finally:
+        await caller.media.close()
+        caller.wire.close()

@@ -4,10 +4,19 @@
 audio FFmpeg reads; silence without) and records what it hears to ``--record FILE`` (WAV) until
 ``--duration`` seconds have passed, the peer hangs up, or the command is interrupted (Ctrl-C,
 SIGTERM), which hangs up. ``schnack answer`` waits for a call and takes it (``--reject``
-declines it). Afterwards both print the call's duration, the bytes sent and received (with
-their headers), the packet loss and the round-trip time, and append them as a JSON line to
+declines it).
+
+While talking, each line read from stdin is a command: ``s`` switches the data saver on or off
+(our encoder switches, and the peer is asked to send that way too), ``h`` hangs up. Without a
+terminal or pipe on stdin (or at its end) the call simply runs on.
+
+Once connected, both say whether the call is verified: the peer's DTLS fingerprint came
+OMEMO-encrypted by a device whose key the user verified (``schnack omemo trust``), or not.
+Afterwards both print the call's duration, the bytes sent and received (with their headers),
+the packet loss, the round-trip time and the verification, and append them as a JSON line to
 ``calls.jsonl`` in the account's directory. Failures are one line on stderr and exit 1 (the call
-was rejected, nobody answered, the callee cannot be called, no media connection).
+was rejected, nobody answered, the callee cannot be called, no media connection, a DTLS
+certificate that does not match the fingerprint).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +74,7 @@ def summary(call: Call, stats: CallStats) -> list[str]:
         f"sent {stats.bytes_sent / 1000:.1f} kB, received {stats.bytes_received / 1000:.1f} kB "
         f"({per_minute:.0f} kB per minute both ways)",
         f"packet loss {stats.loss * 100:.1f} %, round trip {rtt}",
+        call.verification.describe(),
     ]
 
 
@@ -78,6 +89,9 @@ def store(directory: Path, call: Call, stats: CallStats) -> None:
         "packets_received": stats.packets_received,
         "packets_lost": stats.packets_lost,
         "rtt": stats.rtt,
+        "verified": call.verification.state,
+        "omemo_device": call.verification.device.id if call.verification.device is not None else None,
+        "data_saver": call.data_saver,
     }
     with (directory / "calls.jsonl").open("a", encoding="utf-8") as out:
         out.write(json.dumps(record) + "\n")
@@ -95,12 +109,14 @@ async def talk(directory: Path, call: Call, duration: float | None, connect_wait
         fail(f"no media connection with {call.peer} within {connect_wait:g} s")
     except CallFailed as err:
         fail(str(err))
-    note(f"talking with {call.peer}")
+    note(f"talking with {call.peer} ({call.verification.state}; type s and Enter to switch the data saver, h to hang up)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    waiting: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait()), asyncio.shield(call.ended)]
+    waiting: list[asyncio.Future[Any]] = [
+        asyncio.ensure_future(stop.wait()), asyncio.shield(call.ended), asyncio.ensure_future(commands(call, stop)),
+    ]  # fmt: skip
     await asyncio.wait(waiting, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
     for task in waiting:
         task.cancel()
@@ -110,6 +126,28 @@ async def talk(directory: Path, call: Call, duration: float | None, connect_wait
     for line in summary(call, stats):
         click.echo(line)
     store(directory, call, stats)
+
+
+async def commands(call: Call, stop: asyncio.Event) -> None:
+    """The commands typed during a call, a line each: ``s`` data saver on/off, ``h`` hang up.
+    Returns only on ``h``; a stdin that cannot be read, or ends, leaves the call running."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (ValueError, OSError):
+        await stop.wait()  # a regular file or a closed stdin: nothing to read commands from
+        return
+    while line := await reader.readline():
+        command = line.decode(errors="replace").strip().lower()
+        if command == "s":
+            call.set_data_saver(not call.data_saver)
+            note(f"data saver {'on' if call.data_saver else 'off'}")
+        elif command == "h":
+            return
+        elif command:
+            note(f"unknown command {command!r}: s switches the data saver, h hangs up")
+    await stop.wait()
 
 
 @click.command()

@@ -69,3 +69,16 @@ def test_the_key_change_banner_points_to_verify() -> None:
         "schnack verify bob@example.org   (Ctrl+O hides this)")
     assert lines.refusal("x has no OMEMO devices; pass encrypted=False to send unencrypted") == (
         "x has no OMEMO devices; press Ctrl+T to send unencrypted (the servers can then read it)")
+
+
+def test_call_lines() -> None:
+    assert lines.call_ringing("bob@example.org/phone") == "📞 bob@example.org/phone is calling · Ctrl+Y answer · Ctrl+R reject"
+    assert lines.call_status("bob@example.org", connected=False, duration=0, data_saver=False, verification="unverified",
+                             sent=0, received=0) == "📞 calling bob@example.org… · Ctrl+R hang up"  # fmt: skip
+    assert lines.call_status("bob@example.org/phone", connected=True, duration=83.4, data_saver=True,
+                             verification="verified", sent=12345, received=67890) == (
+        "📞 bob@example.org/phone · 01:23 · data saver · verified · ↑ 12.3 kB ↓ 67.9 kB · Ctrl+S data saver · Ctrl+R hang up")
+    assert lines.call_duration(3725) == "1:02:05"
+    assert lines.call_ended("bob@example.org", "nobody answered", 0.0, "") == "📞 call with bob@example.org: nobody answered"
+    assert lines.call_ended("bob@example.org/phone", "the call ended", 61, "verified") == (
+        "📞 call with bob@example.org/phone ended after 01:01 (verified): the call ended")

@@ -15,6 +15,7 @@ from schnack.client.calls.session import (
     AnsweredElsewhere,
     CallError,
     CallSession,
+    DescriptionInfo,
     Ended,
     Event,
     Incoming,
@@ -34,7 +35,7 @@ from schnack.xmpp.jid import JID
 from schnack.xmpp.parser import parse_frame
 from schnack.xmpp.payloads.jingle import ACTIONS, Content, Info, Jingle, Reason, error_condition
 from schnack.xmpp.payloads.jingle_ice import Candidate, Fingerprint, IceUdpTransport
-from schnack.xmpp.payloads.jingle_rtp import INFO, Group, PayloadType, RtpDescription
+from schnack.xmpp.payloads.jingle_rtp import INFO, Group, Parameter, PayloadType, RtpDescription
 from schnack.xmpp.payloads.jmi import JingleMessage
 from schnack.xmpp.xml import serialize
 
@@ -366,3 +367,33 @@ def test_any_sequence_is_answered_and_never_crashes(as_caller: bool, inputs: lis
                 assert out.to.bare == (BOB_PHONE.bare if as_caller else ALICE.bare)
         if call.ended:
             assert call.deadline is None
+
+
+def test_description_info_carries_new_receiving_parameters() -> None:
+    """XEP-0166 §7.2: a profile switch mid-call reaches the peer as a description-info with only
+    the RTP description; before the session is set up nothing is sent (the answer carries it),
+    and one that does not fit is refused."""
+    net = Network((ALICE, BOB_PHONE))
+    caller = net.call()
+    phone = net.calls[BOB_PHONE]
+    net.run(BOB_PHONE, phone.proceed(net.now))
+    saver = PayloadType(111, "opus", 48000, 2, ptime=60, maxptime=120,
+                        parameters=(Parameter("maxaveragebitrate", "10000"), Parameter("usedtx", "1")))  # fmt: skip
+    described = (Content("initiator", "0", description=RtpDescription("audio", (saver,))),)
+    assert caller.describe(described) == []
+    net.run(ALICE, caller.initiate(rtp("actpass", "alic"), net.now))
+    net.run(BOB_PHONE, phone.accept(rtp("active", "bobp")))
+    net.of(ALICE), net.of(BOB_PHONE)
+
+    net.run(BOB_PHONE, phone.describe(described))
+    assert net.of(ALICE) == [DescriptionInfo(described)]
+    net.run(ALICE, caller.describe(described))
+    assert net.of(BOB_PHONE) == [DescriptionInfo(described)]
+    assert all(reply.error is None for reply in net.replies())
+
+    unknown = Jingle("description-info", SID, contents=(Content("initiator", "video", description=RtpDescription("video")),))
+    (reply,) = caller.on_iq(BOB_PHONE, "d1", wire(unknown.to_xml()))
+    assert isinstance(reply, Reply) and reply.error is not None and reply.error.condition == "bad-request"
+    # A refusal of ours by the peer leaves the call as it is.
+    assert caller.on_iq_response(f"{SID}-99", StanzaError("feature-not-implemented")) == []
+    assert caller.state is State.ACTIVE

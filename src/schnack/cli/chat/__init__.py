@@ -22,6 +22,8 @@ def chat(jid: str | None, account: str | None) -> None:
 
     Enter sends, encrypted with OMEMO; Ctrl+N opens another conversation, Ctrl+T switches the
     open one to unencrypted and back, Ctrl+O hides a warning about changed keys, Ctrl+Q quits.
+    /call calls the open conversation's contact; a ringing call is answered with Ctrl+Y,
+    rejected with Ctrl+R; during a call Ctrl+S switches the data saver and Ctrl+R hangs up.
     """
     me = commands.chosen_account(account)
     peer = commands.parse_jid(jid, account=True).bare if jid is not None else None

@@ -13,6 +13,10 @@ The account's groups (XEP-0045, see :mod:`schnack.client.features.groups`) are c
 too, marked as groups in the list: each message shows who wrote it, what is typed goes to every
 member encrypted (a refusal, such as a member without keys, is shown and the text stays in the
 composer), and a group shown is marked read here only: the room gets no chat markers.
+
+Calls (see :mod:`.calling`) ring in a line above the conversation: Ctrl+Y answers, Ctrl+R
+rejects or hangs up, Ctrl+S switches the data saver during a call, and ``/call`` typed in a
+conversation calls its contact.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ...client.omemo import KeysChanged, Trust
 from ...client.store import StoredMessage, StoreError
 from ...xmpp.jid import JID, JIDError
 from . import lines
+from .calling import CallBar
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,9 @@ class ChatApp(App[None]):
         Binding("ctrl+n", "new_conversation", "New chat"),
         Binding("ctrl+t", "toggle_encryption", "Encryption on/off"),
         Binding("ctrl+o", "hide_banner", "Seen the key warning"),
+        Binding("ctrl+y", "answer_call", "Answer"),
+        Binding("ctrl+r", "end_call", "Reject/hang up"),
+        Binding("ctrl+s", "toggle_saver", "Data saver"),
         Binding("ctrl+q", "quit", "Quit"),
     ]
 
@@ -101,10 +109,12 @@ class ChatApp(App[None]):
         # Key changes not yet acknowledged with Ctrl+O, by account.
         self.key_changes: dict[JID, KeysChanged] = {}
         self._lines: dict[tuple[str, str], MessageLine] = {}
+        self.call_bar = CallBar(client)
 
     def compose(self) -> ComposeResult:
         yield Static(id="status", markup=False)
         yield Static(id="banner", markup=False)
+        yield self.call_bar
         with Horizontal():
             with Vertical(id="side"):
                 yield Input(placeholder="Chat with (user@domain), Enter", id="to")
@@ -426,6 +436,13 @@ class ChatApp(App[None]):
         text = composer.value
         if self.peer is None or not text.strip():
             return
+        if text.strip() == "/call":
+            composer.value = ""
+            if self._group(self.peer) is not None:
+                self.show_notice("Calls are between two people: a group cannot be called")
+            else:
+                self.call_bar.start(self.peer)
+            return
         peer, encrypted = self.peer, self.peer not in self.plain
         if encrypted:
             problem = self.security.get(peer, Security("")).problem
@@ -477,6 +494,30 @@ class ChatApp(App[None]):
             self.show_notice(f"⚠ Unencrypted: what you send to {self.peer} now can be read by the servers. "
                              "Ctrl+T turns encryption on again.")
         self.refresh_status()
+
+    # Calls -----------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The call keys are offered (and listed in the footer) only when they do something."""
+        if action not in ("answer_call", "end_call", "toggle_saver"):
+            return True
+        bar = self.call_bar
+        if action == "answer_call":
+            return bar.ringing is not None
+        if action == "end_call":
+            return bar.ringing is not None or bar.in_call
+        return bar.in_call
+
+    def action_answer_call(self) -> None:
+        self.call_bar.answer()
+        self.refresh_bindings()
+
+    def action_end_call(self) -> None:
+        self.call_bar.end()
+        self.refresh_bindings()
+
+    def action_toggle_saver(self) -> None:
+        self.call_bar.toggle_saver()
 
     # Header, banner, notices -----------------------------------------------------------------
 

@@ -129,3 +129,31 @@ def key_change_banner(change: KeysChanged) -> str:
     parts += [f"device {d.id} removed" for d in change.removed]
     return (f"⚠ The OMEMO keys of {change.jid} changed: {'; '.join(parts)}. If nobody told you of a new "
             f"device, compare the fingerprints: schnack verify {change.jid}   (Ctrl+O hides this)")
+
+
+def call_ringing(caller: str) -> str:
+    """The banner of a call ringing here (XEP-0353 propose)."""
+    return f"📞 {caller} is calling · Ctrl+Y answer · Ctrl+R reject"
+
+
+def call_duration(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{rest:02d}" if minutes >= 60 else f"{minutes:02d}:{rest:02d}"
+
+
+def call_status(peer: str, *, connected: bool, duration: float, data_saver: bool, verification: str,
+                sent: int, received: int) -> str:
+    """The line of the call under way: with whom, how long, the profile, verified or not, bytes
+    both ways (with their headers), and the keys."""
+    if not connected:
+        return f"📞 calling {peer}… · Ctrl+R hang up"
+    profile = "data saver" if data_saver else "normal"
+    return (f"📞 {peer} · {call_duration(duration)} · {profile} · {verification} · "
+            f"↑ {sent / 1000:.1f} kB ↓ {received / 1000:.1f} kB · Ctrl+S data saver · Ctrl+R hang up")
+
+
+def call_ended(peer: str, why: str, duration: float, verification: str) -> str:
+    """The line left after a call: how it ended, how long it lasted, whether it was verified."""
+    if duration <= 0:
+        return f"📞 call with {peer}: {why}"
+    return f"📞 call with {peer} ended after {call_duration(duration)} ({verification}): {why}"

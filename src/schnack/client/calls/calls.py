@@ -7,6 +7,12 @@ rings; the callee's other devices stop when one answers, since the answer reache
 carbon (XEP-0280). aiortc gathers its candidates before the description is written, so they
 travel in session-initiate and session-accept rather than trickled; the peer's trickled ones
 (XEP-0176 §5.3) are taken.
+
+Calls are verified the way Conversations does it (:mod:`.verification`): the callee names its
+OMEMO device in ``<proceed/>``, and both DTLS fingerprints travel OMEMO-encrypted for the other
+side's device; :attr:`Call.verification` says who vouched for the peer's. Switching the data
+saver mid-call changes our encoder and tells the peer our new receiving parameters in a
+description-info (XEP-0166 §7.2), so that it can switch too.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
@@ -37,6 +43,7 @@ from .session import (
     RING_TIMEOUT,
     AnsweredElsewhere,
     CallSession,
+    DescriptionInfo,
     Ended,
     Proceeded,
     RemoteCandidates,
@@ -48,10 +55,12 @@ from .session import (
     State,
     Step,
 )
+from .verification import Verification, VerificationFailed, is_sealed, open_sealed, seal
 
 if TYPE_CHECKING:
     from ..client import Client
     from .media import CallStats, MediaSession
+    from .sdp import RtpContents
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +100,13 @@ class Call:
         self.connected = asyncio.Event()
         self.ended: asyncio.Future[Ended] = asyncio.get_running_loop().create_future()
         self.stats: CallStats | None = None
+        # Who vouched for the peer's DTLS fingerprint (set once its description arrived).
+        self.verification = Verification()
+        # The peer's OMEMO device to encrypt our fingerprint for: the one named in <proceed/>
+        # (caller), the one that encrypted the caller's (callee); None: plain fingerprints.
+        self._seal_for: int | None = None
+        # Our description as sent, the base of a description-info.
+        self._local: RtpContents | None = None
         self._timer: asyncio.TimerHandle | None = None
         # The ids of our JMI messages, to tell an error bounced for one of them (RFC 6120 §8.3).
         self.message_ids: set[str] = set()
@@ -134,12 +150,23 @@ class Call:
         return self.stats
 
     def set_data_saver(self, on: bool) -> None:
-        """Send with the data saver profile (or the normal one) from the next frame on."""
-        from .media import DATA_SAVER, NORMAL
+        """Send with the data saver profile (or the normal one) from the next frame on, and ask
+        the peer to send that way too: a description-info with our new Opus parameters
+        (XEP-0166 §7.2; RFC 7587 §6.1 ``maxaveragebitrate``, ``usedtx``, ``ptime``). A peer that
+        refuses or ignores it keeps sending as before; the call goes on."""
+        from .media import DATA_SAVER, NORMAL, with_profile
 
+        profile = DATA_SAVER if on else NORMAL
         self.options = MediaOptions(on, self.options.source, self.options.sink, self.options.relay_only)
         if self.media is not None:
-            self.media.set_profile(DATA_SAVER if on else NORMAL)
+            self.media.set_profile(profile)
+        if self._local is not None:
+            described = with_profile(self._local, profile)
+            self.step(self.session.describe(tuple(replace(c, transport=None) for c in described.contents)))
+
+    @property
+    def data_saver(self) -> bool:
+        return self.options.data_saver
 
     # -- driving the machine -----------------------------------------------------------------
 
@@ -162,11 +189,14 @@ class Call:
                 self.ringing.set()
             elif isinstance(item, Proceeded):
                 self.answered.set()
+                self._seal_for = item.device
                 self._spawn(self._offer())
             elif isinstance(item, RemoteDescription):
                 self._spawn(self._remote(item))
             elif isinstance(item, RemoteCandidates):
                 self._spawn(self._candidates(item))
+            elif isinstance(item, DescriptionInfo):
+                self._peer_profile(item)
             elif isinstance(item, AnsweredElsewhere):
                 log.info("call %s was answered on another device (%s)", self.sid, item.kind)
             elif isinstance(item, Ended):
@@ -214,8 +244,13 @@ class Call:
         if media.connected.is_set():
             self.connected.set()
         if media.failed.is_set() and not self.session.ended:
-            # RFC 5763 §5: a certificate that does not match the fingerprint fails DTLS too.
-            self.step(self.session.hang_up(Reason("connectivity-error", "ICE or DTLS failed")))
+            if media.pc.iceConnectionState == "completed":
+                # ICE worked, so DTLS failed: RFC 5763 §5, a certificate that does not match the
+                # fingerprint in the description (someone in between), or a broken handshake.
+                reason = Reason("security-error", "DTLS failed: the peer's certificate does not match its fingerprint")
+            else:
+                reason = Reason("connectivity-error", "ICE or DTLS failed")
+            self.step(self.session.hang_up(reason))
 
     async def _offer(self) -> None:
         try:
@@ -224,20 +259,60 @@ class Call:
             log.warning("call %s: no offer: %s", self.sid, err)
             self.step(self.session.hang_up(Reason("failed-application", str(err))))
             return
+        self._local = offer
+        sealed = await self._sealed(offer)
         if not self.session.ended:
-            self.step(self.session.initiate(offer, asyncio.get_running_loop().time()))
+            self.step(self.session.initiate(sealed, asyncio.get_running_loop().time()))
+
+    async def _sealed(self, contents: RtpContents) -> RtpContents:
+        """Our description with its fingerprint encrypted for the peer's device, when there is
+        one; the plain one (and an unverified call) when OMEMO cannot do it."""
+        if self._seal_for is None:
+            return contents
+        try:
+            return await seal(contents, self._calls.client.omemo, self.peer, self._seal_for)
+        except ClientError as err:
+            log.warning("call %s: the DTLS fingerprint goes unencrypted: %s", self.sid, err)
+            return contents
+
+    async def _opened(self, contents: RtpContents) -> RtpContents:
+        """The peer's description with its fingerprint decrypted; records who vouched for it."""
+        if not is_sealed(contents):
+            return contents
+        expected = self._seal_for if self.session.role == "initiator" else None
+        opened, device = await open_sealed(contents, self._calls.client.omemo, self.peer, expected)
+        self.verification = Verification(device)
+        if self.session.role == "responder":
+            self._seal_for = device.id
+        return opened
 
     async def _remote(self, event: RemoteDescription) -> None:
         try:
+            contents = await self._opened(event.contents)
+        except VerificationFailed as err:
+            log.warning("call %s: %s", self.sid, err)
+            self.step(self.session.hang_up(Reason("security-error", str(err))))
+            return
+        try:
             if self.session.role == "responder":
-                answer = await self._media().answer(event.contents)
+                answer = await self._media().answer(contents)
+                self._local = answer
+                sealed = await self._sealed(answer)
                 if not self.session.ended:
-                    self.step(self.session.accept(answer))
+                    self.step(self.session.accept(sealed))
             else:
-                await self._media().accepted(event.contents)
+                await self._media().accepted(contents)
         except Exception as err:
             log.warning("call %s: the description was refused: %s", self.sid, err)
             self.step(self.session.hang_up(Reason("failed-application", str(err))))
+
+    def _peer_profile(self, event: DescriptionInfo) -> None:
+        from .media import opus_of
+
+        opus = next((pt for c in event.contents if (pt := opus_of(c)) is not None), None)
+        if opus is not None and self.media is not None:
+            log.info("call %s: the peer asks for new Opus parameters", self.sid)
+            self.media.peer_asks(opus)
 
     async def _candidates(self, event: RemoteCandidates) -> None:
         if self.media is None:
@@ -273,7 +348,8 @@ class IncomingCall:
             raise CallFailed("the call is over", (self.call.ended.result().reason if self.call.ended.done() else None))
         await self.call._calls.refresh_services()
         self.call.options = MediaOptions(data_saver, source, sink, relay_only)
-        self.call.step(self.call.session.proceed(asyncio.get_running_loop().time()))
+        device = await self.call._calls.omemo_device()
+        self.call.step(self.call.session.proceed(asyncio.get_running_loop().time(), device))
         return self.call
 
     async def reject(self) -> None:
@@ -295,6 +371,7 @@ def describe(ended: Ended) -> str:
         "connectivity-error": "no connection",
         "failed-application": "the media could not be set up",
         "gone": "the peer is gone",
+        "security-error": "the call failed its security check",
     }.get(condition, f"the call ended ({condition})")
     return text + (f": {ended.reason.text}" if ended.reason.text else "")
 
@@ -325,6 +402,20 @@ class Calls:
         except (XmppError, ExtdiscoError, IndexError) as err:
             log.debug("no external services: %s", err)
             self.services = ()
+
+    async def omemo_device(self) -> int | None:
+        """Our legacy OMEMO device, which vouches for our DTLS fingerprint in a verified call
+        (named in ``<proceed/>``); None without OMEMO, so the call goes unverified."""
+        from ..omemo import OLDMEMO
+
+        omemo = self.client.omemo
+        if OLDMEMO not in omemo.settings.namespaces:
+            return None
+        try:
+            return (await omemo.own_device()).id
+        except ClientError as err:
+            log.info("calls go unverified: %s", err)
+            return None
 
     async def call(self, to: JID, options: MediaOptions, ring_timeout: float = RING_TIMEOUT) -> Call:
         """XEP-0353 §3.1: propose an audio call to every device of ``to``."""

@@ -459,6 +459,12 @@ class MediaSession:
         self.profile = profile
         self.track.configure(EncoderSettings.negotiate(profile, self._remote_opus))
 
+    def peer_asks(self, opus: PayloadType) -> None:
+        """The peer's new Opus parameters mid-call (its description-info): from the next frame on,
+        send within them, as after the offer and answer (RFC 7587 §6.1)."""
+        self._remote_opus = opus
+        self.track.configure(EncoderSettings.negotiate(self.profile, opus))
+
     @property
     def fingerprint_ok(self) -> bool:
         """Whether DTLS completed against the fingerprint in the peer's description (RFC 5763 §5)."""

@@ -9,6 +9,7 @@
     initiate(offer) ─────── session-initiate ─▶ RemoteDescription(offer)
     RemoteDescription ◀──── session-accept ──── accept(answer)
     add_candidate() ◀─────▶ transport-info ◀──▶ add_candidate()        (trickle ICE, XEP-0176 §5.3)
+    describe() ◀──────────▶ description-info ◀▶ describe()             (new receiving parameters, XEP-0166 §7.2)
     hang_up() ──────────── session-terminate + finish ──▶ Ended
 
 Before proceed the caller may ``retract`` and the callee ``reject`` (XEP-0353 §3.4, §3.5). The
@@ -123,6 +124,14 @@ class RemoteCandidates:
 
 
 @dataclass(frozen=True)
+class DescriptionInfo:
+    """The peer's new parameters for the media it receives (XEP-0166 §7.2 description-info), e.g.
+    a lower Opus bitrate and longer frames once it switched to its data saver."""
+
+    contents: tuple[Content, ...]
+
+
+@dataclass(frozen=True)
 class SessionInfo:
     """A session-info payload of XEP-0167 §7 (``{urn:xmpp:jingle:apps:rtp:info:1}mute`` ...)."""
 
@@ -147,7 +156,8 @@ class Ended:
 
 Output = SendMessage | SendIq | Reply
 Event = (
-    Incoming | Ringing | Proceeded | RemoteDescription | RemoteCandidates | SessionInfo | AnsweredElsewhere | Ended
+    Incoming | Ringing | Proceeded | RemoteDescription | RemoteCandidates | DescriptionInfo | SessionInfo
+    | AnsweredElsewhere | Ended
 )
 Step = list[Output | Event]
 
@@ -249,6 +259,14 @@ class CallSession:
             raise CallError(f"no session to inform in state {self.state.value}")
         return [self._iq(Jingle("session-info", self.sid, info=Info(tag, attributes)))]
 
+    def describe(self, contents: tuple[Content, ...]) -> Step:
+        """XEP-0166 §7.2 description-info: new parameters for the media we receive (each content
+        with only its RTP description). Only a set-up session has parameters to change; before
+        that, the next offer or answer carries them anyway, so nothing is sent."""
+        if self.state is not State.ACTIVE:
+            return []
+        return [self._iq(Jingle("description-info", self.sid, contents=contents))]
+
     def hang_up(self, reason: Reason | None = None) -> Step:
         """End the call: retract (caller) or reject (callee) before proceed (§3.4, §3.5);
         session-terminate and finish after (XEP-0166 §6.7, XEP-0353 §3.6)."""
@@ -326,6 +344,7 @@ class CallSession:
             "session-initiate": self._on_initiate,
             "session-accept": self._on_accept,
             "transport-info": self._on_transport_info,
+            "description-info": self._on_description_info,
             "session-info": self._on_info,
             "session-terminate": self._on_terminate,
         }.get(jingle.action)
@@ -377,6 +396,13 @@ class CallSession:
                 return [Reply(self.peer, iq_id, StanzaError("bad-request", f"no content {content.name!r} with an ICE-UDP transport"))]
             events.append(RemoteCandidates(content.name, content.transport))
         return events
+
+    def _on_description_info(self, iq_id: str, jingle: Jingle) -> Step:
+        if self.state is not State.ACTIVE:
+            return self._out_of_order(iq_id, jingle)
+        if any(c.name not in self.contents or c.description is None for c in jingle.contents):
+            return [Reply(self.peer, iq_id, StanzaError("bad-request", "description-info needs the RTP description of a content of this session"))]
+        return [Reply(self.peer, iq_id), DescriptionInfo(jingle.contents)]
 
     def _on_info(self, iq_id: str, jingle: Jingle) -> Step:
         if self.state not in (State.INITIATED, State.ACTIVE):

@@ -8,6 +8,7 @@ apps in use today read) and ``urn:xmpp:omemo:2`` (:data:`TWOMEMO`, with XEP-0420
 from .adapter import Decrypted, Omemo, OmemoSettings
 from .devices import Device, KeysChanged, Trust
 from .errors import (
+    DeviceNotUsable,
     NoOmemoDevices,
     NoTrustedDevices,
     OmemoUnavailable,
@@ -22,6 +23,7 @@ __all__ = [
     "TWOMEMO",
     "Decrypted",
     "Device",
+    "DeviceNotUsable",
     "KeysChanged",
     "NoOmemoDevices",
     "NoTrustedDevices",

@@ -39,7 +39,7 @@ import twomemo
 import twomemo.etree
 from omemo.backend import Backend
 from omemo.session_manager import NoEligibleDevices
-from omemo.types import DeviceList, OMEMOException
+from omemo.types import DeviceInformation, DeviceList, OMEMOException
 
 from ...xmpp import ns
 from ...xmpp.errors import StanzaError
@@ -52,6 +52,7 @@ from ..feed import Feed, Subscription
 from . import sce
 from .devices import Device, KeysChanged, Trust, fingerprint, normalize_fingerprint
 from .errors import (
+    DeviceNotUsable,
     NoOmemoDevices,
     NoTrustedDevices,
     OmemoUnavailable,
@@ -137,6 +138,7 @@ class Omemo:
         self._hooks = PepHooks(client)
         self._storage: SqliteStorage | None = None
         self._manager: Manager | None = None
+        self._backends: dict[str, Backend] = {}
         self._device_id = 0
         # Why OMEMO cannot be used, once a set-up attempt failed.
         self._problem = "not set up yet"
@@ -172,8 +174,9 @@ class Omemo:
             if self._storage is None:
                 self._storage = SqliteStorage(self._directory)
             storage = self._storage
+            self._backends = {namespace: _backend(namespace, storage) for namespace in self.settings.namespaces}
             manager = await bind(self._hooks, self.settings.blind_trust).create(
-                [_backend(namespace, storage) for namespace in self.settings.namespaces],
+                list(self._backends.values()),
                 storage,
                 str(account),
                 # No device label: python-omemo would ask the legacy version, which has none, to sign it.
@@ -422,6 +425,37 @@ class Omemo:
         if chosen is None:
             raise Undecryptable("the message is not encrypted for this device")
         namespace, encrypted = chosen
+        plaintext, device = await self._open(namespace, sender, encrypted)
+        if plaintext is None:
+            return Decrypted(None, device)
+        if namespace == OLDMEMO:
+            return Decrypted(plaintext.decode("utf-8", errors="replace"), device)
+        try:
+            opened = sce.open_envelope(plaintext, sender)
+        except sce.SceError as err:
+            raise Undecryptable(str(err)) from None
+        body = next((child for child in opened.content if child.tag == _BODY), None)
+        return Decrypted(body.text or "" if body is not None else None, device)
+
+    async def open_payload(self, sender: JID, encrypted: Element) -> tuple[bytes, Device]:
+        """The plaintext of an OMEMO ``<encrypted/>`` element carried outside a message body, as
+        the DTLS fingerprint of a verified call is, and the device that encrypted it (with its
+        trust); :class:`Undecryptable` says why not."""
+        try:
+            await self._available()
+        except OmemoUnavailable as err:
+            raise Undecryptable(str(err)) from None
+        namespace = next((n for n in self.settings.namespaces if encrypted.tag == qname(n, "encrypted")), None)
+        if namespace is None:
+            raise Undecryptable(f"{encrypted.tag} is not an OMEMO version this client speaks")
+        if not self._for_us(namespace, encrypted):
+            raise Undecryptable("it is not encrypted for this device")
+        plaintext, device = await self._open(namespace, sender, encrypted)
+        if plaintext is None:
+            raise Undecryptable("it is an empty OMEMO message")
+        return plaintext, device
+
+    async def _open(self, namespace: str, sender: JID, encrypted: Element) -> tuple[bytes | None, Device]:
         jid = sender.bare
         try:
             async with self._exclusive() as manager:
@@ -440,16 +474,36 @@ class Omemo:
                     await self._check_keys(jid)
         except OmemoUnavailable as err:
             raise Undecryptable(str(err)) from None
-        if plaintext is None:
-            return Decrypted(None, device)
-        if namespace == OLDMEMO:
-            return Decrypted(plaintext.decode("utf-8", errors="replace"), device)
-        try:
-            opened = sce.open_envelope(plaintext, sender)
-        except sce.SceError as err:
-            raise Undecryptable(str(err)) from None
-        body = next((child for child in opened.content if child.tag == _BODY), None)
-        return Decrypted(body.text or "" if body is not None else None, device)
+        return plaintext, device
+
+    async def encrypt_for_device(self, jid: JID, device_id: int, payload: bytes, namespace: str = OLDMEMO) -> Element:
+        """``payload`` OMEMO-encrypted for the one device ``device_id`` of ``jid`` (not for our own
+        other devices): the ``<encrypted/>`` element (in ``namespace``'s version) a verified
+        call puts around its DTLS fingerprint. :class:`DeviceNotUsable` (or
+        :class:`UntrustedKeys`) says why it cannot be done."""
+        bare = jid.bare
+        if namespace not in self.settings.namespaces:
+            raise DeviceNotUsable(f"{namespace} is not one of the OMEMO versions this client speaks")
+
+        def find(infos: Iterable[DeviceInformation]) -> DeviceInformation | None:
+            return next((info for info in infos if info.device_id == device_id and namespace in info.namespaces
+                         and dict(info.active).get(namespace)), None)  # fmt: skip
+
+        async with self._exclusive() as manager:
+            match = find(await manager.get_device_information(str(bare)))
+            if match is None:
+                await self._refresh(bare)
+                await self._check_keys(bare)
+                match = find(await manager.get_device_information(str(bare)))
+            if match is None:
+                raise DeviceNotUsable(f"{bare} has no {namespace} device {device_id}")
+            try:
+                message = await manager.encrypt_for_device(self._backends[namespace], match, payload)
+            except Undecided as err:
+                raise UntrustedKeys(err.devices) from None
+            except OMEMOException as err:
+                raise DeviceNotUsable(f"cannot encrypt for device {device_id} of {bare}: {err}") from err
+        return encrypted_element(message)
 
     # Trust -------------------------------------------------------------------------------------
 

@@ -46,6 +46,10 @@ class OmemoUnavailable(EncryptionRequired):
         super().__init__(f"OMEMO is not available: {reason}; {UNENCRYPTED_HINT}")
 
 
+class DeviceNotUsable(ClientError):
+    """A payload cannot be encrypted for one particular device (unknown, distrusted, no bundle)."""
+
+
 class UnknownFingerprint(ClientError):
     """Asked to trust or distrust a key the account does not have."""
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from omemo.backend import Backend
 from omemo.bundle import Bundle
 from omemo.message import Message
+from omemo.session import Initiation
 from omemo.session_manager import SessionManager, TrustDecisionFailed, UnknownTrustLevel
 from omemo.types import DeviceInformation, DeviceList, TrustLevel
 
@@ -43,6 +45,10 @@ class Undecided(TrustDecisionFailed):
     def __init__(self, devices: tuple[Device, ...]) -> None:
         super().__init__("keys need a trust decision")
         self.devices = devices
+
+
+class NotTrusted(TrustDecisionFailed):
+    """A device the user distrusted: nothing is encrypted to it."""
 
 
 class Manager(SessionManager):
@@ -79,6 +85,33 @@ class Manager(SessionManager):
                 else:
                     waiting.append(info)
         return waiting
+
+    async def encrypt_for_device(self, backend: Backend, device: DeviceInformation, plaintext: bytes) -> Message:
+        """``plaintext`` encrypted for ``device`` alone, as an OMEMO message of ``backend``'s version
+        with a single key: what python-omemo's :meth:`encrypt` does for each device of every
+        recipient, here for one device (XEP-0384 §5.3 / §7.2 for the legacy version), which the
+        verified calls of Conversations need (the DTLS fingerprint for the answering device only).
+
+        The device must be trusted by the same rules as a message (BTBV); :class:`NotTrusted`
+        or :class:`Undecided` otherwise."""
+        trust = await self._evaluate_custom_trust_level(device)
+        if trust is TrustLevel.UNDECIDED:
+            await self._make_trust_decision(frozenset({device}), None)
+        elif trust is TrustLevel.DISTRUSTED:
+            raise NotTrusted(f"device {device.device_id} of {device.bare_jid} is distrusted")
+        content, key_material = await backend.encrypt_plaintext(plaintext)
+        session = await backend.load_session(device.bare_jid, device.device_id)
+        if session is None:
+            bundle = await self._download_bundle(backend.namespace, device.bare_jid, device.device_id)
+            session, encrypted = await backend.build_session_active(device.bare_jid, device.device_id, bundle,
+                                                                    key_material)  # fmt: skip
+        else:
+            encrypted = await backend.encrypt_key_material(session, key_material)
+        # Until the peer answered on it, every message repeats the key exchange (as encrypt does).
+        exchange = session.key_exchange if session.initiation is Initiation.ACTIVE and not session.confirmed else None
+        await backend.store_session(session)
+        own, _ = await self.get_own_device_information()
+        return Message(backend.namespace, own.bare_jid, own.device_id, content, frozenset({(encrypted, exchange)}))
 
     async def settle(self, device: DeviceInformation) -> DeviceInformation:
         """The device with BTBV applied, as it would be before encrypting to it: a message from a

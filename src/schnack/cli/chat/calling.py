@@ -1,0 +1,168 @@
+"""Calls in ``schnack chat``: the call line above the conversation, and what its keys do.
+
+A call ringing here (XEP-0353) shows the caller with Ctrl+Y to answer and Ctrl+R to reject; a
+second call while one is ringing or under way is rejected as ``busy``. ``/call`` typed in a
+conversation calls its contact (every device rings). During a call the line shows the peer,
+the duration, the profile (Ctrl+S switches the data saver, and the peer is asked to switch
+too), whether the call is verified (the peer's DTLS fingerprint came OMEMO-encrypted by a device
+whose key was verified) and the bytes each way; Ctrl+R hangs up. Afterwards the line says how the
+call ended, and the call is appended to ``calls.jsonl`` in the account's directory, as
+``schnack call`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from textual.widgets import Static
+
+from ...client import Client
+from ...client.calls.calls import Call, IncomingCall, describe
+from ...client.calls.media import CallStats
+from ...client.errors import ClientError
+from ...xmpp.jid import JID
+from ...xmpp.payloads.jingle import Reason
+from ..calls import store
+from . import lines
+
+log = logging.getLogger(__name__)
+
+
+class CallBar(Static):
+    """The call line; hidden while there is no call to show."""
+
+    DEFAULT_CSS = """
+    CallBar { display: none; background: $success; color: $text; padding: 0 1; text-style: bold; }
+    CallBar.shown { display: block; }
+    CallBar.ringing { background: $warning; }
+    """
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(id="call", markup=False)
+        self.client = client
+        self.ringing: IncomingCall | None = None
+        self.call: Call | None = None
+        self.stats = CallStats()
+        self.last: str | None = None
+
+    def on_mount(self) -> None:
+        self._work(self._incoming())
+        self.set_interval(1.0, self._tick)
+
+    @property
+    def in_call(self) -> bool:
+        return self.call is not None and not self.call.ended.done()
+
+    # What the user does ------------------------------------------------------------------------
+
+    def start(self, peer: JID) -> None:
+        """Call ``peer`` (``/call``)."""
+        if self.ringing is not None or self.in_call:
+            self.last = "📞 finish the call first (Ctrl+R)"
+            self.refresh_line()
+            return
+        self._work(self._start(peer))
+
+    async def _start(self, peer: JID) -> None:
+        self.last = None
+        self.stats = CallStats()
+        self._follow(await self.client.call(peer))
+
+    def answer(self) -> None:
+        incoming, self.ringing = self.ringing, None
+        if incoming is not None:
+            self.stats = CallStats()
+            self._work(self._answer(incoming))
+
+    async def _answer(self, incoming: IncomingCall) -> None:
+        self._follow(await incoming.answer())
+
+    def end(self) -> None:
+        """Reject the call ringing here, or hang up the one under way."""
+        incoming, self.ringing = self.ringing, None
+        if incoming is not None:
+            self._work(incoming.reject())
+        elif self.call is not None and self.in_call:
+            self._work(self._hang_up(self.call))
+        self.refresh_line()
+
+    async def _hang_up(self, call: Call) -> None:
+        await call.hangup()
+
+    def toggle_saver(self) -> None:
+        if self.call is not None and self.in_call:
+            self.call.set_data_saver(not self.call.data_saver)
+            self.refresh_line()
+
+    # Following the calls ---------------------------------------------------------------------
+
+    def _work(self, work: Coroutine[Any, Any, None]) -> None:
+        self.run_worker(self._guarded(work), exit_on_error=False)
+
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except ClientError as err:
+            self.last = f"📞 {err}"
+            self.refresh_line()
+
+    async def _incoming(self) -> None:
+        async for incoming in self.client.incoming_calls():
+            if self.ringing is not None or self.in_call:
+                await incoming.call.hangup(Reason("busy"))
+                continue
+            self.ringing, self.last = incoming, None
+            self.refresh_line()
+            self._work(self._missed(incoming))
+
+    async def _missed(self, incoming: IncomingCall) -> None:
+        ended = await incoming.call.ended
+        if self.ringing is incoming:
+            # The caller gave up, or another of our devices took it.
+            self.ringing = None
+            self.last = lines.call_ended(str(incoming.caller), describe(ended), 0.0, "")
+            self.refresh_line()
+
+    def _follow(self, call: Call) -> None:
+        self.call = call
+        self.refresh_line()
+        self._work(self._until_ended(call))
+
+    async def _until_ended(self, call: Call) -> None:
+        stats = await call.wait_ended()
+        ended = call.ended.result()
+        if stats is not None:
+            self.stats = stats
+            directory = self.client.store.directory
+            if directory is not None and stats.duration > 0:
+                store(directory, call, stats)
+        self.last = lines.call_ended(str(call.peer), describe(ended), self.stats.duration, call.verification.state)
+        self.refresh_line()
+
+    async def _tick(self) -> None:
+        call = self.call
+        if call is None or not self.in_call or call.media is None or not call.connected.is_set():
+            return
+        try:
+            self.stats = await call.media.stats()
+        except Exception:
+            log.debug("no call statistics this time", exc_info=True)
+        self.refresh_line()
+
+    def refresh_line(self) -> None:
+        if self.ringing is not None:
+            text = lines.call_ringing(str(self.ringing.caller))
+        elif self.call is not None and self.in_call:
+            call = self.call
+            text = lines.call_status(str(call.peer), connected=call.connected.is_set(), duration=self.stats.duration,
+                                     data_saver=call.data_saver, verification=call.verification.state,
+                                     sent=self.stats.bytes_sent, received=self.stats.bytes_received)  # fmt: skip
+        else:
+            text = self.last or ""
+        self.update(text)
+        self.set_class(bool(text), "shown")
+        self.set_class(self.ringing is not None, "ringing")
+        # The footer offers the call keys that do something now.
+        self.app.refresh_bindings()
