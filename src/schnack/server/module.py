@@ -31,6 +31,8 @@ class NoOptions:
 
 OptionsT = TypeVar("OptionsT")
 
+ModuleT = TypeVar("ModuleT", bound="Module[Any]")
+
 IqHandler = Callable[[Stanza, "Session | None"], Awaitable[Element | Handled | None]]
 
 
@@ -52,6 +54,18 @@ class Module(Generic[OptionsT]):
 
     def setup(self) -> None:
         """Register handlers; called once, after every enabled module was constructed."""
+
+    def required(self, cls: type[ModuleT]) -> ModuleT:
+        """The module ``cls``, which this one names in ``depends`` (so the server made sure it is enabled)."""
+        module = self.server.modules.get(cls.name)
+        if not isinstance(module, cls):
+            raise ConfigError(f"modules.{self.name}", f"needs module {cls.name!r}, which is not enabled")
+        return module
+
+    def optional(self, cls: type[ModuleT]) -> ModuleT | None:
+        """The module ``cls`` if it is enabled, for what works better with it but also without."""
+        module = self.server.modules.get(cls.name)
+        return module if isinstance(module, cls) else None
 
     async def start(self) -> None:
         """Start background work; storage is open."""

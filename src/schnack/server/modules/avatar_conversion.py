@@ -89,11 +89,8 @@ class AvatarConversion(Module[Any]):
     account_features = (NS,)
 
     def setup(self) -> None:
-        pep = self.server.modules["pep"]
-        vcard = self.server.modules["vcard"]
-        assert isinstance(pep, Pep) and isinstance(vcard, VCard)
-        self.pep = pep
-        self.vcard = vcard
+        self.pep = self.required(Pep)
+        self.vcard = self.required(VCard)
         self._hashes: OrderedDict[JID, str] = OrderedDict()
         self.hook(PUBLISHED, self.pep_to_vcard)
         self.hook(UPDATED, self.vcard_to_pep)

@@ -81,14 +81,11 @@ class Bookmarks(Module[Any]):
     account_features = (COMPAT, COMPAT_PEP, CONVERSION)
 
     def setup(self) -> None:
-        pep = self.server.modules["pep"]
-        private = self.server.modules["private"]
-        assert isinstance(pep, Pep) and isinstance(private, PrivateStorage)
-        self.pep = pep
-        self.private = private
+        self.pep = self.required(Pep)
+        self.private = self.required(PrivateStorage)
         # XEP-0402 §4: the options clients give as publish-options, so that their publishes match.
         self.native_config = NodeConfig(
-            access_model="whitelist", max_items=pep.options.max_items, send_last_published_item="never"
+            access_model="whitelist", max_items=self.pep.options.max_items, send_last_published_item="never"
         )
         self.route(f"iq/self/{QUERY}", self.private_write, priority=10)
         self.route(f"iq/self/{REQUEST}", self.pep_request, priority=10)

@@ -51,11 +51,8 @@ class VCard4(Module[Any]):
     account_features = (NS,)
 
     def setup(self) -> None:
-        pep = self.server.modules["pep"]
-        vcard = self.server.modules["vcard"]
-        assert isinstance(pep, Pep) and isinstance(vcard, VCard)
-        self.pep = pep
-        self.vcard = vcard
+        self.pep = self.required(Pep)
+        self.vcard = self.required(VCard)
         self.iq("self", VCARD, get=self.get_own, set=self.set_own)
         self.iq("bare", VCARD, get=self.get_other, set=self.set_other)
         # Before the vcard module, which answers the vcard-temp requests this completes.

@@ -184,8 +184,8 @@ class WebClient(Module[WebClientOptions]):
 
     def _upload_origins(self) -> list[str]:
         """The origins of the upload service's URLs (XEP-0363 §4), which the page PUTs to and shows."""
-        upload = self.server.modules.get("upload")
-        if not isinstance(upload, Upload):
+        upload = self.optional(Upload)
+        if upload is None:
             return []
         origins: list[str] = []
         for domain in self.server.config.domains:

@@ -99,8 +99,8 @@ class Invitations:
         """Members whose OMEMO device list another member cannot fetch, now that ``newcomers`` are
         members: each newcomer's list as every member sees it, and every member's list as each
         newcomer sees it. Storage is read once per member, whatever the number of newcomers."""
-        pep = self.muc.server.modules.get("pep")
-        if not isinstance(pep, Pep) or not newcomers:
+        pep = self.muc.optional(Pep)
+        if pep is None or not newcomers:
             return {}
         members = [jid for jid, record in room.affiliations.items()
                    if AFFILIATION_RANK[record.affiliation] >= AFFILIATION_RANK["member"]]

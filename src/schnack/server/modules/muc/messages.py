@@ -53,8 +53,8 @@ class Messages:
 
     def __init__(self, muc: Muc) -> None:
         self.muc = muc
-        e2e = muc.server.modules.get("e2e")
-        self._encryption_required = isinstance(e2e, EndToEndPolicy) and e2e.options.policy == "required"
+        e2e = muc.optional(EndToEndPolicy)
+        self._encryption_required = e2e is not None and e2e.options.policy == "required"
 
     async def handle(self, stanza: Stanza, to: JID, sender: JID) -> None:
         kind = message_type(stanza)
