@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed
 WEBSTAMP := web/node_modules/.installed
 PYTHON  ?= python3
 
-.PHONY: run web test lint typecheck unit bench bench-compare bench-micro clean
+.PHONY: run web test lint typecheck unit bench bench-compare bench-micro bench-calls clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ bench-compare: $(STAMP)
 # `make bench-micro ARGS='--benchmark-compare'` (runs are kept in bench/results/micro).
 bench-micro: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider bench/micro --benchmark-only --benchmark-autosave $(ARGS)
+
+# Calls: a minute of espeak-ng conversation per profile and loss rate (0, 5, 10 %) through coturn
+# and a lossy UDP proxy; bytes per minute, PESQ-WB, set-up time, delay (see docs/benchmarks.md).
+bench-calls: $(STAMP)
+	$(BIN)/python -m bench.calls $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache web/node_modules

@@ -3,11 +3,15 @@ audio both ways and the summary on both sides, a rejected call, and the one-line
 
 from __future__ import annotations
 
+import array
 import asyncio
 import json
+import math
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from schnack.client.store import account_dir
@@ -15,6 +19,7 @@ from schnack.server.app import Server
 from schnack.xmpp.jid import JID
 
 from ..client.calls.audio import dominant, loud_part, read_wav, write_tone
+from ..client.calls.test_audio import alsa_config
 from ..harness import add_user, running
 from .proc import PROCESS_WAIT, Result, client_env, line_of, login, schnack, start
 
@@ -65,11 +70,14 @@ async def test_call_and_answer(env: tuple[Server, dict[str, str]], tmp_path: Pat
     assert answering.returncode == 0, err.decode()
     for stdout in (called.stdout, out.decode()):
         lines = stdout.splitlines()
-        assert len(lines) == 4 and lines[0].startswith("call with "), stdout
+        assert len(lines) == 5 and lines[0].startswith("call with "), stdout
         assert lines[1].startswith("sent ") and "kB per minute both ways" in lines[1]
         assert lines[2].startswith("packet loss ")
         # Both use OMEMO (blind trust): the fingerprints came encrypted, the keys are not verified.
         assert lines[3].startswith("unverified: the DTLS fingerprint came encrypted by OMEMO device "), stdout
+    # The setting is "auto" and the link to the server is loopback, not metered; bob switched.
+    assert called.stdout.splitlines()[4] == "data saver off: link lo is not metered", called.stdout
+    assert out.decode().splitlines()[4] == "data saver on: switched during the call"
     assert "schnack: talking with bob@localhost/" in called.stderr
     assert dominant(loud_part(read_wav(tmp_path / "alice-heard.wav")), (440, 1000)) == 1000
     assert dominant(loud_part(read_wav(tmp_path / "bob-heard.wav")), (440, 1000)) == 440
@@ -78,7 +86,8 @@ async def test_call_and_answer(env: tuple[Server, dict[str, str]], tmp_path: Pat
     assert record["direction"] == "out" and record["peer"].startswith("bob@localhost/")
     assert record["bytes_sent"] > 0 and record["bytes_received"] > 0 and record["duration"] > 0
     assert record["verified"] == "unverified" and isinstance(record["omemo_device"], int)
-    assert record["data_saver"] is False
+    assert record["data_saver"] is False and record["data_saver_reason"] == "link lo is not metered"
+    assert record["ending"] == "the call ended"
     (answered,) = (account_dir(JID.parse("bob@localhost"), tmp_path / "client") / "calls.jsonl").read_text().splitlines()
     assert json.loads(answered)["data_saver"] is True
 
@@ -106,3 +115,63 @@ async def test_errors(env: tuple[Server, dict[str, str]], tmp_path: Path) -> Non
     assert one_line(not_audio).startswith(f"schnack: {noise} is not an audio file FFmpeg reads"), not_audio.stderr
     waited = await schnack(environment, "answer", "-a", "bob@localhost", "--wait", "1")
     assert one_line(waited) == "schnack: no call within 1 s"
+
+
+def on_off_pattern(path: Path, seconds: float) -> np.ndarray:
+    """A 700 Hz tone switched on and off at random in 100 ms slots, as raw 16-bit mono 48 kHz PCM
+    in ``path``; returns its loudness envelope (RMS per 10 ms)."""
+    chance = random.Random(11)
+    step = 2 * math.pi * 700 / 48000
+    slots = [chance.random() < 0.5 for _ in range(int(seconds * 10))]
+    samples = array.array("h", (int(13000 * math.sin(step * n)) if slots[n // 4800] else 0 for n in range(len(slots) * 4800)))
+    path.write_bytes(samples.tobytes())
+    return envelope(np.frombuffer(samples.tobytes(), dtype="<i2"))
+
+
+def envelope(samples: np.ndarray) -> np.ndarray:
+    blocks = samples[: len(samples) // 480 * 480].astype(np.float64).reshape(-1, 480)
+    rms: np.ndarray = np.sqrt((blocks**2).mean(axis=1))
+    return rms
+
+
+def correlation_near(sent: np.ndarray, heard: np.ndarray, first: int, last: int, max_lag: int = 100) -> float:
+    """The highest normalised correlation of ``heard[first:last]`` with the same stretch of ``sent``
+    shifted by at most ``max_lag`` blocks either way (the delay of the way through)."""
+    h = heard[first:last]
+    h = (h - h.mean()) / (h.std() or 1.0)
+    best = -1.0
+    for lag in range(max(-max_lag, -first), max_lag + 1):
+        part = sent[first + lag : last + lag]
+        if len(part) < len(h):
+            break
+        p = (part - part.mean()) / (part.std() or 1.0)
+        best = max(best, float((p * h).mean()))
+    return best
+
+
+async def test_microphone_and_speaker(env: tuple[Server, dict[str, str]], tmp_path: Path) -> None:
+    """Without --play and --record the call talks through ALSA's default devices: alice's
+    "microphone" is ALSA's file plugin reading a raw PCM file and she has no speaker; bob has a
+    "speaker" writing to a file and no microphone. What bob's speaker played is what alice's
+    microphone took in, found by correlating its loudness with the sent on/off pattern."""
+    _, environment = env
+    sent = on_off_pattern(tmp_path / "mic.raw", 20.0)
+    alice_env = {**environment, "ALSA_CONFIG_PATH": str(alsa_config(tmp_path / "alice.conf", capture_from=tmp_path / "mic.raw"))}
+    heard = tmp_path / "speaker.raw"
+    bob_env = {**environment, "ALSA_CONFIG_PATH": str(alsa_config(tmp_path / "bob.conf", play_into=heard))}
+    answering = await start(bob_env, "answer", "-a", "bob@localhost", "--no-data-saver")
+    assert await line_of(answering.stderr) == "waiting for a call"
+    called = await schnack(alice_env, "call", "bob@localhost", "-a", "alice@localhost", "--duration", "5")
+    assert called.returncode == 0, called.stderr
+    async with asyncio.timeout(PROCESS_WAIT):
+        out, err = await answering.communicate()
+    assert answering.returncode == 0, err.decode()
+    assert "schnack: no speaker: what the peer says is not played (ALSA cannot open 'default' for playback" in called.stderr
+    assert "schnack: no microphone: sending silence (ALSA cannot open 'default' for capture" in err.decode()
+    assert out.decode().splitlines()[4] == "data saver off: --no-data-saver"
+    played = envelope(np.frombuffer(heard.read_bytes(), dtype="<i2"))
+    assert len(played) > 300, len(played)
+    # From the second second (once the receive path has settled on its delay) to the hang-up: the
+    # pattern at its place in time, give or take a second. (A stretch of another part of the
+    # pattern correlates by chance up to about 0.4.)
+    assert correlation_near(sent, played, 100, len(played) - 20) > 0.75

@@ -3,8 +3,10 @@ real server (in this process) with its upload service over real HTTPS.
 
 A file goes from alice's send-file to bob's listener, which fetches, decrypts and verifies it into
 its folder byte for byte; a voice message from a WAV file is played back to WAV by message id;
-each failure (no such file, too large, no upload service, a changed file, a broken link, no
-microphone, no speaker) is one line on stderr and a non-zero exit.
+one recorded from the "microphone" plays on the "speaker" (ALSA's default device made ALSA's
+``file`` plugin reading and writing raw PCM files); each failure (no such file, too large, no
+upload service, a changed file, a broken link, no microphone, no speaker) is one line on stderr
+and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import asyncio
 import json
 import os
 import shutil
+import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 
 from schnack.client import voice as audio
@@ -25,6 +29,7 @@ from schnack.server.app import Server
 from schnack.server.blobs import LocalBlobStore
 from schnack.server.modules.upload import Upload
 
+from ..client.calls.test_audio import alsa_config
 from ..conftest import require_service
 from ..harness import add_user, running
 from .proc import PROCESS_WAIT, client_env, line_of, login, schnack, start, stop
@@ -92,14 +97,32 @@ async def test_send_file_reaches_a_listener_that_downloads_it(server: Server, tm
         assert await stop(listener) == 0
 
 
-async def test_a_voice_message_plays_back_to_wav(server: Server, tmp_path: Path) -> None:
+async def speak(spoken: Path) -> None:
+    """espeak-ng saying a sentence into the WAV file ``spoken``."""
     require_service(shutil.which("espeak-ng") is not None, "espeak-ng is not installed (Debian package espeak-ng)")
-    env = await logged_in(server, tmp_path)
-    spoken = tmp_path / "spoken.wav"
     espeak = await asyncio.create_subprocess_exec(
         "espeak-ng", "-v", "en", "-s", "120", "-w", str(spoken), "See you at seven at the station.")
     async with asyncio.timeout(PROCESS_WAIT):
         assert await espeak.wait() == 0
+
+
+def device_samples(path: Path) -> np.ndarray:
+    """A WAV file or raw 16-bit mono PCM (what ALSA's file plugin reads and writes) as samples."""
+    if path.suffix == ".wav":
+        with wave.open(str(path)) as wav:
+            return np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).astype(np.float32)
+    return np.frombuffer(path.read_bytes(), dtype=np.int16).astype(np.float32)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    n = min(len(a), len(b))
+    return float(np.corrcoef(a[:n], b[:n])[0, 1])
+
+
+async def test_a_voice_message_plays_back_to_wav(server: Server, tmp_path: Path) -> None:
+    env = await logged_in(server, tmp_path)
+    spoken = tmp_path / "spoken.wav"
+    await speak(spoken)
     listener = await start(env, "listen", "--account", "bob@localhost", "--json")
     try:
         assert (await line_of(listener.stderr)).startswith("schnack: listening as bob@localhost/")
@@ -121,13 +144,42 @@ async def test_a_voice_message_plays_back_to_wav(server: Server, tmp_path: Path)
     saved = next((tmp_path / "voice").iterdir())
     assert saved.suffix == ".ogg"
     assert audio.duration(saved) == pytest.approx(audio.decode(spoken, tmp_path / "ref.wav"), abs=0.1)
-    # A file already here plays without the network; there is no speaker on a test machine.
-    if not audio.has_audio_device(capture=False):
-        speaker = await schnack(env, "play", str(saved))
-        assert one_line(speaker) == "schnack: no audio output device here; write the voice message to a file with --wav OUT"
-    if not audio.has_audio_device(capture=True):
-        mic = await schnack(env, "voice", "--account", "alice@localhost", "bob@localhost", "--record", "2")
-        assert one_line(mic) == "schnack: no microphone: this system has no audio capture device"
+    # A file already here plays without the network; ALSA's default device here is neither a
+    # speaker nor a microphone.
+    env["ALSA_CONFIG_PATH"] = str(alsa_config(tmp_path / "asound.conf"))
+    speaker = await schnack(env, "play", str(saved))
+    assert speaker.returncode == 1
+    assert one_line(speaker).startswith("schnack: no speaker: ALSA cannot open 'default' for playback: ")
+    assert one_line(speaker).endswith("; write the voice message to a file with --wav OUT")
+    mic = await schnack(env, "voice", "--account", "alice@localhost", "bob@localhost", "--record", "2")
+    assert mic.returncode == 1
+    assert one_line(mic).startswith("schnack: no microphone: ALSA cannot open 'default' for capture: ")
+
+
+async def test_a_recorded_voice_message_plays_on_the_speaker(server: Server, tmp_path: Path) -> None:
+    env = await logged_in(server, tmp_path)
+    await speak(tmp_path / "spoken.wav")
+    # The microphone "hears" the sentence: raw PCM at the device's rate.
+    audio.decode(tmp_path / "spoken.wav", tmp_path / "spoken48.wav", rate=audio.DEVICE_RATE)
+    said = device_samples(tmp_path / "spoken48.wav")
+    (tmp_path / "mic.raw").write_bytes(said.astype(np.int16).tobytes())
+    env["ALSA_CONFIG_PATH"] = str(alsa_config(tmp_path / "asound.conf", capture_from=tmp_path / "mic.raw",
+                                              play_into=tmp_path / "speaker.raw"))  # fmt: skip
+    sent = await schnack(env, "voice", "--account", "alice@localhost", "bob@localhost", "--record", "3")
+    assert sent.returncode == 0, sent.stderr
+    assert "schnack: voice message of 3.0 s, " in sent.stderr
+    listing = await schnack(env, "history", "--account", "alice@localhost", "bob@localhost", "--json")
+    url = json.loads(listing.stdout.splitlines()[-1])["text"]
+    played = await schnack(env, "play", "--account", "bob@localhost", url, "--dest", str(tmp_path / "voice"))
+    assert played.returncode == 0, played.stderr
+    assert played.stdout == "played 3.0 s\n"
+    # The note bob received is what the microphone heard, and so is what his speaker played.
+    saved = next((tmp_path / "voice").iterdir())
+    audio.decode(saved, tmp_path / "received.wav", rate=audio.DEVICE_RATE)
+    assert correlation(said, device_samples(tmp_path / "received.wav")) > 0.85
+    heard = device_samples(tmp_path / "speaker.raw")
+    assert len(heard) == 3 * audio.DEVICE_RATE
+    assert correlation(said, heard) > 0.85
 
 
 async def test_failures_are_one_line(server: Server, tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """Voice messages: espeak-ng's speech → Ogg/Opus (16 kHz mono, 16 kbit/s, 60 ms) → an encrypted file
-between two of our clients → WAV again, scored with wideband PESQ (ITU-T P.862.2) against the original.
+between two of our clients → WAV again, scored with wideband PESQ (ITU-T P.862.2) against the original;
+recorded from and played on ALSA's default device, which the tests make ALSA's ``file`` plugin
+(``ALSA_CONFIG_PATH``, see ``calls/test_audio.py``) reading and writing raw PCM files.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from schnack.client import Client, voice
 from schnack.server.app import Server
 
 from ..conftest import require_service
+from .calls.test_audio import alsa_config
 from .conftest import next_of, online
 from .features.test_files import file_server  # noqa: F401  (the fixture)
 
@@ -75,16 +78,67 @@ async def test_a_voice_message_round_trips_with_pesq_wb_above_3_5(file_server: S
     assert score >= 3.5, score
 
 
-def test_bad_audio_and_no_devices(tmp_path: Path) -> None:
+def raw_speech(tmp_path: Path) -> np.ndarray:
+    """The spoken sentence as raw 16-bit mono PCM at the device's 48 kHz in ``mic.raw``; its samples."""
+    wav = tmp_path / "spoken48.wav"
+    voice.decode(speech(tmp_path), wav, rate=voice.DEVICE_RATE)
+    with wave.open(str(wav)) as opened:
+        pcm = opened.readframes(opened.getnframes())
+    (tmp_path / "mic.raw").write_bytes(pcm)
+    return np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    n = min(len(a), len(b))
+    return float(np.corrcoef(a[:n], b[:n])[0, 1])
+
+
+def test_record_from_the_default_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spoken = raw_speech(tmp_path)
+    config = alsa_config(tmp_path / "asound.conf", capture_from=tmp_path / "mic.raw")
+    monkeypatch.setenv("ALSA_CONFIG_PATH", str(config))
+    seconds = len(spoken) / voice.DEVICE_RATE
+    note = voice.record(tmp_path / "note.ogg", seconds)
+    assert note.duration == pytest.approx(seconds, abs=0.01)
+    assert voice.duration(note.path) == pytest.approx(seconds, abs=0.07)
+    # What the microphone read, through 16 kbit/s Opus, lines up with the speech sample for sample.
+    voice.decode(note.path, tmp_path / "heard.wav", rate=voice.DEVICE_RATE)
+    with wave.open(str(tmp_path / "heard.wav")) as wav:
+        heard = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).astype(np.float32)
+    assert correlation(spoken, heard) > 0.85
+
+
+def test_play_on_the_default_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spoken = raw_speech(tmp_path)
+    note = voice.encode(tmp_path / "spoken.wav", tmp_path / "note.ogg")
+    config = alsa_config(tmp_path / "asound.conf", play_into=tmp_path / "speaker.raw")
+    monkeypatch.setenv("ALSA_CONFIG_PATH", str(config))
+    seconds = voice.play(note.path)
+    assert seconds == pytest.approx(note.duration, abs=0.07)
+    played = np.frombuffer((tmp_path / "speaker.raw").read_bytes(), dtype=np.int16).astype(np.float32)
+    # All of it reached the device (drained before the device closed), at 48 kHz.
+    assert len(played) == round(seconds * voice.DEVICE_RATE)
+    assert correlation(spoken, played) > 0.85
+
+
+def test_bad_audio_and_no_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF not really a wave file")
     with pytest.raises(voice.VoiceError, match="cannot read"):
         voice.encode(broken, tmp_path / "x.ogg")
     # Nothing half-written is left behind.
     assert list(tmp_path.iterdir()) == [broken]
-    if not voice.has_audio_device(capture=True):
-        with pytest.raises(voice.NoAudioDevice, match="no microphone"):
-            voice.record(tmp_path / "r.ogg", 1.0)
-    if not voice.has_audio_device(capture=False):
-        with pytest.raises(voice.NoAudioDevice, match="--wav OUT"):
-            voice.play(broken)
+    note = voice.encode(speech(tmp_path), tmp_path / "note.ogg")
+    # A default device that only plays, then one that only records.
+    monkeypatch.setenv("ALSA_CONFIG_PATH", str(alsa_config(tmp_path / "play.conf", play_into=tmp_path / "out.raw")))
+    with pytest.raises(voice.NoAudioDevice, match=r"^no microphone: ALSA cannot open 'default' for capture: "):
+        voice.record(tmp_path / "r.ogg", 1.0)
+    assert not (tmp_path / "r.ogg").exists() and not (tmp_path / ".r.ogg.part").exists()
+    (tmp_path / "mic.raw").write_bytes(bytes(1000))
+    monkeypatch.setenv("ALSA_CONFIG_PATH", str(alsa_config(tmp_path / "rec.conf", capture_from=tmp_path / "mic.raw")))
+    with pytest.raises(voice.NoAudioDevice,
+                       match=r"^no speaker: ALSA cannot open 'default' for playback: .*; write the voice message "
+                             r"to a file with --wav OUT$"):  # fmt: skip
+        voice.play(note.path)
+    with pytest.raises(voice.VoiceError, match="cannot read"):
+        voice.play(broken)

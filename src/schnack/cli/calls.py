@@ -1,10 +1,16 @@
 """The call commands of ``schnack``: ``call`` and ``answer`` (XEP-0353 audio calls).
 
 ``schnack call JID`` rings every device of JID and, once one answers, plays ``--play FILE`` (any
-audio FFmpeg reads; silence without) and records what it hears to ``--record FILE`` (WAV) until
-``--duration`` seconds have passed, the peer hangs up, or the command is interrupted (Ctrl-C,
-SIGTERM), which hangs up. ``schnack answer`` waits for a call and takes it (``--reject``
-declines it).
+audio FFmpeg reads) and records what it hears to ``--record FILE`` (WAV) until ``--duration``
+seconds have passed, the peer hangs up, or the command is interrupted (Ctrl-C, SIGTERM), which
+hangs up. ``schnack answer`` waits for a call and takes it (``--reject`` declines it). Without
+``--play`` the system's default microphone speaks, without ``--record`` the default speaker
+plays what is heard (ALSA, :mod:`schnack.client.calls.audio`); a system without one says so in a
+line on stderr, and the call goes on with silence, or unheard.
+
+The data saver is on when asked for (``--data-saver``, ``--no-data-saver``), else as the
+account's setting says (``schnack calls data-saver``): by default on when the link to the server
+is metered (:mod:`schnack.client.metered`); the summary says why.
 
 While talking, each line read from stdin is a command: ``s`` switches the data saver on or off
 (our encoder switches, and the peer is asked to send that way too), ``h`` hangs up. Without a
@@ -13,8 +19,9 @@ terminal or pipe on stdin (or at its end) the call simply runs on.
 Once connected, both say whether the call is verified: the peer's DTLS fingerprint came
 OMEMO-encrypted by a device whose key the user verified (``schnack omemo trust``), or not.
 Afterwards both print the call's duration, the bytes sent and received (with their headers),
-the packet loss, the round-trip time and the verification, and append them as a JSON line to
-``calls.jsonl`` in the account's directory. Failures are one line on stderr and exit 1 (the call
+the packet loss, the round-trip time, the verification and whether (and why) the data saver was
+on, and append them as a JSON line to ``calls.jsonl`` in the account's directory (listed by
+``schnack calls``). Failures are one line on stderr and exit 1 (the call
 was rejected, nobody answered, the callee cannot be called, no media connection, a DTLS
 certificate that does not match the fingerprint).
 """
@@ -26,6 +33,7 @@ import contextlib
 import json
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,19 +43,23 @@ import click
 from .client import account_option, chosen_account, client_factory, fail, note, parse_jid, run
 
 if TYPE_CHECKING:
+    from ..client import Client
     from ..client.calls.calls import Call
-    from ..client.calls.media import CallStats
+    from ..client.calls.media import CallStats, WavSink
+    from ..client.metered import SaverChoice
+    from ..xmpp.jid import JID
 
 CONNECT_WAIT = 60.0
 
 play_option = click.option("--play", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                           help="An audio file to send (default: silence).")  # fmt: skip
+                           help="An audio file to send (default: the microphone).")  # fmt: skip
 record_option = click.option("--record", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-                             help="Write the audio received to this WAV file.")  # fmt: skip
+                             help="Write the audio received to this WAV file (default: play it).")  # fmt: skip
 duration_option = click.option("--duration", type=click.FloatRange(min=0, min_open=True),
                                help="Hang up after this many seconds of talking.")  # fmt: skip
-saver_option = click.option("--data-saver", is_flag=True,
-                            help="About 10 kbit/s in 60 ms frames, nothing sent in silence (instead of 24 kbit/s).")  # fmt: skip
+saver_option = click.option("--data-saver/--no-data-saver", default=None,
+                            help="About 10 kbit/s in 60 ms frames, nothing sent in silence (instead of 32 kbit/s); "
+                                 "default: the account's setting (schnack calls data-saver), on metered links only.")  # fmt: skip
 relay_option = click.option("--relay-only", is_flag=True,
                             help="Send media only through the server's TURN relay (hides our address).")  # fmt: skip
 
@@ -64,7 +76,45 @@ def checked(play: Path | None) -> None:
         fail(str(err))
 
 
-def summary(call: Call, stats: CallStats) -> list[str]:
+def devices(stack: contextlib.ExitStack, play: Path | None, record: Path | None,
+            tell: Callable[[str], None] = note) -> tuple[Path | Iterator[bytes] | None, Path | WavSink | None]:  # fmt: skip
+    """What the call sends and where what is heard goes: the files given, else the system's
+    microphone and speaker, kept open by ``stack``; ``tell`` (a line on stderr) says which
+    device is missing."""
+    from ..client.audio import NoAudioDevice
+    from ..client.calls.audio import Microphone, Speaker
+
+    source: Path | Iterator[bytes] | None = play
+    sink: Path | WavSink | None = record
+    if play is None:
+        try:
+            source = stack.enter_context(Microphone())
+        except NoAudioDevice as err:
+            tell(f"no microphone: sending silence ({err})")
+    if record is None:
+        try:
+            sink = stack.enter_context(Speaker())
+        except NoAudioDevice as err:
+            tell(f"no speaker: what the peer says is not played ({err})")
+    return source, sink
+
+
+async def data_saver_for(client: Client, asked: bool | None) -> SaverChoice:
+    """Whether the call starts with the data saver: as asked, else as the account's setting says
+    (looking at the link runs ``ip`` and ``nmcli``, so in a thread)."""
+    from ..client.metered import SETTING, SaverChoice, choose, parse_mode
+
+    if asked is not None:
+        return SaverChoice(asked, "asked for" if asked else "--no-data-saver")
+    return await asyncio.to_thread(choose, parse_mode(client.store.setting(SETTING)), client.server_address)
+
+
+def saver_reason(call: Call, choice: SaverChoice) -> str:
+    """Why the data saver is on (or off) at the end of the call."""
+    return choice.reason if call.data_saver == choice.on else "switched during the call"
+
+
+def summary(call: Call, stats: CallStats, saver: SaverChoice) -> list[str]:
     """The lines printed after a call."""
     minutes = stats.duration / 60
     per_minute = (stats.bytes_sent + stats.bytes_received) / 1000 / minutes if minutes else 0.0
@@ -75,10 +125,14 @@ def summary(call: Call, stats: CallStats) -> list[str]:
         f"({per_minute:.0f} kB per minute both ways)",
         f"packet loss {stats.loss * 100:.1f} %, round trip {rtt}",
         call.verification.describe(),
+        f"data saver {'on' if call.data_saver else 'off'}: {saver_reason(call, saver)}",
     ]
 
 
-def store(directory: Path, call: Call, stats: CallStats) -> None:
+def store(directory: Path, call: Call, stats: CallStats, saver: SaverChoice | None = None) -> None:
+    """Append the call to ``calls.jsonl`` in the account's directory (what ``schnack calls`` lists)."""
+    from ..client.calls.calls import describe
+
     record = {
         "ended": datetime.now(UTC).isoformat(timespec="seconds"),
         "peer": str(call.peer),
@@ -92,12 +146,15 @@ def store(directory: Path, call: Call, stats: CallStats) -> None:
         "verified": call.verification.state,
         "omemo_device": call.verification.device.id if call.verification.device is not None else None,
         "data_saver": call.data_saver,
+        "data_saver_reason": saver_reason(call, saver) if saver is not None else None,
+        "ending": describe(call.ended.result()) if call.ended.done() else None,
     }
     with (directory / "calls.jsonl").open("a", encoding="utf-8") as out:
         out.write(json.dumps(record) + "\n")
 
 
-async def talk(directory: Path, call: Call, duration: float | None, connect_wait: float = CONNECT_WAIT) -> None:
+async def talk(directory: Path, call: Call, saver: SaverChoice, duration: float | None,
+               connect_wait: float = CONNECT_WAIT) -> None:
     """Once connected: until ``duration`` is over, the peer hangs up, or we are interrupted; then
     the summary."""
     from ..client.calls.calls import CallFailed
@@ -123,9 +180,9 @@ async def talk(directory: Path, call: Call, duration: float | None, connect_wait
     stats = await call.hangup() if not call.ended.done() else await call.wait_ended()
     if stats is None:
         fail("the call ended before any media flowed")
-    for line in summary(call, stats):
+    for line in summary(call, stats, saver):
         click.echo(line)
-    store(directory, call, stats)
+    store(directory, call, stats, saver)
 
 
 async def commands(call: Call, stop: asyncio.Event) -> None:
@@ -160,7 +217,7 @@ async def commands(call: Call, stop: asyncio.Event) -> None:
 @relay_option
 @click.option("--ring-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds to let it ring before giving up.")  # fmt: skip
-def call(jid: str, account: str | None, data_saver: bool, play: Path | None, record: Path | None,
+def call(jid: str, account: str | None, data_saver: bool | None, play: Path | None, record: Path | None,
          duration: float | None, relay_only: bool, ring_timeout: float) -> None:
     """Call JID (every device of it rings); talk until --duration, the peer hangs up, or Ctrl-C."""
     peer = parse_jid(jid)
@@ -171,29 +228,39 @@ def call(jid: str, account: str | None, data_saver: bool, play: Path | None, rec
     make_client = client_factory(chosen)
 
     async def work() -> None:
-        from ..client.store import account_dir
-
         client = make_client()
         try:
             await client.connect()
-            outgoing = await client.call(peer, data_saver=data_saver, source=play, sink=record,
-                                         relay_only=relay_only, ring_timeout=ring_timeout)  # fmt: skip
-            note(f"calling {peer.bare}")
-            waiting: list[asyncio.Future[Any]] = [
-                asyncio.ensure_future(outgoing.ringing.wait()), asyncio.ensure_future(outgoing.answered.wait()),
-            ]  # fmt: skip
-            await asyncio.wait([*waiting, asyncio.shield(outgoing.ended)], return_when=asyncio.FIRST_COMPLETED)
-            if outgoing.ended.done() and outgoing.ended.result().reason.condition == "timeout":
-                fail(f"{peer.bare} did not answer within {ring_timeout:g} s: no device of it is online to ring")
-            if outgoing.ringing.is_set() and not outgoing.answered.is_set():
-                note("ringing")
-            for task in waiting:
-                task.cancel()
-            await talk(account_dir(chosen), outgoing, duration, ring_timeout + CONNECT_WAIT)
+            saver = await data_saver_for(client, data_saver)
+            with contextlib.ExitStack() as stack:
+                source, sink = devices(stack, play, record)
+                outgoing = await client.call(peer, data_saver=saver.on, source=source, sink=sink,
+                                             relay_only=relay_only, ring_timeout=ring_timeout)  # fmt: skip
+                await ring_and_talk(chosen, outgoing, saver, duration, ring_timeout)
         finally:
             await client.close()
 
     run(work)
+
+
+async def ring_and_talk(account: JID, outgoing: Call, saver: SaverChoice, duration: float | None,
+                        ring_timeout: float) -> None:
+    """The caller's side: until answered (or not), then the call."""
+    from ..client.store import account_dir
+
+    peer = outgoing.peer
+    note(f"calling {peer.bare}")
+    waiting: list[asyncio.Future[Any]] = [
+        asyncio.ensure_future(outgoing.ringing.wait()), asyncio.ensure_future(outgoing.answered.wait()),
+    ]  # fmt: skip
+    await asyncio.wait([*waiting, asyncio.shield(outgoing.ended)], return_when=asyncio.FIRST_COMPLETED)
+    if outgoing.ended.done() and outgoing.ended.result().reason.condition == "timeout":
+        fail(f"{peer.bare} did not answer within {ring_timeout:g} s: no device of it is online to ring")
+    if outgoing.ringing.is_set() and not outgoing.answered.is_set():
+        note("ringing")
+    for task in waiting:
+        task.cancel()
+    await talk(account_dir(account), outgoing, saver, duration, ring_timeout + CONNECT_WAIT)
 
 
 @click.command()
@@ -206,8 +273,8 @@ def call(jid: str, account: str | None, data_saver: bool, play: Path | None, rec
 @click.option("--reject", is_flag=True, help="Decline the call instead.")
 @click.option("--wait", "wait_for", type=click.FloatRange(min=0, min_open=True),
               help="Give up when no call comes within this many seconds (default: wait for ever).")  # fmt: skip
-def answer(account: str | None, data_saver: bool, play: Path | None, record: Path | None, duration: float | None,
-           relay_only: bool, reject: bool, wait_for: float | None) -> None:
+def answer(account: str | None, data_saver: bool | None, play: Path | None, record: Path | None,
+           duration: float | None, relay_only: bool, reject: bool, wait_for: float | None) -> None:
     """Wait for a call and answer it (or --reject it)."""
     checked(play)
     chosen = chosen_account(account)
@@ -233,8 +300,11 @@ def answer(account: str | None, data_saver: bool, play: Path | None, record: Pat
                 await incoming.reject()
                 note("rejected")
                 return
-            taken = await incoming.answer(data_saver=data_saver, source=play, sink=record, relay_only=relay_only)
-            await talk(account_dir(chosen), taken, duration)
+            saver = await data_saver_for(client, data_saver)
+            with contextlib.ExitStack() as stack:
+                source, sink = devices(stack, play, record)
+                taken = await incoming.answer(data_saver=saver.on, source=source, sink=sink, relay_only=relay_only)
+                await talk(account_dir(chosen), taken, saver, duration)
         finally:
             with contextlib.suppress(Exception):
                 await client.close()

@@ -23,6 +23,7 @@ import click
 from ..server import admin as admin_channel
 from ..server.config import Config, ConfigError, load
 from ..xmpp.jid import JID, JIDError
+from .call_history import calls
 from .calls import answer, call
 from .chat import chat
 from .check import check as compliance_check
@@ -478,3 +479,4 @@ main.add_command(call)
 main.add_command(answer)
 main.add_command(group)
 admin.add_command(compliance_check)
+main.add_command(calls)

@@ -23,10 +23,11 @@ import logging
 import random
 import secrets
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
 from ..xmpp import ns
@@ -56,6 +57,9 @@ from .net import Link, endpoints
 from .omemo import Omemo, OmemoSettings
 from .outbox import Outbox
 from .store import Store
+
+if TYPE_CHECKING:
+    from .calls.media import WavSink
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +210,13 @@ class Client:
         """How often the last login, once on TLS, sent something and waited for the server's
         answer: 1 for a reconnect with a FAST token on the features learnt before (XEP-0509)."""
         return self._link.round_trips if self._link is not None else None
+
+    @property
+    def server_address(self) -> str | None:
+        """The server's IP address on the current link (the route to it tells which network
+        interface the client uses), or None while there is no link."""
+        peer = self._link.writer.get_extra_info("peername") if self._link is not None else None
+        return str(peer[0]) if peer else None
 
     @property
     def connected(self) -> bool:
@@ -627,16 +638,19 @@ class Client:
         """Presence and subscription requests that arrive, from now on."""
         return self._presence.feed.subscribe()
 
-    async def call(self, to: str | JID, *, data_saver: bool = False, source: str | Path | None = None,
-                   sink: str | Path | None = None, relay_only: bool = False, ring_timeout: float = 60.0) -> Call:
+    async def call(self, to: str | JID, *, data_saver: bool = False, source: str | Path | Iterator[bytes] | None = None,
+                   sink: str | Path | WavSink | None = None, relay_only: bool = False,
+                   ring_timeout: float = 60.0) -> Call:
         """Propose an audio call to every device of ``to`` (XEP-0353); it rings there until one
         answers (:attr:`Call.answered`), rejects or the call times out (:attr:`Call.ended`).
-        ``source`` is an audio file to play (silence without), ``sink`` a WAV file for what is
-        heard; ``data_saver`` asks for about 10 kbit/s in 60 ms frames with DTX instead of 24
+        ``source`` is an audio file to play (silence without) or a live source such as
+        :class:`~.calls.audio.Microphone`, ``sink`` a WAV file for what is heard or a
+        :class:`~.calls.audio.Speaker`; ``data_saver`` asks for about 10 kbit/s in 60 ms frames with DTX instead of 32
         kbit/s with FEC; ``relay_only`` sends media only through the server's TURN relay;
         ``ring_timeout`` is how long it may ring before it is retracted."""
         self._check_usable()
-        options = MediaOptions(data_saver, _path(source), _path(sink), relay_only)
+        options = MediaOptions(data_saver, Path(source) if isinstance(source, str) else source,
+                               Path(sink) if isinstance(sink, str) else sink, relay_only)
         return await self._calls.call(_jid(to), options, ring_timeout)
 
     def incoming_calls(self) -> Subscription[IncomingCall]:
@@ -650,10 +664,6 @@ class Client:
 
 def _jid(value: str | JID) -> JID:
     return value if isinstance(value, JID) else JID.parse(value)
-
-
-def _path(value: str | Path | None) -> Path | None:
-    return Path(value) if value is not None else None
 
 
 def _jid_or_none(value: str | None) -> JID | None:

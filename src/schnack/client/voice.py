@@ -6,26 +6,38 @@ file is an ordinary ``.ogg`` file of type ``audio/ogg``, which is what Conversat
 and converse.js take for audio; its duration is the Ogg stream's own (the granule position of
 its last page, RFC 7845 §4), so every player shows it without extra fields in the message.
 
-Recording needs a capture device and playing an output device (ALSA, through FFmpeg's
-libavdevice); without one, :class:`NoAudioDevice` says so and a voice note can still be made
-from a WAV file and written out as WAV.
+Recording captures from the system's default capture device and playing plays on its default
+playback device: ALSA's ``default`` PCM through the system's libasound (:mod:`.audio`, as calls
+do), so whatever ``~/.asoundrc`` or ``/etc/asound.conf`` makes of it (on a desktop usually
+PipeWire or PulseAudio) is used. The device works at 48 kHz, Opus's own rate, and FFmpeg
+resamples to and from the note's 16 kHz. Without a device, :class:`NoAudioDevice` says so with
+ALSA's reason, and a voice note can still be made from a WAV file and written out as WAV.
 """
 
 from __future__ import annotations
 
+import fractions
 import os
 import wave
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import av.error
 
+from . import audio
+
 RATE = 16_000
 BITRATE = 16_000
 FRAME_MS = 60
 CONTENT_TYPE = "audio/ogg"
 SUFFIX = ".ogg"
+# The sound card's side: Opus's own rate (what its decoder gives), which every device takes.
+DEVICE_RATE = 48_000
+# A voice note is not a conversation: half a second of buffer costs nothing one notices, and
+# rides out a busy machine without a gap in the recording or on the speaker.
+DEVICE_BUFFER_US = 500_000
 
 
 class VoiceError(Exception):
@@ -45,25 +57,33 @@ class VoiceNote:
     size: int
 
 
-def _open_input(source: str | Path, fmt: str | None = None) -> av.container.InputContainer:
+def _open_input(source: str | Path) -> av.container.InputContainer:
     try:
-        return av.open(str(source), format=fmt)
+        return av.open(str(source))
     except (av.error.FFmpegError, OSError) as err:
         raise VoiceError(f"cannot read {source}: {err}") from None
 
 
-def encode(source: Path, out: Path, *, seconds: float | None = None, device: str | None = None) -> VoiceNote:
-    """Any audio FFmpeg reads (a WAV file, or ``device`` for ``seconds``) → an Ogg/Opus voice note.
+def encode(source: Path, out: Path) -> VoiceNote:
+    """Any audio FFmpeg reads (a WAV file, say) → an Ogg/Opus voice note."""
+    container = _open_input(source)
+    try:
+        if not container.streams.audio:
+            raise VoiceError(f"{source} has no audio")
+        return _write_note(container.decode(audio=0), out, source=source)
+    finally:
+        container.close()
+
+
+def _write_note(frames: Iterable[av.AudioFrame], out: Path, *, source: Path | str) -> VoiceNote:
+    """Audio frames → an Ogg/Opus voice note (RFC 7845) at ``out``.
 
     The audio is mixed down to mono and resampled to 16 kHz before the encoder, so that its
     whole 16 kbit/s go to the band speech lives in. Like :func:`decode`, it writes next to
     ``out`` and renames, so that a failure leaves no file.
     """
-    container = _open_input(source, device)
     partial = out.with_name(f".{out.name}.part")
     try:
-        if not container.streams.audio:
-            raise VoiceError(f"{source} has no audio")
         resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE, frame_size=RATE * FRAME_MS // 1000)
         with av.open(str(partial), "w", format="ogg") as output:
             stream = output.add_stream("libopus", rate=RATE)
@@ -72,14 +92,11 @@ def encode(source: Path, out: Path, *, seconds: float | None = None, device: str
             stream.format = "s16"
             stream.codec_context.options = {"application": "voip", "frame_duration": str(FRAME_MS), "vbr": "on"}
             samples = 0
-            limit = int(seconds * RATE) if seconds is not None else None
             try:
-                for frame in container.decode(audio=0):
+                for frame in frames:
                     for chunk in resampler.resample(frame):
                         samples += chunk.samples
                         output.mux(stream.encode(chunk))
-                    if limit is not None and samples >= limit:
-                        break
                 for chunk in resampler.resample(None):
                     samples += chunk.samples
                     output.mux(stream.encode(chunk))
@@ -90,8 +107,6 @@ def encode(source: Path, out: Path, *, seconds: float | None = None, device: str
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    finally:
-        container.close()
     return VoiceNote(out, samples / RATE, out.stat().st_size)
 
 
@@ -140,38 +155,62 @@ def decode(path: Path, out: Path, *, rate: int = RATE) -> float:
     return samples / rate
 
 
-def has_audio_device(capture: bool) -> bool:
-    """Whether ALSA lists a sound card with a capture (or playback) device."""
-    root = Path("/dev/snd")
-    suffix = "c" if capture else "p"
-    return root.is_dir() and any(p.name.startswith("pcmC") and p.name.endswith(suffix) for p in root.iterdir())
+def _captured(microphone: audio.Pcm, seconds: float) -> Iterator[av.AudioFrame]:
+    """``seconds`` of the microphone's audio as 48 kHz mono frames of 60 ms, read as the device
+    delivers them."""
+    per_frame = DEVICE_RATE * FRAME_MS // 1000
+    total = round(seconds * DEVICE_RATE)
+    done = 0
+    while done < total:
+        count = min(per_frame, total - done)
+        try:
+            pcm = microphone.read(count)
+        except audio.NoAudioDevice as err:
+            raise VoiceError(str(err)) from None
+        frame = av.AudioFrame(format="s16", layout="mono", samples=count)
+        frame.planes[0].update(pcm)
+        frame.sample_rate = DEVICE_RATE
+        frame.time_base = fractions.Fraction(1, DEVICE_RATE)
+        frame.pts = done
+        done += count
+        yield frame
 
 
-def record(out: Path, seconds: float) -> VoiceNote:
-    """Record ``seconds`` from the default microphone into a voice note."""
-    if not has_audio_device(capture=True):
-        raise NoAudioDevice("no microphone: this system has no audio capture device")
-    return encode(Path("default"), out, seconds=seconds, device="alsa")
-
-
-def play(path: Path) -> float:
-    """Play a voice note on the default sound card; the seconds played."""
-    if not has_audio_device(capture=False):
-        raise NoAudioDevice("no audio output device here; write the voice message to a file with --wav OUT")
-    container = _open_input(path)
-    samples = 0
+def record(out: Path, seconds: float, *, device: str = "default") -> VoiceNote:
+    """Record ``seconds`` from the microphone (ALSA's ``device``) into a voice note."""
     try:
-        with av.open("default", "w", format="alsa") as output:
-            stream = output.add_stream("pcm_s16le", rate=RATE)
-            stream.layout = "mono"
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        microphone = audio.Pcm(device, capture=True, rate=DEVICE_RATE, buffer_us=DEVICE_BUFFER_US)
+    except audio.NoAudioDevice as err:
+        raise NoAudioDevice(f"no microphone: {err}") from None
+    try:
+        return _write_note(_captured(microphone, seconds), out, source=device)
+    finally:
+        microphone.close()
+
+
+def play(path: Path, *, device: str = "default") -> float:
+    """Play a voice note on the speaker (ALSA's ``device``) to its end; the seconds played."""
+    container = _open_input(path)
+    try:
+        try:
+            speaker = audio.Pcm(device, capture=False, rate=DEVICE_RATE, buffer_us=DEVICE_BUFFER_US)
+        except audio.NoAudioDevice as err:
+            raise NoAudioDevice(f"no speaker: {err}; write the voice message to a file with --wav OUT") from None
+        samples = 0
+        try:
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=DEVICE_RATE)
             for frame in container.decode(audio=0):
                 for chunk in resampler.resample(frame):
+                    speaker.write_all(bytes(chunk.planes[0])[: chunk.samples * 2])
                     samples += chunk.samples
-                    output.mux(stream.encode(chunk))
-            output.mux(stream.encode(None))
-    except av.error.FFmpegError as err:
-        raise VoiceError(f"cannot play {path}: {err}") from None
+            for chunk in resampler.resample(None):
+                speaker.write_all(bytes(chunk.planes[0])[: chunk.samples * 2])
+                samples += chunk.samples
+            speaker.drain()
+        except (av.error.FFmpegError, audio.NoAudioDevice) as err:
+            raise VoiceError(f"cannot play {path}: {err}") from None
+        finally:
+            speaker.close()
     finally:
         container.close()
-    return samples / RATE
+    return samples / DEVICE_RATE

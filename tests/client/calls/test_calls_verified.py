@@ -25,7 +25,7 @@ from .audio import write_tone
 PASSWORD = "correct horse battery staple"
 WAIT = 60
 SAVER = EncoderSettings(10000, 60, False, True)
-NORMAL = EncoderSettings(24000, 20, True, False)
+NORMAL = EncoderSettings(32000, 20, True, True)
 
 
 @pytest.fixture

@@ -29,14 +29,14 @@ def opus(*params: tuple[str, str], ptime: int | None = None) -> PayloadType:
 
 
 def test_settings_follow_the_peer() -> None:
-    assert EncoderSettings.negotiate(NORMAL, None) == EncoderSettings(24000, 20, True, False)
+    assert EncoderSettings.negotiate(NORMAL, None) == EncoderSettings(32000, 20, True, True)
     saver = opus(("maxaveragebitrate", "10000"), ("usedtx", "1"), ("useinbandfec", "0"), ptime=60)
     assert EncoderSettings.negotiate(NORMAL, saver) == EncoderSettings(10000, 60, False, True)
     assert EncoderSettings.negotiate(DATA_SAVER, opus(("useinbandfec", "1"))) == EncoderSettings(10000, 60, False, True)
     # A ptime no Opus frame has is rounded to one that exists; a silly bitrate is clamped.
     assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "12"), ptime=50)).frame_ms in (40, 60)
     assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "12"))).bitrate == 6000
-    assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "x"))).bitrate == 24000
+    assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "x"))).bitrate == 32000
 
 
 def test_profile_written_into_the_description() -> None:

@@ -7,14 +7,18 @@ the duration, the profile (Ctrl+S switches the data saver, and the peer is asked
 too), whether the call is verified (the peer's DTLS fingerprint came OMEMO-encrypted by a device
 whose key was verified) and the bytes each way; Ctrl+R hangs up. Afterwards the line says how the
 call ended, and the call is appended to ``calls.jsonl`` in the account's directory, as
-``schnack call`` does.
+``schnack call`` does. Like ``schnack call``, a call here talks through the system's microphone and
+speaker (a notification says if one is missing) and starts with the data saver as the account's setting
+says (by default on metered links).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from textual.widgets import Static
 
@@ -22,10 +26,14 @@ from ...client import Client
 from ...client.calls.calls import Call, IncomingCall, describe
 from ...client.calls.media import CallStats
 from ...client.errors import ClientError
+from ...client.metered import SaverChoice
 from ...xmpp.jid import JID
 from ...xmpp.payloads.jingle import Reason
-from ..calls import store
+from ..calls import data_saver_for, devices, store
 from . import lines
+
+if TYPE_CHECKING:
+    from ...client.calls.media import WavSink
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,9 @@ class CallBar(Static):
         self.call: Call | None = None
         self.stats = CallStats()
         self.last: str | None = None
+        # The microphone and speaker of the call under way.
+        self._devices = contextlib.ExitStack()
+        self._saver = SaverChoice(False, "")
 
     def on_mount(self) -> None:
         self._work(self._incoming())
@@ -68,7 +79,25 @@ class CallBar(Static):
     async def _start(self, peer: JID) -> None:
         self.last = None
         self.stats = CallStats()
-        self._follow(await self.client.call(peer))
+        self._saver = await data_saver_for(self.client, None)
+        source, sink = self._open_devices()
+        try:
+            call = await self.client.call(peer, data_saver=self._saver.on, source=source, sink=sink)
+        except BaseException:
+            self._devices.close()
+            raise
+        self._follow(call)
+
+    def _open_devices(self) -> tuple[Path | Iterator[bytes] | None, Path | WavSink | None]:
+        """The system's microphone and speaker, held until the call ends."""
+        self._devices.close()
+        self._devices = contextlib.ExitStack()
+        return devices(self._devices, None, None, self._missing_device)
+
+    def _missing_device(self, text: str) -> None:
+        """A device that is missing is told in a notification; the call goes on without it."""
+        log.info("call: %s", text)
+        self.app.notify(text, title="Call", severity="warning")
 
     def answer(self) -> None:
         incoming, self.ringing = self.ringing, None
@@ -77,7 +106,14 @@ class CallBar(Static):
             self._work(self._answer(incoming))
 
     async def _answer(self, incoming: IncomingCall) -> None:
-        self._follow(await incoming.answer())
+        self._saver = await data_saver_for(self.client, None)
+        source, sink = self._open_devices()
+        try:
+            call = await incoming.answer(data_saver=self._saver.on, source=source, sink=sink)
+        except BaseException:
+            self._devices.close()
+            raise
+        self._follow(call)
 
     def end(self) -> None:
         """Reject the call ringing here, or hang up the one under way."""
@@ -132,12 +168,13 @@ class CallBar(Static):
 
     async def _until_ended(self, call: Call) -> None:
         stats = await call.wait_ended()
+        self._devices.close()
         ended = call.ended.result()
         if stats is not None:
             self.stats = stats
             directory = self.client.store.directory
             if directory is not None and stats.duration > 0:
-                store(directory, call, stats)
+                store(directory, call, stats, self._saver)
         self.last = lines.call_ended(str(call.peer), describe(ended), self.stats.duration, call.verification.state)
         self.refresh_line()
 

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,7 +59,7 @@ from .verification import Verification, VerificationFailed, is_sealed, open_seal
 
 if TYPE_CHECKING:
     from ..client import Client
-    from .media import CallStats, MediaSession
+    from .media import CallStats, MediaSession, WavSink
     from .sdp import RtpContents
 
 log = logging.getLogger(__name__)
@@ -79,11 +79,12 @@ class CallFailed(ClientError):
 
 @dataclass(frozen=True)
 class MediaOptions:
-    """What a call plays and records, and how it saves data."""
+    """What a call plays and records (a file, or a live source and sink such as the ones of
+    :mod:`.audio`), and how it saves data."""
 
     data_saver: bool = False
-    source: Path | None = None
-    sink: Path | None = None
+    source: Path | Iterator[bytes] | None = None
+    sink: Path | WavSink | None = None
     relay_only: bool = False
 
 
@@ -341,8 +342,8 @@ class IncomingCall:
     def caller(self) -> JID:
         return self.call.peer
 
-    async def answer(self, *, data_saver: bool = False, source: Path | None = None, sink: Path | None = None,
-                     relay_only: bool = False) -> Call:
+    async def answer(self, *, data_saver: bool = False, source: Path | Iterator[bytes] | None = None,
+                     sink: Path | WavSink | None = None, relay_only: bool = False) -> Call:
         """XEP-0353 §3.3: take the call on this device; the session follows from the caller."""
         if self.call.session.ended:
             raise CallFailed("the call is over", (self.call.ended.result().reason if self.call.ended.done() else None))
