@@ -141,7 +141,13 @@ def test_absolute_paths_are_kept(tmp_path: Path) -> None:
         ({"log_level": "verbose"}, "log_level", "must be one of 'debug', 'info', 'warning', 'error'"),
         ({"data_dir": ["a"]}, "data_dir", "must be a path string"),
         ({"colour": "blue"}, "colour", "unknown key (known: data_dir, domains, log_level)"),
-        ({"listen": {"s2s": ["0.0.0.0:5269"]}}, "listen.s2s", "unknown key"),
+        ({"listen": {"bosh": ["0.0.0.0:5280"]}}, "listen.bosh", "unknown key"),
+        ({"listen": {"s2s": ["0.0.0.0:99999"]}}, "listen.s2s[0]", "must be host:port"),
+        ({"s2s": {"hosts": {"example.org": "nowhere"}}}, "s2s.hosts.example.org", "must be host:port"),
+        ({"s2s": {"hosts": {"a@example.org": "127.0.0.1:5269"}}}, "s2s.hosts.a@example.org", "is not a bare domain"),
+        ({"s2s": {"hosts": "example.org"}}, "s2s.hosts", "must be a table"),
+        ({"s2s": {"ca_file": "missing.pem"}}, "s2s.ca_file", "no such file"),
+        ({"s2s": {"connect_timeout": 0}}, "s2s.connect_timeout", "must be at least 1"),
         ({"listen": {"c2s": "0.0.0.0:5222"}}, "listen.c2s", "must be a list, got str"),
         ({"listen": {"c2s": [5222]}}, "listen.c2s[0]", "must be a str, got int"),
     ],
@@ -208,6 +214,14 @@ def test_domains_are_normalized() -> None:
     assert build({"domains": ["EXAMPLE.org", "Chat.Example.Org"]}, Path("/x")).domains == [
         "example.org", "chat.example.org",
     ]
+
+
+def test_s2s_section(tmp_path: Path) -> None:
+    assert build({}, tmp_path).s2s.enabled is False
+    write(tmp_path, "-----BEGIN CERTIFICATE-----\n", "certs/ca.pem")
+    s2s = build({"s2s": {"enabled": True, "hosts": {"Example.NET": "192.0.2.7:5269"}, "ca_file": "certs/ca.pem"}},
+                tmp_path).s2s
+    assert (s2s.enabled, s2s.hosts, s2s.ca_file) == (True, {"example.net": "192.0.2.7:5269"}, tmp_path / "certs/ca.pem")
 
 
 @pytest.mark.parametrize(

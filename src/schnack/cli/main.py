@@ -109,7 +109,11 @@ def serve(config_path: Path | None) -> None:
             await server.stop()
             raise
         _announce(server)
-        await stop.wait()
+        # SIGINT/SIGTERM, or the end of a drain (``schnack admin drain``).
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(server.drained.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
         logging.getLogger("schnack").info("shutting down")
         await server.stop()
 
@@ -342,6 +346,24 @@ def cluster(config_path: Path | None, as_json: bool) -> None:
         click.echo(f"{row['name']}\t{row['sessions']} sessions\tup since {started}{here}")
 
 
+@admin.command("drain")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a sentence.")
+def drain(config_path: Path | None, as_json: bool) -> None:
+    """Move the running node's clients to the other cluster nodes, then stop it (rolling restarts)."""
+    cfg = _load(config_path)
+    try:
+        reply = _run(admin_channel.request(cfg.data_dir, "drain"))
+    except admin_channel.AdminError as err:
+        _fail(str(err))
+        raise AssertionError from None
+    if as_json:
+        click.echo(json.dumps(reply, indent=2))
+        return
+    where = ", ".join(reply["targets"]) or "no other node (clients were told the service shuts down)"
+    click.echo(f"node {reply['node']} drained: {reply['redirected']} clients sent to {where}; it stops now")
+
+
 @admin.command("turn-config")
 @config_option
 @click.option("--loopback", is_flag=True, help="Listen and relay on 127.0.0.1 only (tests, local trials).")
@@ -477,6 +499,6 @@ main.add_command(verify)
 main.add_command(chat)
 main.add_command(call)
 main.add_command(answer)
+main.add_command(calls)
 main.add_command(group)
 admin.add_command(compliance_check)
-main.add_command(calls)

@@ -321,6 +321,10 @@ class Client:
                     await self._login()
                     break
                 except AuthenticationError as err:
+                    if err.condition == "temporary-auth-failure":
+                        # RFC 6120 §6.5.9: the server cannot check the login now; try again later.
+                        log.info("reconnecting to %s failed: %s", self.account.domain, err)
+                        continue
                     self._events.publish(Disconnected(str(err), reconnecting=False))
                     self._give_up(str(err))
                     return

@@ -54,6 +54,12 @@ async def _handle(server: Server, request: dict[str, Any]) -> dict[str, Any]:
             "node": server.cluster.name,
             "nodes": [{"name": n.name, "sessions": n.sessions, "started": n.started} for n in nodes.values()],
         }
+    if command == "drain":
+        if server.draining:
+            return {"ok": False, "error": "this node is draining already"}
+        done = await server.drain()
+        return {"ok": True, "node": server.cluster.name, "redirected": done.redirected,
+                "shut_down": done.shut_down, "targets": done.targets}
     if command == "delete-user":
         return await _delete_user(server, str(request.get("jid", "")))
     if command == "kick":
@@ -119,6 +125,9 @@ class AdminChannel:
                 reply = {"ok": False, "error": f"bad request: {err}"}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
+            if reply.get("ok") and request.get("command") == "drain":
+                # The reply is out: the process may stop now.
+                self.server.drained.set()
         except (TimeoutError, ConnectionError):
             pass
         finally:

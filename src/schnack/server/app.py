@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -16,12 +17,15 @@ from . import net, websocket
 from .admin import SOCKET_NAME, AdminChannel
 from .c2s import C2SStream
 from .cluster import ClusterBus, open_bus
+from .cluster.drain import Drained, drain
 from .cluster.node import ClusterNode
+from .cluster.recovery import BusRecovery
 from .component import Components, serve_component
 from .config import Config, ConfigError, parse_address, parse_section
 from .hooks import Hooks
 from .module import Module
 from .router import Router
+from .s2s import S2S
 from .sessions import SessionRegistry
 from .storage import Storage, open_storage
 from .throttle import LoginThrottle
@@ -89,11 +93,15 @@ class Server:
         self.router = Router(self)
         # The cluster bus of config.cluster; a caller may pass one (nodes sharing an in-process hub).
         self.cluster = ClusterNode(self, bus if bus is not None else open_bus(config.cluster))
+        # Offline storage reaches online sessions again after a bus outage (cluster/recovery.py).
+        self.bus_recovery = BusRecovery(self)
         limits = config.limits
         self.throttle = LoginThrottle(limits.failed_logins_per_account, limits.failed_logins_per_ip)
         self.connections: set[Any] = set()
         # Component domains are claimed first, so a module claiming one of them fails to start.
         self.components = Components(self)
+        # Other servers (RFC 6120 s2s): takes the remote route keys when [s2s] enabled.
+        self.s2s = S2S(self)
         self.modules = build_modules(self, config)
         self.http_app = web.Application()
         self.http_app[websocket.SERVER_KEY] = self
@@ -105,6 +113,10 @@ class Server:
         self._watchdog: asyncio.Task[None] | None = None
         self._admin = AdminChannel(self, config.data_dir / SOCKET_NAME)
         self.bound: dict[str, list[tuple[str, int]]] = {}
+        # A drain (cluster/drain.py) is under way; ``drained`` is set once it is over and the
+        # process may stop.
+        self.draining = False
+        self.drained = asyncio.Event()
         for module in self.modules.values():
             module.setup()
 
@@ -145,6 +157,7 @@ class Server:
         for module in self.modules.values():
             await module.start()
         await self.cluster.start()
+        await self.s2s.start(listen=listen)
         if listen:
             await self._listen()
             await self._admin.start()
@@ -220,24 +233,12 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
         await self._admin.stop()
-        for srv in self._servers:
-            srv.close()
-        if self._runner is not None:
-            for site in list(self._runner.sites):
-                await site.stop()
-        await self.components.stop()
+        await self.stop_listening()
         shutdown = StreamError("system-shutdown", "the server is shutting down")
-        conn: _Watched
-        for conn in list(self.connections):
-            if conn.stream is not None:
-                conn.stream.close(shutdown)
-            conn.close_now()
-        if not await self._connections_ended(net.SHUTDOWN_GRACE + 1):
-            for conn in list(self.connections):
-                conn.abort()
-            if not await self._connections_ended(_TEARDOWN_LIMIT):
-                log.warning("%d connections did not end in time", len(self.connections))
-        await self._end_sessions(shutdown)
+        await self.end_connections(lambda: shutdown)
+        await self.end_sessions(shutdown)
+        # After the sessions, whose unavailable presence may still go to other servers.
+        await self.s2s.stop()
         for srv in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(srv.wait_closed(), 5)
@@ -250,6 +251,35 @@ class Server:
             await self._storage.close()
             self._storage = None
 
+    async def drain(self) -> Drained:
+        """Send every client to another node and leave the cluster, for a rolling restart
+        (cluster/drain.py); :meth:`stop` follows."""
+        self.draining = True
+        return await drain(self)
+
+    async def stop_listening(self) -> None:
+        """Take no new connections (client, WebSocket, HTTP, components); the admin channel stays."""
+        for srv in self._servers:
+            srv.close()
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()
+        await self.components.stop()
+
+    async def end_connections(self, error: Callable[[], StreamError]) -> None:
+        """Close every client stream with a stream error from ``error`` (called once per stream)
+        and wait until each connection ended, its session with it; cut those that linger."""
+        conn: _Watched
+        for conn in list(self.connections):
+            if conn.stream is not None:
+                conn.stream.close(error())
+            conn.close_now()
+        if not await self._connections_ended(net.SHUTDOWN_GRACE + 1):
+            for conn in list(self.connections):
+                conn.abort()
+            if not await self._connections_ended(_TEARDOWN_LIMIT):
+                log.warning("%d connections did not end in time", len(self.connections))
+
     async def _connections_ended(self, limit: float) -> bool:
         """Wait up to ``limit`` seconds for every connection to end, its session with it."""
         loop = asyncio.get_running_loop()
@@ -260,7 +290,7 @@ class Server:
             await asyncio.sleep(0.05)
         return True
 
-    async def _end_sessions(self, error: StreamError) -> None:
+    async def end_sessions(self, error: StreamError) -> None:
         """End the sessions no connection ended: hibernating ones (XEP-0198 §5), and those whose
         connection did not finish in time."""
         for session in list(self.sessions):

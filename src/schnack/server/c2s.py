@@ -24,6 +24,7 @@ from ..xmpp.xml import element, qname, serialize, sub
 from .sasl2 import Sasl2
 from .sasl2 import localpart as _localpart
 from .sessions import Session
+from .storage.base import STORAGE_DOWN, StorageError
 
 if TYPE_CHECKING:
     from .app import Server
@@ -321,9 +322,12 @@ class C2SStream:
                 self._sasl_account = _localpart(step.username, host)
                 if self._sasl_account is not None and throttle.blocked_account(host, self._sasl_account):
                     raise sasl.SaslFailure("temporary-auth-failure", "too many failed logins; try later")
-                account = (
-                    await self.server.storage.accounts.get(host, self._sasl_account) if self._sasl_account else None
-                )
+                try:
+                    account = (
+                        await self.server.storage.accounts.get(host, self._sasl_account) if self._sasl_account else None
+                    )
+                except StorageError:
+                    raise sasl.SaslFailure("temporary-auth-failure", STORAGE_DOWN) from None
                 step = self._sasl.provide_credentials(account.credentials if account else None)
             if isinstance(step, sasl.Challenge):
                 self.send(element(qname(ns.SASL, "challenge"), text=sasl.encode_b64(step.data)))

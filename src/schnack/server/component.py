@@ -4,8 +4,8 @@ Every domain in the ``[components]`` table is claimed as a service domain when t
 built (route target ``service/{domain}``), so it is never mistaken for a remote server. While
 no component is connected for it, a message to it bounces with service-unavailable, an IQ too
 (from the router), and presence is dropped. Addresses at domains that are neither served here
-nor configured as components get remote-server-not-found from the router: there is no
-server-to-server federation.
+nor configured as components go to other servers (the s2s package) or, without federation,
+get remote-server-not-found from the router.
 
 A component connects to a ``listen.component`` address (plain TCP: bind it to the loopback or
 a private network) and opens a stream in ``jabber:component:accept`` naming its domain in 'to'

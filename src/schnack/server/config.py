@@ -116,6 +116,7 @@ class Listen:
     http: list[str] = bounded(["0.0.0.0:5280"], help="HTTP with WebSocket at /xmpp-websocket")
     https: list[str] = bounded(["0.0.0.0:5281"], help="HTTPS with WebSocket at /xmpp-websocket")
     component: list[str] = bounded([], help="external components (XEP-0114, plain TCP: keep it on 127.0.0.1)")
+    s2s: list[str] = bounded(["0.0.0.0:5269"], help="other servers (RFC 6120 s2s), bound only when [s2s] enabled")
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,29 @@ class Cluster:
     key_prefix: str = bounded("schnack:", help="prefix of every Redis key and channel")
     heartbeat_interval: float = bounded(1.0, min=0.1, max=60, help="seconds between heartbeats")
     node_ttl: float = bounded(5.0, min=0.5, max=600, help="a node silent this long is declared dead")
+    public_address: str = bounded(
+        "", help="host:port where clients reach this node; other nodes send clients here when they drain"
+    )
+
+
+@dataclass(frozen=True)
+class S2s:
+    """Server-to-server federation (RFC 6120 s2s, XEP-0220 dialback, XEP-0178 SASL EXTERNAL)."""
+
+    enabled: bool = bounded(False, help="talk to other XMPP servers (needed for public push app servers)")
+    hosts: dict[str, str] = bounded({}, help="domain -> host:port, used instead of DNS")
+    verify: bool = bounded(True, help="check peer certificates; SASL EXTERNAL when valid, else dialback")
+    ca_file: Path | None = bounded(None, help="extra trusted CA certificates (PEM) besides the system's")
+    dialback_secret: str = bounded("", help="XEP-0185 key secret; default: made once and kept in storage")
+    connect_timeout: float = bounded(30.0, min=1, max=600, help="seconds to connect and authenticate")
+    idle_timeout: float = bounded(300.0, min=10, help="close an outgoing connection unused this long")
+    max_queue: int = bounded(1000, min=1, max=1_000_000,
+                             help="stanzas waiting per domain while connecting, or sent and not yet acknowledged")
+    ack_after_stanzas: int = bounded(5, min=1, max=1000, help="XEP-0198: ask for an ack after this many stanzas")
+    ack_after_seconds: float = bounded(1.0, min=0.01, max=300, help="or this long after the first unacknowledged one")
+    ack_timeout: float = bounded(30.0, min=0.1, max=600, help="no ack this long after asking: the connection is dead")
+    retry_window: float = bounded(300.0, min=0.1, max=86400,
+                                  help="keep reconnecting this long to resend unacknowledged stanzas, then bounce them")
 
 
 @dataclass(frozen=True)
@@ -184,6 +208,7 @@ class Config:
     source: Path | None = None
     components: dict[str, Component] = field(default_factory=dict)
     cluster: Cluster = field(default_factory=Cluster)
+    s2s: S2s = field(default_factory=S2s)
 
 
 @dataclass(frozen=True)
@@ -228,7 +253,7 @@ def _modules(table: Any) -> dict[str, dict[str, Any]]:
 
 def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
     """Check a parsed TOML document and build the configuration."""
-    sections = {"listen", "limits", "tls", "storage", "modules", "components", "cluster"}
+    sections = {"listen", "limits", "tls", "storage", "modules", "components", "cluster", "s2s"}
     top = parse_section(_Top, {k: v for k, v in data.items() if k not in sections}, "")
     if not top.domains:
         raise ConfigError("domains", "must name at least one domain")
@@ -259,7 +284,7 @@ def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> C
             if path is None or not path.is_file():
                 raise ConfigError(key, f"no such file: {path}")
     listen = parse_section(Listen, data.get("listen"), "listen")
-    for name in ("c2s", "c2s_tls", "http", "https", "component"):
+    for name in ("c2s", "c2s_tls", "http", "https", "component", "s2s"):
         for i, address in enumerate(getattr(listen, name)):
             parse_address(f"listen.{name}[{i}]", address)
     return Config(
@@ -274,7 +299,34 @@ def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> C
         source=source,
         components=_components(data.get("components"), domains),
         cluster=_cluster(data.get("cluster"), url),
+        s2s=_s2s(data.get("s2s"), base_dir),
     )
+
+
+def _s2s(table: Any, base_dir: Path) -> S2s:
+    """The ``[s2s]`` section: each ``hosts`` entry maps a domain to a ``host:port``."""
+    s2s = parse_section(S2s, table, "s2s")
+    if not isinstance(s2s.hosts, dict):
+        raise ConfigError("s2s.hosts", 'must be a table of domain = "host:port"')
+    hosts: dict[str, str] = {}
+    for name, address in s2s.hosts.items():
+        key = f"s2s.hosts.{name}"
+        try:
+            jid = JID.parse(name)
+        except JIDError as err:
+            raise ConfigError(key, f"{name!r} is not a valid domain: {err}") from None
+        if jid.local is not None or jid.resource is not None:
+            raise ConfigError(key, f"{name!r} is not a bare domain")
+        if not isinstance(address, str):
+            raise ConfigError(key, f"must be a host:port string, got {type(address).__name__}")
+        parse_address(key, address)
+        hosts[jid.domain] = address
+    ca_file = s2s.ca_file
+    if ca_file is not None:
+        ca_file = ca_file if ca_file.is_absolute() else base_dir / ca_file
+        if not ca_file.is_file():
+            raise ConfigError("s2s.ca_file", f"no such file: {ca_file}")
+    return dataclasses.replace(s2s, hosts=hosts, ca_file=ca_file)
 
 
 def _cluster(table: Any, storage_url: str) -> Cluster:
@@ -287,6 +339,8 @@ def _cluster(table: Any, storage_url: str) -> Cluster:
             raise ConfigError("cluster.redis_url", "cluster mode needs PostgreSQL storage (storage.url); SQLite serves one node only")
     if cluster.node_ttl < 2 * cluster.heartbeat_interval:
         raise ConfigError("cluster.node_ttl", f"must be at least twice heartbeat_interval ({cluster.heartbeat_interval}), got {cluster.node_ttl}")
+    if cluster.public_address:
+        parse_address("cluster.public_address", cluster.public_address)
     if not cluster.node_name:
         cluster = dataclasses.replace(cluster, node_name=f"{socket.gethostname()}-{os.getpid()}")
     elif not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", cluster.node_name):

@@ -3,7 +3,8 @@
 The core only routes (as in Prosody). A stanza becomes a key ``{kind}/{target}`` where kind is
 message, presence or iq and target is ``self`` (the sender's own account, or no 'to'), ``host``
 (a domain served here), ``bare`` or ``full`` (a local account or resource), ``service/{domain}``
-(any address at a domain a module serves, such as the group chat service) or ``remote``. Stanzas
+(any address at a domain a module serves, such as the group chat service) or ``remote`` (another
+server's domain: the s2s package takes those when federation is enabled). Stanzas
 a local client sends first pass ``pre-{kind}/{target}``, where a service's target is just
 ``service``. An IQ get/set first tries ``iq/{target}/{payload name}`` and then ``iq/{target}``. Handlers return a reply element,
 :data:`HANDLED`, or None to pass; they raise :class:`StanzaError` to bounce the stanza.
@@ -19,6 +20,7 @@ from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID
 from ..xmpp.stanza import Stanza
 from .hooks import Handled
+from .storage.base import STORAGE_DOWN, StorageError
 
 if TYPE_CHECKING:
     from .app import Server
@@ -58,6 +60,11 @@ class Router:
             result = await self._dispatch(stanza, origin)
         except StanzaError as err:
             result = None if stanza.type == "error" else stanza.error(err)
+        except StorageError as err:
+            # Not stored, so not accepted: a temporary error (RFC 6120 §8.3.2 'wait'), nothing dropped silently.
+            log.warning("storage failed for %s to %s: %s", stanza.kind, stanza.to, err)
+            failure = StanzaError("internal-server-error", STORAGE_DOWN, type="wait")
+            result = None if stanza.type == "error" else stanza.error(failure)
         except Exception:
             log.exception("handler failed for %s to %s", stanza.kind, stanza.to)
             failure = StanzaError("internal-server-error")
@@ -95,10 +102,10 @@ class Router:
                 result = await fire(f"iq/{target}", stanza, origin)
             if result is None:
                 if target == "remote":
-                    raise StanzaError("remote-server-not-found", "no connection to other servers")
+                    raise StanzaError("remote-server-not-found", "this server does not talk to other servers ([s2s] enabled is off)")
                 raise StanzaError("service-unavailable")
             return result  # type: ignore[no-any-return]
         result = await fire(f"{kind}/{target}", stanza, origin)
         if result is None and target == "remote" and stanza.type != "error":
-            raise StanzaError("remote-server-not-found", "no connection to other servers")
+            raise StanzaError("remote-server-not-found", "this server does not talk to other servers ([s2s] enabled is off)")
         return result  # type: ignore[no-any-return]

@@ -60,6 +60,7 @@ from ..xmpp.jid import JID, JIDError
 from ..xmpp.payloads import bind2
 from ..xmpp.payloads import sasl2 as payload
 from ..xmpp.xml import element, serialize
+from .storage.base import STORAGE_DOWN, StorageError
 
 if TYPE_CHECKING:
     from .c2s import C2SStream
@@ -217,7 +218,10 @@ class Sasl2:
             raise sasl.SaslFailure("temporary-auth-failure", "too many failed logins; try later")
         self._request = request
         if request.mechanism in ht.MECHANISMS:
-            found = await stream.server.hooks.fire(AUTHENTICATE, stream, request)
+            try:
+                found = await stream.server.hooks.fire(AUTHENTICATE, stream, request)
+            except StorageError:
+                raise sasl.SaslFailure("temporary-auth-failure", STORAGE_DOWN) from None
             if not isinstance(found, Authenticated):
                 raise sasl.SaslFailure("invalid-mechanism", f"{request.mechanism} is not offered")
             self._account = found.username
@@ -234,7 +238,10 @@ class Sasl2:
             self._account = localpart(step.username, host)
             if self._account is not None and stream.server.throttle.blocked_account(host, self._account):
                 raise sasl.SaslFailure("temporary-auth-failure", "too many failed logins; try later")
-            account = await stream.server.storage.accounts.get(host, self._account) if self._account else None
+            try:
+                account = await stream.server.storage.accounts.get(host, self._account) if self._account else None
+            except StorageError:
+                raise sasl.SaslFailure("temporary-auth-failure", STORAGE_DOWN) from None
             step = self._sasl.provide_credentials(account.credentials if account else None)
         return step
 

@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from schnack.server.cluster import ClusterBus, ClusterUnavailable, RedisBus
+from schnack.server.cluster.bus import Entry
 from schnack.server.cluster.messages import Deliver, encode
 
 from .conftest import Cluster, PrivateRedis, eventually
@@ -191,6 +192,7 @@ async def test_redis_restart_keeps_local_state_and_resyncs(private_redis: Privat
         # Redis is gone: nothing crosses, nothing raises, and new sessions are remembered locally.
         assert not await a.publish("b", stanza("bob@example.org/desk", "alice@example.org/phone", "down"))
         await a.register("alice@example.org/desk", "a")
+        await a.set_info("alice@example.org/desk", "available")
         await a.unregister("alice@example.org/phone")
         assert await a.lookup("bob@example.org") == {}
         resyncs = a.resyncs
@@ -198,6 +200,8 @@ async def test_redis_restart_keeps_local_state_and_resyncs(private_redis: Privat
         await eventually(lambda: b.lookup("alice@example.org"), lambda d: d == {"alice@example.org/desk": "a"})
         await eventually(lambda: a.lookup("bob@example.org"), lambda d: d == {"bob@example.org/desk": "b"})
         assert a.resyncs > resyncs
+        # What the node attached to its sessions comes back with them.
+        assert await b.entries("alice@example.org") == {"alice@example.org/desk": Entry("a", "available")}
         back = stanza("bob@example.org/desk", "alice@example.org/desk", "back")
         await eventually(lambda: a.publish("b", back), bool)
         await inbox.wait(count=1)
@@ -225,3 +229,59 @@ async def test_a_node_dropped_from_the_directory_writes_its_sessions_back(redis_
     finally:
         await client.aclose()
     await eventually(lambda: b.lookup("alice@example.org"), lambda d: d == {"alice@example.org/phone": "a"})
+
+
+async def test_info_travels_with_the_entry_and_only_its_node_writes_it(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    await a.register("alice@example.org/phone", "a")
+    await b.register("alice@example.org/desk", "b")
+    assert await b.entries("alice@example.org") == {
+        "alice@example.org/phone": Entry("a", ""), "alice@example.org/desk": Entry("b", "")}
+    await a.set_info("alice@example.org/phone", '{"a":true,"p":5}')
+    await a.set_info("alice@example.org/desk", "not mine")  # b holds it: ignored
+    entries = await b.entries("alice@example.org")
+    assert entries["alice@example.org/phone"] == Entry("a", '{"a":true,"p":5}')
+    assert entries["alice@example.org/desk"] == Entry("b", "")
+    # A new registration starts without info, and unregistering drops it.
+    await a.register("alice@example.org/phone", "a")
+    assert (await b.entries("alice@example.org"))["alice@example.org/phone"].info == ""
+    await a.set_info("alice@example.org/phone", "again")
+    await a.unregister("alice@example.org/phone")
+    await a.register("alice@example.org/phone", "a")
+    assert (await b.entries("alice@example.org"))["alice@example.org/phone"].info == ""
+    assert await a.entries("carol@example.org") == {}
+
+
+async def test_the_node_that_reaps_a_dead_one_gets_its_entries_once(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    c = await cluster.node("c")
+    reaped: list[tuple[str, str, dict[str, str]]] = []
+    for bus in (a, c):
+        async def record(node: str, dropped: dict[str, str], by: str = bus.node) -> None:
+            reaped.append((by, node, dropped))
+        bus.on_reaped(record)
+    await b.register("bob@example.org/desk", "b")
+    await b.register("bob@example.org/phone", "b")
+    await b.set_info("bob@example.org/desk", "available")
+    await b.stop(leave=False)
+    await eventually(lambda: a.lookup("bob@example.org"), lambda d: d == {})
+    await eventually(lambda: _value(reaped), lambda r: len(r) >= 1)
+    (by, node, dropped), *more = reaped
+    assert more == [] and by in ("a", "c") and node == "b"
+    assert dropped == {"bob@example.org/desk": "available", "bob@example.org/phone": ""}
+
+
+async def test_a_claim_stays_with_its_live_owner_and_passes_on_when_it_dies(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    assert await b.claim("room:crew@groups.example.org") == "b"
+    assert await a.claim("room:crew@groups.example.org") == "b"
+    assert await a.claim("room:other@groups.example.org") == "a"
+    await b.stop(leave=False)
+    await eventually(lambda: a.claim("room:crew@groups.example.org"), lambda owner: owner == "a")
+
+
+async def _value(items: list[tuple[str, str, dict[str, str]]]) -> list[tuple[str, str, dict[str, str]]]:
+    return list(items)

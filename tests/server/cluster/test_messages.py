@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from schnack.server.cluster.messages import VERSION, BusMessageError, Deliver, NodeDown, decode, encode
 
 
-@given(st.text(), st.text(), st.text())
-def test_deliver_round_trips(to: str, sender: str, xml: str) -> None:
-    message = Deliver(to, sender, xml)
+@given(st.text(), st.text(), st.text(), st.booleans())
+def test_deliver_round_trips(to: str, sender: str, xml: str, copy: bool) -> None:
+    message = Deliver(to, sender, xml, copy)
     assert decode(encode(message)) == message
 
 
@@ -22,6 +22,8 @@ def test_node_down_round_trips() -> None:
 def test_encoding_is_compact_and_versioned() -> None:
     data = encode(Deliver("b@x/r", "a@x/r", "<message/>"))
     assert data == b'[1,"deliver","b@x/r","a@x/r","<message/>"]'
+    # The copy flag is written only when set, so a plain delivery keeps the three-field form.
+    assert encode(Deliver("b@x/r", "", "<m/>", copy=True)) == b'[1,"deliver","b@x/r","","<m/>",true]'
     assert VERSION == 1
 
 
@@ -33,6 +35,8 @@ def test_encoding_is_compact_and_versioned() -> None:
     (b'[1,7]', "unknown bus message kind 7"),
     (b'[1,"deliver","a","b"]', "deliver: needs to, from and xml strings"),
     (b'[1,"deliver","a","b",3]', "deliver: needs to, from and xml strings"),
+    (b'[1,"deliver","a","b","<m/>",1]', "deliver: the copy flag must be a boolean"),
+    (b'[1,"deliver","a","b","<m/>",true,true]', "deliver: needs to, from and xml strings"),
     (b'[1,"node-down"]', "node-down: needs a node name"),
     (b'{"v":1}', "expected [version, kind, ...]"),
     (b"[1]", "expected [version, kind, ...]"),

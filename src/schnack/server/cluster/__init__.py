@@ -13,6 +13,8 @@ __all__ = ["ClusterBus", "ClusterUnavailable", "LocalBus", "NodeInfo", "RedisBus
 def open_bus(config: Cluster) -> ClusterBus:
     """The Redis bus when ``redis_url`` is set, else the in-process one (a single node)."""
     if config.redis_url is None:
-        return LocalBus(config.node_name, heartbeat_interval=config.heartbeat_interval, node_ttl=config.node_ttl)
+        return LocalBus(config.node_name, heartbeat_interval=config.heartbeat_interval, node_ttl=config.node_ttl,
+                        address=config.public_address)
     return RedisBus(config.redis_url, config.node_name, prefix=config.key_prefix,
-                    heartbeat_interval=config.heartbeat_interval, node_ttl=config.node_ttl)
+                    heartbeat_interval=config.heartbeat_interval, node_ttl=config.node_ttl,
+                    address=config.public_address)

@@ -17,15 +17,29 @@ from .messages import Deliver
 
 MessageHandler = Callable[[Deliver], Awaitable[None]]
 NodeDownHandler = Callable[[str], Awaitable[None]]
+RecoveredHandler = Callable[[], Awaitable[None]]
+# Called with a dead node's name and what its sessions had attached: full JID -> info.
+ReapedHandler = Callable[[str, dict[str, str]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """A live node as the directory sees it: its session count at its last heartbeat."""
+    """A live node as the directory sees it: its session count at its last heartbeat, and the
+    ``host:port`` its clients connect to (empty when not configured)."""
 
     name: str
     sessions: int
     started: float
+    address: str = ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A directory entry: the node holding a full JID and the info that node attached to it
+    (``set_info``; empty until set). The bus does not read the info."""
+
+    node: str
+    info: str
 
 
 class ClusterBus(Protocol):
@@ -57,6 +71,11 @@ class ClusterBus(Protocol):
         """Call ``handler`` with the name of every other node declared dead."""
         ...
 
+    def on_recovered(self, handler: RecoveredHandler) -> None:
+        """Call ``handler`` (in a task of its own) each time the bus works again after an outage,
+        once this node's sessions are back in the directory."""
+        ...
+
     async def register(self, full_jid: str, node: str) -> None:
         """Record that ``full_jid`` is bound on ``node`` (this node, in practice)."""
         ...
@@ -71,6 +90,24 @@ class ClusterBus(Protocol):
 
     async def nodes(self) -> dict[str, NodeInfo]:
         """The live nodes of the cluster."""
+        ...
+
+    async def set_info(self, full_jid: str, info: str) -> None:
+        """Attach ``info`` to this node's entry for ``full_jid`` (ignored when another node holds it)."""
+        ...
+
+    async def entries(self, bare_jid: str) -> dict[str, Entry]:
+        """The live sessions of an account with their info: full JID -> entry."""
+        ...
+
+    def on_reaped(self, handler: ReapedHandler) -> None:
+        """Call ``handler`` on the one node that dropped a dead node's entries, with their info, so
+        that exactly one node speaks for the dead node's sessions (their unavailable presence)."""
+        ...
+
+    async def claim(self, name: str) -> str:
+        """The live node that owns ``name`` (a group chat room, say); this node becomes the owner
+        when nobody does or the owner is dead. Ownership lasts while the owner heartbeats."""
         ...
 
 

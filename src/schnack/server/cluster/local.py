@@ -11,10 +11,17 @@ import contextlib
 import logging
 import time
 
-from .bus import MessageHandler, NodeDownHandler, NodeInfo, bare_of
+from .bus import Entry, MessageHandler, NodeDownHandler, NodeInfo, ReapedHandler, RecoveredHandler, bare_of
 from .messages import BusMessage, BusMessageError, Deliver, NodeDown, decode, encode
 
 log = logging.getLogger(__name__)
+
+
+async def _run_reaped(handler: ReapedHandler, node: str, dropped: dict[str, str]) -> None:
+    try:
+        await handler(node, dropped)
+    except Exception:
+        log.exception("a cluster bus handler failed")
 
 
 class LocalHub:
@@ -24,19 +31,26 @@ class LocalHub:
         self.members: dict[str, LocalBus] = {}
         self.seen: dict[str, float] = {}
         self.started: dict[str, float] = {}
+        self.addresses: dict[str, str] = {}
         self.directory: dict[str, dict[str, str]] = {}
+        self.info: dict[str, str] = {}
+        self.claims: dict[str, str] = {}
 
-    def drop(self, node: str) -> None:
-        """Remove ``node`` and its sessions from the directory."""
+    def drop(self, node: str) -> dict[str, str]:
+        """Remove ``node`` and its sessions from the directory; return their info (full JID -> info)."""
+        dropped: dict[str, str] = {}
         self.members.pop(node, None)
         self.seen.pop(node, None)
         self.started.pop(node, None)
+        self.addresses.pop(node, None)
         for bare in list(self.directory):
             entries = self.directory[bare]
             for full in [f for f, n in entries.items() if n == node]:
                 del entries[full]
+                dropped[full] = self.info.pop(full, "")
             if not entries:
                 del self.directory[bare]
+        return dropped
 
     def alive(self, node: str, ttl: float) -> bool:
         """Whether ``node`` heartbeated within ``ttl`` seconds."""
@@ -48,13 +62,17 @@ class LocalBus:
     """A node on a :class:`LocalHub` (its own hub when none is given)."""
 
     def __init__(self, node: str, *, hub: LocalHub | None = None, heartbeat_interval: float = 1.0,
-                 node_ttl: float = 5.0) -> None:
+                 node_ttl: float = 5.0, address: str = "") -> None:
         self._node = node
+        self._address = address
         self._hub = hub if hub is not None else LocalHub()
         self._interval = heartbeat_interval
         self._ttl = node_ttl
         self._handlers: list[MessageHandler] = []
         self._down_handlers: list[NodeDownHandler] = []
+        self._reaped_handlers: list[ReapedHandler] = []
+        # Reaped handlers run in tasks of their own, so that a long one never delays a heartbeat.
+        self._reaped_tasks: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         # One consumer keeps the order in which messages to this node were published.
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
@@ -71,13 +89,14 @@ class LocalBus:
             raise RuntimeError(f"a node named {self._node!r} is already running")
         self._hub.members[self._node] = self
         self._hub.started[self._node] = time.time()
+        self._hub.addresses[self._node] = self._address
         self._beat()
         self._heartbeat = asyncio.create_task(self._run())
         self._consumer = asyncio.create_task(self._consume())
 
     async def stop(self, *, leave: bool = True) -> None:
         """Stop heartbeating; ``leave`` drops this node's entries at once."""
-        for task in (self._heartbeat, self._consumer):
+        for task in (self._heartbeat, self._consumer, *self._reaped_tasks):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -101,10 +120,14 @@ class LocalBus:
     def _reap(self) -> None:
         """Declare every node whose heartbeats stopped dead, once, and tell the live ones."""
         for node in [n for n in self._hub.seen if not self._hub.alive(n, self._ttl)]:
-            self._hub.drop(node)
+            dropped = self._hub.drop(node)
             log.warning("cluster node %s stopped heartbeating; its sessions are gone", node)
             for member in list(self._hub.members.values()):
                 member._deliver_raw(encode(NodeDown(node)))
+            for handler in list(self._reaped_handlers):
+                task = asyncio.create_task(_run_reaped(handler, node, dropped))
+                self._reaped_tasks.add(task)
+                task.add_done_callback(self._reaped_tasks.discard)
 
     def _deliver_raw(self, data: bytes) -> None:
         self._inbox.put_nowait(data)
@@ -150,9 +173,13 @@ class LocalBus:
         """Call ``handler`` when another node is declared dead."""
         self._down_handlers.append(handler)
 
+    def on_recovered(self, handler: RecoveredHandler) -> None:
+        """The hub lives in this process and is never lost, so ``handler`` is never called."""
+
     async def register(self, full_jid: str, node: str) -> None:
         """Record ``full_jid`` on ``node``."""
         self._hub.directory.setdefault(bare_of(full_jid), {})[full_jid] = node
+        self._hub.info.pop(full_jid, None)
 
     async def unregister(self, full_jid: str) -> None:
         """Forget ``full_jid`` if this node holds it."""
@@ -160,6 +187,7 @@ class LocalBus:
         entries = self._hub.directory.get(bare)
         if entries is not None and entries.get(full_jid) == self._node:
             del entries[full_jid]
+            self._hub.info.pop(full_jid, None)
             if not entries:
                 del self._hub.directory[bare]
 
@@ -175,7 +203,27 @@ class LocalBus:
             for node in entries.values():
                 counts[node] = counts.get(node, 0) + 1
         return {
-            node: NodeInfo(node, counts.get(node, 0), self._hub.started.get(node, 0.0))
+            node: NodeInfo(node, counts.get(node, 0), self._hub.started.get(node, 0.0),
+                           self._hub.addresses.get(node, ""))
             for node in self._hub.seen if self._hub.alive(node, self._ttl)
         }
 
+    async def set_info(self, full_jid: str, info: str) -> None:
+        """Attach ``info`` to this node's entry for ``full_jid``."""
+        if self._hub.directory.get(bare_of(full_jid), {}).get(full_jid) == self._node:
+            self._hub.info[full_jid] = info
+
+    async def entries(self, bare_jid: str) -> dict[str, Entry]:
+        """The live sessions of ``bare_jid`` with their info."""
+        return {full: Entry(node, self._hub.info.get(full, "")) for full, node in (await self.lookup(bare_jid)).items()}
+
+    def on_reaped(self, handler: ReapedHandler) -> None:
+        """Call ``handler`` when this node drops a dead node's entries."""
+        self._reaped_handlers.append(handler)
+
+    async def claim(self, name: str) -> str:
+        """The live owner of ``name``, this node if there was none."""
+        owner = self._hub.claims.get(name)
+        if owner is None or not self._hub.alive(owner, self._ttl):
+            owner = self._hub.claims[name] = self._node
+        return owner

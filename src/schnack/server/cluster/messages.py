@@ -21,23 +21,33 @@ class BusMessageError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
-    """A stanza for a session on the receiving node: its addresses and its serialized XML."""
+    """A stanza of any kind for the receiving node: for the session or account ``to`` (which may
+    differ from the stanza's own 'to': one share of a message to a bare JID goes to a full JID) or
+    for a group chat room that node owns, with the stanza's serialized XML.
+
+    ``copy`` marks a copy for that session only (a carbon, a group's fan-out): dropped when the
+    session is gone, where a message itself would go to offline storage. It is encoded only when
+    set, so a plain delivery keeps the three-field form.
+    """
 
     kind: ClassVar[str] = "deliver"
     to: str
     sender: str
     xml: str
+    copy: bool = False
 
     def fields(self) -> list[Any]:
         """The encoded fields after version and kind."""
-        return [self.to, self.sender, self.xml]
+        return [self.to, self.sender, self.xml, *([True] if self.copy else [])]
 
     @classmethod
     def from_fields(cls, fields: list[Any]) -> Deliver:
         """Decode the fields after version and kind."""
-        if len(fields) != 3 or not all(isinstance(f, str) for f in fields):
+        if len(fields) not in (3, 4) or not all(isinstance(f, str) for f in fields[:3]):
             raise BusMessageError("deliver: needs to, from and xml strings")
-        return cls(fields[0], fields[1], fields[2])
+        if len(fields) == 4 and not isinstance(fields[3], bool):
+            raise BusMessageError("deliver: the copy flag must be a boolean")
+        return cls(fields[0], fields[1], fields[2], len(fields) == 4 and fields[3])
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,23 @@
-"""The server's side of the cluster bus: directory entries for its sessions, and messages across nodes.
+"""The server's side of the cluster bus: directory entries for its sessions, and stanzas across nodes.
 
-Every bound session is registered in the directory under this node, and unregistered when it
-closes. RFC 6121 §8.5 delivery then spans the cluster:
+Every bound session is registered in the directory under this node with its routing state
+(:mod:`.directory`: available, priority, carbons, last presence), rewritten on ``session-changed``,
+and unregistered when it closes. Any stanza, whatever its kind, crosses the bus as one
+:class:`~.messages.Deliver` to the node that holds its recipient; RFC 6121 §8.5 then spans the
+cluster:
 
-- a message to a full JID bound on another node crosses the bus to that node (§8.5.3.1), which
-  hands it to the session;
-- a message to a bare JID with no available resource here goes to one node that holds sessions of
-  the account, which picks its most available resources (§8.5.2.1.1) or stores it offline.
+- a message, presence or IQ to a full JID bound on another node goes to that node (§8.5.3.1),
+  which hands it to the session; an IQ request whose resource is gone by then is answered with
+  service-unavailable, which travels back the same way (RFC 6120 §8.2.3);
+- a chat or normal message to a bare JID goes to the most available resources cluster-wide: those
+  with the highest non-negative priority, wherever they are (§8.5.2.1.1); a headline to every
+  available resource. With no available resource anywhere, it goes to one node that holds
+  sessions of the account, which delivers or stores it offline, so that it is stored once.
 
-These handlers run at priority -90, after archiving and the other modules that see a message
+Presence (RFC 6121 §3, §4) is in :mod:`.presence`, message carbons (XEP-0280) in :mod:`.carbons`,
+group chat rooms in :mod:`.groups`.
+
+Message handlers run at priority -90, after archiving and the other modules that see a message
 first (on the sending node, against the shared storage) and before local delivery (-100). When
 the bus cannot carry a message (the node died, Redis is away) they pass, and local delivery
 stores it offline: storage is the source of truth, the bus only a fast path.
@@ -16,8 +25,12 @@ stores it offline: storage is the source of truth, the bus only a fast path.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from xml.etree.ElementTree import Element
 
 from ...xmpp.errors import StanzaError, StreamError
 from ...xmpp.jid import JID, JIDError
@@ -27,7 +40,11 @@ from ...xmpp.xml import serialize
 from ..hooks import HANDLED, Handled
 from ..modules.message import DELIVERED, message_type
 from .bus import ClusterBus
+from .carbons import ClusterCarbons, delivered_elsewhere
+from .directory import SESSION_CHANGED, SessionInfo, describe, read
+from .groups import ClusterGroups
 from .messages import Deliver
+from .presence import ClusterPresence
 
 if TYPE_CHECKING:
     from ..app import Server
@@ -47,11 +64,20 @@ class ClusterNode:
         hooks = server.hooks
         hooks.add("session-bound", self._bound)
         hooks.add("session-closed", self._closed)
+        hooks.add(SESSION_CHANGED, self._changed)
         hooks.add("message/full", self.to_full, PRIORITY)
         hooks.add("message/bare", self.to_bare, PRIORITY)
         hooks.add("message/self", self.to_bare, PRIORITY)
+        hooks.add("iq/full", self.to_full, PRIORITY)
+        self.carbons = ClusterCarbons(self)
+        self.presence = ClusterPresence(self)
+        self.groups = ClusterGroups(self)
         bus.subscribe(self.arrived)
         bus.on_node_down(self._node_down)
+        bus.on_reaped(self.presence.reaped)
+        # Copies posted from code that cannot wait (a room's fan-out), sent in order by one task.
+        self._outbox: asyncio.Queue[tuple[JID, Element]] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -60,81 +86,196 @@ class ClusterNode:
 
     async def start(self) -> None:
         """Join the cluster."""
+        self.groups.start()
         await self.bus.start()
+        self._sender = asyncio.create_task(self._send_posted())
 
     async def stop(self) -> None:
-        """Leave the cluster, taking this node's directory entries along."""
+        """Send what is posted, then leave the cluster, taking this node's directory entries along."""
+        if self._sender is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), 5)
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+            self._sender = None
         await self.bus.stop()
+
+    # --- the directory ---------------------------------------------------------------------------
 
     async def _bound(self, session: Session) -> None:
         await self.bus.register(str(session.jid), self.name)
+        await self._changed(session)
 
     async def _closed(self, session: Session) -> None:
         await self.bus.unregister(str(session.jid))
 
+    async def _changed(self, session: Session) -> None:
+        if not session.closed:
+            await self.bus.set_info(str(session.jid), describe(session))
+
+    async def remote(self, bare: JID) -> list[SessionInfo]:
+        """The sessions of account ``bare`` on other nodes, as the directory shows them."""
+        entries = await self.bus.entries(str(bare))
+        return [read(full, entry) for full, entry in entries.items() if entry.node != self.name]
+
     async def _node_down(self, node: str) -> None:
         log.warning("cluster node %s is gone; messages to its sessions go to offline storage", node)
+        await self.groups.node_down(node)
 
-    async def to_full(self, stanza: Stanza, _origin: Session | None) -> Handled | None:
-        """RFC 6121 §8.5.3.1 across nodes: the resource is connected, just not here."""
+    # --- sending ---------------------------------------------------------------------------------
+
+    async def forward(self, node: str, stanza: Stanza | Element, to: JID | str, *, copy: bool = False) -> bool:
+        """Publish a stanza for ``to`` to ``node``; False when no live node took it."""
+        el = stanza.el if isinstance(stanza, Stanza) else stanza
+        message = Deliver(str(to), el.get("from", ""), serialize(el, None), copy)
+        return await self.bus.publish(node, message)
+
+    def post(self, to: JID, el: Element) -> None:
+        """Send ``el`` to the session ``to`` on whichever node holds it, in the order posted, without
+        waiting; dropped when no node does (like a copy for a session that is gone)."""
+        self._outbox.put_nowait((to, el))
+
+    async def _send_posted(self) -> None:
+        while True:
+            batch = [await self._outbox.get()]
+            while not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            # A room's fan-out posts one copy per occupant: one directory lookup per account will do.
+            where: dict[JID, dict[str, str]] = {}
+            for to, el in batch:
+                try:
+                    if to.bare not in where:
+                        where[to.bare] = await self.bus.lookup(str(to.bare))
+                    node = where[to.bare].get(str(to))
+                    if node is not None and node != self.name:
+                        await self.forward(node, el, to, copy=True)
+                except Exception:
+                    log.exception("could not pass a stanza for %s to its node", to)
+                finally:
+                    self._outbox.task_done()
+
+    # --- messages and IQs --------------------------------------------------------------------------
+
+    async def to_full(self, stanza: Stanza, origin: Session | None) -> Handled | None:
+        """RFC 6121 §8.5.3.1 across nodes: the resource is connected, just not here.
+
+        A chat or normal message for a resource that is connected nowhere goes on as one to the
+        bare JID (§8.5.3.2.1, as the message module does), so the account's resources on other
+        nodes get it.
+        """
         to = stanza.to
         assert to is not None
         if self.server.sessions.get(to) is not None:
             return None
         node = (await self.bus.lookup(str(to.bare))).get(str(to))
         if node is None or node == self.name:
+            if stanza.kind == "message" and message_type(stanza) in ("chat", "normal"):
+                return await self._to_account(stanza, to.bare)
             return None
-        return await self._forward(node, stanza, to)
+        if not await self.forward(node, stanza, to):
+            log.info("node %s did not take a stanza for %s; handling it here", node, to)
+            return None
+        if stanza.kind == "message":
+            await self._delivered(stanza, [], frozenset({str(to)}))
+        return HANDLED
 
     async def to_bare(self, stanza: Stanza, origin: Session | None) -> Handled | None:
-        """RFC 6121 §8.5.2.1 across nodes, for chat and normal messages no resource here can take."""
+        """RFC 6121 §8.5.2.1.1 across nodes, for messages to an account with sessions elsewhere."""
         bare = stanza.to.bare if stanza.to is not None else (origin.jid.bare if origin is not None else None)
-        if bare is None or message_type(stanza) not in ("chat", "normal"):
+        if bare is None:
             return None
-        if any(s.available and s.priority >= 0 and not s.closed for s in self.server.sessions.resources(bare)):
-            return None
-        remote = sorted({n for n in (await self.bus.lookup(str(bare))).values() if n != self.name})
-        if not remote:
-            return None
+        return await self._to_account(stanza, bare)
+
+    async def _to_account(self, stanza: Stanza, bare: JID) -> Handled | None:
+        kind = message_type(stanza)
+        if kind not in ("chat", "normal", "headline"):
+            return None  # groupchat and error messages to an account: the message module's rules
         if stanza.to is None:
             stanza.set_to(bare)
-        # One node only, so that two nodes without an available resource never both store it offline.
-        return await self._forward(remote[0], stanza, bare)
+        remote = await self.remote(bare)
+        if not remote:
+            return None
+        local = [s for s in self.server.sessions.resources(bare) if s.available and s.priority >= 0 and not s.closed]
+        reachable = [r for r in remote if r.reachable]
+        if kind == "headline":
+            there = reachable  # §8.5.2.1.1 (4): every available resource
+        elif local or reachable:
+            top = max([s.priority for s in local] + [r.priority for r in reachable])
+            local = [s for s in local if s.priority == top]
+            there = [r for r in reachable if r.priority == top]
+        else:
+            # Nobody available: one node that holds sessions decides, so it is stored once (§8.5.2.2.1).
+            node = min(r.node for r in remote)
+            return HANDLED if await self.forward(node, stanza, bare) else None
+        if not there:
+            return None  # only resources here: the message module delivers to them
+        got = frozenset([r.jid for r in there if await self.forward(r.node, stanza, r.jid)])
+        if not got:
+            return None
+        for session in local:
+            session.send(stanza.el)
+        await self._delivered(stanza, local, got)
+        return HANDLED
 
-    async def _forward(self, node: str, stanza: Stanza, to: JID) -> Handled | None:
-        sender = str(stanza.from_) if stanza.from_ is not None else ""
-        if await self.bus.publish(node, Deliver(str(to), sender, serialize(stanza.el, None))):
-            return HANDLED
-        log.info("node %s did not take a message for %s; delivering here", node, to)
-        return None
+    async def _delivered(self, stanza: Stanza, sessions: Sequence[Session], elsewhere: frozenset[str]) -> None:
+        """``message/delivered`` for a message delivered (also) on other nodes, naming those resources."""
+        hooks = self.server.hooks
+        if not hooks.has(DELIVERED):
+            return
+        with delivered_elsewhere(elsewhere):
+            await hooks.fire_all(DELIVERED, stanza, sessions)
+
+    # --- what arrives ------------------------------------------------------------------------------
 
     async def arrived(self, message: Deliver) -> None:
-        """Deliver a message another node routed here (RFC 6121 §8.5.2.1.1, §8.5.3.1)."""
+        """Take a stanza another node routed here: for a room this node owns, or for sessions here."""
         try:
             el = parse_frame(message.xml.encode(), self.server.config.limits.max_stanza_size)
             stanza = Stanza.parse(el)
+            to = JID.parse(message.to)
         except (StreamError, StanzaError, JIDError) as err:
-            log.error("dropping a message from the bus that does not parse: %s", err)
+            log.error("dropping a stanza from the bus that does not parse: %s", err)
             return
-        to = stanza.to
-        if to is None or to.local is None or stanza.kind != "message":
-            log.error("dropping a bus delivery that is not a message to an account")
-            return
-        sessions = self.server.sessions
-        if to.resource is not None:
-            session = sessions.get(to)
-            targets = [session] if session is not None and not session.closed else []
+        if self.groups.hosts(to):
+            await self.server.router.route(stanza, None)
+        elif to.local is None:
+            log.error("dropping a bus delivery for %s, which is no account", to)
+        elif stanza.kind == "presence":
+            self.presence.arrived(stanza, to)
+        elif to.resource is not None:
+            await self._to_session(stanza, to, copy=message.copy)
+        elif stanza.kind == "message":
+            await self._to_account_here(stanza, to)
         else:
-            available = [s for s in sessions.resources(to) if s.available and s.priority >= 0 and not s.closed]
-            top = max((s.priority for s in available), default=0)
-            targets = [s for s in available if s.priority == top]
-        if not targets:
-            # Gone between the lookup and now: offline storage, as for any account without a resource.
-            if await self.server.hooks.fire("message/offline", stanza) is None:
-                log.info("a message for %s crossed the bus but nobody could take it", to)
-            return
-        for session in targets:
+            log.error("dropping a bus delivery of an IQ to the bare JID %s", to)
+
+    async def _to_session(self, stanza: Stanza, to: JID, *, copy: bool) -> None:
+        """RFC 6121 §8.5.3.1 on the node that holds the session; §8.5.3.2 when it went meanwhile."""
+        session = self.server.sessions.get(to)
+        if session is not None and not session.closed:
             session.send(stanza.el)
-        hooks = self.server.hooks
-        if hooks.has(DELIVERED):
-            await hooks.fire_all(DELIVERED, stanza, targets)
+        elif stanza.kind == "iq" and stanza.type in ("get", "set"):
+            await self.server.router.send(stanza.error(StanzaError("service-unavailable", "that resource is gone")))
+        elif stanza.kind == "message" and not copy and message_type(stanza) in ("chat", "normal"):
+            await self._offline(stanza)
+
+    async def _to_account_here(self, stanza: Stanza, to: JID) -> None:
+        """RFC 6121 §8.5.2.1.1 among this node's resources, or offline storage (§8.5.2.2.1)."""
+        available = [s for s in self.server.sessions.resources(to) if s.available and s.priority >= 0 and not s.closed]
+        if message_type(stanza) != "headline" and available:
+            top = max(s.priority for s in available)
+            available = [s for s in available if s.priority == top]
+        if not available:
+            if message_type(stanza) != "headline":
+                await self._offline(stanza)
+                await self._delivered(stanza, [], frozenset())
+            return
+        for session in available:
+            session.send(stanza.el)
+        await self._delivered(stanza, available, frozenset())
+
+    async def _offline(self, stanza: Stanza) -> None:
+        # Gone between the lookup and now: offline storage, as for any account without a resource.
+        if await self.server.hooks.fire("message/offline", stanza) is None:
+            log.info("a message for %s crossed the bus but nobody could take it", stanza.to)

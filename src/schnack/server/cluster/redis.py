@@ -5,7 +5,9 @@ Keys, under a prefix (``schnack:`` by default):
 - ``hb:{node}``: the node's heartbeat, a string that expires after ``node_ttl``;
 - ``nodes``: every node that joined, node -> its last heartbeat value;
 - ``dir:{bare JID}``: the directory of one account, full JID -> node;
-- ``sess:{node}``: the full JIDs a node registered, to drop them when it dies.
+- ``sess:{node}``: the full JIDs a node registered, to drop them when it dies;
+- ``info:{bare JID}``: what the holding node attached to each full JID (``set_info``), dropped with it;
+- ``claim:{name}``: the node that owns a name (``claim``), valid while that node heartbeats.
 
 Channels: ``to:{node}`` carries messages for one node, ``all`` the dead-node announcements.
 Every change that touches more than one key runs as one Lua script, so a node that dies halfway
@@ -29,7 +31,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .bus import MessageHandler, NodeDownHandler, NodeInfo, bare_of
+from .bus import Entry, MessageHandler, NodeDownHandler, NodeInfo, ReapedHandler, RecoveredHandler, bare_of
 from .messages import BusMessageError, Deliver, NodeDown, decode, encode
 
 log = logging.getLogger(__name__)
@@ -45,34 +47,75 @@ redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
 return existed
 """
 
-# KEYS: dir:{bare}, sess:{node}. ARGV: full JID, node.
+# KEYS: dir:{bare}, sess:{node}, info:{bare}. ARGV: full JID, node.
 _REGISTER = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: dir:{bare}, sess:{node}. ARGV: full JID, node. Another node may have taken the JID over.
+# KEYS: dir:{bare}, sess:{node}, info:{bare}. ARGV: full JID, node. Another node may have taken the JID over.
 _UNREGISTER = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+end
 redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 """
 
 # KEYS: hb:{node}, nodes, sess:{node}. ARGV: node, prefix. Drops a node whose heartbeat expired;
-# returns 1 for the one caller that did it, so only that one announces the death.
+# returns, for the one caller that did it (so only that one announces the death), 1 followed by
+# each dropped full JID and its info.
 _REAP = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
+local out = {1}
 for _, full in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   local slash = string.find(full, '/', 1, true)
   local bare = slash and string.sub(full, 1, slash - 1) or full
   local key = ARGV[2] .. 'dir:' .. bare
-  if redis.call('HGET', key, full) == ARGV[1] then redis.call('HDEL', key, full) end
+  if redis.call('HGET', key, full) == ARGV[1] then
+    redis.call('HDEL', key, full)
+    local info = ARGV[2] .. 'info:' .. bare
+    table.insert(out, full)
+    table.insert(out, redis.call('HGET', info, full) or '')
+    redis.call('HDEL', info, full)
+  end
 end
 redis.call('DEL', KEYS[3])
 redis.call('HDEL', KEYS[2], ARGV[1])
+return out
+"""
+
+# KEYS: dir:{bare}, info:{bare}. ARGV: full JID, node, info. Only the holding node writes it.
+_SET_INFO = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return 1
+"""
+
+# KEYS: dir:{bare}, info:{bare}. ARGV: prefix. Live entries as full JID, node, info triples.
+_ENTRIES = """
+local out = {}
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+  if redis.call('EXISTS', ARGV[1] .. 'hb:' .. entries[i + 1]) == 1 then
+    table.insert(out, entries[i])
+    table.insert(out, entries[i + 1])
+    table.insert(out, redis.call('HGET', KEYS[2], entries[i]) or '')
+  end
+end
+return out
+"""
+
+# KEYS: claim:{name}. ARGV: node, prefix. The owner while it heartbeats, else this node.
+_CLAIM = """
+local owner = redis.call('GET', KEYS[1])
+if owner and redis.call('EXISTS', ARGV[2] .. 'hb:' .. owner) == 1 then return owner end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
 """
 
 # KEYS: dir:{bare}. ARGV: prefix. The entries whose node still heartbeats.
@@ -108,6 +151,13 @@ return #ARGV - 2
 """
 
 
+async def _run_reaped(handler: ReapedHandler, node: str, dropped: dict[str, str]) -> None:
+    try:
+        await handler(node, dropped)
+    except Exception:
+        log.exception("a cluster bus handler failed")
+
+
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
@@ -120,8 +170,9 @@ class RedisBus:
     """A cluster node on Redis."""
 
     def __init__(self, url: str, node: str, *, prefix: str = "schnack:", heartbeat_interval: float = 1.0,
-                 node_ttl: float = 5.0, op_timeout: float = 2.0) -> None:
+                 node_ttl: float = 5.0, op_timeout: float = 2.0, address: str = "") -> None:
         self._url = url
+        self._address = address
         self._node = node
         self._prefix = prefix
         self._interval = heartbeat_interval
@@ -134,10 +185,19 @@ class RedisBus:
         )
         self._scripts = {name: self._redis.register_script(body) for name, body in (
             ("heartbeat", _HEARTBEAT), ("register", _REGISTER), ("unregister", _UNREGISTER),
-            ("reap", _REAP), ("lookup", _LOOKUP), ("resync", _RESYNC),
+            ("reap", _REAP), ("lookup", _LOOKUP), ("resync", _RESYNC), ("set_info", _SET_INFO),
+            ("entries", _ENTRIES), ("claim", _CLAIM),
         )}
         self._handlers: list[MessageHandler] = []
         self._down_handlers: list[NodeDownHandler] = []
+        self._reaped_handlers: list[ReapedHandler] = []
+        # Reaped handlers run in tasks of their own, so that a long one never delays a heartbeat.
+        self._reaped_tasks: set[asyncio.Task[None]] = set()
+        # Called once Redis is back after an outage, in tasks of their own too.
+        self._recovered_handlers: list[RecoveredHandler] = []
+        self._recovery_tasks: set[asyncio.Task[None]] = set()
+        # What this node attached to its sessions, written back with them after Redis returns.
+        self._infos: dict[str, str] = {}
         # This node's sessions, kept here so the directory can be rebuilt after Redis comes back.
         self._local: set[str] = set()
         self._dirty = False
@@ -174,9 +234,10 @@ class RedisBus:
 
     async def stop(self, *, leave: bool = True) -> None:
         """Stop; ``leave`` drops this node and its sessions from the directory at once."""
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._reaped_tasks, *self._recovery_tasks]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
@@ -197,7 +258,7 @@ class RedisBus:
         return [_text(name) for name in names]
 
     def _info(self) -> str:
-        return json.dumps({"sessions": len(self._local), "started": self._started})
+        return json.dumps({"sessions": len(self._local), "started": self._started, "address": self._address})
 
     async def _beat(self) -> None:
         """Heartbeat; rewrite the directory if it may have lost this node; reap dead nodes."""
@@ -208,6 +269,7 @@ class RedisBus:
             try:
                 await self._call("resync", [self._key("sess", self._node)],
                                  [self._node, self._prefix, *sorted(self._local)])
+                await self._write_infos()
             except BaseException:
                 self._dirty = True
                 raise
@@ -215,6 +277,10 @@ class RedisBus:
         if self._lost:
             self._lost = False
             log.info("Redis is back; %d sessions of this node written to the directory", len(self._local))
+            for recovered in list(self._recovered_handlers):
+                task = asyncio.ensure_future(recovered())
+                self._recovery_tasks.add(task)
+                task.add_done_callback(self._recovery_tasks.discard)
         known = await self._known_nodes()
         others = [n for n in known if n != self._node]
         if not others:
@@ -227,8 +293,24 @@ class RedisBus:
                                       [node, self._prefix])
             if reaped:
                 log.warning("cluster node %s stopped heartbeating; its sessions are gone", node)
+                dropped = dict(zip(map(_text, reaped[1::2]), map(_text, reaped[2::2]), strict=True))
+                for handler in list(self._reaped_handlers):
+                    task = asyncio.create_task(_run_reaped(handler, node, dropped))
+                    self._reaped_tasks.add(task)
+                    task.add_done_callback(self._reaped_tasks.discard)
                 await asyncio.wait_for(self._redis.publish(self._key("all"), encode(NodeDown(node))),
                                        self._op_timeout)
+
+    async def _write_infos(self) -> None:
+        """Write back what this node attached to its sessions, in one round trip."""
+        if not self._infos:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for full, info in list(self._infos.items()):
+            bare = bare_of(full)
+            await self._scripts["set_info"](keys=[self._key("dir", bare), self._key("info", bare)],
+                                            args=[full, self._node, info], client=pipe)
+        await asyncio.wait_for(pipe.execute(), self._op_timeout)
 
     def _lose(self, err: BaseException) -> None:
         self._dirty = True
@@ -309,12 +391,18 @@ class RedisBus:
         """Call ``handler`` when another node is declared dead."""
         self._down_handlers.append(handler)
 
+    def on_recovered(self, handler: RecoveredHandler) -> None:
+        """Call ``handler`` each time Redis answers again after an outage (after the resync)."""
+        self._recovered_handlers.append(handler)
+
     async def register(self, full_jid: str, node: str) -> None:
         """Record ``full_jid`` on ``node``; while Redis is away, only locally until it returns."""
         if node == self._node:
             self._local.add(full_jid)
+            self._infos.pop(full_jid, None)
+        bare = bare_of(full_jid)
         try:
-            await self._call("register", [self._key("dir", bare_of(full_jid)), self._key("sess", node)],
+            await self._call("register", [self._key("dir", bare), self._key("sess", node), self._key("info", bare)],
                              [full_jid, node])
         except _ERRORS as err:
             self._lose(err)
@@ -322,9 +410,11 @@ class RedisBus:
     async def unregister(self, full_jid: str) -> None:
         """Forget ``full_jid`` if this node holds it."""
         self._local.discard(full_jid)
+        self._infos.pop(full_jid, None)
+        bare = bare_of(full_jid)
         try:
-            await self._call("unregister", [self._key("dir", bare_of(full_jid)), self._key("sess", self._node)],
-                             [full_jid, self._node])
+            await self._call("unregister", [self._key("dir", bare), self._key("sess", self._node),
+                                            self._key("info", bare)], [full_jid, self._node])
         except _ERRORS as err:
             self._lose(err)
 
@@ -336,6 +426,41 @@ class RedisBus:
             self._lose(err)
             return {}
         return dict(zip(map(_text, flat[::2]), map(_text, flat[1::2]), strict=True))
+
+    async def set_info(self, full_jid: str, info: str) -> None:
+        """Attach ``info`` to this node's entry for ``full_jid``; kept locally while Redis is away."""
+        if full_jid not in self._local:
+            return
+        self._infos[full_jid] = info
+        bare = bare_of(full_jid)
+        try:
+            await self._call("set_info", [self._key("dir", bare), self._key("info", bare)], [full_jid, self._node, info])
+        except _ERRORS as err:
+            self._lose(err)
+
+    async def entries(self, bare_jid: str) -> dict[str, Entry]:
+        """The live sessions of ``bare_jid`` with their info; none known while Redis is unreachable."""
+        try:
+            flat = await self._call("entries", [self._key("dir", bare_jid), self._key("info", bare_jid)],
+                                    [self._prefix])
+        except _ERRORS as err:
+            self._lose(err)
+            return {}
+        return {_text(flat[i]): Entry(_text(flat[i + 1]), _text(flat[i + 2])) for i in range(0, len(flat), 3)}
+
+    def on_reaped(self, handler: ReapedHandler) -> None:
+        """Call ``handler`` when this node reaped a dead node."""
+        self._reaped_handlers.append(handler)
+
+    async def claim(self, name: str) -> str:
+        """The live owner of ``name``; this node when it is unowned, its owner dead, or Redis unreachable
+        (the node then serves it alone, as it serves its own clients)."""
+        try:
+            owner = await self._call("claim", [self._key("claim", name)], [self._node, self._prefix])
+        except _ERRORS as err:
+            self._lose(err)
+            return self._node
+        return _text(owner)
 
     async def nodes(self) -> dict[str, NodeInfo]:
         """The live nodes and their session counts at their last heartbeat."""
@@ -349,7 +474,8 @@ class RedisBus:
                 continue
             try:
                 info = json.loads(beat)
-                result[node] = NodeInfo(node, int(info["sessions"]), float(info["started"]))
+                result[node] = NodeInfo(node, int(info["sessions"]), float(info["started"]),
+                                        str(info.get("address", "")))
             except (ValueError, KeyError, TypeError):
                 log.error("node %s has an unreadable heartbeat", node)
         return result

@@ -10,7 +10,9 @@ Copies go to the *carbons-enabled* resources of the account: those that enabled 
 are available (RFC 6121 §4.2: they sent initial presence), whatever their priority. Each copy
 is a message from the account's bare JID to the resource's full JID, of the original's type,
 holding ``<received/>`` or ``<sent/>`` around a XEP-0297 ``<forwarded/>`` with the original.
-A resource never gets a copy of a message it sent or got itself.
+A resource never gets a copy of a message it sent or got itself. A change of the state fires
+``session-changed`` (session), so that in a cluster the copies for resources on other nodes are
+sent too (``server/cluster/node.py``).
 
 Received (§7): consumes ``message/delivered`` (stanza, sessions) from the message module, so a
 message to a bare JID (delivered to the top-priority resources), to a full JID, or one that
@@ -139,6 +141,7 @@ class Carbons(Module[Any]):
         """XEP-0386 §2.2: an ``<enable/>`` inside Bind 2 enables carbons; it needs no answer."""
         if bind.find(ENABLE) is not None:
             session.slot(CarbonsState).enabled = True
+            await self.server.hooks.fire_all("session-changed", session)
 
     async def toggle(self, stanza: Stanza, origin: Session | None) -> Element:
         """XEP-0280 §4, §5 and §10.1: enabling or disabling again is answered like the first time."""
@@ -146,6 +149,7 @@ class Carbons(Module[Any]):
         payload = stanza.payload
         assert payload is not None
         origin.slot(CarbonsState).enabled = Toggle.from_xml(payload).enable
+        await self.server.hooks.fire_all("session-changed", origin)
         return stanza.result()
 
     async def refuse(self, stanza: Stanza, _origin: Session | None) -> NoReturn:

@@ -19,9 +19,15 @@ presence (§4.5), or a session that ends without it, also reaches everyone the r
 directed presence to (§4.6). The session's ``available``, ``presence`` and ``priority`` are
 kept here; message routing reads them.
 
-Only accounts on this server's domains are served: a presence for another domain is left to
-the router, which answers remote-server-not-found while there is no server-to-server link, and
-broadcasts and probes skip contacts there.
+In a cluster, the account's resources on other nodes are reached through
+``server.cluster.presence`` (``server/cluster/presence.py``): what they are sent, their last
+presence for probes, and ``session-changed`` (session), fired whenever a session's availability,
+presence or priority changes, keeps the cluster directory current.
+
+Only accounts on this server's domains are served here. Contacts at other servers are
+reached over server-to-server links when ``[s2s] enabled`` (subscriptions, broadcasts and
+probes then treat them as local ones); otherwise a presence for another domain is left to the
+router, which answers remote-server-not-found, and broadcasts and probes skip contacts there.
 """
 
 from __future__ import annotations
@@ -90,6 +96,8 @@ class Presence(Module[Any]):
         self.route("pre-presence/self", self.outbound_own)
         self.route("pre-presence/bare", self.outbound)
         self.route("pre-presence/full", self.outbound)
+        if self.server.config.s2s.enabled:
+            self.route("pre-presence/remote", self.outbound)
         self.route("pre-presence/service", self.outbound_service)
         # Delivery runs last, like message delivery, so that other modules may take a presence first.
         self.route("presence/bare", self.inbound_bare, priority=-100)
@@ -101,8 +109,12 @@ class Presence(Module[Any]):
         """RFC 6121 §3.4.1: pre-approval is offered once the client authenticated."""
         return element(_PRE_APPROVAL) if stream.authenticated else None
 
-    def _local(self, jid: JID) -> bool:
-        return jid.domain in self.server.hosts
+    def _reachable(self, jid: JID) -> bool:
+        """A contact presence goes to: on a domain here, or at another server when federated."""
+        domain = jid.domain
+        if domain in self.server.hosts:
+            return True
+        return self.server.config.s2s.enabled and domain not in self.server.services
 
     # Outbound: what a user's own client sends --------------------------------------------------
 
@@ -122,6 +134,8 @@ class Presence(Module[Any]):
             for other in self._available_sessions(origin.jid.bare):
                 if other is not origin and other.presence is not None:
                     origin.send(addressed(other.presence, origin.jid))
+            for sibling in await self.server.cluster.presence.presences(origin.jid.bare):
+                origin.send(addressed(sibling, origin.jid))
         return HANDLED
 
     async def outbound(self, stanza: Stanza, origin: Session | None) -> Handled | None:
@@ -164,21 +178,27 @@ class Presence(Module[Any]):
         session.available = True
         session.presence = el
         session.priority = priority
+        await self.server.hooks.fire_all("session-changed", session)
         owner = session.jid.bare
         items = await self.roster.items(owner)
         for jid, item in items.items():
-            if has_from(item.subscription) and self._local(JID.parse(jid)):
+            if has_from(item.subscription) and self._reachable(JID.parse(jid)):
                 await self.server.router.send(addressed(el, jid))
         for other in self._available_sessions(owner):
             other.send(addressed(el, other.jid))
+        # The user's resources on other cluster nodes (a single node has none).
+        cluster = self.server.cluster.presence
+        await cluster.to_account(owner, addressed(el, owner))
         if not initial:
             return
         for other in self._available_sessions(owner):
             if other is not session and other.presence is not None:
                 session.send(addressed(other.presence, session.jid))
+        for sibling in await cluster.presences(owner):
+            session.send(addressed(sibling, session.jid))
         # §4.3.1: probes come from the new resource, so that only it gets the answers.
         for jid, item in items.items():
-            if has_to(item.subscription) and self._local(JID.parse(jid)):
+            if has_to(item.subscription) and self._reachable(JID.parse(jid)):
                 probe = element(_PRESENCE, {"type": "probe", "from": str(session.jid), "to": jid})
                 await self.server.router.send(probe)
         for request in await self.roster.pending_requests(owner):
@@ -194,6 +214,7 @@ class Presence(Module[Any]):
         was_available = session.available
         session.available = False
         session.presence = None
+        await self.server.hooks.fire_all("session-changed", session)
         directed = session.slot(Directed)
         recipients, directed.to = directed.to, set()
         owner = session.jid.bare
@@ -201,11 +222,12 @@ class Presence(Module[Any]):
         if was_available:
             for jid, item in (await self.roster.items(owner)).items():
                 contact = JID.parse(jid)
-                if has_from(item.subscription) and self._local(contact):
+                if has_from(item.subscription) and self._reachable(contact):
                     await self.server.router.send(addressed(el, contact))
                     reached.add(contact)
             for other in self._available_sessions(owner):
                 other.send(addressed(el, other.jid))
+            await self.server.cluster.presence.to_account(owner, addressed(el, owner))
             if echo:
                 session.send(addressed(el, session.jid))
             reached.add(owner)
@@ -279,11 +301,14 @@ class Presence(Module[Any]):
         for session in self._available_sessions(owner):
             if session.presence is not None:
                 await self.server.router.send(addressed(session.presence, to))
+        for presence in await self.server.cluster.presence.presences(owner):
+            await self.server.router.send(addressed(presence, to))
 
     async def _absence_to(self, owner: JID, to: JID) -> None:
         """Unavailable presence from each available resource of ``owner``, for ``to``."""
-        for session in self._available_sessions(owner):
-            unavailable = element(_PRESENCE, {"type": "unavailable", "from": str(session.jid), "to": str(to)})
+        fulls = [str(session.jid) for session in self._available_sessions(owner)]
+        for full in fulls + await self.server.cluster.presence.available(owner):
+            unavailable = element(_PRESENCE, {"type": "unavailable", "from": full, "to": str(to)})
             await self.server.router.send(unavailable)
 
     def _available_sessions(self, owner: JID) -> list[Session]:
@@ -358,6 +383,7 @@ class Presence(Module[Any]):
             for session in self.server.sessions.resources(owner):
                 if (session.interested or session.available) and not session.closed:
                     session.send(stanza.el)
+            await self.server.cluster.presence.to_account(owner, stanza.el)
         if conceal:
             await self._absence_to(owner, sender)
 
@@ -390,6 +416,7 @@ class Presence(Module[Any]):
         elif outcome == "new":
             for session in self._available_sessions(owner):
                 session.send(stanza.el)
+            await self.server.cluster.presence.to_account(owner, stanza.el)
 
     async def _exists(self, owner: JID) -> bool:
         assert owner.local is not None
@@ -412,13 +439,16 @@ class Presence(Module[Any]):
                 await self.server.router.send(element(_PRESENCE, unsubscribed))
                 return
         sessions = [s for s in self._available_sessions(owner) if s.presence is not None]
-        if not sessions:
+        elsewhere = await self.server.cluster.presence.presences(owner)
+        if not sessions and not elsewhere:
             unavailable = {"type": "unavailable", "from": str(owner), "to": str(prober)}
             await self.server.router.send(element(_PRESENCE, unavailable))
             return
         for session in sessions:
             assert session.presence is not None
             await self.server.router.send(addressed(session.presence, prober))
+        for presence in elsewhere:
+            await self.server.router.send(addressed(presence, prober))
 
     # Sessions that end -------------------------------------------------------------------------
 

@@ -23,6 +23,14 @@ the stanzas the client's ``h`` does not cover, with a XEP-0203 delay stamp of wh
 queued. An unknown or expired SM-ID, or one of another account, gets ``<failed/>`` with
 item-not-found, and with the ``h`` of the ended session when it was this account's.
 
+In a cluster a session stays on the node that holds it; ``<enabled/>`` names that node's
+``cluster.public_address`` as the ``location`` to come back to (§5). Another node asked to resume it
+answers item-not-found, with the ``h`` the session ended with when the shared records in Redis
+know it (cluster/smstate.py: a drained node ended its sessions; a live owner is asked to end
+the session first, its queue going to offline storage; a dead node's are lost, and what they
+held is in the archive and offline storage), so the client sends again only what was not
+handled, binds afresh and catches up.
+
 Inside SASL2 (XEP-0388, XEP-0386 §2.2): ``<sm/>`` is an inline feature; a ``<resume/>`` in the
 ``<authenticate/>`` is answered inside the ``<success/>`` (the stanzas to send again follow it),
 and an ``<enable/>`` in a Bind 2 request inside the ``<bound/>``.
@@ -76,10 +84,12 @@ from ...xmpp.payloads.sm import (
     Resume,
     Resumed,
     SmError,
+    newly_acknowledged,
 )
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname
 from .. import sasl2
+from ..cluster.smstate import ENDED_TTL, SmRecord, SmRecords, open_records
 from ..config import bounded
 from ..hooks import HANDLED, Handled
 from ..locks import AccountLocks
@@ -103,6 +113,8 @@ _NOT_KEPT = frozenset({"error", "groupchat", "headline"})
 _DELAY = qname(ns.DELAY, "delay")
 # How many ended sessions' SM-IDs are remembered, to tell a late resumption how far it got.
 _ENDED_KEPT = 10_000
+# Seconds a live session's shared record outlasts its resumption time (cluster/smstate.py).
+_RECORD_SLACK = 60
 # Events fired for other modules (push notifications): a stanza was queued for a hibernating
 # session (session, element), fired in a task of its own and only when a handler listens; and a
 # hibernating session was resumed (session).
@@ -230,6 +242,8 @@ class StreamManagement(Module[SmOptions]):
         self._ended: dict[str, tuple[tuple[str, str], int]] = {}
         self._copies: weakref.WeakKeyDictionary[Element, _Copies] = weakref.WeakKeyDictionary()
         self._tasks: set[asyncio.Task[None]] = set()
+        # In cluster mode, the records that let other nodes answer for this node's SM-IDs.
+        self._records: SmRecords | None = None
         self.hook("stream-features", self.stream_feature)
         self.hook("session-bound", self.bound)
         self.hook("session-closed", self.closed)
@@ -245,6 +259,25 @@ class StreamManagement(Module[SmOptions]):
         self.hook(sasl2.RESUME, self.sasl2_resume)
         self.hook(sasl2.BIND2_ENABLE, self.bind2_enable)
 
+    async def start(self) -> None:
+        self._records = open_records(self.server.config.cluster)
+        if self._records is not None:
+            self._records.listen(self._end_requested)
+
+    async def _end_requested(self, sm_id: str) -> None:
+        """Another node of the cluster was asked to resume this session: it ends here, so that
+        its queue reaches offline storage and its final h the shared record (cluster/smstate.py)."""
+        session = self._resumable.get(sm_id)
+        if session is None:
+            return
+        state = session.slot(SmState)
+        log.info("%s resumes elsewhere in the cluster; its session here ends", session.jid)
+        if state.stream is None:
+            self.end(session)
+        else:
+            # The connection is dead (the client is on another node) but not noticed yet.
+            state.stream.close(StreamError("conflict", "the session was resumed on another node"))
+
     async def stop(self) -> None:
         """Sessions still hibernating end now, and every queue not settled yet is settled, so that
         what clients did not acknowledge reaches offline storage before it closes."""
@@ -257,6 +290,9 @@ class StreamManagement(Module[SmOptions]):
                     await self._settle(session)
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._records is not None:
+            await self._records.close()
+            self._records = None
 
     async def stream_feature(self, stream: C2SStream) -> Element | None:
         """§2: the feature, once the client authenticated (to enable after binding, or to resume),
@@ -313,8 +349,17 @@ class StreamManagement(Module[SmOptions]):
             state.id = secrets.token_urlsafe(18)
             state.timeout = min(request.max or self.options.resume_timeout, self.options.resume_timeout)
             self._resumable[state.id] = session
-            answer = Enabled(id=state.id, resume=True, max=state.timeout, location=self.options.location or None)
+            # §5 'location': where to come back to resume; in a cluster, this node.
+            location = self.options.location or self.server.config.cluster.public_address or None
+            answer = Enabled(id=state.id, resume=True, max=state.timeout, location=location)
+            self._record(state.id, session, None, state.timeout + _RECORD_SLACK)
         return answer
+
+    def _record(self, sm_id: str, session: Session, h: int | None, ttl: int) -> None:
+        """Share the SM-ID's owner (and final h) with the other nodes of a cluster (cluster/smstate.py)."""
+        if self._records is not None:
+            record = SmRecord(str(session.jid.bare), self.server.cluster.name, h)
+            self._spawn(self._records.put(sm_id, record, ttl))
 
     async def request(self, stream: C2SStream, el: Element) -> Handled | None:
         """§4: answer ``<r/>`` with the number of the client's stanzas handled."""
@@ -346,9 +391,8 @@ class StreamManagement(Module[SmOptions]):
         return state if state.enabled else None
 
     def _acknowledge(self, state: SmState, h: int) -> None:
-        acked = (state.sent - len(state.queue)) % MODULUS
-        count = (h - acked) % MODULUS
-        if count > len(state.queue):
+        count = newly_acknowledged(h, state.sent, len(state.queue))
+        if count is None:
             raise HandledCountError(h, state.sent)
         queue = state.queue
         for _ in range(count):
@@ -439,7 +483,7 @@ class StreamManagement(Module[SmOptions]):
 
     async def resume(self, stream: C2SStream, el: Element) -> Handled:
         """§5: move a hibernating (or still connected) session of this account onto this stream."""
-        answer, replay = self._resume(stream, el)
+        answer, replay = await self._resume(stream, el)
         stream.send(answer.to_xml())
         if replay is not None:
             await replay()
@@ -452,11 +496,12 @@ class StreamManagement(Module[SmOptions]):
         el = request.find(RESUME)
         if el is None:
             return None
-        answer, replay = self._resume(stream, el)
+        answer, replay = await self._resume(stream, el)
         results.append(answer.to_xml())
         return replay
 
-    def _resume(self, stream: C2SStream, el: Element) -> tuple[Resumed | Failed, Callable[[], Awaitable[None]] | None]:
+    async def _resume(self, stream: C2SStream, el: Element
+                      ) -> tuple[Resumed | Failed, Callable[[], Awaitable[None]] | None]:
         if stream.session is not None:
             return Failed("unexpected-request"), None
         try:
@@ -468,6 +513,8 @@ class StreamManagement(Module[SmOptions]):
         if session is None or session.closed or (session.host, session.username) != account:
             ended = self._ended.get(request.previd)
             h = ended[1] if ended is not None and ended[0] == account else None
+            if session is None and ended is None:
+                h = await self._elsewhere(request.previd, account)
             return Failed("item-not-found", h), None
         state = session.slot(SmState)
         handled = state.handled()
@@ -486,6 +533,22 @@ class StreamManagement(Module[SmOptions]):
             await self.server.hooks.fire_all(RESUMED, session)
 
         return Resumed(handled, request.previd), replay
+
+    async def _elsewhere(self, sm_id: str, account: tuple[str, str]) -> int | None:
+        """An SM-ID this node does not know: the h of the session another node of the cluster
+        ended, if the shared records know it. A session another live node holds is not moved
+        here (its queue and state live there): that node is asked to end it, its queue goes to
+        offline storage, and the client binds afresh and finds it there."""
+        if self._records is None:
+            return None
+        record = await self._records.get(sm_id)
+        if record is None or record.account != f"{account[1]}@{account[0]}":
+            return None
+        if record.h is None and record.node != self.server.cluster.name:
+            log.info("%s asked to resume session %s of node %s here; it ends there", record.account, sm_id,
+                     record.node)
+            record = await self._records.take_over(sm_id, record.node)
+        return record.h if record is not None else None
 
     # The end of a session -------------------------------------------------------------------
 
@@ -506,6 +569,9 @@ class StreamManagement(Module[SmOptions]):
                 del self._ended[next(iter(self._ended))]
         async with self._locks.hold(session.jid.bare):
             await self._settle(session)
+        if state.id is not None:
+            # Once the queue is in storage: a node waiting to take the session over reads it then.
+            self._record(state.id, session, h, ENDED_TTL)
 
     async def before_offline(self, stanza: Stanza) -> None:
         """A message about to be stored for an account waits until the queues of its sessions

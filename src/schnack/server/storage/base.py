@@ -31,6 +31,10 @@ class StorageError(Exception):
     """A backend failure or a bad storage URL."""
 
 
+# What a client is told when storage cannot be reached (PostgreSQL restarting): try again soon.
+STORAGE_DOWN = "storage is unavailable for the moment; try again shortly"
+
+
 class AlreadyExists(StorageError):
     """The account exists already."""
 

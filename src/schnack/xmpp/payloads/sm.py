@@ -31,6 +31,13 @@ class SmError(ValueError):
     """A stream management element that is not what XEP-0198 §7 defines."""
 
 
+def newly_acknowledged(h: int, sent: int, unacked: int) -> int | None:
+    """§4: how many of the ``unacked`` oldest stanzas an ``<a h='…'/>`` acknowledges, when
+    ``sent`` stanzas were sent in all (mod 2^32); None when ``h`` is more than was sent."""
+    count = (h - (sent - unacked)) % MODULUS
+    return count if count <= unacked else None
+
+
 def _expect(el: Element, tag: str) -> None:
     if el.tag != tag:
         raise SmError(f"expected {tag}, got {el.tag}")

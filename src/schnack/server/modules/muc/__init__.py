@@ -22,6 +22,8 @@ channel through ``muc#roomconfig``. The parts, one file each:
 Every stanza for a room is handled under that room's lock, so a room's archive and what its
 occupants see keep one order. Occupants are the resources of this server's users; a session
 that ends leaves every room it was in (the presence module sends the unavailable presence).
+In a cluster, each room lives on one node and the others forward its stanzas there; occupants
+connected to other nodes get what the room sends over the bus (``server/cluster/groups.py``).
 """
 
 from __future__ import annotations
@@ -209,18 +211,18 @@ class Muc(Module[MucOptions]):
             await self.server.router.send(self._outbox.pop(0))
 
     def send_to(self, to: JID, el: Element) -> None:
-        """Send ``el`` (addressed already) to the local resource ``to`` if it is connected."""
+        """Send ``el`` (addressed already) to the resource ``to`` if it is connected, here or, in
+        a cluster, on another node."""
         session = self.server.sessions.get(to)
-        if session is not None and not session.closed:
+        if session is None:
+            self.server.cluster.post(to, el)
+        elif not session.closed:
             session.send(el)
 
     def broadcast(self, room: Room, template: Element) -> None:
         """Send ``template`` to every joined resource, one copy each with only 'to' set."""
-        get = self.server.sessions.get
         for full in room.by_session:
-            session = get(full)
-            if session is not None and not session.closed:
-                session.send(addressed(template, str(full)))
+            self.send_to(full, addressed(template, str(full)))
 
     def broadcast_presence(self, room: Room, occupant: Occupant, *, unavailable: bool = False,
                            statuses: tuple[int, ...] = (), self_statuses: tuple[int, ...] = (),

@@ -1,0 +1,78 @@
+"""XEP-0280 Message Carbons across cluster nodes: copies for the carbons-enabled resources elsewhere.
+
+The carbons module copies a message to the enabled resources on its own node; this part sends the
+copies for the account's enabled resources on other nodes, which the directory names (their
+availability and carbons state, :mod:`.directory`), as one-session copies over the bus:
+
+- received (§7): on ``message/delivered`` wherever a message is delivered, to the enabled
+  resources elsewhere that did not get it. A delivery to a bare JID split over nodes names the
+  resources on other nodes that got it (:func:`delivered_elsewhere`), so that they get no copy;
+- sent (§8): a message a client here sends, at the same point as the carbons module (priority
+  -100 on ``pre-message/{bare,full,remote}``), to the sender's enabled resources elsewhere.
+
+Which messages are copied, and the copy's form, are the carbons module's (``eligible``, ``copy_of``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+from ...xmpp.jid import JID
+from ...xmpp.stanza import Stanza
+from ..modules.carbons import copy_of, eligible
+from ..modules.message import DELIVERED
+
+if TYPE_CHECKING:
+    from ..sessions import Session
+    from .node import ClusterNode
+
+# The full JIDs on other nodes that got the message being delivered (set around firing
+# ``message/delivered`` for a delivery split over nodes).
+_ELSEWHERE: ContextVar[frozenset[str]] = ContextVar("delivered_elsewhere", default=frozenset())
+
+
+@contextlib.contextmanager
+def delivered_elsewhere(fulls: frozenset[str]) -> Iterator[None]:
+    """Within this block, ``message/delivered`` is for a message that ``fulls`` on other nodes got too."""
+    token = _ELSEWHERE.set(fulls)
+    try:
+        yield
+    finally:
+        _ELSEWHERE.reset(token)
+
+
+class ClusterCarbons:
+    """Sends carbon copies to the account's enabled resources on other nodes."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+        self.server = node.server
+        hooks = self.server.hooks
+        hooks.add(DELIVERED, self.received)
+        for target in ("bare", "full", "remote"):
+            hooks.add(f"pre-message/{target}", self.sent, -100)
+
+    async def received(self, stanza: Stanza, _delivered: Sequence[Session]) -> None:
+        """XEP-0280 §7 for the account's carbons-enabled resources on other nodes."""
+        if stanza.to is None or stanza.to.domain not in self.server.hosts or not eligible(stanza):
+            return
+        account = stanza.to.bare
+        skip = _ELSEWHERE.get() | {str(stanza.from_)}
+        for info in await self.node.remote(account):
+            if info.available and info.carbons and info.jid not in skip:
+                to = JID.parse(info.jid)
+                await self.node.forward(info.node, copy_of(stanza, "received", account, to), to, copy=True)
+
+    async def sent(self, stanza: Stanza, origin: Session | None) -> None:
+        """XEP-0280 §8 for the sender's carbons-enabled resources on other nodes."""
+        assert origin is not None and stanza.to is not None, "pre-routes see addressed stanzas of a session"
+        account = origin.jid.bare
+        if stanza.to.bare == account or not eligible(stanza):
+            return
+        for info in await self.node.remote(account):
+            if info.available and info.carbons:
+                to = JID.parse(info.jid)
+                await self.node.forward(info.node, copy_of(stanza, "sent", account, to), to, copy=True)

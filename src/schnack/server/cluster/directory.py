@@ -1,0 +1,58 @@
+"""What the cluster directory says about a session: the routing state its node attaches to it.
+
+Every node attaches to each of its sessions' directory entries (``ClusterBus.set_info``) what other
+nodes need to route for it: whether it is available (RFC 6121 §4.2), its priority (§4.7.2.3, for
+bare-JID delivery, §8.5.2.1.1), whether it enabled carbons (XEP-0280 §4) and its last available
+presence (for probes, §4.3.2). The node writes it again whenever one of these changes (the event
+``session-changed``), so the directory lags a session's own node by one bus write at most.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ...xmpp.xml import serialize
+from ..modules.carbons import CarbonsState
+from .bus import Entry
+
+if TYPE_CHECKING:
+    from ..sessions import Session
+
+SESSION_CHANGED = "session-changed"
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A session as the directory shows it to other nodes."""
+
+    jid: str
+    node: str
+    available: bool = False
+    priority: int = 0
+    carbons: bool = False
+    presence: str = ""
+
+    @property
+    def reachable(self) -> bool:
+        """Whether a message to the bare JID may go to it (RFC 6121 §8.5.2.1.1: non-negative priority)."""
+        return self.available and self.priority >= 0
+
+
+def describe(session: Session) -> str:
+    """The info a node attaches to ``session``'s directory entry."""
+    presence = serialize(session.presence, None) if session.available and session.presence is not None else ""
+    return json.dumps({"a": session.available, "p": session.priority,
+                       "c": session.slot(CarbonsState).enabled, "x": presence}, separators=(",", ":"))
+
+
+def read(full_jid: str, entry: Entry) -> SessionInfo:
+    """A directory entry as a :class:`SessionInfo`; an entry without (readable) info is a session
+    that has not sent initial presence yet."""
+    try:
+        data = json.loads(entry.info) if entry.info else {}
+        return SessionInfo(full_jid, entry.node, bool(data.get("a", False)), int(data.get("p", 0)),
+                           bool(data.get("c", False)), str(data.get("x", "")))
+    except (ValueError, TypeError, AttributeError):
+        return SessionInfo(full_jid, entry.node)

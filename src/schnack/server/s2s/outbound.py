@@ -1,0 +1,454 @@
+"""Outgoing server-to-server streams (RFC 6120 §4-§6, XEP-0178, XEP-0220, XEP-0368).
+
+One :class:`Route` per pair of domains (ours, theirs) carries our stanzas to the other server
+and is reused while it lasts. It resolves the domain (:mod:`.resolve`), connects, opens a
+``jabber:server`` stream, requires STARTTLS (§5: a peer that does not offer it is not used)
+and authenticates our domain: with SASL EXTERNAL (§6, XEP-0178) when the peer's certificate
+verified for its domain and the peer offers EXTERNAL, else with Server Dialback (XEP-0220).
+A certificate that does not verify costs one reconnection without verification; dialback then
+proves the domain through DNS, as XEP-0220 intends. Stanzas wait in a queue (at most
+``[s2s] max_queue``) while that runs. When it fails, each waiting stanza bounces (§8.3.3):
+``remote-server-timeout`` if it took longer than ``connect_timeout``, else
+``remote-server-not-found``. A route unused for ``idle_timeout`` closes its stream and waits
+for the peer's close (§4.4), so that the peer has read everything.
+
+When the peer offers XEP-0198 stream management, the route enables it (:mod:`.sm`): a
+connection that ends with stanzas unacknowledged is replaced, and they go first on the new one
+(at-least-once; receivers drop duplicates by id). If no new connection comes up within
+``retry_window``, they bounce with ``remote-server-timeout``.
+
+:func:`verify_key` is the receiving server's side of dialback: it asks the authoritative
+server of a domain, on a connection of its own, whether a key is right (§2.1.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from xml.etree.ElementTree import Element
+
+from ...xmpp import ns
+from ...xmpp.errors import StanzaError, StreamError
+from ...xmpp.parser import Event, StanzaReceived, StreamClosed, StreamOpened
+from ...xmpp.payloads.sm import ACK as SM_ACK
+from ...xmpp.payloads.sm import ENABLED as SM_ENABLED
+from ...xmpp.payloads.sm import FAILED as SM_FAILED
+from ...xmpp.payloads.sm import FEATURE as SM_FEATURE
+from ...xmpp.payloads.sm import REQUEST as SM_REQUEST
+from ...xmpp.payloads.sm import Ack, Enable, SmError
+from ...xmpp.stanza import Stanza
+from ...xmpp.xml import element, qname, serialize
+from . import dialback
+from .resolve import Endpoint, NoService, endpoints
+from .sm import Unacked
+from .wire import Wire, header
+
+if TYPE_CHECKING:
+    from . import S2S
+
+log = logging.getLogger(__name__)
+
+_STREAM = qname(ns.STREAMS, "stream")
+_FEATURES = qname(ns.STREAMS, "features")
+_STREAM_ERROR = qname(ns.STREAMS, "error")
+_STARTTLS = qname(ns.TLS, "starttls")
+_PROCEED = qname(ns.TLS, "proceed")
+_MECHANISM = f"{{{ns.SASL}}}mechanisms/{{{ns.SASL}}}mechanism"
+_SUCCESS = qname(ns.SASL, "success")
+_DIALBACK_FEATURE = qname(dialback.FEATURE, "dialback")
+# How long a closed stream waits for the peer's close (RFC 6120 §4.4) before the connection goes.
+_CLOSE_WAIT = 10.0
+# The longest pause between attempts to reach a peer again after a connection broke.
+_MAX_BACKOFF = 30.0
+
+
+class Unreachable(Exception):
+    """The other server could not be reached or would not accept us; ``str()`` says why."""
+
+
+class _Untrusted(Exception):
+    """The peer's certificate did not verify for its domain."""
+
+
+@dataclass
+class Negotiated:
+    """A stream whose TLS is in place: its wire, the id the peer gave it, its features."""
+
+    wire: Wire
+    stream_id: str
+    features: Element
+    verified: bool
+
+
+async def _element(wire: Wire, timeout: float) -> Element:
+    """The next top-level element from the peer; a stream error or a closed stream ends the try."""
+    event = await wire.next_event(timeout)
+    if event is None:
+        raise Unreachable("the connection closed")
+    if not isinstance(event, StanzaReceived):
+        raise Unreachable("the stream closed or restarted unexpectedly")
+    el = event.element
+    if el.tag == _STREAM_ERROR:
+        conditions = [c.tag.partition("}")[2] for c in el if c.tag.startswith(f"{{{ns.STREAM_ERRORS}}}")]
+        condition = next((c for c in conditions if c != "text"), "undefined-condition")
+        raise Unreachable(f"stream error {condition}")
+    return el
+
+
+async def _stream_start(wire: Wire, local: str, remote: str, timeout: float) -> tuple[str, Element]:
+    """Send our header; read theirs (its id) and the stream features (RFC 6120 §4.2, §4.3.2)."""
+    wire.write(header(local, remote))
+    event = await wire.next_event(timeout)
+    if not isinstance(event, StreamOpened):
+        raise Unreachable("no stream header")
+    if event.name != _STREAM or event.default_ns != ns.SERVER:
+        raise Unreachable("the peer did not open a jabber:server stream")
+    stream_id = event.attrs.get("id")
+    if not stream_id:
+        raise Unreachable("the peer's stream header has no id")
+    if not event.attrs.get("version", "").startswith("1."):
+        raise Unreachable("the peer does not speak XMPP 1.0 (no TLS without stream features)")
+    features = await _element(wire, timeout)
+    if features.tag != _FEATURES:
+        raise Unreachable("no stream features")
+    return stream_id, features
+
+
+async def _open(s2s: S2S, local: str, remote: str, endpoint: Endpoint, verify: bool, timeout: float) -> Negotiated:
+    """Connect to one endpoint and bring the stream up to TLS (RFC 6120 §5)."""
+    context = s2s.client_context(verify)
+    direct = endpoint.direct_tls
+    try:
+        reader, writer = await asyncio.open_connection(
+            endpoint.host, endpoint.port, ssl=context if direct else None,
+            server_hostname=remote if direct else None, limit=65536,
+        )
+    except ssl.SSLCertVerificationError as err:
+        raise _Untrusted(str(err)) from None
+    wire = Wire(reader, writer, s2s.server.config.limits, secure=direct)
+    try:
+        stream_id, features = await _stream_start(wire, local, remote, timeout)
+        if not wire.secure:
+            if features.find(_STARTTLS) is None:
+                raise Unreachable("the peer does not offer STARTTLS, and TLS is required")
+            wire.write(f"<starttls xmlns='{ns.TLS}'/>")
+            if (await _element(wire, timeout)).tag != _PROCEED:
+                raise Unreachable("the peer refused STARTTLS")
+            try:
+                await wire.start_tls(context, server_hostname=remote)
+            except ssl.SSLCertVerificationError as err:
+                raise _Untrusted(str(err)) from None
+            stream_id, features = await _stream_start(wire, local, remote, timeout)
+    except BaseException:
+        await wire.aclose()
+        raise
+    return Negotiated(wire, stream_id, features, verify)
+
+
+async def connect(s2s: S2S, local: str, remote: str, timeout: float) -> Negotiated:
+    """Resolve ``remote`` and try each endpoint until one gives a stream with TLS.
+
+    With ``[s2s] verify``, a certificate that does not verify is tried once more without
+    verification, for dialback. Raises :class:`Unreachable`.
+    """
+    try:
+        found = await endpoints(remote, s2s.config.hosts)
+    except NoService as err:
+        raise Unreachable(str(err)) from None
+    reasons: list[str] = []
+    for endpoint in found:
+        for verify in (True, False) if s2s.config.verify else (False,):
+            try:
+                return await _open(s2s, local, remote, endpoint, verify, timeout)
+            except _Untrusted as err:
+                log.info("certificate of %s at %s:%d does not verify (%s); trying dialback",
+                         remote, endpoint.host, endpoint.port, err)
+                continue
+            except (OSError, Unreachable, StreamError) as err:
+                reasons.append(f"{endpoint.host}:{endpoint.port}: {err}")
+                break
+    raise Unreachable("; ".join(reasons) or f"no address for {remote}")
+
+
+async def authenticate(s2s: S2S, negotiated: Negotiated, local: str, remote: str, timeout: float) -> str:
+    """Authenticate ``local`` to the peer: SASL EXTERNAL if it can, else dialback. Returns which."""
+    wire = negotiated.wire
+    mechanisms = {(m.text or "").strip() for m in negotiated.features.iterfind(_MECHANISM)}
+    if negotiated.verified and "EXTERNAL" in mechanisms:
+        # XEP-0178 §3: the authorization identity is our domain.
+        wire.send(element(qname(ns.SASL, "auth"), {"mechanism": "EXTERNAL"},
+                          text=base64.b64encode(local.encode()).decode()))
+        answer = await _element(wire, timeout)
+        if answer.tag == _SUCCESS:
+            wire.restart()
+            _, negotiated.features = await _stream_start(wire, local, remote, timeout)
+            return "SASL EXTERNAL"
+        log.info("%s refused SASL EXTERNAL for %s; trying dialback", remote, local)
+    if negotiated.features.find(_DIALBACK_FEATURE) is None:
+        raise Unreachable("the peer offers neither SASL EXTERNAL for us nor dialback")
+    key = dialback.dialback_key(s2s.secret, remote, local, negotiated.stream_id)
+    wire.send(dialback.result(local, remote, key))
+    while True:
+        answer = await _element(wire, timeout)
+        if answer.tag != dialback.RESULT or answer.get("from") != remote or answer.get("to") != local:
+            continue
+        verdict = answer.get("type")
+        if verdict == "valid":
+            return "dialback"
+        raise Unreachable(f"dialback for {local} was answered {verdict!r}")
+
+
+async def verify_key(s2s: S2S, local: str, remote: str, stream_id: str, key: str) -> bool:
+    """XEP-0220 §2.1.3: ask the authoritative server of ``remote`` whether ``key`` is right.
+
+    ``local`` is our domain (the receiving one), ``stream_id`` the id of the stream on which
+    ``remote`` sent the key. Raises :class:`Unreachable` when there is no answer.
+    """
+    timeout = s2s.config.connect_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            negotiated = await connect(s2s, local, remote, timeout)
+            wire = negotiated.wire
+            try:
+                wire.send(dialback.verify(local, remote, stream_id, key))
+                while True:
+                    answer = await _element(wire, timeout)
+                    if answer.tag == dialback.VERIFY and answer.get("id") == stream_id:
+                        return answer.get("type") == "valid"
+            finally:
+                wire.close_with()
+                await wire.aclose()
+    except TimeoutError:
+        raise Unreachable(f"no dialback answer from {remote} within {timeout:g} s") from None
+
+
+class Route:
+    """The outgoing stream from one of our domains to one remote domain, and its queue.
+
+    With stream management (:mod:`.sm`), a connection that ends with stanzas unacknowledged is
+    replaced by a new one that sends them again, first, for up to ``[s2s] retry_window``;
+    after that they bounce with ``remote-server-timeout``.
+    """
+
+    def __init__(self, s2s: S2S, local: str, remote: str) -> None:
+        self.s2s = s2s
+        self.local = local
+        self.remote = remote
+        self.queue: list[Stanza] = []
+        self.wire: Wire | None = None
+        # The stream's XEP-0198 state, when the peer enabled stream management on it.
+        self.acks: Unacked | None = None
+        # How our domain was authenticated: "SASL EXTERNAL" or "dialback", once it was.
+        self.method: str | None = None
+        # Connections made so far (the first, and those that replaced broken ones).
+        self.connections = 0
+        self.done = False
+        self.task = asyncio.create_task(self._run(), name=f"s2s {local} -> {remote}")
+
+    @property
+    def ready(self) -> bool:
+        return self.wire is not None and not self.wire.closing
+
+    def send(self, stanza: Stanza) -> None:
+        """Write ``stanza`` now if the stream is up, else queue it (raises StanzaError when full)."""
+        if self.ready:
+            if self.acks is not None and len(self.acks.stanzas) >= self.s2s.config.max_queue:
+                raise StanzaError("resource-constraint", f"too many stanzas unacknowledged by {self.remote}")
+            self._write(stanza)
+            return
+        if len(self.queue) >= self.s2s.config.max_queue:
+            raise StanzaError("resource-constraint", f"too many stanzas waiting for {self.remote}")
+        self.queue.append(stanza)
+
+    def _write(self, stanza: Stanza) -> None:
+        assert self.wire is not None
+        if self.acks is not None:
+            self.acks.send(stanza)
+        else:
+            self.wire.send(stanza.el)
+
+    async def _run(self) -> None:
+        config = self.s2s.config
+        # When a connection ended with stanzas unacknowledged (they are first in the queue).
+        broken_since: float | None = None
+        backoff = 1.0
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    wire = await self._establish()
+                except (TimeoutError, Unreachable, OSError, StreamError) as err:
+                    if isinstance(err, TimeoutError):
+                        condition = "remote-server-timeout"
+                        text = f"{self.remote} did not answer within {time.monotonic() - started:.0f} s"
+                    else:
+                        condition, text = "remote-server-not-found", f"cannot reach {self.remote}: {err}"
+                    log.info("s2s %s -> %s failed: %s", self.local, self.remote, text)
+                    if broken_since is None:
+                        await self._bounce(condition, text)
+                        return
+                    left = config.retry_window - (time.monotonic() - broken_since)
+                    if left <= 0:
+                        await self._bounce("remote-server-timeout",
+                                           f"{self.remote} was unreachable for {config.retry_window:g} s")
+                        return
+                    await asyncio.sleep(min(backoff, left))
+                    backoff = min(backoff * 2, _MAX_BACKOFF)
+                    continue
+                unacked, progressed = await self._carry(wire)
+                if progressed:
+                    broken_since, backoff = None, 1.0
+                if unacked:
+                    self.queue[:0] = unacked
+                    if broken_since is None:
+                        broken_since = time.monotonic()
+                    else:
+                        # Connections come up but acknowledge nothing: the window runs on, and
+                        # the peer is not hammered.
+                        left = config.retry_window - (time.monotonic() - broken_since)
+                        if left <= 0:
+                            await self._bounce("remote-server-timeout", f"{self.remote} acknowledged nothing "
+                                               f"for {config.retry_window:g} s")
+                            return
+                        await asyncio.sleep(min(backoff, left))
+                        backoff = min(backoff * 2, _MAX_BACKOFF)
+                    log.info("s2s %s -> %s: %d stanzas unacknowledged; sending them again on a new connection",
+                             self.local, self.remote, len(unacked))
+                if not self.queue:
+                    return
+        except Exception:
+            log.exception("s2s %s -> %s failed", self.local, self.remote)
+        finally:
+            self.done = True
+            self.s2s.forget(self)
+            if self.acks is not None:
+                self.queue[:0] = self.acks.close()
+                self.acks = None
+            if self.wire is not None:
+                self.wire.close_with()
+                await self.wire.aclose()
+                self.wire = None
+            # Whatever is still queued (a stop while connecting or resending) is told it did not go.
+            await self._bounce("remote-server-timeout", "the connection to the other server ended")
+
+    async def _establish(self) -> Wire:
+        """Connect, authenticate, and enable stream management if the peer offers it (§3)."""
+        s2s = self.s2s
+        timeout = s2s.config.connect_timeout
+        async with asyncio.timeout(timeout):
+            negotiated = await connect(s2s, self.local, self.remote, timeout)
+            wire = negotiated.wire
+            try:
+                self.method = await authenticate(s2s, negotiated, self.local, self.remote, timeout)
+                if negotiated.features.find(SM_FEATURE) is not None:
+                    wire.send(Enable().to_xml())
+                    while (answer := await _element(wire, timeout)).tag not in (SM_ENABLED, SM_FAILED):
+                        continue
+                    if answer.tag == SM_ENABLED:
+                        self.acks = Unacked(wire, s2s.config, lambda: _cut(wire))
+            except BaseException:
+                self.acks = None
+                await wire.aclose()
+                raise
+        self.connections += 1
+        log.info("s2s %s -> %s established (%s, %s%s)", self.local, self.remote, self.method, wire.peer,
+                 ", stream management" if self.acks is not None else "")
+        return wire
+
+    async def _carry(self, wire: Wire) -> tuple[list[Stanza], bool]:
+        """Send the queue, then whatever comes, until the connection ends; returns the stanzas
+        it did not get acknowledged (none without stream management), and whether the peer
+        acknowledged any (always true without stream management: nothing tells)."""
+        self.wire = wire
+        try:
+            queued, self.queue = self.queue, []
+            for stanza in queued:
+                self._write(stanza)
+            await self._serve(wire)
+        except (ConnectionError, ssl.SSLError, OSError) as err:
+            log.info("s2s %s -> %s lost: %s", self.local, self.remote, err)
+        finally:
+            self.wire = None
+            wire.close_with()
+            await wire.aclose()
+        acks, self.acks = self.acks, None
+        if acks is None:
+            return [], True
+        return acks.close(), acks.acknowledged > 0
+
+    async def _serve(self, wire: Wire) -> None:
+        """Read the peer's side of our stream until it closes or we stay unused for too long;
+        a close of ours waits for the peer's (RFC 6120 §4.4), so that it has read everything."""
+        idle = self.s2s.config.idle_timeout
+        while not wire.closing:
+            left = idle - (time.monotonic() - max(wire.last_write, wire.last_read))
+            if left <= 0:
+                log.info("s2s %s -> %s idle; closing", self.local, self.remote)
+                if self.acks is not None:
+                    self.acks.request()
+                wire.close_with()
+                break
+            try:
+                event = await wire.next_event(left)
+            except TimeoutError:
+                continue
+            except StreamError as err:
+                wire.close_with(err)
+                return
+            if not self._handle(wire, event):
+                return
+        try:
+            async with asyncio.timeout(_CLOSE_WAIT):
+                while self._handle(wire, await wire.next_event(_CLOSE_WAIT)):
+                    pass
+        except (TimeoutError, StreamError):
+            log.info("s2s %s -> %s: the peer did not close its stream", self.local, self.remote)
+
+    def _handle(self, wire: Wire, event: Event | None) -> bool:
+        """One event from the peer; False when the stream is over."""
+        if event is None:
+            return False
+        if isinstance(event, StreamClosed):
+            wire.close_with()
+            return False
+        if not isinstance(event, StanzaReceived):
+            return False
+        el = event.element
+        if el.tag == _STREAM_ERROR:
+            log.info("s2s %s -> %s: the peer sent a stream error: %s", self.local, self.remote, serialize(el))
+            return False
+        if el.tag == SM_ACK and self.acks is not None:
+            try:
+                self.acks.acknowledge(Ack.from_xml(el).h)
+            except SmError as err:
+                wire.close_with(StreamError("bad-format", str(err)))
+                return False
+            except StreamError as err:
+                wire.close_with(err)
+                return False
+            return True
+        if el.tag == SM_REQUEST and self.acks is not None:
+            # §4: the peer may ask too; no stanza of its own comes on this stream.
+            wire.send(Ack(0).to_xml())
+            return True
+        # No XEP-0288 bidirectional streams here: the peer's stanzas come on its own stream.
+        wire.close_with(StreamError("unsupported-stanza-type", "this stream carries stanzas one way only"))
+        return False
+
+    async def _bounce(self, condition: str, text: str) -> None:
+        """RFC 6120 §8.3.3: tell the sender of each waiting stanza that it did not go."""
+        queued, self.queue = self.queue, []
+        for stanza in queued:
+            if stanza.type != "error":
+                await self.s2s.server.router.send(stanza.error(StanzaError(condition, text)))
+
+
+def _cut(wire: Wire) -> None:
+    """A connection that stopped answering: cut it, so the route replaces it."""
+    wire.closing = True
+    wire.writer.transport.abort()

@@ -1,0 +1,113 @@
+"""Where another server's domain is reached (RFC 6120 §3.2, XEP-0368 for direct TLS).
+
+In order: the static ``[s2s] hosts`` table (a domain mapped to ``host:port``, STARTTLS); an
+IP-literal domain, reached at that address on port 5269; else the DNS SRV records
+``_xmpps-server._tcp`` (direct TLS) and ``_xmpp-server._tcp`` (STARTTLS), lowest priority first
+and weighted at random within a priority (RFC 2782); with no records, the domain itself on port
+5269 (§3.2.2, resolved to A/AAAA when connecting). A single SRV record with the target "." says
+that the domain offers no s2s service (§3.2.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import aiodns
+import pycares
+
+from ..config import parse_address
+
+PORT = 5269
+
+
+class NoService(Exception):
+    """The domain says in DNS that it offers no server-to-server service."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One address to try: host name or IP, port, and whether TLS starts at once (XEP-0368)."""
+
+    host: str
+    port: int
+    direct_tls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SrvRecord:
+    """The part of a DNS SRV record (RFC 2782) that decides where to connect."""
+
+    priority: int
+    weight: int
+    port: int
+    target: str
+    direct_tls: bool
+
+
+def ip_literal(domain: str) -> str | None:
+    """The address of an IP-literal domain (``192.0.2.1`` or ``[2001:db8::1]``), else None."""
+    bare = domain[1:-1] if domain.startswith("[") and domain.endswith("]") else domain
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        return None
+
+
+def srv_order(records: Sequence[SrvRecord], rng: random.Random | None = None) -> list[SrvRecord]:
+    """RFC 2782: lowest priority first; within a priority, a weighted random order."""
+    rng = rng or random.Random()
+    ordered: list[SrvRecord] = []
+    for priority in sorted({r.priority for r in records}):
+        # Zero-weight records go first into the draw so that they keep a small chance.
+        group = sorted((r for r in records if r.priority == priority), key=lambda r: r.weight != 0)
+        while group:
+            pick = rng.randint(0, sum(r.weight for r in group))
+            running = 0
+            for index, record in enumerate(group):
+                running += record.weight
+                if running >= pick:
+                    ordered.append(group.pop(index))
+                    break
+    return ordered
+
+
+async def _srv(resolver: aiodns.DNSResolver, name: str, direct_tls: bool) -> list[SrvRecord]:
+    try:
+        result = await resolver.query_dns(name, "SRV")
+    except aiodns.error.DNSError:
+        return []
+    return [
+        SrvRecord(a.data.priority, a.data.weight, a.data.port, a.data.target.rstrip("."), direct_tls)
+        for a in result.answer
+        if isinstance(a.data, pycares.SRVRecordData)
+    ]
+
+
+async def endpoints(domain: str, overrides: Mapping[str, str], *,
+                    dns_servers: Sequence[str] | None = None) -> list[Endpoint]:
+    """Where to try to connect to ``domain``, in order (see the module docstring)."""
+    override = overrides.get(domain)
+    if override is not None:
+        host, port = parse_address(f"s2s.hosts.{domain}", override)
+        return [Endpoint(host, port)]
+    address = ip_literal(domain)
+    if address is not None:
+        return [Endpoint(address, PORT)]
+    resolver = aiodns.DNSResolver(nameservers=list(dns_servers) if dns_servers else None, timeout=5, tries=2)
+    try:
+        found = await asyncio.gather(
+            _srv(resolver, f"_xmpps-server._tcp.{domain}", True),
+            _srv(resolver, f"_xmpp-server._tcp.{domain}", False),
+        )
+    finally:
+        await resolver.close()
+    records = [r for group in found for r in group]
+    if records and all(r.target == "" for r in records):
+        raise NoService(f"{domain} offers no server-to-server service")
+    if records:
+        return [Endpoint(r.target, r.port, r.direct_tls) for r in srv_order(records) if r.target]
+    return [Endpoint(domain, PORT)]

@@ -1,0 +1,134 @@
+"""One server-to-server connection on a socket: bytes out, parsed stream events in (RFC 6120 §4).
+
+Both directions use it: the outgoing side awaits the next event during negotiation, the
+incoming side reads events in a loop. Stanzas travel in ``jabber:server`` on the wire and in
+``jabber:client`` inside the server, as every stanza does there; the conversion happens here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from xml.etree.ElementTree import Element
+from xml.sax.saxutils import quoteattr
+
+from ...xmpp import ns
+from ...xmpp.errors import StreamError
+from ...xmpp.parser import Event, StreamParser
+from ...xmpp.xml import serialize
+from ..config import Limits
+from .dialback import NS as DIALBACK
+
+log = logging.getLogger(__name__)
+
+_READ_SIZE = 65536
+# How long held-back input may wait for more bytes before it is parsed anyway (StreamParser.flush).
+_FLUSH_DELAY = 0.05
+# How long closing may take before the connection is cut (a peer that never answers close_notify).
+_CLOSE_GRACE = 2.0
+_SERVER_PREFIX = f"{{{ns.SERVER}}}"
+
+
+def header(from_: str | None, to: str | None, stream_id: str | None = None) -> str:
+    """The stream header (RFC 6120 §4.7), declaring the dialback namespace (XEP-0220 §2.1.1)."""
+    attrs = "".join(f" {name}={quoteattr(value)}" for name, value in (("from", from_), ("to", to), ("id", stream_id))
+                    if value is not None)
+    return (f"<?xml version='1.0'?><stream:stream xmlns='{ns.SERVER}' xmlns:stream='{ns.STREAMS}' "
+            f"xmlns:db='{DIALBACK}'{attrs} version='1.0'>")
+
+
+def to_client_namespace(el: Element) -> None:
+    """A stanza read from another server, in ``jabber:server``, as the server keeps it."""
+    for each in el.iter():
+        if each.tag.startswith(_SERVER_PREFIX):
+            each.tag = f"{{{ns.CLIENT}}}{each.tag[len(_SERVER_PREFIX):]}"
+
+
+class Wire:
+    """A TCP connection (plain until STARTTLS, or TLS from the start) with its stream parser."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limits: Limits,
+                 *, secure: bool = False) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.secure = secure
+        self.limits = limits
+        self.stanza_limit = limits.max_stanza_size
+        self.parser = StreamParser(self.stanza_limit)
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.last_read = self.last_write = time.monotonic()
+        self.closing = False
+        self._events: list[Event] = []
+
+    def set_stanza_limit(self, size: int) -> None:
+        """RFC 6120 §13.12: bound each stanza to ``size`` bytes from now on."""
+        self.stanza_limit = self.parser.max_stanza_bytes = size
+
+    def write(self, data: str) -> None:
+        if self.closing:
+            return
+        self.writer.write(data.encode())
+        self.last_write = time.monotonic()
+        if self.writer.transport.get_write_buffer_size() > self.limits.max_write_buffer:
+            # A peer that does not read what it is sent would make us hold it all.
+            log.warning("cutting s2s connection %s: it does not read what it is sent", self.peer)
+            self.closing = True
+            self.writer.transport.abort()
+
+    def send(self, el: Element) -> None:
+        """Write a stanza or nonza; a jabber:client stanza goes out in the stream's jabber:server."""
+        self.write(serialize(el, ns.CLIENT if el.tag.startswith(f"{{{ns.CLIENT}}}") else ns.SERVER))
+
+    async def next_event(self, timeout: float) -> Event | None:
+        """The next stream event; None when the connection ended. Raises TimeoutError, StreamError."""
+        async with asyncio.timeout(timeout):
+            while not self._events:
+                if self.parser.buffered():
+                    try:
+                        async with asyncio.timeout(_FLUSH_DELAY):
+                            data = await self.reader.read(_READ_SIZE)
+                    except TimeoutError:
+                        self._events = self.parser.flush()
+                        continue
+                else:
+                    data = await self.reader.read(_READ_SIZE)
+                if not data:
+                    return None
+                self.last_read = time.monotonic()
+                self._events = self.parser.feed(data)
+        return self._events.pop(0)
+
+    async def start_tls(self, context: ssl.SSLContext, server_hostname: str | None = None) -> None:
+        """RFC 6120 §5.4.3.3: TLS on the open connection, then a new stream (and parser)."""
+        await self.writer.drain()
+        await self.writer.start_tls(context, server_hostname=server_hostname)
+        self.secure = True
+        self.restart()
+
+    def restart(self) -> None:
+        """RFC 6120 §4.3.3: after TLS or SASL success a new stream starts; older input is discarded."""
+        self.parser = StreamParser(self.stanza_limit)
+        self._events = []
+
+    def close_with(self, error: StreamError | None = None) -> None:
+        """Send a stream error if given and close our stream (RFC 6120 §4.4, §4.9)."""
+        if self.closing:
+            return
+        if error is not None:
+            self.write(serialize(error.to_xml(), ns.SERVER))
+        self.write("</stream:stream>")
+        self.closing = True
+
+    async def aclose(self) -> None:
+        """Close the connection; what was written still goes out first, within a grace period."""
+        self.closing = True
+        if not self.writer.is_closing():
+            self.writer.close()
+        try:
+            async with asyncio.timeout(_CLOSE_GRACE):
+                await self.writer.wait_closed()
+        except Exception:  # timed out, or the connection broke: nothing more can be sent anyway
+            self.writer.transport.abort()

@@ -1,0 +1,277 @@
+"""Presence, IQs, carbons, groups and CSI across nodes: two or three servers in one process, on the
+in-process hub and on Redis, with every module loaded, sharing one PostgreSQL schema."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from xml.etree.ElementTree import Element
+
+import pytest
+
+from schnack.server.app import Server
+from schnack.server.cluster import LocalBus, RedisBus
+from schnack.server.cluster.local import LocalHub
+from schnack.server.modules.csi import ClientStateIndication, Saved
+from schnack.server.sessions import Session
+from schnack.xmpp import ns
+from schnack.xmpp.xml import serialize
+
+from ...conftest import require_service
+from ...harness import Client, make_config
+from ..modules.contacts import presence
+from ..modules.groups import ADMIN, MESSAGE, PRESENCE, ROOM, create, join_xml, set_affiliation, statuses
+from ..modules.messaging import body, chat, login
+from ..storage.conftest import postgres_schema
+from .conftest import Cluster, eventually, redis_available
+
+IQ = f"{{{ns.CLIENT}}}iq"
+CARBONS = "urn:xmpp:carbons:2"
+INACTIVE = "<inactive xmlns='urn:xmpp:csi:0'/>"
+ACTIVE = "<active xmlns='urn:xmpp:csi:0'/>"
+
+
+@pytest.fixture(params=["local", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test runs on the in-process hub and on Redis."""
+    return str(request.param)
+
+
+@contextlib.asynccontextmanager
+async def nodes(tmp_path: Path, backend: str, count: int = 2, node_ttl: float = 10.0) -> AsyncIterator[list[Server]]:
+    """``count`` started servers; ``node_ttl`` long enough that a busy machine declares none dead,
+    short for the tests that stop one."""
+    cluster = Cluster(backend)
+    if backend == "redis":
+        reason = await redis_available(cluster.url)
+        require_service(reason is None, f"Redis not reachable at {cluster.url}: {reason}")
+    hub = LocalHub()
+    async with postgres_schema() as (storage_url, _, _):
+        servers = [
+            Server(make_config(tmp_path / name, storage={"url": storage_url}, modules={"disable": ["e2e"]}), bus=(
+                LocalBus(name, hub=hub, heartbeat_interval=0.2, node_ttl=node_ttl) if backend == "local" else
+                RedisBus(cluster.url, name, prefix=cluster.prefix, heartbeat_interval=0.2, node_ttl=node_ttl)))
+            for name in "abc"[:count]
+        ]
+        started: list[Server] = []
+        try:
+            for server in servers:
+                await server.start(listen=False)
+                started.append(server)
+            yield servers
+        finally:
+            for server in reversed(started):
+                await server.stop()
+            await cluster.close()
+
+
+async def until(client: Client, match: Callable[[Element], bool], timeout: float = 20.0) -> Element:
+    """The first stanza the client gets that ``match`` accepts; what comes before is dropped."""
+    async with asyncio.timeout(timeout):
+        while True:
+            for el in client.take():
+                if match(el):
+                    return el
+            await asyncio.sleep(0.02)
+
+
+def presence_from(jid: str, kind: str | None = None, show: str | None = None) -> Callable[[Element], bool]:
+    return lambda el: (el.tag == PRESENCE and el.get("from") == jid and el.get("type") == kind
+                       and (show is None or el.findtext(f"{{{ns.CLIENT}}}show") == show))
+
+
+async def friends(a: Client, b: Client) -> None:
+    """Mutual subscription between the two accounts (state Both), whichever nodes they are on."""
+    a_bare, b_bare = a.jid.partition("/")[0], b.jid.partition("/")[0]
+    await a.send(presence("subscribe", b_bare))
+    await until(b, lambda el: el.get("type") == "subscribe")
+    await b.send(presence("subscribed", a_bare))
+    await b.send(presence("subscribe", a_bare))
+    await until(a, lambda el: el.get("type") == "subscribe")
+    await a.send(presence("subscribed", b_bare))
+    a.take()
+    b.take()
+
+
+async def online(server: Server, jid: str, inner: str = "") -> Client:
+    client = await login(server, jid)
+    await client.send(f"<iq type='get' id='roster'><query xmlns='{ns.ROSTER}'/></iq>")
+    await client.send(presence(inner=inner))
+    client.take()
+    return client
+
+
+async def saved_of(csi: ClientStateIndication, session: Session) -> Saved:
+    """What client state indication dropped for ``session`` so far."""
+    return csi.saved(session)
+
+
+async def test_presence_subscription_probe_and_broadcast_cross_nodes(tmp_path: Path, backend: str) -> None:
+    async with nodes(tmp_path, backend) as (a, b):
+        alice = await online(a, "alice@localhost/phone")
+        bob = await online(b, "bob@localhost/desk")
+        await friends(alice, bob)
+        # §4.4: a later presence is broadcast to the contact on the other node.
+        await alice.send(presence(inner="<show>away</show>"))
+        await until(bob, presence_from("alice@localhost/phone", show="away"))
+
+        # §4.3: a new resource's probe is answered with the presence of a contact on another node.
+        laptop = await login(a, "alice@localhost/laptop")
+        await laptop.send(presence())
+        got = await until(laptop, presence_from("bob@localhost/desk"))
+        assert got.get("to") == "alice@localhost/laptop"
+
+        # §4.5: unavailable presence reaches the contact on the other node.
+        await bob.send(presence("unavailable"))
+        await until(alice, presence_from("bob@localhost/desk", "unavailable"))
+        await until(laptop, presence_from("bob@localhost/desk", "unavailable"))
+
+
+async def test_a_new_resource_sees_its_siblings_on_other_nodes(tmp_path: Path, backend: str) -> None:
+    async with nodes(tmp_path, backend) as (a, b):
+        phone = await online(a, "carol@localhost/phone", "<status>on the train</status>")
+        desk = await login(b, "carol@localhost/desk")
+        await desk.send(presence())
+        got = await until(desk, presence_from("carol@localhost/phone"))
+        assert got.findtext(f"{{{ns.CLIENT}}}status") == "on the train"
+        # §4.2.2: and the sibling hears about the new resource.
+        await until(phone, presence_from("carol@localhost/desk"))
+
+
+async def test_contacts_hear_unavailable_when_a_node_dies(tmp_path: Path, backend: str) -> None:
+    async with nodes(tmp_path, backend, node_ttl=2.0) as (a, b):
+        alice = await online(a, "alice@localhost/phone")
+        bob = await online(b, "bob@localhost/desk")
+        await friends(alice, bob)
+        await b.cluster.bus.stop(leave=False)  # b stops heartbeating, as a crashed node would
+        got = await until(alice, presence_from("bob@localhost/desk", "unavailable"), timeout=20)
+        assert got.get("to") in ("alice@localhost", "alice@localhost/phone")
+
+
+async def test_a_bare_message_goes_to_the_highest_priority_resource_cluster_wide(tmp_path: Path, backend: str) -> None:
+    async with nodes(tmp_path, backend) as (a, b):
+        alice = await online(a, "alice@localhost/phone")
+        low = await online(a, "bob@localhost/phone", "<priority>1</priority>")
+        high = await online(b, "bob@localhost/desk", "<priority>5</priority>")
+        await alice.send(chat("bob@localhost", "to the desk"))
+        got = await until(high, lambda el: el.tag == MESSAGE)
+        assert body(got) == "to the desk"
+        assert [el for el in low.take() if el.tag == MESSAGE] == []
+        # Equal priorities on both nodes: both get it (§8.5.2.1.1), and nothing is stored offline.
+        await low.send(presence(inner="<priority>5</priority>"))
+        await alice.send(chat("bob@localhost", "both", id="m2"))
+        assert body(await until(high, lambda el: el.tag == MESSAGE)) == "both"
+        assert body(await until(low, lambda el: el.tag == MESSAGE)) == "both"
+        assert await a.storage.archive.count("localhost", "bob", "offline") == 0
+
+
+async def test_an_iq_between_full_jids_on_two_nodes_is_answered(tmp_path: Path, backend: str) -> None:
+    async with nodes(tmp_path, backend) as (a, b):
+        caller = await online(a, "alice@localhost/phone")
+        callee = await online(b, "bob@localhost/desk")
+        jingle = ("<iq type='set' id='j1' to='bob@localhost/desk'>"
+                  "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='s1'/></iq>")
+        await caller.send(jingle)
+        got = await until(callee, lambda el: el.tag == IQ)
+        assert (got.get("type"), got.get("from"), got.get("id")) == ("set", "alice@localhost/phone", "j1")
+        await callee.send("<iq type='result' id='j1' to='alice@localhost/phone'/>")
+        answer = await until(caller, lambda el: el.tag == IQ)
+        assert (answer.get("type"), answer.get("from")) == ("result", "bob@localhost/desk")
+
+        # A resource that went away in between: the caller gets service-unavailable back.
+        await callee.close()
+        await caller.send("<iq type='get' id='p1' to='bob@localhost/desk'><ping xmlns='urn:xmpp:ping'/></iq>")
+        answer = await until(caller, lambda el: el.tag == IQ)
+        assert answer.get("type") == "error" and answer.get("id") == "p1"
+
+
+async def test_carbons_reach_resources_on_other_nodes(tmp_path: Path, backend: str) -> None:
+    async with nodes(tmp_path, backend) as (a, b):
+        alice = await online(a, "alice@localhost/phone")
+        bob_phone = await online(a, "bob@localhost/phone")
+        bob_desk = await login(b, "bob@localhost/desk")
+        await bob_desk.send(f"<iq type='set' id='c1'><enable xmlns='{CARBONS}'/></iq>")
+        await bob_desk.send(presence(inner="<priority>-1</priority>"))
+        bob_desk.take()
+        # XEP-0280 §7: received, copied to the enabled resource on the other node.
+        await alice.send(chat("bob@localhost/phone", "for the phone"))
+        assert body(await until(bob_phone, lambda el: el.tag == MESSAGE)) == "for the phone"
+        carbon = await until(bob_desk, lambda el: el.tag == MESSAGE)
+        received = carbon.find(f"{{{CARBONS}}}received")
+        assert received is not None, serialize(carbon)
+        assert carbon.get("from") == "bob@localhost"
+        # §8: sent, copied the same way.
+        await bob_phone.send(chat("alice@localhost", "from the phone", id="s1"))
+        carbon = await until(bob_desk, lambda el: el.tag == MESSAGE)
+        assert carbon.find(f"{{{CARBONS}}}sent") is not None, serialize(carbon)
+        # And the other way round: a message delivered on the other node is copied to an enabled
+        # resource here.
+        await bob_phone.send(f"<iq type='set' id='c2'><enable xmlns='{CARBONS}'/></iq>")
+        bob_phone.take()
+        await alice.send(chat("bob@localhost/desk", "for the desk", id="m3"))
+        assert body(await until(bob_desk, lambda el: el.tag == MESSAGE)) == "for the desk"
+        carbon = await until(bob_phone, lambda el: el.tag == MESSAGE)
+        assert carbon.find(f"{{{CARBONS}}}received") is not None, serialize(carbon)
+
+
+async def test_a_group_with_occupants_on_two_nodes(tmp_path: Path, backend: str) -> None:
+    async with nodes(tmp_path, backend, 3, node_ttl=2.0) as (a, b, c):
+        owner = await online(a, "alice@localhost/phone")
+        await create(owner, nick="alice")
+        assert (await set_affiliation(owner, "bob@localhost", "member")).get("type") == "result"
+        bob = await online(b, "bob@localhost/desk")
+        await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
+        own = await until(bob, lambda el: el.tag == PRESENCE and el.get("from") == f"{ROOM}/bob")
+        assert 110 in statuses(own)
+        await until(owner, lambda el: el.tag == PRESENCE and el.get("from") == f"{ROOM}/bob")
+        await bob.send(f"<message to='{ROOM}' type='groupchat' id='g1'><body>hallo</body></message>")
+        for client in (owner, bob):
+            got = await until(client, lambda el: el.tag == MESSAGE and el.get("id") == "g1")
+            assert (got.get("type"), body(got), got.get("from")) == ("groupchat", "hallo", f"{ROOM}/bob")
+        # The room lives on the node that claimed it; the others forward to it.
+        assert await c.cluster.bus.claim(f"room:{ROOM}") == "a"
+        # An IQ to the room from another node is answered by the room's node, and the answer comes back.
+        await bob.send(f"<iq type='get' id='who' to='{ROOM}'><query xmlns='{ADMIN}'><item affiliation='member'/></query></iq>")
+        answer = await until(bob, lambda el: el.tag == IQ and el.get("id") == "who")
+        assert answer.get("type") == "result", serialize(answer)
+        assert [i.get("jid") for i in answer.iter(f"{{{ADMIN}}}item")] == ["bob@localhost"]
+        # A member whose node dies is removed from the room (§7.14) by its owner node.
+        await b.cluster.bus.stop(leave=False)
+        gone = await until(owner, lambda el: el.tag == PRESENCE and el.get("type") == "unavailable", timeout=20)
+        assert gone.get("from") == f"{ROOM}/bob"
+
+
+async def test_an_inactive_session_holds_presence_from_other_nodes(tmp_path: Path, backend: str) -> None:
+    async with nodes(tmp_path, backend) as (a, b):
+        alice = await online(a, "alice@localhost/phone")
+        bob = await online(b, "bob@localhost/desk")
+        await friends(alice, bob)
+        # Everything alice's node sent bob's before is in once this presence is (one channel, in order).
+        await alice.send(presence(inner="<status>ready</status>"))
+        await until(bob, lambda el: el.tag == PRESENCE and el.findtext(f"{{{ns.CLIENT}}}status") == "ready")
+        await bob.send(INACTIVE)
+        await alice.send(presence(inner="<show>away</show>"))
+        await alice.send(presence(inner="<show>dnd</show>"))
+        csi = b.modules["csi"]
+        assert isinstance(csi, ClientStateIndication)
+        session = bob.stream.session
+        assert session is not None
+        # XEP-0352: the first update is superseded while held; nothing reached the client.
+        saved = await eventually(lambda: saved_of(csi, session), lambda s: s.stanzas == 1)
+        assert saved.stanzas == 1
+        assert [el for el in bob.take() if el.tag == PRESENCE] == []
+        await bob.send(ACTIVE)
+        (got,) = [el for el in bob.take() if el.tag == PRESENCE]
+        assert got.findtext(f"{{{ns.CLIENT}}}show") == "dnd"
+
+
+async def test_messages_of_every_type_reach_a_full_jid_on_another_node(tmp_path: Path, backend: str) -> None:
+    async with nodes(tmp_path, backend) as (a, b):
+        alice = await online(a, "alice@localhost/phone")
+        bob = await online(b, "bob@localhost/desk")
+        for kind in ("chat", "normal", "headline", "groupchat", "error"):
+            await alice.send(chat("bob@localhost/desk", kind, kind=kind, id=kind))
+            got = await until(bob, lambda el: el.tag == MESSAGE)
+            assert (got.get("id"), got.get("type"), body(got)) == (kind, kind, kind)

@@ -1,0 +1,140 @@
+"""Another server written out by hand, to send what a correct one never would."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import uuid
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from schnack.server.tls import make_self_signed
+from schnack.xmpp import ns
+from schnack.xmpp.parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
+from schnack.xmpp.payloads.sm import NS as SM
+
+WAIT = 30
+
+
+class RawPeer:
+    """A server-to-server connection driven XML by XML."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.parser = StreamParser(1_000_000)
+        self.stream_id = ""
+        self.events: list[Any] = []
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> RawPeer:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer)
+
+    def send(self, xml: str) -> None:
+        self.writer.write(xml.encode())
+
+    async def next(self) -> Any:
+        async with asyncio.timeout(WAIT):
+            while not self.events:
+                data = await self.reader.read(65536)
+                assert data, "connection closed"
+                self.events += self.parser.feed(data) + self.parser.flush()
+        return self.events.pop(0)
+
+    async def element(self) -> ET.Element:
+        event = await self.next()
+        assert isinstance(event, StanzaReceived), event
+        return event.element
+
+    async def open(self, origin: str, to: str) -> ET.Element:
+        self.writer.write(
+            f"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='{ns.STREAMS}' "
+            f"xmlns:db='jabber:server:dialback' from='{origin}' to='{to}' version='1.0'>".encode()
+        )
+        header = await self.next()
+        assert isinstance(header, StreamOpened)
+        self.stream_id = header.attrs["id"]
+        return await self.element()
+
+    async def starttls(self, origin: str, to: str) -> ET.Element:
+        features = await self.open(origin, to)
+        assert features.find(f"{{{ns.TLS}}}starttls/{{{ns.TLS}}}required") is not None
+        self.writer.write(f"<starttls xmlns='{ns.TLS}'/>".encode())
+        assert (await self.element()).tag == f"{{{ns.TLS}}}proceed"
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        await self.writer.start_tls(ctx)
+        self.parser = StreamParser(1_000_000)
+        return await self.open(origin, to)
+
+    async def stream_error(self) -> str:
+        while True:
+            event = await self.next()
+            if isinstance(event, StreamClosed):
+                raise AssertionError("closed without a stream error")
+            if isinstance(event, StanzaReceived) and event.element.tag == f"{{{ns.STREAMS}}}error":
+                return next(c.tag.partition("}")[2] for c in event.element)
+
+
+class RawReceiver:
+    """A receiving server written out by hand, at 127.0.0.1: it requires STARTTLS, accepts any
+    dialback key, offers stream management when ``sm`` is set, and leaves acks to the test."""
+
+    def __init__(self, directory: Path, domain: str, *, sm: bool = True) -> None:
+        self.domain = domain
+        self.sm = sm
+        self.port = 0
+        self.accepted: asyncio.Queue[RawPeer] = asyncio.Queue()
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        make_self_signed([domain], directory / "raw.crt", directory / "raw.key")
+        self._context.load_cert_chain(directory / "raw.crt", directory / "raw.key")
+        self._server: asyncio.Server | None = None
+        self._peers: list[RawPeer] = []
+
+    async def start(self) -> RawReceiver:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = RawPeer(reader, writer)
+        self._peers.append(peer)
+        await peer.next()  # the initiating server's stream header
+        self._header(peer)
+        peer.send(f"<stream:features><starttls xmlns='{ns.TLS}'><required/></starttls></stream:features>")
+        assert (await peer.element()).tag == f"{{{ns.TLS}}}starttls"
+        peer.send(f"<proceed xmlns='{ns.TLS}'/>")
+        await writer.start_tls(self._context)
+        peer.parser = StreamParser(1_000_000)
+        opened = await peer.next()
+        assert isinstance(opened, StreamOpened)
+        self._header(peer)
+        sm = f"<sm xmlns='{SM}'/>" if self.sm else ""
+        peer.send(f"<stream:features><dialback xmlns='urn:xmpp:features:dialback'/>{sm}</stream:features>")
+        request = await peer.element()
+        assert request.tag == "{jabber:server:dialback}result"
+        peer.send(f"<db:result from='{self.domain}' to='{request.get('from')}' type='valid'/>")
+        await self.accepted.put(peer)
+
+    def _header(self, peer: RawPeer) -> None:
+        peer.stream_id = uuid.uuid4().hex
+        peer.send(f"<stream:stream xmlns='jabber:server' xmlns:stream='{ns.STREAMS}' "
+                  f"xmlns:db='jabber:server:dialback' from='{self.domain}' id='{peer.stream_id}' version='1.0'>")
+
+    async def next_peer(self) -> RawPeer:
+        async with asyncio.timeout(WAIT):
+            return await self.accepted.get()
+
+    def vanish(self) -> None:
+        """Stop listening; connections stay open and silent, as when a host drops off the network."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def stop(self) -> None:
+        self.vanish()
+        for peer in self._peers:
+            peer.writer.transport.abort()

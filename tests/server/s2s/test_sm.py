@@ -1,0 +1,211 @@
+"""XEP-0198 on server-to-server streams, with hand-written peers: the sending side sends again
+what a broken connection did not get acknowledged, and bounces it when the peer stays away; the
+receiving side acknowledges only what it stored."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schnack.server.app import Server
+from schnack.server.s2s.dialback import dialback_key
+from schnack.xmpp import ns
+from schnack.xmpp.parser import StreamClosed
+from schnack.xmpp.payloads.sm import NS as SM
+
+from ...harness import Client, add_user, connect, make_config
+from ..modules.messaging import condition
+from .raw import RawPeer, RawReceiver
+
+REMOTE = "raw.example"
+
+
+@pytest.fixture
+async def receiver(tmp_path: Path) -> AsyncIterator[RawReceiver]:
+    raw = await RawReceiver(tmp_path, REMOTE).start()
+    try:
+        yield raw
+    finally:
+        raw.stop()
+
+
+async def sender(tmp_path: Path, receiver: RawReceiver, **s2s: Any) -> tuple[Server, Client]:
+    server = Server(make_config(tmp_path, listen={"s2s": ["127.0.0.1:0"]}, s2s={
+        "enabled": True, "verify": False, "connect_timeout": 5, "ack_after_stanzas": 2,
+        "hosts": {REMOTE: f"127.0.0.1:{receiver.port}"}, **s2s,
+    }))
+    await server.start()
+    await add_user(server, "alice")
+    return server, await connect(server, "alice@localhost/desk")
+
+
+def message(n: int) -> str:
+    return f"<message to='bob@{REMOTE}' id='m{n}' type='chat'><body>number {n}</body></message>"
+
+
+async def enable(peer: RawPeer) -> None:
+    assert (await peer.element()).tag == f"{{{SM}}}enable"
+    peer.send(f"<enabled xmlns='{SM}'/>")
+
+
+async def received(peer: RawPeer, count: int) -> tuple[list[str], int]:
+    """The ids of the next ``count`` messages, and how many <r/> came with them."""
+    ids: list[str] = []
+    requests = 0
+    while len(ids) < count:
+        el = await peer.element()
+        if el.tag == f"{{{SM}}}r":
+            requests += 1
+        else:
+            assert el.tag == "{jabber:server}message", el.tag
+            ids.append(el.get("id", ""))
+    return ids, requests
+
+
+async def test_unacknowledged_stanzas_go_again_on_a_new_connection(tmp_path: Path, receiver: RawReceiver) -> None:
+    server, alice = await sender(tmp_path, receiver)
+    try:
+        for n in (1, 2, 3):
+            await alice.send(message(n))
+        first = await receiver.next_peer()
+        await enable(first)
+        ids, requests = await received(first, 3)
+        assert ids == ["m1", "m2", "m3"] and requests == 1
+        first.send(f"<a xmlns='{SM}' h='1'/>")
+        # m1 is acknowledged; the link dies with m2 and m3 unacknowledged.
+        await asyncio.sleep(0.2)
+        first.writer.transport.abort()
+        second = await receiver.next_peer()
+        await enable(second)
+        assert (await received(second, 2))[0] == ["m2", "m3"]
+        await alice.send(message(4))
+        assert (await received(second, 1))[0] == ["m4"]
+        second.send(f"<a xmlns='{SM}' h='3'/>")
+        route = server.s2s.routes[("localhost", REMOTE)]
+        assert route.connections == 2
+        assert alice.take() == []
+    finally:
+        await server.stop()
+
+
+async def test_a_peer_that_never_acknowledges_and_vanishes_bounces(tmp_path: Path, receiver: RawReceiver) -> None:
+    """RFC 6120 §8.3.3: after the retry window, each unacknowledged message goes back to its
+    sender with remote-server-timeout; none is dropped silently."""
+    server, alice = await sender(tmp_path, receiver, ack_timeout=0.5, retry_window=1.5)
+    try:
+        await alice.send(message(1))
+        await alice.send(message(2))
+        peer = await receiver.next_peer()
+        await enable(peer)
+        assert (await received(peer, 2))[0] == ["m1", "m2"]
+        receiver.vanish()
+        errors = await alice.expect(2, timeout=10)
+        assert {el.get("id"): condition(el) for el in errors} == {"m1": "remote-server-timeout",
+                                                                 "m2": "remote-server-timeout"}
+    finally:
+        await server.stop()
+
+
+async def test_peer_without_stream_management_gets_no_enable(tmp_path: Path) -> None:
+    raw = await RawReceiver(tmp_path, REMOTE, sm=False).start()
+    server, alice = await sender(tmp_path, raw)
+    try:
+        await alice.send(message(1))
+        peer = await raw.next_peer()
+        assert (await peer.element()).get("id") == "m1"
+        assert server.s2s.routes[("localhost", REMOTE)].acks is None
+    finally:
+        await server.stop()
+        raw.stop()
+
+
+@pytest.fixture
+async def receiving(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
+    """Our server, and a second one that is the authoritative server of the raw peer's domain."""
+    secret = "the other domain's dialback secret"
+    authority = Server(make_config(tmp_path / "b", domains=["b.example"], listen={"s2s": ["127.0.0.1:0"]},
+                                   s2s={"enabled": True, "dialback_secret": secret}))
+    await authority.start()
+    host, port = authority.bound["s2s"][0]
+    server = Server(make_config(tmp_path / "a", listen={"s2s": ["127.0.0.1:0"]},
+                                s2s={"enabled": True, "hosts": {"b.example": f"{host}:{port}"}}))
+    await server.start()
+    try:
+        yield server, secret
+    finally:
+        await server.stop()
+        await authority.stop()
+
+
+async def test_incoming_acks_count_stored_messages(receiving: tuple[Server, str]) -> None:
+    """§4: h covers a message only once it is in offline storage; enabling needs a domain."""
+    server, secret = receiving
+    await add_user(server, "bob")
+    host, port = server.bound["s2s"][0]
+    peer = await RawPeer.connect(host, port)
+    features = await peer.starttls("b.example", "localhost")
+    assert features.find(f"{{{SM}}}sm") is not None
+    peer.send(f"<enable xmlns='{SM}'/>")
+    failed = await peer.element()
+    assert failed.tag == f"{{{SM}}}failed" and failed.find(f"{{{ns.STANZA_ERRORS}}}unexpected-request") is not None
+    key = dialback_key(secret, "localhost", "b.example", peer.stream_id)
+    peer.send(f"<db:result from='b.example' to='localhost'>{key}</db:result>")
+    assert (await peer.element()).get("type") == "valid"
+    peer.send(f"<enable xmlns='{SM}'/>")
+    assert (await peer.element()).tag == f"{{{SM}}}enabled"
+    peer.send("".join(f"<message from='eve@b.example/x' to='bob@localhost' id='o{n}' type='chat'>"
+                      f"<body>offline {n}</body></message>" for n in range(3)) + f"<r xmlns='{SM}'/>")
+    ack = await peer.element()
+    assert (ack.tag, ack.get("h")) == (f"{{{SM}}}a", "3")
+    assert await server.storage.archive.count("localhost", "bob", "offline") == 3
+    peer.send(f"<a xmlns='{SM}' h='1'/>")
+    assert await peer.stream_error() == "undefined-condition"
+
+
+async def test_without_stream_management_a_closed_stream_is_replaced(tmp_path: Path) -> None:
+    """RFC 6120 §4.4: the peer closes its stream; we close ours, and the next stanza opens a new one."""
+    raw = await RawReceiver(tmp_path, REMOTE, sm=False).start()
+    server, alice = await sender(tmp_path, raw)
+    try:
+        await alice.send(message(1))
+        first = await raw.next_peer()
+        assert (await first.element()).get("id") == "m1"
+        first.send("</stream:stream>")
+        assert isinstance(await first.next(), StreamClosed)
+        await alice.send(message(2))
+        second = await raw.next_peer()
+        assert (await second.element()).get("id") == "m2"
+        assert alice.take() == []
+    finally:
+        await server.stop()
+        raw.stop()
+
+
+async def test_a_peer_that_takes_stanzas_but_never_acknowledges_is_not_retried_forever(
+        tmp_path: Path, receiver: RawReceiver) -> None:
+    """Each new connection comes up, takes the stanza and breaks: the retry window keeps running."""
+    server, alice = await sender(tmp_path, receiver, retry_window=1.5)
+    connections = 0
+
+    async def break_each() -> None:
+        nonlocal connections
+        while True:
+            peer = await receiver.next_peer()
+            connections += 1
+            await enable(peer)
+            assert (await received(peer, 1))[0] == ["m1"]
+            peer.writer.transport.abort()
+
+    breaking = asyncio.create_task(break_each())
+    try:
+        await alice.send(message(1))
+        (error,) = await alice.expect(1, timeout=10)
+        assert (error.get("id"), condition(error)) == ("m1", "remote-server-timeout")
+        assert 2 <= connections <= 4
+    finally:
+        breaking.cancel()
+        await server.stop()

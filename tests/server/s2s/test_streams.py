@@ -1,0 +1,140 @@
+"""Server-to-server streams on a real socket, driven by a hand-written peer: what RFC 6120 and
+XEP-0220 require of the receiving and the authoritative server, and bounces of the outgoing side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from schnack.server.app import Server
+from schnack.server.s2s.dialback import dialback_key
+from schnack.xmpp import ns
+
+from ...harness import add_user, connect, make_config, running
+from ..modules.messaging import condition
+from .raw import RawPeer
+
+SECRET = "our dialback secret"
+DB = "{jabber:server:dialback}"
+
+
+@contextlib.asynccontextmanager
+async def silent_listener() -> AsyncIterator[int]:
+    """A port that accepts connections and never says anything."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    srv = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield srv.sockets[0].getsockname()[1]
+    finally:
+        for writer in held:
+            writer.close()
+        srv.close()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    async with silent_listener() as silent:
+        srv = Server(make_config(
+            tmp_path,
+            listen={"s2s": ["127.0.0.1:0"]},
+            s2s={"enabled": True, "dialback_secret": SECRET, "connect_timeout": 1,
+                 "hosts": {"silent.example": f"127.0.0.1:{silent}", "closed.example": "127.0.0.1:1"}},
+        ))
+        await srv.start()
+        try:
+            yield srv
+        finally:
+            await srv.stop()
+
+
+async def peer(server: Server) -> RawPeer:
+    host, port = server.bound["s2s"][0]
+    return await RawPeer.connect(host, port)
+
+
+async def test_unknown_domain_is_host_unknown(server: Server) -> None:
+    raw = await peer(server)
+    raw.send(f"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='{ns.STREAMS}' "
+             "from='other.example' to='nothere.example' version='1.0'>")
+    assert await raw.stream_error() == "host-unknown"
+
+
+async def test_tls_is_required_before_stanzas(server: Server) -> None:
+    raw = await peer(server)
+    features = await raw.open("other.example", "localhost")
+    assert features.find(f"{{{ns.TLS}}}starttls/{{{ns.TLS}}}required") is not None
+    raw.send("<message from='a@other.example' to='alice@localhost'><body>hi</body></message>")
+    assert await raw.stream_error() == "policy-violation"
+
+
+async def test_stanza_from_an_unauthenticated_domain_is_invalid_from(server: Server) -> None:
+    raw = await peer(server)
+    await raw.starttls("other.example", "localhost")
+    raw.send("<message from='a@other.example' to='alice@localhost'><body>hi</body></message>")
+    assert await raw.stream_error() == "invalid-from"
+
+
+async def test_stanza_without_from_is_improper_addressing(server: Server) -> None:
+    raw = await peer(server)
+    await raw.starttls("other.example", "localhost")
+    raw.send("<message to='alice@localhost'><body>hi</body></message>")
+    assert await raw.stream_error() == "improper-addressing"
+
+
+async def test_authoritative_server_answers_verify(server: Server) -> None:
+    """XEP-0220 §2.1.4: a key we made checks out; any other does not."""
+    raw = await peer(server)
+    await raw.starttls("other.example", "localhost")
+    good = dialback_key(SECRET, "other.example", "localhost", "their-stream")
+    raw.send(f"<db:verify from='other.example' to='localhost' id='their-stream'>{good}</db:verify>")
+    answer = await raw.element()
+    assert (answer.tag, answer.get("type"), answer.get("id")) == (f"{DB}verify", "valid", "their-stream")
+    assert (answer.get("from"), answer.get("to")) == ("localhost", "other.example")
+    raw.send(f"<db:verify from='other.example' to='localhost' id='another-stream'>{good}</db:verify>")
+    assert (await raw.element()).get("type") == "invalid"
+
+
+async def test_dialback_with_an_unreachable_authority_is_an_error(server: Server) -> None:
+    raw = await peer(server)
+    await raw.starttls("closed.example", "localhost")
+    raw.send("<db:result from='closed.example' to='localhost'>0123</db:result>")
+    answer = await raw.element()
+    assert (answer.tag, answer.get("type")) == (f"{DB}result", "error")
+    assert answer.find("{jabber:server:dialback}error/{urn:ietf:params:xml:ns:xmpp-stanzas}remote-server-not-found") is not None
+
+
+async def test_waiting_stanzas_bounce_by_cause(server: Server) -> None:
+    """RFC 6120 §8.3.3: a server that does not answer in time, and one that cannot be reached."""
+    await add_user(server, "alice")
+    alice = await connect(server, "alice@localhost/desk")
+    await alice.send("<message to='bob@silent.example' id='m1' type='chat'><body>hello?</body></message>")
+    await alice.send("<message to='bob@closed.example' id='m2' type='chat'><body>hello?</body></message>")
+    errors = {el.get("id"): condition(el) for el in await alice.expect(2, timeout=10)}
+    assert errors == {"m1": "remote-server-timeout", "m2": "remote-server-not-found"}
+
+
+async def test_disabled_federation_answers_remote_server_not_found(tmp_path: Path) -> None:
+    async with running(tmp_path) as server:
+        await add_user(server, "alice")
+        alice = await connect(server, "alice@localhost/desk")
+        await alice.send("<message to='bob@other.example' id='m1' type='chat'><body>hi</body></message>")
+        (error,) = await alice.expect()
+        assert condition(error) == "remote-server-not-found"
+
+
+async def test_sasl_external_needs_a_verified_certificate(server: Server) -> None:
+    raw = await peer(server)
+    features = await raw.starttls("other.example", "localhost")
+    assert features.find(f"{{{ns.SASL}}}mechanisms") is None
+    raw.send(f"<auth xmlns='{ns.SASL}' mechanism='EXTERNAL'>=</auth>")
+    failure = await raw.element()
+    assert failure.tag == f"{{{ns.SASL}}}failure"
+    assert failure.find(f"{{{ns.SASL}}}invalid-mechanism") is not None
