@@ -6,13 +6,10 @@ client uses in production.
 
 from __future__ import annotations
 
-import random
-from collections import Counter
-
 import pytest
 
 from schnack.client import Client, ConnectError
-from schnack.client.net import Endpoint, SrvRecord, endpoints, srv_order
+from schnack.client.net import Endpoint, endpoints
 from schnack.server.app import Server
 
 from .conftest import PASSWORD
@@ -23,24 +20,6 @@ ZONE = {
     "_xmpp-client._tcp.example.test": [(10, 5, 5222, "late.example.test."), (5, 0, 5299, "plain.example.test.")],
     "_xmpp-client._tcp.closed.test": [(0, 0, 0, ".")],
 }
-
-
-def record(priority: int, weight: int, target: str) -> SrvRecord:
-    return SrvRecord(priority, weight, 5222, target, False)
-
-
-def test_srv_order_is_by_priority_first() -> None:
-    records = [record(20, 100, "c"), record(10, 0, "a"), record(30, 1, "d"), record(10, 0, "b")]
-    for seed in range(20):
-        ordered = [r.target for r in srv_order(records, random.Random(seed))]
-        assert sorted(ordered[:2]) == ["a", "b"] and ordered[2:] == ["c", "d"]
-
-
-def test_srv_order_within_a_priority_follows_the_weights() -> None:
-    """RFC 2782: a record with weight 90 comes first about nine times as often as one with 10."""
-    records = [record(0, 10, "light"), record(0, 90, "heavy")]
-    firsts = Counter(srv_order(records, random.Random(seed))[0].target for seed in range(1000))
-    assert firsts["heavy"] > 3 * firsts["light"] > 0
 
 
 async def test_srv_records_of_both_kinds_in_order() -> None:

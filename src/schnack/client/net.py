@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from ..xmpp.negotiation import (
 )
 from ..xmpp.payloads.sasl2 import UserAgent
 from ..xmpp.payloads.sm import Enable, Enabled, Failed, Resume, Resumed
+from ..xmpp.srv import SrvRecord, no_service, srv_order
 from . import tls
 from .errors import AuthenticationError, ConnectError
 
@@ -54,35 +54,6 @@ class Endpoint:
     host: str
     port: int
     direct_tls: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SrvRecord:
-    """The part of a DNS SRV record (RFC 2782) that decides where to connect."""
-
-    priority: int
-    weight: int
-    port: int
-    target: str
-    direct_tls: bool
-
-
-def srv_order(records: Sequence[SrvRecord], rng: random.Random | None = None) -> list[SrvRecord]:
-    """RFC 2782: lowest priority first; within a priority, a weighted random order."""
-    rng = rng or random.Random()
-    ordered: list[SrvRecord] = []
-    for priority in sorted({r.priority for r in records}):
-        # Zero-weight records first, so that they have a small chance of being picked early.
-        group = sorted((r for r in records if r.priority == priority), key=lambda r: r.weight != 0)
-        while group:
-            pick = rng.randint(0, sum(r.weight for r in group))
-            running = 0
-            for index, record in enumerate(group):
-                running += record.weight
-                if running >= pick:
-                    ordered.append(group.pop(index))
-                    break
-    return ordered
 
 
 async def _srv(resolver: aiodns.DNSResolver, name: str, direct_tls: bool) -> list[SrvRecord]:
@@ -116,7 +87,7 @@ async def endpoints(domain: str, *, host: str | None, port: int | None, direct_t
     finally:
         await resolver.close()
     records = [r for group in found for r in group]
-    if records and all(r.target == "" for r in records):
+    if no_service(records):
         raise ConnectError(f"{domain} says in DNS that it offers no XMPP service")
     if records:
         return [Endpoint(r.target, r.port, r.direct_tls) for r in srv_order(records) if r.target]

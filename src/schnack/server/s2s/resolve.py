@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import aiodns
 import pycares
 
+from ...xmpp.srv import SrvRecord, no_service, srv_order
 from ..config import parse_address
 
 PORT = 5269
@@ -37,17 +37,6 @@ class Endpoint:
     direct_tls: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class SrvRecord:
-    """The part of a DNS SRV record (RFC 2782) that decides where to connect."""
-
-    priority: int
-    weight: int
-    port: int
-    target: str
-    direct_tls: bool
-
-
 def ip_literal(domain: str) -> str | None:
     """The address of an IP-literal domain (``192.0.2.1`` or ``[2001:db8::1]``), else None."""
     bare = domain[1:-1] if domain.startswith("[") and domain.endswith("]") else domain
@@ -55,24 +44,6 @@ def ip_literal(domain: str) -> str | None:
         return str(ipaddress.ip_address(bare))
     except ValueError:
         return None
-
-
-def srv_order(records: Sequence[SrvRecord], rng: random.Random | None = None) -> list[SrvRecord]:
-    """RFC 2782: lowest priority first; within a priority, a weighted random order."""
-    rng = rng or random.Random()
-    ordered: list[SrvRecord] = []
-    for priority in sorted({r.priority for r in records}):
-        # Zero-weight records go first into the draw so that they keep a small chance.
-        group = sorted((r for r in records if r.priority == priority), key=lambda r: r.weight != 0)
-        while group:
-            pick = rng.randint(0, sum(r.weight for r in group))
-            running = 0
-            for index, record in enumerate(group):
-                running += record.weight
-                if running >= pick:
-                    ordered.append(group.pop(index))
-                    break
-    return ordered
 
 
 async def _srv(resolver: aiodns.DNSResolver, name: str, direct_tls: bool) -> list[SrvRecord]:
@@ -106,7 +77,7 @@ async def endpoints(domain: str, overrides: Mapping[str, str], *,
     finally:
         await resolver.close()
     records = [r for group in found for r in group]
-    if records and all(r.target == "" for r in records):
+    if no_service(records):
         raise NoService(f"{domain} offers no server-to-server service")
     if records:
         return [Endpoint(r.target, r.port, r.direct_tls) for r in srv_order(records) if r.target]
