@@ -375,17 +375,21 @@ async def login(
     tls: ssl.SSLContext,
     presence: bool = False,
     timeout: float = 30.0,
+    local_addr: str | None = None,
 ) -> Connection:
     """Connect, STARTTLS, authenticate and bind one session within ``timeout`` seconds.
 
-    Raises :class:`XmppError`; the connection is aborted on any failure.
+    ``local_addr`` is the source address (any port); None lets the kernel choose. Raises
+    :class:`XmppError`; the connection is aborted on any failure.
     """
     loop = asyncio.get_running_loop()
     conn = Connection(domain)
     try:
         async with asyncio.timeout(timeout):
             try:
-                await loop.create_connection(lambda: conn, host, port)
+                await loop.create_connection(
+                    lambda: conn, host, port, local_addr=(local_addr, 0) if local_addr else None
+                )
             except OSError as exc:
                 raise XmppError("tcp", exc.strerror or str(exc)) from None
             await _negotiate(conn, tls, username, password, resource, presence)

@@ -11,16 +11,22 @@ machine, whose accounts PREFIX0, PREFIX1, ... exist with the given password (``-
 the generator read its CPU time and memory). Each run prints its figures and, with ``--json
 FILE``, writes them together with the command line, the date and the machine's facts.
 
-One generator process holds about as many connections as its open-file limit allows, and uses
-one core.
+One generator process holds about as many connections as its open-file limit allows and uses
+one core; idle connections beyond that are made by several generator processes. The server holds
+them all in one process, so a run never exceeds the open-file limit (a process with the
+capability raises it to what the run needs; the server it starts inherits it). Beyond 20,000
+connections the further ones come from 127.0.0.2, 127.0.0.3, ... so that a loopback server's port
+does not run out of ephemeral ports.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import ipaddress
 import json
+import os
 import resource
 import shlex
 import socket
@@ -70,6 +76,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("-n", "--count", type=_positive_int, default=IdleConnections.count)
     p.add_argument("-c", "--concurrency", type=_positive_int, default=IdleConnections.concurrency)
     p.add_argument("--settle", type=float, default=IdleConnections.settle, help="seconds before reading RSS")
+    p.add_argument(
+        "--per-process", type=_positive_int, help="connections per generator process (default: its open-file limit)"
+    )
 
     p = sub.add_parser("chat", help="pairs exchanging OMEMO-shaped messages: throughput, latency, CPU")
     p.add_argument("-p", "--pairs", type=_positive_int, default=Chat.pairs)
@@ -94,7 +103,9 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
     if args.scenario == "login":
         return LoginStorm(count=args.count, concurrency=args.concurrency)
     if args.scenario == "idle":
-        return IdleConnections(count=args.count, concurrency=args.concurrency, settle=args.settle)
+        return IdleConnections(
+            count=args.count, concurrency=args.concurrency, settle=args.settle, per_process=args.per_process
+        )
     if args.scenario == "chat":
         return Chat(
             pairs=args.pairs,
@@ -116,11 +127,17 @@ def driver_from(args: argparse.Namespace) -> ServerDriver:
 
 def _check_open_files(connections: int) -> None:
     """Raise the soft limit of open files to the hard one (a server started from here inherits
-    it) and refuse a run that cannot fit."""
+    it), as root the hard one too where the run needs more, and refuse a run that the server
+    (one process holding every connection) cannot fit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = connections + 100
+    if need > hard and os.geteuid() == 0:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+            soft, hard = need, need
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if connections + 100 > hard:
+    if need > hard:
         raise SystemExit(f"{connections} connections exceed the open-file limit of {hard}")
 
 

@@ -16,14 +16,19 @@ import asyncio
 import base64
 import contextlib
 import math
+import multiprocessing
 import os
+import resource
 import secrets
 import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection as Pipe
 from typing import ClassVar
+
+import uvloop
 
 from . import procfs
 from .client import IQ, MESSAGE, Connection, Element, XmppError, insecure_tls_context, login, xml_escape
@@ -35,6 +40,10 @@ Figures = dict[str, Figure]
 Pair = tuple[Connection, tuple[str, str], asyncio.Semaphore]
 
 LOGIN_TIMEOUT = 30.0
+# Connections per source address: below the 28,232 ephemeral ports Linux has by default for one
+# source and destination, so that 30,000 connections to one server port can be made on loopback
+# (from 127.0.0.1, 127.0.0.2, ...).
+PER_SOURCE = 20_000
 
 
 @dataclass
@@ -48,6 +57,14 @@ class Session:
     prefix: str = "bench"
     tag: str = field(default_factory=lambda: secrets.token_hex(4))
     tls: ssl.SSLContext = field(default_factory=insecure_tls_context)
+    per_source: int = PER_SOURCE
+
+    def source(self, user: int) -> str | None:
+        """The source address of ``user``'s connection: 127.0.0.1 for the first ``per_source``
+        users, then 127.0.0.2 and so on (a loopback server only); None for the kernel's choice."""
+        if user < self.per_source or self.target.host != "127.0.0.1":
+            return None
+        return f"127.0.0.{1 + min(user // self.per_source, 253)}"
 
     def jid(self, user: int) -> str:
         return f"{self.prefix}{user}@{self.target.domain}"
@@ -64,6 +81,7 @@ class Session:
             tls=self.tls,
             presence=presence,
             timeout=LOGIN_TIMEOUT,
+            local_addr=self.source(user),
         )
 
 
@@ -243,42 +261,132 @@ class LoginStorm(Scenario):
         return [self.name, "-n", str(self.count), "-c", str(self.concurrency)]
 
 
+def connections_per_process() -> int:
+    """How many connections one generator process holds: its open-file limit, less a margin."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200
+
+
 @dataclass(frozen=True)
 class IdleConnections(Scenario):
-    """``count`` authenticated sessions held open: the server's memory per connection."""
+    """``count`` authenticated sessions held open: the server's memory per connection.
+
+    When ``count`` does not fit in one process's open files (see :func:`connections_per_process`),
+    the connections are made by several generator processes, each logging in its share of the
+    users, ``concurrency`` at a time over all of them. ``per_process`` overrides that share.
+    """
 
     name: ClassVar[str] = "idle"
     count: int = 2000
     concurrency: int = 20
     settle: float = 2.0  # seconds between the last login and reading the RSS
+    per_process: int | None = None
 
     @property
     def users(self) -> int:
         return self.count
 
     async def run(self, session: Session) -> Figures:
+        share = self.per_process or connections_per_process()
+        processes = math.ceil(self.count / share)
         before = Mark.now(session.target)
-        logins = await log_in(session, range(self.count), self.concurrency, keep=True)
-        conns = logins.connections.values()
-        for conn in conns:
-            conn.start_handling(_ignore)
-        await asyncio.sleep(self.settle)
-        after = Mark.now(session.target)
-        still_open = sum(conn.is_open for conn in conns)
-        await close_all(conns)
+        if processes == 1:
+            logins = await log_in(session, range(self.count), self.concurrency, keep=True)
+            conns = logins.connections.values()
+            for conn in conns:
+                conn.start_handling(_ignore)
+            await asyncio.sleep(self.settle)
+            after = Mark.now(session.target)
+            still_open = sum(conn.is_open for conn in conns)
+            sources = {conn.transport.get_extra_info("sockname")[0] for conn in conns if conn.transport is not None}
+            await close_all(conns)
+        else:
+            logins, after, still_open, sources = await self._in_processes(session, processes, share)
         grown = None
-        if before.server_rss_kib is not None and after.server_rss_kib is not None and conns:
-            grown = _round((after.server_rss_kib - before.server_rss_kib) / len(conns))
+        held = len(logins.latencies)
+        if before.server_rss_kib is not None and after.server_rss_kib is not None and held:
+            grown = _round((after.server_rss_kib - before.server_rss_kib) / held)
         return {
             **logins.figures(),
+            "generator_processes": processes,
             "still_open": still_open,
+            "source_addresses": len(sources),
             "server_rss_before_kib": before.server_rss_kib,
             "server_rss_after_kib": after.server_rss_kib,
             "server_rss_kib_per_connection": grown,
         }
 
+    async def _in_processes(
+        self, session: Session, processes: int, share: int
+    ) -> tuple[Logins, Mark, int, set[str]]:
+        """Log the users in from ``processes`` generator processes (fresh interpreters); read the
+        server once all hold their sessions; then have them close."""
+        context = multiprocessing.get_context("spawn")
+        lanes = max(1, self.concurrency // processes)
+        pipes: list[Pipe] = []
+        workers = []
+        for i in range(processes):
+            ours, theirs = context.Pipe()
+            users = range(i * share, min(self.count, (i + 1) * share))
+            worker = context.Process(
+                target=_idle_worker,
+                args=(session.target, session.password, session.prefix, session.tag, session.per_source, users, lanes, theirs),
+            )
+            worker.start()
+            theirs.close()
+            pipes.append(ours)
+            workers.append(worker)
+        try:
+            parts: list[Logins] = [await asyncio.to_thread(pipe.recv) for pipe in pipes]
+            await asyncio.sleep(self.settle)
+            after = Mark.now(session.target)
+            for pipe in pipes:
+                pipe.send("report")
+            reports: list[tuple[int, set[str]]] = [await asyncio.to_thread(pipe.recv) for pipe in pipes]
+            for pipe in pipes:
+                pipe.send("close")
+            for pipe in pipes:
+                await asyncio.to_thread(pipe.recv)
+        finally:
+            for worker in workers:
+                await asyncio.to_thread(worker.join, 60)
+                if worker.is_alive():
+                    worker.kill()
+        merged = Logins(started=min(p.started for p in parts), ended=max(p.ended for p in parts))
+        for part in parts:
+            merged.latencies += part.latencies
+            merged.failures += part.failures
+            merged.mechanisms += part.mechanisms
+            merged.example = merged.example or part.example
+        return merged, after, sum(n for n, _ in reports), set().union(*(s for _, s in reports))
+
     def args(self) -> list[str]:
-        return [self.name, "-n", str(self.count), "-c", str(self.concurrency), "--settle", f"{self.settle:g}"]
+        per_process = ["--per-process", str(self.per_process)] if self.per_process else []
+        return [self.name, "-n", str(self.count), "-c", str(self.concurrency), "--settle", f"{self.settle:g}", *per_process]
+
+
+def _idle_worker(
+    target: Target, password: str, prefix: str, tag: str, per_source: int, users: range, lanes: int, pipe: Pipe
+) -> None:
+    """A generator process of :class:`IdleConnections`: log ``users`` in, send the parent how it
+    went, hold the sessions until asked for a report and then to close."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    uvloop.run(_hold_idle(Session(target, password, prefix, tag=tag, per_source=per_source), users, lanes, pipe))
+
+
+async def _hold_idle(session: Session, users: range, lanes: int, pipe: Pipe) -> None:
+    logins = await log_in(session, users, lanes, keep=True)
+    conns = list(logins.connections.values())
+    for conn in conns:
+        conn.start_handling(_ignore)
+    pipe.send(replace(logins, connections={}))
+    await asyncio.to_thread(pipe.recv)
+    sources = {conn.transport.get_extra_info("sockname")[0] for conn in conns if conn.transport is not None}
+    pipe.send((sum(conn.is_open for conn in conns), sources))
+    await asyncio.to_thread(pipe.recv)
+    await close_all(conns)
+    pipe.send("closed")
 
 
 OMEMO_FALLBACK = (

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from bench import loadgen, suite
-from bench.scenarios import Chat, Figures, IdleConnections, LoginStorm, OfflineBurst, Scenario
+from bench.scenarios import Chat, Figures, IdleConnections, LoginStorm, OfflineBurst, Scenario, Session
 from bench.servers import EjabberdDriver, ExternalDriver, ProsodyDriver, SchnackDriver, Target, private_driver
 
 from ..conftest import require_service
@@ -124,7 +125,7 @@ def test_suite_table_has_medians_ratios_to_the_best_other_and_unclean_runs(tmp_p
     assert "| Login storm | logins/s | higher | 300 (100-300) | 200 (200-200) | 250 (250-250) | 1.20 |" in section
     assert "| server RSS KiB per idle connection | lower | 60 (60-60) | 40 (40-40) | 50 (50-50) | 1.50 |" in section
     assert "- schnack 0.1.0, offline burst of 10,000, run 3: lost 7" in section
-    assert "- ejabberd 23.01, 10,000 idle connections, run 1: only 9990 of 10000 connections still open" in section
+    assert "- ejabberd 23.01, 19,500 idle connections, run 1: only 9990 of 19500 connections still open" in section
     assert section.count("\n- ") == 2 + 3  # the two unclean runs, and machine, servers and load
 
     two = suite.render(
@@ -140,3 +141,41 @@ def test_suite_table_has_medians_ratios_to_the_best_other_and_unclean_runs(tmp_p
     doc.write_text(f"# Benchmarks\n\n{suite.BEGIN}\nold\n{suite.END}\n\nAfter.\n")
     suite.write_section(doc, section)
     assert doc.read_text() == f"# Benchmarks\n\n{section}\n\nAfter.\n"
+
+
+def test_idle_connections_from_several_source_addresses() -> None:
+    """Past ``per_source`` connections the generator moves on to 127.0.0.2, 127.0.0.3, ...: how
+    30,000 connections reach one loopback port (here 3 per address, against schnack)."""
+    scenario = IdleConnections(count=8, concurrency=4, settle=0.2)
+    with SchnackDriver() as driver:
+        target = driver.start([f"bench{i}" for i in range(scenario.users)], loadgen.PASSWORD)
+        figures = uvloop.run(scenario.run(Session(target, loadgen.PASSWORD, per_source=3)))
+    assert (figures["logins"], figures["still_open"], figures["source_addresses"]) == (8, 8, 3)
+
+
+def test_idle_connections_from_several_generator_processes() -> None:
+    """What lets a run go past one process's open files: here 3 processes of at most 4."""
+    figures = run("schnack", IdleConnections(count=10, concurrency=6, settle=0.2, per_process=4))
+    assert (figures["logins"], figures["still_open"], figures["generator_processes"]) == (10, 10, 3)
+    assert figures["login_failures"] is None
+    assert figures["server_rss_kib_per_connection"] is not None
+
+
+def test_suite_table_of_some_scenarios() -> None:
+    runs: list[list[Figures]] = [[] for _ in suite.SUITE]
+    runs[4] = [{"msgs_per_s": 3000.0, "server_cpu_ms_per_1000_msgs": 150.0}]
+    other: list[list[Figures]] = [[] for _ in suite.SUITE]
+    other[4] = [{"msgs_per_s": 1500.0, "server_cpu_ms_per_1000_msgs": 600.0}]
+    section = suite.render(
+        {"schnack": runs, "ejabberd": other},
+        {"schnack": "schnack 0.1.0", "ejabberd": "ejabberd 23.01"},
+        command="python -m bench.suite --scenarios 5",
+        started="2026-01-01 00:00 UTC",
+        load=("0.1", "0.2"),
+        repeat=1,
+        scenarios=[4],
+    )
+    assert "| 1:1 chat at saturation | messages/s at saturation | higher | 3,000 | 1,500 | 2.00 |" in section
+    assert "| server CPU ms per 1,000 messages | lower | 150 | 600 | 0.25 |" in section
+    assert "Login storm" not in section and "idle" not in section
+    assert section.count("bench.loadgen --server SERVER") == 1

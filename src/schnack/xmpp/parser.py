@@ -5,15 +5,23 @@ ElementTree elements, enforces the XML subset XMPP allows (no DTD, comments, pro
 instructions or entity declarations: RFC 6120 §11.1) and bounds every input before expat sees
 it, because expat 2.5 re-parses a partial token from its start on every feed: a large token
 fed in tiny chunks costs quadratic time.
+
+The stream parser also keeps the bytes of the stanza being parsed, so that each direct child of a
+stanza carries the XML it arrived as (:class:`~schnack.xmpp.xml.ParsedElement`): forwarding a
+stanza then writes its payload as received instead of serializing it again. Between stanzas
+it can let go of its expat parser (:meth:`StreamParser.release`), about 16 KiB, and build a new
+one when input comes: an idle connection then holds little more than the stream header's bytes.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 from xml.parsers import expat
 
 from .errors import StreamError
+from .xml import ParsedElement
 
 # Feed expat only once a tag could have ended (a '>' arrived) or this much is pending.
 _FEED_THRESHOLD = 16 * 1024
@@ -21,6 +29,8 @@ _FEED_THRESHOLD = 16 * 1024
 # are pending before feeding again, so re-parsing it costs amortised linear time, not quadratic.
 _BIG_TOKEN = 4 * 1024
 MAX_DEPTH = 64
+# A start tag, up to its '>' (attribute values may hold a '>'); group 1 is '/' for an empty element.
+_START_TAG = re.compile(rb"""<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*(?:'[^']*'|"[^"]*"))*\s*(/?)>""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +58,37 @@ Event = StreamOpened | StanzaReceived | StreamClosed
 
 
 def _name(expat_name: str) -> str:
+    # Expat reports "namespace local" or, for a prefixed name, "namespace local prefix".
     namespace, sep, local = expat_name.partition(" ")
-    return f"{{{namespace}}}{local}" if sep else expat_name
+    if not sep:
+        return expat_name
+    if " " in local:
+        local = local.partition(" ")[0]
+    return f"{{{namespace}}}{local}"
 
 
 def _attrs(expat_attrs: dict[str, str]) -> dict[str, str]:
     if not expat_attrs:
         return {}
     return {(_name(k) if " " in k else k): v for k, v in expat_attrs.items()}
+
+
+def _convert(expat_name: str, expat_attrs: dict[str, str]) -> tuple[str, dict[str, str], bool]:
+    """The Clark name and attributes of an element as expat reports it, and whether the element
+    or an attribute uses a namespace prefix other than ``xml``. The common case (no prefix, no
+    qualified attribute) makes no new dict: Element copies the one it is given."""
+    namespace, sep, local = expat_name.partition(" ")
+    prefixed = False
+    if sep:
+        if " " in local:
+            local = local.partition(" ")[0]
+            prefixed = True
+        expat_name = f"{{{namespace}}}{local}"
+    for key in expat_attrs:
+        if " " in key:
+            prefixed = prefixed or any(k.count(" ") == 2 and not k.endswith(" xml") for k in expat_attrs)
+            return expat_name, _attrs(expat_attrs), prefixed
+    return expat_name, expat_attrs, prefixed
 
 
 def _expat_error(err: expat.ExpatError) -> StreamError:
@@ -75,9 +108,20 @@ class _Restricted:
 
     def __init__(self, max_stanza_bytes: int) -> None:
         self.max_stanza_bytes = max_stanza_bytes
-        p = expat.ParserCreate(encoding="UTF-8", namespace_separator=" ")
+        self._parser: expat.XMLParserType = self._new_parser()
+        self._stack: list[Element] = []
+        self._depth = 0
+        self._stanza_start = 0
+        self._default_ns: str | None = None
+        # Added to expat's byte index to give the offset in the whole input (see StreamParser).
+        self._shift = 0
+
+    def _new_parser(self) -> expat.XMLParserType:
+        # Names are not interned per parser: that table would be one more thing every connection holds.
+        p = expat.ParserCreate(encoding="UTF-8", namespace_separator=" ", intern=None)
         p.buffer_text = True
-        p.buffer_size = 64 * 1024
+        p.buffer_size = 4 * 1024
+        p.namespace_prefixes = True
         p.ordered_attributes = False
         p.specified_attributes = True
         p.StartElementHandler = self._start
@@ -90,11 +134,11 @@ class _Restricted:
         p.StartDoctypeDeclHandler = self._refuse_doctype
         p.EntityDeclHandler = self._refuse_entity
         p.ExternalEntityRefHandler = self._refuse_external
-        self._parser = p
-        self._stack: list[Element] = []
-        self._depth = 0
-        self._stanza_start = 0
-        self._default_ns: str | None = None
+        return p
+
+    def _pos(self) -> int:
+        """The input offset of the event being handled."""
+        return self._parser.CurrentByteIndex + self._shift
 
     # Handlers: exceptions raised here stop expat and propagate out of Parse().
     @staticmethod
@@ -143,16 +187,20 @@ class _Restricted:
         else:
             top.text = (top.text or "") + data
 
-    def _open_child(self, name: str, attrs: dict[str, str]) -> None:
+    def _open_child(self, name: str, attrs: dict[str, str], cls: type[Element] = Element) -> bool:
+        """Build the element and put it on the stack; return whether it uses a namespace prefix."""
         if self._depth > MAX_DEPTH:
             raise StreamError("policy-violation", f"elements nested deeper than {MAX_DEPTH}")
-        el = Element(_name(name), _attrs(attrs))
-        if self._stack:
-            self._stack[-1].append(el)
-        self._stack.append(el)
+        tag, attrib, prefixed = _convert(name, attrs)
+        el = cls(tag, attrib)
+        stack = self._stack
+        if stack:
+            stack[-1].append(el)
+        stack.append(el)
+        return prefixed
 
     def _check_size(self) -> None:
-        if self._parser.CurrentByteIndex - self._stanza_start > self.max_stanza_bytes:
+        if self._pos() - self._stanza_start > self.max_stanza_bytes:
             raise StreamError("policy-violation", f"stanza larger than {self.max_stanza_bytes} bytes")
 
 
@@ -172,6 +220,18 @@ class StreamParser(_Restricted):
         self._fed = 0
         self._min_feed = 0
         self._closed = False
+        # The bytes fed since offset _raw_base of the stream: they reach back to the start of the
+        # stanza being parsed, so that its direct children can keep their XML.
+        self._raw = bytearray()
+        self._raw_base = 0
+        self._child_start = 0
+        self._child_plain = True
+        # The default namespace a stanza declared for its children, if it declared one.
+        self._stanza_ns: str | None = None
+        # The stream header's start tag, replayed into a new expat parser after release().
+        self._header = b""
+        self._released = False
+        self._replaying = False
 
     def feed(self, data: bytes) -> list[Event]:
         """Feed bytes from the wire; return the events they completed.
@@ -196,13 +256,21 @@ class StreamParser(_Restricted):
             return []
         chunk = bytes(self._pending)
         self._pending.clear()
+        if self._released:
+            self._rebuild()
         self._fed += len(chunk)
+        self._raw += chunk
         try:
             self._parser.Parse(chunk, False)
         except expat.ExpatError as err:
             raise _expat_error(err) from None
-        held = self._fed - self._parser.CurrentByteIndex
+        held = self._fed - self._pos()
         self._min_feed = held if held > _BIG_TOKEN else 0
+        if self._depth <= 1:
+            # Between stanzas expat has used everything before its position; what is kept is a
+            # few bytes (an incomplete tag), so give back the room a large stanza took.
+            self._trim(self._pos())
+            self._raw = bytearray(self._raw)
         events, self._events = self._events, []
         return events
 
@@ -210,15 +278,64 @@ class StreamParser(_Restricted):
         """Bytes held back from the parser until more input or a :meth:`flush`."""
         return len(self._pending)
 
+    def release(self) -> bool:
+        """Let go of the expat parser while the stream is between stanzas; True if it was.
+
+        Nothing is lost: only whitespace may follow the last complete stanza (anything else is the
+        start of the next one, and then the parser is kept). The next input goes to a new parser
+        that first reads the stream header again, so it knows the namespaces the header declared.
+        """
+        if self._released or self._closed or self._depth != 1 or self._pending or self._raw.strip():
+            return False
+        self._parser = _RELEASED
+        self._raw = bytearray()
+        self._raw_base = self._fed
+        self._released = True
+        return True
+
+    def _rebuild(self) -> None:
+        self._parser = self._new_parser()
+        self._released = False
+        self._depth = 0
+        # The header's bytes come before the input fed so far, so that offsets stay the stream's.
+        self._shift = self._fed - len(self._header)
+        self._replaying = True
+        try:
+            self._parser.Parse(self._header, False)
+        finally:
+            self._replaying = False
+
+    def _trim(self, offset: int) -> None:
+        """Forget the bytes before stream offset ``offset``: nothing will need them again."""
+        drop = offset - self._raw_base
+        if drop > 0:
+            del self._raw[:drop]
+            self._raw_base = offset
+
+    def _ns_decl(self, prefix: str | None, uri: str) -> None:
+        super()._ns_decl(prefix, uri)
+        if self._depth == 1 and prefix is None:
+            self._stanza_ns = uri or None
+
     def _start(self, name: str, attrs: dict[str, str]) -> None:
         depth = self._depth
         self._depth = depth + 1
         if depth == 0:
-            self._events.append(StreamOpened(_name(name), _attrs(attrs), self._default_ns))
+            if not self._replaying:
+                start = self._pos() - self._raw_base
+                tag = _START_TAG.match(self._raw, start)
+                self._header = bytes(self._raw[start : tag.end()]) if tag is not None else b""
+                self._events.append(StreamOpened(_name(name), _attrs(attrs), self._default_ns))
             return
         if depth == 1:
-            self._stanza_start = self._parser.CurrentByteIndex
-        self._open_child(name, attrs)
+            self._stanza_start = self._pos()
+            self._trim(self._stanza_start)
+        elif depth == 2:
+            self._child_start = self._pos()
+            self._child_plain = not self._open_child(name, attrs, ParsedElement)
+            return
+        if self._open_child(name, attrs):
+            self._child_plain = False
 
     def _end(self, _name_: str) -> None:
         self._depth -= 1
@@ -228,17 +345,44 @@ class StreamParser(_Restricted):
             self._events.append(StreamClosed())
             return
         el = self._stack.pop()
-        if depth == 1:
+        if depth == 2:
+            assert isinstance(el, ParsedElement)
+            self._keep_raw(el)
+        elif depth == 1:
             self._check_size()
+            self._stanza_ns = None
+            self._trim(self._end_of(self._stanza_start))
             self._events.append(StanzaReceived(el))
+
+    def _end_of(self, start: int) -> int:
+        """The input offset just after the element that started at offset ``start`` and ends now."""
+        raw = self._raw
+        # Expat reports the end of an empty element after its '/>', and any other at its end tag.
+        at = self._pos() - self._raw_base
+        tag = _START_TAG.match(raw, start - self._raw_base)
+        return self._raw_base + (at if tag is not None and tag.group(1) else raw.index(b">", at) + 1)
+
+    def _keep_raw(self, el: ParsedElement) -> None:
+        """Give a direct child of the stanza the XML it arrived as (see :class:`ParsedElement`)."""
+        el.raw_ns = self._stanza_ns or self._default_ns
+        if not self._child_plain:
+            el.raw = None
+            return
+        base = self._raw_base
+        el.raw = self._raw[self._child_start - base : self._end_of(self._child_start) - base].decode()
 
     def _chars(self, data: str) -> None:
         if self._depth == 1:
             # Between stanzas only whitespace (keepalives) may appear (RFC 6120 §11.7).
             if data.strip():
                 raise StreamError("bad-format", "text is not allowed between stanzas")
+            self._trim(self._pos())
             return
         super()._chars(data)
+
+
+# Stands in for the expat parser of a released StreamParser: its byte index is never asked for.
+_RELEASED = expat.ParserCreate()
 
 
 class _FrameParser(_Restricted):

@@ -4,6 +4,12 @@ Elements are :class:`xml.etree.ElementTree.Element` objects with Clark-notation 
 (``{namespace}local``). The serializer writes a default ``xmlns`` only where an element's
 namespace differs from its parent's, which is how XMPP peers expect stanzas on the wire
 (ElementTree's own serializer would invent ``ns0:`` prefixes).
+
+The stream parser gives each direct child of a stanza the XML it arrived as
+(:class:`ParsedElement`), and the serializer writes that text again instead of walking the
+child: forwarding a message costs a few string joins, whatever its payload. So that this text
+stays true, payloads received from a peer are read-only below the stanza: a module that changes
+one replaces the child (``remove`` and ``append`` on the stanza), never edits it in place.
 """
 
 from __future__ import annotations
@@ -13,7 +19,22 @@ from xml.etree.ElementTree import Element, SubElement
 
 from . import ns
 
-__all__ = ["Element", "child", "element", "qname", "serialize", "split", "sub", "text_of"]
+__all__ = ["Element", "ParsedElement", "child", "element", "qname", "serialize", "split", "sub", "text_of"]
+
+
+class ParsedElement(Element):
+    """A direct child of a received stanza, with the XML it arrived as.
+
+    ``raw`` is that XML (None when it cannot be written again as it came: it uses a namespace
+    prefix, whose declaration may lie outside it); ``raw_ns`` is the default namespace it was
+    parsed in, which must be the one in scope wherever ``raw`` is written. Copies
+    (``copy.copy``, ``copy.deepcopy``) are plain elements.
+    """
+
+    __slots__ = ("raw", "raw_ns")
+
+    raw: str | None
+    raw_ns: str | None
 
 
 def qname(namespace: str, local: str) -> str:
@@ -96,10 +117,11 @@ def _write(el: Element, parent_ns: str | None, out: list[str]) -> None:
         out.append('"')
     prefixes = 0
     for key, value in el.attrib.items():
-        attr_ns, attr_local = split(key)
-        if attr_ns is None:
-            out.append(f' {attr_local}="{_escape_attr(value)}"')
-        elif attr_ns == ns.XML:
+        if key[:1] != "{":
+            out.append(f' {key}="{_escape_attr(value)}"')
+            continue
+        attr_ns, _, attr_local = key[1:].partition("}")
+        if attr_ns == ns.XML:
             out.append(f' xml:{attr_local}="{_escape_attr(value)}"')
         else:
             prefixes += 1
@@ -111,7 +133,10 @@ def _write(el: Element, parent_ns: str | None, out: list[str]) -> None:
     if el.text:
         out.append(_escape_text(el.text))
     for sub_el in el:
-        _write(sub_el, namespace, out)
+        if type(sub_el) is ParsedElement and sub_el.raw is not None and sub_el.raw_ns == namespace:
+            out.append(sub_el.raw)
+        else:
+            _write(sub_el, namespace, out)
         if sub_el.tail:
             out.append(_escape_text(sub_el.tail))
     out.append("</")

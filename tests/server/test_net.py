@@ -1,0 +1,75 @@
+"""The TCP connection (schnack.server.net) on a real socket: an idle connection lets go of its
+parser and reads on with a new one; messages are forwarded with their payload as sent and the
+sender's address stamped (RFC 6120 §8.1.2.1)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from schnack.server import net
+from schnack.server.app import Server
+from schnack.xmpp import ns
+from schnack.xmpp.xml import qname
+
+from ..harness import add_user
+from ..integration.wire import Wire
+
+pytestmark = pytest.mark.asyncio
+
+PAYLOAD = (
+    "<body>a &amp; b &lt;c&gt; \u00e4 &#x1F600;</body>"
+    "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='1'><key rid='2'>a2V5</key>"
+    "<iv>aXY=</iv></header><payload>cGF5</payload></encrypted><x xmlns='urn:example:x' a='1 &gt; 0'/>"
+)
+
+
+async def logged_in(server: Server, user: str) -> tuple[Wire, str]:
+    wire = await Wire.connect(server)
+    await wire.open()
+    features = await wire.starttls()
+    await wire.login(user, "secret", features)
+    return wire, await wire.bind("phone")
+
+
+def connection_of(server: Server, jid: str) -> net.TcpConnection:
+    for conn in server.connections:
+        stream = conn.stream
+        if isinstance(conn, net.TcpConnection) and stream is not None and str(stream.session and stream.session.jid) == jid:
+            return conn
+    raise AssertionError(f"no connection for {jid}")
+
+
+async def test_idle_connection_releases_its_parser_and_reads_on(
+    live_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(net, "_RELEASE_PARSER_AFTER", 0.05)
+    for user in ("alice", "bob"):
+        await add_user(live_server, user)
+    alice, alice_jid = await logged_in(live_server, "alice")
+    bob, bob_jid = await logged_in(live_server, "bob")
+    sender = connection_of(live_server, alice_jid)
+    for round_ in range(2):
+        # Idle long enough: the parser goes, and the next stanza is read by a new one.
+        await asyncio.sleep(0.3)
+        assert sender.parser is not None and sender.parser._released
+        alice.send("".join(
+            f"<message to='{bob_jid}' type='chat' id='m{round_}-{i}'>{PAYLOAD}</message>" for i in range(20)
+        ))
+        for i in range(20):
+            got = await bob.next()
+            assert got is not None and got.tag == qname(ns.CLIENT, "message")
+            assert got.get("id") == f"m{round_}-{i}"
+            assert got.get("from") == alice_jid
+            assert got.findtext(qname(ns.CLIENT, "body")) == "a & b <c> \u00e4 \U0001F600"
+            x = got.find("{urn:example:x}x")
+            assert x is not None and x.get("a") == "1 > 0"
+            assert got.findtext(
+                "{eu.siacs.conversations.axolotl}encrypted/{eu.siacs.conversations.axolotl}header/"
+                "{eu.siacs.conversations.axolotl}iv"
+            ) == "aXY="
+            # The archive's id for bob, added by the server after the payload.
+            assert got.find(qname(ns.SID, "stanza-id")) is not None
+    alice.close()
+    bob.close()
