@@ -52,3 +52,25 @@ def test_set_addresses() -> None:
     s.set_from(JID.parse("a@localhost/r"))
     s.set_to(JID.parse("b@localhost"))
     assert s.el.get("from") == "a@localhost/r" and s.el.get("to") == "b@localhost"
+
+
+@pytest.mark.parametrize(
+    ("xml", "problem"),
+    [
+        ("<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>", "an iq needs an id"),
+        ("<iq id='1' type='fetch'><ping xmlns='urn:xmpp:ping'/></iq>", "iq type must be"),
+        ("<iq id='1' type='set'/>", "exactly one child"),
+        ("<iq id='1' type='get'><a xmlns='x'/><b xmlns='x'/></iq>", "exactly one child"),
+        ("<presence type='away'/>", "unknown presence type 'away'"),
+        ("<iq id='1' type='result'/>", None),
+        ("<presence type='unsubscribed'/>", None),
+        ("<message type='whatever'/>", None),
+    ],
+)
+def test_shape_error(xml: str, problem: str | None) -> None:
+    """RFC 6120 §8.2.3, RFC 6121 §4.7.1: malformed IQs and presence are bad-request, the rest pass."""
+    error = stanza(xml.replace(" ", " xmlns='jabber:client' ", 1)).shape_error()
+    if problem is None:
+        assert error is None
+    else:
+        assert error is not None and error.condition == "bad-request" and problem in (error.text or "")

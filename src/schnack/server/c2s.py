@@ -19,7 +19,7 @@ from ..xmpp import ns, sasl
 from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.payloads import sasl2 as sasl2_payload
-from ..xmpp.stanza import IQ_TYPES, PRESENCE_TYPES, Stanza
+from ..xmpp.stanza import Stanza
 from ..xmpp.xml import element, qname, serialize, sub
 from .sasl2 import Sasl2
 from .sasl2 import localpart as _localpart
@@ -421,7 +421,7 @@ class C2SStream:
                 session.send(Stanza(el, None, session.jid).error(err))
             return
         stanza.set_from(session.jid)
-        shape = _shape_error(stanza)
+        shape = stanza.shape_error()
         if shape is not None:
             if stanza.type != "error":
                 session.send(stanza.error(shape))
@@ -468,18 +468,3 @@ class C2SStream:
 def _is_session_request(el: Element) -> bool:
     """The RFC 3921 §3 session establishment request, kept optional for old clients."""
     return el.tag == _IQ and el.get("type") == "set" and len(el) == 1 and el[0].tag == _SESSION
-
-
-def _shape_error(stanza: Stanza) -> StanzaError | None:
-    """RFC 6120 §8.2.3 and RFC 6121 §4.7.1: what every IQ and presence must look like."""
-    if stanza.kind == "iq":
-        if not stanza.id:
-            return StanzaError("bad-request", "an iq needs an id")
-        if stanza.type not in IQ_TYPES:
-            return StanzaError("bad-request", "iq type must be get, set, result or error")
-        if stanza.type in ("get", "set") and len(stanza.el) != 1:
-            return StanzaError("bad-request", "an iq get or set carries exactly one child element")
-    elif stanza.kind == "presence" and stanza.type is not None and stanza.type not in PRESENCE_TYPES:
-        return StanzaError("bad-request", f"unknown presence type {stanza.type!r}")
-    return None
-

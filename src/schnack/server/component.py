@@ -43,7 +43,7 @@ from ..xmpp import ns
 from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
-from ..xmpp.stanza import IQ_TYPES, Stanza
+from ..xmpp.stanza import Stanza
 from ..xmpp.xml import qname, serialize
 from .config import ConfigError
 from .hooks import HANDLED, Handled, Handler
@@ -201,25 +201,12 @@ class ComponentStream:
             if el.get("type") != "error":
                 self.send(Stanza(el, None, sender).error(err))
             return
-        shape = _shape_error(stanza)
+        shape = stanza.shape_error()
         if shape is not None:
             if stanza.type != "error":
                 self.send(stanza.error(shape))
             return
         await self.server.router.route(stanza, None)
-
-
-def _shape_error(stanza: Stanza) -> StanzaError | None:
-    """RFC 6120 §8.2.3: what routing needs of an IQ."""
-    if stanza.kind != "iq":
-        return None
-    if not stanza.id:
-        return StanzaError("bad-request", "an iq needs an id")
-    if stanza.type not in IQ_TYPES:
-        return StanzaError("bad-request", "iq type must be get, set, result or error")
-    if stanza.type in ("get", "set") and len(stanza.el) != 1:
-        return StanzaError("bad-request", "an iq get or set carries exactly one child element")
-    return None
 
 
 class Components:

@@ -51,6 +51,19 @@ class Stanza:
         """The single child of an IQ get/set (RFC 6120 §8.2.3), else the first child."""
         return self.el[0] if len(self.el) else None
 
+    def shape_error(self) -> StanzaError | None:
+        """RFC 6120 §8.2.3 and RFC 6121 §4.7.1: what every IQ and presence must look like to be routed."""
+        if self.kind == "iq":
+            if not self.id:
+                return StanzaError("bad-request", "an iq needs an id")
+            if self.type not in IQ_TYPES:
+                return StanzaError("bad-request", "iq type must be get, set, result or error")
+            if self.type in ("get", "set") and len(self.el) != 1:
+                return StanzaError("bad-request", "an iq get or set carries exactly one child element")
+        elif self.kind == "presence" and self.type is not None and self.type not in PRESENCE_TYPES:
+            return StanzaError("bad-request", f"unknown presence type {self.type!r}")
+        return None
+
     def set_from(self, jid: JID) -> None:
         """Stamp the sender address (RFC 6120 §8.1.2.1)."""
         self.from_ = jid

@@ -51,7 +51,7 @@ from ...xmpp.payloads.sm import ENABLE as SM_ENABLE
 from ...xmpp.payloads.sm import FEATURE as SM_FEATURE
 from ...xmpp.payloads.sm import MODULUS, Ack, Enable, Enabled, Failed, SmError
 from ...xmpp.payloads.sm import REQUEST as SM_REQUEST
-from ...xmpp.stanza import IQ_TYPES, PRESENCE_TYPES, Stanza
+from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize, sub
 from ..modules.sm import HandledCountError
 from . import dialback
@@ -80,20 +80,6 @@ def _domain(value: str | None) -> str | None:
     except JIDError:
         return None
     return jid.domain if jid.local is None and jid.resource is None else None
-
-
-def shape_error(stanza: Stanza) -> StanzaError | None:
-    """RFC 6120 §8.2.3 and RFC 6121 §4.7.1: what every IQ and presence must look like."""
-    if stanza.kind == "iq":
-        if not stanza.id:
-            return StanzaError("bad-request", "an iq needs an id")
-        if stanza.type not in IQ_TYPES:
-            return StanzaError("bad-request", "iq type must be get, set, result or error")
-        if stanza.type in ("get", "set") and len(stanza.el) != 1:
-            return StanzaError("bad-request", "an iq get or set carries exactly one child element")
-    elif stanza.kind == "presence" and stanza.type is not None and stanza.type not in PRESENCE_TYPES:
-        return StanzaError("bad-request", f"unknown presence type {stanza.type!r}")
-    return None
 
 
 class IncomingStream:
@@ -355,7 +341,7 @@ class IncomingStream:
             if el.get("type") != "error":
                 await self.s2s.server.router.send(Stanza(el, None, sender).error(err))
             return
-        shape = shape_error(stanza)
+        shape = stanza.shape_error()
         if shape is not None:
             if stanza.type != "error":
                 await self.s2s.server.router.send(stanza.error(shape))
