@@ -38,8 +38,9 @@ from .base import (
 # together apply each migration exactly once.
 _MIGRATION_LOCK = int.from_bytes(b"schnack", "big")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-# OSError covers refused connections and TimeoutError.
-_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# OSError covers refused connections and TimeoutError; InternalClientError is what a pooled
+# connection that the server terminated mid-operation can raise on its next use.
+_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 # The first key of the advisory locks that serialize the appends to one archive (the second is a
 # hash of the archive's name); two-key locks never meet the one-key migration lock.
 _ARCHIVE_LOCK = int.from_bytes(b"arch", "big")
