@@ -649,7 +649,7 @@ class Client:
         answers (:attr:`Call.answered`), rejects or the call times out (:attr:`Call.ended`).
         ``source`` is an audio file to play (silence without) or a live source such as
         :class:`~.calls.audio.Microphone`, ``sink`` a WAV file for what is heard or a
-        :class:`~.calls.audio.Speaker`; ``data_saver`` asks for about 10 kbit/s in 60 ms frames with DTX instead of 32
+        :class:`~.calls.audio.Speaker`; ``data_saver`` asks for about 12 kbit/s in 120 ms frames with DTX instead of 32
         kbit/s with FEC; ``relay_only`` sends media only through the server's TURN relay;
         ``ring_timeout`` is how long it may ring before it is retracted."""
         self._check_usable()

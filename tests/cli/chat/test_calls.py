@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from schnack.cli.chat.app import ChatApp
 from schnack.cli.chat.calling import CallBar
 from schnack.client import Client
 from schnack.client.calls.calls import Call, IncomingCall
-from schnack.client.calls.media import EncoderSettings
+from schnack.client.calls.media import DATA_SAVER, NORMAL, EncoderSettings
 from schnack.server.app import Server
 from schnack.xmpp.jid import JID
 
@@ -29,7 +30,8 @@ PASSWORD = "correct horse battery staple"
 BOB = JID.parse("bob@localhost")
 WAIT = 60
 SIZE = (160, 40)
-SAVER = EncoderSettings(10000, 60, False, True)
+# What bob's encoder does once alice asks for the data saver (its DTX keepalive stays its own).
+SAVER = replace(EncoderSettings.negotiate(DATA_SAVER, None), keepalive=NORMAL.keepalive)
 
 
 @pytest.fixture

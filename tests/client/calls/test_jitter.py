@@ -209,3 +209,21 @@ def test_a_duplicate_is_dropped() -> None:
     units = play(buffer, [*sent, sent[4]], until=0.6)
     assert packets_played(units) == list(range(10))
     assert buffer.stats.duplicates == 1 and buffer.stats.received == 11
+
+
+def test_a_talk_spurt_later_than_expected_still_plays() -> None:
+    """After a pause the next packets come 60 ms slower than the stream did: the buffer has
+    already played silence for their time (it guessed a pause) when they arrive. They are not
+    late: the timeline goes back to the first of them and all play, the silence becoming added
+    delay. A packet late in the middle of speech is still dropped (test above)."""
+    talk = stream(10)
+    pause = 30 * FRAME
+    spurt = [Sent(p.arrival + (10 * FRAME + pause) / 48000 + 0.06, p.seq + 10, p.ts + 10 * FRAME + pause)
+             for p in stream(5)]  # fmt: skip
+    buffer = JitterBuffer()
+    units = play(buffer, talk + spurt, until=1.5, quiet=True)
+    assert packets_played(units) == list(range(15))
+    assert buffer.stats.late == buffer.stats.lost == 0
+    assert all(u.skip == 0 for u in units if u.action is Action.PLAY)
+    # The delay grew by what was replayed (about 60 ms on top of the 20 ms target).
+    assert buffer.stats.delay > 0.06

@@ -4,8 +4,10 @@ encoder follows the negotiated parameters, and the statistics count what went ov
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from schnack.client.calls.media import (
     DATA_SAVER,
@@ -19,9 +21,11 @@ from schnack.client.calls.media import (
 from schnack.client.calls.sdp import RtpContents
 from schnack.xmpp.payloads.extdisco import Service
 from schnack.xmpp.payloads.jingle import Content
-from schnack.xmpp.payloads.jingle_rtp import Parameter, PayloadType, RtpDescription
+from schnack.xmpp.payloads.jingle_rtp import HeaderExtension, Parameter, PayloadType, RtpDescription
 
 from .audio import dominant, loud_part, read_wav, write_tone
+
+SAVER = EncoderSettings(12000, 120, False, True, playback_rate=12000, keepalive=1.0)
 
 
 def opus(*params: tuple[str, str], ptime: int | None = None) -> PayloadType:
@@ -30,9 +34,14 @@ def opus(*params: tuple[str, str], ptime: int | None = None) -> PayloadType:
 
 def test_settings_follow_the_peer() -> None:
     assert EncoderSettings.negotiate(NORMAL, None) == EncoderSettings(32000, 20, True, True)
-    saver = opus(("maxaveragebitrate", "10000"), ("usedtx", "1"), ("useinbandfec", "0"), ptime=60)
-    assert EncoderSettings.negotiate(NORMAL, saver) == EncoderSettings(10000, 60, False, True)
-    assert EncoderSettings.negotiate(DATA_SAVER, opus(("useinbandfec", "1"))) == EncoderSettings(10000, 60, False, True)
+    saver = opus(("maxaveragebitrate", "12000"), ("usedtx", "1"), ("useinbandfec", "0"), ("maxplaybackrate", "12000"),
+                 ptime=120)  # fmt: skip
+    # The peer's data saver bounds our bitrate, frame and bandwidth; the keepalive is our own.
+    assert EncoderSettings.negotiate(NORMAL, saver) == EncoderSettings(12000, 120, False, True, playback_rate=12000)
+    assert EncoderSettings.negotiate(DATA_SAVER, opus(("useinbandfec", "1"))) == SAVER
+    assert SAVER.cutoff == 6000 and EncoderSettings().cutoff == 8000
+    assert EncoderSettings.negotiate(NORMAL, opus(("maxplaybackrate", "8000"))).cutoff == 4000
+    assert EncoderSettings.negotiate(NORMAL, opus(("maxplaybackrate", "48000"))).cutoff == 8000
     # A ptime no Opus frame has is rounded to one that exists; a silly bitrate is clamped.
     assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "12"), ptime=50)).frame_ms in (40, 60)
     assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "12"))).bitrate == 6000
@@ -40,14 +49,20 @@ def test_settings_follow_the_peer() -> None:
 
 
 def test_profile_written_into_the_description() -> None:
-    content = Content("initiator", "0", description=RtpDescription("audio", (opus(("minptime", "10")), PayloadType(0, "PCMU", 8000))))
+    mid = HeaderExtension(1, "urn:ietf:params:rtp-hdrext:sdes:mid")
+    content = Content("initiator", "0", description=RtpDescription("audio", (opus(("minptime", "10")), PayloadType(0, "PCMU", 8000)),
+                                                                   header_extensions=(mid,)))  # fmt: skip
+    # The normal profile keeps the header extensions; the data saver offers none (8 bytes a packet).
+    (normal,) = with_profile(RtpContents((content,)), NORMAL).contents
+    assert normal.description is not None and normal.description.header_extensions == (mid,)
     (written,) = with_profile(RtpContents((content,)), DATA_SAVER).contents
+    assert written.description is not None and written.description.header_extensions == ()
     pt = opus_of(written)
-    assert pt is not None and pt.ptime == 60
+    assert pt is not None and pt.ptime == 120
     params = {p.name: p.value for p in pt.parameters}
     assert params == {"minptime": "10", "useinbandfec": "0", "usedtx": "1", "stereo": "0", "sprop-stereo": "0",
-                      "maxaveragebitrate": "10000"}
-    assert written.description is not None and written.description.payload_types[1] == PayloadType(0, "PCMU", 8000, ptime=60)
+                      "maxaveragebitrate": "12000", "maxplaybackrate": "12000"}
+    assert written.description is not None and written.description.payload_types[1] == PayloadType(0, "PCMU", 8000, ptime=120)
 
 
 def test_ice_servers_from_extdisco() -> None:
@@ -145,7 +160,7 @@ async def test_switch_to_data_saver_mid_call(tmp_path: Path) -> None:
             await callee.sink.heard(1.0)
         sent_before = caller.track.packets_sent
         caller.set_profile(DATA_SAVER)
-        assert caller.track.settings == EncoderSettings(10000, 60, False, True)
+        assert caller.track.settings == SAVER
         async with asyncio.timeout(60):
             await callee.sink.heard(2.5)
         assert caller.track.packets_sent > sent_before
@@ -153,3 +168,31 @@ async def test_switch_to_data_saver_mid_call(tmp_path: Path) -> None:
         await caller.close()
         await callee.close()
     assert dominant(loud_part(read_wav(tmp_path / "heard.wav")), (440, 1000)) == 440
+
+
+async def test_rtcp_reports_every_five_seconds(tmp_path: Path) -> None:
+    """RFC 3550 §6.2: reports at least 5 s apart (aiortc's own pace is 0.5-1.5 s), and still
+    fresh when sent: the round-trip time comes out of them (§6.4.1, LSR/DLSR)."""
+    caller = MediaSession(source=write_tone(tmp_path / "a.wav", 440, 9.0))
+    callee = MediaSession()
+    sender = caller.pc.getTransceivers()[0].sender
+    paced = sender._send_rtcp
+    reports: list[float] = []
+
+    async def counted(packets: Any) -> None:
+        reports.append(asyncio.get_running_loop().time())
+        await paced(packets)
+
+    sender._send_rtcp = counted  # type: ignore[method-assign]
+    try:
+        await connect(caller, callee)
+        async with asyncio.timeout(60):
+            await callee.sink.heard(8.0)
+        stats = await caller.stats()
+    finally:
+        await caller.close()
+        await callee.close()
+    # In 8 s: the first report after 0.5-1.5 s, the next 5-6 s later (then the BYE at hang-up).
+    assert 1 <= len(reports) <= 3, reports
+    assert all(b - a >= 5.0 for a, b in itertools.pairwise(reports[:-1])), reports
+    assert stats.rtt is not None and 0 < stats.rtt < 1

@@ -21,8 +21,9 @@ RATE = 48000
 MAX_SAMPLES = RATE * 120 // 1000
 # libopus decodes concealment in multiples of 2.5 ms (RFC 6716 §2.1.4, the shortest frame).
 GRANULE = RATE * 25 // 10000
-# opus_defines.h: the success code.
+# opus_defines.h: the success code, and the request that resets a decoder.
 OPUS_OK = 0
+OPUS_RESET_STATE = 4028
 
 
 class OpusError(RuntimeError):
@@ -58,6 +59,9 @@ def _library() -> ctypes.CDLL:
     lib.opus_packet_parse.argtypes = (byte_p, ctypes.c_int32, byte_p, ctypes.POINTER(byte_p),
                                       ctypes.POINTER(ctypes.c_int16), ctypes.POINTER(ctypes.c_int))  # fmt: skip
     lib.opus_packet_parse.restype = ctypes.c_int
+    # Variadic in C; the reset request takes no further argument.
+    lib.opus_decoder_ctl.argtypes = (ctypes.c_void_p, ctypes.c_int)
+    lib.opus_decoder_ctl.restype = ctypes.c_int
     lib.opus_strerror.argtypes = (ctypes.c_int,)
     lib.opus_strerror.restype = ctypes.c_char_p
     return lib
@@ -150,6 +154,18 @@ class OpusDecoder:
             out.append(self._run(None, step, fec=False))
             samples -= step
         return b"".join(out)
+
+    def reset(self) -> None:
+        """Forget the audio decoded so far (``OPUS_RESET_STATE``), as a new decoder would.
+
+        After concealment libopus fades the next packet in from the concealed level (SILK's PLC
+        "glue", RFC 6716 §4.4), which is right when that packet follows the loss directly but
+        swallows the start of a talk spurt that comes after a pause (DTX, RFC 7587 §3.1.3): a
+        pause followed the concealment, so there is nothing to continue from.
+        """
+        status = self._lib.opus_decoder_ctl(self._state, OPUS_RESET_STATE)
+        if status != OPUS_OK:
+            raise OpusError(f"opus_decoder_ctl(OPUS_RESET_STATE): {_error(status)}")
 
     def recover(self, following: bytes, samples: int) -> bytes:
         """``samples`` of audio lost just before ``following``, rebuilt from the FEC data

@@ -11,7 +11,10 @@ a delay, and decides for every stretch of the timeline what fills it (:class:`Ac
   FEC of the one after it when that one is already here, the rest is concealed (RFC 6716 §4.4);
 - **nothing yet**: the next packet has not come; silence if what played last was silent (most
   likely DTX), else concealment for up to 60 ms, then silence. A packet that turns up after its
-  time was filled is late: it is dropped and counted.
+  time was filled is late: it is dropped and counted; unless that time was silence played only
+  because nothing had come (the start of a talk spurt after a pause, its first packets slower
+  than the delay expected): then the timeline goes back to the packet and it plays whole, the
+  silence played in the meantime becoming added delay (shed again in the next pause).
 
 The delay adapts to the measured jitter (RFC 3550 §6.4.1 measures the same transit time): the
 95th percentile of the packets' transit times over the last seconds minus the fastest, plus one
@@ -120,6 +123,8 @@ class JitterBuffer:
         self._conceal_until = 0
         # Samples filled since the last packet while no later one was here.
         self._waited = 0
+        # Where the silence played for want of any packet began (None: not in such a stretch).
+        self._guessed_from: int | None = None
         self._packet_samples = frame
         self._delay_sum = 0.0
         self._delay_count = 0
@@ -150,13 +155,28 @@ class JitterBuffer:
         if useq in self._packets:
             self.stats.duplicates += 1
             return
-        if self._started and (useq < self._next_seq or uts + samples <= self._next_ts):
+        if self._started and self._reclaims(useq, uts):
+            # The start of a talk spurt whose time was filled with silence: play it from its
+            # beginning; the delay grows by what is replayed.
+            self._next_ts = uts
+            self._guessed_from = None
+        elif self._started and (useq < self._next_seq or uts + samples <= self._next_ts):
             self.stats.late += 1
             return
         if not self._packets and not self._started:
             self._first_arrival = arrival
         self._packets[useq] = _Packet(useq, uts, samples, payload, fec)
         bisect.insort(self._order, useq)
+
+    def _reclaims(self, useq: int, uts: int) -> bool:
+        """Whether a packet due before the timeline's position falls into silence played only
+        because no packet was there, no further back than the longest delay allowed."""
+        return (
+            self._guessed_from is not None
+            and useq >= self._next_seq
+            and self._guessed_from <= uts < self._next_ts
+            and self._next_ts - uts <= self.max_delay * self.rate
+        )
 
     def _restart(self, seq: int, ts: int) -> None:
         self._packets.clear()
@@ -165,6 +185,7 @@ class JitterBuffer:
         self._ref_seq, self._ref_ts = seq, ts
         self._started = False
         self._conceal_until = self._waited = 0
+        self._guessed_from = None
 
     # -- timing -----------------------------------------------------------------------------
 
@@ -222,6 +243,12 @@ class JitterBuffer:
         return max(step, round(seconds * self.rate / step) * step)
 
     def _next(self, shrink: int, quiet: bool) -> Unit:
+        unit = self._choose(shrink, quiet)
+        if unit.action is not Action.SILENCE or self._order:
+            self._guessed_from = None
+        return unit
+
+    def _choose(self, shrink: int, quiet: bool) -> Unit:
         packet = self._packets.get(self._next_seq)
         if packet is not None:
             gap = packet.ts - self._next_ts
@@ -247,9 +274,11 @@ class JitterBuffer:
         later = next((self._packets[s] for s in self._order if s > self._next_seq), None)
         if later is None:
             samples = self.frame
-            self._next_ts += samples
             self._waited += samples
             guess = quiet or self._waited > MAX_CONCEAL * self.rate
+            if guess and self._guessed_from is None:
+                self._guessed_from = self._next_ts
+            self._next_ts += samples
             return Unit(Action.SILENCE if guess else Action.CONCEAL, samples)
         self._waited = 0
         missing = later.seq - self._next_seq
@@ -262,7 +291,7 @@ class JitterBuffer:
             self.stats.concealed += missing
             self._next_seq = later.seq
             self._conceal_until = self._next_ts + missing * later.samples
-            return self._next(shrink, quiet)
+            return self._choose(shrink, quiet)
         if span > later.samples:
             # More is missing than the FEC of ``later`` covers: conceal up to that part.
             samples = min(self.frame, span - later.samples)
@@ -275,7 +304,7 @@ class JitterBuffer:
         self._next_seq = later.seq
         if span <= 0:
             # The whole gap was already filled while waiting; ``later`` plays next.
-            return self._next(shrink, quiet)
+            return self._choose(shrink, quiet)
         self._next_ts = later.ts
         return Unit(Action.RECOVER, span, later.payload)
 

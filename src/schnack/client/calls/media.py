@@ -41,7 +41,8 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from aiortc.rtp import RtpPacket
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import AnyRtcpPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket
 from aiortc.stats import (
     RTCInboundRtpStreamStats,
     RTCOutboundRtpStreamStats,
@@ -68,11 +69,16 @@ TIME_BASE = fractions.Fraction(1, RATE)
 FRAME_MS = (10, 20, 40, 60, 80, 100, 120)
 # RFC 7587 §6.1: 6 to 510 kbit/s.
 MIN_BITRATE, MAX_BITRATE = 6000, 510000
-# Without a packet for this long the receiver would think the sender gone; Opus DTX sends one
-# frame every 400 ms of silence for the same reason.
-DTX_KEEPALIVE = 0.4
 # Below this RMS (of 32767) a frame counts as silence for DTX: about -60 dBFS.
 SILENCE_RMS = 33.0
+# RFC 7587 §6.1 maxplaybackrate (Hz) → the audio bandwidth FFmpeg's libopus wrapper takes as
+# ``cutoff`` (Hz) and passes on as OPUS_SET_MAX_BANDWIDTH: narrow-, medium-, wide-, super-wide-
+# and fullband (RFC 6716 §2).
+CUTOFFS = ((8000, 4000), (12000, 6000), (16000, 8000), (24000, 12000))
+FULLBAND_CUTOFF = 20000
+# aiortc sends its RTCP reports every 0.5-1.5 s; RFC 3550 §6.2 recommends at least 5 s between
+# them (libwebrtc sends audio reports every 5 s). This much is added after each report.
+RTCP_PAUSE = 4.5
 # The playout clock: 20 ms of audio to the sink per tick.
 TICK = 0.02
 FRAME = RATE // 50
@@ -89,24 +95,43 @@ class MediaError(RuntimeError):
 
 @dataclass(frozen=True)
 class Profile:
-    """How we want to receive audio, written into our ``a=fmtp``/``a=ptime`` (RFC 7587 §6.1)."""
+    """How we want to receive audio, written into our ``a=fmtp``/``a=ptime`` (RFC 7587 §6.1):
+    ``playback_rate`` is ``maxplaybackrate`` (the audio bandwidth, half of it); and how we send
+    silence: with DTX one packet per ``keepalive`` seconds of it.
+    ``header_extensions``: whether our description offers RTP header extensions (XEP-0294).
+    Without them the peer sends none (RFC 8285 §6: only negotiated ones are sent): 8 bytes less
+    per packet (aiortc's ``mid`` and ``ssrc-audio-level``), which a single audio stream does
+    not need (it is told apart by its SSRC, XEP-0339)."""
 
     name: str
     bitrate: int
     ptime: int
     fec: bool
     dtx: bool
+    playback_rate: int = 16000
+    keepalive: float = 0.4
+    header_extensions: bool = True
 
 
 # Measured with `make bench-calls` (docs/benchmarks.md, "Calls"): 32 kbit/s with DTX moves fewer
-# bytes than 24 kbit/s without (silence is half of a conversation) and scores higher.
-NORMAL = Profile("normal", 32000, 20, fec=True, dtx=True)
-DATA_SAVER = Profile("data-saver", 10000, 60, fec=False, dtx=True)
+# bytes than 24 kbit/s without (silence is half of a conversation) and scores higher. Wideband
+# (16 kHz playback, audio up to 8 kHz, "HD voice"): at 32 kbit/s libopus would otherwise go
+# fullband and spend bits above 8 kHz, where speech carries little (PESQ-WB 4.25 instead of 3.98
+# on the benchmark's speech without FEC). The data saver: 120 ms packets halve the 54 bytes of
+# headers each packet carries (IP, UDP, TURN, RTP, SRTP tag); mediumband (12 kHz playback)
+# scores higher than wideband at 12 kbit/s; libopus adds no FEC at such bitrates (none at
+# 16 kbit/s told to expect 20 % loss), and more would not fit the data plan. libopus' DTX sends
+# a frame every 400 ms of silence; nothing needs one that often (the receiver plays silence until
+# the next packet, RTCP and ICE consent keep the path alive), so the data saver sends one a second.
+NORMAL = Profile("normal", 32000, 20, fec=True, dtx=True, playback_rate=16000)
+DATA_SAVER = Profile("data-saver", 12000, 120, fec=False, dtx=True, playback_rate=12000, keepalive=1.0,
+                     header_extensions=False)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class EncoderSettings:
-    """What the sending encoder does: mono, this bitrate and frame length, FEC, DTX."""
+    """What the sending encoder does: mono, this bitrate and frame length, FEC, DTX; at most the
+    bandwidth of ``playback_rate``; during silence a packet every ``keepalive`` seconds."""
 
     bitrate: int = NORMAL.bitrate
     frame_ms: int = NORMAL.ptime
@@ -116,15 +141,25 @@ class EncoderSettings:
     # 10 % rather than 5 %: on speech at 5 % loss, PESQ-WB 2.75 instead of 2.33, for 0.16 less
     # without loss (docs/benchmarks.md, "Calls").
     loss_percent: int = 10
+    playback_rate: int = NORMAL.playback_rate
+    keepalive: float = NORMAL.keepalive
+
+    @property
+    def cutoff(self) -> int:
+        """The audio bandwidth for libopus: the widest one ``playback_rate`` can play."""
+        return next((cut for rate, cut in CUTOFFS if self.playback_rate <= rate), FULLBAND_CUTOFF)
 
     @classmethod
     def negotiate(cls, ours: Profile, theirs: PayloadType | None) -> EncoderSettings:
         """RFC 7587 §6.1: the peer's wishes bound what our profile would send."""
         bitrate, frame_ms, fec, dtx = ours.bitrate, ours.ptime, ours.fec, ours.dtx
+        playback_rate = ours.playback_rate
         if theirs is not None:
             params = {p.name.lower(): (p.value or "") for p in theirs.parameters}
             with contextlib.suppress(KeyError, ValueError):
                 bitrate = min(bitrate, int(params["maxaveragebitrate"]))
+            with contextlib.suppress(KeyError, ValueError):
+                playback_rate = min(playback_rate, max(8000, int(params["maxplaybackrate"])))
             fec = fec and params.get("useinbandfec") == "1"
             dtx = dtx or params.get("usedtx") == "1"
             if theirs.ptime is not None:
@@ -133,7 +168,7 @@ class EncoderSettings:
                 frame_ms = min(frame_ms, theirs.maxptime)
         bitrate = max(MIN_BITRATE, min(MAX_BITRATE, bitrate))
         frame_ms = min(FRAME_MS, key=lambda ms: (abs(ms - frame_ms), ms))
-        return cls(bitrate, frame_ms, fec, dtx)
+        return cls(bitrate, frame_ms, fec, dtx, playback_rate=playback_rate, keepalive=ours.keepalive)
 
 
 def opus_of(content: Content) -> PayloadType | None:
@@ -153,6 +188,7 @@ def with_profile(contents: RtpContents, profile: Profile) -> RtpContents:
         "stereo": "0",
         "sprop-stereo": "0",
         "maxaveragebitrate": str(profile.bitrate),
+        "maxplaybackrate": str(profile.playback_rate),
     }
     out = []
     for content in contents.contents:
@@ -166,7 +202,10 @@ def with_profile(contents: RtpContents, profile: Profile) -> RtpContents:
                     params = kept + tuple(Parameter(k, v) for k, v in wanted.items())
                 # SDP has one ptime per m= section (RFC 8866 §6.4), so every payload type carries it.
                 types.append(replace(pt, parameters=params, ptime=profile.ptime))
-            out.append(replace(content, description=replace(description, payload_types=tuple(types))))
+            described = replace(description, payload_types=tuple(types))
+            if not profile.header_extensions:
+                described = replace(described, header_extensions=(), extmap_allow_mixed=False)
+            out.append(replace(content, description=described))
         else:
             out.append(content)
     return RtpContents(tuple(out), contents.groups)
@@ -277,6 +316,7 @@ class OpusTrack(MediaStreamTrack):
             "fec": "1" if s.fec else "0",
             "packet_loss": str(s.loss_percent if s.fec else 0),
             "vbr": "on",
+            "cutoff": str(s.cutoff),
         }
         codec.open()
         return codec
@@ -312,7 +352,8 @@ class OpusTrack(MediaStreamTrack):
                 continue
             now = loop.time()
             silent = rms(pcm) < SILENCE_RMS
-            if self._settings.dtx and silent and self._silence_sent and now - self._last_sent < DTX_KEEPALIVE:
+            keepalive_due = now - self._last_sent >= self._settings.keepalive
+            if self._settings.dtx and silent and self._silence_sent and not keepalive_due:
                 # RFC 7587 §3.1.3: during silence nothing needs to be sent. The first silent
                 # frame is: the receiver decodes it and knows the pause is silence, rather than
                 # concealing the last syllable on into it.
@@ -381,7 +422,7 @@ class Playout:
     our adaptive :class:`JitterBuffer`, libopus decoding with loss concealment and FEC recovery
     (:mod:`.decoder`), and 20 ms of PCM to the sink on every tick of a steady clock.
 
-    Opus decodes any frame size, so a profile switch mid-call (20 ms to 60 ms frames, another
+    Opus decodes any frame size, so a profile switch mid-call (20 ms to 120 ms frames, another
     bitrate) needs nothing here: each packet says its own duration (RFC 6716 §3.1).
     """
 
@@ -398,6 +439,9 @@ class Playout:
             raise MediaError(f"cannot decode the call's audio: {err}") from None
         self._pcm = bytearray()
         self._quiet = True
+        # Concealment ran since the last packet; and silence followed it (a pause, not a loss).
+        self._concealed = False
+        self._paused_after_concealment = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self, receiver: RTCRtpReceiver) -> None:
@@ -463,7 +507,13 @@ class Playout:
     def _render(self, unit: Unit) -> bytes:
         if unit.action is Action.SILENCE:
             pcm = bytes(unit.samples * 2)
+            self._paused_after_concealment = self._concealed
         else:
+            if unit.action is not Action.CONCEAL and self._paused_after_concealment:
+                # A talk spurt after the pause: decoded afresh, not faded in from the concealment.
+                self._decoder.reset()
+            self._concealed = unit.action is Action.CONCEAL
+            self._paused_after_concealment = False
             try:
                 if unit.action is Action.PLAY:
                     pcm = self._decoder.decode(unit.payload)[unit.skip * 2 :]
@@ -474,9 +524,12 @@ class Playout:
             except OpusError:
                 log.debug("undecodable Opus packet, concealed", exc_info=True)
                 pcm = self._decoder.conceal(unit.samples)
-        if not unit.audible:
+        quiet = rms(pcm) < SILENCE_RMS
+        if not unit.audible and quiet:
             return b""
-        self._quiet = rms(pcm) < SILENCE_RMS
+        # The buffer sheds delay by dropping what it takes for silence, judging by what played
+        # last; a packet that decodes to sound (the first of a talk spurt) is played all the same.
+        self._quiet = quiet
         return pcm
 
     async def stop(self) -> None:
@@ -517,6 +570,32 @@ class CallStats:
         return self.packets_lost / expected if expected else 0.0
 
 
+# -- RTCP ---------------------------------------------------------------------------------------
+
+
+def pace_rtcp(part: RTCRtpSender | RTCRtpReceiver, pause: float = RTCP_PAUSE) -> None:
+    """Reports every 5-6 s instead of every 0.5-1.5 s (RFC 3550 §6.2's minimum interval).
+
+    aiortc's report loop (``_run_rtcp``) sleeps 0.5-1.5 s, builds a sender report (with its
+    NTP time, RFC 3550 §6.4.1) or receiver report (loss, jitter, LSR/DLSR, §6.4.2) and awaits
+    ``_send_rtcp``; waiting ``pause`` after each report has gone out stretches the loop while
+    every report still leaves as soon as it is built, so round-trip times stay right. Only the
+    reports wait: a BYE (the call ending) and feedback (NACK, PLI) go at once.
+    """
+    if getattr(part, "_schnack_paced", False):
+        return
+    send = part._send_rtcp
+
+    async def paced(packets: AnyRtcpPacket | list[AnyRtcpPacket]) -> None:
+        await send(packets)  # type: ignore[arg-type]  # the sender takes a list, the receiver one packet
+        sent = packets if isinstance(packets, list) else [packets]
+        if any(isinstance(p, RtcpSrPacket | RtcpRrPacket) for p in sent):
+            await asyncio.sleep(pause)
+
+    part._send_rtcp = paced  # type: ignore[method-assign]
+    part._schnack_paced = True  # type: ignore[union-attr]
+
+
 # -- the peer connection ------------------------------------------------------------------------
 
 
@@ -541,13 +620,21 @@ class MediaSession:
         self.connected = asyncio.Event()
         self.failed = asyncio.Event()
         self.pc.addTrack(self.track)
+        self._pace_rtcp()
         self.pc.on("track", self._track)
         self.pc.on("connectionstatechange", self._state_changed)
 
     def _track(self, track: MediaStreamTrack) -> None:
         """The peer's audio: its receiver's packets go to our playout, not to aiortc's decoder."""
         receiver = next(t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track)
+        self._pace_rtcp()
         self.playout.start(receiver)
+
+    def _pace_rtcp(self) -> None:
+        """Every transceiver's reports at RFC 3550's pace (:func:`pace_rtcp`), before they start."""
+        for transceiver in self.pc.getTransceivers():
+            pace_rtcp(transceiver.sender)
+            pace_rtcp(transceiver.receiver)
 
     def _state_changed(self) -> None:
         state = self.pc.connectionState
@@ -558,6 +645,7 @@ class MediaSession:
             self.failed.set()
 
     def _local(self, writer: str) -> RtpContents:
+        self._pace_rtcp()
         description = self.pc.localDescription
         contents = with_profile(to_jingle(SessionDescription.parse(description.sdp), writer), self.profile)
         self.playout.payload_types.update(pt.id for c in contents.contents if (pt := opus_of(c)) is not None)
