@@ -440,6 +440,37 @@ async def test_filter_start_and_end(server: Server) -> None:
     assert stamps == [datetime.fromtimestamp(base + 60 * i, UTC) for i in range(6)]
 
 
+async def test_time_window_paged_with_rsm(server: Server) -> None:
+    # §4.1.2 with XEP-0059: a client pages through a window forwards with <after/> and backwards
+    # with <before/>; <fin/> is complete on the page that reaches the window's end. The message
+    # archived last (stamped by a clock behind) falls within the window and comes last.
+    await add_user(server, "bob")
+    base = datetime(2024, 5, 1, tzinfo=UTC).timestamp()
+    entries = [(base + 60 * i, ("alice@localhost", "carol@localhost")[i % 2]) for i in range(10)]
+    ids = await fill(server, "bob", [*entries, (base + 150, "alice@localhost")])
+    window = [*ids[2:8], ids[10]]
+    bob = await online(server, "bob@localhost/laptop")
+    times = form(start="2024-05-01T00:02:00Z", end="2024-05-01T00:07:00Z")
+    pages: list[list[str]] = []
+    last: str | None = None
+    while True:
+        answer = await ask(bob, times + rsm(max=3, after=last))
+        pages.append(answer.ids)
+        if answer.complete:
+            break
+        last = answer.ids[-1]
+    assert pages == [window[:3], window[3:6], window[6:]]
+    answer = await ask(bob, times + rsm(max=4, before=""))
+    assert answer.ids == window[3:] and not answer.complete
+    answer = await ask(bob, times + rsm(max=4, before=answer.ids[0]))
+    assert answer.ids == window[:3] and answer.complete
+    answer = await ask(bob, form(start="2024-05-01T00:02:00Z", end="2024-05-01T00:07:00Z", **{"with": "carol@localhost"})
+                       + rsm(max=2, after=window[0]))
+    assert answer.ids == [ids[3], ids[5]] and not answer.complete
+    answer = await ask(bob, times + rsm(max=0))
+    assert answer.ids == [] and answer.rsm.count == 7
+
+
 async def test_extended_ids_after_id_before_id(server: Server) -> None:
     _, bob, ids = await conversation(server, 8)
     answer = await ask(bob, form(ids=[ids[5], ids[1]]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import pytest
@@ -370,6 +371,42 @@ async def test_archive_time_range_of_many_items(storage: Storage) -> None:
     assert ids_of(page) == [ids[n - 8], ids[n - 7], ids[n - 6]]
     page = await storage.archive.query(H, "alice", "mam", end=1011.0, after=ids[5])
     assert ids_of(page) == [*ids[6:10], ids[11], ids[n - 10]] and page.complete and page.count == 12
+
+
+async def test_archive_time_range_paging(storage: Storage) -> None:
+    # XEP-0313 §4.1.2 with XEP-0059 paging: pages of a range come in archive order, whatever the
+    # timestamps. Here one item inside the range's seqs is out of it in time, one appended last
+    # (a node with its clock behind) is within it, and another account's items are in between.
+    stamps = [100.0 + i for i in range(12)]
+    stamps[6] = 500.0
+    stamps.append(104.5)
+    ids = []
+    for i, stamp in enumerate(stamps):
+        ids.append(await storage.archive.append(H, "alice", "mam", stamp, ("bob@x", "carol@x")[i % 2], b"p"))
+        await storage.archive.append(H, "bob", "mam", stamp, "alice@x", b"p")
+    window = [ids[i] for i in (3, 4, 5, 7, 8, 12)]
+    query = functools.partial(storage.archive.query, H, "alice", "mam", start=103.0, end=108.0)
+    page = await query(limit=2)
+    assert ids_of(page) == window[:2] and not page.complete and page.count == 6
+    page = await query(after=window[1], limit=2, count=False)
+    assert ids_of(page) == window[2:4] and not page.complete and page.count is None
+    page = await query(after=window[3], limit=2)
+    assert ids_of(page) == window[4:] and page.complete and page.count == 6
+    page = await query(after=window[5], limit=2)
+    assert page.items == [] and page.complete
+    page = await query(limit=4, reverse=True)
+    assert ids_of(page) == window[2:] and not page.complete
+    page = await query(before=window[2], limit=4)
+    assert ids_of(page) == window[:2] and page.complete
+    page = await query(after=window[0], before=window[5], limit=10)
+    assert ids_of(page) == window[1:5] and page.complete
+    page = await query(with_jid="bob@x", after=window[0], limit=1)
+    assert ids_of(page) == [window[1]] and not page.complete and page.count == 3
+    # An item outside the range in time is a valid paging id; the page goes on from its place.
+    page = await query(after=ids[6], limit=10)
+    assert ids_of(page) == window[3:] and page.complete
+    page = await query(start=600.0)
+    assert page.items == [] and page.complete and page.count == 0
 
 
 async def test_archive_limit_zero_counts_only(storage: Storage) -> None:

@@ -232,9 +232,10 @@ class _Where:
         return " AND ".join(self.terms)
 
 
-# Items in a time range that are looked up by the time index and sorted, at most; past that a
-# query reads the archive in order instead.
-_TIME_PROBE = 2000
+# The most items within a time range that a query reads in the time index to find the range's
+# first and last seq. Over a wider range it reads in archive order from its 'after' id or from the
+# archive's start, skipping what is out of the range: that costs the skipping, not the range.
+_SPAN_PROBE = 2000
 
 
 class Archive(_Part):
@@ -319,10 +320,16 @@ class Archive(_Part):
         return int(seq)
 
     @staticmethod
-    async def _in_time(conn: Any, host: str, username: str, store: str, start: float | None,
-                       end: float | None) -> list[int] | None:
-        """The seqs of the items within a time range, by the time index; None when there are more
-        than _TIME_PROBE of them (then reading in seq order reaches a page sooner than sorting)."""
+    async def _time_span(conn: Any, host: str, username: str, store: str, start: float | None,
+                         end: float | None) -> range | None:
+        """The seqs from the first to the last item within a time range (empty if none is), by the
+        time index; None if more than _SPAN_PROBE items are within it.
+
+        XEP-0313 pages come in archive (seq) order, and nothing makes timestamps rise with seq (a
+        clock stepped back, cluster nodes with clocks apart), so the span is not taken from the
+        range's ends in time: min and max read archive_by_time (which has seq since migration
+        0004) over the range, index only, without a sort.
+        """
         where = _Where()
         where.add("host={}", host)
         where.add("username={}", username)
@@ -331,10 +338,12 @@ class Archive(_Part):
             where.add("timestamp>={}", start)
         if end is not None:
             where.add("timestamp<={}", end)
-        where.args.append(_TIME_PROBE + 1)
-        rows = await conn.fetch(f"SELECT seq FROM archive WHERE {where.sql()} ORDER BY timestamp "
-                                f"LIMIT ${len(where.args)}", *where.args)
-        return [int(r[0]) for r in rows] if len(rows) <= _TIME_PROBE else None
+        where.args.append(_SPAN_PROBE + 1)
+        row = await conn.fetchrow(f"SELECT min(seq), max(seq), count(*) FROM (SELECT seq FROM archive "
+                                  f"WHERE {where.sql()} LIMIT ${len(where.args)}) AS within", *where.args)
+        if row[2] > _SPAN_PROBE:
+            return None
+        return range(int(row[0]), int(row[1]) + 1) if row[2] else range(0)
 
     async def query(
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
@@ -352,14 +361,19 @@ class Archive(_Part):
         total = None
         async with self._conn(snapshot=True) as conn:
             if start is not None or end is not None:
-                seqs = await self._in_time(conn, host, username, store, start, end)
-                if seqs is not None:
-                    where.add("seq = ANY({}::bigint[])", seqs)
-                else:
-                    if start is not None:
-                        where.add("timestamp>={}", start)
-                    if end is not None:
-                        where.add("timestamp<={}", end)
+                span = await self._time_span(conn, host, username, store, start, end)
+                if span is not None and not span:
+                    return ArchivePage([], True, 0 if count else None)
+                if span is not None:
+                    where.add("seq>={}", span.start)
+                    where.add("seq<{}", span.stop)
+                # Read in seq order, from the span's start when it is known, and stop after the
+                # page, checking the timestamp in the index (archive_by_user and archive_by_with
+                # carry it).
+                if start is not None:
+                    where.add("timestamp>={}", start)
+                if end is not None:
+                    where.add("timestamp<={}", end)
             if count:
                 total = int(await conn.fetchval(f"SELECT count(*) FROM archive WHERE {where.sql()}", *where.args))
             if after is not None:

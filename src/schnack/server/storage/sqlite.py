@@ -149,9 +149,10 @@ class Maps(_Part):
         return {r[0]: bytes(r[1]) for r in rows}
 
 
-# Items in a time range that are looked up by the time index and sorted, at most; past that a
-# query reads the archive in order instead.
-_TIME_PROBE = 2000
+# The most items within a time range that a query reads in the time index to find the range's
+# first and last seq. Over a wider range it reads in archive order from its 'after' id or from the
+# archive's start, skipping what is out of the range: that costs the skipping, not the range.
+_SPAN_PROBE = 2000
 
 
 _APPEND = "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -237,13 +238,23 @@ class Archive(_Part):
             raise ItemNotFound(f"no archived item {item_id!r}")
         return int(row[0])
 
-    async def _in_time(self, host: str, username: str, store: str, terms: list[str], args: list[Any]) -> list[int] | None:
-        """The seqs of the items within a time range, by the time index; None when there are more
-        than _TIME_PROBE of them (then reading in seq order reaches a page sooner than sorting)."""
-        rows = await self._all(
-            "SELECT seq FROM archive INDEXED BY archive_by_time WHERE host=? AND username=? AND store=? AND "
-            f"{' AND '.join(terms)} ORDER BY timestamp LIMIT ?", host, username, store, *args, _TIME_PROBE + 1)
-        return [int(r[0]) for r in rows] if len(rows) <= _TIME_PROBE else None
+    async def _time_span(self, host: str, username: str, store: str, terms: list[str],
+                         bounds: list[float]) -> range | None:
+        """The seqs from the first to the last item within a time range (empty if none is), by the
+        time index; None if more than _SPAN_PROBE items are within it.
+
+        XEP-0313 pages come in archive (seq) order, and nothing makes timestamps rise with seq (a
+        clock stepped back, cluster nodes with clocks apart), so the span is not taken from the
+        range's ends in time: min and max read the time index, which ends in the rowid (seq),
+        over the range, without a sort and without fetching a row.
+        """
+        row = await self._one(
+            "SELECT min(seq), max(seq), count(*) FROM (SELECT seq FROM archive INDEXED BY archive_by_time "
+            f"WHERE host=? AND username=? AND store=? AND {' AND '.join(terms)} LIMIT ?)",
+            host, username, store, *bounds, _SPAN_PROBE + 1)
+        if row[2] > _SPAN_PROBE:
+            return None
+        return range(int(row[0]), int(row[1]) + 1) if row[2] else range(0)
 
     async def query(
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
@@ -261,14 +272,17 @@ class Archive(_Part):
         if start is not None or end is not None:
             terms = [term for term, bound in (("timestamp>=?", start), ("timestamp<=?", end)) if bound is not None]
             bounds = [bound for bound in (start, end) if bound is not None]
-            seqs = await self._in_time(host, username, store, terms, bounds)
-            if seqs is not None:
-                where.append(f"seq IN ({','.join('?' * len(seqs))})")
-                args += seqs
-            else:
-                # Read in seq order: without + SQLite would sort all of them through the time index.
-                where += [f"+{term}" for term in terms]
-                args += bounds
+            span = await self._time_span(host, username, store, terms, bounds)
+            if span is not None and not span:
+                return ArchivePage([], True, 0 if count else None)
+            if span is not None:
+                where.append("seq BETWEEN ? AND ?")
+                args += [span.start, span.stop - 1]
+            # Read in seq order, from the span's start when it is known, and stop after the page:
+            # the timestamp terms are checked in the index read (without + SQLite would sort by seq
+            # whatever the time index finds).
+            where += [f"+{term}" for term in terms]
+            args += bounds
         if ids is not None:
             where.append(f"id IN ({','.join('?' * len(ids))})")
             args += list(ids)
