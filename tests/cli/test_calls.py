@@ -171,7 +171,8 @@ async def test_microphone_and_speaker(env: tuple[Server, dict[str, str]], tmp_pa
     assert out.decode().splitlines()[4] == "data saver off: --no-data-saver"
     played = envelope(np.frombuffer(heard.read_bytes(), dtype="<i2"))
     assert len(played) > 300, len(played)
-    # From the second second (once the receive path has settled on its delay) to the hang-up: the
+    # From the first tenth of a second to the hang-up, the first talk spurts after pauses
+    # included (they once came out at a third of their energy while the buffer settled): the
     # pattern at its place in time, give or take a second. (A stretch of another part of the
     # pattern correlates by chance up to about 0.4.)
-    assert correlation_near(sent, played, 100, len(played) - 20) > 0.75
+    assert correlation_near(sent, played, 10, len(played) - 20) > 0.75
