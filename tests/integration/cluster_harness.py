@@ -11,6 +11,11 @@ a delivery ledger, for the chaos tests (test_cluster_chaos.py).
   reconnection, the persistent outbox and the archive catch-up) send each other numbered
   messages at a steady rate; the ledger writes down every message sent, acknowledged, refused
   and received, and the test compares them.
+- :class:`GroupSeat`: each chatter is also a member of one group (:data:`ROOM`) and sends numbered
+  messages there, doing what real group chat clients do: it enters the room after every login,
+  pings itself in the room (XEP-0410) and enters again when the room no longer knows it (or
+  refuses a message with not-acceptable), reads the room's archive (XEP-0313) after the last
+  stanza-id it saw, and shows each message once per stanza-id (XEP-0359).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import json
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -27,8 +33,10 @@ import time
 from collections import Counter
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from xml.etree.ElementTree import Element
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -36,8 +44,16 @@ import redis.asyncio as aioredis
 from schnack.client import Client, Disconnected, XmppError
 from schnack.client.errors import ClientError
 from schnack.server import admin as admin_channel
+from schnack.server.modules.muc.room import RoomState
 from schnack.server.storage import open_storage
+from schnack.server.storage.base import RoomAffiliation
+from schnack.xmpp import ns
+from schnack.xmpp.jid import JID
+from schnack.xmpp.payloads.mam import FIN, RESULT, Filter, Fin, MamError, Query, Result
+from schnack.xmpp.payloads.rsm import ResultSet
+from schnack.xmpp.payloads.sid import STANZA_ID
 from schnack.xmpp.sasl import derive_credentials
+from schnack.xmpp.xml import element, qname
 
 from ..server.cluster.conftest import free_port
 from .test_restart import SCHNACK
@@ -46,6 +62,13 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PASSWORD = "correct horse battery staple"
 # Generous bounds for a loaded machine; the tests end as soon as the ledger balances.
 SETTLE = 60.0
+# The group every chatter is a member of.
+ROOM = JID("ledger", "groups.localhost")
+_MUC = "http://jabber.org/protocol/muc"
+_MUC_USER = qname(f"{_MUC}#user", "x")
+_BODY = qname(ns.CLIENT, "body")
+# How often a group client checks that it is still in the room (XEP-0410).
+SELF_PING = 1.0
 
 
 async def add_accounts(storage_url: str, usernames: Iterable[str]) -> None:
@@ -56,6 +79,30 @@ async def add_accounts(storage_url: str, usernames: Iterable[str]) -> None:
             await storage.accounts.create("localhost", username, derive_credentials(PASSWORD))
     finally:
         await storage.close()
+
+
+async def add_group(storage_url: str, owner: str, members: Iterable[str]) -> None:
+    """Create :data:`ROOM`, a private group (the service's default configuration) of ``owner`` and ``members``."""
+    storage = await open_storage(storage_url)
+    try:
+        assert ROOM.local is not None
+        await storage.muc.save_room(ROOM.domain, ROOM.local, RoomState().to_json())
+        await storage.muc.set_affiliation(ROOM.domain, ROOM.local, RoomAffiliation(f"{owner}@localhost", "owner"))
+        for member in members:
+            await storage.muc.set_affiliation(ROOM.domain, ROOM.local,
+                                              RoomAffiliation(f"{member}@localhost", "member"))
+    finally:
+        await storage.close()
+
+
+async def room_owner(redis_url: str, prefix: str) -> str | None:
+    """The node that owns :data:`ROOM` (its claim in Redis), if any does."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        owner = await client.get(f"{prefix}claim:room:{ROOM}")
+    finally:
+        await client.aclose()
+    return owner.decode() if isinstance(owner, bytes) else owner
 
 
 async def clear_prefix(redis_url: str, prefix: str) -> None:
@@ -274,10 +321,21 @@ class Ledger:
     acked: set[str] = field(default_factory=set)
     refused: dict[str, str] = field(default_factory=dict)
     received: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Group messages: every member but the sender shows each one.
+    members: set[str] = field(default_factory=set)
+    group_sent: set[str] = field(default_factory=set)
 
-    def missing(self) -> list[tuple[str, str]]:
-        """Acknowledged messages their recipient has not shown (yet): (recipient, id)."""
-        return sorted((self.sent[i][1], i) for i in self.acked if (self.sent[i][1], i) not in self.received)
+    def missing(self, *, groups: bool = True) -> list[tuple[str, str]]:
+        """Acknowledged messages a recipient has not shown (yet): (recipient, id); without
+        ``groups``, 1:1 messages only."""
+        missing: list[tuple[str, str]] = []
+        for i in self.acked:
+            if not groups and i in self.group_sent:
+                continue
+            sender, to = self.sent[i]
+            recipients = self.members - {sender} if i in self.group_sent else {to}
+            missing.extend((recipient, i) for recipient in recipients if (recipient, i) not in self.received)
+        return sorted(missing)
 
     def duplicated(self) -> list[tuple[str, str]]:
         """Messages a recipient showed more than once."""
@@ -288,7 +346,8 @@ class Ledger:
         return sorted(i for i in self.sent if i not in self.acked and i not in self.refused)
 
     def summary(self) -> str:
-        return (f"{len(self.sent)} sent, {len(self.acked)} acknowledged, {len(self.refused)} refused "
+        return (f"{len(self.sent)} sent ({len(self.group_sent)} to the group), {len(self.acked)} acknowledged, "
+                f"{len(self.refused)} refused "
                 f"({', '.join(sorted(set(self.refused.values()))) or 'none'}), {sum(self.received.values())} shown, "
                 f"{len(self.pending())} pending, {len(self.missing())} missing, {len(self.duplicated())} duplicated")
 
@@ -306,11 +365,14 @@ class Chatter:
         self._count = 0
         # Why the link went down, each time it did.
         self.disconnects: list[str] = []
+        self._closing = False
+        self.group = GroupSeat(self)
 
     async def start(self) -> None:
         await self.client.connect()
         self._spawn(self._read())
         self._spawn(self._watch())
+        await self.group.start()
 
     async def _watch(self) -> None:
         async for event in self.client.events():
@@ -330,19 +392,34 @@ class Chatter:
         self._count += 1
         await self._send(f"ledger {self.account} {self._count}")
 
-    async def _send(self, text: str) -> None:
-        message_id = await self.client.send(self.peer, text, encrypted=False)
-        self.ledger.sent[message_id] = (self.account, self.peer)
-        self._spawn(self._track(message_id, text))
+    async def send_to_group(self) -> None:
+        """Send the next numbered message to the group."""
+        self._count += 1
+        await self._send(f"ledger {self.account} {self._count}", group=True)
 
-    async def _track(self, message_id: str, text: str) -> None:
+    async def _send(self, text: str, *, group: bool = False) -> None:
+        if group:
+            message = element(qname(ns.CLIENT, "message"), {"type": "groupchat", "to": str(ROOM)},
+                              children=[element(_BODY, text=text)])
+            message_id = self.client.outbox.send(message, ROOM, text, encrypted=False)
+            self.ledger.group_sent.add(message_id)
+        else:
+            message_id = await self.client.send(self.peer, text, encrypted=False)
+        self.ledger.sent[message_id] = (self.account, str(ROOM) if group else self.peer)
+        self._spawn(self._track(message_id, text, group))
+
+    async def _track(self, message_id: str, text: str, group: bool) -> None:
         try:
             await self.client.acknowledged(message_id, timeout=SETTLE)
         except XmppError as err:
             self.ledger.refused[message_id] = f"{err.condition}/{err.type}"
             if err.type == "wait":
                 await asyncio.sleep(0.5)
-                await self._send(text)
+                await self._send(text, group=group)
+            elif group and err.condition == "not-acceptable":
+                # §7.4: the room no longer knows us (its node died): enter again, then resend.
+                await self.group.rejoin()
+                await self._send(text, group=group)
             return
         except ClientError:
             return
@@ -354,6 +431,7 @@ class Chatter:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        self._closing = True
         await self.client.close()
         for task in list(self._tasks):
             task.cancel()
@@ -361,20 +439,165 @@ class Chatter:
                 await task
 
 
-async def chat(chatters: list[Chatter], stop: asyncio.Event, interval: float) -> None:
-    """Every chatter sends a message every ``interval`` seconds until ``stop`` is set."""
+class GroupSeat:
+    """A chatter's place in :data:`ROOM`, kept as real group chat clients keep theirs (see the
+    module docstring); what it shows goes into the ledger by message id."""
+
+    def __init__(self, chatter: Chatter) -> None:
+        self.chatter = chatter
+        self.client = chatter.client
+        self.nick = chatter.account.partition("@")[0]
+        self.occupant = JID(ROOM.local, ROOM.domain, self.nick)
+        # The room's stanza-ids shown, and the last one seen live or in the archive.
+        self.seen: set[str] = set()
+        self.position: str | None = None
+        self.joined = asyncio.Event()
+        self._entering: asyncio.Future[Element] | None = None
+        self._rejoining: asyncio.Task[None] | None = None
+        self._queries: dict[str, list[Result]] = {}
+        self.client.on_message(self._on_message)
+        self.client.on_presence(self._on_presence)
+        self.client.on_connect(self._on_connect)
+
+    async def start(self) -> None:
+        self.chatter.ledger.members.add(self.chatter.account)
+        self.chatter._spawn(self._watch())
+        await self.rejoin()
+        self.chatter._spawn(self._self_ping())
+
+    async def _watch(self) -> None:
+        """Out of the room with the link: what arrives after a reconnect is no sign of having seen
+        everything before it (the archive after the last stanza-id seen tells)."""
+        async for event in self.client.events():
+            if isinstance(event, Disconnected):
+                self.joined.clear()
+
+    async def _on_connect(self) -> None:
+        self.joined.clear()
+        self.rejoin()
+
+    def rejoin(self) -> asyncio.Task[None]:
+        """Enter the room and read what it archived meanwhile (one such task at a time)."""
+        if self._rejoining is None or self._rejoining.done():
+            self.joined.clear()
+            self._rejoining = asyncio.ensure_future(self._enter())
+            self.chatter._tasks.add(self._rejoining)
+            self._rejoining.add_done_callback(self.chatter._tasks.discard)
+        return self._rejoining
+
+    async def _enter(self) -> None:
+        while not self.chatter._closing:
+            self._entering = asyncio.get_running_loop().create_future()
+            presence = element(qname(ns.CLIENT, "presence"), {"to": str(self.occupant)}, children=[
+                element(qname(_MUC, "x"), children=[element(qname(_MUC, "history"), {"maxstanzas": "0"})])])
+            try:
+                await self.client.send_element(presence, timeout=SETTLE)
+                async with asyncio.timeout(5):
+                    answer = await self._entering
+                if answer.get("type") != "error":
+                    await self._catch_up()
+                    self.joined.set()
+                    return
+            except (ClientError, TimeoutError, MamError):
+                pass
+            await asyncio.sleep(0.3)
+
+    def _on_presence(self, el: Element) -> None:
+        if el.get("from") == str(self.occupant) and el.get("type") == "unavailable" and self.joined.is_set():
+            self.rejoin()  # the room let us go (§7.14): enter again and catch up
+            return
+        entering = self._entering
+        if (el.get("from") == str(self.occupant) and entering is not None and not entering.done()
+                and (el.get("type") == "error" or el.find(_MUC_USER) is not None)):
+            entering.set_result(el)
+
+    async def _self_ping(self) -> None:
+        """XEP-0410 §3: still in the room? If not (not-acceptable, or the room forgot us), enter again."""
+        while not self.chatter._closing:
+            await asyncio.sleep(SELF_PING)
+            if not self.joined.is_set() or not self.client.connected:
+                continue
+            ping = element(qname(ns.CLIENT, "iq"), {"type": "get", "to": str(self.occupant)},
+                           children=[element(qname("urn:xmpp:ping", "ping"))])
+            try:
+                await self.client.iq(ping, timeout=5)
+            except XmppError as err:
+                if err.condition in ("not-acceptable", "item-not-found"):
+                    self.rejoin()
+            except ClientError:
+                pass
+
+    def _on_message(self, el: Element) -> None:
+        if JID.parse(el.get("from") or "").bare != ROOM:
+            return
+        result = el.find(RESULT)
+        if result is not None:
+            with contextlib.suppress(MamError):
+                found = Result.from_xml(result)
+                self._queries.get(found.queryid or "", []).append(found)
+            return
+        if el.get("type") == "groupchat":
+            stanza_id = next((s.get("id") for s in el.iter(STANZA_ID) if s.get("by") == str(ROOM)), None)
+            if stanza_id is not None and self.joined.is_set():
+                self.position = stanza_id
+            self._show(el, stanza_id)
+
+    def _show(self, el: Element, stanza_id: str | None) -> None:
+        """Show a group message once per stanza-id; our own come back too and are not counted."""
+        if stanza_id is None or stanza_id in self.seen:
+            return
+        self.seen.add(stanza_id)
+        text = el.findtext(_BODY) or ""
+        sender = JID.parse(el.get("from") or "").resource
+        if text.startswith("ledger ") and sender != self.nick and el.get("id"):
+            self.chatter.ledger.received[(self.chatter.account, el.get("id", ""))] += 1
+
+    async def _catch_up(self) -> None:
+        """XEP-0313 §5 on the room: page through what came after the last stanza-id seen."""
+        after = self.position
+        while True:
+            queryid = secrets.token_hex(6)
+            start = None if after is not None else datetime.now(UTC) - timedelta(hours=1)
+            query = Query(queryid, Filter(start=start), ResultSet(max=100, after=after))
+            results: list[Result] = []
+            self._queries[queryid] = results
+            try:
+                reply = await self.client.iq(element(qname(ns.CLIENT, "iq"), {"type": "set", "to": str(ROOM)},
+                                                     children=[query.to_xml()]), timeout=15)
+            finally:
+                self._queries.pop(queryid, None)
+            fin_el = reply.find(FIN)
+            if fin_el is None:
+                raise MamError("bad-request", "no <fin/>")
+            fin = Fin.from_xml(fin_el)
+            for result in results:
+                self._show(result.forwarded.stanza, result.id)
+            last = results[-1].id if results else fin.rsm.last
+            if last is not None:
+                after = self.position = last
+            if fin.complete or not results:
+                return
+
+
+async def chat(chatters: list[Chatter], stop: asyncio.Event, interval: float, group_every: int = 3) -> None:
+    """Every chatter sends a message every ``interval`` seconds until ``stop`` is set, and one to
+    the group every ``group_every`` rounds."""
+    rounds = 0
     while not stop.is_set():
+        rounds += 1
         for chatter in chatters:
             await chatter.send_one()
+            if rounds % group_every == 0:
+                await chatter.send_to_group()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
 
 
-async def balanced(ledger: Ledger, timeout: float = SETTLE) -> None:
+async def balanced(ledger: Ledger, timeout: float = SETTLE, *, groups: bool = True) -> None:
     """Wait until every message was acknowledged or refused, and every acknowledged one shown."""
     deadline = time.monotonic() + timeout
-    while ledger.pending() or ledger.missing():
+    while ledger.pending() or ledger.missing(groups=groups):
         if time.monotonic() > deadline:
             raise AssertionError(f"the ledger does not balance: {ledger.summary()}; "
-                                 f"missing {ledger.missing()[:10]}, pending {ledger.pending()[:10]}")
+                                 f"missing {ledger.missing(groups=groups)[:10]}, pending {ledger.pending()[:10]}")
         await asyncio.sleep(0.2)

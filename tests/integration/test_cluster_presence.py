@@ -1,7 +1,8 @@
 """Two ``schnack serve`` processes in one cluster (one PostgreSQL schema, Redis), with slixmpp clients
 on both: presence, probes and subscriptions across nodes, unavailable presence when a node is
 killed, an IQ ping and a Jingle-like IQ between full JIDs on two nodes, message carbons, a bare JID
-message to the highest-priority resource on the other node, and a group with occupants on both."""
+message to the highest-priority resource on the other node, a group with occupants on both, and
+roster pushes and PEP notifications reaching resources on the other node."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ JINGLE = "urn:xmpp:jingle:1"
 CARBONS = "urn:xmpp:carbons:2"
 MUC = "http://jabber.org/protocol/muc"
 ROOM = "crew@groups.localhost"
+NICK_EVENT = "http://jabber.org/protocol/nick"
 
 
 class Device:
@@ -233,3 +235,36 @@ async def test_a_group_with_occupants_on_two_nodes(two_nodes: tuple[Process, Pro
     # bob leaves from node b: alice sees it on node a.
     bob.xmpp.send_presence(pto=f"{ROOM}/bob", ptype="unavailable")
     await alice.until(presence_from(f"{ROOM}/bob", "unavailable"))
+
+
+async def test_roster_pushes_and_pep_notifications_across_nodes(two_nodes: tuple[Process, Process, str],
+                                                                 devices: list[Device]) -> None:
+    node_a, node_b, _ = two_nodes
+    alice = await online(devices, node_a, "alice@localhost/phone")
+    desk = await online(devices, node_b, "alice@localhost/desk")
+    bob = await online(devices, node_b, "bob@localhost/desk")
+    pushed: asyncio.Queue[Any] = asyncio.Queue()
+    desk.xmpp.add_event_handler("roster_update", pushed.put_nowait)
+    for device in (alice, desk, bob):
+        await device.xmpp.get_roster(timeout=30)  # RFC 6121 §2.1.6: now interested in pushes
+
+    # A roster change made on node a is pushed to the interested resource on node b.
+    update = alice.xmpp.update_roster(JID("carol@localhost"), name="Carol", timeout=30)
+    assert update is not None
+    await update
+    async with asyncio.timeout(30):
+        while "carol@localhost" not in desk.xmpp.client_roster:
+            await pushed.get()
+    assert desk.xmpp.client_roster["carol@localhost"]["name"] == "Carol"
+
+    # XEP-0163: a contact on node b and the owner's own resource there get a PEP notification
+    # of an item published on node a (without caps, every notification).
+    alice.xmpp.send_presence_subscription(pto="bob@localhost")
+    await alice.until(presence_from("bob@localhost/desk"))
+    publish = ET.fromstring("<pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+                            "<publish node='http://jabber.org/protocol/nick'><item id='current'>"
+                            "<nick xmlns='http://jabber.org/protocol/nick'>Alice</nick></item></publish></pubsub>")
+    await alice.xmpp.make_iq_set(publish).send(timeout=30)
+    for device in (bob, desk):
+        event = await device.until(lambda s: s.name == "message" and s.xml.find(f".//{{{NICK_EVENT}}}nick") is not None)
+        assert event["from"] == JID("alice@localhost") and event["type"] == "headline"

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from schnack.server.cluster import ClusterBus, ClusterUnavailable, RedisBus
 from schnack.server.cluster.bus import Entry
-from schnack.server.cluster.messages import Deliver, encode
+from schnack.server.cluster.messages import Deliver, Done, NodeMessage, encode
 
 from .conftest import Cluster, PrivateRedis, eventually
 
@@ -20,13 +20,17 @@ class Inbox:
 
     def __init__(self, bus: ClusterBus) -> None:
         self.messages: list[Deliver] = []
+        self.answers: list[Done] = []
         self.down: list[str] = []
         self.changed = asyncio.Event()
         bus.subscribe(self._message)
         bus.on_node_down(self._down)
 
-    async def _message(self, message: Deliver) -> None:
-        self.messages.append(message)
+    async def _message(self, message: NodeMessage) -> None:
+        if isinstance(message, Deliver):
+            self.messages.append(message)
+        else:
+            self.answers.append(message)
         self.changed.set()
 
     async def _down(self, node: str) -> None:
@@ -165,8 +169,8 @@ async def test_a_failing_handler_does_not_stop_the_node(cluster: Cluster) -> Non
     a = await cluster.node("a")
     b = await cluster.node("b")
 
-    async def broken(message: Deliver) -> None:
-        if message.xml.endswith("<body>boom</body></message>"):
+    async def broken(message: NodeMessage) -> None:
+        if isinstance(message, Deliver) and message.xml.endswith("<body>boom</body></message>"):
             raise RuntimeError("handler bug")
 
     b.subscribe(broken)
@@ -285,3 +289,20 @@ async def test_a_claim_stays_with_its_live_owner_and_passes_on_when_it_dies(clus
 
 async def _value(items: list[tuple[str, str, dict[str, str]]]) -> list[tuple[str, str, dict[str, str]]]:
     return list(items)
+
+
+async def test_a_deliver_that_asks_is_answered_with_done(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    inbox_a, inbox_b = Inbox(a), Inbox(b)
+    asking = Deliver("room@groups.example.org", "alice@example.org/phone", "<message/>", ask="a:t1")
+    assert await a.publish("b", asking)
+    await eventually(lambda: _count(inbox_b.messages), lambda n: n == 1)
+    assert inbox_b.messages == [asking] and inbox_b.messages[0].asker == "a"
+    assert await b.publish(inbox_b.messages[0].asker, Done(asking.ask))
+    await eventually(lambda: _count(inbox_a.answers), lambda n: n == 1)
+    assert inbox_a.answers == [Done("a:t1")]
+
+
+async def _count(items: list[Deliver] | list[Done]) -> int:
+    return len(items)

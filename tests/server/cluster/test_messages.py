@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schnack.server.cluster.messages import VERSION, BusMessageError, Deliver, NodeDown, decode, encode
+from schnack.server.cluster.messages import VERSION, BusMessageError, Deliver, Done, NodeDown, decode, encode
 
 
 @given(st.text(), st.text(), st.text(), st.booleans())
@@ -15,8 +15,16 @@ def test_deliver_round_trips(to: str, sender: str, xml: str, copy: bool) -> None
     assert decode(encode(message)) == message
 
 
-def test_node_down_round_trips() -> None:
+@given(st.text(), st.text(), st.text(), st.booleans(), st.text(), st.text())
+def test_deliver_asking_for_done_round_trips(to: str, sender: str, xml: str, copy: bool, node: str, token: str) -> None:
+    message = Deliver(to, sender, xml, copy, f"{node}:{token}")
+    assert decode(encode(message)) == message
+    assert message.asker == node.partition(":")[0]
+
+
+def test_node_down_and_done_round_trip() -> None:
     assert decode(encode(NodeDown("node-1"))) == NodeDown("node-1")
+    assert decode(encode(Done("a:1f"))) == Done("a:1f")
 
 
 def test_encoding_is_compact_and_versioned() -> None:
@@ -36,7 +44,10 @@ def test_encoding_is_compact_and_versioned() -> None:
     (b'[1,"deliver","a","b"]', "deliver: needs to, from and xml strings"),
     (b'[1,"deliver","a","b",3]', "deliver: needs to, from and xml strings"),
     (b'[1,"deliver","a","b","<m/>",1]', "deliver: the copy flag must be a boolean"),
-    (b'[1,"deliver","a","b","<m/>",true,true]', "deliver: needs to, from and xml strings"),
+    (b'[1,"deliver","a","b","<m/>",true,true]', "deliver: the ask token must be a string node:id"),
+    (b'[1,"deliver","a","b","<m/>",false,"nocolon"]', "deliver: the ask token must be a string node:id"),
+    (b'[1,"deliver","a","b","<m/>",false,"a:1",1]', "deliver: needs to, from and xml strings"),
+    (b'[1,"done"]', "done: needs a token"),
     (b'[1,"node-down"]', "node-down: needs a node name"),
     (b'{"v":1}', "expected [version, kind, ...]"),
     (b"[1]", "expected [version, kind, ...]"),

@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .messages import Deliver
+from .messages import NodeMessage
 
-MessageHandler = Callable[[Deliver], Awaitable[None]]
+MessageHandler = Callable[[NodeMessage], Awaitable[None]]
 NodeDownHandler = Callable[[str], Awaitable[None]]
 RecoveredHandler = Callable[[], Awaitable[None]]
 # Called with a dead node's name and what its sessions had attached: full JID -> info.
@@ -59,7 +59,7 @@ class ClusterBus(Protocol):
         they stay until the TTL runs out (as if the node had crashed)."""
         ...
 
-    async def publish(self, node: str, message: Deliver) -> bool:
+    async def publish(self, node: str, message: NodeMessage) -> bool:
         """Send ``message`` to ``node``; False when no live node took it (the caller stores it)."""
         ...
 
@@ -107,8 +107,18 @@ class ClusterBus(Protocol):
 
     async def claim(self, name: str) -> str:
         """The live node that owns ``name`` (a group chat room, say); this node becomes the owner
-        when nobody does or the owner is dead. Ownership lasts while the owner heartbeats."""
+        when nobody does or the owner is dead. Ownership lasts while the owner heartbeats. Raises
+        :class:`BusUnavailable` when the backend cannot say (so that no second owner arises)."""
         ...
+
+    async def reclaim(self, name: str) -> str:
+        """After the backend came back from an outage, claim ``name`` again as the node that owned
+        it before (the others' claims wait for that); the live owner, as :meth:`claim`."""
+        ...
+
+
+class BusUnavailable(Exception):
+    """The backend cannot be reached (Redis is away): what only it knows cannot be answered now."""
 
 
 def bare_of(full_jid: str) -> str:

@@ -2,8 +2,10 @@
 
 Every node attaches to each of its sessions' directory entries (``ClusterBus.set_info``) what other
 nodes need to route for it: whether it is available (RFC 6121 §4.2), its priority (§4.7.2.3, for
-bare-JID delivery, §8.5.2.1.1), whether it enabled carbons (XEP-0280 §4) and its last available
-presence (for probes, §4.3.2). The node writes it again whenever one of these changes (the event
+bare-JID delivery, §8.5.2.1.1), whether it enabled carbons (XEP-0280 §4), its last available
+presence (for probes, §4.3.2, and for the caps that filter PEP notifications, XEP-0163 §4.2),
+whether it asked for the roster (an interested resource gets roster pushes, §2.1.6) and where it
+sent directed presence (so that the node that reaps a dead node can retract it, §4.6.3). The node writes it again whenever one of these changes (the event
 ``session-changed``), so the directory lags a session's own node by one bus write at most.
 """
 
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ...xmpp.xml import serialize
 from ..modules.carbons import CarbonsState
+from ..modules.presence import Directed
 from .bus import Entry
 
 if TYPE_CHECKING:
@@ -33,6 +36,8 @@ class SessionInfo:
     priority: int = 0
     carbons: bool = False
     presence: str = ""
+    interested: bool = False
+    directed: tuple[str, ...] = ()
 
     @property
     def reachable(self) -> bool:
@@ -43,8 +48,15 @@ class SessionInfo:
 def describe(session: Session) -> str:
     """The info a node attaches to ``session``'s directory entry."""
     presence = serialize(session.presence, None) if session.available and session.presence is not None else ""
-    return json.dumps({"a": session.available, "p": session.priority,
-                       "c": session.slot(CarbonsState).enabled, "x": presence}, separators=(",", ":"))
+    info: dict[str, object] = {"a": session.available, "p": session.priority,
+                               "c": session.slot(CarbonsState).enabled, "x": presence}
+    # Written only when set, so that the common entry stays short.
+    if session.interested:
+        info["i"] = True
+    directed = session.slot(Directed).to
+    if directed:
+        info["d"] = sorted(map(str, directed))
+    return json.dumps(info, separators=(",", ":"))
 
 
 def read(full_jid: str, entry: Entry) -> SessionInfo:
@@ -52,7 +64,11 @@ def read(full_jid: str, entry: Entry) -> SessionInfo:
     that has not sent initial presence yet."""
     try:
         data = json.loads(entry.info) if entry.info else {}
+        directed = data.get("d", [])
+        if not isinstance(directed, list):
+            raise TypeError("directed presence is not a list")
         return SessionInfo(full_jid, entry.node, bool(data.get("a", False)), int(data.get("p", 0)),
-                           bool(data.get("c", False)), str(data.get("x", "")))
+                           bool(data.get("c", False)), str(data.get("x", "")), bool(data.get("i", False)),
+                           tuple(map(str, directed)))
     except (ValueError, TypeError, AttributeError):
         return SessionInfo(full_jid, entry.node)

@@ -8,10 +8,22 @@ the room (presence, messages, IQs to the room or to an occupant; from its client
 such as a leaving session's unavailable presence) over the bus to the owner, which routes it as its
 own. The room's fan-out reaches occupants on other nodes through ``ClusterNode.post``, in order.
 
+No group message is lost once acknowledged (XEP-0198): a groupchat message a client here sends to
+a room owned elsewhere is forwarded with an ``ask`` token, and the client's stream goes on (and
+acknowledges it) only once the owner answers :class:`~.messages.Done`: by then the room stored it
+in its archive (MUC MAM, in the shared storage) and sent it out, or sent the refusal back. When the
+owner cannot be reached or does not answer in time (it died, Redis is away), the client gets
+``internal-server-error`` of type ``wait`` and sends the message again. Nor is a room split:
+while Redis cannot name a room's owner, or the owner does not take a stanza, the stanza is refused
+with that error rather than served by a second copy of the room here.
+
 When a node dies, its rooms lose their occupants, as when a single server restarts: the next
-stanza for such a room makes a live node its owner, which loads it from storage, and clients find
-out by self-ping (XEP-0410) and join again. The owner of a room drops the occupants whose node died
-(their sessions left the directory) as if they had sent unavailable presence (§7.14).
+stanza for such a room makes a live node its owner, which loads it (configuration, affiliations)
+from storage, and clients find out by self-ping (XEP-0410: not-acceptable) or by a refused
+message, join again and read what they missed from the room's archive. The owner of a room drops
+the occupants whose node died (their sessions left the directory), and those its fan-out could not
+reach (their node is gone or the bus is away), as if they had sent unavailable presence (§7.14,
+§18.1.2): they too learn it by self-ping and catch up from the archive.
 
 Stanzas to the service itself (disco of ``groups.<domain>``) need no room and are answered on any
 node.
@@ -19,15 +31,22 @@ node.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 from typing import TYPE_CHECKING
+from xml.etree.ElementTree import Element
 
 from ...xmpp import ns
+from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname
 from ..hooks import HANDLED, Handled
+from ..modules.message import message_type
 from ..modules.muc import Muc
+from .bus import BusUnavailable
+from .messages import Done
 
 if TYPE_CHECKING:
     from ..sessions import Session
@@ -37,7 +56,14 @@ log = logging.getLogger(__name__)
 
 # Before the group chat service's own handlers (priority 0) and before any other module's.
 FIRST = 1000
+# How long a client's group message waits for the room's node to store and send it.
+CONFIRM_TIMEOUT = 3.0
 _PRESENCE = qname(ns.CLIENT, "presence")
+UNREACHABLE = "the group's server is not reachable right now; send it again"
+
+
+def _unreachable() -> StanzaError:
+    return StanzaError("internal-server-error", UNREACHABLE, type="wait")
 
 
 class ClusterGroups:
@@ -47,8 +73,16 @@ class ClusterGroups:
         self.node = node
         self.server = node.server
         self.domains: frozenset[str] = frozenset()
-        # Owners this node looked up, forgotten when the owner dies.
+        # Owners this node looked up, forgotten when the owner dies or Redis comes back.
         self._owners: dict[JID, str] = {}
+        # ask token -> (the room's node, the future its Done resolves).
+        self._asked: dict[str, tuple[str, asyncio.Future[None]]] = {}
+        # Set while the node drains: its rooms are gone, and it serves no room any more.
+        self.leaving = False
+        # (room, occupant's full JID) -> the occupancy whose fan-out stopped reaching it: nothing
+        # more of that occupancy goes out, so that what the client sees has no gap (it reads the
+        # archive after the last message it saw once it has joined again).
+        self._cut: dict[tuple[JID, JID], object] = {}
 
     def _muc(self) -> Muc | None:
         """The group chat module, when it is enabled (it is set up after the cluster)."""
@@ -67,37 +101,177 @@ class ClusterGroups:
             hooks.add(f"message/service/{domain}", self.to_room, FIRST)
         # A client's IQ passes pre-iq/service before the payload routes of the room's handlers.
         hooks.add("pre-iq/service", self.to_room, -FIRST)
+        self.node.bus.on_recovered(self.recovered)
 
     def hosts(self, to: JID) -> bool:
         """Whether ``to`` is a room (or occupant) address of the group chat service."""
         return to.domain in self.domains
 
     async def owner(self, room: JID) -> str:
-        """The node that owns ``room``."""
+        """The node that owns ``room`` (:class:`BusUnavailable` while nobody can tell)."""
         owner = self._owners.get(room)
         if owner is None:
             owner = self._owners[room] = await self.node.bus.claim(f"room:{room}")
         return owner
 
-    async def to_room(self, stanza: Stanza, _origin: Session | None) -> Handled | None:
+    async def to_room(self, stanza: Stanza, origin: Session | None) -> Handled | None:
         """Forward a stanza for a room that another node owns."""
         to = stanza.to
         if to is None or to.local is None or to.domain not in self.domains:
             return None
-        owner = await self.owner(to.bare)
+        if self.leaving:
+            return self._refuse(stanza, origin)
+        try:
+            owner = await self.owner(to.bare)
+        except BusUnavailable:
+            return self._refuse(stanza, origin)
         if owner == self.node.name:
             return None
+        if origin is not None and stanza.kind == "message" and to.resource is None \
+                and message_type(stanza) == "groupchat":
+            return await self._confirmed(owner, stanza, to)
         if await self.node.forward(owner, stanza, to):
             return HANDLED
-        # The owner is gone (not yet reaped): ask again next time; this stanza is served here.
+        # The owner is gone (not yet reaped) or the bus is away: ask again next time.
         self._owners.pop(to.bare, None)
-        log.info("node %s did not take a stanza for room %s; serving it here", owner, to.bare)
-        return None
+        log.info("node %s did not take a stanza for room %s", owner, to.bare)
+        return self._refuse(stanza, origin)
+
+    def _refuse(self, stanza: Stanza, origin: Session | None) -> Handled:
+        """A stanza for a room whose node cannot be reached: a client's gets a ``wait`` error (it
+        tries again); what the server sends for a session (its unavailable presence) is dropped,
+        since the room's node drops the occupants it cannot reach anyway."""
+        if origin is None:
+            return HANDLED
+        raise _unreachable()
+
+    async def _confirmed(self, owner: str, stanza: Stanza, to: JID) -> Handled:
+        """Forward a client's groupchat message and wait until the room's node handled it."""
+        token = f"{self.node.name}:{secrets.token_hex(12)}"
+        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._asked[token] = (owner, answered)
+        try:
+            if not await self.node.forward(owner, stanza, to, ask=token):
+                self._owners.pop(to.bare, None)
+                raise _unreachable()
+            await asyncio.wait_for(answered, CONFIRM_TIMEOUT)
+        except (TimeoutError, ConnectionError):
+            self._owners.pop(to.bare, None)
+            log.warning("node %s did not confirm a message for room %s", owner, to.bare)
+            raise _unreachable() from None
+        finally:
+            self._asked.pop(token, None)
+        return HANDLED
+
+    async def arrived(self, stanza: Stanza, ask: str) -> None:
+        """A stanza another node forwarded to a room here; :class:`Done` to the asker once handled
+        (stored and sent out, or refused: the error went back to the sender before it)."""
+        if await self._serves(stanza):
+            await self.server.router.route(stanza, None)
+        elif stanza.type not in ("error", "result", "unavailable"):
+            # Not (or no longer) the room's node: refused rather than passed on, so that the
+            # asker's Done never stands for a stanza that went further (or round in circles).
+            await self.server.router.send(stanza.error(_unreachable()))
+        if ask:
+            await self.node.answer(ask.partition(":")[0], Done(ask))
+
+    async def _serves(self, stanza: Stanza) -> bool:
+        """Whether the room ``stanza`` is for lives here (an occupant's address counts as its room)."""
+        to = stanza.to
+        if self.leaving or to is None:
+            return False
+        try:
+            return await self.owner(to.bare) == self.node.name
+        except BusUnavailable:
+            return False
+
+    def done(self, token: str) -> None:
+        """The room's node handled the message ``token`` names."""
+        asked = self._asked.get(token)
+        if asked is not None and not asked[1].done():
+            asked[1].set_result(None)
+
+    def cut_off(self, to: JID, el: Element) -> bool:
+        """Whether ``el``, which a room here posted to ``to``, belongs to an occupancy whose
+        fan-out already failed once (see :meth:`lost`): then it is dropped too."""
+        if not self._cut:
+            return False
+        sender = el.get("from")
+        if not sender:
+            return False
+        room_jid = JID.parse(sender).bare
+        occupancy = self._cut.get((room_jid, to))
+        if occupancy is None:
+            return False
+        muc = self._muc()
+        room = muc.rooms.live.get(room_jid) if muc is not None else None
+        if room is not None and room.by_session.get(to) is occupancy:
+            return True
+        del self._cut[(room_jid, to)]  # it left, or joined again: a new occupancy
+        return False
+
+    async def lost(self, to: JID, el: Element) -> None:
+        """The room's fan-out could not reach ``to``: it leaves the room (§18.1.2), so that its
+        client learns it by self-ping and reads what it missed from the room's archive; until
+        then nothing more of the room reaches it."""
+        sender = el.get("from")
+        muc = self._muc()
+        if muc is None or sender is None or (el.tag == _PRESENCE and el.get("type") == "unavailable"):
+            return
+        room_jid = JID.parse(sender).bare
+        room = muc.rooms.live.get(room_jid) if room_jid.domain in self.domains else None
+        occupant = room.by_session.get(to) if room is not None else None
+        if room is None or occupant is None or self._owners.get(room_jid) != self.node.name:
+            return
+        if (room_jid, to) in self._cut:
+            return
+        self._cut[(room_jid, to)] = occupant
+        log.info("the fan-out of room %s did not reach %s; it leaves the room", room_jid, to)
+        await self._leave(to, JID(room_jid.local, room_jid.domain, occupant.nick))
+
+    async def _leave(self, full: JID, occupant_jid: JID) -> None:
+        leave = element(_PRESENCE, {"type": "unavailable", "from": str(full), "to": str(occupant_jid)})
+        await self.server.router.send(leave)
+
+    def hand_over(self) -> None:
+        """The node drains: drop the rooms held here and refuse what still comes for any room
+        (``wait``), so that no message goes to a room that is about to vanish while another node
+        starts the room anew once this one left the directory; the occupants elsewhere find out
+        by self-ping, join there and read the room's archive."""
+        self.leaving = True
+        muc = self._muc()
+        if muc is not None:
+            for jid in [room for room, owner in self._owners.items() if owner == self.node.name]:
+                muc.rooms.live.pop(jid, None)
+        self._owners.clear()
+
+    async def recovered(self) -> None:
+        """Redis is back (it may have lost the claims): claim the rooms owned here anew, so that no
+        other node starts a second copy of them, and ask for the other owners again. A room that
+        another node owns by now is dropped here; its occupants find out by self-ping."""
+        mine = [room for room, owner in self._owners.items() if owner == self.node.name]
+        self._owners.clear()
+        muc = self._muc()
+        if muc is None:
+            return
+        for jid in mine:
+            try:
+                owner = self._owners[jid] = await self.node.bus.reclaim(f"room:{jid}")
+            except BusUnavailable:
+                return
+            room = muc.rooms.live.get(jid)
+            if owner != self.node.name and room is not None:
+                log.warning("room %s is owned by node %s now; its occupants here join again there", jid, owner)
+                del muc.rooms.live[jid]
 
     async def node_down(self, node: str) -> None:
-        """Forget ``node``'s rooms, and drop the occupants it held from the rooms owned here."""
+        """Forget ``node``'s rooms and the answers it owes, and drop the occupants it held from the
+        rooms owned here."""
         for lost in [r for r, owner in self._owners.items() if owner == node]:
             del self._owners[lost]
+        for owner, answered in self._asked.values():
+            if owner == node and not answered.done():
+                answered.set_exception(ConnectionError(f"node {node} is gone"))
         muc = self._muc()
         if muc is None:
             return
@@ -110,7 +284,6 @@ class ClusterGroups:
                 if sessions.get(full) is None and str(full) not in await self.node.bus.lookup(str(full.bare)):
                     gone.append((full, JID(room.jid.local, room.jid.domain, occupant.nick)))
         for full, occupant_jid in gone:
-            leave = element(_PRESENCE, {"type": "unavailable", "from": str(full), "to": str(occupant_jid)})
-            await self.server.router.send(leave)
+            await self._leave(full, occupant_jid)
         if gone:
             log.info("removed %d occupants of dead node %s from the rooms here", len(gone), node)

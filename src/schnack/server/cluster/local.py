@@ -12,7 +12,7 @@ import logging
 import time
 
 from .bus import Entry, MessageHandler, NodeDownHandler, NodeInfo, ReapedHandler, RecoveredHandler, bare_of
-from .messages import BusMessage, BusMessageError, Deliver, NodeDown, decode, encode
+from .messages import BusMessage, BusMessageError, Deliver, Done, NodeDown, NodeMessage, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class LocalBus:
 
     async def _dispatch(self, message: BusMessage) -> None:
         try:
-            if isinstance(message, Deliver):
+            if isinstance(message, (Deliver, Done)):
                 for handler in list(self._handlers):
                     await handler(message)
             else:
@@ -153,7 +153,7 @@ class LocalBus:
         except Exception:
             log.exception("a cluster bus handler failed")
 
-    async def publish(self, node: str, message: Deliver) -> bool:
+    async def publish(self, node: str, message: NodeMessage) -> bool:
         """Hand ``message`` to ``node`` if it is a live member."""
         target = self._hub.members.get(node)
         if target is None or not self._hub.alive(node, self._ttl):
@@ -227,3 +227,7 @@ class LocalBus:
         if owner is None or not self._hub.alive(owner, self._ttl):
             owner = self._hub.claims[name] = self._node
         return owner
+
+    async def reclaim(self, name: str) -> str:
+        """As :meth:`claim` (the hub has no outages to settle after)."""
+        return await self.claim(name)

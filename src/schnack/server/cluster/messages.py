@@ -26,8 +26,11 @@ class Deliver:
     for a group chat room that node owns, with the stanza's serialized XML.
 
     ``copy`` marks a copy for that session only (a carbon, a group's fan-out): dropped when the
-    session is gone, where a message itself would go to offline storage. It is encoded only when
-    set, so a plain delivery keeps the three-field form.
+    session is gone, where a message itself would go to offline storage. ``ask`` is a token
+    ``{node}:{id}`` of a node that waits until the receiving node has handled the stanza (a group
+    message stored in the room's archive and sent out, or refused): that node then gets
+    :class:`Done` with the token. Both are encoded only when set, so a plain delivery keeps the
+    three-field form.
     """
 
     kind: ClassVar[str] = "deliver"
@@ -35,19 +38,48 @@ class Deliver:
     sender: str
     xml: str
     copy: bool = False
+    ask: str = ""
 
     def fields(self) -> list[Any]:
         """The encoded fields after version and kind."""
+        if self.ask:
+            return [self.to, self.sender, self.xml, self.copy, self.ask]
         return [self.to, self.sender, self.xml, *([True] if self.copy else [])]
+
+    @property
+    def asker(self) -> str:
+        """The node that waits for :class:`Done` (empty when none does)."""
+        return self.ask.partition(":")[0]
 
     @classmethod
     def from_fields(cls, fields: list[Any]) -> Deliver:
         """Decode the fields after version and kind."""
-        if len(fields) not in (3, 4) or not all(isinstance(f, str) for f in fields[:3]):
+        if len(fields) not in (3, 4, 5) or not all(isinstance(f, str) for f in fields[:3]):
             raise BusMessageError("deliver: needs to, from and xml strings")
-        if len(fields) == 4 and not isinstance(fields[3], bool):
+        if len(fields) >= 4 and not isinstance(fields[3], bool):
             raise BusMessageError("deliver: the copy flag must be a boolean")
-        return cls(fields[0], fields[1], fields[2], len(fields) == 4 and fields[3])
+        if len(fields) == 5 and (not isinstance(fields[4], str) or ":" not in fields[4]):
+            raise BusMessageError("deliver: the ask token must be a string node:id")
+        return cls(fields[0], fields[1], fields[2], len(fields) >= 4 and fields[3], fields[4] if len(fields) == 5 else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """Tells the node that asked (:attr:`Deliver.ask`) that the stanza ``token`` names was handled."""
+
+    kind: ClassVar[str] = "done"
+    token: str
+
+    def fields(self) -> list[Any]:
+        """The encoded fields after version and kind."""
+        return [self.token]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Done:
+        """Decode the fields after version and kind."""
+        if len(fields) != 1 or not isinstance(fields[0], str):
+            raise BusMessageError("done: needs a token")
+        return cls(fields[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +101,12 @@ class NodeDown:
         return cls(fields[0])
 
 
-BusMessage = Deliver | NodeDown
+BusMessage = Deliver | Done | NodeDown
+# What a node's subscribers get: stanzas, and the answers to the stanzas it asked about.
+NodeMessage = Deliver | Done
 
-_KINDS: dict[str, type[Deliver] | type[NodeDown]] = {Deliver.kind: Deliver, NodeDown.kind: NodeDown}
+_KINDS: dict[str, type[Deliver] | type[Done] | type[NodeDown]] = {
+    Deliver.kind: Deliver, Done.kind: Done, NodeDown.kind: NodeDown}
 
 
 def encode(message: BusMessage, version: int = VERSION) -> bytes:

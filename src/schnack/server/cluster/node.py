@@ -15,7 +15,8 @@ cluster:
   sessions of the account, which delivers or stores it offline, so that it is stored once.
 
 Presence (RFC 6121 §3, §4) is in :mod:`.presence`, message carbons (XEP-0280) in :mod:`.carbons`,
-group chat rooms in :mod:`.groups`.
+group chat rooms in :mod:`.groups`, roster pushes (§2.1.6) in :mod:`.roster`, PEP notifications
+(XEP-0163) in :mod:`.pep`.
 
 Message handlers run at priority -90, after archiving and the other modules that see a message
 first (on the sending node, against the shared storage) and before local delivery (-100). When
@@ -43,8 +44,10 @@ from .bus import ClusterBus
 from .carbons import ClusterCarbons, delivered_elsewhere
 from .directory import SESSION_CHANGED, SessionInfo, describe, read
 from .groups import ClusterGroups
-from .messages import Deliver
+from .messages import Deliver, Done, NodeMessage
+from .pep import ClusterPep
 from .presence import ClusterPresence
+from .roster import ClusterRoster
 
 if TYPE_CHECKING:
     from ..app import Server
@@ -72,11 +75,15 @@ class ClusterNode:
         self.carbons = ClusterCarbons(self)
         self.presence = ClusterPresence(self)
         self.groups = ClusterGroups(self)
+        self.roster = ClusterRoster(self)
+        self.pep = ClusterPep(self)
         bus.subscribe(self.arrived)
         bus.on_node_down(self._node_down)
         bus.on_reaped(self.presence.reaped)
-        # Copies posted from code that cannot wait (a room's fan-out), sent in order by one task.
-        self._outbox: asyncio.Queue[tuple[JID, Element]] = asyncio.Queue()
+        # Copies posted from code that cannot wait (a room's fan-out), sent in order by one task,
+        # with the answers (Done) to the nodes that asked about a room's message in between.
+        self._outbox: asyncio.Queue[tuple[JID, Element] | tuple[str, Done]] = asyncio.Queue()
+        self._posting = 0
         self._sender: asyncio.Task[None] | None = None
 
     @property
@@ -125,16 +132,33 @@ class ClusterNode:
 
     # --- sending ---------------------------------------------------------------------------------
 
-    async def forward(self, node: str, stanza: Stanza | Element, to: JID | str, *, copy: bool = False) -> bool:
-        """Publish a stanza for ``to`` to ``node``; False when no live node took it."""
+    async def forward(self, node: str, stanza: Stanza | Element, to: JID | str, *, copy: bool = False,
+                      ask: str = "") -> bool:
+        """Publish a stanza for ``to`` to ``node``; False when no live node took it. With ``ask``,
+        ``node`` answers with :class:`Done` once it has handled the stanza."""
         el = stanza.el if isinstance(stanza, Stanza) else stanza
-        message = Deliver(str(to), el.get("from", ""), serialize(el, None), copy)
+        message = Deliver(str(to), el.get("from", ""), serialize(el, None), copy, ask)
         return await self.bus.publish(node, message)
 
     def post(self, to: JID, el: Element) -> None:
         """Send ``el`` to the session ``to`` on whichever node holds it, in the order posted, without
         waiting; dropped when no node does (like a copy for a session that is gone)."""
+        self._posting += 1
         self._outbox.put_nowait((to, el))
+
+    @property
+    def posting(self) -> bool:
+        """Whether posted stanzas are still on their way (what follows them must queue up behind)."""
+        return self._posting > 0
+
+    async def answer(self, node: str, done: Done) -> None:
+        """Publish ``done`` to ``node`` after everything posted before (a room's fan-out and
+        replies), so that the asker hears of the message last."""
+        if self.posting:
+            self._posting += 1
+            self._outbox.put_nowait((node, done))
+        elif not await self.bus.publish(node, done):
+            log.info("node %s no longer waits for the answer %s", node, done.token)
 
     async def _send_posted(self) -> None:
         while True:
@@ -143,17 +167,30 @@ class ClusterNode:
                 batch.append(self._outbox.get_nowait())
             # A room's fan-out posts one copy per occupant: one directory lookup per account will do.
             where: dict[JID, dict[str, str]] = {}
-            for to, el in batch:
+            for item in batch:
+                self._posting -= 1
+                if isinstance(item[1], Done):
+                    with contextlib.suppress(Exception):
+                        await self.bus.publish(str(item[0]), item[1])
+                    self._outbox.task_done()
+                    continue
+                to, el = item
+                assert isinstance(to, JID)
+                if self.groups.cut_off(to, el):
+                    self._outbox.task_done()
+                    continue
+                reached = False
                 try:
                     if to.bare not in where:
                         where[to.bare] = await self.bus.lookup(str(to.bare))
                     node = where[to.bare].get(str(to))
-                    if node is not None and node != self.name:
-                        await self.forward(node, el, to, copy=True)
-                except Exception:
-                    log.exception("could not pass a stanza for %s to its node", to)
+                    reached = node == self.name or (node is not None and await self.forward(node, el, to, copy=True))
+                except Exception as err:
+                    log.warning("could not pass a stanza for %s to its node: %s", to, err)
                 finally:
                     self._outbox.task_done()
+                if not reached:
+                    await self.groups.lost(to, el)
 
     # --- messages and IQs --------------------------------------------------------------------------
 
@@ -168,6 +205,10 @@ class ClusterNode:
         assert to is not None
         if self.server.sessions.get(to) is not None:
             return None
+        if self.posting and stanza.from_ is not None and self.groups.hosts(stanza.from_):
+            # A room's reply (the end of an archive query, an error) comes after what it posted.
+            self.post(to, stanza.el)
+            return HANDLED
         node = (await self.bus.lookup(str(to.bare))).get(str(to))
         if node is None or node == self.name:
             if stanza.kind == "message" and message_type(stanza) in ("chat", "normal"):
@@ -228,8 +269,12 @@ class ClusterNode:
 
     # --- what arrives ------------------------------------------------------------------------------
 
-    async def arrived(self, message: Deliver) -> None:
-        """Take a stanza another node routed here: for a room this node owns, or for sessions here."""
+    async def arrived(self, message: NodeMessage) -> None:
+        """Take a stanza another node routed here: for a room this node owns, or for sessions here;
+        or the answer to a stanza this node asked about."""
+        if isinstance(message, Done):
+            self.groups.done(message.token)
+            return
         try:
             el = parse_frame(message.xml.encode(), self.server.config.limits.max_stanza_size)
             stanza = Stanza.parse(el)
@@ -238,7 +283,7 @@ class ClusterNode:
             log.error("dropping a stanza from the bus that does not parse: %s", err)
             return
         if self.groups.hosts(to):
-            await self.server.router.route(stanza, None)
+            await self.groups.arrived(stanza, message.ask)
         elif to.local is None:
             log.error("dropping a bus delivery for %s, which is no account", to)
         elif stanza.kind == "presence":
@@ -255,7 +300,7 @@ class ClusterNode:
         session = self.server.sessions.get(to)
         if session is not None and not session.closed:
             session.send(stanza.el)
-        elif stanza.kind == "iq" and stanza.type in ("get", "set"):
+        elif stanza.kind == "iq" and stanza.type in ("get", "set") and not copy:
             await self.server.router.send(stanza.error(StanzaError("service-unavailable", "that resource is gone")))
         elif stanza.kind == "message" and not copy and message_type(stanza) in ("chat", "normal"):
             await self._offline(stanza)

@@ -14,7 +14,8 @@ nodes:
   on other nodes, from the directory, for probes (§4.3.2) and for a new resource's view of its
   siblings (§4.2.2);
 - when a node dies, the one node that reaped it sends unavailable presence (§4.5.2) from each of
-  its available sessions to the contacts subscribed to them and to their own accounts.
+  its available sessions to the contacts subscribed to them and to their own accounts, and to
+  whom each of its sessions sent directed presence (§4.6.3; the directory keeps that list).
 """
 
 from __future__ import annotations
@@ -115,20 +116,32 @@ class ClusterPresence:
                 session.send(stanza.el)
 
     async def reaped(self, node: str, dropped: dict[str, str]) -> None:
-        """§4.5.2 for the available sessions of a dead node, sent by the node that reaped it."""
+        """§4.5.2 and §4.6.3 for the sessions of a dead node, sent by the node that reaped it: its
+        available sessions' contacts and own accounts, and whom any of them sent directed presence
+        (group chat rooms excepted: a room's node drops the occupants of a dead node itself)."""
         roster = self.server.modules.get("roster")
-        for full, info in dropped.items():
-            if not read(full, Entry(node, info)).available:
-                continue
+        for full, entry in dropped.items():
+            info = read(full, Entry(node, entry))
             try:
                 jid = JID.parse(full)
             except JIDError:
                 continue
             owner = jid.bare
             unavailable = element(_PRESENCE, {"type": "unavailable", "from": full})
-            if isinstance(roster, Roster) and jid.domain in self.server.hosts:
-                for contact, item in (await roster.items(owner)).items():
-                    if has_from(item.subscription) and JID.parse(contact).domain in self.server.hosts:
-                        await self.server.router.send(addressed(unavailable, contact))
-            await self.server.router.send(addressed(unavailable, owner))
+            reached: set[str] = set()
+            if info.available:
+                if isinstance(roster, Roster) and jid.domain in self.server.hosts:
+                    for contact, item in (await roster.items(owner)).items():
+                        if has_from(item.subscription) and JID.parse(contact).domain in self.server.hosts:
+                            await self.server.router.send(addressed(unavailable, contact))
+                            reached.add(contact)
+                await self.server.router.send(addressed(unavailable, owner))
+                reached.add(str(owner))
+            for target in info.directed:
+                try:
+                    to = JID.parse(target)
+                except JIDError:
+                    continue
+                if str(to.bare) not in reached and not self.node.groups.hosts(to):
+                    await self.server.router.send(addressed(unavailable, to))
         log.info("told the contacts of %d sessions of dead node %s that they are gone", len(dropped), node)

@@ -31,8 +31,17 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .bus import Entry, MessageHandler, NodeDownHandler, NodeInfo, ReapedHandler, RecoveredHandler, bare_of
-from .messages import BusMessageError, Deliver, NodeDown, decode, encode
+from .bus import (
+    BusUnavailable,
+    Entry,
+    MessageHandler,
+    NodeDownHandler,
+    NodeInfo,
+    ReapedHandler,
+    RecoveredHandler,
+    bare_of,
+)
+from .messages import BusMessageError, Deliver, Done, NodeDown, NodeMessage, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +127,13 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 """
 
+# KEYS: claim:{name}. ARGV: prefix. The owner while it heartbeats, else nothing (claims nothing).
+_PEEK = """
+local owner = redis.call('GET', KEYS[1])
+if owner and redis.call('EXISTS', ARGV[1] .. 'hb:' .. owner) == 1 then return owner end
+return false
+"""
+
 # KEYS: dir:{bare}. ARGV: prefix. The entries whose node still heartbeats.
 _LOOKUP = """
 local out = {}
@@ -186,7 +202,7 @@ class RedisBus:
         self._scripts = {name: self._redis.register_script(body) for name, body in (
             ("heartbeat", _HEARTBEAT), ("register", _REGISTER), ("unregister", _UNREGISTER),
             ("reap", _REAP), ("lookup", _LOOKUP), ("resync", _RESYNC), ("set_info", _SET_INFO),
-            ("entries", _ENTRIES), ("claim", _CLAIM),
+            ("entries", _ENTRIES), ("claim", _CLAIM), ("peek", _PEEK),
         )}
         self._handlers: list[MessageHandler] = []
         self._down_handlers: list[NodeDownHandler] = []
@@ -202,6 +218,9 @@ class RedisBus:
         self._local: set[str] = set()
         self._dirty = False
         self._lost = False
+        # Until then (after Redis came back, maybe empty), claims only read: the owners claim
+        # their names anew first (reclaim), so that no name gets a second owner.
+        self._settling_until = 0.0
         self._started = time.time()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -264,6 +283,11 @@ class RedisBus:
         """Heartbeat; rewrite the directory if it may have lost this node; reap dead nodes."""
         existed = await self._call("heartbeat", [self._key("hb", self._node), self._key("nodes")],
                                    [self._info(), int(self._ttl * 1000), self._node])
+        # Redis came back, or lost this node's heartbeat (restarted): the claims may be gone too.
+        if self._lost or (not existed and self.resyncs):
+            # Long enough for every other node to notice too (a heartbeat may be stuck in a
+            # connect and a command timeout) and to reclaim what it owns.
+            self._settling_until = time.monotonic() + self._ttl + 2 * self._op_timeout + self._interval
         if not existed or self._dirty:
             self._dirty = False
             try:
@@ -360,7 +384,7 @@ class RedisBus:
             log.error("dropping a bus message: %s", err)
             return
         try:
-            if isinstance(message, Deliver):
+            if isinstance(message, (Deliver, Done)):
                 for handler in list(self._handlers):
                     await handler(message)
             elif message.node == self._node:
@@ -373,7 +397,7 @@ class RedisBus:
         except Exception:
             log.exception("a cluster bus handler failed")
 
-    async def publish(self, node: str, message: Deliver) -> bool:
+    async def publish(self, node: str, message: NodeMessage) -> bool:
         """Publish to ``node``'s channel; False when nobody listens there or Redis is unreachable."""
         try:
             receivers = await asyncio.wait_for(self._redis.publish(self._key("to", node), encode(message)),
@@ -453,13 +477,31 @@ class RedisBus:
         self._reaped_handlers.append(handler)
 
     async def claim(self, name: str) -> str:
-        """The live owner of ``name``; this node when it is unowned, its owner dead, or Redis unreachable
-        (the node then serves it alone, as it serves its own clients)."""
+        """The live owner of ``name``; this node when it is unowned or its owner dead.
+        :class:`BusUnavailable` while Redis is unreachable, and for an unowned name for a while
+        after it came back (``node_ttl`` plus the time the other nodes may need to notice; its
+        owner may not have reclaimed it yet): owning it here then could make two owners."""
+        # Lost and not yet noticed back: Redis may just have returned empty, as when settling.
+        settling = self._lost or time.monotonic() < self._settling_until
+        try:
+            if settling:
+                owner = await self._call("peek", [self._key("claim", name)], [self._prefix])
+            else:
+                owner = await self._call("claim", [self._key("claim", name)], [self._node, self._prefix])
+        except _ERRORS as err:
+            self._lose(err)
+            raise BusUnavailable(f"Redis is unreachable: {err}") from None
+        if owner is None:
+            raise BusUnavailable(f"the owner of {name} is not known yet after Redis came back")
+        return _text(owner)
+
+    async def reclaim(self, name: str) -> str:
+        """Claim ``name`` again after an outage, as its owner before it (no settling time)."""
         try:
             owner = await self._call("claim", [self._key("claim", name)], [self._node, self._prefix])
         except _ERRORS as err:
             self._lose(err)
-            return self._node
+            raise BusUnavailable(f"Redis is unreachable: {err}") from None
         return _text(owner)
 
     async def nodes(self) -> dict[str, NodeInfo]:

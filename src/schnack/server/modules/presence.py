@@ -22,7 +22,7 @@ kept here; message routing reads them.
 In a cluster, the account's resources on other nodes are reached through
 ``server.cluster.presence`` (``server/cluster/presence.py``): what they are sent, their last
 presence for probes, and ``session-changed`` (session), fired whenever a session's availability,
-presence or priority changes, keeps the cluster directory current.
+presence, priority or directed presence changes, keeps the cluster directory current.
 
 Only accounts on this server's domains are served here. Contacts at other servers are
 reached over server-to-server links when ``[s2s] enabled`` (subscriptions, broadcasts and
@@ -149,10 +149,7 @@ class Presence(Module[Any]):
         if kind in SUBSCRIPTION_TYPES:
             await self._outbound_subscription(stanza, origin)
             return HANDLED
-        if kind is None:
-            origin.slot(Directed).to.add(stanza.to)
-        elif kind == "unavailable":
-            origin.slot(Directed).to.discard(stanza.to)
+        await self._direct(origin, stanza.to, kind)
         return None
 
     async def outbound_service(self, stanza: Stanza, origin: Session | None) -> None:
@@ -164,10 +161,20 @@ class Presence(Module[Any]):
         assert origin is not None and stanza.to is not None
         if stanza.type in SUBSCRIPTION_TYPES:
             stanza.set_from(origin.jid.bare)
-        elif stanza.type is None:
-            origin.slot(Directed).to.add(stanza.to)
-        elif stanza.type == "unavailable":
-            origin.slot(Directed).to.discard(stanza.to)
+        else:
+            await self._direct(origin, stanza.to, stanza.type)
+
+    async def _direct(self, session: Session, to: JID, kind: str | None) -> None:
+        """Remember (available) or forget (unavailable) directed presence to ``to`` (§4.6); a change
+        is a ``session-changed``, so that in a cluster the node that reaps a dead node can retract it."""
+        directed = session.slot(Directed).to
+        if kind is None and to not in directed:
+            directed.add(to)
+        elif kind == "unavailable" and to in directed:
+            directed.discard(to)
+        else:
+            return
+        await self.server.hooks.fire_all("session-changed", session)
 
     async def _available(self, stanza: Stanza, session: Session) -> None:
         """§4.2.2 initial presence and §4.4.2 later presence."""

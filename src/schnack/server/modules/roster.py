@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PENDING = "roster-pending"
+# Fired after a roster push (owner, item, version), for interested resources elsewhere.
+PUSHED = "roster/pushed"
 # A stored request is at most the largest stanza the configuration allows.
 _MAX_STORED = 16 * 1024 * 1024 + 4096
 _IQ = qname(ns.CLIENT, "iq")
@@ -133,7 +135,7 @@ class Roster(Module[RosterOptions]):
         view = origin.slot(RosterView)
         view.prefix = _prefix(account)
         async with self.locks.hold(owner):
-            origin.interested = True
+            was_interested, origin.interested = origin.interested, True
             version, items = await self.server.storage.roster.get(origin.host, origin.username)
             ver = f"{view.prefix}{version}"
             if stanza.payload.get("ver") == ver:
@@ -141,6 +143,9 @@ class Roster(Module[RosterOptions]):
             else:
                 query = payload.RosterQuery(tuple(as_payload(items[jid]) for jid in sorted(items)), ver)
                 origin.send(stanza.result(query.to_xml()))
+        if not was_interested:
+            # In a cluster, the directory tells the other nodes to push to this resource too.
+            await self.server.hooks.fire_all("session-changed", origin)
         return HANDLED
 
     async def set(self, stanza: Stanza, origin: Session | None) -> Element:
@@ -211,7 +216,7 @@ class Roster(Module[RosterOptions]):
                 return False
             if old is not None:
                 version = await storage.roster.remove_item(host, user, key)
-                self._push(owner, payload.RosterItem(contact, subscription="remove"), version)
+                await self._push(owner, payload.RosterItem(contact, subscription="remove"), version)
             if pending is not None:
                 await storage.maps.set(host, user, PENDING, key, None)
         if contact.domain not in self.server.hosts:
@@ -261,10 +266,16 @@ class Roster(Module[RosterOptions]):
         """Store ``item`` and push it to the account's interested resources (§2.1.6)."""
         assert owner.local is not None
         version = await self.server.storage.roster.set_item(owner.domain, owner.local, item)
-        self._push(owner, as_payload(item), version)
+        await self._push(owner, as_payload(item), version)
 
-    def _push(self, owner: JID, item: payload.RosterItem, version: int) -> None:
-        """§2.1.6: one push per interested resource, addressed to it, without 'from'."""
+    async def version_prefix(self, owner: JID) -> str:
+        """What comes before the change count in the roster version of ``owner`` (XEP-0237)."""
+        assert owner.local is not None
+        return _prefix(await self.server.storage.accounts.get(owner.domain, owner.local))
+
+    async def _push(self, owner: JID, item: payload.RosterItem, version: int) -> None:
+        """§2.1.6: one push per interested resource, addressed to it, without 'from'; then
+        ``roster/pushed`` (owner, item, version) for the interested resources on other cluster nodes."""
         for session in self.server.sessions.resources(owner):
             if not session.interested or session.closed:
                 continue
@@ -274,6 +285,8 @@ class Roster(Module[RosterOptions]):
             session.send(
                 element(_IQ, {"type": "set", "id": push_id, "to": str(session.jid)}, children=(query,))
             )
+        if self.server.hooks.has(PUSHED):
+            await self.server.hooks.fire_all(PUSHED, owner, item, version)
 
     async def has_pending(self, owner: JID, contact: JID) -> bool:
         """Whether a subscription request of ``contact`` waits for the user's answer."""

@@ -5,7 +5,9 @@ read is stored as it came: ciphertext only) is archived before it goes out, in t
 store with host = the service's domain and username = the room's name; the archive's id is the
 ``<stanza-id by='room@service'/>`` every occupant receives (XEP-0359). ``with`` of an archived
 message is the sender's real bare JID, and in a non-anonymous room the stored message names it in
-``<x xmlns='…muc#user'><item jid=''/></x>``.
+``<x xmlns='…muc#user'><item jid=''/></x>``. A message whose sender and origin-id (XEP-0359)
+match one of the latest archived ones is a copy sent again after a lost acknowledgement (a
+reconnect, a cluster node that died): it is neither stored nor sent out again.
 
 History on entering (§7.2.13, §7.2.14) comes from the archive: ``maxstanzas``, ``maxchars``, ``seconds``
 and ``since`` narrow it, ``history_default`` messages are sent when the client asks for nothing,
@@ -44,6 +46,9 @@ log = logging.getLogger(__name__)
 
 _MAX_STORED = 16 * 1024 * 1024 + 4096
 _DELAY = qname(ns.DELAY, "delay")
+ORIGIN_ID = qname(ns.SID, "origin-id")
+# Archived messages whose origin-ids are remembered per room, for recognising a copy sent again.
+RECENT = 500
 
 
 def _moment(timestamp: float) -> datetime:
@@ -69,8 +74,31 @@ class Archive:
         if room.config.non_anonymous:
             stored = element(message.tag, message.attrib, message.text, message)
             stored.append(UserX(items=(Item(jid=sender),)).to_xml())
-        return await self.muc.server.storage.archive.append(
+        archive_id = await self.muc.server.storage.archive.append(
             room.jid.domain, room.name, ARCHIVE, time.time(), str(sender), serialize(stored).encode())
+        origin = message.find(ORIGIN_ID)
+        if room.recent is not None and origin is not None and origin.get("id"):
+            room.recent[(str(sender), origin.get("id", ""))] = None
+            while len(room.recent) > RECENT:
+                del room.recent[next(iter(room.recent))]
+        return archive_id
+
+    async def stored_before(self, room: Room, message: Element, sender: JID) -> bool:
+        """Whether ``sender`` sent ``message`` (by its origin-id) already and the archive has it."""
+        origin = message.find(ORIGIN_ID)
+        origin_id = origin.get("id") if origin is not None else None
+        if not origin_id or not room.config.logging:
+            return False
+        if room.recent is None:
+            page = await self.muc.server.storage.archive.query(
+                room.jid.domain, room.name, ARCHIVE, limit=RECENT, reverse=True, count=False)
+            room.recent = {}
+            for item in page.items:
+                archived = self.readable(item.payload, item.id)
+                found = archived.find(ORIGIN_ID) if archived is not None else None
+                if found is not None and found.get("id"):
+                    room.recent[(item.with_jid, found.get("id", ""))] = None
+        return (str(sender), origin_id) in room.recent
 
     def readable(self, item_payload: bytes, item_id: str) -> Element | None:
         try:

@@ -105,6 +105,8 @@ class Messages:
             if room.stored:
                 await self.muc.rooms.save(room)
         elif content:
+            if await self.muc.archive.stored_before(room, template, occupant.jid):
+                return  # a copy sent again (XEP-0359): stored and sent out the first time
             archive_id = await self.muc.archive.store(room, template, occupant.jid)
             if archive_id is not None:
                 template.append(StanzaId(archive_id, room.text).to_xml())

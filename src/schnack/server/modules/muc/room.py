@@ -128,6 +128,9 @@ class Room:
         self.occupants: dict[str, Occupant] = {}
         self.by_session: dict[JID, Occupant] = {}
         self.destroyed = False
+        # (sender's bare JID, origin-id) of the latest archived messages, read from the archive
+        # when first needed: a message sent again (its acknowledgement was lost) is not stored twice.
+        self.recent: dict[tuple[str, str], None] | None = None
 
     @property
     def config(self) -> RoomConfig:

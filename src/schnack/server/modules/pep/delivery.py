@@ -11,6 +11,10 @@ or changed the model) gets nothing, and its subscription ends then (XEP-0060 §4
 Notifications are routed like any message the server sends for the owner, so that blocking
 (XEP-0191) keeps them from whom either side blocks (§4.3.3); headlines are neither archived
 nor copied to other resources.
+
+In a cluster, the resources on other nodes count too: ``pep/elsewhere`` (account) answers with
+the account's available resources there and their last presence (the cluster directory), whose
+caps decide +notify as for local ones; their notifications are routed to their full JIDs.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import secrets
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
+from xml.etree.ElementTree import Element
 
 from ....xmpp import ns
 from ....xmpp.jid import JID
@@ -38,6 +43,8 @@ if TYPE_CHECKING:
 ON_PRESENCE = frozenset({"on_sub_and_presence"})
 ON_SUBSCRIPTION = frozenset({"on_sub", "on_sub_and_presence"})
 _MESSAGE = qname(ns.CLIENT, "message")
+# Asked for an account's available resources on other cluster nodes: [(full JID, last presence)].
+ELSEWHERE = "pep/elsewhere"
 
 
 class Delivery:
@@ -63,10 +70,17 @@ class Delivery:
         sessions = self.available(subscriber.bare)
         return sessions if subscriber.is_bare else [s for s in sessions if s.jid == subscriber]
 
-    async def recipients(self, owner: JID, node: Node) -> list[Session]:
+    async def elsewhere(self, account: JID) -> list[tuple[JID, Element | None]]:
+        """The available resources of ``account`` on other cluster nodes, with their last presence."""
+        found = await self._server.hooks.fire(ELSEWHERE, account)
+        return list(found) if found else []
+
+    async def recipients(self, owner: JID, node: Node) -> list[Session | JID]:
         """XEP-0163 §4, §4.3.2: the owner's and the admitted contacts' available resources that want
-        ``node``, and those of its admitted explicit subscribers (XEP-0060 §7.1.2.1)."""
+        ``node``, and those of its admitted explicit subscribers (XEP-0060 §7.1.2.1), here and on
+        other cluster nodes."""
         sessions = self.available(owner)
+        remote = await self.elsewhere(owner)
         roster: dict[str, RosterItem] = {}
         if node.config.access_model != "whitelist":
             roster = await self._rosters.items(owner)
@@ -75,28 +89,33 @@ class Delivery:
                     contact = JID.parse(jid)
                     if self._local(contact):
                         sessions.extend(self.available(contact))
-        found = [s for s in sessions if self._interests.wants(s, node.name)]
+                        remote.extend(await self.elsewhere(contact))
+        found: list[Session | JID] = [s for s in sessions if self._interests.wants(s, node.name)]
+        found.extend(jid for jid, presence in remote if self._interests.wants_by(presence, node.name))
         subscribers = await self._subscriptions.of(owner, node.name)
         if subscribers:
-            seen = set(map(id, found))
+            seen = {_address(r) for r in found}
             lost = set()
             for subscriber in subscribers:
                 if not admits(owner, node, subscriber, roster.get(str(subscriber.jid.bare))):
                     lost.add(subscriber.jid)
                     continue
-                for session in self.subscribed(subscriber.jid):
-                    if id(session) not in seen:
-                        seen.add(id(session))
-                        found.append(session)
+                reached: list[Session | JID] = [*self.subscribed(subscriber.jid)]
+                reached.extend(jid for jid, _ in await self.elsewhere(subscriber.jid.bare)
+                               if subscriber.jid.is_bare or jid == subscriber.jid)
+                for recipient in reached:
+                    if _address(recipient) not in seen:
+                        seen.add(_address(recipient))
+                        found.append(recipient)
             if lost:
                 await self._subscriptions.remove(owner, node.name, lost)
         return found
 
-    async def send(self, owner: JID, recipients: Iterable[Session], event: Event) -> None:
+    async def send(self, owner: JID, recipients: Iterable[Session | JID], event: Event) -> None:
         """One headline message per resource, from the owner's bare JID (XEP-0163 §4.3.1)."""
         payload = event.to_xml()
-        for session in recipients:
-            attrs = {"type": "headline", "from": str(owner), "to": str(session.jid), "id": secrets.token_urlsafe(9)}
+        for recipient in recipients:
+            attrs = {"type": "headline", "from": str(owner), "to": _address(recipient), "id": secrets.token_urlsafe(9)}
             await self._server.router.send(element(_MESSAGE, attrs, children=[payload]))
 
     async def send_last(self, owner: JID, session: Session, when: frozenset[str]) -> set[str]:
@@ -163,6 +182,11 @@ class Delivery:
         last = await self._store.last(owner, node)
         if last is not None and not session.closed:
             await self.send(owner, (session,), EventItems(name, (Item(last.id, last.payload),)))
+
+
+def _address(recipient: Session | JID) -> str:
+    """The full JID of a recipient."""
+    return str(recipient if isinstance(recipient, JID) else recipient.jid)
 
 
 def admits(owner: JID, node: Node, subscriber: Subscriber, relation: RosterItem | None) -> bool:

@@ -7,7 +7,9 @@ checks that the answer hashes to ``ver`` (§5.4), and keeps it by ``ver``, so th
 of each client is asked once.
 
 A resource without caps, or whose caps are not (yet) known, gets every notification: it may
-not filter, and losing an OMEMO device list update costs more than an unwanted one.
+not filter, and losing an OMEMO device list update costs more than an unwanted one. In a
+cluster, a resource on another node is judged by the caps in its directory entry against what
+this node learnt from its own clients (most resources run a version some client here runs too).
 """
 
 from __future__ import annotations
@@ -61,7 +63,12 @@ class Interests:
 
     def wants(self, session: Session, node: str) -> bool:
         """Whether ``session`` gets notifications of ``node`` (XEP-0163 §4.2)."""
-        caps = caps_of(session.presence)
+        return self.wants_by(session.presence, node)
+
+    def wants_by(self, presence: Element | None, node: str) -> bool:
+        """Whether a resource whose last presence is ``presence`` gets notifications of ``node``
+        (for a resource on another cluster node, whose caps this node may have learnt from its own)."""
+        caps = caps_of(presence)
         if caps is None:
             return True
         nodes = self._known.get(caps.ver)

@@ -1,0 +1,134 @@
+"""Roster pushes (RFC 6121 §2.1.6), PEP notifications (XEP-0163) and directed presence (§4.6.3)
+across nodes: two servers in one process, on the in-process hub and on Redis, sharing PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from xml.etree.ElementTree import Element
+
+from schnack.server.app import Server
+from schnack.server.cluster.directory import SessionInfo
+from schnack.xmpp import ns
+from schnack.xmpp.jid import JID
+from schnack.xmpp.payloads.disco import INFO, DiscoInfo
+from schnack.xmpp.payloads.pubsub import EventItems
+from schnack.xmpp.xml import serialize
+
+from ...harness import Client
+from ..modules.messaging import login
+from ..modules.test_pep import DEVICE_LIST, DEVICES, NICK, caps_for, events, nick, publish_xml
+from .conftest import eventually
+from .test_node_presence import IQ, backend, friends, nodes, online, presence_from, until
+
+__all__ = ["backend"]  # the fixture that runs each test on both bus backends
+
+ROSTER_QUERY = f"{{{ns.ROSTER}}}query"
+ROSTER_ITEM = f"{ROSTER_QUERY}/{{{ns.ROSTER}}}item"
+
+
+def roster_push(el: Element) -> bool:
+    return el.tag == IQ and el.get("type") == "set" and el.find(ROSTER_QUERY) is not None
+
+
+async def remote_sessions(server: Server, bare: str) -> list[SessionInfo]:
+    """The sessions of ``bare`` on other nodes, as ``server`` sees them in the directory."""
+    return await server.cluster.remote(JID.parse(bare))
+
+
+async def test_roster_pushes_reach_interested_resources_on_other_nodes(tmp_path: Path, backend: str) -> None:
+    async with nodes(tmp_path, backend) as (a, b):
+        phone = await online(a, "alice@localhost/phone")
+        desk = await online(b, "alice@localhost/desk")
+        quiet = await login(b, "alice@localhost/quiet")  # never asks for the roster: not interested
+        await eventually(lambda: remote_sessions(a, "alice@localhost"),
+                         lambda infos: [i.jid for i in infos if i.interested] == ["alice@localhost/desk"])
+        await phone.send(f"<iq type='set' id='r1'><query xmlns='{ns.ROSTER}'>"
+                         "<item jid='bob@localhost' name='Bob'/></query></iq>")
+        here = await until(phone, roster_push)
+        there = await until(desk, roster_push)
+        assert there.get("to") == "alice@localhost/desk" and there.get("from") is None
+        item = there.find(ROSTER_ITEM)
+        assert item is not None and (item.get("jid"), item.get("name")) == ("bob@localhost", "Bob")
+        # XEP-0237: the same roster version on both nodes.
+        versions = [query.get("ver") for query in (here.find(ROSTER_QUERY), there.find(ROSTER_QUERY))
+                    if query is not None]
+        assert len(versions) == 2 and versions[0] and versions[0] == versions[1]
+        await desk.send(f"<iq type='result' id='{there.get('id')}'/>")
+        # §2.5: a removal made on the other node is pushed here too.
+        await desk.send(f"<iq type='set' id='r2'><query xmlns='{ns.ROSTER}'>"
+                        "<item jid='bob@localhost' subscription='remove'/></query></iq>")
+        removed = (await until(phone, roster_push)).find(ROSTER_ITEM)
+        assert removed is not None and removed.get("subscription") == "remove"
+        assert [el for el in quiet.take() if roster_push(el)] == []
+
+
+def notified(node: str) -> Callable[[Element], bool]:
+    """Matches a PEP notification of ``node``."""
+    return lambda el: any(isinstance(e, EventItems) and e.node == node for _, e in events([el]))
+
+
+async def up_to(client: Client, match: Callable[[Element], bool]) -> list[Element]:
+    """What the client gets up to and including the first stanza ``match`` accepts."""
+    seen: list[Element] = []
+
+    def keep(el: Element) -> bool:
+        seen.append(el)
+        return match(el)
+
+    await until(client, keep)
+    return seen
+
+
+async def answer_caps(client: Client, info: DiscoInfo) -> None:
+    """Answer the server's XEP-0115 disco#info query for the client's caps node."""
+    query = await until(client, lambda el: el.tag == IQ and el.get("type") == "get" and el.find(INFO) is not None)
+    asked = query.find(INFO)
+    assert asked is not None
+    result = DiscoInfo(info.identities, info.features, node=asked.get("node")).to_xml()
+    await client.send(f"<iq type='result' to='{query.get('from')}' id='{query.get('id')}'>{serialize(result)}</iq>")
+
+
+async def test_pep_notifications_reach_resources_on_other_nodes_by_their_caps(tmp_path: Path, backend: str) -> None:
+    async with nodes(tmp_path, backend) as (a, b):
+        alice = await online(a, "alice@localhost/phone")
+        alice_desk = await online(b, "alice@localhost/desk")  # without caps: every notification
+        bob = await online(b, "bob@localhost/desk")
+        await friends(alice, bob)
+        # Bob's laptop on alice's node teaches that node what its client version wants (only the
+        # OMEMO device list); his tablet on the other node runs the same version.
+        c, info = caps_for(f"{DEVICES}+notify")
+        laptop = await login(a, "bob@localhost/laptop")
+        await laptop.send(f"<presence>{c}</presence>")
+        await answer_caps(laptop, info)
+        tablet = await login(b, "bob@localhost/tablet")
+        await tablet.send(f"<presence>{c}</presence>")
+        await answer_caps(tablet, info)
+        await eventually(lambda: remote_sessions(a, "bob@localhost"),
+                         lambda infos: sum(i.available for i in infos) == 2)
+        tablet.take()
+
+        await alice.send(publish_xml(NICK, nick("Alice"), iq_id="nick"))
+        await until(alice, lambda el: el.tag == IQ and el.get("id") == "nick")
+        await alice.send(publish_xml(DEVICES, DEVICE_LIST, iq_id="devices"))
+        await until(alice, lambda el: el.tag == IQ and el.get("id") == "devices")
+
+        for client in (alice_desk, bob):  # no caps: both nodes' notifications, in order
+            got = events(await up_to(client, notified(DEVICES)))
+            assert [(sender, e.node) for sender, e in got] == [("alice@localhost", NICK), ("alice@localhost", DEVICES)]
+        # The tablet's caps filter out the nickname (XEP-0163 §4.2), on the other node too.
+        seen = await up_to(tablet, notified(DEVICES))
+        assert [e.node for _, e in events(seen)] == [DEVICES]
+
+
+async def test_directed_presence_is_retracted_when_its_node_dies(tmp_path: Path, backend: str) -> None:
+    async with nodes(tmp_path, backend, node_ttl=2.0) as (a, b):
+        alice = await online(a, "alice@localhost/phone")
+        bob = await online(b, "bob@localhost/desk")  # no subscription between them
+        await bob.send("<presence to='alice@localhost/phone'><status>a word</status></presence>")
+        await until(alice, presence_from("bob@localhost/desk"))
+        await eventually(lambda: remote_sessions(a, "bob@localhost"),
+                         lambda infos: [i.directed for i in infos] == [("alice@localhost/phone",)])
+        await b.cluster.bus.stop(leave=False)  # b stops heartbeating, as a crashed node would
+        gone = await until(alice, presence_from("bob@localhost/desk", "unavailable"), timeout=20)
+        assert gone.get("to") == "alice@localhost/phone"
