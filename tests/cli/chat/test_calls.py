@@ -42,14 +42,6 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         yield srv
 
 
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
-
-
 async def online(server: Server, clients: list[Client], jid: str, data_dir: Path | None = None) -> Client:
     host, port = server.bound["c2s"][0]
     client = Client(jid, PASSWORD, host=host, port=port, direct_tls=False, verify=False, data_dir=data_dir)

@@ -37,14 +37,6 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         yield server
 
 
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
-
-
 async def login(server: Server, clients: list[Client], jid: str, **options: Any) -> Client:
     host, port = server.bound["c2s"][0]
     client = Client(jid, PASSWORD, host=host, port=port, direct_tls=False, verify=False, **options)
