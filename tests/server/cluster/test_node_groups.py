@@ -4,14 +4,19 @@ one process, on the in-process hub and on Redis, sharing PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
+import redis.asyncio as aioredis
+
+from schnack.server.cluster import RedisBus
 from schnack.xmpp import ns
 from schnack.xmpp.xml import serialize
 
 from ..modules.groups import ADMIN, MESSAGE, PRESENCE, ROOM, create, join_xml, set_affiliation, statuses
 from ..modules.messaging import body
+from .conftest import REDIS_URL, eventually
 from .test_node_presence import IQ, backend, nodes, online, until
 
 __all__ = ["backend"]  # the fixture that runs each test on both bus backends
@@ -73,3 +78,37 @@ async def test_a_group_outlives_its_node_and_loses_nothing(tmp_path: Path, backe
         got = await until(bob, lambda el: el.tag == MESSAGE and el.get("id") in ("g1", "g3"))
         assert body(got) == "new"
         assert await b.storage.archive.count("groups.localhost", "family", "muc") == 2
+
+
+async def test_a_room_keeps_one_node_when_redis_forgets_everything(tmp_path: Path) -> None:
+    """Redis emptied under a running cluster (a restart without persistence that no node saw as
+    an outage): the room's node claims it again, and the other node, settling meanwhile, starts
+    no second copy: bob, who stayed in the room, still gets his messages through it."""
+    async with nodes(tmp_path, "redis", node_ttl=1.0) as (a, b):
+        owner = await online(a, "alice@localhost/phone")
+        await create(owner, nick="alice")
+        assert (await set_affiliation(owner, "bob@localhost", "member")).get("type") == "result"
+        bob = await online(b, "bob@localhost/desk")
+        await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
+        await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el))
+        bus = a.cluster.bus
+        assert isinstance(bus, RedisBus)
+        claim = f"{bus.prefix}claim:room:{ROOM}"
+        store = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+        try:
+            assert await store.get(claim) == "a"
+            keys = [key async for key in store.scan_iter(match=f"{bus.prefix}*")]
+            await store.delete(*keys)
+            await eventually(lambda: store.get(claim), lambda owner_now: owner_now == "a")
+            # Past the other node's settling time: it would have claimed the room by now.
+            await asyncio.sleep(1.0 + 2 * 2.0 + 0.2 + 0.5)
+            for n in range(3):
+                message_id = f"r{n}"
+                await bob.send(groupchat(f"after {n}", message_id))
+                echoed = await until(bob, lambda el: el.tag == MESSAGE and el.get("id") == message_id)  # noqa: B023
+                assert echoed.get("type") == "groupchat", serialize(echoed)
+                got = await until(owner, lambda el: el.tag == MESSAGE and el.get("id") == message_id)  # noqa: B023
+                assert body(got) == f"after {n}"
+            assert await store.get(claim) == "a"
+        finally:
+            await store.aclose()

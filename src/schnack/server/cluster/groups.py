@@ -250,15 +250,22 @@ class ClusterGroups:
         other node starts a second copy of them, and ask for the other owners again. A room that
         another node owns by now is dropped here; its occupants find out by self-ping."""
         mine = [room for room, owner in self._owners.items() if owner == self.node.name]
-        self._owners.clear()
+        # The rooms held here stay held until Redis names their owner: forgetting them first would
+        # leave a window in which a fan-out that fails does not cut its occupant off (see
+        # :meth:`lost`), who would then miss a message, and a reclaim that fails would drop them
+        # for good. No other node takes them meanwhile: it only peeks while settling.
+        self._owners = dict.fromkeys(mine, self.node.name)
         muc = self._muc()
         if muc is None:
             return
         for jid in mine:
             try:
-                owner = self._owners[jid] = await self.node.bus.reclaim(f"room:{jid}")
+                owner = await self.node.bus.reclaim(f"room:{jid}")
             except BusUnavailable:
+                return  # Redis is away again: the next recovery claims the rest
+            if self.leaving:
                 return
+            self._owners[jid] = owner
             room = muc.rooms.live.get(jid)
             if owner != self.node.name and room is not None:
                 log.warning("room %s is owned by node %s now; its occupants here join again there", jid, owner)

@@ -232,6 +232,11 @@ class RedisBus:
         """This node's name."""
         return self._node
 
+    @property
+    def prefix(self) -> str:
+        """The prefix of this cluster's keys and channels."""
+        return self._prefix
+
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
 
@@ -283,8 +288,15 @@ class RedisBus:
         """Heartbeat; rewrite the directory if it may have lost this node; reap dead nodes."""
         existed = await self._call("heartbeat", [self._key("hb", self._node), self._key("nodes")],
                                    [self._info(), int(self._ttl * 1000), self._node])
-        # Redis came back, or lost this node's heartbeat (restarted): the claims may be gone too.
-        if self._lost or (not existed and self.resyncs):
+        if not existed and self.resyncs:
+            # Redis restarted, or this node's heartbeat expired (a stall longer than node_ttl):
+            # the others may have reaped it and taken its claims meanwhile, so it recovers as
+            # after an outage (settles, writes its sessions back, reclaims what it owns).
+            if not self._lost:
+                log.warning("this node's heartbeat was gone from Redis; claiming what it owns again")
+            self._lost = True
+        # Redis came back: the claims may be gone too.
+        if self._lost:
             # Long enough for every other node to notice too (a heartbeat may be stuck in a
             # connect and a command timeout) and to reclaim what it owns.
             self._settling_until = time.monotonic() + self._ttl + 2 * self._op_timeout + self._interval
