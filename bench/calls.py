@@ -244,17 +244,24 @@ class LossProxy(asyncio.DatagramProtocol):
 def coturn(schnack_config: Path, port: int, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Debian's turnserver on ``port``, configured by ``schnack admin turn-config --loopback``
     from a schnack configuration naming that port."""
-    turnserver = shutil.which("turnserver")
-    if turnserver is None:
+    turnserver_path = shutil.which("turnserver")
+    if turnserver_path is None:
         raise RuntimeError("coturn is not installed (apt-get install coturn)")
     made = subprocess.run([sys.executable, "-m", "schnack.cli", "admin", "turn-config", "--loopback", "-c",
                            str(schnack_config)], capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     if made.returncode != 0:
         raise RuntimeError(f"schnack admin turn-config failed: {made.stderr.strip()}")
+    with turnserver(turnserver_path, made.stdout, workdir) as process:
+        yield process
+
+
+@contextlib.contextmanager
+def turnserver(binary: str, config_text: str, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run coturn's ``binary`` with ``config_text`` (its files and log in ``workdir``) until the block ends."""
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "turnserver.conf"
-    conf.write_text(made.stdout)
-    command = [turnserver, "-c", str(conf), "--pidfile", str(workdir / "turnserver.pid"),
+    conf.write_text(config_text)
+    command = [binary, "-c", str(conf), "--pidfile", str(workdir / "turnserver.pid"),
                "--db", str(workdir / "turndb"), "--log-file", "stdout", "--simple-log"]  # fmt: skip
     with (workdir / "turnserver.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

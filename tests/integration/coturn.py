@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench.calls import turnserver as run_turnserver
+
 from ..conftest import require_service
 
 TURNSERVER = shutil.which("turnserver")
@@ -51,24 +53,8 @@ def turn_config(config: Path) -> str:
 def turnserver(config_text: str, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run turnserver with ``config_text`` (its files in ``workdir``) until the block ends."""
     assert TURNSERVER is not None
-    workdir.mkdir(parents=True, exist_ok=True)
-    conf = workdir / "turnserver.conf"
-    conf.write_text(config_text)
-    command = [
-        TURNSERVER, "-c", str(conf), "--pidfile", str(workdir / "turnserver.pid"),
-        "--db", str(workdir / "turndb"), "--log-file", "stdout", "--simple-log",
-    ]  # fmt: skip
-    with (workdir / "turnserver.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
+    with run_turnserver(TURNSERVER, config_text, workdir) as process:
         yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _tail(log: Path) -> str:
