@@ -163,7 +163,9 @@ class Storage:
 class Cluster:
     """Cluster mode: nodes on one PostgreSQL database that meet on Redis (see server/cluster/)."""
 
-    redis_url: str | None = bounded(None, help="redis://host:port/db; unset runs a single node")
+    redis_url: str | None = bounded(
+        None, help="redis://host:port/db, or redis+sentinel://host:port,host:port/service/db; unset runs a single node"
+    )
     node_name: str = bounded("", help="unique in the cluster; default: hostname-pid")
     key_prefix: str = bounded("schnack:", help="prefix of every Redis key and channel")
     heartbeat_interval: float = bounded(1.0, min=0.1, max=60, help="seconds between heartbeats")
@@ -333,8 +335,16 @@ def _cluster(table: Any, storage_url: str) -> Cluster:
     """The ``[cluster]`` section; cluster mode needs storage that every node shares."""
     cluster = parse_section(Cluster, table, "cluster")
     if cluster.redis_url is not None:
-        if not cluster.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("cluster.redis_url", f"must start with redis://, rediss:// or unix://, got {cluster.redis_url!r}")
+        # Imported here: the cluster package imports this module.
+        from .cluster.sentinel import SCHEME, parse_sentinel_url, redact
+        if cluster.redis_url.startswith(SCHEME):
+            try:
+                parse_sentinel_url(cluster.redis_url)
+            except ValueError as err:
+                raise ConfigError("cluster.redis_url", f"{err}, got {redact(cluster.redis_url)!r}") from None
+        elif not cluster.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("cluster.redis_url", "must start with redis://, rediss://, unix:// or redis+sentinel://, "
+                              f"got {redact(cluster.redis_url)!r}")
         if storage_url.startswith("sqlite://"):
             raise ConfigError("cluster.redis_url", "cluster mode needs PostgreSQL storage (storage.url); SQLite serves one node only")
     if cluster.node_ttl < 2 * cluster.heartbeat_interval:

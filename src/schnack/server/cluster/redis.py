@@ -17,6 +17,11 @@ When Redis goes away, the node keeps serving its own clients: publishing fails (
 the stanza instead), directory writes are remembered locally, and the listener reconnects with
 backoff. Once Redis answers again, the node writes its own sessions back into the directory (a
 restarted Redis has forgotten them, and other nodes may have reaped this one meanwhile).
+
+Behind Redis Sentinel (a ``redis+sentinel://`` URL, see sentinel.py) each heartbeat first asks the
+sentinels which server is the primary. When a failover promoted a replica, the node recovers as
+after an outage: the promoted replica may lack the last writes the old primary took, so the node
+writes its sessions there again, and it subscribes there too.
 """
 
 from __future__ import annotations
@@ -42,6 +47,16 @@ from .bus import (
     bare_of,
 )
 from .messages import BusMessageError, Deliver, Done, NodeDown, NodeMessage, decode, encode
+from .sentinel import (
+    SCHEME,
+    Address,
+    current_primary,
+    off_primary,
+    open_redis,
+    reason,
+    redact,
+    refresh_primary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -194,11 +209,13 @@ class RedisBus:
         self._interval = heartbeat_interval
         self._ttl = node_ttl
         self._op_timeout = op_timeout
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            # Raw replies: a stray non-UTF-8 publish must reach decode() and be dropped there, not
-            # break the subscriber's connection.
-            url, socket_connect_timeout=op_timeout, socket_timeout=op_timeout,
-        )
+        # Raw replies: a stray non-UTF-8 publish must reach decode() and be dropped there, not
+        # break the subscriber's connection.
+        self._redis: aioredis.Redis = open_redis(url, op_timeout)
+        # The primary the sentinels named when this node last wrote (None without Sentinel).
+        self._primary: Address | None = None
+        self._sentinel = url.startswith(SCHEME)
+        self._sentinels_away = False
         self._scripts = {name: self._redis.register_script(body) for name, body in (
             ("heartbeat", _HEARTBEAT), ("register", _REGISTER), ("unregister", _UNREGISTER),
             ("reap", _REAP), ("lookup", _LOOKUP), ("resync", _RESYNC), ("set_info", _SET_INFO),
@@ -224,6 +241,7 @@ class RedisBus:
         self._started = time.time()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._joined = False
         self.resyncs = 0
 
@@ -249,7 +267,7 @@ class RedisBus:
             await self._beat()
         except _ERRORS as err:
             await self._redis.aclose()
-            raise ClusterUnavailable(f"cannot reach Redis at {self._url}: {err}") from None
+            raise ClusterUnavailable(f"cannot reach Redis at {redact(self._url)}: {reason(err)}") from None
         self._joined = True
         subscribed = asyncio.Event()
         self._tasks = [asyncio.create_task(self._listen(subscribed)), asyncio.create_task(self._heartbeats())]
@@ -259,6 +277,9 @@ class RedisBus:
     async def stop(self, *, leave: bool = True) -> None:
         """Stop; ``leave`` drops this node and its sessions from the directory at once."""
         tasks = [*self._tasks, *self._reaped_tasks, *self._recovery_tasks]
+        # asyncio.wait_for before Python 3.12 swallows a cancellation that arrives as its operation
+        # completes: the loops check this too, or stop() could wait for them forever.
+        self._stopping = True
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -286,8 +307,11 @@ class RedisBus:
 
     async def _beat(self) -> None:
         """Heartbeat; rewrite the directory if it may have lost this node; reap dead nodes."""
+        await self._follow_primary()
         existed = await self._call("heartbeat", [self._key("hb", self._node), self._key("nodes")],
                                    [self._info(), int(self._ttl * 1000), self._node])
+        # The heartbeat may have reconnected, to a primary the sentinels named in the meantime.
+        self._note_primary()
         if not existed and self.resyncs:
             # Redis restarted, or this node's heartbeat expired (a stall longer than node_ttl):
             # the others may have reaped it and taken its claims meanwhile, so it recovers as
@@ -348,14 +372,44 @@ class RedisBus:
                                             args=[full, self._node, info], client=pipe)
         await asyncio.wait_for(pipe.execute(), self._op_timeout)
 
+    async def _follow_primary(self) -> None:
+        """Behind Sentinel: move to the primary the sentinels name now."""
+        if not self._sentinel:
+            return
+        try:
+            await asyncio.wait_for(refresh_primary(self._redis), self._op_timeout)
+        except _ERRORS as err:
+            # The primary may well be fine: keep using it, as without Sentinel.
+            if not self._sentinels_away:
+                self._sentinels_away = True
+                log.warning("the sentinels name no Redis primary (%s); staying with the one known", reason(err))
+            return
+        if self._sentinels_away:
+            self._sentinels_away = False
+            log.info("the sentinels name a Redis primary again")
+        self._note_primary()
+
+    def _note_primary(self) -> None:
+        """Recover as after an outage when the primary is another one than at the last heartbeat:
+        the old one may have taken writes it never passed on to the promoted replica."""
+        primary = current_primary(self._redis)
+        if primary is None or primary == self._primary:
+            return
+        if self._primary is not None:
+            log.warning("Redis failover: the primary moved from %s:%d to %s:%d; writing this node's sessions "
+                        "there again", *self._primary, *primary)
+            self._lost = True
+            self._dirty = True
+        self._primary = primary
+
     def _lose(self, err: BaseException) -> None:
         self._dirty = True
         if not self._lost:
             self._lost = True
-            log.warning("lost Redis (%s); serving local sessions only until it is back", err)
+            log.warning("lost Redis (%s); serving local sessions only until it is back", reason(err))
 
     async def _heartbeats(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
@@ -367,7 +421,7 @@ class RedisBus:
     async def _listen(self, subscribed: asyncio.Event) -> None:
         """Read this node's channel and the broadcast channel; reconnect with backoff."""
         delay = 0.1
-        while True:
+        while not self._stopping:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await asyncio.wait_for(pubsub.subscribe(self._key("to", self._node), self._key("all")),
@@ -376,10 +430,14 @@ class RedisBus:
                 delay = 0.1
                 if self._lost:
                     self._wake.set()
-                while True:
+                # A primary that hangs or is cut off from the sentinels keeps this subscription open
+                # after they promoted a replica, where nobody publishes any more.
+                while not self._stopping and not off_primary(self._redis, pubsub.connection):
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         await self._handle(message["data"])
+                if not self._stopping:
+                    log.info("the Redis primary moved; subscribing on the new one")
             except _ERRORS as err:
                 self._lose(err)
                 self._wake.set()

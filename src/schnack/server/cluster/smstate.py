@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..config import Cluster
+from .sentinel import open_redis
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,7 @@ class SmRecords:
     def __init__(self, url: str, prefix: str, node: str) -> None:
         self._prefix = prefix
         self.node = node
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=_OP_TIMEOUT, socket_timeout=_OP_TIMEOUT,
-        )
+        self._redis: aioredis.Redis = open_redis(url, _OP_TIMEOUT)
         self._listener: asyncio.Task[None] | None = None
 
     def _key(self, sm_id: str) -> str:
