@@ -1,6 +1,6 @@
 """The server's own work per 1:1 message, in one process: parse, route, archive, serialize.
 
-    python -m bench.route [--pairs 50] [--rounds 40]
+    python -m bench.route [--pairs 50] [--rounds 40] [--offline]
     valgrind --tool=callgrind --instr-atstart=no python -m bench.route --rounds 10 --callgrind
 
 A server with the default modules (SQLite storage) and ``pairs`` pairs of bound sessions whose
@@ -9,6 +9,11 @@ in the chat scenario, about 830 bytes) goes through the sender's StreamParser, C
 router and every module on the way (both archive writes included) to the receiver's output,
 serialized. The rounds run the pairs concurrently, so that archive writes share commits as they
 do under load. No sockets and no TLS: what is left is what schnack's code costs.
+
+With ``--offline`` the receivers are not logged in and each message goes to a receiver's bare
+JID, so it is stored for it as in the offline burst: the sender's archive, the receiver's
+archive and its offline store (XEP-0160). ``--pairs 1`` is one sender's burst, as in
+``python -m bench.loadgen offline``; the offline store grows by one message per round.
 
 It prints the CPU time of the process (SQLite's thread included) per 1,000 messages over the
 rounds, after five rounds of warm-up. On a shared machine that time is noisy; under callgrind
@@ -34,6 +39,7 @@ import uvloop
 from schnack.server.app import Server
 from schnack.server.c2s import C2SStream
 from schnack.server.config import build
+from schnack.server.modules.offline import STORE as OFFLINE
 from schnack.xmpp.parser import StanzaReceived, StreamParser
 from schnack.xmpp.sasl import derive_credentials
 
@@ -70,7 +76,7 @@ class CountingConnection:
         return None
 
 
-async def measure(pairs: int, rounds: int, callgrind: bool) -> dict[str, float]:
+async def measure(pairs: int, rounds: int, callgrind: bool, offline: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-route-") as tmp:
         config = build({"domains": [DOMAIN], "data_dir": str(Path(tmp) / "data"), "listen": {}}, Path(tmp))
         server = Server(config)
@@ -81,6 +87,8 @@ async def measure(pairs: int, rounds: int, callgrind: bool) -> dict[str, float]:
             receivers: list[CountingConnection] = []
             for i in range(2 * pairs):
                 await server.storage.accounts.create(DOMAIN, f"u{i}", credentials)
+                if offline and i >= pairs:
+                    continue
                 conn = CountingConnection()
                 stream = C2SStream(server, conn)
                 stream.host, stream.username = DOMAIN, f"u{i}"
@@ -88,10 +96,18 @@ async def measure(pairs: int, rounds: int, callgrind: bool) -> dict[str, float]:
                 if i < pairs:
                     parser = StreamParser(config.limits.max_stanza_size)
                     parser.feed(HEADER)
-                    head, tail = omemo_message(f"u{pairs + i}@{DOMAIN}/phone", 64)
+                    to = f"u{pairs + i}@{DOMAIN}" if offline else f"u{pairs + i}@{DOMAIN}/phone"
+                    head, tail = omemo_message(to, 64)
                     senders.append((stream, parser, head, tail))
                 else:
                     receivers.append(conn)
+
+            async def arrived() -> int:
+                """Messages the receivers got, or with ``offline`` the messages stored for them."""
+                if not offline:
+                    return sum(conn.writes for conn in receivers)
+                counts = [await server.storage.archive.count(DOMAIN, f"u{pairs + i}", OFFLINE) for i in range(pairs)]
+                return sum(counts)
 
             async def send(stream: C2SStream, parser: StreamParser, data: bytes) -> None:
                 for event in parser.feed(data):
@@ -103,7 +119,7 @@ async def measure(pairs: int, rounds: int, callgrind: bool) -> dict[str, float]:
 
             for n in range(WARM_UP):
                 await round_(n)
-            delivered = sum(conn.writes for conn in receivers)
+            delivered = await arrived()
             if callgrind:
                 _callgrind("--instr=on")
             started = time.process_time()
@@ -112,7 +128,7 @@ async def measure(pairs: int, rounds: int, callgrind: bool) -> dict[str, float]:
             cpu = time.process_time() - started
             if callgrind:
                 _callgrind("--dump")
-            delivered = sum(conn.writes for conn in receivers) - delivered
+            delivered = await arrived() - delivered
             size = sum(conn.bytes for conn in receivers) / max(1, sum(conn.writes for conn in receivers))
         finally:
             await server.stop()
@@ -134,8 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=50, help="sender and receiver pairs")
     parser.add_argument("--rounds", type=int, default=40, help="measured rounds, one message per sender each")
     parser.add_argument("--callgrind", action="store_true", help="running under callgrind: count the rounds only")
+    parser.add_argument("--offline", action="store_true", help="the receivers are offline: their messages are stored")
     args = parser.parse_args(argv)
-    figures = uvloop.run(measure(args.pairs, args.rounds, args.callgrind))
+    figures = uvloop.run(measure(args.pairs, args.rounds, args.callgrind, args.offline))
     for key, value in figures.items():
         print(f"{key}: {value}")
     return 0 if figures["delivered"] == figures["messages"] else 1

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
 import time
+from urllib.parse import parse_qsl, urlsplit
 
+import asyncpg
 import pytest
 
 from schnack.server.storage import (
     AlreadyExists,
+    ArchiveFull,
     ArchivePage,
     ItemNotFound,
     RosterItem,
@@ -525,6 +529,112 @@ async def test_archive_paging_after_deletes(storage: Storage) -> None:
     new = await storage.archive.append(H, "alice", "mam", 50.0, "bob@x", b"late")
     page = await storage.archive.query(H, "alice", "mam", after=ids[5])
     assert ids_of(page) == [new] and page.complete
+
+
+async def _counts(storage: Storage, archives: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
+    """Each archive's count as ``count`` gives it, checked against the items a query finds."""
+    counts = {}
+    for host, user, store in archives:
+        counts[host, user, store] = await storage.archive.count(host, user, store)
+        assert counts[host, user, store] == len((await storage.archive.query(host, user, store)).items)
+    return counts
+
+
+async def test_archive_count_follows_appends_and_deletes(storage: Storage) -> None:
+    """The count is kept per archive through every way items come and go, failed appends included."""
+    archives = [(H, "alice", "mam"), (H, "alice", "offline"), (H, "bob", "offline"), (OTHER_HOST, "alice", "mam")]
+    ids = await _archive(storage, 6, "mam")
+    offline = await asyncio.gather(*(storage.archive.append(H, "alice", "offline", 1.0, "bob@x", b"%d" % i)
+                                     for i in range(5)))
+    await storage.archive.append(H, "bob", "offline", 1.0, "alice@x", b"p")
+    await storage.archive.append(OTHER_HOST, "alice", "mam", 1.0, "bob@x", b"p")
+    for store in ("mam", "offline"):
+        with pytest.raises(StorageError):
+            await storage.archive.append(H, "alice", store, 0.0, "bob@x", None)  # type: ignore[arg-type]
+    assert await _counts(storage, archives) == dict(zip(archives, [6, 5, 1, 1], strict=True))
+    await storage.archive.delete(H, "alice", "offline", ids=offline[:2])
+    await storage.archive.delete(H, "alice", "mam", before=102.0)
+    assert await _counts(storage, archives) == dict(zip(archives, [4, 3, 1, 1], strict=True))
+    await storage.archive.delete(H, "alice", "mam", ids=ids)
+    await storage.archive.delete(H, "bob", "offline")
+    assert await _counts(storage, archives) == dict(zip(archives, [0, 3, 0, 1], strict=True))
+    await storage.accounts.create(H, "alice", derive_credentials("secret"))
+    await storage.accounts.delete(H, "alice")
+    assert await _counts(storage, archives) == dict(zip(archives, [0, 0, 0, 1], strict=True))
+    await storage.archive.append(H, "alice", "offline", 1.0, "bob@x", b"again")
+    assert await storage.archive.count(H, "alice", "offline") == 1
+
+
+async def test_archive_append_with_a_limit(storage: Storage) -> None:
+    """Appends with a limit, concurrent ones among them and mixed with appends without: exactly as
+    many as the limit allows are stored, in order, and the others raise ArchiveFull."""
+    first = await storage.archive.append(H, "alice", "offline", 1.0, "bob@x", b"0", limit=3)
+
+    async def bounded(i: int) -> str:
+        return await storage.archive.append(H, "alice", "offline", 1.0, "bob@x", b"%d" % i, limit=3)
+
+    async def free(i: int) -> str:
+        return await storage.archive.append(H, "alice", "mam", 1.0, "bob@x", b"%d" % i)
+
+    results = await asyncio.gather(*(bounded(i) if i % 2 else free(i) for i in range(1, 9)), return_exceptions=True)
+    refused = [r for r in results if isinstance(r, ArchiveFull)]
+    assert len(refused) == 2 and all(isinstance(r, str) for r in results if r not in refused)
+    page = await storage.archive.query(H, "alice", "offline")
+    assert [item.payload for item in page.items] == [b"0", b"1", b"3"] and page.items[0].id == first
+    assert await storage.archive.count(H, "alice", "mam") == 4
+    # A limit counts the archive it appends to; and a removed item makes room.
+    await storage.archive.append(H, "bob", "offline", 1.0, "alice@x", b"p", limit=1)
+    await storage.archive.delete(H, "alice", "offline", ids=[first])
+    await bounded(9)
+    with pytest.raises(ArchiveFull):
+        await bounded(10)
+    assert await storage.archive.count(H, "alice", "offline") == 3
+    # An archive whose count storage does not keep is counted when a limit asks.
+    with pytest.raises(ArchiveFull):
+        await storage.archive.append(H, "alice", "mam", 1.0, "bob@x", b"p", limit=4)
+    await storage.archive.append(H, "alice", "mam", 1.0, "bob@x", b"p", limit=5)
+
+
+async def test_archive_count_of_items_stored_before_it_was_kept(storage_url: str) -> None:
+    """The migration that keeps the counts counts what an archive already held."""
+    first = await open_storage(storage_url)
+    try:
+        await _archive(first, 7, "offline")
+        await _archive(first, 2, "mam")
+    finally:
+        await first.close()
+    await _forget_archive_counts(storage_url)
+    second = await open_storage(storage_url)
+    try:
+        assert await second.archive.count(H, "alice", "offline") == 7
+        await second.archive.append(H, "alice", "offline", 1.0, "bob@x", b"p")
+        assert await second.archive.count(H, "alice", "offline") == 8
+        assert await second.archive.count(H, "alice", "mam") == 2
+    finally:
+        await second.close()
+
+
+async def _forget_archive_counts(storage_url: str) -> None:
+    """Take the store back to the schema before the counts were kept (SQLite 0004, PostgreSQL 0005)."""
+    if storage_url.startswith("sqlite:"):
+        db = sqlite3.connect(storage_url.removeprefix("sqlite://"))
+        try:
+            db.executescript("DROP TRIGGER archive_uncounted; DROP TABLE archive_counts;"
+                             "DELETE FROM schema_version WHERE version >= 4;")
+        finally:
+            db.close()
+        return
+    conn = await asyncpg.connect(storage_url.split("?", maxsplit=1)[0], server_settings={"search_path": _schema_of(storage_url)})
+    try:
+        await conn.execute("DROP TABLE archive_counts; DROP TRIGGER archive_counted ON archive;"
+                           "DROP TRIGGER archive_uncounted ON archive; DROP FUNCTION archive_count_added;"
+                           "DROP FUNCTION archive_count_removed; DELETE FROM schema_migrations WHERE version >= 5")
+    finally:
+        await conn.close()
+
+
+def _schema_of(url: str) -> str:
+    return dict(parse_qsl(urlsplit(url).query))["schema"]
 
 
 # --- archive: concurrent appends -----------------------------------------------------------------

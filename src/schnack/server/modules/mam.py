@@ -243,8 +243,10 @@ class Mam(Module[MamOptions]):
         )
 
     async def _exists(self, owner: JID) -> bool:
-        """Whether the account exists; one with a session does, without asking storage."""
-        if self.server.sessions.is_online(owner):
+        """Whether the account exists; one with a session does, without asking storage, and so
+        does one whose preferences were read lately (only for existing accounts, and forgotten
+        when the account is deleted): a burst of messages to an offline account asks once."""
+        if self.server.sessions.is_online(owner) or self._recent.get(owner) is not None:
             return True
         assert owner.local is not None
         return await self.server.storage.accounts.get(owner.domain, owner.local) is not None

@@ -41,12 +41,14 @@ from ..hooks import HANDLED, Handled
 from ..locks import AccountLocks
 from ..module import Module
 from ..sessions import Forward
+from ..storage import ArchiveFull
 
 if TYPE_CHECKING:
     from ..sessions import Session
 
 log = logging.getLogger(__name__)
 
+# Storage keeps this store's count (storage.base.BOUNDED_STORES), so the limit costs no reading.
 STORE = "offline"
 # A stored message is at most the largest stanza size the configuration allows, plus the delay.
 _MAX_STORED = 16 * 1024 * 1024 + 4096
@@ -172,12 +174,6 @@ class Offline(Module[OfflineOptions]):
         if not worth_storing(stanza.el):
             return HANDLED
         host, user = stanza.to.domain, stanza.to.local
-        archive = self.server.storage.archive
-        if await archive.count(host, user, STORE) >= self.options.max_messages:
-            raise StanzaError(
-                "service-unavailable",
-                "the recipient is offline and their mailbox is full; try again later",
-            )
         now = datetime.now(UTC)
         delay = element(_DELAY, {"from": host, "stamp": delay_stamp(now)})
         # Stamp only the stored copy: other handlers may still look at the stanza.
@@ -187,7 +183,15 @@ class Offline(Module[OfflineOptions]):
         finally:
             stanza.el.remove(delay)
         sender = str(stanza.from_.bare) if stanza.from_ is not None else host
-        await archive.append(host, user, STORE, now.timestamp(), sender, payload)
+        try:
+            # The limit is checked in the transaction that stores, so concurrent senders cannot pass it.
+            await self.server.storage.archive.append(host, user, STORE, now.timestamp(), sender, payload,
+                                                     limit=self.options.max_messages)
+        except ArchiveFull:
+            raise StanzaError(
+                "service-unavailable",
+                "the recipient is offline and their mailbox is full; try again later",
+            ) from None
         for session in self._racing.pop(stanza.el, ()):
             if session.available and session.priority >= 0 and not session.closed:
                 self._spawn(self.deliver(session))
@@ -214,7 +218,7 @@ class Offline(Module[OfflineOptions]):
         archive = self.server.storage.archive
         async with self._locks.hold(session.jid.bare):
             while not session.closed:
-                page = await archive.query(host, user, STORE, limit=_BATCH)
+                page = await archive.query(host, user, STORE, limit=_BATCH, count=False)
                 sent: list[str] = []
                 for item in page.items:
                     if session.closed:

@@ -8,6 +8,7 @@ from .base import (
     Account,
     AlreadyExists,
     ArchivedItem,
+    ArchiveFull,
     ArchivePage,
     ItemNotFound,
     RosterItem,
@@ -16,7 +17,7 @@ from .base import (
 )  # fmt: skip
 
 __all__ = [
-    "Account", "AlreadyExists", "ArchivePage", "ArchivedItem", "ItemNotFound", "RosterItem", "Storage",
+    "Account", "AlreadyExists", "ArchiveFull", "ArchivePage", "ArchivedItem", "ItemNotFound", "RosterItem", "Storage",
     "StorageError", "open_storage",
 ]  # fmt: skip
 

@@ -10,8 +10,8 @@ from typing import Protocol
 from ...xmpp.sasl import ScramCredential
 
 __all__ = [
-    "Account", "AlreadyExists", "ArchivePage", "ArchivedItem", "ItemNotFound", "MucStore", "RoomAffiliation",
-    "RosterItem", "ScramCredential", "Storage", "StorageError", "StoredRoom",
+    "Account", "AlreadyExists", "ArchiveFull", "ArchivePage", "ArchivedItem", "ItemNotFound", "MucStore",
+    "RoomAffiliation", "RosterItem", "ScramCredential", "Storage", "StorageError", "StoredRoom",
 ]  # fmt: skip
 
 
@@ -31,6 +31,11 @@ class StorageError(Exception):
     """A backend failure or a bad storage URL."""
 
 
+# Archives whose number of items storage keeps (table archive_counts: SQLite migration 0004,
+# PostgreSQL 0005), so that ``count`` and an append's ``limit`` read one row: the offline store
+# (XEP-0160), bounded per account. Other archives are counted by reading their items when asked.
+BOUNDED_STORES = frozenset({"offline"})
+
 # What a client is told when storage cannot be reached (PostgreSQL restarting): try again soon.
 STORAGE_DOWN = "storage is unavailable for the moment; try again shortly"
 
@@ -41,6 +46,10 @@ class AlreadyExists(StorageError):
 
 class ItemNotFound(StorageError):
     """An RSM paging id that is not in the archive."""
+
+
+class ArchiveFull(StorageError):
+    """An append with a limit found the archive holding that many items already."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +116,12 @@ class MapStore(Protocol):
 
 
 class ArchiveStore(Protocol):
-    async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes) -> str: ...
+    async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
+                     *, limit: int | None = None) -> str:
+        """Append one item; its id, once it is committed. With ``limit``, only if the archive holds
+        fewer items than that, checked in the transaction that appends (else ArchiveFull)."""
+        ...
+
     async def query(
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
@@ -125,7 +139,9 @@ class ArchiveStore(Protocol):
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
                      before: float | None = None) -> int: ...
-    async def count(self, host: str, username: str, store: str) -> int: ...
+    async def count(self, host: str, username: str, store: str) -> int:
+        """The number of items in the archive (one row read for BOUNDED_STORES)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from .base import (
+    BOUNDED_STORES,
     Account,
     AlreadyExists,
     ArchivedItem,
+    ArchiveFull,
     ArchivePage,
     ItemNotFound,
     RoomAffiliation,
@@ -57,12 +59,37 @@ _APPEND = (
 _LOCK = f"SELECT pg_advisory_xact_lock({_ARCHIVE_LOCK}, hashtext($1 || '/' || $2 || '/' || $3))"
 _INSERT = ("INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
            "VALUES ($1, $2, $3, $4, $5, $6, $7)")
-_Appending = tuple[tuple[str, str, str, str, float, str, bytes], "asyncio.Future[str]"]
+# How many items an archive holds, its host, username and store the parameters numbered {0}, {1}
+# and {2}: kept by triggers for BOUNDED_STORES (migration 0005), else counted.
+_KEPT_COUNT = "coalesce((SELECT items FROM archive_counts WHERE host=${0} AND username=${1} AND store=${2}), 0)"
+_ITEMS_COUNTED = "(SELECT count(*) FROM archive WHERE host=${0} AND username=${1} AND store=${2})"
+
+
+def _count_sql(store: str) -> str:
+    return _KEPT_COUNT if store in BOUNDED_STORES else _ITEMS_COUNTED
+
+
+# An append with a limit, after the lock (so that the count read is that of the appends before):
+# only while the archive holds fewer items than $8.
+_INSERT_BOUNDED = {
+    count: "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
+           f"SELECT $1, $2, $3, $4, $5::double precision, $6, $7::bytea WHERE {count.format(2, 3, 4)} < $8"
+    for count in (_KEPT_COUNT, _ITEMS_COUNTED)
+}
+_Row = tuple[str, str, str, str, float, str, bytes]
+_Appending = tuple[_Row, int | None, "asyncio.Future[str]"]
 
 
 def _succeed(done: asyncio.Future[str], item_id: str) -> None:
     if not done.done():
         done.set_result(item_id)
+
+
+def _settle(done: asyncio.Future[str], row: _Row, limit: int | None, appended: bool) -> None:
+    if appended:
+        _succeed(done, row[0])
+    else:
+        _fail(done, ArchiveFull(f"{row[2]}@{row[1]}: {row[3]} holds {limit} items already"))
 
 
 def _fail(done: asyncio.Future[str], err: BaseException) -> None:
@@ -247,8 +274,9 @@ class Archive(_Part):
         self._waiting: dict[tuple[str, str, str], list[_Appending]] = {}
         self._writers: dict[tuple[str, str, str], asyncio.Task[None]] = {}
 
-    async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes) -> str:
-        """Append one item; it is committed when this returns.
+    async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
+                     *, limit: int | None = None) -> str:
+        """Append one item; it is committed when this returns (with ``limit``: see ArchiveStore).
 
         Paging reads "after the last seq seen", so an archive's items must become visible in seq
         order. Transactions that commit concurrently could make a later seq visible first, so
@@ -261,7 +289,7 @@ class Archive(_Part):
         archive = (host, username, store)
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(archive, []).append(((item_id, host, username, store, timestamp, with_jid, payload),
-                                                      done))
+                                                      limit, done))
         if archive not in self._writers:
             self._writers[archive] = asyncio.ensure_future(self._write_waiting(archive))
         return await done
@@ -278,38 +306,56 @@ class Archive(_Part):
                 await self._write_batch(batch)
         finally:
             del self._writers[archive]
-            for _row, done in self._waiting.pop(archive, []):
+            for _row, _limit, done in self._waiting.pop(archive, []):
                 if not done.done():
                     done.set_exception(StorageError("PostgreSQL: the archive was closed"))
 
     async def _write_batch(self, batch: list[_Appending]) -> None:
         """Write ``batch`` (appends to one archive); settle each caller's future with its outcome."""
+        refused: set[str] = set()
         try:
-            if len(batch) == 1:
+            if len(batch) == 1 and batch[0][1] is None:
                 await self._write(_APPEND, *batch[0][0])
-            else:
-                rows = [row for row, _done in batch]
+            elif all(limit is None for _row, limit, _done in batch):
+                rows = [row for row, _limit, _done in batch]
                 async with self._conn(transaction=True) as conn:
                     await conn.execute(_LOCK, *rows[0][1:4])
                     await conn.executemany(_INSERT, rows)
+            else:
+                async with self._conn(transaction=True) as conn:
+                    await conn.execute(_LOCK, *batch[0][0][1:4])
+                    for row, limit, _done in batch:
+                        if not await self._insert(conn, row, limit):
+                            refused.add(row[0])
         except BaseException as err:
             if len(batch) > 1 and isinstance(err, Exception):
                 # The transaction wrote nothing: each append is tried alone and gets its own outcome.
-                for row, done in batch:
+                for row, limit, done in batch:
                     try:
-                        await self._write(_APPEND, *row)
+                        async with self._conn(transaction=True) as conn:
+                            await conn.execute(_LOCK, *row[1:4])
+                            appended = await self._insert(conn, row, limit)
                     except Exception as alone:
                         _fail(done, alone)
                     else:
-                        _succeed(done, row[0])
+                        _settle(done, row, limit, appended)
                 return
-            for _row, done in batch:
+            for _row, _limit, done in batch:
                 _fail(done, err)
             if not isinstance(err, Exception):
                 raise
             return
-        for row, done in batch:
-            _succeed(done, row[0])
+        for row, limit, done in batch:
+            _settle(done, row, limit, row[0] not in refused)
+
+    @staticmethod
+    async def _insert(conn: Any, row: _Row, limit: int | None) -> bool:
+        """Insert one row in the transaction holding the archive's lock; False if its limit refused it."""
+        if limit is None:
+            await conn.execute(_INSERT, *row)
+            return True
+        status: str = await conn.execute(_INSERT_BOUNDED[_count_sql(row[3])], *row, limit)
+        return status.rpartition(" ")[2] != "0"
 
     @staticmethod
     async def _seq(conn: Any, host: str, username: str, store: str, item_id: str) -> int:
@@ -409,8 +455,7 @@ class Archive(_Part):
         return await self._write(f"DELETE FROM archive WHERE {where.sql()}", *where.args)
 
     async def count(self, host: str, username: str, store: str) -> int:
-        row = await self._one("SELECT count(*) FROM archive WHERE host=$1 AND username=$2 AND store=$3",
-                              host, username, store)
+        row = await self._one(f"SELECT {_count_sql(store).format(1, 2, 3)}", host, username, store)
         return int(row[0])
 
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from .base import (
+    BOUNDED_STORES,
     Account,
     AlreadyExists,
     ArchivedItem,
+    ArchiveFull,
     ArchivePage,
     ItemNotFound,
     RoomAffiliation,
@@ -27,23 +30,42 @@ from .base import (
     credentials_to_json,
 )  # fmt: skip
 
+T = TypeVar("T")
+
+
+async def _in_thread(db: aiosqlite.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``work`` on the connection in its own thread, as one trip there.
+
+    Every trip to aiosqlite's thread and back costs far more than the statements of a message
+    (a wake-up of that thread, one of the event loop, and the GIL changing hands each time), so
+    a write and its commit go in one. aiosqlite has no public call for several statements:
+    ``_execute`` is what its public calls queue their work with (the same since 0.17).
+    """
+    return await db._execute(lambda: work(db._conn))  # type: ignore[no-untyped-call,no-any-return]
+
 
 class _Part:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
 
+    # A read is one trip to the connection's thread (a cursor's execute, fetch and close would be
+    # three): each trip costs more than the lookup by key that most reads are.
     async def _one(self, sql: str, *args: Any) -> Any:
-        async with self.db.execute(sql, args) as cur:
-            return await cur.fetchone()
+        rows = await self.db.execute_fetchall(sql, args)
+        return next(iter(rows), None)
 
     async def _all(self, sql: str, *args: Any) -> list[Any]:
-        async with self.db.execute(sql, args) as cur:
-            return list(await cur.fetchall())
+        return list(await self.db.execute_fetchall(sql, args))
 
     async def _write(self, sql: str, *args: Any) -> int:
-        cur = await self.db.execute(sql, args)
-        await self.db.commit()
-        return cur.rowcount
+        """Run a statement and commit, in one trip; the number of rows it touched."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            rowcount = conn.execute(sql, args).rowcount
+            conn.commit()
+            return rowcount
+
+        return await _in_thread(self.db, write)
 
 
 class Accounts(_Part):
@@ -156,7 +178,29 @@ _SPAN_PROBE = 2000
 
 
 _APPEND = "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) VALUES (?, ?, ?, ?, ?, ?, ?)"
-_Appending = tuple[tuple[str, str, str, str, float, str, bytes], "asyncio.Future[str]"]
+# How many items an archive holds: kept for BOUNDED_STORES (migration 0004: by the appends below,
+# and by a trigger on deletion), else counted.
+_KEPT_COUNT = "coalesce((SELECT items FROM archive_counts WHERE host=? AND username=? AND store=?), 0)"
+_ITEMS_COUNTED = "(SELECT count(*) FROM archive WHERE host=? AND username=? AND store=?)"
+
+
+def _count_sql(store: str) -> str:
+    return _KEPT_COUNT if store in BOUNDED_STORES else _ITEMS_COUNTED
+
+
+# An append only while the archive holds fewer items than the last parameter (the rows appended
+# before it in the transaction count).
+_APPEND_BOUNDED = {
+    store_sql: "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
+               f"SELECT ?, ?, ?, ?, ?, ?, ? WHERE {store_sql} < ?"
+    for store_sql in (_KEPT_COUNT, _ITEMS_COUNTED)
+}
+# Counting an append here rather than by a trigger spares the appends to other archives (the
+# message archives, one or two per message) running the trigger's check for every row.
+_COUNT_ADDED = ("INSERT INTO archive_counts VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (host, username, store) DO UPDATE SET items = items + 1")
+_Row = tuple[str, str, str, str, float, str, bytes]
+_Appending = tuple[_Row, int | None, "asyncio.Future[str]"]
 
 
 class Archive(_Part):
@@ -173,10 +217,11 @@ class Archive(_Part):
         self._waiting: list[_Appending] = []
         self._committer: asyncio.Task[None] | None = None
 
-    async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes) -> str:
+    async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
+                     *, limit: int | None = None) -> str:
         item_id = secrets.token_urlsafe(12)
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting.append(((item_id, host, username, store, timestamp, with_jid, payload), done))
+        self._waiting.append(((item_id, host, username, store, timestamp, with_jid, payload), limit, done))
         if self._committer is None:
             # Started on the next turn, so that it finds every append of this one.
             self._committer = asyncio.ensure_future(self._commit_waiting())
@@ -194,42 +239,62 @@ class Archive(_Part):
                 await self._commit(batch)
         finally:
             self._committer = None
-            for _row, done in self._waiting:
+            for _row, _limit, done in self._waiting:
                 if not done.done():
                     done.set_exception(StorageError("SQLite: the archive was closed"))
 
     async def _commit(self, batch: list[_Appending]) -> None:
-        """Insert ``batch`` and commit it; settle each caller's future with its own outcome."""
-        rows = [row for row, _done in batch]
-        failed: dict[str, Exception] = {}
+        """Insert ``batch`` and commit it, in one trip; settle each caller's future with its own outcome."""
+        appends = [(row, limit) for row, limit, _done in batch]
+
+        def insert(conn: sqlite3.Connection) -> dict[str, Exception]:
+            failed: dict[str, Exception] = {}
+            # Rows with a limit or a count go one by one, to learn which were refused and to count
+            # them; the others in one call.
+            retry = False
+            if all(limit is None and row[3] not in BOUNDED_STORES for row, limit in appends):
+                try:
+                    conn.executemany(_APPEND, [row for row, _limit in appends])
+                except Exception:
+                    # The rows before the one refused are in; each of the others gets its own outcome.
+                    retry = True
+                else:
+                    conn.commit()
+                    return failed
+            for row, limit in appends:
+                if retry and conn.execute("SELECT 1 FROM archive WHERE id=?", (row[0],)).fetchone() is not None:
+                    continue
+                try:
+                    if limit is None:
+                        conn.execute(_APPEND, row)
+                    elif conn.execute(_APPEND_BOUNDED[_count_sql(row[3])], (*row, *row[1:4], limit)).rowcount == 0:
+                        failed[row[0]] = ArchiveFull(f"{row[2]}@{row[1]}: {row[3]} holds {limit} items already")
+                        continue
+                    if row[3] in BOUNDED_STORES:
+                        conn.execute(_COUNT_ADDED, row[1:4])
+                except Exception as err:
+                    failed[row[0]] = StorageError(f"SQLite: {err}")
+            conn.commit()
+            return failed
+
         try:
-            try:
-                await self.db.executemany(_APPEND, rows)
-            except Exception:
-                # The rows before the one refused are in; each of the others gets its own outcome.
-                for row in rows:
-                    if await self._one("SELECT 1 FROM archive WHERE id=?", row[0]) is None:
-                        try:
-                            await self.db.execute(_APPEND, row)
-                        except Exception as err:
-                            failed[row[0]] = err
-            await self.db.commit()
+            failed = await _in_thread(self.db, insert)
         except BaseException as err:
             # The outcome of the commit is unknown to its callers: none is told it succeeded.
-            for _row, done in batch:
+            for _row, _limit, done in batch:
                 if not done.done():
                     done.set_exception(StorageError(f"SQLite: {err}"))
             if not isinstance(err, Exception):
                 raise
             return
-        for row, done in batch:
+        for row, _limit, done in batch:
             if done.done():
                 continue
             error = failed.get(row[0])
             if error is None:
                 done.set_result(row[0])
             else:
-                done.set_exception(StorageError(f"SQLite: {error}"))
+                done.set_exception(error)
 
     async def _seq(self, host: str, username: str, store: str, item_id: str) -> int:
         row = await self._one("SELECT seq FROM archive WHERE host=? AND username=? AND store=? AND id=?",
@@ -327,7 +392,7 @@ class Archive(_Part):
         return await self._write(sql, *args)
 
     async def count(self, host: str, username: str, store: str) -> int:
-        row = await self._one("SELECT count(*) FROM archive WHERE host=? AND username=? AND store=?", host, username, store)
+        row = await self._one(f"SELECT {_count_sql(store)}", host, username, store)
         return int(row[0])
 
 
