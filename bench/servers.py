@@ -357,8 +357,9 @@ class EjabberdDriver(PrivateServer):
     EPMD is started or asked at all, and the node name and cookie are random per run: nothing is
     shared with the package's service or any other Erlang node on the machine. ``erl`` execs
     ``beam.smp``, so the process started is the one measured; SIGTERM makes the node stop in
-    order (``init:stop/0``). Accounts: see :data:`EJABBERD_ACCOUNTS`. Storage is Mnesia, ejabberd's
-    default, for accounts, rosters, offline messages and the archive.
+    order (``init:stop/0``). Accounts: see :data:`EJABBERD_ACCOUNTS`. Accounts and rosters are in
+    Mnesia, ejabberd's default; offline messages and the archive in SQLite, which needs Debian's
+    erlang-p1-sqlite3 beside ejabberd.
     """
 
     name = "ejabberd"
@@ -366,7 +367,11 @@ class EjabberdDriver(PrivateServer):
 
     @staticmethod
     def available() -> bool:
-        return Path(ERL).exists() and any(ERL_LIBS.glob("ejabberd-*/ebin/ejabberd.app"))
+        return (
+            Path(ERL).exists()
+            and any(ERL_LIBS.glob("ejabberd-*/ebin/ejabberd.app"))
+            and any(Path("/usr/lib/erlang/lib").glob("p1_sqlite3-*/ebin/sqlite3.app"))
+        )
 
     def prepare(self, usernames: Sequence[str], password: str) -> list[str]:
         d = self.dir

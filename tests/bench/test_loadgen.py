@@ -27,7 +27,7 @@ def server(request: pytest.FixtureRequest) -> str:
     if name == "prosody":
         require_service(ProsodyDriver.available(), "prosody is not installed (apt-get install prosody)")
     if name == "ejabberd":
-        require_service(EjabberdDriver.available(), "ejabberd is not installed (apt-get install ejabberd)")
+        require_service(EjabberdDriver.available(), "ejabberd or erlang-p1-sqlite3 is not installed (bash .ci/system-packages)")
     return name
 
 

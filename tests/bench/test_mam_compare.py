@@ -25,7 +25,7 @@ def test_every_query_is_answered(server: str) -> None:
         )
     elif server == "ejabberd":
         require_service(
-            mam_compare.EjabberdArchive.available(), "ejabberd is not installed (bash .ci/bench-packages)"
+            mam_compare.EjabberdArchive.available(), "ejabberd or erlang-p1-sqlite3 is not installed (bash .ci/bench-packages)"
         )
     name, _, figures = mam_compare.run_server(server, MESSAGES, repeat=2)
     assert name.startswith(server)
