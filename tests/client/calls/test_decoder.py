@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from av.audio.frame import AudioFrame
 
-from schnack.client.calls.decoder import OpusDecoder, OpusError, has_fec, packet_samples
+from schnack.client.calls.decoder import OpusDecoder, OpusError, has_fec, join, packet_samples
 
 RATE = 48000
 
@@ -141,3 +141,27 @@ def test_frame_sizes_change_mid_stream() -> None:
     assert len(out) == (len(first) * 960 + len(second) * 2880) * 2
     with pytest.raises(OpusError):
         decoder.decode(bytes([0xFF, 0xFF, 0xFF]))
+
+
+def test_join_builds_120_ms_packets_from_60_ms_frames() -> None:
+    """RFC 6716 §3.2: two 60 ms frames in one packet decode to what the two packets decode to."""
+    packets = encode(voice(0.6), frame_ms=60, fec=False, bitrate=12000)
+    assert len(packets) == 10 and all(p[0] & 0x03 == 0 for p in packets)
+    joined = [j for pair in zip(packets[::2], packets[1::2], strict=True) for j in join(pair)]
+    assert len(joined) == 5 and all(packet_samples(j) == 5760 for j in joined)
+    # One TOC byte instead of two, one byte for the first frame's length.
+    assert sum(map(len, joined)) == sum(map(len, packets))
+    assert b"".join(clean_decode(joined)) == b"".join(clean_decode(packets))
+    # No packet holds more than 120 ms: a third frame starts the next one.
+    assert [packet_samples(j) for j in join(packets[:3])] == [5760, 2880]
+
+
+def test_join_keeps_frames_that_cannot_share_a_packet() -> None:
+    pcm = voice(0.2)
+    # SILK frames of 20 and 60 ms have TOCs of their own (RFC 6716 §3.1).
+    short = encode(pcm, frame_ms=20, fec=False, bitrate=12000)[0]
+    long = encode(pcm, frame_ms=60, fec=False, bitrate=12000)[0]
+    assert join([short, long]) == [short, long]
+    assert join([long]) == [long] and join([]) == []
+    with pytest.raises(OpusError):
+        join([long, b""])

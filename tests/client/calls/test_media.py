@@ -9,11 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from schnack.client.calls.decoder import packet_samples
 from schnack.client.calls.media import (
     DATA_SAVER,
     NORMAL,
     EncoderSettings,
     MediaSession,
+    OpusTrack,
     ice_servers,
     opus_of,
     with_profile,
@@ -46,6 +48,25 @@ def test_settings_follow_the_peer() -> None:
     assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "12"), ptime=50)).frame_ms in (40, 60)
     assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "12"))).bitrate == 6000
     assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "x"))).bitrate == 32000
+    # Packets longer than 60 ms are joined from frames of 60 ms at most (RFC 6716 §3.2).
+    assert (SAVER.encode_ms, EncoderSettings().encode_ms) == (60, 20)
+    assert [replace(SAVER, frame_ms=ms).encode_ms for ms in (40, 80, 100)] == [40, 40, 20]
+
+
+def test_data_saver_packets_hold_two_60_ms_frames_and_skip_silence(tmp_path: Path) -> None:
+    """120 ms packets joined from two 60 ms frames (RFC 6716 §3.2.5: TOC code 2 or 3, one
+    configuration); in silence the first frame and then one a second (RFC 7587 §3.1.3)."""
+    track = OpusTrack(None)
+    track.configure(SAVER)
+    tone = read_wav(write_tone(tmp_path / "t.wav", 440, 0.24)).tobytes()
+    packets = track.encode(tone[: 5760 * 2]) + track.encode(tone[5760 * 2 :])
+    assert [at for at, _ in packets] == [0, 5760]
+    for _, payload in packets:
+        assert payload[0] & 0x03 in (2, 3) and packet_samples(payload) == 5760
+    silence = bytes(5760 * 2)
+    sent = [i for i in range(19) if track.encode(silence)]
+    # Eight frames after one sent are 0.96 s: the ninth is the first a second later.
+    assert sent == [0, 9, 18] and track.packets_suppressed == 16
 
 
 def test_profile_written_into_the_description() -> None:
@@ -125,6 +146,20 @@ async def test_data_saver_sends_fewer_bytes(tmp_path: Path) -> None:
             # The silence not sent is in the recording all the same.
             assert caller.track.packets_suppressed > 0 and callee.sink.filled > 0
     assert sent["data-saver"] < sent["normal"] / 2, sent
+
+
+async def test_data_saver_prefers_the_short_srtp_tag() -> None:
+    """RFC 5764 §4.1.2: two data savers agree on the 4-byte tag (12 bytes a packet less than
+    AES-GCM); with a peer that does not offer it, the call goes on with aiortc's own choice."""
+    for caller_profile, callee_profile, expected in ((DATA_SAVER, DATA_SAVER, "SRTP_AES128_CM_SHA1_32"),
+                                                      (DATA_SAVER, NORMAL, "SRTP_AEAD_AES_256_GCM")):  # fmt: skip
+        caller, callee = MediaSession(profile=caller_profile), MediaSession(profile=callee_profile)
+        try:
+            await connect(caller, callee)
+            assert caller.srtp_profile == callee.srtp_profile == expected
+        finally:
+            await caller.close()
+            await callee.close()
 
 
 def tamper(contents: RtpContents) -> RtpContents:

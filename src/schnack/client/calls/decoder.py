@@ -4,13 +4,15 @@ PyAV's decoder only takes packets, so it can neither conceal a lost packet (libo
 §4.4: ``opus_decode`` with no data) nor rebuild one from the redundancy the next packet carries
 (in-band FEC, the SILK "LBRR" frames of RFC 6716 §4.2.4: ``opus_decode(..., decode_fec=1)``).
 This module binds the few libopus calls it needs with ctypes: Debian's ``libopus0`` if it is
-installed, else the copy PyAV's wheel bundles (both export the same stable C API).
+installed, else the copy PyAV's wheel bundles (both export the same stable C API). The sending
+track uses one more of them: the repacketizer, which joins frames into one packet (:func:`join`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -64,6 +66,16 @@ def _library() -> ctypes.CDLL:
     lib.opus_decoder_ctl.restype = ctypes.c_int
     lib.opus_strerror.argtypes = (ctypes.c_int,)
     lib.opus_strerror.restype = ctypes.c_char_p
+    lib.opus_repacketizer_create.argtypes = ()
+    lib.opus_repacketizer_create.restype = ctypes.c_void_p
+    lib.opus_repacketizer_destroy.argtypes = (ctypes.c_void_p,)
+    lib.opus_repacketizer_destroy.restype = None
+    lib.opus_repacketizer_init.argtypes = (ctypes.c_void_p,)
+    lib.opus_repacketizer_init.restype = ctypes.c_void_p
+    lib.opus_repacketizer_cat.argtypes = (ctypes.c_void_p, byte_p, ctypes.c_int32)
+    lib.opus_repacketizer_cat.restype = ctypes.c_int
+    lib.opus_repacketizer_out.argtypes = (ctypes.c_void_p, byte_p, ctypes.c_int32)
+    lib.opus_repacketizer_out.restype = ctypes.c_int32
     return lib
 
 
@@ -111,6 +123,51 @@ def has_fec(packet: bytes) -> bool:
     if packet[0] & 0x04:  # stereo: the side channel's VAD flags and LBRR flag follow
         lbrr |= (first >> (6 - 2 * silk_frames)) & 1
     return bool(lbrr)
+
+
+def join(packets: Sequence[bytes]) -> list[bytes]:
+    """Consecutive Opus packets joined into as few packets as the format allows (RFC 6716 §3.2:
+    up to 120 ms of frames sharing the TOC's mode, bandwidth, frame size and channels), in order;
+    :class:`OpusError` for a packet that is not one.
+
+    The data saver's 120 ms packets are built from 60 ms frames this way: libopus' own 120 ms
+    packets spend fewer bits than asked for, and for the same bytes 60 ms frames score higher
+    (docs/benchmarks.md, "Calls"). Frames that cannot share a packet (the encoder switched mode
+    or bandwidth between them) stay in packets of their own.
+    """
+    lib = _library()
+    state = lib.opus_repacketizer_create()
+    if not state:
+        raise OpusError("opus_repacketizer_create failed")
+    out: list[bytes] = []
+    # The repacketizer keeps pointers into the packets it was given until it is reset.
+    held: list[ctypes.Array[ctypes.c_ubyte]] = []
+
+    def emit() -> None:
+        # RFC 6716 §3.2.5: a TOC byte, a frame count byte, padding and up to two length bytes per frame.
+        buffer = (ctypes.c_ubyte * (sum(len(h) for h in held) + 3 + 2 * len(held)))()
+        size = lib.opus_repacketizer_out(state, buffer, len(buffer))
+        if size < 0:
+            raise OpusError(f"opus_repacketizer_out: {_error(size)}")
+        out.append(bytes(buffer[:size]))
+        lib.opus_repacketizer_init(state)
+        held.clear()
+
+    try:
+        for packet in packets:
+            data = _bytes(packet)
+            if lib.opus_repacketizer_cat(state, data, len(packet)) != OPUS_OK:
+                if not held:
+                    raise OpusError("not an Opus packet")
+                emit()
+                if (status := lib.opus_repacketizer_cat(state, data, len(packet))) != OPUS_OK:
+                    raise OpusError(f"not an Opus packet: {_error(status)}")
+            held.append(data)
+        if held:
+            emit()
+    finally:
+        lib.opus_repacketizer_destroy(state)
+    return out
 
 
 class OpusDecoder:

@@ -26,6 +26,7 @@ import logging
 import math
 import time
 import wave
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,6 +41,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCDtlsTransport, SRTPProtectionProfile
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import AnyRtcpPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket
@@ -52,12 +54,13 @@ from aiortc.stats import (
 from av.audio.frame import AudioFrame
 from av.packet import Packet
 from av.stream import Stream
+from pylibsrtp import Policy
 
 from ...xmpp.payloads.extdisco import Service
 from ...xmpp.payloads.jingle import Content
 from ...xmpp.payloads.jingle_ice import Candidate
 from ...xmpp.payloads.jingle_rtp import Parameter, PayloadType
-from .decoder import OpusDecoder, OpusError, has_fec, packet_samples
+from .decoder import OpusDecoder, OpusError, has_fec, join, packet_samples
 from .jitter import Action, JitterBuffer, Unit
 from .sdp import RtpContents, SessionDescription, candidate_to_sdp, to_jingle, to_sdp
 
@@ -79,6 +82,14 @@ FULLBAND_CUTOFF = 20000
 # aiortc sends its RTCP reports every 0.5-1.5 s; RFC 3550 §6.2 recommends at least 5 s between
 # them (libwebrtc sends audio reports every 5 s). This much is added after each report.
 RTCP_PAUSE = 4.5
+# RFC 5764 §4.1.2 SRTP_AES128_CM_HMAC_SHA1_32: a 4-byte tag on each RTP packet (SRTCP keeps
+# 10). aiortc offers only profiles with a 16-byte (AES-GCM) or 10-byte tag, and picks AES-GCM.
+SRTP_AES128_CM_SHA1_32 = SRTPProtectionProfile(
+    libsrtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+    openssl_profile=b"SRTP_AES128_CM_SHA1_32",
+    key_length=16,
+    salt_length=14,
+)
 # The playout clock: 20 ms of audio to the sink per tick.
 TICK = 0.02
 FRAME = RATE // 50
@@ -101,7 +112,10 @@ class Profile:
     ``header_extensions``: whether our description offers RTP header extensions (XEP-0294).
     Without them the peer sends none (RFC 8285 §6: only negotiated ones are sent): 8 bytes less
     per packet (aiortc's ``mid`` and ``ssrc-audio-level``), which a single audio stream does
-    not need (it is told apart by its SSRC, XEP-0339)."""
+    not need (it is told apart by its SSRC, XEP-0339).
+    ``short_srtp_tag``: whether DTLS-SRTP offers the 4-byte tag first (RFC 5764 §4.1.2), chosen
+    when the peer offers it too. It is fixed by the DTLS handshake, so it follows the profile a
+    call starts with."""
 
     name: str
     bitrate: int
@@ -111,21 +125,25 @@ class Profile:
     playback_rate: int = 16000
     keepalive: float = 0.4
     header_extensions: bool = True
+    short_srtp_tag: bool = False
 
 
 # Measured with `make bench-calls` (docs/benchmarks.md, "Calls"): 32 kbit/s with DTX moves fewer
 # bytes than 24 kbit/s without (silence is half of a conversation) and scores higher. Wideband
 # (16 kHz playback, audio up to 8 kHz, "HD voice"): at 32 kbit/s libopus would otherwise go
 # fullband and spend bits above 8 kHz, where speech carries little (PESQ-WB 4.25 instead of 3.98
-# on the benchmark's speech without FEC). The data saver: 120 ms packets halve the 54 bytes of
-# headers each packet carries (IP, UDP, TURN, RTP, SRTP tag); mediumband (12 kHz playback)
-# scores higher than wideband at 12 kbit/s; libopus adds no FEC at such bitrates (none at
-# 16 kbit/s told to expect 20 % loss), and more would not fit the data plan. libopus' DTX sends
+# on the benchmark's speech without FEC). The data saver: 120 ms packets halve the 60 bytes of
+# headers each packet carries (IPv4 20, UDP 8, TURN 4, RTP 12, the SRTP tag 16 with aiortc's
+# AES-GCM), and the 4-byte SRTP tag takes 12 more off; each packet holds two 60 ms frames
+# (offline PESQ-WB 3.70, where libopus' own 120 ms packets of as many bytes, 13-14 kbit/s,
+# score 3.50-3.61); mediumband (12 kHz playback) scores higher than wideband at 12 kbit/s;
+# libopus adds no FEC below 16 kbit/s (and then only told to expect 25 % loss), which would not
+# fit the data plan. libopus' DTX sends
 # a frame every 400 ms of silence; nothing needs one that often (the receiver plays silence until
 # the next packet, RTCP and ICE consent keep the path alive), so the data saver sends one a second.
 NORMAL = Profile("normal", 32000, 20, fec=True, dtx=True, playback_rate=16000)
 DATA_SAVER = Profile("data-saver", 12000, 120, fec=False, dtx=True, playback_rate=12000, keepalive=1.0,
-                     header_extensions=False)  # fmt: skip
+                     header_extensions=False, short_srtp_tag=True)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -148,6 +166,15 @@ class EncoderSettings:
     def cutoff(self) -> int:
         """The audio bandwidth for libopus: the widest one ``playback_rate`` can play."""
         return next((cut for rate, cut in CUTOFFS if self.playback_rate <= rate), FULLBAND_CUTOFF)
+
+    @property
+    def encode_ms(self) -> int:
+        """The frames libopus encodes, at most 60 ms: a longer packet is joined from them
+        (:func:`.decoder.join`; 120 ms from two of 60 ms, as libopus does it itself but spending
+        the bitrate asked for)."""
+        if self.frame_ms <= 60:
+            return self.frame_ms
+        return next(ms for ms in (60, 40, 20) if self.frame_ms % ms == 0)
 
     @classmethod
     def negotiate(cls, ours: Profile, theirs: PayloadType | None) -> EncoderSettings:
@@ -282,8 +309,11 @@ class OpusTrack(MediaStreamTrack):
         self._encoder: av.AudioCodecContext | None = None
         self._samples = 0
         self._start: float | None = None
+        # The RTP timestamp of the last packet sent (the DTX keepalive counts from it).
         self._last_sent = -math.inf
         self._silence_sent = False
+        # Packets encoded but not yet handed to the sender: (RTP timestamp, payload).
+        self._pending: deque[tuple[int, bytes]] = deque()
         self.packets_sent = 0
         self.packets_suppressed = 0
 
@@ -312,7 +342,7 @@ class OpusTrack(MediaStreamTrack):
         codec.time_base = TIME_BASE
         codec.options = {
             "application": "voip",
-            "frame_duration": str(s.frame_ms),
+            "frame_duration": str(s.encode_ms),
             "fec": "1" if s.fec else "0",
             "packet_loss": str(s.loss_percent if s.fec else 0),
             "vbr": "on",
@@ -333,39 +363,52 @@ class OpusTrack(MediaStreamTrack):
         loop = asyncio.get_running_loop()
         if self._start is None:
             self._start = loop.time()
-        while True:
-            if self._encoder is None:
-                self._encoder = self._open()
+        while not self._pending:
             frame_samples = RATE * self._settings.frame_ms // 1000
-            pcm = self._next_pcm(frame_samples * 2)
-            frame = AudioFrame(format="s16", layout="mono", samples=frame_samples)
-            frame.planes[0].update(pcm)
-            frame.sample_rate = RATE
-            frame.time_base = TIME_BASE
-            frame.pts = self._samples
-            at = self._samples
-            self._samples += frame_samples
-            packets = self._encoder.encode(frame)
+            self._pending.extend(self.encode(self._next_pcm(frame_samples * 2)))
             # Real time: a frame leaves once it has been "spoken".
             await asyncio.sleep(max(0.0, self._start + self._samples / RATE - loop.time()))
-            if not packets:
-                continue
-            now = loop.time()
-            silent = rms(pcm) < SILENCE_RMS
-            keepalive_due = now - self._last_sent >= self._settings.keepalive
-            if self._settings.dtx and silent and self._silence_sent and not keepalive_due:
-                # RFC 7587 §3.1.3: during silence nothing needs to be sent. The first silent
-                # frame is: the receiver decodes it and knows the pause is silence, rather than
-                # concealing the last syllable on into it.
-                self.packets_suppressed += 1
-                continue
-            self._silence_sent = silent
-            self._last_sent = now
-            self.packets_sent += 1
-            packet = Packet(b"".join(bytes(p) for p in packets))
-            packet.pts = at
-            packet.time_base = TIME_BASE
-            return packet
+        return self._packet(*self._pending.popleft())
+
+    def encode(self, pcm: bytes) -> list[tuple[int, bytes]]:
+        """The next ``frame_ms`` of 16-bit PCM encoded: the packets to send, each with its RTP
+        timestamp (more than one when its frames cannot share a packet, RFC 7587 §4.2), or none
+        for silence that DTX leaves out."""
+        if self._encoder is None:
+            self._encoder = self._open()
+        frame_samples = len(pcm) // 2
+        frame = AudioFrame(format="s16", layout="mono", samples=frame_samples)
+        frame.planes[0].update(pcm)
+        frame.sample_rate = RATE
+        frame.time_base = TIME_BASE
+        frame.pts = self._samples
+        at = self._samples
+        self._samples += frame_samples
+        packets = self._encoder.encode(frame)
+        if not packets:
+            return []
+        silent = rms(pcm) < SILENCE_RMS
+        keepalive_due = (at - self._last_sent) / RATE >= self._settings.keepalive
+        if self._settings.dtx and silent and self._silence_sent and not keepalive_due:
+            # RFC 7587 §3.1.3: during silence nothing needs to be sent. The first silent
+            # frame is: the receiver decodes it and knows the pause is silence, rather than
+            # concealing the last syllable on into it.
+            self.packets_suppressed += 1
+            return []
+        self._silence_sent = silent
+        self._last_sent = at
+        out = []
+        for payload in join([bytes(p) for p in packets]):
+            out.append((at, payload))
+            at += packet_samples(payload)
+        return out
+
+    def _packet(self, at: int, payload: bytes) -> Packet[Stream]:
+        self.packets_sent += 1
+        packet = Packet(payload)
+        packet.pts = at
+        packet.time_base = TIME_BASE
+        return packet
 
 
 # -- receiving ----------------------------------------------------------------------------------
@@ -596,6 +639,20 @@ def pace_rtcp(part: RTCRtpSender | RTCRtpReceiver, pause: float = RTCP_PAUSE) ->
     part._schnack_paced = True  # type: ignore[union-attr]
 
 
+# -- SRTP ---------------------------------------------------------------------------------------
+
+
+def prefer_short_srtp_tag(transport: RTCDtlsTransport) -> None:
+    """Offer SRTP_AES128_CM_HMAC_SHA1_32 first in the DTLS ``use_srtp`` extension (RFC 5764
+    §4.1.2), before aiortc's own profiles: each RTP packet then carries a 4-byte tag instead of
+    AES-GCM's 16. A peer that does not offer it (libwebrtc does not by default) gets one of
+    the others; the DTLS server picks. RFC 3711 §7.5 allows a tag shorter than 80 bits where
+    bandwidth is scarce; a forged packet gets through once in 2**32 tries and then costs one
+    packet of audio, and encryption is unchanged (AES-128). SRTCP keeps its 10-byte tag."""
+    if transport._srtp_profiles[:1] != [SRTP_AES128_CM_SHA1_32]:
+        transport._srtp_profiles = [SRTP_AES128_CM_SHA1_32, *SRTP_PROFILES]
+
+
 # -- the peer connection ------------------------------------------------------------------------
 
 
@@ -612,6 +669,7 @@ class MediaSession:
         self.config = RTCConfiguration(iceServers=ice_servers(services), iceTransportPolicy=policy)
         self.pc = RTCPeerConnection(self.config)
         self.profile = profile
+        self._short_srtp_tag = profile.short_srtp_tag
         self.track = OpusTrack(source)
         self._remote_opus: PayloadType | None = None
         self._started: float | None = None
@@ -620,21 +678,25 @@ class MediaSession:
         self.connected = asyncio.Event()
         self.failed = asyncio.Event()
         self.pc.addTrack(self.track)
-        self._pace_rtcp()
+        self._prepare()
         self.pc.on("track", self._track)
         self.pc.on("connectionstatechange", self._state_changed)
 
     def _track(self, track: MediaStreamTrack) -> None:
         """The peer's audio: its receiver's packets go to our playout, not to aiortc's decoder."""
         receiver = next(t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track)
-        self._pace_rtcp()
+        self._prepare()
         self.playout.start(receiver)
 
-    def _pace_rtcp(self) -> None:
-        """Every transceiver's reports at RFC 3550's pace (:func:`pace_rtcp`), before they start."""
+    def _prepare(self) -> None:
+        """Every transceiver's reports at RFC 3550's pace (:func:`pace_rtcp`), before they start;
+        and the short SRTP tag offered if the call starts with a profile that wants it, before
+        the DTLS handshake (a transceiver made for the peer's offer gets it too)."""
         for transceiver in self.pc.getTransceivers():
             pace_rtcp(transceiver.sender)
             pace_rtcp(transceiver.receiver)
+            if self._short_srtp_tag:
+                prefer_short_srtp_tag(transceiver.sender.transport)
 
     def _state_changed(self) -> None:
         state = self.pc.connectionState
@@ -645,7 +707,7 @@ class MediaSession:
             self.failed.set()
 
     def _local(self, writer: str) -> RtpContents:
-        self._pace_rtcp()
+        self._prepare()
         description = self.pc.localDescription
         contents = with_profile(to_jingle(SessionDescription.parse(description.sdp), writer), self.profile)
         self.playout.payload_types.update(pt.id for c in contents.contents if (pt := opus_of(c)) is not None)
@@ -695,6 +757,16 @@ class MediaSession:
         self._remote_opus = opus
         self.playout.payload_types.add(opus.id)
         self.track.configure(EncoderSettings.negotiate(self.profile, opus))
+
+    @property
+    def srtp_profile(self) -> str | None:
+        """The SRTP protection profile DTLS agreed on (RFC 5764 §4.1.2), once connected."""
+        for transceiver in self.pc.getTransceivers():
+            transport = transceiver.sender.transport
+            if transport.state == "connected" and transport._ssl is not None:
+                selected = transport._ssl.get_selected_srtp_profile()
+                return selected.decode() if selected else None
+        return None
 
     @property
     def fingerprint_ok(self) -> bool:
