@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from schnack.xmpp.srv import SrvRecord, no_service, srv_order
+from schnack.xmpp.srv import SrvRecord, no_service, srv_names, srv_order
 
 
 def record(priority: int, weight: int, target: str) -> SrvRecord:
@@ -31,3 +31,13 @@ def test_only_the_root_target_means_no_service() -> None:
     assert no_service([record(0, 0, "")])
     assert not no_service([record(0, 0, ""), record(1, 0, "a")])
     assert not no_service([])
+
+
+def test_srv_names_direct_tls_first() -> None:
+    """XEP-0368 §3 names the direct TLS records beside RFC 6120's STARTTLS ones."""
+    assert srv_names("example.org", "client") == [
+        ("_xmpps-client._tcp.example.org", True), ("_xmpp-client._tcp.example.org", False)]
+    assert srv_names("example.org", "server") == [
+        ("_xmpps-server._tcp.example.org", True), ("_xmpp-server._tcp.example.org", False)]
+    assert srv_names("example.org", "client", direct_tls=False) == [("_xmpp-client._tcp.example.org", False)]
+    assert srv_names("example.org", "server", direct_tls=True) == [("_xmpps-server._tcp.example.org", True)]

@@ -124,28 +124,28 @@ def usage(records: list[CallRecord]) -> list[ContactUsage]:
     return sorted(per.values(), key=lambda u: (-u.total, u.contact))
 
 
-def kilobytes(count: int) -> str:
-    return f"{count / 1000:.1f} kB"
-
-
 def duration_text(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}:{rest:02d}" if minutes else f"{seconds:.1f} s"
 
 
 def call_line(record: CallRecord) -> str:
+    from ..client.sizes import data_size as size
+
     when = record.ended.astimezone().strftime("%Y-%m-%d %H:%M")
     way = "→" if record.direction == "out" else "←"
     profile = "data saver" if record.data_saver else "normal"
     line = (f"{when} {way} {record.contact}  {duration_text(record.duration)}  "
-            f"↑ {kilobytes(record.bytes_sent)} ↓ {kilobytes(record.bytes_received)}  {profile}, {record.verified}")  # fmt: skip
+            f"↑ {size(record.bytes_sent, 'kB')} ↓ {size(record.bytes_received, 'kB')}  {profile}, {record.verified}")  # fmt: skip
     return line + (f"  ({record.ending})" if record.ending else "")
 
 
 def usage_line(entry: ContactUsage) -> str:
+    from ..client.sizes import data_size as size
+
     plural = "call" if entry.calls == 1 else "calls"
     return (f"{entry.contact}: {entry.calls} {plural}, {duration_text(entry.duration)}, "
-            f"{kilobytes(entry.total)} (↑ {kilobytes(entry.bytes_sent)} ↓ {kilobytes(entry.bytes_received)})")  # fmt: skip
+            f"{size(entry.total, 'kB')} (↑ {size(entry.bytes_sent, 'kB')} ↓ {size(entry.bytes_received, 'kB')})")  # fmt: skip
 
 
 @click.group(invoke_without_command=True)

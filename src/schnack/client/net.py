@@ -16,9 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
-import aiodns
-import pycares
-
+from ..dns import srv_records
 from ..xmpp.errors import StreamError
 from ..xmpp.jid import JID
 from ..xmpp.negotiation import (
@@ -34,7 +32,7 @@ from ..xmpp.negotiation import (
 )
 from ..xmpp.payloads.sasl2 import UserAgent
 from ..xmpp.payloads.sm import Enable, Enabled, Failed, Resume, Resumed
-from ..xmpp.srv import SrvRecord, no_service, srv_order
+from ..xmpp.srv import no_service, srv_names, srv_order
 from . import tls
 from .errors import AuthenticationError, ConnectError
 
@@ -56,18 +54,6 @@ class Endpoint:
     direct_tls: bool
 
 
-async def _srv(resolver: aiodns.DNSResolver, name: str, direct_tls: bool) -> list[SrvRecord]:
-    try:
-        result = await resolver.query_dns(name, "SRV")
-    except aiodns.error.DNSError:
-        return []
-    return [
-        SrvRecord(a.data.priority, a.data.weight, a.data.port, a.data.target.rstrip("."), direct_tls)
-        for a in result.answer
-        if isinstance(a.data, pycares.SRVRecordData)
-    ]
-
-
 async def endpoints(domain: str, *, host: str | None, port: int | None, direct_tls: bool | None,
                     dns_servers: Sequence[str] | None = None) -> list[Endpoint]:
     """Where to try to connect, in order.
@@ -78,15 +64,7 @@ async def endpoints(domain: str, *, host: str | None, port: int | None, direct_t
     """
     if host is not None:
         return [Endpoint(host, port or (DIRECT_TLS_PORT if direct_tls else STARTTLS_PORT), bool(direct_tls))]
-    resolver = aiodns.DNSResolver(nameservers=list(dns_servers) if dns_servers else None, timeout=5, tries=2)
-    try:
-        kinds = [k for k in (True, False) if direct_tls is None or direct_tls == k]
-        found = await asyncio.gather(
-            *(_srv(resolver, f"_{'xmpps' if k else 'xmpp'}-client._tcp.{domain}", k) for k in kinds)
-        )
-    finally:
-        await resolver.close()
-    records = [r for group in found for r in group]
+    records = await srv_records(srv_names(domain, "client", direct_tls), dns_servers)
     if no_service(records):
         raise ConnectError(f"{domain} says in DNS that it offers no XMPP service")
     if records:

@@ -1,7 +1,7 @@
 """DNS SRV records and the order in which to try them (RFC 2782), for clients and servers alike.
 
 RFC 6120 §3.2.1 and XEP-0368 name the records (``_xmpp-client._tcp``, ``_xmpps-server._tcp`` and
-so on); looking them up is the caller's I/O, choosing among them happens here.
+so on); looking them up is I/O (:mod:`schnack.dns`), naming and choosing among them happens here.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,15 @@ class SrvRecord:
     port: int
     target: str
     direct_tls: bool
+
+
+def srv_names(domain: str, service: Literal["client", "server"], direct_tls: bool | None = None
+              ) -> list[tuple[str, bool]]:
+    """The SRV names of ``service`` at ``domain``, each with whether it means direct TLS:
+    ``_xmpps-…`` (XEP-0368 §3) and ``_xmpp-…`` (STARTTLS, RFC 6120 §3.2.1), or the one kind
+    ``direct_tls`` names."""
+    return [(f"_{'xmpps' if tls else 'xmpp'}-{service}._tcp.{domain}", tls)
+            for tls in (True, False) if direct_tls is None or direct_tls == tls]
 
 
 def srv_order(records: Sequence[SrvRecord], rng: random.Random | None = None) -> list[SrvRecord]:

@@ -49,6 +49,7 @@ from ...xmpp.payloads.upload import NS, SLOT, Slot, SlotRequest, UploadError, ma
 from ...xmpp.xml import element, qname, sub
 from ..errors import ClientError, XmppError
 from ..omemo.errors import NoOmemoDevices
+from ..sizes import data_size
 from ..tls import context
 
 if TYPE_CHECKING:
@@ -220,8 +221,8 @@ class Files:
         service = await self.service()
         upload_size = size + TAG_SIZE if encrypted else size
         if service.max_file_size is not None and upload_size > service.max_file_size:
-            raise FileTooBig(f"{path.name} is {_size(size)}; {service.jid} takes at most "
-                             f"{_size(service.max_file_size)}")
+            raise FileTooBig(f"{path.name} is {data_size(size)}; {service.jid} takes at most "
+                             f"{data_size(service.max_file_size)}")
         kind = content_type or guess_type(path.name)[0] or "application/octet-stream"
         # The server sees the extension only: it tells apps the kind of file, not its name.
         name = secrets.token_hex(12) + path.suffix.lower()[:16] if encrypted else path.name
@@ -326,13 +327,13 @@ class Files:
                     raise DownloadFailed(f"cannot fetch {found.name}: HTTP {response.status} {response.reason}")
                 total = response.content_length or 0
                 if total > max_size:
-                    raise DownloadFailed(f"{found.name} is {_size(total)}, more than the limit of {_size(max_size)}")
+                    raise DownloadFailed(f"{found.name} is {data_size(total)}, more than the limit of {data_size(max_size)}")
                 done = 0
                 held = b""
                 async for chunk in response.content.iter_chunked(CHUNK):
                     done += len(chunk)
                     if done > max_size:
-                        raise DownloadFailed(f"{found.name} is more than the limit of {_size(max_size)}")
+                        raise DownloadFailed(f"{found.name} is more than the limit of {data_size(max_size)}")
                     if decryptor is None:
                         sink.write(chunk)
                     else:
@@ -420,14 +421,3 @@ def _place(partial: Path, wanted: Path) -> Path:
             os.link(partial, target)
             return target
     raise DownloadFailed(f"no free file name for {wanted.name} in {wanted.parent}")
-
-
-def _size(n: int) -> str:
-    if n < 1000:
-        return f"{n} bytes"
-    value = float(n)
-    for unit in ("KB", "MB", "GB"):
-        value /= 1000
-        if value < 1000 or unit == "GB":
-            break
-    return f"{value:.1f} {unit}"

@@ -10,15 +10,12 @@ that the domain offers no s2s service (§3.2.1).
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import aiodns
-import pycares
-
-from ...xmpp.srv import SrvRecord, no_service, srv_order
+from ...dns import srv_records
+from ...xmpp.srv import no_service, srv_names, srv_order
 from ..config import parse_address
 
 PORT = 5269
@@ -46,18 +43,6 @@ def ip_literal(domain: str) -> str | None:
         return None
 
 
-async def _srv(resolver: aiodns.DNSResolver, name: str, direct_tls: bool) -> list[SrvRecord]:
-    try:
-        result = await resolver.query_dns(name, "SRV")
-    except aiodns.error.DNSError:
-        return []
-    return [
-        SrvRecord(a.data.priority, a.data.weight, a.data.port, a.data.target.rstrip("."), direct_tls)
-        for a in result.answer
-        if isinstance(a.data, pycares.SRVRecordData)
-    ]
-
-
 async def endpoints(domain: str, overrides: Mapping[str, str], *,
                     dns_servers: Sequence[str] | None = None) -> list[Endpoint]:
     """Where to try to connect to ``domain``, in order (see the module docstring)."""
@@ -68,15 +53,7 @@ async def endpoints(domain: str, overrides: Mapping[str, str], *,
     address = ip_literal(domain)
     if address is not None:
         return [Endpoint(address, PORT)]
-    resolver = aiodns.DNSResolver(nameservers=list(dns_servers) if dns_servers else None, timeout=5, tries=2)
-    try:
-        found = await asyncio.gather(
-            _srv(resolver, f"_xmpps-server._tcp.{domain}", True),
-            _srv(resolver, f"_xmpp-server._tcp.{domain}", False),
-        )
-    finally:
-        await resolver.close()
-    records = [r for group in found for r in group]
+    records = await srv_records(srv_names(domain, "server"), dns_servers)
     if no_service(records):
         raise NoService(f"{domain} offers no server-to-server service")
     if records:
