@@ -60,12 +60,11 @@ class Cluster:
     redis_url: str
     prefix: str
 
-    async def settle(self, *, groups: bool = True) -> None:
-        """Stop the load, wait until the ledger balances (without ``groups``, for 1:1 messages),
-        then check it."""
+    async def settle(self) -> None:
+        """Stop the load, wait until the ledger balances, then check it."""
         self.stop.set()
         await self.load
-        await balanced(self.ledger, groups=groups)
+        await balanced(self.ledger)
         assert not self.ledger.duplicated(), self.ledger.summary()
         assert self.ledger.acked & self.ledger.group_sent, self.ledger.summary()
 
@@ -167,11 +166,7 @@ async def test_a_redis_restart_loses_nothing(tmp_path: Path) -> None:
             await asyncio.sleep(2)
             await redis.start()
             await asyncio.sleep(3)
-            # Group messages are not held to "none lost" here yet, only checked for duplicates:
-            # when the room refuses a message (its sender was dropped from the room while the
-            # bus was away) and the refusal cannot cross the bus, the confirmation that follows
-            # it still does, so the sender takes the message as sent.
-            await cluster.settle(groups=False)
+            await cluster.settle()
             assert not cluster.refused_chats(), cluster.ledger.summary()
             # The nodes noticed, and kept serving their clients meanwhile (nobody was disconnected).
             assert all("lost Redis" in node.log.read_text() for node in cluster.nodes)

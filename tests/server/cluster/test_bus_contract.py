@@ -302,6 +302,11 @@ async def test_a_deliver_that_asks_is_answered_with_done(cluster: Cluster) -> No
     assert await b.publish(inbox_b.messages[0].asker, Done(asking.ask))
     await eventually(lambda: _count(inbox_a.answers), lambda n: n == 1)
     assert inbox_a.answers == [Done("a:t1")]
+    # A refusal rides inside the answer, whole.
+    refusal = "<message xmlns='jabber:client' type='error' to='alice@example.org/phone'/>"
+    assert await b.publish("a", Done("a:t2", refusal))
+    await eventually(lambda: _count(inbox_a.answers), lambda n: n == 2)
+    assert inbox_a.answers[1] == Done("a:t2", refusal)
 
 
 async def _count(items: list[Deliver] | list[Done]) -> int:

@@ -27,11 +27,19 @@ def test_node_down_and_done_round_trip() -> None:
     assert decode(encode(Done("a:1f"))) == Done("a:1f")
 
 
+@given(st.text(), st.text(min_size=1))
+def test_done_carrying_a_refusal_round_trips(token: str, refusal: str) -> None:
+    assert decode(encode(Done(token, refusal))) == Done(token, refusal)
+
+
 def test_encoding_is_compact_and_versioned() -> None:
     data = encode(Deliver("b@x/r", "a@x/r", "<message/>"))
     assert data == b'[1,"deliver","b@x/r","a@x/r","<message/>"]'
     # The copy flag is written only when set, so a plain delivery keeps the three-field form.
     assert encode(Deliver("b@x/r", "", "<m/>", copy=True)) == b'[1,"deliver","b@x/r","","<m/>",true]'
+    # An acceptance keeps the one-field form that nodes of before the refusal field read.
+    assert encode(Done("a:1f")) == b'[1,"done","a:1f"]'
+    assert encode(Done("a:1f", "<message type='error'/>")) == b'[1,"done","a:1f","<message type=\'error\'/>"]'
     assert VERSION == 1
 
 
@@ -48,6 +56,10 @@ def test_encoding_is_compact_and_versioned() -> None:
     (b'[1,"deliver","a","b","<m/>",false,"nocolon"]', "deliver: the ask token must be a string node:id"),
     (b'[1,"deliver","a","b","<m/>",false,"a:1",1]', "deliver: needs to, from and xml strings"),
     (b'[1,"done"]', "done: needs a token"),
+    (b'[1,"done",1]', "done: needs a token"),
+    (b'[1,"done","a:1",""]', "done: the refusal must be a stanza's XML"),
+    (b'[1,"done","a:1",true]', "done: the refusal must be a stanza's XML"),
+    (b'[1,"done","a:1","<m/>","more"]', "done: needs a token"),
     (b'[1,"node-down"]', "node-down: needs a node name"),
     (b'{"v":1}', "expected [version, kind, ...]"),
     (b"[1]", "expected [version, kind, ...]"),

@@ -11,8 +11,11 @@ from xml.etree.ElementTree import Element
 import redis.asyncio as aioredis
 
 from schnack.server.cluster import RedisBus
+from schnack.server.modules.muc import Muc
+from schnack.server.modules.muc.room import Room
 from schnack.xmpp import ns
-from schnack.xmpp.xml import serialize
+from schnack.xmpp.jid import JID
+from schnack.xmpp.xml import element, serialize
 
 from ..modules.groups import ADMIN, MESSAGE, PRESENCE, ROOM, create, join_xml, set_affiliation, statuses
 from ..modules.messaging import body
@@ -78,6 +81,69 @@ async def test_a_group_outlives_its_node_and_loses_nothing(tmp_path: Path, backe
         got = await until(bob, lambda el: el.tag == MESSAGE and el.get("id") in ("g1", "g3"))
         assert body(got) == "new"
         assert await b.storage.archive.count("groups.localhost", "family", "muc") == 2
+
+
+async def test_a_refusal_reaches_a_sender_the_directory_forgot(tmp_path: Path, backend: str) -> None:
+    """The directory lost bob's session (Redis restarted; his node has not written it back yet):
+    the room's fan-out cannot reach him, so he leaves the room, and his next message is refused.
+    The refusal travels inside the answer his node waits for, not as a stanza of its own that
+    would need the directory: he is told, rather than his message taken as sent."""
+    async with nodes(tmp_path, backend) as (a, b):
+        owner = await online(a, "alice@localhost/phone")
+        await create(owner, nick="alice")
+        assert (await set_affiliation(owner, "bob@localhost", "member")).get("type") == "result"
+        bob = await online(b, "bob@localhost/desk")
+        await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
+        await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el))
+        await b.cluster.bus.unregister("bob@localhost/desk")
+
+        await owner.send(groupchat("bob cannot get this", "g1"))
+        muc = a.modules.get("muc")
+        assert isinstance(muc, Muc)
+        room = muc.rooms.live[JID.parse(ROOM)]
+        await eventually(lambda: _occupants(room), lambda sessions: "bob@localhost/desk" not in sessions)
+
+        await bob.send(groupchat("sent after the room let bob go", "g2"))
+        refused = await until(bob, lambda el: el.tag == MESSAGE and el.get("id") == "g2")
+        assert error_of(refused) == ("modify", "not-acceptable")
+        assert refused.get("from") == ROOM
+        assert await a.storage.archive.count("groups.localhost", "family", "muc") == 1
+
+
+async def _occupants(room: Room) -> set[str]:
+    return {str(full) for full in room.by_session}
+
+
+async def test_what_the_room_sent_before_letting_an_occupant_go_stays_behind(tmp_path: Path, backend: str) -> None:
+    """The room's fan-out could not reach bob, so it let him go; its messages to him posted
+    before that are still on their way. They stay behind until he joins again: one reaching
+    him while he still takes himself for an occupant would move his place in the archive past
+    the message he missed. His unavailable presence goes on, to tell him to join again."""
+    async with nodes(tmp_path, backend) as (a, b):
+        owner = await online(a, "alice@localhost/phone")
+        await create(owner, nick="alice")
+        assert (await set_affiliation(owner, "bob@localhost", "member")).get("type") == "result"
+        bob = await online(b, "bob@localhost/desk")
+        await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
+        await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el))
+        groups = a.cluster.groups
+        desk = JID.parse("bob@localhost/desk")
+
+        def from_room(message_id: str) -> Element:
+            return element(MESSAGE, {"from": f"{ROOM}/alice", "to": str(desk), "type": "groupchat", "id": message_id})
+
+        await groups.lost(desk, from_room("missed"))
+        muc = a.modules.get("muc")
+        assert isinstance(muc, Muc)
+        assert str(desk) not in await _occupants(muc.rooms.live[JID.parse(ROOM)])
+        assert groups.cut_off(desk, from_room("posted before he left"))
+        left = element(PRESENCE, {"from": f"{ROOM}/bob", "to": str(desk), "type": "unavailable"})
+        assert not groups.cut_off(desk, left)
+        await until(bob, lambda el: el.tag == PRESENCE and el.get("type") == "unavailable" and 110 in statuses(el))
+
+        await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
+        await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el) and el.get("type") is None)
+        assert not groups.cut_off(desk, from_room("after he joined again"))
 
 
 async def test_a_room_keeps_one_node_when_redis_forgets_everything(tmp_path: Path) -> None:

@@ -8,12 +8,15 @@ the room (presence, messages, IQs to the room or to an occupant; from its client
 such as a leaving session's unavailable presence) over the bus to the owner, which routes it as its
 own. The room's fan-out reaches occupants on other nodes through ``ClusterNode.post``, in order.
 
-No group message is lost once acknowledged (XEP-0198): a groupchat message a client here sends to
-a room owned elsewhere is forwarded with an ``ask`` token, and the client's stream goes on (and
-acknowledges it) only once the owner answers :class:`~.messages.Done`: by then the room stored it
-in its archive (MUC MAM, in the shared storage) and sent it out, or sent the refusal back. When the
-owner cannot be reached or does not answer in time (it died, Redis is away), the client gets
-``internal-server-error`` of type ``wait`` and sends the message again. Nor is a room split:
+No group message is lost once acknowledged (XEP-0198): a message a client here sends to a room
+owned elsewhere (or to an occupant in it) is forwarded with an ``ask`` token, and the client's
+stream goes on (and acknowledges it) only once the owner answers :class:`~.messages.Done`: by then
+the room stored it in its archive (MUC MAM, in the shared storage) and sent it out, or refused it.
+A refusal (the sender left the room while the bus was away, say) rides inside that ``Done``, not
+as a stanza of its own before it: the two cannot be parted, so a client is never told "accepted"
+for a message whose refusal was lost on the way. When the owner cannot be reached or does not
+answer in time (it died, Redis is away), the client gets ``internal-server-error`` of type
+``wait`` and sends the message again. Nor is a room split:
 while Redis cannot name a room's owner, or the owner does not take a stanza, the stanza is refused
 with that error rather than served by a second copy of the room here.
 
@@ -23,7 +26,9 @@ from storage, and clients find out by self-ping (XEP-0410: not-acceptable) or by
 message, join again and read what they missed from the room's archive. The owner of a room drops
 the occupants whose node died (their sessions left the directory), and those its fan-out could not
 reach (their node is gone or the bus is away), as if they had sent unavailable presence (§7.14,
-§18.1.2): they too learn it by self-ping and catch up from the archive.
+§18.1.2): they too learn it by self-ping and catch up from the archive. The room's messages to
+such an occupant that were still on their way stay behind until it has joined again, so that its
+place in the archive never moves past a message it missed.
 
 Stanzas to the service itself (disco of ``groups.<domain>``) need no room and are answered on any
 node.
@@ -34,6 +39,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
@@ -41,9 +48,8 @@ from ...xmpp import ns
 from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID
 from ...xmpp.stanza import Stanza
-from ...xmpp.xml import element, qname
+from ...xmpp.xml import element, qname, serialize
 from ..hooks import HANDLED, Handled
-from ..modules.message import message_type
 from ..modules.muc import Muc
 from .bus import BusUnavailable
 from .messages import Done
@@ -59,11 +65,27 @@ FIRST = 1000
 # How long a client's group message waits for the room's node to store and send it.
 CONFIRM_TIMEOUT = 3.0
 _PRESENCE = qname(ns.CLIENT, "presence")
+_MESSAGE = qname(ns.CLIENT, "message")
 UNREACHABLE = "the group's server is not reachable right now; send it again"
 
 
 def _unreachable() -> StanzaError:
     return StanzaError("internal-server-error", UNREACHABLE, type="wait")
+
+
+@dataclass
+class _Asked:
+    """A message another node waits for while a room here handles it: its sender, its id, and
+    the error the room answered it with, kept for the :class:`Done` instead of sent on its own."""
+
+    sender: JID | None
+    id: str | None
+    refusal: Element | None = None
+    open: bool = True
+
+
+# Set while a room here handles a message another node asked about (see :meth:`ClusterGroups.arrived`).
+_handling: ContextVar[_Asked | None] = ContextVar("schnack_cluster_asked", default=None)
 
 
 class ClusterGroups:
@@ -75,8 +97,8 @@ class ClusterGroups:
         self.domains: frozenset[str] = frozenset()
         # Owners this node looked up, forgotten when the owner dies or Redis comes back.
         self._owners: dict[JID, str] = {}
-        # ask token -> (the room's node, the future its Done resolves).
-        self._asked: dict[str, tuple[str, asyncio.Future[None]]] = {}
+        # ask token -> (the room's node, the future its Done resolves with the refusal, if any).
+        self._asked: dict[str, tuple[str, asyncio.Future[Element | None]]] = {}
         # Set while the node drains: its rooms are gone, and it serves no room any more.
         self.leaving = False
         # (room, occupant's full JID) -> the occupancy whose fan-out stopped reaching it: nothing
@@ -127,9 +149,8 @@ class ClusterGroups:
             return self._refuse(stanza, origin)
         if owner == self.node.name:
             return None
-        if origin is not None and stanza.kind == "message" and to.resource is None \
-                and message_type(stanza) == "groupchat":
-            return await self._confirmed(owner, stanza, to)
+        if origin is not None and stanza.kind == "message" and stanza.type != "error":
+            return await self._confirmed(owner, stanza, to, origin)
         if await self.node.forward(owner, stanza, to):
             return HANDLED
         # The owner is gone (not yet reaped) or the bus is away: ask again next time.
@@ -145,35 +166,62 @@ class ClusterGroups:
             return HANDLED
         raise _unreachable()
 
-    async def _confirmed(self, owner: str, stanza: Stanza, to: JID) -> Handled:
-        """Forward a client's groupchat message and wait until the room's node handled it."""
+    async def _confirmed(self, owner: str, stanza: Stanza, to: JID, origin: Session) -> Handled:
+        """Forward a client's message for a room and wait until the room's node handled it; pass
+        the room's refusal, if it sent one, to the client."""
         token = f"{self.node.name}:{secrets.token_hex(12)}"
-        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        answered: asyncio.Future[Element | None] = asyncio.get_running_loop().create_future()
         self._asked[token] = (owner, answered)
         try:
             if not await self.node.forward(owner, stanza, to, ask=token):
                 self._owners.pop(to.bare, None)
                 raise _unreachable()
-            await asyncio.wait_for(answered, CONFIRM_TIMEOUT)
+            refusal = await asyncio.wait_for(answered, CONFIRM_TIMEOUT)
         except (TimeoutError, ConnectionError):
             self._owners.pop(to.bare, None)
             log.warning("node %s did not confirm a message for room %s", owner, to.bare)
             raise _unreachable() from None
         finally:
             self._asked.pop(token, None)
+        if refusal is not None and not origin.closed:
+            origin.send(refusal)
         return HANDLED
 
     async def arrived(self, stanza: Stanza, ask: str) -> None:
-        """A stanza another node forwarded to a room here; :class:`Done` to the asker once handled
-        (stored and sent out, or refused: the error went back to the sender before it)."""
+        """A stanza another node forwarded to a room here; with ``ask``, :class:`Done` to the
+        asker once handled: stored and sent out, or refused, the refusal inside the ``Done``."""
+        asked = _Asked(stanza.from_, stanza.id) if ask else None
         if await self._serves(stanza):
-            await self.server.router.route(stanza, None)
+            context = _handling.set(asked)
+            try:
+                await self.server.router.route(stanza, None)
+            finally:
+                _handling.reset(context)
+                if asked is not None:
+                    asked.open = False
         elif stanza.type not in ("error", "result", "unavailable"):
             # Not (or no longer) the room's node: refused rather than passed on, so that the
             # asker's Done never stands for a stanza that went further (or round in circles).
-            await self.server.router.send(stanza.error(_unreachable()))
-        if ask:
-            await self.node.answer(ask.partition(":")[0], Done(ask))
+            refusal = stanza.error(_unreachable())
+            if asked is not None:
+                asked.refusal = refusal
+            else:
+                await self.server.router.send(refusal)
+        if asked is not None:
+            refused = serialize(asked.refusal, None) if asked.refusal is not None else ""
+            await self.node.answer(ask.partition(":")[0], Done(ask, refused))
+
+    def keep_refusal(self, stanza: Stanza) -> bool:
+        """Whether ``stanza`` is the error a room here answers a message with that another node
+        asked about: then it is kept for that node's :class:`Done` (see :meth:`arrived`) rather
+        than routed, which could fail on its own while the ``Done`` gets through."""
+        asked = _handling.get()
+        if asked is None or not asked.open or stanza.kind != "message" or stanza.type != "error":
+            return False
+        if stanza.to != asked.sender or stanza.id != asked.id:
+            return False
+        asked.refusal = stanza.el
+        return True
 
     async def _serves(self, stanza: Stanza) -> bool:
         """Whether the room ``stanza`` is for lives here (an occupant's address counts as its room)."""
@@ -185,15 +233,21 @@ class ClusterGroups:
         except BusUnavailable:
             return False
 
-    def done(self, token: str) -> None:
-        """The room's node handled the message ``token`` names."""
+    def done(self, token: str, refusal: Element | None) -> None:
+        """The room's node handled the message ``token`` names, refusing it with ``refusal``."""
         asked = self._asked.get(token)
         if asked is not None and not asked[1].done():
-            asked[1].set_result(None)
+            asked[1].set_result(refusal)
 
     def cut_off(self, to: JID, el: Element) -> bool:
         """Whether ``el``, which a room here posted to ``to``, belongs to an occupancy whose
-        fan-out already failed once (see :meth:`lost`): then it is dropped too."""
+        fan-out already failed once (see :meth:`lost`): then it is dropped too.
+
+        That holds after the room let the occupant go as well, until it joins again: the room's
+        messages posted before it left are still on their way, and one of them reaching a client
+        that does not know yet that it left would move its place in the archive past the message
+        it missed. Its own unavailable presence goes on: that tells it to join again.
+        """
         if not self._cut:
             return False
         sender = el.get("from")
@@ -205,9 +259,12 @@ class ClusterGroups:
             return False
         muc = self._muc()
         room = muc.rooms.live.get(room_jid) if muc is not None else None
-        if room is not None and room.by_session.get(to) is occupancy:
+        now = room.by_session.get(to) if room is not None else None
+        if now is occupancy:
             return True
-        del self._cut[(room_jid, to)]  # it left, or joined again: a new occupancy
+        if now is None:
+            return el.tag == _MESSAGE and el.get("type") == "groupchat"
+        del self._cut[(room_jid, to)]  # it joined again: a new occupancy
         return False
 
     async def lost(self, to: JID, el: Element) -> None:

@@ -3,7 +3,10 @@
 A message travels as one JSON array ``[version, kind, ...fields]``; a stanza's XML rides as a
 string inside it, so a forwarding node never parses it. A node that gets a version or kind it does
 not know (a newer node in a rolling upgrade) refuses it with :class:`BusMessageError`, which the
-backends log and drop; it never takes the subscriber down.
+backends log and drop; it never takes the subscriber down. Fields added within version 1 are
+optional and trailing, written only when set, and chosen so that an older node dropping a message
+that carries one loses nothing (see :class:`Done`); the version changes only when a message that
+older nodes would accept changes its meaning.
 """
 
 from __future__ import annotations
@@ -65,21 +68,32 @@ class Deliver:
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    """Tells the node that asked (:attr:`Deliver.ask`) that the stanza ``token`` names was handled."""
+    """Tells the node that asked (:attr:`Deliver.ask`) that the stanza ``token`` names was handled.
+
+    ``refusal`` is the serialized error stanza the receiving node answered it with (a room that
+    refused a group message), empty when it was accepted. It rides inside the answer so that the
+    two cannot be parted: the asker hears "handled" only together with "refused", never without
+    it. It is encoded only when set, so an acceptance keeps the one-field form; a node of before
+    this field drops a refusal as malformed, and its asker then times out and lets its client
+    send again, which loses nothing.
+    """
 
     kind: ClassVar[str] = "done"
     token: str
+    refusal: str = ""
 
     def fields(self) -> list[Any]:
         """The encoded fields after version and kind."""
-        return [self.token]
+        return [self.token, self.refusal] if self.refusal else [self.token]
 
     @classmethod
     def from_fields(cls, fields: list[Any]) -> Done:
         """Decode the fields after version and kind."""
-        if len(fields) != 1 or not isinstance(fields[0], str):
+        if len(fields) not in (1, 2) or not isinstance(fields[0], str):
             raise BusMessageError("done: needs a token")
-        return cls(fields[0])
+        if len(fields) == 2 and (not isinstance(fields[1], str) or not fields[1]):
+            raise BusMessageError("done: the refusal must be a stanza's XML")
+        return cls(fields[0], fields[1] if len(fields) == 2 else "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -203,6 +203,8 @@ class ClusterNode:
         """
         to = stanza.to
         assert to is not None
+        if self.groups.keep_refusal(stanza):
+            return HANDLED
         if self.server.sessions.get(to) is not None:
             return None
         if self.posting and stanza.from_ is not None and self.groups.hosts(stanza.from_):
@@ -273,7 +275,15 @@ class ClusterNode:
         """Take a stanza another node routed here: for a room this node owns, or for sessions here;
         or the answer to a stanza this node asked about."""
         if isinstance(message, Done):
-            self.groups.done(message.token)
+            refusal = None
+            if message.refusal:
+                try:
+                    refusal = parse_frame(message.refusal.encode(), self.server.config.limits.max_stanza_size)
+                except StreamError as err:
+                    # Unanswered, the asker times out and its client sends the message again.
+                    log.error("dropping an answer from the bus whose refusal does not parse: %s", err)
+                    return
+            self.groups.done(message.token, refusal)
             return
         try:
             el = parse_frame(message.xml.encode(), self.server.config.limits.max_stanza_size)
