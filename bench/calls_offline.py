@@ -4,9 +4,9 @@
 with the sending track's own code (:meth:`OpusTrack.encode`: libopus through PyAV, frames of at
 most 60 ms joined into packets, DTX with its keepalive), drops a seeded random share of the
 packets as the benchmark's proxy does, plays the rest through the receive path (:class:`Playout`:
-jitter buffer, libopus decoding with concealment) on a simulated clock with a fixed network
-delay, and scores what comes out with PESQ-WB against what was said. It takes seconds where a
-call takes minutes, so settings can be compared before one goes into ``make bench-calls``.
+jitter buffer, libopus decoding with concealment and FEC) on a simulated clock with a fixed
+network delay (``--jitter-ms`` adds a seeded random share), and scores what comes out with
+PESQ-WB against what was said. It takes seconds where a call takes minutes, so settings can be compared before one goes into ``make bench-calls``.
 
 Printed: KB/min of one direction (mean of the two sides), the Opus payload plus
 ``--header-bytes`` a packet (48: IPv4 20, UDP 8, TURN 4, RTP 12, a 4-byte SRTP tag; 60 with
@@ -82,11 +82,18 @@ def send(setting: Setting, speech: Path) -> tuple[list[Sent], float]:
     return sent, len(pcm) / 2 / RATE
 
 
-def play(sent: Sequence[Sent], seconds: float, loss: float, seed: int) -> bytes:
+def play(sent: Sequence[Sent], seconds: float, loss: float, seed: int, jitter: float = 0.0) -> bytes:
     """What the receive path plays (16-bit mono 48 kHz) when a seeded ``loss`` share of ``sent``
-    never arrives and the rest arrives :data:`NETWORK_DELAY` after it left."""
-    rng = random.Random(seed)
-    arriving = [(p.time + NETWORK_DELAY, seq, p) for seq, p in enumerate(sent) if rng.random() >= loss]
+    never arrives and the rest arrives :data:`NETWORK_DELAY` after it left, plus up to ``jitter``
+    seconds (uniform, seeded; packets stay in order)."""
+    # Separate generators: the same seed loses the same packets whatever the jitter.
+    losing, delaying = random.Random(seed), random.Random(-seed)
+    arriving = []
+    for seq, p in enumerate(sent):
+        lost, extra = losing.random() < loss, delaying.uniform(0.0, jitter)
+        if not lost:
+            arriving.append((p.time + NETWORK_DELAY + extra, seq, p))
+    arriving.sort(key=lambda a: a[0])
     sink = _Collected()
     playout = Playout(sink)
     playout.payload_types.add(PAYLOAD_TYPE)
@@ -114,7 +121,7 @@ def pesq_wb(reference: Path, pcm: bytes, workdir: Path) -> float:
 
 
 def measure(setting: Setting, sides: Sequence[Path], *, losses: Sequence[float], seeds: Sequence[int],
-            header_bytes: int, workdir: Path) -> tuple[float, dict[float, float]]:  # fmt: skip
+            header_bytes: int, workdir: Path, jitter: float = 0.0) -> tuple[float, dict[float, float]]:  # fmt: skip
     """KB/min of one direction (mean of ``sides``) and PESQ-WB per loss rate (mean of sides and seeds)."""
     rates: list[float] = []
     scores: dict[float, list[float]] = {loss: [] for loss in losses}
@@ -123,7 +130,7 @@ def measure(setting: Setting, sides: Sequence[Path], *, losses: Sequence[float],
         rates.append(sum(len(p.payload) + header_bytes for p in sent) / 1000 / seconds * 60)
         for loss in losses:
             for seed in seeds if loss else seeds[:1]:
-                scores[loss].append(pesq_wb(side, play(sent, seconds, loss, seed), workdir))
+                scores[loss].append(pesq_wb(side, play(sent, seconds, loss, seed, jitter), workdir))
     return statistics.mean(rates), {loss: statistics.mean(values) for loss, values in scores.items()}
 
 
@@ -139,21 +146,29 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help=f"maxplaybackrate, Hz (default {saver.playback_rate})")  # fmt: skip
     parser.add_argument("--keepalive", type=float, default=saver.keepalive,
                         help=f"seconds between DTX packets in silence (default {saver.keepalive:g})")  # fmt: skip
+    parser.add_argument("--fec", action="store_true", help="libopus in-band FEC (default: none, as the data saver)")
+    parser.add_argument("--loss-hint", type=int, default=EncoderSettings.loss_percent,
+                        help=f"the loss libopus is told to expect with --fec, percent "
+                             f"(default {EncoderSettings.loss_percent})")  # fmt: skip
     parser.add_argument("--header-bytes", type=int, default=48, help="per packet (default 48)")
+    parser.add_argument("--jitter-ms", type=float, default=0.0,
+                        help="each packet up to this much later than the fixed delay, uniform (default 0)")  # fmt: skip
     parser.add_argument("--loss", default="0,5", help="loss rates in percent, comma-separated (default 0,5)")
     parser.add_argument("--seeds", default="1,2,3", help="loss patterns, comma-separated (default 1,2,3)")
     args = parser.parse_args(argv)
-    setting = Setting(args.bitrate, args.packet_ms, fec=False, dtx=True, playback_rate=args.playback_rate,
-                      keepalive=args.keepalive, frames=args.frame_ms)  # fmt: skip
+    setting = Setting(args.bitrate, args.packet_ms, fec=args.fec, dtx=True, loss_percent=args.loss_hint,
+                      playback_rate=args.playback_rate, keepalive=args.keepalive, frames=args.frame_ms)  # fmt: skip
     losses = [float(x) / 100 for x in args.loss.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-calls-offline-") as temporary:
         workdir = Path(temporary)
         sides = conversation(workdir / "speech", args.seconds)
         rate, scores = measure(setting, sides, losses=losses, seeds=[int(s) for s in args.seeds.split(",")],
-                               header_bytes=args.header_bytes, workdir=workdir)  # fmt: skip
+                               header_bytes=args.header_bytes, workdir=workdir,
+                               jitter=args.jitter_ms / 1000)  # fmt: skip
     figures = ", ".join(f"{score:.2f} at {loss:.0%}" for loss, score in scores.items())
-    print(f"{args.bitrate} bit/s, {args.packet_ms} ms packets of {setting.encode_ms} ms frames, "
-          f"maxplaybackrate {args.playback_rate}, keepalive {args.keepalive:g} s: "
+    fec = f", FEC for {args.loss_hint} % loss" if args.fec else ""
+    print(f"{args.bitrate} bit/s, {args.packet_ms} ms packets of {setting.encode_ms} ms frames{fec}, "
+          f"maxplaybackrate {args.playback_rate}, keepalive {args.keepalive:g} s, jitter {args.jitter_ms:g} ms: "
           f"{rate:.1f} KB/min one way; PESQ-WB {figures}")  # fmt: skip
 
 

@@ -231,3 +231,35 @@ async def test_rtcp_reports_every_five_seconds(tmp_path: Path) -> None:
     assert 1 <= len(reports) <= 3, reports
     assert all(b - a >= 5.0 for a, b in itertools.pairwise(reports[:-1])), reports
     assert stats.rtt is not None and 0 < stats.rtt < 1
+
+
+async def test_data_saver_protects_its_audio_while_the_peer_reports_loss() -> None:
+    """The peer's real receiver reports reach the loss watch (no loss on loopback: the packets
+    stay lean); reported loss switches the encoder to 60 ms packets with FEC and back."""
+    caller, callee = MediaSession(profile=DATA_SAVER), MediaSession(profile=DATA_SAVER)
+    try:
+        await connect(caller, callee)
+        lean = caller.track.settings
+        assert (lean.frame_ms, lean.fec) == (120, False)
+        async with asyncio.timeout(30):
+            await caller.peer_reported.wait()
+        assert not caller.loss_watch.protecting and caller.track.settings == lean
+        caller.peer_lost(0.08)
+        assert (caller.track.settings.frame_ms, caller.track.settings.fec, caller.track.settings.bitrate) == (
+            60, True, 24000)  # fmt: skip
+        for _ in range(5):
+            caller.peer_lost(0.0)
+        assert caller.track.settings == lean
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_normal_profile_is_not_switched_by_loss() -> None:
+    session = MediaSession(profile=NORMAL)
+    try:
+        before = session.track.settings
+        session.peer_lost(0.2)
+        assert session.track.settings == before
+    finally:
+        await session.close()

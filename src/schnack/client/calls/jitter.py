@@ -199,8 +199,10 @@ class JitterBuffer:
 
     @property
     def target(self) -> float:
-        # With FEC in the stream (within the window), packet n+1 must be here when n is due.
-        margin = self._packet_samples / self.rate if self._last_arrival - self._fec_at < WINDOW else 0.0
+        # With FEC in the stream (within the window), packet n+1 must be here when n is taken,
+        # which is up to one frame of the playout before n plays (the frame being played out).
+        fec = self._last_arrival - self._fec_at < WINDOW
+        margin = (self._packet_samples + self.frame) / self.rate if fec else 0.0
         return max(self.min_delay, min(self.max_delay, self.jitter + margin))
 
     def _delay(self, anchor: float) -> float:

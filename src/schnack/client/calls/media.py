@@ -62,6 +62,7 @@ from ...xmpp.payloads.jingle_ice import Candidate
 from ...xmpp.payloads.jingle_rtp import Parameter, PayloadType
 from .decoder import OpusDecoder, OpusError, has_fec, join, packet_samples
 from .jitter import Action, JitterBuffer, Unit
+from .protection import LossWatch, fraction, protected
 from .sdp import RtpContents, SessionDescription, candidate_to_sdp, to_jingle, to_sdp
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ SRTP_AES128_CM_SHA1_32 = SRTPProtectionProfile(
 # The playout clock: 20 ms of audio to the sink per tick.
 TICK = 0.02
 FRAME = RATE // 50
+# How often the sender looks for a new receiver report from the peer, in seconds.
+LOSS_POLL = 1.0
 # How far the playout clock may fall behind (a stalled event loop) and still catch up, in seconds:
 # about what a sound card's own buffer bridges. Behind by more, the time missed is played as
 # silence, as a sound card does in an underrun, and the buffer's timeline waits: catching up
@@ -115,7 +118,9 @@ class Profile:
     not need (it is told apart by its SSRC, XEP-0339).
     ``short_srtp_tag``: whether DTLS-SRTP offers the 4-byte tag first (RFC 5764 §4.1.2), chosen
     when the peer offers it too. It is fixed by the DTLS handshake, so it follows the profile a
-    call starts with."""
+    call starts with.
+    ``loss_protection``: whether the sender adds FEC while the peer reports loss
+    (:mod:`.protection`)."""
 
     name: str
     bitrate: int
@@ -126,6 +131,7 @@ class Profile:
     keepalive: float = 0.4
     header_extensions: bool = True
     short_srtp_tag: bool = False
+    loss_protection: bool = False
 
 
 # Measured with `make bench-calls` (docs/benchmarks.md, "Calls"): 32 kbit/s with DTX moves fewer
@@ -138,12 +144,12 @@ class Profile:
 # (offline PESQ-WB 3.70, where libopus' own 120 ms packets of as many bytes, 13-14 kbit/s,
 # score 3.50-3.61); mediumband (12 kHz playback) scores higher than wideband at 12 kbit/s;
 # libopus adds no FEC below 16 kbit/s (and then only told to expect 25 % loss), which would not
-# fit the data plan. libopus' DTX sends
+# fit the data plan: FEC is added only while the peer reports loss (:mod:`.protection`). libopus' DTX sends
 # a frame every 400 ms of silence; nothing needs one that often (the receiver plays silence until
 # the next packet, RTCP and ICE consent keep the path alive), so the data saver sends one a second.
 NORMAL = Profile("normal", 32000, 20, fec=True, dtx=True, playback_rate=16000)
 DATA_SAVER = Profile("data-saver", 12000, 120, fec=False, dtx=True, playback_rate=12000, keepalive=1.0,
-                     header_extensions=False, short_srtp_tag=True)  # fmt: skip
+                     header_extensions=False, short_srtp_tag=True, loss_protection=True)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -675,6 +681,9 @@ class MediaSession:
         self._started: float | None = None
         self._ended: float | None = None
         self._final: CallStats | None = None
+        self.loss_watch = LossWatch()
+        self.peer_reported = asyncio.Event()
+        self._watching: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.failed = asyncio.Event()
         self.pc.addTrack(self.track)
@@ -703,6 +712,7 @@ class MediaSession:
         if state == "connected" and self._started is None:
             self._started = time.monotonic()
             self.connected.set()
+            self._watching = asyncio.create_task(self._watch_loss())
         elif state == "failed":
             self.failed.set()
 
@@ -719,7 +729,38 @@ class MediaSession:
             raise MediaError("the peer offers no Opus audio")
         self._remote_opus = opus
         self.playout.payload_types.add(opus.id)
-        self.track.configure(EncoderSettings.negotiate(self.profile, opus))
+        self._configure()
+
+    def _configure(self) -> None:
+        """The sending encoder: what the profile and the peer's wishes give, protected while the
+        peer reports loss if the profile says so."""
+        settings = EncoderSettings.negotiate(self.profile, self._remote_opus)
+        if self.profile.loss_protection and self.loss_watch.protecting:
+            settings = protected(settings)
+        self.track.configure(settings)
+
+    async def _watch_loss(self) -> None:
+        """Each new RTCP receiver report about our stream (RFC 3550 §6.4.1) into the loss watch;
+        the encoder follows when protection goes on or off."""
+        seen: dict[str, object] = {}
+        while True:
+            await asyncio.sleep(LOSS_POLL)
+            for transceiver in self.pc.getTransceivers():
+                report = await transceiver.sender.getStats()
+                for s in report.values():
+                    if not isinstance(s, RTCRemoteInboundRtpStreamStats) or seen.get(s.id) == s.timestamp:
+                        continue
+                    seen[s.id] = s.timestamp
+                    self.peer_lost(fraction(int(s.fractionLost)))
+
+    def peer_lost(self, lost: float) -> None:
+        """A receiver report from the peer: it lost this fraction of our packets since its last."""
+        before = self.loss_watch.protecting
+        self.peer_reported.set()
+        if self.loss_watch.report(lost) != before:
+            log.info("peer reports %.1f %% loss: %s", 100 * self.loss_watch.smoothed,
+                     "lean packets again" if before else "protecting the audio with FEC")  # fmt: skip
+            self._configure()
 
     async def offer(self) -> RtpContents:
         """Caller: gather candidates and return the offer (XEP-0167 §6.2)."""
@@ -749,14 +790,14 @@ class MediaSession:
     def set_profile(self, profile: Profile) -> None:
         """Send with another profile from the next frame on, within what the peer asked for."""
         self.profile = profile
-        self.track.configure(EncoderSettings.negotiate(profile, self._remote_opus))
+        self._configure()
 
     def peer_asks(self, opus: PayloadType) -> None:
         """The peer's new Opus parameters mid-call (its description-info): from the next frame on,
         send within them, as after the offer and answer (RFC 7587 §6.1)."""
         self._remote_opus = opus
         self.playout.payload_types.add(opus.id)
-        self.track.configure(EncoderSettings.negotiate(self.profile, opus))
+        self._configure()
 
     @property
     def srtp_profile(self) -> str | None:
@@ -808,6 +849,10 @@ class MediaSession:
         except Exception:
             log.debug("no statistics from a broken connection", exc_info=True)
             final = CallStats()
+        if self._watching is not None:
+            self._watching.cancel()
+            # A watch that failed on a broken connection must not stop the hang-up.
+            await asyncio.gather(self._watching, return_exceptions=True)
         await self.playout.stop()
         await self.pc.close()
         self._final = final
