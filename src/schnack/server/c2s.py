@@ -21,6 +21,7 @@ from ..xmpp.jid import JID, JIDError
 from ..xmpp.payloads import sasl2 as sasl2_payload
 from ..xmpp.stanza import Stanza
 from ..xmpp.xml import element, qname, serialize, sub
+from .hooks import Unanswered
 from .sasl2 import Sasl2
 from .sasl2 import localpart as _localpart
 from .sessions import Session
@@ -229,7 +230,11 @@ class C2SStream:
                 self.session.send(Stanza(el, None, None).result())
                 self.stanzas_handled += 1
             elif tag in _STANZA_TAGS:
-                await self._stanza(el, self.session)
+                try:
+                    await self._stanza(el, self.session)
+                except Unanswered as why:
+                    log.info("not counting a stanza from %s: %s", self.conn.peer, why)
+                    return
                 self.stanzas_handled += 1
             else:
                 await self._nonza(el)

@@ -15,6 +15,14 @@ class Handled(enum.Enum):
 
 HANDLED = Handled.HANDLED
 
+
+class Unanswered(Exception):
+    """Raised by a handler for a stanza it neither handled nor could answer, because the sending
+    session closed while it waited. The stream then does not count the stanza as handled (XEP-0198
+    §4, 'h'), so that a client resuming or starting afresh sends it again instead of taking it as
+    delivered. Only for a closed session: its stream reads nothing after it."""
+
+
 Handler = Callable[..., Awaitable[Any]]
 
 

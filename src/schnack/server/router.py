@@ -19,7 +19,7 @@ from xml.etree.ElementTree import Element
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID
 from ..xmpp.stanza import Stanza
-from .hooks import Handled
+from .hooks import Handled, Unanswered
 from .storage.base import STORAGE_DOWN, StorageError
 
 if TYPE_CHECKING:
@@ -60,6 +60,8 @@ class Router:
             result = await self._dispatch(stanza, origin)
         except StanzaError as err:
             result = None if stanza.type == "error" else stanza.error(err)
+        except Unanswered:
+            raise
         except StorageError as err:
             # Not stored, so not accepted: a temporary error (RFC 6120 §8.3.2 'wait'), nothing dropped silently.
             log.warning("storage failed for %s to %s: %s", stanza.kind, stanza.to, err)

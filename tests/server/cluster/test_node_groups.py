@@ -8,13 +8,17 @@ import asyncio
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
+import pytest
 import redis.asyncio as aioredis
 
+from schnack.server.app import Server
+from schnack.server.c2s import C2SStream
 from schnack.server.cluster import RedisBus
 from schnack.server.modules.muc import Muc
 from schnack.server.modules.muc.room import Room
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
+from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element, serialize
 
 from ..modules.groups import ADMIN, MESSAGE, PRESENCE, ROOM, create, join_xml, set_affiliation, statuses
@@ -178,3 +182,36 @@ async def test_a_room_keeps_one_node_when_redis_forgets_everything(tmp_path: Pat
             assert await store.get(claim) == "a"
         finally:
             await store.aclose()
+
+
+async def test_a_message_whose_sender_left_while_the_room_was_silent_is_not_counted(
+        tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The room's node takes a message but stalls before its answer; meanwhile the sender's stream
+    closes (a drain). The timeout's wait error can reach no one, so the stream must not count the
+    message (XEP-0198 'h'), or a client resuming with that count takes it as sent."""
+    async with nodes(tmp_path, backend) as (a, b):
+        owner = await online(a, "alice@localhost/phone")
+        await create(owner, nick="alice")
+        assert (await set_affiliation(owner, "bob@localhost", "member")).get("type") == "result"
+        bob = await online(b, "bob@localhost/desk")
+        await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
+        await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el))
+        session = b.sessions.get(JID.parse("bob@localhost/desk"))
+        assert session is not None and isinstance(session.transport, C2SStream)
+        stream = session.transport
+        counted = stream.stanzas_handled
+
+        async def stall(stanza: Stanza, ask: str) -> None:
+            await asyncio.Event().wait()
+
+        monkeypatch.setattr(a.cluster.groups, "arrived", stall)
+        # The test client hands its stanza to the stream and returns once the stream handled it.
+        sending = asyncio.create_task(bob.send(groupchat("never answered", "g1")))
+        await eventually(lambda: _asking(b), lambda asking: asking > 0)
+        stream.close()
+        await sending
+        assert stream.stanzas_handled == counted
+
+
+async def _asking(server: Server) -> int:
+    return len(server.cluster.groups._asked)

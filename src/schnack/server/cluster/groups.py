@@ -49,7 +49,7 @@ from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize
-from ..hooks import HANDLED, Handled
+from ..hooks import HANDLED, Handled, Unanswered
 from ..modules.muc import Muc
 from .bus import BusUnavailable
 from .messages import Done
@@ -172,18 +172,27 @@ class ClusterGroups:
         token = f"{self.node.name}:{secrets.token_hex(12)}"
         answered: asyncio.Future[Element | None] = asyncio.get_running_loop().create_future()
         self._asked[token] = (owner, answered)
+        refusal: Element | None = None
+        unreachable = False
         try:
-            if not await self.node.forward(owner, stanza, to, ask=token):
+            if await self.node.forward(owner, stanza, to, ask=token):
+                refusal = await asyncio.wait_for(answered, CONFIRM_TIMEOUT)
+            else:
                 self._owners.pop(to.bare, None)
-                raise _unreachable()
-            refusal = await asyncio.wait_for(answered, CONFIRM_TIMEOUT)
+                unreachable = True
         except (TimeoutError, ConnectionError):
             self._owners.pop(to.bare, None)
             log.warning("node %s did not confirm a message for room %s", owner, to.bare)
-            raise _unreachable() from None
+            unreachable = True
         finally:
             self._asked.pop(token, None)
-        if refusal is not None and not origin.closed:
+        if (unreachable or refusal is not None) and origin.closed:
+            # Its sender left while it waited (a drain, say) and cannot be told: it must not count
+            # as received either, or the client, resuming with the stream's count, takes it as sent.
+            raise Unanswered(f"the message to {to.bare} was not taken and its sender has gone")
+        if unreachable:
+            raise _unreachable()
+        if refusal is not None:
             origin.send(refusal)
         return HANDLED
 
