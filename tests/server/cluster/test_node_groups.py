@@ -21,6 +21,7 @@ from schnack.xmpp.jid import JID
 from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element, serialize
 
+from ...harness import Client
 from ..modules.groups import ADMIN, MESSAGE, PRESENCE, ROOM, create, join_xml, set_affiliation, statuses
 from ..modules.messaging import body
 from .conftest import REDIS_URL, eventually
@@ -44,14 +45,20 @@ def groupchat(text: str, message_id: str, origin_id: str | None = None) -> str:
     return f"<message to='{ROOM}' type='groupchat' id='{message_id}'><body>{text}</body>{origin}</message>"
 
 
+async def _owner_and_member(a: Server, b: Server) -> tuple[Client, Client]:
+    """alice creates the room on ``a``; bob, a member, enters it from ``b``."""
+    owner = await online(a, "alice@localhost/phone")
+    await create(owner, nick="alice")
+    assert (await set_affiliation(owner, "bob@localhost", "member")).get("type") == "result"
+    bob = await online(b, "bob@localhost/desk")
+    await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
+    await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el))
+    return owner, bob
+
+
 async def test_a_group_outlives_its_node_and_loses_nothing(tmp_path: Path, backend: str) -> None:
     async with nodes(tmp_path, backend, node_ttl=2.0) as (a, b):
-        owner = await online(a, "alice@localhost/phone")
-        await create(owner, nick="alice")
-        assert (await set_affiliation(owner, "bob@localhost", "member")).get("type") == "result"
-        bob = await online(b, "bob@localhost/desk")
-        await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
-        await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el))
+        owner, bob = await _owner_and_member(a, b)
         # Acknowledged only once the room's node stored and sent it: it is in the room's archive.
         await bob.send(groupchat("stored first", "g1", "o-1"))
         await until(owner, lambda el: el.tag == MESSAGE and el.get("id") == "g1")
@@ -93,12 +100,7 @@ async def test_a_refusal_reaches_a_sender_the_directory_forgot(tmp_path: Path, b
     The refusal travels inside the answer his node waits for, not as a stanza of its own that
     would need the directory: he is told, rather than his message taken as sent."""
     async with nodes(tmp_path, backend) as (a, b):
-        owner = await online(a, "alice@localhost/phone")
-        await create(owner, nick="alice")
-        assert (await set_affiliation(owner, "bob@localhost", "member")).get("type") == "result"
-        bob = await online(b, "bob@localhost/desk")
-        await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
-        await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el))
+        owner, bob = await _owner_and_member(a, b)
         await b.cluster.bus.unregister("bob@localhost/desk")
 
         await owner.send(groupchat("bob cannot get this", "g1"))
@@ -124,12 +126,7 @@ async def test_what_the_room_sent_before_letting_an_occupant_go_stays_behind(tmp
     him while he still takes himself for an occupant would move his place in the archive past
     the message he missed. His unavailable presence goes on, to tell him to join again."""
     async with nodes(tmp_path, backend) as (a, b):
-        owner = await online(a, "alice@localhost/phone")
-        await create(owner, nick="alice")
-        assert (await set_affiliation(owner, "bob@localhost", "member")).get("type") == "result"
-        bob = await online(b, "bob@localhost/desk")
-        await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
-        await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el))
+        _, bob = await _owner_and_member(a, b)
         groups = a.cluster.groups
         desk = JID.parse("bob@localhost/desk")
 
@@ -155,12 +152,7 @@ async def test_a_room_keeps_one_node_when_redis_forgets_everything(tmp_path: Pat
     an outage): the room's node claims it again, and the other node, settling meanwhile, starts
     no second copy: bob, who stayed in the room, still gets his messages through it."""
     async with nodes(tmp_path, "redis", node_ttl=1.0) as (a, b):
-        owner = await online(a, "alice@localhost/phone")
-        await create(owner, nick="alice")
-        assert (await set_affiliation(owner, "bob@localhost", "member")).get("type") == "result"
-        bob = await online(b, "bob@localhost/desk")
-        await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
-        await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el))
+        owner, bob = await _owner_and_member(a, b)
         bus = a.cluster.bus
         assert isinstance(bus, RedisBus)
         claim = f"{bus.prefix}claim:room:{ROOM}"
@@ -190,12 +182,7 @@ async def test_a_message_whose_sender_left_while_the_room_was_silent_is_not_coun
     closes (a drain). The timeout's wait error can reach no one, so the stream must not count the
     message (XEP-0198 'h'), or a client resuming with that count takes it as sent."""
     async with nodes(tmp_path, backend) as (a, b):
-        owner = await online(a, "alice@localhost/phone")
-        await create(owner, nick="alice")
-        assert (await set_affiliation(owner, "bob@localhost", "member")).get("type") == "result"
-        bob = await online(b, "bob@localhost/desk")
-        await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
-        await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el))
+        _, bob = await _owner_and_member(a, b)
         session = b.sessions.get(JID.parse("bob@localhost/desk"))
         assert session is not None and isinstance(session.transport, C2SStream)
         stream = session.transport
