@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from schnack.server.cluster import ClusterBus, LocalBus, RedisBus
 from schnack.server.cluster.local import LocalHub
+from schnack.server.cluster.sentinel import open_redis
 
 from ...conftest import require_service
 
@@ -83,7 +84,7 @@ class Cluster:
         if isinstance(bus, LocalBus):
             bus.deliver_raw(data)
             return
-        client = aioredis.Redis.from_url(self.url)
+        client = open_redis(self.url, 2.0)
         try:
             await client.publish(f"{self.prefix}to:{bus.node}", data)
         finally:

@@ -26,9 +26,9 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from schnack.server.cluster import ClusterBus, ClusterUnavailable, RedisBus, open_bus
+from schnack.server.cluster import ClusterUnavailable, RedisBus, open_bus
 from schnack.server.cluster.bus import Entry
-from schnack.server.cluster.sentinel import SentinelTarget, open_redis, parse_sentinel_url
+from schnack.server.cluster.sentinel import SentinelTarget, parse_sentinel_url
 from schnack.server.config import ConfigError, build
 
 from ...conftest import require_service
@@ -179,13 +179,6 @@ class SentinelCluster(Cluster):
     """Bus nodes on a Redis that Sentinel names."""
 
     backend: str = "redis"
-
-    async def inject(self, bus: ClusterBus, data: bytes) -> None:
-        client = open_redis(self.url, 2.0)
-        try:
-            await client.publish(f"{self.prefix}to:{bus.node}", data)
-        finally:
-            await client.aclose()
 
     async def close(self) -> None:
         # The group is private: its keys go with it.
