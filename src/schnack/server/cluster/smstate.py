@@ -19,6 +19,11 @@ Keys: ``{prefix}sm:{SM-ID}`` holds ``{"account", "node", "h"}`` as JSON, expirin
 resumption time while the session lives and after :data:`ENDED_TTL` once it ended; the channel
 ``{prefix}sm-end:{node}`` carries the SM-IDs a node is asked to end. Failures to reach Redis are
 logged and tolerated: without a record the answer is item-not-found without ``h``.
+
+Behind Redis Sentinel (a ``redis+sentinel://`` URL, see sentinel.py) the listener asks the sentinels
+each second which server is the primary, as the cluster bus does at each heartbeat: after a failover
+the records go to the promoted replica and the node listens there, not on an old primary that hangs
+or is cut off from the sentinels but keeps its connections open.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..config import Cluster
-from .sentinel import open_redis
+from .sentinel import off_primary, open_redis, reason, refresh_primary
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,8 @@ _OP_TIMEOUT = 1.0
 # How long a node asked to resume another node's live session waits for it to end there.
 _HANDOVER_WAIT = 2.0
 _MAX_BACKOFF = 5.0
+# Behind Sentinel, how often the listener asks the sentinels which server is the primary.
+_FOLLOW_INTERVAL = 1.0
 
 EndHandler = Callable[[str], Awaitable[None]]
 
@@ -66,6 +73,8 @@ class SmRecords:
         self.node = node
         self._redis: aioredis.Redis = open_redis(url, _OP_TIMEOUT)
         self._listener: asyncio.Task[None] | None = None
+        # The loop time the sentinels were last asked which server is the primary.
+        self._followed = float("-inf")
 
     def _key(self, sm_id: str) -> str:
         return f"{self._prefix}sm:{sm_id}"
@@ -116,7 +125,8 @@ class SmRecords:
         return record
 
     def listen(self, handler: EndHandler) -> None:
-        """Call ``handler`` with every SM-ID another node asks this node to end."""
+        """Call ``handler`` with every SM-ID another node asks this node to end; behind Sentinel,
+        follow the primary the sentinels name meanwhile."""
         self._listener = asyncio.create_task(self._listen(handler))
 
     async def _listen(self, handler: EndHandler) -> None:
@@ -126,7 +136,9 @@ class SmRecords:
             try:
                 await asyncio.wait_for(pubsub.subscribe(f"{self._prefix}sm-end:{self.node}"), _OP_TIMEOUT)
                 delay = 0.1
-                while True:
+                # A primary that hangs or is cut off from the sentinels keeps this subscription open
+                # after they promoted a replica, where the other nodes publish now.
+                while not off_primary(self._redis, pubsub.connection):
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         data = message["data"]
@@ -134,6 +146,8 @@ class SmRecords:
                             await handler(data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data))
                         except Exception:
                             log.exception("ending a stream management session on request failed")
+                    await self._follow_primary()
+                log.info("the Redis primary moved; listening for stream management end requests there")
             except _ERRORS as err:
                 log.debug("the stream management channel is away (%s); listening again", err)
             finally:
@@ -141,6 +155,20 @@ class SmRecords:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_BACKOFF)
+
+    async def _follow_primary(self) -> None:
+        """Behind Sentinel, at most once per :data:`_FOLLOW_INTERVAL`: ask the sentinels for the
+        primary, so that the client's next commands go to a promoted replica (nothing to ask for
+        one plain Redis)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._followed < _FOLLOW_INTERVAL:
+            return
+        self._followed = now
+        try:
+            await asyncio.wait_for(refresh_primary(self._redis), _OP_TIMEOUT)
+        except _ERRORS as err:
+            # The cluster bus warns about it; the primary known so far may well be fine.
+            log.debug("the sentinels name no Redis primary (%s); staying with the one known", reason(err))
 
     async def close(self) -> None:
         if self._listener is not None:
