@@ -190,6 +190,9 @@ async def test_redis_restart_keeps_local_state_and_resyncs(private_redis: Privat
         b = await cluster.node("b", heartbeat_interval=0.2, node_ttl=2.0)
         assert isinstance(a, RedisBus)
         inbox = Inbox(b)
+        # What was on its way to b when its subscription broke may be lost: b is told, once.
+        resubscribed: list[str] = []
+        b.on_resubscribed(lambda: resubscribed.append("b"))
         await a.register("alice@example.org/phone", "a")
         await b.register("bob@example.org/desk", "b")
         await private_redis.stop()
@@ -210,6 +213,7 @@ async def test_redis_restart_keeps_local_state_and_resyncs(private_redis: Privat
         await eventually(lambda: a.publish("b", back), bool)
         await inbox.wait(count=1)
         assert inbox.messages[-1] == back
+        assert resubscribed == ["b"]
     finally:
         await cluster.close()
 

@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schnack.server.cluster.messages import VERSION, BusMessageError, Deliver, Done, NodeDown, decode, encode
+from schnack.server.cluster.messages import (
+    VERSION,
+    BusMessageError,
+    Deliver,
+    Done,
+    NodeDown,
+    decode,
+    encode,
+    mark_number,
+)
 
 
 @given(st.text(), st.text(), st.text(), st.booleans())
@@ -20,6 +29,15 @@ def test_deliver_asking_for_done_round_trips(to: str, sender: str, xml: str, cop
     message = Deliver(to, sender, xml, copy, f"{node}:{token}")
     assert decode(encode(message)) == message
     assert message.asker == node.partition(":")[0]
+
+
+@given(st.text(), st.text(), st.text(), st.booleans(), st.sampled_from(["", "b:7"]),
+       st.text(min_size=1), st.integers(min_value=1))
+def test_a_marked_copy_round_trips(to: str, sender: str, xml: str, copy: bool, ask: str, occupancy: str,
+                                   number: int) -> None:
+    message = Deliver(to, sender, xml, copy, ask, f"{occupancy}:{number}")
+    assert decode(encode(message)) == message
+    assert mark_number(message.mark) == number
 
 
 def test_node_down_and_done_round_trip() -> None:
@@ -37,6 +55,7 @@ def test_encoding_is_compact_and_versioned() -> None:
     assert data == b'[1,"deliver","b@x/r","a@x/r","<message/>"]'
     # The copy flag is written only when set, so a plain delivery keeps the three-field form.
     assert encode(Deliver("b@x/r", "", "<m/>", copy=True)) == b'[1,"deliver","b@x/r","","<m/>",true]'
+    assert encode(Deliver("b@x/r", "", "<m/>", True, mark="f0:3")) == b'[1,"deliver","b@x/r","","<m/>",true,"","f0:3"]'
     # An acceptance keeps the one-field form that nodes of before the refusal field read.
     assert encode(Done("a:1f")) == b'[1,"done","a:1f"]'
     assert encode(Done("a:1f", "<message type='error'/>")) == b'[1,"done","a:1f","<message type=\'error\'/>"]'
@@ -54,7 +73,14 @@ def test_encoding_is_compact_and_versioned() -> None:
     (b'[1,"deliver","a","b","<m/>",1]', "deliver: the copy flag must be a boolean"),
     (b'[1,"deliver","a","b","<m/>",true,true]', "deliver: the ask token must be a string node:id"),
     (b'[1,"deliver","a","b","<m/>",false,"nocolon"]', "deliver: the ask token must be a string node:id"),
-    (b'[1,"deliver","a","b","<m/>",false,"a:1",1]', "deliver: needs to, from and xml strings"),
+    (b'[1,"deliver","a","b","<m/>",false,"a:1",1]', "deliver: the mark must be a string occupancy:number"),
+    (b'[1,"deliver","a","b","<m/>",true,"","f0"]', "deliver: the mark must be a string occupancy:number"),
+    (b'[1,"deliver","a","b","<m/>",true,"","f0:0"]', "deliver: the mark must be a string occupancy:number"),
+    (b'[1,"deliver","a","b","<m/>",true,"",":2"]', "deliver: the mark must be a string occupancy:number"),
+    (b'[1,"deliver","a","b","<m/>",true,"","f0:\xd9\xa3"]', "deliver: the mark must be a string occupancy:number"),
+    (b'[1,"deliver","a","b","<m/>",true,"",3]', "deliver: the mark must be a string occupancy:number"),
+    (b'[1,"deliver","a","b","<m/>",true,"","f0:1","x"]', "deliver: needs to, from and xml strings"),
+    (b'[1,"deliver","a","b","<m/>",true,""]', "deliver: the ask token must be a string node:id"),
     (b'[1,"done"]', "done: needs a token"),
     (b'[1,"done",1]', "done: needs a token"),
     (b'[1,"done","a:1",""]', "done: the refusal must be a stanza's XML"),

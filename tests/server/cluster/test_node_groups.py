@@ -202,3 +202,76 @@ async def test_a_message_whose_sender_left_while_the_room_was_silent_is_not_coun
 
 async def _asking(server: Server) -> int:
     return len(server.cluster.groups._asked)
+
+
+def _from_room(el: Element) -> bool:
+    return JID.parse(el.get("from") or "").bare == JID.parse(ROOM)
+
+
+async def test_a_copy_lost_on_the_bus_takes_its_occupant_out_before_anything_after_it(
+        tmp_path: Path, backend: str) -> None:
+    """A copy of the room's to bob vanished on the bus (Redis went down with it, say), and nobody
+    was told. The copy after it shows the gap on bob's node: it does not reach bob, whose place in
+    the archive would move past the lost one, and bob leaves the room; he joins again and reads
+    what he missed."""
+    async with nodes(tmp_path, backend) as (a, b):
+        owner, bob = await _owner_and_member(a, b)
+        desk = JID.parse("bob@localhost/desk")
+        assert a.cluster.groups.mark(desk, element(MESSAGE, {"from": f"{ROOM}/alice", "type": "groupchat"}))
+
+        await owner.send(groupchat("after the lost copy", "g1"))
+        shown: list[Element] = []
+        await until(bob, lambda el: shown.append(el) is None and el.tag == PRESENCE
+                    and el.get("type") == "unavailable" and 110 in statuses(el))
+        assert not [el for el in shown if el.tag == MESSAGE and el.get("id") == "g1"]
+        muc = a.modules.get("muc")
+        assert isinstance(muc, Muc)
+        room = muc.rooms.live[JID.parse(ROOM)]
+        await eventually(lambda: _occupants(room), lambda sessions: str(desk) not in sessions)
+
+        # Back in the room, with a new numbering: what comes next reaches him.
+        await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
+        await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el) and el.get("type") is None)
+        await owner.send(groupchat("after he joined again", "g2"))
+        got = await until(bob, lambda el: el.tag == MESSAGE and el.get("id") == "g2")
+        assert body(got) == "after he joined again"
+
+
+async def test_entering_again_while_still_in_the_room_is_no_gap(tmp_path: Path, backend: str) -> None:
+    """A client that enters again while the room still holds its session (it reconnected with the
+    same resource before the room heard it had gone) starts a new numbering, which its node takes
+    as such: it stays in the room and gets what follows."""
+    async with nodes(tmp_path, backend) as (a, b):
+        owner, bob = await _owner_and_member(a, b)
+        for n in range(3):
+            await owner.send(groupchat(f"before {n}", f"b{n}"))
+            await until(bob, lambda el: el.tag == MESSAGE and el.get("id") == f"b{n}")  # noqa: B023
+        await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
+        await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el) and el.get("type") is None)
+        await owner.send(groupchat("after entering again", "g1"))
+        shown: list[Element] = []
+        await until(bob, lambda el: shown.append(el) is None and el.tag == MESSAGE and el.get("id") == "g1")
+        assert not [el for el in shown if el.tag == PRESENCE and el.get("type") == "unavailable"]
+
+
+async def test_after_the_bus_was_interrupted_occupants_leave_the_rooms_elsewhere(
+        tmp_path: Path, backend: str) -> None:
+    """bob's node lost its subscription to the bus for a moment: the room's last copy to him may
+    have gone with it, with nothing after it to show the gap. His node takes him out of the room,
+    and nothing more of his old stay reaches him; he joins again and reads what he missed."""
+    async with nodes(tmp_path, backend) as (a, b):
+        owner, bob = await _owner_and_member(a, b)
+        await owner.send(groupchat("seen", "g1"))
+        await until(bob, lambda el: el.tag == MESSAGE and el.get("id") == "g1")
+
+        b.cluster.groups.interrupted()  # what the bus calls once it listens again
+        await until(bob, lambda el: el.tag == PRESENCE and el.get("type") == "unavailable" and 110 in statuses(el))
+        muc = a.modules.get("muc")
+        assert isinstance(muc, Muc)
+        room = muc.rooms.live[JID.parse(ROOM)]
+        await eventually(lambda: _occupants(room), lambda sessions: "bob@localhost/desk" not in sessions)
+
+        await bob.send(join_xml(ROOM, "bob", "<history maxstanzas='0'/>"))
+        await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el) and el.get("type") is None)
+        await owner.send(groupchat("after he joined again", "g2"))
+        await until(bob, lambda el: el.tag == MESSAGE and el.get("id") == "g2")

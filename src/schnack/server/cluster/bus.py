@@ -18,6 +18,7 @@ from .messages import NodeMessage
 MessageHandler = Callable[[NodeMessage], Awaitable[None]]
 NodeDownHandler = Callable[[str], Awaitable[None]]
 RecoveredHandler = Callable[[], Awaitable[None]]
+ResubscribedHandler = Callable[[], None]
 # Called with a dead node's name and what its sessions had attached: full JID -> info.
 ReapedHandler = Callable[[str, dict[str, str]], Awaitable[None]]
 
@@ -74,6 +75,12 @@ class ClusterBus(Protocol):
     def on_recovered(self, handler: RecoveredHandler) -> None:
         """Call ``handler`` (in a task of its own) each time the bus works again after an outage,
         once this node's sessions are back in the directory."""
+        ...
+
+    def on_resubscribed(self, handler: ResubscribedHandler) -> None:
+        """Call ``handler`` each time this node listens on its channel again after its subscription
+        was interrupted, before it reads anything there: what was on its way to this node when the
+        subscription broke may be lost without its publisher knowing."""
         ...
 
     async def register(self, full_jid: str, node: str) -> None:

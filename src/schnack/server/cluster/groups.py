@@ -30,6 +30,15 @@ reach (their node is gone or the bus is away), as if they had sent unavailable p
 such an occupant that were still on their way stay behind until it has joined again, so that its
 place in the archive never moves past a message it missed.
 
+What the bus loses without telling (Redis went down with a copy on its way, say) is found by
+the node that holds the occupant: the owner numbers its copies to each occupancy (a session's
+stay in a room, from its joining) without a gap (:attr:`~.messages.Deliver.mark`). When the
+node that holds the session sees a number skipped, or an occupancy it has not seen start with
+a number past 1, it hands nothing more of that occupancy to the client and takes the session out
+of the room (as above: it joins again and catches up from what it saw last). After its
+subscription to the bus was interrupted, anything may have been lost at the end of a stream
+where no later number shows it, so it takes its sessions out of every room it got copies from.
+
 Stanzas to the service itself (disco of ``groups.<domain>``) need no room and are answered on any
 node.
 """
@@ -47,12 +56,13 @@ from xml.etree.ElementTree import Element
 from ...xmpp import ns
 from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID
+from ...xmpp.payloads.muc import JOIN
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize
 from ..hooks import HANDLED, Handled, Unanswered
 from ..modules.muc import Muc
 from .bus import BusUnavailable
-from .messages import Done
+from .messages import Done, mark_number
 
 if TYPE_CHECKING:
     from ..sessions import Session
@@ -84,6 +94,26 @@ class _Asked:
     open: bool = True
 
 
+@dataclass
+class _Numbered:
+    """The copies a room here sent to one occupancy on another node: its occupant (a new one is a
+    new occupancy), the occupancy's name and how many copies were numbered."""
+
+    occupant: object
+    occupancy: str
+    count: int = 0
+
+
+@dataclass
+class _Received:
+    """The copies of one occupancy that reached a session here: the occupancy, the last number,
+    and whether one went missing (nothing more of it is handed on)."""
+
+    occupancy: str
+    count: int
+    cut: bool = False
+
+
 # Set while a room here handles a message another node asked about (see :meth:`ClusterGroups.arrived`).
 _handling: ContextVar[_Asked | None] = ContextVar("schnack_cluster_asked", default=None)
 
@@ -105,6 +135,11 @@ class ClusterGroups:
         # more of that occupancy goes out, so that what the client sees has no gap (it reads the
         # archive after the last message it saw once it has joined again).
         self._cut: dict[tuple[JID, JID], object] = {}
+        # (room, occupant's full JID) -> the numbering of the copies sent to it (see :meth:`mark`).
+        self._numbered: dict[tuple[JID, JID], _Numbered] = {}
+        # Session here -> room elsewhere -> the copies it got (see :meth:`in_order`).
+        self._received: dict[JID, dict[JID, _Received]] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
 
     def _muc(self) -> Muc | None:
         """The group chat module, when it is enabled (it is set up after the cluster)."""
@@ -124,6 +159,7 @@ class ClusterGroups:
         # A client's IQ passes pre-iq/service before the payload routes of the room's handlers.
         hooks.add("pre-iq/service", self.to_room, -FIRST)
         self.node.bus.on_recovered(self.recovered)
+        self.node.bus.on_resubscribed(self.interrupted)
 
     def hosts(self, to: JID) -> bool:
         """Whether ``to`` is a room (or occupant) address of the group chat service."""
@@ -148,6 +184,11 @@ class ClusterGroups:
         except BusUnavailable:
             return self._refuse(stanza, origin)
         if owner == self.node.name:
+            if stanza.kind == "presence" and stanza.type is None and stanza.from_ is not None \
+                    and stanza.el.find(JOIN) is not None:
+                # Entering (again, after a reconnect, maybe while the room still holds the session):
+                # what the client saw before counts no more, so the copies start a new occupancy.
+                self._numbered.pop((to.bare, stanza.from_), None)
             return None
         if origin is not None and stanza.kind == "message" and stanza.type != "error":
             return await self._confirmed(owner, stanza, to, origin)
@@ -276,6 +317,88 @@ class ClusterGroups:
         del self._cut[(room_jid, to)]  # it joined again: a new occupancy
         return False
 
+    def mark(self, to: JID, el: Element) -> str:
+        """The mark of ``el``, which a room here sends to ``to`` on another node: its occupancy and
+        its number there (see :attr:`~.messages.Deliver.mark`); empty when ``to`` is no occupant."""
+        sender = el.get("from")
+        muc = self._muc()
+        if not sender or muc is None:
+            return ""
+        room_jid = JID.parse(sender).bare
+        room = muc.rooms.live.get(room_jid) if room_jid.domain in self.domains else None
+        occupant = room.by_session.get(to) if room is not None else None
+        key = (room_jid, to)
+        if occupant is None:
+            self._numbered.pop(key, None)
+            return ""
+        numbered = self._numbered.get(key)
+        if numbered is None or numbered.occupant is not occupant:
+            numbered = self._numbered[key] = _Numbered(occupant, secrets.token_hex(6))
+        numbered.count += 1
+        return f"{numbered.occupancy}:{numbered.count}"
+
+    async def in_order(self, to: JID, stanza: Stanza, mark: str) -> bool:
+        """Whether the copy ``stanza`` marked ``mark`` from a room elsewhere may go to the session
+        ``to`` here: not when a copy before it went missing. Then the session leaves the room."""
+        occupancy, _, _ = mark.rpartition(":")
+        number = mark_number(mark)
+        if stanza.from_ is None or number is None:
+            return False
+        room_jid = stanza.from_.bare
+        rooms = self._received.setdefault(to, {})
+        received = rooms.get(room_jid)
+        if received is None or received.occupancy != occupancy:
+            received = rooms[room_jid] = _Received(occupancy, 0)
+        if received.cut or number <= received.count:
+            return False
+        if number == received.count + 1:
+            received.count = number
+            return True
+        log.info("a copy of room %s to %s went missing on the bus; it leaves the room", room_jid, to)
+        received.cut = True
+        self._leave_elsewhere(to, room_jid)
+        return False
+
+    def _leave_elsewhere(self, full: JID, room_jid: JID) -> None:
+        """Take the session ``full`` here out of the room ``room_jid`` elsewhere, whose copies to it
+        went missing, trying until the room's node takes the request (the bus may just be coming
+        back), the session has gone or it joined again."""
+        task = asyncio.ensure_future(self._ask_to_leave(full, room_jid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ask_to_leave(self, full: JID, room_jid: JID) -> None:
+        leave = element(_PRESENCE, {"type": "unavailable", "from": str(full), "to": str(room_jid)})
+        delay = 0.1
+        while (received := self._received.get(full, {}).get(room_jid)) is not None and received.cut:
+            try:
+                owner: str | None = await self.owner(room_jid)
+            except BusUnavailable:
+                owner = None
+            if owner == self.node.name:
+                await self.server.router.send(leave)
+                return
+            if owner is not None and await self.node.forward(owner, leave, room_jid):
+                return
+            self._owners.pop(room_jid, None)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def forget_session(self, full: JID) -> None:
+        """The session ``full`` here ended: what it received is of no use any more."""
+        self._received.pop(full, None)
+
+    def interrupted(self) -> None:
+        """This node's subscription to the bus was interrupted: a copy at the end of a stream may
+        have been lost with no later one to show it, so its sessions leave the rooms elsewhere."""
+        cut = [(full, room, received) for full, rooms in self._received.items()
+               for room, received in rooms.items() if not received.cut]
+        for full, room, received in cut:
+            received.cut = True
+            self._leave_elsewhere(full, room)
+        if cut:
+            log.info("the bus was interrupted: %d sessions here leave rooms elsewhere and join again", len(cut))
+
     async def lost(self, to: JID, el: Element) -> None:
         """The room's fan-out could not reach ``to``: it leaves the room (§18.1.2), so that its
         client learns it by self-ping and reads what it missed from the room's archive; until
@@ -310,6 +433,7 @@ class ClusterGroups:
             for jid in [room for room, owner in self._owners.items() if owner == self.node.name]:
                 muc.rooms.live.pop(jid, None)
         self._owners.clear()
+        self._numbered.clear()
 
     async def recovered(self) -> None:
         """Redis is back (it may have lost the claims): claim the rooms owned here anew, so that no
@@ -336,6 +460,8 @@ class ClusterGroups:
             if owner != self.node.name and room is not None:
                 log.warning("room %s is owned by node %s now; its occupants here join again there", jid, owner)
                 del muc.rooms.live[jid]
+                for key in [key for key in self._numbered if key[0] == jid]:
+                    del self._numbered[key]
 
     async def node_down(self, node: str) -> None:
         """Forget ``node``'s rooms and the answers it owes, and drop the occupants it held from the

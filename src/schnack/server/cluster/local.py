@@ -11,7 +11,16 @@ import contextlib
 import logging
 import time
 
-from .bus import Entry, MessageHandler, NodeDownHandler, NodeInfo, ReapedHandler, RecoveredHandler, bare_of
+from .bus import (
+    Entry,
+    MessageHandler,
+    NodeDownHandler,
+    NodeInfo,
+    ReapedHandler,
+    RecoveredHandler,
+    ResubscribedHandler,
+    bare_of,
+)
 from .messages import BusMessage, BusMessageError, Deliver, Done, NodeDown, NodeMessage, decode, encode
 
 log = logging.getLogger(__name__)
@@ -175,6 +184,9 @@ class LocalBus:
 
     def on_recovered(self, handler: RecoveredHandler) -> None:
         """The hub lives in this process and is never lost, so ``handler`` is never called."""
+
+    def on_resubscribed(self, handler: ResubscribedHandler) -> None:
+        """Delivery through the hub is never interrupted, so ``handler`` is never called."""
 
     async def register(self, full_jid: str, node: str) -> None:
         """Record ``full_jid`` on ``node``."""

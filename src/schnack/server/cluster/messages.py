@@ -32,8 +32,12 @@ class Deliver:
     session is gone, where a message itself would go to offline storage. ``ask`` is a token
     ``{node}:{id}`` of a node that waits until the receiving node has handled the stanza (a group
     message stored in the room's archive and sent out, or refused): that node then gets
-    :class:`Done` with the token. Both are encoded only when set, so a plain delivery keeps the
-    three-field form.
+    :class:`Done` with the token. ``mark`` numbers a room's copies to one occupancy,
+    ``{occupancy}:{n}`` from 1 on without a gap (see :mod:`.groups`), so that the receiving node
+    sees when one went missing on the bus. Each is encoded only when set, so a plain delivery
+    keeps the three-field form. A node of before marks drops a marked copy as malformed: an
+    occupant there misses the room's messages until it joins again, so a cluster upgrades across
+    marks by restarting all its nodes at once.
     """
 
     kind: ClassVar[str] = "deliver"
@@ -42,9 +46,12 @@ class Deliver:
     xml: str
     copy: bool = False
     ask: str = ""
+    mark: str = ""
 
     def fields(self) -> list[Any]:
         """The encoded fields after version and kind."""
+        if self.mark:
+            return [self.to, self.sender, self.xml, self.copy, self.ask, self.mark]
         if self.ask:
             return [self.to, self.sender, self.xml, self.copy, self.ask]
         return [self.to, self.sender, self.xml, *([True] if self.copy else [])]
@@ -57,13 +64,26 @@ class Deliver:
     @classmethod
     def from_fields(cls, fields: list[Any]) -> Deliver:
         """Decode the fields after version and kind."""
-        if len(fields) not in (3, 4, 5) or not all(isinstance(f, str) for f in fields[:3]):
+        if len(fields) not in (3, 4, 5, 6) or not all(isinstance(f, str) for f in fields[:3]):
             raise BusMessageError("deliver: needs to, from and xml strings")
         if len(fields) >= 4 and not isinstance(fields[3], bool):
             raise BusMessageError("deliver: the copy flag must be a boolean")
-        if len(fields) == 5 and (not isinstance(fields[4], str) or ":" not in fields[4]):
+        ask = fields[4] if len(fields) >= 5 else ""
+        # A marked copy that asks for nothing writes its ask token empty.
+        if len(fields) >= 5 and (not isinstance(ask, str) or (":" not in ask and (ask or len(fields) == 5))):
             raise BusMessageError("deliver: the ask token must be a string node:id")
-        return cls(fields[0], fields[1], fields[2], len(fields) >= 4 and fields[3], fields[4] if len(fields) == 5 else "")
+        mark = fields[5] if len(fields) == 6 else ""
+        if len(fields) == 6 and (not isinstance(mark, str) or mark_number(mark) is None):
+            raise BusMessageError("deliver: the mark must be a string occupancy:number")
+        return cls(fields[0], fields[1], fields[2], len(fields) >= 4 and fields[3], ask, mark)
+
+
+def mark_number(mark: str) -> int | None:
+    """The number in a :attr:`Deliver.mark`, None when it is not one."""
+    occupancy, colon, number = mark.rpartition(":")
+    if not colon or not occupancy or not number.isascii() or not number.isdigit() or number.startswith("0"):
+        return None
+    return int(number)
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,6 +115,7 @@ class ClusterNode:
         await self._changed(session)
 
     async def _closed(self, session: Session) -> None:
+        self.groups.forget_session(session.jid)
         await self.bus.unregister(str(session.jid))
 
     async def _changed(self, session: Session) -> None:
@@ -133,11 +134,12 @@ class ClusterNode:
     # --- sending ---------------------------------------------------------------------------------
 
     async def forward(self, node: str, stanza: Stanza | Element, to: JID | str, *, copy: bool = False,
-                      ask: str = "") -> bool:
+                      ask: str = "", mark: str = "") -> bool:
         """Publish a stanza for ``to`` to ``node``; False when no live node took it. With ``ask``,
-        ``node`` answers with :class:`Done` once it has handled the stanza."""
+        ``node`` answers with :class:`Done` once it has handled the stanza; ``mark`` numbers a
+        room's copy (:attr:`Deliver.mark`)."""
         el = stanza.el if isinstance(stanza, Stanza) else stanza
-        message = Deliver(str(to), el.get("from", ""), serialize(el, None), copy, ask)
+        message = Deliver(str(to), el.get("from", ""), serialize(el, None), copy, ask, mark)
         return await self.bus.publish(node, message)
 
     def post(self, to: JID, el: Element) -> None:
@@ -180,17 +182,30 @@ class ClusterNode:
                     self._outbox.task_done()
                     continue
                 reached = False
+                mark = self.groups.mark(to, el)
                 try:
                     if to.bare not in where:
                         where[to.bare] = await self.bus.lookup(str(to.bare))
                     node = where[to.bare].get(str(to))
-                    reached = node == self.name or (node is not None and await self.forward(node, el, to, copy=True))
+                    if node == self.name:
+                        # The session came here since it was posted.
+                        reached = self._hand(to, el)
+                    elif node is not None:
+                        reached = await self.forward(node, el, to, copy=True, mark=mark)
                 except Exception as err:
                     log.warning("could not pass a stanza for %s to its node: %s", to, err)
                 finally:
                     self._outbox.task_done()
                 if not reached:
                     await self.groups.lost(to, el)
+
+    def _hand(self, to: JID, el: Element) -> bool:
+        """Hand ``el`` to the session ``to`` here; False when it is not here (any more)."""
+        session = self.server.sessions.get(to)
+        if session is None or session.closed:
+            return False
+        session.send(el)
+        return True
 
     # --- messages and IQs --------------------------------------------------------------------------
 
@@ -292,6 +307,8 @@ class ClusterNode:
         except (StreamError, StanzaError, JIDError) as err:
             log.error("dropping a stanza from the bus that does not parse: %s", err)
             return
+        if message.mark and not await self._in_order(stanza, to, message.mark):
+            return
         if self.groups.hosts(to):
             await self.groups.arrived(stanza, message.ask)
         elif to.local is None:
@@ -304,6 +321,14 @@ class ClusterNode:
             await self._to_account_here(stanza, to)
         else:
             log.error("dropping a bus delivery of an IQ to the bare JID %s", to)
+
+    async def _in_order(self, stanza: Stanza, to: JID, mark: str) -> bool:
+        """Whether a room's numbered copy (any kind) goes on to the session ``to``: it is here, and
+        no copy before it went missing (see :mod:`.groups`)."""
+        session = self.server.sessions.get(to)
+        if session is None or session.closed:
+            return False
+        return await self.groups.in_order(to, stanza, mark)
 
     async def _to_session(self, stanza: Stanza, to: JID, *, copy: bool) -> None:
         """RFC 6121 §8.5.3.1 on the node that holds the session; §8.5.3.2 when it went meanwhile."""

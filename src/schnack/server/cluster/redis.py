@@ -44,6 +44,7 @@ from .bus import (
     NodeInfo,
     ReapedHandler,
     RecoveredHandler,
+    ResubscribedHandler,
     bare_of,
 )
 from .messages import BusMessageError, Deliver, Done, NodeDown, NodeMessage, decode, encode
@@ -228,6 +229,7 @@ class RedisBus:
         self._reaped_tasks: set[asyncio.Task[None]] = set()
         # Called once Redis is back after an outage, in tasks of their own too.
         self._recovered_handlers: list[RecoveredHandler] = []
+        self._resubscribed_handlers: list[ResubscribedHandler] = []
         self._recovery_tasks: set[asyncio.Task[None]] = set()
         # What this node attached to its sessions, written back with them after Redis returns.
         self._infos: dict[str, str] = {}
@@ -426,6 +428,9 @@ class RedisBus:
             try:
                 await asyncio.wait_for(pubsub.subscribe(self._key("to", self._node), self._key("all")),
                                        self._op_timeout)
+                if subscribed.is_set():
+                    for resubscribed in list(self._resubscribed_handlers):
+                        resubscribed()
                 subscribed.set()
                 delay = 0.1
                 if self._lost:
@@ -488,6 +493,11 @@ class RedisBus:
     def on_recovered(self, handler: RecoveredHandler) -> None:
         """Call ``handler`` each time Redis answers again after an outage (after the resync)."""
         self._recovered_handlers.append(handler)
+
+    def on_resubscribed(self, handler: ResubscribedHandler) -> None:
+        """Call ``handler`` when this node subscribes again after its subscription broke (Redis
+        restarted, the connection dropped, a failover moved the primary)."""
+        self._resubscribed_handlers.append(handler)
 
     async def register(self, full_jid: str, node: str) -> None:
         """Record ``full_jid`` on ``node``; while Redis is away, only locally until it returns."""
