@@ -42,11 +42,11 @@ from typing import Any
 from xml.etree.ElementTree import Element
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from schnack.client import Client, Disconnected, XmppError
 from schnack.client.errors import ClientError
 from schnack.server import admin as admin_channel
+from schnack.server.cluster.sentinel import open_redis
 from schnack.server.modules.muc.room import RoomState
 from schnack.server.storage import open_storage
 from schnack.server.storage.base import RoomAffiliation
@@ -100,7 +100,7 @@ async def add_group(storage_url: str, owner: str, members: Iterable[str]) -> Non
 
 async def room_owner(redis_url: str, prefix: str) -> str | None:
     """The node that owns :data:`ROOM` (its claim in Redis), if any does."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = open_redis(redis_url, 2.0)
     try:
         owner = await client.get(f"{prefix}claim:room:{ROOM}")
     finally:
@@ -110,7 +110,7 @@ async def room_owner(redis_url: str, prefix: str) -> str | None:
 
 async def clear_prefix(redis_url: str, prefix: str) -> None:
     """Remove a cluster's keys from a Redis that outlives it."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = open_redis(redis_url, 2.0)
     try:
         keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
         if keys:

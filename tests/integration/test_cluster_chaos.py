@@ -12,7 +12,8 @@ one, and so is a group message the room refused because its node died and it for
 (not-acceptable: the client enters again first).
 
 The Redis and PostgreSQL restarts use servers of the test's own (the system ones are never
-restarted): ``redis-server`` and ``initdb``/``pg_ctl`` on free ports in temporary directories.
+restarted): ``redis-server`` and ``initdb``/``pg_ctl`` on free ports in temporary directories, and
+for the Sentinel failover a primary, a replica and three sentinels (tests/server/cluster/test_sentinel.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..conftest import require_service
-from ..server.cluster.conftest import REDIS_URL, PrivateRedis, redis_available
+from ..server.cluster.conftest import REDIS_URL, PrivateRedis, eventually, redis_available
+from ..server.cluster.test_sentinel import FAILOVER, redis_group
 from ..server.storage.conftest import postgres_schema
 from .cluster_harness import (
     Balancer,
@@ -174,6 +176,23 @@ async def test_a_redis_restart_loses_nothing(tmp_path: Path) -> None:
                 [chatter.disconnects for chatter in cluster.chatters]
     finally:
         await redis.stop()
+
+
+async def test_a_sentinel_failover_loses_nothing(tmp_path: Path) -> None:
+    """The nodes find Redis through Sentinel; its primary dies (kill -9) and the sentinels promote
+    the replica, which may lack the last writes: the nodes follow it and nothing is lost."""
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    with redis_group(workdir) as group:
+        async with postgres_schema() as (storage_url, _, _), running(tmp_path, storage_url, group.url()) as cluster:
+            await asyncio.sleep(1.5)
+            group.kill(group.primary)
+            await eventually(group.primary_port, lambda port: port == group.replica, timeout=FAILOVER)
+            await asyncio.sleep(3)
+            await cluster.settle()
+            assert not cluster.refused_chats(), cluster.ledger.summary()
+            assert all("Redis failover" in node.log.read_text() or "lost Redis" in node.log.read_text()
+                       for node in cluster.nodes)
 
 
 async def test_a_postgres_restart_loses_nothing(tmp_path: Path) -> None:
