@@ -153,6 +153,21 @@ async def test_private_messages(server: Server) -> None:
     assert bob.take()[0].findtext(BODY) == "moderators may"
 
 
+async def test_a_private_message_is_kept_in_the_recipients_archive(server: Server) -> None:
+    """A private message goes to the occupant's real JID like any message: the recipient's own
+    archive keeps it, so another device of theirs (or the same one after a lost link) reads it."""
+    alice, bob = await private_group(server, "alice", "bob")
+    await bob.send(f"<message to='{ROOM}/alice' type='chat' id='pm'><body>psst</body></message>")
+    (pm,) = alice.take()
+    stamps = [el.get("id") for el in pm.iter(STANZA_ID) if el.get("by") == "alice@localhost"]
+    page = await server.storage.archive.query("localhost", "alice", "mam")
+    assert [item.id for item in page.items] == stamps
+    (kept,) = [parse_frame(item.payload, 1 << 16) for item in page.items]
+    assert (kept.get("from"), kept.findtext(BODY)) == (f"{ROOM}/bob", "psst")
+    # Not in the room's archive: it is private.
+    assert await archived(server) == []
+
+
 async def test_voice_requests_in_a_moderated_room(server: Server) -> None:
     alice = await online(server, "alice@localhost/phone")
     await create(alice, nick="alice", form=field("muc#roomconfig_moderatedroom", "1")

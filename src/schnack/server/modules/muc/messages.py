@@ -139,8 +139,10 @@ class Messages:
                            children=children)
         template.append(element(USER_X))
         template.append(OccupantId(occupant.occupant_id).to_xml())
+        # Routed like any message to the occupant's real JID, not handed to its sessions: the
+        # recipient's archive keeps it (XEP-0313 user archive) and, its session gone, offline storage.
         for full in target.sessions:
-            self.muc.send_to(full, addressed(template, str(full)))
+            self.muc.route_later(addressed(template, str(full)))
 
     async def voice_request(self, room: Room, occupant: Occupant | None, x: Element) -> None:
         """§7.13: a visitor asks for voice; §8.6: a moderator approves a request."""
