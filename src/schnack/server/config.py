@@ -164,7 +164,8 @@ class Cluster:
     """Cluster mode: nodes on one PostgreSQL database that meet on Redis (see server/cluster/)."""
 
     redis_url: str | None = bounded(
-        None, help="redis://host:port/db, or redis+sentinel://host:port,host:port/service/db; unset runs a single node"
+        None, help="redis://host:port/db, or redis+sentinel://host:port,host:port/service/db "
+        "(rediss:// and rediss+sentinel:// for TLS); unset runs a single node"
     )
     node_name: str = bounded("", help="unique in the cluster; default: hostname-pid")
     key_prefix: str = bounded("schnack:", help="prefix of every Redis key and channel")
@@ -336,15 +337,17 @@ def _cluster(table: Any, storage_url: str) -> Cluster:
     cluster = parse_section(Cluster, table, "cluster")
     if cluster.redis_url is not None:
         # Imported here: the cluster package imports this module.
-        from .cluster.sentinel import SCHEME, parse_sentinel_url, redact
-        if cluster.redis_url.startswith(SCHEME):
+        from .cluster.sentinel import is_sentinel_url, parse_sentinel_url, redact
+        if is_sentinel_url(cluster.redis_url):
             try:
-                parse_sentinel_url(cluster.redis_url)
+                target = parse_sentinel_url(cluster.redis_url)
             except ValueError as err:
                 raise ConfigError("cluster.redis_url", f"{err}, got {redact(cluster.redis_url)!r}") from None
+            if target.ssl_ca_certs is not None and not Path(target.ssl_ca_certs).is_file():
+                raise ConfigError("cluster.redis_url", f"ssl_ca_certs: no such file: {target.ssl_ca_certs}")
         elif not cluster.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("cluster.redis_url", "must start with redis://, rediss://, unix:// or redis+sentinel://, "
-                              f"got {redact(cluster.redis_url)!r}")
+            raise ConfigError("cluster.redis_url", "must start with redis://, rediss://, unix://, redis+sentinel:// "
+                              f"or rediss+sentinel://, got {redact(cluster.redis_url)!r}")
         if storage_url.startswith("sqlite://"):
             raise ConfigError("cluster.redis_url", "cluster mode needs PostgreSQL storage (storage.url); SQLite serves one node only")
     if cluster.node_ttl < 2 * cluster.heartbeat_interval:

@@ -31,7 +31,8 @@ def test_redis_url_with_postgresql_makes_a_redis_node(tmp_path: Path) -> None:
     ({"cluster": {"redis_url": "redis://127.0.0.1"}},
      "cluster.redis_url: cluster mode needs PostgreSQL storage (storage.url); SQLite serves one node only"),
     ({"storage": {"url": PG}, "cluster": {"redis_url": "http://x"}},
-     "cluster.redis_url: must start with redis://, rediss://, unix:// or redis+sentinel://, got 'http://x'"),
+     "cluster.redis_url: must start with redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://, "
+     "got 'http://x'"),
     ({"cluster": {"heartbeat_interval": 0}}, "cluster.heartbeat_interval: must be at least 0.1, got 0.0"),
     ({"cluster": {"node_ttl": 10_000}}, "cluster.node_ttl: must be at most 600, got 10000.0"),
     ({"cluster": {"heartbeat_interval": 3, "node_ttl": 5}},

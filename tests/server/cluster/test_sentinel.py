@@ -2,16 +2,20 @@
 
 The tests start Redis groups of their own on free loopback ports: a primary, a replica and three
 sentinels (quorum 2), all with passwords. The bus contract suite runs again on one such group,
-reached through a ``redis+sentinel://`` URL that lists a dead sentinel first. Then, on a group per
-test, the primary is killed (kill -9, along with a hung sentinel, as when its machine goes down),
-hung (SIGSTOP, as a primary cut off from the network) or switched by hand: the sentinels promote
-the replica, and the nodes must follow it, write their sessions there again (the replica is made
-to miss one, as it would miss a write the primary took just before it died) and keep delivering.
+reached through a ``redis+sentinel://`` URL that lists a dead sentinel first, and on a group that
+speaks only TLS (``rediss+sentinel://``, certificates of a CA the test makes). Then, on a group per
+test, the primary is killed (kill -9, along with a hung sentinel, as when its machine goes down;
+over TLS too), hung (SIGSTOP, as a primary cut off from the network) or switched by hand: the
+sentinels promote the replica, and the nodes must follow it, write their sessions there again (the
+replica is made to miss one, as it would miss a write the primary took just before it died) and
+keep delivering.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import shutil
 import signal
 import subprocess
@@ -19,16 +23,21 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from redis.exceptions import RedisError
 
 from schnack.server.cluster import ClusterUnavailable, RedisBus, open_bus
 from schnack.server.cluster.bus import Entry
-from schnack.server.cluster.sentinel import SentinelTarget, parse_sentinel_url
+from schnack.server.cluster.sentinel import SentinelTarget, is_sentinel_url, parse_sentinel_url
 from schnack.server.config import ConfigError, build
 
 from ...conftest import require_service
@@ -45,10 +54,56 @@ PG = "postgresql://schnack@127.0.0.1/schnack"
 FAILOVER = 60.0
 
 
-class RedisGroup:
-    """A primary, a replica and three sentinels of the test's own, without persistence."""
+@dataclass(frozen=True)
+class Certificates:
+    """A CA of its own and a certificate it signed for 127.0.0.1, with its key (PEM files)."""
 
-    def __init__(self, workdir: Path) -> None:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_certificates(directory: Path) -> Certificates:
+    """A new CA and a certificate for 127.0.0.1 in ``directory``. The certificate serves clients
+    too: Redis presents it when it connects to the others (replication, sentinels)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "schnack test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    made = Certificates(directory / "ca.pem", directory / "redis.pem", directory / "redis.key")
+    made.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    made.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    made.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return made
+
+
+class RedisGroup:
+    """A primary, a replica and three sentinels of the test's own, without persistence; with
+    ``tls``, each of them listens on TLS only and they speak TLS among themselves."""
+
+    def __init__(self, workdir: Path, *, tls: bool = False) -> None:
         self.workdir = workdir
         self.primary = free_port()
         self.replica = free_port()
@@ -56,21 +111,42 @@ class RedisGroup:
         # Listed first in the URL and never started: clients must go on to the next sentinel.
         self.dead_sentinel = free_port()
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.certificates = make_certificates(workdir / "tls") if tls else None
 
-    def url(self, db: int = 2) -> str:
-        """The ``redis+sentinel://`` URL of the group."""
-        hosts = ",".join(f"127.0.0.1:{port}" for port in (self.dead_sentinel, *self.sentinels))
-        return (f"redis+sentinel://:{quote(PASSWORD, safe='')}@{hosts}/{SERVICE}/{db}"
-                f"?sentinel_password={quote(SENTINEL_PASSWORD)}")
+    def url(self, db: int = 2, *, host: str = "127.0.0.1", ca: Path | None = None, check_hostname: bool = True) -> str:
+        """The ``redis+sentinel://`` URL of the group (``rediss+sentinel://`` with TLS, trusting
+        ``ca``, by default the group's own CA), naming the sentinels by ``host``."""
+        hosts = ",".join(f"{host}:{port}" for port in (self.dead_sentinel, *self.sentinels))
+        url = (f"redis+sentinel://:{quote(PASSWORD, safe='')}@{hosts}/{SERVICE}/{db}"
+               f"?sentinel_password={quote(SENTINEL_PASSWORD)}")
+        if self.certificates is None:
+            return url
+        url = f"rediss{url.removeprefix('redis')}&ssl_ca_certs={quote(str(ca or self.certificates.ca))}"
+        return url if check_hostname else f"{url}&ssl_check_hostname=false"
+
+    def _tls(self) -> dict[str, Any]:
+        """What a redis-py client needs to reach the group (by the address its certificates carry)."""
+        if self.certificates is None:
+            return {"host": "127.0.0.1"}
+        return {"host": "127.0.0.1", "ssl": True, "ssl_ca_certs": str(self.certificates.ca)}
+
+    def client(self, port: int, password: str, **options: Any) -> aioredis.Redis:
+        """A client of the server or sentinel on ``port`` alone."""
+        return aioredis.Redis(port=port, password=password, socket_timeout=2, **self._tls(), **options)
 
     def _spawn(self, port: int, *args: str) -> None:
         binary = shutil.which("redis-server")
         assert binary is not None
         workdir = self.workdir / str(port)
         workdir.mkdir()
+        listen = ["--port", str(port)]
+        if self.certificates is not None:
+            # No client certificate is asked for: schnack sends none.
+            listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(self.certificates.cert),
+                      "--tls-key-file", str(self.certificates.key), "--tls-ca-cert-file", str(self.certificates.ca),
+                      "--tls-replication", "yes", "--tls-auth-clients", "no"]
         self.processes[port] = subprocess.Popen(
-            [binary, *args, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-             "--logfile", str(workdir / "log")],
+            [binary, *args, *listen, "--bind", "127.0.0.1", "--dir", str(workdir), "--logfile", str(workdir / "log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
 
@@ -99,11 +175,11 @@ class RedisGroup:
 
     def _ready(self) -> bool:
         try:
-            with redis.Redis(port=self.replica, password=PASSWORD, socket_timeout=1) as replica:
+            with redis.Redis(port=self.replica, password=PASSWORD, socket_timeout=1, **self._tls()) as replica:
                 if replica.info("replication").get("master_link_status") != "up":
                     return False
             for port in self.sentinels:
-                with redis.Redis(port=port, password=SENTINEL_PASSWORD, socket_timeout=1) as sentinel:
+                with redis.Redis(port=port, password=SENTINEL_PASSWORD, socket_timeout=1, **self._tls()) as sentinel:
                     replicas = sentinel.sentinel_slaves(SERVICE)
                     if not any(r["port"] == self.replica and not r["is_sdown"] for r in replicas):
                         return False
@@ -131,28 +207,28 @@ class RedisGroup:
 
     async def switch(self) -> None:
         """Fail over by hand (``SENTINEL FAILOVER``): the old primary lives on as a replica."""
-        async with aioredis.Redis(port=self.sentinels[-1], password=SENTINEL_PASSWORD, socket_timeout=2) as sentinel:
+        async with self.client(self.sentinels[-1], SENTINEL_PASSWORD) as sentinel:
             assert await sentinel.sentinel_failover(SERVICE)
 
     async def primary_port(self) -> int | None:
         """The port of the primary the last sentinel names (the tests hang only the first)."""
-        async with aioredis.Redis(port=self.sentinels[-1], password=SENTINEL_PASSWORD, socket_timeout=2) as sentinel:
+        async with self.client(self.sentinels[-1], SENTINEL_PASSWORD) as sentinel:
             address = await sentinel.sentinel_get_master_addr_by_name(SERVICE)
         return int(address[1]) if isinstance(address, tuple) else None
 
     async def diverge(self, key: str, field: str) -> None:
         """Drop ``field`` of the hash ``key`` on the replica only, as a write it never got."""
-        async with aioredis.Redis(port=self.replica, password=PASSWORD, db=2, socket_timeout=2) as replica:
+        async with self.client(self.replica, PASSWORD, db=2) as replica:
             # Replication is asynchronous: the write may not be there yet.
             await eventually(lambda: replica.hexists(key, field), bool)
             assert await replica.hdel(key, field) == 1
 
 
 @contextlib.contextmanager
-def redis_group(workdir: Path) -> Iterator[RedisGroup]:
+def redis_group(workdir: Path, *, tls: bool = False) -> Iterator[RedisGroup]:
     """A started :class:`RedisGroup`, killed at the end."""
     require_service(shutil.which("redis-server") is not None, "redis-server is not installed")
-    group = RedisGroup(workdir)
+    group = RedisGroup(workdir, tls=tls)
     try:
         group.start()
         yield group
@@ -167,10 +243,18 @@ def shared_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisGrou
         yield group
 
 
+@pytest.fixture(scope="module")
+def tls_shared_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisGroup]:
+    """One group on TLS, for the contract suite and the tests of its certificates."""
+    with redis_group(tmp_path_factory.mktemp("sentinel-tls"), tls=True) as group:
+        yield group
+
+
 @pytest.fixture
-def group(tmp_path: Path) -> Iterator[RedisGroup]:
-    """A group of the test's own, for a test that fails its primary over."""
-    with redis_group(tmp_path) as made:
+def group(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisGroup]:
+    """A group of the test's own, for a test that fails its primary over; on TLS when the test
+    passes True (indirect parametrization)."""
+    with redis_group(tmp_path, tls=getattr(request, "param", False)) as made:
         yield made
 
 
@@ -187,10 +271,12 @@ class SentinelCluster(Cluster):
                 await bus.stop()
 
 
-@pytest.fixture
-async def cluster(shared_group: RedisGroup) -> AsyncIterator[Cluster]:
-    """For the contract suite below: nodes on the shared group, through Sentinel."""
-    made = SentinelCluster(url=shared_group.url())
+@pytest.fixture(params=["plain", "tls"])
+async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    """For the contract suite below: nodes on a shared group, through Sentinel, once without TLS
+    and once with it."""
+    group: RedisGroup = request.getfixturevalue("tls_shared_group" if request.param == "tls" else "shared_group")
+    made = SentinelCluster(url=group.url())
     try:
         yield made
     finally:
@@ -216,7 +302,8 @@ test_a_claim_stays_with_its_live_owner_and_passes_on_when_it_dies = (
 test_a_deliver_that_asks_is_answered_with_done = contract.test_a_deliver_that_asks_is_answered_with_done
 
 
-@pytest.mark.parametrize("fail", ["kill", "hang", "switch"])
+@pytest.mark.parametrize(("fail", "group"), [("kill", False), ("hang", False), ("switch", False), ("kill", True)],
+                         ids=["kill", "hang", "switch", "kill-tls"], indirect=["group"])
 async def test_the_bus_follows_the_primary_sentinel_promotes(group: RedisGroup, fail: str) -> None:
     cluster = SentinelCluster(url=group.url())
     try:
@@ -242,7 +329,7 @@ async def test_the_bus_follows_the_primary_sentinel_promotes(group: RedisGroup, 
             await group.switch()
         await eventually(group.primary_port, lambda port: port == group.replica, timeout=FAILOVER)
 
-        async with aioredis.Redis(port=group.replica, password=PASSWORD, db=2, socket_timeout=2) as promoted:
+        async with group.client(group.replica, PASSWORD, db=2) as promoted:
             # a wrote its session to the promoted replica, which had missed it, and both listen there.
             await eventually(lambda: promoted.hget(f"{cluster.prefix}dir:alice@example.org", "alice@example.org/phone"),
                              lambda node: node == b"a", timeout=FAILOVER)
@@ -268,8 +355,29 @@ def test_sentinel_urls_name_their_parts() -> None:
     assert parse_sentinel_url("redis+sentinel://h/m") == SentinelTarget((("h", 26379),), "m")
 
 
-def test_a_sentinel_url_makes_a_redis_node(tmp_path: Path) -> None:
-    config = build({"storage": {"url": PG}, "cluster": {"redis_url": "redis+sentinel://h1,h2/mymaster"}}, tmp_path)
+def test_tls_sentinel_urls_name_their_parts_and_options() -> None:
+    url = ("rediss+sentinel://:p%40ss@10.0.0.1,10.0.0.2:26380/mymaster/3"
+           "?ssl_check_hostname=false&sentinel_password=s&ssl_ca_certs=/etc/redis/ca%20bundle.pem")
+    assert parse_sentinel_url(url) == SentinelTarget(
+        (("10.0.0.1", 26379), ("10.0.0.2", 26380)), "mymaster", 3, None, "p@ss", "s",
+        tls=True, ssl_ca_certs="/etc/redis/ca bundle.pem", ssl_check_hostname=False)
+    # The system's CA bundle, and certificates that must name the host.
+    assert parse_sentinel_url("rediss+sentinel://h/m?ssl_check_hostname=true") == SentinelTarget(
+        (("h", 26379),), "m", tls=True, ssl_ca_certs=None, ssl_check_hostname=True)
+    assert parse_sentinel_url("rediss+sentinel://h/m") == parse_sentinel_url("rediss+sentinel://h/m?ssl_check_hostname=true")
+    assert not parse_sentinel_url("redis+sentinel://h/m").tls
+
+
+@pytest.mark.parametrize(("url", "sentinel"), [
+    ("redis+sentinel://h/m", True), ("rediss+sentinel://h/m", True), ("redis://h", False), ("rediss://h", False),
+])
+def test_both_sentinel_schemes_are_sentinel_urls(url: str, sentinel: bool) -> None:
+    assert is_sentinel_url(url) is sentinel
+
+
+@pytest.mark.parametrize("url", ["redis+sentinel://h1,h2/mymaster", "rediss+sentinel://h1,h2/mymaster"])
+def test_a_sentinel_url_makes_a_redis_node(tmp_path: Path, url: str) -> None:
+    config = build({"storage": {"url": PG}, "cluster": {"redis_url": url}}, tmp_path)
     assert isinstance(open_bus(config.cluster), RedisBus)
 
 
@@ -281,6 +389,16 @@ def test_a_sentinel_url_makes_a_redis_node(tmp_path: Path) -> None:
     ("redis+sentinel://h1:70000/mymaster", "'h1:70000' is not a sentinel host:port"),
     ("redis+sentinel://h1/mymaster/zero", "after the service name only a database number may follow (/mymaster/0)"),
     ("redis+sentinel://h1/mymaster?sentinel=x", "unknown parameter 'sentinel' (known: sentinel_password)"),
+    ("rediss+sentinel://:secret@h1:26379", "name the service the sentinels monitor after the hosts: "
+     "rediss+sentinel://host:26379/mymaster, got 'rediss+sentinel://:***@h1:26379'"),
+    ("rediss+sentinel://h1,/mymaster", "list the sentinels as host:port separated by commas: "
+     "rediss+sentinel://h1:26379,h2:26379/mymaster"),
+    ("rediss+sentinel://h1/mymaster?ssl_verify=none", "unknown parameter 'ssl_verify' "
+     "(known: sentinel_password, ssl_ca_certs, ssl_check_hostname)"),
+    ("redis+sentinel://:secret@h1/mymaster?ssl_ca_certs=/ca.pem",
+     "parameter 'ssl_ca_certs' is for TLS, which needs a rediss+sentinel:// URL, got 'redis+sentinel://:***@h1/mymaster'"),
+    ("rediss+sentinel://h1/mymaster?ssl_check_hostname=no", "ssl_check_hostname is true or false, got 'no'"),
+    ("rediss+sentinel://:secret@h1/mymaster?ssl_ca_certs=/no/such/ca.pem", "ssl_ca_certs: no such file: /no/such/ca.pem"),
 ])
 def test_a_bad_sentinel_url_is_a_clear_config_error(tmp_path: Path, url: str, error: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -296,3 +414,37 @@ async def test_no_sentinel_at_start_is_a_clear_error_without_the_password() -> N
         await bus.start()
     assert str(info.value).endswith(f"/{SERVICE}: No master found for '{SERVICE}': no sentinel answers, or they fail over now")
     assert "p@ss" not in str(info.value) and "p%40ss" not in str(info.value)
+
+
+async def test_a_ca_that_did_not_sign_the_sentinels_is_a_clear_error_at_start(
+        tls_shared_group: RedisGroup, tmp_path: Path) -> None:
+    other = make_certificates(tmp_path)
+    bus = RedisBus(tls_shared_group.url(ca=other.ca), "a", op_timeout=1.0)
+    with pytest.raises(ClusterUnavailable, match=r"cannot reach Redis at rediss\+sentinel://:\*\*\*@127\.0\.0\.1") as info:
+        await bus.start()
+    head, _, why = str(info.value).partition(": TLS with the sentinels fails: ")
+    assert head.endswith(f"/{SERVICE}/2: No master found for '{SERVICE}'")
+    # OpenSSL's own words follow (they differ between its versions).
+    assert why.startswith("certificate verify failed: ")
+    assert "p@ss" not in str(info.value) and "p%40ss" not in str(info.value)
+
+
+async def test_sentinels_named_otherwise_than_their_certificates_need_ssl_check_hostname_false(
+        tls_shared_group: RedisGroup) -> None:
+    # The certificates carry 127.0.0.1 only; the sentinels name the primary by that address.
+    checked = RedisBus(tls_shared_group.url(host="localhost"), "a", op_timeout=1.0)
+    with pytest.raises(ClusterUnavailable) as info:
+        await checked.start()
+    assert str(info.value).endswith(
+        "TLS with the sentinels fails: certificate verify failed: Hostname mismatch, certificate is not valid for 'localhost'")
+    cluster = SentinelCluster(url=tls_shared_group.url(host="localhost", check_hostname=False))
+    try:
+        a = await cluster.node("a")
+        b = await cluster.node("b")
+        inbox = Inbox(b)
+        message = stanza("bob@example.org/desk", "alice@example.org/phone", "hi")
+        assert await a.publish("b", message)
+        await inbox.wait(count=1)
+        assert inbox.messages == [message]
+    finally:
+        await cluster.close()

@@ -18,10 +18,11 @@ the stanza instead), directory writes are remembered locally, and the listener r
 backoff. Once Redis answers again, the node writes its own sessions back into the directory (a
 restarted Redis has forgotten them, and other nodes may have reaped this one meanwhile).
 
-Behind Redis Sentinel (a ``redis+sentinel://`` URL, see sentinel.py) each heartbeat first asks the
-sentinels which server is the primary. When a failover promoted a replica, the node recovers as
-after an outage: the promoted replica may lack the last writes the old primary took, so the node
-writes its sessions there again, and it subscribes there too.
+Behind Redis Sentinel (a ``redis+sentinel://`` URL, or ``rediss+sentinel://`` for TLS, see
+sentinel.py) each heartbeat first asks the sentinels which server is the primary. When a failover
+promoted a replica, the node recovers as after an outage: the promoted replica may lack the last
+writes the old primary took, so the node writes its sessions there again, and it subscribes there
+too.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ from .bus import (
 )
 from .messages import BusMessageError, Deliver, Done, NodeDown, NodeMessage, decode, encode
 from .sentinel import (
-    SCHEME,
     Address,
     current_primary,
+    is_sentinel_url,
     off_primary,
     open_redis,
     reason,
@@ -215,7 +216,7 @@ class RedisBus:
         self._redis: aioredis.Redis = open_redis(url, op_timeout)
         # The primary the sentinels named when this node last wrote (None without Sentinel).
         self._primary: Address | None = None
-        self._sentinel = url.startswith(SCHEME)
+        self._sentinel = is_sentinel_url(url)
         self._sentinels_away = False
         self._scripts = {name: self._redis.register_script(body) for name, body in (
             ("heartbeat", _HEARTBEAT), ("register", _REGISTER), ("unregister", _UNREGISTER),

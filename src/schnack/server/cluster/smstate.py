@@ -20,10 +20,11 @@ resumption time while the session lives and after :data:`ENDED_TTL` once it ende
 ``{prefix}sm-end:{node}`` carries the SM-IDs a node is asked to end. Failures to reach Redis are
 logged and tolerated: without a record the answer is item-not-found without ``h``.
 
-Behind Redis Sentinel (a ``redis+sentinel://`` URL, see sentinel.py) the listener asks the sentinels
-each second which server is the primary, as the cluster bus does at each heartbeat: after a failover
-the records go to the promoted replica and the node listens there, not on an old primary that hangs
-or is cut off from the sentinels but keeps its connections open.
+Behind Redis Sentinel (a ``redis+sentinel://`` or ``rediss+sentinel://`` URL, see sentinel.py) the
+listener asks the sentinels each second which server is the primary, as the cluster bus does at
+each heartbeat: after a failover the records go to the promoted replica and the node listens
+there, not on an old primary that hangs or is cut off from the sentinels but keeps its
+connections open.
 """
 
 from __future__ import annotations
