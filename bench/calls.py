@@ -21,7 +21,8 @@ Measured per profile and loss rate:
   sides play audio;
 - **mouth-to-ear delay**: from when a sample was spoken into the sending track until it was
   played at the other side (packetization, network, jitter buffer and playout clock);
-- the receive path's counts: packets lost, rebuilt from FEC, concealed, late.
+- the receive path's counts: packets lost, rebuilt from FEC, played from a redundant copy
+  (RFC 2198 RED), concealed, late.
 """
 
 from __future__ import annotations
@@ -476,12 +477,12 @@ def run(*, seconds: float = 60.0, losses: Sequence[float] = (0.0, 0.05, 0.10),
 def table(results: Sequence[Figures]) -> str:
     lines = [
         "| profile | loss | KB/min per client, both ways, with IP/UDP headers (of it RTP) | PESQ-WB (lower side) "
-        "| call set-up | mouth-to-ear | lost / FEC-recovered / concealed / late (both sides) |",
+        "| call set-up | mouth-to-ear | lost / FEC-recovered / RED copies / concealed / late (both sides) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        counts = [sum(s[k] for s in r.stats) for k in ("packets_lost", "packets_recovered", "packets_concealed",
-                                                     "packets_late")]  # fmt: skip
+        counts = [sum(s[k] for s in r.stats) for k in ("packets_lost", "packets_recovered", "packets_redundant",
+                                                     "packets_concealed", "packets_late")]  # fmt: skip
         lines.append(f"| {r.profile} | {r.loss:.0%} | {r.bytes_per_minute:.0f} ({r.rtp_bytes_per_minute:.0f}) "
                      f"| {r.pesq:.2f} | {r.setup:.2f} s "
                      f"| {r.delay * 1000:.0f} ms | {' / '.join(str(c) for c in counts)} |")  # fmt: skip

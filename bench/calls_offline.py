@@ -2,7 +2,8 @@
 
 ``python -m bench.calls_offline`` encodes both sides of the conversation of :mod:`bench.calls`
 with the sending track's own code (:meth:`OpusTrack.encode`: libopus through PyAV, frames of at
-most 60 ms joined into packets, DTX with its keepalive), drops a seeded random share of the
+most 60 ms joined into packets, DTX with its keepalive; with ``--red`` each packet an RFC 2198
+packet carrying the one before), drops a seeded random share of the
 packets as the benchmark's proxy does, plays the rest through the receive path (:class:`Playout`:
 jitter buffer, libopus decoding with concealment and FEC) on a simulated clock with a fixed
 network delay (``--jitter-ms`` adds a seeded random share), and scores what comes out with
@@ -32,6 +33,7 @@ from schnack.client.calls.media import DATA_SAVER, RATE, TICK, EncoderSettings, 
 from .calls import conversation, read_mono, score
 
 PAYLOAD_TYPE = 111
+RED_PAYLOAD_TYPE = 63
 NETWORK_DELAY = 0.02
 
 
@@ -49,11 +51,13 @@ class Setting(EncoderSettings):
 
 @dataclass(frozen=True)
 class Sent:
-    """A packet as it left: when (seconds from the start), its RTP timestamp and payload."""
+    """A packet as it left: when (seconds from the start), its RTP timestamp and payload, and
+    whether that is RED (RFC 2198) rather than Opus."""
 
     time: float
     timestamp: int
     payload: bytes
+    red: bool = False
 
 
 class _Collected(WavSink):
@@ -74,11 +78,13 @@ def send(setting: Setting, speech: Path) -> tuple[list[Sent], float]:
     pcm = read_mono(speech, RATE).astype("<i2").tobytes()
     track = OpusTrack(None)
     track.configure(setting)
+    if setting.red:
+        track.use_red(RED_PAYLOAD_TYPE, PAYLOAD_TYPE)
     samples = RATE * setting.frame_ms // 1000
     sent = []
     for start in range(0, len(pcm) // 2 - samples + 1, samples):
         leaves = (start + samples) / RATE  # once the frame has been spoken
-        sent += [Sent(leaves, at, payload) for at, payload in track.encode(pcm[2 * start : 2 * (start + samples)])]
+        sent += [Sent(leaves, *packet) for packet in track.encode(pcm[2 * start : 2 * (start + samples)])]
     return sent, len(pcm) / 2 / RATE
 
 
@@ -97,12 +103,13 @@ def play(sent: Sequence[Sent], seconds: float, loss: float, seed: int, jitter: f
     sink = _Collected()
     playout = Playout(sink)
     playout.payload_types.add(PAYLOAD_TYPE)
+    playout.red_types.add(RED_PAYLOAD_TYPE)
     now, index = 0.0, 0
     while now < seconds + 1.0:
         while index < len(arriving) and arriving[index][0] <= now:
             arrival, seq, packet = arriving[index]
-            rtp = RtpPacket(payload_type=PAYLOAD_TYPE, sequence_number=seq & 0xFFFF, timestamp=packet.timestamp,
-                            payload=packet.payload)  # fmt: skip
+            rtp = RtpPacket(payload_type=RED_PAYLOAD_TYPE if packet.red else PAYLOAD_TYPE, sequence_number=seq & 0xFFFF,
+                            timestamp=packet.timestamp, payload=packet.payload)  # fmt: skip
             playout.packet(rtp, arrival)
             index += 1
         playout.tick(now)
@@ -150,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--loss-hint", type=int, default=EncoderSettings.loss_percent,
                         help=f"the loss libopus is told to expect with --fec, percent "
                              f"(default {EncoderSettings.loss_percent})")  # fmt: skip
+    parser.add_argument("--red", action="store_true",
+                        help="RFC 2198: each packet also carries the one before (as the data saver's protected mode)")  # fmt: skip
     parser.add_argument("--header-bytes", type=int, default=48, help="per packet (default 48)")
     parser.add_argument("--jitter-ms", type=float, default=0.0,
                         help="each packet up to this much later than the fixed delay, uniform (default 0)")  # fmt: skip
@@ -157,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", default="1,2,3", help="loss patterns, comma-separated (default 1,2,3)")
     args = parser.parse_args(argv)
     setting = Setting(args.bitrate, args.packet_ms, fec=args.fec, dtx=True, loss_percent=args.loss_hint,
-                      playback_rate=args.playback_rate, keepalive=args.keepalive, frames=args.frame_ms)  # fmt: skip
+                      playback_rate=args.playback_rate, keepalive=args.keepalive, red=args.red,
+                      frames=args.frame_ms)  # fmt: skip
     losses = [float(x) / 100 for x in args.loss.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-calls-offline-") as temporary:
         workdir = Path(temporary)
@@ -167,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                jitter=args.jitter_ms / 1000)  # fmt: skip
     figures = ", ".join(f"{score:.2f} at {loss:.0%}" for loss, score in scores.items())
     fec = f", FEC for {args.loss_hint} % loss" if args.fec else ""
+    fec += ", RED" if args.red else ""
     print(f"{args.bitrate} bit/s, {args.packet_ms} ms packets of {setting.encode_ms} ms frames{fec}, "
           f"maxplaybackrate {args.playback_rate}, keepalive {args.keepalive:g} s, jitter {args.jitter_ms:g} ms: "
           f"{rate:.1f} KB/min one way; PESQ-WB {figures}")  # fmt: skip

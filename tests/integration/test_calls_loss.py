@@ -1,8 +1,9 @@
-"""A call that loses 10 % of its audio packets: two schnack clients through the real server, the
+"""Calls that lose 10 % of their audio packets: two schnack clients through the real server, the
 media relay-only through a real coturn with a UDP proxy in front of it that drops a seeded share
 of the RTP (bench/calls.py's :class:`LossProxy`). The receive path rebuilds lost packets from
-the next packet's in-band FEC, conceals the rest, and what each side hears still follows what
-the other said."""
+the next packet's in-band FEC (the normal profile) or plays the copy the next RED packet brought
+(RFC 2198, the data saver's protected mode), conceals the rest, and what each side hears still
+follows what the other said."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def correlation(said: Path, heard: Path) -> float:
     return float(np.median(scores))
 
 
-async def test_a_call_at_ten_percent_loss(tmp_path: Path) -> None:
+async def lossy_call(tmp_path: Path, *, data_saver: bool) -> list[CallStats]:
+    """A call of :data:`SECONDS` through the lossy relay at 10 % loss; the statistics of both sides."""
     require_coturn()
     require_service(shutil.which("espeak-ng") is not None, "espeak-ng is not installed (apt-get install espeak-ng)")
     speech = conversation(tmp_path / "speech", SECONDS)
@@ -73,7 +75,7 @@ async def test_a_call_at_ten_percent_loss(tmp_path: Path) -> None:
             async with running(tmp_path, listen=True, modules={"enable": ["extdisco"], "extdisco": extdisco}) as server:
                 for user in ("alice", "bob"):
                     await add_user(server, user, PASSWORD)
-                stats = await call(server.bound["c2s"][0], proxy, speech, tmp_path)
+                stats = await call(server.bound["c2s"][0], proxy, speech, tmp_path, data_saver=data_saver)
         finally:
             proxy.close()
     dropped = sum(leg.dropped for leg in proxy.legs.values())
@@ -81,16 +83,32 @@ async def test_a_call_at_ten_percent_loss(tmp_path: Path) -> None:
     assert 0.06 < dropped / rtp < 0.14, (dropped, rtp)
     for s in stats:
         assert s.packets_lost > 0 and s.audio_received >= SECONDS, s
-        # Every packet RTCP counts as lost was rebuilt or concealed, but for the few lost within
-        # the buffer's delay before the hang-up, whose turn to play never came.
-        assert s.packets_recovered + s.packets_concealed >= s.packets_lost - 3, s
-    # Speech is half of each side's packets; FEC rebuilds the losses within it.
-    assert sum(s.packets_recovered for s in stats) > 0, stats
+        # Every packet RTCP counts as lost was rebuilt, played from a copy or concealed, but for
+        # the few lost within the buffer's delay before the hang-up, whose turn to play never came.
+        assert s.packets_recovered + s.packets_redundant + s.packets_concealed >= s.packets_lost - 3, s
     followed = correlation(speech[1], tmp_path / "alice-heard.wav"), correlation(speech[0], tmp_path / "bob-heard.wav")
     assert min(followed) > 0.7, (followed, stats)
+    return stats
 
 
-async def call(address: tuple[str, int], proxy: LossProxy, speech: tuple[Path, Path], tmp_path: Path) -> list[CallStats]:
+async def test_a_call_at_ten_percent_loss(tmp_path: Path) -> None:
+    stats = await lossy_call(tmp_path, data_saver=False)
+    # Speech is half of each side's packets; FEC rebuilds the losses within it.
+    assert sum(s.packets_recovered for s in stats) > 0, stats
+    assert sum(s.packets_redundant for s in stats) == 0, stats
+
+
+async def test_a_data_saver_call_at_ten_percent_loss_plays_red_copies(tmp_path: Path) -> None:
+    """Both sides are data savers: they offer RED, start protected and stay so while the
+    receiver reports show the loss; a lost packet plays from the copy the next one brought."""
+    stats = await lossy_call(tmp_path, data_saver=True)
+    assert sum(s.packets_redundant for s in stats) > 0, stats
+    # RED takes the place of FEC: the protected packets carry none.
+    assert sum(s.packets_recovered for s in stats) == 0, stats
+
+
+async def call(address: tuple[str, int], proxy: LossProxy, speech: tuple[Path, Path], tmp_path: Path, *,
+               data_saver: bool) -> list[CallStats]:  # fmt: skip
     host, port = address
     alice = Client("alice@localhost/laptop", PASSWORD, host=host, port=port, direct_tls=False, verify=False)
     bob = Client("bob@localhost/phone", PASSWORD, host=host, port=port, direct_tls=False, verify=False)
@@ -100,9 +118,10 @@ async def call(address: tuple[str, int], proxy: LossProxy, speech: tuple[Path, P
         async with asyncio.timeout(WAIT):
             ringing = asyncio.ensure_future(anext(aiter(bob.incoming_calls())))
             await asyncio.sleep(0)
-            placed = await alice.call("bob@localhost", source=speech[0], sink=tmp_path / "alice-heard.wav",
-                                      relay_only=True)  # fmt: skip
-            answered = await (await ringing).answer(source=speech[1], sink=tmp_path / "bob-heard.wav", relay_only=True)
+            placed = await alice.call("bob@localhost", data_saver=data_saver, source=speech[0],
+                                      sink=tmp_path / "alice-heard.wav", relay_only=True)  # fmt: skip
+            answered = await (await ringing).answer(data_saver=data_saver, source=speech[1],
+                                                    sink=tmp_path / "bob-heard.wav", relay_only=True)  # fmt: skip
             await placed.wait_connected(WAIT)
             await answered.wait_connected(WAIT)
             assert placed.media is not None and answered.media is not None

@@ -17,6 +17,7 @@ import pytest
 from schnack.client import Client
 from schnack.client.calls.calls import Call, CallFailed, IncomingCall
 from schnack.client.calls.media import DATA_SAVER, NORMAL, EncoderSettings
+from schnack.client.calls.protection import protected
 from schnack.client.calls.session import State
 from schnack.client.errors import XmppError
 from schnack.server.app import Server
@@ -226,7 +227,9 @@ async def test_data_saver_asked_by_the_caller_binds_both_ways(devices: Devices, 
     await answered.wait_connected(WAIT)
     assert call.media is not None and answered.media is not None
     saver = EncoderSettings.negotiate(DATA_SAVER, None)
-    assert call.media.track.settings == saver
+    # The data saver starts protected (RED: both sides offer it) until two receiver reports
+    # show no loss; the callee's normal profile does not protect.
+    assert call.media.track.settings == protected(saver, red=True)
     assert answered.media.track.settings == replace(saver, keepalive=NORMAL.keepalive)
     async with asyncio.timeout(WAIT):
         await answered.media.sink.heard(1.0)

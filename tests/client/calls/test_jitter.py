@@ -19,17 +19,19 @@ class Sent:
     ts: int
     samples: int = FRAME
     fec: bool = False
+    # RFC 2198: the packet came with a copy of the one before it.
+    red: bool = False
 
     @property
     def payload(self) -> bytes:
         return self.seq.to_bytes(4, "big")
 
 
-def stream(count: int, *, samples: int = FRAME, transit: float = 0.005, fec: bool = False,
+def stream(count: int, *, samples: int = FRAME, transit: float = 0.005, fec: bool = False, red: bool = False,
            seq0: int = 0, ts0: int = 0) -> list[Sent]:  # fmt: skip
     """``count`` packets sent as they are spoken, arriving ``transit`` later."""
-    return [Sent((n + 1) * samples / 48000 + transit, (seq0 + n) % 2**16, (ts0 + n * samples) % 2**32, samples, fec)
-            for n in range(count)]  # fmt: skip
+    return [Sent((n + 1) * samples / 48000 + transit, (seq0 + n) % 2**16, (ts0 + n * samples) % 2**32, samples, fec,
+                 red and n > 0) for n in range(count)]  # fmt: skip
 
 
 def play(buffer: JitterBuffer, packets: Iterable[Sent], *, until: float, quiet: bool = False) -> list[Unit]:
@@ -42,7 +44,10 @@ def play(buffer: JitterBuffer, packets: Iterable[Sent], *, until: float, quiet: 
     while now < until:
         while pending and pending[0].arrival <= now:
             p = pending.pop(0)
-            buffer.put(p.seq, p.ts, p.payload, p.samples, p.arrival, fec=p.fec)
+            buffer.put(p.seq, p.ts, p.payload, p.samples, p.arrival, fec=p.fec, red=p.red)
+            if p.red:
+                before = (p.seq - 1) % 2**16
+                buffer.put_copy(before, (p.ts - p.samples) % 2**32, before.to_bytes(4, "big"), p.samples)
         while queued < FRAME:
             unit = buffer.pop(now, queued, quiet=quiet)
             if unit is None:
@@ -88,6 +93,56 @@ def test_a_lost_packet_is_rebuilt_from_the_next_ones_fec() -> None:
     assert recover == [Unit(Action.RECOVER, FRAME, (11).to_bytes(4, "big"))]
     assert packets_played(units) == [n for n in range(30) if n != 10]
     assert (buffer.stats.lost, buffer.stats.recovered, buffer.stats.concealed) == (1, 1, 0)
+
+
+def test_a_lost_packet_plays_from_the_next_ones_red_copy() -> None:
+    """RFC 2198: the copy of packet 10 that came with packet 11 plays in its place, as the
+    packet itself would have; copies of packets that came are dropped, not counted."""
+    sent = [p for p in stream(30, samples=3 * FRAME, red=True) if p.seq != 10]
+    buffer = JitterBuffer()
+    units = play(buffer, sent, until=2.5)
+    assert packets_played(units) == list(range(30))
+    assert not [u for u in units if u.action is Action.RECOVER]
+    assert (buffer.stats.lost, buffer.stats.redundant, buffer.stats.concealed, buffer.stats.duplicates) == (0, 1, 0, 0)
+    # The next packet must be here when one is due: one packet and a playout frame more delay.
+    assert buffer.target >= (3 * FRAME + FRAME) / 48000
+
+
+def test_two_lost_in_a_row_with_red() -> None:
+    """One redundant block covers the packet just before: of two lost in a row the first is
+    concealed, the second plays from the copy."""
+    sent = [p for p in stream(30, samples=3 * FRAME, red=True) if p.seq not in (10, 11)]
+    buffer = JitterBuffer()
+    units = play(buffer, sent, until=2.5)
+    assert packets_played(units) == [n for n in range(30) if n != 10]
+    assert (buffer.stats.lost, buffer.stats.concealed, buffer.stats.redundant) == (1, 1, 1)
+
+
+def test_a_packet_after_its_copy_takes_its_place() -> None:
+    buffer = JitterBuffer()
+    buffer.put(11, 2 * 2880, b"eleven", 2880, arrival=0.1, red=True)
+    buffer.put_copy(10, 2880, b"copy of ten", 2880)
+    buffer.put(10, 2880, b"ten", 2880, arrival=0.11)
+    assert buffer.pop(1.0) == Unit(Action.PLAY, 2880, b"ten")
+    assert (buffer.stats.duplicates, buffer.stats.redundant) == (0, 0)
+
+
+def test_longer_packets_are_not_jitter() -> None:
+    """The sender goes from protected 60 ms RED packets back to lean 120 ms ones mid-sentence:
+    each new packet comes 60 ms later after its first sample (it cannot leave before its last
+    is spoken), which is no jitter. The delay the RED stream had covers it: nothing is held,
+    concealed or late."""
+    red = stream(40, samples=3 * FRAME, red=True)
+    start = 40 * 3 * FRAME
+    lean = [Sent((start + (n + 1) * 6 * FRAME) / 48000 + 0.005, 40 + n, start + n * 6 * FRAME, 6 * FRAME)
+            for n in range(20)]  # fmt: skip
+    buffer = JitterBuffer()
+    units = play(buffer, red + lean, until=6.0)
+    assert packets_played(units) == list(range(60))
+    # From the third packet on (the delay grew when the second brought the first copy).
+    plays = [i for i, u in enumerate(units) if u.action is Action.PLAY]
+    assert [u for u in units[plays[2] : plays[-1]] if u.action is not Action.PLAY] == []
+    assert buffer.stats.lost == buffer.stats.late == 0
 
 
 def test_a_loss_without_fec_is_concealed() -> None:

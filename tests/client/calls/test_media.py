@@ -9,6 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from aiortc.rtp import RtpPacket
+
 from schnack.client.calls.decoder import packet_samples
 from schnack.client.calls.media import (
     DATA_SAVER,
@@ -18,6 +20,7 @@ from schnack.client.calls.media import (
     OpusTrack,
     ice_servers,
     opus_of,
+    red_of,
     with_profile,
 )
 from schnack.client.calls.sdp import RtpContents
@@ -60,8 +63,8 @@ def test_data_saver_packets_hold_two_60_ms_frames_and_skip_silence(tmp_path: Pat
     track.configure(SAVER)
     tone = read_wav(write_tone(tmp_path / "t.wav", 440, 0.24)).tobytes()
     packets = track.encode(tone[: 5760 * 2]) + track.encode(tone[5760 * 2 :])
-    assert [at for at, _ in packets] == [0, 5760]
-    for _, payload in packets:
+    assert [p.timestamp for p in packets] == [0, 5760] and not any(p.red for p in packets)
+    for _, payload, _ in packets:
         assert payload[0] & 0x03 in (2, 3) and packet_samples(payload) == 5760
     silence = bytes(5760 * 2)
     sent = [i for i in range(19) if track.encode(silence)]
@@ -84,6 +87,24 @@ def test_profile_written_into_the_description() -> None:
     assert params == {"minptime": "10", "useinbandfec": "0", "usedtx": "1", "stereo": "0", "sprop-stereo": "0",
                       "maxaveragebitrate": "12000", "maxplaybackrate": "12000"}
     assert written.description is not None and written.description.payload_types[1] == PayloadType(0, "PCMU", 8000, ptime=120)
+
+
+def test_red_is_offered_for_our_opus() -> None:
+    """RFC 2198 §5: our ``red`` names our Opus payload type for its blocks, in every profile;
+    a peer's red counts only if its blocks are Opus."""
+    red = PayloadType(63, "red", 48000, 2)
+    content = Content("initiator", "0", description=RtpDescription("audio", (opus(), red, PayloadType(0, "PCMU", 8000))))
+    for profile in (NORMAL, DATA_SAVER):
+        (written,) = with_profile(RtpContents((content,)), profile).contents
+        assert red_of(written) == replace(red, parameters=(Parameter("", "111/111"),), ptime=profile.ptime)
+    assert red_of(content) == red  # no fmtp: RFC 2198 leaves it optional
+    # The fmtp as a value without a name, or (as some write it) as a name alone.
+    for other in (Parameter("", "0/0"), Parameter("", "111/0"), Parameter("0/0"), Parameter("111/0")):
+        listed = replace(red, parameters=(other,))
+        assert red_of(replace(content, description=RtpDescription("audio", (opus(), listed)))) is None
+    legacy = replace(red, parameters=(Parameter("111/111"),))
+    assert red_of(replace(content, description=RtpDescription("audio", (opus(), legacy)))) == legacy
+    assert red_of(replace(content, description=RtpDescription("audio", (red,)))) is None
 
 
 def test_ice_servers_from_extdisco() -> None:
@@ -128,12 +149,15 @@ async def test_audio_both_ways(tmp_path: Path) -> None:
 
 async def test_data_saver_sends_fewer_bytes(tmp_path: Path) -> None:
     """Three seconds of tone then silence: data saver sends longer frames at a lower bitrate and
-    suppresses the silence (DTX)."""
+    suppresses the silence (DTX) once it no longer protects the start of the call."""
     sent = {}
     for profile in (NORMAL, DATA_SAVER):
         caller = MediaSession(profile=profile, source=write_tone(tmp_path / "t.wav", 440, 1.5))
         callee = MediaSession(profile=profile)
         try:
+            # The data saver's lean packets from the start: as after two receiver reports without loss.
+            caller.peer_lost(0.0)
+            caller.peer_lost(0.0)
             await connect(caller, callee)
             assert caller.track.settings == EncoderSettings.negotiate(profile, None) or profile is DATA_SAVER
             async with asyncio.timeout(60):
@@ -194,6 +218,9 @@ async def test_switch_to_data_saver_mid_call(tmp_path: Path) -> None:
         async with asyncio.timeout(60):
             await callee.sink.heard(1.0)
         sent_before = caller.track.packets_sent
+        # Two receiver reports without loss: the data saver need not protect the call.
+        caller.peer_lost(0.0)
+        caller.peer_lost(0.0)
         caller.set_profile(DATA_SAVER)
         assert caller.track.settings == SAVER
         async with asyncio.timeout(60):
@@ -233,23 +260,70 @@ async def test_rtcp_reports_every_five_seconds(tmp_path: Path) -> None:
     assert stats.rtt is not None and 0 < stats.rtt < 1
 
 
-async def test_data_saver_protects_its_audio_while_the_peer_reports_loss() -> None:
-    """The peer's real receiver reports reach the loss watch (no loss on loopback: the packets
-    stay lean); reported loss switches the encoder to 60 ms packets with FEC and back."""
-    caller, callee = MediaSession(profile=DATA_SAVER), MediaSession(profile=DATA_SAVER)
+async def test_data_saver_protects_its_audio_with_red_while_the_peer_reports_loss(tmp_path: Path) -> None:
+    """Two data savers offer RED (RFC 2198): each starts protected, sending RED packets that
+    the peer's playout splits; the peer's real receiver reports reach the loss watch (no
+    loss on loopback), two without loss relax it to the lean packets, reported loss protects
+    again."""
+    caller = MediaSession(profile=DATA_SAVER, source=write_tone(tmp_path / "a.wav", 440, 3.0))
+    callee = MediaSession(profile=DATA_SAVER)
+    seen: list[int] = []
+    taken = callee.playout.packet
+
+    def tap(packet: RtpPacket, arrival: float) -> None:
+        seen.append(packet.payload_type)
+        taken(packet, arrival)
+
+    callee.playout.packet = tap  # type: ignore[method-assign]
     try:
         await connect(caller, callee)
-        lean = caller.track.settings
-        assert (lean.frame_ms, lean.fec) == (120, False)
+        assert caller.track.red_ready and callee.track.red_ready
+        safe = caller.track.settings
+        # 60 ms packets at the lean bitrate, each also carrying the one before.
+        assert (safe.frame_ms, safe.bitrate, safe.fec, safe.red) == (60, 12000, False, True)
         async with asyncio.timeout(30):
+            await callee.sink.heard(1.0)
             await caller.peer_reported.wait()
-        assert not caller.loss_watch.protecting and caller.track.settings == lean
+        assert seen and set(seen) <= callee.playout.red_types and callee.playout.malformed == 0
+        assert caller.loss_watch.protecting  # one report without loss is not enough
+        caller.peer_lost(0.0)
+        lean = caller.track.settings
+        assert lean == replace(safe, frame_ms=120, red=False)
         caller.peer_lost(0.08)
-        assert (caller.track.settings.frame_ms, caller.track.settings.fec, caller.track.settings.bitrate) == (
-            60, True, 24000)  # fmt: skip
+        assert caller.track.settings == safe
         for _ in range(5):
             caller.peer_lost(0.0)
         assert caller.track.settings == lean
+        async with asyncio.timeout(30):
+            await callee.sink.heard(2.5)
+        # The lean packets are plain Opus again.
+        assert seen[-1] in callee.playout.payload_types
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+def without_red(contents: RtpContents) -> RtpContents:
+    """The description of a peer that does not take RFC 2198 redundancy."""
+    out = []
+    for content in contents.contents:
+        assert content.description is not None
+        kept = tuple(pt for pt in content.description.payload_types if (pt.name or "").lower() != "red")
+        out.append(replace(content, description=replace(content.description, payload_types=kept)))
+    return RtpContents(tuple(out), contents.groups)
+
+
+async def test_data_saver_protects_with_fec_where_the_peer_has_no_red() -> None:
+    caller, callee = MediaSession(profile=DATA_SAVER), MediaSession(profile=DATA_SAVER)
+    try:
+        answer = await callee.answer(await caller.offer())
+        await caller.accepted(without_red(answer))
+        assert not caller.track.red_ready
+        safe = caller.track.settings
+        assert (safe.frame_ms, safe.bitrate, safe.fec, safe.red) == (60, 24000, True, False)
+        caller.peer_lost(0.0)
+        caller.peer_lost(0.0)
+        assert (caller.track.settings.frame_ms, caller.track.settings.fec) == (120, False)
     finally:
         await caller.close()
         await callee.close()

@@ -11,11 +11,23 @@ import numpy as np
 from aiortc.rtp import RtpPacket
 from av.audio.frame import AudioFrame
 
-from schnack.client.calls.media import FRAME, RATE, SILENCE_RMS, TICK, Playout, WavSink
+from schnack.client.calls.media import (
+    FRAME,
+    RATE,
+    SILENCE_RMS,
+    TICK,
+    EncoderSettings,
+    OpusTrack,
+    Outgoing,
+    Playout,
+    WavSink,
+)
+from schnack.client.calls.red import Block, pack, unpack
 
 from .audio import read_wav
 
 PT = 111
+RED = 63
 
 
 def tone_bursts(bursts: list[tuple[float, float]], seconds: float) -> np.ndarray:
@@ -65,6 +77,70 @@ def burst_energies(played: np.ndarray, starts: list[float], length: float) -> li
         flags = loud[int(start * RATE) : int((start + 0.4) * RATE)]
         energies.append(float(np.sum(window[flags] ** 2)) / whole if flags.any() else 0.0)
     return energies
+
+
+class Collected(WavSink):
+    """The played audio, kept in memory."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.pcm = bytearray()
+
+    def write(self, pcm: bytes, *, filled: int = 0) -> None:
+        self.pcm += pcm
+        self.samples += len(pcm) // 2
+
+
+def red_stream(pcm: np.ndarray) -> list[Outgoing]:
+    """``pcm`` as the data saver's protected packets: 60 ms, 12 kbit/s, each a RED packet
+    carrying the one before (RFC 2198), built by the sending track."""
+    track = OpusTrack(None)
+    track.configure(EncoderSettings(12000, 60, False, True, playback_rate=12000, keepalive=1.0, red=True))
+    track.use_red(RED, PT)
+    step = RATE * 60 // 1000
+    return [p for at in range(0, len(pcm) - step + 1, step) for p in track.encode(pcm[at : at + step].tobytes())]
+
+
+def play_red(packets: list[tuple[int, Outgoing]], seconds: float) -> tuple[bytes, Playout]:
+    """What the playout plays of ``packets`` (sequence number, packet), each arriving 10 ms
+    after it was spoken, on a simulated clock."""
+    sink = Collected()
+    playout = Playout(sink)
+    playout.payload_types.add(PT)
+    playout.red_types.add(RED)
+    pending = sorted(packets, key=lambda p: p[1].timestamp)
+    now = 0.0
+    while now < seconds:
+        while pending and (pending[0][1].timestamp + 2880) / RATE + 0.01 <= now:
+            seq, packet = pending.pop(0)
+            rtp = RtpPacket(payload_type=RED if packet.red else PT, sequence_number=seq, timestamp=packet.timestamp,
+                            payload=packet.payload)  # fmt: skip
+            playout.packet(rtp, now)
+        playout.tick(now)
+        now += TICK
+    return bytes(sink.pcm), playout
+
+
+async def test_a_lost_red_packet_plays_from_the_next_ones_copy() -> None:
+    """RFC 2198: the copy is the lost packet bit for bit, so what plays is what would have
+    played had nothing been lost; garbage in RED packets is dropped and counted."""
+    sent = list(enumerate(red_stream(tone_bursts([(0.0, 1.5)], 1.5))))
+    assert all(packet.red for _, packet in sent)
+    clean, _ = play_red(sent, 2.0)
+    lossy, playout = play_red([p for p in sent if p[0] != 10], 2.0)
+    assert lossy == clean
+    stats = playout.buffer.stats
+    assert (stats.redundant, stats.lost, stats.concealed) == (1, 0, 0)
+    # Malformed payloads (headers cut short, a block running past the end) are dropped whole;
+    # a redundant block that is no Opus is left out and its primary still plays.
+    seq, first = sent[3]
+    junk = [b"", b"\xef\x00\x2d", b"\xef\x00\x2c\x0a\x6f" + bytes(5)]
+    broken_copy = pack((Block(PT, 2880, b""),), Block(PT, 0, unpack(first.payload)[-1].data))
+    garbled = [(40000 + n, Outgoing(first.timestamp, payload, red=True)) for n, payload in enumerate(junk)]
+    with_junk, playout = play_red([*garbled, *(p if p[0] != seq else (seq, first._replace(payload=broken_copy))
+                                               for p in sent)], 2.0)  # fmt: skip
+    assert with_junk == clean
+    assert playout.malformed == len(junk) + 1
 
 
 async def test_a_talk_spurt_arriving_late_after_a_pause_plays_whole(tmp_path: Path) -> None:

@@ -1,6 +1,9 @@
-"""Switching the data saver's FEC on and off from the loss the peer reports (RFC 3550 §6.4.1)."""
+"""Switching the data saver's protection (RED or FEC) on and off from the loss the peer reports
+(RFC 3550 §6.4.1)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
@@ -39,6 +42,17 @@ def test_hysteresis() -> None:
     assert not watch.report(0.015)  # 1.5 % smoothed stays below 2 %: no switching back on
 
 
+def test_a_call_starts_protected_until_two_clean_reports() -> None:
+    watch = LossWatch(start_protected=True)
+    assert watch.protecting
+    assert watch.report(0.0)  # the first report covers about a second: not enough to relax
+    assert not watch.report(0.0)
+    # Loss in the first report keeps the protection; loss in the second too.
+    for first, second in ((0.05, 0.0), (0.0, 0.05)):
+        watch = LossWatch(start_protected=True)
+        assert watch.report(first) and watch.report(second)
+
+
 def test_out_of_range_reports_are_clamped() -> None:
     watch = LossWatch()
     watch.report(-0.5)
@@ -60,6 +74,8 @@ def test_protected_data_saver() -> None:
     assert (safe.bitrate, safe.frame_ms, safe.fec, safe.loss_percent) == (24000, 60, True, 10)
     # The band, DTX and its keepalive stay the data saver's.
     assert (safe.playback_rate, safe.dtx, safe.keepalive) == (lean.playback_rate, lean.dtx, lean.keepalive)
+    # A peer that takes RED: 60 ms packets, each also carrying the one before, at the lean bitrate; no FEC.
+    assert protected(lean, red=True) == replace(lean, frame_ms=60, red=True)
 
 
 def test_protected_keeps_shorter_frames_and_higher_bitrates() -> None:

@@ -34,6 +34,7 @@ from schnack.xmpp.payloads.jingle_rtp import (
     Source,
     SourceGroup,
 )
+from schnack.xmpp.xml import serialize
 
 DATA = Path(__file__).parent / "data"
 # Captured from Chromium 156.0.8078.114 (Debian bookworm package), headless, for a page that ran
@@ -139,6 +140,54 @@ def test_xep_example_to_sdp_and_back() -> None:
     ):  # fmt: skip
         assert line + "\r\n" in text, line
     assert through_sdp(contents) == with_derived_ids(contents)
+
+
+RED_INITIATE = b"""<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='r3d'>
+  <content creator='initiator' name='0'>
+    <description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>
+      <payload-type id='111' name='opus' clockrate='48000' channels='2' ptime='120'>
+        <parameter name='useinbandfec' value='0'/>
+      </payload-type>
+      <payload-type id='63' name='red' clockrate='48000' channels='2' ptime='120'>
+        <parameter name='' value='111/111'/>
+      </payload-type>
+    </description>
+    <transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' pwd='asd88fgpdd777uzjYhagZg' ufrag='8hhy'/>
+  </content>
+</jingle>"""
+
+
+def test_red_payload_type_round_trips() -> None:
+    """RFC 2198 redundant Opus as WebRTC offers it (``red/48000/2``, ``a=fmtp:63 111/111``):
+    the fmtp has no name=value pairs, so it is one XEP-0167 parameter with the empty name and the
+    value (Conversations refuses a parameter without a value); Jingle → SDP → Jingle and SDP →
+    Jingle → XML → Jingle → SDP give back what went in."""
+    jingle = Jingle.from_xml(parse_frame(RED_INITIATE, 10**6))
+    contents = contents_of(jingle)
+    assert contents.contents[0].description is not None
+    red = contents.contents[0].description.payload_types[1]
+    assert red == PayloadType(63, "red", 48000, 2, ptime=120, parameters=(Parameter("", "111/111"),))
+    written = jingle.to_xml().find(".//{urn:xmpp:jingle:apps:rtp:1}payload-type[@name='red']/{*}parameter")
+    assert written is not None and (written.get("name"), written.get("value")) == ("", "111/111")
+    text = str(to_sdp(contents))
+    assert "m=audio 9 RTP/AVPF 111 63\r\n" in text
+    assert "a=rtpmap:63 red/48000/2\r\na=fmtp:63 111/111\r\n" in text
+    assert through_sdp(contents) == contents
+    # Chromium's offer: its red reaches the XML and comes back as the same SDP lines.
+    chromium = to_jingle(SessionDescription.parse(CHROMIUM_OFFER))
+    sent = Jingle("session-initiate", "r3d", contents=chromium.contents, groups=chromium.groups)
+    read = Jingle.from_xml(parse_frame(serialize(sent.to_xml()).encode(), 10**6))
+    assert read.contents == chromium.contents
+    (audio, *_) = str(to_sdp(contents_of(read))).split("m=video")
+    assert "a=rtpmap:63 red/48000/2\r\n" in audio and "a=fmtp:63 111/111\r\n" in audio
+
+
+@pytest.mark.parametrize("parameter", ["<parameter name='111/111'/>", "<parameter value='111/111'/>"])
+def test_a_nameless_format_parameter_written_otherwise_is_read(parameter: str) -> None:
+    """Other writers put red's ``111/111`` in the name alone, or in the value without a name."""
+    initiate = RED_INITIATE.replace(b"<parameter name='' value='111/111'/>", parameter.encode())
+    text = str(to_sdp(contents_of(Jingle.from_xml(parse_frame(initiate, 10**6)))))
+    assert "a=fmtp:63 111/111\r\n" in text
 
 
 def test_senders_follow_the_writer() -> None:

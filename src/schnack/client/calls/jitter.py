@@ -9,6 +9,8 @@ a delay, and decides for every stretch of the timeline what fills it (:class:`Ac
   so the sender had nothing to say: comfort silence, not concealment;
 - a **loss**: sequence numbers are missing; the last missing packet is rebuilt from the in-band
   FEC of the one after it when that one is already here, the rest is concealed (RFC 6716 §4.4);
+  unless a later packet brought a redundant copy of it (RFC 2198, :mod:`.red`): the copy takes
+  its place and plays as the packet would have;
 - **nothing yet**: the next packet has not come; silence if what played last was silent (most
   likely DTX), else concealment for up to 60 ms, then silence. A packet that turns up after its
   time was filled is late: it is dropped and counted; unless that time was silence played only
@@ -17,9 +19,11 @@ a delay, and decides for every stretch of the timeline what fills it (:class:`Ac
   silence played in the meantime becoming added delay (shed again in the next pause).
 
 The delay adapts to the measured jitter (RFC 3550 §6.4.1 measures the same transit time): the
-95th percentile of the packets' transit times over the last seconds minus the fastest, plus one
-frame when the stream carries FEC (packet n+1 must be here when n is due), within
-``min_delay``..``max_delay``. The delay grows by holding the timeline (concealment or silence
+95th percentile of the packets' transit times over the last seconds minus the fastest, each
+taken from the packet's last sample (a longer packet leaves later after its first sample: that
+is packetization, not jitter, and a sender going from 60 ms to 120 ms packets would otherwise
+make the delay grow mid-sentence), plus one frame when the stream carries FEC or redundant
+copies (packet n+1 must be here when n is due), within ``min_delay``..``max_delay``. The delay grows by holding the timeline (concealment or silence
 played in between) and shrinks only where it cannot be heard: by skipping silence.
 """
 
@@ -66,12 +70,14 @@ class Unit:
 @dataclass
 class JitterStats:
     """What the buffer did: packets received, missing at their time (``lost``, which includes
-    the ``late`` ones), of those rebuilt from FEC (``recovered``) or concealed, duplicates
-    dropped, and the delay it adds (now and on average, seconds)."""
+    the ``late`` ones), of those rebuilt from FEC (``recovered``) or concealed, packets that
+    never came but played from a redundant copy a later packet brought (``redundant``, RFC 2198),
+    duplicates dropped, and the delay it adds (now and on average, seconds)."""
 
     received: int = 0
     lost: int = 0
     recovered: int = 0
+    redundant: int = 0
     concealed: int = 0
     late: int = 0
     duplicates: int = 0
@@ -87,6 +93,7 @@ class _Packet:
     samples: int
     payload: bytes
     fec: bool
+    copy: bool = False
 
 
 def _unwrap(value: int, reference: int, bits: int) -> int:
@@ -109,7 +116,8 @@ class JitterBuffer:
         self.stats = JitterStats(target=min_delay)
         self._packets: dict[int, _Packet] = {}
         self._order: list[int] = []  # the buffered sequence numbers, sorted
-        self._transits: deque[tuple[float, float]] = deque()  # (arrival, transit)
+        # (arrival, transit of the packet's first sample, transit of its end)
+        self._transits: deque[tuple[float, float, float]] = deque()
         # The highest sequence number so far and its timestamp, both unwrapped.
         self._ref_seq = 0
         self._ref_ts = 0
@@ -118,22 +126,27 @@ class JitterBuffer:
         self._started = False
         self._first_arrival = 0.0
         self._last_arrival = 0.0
-        self._fec_at = -math.inf
+        # When a packet last came with redundancy for the one before it (in-band FEC or a RED
+        # copy), and that packet's length.
+        self._covered_at = -math.inf
+        self._covered_samples = frame
         # Up to this timestamp a gap before a DTX pause is concealed (lost speech), not silence.
         self._conceal_until = 0
         # Samples filled since the last packet while no later one was here.
         self._waited = 0
         # Where the silence played for want of any packet began (None: not in such a stretch).
         self._guessed_from: int | None = None
-        self._packet_samples = frame
         self._delay_sum = 0.0
         self._delay_count = 0
 
     # -- in ---------------------------------------------------------------------------------
 
-    def put(self, seq: int, ts: int, payload: bytes, samples: int, arrival: float, *, fec: bool = False) -> None:
+    def put(self, seq: int, ts: int, payload: bytes, samples: int, arrival: float, *, fec: bool = False,
+            red: bool = False) -> None:  # fmt: skip
         """A packet: 16-bit sequence number, 32-bit timestamp, the Opus payload, how many
-        samples it decodes to, when it arrived, whether it carries FEC for the one before."""
+        samples it decodes to, when it arrived, whether it carries FEC for the one before, and
+        whether it came as RED (RFC 2198): a stream that brings copies of the packets before
+        (:meth:`put_copy`), even if this one, the first after a pause, has none."""
         if not self.stats.received or arrival - self._last_arrival > IDLE:
             self._restart(seq, ts)
         useq = _unwrap(seq, self._ref_seq, 16)
@@ -145,15 +158,18 @@ class JitterBuffer:
         if useq > self._ref_seq:
             self._ref_seq, self._ref_ts = useq, uts
         self._last_arrival = arrival
-        self._packet_samples = samples
-        if fec:
-            self._fec_at = arrival
+        if fec or red:
+            self._covered_at, self._covered_samples = arrival, samples
         self.stats.received += 1
-        self._transits.append((arrival, arrival - uts / self.rate))
+        self._transits.append((arrival, arrival - uts / self.rate, arrival - (uts + samples) / self.rate))
         while self._transits and self._transits[0][0] < arrival - WINDOW:
             self._transits.popleft()
         if useq in self._packets:
-            self.stats.duplicates += 1
+            if self._packets[useq].copy:
+                # The packet itself after its copy: it takes the copy's place.
+                self._packets[useq] = _Packet(useq, uts, samples, payload, fec)
+            else:
+                self.stats.duplicates += 1
             return
         if self._started and self._reclaims(useq, uts):
             # The start of a talk spurt whose time was filled with silence: play it from its
@@ -166,6 +182,19 @@ class JitterBuffer:
         if not self._packets and not self._started:
             self._first_arrival = arrival
         self._packets[useq] = _Packet(useq, uts, samples, payload, fec)
+        bisect.insort(self._order, useq)
+
+    def put_copy(self, seq: int, ts: int, payload: bytes, samples: int) -> None:
+        """A redundant copy of an earlier packet (RFC 2198), come with the packet just
+        :meth:`put`: it takes that packet's place if the packet has not come and its time has
+        not been played yet; else it is dropped, uncounted (most copies are of packets that came)."""
+        if not self.stats.received:
+            return
+        useq = _unwrap(seq, self._ref_seq, 16)
+        uts = _unwrap(ts, self._ref_ts, 32)
+        if useq in self._packets or (self._started and (useq < self._next_seq or uts + samples <= self._next_ts)):
+            return
+        self._packets[useq] = _Packet(useq, uts, samples, payload, fec=False, copy=True)
         bisect.insort(self._order, useq)
 
     def _reclaims(self, useq: int, uts: int) -> bool:
@@ -191,18 +220,21 @@ class JitterBuffer:
 
     @property
     def jitter(self) -> float:
-        """The spread of transit times: 95th percentile minus the fastest, in seconds."""
+        """The spread of transit times from the packets' ends: 95th percentile minus the fastest,
+        in seconds."""
         if not self._transits:
             return 0.0
-        transits = sorted(t for _, t in self._transits)
+        transits = sorted(end for _, _, end in self._transits)
         return transits[min(len(transits) - 1, int(0.95 * len(transits)))] - transits[0]
 
     @property
     def target(self) -> float:
-        # With FEC in the stream (within the window), packet n+1 must be here when n is taken,
-        # which is up to one frame of the playout before n plays (the frame being played out).
-        fec = self._last_arrival - self._fec_at < WINDOW
-        margin = (self._packet_samples + self.frame) / self.rate if fec else 0.0
+        # With FEC or RED copies in the stream (within the window), packet n+1 must be here when
+        # n is taken, which is up to one frame of the playout before n plays (the frame being
+        # played out). Packets of the protected length: when the sender goes back to longer
+        # packets without protection, the delay must not grow mid-speech for them.
+        covered = self._last_arrival - self._covered_at < WINDOW
+        margin = (self._covered_samples + self.frame) / self.rate if covered else 0.0
         return max(self.min_delay, min(self.max_delay, self.jitter + margin))
 
     def _delay(self, anchor: float) -> float:
@@ -211,7 +243,7 @@ class JitterBuffer:
         if not self._transits:
             return self.stats.delay
         offset = anchor - self._next_ts / self.rate
-        return offset - min(t for _, t in self._transits)
+        return offset - min(start for _, start, _ in self._transits)
 
     # -- out --------------------------------------------------------------------------------
 
@@ -311,5 +343,6 @@ class JitterBuffer:
         return Unit(Action.RECOVER, span, later.payload)
 
     def _take(self, packet: _Packet) -> None:
+        self.stats.redundant += int(packet.copy)
         del self._packets[packet.seq]
         self._order.remove(packet.seq)

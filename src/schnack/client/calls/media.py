@@ -9,6 +9,8 @@ DTX), so the sending track encodes itself with libopus through PyAV and hands ai
 packets, which its sender only packs into RTP (RFC 7587 §4). How we encode follows both our
 :class:`Profile` and what the peer asked for in its ``a=fmtp``/``a=ptime`` (RFC 7587 §6.1): the
 lower bitrate, the longer frame, FEC only if the receiver decodes it, DTX if either side wants it.
+Every description also offers redundant audio (RFC 2198, ``red/48000/2``, :mod:`.red`), which the
+data saver sends while the peer reports loss, if the peer's description has it too.
 
 aiortc's receive side (a 4-packet jitter buffer, no concealment) is replaced too: :class:`Playout`
 takes the RTP packets from aiortc's receiver, orders and times them in our adaptive jitter
@@ -21,6 +23,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import copy
 import fractions
 import logging
 import math
@@ -30,6 +33,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 from aiortc import (
@@ -39,9 +43,11 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.codecs import CODECS
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCDtlsTransport, SRTPProtectionProfile
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import AnyRtcpPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket
@@ -63,6 +69,7 @@ from ...xmpp.payloads.jingle_rtp import Parameter, PayloadType
 from .decoder import OpusDecoder, OpusError, has_fec, join, packet_samples
 from .jitter import Action, JitterBuffer, Unit
 from .protection import LossWatch, fraction, protected
+from .red import RedError, Redundancy, unpack
 from .sdp import RtpContents, SessionDescription, candidate_to_sdp, to_jingle, to_sdp
 
 log = logging.getLogger(__name__)
@@ -91,6 +98,12 @@ SRTP_AES128_CM_SHA1_32 = SRTPProtectionProfile(
     key_length=16,
     salt_length=14,
 )
+# RFC 2198 redundant audio as WebRTC offers it (payload type 63, as libwebrtc numbers it). aiortc
+# knows no such codec: it would leave it out of its descriptions, and its receiver would drop
+# RED packets before counting them for the receiver reports. Known, they reach our playout.
+RED_CODEC = RTCRtpCodecParameters(mimeType="audio/red", clockRate=48000, channels=2, payloadType=63)
+if all(c.mimeType.lower() != RED_CODEC.mimeType for c in CODECS["audio"]):
+    CODECS["audio"].insert(1, RED_CODEC)
 # The playout clock: 20 ms of audio to the sink per tick.
 TICK = 0.02
 FRAME = RATE // 50
@@ -119,8 +132,8 @@ class Profile:
     ``short_srtp_tag``: whether DTLS-SRTP offers the 4-byte tag first (RFC 5764 §4.1.2), chosen
     when the peer offers it too. It is fixed by the DTLS handshake, so it follows the profile a
     call starts with.
-    ``loss_protection``: whether the sender adds FEC while the peer reports loss
-    (:mod:`.protection`)."""
+    ``loss_protection``: whether the sender protects its audio (RFC 2198 RED, or FEC for a peer
+    without it) at the start of a call and while the peer reports loss (:mod:`.protection`)."""
 
     name: str
     bitrate: int
@@ -144,7 +157,8 @@ class Profile:
 # (offline PESQ-WB 3.70, where libopus' own 120 ms packets of as many bytes, 13-14 kbit/s,
 # score 3.50-3.61); mediumband (12 kHz playback) scores higher than wideband at 12 kbit/s;
 # libopus adds no FEC below 16 kbit/s (and then only told to expect 25 % loss), which would not
-# fit the data plan: FEC is added only while the peer reports loss (:mod:`.protection`). libopus' DTX sends
+# fit the data plan: redundancy (RED, or FEC) is added only while the peer reports loss and at the
+# start of a call (:mod:`.protection`). libopus' DTX sends
 # a frame every 400 ms of silence; nothing needs one that often (the receiver plays silence until
 # the next packet, RTCP and ICE consent keep the path alive), so the data saver sends one a second.
 NORMAL = Profile("normal", 32000, 20, fec=True, dtx=True, playback_rate=16000)
@@ -155,7 +169,8 @@ DATA_SAVER = Profile("data-saver", 12000, 120, fec=False, dtx=True, playback_rat
 @dataclass(frozen=True)
 class EncoderSettings:
     """What the sending encoder does: mono, this bitrate and frame length, FEC, DTX; at most the
-    bandwidth of ``playback_rate``; during silence a packet every ``keepalive`` seconds."""
+    bandwidth of ``playback_rate``; during silence a packet every ``keepalive`` seconds; with
+    ``red``, each packet carries the one before as a redundant block (RFC 2198, :mod:`.red`)."""
 
     bitrate: int = NORMAL.bitrate
     frame_ms: int = NORMAL.ptime
@@ -167,6 +182,7 @@ class EncoderSettings:
     loss_percent: int = 10
     playback_rate: int = NORMAL.playback_rate
     keepalive: float = NORMAL.keepalive
+    red: bool = False
 
     @property
     def cutoff(self) -> int:
@@ -212,8 +228,25 @@ def opus_of(content: Content) -> PayloadType | None:
     return next((pt for pt in description.payload_types if (pt.name or "").lower() == "opus"), None)
 
 
+def red_of(content: Content) -> PayloadType | None:
+    """The content's RFC 2198 payload type for redundant Opus (``red/48000/2``), if it offers one:
+    its ``fmtp`` (``111/111``, RFC 2198 §5) names only the Opus payload type, or nothing."""
+    opus = opus_of(content)
+    if content.description is None or opus is None:
+        return None
+    for pt in content.description.payload_types:
+        if (pt.name or "").lower() == "red" and pt.clockrate == RATE:
+            # The nameless fmtp value, or (as nodes of before the empty name wrote it) a name alone.
+            listed = [t for p in pt.parameters if not p.name or p.value is None
+                      for t in (p.name or p.value or "").split("/")]
+            if all(t == str(opus.id) for t in listed):
+                return pt
+    return None
+
+
 def with_profile(contents: RtpContents, profile: Profile) -> RtpContents:
-    """Our description with the Opus parameters of ``profile`` (RFC 7587 §6.1) and its ptime."""
+    """Our description with the Opus parameters of ``profile`` (RFC 7587 §6.1) and its ptime;
+    its ``red`` carries redundant Opus (RFC 2198 §5: ``<opus>/<opus>``, one redundant block)."""
     wanted = {
         "minptime": "10",
         "useinbandfec": "1" if profile.fec else "0",
@@ -228,11 +261,14 @@ def with_profile(contents: RtpContents, profile: Profile) -> RtpContents:
         description = content.description
         if description is not None:
             types = []
+            opus = opus_of(content)
             for pt in description.payload_types:
                 params = pt.parameters
                 if (pt.name or "").lower() == "opus":
                     kept = tuple(p for p in pt.parameters if p.name.lower() not in wanted)
                     params = kept + tuple(Parameter(k, v) for k, v in wanted.items())
+                elif (pt.name or "").lower() == "red" and opus is not None:
+                    params = (Parameter("", f"{opus.id}/{opus.id}"),)
                 # SDP has one ptime per m= section (RFC 8866 §6.4), so every payload type carries it.
                 types.append(replace(pt, parameters=params, ptime=profile.ptime))
             described = replace(description, payload_types=tuple(types))
@@ -296,12 +332,30 @@ def rms(pcm: bytes) -> float:
     return math.sqrt(sum(s * s for s in samples) / len(samples))
 
 
+def _codec_options(s: EncoderSettings) -> tuple[int, int, bool, int, int]:
+    """What libopus is opened with: the encoder is kept while these stay (a new one would start
+    from nothing, mid-word perhaps). The data saver's lean packets and its RED-protected ones
+    are the same frames; only the packets differ."""
+    return s.bitrate, s.encode_ms, s.fec, s.loss_percent if s.fec else 0, s.cutoff
+
+
+class Outgoing(NamedTuple):
+    """A packet the track sends: its RTP timestamp, payload, and whether it is RED (RFC 2198)
+    rather than plain Opus."""
+
+    timestamp: int
+    payload: bytes
+    red: bool = False
+
+
 class OpusTrack(MediaStreamTrack):
     """The audio we send, already Opus-encoded, paced in real time.
 
     aiortc's sender passes a track's :class:`av.Packet` to its encoder's ``pack``, which only
     wraps the bytes in RTP; so this track owns the encoder. :meth:`configure` may be called at
-    any time (a profile switch): the next frame is encoded with the new settings.
+    any time (a profile switch): the next frame is encoded with the new settings. Once the peer
+    takes RED (:meth:`use_red`), settings with ``red`` wrap each packet with the one before; the
+    sender's codec (:meth:`steer`) then carries the payload type of each packet.
     """
 
     kind = "audio"
@@ -318,8 +372,14 @@ class OpusTrack(MediaStreamTrack):
         # The RTP timestamp of the last packet sent (the DTX keepalive counts from it).
         self._last_sent = -math.inf
         self._silence_sent = False
-        # Packets encoded but not yet handed to the sender: (RTP timestamp, payload).
-        self._pending: deque[tuple[int, bytes]] = deque()
+        # Packets encoded but not yet handed to the sender.
+        self._pending: deque[Outgoing] = deque()
+        # RFC 2198: the peer's red payload type, the redundancy, and the sender's codec whose
+        # payload type goes on each packet (Opus as negotiated, or red).
+        self._red_type: int | None = None
+        self._redundancy: Redundancy | None = None
+        self._codec: RTCRtpCodecParameters | None = None
+        self._plain_type: int | None = None
         self.packets_sent = 0
         self.packets_suppressed = 0
 
@@ -332,10 +392,26 @@ class OpusTrack(MediaStreamTrack):
         """The event loop's time when the first sample was "spoken"."""
         return self._start
 
+    @property
+    def red_ready(self) -> bool:
+        """Whether the peer takes RED packets (its description offers ``red`` for our Opus)."""
+        return self._redundancy is not None
+
     def configure(self, settings: EncoderSettings) -> None:
-        if settings != self._settings:
-            self._settings = settings
+        if _codec_options(settings) != _codec_options(self._settings):
             self._encoder = None
+        self._settings = settings
+
+    def use_red(self, red_type: int | None, opus_type: int) -> None:
+        """The peer's RED payload type (None: it takes none) and the Opus one its blocks carry."""
+        self._red_type = red_type
+        self._redundancy = None if red_type is None else Redundancy(opus_type)
+
+    def steer(self, codec: RTCRtpCodecParameters) -> None:
+        """The codec aiortc's sender puts on every packet (:func:`steer_payload_types`): its
+        payload type follows each packet from now on."""
+        self._codec = codec
+        self._plain_type = codec.payloadType
 
     def _open(self) -> av.AudioCodecContext:
         s = self._settings
@@ -376,10 +452,11 @@ class OpusTrack(MediaStreamTrack):
             await asyncio.sleep(max(0.0, self._start + self._samples / RATE - loop.time()))
         return self._packet(*self._pending.popleft())
 
-    def encode(self, pcm: bytes) -> list[tuple[int, bytes]]:
+    def encode(self, pcm: bytes) -> list[Outgoing]:
         """The next ``frame_ms`` of 16-bit PCM encoded: the packets to send, each with its RTP
         timestamp (more than one when its frames cannot share a packet, RFC 7587 §4.2), or none
-        for silence that DTX leaves out."""
+        for silence that DTX leaves out; RED packets with the one before when the settings ask
+        for it and the peer takes them."""
         if self._encoder is None:
             self._encoder = self._open()
         frame_samples = len(pcm) // 2
@@ -405,12 +482,20 @@ class OpusTrack(MediaStreamTrack):
         self._last_sent = at
         out = []
         for payload in join([bytes(p) for p in packets]):
-            out.append((at, payload))
+            if self._redundancy is None:
+                out.append(Outgoing(at, payload))
+            elif self._settings.red:
+                out.append(Outgoing(at, self._redundancy.wrap(at, payload), red=True))
+            else:
+                self._redundancy.sent_plain(at, payload)
+                out.append(Outgoing(at, payload))
             at += packet_samples(payload)
         return out
 
-    def _packet(self, at: int, payload: bytes) -> Packet[Stream]:
+    def _packet(self, at: int, payload: bytes, red: bool) -> Packet[Stream]:
         self.packets_sent += 1
+        if self._codec is not None:
+            self._codec.payloadType = self._red_type if red else self._plain_type
         packet = Packet(payload)
         packet.pts = at
         packet.time_base = TIME_BASE
@@ -481,6 +566,8 @@ class Playout:
         # The Opus payload types of both descriptions (RFC 7587 §7; the sender should use the
         # receiver's, RFC 3264 §5.1, but some reuse their own); telephone-event is not audio.
         self.payload_types: set[int] = set()
+        # The RED payload types (RFC 2198) of both descriptions: Opus in redundant blocks.
+        self.red_types: set[int] = set()
         self.malformed = 0
         try:
             self._decoder = OpusDecoder()
@@ -516,6 +603,9 @@ class Playout:
         self._task = asyncio.create_task(self._run())
 
     def packet(self, packet: RtpPacket, arrival: float) -> None:
+        if packet.payload_type in self.red_types:
+            self._red(packet, arrival)
+            return
         if packet.payload_type not in self.payload_types:
             return
         try:
@@ -525,6 +615,35 @@ class Playout:
             return
         self.buffer.put(packet.sequence_number, packet.timestamp, packet.payload, samples, arrival,
                         fec=has_fec(packet.payload))  # fmt: skip
+
+    def _red(self, packet: RtpPacket, arrival: float) -> None:
+        """RFC 2198: the primary block is the packet; the redundant blocks before it are copies
+        of the packets before it, the last block of the one just before (each packet repeats
+        the packets sent before it, as libwebrtc and our track send them). A malformed packet
+        is dropped, a malformed block left out, and both counted."""
+        try:
+            *redundant, primary = unpack(packet.payload)
+            samples = packet_samples(primary.data) if primary.payload_type in self.payload_types else 0
+        except (RedError, OpusError):
+            self.malformed += 1
+            return
+        if not samples:
+            return
+        copies: list[tuple[int, int, bytes, int]] = []
+        for back, block in enumerate(reversed(redundant), start=1):
+            try:
+                count = packet_samples(block.data) if block.payload_type in self.payload_types else 0
+            except OpusError:
+                self.malformed += 1
+                continue
+            # A copy ends before the primary begins; one that would overlap it is not a copy.
+            if count and block.offset >= count:
+                seq = (packet.sequence_number - back) & 0xFFFF
+                copies.append((seq, (packet.timestamp - block.offset) & 0xFFFFFFFF, block.data, count))
+        self.buffer.put(packet.sequence_number, packet.timestamp, primary.data, samples, arrival,
+                        fec=has_fec(primary.data), red=True)  # fmt: skip
+        for copy_of in copies:
+            self.buffer.put_copy(*copy_of)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -598,7 +717,9 @@ class CallStats:
     the DTLS transport), packets lost as the receiver counts them (RFC 3550 §6.4.1), the
     round-trip time from RTCP receiver reports, and the audio received; then what the receive
     path did with the packets that were not there in time: rebuilt from the next packet's FEC,
-    concealed, or come too late to be played, and the delay its jitter buffer added on average."""
+    concealed, or come too late to be played, and the delay its jitter buffer added on average;
+    and the packets that never came but played from a redundant copy (RFC 2198) a later one
+    brought."""
 
     duration: float = 0.0
     bytes_sent: int = 0
@@ -612,6 +733,7 @@ class CallStats:
     packets_concealed: int = 0
     packets_late: int = 0
     jitter_delay: float = 0.0
+    packets_redundant: int = 0
 
     @property
     def loss(self) -> float:
@@ -643,6 +765,32 @@ def pace_rtcp(part: RTCRtpSender | RTCRtpReceiver, pause: float = RTCP_PAUSE) ->
 
     part._send_rtcp = paced  # type: ignore[method-assign]
     part._schnack_paced = True  # type: ignore[union-attr]
+
+
+# -- payload types ------------------------------------------------------------------------------
+
+
+def steer_payload_types(sender: RTCRtpSender, track: OpusTrack) -> None:
+    """Let ``track`` choose each packet's payload type: Opus or RED (RFC 2198).
+
+    aiortc's sender puts the payload type of the first codec negotiated on every packet, and
+    has no encoder for ``red`` (a peer listing it first would stop the sender). So the sender
+    gets a copy of the Opus codec as its first, which the track (:meth:`OpusTrack.steer`)
+    gives the payload type of the packet it hands over; the sender reads it for that packet."""
+    if getattr(sender, "_schnack_steered", False):
+        return
+    send = sender.send
+
+    async def sending(parameters: RTCRtpSendParameters) -> None:
+        opus = next((c for c in parameters.codecs if c.mimeType.lower() == "audio/opus"), None)
+        if opus is not None:
+            own = copy.copy(opus)
+            track.steer(own)
+            parameters = replace(parameters, codecs=[own, *(c for c in parameters.codecs if c is not opus)])
+        await send(parameters)
+
+    sender.send = sending  # type: ignore[method-assign]
+    sender._schnack_steered = True  # type: ignore[attr-defined]
 
 
 # -- SRTP ---------------------------------------------------------------------------------------
@@ -681,7 +829,7 @@ class MediaSession:
         self._started: float | None = None
         self._ended: float | None = None
         self._final: CallStats | None = None
-        self.loss_watch = LossWatch()
+        self.loss_watch = LossWatch(start_protected=True)
         self.peer_reported = asyncio.Event()
         self._watching: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -704,6 +852,8 @@ class MediaSession:
         for transceiver in self.pc.getTransceivers():
             pace_rtcp(transceiver.sender)
             pace_rtcp(transceiver.receiver)
+            if transceiver.sender.track is self.track:
+                steer_payload_types(transceiver.sender, self.track)
             if self._short_srtp_tag:
                 prefer_short_srtp_tag(transceiver.sender.transport)
 
@@ -721,22 +871,28 @@ class MediaSession:
         description = self.pc.localDescription
         contents = with_profile(to_jingle(SessionDescription.parse(description.sdp), writer), self.profile)
         self.playout.payload_types.update(pt.id for c in contents.contents if (pt := opus_of(c)) is not None)
+        self.playout.red_types.update(pt.id for c in contents.contents if (pt := red_of(c)) is not None)
         return contents
 
     def _remote(self, contents: RtpContents) -> None:
-        opus = next((pt for c in contents.contents if (pt := opus_of(c)) is not None), None)
-        if opus is None:
+        content = next((c for c in contents.contents if opus_of(c) is not None), None)
+        opus = None if content is None else opus_of(content)
+        if content is None or opus is None:
             raise MediaError("the peer offers no Opus audio")
         self._remote_opus = opus
         self.playout.payload_types.add(opus.id)
+        red = red_of(content)
+        if red is not None:
+            self.playout.red_types.add(red.id)
+        self.track.use_red(None if red is None else red.id, opus.id)
         self._configure()
 
     def _configure(self) -> None:
         """The sending encoder: what the profile and the peer's wishes give, protected while the
-        peer reports loss if the profile says so."""
+        peer reports loss if the profile says so: with RED if the peer takes it, else with FEC."""
         settings = EncoderSettings.negotiate(self.profile, self._remote_opus)
         if self.profile.loss_protection and self.loss_watch.protecting:
-            settings = protected(settings)
+            settings = protected(settings, red=self.track.red_ready)
         self.track.configure(settings)
 
     async def _watch_loss(self) -> None:
@@ -758,8 +914,9 @@ class MediaSession:
         before = self.loss_watch.protecting
         self.peer_reported.set()
         if self.loss_watch.report(lost) != before:
+            protection = "RED" if self.track.red_ready else "FEC"
             log.info("peer reports %.1f %% loss: %s", 100 * self.loss_watch.smoothed,
-                     "lean packets again" if before else "protecting the audio with FEC")  # fmt: skip
+                     "lean packets again" if before else f"protecting the audio with {protection}")  # fmt: skip
             self._configure()
 
     async def offer(self) -> RtpContents:
@@ -837,7 +994,7 @@ class MediaSession:
         played = self.playout.buffer.stats
         return CallStats(duration, sent, received, packets_sent, packets_received, lost, rtt,
                          self.sink.samples / RATE, played.recovered, played.concealed, played.late,
-                         played.mean_delay)  # fmt: skip
+                         played.mean_delay, played.redundant)  # fmt: skip
 
     async def close(self) -> CallStats:
         """Hang up the media; the final statistics are kept."""

@@ -302,8 +302,8 @@ def _fmtp(value: str) -> tuple[Parameter, ...]:
         if not item:
             continue
         name, eq, val = item.partition("=")
-        # A value without a name (telephone-event's "0-15") is kept as a nameless parameter.
-        params.append(Parameter(name.strip(), val.strip()) if eq else Parameter(item))
+        # A value without a name (telephone-event's "0-15", red's "111/111") has the empty name.
+        params.append(Parameter(name.strip(), val.strip()) if eq else Parameter("", item))
     return tuple(params)
 
 
@@ -419,7 +419,7 @@ def to_jingle(sdp: SessionDescription, writer: str = "initiator") -> RtpContents
 
 
 def _fmtp_value(params: tuple[Parameter, ...]) -> str:
-    return ";".join(p.name if p.value is None else f"{p.name}={p.value}" for p in params)
+    return ";".join(p.name if p.value is None else p.value if not p.name else f"{p.name}={p.value}" for p in params)
 
 
 def _media(content: Content, writer: str) -> Media:

@@ -48,7 +48,12 @@ class RtpError(JinglePayloadError):
 
 @dataclass(frozen=True)
 class Parameter:
-    """A name/value pair: a payload type's format parameter (XEP-0167 §4), or a source's (XEP-0339 §3.1)."""
+    """A name/value pair: a payload type's format parameter (XEP-0167 §4), or a source's (XEP-0339 §3.1).
+
+    A format parameter that SDP writes without a name (``a=fmtp:63 111/111`` of RFC 2198 §5,
+    telephone-event's ``0-15``) has the empty name: ``<parameter name='' value='111/111'/>``, the
+    form Conversations reads (it refuses a parameter without a value).
+    """
 
     name: str
     value: str | None = None
@@ -56,6 +61,17 @@ class Parameter:
 
 def _parameters(el: Element, tag: str) -> tuple[Parameter, ...]:
     return tuple(Parameter(required(p, "name"), p.get("value")) for p in el.findall(tag))
+
+
+def _format_parameters(el: Element) -> tuple[Parameter, ...]:
+    """XEP-0167 §4 format parameters; one without a name (or with an empty one) keeps its value."""
+    found = []
+    for p in el.findall(PARAMETER):
+        name, value = p.get("name") or "", p.get("value")
+        if not name and not value:
+            raise JinglePayloadError("<parameter> needs 'name' or 'value'")
+        found.append(Parameter(name, value))
+    return tuple(found)
 
 
 def _write_parameters(parent: Element, tag: str, parameters: tuple[Parameter, ...]) -> None:
@@ -114,7 +130,7 @@ class PayloadType:
             channels=integer(el, "channels", default=1, low=1, high=255),
             ptime=None if ptime is None else integer(el, "ptime"),
             maxptime=None if maxptime is None else integer(el, "maxptime"),
-            parameters=_parameters(el, PARAMETER),
+            parameters=_format_parameters(el),
             feedback=feedback,
             trr_int=trr_int,
         )
