@@ -60,7 +60,7 @@ class Sent:
     red: bool = False
 
 
-class _Collected(WavSink):
+class Collected(WavSink):
     """The played audio, kept in memory (the simulated clock runs without an event loop)."""
 
     def __init__(self) -> None:
@@ -100,7 +100,7 @@ def play(sent: Sequence[Sent], seconds: float, loss: float, seed: int, jitter: f
         if not lost:
             arriving.append((p.time + NETWORK_DELAY + extra, seq, p))
     arriving.sort(key=lambda a: a[0])
-    sink = _Collected()
+    sink = Collected()
     playout = Playout(sink)
     playout.payload_types.add(PAYLOAD_TYPE)
     playout.red_types.add(RED_PAYLOAD_TYPE)

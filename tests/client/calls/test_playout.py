@@ -11,6 +11,7 @@ import numpy as np
 from aiortc.rtp import RtpPacket
 from av.audio.frame import AudioFrame
 
+from bench.calls_offline import Collected
 from schnack.client.calls.media import (
     FRAME,
     RATE,
@@ -77,18 +78,6 @@ def burst_energies(played: np.ndarray, starts: list[float], length: float) -> li
         flags = loud[int(start * RATE) : int((start + 0.4) * RATE)]
         energies.append(float(np.sum(window[flags] ** 2)) / whole if flags.any() else 0.0)
     return energies
-
-
-class Collected(WavSink):
-    """The played audio, kept in memory."""
-
-    def __init__(self) -> None:
-        super().__init__(None)
-        self.pcm = bytearray()
-
-    def write(self, pcm: bytes, *, filled: int = 0) -> None:
-        self.pcm += pcm
-        self.samples += len(pcm) // 2
 
 
 def red_stream(pcm: np.ndarray) -> list[Outgoing]:
