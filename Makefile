@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed
 WEBSTAMP := web/node_modules/.installed
 PYTHON  ?= python3
 
-.PHONY: run web test lint typecheck unit bench bench-compare bench-micro bench-calls bench-cluster clean
+.PHONY: run web test lint typecheck unit bench bench-compare bench-micro bench-calls bench-cluster bench-tsung clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ bench-calls: $(STAMP)
 # Redis), and the latency a hop between nodes adds; a few minutes (see docs/benchmarks.md).
 bench-cluster: $(STAMP)
 	$(BIN)/python -m bench.cluster $(ARGS)
+
+# tsung (Debian's package) as a second, independent generator: login storm and 1:1 chat at a fixed
+# rate against schnack, Prosody and ejabberd; a few minutes (see docs/benchmarks.md).
+bench-tsung: $(STAMP)
+	bash .ci/bench-packages
+	$(BIN)/python -m bench.tsung $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache web/node_modules
