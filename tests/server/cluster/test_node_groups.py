@@ -5,6 +5,7 @@ one process, on the in-process hub and on Redis, sharing PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
@@ -204,8 +205,12 @@ async def _asking(server: Server) -> int:
     return len(server.cluster.groups._asked)
 
 
-def _from_room(el: Element) -> bool:
-    return JID.parse(el.get("from") or "").bare == JID.parse(ROOM)
+def _keeping(shown: list[Element], match: Callable[[Element], bool]) -> Callable[[Element], bool]:
+    """``match``, keeping every stanza it is asked about in ``shown``."""
+    def check(el: Element) -> bool:
+        shown.append(el)
+        return match(el)
+    return check
 
 
 async def test_a_copy_lost_on_the_bus_takes_its_occupant_out_before_anything_after_it(
@@ -221,8 +226,8 @@ async def test_a_copy_lost_on_the_bus_takes_its_occupant_out_before_anything_aft
 
         await owner.send(groupchat("after the lost copy", "g1"))
         shown: list[Element] = []
-        await until(bob, lambda el: shown.append(el) is None and el.tag == PRESENCE
-                    and el.get("type") == "unavailable" and 110 in statuses(el))
+        await until(bob, _keeping(shown, lambda el: el.tag == PRESENCE and el.get("type") == "unavailable"
+                                  and 110 in statuses(el)))
         assert not [el for el in shown if el.tag == MESSAGE and el.get("id") == "g1"]
         muc = a.modules.get("muc")
         assert isinstance(muc, Muc)
@@ -250,7 +255,7 @@ async def test_entering_again_while_still_in_the_room_is_no_gap(tmp_path: Path, 
         await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el) and el.get("type") is None)
         await owner.send(groupchat("after entering again", "g1"))
         shown: list[Element] = []
-        await until(bob, lambda el: shown.append(el) is None and el.tag == MESSAGE and el.get("id") == "g1")
+        await until(bob, _keeping(shown, lambda el: el.tag == MESSAGE and el.get("id") == "g1"))
         assert not [el for el in shown if el.tag == PRESENCE and el.get("type") == "unavailable"]
 
 
