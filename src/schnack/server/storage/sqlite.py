@@ -379,7 +379,10 @@ class Archive(_Part):
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
                      before: float | None = None) -> int:
-        sql = "DELETE FROM archive WHERE host=? AND username=? AND store=?"
+        # As in query: with ids, the unique index on id finds the rows; on the per-account index
+        # SQLite would read all of the account's store for each page deleted.
+        plus = "+" if ids is not None else ""
+        sql = f"DELETE FROM archive WHERE {plus}host=? AND {plus}username=? AND {plus}store=?"
         args: list[Any] = [host, username, store]
         if ids is not None:
             if not ids:
