@@ -280,3 +280,25 @@ async def test_after_the_bus_was_interrupted_occupants_leave_the_rooms_elsewhere
         await until(bob, lambda el: el.tag == PRESENCE and 110 in statuses(el) and el.get("type") is None)
         await owner.send(groupchat("after he joined again", "g2"))
         await until(bob, lambda el: el.tag == MESSAGE and el.get("id") == "g2")
+
+
+async def test_a_request_to_leave_lost_on_the_bus_is_sent_again(
+        tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bob's node takes him out of a room elsewhere, and the bus loses that request too: without
+    an answer his node asks again, or he would stay in the room with its copies held back and
+    never hear that he should join again."""
+    async with nodes(tmp_path, backend) as (a, b):
+        _, bob = await _owner_and_member(a, b)
+        arrived = a.cluster.groups.arrived
+        lost: list[Stanza] = []
+
+        async def lose_the_first_leave(stanza: Stanza, ask: str) -> None:
+            if stanza.kind == "presence" and stanza.type == "unavailable" and not lost:
+                lost.append(stanza)
+                return
+            await arrived(stanza, ask)
+
+        monkeypatch.setattr(a.cluster.groups, "arrived", lose_the_first_leave)
+        b.cluster.groups.interrupted()
+        await until(bob, lambda el: el.tag == PRESENCE and el.get("type") == "unavailable" and 110 in statuses(el))
+        assert [stanza.from_ for stanza in lost] == [JID.parse("bob@localhost/desk")]

@@ -378,11 +378,28 @@ class ClusterGroups:
             if owner == self.node.name:
                 await self.server.router.send(leave)
                 return
-            if owner is not None and await self.node.forward(owner, leave, room_jid):
+            if owner is not None and await self._handled(owner, leave, room_jid):
                 return
             self._owners.pop(room_jid, None)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    async def _handled(self, owner: str, stanza: Element, room_jid: JID) -> bool:
+        """Forward ``stanza`` to the room's node and wait for its :class:`Done`: the bus may lose the
+        stanza as it loses copies, and then the session would stay in the room, its copies held
+        back here, without its client ever hearing that it should join again."""
+        token = f"{self.node.name}:{secrets.token_hex(12)}"
+        answered: asyncio.Future[Element | None] = asyncio.get_running_loop().create_future()
+        self._asked[token] = (owner, answered)
+        try:
+            if not await self.node.forward(owner, stanza, room_jid, ask=token):
+                return False
+            await asyncio.wait_for(answered, CONFIRM_TIMEOUT)
+        except (TimeoutError, ConnectionError):
+            return False
+        finally:
+            self._asked.pop(token, None)
+        return True
 
     def forget_session(self, full: JID) -> None:
         """The session ``full`` here ended: what it received is of no use any more."""
