@@ -17,6 +17,7 @@ on the salt; the generator then derives the salted password once), and warnings-
 from __future__ import annotations
 
 import abc
+import argparse
 import contextlib
 import importlib.metadata
 import json
@@ -480,6 +481,20 @@ DRIVERS: dict[str, type[PrivateServer]] = {
     "ejabberd": EjabberdDriver,
 }
 SERVERS = tuple(DRIVERS)
+
+
+def chosen_servers(parser: argparse.ArgumentParser, names: str) -> list[str]:
+    """The servers a comma-separated ``--servers`` names; a parser error for one that is unknown
+    or not installed."""
+    servers = names.split(",")
+    for server in servers:
+        if server not in SERVERS:
+            parser.error(f"--servers: unknown server {server!r} (known: {', '.join(SERVERS)})")
+    if "prosody" in servers and not ProsodyDriver.available():
+        parser.error("prosody is not installed (as root: bash .ci/bench-packages)")
+    if "ejabberd" in servers and not EjabberdDriver.available():
+        parser.error("ejabberd is not installed (as root: bash .ci/bench-packages)")
+    return servers
 
 
 def private_driver(name: str) -> PrivateServer:

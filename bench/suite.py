@@ -28,7 +28,7 @@ from pathlib import Path
 from . import procfs
 from .loadgen import execute
 from .scenarios import Chat, Figure, Figures, IdleConnections, LoginStorm, OfflineBurst, Scenario
-from .servers import SERVERS, EjabberdDriver, ProsodyDriver, private_driver
+from .servers import SERVERS, chosen_servers, private_driver
 
 BEGIN = "<!-- bench:results -->"
 END = "<!-- bench:end -->"
@@ -232,14 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--scenarios: {args.scenarios!r} is not a list of numbers")
         if not all(0 <= i < len(SUITE) for i in chosen):
             parser.error(f"--scenarios: numbers go from 1 to {len(SUITE)}")
-    servers = args.servers.split(",")
-    for server in servers:
-        if server not in SERVERS:
-            parser.error(f"--servers: unknown server {server!r} (known: {', '.join(SERVERS)})")
-    if "prosody" in servers and not ProsodyDriver.available():
-        parser.error("prosody is not installed (as root: bash .ci/bench-packages)")
-    if "ejabberd" in servers and not EjabberdDriver.available():
-        parser.error("ejabberd is not installed (as root: bash .ci/bench-packages)")
+    servers = chosen_servers(parser, args.servers)
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load_before = _load_average()
     results: dict[str, list[list[Figures]]] = {s: [[] for _ in SUITE] for s in servers}

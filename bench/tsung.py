@@ -56,7 +56,7 @@ from pathlib import Path
 from . import procfs
 from .loadgen import PASSWORD
 from .scenarios import Figures, omemo_message, percentile
-from .servers import SERVERS, EjabberdDriver, ProsodyDriver, ServerDriver, Target, free_port, private_driver
+from .servers import SERVERS, ServerDriver, Target, chosen_servers, free_port, private_driver
 
 TSUNG = "/usr/bin/tsung"
 DTD = "/usr/share/tsung/tsung-1.0.dtd"
@@ -572,14 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not available():
         parser.error("tsung is not installed (apt-get install tsung)")
-    servers = args.servers.split(",")
-    for server in servers:
-        if server not in SERVERS:
-            parser.error(f"--servers: unknown server {server!r} (known: {', '.join(SERVERS)})")
-    if "prosody" in servers and not ProsodyDriver.available():
-        parser.error("prosody is not installed (as root: bash .ci/bench-packages)")
-    if "ejabberd" in servers and not EjabberdDriver.available():
-        parser.error("ejabberd is not installed (as root: bash .ci/bench-packages)")
+    servers = chosen_servers(parser, args.servers)
     try:
         login = TsungLogin(users=args.users, concurrency=args.concurrency)
     except ValueError as exc:
