@@ -210,23 +210,11 @@ class ClusterGroups:
     async def _confirmed(self, owner: str, stanza: Stanza, to: JID, origin: Session) -> Handled:
         """Forward a client's message for a room and wait until the room's node handled it; pass
         the room's refusal, if it sent one, to the client."""
-        token = f"{self.node.name}:{secrets.token_hex(12)}"
-        answered: asyncio.Future[Element | None] = asyncio.get_running_loop().create_future()
-        self._asked[token] = (owner, answered)
-        refusal: Element | None = None
-        unreachable = False
-        try:
-            if await self.node.forward(owner, stanza, to, ask=token):
-                refusal = await asyncio.wait_for(answered, CONFIRM_TIMEOUT)
-            else:
-                self._owners.pop(to.bare, None)
-                unreachable = True
-        except (TimeoutError, ConnectionError):
+        answered, refusal = await self._ask(owner, stanza, to)
+        unreachable = not answered
+        if unreachable:
             self._owners.pop(to.bare, None)
             log.warning("node %s did not confirm a message for room %s", owner, to.bare)
-            unreachable = True
-        finally:
-            self._asked.pop(token, None)
         if (unreachable or refusal is not None) and origin.closed:
             # Its sender left while it waited (a drain, say) and cannot be told: it must not count
             # as received either, or the client, resuming with the stream's count, takes it as sent.
@@ -388,18 +376,23 @@ class ClusterGroups:
         """Forward ``stanza`` to the room's node and wait for its :class:`Done`: the bus may lose the
         stanza as it loses copies, and then the session would stay in the room, its copies held
         back here, without its client ever hearing that it should join again."""
+        answered, _ = await self._ask(owner, stanza, room_jid)
+        return answered
+
+    async def _ask(self, owner: str, stanza: Stanza | Element, to: JID) -> tuple[bool, Element | None]:
+        """Forward ``stanza`` to the room's node ``owner`` with an ask token: whether it answered
+        :class:`Done` in time, and the refusal inside it; (False, None) when it could not be reached."""
         token = f"{self.node.name}:{secrets.token_hex(12)}"
         answered: asyncio.Future[Element | None] = asyncio.get_running_loop().create_future()
         self._asked[token] = (owner, answered)
         try:
-            if not await self.node.forward(owner, stanza, room_jid, ask=token):
-                return False
-            await asyncio.wait_for(answered, CONFIRM_TIMEOUT)
+            if not await self.node.forward(owner, stanza, to, ask=token):
+                return False, None
+            return True, await asyncio.wait_for(answered, CONFIRM_TIMEOUT)
         except (TimeoutError, ConnectionError):
-            return False
+            return False, None
         finally:
             self._asked.pop(token, None)
-        return True
 
     def forget_session(self, full: JID) -> None:
         """The session ``full`` here ended: what it received is of no use any more."""
