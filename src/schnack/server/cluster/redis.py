@@ -449,7 +449,7 @@ class RedisBus:
                 self._wake.set()
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_BACKOFF)
 

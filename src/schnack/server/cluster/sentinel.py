@@ -156,7 +156,7 @@ class _Sentinel(Sentinel):
     handshake (another CA, a name the certificate does not carry) is named when no sentinel answers."""
 
     def __init__(self, sentinels: list[Address], sentinel_kwargs: dict[str, Any]) -> None:
-        super().__init__([], sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        super().__init__([], sentinel_kwargs=sentinel_kwargs)
         self.sentinels = [_SentinelClient(host=host, port=port, **sentinel_kwargs) for host, port in sentinels]
 
     async def discover_master(self, service_name: str) -> Any:

@@ -153,7 +153,7 @@ class SmRecords:
                 log.debug("the stream management channel is away (%s); listening again", err)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_BACKOFF)
 
