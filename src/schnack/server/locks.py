@@ -28,3 +28,12 @@ class AccountLocks:
                 del self._locks[owner]
             else:
                 self._locks[owner] = (lock, users - 1)
+
+    async def quiet(self) -> None:
+        """Return once no lock is held or awaited, counting those taken while it waits."""
+        while self._locks:
+            lock, _users = next(iter(self._locks.values()))
+            # Taken behind its holder and the waiters before it (asyncio locks are fair), then let
+            # go at once: whoever queued later goes on as before.
+            async with lock:
+                pass

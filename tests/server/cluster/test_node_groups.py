@@ -302,3 +302,41 @@ async def test_a_request_to_leave_lost_on_the_bus_is_sent_again(
         b.cluster.groups.interrupted()
         await until(bob, lambda el: el.tag == PRESENCE and el.get("type") == "unavailable" and 110 in statuses(el))
         assert [stanza.from_ for stanza in lost] == [JID.parse("bob@localhost/desk")]
+
+
+async def test_a_draining_node_lets_the_message_its_room_handles_finish(tmp_path: Path, backend: str) -> None:
+    """The room's node drains while it handles bob's message: the room moves on only once the
+    message is stored and sent out, so that it reaches its members and is in the archive before
+    another node can start the room."""
+    async with nodes(tmp_path, backend) as (a, b):
+        _, bob = await _owner_and_member(a, b)
+        muc = a.modules.get("muc")
+        assert isinstance(muc, Muc)
+        held, release = asyncio.Event(), asyncio.Event()
+
+        async def busy_room() -> None:
+            async with muc.locks.hold(JID.parse(ROOM)):
+                held.set()
+                await release.wait()
+
+        holding = asyncio.create_task(busy_room())
+        await held.wait()
+        sending = asyncio.create_task(bob.send(groupchat("in flight", "g1")))
+        await eventually(lambda: _arriving(a), lambda arriving: arriving > 0)
+        draining = asyncio.create_task(a.drain())
+        await asyncio.sleep(0.5)
+        assert not draining.done()
+        assert JID.parse(ROOM) in muc.rooms.live
+
+        release.set()
+        await holding
+        await draining
+        await sending
+        got = await until(bob, lambda el: el.tag == MESSAGE and el.get("id") == "g1")
+        assert body(got) == "in flight" and got.find(f"{{{ns.CLIENT}}}error") is None
+        assert await b.storage.archive.count("groups.localhost", "family", "muc") == 1
+        assert JID.parse(ROOM) not in muc.rooms.live
+
+
+async def _arriving(server: Server) -> int:
+    return server.cluster.groups._arriving

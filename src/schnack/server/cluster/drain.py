@@ -3,9 +3,10 @@
 ``schnack admin drain`` asks the running node to drain; the node then
 
 1. stops taking connections (client, WebSocket, HTTP and component listeners close; the admin
-   channel stays up to answer), and hands its group chat rooms over: they leave its memory, and
-   what still comes for a room is refused with a ``wait`` error until another node takes the
-   room on (``cluster/groups.py``),
+   channel stays up to answer), and hands its group chat rooms over: what still comes for a room
+   is refused with a ``wait`` error until another node takes the room on, and once the messages
+   its rooms are storing and sending out are through, the rooms leave its memory
+   (``cluster/groups.py``),
 2. closes every client stream with the ``see-other-host`` stream error (RFC 6120 §4.9.3.19),
    naming the ``cluster.public_address`` of another live node (the one with the fewest sessions
    first, then round robin), or ``system-shutdown`` when no other node advertises one. A closed
@@ -82,7 +83,7 @@ async def drain(server: Server) -> Drained:
         return SeeOtherHost(next(turns))
 
     log.info("draining node %s: sending its clients to %s", cluster.name, ", ".join(targets) or "no other node")
-    cluster.groups.hand_over()
+    await cluster.groups.hand_over()
     await server.end_connections(next_error)
     await server.end_sessions(shutdown)
     await cluster.stop()

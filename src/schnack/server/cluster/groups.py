@@ -140,6 +140,10 @@ class ClusterGroups:
         # Session here -> room elsewhere -> the copies it got (see :meth:`in_order`).
         self._received: dict[JID, dict[JID, _Received]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
+        # Stanzas from other nodes being handled here; set when there are none (see :meth:`hand_over`).
+        self._arriving = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
 
     def _muc(self) -> Muc | None:
         """The group chat module, when it is enabled (it is set up after the cluster)."""
@@ -228,6 +232,16 @@ class ClusterGroups:
     async def arrived(self, stanza: Stanza, ask: str) -> None:
         """A stanza another node forwarded to a room here; with ``ask``, :class:`Done` to the
         asker once handled: stored and sent out, or refused, the refusal inside the ``Done``."""
+        self._arriving += 1
+        self._settled.clear()
+        try:
+            await self._arrived(stanza, ask)
+        finally:
+            self._arriving -= 1
+            if not self._arriving:
+                self._settled.set()
+
+    async def _arrived(self, stanza: Stanza, ask: str) -> None:
         asked = _Asked(stanza.from_, stanza.id) if ask else None
         if await self._serves(stanza):
             context = _handling.set(asked)
@@ -432,18 +446,37 @@ class ClusterGroups:
         leave = element(_PRESENCE, {"type": "unavailable", "from": str(full), "to": str(occupant_jid)})
         await self.server.router.send(leave)
 
-    def hand_over(self) -> None:
-        """The node drains: drop the rooms held here and refuse what still comes for any room
-        (``wait``), so that no message goes to a room that is about to vanish while another node
-        starts the room anew once this one left the directory; the occupants elsewhere find out
-        by self-ping, join there and read the room's archive."""
+    async def hand_over(self, timeout: float = 10.0) -> None:
+        """The node drains: refuse what still comes for any room (``wait``), let the stanzas its
+        rooms are handling finish, then drop the rooms held here, so that no message goes to a room
+        that is about to vanish while another node starts the room anew once this one left the
+        directory; the occupants elsewhere find out by self-ping, join there and read the room's
+        archive.
+
+        The wait matters: a message still being stored when the room moves on could be committed
+        after its members, joined at the new node, read the archive past it, and one whose room
+        was dropped under it would reach nobody; both would be acknowledged to their sender.
+        """
         self.leaving = True
         muc = self._muc()
+        try:
+            await asyncio.wait_for(self._settle(muc), timeout)
+        except TimeoutError:
+            log.warning("group chat stanzas were still being handled after %.0f s; the rooms move on", timeout)
         if muc is not None:
             for jid in [room for room, owner in self._owners.items() if owner == self.node.name]:
                 muc.rooms.live.pop(jid, None)
         self._owners.clear()
         self._numbered.clear()
+
+    async def _settle(self, muc: Muc | None) -> None:
+        """Wait until no stanza from another node is being handled and no room here is busy."""
+        while True:
+            await self._settled.wait()
+            if muc is not None:
+                await muc.locks.quiet()
+            if self._settled.is_set():
+                return
 
     async def recovered(self) -> None:
         """Redis is back (it may have lost the claims): claim the rooms owned here anew, so that no
