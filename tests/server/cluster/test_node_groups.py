@@ -338,5 +338,28 @@ async def test_a_draining_node_lets_the_message_its_room_handles_finish(tmp_path
         assert JID.parse(ROOM) not in muc.rooms.live
 
 
+async def test_a_room_handed_over_sends_what_it_posted_numbered_first(tmp_path: Path, backend: str) -> None:
+    """A copy the room posted is numbered as it goes out, from the room's occupants: handed over
+    before it went, it would go out unnumbered and could reach bob after a lost copy before it,
+    a gap he would never learn of."""
+    async with nodes(tmp_path, backend) as (a, b):
+        _, bob = await _owner_and_member(a, b)
+        full = JID.parse("bob@localhost/desk")
+        numbered = _numbered(b, full)
+        for n in range(3):
+            a.cluster.post(full, element(MESSAGE, {"from": f"{ROOM}/alice", "to": str(full), "type": "groupchat",
+                                                   "id": f"posted-{n}"}))
+        await a.cluster.groups.hand_over()
+        await until(bob, lambda el: el.tag == MESSAGE and el.get("id") == "posted-2")
+        assert _numbered(b, full) == numbered + 3
+
+
+def _numbered(server: Server, full: JID) -> int:
+    """How many numbered copies of the room the session ``full`` on ``server`` has taken."""
+    received = server.cluster.groups._received.get(full, {}).get(JID.parse(ROOM))
+    return received.count if received is not None else 0
+
+
+
 async def _arriving(server: Server) -> int:
     return server.cluster.groups._arriving

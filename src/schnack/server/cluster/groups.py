@@ -455,7 +455,8 @@ class ClusterGroups:
 
         The wait matters: a message still being stored when the room moves on could be committed
         after its members, joined at the new node, read the archive past it, and one whose room
-        was dropped under it would reach nobody; both would be acknowledged to their sender.
+        was dropped under it would reach nobody; both would be acknowledged to their sender. Its
+        copies go out before the room is dropped, too (see :meth:`_settle`).
         """
         self.leaving = True
         muc = self._muc()
@@ -470,11 +471,15 @@ class ClusterGroups:
         self._numbered.clear()
 
     async def _settle(self, muc: Muc | None) -> None:
-        """Wait until no stanza from another node is being handled and no room here is busy."""
+        """Wait until no stanza from another node is being handled, no room here is busy and the
+        copies the rooms posted have gone out: each copy is numbered from its room's occupants
+        as it leaves (see :meth:`mark`), which a room dropped from memory no longer has, and an
+        unnumbered copy could reach its client after one before it was lost."""
         while True:
             await self._settled.wait()
             if muc is not None:
                 await muc.locks.quiet()
+            await self.node.sent()
             if self._settled.is_set():
                 return
 

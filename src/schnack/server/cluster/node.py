@@ -153,6 +153,11 @@ class ClusterNode:
         """Whether posted stanzas are still on their way (what follows them must queue up behind)."""
         return self._posting > 0
 
+    async def sent(self) -> None:
+        """Return once everything posted so far has been sent on (or found unreachable)."""
+        if self._sender is not None:
+            await self._outbox.join()
+
     async def answer(self, node: str, done: Done) -> None:
         """Publish ``done`` to ``node`` after everything posted before (a room's fan-out and
         replies), so that the asker hears of the message last."""
