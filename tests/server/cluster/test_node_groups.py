@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from schnack.server.app import Server
 from schnack.server.c2s import C2SStream
 from schnack.server.cluster import RedisBus
+from schnack.server.cluster.messages import NodeMessage
 from schnack.server.modules.muc import Muc
 from schnack.server.modules.muc.room import Room
 from schnack.xmpp import ns
@@ -363,3 +364,29 @@ def _numbered(server: Server, full: JID) -> int:
 
 async def _arriving(server: Server) -> int:
     return server.cluster.groups._arriving
+
+
+async def test_a_posted_copy_counts_as_posting_until_it_is_out(
+        tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a room sends without posting (the end of an archive query, after its results) queues
+    behind what it posted while anything posted is still on its way; were a copy no longer
+    counted once taken from the outbox, the end could overtake the last result on the bus, and
+    the client would close its query before that result came."""
+    async with nodes(tmp_path, backend) as (a, b):
+        _, bob = await _owner_and_member(a, b)
+        full = JID.parse("bob@localhost/desk")
+        posting_once_out: list[bool] = []
+        publish = a.cluster.bus.publish
+
+        async def publish_and_look(node: str, message: NodeMessage) -> bool:
+            published = await publish(node, message)
+            posting_once_out.append(a.cluster.posting)
+            return published
+
+        monkeypatch.setattr(a.cluster.bus, "publish", publish_and_look)
+        a.cluster.post(full, element(MESSAGE, {"from": f"{ROOM}/alice", "to": str(full), "type": "groupchat",
+                                               "id": "posted"}))
+        await a.cluster.sent()
+        assert posting_once_out == [True]
+        assert not a.cluster.posting
+        await until(bob, lambda el: el.tag == MESSAGE and el.get("id") == "posted")

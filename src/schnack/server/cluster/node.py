@@ -175,34 +175,40 @@ class ClusterNode:
             # A room's fan-out posts one copy per occupant: one directory lookup per account will do.
             where: dict[JID, dict[str, str]] = {}
             for item in batch:
-                self._posting -= 1
-                if isinstance(item[1], Done):
-                    with contextlib.suppress(Exception):
-                        await self.bus.publish(str(item[0]), item[1])
-                    self._outbox.task_done()
-                    continue
-                to, el = item
-                assert isinstance(to, JID)
-                if self.groups.cut_off(to, el):
-                    self._outbox.task_done()
-                    continue
-                reached = False
-                mark = self.groups.mark(to, el)
                 try:
-                    if to.bare not in where:
-                        where[to.bare] = await self.bus.lookup(str(to.bare))
-                    node = where[to.bare].get(str(to))
-                    if node == self.name:
-                        # The session came here since it was posted.
-                        reached = self._hand(to, el)
-                    elif node is not None:
-                        reached = await self.forward(node, el, to, copy=True, mark=mark)
-                except Exception as err:
-                    log.warning("could not pass a stanza for %s to its node: %s", to, err)
+                    await self._send_one(item, where)
                 finally:
+                    # Still posting until it is out: what the room sends next without posting (the
+                    # end of an archive query after its results, a Done after the fan-out) would
+                    # otherwise be published beside it and could overtake it.
+                    self._posting -= 1
                     self._outbox.task_done()
-                if not reached:
-                    await self.groups.lost(to, el)
+
+    async def _send_one(self, item: tuple[JID, Element] | tuple[str, Done], where: dict[JID, dict[str, str]]) -> None:
+        """Send one posted item: an answer to the node that asked, or a copy to its session's node."""
+        if isinstance(item[1], Done):
+            with contextlib.suppress(Exception):
+                await self.bus.publish(str(item[0]), item[1])
+            return
+        to, el = item
+        assert isinstance(to, JID)
+        if self.groups.cut_off(to, el):
+            return
+        reached = False
+        mark = self.groups.mark(to, el)
+        try:
+            if to.bare not in where:
+                where[to.bare] = await self.bus.lookup(str(to.bare))
+            node = where[to.bare].get(str(to))
+            if node == self.name:
+                # The session came here since it was posted.
+                reached = self._hand(to, el)
+            elif node is not None:
+                reached = await self.forward(node, el, to, copy=True, mark=mark)
+        except Exception as err:
+            log.warning("could not pass a stanza for %s to its node: %s", to, err)
+        if not reached:
+            await self.groups.lost(to, el)
 
     def _hand(self, to: JID, el: Element) -> bool:
         """Hand ``el`` to the session ``to`` here; False when it is not here (any more)."""
