@@ -49,6 +49,17 @@ def turn_config(config: Path) -> str:
     return done.stdout
 
 
+def turn_config_for(config: Path, port: int, secret: str) -> str:
+    """Write a schnack configuration handing out a TURN server on ``port`` with ``secret`` to
+    ``config``; return the coturn configuration that ``schnack admin turn-config`` makes of it."""
+    config.write_text(
+        'domains = ["localhost"]\n[modules]\nenable = ["extdisco"]\n[modules.extdisco]\n'
+        f'turn_host = "127.0.0.1"\nturn_port = {port}\nturn_transports = ["udp", "tcp"]\n'
+        f'secret = "{secret}"\nlifetime = 600\n'
+    )
+    return turn_config(config)
+
+
 @contextlib.contextmanager
 def turnserver(config_text: str, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run turnserver with ``config_text`` (its files in ``workdir``) until the block ends."""

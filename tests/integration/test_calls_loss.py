@@ -20,7 +20,7 @@ from schnack.client.calls.media import CallStats
 
 from ..conftest import require_service
 from ..harness import add_user, running
-from .coturn import free_port, ready, require_coturn, turn_config, turnserver
+from .coturn import free_port, ready, require_coturn, turn_config_for, turnserver
 
 PASSWORD = "correct horse battery staple"
 WAIT = 60
@@ -59,13 +59,7 @@ async def lossy_call(tmp_path: Path, *, data_saver: bool) -> list[CallStats]:
     speech = conversation(tmp_path / "speech", SECONDS)
     relay_port = free_port()
     secret = secrets.token_urlsafe(24)
-    relay_config = tmp_path / "relay.toml"
-    relay_config.write_text(
-        'domains = ["localhost"]\n[modules]\nenable = ["extdisco"]\n[modules.extdisco]\n'
-        f'turn_host = "127.0.0.1"\nturn_port = {relay_port}\nturn_transports = ["udp", "tcp"]\n'
-        f'secret = "{secret}"\nlifetime = 600\n'
-    )
-    with turnserver(turn_config(relay_config), tmp_path / "coturn") as process:
+    with turnserver(turn_config_for(tmp_path / "relay.toml", relay_port, secret), tmp_path / "coturn") as process:
         await ready(process, relay_port, tmp_path / "coturn" / "turnserver.log")
         proxy = await LossProxy(("127.0.0.1", relay_port)).start()
         # The server hands out the proxy as its TURN relay (XEP-0215): every packet passes it.

@@ -28,7 +28,7 @@ from schnack.xmpp.xml import element, qname
 
 from ..client.calls.audio import dominant, loud_part, read_wav, write_tone
 from ..harness import add_user, running
-from .coturn import free_port, ready, require_coturn, turn_config, turnserver
+from .coturn import free_port, ready, require_coturn, turn_config_for, turnserver
 
 PASSWORD = "correct horse battery staple"
 WAIT = 60
@@ -166,13 +166,7 @@ async def test_relay_only_through_coturn(tmp_path: Path) -> None:
     secret = secrets.token_urlsafe(24)
     extdisco = {"turn_host": "127.0.0.1", "turn_port": port, "turn_transports": ["udp", "tcp"], "secret": secret,
                 "lifetime": 600}  # fmt: skip
-    config = tmp_path / "schnack.toml"
-    config.write_text(
-        'domains = ["localhost"]\n[modules]\nenable = ["extdisco"]\n[modules.extdisco]\n'
-        f'turn_host = "127.0.0.1"\nturn_port = {port}\nturn_transports = ["udp", "tcp"]\n'
-        f'secret = "{secret}"\nlifetime = 600\n'
-    )
-    with turnserver(turn_config(config), tmp_path / "coturn") as process:
+    with turnserver(turn_config_for(tmp_path / "schnack.toml", port, secret), tmp_path / "coturn") as process:
         await ready(process, port, tmp_path / "coturn" / "turnserver.log")
         async with running(tmp_path, listen=True, modules={"enable": ["extdisco"], "extdisco": extdisco}) as server:
             for user in ("alice", "bob"):

@@ -18,7 +18,7 @@ from schnack.server.modules.extdisco import turn_credentials
 from schnack.xmpp.payloads.extdisco import SERVICES, Service, Services
 
 from ..harness import add_user, running
-from .coturn import free_port, ready, require_coturn, turn_config, turnserver
+from .coturn import free_port, ready, require_coturn, turn_config_for, turnserver
 from .slix import PASSWORD, SlixClient
 
 
@@ -57,18 +57,12 @@ async def test_coturn_accepts_the_credentials_we_hand_out(tmp_path: Path) -> Non
     require_coturn()
     port = free_port()
     secret = secrets.token_urlsafe(24)
-    config = tmp_path / "schnack.toml"
-    config.write_text(
-        'domains = ["localhost"]\n[modules]\nenable = ["extdisco"]\n[modules.extdisco]\n'
-        f'turn_host = "127.0.0.1"\nturn_port = {port}\nturn_transports = ["udp", "tcp"]\n'
-        f'secret = "{secret}"\nlifetime = 600\n'
-    )
     modules = {
         "enable": ["extdisco"],
         "extdisco": {"turn_host": "127.0.0.1", "turn_port": port, "turn_transports": ["udp", "tcp"],
                      "secret": secret, "lifetime": 600},
     }  # fmt: skip
-    with turnserver(turn_config(config), tmp_path / "coturn") as process:
+    with turnserver(turn_config_for(tmp_path / "schnack.toml", port, secret), tmp_path / "coturn") as process:
         await ready(process, port, tmp_path / "coturn" / "turnserver.log")
         await check_credentials(tmp_path, modules, secret)
 
