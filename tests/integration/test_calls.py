@@ -2,17 +2,23 @@
 our call machine (on a raw socket) and slixmpp's XEP-0353 plugin, each side reading what the
 other wrote; and a scripted Conversations-style caller (raw socket, real aiortc media) against
 our client: trickled candidates are taken, a fingerprint that does not match the certificate
-and an encrypted fingerprint that cannot be opened end the call with security-error."""
+and an encrypted fingerprint that cannot be opened end the call with security-error. And our own
+candidates trickled between two of our clients through a real coturn."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import Element
 
+import pytest
 from slixmpp import JID as SlixJID
 
+from bench.calls import LossProxy
 from schnack.client import Client
 from schnack.client.calls.calls import Call, describe
 from schnack.client.calls.media import MediaSession
@@ -36,9 +42,12 @@ from schnack.xmpp.payloads import jmi
 from schnack.xmpp.payloads.jingle import JINGLE, Jingle, Reason
 from schnack.xmpp.payloads.jingle_ice import OMEMO_LEGACY, Candidate, EncryptedFingerprint
 from schnack.xmpp.payloads.jingle_rtp import NS as RTP
+from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element, qname, serialize, sub
 
-from ..harness import add_user
+from ..client.calls.audio import dominant, loud_part, read_wav, write_tone
+from ..harness import add_user, running
+from .coturn import free_port, ready, require_coturn, turn_config_for, turnserver
 from .slix import PASSWORD, SlixClient
 from .wire import Wire
 
@@ -183,10 +192,10 @@ async def scripted_call(server: Server, clients: list[Client]) -> tuple[Scripted
     return ScriptedCaller(wire, alice), bob
 
 
-async def answer(bob: Client) -> Call:
+async def answer(bob: Client, **options: Any) -> Call:
     async with asyncio.timeout(30):
         async for incoming in bob.incoming_calls():
-            return await incoming.answer()
+            return await incoming.answer(**options)
     raise AssertionError("no call rang")
 
 
@@ -293,3 +302,109 @@ async def test_an_encrypted_fingerprint_that_cannot_be_opened_is_refused(
     finally:
         await caller.media.close()
         caller.wire.close()
+
+
+
+class Gate(LossProxy):
+    """A UDP relay in front of coturn that holds what the clients send until it is opened: the
+    STUN and TURN servers answer nobody before that."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        super().__init__(upstream)
+        self.held: list[tuple[bytes, tuple[str, int]]] | None = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.held is not None:
+            self.held.append((data, addr))
+        else:
+            super().datagram_received(data, addr)
+
+    def open(self) -> None:
+        held, self.held = self.held or [], None
+        for data, addr in held:
+            super().datagram_received(data, addr)
+
+
+def recording_jingle(client: Client, then: Callable[[Jingle], None] = lambda _: None) -> list[Jingle]:
+    """Every Jingle IQ the client's calls receive, in order; ``then`` sees each once handled."""
+    seen: list[Jingle] = []
+    handle = client._calls._on_jingle
+
+    def record(stanza: Stanza) -> Element | None:
+        jingle = Jingle.from_xml(stanza.el[0])
+        seen.append(jingle)
+        try:
+            return handle(stanza)
+        finally:
+            then(jingle)
+
+    client.handle_iq("set", JINGLE, record)
+    return seen
+
+
+def candidate_types(jingle: Jingle) -> list[str]:
+    return [c.type for content in jingle.contents if content.transport is not None for c in content.transport.candidates]
+
+
+@pytest.mark.parametrize("relay_only", [False, True])
+async def test_our_candidates_trickle_after_the_description(tmp_path: Path, relay_only: bool) -> None:
+    """XEP-0176 §5.3 for our own candidates, through a real coturn that answers no STUN or TURN
+    request until the caller has the callee's session-accept: the offer and the answer go out
+    with the host candidates (none at all relay-only) without waiting for the servers, the
+    server-reflexive and relayed ones follow in transport-info once the servers answer, and
+    audio flows both ways; relay-only over the pair of the two relays."""
+    require_coturn()
+    port = free_port()
+    secret = secrets.token_urlsafe(24)
+    with turnserver(turn_config_for(tmp_path / "schnack.toml", port, secret), tmp_path / "coturn") as process:
+        await ready(process, port, tmp_path / "coturn" / "turnserver.log")
+        gate = Gate(("127.0.0.1", port))
+        await gate.start()
+        extdisco = {"stun_host": "127.0.0.1", "stun_port": gate.port, "turn_host": "127.0.0.1",
+                    "turn_port": gate.port, "turn_transports": ["udp"], "secret": secret, "lifetime": 600}  # fmt: skip
+        try:
+            async with running(tmp_path, listen=True, modules={"enable": ["extdisco"], "extdisco": extdisco}) as server:
+                await add_user(server, "alice", PASSWORD)
+                await add_user(server, "bob", PASSWORD)
+                host, c2s = server.bound["c2s"][0]
+                alice, bob = (Client(jid, PASSWORD, host=host, port=c2s, direct_tls=False, verify=False)
+                              for jid in ("alice@localhost/laptop", "bob@localhost/phone"))  # fmt: skip
+                try:
+                    await alice.connect()
+                    await bob.connect()
+                    to_bob = recording_jingle(bob)
+                    to_alice = recording_jingle(alice, lambda j: gate.open() if j.action == "session-accept" else None)
+                    ringing = asyncio.ensure_future(answer(bob, source=write_tone(tmp_path / "bob.wav", 1000, 3.0),
+                                                           sink=tmp_path / "bob-heard.wav", relay_only=relay_only))  # fmt: skip
+                    await asyncio.sleep(0)
+                    call = await alice.call("bob@localhost", source=write_tone(tmp_path / "alice.wav", 440, 3.0),
+                                            sink=tmp_path / "alice-heard.wav", relay_only=relay_only)  # fmt: skip
+                    answered = await ringing
+                    await call.wait_connected(60)
+                    await answered.wait_connected(60)
+                    assert call.media is not None and answered.media is not None
+                    async with asyncio.timeout(60):
+                        await asyncio.gather(call.media.sink.heard(2.0), answered.media.sink.heard(2.0))
+
+                    for seen, first in ((to_bob, "session-initiate"), (to_alice, "session-accept")):
+                        assert seen[0].action == first
+                        described = candidate_types(seen[0])
+                        assert set(described) == (set() if relay_only else {"host"})
+                        trickled = [t for j in seen[1:] if j.action == "transport-info" for t in candidate_types(j)]
+                        assert set(trickled) == ({"relay"} if relay_only else {"srflx", "relay"})
+                    if relay_only:
+                        for media in (call.media, answered.media):
+                            connection = media.pc.getTransceivers()[0].sender.transport.transport._connection
+                            assert [p.local_candidate.type for p in connection._nominated.values()] == ["relay"]
+
+                    await call.hangup()
+                    async with asyncio.timeout(60):
+                        assert (await answered.ended).reason.condition == "success"
+                finally:
+                    await alice.close()
+                    await bob.close()
+        finally:
+            gate.close()
+    alice_heard = loud_part(read_wav(tmp_path / "alice-heard.wav"))
+    bob_heard = loud_part(read_wav(tmp_path / "bob-heard.wav"))
+    assert dominant(alice_heard, (440, 1000)) == 1000 and dominant(bob_heard, (440, 1000)) == 440

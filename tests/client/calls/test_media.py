@@ -9,6 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+from aioice import Candidate as IceCandidate
+from aioice import Connection, stun
 from aiortc.rtp import RtpPacket
 
 from schnack.client.calls.decoder import packet_samples
@@ -16,10 +19,12 @@ from schnack.client.calls.media import (
     DATA_SAVER,
     NORMAL,
     EncoderSettings,
+    LocalCandidate,
     MediaSession,
     OpusTrack,
     ice_servers,
     opus_of,
+    recheck_at_once,
     red_of,
     with_profile,
 )
@@ -145,6 +150,81 @@ async def test_audio_both_ways(tmp_path: Path) -> None:
     assert dominant(heard_by_callee, (440, 1000)) == 440
     assert a.bytes_sent > 0 and a.bytes_received > 0 and a.packets_received > 0
     assert b.packets_sent > 0 and a.duration > 0
+
+
+async def test_without_stun_or_turn_every_candidate_is_in_the_description() -> None:
+    """Host candidates only: the offer and the answer carry every candidate gathered, and none
+    trickles afterwards (XEP-0176 §5.3 is for the STUN and TURN servers' candidates)."""
+    trickled: list[LocalCandidate] = []
+    caller, callee = MediaSession(on_candidate=trickled.append), MediaSession(on_candidate=trickled.append)
+    try:
+        offer = await caller.offer()
+        answer = await callee.answer(offer)
+        await caller.accepted(answer)
+        async with asyncio.timeout(60):
+            await asyncio.gather(caller.connected.wait(), callee.connected.wait())
+        for media, contents in ((caller, offer), (callee, answer)):
+            described = {(c.ip, c.port, c.type) for content in contents.contents if content.transport is not None
+                         for c in content.transport.candidates}  # fmt: skip
+            gatherer = media.pc.getTransceivers()[0].sender.transport.transport.iceGatherer
+            assert described and described == {(c.ip, c.port, c.type) for c in gatherer.getLocalCandidates()}
+    finally:
+        await caller.close()
+        await callee.close()
+    assert trickled == []
+
+
+class ScriptedPeer(asyncio.DatagramProtocol):
+    """The peer's side of ICE written out on a UDP socket: what arrives is queued, nothing is
+    answered unless the test says so."""
+
+    def __init__(self) -> None:
+        self.arrived: asyncio.Queue[stun.Message] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.arrived.put_nowait(stun.parse_message(data))
+
+    async def request(self) -> stun.Message:
+        """The next Binding request that arrives (responses to the peer's own are skipped)."""
+        while (message := await self.arrived.get()).message_class is not stun.Class.REQUEST:
+            continue
+        return message
+
+
+async def test_a_check_from_the_peer_repeats_ours_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 8445 §7.3.1.4: the peer's check on a pair whose own check is in progress (its first
+    request lost, as to a TURN relay without a permission yet) sends that request again at once,
+    the same transaction; aioice's retransmission timer is pushed out to a minute here, so the
+    copy can only come from the peer's check."""
+    monkeypatch.setattr(stun, "RETRY_RTO", 60.0)
+    ours = Connection(ice_controlling=True, use_ipv6=False)
+    recheck_at_once(ours)
+    await ours.gather_candidates()
+    local = ours.local_candidates[0]
+    loop = asyncio.get_running_loop()
+    transport, peer = await loop.create_datagram_endpoint(ScriptedPeer, local_addr=(local.host, 0))
+    address = transport.get_extra_info("sockname")
+    ours.remote_username, ours.remote_password = "peer", "p" * 22
+    await ours.add_remote_candidate(IceCandidate(foundation="1", component=1, transport="udp", priority=2130706431,
+                                                 host=address[0], port=address[1], type="host"))  # fmt: skip
+    connecting = asyncio.ensure_future(ours.connect())
+    try:
+        async with asyncio.timeout(30):
+            first = await peer.request()  # lost: not answered
+            check = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+            check.attributes["USERNAME"] = f"{ours.local_username}:peer"
+            check.attributes["PRIORITY"] = 1845501695
+            check.attributes["ICE-CONTROLLED"] = 1
+            check.add_message_integrity(ours.local_password.encode())
+            check.add_fingerprint()
+            transport.sendto(bytes(check), (local.host, local.port))
+            again = await peer.request()
+        assert again.transaction_id == first.transaction_id
+        assert again.attributes["USERNAME"] == f"peer:{ours.local_username}"
+    finally:
+        connecting.cancel()
+        await ours.close()
+        transport.close()
 
 
 async def test_data_saver_sends_fewer_bytes(tmp_path: Path) -> None:

@@ -4,9 +4,10 @@ client's stanzas, with the media of media.py.
 :class:`Calls` turns what the sans-IO :class:`~.session.CallSession` asks for into messages and
 IQs, and what arrives into its input. Proposals go to the callee's bare JID, so every device
 rings; the callee's other devices stop when one answers, since the answer reaches them as a
-carbon (XEP-0280). aiortc gathers its candidates before the description is written, so they
-travel in session-initiate and session-accept rather than trickled; the peer's trickled ones
-(XEP-0176 §5.3) are taken.
+carbon (XEP-0280). Candidates trickle both ways (XEP-0176 §5.3): session-initiate and
+session-accept carry our host candidates, and each server-reflexive or relayed one the media
+finds later goes out in a transport-info; the peer's are given to the media once its description
+has been, and held until then.
 
 Calls are verified the way Conversations does it (:mod:`.verification`): the callee names its
 OMEMO device in ``<proceed/>``, and both DTLS fingerprints travel OMEMO-encrypted for the other
@@ -34,6 +35,7 @@ from ...xmpp.payloads import jmi
 from ...xmpp.payloads.carbons import RECEIVED, SENT
 from ...xmpp.payloads.extdisco import ExtdiscoError, Service, Services
 from ...xmpp.payloads.jingle import JINGLE, Reason, jingle_error
+from ...xmpp.payloads.jingle_ice import Candidate
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, sub
 from ..errors import ClientError, XmppError
@@ -59,7 +61,7 @@ from .verification import Verification, VerificationFailed, is_sealed, open_seal
 
 if TYPE_CHECKING:
     from ..client import Client
-    from .media import CallStats, MediaSession, WavSink
+    from .media import CallStats, LocalCandidate, MediaSession, WavSink
     from .sdp import RtpContents
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,10 @@ class Call:
         self._timer: asyncio.TimerHandle | None = None
         # The ids of our JMI messages, to tell an error bounced for one of them (RFC 6120 §8.3).
         self.message_ids: set[str] = set()
+        # The peer's trickled candidates that came before its description reached the media,
+        # which would drop them (before the offer, the callee's transceiver has no mid to find
+        # them by); None once it has.
+        self._early_candidates: list[tuple[str, Candidate]] | None = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -195,7 +201,7 @@ class Call:
             elif isinstance(item, RemoteDescription):
                 self._spawn(self._remote(item))
             elif isinstance(item, RemoteCandidates):
-                self._spawn(self._candidates(item))
+                self._remote_candidates(item)
             elif isinstance(item, DescriptionInfo):
                 self._peer_profile(item)
             elif isinstance(item, AnsweredElsewhere):
@@ -234,7 +240,8 @@ class Call:
 
             o = self.options
             self.media = MediaSession(services=self._calls.services, relay_only=o.relay_only,
-                                      profile=DATA_SAVER if o.data_saver else NORMAL, source=o.source, sink=o.sink)  # fmt: skip
+                                      profile=DATA_SAVER if o.data_saver else NORMAL, source=o.source, sink=o.sink,
+                                      on_candidate=self._local_candidate)  # fmt: skip
             self.media.pc.on("connectionstatechange", self._media_state)
         return self.media
 
@@ -297,12 +304,14 @@ class Call:
         try:
             if self.session.role == "responder":
                 answer = await self._media().answer(contents)
+                self._release_candidates()
                 self._local = answer
                 sealed = await self._sealed(answer)
                 if not self.session.ended:
                     self.step(self.session.accept(sealed))
             else:
                 await self._media().accepted(contents)
+                self._release_candidates()
         except Exception as err:
             log.warning("call %s: the description was refused: %s", self.sid, err)
             self.step(self.session.hang_up(Reason("failed-application", str(err))))
@@ -315,12 +324,30 @@ class Call:
             log.info("call %s: the peer asks for new Opus parameters", self.sid)
             self.media.peer_asks(opus)
 
-    async def _candidates(self, event: RemoteCandidates) -> None:
+    def _local_candidate(self, found: LocalCandidate) -> None:
+        """One of our candidates the media found after our description: a transport-info
+        (XEP-0176 §5.3), or held by the machine until the peer knows the session."""
+        self.step(self.session.add_candidate(found.content, found.candidate, found.ufrag, found.pwd))
+
+    def _release_candidates(self) -> None:
+        """The media has the peer's description: the candidates held back go to it."""
+        early, self._early_candidates = self._early_candidates or [], None
+        if early:
+            self._spawn(self._add_candidates(early))
+
+    def _remote_candidates(self, event: RemoteCandidates) -> None:
+        candidates = [(event.content, c) for c in event.transport.candidates]
+        if self._early_candidates is not None:
+            self._early_candidates += candidates
+        else:
+            self._spawn(self._add_candidates(candidates))
+
+    async def _add_candidates(self, candidates: list[tuple[str, Candidate]]) -> None:
         if self.media is None:
             return
-        for candidate in event.transport.candidates:
+        for content, candidate in candidates:
             with contextlib.suppress(Exception):
-                await self.media.add_candidate(event.content, candidate)
+                await self.media.add_candidate(content, candidate)
 
     async def _end(self, event: Ended) -> None:
         if self._timer is not None:

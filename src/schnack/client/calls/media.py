@@ -4,6 +4,13 @@ This is the one module that touches aiortc. A :class:`MediaSession` is one RTCPe
 with one audio track each way. ICE servers are only those the server handed out (XEP-0215): an
 empty list when there are none, since aiortc's default points at a public STUN server.
 
+Our candidates trickle (XEP-0176 §5.3): aiortc gathers every candidate inside
+``setLocalDescription``, host, server-reflexive and relayed alike, so an offer would wait for the
+STUN answer and the TURN allocation. Its ICE agent (aioice) is kept from the servers while it
+gathers, so the description carries the host candidates alone; the servers are then asked as
+aioice would, each candidate found is added to the running ICE agent and handed to the caller of
+:class:`MediaSession` for a ``transport-info``.
+
 aiortc's own Opus encoder ignores every format parameter (96 kbit/s stereo, 20 ms, no FEC, no
 DTX), so the sending track encodes itself with libopus through PyAV and hands aiortc finished
 packets, which its sender only packs into RTP (RFC 7587 §4). How we encode follows both our
@@ -25,17 +32,28 @@ import asyncio
 import contextlib
 import copy
 import fractions
+import ipaddress
 import logging
 import math
 import time
 import wave
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
 import av
+from aioice import Candidate as IceCandidate
+from aioice import mdns, stun
+from aioice.ice import (
+    CandidatePair,
+    Connection,
+    StunProtocol,
+    TransportPolicy,
+    relayed_candidate,
+    server_reflexive_candidate,
+)
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -47,6 +65,7 @@ from aiortc.codecs import CODECS
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCDtlsTransport, SRTPProtectionProfile
+from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -70,7 +89,7 @@ from .decoder import OpusDecoder, OpusError, has_fec, join, packet_samples
 from .jitter import Action, JitterBuffer, Unit
 from .protection import LossWatch, fraction, protected
 from .red import RedError, Redundancy, unpack
-from .sdp import RtpContents, SessionDescription, candidate_to_sdp, to_jingle, to_sdp
+from .sdp import RtpContents, SessionDescription, candidate_to_sdp, parse_candidate, to_jingle, to_sdp
 
 log = logging.getLogger(__name__)
 
@@ -807,15 +826,153 @@ def prefer_short_srtp_tag(transport: RTCDtlsTransport) -> None:
         transport._srtp_profiles = [SRTP_AES128_CM_SHA1_32, *SRTP_PROFILES]
 
 
+# -- our trickled candidates --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalCandidate:
+    """One of our candidates found after our description went out, for a ``transport-info``
+    (XEP-0176 §5.3): the content it belongs to, and our ICE credentials that go with it."""
+
+    content: str
+    candidate: Candidate
+    ufrag: str
+    pwd: str
+
+
+def ice_transports(pc: RTCPeerConnection) -> list[RTCIceTransport]:
+    """The peer connection's ICE transports, each once (transceivers may share one)."""
+    return list(dict.fromkeys(t.receiver.transport.transport for t in pc.getTransceivers()))
+
+
+@contextlib.contextmanager
+def host_candidates_only(transports: Sequence[RTCIceTransport]) -> Iterator[list[RTCIceTransport]]:
+    """While the block runs, the transports that have not gathered yet know no STUN or TURN
+    server, so that aiortc's ``setLocalDescription`` (which gathers in ``RTCIceGatherer.gather``)
+    returns with the host candidates alone instead of waiting for the STUN answer and the TURN
+    allocation; the transports are yielded, for :func:`gather_late` to find the others."""
+    fresh = [t for t in transports if t.iceGatherer.state == "new"]
+    servers = [(t._connection.stun_server, t._connection.turn_server) for t in fresh]
+    for transport in fresh:
+        transport._connection.stun_server = transport._connection.turn_server = None
+    try:
+        yield fresh
+    finally:
+        for transport, (stun, turn) in zip(fresh, servers, strict=True):
+            transport._connection.stun_server, transport._connection.turn_server = stun, turn
+
+
+async def gather_late(connection: Connection,
+                      found: Callable[[IceCandidate, StunProtocol | None], Awaitable[None]]) -> None:  # fmt: skip
+    """The server-reflexive and relayed candidates (RFC 8445 §5.1.1.2) of an aioice connection
+    that gathered its host candidates without them, as aioice's ``get_component_candidates``
+    finds them (STUN from each IPv4 host socket, one TURN allocation per component), each handed
+    to ``found`` as it comes, with the relay's socket. Unlike aioice this waits as long as the
+    servers take (nothing waits for them now); cancelling it cancels the searches, and a TURN
+    allocation cancelled half-way closes its socket."""
+    searches: list[Coroutine[object, object, tuple[IceCandidate, StunProtocol | None]]] = []
+    if connection.stun_server is not None:
+        searches += [server_reflexive_candidate(p, connection.stun_server) for p in connection._protocols
+                     if ipaddress.ip_address(p.local_candidate.host).version == 4]  # fmt: skip
+    if connection.turn_server is not None:
+        searches += [relayed_candidate(
+            component=component,
+            # RFC 9429 §3.5.3: relay-only, the relay's related address does not give the host's away.
+            hide_related_address=connection._transport_policy is TransportPolicy.RELAY,
+            protocol_factory=lambda: StunProtocol(connection),
+            turn_server=connection.turn_server,
+            turn_username=connection.turn_username,
+            turn_password=connection.turn_password,
+            turn_ssl=connection.turn_ssl,
+            turn_transport=connection.turn_transport,
+        ) for component in sorted(connection._components)]  # fmt: skip
+
+    async def one(search: Coroutine[object, object, tuple[IceCandidate, StunProtocol | None]]) -> None:
+        try:
+            candidate, protocol = await search
+        except Exception as err:
+            # As aioice does: a server that does not answer costs its candidate, not the call.
+            log.info("no candidate from the STUN or TURN server: %r", err)
+            return
+        await found(candidate, protocol)
+
+    async with asyncio.TaskGroup() as searching:
+        for search in searches:
+            searching.create_task(one(search))
+
+
+def add_local_candidate(connection: Connection, candidate: IceCandidate, protocol: StunProtocol | None) -> None:
+    """A candidate found after the connectivity checks may have started, into the ICE agent.
+
+    aioice pairs local with remote candidates when a remote one arrives (``_pair_remote_candidate``)
+    and when ``connect`` starts; a socket added later is paired here with the remote candidates
+    already known, as aioice would have paired it (RFC 8445 §6.1.2.2; a relay not with an mDNS
+    name, whose address the TURN server would learn, draft-ietf-mmusic-mdns-ice-candidates
+    §3.3.2), and its pairs are checked by the running check loop, which picks up frozen pairs
+    until the check list completes. The socket also answers the peer's checks from now on. A
+    server-reflexive candidate brings no socket: it is sent from its host socket, whose pairs
+    stand for it (RFC 8445 §6.1.2.4), so it only goes to the peer."""
+    connection._local_candidates.append(candidate)
+    if protocol is None:
+        return
+    connection._protocols.append(protocol)
+    if connection._check_list_done:
+        return
+    for remote in connection._remote_candidates:
+        if candidate.type == "relay" and mdns.is_mdns_hostname(remote.host):
+            continue
+        if candidate.can_pair_with(remote) and connection._find_pair(protocol, remote) is None:
+            connection._check_list.append(CandidatePair(protocol, remote))
+    connection.sort_check_list()
+
+
+def recheck_at_once(connection: Connection) -> None:
+    """RFC 8445 §7.3.1.4: a check from the peer on a pair whose own check is in progress makes
+    the agent check the pair again at once, still taking the answer to the first check. aioice
+    only notes the peer's check, and the pair waits for its own check's retransmission, 500 ms
+    after the first. A first check from a relay is lost whenever the peer's TURN server has no
+    permission for it yet (RFC 8656 §9: the peer has sent nothing to it), which is the rule when
+    both sides learn each other's relay at the same moment, as when both trickle: the side that
+    checked first would connect half a second after the other. The check's request goes out
+    again at once, as the retransmission it is (same transaction, RFC 8489 §6.2.1), so an answer
+    to either copy completes it and nothing already under way is lost."""
+    incoming = connection.check_incoming
+
+    def check_incoming(message: stun.Message, addr: tuple[str, int], protocol: StunProtocol) -> None:
+        incoming(message, addr, protocol)
+        if not any(p.state is CandidatePair.State.IN_PROGRESS and p.protocol is protocol and p.remote_addr == addr
+                   for p in connection._check_list):  # fmt: skip
+            return
+        for transaction in list(protocol.transactions.values()):
+            # aioice keeps a transaction's request and address to itself (Transaction.__retry).
+            held = vars(transaction)
+            if held.get("_Transaction__addr") == addr:
+                protocol.send_stun(held["_Transaction__request"], addr)
+
+    connection.check_incoming = check_incoming  # type: ignore[method-assign]
+
+
+def _keep(tasks: set[asyncio.Task[None]], work: Coroutine[object, object, None]) -> None:
+    """Run ``work`` as a task held in ``tasks`` until it is done."""
+    task = asyncio.ensure_future(work)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
 # -- the peer connection ------------------------------------------------------------------------
 
 
 class MediaSession:
-    """One call's RTCPeerConnection: Jingle contents in and out, our Opus track, a WAV sink."""
+    """One call's RTCPeerConnection: Jingle contents in and out, our Opus track, a WAV sink.
+
+    Our offer and answer carry the host candidates; the server-reflexive and relayed ones are
+    gathered afterwards, added to the ICE agent, and handed to ``on_candidate`` as they are
+    found, for the peer to learn in a ``transport-info`` (trickle ICE, XEP-0176 §5.3)."""
 
     def __init__(self, *, services: Sequence[Service] = (), relay_only: bool = False,
                  profile: Profile = NORMAL, source: Path | Iterator[bytes] | None = None,
-                 sink: Path | WavSink | None = None) -> None:
+                 sink: Path | WavSink | None = None,
+                 on_candidate: Callable[[LocalCandidate], None] | None = None) -> None:
         # First what may fail (no libopus): nothing else is set up yet.
         self.sink = sink if isinstance(sink, WavSink) else WavSink(sink)
         self.playout = Playout(self.sink)
@@ -834,6 +991,11 @@ class MediaSession:
         self._watching: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.failed = asyncio.Event()
+        self.on_candidate = on_candidate
+        # Our STUN and TURN searches (:meth:`_set_local`), and ICE started on a transport whose
+        # first candidate came from one of them.
+        self._gathering: set[asyncio.Task[None]] = set()
+        self._starting: set[asyncio.Task[None]] = set()
         self.pc.addTrack(self.track)
         self._prepare()
         self.pc.on("track", self._track)
@@ -920,16 +1082,53 @@ class MediaSession:
             self._configure()
 
     async def offer(self) -> RtpContents:
-        """Caller: gather candidates and return the offer (XEP-0167 §6.2)."""
-        await self.pc.setLocalDescription(await self.pc.createOffer())
+        """Caller: the offer (XEP-0167 §6.2) with our host candidates; the others trickle."""
+        await self._set_local(await self.pc.createOffer())
         return self._local("initiator")
 
     async def answer(self, offer: RtpContents) -> RtpContents:
-        """Callee: take the offer, gather, and return the answer (XEP-0167 §6.4)."""
+        """Callee: take the offer and return the answer (XEP-0167 §6.4) with our host
+        candidates; the others trickle."""
         self._remote(offer)
         await self.pc.setRemoteDescription(RTCSessionDescription(str(to_sdp(offer, "initiator")), "offer"))
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        await self._set_local(await self.pc.createAnswer())
         return self._local("responder")
+
+    async def _set_local(self, description: RTCSessionDescription) -> None:
+        """``setLocalDescription`` with the host candidates alone; the STUN and TURN servers are
+        asked afterwards, while the description travels (:func:`gather_late`)."""
+        with host_candidates_only(ice_transports(self.pc)) as fresh:
+            await self.pc.setLocalDescription(description)
+        for transport in fresh:
+            recheck_at_once(transport._connection)
+            _keep(self._gathering, self._gather_late(transport))
+
+    async def _gather_late(self, transport: RTCIceTransport) -> None:
+        connection = transport._connection
+
+        async def found(candidate: IceCandidate, protocol: StunProtocol | None) -> None:
+            if connection._closing:
+                if protocol is not None:
+                    await protocol.close()
+                return
+            add_local_candidate(connection, candidate, protocol)
+            self._announce(transport, candidate)
+            if transport.state == "new":
+                # aiortc starts ICE (after setting either description) only on a transport that
+                # has candidates; relay-only, the first one is the relay found after both. A
+                # second start of a transport waits for the first and starts nothing more.
+                _keep(self._starting, self.pc._RTCPeerConnection__connect())  # type: ignore[attr-defined]
+
+        await gather_late(connection, found)
+
+    def _announce(self, transport: RTCIceTransport, candidate: IceCandidate) -> None:
+        mid = next((t.mid for t in self.pc.getTransceivers()
+                    if t.receiver.transport.transport is transport and t.mid is not None), None)  # fmt: skip
+        jingle = parse_candidate(candidate.to_sdp())
+        if self.on_candidate is None or mid is None or jingle is None:
+            return
+        parameters = transport.iceGatherer.getLocalParameters()
+        self.on_candidate(LocalCandidate(mid, jingle, parameters.usernameFragment or "", parameters.password or ""))
 
     async def accepted(self, answer: RtpContents) -> None:
         """Caller: the callee's answer; ICE and DTLS start."""
@@ -1010,7 +1209,12 @@ class MediaSession:
             self._watching.cancel()
             # A watch that failed on a broken connection must not stop the hang-up.
             await asyncio.gather(self._watching, return_exceptions=True)
+        for task in list(self._gathering):
+            task.cancel()
+        await asyncio.gather(*self._gathering, return_exceptions=True)
         await self.playout.stop()
         await self.pc.close()
+        # As aiortc's own starts, ours end once the transports are closed.
+        await asyncio.gather(*self._starting, return_exceptions=True)
         self._final = final
         return final
