@@ -83,8 +83,9 @@ class C2SStream:
         # The account the SASL name maps to, once the mechanism named one.
         self._sasl_account: str | None = None
         self._sasl_failures = 0
-        # XEP-0388 negotiation, offered next to RFC 6120 SASL on encrypted streams.
-        self.sasl2 = Sasl2(self)
+        # XEP-0388 negotiation, offered next to RFC 6120 SASL on encrypted streams: made when first
+        # needed and let go once the stream has its session, as nothing of it is used after that.
+        self._sasl2: Sasl2 | None = None
         self._stanza_ns = None if conn.websocket else ns.CLIENT
         # Stanzas from the client whose routing has finished (XEP-0198 §4 counts only those).
         self.stanzas_handled = 0
@@ -93,6 +94,13 @@ class C2SStream:
     def authenticated(self) -> bool:
         """Whether SASL succeeded on this stream."""
         return self.username is not None
+
+    @property
+    def sasl2(self) -> Sasl2:
+        """The XEP-0388 side of this stream's negotiation."""
+        if self._sasl2 is None:
+            self._sasl2 = Sasl2(self)
+        return self._sasl2
 
     @property
     def max_stanza_bytes(self) -> int:
@@ -383,6 +391,7 @@ class C2SStream:
         if registry.get(jid) is None and len(registry.resources(jid.bare)) >= self.server.config.limits.max_resources:
             raise StanzaError("resource-constraint", "too many sessions for this account")
         self.session = Session(jid, self, id=self.id, secure=self.conn.secure, peer=self.conn.peer)
+        self._sasl2 = None
         return self.session
 
     async def register(self, session: Session) -> None:
@@ -450,6 +459,7 @@ class C2SStream:
         session.peer = self.conn.peer
         session.closed = False
         self.session = session
+        self._sasl2 = None
 
     async def connection_lost(self) -> None:
         """The transport is gone: unregister the session and let modules react (e.g. unavailable presence).

@@ -153,14 +153,48 @@ class TcpConnection:
         return None
 
 
-async def _read(conn: TcpConnection, parser: StreamParser) -> bytes | None:
-    """Read once; if the parser holds input back, wait only briefly before flushing it."""
-    if parser.buffered():
-        try:
-            return await asyncio.wait_for(conn.reader.read(_READ_SIZE), _FLUSH_DELAY)
-        except TimeoutError:
+async def _read_briefly(conn: TcpConnection) -> bytes | None:
+    """Read once, waiting only :data:`_FLUSH_DELAY`; None if nothing came by then."""
+    try:
+        return await asyncio.wait_for(conn.reader.read(_READ_SIZE), _FLUSH_DELAY)
+    except TimeoutError:
+        return None
+
+
+async def _receive(conn: TcpConnection, stream: C2SStream, parser: StreamParser) -> int | None:
+    """Read once and hand what the input completes to the stream; return the number of bytes
+    read (0 when held-back input was flushed), or None once the peer closed (end of input or
+    its closing tag).
+
+    A coroutine of its own so that the input and the stanzas parsed from it are let go when it
+    returns: the caller then waits for the next read holding none of them, which on an idle
+    connection would be kept for as long as it stays idle.
+    """
+    data = await _read_briefly(conn) if parser.buffered() else await conn.reader.read(_READ_SIZE)
+    if data == b"":
+        return None
+    if data is None:
+        events = parser.flush()
+    else:
+        conn.last_read = time.monotonic()
+        events = parser.feed(data)
+    for event in events:
+        if isinstance(event, StreamClosed):
+            stream.on_close()
             return None
-    return await conn.reader.read(_READ_SIZE)
+        if stream.closed:
+            # Closed by earlier input or by another task (a kick): only a close still counts.
+            continue
+        if isinstance(event, StanzaReceived):
+            await stream.on_element(event.element)
+        elif isinstance(event, StreamOpened):
+            await stream.on_open(event.name, event.attrs, event.default_ns)
+        if stream.want_tls or stream.want_restart:
+            # RFC 6120 §5.4.3.3, §6.4.6: whatever followed on the old stream is discarded.
+            break
+        # XEP-0388 authenticates without a restart: the larger limit applies at once.
+        parser.max_stanza_bytes = stream.max_stanza_bytes
+    return len(data) if data is not None else 0
 
 
 async def _discard_until_closed(conn: TcpConnection, parser: StreamParser | None) -> None:
@@ -193,34 +227,13 @@ async def serve_tcp(server: Server, reader: asyncio.StreamReader, writer: asynci
     try:
         while not stream.closed:
             conn.watch_idle()
-            data = await _read(conn, parser)
-            if data == b"":
-                peer_closed = True
-                break
             try:
-                if data is None:
-                    events = parser.flush()
-                else:
-                    conn.last_read = time.monotonic()
-                    events = parser.feed(data)
-                for event in events:
-                    if isinstance(event, StreamClosed):
-                        peer_closed = True
-                        stream.on_close()
-                    elif stream.closed:
-                        # Closed by earlier input or by another task (a kick): only a close still counts.
-                        continue
-                    elif isinstance(event, StanzaReceived):
-                        await stream.on_element(event.element)
-                    elif isinstance(event, StreamOpened):
-                        await stream.on_open(event.name, event.attrs, event.default_ns)
-                    if stream.want_tls or stream.want_restart:
-                        # RFC 6120 §5.4.3.3, §6.4.6: whatever followed on the old stream is discarded.
-                        break
-                    # XEP-0388 authenticates without a restart: the larger limit applies at once.
-                    parser.max_stanza_bytes = stream.max_stanza_bytes
+                read = await _receive(conn, stream, parser)
             except StreamError as err:
                 stream.close(err)
+                break
+            if read is None:
+                peer_closed = True
                 break
             if stream.want_tls:
                 stream.want_tls = False
@@ -231,8 +244,8 @@ async def serve_tcp(server: Server, reader: asyncio.StreamReader, writer: asynci
             if stream.want_restart:
                 stream.want_restart = False
                 parser = conn.parser = StreamParser(stream.max_stanza_bytes)
-            elif data and not stream.closed:
-                delay = bucket.consume(len(data))
+            elif read and not stream.closed:
+                delay = bucket.consume(read)
                 if delay:
                     await asyncio.sleep(delay)
         if not peer_closed:

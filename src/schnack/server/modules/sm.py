@@ -50,11 +50,11 @@ messages (errors, headlines, groupchat, carbon copies) are dropped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
 import weakref
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -135,7 +135,7 @@ class SmOptions:
     location: str = bounded("", help="host:port where clients should reconnect to resume; empty: anywhere")
 
 
-@dataclass
+@dataclass(slots=True)
 class SmState:
     """Per session: the stream management state of XEP-0198."""
 
@@ -149,8 +149,10 @@ class SmState:
     in_offset: int = 0
     h_in: int = 0
     # Stanzas sent (mod 2^32), and those of them not yet acknowledged with the time each was queued.
+    # A list, not a deque: acks take stanzas off its front in one slice, and an empty list costs
+    # 56 bytes where an empty deque costs 760, on every idle session.
     sent: int = 0
-    queue: deque[tuple[Element, float]] = field(default_factory=deque)
+    queue: list[tuple[Element, float]] = field(default_factory=list)
     requested: bool = False
     ack_timer: asyncio.TimerHandle | None = None
     expiry: asyncio.TimerHandle | None = None
@@ -310,12 +312,9 @@ class StreamManagement(Module[SmOptions]):
         return NS
 
     async def bound(self, session: Session) -> None:
-        state = session.slot(SmState)
-        account = session.jid.bare
-
-        def stage(el: Element, forward: Forward) -> None:
-            self._output(session, account, state, el, forward)
-
+        # A partial rather than a closure: every session holds it, and a partial (208 bytes with
+        # its arguments and bound method) takes about half of a closure over four variables.
+        stage = functools.partial(self._output, session, session.jid.bare, session.slot(SmState))
         session.add_output_stage(stage, priority=0)
 
     # Enabling and acks ----------------------------------------------------------------------
@@ -395,13 +394,13 @@ class StreamManagement(Module[SmOptions]):
         if count is None:
             raise HandledCountError(h, state.sent)
         queue = state.queue
-        for _ in range(count):
-            el, _queued_at = queue.popleft()
+        for el, _queued_at in queue[:count]:
             if el.tag == _MESSAGE:
                 copies = self._copies.get(el)
                 if copies is not None:
                     copies.pending -= 1
                     copies.delivered = True
+        del queue[:count]
 
     def _output(self, session: Session, account: JID, state: SmState, el: Element, forward: Forward) -> None:
         """The output stage: count and queue each stanza, then let it go to the client."""
