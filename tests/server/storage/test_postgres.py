@@ -165,3 +165,52 @@ async def test_archive_item_committed_late_is_not_skipped(schema: tuple[str, str
     finally:
         await node.close()
         await other.close()
+
+
+async def test_appends_waiting_together_are_one_statement_in_order(schema: tuple[str, str, asyncpg.Connection]) -> None:
+    """Appends to several archives issued while none is written yet go out in one statement (one
+    transaction: their rows share xmin), each archive's items in the order they were issued, a
+    seq each in that order; a row the database refuses leaves the others their own outcome."""
+    url, name, admin = schema
+    store = await open_storage(url)
+    try:
+        users = ["alice", "bob", "carol", "dave", "erin"]
+        ids = await asyncio.gather(*(store.archive.append("example.org", users[i % 5], "mam", float(i), "x@y",
+                                                          b"%d" % i) for i in range(30)))
+        rows = await admin.fetch(f'SELECT id, username, payload, xmin::text AS xmin FROM "{name}".archive ORDER BY seq')
+        assert [r["id"] for r in rows] == ids
+        assert len({r["xmin"] for r in rows}) == 1
+        for user in users:
+            page = await store.archive.query("example.org", user, "mam")
+            assert [item.payload for item in page.items] == [b"%d" % i for i in range(30) if users[i % 5] == user]
+        bad = store.archive.append("example.org", "bob", "mam", 0.0, "x@y", None)  # type: ignore[arg-type]
+        results = await asyncio.gather(*(store.archive.append("example.org", user, "mam", 1.0, "x@y", b"late")
+                                         for user in users[:2]), bad, return_exceptions=True)
+        assert isinstance(results[2], StorageError) and all(isinstance(r, str) for r in results[:2])
+        assert await store.archive.count("example.org", "alice", "mam") == 7
+        assert await store.archive.count("example.org", "bob", "mam") == 7
+    finally:
+        await store.close()
+
+
+async def test_nodes_appending_to_the_same_archives_in_any_order_all_succeed(
+        schema: tuple[str, str, asyncpg.Connection]) -> None:
+    """Two nodes write statements that lock several of the same archives at once: they take the
+    locks in one order, so neither waits on the other for good, and every append is stored."""
+    url, _, _ = schema
+    nodes = [await open_storage(url), await open_storage(url)]
+    try:
+        users = [f"user{i}" for i in range(6)]
+
+        async def writer(node: int, turn: int) -> list[str]:
+            order = users if (node + turn) % 2 else users[::-1]
+            return list(await asyncio.gather(*(nodes[node].archive.append("example.org", user, "mam", 1.0, "x@y",
+                                                                          b"%d:%d" % (node, turn)) for user in order)))
+
+        written = await asyncio.gather(*(writer(node, turn) for turn in range(20) for node in (0, 1)))
+        assert sum(map(len, written)) == 2 * 20 * len(users)
+        for user in users:
+            assert await nodes[0].archive.count("example.org", user, "mam") == 2 * 20
+    finally:
+        for node in nodes:
+            await node.close()

@@ -55,6 +55,22 @@ _APPEND = (
     "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
     "SELECT $1, $2, $3, $4, $5::double precision, $6, $7::bytea FROM serialized"
 )
+# Appends to several archives, in one statement and round trip: the materialized CTE takes each
+# archive's lock, in the order of the lock keys so that two such statements (on two nodes) cannot
+# deadlock, before the first row, and so its seq, is made; the rows follow in the order of the
+# arrays (seq is drawn after the sort), so each archive's items keep the order they were issued in.
+_APPEND_MANY = (
+    "WITH serialized AS MATERIALIZED "
+    f"(SELECT pg_advisory_xact_lock({_ARCHIVE_LOCK}, key) FROM (SELECT DISTINCT hashtext(h || '/' || u || '/' || s) "
+    "AS key FROM unnest($2::text[], $3::text[], $4::text[]) AS a(h, u, s) ORDER BY key) AS keys) "
+    "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
+    "SELECT r.id, r.host, r.username, r.store, r.timestamp, r.with_jid, r.payload "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::double precision[], $6::text[], $7::bytea[]) "
+    "WITH ORDINALITY AS r(id, host, username, store, timestamp, with_jid, payload, n) "
+    "WHERE (SELECT count(*) FROM serialized) > 0 ORDER BY r.n"
+)
+# The most appends one such statement writes.
+_MANY_MAX = 500
 # Several appends to one archive: the lock, then the rows, in one transaction.
 _LOCK = f"SELECT pg_advisory_xact_lock({_ARCHIVE_LOCK}, hashtext($1 || '/' || $2 || '/' || $3))"
 _INSERT = ("INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
@@ -270,9 +286,9 @@ class Archive(_Part):
 
     def __init__(self, pool: Any) -> None:
         super().__init__(pool)
-        # By archive: the appends waiting for their turn, and the task writing them.
-        self._waiting: dict[tuple[str, str, str], list[_Appending]] = {}
-        self._writers: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        # The appends waiting for their turn, in the order they were issued, and the task writing them.
+        self._waiting: list[_Appending] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
                      *, limit: int | None = None) -> str:
@@ -281,72 +297,89 @@ class Archive(_Part):
         Paging reads "after the last seq seen", so an archive's items must become visible in seq
         order. Transactions that commit concurrently could make a later seq visible first, so
         appends to one archive are serialized: each takes the archive's transaction-level advisory
-        lock before it draws its seq and holds it until it committed. So that a busy archive is not
-        held to one commit at a time, the appends to it that wait meanwhile (on this node) are
-        written together, in the order they were issued, in one transaction.
+        lock before it draws its seq and holds it until it committed. So that a busy node is not
+        held to one commit per append, the appends that wait meanwhile (on this node, to any
+        archive) are written together, in the order they were issued: those without a limit in
+        one statement, those with one in a transaction per archive.
         """
         item_id = secrets.token_urlsafe(12)
-        archive = (host, username, store)
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(archive, []).append(((item_id, host, username, store, timestamp, with_jid, payload),
-                                                      limit, done))
-        if archive not in self._writers:
-            self._writers[archive] = asyncio.ensure_future(self._write_waiting(archive))
+        self._waiting.append(((item_id, host, username, store, timestamp, with_jid, payload), limit, done))
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._write_waiting())
         return await done
 
     async def drain(self) -> None:
         """Wait until every append issued so far is committed."""
-        while self._writers:
-            await asyncio.gather(*(asyncio.shield(task) for task in list(self._writers.values())),
-                                 return_exceptions=True)
+        while self._writer is not None:
+            await asyncio.gather(asyncio.shield(self._writer), return_exceptions=True)
 
-    async def _write_waiting(self, archive: tuple[str, str, str]) -> None:
+    async def _write_waiting(self) -> None:
         try:
-            while batch := self._waiting.pop(archive, None):
-                await self._write_batch(batch)
+            while self._waiting:
+                batch, self._waiting = self._waiting[:_MANY_MAX], self._waiting[_MANY_MAX:]
+                if all(limit is None for _row, limit, _done in batch):
+                    await self._write_many(batch)
+                else:
+                    archives: dict[tuple[str, str, str], list[_Appending]] = {}
+                    for appending in batch:
+                        archives.setdefault(appending[0][1:4], []).append(appending)
+                    await asyncio.gather(*(self._write_archive(appends) for appends in archives.values()))
         finally:
-            del self._writers[archive]
-            for _row, _limit, done in self._waiting.pop(archive, []):
+            self._writer = None
+            waiting, self._waiting = self._waiting, []
+            for _row, _limit, done in waiting:
                 if not done.done():
                     done.set_exception(StorageError("PostgreSQL: the archive was closed"))
 
-    async def _write_batch(self, batch: list[_Appending]) -> None:
-        """Write ``batch`` (appends to one archive); settle each caller's future with its outcome."""
+    async def _write_many(self, batch: list[_Appending]) -> None:
+        """Write ``batch`` (appends without a limit, to any archives) in one statement."""
+        try:
+            if len(batch) == 1:
+                await self._write(_APPEND, *batch[0][0])
+            else:
+                await self._write(_APPEND_MANY, *(list(column) for column in zip(*(row for row, _l, _d in batch),
+                                                                                   strict=True)))
+        except BaseException as err:
+            await self._failed(batch, err)
+            return
+        for row, _limit, done in batch:
+            _succeed(done, row[0])
+
+    async def _write_archive(self, batch: list[_Appending]) -> None:
+        """Write ``batch`` (appends to one archive, some with a limit) in one transaction; settle
+        each caller's future with its outcome."""
         refused: set[str] = set()
         try:
-            if len(batch) == 1 and batch[0][1] is None:
-                await self._write(_APPEND, *batch[0][0])
-            elif all(limit is None for _row, limit, _done in batch):
-                rows = [row for row, _limit, _done in batch]
-                async with self._conn(transaction=True) as conn:
-                    await conn.execute(_LOCK, *rows[0][1:4])
-                    await conn.executemany(_INSERT, rows)
-            else:
-                async with self._conn(transaction=True) as conn:
-                    await conn.execute(_LOCK, *batch[0][0][1:4])
-                    for row, limit, _done in batch:
-                        if not await self._insert(conn, row, limit):
-                            refused.add(row[0])
+            async with self._conn(transaction=True) as conn:
+                await conn.execute(_LOCK, *batch[0][0][1:4])
+                for row, limit, _done in batch:
+                    if not await self._insert(conn, row, limit):
+                        refused.add(row[0])
         except BaseException as err:
-            if len(batch) > 1 and isinstance(err, Exception):
-                # The transaction wrote nothing: each append is tried alone and gets its own outcome.
-                for row, limit, done in batch:
-                    try:
-                        async with self._conn(transaction=True) as conn:
-                            await conn.execute(_LOCK, *row[1:4])
-                            appended = await self._insert(conn, row, limit)
-                    except Exception as alone:
-                        _fail(done, alone)
-                    else:
-                        _settle(done, row, limit, appended)
-                return
-            for _row, _limit, done in batch:
-                _fail(done, err)
-            if not isinstance(err, Exception):
-                raise
+            await self._failed(batch, err)
             return
         for row, limit, done in batch:
             _settle(done, row, limit, row[0] not in refused)
+
+    async def _failed(self, batch: list[_Appending], err: BaseException) -> None:
+        """Settle ``batch``, whose transaction failed with ``err`` and so wrote nothing: one append
+        fails with it; several are tried alone, each getting its own outcome."""
+        if len(batch) > 1 and isinstance(err, Exception):
+            for row, limit, done in batch:
+                try:
+                    async with self._conn(transaction=True) as conn:
+                        await conn.execute(_LOCK, *row[1:4])
+                        appended = await self._insert(conn, row, limit)
+                except Exception as alone:
+                    _fail(done, alone)
+                else:
+                    _settle(done, row, limit, appended)
+            return
+        for _row, _limit, done in batch:
+            _fail(done, err)
+        if not isinstance(err, Exception):
+            raise err
 
     @staticmethod
     async def _insert(conn: Any, row: _Row, limit: int | None) -> bool:
@@ -526,6 +559,14 @@ def _pool_size(options: dict[str, str], name: str, default: int, minimum: int) -
     return int(text)
 
 
+async def _keep_session(conn: Any) -> None:
+    """What the pool does to a connection given back, beyond asyncpg's own rollback of a
+    transaction left open: nothing. asyncpg's default resets the session (advisory locks, cursors,
+    LISTEN, settings) in one more round trip each time a connection is used; this storage leaves no session state
+    behind (its advisory locks are transaction-level, its settings are the connection's own from
+    the start), so that round trip would only cost CPU on both ends."""
+
+
 async def _migrate(pool: Any, schema: str | None) -> None:
     """Apply the numbered migrations not yet in schema_migrations, in one locked transaction."""
     folder = resources.files(__package__).joinpath("migrations", "postgres")
@@ -574,7 +615,7 @@ class PostgresStorage:
         where = _location(parts.netloc, options)
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size,
+                dsn, min_size=min_size, max_size=max_size, reset=_keep_session,
                 server_settings={"search_path": f'"{schema}"'} if schema is not None else None,
             )
         except (*_FAILURES, ValueError) as err:
