@@ -100,6 +100,50 @@ async def test_directory_register_lookup_unregister(cluster: Cluster) -> None:
     assert await a.lookup("bob@example.org") == {"bob@example.org/desk": "b"}
 
 
+async def test_directory_reads_issued_together_each_get_their_own_answer(cluster: Cluster) -> None:
+    """Many lookups and entries at once (on Redis they share round trips): each answers for its
+    own account, as one alone would, and a read asked for after a write sees it."""
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    for i in range(20):
+        await (a if i % 2 else b).register(f"user{i}@example.org/r", "a" if i % 2 else "b")
+    await a.set_info("user1@example.org/r", "one")
+    lookups = [a.lookup(f"user{i % 25}@example.org") for i in range(50)]
+    entries = [b.entries(f"user{i % 25}@example.org") for i in range(50)]
+    answers = await asyncio.gather(*lookups, *entries)
+    for i in range(50):
+        node = "a" if i % 25 % 2 else "b"
+        expected = {f"user{i % 25}@example.org/r": node} if i % 25 < 20 else {}
+        assert answers[i] == expected
+        info = "one" if i % 25 == 1 else ""
+        assert answers[50 + i] == {full: Entry(where, info) for full, where in expected.items()}
+    reads = [asyncio.ensure_future(a.lookup("user1@example.org")) for _ in range(10)]
+    await a.unregister("user1@example.org/r")
+    assert await a.lookup("user1@example.org") == {}
+    assert all(r in ({"user1@example.org/r": "a"}, {}) for r in await asyncio.gather(*reads))
+
+
+async def test_directory_reads_after_redis_forgot_the_scripts(private_redis: PrivateRedis) -> None:
+    """SCRIPT FLUSH (as a restarted Redis has): the reads load their scripts again and answer."""
+    await private_redis.start()
+    cluster = Cluster("redis", url=private_redis.url)
+    try:
+        a = await cluster.node("a")
+        await a.register("alice@example.org/phone", "a")
+        await a.set_info("alice@example.org/phone", "available")
+        client = aioredis.Redis.from_url(private_redis.url)
+        try:
+            await client.script_flush()
+        finally:
+            await client.aclose()
+        lookups = await asyncio.gather(*(a.lookup("alice@example.org") for _ in range(5)))
+        assert lookups == [{"alice@example.org/phone": "a"}] * 5
+        entries = await asyncio.gather(*(a.entries("alice@example.org") for _ in range(5)))
+        assert entries == [{"alice@example.org/phone": Entry("a", "available")}] * 5
+    finally:
+        await cluster.close()
+
+
 async def test_a_full_jid_taken_over_by_another_node_stays_with_it(cluster: Cluster) -> None:
     a = await cluster.node("a")
     b = await cluster.node("b")

@@ -11,7 +11,9 @@ Keys, under a prefix (``schnack:`` by default):
 
 Channels: ``to:{node}`` carries messages for one node, ``all`` the dead-node announcements.
 Every change that touches more than one key runs as one Lua script, so a node that dies halfway
-leaves no half-written entry. Each heartbeat also reaps nodes whose heartbeat key expired.
+leaves no half-written entry. Each heartbeat also reaps nodes whose heartbeat key expired. The
+directory reads and publishes that messages make and that are issued while others are on their
+way share one pipeline, one round trip.
 
 When Redis goes away, the node keeps serving its own clients: publishing fails (the caller stores
 the stanza instead), directory writes are remembered locally, and the listener reconnects with
@@ -35,7 +37,7 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from .bus import (
     BusUnavailable,
@@ -191,6 +193,20 @@ async def _run_reaped(handler: ReapedHandler, node: str, dropped: dict[str, str]
         log.exception("a cluster bus handler failed")
 
 
+# A command waiting for its round trip: the script it runs (or _PUBLISH), its keys and arguments,
+# and the caller.
+_Queued = tuple[str, list[str], list[Any], "asyncio.Future[Any]"]
+_PUBLISH = "publish"
+
+
+def _answer(waiting: asyncio.Future[Any], outcome: Any) -> None:
+    if not waiting.done():
+        if isinstance(outcome, BaseException):
+            waiting.set_exception(outcome)
+        else:
+            waiting.set_result(outcome)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
@@ -223,6 +239,10 @@ class RedisBus:
             ("reap", _REAP), ("lookup", _LOOKUP), ("resync", _RESYNC), ("set_info", _SET_INFO),
             ("entries", _ENTRIES), ("claim", _CLAIM), ("peek", _PEEK),
         )}
+        # The commands of messages (directory reads, publishes) waiting to go out, and the task
+        # sending them.
+        self._queued: list[_Queued] = []
+        self._sender: asyncio.Task[None] | None = None
         self._handlers: list[MessageHandler] = []
         self._down_handlers: list[NodeDownHandler] = []
         self._reaped_handlers: list[ReapedHandler] = []
@@ -263,6 +283,64 @@ class RedisBus:
 
     async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
         return await asyncio.wait_for(self._scripts[script](keys=keys, args=args), self._op_timeout)
+
+    async def _queue(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a script that only reads (lookup, entries), or publish (``_PUBLISH``, the channel
+        and the data), within ``op_timeout``.
+
+        Every message asks the directory and many cross the bus, and most of a call's CPU is the
+        Redis client's own path through it, not the command: the commands issued while others are
+        on their way go out together, as one pipeline in one round trip, in the order they were
+        issued and each after it was (so a read sees every write that came before it).
+        """
+        waiting: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.append((script, keys, args, waiting))
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._send_queued())
+        async with asyncio.timeout(self._op_timeout):
+            return await waiting
+
+    async def _send_queued(self) -> None:
+        try:
+            while self._queued:
+                batch = [command for command in self._queued if not command[3].done()]
+                self._queued = []
+                if batch:
+                    await self._pipeline(batch)
+        finally:
+            self._sender = None
+            batch, self._queued = self._queued, []
+            for *_command, waiting in batch:
+                _answer(waiting, RedisError("the cluster bus stopped"))
+
+    async def _pipeline(self, batch: list[_Queued]) -> None:
+        """Send ``batch`` as one pipeline, and answer each caller."""
+        pipe = self._redis.pipeline(transaction=False)
+        for script, keys, args, _waiting in batch:
+            if script == _PUBLISH:
+                pipe.publish(keys[0], args[0])
+            else:
+                pipe.evalsha(self._scripts[script].sha, len(keys), *keys, *args)
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                replies = await pipe.execute(raise_on_error=False)
+        except _ERRORS as err:
+            for *_command, waiting in batch:
+                _answer(waiting, err)
+            return
+        except asyncio.CancelledError as err:
+            for *_command, waiting in batch:
+                _answer(waiting, RedisError(f"the command was cancelled: {err}"))
+            raise
+        for (script, keys, args, waiting), reply in zip(batch, replies, strict=True):
+            outcome = reply
+            if isinstance(reply, NoScriptError):
+                # Redis restarted and forgot the scripts: the script object loads it again.
+                try:
+                    outcome = await self._call(script, keys, args)
+                except _ERRORS as err:
+                    outcome = err
+            _answer(waiting, outcome)
 
     async def start(self) -> None:
         """Heartbeat once (failing if Redis is unreachable), then listen and heartbeat in the background."""
@@ -476,8 +554,7 @@ class RedisBus:
     async def publish(self, node: str, message: NodeMessage) -> bool:
         """Publish to ``node``'s channel; False when nobody listens there or Redis is unreachable."""
         try:
-            receivers = await asyncio.wait_for(self._redis.publish(self._key("to", node), encode(message)),
-                                               self._op_timeout)
+            receivers = await self._queue(_PUBLISH, [self._key("to", node)], [encode(message)])
         except _ERRORS as err:
             self._lose(err)
             return False
@@ -526,7 +603,7 @@ class RedisBus:
     async def lookup(self, bare_jid: str) -> dict[str, str]:
         """The live sessions of ``bare_jid``; none known while Redis is unreachable."""
         try:
-            flat = await self._call("lookup", [self._key("dir", bare_jid)], [self._prefix])
+            flat = await self._queue("lookup", [self._key("dir", bare_jid)], [self._prefix])
         except _ERRORS as err:
             self._lose(err)
             return {}
@@ -546,8 +623,8 @@ class RedisBus:
     async def entries(self, bare_jid: str) -> dict[str, Entry]:
         """The live sessions of ``bare_jid`` with their info; none known while Redis is unreachable."""
         try:
-            flat = await self._call("entries", [self._key("dir", bare_jid), self._key("info", bare_jid)],
-                                    [self._prefix])
+            flat = await self._queue("entries", [self._key("dir", bare_jid), self._key("info", bare_jid)],
+                                     [self._prefix])
         except _ERRORS as err:
             self._lose(err)
             return {}
