@@ -2,6 +2,7 @@
 nodes on this machine, and the latency a hop between nodes adds.
 
     python -m bench.cluster [--nodes 1,2,3] [--pairs 20] [--messages 200] [--window 10] [--samples 200]
+                            [--sqlite]
 
 Each node is a ``schnack serve`` process on one shared PostgreSQL schema and one Redis key prefix
 (fresh for every run, removed afterwards; ``SCHNACK_BENCH_PG`` and ``SCHNACK_BENCH_REDIS`` name
@@ -15,6 +16,9 @@ plus system time of all node processes over that time, per message.
 The hop: one client sends ``samples`` messages one at a time, each after the last arrived, to a
 receiver on the same node and then to one on another node; the difference of the median
 latencies is what a hop through Redis to another node adds.
+
+With ``--sqlite``, the same load also runs against one node on SQLite without a ``[cluster]``
+section, the reference a cluster node's CPU per message is divided by.
 """
 
 from __future__ import annotations
@@ -51,15 +55,16 @@ DOMAIN = "localhost"
 class Node:
     """One ``schnack serve`` process of the measured cluster."""
 
-    def __init__(self, workdir: Path, name: str, storage_url: str, prefix: str) -> None:
+    def __init__(self, workdir: Path, name: str, storage_url: str, prefix: str | None) -> None:
+        """A node of the cluster under ``prefix``; without one, a server on its own."""
         self.name = name
         self.config = workdir / f"{name}.toml"
         self.log = workdir / f"{name}.log"
+        cluster = f'[cluster]\nredis_url = "{REDIS}"\nnode_name = "{name}"\nkey_prefix = "{prefix}"\n'
         self.config.write_text(
             f'domains = ["{DOMAIN}"]\ndata_dir = "state-{name}"\nlog_level = "warning"\n'
             '[listen]\nc2s = ["127.0.0.1:0"]\nc2s_tls = []\nhttp = []\nhttps = []\n'
-            f'[storage]\nurl = "{storage_url}"\n'
-            f'[cluster]\nredis_url = "{REDIS}"\nnode_name = "{name}"\nkey_prefix = "{prefix}"\n'
+            f'[storage]\nurl = "{storage_url}"\n' + (cluster if prefix is not None else "")
         )
         self.port = 0
         self.proc: asyncio.subprocess.Process | None = None
@@ -95,13 +100,7 @@ async def cluster(count: int, users: int) -> AsyncIterator[list[Node]]:
     prefix = f"schnack-bench-{secrets.token_hex(4)}:"
     separator = "&" if "?" in PG else "?"
     storage_url = f"{PG}{separator}{urlencode({'schema': schema})}"
-    storage = await open_storage(storage_url)
-    try:
-        credentials = derive_credentials(PASSWORD)
-        for user in range(users):
-            await storage.accounts.create(DOMAIN, f"user{user}", credentials)
-    finally:
-        await storage.close()
+    await _accounts(storage_url, users)
     with tempfile.TemporaryDirectory(prefix="schnack-bench-cluster-") as workdir:
         nodes = [Node(Path(workdir), f"n{i}", storage_url, prefix) for i in range(count)]
         try:
@@ -117,6 +116,30 @@ async def cluster(count: int, users: int) -> AsyncIterator[list[Node]]:
             if keys:
                 await client.delete(*keys)
             await client.aclose()
+
+
+async def _accounts(storage_url: str, users: int) -> None:
+    storage = await open_storage(storage_url)
+    try:
+        credentials = derive_credentials(PASSWORD)
+        for user in range(users):
+            await storage.accounts.create(DOMAIN, f"user{user}", credentials)
+    finally:
+        await storage.close()
+
+
+@contextlib.asynccontextmanager
+async def alone(users: int) -> AsyncIterator[list[Node]]:
+    """One running server on SQLite, no cluster, with accounts user0..user{users-1}."""
+    with tempfile.TemporaryDirectory(prefix="schnack-bench-sqlite-") as workdir:
+        storage_url = f"sqlite:///{Path(workdir) / 'schnack.db'}"
+        await _accounts(storage_url, users)
+        node = Node(Path(workdir), "s0", storage_url, None)
+        try:
+            await node.start()
+            yield [node]
+        finally:
+            await node.stop()
 
 
 async def connect(node: Node, user: int) -> Connection:
@@ -195,13 +218,23 @@ async def hop(nodes: list[Node], samples: int) -> dict[str, float]:
     return figures
 
 
-async def run(counts: Sequence[int], pairs: int, messages: int, window: int, samples: int) -> str:
+async def run(counts: Sequence[int], pairs: int, messages: int, window: int, samples: int,
+              reference: bool = False) -> str:
     lines = ["| nodes | messages/s | node CPU ms per message |", "| --- | --- | --- |"]
+    cpu: dict[int, float] = {}
     for count in counts:
         async with cluster(count, 2 * pairs) as nodes:
             result = await throughput(nodes, pairs, messages, window)
+        cpu[count] = result["cpu_ms_per_msg"]
         lines.append(f"| {count} | {result['messages_per_s']:.0f} | {result['cpu_ms_per_msg']:.2f} |")
         print(lines[-1], file=sys.stderr)
+    if reference:
+        async with alone(2 * pairs) as nodes:
+            result = await throughput(nodes, pairs, messages, window)
+        lines.append(f"| 1, SQLite, no cluster | {result['messages_per_s']:.0f} | {result['cpu_ms_per_msg']:.2f} |")
+        print(lines[-1], file=sys.stderr)
+        lines += ["", "| nodes | node CPU per message over the SQLite server's |", "| --- | --- |"]
+        lines += [f"| {count} | {cpu[count] / result['cpu_ms_per_msg']:.2f} |" for count in counts]
     async with cluster(2, 3) as nodes:
         latency = await hop(nodes, samples)
     lines += ["", "| receiver | median latency |", "| --- | --- |",
@@ -225,10 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=200, help="messages per pair (200)")
     parser.add_argument("--window", type=int, default=10, help="messages in flight per pair (10)")
     parser.add_argument("--samples", type=int, default=200, help="messages timed one by one for the hop (200)")
+    parser.add_argument("--sqlite", action="store_true",
+                        help="also measure one server on SQLite without a cluster, and the ratios to it")
     args = parser.parse_args(argv)
     facts = procfs.machine_facts()
     print(f"{time.strftime('%Y-%m-%d')}, {facts['cpu']}, {facts['cores']} cores, {facts['memory']}")
-    print(asyncio.run(run(args.nodes, args.pairs, args.messages, args.window, args.samples)))
+    print(asyncio.run(run(args.nodes, args.pairs, args.messages, args.window, args.samples, args.sqlite)))
     return 0
 
 
