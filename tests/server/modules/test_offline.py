@@ -24,6 +24,7 @@ from .messaging import ROUTING_ONLY, announce, body, chat, condition, error_text
 
 DELAY = f"{{{ns.DELAY}}}delay"
 MESSAGE = f"{{{ns.CLIENT}}}message"
+IQ = f"{{{ns.CLIENT}}}iq"
 
 
 @pytest.fixture
@@ -284,6 +285,27 @@ async def test_message_routed_while_stored_ones_go_out_comes_after_them(with_pre
     got = [body(el) for el in bob.take() if el.tag == MESSAGE]
     assert got == ["stored 0", "stored 1", "stored 2", "live"]
     assert await stored(server) == 0
+
+
+async def test_what_follows_a_held_message_waits_behind_it_whatever_it_is(with_presence: Server) -> None:
+    """While the stored messages go out, a live message is held behind them; anything sent to the
+    session after it waits behind it too (here an IQ, as the end of an archive query follows its
+    results), or it would overtake it and the client would see the end of a query before the
+    results it closes."""
+    server = with_presence
+    alice = await sender_and_absent_bob(server)
+    await alice.send(chat("bob@localhost", "stored", id="s0"))
+
+    async def live(session: Session) -> None:
+        if session.jid.local == "bob":
+            await alice.send(chat("bob@localhost", "live", id="live"))
+            await alice.send(f"<iq type='get' id='after' to='{session.jid}'><ping xmlns='urn:xmpp:ping'/></iq>")
+
+    server.hooks.add("presence-initial", live, priority=100)
+    bob = await connect(server, "bob@localhost/laptop")
+    await bob.send("<presence/>")
+    got = [body(el) if el.tag == MESSAGE else el.get("id") for el in bob.take() if el.tag in (MESSAGE, IQ)]
+    assert got == ["stored", "live", "after"]
 
 
 async def test_message_stored_as_its_recipient_comes_online_still_reaches_it(with_presence: Server) -> None:

@@ -15,7 +15,8 @@ rest for its next login.
 Order: the stored messages are older than any message routed to the session once it became
 available, so an output stage (priority 50: after client state indication, before stream
 management numbers what the client gets) holds back the messages routed to an available session
-until its delivery is done, then lets them go in the order they came. A message stored while a
+until its delivery is done, then lets them go in the order they came; whatever is sent to the
+session after a held message (an IQ, a presence) waits behind it too. A message stored while a
 session's delivery was not done yet (routed offline just before the session became available)
 starts another delivery to it once stored, so that it does not wait for the next login.
 """
@@ -137,7 +138,9 @@ class Offline(Module[OfflineOptions]):
             if el in state.sending:
                 state.sending.discard(el)
                 forward(el)
-            elif el.tag == _MESSAGE and session.available and state.holding():
+            elif session.available and state.holding() and (el.tag == _MESSAGE or state.held):
+                # Whatever follows a held message waits behind it: the stage must not reorder the
+                # output (the end of an archive query would overtake the results it closes).
                 state.held.append((el, forward))
             else:
                 forward(el)
