@@ -58,7 +58,7 @@ record_option = click.option("--record", type=click.Path(dir_okay=False, writabl
 duration_option = click.option("--duration", type=click.FloatRange(min=0, min_open=True),
                                help="Hang up after this many seconds of talking.")  # fmt: skip
 saver_option = click.option("--data-saver/--no-data-saver", default=None,
-                            help="About 12 kbit/s in 120 ms frames, nothing sent in silence (instead of 32 kbit/s); "
+                            help="About 12 kbit/s in 120 ms frames, nothing sent in silence (instead of 48 kbit/s in 40 ms frames); "
                                  "default: the account's setting (schnack calls data-saver), on metered links only.")  # fmt: skip
 relay_option = click.option("--relay-only", is_flag=True,
                             help="Send media only through the server's TURN relay (hides our address).")  # fmt: skip

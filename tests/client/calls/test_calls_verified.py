@@ -26,7 +26,7 @@ from .audio import write_tone
 PASSWORD = "correct horse battery staple"
 WAIT = 60
 SAVER = EncoderSettings.negotiate(DATA_SAVER, None)
-NORMAL = EncoderSettings(32000, 20, True, True)
+NORMAL = EncoderSettings(48000, 40, True, True)
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def opus(*params: tuple[str, str], ptime: int | None = None) -> PayloadType:
 
 
 def test_settings_follow_the_peer() -> None:
-    assert EncoderSettings.negotiate(NORMAL, None) == EncoderSettings(32000, 20, True, True)
+    assert EncoderSettings.negotiate(NORMAL, None) == EncoderSettings(48000, 40, True, True)
     saver = opus(("maxaveragebitrate", "12000"), ("usedtx", "1"), ("useinbandfec", "0"), ("maxplaybackrate", "12000"),
                  ptime=120)  # fmt: skip
     # The peer's data saver bounds our bitrate, frame and bandwidth; the keepalive is our own.
@@ -55,9 +55,9 @@ def test_settings_follow_the_peer() -> None:
     # A ptime no Opus frame has is rounded to one that exists; a silly bitrate is clamped.
     assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "12"), ptime=50)).frame_ms in (40, 60)
     assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "12"))).bitrate == 6000
-    assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "x"))).bitrate == 32000
+    assert EncoderSettings.negotiate(NORMAL, opus(("maxaveragebitrate", "x"))).bitrate == 48000
     # Packets longer than 60 ms are joined from frames of 60 ms at most (RFC 6716 §3.2).
-    assert (SAVER.encode_ms, EncoderSettings().encode_ms) == (60, 20)
+    assert (SAVER.encode_ms, EncoderSettings().encode_ms) == (60, 40)
     assert [replace(SAVER, frame_ms=ms).encode_ms for ms in (40, 80, 100)] == [40, 40, 20]
 
 

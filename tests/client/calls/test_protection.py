@@ -81,4 +81,4 @@ def test_protected_data_saver() -> None:
 def test_protected_keeps_shorter_frames_and_higher_bitrates() -> None:
     normal = EncoderSettings.negotiate(NORMAL, None)
     safe = protected(normal)
-    assert (safe.bitrate, safe.frame_ms, safe.fec) == (32000, 20, True)
+    assert (safe.bitrate, safe.frame_ms, safe.fec) == (48000, 40, True)
