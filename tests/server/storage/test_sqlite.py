@@ -1,7 +1,9 @@
-"""SQLite specifics the contract cannot show: which index a statement takes."""
+"""SQLite specifics the contract cannot show: which index a statement takes, who checkpoints the WAL."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -28,3 +30,41 @@ async def test_deleting_archived_items_by_id_reads_them_by_id(tmp_path: Path) ->
         plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {delete}"))
     assert "archive_by_" not in plan, plan
     assert "INDEX sqlite_autoindex_archive_1 (id=?)" in plan, plan
+
+
+def _rows_in_database_file(path: Path) -> int:
+    """Archived items in the database file itself, without what its WAL holds (immutable: SQLite
+    reads the file alone)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as db:
+        return int(db.execute("SELECT count(*) FROM archive").fetchone()[0])
+
+
+async def test_commits_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> None:
+    """The writer's commits never copy the WAL back (SQLite's automatic checkpoint did, every
+    1,000 pages, inside the commit that crossed the mark, while its appends waited); the second
+    connection does, on its own clock."""
+    path = tmp_path / "store.db"
+    storage = await SqliteStorage.open(str(path), checkpoint_interval=3600)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the schema into the file
+    try:
+        for n in range(500):
+            await storage.archive.append("localhost", "bob", "mam", float(n), "alice@localhost", b"<m/>" * 50)
+        # 500 commits wrote well over 1,000 pages of WAL, and none of them into the file.
+        assert _rows_in_database_file(path) == 0
+    finally:
+        await storage.close()
+    assert _rows_in_database_file(path) == 500  # closing checkpoints what is left
+
+    path = tmp_path / "checkpointed.db"
+    storage = await SqliteStorage.open(str(path), checkpoint_interval=0.05)
+    try:
+        for n in range(500):
+            await storage.archive.append("localhost", "bob", "mam", float(n), "alice@localhost", b"<m/>" * 50)
+        for _ in range(200):
+            if _rows_in_database_file(path) == 500:
+                break
+            await asyncio.sleep(0.05)
+        assert _rows_in_database_file(path) == 500
+    finally:
+        await storage.close()
