@@ -89,6 +89,7 @@ def serve(config_path: Path | None) -> None:
     )
     from ..server.app import Server
     from ..server.cluster.redis import ClusterUnavailable
+    from ..server.collector import Collector
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -108,6 +109,8 @@ def serve(config_path: Path | None) -> None:
             # Storage runs a worker thread; leaving it open would keep the process alive.
             await server.stop()
             raise
+        collector = Collector()
+        collector.start()
         _announce(server)
         # SIGINT/SIGTERM, or the end of a drain (``schnack admin drain``).
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(server.drained.wait())]
@@ -115,6 +118,7 @@ def serve(config_path: Path | None) -> None:
         for waiting in waits:
             waiting.cancel()
         logging.getLogger("schnack").info("shutting down")
+        await collector.stop()
         await server.stop()
 
     runner: Callable[[Any], Any] = asyncio.run
