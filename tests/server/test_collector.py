@@ -1,4 +1,5 @@
-"""The collector's schedule: the oldest generation only on the clock, start-up frozen, all given back."""
+"""The collector's schedule: the oldest generation on the clock or after connections ended, start-up frozen,
+all given back."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def oldest_collections() -> int:
 
 async def test_old_cycles_wait_for_the_clock_and_are_then_freed() -> None:
     before = gc.get_threshold()
-    collector = Collector(full_every=0.5)
+    collector = Collector(lambda: 0, lambda: 0, full_every=0.5, check_every=0.05)
     collector.start()
     try:
         assert gc.get_freeze_count() > 0
@@ -64,7 +65,7 @@ async def test_old_cycles_wait_for_the_clock_and_are_then_freed() -> None:
 
 
 async def test_young_cycles_are_freed_as_before() -> None:
-    collector = Collector(full_every=3600)
+    collector = Collector(lambda: 0, lambda: 0, full_every=3600)
     collector.start()
     try:
         a, b = Node(), Node()
@@ -73,5 +74,38 @@ async def test_young_cycles_are_freed_as_before() -> None:
         del a, b
         churn()
         assert freed() is None
+    finally:
+        await collector.stop()
+
+
+async def test_ended_connections_bring_the_full_collection_forward() -> None:
+    ended, open_now = [0], [8000]
+    collector = Collector(lambda: ended[0], lambda: open_now[0], full_every=3600, check_every=0.05)
+    collector.start()
+    try:
+        freed, keep = old_cycle()
+        keep.clear()
+        # 1,500 ended: fewer than a quarter of the 8,000 open, so the clock still rules.
+        ended[0] = 1500
+        await asyncio.sleep(0.3)
+        assert collector.full_collections == 0
+        assert freed() is not None
+        ended[0] = 2000
+        for _ in range(100):
+            if freed() is None:
+                break
+            await asyncio.sleep(0.05)
+        assert freed() is None
+        assert collector.full_collections == 1
+        # The count starts again from the collection.
+        open_now[0], ended[0] = 100, 2999
+        await asyncio.sleep(0.3)
+        assert collector.full_collections == 1
+        ended[0] = 3000
+        for _ in range(100):
+            if collector.full_collections == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert collector.full_collections == 2
     finally:
         await collector.stop()

@@ -109,7 +109,7 @@ def serve(config_path: Path | None) -> None:
             # Storage runs a worker thread; leaving it open would keep the process alive.
             await server.stop()
             raise
-        collector = Collector()
+        collector = Collector(lambda: server.connections_ended, lambda: len(server.connections))
         collector.start()
         _announce(server)
         # SIGINT/SIGTERM, or the end of a drain (``schnack admin drain``).

@@ -98,6 +98,7 @@ class Server:
         limits = config.limits
         self.throttle = LoginThrottle(limits.failed_logins_per_account, limits.failed_logins_per_ip)
         self.connections: set[Any] = set()
+        self.connections_ended = 0
         # Component domains are claimed first, so a module claiming one of them fails to start.
         self.components = Components(self)
         # Other servers (RFC 6120 s2s): takes the remote route keys when [s2s] enabled.
@@ -265,6 +266,11 @@ class Server:
             for site in list(self._runner.sites):
                 await site.stop()
         await self.components.stop()
+
+    def connection_ended(self, conn: Any) -> None:
+        """``conn`` (a client's TCP or WebSocket connection) is gone."""
+        self.connections.discard(conn)
+        self.connections_ended += 1
 
     async def end_connections(self, error: Callable[[], StreamError]) -> None:
         """Close every client stream with a stream error from ``error`` (called once per stream)

@@ -265,4 +265,4 @@ async def serve_tcp(server: Server, reader: asyncio.StreamReader, writer: asynci
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
             conn.closed()
-            server.connections.discard(conn)
+            server.connection_ended(conn)

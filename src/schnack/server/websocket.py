@@ -191,7 +191,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             # The stream error and <close/> are queued before the close frame, so they are not lost.
             conn.close_now()
             await conn.drain()
-            server.connections.discard(conn)
+            server.connection_ended(conn)
     return ws
 
 
