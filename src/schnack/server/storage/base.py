@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -35,6 +38,20 @@ class StorageError(Exception):
 # PostgreSQL 0005), so that ``count`` and an append's ``limit`` read one row: the offline store
 # (XEP-0160), bounded per account. Other archives are counted by reading their items when asked.
 BOUNDED_STORES = frozenset({"offline"})
+
+# base64url's alphabet in ASCII order: the ids compare as the bytes they encode do.
+_SORTABLE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+                          "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz")  # fmt: skip
+
+
+def new_item_id() -> str:
+    """A new archive item's id (its XEP-0359 stanza-id, the RSM key of XEP-0313 queries): 16
+    URL-safe characters for the millisecond it was made and 48 random bits, so that ids sort by
+    time. The id index then grows at its end, as the archive does: an append changes the page the
+    last ones changed, where a random id changed a random page of the index each time (17 % more
+    of SQLite's time per append, docs/benchmarks.md)."""
+    stamp = time.time_ns() // 1_000_000
+    return base64.urlsafe_b64encode(stamp.to_bytes(6, "big") + secrets.token_bytes(6)).decode().translate(_SORTABLE)
 
 # What a client is told when storage cannot be reached (PostgreSQL restarting): try again soon.
 STORAGE_DOWN = "storage is unavailable for the moment; try again shortly"

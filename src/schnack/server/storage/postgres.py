@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
@@ -34,6 +33,7 @@ from .base import (
     StoredRoom,
     credentials_from_json,
     credentials_to_json,
+    new_item_id,
 )  # fmt: skip
 
 # Every node takes this transaction-level advisory lock before migrating, so nodes that start
@@ -302,7 +302,7 @@ class Archive(_Part):
         archive) are written together, in the order they were issued: those without a limit in
         one statement, those with one in a transaction per archive.
         """
-        item_id = secrets.token_urlsafe(12)
+        item_id = new_item_id()
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiting.append(((item_id, host, username, store, timestamp, with_jid, payload), limit, done))
         if self._writer is None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from .base import (
     StoredRoom,
     credentials_from_json,
     credentials_to_json,
+    new_item_id,
 )  # fmt: skip
 
 T = TypeVar("T")
@@ -221,7 +221,7 @@ class Archive(_Part):
 
     async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
                      *, limit: int | None = None) -> str:
-        item_id = secrets.token_urlsafe(12)
+        item_id = new_item_id()
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiting.append(((item_id, host, username, store, timestamp, with_jid, payload), limit, done))
         if self._committer is None:

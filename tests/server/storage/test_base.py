@@ -1,0 +1,24 @@
+"""What the storage backends share: the ids of archived items."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from schnack.server.storage.base import new_item_id
+
+
+def test_item_ids_are_short_url_safe_and_unique() -> None:
+    ids = [new_item_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{16}", item_id) for item_id in ids)
+
+
+def test_item_ids_sort_by_the_time_they_were_made() -> None:
+    """So that the id index grows at its end, as the archive does. Over more than 64 ms the
+    character for the millisecond takes every value (plain base64url would not sort so)."""
+    made = []
+    for _ in range(40):
+        made.append(new_item_id())
+        time.sleep(0.002)
+    assert made == sorted(made)
