@@ -173,8 +173,8 @@ class Profile:
 # packet. PESQ-WB 4.06 and 0.23 lost to 5 % loss, where 20 ms packets at 32 kbit/s scored 3.92
 # and lost 0.33, for 391 KB/min instead of 361 and 111 ms mouth-to-ear instead of 69 (60 ms packets
 # at 48 kbit/s: 4.07 and 0.16 for 370 KB/min, but 149 ms). DTX moves fewer bytes than none
-# (silence is half of a conversation). Wideband
-# (16 kHz playback, audio up to 8 kHz, "HD voice"): at such bitrates libopus would otherwise go
+# (silence is half of a conversation). Wideband (16 kHz playback, audio up to 8 kHz, "HD voice"):
+# at such bitrates libopus would otherwise go
 # fullband and spend bits above 8 kHz, where speech carries little (PESQ-WB 4.25 instead of 3.98
 # on the benchmark's speech without FEC). The data saver: 120 ms packets halve the 60 bytes of
 # headers each packet carries (IPv4 20, UDP 8, TURN 4, RTP 12, the SRTP tag 16 with aiortc's

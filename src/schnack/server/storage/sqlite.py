@@ -471,11 +471,9 @@ class _Checkpointer:
     async def _run(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            try:
+            # Busy or failing now: the next round tries again, the writer's backstop bounds the WAL.
+            with contextlib.suppress(sqlite3.Error):
                 await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error:
-                # Busy or failing now; the next round tries again, the writer's backstop bounds the WAL.
-                continue
 
     async def close(self) -> None:
         self._task.cancel()
