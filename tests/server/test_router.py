@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from schnack.server.config import DEFAULT_MODULES, ConfigError
 from schnack.server.hooks import HANDLED, Handled
 from schnack.server.module import Module, NoOptions
 from schnack.server.sessions import Session
+from schnack.server.storage import StorageError
 from schnack.xmpp import ns
 from schnack.xmpp.errors import StanzaError
 from schnack.xmpp.jid import JID
@@ -304,6 +307,79 @@ async def test_a_raising_handler_gives_internal_server_error_and_the_server_goes
     await alice.send("<message to='bob@localhost' id='b3'/>")
     assert delivered == ["b2"]
     assert [condition(r) for r in alice.take()] == ["internal-server-error"]
+
+
+# Deferred writes ---------------------------------------------------------------------------------
+
+
+def deferring(server: Server, write: asyncio.Future[None], delivered: list[str | None]) -> None:
+    """A pre-route handler that defers ``write``, and delivery that records what arrived."""
+
+    async def defer(stanza: Stanza, _origin: Session | None) -> None:
+        server.router.defer(stanza, write)
+
+    async def deliver(stanza: Stanza, _origin: Session | None) -> Handled:
+        delivered.append(stanza.id)
+        return HANDLED
+
+    server.hooks.add("pre-message/bare", defer)
+    server.hooks.add("message/bare", deliver)
+
+
+async def test_a_deferred_write_holds_the_stanza_but_not_its_delivery(server: Server, alice: Client) -> None:
+    write: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    delivered: list[str | None] = []
+    deferring(server, write, delivered)
+    sending = asyncio.create_task(alice.send("<message to='bob@localhost' id='m1' type='chat'><body>x</body></message>"))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    # Routing went on and delivered it; the stanza is not done (not counted as handled) until the write is.
+    assert delivered == ["m1"]
+    assert not sending.done() and alice.stream.stanzas_handled == 0
+    write.set_result(None)
+    await sending
+    assert alice.stream.stanzas_handled == 1
+    assert alice.take() == []
+
+
+async def test_a_failed_deferred_write_is_a_wait_error_for_the_sender(server: Server, alice: Client) -> None:
+    write: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    write.set_exception(StorageError("disk full"))
+    delivered: list[str | None] = []
+    deferring(server, write, delivered)
+    await alice.send("<message to='bob@localhost' id='m1' type='chat'><body>x</body></message>")
+    # Delivery had happened; the sender learns that the message may not be stored, and may send it again.
+    assert delivered == ["m1"]
+    (reply,) = alice.take()
+    assert condition(reply) == "internal-server-error"
+    assert reply.find(f"{{{ns.CLIENT}}}error").get("type") == "wait"  # type: ignore[union-attr]
+    assert "disk full" not in xml(reply)
+    assert not alice.stream.closed
+
+
+async def test_a_failed_dispatch_wins_over_its_deferred_write(server: Server, alice: Client) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def defer_a_failing_write(stanza: Stanza, _origin: Session | None) -> None:
+        write: asyncio.Future[None] = loop.create_future()
+        server.router.defer(stanza, write)
+        loop.call_later(0.01, write.set_exception, StorageError("disk full"))
+
+    async def refuse(_stanza: Stanza, _origin: Session | None) -> None:
+        raise StanzaError("not-acceptable", "refused after the write was deferred")
+
+    server.hooks.add("pre-message/bare", defer_a_failing_write)
+    server.hooks.add("message/bare", refuse)
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    await alice.send("<message to='bob@localhost' id='m1' type='chat'><body>x</body></message>")
+    (reply,) = alice.take()
+    assert condition(reply) == "not-acceptable"
+    # The write ends later; its failure is taken, not left for asyncio to report as never retrieved.
+    await asyncio.sleep(0.05)
+    gc.collect()
+    await asyncio.sleep(0)
+    assert reported == []
 
 
 async def test_a_raising_handler_on_a_server_stanza_does_not_escape(server: Server) -> None:

@@ -8,12 +8,19 @@ server's domain: the s2s package takes those when federation is enabled). Stanza
 a local client sends first pass ``pre-{kind}/{target}``, where a service's target is just
 ``service``. An IQ get/set first tries ``iq/{target}/{payload name}`` and then ``iq/{target}``. Handlers return a reply element,
 :data:`HANDLED`, or None to pass; they raise :class:`StanzaError` to bounce the stanza.
+
+A handler may also start a write on the stanza's behalf and hand it to :meth:`Router.defer`
+instead of awaiting it: routing goes on at once, and the stanza is done (for its sender's stream:
+handled and acknowledged, XEP-0198 §4) only once the write is. The archive uses this for the
+sender's copy of a message, so that storage which commits in groups writes it in the same commit
+as the recipient's copy, which delivery waits for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
 from ..xmpp.errors import StanzaError
@@ -37,6 +44,7 @@ class Router:
         self._hooks = server.hooks
         self._hosts = server.hosts
         self._services = server.services
+        self._deferred: dict[Stanza, list[asyncio.Future[Any]]] = {}
 
     def target(self, to: JID | None, origin: Session | None) -> str:
         """The target part of a route key (see the module docstring)."""
@@ -57,7 +65,7 @@ class Router:
         internal-server-error so the server keeps serving everyone else.
         """
         try:
-            result = await self._dispatch(stanza, origin)
+            result = await self._dispatch_and_write(stanza, origin)
         except StanzaError as err:
             result = None if stanza.type == "error" else stanza.error(err)
         except Unanswered:
@@ -78,6 +86,17 @@ class Router:
         else:
             await self.send(result)
 
+    def defer(self, stanza: Stanza, write: asyncio.Future[Any]) -> None:
+        """Finish routing ``stanza`` only once ``write`` is done, without making its handlers wait.
+
+        Only a handler of a route that is under way defers. A write that fails is answered as a
+        handler failing then would have been (a StorageError with a 'wait' error), but what
+        routing did meanwhile stands: the message may have been delivered, and a client that
+        sends it again makes it arrive twice rather than never, as after any failure it was not
+        told the outcome of.
+        """
+        self._deferred.setdefault(stanza, []).append(write)
+
     async def send(self, el: Element) -> None:
         """Route a stanza the server itself originates (its 'from' is already set)."""
         try:
@@ -86,6 +105,21 @@ class Router:
             log.warning("dropping server stanza with a malformed address: %s", el.get("to"))
             return
         await self.route(stanza, None)
+
+    async def _dispatch_and_write(self, stanza: Stanza, origin: Session | None) -> Element | Handled | None:
+        """Dispatch ``stanza``, then wait for the writes deferred meanwhile; a failed dispatch
+        is what the sender learns of, and a failed write only when the dispatch succeeded."""
+        try:
+            result = await self._dispatch(stanza, origin)
+        except BaseException:
+            if self._deferred:
+                for write in self._deferred.pop(stanza, ()):
+                    write.add_done_callback(_observe)
+            raise
+        if self._deferred:
+            for write in self._deferred.pop(stanza, ()):
+                await write
+        return result
 
     async def _dispatch(self, stanza: Stanza, origin: Session | None) -> Element | Handled | None:
         kind = stanza.kind
@@ -111,3 +145,10 @@ class Router:
         if result is None and target == "remote" and stanza.type != "error":
             raise StanzaError("remote-server-not-found", "this server does not talk to other servers ([s2s] enabled is off)")
         return result  # type: ignore[no-any-return]
+
+
+def _observe(write: asyncio.Future[Any]) -> None:
+    """Take the outcome of a deferred write whose stanza failed already, so that asyncio does not
+    report its failure as never retrieved: the sender was told of the first failure."""
+    if not write.cancelled():
+        write.exception()

@@ -14,12 +14,14 @@ import pytest
 
 from schnack.server.app import Server
 from schnack.server.modules.mam import STORE, Mam
-from schnack.server.storage import RosterItem
+from schnack.server.sessions import Session
+from schnack.server.storage import RosterItem, open_storage
 from schnack.xmpp import ns
 from schnack.xmpp.parser import parse_frame
 from schnack.xmpp.payloads.dataforms import DataForm
 from schnack.xmpp.payloads.mam import Fin, Metadata, Prefs, Result
 from schnack.xmpp.payloads.rsm import ResultSet
+from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import serialize
 
 from ...harness import Client, add_user, running, xml
@@ -170,6 +172,30 @@ async def test_message_archived_for_both_and_stamped_for_the_recipient(server: S
         assert body(copy) == "hello" and copy.get("id") == "h1"
         assert copy.get("from") == "alice@localhost/phone" and copy.get("to") == "bob@localhost"
         assert copy.findall(SID) == []
+
+
+async def test_both_copies_are_committed_before_delivery(server: Server, tmp_path: Path) -> None:
+    """The sender's copy is not awaited before the message goes on, but it is committed with the
+    recipient's copy, which delivery waits for: what the recipient gets is in both archives, as
+    another connection to the database reads them."""
+    alice = await online(server, "alice@localhost/phone")
+    bob = await online(server, "bob@localhost/laptop")
+    reader = await open_storage(f"sqlite:///{tmp_path / 'data' / 'schnack.db'}")
+    seen: list[tuple[int, int]] = []
+
+    async def before_delivery(_stanza: Stanza, _origin: Session | None) -> None:
+        seen.append((await reader.archive.count(H, "alice", STORE), await reader.archive.count(H, "bob", STORE)))
+
+    server.hooks.add("message/full", before_delivery, priority=-50)
+    try:
+        for n in range(3):
+            await alice.send(chat("bob@localhost/laptop", f"hello {n}"))
+    finally:
+        await reader.close()
+    assert seen == [(1, 1), (2, 2), (3, 3)]
+    assert len(bob.take()) == 3
+    sent = await archived(server, "alice")
+    assert [body(copy) for _id, _with, copy in sent] == ["hello 0", "hello 1", "hello 2"]
 
 
 async def test_forged_stanza_ids_are_stripped(server: Server) -> None:

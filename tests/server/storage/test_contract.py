@@ -19,6 +19,7 @@ from schnack.server.storage import (
     RosterItem,
     Storage,
     StorageError,
+    new_item_id,
     open_storage,
 )  # fmt: skip
 from schnack.xmpp.sasl import ScramCredential, derive_credentials
@@ -744,6 +745,22 @@ async def test_archive_failed_append_fails_alone(storage: Storage) -> None:
     kept = [r for r in results if isinstance(r, str)]
     assert len(kept) == 3
     assert ids_of(await storage.archive.query(H, "alice", "mam")) == kept
+
+
+async def test_archive_append_keeps_an_id_made_before(storage: Storage) -> None:
+    """A caller may show an item's id before its append commits: the item is stored under it, and
+    an id given twice is refused for the second append alone."""
+    made = [new_item_id() for _ in range(3)]
+    appended = await asyncio.gather(
+        *(storage.archive.append(H, "alice", "mam", float(i), "bob@x", b"%d" % i, item_id=made[i]) for i in range(3))
+    )
+    assert appended == made
+    again = storage.archive.append(H, "alice", "mam", 9.0, "bob@x", b"again", item_id=made[1])
+    with pytest.raises(StorageError):
+        await again
+    page = await storage.archive.query(H, "alice", "mam")
+    assert ids_of(page) == made
+    assert [item.payload for item in page.items] == [b"0", b"1", b"2"]
 
 
 # --- lifetime ------------------------------------------------------------------------------------

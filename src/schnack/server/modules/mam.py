@@ -1,14 +1,16 @@
 """XEP-0313: Message Archive Management (``urn:xmpp:mam:2`` and ``#extended``), with XEP-0359
 stanza-ids, XEP-0059 paging and XEP-0441 preferences.
 
-**Archiving.** Every account has one archive (archive store ``mam``). A message a local client
-sends is archived for its sender on ``pre-message/{bare,full,remote}``; a message for a local
-account is archived for its recipient on ``message/{bare,full,self}``, before delivery (which
-runs at -100) and before offline storage, so that a message is durable before it goes on and a
-second device finds what the first one got or what waited offline. A message between two
-resources of one account is archived once, as it arrives (§6.1.1). Both routes run at priority
-50: after modules that refuse a message (a refused message is not archived, §6), before those
-that copy it to other resources.
+**Archiving.** Every account has one archive (archive store ``mam``). A message a local client sends
+is archived for its sender on ``pre-message/{bare,full,remote}``; a message for a local account is
+archived for its recipient on ``message/{bare,full,self}``, before delivery (which runs at -100) and
+before offline storage, so that a message is durable before it goes on and a second device finds
+what the first one got or what waited offline. The sender's copy is durable before the message
+counts as handled (the router's deferred writes), not before it goes on: so it is committed together
+with the recipient's copy, one commit per message instead of two in a row (its carbons, below, go
+out before it). A message between two resources of one account is archived once, as it arrives
+(§6.1.1). Both routes run at priority 50: after modules that refuse a message (a refused message is
+not archived, §6), before those that copy it to other resources.
 
 What is archived (§6.1.1, XEP-0334 §4): chat and normal messages that carry a body, an end-to-end
 encrypted payload (OMEMO, OpenPGP), a chat marker (XEP-0333), a call event (XEP-0353) or a group
@@ -47,10 +49,10 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from xml.etree.ElementTree import Element
 
 from ...xmpp import ns
@@ -80,7 +82,7 @@ from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize, split
 from ..config import bounded
 from ..module import Module
-from ..storage import ArchivedItem, ArchivePage, ItemNotFound
+from ..storage import ArchivedItem, ArchivePage, ItemNotFound, new_item_id
 from .e2e import ENCRYPTED
 from .message import message_type
 
@@ -211,7 +213,10 @@ class Mam(Module[MamOptions]):
             # keeps no stanza-id a client made up in its name.
             strip_stanza_ids(stanza.el, _claims(to.bare))
         if worth_archiving(stanza) and await self._archives(owner, to):
-            item_id = await self._append(owner, to.bare, stanza.el)
+            # Not awaited here but by the router, once the message went on: so a local
+            # recipient's copy, which delivery waits for, is committed in the same group commit.
+            item_id = new_item_id()
+            self.server.router.defer(stanza, asyncio.ensure_future(self._append(owner, to.bare, stanza.el, item_id)))
             stanza.el.append(StanzaId(item_id, str(owner)).to_xml())
 
     async def unstamp_outgoing(self, stanza: Stanza, origin: Session | None) -> None:
@@ -236,10 +241,11 @@ class Mam(Module[MamOptions]):
         item_id = await self._append(owner, peer.bare, stanza.el)
         stanza.el.append(StanzaId(item_id, str(owner)).to_xml())
 
-    async def _append(self, owner: JID, with_jid: JID, el: Element) -> str:
+    def _append(self, owner: JID, with_jid: JID, el: Element, item_id: str | None = None) -> Coroutine[Any, Any, str]:
+        """The append of ``el`` as it is now (serialized at once: handlers change it later)."""
         assert owner.local is not None
-        return await self.server.storage.archive.append(
-            owner.domain, owner.local, STORE, time.time(), str(with_jid), serialize(el).encode()
+        return self.server.storage.archive.append(
+            owner.domain, owner.local, STORE, time.time(), str(with_jid), serialize(el).encode(), item_id=item_id
         )
 
     async def _exists(self, owner: JID) -> bool:

@@ -14,11 +14,12 @@ from .base import (
     RosterItem,
     Storage,
     StorageError,
+    new_item_id,
 )  # fmt: skip
 
 __all__ = [
     "Account", "AlreadyExists", "ArchiveFull", "ArchivePage", "ArchivedItem", "ItemNotFound", "RosterItem", "Storage",
-    "StorageError", "open_storage",
+    "StorageError", "new_item_id", "open_storage",
 ]  # fmt: skip
 
 

@@ -134,9 +134,11 @@ class MapStore(Protocol):
 
 class ArchiveStore(Protocol):
     async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
-                     *, limit: int | None = None) -> str:
+                     *, limit: int | None = None, item_id: str | None = None) -> str:
         """Append one item; its id, once it is committed. With ``limit``, only if the archive holds
-        fewer items than that, checked in the transaction that appends (else ArchiveFull)."""
+        fewer items than that, checked in the transaction that appends (else ArchiveFull). The id
+        is ``item_id`` when given (made by :func:`new_item_id`, for a caller that shows it before
+        the item is committed), else a new one."""
         ...
 
     async def query(

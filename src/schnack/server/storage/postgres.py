@@ -291,7 +291,7 @@ class Archive(_Part):
         self._writer: asyncio.Task[None] | None = None
 
     async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
-                     *, limit: int | None = None) -> str:
+                     *, limit: int | None = None, item_id: str | None = None) -> str:
         """Append one item; it is committed when this returns (with ``limit``: see ArchiveStore).
 
         Paging reads "after the last seq seen", so an archive's items must become visible in seq
@@ -302,7 +302,7 @@ class Archive(_Part):
         archive) are written together, in the order they were issued: those without a limit in
         one statement, those with one in a transaction per archive.
         """
-        item_id = new_item_id()
+        item_id = item_id or new_item_id()
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiting.append(((item_id, host, username, store, timestamp, with_jid, payload), limit, done))
         if self._writer is None:

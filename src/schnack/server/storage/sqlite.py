@@ -301,8 +301,8 @@ class Archive(_Part):
         self._committer: asyncio.Task[None] | None = None
 
     async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
-                     *, limit: int | None = None) -> str:
-        item_id = new_item_id()
+                     *, limit: int | None = None, item_id: str | None = None) -> str:
+        item_id = item_id or new_item_id()
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiting.append(((item_id, host, username, store, timestamp, with_jid, payload), limit, done))
         if self._committer is None:
