@@ -763,6 +763,20 @@ async def test_archive_append_keeps_an_id_made_before(storage: Storage) -> None:
     assert [item.payload for item in page.items] == [b"0", b"1", b"2"]
 
 
+async def test_archive_read_sees_the_appends_issued_before_it(storage: Storage) -> None:
+    """append_soon does not wait for the commit, and the reads made after it wait for it: a query,
+    a count and a deletion see every append issued before them."""
+    issued = [storage.archive.append_soon(H, "alice", "mam", float(i), "bob@x", b"%d" % i) for i in range(5)]
+    assert not any(done.done() for done in issued)
+    page = await storage.archive.query(H, "alice", "mam")
+    assert ids_of(page) == [done.result() for done in issued]
+    later = storage.archive.append_soon(H, "alice", "mam", 5.0, "bob@x", b"5")
+    assert await storage.archive.count(H, "alice", "mam") == 6
+    last = storage.archive.append_soon(H, "alice", "offline", 6.0, "bob@x", b"6")
+    assert await storage.archive.delete(H, "alice", "offline") == 1
+    assert later.done() and last.done()
+
+
 # --- lifetime ------------------------------------------------------------------------------------
 
 

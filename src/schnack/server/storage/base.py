@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,6 +53,45 @@ def new_item_id() -> str:
     of SQLite's time per append, docs/benchmarks.md)."""
     stamp = time.time_ns() // 1_000_000
     return base64.urlsafe_b64encode(stamp.to_bytes(6, "big") + secrets.token_bytes(6)).decode().translate(_SORTABLE)
+
+Row = tuple[str, str, str, str, float, str, bytes]
+"""An archive item as a backend writes it: id, host, username, store, timestamp, with, payload."""
+Appending = tuple[Row, int | None, "asyncio.Future[str]"]
+"""An append waiting to be written: its row, its limit, and the future its caller awaits."""
+
+
+class QueuedAppends:
+    """Appends with group commit, as both backends make them: an append waits in ``_waiting`` in
+    the order issued, for the writer the backend starts in :meth:`_write_soon` (when none runs),
+    which writes what waits together and settles each future with its outcome. Appends are
+    written in the order they were issued, so a read that waits for the last one issued before
+    it (:meth:`_appended`) sees them all."""
+
+    _waiting: MutableSequence[Appending]
+    _last: asyncio.Future[str] | None = None
+
+    def append_soon(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
+                    *, limit: int | None = None, item_id: str | None = None) -> asyncio.Future[str]:
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.append(((item_id or new_item_id(), host, username, store, timestamp, with_jid, payload), limit, done))
+        self._last = done
+        self._write_soon()
+        return done
+
+    async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
+                     *, limit: int | None = None, item_id: str | None = None) -> str:
+        return await self.append_soon(host, username, store, timestamp, with_jid, payload, limit=limit,
+                                      item_id=item_id)
+
+    def _write_soon(self) -> None:
+        raise NotImplementedError
+
+    async def _appended(self) -> None:
+        """Wait until every append issued so far is done (committed or refused)."""
+        last = self._last
+        if last is not None and not last.done():
+            await asyncio.wait((last,))
+
 
 # What a client is told when storage cannot be reached (PostgreSQL restarting): try again soon.
 STORAGE_DOWN = "storage is unavailable for the moment; try again shortly"
@@ -133,12 +173,20 @@ class MapStore(Protocol):
 
 
 class ArchiveStore(Protocol):
+    """Archives of items in the order they were appended. A read (query, count, delete) sees every
+    append issued before it through the same store, once that is committed."""
+
     async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
                      *, limit: int | None = None, item_id: str | None = None) -> str:
         """Append one item; its id, once it is committed. With ``limit``, only if the archive holds
         fewer items than that, checked in the transaction that appends (else ArchiveFull). The id
         is ``item_id`` when given (made by :func:`new_item_id`, for a caller that shows it before
         the item is committed), else a new one."""
+        ...
+
+    def append_soon(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
+                    *, limit: int | None = None, item_id: str | None = None) -> asyncio.Future[str]:
+        """As :meth:`append`, issued now without waiting: the future holds the id once committed."""
         ...
 
     async def query(

@@ -22,18 +22,20 @@ from .base import (
     BOUNDED_STORES,
     Account,
     AlreadyExists,
+    Appending,
     ArchivedItem,
     ArchiveFull,
     ArchivePage,
     ItemNotFound,
+    QueuedAppends,
     RoomAffiliation,
     RosterItem,
+    Row,
     ScramCredential,
     StorageError,
     StoredRoom,
     credentials_from_json,
     credentials_to_json,
-    new_item_id,
 )  # fmt: skip
 
 # Every node takes this transaction-level advisory lock before migrating, so nodes that start
@@ -92,8 +94,6 @@ _INSERT_BOUNDED = {
            f"SELECT $1, $2, $3, $4, $5::double precision, $6, $7::bytea WHERE {count.format(2, 3, 4)} < $8"
     for count in (_KEPT_COUNT, _ITEMS_COUNTED)
 }
-_Row = tuple[str, str, str, str, float, str, bytes]
-_Appending = tuple[_Row, int | None, "asyncio.Future[str]"]
 
 
 def _succeed(done: asyncio.Future[str], item_id: str) -> None:
@@ -101,7 +101,7 @@ def _succeed(done: asyncio.Future[str], item_id: str) -> None:
         done.set_result(item_id)
 
 
-def _settle(done: asyncio.Future[str], row: _Row, limit: int | None, appended: bool) -> None:
+def _settle(done: asyncio.Future[str], row: Row, limit: int | None, appended: bool) -> None:
     if appended:
         _succeed(done, row[0])
     else:
@@ -281,18 +281,17 @@ class _Where:
 _SPAN_PROBE = 2000
 
 
-class Archive(_Part):
+class Archive(_Part, QueuedAppends):
     """Archives with RSM paging (XEP-0059) as MAM (XEP-0313) and offline storage need them."""
 
     def __init__(self, pool: Any) -> None:
         super().__init__(pool)
         # The appends waiting for their turn, in the order they were issued, and the task writing them.
-        self._waiting: list[_Appending] = []
+        self._waiting: list[Appending] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
-                     *, limit: int | None = None, item_id: str | None = None) -> str:
-        """Append one item; it is committed when this returns (with ``limit``: see ArchiveStore).
+    def _write_soon(self) -> None:
+        """Start the writer, unless it runs (appends are committed as ArchiveStore.append says).
 
         Paging reads "after the last seq seen", so an archive's items must become visible in seq
         order. Transactions that commit concurrently could make a later seq visible first, so
@@ -302,12 +301,8 @@ class Archive(_Part):
         archive) are written together, in the order they were issued: those without a limit in
         one statement, those with one in a transaction per archive.
         """
-        item_id = item_id or new_item_id()
-        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting.append(((item_id, host, username, store, timestamp, with_jid, payload), limit, done))
         if self._writer is None:
             self._writer = asyncio.ensure_future(self._write_waiting())
-        return await done
 
     async def drain(self) -> None:
         """Wait until every append issued so far is committed."""
@@ -321,7 +316,7 @@ class Archive(_Part):
                 if all(limit is None for _row, limit, _done in batch):
                     await self._write_many(batch)
                 else:
-                    archives: dict[tuple[str, str, str], list[_Appending]] = {}
+                    archives: dict[tuple[str, str, str], list[Appending]] = {}
                     for appending in batch:
                         archives.setdefault(appending[0][1:4], []).append(appending)
                     await asyncio.gather(*(self._write_archive(appends) for appends in archives.values()))
@@ -332,7 +327,7 @@ class Archive(_Part):
                 if not done.done():
                     done.set_exception(StorageError("PostgreSQL: the archive was closed"))
 
-    async def _write_many(self, batch: list[_Appending]) -> None:
+    async def _write_many(self, batch: list[Appending]) -> None:
         """Write ``batch`` (appends without a limit, to any archives) in one statement."""
         try:
             if len(batch) == 1:
@@ -346,7 +341,7 @@ class Archive(_Part):
         for row, _limit, done in batch:
             _succeed(done, row[0])
 
-    async def _write_archive(self, batch: list[_Appending]) -> None:
+    async def _write_archive(self, batch: list[Appending]) -> None:
         """Write ``batch`` (appends to one archive, some with a limit) in one transaction; settle
         each caller's future with its outcome."""
         refused: set[str] = set()
@@ -362,7 +357,7 @@ class Archive(_Part):
         for row, limit, done in batch:
             _settle(done, row, limit, row[0] not in refused)
 
-    async def _failed(self, batch: list[_Appending], err: BaseException) -> None:
+    async def _failed(self, batch: list[Appending], err: BaseException) -> None:
         """Settle ``batch``, whose transaction failed with ``err`` and so wrote nothing: one append
         fails with it; several are tried alone, each getting its own outcome."""
         if len(batch) > 1 and isinstance(err, Exception):
@@ -382,7 +377,7 @@ class Archive(_Part):
             raise err
 
     @staticmethod
-    async def _insert(conn: Any, row: _Row, limit: int | None) -> bool:
+    async def _insert(conn: Any, row: Row, limit: int | None) -> bool:
         """Insert one row in the transaction holding the archive's lock; False if its limit refused it."""
         if limit is None:
             await conn.execute(_INSERT, *row)
@@ -429,6 +424,7 @@ class Archive(_Part):
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
     ) -> ArchivePage:
+        await self._appended()
         where = _Where()
         where.add("host={}", host)
         where.add("username={}", username)
@@ -475,6 +471,7 @@ class Archive(_Part):
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
                      before: float | None = None) -> int:
+        await self._appended()
         where = _Where()
         where.add("host={}", host)
         where.add("username={}", username)
@@ -488,6 +485,7 @@ class Archive(_Part):
         return await self._write(f"DELETE FROM archive WHERE {where.sql()}", *where.args)
 
     async def count(self, host: str, username: str, store: str) -> int:
+        await self._appended()
         row = await self._one(f"SELECT {_count_sql(store).format(1, 2, 3)}", host, username, store)
         return int(row[0])
 

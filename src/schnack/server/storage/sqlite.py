@@ -20,18 +20,20 @@ from .base import (
     BOUNDED_STORES,
     Account,
     AlreadyExists,
+    Appending,
     ArchivedItem,
     ArchiveFull,
     ArchivePage,
     ItemNotFound,
+    QueuedAppends,
     RoomAffiliation,
     RosterItem,
+    Row,
     ScramCredential,
     StorageError,
     StoredRoom,
     credentials_from_json,
     credentials_to_json,
-    new_item_id,
 )  # fmt: skip
 
 T = TypeVar("T")
@@ -217,11 +219,9 @@ def _append_rows(count: int) -> str:
 # Appends committed together at most, and rounds of them in one trip to the connection's thread.
 _BATCH_MAX = 1000
 _ROUNDS_PER_TRIP = 8
-_Row = tuple[str, str, str, str, float, str, bytes]
-_Appending = tuple[_Row, int | None, "asyncio.Future[str]"]
 
 
-def _insert_unbounded(conn: sqlite3.Connection, appends: list[tuple[_Row, int | None]]) -> int:
+def _insert_unbounded(conn: sqlite3.Connection, appends: list[tuple[Row, int | None]]) -> int:
     """Insert ``appends`` in statements of many rows; how many of them are in. A statement is
     refused whole, and none after it is tried."""
     for start in range(0, len(appends), _ROWS_PER_INSERT):
@@ -233,7 +233,7 @@ def _insert_unbounded(conn: sqlite3.Connection, appends: list[tuple[_Row, int | 
     return len(appends)
 
 
-def _insert(conn: sqlite3.Connection, appends: list[tuple[_Row, int | None]]) -> dict[str, Exception]:
+def _insert(conn: sqlite3.Connection, appends: list[tuple[Row, int | None]]) -> dict[str, Exception]:
     """Insert ``appends`` and commit them; the ids refused, with why."""
     failed: dict[str, Exception] = {}
     # Rows with a limit or a count go one by one, to learn which were refused and to count them;
@@ -259,7 +259,7 @@ def _insert(conn: sqlite3.Connection, appends: list[tuple[_Row, int | None]]) ->
     return failed
 
 
-def _settle(batch: list[_Appending], failed: dict[str, Exception]) -> None:
+def _settle(batch: list[Appending], failed: dict[str, Exception]) -> None:
     """Tell each caller of ``batch`` its own outcome (on the event loop)."""
     for row, _limit, done in batch:
         if done.done():
@@ -271,14 +271,14 @@ def _settle(batch: list[_Appending], failed: dict[str, Exception]) -> None:
             done.set_exception(error)
 
 
-def _fail(batch: list[_Appending], err: BaseException) -> None:
+def _fail(batch: list[Appending], err: BaseException) -> None:
     """Tell each caller of ``batch`` that its commit failed (on the event loop)."""
     for _row, _limit, done in batch:
         if not done.done():
             done.set_exception(StorageError(f"SQLite: {err}"))
 
 
-class Archive(_Part):
+class Archive(_Part, QueuedAppends):
     """Archives with RSM paging (XEP-0059), appended to with group commit.
 
     Every message is appended before it is acknowledged, so appends are the hot write path. They
@@ -297,17 +297,12 @@ class Archive(_Part):
         super().__init__(db)
         # Appended to on the event loop, emptied in the connection's thread (deque's appends and
         # pops are atomic).
-        self._waiting: collections.deque[_Appending] = collections.deque()
+        self._waiting: collections.deque[Appending] = collections.deque()
         self._committer: asyncio.Task[None] | None = None
 
-    async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
-                     *, limit: int | None = None, item_id: str | None = None) -> str:
-        item_id = item_id or new_item_id()
-        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting.append(((item_id, host, username, store, timestamp, with_jid, payload), limit, done))
+    def _write_soon(self) -> None:
         if self._committer is None:
             self._committer = asyncio.ensure_future(self._commit_waiting())
-        return await done
 
     async def drain(self) -> None:
         """Wait until every append issued so far is committed."""
@@ -378,6 +373,7 @@ class Archive(_Part):
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
     ) -> ArchivePage:
+        await self._appended()
         # Without statistics SQLite prefers the per-account index to the unique one on id, and would
         # read the whole archive to find a few ids; a unary + keeps those terms off the indexes.
         plus = "+" if ids is not None else ""
@@ -431,6 +427,7 @@ class Archive(_Part):
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
                      before: float | None = None) -> int:
+        await self._appended()
         # As in query: with ids, the unique index on id finds the rows; on the per-account index
         # SQLite would read all of the account's store for each page deleted.
         plus = "+" if ids is not None else ""
@@ -447,6 +444,7 @@ class Archive(_Part):
         return await self._write(sql, *args)
 
     async def count(self, host: str, username: str, store: str) -> int:
+        await self._appended()
         row = await self._one(f"SELECT {_count_sql(store)}", host, username, store)
         return int(row[0])
 
