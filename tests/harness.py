@@ -82,13 +82,20 @@ class Client:
         assert self.stream.session is not None
         return str(self.stream.session.jid)
 
-    async def send(self, xml: str | Element) -> None:
-        """Send a stanza as the client would; stream errors close the stream as on a socket."""
+    async def send(self, xml: str | Element, *, finished: bool = True) -> None:
+        """Send a stanza as the client would; stream errors close the stream as on a socket.
+
+        Returns once the stream handled it, and unless ``finished`` is false, once its routing
+        finished too (the writes it deferred, such as its archive copies, are done): as for a
+        client that waits for each acknowledgement, the tests then see storage as it ends up.
+        """
         el = xml if isinstance(xml, Element) else parse_frame(
             xml.encode() if "xmlns=" in xml.split(">", 1)[0] else _with_client_ns(xml).encode(), 10**8
         )
         try:
             await self.stream.on_element(el)
+            if finished:
+                await self.stream.finished()
         except StreamError as err:
             self.stream.close(err)
             await self.stream.connection_lost()

@@ -7,23 +7,27 @@ a client would. What needs real sockets (TLS itself, parser errors) is in tests/
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
 import pytest
 
 from schnack.server.app import Server
-from schnack.server.c2s import C2SStream
+from schnack.server.c2s import UNFINISHED_MAX, C2SStream
+from schnack.server.config import DEFAULT_MODULES
+from schnack.server.hooks import HANDLED, Handled
 from schnack.server.sessions import Session
 from schnack.xmpp import ns
 from schnack.xmpp.errors import StreamError
 from schnack.xmpp.jid import JID
 from schnack.xmpp.parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser, parse_frame
 from schnack.xmpp.sasl import SaslClient, decode_b64, encode_b64
+from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element, qname
 
-from ..harness import add_user, running, xml
+from ..harness import add_user, connect, running, xml
 
 STREAM = qname(ns.STREAMS, "stream")
 OPEN = qname(ns.FRAMING, "open")
@@ -31,6 +35,7 @@ FEATURES = qname(ns.STREAMS, "features")
 ROSTERVER = "{urn:xmpp:features:rosterver}ver"
 SASL_CB = "{urn:xmpp:sasl-cb:0}sasl-channel-binding"
 PASSWORD = "correct horse"
+SM = "urn:xmpp:sm:3"
 
 
 class TcpMemory:
@@ -621,3 +626,106 @@ async def test_a_login_name_that_cannot_be_a_localpart_fails_like_a_wrong_passwo
     reply = await peer.authenticate(SaslClient(typed, PASSWORD, mechanisms(features)))
     assert sasl_condition(reply) in ("not-authorized", "malformed-request")
     assert not peer.stream.authenticated
+
+
+# Stanza intake: reading on while earlier stanzas finish ----------------------------------------
+
+
+@pytest.fixture
+async def deferring(tmp_path: Path) -> AsyncIterator[tuple[Server, dict[str, asyncio.Future[None]], list[str]]]:
+    """A server whose messages with an id in ``writes`` defer that write (as the archive defers
+    its copies), and whose delivery records the ids it saw; stream management is on."""
+    writes: dict[str, asyncio.Future[None]] = {}
+    delivered: list[str] = []
+
+    async def defer(stanza: Stanza, _origin: Session | None) -> None:
+        if stanza.id in writes:
+            server.router.defer(stanza, writes[stanza.id])
+
+    async def deliver(stanza: Stanza, _origin: Session | None) -> Handled:
+        delivered.append(stanza.id or "")
+        return HANDLED
+
+    modules = {"disable": [name for name in DEFAULT_MODULES if name != "sm"]}
+    async with running(tmp_path, modules=modules) as server:
+        server.hooks.add("pre-message/bare", defer)
+        server.hooks.add("message/bare", deliver)
+        await add_user(server, "alice")
+        yield server, writes, delivered
+
+
+def message(id: str) -> str:
+    return f"<message to='bob@localhost' id='{id}' type='chat'><body>{id}</body></message>"
+
+
+async def test_a_stream_reads_on_and_counts_in_order(deferring: tuple[Server, dict[str, asyncio.Future[None]], list[str]]) -> None:
+    server, writes, delivered = deferring
+    writes["m1"] = asyncio.get_running_loop().create_future()
+    alice = await connect(server, "alice@localhost/desk")
+    await alice.send(message("m1"), finished=False)
+    await alice.send(message("m2"), finished=False)
+    # m2 was routed while m1's write was under way; neither counts as handled before m1's write is done.
+    assert delivered == ["m1", "m2"]
+    assert alice.stream.stanzas_handled == 0
+    writes["m1"].set_result(None)
+    await alice.stream.finished()
+    assert alice.stream.stanzas_handled == 2
+
+
+async def test_an_ack_request_is_answered_after_the_stanzas_before_it(
+    deferring: tuple[Server, dict[str, asyncio.Future[None]], list[str]],
+) -> None:
+    server, writes, _delivered = deferring
+    writes["m1"] = asyncio.get_running_loop().create_future()
+    alice = await connect(server, "alice@localhost/desk")
+    await alice.send(f"<enable xmlns='{SM}'/>")
+    alice.take()
+    await alice.send(message("m1"), finished=False)
+    asking = asyncio.create_task(alice.send(f"<r xmlns='{SM}'/>"))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not asking.done() and alice.take() == []
+    writes["m1"].set_result(None)
+    await asking
+    (ack,) = alice.take()
+    assert ack.tag == qname(SM, "a") and ack.get("h") == "1"
+
+
+async def test_a_stream_stops_reading_when_too_many_stanzas_wait(
+    deferring: tuple[Server, dict[str, asyncio.Future[None]], list[str]],
+) -> None:
+    server, writes, delivered = deferring
+    stuck: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    ids = [f"m{n}" for n in range(UNFINISHED_MAX + 2)]
+    writes.update(dict.fromkeys(ids, stuck))
+    alice = await connect(server, "alice@localhost/desk")
+    for id in ids[:UNFINISHED_MAX]:
+        await alice.send(message(id), finished=False)
+    # One more is read, and then the stream waits for storage to catch up before reading on.
+    reading = asyncio.create_task(alice.send(message(ids[UNFINISHED_MAX]), finished=False))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not reading.done()
+    assert delivered == ids[:UNFINISHED_MAX + 1]
+    stuck.set_result(None)
+    await reading
+    await alice.send(message(ids[-1]))
+    assert alice.stream.stanzas_handled == len(ids)
+
+
+async def test_a_lost_connection_counts_what_it_read_before_it_ends(
+    deferring: tuple[Server, dict[str, asyncio.Future[None]], list[str]],
+) -> None:
+    server, writes, _delivered = deferring
+    writes["m1"] = asyncio.get_running_loop().create_future()
+    alice = await connect(server, "alice@localhost/desk")
+    await alice.send(message("m1"), finished=False)
+    closing = asyncio.create_task(alice.close())
+    for _ in range(10):
+        await asyncio.sleep(0)
+    # The session is not announced gone (nor handed to a resumption) before its count is final.
+    assert not closing.done() and server.sessions.get(JID.parse("alice@localhost/desk")) is not None
+    writes["m1"].set_result(None)
+    await closing
+    assert alice.stream.stanzas_handled == 1
+    assert server.sessions.get(JID.parse("alice@localhost/desk")) is None

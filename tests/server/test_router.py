@@ -357,6 +357,27 @@ async def test_a_failed_deferred_write_is_a_wait_error_for_the_sender(server: Se
     assert not alice.stream.closed
 
 
+async def test_after_a_failed_deferred_write_the_others_are_still_taken(server: Server, alice: Client) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def defer_two_failing_writes(stanza: Stanza, _origin: Session | None) -> None:
+        for delay in (0.0, 0.01):
+            write: asyncio.Future[None] = loop.create_future()
+            server.router.defer(stanza, write)
+            loop.call_later(delay, write.set_exception, StorageError("disk full"))
+
+    server.hooks.add("pre-message/bare", defer_two_failing_writes)
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    await alice.send("<message to='bob@localhost' id='m1' type='chat'><body>x</body></message>")
+    # One error for the stanza; the second write's failure is taken when it comes.
+    assert [condition(reply) for reply in alice.take()] == ["internal-server-error"]
+    await asyncio.sleep(0.05)
+    gc.collect()
+    await asyncio.sleep(0)
+    assert reported == []
+
+
 async def test_a_failed_dispatch_wins_over_its_deferred_write(server: Server, alice: Client) -> None:
     loop = asyncio.get_running_loop()
 

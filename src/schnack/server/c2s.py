@@ -3,12 +3,16 @@
 One :class:`C2SStream` per connection, on TCP (STARTTLS or direct TLS) or WebSocket. It drives
 the negotiation (STARTTLS, SASL, resource binding; SASL2 with Bind 2 in :mod:`.sasl2`), checks
 each stanza a client sends (RFC 6120 §8.1.2.1: the 'from' must be the client's own JID) and
-hands it to the router. The connection below it only moves bytes; the parsing and XML rules
-live in the sans-IO core.
+hands it to the router. While a stanza's routing waits for writes its handlers deferred (the
+archive's commit), the stream routes the next ones; it counts them as handled (XEP-0198) in the
+order they came, and answers an ``<r/>`` only after the stanzas before it. The connection below it
+only moves bytes; the parsing and XML rules live in the sans-IO core.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 import secrets
 import time
@@ -22,6 +26,7 @@ from ..xmpp.payloads import sasl2 as sasl2_payload
 from ..xmpp.stanza import Stanza
 from ..xmpp.xml import element, qname, serialize, sub
 from .hooks import Unanswered
+from .router import Finish
 from .sasl2 import Sasl2
 from .sasl2 import localpart as _localpart
 from .sessions import Session
@@ -45,6 +50,8 @@ _OPEN = qname(ns.FRAMING, "open")
 _STREAM = qname(ns.STREAMS, "stream")
 # RFC 6120 §6.4.5: allow a reasonable number of retries (2 to 5), then end the stream.
 _MAX_SASL_FAILURES = 5
+# Stanzas a stream reads on past one whose writes are not done (XEP-0198 counts them later).
+UNFINISHED_MAX = 64
 
 
 class Connection(Protocol):
@@ -89,6 +96,10 @@ class C2SStream:
         self._stanza_ns = None if conn.websocket else ns.CLIENT
         # Stanzas from the client whose routing has finished (XEP-0198 §4 counts only those).
         self.stanzas_handled = 0
+        # Stanzas whose routing waits for deferred writes (Router.begin), with those read after
+        # them, in order; and the task that finishes and counts them. Made only when needed.
+        self._unfinished: collections.deque[Finish | None] | None = None
+        self._finisher: asyncio.Task[None] | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -236,15 +247,18 @@ class C2SStream:
             if _is_session_request(el):
                 # Clients that follow RFC 3921 ask for the session after binding; it is a no-op.
                 self.session.send(Stanza(el, None, None).result())
-                self.stanzas_handled += 1
+                await self._handled(None)
             elif tag in _STANZA_TAGS:
                 try:
-                    await self._stanza(el, self.session)
+                    finish = await self._stanza(el, self.session)
                 except Unanswered as why:
                     log.info("not counting a stanza from %s: %s", self.conn.peer, why)
                     return
-                self.stanzas_handled += 1
+                await self._handled(finish)
             else:
+                # In stream order: an <r/> is answered with an 'h' that counts every stanza sent
+                # before it (XEP-0198 §4).
+                await self.finished()
                 await self._nonza(el)
             return
         if not self.authenticated:
@@ -417,8 +431,48 @@ class C2SStream:
 
     # Stanzas --------------------------------------------------------------------------------
 
-    async def _stanza(self, el: Element, session: Session) -> None:
-        """RFC 6120 §8.1: check the addresses and the basic shape, stamp 'from', route."""
+    async def _handled(self, finish: Finish | None) -> None:
+        """Count a stanza as handled once it, and every one read before it, finished (XEP-0198 §4).
+
+        A stanza whose handlers deferred writes finishes later; the stream reads on meanwhile
+        (the next message is routed while the last one's archive commit is under way), up to
+        UNFINISHED_MAX stanzas, and then waits for storage to catch up.
+        """
+        if finish is None and self._unfinished is None:
+            self.stanzas_handled += 1
+            return
+        if self._unfinished is None:
+            self._unfinished = collections.deque()
+            self._finisher = asyncio.ensure_future(self._finish_in_order(self._unfinished))
+        self._unfinished.append(finish)
+        if len(self._unfinished) > UNFINISHED_MAX:
+            await self.finished()
+
+    async def finished(self) -> None:
+        """Wait until every stanza read so far finished routing and is counted as handled."""
+        if self._finisher is not None:
+            await asyncio.shield(self._finisher)
+
+    async def _finish_in_order(self, unfinished: collections.deque[Finish | None]) -> None:
+        try:
+            while unfinished:
+                finish = unfinished[0]
+                if finish is not None:
+                    try:
+                        await finish()
+                    except Unanswered as why:
+                        log.info("not counting a stanza from %s: %s", self.conn.peer, why)
+                        unfinished.popleft()
+                        continue
+                unfinished.popleft()
+                self.stanzas_handled += 1
+        finally:
+            self._unfinished = None
+            self._finisher = None
+
+    async def _stanza(self, el: Element, session: Session) -> Finish | None:
+        """RFC 6120 §8.1: check the addresses and the basic shape, stamp 'from', route; what
+        finishes the routing, when it waits for writes (Router.begin)."""
         from_ = el.get("from")
         if from_ is not None and from_ != str(session.jid):
             try:
@@ -433,14 +487,14 @@ class C2SStream:
             el.set("from", str(session.jid))
             if el.get("type") != "error":
                 session.send(Stanza(el, None, session.jid).error(err))
-            return
+            return None
         stanza.set_from(session.jid)
         shape = stanza.shape_error()
         if shape is not None:
             if stanza.type != "error":
                 session.send(stanza.error(shape))
-            return
-        await self.server.router.route(stanza, session)
+            return None
+        return await self.server.router.begin(stanza, session)
 
     # Resumption and teardown ----------------------------------------------------------------
 
@@ -470,6 +524,8 @@ class C2SStream:
         """
         unfinished = not self.closed
         self.closed = True
+        # Counted before anything reads the count (a resumption's 'h').
+        await self.finished()
         session = self.session
         if session is None:
             return

@@ -10,16 +10,18 @@ a local client sends first pass ``pre-{kind}/{target}``, where a service's targe
 :data:`HANDLED`, or None to pass; they raise :class:`StanzaError` to bounce the stanza.
 
 A handler may also start a write on the stanza's behalf and hand it to :meth:`Router.defer`
-instead of awaiting it: routing goes on at once, and the stanza is done (for its sender's stream:
-handled and acknowledged, XEP-0198 §4) only once the write is. The archive uses this for the
-sender's copy of a message, so that storage which commits in groups writes it in the same commit
-as the recipient's copy, which delivery waits for.
+instead of awaiting it: routing goes on at once, and the stanza is done (answered, and for its
+sender's stream handled and acknowledged, XEP-0198 §4) only once the write is. :meth:`Router.begin`
+runs the handlers and returns what finishes the stanza, so that a client stream routes its next
+stanza while the last one's writes are under way, and counts them in order (c2s.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from .sessions import Session
 
 log = logging.getLogger(__name__)
+
+# What finishes a stanza whose handlers deferred writes (Router.begin).
+Finish = Callable[[], Awaitable[None]]
 
 
 class Router:
@@ -64,21 +69,46 @@ class Router:
         Errors go back to the sender; a failing handler is logged and answered with
         internal-server-error so the server keeps serving everyone else.
         """
+        finish = await self.begin(stanza, origin)
+        if finish is not None:
+            await finish()
+
+    async def begin(self, stanza: Stanza, origin: Session | None = None) -> Finish | None:
+        """Run the handlers of ``stanza`` (as :meth:`route`); None once it is done, else what
+        finishes it: wait for the writes they deferred, then answer. A stream that awaits the
+        finishes of its stanzas in their order may read on meanwhile (c2s.py)."""
         try:
-            result = await self._dispatch_and_write(stanza, origin)
+            result = await self._dispatch_or_abandon(stanza, origin)
         except StanzaError as err:
-            result = None if stanza.type == "error" else stanza.error(err)
+            result = _refusal(stanza, err)
         except Unanswered:
             raise
-        except StorageError as err:
-            # Not stored, so not accepted: a temporary error (RFC 6120 §8.3.2 'wait'), nothing dropped silently.
-            log.warning("storage failed for %s to %s: %s", stanza.kind, stanza.to, err)
-            failure = StanzaError("internal-server-error", STORAGE_DOWN, type="wait")
-            result = None if stanza.type == "error" else stanza.error(failure)
-        except Exception:
-            log.exception("handler failed for %s to %s", stanza.kind, stanza.to)
-            failure = StanzaError("internal-server-error")
-            result = None if stanza.type == "error" else stanza.error(failure)
+        except Exception as err:
+            result = _failure(stanza, err)
+        else:
+            writes = self._deferred.pop(stanza, None) if self._deferred else None
+            if writes is not None:
+                return functools.partial(self._finish, stanza, origin, result, writes)
+        await self._answer(stanza, origin, result)
+        return None
+
+    async def _finish(self, stanza: Stanza, origin: Session | None, result: Element | Handled | None,
+                      writes: list[asyncio.Future[Any]]) -> None:
+        """The rest of :meth:`begin`: a failed write is what the sender learns of."""
+        failed = False
+        for write in writes:
+            if failed:
+                write.add_done_callback(_observe)
+                continue
+            try:
+                await write
+            except StanzaError as err:
+                result, failed = _refusal(stanza, err), True
+            except Exception as err:
+                result, failed = _failure(stanza, err), True
+        await self._answer(stanza, origin, result)
+
+    async def _answer(self, stanza: Stanza, origin: Session | None, result: Element | Handled | None) -> None:
         if result is None or isinstance(result, Handled):
             return
         if origin is not None and not origin.closed and result.get("to") in (None, str(origin.jid)):
@@ -106,20 +136,15 @@ class Router:
             return
         await self.route(stanza, None)
 
-    async def _dispatch_and_write(self, stanza: Stanza, origin: Session | None) -> Element | Handled | None:
-        """Dispatch ``stanza``, then wait for the writes deferred meanwhile; a failed dispatch
-        is what the sender learns of, and a failed write only when the dispatch succeeded."""
+    async def _dispatch_or_abandon(self, stanza: Stanza, origin: Session | None) -> Element | Handled | None:
+        """Dispatch; when that fails, the writes deferred meanwhile are left to end alone."""
         try:
-            result = await self._dispatch(stanza, origin)
+            return await self._dispatch(stanza, origin)
         except BaseException:
             if self._deferred:
                 for write in self._deferred.pop(stanza, ()):
                     write.add_done_callback(_observe)
             raise
-        if self._deferred:
-            for write in self._deferred.pop(stanza, ()):
-                await write
-        return result
 
     async def _dispatch(self, stanza: Stanza, origin: Session | None) -> Element | Handled | None:
         kind = stanza.kind
@@ -145,6 +170,22 @@ class Router:
         if result is None and target == "remote" and stanza.type != "error":
             raise StanzaError("remote-server-not-found", "this server does not talk to other servers ([s2s] enabled is off)")
         return result  # type: ignore[no-any-return]
+
+
+def _refusal(stanza: Stanza, err: StanzaError) -> Element | None:
+    return None if stanza.type == "error" else stanza.error(err)
+
+
+def _failure(stanza: Stanza, err: Exception) -> Element | None:
+    """A handler or a deferred write failed: logged, and the sender told no details."""
+    if isinstance(err, StorageError):
+        # Not stored, so not accepted: a temporary error (RFC 6120 §8.3.2 'wait'), nothing dropped silently.
+        log.warning("storage failed for %s to %s: %s", stanza.kind, stanza.to, err)
+        failure = StanzaError("internal-server-error", STORAGE_DOWN, type="wait")
+    else:
+        log.error("handler failed for %s to %s", stanza.kind, stanza.to, exc_info=err)
+        failure = StanzaError("internal-server-error")
+    return None if stanza.type == "error" else stanza.error(failure)
 
 
 def _observe(write: asyncio.Future[Any]) -> None:
