@@ -174,28 +174,29 @@ async def test_message_archived_for_both_and_stamped_for_the_recipient(server: S
         assert copy.findall(SID) == []
 
 
-async def test_both_copies_are_committed_before_delivery(server: Server, tmp_path: Path) -> None:
-    """The sender's copy is not awaited before the message goes on, but it is committed with the
-    recipient's copy, which delivery waits for: what the recipient gets is in both archives, as
+async def test_a_message_counts_as_handled_once_both_copies_are_committed(server: Server, tmp_path: Path) -> None:
+    """The copies are committed while the message goes on, not before: whenever alice's stream
+    counts a message as handled (what an <r/> would be answered with), both archives hold it, as
     another connection to the database reads them."""
     alice = await online(server, "alice@localhost/phone")
     bob = await online(server, "bob@localhost/laptop")
     reader = await open_storage(f"sqlite:///{tmp_path / 'data' / 'schnack.db'}")
-    seen: list[tuple[int, int]] = []
-
-    async def before_delivery(_stanza: Stanza, _origin: Session | None) -> None:
-        seen.append((await reader.archive.count(H, "alice", STORE), await reader.archive.count(H, "bob", STORE)))
-
-    server.hooks.add("message/full", before_delivery, priority=-50)
+    seen: list[tuple[int, int, int]] = []
     try:
-        for n in range(3):
-            await alice.send(chat("bob@localhost/laptop", f"hello {n}"))
+        for n in range(20):
+            await alice.send(chat("bob@localhost/laptop", f"hello {n}"), finished=False)
+            handled = alice.stream.stanzas_handled
+            seen.append((handled, await reader.archive.count(H, "alice", STORE),
+                         await reader.archive.count(H, "bob", STORE)))
+        await alice.stream.finished()
+        assert alice.stream.stanzas_handled == 20
     finally:
         await reader.close()
-    assert seen == [(1, 1), (2, 2), (3, 3)]
-    assert len(bob.take()) == 3
+    assert all(handled <= mine and handled <= theirs for handled, mine, theirs in seen), seen
+    assert len(bob.take()) == 20
     sent = await archived(server, "alice")
-    assert [body(copy) for _id, _with, copy in sent] == ["hello 0", "hello 1", "hello 2"]
+    assert [body(copy) for _id, _with, copy in sent] == [f"hello {n}" for n in range(20)]
+    assert [stanza_ids(copy) for _id, _with, copy in await archived(server, "bob")] == [[]] * 20
 
 
 async def test_forged_stanza_ids_are_stripped(server: Server) -> None:

@@ -4,13 +4,17 @@ stanza-ids, XEP-0059 paging and XEP-0441 preferences.
 **Archiving.** Every account has one archive (archive store ``mam``). A message a local client sends
 is archived for its sender on ``pre-message/{bare,full,remote}``; a message for a local account is
 archived for its recipient on ``message/{bare,full,self}``, before delivery (which runs at -100) and
-before offline storage, so that a message is durable before it goes on and a second device finds
-what the first one got or what waited offline. The sender's copy is durable before the message
-counts as handled (the router's deferred writes), not before it goes on: so it is committed together
-with the recipient's copy, one commit per message instead of two in a row (its carbons, below, go
-out before it). A message between two resources of one account is archived once, as it arrives
-(§6.1.1). Both routes run at priority 50: after modules that refuse a message (a refused message is
-not archived, §6), before those that copy it to other resources.
+before offline storage, so that a second device finds what the first one got or what waited offline.
+Each copy gets its id at once and is handed to the router as a deferred write: the message goes on
+(its carbons and its delivery carry the ids) while both copies are committed together, one commit
+per message, and it counts as handled (acknowledged to its sender, XEP-0198) only once they are. So
+a message is durable before its sender is told it arrived; should the server fail between delivery
+and commit, the sender, not told, sends it again, and it arrives twice rather than never (and a
+failed commit is a 'wait' error for the sender). A read of the archive waits for the appends issued
+before it, so a client that queries right after a message arrived finds it. A message between two
+resources of one account is archived once, as it arrives (§6.1.1). Both routes run at priority 50:
+after modules that refuse a message (a refused message is not archived, §6), before those that copy
+it to other resources.
 
 What is archived (§6.1.1, XEP-0334 §4): chat and normal messages that carry a body, an end-to-end
 encrypted payload (OMEMO, OpenPGP), a chat marker (XEP-0333), a call event (XEP-0353) or a group
@@ -49,10 +53,10 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from xml.etree.ElementTree import Element
 
 from ...xmpp import ns
@@ -213,10 +217,8 @@ class Mam(Module[MamOptions]):
             # keeps no stanza-id a client made up in its name.
             strip_stanza_ids(stanza.el, _claims(to.bare))
         if worth_archiving(stanza) and await self._archives(owner, to):
-            # Not awaited here but by the router, once the message went on: so a local
-            # recipient's copy, which delivery waits for, is committed in the same group commit.
             item_id = new_item_id()
-            self.server.router.defer(stanza, asyncio.ensure_future(self._append(owner, to.bare, stanza.el, item_id)))
+            self.server.router.defer(stanza, self._append(owner, to.bare, stanza.el, item_id))
             stanza.el.append(StanzaId(item_id, str(owner)).to_xml())
 
     async def unstamp_outgoing(self, stanza: Stanza, origin: Session | None) -> None:
@@ -238,13 +240,15 @@ class Mam(Module[MamOptions]):
         peer = stanza.from_ if stanza.from_ is not None else JID(None, owner.domain)
         if not await self._exists(owner) or not await self._archives(owner, peer):
             return
-        item_id = await self._append(owner, peer.bare, stanza.el)
+        item_id = new_item_id()
+        self.server.router.defer(stanza, self._append(owner, peer.bare, stanza.el, item_id))
         stanza.el.append(StanzaId(item_id, str(owner)).to_xml())
 
-    def _append(self, owner: JID, with_jid: JID, el: Element, item_id: str | None = None) -> Coroutine[Any, Any, str]:
-        """The append of ``el`` as it is now (serialized at once: handlers change it later)."""
+    def _append(self, owner: JID, with_jid: JID, el: Element, item_id: str) -> asyncio.Future[str]:
+        """Append ``el`` as it is now, under ``item_id``, without waiting for the commit: the
+        router does (deferred writes), and the stanza goes on with its id meanwhile."""
         assert owner.local is not None
-        return self.server.storage.archive.append(
+        return self.server.storage.archive.append_soon(
             owner.domain, owner.local, STORE, time.time(), str(with_jid), serialize(el).encode(), item_id=item_id
         )
 
