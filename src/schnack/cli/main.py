@@ -79,6 +79,13 @@ def main() -> None:
     """schnack: a self-hosted, end-to-end encrypted messenger that speaks XMPP."""
 
 
+# How long the event loop's thread keeps the GIL while another thread waits for it. SQLite's
+# thread needs it back after each statement it runs; with CPython's 5 ms it waited that long
+# whenever the loop was busy, and an archive commit took several times its own work
+# (docs/benchmarks.md, "Threads and the GIL").
+_SWITCH_INTERVAL = 0.0005
+
+
 @main.command()
 @config_option
 def serve(config_path: Path | None) -> None:
@@ -121,6 +128,7 @@ def serve(config_path: Path | None) -> None:
         await collector.stop()
         await server.stop()
 
+    sys.setswitchinterval(_SWITCH_INTERVAL)
     runner: Callable[[Any], Any] = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop
