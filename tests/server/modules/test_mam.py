@@ -14,14 +14,12 @@ import pytest
 
 from schnack.server.app import Server
 from schnack.server.modules.mam import STORE, Mam
-from schnack.server.sessions import Session
 from schnack.server.storage import RosterItem, open_storage
 from schnack.xmpp import ns
 from schnack.xmpp.parser import parse_frame
 from schnack.xmpp.payloads.dataforms import DataForm
 from schnack.xmpp.payloads.mam import Fin, Metadata, Prefs, Result
 from schnack.xmpp.payloads.rsm import ResultSet
-from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import serialize
 
 from ...harness import Client, add_user, running, xml
