@@ -70,3 +70,31 @@ async def test_commits_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> 
         assert _rows_in_database_file(path) == 500
     finally:
         await storage.close()
+
+
+async def test_reads_get_their_turn_while_appends_keep_coming(tmp_path: Path) -> None:
+    """Appends are committed round after round in the connection's thread while more come; the
+    rounds of one trip there stop, so that a read queued behind them is served even while the
+    appends never stop."""
+    storage = await SqliteStorage.open(str(tmp_path / "store.db"))
+
+    async def append_forever() -> None:
+        n = 0
+        while True:
+            for _ in range(20):
+                storage.archive.append_soon("localhost", "bob", "mam", float(n), "alice@x", b"<m/>" * 50)
+                n += 1
+            await asyncio.sleep(0)
+
+    appenders = [asyncio.create_task(append_forever())]
+    try:
+        async with asyncio.timeout(60):  # a hang guard, not a measure
+            for _ in range(5):
+                assert (await storage.accounts.get("localhost", "nobody")) is None
+                await asyncio.sleep(0.01)
+        assert await storage.archive.count("localhost", "bob", "mam") > 0
+    finally:
+        for appender in appenders:
+            appender.cancel()
+        await asyncio.gather(*appenders, return_exceptions=True)
+        await storage.close()

@@ -216,9 +216,11 @@ def _append_rows(count: int) -> str:
     return _APPEND + ", (?, ?, ?, ?, ?, ?, ?)" * (count - 1)
 
 
-# Appends committed together at most, and rounds of them in one trip to the connection's thread.
+# Appends committed together at most.
 _BATCH_MAX = 1000
-_ROUNDS_PER_TRIP = 8
+# How long one trip to the connection's thread goes on starting rounds: the reads queued behind
+# it (a login's account, a roster, an archive query) wait for it.
+_TRIP_SECONDS = 0.02
 
 
 def _insert_unbounded(conn: sqlite3.Connection, appends: list[tuple[Row, int | None]]) -> int:
@@ -324,11 +326,13 @@ class Archive(_Part, QueuedAppends):
     def _rounds(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
         """In the connection's thread: commit what waits, round after round while more comes.
 
-        At most _ROUNDS_PER_TRIP rounds, so that reads queued behind on the connection get
-        their turn. A round that fails leaves nothing of its own behind (rolled back), so a
-        caller told of the failure finds none of its appends committed by a later round.
+        No round starts once _TRIP_SECONDS have passed, so that reads queued behind on the
+        connection get their turn. A round that fails leaves nothing of its own behind (rolled
+        back), so a caller told of the failure finds none of its appends committed by a later
+        round.
         """
-        for _round in range(_ROUNDS_PER_TRIP):
+        until = time.monotonic() + _TRIP_SECONDS
+        while time.monotonic() < until:
             batch = [self._waiting.popleft() for _ in range(min(len(self._waiting), _BATCH_MAX))]
             if not batch:
                 return
