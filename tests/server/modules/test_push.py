@@ -15,7 +15,7 @@ import pytest
 
 from schnack.server.app import Server
 from schnack.server.component import ACCEPT
-from schnack.server.modules.push import STORE, Registration
+from schnack.server.modules.push import STORE, Push, Registration
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.pubsub import PUBLISH_OPTIONS, PUBSUB
@@ -308,6 +308,9 @@ async def test_unconnected_app_server_keeps_the_registration(tmp_path: Path) -> 
         await gone_offline(server)
         alice = await login(server, "alice@localhost/desk")
         await alice.send(chat("bob@localhost", "one"))
+        push = server.modules["push"]
+        assert isinstance(push, Push)
+        await push.notifications_sent()
         # The app server connects late; the next message reaches it and the registration still stands.
         app = await app_server(server)
         await alice.send(chat("bob@localhost", "two", id="m2"))

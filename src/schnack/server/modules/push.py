@@ -213,6 +213,10 @@ class Push(Module[PushOptions]):
             timer.cancel()
         self._timers.clear()
         self._waiting.clear()
+        await self.notifications_sent()
+
+    async def notifications_sent(self) -> None:
+        """Wait until every notification started so far was published (or given up)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
