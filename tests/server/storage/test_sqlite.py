@@ -98,3 +98,32 @@ async def test_reads_get_their_turn_while_appends_keep_coming(tmp_path: Path) ->
             appender.cancel()
         await asyncio.gather(*appenders, return_exceptions=True)
         await storage.close()
+
+
+async def test_appends_get_their_turn_while_reads_keep_coming(tmp_path: Path) -> None:
+    """The other way round: appends are committed while reads keep the connection's queue busy
+    (a trip of the appends commits one round at least, whatever waits behind it)."""
+    storage = await SqliteStorage.open(str(tmp_path / "store.db"))
+
+    readers: set[asyncio.Task[object]] = set()
+
+    def read(_done: object = None) -> None:
+        # A new read as each one ends: 100 always queued.
+        reader = asyncio.ensure_future(storage.accounts.get("localhost", "nobody"))
+        readers.add(reader)
+        reader.add_done_callback(readers.discard)
+        reader.add_done_callback(read)
+
+    for _ in range(100):
+        read()
+    try:
+        async with asyncio.timeout(60):  # a hang guard, not a measure
+            for n in range(5):
+                await storage.archive.append("localhost", "bob", "mam", float(n), "alice@x", b"<m/>")
+    finally:
+        while readers:
+            for reader in list(readers):
+                reader.remove_done_callback(read)
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+        await storage.close()

@@ -331,13 +331,13 @@ class Archive(_Part, QueuedAppends):
 
         Once other work is queued on the connection (a login's account, a roster, an archive
         query), no further round starts: that work gets its turn, and the loop sends the thread
-        on again. As long as only appends come, the rounds go on without the event loop, which
-        a busy server gets back to only after each of its turns (up to 100 ms at saturation),
-        while the appends pile up. A round that fails leaves nothing of its own behind (rolled
-        back), so a caller told of the failure finds none of its appends committed by a later
-        round.
+        on again; a trip runs one round at least, so appends get theirs too. As long as only
+        appends come, the rounds go on without the event loop, which a busy server gets back to
+        only after each of its turns (100 ms and more at saturation), while the appends pile up.
+        A round that fails leaves nothing of its own behind (rolled back), so a caller told of
+        the failure finds none of its appends committed by a later round.
         """
-        while not queued():
+        while True:
             batch = [self._waiting.popleft() for _ in range(min(len(self._waiting), _BATCH_MAX))]
             if not batch:
                 return
@@ -351,6 +351,8 @@ class Archive(_Part, QueuedAppends):
                     raise
                 return
             loop.call_soon_threadsafe(_settle, batch, failed)
+            if queued():
+                return
 
     async def _seq(self, host: str, username: str, store: str, item_id: str) -> int:
         row = await self._one("SELECT seq FROM archive WHERE host=? AND username=? AND store=? AND id=?",
