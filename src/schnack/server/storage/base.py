@@ -54,6 +54,7 @@ def new_item_id() -> str:
     stamp = time.time_ns() // 1_000_000
     return base64.urlsafe_b64encode(stamp.to_bytes(6, "big") + secrets.token_bytes(6)).decode().translate(_SORTABLE)
 
+
 Row = tuple[str, str, str, str, float, str, bytes]
 """An archive item as a backend writes it: id, host, username, store, timestamp, with, payload."""
 Appending = tuple[Row, int | None, "asyncio.Future[str]"]
