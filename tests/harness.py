@@ -158,6 +158,13 @@ async def running(tmp_path: Path, *, listen: bool = False, **overrides: Any) -> 
         await server.stop()
 
 
+async def turns(count: int = 10) -> None:
+    """Let the event loop run ``count`` turns: what can go on without outside input has, so a
+    test can see what still waits."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 def xml(el: Element) -> str:
     """An element as text, for readable assertions."""
     return serialize(el)

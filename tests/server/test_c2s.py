@@ -27,7 +27,7 @@ from schnack.xmpp.sasl import SaslClient, decode_b64, encode_b64
 from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element, qname
 
-from ..harness import add_user, connect, running, xml
+from ..harness import add_user, connect, running, turns, xml
 
 STREAM = qname(ns.STREAMS, "stream")
 OPEN = qname(ns.FRAMING, "open")
@@ -631,8 +631,12 @@ async def test_a_login_name_that_cannot_be_a_localpart_fails_like_a_wrong_passwo
 # Stanza intake: reading on while earlier stanzas finish ----------------------------------------
 
 
+# The server, the writes its messages defer by id, and the ids it delivered.
+Deferring = tuple[Server, dict[str, asyncio.Future[None]], list[str]]
+
+
 @pytest.fixture
-async def deferring(tmp_path: Path) -> AsyncIterator[tuple[Server, dict[str, asyncio.Future[None]], list[str]]]:
+async def deferring(tmp_path: Path) -> AsyncIterator[Deferring]:
     """A server whose messages with an id in ``writes`` defer that write (as the archive defers
     its copies), and whose delivery records the ids it saw; stream management is on."""
     writes: dict[str, asyncio.Future[None]] = {}
@@ -658,7 +662,7 @@ def message(id: str) -> str:
     return f"<message to='bob@localhost' id='{id}' type='chat'><body>{id}</body></message>"
 
 
-async def test_a_stream_reads_on_and_counts_in_order(deferring: tuple[Server, dict[str, asyncio.Future[None]], list[str]]) -> None:
+async def test_a_stream_reads_on_and_counts_in_order(deferring: Deferring) -> None:
     server, writes, delivered = deferring
     writes["m1"] = asyncio.get_running_loop().create_future()
     alice = await connect(server, "alice@localhost/desk")
@@ -672,9 +676,7 @@ async def test_a_stream_reads_on_and_counts_in_order(deferring: tuple[Server, di
     assert alice.stream.stanzas_handled == 2
 
 
-async def test_an_ack_request_is_answered_after_the_stanzas_before_it(
-    deferring: tuple[Server, dict[str, asyncio.Future[None]], list[str]],
-) -> None:
+async def test_an_ack_request_is_answered_after_the_stanzas_before_it(deferring: Deferring) -> None:
     server, writes, _delivered = deferring
     writes["m1"] = asyncio.get_running_loop().create_future()
     alice = await connect(server, "alice@localhost/desk")
@@ -682,8 +684,7 @@ async def test_an_ack_request_is_answered_after_the_stanzas_before_it(
     alice.take()
     await alice.send(message("m1"), finished=False)
     asking = asyncio.create_task(alice.send(f"<r xmlns='{SM}'/>"))
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await turns()
     assert not asking.done() and alice.take() == []
     writes["m1"].set_result(None)
     await asking
@@ -691,9 +692,7 @@ async def test_an_ack_request_is_answered_after_the_stanzas_before_it(
     assert ack.tag == qname(SM, "a") and ack.get("h") == "1"
 
 
-async def test_a_stream_stops_reading_when_too_many_stanzas_wait(
-    deferring: tuple[Server, dict[str, asyncio.Future[None]], list[str]],
-) -> None:
+async def test_a_stream_stops_reading_when_too_many_stanzas_wait(deferring: Deferring) -> None:
     server, writes, delivered = deferring
     stuck: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     ids = [f"m{n}" for n in range(UNFINISHED_MAX + 2)]
@@ -703,8 +702,7 @@ async def test_a_stream_stops_reading_when_too_many_stanzas_wait(
         await alice.send(message(id), finished=False)
     # One more is read, and then the stream waits for storage to catch up before reading on.
     reading = asyncio.create_task(alice.send(message(ids[UNFINISHED_MAX]), finished=False))
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await turns()
     assert not reading.done()
     assert delivered == ids[:UNFINISHED_MAX + 1]
     stuck.set_result(None)
@@ -713,16 +711,13 @@ async def test_a_stream_stops_reading_when_too_many_stanzas_wait(
     assert alice.stream.stanzas_handled == len(ids)
 
 
-async def test_a_lost_connection_counts_what_it_read_before_it_ends(
-    deferring: tuple[Server, dict[str, asyncio.Future[None]], list[str]],
-) -> None:
+async def test_a_lost_connection_counts_what_it_read_before_it_ends(deferring: Deferring) -> None:
     server, writes, _delivered = deferring
     writes["m1"] = asyncio.get_running_loop().create_future()
     alice = await connect(server, "alice@localhost/desk")
     await alice.send(message("m1"), finished=False)
     closing = asyncio.create_task(alice.close())
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await turns()
     # The session is not announced gone (nor handed to a resumption) before its count is final.
     assert not closing.done() and server.sessions.get(JID.parse("alice@localhost/desk")) is not None
     writes["m1"].set_result(None)

@@ -24,7 +24,7 @@ from schnack.xmpp.jid import JID
 from schnack.xmpp.parser import parse_frame
 from schnack.xmpp.stanza import Stanza
 
-from ..harness import Client, connect, running, xml
+from ..harness import Client, connect, running, turns, xml
 from .modules.messaging import condition, error_text
 
 PROBE = "{urn:example:probe}query"
@@ -331,8 +331,7 @@ async def test_a_deferred_write_holds_the_stanza_but_not_its_delivery(server: Se
     delivered: list[str | None] = []
     deferring(server, write, delivered)
     sending = asyncio.create_task(alice.send("<message to='bob@localhost' id='m1' type='chat'><body>x</body></message>"))
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await turns()
     # Routing went on and delivered it; the stanza is not done (not counted as handled) until the write is.
     assert delivered == ["m1"]
     assert not sending.done() and alice.stream.stanzas_handled == 0
