@@ -1,6 +1,7 @@
 """The TCP connection (schnack.server.net) on a real socket: an idle connection lets go of its
 parser and reads on with a new one; messages are forwarded with their payload as sent and the
-sender's address stamped (RFC 6120 §8.1.2.1)."""
+sender's address stamped (RFC 6120 §8.1.2.1); what one turn of the event loop writes goes out
+in one write."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from schnack.server import net
 from schnack.server.app import Server
 from schnack.xmpp import ns
-from schnack.xmpp.xml import qname
+from schnack.xmpp.jid import JID
+from schnack.xmpp.xml import element, qname
 
 from ..harness import add_user
 from ..integration.wire import Wire
@@ -72,4 +74,48 @@ async def test_idle_connection_releases_its_parser_and_reads_on(
             # The archive's id for bob, added by the server after the payload.
             assert got.find(qname(ns.SID, "stanza-id")) is not None
     alice.close()
+    bob.close()
+
+
+async def test_what_one_turn_writes_goes_out_in_one_write(
+    live_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await add_user(live_server, "bob")
+    bob, bob_jid = await logged_in(live_server, "bob")
+    conn = connection_of(live_server, bob_jid)
+    session = live_server.sessions.get(JID.parse(bob_jid))
+    assert session is not None
+    written: list[bytes] = []
+    transport_write = conn.writer.write
+
+    def write(data: bytes) -> None:
+        written.append(data)
+        transport_write(data)
+
+    monkeypatch.setattr(conn.writer, "write", write)
+    for i in range(10):
+        session.send(element(qname(ns.CLIENT, "message"), {"to": bob_jid, "id": f"m{i}"}))
+    assert written == []
+    for i in range(10):
+        got = await bob.next()
+        assert got is not None and got.get("id") == f"m{i}"
+    assert len(written) == 1
+    # Stanzas of later turns go out in writes of their own.
+    session.send(element(qname(ns.CLIENT, "message"), {"to": bob_jid, "id": "later"}))
+    got = await bob.next()
+    assert got is not None and got.get("id") == "later"
+    assert len(written) == 2
+    bob.close()
+
+
+async def test_a_closed_connection_sends_what_was_written_before_it_closed(live_server: Server) -> None:
+    await add_user(live_server, "bob")
+    bob, bob_jid = await logged_in(live_server, "bob")
+    conn = connection_of(live_server, bob_jid)
+    session = live_server.sessions.get(JID.parse(bob_jid))
+    assert session is not None
+    session.send(element(qname(ns.CLIENT, "message"), {"to": bob_jid, "id": "last"}))
+    conn.close_now()
+    got = await bob.next()
+    assert got is not None and got.get("id") == "last"
     bob.close()
