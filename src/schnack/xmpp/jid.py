@@ -75,7 +75,7 @@ class JID:
     @property
     def bare(self) -> JID:
         """The JID without its resource."""
-        return self if self.resource is None else JID(self.local, self.domain)
+        return self if self.resource is None else _bare(self.local, self.domain)
 
     @property
     def is_bare(self) -> bool:
@@ -85,6 +85,13 @@ class JID:
     def __str__(self) -> str:
         s = f"{self.local}@{self.domain}" if self.local is not None else self.domain
         return s if self.resource is None else f"{s}/{self.resource}"
+
+
+# Routing asks for a message's bare JIDs a dozen times; building a frozen dataclass each time
+# took 5 % of the server's time per message (docs/benchmarks.md).
+@functools.lru_cache(maxsize=65536)
+def _bare(local: str | None, domain: str) -> JID:
+    return JID(local, domain)
 
 
 @functools.lru_cache(maxsize=65536)
