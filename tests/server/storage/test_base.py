@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -22,3 +23,19 @@ def test_item_ids_sort_by_the_time_they_were_made() -> None:
         made.append(new_item_id())
         time.sleep(0.002)
     assert made == sorted(made)
+
+
+def test_a_forked_child_does_not_repeat_its_parents_random_bits() -> None:
+    """Ids take their random bits from a block read ahead; a child must not take the parent's."""
+    new_item_id()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, new_item_id()[8:].encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 16).decode()
+    os.close(read)
+    os.close(write)
+    assert len(child) == 8
+    assert child != new_item_id()[8:]
