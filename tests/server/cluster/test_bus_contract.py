@@ -189,6 +189,26 @@ async def test_a_node_that_leaves_takes_its_sessions_along(cluster: Cluster) -> 
     assert set(await a.nodes()) == {"a"}
 
 
+async def test_only_a_node_alone_on_its_in_process_hub_knows_it_is_alone(cluster: Cluster) -> None:
+    """Then the directory holds only the node's own sessions and is not read per message; a
+    Redis node never knows that without asking."""
+    local = cluster.backend == "local"
+    a = await cluster.node("a")
+    assert a.alone() == local
+    b = await cluster.node("b")
+    assert not a.alone() and not b.alone()
+    await b.stop()
+    assert a.alone() == local
+    c = await cluster.node("c")
+    inbox = Inbox(a)
+    await c.register("carol@example.org/desk", "c")
+    await c.stop(leave=False)
+    # Crashed, c is still in the directory until a reaps it.
+    assert not a.alone()
+    await inbox.wait(node_down="c")
+    assert a.alone() == local
+
+
 async def test_unknown_versions_and_garbage_are_dropped_and_logged(
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from schnack.server.app import Server
 from schnack.server.cluster import LocalBus
+from schnack.server.cluster.bus import Entry
 from schnack.server.cluster.local import LocalHub
 
 from ...harness import make_config
@@ -51,6 +52,36 @@ async def test_sessions_are_in_the_directory_while_bound(tmp_path: Path) -> None
         assert {n: i.sessions for n, i in (await a.cluster.bus.nodes()).items()} == {"a": 1, "b": 1}
         await bob.close()
         await eventually(lambda: a.cluster.bus.lookup("bob@localhost"), lambda d: d == {})
+
+
+async def test_a_node_alone_does_not_read_the_directory_for_a_message(tmp_path: Path) -> None:
+    """The single-node default: every session is here, so carbons and routing ask no directory."""
+    server = Server(make_config(tmp_path, modules=ROUTING_ONLY), bus=LocalBus("a", heartbeat_interval=0.1, node_ttl=0.6))
+    await server.start(listen=False)
+    try:
+        bus = server.cluster.bus
+        reads: list[str] = []
+        read_lookup, read_entries = bus.lookup, bus.entries
+
+        async def lookup(bare: str) -> dict[str, str]:
+            reads.append(bare)
+            return await read_lookup(bare)
+
+        async def entries(bare: str) -> dict[str, Entry]:
+            reads.append(bare)
+            return await read_entries(bare)
+
+        vars(bus).update(lookup=lookup, entries=entries)
+        alice = await login(server, "alice@localhost/phone")
+        bob = await login(server, "bob@localhost/desk")
+        await alice.send(chat("bob@localhost/desk", "hier"))
+        await alice.send(chat("bob@localhost/gone", "nicht da"))
+        (got,) = await bob.expect()
+        assert body(got) == "hier"
+        assert await offline_count(server, "bob") == 1
+        assert reads == []
+    finally:
+        await server.stop()
 
 
 async def test_a_message_to_a_full_jid_on_another_node_arrives(tmp_path: Path) -> None:

@@ -107,6 +107,12 @@ class ClusterBus(Protocol):
         """The live sessions of an account with their info: full JID -> entry."""
         ...
 
+    def alone(self) -> bool:
+        """Whether this node knows, without asking anyone, that no other node is in the cluster
+        (the in-process bus of a single node): then the directory holds only sessions the node
+        itself has, and it need not be read for every message."""
+        ...
+
     def on_reaped(self, handler: ReapedHandler) -> None:
         """Call ``handler`` on the one node that dropped a dead node's entries, with their info, so
         that exactly one node speaks for the dead node's sessions (their unavailable presence)."""

@@ -229,6 +229,10 @@ class LocalBus:
         """The live sessions of ``bare_jid`` with their info."""
         return {full: Entry(node, self._hub.info.get(full, "")) for full, node in (await self.lookup(bare_jid)).items()}
 
+    def alone(self) -> bool:
+        """Whether no other node heartbeats on this hub, or did and was not dropped yet."""
+        return self._hub.seen.keys() <= {self._node}
+
     def on_reaped(self, handler: ReapedHandler) -> None:
         """Call ``handler`` when this node drops a dead node's entries."""
         self._reaped_handlers.append(handler)

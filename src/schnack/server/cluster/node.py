@@ -124,6 +124,8 @@ class ClusterNode:
 
     async def remote(self, bare: JID) -> list[SessionInfo]:
         """The sessions of account ``bare`` on other nodes, as the directory shows them."""
+        if self.bus.alone():
+            return []
         entries = await self.bus.entries(str(bare))
         return [read(full, entry) for full, entry in entries.items() if entry.node != self.name]
 
@@ -237,7 +239,7 @@ class ClusterNode:
             # A room's reply (the end of an archive query, an error) comes after what it posted.
             self.post(to, stanza.el)
             return HANDLED
-        node = (await self.bus.lookup(str(to.bare))).get(str(to))
+        node = None if self.bus.alone() else (await self.bus.lookup(str(to.bare))).get(str(to))
         if node is None or node == self.name:
             if stanza.kind == "message" and message_type(stanza) in ("chat", "normal"):
                 return await self._to_account(stanza, to.bare)

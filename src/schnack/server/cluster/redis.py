@@ -630,6 +630,10 @@ class RedisBus:
             return {}
         return {_text(flat[i]): Entry(_text(flat[i + 1]), _text(flat[i + 2])) for i in range(0, len(flat), 3)}
 
+    def alone(self) -> bool:
+        """Never: other nodes may join at any time, and only Redis knows of them."""
+        return False
+
     def on_reaped(self, handler: ReapedHandler) -> None:
         """Call ``handler`` when this node reaped a dead node."""
         self._reaped_handlers.append(handler)
