@@ -65,6 +65,25 @@ def test_children_are_written_as_they_arrived() -> None:
         )
 
 
+def test_children_empty_or_not_end_where_they_end() -> None:
+    """An element with nothing inside, written empty or with an end tag, with a '/' or a '>' in
+    an attribute value just before its start tag ends: each child keeps exactly its own XML, and
+    the stanzas after it are found."""
+    children = [
+        b"<a></a>", b"<a/>", b"<a x='/'></a>", b'<a x="b/" ></a>', b"<a x='/>'/>", b"<a x='1' />",
+        b"<a><b/></a>", b"<a>t</a>", b"<a> </a>", b"<a><b></b></a>",
+    ]
+    data = (
+        b"<message id='m1'>" + b"".join(children) + b"</message><presence></presence>"
+        b"<presence x='/'/><message id='m2'><a/></message>"
+    )
+    for chunk in (None, 1, 5):
+        first, *rest = stanzas(data, chunk)
+        assert [child.raw for child in first if isinstance(child, ParsedElement)] == [c.decode() for c in children]
+        assert [el.tag for el in rest] == [qname(ns.CLIENT, name) for name in ("presence", "presence", "message")]
+        assert isinstance(rest[2][0], ParsedElement) and rest[2][0].raw == "<a/>"
+
+
 def test_from_is_stamped_and_escaped() -> None:
     (msg,) = stanzas(MESSAGE)
     msg.set("from", "alice@localhost/a&b\"<c>'")

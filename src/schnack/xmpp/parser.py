@@ -226,6 +226,8 @@ class StreamParser(_Restricted):
         self._raw_base = 0
         self._child_start = 0
         self._child_plain = True
+        # Whether no text and no child came since the last start tag (see _end_of).
+        self._nothing_inside = False
         # The default namespace a stanza declared for its children, if it declared one.
         self._stanza_ns: str | None = None
         # The stream header's start tag, replayed into a new expat parser after release().
@@ -320,6 +322,7 @@ class StreamParser(_Restricted):
     def _start(self, name: str, attrs: dict[str, str]) -> None:
         depth = self._depth
         self._depth = depth + 1
+        self._nothing_inside = True
         if depth == 0:
             if not self._replaying:
                 start = self._pos() - self._raw_base
@@ -351,16 +354,20 @@ class StreamParser(_Restricted):
         elif depth == 1:
             self._check_size()
             self._stanza_ns = None
-            self._trim(self._end_of(self._stanza_start))
+            self._trim(self._end_of())
             self._events.append(StanzaReceived(el))
+        self._nothing_inside = False
 
-    def _end_of(self, start: int) -> int:
-        """The input offset just after the element that started at offset ``start`` and ends now."""
+    def _end_of(self) -> int:
+        """The input offset just after the element that ends now."""
         raw = self._raw
-        # Expat reports the end of an empty element after its '/>', and any other at its end tag.
+        # Expat reports the end of an empty element just after its '/>', and any other at its
+        # end tag. Only an element with nothing inside can be empty, and then its start tag ends
+        # where expat reports the end: in '/>' if it is empty, in '>' after a name, a quote or
+        # a space if not.
         at = self._pos() - self._raw_base
-        tag = _START_TAG.match(raw, start - self._raw_base)
-        return self._raw_base + (at if tag is not None and tag.group(1) else raw.index(b">", at) + 1)
+        empty = self._nothing_inside and raw[at - 2 : at] == b"/>"
+        return self._raw_base + (at if empty else raw.index(b">", at) + 1)
 
     def _keep_raw(self, el: ParsedElement) -> None:
         """Give a direct child of the stanza the XML it arrived as (see :class:`ParsedElement`)."""
@@ -369,9 +376,10 @@ class StreamParser(_Restricted):
             el.raw = None
             return
         base = self._raw_base
-        el.raw = self._raw[self._child_start - base : self._end_of(self._child_start) - base].decode()
+        el.raw = self._raw[self._child_start - base : self._end_of() - base].decode()
 
     def _chars(self, data: str) -> None:
+        self._nothing_inside = False
         if self._depth == 1:
             # Between stanzas only whitespace (keepalives) may appear (RFC 6120 §11.7).
             if data.strip():
