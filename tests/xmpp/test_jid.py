@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import os
+import pickle
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -45,3 +51,17 @@ def test_normalising_twice_changes_nothing(raw: str) -> None:
     except JIDError:
         return
     assert JID.parse(str(once)) == once
+
+
+def test_a_jid_copied_or_pickled_in_another_process_is_the_same_jid() -> None:
+    """A JID keeps its text and hash, made once; a pickle carries its parts, not a hash that
+    another process (another string hash seed) computed."""
+    jid = JID.parse("Alice@Example.org/phone")
+    for other in (copy.copy(jid), copy.deepcopy(jid), pickle.loads(pickle.dumps(jid))):
+        assert other == jid and hash(other) == hash(jid) and str(other) == "alice@example.org/phone"
+    made = subprocess.run(
+        [sys.executable, "-c", "import pickle, sys; from schnack.xmpp.jid import JID; "
+         "sys.stdout.buffer.write(pickle.dumps(JID.parse('alice@example.org/phone')))"],
+        env={**os.environ, "PYTHONHASHSEED": "7"}, capture_output=True, check=True,
+    ).stdout
+    assert {jid: "found"}[pickle.loads(made)] == "found"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import precis_i18n
 
@@ -66,6 +66,22 @@ class JID:
     local: str | None
     domain: str
     resource: str | None = None
+    # The JID as text and its hash, made once: routing a message writes its addresses and looks
+    # them up a dozen times (sessions, archive preferences, blocklists).
+    _text: str = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        text = f"{self.local}@{self.domain}" if self.local is not None else self.domain
+        object.__setattr__(self, "_text", text if self.resource is None else f"{text}/{self.resource}")
+        object.__setattr__(self, "_hash", hash((self.local, self.domain, self.resource)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[JID], tuple[str | None, str, str | None]]:
+        # Rebuilt from its parts: a string's hash differs from one process to the next.
+        return JID, (self.local, self.domain, self.resource)
 
     @staticmethod
     def parse(s: str) -> JID:
@@ -83,8 +99,7 @@ class JID:
         return self.resource is None
 
     def __str__(self) -> str:
-        s = f"{self.local}@{self.domain}" if self.local is not None else self.domain
-        return s if self.resource is None else f"{s}/{self.resource}"
+        return self._text
 
 
 # Routing asks for a message's bare JIDs a dozen times; building a frozen dataclass each time
