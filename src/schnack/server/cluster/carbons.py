@@ -57,7 +57,8 @@ class ClusterCarbons:
 
     async def received(self, stanza: Stanza, _delivered: Sequence[Session]) -> None:
         """XEP-0280 §7 for the account's carbons-enabled resources on other nodes."""
-        if stanza.to is None or stanza.to.domain not in self.server.hosts or not eligible(stanza):
+        if (self.node.bus.alone() or stanza.to is None or stanza.to.domain not in self.server.hosts
+                or not eligible(stanza)):
             return
         account = stanza.to.bare
         skip = _ELSEWHERE.get() | {str(stanza.from_)}
@@ -70,7 +71,7 @@ class ClusterCarbons:
         """XEP-0280 §8 for the sender's carbons-enabled resources on other nodes."""
         assert origin is not None and stanza.to is not None, "pre-routes see addressed stanzas of a session"
         account = origin.jid.bare
-        if stanza.to.bare == account or not eligible(stanza):
+        if self.node.bus.alone() or stanza.to.bare == account or not eligible(stanza):
             return
         for info in await self.node.remote(account):
             if info.available and info.carbons:
