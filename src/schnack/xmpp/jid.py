@@ -66,10 +66,12 @@ class JID:
     local: str | None
     domain: str
     resource: str | None = None
-    # The JID as text and its hash, made once: routing a message writes its addresses and looks
-    # them up a dozen times (sessions, archive preferences, blocklists).
+    # The JID as text, its hash and its bare JID, made once: routing a message writes its
+    # addresses, looks them up and asks for their accounts a dozen times each (sessions, archive
+    # preferences, blocklists, carbons).
     _text: str = field(init=False, repr=False, compare=False)
     _hash: int = field(init=False, repr=False, compare=False)
+    _bare: JID | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         text = f"{self.local}@{self.domain}" if self.local is not None else self.domain
@@ -91,7 +93,13 @@ class JID:
     @property
     def bare(self) -> JID:
         """The JID without its resource."""
-        return self if self.resource is None else _bare(self.local, self.domain)
+        if self.resource is None:
+            return self
+        bare = self._bare
+        if bare is None:
+            bare = _bare(self.local, self.domain)
+            object.__setattr__(self, "_bare", bare)
+        return bare
 
     @property
     def is_bare(self) -> bool:
