@@ -231,7 +231,8 @@ class LocalBus:
 
     def alone(self) -> bool:
         """Whether no other node heartbeats on this hub, or did and was not dropped yet."""
-        return self._hub.seen.keys() <= {self._node}
+        seen = self._hub.seen
+        return not seen or (len(seen) == 1 and self._node in seen)
 
     def on_reaped(self, handler: ReapedHandler) -> None:
         """Call ``handler`` when this node drops a dead node's entries."""
