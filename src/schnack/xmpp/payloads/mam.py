@@ -271,9 +271,9 @@ class Prefs:
 
         A listed bare JID matches every resource of it; a listed full JID only itself.
         """
-        if any(_matches(listed, target) for listed in self.never):
+        if self.never and any(_matches(listed, target) for listed in self.never):
             return False
-        if any(_matches(listed, target) for listed in self.always):
+        if self.always and any(_matches(listed, target) for listed in self.always):
             return True
         return None if self.default == "roster" else self.default == "always"
 

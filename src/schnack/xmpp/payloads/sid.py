@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
 from .. import ns
-from ..xml import element, qname
+from ..xml import qname
 
 STANZA_ID = qname(ns.SID, "stanza-id")
 
@@ -38,7 +38,8 @@ class StanzaId:
         return cls(item_id, by)
 
     def to_xml(self) -> Element:
-        return element(STANZA_ID, {"id": self.id, "by": self.by})
+        # Every archived message gets one: the element built directly, both attributes being set.
+        return Element(STANZA_ID, {"id": self.id, "by": self.by})
 
 
 def strip_stanza_ids(stanza: Element, claims: Callable[[str], bool]) -> None:
