@@ -91,6 +91,19 @@ def _convert(expat_name: str, expat_attrs: dict[str, str]) -> tuple[str, dict[st
     return expat_name, expat_attrs, prefixed
 
 
+def _add_text(stack: list[Element], data: str) -> None:
+    """Character data for the element open at the top of ``stack``: its text, or the tail of its
+    last child."""
+    if not stack:
+        return
+    top = stack[-1]
+    if len(top):
+        last = top[-1]
+        last.tail = (last.tail or "") + data
+    else:
+        top.text = (top.text or "") + data
+
+
 def _expat_error(err: expat.ExpatError) -> StreamError:
     code = err.code
     if code == expat.errors.codes[expat.errors.XML_ERROR_UNBOUND_PREFIX]:
@@ -177,15 +190,7 @@ class _Restricted:
         raise NotImplementedError
 
     def _chars(self, data: str) -> None:
-        stack = self._stack
-        if not stack:
-            return
-        top = stack[-1]
-        if len(top):
-            last = top[-1]
-            last.tail = (last.tail or "") + data
-        else:
-            top.text = (top.text or "") + data
+        _add_text(self._stack, data)
 
     def _open_child(self, name: str, attrs: dict[str, str], cls: type[Element] = Element) -> bool:
         """Build the element and put it on the stack; return whether it uses a namespace prefix."""
@@ -386,7 +391,7 @@ class StreamParser(_Restricted):
                 raise StreamError("bad-format", "text is not allowed between stanzas")
             self._trim(self._pos())
             return
-        super()._chars(data)
+        _add_text(self._stack, data)
 
 
 # Stands in for the expat parser of a released StreamParser: its byte index is never asked for.
