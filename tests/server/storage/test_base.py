@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import threading
 import time
 
 from schnack.server.storage.base import new_item_id
@@ -39,3 +41,22 @@ def test_a_forked_child_does_not_repeat_its_parents_random_bits() -> None:
     os.close(write)
     assert len(child) == 8
     assert child != new_item_id()[8:]
+
+
+def test_threads_making_ids_at_once_never_share_random_bits() -> None:
+    made: list[str] = []
+
+    def make() -> None:
+        made.extend(new_item_id()[8:] for _ in range(5000))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=make) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(set(made)) == len(made) == 20_000

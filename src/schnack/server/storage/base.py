@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import threading
 import time
 from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass
@@ -47,27 +48,31 @@ _SORTABLE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0
 
 class _RandomBytes:
     """Bytes from ``os.urandom``, read a block at a time: a system call per 1,024 archive ids
-    instead of one per id (3.6 % of the server's time per message, docs/benchmarks.md). A child
-    process reads a block of its own."""
+    instead of one per id (3.6 % of the server's time per message, docs/benchmarks.md). No two
+    takers get the same bytes, in one thread or several; a child process reads a block of its
+    own."""
 
-    __slots__ = ("_at", "_block")
+    __slots__ = ("_at", "_block", "_lock")
     BLOCK = 6144
 
     def __init__(self) -> None:
         self._block = b""
         self._at = 0
+        self._lock = threading.Lock()
 
     def take(self, n: int) -> bytes:
-        at = self._at
-        if at + n > len(self._block):
-            self._block = os.urandom(self.BLOCK)
-            at = 0
-        self._at = at + n
-        return self._block[at:at + n]
+        with self._lock:
+            at = self._at
+            if at + n > len(self._block):
+                self._block = os.urandom(self.BLOCK)
+                at = 0
+            self._at = at + n
+            return self._block[at:at + n]
 
     def discard(self) -> None:
         self._block = b""
         self._at = 0
+        self._lock = threading.Lock()
 
 
 _random = _RandomBytes()
