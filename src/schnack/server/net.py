@@ -82,7 +82,7 @@ class TcpConnection:
 
         A busy recipient is sent several stanzas per turn (ten messages from one read of a
         sender that pipelines them): one TLS record and one system call for all of them instead
-        of one each (docs/benchmarks.md, "Writes gathered per turn of the event loop").
+        of one each (docs/benchmarks.md, "Writes gathered per turn, and what a message costs now").
         """
         if self._closing:
             return

@@ -110,8 +110,8 @@ class JID:
         return self._text
 
 
-# Routing asks for a message's bare JIDs a dozen times; building a frozen dataclass each time
-# took 5 % of the server's time per message (docs/benchmarks.md).
+# The full JIDs of one account share one bare JID, made once (a JID is a frozen dataclass, slow
+# to build).
 @functools.lru_cache(maxsize=65536)
 def _bare(local: str | None, domain: str) -> JID:
     return JID(local, domain)
