@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..xmpp.errors import StreamError
 from ..xmpp.parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
 from .c2s import C2SStream
+from .gather import Gathered
 from .tls import tls_exporter, tls_unique
 
 if TYPE_CHECKING:
@@ -75,29 +76,22 @@ class TcpConnection:
         self._idle: asyncio.TimerHandle | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._cut: asyncio.TimerHandle | None = None
-        self._unsent: list[str] | None = None
+        self._out = Gathered(self._hand_over)
 
     def write(self, data: str) -> None:
-        """Queue ``data``; what is written in one turn of the event loop goes out together.
-
-        A busy recipient is sent several stanzas per turn (ten messages from one read of a
-        sender that pipelines them): one TLS record and one system call for all of them instead
-        of one each (docs/benchmarks.md, "Writes gathered per turn, and what a message costs now").
-        """
-        if self._closing:
-            return
-        if self._unsent is None:
-            self._unsent = [data]
-            asyncio.get_running_loop().call_soon(self.flush)
-        else:
-            self._unsent.append(data)
+        """Queue ``data``; what is written in one turn of the event loop goes out together
+        (gather.py)."""
+        if not self._closing:
+            self._out.add(data)
 
     def flush(self) -> None:
         """Hand what was written to the transport now."""
-        unsent, self._unsent = self._unsent, None
-        if unsent is None or self.writer.is_closing():
+        self._out.flush()
+
+    def _hand_over(self, data: str) -> None:
+        if self.writer.is_closing():
             return
-        self.writer.write("".join(unsent).encode())
+        self.writer.write(data.encode())
         self.last_write = time.monotonic()
         if self.writer.transport.get_write_buffer_size() > self.server.config.limits.max_write_buffer:
             log.warning("closing %s: it does not read what it is sent", self.peer)
@@ -132,7 +126,7 @@ class TcpConnection:
     def abort(self) -> None:
         """Drop the connection at once, unsent output and all."""
         self._closing = True
-        self._unsent = None
+        self._out.drop()
         self.closed()
         self.writer.transport.abort()
 

@@ -19,6 +19,7 @@ from ...xmpp.errors import StreamError
 from ...xmpp.parser import Event, StreamParser
 from ...xmpp.xml import serialize
 from ..config import Limits
+from ..gather import Gathered
 from .dialback import NS as DIALBACK
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,24 @@ class Wire:
         self.last_read = self.last_write = time.monotonic()
         self.closing = False
         self._events: list[Event] = []
+        self._out = Gathered(self._hand_over)
 
     def set_stanza_limit(self, size: int) -> None:
         """RFC 6120 §13.12: bound each stanza to ``size`` bytes from now on."""
         self.stanza_limit = self.parser.max_stanza_bytes = size
 
     def write(self, data: str) -> None:
-        if self.closing:
+        """Queue ``data``; what is written in one turn of the event loop goes out together
+        (server/gather.py)."""
+        if not self.closing:
+            self._out.add(data)
+
+    def flush(self) -> None:
+        """Hand what was written to the transport now."""
+        self._out.flush()
+
+    def _hand_over(self, data: str) -> None:
+        if self.writer.is_closing():
             return
         self.writer.write(data.encode())
         self.last_write = time.monotonic()
@@ -103,6 +115,7 @@ class Wire:
 
     async def start_tls(self, context: ssl.SSLContext, server_hostname: str | None = None) -> None:
         """RFC 6120 §5.4.3.3: TLS on the open connection, then a new stream (and parser)."""
+        self.flush()
         await self.writer.drain()
         await self.writer.start_tls(context, server_hostname=server_hostname)
         self.secure = True
@@ -125,6 +138,7 @@ class Wire:
     async def aclose(self) -> None:
         """Close the connection; what was written still goes out first, within a grace period."""
         self.closing = True
+        self.flush()
         if not self.writer.is_closing():
             self.writer.close()
         try:
