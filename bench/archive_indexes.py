@@ -25,15 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from schnack.server.storage import new_item_id
-from schnack.server.storage.sqlite import SqliteStorage
+from schnack.server.storage.base import Row
+from schnack.server.storage.sqlite import SqliteStorage, _insert_unbounded
 
 from .mam import HOST, MESSAGE
 
 INDEXES = ("archive_by_user", "archive_by_with", "archive_by_time")
-_COLUMNS = "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) VALUES "
-_ROW = "(?, ?, ?, ?, ?, ?, ?)"
-# As the archive's writer: at most this many rows per INSERT.
-_ROWS_PER_INSERT = 200
 
 
 def _variants() -> list[tuple[str, tuple[str, ...]]]:
@@ -46,7 +43,7 @@ async def _schema(path: Path) -> None:
     await storage.close()
 
 
-def _rows(count: int, accounts: int) -> list[tuple[str, str, str, str, float, str, bytes]]:
+def _rows(count: int, accounts: int) -> list[Row]:
     users = [f"bench{i}" for i in range(accounts)]
     payload = MESSAGE.encode()
     return [(new_item_id(), HOST, random.choice(users), "mam", time.time(), f"{random.choice(users)}@{HOST}", payload)
@@ -70,9 +67,9 @@ def measure(directory: Path, rows: int, per_commit: int, accounts: int, keep: Se
         for start in range(0, rows, per_commit):
             batch = appends[start:start + per_commit]
             began = time.process_time()
-            for at in range(0, len(batch), _ROWS_PER_INSERT):
-                chunk = batch[at:at + _ROWS_PER_INSERT]
-                conn.execute(_COLUMNS + ", ".join([_ROW] * len(chunk)), [value for row in chunk for value in row])
+            # The archive writer's own INSERTs, in statements of as many rows as it makes them.
+            if _insert_unbounded(conn, [(row, None) for row in batch]) != len(batch):
+                raise sqlite3.Error("an INSERT was refused")
             inserted = time.process_time()
             conn.commit()
             inserting += inserted - began

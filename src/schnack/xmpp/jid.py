@@ -97,7 +97,7 @@ class JID:
             return self
         bare = self._bare
         if bare is None:
-            bare = _bare(self.local, self.domain)
+            bare = JID(self.local, self.domain)
             object.__setattr__(self, "_bare", bare)
         return bare
 
@@ -109,12 +109,6 @@ class JID:
     def __str__(self) -> str:
         return self._text
 
-
-# The full JIDs of one account share one bare JID, made once (a JID is a frozen dataclass, slow
-# to build).
-@functools.lru_cache(maxsize=65536)
-def _bare(local: str | None, domain: str) -> JID:
-    return JID(local, domain)
 
 
 @functools.lru_cache(maxsize=65536)
