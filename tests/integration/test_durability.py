@@ -351,7 +351,8 @@ async def test_raw_receiver_never_back_finds_everything_stored(
 
 class SlixReceiver:
     """slixmpp with XEP-0198 (resumable) as Bob: it records each message with its ``h`` then,
-    and the ``h`` of every ack it sends; its TCP connection is aborted after CUT messages."""
+    and the ``h`` of every ack it sends while connected; its TCP connection is aborted after CUT
+    messages."""
 
     def __init__(self, server: Server, closing: list[SmClient | SlixClient]) -> None:
         self.client = SlixClient(server, "bob@localhost/phone")
@@ -369,7 +370,11 @@ class SlixReceiver:
         answer = self.sm.send_ack
 
         def send_ack() -> None:
-            self.acked = self.sm.handled
+            # An ack slixmpp answers after the abort (to a request read in the same piece of
+            # input as the last message) goes nowhere: it does not count.
+            transport = self.xmpp.transport
+            if transport is not None and not transport.is_closing():
+                self.acked = self.sm.handled
             answer()
 
         # Spies on the acks slixmpp sends, which it writes past its filters.
