@@ -177,7 +177,7 @@ async def test_reconnects_after_the_connection_drops(chat_server: Server, client
     events = alice.events()
     jid = alice.jid
     (conn,) = [c for c in chat_server.connections if c.stream.session is not None and c.stream.session.jid == jid]
-    conn.writer.transport.abort()
+    conn.link.transport.abort()
     lost = await reconnected(events, jid)
     assert lost.reason.startswith(("connection lost", "the server closed"))
     reply = await alice.iq(element(qname(ns.CLIENT, "iq"), {"type": "get", "to": "localhost"},

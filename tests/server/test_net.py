@@ -6,6 +6,7 @@ in one write."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,21 @@ async def logged_in(server: Server, user: str) -> tuple[Wire, str]:
     features = await wire.starttls()
     await wire.login(user, "secret", features)
     return wire, await wire.bind("phone")
+
+
+class Recording:
+    """A transport that records what is written to it before writing it to the real one."""
+
+    def __init__(self, transport: asyncio.Transport, written: list[bytes]) -> None:
+        self._transport = transport
+        self._written = written
+
+    def write(self, data: bytes) -> None:
+        self._written.append(data)
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def connection_of(server: Server, jid: str) -> net.TcpConnection:
@@ -86,13 +102,7 @@ async def test_what_one_turn_writes_goes_out_in_one_write(
     session = live_server.sessions.get(JID.parse(bob_jid))
     assert session is not None
     written: list[bytes] = []
-    transport_write = conn.writer.write
-
-    def write(data: bytes) -> None:
-        written.append(data)
-        transport_write(data)
-
-    monkeypatch.setattr(conn.writer, "write", write)
+    monkeypatch.setattr(conn.link, "transport", Recording(conn.link.transport, written))
     for i in range(10):
         session.send(element(qname(ns.CLIENT, "message"), {"to": bob_jid, "id": f"m{i}"}))
     assert written == []

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from .cluster.recovery import BusRecovery
 from .component import Components, serve_component
 from .config import Config, ConfigError, parse_address, parse_section
 from .hooks import Hooks
+from .link import Link
 from .module import Module
 from .router import Router
 from .s2s import S2S
@@ -166,28 +168,25 @@ class Server:
 
     async def _listen(self) -> None:
         config = self.config
+        loop = asyncio.get_running_loop()
         for name, direct_tls in (("c2s", False), ("c2s_tls", True)):
             for i, address in enumerate(getattr(config.listen, name)):
                 host, port = parse_address(f"listen.{name}[{i}]", address)
 
-                async def on_client(r: asyncio.StreamReader, w: asyncio.StreamWriter, tls: bool = direct_tls) -> None:
-                    await net.serve_tcp(self, r, w, tls)
-
-                srv = await asyncio.start_server(
-                    on_client, host, port, ssl=self.tls.context if direct_tls else None,
+                srv = await loop.create_server(
+                    partial(Link, partial(net.serve_tcp, self, direct_tls=direct_tls)), host, port,
+                    ssl=self.tls.context if direct_tls else None,
                     ssl_handshake_timeout=config.limits.auth_timeout if direct_tls else None,
                     ssl_shutdown_timeout=net.SHUTDOWN_GRACE if direct_tls else None,
-                    reuse_address=True, limit=65536,
+                    reuse_address=True,
                 )
                 self._servers.append(srv)
                 self.bound.setdefault(name, []).extend(s.getsockname()[:2] for s in srv.sockets)
         for i, address in enumerate(config.listen.component):
             host, port = parse_address(f"listen.component[{i}]", address)
 
-            async def on_component(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-                await serve_component(self, r, w)
-
-            srv = await asyncio.start_server(on_component, host, port, reuse_address=True, limit=65536)
+            srv = await loop.create_server(partial(Link, partial(serve_component, self)), host, port,
+                                           reuse_address=True)
             self._servers.append(srv)
             self.bound.setdefault("component", []).extend(s.getsockname()[:2] for s in srv.sockets)
         self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False,

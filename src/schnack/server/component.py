@@ -47,6 +47,7 @@ from ..xmpp.stanza import Stanza
 from ..xmpp.xml import qname, serialize
 from .config import ConfigError
 from .hooks import HANDLED, Handled, Handler
+from .link import Link
 from .net import TcpConnection
 
 if TYPE_CHECKING:
@@ -61,7 +62,6 @@ _HANDSHAKE = qname(ACCEPT, "handshake")
 _STREAM_ERROR = qname(ns.STREAMS, "error")
 _KINDS = ("message", "presence", "iq")
 _STANZA_TAGS = {qname(ACCEPT, kind): kind for kind in _KINDS}
-_READ_SIZE = 65536
 # How long a stream the server closed waits for the component to close its own (RFC 6120 §4.4).
 _LINGER = 2.0
 SERVICE_OWNER = "component"
@@ -279,9 +279,9 @@ class Components:
             await asyncio.wait(tasks, timeout=5)
 
 
-async def serve_component(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def serve_component(server: Server, link: Link) -> None:
     """Run one component connection until it closes."""
-    conn = TcpConnection(server, reader, writer, direct_tls=False)
+    conn = TcpConnection(server, link, direct_tls=False)
     conn.can_starttls = False
     components = server.components
     stream = ComponentStream(server, components, conn)
@@ -299,10 +299,8 @@ async def serve_component(server: Server, reader: asyncio.StreamReader, writer: 
                 wait = min(limits.keepalive_interval, conn.last_read + limits.idle_timeout - now)
             else:
                 wait = deadline - now
-            try:
-                async with asyncio.timeout(max(wait, 0)):
-                    data = await reader.read(_READ_SIZE)
-            except TimeoutError:
+            data = await link.read(max(wait, 0))
+            if data is None:
                 if not stream.authenticated:
                     stream.close(StreamError("connection-timeout", "the handshake took too long"))
                     break
@@ -335,7 +333,7 @@ async def serve_component(server: Server, reader: asyncio.StreamReader, writer: 
             # RFC 6120 §4.4: read on until the component closes too (the linger timer ends the wait).
             with contextlib.suppress(asyncio.TimeoutError):
                 async with asyncio.timeout(_LINGER):
-                    while await reader.read(_READ_SIZE):
+                    while await link.read():
                         pass
     except (ConnectionError, ssl.SSLError, OSError) as err:
         log.debug("component connection %s lost: %s", conn.peer, err)
@@ -348,4 +346,4 @@ async def serve_component(server: Server, reader: asyncio.StreamReader, writer: 
         components.detach(stream)
         conn.close_now()
         with contextlib.suppress(Exception):
-            await writer.wait_closed()
+            await link.wait_closed()

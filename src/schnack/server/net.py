@@ -1,7 +1,8 @@
 """TCP listeners for client streams: STARTTLS on 5222, direct TLS on 5223 (RFC 6120, XEP-0368).
 
 This and the HTTP/WebSocket listener are the only places that touch sockets. Each connection
-runs one reader task: read, rate-limit, feed the sans-IO parser, hand events to the stream.
+runs one reader task over its :class:`~.link.Link`: read, rate-limit, feed the sans-IO parser,
+hand events to the stream.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..xmpp.errors import StreamError
 from ..xmpp.parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
 from .c2s import C2SStream
 from .gather import Gathered
+from .link import Link
 from .tls import tls_exporter, tls_unique
 
 if TYPE_CHECKING:
@@ -24,7 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_READ_SIZE = 65536
 # How long held-back input may wait for more bytes before it is parsed anyway (see StreamParser.flush).
 _FLUSH_DELAY = 0.05
 # After this long without input a connection lets go of its XML parser until more comes
@@ -61,13 +62,12 @@ class TcpConnection:
 
     websocket = False
 
-    def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, direct_tls: bool) -> None:
+    def __init__(self, server: Server, link: Link, *, direct_tls: bool) -> None:
         self.server = server
-        self.reader = reader
-        self.writer = writer
+        self.link = link
         self.secure = direct_tls
         self.can_starttls = not direct_tls
-        peer = writer.get_extra_info("peername")
+        peer = link.transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.last_read = self.last_write = time.monotonic()
         self.stream: C2SStream | None = None
@@ -89,11 +89,12 @@ class TcpConnection:
         self._out.flush()
 
     def _hand_over(self, data: str) -> None:
-        if self.writer.is_closing():
+        transport = self.link.transport
+        if transport.is_closing():
             return
-        self.writer.write(data.encode())
+        transport.write(data.encode())
         self.last_write = time.monotonic()
-        if self.writer.transport.get_write_buffer_size() > self.server.config.limits.max_write_buffer:
+        if transport.get_write_buffer_size() > self.server.config.limits.max_write_buffer:
             log.warning("closing %s: it does not read what it is sent", self.peer)
             self.close_now()
 
@@ -117,9 +118,9 @@ class TcpConnection:
         if self._linger is not None:
             self._linger.cancel()
         self.flush()
-        if self.writer.is_closing():
+        if self.link.transport.is_closing():
             return
-        self.writer.close()
+        self.link.transport.close()
         if self._cut is None:
             self._cut = asyncio.get_running_loop().call_later(SHUTDOWN_GRACE, self.abort)
 
@@ -128,7 +129,7 @@ class TcpConnection:
         self._closing = True
         self._out.drop()
         self.closed()
-        self.writer.transport.abort()
+        self.link.transport.abort()
 
     def closed(self) -> None:
         """The transport is gone or going: no timer may touch it any more."""
@@ -161,17 +162,9 @@ class TcpConnection:
         if kind == "tls-server-end-point":
             return self.server.tls.end_point
         if kind == "tls-exporter":
-            return tls_exporter(self.writer.get_extra_info("ssl_object"), self.server.tls.context)
+            return tls_exporter(self.link.transport.get_extra_info("ssl_object"), self.server.tls.context)
         if kind == "tls-unique":
-            return tls_unique(self.writer.get_extra_info("ssl_object"))
-        return None
-
-
-async def _read_briefly(conn: TcpConnection) -> bytes | None:
-    """Read once, waiting only :data:`_FLUSH_DELAY`; None if nothing came by then."""
-    try:
-        return await asyncio.wait_for(conn.reader.read(_READ_SIZE), _FLUSH_DELAY)
-    except TimeoutError:
+            return tls_unique(self.link.transport.get_extra_info("ssl_object"))
         return None
 
 
@@ -184,7 +177,7 @@ async def _receive(conn: TcpConnection, stream: C2SStream, parser: StreamParser)
     returns: the caller then waits for the next read holding none of them, which on an idle
     connection would be kept for as long as it stays idle.
     """
-    data = await _read_briefly(conn) if parser.buffered() else await conn.reader.read(_READ_SIZE)
+    data = await conn.link.read(_FLUSH_DELAY if parser.buffered() else None)
     if data == b"":
         return None
     if data is None:
@@ -217,7 +210,7 @@ async def _discard_until_closed(conn: TcpConnection, parser: StreamParser | None
     The linger timer started by :meth:`TcpConnection.close_transport` ends the wait by closing
     the connection, which ends the read. ``parser`` is None when it cannot parse any further.
     """
-    while data := await conn.reader.read(_READ_SIZE):
+    while data := await conn.link.read():
         if parser is None:
             continue
         try:
@@ -229,9 +222,9 @@ async def _discard_until_closed(conn: TcpConnection, parser: StreamParser | None
             return
 
 
-async def serve_tcp(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direct_tls: bool) -> None:
+async def serve_tcp(server: Server, link: Link, direct_tls: bool) -> None:
     """Run one client connection until it closes."""
-    conn = TcpConnection(server, reader, writer, direct_tls=direct_tls)
+    conn = TcpConnection(server, link, direct_tls=direct_tls)
     stream = conn.stream = C2SStream(server, conn)
     server.connections.add(conn)
     limits = server.config.limits
@@ -252,8 +245,7 @@ async def serve_tcp(server: Server, reader: asyncio.StreamReader, writer: asynci
             if stream.want_tls:
                 stream.want_tls = False
                 conn.flush()
-                await writer.drain()
-                await writer.start_tls(server.tls.context)
+                await link.start_tls(server.tls.context)
                 conn.secure = True
                 stream.want_restart = True
             if stream.want_restart:
@@ -278,6 +270,6 @@ async def serve_tcp(server: Server, reader: asyncio.StreamReader, writer: asynci
             await stream.connection_lost()
         finally:
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                await link.wait_closed()
             conn.closed()
             server.connection_ended(conn)

@@ -151,7 +151,7 @@ async def test_a_catch_up_cut_short_is_taken_up_after_a_resumption(chat_server: 
         await held.wait()
     jid = tablet.jid
     (conn,) = [c for c in chat_server.connections if c.stream.session is not None and c.stream.session.jid == jid]
-    conn.writer.transport.abort()
+    conn.link.transport.abort()
     release.set()
     await next_of(events, lambda e: isinstance(e, Connected))
     assert tablet.sm.resumptions == 1

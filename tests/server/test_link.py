@@ -1,0 +1,192 @@
+"""A connection's bytes in and out (schnack.server.link) on real sockets, under asyncio's own
+event loop and under uvloop (the server's)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import struct
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+from schnack.server import link as link_module
+from schnack.server.link import Link
+from schnack.server.tls import make_self_signed
+
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+def on_both_loops(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[str], None]:
+    @pytest.mark.parametrize("loop", sorted(LOOPS))
+    def run(loop: str) -> None:
+        with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+            runner.run(asyncio.wait_for(test(), 10))
+
+    run.__name__ = test.__name__
+    run.__doc__ = test.__doc__
+    return run
+
+
+async def serving(serve: Callable[[Link], Awaitable[None]]) -> tuple[asyncio.Server, int]:
+    """A listener on a free loopback port whose connections are served by ``serve``."""
+
+    async def run(link: Link) -> None:
+        await serve(link)
+
+    server = await asyncio.get_running_loop().create_server(lambda: Link(run), "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@on_both_loops
+async def test_reads_what_was_sent_then_the_end_and_still_writes_after_a_half_close() -> None:
+    got: list[bytes | None] = []
+
+    async def serve(link: Link) -> None:
+        while data := await link.read():
+            got.append(data)
+        got.append(await link.read())
+        link.transport.write(b"</stream:stream>")
+        link.transport.close()
+
+    server, port = await serving(serve)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"<stream>")
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(b"<a/>")
+    writer.write_eof()
+    assert await reader.read() == b"</stream:stream>"
+    assert b"".join(d for d in got if d) == b"<stream><a/>"
+    assert got[-1] == b""
+    writer.close()
+    server.close()
+
+
+@on_both_loops
+async def test_a_read_with_a_timeout_returns_none_when_nothing_came() -> None:
+    results: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def serve(link: Link) -> None:
+        await results.put(await link.read(0.05))
+        await results.put(await link.read(5))
+
+    server, port = await serving(serve)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await results.get() is None
+    writer.write(b"late")
+    assert await results.get() == b"late"
+    writer.close()
+    server.close()
+
+
+@on_both_loops
+async def test_unread_input_past_the_limit_pauses_reading_until_it_is_read() -> None:
+    links: asyncio.Queue[Link] = asyncio.Queue()
+    done = asyncio.Event()
+
+    async def serve(link: Link) -> None:
+        await links.put(link)
+        await done.wait()
+
+    server, port = await serving(serve)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    link = await links.get()
+    sent = b"x" * (3 * link_module.PAUSE_AT)
+    writer.write(sent)
+    while link.transport.is_reading():
+        await asyncio.sleep(0.01)
+    got = await link.read()
+    assert got is not None and link_module.PAUSE_AT <= len(got) < len(sent)
+    assert link.transport.is_reading()
+    while len(got) < len(sent):
+        more = await link.read()
+        assert more
+        got += more
+    assert got == sent
+    done.set()
+    writer.close()
+    server.close()
+
+
+@on_both_loops
+async def test_a_reset_connection_gives_its_error_after_what_was_read_before() -> None:
+    outcome: asyncio.Queue[object] = asyncio.Queue()
+
+    async def serve(link: Link) -> None:
+        await outcome.put(await link.read())
+        try:
+            await outcome.put(await link.read())
+        except ConnectionError as err:
+            await outcome.put(err)
+        await link.wait_closed()
+        await outcome.put("closed")
+
+    server, port = await serving(serve)
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"<presence/>")
+    assert await outcome.get() == b"<presence/>"
+    # An abortive close: the peer's kernel answers with a reset (RST), not a FIN.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    assert isinstance(await outcome.get(), ConnectionResetError)
+    assert await outcome.get() == "closed"
+    server.close()
+
+
+@on_both_loops
+async def test_wait_closed_returns_once_the_transport_is_gone() -> None:
+    states: asyncio.Queue[str] = asyncio.Queue()
+
+    async def serve(link: Link) -> None:
+        link.transport.close()
+        await link.wait_closed()
+        await states.put("closed")
+        await link.wait_closed()
+        await states.put("closed again")
+
+    server, port = await serving(serve)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await states.get() == "closed"
+    assert await states.get() == "closed again"
+    assert await reader.read() == b""
+    writer.close()
+    server.close()
+
+
+def test_a_tls_client_closing_ends_the_input_quietly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """TLS has no half-close: the link must not ask to keep the transport open (asyncio warns)."""
+    make_self_signed(["localhost"], tmp_path / "cert.pem", tmp_path / "key.pem")
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    client_side = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_side.check_hostname = False
+    client_side.verify_mode = ssl.CERT_NONE
+
+    async def run() -> None:
+        got: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        async def serve(link: Link) -> None:
+            while data := await link.read():
+                await got.put(data)
+            await got.put(data)
+
+        server = await asyncio.get_running_loop().create_server(
+            lambda: Link(serve), "127.0.0.1", 0, ssl=server_side)
+        port = server.sockets[0].getsockname()[1]
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_side)
+        writer.write(b"<presence/>")
+        assert await got.get() == b"<presence/>"
+        writer.close()
+        assert await got.get() == b""
+        server.close()
+
+    for loop in sorted(LOOPS):
+        with caplog.at_level(logging.WARNING), asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+            runner.run(asyncio.wait_for(run(), 10))
+        assert not [r for r in caplog.records if "eof_received" in r.getMessage()], loop
