@@ -85,22 +85,37 @@ async def test_a_read_with_a_timeout_returns_none_when_nothing_came() -> None:
     server.close()
 
 
+class Watched(Link):
+    """A link that tells when its transport stopped reading."""
+
+    __slots__ = ("paused",)
+
+    def __init__(self, serve: Callable[[Link], Coroutine[Any, Any, None]]) -> None:
+        super().__init__(serve)
+        self.paused = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.transport.is_reading():
+            self.paused.set()
+
+
 @on_both_loops
 async def test_unread_input_past_the_limit_pauses_reading_until_it_is_read() -> None:
-    links: asyncio.Queue[Link] = asyncio.Queue()
+    links: asyncio.Queue[Watched] = asyncio.Queue()
     done = asyncio.Event()
 
     async def serve(link: Link) -> None:
+        assert isinstance(link, Watched)
         await links.put(link)
         await done.wait()
 
-    server, port = await serving(serve)
-    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    server = await asyncio.get_running_loop().create_server(lambda: Watched(serve), "127.0.0.1", 0)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
     link = await links.get()
     sent = b"x" * (3 * link_module.PAUSE_AT)
     writer.write(sent)
-    while link.transport.is_reading():
-        await asyncio.sleep(0.01)
+    await link.paused.wait()
     got = await link.read()
     assert got is not None and link_module.PAUSE_AT <= len(got) < len(sent)
     assert link.transport.is_reading()
