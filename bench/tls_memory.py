@@ -1,6 +1,6 @@
 """What an idle TLS connection costs in memory, without XMPP: a bare TLS server, one event loop.
 
-    python -m bench.tls_memory [-n 1000] [--loop uvloop|asyncio] [--plain] [--release-buffers] [--no-tickets]
+    python -m bench.tls_memory [-n 1000] [--loop uvloop|asyncio] [--link] [--plain] [--release-buffers] [--no-tickets]
 
 A server process (this module with ``--serve``) accepts connections with a default server
 context and an ECDSA P-256 certificate (what schnack makes for itself), writes two bytes and
@@ -10,6 +10,8 @@ sending 200 bytes as a stanza would, waits two seconds and reads it again: the g
 ``-n`` is the cost of one idle connection. Options change one thing at a time:
 
 - ``--loop asyncio``: asyncio's own SSLProtocol instead of uvloop's;
+- ``--link``: schnack's own connection object (``server/link.py``), which runs TLS on memory BIOs
+  over a plain transport, instead of the loop's TLS layer and asyncio's streams;
 - ``--plain``: no TLS at all (what the loop and the Python objects cost alone);
 - ``--release-buffers``: OpenSSL's SSL_MODE_RELEASE_BUFFERS (set through SSL_CTX_ctrl: Python's
   ssl module sets no modes);
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import uvloop
 
+from schnack.server.link import Link
 from schnack.server.tls import make_self_signed
 
 from .servers import free_port
@@ -68,7 +71,7 @@ def serve(args: argparse.Namespace) -> None:
             release_buffers(ctx)
         if args.no_tickets:
             ctx.num_tickets = 0
-    held: list[asyncio.StreamWriter] = []
+    held: list[asyncio.StreamWriter | Link] = []
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         held.append(writer)
@@ -76,8 +79,16 @@ def serve(args: argparse.Namespace) -> None:
         await writer.drain()
         await reader.read(1)
 
+    async def on_link(link: Link) -> None:
+        held.append(link)
+        link.write(b"hi")
+        await link.read()
+
     async def main() -> None:
-        await asyncio.start_server(on_client, "127.0.0.1", args.port, ssl=ctx)
+        if args.link:
+            await asyncio.get_running_loop().create_server(lambda: Link(on_link, ctx), "127.0.0.1", args.port)
+        else:
+            await asyncio.start_server(on_client, "127.0.0.1", args.port, ssl=ctx)
         print("ready", flush=True)
         await asyncio.Event().wait()
 
@@ -122,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.tls_memory", description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--count", type=int, default=1000)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--link", action="store_true")
     parser.add_argument("--plain", action="store_true")
     parser.add_argument("--release-buffers", action="store_true")
     parser.add_argument("--no-tickets", action="store_true")

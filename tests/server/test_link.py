@@ -175,7 +175,6 @@ async def test_wait_closed_returns_once_the_transport_is_gone() -> None:
 
 
 def test_a_tls_client_closing_ends_the_input_quietly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """TLS has no half-close: the link must not ask to keep the transport open (asyncio warns)."""
     make_self_signed(["localhost"], tmp_path / "cert.pem", tmp_path / "key.pem")
     server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_side.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
@@ -192,7 +191,7 @@ def test_a_tls_client_closing_ends_the_input_quietly(tmp_path: Path, caplog: pyt
             await got.put(data)
 
         server = await asyncio.get_running_loop().create_server(
-            lambda: Link(serve), "127.0.0.1", 0, ssl=server_side)
+            lambda: Link(serve, server_side), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_side)
         writer.write(b"<presence/>")
@@ -205,3 +204,121 @@ def test_a_tls_client_closing_ends_the_input_quietly(tmp_path: Path, caplog: pyt
         with caplog.at_level(logging.WARNING), asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
             runner.run(asyncio.wait_for(run(), 10))
         assert not [r for r in caplog.records if "eof_received" in r.getMessage()], loop
+
+
+def tls_contexts(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a self-signed certificate, and a client context that takes it."""
+    make_self_signed(["localhost"], directory / "cert.pem", directory / "key.pem")
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    client_side = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_side.check_hostname = False
+    client_side.verify_mode = ssl.CERT_NONE
+    return server_side, client_side
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_tls_from_the_first_byte_serves_after_the_handshake_and_closes_with_close_notify(
+    tmp_path: Path, loop: str
+) -> None:
+    server_side, client_side = tls_contexts(tmp_path)
+
+    async def run() -> None:
+        async def serve(link: Link) -> None:
+            assert link.ssl_object is not None and link.ssl_object.version() is not None
+            data = await link.read()
+            assert data is not None
+            link.write(data.upper())
+            link.close()
+            assert link.is_closing()
+
+        def client(port: int) -> list[bytes]:
+            # Blocking, with ragged EOFs not suppressed: a TCP close without TLS's close_notify
+            # raises SSLEOFError here instead of reading as the end.
+            with socket.create_connection(("127.0.0.1", port)) as raw, client_side.wrap_socket(
+                raw, suppress_ragged_eofs=False
+            ) as sock:
+                sock.sendall(b"<presence/>")
+                got = [sock.recv(100)]
+                got.append(sock.recv(100))
+                return got
+
+        server = await asyncio.get_running_loop().create_server(lambda: Link(serve, server_side), "127.0.0.1", 0)
+        assert await asyncio.to_thread(client, server.sockets[0].getsockname()[1]) == [b"<PRESENCE/>", b""]
+        server.close()
+
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        runner.run(asyncio.wait_for(run(), 10))
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_a_failed_or_stalled_tls_handshake_closes_without_serving(tmp_path: Path, loop: str) -> None:
+    server_side, _client_side = tls_contexts(tmp_path)
+
+    async def run() -> None:
+        served: list[Link] = []
+
+        async def serve(link: Link) -> None:
+            served.append(link)
+
+        server = await asyncio.get_running_loop().create_server(
+            lambda: Link(serve, server_side, 0.2), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        # Not TLS at all: the server answers with an alert and closes.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"<?xml version='1.0'?><stream:stream to='localhost'>")
+        answer = await reader.read()
+        assert answer[:1] in (b"", b"\x15")  # nothing, or a TLS alert record
+        writer.close()
+        # Nothing at all: closed once the handshake timeout passes.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await reader.read() == b""
+        writer.close()
+        assert served == []
+        server.close()
+
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        runner.run(asyncio.wait_for(run(), 10))
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_starttls_goes_over_to_tls_and_reads_on(tmp_path: Path, loop: str) -> None:
+    server_side, client_side = tls_contexts(tmp_path)
+
+    async def run() -> None:
+        outcome: asyncio.Queue[object] = asyncio.Queue()
+
+        async def serve(link: Link) -> None:
+            assert await link.read() == b"<starttls/>"
+            assert link.ssl_object is None
+            link.write(b"<proceed/>")
+            try:
+                await link.start_tls(server_side, 5)
+            except ConnectionError as err:
+                await outcome.put(err)
+                return
+            data = await link.read()
+            assert data is not None and link.ssl_object is not None
+            link.write(data.upper())
+            await outcome.put(data)
+
+        server = await asyncio.get_running_loop().create_server(lambda: Link(serve), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"<starttls/>")
+        assert await reader.readexactly(len(b"<proceed/>")) == b"<proceed/>"
+        await writer.start_tls(client_side)
+        writer.write(b"<stream/>")
+        assert await reader.readexactly(len(b"<STREAM/>")) == b"<STREAM/>"
+        assert await outcome.get() == b"<stream/>"
+        writer.close()
+        # A client that goes after <proceed/>: start_tls fails with a connection error.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"<starttls/>")
+        assert await reader.readexactly(len(b"<proceed/>")) == b"<proceed/>"
+        writer.close()
+        assert isinstance(await outcome.get(), ConnectionError)
+        server.close()
+
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        runner.run(asyncio.wait_for(run(), 10))

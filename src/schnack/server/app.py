@@ -173,13 +173,10 @@ class Server:
             for i, address in enumerate(getattr(config.listen, name)):
                 host, port = parse_address(f"listen.{name}[{i}]", address)
 
-                srv = await loop.create_server(
-                    partial(Link, partial(net.serve_tcp, self, direct_tls=direct_tls)), host, port,
-                    ssl=self.tls.context if direct_tls else None,
-                    ssl_handshake_timeout=config.limits.auth_timeout if direct_tls else None,
-                    ssl_shutdown_timeout=net.SHUTDOWN_GRACE if direct_tls else None,
-                    reuse_address=True,
-                )
+                serve = partial(net.serve_tcp, self, direct_tls=direct_tls)
+                tls = self.tls.context if direct_tls else None
+                srv = await loop.create_server(partial(Link, serve, tls, config.limits.auth_timeout), host, port,
+                                               reuse_address=True)
                 self._servers.append(srv)
                 self.bound.setdefault(name, []).extend(s.getsockname()[:2] for s in srv.sockets)
         for i, address in enumerate(config.listen.component):

@@ -34,7 +34,7 @@ _RELEASE_PARSER_AFTER = 1.0
 # How long a stream the server closed waits for the client to close its own (RFC 6120 §4.4).
 LINGER = 2.0
 # How long a closed connection may take to go before it is cut: a TLS client that never answers
-# close_notify would otherwise hold the socket (and a server shutdown) for asyncio's 30 s.
+# close_notify (link.Link waits for it) would otherwise hold the socket and a server shutdown.
 SHUTDOWN_GRACE = 2.0
 
 
@@ -89,12 +89,12 @@ class TcpConnection:
         self._out.flush()
 
     def _hand_over(self, data: str) -> None:
-        transport = self.link.transport
-        if transport.is_closing():
+        link = self.link
+        if link.is_closing():
             return
-        transport.write(data.encode())
+        link.write(data.encode())
         self.last_write = time.monotonic()
-        if transport.get_write_buffer_size() > self.server.config.limits.max_write_buffer:
+        if link.transport.get_write_buffer_size() > self.server.config.limits.max_write_buffer:
             log.warning("closing %s: it does not read what it is sent", self.peer)
             self.close_now()
 
@@ -118,9 +118,9 @@ class TcpConnection:
         if self._linger is not None:
             self._linger.cancel()
         self.flush()
-        if self.link.transport.is_closing():
+        if self.link.is_closing():
             return
-        self.link.transport.close()
+        self.link.close()
         if self._cut is None:
             self._cut = asyncio.get_running_loop().call_later(SHUTDOWN_GRACE, self.abort)
 
@@ -129,7 +129,7 @@ class TcpConnection:
         self._closing = True
         self._out.drop()
         self.closed()
-        self.link.transport.abort()
+        self.link.abort()
 
     def closed(self) -> None:
         """The transport is gone or going: no timer may touch it any more."""
@@ -162,9 +162,9 @@ class TcpConnection:
         if kind == "tls-server-end-point":
             return self.server.tls.end_point
         if kind == "tls-exporter":
-            return tls_exporter(self.link.transport.get_extra_info("ssl_object"), self.server.tls.context)
+            return tls_exporter(self.link.ssl_object, self.server.tls.context)
         if kind == "tls-unique":
-            return tls_unique(self.link.transport.get_extra_info("ssl_object"))
+            return tls_unique(self.link.ssl_object)
         return None
 
 
