@@ -322,3 +322,30 @@ def test_starttls_goes_over_to_tls_and_reads_on(tmp_path: Path, loop: str) -> No
 
     with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
         runner.run(asyncio.wait_for(run(), 10))
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_starttls_after_the_client_left_fails_at_once(tmp_path: Path, loop: str) -> None:
+    server_side, _client_side = tls_contexts(tmp_path)
+
+    async def run() -> None:
+        outcome: asyncio.Queue[object] = asyncio.Queue()
+
+        async def serve(link: Link) -> None:
+            assert await link.read() == b"<starttls/>"
+            assert await link.read() == b""
+            try:
+                await link.start_tls(server_side)
+            except ConnectionError as err:
+                await outcome.put(err)
+
+        server = await asyncio.get_running_loop().create_server(lambda: Link(serve), "127.0.0.1", 0)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(b"<starttls/>")
+        writer.write_eof()
+        assert isinstance(await outcome.get(), ConnectionError)
+        writer.close()
+        server.close()
+
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        runner.run(asyncio.wait_for(run(), 10))

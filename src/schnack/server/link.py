@@ -195,9 +195,12 @@ class Link(asyncio.Protocol):
         await asyncio.shield(self._closed)
 
     async def start_tls(self, context: ssl.SSLContext, timeout: float | None = None) -> None:
-        """Go over to TLS as the server side, once what was written went to the socket (RFC 6120
-        §5.4.3.3); return once the handshake is done, or raise why it failed."""
+        """Go over to TLS as the server side, after what was written before (RFC 6120 §5.4.3.3);
+        return once the handshake is done, or raise why it failed."""
         await self.drain()
+        if self._eof:
+            # No handshake can come any more, and nothing would end the wait for it.
+            raise ConnectionResetError("the connection closed before the TLS handshake")
         self._handshake = asyncio.get_running_loop().create_future()
         self._begin_tls(context, timeout)
         try:
