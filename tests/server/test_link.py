@@ -22,11 +22,16 @@ from schnack.server.tls import make_self_signed
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
+def run_on(loop: str, main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` to its end on a new event loop of the kind named, for at most 10 s."""
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        runner.run(asyncio.wait_for(main, 10))
+
+
 def on_both_loops(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[str], None]:
     @pytest.mark.parametrize("loop", sorted(LOOPS))
     def run(loop: str) -> None:
-        with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
-            runner.run(asyncio.wait_for(test(), 10))
+        run_on(loop, test())
 
     run.__name__ = test.__name__
     run.__doc__ = test.__doc__
@@ -174,13 +179,19 @@ async def test_wait_closed_returns_once_the_transport_is_gone() -> None:
     server.close()
 
 
-def test_a_tls_client_closing_ends_the_input_quietly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    make_self_signed(["localhost"], tmp_path / "cert.pem", tmp_path / "key.pem")
+def tls_contexts(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a self-signed certificate, and a client context that takes it."""
+    make_self_signed(["localhost"], directory / "cert.pem", directory / "key.pem")
     server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_side.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server_side.load_cert_chain(directory / "cert.pem", directory / "key.pem")
     client_side = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client_side.check_hostname = False
     client_side.verify_mode = ssl.CERT_NONE
+    return server_side, client_side
+
+
+def test_a_tls_client_closing_ends_the_input_quietly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server_side, client_side = tls_contexts(tmp_path)
 
     async def run() -> None:
         got: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -201,20 +212,9 @@ def test_a_tls_client_closing_ends_the_input_quietly(tmp_path: Path, caplog: pyt
         server.close()
 
     for loop in sorted(LOOPS):
-        with caplog.at_level(logging.WARNING), asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
-            runner.run(asyncio.wait_for(run(), 10))
+        with caplog.at_level(logging.WARNING):
+            run_on(loop, run())
         assert not [r for r in caplog.records if "eof_received" in r.getMessage()], loop
-
-
-def tls_contexts(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A server context with a self-signed certificate, and a client context that takes it."""
-    make_self_signed(["localhost"], directory / "cert.pem", directory / "key.pem")
-    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_side.load_cert_chain(directory / "cert.pem", directory / "key.pem")
-    client_side = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_side.check_hostname = False
-    client_side.verify_mode = ssl.CERT_NONE
-    return server_side, client_side
 
 
 @pytest.mark.parametrize("loop", sorted(LOOPS))
@@ -247,8 +247,7 @@ def test_tls_from_the_first_byte_serves_after_the_handshake_and_closes_with_clos
         assert await asyncio.to_thread(client, server.sockets[0].getsockname()[1]) == [b"<PRESENCE/>", b""]
         server.close()
 
-    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
-        runner.run(asyncio.wait_for(run(), 10))
+    run_on(loop, run())
 
 
 @pytest.mark.parametrize("loop", sorted(LOOPS))
@@ -277,8 +276,7 @@ def test_a_failed_or_stalled_tls_handshake_closes_without_serving(tmp_path: Path
         assert served == []
         server.close()
 
-    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
-        runner.run(asyncio.wait_for(run(), 10))
+    run_on(loop, run())
 
 
 @pytest.mark.parametrize("loop", sorted(LOOPS))
@@ -320,8 +318,7 @@ def test_starttls_goes_over_to_tls_and_reads_on(tmp_path: Path, loop: str) -> No
         assert isinstance(await outcome.get(), ConnectionError)
         server.close()
 
-    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
-        runner.run(asyncio.wait_for(run(), 10))
+    run_on(loop, run())
 
 
 @pytest.mark.parametrize("loop", sorted(LOOPS))
@@ -347,5 +344,4 @@ def test_starttls_after_the_client_left_fails_at_once(tmp_path: Path, loop: str)
         writer.close()
         server.close()
 
-    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
-        runner.run(asyncio.wait_for(run(), 10))
+    run_on(loop, run())
