@@ -13,10 +13,9 @@ innermost line of schnack's own code that led to it, which attributes what async
 allocate), the number of live objects per session by type, from ``gc.get_objects()``, and with
 ``--walk`` the objects one connection holds that another does not, each with its size.
 
-Only what goes through Python's allocator is counted. That includes uvloop's 256 KiB read buffer
-of each TLS connection, of which only the pages it touched are resident: the total is given
-with and without those. OpenSSL's connection state is not counted (see ``bench.tls_memory``
-for that).
+Only what goes through Python's allocator is counted: OpenSSL's connection state is not (see
+``bench.tls_memory`` for that). The server runs TLS itself on memory BIOs (``server/link.py``),
+so no per-connection read buffer of uvloop's is among the figures any more.
 """
 
 from __future__ import annotations
@@ -48,8 +47,6 @@ PASSWORD = "bench-password"
 PREFIX = "bench"
 # Idle connections release their parser after a second (net._RELEASE_PARSER_AFTER).
 SETTLE = 2.0
-# uvloop's read buffer of each TLS connection: address space, resident only where touched.
-_READ_BUFFER = 256 * 1024
 
 
 def _drop(_el: Element) -> None:
@@ -143,12 +140,9 @@ def report(
     lines_diff = after.compare_to(before, "lineno")
     total = sum(stat.size_diff for stat in lines_diff)
     blocks = sum(stat.count_diff for stat in lines_diff)
-    buffers = sum(t.size == _READ_BUFFER for t in after.traces) - sum(t.size == _READ_BUFFER for t in before.traces)
     out = [
         f"{n} idle sessions (after {args.warm} first ones): {total / n:,.0f} bytes and "
         f"{blocks / n:.1f} blocks per session in Python's allocator",
-        f"without uvloop's {_READ_BUFFER // 1024} KiB TLS read buffers: "
-        f"{(total - buffers * _READ_BUFFER) / n:,.0f} bytes per session",
         "",
         "bytes/session  blocks/session  line",
     ]
