@@ -8,7 +8,7 @@ connection that waits idle. uvloop's TLS layer gives each connection a read buff
 objects; TLS on memory BIOs over a plain transport, which reads into the loop's one shared
 buffer, needs about 8 KiB less per idle connection (docs/benchmarks.md, "Connections without
 asyncio's streams, and TLS on memory BIOs"). A :class:`Link` is one object with slots; it makes a
-future only while something waits (a read, a drain, a close, a STARTTLS handshake), hands the
+future only while something waits (a read, a close, a STARTTLS handshake), hands the
 reader the bytes it got as they are, and runs TLS (RFC 6120 §5, XEP-0368) on an
 ``ssl.SSLObject`` of its own.
 """
@@ -37,7 +37,7 @@ class Link(asyncio.Protocol):
     closes the connection without ever serving it.
     """
 
-    __slots__ = ("_chunks", "_closed", "_direct_tls", "_drained", "_eof", "_error", "_handshake",
+    __slots__ = ("_chunks", "_closed", "_direct_tls", "_eof", "_error", "_handshake",
                  "_handshake_timeout", "_handshaking", "_lost", "_paused", "_read", "_serve",
                  "_shutting_down", "_size", "_task", "_timer", "_tls", "_tls_in", "_tls_out",
                  "transport")
@@ -56,7 +56,6 @@ class Link(asyncio.Protocol):
         self._lost = False
         self._paused = False
         self._read: asyncio.Future[None] | None = None
-        self._drained: asyncio.Future[None] | None = None
         self._closed: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._tls: ssl.SSLObject | None = None
@@ -107,19 +106,9 @@ class Link(asyncio.Protocol):
         if self._handshaking:
             self._handshake_over(exc or ConnectionResetError("the connection closed during the TLS handshake"))
         self._wake_reader()
-        for waiter in (self._drained, self._closed):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        self._drained = self._closed = None
-
-    def pause_writing(self) -> None:
-        if self._drained is None:
-            self._drained = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
-        self._drained = None
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+        self._closed = None
 
     # -- the reader's and writer's side --------------------------------------------------------
 
@@ -181,11 +170,6 @@ class Link(asyncio.Protocol):
         """The TLS connection, once TLS is on (for channel binding)."""
         return self._tls
 
-    async def drain(self) -> None:
-        """Wait until the transport takes more writes (it paused them) or the connection is lost."""
-        if self._drained is not None:
-            await asyncio.shield(self._drained)
-
     async def wait_closed(self) -> None:
         """Wait until the connection is lost."""
         if self._lost:
@@ -196,8 +180,11 @@ class Link(asyncio.Protocol):
 
     async def start_tls(self, context: ssl.SSLContext, timeout: float | None = None) -> None:
         """Go over to TLS as the server side, after what was written before (RFC 6120 §5.4.3.3);
-        return once the handshake is done, or raise why it failed."""
-        await self.drain()
+        return once the handshake is done, or raise why it failed.
+
+        TLS goes over the same transport, whose buffer keeps what was written before (a
+        ``<proceed/>``) ahead of the handshake: nothing needs to wait for it to drain.
+        """
         if self._eof:
             # No handshake can come any more, and nothing would end the wait for it.
             raise ConnectionResetError("the connection closed before the TLS handshake")
