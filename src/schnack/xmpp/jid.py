@@ -110,7 +110,6 @@ class JID:
         return self._text
 
 
-
 @functools.lru_cache(maxsize=65536)
 def _parse(s: str) -> JID:
     head, slash, resource = s.partition("/")
