@@ -1,4 +1,5 @@
-"""SQLite specifics the contract cannot show: which index a statement takes, who checkpoints the WAL."""
+"""SQLite specifics the contract cannot show: which index a statement takes, who checkpoints the WAL,
+how a batch that SQLite rolls back is told."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from schnack.server.storage import StorageError
 from schnack.server.storage.sqlite import SqliteStorage
 
 
@@ -126,4 +130,28 @@ async def test_appends_get_their_turn_while_reads_keep_coming(tmp_path: Path) ->
                 reader.remove_done_callback(read)
                 reader.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
+        await storage.close()
+
+
+@pytest.mark.parametrize("store", ["mam", "offline"])
+async def test_a_batch_that_sqlite_rolls_back_fails_whole(tmp_path: Path, store: str) -> None:
+    """Some errors make SQLite roll back the whole transaction (a full disk, an I/O error; here a
+    trigger's RAISE(ROLLBACK)): then no append of the batch is stored, and each caller is told
+    so, also those whose rows went in before the error (they were told stored, and lost)."""
+    storage = await SqliteStorage.open(str(tmp_path / "store.db"))
+    try:
+        await storage.archive.db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON archive WHEN NEW.with_jid = 'rollback@localhost' "
+            "BEGIN SELECT RAISE(ROLLBACK, 'refused'); END")
+        await storage.archive.db.commit()
+        batch = [storage.archive.append_soon("localhost", "bob", store, 1.0, "alice@localhost", b"<m/>"),
+                 storage.archive.append_soon("localhost", "bob", store, 2.0, "rollback@localhost", b"<m/>")]
+        outcomes = await asyncio.gather(*batch, return_exceptions=True)
+        assert all(isinstance(outcome, StorageError) for outcome in outcomes), outcomes
+        assert (await storage.archive.query("localhost", "bob", store)).items == []
+        assert await storage.archive.count("localhost", "bob", store) == 0
+        stored = await storage.archive.append("localhost", "bob", store, 3.0, "alice@localhost", b"<m/>")
+        assert [item.id for item in (await storage.archive.query("localhost", "bob", store)).items] == [stored]
+        assert await storage.archive.count("localhost", "bob", store) == 1
+    finally:
         await storage.close()

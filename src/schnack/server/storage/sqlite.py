@@ -231,11 +231,21 @@ def _insert_unbounded(conn: sqlite3.Connection, appends: list[tuple[Row, int | N
     refused whole, and none after it is tried."""
     for start in range(0, len(appends), _ROWS_PER_INSERT):
         rows = appends[start:start + _ROWS_PER_INSERT]
+        opened = conn.in_transaction
         try:
             conn.execute(_append_rows(len(rows)), [value for row, _limit in rows for value in row])
         except sqlite3.Error:
+            _check_kept(conn, opened)
             return start
     return len(appends)
+
+
+def _check_kept(conn: sqlite3.Connection, opened: bool) -> None:
+    """After a statement failed: raise if SQLite rolled back the transaction that was open before
+    it (as it may on a full disk, an I/O error, or lack of memory), and with it the rows inserted
+    earlier, which must not be reported stored."""
+    if opened and not conn.in_transaction:
+        raise StorageError("the transaction was rolled back")
 
 
 def _insert(conn: sqlite3.Connection, appends: list[tuple[Row, int | None]]) -> dict[str, Exception]:
@@ -250,6 +260,7 @@ def _insert(conn: sqlite3.Connection, appends: list[tuple[Row, int | None]]) -> 
             conn.commit()
             return failed
     for row, limit in appends[start:]:
+        opened = conn.in_transaction
         try:
             if limit is None:
                 conn.execute(_APPEND, row)
@@ -259,6 +270,7 @@ def _insert(conn: sqlite3.Connection, appends: list[tuple[Row, int | None]]) -> 
             if row[3] in BOUNDED_STORES:
                 conn.execute(_COUNT_ADDED, row[1:4])
         except Exception as err:
+            _check_kept(conn, opened)
             failed[row[0]] = StorageError(f"SQLite: {err}")
     conn.commit()
     return failed
