@@ -26,7 +26,7 @@ from pathlib import Path
 
 from schnack.server.storage import new_item_id
 from schnack.server.storage.base import Row
-from schnack.server.storage.sqlite import SqliteStorage, _insert_unbounded
+from schnack.server.storage.sqlite import Owners, SqliteStorage, insert_unbounded
 
 from .mam import HOST, MESSAGE
 
@@ -63,12 +63,13 @@ def measure(directory: Path, rows: int, per_commit: int, accounts: int, keep: Se
                 conn.execute(f"DROP INDEX {name}")
         conn.commit()
         appends = _rows(rows, accounts)
+        owners = Owners()
         inserting = committing = 0.0
         for start in range(0, rows, per_commit):
             batch = appends[start:start + per_commit]
             began = time.process_time()
             # The archive writer's own INSERTs, in statements of as many rows as it makes them.
-            if _insert_unbounded(conn, [(row, None) for row in batch]) != len(batch):
+            if insert_unbounded(conn, owners, [(row, None) for row in batch]) != len(batch):
                 raise sqlite3.Error("an INSERT was refused")
             inserted = time.process_time()
             conn.commit()

@@ -106,7 +106,8 @@ class ArchiveFiller:
 
 class SchnackArchive(SchnackDriver):
     """schnack with the archives written into its SQLite ``archive`` table, as the archive module
-    appends them (its store, the contact's bare JID, the message as serialized)."""
+    appends them (each user's archive numbered in ``archive_owners``, the contact's bare JID, the
+    message as serialized)."""
 
     @staticmethod
     def available() -> bool:
@@ -122,10 +123,11 @@ class SchnackArchive(SchnackDriver):
         url = load(self.dir / "schnack.toml").storage_url
         with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db, db:
             for user, archive in self.filler.archives():
+                (owner,) = db.execute("INSERT INTO archive_owners (host, username, store) VALUES (?, ?, ?) "
+                                      "RETURNING owner", (DOMAIN, user, STORE)).fetchone()
                 db.executemany(
-                    "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    ((r.id, DOMAIN, user, STORE, r.when, r.bare, r.xml.encode()) for r in archive),
+                    "INSERT INTO archive (id, owner, timestamp, with_jid, payload) VALUES (?, ?, ?, ?, ?)",
+                    ((r.id, owner, r.when, r.bare, r.xml.encode()) for r in archive),
                 )
         return argv
 

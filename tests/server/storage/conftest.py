@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -62,3 +63,33 @@ async def storage(storage_url: str) -> AsyncIterator[Storage]:
         yield store
     finally:
         await store.close()
+
+
+# SQLite's archive as migrations 0001 to 0003 left it: keyed by the three strings, no counts.
+_SQLITE_ARCHIVE_BY_STRINGS = """
+CREATE TABLE archive_by_strings (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, host TEXT NOT NULL, username TEXT NOT NULL,
+    store TEXT NOT NULL, timestamp REAL NOT NULL, with_jid TEXT NOT NULL, payload BLOB NOT NULL
+);
+INSERT INTO archive_by_strings
+    SELECT a.seq, a.id, o.host, o.username, o.store, a.timestamp, a.with_jid, a.payload
+    FROM archive AS a JOIN archive_owners AS o USING (owner) ORDER BY a.seq;
+DELETE FROM sqlite_sequence WHERE name = 'archive_by_strings';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'archive_by_strings', seq FROM sqlite_sequence WHERE name = 'archive';
+DROP TRIGGER archive_uncounted;
+DROP TABLE archive_counts;
+DROP TABLE archive;
+DROP TABLE archive_owners;
+ALTER TABLE archive_by_strings RENAME TO archive;
+CREATE INDEX archive_by_user ON archive (host, username, store, seq, timestamp);
+CREATE INDEX archive_by_with ON archive (host, username, store, with_jid, seq, timestamp);
+CREATE INDEX archive_by_time ON archive (host, username, store, timestamp);
+DELETE FROM schema_version WHERE version >= 4;
+"""
+
+
+def rewind_sqlite_archive(path: str) -> None:
+    """Take a SQLite store's archive back to the schema before its items were counted (0004) and
+    keyed by numbers (0005), keeping what it holds: the next open migrates it again."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(f"BEGIN;\n{_SQLITE_ARCHIVE_BY_STRINGS}\nCOMMIT;")

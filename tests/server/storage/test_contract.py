@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sqlite3
 import time
 from urllib.parse import parse_qsl, urlsplit
 
@@ -23,6 +22,8 @@ from schnack.server.storage import (
     open_storage,
 )  # fmt: skip
 from schnack.xmpp.sasl import ScramCredential, derive_credentials
+
+from .conftest import rewind_sqlite_archive
 
 H = "example.org"
 OTHER_HOST = "other.example"
@@ -616,14 +617,10 @@ async def test_archive_count_of_items_stored_before_it_was_kept(storage_url: str
 
 
 async def _forget_archive_counts(storage_url: str) -> None:
-    """Take the store back to the schema before the counts were kept (SQLite 0004, PostgreSQL 0005)."""
+    """Take the store back to the schema before the counts were kept (SQLite 0004, and 0005 after
+    it; PostgreSQL 0005)."""
     if storage_url.startswith("sqlite:"):
-        db = sqlite3.connect(storage_url.removeprefix("sqlite://"))
-        try:
-            db.executescript("DROP TRIGGER archive_uncounted; DROP TABLE archive_counts;"
-                             "DELETE FROM schema_version WHERE version >= 4;")
-        finally:
-            db.close()
+        rewind_sqlite_archive(storage_url.removeprefix("sqlite://"))
         return
     conn = await asyncpg.connect(storage_url.split("?", maxsplit=1)[0], server_settings={"search_path": _schema_of(storage_url)})
     try:

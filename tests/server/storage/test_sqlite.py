@@ -1,5 +1,5 @@
 """SQLite specifics the contract cannot show: which index a statement takes, who checkpoints the WAL,
-how a batch that SQLite rolls back is told."""
+what its migrations keep, how a rolled-back batch is told."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 
 from schnack.server.storage import StorageError
 from schnack.server.storage.sqlite import SqliteStorage
+
+from .conftest import rewind_sqlite_archive
 
 
 async def test_deleting_archived_items_by_id_reads_them_by_id(tmp_path: Path) -> None:
@@ -137,7 +139,9 @@ async def test_appends_get_their_turn_while_reads_keep_coming(tmp_path: Path) ->
 async def test_a_batch_that_sqlite_rolls_back_fails_whole(tmp_path: Path, store: str) -> None:
     """Some errors make SQLite roll back the whole transaction (a full disk, an I/O error; here a
     trigger's RAISE(ROLLBACK)): then no append of the batch is stored, and each caller is told
-    so, also those whose rows went in before the error (they were told stored, and lost)."""
+    so, also those whose rows went in before the error (they were told stored, and lost). The
+    archive's number given out in that transaction is gone with it: the next append gets one
+    that exists."""
     storage = await SqliteStorage.open(str(tmp_path / "store.db"))
     try:
         await storage.archive.db.execute(
@@ -153,5 +157,101 @@ async def test_a_batch_that_sqlite_rolls_back_fails_whole(tmp_path: Path, store:
         stored = await storage.archive.append("localhost", "bob", store, 3.0, "alice@localhost", b"<m/>")
         assert [item.id for item in (await storage.archive.query("localhost", "bob", store)).items] == [stored]
         assert await storage.archive.count("localhost", "bob", store) == 1
+    finally:
+        await storage.close()
+
+
+_ARCHIVES = [("localhost", f"user{n}", "mam") for n in range(3)] + [
+    ("localhost", "user0", "offline"), ("other.localhost", "user0", "mam"), ("rooms.localhost", "lounge", "muc")]
+
+
+async def _archives_seen(storage: SqliteStorage) -> list[object]:
+    """What each archive shows: its items in order, a page by contact, a page after an id, its count."""
+    seen: list[object] = []
+    for host, username, store in _ARCHIVES:
+        page = await storage.archive.query(host, username, store)
+        seen += [page, await storage.archive.count(host, username, store),
+                 await storage.archive.query(host, username, store, with_jid="peer1@localhost", limit=2)]
+        if page.items:
+            seen.append(await storage.archive.query(host, username, store, after=page.items[0].id, limit=3))
+    return seen
+
+
+def _seq(path: Path, item_id: str) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return int(db.execute("SELECT seq FROM archive WHERE id=?", (item_id,)).fetchone()[0])
+
+
+async def test_archives_numbered_keep_what_they_held(tmp_path: Path) -> None:
+    """Migration 0005 gives each archive a number and moves its rows over: items, their order,
+    ids, pages and counts are what they were, and the item counter goes on past a deleted last
+    item (its seq is not handed out again)."""
+    path = tmp_path / "store.db"
+    storage = await SqliteStorage.open(str(path))
+    try:
+        for n in range(60):
+            host, username, store = _ARCHIVES[n % len(_ARCHIVES)]
+            await storage.archive.append(host, username, store, float(n), f"peer{n % 4}@localhost", f"<m n='{n}'/>".encode())
+        deleted = await storage.archive.append("localhost", "user1", "mam", 99.0, "peer1@localhost", b"<m/>")
+        deleted_seq = _seq(path, deleted)
+        assert await storage.archive.delete("localhost", "user1", "mam", ids=[deleted]) == 1
+        before = await _archives_seen(storage)
+    finally:
+        await storage.close()
+    rewind_sqlite_archive(str(path))
+    storage = await SqliteStorage.open(str(path))
+    try:
+        assert await _archives_seen(storage) == before
+        later = await storage.archive.append("localhost", "user1", "mam", 100.0, "peer1@localhost", b"<m/>")
+        assert _seq(path, later) > deleted_seq
+        last = (await storage.archive.query("localhost", "user1", "mam")).items[-2].id
+        assert [item.id for item in (await storage.archive.query("localhost", "user1", "mam", after=last)).items] == [later]
+    finally:
+        await storage.close()
+
+
+async def test_an_account_deleted_and_made_again_gets_an_archive_of_its_own(tmp_path: Path) -> None:
+    """Deleting an account deletes its archives' numbers with their items (nothing of it is left);
+    the writer, which keeps numbers it gave out, gives a new account of the same name a new one,
+    and what it appends is found."""
+    path = tmp_path / "store.db"
+    storage = await SqliteStorage.open(str(path))
+    try:
+        await storage.accounts.create("localhost", "bob", {})
+        await storage.archive.append("localhost", "bob", "mam", 1.0, "alice@localhost", b"<m/>")
+        await storage.archive.append("localhost", "bob", "offline", 1.0, "alice@localhost", b"<m/>")
+        assert await storage.accounts.delete("localhost", "bob")
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            for table in ("archive", "archive_owners", "archive_counts"):
+                assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+        await storage.accounts.create("localhost", "bob", {})
+        again = await storage.archive.append("localhost", "bob", "mam", 2.0, "alice@localhost", b"<m/>")
+        assert [item.id for item in (await storage.archive.query("localhost", "bob", "mam")).items] == [again]
+    finally:
+        await storage.close()
+
+
+async def test_a_migration_cut_short_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    """A migration that fails halfway (here 0005, on a table of that name someone left) is
+    undone whole with its version: opening fails, the archive is what it was, and once the
+    cause is gone the next open migrates."""
+    path = tmp_path / "store.db"
+    storage = await SqliteStorage.open(str(path))
+    try:
+        item = await storage.archive.append("localhost", "bob", "mam", 1.0, "alice@localhost", b"<m/>")
+    finally:
+        await storage.close()
+    rewind_sqlite_archive(str(path))
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE archive_by_owner (x)")  # 0005 makes archive_owners first, then this
+    with pytest.raises(sqlite3.OperationalError, match="archive_by_owner already exists"):
+        await SqliteStorage.open(str(path))
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        assert db.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 4  # 0004 went through
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'archive_owners'").fetchone() is None
+        db.execute("DROP TABLE archive_by_owner")
+    storage = await SqliteStorage.open(str(path))
+    try:
+        assert [found.id for found in (await storage.archive.query("localhost", "bob", "mam")).items] == [item]
     finally:
         await storage.close()

@@ -81,6 +81,10 @@ class _Part:
 
 
 class Accounts(_Part):
+    def __init__(self, db: aiosqlite.Connection, owners: Owners) -> None:
+        super().__init__(db)
+        self._owners = owners
+
     async def create(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> None:
         try:
             await self._write("INSERT INTO accounts VALUES (?, ?, ?, ?)", host, username,
@@ -97,9 +101,26 @@ class Accounts(_Part):
                                  credentials_to_json(credentials), host, username) > 0
 
     async def delete(self, host: str, username: str) -> bool:
-        for table in ("roster", "roster_versions", "kv", "maps", "archive"):
-            await self.db.execute(f"DELETE FROM {table} WHERE host=? AND username=?", (host, username))
-        return await self._write("DELETE FROM accounts WHERE host=? AND username=?", host, username) > 0
+        """Delete the account and everything it keeps, in one transaction."""
+        key = (host, username)
+
+        def delete(conn: sqlite3.Connection) -> bool:
+            try:
+                for table in ("roster", "roster_versions", "kv", "maps"):
+                    conn.execute(f"DELETE FROM {table} WHERE host=? AND username=?", key)
+                conn.execute("DELETE FROM archive WHERE owner IN "
+                             "(SELECT owner FROM archive_owners WHERE host=? AND username=?)", key)
+                conn.execute("DELETE FROM archive_owners WHERE host=? AND username=?", key)
+                gone = conn.execute("DELETE FROM accounts WHERE host=? AND username=?", key).rowcount > 0
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                self._owners.forget()
+            return gone
+
+        return await _in_thread(self.db, delete)
 
     async def list(self, host: str) -> list[str]:
         return [r[0] for r in await self._all("SELECT username FROM accounts WHERE host=? ORDER BY username", host)]
@@ -189,28 +210,31 @@ class Maps(_Part):
 _SPAN_PROBE = 2000
 
 
-_APPEND = "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) VALUES (?, ?, ?, ?, ?, ?, ?)"
-# How many items an archive holds: kept for BOUNDED_STORES (migration 0004: by the appends below,
-# and by a trigger on deletion), else counted.
-_KEPT_COUNT = "coalesce((SELECT items FROM archive_counts WHERE host=? AND username=? AND store=?), 0)"
-_ITEMS_COUNTED = "(SELECT count(*) FROM archive WHERE host=? AND username=? AND store=?)"
+# Rows and indexes name an archive by its number in archive_owners (migration 0005). Reads find
+# it by this subquery, which SQLite runs once per statement; no archive, no number: no rows.
+_OWNER = "(SELECT owner FROM archive_owners WHERE host=? AND username=? AND store=?)"
+_APPEND = "INSERT INTO archive (id, owner, timestamp, with_jid, payload) VALUES (?, ?, ?, ?, ?)"
 
 
-def _count_sql(store: str) -> str:
-    return _KEPT_COUNT if store in BOUNDED_STORES else _ITEMS_COUNTED
+def _count_sql(store: str, owner: str = "?") -> str:
+    """How many items an archive of ``store`` holds, given its number (``owner``, a parameter or
+    SQL that finds it): kept for BOUNDED_STORES (by the appends below, and by a trigger on
+    deletion), else counted."""
+    if store in BOUNDED_STORES:
+        return f"coalesce((SELECT items FROM archive_counts WHERE owner={owner}), 0)"
+    return f"(SELECT count(*) FROM archive WHERE owner={owner})"
 
 
-# An append only while the archive holds fewer items than the last parameter (the rows appended
-# before it in the transaction count).
-_APPEND_BOUNDED = {
-    store_sql: "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
-               f"SELECT ?, ?, ?, ?, ?, ?, ? WHERE {store_sql} < ?"
-    for store_sql in (_KEPT_COUNT, _ITEMS_COUNTED)
-}
+@functools.cache
+def _append_bounded(store: str) -> str:
+    """An append to an archive of ``store`` only while it holds fewer items than the last
+    parameter (the rows appended before it in the transaction count)."""
+    return f"INSERT INTO archive (id, owner, timestamp, with_jid, payload) SELECT ?, ?, ?, ?, ? WHERE {_count_sql(store)} < ?"
+
+
 # Counting an append here rather than by a trigger spares the appends to other archives (the
 # message archives, one or two per message) running the trigger's check for every row.
-_COUNT_ADDED = ("INSERT INTO archive_counts VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (host, username, store) DO UPDATE SET items = items + 1")
+_COUNT_ADDED = "INSERT INTO archive_counts VALUES (?, 1) ON CONFLICT (owner) DO UPDATE SET items = items + 1"
 # Rows appended by one statement: sqlite3 lets other threads have the GIL while a statement
 # runs, and waits to get it back after it, up to the switch interval when the event loop is busy
 # (5 ms). One INSERT of many rows waits once where executemany waited once per row.
@@ -219,21 +243,62 @@ _ROWS_PER_INSERT = 200
 
 @functools.cache
 def _append_rows(count: int) -> str:
-    return _APPEND + ", (?, ?, ?, ?, ?, ?, ?)" * (count - 1)
+    return _APPEND + ", (?, ?, ?, ?, ?)" * (count - 1)
 
 
 # Appends committed together at most.
 _BATCH_MAX = 1000
+# Archive numbers the writer keeps at most: two or three per account that gets messages. Past it
+# the writer starts over, and looks each up again (by the unique index) as it next needs it.
+_OWNERS_KEPT = 20_000
 
 
-def _insert_unbounded(conn: sqlite3.Connection, appends: list[tuple[Row, int | None]]) -> int:
+class Owners:
+    """The numbers of the archives (migration 0005), as the connection's thread has looked them
+    up or given them out; used only in that thread.
+
+    A number given out in a transaction that is rolled back does not exist: whoever rolls back
+    calls :meth:`forget`, and so does whoever deletes archive_owners rows.
+    """
+
+    def __init__(self) -> None:
+        self._numbers: dict[tuple[str, str, str], int] = {}
+
+    def number(self, conn: sqlite3.Connection, host: str, username: str, store: str) -> int:
+        """The archive's number, given out now if it has none yet (in the open transaction)."""
+        key = (host, username, store)
+        owner = self._numbers.get(key)
+        if owner is None:
+            row = conn.execute("SELECT owner FROM archive_owners WHERE host=? AND username=? AND store=?", key).fetchone()
+            if row is None:
+                row = conn.execute("INSERT INTO archive_owners (host, username, store) VALUES (?, ?, ?) RETURNING owner",
+                                   key).fetchone()
+            if len(self._numbers) >= _OWNERS_KEPT:
+                self._numbers.clear()
+            owner = self._numbers[key] = int(row[0])
+        return owner
+
+    def forget(self) -> None:
+        self._numbers.clear()
+
+
+def _stored(conn: sqlite3.Connection, owners: Owners, row: Row) -> tuple[Any, ...]:
+    """``row`` as the archive table holds it: its archive's number instead of the three strings.
+    A number given out here is in the transaction from then on: an error in doing so fails the
+    batch, and a statement's error that rolls the transaction back is seen by ``_check_kept``."""
+    item_id, host, username, store, timestamp, with_jid, payload = row
+    return item_id, owners.number(conn, host, username, store), timestamp, with_jid, payload
+
+
+def insert_unbounded(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row, int | None]]) -> int:
     """Insert ``appends`` in statements of many rows; how many of them are in. A statement is
     refused whole, and none after it is tried."""
     for start in range(0, len(appends), _ROWS_PER_INSERT):
         rows = appends[start:start + _ROWS_PER_INSERT]
+        values = [value for row, _limit in rows for value in _stored(conn, owners, row)]
         opened = conn.in_transaction
         try:
-            conn.execute(_append_rows(len(rows)), [value for row, _limit in rows for value in row])
+            conn.execute(_append_rows(len(rows)), values)
         except sqlite3.Error:
             _check_kept(conn, opened)
             return start
@@ -248,27 +313,28 @@ def _check_kept(conn: sqlite3.Connection, opened: bool) -> None:
         raise StorageError("the transaction was rolled back")
 
 
-def _insert(conn: sqlite3.Connection, appends: list[tuple[Row, int | None]]) -> dict[str, Exception]:
+def _insert(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row, int | None]]) -> dict[str, Exception]:
     """Insert ``appends`` and commit them; the ids refused, with why."""
     failed: dict[str, Exception] = {}
     # Rows with a limit or a count go one by one, to learn which were refused and to count them;
     # the others in as few statements as can be.
     start = 0
     if all(limit is None and row[3] not in BOUNDED_STORES for row, limit in appends):
-        start = _insert_unbounded(conn, appends)
+        start = insert_unbounded(conn, owners, appends)
         if start == len(appends):
             conn.commit()
             return failed
     for row, limit in appends[start:]:
+        stored = _stored(conn, owners, row)
         opened = conn.in_transaction
         try:
             if limit is None:
-                conn.execute(_APPEND, row)
-            elif conn.execute(_APPEND_BOUNDED[_count_sql(row[3])], (*row, *row[1:4], limit)).rowcount == 0:
+                conn.execute(_APPEND, stored)
+            elif conn.execute(_append_bounded(row[3]), (*stored, stored[1], limit)).rowcount == 0:
                 failed[row[0]] = ArchiveFull(f"{row[2]}@{row[1]}: {row[3]} holds {limit} items already")
                 continue
             if row[3] in BOUNDED_STORES:
-                conn.execute(_COUNT_ADDED, row[1:4])
+                conn.execute(_COUNT_ADDED, (stored[1],))
         except Exception as err:
             _check_kept(conn, opened)
             failed[row[0]] = StorageError(f"SQLite: {err}")
@@ -310,8 +376,9 @@ class Archive(_Part, QueuedAppends):
     interval while the loop is busy), several times what a round's SQLite work takes.
     """
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, owners: Owners) -> None:
         super().__init__(db)
+        self._owners = owners
         # Appended to on the event loop, emptied in the connection's thread (deque's appends and
         # pops are atomic).
         self._waiting: collections.deque[Appending] = collections.deque()
@@ -354,10 +421,11 @@ class Archive(_Part, QueuedAppends):
             if not batch:
                 return
             try:
-                failed = _insert(conn, [(row, limit) for row, limit, _done in batch])
+                failed = _insert(conn, self._owners, [(row, limit) for row, limit, _done in batch])
             except BaseException as err:
                 with contextlib.suppress(sqlite3.Error):
                     conn.rollback()
+                self._owners.forget()
                 loop.call_soon_threadsafe(_fail, batch, err)
                 if not isinstance(err, Exception):
                     raise
@@ -367,8 +435,7 @@ class Archive(_Part, QueuedAppends):
                 return
 
     async def _seq(self, host: str, username: str, store: str, item_id: str) -> int:
-        row = await self._one("SELECT seq FROM archive WHERE host=? AND username=? AND store=? AND id=?",
-                              host, username, store, item_id)
+        row = await self._one(f"SELECT seq FROM archive WHERE owner={_OWNER} AND id=?", host, username, store, item_id)
         if row is None:
             raise ItemNotFound(f"no archived item {item_id!r}")
         return int(row[0])
@@ -385,7 +452,7 @@ class Archive(_Part, QueuedAppends):
         """
         row = await self._one(
             "SELECT min(seq), max(seq), count(*) FROM (SELECT seq FROM archive INDEXED BY archive_by_time "
-            f"WHERE host=? AND username=? AND store=? AND {' AND '.join(terms)} LIMIT ?)",
+            f"WHERE owner={_OWNER} AND {' AND '.join(terms)} LIMIT ?)",
             host, username, store, *bounds, _SPAN_PROBE + 1)
         if row[2] > _SPAN_PROBE:
             return None
@@ -400,7 +467,7 @@ class Archive(_Part, QueuedAppends):
         # Without statistics SQLite prefers the per-account index to the unique one on id, and would
         # read the whole archive to find a few ids; a unary + keeps those terms off the indexes.
         plus = "+" if ids is not None else ""
-        where = [f"{plus}host=?", f"{plus}username=?", f"{plus}store=?"]
+        where = [f"{plus}owner={_OWNER}"]
         args: list[Any] = [host, username, store]
         if with_jid is not None:
             where.append("with_jid=?")
@@ -454,7 +521,7 @@ class Archive(_Part, QueuedAppends):
         # As in query: with ids, the unique index on id finds the rows; on the per-account index
         # SQLite would read all of the account's store for each page deleted.
         plus = "+" if ids is not None else ""
-        sql = f"DELETE FROM archive WHERE {plus}host=? AND {plus}username=? AND {plus}store=?"
+        sql = f"DELETE FROM archive WHERE {plus}owner={_OWNER}"
         args: list[Any] = [host, username, store]
         if ids is not None:
             if not ids:
@@ -468,7 +535,7 @@ class Archive(_Part, QueuedAppends):
 
     async def count(self, host: str, username: str, store: str) -> int:
         await self._appended()
-        row = await self._one(f"SELECT {_count_sql(store)}", host, username, store)
+        row = await self._one(f"SELECT {_count_sql(store, _OWNER)}", host, username, store)
         return int(row[0])
 
 
@@ -513,7 +580,7 @@ class Muc(_Part):
         return await self._write("DELETE FROM muc_affiliations WHERE jid=?", jid)
 
     async def replace_archived(self, service: str, name: str, store: str, item_id: str, payload: bytes) -> bool:
-        return await self._write("UPDATE archive SET payload=? WHERE host=? AND username=? AND store=? AND id=?",
+        return await self._write(f"UPDATE archive SET payload=? WHERE owner={_OWNER} AND id=?",
                                  payload, service, name, store, item_id) > 0
 
 
@@ -553,17 +620,35 @@ class _Checkpointer:
         await self._db.close()
 
 
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Bring the schema up to date: the migrations not applied yet, in order, each with its
+    version in one transaction, so that one cut short (a crash, a full disk) leaves the store as
+    it was, to be migrated at the next start."""
+    await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    async with db.execute("SELECT max(version) FROM schema_version") as cur:
+        row = await cur.fetchone()
+    current = (row[0] if row else None) or 0
+    folder = resources.files(__package__).joinpath("migrations", "sqlite")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        number = int(entry.name.split("_", 1)[0])
+        if number > current:
+            await db.executescript(f"BEGIN;\n{entry.read_text()}\nINSERT INTO schema_version VALUES ({number});\nCOMMIT;")
+
+
 class SqliteStorage:
     """The SQLite backend."""
 
     def __init__(self, db: aiosqlite.Connection, checkpointer: _Checkpointer | None = None) -> None:
         self._db = db
         self._checkpointer = checkpointer
-        self.accounts = Accounts(db)
+        # The archives' numbers, shared by the archive's writer and the deletion of accounts (which
+        # deletes theirs): both run in the connection's one thread.
+        owners = Owners()
+        self.accounts = Accounts(db, owners)
         self.roster = Roster(db)
         self.kv = KeyValue(db)
         self.maps = Maps(db)
-        self.archive = Archive(db)
+        self.archive = Archive(db, owners)
         self.muc = Muc(db)
 
     @classmethod
@@ -575,17 +660,11 @@ class SqliteStorage:
         await db.execute("PRAGMA synchronous=NORMAL")
         if wal:
             await db.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
-        await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        async with db.execute("SELECT max(version) FROM schema_version") as cur:
-            row = await cur.fetchone()
-        current = (row[0] if row else None) or 0
-        folder = resources.files(__package__).joinpath("migrations", "sqlite")
-        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-            number = int(entry.name.split("_", 1)[0])
-            if number > current:
-                await db.executescript(entry.read_text())
-                await db.execute("INSERT INTO schema_version VALUES (?)", (number,))
-        await db.commit()
+        try:
+            await _migrate(db)
+        except BaseException:
+            await db.close()
+            raise
         return cls(db, await _Checkpointer.open(path, checkpoint_interval) if wal else None)
 
     async def close(self) -> None:
