@@ -1,6 +1,6 @@
 """What an idle TLS connection costs in memory, without XMPP: a bare TLS server, one event loop.
 
-    python -m bench.tls_memory [-n 1000] [--loop uvloop|asyncio] [--link] [--plain] [--release-buffers] [--no-tickets]
+    python -m bench.tls_memory [-n 1000] [--loop uvloop|asyncio] [--link] [--plain] [--no-tickets]
 
 A server process (this module with ``--serve``) accepts connections with a default server
 context and an ECDSA P-256 certificate (what schnack makes for itself), writes two bytes and
@@ -13,17 +13,13 @@ sending 200 bytes as a stanza would, waits two seconds and reads it again: the g
 - ``--link``: schnack's own connection object (``server/link.py``), which runs TLS on memory BIOs
   over a plain transport, instead of the loop's TLS layer and asyncio's streams;
 - ``--plain``: no TLS at all (what the loop and the Python objects cost alone);
-- ``--release-buffers``: OpenSSL's SSL_MODE_RELEASE_BUFFERS (set through SSL_CTX_ctrl: Python's
-  ssl module sets no modes);
 - ``--no-tickets``: no TLS 1.3 session tickets.
 """
 
 from __future__ import annotations
 
-import _ssl
 import argparse
 import asyncio
-import ctypes
 import ssl
 import subprocess
 import sys
@@ -39,36 +35,12 @@ from schnack.server.tls import make_self_signed
 
 from .servers import free_port
 
-_SSL_CTRL_MODE = 33  # ssl.h
-_SSL_MODE_RELEASE_BUFFERS = 0x10
-
-
-def release_buffers(ctx: ssl.SSLContext) -> None:
-    """Switch on SSL_MODE_RELEASE_BUFFERS for connections made from ``ctx`` from now on."""
-    lib = ctypes.CDLL(_ssl.__file__)
-    lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
-    lib.SSL_CTX_get_options.restype = ctypes.c_uint64
-    lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
-    lib.SSL_CTX_ctrl.restype = ctypes.c_long
-    # PySSLContext: PyObject_HEAD (reference count, type), then SSL_CTX *ctx; the options read
-    # through that pointer must be Python's, or the layout is not the one assumed.
-    pointer = ctypes.c_void_p.from_address(id(ctx) + 2 * ctypes.sizeof(ctypes.c_void_p)).value
-    if not pointer or lib.SSL_CTX_get_options(pointer) != ctx.options:
-        raise SystemExit("cannot reach the SSL_CTX of an ssl.SSLContext on this Python")
-    if (
-        not lib.SSL_CTX_ctrl(pointer, _SSL_CTRL_MODE, _SSL_MODE_RELEASE_BUFFERS, None)
-        & _SSL_MODE_RELEASE_BUFFERS
-    ):
-        raise SystemExit("OpenSSL did not take SSL_MODE_RELEASE_BUFFERS")
-
 
 def serve(args: argparse.Namespace) -> None:
     ctx: ssl.SSLContext | None = None
     if not args.plain:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(args.dir / "cert.pem", args.dir / "key.pem")
-        if args.release_buffers:
-            release_buffers(ctx)
         if args.no_tickets:
             ctx.num_tickets = 0
     held: list[asyncio.StreamWriter | Link] = []
@@ -135,7 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--link", action="store_true")
     parser.add_argument("--plain", action="store_true")
-    parser.add_argument("--release-buffers", action="store_true")
     parser.add_argument("--no-tickets", action="store_true")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)

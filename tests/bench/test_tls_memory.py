@@ -16,7 +16,7 @@ def _per_connection(out: str) -> float:
 
 
 def test_tls_connections_cost_more_than_plain_ones(capsys: pytest.CaptureFixture[str]) -> None:
-    assert tls_memory.main(["-n", "100", "--release-buffers"]) == 0
+    assert tls_memory.main(["-n", "100"]) == 0
     tls = _per_connection(capsys.readouterr().out)
     assert tls_memory.main(["-n", "100", "--plain"]) == 0
     plain = _per_connection(capsys.readouterr().out)
