@@ -114,7 +114,8 @@ class Accounts(_Part):
                 gone = conn.execute("DELETE FROM accounts WHERE host=? AND username=?", key).rowcount > 0
                 conn.commit()
             except BaseException:
-                conn.rollback()
+                with contextlib.suppress(sqlite3.Error):
+                    conn.rollback()
                 raise
             finally:
                 self._owners.forget()
