@@ -160,6 +160,68 @@ async def test_a_reset_connection_gives_its_error_after_what_was_read_before() -
 
 
 @on_both_loops
+async def test_interrupt_ends_a_waiting_read_with_none() -> None:
+    outcome: asyncio.Queue[object] = asyncio.Queue()
+    served: asyncio.Queue[Link] = asyncio.Queue()
+
+    async def serve(link: Link) -> None:
+        link.interrupt()  # no read waits: nothing happens
+        await served.put(link)
+        await outcome.put(await link.read())
+        await outcome.put(await link.read())
+
+    server, port = await serving(serve)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    link = await served.get()
+    await asyncio.sleep(0.05)  # the read waits
+    link.interrupt()
+    assert await outcome.get() is None
+    writer.write(b"<a/>")
+    assert await outcome.get() == b"<a/>"
+    writer.close()
+    server.close()
+
+
+@on_both_loops
+async def test_a_parked_reader_is_started_again_by_input_by_its_end_and_by_a_reset() -> None:
+    """After ``park`` the reader's task ends; the next input starts the serve it named as a new
+    task, and so do the end of the input and the loss of the connection (or the connection
+    would never be seen closed)."""
+    outcome: asyncio.Queue[object] = asyncio.Queue()
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def serve(link: Link) -> None:
+        tasks.append(asyncio.current_task())
+        try:
+            data = await link.read()
+        except ConnectionError as err:
+            await outcome.put(err)
+            return
+        await outcome.put(data)
+        if data:
+            link.park(serve)
+
+    server, port = await serving(serve)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for data in (b"<one/>", b"<two/>"):
+        writer.write(data)
+        assert await outcome.get() == data
+    writer.write_eof()
+    assert await outcome.get() == b""
+    assert len(tasks) == 3 and len(set(map(id, tasks))) == 3, "each wake-up runs a task of its own"
+    writer.close()
+
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"<presence/>")
+    assert await outcome.get() == b"<presence/>"
+    await asyncio.sleep(0.05)  # parked
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    assert isinstance(await outcome.get(), ConnectionResetError)
+    server.close()
+
+
+@on_both_loops
 async def test_wait_closed_returns_once_the_transport_is_gone() -> None:
     states: asyncio.Queue[str] = asyncio.Queue()
 

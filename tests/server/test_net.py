@@ -6,6 +6,7 @@ in one write."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from schnack.server import net
 from schnack.server.app import Server
 from schnack.xmpp import ns
+from schnack.xmpp.errors import StreamError
 from schnack.xmpp.jid import JID
 from schnack.xmpp.xml import element, qname
 
@@ -34,6 +36,13 @@ async def logged_in(server: Server, user: str) -> tuple[Wire, str]:
     features = await wire.starttls()
     await wire.login(user, "secret", features)
     return wire, await wire.bind("phone")
+
+
+async def alice_and_bob(server: Server) -> list[tuple[Wire, str]]:
+    """Two accounts, each logged in over STARTTLS: their wires and full JIDs."""
+    for user in ("alice", "bob"):
+        await add_user(server, user)
+    return [await logged_in(server, user) for user in ("alice", "bob")]
 
 
 class Recording:
@@ -63,10 +72,7 @@ async def test_idle_connection_releases_its_parser_and_reads_on(
     live_server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(net, "_RELEASE_PARSER_AFTER", 0.05)
-    for user in ("alice", "bob"):
-        await add_user(live_server, user)
-    alice, alice_jid = await logged_in(live_server, "alice")
-    bob, bob_jid = await logged_in(live_server, "bob")
+    (alice, alice_jid), (bob, bob_jid) = await alice_and_bob(live_server)
     sender = connection_of(live_server, alice_jid)
     for round_ in range(2):
         # Idle long enough: the parser goes, and the next stanza is read by a new one.
@@ -90,6 +96,63 @@ async def test_idle_connection_releases_its_parser_and_reads_on(
             # The archive's id for bob, added by the server after the payload.
             assert got.find(qname(ns.SID, "stanza-id")) is not None
     alice.close()
+    bob.close()
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    """Until ``check`` holds (the server acts on its own clock)."""
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not within 10 s: {what}")
+
+
+async def test_an_idle_connection_parks_its_reader_and_serves_on(
+    live_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a while without input the reader task ends (Link.park): the connection holds no
+    task, and the next input is read by a new one, which parks again once idle."""
+    monkeypatch.setattr(net, "_RELEASE_PARSER_AFTER", 0.05)
+    (alice, alice_jid), (bob, bob_jid) = await alice_and_bob(live_server)
+    sender = connection_of(live_server, alice_jid)
+    for round_ in range(3):
+        await _until(lambda: sender.link._task is None, "alice's reader parked")
+        alice.send(f"<message to='{bob_jid}' type='chat' id='m{round_}'>{PAYLOAD}</message>")
+        got = await bob.next()
+        assert got is not None and got.get("id") == f"m{round_}" and got.get("from") == alice_jid
+        # Bob's reader parked too, and what is sent to him does not need it.
+        bob.send(f"<iq type='get' id='p{round_}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        pong = await bob.next()
+        assert pong is not None and pong.get("id") == f"p{round_}" and pong.get("type") == "result"
+    alice.close()
+    bob.close()
+
+
+@pytest.mark.parametrize("ending", ["client closes its stream", "client drops the connection", "server kicks"])
+async def test_a_parked_connection_still_ends_and_its_session_with_it(
+    live_server: Server, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """A parked reader is what ends a connection (its session, its place among the server's
+    connections); whatever ends the connection while it is parked starts it again."""
+    monkeypatch.setattr(net, "_RELEASE_PARSER_AFTER", 0.05)
+    await add_user(live_server, "bob")
+    bob, bob_jid = await logged_in(live_server, "bob")
+    conn = connection_of(live_server, bob_jid)
+    await _until(lambda: conn.link._task is None, "bob's reader parked")
+    if ending == "client closes its stream":
+        bob.send("</stream:stream>")
+        assert await bob.next() is None
+    elif ending == "client drops the connection":
+        bob.writer.transport.abort()
+    else:
+        session = live_server.sessions.get(JID.parse(bob_jid))
+        assert session is not None
+        session.close(StreamError("policy-violation", "kicked"))
+        assert await bob.stream_error() == "policy-violation"
+        bob.send("</stream:stream>")
+    await _until(lambda: conn not in live_server.connections, "bob's connection ended")
+    assert live_server.sessions.get(JID.parse(bob_jid)) is None
     bob.close()
 
 

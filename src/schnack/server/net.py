@@ -2,7 +2,8 @@
 
 This and the HTTP/WebSocket listener are the only places that touch sockets. Each connection
 runs one reader task over its :class:`~.link.Link`: read, rate-limit, feed the sans-IO parser,
-hand events to the stream.
+hand events to the stream. A connection idle for :data:`_RELEASE_PARSER_AFTER` lets go of its
+parser and parks its reader (the task ends), and its next input starts another.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import contextlib
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from ..xmpp.errors import StreamError
 from ..xmpp.parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
@@ -30,7 +32,11 @@ log = logging.getLogger(__name__)
 _FLUSH_DELAY = 0.05
 # After this long without input a connection lets go of its XML parser until more comes
 # (StreamParser.release): about 16 KiB per idle connection, for some tens of µs to build one again.
+# Its reader task ends too (Link.park), and the next input starts another: a task waiting to read
+# holds some 1.3 KB, and most connections wait idle.
 _RELEASE_PARSER_AFTER = 1.0
+# What _receive returns when it parked the reader.
+_PARKED = -1
 # How long a stream the server closed waits for the client to close its own (RFC 6120 §4.4).
 LINGER = 2.0
 # How long a closed connection may take to go before it is cut: a TLS client that never answers
@@ -72,6 +78,7 @@ class TcpConnection:
         self.last_read = self.last_write = time.monotonic()
         self.stream: C2SStream | None = None
         self.parser: StreamParser | None = None
+        self.bucket = RateLimiter(server.config.limits.bytes_per_second, server.config.limits.burst_bytes)
         self._closing = False
         self._idle: asyncio.TimerHandle | None = None
         self._linger: asyncio.TimerHandle | None = None
@@ -138,7 +145,8 @@ class TcpConnection:
                 timer.cancel()
 
     def watch_idle(self) -> None:
-        """Release the parser once no input came for :data:`_RELEASE_PARSER_AFTER` seconds.
+        """Release the parser and park the reader once no input came for
+        :data:`_RELEASE_PARSER_AFTER` seconds.
 
         One timer per connection, re-armed only when it fires, so that a busy connection does
         not pay for a timer per read.
@@ -155,6 +163,12 @@ class TcpConnection:
             self._idle = asyncio.get_running_loop().call_later(wait, self._release_idle)
         else:
             self.parser.release()
+            # The reader parks (_receive); its state stays here, a half-read stanza's too.
+            self.link.interrupt()
+
+    def resume(self, _link: Link) -> Coroutine[Any, Any, None]:
+        """Serve on after the reader parked (``Link.park``)."""
+        return _serve(self)
 
     def channel_binding(self, kind: str) -> bytes | None:
         if not self.secure:
@@ -170,17 +184,24 @@ class TcpConnection:
 
 async def _receive(conn: TcpConnection, stream: C2SStream, parser: StreamParser) -> int | None:
     """Read once and hand what the input completes to the stream; return the number of bytes
-    read (0 when held-back input was flushed), or None once the peer closed (end of input or
-    its closing tag).
+    read (0 when held-back input was flushed), None once the peer closed (end of input or its
+    closing tag), or :data:`_PARKED` once the connection was idle long enough that the reader
+    parked (:meth:`TcpConnection.watch_idle`).
 
     A coroutine of its own so that the input and the stanzas parsed from it are let go when it
     returns: the caller then waits for the next read holding none of them, which on an idle
     connection would be kept for as long as it stays idle.
     """
-    data = await conn.link.read(_FLUSH_DELAY if parser.buffered() else None)
+    buffered = parser.buffered()
+    # Without a timeout when nothing is held back: a timer per read would cost every message, and
+    # the connection's one idle timer ends the wait instead (Link.interrupt).
+    data = await conn.link.read(_FLUSH_DELAY if buffered else None)
     if data == b"":
         return None
     if data is None:
+        if not buffered:
+            conn.link.park(conn.resume)
+            return _PARKED
         events = parser.flush()
     else:
         conn.last_read = time.monotonic()
@@ -223,14 +244,21 @@ async def _discard_until_closed(conn: TcpConnection, parser: StreamParser | None
 
 
 async def serve_tcp(server: Server, link: Link, direct_tls: bool) -> None:
-    """Run one client connection until it closes."""
+    """Run one client connection until it closes (or its reader parks, see :func:`_serve`)."""
     conn = TcpConnection(server, link, direct_tls=direct_tls)
     stream = conn.stream = C2SStream(server, conn)
     server.connections.add(conn)
-    limits = server.config.limits
-    bucket = RateLimiter(limits.bytes_per_second, limits.burst_bytes)
-    parser = conn.parser = StreamParser(stream.max_stanza_bytes)
-    peer_closed = False
+    conn.parser = StreamParser(stream.max_stanza_bytes)
+    await _serve(conn)
+
+
+async def _serve(conn: TcpConnection) -> None:
+    """Read and handle the connection's input until it closes, or until it was idle long enough
+    that the reader parks: then this returns with everything kept on ``conn``, and the next
+    input (or the end of the connection) starts it again (:meth:`TcpConnection.resume`)."""
+    server, link, stream, parser = conn.server, conn.link, conn.stream, conn.parser
+    assert stream is not None and parser is not None
+    peer_closed = parked = False
     try:
         while not stream.closed:
             conn.watch_idle()
@@ -242,6 +270,9 @@ async def serve_tcp(server: Server, link: Link, direct_tls: bool) -> None:
             if read is None:
                 peer_closed = True
                 break
+            if read == _PARKED:
+                parked = True
+                return
             if stream.want_tls:
                 stream.want_tls = False
                 conn.flush()
@@ -252,7 +283,7 @@ async def serve_tcp(server: Server, link: Link, direct_tls: bool) -> None:
                 stream.want_restart = False
                 parser = conn.parser = StreamParser(stream.max_stanza_bytes)
             elif read and not stream.closed:
-                delay = bucket.consume(read)
+                delay = conn.bucket.consume(read)
                 if delay:
                     await asyncio.sleep(delay)
         if not peer_closed:
@@ -263,13 +294,19 @@ async def serve_tcp(server: Server, link: Link, direct_tls: bool) -> None:
         log.exception("unexpected failure on connection %s", conn.peer)
         stream.close(StreamError("internal-server-error"))
     finally:
-        conn.close_now()
-        # The session ends while the connection is still counted, so that Server.stop() waits
-        # for its session-closed handlers before storage goes.
-        try:
-            await stream.connection_lost()
-        finally:
-            with contextlib.suppress(Exception):
-                await link.wait_closed()
-            conn.closed()
-            server.connection_ended(conn)
+        if not parked:
+            await _end(conn, stream)
+
+
+async def _end(conn: TcpConnection, stream: C2SStream) -> None:
+    """The connection is over: close it, end its session, and let it go."""
+    conn.close_now()
+    # The session ends while the connection is still counted, so that Server.stop() waits for
+    # its session-closed handlers before storage goes.
+    try:
+        await stream.connection_lost()
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.link.wait_closed()
+        conn.closed()
+        conn.server.connection_ended(conn)
