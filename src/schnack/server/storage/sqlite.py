@@ -114,11 +114,9 @@ class Accounts(_Part):
                 gone = conn.execute("DELETE FROM accounts WHERE host=? AND username=?", key).rowcount > 0
                 conn.commit()
             except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.rollback()
+                self._owners.roll_back(conn)
                 raise
-            finally:
-                self._owners.forget()
+            self._owners.forget()  # the account's archive numbers are gone
             return gone
 
         return await _in_thread(self.db, delete)
@@ -259,7 +257,8 @@ class Owners:
     up or given them out; used only in that thread.
 
     A number given out in a transaction that is rolled back does not exist: whoever rolls back
-    calls :meth:`forget`, and so does whoever deletes archive_owners rows.
+    does so through :meth:`roll_back`, and whoever deletes archive_owners rows calls
+    :meth:`forget`.
     """
 
     def __init__(self) -> None:
@@ -281,6 +280,13 @@ class Owners:
 
     def forget(self) -> None:
         self._numbers.clear()
+
+    def roll_back(self, conn: sqlite3.Connection) -> None:
+        """Roll the open transaction back (a failure to do so leaves the error at hand to the
+        caller) and forget the numbers it may have given out."""
+        with contextlib.suppress(sqlite3.Error):
+            conn.rollback()
+        self.forget()
 
 
 def _stored(conn: sqlite3.Connection, owners: Owners, row: Row) -> tuple[Any, ...]:
@@ -424,9 +430,7 @@ class Archive(_Part, QueuedAppends):
             try:
                 failed = _insert(conn, self._owners, [(row, limit) for row, limit, _done in batch])
             except BaseException as err:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.rollback()
-                self._owners.forget()
+                self._owners.roll_back(conn)
                 loop.call_soon_threadsafe(_fail, batch, err)
                 if not isinstance(err, Exception):
                     raise
