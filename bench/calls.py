@@ -55,7 +55,8 @@ from schnack.client import Client
 from schnack.client.calls.calls import Call, IncomingCall
 from schnack.client.calls.media import CallStats
 
-from .servers import SchnackDriver, Target, free_port
+from .ports import free_port
+from .servers import SchnackDriver, Target
 
 PASSWORD = "bench-calls-password"
 SPEECH_RATE = 16000
@@ -324,7 +325,7 @@ async def relay_path(workdir: Path) -> AsyncIterator[tuple[Target, LossProxy]]:
     """coturn, the loss proxy in front of it, and a schnack server handing the proxy out as its
     TURN relay, with the users ``caller`` and ``callee``."""
     secret = secrets.token_urlsafe(24)
-    turn_port = free_port()
+    turn_port = free_port(udp=True)
     relay_config = workdir / "relay.toml"
     relay_config.write_text('domains = ["bench.localhost"]\n' + extdisco(turn_port, secret))
     with coturn(relay_config, turn_port, workdir / "coturn") as process:

@@ -41,6 +41,7 @@ import scramp
 
 from schnack.server.tls import make_self_signed
 
+from .ports import free_port
 from .procfs import alive
 
 DOMAIN = "bench.localhost"
@@ -77,14 +78,6 @@ class ServerDriver(abc.ABC):
         self, _type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (the server binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PrivateServer(ServerDriver):

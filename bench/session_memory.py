@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING
 import uvloop
 
 from .client import Connection, Element
+from .ports import free_port
 from .scenarios import Session, close_all, log_in
-from .servers import DOMAIN, SchnackDriver, Target, free_port
+from .servers import DOMAIN, SchnackDriver, Target
 
 if TYPE_CHECKING:
     from schnack.server.app import Server
@@ -104,9 +105,10 @@ async def measure(args: argparse.Namespace, config_path: Path, port: int) -> str
     from schnack.server.config import load
 
     server = Server(load(config_path))
-    await server.start()
     run = Measurement(port, args.concurrency)
     try:
+        # Inside: a start cut short leaves storage's threads running, and they keep the process alive.
+        await server.start()
         await run.hold(0, args.warm)
         await asyncio.sleep(SETTLE)
         gc.collect()
@@ -254,7 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         make_self_signed([DOMAIN], driver.dir / "cert.pem", driver.dir / "key.pem")
         driver.prepare([f"{PREFIX}{i}" for i in range(args.warm + args.count)], PASSWORD)
         tracemalloc.start(args.frames)
-        print(uvloop.run(measure(args, driver.dir / "schnack.toml", port)))
+        try:
+            print(uvloop.run(measure(args, driver.dir / "schnack.toml", port)))
+        finally:
+            # Tracing slows every allocation down, for whatever the process runs next.
+            tracemalloc.stop()
     return 0
 
 

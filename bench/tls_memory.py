@@ -33,7 +33,7 @@ import uvloop
 from schnack.server.link import Link
 from schnack.server.tls import make_self_signed
 
-from .servers import free_port
+from .ports import free_port
 
 
 def serve(args: argparse.Namespace) -> None:

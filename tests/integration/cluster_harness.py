@@ -43,6 +43,7 @@ from xml.etree.ElementTree import Element
 
 import asyncpg
 
+from bench.ports import free_port
 from schnack.client import Client, Disconnected, XmppError
 from schnack.client.errors import ClientError
 from schnack.server import admin as admin_channel
@@ -58,7 +59,6 @@ from schnack.xmpp.payloads.sid import STANZA_ID
 from schnack.xmpp.sasl import derive_credentials
 from schnack.xmpp.xml import element, qname
 
-from ..server.cluster.conftest import free_port
 from .test_restart import SCHNACK
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

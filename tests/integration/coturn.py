@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,22 +20,6 @@ SCHNACK = [sys.executable, "-m", "schnack.cli"]
 
 def require_coturn() -> None:
     require_service(TURNSERVER is not None, "coturn is not installed (apt-get install coturn)")
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 right now (coturn listens on both)."""
-    for _ in range(50):
-        with contextlib.ExitStack() as stack:
-            udp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
-            tcp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            try:
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no port free for both UDP and TCP")
 
 
 def turn_config(config: Path) -> str:

@@ -19,6 +19,7 @@ import pytest
 from slixmpp import JID as SlixJID
 
 from bench.calls import LossProxy
+from bench.ports import free_port
 from schnack.client import Client
 from schnack.client.calls.calls import Call, describe
 from schnack.client.calls.media import MediaSession
@@ -47,7 +48,7 @@ from schnack.xmpp.xml import element, qname, serialize, sub
 
 from ..client.calls.audio import dominant, loud_part, read_wav, write_tone
 from ..harness import add_user, running
-from .coturn import free_port, ready, require_coturn, turn_config_for, turnserver
+from .coturn import ready, require_coturn, turn_config_for, turnserver
 from .slix import PASSWORD, SlixClient
 from .wire import Wire
 
@@ -354,7 +355,7 @@ async def test_our_candidates_trickle_after_the_description(tmp_path: Path, rela
     server-reflexive and relayed ones follow in transport-info once the servers answer, and
     audio flows both ways; relay-only over the pair of the two relays."""
     require_coturn()
-    port = free_port()
+    port = free_port(udp=True)
     secret = secrets.token_urlsafe(24)
     with turnserver(turn_config_for(tmp_path / "schnack.toml", port, secret), tmp_path / "coturn") as process:
         await ready(process, port, tmp_path / "coturn" / "turnserver.log")

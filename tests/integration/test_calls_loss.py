@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from bench.calls import SPEECH_RATE, LossProxy, align, conversation, read_mono
+from bench.ports import free_port
 from schnack.client import Client
 from schnack.client.calls.media import CallStats
 
 from ..conftest import require_service
 from ..harness import add_user, running
-from .coturn import free_port, ready, require_coturn, turn_config_for, turnserver
+from .coturn import ready, require_coturn, turn_config_for, turnserver
 
 PASSWORD = "correct horse battery staple"
 WAIT = 60
@@ -57,7 +58,7 @@ async def lossy_call(tmp_path: Path, *, data_saver: bool) -> list[CallStats]:
     require_coturn()
     require_service(shutil.which("espeak-ng") is not None, "espeak-ng is not installed (apt-get install espeak-ng)")
     speech = conversation(tmp_path / "speech", SECONDS)
-    relay_port = free_port()
+    relay_port = free_port(udp=True)
     secret = secrets.token_urlsafe(24)
     with turnserver(turn_config_for(tmp_path / "relay.toml", relay_port, secret), tmp_path / "coturn") as process:
         await ready(process, relay_port, tmp_path / "coturn" / "turnserver.log")

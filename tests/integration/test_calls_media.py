@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bench.ports import free_port
 from schnack.client import Client
 from schnack.client.calls.calls import Call, CallFailed, IncomingCall
 from schnack.client.calls.media import DATA_SAVER, NORMAL, EncoderSettings
@@ -28,7 +29,7 @@ from schnack.xmpp.xml import element, qname
 
 from ..client.calls.audio import dominant, loud_part, read_wav, write_tone
 from ..harness import add_user, running
-from .coturn import free_port, ready, require_coturn, turn_config_for, turnserver
+from .coturn import ready, require_coturn, turn_config_for, turnserver
 
 PASSWORD = "correct horse battery staple"
 WAIT = 60
@@ -162,7 +163,7 @@ async def test_retract_and_timeout(devices: Devices) -> None:
 
 async def test_relay_only_through_coturn(tmp_path: Path) -> None:
     require_coturn()
-    port = free_port()
+    port = free_port(udp=True)
     secret = secrets.token_urlsafe(24)
     extdisco = {"turn_host": "127.0.0.1", "turn_port": port, "turn_transports": ["udp", "tcp"], "secret": secret,
                 "lifetime": 600}  # fmt: skip

@@ -14,11 +14,12 @@ from aioice import stun
 from aioice.turn import create_turn_endpoint
 from slixmpp.xmlstream import ET
 
+from bench.ports import free_port
 from schnack.server.modules.extdisco import turn_credentials
 from schnack.xmpp.payloads.extdisco import SERVICES, Service, Services
 
 from ..harness import add_user, running
-from .coturn import free_port, ready, require_coturn, turn_config_for, turnserver
+from .coturn import ready, require_coturn, turn_config_for, turnserver
 from .slix import PASSWORD, SlixClient
 
 
@@ -55,7 +56,7 @@ async def fetch_services(client: SlixClient) -> tuple[Service, ...]:
 
 async def test_coturn_accepts_the_credentials_we_hand_out(tmp_path: Path) -> None:
     require_coturn()
-    port = free_port()
+    port = free_port(udp=True)
     secret = secrets.token_urlsafe(24)
     modules = {
         "enable": ["extdisco"],

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from slixmpp import JID, ClientXMPP
 
+from bench.ports import free_port
 from bench.servers import ITERATIONS, PrivateServer, _lua_string, _prosody_encode
 from schnack.server.app import Server
 from schnack.server.s2s.dialback import dialback_key
@@ -272,9 +273,7 @@ async def federation(tmp_path: Path, *, trust: bool = False, smacks: bool = Fals
         hosts = {f"pubsub.{theirs}": f"{theirs}:5269"}
         if relay:
             # Prosody reaches schnack at ours:5269, where the relay listens; schnack listens behind it.
-            with socket.socket() as sock:
-                sock.bind((ours, 0))
-                s2s_port = sock.getsockname()[1]
+            s2s_port = free_port(ours)
             relays = [await Relay(("127.0.0.1", 0), theirs, 5269).start(),
                       await Relay((ours, 5269), ours, s2s_port).start()]
             hosts[theirs] = f"127.0.0.1:{relays[0].port}"

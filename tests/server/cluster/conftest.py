@@ -11,7 +11,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bench.ports import free_port
 from schnack.server.cluster import ClusterBus, LocalBus, RedisBus
 from schnack.server.cluster.local import LocalHub
 from schnack.server.cluster.sentinel import open_redis
@@ -127,14 +127,6 @@ async def redis_cluster() -> AsyncIterator[Cluster]:
         yield made
     finally:
         await made.close()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PrivateRedis:

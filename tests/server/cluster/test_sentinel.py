@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from redis.exceptions import RedisError
 
+from bench.ports import free_port
 from schnack.server.cluster import ClusterUnavailable, RedisBus, open_bus
 from schnack.server.cluster.bus import Entry
 from schnack.server.cluster.sentinel import SentinelTarget, is_sentinel_url, parse_sentinel_url
@@ -42,7 +43,7 @@ from schnack.server.config import ConfigError, build
 
 from ...conftest import require_service
 from . import test_bus_contract as contract
-from .conftest import Cluster, eventually, free_port
+from .conftest import Cluster, eventually
 from .test_bus_contract import Inbox, stanza
 
 SERVICE = "schnack"
