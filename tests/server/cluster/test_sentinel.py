@@ -100,6 +100,15 @@ def make_certificates(directory: Path) -> Certificates:
     return made
 
 
+def _promotable(replica: dict[str, Any]) -> bool:
+    """Whether a sentinel would pick ``replica`` in a failover now. It learns of a replica from
+    the primary's INFO some seconds before it has the replica's own: until then, a failover
+    finds no replica to promote (NOGOODSLAVE). So: connected, answering pings, and with an INFO
+    reply well within the 30 s a sentinel trusts one for."""
+    return (not replica["is_sdown"] and not replica["is_disconnected"]
+            and replica["info-refresh"] < 10_000 and replica["last-ok-ping-reply"] < 5_000)
+
+
 class RedisGroup:
     """A primary, a replica and three sentinels of the test's own, without persistence; with
     ``tls``, each of them listens on TLS only and they speak TLS among themselves."""
@@ -182,7 +191,7 @@ class RedisGroup:
             for port in self.sentinels:
                 with redis.Redis(port=port, password=SENTINEL_PASSWORD, socket_timeout=1, **self._tls()) as sentinel:
                     replicas = sentinel.sentinel_slaves(SERVICE)
-                    if not any(r["port"] == self.replica and not r["is_sdown"] for r in replicas):
+                    if not any(r["port"] == self.replica and _promotable(r) for r in replicas):
                         return False
                     if len(sentinel.sentinel_sentinels(SERVICE)) < len(self.sentinels) - 1:
                         return False
