@@ -17,7 +17,7 @@ from schnack.server.config import DEFAULT_MODULES, ConfigError
 from schnack.server.hooks import HANDLED, Handled
 from schnack.server.module import Module, NoOptions
 from schnack.server.sessions import Session
-from schnack.server.storage import StorageError
+from schnack.server.storage import AccountGone, StorageError
 from schnack.xmpp import ns
 from schnack.xmpp.errors import StanzaError
 from schnack.xmpp.jid import JID
@@ -354,6 +354,17 @@ async def test_a_failed_deferred_write_is_a_wait_error_for_the_sender(server: Se
     assert reply.find(f"{{{ns.CLIENT}}}error").get("type") == "wait"  # type: ignore[union-attr]
     assert "disk full" not in xml(reply)
     assert not alice.stream.closed
+
+
+async def test_a_write_for_an_account_deleted_meanwhile_is_service_unavailable(server: Server, alice: Client) -> None:
+    write: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    write.set_exception(AccountGone("the account bob@localhost is deleted"))
+    deferring(server, write, [])
+    await alice.send("<message to='bob@localhost' id='m1' type='chat'><body>x</body></message>")
+    # RFC 6121 §8.5.2.1.1, as for a message to an account that does not exist; not a 'wait' to retry.
+    (reply,) = alice.take()
+    assert condition(reply) == "service-unavailable"
+    assert reply.find(f"{{{ns.CLIENT}}}error").get("type") == "cancel"  # type: ignore[union-attr]
 
 
 async def test_after_a_failed_deferred_write_the_others_are_still_taken(server: Server, alice: Client) -> None:

@@ -29,7 +29,7 @@ from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID
 from ..xmpp.stanza import Stanza
 from .hooks import Handled, Unanswered
-from .storage.base import STORAGE_DOWN, StorageError
+from .storage.base import STORAGE_DOWN, AccountGone, StorageError
 
 if TYPE_CHECKING:
     from .app import Server
@@ -178,7 +178,10 @@ def _refusal(stanza: Stanza, err: StanzaError) -> Element | None:
 
 def _failure(stanza: Stanza, err: Exception) -> Element | None:
     """A handler or a deferred write failed: logged, and the sender told no details."""
-    if isinstance(err, StorageError):
+    if isinstance(err, AccountGone):
+        # RFC 6121 §8.5.2.1.1: the account it was written for was deleted as it went.
+        failure = StanzaError("service-unavailable", "the account is deleted")
+    elif isinstance(err, StorageError):
         # Not stored, so not accepted: a temporary error (RFC 6120 §8.3.2 'wait'), nothing dropped silently.
         log.warning("storage failed for %s to %s: %s", stanza.kind, stanza.to, err)
         failure = StanzaError("internal-server-error", STORAGE_DOWN, type="wait")

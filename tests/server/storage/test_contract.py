@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from urllib.parse import parse_qsl, urlsplit
@@ -11,6 +12,7 @@ import asyncpg
 import pytest
 
 from schnack.server.storage import (
+    AccountGone,
     AlreadyExists,
     ArchiveFull,
     ArchivePage,
@@ -113,6 +115,23 @@ async def test_account_delete_removes_leftovers_of_an_account_gone(storage: Stor
     assert await storage.accounts.delete(H, "ghost") is False
     assert await storage.kv.get(H, "ghost", "vcard") is None
     assert await storage.archive.count(H, "ghost", "mam") == 0
+
+
+async def test_appends_issued_before_an_account_is_deleted_do_not_outlive_it(storage: Storage) -> None:
+    """Nothing of a deleted account waits in its archives for whoever next registers its name: not
+    even a message routed to it, and queued, just before it was deleted."""
+    await storage.accounts.create(H, "alice", derive_credentials("x"))
+    await storage.archive.append(H, "alice", "mam", 1.0, "bob@x", b"before")
+    queued = storage.archive.append_soon(H, "alice", "mam", 2.0, "bob@x", b"queued")
+    assert await storage.accounts.delete(H, "alice") is True
+    with contextlib.suppress(AccountGone):
+        await queued
+    await storage.accounts.create(H, "alice", derive_credentials("y"))
+    assert await storage.archive.count(H, "alice", "mam") == 0
+    assert (await storage.archive.query(H, "alice", "mam")).items == []
+    # The new account's own archive works.
+    await storage.archive.append(H, "alice", "mam", 3.0, "carol@x", b"new")
+    assert [i.payload for i in (await storage.archive.query(H, "alice", "mam")).items] == [b"new"]
 
 
 # --- roster --------------------------------------------------------------------------------------
@@ -563,6 +582,8 @@ async def test_archive_count_follows_appends_and_deletes(storage: Storage) -> No
     await storage.accounts.create(H, "alice", derive_credentials("secret"))
     await storage.accounts.delete(H, "alice")
     assert await _counts(storage, archives) == dict(zip(archives, [0, 0, 0, 1], strict=True))
+    # The name registered again starts from nothing.
+    await storage.accounts.create(H, "alice", derive_credentials("secret"))
     await storage.archive.append(H, "alice", "offline", 1.0, "bob@x", b"again")
     assert await storage.archive.count(H, "alice", "offline") == 1
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from schnack.server.storage import StorageError
+from schnack.server.storage import AccountGone, StorageError
 from schnack.server.storage.sqlite import SqliteStorage
+from schnack.xmpp.sasl import derive_credentials
 
 from .conftest import rewind_sqlite_archive
 
@@ -253,5 +254,31 @@ async def test_a_migration_cut_short_leaves_the_store_as_it_was(tmp_path: Path) 
     storage = await SqliteStorage.open(str(path))
     try:
         assert [found.id for found in (await storage.archive.query("localhost", "bob", "mam")).items] == [item]
+    finally:
+        await storage.close()
+
+
+async def test_an_append_for_an_account_deleted_meanwhile_is_refused_alone(tmp_path: Path) -> None:
+    """A message routed to an account as it is deleted comes to be written after the deletion:
+    refused (its archive would otherwise get a new number, there for the next account of that
+    name), and the rows written in the same batch for others are kept."""
+    storage = await SqliteStorage.open(str(tmp_path / "store.db"))
+    try:
+        for name in ("alice", "bob"):
+            await storage.accounts.create("localhost", name, derive_credentials("x"))
+            await storage.archive.append("localhost", name, "mam", 1.0, "carol@x", b"old")
+        assert await storage.accounts.delete("localhost", "alice")
+        # One batch: both are issued before the writer runs.
+        late = [storage.archive.append_soon("localhost", name, store, 2.0, "carol@x", b"late")
+                for name in ("alice", "bob") for store in ("mam", "offline")]
+        outcomes = await asyncio.gather(*late, return_exceptions=True)
+        assert [type(o) for o in outcomes[:2]] == [AccountGone, AccountGone]
+        assert all(isinstance(o, str) for o in outcomes[2:])
+        assert await storage.archive.count("localhost", "bob", "mam") == 2
+        assert await storage.archive.count("localhost", "bob", "offline") == 1
+        # Registered again, the name's archives take appends, and hold nothing of before.
+        await storage.accounts.create("localhost", "alice", derive_credentials("y"))
+        await storage.archive.append("localhost", "alice", "mam", 3.0, "carol@x", b"new")
+        assert [i.payload for i in (await storage.archive.query("localhost", "alice", "mam")).items] == [b"new"]
     finally:
         await storage.close()

@@ -6,6 +6,7 @@ from typing import cast
 
 from .base import (
     Account,
+    AccountGone,
     AlreadyExists,
     ArchivedItem,
     ArchiveFull,
@@ -18,7 +19,7 @@ from .base import (
 )  # fmt: skip
 
 __all__ = [
-    "Account", "AlreadyExists", "ArchiveFull", "ArchivePage", "ArchivedItem", "ItemNotFound", "RosterItem", "Storage",
+    "Account", "AccountGone", "AlreadyExists", "ArchiveFull", "ArchivePage", "ArchivedItem", "ItemNotFound", "RosterItem", "Storage",
     "StorageError", "new_item_id", "open_storage",
 ]  # fmt: skip
 

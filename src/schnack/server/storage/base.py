@@ -100,7 +100,7 @@ class QueuedAppends:
     the order issued, for the writer the backend starts in :meth:`_write_soon` (when none runs),
     which writes what waits together and settles each future with its outcome. Appends are
     written in the order they were issued, so a read that waits for the last one issued before
-    it (:meth:`_appended`) sees them all."""
+    it (:meth:`appended`) sees them all."""
 
     _waiting: MutableSequence[Appending]
     _last: asyncio.Future[str] | None = None
@@ -121,7 +121,7 @@ class QueuedAppends:
     def _write_soon(self) -> None:
         raise NotImplementedError
 
-    async def _appended(self) -> None:
+    async def appended(self) -> None:
         """Wait until every append issued so far is done (committed or refused)."""
         last = self._last
         if last is not None and not last.done():
@@ -138,6 +138,11 @@ class AlreadyExists(StorageError):
 
 class ItemNotFound(StorageError):
     """An RSM paging id that is not in the archive."""
+
+
+class AccountGone(StorageError):
+    """An append to the archive of an account deleted meanwhile (it was routed or queued before
+    the deletion, and came to be written after it)."""
 
 
 class ArchiveFull(StorageError):

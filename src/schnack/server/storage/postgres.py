@@ -148,6 +148,10 @@ class _Part:
 
 
 class Accounts(_Part):
+    def __init__(self, pool: Any, archive: Archive) -> None:
+        super().__init__(pool)
+        self._archive = archive
+
     async def create(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> None:
         if not await self._write("INSERT INTO accounts VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                                  host, username, credentials_to_json(credentials), time.time()):
@@ -163,7 +167,13 @@ class Accounts(_Part):
                                  credentials_to_json(credentials), host, username) > 0
 
     async def delete(self, host: str, username: str) -> bool:
-        """Remove the account and everything stored for it, all or nothing."""
+        """Remove the account and everything stored for it, all or nothing.
+
+        The appends this node issued before are written first, and so deleted with the rest. One
+        that another node writes as the account is deleted can still land after it: unlike
+        SQLite's single writer, which refuses those, nothing here keeps it out.
+        """
+        await self._archive.appended()
         async with self._conn(transaction=True) as conn:
             for table in ("roster", "roster_versions", "kv", "maps", "archive"):
                 await conn.execute(f"DELETE FROM {table} WHERE host=$1 AND username=$2", host, username)
@@ -424,7 +434,7 @@ class Archive(_Part, QueuedAppends):
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
     ) -> ArchivePage:
-        await self._appended()
+        await self.appended()
         where = _Where()
         where.add("host={}", host)
         where.add("username={}", username)
@@ -471,7 +481,7 @@ class Archive(_Part, QueuedAppends):
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
                      before: float | None = None) -> int:
-        await self._appended()
+        await self.appended()
         where = _Where()
         where.add("host={}", host)
         where.add("username={}", username)
@@ -485,7 +495,7 @@ class Archive(_Part, QueuedAppends):
         return await self._write(f"DELETE FROM archive WHERE {where.sql()}", *where.args)
 
     async def count(self, host: str, username: str, store: str) -> int:
-        await self._appended()
+        await self.appended()
         row = await self._one(f"SELECT {_count_sql(store).format(1, 2, 3)}", host, username, store)
         return int(row[0])
 
@@ -590,11 +600,11 @@ class PostgresStorage:
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
-        self.accounts = Accounts(pool)
+        self.archive = Archive(pool)
+        self.accounts = Accounts(pool, self.archive)
         self.roster = Roster(pool)
         self.kv = KeyValue(pool)
         self.maps = Maps(pool)
-        self.archive = Archive(pool)
         self.muc = Muc(pool)
 
     @classmethod

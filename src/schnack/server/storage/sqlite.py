@@ -19,6 +19,7 @@ import aiosqlite
 from .base import (
     BOUNDED_STORES,
     Account,
+    AccountGone,
     AlreadyExists,
     Appending,
     ArchivedItem,
@@ -116,7 +117,7 @@ class Accounts(_Part):
             except BaseException:
                 self._owners.roll_back(conn)
                 raise
-            self._owners.forget()  # the account's archive numbers are gone
+            self._owners.deleted(host, username)
             return gone
 
         return await _in_thread(self.db, delete)
@@ -250,6 +251,9 @@ _BATCH_MAX = 1000
 # Archive numbers the writer keeps at most: two or three per account that gets messages. Past it
 # the writer starts over, and looks each up again (by the unique index) as it next needs it.
 _OWNERS_KEPT = 20_000
+# Accounts deleted lately whose archives take no appends until they exist again: long enough for
+# whatever was queued or routed to them before their deletion.
+_GONE_KEPT = 1000
 
 
 class Owners:
@@ -257,20 +261,32 @@ class Owners:
     up or given them out; used only in that thread.
 
     A number given out in a transaction that is rolled back does not exist: whoever rolls back
-    does so through :meth:`roll_back`, and whoever deletes archive_owners rows calls
-    :meth:`forget`.
+    does so through :meth:`roll_back`, and the deletion of an account, which deletes its
+    archive_owners rows, calls :meth:`deleted`.
+
+    An account's archives lose their numbers when it is deleted, so an append that comes to be
+    written after that (a message routed to the account, or queued, before its deletion) would
+    give its archive a new number, and its row would wait there for whoever next registers the
+    same name. So an archive of an account deleted lately gets no new number while the account
+    does not exist.
     """
 
     def __init__(self) -> None:
         self._numbers: dict[tuple[str, str, str], int] = {}
+        self._gone: dict[tuple[str, str], None] = {}
 
     def number(self, conn: sqlite3.Connection, host: str, username: str, store: str) -> int:
-        """The archive's number, given out now if it has none yet (in the open transaction)."""
+        """The archive's number, given out now if it has none yet (in the open transaction).
+        Raises AccountGone for an archive of an account deleted lately that does not exist."""
         key = (host, username, store)
         owner = self._numbers.get(key)
         if owner is None:
             row = conn.execute("SELECT owner FROM archive_owners WHERE host=? AND username=? AND store=?", key).fetchone()
             if row is None:
+                if (host, username) in self._gone:
+                    if conn.execute("SELECT 1 FROM accounts WHERE host=? AND username=?", key[:2]).fetchone() is None:
+                        raise AccountGone(f"the account {username}@{host} is deleted")
+                    del self._gone[host, username]
                 row = conn.execute("INSERT INTO archive_owners (host, username, store) VALUES (?, ?, ?) RETURNING owner",
                                    key).fetchone()
             if len(self._numbers) >= _OWNERS_KEPT:
@@ -280,6 +296,17 @@ class Owners:
 
     def forget(self) -> None:
         self._numbers.clear()
+
+    def any_gone(self) -> bool:
+        """Whether an account was deleted lately (else no archive can be refused a number)."""
+        return bool(self._gone)
+
+    def deleted(self, host: str, username: str) -> None:
+        """The account's archive_owners rows are deleted (and committed)."""
+        self.forget()
+        self._gone[host, username] = None
+        if len(self._gone) > _GONE_KEPT:
+            del self._gone[next(iter(self._gone))]
 
     def roll_back(self, conn: sqlite3.Connection) -> None:
         """Roll the open transaction back (a failure to do so leaves the error at hand to the
@@ -320,9 +347,27 @@ def _check_kept(conn: sqlite3.Connection, opened: bool) -> None:
         raise StorageError("the transaction was rolled back")
 
 
+def _numbered(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row, int | None]],
+              failed: dict[str, Exception]) -> list[tuple[Row, int | None]]:
+    """``appends`` whose archives have a number now; the others (of accounts deleted
+    meanwhile) go to ``failed``."""
+    kept = []
+    for append in appends:
+        row = append[0]
+        try:
+            owners.number(conn, row[1], row[2], row[3])
+        except AccountGone as err:
+            failed[row[0]] = err
+        else:
+            kept.append(append)
+    return kept
+
+
 def _insert(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row, int | None]]) -> dict[str, Exception]:
     """Insert ``appends`` and commit them; the ids refused, with why."""
     failed: dict[str, Exception] = {}
+    if owners.any_gone():
+        appends = _numbered(conn, owners, appends, failed)
     # Rows with a limit or a count go one by one, to learn which were refused and to count them;
     # the others in as few statements as can be.
     start = 0
@@ -468,7 +513,7 @@ class Archive(_Part, QueuedAppends):
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
     ) -> ArchivePage:
-        await self._appended()
+        await self.appended()
         # Without statistics SQLite prefers the per-account index to the unique one on id, and would
         # read the whole archive to find a few ids; a unary + keeps those terms off the indexes.
         plus = "+" if ids is not None else ""
@@ -522,7 +567,7 @@ class Archive(_Part, QueuedAppends):
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
                      before: float | None = None) -> int:
-        await self._appended()
+        await self.appended()
         # As in query: with ids, the unique index on id finds the rows; on the per-account index
         # SQLite would read all of the account's store for each page deleted.
         plus = "+" if ids is not None else ""
@@ -539,7 +584,7 @@ class Archive(_Part, QueuedAppends):
         return await self._write(sql, *args)
 
     async def count(self, host: str, username: str, store: str) -> int:
-        await self._appended()
+        await self.appended()
         row = await self._one(f"SELECT {_count_sql(store, _OWNER)}", host, username, store)
         return int(row[0])
 
