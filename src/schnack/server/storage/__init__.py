@@ -19,8 +19,8 @@ from .base import (
 )  # fmt: skip
 
 __all__ = [
-    "Account", "AccountGone", "AlreadyExists", "ArchiveFull", "ArchivePage", "ArchivedItem", "ItemNotFound", "RosterItem", "Storage",
-    "StorageError", "new_item_id", "open_storage",
+    "Account", "AccountGone", "AlreadyExists", "ArchiveFull", "ArchivePage", "ArchivedItem", "ItemNotFound",
+    "RosterItem", "Storage", "StorageError", "new_item_id", "open_storage",
 ]  # fmt: skip
 
 

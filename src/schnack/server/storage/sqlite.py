@@ -284,7 +284,7 @@ class Owners:
             row = conn.execute("SELECT owner FROM archive_owners WHERE host=? AND username=? AND store=?", key).fetchone()
             if row is None:
                 if (host, username) in self._gone:
-                    if conn.execute("SELECT 1 FROM accounts WHERE host=? AND username=?", key[:2]).fetchone() is None:
+                    if not conn.execute("SELECT 1 FROM accounts WHERE host=? AND username=?", key[:2]).fetchone():
                         raise AccountGone(f"the account {username}@{host} is deleted")
                     del self._gone[host, username]
                 row = conn.execute("INSERT INTO archive_owners (host, username, store) VALUES (?, ?, ?) RETURNING owner",
