@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from schnack.server.storage import AccountGone, StorageError
-from schnack.server.storage.sqlite import SqliteStorage
+from schnack.server.storage import sqlite as sqlite_backend
+from schnack.server.storage.sqlite import Owners, SqliteStorage
 from schnack.xmpp.sasl import derive_credentials
 
 from .conftest import rewind_sqlite_archive
@@ -282,3 +283,14 @@ async def test_an_append_for_an_account_deleted_meanwhile_is_refused_alone(tmp_p
         assert [i.payload for i in (await storage.archive.query("localhost", "alice", "mam")).items] == [b"new"]
     finally:
         await storage.close()
+
+
+def test_deleted_accounts_are_remembered_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long enough for what was on its way to them, and then no longer: the writer's batches go
+    back to checking nothing."""
+    owners = Owners()
+    assert not owners.any_gone()
+    owners.deleted("localhost", "alice")
+    assert owners.any_gone()
+    monkeypatch.setattr(sqlite_backend, "_GONE_FOR", 0.0)
+    assert not owners.any_gone()

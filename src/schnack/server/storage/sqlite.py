@@ -251,8 +251,10 @@ _BATCH_MAX = 1000
 # Archive numbers the writer keeps at most: two or three per account that gets messages. Past it
 # the writer starts over, and looks each up again (by the unique index) as it next needs it.
 _OWNERS_KEPT = 20_000
-# Accounts deleted lately whose archives take no appends until they exist again: long enough for
-# whatever was queued or routed to them before their deletion.
+# Accounts deleted lately, whose archives take no appends until they exist again: for long enough
+# that whatever was queued or routed to them before their deletion has been written (seconds at
+# most), and at most so many.
+_GONE_FOR = 600.0
 _GONE_KEPT = 1000
 
 
@@ -273,7 +275,8 @@ class Owners:
 
     def __init__(self) -> None:
         self._numbers: dict[tuple[str, str, str], int] = {}
-        self._gone: dict[tuple[str, str], None] = {}
+        # When each was deleted (time.monotonic()), oldest first.
+        self._gone: dict[tuple[str, str], float] = {}
 
     def number(self, conn: sqlite3.Connection, host: str, username: str, store: str) -> int:
         """The archive's number, given out now if it has none yet (in the open transaction).
@@ -299,12 +302,16 @@ class Owners:
 
     def any_gone(self) -> bool:
         """Whether an account was deleted lately (else no archive can be refused a number)."""
+        since = time.monotonic() - _GONE_FOR
+        while self._gone and next(iter(self._gone.values())) < since:
+            del self._gone[next(iter(self._gone))]
         return bool(self._gone)
 
     def deleted(self, host: str, username: str) -> None:
         """The account's archive_owners rows are deleted (and committed)."""
         self.forget()
-        self._gone[host, username] = None
+        self._gone.pop((host, username), None)
+        self._gone[host, username] = time.monotonic()
         if len(self._gone) > _GONE_KEPT:
             del self._gone[next(iter(self._gone))]
 
