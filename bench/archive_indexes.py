@@ -26,7 +26,7 @@ from pathlib import Path
 
 from schnack.server.storage import new_item_id
 from schnack.server.storage.base import Row
-from schnack.server.storage.sqlite import Owners, SqliteStorage, insert_unbounded
+from schnack.server.storage.sqlite import Deleted, Owners, SqliteStorage, insert_unbounded
 
 from .mam import HOST, MESSAGE
 
@@ -63,7 +63,7 @@ def measure(directory: Path, rows: int, per_commit: int, accounts: int, keep: Se
                 conn.execute(f"DROP INDEX {name}")
         conn.commit()
         appends = _rows(rows, accounts)
-        owners = Owners()
+        owners = Owners(Deleted())
         inserting = committing = 0.0
         for start in range(0, rows, per_commit):
             batch = appends[start:start + per_commit]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from schnack.server.storage import AccountGone, StorageError
+from schnack.server.storage import AccountGone, RosterItem, StorageError
 from schnack.server.storage import sqlite as sqlite_backend
-from schnack.server.storage.sqlite import Owners, SqliteStorage
+from schnack.server.storage.sqlite import Deleted, SqliteStorage
 from schnack.xmpp.sasl import derive_credentials
 
 from .conftest import rewind_sqlite_archive
@@ -286,11 +286,35 @@ async def test_an_append_for_an_account_deleted_meanwhile_is_refused_alone(tmp_p
 
 
 def test_deleted_accounts_are_remembered_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Long enough for what was on its way to them, and then no longer: the writer's batches go
-    back to checking nothing."""
-    owners = Owners()
-    assert not owners.any_gone()
-    owners.deleted("localhost", "alice")
-    assert owners.any_gone()
+    """Long enough for what was on its way to them, and then no longer: the writers go back to
+    checking nothing."""
+    deleted = Deleted()
+    assert not deleted.any()
+    deleted.add("localhost", "alice")
+    assert deleted.any()
     monkeypatch.setattr(sqlite_backend, "_GONE_FOR", 0.0)
-    assert not owners.any_gone()
+    assert not deleted.any()
+
+
+async def test_what_a_deleted_account_would_keep_is_refused_until_it_exists_again(tmp_path: Path) -> None:
+    """A contact's subscription request, or a roster change its presence made, written just after
+    the account's deletion: refused, not kept for the next account of that name."""
+    storage = await SqliteStorage.open(str(tmp_path / "store.db"))
+    try:
+        await storage.accounts.create("localhost", "alice", derive_credentials("x"))
+        assert await storage.accounts.delete("localhost", "alice")
+        with pytest.raises(AccountGone):
+            await storage.maps.set("localhost", "alice", "roster-pending", "bob@localhost", b"<presence/>")
+        with pytest.raises(AccountGone):
+            await storage.roster.set_item("localhost", "alice", RosterItem("bob@localhost"))
+        with pytest.raises(AccountGone):
+            await storage.kv.set("localhost", "alice", "vcard", b"card")
+        # Others, and the server's own data (no username), are written as ever.
+        await storage.maps.set("localhost", "bob", "roster-pending", "carol@localhost", b"<presence/>")
+        await storage.kv.set("localhost", "", "upload-secret", b"s")
+        await storage.accounts.create("localhost", "alice", derive_credentials("y"))
+        assert await storage.maps.items("localhost", "alice", "roster-pending") == {}
+        assert await storage.roster.get("localhost", "alice") == (0, {})
+        assert await storage.roster.set_item("localhost", "alice", RosterItem("bob@localhost")) == 1
+    finally:
+        await storage.close()

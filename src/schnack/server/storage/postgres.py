@@ -169,9 +169,10 @@ class Accounts(_Part):
     async def delete(self, host: str, username: str) -> bool:
         """Remove the account and everything stored for it, all or nothing.
 
-        The appends this node issued before are written first, and so deleted with the rest. One
-        that another node writes as the account is deleted can still land after it: unlike
-        SQLite's single writer, which refuses those, nothing here keeps it out.
+        The archive appends this node issued before are written first, and so deleted with the
+        rest. A write for the account that comes later (an append another node makes as the
+        account is deleted, a contact's subscription request just after) can still land after
+        it: unlike SQLite's single writer, which refuses those, nothing here keeps it out.
         """
         await self._archive.appended()
         async with self._conn(transaction=True) as conn:

@@ -58,8 +58,9 @@ def _queued(db: aiosqlite.Connection) -> Callable[[], bool]:
 
 
 class _Part:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, deleted: Deleted) -> None:
         self.db = db
+        self._deleted = deleted
 
     # A read is one trip to the connection's thread (a cursor's execute, fetch and close would be
     # three): each trip costs more than the lookup by key that most reads are.
@@ -80,10 +81,23 @@ class _Part:
 
         return await _in_thread(self.db, write)
 
+    async def _write_for(self, host: str, username: str, sql: str, *args: Any) -> int:
+        """As :meth:`_write`, for what the account (host, username) keeps: refused with
+        AccountGone while it is one deleted lately that does not exist (see :class:`Deleted`)."""
+        deleted = self._deleted
+
+        def write(conn: sqlite3.Connection) -> int:
+            deleted.check(conn, host, username)
+            rowcount = conn.execute(sql, args).rowcount
+            conn.commit()
+            return rowcount
+
+        return await _in_thread(self.db, write)
+
 
 class Accounts(_Part):
-    def __init__(self, db: aiosqlite.Connection, owners: Owners) -> None:
-        super().__init__(db)
+    def __init__(self, db: aiosqlite.Connection, deleted: Deleted, owners: Owners) -> None:
+        super().__init__(db, deleted)
         self._owners = owners
 
     async def create(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> None:
@@ -117,7 +131,8 @@ class Accounts(_Part):
             except BaseException:
                 self._owners.roll_back(conn)
                 raise
-            self._owners.deleted(host, username)
+            self._owners.forget()  # the account's archive numbers are gone
+            self._deleted.add(host, username)
             return gone
 
         return await _in_thread(self.db, delete)
@@ -130,17 +145,19 @@ def _item(row: Any) -> RosterItem:
     return RosterItem(row[0], row[1], row[2], bool(row[3]), bool(row[4]), tuple(json.loads(row[5])))
 
 
+_BUMP = ("INSERT INTO roster_versions VALUES (?, ?, 1) ON CONFLICT (host, username) "
+         "DO UPDATE SET version = version + 1 RETURNING version")
+
+
 class Roster(_Part):
     async def _version(self, host: str, username: str) -> int:
         row = await self._one("SELECT version FROM roster_versions WHERE host=? AND username=?", host, username)
         return int(row[0]) if row else 0
 
     async def _bump(self, host: str, username: str) -> int:
-        await self.db.execute(
-            "INSERT INTO roster_versions VALUES (?, ?, 1) ON CONFLICT (host, username) "
-            "DO UPDATE SET version = version + 1", (host, username))
+        (version,) = await self._one(_BUMP, host, username)
         await self.db.commit()
-        return await self._version(host, username)
+        return int(version)
 
     async def get(self, host: str, username: str) -> tuple[int, dict[str, RosterItem]]:
         rows = await self._all("SELECT jid, name, subscription, ask, approved, groups FROM roster "
@@ -153,11 +170,24 @@ class Roster(_Part):
         return _item(row) if row else None
 
     async def set_item(self, host: str, username: str, item: RosterItem) -> int:
-        await self.db.execute(
-            "INSERT OR REPLACE INTO roster VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (host, username, item.jid, item.name, item.subscription, int(item.ask), int(item.approved),
-             json.dumps(list(item.groups))))
-        return await self._bump(host, username)
+        deleted = self._deleted
+        values = (host, username, item.jid, item.name, item.subscription, int(item.ask), int(item.approved),
+                  json.dumps(list(item.groups)))
+
+        def write(conn: sqlite3.Connection) -> int:
+            """The item and the version it makes, in one transaction (and one trip)."""
+            try:
+                deleted.check(conn, host, username)
+                conn.execute("INSERT OR REPLACE INTO roster VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values)
+                (version,) = conn.execute(_BUMP, (host, username)).fetchone()
+                conn.commit()
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.rollback()
+                raise
+            return int(version)
+
+        return await _in_thread(self.db, write)
 
     async def remove_item(self, host: str, username: str, jid: str) -> int:
         cur = await self.db.execute("DELETE FROM roster WHERE host=? AND username=? AND jid=?", (host, username, jid))
@@ -176,7 +206,8 @@ class KeyValue(_Part):
         if value is None:
             await self._write("DELETE FROM kv WHERE host=? AND username=? AND store=?", host, username, store)
         else:
-            await self._write("INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?)", host, username, store, value)
+            await self._write_for(host, username, "INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?)",
+                                  host, username, store, value)
 
     async def delete(self, host: str, username: str, store: str) -> None:
         await self.set(host, username, store, None)
@@ -193,7 +224,8 @@ class Maps(_Part):
             await self._write("DELETE FROM maps WHERE host=? AND username=? AND store=? AND key=?",
                               host, username, store, key)
         else:
-            await self._write("INSERT OR REPLACE INTO maps VALUES (?, ?, ?, ?, ?)", host, username, store, key, value)
+            await self._write_for(host, username, "INSERT OR REPLACE INTO maps VALUES (?, ?, ?, ?, ?)",
+                                  host, username, store, key, value)
 
     async def delete_all(self, host: str, username: str, store: str) -> None:
         await self._write("DELETE FROM maps WHERE host=? AND username=? AND store=?", host, username, store)
@@ -251,11 +283,49 @@ _BATCH_MAX = 1000
 # Archive numbers the writer keeps at most: two or three per account that gets messages. Past it
 # the writer starts over, and looks each up again (by the unique index) as it next needs it.
 _OWNERS_KEPT = 20_000
-# Accounts deleted lately, whose archives take no appends until they exist again: for long enough
-# that whatever was queued or routed to them before their deletion has been written (seconds at
-# most), and at most so many.
+# Accounts deleted lately, which take no new data until they exist again: for long enough that
+# whatever was queued or routed to them before their deletion has been written (seconds at most),
+# and at most so many.
 _GONE_FOR = 600.0
 _GONE_KEPT = 1000
+
+
+class Deleted:
+    """The accounts deleted lately, as the connection's thread deleted them; used only there.
+
+    A message routed to an account just before its deletion may come to be written after it: an
+    archive append that was queued, a contact's subscription request, a roster change that a
+    contact's presence made. Written then, it would wait for whoever next registers the same
+    name (with accounts by phone number, someone else). So what an account deleted lately keeps
+    is not written while the account does not exist (AccountGone).
+    """
+
+    def __init__(self) -> None:
+        # When each was deleted (time.monotonic()), oldest first.
+        self._when: dict[tuple[str, str], float] = {}
+
+    def any(self) -> bool:
+        """Whether an account was deleted lately (else nothing can be refused)."""
+        since = time.monotonic() - _GONE_FOR
+        while self._when and next(iter(self._when.values())) < since:
+            del self._when[next(iter(self._when))]
+        return bool(self._when)
+
+    def add(self, host: str, username: str) -> None:
+        """The account's data is deleted (and committed)."""
+        self._when.pop((host, username), None)
+        self._when[host, username] = time.monotonic()
+        if len(self._when) > _GONE_KEPT:
+            del self._when[next(iter(self._when))]
+
+    def check(self, conn: sqlite3.Connection, host: str, username: str) -> None:
+        """Raise AccountGone if (host, username) is an account deleted lately that does not
+        exist; one registered again is taken off the list."""
+        if not self.any() or (host, username) not in self._when:
+            return
+        if not conn.execute("SELECT 1 FROM accounts WHERE host=? AND username=?", (host, username)).fetchone():
+            raise AccountGone(f"the account {username}@{host} is deleted")
+        del self._when[host, username]
 
 
 class Owners:
@@ -263,20 +333,14 @@ class Owners:
     up or given them out; used only in that thread.
 
     A number given out in a transaction that is rolled back does not exist: whoever rolls back
-    does so through :meth:`roll_back`, and the deletion of an account, which deletes its
-    archive_owners rows, calls :meth:`deleted`.
-
-    An account's archives lose their numbers when it is deleted, so an append that comes to be
-    written after that (a message routed to the account, or queued, before its deletion) would
-    give its archive a new number, and its row would wait there for whoever next registers the
-    same name. So an archive of an account deleted lately gets no new number while the account
-    does not exist.
+    does so through :meth:`roll_back`, and whoever deletes archive_owners rows calls
+    :meth:`forget`. An archive of an account deleted lately gets no new number while the account
+    does not exist (:class:`Deleted`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, deleted: Deleted) -> None:
         self._numbers: dict[tuple[str, str, str], int] = {}
-        # When each was deleted (time.monotonic()), oldest first.
-        self._gone: dict[tuple[str, str], float] = {}
+        self.deleted = deleted
 
     def number(self, conn: sqlite3.Connection, host: str, username: str, store: str) -> int:
         """The archive's number, given out now if it has none yet (in the open transaction).
@@ -286,10 +350,7 @@ class Owners:
         if owner is None:
             row = conn.execute("SELECT owner FROM archive_owners WHERE host=? AND username=? AND store=?", key).fetchone()
             if row is None:
-                if (host, username) in self._gone:
-                    if not conn.execute("SELECT 1 FROM accounts WHERE host=? AND username=?", key[:2]).fetchone():
-                        raise AccountGone(f"the account {username}@{host} is deleted")
-                    del self._gone[host, username]
+                self.deleted.check(conn, host, username)
                 row = conn.execute("INSERT INTO archive_owners (host, username, store) VALUES (?, ?, ?) RETURNING owner",
                                    key).fetchone()
             if len(self._numbers) >= _OWNERS_KEPT:
@@ -299,21 +360,6 @@ class Owners:
 
     def forget(self) -> None:
         self._numbers.clear()
-
-    def any_gone(self) -> bool:
-        """Whether an account was deleted lately (else no archive can be refused a number)."""
-        since = time.monotonic() - _GONE_FOR
-        while self._gone and next(iter(self._gone.values())) < since:
-            del self._gone[next(iter(self._gone))]
-        return bool(self._gone)
-
-    def deleted(self, host: str, username: str) -> None:
-        """The account's archive_owners rows are deleted (and committed)."""
-        self.forget()
-        self._gone.pop((host, username), None)
-        self._gone[host, username] = time.monotonic()
-        if len(self._gone) > _GONE_KEPT:
-            del self._gone[next(iter(self._gone))]
 
     def roll_back(self, conn: sqlite3.Connection) -> None:
         """Roll the open transaction back (a failure to do so leaves the error at hand to the
@@ -373,7 +419,7 @@ def _numbered(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row,
 def _insert(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row, int | None]]) -> dict[str, Exception]:
     """Insert ``appends`` and commit them; the ids refused, with why."""
     failed: dict[str, Exception] = {}
-    if owners.any_gone():
+    if owners.deleted.any():
         appends = _numbered(conn, owners, appends, failed)
     # Rows with a limit or a count go one by one, to learn which were refused and to count them;
     # the others in as few statements as can be.
@@ -436,7 +482,7 @@ class Archive(_Part, QueuedAppends):
     """
 
     def __init__(self, db: aiosqlite.Connection, owners: Owners) -> None:
-        super().__init__(db)
+        super().__init__(db, owners.deleted)
         self._owners = owners
         # Appended to on the event loop, emptied in the connection's thread (deque's appends and
         # pops are atomic).
@@ -698,15 +744,16 @@ class SqliteStorage:
     def __init__(self, db: aiosqlite.Connection, checkpointer: _Checkpointer | None = None) -> None:
         self._db = db
         self._checkpointer = checkpointer
-        # The archives' numbers, shared by the archive's writer and the deletion of accounts (which
-        # deletes theirs): both run in the connection's one thread.
-        owners = Owners()
-        self.accounts = Accounts(db, owners)
-        self.roster = Roster(db)
-        self.kv = KeyValue(db)
-        self.maps = Maps(db)
+        # The accounts deleted lately and the archives' numbers, shared by every writer and the
+        # deletion of accounts: all run in the connection's one thread.
+        deleted = Deleted()
+        owners = Owners(deleted)
+        self.accounts = Accounts(db, deleted, owners)
+        self.roster = Roster(db, deleted)
+        self.kv = KeyValue(db, deleted)
+        self.maps = Maps(db, deleted)
         self.archive = Archive(db, owners)
-        self.muc = Muc(db)
+        self.muc = Muc(db, deleted)
 
     @classmethod
     async def open(cls, path: str, *, checkpoint_interval: float = CHECKPOINT_INTERVAL) -> SqliteStorage:
