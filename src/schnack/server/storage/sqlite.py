@@ -71,23 +71,15 @@ class _Part:
     async def _all(self, sql: str, *args: Any) -> list[Any]:
         return list(await self.db.execute_fetchall(sql, args))
 
-    async def _write(self, sql: str, *args: Any) -> int:
-        """Run a statement and commit, in one trip; the number of rows it touched."""
-
-        def write(conn: sqlite3.Connection) -> int:
-            rowcount = conn.execute(sql, args).rowcount
-            conn.commit()
-            return rowcount
-
-        return await _in_thread(self.db, write)
-
-    async def _write_for(self, host: str, username: str, sql: str, *args: Any) -> int:
-        """As :meth:`_write`, for what the account (host, username) keeps: refused with
+    async def _write(self, sql: str, *args: Any, account: tuple[str, str] | None = None) -> int:
+        """Run a statement and commit, in one trip; the number of rows it touched. With
+        ``account`` (host, username), a write of what that account keeps: refused with
         AccountGone while it is one deleted lately that does not exist (see :class:`Deleted`)."""
         deleted = self._deleted
 
         def write(conn: sqlite3.Connection) -> int:
-            deleted.check(conn, host, username)
+            if account is not None:
+                deleted.check(conn, *account)
             rowcount = conn.execute(sql, args).rowcount
             conn.commit()
             return rowcount
@@ -206,8 +198,8 @@ class KeyValue(_Part):
         if value is None:
             await self._write("DELETE FROM kv WHERE host=? AND username=? AND store=?", host, username, store)
         else:
-            await self._write_for(host, username, "INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?)",
-                                  host, username, store, value)
+            await self._write("INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?)", host, username, store, value,
+                              account=(host, username))
 
     async def delete(self, host: str, username: str, store: str) -> None:
         await self.set(host, username, store, None)
@@ -224,8 +216,8 @@ class Maps(_Part):
             await self._write("DELETE FROM maps WHERE host=? AND username=? AND store=? AND key=?",
                               host, username, store, key)
         else:
-            await self._write_for(host, username, "INSERT OR REPLACE INTO maps VALUES (?, ?, ?, ?, ?)",
-                                  host, username, store, key, value)
+            await self._write("INSERT OR REPLACE INTO maps VALUES (?, ?, ?, ?, ?)",
+                              host, username, store, key, value, account=(host, username))
 
     async def delete_all(self, host: str, username: str, store: str) -> None:
         await self._write("DELETE FROM maps WHERE host=? AND username=? AND store=?", host, username, store)
