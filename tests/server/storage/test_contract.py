@@ -134,6 +134,48 @@ async def test_appends_issued_before_an_account_is_deleted_do_not_outlive_it(sto
     assert [i.payload for i in (await storage.archive.query(H, "alice", "mam")).items] == [b"new"]
 
 
+async def test_an_append_for_an_account_deleted_meanwhile_is_refused_alone(storage: Storage) -> None:
+    """A message routed to an account as it is deleted comes to be written after the deletion:
+    refused (it would wait in the archive for the next account of that name), and the rows
+    written in the same batch for others are kept."""
+    for name in ("alice", "bob"):
+        await storage.accounts.create(H, name, derive_credentials("x"))
+        await storage.archive.append(H, name, "mam", 1.0, "carol@x", b"old")
+    assert await storage.accounts.delete(H, "alice")
+    # One batch: all are issued before the writer runs.
+    late = [storage.archive.append_soon(H, name, store, 2.0, "carol@x", b"late")
+            for name in ("alice", "bob") for store in ("mam", "offline")]
+    outcomes = await asyncio.gather(*late, return_exceptions=True)
+    assert [type(o) for o in outcomes[:2]] == [AccountGone, AccountGone]
+    assert all(isinstance(o, str) for o in outcomes[2:])
+    assert await storage.archive.count(H, "bob", "mam") == 2
+    assert await storage.archive.count(H, "bob", "offline") == 1
+    # Registered again, the name's archives take appends, and hold nothing of before.
+    await storage.accounts.create(H, "alice", derive_credentials("y"))
+    await storage.archive.append(H, "alice", "mam", 3.0, "carol@x", b"new")
+    assert [i.payload for i in (await storage.archive.query(H, "alice", "mam")).items] == [b"new"]
+
+
+async def test_what_a_deleted_account_would_keep_is_refused_until_it_exists_again(storage: Storage) -> None:
+    """A contact's subscription request, or a roster change its presence made, written just after
+    the account's deletion: refused, not kept for the next account of that name."""
+    await storage.accounts.create(H, "alice", derive_credentials("x"))
+    assert await storage.accounts.delete(H, "alice")
+    with pytest.raises(AccountGone, match=r"alice@example\.org is deleted"):
+        await storage.maps.set(H, "alice", "roster-pending", "bob@example.org", b"<presence/>")
+    with pytest.raises(AccountGone):
+        await storage.roster.set_item(H, "alice", RosterItem("bob@example.org"))
+    with pytest.raises(AccountGone):
+        await storage.kv.set(H, "alice", "vcard", b"card")
+    # Others, and the server's own data (no username), are written as ever.
+    await storage.maps.set(H, "bob", "roster-pending", "carol@example.org", b"<presence/>")
+    await storage.kv.set(H, "", "upload-secret", b"s")
+    await storage.accounts.create(H, "alice", derive_credentials("y"))
+    assert await storage.maps.items(H, "alice", "roster-pending") == {}
+    assert await storage.roster.get(H, "alice") == (0, {})
+    assert await storage.roster.set_item(H, "alice", RosterItem("bob@example.org")) == 1
+
+
 # --- roster --------------------------------------------------------------------------------------
 
 
@@ -639,13 +681,15 @@ async def test_archive_count_of_items_stored_before_it_was_kept(storage_url: str
 
 async def _forget_archive_counts(storage_url: str) -> None:
     """Take the store back to the schema before the counts were kept (SQLite 0004, and 0005 after
-    it; PostgreSQL 0005)."""
+    it; PostgreSQL 0005, and 0006 after it)."""
     if storage_url.startswith("sqlite:"):
         rewind_sqlite_archive(storage_url.removeprefix("sqlite://"))
         return
     conn = await asyncpg.connect(storage_url.split("?", maxsplit=1)[0], server_settings={"search_path": _schema_of(storage_url)})
     try:
-        await conn.execute("DROP TABLE archive_counts; DROP TRIGGER archive_counted ON archive;"
+        await conn.execute("DROP TABLE deleted_accounts; DROP FUNCTION account_locked CASCADE;"
+                           "DROP FUNCTION accounts_not_deleted CASCADE; DROP FUNCTION lock_account_for_deletion;"
+                           "DROP TABLE archive_counts; DROP TRIGGER archive_counted ON archive;"
                            "DROP TRIGGER archive_uncounted ON archive; DROP FUNCTION archive_count_added;"
                            "DROP FUNCTION archive_count_removed; DELETE FROM schema_migrations WHERE version >= 5")
     finally:

@@ -1,10 +1,11 @@
 """What only the PostgreSQL backend has: its URL, connection failures, migrations shared by nodes,
-indexes, and a whole server that keeps its data across a restart."""
+indexes, nodes racing one another, and a whole server that keeps its data across a restart."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
@@ -12,11 +13,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from schnack.server.storage import Storage, StorageError, open_storage
+from schnack.server.storage import AccountGone, Storage, StorageError, open_storage
+from schnack.server.storage.base import DELETED_FOR
 from schnack.xmpp import ns
+from schnack.xmpp.sasl import derive_credentials
 
 from ...harness import add_user, connect, running
-from .conftest import postgres_schema, with_query
+from .conftest import POSTGRES_URL, postgres_schema, with_query
 
 CARD = f"<vCard xmlns='{ns.VCARD}'><FN>Alice Liddell</FN><NICKNAME>alice</NICKNAME></vCard>"
 
@@ -214,3 +217,66 @@ async def test_nodes_appending_to_the_same_archives_in_any_order_all_succeed(
     finally:
         for node in nodes:
             await node.close()
+
+
+async def _waiting_on_a_lock(admin: asyncpg.Connection, application: str, count: int) -> None:
+    """Until ``count`` backends of ``application`` wait for an advisory lock (PostgreSQL tells no
+    one; pg_stat_activity shows it)."""
+    async with asyncio.timeout(60):
+        while await admin.fetchval("SELECT count(*) FROM pg_stat_activity "  # noqa: ASYNC110
+                                   "WHERE wait_event='advisory' AND application_name=$1", application) < count:
+            await asyncio.sleep(0.01)
+
+
+async def test_writes_racing_an_account_deletion_from_other_nodes_leave_nothing(
+        schema: tuple[str, str, asyncpg.Connection]) -> None:
+    """Another node's write for the account that began before its deletion commits first and is
+    deleted with the rest; one that comes while the deletion runs waits for it and is refused.
+    Neither is left for whoever registers the name next."""
+    url, name, admin = schema
+    node = await open_storage(with_query(url, application_name=name))
+    other = await open_storage(with_query(url, application_name=name))
+    writer = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": f'"{name}"'})
+    try:
+        await node.accounts.create("example.org", "alice", derive_credentials("x"))
+        began = writer.transaction()
+        await began.start()
+        await writer.execute("INSERT INTO kv VALUES ('example.org', 'alice', 'vcard', 'card')")
+        deletion = asyncio.ensure_future(node.accounts.delete("example.org", "alice"))
+        await _waiting_on_a_lock(admin, name, 1)
+        late = asyncio.ensure_future(other.archive.append("example.org", "alice", "mam", 1.0, "bob@x", b"late"))
+        await _waiting_on_a_lock(admin, name, 2)
+        await began.commit()
+        assert await deletion is True
+        with pytest.raises(AccountGone, match=r"alice@example\.org is deleted"):
+            await late
+        await node.accounts.create("example.org", "alice", derive_credentials("y"))
+        assert await node.kv.get("example.org", "alice", "vcard") is None
+        assert await node.archive.count("example.org", "alice", "mam") == 0
+    finally:
+        await writer.close()
+        await node.close()
+        await other.close()
+
+
+async def test_a_deleted_account_is_refused_for_a_while_and_then_forgotten(
+        schema: tuple[str, str, asyncpg.Connection]) -> None:
+    """The entry of a deleted account counts for DELETED_FOR seconds, and the next deletion or
+    registration removes it once that is past: no name is kept long after its account."""
+    url, name, admin = schema
+    store = await open_storage(url)
+    try:
+        for user in ("alice", "bob"):
+            await store.accounts.create("example.org", user, derive_credentials("x"))
+            await store.accounts.delete("example.org", user)
+        until = await admin.fetchval(f'SELECT until FROM "{name}".deleted_accounts WHERE username=$1', "alice")
+        assert until == pytest.approx(time.time() + DELETED_FOR, abs=60)
+        await admin.execute(f'UPDATE "{name}".deleted_accounts SET until = until - $1 WHERE username=$2',
+                            DELETED_FOR, "alice")
+        await store.kv.set("example.org", "alice", "vcard", b"card")
+        with pytest.raises(AccountGone):
+            await store.kv.set("example.org", "bob", "vcard", b"card")
+        await store.accounts.create("example.org", "carol", derive_credentials("x"))
+        assert [r[0] for r in await admin.fetch(f'SELECT username FROM "{name}".deleted_accounts')] == ["bob"]
+    finally:
+        await store.close()

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from schnack.server.storage import AccountGone, RosterItem, StorageError
+from schnack.server.storage import StorageError
 from schnack.server.storage import sqlite as sqlite_backend
 from schnack.server.storage.sqlite import Deleted, SqliteStorage
-from schnack.xmpp.sasl import derive_credentials
 
 from .conftest import rewind_sqlite_archive
 
@@ -259,32 +258,6 @@ async def test_a_migration_cut_short_leaves_the_store_as_it_was(tmp_path: Path) 
         await storage.close()
 
 
-async def test_an_append_for_an_account_deleted_meanwhile_is_refused_alone(tmp_path: Path) -> None:
-    """A message routed to an account as it is deleted comes to be written after the deletion:
-    refused (its archive would otherwise get a new number, there for the next account of that
-    name), and the rows written in the same batch for others are kept."""
-    storage = await SqliteStorage.open(str(tmp_path / "store.db"))
-    try:
-        for name in ("alice", "bob"):
-            await storage.accounts.create("localhost", name, derive_credentials("x"))
-            await storage.archive.append("localhost", name, "mam", 1.0, "carol@x", b"old")
-        assert await storage.accounts.delete("localhost", "alice")
-        # One batch: both are issued before the writer runs.
-        late = [storage.archive.append_soon("localhost", name, store, 2.0, "carol@x", b"late")
-                for name in ("alice", "bob") for store in ("mam", "offline")]
-        outcomes = await asyncio.gather(*late, return_exceptions=True)
-        assert [type(o) for o in outcomes[:2]] == [AccountGone, AccountGone]
-        assert all(isinstance(o, str) for o in outcomes[2:])
-        assert await storage.archive.count("localhost", "bob", "mam") == 2
-        assert await storage.archive.count("localhost", "bob", "offline") == 1
-        # Registered again, the name's archives take appends, and hold nothing of before.
-        await storage.accounts.create("localhost", "alice", derive_credentials("y"))
-        await storage.archive.append("localhost", "alice", "mam", 3.0, "carol@x", b"new")
-        assert [i.payload for i in (await storage.archive.query("localhost", "alice", "mam")).items] == [b"new"]
-    finally:
-        await storage.close()
-
-
 def test_deleted_accounts_are_remembered_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
     """Long enough for what was on its way to them, and then no longer: the writers go back to
     checking nothing."""
@@ -292,29 +265,5 @@ def test_deleted_accounts_are_remembered_for_a_while(monkeypatch: pytest.MonkeyP
     assert not deleted.any()
     deleted.add("localhost", "alice")
     assert deleted.any()
-    monkeypatch.setattr(sqlite_backend, "_GONE_FOR", 0.0)
+    monkeypatch.setattr(sqlite_backend, "DELETED_FOR", 0.0)
     assert not deleted.any()
-
-
-async def test_what_a_deleted_account_would_keep_is_refused_until_it_exists_again(tmp_path: Path) -> None:
-    """A contact's subscription request, or a roster change its presence made, written just after
-    the account's deletion: refused, not kept for the next account of that name."""
-    storage = await SqliteStorage.open(str(tmp_path / "store.db"))
-    try:
-        await storage.accounts.create("localhost", "alice", derive_credentials("x"))
-        assert await storage.accounts.delete("localhost", "alice")
-        with pytest.raises(AccountGone):
-            await storage.maps.set("localhost", "alice", "roster-pending", "bob@localhost", b"<presence/>")
-        with pytest.raises(AccountGone):
-            await storage.roster.set_item("localhost", "alice", RosterItem("bob@localhost"))
-        with pytest.raises(AccountGone):
-            await storage.kv.set("localhost", "alice", "vcard", b"card")
-        # Others, and the server's own data (no username), are written as ever.
-        await storage.maps.set("localhost", "bob", "roster-pending", "carol@localhost", b"<presence/>")
-        await storage.kv.set("localhost", "", "upload-secret", b"s")
-        await storage.accounts.create("localhost", "alice", derive_credentials("y"))
-        assert await storage.maps.items("localhost", "alice", "roster-pending") == {}
-        assert await storage.roster.get("localhost", "alice") == (0, {})
-        assert await storage.roster.set_item("localhost", "alice", RosterItem("bob@localhost")) == 1
-    finally:
-        await storage.close()

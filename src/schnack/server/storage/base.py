@@ -41,6 +41,11 @@ class StorageError(Exception):
 # (XEP-0160), bounded per account. Other archives are counted by reading their items when asked.
 BOUNDED_STORES = frozenset({"offline"})
 
+# How long, in seconds, a deleted account takes no new data unless it is registered again
+# (AccountGone): long enough for whatever was routed or queued to it before its deletion to have
+# come to be written, which takes seconds at most.
+DELETED_FOR = 600.0
+
 # base64url's alphabet in ASCII order: the ids compare as the bytes they encode do.
 _SORTABLE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
                           "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz")  # fmt: skip
@@ -141,8 +146,9 @@ class ItemNotFound(StorageError):
 
 
 class AccountGone(StorageError):
-    """An append to the archive of an account deleted meanwhile (it was routed or queued before
-    the deletion, and came to be written after it)."""
+    """A write of what an account keeps (an archive append, a roster item, a stored value) for an
+    account deleted meanwhile: it was routed or queued before the deletion, and came to be
+    written after it."""
 
 
 class ArchiveFull(StorageError):

@@ -20,7 +20,9 @@ import asyncpg
 
 from .base import (
     BOUNDED_STORES,
+    DELETED_FOR,
     Account,
+    AccountGone,
     AlreadyExists,
     Appending,
     ArchivedItem,
@@ -45,6 +47,8 @@ _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # OSError covers refused connections and TimeoutError; InternalClientError is what a pooled
 # connection that the server terminated mid-operation can raise on its next use.
 _FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+# What the trigger of migration 0006 raises on a write for an account deleted lately.
+_GONE = ("23503", "deleted_accounts")
 # The first key of the advisory locks that serialize the appends to one archive (the second is a
 # hash of the archive's name); two-key locks never meet the one-key migration lock.
 _ARCHIVE_LOCK = int.from_bytes(b"arch", "big")
@@ -130,6 +134,8 @@ class _Part:
                 else:
                     yield conn
         except _FAILURES as err:
+            if (getattr(err, "sqlstate", None), getattr(err, "constraint_name", None)) == _GONE:
+                raise AccountGone(str(err)) from err
             raise StorageError(f"PostgreSQL: {err}") from err
 
     async def _one(self, sql: str, *args: Any) -> Any:
@@ -147,13 +153,19 @@ class _Part:
         return int(status.rpartition(" ")[2])
 
 
+# The entries of deleted_accounts past their time, removed as accounts are deleted and registered
+# (so that no name is kept long after its account).
+_FORGET_DELETED = "DELETE FROM deleted_accounts WHERE until <= extract(epoch FROM now())"
+
+
 class Accounts(_Part):
     def __init__(self, pool: Any, archive: Archive) -> None:
         super().__init__(pool)
         self._archive = archive
 
     async def create(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> None:
-        if not await self._write("INSERT INTO accounts VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        if not await self._write(f"WITH registered AS ({_FORGET_DELETED} OR (host=$1 AND username=$2)) "
+                                 "INSERT INTO accounts VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                                  host, username, credentials_to_json(credentials), time.time()):
             raise AlreadyExists(f"{username}@{host} exists")
 
@@ -169,13 +181,21 @@ class Accounts(_Part):
     async def delete(self, host: str, username: str) -> bool:
         """Remove the account and everything stored for it, all or nothing.
 
-        The archive appends this node issued before are written first, and so deleted with the
-        rest. A write for the account that comes later (an append another node makes as the
-        account is deleted, a contact's subscription request just after) can still land after
-        it: unlike SQLite's single writer, which refuses those, nothing here keeps it out.
+        Then, until it is registered again or for DELETED_FOR seconds, the database refuses to
+        store anything for it (migration 0006; AccountGone): a message routed to it just before,
+        by any node, may come to be written after the deletion, and would wait there for whoever
+        next registers the name. The deletion takes the account's lock exclusively, which every
+        such write takes shared, so a write that began before it commits first and is deleted
+        with the rest. The archive appends this node issued before are written first, so that
+        they are deleted rather than refused.
         """
         await self._archive.appended()
         async with self._conn(transaction=True) as conn:
+            await conn.execute("SELECT lock_account_for_deletion($1, $2)", host, username)
+            await conn.execute(_FORGET_DELETED)
+            await conn.execute("INSERT INTO deleted_accounts VALUES ($1, $2, extract(epoch FROM now()) + $3) "
+                               "ON CONFLICT (host, username) DO UPDATE SET until=EXCLUDED.until",
+                               host, username, DELETED_FOR)
             for table in ("roster", "roster_versions", "kv", "maps", "archive"):
                 await conn.execute(f"DELETE FROM {table} WHERE host=$1 AND username=$2", host, username)
             status: str = await conn.execute("DELETE FROM accounts WHERE host=$1 AND username=$2", host, username)

@@ -18,6 +18,7 @@ import aiosqlite
 
 from .base import (
     BOUNDED_STORES,
+    DELETED_FOR,
     Account,
     AccountGone,
     AlreadyExists,
@@ -275,10 +276,7 @@ _BATCH_MAX = 1000
 # Archive numbers the writer keeps at most: two or three per account that gets messages. Past it
 # the writer starts over, and looks each up again (by the unique index) as it next needs it.
 _OWNERS_KEPT = 20_000
-# Accounts deleted lately, which take no new data until they exist again: for long enough that
-# whatever was queued or routed to them before their deletion has been written (seconds at most),
-# and at most so many.
-_GONE_FOR = 600.0
+# The most accounts deleted lately (DELETED_FOR) that the writer keeps.
 _GONE_KEPT = 1000
 
 
@@ -298,7 +296,7 @@ class Deleted:
 
     def any(self) -> bool:
         """Whether an account was deleted lately (else nothing can be refused)."""
-        since = time.monotonic() - _GONE_FOR
+        since = time.monotonic() - DELETED_FOR
         while self._when and next(iter(self._when.values())) < since:
             del self._when[next(iter(self._when))]
         return bool(self._when)
