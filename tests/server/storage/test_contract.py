@@ -203,6 +203,17 @@ async def test_roster_items_and_versions(storage: Storage) -> None:
     assert await storage.roster.get(H, "alice") == (4, {carol.jid: carol})
 
 
+async def test_a_roster_is_read_with_its_own_version(storage: Storage) -> None:
+    """Items and version come from one moment: with a change between the two reads, a client
+    would cache the items before it under the version after it, and never be told of it
+    (RFC 6121 §2.6)."""
+    bob, carol = RosterItem("bob@example.org"), RosterItem("carol@example.org")
+    await storage.roster.set_item(H, "alice", bob)
+    (version, items), _ = await asyncio.gather(storage.roster.get(H, "alice"),
+                                               storage.roster.set_item(H, "alice", carol))
+    assert (version, sorted(items)) in [(1, [bob.jid]), (2, [bob.jid, carol.jid])]
+
+
 async def test_roster_remove_on_empty_roster(storage: Storage) -> None:
     assert await storage.roster.remove_item(H, "alice", "bob@example.org") == 0
     assert await storage.roster.get(H, "alice") == (0, {})

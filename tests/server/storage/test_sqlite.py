@@ -1,18 +1,23 @@
 """SQLite specifics the contract cannot show: which index a statement takes, who checkpoints the WAL,
-what its migrations keep, how a rolled-back batch is told."""
+what its migrations keep, how a rolled-back batch is told, and that no call leaves a transaction
+open for the next trip to the connection's thread."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from schnack.server.storage import StorageError
+from schnack.server.storage import AlreadyExists, RosterItem, StorageError
 from schnack.server.storage import sqlite as sqlite_backend
+from schnack.server.storage.base import RoomAffiliation
 from schnack.server.storage.sqlite import Deleted, SqliteStorage
+from schnack.xmpp.sasl import derive_credentials
 
 from .conftest import rewind_sqlite_archive
 
@@ -267,3 +272,45 @@ def test_deleted_accounts_are_remembered_for_a_while(monkeypatch: pytest.MonkeyP
     assert deleted.any()
     monkeypatch.setattr(sqlite_backend, "DELETED_FOR", 0.0)
     assert not deleted.any()
+
+
+async def test_no_call_leaves_a_transaction_open_for_the_next_trip(tmp_path: Path) -> None:
+    """Each call's writes are one transaction in one trip to the connection's thread. One left
+    open between two trips took in whatever trip came between them, another caller's: an archive
+    round that failed there rolled back a roster removal already reported done."""
+    storage = await SqliteStorage.open(str(tmp_path / "store.db"))
+    db = storage.archive.db
+    execute = db._execute
+    left_open: list[str] = []
+
+    async def watched(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        def trip() -> Any:
+            result = fn(*args, **kwargs)
+            if db._conn.in_transaction:
+                left_open.append(repr(fn))
+            return result
+
+        return await execute(trip)
+
+    db._execute = watched  # type: ignore[method-assign]
+    try:
+        await storage.accounts.create("localhost", "alice", derive_credentials("x"))
+        with pytest.raises(AlreadyExists):
+            await storage.accounts.create("localhost", "alice", derive_credentials("x"))
+        await storage.roster.set_item("localhost", "alice", RosterItem("bob@localhost"))
+        assert await storage.roster.remove_item("localhost", "alice", "bob@localhost") == 2
+        assert await storage.roster.remove_item("localhost", "alice", "bob@localhost") == 2
+        assert await storage.roster.get("localhost", "alice") == (2, {})
+        await storage.kv.set("localhost", "alice", "vcard", b"card")
+        await storage.maps.set("localhost", "alice", "private", "key", b"value")
+        await storage.muc.save_room("muc.localhost", "room", "{}")
+        await storage.muc.set_affiliation("muc.localhost", "room", RoomAffiliation("alice@localhost", "owner"))
+        assert await storage.muc.delete_room("muc.localhost", "room")
+        assert await storage.muc.rooms_of("alice@localhost") == []
+        await storage.archive.append("localhost", "alice", "mam", 1.0, "bob@localhost", b"<m/>")
+        assert await storage.archive.delete("localhost", "alice", "mam") == 1
+        assert await storage.accounts.delete("localhost", "alice")
+        assert left_open == []
+    finally:
+        del db._execute
+        await storage.close()

@@ -52,6 +52,28 @@ async def _in_thread(db: aiosqlite.Connection, work: Callable[[sqlite3.Connectio
     return await db._execute(lambda: work(db._conn))  # type: ignore[no-untyped-call,no-any-return]
 
 
+def _committed(work: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """``work`` as one transaction, for a trip to the connection's thread: its statements
+    committed, or rolled back if it raises.
+
+    No trip leaves a transaction open behind it: one left open would take in the statements of
+    whatever trip runs next, for another caller (an archive round), and be committed or rolled
+    back with them.
+    """
+
+    def transaction(conn: sqlite3.Connection) -> T:
+        try:
+            result = work(conn)
+            conn.commit()
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+            raise
+        return result
+
+    return transaction
+
+
 def _queued(db: aiosqlite.Connection) -> Callable[[], bool]:
     """Whether work waits on the connection's queue (aiosqlite's ``_tx``, the same since 0.17)."""
     tx = db._tx
@@ -81,11 +103,9 @@ class _Part:
         def write(conn: sqlite3.Connection) -> int:
             if account is not None:
                 deleted.check(conn, *account)
-            rowcount = conn.execute(sql, args).rowcount
-            conn.commit()
-            return rowcount
+            return conn.execute(sql, args).rowcount
 
-        return await _in_thread(self.db, write)
+        return await _in_thread(self.db, _committed(write))
 
 
 class Accounts(_Part):
@@ -142,20 +162,24 @@ _BUMP = ("INSERT INTO roster_versions VALUES (?, ?, 1) ON CONFLICT (host, userna
          "DO UPDATE SET version = version + 1 RETURNING version")
 
 
+_VERSION = "SELECT version FROM roster_versions WHERE host=? AND username=?"
+
+
+def _version(conn: sqlite3.Connection, host: str, username: str) -> int:
+    row = conn.execute(_VERSION, (host, username)).fetchone()
+    return int(row[0]) if row else 0
+
+
 class Roster(_Part):
-    async def _version(self, host: str, username: str) -> int:
-        row = await self._one("SELECT version FROM roster_versions WHERE host=? AND username=?", host, username)
-        return int(row[0]) if row else 0
-
-    async def _bump(self, host: str, username: str) -> int:
-        (version,) = await self._one(_BUMP, host, username)
-        await self.db.commit()
-        return int(version)
-
     async def get(self, host: str, username: str) -> tuple[int, dict[str, RosterItem]]:
-        rows = await self._all("SELECT jid, name, subscription, ask, approved, groups FROM roster "
-                               "WHERE host=? AND username=?", host, username)
-        return await self._version(host, username), {r[0]: _item(r) for r in rows}
+        def read(conn: sqlite3.Connection) -> tuple[int, dict[str, RosterItem]]:
+            """The items and their version in one trip, so that no change comes between them (a
+            client caching the items under that version would miss it for good, RFC 6121 §2.6)."""
+            rows = conn.execute("SELECT jid, name, subscription, ask, approved, groups FROM roster "
+                                "WHERE host=? AND username=?", (host, username)).fetchall()
+            return _version(conn, host, username), {r[0]: _item(r) for r in rows}
+
+        return await _in_thread(self.db, read)
 
     async def get_item(self, host: str, username: str, jid: str) -> RosterItem | None:
         row = await self._one("SELECT jid, name, subscription, ask, approved, groups FROM roster "
@@ -169,25 +193,21 @@ class Roster(_Part):
 
         def write(conn: sqlite3.Connection) -> int:
             """The item and the version it makes, in one transaction (and one trip)."""
-            try:
-                deleted.check(conn, host, username)
-                conn.execute("INSERT OR REPLACE INTO roster VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values)
-                (version,) = conn.execute(_BUMP, (host, username)).fetchone()
-                conn.commit()
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.rollback()
-                raise
-            return int(version)
+            deleted.check(conn, host, username)
+            conn.execute("INSERT OR REPLACE INTO roster VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values)
+            return int(conn.execute(_BUMP, (host, username)).fetchone()[0])
 
-        return await _in_thread(self.db, write)
+        return await _in_thread(self.db, _committed(write))
 
     async def remove_item(self, host: str, username: str, jid: str) -> int:
-        cur = await self.db.execute("DELETE FROM roster WHERE host=? AND username=? AND jid=?", (host, username, jid))
-        if cur.rowcount:
-            return await self._bump(host, username)
-        await self.db.commit()
-        return await self._version(host, username)
+        def write(conn: sqlite3.Connection) -> int:
+            """The removal and the version it makes (the same if there was no such item), in one
+            transaction (and one trip)."""
+            if conn.execute("DELETE FROM roster WHERE host=? AND username=? AND jid=?", (host, username, jid)).rowcount:
+                return int(conn.execute(_BUMP, (host, username)).fetchone()[0])
+            return _version(conn, host, username)
+
+        return await _in_thread(self.db, _committed(write))
 
 
 class KeyValue(_Part):
@@ -648,8 +668,12 @@ class Muc(_Part):
         return [StoredRoom(service, r[0], r[1], r[2]) for r in rows]
 
     async def delete_room(self, service: str, name: str) -> bool:
-        await self.db.execute("DELETE FROM muc_affiliations WHERE service=? AND name=?", (service, name))
-        return await self._write("DELETE FROM muc_rooms WHERE service=? AND name=?", service, name) > 0
+        def delete(conn: sqlite3.Connection) -> bool:
+            """The room and its affiliations, in one transaction (and one trip)."""
+            conn.execute("DELETE FROM muc_affiliations WHERE service=? AND name=?", (service, name))
+            return conn.execute("DELETE FROM muc_rooms WHERE service=? AND name=?", (service, name)).rowcount > 0
+
+        return await _in_thread(self.db, _committed(delete))
 
     async def affiliations(self, service: str, name: str) -> dict[str, RoomAffiliation]:
         rows = await self._all("SELECT jid, affiliation, nick, reason FROM muc_affiliations "
