@@ -355,6 +355,75 @@ async def test_a_claim_stays_with_its_live_owner_and_passes_on_when_it_dies(clus
     await eventually(lambda: a.claim("room:crew@groups.example.org"), lambda owner: owner == "a")
 
 
+async def _hold(bus: ClusterBus, name: str, order: list[str], entered: asyncio.Event | None = None,
+                leave: asyncio.Event | None = None) -> None:
+    """Hold ``name`` on ``bus``: note the node in ``order`` on entering, stay until ``leave``."""
+    async with bus.lock(name):
+        order.append(bus.node)
+        if entered is not None:
+            entered.set()
+        if leave is not None:
+            await leave.wait()
+
+
+async def _holding(bus: ClusterBus, name: str, order: list[str]) -> tuple[asyncio.Future[None], asyncio.Event]:
+    """``bus`` holding ``name`` in a task of its own, once it does; the event lets go."""
+    entered, leave = asyncio.Event(), asyncio.Event()
+    task = asyncio.ensure_future(_hold(bus, name, order, entered, leave))
+    await asyncio.wait_for(entered.wait(), 20)
+    return task, leave
+
+
+async def test_a_lock_keeps_other_nodes_out_until_let_go(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    order: list[str] = []
+    holding, leave = await _holding(a, "roster:alice@example.org", order)
+    waiting = asyncio.ensure_future(_hold(b, "roster:alice@example.org", order))
+    # Another name is free meanwhile.
+    await _hold(b, "roster:bob@example.org", order)
+    await asyncio.sleep(0.3)  # time for b to get in wrongly, not a measure
+    assert order == ["a", "b"] and not waiting.done()
+    leave.set()
+    await asyncio.wait_for(asyncio.gather(holding, waiting), 20)
+    assert order == ["a", "b", "b"]
+    # Let go, the name is free for anyone.
+    await asyncio.wait_for(_hold(a, "roster:alice@example.org", order), 20)
+
+
+async def test_a_dead_nodes_lock_passes_on_and_its_late_letting_go_frees_nothing(redis_cluster: Cluster) -> None:
+    """A node that stops heartbeating lets go of its locks; when its block ends after all, it
+    does not take the lock from whoever holds it by then."""
+    a = await redis_cluster.node("a")
+    b = await redis_cluster.node("b")
+    c = await redis_cluster.node("c")
+    order: list[str] = []
+    dead, leave = await _holding(a, "roster:alice@example.org", order)
+    await a.stop(leave=False)
+    taking, b_leave = await _holding(b, "roster:alice@example.org", order)
+    leave.set()
+    await dead
+    third = asyncio.ensure_future(_hold(c, "roster:alice@example.org", order))
+    await asyncio.sleep(0.3)  # time for c to get in wrongly, not a measure
+    assert order == ["a", "b"] and not third.done()
+    b_leave.set()
+    await asyncio.wait_for(asyncio.gather(taking, third), 20)
+    assert order == ["a", "b", "c"]
+
+
+async def test_a_lock_while_redis_is_away_holds_nothing_and_raises_nothing(private_redis: PrivateRedis) -> None:
+    await private_redis.start()
+    cluster = Cluster("redis", url=private_redis.url)
+    try:
+        a = await cluster.node("a", heartbeat_interval=0.2, node_ttl=2.0)
+        await private_redis.stop()
+        order: list[str] = []
+        await asyncio.wait_for(_hold(a, "roster:alice@example.org", order), 20)
+        assert order == ["a"]
+    finally:
+        await cluster.close()
+
+
 async def _value(items: list[tuple[str, str, dict[str, str]]]) -> list[tuple[str, str, dict[str, str]]]:
     return list(items)
 

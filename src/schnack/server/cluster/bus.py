@@ -10,6 +10,7 @@ path: storage stays the source of truth, so a message the bus cannot carry is st
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -127,6 +128,12 @@ class ClusterBus(Protocol):
     async def reclaim(self, name: str) -> str:
         """After the backend came back from an outage, claim ``name`` again as the node that owned
         it before (the others' claims wait for that); the live owner, as :meth:`claim`."""
+        ...
+
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Hold ``name`` against every other node while the block runs, waiting while one holds
+        it. A node that dies holding it lets go with its heartbeat. While the backend cannot be
+        reached the block runs without it (this node's own callers are kept apart by the caller)."""
         ...
 
 

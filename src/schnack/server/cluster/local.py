@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
+from ..locks import Locks
 from .bus import (
     Entry,
     MessageHandler,
@@ -44,6 +46,8 @@ class LocalHub:
         self.directory: dict[str, dict[str, str]] = {}
         self.info: dict[str, str] = {}
         self.claims: dict[str, str] = {}
+        # The names held with lock().
+        self.locks: Locks[str] = Locks()
 
     def drop(self, node: str) -> dict[str, str]:
         """Remove ``node`` and its sessions from the directory; return their info (full JID -> info)."""
@@ -248,3 +252,9 @@ class LocalBus:
     async def reclaim(self, name: str) -> str:
         """As :meth:`claim` (the hub has no outages to settle after)."""
         return await self.claim(name)
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        """Hold ``name`` against the hub's other nodes while the block runs."""
+        async with self._hub.locks.hold(name):
+            yield

@@ -7,7 +7,9 @@ Keys, under a prefix (``schnack:`` by default):
 - ``dir:{bare JID}``: the directory of one account, full JID -> node;
 - ``sess:{node}``: the full JIDs a node registered, to drop them when it dies;
 - ``info:{bare JID}``: what the holding node attached to each full JID (``set_info``), dropped with it;
-- ``claim:{name}``: the node that owns a name (``claim``), valid while that node heartbeats.
+- ``claim:{name}``: the node that owns a name (``claim``), valid while that node heartbeats;
+- ``lock:{name}``: the holder of a lock (``lock``: its node and a token of its own), valid while
+  that node heartbeats and for ``_LOCK_EXPIRY_MS`` at most.
 
 Channels: ``to:{node}`` carries messages for one node, ``all`` the dead-node announcements.
 Every change that touches more than one key runs as one Lua script, so a node that dies halfway
@@ -33,7 +35,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -186,6 +190,31 @@ return #ARGV - 2
 """
 
 
+# KEYS: lock:{name}. ARGV: holder (node/token), prefix, expiry in ms. Takes the lock unless a
+# node that still heartbeats holds it; 1 if taken.
+_LOCK = """
+local held = redis.call('GET', KEYS[1])
+if held then
+  local node = string.match(held, '^(.*)/[^/]*$')
+  if node and redis.call('EXISTS', ARGV[2] .. 'hb:' .. node) == 1 then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
+
+# KEYS: lock:{name}. ARGV: holder. Lets go of the lock if that holder has it.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# How long a lock is held at most: far longer than the storage steps a lock keeps apart, so that
+# only a node that lost track of one (its task gone without letting go) holds it that long.
+_LOCK_EXPIRY_MS = 30_000
+# A node waiting for a lock asks again after the first pause, doubled each time up to the second.
+_LOCK_RETRY = (0.002, 0.05)
+
+
 async def _run_reaped(handler: ReapedHandler, node: str, dropped: dict[str, str]) -> None:
     try:
         await handler(node, dropped)
@@ -237,7 +266,7 @@ class RedisBus:
         self._scripts = {name: self._redis.register_script(body) for name, body in (
             ("heartbeat", _HEARTBEAT), ("register", _REGISTER), ("unregister", _UNREGISTER),
             ("reap", _REAP), ("lookup", _LOOKUP), ("resync", _RESYNC), ("set_info", _SET_INFO),
-            ("entries", _ENTRIES), ("claim", _CLAIM), ("peek", _PEEK),
+            ("entries", _ENTRIES), ("claim", _CLAIM), ("peek", _PEEK), ("lock", _LOCK), ("unlock", _UNLOCK),
         )}
         # The commands of messages (directory reads, publishes) waiting to go out, and the task
         # sending them.
@@ -665,6 +694,38 @@ class RedisBus:
             self._lose(err)
             raise BusUnavailable(f"Redis is unreachable: {err}") from None
         return _text(owner)
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        """Hold ``name`` against the other nodes while the block runs; without it while Redis is
+        unreachable."""
+        key, holder = self._key("lock", name), f"{self._node}/{secrets.token_hex(8)}"
+        held = await self._take(key, holder)
+        try:
+            yield
+        finally:
+            if held:
+                # Let go even when the block was cancelled: the others would wait for the expiry.
+                await asyncio.shield(self._let_go(key, holder))
+
+    async def _take(self, key: str, holder: str) -> bool:
+        """Wait until the lock is this holder's; False when Redis cannot be reached."""
+        pause, longest = _LOCK_RETRY
+        while True:
+            try:
+                if await self._call("lock", [key], [holder, self._prefix, _LOCK_EXPIRY_MS]):
+                    return True
+            except _ERRORS as err:
+                self._lose(err)
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, longest)
+
+    async def _let_go(self, key: str, holder: str) -> None:
+        try:
+            await self._call("unlock", [key], [holder])
+        except _ERRORS as err:
+            self._lose(err)
 
     async def nodes(self) -> dict[str, NodeInfo]:
         """The live nodes and their session counts at their last heartbeat."""
