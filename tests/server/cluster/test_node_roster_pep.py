@@ -3,12 +3,16 @@ across nodes: two servers in one process, on the in-process hub and on Redis, sh
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from xml.etree.ElementTree import Element
 
 from schnack.server.app import Server
 from schnack.server.cluster.directory import SessionInfo
+from schnack.server.storage import RosterItem
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.disco import INFO, DiscoInfo
@@ -16,6 +20,7 @@ from schnack.xmpp.payloads.pubsub import EventItems
 from schnack.xmpp.xml import serialize
 
 from ...harness import Client
+from ..modules.contacts import presence
 from ..modules.messaging import login
 from ..modules.test_pep import DEVICE_LIST, DEVICES, NICK, caps_for, events, nick, publish_xml
 from .conftest import eventually
@@ -61,6 +66,53 @@ async def test_roster_pushes_reach_interested_resources_on_other_nodes(tmp_path:
         removed = (await until(phone, roster_push)).find(ROSTER_ITEM)
         assert removed is not None and removed.get("subscription") == "remove"
         assert [el for el in quiet.take() if roster_push(el)] == []
+
+
+async def test_two_nodes_changing_one_roster_item_at_once_both_count(tmp_path: Path, backend: str) -> None:
+    """Alice and Bob approve each other's requests at the same moment: Alice's approval changes
+    her item for Bob on her node, Bob's approval of her request changes the same item on his.
+    Each step reads the item and writes it back; the two must not overlap, or the later write
+    drops what the earlier one changed (Both would end up From or To)."""
+    async with nodes(tmp_path, backend) as (a, b):
+        alice = await online(a, "alice@localhost/phone")
+        bob = await online(b, "bob@localhost/desk")
+        await alice.send(presence("subscribe", "bob@localhost"))
+        await until(bob, lambda el: el.get("type") == "subscribe")
+        await bob.send(presence("subscribe", "alice@localhost"))
+        await until(alice, lambda el: el.get("type") == "subscribe")
+        # Each node, having read Alice's item for Bob, waits a while for the other to read it too,
+        # so that steps that may overlap do: both read the item before either writes it.
+        read = {a: asyncio.Event(), b: asyncio.Event()}
+        written: list[RosterItem] = []
+        for server, other in ((a, b), (b, a)):
+            storage = server.storage.roster
+
+            async def stalled(host: str, username: str, jid: str, *, get_item: Any = storage.get_item,
+                              mine: asyncio.Event = read[server], theirs: asyncio.Event = read[other]) -> Any:
+                item = await get_item(host, username, jid)
+                if (username, jid) == ("alice", "bob@localhost"):
+                    mine.set()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(theirs.wait(), 1.5)
+                return item
+
+            async def noted(host: str, username: str, item: RosterItem, *, set_item: Any = storage.set_item) -> Any:
+                version = await set_item(host, username, item)
+                if (username, item.jid) == ("alice", "bob@localhost"):
+                    written.append(item)
+                return version
+
+            storage.get_item = stalled  # type: ignore[method-assign]
+            storage.set_item = noted  # type: ignore[method-assign]
+        await asyncio.gather(alice.send(presence("subscribed", "bob@localhost")),
+                             bob.send(presence("subscribed", "alice@localhost")))
+        await eventually(lambda: _listed(written), lambda items: len(items) == 2)
+        item = await a.storage.roster.get_item("localhost", "alice", "bob@localhost")
+        assert item is not None and (item.subscription, item.ask) == ("both", False)
+
+
+async def _listed(items: list[RosterItem]) -> list[RosterItem]:
+    return list(items)
 
 
 def notified(node: str) -> Callable[[Element], bool]:

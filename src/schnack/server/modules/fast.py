@@ -133,7 +133,7 @@ class FastTokens(Module[FastOptions]):
     Options = FastOptions
 
     def setup(self) -> None:
-        self._locks = AccountLocks()
+        self._locks = AccountLocks(self.server.cluster.bus, "fast")
         # Streams that authenticated with a token due for rotation.
         self._rotate: weakref.WeakSet[C2SStream] = weakref.WeakSet()
         self.hook(sasl2.INLINE, self.feature)

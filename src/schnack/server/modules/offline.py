@@ -112,6 +112,7 @@ class Offline(Module[OfflineOptions]):
     Options = OfflineOptions
 
     def setup(self) -> None:
+        # This node's own: they keep one delivery at a time to this node's sessions of an account.
         self._locks = AccountLocks()
         self._tasks: set[asyncio.Task[None]] = set()
         # Per message on its way to storage: the sessions whose delivery may miss it.

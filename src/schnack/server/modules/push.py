@@ -183,7 +183,7 @@ class Push(Module[PushOptions]):
     Options = PushOptions
 
     def setup(self) -> None:
-        self._locks = AccountLocks()
+        self._locks = AccountLocks(self.server.cluster.bus, "push")
         self._pending: dict[tuple[JID, str], _Pending] = {}
         self._waiting: dict[str, _Waiting] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}

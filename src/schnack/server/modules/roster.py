@@ -111,7 +111,7 @@ class Roster(Module[RosterOptions]):
     Options = RosterOptions
 
     def setup(self) -> None:
-        self.locks = AccountLocks()
+        self.locks = AccountLocks(self.server.cluster.bus, "roster")
         self.iq("self", payload.QUERY, get=self.get, set=self.set)
         self.iq("bare", payload.QUERY, get=self.forbidden, set=self.forbidden)
         self.hook("stream-features", self.stream_feature)

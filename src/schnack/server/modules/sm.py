@@ -239,6 +239,7 @@ class StreamManagement(Module[SmOptions]):
         self._resumable: dict[str, Session] = {}
         # Sessions with stream management whose queues are not settled yet, by account.
         self._unsettled: dict[JID, set[Session]] = {}
+        # This node's own: what they keep in order are the queues of this node's sessions.
         self._locks = AccountLocks()
         # SM-ID -> ((host, username), inbound h) of sessions that ended, oldest first.
         self._ended: dict[str, tuple[tuple[str, str], int]] = {}

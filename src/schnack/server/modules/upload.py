@@ -195,7 +195,6 @@ class Upload(Module[UploadOptions]):
         if not re.fullmatch(r"(/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)+", path):
             raise ConfigError("modules.upload.path", f"must be a path such as /upload, got {path!r}")
         self.services = {f"upload.{host}": host for host in server.config.domains}
-        self.locks = AccountLocks()
         self._key = options.secret.encode()
         self._putting: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -208,6 +207,7 @@ class Upload(Module[UploadOptions]):
         return min(self.options.max_file_size, quota) if quota else self.options.max_file_size
 
     def setup(self) -> None:
+        self.locks = AccountLocks(self.server.cluster.bus, "upload")
         for domain in self.services:
             self.service(domain)
             self.iq(f"service/{domain}", INFO, get=self.info)

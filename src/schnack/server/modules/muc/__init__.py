@@ -102,6 +102,7 @@ class Muc(Module[MucOptions]):
             self.domains[service.domain] = host
         self.rooms = Rooms(self.server)
         self._outbox: list[Element] = []
+        # This node's own: a room lives on one node (cluster/groups.py), which alone changes it.
         self.locks = AccountLocks()
         self.limits = Limits(self.options)
         self.presence = Presences(self)

@@ -151,7 +151,7 @@ class Pep(Module[PepOptions]):
         self.rosters = Rosters(self.server)
         self.store = NodeStore(self.server)
         self.interests = Interests(self.options.caps_timeout)
-        self.locks = AccountLocks()
+        self.locks = AccountLocks(self.server.cluster.bus, "pep")
         self.subscriptions = SubscriptionStore(self.server)
         self.delivery = Delivery(self.server, self.rosters, self.store, self.interests, self.subscriptions)
         self._tasks: set[asyncio.Task[object]] = set()
