@@ -162,11 +162,8 @@ _BUMP = ("INSERT INTO roster_versions VALUES (?, ?, 1) ON CONFLICT (host, userna
          "DO UPDATE SET version = version + 1 RETURNING version")
 
 
-_VERSION = "SELECT version FROM roster_versions WHERE host=? AND username=?"
-
-
 def _version(conn: sqlite3.Connection, host: str, username: str) -> int:
-    row = conn.execute(_VERSION, (host, username)).fetchone()
+    row = conn.execute("SELECT version FROM roster_versions WHERE host=? AND username=?", (host, username)).fetchone()
     return int(row[0]) if row else 0
 
 

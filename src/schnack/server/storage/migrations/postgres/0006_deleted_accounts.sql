@@ -40,27 +40,15 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER account_locked BEFORE INSERT ON archive
-    FOR EACH ROW EXECUTE FUNCTION account_locked();
-CREATE TRIGGER accounts_not_deleted AFTER INSERT ON archive
-    REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION accounts_not_deleted();
-
-CREATE TRIGGER account_locked BEFORE INSERT ON roster
-    FOR EACH ROW EXECUTE FUNCTION account_locked();
-CREATE TRIGGER accounts_not_deleted AFTER INSERT ON roster
-    REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION accounts_not_deleted();
-
-CREATE TRIGGER account_locked BEFORE INSERT ON roster_versions
-    FOR EACH ROW EXECUTE FUNCTION account_locked();
-CREATE TRIGGER accounts_not_deleted AFTER INSERT ON roster_versions
-    REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION accounts_not_deleted();
-
-CREATE TRIGGER account_locked BEFORE INSERT ON kv
-    FOR EACH ROW EXECUTE FUNCTION account_locked();
-CREATE TRIGGER accounts_not_deleted AFTER INSERT ON kv
-    REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION accounts_not_deleted();
-
-CREATE TRIGGER account_locked BEFORE INSERT ON maps
-    FOR EACH ROW EXECUTE FUNCTION account_locked();
-CREATE TRIGGER accounts_not_deleted AFTER INSERT ON maps
-    REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION accounts_not_deleted();
+-- Each table of an account's data gets both.
+DO $$
+DECLARE
+    t TEXT;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['archive', 'roster', 'roster_versions', 'kv', 'maps'] LOOP
+        EXECUTE format('CREATE TRIGGER account_locked BEFORE INSERT ON %I '
+                       'FOR EACH ROW EXECUTE FUNCTION account_locked()', t);
+        EXECUTE format('CREATE TRIGGER accounts_not_deleted AFTER INSERT ON %I '
+                       'REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION accounts_not_deleted()', t);
+    END LOOP;
+END $$;
