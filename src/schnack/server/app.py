@@ -210,7 +210,7 @@ class Server:
                 if stream is None or stream.closed:
                     continue
                 if now - conn.last_read > limits.idle_timeout:
-                    stream.close(StreamError("connection-timeout", "no traffic for too long"))
+                    await stream.time_out("no traffic for too long")
                 elif stream.session is None and now - stream.started > limits.auth_timeout:
                     stream.close(StreamError("connection-timeout", "authentication took too long"))
                 elif now - conn.last_write > limits.keepalive_interval and stream.header_sent and not conn.websocket:

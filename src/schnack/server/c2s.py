@@ -167,6 +167,25 @@ class C2SStream:
             self.session.closed = True
         self.conn.close_transport()
 
+    async def time_out(self, reason: str) -> None:
+        """Close the stream of a client that went silent with connection-timeout (RFC 6120 §4.6).
+
+        The client did not end its stream: most often its network went away, the case XEP-0198 §5
+        resumption is for. So the event ``c2s/connection-lost`` asks at once, as when a connection
+        drops, whether a module keeps the session for a later resumption (the connection itself
+        may take a while to go, and the session must not end with it then).
+        """
+        self.close(StreamError("connection-timeout", reason))
+        session = self.session
+        if session is None:
+            return
+        # Counted before anything reads the count (a resumption's 'h').
+        await self.finished()
+        if self.session is session and await self.server.hooks.fire("c2s/connection-lost", self) is not None:
+            # Kept: the module that keeps it owns its end, and the connection's end leaves it alone.
+            session.closed = False
+            self.session = None
+
     # Input ----------------------------------------------------------------------------------
 
     async def on_open(self, name: str, attrs: dict[str, str], default_ns: str | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,14 @@ from xml.etree.ElementTree import Element
 
 import pytest
 
+from schnack.server import app
 from schnack.server.app import Server
 from schnack.server.c2s import C2SStream
 from schnack.xmpp import ns
 from schnack.xmpp.payloads.sm import Ack, Enabled, Failed, HandledCountTooHigh, Resumed
 from schnack.xmpp.xml import qname
 
-from ...harness import DOMAIN, Client, MemoryConnection, add_user, running, xml
+from ...harness import DOMAIN, Client, MemoryConnection, add_user, running, turns, xml
 from .contacts import kinds, presence
 from .messaging import OMEMO, body, chat, condition, login, session_of
 from .test_presence import befriend, online
@@ -362,6 +364,36 @@ async def test_resume_while_the_old_connection_is_open_closes_it(server: Server)
     assert not session_of(again).closed
     await chats(alice, "bob@localhost/phone", ["after"])
     assert bodies(again.take()) == ["after"]
+
+
+async def test_a_client_timed_out_for_silence_can_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog closes a silent client's stream (RFC 6120 §4.6), but the client never ended
+    it: its network went away, which is what resumption is for (XEP-0198 §5)."""
+    monkeypatch.setattr(app, "_WATCHDOG_PERIOD", 0.01)
+    async with running(tmp_path, modules=options()) as server:
+        alice = await login(server, "alice@localhost/phone")
+        bob, previd = await sm_login(server, "bob@localhost/phone")
+        await chats(alice, "bob@localhost/phone", ["sent before the silence"])
+        bob.take()
+        session = session_of(bob)
+        # The watchdog watches the connection as it watches a socket: silent for far too long.
+        watched: Any = bob.conn
+        watched.stream = bob.stream
+        watched.last_read = time.monotonic() - 10 * server.config.limits.idle_timeout
+        watched.last_write = time.monotonic()
+        server.connections.add(watched)
+        assert stream_error(await bob.expect(2, timeout=GUARD)) == "connection-timeout"
+        server.connections.discard(watched)
+        await turns()
+        await bob.stream.connection_lost()  # the socket closes after the linger
+        assert not session.closed
+        await chats(alice, "bob@localhost/phone", ["sent while it hibernates"])
+        again = await authenticated(server, "bob")
+        again.take()
+        await again.send(resume(previd, 0))
+        out = again.take()
+        assert tag(out[0]) == "resumed"
+        assert bodies(out) == ["sent before the silence", "sent while it hibernates"]
 
 
 async def test_resume_with_an_impossible_count_is_refused(server: Server) -> None:

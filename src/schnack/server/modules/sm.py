@@ -14,8 +14,9 @@ every stanza written to the client (nonzas pass), and asks for an ack with ``<r/
 ``<handled-count-too-high/>`` (§4). A client that leaves more than ``max_unacked`` stanzas
 unacknowledged has its stream closed with resource-constraint.
 
-Resumption (§5): a session whose connection ends without either side closing the stream
-hibernates for ``resume_timeout`` seconds, or the shorter ``max`` the client asked for. It stays
+Resumption (§5): a session whose connection ends without either side closing the stream, or
+whose stream the server closed with connection-timeout because the client went silent (its
+network most likely went away), hibernates for ``resume_timeout`` seconds, or the shorter ``max`` the client asked for. It stays
 bound and available, so what is routed to it is queued (and archived by the modules that
 archive). ``<resume/>`` on a new authenticated stream of the same account moves the session
 there (an old stream still open is closed), answers ``<resumed/>`` and sends again, in order,
