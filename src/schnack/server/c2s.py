@@ -100,6 +100,10 @@ class C2SStream:
         # them, in order; and the task that finishes and counts them. Made only when needed.
         self._unfinished: collections.deque[Finish | None] | None = None
         self._finisher: asyncio.Task[None] | None = None
+        # A stanza is between being read and being counted (or queued to be); and, made only for
+        # let_go, what tells it that stanza is done.
+        self._handling = False
+        self._handled_one: asyncio.Event | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -268,12 +272,18 @@ class C2SStream:
                 self.session.send(Stanza(el, None, None).result())
                 await self._handled(None)
             elif tag in _STANZA_TAGS:
+                self._handling = True
                 try:
                     finish = await self._stanza(el, self.session)
                 except Unanswered as why:
                     log.info("not counting a stanza from %s: %s", self.conn.peer, why)
                     return
-                await self._handled(finish)
+                else:
+                    await self._handled(finish)
+                finally:
+                    self._handling = False
+                    if self._handled_one is not None:
+                        self._handled_one.set()
             else:
                 # In stream order: an <r/> is answered with an 'h' that counts every stanza sent
                 # before it (XEP-0198 §4).
@@ -517,16 +527,20 @@ class C2SStream:
 
     # Resumption and teardown ----------------------------------------------------------------
 
-    def resume(self, session: Session) -> None:
-        """Carry ``session`` on in this stream, with its JID, presence and module state (XEP-0198 §5).
+    async def let_go(self) -> None:
+        """End this stream because its session is resumed on another (XEP-0198 §5: the old stream
+        SHOULD be terminated), with conflict, once the stanzas it read finished routing: they are
+        counted in the 'h' the resumption reports, so the client does not send them again."""
+        self.session = None
+        self.close(StreamError("conflict", "the session was resumed on another connection"))
+        if self._handling:
+            self._handled_one = asyncio.Event()
+            await self._handled_one.wait()
+        await self.finished()
 
-        The stream the session was on, if still open, is closed with conflict (§5: the old stream
-        SHOULD be terminated).
-        """
-        previous = session.transport
-        if isinstance(previous, C2SStream) and previous is not self:
-            previous.session = None
-            previous.close(StreamError("conflict", "the session was resumed on another connection"))
+    def resume(self, session: Session) -> None:
+        """Carry ``session`` on in this stream, with its JID, presence and module state
+        (XEP-0198 §5); the stream it was on has let go of it (:meth:`let_go`)."""
         session.transport = self
         session.secure = self.conn.secure
         session.peer = self.conn.peer

@@ -525,6 +525,7 @@ async def test_a_resumed_stream_begins_active(server: Server) -> None:
     # XEP-0198 resumption on a new connection: XEP-0352 §5.2, the state is not carried over.
     conn = MemoryConnection()
     stream = C2SStream(server, conn)
+    await phone.stream.let_go()
     stream.resume(session)
     update = status("carol@localhost/pc", "xa")
     session.send(update)

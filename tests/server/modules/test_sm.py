@@ -396,6 +396,52 @@ async def test_a_client_timed_out_for_silence_can_resume(tmp_path: Path, monkeyp
         assert bodies(out) == ["sent before the silence", "sent while it hibernates"]
 
 
+async def test_resume_counts_what_the_old_connection_still_routes(server: Server) -> None:
+    """A message the old stream read is still being stored when the client resumes on a new
+    connection: <resumed h/> counts it once stored, so the client does not send it again (§5)."""
+    await add_user(server, "carol")  # offline: bob's message goes to offline storage
+    bob, previd = await sm_login(server, "bob@localhost/phone")
+    archive = server.storage.archive
+    real_append = archive.append
+    storing = asyncio.Event()
+
+    async def slow_append(*args: Any, **kwargs: Any) -> Any:
+        await storing.wait()
+        return await real_append(*args, **kwargs)
+
+    archive.append = slow_append  # type: ignore[method-assign]
+    sending = asyncio.ensure_future(bob.send(chat("carol@localhost", "once", id="once")))
+    await turns()
+    assert not sending.done()
+    again = await authenticated(server, "bob")
+    again.take()
+    asyncio.get_running_loop().call_later(0.05, storing.set)
+    async with asyncio.timeout(GUARD):
+        await again.send(resume(previd, 0))
+        await sending
+    archive.append = real_append  # type: ignore[method-assign]
+    assert stream_error(bob.take()) == "conflict"
+    out = again.take()
+    assert Resumed.from_xml(out[0]) == Resumed(h=1, previd=previd)
+    assert await stored(server, "carol") == 1
+    await again.send(R)
+    assert [Ack.from_xml(el) for el in again.take()] == [Ack(1)]
+
+
+async def test_a_refused_resumption_leaves_the_old_connection_alone(server: Server) -> None:
+    alice = await login(server, "alice@localhost/phone")
+    bob, previd = await sm_login(server, "bob@localhost/phone")
+    await chats(alice, "bob@localhost/phone", ["only"])
+    bob.take()
+    again = await authenticated(server, "bob")
+    again.take()
+    await again.send(resume(previd, 9))
+    assert stream_error(again.take()) == "undefined-condition"
+    assert not bob.stream.closed
+    await chats(alice, "bob@localhost/phone", ["still here"])
+    assert bodies(bob.take()) == ["still here"]
+
+
 async def test_resume_with_an_impossible_count_is_refused(server: Server) -> None:
     alice = await login(server, "alice@localhost/phone")
     bob, previd = await sm_login(server, "bob@localhost/phone")

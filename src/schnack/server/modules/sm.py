@@ -518,8 +518,15 @@ class StreamManagement(Module[SmOptions]):
                 h = await self._elsewhere(request.previd, account)
             return Failed("item-not-found", h), None
         state = session.slot(SmState)
-        handled = state.handled()
+        # First, as it may refuse the resumption: the old stream must not be let go of for nothing.
         self._acknowledge(state, request.h)
+        old = state.stream
+        if old is not None and old is not stream:
+            await old.let_go()
+            if state.stream is not old or session.closed:
+                # Meanwhile it was resumed on yet another stream, or it ended.
+                return Failed("item-not-found"), None
+        handled = state.handled()
         state.cancel_timers()
         state.requested = False
         stream.resume(session)
