@@ -264,3 +264,16 @@ async def test_an_invitation_to_no_such_account_comes_back_without_blocking_the_
     # The error for the invitation reached the group, which goes on serving its members.
     await bob.send(f"<message to='{ROOM}' type='groupchat'><body>still here</body></message>")
     assert alice.take()[0].findtext(BODY) == "still here"
+
+
+async def test_a_banned_user_cannot_lift_the_own_ban(server: Server) -> None:
+    """§9.1, §9.2: only admins and owners take someone off the outcast list; giving up one's own
+    affiliation is for those who have one above none."""
+    alice, _bob = await private_group(server, "alice", "bob")
+    assert (await set_affiliation(alice, "eve@localhost", "outcast")).get("type") == "result"
+    eve = await online(server, "eve@localhost/phone")
+    assert condition(await set_affiliation(eve, "eve@localhost", "none")) == "forbidden"
+    affiliations = await server.storage.muc.affiliations(SERVICE, "family")
+    assert affiliations["eve@localhost"].affiliation == "outcast"
+    await eve.send(join_xml(ROOM, "eve"))
+    assert condition(eve.take()[0]) == "forbidden"

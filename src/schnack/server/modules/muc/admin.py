@@ -5,8 +5,10 @@ owners make or unmake moderators. Nobody changes the role of an admin or owner (
 Affiliations (§9, §10.3 to §10.7): admins ban, make members and remove them, for users below admin;
 owners change any affiliation but never leave the room without an owner (conflict). A member (or
 anyone below admin) changing someone's affiliation gets forbidden; giving up one's own affiliation
-(to none) is allowed to everyone, so that leaving a private group ends the membership and the
-others stop encrypting to the one who left. A change takes effect at once: a
+(to none) is allowed to members, admins and owners (the last owner excepted), so that leaving a
+private group ends the membership and the others stop encrypting to the one who left. An outcast
+has no affiliation to give up: lifting one's own ban is forbidden like any change to the outcast
+list by someone below admin (§9.1, §9.2). A change takes effect at once: a
 banned occupant is removed with status 301, one who is no longer a member of a members-only room
 with 321, the others get their new role; occupants of a non-anonymous room hear of changes to
 users not in the room by a message from the room (§9.3, what OMEMO clients follow to keep their
@@ -137,8 +139,10 @@ class Admin:
 
     @staticmethod
     def _check_affiliation(room: Room, rank: int, target: JID, affiliation: str, sender: JID) -> None:
-        """§9 and §10: admins manage users below admin; owners everything; anyone gives up their own."""
-        if target == sender and affiliation == "none":
+        """§9 and §10: admins manage users below admin; owners everything; members, admins and
+        owners give up their own. §9.1, §9.2: the outcast list is the admins' and owners' alone, so
+        a banned user setting its own affiliation to none is refused like any other change."""
+        if target == sender and affiliation == "none" and rank >= _MEMBER:
             return
         if rank < _ADMIN:
             raise StanzaError("forbidden", "only admins and owners change affiliations")
