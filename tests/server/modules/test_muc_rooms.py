@@ -159,6 +159,33 @@ async def test_config_change_is_announced_and_members_only_removes_strangers(ser
     assert statuses(own) == {322, 110}
 
 
+async def test_the_form_never_leaves_the_room_without_an_owner(server: Server) -> None:
+    """§10.6: the owner and admin lists are checked together, before the form changes anything."""
+    alice = await online(server, "alice@localhost/phone")
+    await create(alice, nick="alice")
+    name = field("muc#roomconfig_roomname", "Renamed")
+    for lists, wanted in (
+        (field("muc#roomconfig_roomadmins", "alice@localhost"), "conflict"),
+        (field("muc#roomconfig_roomowners"), "conflict"),
+        (field("muc#roomconfig_roomowners", "bob@localhost") + field("muc#roomconfig_roomadmins", "bob@localhost"),
+         "bad-request"),
+    ):
+        await alice.send(f"<iq type='set' id='c' to='{ROOM}'><query xmlns='{OWNER}'><x xmlns='jabber:x:data' "
+                         f"type='submit'>{name}{lists}</x></query></iq>")
+        assert condition(iq_reply(alice.take(), "c")) == wanted
+    room = muc(server).rooms.live[next(iter(muc(server).rooms.live))]
+    assert room.config.name == ""
+    affiliations = await server.storage.muc.affiliations(SERVICE, "family")
+    assert {jid: record.affiliation for jid, record in affiliations.items()} == {"alice@localhost": "owner"}
+    # Handing the room over: the new owner listed, the old one among the admins.
+    await alice.send(f"<iq type='set' id='c' to='{ROOM}'><query xmlns='{OWNER}'><x xmlns='jabber:x:data' "
+                     f"type='submit'>{field('muc#roomconfig_roomowners', 'bob@localhost')}"
+                     f"{field('muc#roomconfig_roomadmins', 'alice@localhost')}</x></query></iq>")
+    assert iq_reply(alice.take(), "c").get("type") == "result"
+    affiliations = await server.storage.muc.affiliations(SERVICE, "family")
+    assert {jid: record.affiliation for jid, record in affiliations.items()} == {
+        "alice@localhost": "admin", "bob@localhost": "owner"}
+
 async def test_cancelling_the_form_of_a_new_room_destroys_it(server: Server) -> None:
     alice = await online(server, "alice@localhost/phone")
     await join(alice, ROOM, "Alice")

@@ -21,6 +21,7 @@ them; moderators read the role lists.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ....xmpp import ns
@@ -38,6 +39,19 @@ if TYPE_CHECKING:
     from . import Muc
 
 _ADMIN, _MEMBER = AFFILIATION_RANK["admin"], AFFILIATION_RANK["member"]
+
+
+def keep_an_owner(room: Room, changes: Iterable[tuple[JID, str]]) -> None:
+    """§10.6, §10.7: refuse (conflict) affiliation changes, applied in order, that would leave the
+    room without an owner; nobody could configure or destroy it any more."""
+    owners = set(room.owners())
+    for jid, affiliation in changes:
+        if affiliation == "owner":
+            owners.add(jid)
+        else:
+            owners.discard(jid)
+    if not owners:
+        raise StanzaError("conflict", "a group needs at least one owner")
 
 
 class Admin:
@@ -94,15 +108,7 @@ class Admin:
                 plan.append((occupant, item.role, item.reason))
             else:
                 raise StanzaError("bad-request", "each item names a role or an affiliation")
-        owners = set(room.owners())
-        for changed, value, _ in plan:
-            if isinstance(changed, JID):
-                if value == "owner":
-                    owners.add(changed)
-                else:
-                    owners.discard(changed)
-        if not owners:
-            raise StanzaError("conflict", "a group needs at least one owner")
+        keep_an_owner(room, [(changed, value) for changed, value, _ in plan if isinstance(changed, JID)])
         newcomers: list[JID] = []
         for subject, value, reason in plan:
             if isinstance(subject, Occupant):
