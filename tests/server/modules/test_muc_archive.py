@@ -17,10 +17,12 @@ from .groups import (
     ROOM,
     SERVICE,
     STANZA_ID,
+    USER,
     create,
     field,
     iq_reply,
     join,
+    of_kind,
     online,
     private_group,
     server,
@@ -126,3 +128,27 @@ async def test_a_moderator_retracts_a_message_for_everyone(server: Server) -> No
     assert stored[2].find(f"{{{RETRACT}}}retract") is not None  # the notice, for those catching up
     results, _ = await query(carol)
     assert bodies(results) == [None, "something fine", None]
+
+
+def real_jids(message: Element) -> list[str | None]:
+    return [i.get("jid") for i in message.findall(f"{{{USER}}}x/{{{USER}}}item")]
+
+
+async def test_a_room_turned_semi_anonymous_keeps_real_jids_out_of_its_history(server: Server) -> None:
+    """XEP-0045 §7.2.3, XEP-0313 §5.1.2: what the archive noted while the room was non-anonymous
+    reaches only those the room shows real JIDs to now."""
+    alice = await online(server, "alice@localhost/phone")
+    await create(alice, nick="alice", form=field("muc#roomconfig_membersonly", "0"))
+    await alice.send(f"<message to='{ROOM}' type='groupchat' id='m1'><body>who am I</body></message>")
+    await alice.send(f"<iq type='set' id='c' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+                     f"<x xmlns='jabber:x:data' type='submit'>{field('muc#roomconfig_whois', 'moderators')}</x>"
+                     "</query></iq>")
+    assert iq_reply(alice.take(), "c").get("type") == "result"
+    bob = await online(server, "bob@localhost/phone")
+    (history,) = [m for m in of_kind(await join(bob, ROOM, "bob", history=""), MESSAGE) if m.find(BODY) is not None]
+    assert history.findtext(BODY) == "who am I" and real_jids(history) == []
+    results, _ = await query(bob)
+    assert bodies(results) == ["who am I"] and real_jids(results[0].forwarded.stanza) == []
+    # The moderator still sees who wrote it.
+    results, _ = await query(alice)
+    assert real_jids(results[0].forwarded.stanza) == ["alice@localhost"]

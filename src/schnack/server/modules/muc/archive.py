@@ -5,9 +5,11 @@ read is stored as it came: ciphertext only) is archived before it goes out, in t
 store with host = the service's domain and username = the room's name; the archive's id is the
 ``<stanza-id by='room@service'/>`` every occupant receives (XEP-0359). ``with`` of an archived
 message is the sender's real bare JID, and in a non-anonymous room the stored message names it in
-``<x xmlns='…muc#user'><item jid=''/></x>``. A message whose sender and origin-id (XEP-0359)
-match one of the latest archived ones is a copy sent again after a lost acknowledgement (a
-reconnect, a cluster node that died): it is neither stored nor sent out again.
+``<x xmlns='…muc#user'><item jid=''/></x>``. History and query results carry that element only to
+those the room shows real JIDs to now: once a room turned semi-anonymous, only the moderators in
+it (a reader outside the room has no role, so sees none). A message whose sender and origin-id
+(XEP-0359) match one of the latest archived ones is a copy sent again after a lost acknowledgement
+(a reconnect, a cluster node that died): it is neither stored nor sent out again.
 
 History on entering (§7.2.13, §7.2.14) comes from the archive: ``maxstanzas``, ``maxchars``, ``seconds``
 and ``since`` narrow it, ``history_default`` messages are sent when the client asks for nothing,
@@ -30,7 +32,7 @@ from ....xmpp.jid import JID
 from ....xmpp.parser import parse_frame
 from ....xmpp.payloads.forward import Forwarded, format_stamp
 from ....xmpp.payloads.mam import QUERY, Fin, MamError, Query, Result, query_form
-from ....xmpp.payloads.muc import History, Item, UserX
+from ....xmpp.payloads.muc import USER_X, History, Item, UserX
 from ....xmpp.payloads.rsm import ResultSet
 from ....xmpp.payloads.sid import StanzaId
 from ....xmpp.stanza import Stanza
@@ -53,6 +55,15 @@ RECENT = 500
 
 def _moment(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
+
+
+def _hide_real_jid(message: Element) -> None:
+    """XEP-0045 §7.2.3, XEP-0313 §5.1.2: an archived message without the sender's real JID, for
+    a reader the room does not show real JIDs to (the room may have turned semi-anonymous since
+    it stored the message). The ``muc#user`` element is the room's own record of that JID (a
+    client's is dropped before archiving), so it goes whole."""
+    for x in message.findall(USER_X):
+        message.remove(x)
 
 
 class Archive:
@@ -128,11 +139,14 @@ class Archive:
         page = await self.muc.server.storage.archive.query(
             room.jid.domain, room.name, ARCHIVE, start=start, limit=limit, reverse=True, count=False)
         target = str(to)
+        shows = room.sees_real_jids(room.by_session.get(to))
         out: list[Element] = []
         for item in page.items:
             message = self.readable(item.payload, item.id)
             if message is None:
                 continue
+            if not shows:
+                _hide_real_jid(message)
             message.set("to", target)
             message.append(element(_DELAY, {"from": room.text, "stamp": format_stamp(_moment(item.timestamp))}))
             message.append(StanzaId(item.id, room.text).to_xml())
@@ -197,10 +211,13 @@ class Archive:
         except ItemNotFound:
             raise StanzaError("item-not-found", "no message with that id in the archive") from None
         items = page.items
+        shows = room.sees_real_jids(room.by_session.get(sender))
         for item in reversed(items) if query.flip_page else items:
             message = self.readable(item.payload, item.id)
             if message is None:
                 continue
+            if not shows:
+                _hide_real_jid(message)
             result = Result(item.id, Forwarded(message, _moment(item.timestamp)), query.queryid)
             self.muc.send_to(sender, element(
                 qname(ns.CLIENT, "message"), {"from": room.text, "to": str(sender), "id": item.id},
