@@ -277,3 +277,19 @@ async def test_a_banned_user_cannot_lift_the_own_ban(server: Server) -> None:
     assert affiliations["eve@localhost"].affiliation == "outcast"
     await eve.send(join_xml(ROOM, "eve"))
     assert condition(eve.take()[0]) == "forbidden"
+
+
+async def test_a_request_naming_one_occupant_twice_changes_nothing(server: Server) -> None:
+    """A kick and a role change of the same occupant in one request: refused whole, so that no
+    presence brings the kicked occupant back."""
+    alice, bob, carol = await private_group(server, "alice", "bob", "carol")
+    for items in ("<item nick='bob' role='none'/><item nick='bob' role='visitor'/>",
+                  "<item jid='bob@localhost' affiliation='outcast'/><item nick='bob' role='visitor'/>"):
+        await alice.send(f"<iq type='set' id='twice' to='{ROOM}'><query xmlns='{ADMIN}'>{items}</query></iq>")
+        out = alice.take()
+        assert condition(iq_reply(out, "twice")) == "bad-request"
+        assert of_kind(out, PRESENCE) == [] and bob.take() == [] and carol.take() == []
+    affiliations = await server.storage.muc.affiliations(SERVICE, "family")
+    assert affiliations["bob@localhost"].affiliation == "member"
+    await bob.send(f"<message to='{ROOM}' type='groupchat'><body>still here</body></message>")
+    assert carol.take()[0].findtext(BODY) == "still here"

@@ -2,6 +2,8 @@
 
 Roles (§8): a moderator kicks (role none, status 307), gives and takes voice; only admins and
 owners make or unmake moderators. Nobody changes the role of an admin or owner (not-allowed).
+A request may carry several items, each about a different user: one that names a user twice (by
+nick or by JID, for a role or an affiliation) is bad-request and changes nothing.
 Affiliations (§9, §10.3 to §10.7): admins ban, make members and remove them, for users below admin;
 owners change any affiliation but never leave the room without an owner (conflict). A member (or
 anyone below admin) changing someone's affiliation gets forbidden; giving up one's own affiliation
@@ -92,7 +94,7 @@ class Admin:
 
     async def set(self, stanza: Stanza, room: Room, sender: JID) -> Element:
         """§8.2 to §8.4, §8.6 role changes and §9.1 to §9.4, §10.3 to §10.7 affiliation changes, checked
-        all before any is applied."""
+        all before any is applied; one request changes each user once (bad-request otherwise)."""
         query = self._query(stanza)
         actor = room.by_session.get(sender)
         rank = AFFILIATION_RANK[room.affiliation(sender.bare)]
@@ -108,6 +110,13 @@ class Admin:
                 plan.append((occupant, item.role, item.reason))
             else:
                 raise StanzaError("bad-request", "each item names a role or an affiliation")
+        users = [changed.jid if isinstance(changed, Occupant) else changed for changed, _, _ in plan]
+        if len(set(users)) < len(users):
+            # Each item is checked against the room as it is, but applied after the ones before
+            # it: a second item about the same user would act on an occupant already kicked,
+            # banned or promoted. Refusing the request tells the client plainly; carrying out
+            # part of it would leave it guessing what happened.
+            raise StanzaError("bad-request", "name each user once in a request")
         keep_an_owner(room, [(changed, value) for changed, value, _ in plan if isinstance(changed, JID)])
         newcomers: list[JID] = []
         for subject, value, reason in plan:
