@@ -204,6 +204,24 @@ async def test_an_occupant_whose_client_bounces_is_removed(server: Server) -> No
     assert gone.get("type") == "unavailable" and statuses(gone) == {333}
 
 
+async def test_a_private_message_bounced_by_blocking_goes_back_to_its_sender(server: Server) -> None:
+    """§7.5 with XEP-0191: bob blocked carol's occupant JID, his server answers her private message
+    with an error. That is bob refusing carol, not bob's client failing the room: he stays in."""
+    alice, bob, carol = await private_group(server, "alice", "bob", "carol")
+    await bob.send(f"<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='{ROOM}/carol'/></block></iq>")
+    bob.take()
+    await carol.send(f"<message to='{ROOM}/bob' type='chat' id='pm'><body>psst</body></message>")
+    (bounced,) = carol.take()
+    assert (bounced.get("from"), bounced.get("id"), condition(bounced)) == (f"{ROOM}/bob", "pm", "service-unavailable")
+    assert alice.take() == [] and bob.take() == []
+    await bob.send(f"<message to='{ROOM}' type='groupchat'><body>still here</body></message>")
+    assert alice.take()[0].findtext(BODY) == "still here"
+    # An error answering the room's own traffic still removes the one who sent it.
+    await bob.send(f"<message to='{ROOM}/carol' type='error' id='pm'><error type='cancel'>"
+                   f"<service-unavailable xmlns='{ns.STANZA_ERRORS}'/></error></message>")
+    (gone,) = alice.take()
+    assert gone.get("from") == f"{ROOM}/bob" and statuses(gone) == {333}
+
 async def test_the_encryption_policy_covers_private_groups(tmp_path: Path) -> None:
     async with running(tmp_path) as srv:  # the default: e2e policy "required"
         alice, bob = await private_group(srv, "alice", "bob")

@@ -12,10 +12,17 @@ is ``required`` (module e2e), a private group refuses plaintext bodies with poli
 Private messages to ``room@service/nick`` (§7.5) go to every resource of that occupant, marked
 with ``<x xmlns='…muc#user'/>``, as the room's ``allowpm`` setting permits. Voice requests
 (§7.13) go to the moderators, and a moderator's approval gives the occupant voice.
+
+An error message from an occupant's resource means it no longer takes what the room sends it, and
+removes the occupant (status 333, §18.1.2), unless it answers a private message: then it is the
+recipient's (or its server's) answer to the sender, a blocked sender (XEP-0191) for instance, and
+goes back to the sender from the recipient's occupant JID. The room remembers the latest
+``PRIVATE_REMEMBERED`` private messages it passed on, to tell the two apart.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 from ....xmpp import ns
@@ -42,6 +49,7 @@ _MESSAGE = qname(ns.CLIENT, "message")
 _BODY = qname(ns.CLIENT, "body")
 _SUBJECT = qname(ns.CLIENT, "subject")
 _FORM = qname(ns.DATA_FORMS, "x")
+PRIVATE_REMEMBERED = 500
 REFUSAL = (
     "This server requires end-to-end encryption in private groups: your message was not delivered. "
     "Enable OMEMO encryption for this group in your client, then send it again."
@@ -55,6 +63,7 @@ class Messages:
         self.muc = muc
         e2e = muc.optional(EndToEndPolicy)
         self._encryption_required = e2e is not None and e2e.options.policy == "required"
+        self._ids = itertools.count()
 
     async def handle(self, stanza: Stanza, to: JID, sender: JID) -> None:
         kind = message_type(stanza)
@@ -65,14 +74,12 @@ class Messages:
             raise StanzaError("item-not-found", "there is no such group")
         occupant = room.by_session.get(sender)
         if kind == "error":
-            # §18.1.2: a resource that bounces what the room sends it is gone.
-            if occupant is not None:
-                await self.muc.presence.leave(room, sender, error=True)
+            await self.bounced(room, occupant, stanza, sender)
             return
         if to.resource is not None:
             if kind == "groupchat":
                 raise StanzaError("bad-request", "send groupchat messages to the group, private ones to a nickname")
-            await self.private(room, occupant, to.resource, stanza)
+            await self.private(room, occupant, to.resource, stanza, sender)
         elif kind == "groupchat":
             await self.groupchat(room, occupant, stanza)
         elif (x := stanza.el.find(USER_X)) is not None:
@@ -81,6 +88,17 @@ class Messages:
             await self.voice_request(room, occupant, form)
         else:
             raise StanzaError("bad-request", "send groupchat messages to a group")
+
+    async def bounced(self, room: Room, occupant: Occupant | None, stanza: Stanza, sender: JID) -> None:
+        """§7.5: an error answering a private message goes back to its sender; §18.1.2: any other
+        error from an occupant's resource removes it (status 333)."""
+        passed_on = room.private_sent.pop((sender, stanza.id or ""), None)
+        if passed_on is not None:
+            asker, asker_id, recipient = passed_on
+            self.muc.send_to(asker, element(_MESSAGE, {"from": recipient, "to": str(asker), "type": "error",
+                                                       "id": asker_id}, children=list(stanza.el)))
+        elif occupant is not None:
+            await self.muc.presence.leave(room, sender, error=True)
 
     async def groupchat(self, room: Room, occupant: Occupant | None, stanza: Stanza) -> None:
         """§7.4: archive, stamp and fan out; §7.3, §8.1: a subject change."""
@@ -121,7 +139,7 @@ class Messages:
         if _BODY in tags and ENCRYPTED.isdisjoint(tags):
             raise StanzaError("policy-violation", REFUSAL)
 
-    async def private(self, room: Room, occupant: Occupant | None, nick: str, stanza: Stanza) -> None:
+    async def private(self, room: Room, occupant: Occupant | None, nick: str, stanza: Stanza, sender: JID) -> None:
         """§7.5: a private message to one occupant, as the room's ``allowpm`` permits."""
         if occupant is None:
             raise StanzaError("not-acceptable", "join the group to send private messages in it")
@@ -135,14 +153,21 @@ class Messages:
             raise StanzaError("forbidden", "private messages are not allowed in this group")
         children = own_children(stanza.el, _DROP)
         self.check_encrypted(room, {child.tag for child in children})
-        template = element(_MESSAGE, {"from": room.occupant_jid(occupant.nick), "type": stanza.type, "id": stanza.id},
+        # Without an id of its own, an error answering the message could not be told from one
+        # answering the room's traffic (see bounced).
+        message_id = stanza.id or f"muc-pm-{next(self._ids)}"
+        template = element(_MESSAGE, {"from": room.occupant_jid(occupant.nick), "type": stanza.type, "id": message_id},
                            children=children)
         template.append(element(USER_X))
         template.append(OccupantId(occupant.occupant_id).to_xml())
         # Routed like any message to the occupant's real JID, not handed to its sessions: the
         # recipient's archive keeps it (XEP-0313 user archive) and, its session gone, offline storage.
         for full in target.sessions:
+            room.private_sent[(full, message_id)] = (sender, stanza.id, room.occupant_jid(target.nick))
+            room.private_sent.move_to_end((full, message_id))
             self.muc.route_later(addressed(template, str(full)))
+        while len(room.private_sent) > PRIVATE_REMEMBERED:
+            room.private_sent.popitem(last=False)
 
     async def voice_request(self, room: Room, occupant: Occupant | None, x: Element) -> None:
         """§7.13: a visitor asks for voice; §8.6: a moderator approves a request."""

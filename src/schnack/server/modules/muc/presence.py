@@ -170,7 +170,7 @@ class Presences:
 
     async def leave(self, room: Room, sender: JID, *, error: bool = False) -> None:
         """§7.14: the resource leaves; the occupant goes when its last resource did. An error
-        from an occupant's client removes it too (§18.1.2, status 333)."""
+        from an occupant's client answering the room's traffic removes it too (§18.1.2, status 333)."""
         occupant = room.by_session.pop(sender, None)
         if occupant is None:
             return

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from xml.etree.ElementTree import Element
@@ -131,6 +132,10 @@ class Room:
         # (sender's bare JID, origin-id) of the latest archived messages, read from the archive
         # when first needed: a message sent again (its acknowledgement was lost) is not stored twice.
         self.recent: dict[tuple[str, str], None] | None = None
+        # Private messages passed on lately (:mod:`.messages`), so that an error answering one goes
+        # back to its sender: (recipient's full JID, id) -> (sender's full JID, the id it gave,
+        # the recipient's occupant JID).
+        self.private_sent: OrderedDict[tuple[JID, str], tuple[JID, str | None, str]] = OrderedDict()
 
     @property
     def config(self) -> RoomConfig:
