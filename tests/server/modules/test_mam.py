@@ -408,6 +408,18 @@ async def test_unknown_paging_id_is_item_not_found(server: Server) -> None:
     assert (await ask(other, rsm(after=ids[0]))).iq.get("type") == "error"
 
 
+async def test_unknown_paging_id_is_item_not_found_in_a_time_window_without_messages(server: Server) -> None:
+    # §4.3 and §4.1.3: the id is unknown, whatever the window holds.
+    _, bob, _ = await conversation(server, 2)
+    later = form(start="2099-01-01T00:00:00Z")
+    for payload in (later + rsm(max=5, after="nope"), later + rsm(max=5, before="nope"),
+                    form(start="2099-01-01T00:00:00Z", after_id="nope"),
+                    form(end="2000-01-01T00:00:00Z", before_id="nope")):
+        answer = await ask(bob, payload)
+        assert condition(answer.iq) == "item-not-found", payload
+        assert answer.results == []
+
+
 async def test_filter_with_bare_and_full_jid(server: Server) -> None:
     await add_user(server, "bob")
     ids = await fill(server, "bob", [(100.0 + i, ("alice@localhost", "carol@localhost")[i % 2]) for i in range(6)])

@@ -509,6 +509,19 @@ async def test_archive_unknown_paging_id(storage: Storage) -> None:
     assert issubclass(ItemNotFound, StorageError)
 
 
+async def test_archive_unknown_paging_id_in_a_time_range_without_items(storage: Storage) -> None:
+    # XEP-0313 §4.3: the id is unknown whatever the range holds.
+    ids = await _archive(storage, 3)
+    for start, end in ((200.0, None), (None, 50.0), (200.0, 300.0)):
+        query = functools.partial(storage.archive.query, H, "alice", "mam", start=start, end=end)
+        with pytest.raises(ItemNotFound):
+            await query(after="no-such-id")
+        with pytest.raises(ItemNotFound):
+            await query(before="no-such-id", limit=2)
+        page = await query(after=ids[0])
+        assert page.items == [] and page.complete and page.count == 0
+
+
 async def test_archive_filter_with(storage: Storage) -> None:
     ids = await _archive(storage, 10)
     page = await storage.archive.query(H, "alice", "mam", with_jid="carol@x")

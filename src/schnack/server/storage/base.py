@@ -240,7 +240,8 @@ class ArchiveStore(Protocol):
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
     ) -> ArchivePage:
-        """Items matching the filters, oldest first; ``after`` and ``before`` are exclusive id bounds.
+        """Items matching the filters, oldest first; ``after`` and ``before`` are exclusive id bounds,
+        and ItemNotFound when not in the archive, whether or not any item matches the filters.
 
         ``reverse`` takes the page (``limit`` items) from the newest end; by default it does when
         ``before`` is given, as paging backwards does (XEP-0059 §2.3). ``complete`` says whether

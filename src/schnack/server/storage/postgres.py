@@ -466,6 +466,9 @@ class Archive(_Part, QueuedAppends):
             where.add("id = ANY({}::text[])", list(ids))
         total = None
         async with self._conn(snapshot=True) as conn:
+            # XEP-0313 §4.3: an unknown paging id is an error, even where no item matches the filters.
+            after_seq = await self._seq(conn, host, username, store, after) if after is not None else None
+            before_seq = await self._seq(conn, host, username, store, before) if before is not None else None
             if start is not None or end is not None:
                 span = await self._time_span(conn, host, username, store, start, end)
                 if span is not None and not span:
@@ -482,10 +485,10 @@ class Archive(_Part, QueuedAppends):
                     where.add("timestamp<={}", end)
             if count:
                 total = int(await conn.fetchval(f"SELECT count(*) FROM archive WHERE {where.sql()}", *where.args))
-            if after is not None:
-                where.add("seq>{}", await self._seq(conn, host, username, store, after))
-            if before is not None:
-                where.add("seq<{}", await self._seq(conn, host, username, store, before))
+            if after_seq is not None:
+                where.add("seq>{}", after_seq)
+            if before_seq is not None:
+                where.add("seq<{}", before_seq)
             if reverse is None:
                 reverse = before is not None
             order = "DESC" if reverse else "ASC"

@@ -574,6 +574,9 @@ class Archive(_Part, QueuedAppends):
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
     ) -> ArchivePage:
         await self.appended()
+        # XEP-0313 §4.3: an unknown paging id is an error, even where no item matches the filters.
+        after_seq = await self._seq(host, username, store, after) if after is not None else None
+        before_seq = await self._seq(host, username, store, before) if before is not None else None
         # Without statistics SQLite prefers the per-account index to the unique one on id, and would
         # read the whole archive to find a few ids; a unary + keeps those terms off the indexes.
         plus = "+" if ids is not None else ""
@@ -601,12 +604,12 @@ class Archive(_Part, QueuedAppends):
             args += list(ids)
         base = list(where)
         base_args = list(args)
-        if after is not None:
+        if after_seq is not None:
             where.append("seq>?")
-            args.append(await self._seq(host, username, store, after))
-        if before is not None:
+            args.append(after_seq)
+        if before_seq is not None:
             where.append("seq<?")
-            args.append(await self._seq(host, username, store, before))
+            args.append(before_seq)
         if reverse is None:
             reverse = before is not None
         order = "DESC" if reverse else "ASC"
