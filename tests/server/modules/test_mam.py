@@ -459,6 +459,11 @@ async def test_filter_full_jid_reads_past_one_batch(server: Server) -> None:
     assert answer.ids == [] and answer.complete
     answer = await ask(bob, form(**{"with": "alice@localhost/r"}) + rsm(max=3, before=ids[700]))
     assert answer.ids == ids[697:700] and not answer.complete
+    # XEP-0059 §2.7: the number alone, of all the batches.
+    answer = await ask(bob, rare_form + rsm(max=0))
+    assert answer.results == [] and answer.rsm == ResultSet(count=1) and not answer.complete
+    answer = await ask(bob, form(**{"with": "alice@localhost/r"}) + rsm(max=0))
+    assert answer.results == [] and answer.rsm == ResultSet(count=1200)
 
 
 async def test_filter_start_and_end(server: Server) -> None:
@@ -553,6 +558,11 @@ async def test_count_on_request(server: Server) -> None:
     assert answer.results == [] and answer.rsm == ResultSet(count=7)
     answer = await ask(bob, form(**{"with": "carol@localhost"}) + rsm(max=0))
     assert answer.rsm.count == 3
+    # A full JID counts the messages to or from that resource alone (§4.1.1).
+    answer = await ask(bob, form(**{"with": "carol@localhost/r"}) + rsm(max=0))
+    assert answer.results == [] and answer.rsm == ResultSet(count=3) and not answer.complete
+    answer = await ask(bob, form(**{"with": "carol@localhost/elsewhere"}) + rsm(max=0))
+    assert answer.rsm == ResultSet(count=0) and answer.complete
 
 
 async def test_form_discovery(server: Server) -> None:

@@ -37,9 +37,10 @@ the form filters ``with``, ``start``, ``end``, ``before-id``, ``after-id`` and `
 ``max`` (capped at ``max_page_size``), ``after``, ``before`` (empty for the last page) and
 ``<flip-page/>``. The results go to the querying resource as messages, then the IQ result with
 ``<fin/>`` says whether the page completes the result set. The number of matching messages
-costs a read of all of them, so only a request for the count alone (RSM ``max`` 0) gets it. An
-IQ get returns the form (§4.1.5); ``<metadata/>`` names the first and last message (§5);
-``<prefs/>`` reads and sets the preferences. Another account's archive is forbidden (§8.1).
+costs a read of all of them (for a ``with`` full JID, of all the messages with that contact), so
+only a request for the count alone (RSM ``max`` 0) gets it. An IQ get returns the form
+(§4.1.5); ``<metadata/>`` names the first and last message (§5); ``<prefs/>`` reads and sets
+the preferences. Another account's archive is forbidden (§8.1).
 
 **Retention.** With ``retention_days`` set, messages older than that are deleted every hour
 (§3.2: always the oldest, so the archive has no holes). An account's archive and preferences go
@@ -377,12 +378,18 @@ class Mam(Module[MamOptions]):
         if with_jid is None or with_jid.is_bare:
             return await read(after, before, limit, count=limit == 0)
         # §4.1.1: a full JID matches only messages to or from that very resource. The archive
-        # knows the bare JID of the contact, so read on until a page of those messages is found.
+        # knows the bare JID of the contact, so read on until a page of those messages is found,
+        # or, for their number alone (XEP-0059 §2.7), to the end; either way only the page and
+        # the one message after it (which makes it incomplete) are kept.
+        counting = limit == 0
         found: list[ArchivedItem] = []
-        while len(found) <= limit:
+        matched = 0
+        while counting or len(found) <= limit:
             batch = await read(after, before, _SCAN_BATCH, count=False)
             items = list(reversed(batch.items)) if backward else batch.items
-            found += [item for item in items if _involves(item, with_jid)]
+            mine = [item for item in items if _involves(item, with_jid)]
+            matched += len(mine)
+            found += mine[: limit + 1 - len(found)]
             if batch.complete or not items:
                 break
             if backward:
@@ -392,7 +399,7 @@ class Mam(Module[MamOptions]):
         page = found[:limit]
         if backward:
             page.reverse()
-        return ArchivePage(page, len(found) <= limit)
+        return ArchivePage(page, len(found) <= limit, matched if counting else None)
 
     async def _tightest(self, owner: JID, ids: list[str], *, latest: bool) -> str | None:
         """Of paging ids bounding the same side, the one that bounds most (ItemNotFound if unknown)."""
