@@ -18,6 +18,7 @@ from schnack.server.storage import RosterItem, open_storage
 from schnack.xmpp import ns
 from schnack.xmpp.parser import parse_frame
 from schnack.xmpp.payloads.dataforms import DataForm
+from schnack.xmpp.payloads.forward import format_stamp
 from schnack.xmpp.payloads.mam import Fin, Metadata, Prefs, Result
 from schnack.xmpp.payloads.rsm import ResultSet
 from schnack.xmpp.xml import serialize
@@ -480,6 +481,40 @@ async def test_filter_start_and_end(server: Server) -> None:
     assert answer.ids == ids[4:] and not answer.complete
     stamps = [r.forwarded.stamp for r in (await ask(bob)).results]
     assert stamps == [datetime.fromtimestamp(base + 60 * i, UTC) for i in range(6)]
+
+
+@pytest.mark.parametrize("stored", [1714521600.1234567, 1714521600.1234563])
+async def test_a_message_is_found_by_the_stamp_it_is_shown_with(server: Server, stored: float) -> None:
+    # §4.1.2: start and end compare with the stamp a result shows, to the microsecond, also for a
+    # message kept at a finer time (as archived before times were kept to the microsecond).
+    await add_user(server, "bob")
+    ids = await fill(server, "bob", [(stored + offset, "alice@localhost") for offset in (-1e-6, 0.0, 1e-6)])
+    bob = await online(server, "bob@localhost/laptop")
+    stamps = [result.forwarded.stamp for result in (await ask(bob)).results]
+    assert len(set(stamps)) == 3
+    for i, stamp in enumerate(stamps):
+        assert stamp is not None
+        shown = format_stamp(stamp)
+        assert (await ask(bob, form(start=shown, end=shown))).ids == [ids[i]], shown
+        assert (await ask(bob, form(start=shown))).ids == ids[i:], shown
+        assert (await ask(bob, form(end=shown))).ids == ids[: i + 1], shown
+    metadata = Metadata.from_xml((await iq(bob, f"<metadata xmlns='{MAM}'/>"))[0])
+    assert metadata.end is not None
+    assert (await ask(bob, form(start=format_stamp(metadata.end.stamp)))).ids == ids[2:]
+
+
+async def test_a_message_is_kept_at_the_time_it_is_shown_with(server: Server) -> None:
+    # §5 and §4.1.2: the time archived is the one the results show, to the microsecond.
+    _, bob, _ = await conversation(server, 10)
+    results = (await ask(bob)).results
+    stamps = [result.forwarded.stamp for result in results]
+    kept = [item.timestamp for item in (await server.storage.archive.query(H, "bob", STORE)).items]
+    assert [stamp.timestamp() if stamp is not None else None for stamp in stamps] == kept
+    for result in results:
+        assert result.forwarded.stamp is not None
+        shown = format_stamp(result.forwarded.stamp)
+        same = [other.id for other in results if other.forwarded.stamp == result.forwarded.stamp]
+        assert (await ask(bob, form(start=shown, end=shown))).ids == same, shown
 
 
 async def test_time_window_paged_with_rsm(server: Server) -> None:

@@ -35,8 +35,10 @@ then takes it off, since §3.5 forbids showing it to the contact.
 **Queries (§4).** An IQ set with ``<query/>`` to the account's own bare JID (or without 'to'):
 the form filters ``with``, ``start``, ``end``, ``before-id``, ``after-id`` and ``ids``; RSM
 ``max`` (capped at ``max_page_size``), ``after``, ``before`` (empty for the last page) and
-``<flip-page/>``. The results go to the querying resource as messages, then the IQ result with
-``<fin/>`` says whether the page completes the result set. The number of matching messages
+``<flip-page/>``. ``start`` and ``end`` take in the messages whose stamp, as results and
+metadata show it (to the microsecond, the precision a message's time is kept at), is within
+them. The results go to the querying resource as messages, then the IQ result with ``<fin/>``
+says whether the page completes the result set. The number of matching messages
 costs a read of all of them (for a ``with`` full JID, of all the messages with that contact), so
 only a request for the count alone (RSM ``max`` 0) gets it. An IQ get returns the form
 (§4.1.5); ``<metadata/>`` names the first and last message (§5); ``<prefs/>`` reads and sets
@@ -56,7 +58,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 from xml.etree.ElementTree import Element
 
@@ -111,6 +113,8 @@ _SCAN_BATCH = 500
 _HINTS = "urn:xmpp:hints"
 _NO_STORE = frozenset({qname(_HINTS, "no-store"), qname(_HINTS, "no-permanent-store")})
 _STORE_HINT = qname(_HINTS, "store")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 # Namespaces whose elements make a message worth keeping even without a body.
 _CONTENT_NAMESPACES = frozenset({
     "urn:xmpp:chat-markers:0",  # XEP-0333: read state, synchronised across devices
@@ -250,7 +254,7 @@ class Mam(Module[MamOptions]):
         router does (deferred writes), and the stanza goes on with its id meanwhile."""
         assert owner.local is not None
         return self.server.storage.archive.append_soon(
-            owner.domain, owner.local, STORE, time.time(), str(with_jid), serialize(el).encode(), item_id=item_id
+            owner.domain, owner.local, STORE, _now(), str(with_jid), serialize(el).encode(), item_id=item_id
         )
 
     async def _exists(self, owner: JID) -> bool:
@@ -365,8 +369,8 @@ class Mam(Module[MamOptions]):
         before = await self._tightest(owner, [i for i in (flt.before_id, rsm.before) if i], latest=False)
         backward = rsm.before is not None
         with_jid = flt.with_jid
-        start = flt.start.timestamp() if flt.start is not None else None
-        end = flt.end.timestamp() if flt.end is not None else None
+        start = _widened(flt.start, -1) if flt.start is not None else None
+        end = _widened(flt.end, 1) if flt.end is not None else None
 
         async def read(after: str | None, before: str | None, limit: int, count: bool) -> ArchivePage:
             return await archive.query(
@@ -456,8 +460,21 @@ def _decode(parse: Callable[[Element], T], el: Element) -> T:
         raise StanzaError(err.condition, err.text) from None
 
 
+def _now() -> float:
+    """The time to the microsecond, as :func:`_moment` shows it: §4.1.2's start and end then find
+    a message by the stamp a client was shown for it (a result's ``<delay/>``, §5's metadata)."""
+    return round(time.time(), 6)
+
+
 def _moment(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
+
+
+def _widened(moment: datetime, side: int) -> float:
+    """§4.1.2: ``moment`` moved half a microsecond earlier (``side`` -1) or later (1), as near as a
+    float is, so that an inclusive bound takes in every timestamp :func:`_moment` shows as
+    ``moment``: archives kept before timestamps were stored to the microsecond hold finer ones."""
+    return (2 * ((moment - _EPOCH) // _MICROSECOND) + side) / 2_000_000
 
 
 def _edge(page: ArchivePage) -> Edge | None:
