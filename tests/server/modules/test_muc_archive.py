@@ -22,6 +22,7 @@ from .groups import (
     field,
     iq_reply,
     join,
+    join_xml,
     of_kind,
     online,
     private_group,
@@ -97,6 +98,24 @@ async def test_who_reads_the_archive(server: Server) -> None:
     results, answer = await query(stranger, to=f"hidden@{SERVICE}")
     assert answer.get("type") == "result" and results == []
 
+
+
+async def test_a_password_keeps_a_public_archive_to_those_who_may_enter(server: Server) -> None:
+    """XEP-0313 §6.1.2: reading a room's archive takes the right to enter it, here the password."""
+    alice = await online(server, "alice@localhost/phone")
+    await create(alice, nick="alice", form=(
+        field("muc#roomconfig_membersonly", "0") + field("muc#roomconfig_publicroom", "1")
+        + field("muc#roomconfig_passwordprotectedroom", "1") + field("muc#roomconfig_roomsecret", "s3cret")))
+    await alice.send(f"<message to='{ROOM}' type='groupchat'><body>for those who know it</body></message>")
+    stranger = await online(server, "carol@localhost/phone")
+    _, answer = await query(stranger)
+    assert condition(answer) == "forbidden"
+    await stranger.send(f"<iq type='get' id='f' to='{ROOM}'><query xmlns='{MAM}'/></iq>")
+    assert condition(iq_reply(stranger.take(), "f")) == "forbidden"
+    await stranger.send(join_xml(ROOM, "carol", password="s3cret"))
+    stranger.take()
+    results, _ = await query(stranger)
+    assert bodies(results) == ["for those who know it"]
 
 async def test_a_moderator_retracts_a_message_for_everyone(server: Server) -> None:
     alice, bob, carol = await private_group(server, "alice", "bob", "carol")

@@ -15,7 +15,9 @@ History on entering (§7.2.13, §7.2.14) comes from the archive: ``maxstanzas``,
 and ``since`` narrow it, ``history_default`` messages are sent when the client asks for nothing,
 never more than ``history_max``. Queries to the room's bare JID (§5.1) page through it with RSM;
 in a members-only room only members (and admins and owners) may read it, outcasts never, and in
-an open room anyone in the room or, if it is public, anyone at all.
+an open room anyone in the room or, if it is public and has no password, anyone at all (§6.1.2:
+reading the archive takes the right to enter the room, which a password gives only to those who
+entered with it).
 """
 
 from __future__ import annotations
@@ -165,7 +167,8 @@ class Archive:
             self.muc.send_to(to, message)
 
     def check_access(self, room: Room, sender: JID) -> None:
-        """§5.1.3 of XEP-0313 as this service applies it (see the module docstring)."""
+        """XEP-0313 §5.1.3 and §6.1.2 (the right to enter the room) as this service applies them
+        (see the module docstring)."""
         rank = AFFILIATION_RANK[room.affiliation(sender.bare)]
         if rank < 0:
             raise StanzaError("forbidden", "you are banned from this group")
@@ -173,7 +176,12 @@ class Archive:
             return
         if room.config.members_only:
             raise StanzaError("forbidden", "only members read this group's archive")
-        if not room.config.public and sender not in room.by_session:
+        if sender in room.by_session:
+            return
+        if room.config.password:
+            # Entering took the password; a reader who did not enter has not shown it.
+            raise StanzaError("forbidden", "enter the group with its password to read its archive")
+        if not room.config.public:
             raise StanzaError("forbidden", "join the group to read its archive")
 
     async def form(self, stanza: Stanza, room: Room, sender: JID) -> Element:
