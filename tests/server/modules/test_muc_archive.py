@@ -171,3 +171,28 @@ async def test_a_room_turned_semi_anonymous_keeps_real_jids_out_of_its_history(s
     # The moderator still sees who wrote it.
     results, _ = await query(alice)
     assert real_jids(results[0].forwarded.stanza) == ["alice@localhost"]
+
+
+async def test_only_those_shown_real_jids_filter_by_them(server: Server) -> None:
+    """XEP-0313 §4.1.1: a participant of a semi-anonymous room cannot learn who is behind a nick
+    by filtering the archive by real JIDs."""
+    alice = await online(server, "alice@localhost/phone")
+    await create(alice, nick="alice", form=(
+        field("muc#roomconfig_membersonly", "0") + field("muc#roomconfig_whois", "moderators")))
+    carol = await online(server, "carol@localhost/phone")
+    await join(carol, ROOM, "masked")
+    await carol.send(f"<message to='{ROOM}' type='groupchat'><body>guess who</body></message>")
+    bob = await online(server, "bob@localhost/phone")
+    await join(bob, ROOM, "bob")
+    await bob.send(f"<message to='{ROOM}' type='groupchat'><body>not me</body></message>")
+
+    def with_(jid: str) -> str:
+        return f"<x xmlns='jabber:x:data' type='submit'>{field('FORM_TYPE', MAM)}{field('with', jid)}</x>"
+
+    for jid in ("carol@localhost", "carol@localhost/phone"):
+        _, answer = await query(bob, form=with_(jid))
+        assert condition(answer) == "forbidden"
+    results, _ = await query(bob, form=with_("bob@localhost"))
+    assert bodies(results) == ["not me"]
+    results, _ = await query(alice, form=with_("carol@localhost"))
+    assert bodies(results) == ["guess who"]

@@ -17,7 +17,8 @@ never more than ``history_max``. Queries to the room's bare JID (§5.1) page thr
 in a members-only room only members (and admins and owners) may read it, outcasts never, and in
 an open room anyone in the room or, if it is public and has no password, anyone at all (§6.1.2:
 reading the archive takes the right to enter the room, which a password gives only to those who
-entered with it).
+entered with it). ``with`` matches the sender's real bare JID, so a reader the room does not
+show real JIDs to may filter by its own JID only, not by another user's (§4.1.1: forbidden).
 """
 
 from __future__ import annotations
@@ -203,6 +204,12 @@ class Archive:
         cap = self.muc.options.max_page_size
         limit = min(rsm.max, cap) if rsm.max is not None else cap
         flt = query.filter
+        shows = room.sees_real_jids(room.by_session.get(sender))
+        if flt.with_jid is not None and not shows and flt.with_jid.bare not in (room.jid, sender.bare):
+            # §4.1.1: filtering by another user's real JID would tell who is behind a nick (the
+            # reader's own JID tells it nothing new, an occupant JID names no real JID). forbidden
+            # rather than not-allowed (RFC 6120 §8.3.3): the room's moderators may, this reader not.
+            raise StanzaError("forbidden", "only those this group shows real JIDs to filter by them")
         afters = [i for i in (flt.after_id, rsm.after) if i]
         befores = [i for i in (flt.before_id, rsm.before) if i]
         if len(afters) > 1 or len(befores) > 1:
@@ -219,7 +226,6 @@ class Archive:
         except ItemNotFound:
             raise StanzaError("item-not-found", "no message with that id in the archive") from None
         items = page.items
-        shows = room.sees_real_jids(room.by_session.get(sender))
         for item in reversed(items) if query.flip_page else items:
             message = self.readable(item.payload, item.id)
             if message is None:
