@@ -196,3 +196,16 @@ async def test_only_those_shown_real_jids_filter_by_them(server: Server) -> None
     assert bodies(results) == ["not me"]
     results, _ = await query(alice, form=with_("carol@localhost"))
     assert bodies(results) == ["guess who"]
+
+
+async def test_an_unknown_id_is_not_found(server: Server) -> None:
+    """XEP-0313 §4.1.3: every id the 'ids' field names must be in the archive."""
+    alice, bob = await private_group(server, "alice", "bob")
+    await alice.send(f"<message to='{ROOM}' type='groupchat'><body>kept</body></message>")
+    alice.take()
+    (known,) = [m.find(STANZA_ID).get("id") for m in bob.take()]  # type: ignore[union-attr]
+    ids = f"<x xmlns='jabber:x:data' type='submit'>{field('FORM_TYPE', MAM)}{field('ids', known or '', 'gone')}</x>"
+    _, answer = await query(bob, form=ids)
+    assert condition(answer) == "item-not-found"
+    results, _ = await query(bob, form=ids.replace("<value>gone</value>", ""))
+    assert bodies(results) == ["kept"]

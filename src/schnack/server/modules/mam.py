@@ -56,7 +56,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
@@ -90,6 +90,7 @@ from ...xmpp.xml import element, qname, serialize, split
 from ..config import bounded
 from ..module import Module
 from ..storage import ArchivedItem, ArchivePage, ItemNotFound, new_item_id
+from ..storage.base import ArchiveStore
 from .e2e import ENCRYPTED
 from .message import message_type
 
@@ -361,10 +362,7 @@ class Mam(Module[MamOptions]):
         assert owner.local is not None
         host, user = owner.domain, owner.local
         archive = self.server.storage.archive
-        if flt.ids is not None:
-            known = await archive.query(host, user, STORE, ids=flt.ids, count=False)
-            if len(known.items) != len(set(flt.ids)):
-                raise ItemNotFound("an id of the 'ids' field is not in the archive")
+        await check_ids(archive, host, user, STORE, flt.ids)
         after = await self._tightest(owner, [i for i in (flt.after_id, rsm.after) if i], latest=True)
         before = await self._tightest(owner, [i for i in (flt.before_id, rsm.before) if i], latest=False)
         backward = rsm.before is not None
@@ -451,6 +449,15 @@ def _claims(owner: JID) -> Callable[[str], bool]:
             return False
 
     return claims
+
+
+async def check_ids(archive: ArchiveStore, host: str, username: str, store: str, ids: Sequence[str] | None) -> None:
+    """§4.1.3: every id the 'ids' field names must be in the archive (ItemNotFound if one is not),
+    not just filter it: a client asking for a message by its id learns that the message is gone."""
+    if ids is not None:
+        known = await archive.query(host, username, store, ids=ids, count=False)
+        if len(known.items) != len(set(ids)):
+            raise ItemNotFound("an id of the 'ids' field is not in the archive")
 
 
 def _decode(parse: Callable[[Element], T], el: Element) -> T:

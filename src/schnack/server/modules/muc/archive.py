@@ -19,6 +19,7 @@ an open room anyone in the room or, if it is public and has no password, anyone 
 reading the archive takes the right to enter the room, which a password gives only to those who
 entered with it). ``with`` matches the sender's real bare JID, so a reader the room does not
 show real JIDs to may filter by its own JID only, not by another user's (§4.1.1: forbidden).
+An id in ``ids`` that the archive does not hold is item-not-found (§4.1.3), as in a user archive.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ....xmpp.payloads.sid import StanzaId
 from ....xmpp.stanza import Stanza
 from ....xmpp.xml import element, qname, serialize
 from ...storage import ItemNotFound
+from ..mam import check_ids
 from .room import AFFILIATION_RANK, Room
 from .store import ARCHIVE
 
@@ -214,8 +216,10 @@ class Archive:
         befores = [i for i in (flt.before_id, rsm.before) if i]
         if len(afters) > 1 or len(befores) > 1:
             raise StanzaError("feature-not-implemented", "give either after-id or an RSM <after/>, not both")
+        archive = self.muc.server.storage.archive
         try:
-            page = await self.muc.server.storage.archive.query(
+            await check_ids(archive, room.jid.domain, room.name, ARCHIVE, flt.ids)
+            page = await archive.query(
                 room.jid.domain, room.name, ARCHIVE,
                 with_jid=str(flt.with_jid.bare) if flt.with_jid is not None else None,
                 start=flt.start.timestamp() if flt.start is not None else None,
