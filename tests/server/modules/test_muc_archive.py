@@ -209,3 +209,18 @@ async def test_an_unknown_id_is_not_found(server: Server) -> None:
     assert condition(answer) == "item-not-found"
     results, _ = await query(bob, form=ids.replace("<value>gone</value>", ""))
     assert bodies(results) == ["kept"]
+
+
+async def test_hints_keep_a_message_out_of_the_archive(server: Server) -> None:
+    """XEP-0334 §4: a message with a no-store or no-permanent-store hint reaches the occupants
+    but not the archive, so it carries no stanza-id."""
+    alice, bob = await private_group(server, "alice", "bob")
+    for n, hint in enumerate(("no-store", "no-permanent-store", "")):
+        extra = f"<{hint} xmlns='urn:xmpp:hints'/>" if hint else ""
+        await alice.send(f"<message to='{ROOM}' type='groupchat'><body>m{n}</body>{extra}</message>")
+    alice.take()
+    got = bob.take()
+    assert [m.findtext(BODY) for m in got] == ["m0", "m1", "m2"]
+    assert [m.find(STANZA_ID) is not None for m in got] == [False, False, True]
+    results, _ = await query(bob)
+    assert bodies(results) == ["m2"]

@@ -112,7 +112,8 @@ _PREFS_KEPT = 10_000
 # Messages read at a time while looking for those of one resource (a 'with' full JID).
 _SCAN_BATCH = 500
 _HINTS = "urn:xmpp:hints"
-_NO_STORE = frozenset({qname(_HINTS, "no-store"), qname(_HINTS, "no-permanent-store")})
+# XEP-0334 §4: the hints that keep a message out of every archive.
+NO_STORE = frozenset({qname(_HINTS, "no-store"), qname(_HINTS, "no-permanent-store")})
 _STORE_HINT = qname(_HINTS, "store")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -141,7 +142,7 @@ def worth_archiving(stanza: Stanza) -> bool:
     if message_type(stanza) not in ("chat", "normal"):
         return False
     children = [child.tag for child in stanza.el]
-    if any(tag in _NO_STORE for tag in children):
+    if any(tag in NO_STORE for tag in children):
         return False
     if _STORE_HINT in children:
         return True

@@ -3,11 +3,12 @@
 A groupchat message with a body or an end-to-end encrypted payload (what the server cannot
 read is stored as it came: ciphertext only) is archived before it goes out, in the archive
 store with host = the service's domain and username = the room's name; the archive's id is the
-``<stanza-id by='room@service'/>`` every occupant receives (XEP-0359). ``with`` of an archived
-message is the sender's real bare JID, and in a non-anonymous room the stored message names it in
-``<x xmlns='…muc#user'><item jid=''/></x>``. History and query results carry that element only to
-those the room shows real JIDs to now: once a room turned semi-anonymous, only the moderators in
-it (a reader outside the room has no role, so sees none). A message whose sender and origin-id
+``<stanza-id by='room@service'/>`` every occupant receives (XEP-0359). A ``<no-store/>`` or
+``<no-permanent-store/>`` hint (XEP-0334 §4) keeps a message out: it goes out without one.
+``with`` of an archived message is the sender's real bare JID, and in a non-anonymous room the
+stored message names it in ``<x xmlns='…muc#user'><item jid=''/></x>``. History and query
+results carry that element only to those the room shows real JIDs to now: once a room turned
+semi-anonymous, only the moderators in it (a reader outside the room has no role, so sees none). A message whose sender and origin-id
 (XEP-0359) match one of the latest archived ones is a copy sent again after a lost acknowledgement
 (a reconnect, a cluster node that died): it is neither stored nor sent out again.
 
@@ -42,7 +43,7 @@ from ....xmpp.payloads.sid import StanzaId
 from ....xmpp.stanza import Stanza
 from ....xmpp.xml import element, qname, serialize
 from ...storage import ItemNotFound
-from ..mam import check_ids
+from ..mam import NO_STORE, check_ids
 from .room import AFFILIATION_RANK, Room
 from .store import ARCHIVE
 
@@ -78,13 +79,14 @@ class Archive:
         self.muc = muc
 
     async def store(self, room: Room, message: Element, sender: JID) -> str | None:
-        """Archive ``message`` (as the room sends it, without 'to'); its id, None when the room keeps no archive.
+        """Archive ``message`` (as the room sends it, without 'to'); its id, None when the room keeps
+        no archive or the sender asked it not to keep this message (XEP-0334 §4).
 
         In a non-anonymous room the stored copy also names the sender's real bare JID (XEP-0313
         §5.1.2), so that a member reading the history later knows whose OMEMO keys to use even
         when the sender has left.
         """
-        if not room.config.logging:
+        if not room.config.logging or any(child.tag in NO_STORE for child in message):
             return None
         stored = message
         if room.config.non_anonymous:

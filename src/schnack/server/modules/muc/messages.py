@@ -2,7 +2,8 @@
 
 A groupchat message from an occupant with voice goes to every joined resource, from
 ``room@service/nick``, with the occupant's XEP-0421 id; when it has a body or an end-to-end
-encrypted payload it is archived first and carries the archive's stanza-id. The template is
+encrypted payload it is archived first and carries the archive's stanza-id (unless a XEP-0334
+hint keeps it out of the archive, see :mod:`.archive`). The template is
 built once and each recipient gets a copy that differs only in 'to', with the children shared:
 no per-recipient work beyond that. A message with only a subject changes the subject (§7.3, §8.1):
 moderators may, and occupants with voice when the room allows it. Non-occupants get
