@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from xml.etree.ElementTree import Element
 
+import pytest
+
 from schnack.server.app import Server
 from schnack.xmpp import ns
 from schnack.xmpp.parser import parse_frame
+from schnack.xmpp.payloads.forward import format_stamp
 from schnack.xmpp.payloads.mam import Fin, Result
 
 from ...harness import Client
@@ -224,3 +227,40 @@ async def test_hints_keep_a_message_out_of_the_archive(server: Server) -> None:
     assert [m.find(STANZA_ID) is not None for m in got] == [False, False, True]
     results, _ = await query(bob)
     assert bodies(results) == ["m2"]
+
+
+def window(**bounds: str) -> str:
+    """A query form (XEP-0313 §4.1) with these time bounds."""
+    fields = "".join(field(var, value) for var, value in bounds.items())
+    return f"<x xmlns='jabber:x:data' type='submit'>{field('FORM_TYPE', MAM)}{fields}</x>"
+
+
+@pytest.mark.parametrize("kept", [1714521600.1234567, 1714521600.1234563])
+async def test_a_message_is_found_by_the_stamp_it_is_shown_with(server: Server, kept: float) -> None:
+    """XEP-0313 §4.1.2 and XEP-0045 §7.2.14: start, end and since compare with the stamp a message
+    is shown with, to the microsecond, also for a message kept at a finer time (as archived before
+    times were kept to the microsecond)."""
+    alice, bob = await private_group(server, "alice", "bob")
+    ids = []
+    for n, offset in enumerate((-1e-6, 0.0, 1e-6)):
+        message = f"<message xmlns='{ns.CLIENT}' from='{ROOM}/alice' type='groupchat'><body>m{n}</body></message>"
+        ids.append(await server.storage.archive.append(
+            SERVICE, "family", "muc", kept + offset, "alice@localhost", message.encode()))
+    results, _ = await query(bob)
+    assert [r.id for r in results] == ids and len({r.forwarded.stamp for r in results}) == 3
+    for i, result in enumerate(results):
+        assert result.forwarded.stamp is not None
+        shown = format_stamp(result.forwarded.stamp)
+        assert [r.id for r in (await query(bob, form=window(start=shown, end=shown)))[0]] == [ids[i]], shown
+        assert [r.id for r in (await query(bob, form=window(start=shown)))[0]] == ids[i:], shown
+        assert [r.id for r in (await query(bob, form=window(end=shown)))[0]] == ids[: i + 1], shown
+        laptop = await online(server, f"bob@localhost/laptop{i}")
+        out = await join(laptop, ROOM, "bob", history=f"<history since='{shown}'/>")
+        assert [m.findtext(BODY) for m in of_kind(out, MESSAGE) if m.find(BODY) is not None] == [
+            f"m{n}" for n in range(i, 3)], shown
+    # What the room archives now is kept at the time it is shown with.
+    await alice.send(f"<message to='{ROOM}' type='groupchat'><body>now</body></message>")
+    results, _ = await query(bob)
+    page = await server.storage.archive.query(SERVICE, "family", "muc")
+    stamp = results[-1].forwarded.stamp
+    assert stamp is not None and stamp.timestamp() == page.items[-1].timestamp

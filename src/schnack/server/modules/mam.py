@@ -256,7 +256,7 @@ class Mam(Module[MamOptions]):
         router does (deferred writes), and the stanza goes on with its id meanwhile."""
         assert owner.local is not None
         return self.server.storage.archive.append_soon(
-            owner.domain, owner.local, STORE, _now(), str(with_jid), serialize(el).encode(), item_id=item_id
+            owner.domain, owner.local, STORE, now(), str(with_jid), serialize(el).encode(), item_id=item_id
         )
 
     async def _exists(self, owner: JID) -> bool:
@@ -343,7 +343,7 @@ class Mam(Module[MamOptions]):
             except StreamError as err:
                 log.warning("skipping unreadable archived message %s of %s: %s", item.id, owner, err.condition)
                 continue
-            result = Result(item.id, Forwarded(message, _moment(item.timestamp)), query.queryid)
+            result = Result(item.id, Forwarded(message, moment(item.timestamp)), query.queryid)
             origin.send(element(
                 qname(ns.CLIENT, "message"), {"from": str(owner), "to": str(origin.jid), "id": item.id},
                 children=[result.to_xml()],
@@ -368,8 +368,8 @@ class Mam(Module[MamOptions]):
         before = await self._tightest(owner, [i for i in (flt.before_id, rsm.before) if i], latest=False)
         backward = rsm.before is not None
         with_jid = flt.with_jid
-        start = _widened(flt.start, -1) if flt.start is not None else None
-        end = _widened(flt.end, 1) if flt.end is not None else None
+        start = widened(flt.start, -1) if flt.start is not None else None
+        end = widened(flt.end, 1) if flt.end is not None else None
 
         async def read(after: str | None, before: str | None, limit: int, count: bool) -> ArchivePage:
             return await archive.query(
@@ -468,25 +468,26 @@ def _decode(parse: Callable[[Element], T], el: Element) -> T:
         raise StanzaError(err.condition, err.text) from None
 
 
-def _now() -> float:
-    """The time to the microsecond, as :func:`_moment` shows it: §4.1.2's start and end then find
+def now() -> float:
+    """The time to the microsecond, as :func:`moment` shows it: §4.1.2's start and end then find
     a message by the stamp a client was shown for it (a result's ``<delay/>``, §5's metadata)."""
     return round(time.time(), 6)
 
 
-def _moment(timestamp: float) -> datetime:
+def moment(timestamp: float) -> datetime:
+    """An archived time as results, metadata and history show it (§4.2, §5), to the microsecond."""
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-def _widened(moment: datetime, side: int) -> float:
-    """§4.1.2: ``moment`` moved half a microsecond earlier (``side`` -1) or later (1), as near as a
-    float is, so that an inclusive bound takes in every timestamp :func:`_moment` shows as
-    ``moment``: archives kept before timestamps were stored to the microsecond hold finer ones."""
-    return (2 * ((moment - _EPOCH) // _MICROSECOND) + side) / 2_000_000
+def widened(shown: datetime, side: int) -> float:
+    """§4.1.2: ``shown`` moved half a microsecond earlier (``side`` -1) or later (1), as near as a
+    float is, so that an inclusive bound takes in every timestamp :func:`moment` shows as
+    ``shown``: archives kept before timestamps were stored to the microsecond hold finer ones."""
+    return (2 * ((shown - _EPOCH) // _MICROSECOND) + side) / 2_000_000
 
 
 def _edge(page: ArchivePage) -> Edge | None:
-    return Edge(page.items[0].id, _moment(page.items[0].timestamp)) if page.items else None
+    return Edge(page.items[0].id, moment(page.items[0].timestamp)) if page.items else None
 
 
 def _involves(item: ArchivedItem, jid: JID) -> bool:

@@ -21,13 +21,15 @@ reading the archive takes the right to enter the room, which a password gives on
 entered with it). ``with`` matches the sender's real bare JID, so a reader the room does not
 show real JIDs to may filter by its own JID only, not by another user's (§4.1.1: forbidden).
 An id in ``ids`` that the archive does not hold is item-not-found (§4.1.3), as in a user archive.
+A message is kept at its time to the microsecond, the precision its stamp shows, and ``start``,
+``end`` and history's ``since`` take in the messages whose stamp is within them (§4.1.2), also
+those kept at finer times before.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
@@ -43,7 +45,7 @@ from ....xmpp.payloads.sid import StanzaId
 from ....xmpp.stanza import Stanza
 from ....xmpp.xml import element, qname, serialize
 from ...storage import ItemNotFound
-from ..mam import NO_STORE, check_ids
+from ..mam import NO_STORE, check_ids, moment, now, widened
 from .room import AFFILIATION_RANK, Room
 from .store import ARCHIVE
 
@@ -57,10 +59,6 @@ _DELAY = qname(ns.DELAY, "delay")
 ORIGIN_ID = qname(ns.SID, "origin-id")
 # Archived messages whose origin-ids are remembered per room, for recognising a copy sent again.
 RECENT = 500
-
-
-def _moment(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def _hide_real_jid(message: Element) -> None:
@@ -93,7 +91,7 @@ class Archive:
             stored = element(message.tag, message.attrib, message.text, message)
             stored.append(UserX(items=(Item(jid=sender),)).to_xml())
         archive_id = await self.muc.server.storage.archive.append(
-            room.jid.domain, room.name, ARCHIVE, time.time(), str(sender), serialize(stored).encode())
+            room.jid.domain, room.name, ARCHIVE, now(), str(sender), serialize(stored).encode())
         origin = message.find(ORIGIN_ID)
         if room.recent is not None and origin is not None and origin.get("id"):
             room.recent[(str(sender), origin.get("id", ""))] = None
@@ -140,7 +138,7 @@ class Archive:
             return
         start = None
         if request.since is not None:
-            start = request.since.timestamp()
+            start = widened(request.since, -1)
         if request.seconds is not None:
             start = max(start or 0.0, time.time() - request.seconds)
         page = await self.muc.server.storage.archive.query(
@@ -155,7 +153,7 @@ class Archive:
             if not shows:
                 _hide_real_jid(message)
             message.set("to", target)
-            message.append(element(_DELAY, {"from": room.text, "stamp": format_stamp(_moment(item.timestamp))}))
+            message.append(element(_DELAY, {"from": room.text, "stamp": format_stamp(moment(item.timestamp))}))
             message.append(StanzaId(item.id, room.text).to_xml())
             out.append(message)
         if request.maxchars is not None:
@@ -224,8 +222,8 @@ class Archive:
             page = await archive.query(
                 room.jid.domain, room.name, ARCHIVE,
                 with_jid=str(flt.with_jid.bare) if flt.with_jid is not None else None,
-                start=flt.start.timestamp() if flt.start is not None else None,
-                end=flt.end.timestamp() if flt.end is not None else None, ids=flt.ids,
+                start=widened(flt.start, -1) if flt.start is not None else None,
+                end=widened(flt.end, 1) if flt.end is not None else None, ids=flt.ids,
                 after=afters[0] if afters else None, before=befores[0] if befores else None, limit=limit,
                 reverse=rsm.before is not None, count=limit == 0,
             )  # fmt: skip
@@ -238,7 +236,7 @@ class Archive:
                 continue
             if not shows:
                 _hide_real_jid(message)
-            result = Result(item.id, Forwarded(message, _moment(item.timestamp)), query.queryid)
+            result = Result(item.id, Forwarded(message, moment(item.timestamp)), query.queryid)
             self.muc.send_to(sender, element(
                 qname(ns.CLIENT, "message"), {"from": room.text, "to": str(sender), "id": item.id},
                 children=[result.to_xml()],
