@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import Element
@@ -90,6 +91,11 @@ async def authenticated(server: Server, user: str) -> Client:
 async def chats(sender: Client, to: str, texts: list[str]) -> None:
     for text in texts:
         await sender.send(chat(to, text, id=text))
+
+
+def stamps(el: Element) -> list[str]:
+    """The XEP-0203 delay stamps of ``el``."""
+    return [delay.get("stamp", "") for delay in el.iterfind(DELAY)]
 
 
 def bodies(elements: list[Element]) -> list[str | None]:
@@ -553,12 +559,31 @@ async def test_offline_messages_delivered_to_a_dying_session_come_back(tmp_path:
         await chats(alice, "bob@localhost", ["while away 1", "while away 2"])
         bob, _ = await sm_login(server, "bob@localhost/phone")
         await bob.send(presence())
-        assert bodies(bob.take()) == ["while away 1", "while away 2"]
+        first = [el for el in bob.take() if el.tag == MESSAGE]
+        assert bodies(first) == ["while away 1", "while away 2"]
         assert await stored(server) == 0
         ended = on_end(server, bob)
         await bob.close()
         await wait(ended)
-        assert bodies(await comes_online(server, "bob@localhost/tablet")) == ["while away 1", "while away 2"]
+        again = await comes_online(server, "bob@localhost/tablet")
+        assert bodies(again) == ["while away 1", "while away 2"]
+        # Still the time each first reached the account, in the one delay it had.
+        assert [stamps(el) for el in again] == [stamps(el) for el in first]
+        assert all(len(stamps(el)) == 1 for el in again)
+
+
+async def test_what_a_session_did_not_acknowledge_is_stored_with_the_time_it_came(tmp_path: Path) -> None:
+    async with running(tmp_path, modules=options(resume_timeout=1)) as server:
+        alice = await login(server, "alice@localhost/phone")
+        bob, _ = await sm_login(server, "bob@localhost/phone")
+        await chats(alice, "bob@localhost/phone", ["queued"])
+        came = datetime.now(UTC)
+        ended = on_end(server, bob)
+        await bob.close()
+        await wait(ended)  # a second of hibernation
+        (stored_message,) = await comes_online(server, "bob@localhost/laptop")
+        (stamp,) = stamps(stored_message)
+        assert came - timedelta(seconds=0.5) < datetime.fromisoformat(stamp) <= came
 
 
 # Exactly once across resources -----------------------------------------------------------------

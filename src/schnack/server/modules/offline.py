@@ -3,7 +3,8 @@
 Consumes the event ``message/offline`` (stanza), fired by the message module when no resource of
 the recipient can take a chat or normal message: the message is stored in the archive store
 ``offline`` of the recipient with a ``<delay/>`` from the server's domain and the time it was
-stored (XEP-0160 §2, XEP-0203 §3). An account holds at most ``max_messages`` of them; past that
+stored (XEP-0160 §2, XEP-0203 §3), unless it carries one from the server's domain already (it
+comes back from a session that did not acknowledge it, and keeps the time it first arrived). An account holds at most ``max_messages`` of them; past that
 the sender gets service-unavailable (XEP-0160 §2: the offline queue is full).
 
 Consumes ``presence-initial`` (session), fired by the presence module when a resource sends its
@@ -179,13 +180,19 @@ class Offline(Module[OfflineOptions]):
             return HANDLED
         host, user = stanza.to.domain, stanza.to.local
         now = datetime.now(UTC)
-        delay = element(_DELAY, {"from": host, "stamp": delay_stamp(now)})
-        # Stamp only the stored copy: other handlers may still look at the stanza.
-        stanza.el.append(delay)
-        try:
+        if any(delay.get("from") == host for delay in stanza.el.iterfind(_DELAY)):
+            # Stamped here before: a message that comes back from a session that did not
+            # acknowledge it (stream management, module sm) keeps the time it first reached the
+            # account, and a client sees one delay, not two.
             payload = serialize(stanza.el).encode()
-        finally:
-            stanza.el.remove(delay)
+        else:
+            delay = element(_DELAY, {"from": host, "stamp": delay_stamp(now)})
+            # Stamp only the stored copy: other handlers may still look at the stanza.
+            stanza.el.append(delay)
+            try:
+                payload = serialize(stanza.el).encode()
+            finally:
+                stanza.el.remove(delay)
         sender = str(stanza.from_.bare) if stanza.from_ is not None else host
         try:
             # The limit is checked in the transaction that stores, so concurrent senders cannot pass it.

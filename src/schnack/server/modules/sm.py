@@ -600,7 +600,7 @@ class StreamManagement(Module[SmOptions]):
         if state.settled:
             return
         state.settled = True
-        undelivered = [el for el, _queued_at in state.queue]
+        undelivered = list(state.queue)
         state.queue.clear()
         if undelivered:
             log.info("%s ended with %d stanzas unacknowledged", session.jid, len(undelivered))
@@ -617,22 +617,23 @@ class StreamManagement(Module[SmOptions]):
 
     async def _settle_late(self, session: Session, el: Element) -> None:
         async with self._locks.hold(session.jid.bare):
-            await self._undelivered(session, [el])
+            await self._undelivered(session, [(el, time.time())])
 
-    async def _undelivered(self, session: Session, elements: list[Element]) -> None:
-        """Route what ``session`` did not acknowledge as not delivered; the caller holds the account's lock."""
+    async def _undelivered(self, session: Session, elements: list[tuple[Element, float]]) -> None:
+        """Route what ``session`` did not acknowledge (each with the time it was queued) as not
+        delivered; the caller holds the account's lock."""
         token = _SETTLING.set(True)
         try:
-            for el in elements:
+            for el, queued_at in elements:
                 try:
-                    await self._not_delivered(session, el)
+                    await self._not_delivered(session, el, queued_at)
                 except Exception:
                     # One stanza that cannot be handled must not cost the others their way.
                     log.exception("failed to handle a stanza %s did not acknowledge", session.jid)
         finally:
             _SETTLING.reset(token)
 
-    async def _not_delivered(self, session: Session, el: Element) -> None:
+    async def _not_delivered(self, session: Session, el: Element, queued_at: float) -> None:
         if el.tag == _MESSAGE:
             copies = self._copies.get(el)
             if copies is None:
@@ -641,7 +642,9 @@ class StreamManagement(Module[SmOptions]):
             if copies.delivered or copies.pending > 0:
                 return
             copies.delivered = True
-            await self._store(session, el)
+            # Stored with the time it was first queued, as a resumption would have sent it again
+            # (offline storage keeps that delay): the hibernation may have lasted minutes.
+            await self._store(session, _stamped(el, queued_at, session.host))
         elif el.tag == _IQ and el.get("type") in ("get", "set"):
             await self._bounce(session, el, StanzaError("service-unavailable", "the resource went away"))
 
