@@ -413,6 +413,57 @@ async def test_a_failed_dispatch_wins_over_its_deferred_write(server: Server, al
     assert reported == []
 
 
+@pytest.mark.parametrize(("failure", "taken_back"), [
+    (StanzaError("service-unavailable", "the mailbox is full"), True),
+    (ValueError("a handler broke"), False),
+])
+async def test_a_refused_stanza_takes_its_deferred_writes_back(
+    server: Server, alice: Client, failure: Exception, taken_back: bool
+) -> None:
+    """A refusal tells the sender the stanza was not taken, so what was written for it goes; after
+    a failure the stanza may have been delivered, and the write stays."""
+    loop = asyncio.get_running_loop()
+    written: asyncio.Future[None] = loop.create_future()
+    undone: list[str] = []
+
+    async def undo() -> None:
+        assert written.done(), "taken back only once written"
+        undone.append("m1")
+
+    async def defer(stanza: Stanza, _origin: Session | None) -> None:
+        server.router.defer(stanza, written, undo=undo)
+        loop.call_later(0.01, written.set_result, None)
+
+    async def fail(_stanza: Stanza, _origin: Session | None) -> None:
+        raise failure
+
+    server.hooks.add("pre-message/bare", defer)
+    server.hooks.add("message/bare", fail)
+    await alice.send("<message to='bob@localhost' id='m1' type='chat'><body>x</body></message>")
+    alice.take()
+    await server.router.withdrawn()
+    await written
+    assert undone == (["m1"] if taken_back else [])
+
+
+async def test_an_accepted_stanza_keeps_its_deferred_writes(server: Server, alice: Client) -> None:
+    loop = asyncio.get_running_loop()
+    written: asyncio.Future[None] = loop.create_future()
+    undone: list[str] = []
+
+    async def undo() -> None:
+        undone.append("m1")
+
+    async def defer(stanza: Stanza, _origin: Session | None) -> None:
+        server.router.defer(stanza, written, undo=undo)
+        written.set_result(None)
+
+    server.hooks.add("pre-message/bare", defer)
+    await alice.send("<message to='bob@localhost' id='m1' type='chat'><body>x</body></message>")
+    await server.router.withdrawn()
+    assert undone == []
+
+
 async def test_a_raising_handler_on_a_server_stanza_does_not_escape(server: Server) -> None:
     async def broken(_stanza: Stanza, _origin: Session | None) -> None:
         raise ValueError("boom")

@@ -244,6 +244,7 @@ class Server:
         await self.cluster.stop()
         for module in reversed(list(self.modules.values())):
             await module.stop()
+        await self.router.withdrawn()
         if self._storage is not None:
             await self._storage.close()
             self._storage = None

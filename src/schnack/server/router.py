@@ -50,6 +50,9 @@ class Router:
         self._hosts = server.hosts
         self._services = server.services
         self._deferred: dict[Stanza, list[asyncio.Future[Any]]] = {}
+        # What takes a deferred write back should its stanza be refused, by stanza and write.
+        self._undos: dict[Stanza, dict[asyncio.Future[Any], Finish]] = {}
+        self._withdrawing: set[asyncio.Task[None]] = set()
 
     def target(self, to: JID | None, origin: Session | None) -> str:
         """The target part of a route key (see the module docstring)."""
@@ -87,6 +90,8 @@ class Router:
             result = _failure(stanza, err)
         else:
             writes = self._deferred.pop(stanza, None) if self._deferred else None
+            if self._undos:
+                self._undos.pop(stanza, None)
             if writes is not None:
                 return functools.partial(self._finish, stanza, origin, result, writes)
         await self._answer(stanza, origin, result)
@@ -116,16 +121,26 @@ class Router:
         else:
             await self.send(result)
 
-    def defer(self, stanza: Stanza, write: asyncio.Future[Any]) -> None:
+    def defer(self, stanza: Stanza, write: asyncio.Future[Any], *, undo: Finish | None = None) -> None:
         """Finish routing ``stanza`` only once ``write`` is done, without making its handlers wait.
 
         Only a handler of a route that is under way defers. A write that fails is answered as a
         handler failing then would have been (a StorageError with a 'wait' error), but what
         routing did meanwhile stands: the message may have been delivered, and a client that
         sends it again makes it arrive twice rather than never, as after any failure it was not
-        told the outcome of.
+        told the outcome of. Should a later handler refuse the stanza (a StanzaError: the sender
+        learns it was not taken), ``undo`` takes the write back once it is done, so that nothing
+        keeps what the sender was told was refused, nor a second copy when the sender tries again.
         """
         self._deferred.setdefault(stanza, []).append(write)
+        if undo is not None:
+            self._undos.setdefault(stanza, {})[write] = undo
+
+    async def withdrawn(self) -> None:
+        """Return once the writes of refused stanzas that were being taken back are (storage must
+        stay open until then, see :meth:`defer`)."""
+        while self._withdrawing:
+            await asyncio.gather(*self._withdrawing, return_exceptions=True)
 
     async def send(self, el: Element) -> None:
         """Route a stanza the server itself originates (its 'from' is already set)."""
@@ -140,10 +155,17 @@ class Router:
         """Dispatch; when that fails, the writes deferred meanwhile are left to end alone."""
         try:
             return await self._dispatch(stanza, origin)
-        except BaseException:
+        except BaseException as err:
+            undos = self._undos.pop(stanza, {}) if self._undos else {}
             if self._deferred:
                 for write in self._deferred.pop(stanza, ()):
-                    write.add_done_callback(_observe)
+                    undo = undos.get(write) if isinstance(err, StanzaError) else None
+                    if undo is None:
+                        write.add_done_callback(_observe)
+                    else:
+                        task = asyncio.ensure_future(_withdraw(write, undo))
+                        self._withdrawing.add(task)
+                        task.add_done_callback(self._withdrawing.discard)
             raise
 
     async def _dispatch(self, stanza: Stanza, origin: Session | None) -> Element | Handled | None:
@@ -189,6 +211,18 @@ def _failure(stanza: Stanza, err: Exception) -> Element | None:
         log.error("handler failed for %s to %s", stanza.kind, stanza.to, exc_info=err)
         failure = StanzaError("internal-server-error")
     return None if stanza.type == "error" else stanza.error(failure)
+
+
+async def _withdraw(write: asyncio.Future[Any], undo: Finish) -> None:
+    """Take back a deferred write of a refused stanza once it is done (see :meth:`Router.defer`)."""
+    try:
+        await write
+    except Exception:
+        return  # not written: nothing to take back
+    try:
+        await undo()
+    except Exception:
+        log.exception("could not take back a write for a refused stanza")
 
 
 def _observe(write: asyncio.Future[Any]) -> None:

@@ -235,6 +235,23 @@ async def test_offline_message_is_archived_and_carries_its_stanza_id(server: Ser
     assert answer.ids == [bob_id] and answer.bodies == ["while you were out"]
 
 
+async def test_a_message_refused_for_a_full_mailbox_is_in_no_archive(tmp_path: Path) -> None:
+    """§6: the sender was told the message was not taken (the offline store is full), so neither
+    archive keeps it, nor a second copy when the sender tries again."""
+    async with running(tmp_path, modules={**MODULES, "offline": {"max_messages": 1}}) as server:
+        alice = await online(server, "alice@localhost/phone")
+        await add_user(server, "bob")
+        await alice.send(chat("bob@localhost", "fits", id="m1"))
+        alice.take()
+        for attempt in range(2):
+            await alice.send(chat("bob@localhost", "does not fit", id=f"m{attempt + 2}"))
+            (error,) = alice.take()
+            assert condition(error) == "service-unavailable"
+        await server.router.withdrawn()
+        assert [body(message) for _, _, message in await archived(server, "bob")] == ["fits"]
+        assert [body(message) for _, _, message in await archived(server, "alice")] == ["fits"]
+
+
 WITH_BODY = "<body>x</body>"
 STATE = "<active xmlns='http://jabber.org/protocol/chatstates'/>"
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -225,7 +226,8 @@ class Mam(Module[MamOptions]):
             strip_stanza_ids(stanza.el, _claims(to.bare))
         if worth_archiving(stanza) and await self._archives(owner, to):
             item_id = new_item_id()
-            self.server.router.defer(stanza, self._append(owner, to.bare, stanza.el, item_id))
+            self.server.router.defer(stanza, self._append(owner, to.bare, stanza.el, item_id),
+                                     undo=functools.partial(self._take_back, owner, item_id))
             stanza.el.append(StanzaId(item_id, str(owner)).to_xml())
 
     async def unstamp_outgoing(self, stanza: Stanza, origin: Session | None) -> None:
@@ -248,7 +250,8 @@ class Mam(Module[MamOptions]):
         if not await self._exists(owner) or not await self._archives(owner, peer):
             return
         item_id = new_item_id()
-        self.server.router.defer(stanza, self._append(owner, peer.bare, stanza.el, item_id))
+        self.server.router.defer(stanza, self._append(owner, peer.bare, stanza.el, item_id),
+                                 undo=functools.partial(self._take_back, owner, item_id))
         stanza.el.append(StanzaId(item_id, str(owner)).to_xml())
 
     def _append(self, owner: JID, with_jid: JID, el: Element, item_id: str) -> asyncio.Future[str]:
@@ -258,6 +261,12 @@ class Mam(Module[MamOptions]):
         return self.server.storage.archive.append_soon(
             owner.domain, owner.local, STORE, now(), str(with_jid), serialize(el).encode(), item_id=item_id
         )
+
+    async def _take_back(self, owner: JID, item_id: str) -> None:
+        """§6: a message the server refused after archiving it (the recipient's offline store is
+        full) leaves both archives: it was not accepted, and the sender may send it again."""
+        assert owner.local is not None
+        await self.server.storage.archive.delete(owner.domain, owner.local, STORE, ids=[item_id])
 
     async def _exists(self, owner: JID) -> bool:
         """Whether the account exists; one with a session does, without asking storage, and so
