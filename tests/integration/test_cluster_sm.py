@@ -11,6 +11,7 @@ its final ``h``, and what a had not delivered is in offline storage for the new 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
@@ -148,3 +149,18 @@ async def test_a_session_held_by_a_live_node_ends_there_when_resumed_elsewhere(t
         await eventually(on_a, lambda jids: "alice@localhost/phone" not in jids)
         # What a had not delivered waited in offline storage for the new session.
         assert await messages_at_login(b, "alice", 1) == ["unacked"]
+
+
+async def test_a_session_whose_connection_is_still_open_ends_at_once_when_resumed_elsewhere(tmp_path: Path) -> None:
+    """The client comes back on node b while its connection to node a is still open (a does not
+    know it is dead): a ends the session at once, and b answers with its final h."""
+    async with two_nodes(tmp_path) as (a, b):
+        alice, previd = await resumable(a, "alice")
+        alice.send("<presence/>")
+        await send_acknowledged(alice, "bob@localhost", ["hello"], handled=2)
+        # What a phone that lost its network looks like to node a: nothing more comes back, not
+        # the end of the stream, not TLS's close_notify.
+        transport = alice.writer.transport
+        assert isinstance(transport, asyncio.ReadTransport)
+        transport.pause_reading()
+        assert (await resume_fails(b, "alice", previd)).get("h") == "2"

@@ -276,11 +276,13 @@ class StreamManagement(Module[SmOptions]):
             return
         state = session.slot(SmState)
         log.info("%s resumes elsewhere in the cluster; its session here ends", session.jid)
-        if state.stream is None:
-            self.end(session)
-        else:
-            # The connection is dead (the client is on another node) but not noticed yet.
-            state.stream.close(StreamError("conflict", "the session was resumed on another node"))
+        if state.stream is not None:
+            # The connection is dead (the client is on another node) but not noticed yet, or the
+            # client left it open. The session ends now, with what that stream still routes
+            # counted, not when the connection goes (up to the linger later): the other node
+            # waits only briefly for the final h (cluster/smstate.py).
+            await state.stream.let_go()
+        self.end(session)
 
     async def stop(self) -> None:
         """Sessions still hibernating end now, and every queue not settled yet is settled, so that
