@@ -10,12 +10,14 @@ import pytest
 from schnack.server.app import Server
 from schnack.server.config import ConfigError
 from schnack.server.modules.muc import Muc
+from schnack.xmpp import ns
 from schnack.xmpp.payloads.dataforms import DataForm
 from schnack.xmpp.payloads.disco import DiscoInfo, DiscoItems
 
 from ...harness import make_config, running
 from ..storage.conftest import postgres_schema
 from .groups import (
+    MESSAGE,
     MODULES,
     OWNER,
     PRESENCE,
@@ -275,6 +277,23 @@ async def test_temporary_rooms_go_with_their_last_occupant(server: Server) -> No
     await alice.send(f"<presence to='{ROOM}/owner' type='unavailable'/>")
     (gone,) = alice.take()
     assert gone.get("type") == "unavailable" and 110 in statuses(gone)
+    assert not muc(server).rooms.live
+
+
+async def test_asking_about_a_room_nobody_is_in_does_not_keep_it_in_memory(server: Server) -> None:
+    alice = await online(server, "alice@localhost/phone")
+    await create(alice)
+    await alice.send(f"<presence to='{ROOM}/owner' type='unavailable'/>")
+    alice.take()
+    assert not muc(server).rooms.live
+    bob = await online(server, "bob@localhost/phone")
+    for iq_id, payload in (("info", f"<query xmlns='{ns.DISCO_INFO}'/>"), ("items", f"<query xmlns='{ns.DISCO_ITEMS}'/>"),
+                           ("ping", f"<ping xmlns='{ns.PING}'/>"), ("vcard", "<vCard xmlns='vcard-temp'/>"),
+                           ("mam", "<query xmlns='urn:xmpp:mam:2'/>")):
+        await bob.send(f"<iq type='{'set' if iq_id == 'mam' else 'get'}' id='{iq_id}' to='{ROOM}'>{payload}</iq>")
+        assert iq_reply(bob.take(), iq_id).get("type") in ("result", "error"), iq_id
+    await bob.send(f"<message to='{ROOM}' type='groupchat'><body>anyone here?</body></message>")
+    assert condition(of_kind(bob.take(), MESSAGE)[0]) == "not-acceptable"
     assert not muc(server).rooms.live
 
 

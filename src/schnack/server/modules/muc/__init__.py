@@ -166,10 +166,20 @@ class Muc(Module[MucOptions]):
             raise StanzaError("service-unavailable", "send messages to a group, not to the service")
         try:
             async with self.locks.hold(to.bare):
-                await self.messages.handle(stanza, to, sender)
+                try:
+                    await self.messages.handle(stanza, to, sender)
+                finally:
+                    self._let_go(to.bare)
         finally:
             await self.flush()
         return HANDLED
+
+    def _let_go(self, jid: JID) -> None:
+        """A request to a stored room nobody is in loaded it: it leaves memory again, else every
+        room ever asked about (a client's bookmarks, a look at a room's info) would stay there."""
+        room = self.rooms.live.get(jid)
+        if room is not None:
+            self.rooms.release(room)
 
     def _in_room(self, handler: RoomIqHandler, *, occupants: bool = False) -> IqHandler:
         """An IQ handler for requests to an existing room's bare JID, run under the room's lock;
@@ -187,7 +197,10 @@ class Muc(Module[MucOptions]):
                     room = await self.rooms.get(to.bare)
                     if room is None or room.destroyed:
                         raise StanzaError("item-not-found", "there is no such group")
-                    return await handler(stanza, room, sender)
+                    try:
+                        return await handler(stanza, room, sender)
+                    finally:
+                        self._let_go(to.bare)
             finally:
                 await self.flush()
 

@@ -91,7 +91,7 @@ class Disco:
         return stanza.result(DiscoItems(items).to_xml())
 
     async def _room(self, to: JID) -> Room:
-        room = await self.muc.rooms.get(to.bare)
+        room = await self.muc.rooms.peek(to.bare)
         if room is None or room.destroyed or room.locked:
             raise StanzaError("item-not-found", "there is no such group")
         return room

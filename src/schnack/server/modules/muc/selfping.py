@@ -33,7 +33,7 @@ class SelfPing:
         assert to is not None
         if to.local is None or sender is None:
             return stanza.result()
-        room = self.muc.rooms.live.get(to.bare) or await self.muc.rooms.get(to.bare)
+        room = await self.muc.rooms.peek(to.bare)
         if room is None:
             raise StanzaError("item-not-found", "there is no such group")
         if to.resource is None:

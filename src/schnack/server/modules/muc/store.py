@@ -33,19 +33,28 @@ class Rooms:
         room = self.live.get(jid)
         if room is not None:
             return room
+        loaded = await self._load(jid)
+        # Someone else may have loaded (or created) it while storage was read.
+        room = self.live.get(jid)
+        if room is None and loaded is not None:
+            room = self.live[jid] = loaded
+        return room
+
+    async def peek(self, jid: JID) -> Room | None:
+        """The room as :meth:`get` finds it, to look at only: a stored room that is not in memory
+        is read but not kept there (a look at a room's info does not make it stay)."""
+        room = self.live.get(jid)
+        return room if room is not None else await self._load(jid)
+
+    async def _load(self, jid: JID) -> Room | None:
         assert jid.local is not None
         muc = self._server.storage.muc
         stored = await muc.get_room(jid.domain, jid.local)
         if stored is None:
-            return self.live.get(jid)
+            return None
         affiliations = await muc.affiliations(jid.domain, jid.local)
-        # Someone else may have loaded (or created) it while storage was read.
-        room = self.live.get(jid)
-        if room is None:
-            room = Room(jid, RoomState.from_json(stored.config),
-                        {JID.parse(k): v for k, v in affiliations.items()}, stored=True)
-            self.live[jid] = room
-        return room
+        return Room(jid, RoomState.from_json(stored.config), {JID.parse(k): v for k, v in affiliations.items()},
+                    stored=True)
 
     async def owned(self, owner: JID) -> int:
         """How many rooms ``owner`` owns: stored ones, and those in memory not (yet) stored."""
