@@ -16,6 +16,7 @@ from schnack.server.app import Server
 from schnack.server.config import DEFAULT_MODULES, ConfigError
 from schnack.server.hooks import HANDLED, Handled
 from schnack.server.module import Module, NoOptions
+from schnack.server.router import ANY_PAYLOAD
 from schnack.server.sessions import Session
 from schnack.server.storage import AccountGone, StorageError
 from schnack.xmpp import ns
@@ -58,7 +59,8 @@ def trace(server: Server) -> list[str]:
         for kind in KINDS:
             for key in (f"{kind}/{target}", f"pre-{kind}/{target}"):
                 server.hooks.add(key, recorder(key), priority=1000)
-        server.hooks.add(f"iq/{target}/{PROBE}", recorder(f"iq/{target}/{PROBE}"), priority=1000)
+        for key in (f"iq/{target}/{ANY_PAYLOAD}", f"iq/{target}/{PROBE}"):
+            server.hooks.add(key, recorder(key), priority=1000)
     return seen
 
 
@@ -105,7 +107,7 @@ async def test_route_keys_of_iq_requests_try_the_payload_first(
     seen = trace(server)
     attrs = f" to='{to}'" if to else ""
     await alice.send(f"<iq type='get' id='q1'{attrs}><query xmlns='urn:example:probe'/></iq>")
-    assert seen == [f"pre-iq/{target}", f"iq/{target}/{PROBE}", f"iq/{target}"]
+    assert seen == [f"pre-iq/{target}", f"iq/{target}/*", f"iq/{target}/{PROBE}", f"iq/{target}"]
 
 
 @pytest.mark.parametrize("kind", ["result", "error"])
@@ -117,6 +119,36 @@ async def test_iq_responses_use_the_plain_key(server: Server, alice: Client, kin
     assert alice.take() == []
 
 
+async def test_any_payload_key_runs_before_the_payload_handlers_whoever_sent_the_iq(
+    server: Server, alice: Client
+) -> None:
+    """``iq/{target}/*`` sees every IQ get/set first, from a client or from elsewhere (origin None)."""
+
+    async def refuse(_stanza: Stanza, _origin: Session | None) -> None:
+        raise StanzaError("service-unavailable")
+
+    async def answer(stanza: Stanza, _origin: Session | None) -> Element:
+        return stanza.result()
+
+    server.hooks.add(f"iq/bare/{ANY_PAYLOAD}", refuse)
+    server.hooks.add(f"iq/bare/{PROBE}", answer, priority=1000)
+    await alice.send("<iq type='get' id='q1' to='bob@localhost'><query xmlns='urn:example:probe'/></iq>")
+    (refused,) = alice.take()
+    assert condition(refused) == "service-unavailable"
+    errors: list[Stanza] = []
+
+    async def caught(stanza: Stanza, _origin: Session | None) -> Handled:
+        errors.append(stanza)
+        return HANDLED
+
+    server.hooks.add("iq/remote", caught)
+    await server.router.route(Stanza.parse(element(
+        f"<iq xmlns='{ns.CLIENT}' type='get' id='q2' from='eve@remote.example/x' to='bob@localhost'>"
+        "<query xmlns='urn:example:probe'/></iq>"
+    )))
+    assert [(e.type, str(e.to)) for e in errors] == [("error", "eve@remote.example/x")]
+
+
 async def test_server_stanzas_skip_the_pre_phase(server: Server) -> None:
     seen = trace(server)
     await server.router.send(element(f"<message xmlns='{ns.CLIENT}' from='localhost' to='bob@localhost'/>"))
@@ -126,7 +158,7 @@ async def test_server_stanzas_skip_the_pre_phase(server: Server) -> None:
                 "<query xmlns='urn:example:probe'/></iq>")
     )
     # Nobody answered the IQ: its service-unavailable error comes back to the server, and ends there.
-    assert seen == ["message/bare", "message/host", f"iq/full/{PROBE}", "iq/full", "iq/host"]
+    assert seen == ["message/bare", "message/host", "iq/full/*", f"iq/full/{PROBE}", "iq/full", "iq/host"]
 
 
 def test_target_without_an_origin(server: Server) -> None:

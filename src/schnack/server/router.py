@@ -6,7 +6,9 @@ message, presence or iq and target is ``self`` (the sender's own account, or no 
 (any address at a domain a module serves, such as the group chat service) or ``remote`` (another
 server's domain: the s2s package takes those when federation is enabled). Stanzas
 a local client sends first pass ``pre-{kind}/{target}``, where a service's target is just
-``service``. An IQ get/set first tries ``iq/{target}/{payload name}`` and then ``iq/{target}``. Handlers return a reply element,
+``service``. An IQ get/set, whoever sent it, first passes ``iq/{target}/*`` (:data:`ANY_PAYLOAD`:
+checks that concern every request to the address, such as its account's blocklist), then
+tries ``iq/{target}/{payload name}`` and then ``iq/{target}``. Handlers return a reply element,
 :data:`HANDLED`, or None to pass; they raise :class:`StanzaError` to bounce the stanza.
 
 A handler may also start a write on the stanza's behalf and hand it to :meth:`Router.defer`
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # What finishes a stanza whose handlers deferred writes (Router.begin).
 Finish = Callable[[], Awaitable[None]]
+# The payload part of the route key an IQ get/set passes before those of its payload.
+ANY_PAYLOAD = "*"
 
 
 class Router:
@@ -180,7 +184,9 @@ class Router:
         if kind == "iq" and stanza.type in ("get", "set"):
             payload = stanza.payload
             assert payload is not None
-            result = await fire(f"iq/{target}/{payload.tag}", stanza, origin)
+            result = await fire(f"iq/{target}/{ANY_PAYLOAD}", stanza, origin)
+            if result is None:
+                result = await fire(f"iq/{target}/{payload.tag}", stanza, origin)
             if result is None:
                 result = await fire(f"iq/{target}", stanza, origin)
             if result is None:

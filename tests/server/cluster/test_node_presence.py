@@ -129,6 +129,37 @@ async def test_presence_subscription_probe_and_broadcast_cross_nodes(tmp_path: P
         await until(laptop, presence_from("bob@localhost/desk", "unavailable"))
 
 
+async def test_a_blocked_resource_misses_broadcasts_that_its_siblings_get(tmp_path: Path, backend: str) -> None:
+    """XEP-0191 §3.3: a full JID in the blocklist concerns that resource alone, on any node."""
+    async with nodes(tmp_path, backend) as (a, b):
+        alice = await online(a, "alice@localhost/phone")
+        laptop = await online(a, "bob@localhost/laptop")
+        desk = await online(b, "bob@localhost/desk")
+        await friends(alice, laptop)
+        item = "<item jid='bob@localhost/desk'/>"
+        await alice.send(f"<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'>{item}</block></iq>")
+        await alice.send(presence(inner="<show>dnd</show>"))
+        await until(laptop, presence_from("alice@localhost/phone", show="dnd"))
+        # Unblocked, the desk is shown her presence, and then gets her next broadcast; after the
+        # unavailable presence of the block, nothing before them.
+        await alice.send(f"<iq type='set' id='u1'><unblock xmlns='urn:xmpp:blocking'>{item}</unblock></iq>")
+        await alice.send(presence(inner="<show>away</show>"))
+        seen: list[tuple[str | None, str | None, str | None]] = []
+
+        def record(el: Element) -> bool:
+            if el.tag == PRESENCE and el.get("from") == "alice@localhost/phone":
+                seen.append((el.get("type"), el.findtext(f"{{{ns.CLIENT}}}show"), el.get("to")))
+            return el.findtext(f"{{{ns.CLIENT}}}show") == "away"
+
+        await until(desk, record)
+        assert seen[-3:] == [
+            ("unavailable", None, "bob@localhost/desk"),
+            (None, "dnd", "bob@localhost/desk"),
+            (None, "away", "bob@localhost"),
+        ]
+        assert [kind for kind in seen if kind[1] == "dnd"] == [(None, "dnd", "bob@localhost/desk")]
+
+
 async def test_a_new_resource_sees_its_siblings_on_other_nodes(tmp_path: Path, backend: str) -> None:
     async with nodes(tmp_path, backend) as (a, b):
         phone = await online(a, "carol@localhost/phone", "<status>on the train</status>")

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 from xml.etree.ElementTree import Element
 
+from schnack.server.app import Server
+from schnack.server.hooks import HANDLED, Handled
+from schnack.server.sessions import Session
 from schnack.xmpp import ns
+from schnack.xmpp.parser import parse_frame
 from schnack.xmpp.payloads.roster import QUERY, RosterItem, RosterQuery
+from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import serialize
 
-from ...harness import Client
+from ...harness import Client, running
 
 IQ = f"{{{ns.CLIENT}}}iq"
 PRESENCE = f"{{{ns.CLIENT}}}presence"
@@ -78,3 +87,26 @@ def only_item(elements: list[Element]) -> RosterItem:
     """The item of the single roster push among ``elements``."""
     (push,) = pushes(elements)
     return push[1]
+
+
+@contextlib.asynccontextmanager
+async def federated(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[Server, list[Element]]]:
+    """A server with ``[s2s] enabled`` and what it sends to other servers, caught just before
+    the s2s package would take it (so no other server is needed)."""
+    async with running(tmp_path, s2s={"enabled": True}, **overrides) as server:
+        sent: list[Element] = []
+
+        async def capture(stanza: Stanza, _origin: Session | None) -> Handled:
+            sent.append(stanza.el)
+            return HANDLED
+
+        for kind in ("message", "presence", "iq"):
+            server.hooks.add(f"{kind}/remote", capture, -999)
+        yield server, sent
+
+
+async def arrive(server: Server, stanza: str) -> None:
+    """Route ``stanza`` (jabber:client, with 'from' and 'to') as one another server sent."""
+    name, attributes = stanza.removeprefix("<").split(" ", 1)
+    el = parse_frame(f"<{name} xmlns='{ns.CLIENT}' {attributes}".encode(), 1 << 20)
+    await server.router.route(Stanza.parse(el), None)

@@ -8,12 +8,13 @@ from xml.etree.ElementTree import Element
 import pytest
 
 from schnack.server.app import Server
+from schnack.server.storage.base import RosterItem
 from schnack.xmpp import ns
 from schnack.xmpp.payloads.blocking import BLOCK, BLOCKED, BLOCKLIST, NS, Block, Blocklist, Unblock
 from schnack.xmpp.payloads.disco import INFO
 
 from ...harness import Client, running, xml
-from .contacts import IQ, PRESENCE, kinds, presence, roster
+from .contacts import IQ, PRESENCE, arrive, federated, kinds, presence, roster
 from .messaging import OMEMO, body, chat, condition, login
 
 MESSAGE = f"{{{ns.CLIENT}}}message"
@@ -450,3 +451,109 @@ async def test_unblocking_all_shows_presence_to_each_contact(server: Server) -> 
     await alice.send(unblock())
     assert kinds(bob.take()) == [(None, "alice@localhost/phone", "bob@localhost")]
     assert kinds(carol.take()) == [(None, "alice@localhost/phone", "carol@localhost")]
+
+
+async def test_a_blocked_resource_gets_no_later_broadcasts(server: Server) -> None:
+    """§3.3: a full JID concerns that resource alone, for the broadcasts after the block too."""
+    alice = await online(server, "alice@localhost/phone")
+    laptop = await online(server, "bob@localhost/laptop")
+    desk = await online(server, "bob@localhost/desk")
+    await befriend(alice, laptop)
+    desk.take()
+    await alice.send(block("bob@localhost/desk"))
+    alice.take()
+    assert kinds(desk.take()) == [("unavailable", "alice@localhost/phone", "bob@localhost/desk")]
+    await alice.send(presence(inner="<show>dnd</show>"))
+    # The other resource gets it, addressed to it; the blocked one goes on seeing her offline.
+    assert kinds(laptop.take()) == [(None, "alice@localhost/phone", "bob@localhost/laptop")]
+    assert desk.take() == []
+    await alice.send(unblock("bob@localhost/desk"))
+    alice.take()
+    assert kinds(desk.take()) == [(None, "alice@localhost/phone", "bob@localhost/desk")]
+    await alice.send(presence(inner="<show>away</show>"))
+    for resource in (laptop, desk):
+        assert kinds(resource.take()) == [(None, "alice@localhost/phone", "bob@localhost")]
+
+
+# §3.3, §3.4 with other servers ([s2s] enabled) ---------------------------------------------------
+
+ROMEO = "romeo@montague.example"
+
+
+async def remote_contact(server: Server, subscription: str = "both") -> None:
+    await server.storage.roster.set_item("localhost", "alice", RosterItem(ROMEO, None, subscription))
+
+
+async def test_a_blocked_remote_contact_hears_of_the_block_and_nothing_after(tmp_path: Path) -> None:
+    async with federated(tmp_path) as (server, sent):
+        await remote_contact(server)
+        alice = await online(server, "alice@localhost/phone")
+        sent.clear()
+        await alice.send(block(ROMEO))
+        alice.take()
+        assert kinds(sent) == [("unavailable", "alice@localhost/phone", ROMEO)]
+        sent.clear()
+        await alice.send(presence(inner="<show>dnd</show>"))
+        alice.take()
+        assert sent == []
+        await alice.send(unblock(ROMEO))
+        alice.take()
+        assert kinds(sent) == [(None, "alice@localhost/phone", ROMEO), ("probe", "alice@localhost/phone", ROMEO)]
+        sent.clear()
+        await alice.send(presence())
+        alice.take()
+        assert kinds(sent) == [(None, "alice@localhost/phone", ROMEO)]
+
+
+async def test_a_blocked_remote_contact_gets_service_unavailable_for_every_request(tmp_path: Path) -> None:
+    """§3.3: modules that answer for the account (vCard, disco) never see the request."""
+    async with federated(tmp_path) as (server, sent):
+        alice = await online(server, "alice@localhost/phone")
+        await alice.send(f"<iq type='set' id='v1'><vCard xmlns='{ns.VCARD}'><FN>Alice</FN></vCard></iq>")
+        alice.take()
+        await alice.send(block(ROMEO))
+        alice.take()
+        for to, payload in (
+            ("alice@localhost", f"<vCard xmlns='{ns.VCARD}'/>"),
+            ("alice@localhost", f"<query xmlns='{ns.DISCO_INFO}'/>"),
+            ("alice@localhost/phone", f"<ping xmlns='{ns.PING}'/>"),
+        ):
+            await arrive(server, f"<iq type='get' id='q1' from='{ROMEO}/orchard' to='{to}'>{payload}</iq>")
+            (error,) = sent
+            assert (error.get("type"), error.get("to"), condition(error)) == (
+                "error", f"{ROMEO}/orchard", "service-unavailable"
+            ), to
+            sent.clear()
+        # A message bounces too (the error goes out although it is from her to him), presence vanishes.
+        await arrive(server, f"<message type='chat' id='m1' from='{ROMEO}/orchard' to='alice@localhost'><body>hi</body></message>")
+        assert [(el.get("type"), condition(el)) for el in sent] == [("error", "service-unavailable")]
+        sent.clear()
+        await arrive(server, f"<presence from='{ROMEO}/orchard' to='alice@localhost'/>")
+        assert sent == [] and alice.take() == []
+        # Whom she does not block still gets her vCard.
+        await arrive(server, f"<iq type='get' id='q2' from='juliet@capulet.example/balcony' to='alice@localhost'>"
+                             f"<vCard xmlns='{ns.VCARD}'/></iq>")
+        (result,) = sent
+        assert result.get("type") == "result" and result.findtext(f"{{{ns.VCARD}}}vCard/{{{ns.VCARD}}}FN") == "Alice"
+
+
+async def test_stanzas_to_a_blocked_service_address_are_refused(tmp_path: Path) -> None:
+    """§3.3: a room of a service here is an address like any other; the room never sees them."""
+    from .groups import MODULES, ROOM, join, join_xml
+
+    async with running(tmp_path, modules=MODULES) as server:
+        bob = await online(server, "bob@localhost/laptop")
+        await join(bob, ROOM, "bob")
+        alice = await online(server, "alice@localhost/phone")
+        await alice.send(block(ROOM))
+        alice.take()
+        for stanza in (
+            join_xml(ROOM, "alice"),
+            chat(ROOM, "hi", kind="groupchat"),
+            f"<iq type='get' id='d1' to='{ROOM}'><query xmlns='{ns.DISCO_INFO}'/></iq>",
+        ):
+            await alice.send(stanza)
+            (error,) = alice.take()
+            blocked_error(error)
+        assert bob.take() == []
+

@@ -217,10 +217,11 @@ async def test_a_private_message_bounced_by_blocking_goes_back_to_its_sender(ser
     await bob.send(f"<message to='{ROOM}' type='groupchat'><body>still here</body></message>")
     assert alice.take()[0].findtext(BODY) == "still here"
     # An error answering the room's own traffic still removes the one who sent it.
-    await bob.send(f"<message to='{ROOM}/carol' type='error' id='pm'><error type='cancel'>"
+    await bob.send(f"<message to='{ROOM}/alice' type='error' id='pm'><error type='cancel'>"
                    f"<service-unavailable xmlns='{ns.STANZA_ERRORS}'/></error></message>")
     (gone,) = alice.take()
     assert gone.get("from") == f"{ROOM}/bob" and statuses(gone) == {333}
+
 
 async def test_the_encryption_policy_covers_private_groups(tmp_path: Path) -> None:
     async with running(tmp_path) as srv:  # the default: e2e policy "required"

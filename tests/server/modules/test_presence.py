@@ -262,6 +262,29 @@ async def test_waiting_request_is_delivered_at_each_login_until_answered(tmp_pat
         assert (await items_of(alice))["bob@localhost"].subscription == "to"
 
 
+async def test_a_waiting_request_of_a_blocked_sender_is_kept_unseen(server: Server) -> None:
+    """XEP-0191 §3.3: nothing from a blocked contact is delivered, a request kept from before the
+    block neither; it stays kept (the contact still waits), and shows again once unblocked."""
+    from .test_blocking import block, unblock
+
+    alice = await online(server, "alice@localhost/phone")
+    mallory = await online(server, "mallory@localhost/pc")
+    await mallory.send(presence("subscribe", "alice@localhost"))
+    assert kinds(alice.take()) == [("subscribe", "mallory@localhost", "alice@localhost")]
+    await alice.send(block("mallory@localhost"))
+    alice.take()
+    await alice.close()
+    laptop = await login(server, "alice@localhost/laptop")
+    await laptop.send(presence())
+    assert kinds(laptop.take()) == [(None, "alice@localhost/laptop", "alice@localhost/laptop")]
+    assert list(await server.storage.maps.items("localhost", "alice", PENDING)) == ["mallory@localhost"]
+    await laptop.send(unblock("mallory@localhost"))
+    await laptop.close()
+    tablet = await login(server, "alice@localhost/tablet")
+    await tablet.send(presence())
+    assert ("subscribe", "mallory@localhost", "alice@localhost") in kinds(tablet.take())
+
+
 async def test_pre_approval_approves_the_later_request(server: Server) -> None:
     alice = await online(server, "alice@localhost/phone")
     bob = await online(server, "bob@localhost/laptop")

@@ -8,12 +8,13 @@ import pytest
 
 from schnack.server.app import Server
 from schnack.server.c2s import C2SStream
+from schnack.server.storage.base import RosterItem as StoredItem
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.roster import QUERY, RosterItem
 
 from ...harness import MemoryConnection, connect, running, xml
-from .contacts import items_of, kinds, only_item, presence, pushes, remove_item, roster, set_item
+from .contacts import federated, items_of, kinds, only_item, presence, pushes, remove_item, roster, set_item
 from .messaging import condition, error_text, login
 
 IQ = f"{{{ns.CLIENT}}}iq"
@@ -314,6 +315,32 @@ async def test_deleting_an_account_ends_its_subscriptions(server: Server) -> Non
     assert (item.subscription, item.ask) == ("none", False)
     assert (await server.storage.roster.get("localhost", "alice"))[1] == {}
     assert not await server.delete_account("localhost", "alice")
+
+
+async def test_contacts_at_other_servers_hear_of_the_removal(tmp_path: Path) -> None:
+    """§2.5.2 and XEP-0077 §3.2 with [s2s] enabled: a contact elsewhere is told as one here is."""
+    async with federated(tmp_path) as (server, sent):
+        alice = await login(server, "alice@localhost/phone")
+        await roster(alice)
+        await alice.send(presence())
+        for contact in ("romeo@montague.example", "juliet@capulet.example"):
+            await server.storage.roster.set_item("localhost", "alice", StoredItem(contact, None, "both"))
+        alice.take()
+        sent.clear()
+        await alice.send(remove_item("romeo@montague.example"))
+        assert [item.subscription for _, item in pushes(alice.take())] == ["remove"]
+        assert kinds(sent) == [
+            ("unsubscribe", "alice@localhost", "romeo@montague.example"),
+            ("unsubscribed", "alice@localhost", "romeo@montague.example"),
+            ("unavailable", "alice@localhost/phone", "romeo@montague.example"),
+        ]
+        sent.clear()
+        assert await server.delete_account("localhost", "alice")
+        assert kinds(sent) == [
+            ("unsubscribe", "alice@localhost", "juliet@capulet.example"),
+            ("unsubscribed", "alice@localhost", "juliet@capulet.example"),
+            ("unavailable", "alice@localhost/phone", "juliet@capulet.example"),
+        ]
 
 
 async def test_roster_survives_reconnect(server: Server) -> None:

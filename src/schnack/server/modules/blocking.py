@@ -10,19 +10,23 @@ cannot block itself. An entry covers addresses by the matching rules of §6 (see
 
 Enforcement (§3.3) runs at priority 1000, before any other module sees the stanza:
 
-- Outbound, on ``pre-{message,presence,iq}/{bare,full,remote}``: a stanza a client sends to an
-  address its account blocks is not routed; the client gets not-acceptable with
+- Outbound, on ``pre-{message,presence,iq}/{bare,full,remote,service}``: a stanza a client
+  sends to an address its account blocks is not routed; the client gets not-acceptable with
   ``<blocked xmlns='urn:xmpp:blocking:errors'/>``.
-- Inbound, on ``{message,presence}/{bare,full}`` and ``iq/{bare,full}``: a stanza for an account
-  from an address it blocks is not delivered. Presence is dropped without an answer; a message
-  or an IQ get/set is answered with service-unavailable, as for an account that is not there;
-  IQ results and errors are dropped. An IQ get or set that a module answers for the account
-  (``iq/bare/{payload}``, e.g. vCard or disco) never reaches those routes, so IQs from local
-  clients get the inbound rule on their ``pre-iq`` routes too.
-- What the server itself sends on a user's behalf (presence broadcasts and probe answers,
-  origin None) does not reach an address the user blocks either, except presence of type
-  unavailable, unsubscribe and unsubscribed, which only withdraw: the blocked contact sees the
-  user offline.
+- Inbound, on ``{message,presence,iq}/{bare,full}`` and, for IQ get/set, on ``iq/{bare,full}/*``
+  (which the router runs before the payload routes, whoever sent the IQ: a module that answers
+  for the account, e.g. vCard or disco, never sees a blocked sender's request): a stanza for an
+  account from an address it blocks, here or at another server, is not delivered. Presence is
+  dropped without an answer; a message or an IQ get/set is answered with service-unavailable, as
+  for an account that is not there; IQ results and errors are dropped.
+- What the server itself sends on a user's behalf (presence broadcasts and probe answers, PEP
+  notifications, origin None) does not reach an address the user blocks either, here or, on
+  ``{message,presence}/remote``, at another server; except presence of type unavailable,
+  unsubscribe and unsubscribed, which only withdraw (the blocked contact sees the user
+  offline), and errors, which answer what the blocked address sent (§3.3 wants it to get them).
+  When the user blocks only some resources of a local contact, available presence the server
+  broadcasts to the contact's bare JID goes to each of the contact's other available resources
+  instead, addressed to it, on whichever cluster node it is.
 
 The user's own account and the server's domains themselves are never blocked.
 
@@ -30,8 +34,12 @@ Presence (§3.3, §3.4): blocking a contact that may see the user's presence (ro
 "from" or "both") sends it unavailable presence from each available resource of the user;
 unblocking sends it their current presence again, and probes the contacts whose presence the
 user sees ("to" or "both"), whose updates were dropped meanwhile. A full JID in the list
-concerns only that resource of the contact. Only contacts on this server's domains are told
-while there is no server-to-server link.
+concerns only that resource of the contact. Contacts at other servers are told only while
+``[s2s] enabled`` (:func:`~.roster.reachable`, as for presence broadcasts).
+
+A subscription request that the user has not answered yet stays kept while its sender is
+blocked, so that the states of both sides stay in step, but the presence module asks
+:meth:`Blocking.is_blocked` before handing it out at login: it shows again once unblocked.
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ from ...xmpp.xml import element, qname
 from ..config import bounded
 from ..hooks import HANDLED, Handled
 from ..module import Module
+from ..router import ANY_PAYLOAD
+from .roster import reachable
 
 if TYPE_CHECKING:
     from ..sessions import Session
@@ -127,10 +137,14 @@ class Blocking(Module[BlockingOptions]):
         self.iq("self", BLOCK, set=self.block)
         self.iq("self", UNBLOCK, set=self.unblock)
         for kind in ("message", "presence", "iq"):
-            for target in ("bare", "full", "remote"):
+            for target in ("bare", "full", "remote", "service"):
                 self.route(f"pre-{kind}/{target}", self.outgoing, priority=1000)
             for target in ("bare", "full"):
                 self.route(f"{kind}/{target}", self.incoming, priority=1000)
+        for target in ("bare", "full"):
+            self.route(f"iq/{target}/{ANY_PAYLOAD}", self.incoming, priority=1000)
+        for kind in ("message", "presence"):
+            self.route(f"{kind}/remote", self.to_remote, priority=1000)
         self.hook("user-deleted", self.forget)
 
     # The list ----------------------------------------------------------------------------------
@@ -156,6 +170,10 @@ class Blocking(Module[BlockingOptions]):
         blocklist = frozenset(items)
         self._remember(owner, blocklist)
         return blocklist
+
+    async def is_blocked(self, owner: JID, jid: JID) -> bool:
+        """Whether the account ``owner`` (a bare JID) blocks ``jid`` (§6 matching)."""
+        return blocks(await self.blocklist(owner), jid)
 
     def _remember(self, owner: JID, blocklist: frozenset[JID]) -> None:
         self._lists[owner] = blocklist
@@ -252,12 +270,8 @@ class Blocking(Module[BlockingOptions]):
 
     # Enforcement -------------------------------------------------------------------------------
 
-    async def outgoing(self, stanza: Stanza, origin: Session | None) -> Handled | None:
-        """§3.3: what a local client sends to an address its account blocks is refused.
-
-        An IQ for another local account meets that account's blocklist here too (see the
-        module docstring).
-        """
+    async def outgoing(self, stanza: Stanza, origin: Session | None) -> None:
+        """§3.3: what a local client sends to an address its account blocks is refused."""
         assert origin is not None and stanza.to is not None
         to = stanza.to
         owner = origin.jid.bare
@@ -265,33 +279,60 @@ class Blocking(Module[BlockingOptions]):
             return None
         if blocks(await self.blocklist(owner), to):
             raise StanzaError("not-acceptable", _BLOCKED_TEXT, type="cancel", extra=blocked_condition())
-        if stanza.kind == "iq" and to.local is not None and to.domain in self.server.hosts:
-            return await self._inbound(stanza, to.bare, origin.jid)
         return None
 
     async def incoming(self, stanza: Stanza, origin: Session | None) -> Handled | None:
         """§3.3: what reaches a local account from an address it blocks is not delivered.
 
         What the server sends on behalf of a local user (origin None) does not reach an address
-        that user blocks, except for presence that only withdraws; what a client sent met its
-        own blocklist on the ``pre-`` routes already.
+        that user blocks (:meth:`_for_user`); what a client sent met its own blocklist on the
+        ``pre-`` routes already.
         """
         sender, to = stanza.from_, stanza.to
         if sender is None or to is None:
             return None
         owner = to.bare
-        hosts = self.server.hosts
-        if sender.bare == owner or (sender.local is None and sender.domain in hosts):
+        if sender.bare == owner or (sender.local is None and sender.domain in self.server.hosts):
             return None
-        if (
-            origin is None
-            and sender.local is not None
-            and sender.domain in hosts
-            and not (stanza.kind == "presence" and stanza.type in _WITHDRAWALS)
-            and blocks(await self.blocklist(sender.bare), to)
-        ):
-            return HANDLED
+        if origin is None and self._for_user(stanza, sender):
+            sender_list = await self.blocklist(sender.bare)
+            if blocks(sender_list, to):
+                return HANDLED
+            if (
+                to.resource is None
+                and stanza.kind == "presence"
+                and stanza.type is None
+                and any(jid.resource is not None and jid.bare == owner for jid in sender_list)
+            ):
+                await self._around(stanza, owner, sender_list)
+                return HANDLED
         return await self._inbound(stanza, owner, sender)
+
+    async def to_remote(self, stanza: Stanza, origin: Session | None) -> Handled | None:
+        """§3.3: what the server sends on behalf of a local user does not reach an address at
+        another server that the user blocks (see :meth:`incoming`)."""
+        sender, to = stanza.from_, stanza.to
+        if origin is not None or sender is None or to is None or not self._for_user(stanza, sender):
+            return None
+        return HANDLED if blocks(await self.blocklist(sender.bare), to) else None
+
+    def _for_user(self, stanza: Stanza, sender: JID) -> bool:
+        """Whether a stanza the server sends (origin None) is one its user's blocklist holds back:
+        from a local account, and neither presence that only withdraws nor an error, which
+        answers what the blocked address sent."""
+        if sender.local is None or sender.domain not in self.server.hosts or stanza.type == "error":
+            return False
+        return not (stanza.kind == "presence" and stanza.type in _WITHDRAWALS)
+
+    async def _around(self, stanza: Stanza, owner: JID, blocklist: frozenset[JID]) -> None:
+        """Available presence for the account ``owner`` goes to each of its available resources
+        that ``blocklist`` does not block, here or on other cluster nodes, addressed to it."""
+        here = [str(s.jid) for s in self.server.sessions.resources(owner) if s.available and not s.closed]
+        elsewhere = await self.server.cluster.presence.available(owner)
+        for full in dict.fromkeys([*here, *elsewhere]):
+            jid = JID.parse(full)
+            if not blocks(blocklist, jid):
+                await self.server.router.send(_addressed(stanza.el, jid))
 
     async def _inbound(self, stanza: Stanza, owner: JID, sender: JID) -> Handled | None:
         """§3.3: presence is dropped silently, messages and IQ get/set get service-unavailable."""
@@ -333,7 +374,7 @@ class Blocking(Module[BlockingOptions]):
     async def _contacts(
         self, owner: JID, covered: frozenset[JID], uncovered: frozenset[JID], subscriptions: frozenset[str]
     ) -> list[JID]:
-        """The local contacts with one of ``subscriptions`` that ``covered`` blocks and ``uncovered`` does not.
+        """The reachable contacts with one of ``subscriptions`` that ``covered`` blocks and ``uncovered`` does not.
 
         A contact blocked as a whole is given by its bare JID; one of whom only some resources
         are, by those full JIDs. ``uncovered`` is a subset of ``covered``.
@@ -346,7 +387,7 @@ class Blocking(Module[BlockingOptions]):
             if item.subscription not in subscriptions:
                 continue
             contact = JID.parse(key)
-            if contact.domain not in self.server.hosts:
+            if not reachable(self.server, contact):
                 continue
             if blocks(covered, contact):
                 if not blocks(uncovered, contact):

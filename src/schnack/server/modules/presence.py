@@ -8,7 +8,9 @@ processing, §3.1.3, §8.5), whether a client or the server sent it.
 Subscription states are those of Appendix A: the roster item holds the subscription, 'ask'
 (pending out) and 'approved' (a pre-approval, §3.4); a request waiting for the user's answer
 (pending in) is kept by the roster module and delivered again with each initial presence until
-the user answers (§3.1.3). Every state change is pushed to the interested resources.
+the user answers (§3.1.3); while the user blocks its sender, it stays kept but is not delivered
+(XEP-0191 §3.3, asked of the blocking module when enabled), and shows again once unblocked.
+Every state change is pushed to the interested resources.
 
 Presence: the first available presence of a resource (initial presence, §4.2) goes to the
 contacts subscribed to the user and to the user's own available resources; it probes the
@@ -45,7 +47,8 @@ from ...xmpp.xml import element, qname
 from ..hooks import HANDLED, Handled
 from ..module import Module
 from ..storage.base import RosterItem
-from .roster import Roster, has_from, has_to, subscription
+from .blocking import Blocking
+from .roster import Roster, has_from, has_to, reachable, subscription
 
 if TYPE_CHECKING:
     from ..c2s import C2SStream
@@ -97,6 +100,8 @@ class Presence(Module[Any]):
         roster = self.server.modules["roster"]
         assert isinstance(roster, Roster)
         self.roster = roster
+        # XEP-0191 §3.3: a kept request of a sender the user blocks is not handed out.
+        self.blocking = self.optional(Blocking)
         self.route("pre-presence/self", self.outbound_own)
         self.route("pre-presence/bare", self.outbound)
         self.route("pre-presence/full", self.outbound)
@@ -112,13 +117,6 @@ class Presence(Module[Any]):
     async def stream_feature(self, stream: C2SStream) -> Element | None:
         """RFC 6121 §3.4.1: pre-approval is offered once the client authenticated."""
         return element(_PRE_APPROVAL) if stream.authenticated else None
-
-    def _reachable(self, jid: JID) -> bool:
-        """A contact presence goes to: on a domain here, or at another server when federated."""
-        domain = jid.domain
-        if domain in self.server.hosts:
-            return True
-        return self.server.config.s2s.enabled and domain not in self.server.services
 
     # Outbound: what a user's own client sends --------------------------------------------------
 
@@ -193,7 +191,7 @@ class Presence(Module[Any]):
         owner = session.jid.bare
         items = await self.roster.items(owner)
         for jid, item in items.items():
-            if has_from(item.subscription) and self._reachable(JID.parse(jid)):
+            if has_from(item.subscription) and reachable(self.server, JID.parse(jid)):
                 await self.server.router.send(addressed(el, jid))
         for other in self._available_sessions(owner):
             other.send(addressed(el, other.jid))
@@ -209,12 +207,20 @@ class Presence(Module[Any]):
             session.send(addressed(sibling, session.jid))
         # §4.3.1: probes come from the new resource, so that only it gets the answers.
         for jid, item in items.items():
-            if has_to(item.subscription) and self._reachable(JID.parse(jid)):
+            if has_to(item.subscription) and reachable(self.server, JID.parse(jid)):
                 probe = element(_PRESENCE, {"type": "probe", "from": str(session.jid), "to": jid})
                 await self.server.router.send(probe)
         for request in await self.roster.pending_requests(owner):
-            session.send(request)
+            if not await self._blocked(owner, request):
+                session.send(request)
         await self.server.hooks.fire_all("presence-initial", session)
+
+    async def _blocked(self, owner: JID, request: Element) -> bool:
+        """Whether the blocking module holds back kept ``request`` (from the requester's bare JID)."""
+        sender = request.get("from")
+        if self.blocking is None or sender is None:
+            return False
+        return await self.blocking.is_blocked(owner, JID.parse(sender))
 
     async def _unavailable(self, el: Element, session: Session, *, echo: bool) -> None:
         """§4.5.2 and §4.6.3: tell the subscribed contacts, the user's resources and directed recipients.
@@ -233,7 +239,7 @@ class Presence(Module[Any]):
         if was_available:
             for jid, item in (await self.roster.items(owner)).items():
                 contact = JID.parse(jid)
-                if has_from(item.subscription) and self._reachable(contact):
+                if has_from(item.subscription) and reachable(self.server, contact):
                     await self.server.router.send(addressed(el, contact))
                     reached.add(contact)
             for other in self._available_sessions(owner):

@@ -13,8 +13,8 @@ roster.
 Removing a contact (§2.5.2) also ends the subscriptions both ways: the contact gets
 ``unsubscribe`` when the user was subscribed to it or asked to be, ``unsubscribed`` when it was
 subscribed to the user or asked to be, and unavailable presence from each available resource
-of the user that it could see. Only contacts on this server's domains get them while there is
-no server-to-server link.
+of the user that it could see. Contacts at other servers get them only while ``[s2s] enabled``
+(:func:`reachable`, the rule presence and blocking follow too).
 
 Subscription requests waiting for the user's answer (RFC 6121 §3.1.3, "pending in") are kept
 here for the presence module, in the map store ``roster-pending`` under the requester's bare
@@ -45,6 +45,7 @@ from ..module import Module
 from ..storage.base import Account, RosterItem
 
 if TYPE_CHECKING:
+    from ..app import Server
     from ..c2s import C2SStream
     from ..sessions import Session
 
@@ -68,6 +69,16 @@ def has_to(subscription: str) -> bool:
 def has_from(subscription: str) -> bool:
     """Whether the contact receives the user's presence (RFC 6121 §2.1.2.5)."""
     return subscription in ("from", "both")
+
+
+def reachable(server: Server, contact: JID) -> bool:
+    """Whether presence and subscription stanzas go to ``contact``: an address on a domain served
+    here, or at another server while ``[s2s] enabled``; never a service of this server (a group
+    chat room is no contact)."""
+    domain = contact.domain
+    if domain in server.hosts:
+        return True
+    return server.config.s2s.enabled and domain not in server.services
 
 
 def subscription(to: bool, from_: bool) -> str:
@@ -219,7 +230,7 @@ class Roster(Module[RosterOptions]):
                 await self._push(owner, payload.RosterItem(contact, subscription="remove"), version)
             if pending is not None:
                 await storage.maps.set(host, user, PENDING, key, None)
-        if contact.domain not in self.server.hosts:
+        if not reachable(self.server, contact):
             return True
         send = self.server.router.send
         if old is not None and (has_to(old.subscription) or old.ask):
