@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import pytest
@@ -178,6 +179,32 @@ async def test_a_node_whose_heartbeats_stop_expires(cluster: Cluster) -> None:
     assert await a.lookup("bob@example.org") == {"bob@example.org/phone": "a"}
     assert set(await c.nodes()) == {"a", "c"}
     assert not await a.publish("b", stanza("bob@example.org/desk", "alice@example.org/phone", "lost?"))
+
+
+async def test_a_change_announced_reaches_every_other_node(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    c = await cluster.node("c")
+    heard: dict[str, list[tuple[str, str]]] = {"a": [], "b": [], "c": []}
+
+    def hear(name: str, store: str, account: str) -> None:
+        heard[name].append((store, account))
+
+    for name, bus in (("a", a), ("b", b), ("c", c)):
+        bus.on_changed(functools.partial(hear, name))
+
+    async def all_heard() -> dict[str, list[tuple[str, str]]]:
+        return heard
+
+    await a.announce("blocklist", "bob@example.org")
+    await b.announce("push", "carol@example.org")
+    # The announcing node changed its own copy already, and hears nothing back.
+    await eventually(all_heard, lambda h: len(h["a"]) + len(h["b"]) + len(h["c"]) == 4)
+    assert heard == {
+        "a": [("push", "carol@example.org")],
+        "b": [("blocklist", "bob@example.org")],
+        "c": [("blocklist", "bob@example.org"), ("push", "carol@example.org")],
+    }
 
 
 async def test_a_node_that_leaves_takes_its_sessions_along(cluster: Cluster) -> None:

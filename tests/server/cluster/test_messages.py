@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from schnack.server.cluster.messages import (
     VERSION,
     BusMessageError,
+    Changed,
     Deliver,
     Done,
     NodeDown,
@@ -43,6 +44,11 @@ def test_a_marked_copy_round_trips(to: str, sender: str, xml: str, copy: bool, a
 def test_node_down_and_done_round_trip() -> None:
     assert decode(encode(NodeDown("node-1"))) == NodeDown("node-1")
     assert decode(encode(Done("a:1f"))) == Done("a:1f")
+
+
+def test_changed_round_trips() -> None:
+    assert decode(encode(Changed("node-1", "blocklist", "bob@x"))) == Changed("node-1", "blocklist", "bob@x")
+    assert encode(Changed("a", "push", "bob@x")) == b'[1,"changed","a","push","bob@x"]'
 
 
 @given(st.text(), st.text(min_size=1))
@@ -87,6 +93,9 @@ def test_encoding_is_compact_and_versioned() -> None:
     (b'[1,"done","a:1",true]', "done: the refusal must be a stanza's XML"),
     (b'[1,"done","a:1","<m/>","more"]', "done: needs a token"),
     (b'[1,"node-down"]', "node-down: needs a node name"),
+    (b'[1,"changed","a","push"]', "changed: needs a node, a store and an account"),
+    (b'[1,"changed","a","","bob@x"]', "changed: needs a node, a store and an account"),
+    (b'[1,"changed","a","push",7]', "changed: needs a node, a store and an account"),
     (b'{"v":1}', "expected [version, kind, ...]"),
     (b"[1]", "expected [version, kind, ...]"),
     (b"\xff\xfe", "not a bus message"),

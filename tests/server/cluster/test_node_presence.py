@@ -160,6 +160,33 @@ async def test_a_blocked_resource_misses_broadcasts_that_its_siblings_get(tmp_pa
         assert [kind for kind in seen if kind[1] == "dnd"] == [(None, "dnd", "bob@localhost/desk")]
 
 
+async def test_a_block_made_through_one_node_holds_on_the_others(tmp_path: Path, backend: str) -> None:
+    """XEP-0191 §3.3 in a cluster: the node that routes mallory's messages had read alice's
+    blocklist before she blocked him through another node; it must not go on with that copy."""
+    async with nodes(tmp_path, backend) as (a, b):
+        alice = await online(a, "alice@localhost/phone")
+        mallory = await online(b, "mallory@localhost/pc")
+        await mallory.send("<message to='alice@localhost/phone' type='chat' id='m1'><body>hi</body></message>")
+        await until(alice, lambda el: el.get("id") == "m1")
+        await alice.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='mallory@localhost'/>"
+                         "</block></iq>")
+        # Node b hears of the change a moment later: its next messages meet the new list.
+        sent = 0
+
+        async def refused() -> bool:
+            nonlocal sent
+            sent += 1
+            await mallory.send(f"<message to='alice@localhost/phone' type='chat' id='m{sent + 1}'><body>hi</body>"
+                               "</message>")
+            return any(el.get("type") == "error" for el in mallory.take())
+
+        await eventually(refused, bool, timeout=5.0)
+        await mallory.send("<message to='alice@localhost/phone' type='chat' id='last'><body>hi</body></message>")
+        (error,) = mallory.take()
+        assert error.get("type") == "error"
+        assert "last" not in [el.get("id") for el in alice.take()]
+
+
 async def test_a_new_resource_sees_its_siblings_on_other_nodes(tmp_path: Path, backend: str) -> None:
     async with nodes(tmp_path, backend) as (a, b):
         phone = await online(a, "carol@localhost/phone", "<status>on the train</status>")

@@ -20,6 +20,8 @@ MessageHandler = Callable[[NodeMessage], Awaitable[None]]
 NodeDownHandler = Callable[[str], Awaitable[None]]
 RecoveredHandler = Callable[[], Awaitable[None]]
 ResubscribedHandler = Callable[[], None]
+# Called with the store and the account (a bare JID) that another node changed (messages.Changed).
+ChangedHandler = Callable[[str, str], None]
 # Called with a dead node's name and what its sessions had attached: full JID -> info.
 ReapedHandler = Callable[[str, dict[str, str]], Awaitable[None]]
 
@@ -128,6 +130,16 @@ class ClusterBus(Protocol):
     async def reclaim(self, name: str) -> str:
         """After the backend came back from an outage, claim ``name`` again as the node that owned
         it before (the others' claims wait for that); the live owner, as :meth:`claim`."""
+        ...
+
+    async def announce(self, store: str, account: str) -> None:
+        """Tell every other node that ``store`` of ``account`` changed through this one, so that
+        those keeping it in memory drop it. At most once: a node that misses it while the backend
+        is away hears of its resubscription (:meth:`on_resubscribed`) and drops all it keeps."""
+        ...
+
+    def on_changed(self, handler: ChangedHandler) -> None:
+        """Call ``handler`` with the store and the account each time another node announces a change."""
         ...
 
     def lock(self, name: str) -> AbstractAsyncContextManager[None]:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from ..locks import Locks
 from .bus import (
+    ChangedHandler,
     Entry,
     MessageHandler,
     NodeDownHandler,
@@ -23,7 +24,17 @@ from .bus import (
     ResubscribedHandler,
     bare_of,
 )
-from .messages import BusMessage, BusMessageError, Deliver, Done, NodeDown, NodeMessage, decode, encode
+from .messages import (
+    BusMessage,
+    BusMessageError,
+    Changed,
+    Deliver,
+    Done,
+    NodeDown,
+    NodeMessage,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +94,7 @@ class LocalBus:
         self._ttl = node_ttl
         self._handlers: list[MessageHandler] = []
         self._down_handlers: list[NodeDownHandler] = []
+        self._changed_handlers: list[ChangedHandler] = []
         self._reaped_handlers: list[ReapedHandler] = []
         # Reaped handlers run in tasks of their own, so that a long one never delays a heartbeat.
         self._reaped_tasks: set[asyncio.Task[None]] = set()
@@ -160,6 +172,9 @@ class LocalBus:
             if isinstance(message, (Deliver, Done)):
                 for handler in list(self._handlers):
                     await handler(message)
+            elif isinstance(message, Changed):
+                for changed in list(self._changed_handlers):
+                    changed(message.store, message.account)
             else:
                 for down in list(self._down_handlers):
                     await down(message.node)
@@ -173,6 +188,17 @@ class LocalBus:
             return False
         target._deliver_raw(encode(message))
         return True
+
+    async def announce(self, store: str, account: str) -> None:
+        """Hand the change to every other live member of the hub."""
+        data = encode(Changed(self._node, store, account))
+        for name, member in list(self._hub.members.items()):
+            if name != self._node and self._hub.alive(name, self._ttl):
+                member._deliver_raw(data)
+
+    def on_changed(self, handler: ChangedHandler) -> None:
+        """Call ``handler`` for every change another member announces."""
+        self._changed_handlers.append(handler)
 
     def deliver_raw(self, data: bytes) -> None:
         """Take wire bytes as if they came over the bus (a message from another version, say)."""

@@ -135,12 +135,35 @@ class NodeDown:
         return cls(fields[0])
 
 
-BusMessage = Deliver | Done | NodeDown
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """Announces to every node that ``store`` of ``account``, which nodes keep in memory (a
+    blocklist, push registrations), was changed through ``node``: the others drop their copy and
+    read storage again when they need it."""
+
+    kind: ClassVar[str] = "changed"
+    node: str
+    store: str
+    account: str
+
+    def fields(self) -> list[Any]:
+        """The encoded fields after version and kind."""
+        return [self.node, self.store, self.account]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Changed:
+        """Decode the fields after version and kind."""
+        if len(fields) != 3 or not all(isinstance(field, str) and field for field in fields):
+            raise BusMessageError("changed: needs a node, a store and an account")
+        return cls(fields[0], fields[1], fields[2])
+
+
+BusMessage = Deliver | Done | NodeDown | Changed
 # What a node's subscribers get: stanzas, and the answers to the stanzas it asked about.
 NodeMessage = Deliver | Done
 
-_KINDS: dict[str, type[Deliver] | type[Done] | type[NodeDown]] = {
-    Deliver.kind: Deliver, Done.kind: Done, NodeDown.kind: NodeDown}
+_KINDS: dict[str, type[Deliver] | type[Done] | type[NodeDown] | type[Changed]] = {
+    Deliver.kind: Deliver, Done.kind: Done, NodeDown.kind: NodeDown, Changed.kind: Changed}
 
 
 def encode(message: BusMessage, version: int = VERSION) -> bytes:

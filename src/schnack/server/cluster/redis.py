@@ -45,6 +45,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from .bus import (
     BusUnavailable,
+    ChangedHandler,
     Entry,
     MessageHandler,
     NodeDownHandler,
@@ -54,7 +55,7 @@ from .bus import (
     ResubscribedHandler,
     bare_of,
 )
-from .messages import BusMessageError, Deliver, Done, NodeDown, NodeMessage, decode, encode
+from .messages import BusMessageError, Changed, Deliver, Done, NodeDown, NodeMessage, decode, encode
 from .sentinel import (
     Address,
     current_primary,
@@ -274,6 +275,7 @@ class RedisBus:
         self._sender: asyncio.Task[None] | None = None
         self._handlers: list[MessageHandler] = []
         self._down_handlers: list[NodeDownHandler] = []
+        self._changed_handlers: list[ChangedHandler] = []
         self._reaped_handlers: list[ReapedHandler] = []
         # Reaped handlers run in tasks of their own, so that a long one never delays a heartbeat.
         self._reaped_tasks: set[asyncio.Task[None]] = set()
@@ -570,6 +572,10 @@ class RedisBus:
             if isinstance(message, (Deliver, Done)):
                 for handler in list(self._handlers):
                     await handler(message)
+            elif isinstance(message, Changed):
+                if message.node != self._node:
+                    for changed in list(self._changed_handlers):
+                        changed(message.store, message.account)
             elif message.node == self._node:
                 # Reaped during a partition: write this node's sessions back at the next heartbeat.
                 self._dirty = True
@@ -592,6 +598,18 @@ class RedisBus:
     def subscribe(self, handler: MessageHandler) -> None:
         """Call ``handler`` for every message to this node."""
         self._handlers.append(handler)
+
+    async def announce(self, store: str, account: str) -> None:
+        """Publish the change on the channel every node reads; lost while Redis is unreachable
+        (the nodes then drop all they keep once they subscribe again)."""
+        try:
+            await self._queue(_PUBLISH, [self._key("all")], [encode(Changed(self._node, store, account))])
+        except _ERRORS as err:
+            self._lose(err)
+
+    def on_changed(self, handler: ChangedHandler) -> None:
+        """Call ``handler`` for every change another node announces."""
+        self._changed_handlers.append(handler)
 
     def on_node_down(self, handler: NodeDownHandler) -> None:
         """Call ``handler`` when another node is declared dead."""

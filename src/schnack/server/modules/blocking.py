@@ -4,8 +4,9 @@ The commands (§3.2-§3.5) are IQs without 'to' (route ``iq/self``): ``<blocklis
 list and makes the session *interested*, so that it gets a push (§3.3, §3.4, §3.5) for every
 later block and unblock, as a roster get does for roster pushes. The list lives in the map store
 ``blocklist`` under each blocked JID (normalised, RFC 7622) and survives restarts; the lists
-in use are cached, at most ``cached_lists`` of them, least recently used first out. An account
-cannot block itself. An entry covers addresses by the matching rules of §6 (see
+in use are cached, at most ``cached_lists`` of them, least recently used first out; in a cluster
+a node that changes a list tells the others (``ClusterBus.announce``), which drop their copy. An
+account cannot block itself. An entry covers addresses by the matching rules of §6 (see
 :func:`~schnack.xmpp.payloads.blocking.blocks`).
 
 Enforcement (§3.3) runs at priority 1000, before any other module sees the stanza:
@@ -133,6 +134,10 @@ class Blocking(Module[BlockingOptions]):
         self._changes = 0
         # Changes are rare; one lock keeps each change, its pushes and the cache in step.
         self._lock = asyncio.Lock()
+        bus = self.server.cluster.bus
+        bus.on_changed(self._changed_elsewhere)
+        # Announcements may have been missed while the subscription was broken.
+        bus.on_resubscribed(self._forget_all)
         self.iq("self", BLOCKLIST, get=self.get)
         self.iq("self", BLOCK, set=self.block)
         self.iq("self", UNBLOCK, set=self.unblock)
@@ -189,10 +194,25 @@ class Blocking(Module[BlockingOptions]):
         else:
             self._remember(owner, blocklist)
 
+    def _changed_elsewhere(self, store: str, account: str) -> None:
+        """Another node of the cluster changed ``account``'s list: what this node keeps goes."""
+        if store == STORE:
+            self._changed(JID.parse(account), None)
+
+    def _forget_all(self) -> None:
+        self._changes += 1
+        self._lists.clear()
+
+    async def _announce(self, owner: JID) -> None:
+        bus = self.server.cluster.bus
+        if not bus.alone():
+            await bus.announce(STORE, str(owner))
+
     async def forget(self, host: str, username: str) -> None:
         """A deleted account's blocklist goes with it; a new account at the address starts empty."""
         await self.server.storage.maps.delete_all(host, username, STORE)
         self._changed(JID(username, host), None)
+        await self._announce(JID(username, host))
 
     # The commands ------------------------------------------------------------------------------
 
@@ -230,6 +250,8 @@ class Blocking(Module[BlockingOptions]):
             except BaseException:
                 self._changed(owner, None)
                 raise
+            finally:
+                await self._announce(owner)
             self._changed(owner, new)
             self._push(owner, Block(requested))
         await self._hide_presence(owner, old, new)
@@ -255,6 +277,8 @@ class Blocking(Module[BlockingOptions]):
             except BaseException:
                 self._changed(owner, None)
                 raise
+            finally:
+                await self._announce(owner)
             self._changed(owner, new)
             self._push(owner, Unblock(requested))
         await self._show_presence(owner, old, new)

@@ -194,6 +194,11 @@ class Push(Module[PushOptions]):
         # a write is not cached.
         self._cache: OrderedDict[JID, dict[str, Registration]] = OrderedDict()
         self._writes = 0
+        # In a cluster, a node that changes an account's registrations tells the others.
+        bus = self.server.cluster.bus
+        bus.on_changed(self._changed_elsewhere)
+        # Announcements may have been missed while the subscription was broken.
+        bus.on_resubscribed(self._forget_all)
         self.iq("self", ENABLE, set=self.enable)
         self.iq("self", DISABLE, set=self.disable)
         # Replies of app servers come to the account's bare JID; only ours carry a waiting id.
@@ -235,7 +240,7 @@ class Push(Module[PushOptions]):
         key = registration.key
         account = origin.jid.bare
         async with self._locks.hold(account):
-            stored = await self._registrations(account)
+            stored = await self.registrations(account)
             if key not in stored and len(stored) >= self.options.max_registrations:
                 oldest = min(stored.values(), key=lambda r: r.at)
                 await self._write(account, oldest.key, None)
@@ -257,7 +262,7 @@ class Push(Module[PushOptions]):
             raise StanzaError("bad-request", str(err)) from None
         account = origin.jid.bare
         async with self._locks.hold(account):
-            stored = await self._registrations(account)
+            stored = await self.registrations(account)
             gone = [
                 key for key, r in stored.items()
                 if r.enable.jid == request.jid and (request.node is None or r.enable.node == request.node)
@@ -266,7 +271,7 @@ class Push(Module[PushOptions]):
                 await self._drop(account, key)
         return stanza.result()
 
-    async def _registrations(self, account: JID) -> dict[str, Registration]:
+    async def registrations(self, account: JID) -> dict[str, Registration]:
         """The account's registrations, from the cache or from storage."""
         cache = self._cache
         cached = cache.get(account)
@@ -293,8 +298,23 @@ class Push(Module[PushOptions]):
         assert account.local is not None
         self._writes += 1
         self._cache.pop(account, None)
-        await self.server.storage.maps.set(account.domain, account.local, STORE, key, value)
-        self._cache.pop(account, None)
+        try:
+            await self.server.storage.maps.set(account.domain, account.local, STORE, key, value)
+        finally:
+            self._cache.pop(account, None)
+            bus = self.server.cluster.bus
+            if not bus.alone():
+                await bus.announce(STORE, str(account))
+
+    def _forget_all(self) -> None:
+        self._writes += 1
+        self._cache.clear()
+
+    def _changed_elsewhere(self, store: str, account: str) -> None:
+        """Another node of the cluster changed ``account``'s registrations: what this node keeps goes."""
+        if store == STORE:
+            self._writes += 1
+            self._cache.pop(JID.parse(account), None)
 
     async def _drop(self, account: JID, key: str) -> None:
         await self._write(account, key, None)
@@ -330,7 +350,7 @@ class Push(Module[PushOptions]):
             return
         mine = session.slot(PushSession).keys
         resource = session.jid.resource
-        registrations = await self._registrations(account)
+        registrations = await self.registrations(account)
         for key in waiting:
             registration = registrations.get(key)
             if key in mine or (registration is not None and registration.resource == resource):
@@ -350,7 +370,7 @@ class Push(Module[PushOptions]):
         self, account: JID, sender: str | None, which: Callable[[Registration], bool] | None
     ) -> None:
         """§7: publish a summary to each chosen registration not notified within the interval."""
-        registrations = await self._registrations(account)
+        registrations = await self.registrations(account)
         now = time.monotonic()
         for key, registration in registrations.items():
             if which is not None and not which(registration):
@@ -414,7 +434,7 @@ class Push(Module[PushOptions]):
             return None
         account, app_server, node = stanza.to.bare, str(stanza.from_), subscription.get("node")
         async with self._locks.hold(account):
-            registrations = await self._registrations(account)
+            registrations = await self.registrations(account)
             gone = [
                 key for key, r in registrations.items() if r.enable.jid == app_server and r.enable.node == node
             ]  # fmt: skip
