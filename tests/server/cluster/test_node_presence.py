@@ -14,9 +14,12 @@ import pytest
 from schnack.server.app import Server
 from schnack.server.cluster import LocalBus, RedisBus
 from schnack.server.cluster.local import LocalHub
+from schnack.server.hooks import HANDLED, Handled
 from schnack.server.modules.csi import ClientStateIndication, Saved
 from schnack.server.sessions import Session
+from schnack.server.storage import RosterItem
 from schnack.xmpp import ns
+from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import serialize
 
 from ...conftest import require_service
@@ -40,9 +43,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @contextlib.asynccontextmanager
-async def nodes(tmp_path: Path, backend: str, count: int = 2, node_ttl: float = 10.0) -> AsyncIterator[list[Server]]:
+async def nodes(tmp_path: Path, backend: str, count: int = 2, node_ttl: float = 10.0, *, s2s: bool = False
+                ) -> AsyncIterator[list[Server]]:
     """``count`` started servers; ``node_ttl`` long enough that a busy machine declares none dead,
-    short for the tests that stop one."""
+    short for the tests that stop one; with ``s2s``, federation is on."""
     cluster = Cluster(backend)
     if backend == "redis":
         reason = await redis_available(cluster.url)
@@ -50,7 +54,8 @@ async def nodes(tmp_path: Path, backend: str, count: int = 2, node_ttl: float = 
     hub = LocalHub()
     async with postgres_schema() as (storage_url, _, _):
         servers = [
-            Server(make_config(tmp_path / name, storage={"url": storage_url}, modules={"disable": ["e2e"]}), bus=(
+            Server(make_config(tmp_path / name, storage={"url": storage_url}, modules={"disable": ["e2e"]},
+                               s2s={"enabled": s2s}), bus=(
                 LocalBus(name, hub=hub, heartbeat_interval=0.2, node_ttl=node_ttl) if backend == "local" else
                 RedisBus(cluster.url, name, prefix=cluster.prefix, heartbeat_interval=0.2, node_ttl=node_ttl)))
             for name in "abc"[:count]
@@ -206,6 +211,29 @@ async def test_contacts_hear_unavailable_when_a_node_dies(tmp_path: Path, backen
         await b.cluster.bus.stop(leave=False)  # b stops heartbeating, as a crashed node would
         got = await until(alice, presence_from("bob@localhost/desk", "unavailable"), timeout=20)
         assert got.get("to") in ("alice@localhost", "alice@localhost/phone")
+
+
+async def test_contacts_at_other_servers_hear_unavailable_when_a_node_dies(tmp_path: Path, backend: str) -> None:
+    """RFC 6121 §4.5.2 with federation on: the node that reaps a dead one tells contacts at
+    other servers too."""
+    async with nodes(tmp_path, backend, node_ttl=2.0, s2s=True) as (a, b):
+        await a.storage.roster.set_item("localhost", "bob", RosterItem("romeo@remote.example", subscription="both"))
+        sent: list[Element] = []
+
+        async def capture(stanza: Stanza, _origin: Session | None) -> Handled:
+            sent.append(stanza.el)
+            return HANDLED
+
+        for server in (a, b):
+            server.hooks.add("presence/remote", capture, -999)
+        await online(b, "bob@localhost/desk")
+        sent.clear()
+        await b.cluster.bus.stop(leave=False)  # b stops heartbeating, as a crashed node would
+
+        async def told() -> list[tuple[str | None, str | None, str | None]]:
+            return [(el.get("type"), el.get("from"), el.get("to")) for el in sent]
+
+        assert await eventually(told, bool, timeout=20) == [("unavailable", "bob@localhost/desk", "romeo@remote.example")]
 
 
 async def test_a_bare_message_goes_to_the_highest_priority_resource_cluster_wide(tmp_path: Path, backend: str) -> None:

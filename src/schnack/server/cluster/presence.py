@@ -32,7 +32,7 @@ from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname
 from ..hooks import HANDLED, Handled
 from ..modules.presence import SUBSCRIPTION_TYPES, addressed
-from ..modules.roster import Roster, has_from
+from ..modules.roster import Roster, has_from, reachable
 from .bus import Entry
 from .directory import read
 
@@ -132,7 +132,7 @@ class ClusterPresence:
             if info.available:
                 if isinstance(roster, Roster) and jid.domain in self.server.hosts:
                     for contact, item in (await roster.items(owner)).items():
-                        if has_from(item.subscription) and JID.parse(contact).domain in self.server.hosts:
+                        if has_from(item.subscription) and reachable(self.server, JID.parse(contact)):
                             await self.server.router.send(addressed(unavailable, contact))
                             reached.add(contact)
                 await self.server.router.send(addressed(unavailable, owner))
