@@ -192,6 +192,28 @@ async def test_a_block_made_through_one_node_holds_on_the_others(tmp_path: Path,
         assert "last" not in [el.get("id") for el in alice.take()]
 
 
+async def test_block_pushes_reach_interested_resources_on_other_nodes(tmp_path: Path, backend: str) -> None:
+    """XEP-0191 §3.3, §3.4: every resource that asked for the list hears of a change, wherever it is."""
+    async with nodes(tmp_path, backend) as (a, b):
+        phone = await online(a, "alice@localhost/phone")
+        laptop = await online(b, "alice@localhost/laptop")
+        await laptop.send("<iq type='get' id='l1'><blocklist xmlns='urn:xmpp:blocking'/></iq>")
+        laptop.take()
+
+        def pushed(command: str) -> Callable[[Element], bool]:
+            return lambda el: el.get("type") == "set" and el.find(f"{{urn:xmpp:blocking}}{command}") is not None
+
+        await phone.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='mallory@localhost'/>"
+                         "<item jid='eve@localhost'/></block></iq>")
+        block = await until(laptop, pushed("block"))
+        assert sorted(i.get("jid", "") for i in block.iter("{urn:xmpp:blocking}item")) == [
+            "eve@localhost", "mallory@localhost"]
+        await phone.send("<iq type='set' id='u1'><unblock xmlns='urn:xmpp:blocking'><item jid='eve@localhost'/>"
+                         "</unblock></iq>")
+        unblock = await until(laptop, pushed("unblock"))
+        assert [i.get("jid") for i in unblock.iter("{urn:xmpp:blocking}item")] == ["eve@localhost"]
+
+
 async def test_a_new_resource_sees_its_siblings_on_other_nodes(tmp_path: Path, backend: str) -> None:
     async with nodes(tmp_path, backend) as (a, b):
         phone = await online(a, "carol@localhost/phone", "<status>on the train</status>")

@@ -4,9 +4,11 @@ The commands (§3.2-§3.5) are IQs without 'to' (route ``iq/self``): ``<blocklis
 list and makes the session *interested*, so that it gets a push (§3.3, §3.4, §3.5) for every
 later block and unblock, as a roster get does for roster pushes. The list lives in the map store
 ``blocklist`` under each blocked JID (normalised, RFC 7622) and survives restarts; the lists
-in use are cached, at most ``cached_lists`` of them, least recently used first out; in a cluster
-a node that changes a list tells the others (``ClusterBus.announce``), which drop their copy. An
-account cannot block itself. An entry covers addresses by the matching rules of §6 (see
+in use are cached, at most ``cached_lists`` of them, least recently used first out. In a cluster
+a node that changes a list tells the others (``ClusterBus.announce``): they drop their copy, and
+push what changed since it to the account's interested resources they hold (a node that no
+longer held the list its resources were given pushes nothing; they read the list anew when they
+log in again). An account cannot block itself. An entry covers addresses by the matching rules of §6 (see
 :func:`~schnack.xmpp.payloads.blocking.blocks`).
 
 Enforcement (§3.3) runs at priority 1000, before any other module sees the stanza:
@@ -138,6 +140,7 @@ class Blocking(Module[BlockingOptions]):
         bus.on_changed(self._changed_elsewhere)
         # Announcements may have been missed while the subscription was broken.
         bus.on_resubscribed(self._forget_all)
+        self._pushing: set[asyncio.Task[None]] = set()
         self.iq("self", BLOCKLIST, get=self.get)
         self.iq("self", BLOCK, set=self.block)
         self.iq("self", UNBLOCK, set=self.unblock)
@@ -194,10 +197,32 @@ class Blocking(Module[BlockingOptions]):
         else:
             self._remember(owner, blocklist)
 
+    async def stop(self) -> None:
+        while self._pushing:
+            await asyncio.gather(*self._pushing, return_exceptions=True)
+
     def _changed_elsewhere(self, store: str, account: str) -> None:
-        """Another node of the cluster changed ``account``'s list: what this node keeps goes."""
-        if store == STORE:
-            self._changed(JID.parse(account), None)
+        """Another node of the cluster changed ``account``'s list: what this node keeps goes, and
+        the interested resources here get the change pushed (§3.3, §3.4)."""
+        if store != STORE:
+            return
+        owner = JID.parse(account)
+        known = self._lists.get(owner)
+        self._changed(owner, None)
+        if known is not None and self._interested(owner):
+            task = asyncio.ensure_future(self._push_since(owner, known))
+            self._pushing.add(task)
+            task.add_done_callback(self._pushing.discard)
+
+    async def _push_since(self, owner: JID, known: frozenset[JID]) -> None:
+        """Push what changed in ``owner``'s list since ``known``, the list this node had: the one
+        its interested resources were given or pushed last."""
+        async with self._lock:
+            now = await self.blocklist(owner)
+            if added := now - known:
+                self._push(owner, Block(tuple(sorted(added, key=str))))
+            if removed := known - now:
+                self._push(owner, Unblock(tuple(sorted(removed, key=str))))
 
     def _forget_all(self) -> None:
         self._changes += 1
@@ -284,11 +309,13 @@ class Blocking(Module[BlockingOptions]):
         await self._show_presence(owner, old, new)
         return stanza.result()
 
+    def _interested(self, owner: JID) -> list[Session]:
+        """The resources of ``owner`` here that asked for the list (§3.2)."""
+        return [s for s in self.server.sessions.resources(owner) if not s.closed and s.slot(BlocklistView).interested]
+
     def _push(self, owner: JID, command: Block | Unblock) -> None:
         """§3.3, §3.4, §3.5: the command to each interested resource, addressed to it, without 'from'."""
-        for session in self.server.sessions.resources(owner):
-            if session.closed or not session.slot(BlocklistView).interested:
-                continue
+        for session in self._interested(owner):
             attrs = {"type": "set", "id": f"push-{secrets.token_urlsafe(9)}", "to": str(session.jid)}
             session.send(element(_IQ, attrs, children=(command.to_xml(),)))
 
