@@ -22,6 +22,7 @@ from schnack.xmpp.xml import serialize
 from ...harness import Client
 from ..modules.contacts import presence
 from ..modules.messaging import login
+from ..modules.test_avatar_conversion import PNG, PNG_ID, photo_hashes, photo_vcard, set_vcard
 from ..modules.test_pep import DEVICE_LIST, DEVICES, NICK, caps_for, events, nick, publish_xml
 from .conftest import eventually
 from .test_node_presence import IQ, backend, friends, nodes, online, presence_from, until
@@ -184,3 +185,19 @@ async def test_directed_presence_is_retracted_when_its_node_dies(tmp_path: Path,
         await b.cluster.bus.stop(leave=False)  # b stops heartbeating, as a crashed node would
         gone = await until(alice, presence_from("bob@localhost/desk", "unavailable"), timeout=20)
         assert gone.get("to") == "alice@localhost/phone"
+
+
+async def test_a_photo_changed_through_one_node_is_stamped_by_the_others(tmp_path: Path, backend: str) -> None:
+    """XEP-0153 §4 in a cluster: node b stamps alice's presence with the hash of her new photo,
+    set through node a, not the one it had kept."""
+    async with nodes(tmp_path, backend) as (a, b):
+        phone = await online(a, "alice@localhost/phone")
+        laptop = await online(b, "alice@localhost/laptop")
+
+        async def stamped() -> list[str | None]:
+            await laptop.send(presence())
+            return photo_hashes([await until(phone, presence_from("alice@localhost/laptop"))])
+
+        assert await stamped() == [""]
+        await set_vcard(phone, photo_vcard(PNG))
+        assert await eventually(stamped, lambda hashes: hashes == [PNG_ID], timeout=5.0) == [PNG_ID]

@@ -190,10 +190,11 @@ class LocalBus:
         return True
 
     async def announce(self, store: str, account: str) -> None:
-        """Hand the change to every other live member of the hub."""
-        data = encode(Changed(self._node, store, account))
-        for name, member in list(self._hub.members.items()):
-            if name != self._node and self._hub.alive(name, self._ttl):
+        """Hand the change to every other live member of the hub (none for a node alone)."""
+        others = [m for name, m in self._hub.members.items() if name != self._node and self._hub.alive(name, self._ttl)]
+        if others:
+            data = encode(Changed(self._node, store, account))
+            for member in others:
                 member._deliver_raw(data)
 
     def on_changed(self, handler: ChangedHandler) -> None:

@@ -23,8 +23,8 @@ was set. The feature is announced on the account (§2).
   ``<photo/>`` from the client stays as it is, as §4 requires.
 
 The hash of each account's photo is kept in memory for the accounts seen lately, so a presence
-costs no storage read; a change through another node of a cluster shows in presences once this
-node forgets the entry.
+costs no storage read; in a cluster a node that changes a photo tells the others
+(``ClusterBus.announce``), which forget their entry.
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 NS = "urn:xmpp:pep-vcard-conversion:0"
 # Accounts whose photo hash is remembered; each entry is a JID and 40 characters.
 _KNOWN = 10_000
+# What the cluster bus calls the photo hashes in its change announcements.
+_STORE = "avatar-hash"
 # What the first bytes of an image say its type is, for a vCard photo without TYPE.
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -92,6 +94,11 @@ class AvatarConversion(Module[Any]):
         self.pep = self.required(Pep)
         self.vcard = self.required(VCard)
         self._hashes: OrderedDict[JID, str] = OrderedDict()
+        # In a cluster, a node that changes an account's photo tells the others, which drop its hash.
+        bus = self.server.cluster.bus
+        bus.on_changed(self._changed_elsewhere)
+        # Announcements may have been missed while the subscription was broken.
+        bus.on_resubscribed(self._hashes.clear)
         self.hook(PUBLISHED, self.pep_to_vcard)
         self.hook(UPDATED, self.vcard_to_pep)
         for target in ("self", "bare", "full", "host", "service", "remote"):
@@ -149,7 +156,7 @@ class AvatarConversion(Module[Any]):
         except StanzaError as err:
             log.info("the avatar of %s does not fit its vCard: %s", owner, err.text)
             return
-        self._remember(owner, photo_hash)
+        await self._changed(owner, photo_hash)
 
     # §3.2 ----------------------------------------------------------------------------------------
 
@@ -161,7 +168,7 @@ class AvatarConversion(Module[Any]):
         except AvatarError as err:
             log.debug("vCard photo of %s not converted: %s", owner, err)
             return
-        self._remember(owner, photo.id if photo is not None else "")
+        await self._changed(owner, photo.id if photo is not None else "")
         published = await self.pep.readable_item(owner, METADATA_NODE, None, owner)
         current = _metadata_of(published.payload) if published is not None else None
         if photo is None:
@@ -218,6 +225,15 @@ class AvatarConversion(Module[Any]):
         self._hashes.move_to_end(owner)
         while len(self._hashes) > _KNOWN:
             self._hashes.popitem(last=False)
+
+    async def _changed(self, owner: JID, photo_hash: str) -> None:
+        self._remember(owner, photo_hash)
+        await self.server.cluster.bus.announce(_STORE, str(owner))
+
+    def _changed_elsewhere(self, store: str, account: str) -> None:
+        """Another node of the cluster changed ``account``'s photo: the hash this node keeps goes."""
+        if store == _STORE:
+            self._hashes.pop(JID.parse(account), None)
 
     async def forget(self, host: str, username: str) -> None:
         self._hashes.pop(JID(username, host), None)

@@ -229,9 +229,7 @@ class Blocking(Module[BlockingOptions]):
         self._lists.clear()
 
     async def _announce(self, owner: JID) -> None:
-        bus = self.server.cluster.bus
-        if not bus.alone():
-            await bus.announce(STORE, str(owner))
+        await self.server.cluster.bus.announce(STORE, str(owner))
 
     async def forget(self, host: str, username: str) -> None:
         """A deleted account's blocklist goes with it; a new account at the address starts empty."""

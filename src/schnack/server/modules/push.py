@@ -302,9 +302,7 @@ class Push(Module[PushOptions]):
             await self.server.storage.maps.set(account.domain, account.local, STORE, key, value)
         finally:
             self._cache.pop(account, None)
-            bus = self.server.cluster.bus
-            if not bus.alone():
-                await bus.announce(STORE, str(account))
+            await self.server.cluster.bus.announce(STORE, str(account))
 
     def _forget_all(self) -> None:
         self._writes += 1
