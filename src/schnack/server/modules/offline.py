@@ -1,11 +1,12 @@
 """XEP-0160: Best Practices for Handling Offline Messages, stamped with XEP-0203 Delayed Delivery.
 
-Consumes the event ``message/offline`` (stanza), fired by the message module when no resource of
-the recipient can take a chat or normal message: the message is stored in the archive store
-``offline`` of the recipient with a ``<delay/>`` from the server's domain and the time it was
-stored (XEP-0160 §2, XEP-0203 §3), unless it carries one from the server's domain already (it
-comes back from a session that did not acknowledge it, and keeps the time it first arrived). An account holds at most ``max_messages`` of them; past that
-the sender gets service-unavailable (XEP-0160 §2: the offline queue is full).
+Consumes the event ``message/offline`` (stanza), fired by the message module when no resource of the
+recipient can take a chat or normal message: the message is stored in the archive store ``offline``
+of the recipient with a ``<delay/>`` from the server's domain and the time it was stored (XEP-0160
+§2, XEP-0203 §3), unless it carries one from the server's domain already (it comes back from a
+session that did not acknowledge it, and keeps the time it first arrived). An account holds at most
+``max_messages`` of them; past that the sender gets service-unavailable (XEP-0160 §2: the offline
+queue is full).
 
 Consumes ``presence-initial`` (session), fired by the presence module when a resource sends its
 initial presence: with a non-negative priority the stored messages are delivered to it in the

@@ -14,15 +14,16 @@ every stanza written to the client (nonzas pass), and asks for an ack with ``<r/
 ``<handled-count-too-high/>`` (§4). A client that leaves more than ``max_unacked`` stanzas
 unacknowledged has its stream closed with resource-constraint.
 
-Resumption (§5): a session whose connection ends without either side closing the stream, or
-whose stream the server closed with connection-timeout because the client went silent (its
-network most likely went away), hibernates for ``resume_timeout`` seconds, or the shorter ``max`` the client asked for. It stays
-bound and available, so what is routed to it is queued (and archived by the modules that
-archive). ``<resume/>`` on a new authenticated stream of the same account moves the session
-there (an old stream still open is closed), answers ``<resumed/>`` and sends again, in order,
-the stanzas the client's ``h`` does not cover, with a XEP-0203 delay stamp of when they were first
-queued. An unknown or expired SM-ID, or one of another account, gets ``<failed/>`` with
-item-not-found, and with the ``h`` of the ended session when it was this account's.
+Resumption (§5): a session whose connection ends without either side closing the stream, or whose
+stream the server closed with connection-timeout because the client went silent (its network most
+likely went away), hibernates for ``resume_timeout`` seconds, or the shorter ``max`` the client
+asked for. It stays bound and available, so what is routed to it is queued (and archived by the
+modules that archive). ``<resume/>`` on a new authenticated stream of the same account moves the
+session there (an old stream still open is closed, once the stanzas it read are counted), answers
+``<resumed/>`` and sends again, in order, the stanzas the client's ``h`` does not cover, with a
+XEP-0203 delay stamp of when they were first queued. An unknown or expired SM-ID, or one of another
+account, gets ``<failed/>`` with item-not-found, and with the ``h`` of the ended session when it was
+this account's.
 
 In a cluster a session stays on the node that holds it; ``<enabled/>`` names that node's
 ``cluster.public_address`` as the ``location`` to come back to (§5). Another node asked to resume it

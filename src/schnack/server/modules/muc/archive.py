@@ -1,16 +1,16 @@
 """XEP-0313 §5 (MAM for MUC) and XEP-0045 §7.2.13: the room's archive, its stanza-ids and history.
 
-A groupchat message with a body or an end-to-end encrypted payload (what the server cannot
-read is stored as it came: ciphertext only) is archived before it goes out, in the archive
-store with host = the service's domain and username = the room's name; the archive's id is the
+A groupchat message with a body or an end-to-end encrypted payload (what the server cannot read is
+stored as it came: ciphertext only) is archived before it goes out, in the archive store with host =
+the service's domain and username = the room's name; the archive's id is the
 ``<stanza-id by='room@service'/>`` every occupant receives (XEP-0359). A ``<no-store/>`` or
-``<no-permanent-store/>`` hint (XEP-0334 §4) keeps a message out: it goes out without one.
-``with`` of an archived message is the sender's real bare JID, and in a non-anonymous room the
-stored message names it in ``<x xmlns='…muc#user'><item jid=''/></x>``. History and query
-results carry that element only to those the room shows real JIDs to now: once a room turned
-semi-anonymous, only the moderators in it (a reader outside the room has no role, so sees none). A message whose sender and origin-id
-(XEP-0359) match one of the latest archived ones is a copy sent again after a lost acknowledgement
-(a reconnect, a cluster node that died): it is neither stored nor sent out again.
+``<no-permanent-store/>`` hint (XEP-0334 §4) keeps a message out: it goes out without one. ``with``
+of an archived message is the sender's real bare JID, and in a non-anonymous room the stored message
+names it in ``<x xmlns='…muc#user'><item jid=''/></x>``. History and query results carry that
+element only to those the room shows real JIDs to now: once a room turned semi-anonymous, only the
+moderators in it (a reader outside the room has no role, so sees none). A message whose sender and
+origin-id (XEP-0359) match one of the latest archived ones is a copy sent again after a lost
+acknowledgement (a reconnect, a cluster node that died): it is neither stored nor sent out again.
 
 History on entering (§7.2.13, §7.2.14) comes from the archive: ``maxstanzas``, ``maxchars``, ``seconds``
 and ``since`` narrow it, ``history_default`` messages are sent when the client asks for nothing,
