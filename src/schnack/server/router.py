@@ -53,9 +53,8 @@ class Router:
         self._hooks = server.hooks
         self._hosts = server.hosts
         self._services = server.services
-        self._deferred: dict[Stanza, list[asyncio.Future[Any]]] = {}
-        # What takes a deferred write back should its stanza be refused, by stanza and write.
-        self._undos: dict[Stanza, dict[asyncio.Future[Any], Finish]] = {}
+        # Each stanza's deferred writes, with what takes each back should the stanza be refused.
+        self._deferred: dict[Stanza, list[tuple[asyncio.Future[Any], Finish | None]]] = {}
         self._withdrawing: set[asyncio.Task[None]] = set()
 
     def target(self, to: JID | None, origin: Session | None) -> str:
@@ -94,18 +93,16 @@ class Router:
             result = _failure(stanza, err)
         else:
             writes = self._deferred.pop(stanza, None) if self._deferred else None
-            if self._undos:
-                self._undos.pop(stanza, None)
             if writes is not None:
                 return functools.partial(self._finish, stanza, origin, result, writes)
         await self._answer(stanza, origin, result)
         return None
 
     async def _finish(self, stanza: Stanza, origin: Session | None, result: Element | Handled | None,
-                      writes: list[asyncio.Future[Any]]) -> None:
+                      writes: list[tuple[asyncio.Future[Any], Finish | None]]) -> None:
         """The rest of :meth:`begin`: a failed write is what the sender learns of."""
         failed = False
-        for write in writes:
+        for write, _undo in writes:
             if failed:
                 write.add_done_callback(_observe)
                 continue
@@ -136,9 +133,7 @@ class Router:
         learns it was not taken), ``undo`` takes the write back once it is done, so that nothing
         keeps what the sender was told was refused, nor a second copy when the sender tries again.
         """
-        self._deferred.setdefault(stanza, []).append(write)
-        if undo is not None:
-            self._undos.setdefault(stanza, {})[write] = undo
+        self._deferred.setdefault(stanza, []).append((write, undo))
 
     async def withdrawn(self) -> None:
         """Return once the writes of refused stanzas that were being taken back are (storage must
@@ -160,11 +155,9 @@ class Router:
         try:
             return await self._dispatch(stanza, origin)
         except BaseException as err:
-            undos = self._undos.pop(stanza, {}) if self._undos else {}
             if self._deferred:
-                for write in self._deferred.pop(stanza, ()):
-                    undo = undos.get(write) if isinstance(err, StanzaError) else None
-                    if undo is None:
+                for write, undo in self._deferred.pop(stanza, ()):
+                    if undo is None or not isinstance(err, StanzaError):
                         write.add_done_callback(_observe)
                     else:
                         task = asyncio.ensure_future(_withdraw(write, undo))

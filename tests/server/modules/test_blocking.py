@@ -419,7 +419,9 @@ async def test_only_contacts_that_see_the_user_hear_of_the_block(server: Server)
     assert bob.take() == []
 
 
-async def test_a_blocked_resource_alone_gets_unavailable(server: Server) -> None:
+async def desk_blocked(server: Server) -> tuple[Client, Client, Client]:
+    """Alice, a friend of bob's, blocks his desk alone, which sees her go offline; alice, bob's
+    laptop and his desk."""
     alice = await online(server, "alice@localhost/phone")
     laptop = await online(server, "bob@localhost/laptop")
     desk = await online(server, "bob@localhost/desk")
@@ -428,6 +430,11 @@ async def test_a_blocked_resource_alone_gets_unavailable(server: Server) -> None
     await alice.send(block("bob@localhost/desk"))
     alice.take()
     assert kinds(desk.take()) == [("unavailable", "alice@localhost/phone", "bob@localhost/desk")]
+    return alice, laptop, desk
+
+
+async def test_a_blocked_resource_alone_gets_unavailable(server: Server) -> None:
+    alice, laptop, desk = await desk_blocked(server)
     assert laptop.take() == []
     # What is addressed to that resource alone stays away from it; the laptop is not concerned.
     await alice.send(chat("bob@localhost/desk", "hi", extra=OMEMO))
@@ -455,14 +462,7 @@ async def test_unblocking_all_shows_presence_to_each_contact(server: Server) -> 
 
 async def test_a_blocked_resource_gets_no_later_broadcasts(server: Server) -> None:
     """§3.3: a full JID concerns that resource alone, for the broadcasts after the block too."""
-    alice = await online(server, "alice@localhost/phone")
-    laptop = await online(server, "bob@localhost/laptop")
-    desk = await online(server, "bob@localhost/desk")
-    await befriend(alice, laptop)
-    desk.take()
-    await alice.send(block("bob@localhost/desk"))
-    alice.take()
-    assert kinds(desk.take()) == [("unavailable", "alice@localhost/phone", "bob@localhost/desk")]
+    alice, laptop, desk = await desk_blocked(server)
     await alice.send(presence(inner="<show>dnd</show>"))
     # The other resource gets it, addressed to it; the blocked one goes on seeing her offline.
     assert kinds(laptop.take()) == [(None, "alice@localhost/phone", "bob@localhost/laptop")]
