@@ -14,9 +14,11 @@ import pytest
 from schnack.server.app import Server
 from schnack.server.c2s import C2SStream
 from schnack.server.config import ConfigError
+from schnack.server.modules import offline
 from schnack.server.sessions import Session
 from schnack.xmpp import ns
 from schnack.xmpp.parser import parse_frame
+from schnack.xmpp.payloads import sm
 from schnack.xmpp.stanza import Stanza
 
 from ...harness import Client, MemoryConnection, add_user, connect, running, xml
@@ -196,6 +198,25 @@ async def test_session_closing_midway_keeps_the_rest(server: Server) -> None:
     assert await stored(server) == 3
     bob = await connect(server, "bob@localhost/laptop")
     assert [body(el) for el in await come_online(server, bob)] == ["part 2", "part 3", "part 4"]
+
+
+async def test_what_a_session_ending_midway_did_not_acknowledge_keeps_its_place(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small batches, so that the session ends with some messages sent and others still stored.
+    monkeypatch.setattr(offline, "_BATCH", 2)
+    alice = await sender_and_absent_bob(server)
+    for i in range(6):
+        await alice.send(chat("bob@localhost", f"part {i}"))
+    flaky = await vanishing_client(server, keep=3)
+    # Stream management without resumption: the session ends with the stream, and what the
+    # client did not acknowledge goes back to storage (XEP-0198 §4).
+    await flaky.send(f"<enable xmlns='{sm.NS}'/>")
+    flaky.take()
+    await come_online(server, flaky)
+    bob = await connect(server, "bob@localhost/laptop")
+    assert [body(el) for el in await come_online(server, bob)] == [f"part {i}" for i in range(6)]
+    assert await stored(server) == 0
 
 
 async def test_two_resources_at_once_get_each_message_once(server: Server) -> None:

@@ -14,6 +14,7 @@ import pytest
 from schnack.server.storage import (
     AccountGone,
     AlreadyExists,
+    ArchivedItem,
     ArchiveFull,
     ArchivePage,
     ItemNotFound,
@@ -588,6 +589,26 @@ async def test_archive_delete_by_ids(storage: Storage) -> None:
     # A deleted id is unknown for paging.
     with pytest.raises(ItemNotFound):
         await storage.archive.query(H, "alice", "mam", after=ids[1])
+
+
+async def test_archive_items_put_back_take_their_places_again(storage: Storage) -> None:
+    ids = await _archive(storage, 4, "offline")
+    taken = (await storage.archive.query(H, "alice", "offline", limit=2)).items
+    assert await storage.archive.delete(H, "alice", "offline", ids=[item.id for item in taken]) == 2
+    later = await storage.archive.append(H, "alice", "offline", 200.0, "bob@x", b"later")
+    # One that was never deleted stays as it is, and is not counted twice.
+    await storage.archive.put_back(H, "alice", "offline", [*taken, await _item(storage, ids[3])])
+    page = await storage.archive.query(H, "alice", "offline")
+    assert ids_of(page) == [*ids, later]
+    assert page.items[:2] == taken
+    assert await storage.archive.count(H, "alice", "offline") == 5
+    with pytest.raises(ArchiveFull):
+        await storage.archive.append(H, "alice", "offline", 201.0, "bob@x", b"full", limit=5)
+
+
+async def _item(storage: Storage, item_id: str) -> ArchivedItem:
+    (item,) = (await storage.archive.query(H, "alice", "offline", ids=[item_id])).items
+    return item
 
 
 async def test_archive_delete_before_time(storage: Storage) -> None:

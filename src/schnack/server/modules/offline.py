@@ -12,7 +12,8 @@ Consumes ``presence-initial`` (session), fired by the presence module when a res
 initial presence: with a non-negative priority the stored messages are delivered to it in the
 order they arrived (XEP-0160 §2) and deleted once sent, by id, so that a message stored while
 delivery runs is neither lost nor delivered twice, and a session that closes midway keeps the
-rest for its next login.
+rest for its next login. One that such a session did not acknowledge (stream management gives
+it back) is put back where it was, ahead of the rest, so that the next delivery keeps the order.
 
 Order: the stored messages are older than any message routed to the session once it became
 available, so an output stage (priority 50: after client state indication, before stream
@@ -44,7 +45,7 @@ from ..hooks import HANDLED, Handled
 from ..locks import AccountLocks
 from ..module import Module
 from ..sessions import Forward
-from ..storage import ArchiveFull
+from ..storage import ArchivedItem, ArchiveFull
 
 if TYPE_CHECKING:
     from ..sessions import Session
@@ -119,6 +120,8 @@ class Offline(Module[OfflineOptions]):
         self._tasks: set[asyncio.Task[None]] = set()
         # Per message on its way to storage: the sessions whose delivery may miss it.
         self._racing: weakref.WeakKeyDictionary[Element, list[Session]] = weakref.WeakKeyDictionary()
+        # Per message delivered from storage: the item it was, should it come back unacknowledged.
+        self._taken: weakref.WeakKeyDictionary[Element, ArchivedItem] = weakref.WeakKeyDictionary()
         # First of all: other handlers (stream management's ordering) may wait before the store.
         self.hook("message/offline", self.routed_offline, priority=1000)
         self.hook("message/offline", self.store)
@@ -177,9 +180,17 @@ class Offline(Module[OfflineOptions]):
     async def store(self, stanza: Stanza) -> Handled:
         """XEP-0160 §2: keep the message, stamped with a XEP-0203 delay, unless the box is full."""
         assert stanza.to is not None and stanza.to.local is not None
+        host, user = stanza.to.domain, stanza.to.local
+        taken = self._taken.pop(stanza.el, None)
+        if taken is not None:
+            # Delivered from here, and back from a session that ended without acknowledging it
+            # (stream management, module sm): back in its place, ahead of those stored after it
+            # that the delivery did not reach, so that the next one keeps the order they came in.
+            await self.server.storage.archive.put_back(host, user, STORE, [taken])
+            self._deliver_racing(stanza)
+            return HANDLED
         if not worth_storing(stanza.el):
             return HANDLED
-        host, user = stanza.to.domain, stanza.to.local
         now = datetime.now(UTC)
         if any(delay.get("from") == host for delay in stanza.el.iterfind(_DELAY)):
             # Stamped here before: a message that comes back from a session that did not
@@ -204,10 +215,14 @@ class Offline(Module[OfflineOptions]):
                 "service-unavailable",
                 "the recipient is offline and their mailbox is full; try again later",
             ) from None
+        self._deliver_racing(stanza)
+        return HANDLED
+
+    def _deliver_racing(self, stanza: Stanza) -> None:
+        """Another delivery for the sessions whose delivery may have missed ``stanza``, now stored."""
         for session in self._racing.pop(stanza.el, ()):
             if session.available and session.priority >= 0 and not session.closed:
                 self._spawn(self.deliver(session))
-        return HANDLED
 
     async def deliver(self, session: Session) -> None:
         """XEP-0160 §2: on initial presence with a non-negative priority, send what waited;
@@ -247,6 +262,7 @@ class Offline(Module[OfflineOptions]):
                         )
                     else:
                         state.sending.add(message)
+                        self._taken[message] = item
                         session.send(message)
                     sent.append(item.id)
                 if sent:

@@ -181,6 +181,8 @@ class ArchivedItem:
     timestamp: float
     with_jid: str
     payload: bytes
+    # Its place in the archive's order: never given to another item, even once it is deleted.
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +255,12 @@ class ArchiveStore(Protocol):
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
                      before: float | None = None) -> int: ...
+    async def put_back(self, host: str, username: str, store: str, items: Sequence[ArchivedItem]) -> None:
+        """Put ``items``, read from this archive and deleted since, back in their places in its
+        order, with their ids; one that is still there stays as it is. No limit applies: they
+        were in before."""
+        ...
+
     async def count(self, host: str, username: str, store: str) -> int:
         """The number of items in the archive (one row read for BOUNDED_STORES)."""
         ...

@@ -79,6 +79,8 @@ _APPEND_MANY = (
 _MANY_MAX = 500
 # Several appends to one archive: the lock, then the rows, in one transaction.
 _LOCK = f"SELECT pg_advisory_xact_lock({_ARCHIVE_LOCK}, hashtext($1 || '/' || $2 || '/' || $3))"
+_PUT_BACK = ("INSERT INTO archive (seq, id, host, username, store, timestamp, with_jid, payload) "
+             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING")
 _INSERT = ("INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
            "VALUES ($1, $2, $3, $4, $5, $6, $7)")
 # How many items an archive holds, its host, username and store the parameters numbered {0}, {1}
@@ -494,13 +496,13 @@ class Archive(_Part, QueuedAppends):
             order = "DESC" if reverse else "ASC"
             where.args.append(limit + 1 if limit is not None else None)
             rows = list(await conn.fetch(
-                f"SELECT id, timestamp, with_jid, payload FROM archive WHERE {where.sql()} "
+                f"SELECT id, timestamp, with_jid, payload, seq FROM archive WHERE {where.sql()} "
                 f"ORDER BY seq {order} LIMIT ${len(where.args)}", *where.args))
         complete = limit is None or len(rows) <= limit
         rows = rows[:limit] if limit is not None else rows
         if reverse:
             rows.reverse()
-        items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+        items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
         return ArchivePage(items, complete, total)
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
@@ -517,6 +519,14 @@ class Archive(_Part, QueuedAppends):
         if before is not None:
             where.add("timestamp<{}", before)
         return await self._write(f"DELETE FROM archive WHERE {where.sql()}", *where.args)
+
+    async def put_back(self, host: str, username: str, store: str, items: Sequence[ArchivedItem]) -> None:
+        await self.appended()
+        async with self._conn(transaction=True) as conn:
+            await conn.execute(_LOCK, host, username, store)
+            # The seqs are free: a sequence never hands one out twice.
+            await conn.executemany(_PUT_BACK, [(item.seq, item.id, host, username, store, item.timestamp,
+                                                item.with_jid, item.payload) for item in items])
 
     async def count(self, host: str, username: str, store: str) -> int:
         await self.appended()

@@ -256,6 +256,7 @@ _SPAN_PROBE = 2000
 # it by this subquery, which SQLite runs once per statement; no archive, no number: no rows.
 _OWNER = "(SELECT owner FROM archive_owners WHERE host=? AND username=? AND store=?)"
 _APPEND = "INSERT INTO archive (id, owner, timestamp, with_jid, payload) VALUES (?, ?, ?, ?, ?)"
+_PUT_BACK = "INSERT INTO archive (seq, id, owner, timestamp, with_jid, payload) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 def _count_sql(store: str, owner: str = "?") -> str:
@@ -615,7 +616,7 @@ class Archive(_Part, QueuedAppends):
         order = "DESC" if reverse else "ASC"
         fetch = limit + 1 if limit is not None else -1
         rows = await self._all(
-            f"SELECT id, timestamp, with_jid, payload FROM archive WHERE {' AND '.join(where)} "
+            f"SELECT id, timestamp, with_jid, payload, seq FROM archive WHERE {' AND '.join(where)} "
             f"ORDER BY seq {order} LIMIT ?", *args, fetch)
         complete = limit is None or len(rows) <= limit
         rows = rows[:limit] if limit is not None else rows
@@ -625,7 +626,7 @@ class Archive(_Part, QueuedAppends):
         if count:
             count_row = await self._one(f"SELECT count(*) FROM archive WHERE {' AND '.join(base)}", *base_args)
             total = int(count_row[0])
-        items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+        items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
         return ArchivePage(items, complete, total)
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
@@ -645,6 +646,25 @@ class Archive(_Part, QueuedAppends):
             sql += " AND timestamp<?"
             args.append(before)
         return await self._write(sql, *args)
+
+    async def put_back(self, host: str, username: str, store: str, items: Sequence[ArchivedItem]) -> None:
+        await self.appended()
+        owners = self._owners
+
+        def put(conn: sqlite3.Connection) -> None:
+            try:
+                owner = owners.number(conn, host, username, store)
+                for item in items:
+                    # The seq is free: AUTOINCREMENT never hands a deleted row's seq out again.
+                    row = (item.seq, item.id, owner, item.timestamp, item.with_jid, item.payload)
+                    if conn.execute(_PUT_BACK, row).rowcount and store in BOUNDED_STORES:
+                        conn.execute(_COUNT_ADDED, (owner,))
+                conn.commit()
+            except BaseException:
+                owners.roll_back(conn)
+                raise
+
+        await _in_thread(self.db, put)
 
     async def count(self, host: str, username: str, store: str) -> int:
         await self.appended()
