@@ -130,6 +130,30 @@ async def test_subject_changes_follow_the_configuration(server: Server) -> None:
     assert out[-1].findtext(SUBJECT) == "Family news" and out[-1].get("from") == f"{ROOM}/alice"
 
 
+async def test_the_subject_carries_its_setters_occupant_id(server: Server) -> None:
+    alice, bob = await private_group(server, "alice", "bob")
+    await bob.send(f"<presence to='{ROOM}/bob' type='unavailable'/>")
+    bob.take()
+    out = await join(bob, ROOM, "bob")
+    assert out[-1].get("from") == ROOM and out[-1].find(OCCUPANT_ID) is None  # from the room, no occupant's
+    alice.take()
+    await alice.send(f"<message to='{ROOM}' type='groupchat'><subject>Plans</subject></message>")
+    (changed,) = bob.take()
+    setter = changed.find(OCCUPANT_ID)
+    assert setter is not None
+    for client, nick in ((bob, "bob"), (alice, "alice")):
+        await client.send(f"<presence to='{ROOM}/{nick}' type='unavailable'/>")
+    alice.take()
+    bob.take()
+    muc = server.modules["muc"]
+    assert not muc.rooms.live  # type: ignore[attr-defined]
+    # Read back from storage: the subject sent on entering names the same occupant.
+    out = await join(bob, ROOM, "bob")
+    assert out[-1].findtext(SUBJECT) == "Plans" and out[-1].get("from") == f"{ROOM}/alice"
+    ids = [el.get("id") for el in out[-1].findall(OCCUPANT_ID)]
+    assert ids == [setter.get("id")]
+
+
 async def test_private_messages(server: Server) -> None:
     alice, bob = await private_group(server, "alice", "bob")
     await bob.send(f"<message to='{ROOM}/alice' type='chat' id='pm'><body>psst</body></message>")

@@ -121,6 +121,7 @@ class Messages:
             assert subject is not None
             room.state.subject = subject.text or ""
             room.state.subject_by = occupant.nick
+            room.state.subject_by_id = occupant.occupant_id
             if room.stored:
                 await self.muc.rooms.save(room)
         elif content:

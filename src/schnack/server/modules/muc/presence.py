@@ -4,13 +4,13 @@ removal of occupants (kicks, bans, affiliation changes); rate limits on presence
 Entering (§7.2): the newcomer gets every occupant's presence, then everyone gets the
 newcomer's, the newcomer's own carrying status 110 (and 100 in a non-anonymous room, 170 when
 the room archives, 201 when the join created the room); then the history it asked for
-(§7.2.14) and the subject (§7.2.15), which always comes, empty if there is none. A second
-resource of the same user may enter under the same nick: it shares the occupant. Refusals
-(§7.2.5 to §7.2.11): outcasts get forbidden, non-members of a members-only room
-registration-required, a wrong password not-authorized, a full room service-unavailable, a nick
-someone else uses or has reserved conflict, and a locked room item-not-found except for its owner
-(§7.2.10). A presence without a nick is jid-malformed (§7.2.1). A user who owns
-``max_owned_rooms`` rooms creates no more (policy-violation, §14.6).
+(§7.2.14) and the subject (§7.2.15), which always comes, empty if there is none, with its
+setter's occupant id (XEP-0421). A second resource of the same user may enter under the same
+nick: it shares the occupant. Refusals (§7.2.5 to §7.2.11): outcasts get forbidden, non-members
+of a members-only room registration-required, a wrong password not-authorized, a full room
+service-unavailable, a nick someone else uses or has reserved conflict, and a locked room
+item-not-found except for its owner (§7.2.10). A presence without a nick is jid-malformed
+(§7.2.1). A user who owns ``max_owned_rooms`` rooms creates no more (policy-violation, §14.6).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ....xmpp.errors import StanzaError
 from ....xmpp.jid import JID
-from ....xmpp.payloads.muc import JOIN, USER_X, Join, MucError
+from ....xmpp.payloads.muc import JOIN, USER_X, Join, MucError, OccupantId
 from ....xmpp.stanza import Stanza
 from ....xmpp.xml import element, qname
 from .room import (
@@ -141,11 +141,14 @@ class Presences:
                 self.muc.send_to(to, addressed(occupant_presence(room, other, real_jid=shows), target))
 
     def send_subject(self, room: Room, to: JID) -> None:
-        """§7.2.15: the subject, from whoever set it (the room itself if nobody did)."""
+        """§7.2.15: the subject, from whoever set it (the room itself if nobody did), with the
+        setter's occupant id (XEP-0421 §4: every message from an occupant carries one)."""
         state = room.state
         sender = room.occupant_jid(state.subject_by) if state.subject_by else room.text
         message = element(qname("jabber:client", "message"), {"from": sender, "to": str(to), "type": "groupchat"})
         message.append(element(qname("jabber:client", "subject"), text=state.subject or None))
+        if state.subject_by_id:
+            message.append(OccupantId(state.subject_by_id).to_xml())
         self.muc.send_to(to, message)
 
     def check_reserved(self, room: Room, nick: str, bare: JID) -> None:

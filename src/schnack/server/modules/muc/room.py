@@ -80,20 +80,24 @@ class RoomState:
     config: RoomConfig = field(default_factory=RoomConfig)
     subject: str = ""
     subject_by: str = ""
+    # The setter's XEP-0421 id, for the subject sent on entering; empty for a subject stored
+    # before the id was kept, which then goes out without one.
+    subject_by_id: str = ""
     # Keys the XEP-0421 occupant ids; never leaves the server.
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     avatar_hash: str = ""
 
     def to_json(self) -> str:
         return json.dumps({"config": asdict(self.config), "subject": self.subject, "subject_by": self.subject_by,
-                           "secret": self.secret, "avatar_hash": self.avatar_hash})
+                           "subject_by_id": self.subject_by_id, "secret": self.secret,
+                           "avatar_hash": self.avatar_hash})
 
     @classmethod
     def from_json(cls, text: str) -> RoomState:
         data: dict[str, Any] = json.loads(text)
         # Settings a later version stored and this one does not know are left out.
         config = RoomConfig(**{k: v for k, v in data.get("config", {}).items() if k in _CONFIG_FIELDS})
-        return cls(config, data.get("subject", ""), data.get("subject_by", ""),
+        return cls(config, data.get("subject", ""), data.get("subject_by", ""), data.get("subject_by_id", ""),
                    data.get("secret") or secrets.token_urlsafe(24), data.get("avatar_hash", ""))
 
 
