@@ -191,6 +191,26 @@ async def test_two_resources_under_one_nick(server: Server) -> None:
     assert bob.take()[0].findtext(BODY) == "still there?" and laptop.take() == []
 
 
+async def test_entering_again_from_a_joined_resource_gives_the_room_again(server: Server) -> None:
+    alice, bob = await private_group(server, "alice", "bob")
+    await alice.send(f"<message to='{ROOM}' type='groupchat'><body>while you were away</body></message>")
+    bob.take()
+    alice.take()
+    # A client that lost track of the room (its stream not resumed) sends its join again.
+    out = await join(bob, ROOM, "bob", history="<history maxstanzas='5'/>")
+    presences = of_kind(out, PRESENCE)
+    assert [p.get("from") for p in presences] == [f"{ROOM}/alice", f"{ROOM}/bob"]
+    assert statuses(presences[-1]) == {100, 110, 170}
+    messages = of_kind(out, MESSAGE)
+    assert [m.findtext(BODY) for m in messages[:-1]] == ["while you were away"]
+    assert messages[-1].find(f"{{{ns.CLIENT}}}subject") is not None
+    (seen,) = alice.take()
+    assert seen.get("from") == f"{ROOM}/bob" and seen.get("type") is None and statuses(seen) == set()
+    muc = server.modules["muc"]
+    room = next(iter(muc.rooms.live.values()))  # type: ignore[attr-defined]
+    assert list(room.occupants) == ["alice", "bob"] and len(room.by_session) == 2
+
+
 async def test_history_on_entering(server: Server) -> None:
     alice, _bob = await private_group(server, "alice", "bob")
     for n in range(30):

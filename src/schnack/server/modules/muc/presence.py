@@ -5,12 +5,14 @@ Entering (§7.2): the newcomer gets every occupant's presence, then everyone get
 newcomer's, the newcomer's own carrying status 110 (and 100 in a non-anonymous room, 170 when
 the room archives, 201 when the join created the room); then the history it asked for
 (§7.2.14) and the subject (§7.2.15), which always comes, empty if there is none, with its
-setter's occupant id (XEP-0421). A second resource of the same user may enter under the same
-nick: it shares the occupant. Refusals (§7.2.5 to §7.2.11): outcasts get forbidden, non-members
-of a members-only room registration-required, a wrong password not-authorized, a full room
-service-unavailable, a nick someone else uses or has reserved conflict, and a locked room
-item-not-found except for its owner (§7.2.10). A presence without a nick is jid-malformed
-(§7.2.1). A user who owns ``max_owned_rooms`` rooms creates no more (policy-violation, §14.6).
+setter's occupant id (XEP-0421). A resource already in the room that sends its join again gets
+all of that again, as a client that lost track of the room needs. A second resource of the same
+user may enter under the same nick: it shares the occupant. Refusals (§7.2.5 to §7.2.11):
+outcasts get forbidden, non-members of a members-only room registration-required, a wrong
+password not-authorized, a full room service-unavailable, a nick someone else uses or has
+reserved conflict, and a locked room item-not-found except for its owner (§7.2.10). A presence
+without a nick is jid-malformed (§7.2.1). A user who owns ``max_owned_rooms`` rooms creates no
+more (policy-violation, §14.6).
 """
 
 from __future__ import annotations
@@ -71,23 +73,23 @@ class Presences:
         children = own_children(stanza.el, _DROP)
         if room is None or occupant is None:
             await self.enter(room, stanza, to, sender, children)
-        elif occupant.nick == to.resource:
-            # §7.7: a status change goes to everyone.
+        elif occupant.nick != to.resource:
+            await self.change_nick(room, occupant, to.resource, sender, children)
+        else:
+            join = self.join_request(stanza) if stanza.el.find(JOIN) is not None else None
             occupant.sessions.pop(sender)
             occupant.sessions[sender] = children
-            self.muc.broadcast_presence(room, occupant)
-        else:
-            await self.change_nick(room, occupant, to.resource, sender, children)
+            if join is None:
+                # §7.7: a status change goes to everyone.
+                self.muc.broadcast_presence(room, occupant)
+            else:
+                await self.enter_again(room, occupant, join, sender)
 
     async def enter(self, room: Room | None, stanza: Stanza, to: JID, sender: JID, children: list[Element]) -> None:
         """§7.2: enter (or create, §10.1.1) the room as ``to.resource``."""
         assert to.resource is not None
         nick, bare, room_jid = to.resource, sender.bare, to.bare
-        try:
-            x = stanza.el.find(JOIN)
-            join = Join.from_xml(x) if x is not None else Join()
-        except MucError as err:
-            raise StanzaError(err.condition, err.text) from None
+        join = self.join_request(stanza)
         created = room is None
         if room is None:
             if sender.domain not in self.muc.server.hosts:
@@ -115,8 +117,7 @@ class Presences:
         # Counted only for those who may enter, so that outsiders cannot use up a group's entries.
         if not self.muc.limits.joins.allow(room_jid):
             raise StanzaError("policy-violation", "too many people are entering this group right now; try again soon")
-        codes = (*((SHOWS_REAL_JIDS,) if room.config.non_anonymous else ()),
-                 *((LOGGED,) if room.config.logging else ()), *((CREATED,) if created else ()))
+        codes = self.entry_codes(room, created=created)
         if existing is not None:
             occupant = existing
             occupant.sessions[sender] = children
@@ -132,6 +133,31 @@ class Presences:
             self.muc.broadcast_presence(room, occupant, self_statuses=codes)
         await self.muc.archive.history(room, sender, join.history)
         self.send_subject(room, sender)
+
+    async def enter_again(self, room: Room, occupant: Occupant, join: Join, sender: JID) -> None:
+        """§7.2 for a resource already in the room under that nick: a client sends its join again
+        when it lost track of the room (after a stream it could not resume, for one), and needs all
+        that entering gives (occupants, its own presence, history, subject); the others see its
+        presence, which may have changed."""
+        self._show_occupants(room, occupant, sender)
+        self.muc.broadcast_presence(room, occupant, self_statuses=self.entry_codes(room, created=False))
+        await self.muc.archive.history(room, sender, join.history)
+        self.send_subject(room, sender)
+
+    @staticmethod
+    def join_request(stanza: Stanza) -> Join:
+        """§7.2.1: the join element of an entering presence (its history request and password)."""
+        try:
+            x = stanza.el.find(JOIN)
+            return Join.from_xml(x) if x is not None else Join()
+        except MucError as err:
+            raise StanzaError(err.condition, err.text) from None
+
+    @staticmethod
+    def entry_codes(room: Room, *, created: bool) -> tuple[int, ...]:
+        """§7.2.3, §7.2.12, §10.1.1: the statuses besides 110 of the self-presence on entering."""
+        return (*((SHOWS_REAL_JIDS,) if room.config.non_anonymous else ()),
+                *((LOGGED,) if room.config.logging else ()), *((CREATED,) if created else ()))
 
     def _show_occupants(self, room: Room, newcomer: Occupant, to: JID) -> None:
         shows = room.sees_real_jids(newcomer)
