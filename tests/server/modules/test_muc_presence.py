@@ -186,9 +186,31 @@ async def test_two_resources_under_one_nick(server: Server) -> None:
     # One resource leaving keeps the occupant in.
     await laptop.send(f"<presence to='{ROOM}/bob' type='unavailable'/>")
     assert statuses(laptop.take()[0]) == {110}
-    assert alice.take() == []
+    (seen,) = alice.take()
+    assert seen.get("type") is None and item(seen).get("jid") == "bob@localhost/phone"
+    bob.take()
     await alice.send(f"<message to='{ROOM}' type='groupchat'><body>still there?</body></message>")
     assert bob.take()[0].findtext(BODY) == "still there?" and laptop.take() == []
+
+
+async def test_the_others_see_a_resource_still_in_when_one_of_two_leaves(server: Server) -> None:
+    alice, bob = await private_group(server, "alice", "bob")
+    laptop = await online(server, "bob@localhost/laptop")
+    bob.take()
+    await join(laptop, ROOM, "bob")
+    await laptop.send(f"<presence to='{ROOM}/bob'><show>away</show></presence>")
+    (seen,) = alice.take()
+    assert item(seen).get("jid") == "bob@localhost/laptop"
+    bob.take()
+    laptop.take()
+    await laptop.send(f"<presence to='{ROOM}/bob' type='unavailable'/>")
+    (own,) = laptop.take()
+    assert own.get("type") == "unavailable" and statuses(own) == {110}
+    (seen,) = alice.take()
+    assert seen.get("type") is None and item(seen).get("jid") == "bob@localhost/phone"
+    assert seen.findtext(f"{{{ns.CLIENT}}}show") is None  # the phone's presence, not the laptop's
+    (still,) = bob.take()
+    assert statuses(still) == {110} and item(still).get("jid") == "bob@localhost/phone"
 
 
 async def test_entering_again_from_a_joined_resource_gives_the_room_again(server: Server) -> None:

@@ -199,7 +199,9 @@ class Presences:
 
     async def leave(self, room: Room, sender: JID, *, error: bool = False) -> None:
         """§7.14: the resource leaves; the occupant goes when its last resource did. An error
-        from an occupant's client answering the room's traffic removes it too (§18.1.2, status 333)."""
+        from an occupant's client answering the room's traffic removes it too (§18.1.2, status 333).
+        When other resources stay, everyone gets the occupant's presence again (§7.7): the real
+        JID and presence the others were shown may have been those of the resource that left."""
         occupant = room.by_session.pop(sender, None)
         if occupant is None:
             return
@@ -207,6 +209,7 @@ class Presences:
         if occupant.sessions:
             own = occupant_presence(room, occupant, real_jid=True, unavailable=True, statuses=(SELF,))
             self.muc.send_to(sender, addressed(own, str(sender)))
+            self.muc.broadcast_presence(room, occupant)
             return
         del room.occupants[occupant.nick]
         self.muc.broadcast_presence(room, occupant, unavailable=True, statuses=(ERROR_REMOVED,) if error else (),
