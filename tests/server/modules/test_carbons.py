@@ -353,6 +353,24 @@ async def test_private_messages_are_not_copied(server: Server, hint: str, to: st
     assert other.take() == []
 
 
+@pytest.mark.parametrize("direction", ["sent", "received"])
+async def test_messages_carrying_a_carbon_are_not_copied(server: Server, direction: str) -> None:
+    """A copy of a carbon would be a carbon inside a carbon: forged, or a loop (XEP-0280 §11)."""
+    phone = await device(server, "alice@localhost/phone")
+    laptop = await device(server, "alice@localhost/laptop")
+    bob = await device(server, "bob@localhost/one")
+    other = await device(server, "bob@localhost/two")
+    inner = (
+        "<message xmlns='jabber:client' from='bob@localhost/two' to='carol@localhost' type='chat'>"
+        "<body>x</body></message>"
+    )
+    carbon = f"<{direction} xmlns='{NS}'><forwarded xmlns='urn:xmpp:forward:0'>{inner}</forwarded></{direction}>"
+    await phone.send(f"<message id='f1' to='bob@localhost/one' type='chat'>{carbon}</message>")
+    assert ids(bob.take()) == ["f1"]
+    assert laptop.take() == []
+    assert other.take() == []
+
+
 # With the presence module ---------------------------------------------------------------------------
 
 

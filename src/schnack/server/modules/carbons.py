@@ -30,7 +30,9 @@ Messages to the server's own domains are for the server, not a conversation, and
 
 Eligible messages (§6.1): never one with ``<private xmlns='urn:xmpp:carbons:2'/>`` (§9) or the
 XEP-0334 ``<no-copy/>`` hint (XEP-0334 §4.3); the element is left in place, as §9's
-interoperability note asks. Otherwise: type "chat"; type "normal" with a ``<body/>``; a
+interoperability note asks. Never one that already carries a ``<sent/>`` or ``<received/>``:
+a copy of it would nest one carbon in another, which a client takes for its account's own
+(§11) although anyone may have written the inner one. Otherwise: type "chat"; type "normal" with a ``<body/>``; a
 receipt (XEP-0184), chat state (XEP-0085) or chat marker (XEP-0333); a direct (XEP-0249) or
 mediated (XEP-0045 §7.8.2) invitation. Never groupchat. Private messages through a group
 (marked with ``<x xmlns='http://jabber.org/protocol/muc#user'/>``) are not copied either way:
@@ -53,7 +55,7 @@ from ...xmpp import ns
 from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID
 from ...xmpp.payloads.bind2 import Bind
-from ...xmpp.payloads.carbons import DISABLE, ENABLE, NS, PRIVATE, Carbon, Direction, Toggle
+from ...xmpp.payloads.carbons import DISABLE, ENABLE, NS, PRIVATE, RECEIVED, SENT, Carbon, Direction, Toggle
 from ...xmpp.payloads.forward import Forwarded
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, split
@@ -75,6 +77,8 @@ _IM_PAYLOADS = frozenset(
     {"urn:xmpp:receipts", "http://jabber.org/protocol/chatstates", "urn:xmpp:chat-markers:0"}
 )
 _MESSAGE = qname(ns.CLIENT, "message")
+# Private (§9), the no-copy hint (XEP-0334 §4.3), and carbons themselves (§11).
+_NEVER_COPIED = (PRIVATE, _NO_COPY, SENT, RECEIVED)
 
 
 @dataclass
@@ -85,9 +89,9 @@ class CarbonsState:
 
 
 def eligible(stanza: Stanza) -> bool:
-    """Whether a message is copied at all (XEP-0280 §6.1, §9; see the module docstring)."""
+    """Whether a message is copied at all (XEP-0280 §6.1, §9, §11; see the module docstring)."""
     el = stanza.el
-    if el.find(PRIVATE) is not None or el.find(_NO_COPY) is not None:
+    if any(el.find(tag) is not None for tag in _NEVER_COPIED):
         return False
     kind = message_type(stanza)
     if kind in ("groupchat", "error"):
