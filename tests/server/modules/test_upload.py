@@ -166,6 +166,25 @@ async def test_names_that_could_be_paths_are_refused(server: Server, name: str) 
 
 
 @pytest.mark.parametrize(
+    ("name", "in_url"),
+    [
+        (
+            "\u0646\u0627\u0645\u0647\u200c\u06cc \u0645\u0646.pdf",
+            "%D9%86%D8%A7%D9%85%D9%87%E2%80%8C%DB%8C%20%D9%85%D9%86.pdf",
+        ),
+        ("\u0915\u094d\u200d\u0937.txt", "%E0%A4%95%E0%A5%8D%E2%80%8D%E0%A4%B7.txt"),
+        ("\U0001f469\u200d\U0001f4bb.png", "%F0%9F%91%A9%E2%80%8D%F0%9F%92%BB.png"),
+    ],
+)
+async def test_names_with_joiners_get_a_slot(server: Server, name: str, in_url: str) -> None:
+    """Persian and Indic words and emoji sequences hold zero-width (non-)joiners; only the
+    characters that reorder how a name is shown are refused."""
+    client = await alice(server)
+    slot = slot_of(await ask(client, request(name=name)))
+    assert slot.get.endswith(f"/{in_url}")
+
+
+@pytest.mark.parametrize(
     "iq",
     [
         request(size=0),
@@ -290,5 +309,5 @@ def test_unsatisfiable_ranges(header: str) -> None:
 def test_safe_names() -> None:
     for name in ("photo.jpg", "très cool.jpg", "Voice message 2026-12-02.ogg", ".hidden", "a..b"):
         assert safe_name(name), name
-    for name in ("", "..", "a/b", "a\\b", "a\x00b", "line\nbreak"):
+    for name in ("", "..", "a/b", "a\\b", "a\x00b", "line\nbreak", "a\u202eb", "a\u2067b"):
         assert not safe_name(name), name

@@ -5,8 +5,9 @@ Its disco#info shows the identity store/file, the feature ``urn:xmpp:http:upload
 form with ``max-file-size``: the limit, which is ``max_file_size`` or the quota if smaller.
 
 **Slots (§4, §5).** An account of D asks ``upload.D`` for a slot with the file's name, size and
-content type. A name that could be a path (separators, control characters, ``.``/``..``) or an
-empty file is a bad-request; a file over the limit gets not-acceptable with
+content type. A name that could be a path (separators, ``.``/``..``), holds control
+characters or characters that reorder how it is shown (bidirectional embeddings, overrides and
+isolates), or an empty file is a bad-request; a file over the limit gets not-acceptable with
 ``<file-too-large/>``; a file that would take the account over its ``quota`` (stored files plus
 slots not yet used or expired) gets resource-constraint with ``<retry/>`` when space will free
 up. The slot is recorded before it is handed out, so quota holds across a cluster's nodes.
@@ -99,6 +100,8 @@ _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-
 _BYTE_RANGE = re.compile(r"([0-9]*)-([0-9]*)")
 _DEFAULT_TYPE = "application/octet-stream"
 _MAX_NAME_BYTES = 255
+# Unicode bidirectional classes of the embeddings, overrides and isolates (UAX #9 §2).
+_BIDI_CONTROLS = frozenset({"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"})
 # A slot that expired unused keeps its quota this much longer: its PUT may just have started.
 _PUT_GRACE = 60.0
 _CORS = {
@@ -168,10 +171,18 @@ class _ShortBody(Exception):
 
 
 def safe_name(name: str) -> bool:
-    """Whether a file name is a plain name: no path, no control characters, not too long."""
+    """Whether a file name is a plain name: no path, no control characters, not too long.
+
+    Of the invisible format characters only those that reorder how the name is shown are
+    refused (they make ``gpj.exe`` look like ``exe.jpg``); zero-width joiners belong to
+    Persian and Indic words and to emoji sequences.
+    """
     if name in ("", ".", "..") or "/" in name or "\\" in name or len(name.encode()) > _MAX_NAME_BYTES:
         return False
-    return not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name)
+    return not any(
+        unicodedata.category(c) in ("Cc", "Zl", "Zp") or unicodedata.bidirectional(c) in _BIDI_CONTROLS
+        for c in name
+    )
 
 
 def _media_type(value: str) -> str:
