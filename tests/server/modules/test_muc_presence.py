@@ -178,7 +178,11 @@ async def test_two_resources_under_one_nick(server: Server) -> None:
     bob.take()  # the laptop's own presence
     out = await join(laptop, ROOM, "bob")
     assert [p.get("from") for p in of_kind(out, PRESENCE)] == [f"{ROOM}/alice", f"{ROOM}/bob"]
-    assert alice.take() == []  # the occupant was already there
+    # The occupant was there already; the others are shown the laptop now, as newcomers are.
+    (seen,) = alice.take()
+    assert seen.get("type") is None and item(seen).get("jid") == "bob@localhost/laptop"
+    (own,) = bob.take()
+    assert 110 in statuses(own) and item(own).get("jid") == "bob@localhost/laptop"
     await alice.send(f"<message to='{ROOM}' type='groupchat'><body>both of you</body></message>")
     assert bob.take()[0].findtext(BODY) == "both of you"
     assert laptop.take()[0].findtext(BODY) == "both of you"
@@ -198,6 +202,7 @@ async def test_the_others_see_a_resource_still_in_when_one_of_two_leaves(server:
     laptop = await online(server, "bob@localhost/laptop")
     bob.take()
     await join(laptop, ROOM, "bob")
+    alice.take()
     await laptop.send(f"<presence to='{ROOM}/bob'><show>away</show></presence>")
     (seen,) = alice.take()
     assert item(seen).get("jid") == "bob@localhost/laptop"

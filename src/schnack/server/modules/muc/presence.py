@@ -7,7 +7,8 @@ the room archives, 201 when the join created the room); then the history it aske
 (§7.2.14) and the subject (§7.2.15), which always comes, empty if there is none, with its
 setter's occupant id (XEP-0421). A resource already in the room that sends its join again gets
 all of that again, as a client that lost track of the room needs. A second resource of the same
-user may enter under the same nick: it shares the occupant. Refusals (§7.2.5 to §7.2.11):
+user may enter under the same nick: it shares the occupant, and everyone is shown the presence
+of the resource that entered last. Refusals (§7.2.5 to §7.2.11):
 outcasts get forbidden, non-members of a members-only room registration-required, a wrong
 password not-authorized, a full room service-unavailable, a nick someone else uses or has
 reserved conflict, and a locked room item-not-found except for its owner (§7.2.10). A presence
@@ -123,8 +124,9 @@ class Presences:
             occupant.sessions[sender] = children
             room.by_session[sender] = occupant
             self._show_occupants(room, occupant, sender)
-            own = occupant_presence(room, occupant, real_jid=True, statuses=(*codes, SELF))
-            self.muc.send_to(sender, addressed(own, str(sender)))
+            # The occupant's presence is now the newcomer's (its real JID, its show), as those
+            # who enter later are shown: everyone gets it, as for a change of status (§7.7).
+            self.muc.broadcast_presence(room, occupant, self_statuses=codes)
         else:
             occupant = Occupant(nick, bare, room.default_role(affiliation), room.occupant_id(bare), {sender: children})
             room.occupants[nick] = occupant
