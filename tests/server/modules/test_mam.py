@@ -484,6 +484,29 @@ async def test_filter_full_jid_reads_past_one_batch(server: Server) -> None:
     assert answer.results == [] and answer.rsm == ResultSet(count=1200)
 
 
+async def test_filter_own_full_jid_finds_that_resources_messages_with_everyone(server: Server) -> None:
+    """§4.1.1: a full JID matches the messages to or from it, and one of the account's own
+    resources exchanges messages with contacts, not only with its siblings."""
+    phone = await online(server, "alice@localhost/phone")
+    laptop = await online(server, "alice@localhost/laptop")
+    bob = await online(server, "bob@localhost/pc")
+    await phone.send(chat("bob@localhost", "from the phone", id="a"))
+    await laptop.send(chat("bob@localhost", "from the laptop", id="b"))
+    await bob.send(chat("alice@localhost/phone", "to the phone", id="c"))
+    await bob.send(chat("alice@localhost", "to alice", id="d"))
+    await laptop.send(chat("alice@localhost/phone", "note to the phone", id="e"))
+    await phone.send(chat("alice@localhost/laptop", "note to the laptop", id="f"))
+    for client in (phone, laptop, bob):
+        client.take()
+    expected = ["from the phone", "to the phone", "note to the phone", "note to the laptop"]
+    answer = await ask(phone, form(**{"with": "alice@localhost/phone"}))
+    assert answer.bodies == expected and answer.complete
+    answer = await ask(phone, form(**{"with": "alice@localhost/phone"}) + rsm(max=2, before=""))
+    assert answer.bodies == expected[2:] and not answer.complete
+    answer = await ask(phone, form(**{"with": "alice@localhost/phone"}) + rsm(max=0))
+    assert answer.rsm == ResultSet(count=4)
+
+
 async def test_filter_start_and_end(server: Server) -> None:
     await add_user(server, "bob")
     base = datetime(2024, 5, 1, tzinfo=UTC).timestamp()

@@ -39,8 +39,9 @@ the form filters ``with``, ``start``, ``end``, ``before-id``, ``after-id`` and `
 metadata show it (to the microsecond, the precision a message's time is kept at), is within
 them. The results go to the querying resource as messages, then the IQ result with ``<fin/>``
 says whether the page completes the result set. The number of matching messages
-costs a read of all of them (for a ``with`` full JID, of all the messages with that contact), so
-only a request for the count alone (RSM ``max`` 0) gets it. An IQ get returns the form
+costs a read of all of them (for a ``with`` full JID, of all the messages with that contact, or
+of the whole archive for one of the account's own resources), so only a request for the count
+alone (RSM ``max`` 0) gets it. An IQ get returns the form
 (§4.1.5); ``<metadata/>`` names the first and last message (§5); ``<prefs/>`` reads and sets
 the preferences. Another account's archive is forbidden (§8.1).
 
@@ -379,12 +380,16 @@ class Mam(Module[MamOptions]):
         with_jid = flt.with_jid
         start = widened(flt.start, -1) if flt.start is not None else None
         end = widened(flt.end, 1) if flt.end is not None else None
+        # The archive files a message under the contact's bare JID (the account's own for a
+        # message between its resources); one of the account's own resources takes part in
+        # messages with every contact, so its messages are looked for in the whole archive.
+        own_resource = with_jid is not None and not with_jid.is_bare and with_jid.bare == owner
+        filed_under = str(with_jid.bare) if with_jid is not None and not own_resource else None
 
         async def read(after: str | None, before: str | None, limit: int, count: bool) -> ArchivePage:
             return await archive.query(
-                host, user, STORE, with_jid=str(with_jid.bare) if with_jid is not None else None,
-                start=start, end=end, ids=flt.ids, after=after, before=before, limit=limit, reverse=backward,
-                count=count,
+                host, user, STORE, with_jid=filed_under, start=start, end=end, ids=flt.ids, after=after,
+                before=before, limit=limit, reverse=backward, count=count,
             )  # fmt: skip
 
         if with_jid is None or with_jid.is_bare:
