@@ -406,6 +406,23 @@ async def test_paging_backwards_from_the_last_page(server: Server) -> None:
     assert answer.ids == ids[:2] and answer.complete
 
 
+@pytest.mark.parametrize("before", ["<before>\n</before>", "<before> </before>", "<before>\n  \t</before>"])
+async def test_a_before_of_white_space_asks_for_the_last_page(server: Server, before: str) -> None:
+    """XEP-0059 §2.5: a client that indents its XML still asks for the last page; no id is
+    white space."""
+    _, bob, ids = await conversation(server, 5)
+    answer = await ask(bob, f"<set xmlns='{RSM}'>\n  <max>2</max>\n  {before}\n</set>")
+    assert answer.ids == ids[3:] and not answer.complete
+
+
+async def test_an_after_of_white_space_is_a_bad_request(server: Server) -> None:
+    """XEP-0059 §2.2: <after/> names an item; without one it means nothing, indented or not."""
+    _, bob, _ = await conversation(server, 2)
+    for after in ("<after/>", "<after>\n</after>"):
+        answer = await ask(bob, f"<set xmlns='{RSM}'><max>2</max>{after}</set>")
+        assert condition(answer.iq) == "bad-request" and answer.results == []
+
+
 async def test_flip_page_reverses_the_order_only(server: Server) -> None:
     _, bob, ids = await conversation(server, 5)
     answer = await ask(bob, rsm(max=3, before="") + "<flip-page/>")

@@ -33,6 +33,14 @@ def test_empty_before_asks_for_the_last_page() -> None:
     assert serialize(rsm.to_xml()) == f'<set xmlns="{NS}"><max>10</max><before/></set>'
 
 
+def test_ids_of_an_indented_request_are_read_without_the_indentation() -> None:
+    # XEP-0059 §2.5: a <before/> holding only white space still asks for the last page.
+    rsm = parse(f"<set xmlns='{NS}'>\n  <max>10</max>\n  <before>\n  </before>\n</set>")
+    assert rsm == ResultSet(max=10, before="")
+    rsm = parse(f"<set xmlns='{NS}'><after>\n    peterpan@neverland.lit\n  </after></set>")
+    assert rsm.after == "peterpan@neverland.lit"
+
+
 def test_response_with_first_index_last_count() -> None:
     # XEP-0059 §2.1
     rsm = parse(f"<set xmlns='{NS}'><first index='0'>stpeter@jabber.org</first>"
@@ -60,6 +68,7 @@ def test_round_trips(rsm: ResultSet) -> None:
     f"<set xmlns='{NS}'><count>x</count></set>",
     f"<set xmlns='{NS}'><first index='a'>x</first></set>",
     f"<set xmlns='{NS}'><after/></set>",
+    f"<set xmlns='{NS}'><after> </after></set>",
     "<set xmlns='urn:example'/>",
 ])  # fmt: skip
 def test_bad_sets(xml: str) -> None:

@@ -1,7 +1,8 @@
 """XEP-0059: Result Set Management, the ``<set/>`` that pages through long result lists.
 
-A request carries ``max`` (§2.1), ``after`` or ``before`` (§2.2, §2.3; an empty ``<before/>``
-asks for the last page, §2.5) or ``index`` (§2.4). A response carries ``first`` (with its
+A request carries ``max`` (§2.1), ``after`` or ``before`` (§2.2, §2.3; an empty ``<before/>``,
+or one holding only white space, asks for the last page, §2.5) or ``index`` (§2.4); white space
+around their ids is not part of them. A response carries ``first`` (with its
 ``index`` attribute), ``last`` and ``count`` (§2.1, §2.6).
 """
 
@@ -36,6 +37,14 @@ def _number(text: str | None, what: str) -> int | None:
     return int(text)
 
 
+def _paging_id(el: Element | None) -> str | None:
+    """The id an ``<after/>`` or ``<before/>`` names, "" for none. Clients that indent their XML
+    put white space around it or in place of it (§2.5's empty ``<before/>``); an id has none."""
+    if el is None:
+        return None
+    return (el.text or "").strip()
+
+
 @dataclass(frozen=True)
 class ResultSet:
     """A request or response ``<set/>`` (XEP-0059 §2); ``before == ""`` is the empty ``<before/>``."""
@@ -54,14 +63,13 @@ class ResultSet:
         if el.tag != SET:
             raise RsmError(f"expected an RSM set, got {el.tag}")
         first = el.find(_FIRST)
-        after = el.find(_AFTER)
-        before = el.find(_BEFORE)
-        if after is not None and not after.text:
+        after = _paging_id(el.find(_AFTER))
+        if after == "":
             raise RsmError("<after/> needs the id of an item")
         return cls(
             max=_number(el.findtext(_MAX), "max"),
-            after=after.text if after is not None else None,
-            before=(before.text or "") if before is not None else None,
+            after=after,
+            before=_paging_id(el.find(_BEFORE)),
             index=_number(el.findtext(_INDEX), "index"),
             first=(first.text or "") if first is not None else None,
             first_index=_number(first.get("index"), "index of first") if first is not None else None,
