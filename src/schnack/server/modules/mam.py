@@ -17,11 +17,13 @@ after modules that refuse a message (a refused message is not archived, §6), be
 it to other resources.
 
 What is archived (§6.1.1, XEP-0334 §4): chat and normal messages that carry a body, an end-to-end
-encrypted payload (OMEMO, OpenPGP), a chat marker (XEP-0333), a call event (XEP-0353) or a group
-invitation (XEP-0249); a ``<store/>`` hint forces any chat or normal message in, ``<no-store/>``
-and ``<no-permanent-store/>`` keep one out. Errors, headlines, groupchat messages and messages
-with nothing but a chat state are not archived. The account's preferences (XEP-0441) decide per
-contact.
+encrypted payload (OMEMO, OpenPGP), a chat marker (XEP-0333), a call event (XEP-0353), a group
+invitation (XEP-0249), a reaction (XEP-0444) or a retraction (XEP-0424); a ``<store/>`` hint
+forces any chat or normal message in, ``<no-store/>`` and ``<no-permanent-store/>`` keep one out.
+Errors, headlines, groupchat messages and messages with nothing but a chat state or a delivery
+receipt are not archived. (Offline storage keeps more, receipts among them: see
+``offline.worth_storing``; what waits for an absent device is not what every device reads back.)
+The account's preferences (XEP-0441) decide per contact.
 
 **Stanza-ids (§3.5, XEP-0359).** A message for a local account first loses every stanza-id
 that claims to be by that account (only the server assigns those); once archived it gets
@@ -125,6 +127,8 @@ _CONTENT_NAMESPACES = frozenset({
     "urn:xmpp:jingle-message:0",  # XEP-0353: the call log
     "urn:xmpp:jingle-message:1",
     "jabber:x:conference",  # XEP-0249: direct group invitations
+    "urn:xmpp:reactions:0",  # XEP-0444: reactions, which the other devices show too
+    "urn:xmpp:message-retract:1",  # XEP-0424: a retraction, which they must apply too
 })  # fmt: skip
 
 
