@@ -23,7 +23,9 @@ forces any chat or normal message in, ``<no-store/>`` and ``<no-permanent-store/
 Errors, headlines, groupchat messages and messages with nothing but a chat state or a delivery
 receipt are not archived. (Offline storage keeps more, receipts among them: see
 ``offline.worth_storing``; what waits for an absent device is not what every device reads back.)
-The account's preferences (XEP-0441) decide per contact.
+The account's preferences (XEP-0441) decide per contact; those in use are kept in memory, and in
+a cluster a node that changes them, or deletes the account, tells the others
+(``ClusterBus.announce``), which drop their copy.
 
 **Stanza-ids (§3.5, XEP-0359).** A message for a local account first loses every stanza-id
 that claims to be by that account (only the server assigns those); once archived it gets
@@ -110,8 +112,7 @@ PREFS_STORE = "mam-prefs"
 _MAX_STORED = 16 * 1024 * 1024 + 4096
 _PURGE_PERIOD = 3600.0
 # Every message consults the preferences of its sender and of its recipient, so they are kept
-# for a while for the accounts that were active lately.
-_PREFS_TTL = 30.0
+# for the accounts that were active lately.
 _PREFS_KEPT = 10_000
 # Messages read at a time while looking for those of one resource (a 'with' full JID).
 _SCAN_BATCH = 500
@@ -157,30 +158,41 @@ def worth_archiving(stanza: Stanza) -> bool:
 
 
 class _RecentPrefs:
-    """Preferences read lately, for _PREFS_TTL seconds and at most _PREFS_KEPT accounts.
+    """Preferences in use, of at most _PREFS_KEPT accounts, least recently used first out.
 
-    A change made through this node applies at once; one made through another node of a
-    cluster within _PREFS_TTL.
+    A change made through this node applies at once; another node of a cluster announces its
+    changes (``ClusterBus.announce``), and those it may have missed drop them all.
     """
 
     def __init__(self) -> None:
-        self._entries: OrderedDict[JID, tuple[float, Prefs]] = OrderedDict()
+        self._entries: OrderedDict[JID, Prefs] = OrderedDict()
+        # Counts changes, so that preferences read from storage while one was made are not kept.
+        self.changes = 0
 
     def get(self, owner: JID) -> Prefs | None:
-        entry = self._entries.get(owner)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        self._entries.move_to_end(owner)
-        return entry[1]
+        prefs = self._entries.get(owner)
+        if prefs is not None:
+            self._entries.move_to_end(owner)
+        return prefs
 
-    def put(self, owner: JID, prefs: Prefs) -> None:
-        self._entries[owner] = (time.monotonic() + _PREFS_TTL, prefs)
-        self._entries.move_to_end(owner)
-        while len(self._entries) > _PREFS_KEPT:
-            self._entries.popitem(last=False)
+    def remember(self, owner: JID, prefs: Prefs, changes: int) -> None:
+        """Keep ``prefs``, read when :attr:`changes` was ``changes``, unless a change came since."""
+        if changes == self.changes:
+            self._entries[owner] = prefs
+            self._entries.move_to_end(owner)
+            while len(self._entries) > _PREFS_KEPT:
+                self._entries.popitem(last=False)
 
-    def forget(self, owner: JID) -> None:
+    def changed(self, owner: JID, prefs: Prefs | None) -> None:
+        """Record a change of ``owner``'s preferences; None when storage alone knows the outcome."""
+        self.changes += 1
         self._entries.pop(owner, None)
+        if prefs is not None:
+            self.remember(owner, prefs, self.changes)
+
+    def clear(self) -> None:
+        self.changes += 1
+        self._entries.clear()
 
 
 class Mam(Module[MamOptions]):
@@ -193,6 +205,10 @@ class Mam(Module[MamOptions]):
     def setup(self) -> None:
         self._purger: asyncio.Task[None] | None = None
         self._recent = _RecentPrefs()
+        bus = self.server.cluster.bus
+        bus.on_changed(self._changed_elsewhere)
+        # Announcements may have been missed while the subscription was broken.
+        bus.on_resubscribed(self._recent.clear)
         for target in ("bare", "full", "remote"):
             self.route(f"pre-message/{target}", self.archive_outgoing, priority=50)
             self.route(f"pre-message/{target}", self.unstamp_outgoing, priority=-1000)
@@ -275,8 +291,8 @@ class Mam(Module[MamOptions]):
 
     async def _exists(self, owner: JID) -> bool:
         """Whether the account exists; one with a session does, without asking storage, and so
-        does one whose preferences were read lately (only for existing accounts, and forgotten
-        when the account is deleted): a burst of messages to an offline account asks once."""
+        does one whose preferences are kept (only for existing accounts, and forgotten on every
+        node when the account is deleted): a burst of messages to an offline account asks once."""
         if self.server.sessions.is_online(owner) or self._recent.get(owner) is not None:
             return True
         assert owner.local is not None
@@ -296,9 +312,10 @@ class Mam(Module[MamOptions]):
         prefs = self._recent.get(owner)
         if prefs is None:
             assert owner.local is not None
+            changes = self._recent.changes
             data = await self.server.storage.kv.get(owner.domain, owner.local, PREFS_STORE)
             prefs = Prefs.from_xml(parse_frame(data, len(data))) if data is not None else Prefs(self.options.default_policy)
-            self._recent.put(owner, prefs)
+            self._recent.remember(owner, prefs, changes)
         return prefs
 
     async def get_prefs(self, stanza: Stanza, origin: Session | None) -> Element:
@@ -311,13 +328,31 @@ class Mam(Module[MamOptions]):
         assert origin is not None and stanza.payload is not None
         prefs = _decode(Prefs.from_xml, stanza.payload)
         data = serialize(prefs.to_xml()).encode()
-        await self.server.storage.kv.set(origin.host, origin.username, PREFS_STORE, data)
-        self._recent.put(origin.jid.bare, prefs)
+        owner = origin.jid.bare
+        try:
+            await self.server.storage.kv.set(origin.host, origin.username, PREFS_STORE, data)
+        except BaseException:
+            self._recent.changed(owner, None)
+            raise
+        finally:
+            await self._announce(owner)
+        self._recent.changed(owner, prefs)
         return stanza.result(prefs.to_xml())
 
     async def forget(self, host: str, username: str) -> None:
-        """A deleted account's preferences went with it (storage deleted them)."""
-        self._recent.forget(JID(username, host))
+        """A deleted account's preferences went with it (storage deleted them): every node drops
+        its copy, so that a new account of that name starts with the defaults."""
+        owner = JID(username, host)
+        self._recent.changed(owner, None)
+        await self._announce(owner)
+
+    async def _announce(self, owner: JID) -> None:
+        await self.server.cluster.bus.announce(PREFS_STORE, str(owner))
+
+    def _changed_elsewhere(self, store: str, account: str) -> None:
+        """Another node of the cluster changed ``account``'s preferences, or deleted the account."""
+        if store == PREFS_STORE:
+            self._recent.changed(JID.parse(account), None)
 
     # --- queries -----------------------------------------------------------------------------
 
