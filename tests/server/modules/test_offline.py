@@ -334,6 +334,13 @@ async def test_message_stored_as_its_recipient_comes_online_still_reaches_it(wit
     was over: it must not wait in storage for his next login."""
     server = with_presence
     alice = await sender_and_absent_bob(server)
+    bob = await connect(server, "bob@localhost/laptop")
+    await stored_late(server, alice, bob, "<presence/>")
+
+
+async def stored_late(server: Server, alice: Client, bob: Client, meanwhile: str) -> None:
+    """Alice's message to Bob is routed offline, and Bob sends ``meanwhile`` before it is
+    stored; once stored, it reaches Bob and leaves storage."""
     entered, go = asyncio.Event(), asyncio.Event()
 
     async def slow(stanza: Stanza) -> None:
@@ -341,17 +348,45 @@ async def test_message_stored_as_its_recipient_comes_online_still_reaches_it(wit
         await go.wait()
 
     server.hooks.add("message/offline", slow, priority=200)
-    bob = await connect(server, "bob@localhost/laptop")
     sending = asyncio.ensure_future(alice.send(chat("bob@localhost", "late", id="late")))
     async with asyncio.timeout(10):
         await entered.wait()
-    await bob.send("<presence/>")
+    await bob.send(meanwhile)
     assert [el for el in bob.take() if el.tag == MESSAGE] == []
     go.set()
     await sending
     (late,) = [el for el in await bob.expect() if el.tag == MESSAGE]
     assert body(late) == "late"
     assert await stored(server) == 0
+
+
+async def test_stored_messages_follow_a_priority_raised_from_negative(with_presence: Server) -> None:
+    """XEP-0160 §2: a message stored while the only resource had a negative priority (RFC 6121
+    §8.5.2.1.1) reaches it once it sends non-negative presence, not only at its next login."""
+    server = with_presence
+    alice = await sender_and_absent_bob(server)
+    bob = await connect(server, "bob@localhost/laptop")
+    await bob.send("<presence><priority>-1</priority></presence>")
+    await alice.send(chat("bob@localhost", "stored", id="s0"))
+    assert [el for el in bob.take() if el.tag == MESSAGE] == []
+    await bob.send("<presence><priority>1</priority></presence>")
+    assert [body(el) for el in bob.take() if el.tag == MESSAGE] == ["stored"]
+    assert await stored(server) == 0
+    await alice.send(chat("bob@localhost", "live", id="l0"))
+    await bob.send("<presence><priority>2</priority></presence>")
+    assert [body(el) for el in bob.take() if el.tag == MESSAGE] == ["live"]
+
+
+async def test_message_stored_as_its_recipient_raises_its_priority_still_reaches_it(
+    with_presence: Server,
+) -> None:
+    """Routed offline while Bob's priority was negative, but stored only after the delivery that
+    raising it brought: it must not wait in storage for his next login."""
+    server = with_presence
+    alice = await sender_and_absent_bob(server)
+    bob = await connect(server, "bob@localhost/laptop")
+    await bob.send("<presence><priority>-1</priority></presence>")
+    await stored_late(server, alice, bob, "<presence><priority>0</priority></presence>")
 
 
 # Configuration and discovery ------------------------------------------------------------------

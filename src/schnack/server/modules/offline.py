@@ -14,6 +14,9 @@ order they arrived (XEP-0160 §2) and deleted once sent, by id, so that a messag
 delivery runs is neither lost nor delivered twice, and a session that closes midway keeps the
 rest for its next login. One that such a session did not acknowledge (stream management gives
 it back) is put back where it was, ahead of the rest, so that the next delivery keeps the order.
+``presence-raised`` (session), fired when a resource's later presence lifts its priority from
+negative to non-negative, delivers them the same way: it is the first moment that resource can
+take them (XEP-0160 §2: "next sends non-negative available presence").
 
 Order: the stored messages are older than any message routed to the session once it became
 available, so an output stage (priority 50: after client state indication, before stream
@@ -126,6 +129,7 @@ class Offline(Module[OfflineOptions]):
         self.hook("message/offline", self.routed_offline, priority=1000)
         self.hook("message/offline", self.store)
         self.hook("presence-initial", self.deliver)
+        self.hook("presence-raised", self.deliver)
         # Before the presence module makes the session available, so that nothing overtakes the delivery.
         self.route("pre-presence/self", self.initial_presence, priority=100)
         self.hook("session-bound", self.bound)
@@ -171,11 +175,13 @@ class Offline(Module[OfflineOptions]):
             forward(el)
 
     async def routed_offline(self, stanza: Stanza) -> None:
-        """Note the sessions of the account whose delivery is not done: it may be over before
-        this message is in storage."""
+        """Note the sessions of the account whose delivery is not done, or that may raise a
+        negative priority and start one: either may be over before this message is in storage."""
         assert stanza.to is not None
         states = ((s, s.slot(OfflineState)) for s in self.server.sessions.resources(stanza.to.bare))
-        self._racing[stanza.el] = [s for s, state in states if not state.delivered or state.holding()]
+        self._racing[stanza.el] = [
+            s for s, state in states if not state.delivered or state.holding() or s.priority < 0
+        ]
 
     async def store(self, stanza: Stanza) -> Handled:
         """XEP-0160 §2: keep the message, stamped with a XEP-0203 delay, unless the box is full."""
@@ -225,8 +231,8 @@ class Offline(Module[OfflineOptions]):
                 self._spawn(self.deliver(session))
 
     async def deliver(self, session: Session) -> None:
-        """XEP-0160 §2: on initial presence with a non-negative priority, send what waited;
-        messages routed to the session meanwhile follow once it is done."""
+        """XEP-0160 §2: on initial presence with a non-negative priority, or on a priority raised to
+        one, send what waited; messages routed to the session meanwhile follow once it is done."""
         state = session.slot(OfflineState)
         state.running += 1
         try:

@@ -16,7 +16,9 @@ Presence: the first available presence of a resource (initial presence, §4.2) g
 contacts subscribed to the user and to the user's own available resources; it probes the
 contacts the user is subscribed to (§4.3), shows the new resource its siblings and the waiting
 subscription requests, and then fires ``presence-initial`` (session), on which the offline
-module delivers stored messages. Later presence is broadcast the same way (§4.4). Unavailable
+module delivers stored messages. Later presence is broadcast the same way (§4.4); one that lifts
+the resource's priority from negative to non-negative fires ``presence-raised`` (session): from
+then on it takes messages to the bare JID (§8.5.2.1.1), the stored ones first. Unavailable
 presence (§4.5), or a session that ends without it, also reaches everyone the resource sent
 directed presence to (§4.6). The session's ``available``, ``presence`` and ``priority`` are
 kept here; message routing reads them.
@@ -184,9 +186,14 @@ class Presence(Module[Any]):
         el = stanza.el
         el.attrib.pop("to", None)
         initial = not session.available
+        raised = not initial and session.priority < 0 <= priority
         session.available = True
         session.presence = el
         session.priority = priority
+        if raised:
+            # Fired before anything awaits: a message routed to the bare JID from now on must
+            # find the stored ones on their way out and wait behind them.
+            await self.server.hooks.fire_all("presence-raised", session)
         await self.server.hooks.fire_all("session-changed", session)
         owner = session.jid.bare
         items = await self.roster.items(owner)
