@@ -237,6 +237,16 @@ class Link:
                         pass
         self.abort()
 
+    def fail(self, error: StreamError) -> None:
+        """End the stream with ``error`` because the server broke the protocol (RFC 6120 §4.9),
+        and drop the connection once the error is written."""
+        if self.dropped is None:
+            self.dropped = f"the server broke the protocol: {error}"
+        self.stream.close(error)
+        self._flush_output()
+        # Not abort(): that would discard the stream error still in the write buffer.
+        self.writer.transport.close()
+
     def abort(self, reason: str | None = None) -> None:
         """Drop the connection at once."""
         if reason is not None and self.dropped is None:

@@ -8,6 +8,7 @@ A server without stream management still confirms messages, through pings.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -167,6 +168,28 @@ async def test_a_message_lost_on_a_dead_link_is_sent_again_when_resumption_fails
     await alice.acknowledged(await alice.send(bob.jid, "last", encrypted=False))
     assert await texts_until(inbox, "last") == ["lost in transit", "last"]
     assert alice.store.outbox() == []
+
+
+async def test_an_ack_above_what_was_sent_ends_the_stream_with_an_error(
+    short_hibernation: Server, clients: list[Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    """§4: an <a/> whose h counts more stanzas than were sent is an undefined-condition stream
+    error with <handled-count-too-high/>; the client then goes on in a new session."""
+    server = short_hibernation
+    caplog.set_level(logging.INFO, logger="schnack.server.c2s")
+    alice = await online(server, clients, "alice@localhost/desk", backoff=FAST)
+    bob = await online(server, clients, "bob@localhost/phone")
+    inbox, events = bob.messages(), alice.events()
+    old = session_of(server, alice.jid)
+    (conn,) = [c for c in server.connections if c.stream is not None and c.stream.session is old]
+    conn.write("<a xmlns='urn:xmpp:sm:3' h='1000'/>")
+    assert isinstance(await next_of(events), Disconnected)
+    assert await next_of(events) == Connected(alice.jid)
+    (error,) = [r.getMessage() for r in caplog.records if "sent a stream error" in r.getMessage()]
+    assert "undefined-condition" in error and "handled-count-too-high" in error and "h=\"1000\"" in error
+    assert old.closed and alice.sm.resumptions == 0
+    await alice.acknowledged(await alice.send(bob.jid, "in the new session", encrypted=False))
+    assert (await next_of(inbox)).text == "in the new session"
 
 
 async def test_without_stream_management_pings_confirm_messages(without_sm: Server, clients: list[Client]) -> None:

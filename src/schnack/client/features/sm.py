@@ -10,6 +10,8 @@ When the link drops, the next login asks to resume the session (§5): the stanza
 ``h`` does not cover are sent again on the resumed stream. When resumption fails, those the
 ``h`` in ``<failed/>`` covers still count as acknowledged, and the session starts afresh; the
 messages among the rest are sent again from the persistent outbox (outbox.py), not dropped.
+An ``h`` above what was sent, in an ack or a resumption, ends the stream with the
+undefined-condition error of §4; the unacknowledged messages stay in the outbox.
 
 A server that does not offer stream management still acknowledges messages: RFC 6120 §10.1 makes
 it handle a client's stanzas in order, so the answer to a ping (XEP-0199) sent after them says
@@ -38,13 +40,15 @@ from ...xmpp.payloads.sm import (
     Enable,
     Enabled,
     Failed,
+    HandledCountError,
     Request,
     Resume,
     Resumed,
     SmError,
+    newly_acknowledged,
 )
 from ...xmpp.xml import element, qname
-from ..errors import ClientError, RequestTimeout, XmppError
+from ..errors import ClientError, ConnectError, RequestTimeout, XmppError
 from .ping import PING
 
 if TYPE_CHECKING:
@@ -119,15 +123,18 @@ class StreamManagement:
 
     def start(self, link: Link) -> bool:
         """A new link is logged in: True if it resumed the session (then the stanzas the server
-        did not handle are sent again), False if the session is new."""
+        did not handle are sent again), False if the session is new. A resumption whose ``h``
+        is above what was sent ends the link (§4) and raises ConnectError."""
         self._link = link
         answer = link.resumption
         if isinstance(answer, Resumed):
             self.resumptions += 1
             if not self._acknowledge(answer.h):
-                # The link is dropped; the next login starts a new session.
+                self._miscounted(link, answer.h)
+                # A session whose counts went wrong is not resumed again: the next login starts
+                # a new one, and the outbox sends what was not acknowledged.
                 self.id = None
-                return True
+                raise ConnectError(f"{self.client.account.domain} resumed the session with a wrong count")
             unacknowledged = list(self._queue)
             self._queue.clear()
             self._sent = answer.h
@@ -137,9 +144,10 @@ class StreamManagement:
             return True
         if isinstance(answer, Failed):
             log.info("the session could not be resumed (%s); starting a new one", answer.condition)
-            if answer.h is not None:
-                # §6: what the old session handled needs no resending.
-                self._acknowledge(answer.h)
+            if answer.h is not None and not self._acknowledge(answer.h):
+                # The new session is not at fault; all of the old one's is sent again instead.
+                log.warning("the server counted %d stanzas of the old session, but %d were sent", answer.h,
+                            self._sent)
         self.id = None
         self.enabled = self.ready = self._counting = False
         self._handled = self._sent = 0
@@ -218,8 +226,9 @@ class StreamManagement:
                 if self.enabled:
                     link.send(Ack(self._handled).to_xml())
             elif el.tag == ACK:
-                if self.enabled:
-                    self._acknowledge(Ack.from_xml(el).h)
+                h = Ack.from_xml(el).h
+                if self.enabled and not self._acknowledge(h):
+                    self._miscounted(link, h)
             elif el.tag in (ENABLED, FAILED):
                 if self._answer is not None and not self._answer.done():
                     self._answered(Enabled.from_xml(el) if el.tag == ENABLED else Failed.from_xml(el))
@@ -232,16 +241,18 @@ class StreamManagement:
 
     def _acknowledge(self, h: int) -> bool:
         """The server handled our stanzas up to ``h``: tell the listeners about the new ones.
-        An ``h`` above what was sent breaks the protocol (§4): the link is dropped."""
-        acknowledged = (self._sent - len(self._queue)) % MODULUS
-        count = (h - acknowledged) % MODULUS
-        if count > len(self._queue):
-            assert self._link is not None
-            self._link.abort(f"the server acknowledged {h} stanzas, but {self._sent} were sent")
+        False, and nothing acknowledged, if ``h`` is above what was sent."""
+        count = newly_acknowledged(h, self._sent, len(self._queue))
+        if count is None:
             return False
         for _ in range(count):
             self._acknowledged(self._queue.popleft())
         return True
+
+    def _miscounted(self, link: Link, h: int) -> None:
+        """§4: an ``h`` above what was sent is an undefined-condition stream error carrying
+        ``<handled-count-too-high/>``; what waits for an acknowledgement stays queued."""
+        link.fail(HandledCountError(h, self._sent))
 
     def _acknowledged(self, el: Element) -> None:
         for listener in self._listeners:

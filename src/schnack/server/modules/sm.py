@@ -81,7 +81,7 @@ from ...xmpp.payloads.sm import (
     Enable,
     Enabled,
     Failed,
-    HandledCountTooHigh,
+    HandledCountError,
     Request,
     Resume,
     Resumed,
@@ -183,20 +183,6 @@ class _Copies:
     pending: int = 0
     # A session took it for good: acknowledged it, or has no stream management.
     delivered: bool = False
-
-
-class HandledCountError(StreamError):
-    """§4: the client acknowledged more stanzas than were sent."""
-
-    def __init__(self, h: int, sent: int) -> None:
-        super().__init__("undefined-condition", f"you acknowledged {h} stanzas but {sent} were sent")
-        self.h = h
-        self.sent = sent
-
-    def to_xml(self) -> Element:
-        el = super().to_xml()
-        el.append(HandledCountTooHigh(self.h, self.sent).to_xml())
-        return el
 
 
 class _Hibernation:

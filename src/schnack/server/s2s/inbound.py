@@ -49,11 +49,10 @@ from ...xmpp.parser import StreamClosed, StreamOpened
 from ...xmpp.payloads.sm import ACK as SM_ACK
 from ...xmpp.payloads.sm import ENABLE as SM_ENABLE
 from ...xmpp.payloads.sm import FEATURE as SM_FEATURE
-from ...xmpp.payloads.sm import MODULUS, Ack, Enable, Enabled, Failed, SmError
+from ...xmpp.payloads.sm import MODULUS, Ack, Enable, Enabled, Failed, HandledCountError, SmError
 from ...xmpp.payloads.sm import REQUEST as SM_REQUEST
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize, sub
-from ..modules.sm import HandledCountError
 from . import dialback
 from .certs import names_domain, verified_peer
 from .outbound import Unreachable, verify_key

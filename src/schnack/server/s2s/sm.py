@@ -19,10 +19,9 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from ...xmpp.payloads.sm import MODULUS, Request, newly_acknowledged
+from ...xmpp.payloads.sm import MODULUS, HandledCountError, Request, newly_acknowledged
 from ...xmpp.stanza import Stanza
 from ..config import S2s
-from ..modules.sm import HandledCountError
 from .wire import Wire
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """XEP-0198: Stream Management (v1.6, ``urn:xmpp:sm:3``), the nonzas of acks and resumption.
 
 Counters are unsigned 32-bit integers that wrap around (§4); an ``h`` outside that range, or not
-a number, is a :class:`SmError`. Booleans are XML Schema booleans (``true``/``1``,
+a number, is a :class:`SmError`; an ``h`` above what was sent is a :class:`HandledCountError`. Booleans are XML Schema booleans (``true``/``1``,
 ``false``/``0``).
 """
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
 from .. import ns
+from ..errors import StreamError
 from ..xml import element, qname, split, sub
 
 NS = "urn:xmpp:sm:3"
@@ -213,3 +214,18 @@ class HandledCountTooHigh:
 
     def to_xml(self) -> Element:
         return element(HANDLED_COUNT_TOO_HIGH, {"h": str(self.h), "send-count": str(self.send_count)})
+
+
+class HandledCountError(StreamError):
+    """§4: the peer acknowledged more stanzas than were sent, an undefined-condition stream error
+    that carries :class:`HandledCountTooHigh`."""
+
+    def __init__(self, h: int, sent: int) -> None:
+        super().__init__("undefined-condition", f"you acknowledged {h} stanzas but {sent} were sent")
+        self.h = h
+        self.sent = sent
+
+    def to_xml(self) -> Element:
+        el = super().to_xml()
+        el.append(HandledCountTooHigh(self.h, self.sent).to_xml())
+        return el
