@@ -37,9 +37,11 @@ _ACKED = STATES.index("acked")
 
 def message_ids(el: Element, account: JID) -> tuple[str | None, str | None]:
     """A message's origin-id, and the stanza-id our own server gave it (XEP-0359 §8: a stanza-id
-    counts only from an entity we trust to assign it, and only our server assigns ours)."""
+    counts only from an entity we trust to assign it, and only our server assigns ours). Only
+    the message's own children count (§3): one nested deeper is the sender's, which our server
+    leaves alone, and would make the message look like a copy of the one that has that id."""
     origin = el.find(ORIGIN_ID)
-    stanza_id = next((s.get("id") for s in el.iter(STANZA_ID) if s.get("by") == str(account.bare)), None)
+    stanza_id = next((s.get("id") for s in el.findall(STANZA_ID) if s.get("by") == str(account.bare)), None)
     return (origin.get("id") if origin is not None else None), stanza_id or None
 
 

@@ -16,7 +16,7 @@ from schnack.client import Client, EncryptionRequired
 from schnack.server.app import Server
 from schnack.server.modules.e2e import REFUSAL
 from schnack.xmpp import ns
-from schnack.xmpp.xml import qname
+from schnack.xmpp.xml import element, qname, sub
 
 from ...harness import add_user
 from ...integration.wire import Wire
@@ -94,3 +94,25 @@ async def test_messages_sent_while_offline_arrive_at_login(chat_server: Server, 
     for message in (first, second):
         assert message.sender == alice.jid
         assert message.stamp is not None and before - timedelta(seconds=1) <= message.stamp
+
+
+async def test_a_stanza_id_nested_in_a_message_does_not_make_it_a_copy(chat_server: Server,
+                                                                      clients: list[Client]) -> None:
+    """XEP-0359 §3: a stanza-id is a child of the message; one deeper inside (a forwarded
+    message, any extension) is the sender's text, and must not make the message a copy of
+    another one with that id, which would drop it."""
+    alice = await online(chat_server, clients, "alice@localhost")
+    bob = await online(chat_server, clients, "bob@localhost")
+    inbox = bob.messages()
+    await alice.send(bob.jid, "first", encrypted=False)
+    await next_of(inbox)
+    (first,) = bob.store.history(alice.account)
+    assert first.stanza_id is not None
+    second = element(_MESSAGE, {"to": str(bob.jid), "type": "chat", "id": "second"})
+    sub(second, _BODY, text="second")
+    quoted = sub(second, qname("urn:example:quote", "quote"))
+    sub(quoted, qname(ns.SID, "stanza-id"), {"by": "bob@localhost", "id": first.stanza_id})
+    await alice.send_element(second)
+    await alice.acknowledged(await alice.send(bob.jid, "third", encrypted=False))
+    assert [(await next_of(inbox)).text for _ in range(2)] == ["second", "third"]
+    assert [m.text for m in bob.store.history(alice.account)] == ["first", "second", "third"]
