@@ -17,9 +17,10 @@ from schnack.server.app import Server
 from schnack.server.sessions import Session
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
+from schnack.xmpp.payloads.sm import NS as SM
 from schnack.xmpp.xml import qname
 
-from ..harness import add_user, running
+from ..harness import add_user, running, turns
 from .channel import binding_data, client_context
 from .slix import PASSWORD, SlixClient
 from .ws import CLOSE, CLOSED, OPENED, WsClient, connect, url
@@ -229,6 +230,24 @@ async def test_frame_beyond_the_websocket_limit(live_server: Server, http: aioht
     await client.send("<presence xmlns='jabber:client'>" + " " * live_server.config.limits.max_stanza_size + "</presence>")
     assert await client.next() is None
     assert client.ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+
+
+async def test_a_frame_beyond_the_limit_ends_the_session(live_server: Server, http: aiohttp.ClientSession) -> None:
+    """RFC 6120 §13.12 as on TCP (policy-violation): the stream is ended, not merely lost, so a
+    resumable session does not wait for the client to resume and send the same frame again."""
+    await add_user(live_server, "alice", PASSWORD)
+    client = await connect(live_server, http)
+    await client.login("alice", PASSWORD)
+    jid = JID.parse(await client.bind("tab"))
+    await client.send(f"<enable xmlns='{SM}' resume='true'/>")
+    enabled = await client.next()
+    assert enabled is not None and enabled.tag == qname(SM, "enabled")
+    await client.send(f"<message xmlns='{ns.CLIENT}' to='bob@localhost'><body>"
+                      + "x" * live_server.config.limits.max_stanza_size + "</body></message>")
+    assert await client.next() is None
+    assert client.ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    await turns()
+    assert live_server.sessions.get(jid) is None
 
 
 @pytest.mark.parametrize("protocols", [("chat",), ()], ids=["other", "none"])

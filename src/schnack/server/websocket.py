@@ -2,7 +2,9 @@
 
 Each text message holds exactly one element: ``<open/>``, ``<close/>``, or a stanza with its own
 ``xmlns``. TLS comes from the HTTPS listener; plain HTTP counts as secure only for loopback peers
-(a TLS-terminating proxy on the same machine).
+(a TLS-terminating proxy on the same machine). A message beyond the stanza size limit is
+refused by the WebSocket layer itself (close code 1009) and ends the stream, as an oversized
+stanza does on TCP.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from ..xmpp import ns
 from ..xmpp.errors import StreamError
@@ -153,6 +155,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
             if msg.type == WSMsgType.BINARY:
                 stream.close(StreamError("bad-format", "XMPP frames are text frames"))
                 continue
+            if msg.type == WSMsgType.ERROR and _too_big(msg.data):
+                # aiohttp has already closed with 1009, so the stream error cannot go out; the
+                # stream still ends as for an oversized stanza on TCP (RFC 6120 §13.12), not as
+                # a lost connection that stream management would keep for a resumption.
+                stream.close(StreamError("policy-violation", "the frame exceeds the stanza size limit"))
+                break
             if msg.type != WSMsgType.TEXT:
                 break
             data = msg.data.encode()
@@ -193,6 +201,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
             await conn.drain()
             server.connection_ended(conn)
     return ws
+
+
+def _too_big(error: object) -> bool:
+    """Whether aiohttp refused a message for its size (RFC 6455 §7.4.1, 1009)."""
+    return isinstance(error, WebSocketError) and error.code == WSCloseCode.MESSAGE_TOO_BIG
 
 
 def _is_close(data: bytes) -> bool:
