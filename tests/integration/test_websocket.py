@@ -6,15 +6,19 @@ client on TCP and closes; bad frames get the right stream error before the close
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from schnack.server import app
 from schnack.server.app import Server
 from schnack.server.sessions import Session
+from schnack.server.websocket import WebSocketConnection
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.sm import NS as SM
@@ -248,6 +252,51 @@ async def test_a_frame_beyond_the_limit_ends_the_session(live_server: Server, ht
     assert client.ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
     await turns()
     assert live_server.sessions.get(jid) is None
+
+
+async def _online_without_autoping(
+    server: Server, http: aiohttp.ClientSession
+) -> tuple[aiohttp.ClientWebSocketResponse, WebSocketConnection]:
+    """A bound client that sees pings and pongs itself, and the server's side of its connection."""
+    await add_user(server, "alice", PASSWORD)
+    ws = await http.ws_connect(url(server), protocols=("xmpp",), autoping=False)
+    client = WsClient(ws)
+    await client.login("alice", PASSWORD)
+    await client.bind("tab")
+    [conn] = [c for c in server.connections if isinstance(c, WebSocketConnection)]
+    return ws, conn
+
+
+async def test_pings_from_the_client_count_as_traffic(live_server: Server, http: aiohttp.ClientSession) -> None:
+    """RFC 7395 §3.3.1 leaves keepalives to WebSocket pings (no whitespace between frames): a client
+    that keeps its connection alive with them is not silent (RFC 6120 §4.6)."""
+    ws, conn = await _online_without_autoping(live_server, http)
+    before = conn.last_read
+    await asyncio.sleep(0.05)
+    await ws.ping(b"alive")
+    pong = await ws.receive(timeout=30)
+    assert (pong.type, pong.data) == (aiohttp.WSMsgType.PONG, b"alive")
+    assert conn.last_read > before
+
+
+async def test_an_idle_client_is_pinged_and_its_pong_counts(
+    tmp_path: Path, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WebSocket form of the whitespace keepalive (RFC 6120 §4.6.1): a ping, which a browser
+    answers by itself, keeps proxies from dropping an idle connection and shows that it still works."""
+    monkeypatch.setattr(app, "_WATCHDOG_PERIOD", 0.01)
+    async with running(tmp_path, listen=True) as server:
+        ws, conn = await _online_without_autoping(server, http)
+        limits = server.config.limits
+        conn.last_write = time.monotonic() - limits.keepalive_interval - 1
+        ping = await ws.receive(timeout=30)
+        assert ping.type == aiohttp.WSMsgType.PING
+        # Silent until a second before the idle timeout: only the pong keeps the stream open.
+        conn.last_read = time.monotonic() - limits.idle_timeout + 1
+        await ws.pong(ping.data)
+        await asyncio.sleep(2)
+        assert conn.stream is not None and not conn.stream.closed
+        await ws.close()
 
 
 @pytest.mark.parametrize("protocols", [("chat",), ()], ids=["other", "none"])

@@ -47,9 +47,8 @@ class _Watched(Protocol):
     last_read: float
     last_write: float
     stream: C2SStream | None
-    websocket: bool
 
-    def write(self, data: str) -> None: ...
+    def keepalive(self) -> None: ...
 
     def close_now(self) -> None: ...
 
@@ -213,8 +212,8 @@ class Server:
                     await stream.time_out("no traffic for too long")
                 elif stream.session is None and now - stream.started > limits.auth_timeout:
                     stream.close(StreamError("connection-timeout", "authentication took too long"))
-                elif now - conn.last_write > limits.keepalive_interval and stream.header_sent and not conn.websocket:
-                    conn.write(" ")
+                elif now - conn.last_write > limits.keepalive_interval and stream.header_sent:
+                    conn.keepalive()
 
     async def stop(self) -> None:
         """Stop listening, end every stream and session, then stop modules and close storage.

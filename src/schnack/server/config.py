@@ -135,7 +135,7 @@ class Limits:
     bytes_per_second: int = bounded(262_144, min=1_024, help="sustained read rate per connection")
     burst_bytes: int = bounded(1_048_576, min=10_000)
     idle_timeout: float = bounded(600.0, min=10, help="close a connection silent for this long")
-    keepalive_interval: float = bounded(60.0, min=5, help="whitespace keepalive after this much silence")
+    keepalive_interval: float = bounded(60.0, min=5, help="keepalive (whitespace, or a WebSocket ping) after this much silence")
     auth_timeout: float = bounded(30.0, min=1, help="time to authenticate after connecting")
     max_resources: int = bounded(64, min=1, max=10_000, help="sessions per account")
     max_write_buffer: int = bounded(4 * 1024 * 1024, min=65_536, help="unsent bytes before a reader is cut")

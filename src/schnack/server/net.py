@@ -91,6 +91,10 @@ class TcpConnection:
         if not self._closing:
             self._out.add(data)
 
+    def keepalive(self) -> None:
+        """RFC 6120 §4.6.1: whitespace between top-level elements."""
+        self.write(" ")
+
     def flush(self) -> None:
         """Hand what was written to the transport now."""
         self._out.flush()

@@ -4,7 +4,9 @@ Each text message holds exactly one element: ``<open/>``, ``<close/>``, or a sta
 ``xmlns``. TLS comes from the HTTPS listener; plain HTTP counts as secure only for loopback peers
 (a TLS-terminating proxy on the same machine). A message beyond the stanza size limit is
 refused by the WebSocket layer itself (close code 1009) and ends the stream, as an oversized
-stanza does on TCP.
+stanza does on TCP. Keepalives are WebSocket pings, as whitespace may not go between frames:
+the server pings a connection it has not written to for ``limits.keepalive_interval``, and the
+client's pings and pongs count as traffic for ``limits.idle_timeout``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import ipaddress
 import logging
 import time
+from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
@@ -70,15 +73,25 @@ class WebSocketConnection:
             return
         self.last_write = time.monotonic()
         # send_str is a coroutine only to apply back-pressure; the frame is queued at once.
-        task = asyncio.ensure_future(self._send(data))
+        self._queue(self._send(self.ws.send_str(data)))
+
+    def _queue(self, frame: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.ensure_future(frame)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, data: str) -> None:
+    async def _send(self, frame: Awaitable[object]) -> None:
         try:
-            await self.ws.send_str(data)
+            await frame
         except (ConnectionError, RuntimeError):
             self.close_now()
+
+    def keepalive(self) -> None:
+        """RFC 6120 §4.6.1 over RFC 7395: a WebSocket ping, as whitespace may not go between frames."""
+        if self._closing:
+            return
+        self.last_write = time.monotonic()
+        self._queue(self._send(self.ws.ping()))
 
     def close_transport(self) -> None:
         """RFC 7395 §3.6: the stream is closed once the client answers with its ``<close/>``;
@@ -100,9 +113,7 @@ class WebSocketConnection:
             self._linger.cancel()
         if not self._close_started:
             self._close_started = True
-            task = asyncio.ensure_future(self.ws.close())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._queue(self.ws.close())
 
     def abort(self) -> None:
         """Drop the connection at once, unsent frames and all."""
@@ -135,8 +146,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
     """Upgrade to a WebSocket with the ``xmpp`` subprotocol and run the stream on it."""
     server = request.app[SERVER_KEY]
     # ``timeout`` bounds the wait for the client's close frame once the server sent its own.
+    # Pings and pongs are answered here rather than by aiohttp, so that they count as traffic.
     ws = web.WebSocketResponse(protocols=("xmpp",), max_msg_size=server.config.limits.max_stanza_size,
-                               timeout=LINGER)
+                               timeout=LINGER, autoping=False)
     ready = ws.can_prepare(request)
     if not ready.ok:
         return web.Response(status=426, text="This endpoint speaks XMPP over WebSocket (RFC 7395).\n")
@@ -152,6 +164,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     bucket = RateLimiter(limits.bytes_per_second, limits.burst_bytes)
     try:
         async for msg in ws:
+            if msg.type in (WSMsgType.PING, WSMsgType.PONG):
+                conn.last_read = time.monotonic()
+                if msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                continue
             if msg.type == WSMsgType.BINARY:
                 stream.close(StreamError("bad-format", "XMPP frames are text frames"))
                 continue
