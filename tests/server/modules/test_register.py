@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -276,6 +277,17 @@ async def test_failed_registrations_do_not_count(tmp_path: Path) -> None:
         assert condition(await g.register("taken", "long enough")) == "conflict"
         assert (await g.register("fresh", "long enough")).get("type") == "result"
         assert condition(await g.register("fresher", "long enough")) == "resource-constraint"
+
+
+async def test_concurrent_registrations_share_the_limit(tmp_path: Path) -> None:
+    """Registrations from one address that overlap must not all pass the check before any counts."""
+    modules = {"enable": ["register"], "register": {"max_per_ip_per_hour": 2}}
+    async with running(tmp_path, modules=modules) as srv:
+        guests = [await guest(srv) for _ in range(5)]
+        replies = await asyncio.gather(*(g.register(f"user{i}", "long enough") for i, g in enumerate(guests)))
+        assert sorted(r.get("type") or "" for r in replies) == ["error"] * 3 + ["result"] * 2
+        assert {condition(r) for r in replies if r.get("type") == "error"} == {"resource-constraint"}
+        assert len(await srv.storage.accounts.list("localhost")) == 2
 
 
 # After login ----------------------------------------------------------------------------------

@@ -157,14 +157,26 @@ class Register(Module[RegisterOptions]):
         ip = stream.conn.peer.rpartition(":")[0] or stream.conn.peer
         if self._throttled(ip):
             raise StanzaError("resource-constraint", "too many new accounts from your address; try later")
+        # Counted before the awaits, or registrations racing from one address would all pass the
+        # check above; a registration that fails gives its place back.
+        stamp = time.monotonic()
+        recent = self._recent.setdefault(ip, deque())
+        recent.append(stamp)
+        try:
+            await self._create(host, local, password)
+        except BaseException:
+            recent.remove(stamp)
+            raise
+        log.info("registered %s@%s in-band from %s", local, host, stream.conn.peer)
+        return stanza.result()
+
+    async def _create(self, host: str, local: str, password: str) -> None:
+        """§3.1: create the account; conflict if the username is taken."""
         credentials = await asyncio.to_thread(derive_credentials, password)
         try:
             await self.server.storage.accounts.create(host, local, credentials)
         except AlreadyExists:
             raise StanzaError("conflict", "that username is taken") from None
-        self._recent.setdefault(ip, deque()).append(time.monotonic())
-        log.info("registered %s@%s in-band from %s", local, host, stream.conn.peer)
-        return stanza.result()
 
     def _form(self) -> RegisterQuery:
         """§3.1 with a §4 form: the legacy fields for old clients, the form for the rest."""
