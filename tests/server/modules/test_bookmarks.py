@@ -27,7 +27,7 @@ from schnack.xmpp.xml import serialize
 
 from ...harness import Client, xml
 from .messaging import condition
-from .test_pep import app_condition, befriend, events, fetched, items, online, publish, reply
+from .test_pep import app_condition, befriend, events, fetched, items, online, owner, publish, reply
 
 COUNCIL = "council@conference.localhost"
 LOBBY = "lobby@conference.localhost"
@@ -223,6 +223,40 @@ async def test_legacy_pep_node_appears_when_first_read(server: Server) -> None:
     assert Storage.from_xml(stored.payload) == Storage((Conference(JID.parse(COUNCIL), "Council", True),))
     node = await legacy_node(server)
     assert node is not None and node.config == NodeConfig(access_model="whitelist")
+
+
+async def test_bookmark_nodes_stay_private_without_publish_options(server: Server) -> None:
+    """XEP-0402 §3, XEP-0048 §3.2: bookmarks are for the owner alone, even from a client that
+    publishes without publish-options (PEP's default would show them to every contact)."""
+    await befriend(server, "alice", "bob")
+    phone = await online(server, "alice@localhost/phone")
+    bob = await online(server, "bob@localhost/phone")
+    answer, _ = await publish(phone, NS, native("Council", True), item_id=COUNCIL)
+    assert answer.get("type") == "result", xml(answer)
+    answer, _ = await publish(phone, LEGACY, LEGACY_TWO)
+    assert answer.get("type") == "result", xml(answer)
+    assert bob.take() == []
+    for node in (NS, LEGACY):
+        refused = await items(bob, node, to="alice@localhost")
+        assert condition(refused) == "not-allowed" and app_condition(refused) == "closed-node"
+        # Neither can the owner open them up.
+        opened = await owner(
+            phone,
+            f"<configure node='{node}'><x xmlns='jabber:x:data' type='submit'>"
+            f"<field var='FORM_TYPE' type='hidden'><value>{PUBSUB}#node_config</value></field>"
+            "<field var='pubsub#access_model'><value>presence</value></field></x></configure>",
+        )
+        assert condition(opened) == "not-acceptable"
+        assert condition(await items(bob, node, to="alice@localhost")) == "not-allowed"
+    answer, _ = await publish(
+        phone, NS, native("Lobby"), item_id=LOBBY, options=(("pubsub#access_model", "open"),)
+    )
+    assert condition(answer) == "conflict" and app_condition(answer) == "precondition-not-met"
+    await owner(phone, f"<delete node='{NS}'/>")
+    await phone.send(f"<iq type='set' id='create'><pubsub xmlns='{PUBSUB}'><create node='{NS}'/></pubsub></iq>")
+    created = reply(phone.take(), "create")
+    assert created.get("type") == "result", xml(created)
+    assert condition(await items(bob, NS, to="alice@localhost")) == "not-allowed"
 
 
 async def test_bad_bookmarks_are_refused_and_not_stored(server: Server) -> None:

@@ -45,6 +45,8 @@ DEVICES = "eu.siacs.conversations.axolotl.devicelist"
 DEVICES_2 = "urn:xmpp:omemo:2:devices"
 NICK = "http://jabber.org/protocol/nick"
 BOOKMARKS = "urn:xmpp:bookmarks:1"
+# A node of many items that nothing but PEP handles (bookmarks stay private, see test_bookmarks).
+LIST = "urn:example:list"
 DEVICE_LIST = "<list xmlns='eu.siacs.conversations.axolotl'><device id='1234'/></list>"
 
 
@@ -503,19 +505,19 @@ async def test_retract_notifies_and_removes(server: Server) -> None:
     await befriend(server, "alice", "bob")
     alice = await online(server, "alice@localhost/phone")
     bob = await online(server, "bob@localhost/phone")
-    await publish(alice, BOOKMARKS, "<conference xmlns='urn:xmpp:bookmarks:1'/>", item_id="a@muc",
+    await publish(alice, LIST, "<entry xmlns='urn:example:list'/>", item_id="a@muc",
                   options=(("pubsub#max_items", "max"),))
-    await publish(alice, BOOKMARKS, "<conference xmlns='urn:xmpp:bookmarks:1'/>", item_id="b@muc")
+    await publish(alice, LIST, "<entry xmlns='urn:example:list'/>", item_id="b@muc")
     bob.take()
-    await alice.send(f"<iq type='set' id='ret'><pubsub xmlns='{PUBSUB}'><retract node='{BOOKMARKS}' notify='true'>"
+    await alice.send(f"<iq type='set' id='ret'><pubsub xmlns='{PUBSUB}'><retract node='{LIST}' notify='true'>"
                      "<item id='b@muc'/></retract></pubsub></iq>")
     got = alice.take()
     assert reply(got, "ret").get("type") == "result"
     for received in (got, bob.take()):
         ((_, event),) = events(received)
-        assert event == EventItems(BOOKMARKS, retracted=("b@muc",))
-    assert [i.id for i in fetched(await items(alice, BOOKMARKS)).items] == ["a@muc"]
-    await alice.send(f"<iq type='set' id='ret'><pubsub xmlns='{PUBSUB}'><retract node='{BOOKMARKS}'>"
+        assert event == EventItems(LIST, retracted=("b@muc",))
+    assert [i.id for i in fetched(await items(alice, LIST)).items] == ["a@muc"]
+    await alice.send(f"<iq type='set' id='ret'><pubsub xmlns='{PUBSUB}'><retract node='{LIST}'>"
                      "<item id='b@muc'/></retract></pubsub></iq>")
     assert condition(reply(alice.take(), "ret")) == "item-not-found"
     # The last item is now the remaining one.

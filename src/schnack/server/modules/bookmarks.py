@@ -3,7 +3,8 @@
 Native bookmarks are the items of the account's PEP node ``urn:xmpp:bookmarks:1``, one per room
 (whitelist, ``max_items`` max, never sent on presence). Clients that still speak XEP-0048 keep a
 ``<storage xmlns='storage:bookmarks'/>`` either in private XML storage (XEP-0049) or in the PEP
-node ``storage:bookmarks`` (XEP-0411). Whatever a client writes to one of the three is carried
+node ``storage:bookmarks`` (XEP-0411). Both PEP nodes are private (:meth:`Pep.keep_private`):
+whitelist even when a client publishes without publish-options, and never opened to others. Whatever a client writes to one of the three is carried
 over to the others, with the PEP notifications each write causes ("#compat" and "#compat-pep",
 and XEP-0411's conversion feature, on the account):
 
@@ -83,6 +84,7 @@ class Bookmarks(Module[Any]):
     def setup(self) -> None:
         self.pep = self.required(Pep)
         self.private = self.required(PrivateStorage)
+        self.pep.keep_private(NS, LEGACY)
         # XEP-0402 §4: the options clients give as publish-options, so that their publishes match.
         self.native_config = NodeConfig(
             access_model="whitelist", max_items=self.pep.options.max_items, send_last_published_item="never"

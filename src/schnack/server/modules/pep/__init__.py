@@ -11,7 +11,9 @@ is what OMEMO device lists and bundles (``eu.siacs.conversations.axolotl.*`` and
   oldest going first; "max" means the module's ``max_items`` option.
 - Access models (XEP-0060 §4.5): open (anyone), presence (the default: contacts subscribed to the
   owner's presence), roster (contacts in the allowed roster groups) and whitelist (the owner
-  alone). Only the owner publishes, retracts, purges, deletes and configures.
+  alone). Only the owner publishes, retracts, purges, deletes and configures. Nodes another
+  module declares private (:meth:`Pep.keep_private`: bookmarks) are whitelist from creation, and
+  no publish-options, creation form or configuration gives them another access model.
 - Notifications (XEP-0163 §4.3) are headline messages from the owner's bare JID to the owner's
   available resources and to the available resources of contacts subscribed to the owner's
   presence whom the access model admits, filtered by each resource's "+notify" features
@@ -128,6 +130,10 @@ def _as_stanza_errors() -> Iterator[None]:
         raise err.to_stanza_error() from None
 
 
+# What a private node's configuration starts from (see :meth:`Pep.keep_private`).
+_WHITELIST = NodeConfig(access_model="whitelist")
+
+
 def _not_found(what: str) -> StanzaError:
     return pubsub_error("item-not-found", None, what)
 
@@ -155,6 +161,7 @@ class Pep(Module[PepOptions]):
         self.subscriptions = SubscriptionStore(self.server)
         self.delivery = Delivery(self.server, self.rosters, self.store, self.interests, self.subscriptions)
         self._tasks: set[asyncio.Task[object]] = set()
+        self._private: set[str] = set()
         self.iq("self", REQUEST, get=self.own_get, set=self.own_set)
         self.iq("bare", REQUEST, get=self.foreign_get, set=self.foreign_set)
         self.iq("self", OWNER_REQUEST, get=self.owner_get, set=self.owner_set)
@@ -181,6 +188,21 @@ class Pep(Module[PepOptions]):
         """Wait until the last items being sent in the background (on presence) have gone out."""
         while pending := [task for task in self._tasks if not task.done()]:
             await asyncio.gather(*pending, return_exceptions=True)
+
+    def keep_private(self, *names: str) -> None:
+        """Nodes named ``names`` are for their owner alone (whitelist): created so when the client
+        asks for no access model, and refused any other. Bookmarks need it (XEP-0402 §3, XEP-0048
+        §3.2): a client that publishes them without publish-options would otherwise get PEP's
+        default, presence, and show its rooms to every contact."""
+        self._private.update(names)
+
+    def _defaults(self, name: str) -> NodeConfig:
+        """The configuration a new node ``name`` starts from (§8.3, or whitelist if it is private)."""
+        return _WHITELIST if name in self._private else NodeConfig()
+
+    def _check_private(self, name: str, config: NodeConfig) -> None:
+        if name in self._private and config.access_model != _WHITELIST.access_model:
+            raise PubSubError("not-acceptable", None, f"the node {name!r} stays readable by its owner alone")
 
     # IQ entry points ----------------------------------------------------------------------------
 
@@ -327,10 +349,11 @@ class Pep(Module[PepOptions]):
             node = await self.store.node(owner, request.node)
             if node is None:
                 await self._check_room(owner)
-                config = NodeConfig()
+                config = self._defaults(request.node)
                 if request.options is not None:
                     try:
                         config = config.with_form(request.options, self.options.max_items, PUBLISH_OPTIONS)
+                        self._check_private(request.node, config)
                     except PubSubError as err:
                         raise _precondition_not_met(err.text) from None
                 node = Node(request.node, config)
@@ -349,7 +372,7 @@ class Pep(Module[PepOptions]):
             node = await self.store.node(owner, name)
             if node is None:
                 await self._check_room(owner)
-                node = Node(name, config or NodeConfig())
+                node = Node(name, config or self._defaults(name))
             await self._store_and_notify(owner, node, item_id, payload)
         await self._announce(owner, name, item_id, payload)
 
@@ -409,9 +432,10 @@ class Pep(Module[PepOptions]):
         """§8.1.2, §8.1.3: create a node, configured by the form if one came along."""
         if request.node is None:
             raise pubsub_error("not-acceptable", "nodeid-required", "PEP nodes need a name")
-        config = NodeConfig()
+        config = self._defaults(request.node)
         if request.config is not None:
             config = config.with_form(request.config, self.options.max_items)
+        self._check_private(request.node, config)
         async with self.locks.hold(owner):
             if await self.store.node(owner, request.node) is not None:
                 raise StanzaError("conflict", f"the node {request.node!r} exists")
@@ -427,6 +451,7 @@ class Pep(Module[PepOptions]):
             if request.form.type == "cancel":
                 return
             node = replace(node, config=node.config.with_form(request.form, self.options.max_items))
+            self._check_private(node.name, node.config)
             if not node.config.persist_items and node.count:
                 node = await self.store.purge(owner, node)
             elif node.count > node.config.max_items:
