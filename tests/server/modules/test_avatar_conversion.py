@@ -187,6 +187,22 @@ async def test_invalid_vcard_photo_converts_to_nothing(server: Server) -> None:
     assert answer.get("type") == "error"
 
 
+async def test_invalid_vcard_photo_replaces_a_valid_one(server: Server) -> None:
+    """A vCard whose new photo is not valid base64 has no photo: the PEP avatar goes (§3.2) and
+    presence says so (§4), as it does once the server restarted and reads the stored vCard."""
+    await befriend(server, "alice", "bob")
+    bob = await online(server, "bob@localhost/phone")
+    alice = await online(server, "alice@localhost/phone")
+    await set_vcard(alice, photo_vcard(PNG))
+    bob.take()
+    await set_vcard(alice, "<PHOTO><TYPE>image/png</TYPE><BINVAL>not base64 at all!</BINVAL></PHOTO>")
+    ((_, event),) = events(bob.take())
+    assert isinstance(event, EventItems) and event.node == METADATA_NODE
+    assert event.items[0].payload is not None and AvatarMetadata.from_xml(event.items[0].payload) == AvatarMetadata()
+    await alice.send("<presence/>")
+    assert photo_hashes(bob.take()) == [""]
+
+
 async def test_presence_carries_the_photo_hash(server: Server) -> None:
     """XEP-0398 §4 and XEP-0153 §3.1, §4."""
     await befriend(server, "alice", "bob")

@@ -15,7 +15,7 @@ was set. The feature is announced on the account (§2).
   (the vCard's TYPE, or the type the image's first bytes show); the contacts are notified as
   for any publish. A vCard without a photo switches the PEP avatar off with an empty
   ``<metadata/>``. Nodes this creates are open: the vCard they mirror is public (§6).
-  A photo that is not valid base64 converts to nothing.
+  A photo that is not valid base64 counts as no photo: it switches the PEP avatar off too.
 - Presence (§4): every available presence a local client sends, broadcast or directed (group
   chat joins too), carries ``<x xmlns='vcard-temp:x:update'><photo>hash</photo></x>`` with the
   hash of the account's photo, an empty ``<photo/>`` when there is none (XEP-0153 §4).
@@ -163,11 +163,9 @@ class AvatarConversion(Module[Any]):
     async def vcard_to_pep(self, host: str, username: str, vcard: Element) -> None:
         """§3.2: publish the vCard's photo as the PEP avatar (data first, then metadata)."""
         owner = JID(username, host)
-        try:
-            photo = VCardPhoto.from_vcard(vcard)
-        except AvatarError as err:
-            log.debug("vCard photo of %s not converted: %s", owner, err)
-            return
+        # A photo that is not valid base64 counts as none, as it does when the stored vCard is
+        # read later (the hash in presence after a restart): the avatar it replaces goes.
+        photo = _photo_of(vcard)
         await self._changed(owner, photo.id if photo is not None else "")
         published = await self.pep.readable_item(owner, METADATA_NODE, None, owner)
         current = _metadata_of(published.payload) if published is not None else None
