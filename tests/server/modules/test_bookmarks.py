@@ -3,6 +3,7 @@ and in the legacy PEP node (XEP-0411): both directions, retraction, notification
 
 from __future__ import annotations
 
+from dataclasses import replace
 from xml.etree.ElementTree import Element
 
 from schnack.server.app import Server
@@ -84,10 +85,14 @@ async def native_view(client: Client) -> dict[str | None, Conference]:
     }
 
 
-async def legacy_node(server: Server) -> Node | None:
+def pep_of(server: Server) -> Pep:
     pep = server.modules["pep"]
     assert isinstance(pep, Pep)
-    return await pep.store.node(JID.parse("alice@localhost"), LEGACY)
+    return pep
+
+
+async def legacy_node(server: Server) -> Node | None:
+    return await pep_of(server).store.node(JID.parse("alice@localhost"), LEGACY)
 
 
 def native_events(got: list[Element]) -> list[EventItems]:
@@ -257,6 +262,25 @@ async def test_bookmark_nodes_stay_private_without_publish_options(server: Serve
     created = reply(phone.take(), "create")
     assert created.get("type") == "result", xml(created)
     assert condition(await items(bob, NS, to="alice@localhost")) == "not-allowed"
+
+
+async def test_bookmark_nodes_stored_open_are_private_all_the_same(server: Server) -> None:
+    """A bookmarks node stored with another access model (as one made before nodes were kept
+    private could be) is read as whitelist."""
+    await befriend(server, "alice", "bob")
+    phone = await online(server, "alice@localhost/phone")
+    bob = await online(server, "bob@localhost/phone")
+    answer, _ = await publish(phone, NS, native("Council", True), item_id=COUNCIL)
+    assert answer.get("type") == "result", xml(answer)
+    store = pep_of(server).store
+    alice = JID.parse("alice@localhost")
+    stored = await store.node(alice, NS)
+    assert stored is not None
+    await store.save(alice, replace(stored, config=replace(stored.config, access_model="presence")))
+    refused = await items(bob, NS, to="alice@localhost")
+    assert condition(refused) == "not-allowed" and app_condition(refused) == "closed-node"
+    await publish(phone, NS, native("Lobby"), item_id=LOBBY)
+    assert bob.take() == []
 
 
 async def test_bad_bookmarks_are_refused_and_not_stored(server: Server) -> None:

@@ -161,7 +161,6 @@ class Pep(Module[PepOptions]):
         self.subscriptions = SubscriptionStore(self.server)
         self.delivery = Delivery(self.server, self.rosters, self.store, self.interests, self.subscriptions)
         self._tasks: set[asyncio.Task[object]] = set()
-        self._private: set[str] = set()
         self.iq("self", REQUEST, get=self.own_get, set=self.own_set)
         self.iq("bare", REQUEST, get=self.foreign_get, set=self.foreign_set)
         self.iq("self", OWNER_REQUEST, get=self.owner_get, set=self.owner_set)
@@ -193,15 +192,16 @@ class Pep(Module[PepOptions]):
         """Nodes named ``names`` are for their owner alone (whitelist): created so when the client
         asks for no access model, and refused any other. Bookmarks need it (XEP-0402 §3, XEP-0048
         §3.2): a client that publishes them without publish-options would otherwise get PEP's
-        default, presence, and show its rooms to every contact."""
-        self._private.update(names)
+        default, presence, and show its rooms to every contact. A node stored before with
+        another access model is read as whitelist."""
+        self.store.private.update(names)
 
     def _defaults(self, name: str) -> NodeConfig:
         """The configuration a new node ``name`` starts from (§8.3, or whitelist if it is private)."""
-        return _WHITELIST if name in self._private else NodeConfig()
+        return _WHITELIST if name in self.store.private else NodeConfig()
 
     def _check_private(self, name: str, config: NodeConfig) -> None:
-        if name in self._private and config.access_model != _WHITELIST.access_model:
+        if name in self.store.private and config.access_model != _WHITELIST.access_model:
             raise PubSubError("not-acceptable", None, f"the node {name!r} stays readable by its owner alone")
 
     # IQ entry points ----------------------------------------------------------------------------

@@ -81,6 +81,15 @@ class NodeStore:
 
     def __init__(self, server: Server) -> None:
         self._server = server
+        # Names of the nodes that are whitelist whatever was stored (see Pep.keep_private).
+        self.private: set[str] = set()
+
+    def _decode(self, name: str, data: bytes) -> Node:
+        node = _decode_node(name, data)
+        if name in self.private and node.config.access_model != "whitelist":
+            # Stored before the node was kept private: read as it would be made now.
+            return replace(node, config=replace(node.config, access_model="whitelist"))
+        return node
 
     @property
     def _maps(self) -> MapStore:
@@ -90,12 +99,12 @@ class NodeStore:
         """Every node of the account ``owner``, by name."""
         assert owner.local is not None
         stored = await self._maps.items(owner.domain, owner.local, NODES)
-        return {name: _decode_node(name, data) for name, data in stored.items()}
+        return {name: self._decode(name, data) for name, data in stored.items()}
 
     async def node(self, owner: JID, name: str) -> Node | None:
         assert owner.local is not None
         data = await self._maps.get(owner.domain, owner.local, NODES, name)
-        return _decode_node(name, data) if data is not None else None
+        return self._decode(name, data) if data is not None else None
 
     async def save(self, owner: JID, node: Node) -> None:
         """Create or update the node's record."""
