@@ -90,8 +90,7 @@ async def _delete_user(server: Server, jid: str) -> dict[str, Any]:
         return {"ok": False, "error": f"{jid!r} is not an account of this server"}
     if not await server.delete_account(account.domain, account.local):
         return {"ok": False, "error": f"no such account: {account}"}
-    for session in server.sessions.resources(account):
-        session.close(StreamError("not-authorized", "the account was deleted"))
+    server.end_account_sessions(account.domain, account.local)
     return {"ok": True}
 
 

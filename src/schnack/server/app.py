@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ..xmpp.errors import StreamError
+from ..xmpp.jid import JID
 from . import modules as builtin_modules
 from . import net, websocket
 from .admin import SOCKET_NAME, AdminChannel
@@ -36,6 +37,8 @@ from .tls import TlsConfig
 log = logging.getLogger(__name__)
 
 _WATCHDOG_PERIOD = 5.0
+# What a node announces on the cluster bus (ClusterBus.announce) when it deleted an account.
+ACCOUNTS = "accounts"
 # At shutdown, how long the connections may take to end (once closed, or cut after their grace)
 # with their session-closed handlers, before modules and storage stop regardless.
 _TEARDOWN_LIMIT = 15.0
@@ -119,6 +122,8 @@ class Server:
         # process may stop.
         self.draining = False
         self.drained = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.cluster.bus.on_changed(self._account_changed)
         for module in self.modules.values():
             module.setup()
 
@@ -139,16 +144,42 @@ class Server:
 
         Modules hear ``user-deleting`` while the data still exists (the roster tells the
         contacts), then storage forgets the account, then ``user-deleted`` lets modules drop
-        what they keep elsewhere. Sessions are left to the caller, which answers first.
-        False if there was no such account.
+        what they keep elsewhere. Sessions here are left to the caller, which answers first
+        (:meth:`end_account_sessions`); the other nodes of a cluster hear of the deletion and end
+        theirs. False if there was no such account.
         """
         if await self.storage.accounts.get(host, username) is None:
             return False
         await self.hooks.fire_all("user-deleting", host, username)
         await self.storage.accounts.delete(host, username)
-        await self.hooks.fire_all("user-deleted", host, username)
+        try:
+            await self.hooks.fire_all("user-deleted", host, username)
+        finally:
+            # The other nodes of a cluster end the account's sessions they serve.
+            await self.cluster.bus.announce(ACCOUNTS, f"{username}@{host}")
         log.info("deleted the account %s@%s", username, host)
         return True
+
+    def end_account_sessions(self, host: str, username: str) -> None:
+        """XEP-0077 §3.2: every session of a deleted account on this node ends, not-authorized."""
+        for session in self.sessions.resources(JID(username, host)):
+            session.close(StreamError("not-authorized", "the account was deleted"))
+
+    def _account_changed(self, store: str, account: str) -> None:
+        """Another node deleted an account: its sessions here end too."""
+        if store != ACCOUNTS:
+            return
+        jid = JID.parse(account)
+        if self.sessions.resources(jid):
+            task = asyncio.ensure_future(self._end_if_deleted(jid))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _end_if_deleted(self, jid: JID) -> None:
+        assert jid.local is not None
+        # News that comes late must not end the sessions of a new account of that name.
+        if await self.storage.accounts.get(jid.domain, jid.local) is None:
+            self.end_account_sessions(jid.domain, jid.local)
 
     async def start(self, *, listen: bool = True) -> None:
         """Open storage, start modules, then listen (tests of modules alone skip listening)."""
@@ -241,6 +272,8 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.cluster.stop()
+        # The bus is closed: no deletion is heard from now on; those heard finish with storage open.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for module in reversed(list(self.modules.values())):
             await module.stop()
         await self.router.withdrawn()

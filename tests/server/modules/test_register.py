@@ -414,6 +414,32 @@ async def test_remove_account(server: Server) -> None:
     assert not await can_login(server, "alice", "old password")
 
 
+async def test_remove_account_that_fails_says_so_and_keeps_it(server: Server) -> None:
+    async def failing(host: str, username: str) -> None:
+        raise RuntimeError("the roster could not be read")
+
+    server.hooks.add("user-deleting", failing)
+    phone = await alice(server)
+    desk = await alice(server, "desk")
+    await phone.send(iq("set", "<remove/>", id="u1"))
+    (answer,) = phone.take()
+    assert condition(answer) == "internal-server-error" and answer.get("id") == "u1"
+    assert not phone.conn.closed and desk.take() == [] and not desk.conn.closed
+    assert await server.storage.accounts.get("localhost", "alice") is not None
+
+
+async def test_remove_account_whose_data_a_module_failed_to_drop_still_ends_it(server: Server) -> None:
+    async def failing(host: str, username: str) -> None:
+        raise RuntimeError("the upload directory could not be read")
+
+    server.hooks.add("user-deleted", failing)
+    phone = await alice(server)
+    await phone.send(iq("set", "<remove/>", id="u1"))
+    result, error, _close = phone.take()
+    assert result.get("type") == "result" and stream_error(error) == "not-authorized"
+    assert await server.storage.accounts.get("localhost", "alice") is None
+
+
 async def test_register_feature_in_domain_disco(server: Server) -> None:
     client = await alice(server)
     await client.send(f"<iq type='get' id='d1' to='localhost'><query xmlns='{ns.DISCO_INFO}'/></iq>")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
 from ...xmpp import ns
-from ...xmpp.errors import StanzaError, StreamError
+from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID, JIDError
 from ...xmpp.payloads.dataforms import DataForm, DataFormError, Field
 from ...xmpp.payloads.register import FEATURE, QUERY, RegisterQuery
@@ -265,8 +265,12 @@ class Register(Module[RegisterOptions]):
         log.info("%s@%s deletes its account in-band", username, host)
         try:
             await self.server.delete_account(host, username)
-        finally:
-            # §3.2: the result first, then not-authorized on every stream of the account.
-            session.send(stanza.result())
-            for other in self.server.sessions.resources(session.jid.bare):
-                other.close(StreamError("not-authorized", "the account was deleted"))
+        except Exception:
+            if await self.server.storage.accounts.get(host, username) is not None:
+                log.exception("could not delete the account %s@%s", username, host)
+                raise StanzaError("internal-server-error", "the account was not deleted; try again") from None
+            # Deleted, though a module failed to drop what it keeps elsewhere: the account is gone.
+            log.exception("the account %s@%s is deleted, not all that it kept", username, host)
+        # §3.2: the result first, then not-authorized on every stream of the account.
+        session.send(stanza.result())
+        self.server.end_account_sessions(host, username)
