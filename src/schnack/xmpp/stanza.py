@@ -51,6 +51,12 @@ class Stanza:
         """The single child of an IQ get/set (RFC 6120 §8.2.3), else the first child."""
         return self.el[0] if len(self.el) else None
 
+    @property
+    def is_response(self) -> bool:
+        """An error or an IQ result: nothing answers it, not even with an error, since the
+        requester would then answer the answer (RFC 6120 §8.2.3, §8.3.1)."""
+        return self.type == "error" or (self.kind == "iq" and self.type == "result")
+
     def shape_error(self) -> StanzaError | None:
         """RFC 6120 §8.2.3 and RFC 6121 §4.7.1: what every IQ and presence must look like to be routed."""
         if self.kind == "iq":

@@ -121,6 +121,21 @@ async def test_waiting_stanzas_bounce_by_cause(server: Server) -> None:
     assert errors == {"m1": "remote-server-timeout", "m2": "remote-server-not-found"}
 
 
+async def test_waiting_iq_results_and_errors_do_not_bounce(server: Server) -> None:
+    """RFC 6120 §8.2.3, §8.3.1: nothing answers a response; only the request that waited with
+    them comes back."""
+    await add_user(server, "alice")
+    alice = await connect(server, "alice@localhost/desk")
+    await alice.send("<iq to='bob@closed.example/x' id='r1' type='result'/>")
+    await alice.send("<iq to='bob@closed.example/x' id='e1' type='error'><error type='cancel'>"
+                     f"<item-not-found xmlns='{ns.STANZA_ERRORS}'/></error></iq>")
+    await alice.send("<iq to='bob@closed.example/x' id='q1' type='get'><ping xmlns='urn:xmpp:ping'/></iq>")
+    (error,) = await alice.expect(1, timeout=10)
+    assert (error.get("id"), condition(error)) == ("q1", "remote-server-not-found")
+    await asyncio.sleep(0.2)
+    assert alice.take() == []
+
+
 async def test_disabled_federation_answers_remote_server_not_found(tmp_path: Path) -> None:
     async with running(tmp_path) as server:
         await add_user(server, "alice")

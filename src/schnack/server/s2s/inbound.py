@@ -342,7 +342,7 @@ class IncomingStream:
             return
         shape = stanza.shape_error()
         if shape is not None:
-            if stanza.type != "error":
+            if not stanza.is_response:
                 await self.s2s.server.router.send(stanza.error(shape))
             return
         await self.s2s.server.router.route(stanza, None)

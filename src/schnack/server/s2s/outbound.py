@@ -7,7 +7,8 @@ and authenticates our domain: with SASL EXTERNAL (§6, XEP-0178) when the peer's
 verified for its domain and the peer offers EXTERNAL, else with Server Dialback (XEP-0220).
 A certificate that does not verify costs one reconnection without verification; dialback then
 proves the domain through DNS, as XEP-0220 intends. Stanzas wait in a queue (at most
-``[s2s] max_queue``) while that runs. When it fails, each waiting stanza bounces (§8.3.3):
+``[s2s] max_queue``) while that runs. When it fails, each waiting stanza that is not itself a
+response (an error or an IQ result, §8.2.3, §8.3.1) bounces (§8.3.3):
 ``remote-server-timeout`` if it took longer than ``connect_timeout``, else
 ``remote-server-not-found``. A route unused for ``idle_timeout`` closes its stream and waits
 for the peer's close (§4.4), so that the peer has read everything.
@@ -441,10 +442,10 @@ class Route:
         return False
 
     async def _bounce(self, condition: str, text: str) -> None:
-        """RFC 6120 §8.3.3: tell the sender of each waiting stanza that it did not go."""
+        """RFC 6120 §8.3.3: tell the sender of each waiting request or message that it did not go."""
         queued, self.queue = self.queue, []
         for stanza in queued:
-            if stanza.type != "error":
+            if not stanza.is_response:
                 await self.s2s.server.router.send(stanza.error(StanzaError(condition, text)))
 
 
