@@ -114,7 +114,10 @@ class RawReceiver:
         self._header(peer)
         sm = f"<sm xmlns='{SM}'/>" if self.sm else ""
         peer.send(f"<stream:features><dialback xmlns='urn:xmpp:features:dialback'/>{sm}</stream:features>")
-        request = await peer.element()
+        await self.answer(peer, await peer.element())
+
+    async def answer(self, peer: RawPeer, request: ET.Element) -> None:
+        """The first element after the features: a dialback request, which any key passes."""
         assert request.tag == "{jabber:server:dialback}result"
         peer.send(f"<db:result from='{self.domain}' to='{request.get('from')}' type='valid'/>")
         await self.accepted.put(peer)

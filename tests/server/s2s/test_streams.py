@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import pytest
 
@@ -16,7 +17,7 @@ from schnack.xmpp import ns
 
 from ...harness import add_user, connect, make_config, running
 from ..modules.messaging import condition
-from .raw import RawPeer
+from .raw import RawPeer, RawReceiver
 
 SECRET = "our dialback secret"
 DB = "{jabber:server:dialback}"
@@ -153,3 +154,30 @@ async def test_sasl_external_needs_a_verified_certificate(server: Server) -> Non
     failure = await raw.element()
     assert failure.tag == f"{{{ns.SASL}}}failure"
     assert failure.find(f"{{{ns.SASL}}}invalid-mechanism") is not None
+
+
+class GarbledAuthority(RawReceiver):
+    """An authoritative server that answers a dialback verification with broken XML."""
+
+    async def answer(self, peer: RawPeer, request: ET.Element) -> None:
+        assert request.tag == f"{DB}verify"
+        peer.send("<db:verify <<<")
+
+
+async def test_dialback_with_a_broken_answer_from_the_authority_is_an_error(tmp_path: Path) -> None:
+    """XEP-0220 §2.4: however the authoritative server fails, the request gets an answer."""
+    authority = await GarbledAuthority(tmp_path, "raw.example", sm=False).start()
+    server = Server(make_config(tmp_path, listen={"s2s": ["127.0.0.1:0"]}, s2s={
+        "enabled": True, "verify": False, "connect_timeout": 5,
+        "hosts": {"raw.example": f"127.0.0.1:{authority.port}"}}))
+    await server.start()
+    try:
+        raw = await peer(server)
+        await raw.starttls("raw.example", "localhost")
+        raw.send("<db:result from='raw.example' to='localhost'>0123</db:result>")
+        async with asyncio.timeout(10):
+            answer = await raw.element()
+        assert (answer.tag, answer.get("type")) == (f"{DB}result", "error")
+    finally:
+        await server.stop()
+        authority.stop()

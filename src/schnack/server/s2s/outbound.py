@@ -208,7 +208,8 @@ async def verify_key(s2s: S2S, local: str, remote: str, stream_id: str, key: str
     """XEP-0220 §2.1.3: ask the authoritative server of ``remote`` whether ``key`` is right.
 
     ``local`` is our domain (the receiving one), ``stream_id`` the id of the stream on which
-    ``remote`` sent the key. Raises :class:`Unreachable` when there is no answer.
+    ``remote`` sent the key. Raises :class:`Unreachable` when there is no answer, however the
+    connection failed, so that the request it checks is answered with an error (§2.4).
     """
     timeout = s2s.config.connect_timeout
     try:
@@ -226,6 +227,8 @@ async def verify_key(s2s: S2S, local: str, remote: str, stream_id: str, key: str
                 await wire.aclose()
     except TimeoutError:
         raise Unreachable(f"no dialback answer from {remote} within {timeout:g} s") from None
+    except (OSError, StreamError) as err:
+        raise Unreachable(f"no dialback answer from {remote}: {err}") from None
 
 
 class Route:
