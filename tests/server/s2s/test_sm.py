@@ -123,24 +123,6 @@ async def test_peer_without_stream_management_gets_no_enable(tmp_path: Path) -> 
         raw.stop()
 
 
-@pytest.fixture
-async def receiving(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
-    """Our server, and a second one that is the authoritative server of the raw peer's domain."""
-    secret = "the other domain's dialback secret"
-    authority = Server(make_config(tmp_path / "b", domains=["b.example"], listen={"s2s": ["127.0.0.1:0"]},
-                                   s2s={"enabled": True, "dialback_secret": secret}))
-    await authority.start()
-    host, port = authority.bound["s2s"][0]
-    server = Server(make_config(tmp_path / "a", listen={"s2s": ["127.0.0.1:0"]},
-                                s2s={"enabled": True, "hosts": {"b.example": f"{host}:{port}"}}))
-    await server.start()
-    try:
-        yield server, secret
-    finally:
-        await server.stop()
-        await authority.stop()
-
-
 async def test_incoming_acks_count_stored_messages(receiving: tuple[Server, str]) -> None:
     """§4: h covers a message only once it is in offline storage; enabling needs a domain."""
     server, secret = receiving

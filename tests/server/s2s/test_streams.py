@@ -14,6 +14,7 @@ import pytest
 from schnack.server.app import Server
 from schnack.server.s2s.dialback import dialback_key
 from schnack.xmpp import ns
+from schnack.xmpp.parser import StreamClosed
 
 from ...harness import add_user, connect, make_config, running
 from ..modules.messaging import condition
@@ -181,3 +182,17 @@ async def test_dialback_with_a_broken_answer_from_the_authority_is_an_error(tmp_
     finally:
         await server.stop()
         authority.stop()
+
+
+async def test_a_forged_dialback_key_ends_the_stream(receiving: tuple[Server, str]) -> None:
+    """XEP-0220 §2.1.2: the authoritative server says the key is wrong; the stream is answered
+    'invalid' and closed, so that the spoofer cannot go on trying on it."""
+    server, secret = receiving
+    raw = await peer(server)
+    await raw.starttls("b.example", "localhost")
+    raw.send("<db:result from='b.example' to='localhost'>0123</db:result>")
+    answer = await raw.element()
+    assert (answer.tag, answer.get("type")) == (f"{DB}result", "invalid")
+    key = dialback_key(secret, "localhost", "b.example", raw.stream_id)
+    raw.send(f"<db:result from='b.example' to='localhost'>{key}</db:result>")
+    assert isinstance(await raw.next(), StreamClosed)

@@ -11,8 +11,8 @@ the peer authenticates its domain:
   that domain. Success restarts the stream.
 - with dialback (XEP-0220), always offered: ``<db:result/>`` is checked by asking that
   domain's authoritative server (:func:`.outbound.verify_key`) while the stream goes on, and
-  answered valid, invalid or with an error (§2.4). One stream may authenticate several pairs
-  of domains this way (§4.5).
+  answered valid, invalid (which ends the stream: a spoofing attempt, §2.1.2) or with an
+  error (§2.4). One stream may authenticate several pairs of domains this way (§4.5).
 
 ``<db:verify/>`` requests for keys we made (we are the authoritative server) are answered on
 any stream.
@@ -295,7 +295,7 @@ class IncomingStream:
             self.wire.send(dialback.error_result(local, remote, "item-not-found"))
             return
         if not key or remote in self.s2s.local_domains():
-            self.wire.send(dialback.result(local, remote, type_="invalid"))
+            self._refuse(local, remote)
             return
         task = asyncio.create_task(self._check(remote, local, key, self.id))
         self._checks.add(task)
@@ -310,11 +310,20 @@ class IncomingStream:
             return
         if stream_id != self.id:
             return  # the stream restarted meanwhile: the key was for one that is gone
-        if valid:
-            self._authenticated(remote, local, "dialback")
-        else:
-            log.info("s2s %s -> %s: dialback key invalid (%s)", remote, local, self.wire.peer)
-        self.wire.send(dialback.result(local, remote, type_="valid" if valid else "invalid"))
+        if not valid:
+            self._refuse(local, remote)
+            # Wake the reading loop, which may wait long for the peer's next byte.
+            await self.wire.aclose()
+            return
+        self._authenticated(remote, local, "dialback")
+        self.wire.send(dialback.result(local, remote, type_="valid"))
+
+    def _refuse(self, local: str, remote: str) -> None:
+        """XEP-0220 §2.1.2: a key that is not the authoritative server's is an attempt to pose
+        as its domain; it is answered 'invalid' and the stream ends."""
+        log.info("s2s %s -> %s: dialback key invalid (%s); closing", remote, local, self.wire.peer)
+        self.wire.send(dialback.result(local, remote, type_="invalid"))
+        self.wire.close_with()
 
     async def _stanza(self, el: Element) -> None:
         """RFC 6120 §8.1.1.2, §8.1.2.2, §13.1: addresses of an authenticated pair, then route."""
