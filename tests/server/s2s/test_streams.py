@@ -196,3 +196,13 @@ async def test_a_forged_dialback_key_ends_the_stream(receiving: tuple[Server, st
     key = dialback_key(secret, "localhost", "b.example", raw.stream_id)
     raw.send(f"<db:result from='b.example' to='localhost'>{key}</db:result>")
     assert isinstance(await raw.next(), StreamClosed)
+
+
+async def test_dialback_requests_waiting_at_once_are_bounded(server: Server) -> None:
+    """Each <db:result/> makes us connect to another server: a peer may not have us open
+    connections without bound (RFC 6120 §4.9.3.14 policy-violation)."""
+    raw = await peer(server)
+    await raw.starttls("silent.example", "localhost")
+    raw.send("".join(f"<db:result from='silent.example' to='localhost'>{n:04}</db:result>" for n in range(50)))
+    async with asyncio.timeout(5):
+        assert await raw.stream_error() == "policy-violation"

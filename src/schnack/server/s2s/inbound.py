@@ -12,7 +12,9 @@ the peer authenticates its domain:
 - with dialback (XEP-0220), always offered: ``<db:result/>`` is checked by asking that
   domain's authoritative server (:func:`.outbound.verify_key`) while the stream goes on, and
   answered valid, invalid (which ends the stream: a spoofing attempt, §2.1.2) or with an
-  error (§2.4). One stream may authenticate several pairs of domains this way (§4.5).
+  error (§2.4). One stream may authenticate several pairs of domains this way (§4.5), with a
+  few requests checked at once: each costs a connection to another server, and more end the
+  stream with ``policy-violation``.
 
 ``<db:verify/>`` requests for keys we made (we are the authoritative server) are answered on
 any stream.
@@ -68,6 +70,8 @@ _STREAM_ERROR = qname(ns.STREAMS, "error")
 _STARTTLS = qname(ns.TLS, "starttls")
 _AUTH = qname(ns.SASL, "auth")
 _STANZA_TAGS = frozenset(qname(ns.SERVER, kind) for kind in ("message", "presence", "iq"))
+# Dialback requests of one stream checked at once: each opens a connection to another server.
+_MAX_CHECKS = 32
 
 
 def _domain(value: str | None) -> str | None:
@@ -297,6 +301,8 @@ class IncomingStream:
         if not key or remote in self.s2s.local_domains():
             self._refuse(local, remote)
             return
+        if len(self._checks) >= _MAX_CHECKS:
+            raise StreamError("policy-violation", f"at most {_MAX_CHECKS} dialback requests may wait at once")
         task = asyncio.create_task(self._check(remote, local, key, self.id))
         self._checks.add(task)
         task.add_done_callback(self._checks.discard)
