@@ -12,12 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aioice.ice
 import pytest
 
 from bench.ports import free_port
 from schnack.client import Client
 from schnack.client.calls.calls import Call, CallFailed, IncomingCall
-from schnack.client.calls.media import DATA_SAVER, NORMAL, EncoderSettings
+from schnack.client.calls.media import DATA_SAVER, NORMAL, EncoderSettings, MediaSession, ice_transports
 from schnack.client.calls.protection import protected
 from schnack.client.calls.session import State
 from schnack.client.errors import XmppError
@@ -231,3 +232,44 @@ async def test_data_saver_asked_by_the_caller_binds_both_ways(devices: Devices, 
     await answered.hangup()
     assert await ended(call) == "success"
     assert dominant(loud_part(read_wav(tmp_path / "bob-heard.wav")), (440, 1000)) == 440
+
+
+class Unplugged:
+    """A socket whose datagrams go nowhere; closing it closes the real one."""
+
+    def __init__(self, transport: asyncio.DatagramTransport) -> None:
+        self.transport = transport
+
+    def sendto(self, data: bytes, addr: object = None) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+def cut_network(media: MediaSession) -> None:
+    """From now on nothing reaches or leaves the call's sockets, as when a phone loses its network."""
+    for transport in ice_transports(media.pc):
+        for protocol in transport._connection._protocols:
+            protocol.transport = Unplugged(protocol.transport)  # type: ignore[assignment]
+            protocol.datagram_received = lambda *_: None  # type: ignore[method-assign]
+
+
+async def test_a_call_that_loses_its_network_ends_with_connectivity_error(
+    tmp_path: Path, devices: Devices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 7675: once consent to send expires, both sides end the call with connectivity-error
+    (XEP-0166 §7.4) and release its media, instead of staying in a silent call."""
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)
+    alice = await devices.login("alice@localhost/laptop")
+    bob = await devices.login("bob@localhost/phone")
+    call, answered = await talk(tmp_path, alice, (bob,))
+    for side in (call, answered):
+        assert side.media is not None
+        cut_network(side.media)
+    assert await ended(call) == "connectivity-error"
+    assert await ended(answered) == "connectivity-error"
+    for side, client in ((call, alice), (answered, bob)):
+        await side.wait_ended()
+        assert side.media is not None and side.media.pc.connectionState == "closed"
+        assert side.sid not in client._calls._calls

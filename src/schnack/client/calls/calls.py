@@ -13,7 +13,9 @@ Calls are verified the way Conversations does it (:mod:`.verification`): the cal
 OMEMO device in ``<proceed/>``, and both DTLS fingerprints travel OMEMO-encrypted for the other
 side's device; :attr:`Call.verification` says who vouched for the peer's. Switching the data
 saver mid-call changes our encoder and tells the peer our new receiving parameters in a
-description-info (XEP-0166 §7.2), so that it can switch too.
+description-info (XEP-0166 §7.2), so that it can switch too. Media that closes by itself (the
+network gone, RFC 7675 consent expired) ends the call with connectivity-error, unless the
+peer's session-terminate comes first.
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How long the peer's session-terminate may take after the media closed by itself, before the
+# call ends as lost (the peer's hang-up closes DTLS before its terminate crosses the servers).
+MEDIA_LOST_GRACE = 5.0
+
 _MESSAGE = qname(ns.CLIENT, "message")
 _IQ = qname(ns.CLIENT, "iq")
 _DELAY = qname(ns.DELAY, "delay")
@@ -111,6 +117,7 @@ class Call:
         # Our description as sent, the base of a description-info.
         self._local: RtpContents | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._lost: asyncio.TimerHandle | None = None
         # The ids of our JMI messages, to tell an error bounced for one of them (RFC 6120 §8.3).
         self.message_ids: set[str] = set()
         # The peer's trickled candidates that came before its description reached the media,
@@ -259,6 +266,12 @@ class Call:
             else:
                 reason = Reason("connectivity-error", "ICE or DTLS failed")
             self.step(self.session.hang_up(reason))
+        elif media.lost.is_set() and not self.session.ended and self._lost is None:
+            self._lost = asyncio.get_running_loop().call_later(MEDIA_LOST_GRACE, self._media_lost)
+
+    def _media_lost(self) -> None:
+        """XEP-0166 §7.4 connectivity-error: the media closed and no session-terminate followed."""
+        self.step(self.session.hang_up(Reason("connectivity-error", "the media connection was lost")))
 
     async def _offer(self) -> None:
         try:
@@ -350,8 +363,9 @@ class Call:
                 await self.media.add_candidate(content, candidate)
 
     async def _end(self, event: Ended) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._lost):
+            if timer is not None:
+                timer.cancel()
         self._calls.forget(self)
         if self.media is not None:
             self.stats = await self.media.close()

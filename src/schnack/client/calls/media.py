@@ -997,6 +997,10 @@ class MediaSession:
         self._watching: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.failed = asyncio.Event()
+        # The connection closed without our :meth:`close`: aiortc closes it when DTLS ends, after
+        # the peer's close_notify (it hung up) or once ICE consent expired (RFC 7675 §5.1: the
+        # network is gone); it never reports "failed" then.
+        self.lost = asyncio.Event()
         self.on_candidate = on_candidate
         # Our STUN and TURN searches (:meth:`_set_local`), and ICE started on a transport whose
         # first candidate came from one of them.
@@ -1033,6 +1037,8 @@ class MediaSession:
             self._watching = asyncio.create_task(self._watch_loss())
         elif state == "failed":
             self.failed.set()
+        elif state == "closed" and self._ended is None:
+            self.lost.set()
 
     def _local(self, writer: str) -> RtpContents:
         self._prepare()
