@@ -409,3 +409,28 @@ async def test_our_candidates_trickle_after_the_description(tmp_path: Path, rela
     alice_heard = loud_part(read_wav(tmp_path / "alice-heard.wav"))
     bob_heard = loud_part(read_wav(tmp_path / "bob-heard.wav"))
     assert dominant(alice_heard, (440, 1000)) == 1000 and dominant(bob_heard, (440, 1000)) == 440
+
+
+async def test_an_accept_from_another_device_stops_the_ringing(live_server: Server, clients: list[Client]) -> None:
+    """Dino and Conversations answer with ``<accept/>`` to their own bare JID (XEP-0353 v0.3)
+    as well as ``<proceed/>`` to the caller; Dino's are of type normal without a body, so no
+    carbon of the proceed (XEP-0280 §6.1) tells our device on the same account: the accept must."""
+    caller, desk = await scripted_call(live_server, clients)
+    dino, dino_jid = await raw_client(live_server, "bob", "dino")
+    try:
+        ringing = asyncio.ensure_future(anext(aiter(desk.incoming_calls())))
+        await asyncio.sleep(0)
+        caller.call, step = CallSession.outgoing("answered-on-dino", caller.jid, JID.parse("bob@localhost"), 0.0)
+        caller.send(step)
+        async with asyncio.timeout(30):
+            incoming = await ringing
+        for kind, to in (("accept", dino_jid.bare), ("proceed", caller.jid)):
+            message = element(MESSAGE, {"to": str(to), "id": f"dino-{kind}"})
+            message.append(jmi.JingleMessage(kind, "answered-on-dino").to_xml())
+            dino.send(serialize(message))
+        async with asyncio.timeout(30):
+            ended = await incoming.call.ended
+        assert ended == Ended(Reason("success"), True) and incoming.call.media is None
+    finally:
+        dino.close()
+        caller.wire.close()

@@ -68,6 +68,12 @@ def test_proceed_names_the_verifying_device() -> None:
     assert round_trip(proceed) == proceed
 
 
+def test_legacy_accept_is_read() -> None:
+    """XEP-0353 v0.3 §3.3, which Conversations and Dino still send to their own bare JID."""
+    accept = parse(b"<accept xmlns='urn:xmpp:jingle-message:0' id='x'/>")
+    assert accept == JingleMessage("accept", "x")
+
+
 def test_no_jmi_in_a_plain_message() -> None:
     assert find(parse_frame(b"<message xmlns='jabber:client'><body>hi</body></message>", 10**6)) is None
 
@@ -77,7 +83,7 @@ def test_no_jmi_in_a_plain_message() -> None:
     [
         b"<propose xmlns='urn:xmpp:jingle-message:0' id='x'/>",
         b"<ringing xmlns='urn:xmpp:jingle-message:0'/>",
-        b"<accept xmlns='urn:xmpp:jingle-message:0' id='x'/>",
+        b"<accept xmlns='urn:xmpp:jingle-message:0'/>",
         b"<finish xmlns='urn:xmpp:jingle-message:0' id='x'><migrated/></finish>",
     ],
 )

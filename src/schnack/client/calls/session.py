@@ -141,7 +141,7 @@ class SessionInfo:
 
 @dataclass(frozen=True)
 class AnsweredElsewhere:
-    """Another device of this account took (``proceed``) or declined (``reject``) the call."""
+    """Another device of this account took (``proceed``, ``accept``) or declined (``reject``) the call."""
 
     kind: str
 
@@ -307,10 +307,11 @@ class CallSession:
         return []
 
     def _from_own_device(self, message: JingleMessage) -> Step:
-        # Only the callee's other devices matter: they stop ringing once one of them answered.
+        # Only the callee's other devices matter: they stop ringing once one of them answered,
+        # with a carbon of its <proceed/> or <reject/>, or its <accept/> (XEP-0353 v0.3 §3.3).
         ringing = self.role == "responder" and self.state in (State.PROPOSED, State.RINGING)
-        if ringing and message.kind in ("proceed", "reject"):
-            reason = Reason("success") if message.kind == "proceed" else (message.reason or Reason("decline"))
+        if ringing and message.kind in ("proceed", "accept", "reject"):
+            reason = (message.reason or Reason("decline")) if message.kind == "reject" else Reason("success")
             return [AnsweredElsewhere(message.kind), *self._end(reason, True)]
         return []
 

@@ -7,6 +7,11 @@ so every device rings; one device sends ``<ringing/>`` (§3.2) and ``<proceed/>`
 Reject and retract may carry ``<tie-break/>`` when two proposals crossed (§4.1). The
 ``id`` is the Jingle session id the following session-initiate uses.
 
+``<accept/>`` is v0.3's (§3.3 there): sent to the responder's own bare JID so that its other
+devices stop ringing. Conversations and Dino still send it besides ``<proceed/>``, and Dino's
+messages are of type normal, whose ``<proceed/>`` no carbon copies: ``<accept/>`` is read, never
+sent.
+
 ``<proceed/>`` may also carry the OMEMO device id that will sign the DTLS fingerprint, in the
 namespace Conversations uses for verified calls.
 """
@@ -23,7 +28,7 @@ from .jingle_ice import VERIFICATION, JinglePayloadError, integer, required
 from .jingle_rtp import DESCRIPTION, RtpDescription
 
 NS = "urn:xmpp:jingle-message:0"
-KINDS = frozenset({"propose", "ringing", "proceed", "reject", "retract", "finish"})
+KINDS = frozenset({"propose", "ringing", "proceed", "accept", "reject", "retract", "finish"})
 TIE_BREAK = qname(NS, "tie-break")
 MIGRATED = qname(NS, "migrated")
 DEVICE = qname(VERIFICATION, "device")
