@@ -116,6 +116,11 @@ class ClusterBus(Protocol):
         itself has, and it need not be read for every message."""
         ...
 
+    def away(self) -> bool:
+        """Whether the backend could not be reached lately and has not answered since: the directory
+        then looks empty to this node, so what it routes to other nodes' sessions is stored instead."""
+        ...
+
     def on_reaped(self, handler: ReapedHandler) -> None:
         """Call ``handler`` on the one node that dropped a dead node's entries, with their info, so
         that exactly one node speaks for the dead node's sessions (their unavailable presence)."""

@@ -265,6 +265,10 @@ class LocalBus:
         seen = self._hub.seen
         return not seen or (len(seen) == 1 and self._node in seen)
 
+    def away(self) -> bool:
+        """Never: the hub lives in this process."""
+        return False
+
     def on_reaped(self, handler: ReapedHandler) -> None:
         """Call ``handler`` when this node drops a dead node's entries."""
         self._reaped_handlers.append(handler)

@@ -681,6 +681,10 @@ class RedisBus:
         """Never: other nodes may join at any time, and only Redis knows of them."""
         return False
 
+    def away(self) -> bool:
+        """Whether a command failed and no heartbeat has reached Redis since."""
+        return self._lost
+
     def on_reaped(self, handler: ReapedHandler) -> None:
         """Call ``handler`` when this node reaped a dead node."""
         self._reaped_handlers.append(handler)
