@@ -275,6 +275,21 @@ async def test_a_bare_message_goes_to_the_highest_priority_resource_cluster_wide
         assert await a.storage.archive.count("localhost", "bob", "offline") == 0
 
 
+async def test_a_chat_for_a_resource_on_a_dead_node_reaches_the_accounts_resource_on_a_live_one(
+        tmp_path: Path, backend: str) -> None:
+    """RFC 6121 §8.5.3.2.1: bob's desk is gone with its node (not yet declared dead, the directory
+    still names it), so a chat message for it goes on as one to his bare JID, to his phone on a
+    third node, which is online, and not to offline storage until his next login."""
+    async with nodes(tmp_path, backend, count=3) as (a, b, c):
+        alice = await online(a, "alice@localhost/phone")
+        await online(b, "bob@localhost/desk", "<priority>5</priority>")
+        phone = await online(c, "bob@localhost/phone")
+        await b.cluster.bus.stop(leave=False)  # b stops listening, as a crashed node would
+        await alice.send(chat("bob@localhost/desk", "are you there?"))
+        assert body(await until(phone, lambda el: el.tag == MESSAGE)) == "are you there?"
+        assert await a.storage.archive.count("localhost", "bob", "offline") == 0
+
+
 async def test_an_iq_between_full_jids_on_two_nodes_is_answered(tmp_path: Path, backend: str) -> None:
     async with nodes(tmp_path, backend) as (a, b):
         caller = await online(a, "alice@localhost/phone")

@@ -19,9 +19,12 @@ group chat rooms in :mod:`.groups`, roster pushes (§2.1.6) in :mod:`.roster`, P
 (XEP-0163) in :mod:`.pep`.
 
 Message handlers run at priority -90, after archiving and the other modules that see a message
-first (on the sending node, against the shared storage) and before local delivery (-100). When
-the bus cannot carry a message (the node died, Redis is away) they pass, and local delivery
-stores it offline: storage is the source of truth, the bus only a fast path.
+first (on the sending node, against the shared storage) and before local delivery (-100). A node
+that does not take a message (it died, and the directory names it until ``node_ttl``) holds no
+resource that can receive it: the message goes to the account's resources elsewhere as if that
+node's were gone (a chat or normal message to one of its full JIDs as one to the bare JID). When
+the bus cannot carry a message at all (Redis is away) they pass, and local delivery stores it
+offline: storage is the source of truth, the bus only a fast path.
 """
 
 from __future__ import annotations
@@ -246,6 +249,9 @@ class ClusterNode:
             return None
         if not await self.forward(node, stanza, to):
             log.info("node %s did not take a stanza for %s; handling it here", node, to)
+            if stanza.kind == "message" and message_type(stanza) in ("chat", "normal"):
+                # Its node died (the directory names it until node_ttl): connected nowhere then.
+                return await self._to_account(stanza, to.bare, frozenset({node}))
             return None
         if stanza.kind == "message":
             await self._delivered(stanza, [], frozenset({str(to)}))
@@ -258,13 +264,16 @@ class ClusterNode:
             return None
         return await self._to_account(stanza, bare)
 
-    async def _to_account(self, stanza: Stanza, bare: JID) -> Handled | None:
+    async def _to_account(self, stanza: Stanza, bare: JID, dead: frozenset[str] = frozenset()) -> Handled | None:
+        """§8.5.2.1.1 among the account's resources on every node but the ``dead`` ones (those that
+        did not take a message: they hold no session that can receive it); ``dead`` grows with
+        each node that does not take its share, and the choice is made again without it."""
         kind = message_type(stanza)
         if kind not in ("chat", "normal", "headline"):
             return None  # groupchat and error messages to an account: the message module's rules
         if stanza.to is None:
             stanza.set_to(bare)
-        remote = await self.remote(bare)
+        remote = [r for r in await self.remote(bare) if r.node not in dead]
         if not remote:
             return None
         local = [s for s in self.server.sessions.resources(bare) if s.available and s.priority >= 0 and not s.closed]
@@ -278,12 +287,17 @@ class ClusterNode:
         else:
             # Nobody available: one node that holds sessions decides, so it is stored once (§8.5.2.2.1).
             node = min(r.node for r in remote)
-            return HANDLED if await self.forward(node, stanza, bare) else None
+            if await self.forward(node, stanza, bare):
+                return HANDLED
+            return await self._to_account(stanza, bare, dead | {node})
         if not there:
             return None  # only resources here: the message module delivers to them
-        got = frozenset([r.jid for r in there if await self.forward(r.node, stanza, r.jid)])
+        taken = {r.jid: await self.forward(r.node, stanza, r.jid) for r in there}
+        got = frozenset(jid for jid, ok in taken.items() if ok)
         if not got:
-            return None
+            if local:
+                return None  # the message module delivers to the resources here
+            return await self._to_account(stanza, bare, dead | {r.node for r in there})
         for session in local:
             session.send(stanza.el)
         await self._delivered(stanza, local, got)
