@@ -153,3 +153,38 @@ async def test_serve_without_redis_says_it_cannot_join_the_cluster(tmp_path: Pat
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("schnack: cannot join the cluster: "), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _waits_for_input(pid: int) -> bool:
+    """Whether the process is blocked in read(2) on its standard input (Linux: /proc/PID/syscall
+    names the call and its arguments; read is call 0 on x86-64, 63 on arm64)."""
+    try:
+        call = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return len(call) > 1 and call[0] in {"0", "63"} and call[1] == "0x0"
+
+
+def test_an_interrupt_ends_a_command_with_130(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*SCHNACK, "admin", "user", "add", "--config", str(write_config(tmp_path)), "--password-stdin",
+         "alice@example.test"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not _waits_for_input(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out, err) == (130, "", "schnack: interrupted\n")
+
+
+def test_a_password_prompt_without_input_says_how_to_give_one(tmp_path: Path) -> None:
+    # A new session has no terminal to ask on: the prompt reads standard input, which is empty.
+    result = subprocess.run(
+        [*SCHNACK, "admin", "user", "add", "--config", str(write_config(tmp_path)), "alice@example.test"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, start_new_session=True, check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("schnack: no password given"), result.stderr
+    assert "--password-stdin" in result.stderr

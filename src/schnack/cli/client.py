@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import shutil
 import signal
 import sqlite3
 import sys
+import warnings
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +60,32 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def note(message: str) -> None:
     click.echo(f"schnack: {message}", err=True)
+
+
+def read_password(from_stdin: bool, *, confirm: bool = False) -> str:
+    """The password: the first line of standard input, or asked for on the terminal."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        # getpass rather than click.prompt: click turns both an interrupt and the end of input into
+        # the same Abort, and they need different answers. Without a terminal getpass reads
+        # standard input and says itself that the input may be echoed; its warning would say it twice.
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", getpass.GetPassWarning)
+                password = getpass.getpass("Password: ")
+                if confirm and getpass.getpass("Repeat for confirmation: ") != password:
+                    fail("the two passwords differ", 2)
+        except KeyboardInterrupt:
+            # The prompt's line is still open.
+            click.echo(err=True)
+            raise
+        except EOFError:
+            click.echo(err=True)
+            fail("no password given (standard input ended); pass it on standard input with --password-stdin", 2)
+    if not password:
+        fail("the password must not be empty", 2)
+    return password
 
 
 def explain(err: BaseException) -> str:
@@ -158,12 +186,7 @@ def login(jid: str, password_stdin: bool, host: str | None, port: int | None, di
     account = parse_jid(jid, account=True)
     if insecure and ca is not None:
         fail("--insecure and --ca exclude each other", 2)
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True)
-    if not password:
-        fail("the password must not be empty", 2)
+    password = read_password(password_stdin)
     settings = Settings(host, port, False if insecure else (ca.resolve() if ca is not None else True), direct_tls)
     directory = account_dir(account)
     existed = directory.exists()

@@ -2,7 +2,7 @@
 commands (``login``, ``send``, ``listen``, ...) are in client.py.
 
 Every failure is one line on stderr and a non-zero exit: 2 for a bad configuration or usage,
-1 for anything else.
+130 for an interrupt (Ctrl-C), 1 for anything else.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .calls import answer, call
 from .chat import chat
 from .check import check as compliance_check
 from .client import COMMANDS as CLIENT_COMMANDS
+from .client import read_password
 from .files import COMMANDS as FILE_COMMANDS
 from .groups import group
 from .verify import verify
@@ -73,7 +74,18 @@ def _run(coro: Awaitable[T]) -> T:
     return asyncio.run(wrap())
 
 
-@click.group()
+class _Schnack(click.Group):
+    """The command group; an interrupt ends any command with one line and status 130 (128 + SIGINT),
+    where click would print "Aborted!" and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+
+@click.group(cls=_Schnack)
 @click.version_option(package_name="schnack")
 def main() -> None:
     """schnack: a self-hosted, end-to-end encrypted messenger that speaks XMPP."""
@@ -192,16 +204,6 @@ def _account(jid: str, config: Config) -> tuple[str, str]:
     return parsed.domain, parsed.local
 
 
-def _password(from_stdin: bool) -> str:
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if not password:
-        _fail("the password must not be empty", 2)
-    return password
-
-
 async def _with_storage(config: Config, action: Callable[[Any], Awaitable[T]]) -> T:
     from ..server.storage import StorageError, open_storage
 
@@ -231,7 +233,7 @@ def user_add(config_path: Path | None, password_stdin: bool, jid: str) -> None:
 
     cfg = _load(config_path)
     host, username = _account(jid, cfg)
-    credentials = derive_credentials(_password(password_stdin))
+    credentials = derive_credentials(read_password(password_stdin, confirm=True))
 
     async def add(storage: Any) -> None:
         try:
@@ -253,7 +255,7 @@ def user_passwd(config_path: Path | None, password_stdin: bool, jid: str) -> Non
 
     cfg = _load(config_path)
     host, username = _account(jid, cfg)
-    credentials = derive_credentials(_password(password_stdin))
+    credentials = derive_credentials(read_password(password_stdin, confirm=True))
 
     async def passwd(storage: Any) -> bool:
         ok: bool = await storage.accounts.set_credentials(host, username, credentials)
