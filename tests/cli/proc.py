@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +78,20 @@ async def stop(proc: asyncio.subprocess.Process) -> int:
         proc.terminate()
     async with asyncio.timeout(PROCESS_WAIT):
         return await proc.wait()
+
+
+def serve(config: Path) -> tuple[subprocess.Popen[str], str]:
+    """``schnack serve`` started as a process of its own, and what it announced once it listens."""
+    proc = subprocess.Popen(
+        [*SCHNACK, "serve", "--config", str(config)], stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stderr is not None
+    seen = ""
+    deadline = time.monotonic() + PROCESS_WAIT
+    while "add a user" not in seen and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    return proc, seen

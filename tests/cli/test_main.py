@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ..server.storage.conftest import postgres_schema
+from .proc import serve
 
 SCHNACK = [sys.executable, "-m", "schnack.cli"]
 
@@ -101,19 +101,8 @@ def test_sessions_without_a_server(tmp_path: Path) -> None:
 
 def test_serve_announces_and_stops_cleanly(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    proc = subprocess.Popen(
-        [*SCHNACK, "serve", "--config", str(config)], stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc, seen = serve(config)
     try:
-        assert proc.stderr is not None
-        seen = ""
-        deadline = time.monotonic() + 60
-        while "add a user" not in seen and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            seen += line
         assert "schnack is serving example.test" in seen, seen
         assert re.search(r"port \d+ \(STARTTLS\)", seen)
         sessions = run("admin", "sessions", "--config", str(config))
@@ -138,6 +127,24 @@ def test_serve_announces_and_stops_cleanly(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
 
+
+def test_a_second_server_that_cannot_listen_leaves_the_first_one_alone(tmp_path: Path) -> None:
+    """The second server on a data directory fails on the port the first holds; the first keeps
+    its admin socket, so that the admin commands still reach it."""
+    config = write_config(tmp_path)
+    proc, seen = serve(config)
+    try:
+        port = re.search(r"port (\d+) \(STARTTLS\)", seen)
+        assert port is not None, seen
+        config.write_text(config.read_text().replace('c2s = ["127.0.0.1:0"]', f'c2s = ["127.0.0.1:{port[1]}"]'))
+        second = run("serve", "--config", str(config))
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines()[-1].startswith("schnack: cannot listen: "), second.stderr
+        sessions = run("admin", "sessions", "--config", str(config))
+        assert (sessions.returncode, sessions.stdout.strip()) == (0, "no sessions"), sessions.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
 
 async def test_serve_without_redis_says_it_cannot_join_the_cluster(tmp_path: Path) -> None:
     """A node that cannot reach its cluster's Redis refuses to start, in one line."""

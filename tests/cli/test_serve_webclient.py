@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 from schnack.server.modules.webclient import find_installation
 
 from ..conftest import require_service
-from .proc import SCHNACK
+from .proc import serve
 
 
 def announced(tmp_path: Path, extra: str = "") -> str:
@@ -23,22 +20,9 @@ def announced(tmp_path: Path, extra: str = "") -> str:
         'c2s = ["127.0.0.1:0"]\nc2s_tls = ["127.0.0.1:0"]\nhttp = ["127.0.0.1:0"]\nhttps = ["127.0.0.1:0"]\n'
         + extra
     )
-    proc = subprocess.Popen(
-        [*SCHNACK, "serve", "--config", str(config)], stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    seen = ""
-    try:
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 60
-        while "add a user" not in seen and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            seen += line
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
+    proc, seen = serve(config)
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=30)
     assert code == 0, seen + (proc.stderr.read() if proc.stderr else "")
     return seen
 

@@ -133,9 +133,13 @@ class AdminChannel:
             writer.close()
 
     async def stop(self) -> None:
-        if self._srv is not None:
-            self._srv.close()
-            await self._srv.wait_closed()
+        # A server that failed to start never opened the socket: one at the path belongs to a
+        # server still running on this data directory, whose admin commands would stop working.
+        if self._srv is None:
+            return
+        self._srv.close()
+        await self._srv.wait_closed()
+        self._srv = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
