@@ -24,11 +24,11 @@ def run(*args: str, input: str | None = None, cwd: Path | None = None) -> subpro
     )
 
 
-def write_config(tmp_path: Path, extra: str = "") -> Path:
+def write_config(tmp_path: Path, extra: str = "", data_dir: str = "state") -> Path:
     path = tmp_path / "schnack.toml"
     path.write_text(
         'domains = ["example.test"]\n'
-        'data_dir = "state"\n'
+        f'data_dir = "{data_dir}"\n'
         "[listen]\n"
         'c2s = ["127.0.0.1:0"]\nc2s_tls = ["127.0.0.1:0"]\nhttp = ["127.0.0.1:0"]\nhttps = ["127.0.0.1:0"]\n'
         + extra
@@ -146,11 +146,37 @@ def test_a_second_server_that_cannot_listen_leaves_the_first_one_alone(tmp_path:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
 
-async def test_serve_without_redis_says_it_cannot_join_the_cluster(tmp_path: Path) -> None:
-    """A node that cannot reach its cluster's Redis refuses to start, in one line."""
+
+
+def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("extra", "data_dir", "message"),
+    [
+        ('[storage]\nurl = "postgresql://schnack@127.0.0.1:{port}/schnack"\n', "state",
+         "schnack: cannot open storage: cannot connect to PostgreSQL at 127.0.0.1:{port}: "),
+        ("", "occupied/state", "schnack: cannot use {tmp}/occupied/state: Not a directory"),
+    ],
+)
+def test_serve_names_what_it_cannot_open(tmp_path: Path, extra: str, data_dir: str, message: str) -> None:
+    """Storage that does not answer, or a data directory that cannot be made, end ``serve`` in one
+    line that names it."""
+    (tmp_path / "occupied").write_text("a file where the data directory should go")
+    port = _closed_port()
+    config = write_config(tmp_path, extra.format(port=port), data_dir)
+    result = run("serve", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message.format(port=port, tmp=tmp_path)), result.stderr
+
+
+async def test_serve_without_redis_says_it_cannot_join_the_cluster(tmp_path: Path) -> None:
+    """A node that cannot reach its cluster's Redis refuses to start, in one line."""
+    closed_port = _closed_port()
     async with postgres_schema() as (url, _, _):
         config = write_config(
             tmp_path, f'[storage]\nurl = "{url}"\n[cluster]\nredis_url = "redis://127.0.0.1:{closed_port}/0"\n'

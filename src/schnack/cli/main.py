@@ -109,6 +109,7 @@ def serve(config_path: Path | None) -> None:
     from ..server.app import Server
     from ..server.cluster.redis import ClusterUnavailable
     from ..server.collector import Collector
+    from ..server.storage import StorageError
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -121,9 +122,13 @@ def serve(config_path: Path | None) -> None:
         except ClusterUnavailable as err:
             await server.stop()
             _fail(f"cannot join the cluster: {err}")
+        except StorageError as err:
+            await server.stop()
+            _fail(f"cannot open storage: {err}")
         except OSError as err:
             await server.stop()
-            _fail(f"cannot listen: {err}")
+            # A file (the data directory, a certificate) rather than an address.
+            _fail(f"cannot use {err.filename}: {err.strerror}" if err.filename else f"cannot listen: {err}")
         except BaseException:
             # Storage runs a worker thread; leaving it open would keep the process alive.
             await server.stop()
