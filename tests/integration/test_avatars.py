@@ -20,6 +20,7 @@ from schnack.xmpp.payloads.avatar import PHOTO, UPDATE
 
 from ..harness import add_user
 from .slix import PASSWORD, SlixClient
+from .test_pep import open_access
 
 pytestmark = pytest.mark.asyncio
 
@@ -111,9 +112,11 @@ async def test_pep_avatar_reaches_vcard_clients(live_server: Server, peers: list
     assert await bob.next_hash("alice@localhost/test") == ""
 
     avatars = alice.xmpp.plugin["xep_0084"]
-    await avatars.publish_avatar(PNG, timeout=30)
+    # Open, as Conversations publishes it: an avatar for contacts only stays out of the vCard.
+    await avatars.publish_avatar(PNG, options=open_access(alice), timeout=30)
     # Without width and height, which slixmpp then sends empty.
-    await avatars.publish_avatar_metadata(AvatarMetadataItem(id=PNG_ID, type="image/png", bytes=len(PNG)), timeout=30)
+    await avatars.publish_avatar_metadata(AvatarMetadataItem(id=PNG_ID, type="image/png", bytes=len(PNG)),
+                                          options=open_access(alice), timeout=30)
     sender, item = await bob.next_metadata()
     assert sender == "alice@localhost" and item["id"] == PNG_ID
     (info,) = item["avatar_metadata"]["items"]

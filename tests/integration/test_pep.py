@@ -76,7 +76,8 @@ def device_list(*ids: int) -> ET.Element:
     return devices
 
 
-def open_access(client: PepPeer) -> Any:
+def open_access(client: SlixClient) -> Any:
+    """Publish-options for a node anyone may read."""
     form = client.xmpp.plugin["xep_0004"].make_form(ftype="submit")
     form.add_field(var="FORM_TYPE", ftype="hidden", value=PUBLISH_OPTIONS)
     form.add_field(var="pubsub#access_model", value="open")

@@ -23,19 +23,34 @@ from schnack.xmpp.payloads.avatar import (
     PhotoUpdate,
 )
 from schnack.xmpp.payloads.disco import DiscoInfo
-from schnack.xmpp.payloads.pubsub import EventItems
+from schnack.xmpp.payloads.pubsub import PUBSUB, EventItems
 from schnack.xmpp.xml import serialize
 
 from ...harness import Client, running, xml
 from .messaging import login
-from .test_pep import answer_caps_query, befriend, caps_for, events, fetched, items, online, publish, settled
+from .test_pep import (
+    answer_caps_query,
+    befriend,
+    caps_for,
+    events,
+    fetched,
+    form,
+    items,
+    online,
+    owner,
+    publish,
+    settled,
+)
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 PNG_ID = hashlib.sha1(PNG).hexdigest()
 GIF = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x00\x00\x00\x00\x00,\x00\x00\x00\x00"
 GIF_ID = hashlib.sha1(GIF).hexdigest()
 PRESENCE = f"{{{ns.CLIENT}}}presence"
+# How Conversations and Gajim publish an avatar anyone may see.
+OPEN = (("pubsub#access_model", "open"),)
 VCARD_PHOTO = f"{{{ns.VCARD}}}PHOTO"
+NODE_CONFIG = f"{PUBSUB}#node_config"
 
 
 def metadata_xml(*infos: Info) -> str:
@@ -103,11 +118,11 @@ async def test_pep_avatar_notifies_contacts_and_becomes_the_vcard_photo(server: 
     stranger = await online(server, "mallory@localhost/phone")
     for client in (alice, bob, stranger):
         client.take()
-    answer, _ = await publish(alice, DATA_NODE, data_xml(PNG), item_id=PNG_ID)
+    answer, _ = await publish(alice, DATA_NODE, data_xml(PNG), item_id=PNG_ID, options=OPEN)
     assert answer.get("type") == "result", xml(answer)
     assert events(bob.take()) == []  # bob wants the metadata only
     answer, _ = await publish(alice, METADATA_NODE, metadata_xml(Info(PNG_ID, len(PNG), "image/png", 1, 1)),
-                              item_id=PNG_ID)
+                              item_id=PNG_ID, options=OPEN)
     assert answer.get("type") == "result", xml(answer)
     ((sender, event),) = events(bob.take())
     assert sender == "alice@localhost" and isinstance(event, EventItems)
@@ -133,7 +148,7 @@ async def test_pep_to_vcard_keeps_the_other_fields_and_checks_the_image(server: 
     await publish(alice, METADATA_NODE, metadata_xml(Info(GIF_ID, 10, "image/gif", url="https://example.org/a.gif")),
                   item_id=GIF_ID)
     # An image whose SHA-1 is not its id is not taken either.
-    await publish(alice, DATA_NODE, data_xml(GIF), item_id=PNG_ID)
+    await publish(alice, DATA_NODE, data_xml(GIF), item_id=PNG_ID, options=OPEN)
     await publish(alice, METADATA_NODE, metadata_xml(Info(PNG_ID, len(PNG), "image/png")), item_id=PNG_ID)
     card = await vcard_of(alice, "alice@localhost")
     assert photo_of(card) == (None, None) and card.findtext(f"{{{ns.VCARD}}}FN") == "Alice Liddell"
@@ -145,6 +160,64 @@ async def test_pep_to_vcard_keeps_the_other_fields_and_checks_the_image(server: 
     await publish(alice, METADATA_NODE, metadata_xml(), item_id="off")
     card = await vcard_of(alice, "alice@localhost")
     assert photo_of(card) == (None, None) and card.findtext(f"{{{ns.VCARD}}}FN") == "Alice Liddell"
+
+
+async def test_contacts_only_avatar_stays_out_of_the_vcard(server: Server) -> None:
+    """XEP-0398 §3.1 converts only an avatar anyone may see: the vCard is public (XEP-0054 §3.3)."""
+    await befriend(server, "alice", "bob")
+    alice = await online(server, "alice@localhost/phone")
+    stranger = await online(server, "mallory@localhost/phone")
+    await set_vcard(alice, "<FN>Alice</FN>")
+    contacts = (("pubsub#access_model", "presence"),)
+    await publish(alice, DATA_NODE, data_xml(PNG), item_id=PNG_ID, options=contacts)
+    await publish(alice, METADATA_NODE, metadata_xml(Info(PNG_ID, len(PNG), "image/png")), item_id=PNG_ID,
+                  options=contacts)
+    card = await vcard_of(stranger, "alice@localhost")
+    assert photo_of(card) == (None, None) and card.findtext(f"{{{ns.VCARD}}}FN") == "Alice"
+    await alice.send("<presence/>")
+    assert photo_hashes(alice.take()) == [""]
+
+
+async def test_avatar_made_contacts_only_leaves_the_vcard(server: Server) -> None:
+    """A photo a conversion put in the vCard goes when the avatar stops being open; one the
+    account set through the vCard stays."""
+    alice = await online(server, "alice@localhost/phone")
+    stranger = await online(server, "mallory@localhost/phone")
+    await publish(alice, DATA_NODE, data_xml(GIF), item_id=GIF_ID, options=OPEN)
+    await publish(alice, METADATA_NODE, metadata_xml(Info(GIF_ID, len(GIF), "image/gif")), item_id=GIF_ID,
+                  options=OPEN)
+    assert photo_of(await vcard_of(stranger, "alice@localhost")) == ("image/gif", GIF)
+    # What Gajim does for a contacts-only avatar: reconfigure the nodes, then publish.
+    for node in (DATA_NODE, METADATA_NODE):
+        answer = await owner(alice, f"<configure node='{node}'>"
+                                    f"{form(('pubsub#access_model', 'presence'), form_type=NODE_CONFIG)}</configure>")
+        assert answer.get("type") == "result", xml(answer)
+    await publish(alice, DATA_NODE, data_xml(PNG), item_id=PNG_ID)
+    await publish(alice, METADATA_NODE, metadata_xml(Info(PNG_ID, len(PNG), "image/png")), item_id=PNG_ID)
+    assert photo_of(await vcard_of(stranger, "alice@localhost")) == (None, None)
+    await alice.send("<presence/>")
+    assert photo_hashes(alice.take()) == [""]
+    # A photo set through the vCard is public by choice; it stays when the avatar changes again.
+    await set_vcard(alice, photo_vcard(GIF, "image/gif"))
+    await publish(alice, DATA_NODE, data_xml(PNG), item_id=PNG_ID)
+    await publish(alice, METADATA_NODE, metadata_xml(Info(PNG_ID, len(PNG), "image/png")), item_id=PNG_ID)
+    assert photo_of(await vcard_of(stranger, "alice@localhost")) == ("image/gif", GIF)
+    await publish(alice, METADATA_NODE, metadata_xml(), item_id="off")
+    assert photo_of(await vcard_of(stranger, "alice@localhost")) == ("image/gif", GIF)
+
+
+async def test_access_model_changed_by_configuration(server: Server) -> None:
+    """The vCard follows a configuration change of the avatar's access model, without a publish."""
+    alice = await online(server, "alice@localhost/phone")
+    stranger = await online(server, "mallory@localhost/phone")
+    await publish(alice, DATA_NODE, data_xml(PNG), item_id=PNG_ID, options=OPEN)
+    await publish(alice, METADATA_NODE, metadata_xml(Info(PNG_ID, len(PNG), "image/png")), item_id=PNG_ID)
+    assert photo_of(await vcard_of(stranger, "alice@localhost")) == ("image/png", PNG)
+    for model, expected in (("roster", (None, None)), ("open", ("image/png", PNG))):
+        answer = await owner(alice, f"<configure node='{DATA_NODE}'>"
+                                    f"{form(('pubsub#access_model', model), form_type=NODE_CONFIG)}</configure>")
+        assert answer.get("type") == "result", xml(answer)
+        assert photo_of(await vcard_of(stranger, "alice@localhost")) == expected, model
 
 
 async def test_vcard_photo_becomes_the_pep_avatar(server: Server) -> None:
@@ -231,7 +304,7 @@ async def test_presence_carries_the_photo_hash(server: Server) -> None:
     assert gone.find(UPDATE) is None
     # A PEP avatar changes the hash of later presences.
     alice2 = await online(server, "alice@localhost/laptop")
-    await publish(alice2, DATA_NODE, data_xml(GIF), item_id=GIF_ID)
+    await publish(alice2, DATA_NODE, data_xml(GIF), item_id=GIF_ID, options=OPEN)
     await publish(alice2, METADATA_NODE, metadata_xml(Info(GIF_ID, len(GIF), "image/gif")), item_id=GIF_ID)
     bob.take()
     await alice2.send("<presence><show>away</show></presence>")

@@ -82,7 +82,8 @@ async def check_pep(ctx: Context) -> Result:
 @check("XEP-0398 §3.1", "User Avatar to vCard-Based Avatars Conversion")
 async def check_avatar_conversion(ctx: Context) -> Result:
     """The account announces the conversion (§2), and an avatar published to PEP (XEP-0084)
-    is what the other account finds in the account's vCard."""
+    for anyone to see (access model open) is what the other account finds in the account's
+    vCard. An avatar for contacts only would not be converted: anyone reads the vCard."""
     session, other = await ctx.session(0), await ctx.session(1)
     info = await ctx.disco_info(session.account)
     if AVATAR_CONVERSION not in info.features:
@@ -93,9 +94,10 @@ async def check_avatar_conversion(ctx: Context) -> Result:
         before = None
     data = avatar.AvatarData(PIXEL)
     try:
-        await _publish(session, avatar.DATA_NODE, data.id, data.to_xml())
+        public = publish_options(access_model="open")
+        await _publish(session, avatar.DATA_NODE, data.id, data.to_xml(), public)
         metadata = avatar.AvatarMetadata((avatar.Info(data.id, len(PIXEL), "image/png", 1, 1),))
-        await _publish(session, avatar.METADATA_NODE, data.id, metadata.to_xml())
+        await _publish(session, avatar.METADATA_NODE, data.id, metadata.to_xml(), public)
         request = element(_VCARD)
         reply = await other.iq("get", request, session.account)
         binval = reply.findtext(f"{_VCARD}/{qname(ns.VCARD, 'PHOTO')}/{qname(ns.VCARD, 'BINVAL')}")

@@ -9,7 +9,13 @@ was set. The feature is announced on the account (§2).
   ``urn:xmpp:avatar:data``; that image becomes the vcard-temp ``<PHOTO/>`` (with the info's
   type) if its SHA-1 is the id, as §3.1 recommends checking. An empty ``<metadata/>``
   (XEP-0084 §3.5) takes the photo out. Metadata whose image is not in the data node, or does
-  not match its id, leaves the vCard as it is.
+  not match its id, leaves the vCard as it is. Only an open data node is converted: anyone
+  reads the vCard (XEP-0054 §3.3), so an avatar for contacts (access model presence, roster
+  or whitelist) stays out of it. Then a photo an earlier conversion put in the vCard goes
+  (the account remembers the hash it converted last); one the account set through the vCard
+  stays, as it was public by choice. A configuration change of an avatar node (event
+  ``pep/configured``) converts the current metadata again, so the vCard follows an access
+  model changed without a publish.
 - vCard to PEP (§3.2): a vCard the account sets (event ``vcard/updated``) with an inline photo
   publishes the image to the data node under its SHA-1, then metadata with one ``<info/>``
   (the vCard's TYPE, or the type the image's first bytes show); the contacts are notified as
@@ -51,7 +57,7 @@ from ...xmpp.payloads.avatar import (
 from ...xmpp.payloads.pubsub import NodeConfig
 from ...xmpp.stanza import Stanza
 from ..module import Module
-from .pep import PUBLISHED, Pep
+from .pep import CONFIGURED, PUBLISHED, Pep
 from .vcard import UPDATED, VCard
 
 if TYPE_CHECKING:
@@ -64,6 +70,8 @@ NS = "urn:xmpp:pep-vcard-conversion:0"
 _KNOWN = 10_000
 # What the cluster bus calls the photo hashes in its change announcements.
 _STORE = "avatar-hash"
+# Per account: the hash of the photo the last PEP to vCard conversion put in the vCard.
+_CONVERTED = "avatar-converted"
 # What the first bytes of an image say its type is, for a vCard photo without TYPE.
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -100,6 +108,7 @@ class AvatarConversion(Module[Any]):
         # Announcements may have been missed while the subscription was broken.
         bus.on_resubscribed(self._hashes.clear)
         self.hook(PUBLISHED, self.pep_to_vcard)
+        self.hook(CONFIGURED, self.reconfigured)
         self.hook(UPDATED, self.vcard_to_pep)
         for target in ("self", "bare", "full", "host", "service", "remote"):
             self.route(f"pre-presence/{target}", self.stamp, priority=500)
@@ -119,6 +128,11 @@ class AvatarConversion(Module[Any]):
         assert owner.local is not None
         vcard = await self.vcard.load(owner.domain, owner.local)
         current = _photo_of(vcard)
+        if not await self._open(owner):
+            if current is not None and current.id == await self._converted(owner):
+                remove_photo(vcard)
+                await self._store(owner, vcard, "")
+            return
         if not metadata.infos:
             if current is None:
                 return
@@ -133,6 +147,26 @@ class AvatarConversion(Module[Any]):
             return
         photo.put_in(vcard)
         await self._store(owner, vcard, photo.id)
+
+    async def reconfigured(self, owner: JID, node: str) -> None:
+        """§3.1 again after an avatar node's configuration changed: an avatar that stopped being
+        open leaves the vCard, one that became open enters it."""
+        if node not in (DATA_NODE, METADATA_NODE):
+            return
+        last = await self.pep.readable_item(owner, METADATA_NODE, None, owner)
+        if last is not None:
+            await self.pep_to_vcard(owner, METADATA_NODE, last.id, last.payload)
+
+    async def _open(self, owner: JID) -> bool:
+        """Whether anyone may read the account's avatar image, as anyone reads its vCard."""
+        node = await self.pep.store.node(owner, DATA_NODE)
+        return node is not None and node.config.access_model == "open"
+
+    async def _converted(self, owner: JID) -> str | None:
+        """The hash of the photo the last conversion put in the vCard, if it is still there."""
+        assert owner.local is not None
+        data = await self.server.storage.kv.get(owner.domain, owner.local, _CONVERTED)
+        return data.decode() if data is not None else None
 
     async def _image(self, owner: JID, info: Info) -> VCardPhoto | None:
         """The image ``info`` describes, from the data node, if it is there and matches its id."""
@@ -150,12 +184,14 @@ class AvatarConversion(Module[Any]):
         return VCardPhoto(info.type, data.image)
 
     async def _store(self, owner: JID, vcard: Element, photo_hash: str) -> None:
+        """Keep the vCard a conversion changed, and remember its photo as converted."""
         assert owner.local is not None
         try:
             await self.vcard.store(owner.domain, owner.local, vcard)
         except StanzaError as err:
             log.info("the avatar of %s does not fit its vCard: %s", owner, err.text)
             return
+        await self.server.storage.kv.set(owner.domain, owner.local, _CONVERTED, photo_hash.encode() or None)
         await self._changed(owner, photo_hash)
 
     # §3.2 ----------------------------------------------------------------------------------------
@@ -166,6 +202,9 @@ class AvatarConversion(Module[Any]):
         # A photo that is not valid base64 counts as none, as it does when the stored vCard is
         # read later (the hash in presence after a restart): the avatar it replaces goes.
         photo = _photo_of(vcard)
+        if photo is None or photo.id != await self._converted(owner):
+            # The account chose this photo itself: no conversion takes it out again.
+            await self.server.storage.kv.delete(host, username, _CONVERTED)
         await self._changed(owner, photo.id if photo is not None else "")
         published = await self.pep.readable_item(owner, METADATA_NODE, None, owner)
         current = _metadata_of(published.payload) if published is not None else None
@@ -235,6 +274,7 @@ class AvatarConversion(Module[Any]):
 
     async def forget(self, host: str, username: str) -> None:
         self._hashes.pop(JID(username, host), None)
+        await self.server.storage.kv.delete(host, username, _CONVERTED)
 
 
 def _photo_of(vcard: Element) -> VCardPhoto | None:

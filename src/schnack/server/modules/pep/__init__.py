@@ -36,7 +36,8 @@ is what OMEMO device lists and bundles (``eu.siacs.conversations.axolotl.*`` and
 Nodes and items live in the map store (:mod:`.store`) and go with the account. Other modules
 publish on an account's behalf with :meth:`Pep.publish_item`, read with
 :meth:`Pep.readable_item`, and hear of every publish through the event ``pep/published``
-(owner, node, item id, payload).
+(owner, node, item id, payload) and of every configuration change through ``pep/configured``
+(owner, node).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ log = logging.getLogger(__name__)
 
 REQUEST = qname(PUBSUB, "pubsub")
 PUBLISHED = "pep/published"
+CONFIGURED = "pep/configured"
 OWNER_REQUEST = qname(OWNER, "pubsub")
 IDENTITY = Identity("pubsub", "pep")
 # XEP-0060 §10: what this service does, as disco features.
@@ -458,6 +460,9 @@ class Pep(Module[PepOptions]):
                 node = await self.store.trim(owner, node)
             await self.store.save(owner, node)
             await self._prune(owner, node)
+        # After the lock is released, as for ``pep/published``.
+        if self.server.hooks.has(CONFIGURED):
+            await self.server.hooks.fire_all(CONFIGURED, owner, node.name)
 
     async def _delete(self, owner: JID, name: str) -> None:
         """§8.4: delete a node and its items, telling who could see it (pubsub#notify_delete)."""
