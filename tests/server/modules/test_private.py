@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from xml.etree.ElementTree import Element
 
 import pytest
@@ -10,7 +11,7 @@ from schnack.server.app import Server
 from schnack.xmpp import ns
 from schnack.xmpp.xml import serialize
 
-from ...harness import Client, add_user, connect
+from ...harness import Client, add_user, connect, running
 
 QUERY = f"{{{ns.PRIVATE}}}query"
 BOOKMARKS = (
@@ -41,6 +42,17 @@ async def request(client: Client, kind: str, content: str, to: str | None = None
     await client.send(f"<iq type='{kind}' id='p'{address}><query xmlns='{ns.PRIVATE}'>{content}</query></iq>")
     (reply,) = await client.expect()
     return reply
+
+
+def text(el: Element) -> str:
+    """The text of an error stanza."""
+    return el.findtext(f"{{{ns.CLIENT}}}error/{{{ns.STANZA_ERRORS}}}text") or ""
+
+
+def sized(name: str, size: int) -> str:
+    """An element ``<name xmlns='urn:example:name'>`` of ``size`` bytes as stored."""
+    empty = f"<{name} xmlns='urn:example:{name}'></{name}>"
+    return empty.replace("></", ">" + "x" * (size - len(empty)) + "</")
 
 
 def stored(reply: Element) -> list[Element]:
@@ -124,3 +136,31 @@ async def test_deleted_account_loses_its_data(server: Server) -> None:
     await server.hooks.fire_all("user-deleted", "localhost", "alice")
     (storage,) = stored(await request(client, "get", EMPTY_BOOKMARKS))
     assert len(storage) == 0
+
+
+async def test_storage_per_account_is_bounded(tmp_path: Path) -> None:
+    """RFC 6120 §8.3.3.11: an element too large is not acceptable; more than an account may keep
+    is a resource constraint. Nothing of a refused set is stored."""
+    limits = {"max_item_size": 1024, "max_size": 2048, "max_items": 3}
+    async with running(tmp_path, modules={"private": limits}) as server:
+        client = await alice(server)
+        too_large = await request(client, "set", sized("a", 1025))
+        assert condition(too_large) == "not-acceptable" and "1024 bytes" in text(too_large)
+        assert (await request(client, "set", sized("a", 900) + sized("b", 900))).get("type") == "result"
+        full = await request(client, "set", sized("c", 300))
+        assert condition(full) == "resource-constraint" and "2048 bytes" in text(full)
+        assert (await request(client, "set", sized("c", 100))).get("type") == "result"
+        (c,) = stored(await request(client, "get", "<c xmlns='urn:example:c'/>"))
+        assert len(serialize(c).encode()) == 100
+        many = await request(client, "set", sized("d", 50))
+        assert condition(many) == "resource-constraint" and "3 elements" in text(many)
+        # Replacing with less, or with an empty element (which stores nothing), makes room.
+        assert (await request(client, "set", sized("a", 100) + "<c xmlns='urn:example:c'/>")).get("type") == "result"
+        assert (await request(client, "set", sized("d", 800))).get("type") == "result"
+
+
+async def test_default_limits(server: Server) -> None:
+    client = await alice(server)
+    for name in "abcd":
+        assert (await request(client, "set", sized(name, 250_000))).get("type") == "result"
+    assert condition(await request(client, "set", sized("e", 250_000))) == "resource-constraint"
