@@ -208,6 +208,19 @@ async def test_invalidate_ends_the_token_without_a_new_one(server: Server) -> No
     success(await login(server, token_login(fresh)))
 
 
+async def test_invalidate_also_ends_a_rotated_token_not_used_yet(server: Server) -> None:
+    """§3.6: logging out with the token in use leaves the device no token, not even the one a
+    rotation (§3.5) issued and the client has not used."""
+    token = await token_for(server)
+    success(await login(server, token_login(token, count=1)))
+    await edit_record(server, "current", issued=1.0)
+    rotated = issued(success(await login(server, token_login(token, count=2))).to_xml())
+    out = await login(server, token_login(token, count=3, invalidate=True))
+    assert success(out).find("{urn:xmpp:fast:0}token") is None
+    assert failure(await login(server, token_login(rotated.token)))[1] == "unknown or revoked token"
+    assert await server.storage.maps.get("localhost", "alice", STORE, AGENT.id or "") is None
+
+
 async def test_revoking_a_device_disconnects_it_and_its_token_fails(server: Server) -> None:
     token = await token_for(server)
     connected = await wire(server)

@@ -21,7 +21,9 @@ when used or listed. Records go with the account (``user-deleted``); an account 
 
 Rotation (§3.5): a token used after half its ``lifetime`` passed is answered with a new one in
 the success, unasked; the old one stays valid until the new one is used. ``<fast
-invalidate='true'/>`` ends the token used (§3.6) and no new one is sent unless asked for.
+invalidate='true'/>`` ends the token used (§3.6) and with it every token of that user agent,
+a rotated one not used yet included: a client logging out leaves its device no way back in.
+No new token is sent unless asked for.
 Replays (§3.4): a 'count' must be higher than every count seen for that token before.
 
 Failures: an unknown, revoked or wrong token (or a wrong channel binding, which changes the
@@ -207,7 +209,9 @@ class FastTokens(Module[FastOptions]):
                 # §3.5: the new token is in use, so the one before it ends.
                 device.current, device.new = slot, None
             if fast.invalidate:
-                device.current = None
+                # §3.6 asks only for the token used; a rotated one the client may never have
+                # received would still log in after the user logged out.
+                device.current = device.new = None
             elif now - slot.issued >= self.options.lifetime / 2:
                 self._rotate.add(stream)
             device.used = now
