@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 from xml.etree.ElementTree import Element
 
 import pytest
@@ -43,10 +44,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @contextlib.asynccontextmanager
-async def nodes(tmp_path: Path, backend: str, count: int = 2, node_ttl: float = 10.0, *, s2s: bool = False
-                ) -> AsyncIterator[list[Server]]:
+async def nodes(tmp_path: Path, backend: str, count: int = 2, node_ttl: float = 10.0, *, s2s: bool = False,
+                modules: dict[str, Any] | None = None) -> AsyncIterator[list[Server]]:
     """``count`` started servers; ``node_ttl`` long enough that a busy machine declares none dead,
-    short for the tests that stop one; with ``s2s``, federation is on."""
+    short for the tests that stop one; with ``s2s``, federation is on; ``modules`` sets modules' options."""
     cluster = Cluster(backend)
     if backend == "redis":
         reason = await redis_available(cluster.url)
@@ -54,7 +55,7 @@ async def nodes(tmp_path: Path, backend: str, count: int = 2, node_ttl: float = 
     hub = LocalHub()
     async with postgres_schema() as (storage_url, _, _):
         servers = [
-            Server(make_config(tmp_path / name, storage={"url": storage_url}, modules={"disable": ["e2e"]},
+            Server(make_config(tmp_path / name, storage={"url": storage_url}, modules={"disable": ["e2e"], **(modules or {})},
                                s2s={"enabled": s2s}), bus=(
                 LocalBus(name, hub=hub, heartbeat_interval=0.2, node_ttl=node_ttl) if backend == "local" else
                 RedisBus(cluster.url, name, prefix=cluster.prefix, heartbeat_interval=0.2, node_ttl=node_ttl)))

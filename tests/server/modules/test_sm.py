@@ -124,6 +124,15 @@ async def wait(event: asyncio.Event) -> None:
         await event.wait()
 
 
+async def all_ended(*clients: tuple[Server, Client]) -> None:
+    """Drop the connections of ``clients`` (each with its server) and wait until their sessions ended."""
+    ends = [on_end(server, client) for server, client in clients]
+    for _server, client in clients:
+        await client.close()
+    for end in ends:
+        await wait(end)
+
+
 async def comes_online(server: Server, jid: str) -> list[Element]:
     """Log in, send initial presence; return the messages that arrived (from offline storage)."""
     client = await login(server, jid)
@@ -618,11 +627,7 @@ async def test_two_dying_resources_store_a_shared_message_once(tmp_path: Path) -
         await chats(alice, "bob@localhost", ["shared"])
         assert bodies(phone.take()) == ["shared"]
         assert bodies(tablet.take()) == ["shared"]
-        phone_ended, tablet_ended = on_end(server, phone), on_end(server, tablet)
-        await phone.close()
-        await tablet.close()
-        await wait(phone_ended)
-        await wait(tablet_ended)
+        await all_ended((server, phone), (server, tablet))
         assert bodies(await comes_online(server, "bob@localhost/desk")) == ["shared"]
 
 

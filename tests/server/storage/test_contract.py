@@ -17,6 +17,7 @@ from schnack.server.storage import (
     ArchivedItem,
     ArchiveFull,
     ArchivePage,
+    DuplicateItem,
     ItemNotFound,
     RosterItem,
     Storage,
@@ -349,6 +350,26 @@ async def test_archive_ids_are_unique(storage: Storage) -> None:
     ids = [await storage.archive.append(H, u, s, 1.0, "x@x", b"p")
            for u in ("alice", "bob") for s in ("mam", "offline") for _ in range(25)]
     assert len(set(ids)) == len(ids)
+
+
+async def test_an_append_with_an_id_taken_already_writes_nothing(storage: Storage) -> None:
+    """Ids are unique across archives: a second append with one, with or without a limit, in
+    the same archive or another, is refused as a duplicate and leaves the counts alone."""
+    archive = storage.archive
+    item_id = await archive.append(H, "alice", "offline", 1.0, "bob@x", b"first", limit=10, item_id="same")
+    assert item_id == "same"
+    with pytest.raises(DuplicateItem):
+        await archive.append(H, "alice", "offline", 2.0, "bob@x", b"again", limit=10, item_id="same")
+    with pytest.raises(DuplicateItem):
+        await archive.append(H, "bob", "mam", 2.0, "bob@x", b"again", item_id="same")
+    other, duplicate = await asyncio.gather(
+        archive.append_soon(H, "alice", "offline", 3.0, "bob@x", b"other", limit=10),
+        archive.append_soon(H, "alice", "offline", 4.0, "bob@x", b"again", limit=10, item_id="same"),
+        return_exceptions=True)
+    assert isinstance(other, str) and isinstance(duplicate, DuplicateItem)
+    assert [item.payload for item in (await archive.query(H, "alice", "offline")).items] == [b"first", b"other"]
+    assert await archive.count(H, "alice", "offline") == 2
+    assert await archive.count(H, "bob", "mam") == 0
 
 
 async def test_archive_orders_by_insertion_not_timestamp(storage: Storage) -> None:

@@ -8,6 +8,13 @@ session that did not acknowledge it, and keeps the time it first arrived). An ac
 ``max_messages`` of them; past that the sender gets service-unavailable (XEP-0160 §2: the offline
 queue is full).
 
+Once per account: a message the account's archive numbered (its ``<stanza-id by='account'/>``,
+XEP-0359 §4) is stored under an id derived from that stanza-id and the account, which storage
+takes only once (DuplicateItem). So when sessions of the account on two nodes of a cluster both
+end without acknowledging the message (stream management, module sm), each node hands it here and
+it is kept once. A message without such a stanza-id (the account's archive preference is 'never',
+XEP-0441) gets a new id each time.
+
 Consumes ``presence-initial`` (session), fired by the presence module when a resource sends its
 initial presence: with a non-negative priority the stored messages are delivered to it in the
 order they arrived (XEP-0160 §2) and deleted once sent, by id, so that a message stored while
@@ -30,6 +37,8 @@ starts another delivery to it once stored, so that it does not wait for the next
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import weakref
 from collections.abc import Coroutine
@@ -48,7 +57,7 @@ from ..hooks import HANDLED, Handled
 from ..locks import AccountLocks
 from ..module import Module
 from ..sessions import Forward
-from ..storage import ArchivedItem, ArchiveFull
+from ..storage import ArchivedItem, ArchiveFull, DuplicateItem
 
 if TYPE_CHECKING:
     from ..sessions import Session
@@ -65,6 +74,7 @@ _DELAY = qname(ns.DELAY, "delay")
 _HINTS = "urn:xmpp:hints"
 _CHAT_STATES = "http://jabber.org/protocol/chatstates"
 _MESSAGE = qname(ns.CLIENT, "message")
+_STANZA_ID = qname(ns.SID, "stanza-id")
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,18 @@ class OfflineState:
 def delay_stamp(moment: datetime) -> str:
     """A XEP-0082 DateTime in UTC with milliseconds, as XEP-0203 §3 asks for 'stamp'."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def copy_id(el: Element, account: str) -> str | None:
+    """The id of the offline copy of ``el`` for ``account``, the same on every node: made from
+    the stanza-id by the account (XEP-0359 §4; only the server sets those, module mam) and the
+    account, as archive ids are unique across accounts. 24 characters, so never one of the 16 of
+    storage.new_item_id. None without such a stanza-id."""
+    for sid in el.iterfind(_STANZA_ID):
+        if sid.get("by") == account and sid.get("id"):
+            digest = hashlib.sha256(f"{account}\n{sid.get('id')}".encode()).digest()
+            return base64.urlsafe_b64encode(digest[:18]).decode()
+    return None
 
 
 def worth_storing(el: Element) -> bool:
@@ -215,7 +237,11 @@ class Offline(Module[OfflineOptions]):
         try:
             # The limit is checked in the transaction that stores, so concurrent senders cannot pass it.
             await self.server.storage.archive.append(host, user, STORE, now.timestamp(), sender, payload,
-                                                     limit=self.options.max_messages)
+                                                     limit=self.options.max_messages,
+                                                     item_id=copy_id(stanza.el, str(stanza.to.bare)))
+        except DuplicateItem:
+            # Stored already, by another node whose session of the account did not acknowledge it either.
+            log.debug("a message for %s is in offline storage already", stanza.to.bare)
         except ArchiveFull:
             raise StanzaError(
                 "service-unavailable",

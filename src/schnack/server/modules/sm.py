@@ -43,8 +43,10 @@ presence goes out then, not when hibernation starts), and the stanzas the client
 acknowledge are handled as not delivered (§4), as RFC 6121 §8.5 handles stanzas for a resource
 that is gone: a chat or normal message with a body or an end-to-end encrypted payload goes to
 offline storage (event ``message/offline``, whose store stamps it with a delay), unless another
-resource of the account already has it, or holds it unacknowledged and so answers for it
-itself; when storage refuses it, the sender gets the error. An IQ get or set gets
+resource of the account on this node already has it, or holds it unacknowledged and so answers
+for it itself (sessions on other nodes of a cluster are not known here: offline storage keeps one
+copy of a message that nodes hand it twice, by its stanza-id); when storage refuses it, the
+sender gets the error. An IQ get or set gets
 service-unavailable to its sender (RFC 6121 §8.5.3.2.3). Presence, IQ results and other
 messages (errors, headlines, groupchat, carbon copies) are dropped.
 """

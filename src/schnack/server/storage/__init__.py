@@ -11,6 +11,7 @@ from .base import (
     ArchivedItem,
     ArchiveFull,
     ArchivePage,
+    DuplicateItem,
     ItemNotFound,
     RosterItem,
     Storage,
@@ -19,8 +20,8 @@ from .base import (
 )  # fmt: skip
 
 __all__ = [
-    "Account", "AccountGone", "AlreadyExists", "ArchiveFull", "ArchivePage", "ArchivedItem", "ItemNotFound",
-    "RosterItem", "Storage", "StorageError", "new_item_id", "open_storage",
+    "Account", "AccountGone", "AlreadyExists", "ArchiveFull", "ArchivePage", "ArchivedItem", "DuplicateItem",
+    "ItemNotFound", "RosterItem", "Storage", "StorageError", "new_item_id", "open_storage",
 ]  # fmt: skip
 
 

@@ -155,6 +155,11 @@ class ArchiveFull(StorageError):
     """An append with a limit found the archive holding that many items already."""
 
 
+class DuplicateItem(StorageError):
+    """An append whose ``item_id`` an item of an archive has already: ids are unique across all
+    archives, so a caller that derives one from what the item is learns that it is stored."""
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     host: str
@@ -229,7 +234,8 @@ class ArchiveStore(Protocol):
         """Append one item; its id, once it is committed. With ``limit``, only if the archive holds
         fewer items than that, checked in the transaction that appends (else ArchiveFull). The id
         is ``item_id`` when given (made by :func:`new_item_id`, for a caller that shows it before
-        the item is committed), else a new one."""
+        the item is committed, or derived from the item, for one that must store it once), else a
+        new one; DuplicateItem when an item has that id already, and nothing is written."""
         ...
 
     def append_soon(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,

@@ -28,6 +28,7 @@ from .base import (
     ArchivedItem,
     ArchiveFull,
     ArchivePage,
+    DuplicateItem,
     ItemNotFound,
     QueuedAppends,
     RoomAffiliation,
@@ -49,6 +50,8 @@ _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 # What the trigger of migration 0006 raises on a write for an account deleted lately.
 _GONE = ("23503", "deleted_accounts")
+# An archive append whose id an item has already (DuplicateItem).
+_DUPLICATE = ("23505", "archive_id_key")
 # The first key of the advisory locks that serialize the appends to one archive (the second is a
 # hash of the archive's name); two-key locks never meet the one-key migration lock.
 _ARCHIVE_LOCK = int.from_bytes(b"arch", "big")
@@ -136,8 +139,11 @@ class _Part:
                 else:
                     yield conn
         except _FAILURES as err:
-            if (getattr(err, "sqlstate", None), getattr(err, "constraint_name", None)) == _GONE:
+            violated = (getattr(err, "sqlstate", None), getattr(err, "constraint_name", None))
+            if violated == _GONE:
                 raise AccountGone(str(err)) from err
+            if violated == _DUPLICATE:
+                raise DuplicateItem(str(err)) from err
             raise StorageError(f"PostgreSQL: {err}") from err
 
     async def _one(self, sql: str, *args: Any) -> Any:

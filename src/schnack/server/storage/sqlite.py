@@ -26,6 +26,7 @@ from .base import (
     ArchivedItem,
     ArchiveFull,
     ArchivePage,
+    DuplicateItem,
     ItemNotFound,
     QueuedAppends,
     RoomAffiliation,
@@ -448,6 +449,9 @@ def _insert(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row, i
                 continue
             if row[3] in BOUNDED_STORES:
                 conn.execute(_COUNT_ADDED, (stored[1],))
+        except sqlite3.IntegrityError as err:
+            _check_kept(conn, opened)
+            failed[row[0]] = (DuplicateItem if "archive.id" in str(err) else StorageError)(f"SQLite: {err}")
         except Exception as err:
             _check_kept(conn, opened)
             failed[row[0]] = StorageError(f"SQLite: {err}")
