@@ -11,7 +11,8 @@
    naming the ``cluster.public_address`` of another live node (the one with the fewest sessions
    first, then round robin), or ``system-shutdown`` when no other node advertises one. A closed
    stream ends its session: what the client had not acknowledged goes to offline storage
-   (XEP-0198 §4), and the messages themselves are in the archive already;
+   (XEP-0198 §4), and the messages themselves are in the archive already (unless the account's
+   archive preference is 'never', XEP-0441);
 3. ends the sessions that hibernate without a connection (XEP-0198 §5) the same way,
 4. leaves the cluster directory, so that no node routes to it any more,
 

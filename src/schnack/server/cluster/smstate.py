@@ -8,7 +8,8 @@ was drained or died, the load balancer picked another one) then gets a clean ``<
 item-not-found from that node, and with the ``h`` of the ended session where it is known, so that it
 sends again only what the old session did not handle. Nothing is lost either way: what the old
 session had not delivered was archived before it was queued, and went to offline storage when the
-session ended (or is found in the archive, when the node died).
+session ended (or is found in the archive, when the node died; for an account whose archive
+preference is 'never', XEP-0441, it is lost then, docs/deploy.md).
 
 A session whose owner still runs (it hibernates there, or its connection is not known to be dead
 yet) is ended by its owner on request: the node asked to resume it publishes the SM-ID on the

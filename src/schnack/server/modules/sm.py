@@ -30,8 +30,9 @@ In a cluster a session stays on the node that holds it; ``<enabled/>`` names tha
 answers item-not-found, with the ``h`` the session ended with when the shared records in Redis
 know it (cluster/smstate.py: a drained node ended its sessions; a live owner is asked to end
 the session first, its queue going to offline storage; a dead node's are lost, and what they
-held is in the archive and offline storage), so the client sends again only what was not
-handled, binds afresh and catches up.
+held is in the archive and offline storage, but for an account whose archive preference is
+'never', XEP-0441, nowhere), so the client sends again only what was not handled, binds afresh
+and catches up.
 
 Inside SASL2 (XEP-0388, XEP-0386 §2.2): ``<sm/>`` is an inline feature; a ``<resume/>`` in the
 ``<authenticate/>`` is answered inside the ``<success/>`` (the stanzas to send again follow it),
