@@ -637,6 +637,29 @@ async def test_errors_are_never_answered_with_errors(
     assert not alice.stream.closed
 
 
+@pytest.mark.parametrize("handler", [raise_stanza_error, raise_bug], ids=["stanza-error", "bug"])
+@pytest.mark.parametrize(
+    ("key", "stanza"),
+    [
+        ("iq/full", "<iq to='bob@localhost/x' type='result' id='r1'/>"),
+        ("iq/remote", "<iq to='remote.example' type='result' id='r1'/>"),
+        ("message/remote", f"<message to='bob@remote.example' type='error' id='r1'>{ERROR}</message>"),
+        ("presence/remote", f"<presence to='bob@remote.example' type='error' id='r1'>{ERROR}</presence>"),
+    ],
+    ids=["iq-result", "remote-iq-result", "remote-message-error", "remote-presence-error"],
+)
+async def test_a_refused_response_is_dropped_and_logged(
+    server: Server, alice: Client, caplog: pytest.LogCaptureFixture, key: str, stanza: str, handler: Any
+) -> None:
+    """RFC 6120 §8.2.3, §8.3.1: an IQ result or an error refused on its way (as s2s refuses with
+    forbidden or resource-constraint) gets no answer; the log says it went nowhere."""
+    server.hooks.add(key, handler)
+    with caplog.at_level(logging.INFO, logger="schnack.server.router"):
+        await alice.send(stanza)
+    assert alice.take() == []
+    assert any("dropped" in r.getMessage() and "r1" in r.getMessage() for r in caplog.records)
+
+
 async def test_an_error_bounce_between_server_and_handler_ends(server: Server) -> None:
     """A handler that refuses everything, the server's own stanzas included, cannot start a loop."""
     seen: list[str | None] = []

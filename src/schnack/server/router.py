@@ -194,7 +194,12 @@ class Router:
 
 
 def _refusal(stanza: Stanza, err: StanzaError) -> Element | None:
-    return None if stanza.type == "error" else stanza.error(err)
+    """A handler or a deferred write refused ``stanza``: the sender gets the error, unless the
+    stanza is a response (RFC 6120 §8.2.3, §8.3.1), which is dropped."""
+    if stanza.is_response:
+        log.info("dropped %s %s %r to %s: %s", stanza.kind, stanza.type, stanza.id, stanza.to, err.condition)
+        return None
+    return stanza.error(err)
 
 
 def _failure(stanza: Stanza, err: Exception) -> Element | None:
@@ -209,7 +214,7 @@ def _failure(stanza: Stanza, err: Exception) -> Element | None:
     else:
         log.error("handler failed for %s to %s", stanza.kind, stanza.to, exc_info=err)
         failure = StanzaError("internal-server-error")
-    return None if stanza.type == "error" else stanza.error(failure)
+    return _refusal(stanza, failure)
 
 
 async def _withdraw(write: asyncio.Future[Any], undo: Finish) -> None:
