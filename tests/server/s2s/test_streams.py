@@ -13,8 +13,11 @@ import pytest
 
 from schnack.server.app import Server
 from schnack.server.s2s.dialback import dialback_key
+from schnack.server.sessions import Session
 from schnack.xmpp import ns
 from schnack.xmpp.parser import StreamClosed
+from schnack.xmpp.stanza import Stanza
+from schnack.xmpp.xml import element
 
 from ...harness import add_user, connect, make_config, running
 from ..modules.messaging import condition
@@ -136,6 +139,27 @@ async def test_waiting_iq_results_and_errors_do_not_bounce(server: Server) -> No
     assert (error.get("id"), condition(error)) == ("q1", "remote-server-not-found")
     await asyncio.sleep(0.2)
     assert alice.take() == []
+
+
+async def test_a_stanza_sent_while_a_failed_route_bounces_gets_a_new_attempt(server: Server) -> None:
+    """RFC 6120 §8.3.3 is for the stanzas that waited on the failed attempt; one that comes while
+    they bounce is not part of it and starts a new connection (here refused again)."""
+    await add_user(server, "alice")
+    alice = await connect(server, "alice@localhost/desk")
+    routes: list[object] = []
+
+    async def send_more_on_first_bounce(stanza: Stanza, _origin: Session | None) -> None:
+        if stanza.id == "m1" and stanza.type == "error":
+            routes.append(server.s2s.routes.get(("localhost", "closed.example")))
+            await server.router.send(element(f"{{{ns.CLIENT}}}message", {
+                "from": "alice@localhost/desk", "to": "bob@closed.example", "id": "m2", "type": "chat"}))
+            routes.append(server.s2s.routes.get(("localhost", "closed.example")))
+
+    server.hooks.add("message/full", send_more_on_first_bounce, priority=1000)
+    await alice.send("<message to='bob@closed.example' id='m1' type='chat'><body>hello?</body></message>")
+    errors = {el.get("id"): condition(el) for el in await alice.expect(2, timeout=10)}
+    assert errors == {"m1": "remote-server-not-found", "m2": "remote-server-not-found"}
+    assert routes[0] is None and routes[1] is not None
 
 
 async def test_disabled_federation_answers_remote_server_not_found(tmp_path: Path) -> None:

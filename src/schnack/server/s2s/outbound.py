@@ -10,8 +10,9 @@ proves the domain through DNS, as XEP-0220 intends. Stanzas wait in a queue (at 
 ``[s2s] max_queue``) while that runs. When it fails, each waiting stanza that is not itself a
 response (an error or an IQ result, §8.2.3, §8.3.1) bounces (§8.3.3):
 ``remote-server-timeout`` if it took longer than ``connect_timeout``, else
-``remote-server-not-found``. A route unused for ``idle_timeout`` closes its stream and waits
-for the peer's close (§4.4), so that the peer has read everything.
+``remote-server-not-found``; a stanza sent meanwhile starts a new route. A route unused for
+``idle_timeout`` closes its stream and waits for the peer's close (§4.4), so that the peer has
+read everything.
 
 When the peer offers XEP-0198 stream management, the route enables it (:mod:`.sm`): a
 connection that ends with stanzas unacknowledged is replaced, and they go first on the new one
@@ -328,8 +329,7 @@ class Route:
         except Exception:
             log.exception("s2s %s -> %s failed", self.local, self.remote)
         finally:
-            self.done = True
-            self.s2s.forget(self)
+            self._retire()
             if self.acks is not None:
                 self.queue[:0] = self.acks.close()
                 self.acks = None
@@ -445,11 +445,22 @@ class Route:
         return False
 
     async def _bounce(self, condition: str, text: str) -> None:
-        """RFC 6120 §8.3.3: tell the sender of each waiting request or message that it did not go."""
+        """RFC 6120 §8.3.3: tell the sender of each waiting request or message that it did not go.
+
+        The route is over first: a stanza sent while the bounces are routed was not part of the
+        attempt that failed, and starts a new route rather than waiting here to bounce too.
+        """
+        self._retire()
         queued, self.queue = self.queue, []
         for stanza in queued:
             if not stanza.is_response:
                 await self.s2s.server.router.send(stanza.error(StanzaError(condition, text)))
+
+
+    def _retire(self) -> None:
+        """Take no more stanzas: the next one for this pair of domains starts a new route."""
+        self.done = True
+        self.s2s.forget(self)
 
 
 def _cut(wire: Wire) -> None:
