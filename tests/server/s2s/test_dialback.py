@@ -6,7 +6,15 @@ import hashlib
 import hmac
 from pathlib import Path
 
-from schnack.server.s2s.dialback import dialback_key, error_result, key_matches, load_secret, result, verify
+from schnack.server.s2s.dialback import (
+    dialback_key,
+    error_condition,
+    error_result,
+    key_matches,
+    load_secret,
+    result,
+    verify,
+)
 from schnack.xmpp.xml import serialize
 
 from ...harness import running
@@ -56,6 +64,8 @@ def test_elements() -> None:
         f'<result {ns} from="b.example" to="a.example" type="error"><error type="cancel">'
         '<remote-server-not-found xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></result>'
     )
+    assert error_condition(error_result("b.example", "a.example", "forbidden")) == "forbidden"
+    assert error_condition(result("b.example", "a.example", type_="error")) == "undefined-condition"
 
 
 async def test_generated_secret_is_kept(tmp_path: Path) -> None:

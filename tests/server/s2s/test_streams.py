@@ -20,7 +20,7 @@ from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element
 
 from ...harness import add_user, connect, make_config, running
-from ..modules.messaging import condition
+from ..modules.messaging import condition, error_text
 from .raw import RawPeer, RawReceiver
 
 SECRET = "our dialback secret"
@@ -206,6 +206,52 @@ async def test_dialback_with_a_broken_answer_from_the_authority_is_an_error(tmp_
     finally:
         await server.stop()
         authority.stop()
+
+
+class RefusingReceiver(RawReceiver):
+    """A receiving server that answers every dialback request with ``condition`` as a dialback
+    error (XEP-0220 §2.4), or with 'invalid' when it is None."""
+
+    def __init__(self, directory: Path, domain: str, condition: str | None) -> None:
+        super().__init__(directory, domain, sm=False)
+        self.condition = condition
+
+    async def answer(self, peer: RawPeer, request: ET.Element) -> None:
+        attrs = f"from='{self.domain}' to='{request.get('from')}'"
+        if self.condition is None:
+            peer.send(f"<db:result {attrs} type='invalid'/>")
+        else:
+            peer.send(f"<db:result {attrs} type='error'><error type='cancel'>"
+                      f"<{self.condition} xmlns='{ns.STANZA_ERRORS}'/></error></db:result>")
+        await self.accepted.put(peer)
+
+
+@pytest.mark.parametrize(("given", "bounce", "meaning"), [
+    ("item-not-found", "remote-server-timeout", "does not serve raw.example"),
+    ("remote-server-not-found", "remote-server-timeout", "could not find the authoritative server of localhost"),
+    ("bad-request", "remote-server-timeout", "bad-request"),
+    (None, "internal-server-error", "not valid"),
+])
+async def test_a_refused_dialback_bounces_the_queue_as_xep_0220_says(
+        tmp_path: Path, given: str | None, bounce: str, meaning: str) -> None:
+    """XEP-0220 §2.1.1, §2.4: after a dialback error the initiating server returns the queued
+    stanzas with remote-server-timeout, whatever the condition (the text says which), and after
+    'invalid' with internal-server-error."""
+    receiver = await RefusingReceiver(tmp_path, "raw.example", given).start()
+    server = Server(make_config(tmp_path, listen={"s2s": ["127.0.0.1:0"]}, s2s={
+        "enabled": True, "verify": False, "connect_timeout": 5,
+        "hosts": {"raw.example": f"127.0.0.1:{receiver.port}"}}))
+    await server.start()
+    try:
+        await add_user(server, "alice")
+        alice = await connect(server, "alice@localhost/desk")
+        await alice.send("<message to='bob@raw.example' id='m1' type='chat'><body>hello?</body></message>")
+        (error,) = await alice.expect(1, timeout=10)
+        assert (error.get("id"), condition(error)) == ("m1", bounce)
+        assert meaning in (error_text(error) or "")
+    finally:
+        await server.stop()
+        receiver.stop()
 
 
 async def test_a_forged_dialback_key_ends_the_stream(receiving: tuple[Server, str]) -> None:

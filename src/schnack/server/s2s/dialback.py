@@ -74,6 +74,34 @@ def verify(from_: str, to: str, stream_id: str, key: str | None = None, type_: s
     return element(VERIFY, attrs, text=key)
 
 
+# §2.4: what each dialback error condition says, as the initiating server reads it.
+ERROR_MEANINGS = {
+    "item-not-found": "it does not serve {remote}",
+    "remote-connection-failed": "it could not connect to the authoritative server of {local}",
+    "remote-server-not-found": "it could not find the authoritative server of {local}",
+    "remote-server-timeout": "its connection to the authoritative server of {local} failed",
+    "policy-violation": "it requires TLS before dialback",
+    "not-authorized": "it requires a certificate or other proof for {local}",
+    "forbidden": "the authoritative server of {local} did not confirm the key",
+    "not-acceptable": "it could not establish that we are {local}",
+}
+
+
+def error_condition(el: Element) -> str:
+    """§2.4: the stanza error condition in a dialback element of type 'error'.
+
+    The text puts ``<error/>`` in jabber:server, the schema in the dialback namespace: either
+    is read.
+    """
+    for child in el:
+        if child.tag.rpartition("}")[2] == "error":
+            for condition in child:
+                name = condition.tag.rpartition("}")[2]
+                if condition.tag.startswith(f"{{{ns.STANZA_ERRORS}}}") and name != "text":
+                    return name
+    return "undefined-condition"
+
+
 def error_result(from_: str, to: str, condition: str) -> Element:
     """§2.4: ``<db:result type='error'/>`` with a stanza error condition."""
     el = result(from_, to, type_="error")

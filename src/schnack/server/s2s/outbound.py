@@ -9,10 +9,11 @@ A certificate that does not verify costs one reconnection without verification; 
 proves the domain through DNS, as XEP-0220 intends. Stanzas wait in a queue (at most
 ``[s2s] max_queue``) while that runs. When it fails, each waiting stanza that is not itself a
 response (an error or an IQ result, §8.2.3, §8.3.1) bounces (§8.3.3):
-``remote-server-timeout`` if it took longer than ``connect_timeout``, else
-``remote-server-not-found``; a stanza sent meanwhile starts a new route. A route unused for
-``idle_timeout`` closes its stream and waits for the peer's close (§4.4), so that the peer has
-read everything.
+``remote-server-timeout`` if it took longer than ``connect_timeout`` or the peer answered
+dialback with an error or ended the stream meanwhile (XEP-0220 §2.1.1, §2.4),
+``internal-server-error`` if it answered 'invalid', else ``remote-server-not-found``; a stanza
+sent while they bounce starts a new route. A route unused for ``idle_timeout`` closes its
+stream and waits for the peer's close (§4.4), so that the peer has read everything.
 
 When the peer offers XEP-0198 stream management, the route enables it (:mod:`.sm`): a
 connection that ends with stanzas unacknowledged is replaced, and they go first on the new one
@@ -71,6 +72,15 @@ _MAX_BACKOFF = 30.0
 
 class Unreachable(Exception):
     """The other server could not be reached or would not accept us; ``str()`` says why."""
+
+
+class Refused(Unreachable):
+    """The peer would not take stanzas from our domain (XEP-0220 §2.1.1); ``condition`` is
+    what the waiting stanzas bounce with."""
+
+    def __init__(self, condition: str, text: str) -> None:
+        super().__init__(text)
+        self.condition = condition
 
 
 class _Untrusted(Exception):
@@ -196,13 +206,23 @@ async def authenticate(s2s: S2S, negotiated: Negotiated, local: str, remote: str
     key = dialback.dialback_key(s2s.secret, remote, local, negotiated.stream_id)
     wire.send(dialback.result(local, remote, key))
     while True:
-        answer = await _element(wire, timeout)
+        try:
+            answer = await _element(wire, timeout)
+        except Unreachable as err:
+            # §2.1.1: a stream closed while the result is awaited counts as a dialback error.
+            raise Refused("remote-server-timeout", f"{remote} ended the stream during dialback: {err}") from None
         if answer.tag != dialback.RESULT or answer.get("from") != remote or answer.get("to") != local:
             continue
         verdict = answer.get("type")
         if verdict == "valid":
             return "dialback"
-        raise Unreachable(f"dialback for {local} was answered {verdict!r}")
+        if verdict == "invalid":
+            # §2.1.1: the authoritative server disowned our key; the queue gets internal-server-error.
+            raise Refused("internal-server-error", f"{remote} was told our dialback key for {local} is not valid")
+        # §2.1.1, §2.4: any other answer is an error, and the queue gets remote-server-timeout.
+        condition = dialback.error_condition(answer)
+        meaning = dialback.ERROR_MEANINGS.get(condition, condition).format(local=local, remote=remote)
+        raise Refused("remote-server-timeout", f"{remote} refused dialback for {local}: {meaning}")
 
 
 async def verify_key(s2s: S2S, local: str, remote: str, stream_id: str, key: str) -> bool:
@@ -291,6 +311,8 @@ class Route:
                     if isinstance(err, TimeoutError):
                         condition = "remote-server-timeout"
                         text = f"{self.remote} did not answer within {time.monotonic() - started:.0f} s"
+                    elif isinstance(err, Refused):
+                        condition, text = err.condition, str(err)
                     else:
                         condition, text = "remote-server-not-found", f"cannot reach {self.remote}: {err}"
                     log.info("s2s %s -> %s failed: %s", self.local, self.remote, text)
