@@ -44,6 +44,20 @@ async def silent_listener() -> AsyncIterator[int]:
         srv.close()
 
 
+@contextlib.asynccontextmanager
+async def beside(tmp_path: Path, raw: RawReceiver) -> AsyncIterator[Server]:
+    """Our server, with ``raw`` (started) as the server of raw.example; both stop after."""
+    server = Server(make_config(tmp_path, listen={"s2s": ["127.0.0.1:0"]}, s2s={
+        "enabled": True, "verify": False, "connect_timeout": 5,
+        "hosts": {"raw.example": f"127.0.0.1:{raw.port}"}}))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+        raw.stop()
+
+
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
     async with silent_listener() as silent:
@@ -192,20 +206,13 @@ class GarbledAuthority(RawReceiver):
 async def test_dialback_with_a_broken_answer_from_the_authority_is_an_error(tmp_path: Path) -> None:
     """XEP-0220 §2.4: however the authoritative server fails, the request gets an answer."""
     authority = await GarbledAuthority(tmp_path, "raw.example", sm=False).start()
-    server = Server(make_config(tmp_path, listen={"s2s": ["127.0.0.1:0"]}, s2s={
-        "enabled": True, "verify": False, "connect_timeout": 5,
-        "hosts": {"raw.example": f"127.0.0.1:{authority.port}"}}))
-    await server.start()
-    try:
+    async with beside(tmp_path, authority) as server:
         raw = await peer(server)
         await raw.starttls("raw.example", "localhost")
         raw.send("<db:result from='raw.example' to='localhost'>0123</db:result>")
         async with asyncio.timeout(10):
             answer = await raw.element()
         assert (answer.tag, answer.get("type")) == (f"{DB}result", "error")
-    finally:
-        await server.stop()
-        authority.stop()
 
 
 class RefusingReceiver(RawReceiver):
@@ -238,20 +245,46 @@ async def test_a_refused_dialback_bounces_the_queue_as_xep_0220_says(
     stanzas with remote-server-timeout, whatever the condition (the text says which), and after
     'invalid' with internal-server-error."""
     receiver = await RefusingReceiver(tmp_path, "raw.example", given).start()
-    server = Server(make_config(tmp_path, listen={"s2s": ["127.0.0.1:0"]}, s2s={
-        "enabled": True, "verify": False, "connect_timeout": 5,
-        "hosts": {"raw.example": f"127.0.0.1:{receiver.port}"}}))
-    await server.start()
-    try:
+    async with beside(tmp_path, receiver) as server:
         await add_user(server, "alice")
         alice = await connect(server, "alice@localhost/desk")
         await alice.send("<message to='bob@raw.example' id='m1' type='chat'><body>hello?</body></message>")
         (error,) = await alice.expect(1, timeout=10)
         assert (error.get("id"), condition(error)) == ("m1", bounce)
         assert meaning in (error_text(error) or "")
-    finally:
-        await server.stop()
-        receiver.stop()
+
+
+async def test_dialback_is_offered_with_error_handling(server: Server) -> None:
+    """XEP-0220 §2.4.1: a server that sends and understands dialback errors says so."""
+    raw = await peer(server)
+    features = await raw.starttls("other.example", "localhost")
+    assert features.find("{urn:xmpp:features:dialback}dialback/{urn:xmpp:features:dialback}errors") is not None
+
+
+class DisowningAuthority(RawReceiver):
+    """An authoritative server that answers a verification with a dialback error: it does not
+    host the domain it was asked about (XEP-0220 §2.4 item-not-found)."""
+
+    async def answer(self, peer: RawPeer, request: ET.Element) -> None:
+        assert request.tag == f"{DB}verify"
+        peer.send(f"<db:verify from='{request.get('to')}' to='{request.get('from')}' id='{request.get('id')}' "
+                  f"type='error'><error type='cancel'><item-not-found xmlns='{ns.STANZA_ERRORS}'/></error></db:verify>")
+
+
+async def test_a_dialback_error_from_the_authority_is_a_dialback_error_not_invalid(tmp_path: Path) -> None:
+    """XEP-0220 §2.4: an error in step 3 is answered with remote-server-not-found, and the stream
+    stays (a dialback error is not fatal to it); 'invalid', which ends the stream, would accuse
+    the peer of spoofing when nothing said it was."""
+    authority = await DisowningAuthority(tmp_path, "raw.example", sm=False).start()
+    async with beside(tmp_path, authority) as server:
+        raw = await peer(server)
+        await raw.starttls("raw.example", "localhost")
+        raw.send("<db:result from='raw.example' to='localhost'>0123</db:result>")
+        answer = await raw.element()
+        assert (answer.tag, answer.get("type")) == (f"{DB}result", "error")
+        assert answer.find(f"{DB}error/{{{ns.STANZA_ERRORS}}}remote-server-not-found") is not None
+        raw.send("<db:verify from='raw.example' to='localhost' id='s1'>0123</db:verify>")
+        assert (await raw.element()).tag == f"{DB}verify"
 
 
 async def test_a_forged_dialback_key_ends_the_stream(receiving: tuple[Server, str]) -> None:

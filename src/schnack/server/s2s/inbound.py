@@ -9,10 +9,13 @@ the peer authenticates its domain:
 - with SASL EXTERNAL (§6, XEP-0178), offered when its certificate verified (:mod:`.certs`)
   and names the domain of its stream header; the authorization identity, if given, must be
   that domain. Success restarts the stream.
-- with dialback (XEP-0220), always offered: ``<db:result/>`` is checked by asking that
-  domain's authoritative server (:func:`.outbound.verify_key`) while the stream goes on, and
-  answered valid, invalid (which ends the stream: a spoofing attempt, §2.1.2) or with an
-  error (§2.4). One stream may authenticate several pairs of domains this way (§4.5), with a
+- with dialback (XEP-0220), always offered, with dialback errors (§2.4.1): ``<db:result/>``
+  is checked by asking that domain's authoritative server (:func:`.outbound.verify_key`)
+  while the stream goes on, and answered valid, invalid (which ends the stream: a spoofing
+  attempt, §2.1.2) or with an error (§2.4: the authoritative server could not be asked, or
+  answered with an error). The initiating peer cannot advertise error handling on its own
+  stream; §2.4 has the error sent to it anyway, since one that does not understand it at worst
+  closes the stream. One stream may authenticate several pairs of domains this way (§4.5), with a
   few requests checked at once: each costs a connection to another server, and more end the
   stream with ``policy-violation``.
 
@@ -168,7 +171,8 @@ class IncomingStream:
         else:
             if self._external_for() is not None:
                 sub(sub(features, qname(ns.SASL, "mechanisms")), qname(ns.SASL, "mechanism"), text="EXTERNAL")
-            sub(features, qname(dialback.FEATURE, "dialback"))
+            # XEP-0220 §2.4.1: we send and understand dialback errors.
+            sub(sub(features, qname(dialback.FEATURE, "dialback")), qname(dialback.FEATURE, "errors"))
             # XEP-0198: enabled once a domain is authenticated (dialback sends no new features).
             sub(features, SM_FEATURE)
         self.wire.send(features)

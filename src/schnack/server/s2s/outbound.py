@@ -230,7 +230,8 @@ async def verify_key(s2s: S2S, local: str, remote: str, stream_id: str, key: str
 
     ``local`` is our domain (the receiving one), ``stream_id`` the id of the stream on which
     ``remote`` sent the key. Raises :class:`Unreachable` when there is no answer, however the
-    connection failed, so that the request it checks is answered with an error (§2.4).
+    connection failed, or the answer is a dialback error, so that the request it checks is
+    answered with an error (§2.4).
     """
     timeout = s2s.config.connect_timeout
     try:
@@ -242,6 +243,10 @@ async def verify_key(s2s: S2S, local: str, remote: str, stream_id: str, key: str
                 while True:
                     answer = await _element(wire, timeout)
                     if answer.tag == dialback.VERIFY and answer.get("id") == stream_id:
+                        if answer.get("type") == "error":
+                            # §2.4: not a verdict on the key, so the request it checks gets an error.
+                            raise Unreachable(f"{remote} answered the verification with "
+                                              f"{dialback.error_condition(answer)}")
                         return answer.get("type") == "valid"
             finally:
                 wire.close_with()
