@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -153,6 +154,21 @@ async def test_waiting_iq_results_and_errors_do_not_bounce(server: Server) -> No
     assert (error.get("id"), condition(error)) == ("q1", "remote-server-not-found")
     await asyncio.sleep(0.2)
     assert alice.take() == []
+
+
+async def test_a_domain_dns_cannot_carry_is_not_found_at_once(
+        server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    """A JID domain that DNS cannot carry (IDNA2008 disallows U+2488, RFC 5892) names no
+    server: remote-server-not-found without waiting, and a warning rather than a traceback,
+    since nothing is broken here."""
+    await add_user(server, "alice")
+    alice = await connect(server, "alice@localhost/desk")
+    with caplog.at_level(logging.INFO, logger="schnack.server.s2s"):
+        await alice.send("<message to='bob@\u2488.example' id='m1' type='chat'><body>hello?</body></message>")
+        (error,) = await alice.expect(1, timeout=10)
+    assert (error.get("id"), condition(error)) == ("m1", "remote-server-not-found")
+    assert [r.levelno for r in caplog.records if r.levelno >= logging.WARNING] == [logging.WARNING]
+    assert not any(r.exc_info for r in caplog.records)
 
 
 async def test_a_stanza_sent_while_a_failed_route_bounces_gets_a_new_attempt(server: Server) -> None:

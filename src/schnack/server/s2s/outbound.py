@@ -74,6 +74,10 @@ class Unreachable(Exception):
     """The other server could not be reached or would not accept us; ``str()`` says why."""
 
 
+class Unencodable(Unreachable):
+    """The domain is no name DNS can carry (IDNA2008, RFC 5891): no server is found under it."""
+
+
 class Refused(Unreachable):
     """The peer would not take stanzas from our domain (XEP-0220 §2.1.1); ``condition`` is
     what the waiting stanzas bounce with."""
@@ -166,12 +170,16 @@ async def connect(s2s: S2S, local: str, remote: str, timeout: float) -> Negotiat
     """Resolve ``remote`` and try each endpoint until one gives a stream with TLS.
 
     With ``[s2s] verify``, a certificate that does not verify is tried once more without
-    verification, for dialback. Raises :class:`Unreachable`.
+    verification, for dialback. Raises :class:`Unreachable` (:class:`Unencodable` for a domain
+    that cannot be looked up at all).
     """
     try:
         found = await endpoints(remote, s2s.config.hosts)
     except NoService as err:
         raise Unreachable(str(err)) from None
+    except ValueError as err:
+        # The resolver encodes the name with IDNA2008, stricter than the JID rules that let it in.
+        raise Unencodable(f"{remote} is not a name DNS can carry: {err}") from None
     reasons: list[str] = []
     for endpoint in found:
         for verify in (True, False) if s2s.config.verify else (False,):
@@ -320,7 +328,9 @@ class Route:
                         condition, text = err.condition, str(err)
                     else:
                         condition, text = "remote-server-not-found", f"cannot reach {self.remote}: {err}"
-                    log.info("s2s %s -> %s failed: %s", self.local, self.remote, text)
+                    # A name no server can have is worth the operator's notice, but is no fault here.
+                    log.log(logging.WARNING if isinstance(err, Unencodable) else logging.INFO,
+                            "s2s %s -> %s failed: %s", self.local, self.remote, text)
                     if broken_since is None:
                         await self._bounce(condition, text)
                         return
