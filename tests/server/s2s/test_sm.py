@@ -5,6 +5,7 @@ receiving side acknowledges only what it stored."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,34 @@ async def test_without_stream_management_a_closed_stream_is_replaced(tmp_path: P
         second = await raw.next_peer()
         assert (await second.element()).get("id") == "m2"
         assert alice.take() == []
+    finally:
+        await server.stop()
+        raw.stop()
+
+
+async def test_keepalives_from_the_peer_do_not_keep_an_idle_route_open(tmp_path: Path) -> None:
+    """Idle means no stanzas either way: the peer's whitespace keepalives (RFC 6120 §4.6.1) keep
+    the connection from looking dead, not the route in use."""
+    raw = await RawReceiver(tmp_path, REMOTE, sm=False).start()
+    server, alice = await sender(tmp_path, raw)
+    # Below the bound an operator may set, so that the test does not wait for ten seconds.
+    server.s2s.config = dataclasses.replace(server.s2s.config, idle_timeout=1.0)
+
+    async def keep_alive(peer: RawPeer) -> None:
+        while True:
+            peer.send(" ")
+            await asyncio.sleep(0.2)
+
+    try:
+        await alice.send(message(1))
+        peer = await raw.next_peer()
+        assert (await peer.element()).get("id") == "m1"
+        keeping = asyncio.create_task(keep_alive(peer))
+        try:
+            async with asyncio.timeout(5):
+                assert isinstance(await peer.next(), StreamClosed)
+        finally:
+            keeping.cancel()
     finally:
         await server.stop()
         raw.stop()

@@ -12,8 +12,9 @@ response (an error or an IQ result, §8.2.3, §8.3.1) bounces (§8.3.3):
 ``remote-server-timeout`` if it took longer than ``connect_timeout`` or the peer answered
 dialback with an error or ended the stream meanwhile (XEP-0220 §2.1.1, §2.4),
 ``internal-server-error`` if it answered 'invalid', else ``remote-server-not-found``; a stanza
-sent while they bounce starts a new route. A route unused for ``idle_timeout`` closes its
-stream and waits for the peer's close (§4.4), so that the peer has read everything.
+sent while they bounce starts a new route. A route that carried no stanza for ``idle_timeout``
+(the peer's whitespace keepalives and acks do not count) closes its stream and waits for the
+peer's close (§4.4), so that the peer has read everything.
 
 When the peer offers XEP-0198 stream management, the route enables it (:mod:`.sm`): a
 connection that ends with stanzas unacknowledged is replaced, and they go first on the new one
@@ -285,6 +286,9 @@ class Route:
         self.method: str | None = None
         # Connections made so far (the first, and those that replaced broken ones).
         self.connections = 0
+        # When the stream last carried a stanza, or came up: what idle is measured from. The
+        # peer's keepalives and acks are traffic, but no use of the route.
+        self._last_stanza = time.monotonic()
         self.done = False
         self.task = asyncio.create_task(self._run(), name=f"s2s {local} -> {remote}")
 
@@ -305,6 +309,7 @@ class Route:
 
     def _write(self, stanza: Stanza) -> None:
         assert self.wire is not None
+        self._last_stanza = time.monotonic()
         if self.acks is not None:
             self.acks.send(stanza)
         else:
@@ -406,6 +411,7 @@ class Route:
         it did not get acknowledged (none without stream management), and whether the peer
         acknowledged any (always true without stream management: nothing tells)."""
         self.wire = wire
+        self._last_stanza = time.monotonic()
         try:
             queued, self.queue = self.queue, []
             for stanza in queued:
@@ -423,11 +429,12 @@ class Route:
         return acks.close(), acks.acknowledged > 0
 
     async def _serve(self, wire: Wire) -> None:
-        """Read the peer's side of our stream until it closes or we stay unused for too long;
-        a close of ours waits for the peer's (RFC 6120 §4.4), so that it has read everything."""
+        """Read the peer's side of our stream until it closes or no stanza went either way for
+        ``idle_timeout`` (the peer sends none on our stream, so that is ours); a close of ours
+        waits for the peer's (RFC 6120 §4.4), so that it has read everything."""
         idle = self.s2s.config.idle_timeout
         while not wire.closing:
-            left = idle - (time.monotonic() - max(wire.last_write, wire.last_read))
+            left = idle - (time.monotonic() - self._last_stanza)
             if left <= 0:
                 log.info("s2s %s -> %s idle; closing", self.local, self.remote)
                 if self.acks is not None:

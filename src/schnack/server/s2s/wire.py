@@ -60,7 +60,7 @@ class Wire:
         self.parser = StreamParser(self.stanza_limit)
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.last_read = self.last_write = time.monotonic()
+        self.last_read = time.monotonic()
         self.closing = False
         self._events: list[Event] = []
         self._out = Gathered(self._hand_over)
@@ -83,7 +83,6 @@ class Wire:
         if self.writer.is_closing():
             return
         self.writer.write(data.encode())
-        self.last_write = time.monotonic()
         if self.writer.transport.get_write_buffer_size() > self.limits.max_write_buffer:
             # A peer that does not read what it is sent would make us hold it all.
             log.warning("cutting s2s connection %s: it does not read what it is sent", self.peer)
