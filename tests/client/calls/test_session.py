@@ -178,6 +178,22 @@ def test_nobody_answers() -> None:
     assert net.of(BOB_PHONE)[-1] == Ended(Reason("timeout"), True)
 
 
+def test_a_callee_that_stops_ringing_by_itself_tells_nobody() -> None:
+    """Only the user declines for all of the account's devices (XEP-0353 §3.5); a device whose
+    ring timer runs out falls silent on its own, and the caller's retract ends the rest."""
+    net = Network((ALICE, BOB_PHONE, BOB_DESK))
+    caller = net.call(now=100.0)
+    phone, desk = net.calls[BOB_PHONE], net.calls[BOB_DESK]
+    net.run(BOB_PHONE, phone.ring())
+    net.of(BOB_PHONE)
+    net.run(BOB_PHONE, phone.on_timeout(160.0))
+    assert net.of(BOB_PHONE) == [Ended(Reason("timeout"), False)] and phone.ended
+    assert [item.payload.kind for _, item in net.sent if isinstance(item, SendMessage)] == ["propose", "ringing"]
+    assert not caller.ended and not desk.ended
+    net.run(ALICE, caller.on_timeout(160.0))
+    assert net.of(BOB_DESK)[-1] == Ended(Reason("timeout"), True)
+
+
 def test_session_not_set_up_in_time() -> None:
     net = Network((ALICE, BOB_PHONE))
     caller = net.call()

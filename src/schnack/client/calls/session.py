@@ -284,10 +284,15 @@ class CallSession:
         return [*out, *self._end(reason, False)]
 
     def on_timeout(self, now: float) -> Step:
-        """Due at :attr:`deadline`: nobody answered (``timeout`` retract or reject), or the
-        session was not set up in time (terminate with ``timeout``)."""
+        """Due at :attr:`deadline`: nobody answered, or the session was not set up in time
+        (terminate with ``timeout``). A caller nobody answered retracts (XEP-0353 §3.4); a callee
+        device that rang long enough falls silent and sends nothing, since a reject would stop
+        the account's other devices and tell the caller the call was declined (§3.5): the
+        caller's own timeout retracts the call."""
         if self.deadline is None or now < self.deadline or self.ended:
             return []
+        if self.role == "responder" and self.state in (State.PROPOSED, State.RINGING):
+            return self._end(Reason("timeout"), False)
         return self.hang_up(Reason("timeout"))
 
     # -- what arrived ------------------------------------------------------------------------
