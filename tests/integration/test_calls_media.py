@@ -17,7 +17,7 @@ import pytest
 
 from bench.ports import free_port
 from schnack.client import Client
-from schnack.client.calls.calls import Call, CallFailed, IncomingCall
+from schnack.client.calls.calls import Call, CallFailed, IncomingCall, describe
 from schnack.client.calls.media import DATA_SAVER, NORMAL, EncoderSettings, MediaSession, ice_transports
 from schnack.client.calls.protection import protected
 from schnack.client.calls.session import State
@@ -127,7 +127,9 @@ async def test_call_rings_everywhere_and_audio_flows(tmp_path: Path, devices: De
     check_audio(tmp_path)
 
 
-async def test_reject(devices: Devices) -> None:
+async def ringing_on_phone_and_desk(devices: Devices) -> tuple[Call, IncomingCall, IncomingCall]:
+    """Alice (laptop) calls bob, whose phone and desk ring (the clients in this order in
+    ``devices``): alice's call and what rings on the phone and on the desk."""
     alice = await devices.login("alice@localhost/laptop")
     phone = await devices.login("bob@localhost/phone")
     desk = await devices.login("bob@localhost/desk")
@@ -135,6 +137,11 @@ async def test_reject(devices: Devices) -> None:
     await asyncio.sleep(0)
     call = await alice.call("bob@localhost")
     on_phone, on_desk = [await r for r in ringing]
+    return call, on_phone, on_desk
+
+
+async def test_reject(devices: Devices) -> None:
+    call, on_phone, on_desk = await ringing_on_phone_and_desk(devices)
     await on_phone.reject()
     assert await ended(call) == "decline"
     assert await ended(on_desk.call) == "decline"  # the carbon of the reject stops the desk
@@ -160,6 +167,22 @@ async def test_retract_and_timeout(devices: Devices) -> None:
     incoming = await ringing
     assert await ended(call) == "timeout"
     assert await ended(incoming.call) == "timeout"
+
+
+async def test_closing_the_client_stops_its_ringing_calls(devices: Devices) -> None:
+    """A call still ringing as the client closes keeps no timer or task behind; the callee's
+    other devices go on ringing (only the caller's retract stops them)."""
+    call, on_phone, on_desk = await ringing_on_phone_and_desk(devices)
+    alice, phone, _ = devices.clients
+    async with asyncio.timeout(WAIT):
+        await call.ringing.wait()
+    await phone.close()
+    assert on_phone.call.ended.done() and describe(on_phone.call.ended.result()) == "the client was closed"
+    assert on_phone.call._timer is None and not on_phone.call._tasks
+    assert not call.ended.done() and not on_desk.call.ended.done()
+    await alice.close()
+    assert await ended(on_desk.call) == "cancel"
+    assert call.ended.done() and call._timer is None and not call._tasks
 
 
 async def test_relay_only_through_coturn(tmp_path: Path) -> None:

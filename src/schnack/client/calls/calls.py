@@ -72,6 +72,9 @@ log = logging.getLogger(__name__)
 # call ends as lost (the peer's hang-up closes DTLS before its terminate crosses the servers).
 MEDIA_LOST_GRACE = 5.0
 
+# How a call ends locally when the client closes under it.
+CLIENT_CLOSED = Reason("connectivity-error", "the client was closed")
+
 _MESSAGE = qname(ns.CLIENT, "message")
 _IQ = qname(ns.CLIENT, "iq")
 _DELAY = qname(ns.DELAY, "delay")
@@ -362,10 +365,24 @@ class Call:
             with contextlib.suppress(Exception):
                 await self.media.add_candidate(content, candidate)
 
-    async def _end(self, event: Ended) -> None:
+    def stop(self) -> None:
+        """The client closes: no timer or task of this call outlives it, and whoever waits for
+        its end hears of it."""
+        self._cancel_timers()
+        for task in self._tasks:
+            task.cancel()
+        self._calls.forget(self)
+        if not self.ended.done():
+            self.ended.set_result(Ended(CLIENT_CLOSED, False))
+
+    def _cancel_timers(self) -> None:
         for timer in (self._timer, self._lost):
             if timer is not None:
                 timer.cancel()
+        self._timer = self._lost = None
+
+    async def _end(self, event: Ended) -> None:
+        self._cancel_timers()
         self._calls.forget(self)
         if self.media is not None:
             self.stats = await self.media.close()
@@ -471,14 +488,17 @@ class Calls:
         return call
 
     async def hangup_all(self) -> None:
-        """End our calls as the client closes; a call only ringing here is left to ring on the
-        other devices, since rejecting it would stop them too (XEP-0353 §3.5)."""
+        """End our calls as the client closes, and stop their timers and tasks; a call only
+        ringing here falls silent and goes on ringing on the other devices, since rejecting it
+        would stop them too (XEP-0353 §3.5)."""
         for call in list(self._calls.values()):
             if call.session.role == "responder" and call.state in (State.PROPOSED, State.RINGING):
-                self.forget(call)
-                continue
+                call.step(call.session.fall_silent(CLIENT_CLOSED))
+            else:
+                call.step(call.session.hang_up())
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(call.hangup(), 5)
+                await asyncio.wait_for(call.wait_ended(), 5)
+            call.stop()
 
     def _on_message(self, el: Element) -> None:
         if el.find(_DELAY) is not None:

@@ -292,8 +292,14 @@ class CallSession:
         if self.deadline is None or now < self.deadline or self.ended:
             return []
         if self.role == "responder" and self.state in (State.PROPOSED, State.RINGING):
-            return self._end(Reason("timeout"), False)
+            return self.fall_silent(Reason("timeout"))
         return self.hang_up(Reason("timeout"))
+
+    def fall_silent(self, reason: Reason) -> Step:
+        """Callee: stop ringing on this device alone and tell nobody; a reject would decline the
+        call for all of the account's devices (XEP-0353 §3.5)."""
+        self._expect("responder", State.PROPOSED, State.RINGING)
+        return self._end(reason, False)
 
     # -- what arrived ------------------------------------------------------------------------
 
