@@ -8,15 +8,22 @@ import asyncio
 import json
 import math
 import random
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from schnack.cli.calls import talk
+from schnack.client.calls.session import Ended
+from schnack.client.calls.verification import Verification
+from schnack.client.metered import SaverChoice
 from schnack.client.store import account_dir
 from schnack.server.app import Server
 from schnack.xmpp.jid import JID
+from schnack.xmpp.payloads.jingle import Reason
 
 from ..client.calls.audio import dominant, loud_part, read_wav, write_tone
 from ..client.calls.test_audio import alsa_config
@@ -176,3 +183,31 @@ async def test_microphone_and_speaker(env: tuple[Server, dict[str, str]], tmp_pa
     # pattern at its place in time, give or take a second. (A stretch of another part of the
     # pattern correlates by chance up to about 0.4.)
     assert correlation_near(sent, played, 10, len(played) - 20) > 0.75
+
+
+class EndedCall:
+    """A call the peer ended before any media flowed."""
+
+    peer = JID.parse("bob@localhost/phone")
+    verification = Verification()
+
+    def __init__(self) -> None:
+        self.ended: asyncio.Future[Ended] = asyncio.get_running_loop().create_future()
+        self.ended.set_result(Ended(Reason("success"), True))
+
+    async def wait_connected(self, timeout: float) -> None:
+        return None
+
+    async def wait_ended(self) -> None:
+        return None
+
+
+async def test_a_call_leaves_no_signal_handlers_behind(tmp_path: Path) -> None:
+    """Ctrl-C and SIGTERM hang up only while the call runs; afterwards they are the program's
+    again, also when the call ended in failure."""
+    call: Any = EndedCall()
+    with pytest.raises(SystemExit):
+        await talk(tmp_path, call, SaverChoice(False, "asked for"), None)
+    loop = asyncio.get_running_loop()
+    assert not loop.remove_signal_handler(signal.SIGINT)
+    assert not loop.remove_signal_handler(signal.SIGTERM)

@@ -169,15 +169,21 @@ async def talk(directory: Path, call: Call, saver: SaverChoice, duration: float 
     note(f"talking with {call.peer} ({call.verification.state}; type s and Enter to switch the data saver, h to hang up)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # Ctrl-C and SIGTERM hang up while the call runs, and are the program's again afterwards.
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
-    waiting: list[asyncio.Future[Any]] = [
-        asyncio.ensure_future(stop.wait()), asyncio.shield(call.ended), asyncio.ensure_future(commands(call, stop)),
-    ]  # fmt: skip
-    await asyncio.wait(waiting, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
-    for task in waiting:
-        task.cancel()
-    stats = await call.hangup() if not call.ended.done() else await call.wait_ended()
+    try:
+        waiting: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(stop.wait()), asyncio.shield(call.ended), asyncio.ensure_future(commands(call, stop)),
+        ]  # fmt: skip
+        await asyncio.wait(waiting, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+        for task in waiting:
+            task.cancel()
+        stats = await call.hangup() if not call.ended.done() else await call.wait_ended()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
     if stats is None:
         fail("the call ended before any media flowed")
     for line in summary(call, stats, saver):
