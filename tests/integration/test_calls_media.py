@@ -29,6 +29,7 @@ from schnack.xmpp.payloads.jingle import Jingle
 from schnack.xmpp.xml import element, qname
 
 from ..client.calls.audio import dominant, loud_part, read_wav, write_tone
+from ..client.proxy import Proxy
 from ..harness import add_user, running
 from .coturn import ready, require_coturn, turn_config_for, turnserver
 
@@ -43,9 +44,12 @@ class Devices:
         self.server = server
         self.clients: list[Client] = []
 
-    async def login(self, jid: str) -> Client:
+    async def login(self, jid: str, via: Proxy | None = None) -> Client:
+        """A client of ``jid``, connected directly or through ``via`` (reconnecting quickly)."""
         host, port = self.server.bound["c2s"][0]
-        client = Client(jid, PASSWORD, host=host, port=port, direct_tls=False, verify=False)
+        if via is not None:
+            host, port = "127.0.0.1", via.port
+        client = Client(jid, PASSWORD, host=host, port=port, direct_tls=False, verify=False, backoff=(0.05, 0.5))
         await client.connect()
         self.clients.append(client)
         return client
@@ -183,6 +187,38 @@ async def test_closing_the_client_stops_its_ringing_calls(devices: Devices) -> N
     await alice.close()
     assert await ended(on_desk.call) == "cancel"
     assert call.ended.done() and call._timer is None and not call._tasks
+
+
+@pytest.mark.parametrize("offline", ["caller", "callee"])
+async def test_a_signal_written_during_a_reconnect_reaches_the_peer(devices: Devices, offline: str) -> None:
+    """A retract (caller) or reject (callee) written while the link is down goes out once it is
+    back (XEP-0353 messages carry a store hint: they must arrive), and ends the call there."""
+    host, port = devices.server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    try:
+        alice = await devices.login("alice@localhost/laptop", via=proxy if offline == "caller" else None)
+        phone = await devices.login("bob@localhost/phone", via=proxy if offline == "callee" else None)
+        ringing = asyncio.ensure_future(rings(phone))
+        await asyncio.sleep(0)
+        call = await alice.call("bob@localhost")
+        incoming = await ringing
+        async with asyncio.timeout(WAIT):
+            await call.ringing.wait()
+        cut_off = alice if offline == "caller" else phone
+        events = cut_off.events()
+        proxy.refusing = True
+        proxy.cut()
+        async with asyncio.timeout(WAIT):
+            await anext(aiter(events))
+        if offline == "caller":
+            await call.hangup()
+        else:
+            await incoming.reject()
+        proxy.refusing = False
+        peer = incoming.call if offline == "caller" else call
+        assert await ended(peer) == ("cancel" if offline == "caller" else "decline")
+    finally:
+        await proxy.stop()
 
 
 async def test_relay_only_through_coturn(tmp_path: Path) -> None:

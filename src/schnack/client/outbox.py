@@ -8,6 +8,10 @@ up on a new session, which also happens at start-up: all of it then, including w
 session had sent without an acknowledgement, also when resumption failed (slixmpp drops those).
 After a resumption the stream sends its unacknowledged stanzas again itself, and the outbox only
 what was not on that stream yet.
+
+Messages that mean something only while this client runs (call signalling, XEP-0353) go the same
+way but are held in memory (:meth:`Outbox.send_volatile`): a reconnect does not lose them, and a
+restart does not send them long after the call is over.
 """
 
 from __future__ import annotations
@@ -53,16 +57,25 @@ class Outbox:
         self.store = store
         self._sm = sm
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        # The volatile messages not acknowledged yet, by origin-id, oldest first.
+        self._volatile: dict[str, Element] = {}
         sm.on_acknowledged(self._acknowledged)
         client.on_connect(self._on_connect)
 
     def send(self, el: Element, peer: JID, text: str, *, encrypted: bool, replaces: str | None = None) -> str:
         """Give the message ``el`` an origin-id, store it with ``text`` (a correction of our message
         ``replaces``, if given), and send it as soon as it may go; the origin-id is returned."""
-        origin_id = str(uuid.uuid4())
-        el.set("id", origin_id)
-        sub(el, ORIGIN_ID, {"id": origin_id})
+        origin_id = _identify(el)
         self.store.queue(peer, text, origin_id, el, encrypted=encrypted, replaces=replaces)
+        self.flush()
+        return origin_id
+
+    def send_volatile(self, el: Element) -> str:
+        """Give the message ``el`` an origin-id and send it as soon as it may go, again after each
+        reconnect until the server acknowledged it, for as long as this client runs; it is not
+        stored. The origin-id is returned."""
+        origin_id = _identify(el)
+        self._volatile[origin_id] = el
         self.flush()
         return origin_id
 
@@ -81,6 +94,9 @@ class Outbox:
             if not self.client.write(entry.stanza):
                 return
             self.store.advance(entry.origin_id, "sent")
+        for origin_id, el in list(self._volatile.items()):
+            if origin_id not in on_link and not self.client.write(el):
+                return
 
     async def wait(self, origin_id: str, timeout: float) -> None:
         """Wait until the server acknowledged the message; an error reply to it raises XmppError."""
@@ -109,13 +125,16 @@ class Outbox:
 
     def refused(self, origin_id: str, error: XmppError) -> None:
         """An error reply to a message we sent: it is marked failed and not sent again."""
+        self._volatile.pop(origin_id, None)
         if self.store.fail(origin_id, error.condition, error.text):
             for future in self._waiters.pop(origin_id, []):
                 if not future.done():
                     future.set_exception(error)
 
     def stop(self, reason: str) -> None:
-        """The client stopped: whoever waits hears why; the messages stay stored for the next start."""
+        """The client stopped: whoever waits hears why; the messages stay stored for the next
+        start, and the volatile ones are dropped."""
+        self._volatile.clear()
         for waiting in self._waiters.values():
             for future in waiting:
                 if not future.done():
@@ -127,7 +146,17 @@ class Outbox:
         origin_id = origin.get("id") if origin is not None else None
         if origin_id is None:
             return
+        if self._volatile.pop(origin_id, None) is not None:
+            return
         self.store.advance(origin_id, "acked")
         for future in self._waiters.pop(origin_id, []):
             if not future.done():
                 future.set_result(None)
+
+
+def _identify(el: Element) -> str:
+    """Give a message a new origin-id, which is also its 'id' (XEP-0359 §3); return it."""
+    origin_id = str(uuid.uuid4())
+    el.set("id", origin_id)
+    sub(el, ORIGIN_ID, {"id": origin_id})
+    return origin_id

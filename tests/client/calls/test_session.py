@@ -294,6 +294,16 @@ def test_refused_session_initiate_ends_the_call() -> None:
     assert caller.on_iq_response(iq.id, StanzaError("service-unavailable")) == []
 
 
+def test_a_session_initiate_that_got_no_answer_ends_with_connectivity_error() -> None:
+    """A Jingle IQ cannot wait for a reconnect (it needs its answer): one lost with the link
+    ends the call as the link's failure, not the peer's refusal."""
+    _, caller, _ = proceeded()
+    (iq,) = [item for item in caller.initiate(rtp("actpass", "alic"), 0.0) if isinstance(item, SendIq)]
+    after = caller.on_iq_response(iq.id, StanzaError("remote-server-timeout", "the connection was lost"))
+    assert isinstance(after[0], SendMessage) and after[0].payload.kind == "finish"
+    assert after[-1] == Ended(Reason("connectivity-error", "session-initiate got no answer: the connection was lost"), False)
+
+
 def test_messages_that_do_not_fit_are_ignored() -> None:
     net = Network((ALICE, BOB_PHONE))
     caller = net.call()

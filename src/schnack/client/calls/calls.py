@@ -16,6 +16,14 @@ saver mid-call changes our encoder and tells the peer our new receiving paramete
 description-info (XEP-0166 §7.2), so that it can switch too. Media that closes by itself (the
 network gone, RFC 7675 consent expired) ends the call with connectivity-error, unless the
 peer's session-terminate comes first.
+
+The link to the server may drop and come back during a call. The JMI messages go through the
+outbox's volatile path (:meth:`~..outbox.Outbox.send_volatile`): written while the link is down,
+a ``<proceed/>``, ``<reject/>`` or ``<finish/>`` goes out once it is back, so the peer does not
+ring on or talk into the void. A Jingle IQ cannot wait like that, since it needs its answer: it
+waits for the link as every request does (:meth:`~..client.Client.iq`), and a session-initiate
+or session-accept that got no answer ends the call with connectivity-error (and a finish the
+peer gets once we are back); a lost transport-info or description-info leaves the call as it is.
 """
 
 from __future__ import annotations
@@ -191,12 +199,10 @@ class Call:
         """Carry out what the machine asked for, in order."""
         for item in step:
             if isinstance(item, SendMessage):
-                message_id = secrets.token_hex(8)
-                self.message_ids.add(message_id)
-                message = element(_MESSAGE, {"to": str(item.to), "type": "chat", "id": message_id})
+                message = element(_MESSAGE, {"to": str(item.to), "type": "chat"})
                 message.append(item.payload.to_xml())
                 sub(message, "{urn:xmpp:hints}store")
-                self._calls.client.write(message)
+                self.message_ids.add(self._calls.client.outbox.send_volatile(message))
             elif isinstance(item, SendIq):
                 iq = element(_IQ, {"type": "set", "to": str(item.to), "id": item.id}, children=(item.jingle.to_xml(),))
                 self._spawn(self._iq(iq, item.id))

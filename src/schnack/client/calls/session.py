@@ -365,12 +365,18 @@ class CallSession:
         return handler(iq_id, jingle)
 
     def on_iq_response(self, iq_id: str, error: StanzaError | None) -> Step:
-        """The result or error of an IQ this machine sent; a refused session ends the call."""
+        """The result or error of an IQ this machine sent; a refused session ends the call, and
+        so does one that got no answer (``remote-server-timeout``: the link went down or the
+        answer did not come in time), with connectivity-error (XEP-0166 §7.4). The other
+        actions are not worth ending a call for."""
         action = self._sent.pop(iq_id, None)
         if error is None or action is None or self.ended:
             return []
         if action in ("session-initiate", "session-accept"):
-            reason = Reason("general-error", f"{action} refused: {error.condition}")
+            if error.condition == "remote-server-timeout":
+                reason = Reason("connectivity-error", f"{action} got no answer: {error.text}")
+            else:
+                reason = Reason("general-error", f"{action} refused: {error.condition}")
             return [SendMessage(self.peer, JingleMessage("finish", self.sid, reason=reason)), *self._end(reason, False)]
         return []
 
