@@ -221,6 +221,20 @@ async def test_a_signal_written_during_a_reconnect_reaches_the_peer(devices: Dev
         await proxy.stop()
 
 
+async def test_crossed_proposals_leave_the_one_with_the_lower_id(devices: Devices) -> None:
+    """Alice and bob call each other at once: the proposal with the lower session id rings on,
+    the other is given up on both sides with reason expired (XEP-0353 §4.1)."""
+    alice = await devices.login("alice@localhost/laptop")
+    bob = await devices.login("bob@localhost/phone")
+    to_bob, to_alice = await asyncio.gather(alice.call("bob@localhost"), bob.call("alice@localhost"))
+    winner, loser = sorted((to_bob, to_alice), key=lambda c: c.sid.encode())
+    assert await ended(loser) == "expired"
+    async with asyncio.timeout(WAIT):
+        await winner.ringing.wait()
+    assert not winner.ended.done()
+    await winner.hangup()
+
+
 async def test_relay_only_through_coturn(tmp_path: Path) -> None:
     require_coturn()
     port = free_port(udp=True)

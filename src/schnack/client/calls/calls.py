@@ -545,8 +545,24 @@ class Calls:
         incoming = Call(self, session)
         self._calls[session.sid] = incoming
         incoming.step(step)
+        if self._crossed(incoming):
+            return
         incoming.step(session.ring())
         self.incoming.publish(IncomingCall(incoming))
+
+    def _crossed(self, incoming: Call) -> bool:
+        """XEP-0353 §4.1: a proposal from someone we are proposing a call to ourselves. The
+        proposal with the lower session id ("i;octet", RFC 4790 §9.3) goes on and the other is
+        given up by both sides: ours retracted, or theirs rejected. True if theirs lost."""
+        ours = next((c for c in self._calls.values() if c.session.role == "initiator" and c.peer.bare == incoming.peer.bare
+                     and c.state in (State.PROPOSED, State.RINGING)), None)  # fmt: skip
+        if ours is None:
+            return False
+        if incoming.sid.encode() < ours.sid.encode():
+            ours.step(ours.session.lose_tie_break())
+            return False
+        incoming.step(incoming.session.lose_tie_break())
+        return True
 
     def _bounced(self, stanza: Stanza) -> None:
         """An error for one of our JMI messages: the callee's server would not take the call."""

@@ -283,6 +283,15 @@ class CallSession:
         out.append(SendMessage(self.peer, JingleMessage("finish", self.sid, reason=reason)))
         return [*out, *self._end(reason, False)]
 
+    def lose_tie_break(self) -> Step:
+        """Two proposals crossed and this one lost (XEP-0353 §4.1, tie breaking): the caller
+        retracts it, the callee rejects it, with ``<tie-break/>`` and reason expired."""
+        if self.state not in (State.PROPOSED, State.RINGING):
+            raise CallError(f"no proposal to give up in state {self.state.value}")
+        kind = "retract" if self.role == "initiator" else "reject"
+        reason = Reason("expired", "Tie-Break")
+        return [SendMessage(self.peer, JingleMessage(kind, self.sid, reason=reason, tie_break=True)), *self._end(reason, False)]
+
     def on_timeout(self, now: float) -> Step:
         """Due at :attr:`deadline`: nobody answered, or the session was not set up in time
         (terminate with ``timeout``). A caller nobody answered retracts (XEP-0353 §3.4); a callee
