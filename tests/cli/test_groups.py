@@ -4,13 +4,16 @@ made, joined by a listener, written to encrypted, listed; failures are one line 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from schnack.server.app import Server
+from schnack.server.modules.pep import Pep
 from schnack.xmpp.jid import JID
+from schnack.xmpp.payloads.bookmarks import NS as BOOKMARKS
 
 from ..harness import add_user, running
 from .proc import client_env, line_of, login, schnack, start, stop
@@ -87,3 +90,23 @@ async def test_group_failures_are_one_line(server: Server, tmp_path: Path) -> No
                         " (registration-required)")
     bad = await schnack(env, "group", "invite", group, "not@@valid", "-a", "alice@localhost")
     assert bad.returncode == 2 and "invalid JID" in one_line(bad)
+
+
+async def test_sending_to_a_group_that_does_not_exist_makes_none(server: Server, tmp_path: Path) -> None:
+    env = client_env(tmp_path)
+    assert (await login(server, env, "alice@localhost", PASSWORD)).returncode == 0
+    # Entering a room of a new name creates it (XEP-0045 §10.1.1): for a send that is a mistake.
+    for _ in range(2):
+        missing = await schnack(env, "group", "send", "nope@groups.localhost", "hi", "-a", "alice@localhost")
+        assert (missing.returncode, one_line(missing)) == (1, "schnack: no such group: nope@groups.localhost")
+    assert (await schnack(env, "group", "list", "-a", "alice@localhost")).stdout == ""
+    pep = server.modules["pep"]
+    assert isinstance(pep, Pep)
+    assert await pep.store.items(JID.parse("alice@localhost"), BOOKMARKS) == []
+    # An account's address answers disco#info as an account, not a room (§6.4): no wait for a join.
+    started = time.monotonic()
+    person = await schnack(env, "group", "send", "bob@localhost", "hi", "-a", "alice@localhost")
+    assert (person.returncode, one_line(person)) == (1, "schnack: bob@localhost is not a group")
+    nobody = await schnack(env, "group", "send", "nope2@localhost", "hi", "-a", "alice@localhost")
+    assert (nobody.returncode, one_line(nobody)) == (1, "schnack: nope2@localhost is not a group (service-unavailable)")
+    assert time.monotonic() - started < 20

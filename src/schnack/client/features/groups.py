@@ -9,6 +9,9 @@ room becomes a public channel instead (open, listed, semi-anonymous), where OMEM
 and plaintext is the only way. Members are added by mediated invitation (§7.8.2), which makes
 them members of a members-only room; the server's note on members whose OMEMO keys others
 cannot fetch (``<warnings xmlns='https://schnack.im/protocol/muc-keys'/>``) is handed back.
+An address given to send to, or to enter, must be an existing room: one that answers disco#info
+as something else is refused at once (§6.4), and a room that entering it created (§10.1.1) is
+destroyed again and not bookmarked.
 
 Every group is a XEP-0402 bookmark (``urn:xmpp:bookmarks:1``, autojoin, with the nick), so that
 the account's other apps see it too, and a copy of the list lives in the local store. After each
@@ -370,8 +373,7 @@ class Groups:
         try:
             await self._configure(room, name, encrypted)
         except ClientError:
-            with contextlib.suppress(ClientError):
-                await self._iq("set", OwnerQuery(form=DataForm("cancel")).to_xml(), room.jid)
+            await self._discard(room)
             raise
         self._rooms[room.jid] = room
         self._save()
@@ -549,8 +551,45 @@ class Groups:
         return room.group()
 
     async def _join_room(self, room: _Room) -> None:
-        await self._enter(room, History(maxstanzas=0))
+        """Enter a group that must exist already. Entering a room of a new name creates it
+        (§10.1.1, status 201): then the address was wrong, and the new room is discarded and
+        nothing of it kept."""
+        if room.jid not in self._rooms:
+            await self._check_room(room.jid)
+        statuses = await self._enter(room, History(maxstanzas=0))
+        if CREATED in statuses:
+            await self._discard(room)
+            if room.jid in self._rooms:
+                await self._forget(room)  # destroyed while this device was away
+            raise GroupError(f"no such group: {room.jid}")
         await self._settle(room)
+
+    async def _check_room(self, jid: JID) -> None:
+        """§6.4: a room answers disco#info with the identity conference/text. An address that
+        answers otherwise (a person's account, a server) is no group, and says so at once, where a
+        join presence to it would wait in vain for an answer. item-not-found is left to the join,
+        since a service may hide a room from those not in it."""
+        try:
+            info = DiscoInfo.from_xml(_payload(await self._iq("get", element(INFO), jid), INFO))
+        except XmppError as err:
+            if err.condition == "item-not-found":
+                return
+            raise GroupError(f"{jid} is not a group ({err.condition})") from None
+        except ValueError as err:
+            raise GroupError(f"{jid} is not a group: it sent a broken disco#info ({err})") from None
+        if not any(i.category == "conference" for i in info.identities):
+            raise GroupError(f"{jid} is not a group")
+
+    async def _discard(self, room: _Room) -> None:
+        """§10.1.2: cancel the configuration of a room we just created, which destroys it; if the
+        service refuses, leave it, which ends a room never configured (§10.1.1, as schnack's does)."""
+        self._entering.pop(room.jid, None)
+        room.joined = room.ready = False
+        try:
+            await self._iq("set", OwnerQuery(form=DataForm("cancel")).to_xml(), room.jid)
+        except ClientError as err:
+            log.info("could not cancel the new room %s: %s", room.jid, err)
+            await self._exit(room)
 
     async def _settle(self, room: _Room) -> None:
         """After entering: the room's kind and name, its members, and its archive."""
