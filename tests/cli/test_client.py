@@ -8,6 +8,7 @@ contacts lists, adds and removes. Every failure is one line on stderr with a non
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from schnack.server.modules.e2e import REFUSAL
 from schnack.xmpp.jid import JID
 
 from ..harness import add_user, running
-from .proc import Result, client_env, line_of, login, schnack, start, stop
+from .proc import PROCESS_WAIT, SCHNACK, Result, client_env, line_of, login, schnack, start, stop
 
 PASSWORD = "correct horse battery staple"
 ALICE = JID.parse("alice@localhost")
@@ -158,6 +159,31 @@ async def test_send_listen_and_history(server: Server, tmp_path: Path) -> None:
         "alice@localhost: are you there?", "me: soon  [✓ on the server]", "alice@localhost: hello bob"]
     last = await schnack(env, "history", "alice@localhost", "-a", "bob@localhost", "--limit", "1", "--json")
     assert f'"origin_id": "{id}"' in last.stdout and '"direction": "in"' in last.stdout
+
+
+async def test_listen_into_a_closed_pipe_ends_quietly(server: Server, tmp_path: Path) -> None:
+    """``schnack listen | head -1``: once the reader is gone, the command ends as SIGPIPE would end
+    it (141), with nothing more on stderr."""
+    env = client_env(tmp_path)
+    for user in ("alice", "bob"):
+        assert (await login(server, env, f"{user}@localhost", PASSWORD)).returncode == 0
+    for text in ("one", "two", "three"):
+        assert (await schnack(env, "send", "-a", "alice@localhost", "bob@localhost", text)).returncode == 0
+    read, write = os.pipe()
+    listener = await asyncio.create_subprocess_exec(*SCHNACK, "listen", "-a", "bob@localhost", stdout=write,
+                                                    stderr=asyncio.subprocess.PIPE, env=env)
+    os.close(write)
+    with os.fdopen(read, "rb") as out:
+        # A blocking read, away from the event loop the server runs in.
+        first = await asyncio.to_thread(out.readline)
+    assert first.decode().endswith(" alice@localhost: one\n"), first
+    # Written after the reader left: the write fails with EPIPE.
+    assert (await schnack(env, "send", "-a", "alice@localhost", "bob@localhost", "four")).returncode == 0
+    async with asyncio.timeout(PROCESS_WAIT):
+        _, err = await listener.communicate()
+    said = [line for line in err.decode().splitlines() if line != "schnack: up to date with the server's archive"]
+    assert (listener.returncode, len(said)) == (141, 1), err.decode()
+    assert said[0].startswith("schnack: listening as bob@localhost/")
 
 
 async def test_plaintext_is_sent_only_when_asked_for(server: Server, tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ platform's user data directory.
 
 Every failure is one line on stderr and a non-zero exit: 2 for bad usage or a bad address, 1 for
 anything else (wrong password, server unreachable, certificate not trusted, no account stored,
-a message refused or not acknowledged in time).
+a message refused or not acknowledged in time). A command whose standard output is closed by its
+reader (``schnack listen | head -1``) ends silently with 141 (128 + SIGPIPE).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -56,6 +58,15 @@ _MARKS = {
 def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"schnack: {message}", err=True)
     sys.exit(code)
+
+
+def stdout_closed() -> NoReturn:
+    """The reader of standard output went away (``schnack listen | head -1``): end silently with
+    141, the status of a tool that SIGPIPE ends, as the shell reports it."""
+    # Python flushes standard output once more on its way out, which would fail and say so.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(141)
 
 
 def note(message: str) -> None:
@@ -107,6 +118,8 @@ def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
     try:
         return asyncio.run(work())
+    except BrokenPipeError:
+        stdout_closed()
     except (ClientError, StoreError, OSError, sqlite3.Error) as err:
         fail(explain(err))
     except KeyboardInterrupt:

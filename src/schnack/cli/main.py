@@ -2,7 +2,10 @@
 commands (``login``, ``send``, ``listen``, ...) are in client.py.
 
 Every failure is one line on stderr and a non-zero exit: 2 for a bad configuration or usage,
-130 for an interrupt (Ctrl-C), 1 for anything else.
+130 for an interrupt (Ctrl-C), 1 for anything else. A command whose standard output is closed by
+its reader (``schnack listen | head -1``) ends silently with 141, as the tools that SIGPIPE ends
+(128 + 13): the reader had what it wanted, and a pipeline run with ``pipefail`` still sees that
+the command did not finish.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from .calls import answer, call
 from .chat import chat
 from .check import check as compliance_check
 from .client import COMMANDS as CLIENT_COMMANDS
-from .client import read_password
+from .client import read_password, stdout_closed
 from .files import COMMANDS as FILE_COMMANDS
 from .groups import group
 from .verify import verify
@@ -76,13 +79,15 @@ def _run(coro: Awaitable[T]) -> T:
 
 class _Schnack(click.Group):
     """The command group; an interrupt ends any command with one line and status 130 (128 + SIGINT),
-    where click would print "Aborted!" and exit 1."""
+    where click would print "Aborted!" and exit 1, and a closed standard output silently with 141."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except BrokenPipeError:
+            stdout_closed()
 
 
 @click.group(cls=_Schnack)

@@ -219,6 +219,11 @@ class Client:
         return str(peer[0]) if peer else None
 
     @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
     def connected(self) -> bool:
         """Whether the link is up and the login steps are done."""
         return self._up.is_set() and self._link is not None and self._gone is None

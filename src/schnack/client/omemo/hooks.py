@@ -148,7 +148,9 @@ class PepHooks:
         try:
             await self.client.send_element(el)
         except ClientError as err:
-            log.warning("an empty OMEMO message to %s was not sent: %s", el.get("to"), err)
+            # A program that closes its client gives up what still waits to be sent: no warning.
+            log.log(logging.INFO if self.client.closed else logging.WARNING,
+                    "an empty OMEMO message to %s was not sent: %s", el.get("to"), err)
 
     async def close(self) -> None:
         """Stop sending what is still waiting for a link."""
