@@ -232,7 +232,7 @@ async def test_the_command_fails_with_one_line(server: Server, tmp_path: Path) -
     assert gone.returncode == 1 and "Traceback" not in gone.stderr
     assert gone.stderr.strip().splitlines() == [
         "schnack: connecting as alice@localhost…", gone.stderr.strip().splitlines()[-1]]
-    assert gone.stderr.strip().splitlines()[-1].startswith("schnack: cannot reach localhost: 127.0.0.1:")
+    assert gone.stderr.strip().splitlines()[-1].startswith("schnack: cannot reach localhost (127.0.0.1 port ")
 
 
 async def test_a_group_in_the_app(server: Server, clients: list[Client], tmp_path: Path) -> None:

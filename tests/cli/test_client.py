@@ -81,9 +81,14 @@ async def test_login_failures(server: Server, tmp_path: Path) -> None:
     untrusted = one_line(await login(server, env, "alice@localhost", PASSWORD, "--starttls"))
     assert "the certificate of localhost is not trusted" in untrusted
     assert "--insecure" in untrusted and "--ca FILE" in untrusted
+    closed = free_port()
     unreachable = await schnack(env, "login", "alice@localhost", "--password-stdin", "--host", "127.0.0.1",
-                                "--port", str(free_port()), input=PASSWORD + "\n")
-    assert one_line(unreachable).startswith("schnack: cannot reach localhost: 127.0.0.1:")
+                                "--port", str(closed), input=PASSWORD + "\n")
+    assert one_line(unreachable) == f"schnack: cannot reach localhost (127.0.0.1 port {closed}): connection refused"
+    host, port = server.bound["c2s"][0]
+    plain = one_line(await login(server, env, "alice@localhost", PASSWORD, "--insecure", "--direct-tls"))
+    assert plain == (f"schnack: cannot reach localhost ({host} port {port}): it does not speak direct TLS"
+                     " (try without --direct-tls)")
     both = await login(server, env, "alice@localhost", PASSWORD, "--insecure", "--ca", str(__file__))
     assert both.returncode == 2 and "exclude each other" in one_line(both)
     assert one_line(await login(server, env, "localhost", PASSWORD)).endswith("is not an account address (user@domain)")
@@ -234,7 +239,8 @@ async def test_commands_report_a_server_that_is_gone(server: Server, tmp_path: P
         store.close()
     for command in (["send", "--unencrypted", "bob@localhost", "anyone there?"], ["listen"], ["contacts"]):
         gone = one_line(await schnack(env, *command))
-        assert gone.startswith("schnack: cannot reach localhost: 127.0.0.1:"), gone
+        assert gone.startswith("schnack: cannot reach localhost (127.0.0.1 port "), gone
+        assert gone.endswith("): connection refused"), gone
     # Nothing was stored for a message that could not even start on its way.
     assert (await schnack(env, "history", "bob@localhost")).stdout == ""
 

@@ -6,10 +6,12 @@ client uses in production.
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from schnack.client import Client, ConnectError
-from schnack.client.net import Endpoint, endpoints
+from schnack.client.net import Endpoint, _reason, endpoints
 from schnack.server.app import Server
 
 from .conftest import PASSWORD
@@ -80,5 +82,21 @@ async def test_nothing_reachable_says_what_was_tried() -> None:
     zone = {"_xmpp-client._tcp.localhost": [(0, 0, 1, "localhost.")]}
     async with dns_server(zone) as (address, _):
         client = Client("alice@localhost", PASSWORD, verify=False, dns_servers=[address], direct_tls=False)
-        with pytest.raises(ConnectError, match=r"cannot reach localhost: localhost:1: "):
+        # localhost has an IPv4 and an IPv6 address, both refusing: one reason for both.
+        with pytest.raises(ConnectError, match=r"^cannot reach localhost \(localhost port 1\): connection refused$"):
             await client.connect()
+
+
+async def test_a_starttls_port_asked_for_direct_tls_says_so(chat_server: Server) -> None:
+    host, port = chat_server.bound["c2s"][0]
+    client = Client("alice@localhost", PASSWORD, verify=False, host=host, port=port, direct_tls=True)
+    with pytest.raises(ConnectError, match=r"\): it does not speak direct TLS \(try direct_tls=False\)$"):
+        await client.connect()
+
+
+def test_a_reason_shared_by_every_address_of_a_host_is_given_once() -> None:
+    refused = errno.ECONNREFUSED
+    folded = OSError(f"Multiple exceptions: [Errno {refused}] Connect call failed ('::1', 1, 0, 0), "
+                     f"[Errno {refused}] Connect call failed ('127.0.0.1', 1)")
+    assert _reason(folded) == "connection refused"
+    assert _reason(ConnectionRefusedError(refused, "Connect call failed ('127.0.0.1', 1)")) == "connection refused"

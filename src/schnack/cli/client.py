@@ -101,11 +101,13 @@ def read_password(from_stdin: bool, *, confirm: bool = False) -> str:
 
 def explain(err: BaseException) -> str:
     """The one line for an error, naming this command's options where the library names arguments."""
-    from ..client import CertificateError, EncryptionRequired
+    from ..client import CertificateError, ConnectError, EncryptionRequired
 
     text = str(err) or type(err).__name__
     if isinstance(err, CertificateError):
         text = text.replace("verify=False", "--insecure").replace("verify=PATH", "--ca FILE")
+    elif isinstance(err, ConnectError):
+        text = text.replace("try direct_tls=False", "try without --direct-tls")
     if isinstance(err, EncryptionRequired):
         text = text.replace("encrypted=False", "--unencrypted")
     return text

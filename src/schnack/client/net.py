@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ _READ_SIZE = 65536
 _FLUSH_DELAY = 0.05
 STARTTLS_PORT = 5222
 DIRECT_TLS_PORT = 5223
+_ERRNO = re.compile(r"\[Errno (\d+)\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +108,13 @@ class Link:
         With ``user_agent`` the login uses SASL2 where offered (see :class:`ClientStream` for
         ``token``, ``known_features``, ``tag`` and ``enable``).
         """
-        failures: list[str] = []
+        failures: list[tuple[Endpoint, str]] = []
         for endpoint in endpoints:
             try:
                 async with asyncio.timeout(timeout):
                     reader, writer = await _connect(endpoint, account.domain, verify)
             except (OSError, TimeoutError) as err:
-                failures.append(f"{endpoint.host}:{endpoint.port}: {_reason(err)}")
+                failures.append((endpoint, _reason(err)))
                 continue
             stream = ClientStream(account, password, resource=resource, secure=endpoint.direct_tls,
                                   channel_bindings=tls.channel_bindings(writer.get_extra_info("ssl_object")),
@@ -128,7 +131,11 @@ class Link:
                 link.abort()
                 raise
             return link
-        raise ConnectError(f"cannot reach {account.domain}: {'; '.join(failures)}")
+        if len(failures) == 1:
+            ((endpoint, reason),) = failures
+            raise ConnectError(f"cannot reach {account.domain} ({endpoint.host} port {endpoint.port}): {reason}")
+        tried = "; ".join(f"{endpoint.host} port {endpoint.port}: {reason}" for endpoint, reason in failures)
+        raise ConnectError(f"cannot reach {account.domain}: {tried}")
 
     async def _negotiate(self, verify: tls.Verify) -> None:
         stream = self.stream
@@ -270,9 +277,21 @@ async def _connect(endpoint: Endpoint, domain: str, verify: tls.Verify
 
 
 def _reason(err: BaseException) -> str:
+    """Why a connection failed, in words: the errno's text, not asyncio's "Connect call failed"."""
     if isinstance(err, TimeoutError):
         return "timed out"
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror
+    if isinstance(err, ssl.SSLError):
+        if err.reason == "WRONG_VERSION_NUMBER":
+            # What came back was no TLS record: a port that starts in the clear, for STARTTLS.
+            return "it does not speak direct TLS (try direct_tls=False)"
+        return err.strerror or str(err)  # its errno is OpenSSL's, not the system's
+    if isinstance(err, OSError):
+        # asyncio folds the failures of a host's several addresses into one message without an
+        # errno; one reason shared by all of them is still that reason.
+        codes = {err.errno} if err.errno else {int(code) for code in _ERRNO.findall(str(err))}
+        if len(codes) == 1:
+            return os.strerror(codes.pop()).lower()
+        if err.strerror:
+            return err.strerror
     return str(err) or type(err).__name__
 
