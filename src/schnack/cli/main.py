@@ -2,7 +2,9 @@
 commands (``login``, ``send``, ``listen``, ...) are in client.py.
 
 Every failure is one line on stderr and a non-zero exit: 2 for a bad configuration or usage,
-130 for an interrupt (Ctrl-C), 1 for anything else. A command whose standard output is closed by
+130 for an interrupt (Ctrl-C), 1 for anything else. schnack's own warnings (a contact's new OMEMO
+key) are lines on stderr too; other libraries' log records only from ERROR up (``serve`` logs
+them all, at its configured level). A command whose standard output is closed by
 its reader (``schnack listen | head -1``) ends silently with 141, as the tools that SIGPIPE ends
 (128 + 13): the reader had what it wanted, and a pipeline run with ``pipefail`` still sees that
 the command did not finish.
@@ -94,6 +96,24 @@ class _Schnack(click.Group):
 @click.version_option(package_name="schnack")
 def main() -> None:
     """schnack: a self-hosted, end-to-end encrypted messenger that speaks XMPP."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[_terminal_handler()])
+
+
+class _OwnWarnings(logging.Filter):
+    """schnack's own warnings reach the terminal (a contact's new OMEMO key above all), other
+    libraries' records only from ERROR up: their warnings (python-omemo's about its own device
+    missing from a first device list, which it then publishes) are no news to the user and read
+    like failures."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or record.name.partition(".")[0] == "schnack"
+
+
+def _terminal_handler() -> logging.Handler:
+    """Log records on stderr as bare lines, as Python shows them when nothing is configured."""
+    handler = logging.StreamHandler()
+    handler.addFilter(_OwnWarnings())
+    return handler
 
 
 # How long the event loop's thread keeps the GIL while another thread waits for it. SQLite's
@@ -108,8 +128,9 @@ _SWITCH_INTERVAL = 0.0005
 def serve(config_path: Path | None) -> None:
     """Run the server until interrupted (SIGINT/SIGTERM stop it cleanly)."""
     config = _load(config_path)
+    # The server's log has every library's records, at the configured level.
     logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     from ..server.app import Server
     from ..server.cluster.redis import ClusterUnavailable
