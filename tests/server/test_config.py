@@ -140,7 +140,10 @@ def test_absolute_paths_are_kept(tmp_path: Path) -> None:
         ({"storage": {"path": "/x"}}, "storage.path", "unknown key"),
         ({"log_level": "verbose"}, "log_level", "must be one of 'debug', 'info', 'warning', 'error'"),
         ({"data_dir": ["a"]}, "data_dir", "must be a path string"),
-        ({"colour": "blue"}, "colour", "unknown key (known: data_dir, domains, log_level)"),
+        ({"colour": "blue"}, "colour", "unknown key (known: data_dir, domains, log_level, and the sections [cluster], "
+                                       "[components], [limits], [listen], [modules], [s2s], [storage], [tls])"),
+        ({"lisen": {"c2s": ["0.0.0.0:5222"]}}, "lisen", "unknown section (known: data_dir, domains, log_level, and the "
+                                                       "sections [cluster], [components], [limits], [listen], [modules]"),
         ({"listen": {"bosh": ["0.0.0.0:5280"]}}, "listen.bosh", "unknown key"),
         ({"listen": {"s2s": ["0.0.0.0:99999"]}}, "listen.s2s[0]", "must be host:port"),
         ({"s2s": {"hosts": {"example.org": "nowhere"}}}, "s2s.hosts.example.org", "must be host:port"),

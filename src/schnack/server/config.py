@@ -16,6 +16,7 @@ import socket
 import tomllib
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,17 +74,21 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
     return value
 
 
-def parse_section(cls: type[T], table: Any, prefix: str) -> T:
-    """Build dataclass ``cls`` from a TOML table, checking names, types and bounds."""
+def parse_section(cls: type[T], table: Any, prefix: str, sections: Collection[str] = ()) -> T:
+    """Build dataclass ``cls`` from a TOML table, checking names, types and bounds; the tables
+    named in ``sections`` are known too, and left to their own parsers."""
     if table is None:
         table = {}
     if not isinstance(table, dict):
         raise ConfigError(prefix, "must be a table")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for name in table:
-        if name not in fields:
+        if name not in fields and name not in sections:
             known = ", ".join(sorted(fields)) or "none"
-            raise ConfigError(f"{prefix}.{name}" if prefix else name, f"unknown key (known: {known})")
+            if sections:
+                known += f", and the sections {', '.join(f'[{section}]' for section in sorted(sections))}"
+            what = "section" if isinstance(table[name], dict) else "key"
+            raise ConfigError(f"{prefix}.{name}" if prefix else name, f"unknown {what} (known: {known})")
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for name, f in fields.items():
@@ -254,10 +259,13 @@ def _modules(table: Any) -> dict[str, dict[str, Any]]:
     return options
 
 
+# The tables at the top of the file, each read by its own parser below.
+_SECTIONS = frozenset({"listen", "limits", "tls", "storage", "modules", "components", "cluster", "s2s"})
+
+
 def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
     """Check a parsed TOML document and build the configuration."""
-    sections = {"listen", "limits", "tls", "storage", "modules", "components", "cluster", "s2s"}
-    top = parse_section(_Top, {k: v for k, v in data.items() if k not in sections}, "")
+    top = parse_section(_Top, data, "", _SECTIONS)
     if not top.domains:
         raise ConfigError("domains", "must name at least one domain")
     domains = []
