@@ -90,6 +90,16 @@ async def test_group_failures_are_one_line(server: Server, tmp_path: Path) -> No
                         " (registration-required)")
     bad = await schnack(env, "group", "invite", group, "not@@valid", "-a", "alice@localhost")
     assert bad.returncode == 2 and "invalid JID" in one_line(bad)
+    # A group named by an address that is none is bad usage too.
+    for command in (("send", "bad@@", "hi"), ("members", "bad@@"), ("leave", "bad@@")):
+        wrong = await schnack(env, "group", *command, "-a", "alice@localhost")
+        assert (wrong.returncode, one_line(wrong)) == (2, "schnack: invalid JID 'bad@@': localpart 'bad@' contains "
+                                                          "a forbidden character (RFC 7622 §3.3.1)")
+    # A group's name that is no address still names it.
+    named = await schnack(env, "group", "create", "Chess Club", "-a", "alice@localhost")
+    assert named.returncode == 0, named.stderr
+    assert (await schnack(env, "group", "members", "Chess Club", "-a", "alice@localhost")).stdout == (
+        "alice@localhost\towner\n")
 
 
 async def test_sending_to_a_group_that_does_not_exist_makes_none(server: Server, tmp_path: Path) -> None:

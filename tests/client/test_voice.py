@@ -124,7 +124,7 @@ def test_play_on_the_default_device(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_bad_audio_and_no_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF not really a wave file")
-    with pytest.raises(voice.VoiceError, match="cannot read"):
+    with pytest.raises(voice.VoiceError, match=f"^{broken} is not an audio file schnack can read$"):
         voice.encode(broken, tmp_path / "x.ogg")
     # Nothing half-written is left behind.
     assert list(tmp_path.iterdir()) == [broken]
@@ -140,5 +140,5 @@ def test_bad_audio_and_no_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                        match=r"^no speaker: ALSA cannot open 'default' for playback: .*; write the voice message "
                              r"to a file with --wav OUT$"):  # fmt: skip
         voice.play(note.path)
-    with pytest.raises(voice.VoiceError, match="cannot read"):
+    with pytest.raises(voice.VoiceError, match="is not an audio file schnack can read"):
         voice.play(broken)

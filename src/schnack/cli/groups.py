@@ -1,7 +1,8 @@
 """``schnack group``: private groups encrypted end to end (XEP-0045 rooms with OMEMO, XEP-0384).
 
 ``create NAME [MEMBER...]`` makes a private group and invites the members, ``invite``, ``remove``,
-``leave``, ``members`` and ``send`` act on one group (named by its address or its name), ``list``
+``leave``, ``members`` and ``send`` act on one group (named by its address or its name; text that
+is neither is bad usage, exit 2, found before connecting), ``list``
 shows the account's groups from the local store. Messages are encrypted to every member's devices
 unless ``--unencrypted`` is given (for a public channel, made with ``create --channel``); ``schnack
 listen`` shows what arrives in the groups. Every failure is one line on stderr and a non-zero exit,
@@ -22,14 +23,20 @@ from .client import account_option, chosen_account, client_factory, fail, parse_
 
 if TYPE_CHECKING:
     from ..client import Client
-    from ..client.features.groups import GroupEvent, GroupMessage
+    from ..client.features.groups import Group, GroupEvent, GroupMessage
+    from ..xmpp.jid import JID
 
 T = TypeVar("T")
 
 
-def _with_client(account: str | None, work: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
-    """Connect the stored account (without announcing presence), do ``work``, close."""
-    make_client = client_factory(chosen_account(account), reconnect=False, available=False)
+def _with_client(account: str | None, work: Callable[[Client], Coroutine[Any, Any, T]],
+                 group_name: str | None = None) -> T:
+    """Connect the stored account (without announcing presence), do ``work``, close; the GROUP
+    argument ``group_name``, if given, is checked before connecting."""
+    me = chosen_account(account)
+    if group_name is not None:
+        _check_group(me, group_name)
+    make_client = client_factory(me, reconnect=False, available=False)
 
     async def session() -> T:
         client = make_client()
@@ -40,6 +47,28 @@ def _with_client(account: str | None, work: Callable[[Client], Coroutine[Any, An
             await client.close()
 
     return run(session)
+
+
+def _stored(account: JID) -> list[Group]:
+    """The account's groups as the local store has them."""
+    from ..client.features.groups import GroupError, stored_groups
+    from ..client.store import Store, StoreError, account_dir
+
+    try:
+        store = Store(account_dir(account))
+        try:
+            return stored_groups(store)
+        finally:
+            store.close()
+    except (StoreError, GroupError, sqlite3.Error) as err:
+        fail(str(err))
+
+
+def _check_group(account: JID, text: str) -> None:
+    """GROUP is a group's address or its name (as ``group list`` shows it): text that is neither
+    is bad usage, as an invalid address is for the other commands."""
+    if not any(each.name == text for each in _stored(account)):
+        parse_jid(text)
 
 
 def _members(texts: tuple[str, ...]) -> list[str]:
@@ -88,7 +117,7 @@ def invite(group_name: str, members: tuple[str, ...], account: str | None) -> No
     async def work(client: Client) -> None:
         _warnings((await client.groups.invite(group_name, invitees)).members)
 
-    _with_client(account, work)
+    _with_client(account, work, group_name)
     click.echo(f"invited {', '.join(invitees)}")
 
 
@@ -103,7 +132,7 @@ def remove(group_name: str, member: str, account: str | None) -> None:
     async def work(client: Client) -> None:
         await client.groups.remove(group_name, jid)
 
-    _with_client(account, work)
+    _with_client(account, work, group_name)
     click.echo(f"removed {jid}")
 
 
@@ -116,7 +145,7 @@ def leave(group_name: str, account: str | None) -> None:
     async def work(client: Client) -> None:
         await client.groups.leave(group_name)
 
-    _with_client(account, work)
+    _with_client(account, work, group_name)
     click.echo(f"left {group_name}")
 
 
@@ -129,7 +158,7 @@ def members(group_name: str, account: str | None) -> None:
     async def work(client: Client) -> list[Any]:
         return await client.groups.members(group_name)
 
-    for member in _with_client(account, work):
+    for member in _with_client(account, work, group_name):
         click.echo(f"{member.jid}\t{member.affiliation}")
 
 
@@ -148,25 +177,14 @@ def send(group_name: str, text: str, account: str | None, unencrypted: bool, tim
         await client.acknowledged(id, timeout=timeout)
         return id
 
-    click.echo(_with_client(account, work))
+    click.echo(_with_client(account, work, group_name))
 
 
 @group.command("list")
 @account_option
 def listing(account: str | None) -> None:
     """List the account's groups (from the local store, no connection needed)."""
-    from ..client.features.groups import GroupError, stored_groups
-    from ..client.store import Store, StoreError, account_dir
-
-    try:
-        store = Store(account_dir(chosen_account(account)))
-        try:
-            found = stored_groups(store)
-        finally:
-            store.close()
-    except (StoreError, GroupError, sqlite3.Error) as err:
-        fail(str(err))
-    for each in found:
+    for each in _stored(chosen_account(account)):
         kind = "private" if each.private else "channel"
         click.echo(f"{each.jid}\t{each.name or ''}\t{kind}")
 

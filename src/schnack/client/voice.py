@@ -60,6 +60,9 @@ class VoiceNote:
 def _open_input(source: str | Path) -> av.container.InputContainer:
     try:
         return av.open(str(source))
+    except av.error.InvalidDataError:
+        # FFmpeg knows no format of these bytes; its own words carry an errno made of a tag.
+        raise VoiceError(f"{source} is not an audio file schnack can read") from None
     except (av.error.FFmpegError, OSError) as err:
         raise VoiceError(f"cannot read {source}: {err}") from None
 

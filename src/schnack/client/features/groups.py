@@ -314,20 +314,26 @@ class Groups:
         return sorted((room.group() for room in self._rooms.values()), key=lambda g: str(g.jid))
 
     def _room(self, group: str | JID) -> _Room:
+        """The group named by its address, or by its name as the user sees it."""
         self._load()
-        jid = _parse(group).bare
-        room = self._rooms.get(jid)
+        try:
+            jid = _parse(group).bare
+        except GroupError:
+            if (room := self._named(str(group))) is not None:
+                return room  # a name such as "Chess Club" is no address
+            raise
+        room = self._rooms.get(jid) or self._named(str(group))
         if room is None:
-            # A group may be named by its name too, as the user sees it.
-            named = [r for r in self._rooms.values() if r.name == str(group)]
-            if len(named) == 1:
-                return named[0]
             if jid.local is None:
                 raise GroupError(f"{group} is not a group of {self.client.account}")
             # One this device has not entered yet (we were added while it was away): the room says
             # whether we are a member when it is entered.
             room = _Room(jid, None, self._default_nick())
         return room
+
+    def _named(self, name: str) -> _Room | None:
+        named = [r for r in self._rooms.values() if r.name == name]
+        return named[0] if len(named) == 1 else None
 
     # Creating, inviting, leaving -------------------------------------------------------------
 
