@@ -336,6 +336,22 @@ async def test_hibernating_session_notifies_its_device(server: Server) -> None:
     assert await server.storage.archive.count(DOMAIN, "bob", "offline") == 0
 
 
+async def test_a_message_left_unacknowledged_when_hibernation_begins_notifies(server: Server) -> None:
+    """The phone's connection died silently (an iOS app suspended): the message written to it
+    before the server noticed was never acknowledged, so the device must be woken for it."""
+    app = await app_server(server)
+    bob = await enabled(server)
+    await bob.send(presence())
+    await bob.send(f"<enable xmlns='{SM}' resume='true'/>")
+    alice = await login(server, "alice@localhost/desk")
+    await alice.send(chat("bob@localhost/phone", TEXT))
+    assert any(el.tag == qname(ns.CLIENT, "message") for el in bob.take())
+    await bob.close()
+    iq, note = await notification(app)
+    assert note == Notification(1, "alice@localhost")
+    assert TEXT not in serialize(iq)
+
+
 async def test_hibernating_session_of_another_device_does_not_notify(tmp_path: Path) -> None:
     async with running(tmp_path, **options(coalesce_interval=0)) as server:
         app = await app_server(server)

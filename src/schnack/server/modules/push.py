@@ -13,8 +13,9 @@ alone) is
 
 - offered to offline storage for the account (event ``message/offline``, seen at priority 50
   before the offline store keeps it): every registration of the account is notified;
-- queued for a stream management session that hibernates (event ``sm/hibernating-stanza``):
-  the registrations that session enabled, or that the same resource enabled before, are notified.
+- queued for a stream management session that hibernates, or left unacknowledged by it when
+  its connection was lost (event ``sm/hibernating-stanza``): the registrations that session
+  enabled, or that the same resource enabled before, are notified.
 
 What (§7): a XEP-0060 publish to the registration's node at its app server, sent from the
 account's bare JID, whose item holds the ``urn:xmpp:push:summary`` form with only

@@ -18,7 +18,8 @@ Resumption (§5): a session whose connection ends without either side closing th
 stream the server closed with connection-timeout because the client went silent (its network most
 likely went away), hibernates for ``resume_timeout`` seconds, or the shorter ``max`` the client
 asked for. It stays bound and available, so what is routed to it is queued (and archived by the
-modules that archive). ``<resume/>`` on a new authenticated stream of the same account moves the
+modules that archive; push notifications learn of it, and of what the client had not
+acknowledged when its connection was lost). ``<resume/>`` on a new authenticated stream of the same account moves the
 session there (an old stream still open is closed, once the stanzas it read are counted), answers
 ``<resumed/>`` and sends again, in order, the stanzas the client's ``h`` does not cover, with a
 XEP-0203 delay stamp of when they were first queued. An unknown or expired SM-ID, or one of another
@@ -121,8 +122,9 @@ _ENDED_KEPT = 10_000
 # Seconds a live session's shared record outlasts its resumption time (cluster/smstate.py).
 _RECORD_SLACK = 60
 # Events fired for other modules (push notifications): a stanza was queued for a hibernating
-# session (session, element), fired in a task of its own and only when a handler listens; and a
-# hibernating session was resumed (session).
+# session, or was left unacknowledged when the session began to hibernate (session, element),
+# fired in a task of its own and only when a handler listens; and a hibernating session was
+# resumed (session).
 HIBERNATING_STANZA = "sm/hibernating-stanza"
 RESUMED = "sm/resumed"
 # Set while a session's unacknowledged stanzas are being routed again (see StreamManagement._settle).
@@ -457,6 +459,11 @@ class StreamManagement(Module[SmOptions]):
         state.cancel_timers()
         session.transport = _Hibernation(self, session)
         state.expiry = asyncio.get_running_loop().call_later(state.timeout, self._expire, session)
+        if self.server.hooks.has(HIBERNATING_STANZA):
+            # A connection that died unnoticed (a suspended phone app) took these unread: the
+            # client waits for them as much as for what comes during hibernation.
+            for el, _queued_at in state.queue:
+                self._spawn(self._announce(HIBERNATING_STANZA, session, el))
         log.info("%s hibernates for %d s with %d stanzas unacknowledged", session.jid, state.timeout, len(state.queue))
         return HANDLED
 
