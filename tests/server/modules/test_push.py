@@ -279,7 +279,7 @@ async def test_app_server_error_disables_the_registration(server: Server) -> Non
 
 
 @pytest.mark.parametrize(("error", "kind"), [("remote-server-timeout", "wait"), ("resource-constraint", "wait")])
-async def test_transient_errors_keep_the_registration(server: Server, error: str, kind: str) -> None:
+async def test_transient_errors_keep_the_registration_and_do_not_coalesce(server: Server, error: str, kind: str) -> None:
     app = await app_server(server)
     await gone_offline(server)
     alice = await login(server, "alice@localhost/desk")
@@ -287,6 +287,26 @@ async def test_transient_errors_keep_the_registration(server: Server, error: str
     iq, _ = await notification(app)
     await answer(app, iq, error, kind)
     assert len(await registrations(server)) == 1
+    # The device was never woken: coalescing must not swallow the next message's notification.
+    await alice.send(chat("bob@localhost", "two", id="m2"))
+    _, note = await notification(app)
+    assert note == Notification(2, "alice@localhost")
+
+
+async def test_a_transient_error_is_retried_a_few_times(tmp_path: Path) -> None:
+    async with running(tmp_path, **options(retry_interval=0.1, max_retries=2)) as server:
+        app = await app_server(server)
+        await gone_offline(server)
+        alice = await login(server, "alice@localhost/desk")
+        await alice.send(chat("bob@localhost", "one"))
+        for _ in range(3):
+            iq, note = await notification(app)
+            assert note == Notification(1, "alice@localhost")
+            await answer(app, iq, "remote-server-timeout", "wait")
+        # Given up after max_retries: no loop of notifications.
+        with pytest.raises(TimeoutError):
+            await app.expect(timeout=0.5)
+        assert len(await registrations(server)) == 1
 
 
 async def test_error_from_someone_else_is_ignored(server: Server) -> None:

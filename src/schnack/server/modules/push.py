@@ -32,8 +32,10 @@ that registration (and is not delivered).
 Errors (§8): an error reply from the app server disables the registration, except for the
 conditions that say only that it cannot be reached now (type wait, remote-server-not-found,
 remote-server-timeout, and service-unavailable, which this server itself answers for an app
-server component that is not connected). A reply that does not come within ``reply_timeout``
-leaves the registration as it is.
+server component that is not connected). After such an error the device was not woken: up to
+``max_retries`` times in a row, the next message notifies at once and the notification is sent
+again after ``retry_interval`` seconds (twice that after a second failure, and so on).
+A reply that does not come within ``reply_timeout`` leaves the registration as it is.
 
 Nothing here holds up delivery: handlers start the notification in a task and return at once.
 """
@@ -92,13 +94,17 @@ _CACHED_ACCOUNTS = 10_000
 
 @dataclass(frozen=True)
 class PushOptions:
-    """Coalescing, reply timeout and how many devices an account may register."""
+    """Coalescing, reply timeout, retries and how many devices an account may register."""
 
     coalesce_interval: float = bounded(
         60.0, min=0, max=3600, help="seconds between two notifications to one device that has not come back"
     )
     reply_timeout: float = bounded(30.0, min=1, max=600, help="seconds to wait for the app server's answer")
     max_registrations: int = bounded(20, min=1, max=1000, help="push registrations per account")
+    retry_interval: float = bounded(
+        30.0, min=0.1, max=3600, help="seconds before a notification the app server could not take is sent again"
+    )
+    max_retries: int = bounded(3, min=0, max=20, help="notifications sent again after transient errors in a row")
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,8 @@ class _Pending:
 
     count: int = 0
     sent_at: float | None = None
+    sender: str | None = None
+    failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -376,6 +384,7 @@ class Push(Module[PushOptions]):
                 continue
             pending = self._pending.setdefault((account, key), _Pending())
             pending.count += 1
+            pending.sender = sender
             if pending.sent_at is not None and now - pending.sent_at < self.options.coalesce_interval:
                 continue
             pending.sent_at = now
@@ -412,16 +421,51 @@ class Push(Module[PushOptions]):
         timer = self._timers.pop(stanza.id, None)
         if timer is not None:
             timer.cancel()
-        if stanza.type == "error":
+        pending = self._pending.get((waiting.account, waiting.key))
+        if stanza.type == "result":
+            if pending is not None:
+                pending.failures = 0
+        else:
             error_el = stanza.el.find(_ERROR)
             err = StanzaError.from_xml(error_el) if error_el is not None else StanzaError("undefined-condition")
             if err.type == "wait" or err.condition in _TRANSIENT:
                 log.info("push app server %s unreachable for %s: %s", waiting.app_server, waiting.account, err)
+                if pending is not None:
+                    self._retry_later(waiting, pending)
             else:
                 log.info("disabling push to %s for %s: %s", waiting.app_server, waiting.account, err)
                 async with self._locks.hold(waiting.account):
                     await self._drop(waiting.account, waiting.key)
         return HANDLED
+
+    def _retry_later(self, waiting: _Waiting, pending: _Pending) -> None:
+        """The device was not woken: neither coalescing nor silence may leave it asleep for good."""
+        pending.failures += 1
+        # Past the retries, coalescing holds again: an app server that stays away gets no flood.
+        if pending.failures > self.options.max_retries or self._stopped:
+            return
+        pending.sent_at = None
+        name = f"retry\n{waiting.account}\n{waiting.key}"
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+
+        def due() -> None:
+            self._timers.pop(name, None)
+            self._spawn(self._retry(waiting.account, waiting.key, pending))
+
+        delay = self.options.retry_interval * pending.failures
+        self._timers[name] = asyncio.get_running_loop().call_later(delay, due)
+
+    async def _retry(self, account: JID, key: str, pending: _Pending) -> None:
+        """§8: the notification again, unless the device came back or was notified since."""
+        if self._pending.get((account, key)) is not pending or pending.sent_at is not None:
+            return
+        registration = (await self.registrations(account)).get(key)
+        if registration is None:
+            return
+        pending.sent_at = time.monotonic()
+        await self._publish(account, registration, Notification(pending.count, pending.sender))
 
     async def remote_disable(self, stanza: Stanza, _origin: Session | None) -> Handled | None:
         """§8: an app server ends a registration with a XEP-0060 subscription notification of
