@@ -338,6 +338,21 @@ async def test_a_message_without_chat_state_supersedes_nothing(server: Server) -
     assert csi(server).saved(session) == Saved(0, 0)
 
 
+async def test_a_chat_state_with_other_content_is_never_dropped(server: Server) -> None:
+    """A reaction that carries a chat state too is content: a later chat state supersedes only the state."""
+    phone, session = await inactive_phone(server)
+    reaction = chat_state(
+        "bob@localhost/pc", "active", "<reactions xmlns='urn:xmpp:reactions:0' id='m1'><reaction>👍</reaction></reactions>"
+    )
+    composing = chat_state("bob@localhost/pc", "composing")
+    paused = chat_state("bob@localhost/pc", "paused")
+    for el in (reaction, composing, paused):
+        session.send(el)
+    await phone.send(ACTIVE)
+    assert [unstamped(el) for el in phone.take()] == [xml(reaction), xml(paused)]
+    assert csi(server).saved(session) == Saved(1, size(composing))
+
+
 async def test_carbon_chat_states_collapse_per_conversation(server: Server) -> None:
     phone, session = await inactive_phone(server)
 

@@ -8,8 +8,10 @@ can wait:
 
 - presence updates (available and unavailable), of which only the latest per full JID of the
   sender is kept;
-- messages carrying only a chat state (XEP-0085), of which only the latest per conversation is
-  kept; a message with a chat state that goes out at once drops the held one it supersedes;
+- messages carrying only a chat state (XEP-0085; besides hints, ids, a thread or a delay stamp),
+  of which only the latest per conversation is kept; a message with a chat state that goes out
+  at once drops the held one it supersedes; one that waits but has a payload of its own (a
+  reaction, say) is held like any other stanza and supersedes nothing;
 - every other stanza that is not urgent, e.g. PEP notifications (XEP-0163).
 
 Urgent stanzas go out at once, after everything held (in order), so that the client's view of
@@ -53,6 +55,7 @@ from xml.etree.ElementTree import Element
 from ...xmpp import ns
 from ...xmpp.payloads import csi as payload
 from ...xmpp.payloads.bind2 import Bind
+from ...xmpp.payloads.muc import OCCUPANT_ID_NS
 from ...xmpp.xml import element, qname, serialize, split
 from .. import sasl2
 from ..config import bounded
@@ -77,6 +80,9 @@ _MAM_PREFIX = "urn:xmpp:mam:"
 _MUC_USER = "http://jabber.org/protocol/muc#user"
 _CONFERENCE = "jabber:x:conference"
 _DELAY = qname(ns.DELAY, "delay")
+# What may ride along with a chat state without being content of its own: processing hints,
+# ids, delay stamps, a room's occupant id and the marker of a private message in a room.
+_ALONGSIDE = frozenset({_CHAT_STATES, "urn:xmpp:hints", ns.SID, ns.DELAY, OCCUPANT_ID_NS, _MUC_USER})
 _STANZA_NAMESPACES = frozenset({ns.CLIENT, ns.SERVER})
 _URGENT_PAYLOADS = ENCRYPTED | {
     qname(_RECEIPTS, "received"),
@@ -132,8 +138,10 @@ def classify(el: Element) -> tuple[bool, Key | None]:
         if inner is not None:
             message, role = inner, carbon_role
             break
-    content = {qname(split(message.tag)[0] or ns.CLIENT, name) for name in ("body", "subject")}
-    urgent = chat_state = False
+    message_ns = split(message.tag)[0] or ns.CLIENT
+    content = {qname(message_ns, name) for name in ("body", "subject")}
+    thread = qname(message_ns, "thread")
+    urgent = chat_state = other = False
     for child in message:
         tag = child.tag
         child_ns = split(tag)[0]
@@ -146,7 +154,10 @@ def classify(el: Element) -> tuple[bool, Key | None]:
             or (child_ns == _MUC_USER and child.find(_MUC_INVITE) is not None)
         ):
             urgent = True
-    if not chat_state:
+        elif tag != thread and child_ns not in _ALONGSIDE:
+            other = True
+    # Held with a payload beside its chat state (a reaction, say), it is content: never superseded.
+    if not chat_state or (other and not urgent):
         return urgent, None
     # A conversation is the peer's address: the recipient of what the user's other device sent.
     peer = message.get("to" if role == "sent" else "from", "")
