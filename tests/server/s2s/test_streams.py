@@ -325,3 +325,18 @@ async def test_dialback_requests_waiting_at_once_are_bounded(server: Server) -> 
     raw.send("".join(f"<db:result from='silent.example' to='localhost'>{n:04}</db:result>" for n in range(50)))
     async with asyncio.timeout(5):
         assert await raw.stream_error() == "policy-violation"
+
+
+async def test_an_iq_result_with_a_bad_address_gets_no_stanza_error(receiving: tuple[Server, str]) -> None:
+    """RFC 6120 §8.3.1: an IQ result is not answered; its malformed 'to' ends the stream
+    (§4.9.3.12), and nothing before the stream error answers the result."""
+    server, secret = receiving
+    raw = await peer(server)
+    await raw.starttls("b.example", "localhost")
+    key = dialback_key(secret, "localhost", "b.example", raw.stream_id)
+    raw.send(f"<db:result from='b.example' to='localhost'>{key}</db:result>")
+    assert (await raw.element()).get("type") == "valid"
+    raw.send("<iq type='result' id='r1' from='eve@b.example/x' to='b@d@localhost'/>")
+    answer = await raw.element()
+    assert answer.tag == f"{{{ns.STREAMS}}}error"
+    assert answer.find(f"{{{ns.STREAM_ERRORS}}}improper-addressing") is not None

@@ -22,7 +22,8 @@ the peer authenticates its domain:
 ``<db:verify/>`` requests for keys we made (we are the authoritative server) are answered on
 any stream.
 
-Stanzas: each must carry a 'to' and a 'from' (§8.1.1.1, §8.1.2.2: else ``improper-addressing``),
+Stanzas: each must carry a 'to' and a 'from' (§8.1.1.1, §8.1.2.2: else ``improper-addressing``)
+that are addresses (§4.9.3.12: else ``improper-addressing``, ``invalid-from`` for the 'from'),
 whose domains form an authenticated pair (else ``invalid-from``, or ``host-unknown`` for a
 'to' we do not serve). They are then routed like the stanzas of local clients to their
 recipients, in ``jabber:client`` inside the server.
@@ -48,7 +49,7 @@ from xml.etree.ElementTree import Element
 from cryptography import x509
 
 from ...xmpp import ns
-from ...xmpp.errors import StanzaError, StreamError
+from ...xmpp.errors import StreamError
 from ...xmpp.jid import JID, JIDError
 from ...xmpp.parser import StreamClosed, StreamOpened
 from ...xmpp.payloads.sm import ACK as SM_ACK
@@ -353,12 +354,9 @@ class IncomingStream:
                 raise StreamError("host-unknown", f"this server does not serve {recipient.domain}")
             raise StreamError("invalid-from", f"{sender.domain} is not authenticated on this stream")
         to_client_namespace(el)
-        try:
-            stanza = Stanza.parse(el)
-        except StanzaError as err:
-            if el.get("type") != "error":
-                await self.s2s.server.router.send(Stanza(el, None, sender).error(err))
-            return
+        # A bad address has ended the stream above (§4.9.3.12), so the addresses need no second
+        # parse and no stanza error answers one.
+        stanza = Stanza(el, recipient, sender)
         shape = stanza.shape_error()
         if shape is not None:
             if not stanza.is_response:
