@@ -9,7 +9,7 @@ from xml.etree.ElementTree import Element
 import pytest
 
 from schnack.server.app import Server
-from schnack.server.modules.carbons import copy_of
+from schnack.server.modules.carbons import SENT_REMEMBERED, copy_of
 from schnack.server.modules.e2e import REFUSAL
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
@@ -62,17 +62,19 @@ def copies(client: Client, direction: str) -> list[Element]:
     Each wrapper is checked against XEP-0280 §7 and §8: from the account's bare JID, to the
     resource's full JID, of the original's type, with exactly the carbon inside.
     """
-    found = []
-    for el in client.take():
-        assert el.tag == MESSAGE, xml(el)
-        assert el.get("from") == client.jid.partition("/")[0], xml(el)
-        assert el.get("to") == client.jid, xml(el)
-        (inner,) = el
-        carbon = Carbon.from_xml(inner)
-        assert carbon.direction == direction, xml(el)
-        assert el.get("type") == carbon.message.get("type"), xml(el)
-        found.append(carbon.message)
-    return found
+    return [unwrap(el, client.jid, direction) for el in client.take()]
+
+
+def unwrap(el: Element, jid: str, direction: str) -> Element:
+    """The message inside the carbon ``el`` that resource ``jid`` got, checked as in :func:`copies`."""
+    assert el.tag == MESSAGE, xml(el)
+    assert el.get("from") == jid.partition("/")[0], xml(el)
+    assert el.get("to") == jid, xml(el)
+    (inner,) = el
+    carbon = Carbon.from_xml(inner)
+    assert carbon.direction == direction, xml(el)
+    assert el.get("type") == carbon.message.get("type"), xml(el)
+    return carbon.message
 
 
 def ids(elements: list[Element]) -> list[str | None]:
@@ -236,10 +238,73 @@ async def test_message_to_another_server_is_copied(server: Server) -> None:
     phone = await device(server, "alice@localhost/phone")
     laptop = await device(server, "alice@localhost/laptop")
     await phone.send(chat("juliet@capulet.example/balcony", "far away"))
-    assert [el.get("to") for el in copies(laptop, "sent")] == ["juliet@capulet.example/balcony"]
+    sent, bounced = laptop.take()
+    assert unwrap(sent, laptop.jid, "sent").get("to") == "juliet@capulet.example/balcony"
     # Until there are server-to-server links the sender learns that it did not go out.
     (error,) = phone.take()
     assert condition(error) == "remote-server-not-found"
+    assert condition(unwrap(bounced, laptop.jid, "received")) == "remote-server-not-found"
+
+
+# Errors (§6.1) -------------------------------------------------------------------------------------
+
+
+async def test_error_answering_a_copied_message_is_copied_as_received(server: Server) -> None:
+    """§6.1: the other devices learn that a message they saw go out failed."""
+    phone = await device(server, "alice@localhost/phone", carbons=False)
+    laptop = await device(server, "alice@localhost/laptop")
+    tablet = await device(server, "alice@localhost/tablet", carbons=False)
+    await phone.send(chat("nobody@localhost", "into the void", id="lost"))
+    (error,) = phone.take()
+    assert condition(error) == "service-unavailable"
+    sent, bounced = laptop.take()
+    assert unwrap(sent, laptop.jid, "sent").get("id") == "lost"
+    copy = unwrap(bounced, laptop.jid, "received")
+    assert (copy.get("id"), copy.get("from"), copy.get("to")) == ("lost", "nobody@localhost", "alice@localhost/phone")
+    assert condition(copy) == "service-unavailable"
+    assert tablet.take() == []
+
+
+def bounce(id_: str, to: str) -> str:
+    return (f"<message type='error' id='{id_}' to='{to}'>"
+            f"<error type='cancel'><item-not-found xmlns='{ns.STANZA_ERRORS}'/></error></message>")
+
+
+async def test_errors_are_matched_among_the_last_messages_while_carbons_are_on(server: Server) -> None:
+    """The messages that errors are matched against are bounded per account, and forgotten
+    once none of its resources has carbons enabled."""
+    phone = await device(server, "alice@localhost/phone")
+    laptop = await device(server, "alice@localhost/laptop")
+    bob = await device(server, "bob@localhost/one", carbons=False)
+    for n in range(SENT_REMEMBERED + 1):
+        await phone.send(chat("bob@localhost", f"number {n}", id=f"m{n}"))
+    assert len(copies(laptop, "sent")) == SENT_REMEMBERED + 1
+    await bob.send(bounce("m0", "alice@localhost/phone"))
+    await bob.send(bounce(f"m{SENT_REMEMBERED}", "alice@localhost/phone"))
+    assert ids(copies(laptop, "received")) == [f"m{SENT_REMEMBERED}"]
+    assert len(phone.take()) == 2
+    await phone.send(chat("bob@localhost", "one more", id="last"))
+    assert ids(copies(laptop, "sent")) == ["last"]
+    for client in (laptop, phone):
+        assert (await toggle(client, False)).get("type") == "result"
+    assert (await toggle(laptop)).get("type") == "result"
+    await bob.send(bounce("last", "alice@localhost/phone"))
+    assert laptop.take() == []
+    assert ids(phone.take()) == ["last"]
+
+
+async def test_errors_answering_no_copied_message_are_not_copied(server: Server) -> None:
+    """Only an error from the recipient of a message that was copied as sent is copied (§6.1)."""
+    phone = await device(server, "alice@localhost/phone")
+    laptop = await device(server, "alice@localhost/laptop")
+    await device(server, "bob@localhost/one", carbons=False)
+    await phone.send(chat("bob@localhost", "hello", id="m1"))
+    assert ids(copies(laptop, "sent")) == ["m1"]
+    eve = await device(server, "eve@localhost/one", carbons=False)
+    for id_ in ("m1", "other"):
+        await eve.send(bounce(id_, "alice@localhost/phone"))
+    assert len(phone.take()) == 2
+    assert laptop.take() == []
 
 
 async def test_message_refused_by_the_policy_is_not_copied(tmp_path: Path) -> None:
@@ -450,6 +515,6 @@ async def test_sent_carbon_to_another_server_carries_the_id(tmp_path: Path) -> N
         phone = await device(server, "alice@localhost/phone")
         laptop = await device(server, "alice@localhost/laptop")
         await phone.send(chat("juliet@capulet.example", "far away"))
-        (copy,) = copies(laptop, "sent")
-        ((by, _),) = stanza_ids(copy)
+        sent, _bounced = laptop.take()  # the bounce is copied too (§6.1), as tested above
+        ((by, _),) = stanza_ids(unwrap(sent, laptop.jid, "sent"))
         assert by == "alice@localhost"

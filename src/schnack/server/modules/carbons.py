@@ -37,15 +37,27 @@ receipt (XEP-0184), chat state (XEP-0085) or chat marker (XEP-0333); a direct (X
 mediated (XEP-0045 §7.8.2) invitation. Never groupchat. Private messages through a group
 (marked with ``<x xmlns='http://jabber.org/protocol/muc#user'/>``) are not copied either way:
 received ones must not be (§6.1), and sent ones should reach only the resources that share a
-nick in that room, which needs the group service to say which those are. Errors are not
-copied: §6.1 copies only an error answering an eligible message, which would mean tracking
-every message sent. Since those last two rules are not met, ``urn:xmpp:carbons:rules:0``
-(§6.2) is not announced.
+nick in that room, which needs the group service to say which those are. Since that rule is not
+met, ``urn:xmpp:carbons:rules:0`` (§6.2) is not announced.
+
+Errors (§6.1): an error is copied only when it answers a message that was copied as sent, so
+that the other devices learn that a message they saw go out failed. Each account remembers the
+id and the recipient's bare JID of its last ``SENT_REMEMBERED`` messages copied as sent, and
+forgets them all once it has no carbons-enabled resource. The sender's session gets an output
+stage (priority 200, before client state indication holds anything back) on its first such
+message, since an error reaches it by any path: routed back by the recipient or a remote server,
+or answered at once by the router (service-unavailable from an account that does not exist). An
+error message passing that stage whose id and sender match a remembered message is copied as
+received to the account's other enabled resources on this node, and the message is forgotten.
+A message refused before the sent copy went out (the end-to-end policy) is not remembered, so
+its error is not copied either.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -53,7 +65,7 @@ from xml.etree.ElementTree import Element
 
 from ...xmpp import ns
 from ...xmpp.errors import StanzaError
-from ...xmpp.jid import JID
+from ...xmpp.jid import JID, JIDError
 from ...xmpp.payloads.bind2 import Bind
 from ...xmpp.payloads.carbons import DISABLE, ENABLE, NS, PRIVATE, RECEIVED, SENT, Carbon, Direction, Toggle
 from ...xmpp.payloads.forward import Forwarded
@@ -65,7 +77,7 @@ from .message import DELIVERED, message_type
 
 if TYPE_CHECKING:
     from ..c2s import C2SStream
-    from ..sessions import Session
+    from ..sessions import Forward, Session
 
 _NO_COPY = qname("urn:xmpp:hints", "no-copy")
 _MUC_USER = "http://jabber.org/protocol/muc#user"
@@ -81,11 +93,17 @@ _MESSAGE = qname(ns.CLIENT, "message")
 _NEVER_COPIED = (PRIVATE, _NO_COPY, SENT, RECEIVED)
 
 
+# How many messages copied as sent an account remembers for the errors that may answer them (§6.1).
+SENT_REMEMBERED = 100
+
+
 @dataclass
 class CarbonsState:
-    """Per session: whether it enabled carbons (XEP-0280 §4)."""
+    """Per session: whether it enabled carbons (XEP-0280 §4), and whether its output is watched
+    for errors answering the messages it sent (§6.1)."""
 
     enabled: bool = False
+    watched: bool = False
 
 
 def eligible(stanza: Stanza) -> bool:
@@ -136,6 +154,10 @@ class Carbons(Module[Any]):
             self.route(f"pre-message/{target}", self.sent, priority=-100)
         self.hook(sasl2.BIND2_INLINE, self.bind2_feature)
         self.hook(sasl2.BIND2_ENABLE, self.bind2_enable)
+        self.hook("session-changed", self.changed)
+        self.hook("session-closed", self.closed)
+        # Per account, oldest first: (id, recipient's bare JID) of the messages copied as sent.
+        self._sent: dict[JID, OrderedDict[tuple[str, JID], None]] = {}
 
     async def bind2_feature(self, stream: C2SStream) -> str:
         """XEP-0386 §2.1: carbons can be enabled within Bind 2."""
@@ -184,6 +206,60 @@ class Carbons(Module[Any]):
         if targets and eligible(stanza):
             for session in targets:
                 session.send(copy_of(stanza, "sent", account, session.jid))
+            self._remember(stanza, origin, account)
+
+    def _remember(self, stanza: Stanza, origin: Session, account: JID) -> None:
+        """§6.1: keep what identifies an error answering this message, and watch the sender's output
+        for it, since an error may come back by any path (a refusal goes straight to the sender)."""
+        assert stanza.to is not None
+        if stanza.id is None:
+            return  # an error could not say which message it answers
+        sent = self._sent.setdefault(account, OrderedDict())
+        sent[(stanza.id, stanza.to.bare)] = None
+        if len(sent) > SENT_REMEMBERED:
+            sent.popitem(last=False)
+        state = origin.slot(CarbonsState)
+        if not state.watched:
+            state.watched = True
+            origin.add_output_stage(functools.partial(self._answered, origin), priority=200)
+
+    def _answered(self, origin: Session, el: Element, forward: Forward) -> None:
+        """§6.1: an error answering a message that was copied as sent is copied as received."""
+        if el.tag == _MESSAGE and el.get("type") == "error":
+            self._copy_error(origin, el)
+        forward(el)
+
+    def _copy_error(self, origin: Session, el: Element) -> None:
+        account = origin.jid.bare
+        sent = self._sent.get(account)
+        id_ = el.get("id")
+        if sent is None or id_ is None:
+            return
+        try:
+            from_ = JID.parse(el.get("from") or "")
+        except JIDError:
+            return
+        try:
+            del sent[(id_, from_.bare)]
+        except KeyError:
+            return
+        error = Stanza(el, origin.jid, from_)
+        for session in self._enabled(account):
+            if session is not origin:
+                session.send(copy_of(error, "received", account, session.jid))
+
+    async def changed(self, session: Session) -> None:
+        """A resource that disabled carbons may have been the account's last enabled one (§6.1)."""
+        self._forget(session.jid.bare, ())
+
+    async def closed(self, session: Session) -> None:
+        """A resource that ends may have been the account's last enabled one (§6.1)."""
+        self._forget(session.jid.bare, (session,))
+
+    def _forget(self, account: JID, leaving: tuple[Session, ...]) -> None:
+        """Messages are remembered for an account only while it has carbons-enabled resources."""
+        if account in self._sent and all(each in leaving for each in self._enabled(account)):
+            del self._sent[account]
 
     def _enabled(self, account: JID) -> list[Session]:
         return [
