@@ -252,7 +252,7 @@ class Client:
                     await task
         self._link = None
         if link is not None:
-            await link.close(timeout=2.0)
+            await link.close(timeout=2.0, received=self._sm.closing)
         self._fail_waiters("the client was closed")
         await self._groups.close()
         await self._omemo.close()

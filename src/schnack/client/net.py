@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
@@ -233,15 +233,17 @@ class Link:
             self.writer.write(data)
             self._written = True
 
-    async def close(self, timeout: float) -> None:
-        """Close the stream politely (RFC 6120 §4.4) and wait a little for the server's end."""
+    async def close(self, timeout: float, received: Callable[[Element], None] | None = None) -> None:
+        """Close the stream politely (RFC 6120 §4.4) and wait a little for the server's end;
+        ``received`` gets what the server sends until then."""
         if not self.writer.is_closing():
             self.stream.close()
             self._flush_output()
             with contextlib.suppress(OSError, TimeoutError, StreamError, ssl.SSLError):
                 async with asyncio.timeout(timeout):
-                    async for _ in self.elements():
-                        pass
+                    async for el in self.elements():
+                        if received is not None:
+                            received(el)
         self.abort()
 
     def fail(self, error: StreamError) -> None:

@@ -21,11 +21,12 @@ from schnack.server.modules.sm import SmState
 from schnack.server.sessions import Session
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
+from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element, qname
 
 from ...conftest import require_service
 from ...harness import add_user, running
-from ..conftest import PASSWORD, WAIT, next_of, online
+from ..conftest import PASSWORD, WAIT, make_client, next_of, online
 from ..proxy import Proxy
 
 FAST = (0.05, 0.5)
@@ -190,6 +191,37 @@ async def test_an_ack_above_what_was_sent_ends_the_stream_with_an_error(
     assert old.closed and alice.sm.resumptions == 0
     await alice.acknowledged(await alice.send(bob.jid, "in the new session", encrypted=False))
     assert (await next_of(inbox)).text == "in the new session"
+
+
+async def test_acks_that_arrive_while_closing_empty_the_outbox(chat_server: Server, clients: list[Client],
+                                                               tmp_path: Path) -> None:
+    """§4: an <a/> that answers while the client closes its stream still acknowledges, so that the
+    next start does not send the message again."""
+    require_service(_sm_available(), "the server's stream management module is not there yet")
+    directory = tmp_path / "alice"
+    alice = await online(chat_server, clients, "alice@localhost/desk", data_dir=directory)
+    bob = await online(chat_server, clients, "bob@localhost/phone")
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(stanza: Stanza, _origin: Session | None) -> None:
+        # Held in routing, the message is not counted, and its ack waits until the client closes.
+        if stanza.el.findtext(f"{{{ns.CLIENT}}}body") == "just before closing":
+            arrived.set()
+            await release.wait()
+
+    chat_server.hooks.add("pre-message/bare", hold, priority=1000)
+    await alice.send(bob.jid.bare, "just before closing", encrypted=False)
+    async with asyncio.timeout(WAIT):
+        await arrived.wait()
+    closing = asyncio.create_task(alice.close())
+    # Meanwhile the client stops reading as usual and writes the end of its stream.
+    await asyncio.sleep(0.2)
+    assert not alice.connected
+    release.set()
+    await closing
+    later = make_client(chat_server, "alice@localhost/desk", data_dir=directory)
+    clients.append(later)
+    assert later.store.outbox() == []
 
 
 async def test_without_stream_management_pings_confirm_messages(without_sm: Server, clients: list[Client]) -> None:

@@ -11,7 +11,9 @@ When the link drops, the next login asks to resume the session (§5): the stanza
 ``h`` in ``<failed/>`` covers still count as acknowledged, and the session starts afresh; the
 messages among the rest are sent again from the persistent outbox (outbox.py), not dropped.
 An ``h`` above what was sent, in an ack or a resumption, ends the stream with the
-undefined-condition error of §4; the unacknowledged messages stay in the outbox.
+undefined-condition error of §4; the unacknowledged messages stay in the outbox. Acks that arrive
+while the client closes its stream, up to the server's end of it, still count; other stanzas
+that arrive then are not handled.
 
 A server that does not offer stream management still acknowledges messages: RFC 6120 §10.1 makes
 it handle a client's stanzas in order, so the answer to a ping (XEP-0199) sent after them says
@@ -238,6 +240,12 @@ class StreamManagement:
         except SmError as err:
             link.abort(f"the server sent a broken stream management element: {err}")
         return True
+
+    def closing(self, el: Element) -> None:
+        """What arrives while the client closes its stream: an ack still removes what it covers
+        from the outbox (§4), and nothing is answered on a stream already closed."""
+        if el.tag == ACK:
+            self.nonza(el)
 
     def _acknowledge(self, h: int) -> bool:
         """The server handled our stanzas up to ``h``: tell the listeners about the new ones.
