@@ -1,21 +1,24 @@
 """A TCP relay between a client and a server whose links a test cuts, silences or refuses.
 
 The client's TLS runs through it untouched (STARTTLS or direct TLS): to both ends it is only a
-network that can fail the way real ones do.
+network that can fail the way real ones do. Given a TLS context it terminates TLS instead, as a
+reverse proxy in front of a plain HTTP listener does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 
 
 class Proxy:
     """Relays 127.0.0.1:``port`` to ``host``:``target``."""
 
-    def __init__(self, host: str, target: int) -> None:
+    def __init__(self, host: str, target: int, tls: ssl.SSLContext | None = None) -> None:
         self.host = host
         self.target = target
+        self.tls = tls
         self.port = 0
         # New connections are closed at once (the server looks unreachable).
         self.refusing = False
@@ -27,7 +30,7 @@ class Proxy:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> Proxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -31,6 +31,7 @@ from schnack.server.modules.pep.store import NODES, items_store
 from schnack.server.modules.webclient import find_installation
 from schnack.server.storage.base import RosterItem
 
+from ..client.proxy import Proxy
 from ..conftest import require_service
 from ..harness import DOMAIN, add_user, running
 
@@ -258,3 +259,19 @@ async def test_two_browsers_chat_with_omemo_send_a_file_and_a_third_device_reads
         assert tab.own_violations() == [], tab.own_violations()
         assert tab.errors == [], tab.errors
         assert urlsplit(tab.page.url).path == "/web/"
+
+
+async def test_behind_a_tls_proxy_the_page_connects_over_wss_to_its_own_origin(server: Server, browser: Browser) -> None:
+    # docs/clients.md: plain HTTP on the listener, TLS on a proxy in front. The browser sees an
+    # https:// page where the server sees http://; a ws:// URL would be blocked as mixed content.
+    proxy = await Proxy("127.0.0.1", server.bound["http"][0][1], tls=server.tls.http_context).start()
+    try:
+        origin = f"https://127.0.0.1:{proxy.port}"
+        bob = await browser.open("bob", origin)
+        sockets: list[str] = []
+        bob.page.on("websocket", lambda socket: sockets.append(socket.url))
+        await bob.log_in()
+        assert sockets == [f"wss://127.0.0.1:{proxy.port}/xmpp-websocket"]
+        assert bob.own_violations() == [] and bob.errors == [], (bob.own_violations(), bob.errors)
+    finally:
+        await proxy.stop()

@@ -6,7 +6,9 @@ file's URL changes with the version and can be cached as immutable. ``directory`
 elsewhere. Without the files ``/web/`` answers 503 with how to install them.
 
 **The page.** ``/web/`` is made for each request: it configures converse.js for the WebSocket
-endpoint on the scheme and host the browser used (``wss://`` from an HTTPS page), the server's
+endpoint on the page's own origin (``wss://`` from an HTTPS page, ``ws://`` from an HTTP one), which
+``/web/schnack.js`` puts together in the browser, since behind a TLS-terminating proxy the server
+sees plain HTTP where the browser has HTTPS; the server's
 domain (users log in with their name only), OMEMO on by default (XEP-0384, ``urn:xmpp:omemo:2``
 between converse.js instances) with ``clear_cache_on_logout`` off, since converse.js disables
 OMEMO otherwise, and the configured language and name. The settings travel as a JSON data block
@@ -14,7 +16,8 @@ that ``/web/schnack.js`` hands to ``converse.initialize``, so the page runs no i
 
 **Security headers (every answer under /web/).** A Content Security Policy that lets the page
 load scripts, styles and fonts from itself only (plus ``'wasm-unsafe-eval'`` for the OMEMO
-WebAssembly), connect to itself, the WebSocket endpoint and the upload service (XEP-0363) only,
+WebAssembly), connect to itself, the WebSocket endpoint (``wss://``, and ``ws://`` on a page asked
+for over plain HTTP, which may be a proxy's HTTPS) and the upload service (XEP-0363) only,
 show images and media from itself, the upload service and ``blob:``/``data:`` URLs (decrypted
 files, avatars) only, and be framed by nobody; ``nosniff``, ``no-referrer``, no framing, an
 isolated browsing context group and no camera, microphone or location.
@@ -58,6 +61,9 @@ _IMMUTABLE = "public, max-age=31536000, immutable"
 _INIT_JS = (
     "// Starts converse.js with the settings the server put into the page.\n"
     'const settings = JSON.parse(document.getElementById("schnack-settings").textContent);\n'
+    "// The page's own origin: behind a TLS-terminating proxy the server saw http where this page is https.\n"
+    'const scheme = location.protocol === "https:" ? "wss:" : "ws:";\n'
+    "settings.websocket_url = `${scheme}//${location.host}${settings.websocket_url}`;\n"
     "window.converse.initialize(settings);\n"
 )
 
@@ -143,7 +149,9 @@ class WebClient(Module[WebClientOptions]):
         """The security headers of every answer under /web/, with the page's own CSP."""
         host = self._host(request)
         origin = f"{request.scheme}://{host}"
-        socket = f"{'wss' if request.scheme == 'https' else 'ws'}://{host}{WEBSOCKET_PATH}"
+        # Plain HTTP may be the proxy's HTTPS in the browser (docs/clients.md): both then.
+        schemes = ("wss",) if request.scheme == "https" else ("wss", "ws")
+        sockets = [f"{scheme}://{host}{WEBSOCKET_PATH}" for scheme in schemes]
         uploads = self._upload_origins()
         media = " ".join(dict.fromkeys(("'self'", *uploads, "blob:", "data:")))
         policy = "; ".join((
@@ -154,7 +162,7 @@ class WebClient(Module[WebClientOptions]):
             "font-src 'self'",
             f"img-src {media}",
             f"media-src {media}",
-            "connect-src " + " ".join(dict.fromkeys(("'self'", origin, socket, *uploads))),
+            "connect-src " + " ".join(dict.fromkeys(("'self'", origin, *sockets, *uploads))),
             "worker-src 'self'",
             "manifest-src 'self'",
             "form-action 'self'",
@@ -220,21 +228,21 @@ class WebClient(Module[WebClientOptions]):
             f"<title>{name}</title>\n"
             f"<link rel=\"icon\" href=\"{assets}images/favicon.ico\">\n"
             f"<link rel=\"stylesheet\" href=\"{assets}converse.min.css\">\n"
-            f"<script type=\"application/json\" id=\"schnack-settings\">{_json_for_html(self.settings(request))}</script>\n"
+            f"<script type=\"application/json\" id=\"schnack-settings\">{_json_for_html(self.settings())}</script>\n"
             f"<script type=\"module\" src=\"{assets}converse.min.js\"></script>\n"
             f"<script type=\"module\" src=\"{PREFIX}/schnack.js\"></script>\n"
             "</head>\n<body class=\"converse-fullscreen\"></body>\n</html>\n"
         )
         return web.Response(text=body, content_type="text/html", headers=headers)
 
-    def settings(self, request: web.Request) -> dict[str, Any]:
-        """converse.js's settings for a page asked for on ``request``."""
+    def settings(self) -> dict[str, Any]:
+        """converse.js's settings for the page."""
         assert self.installation is not None
-        scheme = "wss" if request.scheme == "https" else "ws"
         domain = self.server.config.domains[0]
         return {
             "assets_path": f"{PREFIX}/converse-{self.installation.version}/",
-            "websocket_url": f"{scheme}://{self._host(request)}{WEBSOCKET_PATH}",
+            # A path: /web/schnack.js adds the page's origin.
+            "websocket_url": WEBSOCKET_PATH,
             "discover_connection_methods": False,
             "default_domain": domain,
             "domain_placeholder": domain,
