@@ -35,7 +35,7 @@ def make_dist(root: Path) -> Path:
     dist = root / "converse.js" / "dist"
     (dist / "images").mkdir(parents=True)
     (root / "converse.js" / "package.json").write_text(json.dumps({"name": "converse.js", "version": VERSION}))
-    (dist / "converse.min.js").write_text("window.converse = {initialize() {}};\n")
+    (dist / "converse.min.js").write_text("window.converse = {plugins: {add() {}}, initialize() {}};\n")
     (dist / "curve25519_compiled.wasm").write_bytes(b"\0asm\1\0\0\0")
     (dist / "images" / "logo.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
     (dist / ".hidden").write_text("not for the web")

@@ -135,9 +135,46 @@ class Tab:
         await page.get_by_role("button", name="Log in").click()
         await page.get_by_text(f"{self.name}@{DOMAIN}").first.wait_for(timeout=WAIT)
 
+    async def stored(self) -> list[str]:
+        """What the page keeps in the browser's storage."""
+        found: list[str] = await self.page.evaluate(STORED)
+        return found
+
+    async def log_out(self) -> None:
+        page = self.page
+        await page.locator("a.show-profile").first.click()
+        await page.get_by_role("button", name="Log out").click()
+        await page.get_by_role("button", name="Confirm").click()
+        await page.get_by_placeholder("Password").wait_for(timeout=WAIT)
+
     async def open_chat(self, contact: str) -> None:
         await self.page.locator("converse-roster").get_by_text(contact, exact=True).first.click()
         await self.page.locator("textarea.chat-textarea").wait_for(timeout=WAIT)
+
+
+# Every key and value the page keeps in localStorage and IndexedDB, as text.
+STORED = """async () => {
+    const found = [];
+    for (let i = 0; i < localStorage.length; i++) {
+        found.push(localStorage.key(i), localStorage.getItem(localStorage.key(i)));
+    }
+    for (const info of await indexedDB.databases()) {
+        const db = await new Promise((ok, fail) => {
+            const open = indexedDB.open(info.name);
+            open.onsuccess = () => ok(open.result);
+            open.onerror = fail;
+        });
+        for (const name of db.objectStoreNames) {
+            const store = db.transaction(name).objectStore(name);
+            for (const ask of [store.getAllKeys(), store.getAll()]) {
+                const got = await new Promise((ok) => { ask.onsuccess = () => ok(ask.result); });
+                found.push(...got.map((v) => typeof v === "string" ? v : JSON.stringify(v)));
+            }
+        }
+        db.close();
+    }
+    return found;
+}"""
 
 
 class Browser:
@@ -275,3 +312,22 @@ async def test_behind_a_tls_proxy_the_page_connects_over_wss_to_its_own_origin(s
         assert bob.own_violations() == [] and bob.errors == [], (bob.own_violations(), bob.errors)
     finally:
         await proxy.stop()
+
+
+async def test_the_browser_keeps_no_password_and_logging_out_forgets_the_login(server: Server, browser: Browser) -> None:
+    host, port = server.bound["https"][0]
+    alice = await browser.open("alice", f"https://{host}:{port}")
+    await alice.log_in()
+    await omemo_published(server, "alice")
+    stored = await alice.stored()
+    # converse.js keeps the SCRAM keys of a trusted browser (never the password), to log in again on reload.
+    keys = [s for s in stored if "scram-keys" in s]
+    assert keys
+    assert not any(PASSWORDS["alice"] in s for s in stored)
+    await alice.log_out()
+    # They log in as alice all the same: whoever uses the browser next must not find them.
+    stored = await alice.stored()
+    assert not any(s in stored for s in keys), keys
+    await alice.page.reload()
+    await alice.page.get_by_placeholder("Password").wait_for(timeout=WAIT)
+    assert alice.own_violations() == [] and alice.errors == [], (alice.own_violations(), alice.errors)

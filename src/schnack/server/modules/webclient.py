@@ -6,13 +6,17 @@ file's URL changes with the version and can be cached as immutable. ``directory`
 elsewhere. Without the files ``/web/`` answers 503 with how to install them.
 
 **The page.** ``/web/`` is made for each request: it configures converse.js for the WebSocket
-endpoint on the page's own origin (``wss://`` from an HTTPS page, ``ws://`` from an HTTP one), which
-``/web/schnack.js`` puts together in the browser, since behind a TLS-terminating proxy the server
-sees plain HTTP where the browser has HTTPS; the server's
-domain (users log in with their name only), OMEMO on by default (XEP-0384, ``urn:xmpp:omemo:2``
-between converse.js instances) with ``clear_cache_on_logout`` off, since converse.js disables
-OMEMO otherwise, and the configured language and name. The settings travel as a JSON data block
-that ``/web/schnack.js`` hands to ``converse.initialize``, so the page runs no inline script.
+endpoint on the page's own origin (``wss://`` from an HTTPS page, ``ws://`` from an HTTP one),
+which ``/web/schnack.js`` puts together in the browser, since behind a TLS-terminating proxy the
+server sees plain HTTP where the browser has HTTPS; the server's domain (users log in with their
+name only), OMEMO on by default (XEP-0384, ``urn:xmpp:omemo:2`` between converse.js instances)
+with ``clear_cache_on_logout`` off, since converse.js disables OMEMO otherwise, and the
+configured language and name. The settings travel as a JSON data block that ``/web/schnack.js``
+hands to ``converse.initialize``, so the page runs no inline script.
+
+**In the browser.** A browser the user marks as trusted keeps the SCRAM keys (never the
+password) so that a reload logs in again; they log in as the user, so ``/web/schnack.js`` deletes
+them when the user logs out. OMEMO keys and the message cache stay (``clear_cache_on_logout``).
 
 **Security headers (every answer under /web/).** A Content Security Policy that lets the page
 load scripts, styles and fonts from itself only (plus ``'wasm-unsafe-eval'`` for the OMEMO
@@ -64,6 +68,14 @@ _INIT_JS = (
     "// The page's own origin: behind a TLS-terminating proxy the server saw http where this page is https.\n"
     'const scheme = location.protocol === "https:" ? "wss:" : "ws:";\n'
     "settings.websocket_url = `${scheme}//${location.host}${settings.websocket_url}`;\n"
+    "// converse.js keeps a trusted browser's SCRAM keys past logout, and they log in as the user.\n"
+    'window.converse.plugins.add("schnack", {\n'
+    "    initialize() {\n"
+    "        const { _converse } = this;\n"
+    '        _converse.api.listen.on("logout", () => _converse.state.login_info?.destroy());\n'
+    "    },\n"
+    "});\n"
+    'settings.whitelisted_plugins = ["schnack"];\n'
     "window.converse.initialize(settings);\n"
 )
 
