@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from schnack.client import Client, ClientError
+from schnack.client import Client, ClientError, EncryptionRequired
 from schnack.server.app import Server
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
@@ -62,3 +62,24 @@ async def test_only_the_senders_own_message_is_corrected(chat_server: Server, cl
     assert (got.text, got.id, got.replaces) == ("changed by bob", "forged", None)
     assert [(m.direction, m.text) for m in alice.store.history(BOB)] == [
         ("out", "alice's words"), ("in", "changed by bob")]
+
+
+async def test_an_encrypted_message_is_corrected_only_by_an_encrypted_one(chat_server: Server,
+                                                                          clients: list[Client]) -> None:
+    """A plaintext correction of an OMEMO message is a message of its own: anyone on the path
+    could have written it, and the original keeps its encrypted text."""
+    alice = await online(chat_server, clients, "alice@localhost/phone")
+    bob = await online(chat_server, clients, "bob@localhost/laptop")
+    inbox = bob.messages()
+    original = await alice.send(BOB, "meet at noon")
+    assert (await next_of(inbox)).text == "meet at noon"
+    with pytest.raises(EncryptionRequired, match="encrypted"):
+        await alice.correct(BOB, original, "meet at midnight", encrypted=False)
+    forged = element(qname(ns.CLIENT, "message"), {"to": "bob@localhost", "type": "chat", "id": "forged"})
+    sub(forged, qname(ns.CLIENT, "body"), text="meet at midnight")
+    forged.append(Replace(original).to_xml())
+    await alice.send_element(forged)
+    got = await next_of(inbox)
+    assert (got.text, got.encrypted, got.replaces) == ("meet at midnight", False, None)
+    assert [(m.text, m.encrypted) for m in bob.store.history(ALICE)] == [
+        ("meet at noon", True), ("meet at midnight", False)]

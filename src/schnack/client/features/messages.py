@@ -288,10 +288,12 @@ class Messages:
             text, device, undecryptable = item.el.findtext(_BODY), None, None
         replace = Replace.find(item.el)
         replaces = None
-        if replace is not None and self.client.store.message(peer, replace.id, outgoing=item.outgoing) is not None:
-            # XEP-0308 §5: only a message of the same sender in this conversation; anything else
-            # is a message of its own.
-            replaces = replace.id
+        original = self.client.store.message(peer, replace.id, outgoing=item.outgoing) if replace is not None else None
+        if original is not None and original.encrypted == encrypted:
+            # XEP-0308 §5: only a message of the same sender in this conversation, and (as the
+            # OMEMO apps require) encrypted as it was: a plaintext correction could come from
+            # anyone on the path. Anything else is a message of its own.
+            replaces = original.message_id
         message = self._message(item, text, encrypted=encrypted, device=device, undecryptable=undecryptable,
                                 replaces=replaces)
         if text is None:
