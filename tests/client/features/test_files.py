@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import aiohttp.connector
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from slixmpp.plugins.xep_0454 import XEP_0454
 
 from schnack.client import Client, EncryptionRequired
@@ -199,6 +200,24 @@ async def test_no_upload_service(tmp_path: Path, clients: list[Client]) -> None:
         source.write_bytes(b"a")
         with pytest.raises(NoUploadService, match="localhost offers no file upload service"):
             await alice.send_file("alice@localhost", source, encrypted=False)
+
+
+async def test_a_file_with_the_older_16_byte_iv_is_read(file_server: Server, clients: list[Client],
+                                                        tmp_path: Path) -> None:
+    """XEP-0454: apps that began with OMEMO file sharing put a 16-byte IV in the URL's fragment
+    (96 hex digits, not 88); their files are read too."""
+    alice = await online(file_server, clients, "alice@localhost")
+    data = readable_file(50_000)
+    key, iv = os.urandom(32), os.urandom(16)
+    encryptor = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
+    blob = tmp_path / "blob.jpg"
+    blob.write_bytes(encryptor.update(data) + encryptor.finalize() + encryptor.tag)
+    https = await alice._files.upload(blob, encrypted=False)
+    url = "aesgcm://" + https[len("https://"):] + "#" + (iv + key).hex()
+    found = attachment(url)
+    assert found is not None and (found.iv, found.key) == (iv, key)
+    path = await alice.download(url, tmp_path / "downloads")
+    assert path.read_bytes() == data
 
 
 def test_urls_and_names() -> None:

@@ -13,7 +13,8 @@ URL is the body plus an XEP-0066 ``<x><url/></x>``, which is how apps tell an up
 from a link (XEP-0363 §2).
 
 **Receiving.** A message whose whole text is one ``aesgcm://`` or ``https://`` URL names a
-file (:func:`attachment`). :meth:`Files.download` fetches it streaming, refuses more than a
+file (:func:`attachment`); the fragment's IV has 12 bytes, or the 16 that older apps use (88
+or 96 hex digits with the key). :meth:`Files.download` fetches it streaming, refuses more than a
 limit, decrypts on the way, checks the tag and only then moves it into the downloads folder
 under a name of its own: the URL's last segment with anything that could be a path taken out,
 numbered if taken. A failed download leaves no file behind.
@@ -70,7 +71,9 @@ KEY_SIZE = 32
 IV_SIZE = 12
 # Downloads larger than this are refused unless the caller allows more.
 DEFAULT_MAX_DOWNLOAD = 512 * 1024 * 1024
-_URL = re.compile(r"(aesgcm|https)://[^\s#]+(#[0-9a-fA-F]{88})?")
+# The fragment (XEP-0454 §3): a 12-byte IV and the key; older apps put a 16-byte IV there, and
+# their files must open too (Gajim reads both for the same reason).
+_URL = re.compile(r"(aesgcm|https)://[^\s#]+(#[0-9a-fA-F]{88}(?:[0-9a-fA-F]{8})?)?")
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 
 
@@ -140,8 +143,9 @@ def attachment(text: str | None) -> Attachment | None:
     if fragment is None:
         return None
     secret = bytes.fromhex(fragment[1:])
+    iv_size = len(secret) - KEY_SIZE
     https = "https://" + first[len("aesgcm://"):-len(fragment)]
-    return Attachment(first, https, key=secret[IV_SIZE:], iv=secret[:IV_SIZE])
+    return Attachment(first, https, key=secret[iv_size:], iv=secret[:iv_size])
 
 
 def attachment_of(message: Message) -> Attachment | None:
