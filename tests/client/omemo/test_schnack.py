@@ -26,6 +26,7 @@ from schnack.client.omemo import (
     Trust,
     UnknownFingerprint,
     UntrustedKeys,
+    adapter,
 )
 from schnack.client.omemo.storage import FILENAME
 from schnack.server import admin
@@ -160,6 +161,22 @@ async def test_a_new_session_after_a_kick_keeps_the_device(chat_server: Server, 
     await bob.send("alice@localhost", "still you?")
     got = await next_of(inbox)
     assert (got.text, got.encrypted) == ("still you?", True)
+
+
+async def test_our_new_device_reads_what_a_client_without_presence_sends(
+        chat_server: Server, clients: list[Client], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that announces no presence gets no device list notifications (XEP-0163 sends
+    them on presence); our own device list is fetched again when it is old, as a contact's is,
+    so that a device we added since can read what this one sends."""
+    sender = await online(chat_server, clients, "alice@localhost/script", available=False)
+    await online(chat_server, clients, "bob@localhost")
+    await sender.send("bob@localhost", "before")
+    phone = await online(chat_server, clients, "alice@localhost/phone")
+    inbox = phone.messages()
+    monkeypatch.setattr(adapter, "DEVICE_LISTS_FRESH_FOR", 0.0)
+    await sender.send("bob@localhost", "after")
+    got = await next_of(inbox, live)
+    assert (got.text, got.outgoing, got.undecryptable) == ("after", True, None)
 
 
 def live(message: Message) -> bool:

@@ -11,10 +11,11 @@ OMEMO: encrypting then fails with a sentence saying why.
 A message is encrypted to every device of the recipient and to our own other devices, each in
 the version it publishes, preferring the versions in the order of ``OmemoSettings.namespaces``
 (the legacy one first by default: it is what the apps in use today read). The recipient's
-device lists are fetched before the first message of a connection and again when they are more
-than :data:`DEVICE_LISTS_FRESH_FOR` seconds old; in between, the server's PEP notifications keep
-them current where it sends them (to contacts), and a message from a device not yet known makes
-python-omemo fetch the sender's list again.
+device lists, and ours, are fetched before the first message of a connection and again when
+they are more than :data:`DEVICE_LISTS_FRESH_FOR` seconds old; in between, the server's PEP
+notifications keep them current where it sends them (to contacts and to our own devices, if
+this client announced presence), and a message from a device not yet known makes python-omemo
+fetch the sender's list again.
 
 All work on the OMEMO state (encrypting, decrypting, device list updates, trust) is done one
 operation at a time: python-omemo reads a session, advances it and writes it back.
@@ -352,7 +353,8 @@ class Omemo:
         }
         async with self._exclusive() as manager:
             # Device lists change only through a refresh or a notification, each checked for new keys.
-            for each in jids:
+            # Ours too: a client without presence gets no notifications, not even of our own devices.
+            for each in sorted({*jids, self.client.account}, key=str):
                 if not self._fresh(each):
                     await self._refresh(each)
                     await self._check_keys(each)
