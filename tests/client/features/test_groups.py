@@ -17,7 +17,7 @@ from slixmpp import ClientXMPP
 
 from schnack.client import Client, EncryptionRequired, XmppError
 from schnack.client.features.groups import GroupError, GroupMessage, Invited, Removed
-from schnack.client.omemo import OLDMEMO
+from schnack.client.omemo import OLDMEMO, TWOMEMO, OmemoSettings, Undecryptable
 from schnack.server.app import Server
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
@@ -94,6 +94,25 @@ async def test_three_members_read_each_other_and_the_archive_holds_ciphertext(
         ("out", None, None, secrets[alice.account]),
         ("in", "bob", bob.account, secrets[bob.account]),
         ("in", "carol", carol.account, secrets[carol.account])]
+
+
+async def test_omemo_2_group_messages_name_their_room(group_server: Server, clients: list[Client]) -> None:
+    """XEP-0384's SCE profile: an OMEMO 2 group message names its room in the envelope (apps on
+    QXmpp drop one that does not), so that its payload cannot be passed off as a private message."""
+    settings = OmemoSettings(namespaces=(TWOMEMO,))
+    alice, bob = [await online(group_server, clients, f"{u}@localhost/phone", omemo=settings) for u in USERS[:2]]
+    feed = bob.groups.messages()
+    group = await alice.groups.create("Pair", ["bob@localhost"])
+    await in_group(bob, group.jid)
+    await alice.groups.send(group.jid, "to the group")
+    got = await from_group(feed, group.jid)
+    assert (got.text, got.undecryptable) == ("to the group", None)
+    assert got.element.find(f"{{{TWOMEMO}}}encrypted") is not None
+    children = await alice.omemo.encrypt_to_all([bob.account], "meet at noon", to=group.jid)
+    private = element(qname(ns.CLIENT, "message"), {"from": str(alice.jid), "to": str(bob.jid), "type": "chat"},
+                      children=children)
+    with pytest.raises(Undecryptable, match=f"for {group.jid}, the message came for bob@localhost"):
+        await bob.omemo.decrypt(alice.jid, private)
 
 
 async def test_plaintext_is_refused_unless_asked_for(group_server: Server, clients: list[Client]) -> None:

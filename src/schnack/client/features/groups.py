@@ -700,7 +700,7 @@ class Groups:
             if not others:
                 raise EncryptionRequired(f"not sent to the group {room.jid}: it has no other member yet to read it")
             try:
-                el.extend(await self.client.omemo.encrypt_to_all(others, text))
+                el.extend(await self.client.omemo.encrypt_to_all(others, text, to=room.jid))
             except (NoOmemoDevices, NoTrustedDevices) as err:
                 raise MembersWithoutKeys(room.jid, err) from None
         else:

@@ -339,16 +339,19 @@ class Omemo:
         """The children of a chat message that carries ``text`` encrypted to ``to`` (XEP-0384): the
         ``<encrypted/>`` elements, a fallback body, the XEP-0380 element and an XEP-0334 store
         hint, so that archives keep it."""
-        return await self.encrypt_to_all((to,), text)
+        return await self.encrypt_to_all((to,), text, to=to)
 
-    async def encrypt_to_all(self, recipients: Iterable[JID], text: str) -> list[Element]:
+    async def encrypt_to_all(self, recipients: Iterable[JID], text: str, *, to: JID) -> list[Element]:
         """As :meth:`encrypt`, to every device of each of ``recipients`` at once: one message that
         all of them can read, as a group message is (a group encrypts to every member's
-        devices). Each recipient needs a device to encrypt to, or nothing is encrypted."""
+        devices). Each recipient needs a device to encrypt to, or nothing is encrypted. ``to`` is
+        where the message goes (the contact, or the group's room), which the OMEMO 2 envelope
+        names (XEP-0384, its SCE profile)."""
         jids = sorted({jid.bare for jid in recipients}, key=str)
         jid = jids[0] if jids else self.client.account
         plaintexts = {
-            namespace: text.encode() if namespace == OLDMEMO else sce.seal([element(_BODY, text=text)], self.client.account)
+            namespace: text.encode() if namespace == OLDMEMO
+            else sce.seal([element(_BODY, text=text)], self.client.account, to)
             for namespace in self.settings.namespaces
         }
         async with self._exclusive() as manager:
@@ -433,11 +436,20 @@ class Omemo:
         if namespace == OLDMEMO:
             return Decrypted(plaintext.decode("utf-8", errors="replace"), device)
         try:
-            opened = sce.open_envelope(plaintext, sender)
-        except sce.SceError as err:
+            opened = sce.open_envelope(plaintext, sender, self._conversation(el))
+        except (sce.SceError, StanzaError) as err:
             raise Undecryptable(str(err)) from None
         body = next((child for child in opened.content if child.tag == _BODY), None)
         return Decrypted(body.text or "" if body is not None else None, device)
+
+    def _conversation(self, el: Element) -> JID:
+        """The conversation a message belongs to, as its OMEMO 2 envelope must name it: the room of
+        a group message, else the stanza's addressee (ourselves, or the contact of a message our
+        other device sent)."""
+        stanza = Stanza.parse(el)
+        if stanza.type == "groupchat" and stanza.from_ is not None:
+            return stanza.from_.bare
+        return (stanza.to or self.client.account).bare
 
     async def open_payload(self, sender: JID, encrypted: Element) -> tuple[bytes, Device]:
         """The plaintext of an OMEMO ``<encrypted/>`` element carried outside a message body, as
