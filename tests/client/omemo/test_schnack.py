@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from omemo.types import OMEMOException
 
 from schnack.client import Client, Connected, Disconnected, EncryptionRequired, Message
 from schnack.client.omemo import (
@@ -21,6 +22,7 @@ from schnack.client.omemo import (
     TWOMEMO,
     KeysChanged,
     NoOmemoDevices,
+    Omemo,
     OmemoSettings,
     OmemoUnavailable,
     Trust,
@@ -268,3 +270,34 @@ async def test_without_pep_on_the_server_encryption_is_refused_clearly(server_wi
     await alice.send("bob@localhost", "plain on purpose", encrypted=False)
     got = await next_of(inbox)
     assert (got.text, got.encrypted) == ("plain on purpose", False)
+
+
+async def test_a_message_that_could_not_be_decrypted_yet_is_read_at_the_next_login(
+        chat_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A login whose OMEMO set-up fails says so for each message that arrives, and does not catch
+    up past them: the next login reads them from the archive."""
+    directory = tmp_path / "alice"
+    alice = await online(chat_server, clients, "alice@localhost", data_dir=directory)
+    await alice.close()
+    bob = await online(chat_server, clients, "bob@localhost")
+    sent = await bob.send("alice@localhost", "while you were away")
+
+    async def refused(self: Omemo) -> None:
+        raise OMEMOException("the server refused to store our keys")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Omemo, "_set_up", refused)
+        failing = make_client(chat_server, "alice@localhost", data_dir=directory)
+        clients.append(failing)
+        inbox = failing.messages()
+        await failing.connect()
+        told = await next_of(inbox)
+        assert (told.id, told.text) == (sent, None) and told.undecryptable is not None
+        await failing.caught_up()
+        await failing.close()
+    again = make_client(chat_server, "alice@localhost", data_dir=directory)
+    clients.append(again)
+    inbox = again.messages()
+    await again.connect()
+    got = await next_of(inbox)
+    assert (got.id, got.text, got.undecryptable) == (sent, "while you were away", None)

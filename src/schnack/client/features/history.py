@@ -7,7 +7,9 @@ time with XEP-0059 ``<after/>`` (§4.3.2) until the server says the result is co
 page goes through the same ordered pipeline as live messages (messages.py), flagged as history:
 what this device already has (it arrived live meanwhile, as a carbon or from offline storage) is
 dropped by its XEP-0359 ids before it is decrypted, the rest is decrypted, stored and published
-as history. Where the catch-up got to is saved after each page, once the page is stored. If the
+as history. Where the catch-up got to is saved after each page, once the page is stored; it
+stops before a message that could not be decrypted for a reason that may pass (OMEMO not set
+up on this login, a lost link), which the next login reads again. If the
 server no longer has that message (§4.3.2 ``item-not-found``: expired from the archive), the
 catch-up starts again from the time bound. A catch-up cut short by a lost link is taken up
 again when the link is back, also when the session was resumed.
@@ -182,6 +184,15 @@ class History:
             self._messages.deliver(Incoming(stanza, sender, outgoing=outgoing, history=True,
                                             stamp=result.forwarded.stamp, stanza_id=result.id))
         await self._messages.settled()
+        undecrypted = next((i for i, result in enumerate(results) if result.id in self._messages.undecrypted), None)
+        self._messages.undecrypted.clear()
+        if undecrypted is not None:
+            # Caught up to just before it, and no further: the next login reads it again.
+            before = results[undecrypted - 1].id if undecrypted > 0 else after
+            if before is not None and before != after:
+                self.client.store.save_archive_position(before)
+            raise ClientError(f"message {results[undecrypted].id} of the archive could not be decrypted yet; "
+                              "the next login reads it again")
         last = results[-1].id if results else fin.rsm.last
         if last is not None and last != after:
             self.client.store.save_archive_position(last)

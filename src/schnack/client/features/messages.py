@@ -152,6 +152,9 @@ class Messages:
         self._readers: list[Reader] = []
         self._decorators: list[Decorator] = []
         self._claims: list[Callable[[Stanza], bool]] = []
+        # The archive ids of messages from the archive that could not be decrypted for a reason
+        # that may pass: history.py does not catch up past them, so the next login tries again.
+        self.undecrypted: set[str] = set()
         client.on_message(self._received)
 
     def on_incoming(self, reader: Reader) -> None:
@@ -236,6 +239,8 @@ class Messages:
             except Undecryptable as err:
                 log.warning("could not decrypt a message from %s: %s", item.sender, err)
                 decrypted = _Decrypted(None, None, str(err))
+                if not err.lasting and item.history and item.stanza_id is not None:
+                    self.undecrypted.add(item.stanza_id)
             else:
                 decrypted = _Decrypted(result.text, result.device, None)
         self._handle(item, decrypted)

@@ -419,8 +419,8 @@ class Omemo:
         """The text of an OMEMO message from ``sender`` (XEP-0384); Undecryptable says why not."""
         try:
             await self._available()
-        except OmemoUnavailable as err:
-            raise Undecryptable(str(err)) from None
+        except (OmemoUnavailable, NotConnected) as err:
+            raise Undecryptable(str(err), lasting=False) from None
         chosen = next(
             ((namespace, found) for namespace in (TWOMEMO, OLDMEMO) if namespace in self.settings.namespaces
              for found in [el.find(qname(namespace, "encrypted"))]
@@ -457,8 +457,8 @@ class Omemo:
         trust); :class:`Undecryptable` says why not."""
         try:
             await self._available()
-        except OmemoUnavailable as err:
-            raise Undecryptable(str(err)) from None
+        except (OmemoUnavailable, NotConnected) as err:
+            raise Undecryptable(str(err), lasting=False) from None
         namespace = next((n for n in self.settings.namespaces if encrypted.tag == qname(n, "encrypted")), None)
         if namespace is None:
             raise Undecryptable(f"{encrypted.tag} is not an OMEMO version this client speaks")
@@ -481,13 +481,14 @@ class Omemo:
                                                                     manager)
                     plaintext, info, _ = await manager.decrypt(message)
                 except (OMEMOException, ValueError) as err:
-                    raise Undecryptable(f"{type(err).__name__}: {err}") from err
+                    raise Undecryptable(f"{type(err).__name__}: {err}",
+                                        lasting=_connection_problem(err) is None) from err
                 device = Device.from_information(await manager.settle(info))
                 # A device not seen before made python-omemo fetch the sender's device lists.
                 if (device.id, device.fingerprint) not in self._keys.get(jid, frozenset()):
                     await self._check_keys(jid)
-        except OmemoUnavailable as err:
-            raise Undecryptable(str(err)) from None
+        except (OmemoUnavailable, NotConnected) as err:
+            raise Undecryptable(str(err), lasting=False) from None
         return plaintext, device
 
     async def encrypt_for_device(self, jid: JID, device_id: int, payload: bytes, namespace: str = OLDMEMO) -> Element:

@@ -55,4 +55,9 @@ class UnknownFingerprint(ClientError):
 
 
 class Undecryptable(ClientError):
-    """An OMEMO message that could not be decrypted; ``str()`` says why."""
+    """An OMEMO message that could not be decrypted; ``str()`` says why. ``lasting`` is False when
+    the reason may pass (OMEMO not set up on this login, a lost link): a later try may open it."""
+
+    def __init__(self, reason: str, *, lasting: bool = True) -> None:
+        super().__init__(reason)
+        self.lasting = lasting
