@@ -20,7 +20,8 @@ message waiting there finds its room), then the bookmarks are read: groups added
 entered, groups left elsewhere forgotten. Entering asks for no history (§7.2.14,
 ``maxstanzas='0'``); the room's archive is read instead from where this device got to, page by
 page, de-duplicated by the room's stanza-ids (XEP-0359), so that what arrives live meanwhile is
-not shown twice.
+not shown twice; it stops before a message that could not be decrypted for a reason that may
+pass (OMEMO not set up on this login, a lost link), which the next login reads again.
 
 A group message is encrypted to every device of every member (the owner, admin and member
 lists, §9.5 and §10.5, which members of a non-anonymous room may read, kept current from the
@@ -85,7 +86,7 @@ from ..omemo.devices import Device
 from ..omemo.errors import NoOmemoDevices, NoTrustedDevices, Undecryptable
 from ..omemo.pep import Pep
 from ..outbox import message_ids
-from .messages import Messages, parse_stamp
+from .messages import Messages, UndecryptedYet, check_decrypted, parse_stamp
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -223,6 +224,8 @@ class _Room:
     affiliations: dict[JID, str] = field(default_factory=dict)
     nicks: dict[JID, str] = field(default_factory=dict)
     seen: dict[str, None] = field(default_factory=dict)
+    # Archive ids of messages read from the room's archive that could not be decrypted yet.
+    undecrypted: set[str] = field(default_factory=set)
     entering: asyncio.Future[tuple[int, ...]] | None = None
     catching_up: bool = False
     # Entered, with its members and archive read.
@@ -904,6 +907,9 @@ class Groups:
                     text, device = result.text, result.device
                 except Undecryptable as err:
                     undecryptable = str(err)
+                    if not err.lasting and arrived.history and arrived.stanza_id is not None:
+                        arrived.room.undecrypted.add(arrived.stanza_id)
+                        arrived.room.seen.pop(arrived.stanza_id, None)
             if text is None and undecryptable is None:
                 return  # an empty OMEMO message: keys only
         else:
@@ -997,6 +1003,11 @@ class Groups:
             self._deliver(_Arrived(room, el, nick, _archived_sender(el) or room.occupants.get(nick or ""),
                                    result.id, result.forwarded.stamp, history=True))
         await self.settled()
+        try:
+            check_decrypted(results, room.undecrypted, after)
+        except UndecryptedYet as stopped:
+            room.position = stopped.position
+            raise
         last = results[-1].id if results else fin.rsm.last
         if last is not None:
             room.position = last

@@ -39,7 +39,7 @@ from ...xmpp.payloads.rsm import ResultSet
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname
 from ..errors import ClientError, XmppError
-from .messages import Incoming, Messages
+from .messages import Incoming, Messages, UndecryptedYet, check_decrypted
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -184,15 +184,12 @@ class History:
             self._messages.deliver(Incoming(stanza, sender, outgoing=outgoing, history=True,
                                             stamp=result.forwarded.stamp, stanza_id=result.id))
         await self._messages.settled()
-        undecrypted = next((i for i, result in enumerate(results) if result.id in self._messages.undecrypted), None)
-        self._messages.undecrypted.clear()
-        if undecrypted is not None:
-            # Caught up to just before it, and no further: the next login reads it again.
-            before = results[undecrypted - 1].id if undecrypted > 0 else after
-            if before is not None and before != after:
-                self.client.store.save_archive_position(before)
-            raise ClientError(f"message {results[undecrypted].id} of the archive could not be decrypted yet; "
-                              "the next login reads it again")
+        try:
+            check_decrypted(results, self._messages.undecrypted, after)
+        except UndecryptedYet as stopped:
+            if stopped.position is not None and stopped.position != after:
+                self.client.store.save_archive_position(stopped.position)
+            raise
         last = results[-1].id if results else fin.rsm.last
         if last is not None and last != after:
             self.client.store.save_archive_position(last)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -30,7 +30,7 @@ from ...xmpp import ns
 from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID
 from ...xmpp.payloads.correction import Replace
-from ...xmpp.payloads.mam import RESULT
+from ...xmpp.payloads.mam import RESULT, Result
 from ...xmpp.payloads.markers import MARKABLE
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, sub
@@ -351,6 +351,26 @@ class _Decrypted:
     text: str | None
     device: Device | None
     undecryptable: str | None
+
+
+def check_decrypted(results: Sequence[Result], undecrypted: set[str], after: str | None) -> None:
+    """XEP-0313 catch-up, after a page of ``results`` that came after ``after``: raises
+    :class:`UndecryptedYet` with the position just before the first of them that could not be
+    decrypted for a reason that may pass (its archive id in ``undecrypted``), so that the
+    catch-up stops there and the next login reads that message again rather than losing it."""
+    failed = next((i for i, result in enumerate(results) if result.id in undecrypted), None)
+    undecrypted.clear()
+    if failed is not None:
+        raise UndecryptedYet(results[failed - 1].id if failed > 0 else after, results[failed].id)
+
+
+class UndecryptedYet(ClientError):
+    """A catch-up stopped before a message it could not decrypt yet: ``position`` is the last
+    archive id it may count as read."""
+
+    def __init__(self, position: str | None, stanza_id: str) -> None:
+        super().__init__(f"message {stanza_id} of the archive could not be decrypted yet; the next login reads it again")
+        self.position = position
 
 
 def _has_payload(el: Element) -> bool:
