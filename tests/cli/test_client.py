@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.ports import free_port
+from schnack.cli.client import run
 from schnack.client.store import FILENAME, PASSWORD_FILE, Settings, Store, account_dir
 from schnack.server.app import Server
 from schnack.server.modules.e2e import REFUSAL
@@ -309,3 +310,15 @@ async def test_listen_shows_receipts_markers_corrections_and_history_shows_the_m
     as_json = [json.loads(line) for line in (await schnack(env, "history", "bob@localhost", "--json")).stdout.splitlines()]
     assert [(m["id"], m["state"], m["edited"] is not None) for m in as_json] == [
         (id, "read", False), (answer, "delivered", True)]
+
+
+def test_a_broken_connection_is_no_closed_standard_output(capsys: pytest.CaptureFixture[str]) -> None:
+    """Only a reader that went away ends a command silently; a broken pipe elsewhere is an error."""
+
+    async def work() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(SystemExit) as ended:
+        run(work)
+    assert ended.value.code == 1
+    assert "Broken pipe" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import contextlib
 import getpass
 import json
 import os
+import select
 import shutil
 import signal
 import sqlite3
@@ -58,6 +59,17 @@ _MARKS = {
 def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"schnack: {message}", err=True)
     sys.exit(code)
+
+
+def reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader went away (poll reports an error on it),
+    rather than a connection that broke: only the former ends a command silently."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _fd, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def stdout_closed() -> NoReturn:
@@ -120,8 +132,10 @@ def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
     try:
         return asyncio.run(work())
-    except BrokenPipeError:
-        stdout_closed()
+    except BrokenPipeError as err:
+        if reader_gone():
+            stdout_closed()
+        fail(explain(err))
     except (ClientError, StoreError, OSError, sqlite3.Error) as err:
         fail(explain(err))
     except KeyboardInterrupt:
