@@ -214,8 +214,7 @@ class StreamParser(_Restricted):
 
     Call :meth:`feed` with whatever bytes arrived and handle the returned events. Limits are
     enforced as input arrives: :attr:`max_stanza_bytes` (change it after authentication) bounds
-    each top-level element, one still open by what came of it so far; input pending beyond it
-    is parsed first, as it may hold many stanzas. A :class:`StreamError` means the stream must be
+    each top-level element and anything pending. A :class:`StreamError` means the stream must be
     closed with that condition. After STARTTLS or SASL success make a new parser (§4.3.3).
     """
 
@@ -253,13 +252,7 @@ class StreamParser(_Restricted):
         pending += data
         in_stanza = self._fed - self._stanza_start if self._depth > 1 else 0
         if in_stanza + len(pending) > self.max_stanza_bytes:
-            # Perhaps one stanza too large, perhaps many that a reader behind a fast sender got
-            # at once: parse, then the stanza still open must fit (each one that ended was
-            # checked at its end). What is parsed at once is bounded by the transport's read.
-            events = self.flush()
-            if self._depth > 1 and self._fed - self._stanza_start > self.max_stanza_bytes:
-                raise StreamError("policy-violation", f"stanza larger than {self.max_stanza_bytes} bytes")
-            return events
+            raise StreamError("policy-violation", f"stanza larger than {self.max_stanza_bytes} bytes")
         if len(pending) < self._min_feed or (b">" not in data and len(pending) < _FEED_THRESHOLD):
             return []
         return self.flush()
