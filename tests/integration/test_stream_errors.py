@@ -124,18 +124,40 @@ async def _eof(wire: Wire) -> bytes:
     return rest
 
 
-async def test_stream_error_arrives_while_the_client_keeps_sending(live_server: Server) -> None:
+@pytest.mark.parametrize(
+    ("first", "condition"),
+    [(b"", "not-authorized"), (b"<presence>" + b" " * 20_000 + b"</presence>", "policy-violation")],
+)
+async def test_stream_error_arrives_while_the_client_keeps_sending(
+    live_server: Server, first: bytes, condition: str
+) -> None:
     """RFC 6120 §4.4: the server reads on after its error; closing with input unread would reset
     the connection, and the client would lose the error it has not read yet.
 
-    The first read of this burst is over the size limit before authentication; the rest, more
-    than the socket buffers hold, is still being sent when the server closes the stream.
+    The first stanza is refused before authentication; the rest, more than the socket buffers
+    hold, is still being sent when the server closes the stream. The server must read it faster
+    than it could parse it, or the linger ends first.
     """
     wire = await Wire.connect(live_server)
     await wire.open()
-    wire.send(b"<presence/>" * 2_000_000)
+    wire.send(first + b"<presence/>" * 2_000_000)
     await wire.writer.drain()
-    assert await wire.stream_error() == "policy-violation"
+    assert await wire.stream_error() == condition
+
+
+async def test_many_small_stanzas_read_at_once_are_not_one_large_one(tmp_path: Path) -> None:
+    """A server that falls behind a fast client reads many of its stanzas at once; together they
+    may exceed the stanza size limit, which bounds each stanza alone (RFC 6120 §13.12)."""
+    async with running(tmp_path, listen=True, limits={"max_stanza_size": 10_000}) as server:
+        await add_user(server, "fay", "pw-fay")
+        wire = await Wire.connect(server, "c2s_tls")
+        await wire.login("fay", "pw-fay", await wire.open())
+        await wire.bind()
+        wire.send("".join(f"<iq type='get' id='p{i}'><ping xmlns='urn:xmpp:ping'/></iq>" for i in range(2_000)))
+        answered = [await wire.next() for _ in range(2_000)]
+        assert [(el.get("type"), el.get("id")) for el in answered if el is not None] == [
+            ("result", f"p{i}") for i in range(2_000)
+        ]
 
 
 async def test_connection_closes_once_the_client_closes_its_stream(

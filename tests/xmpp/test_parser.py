@@ -108,6 +108,53 @@ def test_size_limit_counts_a_stanza_arriving_in_pieces() -> None:
     assert info.value.condition == "policy-violation"
 
 
+def test_many_stanzas_read_at_once_may_together_exceed_the_limit() -> None:
+    """A reader that fell behind a fast sender gets many stanzas in one read: the limit is per
+    stanza, not per read."""
+    p = opened(limit=1000)
+    stanza = b"<message><body>" + b"x" * 200 + b"</body></message>"
+    events = p.feed(stanza * 20)
+    assert [type(e) for e in events] == [StanzaReceived] * 20
+    # A stanza left open at the end of such a read still counts whole.
+    with pytest.raises(StreamError) as info:
+        p.feed(stanza * 5 + b"<message><body>" + b"x" * 2000)
+    assert info.value.condition == "policy-violation"
+
+
+def test_a_discarding_parser_parses_nothing_and_finds_the_close() -> None:
+    """RFC 6120 §4.4: after a stream error only the peer's closing tag counts."""
+    p = opened()
+    p.feed(b"<message><body>held")
+    p.discard()
+    assert p.feed(b"</body></message><presence/>" * 1000) == []
+    assert p.flush() == []
+    assert not p.release()
+    assert p.feed(b"<iq/></stream:str") == []
+    assert p.feed(b"eam >") == [StreamClosed()]
+    assert p.feed(b"<presence/>") == []
+
+
+@pytest.mark.parametrize("close", [b"</stream>", b"</s:stream>", b"</stream:stream\n>"])
+def test_a_discarding_parser_finds_the_close_under_any_prefix(close: bytes) -> None:
+    p = opened()
+    p.discard()
+    assert p.feed(b"<presence/>" + close) == [StreamClosed()]
+
+
+def test_a_discarding_parser_looks_at_input_held_back() -> None:
+    p = opened()
+    p.feed(b"<presence/></stream:stream")
+    p.discard()
+    assert p.feed(b">") == [StreamClosed()]
+
+
+def test_a_parser_that_failed_can_discard() -> None:
+    p = opened()
+    assert condition(p, b"<a><b></a>") == "not-well-formed"
+    p.discard()
+    assert p.feed(b"</b></a></stream:stream>") == [StreamClosed()]
+
+
 def test_limit_can_grow_after_authentication() -> None:
     p = opened(limit=1000)
     p.max_stanza_bytes = 100_000

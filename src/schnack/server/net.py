@@ -229,21 +229,17 @@ async def _receive(conn: TcpConnection, stream: C2SStream, parser: StreamParser)
     return len(data) if data is not None else 0
 
 
-async def _discard_until_closed(conn: TcpConnection, parser: StreamParser | None) -> None:
+async def _discard_until_closed(conn: TcpConnection, parser: StreamParser) -> None:
     """Read and drop input until the client closes its stream or the connection (RFC 6120 §4.4).
 
     The linger timer started by :meth:`TcpConnection.close_transport` ends the wait by closing
-    the connection, which ends the read. ``parser`` is None when it cannot parse any further.
+    the connection, which ends the read. The input is not parsed, only searched for the closing
+    tag, so that a client flooding the stream reads fast enough to get its error before the
+    linger ends (:meth:`StreamParser.discard`).
     """
+    parser.discard()
     while data := await conn.link.read():
-        if parser is None:
-            continue
-        try:
-            events = parser.feed(data) + parser.flush()
-        except StreamError:
-            parser = None
-            continue
-        if any(isinstance(event, StreamClosed) for event in events):
+        if parser.feed(data):
             return
 
 

@@ -31,6 +31,10 @@ _BIG_TOKEN = 4 * 1024
 MAX_DEPTH = 64
 # A start tag, up to its '>' (attribute values may hold a '>'); group 1 is '/' for an empty element.
 _START_TAG = re.compile(rb"""<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*(?:'[^']*'|"[^"]*"))*\s*(/?)>""")
+# The stream's closing tag, under any prefix, as looked for in input no longer parsed.
+_CLOSE_TAG = re.compile(rb"</(?:[^\s<>/:]+:)?stream\s*>")
+# Kept of discarded input so that a closing tag split across two reads is found (a tag is short).
+_CLOSE_TAIL = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,8 +218,9 @@ class StreamParser(_Restricted):
 
     Call :meth:`feed` with whatever bytes arrived and handle the returned events. Limits are
     enforced as input arrives: :attr:`max_stanza_bytes` (change it after authentication) bounds
-    each top-level element and anything pending. A :class:`StreamError` means the stream must be
-    closed with that condition. After STARTTLS or SASL success make a new parser (§4.3.3).
+    each top-level element, one still open by what came of it so far. A :class:`StreamError`
+    means the stream must be closed with that condition; then :meth:`discard` stops the parsing.
+    After STARTTLS or SASL success make a new parser (§4.3.3).
     """
 
     def __init__(self, max_stanza_bytes: int = 10_000) -> None:
@@ -239,6 +244,7 @@ class StreamParser(_Restricted):
         self._header = b""
         self._released = False
         self._replaying = False
+        self._discarding = False
 
     def feed(self, data: bytes) -> list[Event]:
         """Feed bytes from the wire; return the events they completed.
@@ -250,16 +256,24 @@ class StreamParser(_Restricted):
             return []
         pending = self._pending
         pending += data
+        if self._discarding:
+            return self._scan_for_close()
         in_stanza = self._fed - self._stanza_start if self._depth > 1 else 0
         if in_stanza + len(pending) > self.max_stanza_bytes:
-            raise StreamError("policy-violation", f"stanza larger than {self.max_stanza_bytes} bytes")
+            # One stanza too large, or many small ones that a reader behind a fast sender got at
+            # once: parse, then the stanza still open must fit (each one that ended was checked
+            # at its end). What is parsed at once is bounded by the transport's read size.
+            events = self.flush()
+            if self._depth > 1 and self._fed - self._stanza_start > self.max_stanza_bytes:
+                raise StreamError("policy-violation", f"stanza larger than {self.max_stanza_bytes} bytes")
+            return events
         if len(pending) < self._min_feed or (b">" not in data and len(pending) < _FEED_THRESHOLD):
             return []
         return self.flush()
 
     def flush(self) -> list[Event]:
         """Parse everything held back; return the events it completed."""
-        if self._closed or not self._pending:
+        if self._closed or self._discarding or not self._pending:
             return []
         chunk = bytes(self._pending)
         self._pending.clear()
@@ -281,6 +295,32 @@ class StreamParser(_Restricted):
         events, self._events = self._events, []
         return events
 
+    def discard(self) -> None:
+        """Parse no more input: the stream failed, and only the peer's closing tag still counts.
+
+        After a stream error the peer's input is read on until it closes its stream too (RFC 6120
+        §4.4), and a peer may still be sending a flood. From now on :meth:`feed` only looks for
+        ``</stream>`` in the bytes (under any prefix), which costs far less than parsing them,
+        and returns :class:`StreamClosed` once it is found. Input held back is looked at too.
+        """
+        if self._discarding:
+            return
+        self._discarding = True
+        # Expat may hold the start of the closing tag, incomplete: its bytes end the raw input.
+        self._pending[:0] = self._raw[-_CLOSE_TAIL:]
+        self._parser = _RELEASED
+        self._stack.clear()
+        self._events.clear()
+        self._raw = bytearray()
+
+    def _scan_for_close(self) -> list[Event]:
+        if _CLOSE_TAG.search(self._pending):
+            self._closed = True
+            self._pending.clear()
+            return [StreamClosed()]
+        del self._pending[:-_CLOSE_TAIL]
+        return []
+
     def buffered(self) -> int:
         """Bytes held back from the parser until more input or a :meth:`flush`."""
         return len(self._pending)
@@ -292,7 +332,7 @@ class StreamParser(_Restricted):
         start of the next one, and then the parser is kept). The next input goes to a new parser
         that first reads the stream header again, so it knows the namespaces the header declared.
         """
-        if self._released or self._closed or self._depth != 1 or self._pending or self._raw.strip():
+        if self._released or self._closed or self._discarding or self._depth != 1 or self._pending or self._raw.strip():
             return False
         self._parser = _RELEASED
         self._raw = bytearray()
