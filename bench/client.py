@@ -202,6 +202,20 @@ class Connection(asyncio.Protocol):
             self._waiter = None
         return self._pending.popleft()
 
+    async def wait_while_open(self, event: asyncio.Event, timeout: float) -> None:
+        """Wait for ``event``; raise the stream's failure at once if it fails first (a stream
+        error, say), and TimeoutError after ``timeout`` seconds."""
+        waiting = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait([waiting, self.closed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if event.is_set():
+            return
+        if self._failure is not None:
+            raise self._failure
+        raise TimeoutError(f"no answer within {timeout} s")
+
     def open_stream(self) -> None:
         self._reset_parser()
         self.send(

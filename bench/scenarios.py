@@ -648,7 +648,7 @@ class OfflineBurst(Scenario):
         # message before it has been dealt with, that is stored.
         domain = xml_escape(session.target.domain)
         sender.send(f"<iq type='get' id='flush' to='{domain}'><ping xmlns='urn:xmpp:ping'/></iq>")
-        await asyncio.wait_for(stored.wait(), self.timeout)
+        await sender.wait_while_open(stored, self.timeout)
         stored_mark = Mark.now(session.target)
 
         began = time.monotonic()

@@ -15,6 +15,7 @@ import pytest
 import uvloop
 
 from bench import loadgen, suite
+from bench.client import XmppError
 from bench.scenarios import Chat, Figures, IdleConnections, LoginStorm, OfflineBurst, Scenario, Session
 from bench.servers import EjabberdDriver, ExternalDriver, ProsodyDriver, SchnackDriver, Target, private_driver
 
@@ -179,3 +180,11 @@ def test_suite_table_of_some_scenarios() -> None:
     assert "| server CPU ms per 1,000 messages | lower | 150 | 600 | 0.25 |" in section
     assert "Login storm" not in section and "idle" not in section
     assert section.count("bench.loadgen --server SERVER") == 1
+
+
+def test_offline_burst_fails_with_the_stream_error_that_ended_its_sender() -> None:
+    """A sender whose stream the server ended must fail the run with the reason, not wait out
+    the time allowed for storing."""
+    with pytest.raises(XmppError) as info:
+        run("schnack", OfflineBurst(messages=3, payload_size=400_000, timeout=600))
+    assert (info.value.kind, str(info.value)) == ("stream-error", "stream-error: policy-violation")
