@@ -20,7 +20,7 @@ import secrets
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 from xml.parsers import expat
 
 NS_STREAM = "http://etherx.jabber.org/streams"
@@ -206,8 +206,9 @@ class Connection(asyncio.Protocol):
         """Wait for ``event``; raise the stream's failure at once if it fails first (a stream
         error, say), and TimeoutError after ``timeout`` seconds."""
         waiting = asyncio.ensure_future(event.wait())
+        watched: list[asyncio.Future[Any]] = [waiting, self.closed]
         try:
-            await asyncio.wait([waiting, self.closed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiting.cancel()
         if event.is_set():
