@@ -17,6 +17,7 @@ from ..xmpp.jid import JID
 from . import modules as builtin_modules
 from . import net, websocket
 from .admin import SOCKET_NAME, AdminChannel
+from .background import Background
 from .c2s import C2SStream
 from .cluster import ClusterBus, open_bus
 from .cluster.drain import Drained, drain
@@ -122,7 +123,7 @@ class Server:
         # process may stop.
         self.draining = False
         self.drained = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background(log, "ending the sessions of a deleted account failed")
         self.cluster.bus.on_changed(self._account_changed)
         for module in self.modules.values():
             module.setup()
@@ -171,9 +172,7 @@ class Server:
             return
         jid = JID.parse(account)
         if self.sessions.resources(jid):
-            task = asyncio.ensure_future(self._end_if_deleted(jid))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._end_if_deleted(jid))
 
     async def _end_if_deleted(self, jid: JID) -> None:
         assert jid.local is not None
@@ -273,7 +272,7 @@ class Server:
             await self._runner.cleanup()
         await self.cluster.stop()
         # The bus is closed: no deletion is heard from now on; those heard finish with storage open.
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
         for module in reversed(list(self.modules.values())):
             await module.stop()
         await self.router.withdrawn()

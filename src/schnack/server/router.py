@@ -30,6 +30,7 @@ from xml.etree.ElementTree import Element
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID
 from ..xmpp.stanza import Stanza
+from .background import Background
 from .hooks import Handled, Unanswered
 from .storage.base import STORAGE_DOWN, AccountGone, StorageError
 
@@ -55,7 +56,7 @@ class Router:
         self._services = server.services
         # Each stanza's deferred writes, with what takes each back should the stanza be refused.
         self._deferred: dict[Stanza, list[tuple[asyncio.Future[Any], Finish | None]]] = {}
-        self._withdrawing: set[asyncio.Task[None]] = set()
+        self._withdrawing = Background(log, "taking back a write for a refused stanza failed")
 
     def target(self, to: JID | None, origin: Session | None) -> str:
         """The target part of a route key (see the module docstring)."""
@@ -138,8 +139,7 @@ class Router:
     async def withdrawn(self) -> None:
         """Return once the writes of refused stanzas that were being taken back are (storage must
         stay open until then, see :meth:`defer`)."""
-        while self._withdrawing:
-            await asyncio.gather(*self._withdrawing, return_exceptions=True)
+        await self._withdrawing.wait()
 
     async def send(self, el: Element) -> None:
         """Route a stanza the server itself originates (its 'from' is already set)."""
@@ -160,9 +160,7 @@ class Router:
                     if undo is None or not isinstance(err, StanzaError):
                         write.add_done_callback(_observe)
                     else:
-                        task = asyncio.ensure_future(_withdraw(write, undo))
-                        self._withdrawing.add(task)
-                        task.add_done_callback(self._withdrawing.discard)
+                        self._withdrawing.spawn(_withdraw(write, undo))
             raise
 
     async def _dispatch(self, stanza: Stanza, origin: Session | None) -> Element | Handled | None:

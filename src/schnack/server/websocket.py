@@ -24,6 +24,7 @@ from ..xmpp import ns
 from ..xmpp.errors import StreamError
 from ..xmpp.parser import parse_frame
 from ..xmpp.xml import qname
+from .background import Background
 from .c2s import C2SStream
 from .net import LINGER, RateLimiter
 from .tls import tls_exporter, tls_unique
@@ -65,8 +66,8 @@ class WebSocketConnection:
         self._closing = False
         self._close_started = False
         self._linger: asyncio.TimerHandle | None = None
-        # The loop keeps only weak references to tasks; these keep queued frames alive until sent.
-        self._tasks: set[asyncio.Future[Any]] = set()
+        # Frames queued and not yet handed to the socket.
+        self._tasks = Background(log, "writing to a WebSocket failed")
 
     def write(self, data: str) -> None:
         if self._closing:
@@ -76,9 +77,7 @@ class WebSocketConnection:
         self._queue(self._send(self.ws.send_str(data)))
 
     def _queue(self, frame: Coroutine[Any, Any, object]) -> None:
-        task = asyncio.ensure_future(frame)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(frame)
 
     async def _send(self, frame: Awaitable[object]) -> None:
         try:
@@ -123,8 +122,7 @@ class WebSocketConnection:
 
     async def drain(self) -> None:
         """Wait until the queued frames, and a close asked for, have been handed to the socket."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
 
     def channel_binding(self, kind: str) -> bytes | None:
         if self._ssl is None:

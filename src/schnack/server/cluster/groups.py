@@ -59,6 +59,7 @@ from ...xmpp.jid import JID
 from ...xmpp.payloads.muc import JOIN
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize
+from ..background import Background
 from ..hooks import HANDLED, Handled, Unanswered
 from ..modules.muc import Muc
 from .bus import BusUnavailable
@@ -139,7 +140,7 @@ class ClusterGroups:
         self._numbered: dict[tuple[JID, JID], _Numbered] = {}
         # Session here -> room elsewhere -> the copies it got (see :meth:`in_order`).
         self._received: dict[JID, dict[JID, _Received]] = {}
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._tasks = Background(log, "taking an occupant out of a room on another node failed")
         # Stanzas from other nodes being handled here; set when there are none (see :meth:`hand_over`).
         self._arriving = 0
         self._settled = asyncio.Event()
@@ -365,9 +366,7 @@ class ClusterGroups:
         """Take the session ``full`` here out of the room ``room_jid`` elsewhere, whose copies to it
         went missing, trying until the room's node takes the request (the bus may just be coming
         back), the session has gone or it joined again."""
-        task = asyncio.ensure_future(self._ask_to_leave(full, room_jid))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._ask_to_leave(full, room_jid))
 
     async def _ask_to_leave(self, full: JID, room_jid: JID) -> None:
         leave = element(_PRESENCE, {"type": "unavailable", "from": str(full), "to": str(room_jid)})

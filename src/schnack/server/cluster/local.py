@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from ..background import Background
 from ..locks import Locks
 from .bus import (
     ChangedHandler,
@@ -37,13 +38,6 @@ from .messages import (
 )
 
 log = logging.getLogger(__name__)
-
-
-async def _run_reaped(handler: ReapedHandler, node: str, dropped: dict[str, str]) -> None:
-    try:
-        await handler(node, dropped)
-    except Exception:
-        log.exception("a cluster bus handler failed")
 
 
 class LocalHub:
@@ -97,7 +91,7 @@ class LocalBus:
         self._changed_handlers: list[ChangedHandler] = []
         self._reaped_handlers: list[ReapedHandler] = []
         # Reaped handlers run in tasks of their own, so that a long one never delays a heartbeat.
-        self._reaped_tasks: set[asyncio.Task[None]] = set()
+        self._reaped_tasks = Background(log, "a cluster bus handler failed")
         self._heartbeat: asyncio.Task[None] | None = None
         # One consumer keeps the order in which messages to this node were published.
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
@@ -121,11 +115,12 @@ class LocalBus:
 
     async def stop(self, *, leave: bool = True) -> None:
         """Stop heartbeating; ``leave`` drops this node's entries at once."""
-        for task in (self._heartbeat, self._consumer, *self._reaped_tasks):
+        for task in (self._heartbeat, self._consumer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self._reaped_tasks.stop()
         self._heartbeat = self._consumer = None
         if self._hub.members.get(self._node) is self:
             if leave:
@@ -150,9 +145,7 @@ class LocalBus:
             for member in list(self._hub.members.values()):
                 member._deliver_raw(encode(NodeDown(node)))
             for handler in list(self._reaped_handlers):
-                task = asyncio.create_task(_run_reaped(handler, node, dropped))
-                self._reaped_tasks.add(task)
-                task.add_done_callback(self._reaped_tasks.discard)
+                self._reaped_tasks.spawn(handler(node, dropped))
 
     def _deliver_raw(self, data: bytes) -> None:
         self._inbox.put_nowait(data)

@@ -23,6 +23,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ...xmpp.jid import JID
+from ..background import Background
 from ..modules.offline import STORE, Offline
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class BusRecovery:
         # Accounts this node stored messages for while the bus was away or it was recovering.
         self._stored: set[str] = set()
         self._recovering = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background(log, "delivering stored messages after the bus came back failed")
         bus = server.cluster.bus
         bus.on_recovered(self.recovered)
         bus.on_changed(self.changed)
@@ -85,9 +86,7 @@ class BusRecovery:
             return
         for session in self.server.sessions.resources(JID.parse(account)):
             if self._reachable(session):
-                task = asyncio.ensure_future(self._deliver(session))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._tasks.spawn(self._deliver(session))
 
     async def deliver_stored(self) -> None:
         """Hand each available session here what offline storage holds for its account."""

@@ -43,6 +43,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
+from ..background import Background
 from .bus import (
     BusUnavailable,
     ChangedHandler,
@@ -216,13 +217,6 @@ _LOCK_EXPIRY_MS = 30_000
 _LOCK_RETRY = (0.002, 0.05)
 
 
-async def _run_reaped(handler: ReapedHandler, node: str, dropped: dict[str, str]) -> None:
-    try:
-        await handler(node, dropped)
-    except Exception:
-        log.exception("a cluster bus handler failed")
-
-
 # A command waiting for its round trip: the script it runs (or _PUBLISH), its keys and arguments,
 # and the caller.
 _Queued = tuple[str, list[str], list[Any], "asyncio.Future[Any]"]
@@ -277,12 +271,12 @@ class RedisBus:
         self._down_handlers: list[NodeDownHandler] = []
         self._changed_handlers: list[ChangedHandler] = []
         self._reaped_handlers: list[ReapedHandler] = []
-        # Reaped handlers run in tasks of their own, so that a long one never delays a heartbeat.
-        self._reaped_tasks: set[asyncio.Task[None]] = set()
-        # Called once Redis is back after an outage, in tasks of their own too.
+        # Called once Redis is back after an outage.
         self._recovered_handlers: list[RecoveredHandler] = []
         self._resubscribed_handlers: list[ResubscribedHandler] = []
-        self._recovery_tasks: set[asyncio.Task[None]] = set()
+        # Reaped and recovered handlers run in tasks of their own, so that a long one never
+        # delays a heartbeat.
+        self._handling = Background(log, "a cluster bus handler failed")
         # What this node attached to its sessions, written back with them after Redis returns.
         self._infos: dict[str, str] = {}
         # This node's sessions, kept here so the directory can be rebuilt after Redis comes back.
@@ -388,16 +382,16 @@ class RedisBus:
 
     async def stop(self, *, leave: bool = True) -> None:
         """Stop; ``leave`` drops this node and its sessions from the directory at once."""
-        tasks = [*self._tasks, *self._reaped_tasks, *self._recovery_tasks]
         # asyncio.wait_for before Python 3.12 swallows a cancellation that arrives as its operation
         # completes: the loops check this too, or stop() could wait for them forever.
         self._stopping = True
-        for task in tasks:
+        for task in self._tasks:
             task.cancel()
-        for task in tasks:
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self._handling.stop()
         if not self._joined:
             return
         self._joined = False
@@ -450,9 +444,7 @@ class RedisBus:
             self._lost = False
             log.info("Redis is back; %d sessions of this node written to the directory", len(self._local))
             for recovered in list(self._recovered_handlers):
-                task = asyncio.ensure_future(recovered())
-                self._recovery_tasks.add(task)
-                task.add_done_callback(self._recovery_tasks.discard)
+                self._handling.spawn(recovered())
         known = await self._known_nodes()
         others = [n for n in known if n != self._node]
         if not others:
@@ -467,9 +459,7 @@ class RedisBus:
                 log.warning("cluster node %s stopped heartbeating; its sessions are gone", node)
                 dropped = dict(zip(map(_text, reaped[1::2]), map(_text, reaped[2::2]), strict=True))
                 for handler in list(self._reaped_handlers):
-                    task = asyncio.create_task(_run_reaped(handler, node, dropped))
-                    self._reaped_tasks.add(task)
-                    task.add_done_callback(self._reaped_tasks.discard)
+                    self._handling.spawn(handler(node, dropped))
                 await asyncio.wait_for(self._redis.publish(self._key("all"), encode(NodeDown(node))),
                                        self._op_timeout)
 

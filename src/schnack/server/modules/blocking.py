@@ -72,6 +72,7 @@ from ...xmpp.payloads.blocking import (
 )
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname
+from ..background import Background
 from ..config import bounded
 from ..hooks import HANDLED, Handled
 from ..module import Module
@@ -140,7 +141,7 @@ class Blocking(Module[BlockingOptions]):
         bus.on_changed(self._changed_elsewhere)
         # Announcements may have been missed while the subscription was broken.
         bus.on_resubscribed(self._forget_all)
-        self._pushing: set[asyncio.Task[None]] = set()
+        self._pushing = Background(log, "pushing a blocklist changed on another node failed")
         self.iq("self", BLOCKLIST, get=self.get)
         self.iq("self", BLOCK, set=self.block)
         self.iq("self", UNBLOCK, set=self.unblock)
@@ -198,8 +199,7 @@ class Blocking(Module[BlockingOptions]):
             self._remember(owner, blocklist)
 
     async def stop(self) -> None:
-        while self._pushing:
-            await asyncio.gather(*self._pushing, return_exceptions=True)
+        await self._pushing.wait()
 
     def _changed_elsewhere(self, store: str, account: str) -> None:
         """Another node of the cluster changed ``account``'s list: what this node keeps goes, and
@@ -210,9 +210,7 @@ class Blocking(Module[BlockingOptions]):
         known = self._lists.get(owner)
         self._changed(owner, None)
         if known is not None and self._interested(owner):
-            task = asyncio.ensure_future(self._push_since(owner, known))
-            self._pushing.add(task)
-            task.add_done_callback(self._pushing.discard)
+            self._pushing.spawn(self._push_since(owner, known))
 
     async def _push_since(self, owner: JID, known: frozenset[JID]) -> None:
         """Push what changed in ``owner``'s list since ``known``, the list this node had: the one

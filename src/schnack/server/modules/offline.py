@@ -36,15 +36,13 @@ starts another delivery to it once stored, so that it does not wait for the next
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import logging
 import weakref
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
 from ...xmpp import ns
@@ -52,6 +50,7 @@ from ...xmpp.errors import StanzaError, StreamError
 from ...xmpp.parser import parse_frame
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize
+from ..background import Background
 from ..config import bounded
 from ..hooks import HANDLED, Handled
 from ..locks import AccountLocks
@@ -142,7 +141,7 @@ class Offline(Module[OfflineOptions]):
     def setup(self) -> None:
         # This node's own: they keep one delivery at a time to this node's sessions of an account.
         self._locks = AccountLocks()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background(log, "delivering offline messages failed")
         # Per message on its way to storage: the sessions whose delivery may miss it.
         self._racing: weakref.WeakKeyDictionary[Element, list[Session]] = weakref.WeakKeyDictionary()
         # Per message delivered from storage: the item it was, should it come back unacknowledged.
@@ -159,8 +158,7 @@ class Offline(Module[OfflineOptions]):
         self.hook("session-closed", self.closed, priority=10)
 
     async def stop(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
 
     async def bound(self, session: Session) -> None:
         """The output stage that keeps live messages behind the stored ones (see the module docstring)."""
@@ -254,7 +252,7 @@ class Offline(Module[OfflineOptions]):
         """Another delivery for the sessions whose delivery may have missed ``stanza``, now stored."""
         for session in self._racing.pop(stanza.el, ()):
             if session.available and session.priority >= 0 and not session.closed:
-                self._spawn(self.deliver(session))
+                self._tasks.spawn(self.deliver(session))
 
     async def deliver(self, session: Session) -> None:
         """XEP-0160 §2: on initial presence with a non-negative priority, or on a priority raised to
@@ -301,8 +299,3 @@ class Offline(Module[OfflineOptions]):
                     await archive.delete(host, user, STORE, ids=sent)
                 if len(sent) < len(page.items) or page.complete:
                     break
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

@@ -62,6 +62,7 @@ from ...xmpp.payloads.pubsub import EVENT
 from ...xmpp.payloads.push import DISABLE, ENABLE, NS, Disable, Enable, Notification, PushError, publish
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize
+from ..background import Background
 from ..config import bounded
 from ..hooks import HANDLED, Handled
 from ..locks import AccountLocks
@@ -196,7 +197,8 @@ class Push(Module[PushOptions]):
         self._pending: dict[tuple[JID, str], _Pending] = {}
         self._waiting: dict[str, _Waiting] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        # A failed notification must never take anything else down with it.
+        self._tasks = Background(log, "push notification failed")
         self._stopped = False
         # Registrations by account, most recently used last: an offline message needs no storage
         # read to learn that its recipient has none. Writes count up, so a read that overlapped
@@ -231,8 +233,7 @@ class Push(Module[PushOptions]):
 
     async def notifications_sent(self) -> None:
         """Wait until every notification started so far was published (or given up)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
 
     # Registrations --------------------------------------------------------------------------
 
@@ -492,14 +493,4 @@ class Push(Module[PushOptions]):
         if self._stopped:
             work.close()
             return
-        task = asyncio.ensure_future(self._guarded(work))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _guarded(work: Coroutine[Any, Any, None]) -> None:
-        try:
-            await work
-        except Exception:
-            # A failed notification must never take anything else down with it.
-            log.exception("push notification failed")
+        self._tasks.spawn(work)

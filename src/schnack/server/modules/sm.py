@@ -61,7 +61,7 @@ import logging
 import secrets
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -95,6 +95,7 @@ from ...xmpp.payloads.sm import (
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname
 from .. import sasl2
+from ..background import Background
 from ..cluster.smstate import ENDED_TTL, SmRecord, SmRecords, open_records
 from ..config import bounded
 from ..hooks import HANDLED, Handled
@@ -237,7 +238,7 @@ class StreamManagement(Module[SmOptions]):
         # SM-ID -> ((host, username), inbound h) of sessions that ended, oldest first.
         self._ended: dict[str, tuple[tuple[str, str], int]] = {}
         self._copies: weakref.WeakKeyDictionary[Element, _Copies] = weakref.WeakKeyDictionary()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background(log, "stream management work in the background failed")
         # In cluster mode, the records that let other nodes answer for this node's SM-IDs.
         self._records: SmRecords | None = None
         self.hook("stream-features", self.stream_feature)
@@ -286,8 +287,7 @@ class StreamManagement(Module[SmOptions]):
             for session in list(sessions):
                 async with self._locks.hold(session.jid.bare):
                     await self._settle(session)
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
         if self._records is not None:
             await self._records.close()
             self._records = None
@@ -354,7 +354,7 @@ class StreamManagement(Module[SmOptions]):
         """Share the SM-ID's owner (and final h) with the other nodes of a cluster (cluster/smstate.py)."""
         if self._records is not None:
             record = SmRecord(str(session.jid.bare), self.server.cluster.name, h)
-            self._spawn(self._records.put(sm_id, record, ttl))
+            self._tasks.spawn(self._records.put(sm_id, record, ttl))
 
     async def request(self, stream: C2SStream, el: Element) -> Handled | None:
         """§4: answer ``<r/>`` with the number of the client's stanzas handled."""
@@ -413,7 +413,7 @@ class StreamManagement(Module[SmOptions]):
             self._copies.setdefault(el, _Copies()).pending += 1
         if state.settled:
             # The session's queue went back to routing already; so does what still comes for it.
-            self._spawn(self._settle_late(session, el))
+            self._tasks.spawn(self._settle_late(session, el))
             return
         state.queue.append((el, time.time()))
         state.sent = (state.sent + 1) % MODULUS
@@ -425,7 +425,7 @@ class StreamManagement(Module[SmOptions]):
             forward(el)
             self._want_ack(state)
         elif self.server.hooks.has(HIBERNATING_STANZA):
-            self._spawn(self._announce(HIBERNATING_STANZA, session, el))
+            self._tasks.spawn(self._announce(HIBERNATING_STANZA, session, el))
 
     def _want_ack(self, state: SmState) -> None:
         if state.requested or state.stream is None or not state.queue:
@@ -463,7 +463,7 @@ class StreamManagement(Module[SmOptions]):
             # A connection that died unnoticed (a suspended phone app) took these unread: the
             # client waits for them as much as for what comes during hibernation.
             for el, _queued_at in state.queue:
-                self._spawn(self._announce(HIBERNATING_STANZA, session, el))
+                self._tasks.spawn(self._announce(HIBERNATING_STANZA, session, el))
         log.info("%s hibernates for %d s with %d stanzas unacknowledged", session.jid, state.timeout, len(state.queue))
         return HANDLED
 
@@ -475,7 +475,7 @@ class StreamManagement(Module[SmOptions]):
         """End a hibernating session: it is unregistered and ``session-closed`` goes out."""
         session.closed = True
         session.slot(SmState).cancel_timers()
-        self._spawn(self._unregister(session))
+        self._tasks.spawn(self._unregister(session))
 
     async def _unregister(self, session: Session) -> None:
         if self.server.sessions.remove(session):
@@ -670,8 +670,3 @@ class StreamManagement(Module[SmOptions]):
 
     async def _announce(self, event: str, *args: Any) -> None:
         await self.server.hooks.fire_all(event, *args)
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

@@ -59,6 +59,7 @@ from ...xmpp.payloads.sm import MODULUS, Ack, Enable, Enabled, Failed, HandledCo
 from ...xmpp.payloads.sm import REQUEST as SM_REQUEST
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize, sub
+from ..background import Background
 from . import dialback
 from .certs import names_domain, verified_peer
 from .outbound import Unreachable, verify_key
@@ -103,7 +104,7 @@ class IncomingStream:
         self.authenticated: dict[tuple[str, str], str] = {}
         # The peer's certificate, if it verified (SASL EXTERNAL is offered for the names in it).
         self.certificate: x509.Certificate | None = None
-        self._checks: set[asyncio.Task[None]] = set()
+        self._checks = Background(log, "checking a dialback key failed")
         # XEP-0198 §4: the peer's stanzas handled since it enabled stream management; None: not enabled.
         self.handled: int | None = None
 
@@ -139,8 +140,7 @@ class IncomingStream:
         except (ConnectionError, ssl.SSLError, OSError) as err:
             log.info("s2s connection from %s (%s) lost: %s", self.remote, wire.peer, err)
         finally:
-            for task in self._checks:
-                task.cancel()
+            self._checks.cancel()
             await wire.aclose()
 
     def _header_if_needed(self) -> None:
@@ -308,9 +308,7 @@ class IncomingStream:
             return
         if len(self._checks) >= _MAX_CHECKS:
             raise StreamError("policy-violation", f"at most {_MAX_CHECKS} dialback requests may wait at once")
-        task = asyncio.create_task(self._check(remote, local, key, self.id))
-        self._checks.add(task)
-        task.add_done_callback(self._checks.discard)
+        self._checks.spawn(self._check(remote, local, key, self.id))
 
     async def _check(self, remote: str, local: str, key: str, stream_id: str) -> None:
         try:

@@ -42,13 +42,12 @@ publish on an account's behalf with :meth:`Pep.publish_item`, read with
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
 from ....xmpp.errors import StanzaError
@@ -86,6 +85,7 @@ from ....xmpp.payloads.pubsub import (
 )
 from ....xmpp.stanza import Stanza
 from ....xmpp.xml import qname
+from ...background import Background
 from ...config import bounded
 from ...locks import AccountLocks
 from ...module import Module
@@ -162,7 +162,7 @@ class Pep(Module[PepOptions]):
         self.locks = AccountLocks(self.server.cluster.bus, "pep")
         self.subscriptions = SubscriptionStore(self.server)
         self.delivery = Delivery(self.server, self.rosters, self.store, self.interests, self.subscriptions)
-        self._tasks: set[asyncio.Task[object]] = set()
+        self._tasks = Background(log, "sending PEP items failed")
         self.iq("self", REQUEST, get=self.own_get, set=self.own_set)
         self.iq("bare", REQUEST, get=self.foreign_get, set=self.foreign_set)
         self.iq("self", OWNER_REQUEST, get=self.owner_get, set=self.owner_set)
@@ -180,15 +180,13 @@ class Pep(Module[PepOptions]):
         self.hook("user-deleted", self.forget)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         await self.settled()
         await self.interests.stop()
 
     async def settled(self) -> None:
         """Wait until the last items being sent in the background (on presence) have gone out."""
-        while pending := [task for task in self._tasks if not task.done()]:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._tasks.wait()
 
     def keep_private(self, *names: str) -> None:
         """Nodes named ``names`` are for their owner alone (whitelist): created so when the client
@@ -503,7 +501,7 @@ class Pep(Module[PepOptions]):
             subscriber, new = await self.subscriptions.add(owner, node.name, jid)
         if new and node.last is not None and node.config.send_last_published_item in ON_SUBSCRIPTION:
             # Spawned: it runs once the handler returned and the answer went out.
-            self._spawn(self.delivery.send_last_to(owner, node, jid))
+            self._tasks.spawn(self.delivery.send_last_to(owner, node, jid))
         return Subscription(node.name, str(jid), "subscribed", subscriber.subid).result()
 
     async def _unsubscribe(self, owner: JID, request: Unsubscribe, requester: JID) -> None:
@@ -594,16 +592,6 @@ class Pep(Module[PepOptions]):
         async with self.locks.hold(user):
             await self.subscriptions.drop_owner(user)
 
-    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[object]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("sending PEP items failed", exc_info=task.exception())
-
     async def presence_update(self, stanza: Stanza, origin: Session | None) -> None:
         """Learn the +notify features of the caps an available presence announces (XEP-0115 §6.2)."""
         if stanza.type is None and origin is not None:
@@ -615,7 +603,7 @@ class Pep(Module[PepOptions]):
         Sent once the resource's +notify features are known, in the background: the answer to
         the disco#info query arrives on the stream whose presence is being handled.
         """
-        self._spawn(self.delivery.welcome(session))
+        self._tasks.spawn(self.delivery.welcome(session))
 
     async def subscription_approved(self, stanza: Stanza, _origin: Session | None) -> None:
         """XEP-0060 §6.1.7 on_sub: a contact approved the user's subscription; send its last items.
@@ -630,7 +618,7 @@ class Pep(Module[PepOptions]):
         if contact.local is None or contact.domain not in self.server.hosts:
             return
         for session in self.delivery.available(user.bare):
-            self._spawn(self.delivery.send_last(contact, session, ON_SUBSCRIPTION))
+            self._tasks.spawn(self.delivery.send_last(contact, session, ON_SUBSCRIPTION))
 
     # Discovery ----------------------------------------------------------------------------------
 
