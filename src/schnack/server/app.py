@@ -124,7 +124,13 @@ class Server:
         self.draining = False
         self.drained = asyncio.Event()
         self._tasks = Background(log, "ending the sessions of a deleted account failed")
-        self.cluster.bus.on_changed(self._account_changed)
+        # Deletions announced while the bus was away from this node: announced again once it is back.
+        self._unannounced: set[str] = set()
+        bus = self.cluster.bus
+        bus.on_changed(self._account_changed)
+        bus.on_recovered(self._announce_again)
+        # Deletions may have been announced while the subscription was broken.
+        bus.on_resubscribed(self._deletions_missed)
         for module in self.modules.values():
             module.setup()
 
@@ -157,9 +163,22 @@ class Server:
             await self.hooks.fire_all("user-deleted", host, username)
         finally:
             # The other nodes of a cluster end the account's sessions they serve.
-            await self.cluster.bus.announce(ACCOUNTS, f"{username}@{host}")
+            await self._announce_deleted(f"{username}@{host}")
         log.info("deleted the account %s@%s", username, host)
         return True
+
+    async def _announce_deleted(self, account: str) -> None:
+        bus = self.cluster.bus
+        await bus.announce(ACCOUNTS, account)
+        if bus.away():
+            # Announced into the void: the other nodes would serve the account's sessions for good.
+            self._unannounced.add(account)
+
+    async def _announce_again(self) -> None:
+        """The bus is back: the deletions it could not carry are announced now."""
+        accounts, self._unannounced = self._unannounced, set()
+        for account in sorted(accounts):
+            await self._announce_deleted(account)
 
     def end_account_sessions(self, host: str, username: str) -> None:
         """XEP-0077 §3.2: every session of a deleted account on this node ends, not-authorized."""
@@ -173,6 +192,17 @@ class Server:
         jid = JID.parse(account)
         if self.sessions.resources(jid):
             self._tasks.spawn(self._end_if_deleted(jid))
+
+    def _deletions_missed(self) -> None:
+        """The subscription broke, and the news of a deletion may have been lost with it: every
+        account with sessions here is looked up once."""
+        accounts = {session.jid.bare for session in self.sessions}
+        if accounts:
+            self._tasks.spawn(self._end_deleted(accounts))
+
+    async def _end_deleted(self, accounts: set[JID]) -> None:
+        for jid in accounts:
+            await self._end_if_deleted(jid)
 
     async def _end_if_deleted(self, jid: JID) -> None:
         assert jid.local is not None

@@ -3,14 +3,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from schnack.server.app import ACCOUNTS
+from schnack.server.cluster import RedisBus
+from schnack.server.cluster.messages import Changed, decode
 from schnack.xmpp import ns
 
 from ...harness import Client
 from .conftest import eventually
 from .test_node_presence import backend, nodes, online
+from .test_recovery import cut_off
 
 __all__ = ["backend"]  # the fixture that runs each test on both bus backends
 
@@ -51,3 +58,41 @@ async def test_an_account_made_anew_meanwhile_keeps_its_sessions(tmp_path: Path,
 
 async def _ended(client: Client) -> str | None:
     return ended_with(client)
+
+
+async def test_a_deletion_its_node_could_not_announce_ends_the_sessions_elsewhere_once_it_can(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node a alone could not reach Redis as it deleted alice's account, so its announcement went
+    nowhere; once a reaches Redis again it announces the deletion anew, and b ends her session."""
+    async with nodes(tmp_path, "redis") as (a, b):
+        laptop = await online(b, "alice@localhost/laptop")
+        with cut_off(a, monkeypatch):
+            assert await a.delete_account("localhost", "alice")
+        await eventually(lambda: _ended(laptop), lambda condition: condition == "not-authorized", timeout=10.0)
+        assert laptop.conn.closed
+
+
+async def test_a_deletion_a_node_missed_while_its_subscription_was_broken_ends_its_sessions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node b's subscription broke as the news of alice's deletion came: once it subscribes again,
+    it checks the accounts it serves sessions of, and ends hers."""
+    async with nodes(tmp_path, "redis") as (a, b):
+        laptop = await online(b, "alice@localhost/laptop")
+        desk = await online(b, "bob@localhost/desk")
+        bus = b.cluster.bus
+        assert isinstance(bus, RedisBus)
+        handle = bus._handle
+        missed = asyncio.Event()
+
+        async def broken(data: bytes) -> None:
+            message = decode(data)
+            if isinstance(message, Changed) and message.store == ACCOUNTS and not missed.is_set():
+                missed.set()
+                raise RedisConnectionError("the subscription broke as this came")
+            await handle(data)
+
+        monkeypatch.setattr(bus, "_handle", broken)
+        assert await a.delete_account("localhost", "alice")
+        await asyncio.wait_for(missed.wait(), 10.0)
+        await eventually(lambda: _ended(laptop), lambda condition: condition == "not-authorized", timeout=10.0)
+        assert ended_with(desk) is None and not desk.conn.closed
