@@ -107,6 +107,34 @@ async def test_delete_user_tells_contacts_and_closes_sessions(server: Server) ->
     assert items["alice@localhost"].subscription == "none"
 
 
+async def test_delete_user_whose_data_a_module_failed_to_drop_still_closes_sessions(server: Server) -> None:
+    """The account is gone once storage forgot it: its sessions end, as in-band removal and the
+    other nodes of a cluster end theirs, and the answer says it is deleted."""
+    async def failing(host: str, username: str) -> None:
+        raise RuntimeError("the upload directory could not be read")
+
+    server.hooks.add("user-deleted", failing)
+    await add_user(server, "alice")
+    alice = await connect(server, "alice@localhost/desk")
+    assert await request(server.config.data_dir, "delete-user", jid="alice@localhost") == {"ok": True}
+    assert await server.storage.accounts.get("localhost", "alice") is None
+    assert stream_error(alice) == "not-authorized"
+    await gone(alice)
+
+
+async def test_delete_user_that_fails_says_so_and_keeps_sessions(server: Server) -> None:
+    async def failing(host: str, username: str) -> None:
+        raise RuntimeError("the roster could not be read")
+
+    server.hooks.add("user-deleting", failing)
+    await add_user(server, "alice")
+    alice = await connect(server, "alice@localhost/desk")
+    with pytest.raises(AdminError, match="not deleted"):
+        await request(server.config.data_dir, "delete-user", jid="alice@localhost")
+    assert await server.storage.accounts.get("localhost", "alice") is not None
+    assert stream_error(alice) is None and not alice.conn.closed
+
+
 @pytest.mark.parametrize(
     ("jid", "message"),
     [("alice@localhost", "no such account"), ("alice@other.test", "not an account of this server"),
