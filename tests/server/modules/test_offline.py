@@ -389,6 +389,28 @@ async def test_message_stored_as_its_recipient_raises_its_priority_still_reaches
     await stored_late(server, alice, bob, "<presence><priority>0</priority></presence>")
 
 
+async def test_what_a_session_gave_back_reaches_a_resource_online_meanwhile(with_presence: Server) -> None:
+    """Bob's phone got the stored message and ended without acknowledging it, so stream management
+    gave it back to storage (XEP-0198 §4); his laptop, online since, gets it then, not at its next
+    login."""
+    server = with_presence
+    alice = await sender_and_absent_bob(server)
+    await alice.send(chat("bob@localhost", "stored", id="s0"))
+    phone = await connect(server, "bob@localhost/phone")
+    await phone.send(f"<enable xmlns='{sm.NS}'/>")
+    await phone.send("<presence/>")
+    assert [body(el) for el in phone.take() if el.tag == MESSAGE] == ["stored"]
+    laptop = await connect(server, "bob@localhost/laptop")
+    await laptop.send("<presence/>")
+    assert [el for el in laptop.take() if el.tag == MESSAGE] == []
+    await phone.close()
+    got: list[Element] = []
+    while not got:
+        got = [el for el in await laptop.expect() if el.tag == MESSAGE]
+    assert [body(el) for el in got] == ["stored"]
+    assert await stored(server) == 0
+
+
 # Configuration and discovery ------------------------------------------------------------------
 
 

@@ -30,7 +30,8 @@ available, so an output stage (priority 50: after client state indication, befor
 management numbers what the client gets) holds back the messages routed to an available session
 until its delivery is done, then lets them go in the order they came; whatever is sent to the
 session after a held message (an IQ, a presence) waits behind it too. A message stored while a
-session's delivery was not done yet (routed offline just before the session became available)
+session of the account can take it (routed offline just before the session became available or
+raised its priority, or given back by another session that ended without acknowledging it)
 starts another delivery to it once stored, so that it does not wait for the next login.
 """
 
@@ -59,6 +60,7 @@ from ..sessions import Forward
 from ..storage import ArchivedItem, ArchiveFull, DuplicateItem
 
 if TYPE_CHECKING:
+    from ...xmpp.jid import JID
     from ..sessions import Session
 
 log = logging.getLogger(__name__)
@@ -89,9 +91,8 @@ class OfflineState:
 
     # The client sent initial presence and the delivery it brings has not finished yet.
     awaited: bool = False
-    # Deliveries started and not finished, and whether one has finished.
+    # Deliveries started and not finished.
     running: int = 0
-    delivered: bool = False
     # Stored messages on their way through the output stages, which the hold lets pass.
     sending: set[Element] = field(default_factory=set)
     held: list[tuple[Element, Forward]] = field(default_factory=list)
@@ -142,12 +143,8 @@ class Offline(Module[OfflineOptions]):
         # This node's own: they keep one delivery at a time to this node's sessions of an account.
         self._locks = AccountLocks()
         self._tasks = Background(log, "delivering offline messages failed")
-        # Per message on its way to storage: the sessions whose delivery may miss it.
-        self._racing: weakref.WeakKeyDictionary[Element, list[Session]] = weakref.WeakKeyDictionary()
         # Per message delivered from storage: the item it was, should it come back unacknowledged.
         self._taken: weakref.WeakKeyDictionary[Element, ArchivedItem] = weakref.WeakKeyDictionary()
-        # First of all: other handlers (stream management's ordering) may wait before the store.
-        self.hook("message/offline", self.routed_offline, priority=1000)
         self.hook("message/offline", self.store)
         self.hook("presence-initial", self.deliver)
         self.hook("presence-raised", self.deliver)
@@ -194,15 +191,6 @@ class Offline(Module[OfflineOptions]):
         for el, forward in held:
             forward(el)
 
-    async def routed_offline(self, stanza: Stanza) -> None:
-        """Note the sessions of the account whose delivery is not done, or that may raise a
-        negative priority and start one: either may be over before this message is in storage."""
-        assert stanza.to is not None
-        states = ((s, s.slot(OfflineState)) for s in self.server.sessions.resources(stanza.to.bare))
-        self._racing[stanza.el] = [
-            s for s, state in states if not state.delivered or state.holding() or s.priority < 0
-        ]
-
     async def store(self, stanza: Stanza) -> Handled:
         """XEP-0160 §2: keep the message, stamped with a XEP-0203 delay, unless the box is full."""
         assert stanza.to is not None and stanza.to.local is not None
@@ -212,8 +200,10 @@ class Offline(Module[OfflineOptions]):
             # Delivered from here, and back from a session that ended without acknowledging it
             # (stream management, module sm): back in its place, ahead of those stored after it
             # that the delivery did not reach, so that the next one keeps the order they came in.
-            await self.server.storage.archive.put_back(host, user, STORE, [taken])
-            self._deliver_racing(stanza)
+            # After a delivery under way: put back before its delete, it would be taken for good.
+            async with self._locks.hold(stanza.to.bare):
+                await self.server.storage.archive.put_back(host, user, STORE, [taken])
+            self._deliver_stored(stanza.to.bare)
             return HANDLED
         if not worth_storing(stanza.el):
             return HANDLED
@@ -245,12 +235,14 @@ class Offline(Module[OfflineOptions]):
                 "service-unavailable",
                 "the recipient is offline and their mailbox is full; try again later",
             ) from None
-        self._deliver_racing(stanza)
+        self._deliver_stored(stanza.to.bare)
         return HANDLED
 
-    def _deliver_racing(self, stanza: Stanza) -> None:
-        """Another delivery for the sessions whose delivery may have missed ``stanza``, now stored."""
-        for session in self._racing.pop(stanza.el, ()):
+    def _deliver_stored(self, account: JID) -> None:
+        """Another delivery for this node's sessions of ``account`` that can take a message just
+        stored: their own delivery may have been over before it was in storage (it was routed
+        offline as they became available, or another session gave it back)."""
+        for session in self.server.sessions.resources(account):
             if session.available and session.priority >= 0 and not session.closed:
                 self._tasks.spawn(self.deliver(session))
 
@@ -265,7 +257,6 @@ class Offline(Module[OfflineOptions]):
         finally:
             state.running -= 1
             state.awaited = False
-            state.delivered = True
             if not state.holding():
                 state.sending.clear()
                 self._release(state)
