@@ -208,6 +208,23 @@ async def test_presence_flows_both_ways_with_both(server: Server) -> None:
     ]
 
 
+async def test_a_raised_priority_reaches_the_contacts_when_a_module_fails_on_it(server: Server) -> None:
+    """presence-raised comes before the broadcast (the offline module delivers what waited then);
+    a module failing on it, as offline storage out of reach does, must not keep the new presence
+    from the contacts, nor from the session's own echo (§4.4.2)."""
+    async def failing(session: Session) -> None:
+        raise RuntimeError("offline storage could not be read")
+
+    server.hooks.add("presence-raised", failing)
+    alice = await online(server, "alice@localhost/phone")
+    bob = await online(server, "bob@localhost/laptop", inner="<priority>-1</priority>")
+    await befriend(alice, bob)
+    await bob.send("<presence><priority>1</priority></presence>")
+    assert kinds(alice.take()) == [(None, "bob@localhost/laptop", "alice@localhost")]
+    assert kinds(bob.take()) == [(None, "bob@localhost/laptop", "bob@localhost/laptop")]
+    assert session_of(bob).priority == 1
+
+
 async def test_one_way_subscription_shows_presence_one_way(server: Server) -> None:
     alice = await online(server, "alice@localhost/phone")
     bob = await online(server, "bob@localhost/laptop")

@@ -36,6 +36,7 @@ router, which answers remote-server-not-found, and broadcasts and probes skip co
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,8 @@ from .roster import Roster, has_from, has_to, reachable, subscription
 if TYPE_CHECKING:
     from ..c2s import C2SStream
     from ..sessions import Session
+
+log = logging.getLogger(__name__)
 
 SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
 _PRESENCE = qname(ns.CLIENT, "presence")
@@ -193,7 +196,12 @@ class Presence(Module[Any]):
         if raised:
             # Fired before anything awaits: a message routed to the bare JID from now on must
             # find the stored ones on their way out and wait behind them.
-            await self.server.hooks.fire_all("presence-raised", session)
+            try:
+                await self.server.hooks.fire_all("presence-raised", session)
+            except Exception:
+                # What could not be delivered stays stored; the session already has its new
+                # priority, which its contacts and the other cluster nodes must learn too.
+                log.exception("handling the raised priority of %s failed", session.jid)
         await self.server.hooks.fire_all("session-changed", session)
         owner = session.jid.bare
         items = await self.roster.items(owner)
