@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schnack.server.modules.push import Push
+from schnack.server.modules.push import STORE, Push
 from schnack.xmpp.jid import JID
 
+from ...harness import add_user
 from .conftest import eventually
 from .test_node_presence import backend, nodes, online
 
@@ -32,3 +33,32 @@ async def test_a_device_registered_through_one_node_is_known_on_the_others(tmp_p
             return [registration.enable.node for registration in (await on_b.registrations(alice)).values()]
 
         assert await eventually(on_node_b, bool, timeout=5.0) == ["n1"]
+
+
+async def test_a_deleted_accounts_devices_are_forgotten_on_every_node(tmp_path: Path, backend: str) -> None:
+    """A new account of the deleted one's name must not wake the old owner's phone through a node
+    that kept the old registrations in memory."""
+    async with nodes(tmp_path, backend) as (a, b):
+        alice = JID.parse("alice@localhost")
+        on_b = b.modules["push"]
+        assert isinstance(on_b, Push)
+        heard: list[str] = []
+        b.cluster.bus.on_changed(lambda store, _account: heard.append(store))
+        phone = await online(a, "alice@localhost/phone")
+        await phone.send(ENABLE)
+        assert phone.take()[-1].get("type") == "result"
+
+        async def heard_of_it() -> list[str]:
+            return heard
+
+        await eventually(heard_of_it, lambda stores: STORE in stores, timeout=5.0)
+
+        async def on_node_b() -> list[str]:
+            return [registration.enable.node for registration in (await on_b.registrations(alice)).values()]
+
+        # Node b keeps what it read, as for an offline message to alice.
+        assert await on_node_b() == ["n1"]
+        assert await a.delete_account("localhost", "alice")
+        a.end_account_sessions("localhost", "alice")
+        await add_user(a, "alice")
+        assert await eventually(on_node_b, lambda found: not found, timeout=5.0) == []

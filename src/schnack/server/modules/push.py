@@ -365,12 +365,14 @@ class Push(Module[PushOptions]):
                 del self._pending[(account, key)]
 
     async def forget(self, host: str, username: str) -> None:
-        """The account is gone (its registrations went with its data)."""
+        """The account is gone (its registrations went with its data): every node drops its copy,
+        or a new account of that name would wake the old owner's devices through the others."""
         account = JID.parse(f"{username}@{host}")
         self._writes += 1
         self._cache.pop(account, None)
         for pair in [p for p in self._pending if p[0] == account]:
             del self._pending[pair]
+        await self.server.cluster.bus.announce(STORE, str(account))
 
     # Notifications --------------------------------------------------------------------------
 
