@@ -201,3 +201,38 @@ async def test_a_photo_changed_through_one_node_is_stamped_by_the_others(tmp_pat
         assert await stamped() == [""]
         await set_vcard(phone, photo_vcard(PNG))
         assert await eventually(stamped, lambda hashes: hashes == [PNG_ID], timeout=5.0) == [PNG_ID]
+
+
+
+async def test_a_deleted_accounts_photo_is_forgotten_on_every_node(tmp_path: Path, backend: str) -> None:
+    """A new account of the deleted one's name has no photo: node b, which kept the hash of the
+    old owner's, must not stamp the new account's presence with it (XEP-0153 §4), or the
+    contacts' clients would show the old owner's picture from their caches."""
+    async with nodes(tmp_path, backend) as (a, b):
+        heard: list[str] = []
+        b.cluster.bus.on_changed(lambda store, _account: heard.append(store))
+
+        async def heard_so_far() -> list[str]:
+            return heard
+
+        phone = await online(a, "alice@localhost/phone")
+        await set_vcard(phone, photo_vcard(PNG))
+        await eventually(heard_so_far, lambda stores: "avatar-hash" in stores, timeout=5.0)
+        laptop = await online(b, "alice@localhost/laptop")
+
+        async def stamped(phone: Client, laptop: Client) -> list[str | None]:
+            await laptop.send(presence())
+            return photo_hashes([await until(phone, presence_from("alice@localhost/laptop"))])
+
+        assert await stamped(phone, laptop) == [PNG_ID]
+        assert await a.delete_account("localhost", "alice")
+        a.end_account_sessions("localhost", "alice")
+
+        async def closed() -> bool:
+            return laptop.conn.closed
+
+        await eventually(closed, bool, timeout=5.0)
+        await laptop.stream.connection_lost()
+        phone = await online(a, "alice@localhost/phone")
+        laptop = await online(b, "alice@localhost/laptop")
+        assert await stamped(phone, laptop) == [""]

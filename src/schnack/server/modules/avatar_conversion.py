@@ -273,8 +273,11 @@ class AvatarConversion(Module[Any]):
             self._hashes.pop(JID.parse(account), None)
 
     async def forget(self, host: str, username: str) -> None:
+        """The account is gone: every node drops the hash it keeps, or a new account of that name
+        would have the old owner's photo announced in its presence through the others."""
         self._hashes.pop(JID(username, host), None)
         await self.server.storage.kv.delete(host, username, _CONVERTED)
+        await self.server.cluster.bus.announce(_STORE, f"{username}@{host}")
 
 
 def _photo_of(vcard: Element) -> VCardPhoto | None:
