@@ -7,6 +7,8 @@ client uses in production.
 from __future__ import annotations
 
 import errno
+import re
+import socket
 
 import pytest
 
@@ -100,3 +102,13 @@ def test_a_reason_shared_by_every_address_of_a_host_is_given_once() -> None:
                      f"[Errno {refused}] Connect call failed ('127.0.0.1', 1)")
     assert _reason(folded) == "connection refused"
     assert _reason(ConnectionRefusedError(refused, "Connect call failed ('127.0.0.1', 1)")) == "connection refused"
+
+
+async def test_a_host_name_that_does_not_resolve_says_why() -> None:
+    """The resolver's codes (EAI_*) are no errno: its own words say why, not "unknown error -2"."""
+    with pytest.raises(socket.gaierror) as resolving:
+        socket.getaddrinfo("nohost.invalid", 5222)
+    client = Client("alice@localhost", PASSWORD, host="nohost.invalid", port=5222, direct_tls=False)
+    reason = re.escape(str(resolving.value.strerror).lower())
+    with pytest.raises(ConnectError, match=rf"^cannot reach localhost \(nohost\.invalid port 5222\): {reason}$"):
+        await client.connect()

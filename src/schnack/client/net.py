@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -287,6 +288,9 @@ def _reason(err: BaseException) -> str:
             # What came back was no TLS record: a port that starts in the clear, for STARTTLS.
             return "it does not speak direct TLS (try direct_tls=False)"
         return err.strerror or str(err)  # its errno is OpenSSL's, not the system's
+    if isinstance(err, socket.gaierror):
+        # The resolver's EAI_* codes are no errno: os.strerror would call them "unknown error".
+        return (err.strerror or str(err)).lower()
     if isinstance(err, OSError):
         # asyncio folds the failures of a host's several addresses into one message without an
         # errno; one reason shared by all of them is still that reason.
