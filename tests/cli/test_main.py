@@ -221,3 +221,20 @@ def test_a_password_prompt_without_input_says_how_to_give_one(tmp_path: Path) ->
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("schnack: no password given"), result.stderr
     assert "--password-stdin" in result.stderr
+
+
+def test_a_broken_pipe_other_than_standard_output_is_an_error() -> None:
+    """A command that fails outside the client commands' runner (``schnack check`` on a link the
+    server broke) with standard output still read ends with one line and 1, not silently as for
+    a reader that went away."""
+    script = (
+        "import click\n"
+        "from schnack.cli.main import _Schnack\n"
+        "@click.group(cls=_Schnack)\n"
+        "def group() -> None: pass\n"
+        "@group.command()\n"
+        "def work() -> None: raise BrokenPipeError(32, 'Broken pipe')\n"
+        "group(['work'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", "schnack: [Errno 32] Broken pipe\n")

@@ -81,6 +81,14 @@ def stdout_closed() -> NoReturn:
     sys.exit(141)
 
 
+def broken_pipe(err: BrokenPipeError) -> NoReturn:
+    """A write found its pipe closed: silently 141 if it was standard output's reader that went
+    away, else one line and 1, as any other failure."""
+    if reader_gone():
+        stdout_closed()
+    fail(explain(err))
+
+
 def note(message: str) -> None:
     click.echo(f"schnack: {message}", err=True)
 
@@ -133,9 +141,7 @@ def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(work())
     except BrokenPipeError as err:
-        if reader_gone():
-            stdout_closed()
-        fail(explain(err))
+        broken_pipe(err)
     except (ClientError, StoreError, OSError, sqlite3.Error) as err:
         fail(explain(err))
     except KeyboardInterrupt:

@@ -33,7 +33,7 @@ from .calls import answer, call
 from .chat import chat
 from .check import check as compliance_check
 from .client import COMMANDS as CLIENT_COMMANDS
-from .client import read_password, stdout_closed
+from .client import broken_pipe, read_password
 from .files import COMMANDS as FILE_COMMANDS
 from .groups import group
 from .verify import verify
@@ -88,8 +88,8 @@ class _Schnack(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
-        except BrokenPipeError:
-            stdout_closed()
+        except BrokenPipeError as err:
+            broken_pipe(err)
 
 
 @click.group(cls=_Schnack)
