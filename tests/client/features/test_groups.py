@@ -20,10 +20,12 @@ from schnack.client import Client, EncryptionRequired, XmppError
 from schnack.client.features.groups import GroupError, GroupMessage, Invited, Removed
 from schnack.client.omemo import OLDMEMO, TWOMEMO, Omemo, OmemoSettings, Undecryptable
 from schnack.server.app import Server
+from schnack.server.modules.muc import Muc
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.bookmarks import NS as BOOKMARKS
 from schnack.xmpp.payloads.disco import INFO
+from schnack.xmpp.payloads.muc import Destroy
 from schnack.xmpp.xml import element, qname
 
 from ...harness import add_user, running
@@ -219,6 +221,30 @@ async def test_bookmarks_and_rejoining(group_server: Server, clients: list[Clien
     with pytest.raises(GroupError) as unknown:
         await tablet.groups.send("Work", "hello")
     assert str(unknown.value) == "Work is not a group of alice@localhost"
+
+
+async def test_a_group_destroyed_while_away_is_forgotten_at_the_next_login(group_server: Server,
+                                                                         clients: list[Client],
+                                                                         tmp_path: Path) -> None:
+    """Entering the stored groups after a login creates a room that no longer exists (XEP-0045
+    §10.1.1): that room is discarded, and the group forgotten with its bookmark, not made again."""
+    directory = tmp_path / "alice"
+    phone = await online(group_server, clients, "alice@localhost/phone", data_dir=directory)
+    group = await phone.groups.create("Work")
+    await phone.close()
+    muc = group_server.modules["muc"]
+    assert isinstance(muc, Muc)
+    room = await muc.rooms.get(group.jid)
+    assert room is not None
+    await muc.owner.destroy(room, Destroy(reason="the project is over"))
+    phone = make_client(group_server, "alice@localhost/phone", data_dir=directory)
+    clients.append(phone)
+    updates = phone.groups.updates()
+    await phone.connect()
+    assert await next_of(updates, lambda e: isinstance(e, Removed)) == Removed(group.jid, None)
+    assert phone.groups.known() == []
+    assert await phone.groups._pep.items(phone.account, BOOKMARKS) == ()
+    assert await muc.rooms.get(group.jid) is None
 
 
 async def test_leaving_ends_the_membership(group_server: Server, clients: list[Client]) -> None:

@@ -11,7 +11,9 @@ them members of a members-only room; the server's note on members whose OMEMO ke
 cannot fetch (``<warnings xmlns='https://schnack.im/protocol/muc-keys'/>``) is handed back.
 An address given to send to, or to enter, must be an existing room: one that answers disco#info
 as something else is refused at once (§6.4), and a room that entering it created (§10.1.1) is
-destroyed again and not bookmarked.
+destroyed again and not bookmarked. So is one that a stored group's address names when the
+groups are entered after a login: the group was destroyed meanwhile, and it is forgotten, with
+a :class:`Removed` event.
 
 Every group is a XEP-0402 bookmark (``urn:xmpp:bookmarks:1``, autojoin, with the nick), so that
 the account's other apps see it too, and a copy of the list lives in the local store. After each
@@ -565,13 +567,22 @@ class Groups:
         nothing of it kept."""
         if room.jid not in self._rooms:
             await self._check_room(room.jid)
-        statuses = await self._enter(room, History(maxstanzas=0))
-        if CREATED in statuses:
-            await self._discard(room)
-            if room.jid in self._rooms:
-                await self._forget(room)  # destroyed while this device was away
+        if not await self._existed(room, await self._enter(room, History(maxstanzas=0))):
             raise GroupError(f"no such group: {room.jid}")
         await self._settle(room)
+
+    async def _existed(self, room: _Room, statuses: tuple[int, ...]) -> bool:
+        """After entering a group that must exist already: False if the entering created the
+        room (§10.1.1, status 201), which is then discarded; a stored group is forgotten, as it
+        was destroyed while this device was away."""
+        if CREATED not in statuses:
+            return True
+        if room.jid in self._rooms:
+            # Forgotten first: the end of the room that discarding it brings is then no news.
+            await self._forget(room)
+            self.events.publish(Removed(room.jid, None))
+        await self._discard(room)
+        return False
 
     async def _check_room(self, jid: JID) -> None:
         """§6.4: a room answers disco#info with the identity conference/text. An address that
@@ -645,8 +656,9 @@ class Groups:
         for room, future in entering:
             try:
                 async with asyncio.timeout(self.client.timeout):
-                    await asyncio.shield(future)
-                await self._settle(room)
+                    statuses = await asyncio.shield(future)
+                if await self._existed(room, statuses):
+                    await self._settle(room)
             except (ClientError, TimeoutError) as err:
                 log.warning("could not enter the group %s: %s", room.jid, err or "no answer")
         await self._follow_bookmarks()
@@ -679,8 +691,10 @@ class Groups:
                 continue
             room = _Room(jid, conference.name, conference.nick or self._default_nick())
             try:
-                await self._enter(room, History(maxstanzas=0))
-                await self._settle(room)
+                if await self._existed(room, await self._enter(room, History(maxstanzas=0))):
+                    await self._settle(room)
+                else:
+                    log.info("the bookmarked group %s does not exist", jid)
             except ClientError as err:
                 log.warning("could not enter the bookmarked group %s: %s", jid, err)
         self._save()
