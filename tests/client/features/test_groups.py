@@ -25,6 +25,7 @@ from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.bookmarks import NS as BOOKMARKS
 from schnack.xmpp.payloads.disco import INFO
+from schnack.xmpp.payloads.forward import NS as FORWARD
 from schnack.xmpp.payloads.muc import Destroy
 from schnack.xmpp.xml import element, qname
 
@@ -245,6 +246,29 @@ async def test_a_group_destroyed_while_away_is_forgotten_at_the_next_login(group
     assert phone.groups.known() == []
     assert await phone.groups._pep.items(phone.account, BOOKMARKS) == ()
     assert await muc.rooms.get(group.jid) is None
+
+
+async def test_a_stanza_id_quoted_inside_a_group_message_is_not_its_own(group_server: Server,
+                                                                        clients: list[Client]) -> None:
+    """XEP-0359 §3: the room's stanza-id is a child of the message; one nested deeper (here in a
+    forwarded message, XEP-0297) is the sender's text and does not make the message a copy."""
+    alice = await online(group_server, clients, "alice@localhost/phone")
+    bob = await online(group_server, clients, "bob@localhost/phone")
+    channel = await alice.groups.create("Lobby", encrypted=False)
+    await bob.groups.join(channel.jid)
+    inbox = bob.groups.messages()
+    await alice.groups.send(channel.jid, "first", encrypted=False)
+    first = await from_group(inbox, channel.jid)
+    assert first.text == "first" and first.stanza_id is not None
+    quoted = element(qname(ns.CLIENT, "message"), {"type": "groupchat", "from": f"{channel.jid}/alice"})
+    quoted.append(element(qname(ns.CLIENT, "body"), text="first"))
+    quoted.append(element(qname(ns.SID, "stanza-id"), {"by": str(channel.jid), "id": first.stanza_id}))
+    forwarding = element(qname(ns.CLIENT, "message"), {"type": "groupchat", "to": str(channel.jid)})
+    forwarding.append(element(qname(ns.CLIENT, "body"), text="look at this"))
+    forwarding.append(element(qname(FORWARD, "forwarded"), children=[quoted]))
+    await alice.send_element(forwarding)
+    got = await from_group(inbox, channel.jid)
+    assert got.text == "look at this" and got.stanza_id not in (None, first.stanza_id)
 
 
 async def test_leaving_ends_the_membership(group_server: Server, clients: list[Client]) -> None:

@@ -1076,7 +1076,9 @@ def _payload(reply: Element, tag: str) -> Element:
 
 
 def _stanza_id(el: Element, by: JID) -> str | None:
-    return next((s.get("id") for s in el.iter(STANZA_ID) if s.get("by") == str(by)), None)
+    """The stanza-id ``by`` gave the message: one of its own children (XEP-0359 §3), since one
+    nested deeper (in a forwarded message, say) is the sender's."""
+    return next((s.get("id") for s in el.findall(STANZA_ID) if s.get("by") == str(by)), None)
 
 
 def _delay(el: Element) -> datetime | None:
