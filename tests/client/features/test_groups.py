@@ -6,6 +6,7 @@ slixmpp with slixmpp-omemo as a member that speaks the same OMEMO.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,8 @@ from slixmpp import JID as SlixJID
 from slixmpp import ClientXMPP
 
 from schnack.client import Client, EncryptionRequired, XmppError
-from schnack.client.features.groups import GroupError, GroupMessage, Invited, Removed
+from schnack.client.features.groups import Group, GroupError, GroupMessage, Invited, Removed
+from schnack.client.feed import Subscription
 from schnack.client.omemo import OLDMEMO, TWOMEMO, Omemo, OmemoSettings, Undecryptable
 from schnack.server.app import Server
 from schnack.server.modules.muc import Muc
@@ -174,36 +176,71 @@ async def test_a_later_member_reads_the_archive(group_server: Server, clients: l
     assert (await from_group(later, group.jid)).text == "only this"
 
 
-async def test_a_group_message_that_could_not_be_decrypted_yet_is_read_at_the_next_login(
-        group_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """As with chat messages: the room's archive is not caught up past a message that could not
-    be decrypted for a reason that may pass (here OMEMO not set up on that login)."""
-    alice = await online(group_server, clients, "alice@localhost/phone")
-    bob = await online(group_server, clients, "bob@localhost/phone", data_dir=tmp_path / "bob")
+async def _sent_while_away(server: Server, clients: list[Client], tmp_path: Path) -> tuple[Client, Group]:
+    """alice's group with bob, and a message to it while bob's device (its data in
+    ``tmp_path / "bob"``) is away."""
+    alice = await online(server, clients, "alice@localhost/phone")
+    bob = await online(server, clients, "bob@localhost/phone", data_dir=tmp_path / "bob")
     group = await alice.groups.create("Club", ["bob@localhost"])
     await in_group(bob, group.jid)
     await bob.close()
     sent = await alice.groups.send(group.jid, "while you were away")
     await alice.acknowledged(sent)
+    return alice, group
 
-    async def refused(self: Omemo) -> None:
-        raise OMEMOException("the server refused to store our keys")
 
+async def _refused(self: Omemo) -> None:
+    """OMEMO's set-up after a login, failing."""
+    raise OMEMOException("the server refused to store our keys")
+
+
+@contextlib.asynccontextmanager
+async def _without_omemo(server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                         ) -> AsyncIterator[tuple[Client, Subscription[GroupMessage]]]:
+    """bob's device logged in while OMEMO cannot be set up, and its group messages; it is
+    closed at the end."""
     with monkeypatch.context() as patched:
-        patched.setattr(Omemo, "_set_up", refused)
-        failing = make_client(group_server, "bob@localhost/phone", data_dir=tmp_path / "bob")
+        patched.setattr(Omemo, "_set_up", _refused)
+        failing = make_client(server, "bob@localhost/phone", data_dir=tmp_path / "bob")
         clients.append(failing)
         feed = failing.groups.messages()
         await failing.connect()
+        yield failing, feed
+        await failing.close()
+
+
+async def test_a_group_message_that_could_not_be_decrypted_yet_is_read_at_the_next_login(
+        group_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As with chat messages: the room's archive is not caught up past a message that could not
+    be decrypted for a reason that may pass (here OMEMO not set up on that login)."""
+    _, group = await _sent_while_away(group_server, clients, tmp_path)
+    async with _without_omemo(group_server, clients, tmp_path, monkeypatch) as (_, feed):
         told = await from_group(feed, group.jid)
         assert told.text is None and told.undecryptable is not None
-        await failing.close()
     again = make_client(group_server, "bob@localhost/phone", data_dir=tmp_path / "bob")
     clients.append(again)
     feed = again.groups.messages()
     await again.connect()
     got = await from_group(feed, group.jid)
     assert (got.text, got.undecryptable, got.history) == ("while you were away", None, True)
+
+
+async def test_a_live_group_message_does_not_move_the_position_past_one_to_read_again(
+        group_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the room's catch-up stopped before a message it could not decrypt yet, a message
+    that arrives live leaves the position where it is: the next login reads both from the archive."""
+    alice, group = await _sent_while_away(group_server, clients, tmp_path)
+    async with _without_omemo(group_server, clients, tmp_path, monkeypatch) as (failing, feed):
+        assert (await from_group(feed, group.jid)).history
+        await in_group(failing, group.jid)
+        await alice.groups.send(group.jid, "meanwhile")
+        live = await from_group(feed, group.jid)
+        assert (live.text, live.history) == (None, False)
+    again = make_client(group_server, "bob@localhost/phone", data_dir=tmp_path / "bob")
+    clients.append(again)
+    feed = again.groups.messages()
+    await again.connect()
+    assert [(await from_group(feed, group.jid)).text for _ in range(2)] == ["while you were away", "meanwhile"]
 
 
 async def test_bookmarks_and_rejoining(group_server: Server, clients: list[Client], tmp_path: Path) -> None:

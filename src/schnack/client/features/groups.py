@@ -23,7 +23,8 @@ entered, groups left elsewhere forgotten. Entering asks for no history (§7.2.14
 ``maxstanzas='0'``); the room's archive is read instead from where this device got to, page by
 page, de-duplicated by the room's stanza-ids (XEP-0359), so that what arrives live meanwhile is
 not shown twice; it stops before a message that could not be decrypted for a reason that may
-pass (OMEMO not set up on this login, a lost link), which the next login reads again.
+pass (OMEMO not set up on this login, a lost link), which the next login reads again (the
+messages that arrive live meanwhile do not move the position past it).
 
 A group message is encrypted to every device of every member (the owner, admin and member
 lists, §9.5 and §10.5, which members of a non-anonymous room may read, kept current from the
@@ -230,6 +231,9 @@ class _Room:
     undecrypted: set[str] = field(default_factory=set)
     entering: asyncio.Future[tuple[int, ...]] | None = None
     catching_up: bool = False
+    # The last catch-up stopped before a message to read again at the next login: until a
+    # catch-up gets past it, live messages leave the position where it is.
+    behind: bool = False
     # Entered, with its members and archive read.
     ready: bool = False
 
@@ -777,7 +781,7 @@ class Groups:
         stanza_id = _stanza_id(el, room.jid)
         if stanza_id is not None and room.saw(stanza_id):
             return
-        if stanza_id is not None and not room.catching_up:
+        if stanza_id is not None and not room.catching_up and not room.behind:
             room.position = stanza_id
             self._save()
         origin_id, _ = message_ids(el, self.client.account)
@@ -967,6 +971,7 @@ class Groups:
     async def _catch_up(self, room: _Room) -> None:
         """XEP-0313 §5: the room's archive after the last message this device saw."""
         room.catching_up = True
+        room.behind = False
         try:
             position = room.position
             while True:
@@ -1021,6 +1026,7 @@ class Groups:
             check_decrypted(results, room.undecrypted, after)
         except UndecryptedYet as stopped:
             room.position = stopped.position
+            room.behind = True
             raise
         last = results[-1].id if results else fin.rsm.last
         if last is not None:
