@@ -308,6 +308,15 @@ async def test_a_stanza_id_quoted_inside_a_group_message_is_not_its_own(group_se
     assert got.text == "look at this" and got.stanza_id not in (None, first.stanza_id)
 
 
+async def test_a_name_two_groups_share_names_neither(group_server: Server, clients: list[Client]) -> None:
+    alice = await online(group_server, clients, "alice@localhost/phone")
+    first, second = [await alice.groups.create("Work") for _ in range(2)]
+    addresses = ", ".join(sorted((str(first.jid), str(second.jid))))
+    with pytest.raises(GroupError) as ambiguous:
+        await alice.groups.send("Work", "hello")
+    assert str(ambiguous.value) == f"2 groups are called 'Work' ({addresses}); name one by its address"
+
+
 async def test_leaving_ends_the_membership(group_server: Server, clients: list[Client]) -> None:
     """Whoever leaves is off the member list, so the others no longer encrypt to them."""
     alice, bob = [await online(group_server, clients, f"{u}@localhost/phone") for u in USERS[:2]]

@@ -341,8 +341,12 @@ class Groups:
         return room
 
     def _named(self, name: str) -> _Room | None:
+        """The group called ``name``; GroupError if several are, as the name then names none."""
         named = [r for r in self._rooms.values() if r.name == name]
-        return named[0] if len(named) == 1 else None
+        if len(named) > 1:
+            addresses = ", ".join(sorted(str(r.jid) for r in named))
+            raise GroupError(f"{len(named)} groups are called {name!r} ({addresses}); name one by its address")
+        return named[0] if named else None
 
     # Creating, inviting, leaving -------------------------------------------------------------
 
