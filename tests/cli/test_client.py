@@ -194,6 +194,48 @@ async def test_listen_into_a_closed_pipe_ends_quietly(server: Server, tmp_path: 
     assert said[0].startswith("schnack: listening as bob@localhost/")
 
 
+async def test_listen_ends_quietly_whichever_line_meets_the_closed_pipe(server: Server, tmp_path: Path) -> None:
+    """``schnack listen --json | head -1`` where the line after the first is a chat state (or a
+    receipt, a group message): the command ends with 141 too, rather than listening on."""
+    import json
+
+    from schnack.client import Client
+
+    env = client_env(tmp_path)
+    assert (await login(server, env, "alice@localhost", PASSWORD)).returncode == 0
+    host, port = server.bound["c2s"][0]
+    bob = Client("bob@localhost", PASSWORD, host=host, port=port, verify=False)
+    await bob.connect()
+    inbox = bob.messages()
+    # A message from alice shows bob's client that she takes chat states.
+    assert (await schnack(env, "send", "--unencrypted", "bob@localhost", "hi")).returncode == 0
+    assert (await asyncio.wait_for(inbox.__anext__(), PROCESS_WAIT)).text == "hi"
+    read, write = os.pipe()
+    listener = await asyncio.create_subprocess_exec(*SCHNACK, "listen", "--json", stdout=write,
+                                                    stderr=asyncio.subprocess.PIPE, env=env)
+    os.close(write)
+    try:
+        assert listener.stderr is not None
+        while not (line := await line_of(listener.stderr)).startswith("schnack: "):
+            pass
+        assert line.startswith("schnack: listening as alice@localhost/")
+        await bob.send(ALICE, "hello", encrypted=False)
+        with os.fdopen(read, "rb") as out:
+            # The receipt for "hi" may come first.
+            while (first := json.loads(await asyncio.to_thread(out.readline)))["event"] != "message":
+                pass
+        assert first["text"] == "hello"
+        # Printed by another task than the messages: its write fails with EPIPE.
+        assert await bob.typing(ALICE, "composing")
+        async with asyncio.timeout(PROCESS_WAIT):
+            assert await listener.wait() == 141
+    finally:
+        if listener.returncode is None:
+            listener.kill()
+            await listener.wait()
+        await bob.close()
+
+
 async def test_plaintext_is_sent_only_when_asked_for(server: Server, tmp_path: Path) -> None:
     """Without --unencrypted the message must be encrypted; a contact without OMEMO gets nothing."""
     env = client_env(tmp_path)

@@ -430,11 +430,13 @@ def listen(account: str | None, as_json: bool, download: bool, dest: Path | None
             await client.connect()
             note(f"listening as {client.jid}")
             inbox = client.messages()
-            tasks = [asyncio.ensure_future(show()), asyncio.ensure_future(watch()),
-                     asyncio.ensure_future(stop.wait()), asyncio.ensure_future(show_receipts()),
-                     asyncio.ensure_future(show_chat_states()), asyncio.ensure_future(catching_up()),
-                     asyncio.ensure_future(show_groups()), asyncio.ensure_future(show_group_events())]
-            await asyncio.wait([tasks[0], tasks[2]], return_when=asyncio.FIRST_COMPLETED)
+            # Listening ends on SIGINT or SIGTERM, when the client's feeds end, or when a task
+            # that prints fails (its output closed). The note on the catch-up ends by itself.
+            ending = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(show()),
+                      asyncio.ensure_future(show_receipts()), asyncio.ensure_future(show_chat_states()),
+                      asyncio.ensure_future(show_groups()), asyncio.ensure_future(show_group_events())]
+            tasks = [*ending, asyncio.ensure_future(watch()), asyncio.ensure_future(catching_up())]
+            await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
