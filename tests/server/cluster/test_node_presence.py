@@ -340,6 +340,40 @@ async def test_carbons_reach_resources_on_other_nodes(tmp_path: Path, backend: s
         assert carbon.find(f"{{{CARBONS}}}received") is not None, serialize(carbon)
 
 
+async def test_private_messages_in_a_group_reach_the_resources_sharing_the_nick_on_other_nodes(
+    tmp_path: Path, backend: str
+) -> None:
+    """XEP-0280 §6.1: the room (on node a) names the sender's resources joined under its nick,
+    wherever they are; a resource of the account that is not in the room gets no copy."""
+    async with nodes(tmp_path, backend) as (a, b):
+        phone = await online(a, "alice@localhost/phone")
+        await create(phone, nick="alice")
+        assert (await set_affiliation(phone, "bob@localhost", "member")).get("type") == "result"
+        bob = await online(a, "bob@localhost/phone")
+        desk = await online(b, "alice@localhost/desk")
+        tablet = await online(b, "alice@localhost/tablet")
+        for client, nick in ((bob, "bob"), (desk, "alice")):
+            await client.send(join_xml(ROOM, nick, "<history maxstanzas='0'/>"))
+            await until(client, presence_from(f"{ROOM}/{nick}"))
+        for client in (phone, desk, tablet):
+            await client.send(f"<iq type='set' id='c1'><enable xmlns='{CARBONS}'/></iq>")
+            await until(client, lambda el: el.tag == IQ and el.get("id") == "c1")
+
+        def carbon_of(id_: str) -> Callable[[Element], bool]:
+            path = f"{{{CARBONS}}}sent/{{urn:xmpp:forward:0}}forwarded/{{{ns.CLIENT}}}message[@id='{id_}']"
+            return lambda el: el.tag == MESSAGE and el.find(path) is not None
+
+        # Sent here, the room here: the desk on the other node gets the copy.
+        await phone.send(f"<message to='{ROOM}/bob' type='chat' id='pm1'><body>from the phone</body></message>")
+        await until(desk, carbon_of("pm1"))
+        # Sent on the other node, to the room here: the phone gets the copy.
+        await desk.send(f"<message to='{ROOM}/bob' type='chat' id='pm2'><body>from the desk</body></message>")
+        await until(phone, carbon_of("pm2"))
+        # The tablet, not in the room, got neither: the first message it gets is the next one for it.
+        await bob.send(chat("alice@localhost/tablet", "after the private messages", id="after"))
+        assert (await until(tablet, lambda el: el.tag == MESSAGE)).get("id") == "after"
+
+
 async def test_a_group_with_occupants_on_two_nodes(tmp_path: Path, backend: str) -> None:
     async with nodes(tmp_path, backend, 3, node_ttl=2.0) as (a, b, c):
         owner = await online(a, "alice@localhost/phone")

@@ -8,18 +8,20 @@ from xml.etree.ElementTree import Element
 
 import pytest
 
+from bench.ports import free_port
 from schnack.server.app import Server
 from schnack.server.modules.carbons import SENT_REMEMBERED, copy_of
 from schnack.server.modules.e2e import REFUSAL
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.parser import parse_frame
-from schnack.xmpp.payloads.carbons import NS, PRIVATE, Carbon
+from schnack.xmpp.payloads.carbons import NS, PRIVATE, RULES, Carbon
 from schnack.xmpp.payloads.disco import DiscoInfo
 from schnack.xmpp.stanza import Stanza
 
 from ...harness import Client, running, xml
 from .contacts import presences
+from .groups import MODULES, ROOM, USER, join, join_xml, online, private_group
 from .messaging import OMEMO, ROUTING_ONLY, announce, body, chat, condition, error_text, login
 
 MESSAGE = f"{{{ns.CLIENT}}}message"
@@ -117,9 +119,8 @@ async def test_domain_announces_carbons(tmp_path: Path) -> None:
     query = reply.find(f"{{{ns.DISCO_INFO}}}query")
     assert query is not None
     features = DiscoInfo.from_xml(query).features
-    assert NS in features
-    # §6.2: the strict rule set is not claimed (errors and group private messages differ).
-    assert "urn:xmpp:carbons:rules:0" not in features
+    # §6.2: every rule of §6.1 is followed, group private messages included.
+    assert {NS, RULES} <= set(features)
 
 
 async def test_disabled_resources_get_no_copies(server: Server) -> None:
@@ -518,3 +519,114 @@ async def test_sent_carbon_to_another_server_carries_the_id(tmp_path: Path) -> N
         sent, _bounced = laptop.take()  # the bounce is copied too (§6.1), as tested above
         ((by, _),) = stanza_ids(unwrap(sent, laptop.jid, "sent"))
         assert by == "alice@localhost"
+
+
+# Private messages through a group (§6.1, what urn:xmpp:carbons:rules:0 requires) -------------------
+
+
+MUC_MARK = f"{{{USER}}}x"
+
+
+async def enabled(*clients: Client) -> None:
+    for client in clients:
+        client.take()
+        assert (await toggle(client)).get("type") == "result"
+
+
+async def group_with_two_phones(tmp_path: Path) -> AsyncIterator[tuple[Server, list[Client]]]:
+    """alice's phone and laptop in the group under the nick alice, her tablet not in it; bob's phone
+    in it, his laptop not; every resource with carbons enabled."""
+    async with running(tmp_path, modules=MODULES) as server:
+        phone, bob = await private_group(server, "alice", "bob")
+        laptop = await online(server, "alice@localhost/laptop")
+        await join(laptop, ROOM, "alice")
+        tablet = await online(server, "alice@localhost/tablet")
+        bob_laptop = await online(server, "bob@localhost/laptop")
+        clients = [phone, laptop, tablet, bob, bob_laptop]
+        await enabled(*clients)
+        yield server, clients
+
+
+@pytest.fixture
+async def group(tmp_path: Path) -> AsyncIterator[tuple[Server, list[Client]]]:
+    async for each in group_with_two_phones(tmp_path):
+        yield each
+
+
+@pytest.mark.parametrize("mark", ["", "<x xmlns='http://jabber.org/protocol/muc#user'/>"])
+async def test_private_message_in_a_group_is_copied_to_the_resources_sharing_the_nick(
+    group: tuple[Server, list[Client]], mark: str
+) -> None:
+    """Sent: copied to the sender's resources joined under its nick, marked as a group's private
+    message even when the client left the mark out; received: not copied, the group gave it to
+    every resource joined under the recipient's nick already."""
+    _server, (phone, laptop, tablet, bob, bob_laptop) = group
+    await phone.send(f"<message to='{ROOM}/bob' type='chat' id='pm1'><body>psst</body>{mark}</message>")
+    (original,) = bob.take()
+    assert original.get("from") == f"{ROOM}/alice" and body(original) == "psst"
+    (copy,) = copies(laptop, "sent")
+    assert (copy.get("id"), copy.get("to"), body(copy)) == ("pm1", f"{ROOM}/bob", "psst")
+    assert copy.find(MUC_MARK) is not None
+    for client in (phone, tablet, bob_laptop):
+        assert client.take() == []
+
+
+async def test_refused_private_message_in_a_group_is_not_copied(group: tuple[Server, list[Client]]) -> None:
+    _server, (phone, laptop, tablet, _bob, _bob_laptop) = group
+    await phone.send(f"<message to='{ROOM}/nobody' type='chat' id='pm1'><body>psst</body></message>")
+    (error,) = phone.take()
+    assert condition(error) == "item-not-found"
+    assert laptop.take() == [] and tablet.take() == []
+
+
+async def test_error_answering_a_private_message_in_a_group_reaches_the_resources_sharing_the_nick(
+    group: tuple[Server, list[Client]],
+) -> None:
+    _server, (phone, laptop, tablet, bob, _bob_laptop) = group
+    await phone.send(f"<message to='{ROOM}/bob' type='chat' id='pm1'><body>psst</body></message>")
+    assert ids(copies(laptop, "sent")) == ["pm1"]
+    assert ids(bob.take()) == ["pm1"]
+    await bob.send(bounce("pm1", f"{ROOM}/alice"))
+    (error,) = phone.take()
+    assert (error.get("id"), error.get("from")) == ("pm1", f"{ROOM}/bob")
+    (copy,) = copies(laptop, "received")
+    assert (copy.get("id"), copy.get("from"), condition(copy)) == ("pm1", f"{ROOM}/bob", "item-not-found")
+    assert tablet.take() == []
+
+
+async def test_invitation_through_a_group_is_copied_to_every_resource(group: tuple[Server, list[Client]]) -> None:
+    server, (phone, laptop, tablet, _bob, _bob_laptop) = group
+    await login(server, "carol@localhost/phone")
+    await phone.send(f"<message to='{ROOM}' id='inv1'><x xmlns='{USER}'><invite to='carol@localhost'/></x></message>")
+    for client in (laptop, tablet):
+        # The laptop, in the group, also sees the group make carol a member (§9.3).
+        (carbon,) = [el for el in client.take() if el.get("from") != ROOM]
+        copy = unwrap(carbon, client.jid, "sent")
+        assert copy.get("id") == "inv1" and copy.get("to") == ROOM
+
+
+async def test_private_message_in_a_group_elsewhere_is_copied_to_the_resources_in_it(tmp_path: Path) -> None:
+    """A group at another server: the resources sharing the sender's nick are those that sent
+    their presence to the same occupant JID (directed presence, RFC 6121 §4.6). The other server
+    is not reachable here, so the message comes back with an error, which reaches those alone too."""
+    far_room = "family@groups.b.example"
+    nowhere = f"127.0.0.1:{free_port()}"
+    async with running(tmp_path, modules=MODULES, s2s={"enabled": True, "hosts": {"groups.b.example": nowhere}}) as server:
+        phone = await online(server, "alice@localhost/phone")
+        laptop = await online(server, "alice@localhost/laptop")
+        tablet = await online(server, "alice@localhost/tablet")
+        for client in (phone, laptop):
+            await client.send(join_xml(far_room, "alice"))
+            # Until the presence error: the group's server is not reachable.
+            while not any(el.get("type") == "error" for el in await client.expect()):
+                pass
+        await enabled(phone, laptop, tablet)
+        await phone.send(f"<message to='{far_room}/bob' type='chat' id='pm1'><body>psst</body><x xmlns='{USER}'/></message>")
+        (error,) = await phone.expect()
+        assert error.get("id") == "pm1" and condition(error) == "remote-server-not-found"
+        sent, bounced = laptop.take()
+        copy = unwrap(sent, laptop.jid, "sent")
+        assert (copy.get("id"), copy.get("to")) == ("pm1", f"{far_room}/bob")
+        copy = unwrap(bounced, laptop.jid, "received")
+        assert copy.get("id") == "pm1" and condition(copy) == "remote-server-not-found"
+        assert tablet.take() == []

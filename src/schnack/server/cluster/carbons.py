@@ -8,22 +8,29 @@ availability and carbons state, :mod:`.directory`), as one-session copies over t
   resources elsewhere that did not get it. A delivery to a bare JID split over nodes names the
   resources on other nodes that got it (:func:`delivered_elsewhere`), so that they get no copy;
 - sent (§8): a message a client here sends, at the same point as the carbons module (priority
-  -100 on ``pre-message/{bare,full,remote}``), to the sender's enabled resources elsewhere.
+  -100 on ``pre-message/{bare,full,remote,service}``), to the sender's enabled resources elsewhere;
+  a private message in a group elsewhere to those of them that share the sender's nick there, by
+  the directed presence the directory shows (§6.1);
+- sent in a group here (§6.1): when a room on this node passed on a private message
+  (``muc/private-sent``), to the sender's enabled resources elsewhere joined under its nick.
 
-Which messages are copied, and the copy's form, are the carbons module's (``eligible``, ``copy_of``).
+Which messages are copied, and the copy's form, are the carbons module's (``eligible``,
+``sent_scope``, ``private_in_group``, ``copy_of``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from ...xmpp.jid import JID
 from ...xmpp.stanza import Stanza
-from ..modules.carbons import copy_of, eligible
+from ..modules.carbons import copy_of, eligible, nick_in, private_in_group, sent_scope
 from ..modules.message import DELIVERED
+from ..modules.muc.messages import PRIVATE_SENT
+from ..modules.presence import Directed
 
 if TYPE_CHECKING:
     from ..sessions import Session
@@ -52,8 +59,9 @@ class ClusterCarbons:
         self.server = node.server
         hooks = self.server.hooks
         hooks.add(DELIVERED, self.received)
-        for target in ("bare", "full", "remote"):
+        for target in ("bare", "full", "remote", "service"):
             hooks.add(f"pre-message/{target}", self.sent, -100)
+        hooks.add(PRIVATE_SENT, self.sent_in_group)
 
     async def received(self, stanza: Stanza, _delivered: Sequence[Session]) -> None:
         """XEP-0280 §7 for the account's carbons-enabled resources on other nodes."""
@@ -68,12 +76,31 @@ class ClusterCarbons:
                 await self.node.forward(info.node, copy_of(stanza, "received", account, to), to, copy=True)
 
     async def sent(self, stanza: Stanza, origin: Session | None) -> None:
-        """XEP-0280 §8 for the sender's carbons-enabled resources on other nodes."""
+        """XEP-0280 §8 for the sender's carbons-enabled resources on other nodes (§6.1: those that
+        share the sender's nick, for a private message in a group elsewhere)."""
         assert origin is not None and stanza.to is not None, "pre-routes see addressed stanzas of a session"
         account = origin.jid.bare
-        if self.node.bus.alone() or stanza.to.bare == account or not eligible(stanza):
+        if self.node.bus.alone():
             return
+        scope = sent_scope(self.server, stanza, account)
+        if scope is None:
+            return
+        mine = nick_in(origin.slot(Directed).to, stanza.to.bare) if scope == "nick" else frozenset()
         for info in await self.node.remote(account):
-            if info.available and info.carbons:
+            if info.available and info.carbons and (scope == "all" or not mine.isdisjoint(info.directed)):
                 to = JID.parse(info.jid)
-                await self.node.forward(info.node, copy_of(stanza, "sent", account, to), to, copy=True)
+                await self.node.forward(info.node, copy_of(stanza, "sent", account, to, in_group=scope == "nick"),
+                                        to, copy=True)
+
+    async def sent_in_group(self, stanza: Stanza, sharing: Collection[JID]) -> None:
+        """§6.1 for the sender's resources on other nodes that share its nick in a group here."""
+        sender = stanza.from_
+        assert sender is not None, "a group learns who sends it a message"
+        if self.node.bus.alone() or not private_in_group(stanza, marked=False):
+            return
+        account = sender.bare
+        names = {str(jid) for jid in sharing} - {str(sender)}
+        for info in await self.node.remote(account):
+            if info.available and info.carbons and info.jid in names:
+                to = JID.parse(info.jid)
+                await self.node.forward(info.node, copy_of(stanza, "sent", account, to, in_group=True), to, copy=True)

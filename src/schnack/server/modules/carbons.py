@@ -4,7 +4,8 @@ A resource turns carbons on and off with an IQ set of ``<enable/>`` or ``<disabl
 own account (§4, §5), or on with ``<enable/>`` inside a XEP-0386 Bind 2 request; asking again is
 no error (§10.1). The state lives in the session's :class:`CarbonsState` slot and ends with the
 session. An IQ to another account's bare JID gets not-allowed (§4.1, §5.1). The feature is
-announced on the server's domains (§3).
+announced on the server's domains (§3), with ``urn:xmpp:carbons:rules:0``: every rule of §6.1
+below is followed, as a requirement (§6.2).
 
 Copies go to the *carbons-enabled* resources of the account: those that enabled carbons and
 are available (RFC 6121 §4.2: they sent initial presence), whatever their priority. Each copy
@@ -19,14 +20,15 @@ message to a bare JID (delivered to the top-priority resources), to a full JID, 
 went to offline storage is copied to the enabled resources that did not get it.
 
 Sent (§8): a message a resource sends to someone else (routes ``pre-message/bare``,
-``pre-message/full`` and ``pre-message/remote``) is copied to the account's other enabled
-resources, whether the sender enabled carbons or not. The handler runs at priority -100, after
-the checks that may refuse the message (the end-to-end policy runs at 1000), so a refused
-message is not copied, and after the sender's archive (priority 50), so the copy carries the
-``<stanza-id/>`` by the sender's account under which the archive keeps the message (XEP-0359,
-XEP-0313 §3.5). A message to one's own account (bare, or another own resource) is not
+``pre-message/full``, ``pre-message/remote`` and ``pre-message/service``) is copied to the
+account's other enabled resources, whether the sender enabled carbons or not. The handler runs at
+priority -100, after the checks that may refuse the message (the end-to-end policy runs at 1000),
+so a refused message is not copied, and after the sender's archive (priority 50), so the copy
+carries the ``<stanza-id/>`` by the sender's account under which the archive keeps the message
+(XEP-0359, XEP-0313 §3.5). A message to one's own account (bare, or another own resource) is not
 copied as sent: its delivery reaches the account, and the other resources get it as received.
-Messages to the server's own domains are for the server, not a conversation, and are not copied.
+Messages to the server's own domains are for the server, not a conversation, and are not copied;
+of those to its services, only mediated invitations sent through a group (below).
 
 Eligible messages (§6.1): never one with ``<private xmlns='urn:xmpp:carbons:2'/>`` (§9) or the
 XEP-0334 ``<no-copy/>`` hint (XEP-0334 §4.3); the element is left in place, as §9's
@@ -34,20 +36,33 @@ interoperability note asks. Never one that already carries a ``<sent/>`` or ``<r
 a copy of it would nest one carbon in another, which a client takes for its account's own
 (§11) although anyone may have written the inner one. Otherwise: type "chat"; type "normal" with a ``<body/>``; a
 receipt (XEP-0184), chat state (XEP-0085) or chat marker (XEP-0333); a direct (XEP-0249) or
-mediated (XEP-0045 §7.8.2) invitation. Never groupchat. Private messages through a group
-(marked with ``<x xmlns='http://jabber.org/protocol/muc#user'/>``) are not copied either way:
-received ones must not be (§6.1), and sent ones should reach only the resources that share a
-nick in that room, which needs the group service to say which those are. Since that rule is not
-met, ``urn:xmpp:carbons:rules:0`` (§6.2) is not announced.
+mediated (XEP-0045 §7.8.2) invitation, also one sent to a group of this server. Never groupchat.
+
+Private messages through a group (§6.1): a group's messages are told by the address (a group of
+this server's group service) or by the ``<x xmlns='http://jabber.org/protocol/muc#user'/>`` mark
+(a group elsewhere). Received ones are never copied: the group gave them to every resource joined
+under the recipient's nick already. Sent ones are copied to the sender's enabled resources that
+share its nick in that group, with the mark added to the copy when the client left it out (the
+§6.1 note allows it), so that a client tells it from a chat with a user:
+
+- to a group here, the group knows them: once it passed the message on (so a message it refuses
+  is not copied), it fires ``muc/private-sent`` (stanza, the full JIDs joined under the sender's
+  nick), and they get the copy, on this node here and on other nodes through ``cluster/carbons.py``;
+- to a group elsewhere, the server tracks presence in it (§6.1's own suggestion): the resources
+  that sent directed presence (RFC 6121 §4.6, kept by the presence module) to an occupant JID in
+  that group that the sender also sent presence to. A group elsewhere that a client joined
+  without federation ([s2s] enabled) cannot exist, so then nobody shares the nick.
 
 Errors (§6.1): an error is copied only when it answers a message that was copied as sent, so
-that the other devices learn that a message they saw go out failed. Each account remembers the
-id and the recipient's bare JID of its last ``SENT_REMEMBERED`` messages copied as sent, and
-forgets them all once it has no carbons-enabled resource. The sender's session gets an output
-stage (priority 200, before client state indication holds anything back) on its first such
+that the other devices learn that a message they saw go out failed, and to the resources that
+got the sent copy (for a private message through a group, those sharing the nick). Each account
+remembers the id and the recipient's bare JID of its last ``SENT_REMEMBERED`` messages copied as
+sent, and forgets them all once it has no carbons-enabled resource. The sender's session gets an
+output stage (priority 200, before client state indication holds anything back) on its first such
 message, since an error reaches it by any path: routed back by the recipient or a remote server,
-or answered at once by the router (service-unavailable from an account that does not exist). An
-error message passing that stage whose id and sender match a remembered message is copied as
+answered at once by the router (service-unavailable from an account that does not exist), passed
+back by a group (an error answering a private message), or handed over by another cluster node.
+An error message passing that stage whose id and sender match a remembered message is copied as
 received to the account's other enabled resources on this node, and the message is forgotten.
 A message refused before the sent copy went out (the end-to-end policy) is not remembered, so
 its error is not copied either.
@@ -58,24 +73,39 @@ from __future__ import annotations
 import copy
 import functools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from xml.etree.ElementTree import Element
 
 from ...xmpp import ns
 from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID, JIDError
 from ...xmpp.payloads.bind2 import Bind
-from ...xmpp.payloads.carbons import DISABLE, ENABLE, NS, PRIVATE, RECEIVED, SENT, Carbon, Direction, Toggle
+from ...xmpp.payloads.carbons import (
+    DISABLE,
+    ENABLE,
+    NS,
+    PRIVATE,
+    RECEIVED,
+    RULES,
+    SENT,
+    Carbon,
+    Direction,
+    Toggle,
+)
 from ...xmpp.payloads.forward import Forwarded
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, split
 from .. import sasl2
 from ..module import Module
 from .message import DELIVERED, message_type
+from .muc import Muc
+from .muc.messages import PRIVATE_SENT
+from .presence import Directed
 
 if TYPE_CHECKING:
+    from ..app import Server
     from ..c2s import C2SStream
     from ..sessions import Forward, Session
 
@@ -106,17 +136,16 @@ class CarbonsState:
     watched: bool = False
 
 
-def eligible(stanza: Stanza) -> bool:
-    """Whether a message is copied at all (XEP-0280 §6.1, §9, §11; see the module docstring)."""
+def _copied_at_all(stanza: Stanza) -> bool:
+    """Never hinted private (§9, XEP-0334 §4.3), a carbon itself (§11), groupchat or an error."""
     el = stanza.el
-    if any(el.find(tag) is not None for tag in _NEVER_COPIED):
-        return False
+    return all(el.find(tag) is None for tag in _NEVER_COPIED) and message_type(stanza) not in ("groupchat", "error")
+
+
+def _instant_message(stanza: Stanza) -> bool:
+    """What instant messaging sends (§6.1): chat, normal with a body, a receipt, chat state or marker."""
+    el = stanza.el
     kind = message_type(stanza)
-    if kind in ("groupchat", "error"):
-        return False
-    muc = el.find(_MUC_X)
-    if muc is not None:
-        return muc.find(_MUC_INVITE) is not None
     if kind == "chat" or el.find(_DIRECT_INVITE) is not None:
         return True
     if kind == "normal" and el.find(qname(stanza.namespace, "body")) is not None:
@@ -124,13 +153,53 @@ def eligible(stanza: Stanza) -> bool:
     return any(split(child.tag)[0] in _IM_PAYLOADS for child in el)
 
 
-def copy_of(stanza: Stanza, direction: Direction, account: JID, to: JID) -> Element:
+def eligible(stanza: Stanza) -> bool:
+    """Whether a message is copied to every enabled resource (XEP-0280 §6.1, §9, §11; see the
+    module docstring). Never a private message through a group: see :func:`private_in_group`."""
+    if not _copied_at_all(stanza):
+        return False
+    muc = stanza.el.find(_MUC_X)
+    if muc is not None:
+        return muc.find(_MUC_INVITE) is not None
+    return _instant_message(stanza)
+
+
+def invitation(stanza: Stanza) -> bool:
+    """Whether a message to a group carries a mediated invitation (XEP-0045 §7.8.2), copied as sent."""
+    muc = stanza.el.find(_MUC_X)
+    return muc is not None and muc.find(_MUC_INVITE) is not None and _copied_at_all(stanza)
+
+
+def private_in_group(stanza: Stanza, *, marked: bool = True) -> bool:
+    """Whether a message is a private message through a group that is copied as sent, to the
+    resources sharing the sender's nick (§6.1). Without ``marked``, the address said it is one
+    (a group of this server); otherwise the ``<x xmlns='…muc#user'/>`` mark must say so."""
+    if not _copied_at_all(stanza):
+        return False
+    muc = stanza.el.find(_MUC_X)
+    if muc is None:
+        return not marked and _instant_message(stanza)
+    return muc.find(_MUC_INVITE) is None and _instant_message(stanza)
+
+
+def nick_in(directed: Collection[JID], room: JID) -> frozenset[str]:
+    """The occupant JIDs in ``room`` that a resource sent directed presence to (RFC 6121 §4.6): how
+    a server that does not host the group tells which resources share a nick in it."""
+    return frozenset(str(jid) for jid in directed if jid.bare == room)
+
+
+def copy_of(stanza: Stanza, direction: Direction, account: JID, to: JID, *, in_group: bool = False) -> Element:
     """The carbon copy for resource ``to`` (XEP-0280 §7, §8); the original is not changed.
 
     The copy wraps a snapshot: the original goes on to be stamped for its recipient (its
     archive's stanza-id), and a queued carbon must not show that to the sender's devices.
+    A private message through a group (``in_group``) gets the ``<x xmlns='…muc#user'/>`` mark
+    its sender left out, so that the other devices tell it from a chat with a user (§6.1).
     """
-    carbon = Carbon(direction, Forwarded(copy.deepcopy(stanza.el)))
+    original = copy.deepcopy(stanza.el)
+    if in_group and original.find(_MUC_X) is None:
+        original.append(element(_MUC_X))
+    carbon = Carbon(direction, Forwarded(original))
     return element(
         _MESSAGE,
         {"from": str(account), "to": str(to), "type": stanza.type},
@@ -138,26 +207,51 @@ def copy_of(stanza: Stanza, direction: Direction, account: JID, to: JID) -> Elem
     )
 
 
+Scope = Literal["all", "nick"]
+
+
+def sent_scope(server: Server, stanza: Stanza, account: JID) -> Scope | None:
+    """Which resources of ``account`` get a message one of them sends as sent (XEP-0280 §8, §6.1):
+    every other enabled one ("all"), those sharing the sender's nick in a group elsewhere ("nick"),
+    or none. A private message to a group here is copied by the group once it passed it on
+    (:data:`PRIVATE_SENT`); of other messages to a group here only invitations are copied, and
+    nothing sent to other services, to the server or to one's own account."""
+    to = stanza.to
+    assert to is not None
+    if to.bare == account:
+        return None
+    service = server.services.get(to.domain)
+    if service is not None:
+        return "all" if service == Muc.name and to.resource is None and invitation(stanza) else None
+    if eligible(stanza):
+        return "all"
+    if to.resource is not None and to.domain not in server.hosts and private_in_group(stanza):
+        return "nick"
+    return None
+
+
 class Carbons(Module[Any]):
     """Copies a user's messages to all of their carbons-enabled resources (XEP-0280)."""
 
     name = "carbons"
     depends = ("message",)
-    features = (NS,)
+    features = (NS, RULES)
 
     def setup(self) -> None:
         for tag in (ENABLE, DISABLE):
             self.iq("self", tag, set=self.toggle)
             self.iq("bare", tag, set=self.refuse)
         self.hook(DELIVERED, self.received)
-        for target in ("bare", "full", "remote"):
+        for target in ("bare", "full", "remote", "service"):
             self.route(f"pre-message/{target}", self.sent, priority=-100)
+        self.hook(PRIVATE_SENT, self.sent_in_group)
         self.hook(sasl2.BIND2_INLINE, self.bind2_feature)
         self.hook(sasl2.BIND2_ENABLE, self.bind2_enable)
         self.hook("session-changed", self.changed)
         self.hook("session-closed", self.closed)
-        # Per account, oldest first: (id, recipient's bare JID) of the messages copied as sent.
-        self._sent: dict[JID, OrderedDict[tuple[str, JID], None]] = {}
+        # Per account, oldest first: (id, recipient's bare JID) of the messages copied as sent, with
+        # the resources that got the copy when not every enabled one did (a private message in a group).
+        self._sent: dict[JID, OrderedDict[tuple[str, JID], frozenset[JID] | None]] = {}
 
     async def bind2_feature(self, stream: C2SStream) -> str:
         """XEP-0386 §2.1: carbons can be enabled within Bind 2."""
@@ -197,25 +291,45 @@ class Carbons(Module[Any]):
                 session.send(copy_of(stanza, "received", account, session.jid))
 
     async def sent(self, stanza: Stanza, origin: Session | None) -> None:
-        """XEP-0280 §8: copy a message a resource sends to the account's other enabled resources."""
+        """XEP-0280 §8: copy a message a resource sends to the account's other enabled resources
+        (§6.1: to those sharing the sender's nick, for a private message in a group elsewhere)."""
         assert origin is not None and stanza.to is not None, "pre-routes see addressed stanzas of a session"
         account = origin.jid.bare
-        if stanza.to.bare == account:
-            return
         targets = [session for session in self._enabled(account) if session is not origin]
-        if targets and eligible(stanza):
+        scope = sent_scope(self.server, stanza, account) if targets else None
+        if scope is None:
+            return
+        if scope == "nick":
+            mine = nick_in(origin.slot(Directed).to, stanza.to.bare)
+            targets = [session for session in targets if not mine.isdisjoint(map(str, session.slot(Directed).to))]
+        if targets:
             for session in targets:
-                session.send(copy_of(stanza, "sent", account, session.jid))
-            self._remember(stanza, origin, account)
+                session.send(copy_of(stanza, "sent", account, session.jid, in_group=scope == "nick"))
+            self._remember(stanza, origin, account, None if scope == "all" else targets)
 
-    def _remember(self, stanza: Stanza, origin: Session, account: JID) -> None:
-        """§6.1: keep what identifies an error answering this message, and watch the sender's output
-        for it, since an error may come back by any path (a refusal goes straight to the sender)."""
+    async def sent_in_group(self, stanza: Stanza, sharing: Collection[JID]) -> None:
+        """§6.1: a group here passed on a private message; its sender's other enabled resources
+        joined under the same nick (``sharing``) get it as sent."""
+        sender = stanza.from_
+        assert sender is not None, "a group learns who sends it a message"
+        account = sender.bare
+        targets = [session for session in self._enabled(account) if session.jid in sharing and session.jid != sender]
+        if targets and private_in_group(stanza, marked=False):
+            for session in targets:
+                session.send(copy_of(stanza, "sent", account, session.jid, in_group=True))
+            origin = self.server.sessions.get(sender)
+            if origin is not None:
+                self._remember(stanza, origin, account, targets)
+
+    def _remember(self, stanza: Stanza, origin: Session, account: JID, targets: Sequence[Session] | None) -> None:
+        """§6.1: keep what identifies an error answering this message, and who is to see it (None:
+        every enabled resource), and watch the sender's output for it, since an error may come
+        back by any path (a refusal goes straight to the sender)."""
         assert stanza.to is not None
         if stanza.id is None:
             return  # an error could not say which message it answers
         sent = self._sent.setdefault(account, OrderedDict())
-        sent[(stanza.id, stanza.to.bare)] = None
+        sent[(stanza.id, stanza.to.bare)] = None if targets is None else frozenset(each.jid for each in targets)
         if len(sent) > SENT_REMEMBERED:
             sent.popitem(last=False)
         state = origin.slot(CarbonsState)
@@ -240,12 +354,12 @@ class Carbons(Module[Any]):
         except JIDError:
             return
         try:
-            del sent[(id_, from_.bare)]
+            targets = sent.pop((id_, from_.bare))
         except KeyError:
             return
         error = Stanza(el, origin.jid, from_)
         for session in self._enabled(account):
-            if session is not origin:
+            if session is not origin and (targets is None or session.jid in targets):
                 session.send(copy_of(error, "received", account, session.jid))
 
     async def changed(self, session: Session) -> None:

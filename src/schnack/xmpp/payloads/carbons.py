@@ -16,6 +16,8 @@ from ..xml import element, qname
 from .forward import FORWARDED, Forwarded, ForwardError
 
 NS = "urn:xmpp:carbons:2"
+# XEP-0280 §6.2: the server follows every rule of §6.1, as requirements.
+RULES = "urn:xmpp:carbons:rules:0"
 ENABLE = qname(NS, "enable")
 DISABLE = qname(NS, "disable")
 PRIVATE = qname(NS, "private")

@@ -11,7 +11,9 @@ not-acceptable, visitors in a moderated room forbidden (§7.4). When the server'
 is ``required`` (module e2e), a private group refuses plaintext bodies with policy-violation.
 
 Private messages to ``room@service/nick`` (§7.5) go to every resource of that occupant, marked
-with ``<x xmlns='…muc#user'/>``, as the room's ``allowpm`` setting permits. Voice requests
+with ``<x xmlns='…muc#user'/>``, as the room's ``allowpm`` setting permits; once the room passed
+one on, it fires ``muc/private-sent`` (stanza, the full JIDs joined under the sender's nick), from
+which message carbons copy it to the sender's other resources in the room (XEP-0280 §6.1). Voice requests
 (§7.13) go to the moderators, and a moderator's approval gives the occupant voice.
 
 An error message from an occupant's resource means it no longer takes what the room sends it, and
@@ -51,6 +53,9 @@ _BODY = qname(ns.CLIENT, "body")
 _SUBJECT = qname(ns.CLIENT, "subject")
 _FORM = qname(ns.DATA_FORMS, "x")
 PRIVATE_REMEMBERED = 500
+# Fired with (stanza, sharing) once a room passed on a private message (§7.5): ``sharing`` are the
+# sender's resources joined under its nick, which message carbons copy it to (XEP-0280 §6.1).
+PRIVATE_SENT = "muc/private-sent"
 REFUSAL = (
     "This server requires end-to-end encryption in private groups: your message was not delivered. "
     "Enable OMEMO encryption for this group in your client, then send it again."
@@ -164,6 +169,9 @@ class Messages:
         template.append(OccupantId(occupant.occupant_id).to_xml())
         # Routed like any message to the occupant's real JID, not handed to its sessions: the
         # recipient's archive keeps it (XEP-0313 user archive) and, its session gone, offline storage.
+        hooks = self.muc.server.hooks
+        if hooks.has(PRIVATE_SENT):
+            await hooks.fire_all(PRIVATE_SENT, stanza, frozenset(occupant.sessions))
         for full in target.sessions:
             room.private_sent[(full, message_id)] = (sender, stanza.id, room.occupant_jid(target.nick))
             room.private_sent.move_to_end((full, message_id))
