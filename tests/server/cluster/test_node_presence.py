@@ -340,6 +340,43 @@ async def test_carbons_reach_resources_on_other_nodes(tmp_path: Path, backend: s
         assert carbon.find(f"{{{CARBONS}}}received") is not None, serialize(carbon)
 
 
+async def test_an_error_answering_a_copied_message_reaches_resources_on_other_nodes(tmp_path: Path, backend: str) -> None:
+    """XEP-0280 §6.1: the other devices learn that a message they saw go out failed, wherever they are."""
+    async with nodes(tmp_path, backend) as (a, b):
+        phone = await online(a, "alice@localhost/phone")
+        desk = await online(b, "alice@localhost/desk")
+        await desk.send(f"<iq type='set' id='c1'><enable xmlns='{CARBONS}'/></iq>")
+        await until(desk, lambda el: el.tag == IQ and el.get("id") == "c1")
+        await phone.send(chat("nobody@localhost", "into the void", id="lost"))
+        error = await until(phone, lambda el: el.tag == MESSAGE)
+        assert (error.get("type"), error.get("id")) == ("error", "lost")
+        # The sent copy crosses the bus first, the error's after it: both may arrive at once.
+        got: list[Element] = []
+        async with asyncio.timeout(20):
+            while len(got) < 2:
+                got += [el for el in desk.take() if el.tag == MESSAGE]
+                await asyncio.sleep(0.02)
+        sent, carbon = got
+        assert sent.find(f"{{{CARBONS}}}sent") is not None, serialize(sent)
+        inner = carbon.find(f"{{{CARBONS}}}received/{{urn:xmpp:forward:0}}forwarded/{{{ns.CLIENT}}}message")
+        assert inner is not None, serialize(carbon)
+        assert (inner.get("type"), inner.get("id"), inner.get("from")) == ("error", "lost", "nobody@localhost")
+        assert (carbon.get("from"), carbon.get("to")) == ("alice@localhost", "alice@localhost/desk")
+
+        # The phone's node has no enabled resource, yet remembers the message while the phone is
+        # there: a change of the phone's presence in between does not make it forget.
+        bob = await online(a, "bob@localhost/phone")
+        await phone.send(chat("bob@localhost/phone", "are you there?", id="later"))
+        await until(desk, lambda el: el.tag == MESSAGE and el.find(f"{{{CARBONS}}}sent") is not None)
+        await phone.send(presence(inner="<show>away</show>"))
+        await bob.send("<message type='error' id='later' to='alice@localhost/phone'><error type='cancel'>"
+                       f"<item-not-found xmlns='{ns.STANZA_ERRORS}'/></error></message>")
+        carbon = await until(desk, lambda el: el.tag == MESSAGE)
+        inner = carbon.find(f"{{{CARBONS}}}received/{{urn:xmpp:forward:0}}forwarded/{{{ns.CLIENT}}}message")
+        assert inner is not None, serialize(carbon)
+        assert (inner.get("type"), inner.get("id"), inner.get("from")) == ("error", "later", "bob@localhost/phone")
+
+
 async def test_private_messages_in_a_group_reach_the_resources_sharing_the_nick_on_other_nodes(
     tmp_path: Path, backend: str
 ) -> None:

@@ -14,6 +14,10 @@ availability and carbons state, :mod:`.directory`), as one-session copies over t
 - sent in a group here (§6.1): when a room on this node passed on a private message
   (``muc/private-sent``), to the sender's enabled resources elsewhere joined under its nick.
 
+An error answering a message copied as sent (§6.1) is caught on the sender's node, by the carbons
+module, which is told here which resources elsewhere got the sent copy and posts the copy of the
+error to them.
+
 Which messages are copied, and the copy's form, are the carbons module's (``eligible``,
 ``sent_scope``, ``private_in_group``, ``copy_of``).
 """
@@ -27,13 +31,14 @@ from typing import TYPE_CHECKING
 
 from ...xmpp.jid import JID
 from ...xmpp.stanza import Stanza
-from ..modules.carbons import copy_of, eligible, nick_in, private_in_group, sent_scope
+from ..modules.carbons import Carbons, copy_of, eligible, nick_in, private_in_group, sent_scope
 from ..modules.message import DELIVERED
 from ..modules.muc.messages import PRIVATE_SENT
 from ..modules.presence import Directed
 
 if TYPE_CHECKING:
     from ..sessions import Session
+    from .directory import SessionInfo
     from .node import ClusterNode
 
 # The full JIDs on other nodes that got the message being delivered (set around firing
@@ -86,11 +91,9 @@ class ClusterCarbons:
         if scope is None:
             return
         mine = nick_in(origin.slot(Directed).to, stanza.to.bare) if scope == "nick" else frozenset()
-        for info in await self.node.remote(account):
-            if info.available and info.carbons and (scope == "all" or not mine.isdisjoint(info.directed)):
-                to = JID.parse(info.jid)
-                await self.node.forward(info.node, copy_of(stanza, "sent", account, to, in_group=scope == "nick"),
-                                        to, copy=True)
+        targets = [info for info in await self.node.remote(account)
+                   if info.available and info.carbons and (scope == "all" or not mine.isdisjoint(info.directed))]
+        await self._copy_sent(stanza, account, targets, origin, in_group=scope == "nick")
 
     async def sent_in_group(self, stanza: Stanza, sharing: Collection[JID]) -> None:
         """§6.1 for the sender's resources on other nodes that share its nick in a group here."""
@@ -100,7 +103,17 @@ class ClusterCarbons:
             return
         account = sender.bare
         names = {str(jid) for jid in sharing} - {str(sender)}
-        for info in await self.node.remote(account):
-            if info.available and info.carbons and info.jid in names:
-                to = JID.parse(info.jid)
-                await self.node.forward(info.node, copy_of(stanza, "sent", account, to, in_group=True), to, copy=True)
+        targets = [info for info in await self.node.remote(account)
+                   if info.available and info.carbons and info.jid in names]
+        await self._copy_sent(stanza, account, targets, self.server.sessions.get(sender), in_group=True)
+
+    async def _copy_sent(self, stanza: Stanza, account: JID, targets: Sequence[SessionInfo], origin: Session | None,
+                         *, in_group: bool) -> None:
+        """The sent copies for ``targets``; the carbons module of the sender's node (``origin``
+        here) remembers them, so that an error answering the message reaches them too (§6.1)."""
+        for info in targets:
+            to = JID.parse(info.jid)
+            await self.node.forward(info.node, copy_of(stanza, "sent", account, to, in_group=in_group), to, copy=True)
+        carbons = self.server.modules.get(Carbons.name)
+        if targets and origin is not None and isinstance(carbons, Carbons):
+            carbons.remember_elsewhere(stanza, origin, [info.jid for info in targets])

@@ -54,18 +54,22 @@ share its nick in that group, with the mark added to the copy when the client le
   without federation ([s2s] enabled) cannot exist, so then nobody shares the nick.
 
 Errors (§6.1): an error is copied only when it answers a message that was copied as sent, so
-that the other devices learn that a message they saw go out failed, and to the resources that
-got the sent copy (for a private message through a group, those sharing the nick). Each account
-remembers the id and the recipient's bare JID of its last ``SENT_REMEMBERED`` messages copied as
-sent, and forgets them all once it has no carbons-enabled resource. The sender's session gets an
-output stage (priority 200, before client state indication holds anything back) on its first such
-message, since an error reaches it by any path: routed back by the recipient or a remote server,
-answered at once by the router (service-unavailable from an account that does not exist), passed
-back by a group (an error answering a private message), or handed over by another cluster node.
-An error message passing that stage whose id and sender match a remembered message is copied as
-received to the account's other enabled resources on this node, and the message is forgotten.
-A message refused before the sent copy went out (the end-to-end policy) is not remembered, so
-its error is not copied either.
+that the other devices learn that a message they saw go out failed. Each account remembers the
+id and the recipient's bare JID of its last ``SENT_REMEMBERED`` messages copied as sent, with who
+got the copy: every enabled resource on this node, or (a private message through a group) those
+sharing the nick, and the resources on other nodes that got it (``cluster/carbons.py`` names them).
+It forgets them once it has no carbons-enabled resource here, but for the messages whose copy
+went to other nodes while it still has a session here. The sender's session gets an output stage
+(priority 200, before client state indication holds anything back) on its first such message,
+since an error reaches it by any path: routed back by the recipient or a remote server, answered
+at once by the router (service-unavailable from an account that does not exist), passed back by a
+group (an error answering a private message), or handed over by another cluster node. An error
+message passing that stage whose id and sender match a remembered message is copied as received
+to those resources (on this node, those enabled then; on other nodes, through the cluster's
+ordered post, those still connected), and the message is forgotten. A message refused before the
+sent copy went out (the end-to-end policy) is not remembered, so its error is not copied either.
+A private message to a group of this server that lives on another cluster node is remembered
+there, not on the sender's node, so an error answering it is not copied.
 """
 
 from __future__ import annotations
@@ -125,6 +129,16 @@ _NEVER_COPIED = (PRIVATE, _NO_COPY, SENT, RECEIVED)
 
 # How many messages copied as sent an account remembers for the errors that may answer them (§6.1).
 SENT_REMEMBERED = 100
+
+
+@dataclass
+class _Copied:
+    """Who got the sent copy of a remembered message, and so is to see an error answering it
+    (§6.1): every enabled resource on this node (``here`` None) or those named, and the full
+    JIDs of those on other nodes."""
+
+    here: frozenset[JID] | None = frozenset()
+    elsewhere: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -249,9 +263,9 @@ class Carbons(Module[Any]):
         self.hook(sasl2.BIND2_ENABLE, self.bind2_enable)
         self.hook("session-changed", self.changed)
         self.hook("session-closed", self.closed)
-        # Per account, oldest first: (id, recipient's bare JID) of the messages copied as sent, with
-        # the resources that got the copy when not every enabled one did (a private message in a group).
-        self._sent: dict[JID, OrderedDict[tuple[str, JID], frozenset[JID] | None]] = {}
+        # Per account, oldest first: (id, recipient's bare JID) of the messages copied as sent, and
+        # who got the copy.
+        self._sent: dict[JID, OrderedDict[tuple[str, JID], _Copied]] = {}
 
     async def bind2_feature(self, stream: C2SStream) -> str:
         """XEP-0386 §2.1: carbons can be enabled within Bind 2."""
@@ -322,20 +336,38 @@ class Carbons(Module[Any]):
                 self._remember(stanza, origin, account, targets)
 
     def _remember(self, stanza: Stanza, origin: Session, account: JID, targets: Sequence[Session] | None) -> None:
-        """§6.1: keep what identifies an error answering this message, and who is to see it (None:
-        every enabled resource), and watch the sender's output for it, since an error may come
-        back by any path (a refusal goes straight to the sender)."""
+        """§6.1: keep who got the sent copy here (None: every enabled resource), for an error
+        answering this message."""
+        copied = self._copied(stanza, origin, account)
+        if copied is not None:
+            copied.here = None if targets is None else frozenset(each.jid for each in targets)
+
+    def remember_elsewhere(self, stanza: Stanza, origin: Session, elsewhere: Collection[str]) -> None:
+        """§6.1: the resources on other nodes (full JIDs) that got the sent copy of ``stanza``,
+        which ``origin`` here sent, are to see an error answering it too (``cluster/carbons.py``)."""
+        copied = self._copied(stanza, origin, origin.jid.bare)
+        if copied is not None:
+            copied.elsewhere = frozenset(elsewhere)
+
+    def _copied(self, stanza: Stanza, origin: Session, account: JID) -> _Copied | None:
+        """The record of who got the sent copy of ``stanza``, and the sender's output watched for
+        an error answering it, since an error may come back by any path (a refusal goes straight
+        to the sender); None when no error could say it answers this message (it has no id)."""
         assert stanza.to is not None
         if stanza.id is None:
-            return  # an error could not say which message it answers
+            return None
         sent = self._sent.setdefault(account, OrderedDict())
-        sent[(stanza.id, stanza.to.bare)] = None if targets is None else frozenset(each.jid for each in targets)
-        if len(sent) > SENT_REMEMBERED:
-            sent.popitem(last=False)
+        key = (stanza.id, stanza.to.bare)
+        copied = sent.get(key)
+        if copied is None:
+            copied = sent[key] = _Copied()
+            if len(sent) > SENT_REMEMBERED:
+                sent.popitem(last=False)
         state = origin.slot(CarbonsState)
         if not state.watched:
             state.watched = True
             origin.add_output_stage(functools.partial(self._answered, origin), priority=200)
+        return copied
 
     def _answered(self, origin: Session, el: Element, forward: Forward) -> None:
         """§6.1: an error answering a message that was copied as sent is copied as received."""
@@ -354,13 +386,16 @@ class Carbons(Module[Any]):
         except JIDError:
             return
         try:
-            targets = sent.pop((id_, from_.bare))
+            copied = sent.pop((id_, from_.bare))
         except KeyError:
             return
         error = Stanza(el, origin.jid, from_)
         for session in self._enabled(account):
-            if session is not origin and (targets is None or session.jid in targets):
+            if session is not origin and (copied.here is None or session.jid in copied.here):
                 session.send(copy_of(error, "received", account, session.jid))
+        for full in copied.elsewhere:
+            to = JID.parse(full)
+            self.server.cluster.post(to, copy_of(error, "received", account, to))
 
     async def changed(self, session: Session) -> None:
         """A resource that disabled carbons may have been the account's last enabled one (§6.1)."""
@@ -371,9 +406,18 @@ class Carbons(Module[Any]):
         self._forget(session.jid.bare, (session,))
 
     def _forget(self, account: JID, leaving: tuple[Session, ...]) -> None:
-        """Messages are remembered for an account only while it has carbons-enabled resources."""
-        if account in self._sent and all(each in leaving for each in self._enabled(account)):
-            del self._sent[account]
+        """Messages are remembered for an account only while it has carbons-enabled resources:
+        here, or, for a message whose copy went to resources on other nodes, while it has a
+        session here that an error answering it may reach."""
+        sent = self._sent.get(account)
+        if sent is None or not all(each in leaving for each in self._enabled(account)):
+            return
+        if any(each not in leaving for each in self.server.sessions.resources(account)):
+            for key in [key for key, copied in sent.items() if not copied.elsewhere]:
+                del sent[key]
+            if sent:
+                return
+        del self._sent[account]
 
     def _enabled(self, account: JID) -> list[Session]:
         return [
