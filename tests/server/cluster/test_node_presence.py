@@ -276,6 +276,35 @@ async def test_a_bare_message_goes_to_the_highest_priority_resource_cluster_wide
         assert await a.storage.archive.count("localhost", "bob", "offline") == 0
 
 
+async def test_a_message_stored_on_another_node_as_a_priority_rises_reaches_the_raised_resource(
+        tmp_path: Path, backend: str) -> None:
+    """XEP-0160 §2: bob's phone (node a) raises its priority from -1 to 0 while a message for him,
+    routed when none of his resources took messages to the bare JID, is on its way to his desk's
+    node b, which stores it offline only after the phone's delivery of what waited is over. The
+    phone must get it now, not at its next login."""
+    async with nodes(tmp_path, backend) as (a, b):
+        alice = await online(a, "alice@localhost/phone")
+        phone = await online(a, "bob@localhost/phone", "<priority>-1</priority>")
+        await online(b, "bob@localhost/desk", "<priority>-1</priority>")
+        arrived, release = asyncio.Event(), asyncio.Event()
+
+        async def held(_stanza: Stanza) -> None:
+            arrived.set()
+            await release.wait()
+
+        b.hooks.add("message/offline", held, 1000)
+        await alice.send(chat("bob@localhost", "as the phone comes back"))
+        await asyncio.wait_for(arrived.wait(), 20)
+        await phone.send(presence(inner="<priority>0</priority>"))
+        # Its own presence comes back once the delivery that the raised priority brings is over.
+        await until(phone, presence_from("bob@localhost/phone"))
+        release.set()
+        got = await until(phone, lambda el: el.tag == MESSAGE, timeout=10)
+        assert body(got) == "as the phone comes back"
+        assert await eventually(lambda: a.storage.archive.count("localhost", "bob", "offline"),
+                                lambda n: n == 0) == 0
+
+
 async def test_a_chat_for_a_resource_on_a_dead_node_reaches_the_accounts_resource_on_a_live_one(
         tmp_path: Path, backend: str) -> None:
     """RFC 6121 §8.5.3.2.1: bob's desk is gone with its node (not yet declared dead, the directory

@@ -43,6 +43,7 @@ from ...xmpp.stanza import Stanza
 from ...xmpp.xml import serialize
 from ..hooks import HANDLED, Handled
 from ..modules.message import DELIVERED, message_type
+from ..modules.offline import STORE as OFFLINE
 from .bus import ClusterBus
 from .carbons import ClusterCarbons, delivered_elsewhere
 from .directory import SESSION_CHANGED, SessionInfo, describe, read
@@ -131,6 +132,14 @@ class ClusterNode:
             return []
         entries = await self.bus.entries(str(bare))
         return [read(full, entry) for full, entry in entries.items() if entry.node != self.name]
+
+    async def stored(self, bare: JID) -> None:
+        """A message for ``bare`` was stored offline here: when the account has sessions on other
+        nodes, they hear of it (``announce`` of the store ``offline``) and hand it to those that can
+        take it (:class:`.recovery.BusRecovery`). One may have raised its priority while the message
+        was routed, after the delivery its new priority brought had read storage (XEP-0160 §2)."""
+        if await self.remote(bare):
+            await self.bus.announce(OFFLINE, str(bare))
 
     async def _node_down(self, node: str) -> None:
         log.warning("cluster node %s is gone; messages to its sessions go to offline storage", node)

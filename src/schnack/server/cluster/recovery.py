@@ -13,7 +13,9 @@ Redis may also have been out of reach of this node alone (a command timed out un
 the other nodes noticed no outage and recover nothing. So this node remembers the accounts it
 stored messages for while the bus was away or it was recovering, and announces each on the bus
 (``ClusterBus.announce`` of the store ``offline``) once it is back and again after ``node_ttl``;
-a node that hears it hands those messages to that account's available sessions it holds.
+a node that hears it hands those messages to that account's available sessions it holds. Nodes
+announce so at any time an account with sessions elsewhere gets a message stored
+(``ClusterNode.stored``), and the same handler hands it over.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ class BusRecovery:
             self._stored |= accounts
 
     def changed(self, store: str, account: str) -> None:
-        """Another node stored messages for ``account`` while it could not see its sessions here."""
+        """Another node stored messages for ``account`` while it could not see its sessions here,
+        or while one of them may have been raising its priority."""
         if store != STORE:
             return
         for session in self.server.sessions.resources(JID.parse(account)):

@@ -32,7 +32,8 @@ until its delivery is done, then lets them go in the order they came; whatever i
 session after a held message (an IQ, a presence) waits behind it too. A message stored while a
 session of the account can take it (routed offline just before the session became available or
 raised its priority, or given back by another session that ended without acknowledging it)
-starts another delivery to it once stored, so that it does not wait for the next login.
+starts another delivery to it once stored, so that it does not wait for the next login; in a
+cluster, the account's sessions on other nodes hear of it through the bus and do the same.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class Offline(Module[OfflineOptions]):
             # After a delivery under way: put back before its delete, it would be taken for good.
             async with self._locks.hold(stanza.to.bare):
                 await self.server.storage.archive.put_back(host, user, STORE, [taken])
-            self._deliver_stored(stanza.to.bare)
+            await self._deliver_stored(stanza.to.bare)
             return HANDLED
         if not worth_storing(stanza.el):
             return HANDLED
@@ -235,16 +236,18 @@ class Offline(Module[OfflineOptions]):
                 "service-unavailable",
                 "the recipient is offline and their mailbox is full; try again later",
             ) from None
-        self._deliver_stored(stanza.to.bare)
+        await self._deliver_stored(stanza.to.bare)
         return HANDLED
 
-    def _deliver_stored(self, account: JID) -> None:
-        """Another delivery for this node's sessions of ``account`` that can take a message just
-        stored: their own delivery may have been over before it was in storage (it was routed
-        offline as they became available, or another session gave it back)."""
+    async def _deliver_stored(self, account: JID) -> None:
+        """Another delivery for the sessions of ``account`` that can take a message just stored:
+        their own delivery may have been over before it was in storage (it was routed offline as
+        they became available, or another session gave it back). Those on other nodes of a cluster
+        hear of it through the bus (``ClusterNode.stored``)."""
         for session in self.server.sessions.resources(account):
             if session.available and session.priority >= 0 and not session.closed:
                 self._tasks.spawn(self.deliver(session))
+        await self.server.cluster.stored(account)
 
     async def deliver(self, session: Session) -> None:
         """XEP-0160 §2: on initial presence with a non-negative priority, or on a priority raised to
