@@ -124,11 +124,8 @@ class Server:
         self.draining = False
         self.drained = asyncio.Event()
         self._tasks = Background(log, "ending the sessions of a deleted account failed")
-        # Deletions announced while the bus was away from this node: announced again once it is back.
-        self._unannounced: set[str] = set()
         bus = self.cluster.bus
         bus.on_changed(self._account_changed)
-        bus.on_recovered(self._announce_again)
         # Deletions may have been announced while the subscription was broken.
         bus.on_resubscribed(self._deletions_missed)
         for module in self.modules.values():
@@ -162,23 +159,11 @@ class Server:
         try:
             await self.hooks.fire_all("user-deleted", host, username)
         finally:
-            # The other nodes of a cluster end the account's sessions they serve.
-            await self._announce_deleted(f"{username}@{host}")
+            # The other nodes of a cluster end the account's sessions they serve (the bus
+            # announces it again once it is back, should it be away from this node now).
+            await self.cluster.bus.announce(ACCOUNTS, f"{username}@{host}")
         log.info("deleted the account %s@%s", username, host)
         return True
-
-    async def _announce_deleted(self, account: str) -> None:
-        bus = self.cluster.bus
-        await bus.announce(ACCOUNTS, account)
-        if bus.away():
-            # Announced into the void: the other nodes would serve the account's sessions for good.
-            self._unannounced.add(account)
-
-    async def _announce_again(self) -> None:
-        """The bus is back: the deletions it could not carry are announced now."""
-        accounts, self._unannounced = self._unannounced, set()
-        for account in sorted(accounts):
-            await self._announce_deleted(account)
 
     def end_account_sessions(self, host: str, username: str) -> None:
         """XEP-0077 §3.2: every session of a deleted account on this node ends, not-authorized."""

@@ -139,8 +139,10 @@ class ClusterBus(Protocol):
 
     async def announce(self, store: str, account: str) -> None:
         """Tell every other node that ``store`` of ``account`` changed through this one, so that
-        those keeping it in memory drop it. At most once: a node that misses it while the backend
-        is away hears of its resubscription (:meth:`on_resubscribed`) and drops all it keeps."""
+        those keeping it in memory drop it. One made while the backend cannot be reached from this
+        node is made again once it can. Otherwise at most once: a node that misses it while its
+        subscription is broken hears of its resubscription (:meth:`on_resubscribed`) and drops all
+        it keeps."""
         ...
 
     def on_changed(self, handler: ChangedHandler) -> None:

@@ -78,9 +78,6 @@ class BusRecovery:
         bus = self.server.cluster.bus
         for account in sorted(accounts):
             await bus.announce(STORE, account)
-        if bus.away():
-            # Announced into the void: again at the next recovery.
-            self._stored |= accounts
 
     def changed(self, store: str, account: str) -> None:
         """Another node stored messages for ``account`` while it could not see its sessions here,

@@ -18,9 +18,10 @@ directory reads and publishes that messages make and that are issued while other
 way share one pipeline, one round trip.
 
 When Redis goes away, the node keeps serving its own clients: publishing fails (the caller stores
-the stanza instead), directory writes are remembered locally, and the listener reconnects with
-backoff. Once Redis answers again, the node writes its own sessions back into the directory (a
-restarted Redis has forgotten them, and other nodes may have reaped this one meanwhile).
+the stanza instead), directory writes and announcements are remembered locally, and the listener
+reconnects with backoff. Once Redis answers again, the node writes its own sessions back into the
+directory (a restarted Redis has forgotten them, and other nodes may have reaped this one
+meanwhile) and publishes the announcements it could not.
 
 Behind Redis Sentinel (a ``redis+sentinel://`` URL, or ``rediss+sentinel://`` for TLS, see
 sentinel.py) each heartbeat first asks the sentinels which server is the primary. When a failover
@@ -279,6 +280,8 @@ class RedisBus:
         self._handling = Background(log, "a cluster bus handler failed")
         # What this node attached to its sessions, written back with them after Redis returns.
         self._infos: dict[str, str] = {}
+        # Changes (store, account) announced while Redis was out of reach: announced once it is back.
+        self._unannounced: set[tuple[str, str]] = set()
         # This node's sessions, kept here so the directory can be rebuilt after Redis comes back.
         self._local: set[str] = set()
         self._dirty = False
@@ -443,6 +446,8 @@ class RedisBus:
         if self._lost:
             self._lost = False
             log.info("Redis is back; %d sessions of this node written to the directory", len(self._local))
+            if self._unannounced:
+                self._handling.spawn(self._announce_again())
             for recovered in list(self._recovered_handlers):
                 self._handling.spawn(recovered())
         known = await self._known_nodes()
@@ -590,12 +595,19 @@ class RedisBus:
         self._handlers.append(handler)
 
     async def announce(self, store: str, account: str) -> None:
-        """Publish the change on the channel every node reads; lost while Redis is unreachable
-        (the nodes then drop all they keep once they subscribe again)."""
+        """Publish the change on the channel every node reads; one that cannot be published is
+        published once Redis answers again, since Redis may have been out of reach of this node
+        alone, and the others, noticing no outage, would keep what they keep for good."""
         try:
             await self._queue(_PUBLISH, [self._key("all")], [encode(Changed(self._node, store, account))])
         except _ERRORS as err:
+            self._unannounced.add((store, account))
             self._lose(err)
+
+    async def _announce_again(self) -> None:
+        changes, self._unannounced = self._unannounced, set()
+        for store, account in sorted(changes):
+            await self.announce(store, account)
 
     def on_changed(self, handler: ChangedHandler) -> None:
         """Call ``handler`` for every change another node announces."""
