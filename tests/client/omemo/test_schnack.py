@@ -11,12 +11,14 @@ from __future__ import annotations
 import sqlite3
 import stat
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from omemo.types import OMEMOException
 
 from schnack.client import Client, Connected, Disconnected, EncryptionRequired, Message
+from schnack.client.features import messages
 from schnack.client.omemo import (
     OLDMEMO,
     TWOMEMO,
@@ -30,9 +32,14 @@ from schnack.client.omemo import (
     UntrustedKeys,
     adapter,
 )
+from schnack.client.omemo.protocol import device_list_node
 from schnack.client.omemo.storage import FILENAME
 from schnack.server import admin
 from schnack.server.app import Server
+from schnack.xmpp import ns
+from schnack.xmpp.payloads.dataforms import DataForm, Field
+from schnack.xmpp.payloads.pubsub import NODE_CONFIG, Configure
+from schnack.xmpp.xml import element, qname
 
 from ...harness import add_user, running
 from ..conftest import PASSWORD, make_client, next_of, online
@@ -301,3 +308,65 @@ async def test_a_message_that_could_not_be_decrypted_yet_is_read_at_the_next_log
     await again.connect()
     got = await next_of(inbox)
     assert (got.id, got.text, got.undecryptable) == (sent, "while you were away", None)
+
+
+async def set_key_access(client: Client, access_model: str) -> None:
+    """XEP-0060 §8.2: who may fetch ``client``'s OMEMO device lists (``presence``: its contacts only)."""
+    form = DataForm("submit", (Field("FORM_TYPE", "hidden", values=(NODE_CONFIG,)),
+                               Field("pubsub#access_model", values=(access_model,))))
+    for namespace in (OLDMEMO, TWOMEMO):
+        await client.iq(element(qname(ns.CLIENT, "iq"), {"type": "set"},
+                                children=[Configure(device_list_node(namespace), form).to_xml()]))
+
+
+async def sent_with_keys_hidden(server: Server, clients: list[Client], directory: Path,
+                                text: str) -> tuple[Client, Message]:
+    """alice sends ``text`` to bob while he is away, with her device lists hidden from him; bob
+    logs in (state in ``directory``), catches up and logs out. alice, and what bob was told."""
+    bob = await online(server, clients, "bob@localhost", data_dir=directory)
+    await bob.close()
+    alice = await online(server, clients, "alice@localhost")
+    await set_key_access(alice, "presence")
+    sent = await alice.send("bob@localhost", text)
+    hidden = make_client(server, "bob@localhost", data_dir=directory)
+    clients.append(hidden)
+    inbox = hidden.messages()
+    await hidden.connect()
+    told = await next_of(inbox)
+    assert told.id == sent
+    await hidden.caught_up()
+    await hidden.close()
+    await set_key_access(alice, "open")
+    return alice, told
+
+
+async def test_a_message_whose_sender_hides_the_keys_is_read_once_they_can_be_fetched(
+        chat_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """The sender's device list cannot be fetched (only its contacts may): a reason that may pass,
+    so the catch-up does not move past the message, and the next login reads it."""
+    directory = tmp_path / "bob"
+    _, told = await sent_with_keys_hidden(chat_server, clients, directory, "can you read me?")
+    assert told.text is None and "SenderNotFound" in (told.undecryptable or "")
+    again = make_client(chat_server, "bob@localhost", data_dir=directory)
+    clients.append(again)
+    inbox = again.messages()
+    await again.connect()
+    got = await next_of(inbox)
+    assert (got.id, got.text, got.undecryptable) == (told.id, "can you read me?", None)
+
+
+async def test_a_message_that_stays_undecryptable_is_given_up(
+        chat_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tried again only for messages.RETRY_FOR after it was sent: here none, so the catch-up moves on."""
+    monkeypatch.setattr(messages, "RETRY_FOR", timedelta(0))
+    directory = tmp_path / "bob"
+    alice, _ = await sent_with_keys_hidden(chat_server, clients, directory, "never read")
+    later = await alice.send("bob@localhost", "read this")
+    again = make_client(chat_server, "bob@localhost", data_dir=directory)
+    clients.append(again)
+    inbox = again.messages()
+    await again.connect()
+    got = await next_of(inbox)
+    assert (got.id, got.text) == (later, "read this")
+    await again.caught_up()
+    assert [m.text for m in again.store.history(alice.account)] == ["read this"]

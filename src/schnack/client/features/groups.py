@@ -23,7 +23,8 @@ entered, groups left elsewhere forgotten. Entering asks for no history (§7.2.14
 ``maxstanzas='0'``); the room's archive is read instead from where this device got to, page by
 page, de-duplicated by the room's stanza-ids (XEP-0359), so that what arrives live meanwhile is
 not shown twice; it stops before a message that could not be decrypted for a reason that may
-pass (OMEMO not set up on this login, a lost link), which the next login reads again (the
+pass (OMEMO not set up on this login, a lost link, the sender's keys not fetched yet, no session
+yet), which the next login reads again, for up to ``messages.RETRY_FOR`` after it was sent (the
 messages that arrive live meanwhile do not move the position past it).
 
 A group message is encrypted to every device of every member (the owner, admin and member
@@ -89,7 +90,7 @@ from ..omemo.devices import Device
 from ..omemo.errors import NoOmemoDevices, NoTrustedDevices, Undecryptable
 from ..omemo.pep import Pep
 from ..outbox import message_ids
-from .messages import Messages, UndecryptedYet, check_decrypted, parse_stamp
+from .messages import Messages, UndecryptedYet, check_decrypted, parse_stamp, worth_retrying
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -929,7 +930,7 @@ class Groups:
                     text, device = result.text, result.device
                 except Undecryptable as err:
                     undecryptable = str(err)
-                    if not err.lasting and arrived.history and arrived.stanza_id is not None:
+                    if arrived.history and arrived.stanza_id is not None and worth_retrying(err, arrived.stamp):
                         arrived.room.undecrypted.add(arrived.stanza_id)
                         arrived.room.seen.pop(arrived.stanza_id, None)
             if text is None and undecryptable is None:

@@ -9,7 +9,8 @@ what this device already has (it arrived live meanwhile, as a carbon or from off
 dropped by its XEP-0359 ids before it is decrypted, the rest is decrypted, stored and published
 as history. Where the catch-up got to is saved after each page, once the page is stored; it
 stops before a message that could not be decrypted for a reason that may pass (OMEMO not set
-up on this login, a lost link), which the next login reads again. If the
+up on this login, a lost link, the sender's keys not fetched yet, no session yet), which the
+next login reads again, for up to ``messages.RETRY_FOR`` after it was sent. If the
 server no longer has that message (§4.3.2 ``item-not-found``: expired from the archive), the
 catch-up starts again from the time bound. A catch-up cut short by a lost link is taken up
 again when the link is back, also when the session was resumed.

@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
@@ -50,6 +50,9 @@ _MESSAGE = qname(ns.CLIENT, "message")
 _BODY = qname(ns.CLIENT, "body")
 _THREAD = qname(ns.CLIENT, "thread")
 _DELAY = qname(ns.DELAY, "delay")
+# How long after it was sent a message that could not be decrypted for a reason that may pass is
+# still tried again: one whose sender's keys never come (an account deleted) is given up then.
+RETRY_FOR = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,7 @@ class Messages:
             except Undecryptable as err:
                 log.warning("could not decrypt a message from %s: %s", item.sender, err)
                 decrypted = _Decrypted(None, None, str(err))
-                if not err.lasting and item.history and item.stanza_id is not None:
+                if item.history and item.stanza_id is not None and worth_retrying(err, item.stamp):
                     self.undecrypted.add(item.stanza_id)
             else:
                 decrypted = _Decrypted(result.text, result.device, None)
@@ -351,6 +354,13 @@ class _Decrypted:
     text: str | None
     device: Device | None
     undecryptable: str | None
+
+
+def worth_retrying(err: Undecryptable, stamp: datetime | None) -> bool:
+    """Whether a message that could not be decrypted is to be tried again: only for a reason that
+    may pass, and for at most :data:`RETRY_FOR` after it was sent (``stamp``), so that one that
+    never becomes readable does not hold the archive catch-up back for ever."""
+    return not err.lasting and (stamp is None or datetime.now(UTC) - stamp < RETRY_FOR)
 
 
 def check_decrypted(results: Sequence[Result], undecrypted: set[str], after: str | None) -> None:

@@ -39,7 +39,7 @@ import oldmemo.etree
 import twomemo
 import twomemo.etree
 from omemo.backend import Backend
-from omemo.session_manager import NoEligibleDevices
+from omemo.session_manager import NoEligibleDevices, NoSession, SenderNotFound, XMPPInteractionFailed
 from omemo.types import DeviceInformation, DeviceList, OMEMOException
 
 from ...xmpp import ns
@@ -119,6 +119,14 @@ def _connection_problem(err: BaseException) -> ClientError | None:
             return cause
         cause = cause.__cause__
     return None
+
+
+def _passing(err: BaseException) -> bool:
+    """Whether a python-omemo decryption failure may pass: the sender's device list or bundle
+    could not be fetched (yet: hidden, not published yet, a server that did not answer), there is
+    no session yet (the message that builds it could not be read yet either), or the link was lost.
+    A message not for this device, from a distrusted key or broken stays unreadable."""
+    return isinstance(err, SenderNotFound | NoSession | XMPPInteractionFailed) or _connection_problem(err) is not None
 
 
 def _xmpp_error(err: BaseException) -> XmppError | None:
@@ -481,8 +489,7 @@ class Omemo:
                                                                     manager)
                     plaintext, info, _ = await manager.decrypt(message)
                 except (OMEMOException, ValueError) as err:
-                    raise Undecryptable(f"{type(err).__name__}: {err}",
-                                        lasting=_connection_problem(err) is None) from err
+                    raise Undecryptable(f"{type(err).__name__}: {err}", lasting=not _passing(err)) from err
                 device = Device.from_information(await manager.settle(info))
                 # A device not seen before made python-omemo fetch the sender's device lists.
                 if (device.id, device.fingerprint) not in self._keys.get(jid, frozenset()):

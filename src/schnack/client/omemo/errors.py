@@ -56,7 +56,8 @@ class UnknownFingerprint(ClientError):
 
 class Undecryptable(ClientError):
     """An OMEMO message that could not be decrypted; ``str()`` says why. ``lasting`` is False when
-    the reason may pass (OMEMO not set up on this login, a lost link): a later try may open it."""
+    the reason may pass (OMEMO not set up on this login, a lost link, the sender's keys not
+    fetched yet, no session yet): a later try may open it."""
 
     def __init__(self, reason: str, *, lasting: bool = True) -> None:
         super().__init__(reason)
