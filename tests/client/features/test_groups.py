@@ -18,6 +18,7 @@ from slixmpp import JID as SlixJID
 from slixmpp import ClientXMPP
 
 from schnack.client import Client, EncryptionRequired, XmppError
+from schnack.client.features import groups
 from schnack.client.features.groups import Group, GroupError, GroupMessage, Invited, Removed
 from schnack.client.feed import Subscription
 from schnack.client.omemo import OLDMEMO, TWOMEMO, Omemo, OmemoSettings, Undecryptable
@@ -33,6 +34,7 @@ from schnack.xmpp.xml import element, qname
 
 from ...harness import add_user, running
 from ..conftest import PASSWORD, WAIT, make_client, next_of, online
+from ..omemo.test_schnack import set_key_access
 from ..omemo.test_slixmpp import Peer
 
 USERS = ("alice", "bob", "carol", "dave", "mallory")
@@ -241,6 +243,98 @@ async def test_a_live_group_message_does_not_move_the_position_past_one_to_read_
     feed = again.groups.messages()
     await again.connect()
     assert [(await from_group(feed, group.jid)).text for _ in range(2)] == ["while you were away", "meanwhile"]
+
+
+async def hidden_keys_group(server: Server, clients: list[Client], tmp_path: Path) -> tuple[Client, Client, Client, JID]:
+    """alice's group with bob (state in tmp_path/bob) and carol, whose OMEMO device lists only her
+    contacts may fetch from now on: bob cannot."""
+    alice = await online(server, clients, "alice@localhost/phone")
+    bob = await online(server, clients, "bob@localhost/phone", data_dir=tmp_path / "bob")
+    carol = await online(server, clients, "carol@localhost/phone")
+    group = await alice.groups.create("Club", ["bob@localhost", "carol@localhost"])
+    await in_group(bob, group.jid)
+    await in_group(carol, group.jid)
+    await alice.omemo.devices("carol@localhost")  # fetched before: alice still writes to carol
+    await set_key_access(carol, "presence")
+    return alice, bob, carol, group.jid
+
+
+async def bob_again(server: Server, clients: list[Client], tmp_path: Path) -> tuple[Client, Subscription[GroupMessage]]:
+    """bob's next login, with the group messages it announces."""
+    again = make_client(server, "bob@localhost/phone", data_dir=tmp_path / "bob")
+    clients.append(again)
+    feed = again.groups.messages()
+    await again.connect()
+    return again, feed
+
+
+async def only_news_next(bob: Client, feed: AsyncIterator[GroupMessage], carol: Client, group: JID,
+                         stored: list[str]) -> None:
+    """In the group again, bob reads next what carol writes now (nothing from before again), and
+    his store holds the texts ``stored`` before it."""
+    await in_group(bob, group)
+    await carol.groups.send(group, "third")
+    got = await from_group(feed, group)
+    assert (got.text, got.history) == ("third", False)
+    assert [m.text for m in bob.store.history(group)] == [*stored, "third"]
+
+
+async def test_a_live_group_message_is_read_once_the_sender_s_keys_can_be_fetched(
+        group_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """A message that arrives while its sender's keys cannot be fetched is told as undecryptable,
+    kept, and read as soon as they can be: in its place in the conversation, and only once."""
+    alice, bob, carol, group = await hidden_keys_group(group_server, clients, tmp_path)
+    feed = bob.groups.messages()
+    await carol.groups.send(group, "first")
+    told = await from_group(feed, group)
+    assert (told.sender, told.text) == (carol.account, None) and "SenderNotFound" in (told.undecryptable or "")
+    await alice.groups.send(group, "second")
+    assert (await from_group(feed, group)).text == "second"
+    await set_key_access(carol, "open")
+    await bob.omemo.devices("carol@localhost")
+    late = await from_group(feed, group)
+    assert (late.sender, late.text, late.undecryptable, late.history, late.stanza_id) == (
+        carol.account, "first", None, True, told.stanza_id)
+    assert [m.text for m in bob.store.history(group)] == ["first", "second"]
+    await bob.close()
+    again, feed = await bob_again(group_server, clients, tmp_path)
+    await only_news_next(again, feed, carol, group, ["first", "second"])
+
+
+async def test_a_live_group_message_not_decrypted_yet_is_read_at_the_next_login(
+        group_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """Not read before the client closed: the position stays before it, so the next login reads
+    it from the room's archive, and not what came after it and was read already."""
+    alice, bob, carol, group = await hidden_keys_group(group_server, clients, tmp_path)
+    feed = bob.groups.messages()
+    await carol.groups.send(group, "first")
+    assert (await from_group(feed, group)).text is None
+    await alice.groups.send(group, "second")
+    assert (await from_group(feed, group)).text == "second"
+    await bob.close()
+    await set_key_access(carol, "open")
+    again, feed = await bob_again(group_server, clients, tmp_path)
+    got = await from_group(feed, group)
+    assert (got.sender, got.text, got.undecryptable, got.history) == (carol.account, "first", None, True)
+    await only_news_next(again, feed, carol, group, ["first", "second"])
+
+
+async def test_only_so_many_live_group_messages_wait_to_be_decrypted(
+        group_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond groups._PENDING of them, the oldest is given up: not tried again, nor read again at
+    the next login."""
+    monkeypatch.setattr(groups, "_PENDING", 1)
+    _, bob, carol, group = await hidden_keys_group(group_server, clients, tmp_path)
+    feed = bob.groups.messages()
+    for text in ("given up", "kept"):
+        await carol.groups.send(group, text)
+        assert (await from_group(feed, group)).text is None
+    await set_key_access(carol, "open")
+    await bob.omemo.devices("carol@localhost")
+    assert (await from_group(feed, group)).text == "kept"
+    await bob.close()
+    again, feed = await bob_again(group_server, clients, tmp_path)
+    await only_news_next(again, feed, carol, group, ["kept"])
 
 
 async def test_bookmarks_and_rejoining(group_server: Server, clients: list[Client], tmp_path: Path) -> None:
@@ -452,3 +546,23 @@ async def test_a_public_channel_in_plaintext_with_slixmpp(tmp_path: Path, client
             await bob.disconnect()
         for client in clients:
             await client.close()
+
+
+async def test_a_live_message_does_not_move_the_position_past_an_archived_one_not_decrypted_yet(
+        group_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """The catch-up stopped before a message it could not decrypt yet: what arrives live after it
+    leaves the position there, so that the next login still reads that message."""
+    alice, bob, carol, group = await hidden_keys_group(group_server, clients, tmp_path)
+    await bob.close()
+    await carol.acknowledged(await carol.groups.send(group, "first"))
+    hidden, feed = await bob_again(group_server, clients, tmp_path)
+    assert (await from_group(feed, group)).text is None
+    await in_group(hidden, group)
+    await alice.groups.send(group, "second")
+    assert (await from_group(feed, group)).text == "second"
+    await hidden.close()
+    await set_key_access(carol, "open")
+    again, feed = await bob_again(group_server, clients, tmp_path)
+    got = await from_group(feed, group)
+    assert (got.sender, got.text, got.history) == (carol.account, "first", True)
+    await only_news_next(again, feed, carol, group, ["first", "second"])

@@ -34,7 +34,17 @@ room's presence and affiliation notes) and to our own other devices; plaintext l
 presence (§7.2.3, non-anonymous rooms show it) or from the archived copy (XEP-0313 §5.1.2). What
 this device sent comes back from the room (§7.2.3 reflection) and is recognised by its origin-id.
 Every message read (live or archived) is kept in the local store with the group as its peer and
-the writer's nickname and real JID, once per room stanza-id, before it is announced.
+the writer's nickname and real JID, once per room stanza-id, before it is announced; one stored
+at an earlier login is not read from the archive again.
+
+A live message that could not be decrypted for a reason that may pass (its sender's keys not
+fetched yet, no session yet, OMEMO not set up, a lost link) is announced as undecryptable and
+kept, up to :data:`_PENDING` per group: it is tried again when its sender's device lists are
+fetched or updated and when another message of theirs was decrypted (which may have built the
+session it needs), in the order they came, for up to ``messages.RETRY_FOR``. Once decrypted it
+is stored with the time it came and announced as a late arrival (``history``), so that it shows
+in its place. The room's position stays before the first such message meanwhile, so that the
+next login reads it from the archive if no try succeeded.
 
 A mediated invitation (§7.8.2) from a room is accepted: the room made us a member, as adding
 someone to a group does in the messengers people know; a direct invitation (XEP-0249) only from
@@ -50,7 +60,7 @@ import json
 import logging
 import secrets
 from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
@@ -122,6 +132,8 @@ SELF, CREATED, BANNED, NICK_CHANGED, KICKED, AFFILIATION_CHANGED, MEMBERS_ONLY =
 _GONE = frozenset({BANNED, KICKED, AFFILIATION_CHANGED, MEMBERS_ONLY})
 # Stanza-ids remembered per group to drop what arrives twice (live and from the archive).
 _SEEN = 2000
+# Live messages per group kept to be decrypted again; beyond that the oldest is given up.
+_PENDING = 50
 
 
 class GroupError(ClientError):
@@ -163,7 +175,8 @@ class GroupMessage:
     """A message in a group: ``group`` is the room, ``nick`` the sender's nickname there and
     ``sender`` their real bare JID when the room shows it. As for :class:`~.messages.Message`,
     ``encrypted``, ``device`` and ``undecryptable`` tell how it was encrypted; ``outgoing``
-    marks one of our other devices; ``history`` one read from the group's archive.
+    marks one of our other devices; ``history`` one read from the group's archive, or decrypted
+    only after later ones (``stamp`` is then when it came): it belongs earlier in the conversation.
     ``stanza_id`` is the room's id of it (XEP-0359)."""
 
     group: JID
@@ -230,11 +243,17 @@ class _Room:
     seen: dict[str, None] = field(default_factory=dict)
     # Archive ids of messages read from the room's archive that could not be decrypted yet.
     undecrypted: set[str] = field(default_factory=set)
+    # The newest archive id of a message that arrived live: the position, once nothing before
+    # it waits to be decrypted.
+    latest: str | None = None
+    # Live messages that could not be decrypted yet, by archive id, in the order they came, and
+    # those of them whose next try is under way.
+    pending: dict[str, _Arrived] = field(default_factory=dict)
+    retrying: set[str] = field(default_factory=set)
+    # The catch-up stopped before a message it could not decrypt yet: the position stays there.
+    behind: bool = False
     entering: asyncio.Future[tuple[int, ...]] | None = None
     catching_up: bool = False
-    # The last catch-up stopped before a message to read again at the next login: until a
-    # catch-up gets past it, live messages leave the position where it is.
-    behind: bool = False
     # Entered, with its members and archive read.
     ready: bool = False
 
@@ -262,7 +281,10 @@ class _Room:
 
 @dataclass(frozen=True)
 class _Arrived:
-    """A group message as it arrived, its sender resolved at that moment."""
+    """A group message as it arrived, its sender resolved at that moment. A live one has when it
+    came and, if it came outside a catch-up (``placed``), the position it came after (``before``,
+    None at the start of the room); ``retry`` marks another try at one that could not be
+    decrypted yet."""
 
     room: _Room
     el: Element
@@ -271,6 +293,10 @@ class _Arrived:
     stanza_id: str | None
     stamp: datetime | None
     history: bool
+    before: str | None = None
+    placed: bool = False
+    received: datetime | None = None
+    retry: bool = False
 
 
 class Groups:
@@ -295,6 +321,7 @@ class Groups:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._readiness = asyncio.Condition()
         messages.claim(self._claims)
+        client.omemo.on_keys(self._keys_arrived)
         client.on_message(self._on_message)
         client.on_presence(self._on_presence)
         client.on_connect(self._on_connect)
@@ -656,6 +683,11 @@ class Groups:
         for room in self._rooms.values():
             room.joined = room.ready = False
             room.occupants.clear()
+            # What waits to be decrypted is read again by the catch-up, from the position held
+            # before it.
+            for stanza_id in room.pending:
+                room.seen.pop(stanza_id, None)
+            room.pending.clear()
         if not self._reading:
             return
         entering = [(room, self._send_join(room, History(maxstanzas=0))) for room in self._rooms.values()]
@@ -786,14 +818,16 @@ class Groups:
         stanza_id = _stanza_id(el, room.jid)
         if stanza_id is not None and room.saw(stanza_id):
             return
-        if stanza_id is not None and not room.catching_up and not room.behind:
-            room.position = stanza_id
-            self._save()
+        before, placed = None, stanza_id is not None and not room.catching_up
+        if stanza_id is not None and placed:
+            before, room.latest = room.latest, stanza_id
+            self._advance(room)
         origin_id, _ = message_ids(el, self.client.account)
         if nick == room.nick and origin_id is not None and self.client.store.sent_message(origin_id) is not None:
             return  # what this device sent, back from the room
         real = room.occupants.get(nick) if nick is not None else None
-        self._deliver(_Arrived(room, el, nick, real, stanza_id, _delay(el), history=False))
+        self._deliver(_Arrived(room, el, nick, real, stanza_id, _delay(el), history=False, before=before,
+                               placed=placed, received=datetime.now(UTC)))
 
     def _key_warnings(self, room: _Room, x: Element) -> None:
         try:
@@ -916,6 +950,13 @@ class Groups:
     async def _handle_after(self, previous: asyncio.Task[None] | None, arrived: _Arrived) -> None:
         if previous is not None:
             await asyncio.wait([previous])
+        try:
+            await self._handle(arrived)
+        finally:
+            if arrived.retry and arrived.stanza_id is not None:
+                arrived.room.retrying.discard(arrived.stanza_id)
+
+    async def _handle(self, arrived: _Arrived) -> None:
         el = arrived.el
         encrypted = self.client.omemo.carries(el)
         text: str | None = None
@@ -930,26 +971,107 @@ class Groups:
                     text, device = result.text, result.device
                 except Undecryptable as err:
                     undecryptable = str(err)
-                    if arrived.history and arrived.stanza_id is not None and worth_retrying(err, arrived.stamp):
-                        arrived.room.undecrypted.add(arrived.stanza_id)
-                        arrived.room.seen.pop(arrived.stanza_id, None)
+                    again = worth_retrying(err, arrived.received or arrived.stamp)
+                    if arrived.retry:
+                        if not again:
+                            self._stop_waiting(arrived)
+                        return  # what it is was told when it came
+                    if again and arrived.stanza_id is not None:
+                        if arrived.history:
+                            arrived.room.undecrypted.add(arrived.stanza_id)
+                            arrived.room.seen.pop(arrived.stanza_id, None)
+                        else:
+                            self._keep(arrived, arrived.stanza_id)
             if text is None and undecryptable is None:
-                return  # an empty OMEMO message: keys only
+                # An empty OMEMO message: keys only, perhaps the session an earlier message needs.
+                self._stop_waiting(arrived)
+                self._retry(arrived.sender)
+                return
         else:
             text = el.findtext(_BODY)
         stanza = Stanza.parse(el)
         outgoing = arrived.sender == self.client.account
         if text is not None:
             # Stored before it is announced, as a chat message is; the room's stanza-id keeps the
-            # live copy and the archived one from being stored twice (XEP-0359).
-            self.client.store.receive(
+            # live copy and the archived one from being stored twice (XEP-0359), and from being
+            # shown twice.
+            stored = self.client.store.receive(
                 arrived.room.jid, text, stanza_id=arrived.stanza_id, stamp=arrived.stamp, encrypted=encrypted,
                 message_id=stanza.id, outgoing=outgoing, nick=arrived.nick, sender=arrived.sender)
+            self._stop_waiting(arrived)
+            if encrypted:
+                # A session this message built may be the one an earlier message needs.
+                self._retry(arrived.sender)
+            if not stored:
+                return
         self.feed.publish(GroupMessage(
             group=arrived.room.jid, nick=arrived.nick, sender=arrived.sender, text=text, id=stanza.id,
             stanza_id=arrived.stanza_id, stamp=arrived.stamp, encrypted=encrypted, device=device,
             undecryptable=undecryptable, outgoing=outgoing, history=arrived.history, element=el,
         ))
+
+    # Decrypting again --------------------------------------------------------------------------
+
+    def _keep(self, arrived: _Arrived, stanza_id: str) -> None:
+        """A live message that could not be decrypted for a reason that may pass: kept to be tried
+        again, and the position held before it, so that the next login reads it from the archive
+        if no try here succeeds. Beyond :data:`_PENDING` of them the oldest is given up."""
+        room = arrived.room
+        room.pending[stanza_id] = arrived
+        while len(room.pending) > _PENDING:
+            oldest = room.pending[next(iter(room.pending))]
+            log.warning("giving up a message of %s that could not be decrypted", room.jid)
+            self._stop_waiting(oldest)
+        self._advance(room)
+
+    def _stop_waiting(self, arrived: _Arrived) -> None:
+        """``arrived`` waits no longer: decrypted, or never to be."""
+        room = arrived.room
+        if arrived.stanza_id is None or room.pending.pop(arrived.stanza_id, None) is None:
+            return
+        if not room.pending and room.behind:
+            self._resume(room)
+        self._advance(room)
+
+    def _advance(self, room: _Room) -> None:
+        """XEP-0313 §5: the position moves with what arrives live, up to the first message that
+        waits to be decrypted; not while the catch-up is under way or stopped short."""
+        if room.catching_up or room.behind:
+            return
+        first = next(iter(room.pending.values()), None)
+        if first is None:
+            position = room.latest if room.latest is not None else room.position
+        elif first.placed:
+            position = first.before
+        else:
+            return  # it came during the catch-up, which ended before it or stopped short of it
+        if position != room.position:
+            room.position = position
+            self._save()
+
+    def _retry(self, sender: JID | None) -> None:
+        """Try again the messages of ``sender`` that could not be decrypted yet, in the order they
+        came; they are published as late arrivals (``history``) with the time they came."""
+        if sender is None:
+            return
+        for room in self._rooms.values():
+            for stanza_id, arrived in list(room.pending.items()):
+                if arrived.sender == sender and stanza_id not in room.retrying:
+                    room.retrying.add(stanza_id)
+                    self._deliver(replace(arrived, stamp=arrived.stamp or arrived.received, history=True,
+                                          retry=True))
+
+    def _keys_arrived(self, jid: JID) -> None:
+        """Someone's OMEMO keys were fetched: what they sent may be read now."""
+        self._retry(jid)
+        for room in self._rooms.values():
+            if room.behind:
+                self._resume(room)
+
+    def _resume(self, room: _Room) -> None:
+        """Take up a catch-up that stopped before a message it could not decrypt yet."""
+        if room.joined and not room.catching_up and self._reading:
+            self._spawn(self._catch_up(room))
 
     async def settled(self) -> None:
         """Wait until every group message that arrived so far has been handled."""
@@ -993,6 +1115,9 @@ class Groups:
             log.warning("reading the archive of %s stopped: %s", room.jid, err)
         finally:
             room.catching_up = False
+        if not room.behind:
+            room.latest = room.position
+            self._advance(room)
         self._save()
 
     async def _page(self, room: _Room, after: str | None) -> tuple[bool, str | None]:
@@ -1011,8 +1136,8 @@ class Groups:
         fin = Fin.from_xml(fin_el)
         for result in results:
             el = result.forwarded.stanza
-            if room.saw(result.id):
-                continue
+            if room.saw(result.id) or self.client.store.known(room.jid, stanza_id=result.id):
+                continue  # seen here, or stored at an earlier login (a copy would not decrypt again)
             try:
                 stanza = Stanza.parse(el)
             except StanzaError:
@@ -1027,8 +1152,10 @@ class Groups:
             self._deliver(_Arrived(room, el, nick, _archived_sender(el) or room.occupants.get(nick or ""),
                                    result.id, result.forwarded.stamp, history=True))
         await self.settled()
+        waiting = room.undecrypted | room.pending.keys()
+        room.undecrypted.clear()
         try:
-            check_decrypted(results, room.undecrypted, after)
+            check_decrypted(results, waiting, after)
         except UndecryptedYet as stopped:
             room.position = stopped.position
             room.behind = True

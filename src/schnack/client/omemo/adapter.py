@@ -15,7 +15,8 @@ device lists, and ours, are fetched before the first message of a connection and
 they are more than :data:`DEVICE_LISTS_FRESH_FOR` seconds old; in between, the server's PEP
 notifications keep them current where it sends them (to contacts and to our own devices, if
 this client announced presence), and a message from a device not yet known makes python-omemo
-fetch the sender's list again.
+fetch the sender's list again. Each fetch or update of someone's lists is told to the features
+(:meth:`Omemo.on_keys`), which try again what that sender's keys were missing for.
 
 All work on the OMEMO state (encrypting, decrypting, device list updates, trust) is done one
 operation at a time: python-omemo reads a session, advances it and writes it back.
@@ -28,7 +29,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,6 +159,7 @@ class Omemo:
         # The active keys of each JID as :meth:`_check_keys` last saw them: (device id, fingerprint).
         self._keys: dict[JID, frozenset[tuple[int, str]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._key_readers: list[Callable[[JID], None]] = []
         self.changes: Feed[KeysChanged] = Feed()
         client.on_connect(self._on_connect)
         client.on_message(self._on_event)
@@ -243,6 +245,15 @@ class Omemo:
             raise OmemoUnavailable(self._problem)
         return self._manager
 
+    def on_keys(self, reader: Callable[[JID], None]) -> None:
+        """Tell ``reader`` each bare JID whose device lists were just fetched or updated: what it
+        sent that could not be decrypted for want of its keys may be read now."""
+        self._key_readers.append(reader)
+
+    def _keys_arrived(self, jid: JID) -> None:
+        for reader in self._key_readers:
+            reader(jid)
+
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
@@ -272,6 +283,7 @@ class Omemo:
             reason = f"its server answered {refusal.condition}" if refusal else f"fetching them failed: {failures[0]}"
             raise NoOmemoDevices(jid, reason)
         self._fetched[jid] = time.monotonic()
+        self._keys_arrived(jid)
 
     def _fresh(self, jid: JID) -> bool:
         fetched = self._fetched.get(jid)
@@ -306,6 +318,7 @@ class Omemo:
         async with self._exclusive() as manager:
             await manager.update_device_list(namespace, str(jid), devices)
             await self._check_keys(jid)
+        self._keys_arrived(jid)
 
     async def _check_keys(self, jid: JID) -> None:
         """Announce a change of ``jid``'s active keys since they were last seen (in an exclusive section).
