@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -245,18 +246,23 @@ async def test_a_live_group_message_does_not_move_the_position_past_one_to_read_
     assert [(await from_group(feed, group.jid)).text for _ in range(2)] == ["while you were away", "meanwhile"]
 
 
-async def hidden_keys_group(server: Server, clients: list[Client], tmp_path: Path) -> tuple[Client, Client, Client, JID]:
-    """alice's group with bob (state in tmp_path/bob) and carol, whose OMEMO device lists only her
-    contacts may fetch from now on: bob cannot."""
+async def club(server: Server, clients: list[Client], tmp_path: Path) -> tuple[Client, Client, Client, JID]:
+    """alice's group with bob (state in tmp_path/bob) and carol."""
     alice = await online(server, clients, "alice@localhost/phone")
     bob = await online(server, clients, "bob@localhost/phone", data_dir=tmp_path / "bob")
     carol = await online(server, clients, "carol@localhost/phone")
     group = await alice.groups.create("Club", ["bob@localhost", "carol@localhost"])
     await in_group(bob, group.jid)
     await in_group(carol, group.jid)
+    return alice, bob, carol, group.jid
+
+
+async def hidden_keys_group(server: Server, clients: list[Client], tmp_path: Path) -> tuple[Client, Client, Client, JID]:
+    """:func:`club`, where carol's OMEMO device lists only her contacts may fetch from now on: bob cannot."""
+    alice, bob, carol, group = await club(server, clients, tmp_path)
     await alice.omemo.devices("carol@localhost")  # fetched before: alice still writes to carol
     await set_key_access(carol, "presence")
-    return alice, bob, carol, group.jid
+    return alice, bob, carol, group
 
 
 async def bob_again(server: Server, clients: list[Client], tmp_path: Path) -> tuple[Client, Subscription[GroupMessage]]:
@@ -335,6 +341,31 @@ async def test_only_so_many_live_group_messages_wait_to_be_decrypted(
     await bob.close()
     again, feed = await bob_again(group_server, clients, tmp_path)
     await only_news_next(again, feed, carol, group, ["kept"])
+
+
+async def test_a_live_message_before_the_catch_up_does_not_skip_the_archive(
+        group_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """After a login the groups are entered at once and their archives read one after the other
+    (slowly here: the first group's service does not answer). A message that arrives live in a
+    group whose archive is not read yet does not move its position past what the archive holds
+    for this device."""
+    _, bob, carol, group = await club(group_server, clients, tmp_path)
+    await bob.close()
+    await carol.acknowledged(await carol.groups.send(group, "while you were away"))
+    again = make_client(group_server, "bob@localhost/phone", data_dir=tmp_path / "bob", timeout=3)
+    clients.append(again)
+    silent = {"jid": "dave@localhost", "name": "Silent", "nick": "bob", "private": True, "position": None}
+    again.store.save_setting("groups", json.dumps([silent, *json.loads(again.store.setting("groups") or "[]")]))
+    entered = asyncio.Event()
+    carol.on_presence(lambda el: entered.set() if el.get("from") == f"{group}/bob" and el.get("type") is None
+                      else None)
+    feed = again.groups.messages()
+    await again.connect()
+    async with asyncio.timeout(WAIT):
+        await entered.wait()
+    await carol.groups.send(group, "now")
+    got = [await from_group(feed, group) for _ in range(2)]
+    assert [(m.text, m.history) for m in got] == [("now", False), ("while you were away", True)]
 
 
 async def test_bookmarks_and_rejoining(group_server: Server, clients: list[Client], tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ message waiting there finds its room), then the bookmarks are read: groups added
 entered, groups left elsewhere forgotten. Entering asks for no history (§7.2.14,
 ``maxstanzas='0'``); the room's archive is read instead from where this device got to, page by
 page, de-duplicated by the room's stanza-ids (XEP-0359), so that what arrives live meanwhile is
-not shown twice; it stops before a message that could not be decrypted for a reason that may
+not shown twice (nor taken for where this device got to: the stored groups are entered at once
+and their archives read one after the other); it stops before a message that could not be decrypted for a reason that may
 pass (OMEMO not set up on this login, a lost link, the sender's keys not fetched yet, no session
 yet), which the next login reads again, for up to ``messages.RETRY_FOR`` after it was sent (the
 messages that arrive live meanwhile do not move the position past it).
@@ -603,9 +604,13 @@ class Groups:
         nothing of it kept."""
         if room.jid not in self._rooms:
             await self._check_room(room.jid)
-        if not await self._existed(room, await self._enter(room, History(maxstanzas=0))):
-            raise GroupError(f"no such group: {room.jid}")
-        await self._settle(room)
+        room.catching_up = self._reading
+        try:
+            if not await self._existed(room, await self._enter(room, History(maxstanzas=0))):
+                raise GroupError(f"no such group: {room.jid}")
+            await self._settle(room)
+        finally:
+            room.catching_up = False
 
     async def _existed(self, room: _Room, statuses: tuple[int, ...]) -> bool:
         """After entering a group that must exist already: False if the entering created the
@@ -690,6 +695,10 @@ class Groups:
             room.pending.clear()
         if not self._reading:
             return
+        for room in self._rooms.values():
+            # Entered at once, their archives read one after the other: until a group's is, what
+            # arrives live there must not move its position past what the archive holds for us.
+            room.catching_up = True
         entering = [(room, self._send_join(room, History(maxstanzas=0))) for room in self._rooms.values()]
         self._spawn(self._after_connect(entering))
 
@@ -702,6 +711,8 @@ class Groups:
                     await self._settle(room)
             except (ClientError, TimeoutError) as err:
                 log.warning("could not enter the group %s: %s", room.jid, err or "no answer")
+            finally:
+                room.catching_up = False
         await self._follow_bookmarks()
 
     async def _follow_bookmarks(self) -> None:
