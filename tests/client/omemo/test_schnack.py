@@ -32,7 +32,8 @@ from schnack.client.omemo import (
     UntrustedKeys,
     adapter,
 )
-from schnack.client.omemo.protocol import device_list_node
+from schnack.client.omemo.pep import Pep
+from schnack.client.omemo.protocol import bundle_place, device_list_node
 from schnack.client.omemo.storage import FILENAME
 from schnack.server import admin
 from schnack.server.app import Server
@@ -43,6 +44,7 @@ from schnack.xmpp.xml import element, qname
 
 from ...harness import add_user, running
 from ..conftest import PASSWORD, make_client, next_of, online
+from ..proxy import Proxy
 
 VERSIONS = {
     "legacy": (OLDMEMO,),
@@ -370,3 +372,44 @@ async def test_a_message_that_stays_undecryptable_is_given_up(
     assert (got.id, got.text) == (later, "read this")
     await again.caught_up()
     assert [m.text for m in again.store.history(alice.account)] == ["read this"]
+
+
+async def test_a_first_message_is_read_although_our_new_bundle_could_not_be_published(
+        chat_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """Reading the first message of a session uses up one of our pre keys, and python-omemo then
+    publishes our bundle without it. When that fails (here the link goes silent), the message was
+    decrypted all the same and is shown: it could not be decrypted a second time."""
+    host, port = chat_server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    try:
+        bob = Client("bob@localhost", PASSWORD, host="127.0.0.1", port=proxy.port, verify=False,
+                     data_dir=tmp_path / "bob", timeout=2, backoff=(0.05, 0.5))
+        clients.append(bob)
+        await bob.connect()
+        inbox = bob.messages()
+        alice = await online(chat_server, clients, "alice@localhost")
+        await bob.omemo.devices("alice@localhost")  # known: reading her message fetches nothing
+        published = await pre_keys(alice, bob)
+        events = bob.events()
+        proxy.swallowing = True
+        sent = await alice.send("bob@localhost", "hello bob")
+        got = await next_of(inbox)
+        assert (got.id, got.text, got.undecryptable) == (sent, "hello bob", None)
+        # Published at the next login: no one else starts a session with the used pre key.
+        await admin.request(chat_server.config.data_dir, "kick", jid=str(bob.jid))
+        proxy.swallowing = False
+        await next_of(events, lambda event: isinstance(event, Connected))
+        sent = await alice.send("bob@localhost", "and again")
+        got = await next_of(inbox)
+        assert (got.id, got.text) == (sent, "and again")
+        assert await pre_keys(alice, bob) != published
+    finally:
+        await proxy.stop()
+
+
+async def pre_keys(reader: Client, owner: Client) -> set[str]:
+    """The ids of the pre keys in ``owner``'s legacy OMEMO bundle, as ``reader`` fetches it."""
+    place = bundle_place(OLDMEMO, (await owner.omemo.own_device()).id)
+    items = await Pep(reader).items(owner.account, place.node, item_id=place.item)
+    assert items and items[0].payload is not None
+    return {key.get("preKeyId") or "" for key in items[0].payload.iter(f"{{{OLDMEMO}}}preKeyPublic")}

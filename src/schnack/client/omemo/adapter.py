@@ -206,6 +206,8 @@ class Omemo:
                 self._fetched[account] = time.monotonic()
             else:
                 await self._refresh(account)
+                # A bundle we could not publish while reading a message (hooks.py).
+                await self._hooks.pay()
             await self._check_keys(account)
 
     async def close(self) -> None:
@@ -500,7 +502,8 @@ class Omemo:
                     else:
                         message = await oldmemo.etree.parse_message(encrypted, str(jid), str(self.client.account),
                                                                     manager)
-                    plaintext, info, _ = await manager.decrypt(message)
+                    with self._hooks.reading():
+                        plaintext, info, _ = await manager.decrypt(message)
                 except (OMEMOException, ValueError) as err:
                     raise Undecryptable(f"{type(err).__name__}: {err}", lasting=not _passing(err)) from err
                 device = Device.from_information(await manager.settle(info))

@@ -8,14 +8,18 @@ error as its cause.
 
 Empty OMEMO messages (completing a key exchange, moving a stale ratchet on) are sent in a task
 of their own: the decryption that asked for one must not fail, and its plaintext not be lost,
-because the link happens to be down at that moment.
+because the link happens to be down at that moment. For the same reason our bundle, which
+python-omemo publishes again when a message used up one of our pre keys, is owed rather than
+failed if that publication fails while a message is read, and published at the next login.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
@@ -73,14 +77,47 @@ class PepHooks:
         self.client = client
         self.pep = Pep(client)
         self._sending: set[asyncio.Task[None]] = set()
+        # Our bundles, by OMEMO version, whose publication failed while a message was read.
+        self.owed: dict[str, Bundle] = {}
+        self._reading = False
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """While a message is decrypted: python-omemo publishes our bundle without the pre key the
+        message used up only after decrypting it, and a failure there would lose the message,
+        which cannot be decrypted a second time. Such a bundle is owed instead (:meth:`pay`)."""
+        self._reading = True
+        try:
+            yield
+        finally:
+            self._reading = False
 
     async def upload_bundle(self, bundle: Bundle) -> None:
-        place = bundle_place(bundle.namespace, bundle.device_id)
         try:
-            await self.pep.publish(place.node, place.item, serialize_bundle(bundle), place.options,
-                                   optional=frozenset({MAX_ITEMS}))
+            await self._publish_bundle(bundle)
         except ClientError as err:
-            raise BundleUploadFailed(f"publishing our {bundle.namespace} bundle failed: {err}") from err
+            if not self._reading:
+                raise BundleUploadFailed(f"publishing our {bundle.namespace} bundle failed: {err}") from err
+            log.warning("publishing our %s bundle failed, it is published later: %s", bundle.namespace, err)
+            self.owed[bundle.namespace] = bundle
+        else:
+            self.owed.pop(bundle.namespace, None)
+
+    async def pay(self) -> None:
+        """Publish the bundles owed (see :meth:`reading`); one that fails again stays owed."""
+        for namespace, bundle in list(self.owed.items()):
+            try:
+                await self._publish_bundle(bundle)
+            except ClientError as err:
+                log.warning("publishing our %s bundle failed again: %s", namespace, err)
+            else:
+                if self.owed.get(namespace) is bundle:
+                    del self.owed[namespace]
+
+    async def _publish_bundle(self, bundle: Bundle) -> None:
+        place = bundle_place(bundle.namespace, bundle.device_id)
+        await self.pep.publish(place.node, place.item, serialize_bundle(bundle), place.options,
+                               optional=frozenset({MAX_ITEMS}))
 
     async def download_bundle(self, namespace: str, bare_jid: str, device_id: int) -> Bundle:
         place = bundle_place(namespace, device_id)
