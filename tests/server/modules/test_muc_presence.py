@@ -147,8 +147,10 @@ async def test_status_change_and_leaving(server: Server) -> None:
     await bob.send(f"<presence to='{ROOM}/bob' type='unavailable'/>")
     (own,) = bob.take()
     assert own.get("type") == "unavailable" and statuses(own) == {110}
+    assert item(own).get("jid") == "bob@localhost/phone"  # §7.14: the resource that left, as itself
     (seen,) = alice.take()
     assert seen.get("type") == "unavailable" and item(seen).get("role") == "none"
+    assert item(seen).get("jid") == "bob@localhost/phone"
     await alice.send(f"<message to='{ROOM}' type='groupchat'><body>gone?</body></message>")
     assert bob.take() == []
 
@@ -211,6 +213,8 @@ async def test_the_others_see_a_resource_still_in_when_one_of_two_leaves(server:
     await laptop.send(f"<presence to='{ROOM}/bob' type='unavailable'/>")
     (own,) = laptop.take()
     assert own.get("type") == "unavailable" and statuses(own) == {110}
+    # §7.14: the leaving resource is told of its own departure, not of the phone that stays.
+    assert item(own).get("jid") == "bob@localhost/laptop" and item(own).get("role") == "none"
     (seen,) = alice.take()
     assert seen.get("type") is None and item(seen).get("jid") == "bob@localhost/phone"
     assert seen.findtext(f"{{{ns.CLIENT}}}show") is None  # the phone's presence, not the laptop's

@@ -241,12 +241,13 @@ class Muc(Module[MucOptions]):
     def broadcast_presence(self, room: Room, occupant: Occupant, *, unavailable: bool = False,
                            statuses: tuple[int, ...] = (), self_statuses: tuple[int, ...] = (),
                            nick: str | None = None, reason: str | None = None, actor: str | None = None,
-                           also: tuple[JID, ...] = ()) -> None:
+                           also: tuple[JID, ...] = (), resource: JID | None = None) -> None:
         """§7.2.3 and on: the occupant's presence to everyone in the room, its own resources
-        (and ``also``, resources that just left) getting status 110 and ``self_statuses``."""
+        (and ``also``, resources that just left) getting status 110 and ``self_statuses``;
+        ``resource`` is the real JID shown if not the latest resource's (:func:`occupant_presence`)."""
         def build(real_jid: bool, codes: tuple[int, ...]) -> Element:
             return occupant_presence(room, occupant, real_jid=real_jid, unavailable=unavailable, statuses=codes,
-                                     nick=nick, reason=reason, actor=actor)
+                                     nick=nick, reason=reason, actor=actor, resource=resource)
 
         variants: dict[bool, Element] = {}
         own = build(True, (*statuses, *self_statuses, SELF))

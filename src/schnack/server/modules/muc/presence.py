@@ -203,19 +203,21 @@ class Presences:
         """§7.14: the resource leaves; the occupant goes when its last resource did. An error
         from an occupant's client answering the room's traffic removes it too (§18.1.2, status 333).
         When other resources stay, everyone gets the occupant's presence again (§7.7): the real
-        JID and presence the others were shown may have been those of the resource that left."""
+        JID and presence the others were shown may have been those of the resource that left.
+        The leaving resource's unavailable presence carries its own real JID, not a remaining one's."""
         occupant = room.by_session.pop(sender, None)
         if occupant is None:
             return
         occupant.sessions.pop(sender, None)
         if occupant.sessions:
-            own = occupant_presence(room, occupant, real_jid=True, unavailable=True, statuses=(SELF,))
+            own = occupant_presence(room, occupant, real_jid=True, unavailable=True, statuses=(SELF,),
+                                    resource=sender)
             self.muc.send_to(sender, addressed(own, str(sender)))
             self.muc.broadcast_presence(room, occupant)
             return
         del room.occupants[occupant.nick]
         self.muc.broadcast_presence(room, occupant, unavailable=True, statuses=(ERROR_REMOVED,) if error else (),
-                                    also=(sender,))
+                                    also=(sender,), resource=sender)
         await self.emptied(room)
 
     async def remove(self, room: Room, occupant: Occupant, status: int | None, *, reason: str | None = None,

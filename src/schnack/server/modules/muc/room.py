@@ -183,11 +183,12 @@ class Room:
 
 def occupant_presence(room: Room, occupant: Occupant, *, real_jid: bool, unavailable: bool = False,
                       statuses: tuple[int, ...] = (), nick: str | None = None, reason: str | None = None,
-                      actor: str | None = None, role: str | None = None) -> Element:
+                      actor: str | None = None, role: str | None = None, resource: JID | None = None) -> Element:
     """The presence of ``occupant`` as the room shows it (§7.2.3), without 'to'.
 
     ``nick`` is the new nick of a nick change (§7.6), ``role`` overrides the occupant's (none
-    when it leaves or is removed).
+    when it leaves or is removed). ``resource`` is the real JID shown when not the occupant's
+    latest resource: one that leaves is shown as itself (§7.14).
     """
     attrs = {"from": room.occupant_jid(occupant.nick)}
     if unavailable:
@@ -197,7 +198,7 @@ def occupant_presence(room: Room, occupant: Occupant, *, real_jid: bool, unavail
         presence.extend(occupant.sessions[occupant.latest])
     item = Item(
         affiliation=room.affiliation(occupant.jid), role=role or ("none" if unavailable else occupant.role),
-        jid=occupant.latest if real_jid and occupant.sessions else (occupant.jid if real_jid else None),
+        jid=(resource or (occupant.latest if occupant.sessions else occupant.jid)) if real_jid else None,
         nick=nick, reason=reason, actor_nick=actor,
     )  # fmt: skip
     presence.append(UserX(items=(item,), statuses=statuses).to_xml())
