@@ -7,6 +7,8 @@ client on TCP and closes; bad frames get the right stream error before the close
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -297,6 +299,40 @@ async def test_an_idle_client_is_pinged_and_its_pong_counts(
         await asyncio.sleep(2)
         assert conn.stream is not None and not conn.stream.closed
         await ws.close()
+
+
+async def test_a_client_gone_before_its_ping_is_answered_ends_the_session_quietly(
+    live_server: Server, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that pings and drops its connection before the pong can go (a tab closed, a
+    network lost): the connection ends as a lost one, its session with it, and nothing is
+    logged as a server failure."""
+    await add_user(live_server, "alice", PASSWORD)
+    ws = await http.ws_connect(url(live_server), protocols=("xmpp",), autoping=False)
+    await WsClient(ws).login("alice", PASSWORD)
+    [conn] = [c for c in live_server.connections if isinstance(c, WebSocketConnection)]
+    transport = conn._request.transport
+    assert transport is not None
+    ended = asyncio.Event()
+
+    async def busy(session: Session) -> None:
+        # The server is still binding when the client's ping and the end of its connection
+        # arrive; it reads the ping once its side of the connection is closing.
+        while not transport.is_closing():  # noqa: ASYNC110
+            await asyncio.sleep(0)
+
+    async def closed(session: Session) -> None:
+        ended.set()
+
+    live_server.hooks.add("session-bound", busy, priority=-100)
+    live_server.hooks.add("session-closed", closed)
+    with caplog.at_level(logging.DEBUG, logger="schnack.server"):
+        await ws.send_str(f"<iq xmlns='{ns.CLIENT}' type='set' id='b1'><bind xmlns='{ns.BIND}'/></iq>")
+        await ws.ping(b"still there?")
+        ws.get_extra_info("socket").shutdown(socket.SHUT_WR)
+        await asyncio.wait_for(ended.wait(), 30)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert not live_server.sessions.resources(JID.parse("alice@localhost"))
 
 
 @pytest.mark.parametrize("protocols", [("chat",), ()], ids=["other", "none"])

@@ -164,8 +164,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         async for msg in ws:
             if msg.type in (WSMsgType.PING, WSMsgType.PONG):
                 conn.last_read = time.monotonic()
-                if msg.type == WSMsgType.PING:
-                    await ws.pong(msg.data)
+                if msg.type == WSMsgType.PING and not await _pong(ws, msg.data, conn.peer):
+                    break
                 continue
             if msg.type == WSMsgType.BINARY:
                 stream.close(StreamError("bad-format", "XMPP frames are text frames"))
@@ -216,6 +216,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
             await conn.drain()
             server.connection_ended(conn)
     return ws
+
+
+async def _pong(ws: web.WebSocketResponse, data: bytes, peer: str) -> bool:
+    """RFC 6455 §5.5.3: answer a ping; False if the connection is closing already (the client
+    left, or the closing handshake began), which ends it as a lost connection, not a failure."""
+    try:
+        await ws.pong(data)
+    except ConnectionError:
+        log.debug("WebSocket %s closed before its ping was answered", peer)
+        return False
+    return True
 
 
 def _too_big(error: object) -> bool:
