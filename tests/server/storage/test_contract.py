@@ -372,6 +372,27 @@ async def test_an_append_with_an_id_taken_already_writes_nothing(storage: Storag
     assert await archive.count(H, "bob", "mam") == 0
 
 
+@pytest.mark.parametrize("store", ["offline", "mam"], ids=["counted", "not-counted"])
+async def test_an_id_taken_already_is_a_duplicate_in_a_full_archive_too(storage: Storage, store: str) -> None:
+    """An item whose id was derived from it (offline storage, handed the same message by two
+    cluster nodes) is a duplicate when it took the archive's last place: its caller learns that
+    it is stored, not that there is no room for it; another item is refused for the room."""
+    archive = storage.archive
+    await archive.append(H, "alice", store, 1.0, "bob@x", b"last", limit=1, item_id="same")
+    with pytest.raises(DuplicateItem):
+        await archive.append(H, "alice", store, 2.0, "bob@x", b"again", limit=1, item_id="same")
+    with pytest.raises(ArchiveFull):
+        await archive.append(H, "alice", store, 3.0, "bob@x", b"other", limit=1, item_id="else")
+    # Written together, each still gets its own outcome.
+    duplicate, full = await asyncio.gather(
+        archive.append_soon(H, "alice", store, 4.0, "bob@x", b"again", limit=1, item_id="same"),
+        archive.append_soon(H, "alice", store, 5.0, "bob@x", b"other", limit=1),
+        return_exceptions=True)
+    assert isinstance(duplicate, DuplicateItem) and isinstance(full, ArchiveFull)
+    assert [item.payload for item in (await archive.query(H, "alice", store)).items] == [b"last"]
+    assert await archive.count(H, "alice", store) == 1
+
+
 async def test_archive_orders_by_insertion_not_timestamp(storage: Storage) -> None:
     ids = [await storage.archive.append(H, "alice", "mam", t, "bob@x", b"p") for t in (30.0, 10.0, 20.0, 10.0)]
     assert ids_of(await storage.archive.query(H, "alice", "mam")) == ids

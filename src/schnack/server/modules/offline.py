@@ -10,9 +10,10 @@ queue is full).
 
 Once per account: a message the account's archive numbered (its ``<stanza-id by='account'/>``,
 XEP-0359 §4) is stored under an id derived from that stanza-id and the account, which storage
-takes only once (DuplicateItem). So when sessions of the account on two nodes of a cluster both
-end without acknowledging the message (stream management, module sm), each node hands it here and
-it is kept once. A message without such a stanza-id (the account's archive preference is 'never',
+takes only once (DuplicateItem, even when the copy took the mailbox's last place). So when
+sessions of the account on two nodes of a cluster both end without acknowledging the message
+(stream management, module sm), each node hands it here and it is kept once, and the sender gets
+no error for it. A message without such a stanza-id (the account's archive preference is 'never',
 XEP-0441) gets a new id each time.
 
 Consumes ``presence-initial`` (session), fired by the presence module when a resource sends its

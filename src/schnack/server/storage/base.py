@@ -235,7 +235,8 @@ class ArchiveStore(Protocol):
         fewer items than that, checked in the transaction that appends (else ArchiveFull). The id
         is ``item_id`` when given (made by :func:`new_item_id`, for a caller that shows it before
         the item is committed, or derived from the item, for one that must store it once), else a
-        new one; DuplicateItem when an item has that id already, and nothing is written."""
+        new one; DuplicateItem when an item has that id already, full archive or not, and nothing
+        is written."""
         ...
 
     def append_soon(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,

@@ -97,10 +97,13 @@ def _count_sql(store: str) -> str:
 
 
 # An append with a limit, after the lock (so that the count read is that of the appends before):
-# only while the archive holds fewer items than $8.
+# only while the archive holds fewer items than $8, or when its id is taken already: then the
+# unique id refuses it as a duplicate, which tells the caller that the item is stored, as a full
+# archive would not.
 _INSERT_BOUNDED = {
     count: "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
-           f"SELECT $1, $2, $3, $4, $5::double precision, $6, $7::bytea WHERE {count.format(2, 3, 4)} < $8"
+           f"SELECT $1, $2, $3, $4, $5::double precision, $6, $7::bytea WHERE {count.format(2, 3, 4)} < $8 "
+           "OR EXISTS (SELECT 1 FROM archive WHERE id = $1)"
     for count in (_KEPT_COUNT, _ITEMS_COUNTED)
 }
 

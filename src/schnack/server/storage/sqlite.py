@@ -271,9 +271,12 @@ def _count_sql(store: str, owner: str = "?") -> str:
 
 @functools.cache
 def _append_bounded(store: str) -> str:
-    """An append to an archive of ``store`` only while it holds fewer items than the last
-    parameter (the rows appended before it in the transaction count)."""
-    return f"INSERT INTO archive (id, owner, timestamp, with_jid, payload) SELECT ?, ?, ?, ?, ? WHERE {_count_sql(store)} < ?"
+    """An append to an archive of ``store`` only while it holds fewer items than the limit
+    parameter (the rows appended before it in the transaction count), or when the last
+    parameter, its id, is taken already: then the unique id refuses it as a duplicate, which
+    tells the caller that the item is stored, as a full archive would not."""
+    return (f"INSERT INTO archive (id, owner, timestamp, with_jid, payload) SELECT ?, ?, ?, ?, ? "
+            f"WHERE {_count_sql(store)} < ? OR EXISTS (SELECT 1 FROM archive WHERE id = ?)")
 
 
 # Counting an append here rather than by a trigger spares the appends to other archives (the
@@ -444,7 +447,7 @@ def _insert(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row, i
         try:
             if limit is None:
                 conn.execute(_APPEND, stored)
-            elif conn.execute(_append_bounded(row[3]), (*stored, stored[1], limit)).rowcount == 0:
+            elif conn.execute(_append_bounded(row[3]), (*stored, stored[1], limit, row[0])).rowcount == 0:
                 failed[row[0]] = ArchiveFull(f"{row[2]}@{row[1]}: {row[3]} holds {limit} items already")
                 continue
             if row[3] in BOUNDED_STORES:
