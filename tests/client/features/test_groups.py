@@ -18,7 +18,7 @@ from omemo.types import OMEMOException
 from slixmpp import JID as SlixJID
 from slixmpp import ClientXMPP
 
-from schnack.client import Client, EncryptionRequired, XmppError
+from schnack.client import Client, Connected, EncryptionRequired, XmppError
 from schnack.client.features import groups
 from schnack.client.features.groups import Group, GroupError, GroupMessage, Invited, Removed
 from schnack.client.feed import Subscription
@@ -30,7 +30,9 @@ from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.bookmarks import NS as BOOKMARKS
 from schnack.xmpp.payloads.disco import INFO
 from schnack.xmpp.payloads.forward import NS as FORWARD
+from schnack.xmpp.payloads.mam import QUERY as MAM_QUERY
 from schnack.xmpp.payloads.muc import Destroy
+from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element, qname
 
 from ...harness import add_user, running
@@ -366,6 +368,43 @@ async def test_a_live_message_before_the_catch_up_does_not_skip_the_archive(
     await carol.groups.send(group, "now")
     got = [await from_group(feed, group) for _ in range(2)]
     assert [(m.text, m.history) for m in got] == [("now", False), ("while you were away", True)]
+
+
+async def test_a_room_catch_up_cut_short_is_taken_up_after_a_resumption(group_server: Server, clients: list[Client],
+                                                                        tmp_path: Path) -> None:
+    """A resumed session (XEP-0198 §5) enters no group again, so the room's catch-up that the lost
+    link cut short is taken up once the link is back; a live message meanwhile moves no position
+    past what it has not read."""
+    alice = await online(group_server, clients, "alice@localhost/phone")
+    bob = await online(group_server, clients, "bob@localhost/phone", data_dir=tmp_path / "bob")
+    channel = await alice.groups.create("Lobby", encrypted=False)
+    await bob.groups.join(channel.jid)
+    await bob.close()
+    sent = await alice.groups.send(channel.jid, "while you were away", encrypted=False)
+    await alice.acknowledged(sent)
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(stanza: Stanza, _origin: object) -> None:
+        if stanza.to == channel.jid and stanza.el.find(MAM_QUERY) is not None and not release.is_set():
+            held.set()
+            await release.wait()
+
+    group_server.hooks.add("pre-iq/service", hold, priority=1000)
+    bob = make_client(group_server, "bob@localhost/phone", data_dir=tmp_path / "bob", backoff=(0.05, 0.2))
+    clients.append(bob)
+    feed = bob.groups.messages()
+    await bob.connect()
+    events = bob.events()
+    async with asyncio.timeout(WAIT):
+        await held.wait()
+    (conn,) = [c for c in group_server.connections if c.stream.session is not None and c.stream.session.jid == bob.jid]
+    conn.link.transport.abort()
+    release.set()
+    await next_of(events, lambda e: isinstance(e, Connected))
+    assert bob.sm.resumptions == 1
+    await alice.groups.send(channel.jid, "after the break", encrypted=False)
+    got = {((m := await from_group(feed, channel.jid)).text, m.history) for _ in range(2)}
+    assert got == {("while you were away", True), ("after the break", False)}
 
 
 async def test_bookmarks_and_rejoining(group_server: Server, clients: list[Client], tmp_path: Path) -> None:

@@ -23,10 +23,12 @@ entered, groups left elsewhere forgotten. Entering asks for no history (§7.2.14
 ``maxstanzas='0'``); the room's archive is read instead from where this device got to, page by
 page, de-duplicated by the room's stanza-ids (XEP-0359), so that what arrives live meanwhile is
 not shown twice (nor taken for where this device got to: the stored groups are entered at once
-and their archives read one after the other); it stops before a message that could not be decrypted for a reason that may
-pass (OMEMO not set up on this login, a lost link, the sender's keys not fetched yet, no session
-yet), which the next login reads again, for up to ``messages.RETRY_FOR`` after it was sent (the
-messages that arrive live meanwhile do not move the position past it).
+and their archives read one after the other); it stops before a message that could not be
+decrypted for a reason that may pass (OMEMO not set up on this login, a lost link, the sender's
+keys not fetched yet, no session yet), which the next login reads again, for up to
+``messages.RETRY_FOR`` after it was sent (the messages that arrive live meanwhile do not move the
+position past it). A resumed session (XEP-0198 §5) enters no group again: a catch-up that
+stopped short is taken up once it is back.
 
 A group message is encrypted to every device of every member (the owner, admin and member
 lists, §9.5 and §10.5, which members of a non-anonymous room may read, kept current from the
@@ -251,7 +253,8 @@ class _Room:
     # those of them whose next try is under way.
     pending: dict[str, _Arrived] = field(default_factory=dict)
     retrying: set[str] = field(default_factory=set)
-    # The catch-up stopped before a message it could not decrypt yet: the position stays there.
+    # The last catch-up stopped short (a lost link, a message to read again): until a catch-up
+    # gets past it, live messages leave the position where it is.
     behind: bool = False
     entering: asyncio.Future[tuple[int, ...]] | None = None
     catching_up: bool = False
@@ -320,6 +323,7 @@ class Groups:
         self._warnings: dict[JID, list[KeyWarnings]] = {}
         self._last: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._watching = False
         self._readiness = asyncio.Condition()
         messages.claim(self._claims)
         client.omemo.on_keys(self._keys_arrived)
@@ -699,6 +703,9 @@ class Groups:
             # Entered at once, their archives read one after the other: until a group's is, what
             # arrives live there must not move its position past what the archive holds for us.
             room.catching_up = True
+        if not self._watching:
+            self._watching = True
+            self._spawn(self._watch())
         entering = [(room, self._send_join(room, History(maxstanzas=0))) for room in self._rooms.values()]
         self._spawn(self._after_connect(entering))
 
@@ -714,6 +721,19 @@ class Groups:
             finally:
                 room.catching_up = False
         await self._follow_bookmarks()
+
+    async def _watch(self) -> None:
+        """Take up the catch-ups a lost link cut short once the link is back: a resumed session
+        (XEP-0198 §5) runs no steps after login. A group not ready yet is being entered after a
+        new login, which reads its archive anyway."""
+        from ..client import Connected
+
+        async for event in self.client.events():
+            if not isinstance(event, Connected):
+                continue
+            for room in list(self._rooms.values()):
+                if room.ready and room.behind and not room.catching_up:
+                    self._spawn(self._catch_up(room))
 
     async def _follow_bookmarks(self) -> None:
         """XEP-0402 §3: groups bookmarked by another app are entered, those removed forgotten."""
@@ -1123,6 +1143,7 @@ class Groups:
                 if complete:
                     break
         except (ClientError, MamError) as err:
+            room.behind = True
             log.warning("reading the archive of %s stopped: %s", room.jid, err)
         finally:
             room.catching_up = False
@@ -1169,7 +1190,6 @@ class Groups:
             check_decrypted(results, waiting, after)
         except UndecryptedYet as stopped:
             room.position = stopped.position
-            room.behind = True
             raise
         last = results[-1].id if results else fin.rsm.last
         if last is not None:
