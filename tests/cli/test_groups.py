@@ -84,22 +84,42 @@ async def test_group_failures_are_one_line(server: Server, tmp_path: Path) -> No
     lacking = one_line(await schnack(env, "group", "send", group, "secret", "-a", "alice@localhost"))
     assert lacking.startswith(f"schnack: not sent to the group {group}: bob@localhost has no OMEMO devices")
     unknown = one_line(await schnack(env, "group", "send", "Nowhere", "hi", "-a", "alice@localhost"))
-    assert unknown == "schnack: Nowhere is not a group of alice@localhost"
+    assert unknown == "schnack: no group of alice@localhost is called 'Nowhere'"
     outsider = one_line(await schnack(env, "group", "members", group, "-a", "dave@localhost"))
     assert outsider == (f"schnack: {group} is a group for its members only, and this account is not one"
                         " (registration-required)")
     bad = await schnack(env, "group", "invite", group, "not@@valid", "-a", "alice@localhost")
     assert bad.returncode == 2 and "invalid JID" in one_line(bad)
-    # A group named by an address that is none is bad usage too.
+    # Text that is no address may still be a group's name: only the bookmarks can tell.
     for command in (("send", "bad@@", "hi"), ("members", "bad@@"), ("leave", "bad@@")):
         wrong = await schnack(env, "group", *command, "-a", "alice@localhost")
-        assert (wrong.returncode, one_line(wrong)) == (2, "schnack: invalid JID 'bad@@': localpart 'bad@' contains "
-                                                          "a forbidden character (RFC 7622 §3.3.1)")
+        assert (wrong.returncode, one_line(wrong)) == (1, "schnack: no group of alice@localhost is called 'bad@@'")
     # A group's name that is no address still names it.
     named = await schnack(env, "group", "create", "Chess Club", "-a", "alice@localhost")
     assert named.returncode == 0, named.stderr
     assert (await schnack(env, "group", "members", "Chess Club", "-a", "alice@localhost")).stdout == (
         "alice@localhost\towner\n")
+
+
+async def test_a_group_named_on_another_device_is_found_in_the_bookmarks(server: Server, tmp_path: Path) -> None:
+    """A name this device's store does not know is looked up in the account's bookmarks (XEP-0402)
+    once connected: they hold the groups that the account's other devices made or entered."""
+    phone, laptop = client_env(tmp_path / "phone"), client_env(tmp_path / "laptop")
+    for env in (phone, laptop):
+        assert (await login(server, env, "alice@localhost", PASSWORD)).returncode == 0
+    made = {}
+    for name in ("Chess Club", "Work"):
+        created = await schnack(phone, "group", "create", name, "-a", "alice@localhost")
+        assert created.returncode == 0, created.stderr
+        made[name] = created.stdout.strip()
+    for name in made:
+        listed = await schnack(laptop, "group", "members", name, "-a", "alice@localhost")
+        assert (listed.returncode, listed.stdout) == (0, "alice@localhost\towner\n"), listed.stderr
+    # The laptop keeps what it found.
+    assert (await schnack(laptop, "group", "list", "-a", "alice@localhost")).stdout == "".join(
+        f"{jid}\t{name}\tprivate\n" for name, jid in sorted(made.items(), key=lambda each: each[1]))
+    missing = await schnack(laptop, "group", "members", "Go Club", "-a", "alice@localhost")
+    assert (missing.returncode, one_line(missing)) == (1, "schnack: no group of alice@localhost is called 'Go Club'")
 
 
 async def test_sending_to_a_group_that_does_not_exist_makes_none(server: Server, tmp_path: Path) -> None:

@@ -1,12 +1,12 @@
 """``schnack group``: private groups encrypted end to end (XEP-0045 rooms with OMEMO, XEP-0384).
 
 ``create NAME [MEMBER...]`` makes a private group and invites the members, ``invite``, ``remove``,
-``leave``, ``members`` and ``send`` act on one group (named by its address or its name; text that
-is neither is bad usage, exit 2, found before connecting), ``list``
-shows the account's groups from the local store. Messages are encrypted to every member's devices
-unless ``--unencrypted`` is given (for a public channel, made with ``create --channel``); ``schnack
-listen`` shows what arrives in the groups. Every failure is one line on stderr and a non-zero exit,
-as for the other client commands.
+``leave``, ``members`` and ``send`` act on one group, named by its address or by its name: a name
+this device does not know is looked up, once connected, in the account's bookmarks (XEP-0402),
+which hold the groups of its other devices. ``list`` shows the account's groups from the local
+store. Messages are encrypted to every member's devices unless ``--unencrypted`` is given (for a
+public channel, made with ``create --channel``); ``schnack listen`` shows what arrives in the
+groups. Every failure is one line on stderr and a non-zero exit, as for the other client commands.
 """
 
 from __future__ import annotations
@@ -19,24 +19,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from ..xmpp.jid import JID, JIDError
 from .client import account_option, chosen_account, client_factory, fail, parse_jid, run
 
 if TYPE_CHECKING:
     from ..client import Client
     from ..client.features.groups import Group, GroupEvent, GroupMessage
-    from ..xmpp.jid import JID
 
 T = TypeVar("T")
 
 
-def _with_client(account: str | None, work: Callable[[Client], Coroutine[Any, Any, T]],
-                 group_name: str | None = None) -> T:
-    """Connect the stored account (without announcing presence), do ``work``, close; the GROUP
-    argument ``group_name``, if given, is checked before connecting."""
-    me = chosen_account(account)
-    if group_name is not None:
-        _check_group(me, group_name)
-    make_client = client_factory(me, reconnect=False, available=False)
+def _with_client(account: str | None, work: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
+    """Connect the stored account (without announcing presence), do ``work``, close."""
+    make_client = client_factory(chosen_account(account), reconnect=False, available=False)
 
     async def session() -> T:
         client = make_client()
@@ -64,11 +59,20 @@ def _stored(account: JID) -> list[Group]:
         fail(str(err))
 
 
-def _check_group(account: JID, text: str) -> None:
-    """GROUP is a group's address or its name (as ``group list`` shows it): text that is neither
-    is bad usage, as an invalid address is for the other commands."""
-    if not any(each.name == text for each in _stored(account)):
-        parse_jid(text)
+def _with_group(account: str | None, group_name: str, work: Callable[[Client, str], Coroutine[Any, Any, T]]) -> T:
+    """As :func:`_with_client`, ``work`` getting the group that GROUP names: an address of a
+    group (with a local part), else a group's name, which may be known only to the account's
+    bookmarks and so only once connected."""
+
+    async def on_group(client: Client) -> T:
+        try:
+            local = JID.parse(group_name).local
+        except JIDError:
+            local = None
+        group = group_name if local is not None else str((await client.groups.named(group_name)).jid)
+        return await work(client, group)
+
+    return _with_client(account, on_group)
 
 
 def _members(texts: tuple[str, ...]) -> list[str]:
@@ -114,10 +118,10 @@ def invite(group_name: str, members: tuple[str, ...], account: str | None) -> No
     """Invite MEMBERS to GROUP: they become members and can read what is sent from now on."""
     invitees = _members(members)
 
-    async def work(client: Client) -> None:
-        _warnings((await client.groups.invite(group_name, invitees)).members)
+    async def work(client: Client, group: str) -> None:
+        _warnings((await client.groups.invite(group, invitees)).members)
 
-    _with_client(account, work, group_name)
+    _with_group(account, group_name, work)
     click.echo(f"invited {', '.join(invitees)}")
 
 
@@ -129,10 +133,10 @@ def remove(group_name: str, member: str, account: str | None) -> None:
     """Take MEMBER out of GROUP (admins and owners): nothing more reaches them."""
     jid = _members((member,))[0]
 
-    async def work(client: Client) -> None:
-        await client.groups.remove(group_name, jid)
+    async def work(client: Client, group: str) -> None:
+        await client.groups.remove(group, jid)
 
-    _with_client(account, work, group_name)
+    _with_group(account, group_name, work)
     click.echo(f"removed {jid}")
 
 
@@ -142,10 +146,10 @@ def remove(group_name: str, member: str, account: str | None) -> None:
 def leave(group_name: str, account: str | None) -> None:
     """Leave GROUP and forget it on every device of the account."""
 
-    async def work(client: Client) -> None:
-        await client.groups.leave(group_name)
+    async def work(client: Client, group: str) -> None:
+        await client.groups.leave(group)
 
-    _with_client(account, work, group_name)
+    _with_group(account, group_name, work)
     click.echo(f"left {group_name}")
 
 
@@ -155,10 +159,10 @@ def leave(group_name: str, account: str | None) -> None:
 def members(group_name: str, account: str | None) -> None:
     """List the members of GROUP with their affiliation."""
 
-    async def work(client: Client) -> list[Any]:
-        return await client.groups.members(group_name)
+    async def work(client: Client, group: str) -> list[Any]:
+        return await client.groups.members(group)
 
-    for member in _with_client(account, work, group_name):
+    for member in _with_group(account, group_name, work):
         click.echo(f"{member.jid}\t{member.affiliation}")
 
 
@@ -172,12 +176,12 @@ def members(group_name: str, account: str | None) -> None:
 def send(group_name: str, text: str, account: str | None, unencrypted: bool, timeout: float) -> None:
     """Send TEXT to GROUP, encrypted to every member's devices; exit 0 once the server has it."""
 
-    async def work(client: Client) -> str:
-        id = await client.groups.send(group_name, text, encrypted=not unencrypted)
+    async def work(client: Client, group: str) -> str:
+        id = await client.groups.send(group, text, encrypted=not unencrypted)
         await client.acknowledged(id, timeout=timeout)
         return id
 
-    click.echo(_with_client(account, work, group_name))
+    click.echo(_with_group(account, group_name, work))
 
 
 @group.command("list")

@@ -381,6 +381,22 @@ class Groups:
             raise GroupError(f"{len(named)} groups are called {name!r} ({addresses}); name one by its address")
         return named[0] if named else None
 
+    async def named(self, name: str) -> Group:
+        """The group called ``name``, as this device knows it or else as the account's bookmarks
+        have it (XEP-0402 §3), where its other devices keep the groups they made or entered; one
+        found there becomes a group of this device too. GroupError if no group, or several, are
+        called so."""
+        self._load()
+        if self._named(name) is None:
+            for conference in (await self._bookmarks() or {}).values():
+                if conference.name == name:
+                    self._rooms.setdefault(conference.jid.bare, self._bookmarked(conference))
+            self._save()
+        room = self._named(name)
+        if room is None:
+            raise GroupError(f"no group of {self.client.account} is called {name!r}")
+        return room.group()
+
     # Creating, inviting, leaving -------------------------------------------------------------
 
     async def service(self) -> JID:
@@ -737,13 +753,35 @@ class Groups:
 
     async def _follow_bookmarks(self) -> None:
         """XEP-0402 §3: groups bookmarked by another app are entered, those removed forgotten."""
+        marked = await self._bookmarks()
+        if marked is None:
+            return
+        for jid, room in list(self._rooms.items()):
+            if jid not in marked and not room.joined:
+                self._rooms.pop(jid)
+        for jid, conference in marked.items():
+            if jid in self._rooms:
+                continue
+            room = self._bookmarked(conference)
+            try:
+                if await self._existed(room, await self._enter(room, History(maxstanzas=0))):
+                    await self._settle(room)
+                else:
+                    log.info("the bookmarked group %s does not exist", jid)
+            except ClientError as err:
+                log.warning("could not enter the bookmarked group %s: %s", jid, err)
+        self._save()
+
+    async def _bookmarks(self) -> dict[JID, Conference] | None:
+        """XEP-0402 §3: the account's groups (bookmarks with autojoin) by address; None if the
+        bookmarks cannot be read."""
         try:
             items = await self._pep.items(self.client.account, BOOKMARKS)
         except ClientError as err:
             log.info("cannot read the bookmarks of %s: %s", self.client.account, err)
-            return
+            return None
         if items is None:
-            return
+            return None
         marked: dict[JID, Conference] = {}
         for item in items:
             if item.payload is None:
@@ -755,21 +793,10 @@ class Groups:
                 continue
             if conference.autojoin:
                 marked[conference.jid.bare] = conference
-        for jid, room in list(self._rooms.items()):
-            if jid not in marked and not room.joined:
-                self._rooms.pop(jid)
-        for jid, conference in marked.items():
-            if jid in self._rooms:
-                continue
-            room = _Room(jid, conference.name, conference.nick or self._default_nick())
-            try:
-                if await self._existed(room, await self._enter(room, History(maxstanzas=0))):
-                    await self._settle(room)
-                else:
-                    log.info("the bookmarked group %s does not exist", jid)
-            except ClientError as err:
-                log.warning("could not enter the bookmarked group %s: %s", jid, err)
-        self._save()
+        return marked
+
+    def _bookmarked(self, conference: Conference) -> _Room:
+        return _Room(conference.jid.bare, conference.name, conference.nick or self._default_nick())
 
     # Sending -----------------------------------------------------------------------------------
 
