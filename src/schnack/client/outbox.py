@@ -123,13 +123,16 @@ class Outbox:
             if not waiting:
                 self._waiters.pop(origin_id, None)
 
-    def refused(self, origin_id: str, error: XmppError) -> None:
-        """An error reply to a message we sent: it is marked failed and not sent again."""
+    def refused(self, origin_id: str, error: XmppError) -> bool:
+        """An error reply to a message we sent: it is marked failed and not sent again. True if
+        it was a stored message (one of the conversation), False if it was volatile or unknown."""
         self._volatile.pop(origin_id, None)
-        if self.store.fail(origin_id, error.condition, error.text):
-            for future in self._waiters.pop(origin_id, []):
-                if not future.done():
-                    future.set_exception(error)
+        if not self.store.fail(origin_id, error.condition, error.text):
+            return False
+        for future in self._waiters.pop(origin_id, []):
+            if not future.done():
+                future.set_exception(error)
+        return True
 
     def stop(self, reason: str) -> None:
         """The client stopped: whoever waits hears why; the messages stay stored for the next

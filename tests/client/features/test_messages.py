@@ -8,6 +8,7 @@ message carrying the condition.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,7 +21,7 @@ from schnack.xmpp.xml import element, qname, sub
 
 from ...harness import add_user
 from ...integration.wire import Wire
-from ..conftest import PASSWORD, make_client, next_of, online
+from ..conftest import PASSWORD, WAIT, make_client, next_of, online
 
 _PRESENCE = qname(ns.CLIENT, "presence")
 _MESSAGE = qname(ns.CLIENT, "message")
@@ -76,6 +77,22 @@ async def test_a_server_requiring_encryption_refuses_plaintext(live_server: Serv
     assert bounced.id == sent and bounced.type == "error"
     assert bounced.error is not None
     assert (bounced.error.condition, bounced.error.type, bounced.error.text) == ("policy-violation", "modify", REFUSAL)
+
+
+async def test_an_error_for_a_call_s_signalling_is_no_message_error(chat_server: Server, clients: list[Client]) -> None:
+    """An error reply to a call's XEP-0353 message (here: there is no such account) ends the call;
+    it is no failure of a chat message, so the message feed does not carry it."""
+    alice = await online(chat_server, clients, "alice@localhost/phone")
+    bob = await online(chat_server, clients, "bob@localhost/laptop")
+    inbox = alice.messages()
+    call = await alice.call("nobody@localhost")
+    async with asyncio.timeout(WAIT):
+        ended = await asyncio.shield(call.ended)
+    assert ended.reason.text == "nobody@localhost cannot be called: service-unavailable"
+    # Everything the bounce brought was handled before the call ended: next is bob's message.
+    await bob.send(alice.account, "after the call", encrypted=False)
+    got = await next_of(inbox)
+    assert (got.text, got.error) == ("after the call", None)
 
 
 async def test_messages_sent_while_offline_arrive_at_login(chat_server: Server, clients: list[Client]) -> None:

@@ -57,8 +57,8 @@ RETRY_FOR = timedelta(days=7)
 
 @dataclass(frozen=True)
 class Message:
-    """A message that arrived: ``text`` is its body; ``error`` is set on an error reply to one we
-    sent (its ``id`` is ours); ``stamp`` is when it was first sent if it was held back (XEP-0203)
+    """A message that arrived: ``text`` is its body; ``error`` is set on an error reply to a
+    message of the conversation we sent (its ``id`` is ours); ``stamp`` is when it was first sent if it was held back (XEP-0203)
     or, from the archive, when the server archived it.
 
     ``encrypted`` tells an OMEMO message: ``device`` is then the sending device (its fingerprint
@@ -271,12 +271,14 @@ class Messages:
                 log.exception("failed to handle what a message carries")
 
     def _error(self, item: Incoming) -> Message | None:
-        """An error reply to one of ours marks that one failed (RFC 6120 §8.3)."""
-        if item.carbon or item.history:
+        """An error reply to one of ours marks that one failed (RFC 6120 §8.3). Only one to a
+        message of the conversation is published: one to a call's signalling (XEP-0353, which
+        calls.py hears of itself), a receipt or a chat state is no message that failed."""
+        if item.carbon or item.history or item.stanza.id is None:
             return None
         error = XmppError.from_stanza(item.el)
-        if item.stanza.id is not None:
-            self.client.outbox.refused(item.stanza.id, error)
+        if not self.client.outbox.refused(item.stanza.id, error):
+            return None
         return self._message(item, None, error=error)
 
     def _record(self, item: Incoming, decrypted: _Decrypted | None) -> Message | None:
