@@ -618,6 +618,29 @@ async def test_a_public_channel_in_plaintext_with_slixmpp(tmp_path: Path, client
             await client.close()
 
 
+async def test_the_catch_up_reads_on_past_a_message_it_cannot_decrypt_yet(
+        group_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """carol's message, whose keys bob cannot fetch yet, does not hold back what came after it (on
+    later pages of the room's archive): read in the same login. The position stays before hers,
+    so that the next login reads it, once her keys can be fetched, and nothing twice."""
+    monkeypatch.setattr(groups, "PAGE", 1)
+    alice, bob, carol, group = await hidden_keys_group(group_server, clients, tmp_path)
+    await bob.close()
+    await carol.acknowledged(await carol.groups.send(group, "first"))
+    await alice.acknowledged(await alice.groups.send(group, "second"))
+    hidden, feed = await bob_again(group_server, clients, tmp_path)
+    told = await from_group(feed, group)
+    assert (told.sender, told.text) == (carol.account, None)
+    after = await from_group(feed, group)
+    assert (after.sender, after.text, after.history) == (alice.account, "second", True)
+    await hidden.close()
+    await set_key_access(carol, "open")
+    again, feed = await bob_again(group_server, clients, tmp_path)
+    got = await from_group(feed, group)
+    assert (got.sender, got.text, got.history, got.stanza_id) == (carol.account, "first", True, told.stanza_id)
+    await only_news_next(again, feed, carol, group, ["first", "second"])
+
+
 async def test_a_live_message_does_not_move_the_position_past_an_archived_one_not_decrypted_yet(
         group_server: Server, clients: list[Client], tmp_path: Path) -> None:
     """The catch-up stopped before a message it could not decrypt yet: what arrives live after it

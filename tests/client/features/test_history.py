@@ -18,10 +18,13 @@ from schnack.server.modules.mam import STORE
 from schnack.xmpp.jid import JID
 from schnack.xmpp.stanza import Stanza
 
-from ..conftest import WAIT, make_client, next_of, online
+from ...harness import add_user
+from ..conftest import PASSWORD, WAIT, make_client, next_of, online
+from ..omemo.test_schnack import set_key_access
 
 ALICE = JID.parse("alice@localhost")
 BOB = JID.parse("bob@localhost")
+CAROL = JID.parse("carol@localhost")
 
 
 async def test_a_device_offline_during_the_conversation_catches_up(
@@ -158,3 +161,46 @@ async def test_a_catch_up_cut_short_is_taken_up_after_a_resumption(chat_server: 
     caught = await next_of(inbox)
     assert (caught.text, caught.history) == ("only in the archive", True)
     assert [m.text for m in tablet.store.history(BOB)] == ["only in the archive"]
+
+
+async def test_the_catch_up_reads_on_past_a_message_it_cannot_decrypt_yet(
+        chat_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """alice's keys cannot be fetched yet (only her contacts may): her message does not hold back
+    what came after it (on later pages), which is read in the same login; the next login, once
+    her keys can be fetched, reads her message again, and nothing twice."""
+    monkeypatch.setattr(history, "PAGE", 1)
+    await add_user(chat_server, "carol", PASSWORD)
+    directory = tmp_path / "tablet"
+    tablet = await online(chat_server, clients, "bob@localhost/tablet", data_dir=directory)
+    await tablet.close()
+    # bob's phone is online, so what he gets goes to the archive and not to offline storage.
+    await online(chat_server, clients, "bob@localhost/phone")
+    alice = await online(chat_server, clients, "alice@localhost")
+    carol = await online(chat_server, clients, "carol@localhost")
+    await set_key_access(alice, "presence")
+    hidden = await alice.send(BOB, "can you read me?")
+    await alice.acknowledged(hidden)
+    for text in ("after 1", "after 2"):
+        await carol.acknowledged(await carol.send(BOB, text))
+    tablet = make_client(chat_server, "bob@localhost/tablet", data_dir=directory)
+    clients.append(tablet)
+    inbox = tablet.messages()
+    await tablet.connect()
+    told = await next_of(inbox)
+    assert (told.id, told.text) == (hidden, None) and "SenderNotFound" in (told.undecryptable or "")
+    after = [await next_of(inbox) for _ in range(2)]
+    assert [(m.sender.bare, m.text, m.history) for m in after] == [(CAROL, "after 1", True), (CAROL, "after 2", True)]
+    await tablet.caught_up(timeout=WAIT)
+    await tablet.close()
+    await set_key_access(alice, "open")
+    again = make_client(chat_server, "bob@localhost/tablet", data_dir=directory)
+    clients.append(again)
+    inbox = again.messages()
+    await again.connect()
+    got = await next_of(inbox)
+    assert (got.id, got.text, got.undecryptable, got.history) == (hidden, "can you read me?", None, True)
+    await again.caught_up(timeout=WAIT)
+    await carol.send(BOB, "news")
+    latest = await next_of(inbox)
+    assert (latest.text, latest.history) == ("news", False)
+    assert [m.text for m in again.store.history(CAROL)] == ["after 1", "after 2", "news"]

@@ -23,12 +23,13 @@ entered, groups left elsewhere forgotten. Entering asks for no history (§7.2.14
 ``maxstanzas='0'``); the room's archive is read instead from where this device got to, page by
 page, de-duplicated by the room's stanza-ids (XEP-0359), so that what arrives live meanwhile is
 not shown twice (nor taken for where this device got to: the stored groups are entered at once
-and their archives read one after the other); it stops before a message that could not be
-decrypted for a reason that may pass (OMEMO not set up on this login, a lost link, the sender's
-keys not fetched yet, no session yet), which the next login reads again, for up to
-``messages.RETRY_FOR`` after it was sent (the messages that arrive live meanwhile do not move the
-position past it). A resumed session (XEP-0198 §5) enters no group again: a catch-up that
-stopped short is taken up once it is back.
+and their archives read one after the other). A message that could not be decrypted for a
+reason that may pass (OMEMO not set up on this login, a lost link, the sender's keys not fetched
+yet, no session yet) does not hold back what came after it, but the position stays before it,
+so that the next catch-up reads it again, for up to ``messages.RETRY_FOR`` after it was sent
+(the messages that arrive live meanwhile do not move the position past it either).
+A resumed session (XEP-0198 §5) enters no group again: a catch-up that stopped short is taken
+up once it is back.
 
 A group message is encrypted to every device of every member (the owner, admin and member
 lists, §9.5 and §10.5, which members of a non-anonymous room may read, kept current from the
@@ -103,7 +104,7 @@ from ..omemo.devices import Device
 from ..omemo.errors import NoOmemoDevices, NoTrustedDevices, Undecryptable
 from ..omemo.pep import Pep
 from ..outbox import message_ids
-from .messages import Messages, UndecryptedYet, check_decrypted, parse_stamp, worth_retrying
+from .messages import Messages, first_waiting, parse_stamp, worth_retrying
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -253,8 +254,8 @@ class _Room:
     # those of them whose next try is under way.
     pending: dict[str, _Arrived] = field(default_factory=dict)
     retrying: set[str] = field(default_factory=set)
-    # The last catch-up stopped short (a lost link, a message to read again): until a catch-up
-    # gets past it, live messages leave the position where it is.
+    # The last catch-up stopped short (a lost link) or read a message it could not decrypt yet:
+    # the position stays where it was, and live messages leave it there, until a catch-up gets past.
     behind: bool = False
     entering: asyncio.Future[tuple[int, ...]] | None = None
     catching_up: bool = False
@@ -1127,7 +1128,7 @@ class Groups:
                 self._resume(room)
 
     def _resume(self, room: _Room) -> None:
-        """Take up a catch-up that stopped before a message it could not decrypt yet."""
+        """Read the archive again from before a message the catch-up could not decrypt yet."""
         if room.joined and not room.catching_up and self._reading:
             self._spawn(self._catch_up(room))
 
@@ -1211,15 +1212,15 @@ class Groups:
             self._deliver(_Arrived(room, el, nick, _archived_sender(el) or room.occupants.get(nick or ""),
                                    result.id, result.forwarded.stamp, history=True))
         await self.settled()
-        waiting = room.undecrypted | room.pending.keys()
+        waiting = first_waiting(results, room.undecrypted | room.pending.keys(), after)
         room.undecrypted.clear()
-        try:
-            check_decrypted(results, waiting, after)
-        except UndecryptedYet as stopped:
-            room.position = stopped.position
-            raise
+        if waiting is not None and not room.behind:
+            # Read on past it, but the position stays before it for the next catch-up.
+            log.info("%s", waiting)
+            room.position = waiting.position
+            room.behind = True
         last = results[-1].id if results else fin.rsm.last
-        if last is not None:
+        if last is not None and not room.behind:
             room.position = last
         return fin.complete or not results or last == after, last if last is not None else after
 

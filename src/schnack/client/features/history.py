@@ -7,10 +7,12 @@ time with XEP-0059 ``<after/>`` (§4.3.2) until the server says the result is co
 page goes through the same ordered pipeline as live messages (messages.py), flagged as history:
 what this device already has (it arrived live meanwhile, as a carbon or from offline storage) is
 dropped by its XEP-0359 ids before it is decrypted, the rest is decrypted, stored and published
-as history. Where the catch-up got to is saved after each page, once the page is stored; it
-stops before a message that could not be decrypted for a reason that may pass (OMEMO not set
-up on this login, a lost link, the sender's keys not fetched yet, no session yet), which the
-next login reads again, for up to ``messages.RETRY_FOR`` after it was sent. If the
+as history. Where the catch-up got to is saved after each page, once the page is stored, but
+never past a message that could not be decrypted for a reason that may pass (OMEMO not set up
+on this login, a lost link, the sender's keys not fetched yet, no session yet): the catch-up
+reads on past it, and what came after it is stored and published, but the next login reads
+again from just before it, for up to ``messages.RETRY_FOR`` after it was sent, and skips what is
+stored by then (by its stanza-id, so that nothing is shown twice). If the
 server no longer has that message (§4.3.2 ``item-not-found``: expired from the archive), the
 catch-up starts again from the time bound. A catch-up cut short by a lost link is taken up
 again when the link is back, also when the session was resumed.
@@ -40,7 +42,7 @@ from ...xmpp.payloads.rsm import ResultSet
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname
 from ..errors import ClientError, XmppError
-from .messages import Incoming, Messages, UndecryptedYet, check_decrypted
+from .messages import Incoming, Messages, UndecryptedYet, first_waiting
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -64,8 +66,11 @@ class History:
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
-        # Why the last catch-up stopped short, if it did.
+        # Why the last catch-up stopped short or left a message to read again, if it did.
         self.problem: str | None = None
+        # The first message of this catch-up that could not be decrypted yet: no position past it
+        # is saved.
+        self._waiting: UndecryptedYet | None = None
         if not enabled:
             self._done.set()
             return
@@ -138,6 +143,7 @@ class History:
     async def _catch_up(self) -> None:
         store = self.client.store
         position = store.archive_position()
+        self._waiting = None
         try:
             while True:
                 try:
@@ -150,7 +156,9 @@ class History:
                     continue
                 if complete:
                     break
-            self.problem = None
+            self.problem = str(self._waiting) if self._waiting is not None else None
+            if self.problem is not None:
+                log.info("caught up from the archive of %s: %s", self.client.account, self.problem)
         except (ClientError, MamError) as err:
             self.problem = str(err) or type(err).__name__
             log.warning("catching up from the archive of %s stopped: %s", self.client.account, self.problem)
@@ -185,14 +193,13 @@ class History:
             self._messages.deliver(Incoming(stanza, sender, outgoing=outgoing, history=True,
                                             stamp=result.forwarded.stamp, stanza_id=result.id))
         await self._messages.settled()
-        try:
-            check_decrypted(results, self._messages.undecrypted, after)
-        except UndecryptedYet as stopped:
-            if stopped.position is not None and stopped.position != after:
-                self.client.store.save_archive_position(stopped.position)
-            raise
+        waiting = first_waiting(results, self._messages.undecrypted, after)
+        if self._waiting is None and waiting is not None:
+            self._waiting = waiting
+            if waiting.position is not None and waiting.position != after:
+                self.client.store.save_archive_position(waiting.position)
         last = results[-1].id if results else fin.rsm.last
-        if last is not None and last != after:
+        if self._waiting is None and last is not None and last != after:
             self.client.store.save_archive_position(last)
         # No progress means nothing more to fetch, whatever the server says.
         return fin.complete or not results or last == after, last if last is not None else after

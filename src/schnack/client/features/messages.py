@@ -156,7 +156,7 @@ class Messages:
         self._decorators: list[Decorator] = []
         self._claims: list[Callable[[Stanza], bool]] = []
         # The archive ids of messages from the archive that could not be decrypted for a reason
-        # that may pass: history.py does not catch up past them, so the next login tries again.
+        # that may pass: history.py saves no position past them, so the next login tries again.
         self.undecrypted: set[str] = set()
         client.on_message(self._received)
 
@@ -365,20 +365,22 @@ def worth_retrying(err: Undecryptable, stamp: datetime | None) -> bool:
     return not err.lasting and (stamp is None or datetime.now(UTC) - stamp < RETRY_FOR)
 
 
-def check_decrypted(results: Sequence[Result], undecrypted: set[str], after: str | None) -> None:
-    """XEP-0313 catch-up, after a page of ``results`` that came after ``after``: raises
-    :class:`UndecryptedYet` with the position just before the first of them that could not be
-    decrypted for a reason that may pass (its archive id in ``undecrypted``), so that the
-    catch-up stops there and the next login reads that message again rather than losing it."""
+def first_waiting(results: Sequence[Result], undecrypted: set[str], after: str | None) -> UndecryptedYet | None:
+    """XEP-0313 catch-up, after a page of ``results`` that came after ``after``: the first of them
+    that could not be decrypted for a reason that may pass (its archive id in ``undecrypted``),
+    with the position just before it, None if there is none. The catch-up goes on past it, but
+    saves no position beyond that one, so that the next login reads that message again rather
+    than losing it (and skips what came after it, stored by then)."""
     failed = next((i for i, result in enumerate(results) if result.id in undecrypted), None)
     undecrypted.clear()
-    if failed is not None:
-        raise UndecryptedYet(results[failed - 1].id if failed > 0 else after, results[failed].id)
+    if failed is None:
+        return None
+    return UndecryptedYet(results[failed - 1].id if failed > 0 else after, results[failed].id)
 
 
 class UndecryptedYet(ClientError):
-    """A catch-up stopped before a message it could not decrypt yet: ``position`` is the last
-    archive id it may count as read."""
+    """A catch-up read a message it could not decrypt yet: ``position`` is the last archive id it
+    may count as read."""
 
     def __init__(self, position: str | None, stanza_id: str) -> None:
         super().__init__(f"message {stanza_id} of the archive could not be decrypted yet; the next login reads it again")
