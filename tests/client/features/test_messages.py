@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from schnack.client import Client, EncryptionRequired
+from schnack.client.features import messages
 from schnack.server.app import Server
 from schnack.server.modules.e2e import REFUSAL
 from schnack.xmpp import ns
@@ -22,6 +24,7 @@ from schnack.xmpp.xml import element, qname, sub
 from ...harness import add_user
 from ...integration.wire import Wire
 from ..conftest import PASSWORD, WAIT, make_client, next_of, online
+from ..omemo.test_schnack import set_key_access
 
 _PRESENCE = qname(ns.CLIENT, "presence")
 _MESSAGE = qname(ns.CLIENT, "message")
@@ -133,3 +136,58 @@ async def test_a_stanza_id_nested_in_a_message_does_not_make_it_a_copy(chat_serv
     await alice.acknowledged(await alice.send(bob.jid, "third", encrypted=False))
     assert [(await next_of(inbox)).text for _ in range(2)] == ["second", "third"]
     assert [m.text for m in bob.store.history(alice.account)] == ["first", "second", "third"]
+
+
+async def test_a_live_message_is_read_once_the_sender_s_keys_can_be_fetched(
+        chat_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """Messages that arrive while their sender's keys cannot be fetched (only her contacts may)
+    are told as undecryptable, kept, and read as soon as the keys can be: in the order they came,
+    in their place in the conversation, and only once, also at the next login."""
+    bob = await online(chat_server, clients, "bob@localhost", data_dir=tmp_path / "bob")
+    alice = await online(chat_server, clients, "alice@localhost")
+    await set_key_access(alice, "presence")
+    inbox = bob.messages()
+    told = []
+    for text in ("first", "second"):
+        sent = await alice.send("bob@localhost", text)
+        got = await next_of(inbox)
+        assert (got.id, got.text) == (sent, None) and "SenderNotFound" in (got.undecryptable or "")
+        told.append(got)
+    await set_key_access(alice, "open")
+    await bob.omemo.devices("alice@localhost")
+    late = [await next_of(inbox) for _ in told]
+    assert [(m.id, m.text, m.undecryptable, m.history) for m in late] == [
+        (told[0].id, "first", None, True), (told[1].id, "second", None, True)]
+    assert all(m.stamp is not None for m in late)
+    await alice.send("bob@localhost", "third")
+    latest = await next_of(inbox)
+    assert (latest.text, latest.history) == ("third", False)
+    await bob.close()
+    again = make_client(chat_server, "bob@localhost", data_dir=tmp_path / "bob")
+    clients.append(again)
+    inbox = again.messages()
+    await again.connect()
+    await again.caught_up()
+    await alice.send("bob@localhost", "fourth")
+    latest = await next_of(inbox)
+    assert (latest.text, latest.history) == ("fourth", False)
+    assert [m.text for m in again.store.history(alice.account)] == ["first", "second", "third", "fourth"]
+
+
+async def test_only_so_many_live_messages_wait_to_be_decrypted(
+        chat_server: Server, clients: list[Client], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond messages.PENDING of them, the oldest is given up: not tried again."""
+    monkeypatch.setattr(messages, "PENDING", 1)
+    bob = await online(chat_server, clients, "bob@localhost")
+    alice = await online(chat_server, clients, "alice@localhost")
+    await set_key_access(alice, "presence")
+    inbox = bob.messages()
+    for text in ("given up", "kept"):
+        await alice.send("bob@localhost", text)
+        assert (await next_of(inbox)).text is None
+    await set_key_access(alice, "open")
+    await bob.omemo.devices("alice@localhost")
+    assert (await next_of(inbox)).text == "kept"
+    await alice.send("bob@localhost", "news")
+    assert (await next_of(inbox)).text == "news"
+    assert [m.text for m in bob.store.history(alice.account)] == ["kept", "news"]

@@ -14,14 +14,24 @@ copy of an OMEMO message would not decrypt again; a new one is stored, then publ
 features that read what else a message carries (receipts, markers, chat states) see every
 message after that, and those that add to what we send (a receipt request, a chat state) add it
 to every message sent.
+
+A message that arrived live (or as a carbon copy) and could not be decrypted for a reason that
+may pass (its sender's keys not fetched yet, no session yet, OMEMO not set up, a lost link) is
+published as undecryptable and kept, up to :data:`PENDING` of them: it is tried again when its
+sender's device lists are fetched or updated (``Omemo.on_keys``) and when another message of
+theirs was decrypted (which may have built the session it needs), in the order they came, for up
+to :data:`RETRY_FOR`. Once decrypted it is stored with the time it came and published as a late
+arrival (``history``), so that it shows in its place; what else it carries was read when it
+came. The next login drops what is still kept: the archive catch-up (history.py) reads it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
@@ -53,6 +63,8 @@ _DELAY = qname(ns.DELAY, "delay")
 # How long after it was sent a message that could not be decrypted for a reason that may pass is
 # still tried again: one whose sender's keys never come (an account deleted) is given up then.
 RETRY_FOR = timedelta(days=7)
+# Live messages kept to be decrypted again; beyond that the oldest is given up.
+PENDING = 50
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,8 @@ class Message:
     message whose text is now ``text``. ``outgoing`` marks a message this account sent from
     another device (a carbon copy, or from the archive): ``sender`` is then that device and
     ``to`` the contact. ``history`` marks one caught up from the server's archive after a
-    login: not news, but a part of the conversation this device had missed.
+    login, or decrypted only after later ones (``stamp`` is then when it came): not news, but a
+    part of the conversation this device had missed.
     """
 
     sender: JID
@@ -158,7 +171,18 @@ class Messages:
         # The archive ids of messages from the archive that could not be decrypted for a reason
         # that may pass: history.py saves no position past them, so the next login tries again.
         self.undecrypted: set[str] = set()
+        # Live messages that could not be decrypted yet, in the order they came, and those of them
+        # whose next try is under way.
+        self._pending: dict[int, _Kept] = {}
+        self._retrying: set[int] = set()
+        self._numbers = itertools.count()
+        client.omemo.on_keys(self._retry)
+        client.on_connect(self._on_connect)
         client.on_message(self._received)
+
+    async def _on_connect(self) -> None:
+        # A new login: the catch-up reads from the archive what is still kept.
+        self._pending.clear()
 
     def on_incoming(self, reader: Reader) -> None:
         """Show ``reader`` every message that arrives, in order, once it is stored."""
@@ -221,7 +245,10 @@ class Messages:
         if self._last is None and not self.client.omemo.carries(item.el):
             self._handle(item, None)
             return
-        task = asyncio.create_task(self._handle_after(self._last, item))
+        self._in_turn(item)
+
+    def _in_turn(self, item: Incoming, kept: int | None = None) -> None:
+        task = asyncio.create_task(self._handle_after(self._last, item, kept))
         self._last = task
         task.add_done_callback(self._done)
 
@@ -230,23 +257,70 @@ class Messages:
         while self._last is not None:
             await asyncio.wait([self._last])
 
-    async def _handle_after(self, previous: asyncio.Task[None] | None, item: Incoming) -> None:
+    async def _handle_after(self, previous: asyncio.Task[None] | None, item: Incoming, kept: int | None) -> None:
+        """Handle ``item`` once ``previous`` is done; ``kept`` numbers another try at a live message
+        that could not be decrypted yet."""
         if previous is not None:
             await asyncio.wait([previous])
-        decrypted: _Decrypted | None = None
-        if item.stanza.type != "error" and self.client.omemo.carries(item.el) and not self._is_copy(item):
-            # Our own messages are encrypted by our devices, theirs by the contact's.
-            sender = self.client.account if item.outgoing else item.sender
-            try:
-                result = await self.client.omemo.decrypt(sender, item.el)
-            except Undecryptable as err:
-                log.warning("could not decrypt a message from %s: %s", item.sender, err)
-                decrypted = _Decrypted(None, None, str(err))
-                if item.history and item.stanza_id is not None and worth_retrying(err, item.stamp):
-                    self.undecrypted.add(item.stanza_id)
-            else:
-                decrypted = _Decrypted(result.text, result.device, None)
-        self._handle(item, decrypted)
+        try:
+            if kept is None:
+                self._handle(item, await self._decrypt(item, None))
+            elif kept in self._pending:
+                await self._handle_late(item, kept)
+        finally:
+            if kept is not None:
+                self._retrying.discard(kept)
+
+    async def _decrypt(self, item: Incoming, kept: int | None) -> _Decrypted | None:
+        if item.stanza.type == "error" or not self.client.omemo.carries(item.el) or self._is_copy(item):
+            return None
+        # Our own messages are encrypted by our devices, theirs by the contact's.
+        sender = self.client.account if item.outgoing else item.sender
+        try:
+            result = await self.client.omemo.decrypt(sender, item.el)
+        except Undecryptable as err:
+            again = worth_retrying(err, item.stamp)
+            if kept is not None:
+                if not again:
+                    self._pending.pop(kept, None)
+                return None
+            log.warning("could not decrypt a message from %s: %s", item.sender, err)
+            if again and item.history and item.stanza_id is not None:
+                self.undecrypted.add(item.stanza_id)
+            elif again and not item.history:
+                self._keep(item, sender.bare)
+            return _Decrypted(None, None, str(err))
+        # A session this message built may be the one an earlier message needs.
+        self._retry(sender.bare)
+        return _Decrypted(result.text, result.device, None)
+
+    async def _handle_late(self, item: Incoming, kept: int) -> None:
+        """Another try at a live message that could not be decrypted yet; what else it carries
+        was read when it came."""
+        decrypted = await self._decrypt(item, kept)
+        if decrypted is None and not self._is_copy(item):
+            return  # not yet, or given up
+        # Decrypted, or stored meanwhile (the catch-up read it from the archive).
+        self._pending.pop(kept, None)
+        new = self._record(item, decrypted) if decrypted is not None else None
+        if new is not None:
+            self.feed.publish(new)
+
+    def _keep(self, item: Incoming, sender: JID) -> None:
+        """A live message from ``sender`` (bare) that could not be decrypted for a reason that may
+        pass: kept to be tried again. Beyond :data:`PENDING` of them the oldest is given up."""
+        self._pending[next(self._numbers)] = _Kept(item, sender, datetime.now(UTC))
+        while len(self._pending) > PENDING:
+            oldest = self._pending.pop(next(iter(self._pending)))
+            log.warning("giving up a message from %s that could not be decrypted", oldest.item.sender)
+
+    def _retry(self, sender: JID) -> None:
+        """Try again the live messages of ``sender`` (bare) that could not be decrypted yet, in the
+        order they came: as late arrivals (``history``) with the time they came."""
+        for number, kept in list(self._pending.items()):
+            if kept.sender == sender and number not in self._retrying:
+                self._retrying.add(number)
+                self._in_turn(replace(kept.item, history=True, stamp=kept.item.stamp or kept.received), number)
 
     def _is_copy(self, item: Incoming) -> bool:
         peer = item.peer
@@ -349,6 +423,15 @@ class Messages:
             self._last = None
         if not task.cancelled() and task.exception() is not None:
             log.error("failed to handle a message", exc_info=task.exception())
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A live message that could not be decrypted yet, whose keys it needs, and when it came."""
+
+    item: Incoming
+    sender: JID
+    received: datetime
 
 
 @dataclass(frozen=True)
