@@ -221,6 +221,81 @@ async def test_a_signal_written_during_a_reconnect_reaches_the_peer(devices: Dev
         await proxy.stop()
 
 
+async def cut_off(client: Client, proxy: Proxy) -> None:
+    """The link of ``client`` (through ``proxy``) drops and stays down until the test lets the
+    proxy take connections again; returns once the client noticed."""
+    events = client.events()
+    proxy.refusing = True
+    proxy.cut()
+    async with asyncio.timeout(WAIT):
+        await anext(aiter(events))
+
+
+async def hear_and_hang_up(listener: Call, speaker: Call) -> None:
+    """The call connects on both sides, ``listener`` hears a second of the speaker's audio, and
+    the speaker hangs up."""
+    await listener.wait_connected(WAIT)
+    await speaker.wait_connected(WAIT)
+    assert listener.media is not None
+    async with asyncio.timeout(WAIT):
+        await listener.media.sink.heard(1.0)
+    await speaker.hangup()
+    assert await ended(listener) == "success"
+
+
+@pytest.mark.parametrize("link", ["down", "dead"])
+async def test_a_call_answered_while_the_link_is_down_goes_through_once_it_is_back(
+    tmp_path: Path, devices: Devices, link: str
+) -> None:
+    """A phone loses its link while it rings and the user answers: the answer is taken at once,
+    and the call is set up once the link is back (the STUN/TURN credentials of XEP-0215 are
+    fetched then, not before the answer). The link is known to be down, or dead without the
+    client knowing yet: what it writes then is lost, and the client notices only later."""
+    host, port = devices.server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    try:
+        alice = await devices.login("alice@localhost/laptop")
+        phone = await devices.login("bob@localhost/phone", via=proxy)
+        ringing = asyncio.ensure_future(rings(phone))
+        await asyncio.sleep(0)
+        call = await alice.call("bob@localhost", source=write_tone(tmp_path / "alice.wav", 440, 3.0))
+        incoming = await ringing
+        async with asyncio.timeout(WAIT):
+            await call.ringing.wait()
+        if link == "down":
+            await cut_off(phone, proxy)
+        else:
+            proxy.swallowing = True
+        answered = await incoming.answer(sink=tmp_path / "bob-heard.wav")
+        assert answered.state is State.PROCEEDED
+        if link == "dead":
+            await cut_off(phone, proxy)
+            proxy.swallowing = False
+        proxy.refusing = False
+        await hear_and_hang_up(answered, call)
+    finally:
+        await proxy.stop()
+
+
+async def test_a_call_placed_while_the_link_is_down_rings_once_it_is_back(tmp_path: Path, devices: Devices) -> None:
+    """Calling while the link is down: the call is placed at once, its proposal goes out once
+    the link is back, and it is answered and set up as any other."""
+    host, port = devices.server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    try:
+        alice = await devices.login("alice@localhost/laptop", via=proxy)
+        phone = await devices.login("bob@localhost/phone")
+        ringing = asyncio.ensure_future(rings(phone))
+        await cut_off(alice, proxy)
+        call = await alice.call("bob@localhost", sink=tmp_path / "alice-heard.wav")
+        assert call.state is State.PROPOSED and not alice.connected
+        proxy.refusing = False
+        answered = await (await ringing).answer(source=write_tone(tmp_path / "bob.wav", 1000, 3.0))
+        await hear_and_hang_up(call, answered)
+    finally:
+        await proxy.stop()
+
+
 async def test_crossed_proposals_leave_the_one_with_the_lower_id(devices: Devices) -> None:
     """Alice and bob call each other at once: the proposal with the lower session id rings on,
     the other is given up on both sides with reason expired (XEP-0353 §4.1)."""

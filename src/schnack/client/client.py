@@ -224,6 +224,11 @@ class Client:
         return self._closed
 
     @property
+    def stopped(self) -> bool:
+        """Whether the client will not connect again: closed, or disconnected for good."""
+        return self._closed or self._gone is not None
+
+    @property
     def connected(self) -> bool:
         """Whether the link is up and the login steps are done."""
         return self._up.is_set() and self._link is not None and self._gone is None

@@ -211,6 +211,18 @@ def test_session_not_set_up_in_time() -> None:
     assert sent == ["session-initiate", "session-terminate"]
 
 
+def test_an_answer_written_while_the_link_is_down_waits_as_long_as_the_call_rings() -> None:
+    """The proceed may leave as late as the ring timer runs out (the caller gives up then), and
+    the session gets its setup time after that."""
+    net = Network((ALICE, BOB_PHONE), now=100.0)
+    net.call(now=100.0)
+    phone = net.calls[BOB_PHONE]
+    assert phone.deadline == 160.0
+    phone.proceed(110.0, link_down=True)
+    assert phone.deadline == 190.0
+    assert phone.on_timeout(189.0) == [] and not phone.ended
+
+
 def proceeded() -> tuple[Network, CallSession, CallSession]:
     net = Network((ALICE, BOB_PHONE))
     caller = net.call()

@@ -19,8 +19,10 @@ peer's session-terminate comes first.
 
 The link to the server may drop and come back during a call. The JMI messages go through the
 outbox's volatile path (:meth:`~..outbox.Outbox.send_volatile`): written while the link is down,
-a ``<proceed/>``, ``<reject/>`` or ``<finish/>`` goes out once it is back, so the peer does not
-ring on or talk into the void. A Jingle IQ cannot wait like that, since it needs its answer: it
+a ``<propose/>``, ``<proceed/>``, ``<reject/>`` or ``<finish/>`` goes out once it is back, so the
+peer does not ring on or talk into the void. Placing or answering a call therefore does not wait
+for the link: the STUN and TURN of XEP-0215 are asked for alongside, and only the media waits
+for them. A Jingle IQ cannot wait like that, since it needs its answer: it
 waits for the link as every request does (:meth:`~..client.Client.iq`), and a session-initiate
 or session-accept that got no answer ends the call with connectivity-error (and a finish the
 peer gets once we are back); a lost transport-info or description-info leaves the call as it is.
@@ -48,7 +50,7 @@ from ...xmpp.payloads.jingle import JINGLE, Reason, jingle_error
 from ...xmpp.payloads.jingle_ice import Candidate
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, sub
-from ..errors import ClientError, XmppError
+from ..errors import ClientError, NotConnected, RequestTimeout, XmppError
 from ..features.carbons import unwrap
 from ..feed import Feed, Subscription
 from .session import (
@@ -79,6 +81,9 @@ log = logging.getLogger(__name__)
 # How long the peer's session-terminate may take after the media closed by itself, before the
 # call ends as lost (the peer's hang-up closes DTLS before its terminate crosses the servers).
 MEDIA_LOST_GRACE = 5.0
+
+# The pause before STUN and TURN are asked for again after the link failed the request.
+SERVICES_RETRY = 1.0
 
 # How a call ends locally when the client closes under it.
 CLIENT_CLOSED = Reason("connectivity-error", "the client was closed")
@@ -127,6 +132,10 @@ class Call:
         self._seal_for: int | None = None
         # Our description as sent, the base of a description-info.
         self._local: RtpContents | None = None
+        # Our server's STUN and TURN (XEP-0215), asked for as the call is placed or answered and
+        # waited for only when the media is made.
+        self.services: tuple[Service, ...] = ()
+        self._fetching: asyncio.Task[tuple[Service, ...]] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._lost: asyncio.TimerHandle | None = None
         # The ids of our JMI messages, to tell an error bounced for one of them (RFC 6120 §8.3).
@@ -250,12 +259,23 @@ class Call:
             error = StanzaError("remote-server-timeout", str(err))
         self.step(self.session.on_iq_response(iq_id, error))
 
+    def fetch_services(self) -> None:
+        """Ask for our server's STUN and TURN now, without waiting: the link may be down while
+        the call is placed or answered, and only the media needs them."""
+        self._fetching = asyncio.ensure_future(self._calls.fetch_services())
+
+    async def _services_known(self) -> bool:
+        """Wait for the STUN and TURN asked for; False if the call ended meanwhile."""
+        if self._fetching is not None and self.media is None:
+            self.services = await self._fetching
+        return not self.session.ended
+
     def _media(self) -> MediaSession:
         if self.media is None:
             from .media import DATA_SAVER, NORMAL, MediaSession
 
             o = self.options
-            self.media = MediaSession(services=self._calls.services, relay_only=o.relay_only,
+            self.media = MediaSession(services=self.services, relay_only=o.relay_only,
                                       profile=DATA_SAVER if o.data_saver else NORMAL, source=o.source, sink=o.sink,
                                       on_candidate=self._local_candidate)  # fmt: skip
             self.media.pc.on("connectionstatechange", self._media_state)
@@ -283,6 +303,8 @@ class Call:
         self.step(self.session.hang_up(Reason("connectivity-error", "the media connection was lost")))
 
     async def _offer(self) -> None:
+        if not await self._services_known():
+            return
         try:
             offer = await self._media().offer()
         except Exception as err:
@@ -322,6 +344,8 @@ class Call:
         except VerificationFailed as err:
             log.warning("call %s: %s", self.sid, err)
             self.step(self.session.hang_up(Reason("security-error", str(err))))
+            return
+        if not await self._services_known():
             return
         try:
             if self.session.role == "responder":
@@ -386,6 +410,9 @@ class Call:
             if timer is not None:
                 timer.cancel()
         self._timer = self._lost = None
+        # A request for STUN and TURN may wait for a link that does not come back.
+        if self._fetching is not None:
+            self._fetching.cancel()
 
     async def _end(self, event: Ended) -> None:
         self._cancel_timers()
@@ -408,14 +435,24 @@ class IncomingCall:
 
     async def answer(self, *, data_saver: bool = False, source: Path | Iterator[bytes] | None = None,
                      sink: Path | WavSink | None = None, relay_only: bool = False) -> Call:
-        """XEP-0353 §3.3: take the call on this device; the session follows from the caller."""
+        """XEP-0353 §3.3: take the call on this device; the session follows from the caller.
+
+        The answer is taken also while the link to the server is down: the ``<proceed/>`` goes
+        out once it is back, and the call waits for the session as long as it would have rung.
+        :class:`CallFailed` if the call is over (the caller gave up, another device took it)."""
+        call = self.call
+        self._check_ringing()
+        call.options = MediaOptions(data_saver, source, sink, relay_only)
+        device = await call._calls.omemo_device()
+        self._check_ringing()
+        call.fetch_services()
+        client = call._calls.client
+        call.step(call.session.proceed(asyncio.get_running_loop().time(), device, link_down=not client.connected))
+        return call
+
+    def _check_ringing(self) -> None:
         if self.call.session.ended:
             raise CallFailed("the call is over", (self.call.ended.result().reason if self.call.ended.done() else None))
-        await self.call._calls.refresh_services()
-        self.call.options = MediaOptions(data_saver, source, sink, relay_only)
-        device = await self.call._calls.omemo_device()
-        self.call.step(self.call.session.proceed(asyncio.get_running_loop().time(), device))
-        return self.call
 
     async def reject(self) -> None:
         """XEP-0353 §3.5: decline the call (the caller and our other devices stop ringing)."""
@@ -446,7 +483,6 @@ class Calls:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.services: tuple[Service, ...] = ()
         self.incoming: Feed[IncomingCall] = Feed(backlog=0)
         self._calls: dict[str, Call] = {}
         client.on_message(self._on_message)
@@ -456,17 +492,26 @@ class Calls:
         if self._calls.get(call.sid) is call:
             del self._calls[call.sid]
 
-    async def refresh_services(self) -> None:
+    async def fetch_services(self) -> tuple[Service, ...]:
         """XEP-0215 §3.1: STUN and TURN from our server, fresh credentials each call; none if
-        the server offers none."""
-        request = element(_IQ, {"type": "get", "to": str(self.client.account.domain)},
-                          children=(Services().to_xml(),))  # fmt: skip
-        try:
-            reply = await self.client.iq(request)
-            self.services = Services.from_xml(reply[0]).services if len(reply) else ()
-        except (XmppError, ExtdiscoError, IndexError) as err:
-            log.debug("no external services: %s", err)
-            self.services = ()
+        the server offers none. A request the link's loss cut short is made again once the link
+        is back, for as long as the client runs (the call cancels it when it ends)."""
+        while True:
+            request = element(_IQ, {"type": "get", "to": str(self.client.account.domain)},
+                              children=(Services().to_xml(),))  # fmt: skip
+            try:
+                reply = await self.client.iq(request)
+                return Services.from_xml(reply[0]).services if len(reply) else ()
+            except (NotConnected, RequestTimeout) as err:
+                if self.client.stopped:
+                    return ()
+                log.debug("asking for external services again: %s", err)
+                # The request mostly waits for the link itself; this pause only keeps a link that
+                # is closing (and refuses at once) from being asked in a busy loop.
+                await asyncio.sleep(SERVICES_RETRY)
+            except (XmppError, ExtdiscoError) as err:
+                log.debug("no external services: %s", err)
+                return ()
 
     async def omemo_device(self) -> int | None:
         """Our legacy OMEMO device, which vouches for our DTLS fingerprint in a verified call
@@ -483,12 +528,13 @@ class Calls:
             return None
 
     async def call(self, to: JID, options: MediaOptions, ring_timeout: float = RING_TIMEOUT) -> Call:
-        """XEP-0353 §3.1: propose an audio call to every device of ``to``."""
-        await self.refresh_services()
+        """XEP-0353 §3.1: propose an audio call to every device of ``to``; while the link to
+        the server is down, the proposal goes out once it is back."""
         now = asyncio.get_running_loop().time()
         session, step = CallSession.outgoing(secrets.token_hex(12), self.client.jid, to.bare, now, ring_timeout=ring_timeout)
         call = Call(self, session)
         call.options = options
+        call.fetch_services()
         self._calls[session.sid] = call
         call.step(step)
         return call

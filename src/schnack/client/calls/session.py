@@ -217,12 +217,15 @@ class CallSession:
         self.state = State.RINGING
         return [SendMessage(self.peer, JingleMessage("ringing", self.sid))]
 
-    def proceed(self, now: float, device: int | None = None) -> Step:
+    def proceed(self, now: float, device: int | None = None, link_down: bool = False) -> Step:
         """Callee, §3.3: take the call on this device; ``device`` names the OMEMO device that
-        will vouch for the DTLS fingerprint."""
+        will vouch for the DTLS fingerprint. With ``link_down`` the ``<proceed/>`` waits for the
+        link to the server, which may come back as late as the call would have rung: the session
+        may then take the usual setup time after that."""
         self._expect("responder", State.PROPOSED, State.RINGING)
         self.state = State.PROCEEDED
-        self.deadline = now + self.setup_timeout
+        left = max(now, self.deadline or now) if link_down else now
+        self.deadline = left + self.setup_timeout
         return [SendMessage(self.peer, JingleMessage("proceed", self.sid, device=device))]
 
     def initiate(self, offer: RtpContents, now: float) -> Step:
