@@ -231,6 +231,20 @@ async def cut_off(client: Client, proxy: Proxy) -> None:
         await anext(aiter(events))
 
 
+async def ringing_through(devices: Devices, proxy: Proxy, **options: Any) -> tuple[Client, Call, IncomingCall]:
+    """Alice (laptop) calls bob, whose phone reaches the server through ``proxy``, and it rings:
+    the phone's client, alice's call and what rings on the phone."""
+    alice = await devices.login("alice@localhost/laptop")
+    phone = await devices.login("bob@localhost/phone", via=proxy)
+    ringing = asyncio.ensure_future(rings(phone))
+    await asyncio.sleep(0)
+    call = await alice.call("bob@localhost", **options)
+    incoming = await ringing
+    async with asyncio.timeout(WAIT):
+        await call.ringing.wait()
+    return phone, call, incoming
+
+
 async def hear_and_hang_up(listener: Call, speaker: Call) -> None:
     """The call connects on both sides, ``listener`` hears a second of the speaker's audio, and
     the speaker hangs up."""
@@ -254,14 +268,7 @@ async def test_a_call_answered_while_the_link_is_down_goes_through_once_it_is_ba
     host, port = devices.server.bound["c2s"][0]
     proxy = await Proxy(host, port).start()
     try:
-        alice = await devices.login("alice@localhost/laptop")
-        phone = await devices.login("bob@localhost/phone", via=proxy)
-        ringing = asyncio.ensure_future(rings(phone))
-        await asyncio.sleep(0)
-        call = await alice.call("bob@localhost", source=write_tone(tmp_path / "alice.wav", 440, 3.0))
-        incoming = await ringing
-        async with asyncio.timeout(WAIT):
-            await call.ringing.wait()
+        phone, call, incoming = await ringing_through(devices, proxy, source=write_tone(tmp_path / "alice.wav", 440, 3.0))
         if link == "down":
             await cut_off(phone, proxy)
         else:
@@ -292,6 +299,27 @@ async def test_a_call_placed_while_the_link_is_down_rings_once_it_is_back(tmp_pa
         proxy.refusing = False
         answered = await (await ringing).answer(source=write_tone(tmp_path / "bob.wav", 1000, 3.0))
         await hear_and_hang_up(call, answered)
+    finally:
+        await proxy.stop()
+
+
+async def test_an_answer_to_a_call_given_up_while_the_link_was_down_fails_once_it_is_back(
+    tmp_path: Path, devices: Devices
+) -> None:
+    """The caller hangs up while the callee's link is down, and the callee answers: once the link
+    is back and the session resumed, the retract it held (with a XEP-0203 delay) fails the
+    answer with the caller's reason instead of leaving it to wait for a session that never comes."""
+    host, port = devices.server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    try:
+        phone, call, incoming = await ringing_through(devices, proxy)
+        await cut_off(phone, proxy)
+        await call.hangup()
+        answered = await incoming.answer()
+        proxy.refusing = False
+        with pytest.raises(CallFailed, match="the caller hung up"):
+            await answered.wait_connected(WAIT)
+        assert phone.sm.resumptions == 1
     finally:
         await proxy.stop()
 

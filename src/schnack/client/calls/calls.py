@@ -553,8 +553,7 @@ class Calls:
             call.stop()
 
     def _on_message(self, el: Element) -> None:
-        if el.find(_DELAY) is not None:
-            return  # an old proposal from offline storage or the archive rings no more
+        delayed = el.find(_DELAY) is not None
         try:
             stanza = Stanza.parse(el)
         except StanzaError:
@@ -568,8 +567,7 @@ class Calls:
             if carbon is None:
                 return
             el = carbon.message
-            if el.find(_DELAY) is not None:
-                return
+            delayed = delayed or el.find(_DELAY) is not None
             try:
                 sender = JID.parse(el.get("from") or "")
             except ValueError:
@@ -583,8 +581,12 @@ class Calls:
         call = self._calls.get(found.id)
         now = asyncio.get_running_loop().time()
         if call is not None:
+            # Delayed or not: a retract or finish held for us while our link was down (XEP-0203
+            # stamps what a resumed session or offline storage hands over) still ends the call.
             call.step(call.session.on_message(sender, found, now))
             return
+        if delayed:
+            return  # an old proposal from offline storage or the archive rings no more
         if found.kind != "propose" or sender.bare == self.client.account or "audio" not in found.media:
             return
         session, step = CallSession.incoming(self.client.jid, sender, found, now)
