@@ -23,6 +23,7 @@ from schnack.client.calls.protection import protected
 from schnack.client.calls.session import State
 from schnack.client.errors import XmppError
 from schnack.server.app import Server
+from schnack.server.sessions import Session
 from schnack.xmpp import ns
 from schnack.xmpp.payloads.jingle import NS as JINGLE_NS
 from schnack.xmpp.payloads.jingle import Jingle
@@ -303,25 +304,44 @@ async def test_a_call_placed_while_the_link_is_down_rings_once_it_is_back(tmp_pa
         await proxy.stop()
 
 
+@pytest.mark.parametrize("resumed", [True, False], ids=["resumed", "new-session"])
 async def test_an_answer_to_a_call_given_up_while_the_link_was_down_fails_once_it_is_back(
-    tmp_path: Path, devices: Devices
+    tmp_path: Path, resumed: bool
 ) -> None:
     """The caller hangs up while the callee's link is down, and the callee answers: once the link
-    is back and the session resumed, the retract it held (with a XEP-0203 delay) fails the
-    answer with the caller's reason instead of leaving it to wait for a session that never comes."""
-    host, port = devices.server.bound["c2s"][0]
-    proxy = await Proxy(host, port).start()
-    try:
-        phone, call, incoming = await ringing_through(devices, proxy)
-        await cut_off(phone, proxy)
-        await call.hangup()
-        answered = await incoming.answer()
-        proxy.refusing = False
-        with pytest.raises(CallFailed, match="the caller hung up"):
-            await answered.wait_connected(WAIT)
-        assert phone.sm.resumptions == 1
-    finally:
-        await proxy.stop()
+    is back, the retract held for it (with a XEP-0203 delay: handed over by the resumed session,
+    or from offline storage to a new one once the old one's hibernation ended) fails the answer
+    with the caller's reason instead of leaving it to wait for a session that never comes."""
+    modules = {} if resumed else {"sm": {"resume_timeout": 1}}
+    async with running(tmp_path, listen=True, modules=modules) as server:
+        for user in ("alice", "bob"):
+            await add_user(server, user, PASSWORD)
+        devices = Devices(server)
+        host, port = server.bound["c2s"][0]
+        proxy = await Proxy(host, port).start()
+        try:
+            phone, call, incoming = await ringing_through(devices, proxy)
+            hibernating = server.sessions.get(phone.jid)
+            gone = asyncio.Event()
+
+            async def closed(session: Session) -> None:
+                if session is hibernating:
+                    gone.set()
+
+            server.hooks.add("session-closed", closed)
+            await cut_off(phone, proxy)
+            await call.hangup()
+            if not resumed:
+                async with asyncio.timeout(WAIT):
+                    await gone.wait()
+            answered = await incoming.answer()
+            proxy.refusing = False
+            with pytest.raises(CallFailed, match="the caller hung up"):
+                await answered.wait_connected(WAIT)
+            assert phone.sm.resumptions == (1 if resumed else 0)
+        finally:
+            await proxy.stop()
+            await devices.close()
 
 
 async def test_crossed_proposals_leave_the_one_with_the_lower_id(devices: Devices) -> None:

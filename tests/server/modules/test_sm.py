@@ -547,6 +547,21 @@ async def test_only_messages_with_content_are_kept(server: Server) -> None:
     assert [el.get("id") for el in got] == ["enc", "normal"]
 
 
+async def test_a_message_its_sender_asked_to_store_is_kept(server: Server) -> None:
+    """XEP-0334 §4: a message with a <store/> hint and no body, as call signalling is (XEP-0353
+    §3: a caller's retract for a phone whose link dropped while it rang), goes to offline
+    storage when the session ends."""
+    alice = await login(server, "alice@localhost/phone")
+    bob, _ = await sm_login(server, "bob@localhost/phone")
+    retract = "<retract xmlns='urn:xmpp:jingle-message:0' id='call-1'/>"
+    await alice.send(f"<message to='bob@localhost/phone' type='chat' id='jmi'>{retract}<store xmlns='urn:xmpp:hints'/></message>")
+    assert len(bob.take()) == 1
+    bob.stream.on_close()
+    await bob.stream.connection_lost()
+    got = await comes_online(server, "bob@localhost/laptop")
+    assert [el.get("id") for el in got] == ["jmi"]
+
+
 async def test_iq_to_a_session_that_ends_is_answered_with_an_error(tmp_path: Path) -> None:
     async with running(tmp_path, modules=options(resume_timeout=1)) as server:
         alice = await login(server, "alice@localhost/phone")

@@ -43,14 +43,15 @@ End: when a session with stream management ends (hibernation over, the stream cl
 the resource bound anew), ``session-closed`` is fired as for any session (so unavailable
 presence goes out then, not when hibernation starts), and the stanzas the client did not
 acknowledge are handled as not delivered (§4), as RFC 6121 §8.5 handles stanzas for a resource
-that is gone: a chat or normal message with a body or an end-to-end encrypted payload goes to
-offline storage (event ``message/offline``, whose store stamps it with a delay), unless another
-resource of the account on this node already has it, or holds it unacknowledged and so answers
-for it itself (sessions on other nodes of a cluster are not known here: offline storage keeps one
-copy of a message that nodes hand it twice, by its stanza-id); when storage refuses it, the
-sender gets the error. An IQ get or set gets
-service-unavailable to its sender (RFC 6121 §8.5.3.2.3). Presence, IQ results and other
-messages (errors, headlines, groupchat, carbon copies) are dropped.
+that is gone: a chat or normal message with a body, an end-to-end encrypted payload or a
+XEP-0334 ``<store/>`` hint (call signalling, XEP-0353) goes to offline storage (event
+``message/offline``, whose store stamps it with a delay), unless another resource of the
+account on this node already has it, or holds it unacknowledged and so answers for it itself
+(sessions on other nodes of a cluster are not known here: offline storage keeps one copy of a
+message that nodes hand it twice, by its stanza-id); when storage refuses it, the sender gets
+the error. An IQ get or set gets service-unavailable to its sender (RFC 6121 §8.5.3.2.3).
+Presence, IQ results and other messages (errors, headlines, groupchat, carbon copies) are
+dropped.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ _IQ = qname(ns.CLIENT, "iq")
 _PRESENCE = qname(ns.CLIENT, "presence")
 _STANZAS = frozenset({_MESSAGE, _IQ, _PRESENCE})
 _BODY = qname(ns.CLIENT, "body")
+_STORE = qname("urn:xmpp:hints", "store")
 _NOT_KEPT = frozenset({"error", "groupchat", "headline"})
 _DELAY = qname(ns.DELAY, "delay")
 # How many ended sessions' SM-IDs are remembered, to tell a late resumption how far it got.
@@ -208,10 +210,11 @@ class _Hibernation:
 
 def _precious(el: Element) -> bool:
     """Whether an undelivered message must reach the account another way: a chat or normal
-    message with content (a body or an end-to-end encrypted payload)."""
+    message with content (a body or an end-to-end encrypted payload), or one its sender asked
+    to be stored (XEP-0334 §4 ``<store/>``, as call signalling does, XEP-0353 §3)."""
     if el.tag != _MESSAGE or el.get("type") in _NOT_KEPT:
         return False
-    return any(child.tag == _BODY or child.tag in ENCRYPTED for child in el)
+    return any(child.tag in (_BODY, _STORE) or child.tag in ENCRYPTED for child in el)
 
 
 def _stamped(el: Element, queued_at: float, host: str) -> Element:
