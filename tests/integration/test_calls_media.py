@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from xml.etree.ElementTree import Element
 
 import aioice.ice
 import pytest
@@ -25,8 +26,11 @@ from schnack.client.errors import XmppError
 from schnack.server.app import Server
 from schnack.server.sessions import Session
 from schnack.xmpp import ns
+from schnack.xmpp.payloads import jmi
 from schnack.xmpp.payloads.jingle import NS as JINGLE_NS
 from schnack.xmpp.payloads.jingle import Jingle
+from schnack.xmpp.payloads.jingle_rtp import RtpDescription
+from schnack.xmpp.payloads.jmi import JingleMessage
 from schnack.xmpp.xml import element, qname
 
 from ..client.calls.audio import dominant, loud_part, read_wav, write_tone
@@ -47,11 +51,16 @@ class Devices:
 
     async def login(self, jid: str, via: Proxy | None = None) -> Client:
         """A client of ``jid``, connected directly or through ``via`` (reconnecting quickly)."""
+        client = self.client(jid, via)
+        await client.connect()
+        return client
+
+    def client(self, jid: str, via: Proxy | None = None) -> Client:
+        """The client :meth:`login` connects."""
         host, port = self.server.bound["c2s"][0]
         if via is not None:
             host, port = "127.0.0.1", via.port
         client = Client(jid, PASSWORD, host=host, port=port, direct_tls=False, verify=False, backoff=(0.05, 0.5))
-        await client.connect()
         self.clients.append(client)
         return client
 
@@ -302,6 +311,72 @@ async def test_a_call_placed_while_the_link_is_down_rings_once_it_is_back(tmp_pa
         await hear_and_hang_up(call, answered)
     finally:
         await proxy.stop()
+
+
+async def test_a_call_proposed_while_the_callees_link_is_down_rings_once_it_is_back(
+    tmp_path: Path, devices: Devices
+) -> None:
+    """The phone's link is down as the call comes: the proposal waits in the hibernating session
+    and comes with the resumption, with a XEP-0203 delay; the caller still rings, so the phone
+    rings too, and the call is answered as any other."""
+    host, port = devices.server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    try:
+        alice = await devices.login("alice@localhost/laptop")
+        phone = await devices.login("bob@localhost/phone", via=proxy)
+        ringing = asyncio.ensure_future(rings(phone))
+        queued = asyncio.Event()
+
+        async def held(_session: Session, el: Element) -> None:
+            if el.find(qname(jmi.NS, "propose")) is not None:
+                queued.set()
+
+        devices.server.hooks.add("sm/hibernating-stanza", held)
+        await phone.roster()  # a round trip: the server has taken the phone's initial presence
+        await cut_off(phone, proxy)
+        call = await alice.call("bob@localhost", source=write_tone(tmp_path / "alice.wav", 440, 3.0))
+        async with asyncio.timeout(WAIT):
+            await queued.wait()
+        proxy.refusing = False
+        answered = await (await ringing).answer(sink=tmp_path / "bob-heard.wav")
+        await hear_and_hang_up(answered, call)
+        assert phone.sm.resumptions == 1
+    finally:
+        await proxy.stop()
+
+
+async def test_a_proposal_older_than_the_ring_time_rings_no_more(devices: Devices) -> None:
+    """A proposal whose XEP-0203 stamp says it was sent longer ago than a call rings (from
+    offline storage after a long absence) is dropped; the next, live, one rings."""
+    alice = await devices.login("alice@localhost/laptop")
+    phone = await devices.login("bob@localhost/phone")
+    ringing = asyncio.ensure_future(rings(phone))
+    await asyncio.sleep(0)
+    old = element(qname(ns.CLIENT, "message"), {"to": str(phone.jid), "type": "chat"},
+                  children=(JingleMessage("propose", "old-call", (RtpDescription("audio"),)).to_xml(),
+                            element(qname(ns.DELAY, "delay"), {"stamp": "2026-01-01T00:00:00Z"})))  # fmt: skip
+    await alice.send_element(old)
+    call = await alice.call("bob@localhost")
+    assert (await ringing).call.sid == call.sid
+    await call.hangup()
+
+
+async def test_a_proposal_from_offline_storage_that_was_retracted_does_not_ring(devices: Devices) -> None:
+    """A call to a phone that is off, which the caller gave up: proposal and retract wait in
+    offline storage, and the phone, logging in within the ring time, does not ring for it (the
+    retract comes before the proposal may ring); the next, live, call rings."""
+    alice = await devices.login("alice@localhost/laptop")
+    given_up = await alice.call("bob@localhost", ring_timeout=1.0)
+    assert await ended(given_up) == "timeout"
+    phone = devices.client("bob@localhost/phone")
+    calls = phone.incoming_calls()
+    await phone.connect()
+    await phone.roster()  # a round trip: the phone has read what waited for it
+    call = await alice.call("bob@localhost")
+    async with asyncio.timeout(WAIT):
+        first = await anext(calls)
+    assert first.call.sid == call.sid
+    await call.hangup()
 
 
 @pytest.mark.parametrize("resumed", [True, False], ids=["resumed", "new-session"])

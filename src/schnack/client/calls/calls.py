@@ -36,6 +36,7 @@ import logging
 import secrets
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
@@ -46,6 +47,7 @@ from ...xmpp.jid import JID
 from ...xmpp.payloads import jmi
 from ...xmpp.payloads.carbons import RECEIVED, SENT
 from ...xmpp.payloads.extdisco import ExtdiscoError, Service, Services
+from ...xmpp.payloads.forward import ForwardError, parse_stamp
 from ...xmpp.payloads.jingle import JINGLE, Reason, jingle_error
 from ...xmpp.payloads.jingle_ice import Candidate
 from ...xmpp.stanza import Stanza
@@ -91,6 +93,7 @@ CLIENT_CLOSED = Reason("connectivity-error", "the client was closed")
 _MESSAGE = qname(ns.CLIENT, "message")
 _IQ = qname(ns.CLIENT, "iq")
 _DELAY = qname(ns.DELAY, "delay")
+_PING = qname(ns.PING, "ping")
 
 
 class CallFailed(ClientError):
@@ -459,6 +462,20 @@ class IncomingCall:
         await self.call.hangup()
 
 
+def _waited(stamps: list[Element]) -> float:
+    """How long ago a message was first sent, by the oldest of its XEP-0203 delay stamps: 0 for
+    one without (it comes live), as long as a call rings for one whose stamp does not parse. A
+    proposal held while our link was down (by the resumed session or offline storage) still
+    rings for what is left of the caller's ring time."""
+    if not stamps:
+        return 0.0
+    try:
+        first = min(parse_stamp(d.get("stamp") or "") for d in stamps)
+    except ForwardError:
+        return RING_TIMEOUT
+    return max(0.0, (datetime.now(UTC) - first).total_seconds())
+
+
 def describe(ended: Ended) -> str:
     """Why a call ended, in a sentence."""
     condition = ended.reason.condition
@@ -553,7 +570,7 @@ class Calls:
             call.stop()
 
     def _on_message(self, el: Element) -> None:
-        delayed = el.find(_DELAY) is not None
+        stamps = el.findall(_DELAY)
         try:
             stanza = Stanza.parse(el)
         except StanzaError:
@@ -567,7 +584,7 @@ class Calls:
             if carbon is None:
                 return
             el = carbon.message
-            delayed = delayed or el.find(_DELAY) is not None
+            stamps += el.findall(_DELAY)
             try:
                 sender = JID.parse(el.get("from") or "")
             except ValueError:
@@ -581,22 +598,39 @@ class Calls:
         call = self._calls.get(found.id)
         now = asyncio.get_running_loop().time()
         if call is not None:
-            # Delayed or not: a retract or finish held for us while our link was down (XEP-0203
+            # However old: a retract or finish held for us while our link was down (XEP-0203
             # stamps what a resumed session or offline storage hands over) still ends the call.
             call.step(call.session.on_message(sender, found, now))
             return
-        if delayed:
+        waited = _waited(stamps)
+        if waited >= RING_TIMEOUT:
             return  # an old proposal from offline storage or the archive rings no more
         if found.kind != "propose" or sender.bare == self.client.account or "audio" not in found.media:
             return
-        session, step = CallSession.incoming(self.client.jid, sender, found, now)
+        session, step = CallSession.incoming(self.client.jid, sender, found, now, ring_timeout=RING_TIMEOUT - waited)
         incoming = Call(self, session)
         self._calls[session.sid] = incoming
         incoming.step(step)
+        if stamps:
+            incoming._spawn(self._ring_when_caught_up(incoming))
+        else:
+            self._ring(incoming)
+
+    def _ring(self, incoming: Call) -> None:
         if self._crossed(incoming):
             return
-        incoming.step(session.ring())
+        incoming.step(incoming.session.ring())
         self.incoming.publish(IncomingCall(incoming))
+
+    async def _ring_when_caught_up(self, incoming: Call) -> None:
+        """A proposal held for us while our link was down rings only once what was held with it
+        has arrived: the caller's retract, if it gave up, comes before the answer to a ping
+        (XEP-0199), since the server hands over what it held in order and first."""
+        ping = element(_IQ, {"type": "get", "to": str(self.client.account.domain)}, children=(element(_PING),))
+        with contextlib.suppress(ClientError):
+            await self.client.iq(ping)
+        if not incoming.session.ended:
+            self._ring(incoming)
 
     def _crossed(self, incoming: Call) -> bool:
         """XEP-0353 §4.1: a proposal from someone we are proposing a call to ourselves. The
