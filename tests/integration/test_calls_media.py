@@ -49,18 +49,19 @@ class Devices:
         self.server = server
         self.clients: list[Client] = []
 
-    async def login(self, jid: str, via: Proxy | None = None) -> Client:
+    async def login(self, jid: str, via: Proxy | None = None, timeout: float = 30.0) -> Client:
         """A client of ``jid``, connected directly or through ``via`` (reconnecting quickly)."""
-        client = self.client(jid, via)
+        client = self.client(jid, via, timeout)
         await client.connect()
         return client
 
-    def client(self, jid: str, via: Proxy | None = None) -> Client:
+    def client(self, jid: str, via: Proxy | None = None, timeout: float = 30.0) -> Client:
         """The client :meth:`login` connects."""
         host, port = self.server.bound["c2s"][0]
         if via is not None:
             host, port = "127.0.0.1", via.port
-        client = Client(jid, PASSWORD, host=host, port=port, direct_tls=False, verify=False, backoff=(0.05, 0.5))
+        client = Client(jid, PASSWORD, host=host, port=port, direct_tls=False, verify=False, backoff=(0.05, 0.5),
+                        timeout=timeout)  # fmt: skip
         self.clients.append(client)
         return client
 
@@ -417,6 +418,31 @@ async def test_an_answer_to_a_call_given_up_while_the_link_was_down_fails_once_i
         finally:
             await proxy.stop()
             await devices.close()
+
+
+@pytest.mark.parametrize("then", ["link back", "closed"])
+async def test_hanging_up_while_the_link_is_down_does_not_wait_for_it(tmp_path: Path, devices: Devices, then: str) -> None:
+    """Hanging up returns the call's statistics at once, though the link is down and the
+    session-terminate waits for it (as long as the client waits for any request); the peer
+    hears of it once the link is back, and closing the client first stops the request."""
+    host, port = devices.server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    try:
+        alice = await devices.login("alice@localhost/laptop")
+        phone = await devices.login("bob@localhost/phone", via=proxy, timeout=10 * WAIT)
+        call, answered = await talk(tmp_path, alice, (phone,))
+        await cut_off(phone, proxy)
+        async with asyncio.timeout(WAIT):
+            stats = await answered.hangup()
+        assert stats is not None and stats.bytes_received > 0
+        if then == "closed":
+            await phone.close()
+            assert not phone._calls.requests
+        else:
+            proxy.refusing = False
+            assert await ended(call) == "success"
+    finally:
+        await proxy.stop()
 
 
 async def test_crossed_proposals_leave_the_one_with_the_lower_id(devices: Devices) -> None:

@@ -217,7 +217,7 @@ class Call:
                 self.message_ids.add(self._calls.client.outbox.send_volatile(message))
             elif isinstance(item, SendIq):
                 iq = element(_IQ, {"type": "set", "to": str(item.to), "id": item.id}, children=(item.jingle.to_xml(),))
-                self._spawn(self._iq(iq, item.id))
+                self._spawn(self._iq(iq, item.id), self._calls.requests)
             elif isinstance(item, Reply):
                 continue  # answered by the IQ handler
             elif isinstance(item, Ringing):
@@ -247,10 +247,11 @@ class Call:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_at(deadline, lambda: self.step(self.session.on_timeout(loop.time())))
 
-    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+    def _spawn(self, work: Coroutine[object, object, None], tasks: set[asyncio.Task[None]] | None = None) -> None:
+        into = self._tasks if tasks is None else tasks
         task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        into.add(task)
+        task.add_done_callback(into.discard)
 
     async def _iq(self, iq: Element, iq_id: str) -> None:
         error: StanzaError | None = None
@@ -502,6 +503,10 @@ class Calls:
         self.client = client
         self.incoming: Feed[IncomingCall] = Feed(backlog=0)
         self._calls: dict[str, Call] = {}
+        # The Jingle requests of our calls waiting for their answers, which the end of a call
+        # does not wait for: a session-terminate written while the link is down waits for it as
+        # long as the client waits for any request. The client's closing stops them.
+        self.requests: set[asyncio.Task[None]] = set()
         client.on_message(self._on_message)
         client.handle_iq("set", JINGLE, self._on_jingle)
 
@@ -557,9 +562,9 @@ class Calls:
         return call
 
     async def hangup_all(self) -> None:
-        """End our calls as the client closes, and stop their timers and tasks; a call only
-        ringing here falls silent and goes on ringing on the other devices, since rejecting it
-        would stop them too (XEP-0353 §3.5)."""
+        """End our calls as the client closes, and stop their timers, tasks and requests; a call
+        only ringing here falls silent and goes on ringing on the other devices, since rejecting
+        it would stop them too (XEP-0353 §3.5)."""
         for call in list(self._calls.values()):
             if call.session.role == "responder" and call.state in (State.PROPOSED, State.RINGING):
                 call.step(call.session.fall_silent(CLIENT_CLOSED))
@@ -568,6 +573,8 @@ class Calls:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(call.wait_ended(), 5)
             call.stop()
+        for request in self.requests:
+            request.cancel()
 
     def _on_message(self, el: Element) -> None:
         stamps = el.findall(_DELAY)
