@@ -105,6 +105,7 @@ from ..omemo.errors import NoOmemoDevices, NoTrustedDevices, Undecryptable
 from ..omemo.pep import Pep
 from ..outbox import message_ids
 from .messages import Messages, first_waiting, parse_stamp, worth_retrying
+from .waiting import Waiting
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -250,10 +251,8 @@ class _Room:
     # The newest archive id of a message that arrived live: the position, once nothing before
     # it waits to be decrypted.
     latest: str | None = None
-    # Live messages that could not be decrypted yet, by archive id, in the order they came, and
-    # those of them whose next try is under way.
-    pending: dict[str, _Arrived] = field(default_factory=dict)
-    retrying: set[str] = field(default_factory=set)
+    # Live messages that could not be decrypted yet, by archive id, in the order they came.
+    pending: Waiting[str, _Arrived] = field(default_factory=Waiting)
     # The last catch-up stopped short (a lost link) or read a message it could not decrypt yet:
     # the position stays where it was, and live messages leave it there, until a catch-up gets past.
     behind: bool = False
@@ -1013,7 +1012,7 @@ class Groups:
             await self._handle(arrived)
         finally:
             if arrived.retry and arrived.stanza_id is not None:
-                arrived.room.retrying.discard(arrived.stanza_id)
+                arrived.room.pending.tried(arrived.stanza_id)
 
     async def _handle(self, arrived: _Arrived) -> None:
         el = arrived.el
@@ -1040,7 +1039,7 @@ class Groups:
                             arrived.room.undecrypted.add(arrived.stanza_id)
                             arrived.room.seen.pop(arrived.stanza_id, None)
                         else:
-                            self._keep(arrived, arrived.stanza_id)
+                            self._keep(arrived, arrived.stanza_id, arrived.sender)
             if text is None and undecryptable is None:
                 # An empty OMEMO message: keys only, perhaps the session an earlier message needs.
                 self._stop_waiting(arrived)
@@ -1071,22 +1070,19 @@ class Groups:
 
     # Decrypting again --------------------------------------------------------------------------
 
-    def _keep(self, arrived: _Arrived, stanza_id: str) -> None:
+    def _keep(self, arrived: _Arrived, stanza_id: str, sender: JID) -> None:
         """A live message that could not be decrypted for a reason that may pass: kept to be tried
         again, and the position held before it, so that the next login reads it from the archive
         if no try here succeeds. Beyond :data:`_PENDING` of them the oldest is given up."""
         room = arrived.room
-        room.pending[stanza_id] = arrived
-        while len(room.pending) > _PENDING:
-            oldest = room.pending[next(iter(room.pending))]
+        for _ in room.pending.keep(stanza_id, sender, arrived, _PENDING):
             log.warning("giving up a message of %s that could not be decrypted", room.jid)
-            self._stop_waiting(oldest)
         self._advance(room)
 
     def _stop_waiting(self, arrived: _Arrived) -> None:
         """``arrived`` waits no longer: decrypted, or never to be."""
         room = arrived.room
-        if arrived.stanza_id is None or room.pending.pop(arrived.stanza_id, None) is None:
+        if arrived.stanza_id is None or not room.pending.drop(arrived.stanza_id):
             return
         if not room.pending and room.behind:
             self._resume(room)
@@ -1097,7 +1093,7 @@ class Groups:
         waits to be decrypted; not while the catch-up is under way or stopped short."""
         if room.catching_up or room.behind:
             return
-        first = next(iter(room.pending.values()), None)
+        first = room.pending.first()
         if first is None:
             position = room.latest if room.latest is not None else room.position
         elif first.placed:
@@ -1114,11 +1110,8 @@ class Groups:
         if sender is None:
             return
         for room in self._rooms.values():
-            for stanza_id, arrived in list(room.pending.items()):
-                if arrived.sender == sender and stanza_id not in room.retrying:
-                    room.retrying.add(stanza_id)
-                    self._deliver(replace(arrived, stamp=arrived.stamp or arrived.received, history=True,
-                                          retry=True))
+            for _, arrived in room.pending.due(sender):
+                self._deliver(replace(arrived, stamp=arrived.stamp or arrived.received, history=True, retry=True))
 
     def _keys_arrived(self, jid: JID) -> None:
         """Someone's OMEMO keys were fetched: what they sent may be read now."""

@@ -50,6 +50,7 @@ from ..omemo.devices import Device
 from ..omemo.errors import Undecryptable
 from ..outbox import message_ids
 from .carbons import unwrap
+from .waiting import Waiting
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -171,10 +172,8 @@ class Messages:
         # The archive ids of messages from the archive that could not be decrypted for a reason
         # that may pass: history.py saves no position past them, so the next login tries again.
         self.undecrypted: set[str] = set()
-        # Live messages that could not be decrypted yet, in the order they came, and those of them
-        # whose next try is under way.
-        self._pending: dict[int, _Kept] = {}
-        self._retrying: set[int] = set()
+        # Live messages that could not be decrypted yet, as late arrivals, by the order they came.
+        self._pending: Waiting[int, Incoming] = Waiting()
         self._numbers = itertools.count()
         client.omemo.on_keys(self._retry)
         client.on_connect(self._on_connect)
@@ -269,7 +268,7 @@ class Messages:
                 await self._handle_late(item, kept)
         finally:
             if kept is not None:
-                self._retrying.discard(kept)
+                self._pending.tried(kept)
 
     async def _decrypt(self, item: Incoming, kept: int | None) -> _Decrypted | None:
         if item.stanza.type == "error" or not self.client.omemo.carries(item.el) or self._is_copy(item):
@@ -282,7 +281,7 @@ class Messages:
             again = worth_retrying(err, item.stamp)
             if kept is not None:
                 if not again:
-                    self._pending.pop(kept, None)
+                    self._pending.drop(kept)
                 return None
             log.warning("could not decrypt a message from %s: %s", item.sender, err)
             if again and item.history and item.stanza_id is not None:
@@ -301,7 +300,7 @@ class Messages:
         if decrypted is None and not self._is_copy(item):
             return  # not yet, or given up
         # Decrypted, or stored meanwhile (the catch-up read it from the archive).
-        self._pending.pop(kept, None)
+        self._pending.drop(kept)
         new = self._record(item, decrypted) if decrypted is not None else None
         if new is not None:
             self.feed.publish(new)
@@ -309,18 +308,15 @@ class Messages:
     def _keep(self, item: Incoming, sender: JID) -> None:
         """A live message from ``sender`` (bare) that could not be decrypted for a reason that may
         pass: kept to be tried again. Beyond :data:`PENDING` of them the oldest is given up."""
-        self._pending[next(self._numbers)] = _Kept(item, sender, datetime.now(UTC))
-        while len(self._pending) > PENDING:
-            oldest = self._pending.pop(next(iter(self._pending)))
-            log.warning("giving up a message from %s that could not be decrypted", oldest.item.sender)
+        late = replace(item, history=True, stamp=item.stamp or datetime.now(UTC))
+        for oldest in self._pending.keep(next(self._numbers), sender, late, PENDING):
+            log.warning("giving up a message from %s that could not be decrypted", oldest.sender)
 
     def _retry(self, sender: JID) -> None:
         """Try again the live messages of ``sender`` (bare) that could not be decrypted yet, in the
         order they came: as late arrivals (``history``) with the time they came."""
-        for number, kept in list(self._pending.items()):
-            if kept.sender == sender and number not in self._retrying:
-                self._retrying.add(number)
-                self._in_turn(replace(kept.item, history=True, stamp=kept.item.stamp or kept.received), number)
+        for number, late in self._pending.due(sender):
+            self._in_turn(late, number)
 
     def _is_copy(self, item: Incoming) -> bool:
         peer = item.peer
@@ -423,15 +419,6 @@ class Messages:
             self._last = None
         if not task.cancelled() and task.exception() is not None:
             log.error("failed to handle a message", exc_info=task.exception())
-
-
-@dataclass(frozen=True)
-class _Kept:
-    """A live message that could not be decrypted yet, whose keys it needs, and when it came."""
-
-    item: Incoming
-    sender: JID
-    received: datetime
 
 
 @dataclass(frozen=True)
