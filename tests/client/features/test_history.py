@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from schnack.client import Client, Connected
+from schnack.client import Client, Connected, Message
 from schnack.client.features import history
 from schnack.server.app import Server
 from schnack.server.modules.mam import STORE
@@ -163,31 +164,42 @@ async def test_a_catch_up_cut_short_is_taken_up_after_a_resumption(chat_server: 
     assert [m.text for m in tablet.store.history(BOB)] == ["only in the archive"]
 
 
+async def while_alice_hides_her_keys(server: Server, clients: list[Client], directory: Path, after: list[str]
+                                    ) -> tuple[Client, Client, Client, AsyncIterator[Message], str]:
+    """bob's tablet (state in ``directory``) is away while alice, her keys hidden from him (only
+    her contacts may fetch them), sends him a message, and carol then sends ``after``; the tablet
+    logs in and is told alice's message cannot be decrypted. alice, carol, the tablet, its
+    messages, and the id of alice's message."""
+    await add_user(server, "carol", PASSWORD)
+    tablet = await online(server, clients, "bob@localhost/tablet", data_dir=directory)
+    await tablet.close()
+    # bob's phone is online, so what he gets goes to the archive and not to offline storage.
+    await online(server, clients, "bob@localhost/phone")
+    alice = await online(server, clients, "alice@localhost")
+    carol = await online(server, clients, "carol@localhost")
+    await set_key_access(alice, "presence")
+    hidden = await alice.send(BOB, "can you read me?")
+    await alice.acknowledged(hidden)
+    for text in after:
+        await carol.acknowledged(await carol.send(BOB, text))
+    tablet = make_client(server, "bob@localhost/tablet", data_dir=directory)
+    clients.append(tablet)
+    inbox = tablet.messages()
+    await tablet.connect()
+    told = await next_of(inbox)
+    assert (told.id, told.text) == (hidden, None) and "SenderNotFound" in (told.undecryptable or "")
+    return alice, carol, tablet, inbox, hidden
+
+
 async def test_the_catch_up_reads_on_past_a_message_it_cannot_decrypt_yet(
         chat_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """alice's keys cannot be fetched yet (only her contacts may): her message does not hold back
     what came after it (on later pages), which is read in the same login; the next login, once
     her keys can be fetched, reads her message again, and nothing twice."""
     monkeypatch.setattr(history, "PAGE", 1)
-    await add_user(chat_server, "carol", PASSWORD)
     directory = tmp_path / "tablet"
-    tablet = await online(chat_server, clients, "bob@localhost/tablet", data_dir=directory)
-    await tablet.close()
-    # bob's phone is online, so what he gets goes to the archive and not to offline storage.
-    await online(chat_server, clients, "bob@localhost/phone")
-    alice = await online(chat_server, clients, "alice@localhost")
-    carol = await online(chat_server, clients, "carol@localhost")
-    await set_key_access(alice, "presence")
-    hidden = await alice.send(BOB, "can you read me?")
-    await alice.acknowledged(hidden)
-    for text in ("after 1", "after 2"):
-        await carol.acknowledged(await carol.send(BOB, text))
-    tablet = make_client(chat_server, "bob@localhost/tablet", data_dir=directory)
-    clients.append(tablet)
-    inbox = tablet.messages()
-    await tablet.connect()
-    told = await next_of(inbox)
-    assert (told.id, told.text) == (hidden, None) and "SenderNotFound" in (told.undecryptable or "")
+    alice, carol, tablet, inbox, hidden = await while_alice_hides_her_keys(
+        chat_server, clients, directory, ["after 1", "after 2"])
     after = [await next_of(inbox) for _ in range(2)]
     assert [(m.sender.bare, m.text, m.history) for m in after] == [(CAROL, "after 1", True), (CAROL, "after 2", True)]
     await tablet.caught_up(timeout=WAIT)
@@ -204,3 +216,25 @@ async def test_the_catch_up_reads_on_past_a_message_it_cannot_decrypt_yet(
     latest = await next_of(inbox)
     assert (latest.text, latest.history) == ("news", False)
     assert [m.text for m in again.store.history(CAROL)] == ["after 1", "after 2", "news"]
+
+
+async def test_a_message_not_decrypted_yet_is_read_in_the_same_login_once_the_keys_come(
+        chat_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """alice's keys cannot be fetched at first (only her contacts may), so her archived message
+    waits; once they can be and are fetched, it is read in the same login, in its place and
+    once, and what came after it is not shown again."""
+    alice, carol, tablet, inbox, hidden = await while_alice_hides_her_keys(
+        chat_server, clients, tmp_path / "tablet", ["after"])
+    assert (await next_of(inbox)).text == "after"
+    await tablet.caught_up(timeout=WAIT)
+    await tablet.omemo.devices(CAROL)  # someone else's keys: nothing of hers waits
+    await set_key_access(alice, "open")
+    await tablet.omemo.devices(ALICE)
+    got = await next_of(inbox)
+    assert (got.id, got.text, got.undecryptable, got.history) == (hidden, "can you read me?", None, True)
+    await tablet.caught_up(timeout=WAIT)
+    await carol.send(BOB, "news")
+    latest = await next_of(inbox)
+    assert (latest.text, latest.history) == ("news", False)
+    assert [m.text for m in tablet.store.history(ALICE)] == ["can you read me?"]
+    assert [m.text for m in tablet.store.history(CAROL)] == ["after", "news"]

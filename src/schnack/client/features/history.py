@@ -10,9 +10,11 @@ dropped by its XEP-0359 ids before it is decrypted, the rest is decrypted, store
 as history. Where the catch-up got to is saved after each page, once the page is stored, but
 never past a message that could not be decrypted for a reason that may pass (OMEMO not set up
 on this login, a lost link, the sender's keys not fetched yet, no session yet): the catch-up
-reads on past it, and what came after it is stored and published, but the next login reads
-again from just before it, for up to ``messages.RETRY_FOR`` after it was sent, and skips what is
-stored by then (by its stanza-id, so that nothing is shown twice). If the
+reads on past it, and what came after it is stored and published, but it is read again from
+just before it, for up to ``messages.RETRY_FOR`` after it was sent, and what is stored by then is
+skipped (by its stanza-id, so that nothing is shown twice): in the same login once the keys of
+the sender of such a message are fetched or updated (``Omemo.on_keys``), and at the next login
+anyway. If the
 server no longer has that message (§4.3.2 ``item-not-found``: expired from the archive), the
 catch-up starts again from the time bound. A catch-up cut short by a lost link is taken up
 again when the link is back, also when the session was resumed.
@@ -37,6 +39,7 @@ from xml.etree.ElementTree import Element
 
 from ...xmpp import ns
 from ...xmpp.errors import StanzaError
+from ...xmpp.jid import JID
 from ...xmpp.payloads.mam import FIN, RESULT, Filter, Fin, MamError, Query, Result
 from ...xmpp.payloads.rsm import ResultSet
 from ...xmpp.stanza import Stanza
@@ -71,10 +74,15 @@ class History:
         # The first message of this catch-up that could not be decrypted yet: no position past it
         # is saved.
         self._waiting: UndecryptedYet | None = None
+        # Whose keys (bare) the messages this catch-up could not decrypt yet need, and whether
+        # some of those came while it ran: it then runs again once it is over.
+        self._senders: set[JID] = set()
+        self._again = False
         if not enabled:
             self._done.set()
             return
         client.on_connect(self._on_connect)
+        client.omemo.on_keys(self._keys_arrived)
         client.on_message(self._result)
 
     async def _on_connect(self) -> None:
@@ -96,6 +104,16 @@ class History:
             idle = self._task is None or self._task.done()
             if isinstance(event, Connected) and self.problem is not None and idle:
                 self._start()
+
+    def _keys_arrived(self, jid: JID) -> None:
+        """``jid``'s keys were fetched or updated: a message of theirs that the catch-up could not
+        decrypt yet may be read now, by catching up again from the saved position."""
+        if self._watcher is None or (jid not in self._senders and jid not in self._messages.undecrypted.values()):
+            return  # closed, or nothing of theirs waits
+        if self._task is not None and not self._task.done():
+            self._again = True
+        else:
+            self._start()
 
     async def _cancel(self) -> None:
         task, self._task = self._task, None
@@ -141,9 +159,19 @@ class History:
             log.debug("ignoring a broken archive result: %s", err)
 
     async def _catch_up(self) -> None:
-        store = self.client.store
-        position = store.archive_position()
+        self._again = True
+        try:
+            while self._again:
+                self._again = False
+                await self._read()
+        finally:
+            self._done.set()
+
+    async def _read(self) -> None:
+        """Read the archive from the saved position to its end."""
+        position = self.client.store.archive_position()
         self._waiting = None
+        self._senders.clear()
         try:
             while True:
                 try:
@@ -162,8 +190,7 @@ class History:
         except (ClientError, MamError) as err:
             self.problem = str(err) or type(err).__name__
             log.warning("catching up from the archive of %s stopped: %s", self.client.account, self.problem)
-        finally:
-            self._done.set()
+            self._again = False  # taken up when the link is back (_watch)
 
     async def _page(self, after: str | None) -> tuple[bool, str | None]:
         """Fetch, store and publish one page after ``after``; whether it was the last, and the new
@@ -193,7 +220,10 @@ class History:
             self._messages.deliver(Incoming(stanza, sender, outgoing=outgoing, history=True,
                                             stamp=result.forwarded.stamp, stanza_id=result.id))
         await self._messages.settled()
-        waiting = first_waiting(results, self._messages.undecrypted, after)
+        undecrypted = self._messages.undecrypted
+        waiting = first_waiting(results, undecrypted, after)
+        self._senders.update(undecrypted.values())
+        undecrypted.clear()
         if self._waiting is None and waiting is not None:
             self._waiting = waiting
             if waiting.position is not None and waiting.position != after:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -170,8 +170,9 @@ class Messages:
         self._decorators: list[Decorator] = []
         self._claims: list[Callable[[Stanza], bool]] = []
         # The archive ids of messages from the archive that could not be decrypted for a reason
-        # that may pass: history.py saves no position past them, so the next login tries again.
-        self.undecrypted: set[str] = set()
+        # that may pass, with whose keys they need (bare): history.py saves no position past them,
+        # and reads them again when those keys come.
+        self.undecrypted: dict[str, JID] = {}
         # Live messages that could not be decrypted yet, as late arrivals, by the order they came.
         self._pending: Waiting[int, Incoming] = Waiting()
         self._numbers = itertools.count()
@@ -285,7 +286,7 @@ class Messages:
                 return None
             log.warning("could not decrypt a message from %s: %s", item.sender, err)
             if again and item.history and item.stanza_id is not None:
-                self.undecrypted.add(item.stanza_id)
+                self.undecrypted[item.stanza_id] = sender.bare
             elif again and not item.history:
                 self._keep(item, sender.bare)
             return _Decrypted(None, None, str(err))
@@ -435,14 +436,13 @@ def worth_retrying(err: Undecryptable, stamp: datetime | None) -> bool:
     return not err.lasting and (stamp is None or datetime.now(UTC) - stamp < RETRY_FOR)
 
 
-def first_waiting(results: Sequence[Result], undecrypted: set[str], after: str | None) -> UndecryptedYet | None:
+def first_waiting(results: Sequence[Result], undecrypted: Container[str], after: str | None) -> UndecryptedYet | None:
     """XEP-0313 catch-up, after a page of ``results`` that came after ``after``: the first of them
     that could not be decrypted for a reason that may pass (its archive id in ``undecrypted``),
     with the position just before it, None if there is none. The catch-up goes on past it, but
     saves no position beyond that one, so that the next login reads that message again rather
     than losing it (and skips what came after it, stored by then)."""
     failed = next((i for i, result in enumerate(results) if result.id in undecrypted), None)
-    undecrypted.clear()
     if failed is None:
         return None
     return UndecryptedYet(results[failed - 1].id if failed > 0 else after, results[failed].id)
@@ -453,7 +453,8 @@ class UndecryptedYet(ClientError):
     may count as read."""
 
     def __init__(self, position: str | None, stanza_id: str) -> None:
-        super().__init__(f"message {stanza_id} of the archive could not be decrypted yet; the next login reads it again")
+        super().__init__(f"message {stanza_id} of the archive could not be decrypted yet; "
+                         "it is read again once its sender's keys come, or at the next login")
         self.position = position
 
 
