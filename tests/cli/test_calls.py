@@ -7,11 +7,13 @@ import array
 import asyncio
 import json
 import math
+import os
 import random
 import signal
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pytest
@@ -31,6 +33,9 @@ from ..harness import add_user, running
 from .proc import PROCESS_WAIT, Result, client_env, line_of, login, schnack, start
 
 PASSWORD = "correct horse battery staple"
+
+# A transport left to the garbage collector is a leak of the command, not noise.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 
 
 @pytest.fixture
@@ -185,15 +190,16 @@ async def test_microphone_and_speaker(env: tuple[Server, dict[str, str]], tmp_pa
     assert correlation_near(sent, played, 10, len(played) - 20) > 0.75
 
 
-class EndedCall:
-    """A call the peer ended before any media flowed."""
+class MedialessCall:
+    """A call that ends before any media flowed: the peer ended it already, or it is hung up here."""
 
     peer = JID.parse("bob@localhost/phone")
     verification = Verification()
 
-    def __init__(self) -> None:
+    def __init__(self, *, ended: bool) -> None:
         self.ended: asyncio.Future[Ended] = asyncio.get_running_loop().create_future()
-        self.ended.set_result(Ended(Reason("success"), True))
+        if ended:
+            self.ended.set_result(Ended(Reason("success"), True))
 
     async def wait_connected(self, timeout: float) -> None:
         return None
@@ -201,13 +207,37 @@ class EndedCall:
     async def wait_ended(self) -> None:
         return None
 
+    async def hangup(self) -> None:
+        return None
+
 
 async def test_a_call_leaves_no_signal_handlers_behind(tmp_path: Path) -> None:
     """Ctrl-C and SIGTERM hang up only while the call runs; afterwards they are the program's
     again, also when the call ended in failure."""
-    call: Any = EndedCall()
+    call: Any = MedialessCall(ended=True)
     with pytest.raises(SystemExit):
         await talk(tmp_path, call, SaverChoice(False, "asked for"), None)
     loop = asyncio.get_running_loop()
     assert not loop.remove_signal_handler(signal.SIGINT)
     assert not loop.remove_signal_handler(signal.SIGTERM)
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> Iterator[BinaryIO]:
+    """stdin is a pipe whose typing end (given) stays open, as a terminal's does: no end of file
+    stops the reading."""
+    read_end, write_end = os.pipe()
+    with open(read_end, encoding="utf-8") as stdin, open(write_end, "wb", buffering=0) as typing:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        yield typing
+
+
+async def test_a_call_stops_reading_stdin_when_it_ends(tmp_path: Path, terminal: BinaryIO) -> None:
+    """The commands are read from stdin only while the call runs: once "h" hung up, the pipe is
+    no longer watched."""
+    watched = sys.stdin.fileno()
+    terminal.write(b"h\n")
+    call: Any = MedialessCall(ended=False)
+    with pytest.raises(SystemExit):
+        await talk(tmp_path, call, SaverChoice(False, "asked for"), None)
+    assert not asyncio.get_running_loop().remove_reader(watched)

@@ -197,20 +197,27 @@ async def commands(call: Call, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        # Asked first: asyncio, given a stdin without a descriptor, leaves a half-made transport.
+        sys.stdin.fileno()
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     except (ValueError, OSError):
         await stop.wait()  # a regular file or a closed stdin: nothing to read commands from
         return
-    while line := await reader.readline():
-        command = line.decode(errors="replace").strip().lower()
-        if command == "s":
-            call.set_data_saver(not call.data_saver)
-            note(f"data saver {'on' if call.data_saver else 'off'}")
-        elif command == "h":
-            return
-        elif command:
-            note(f"unknown command {command!r}: s switches the data saver, h hangs up")
-    await stop.wait()
+    try:
+        while line := await reader.readline():
+            command = line.decode(errors="replace").strip().lower()
+            if command == "s":
+                call.set_data_saver(not call.data_saver)
+                note(f"data saver {'on' if call.data_saver else 'off'}")
+            elif command == "h":
+                return
+            elif command:
+                note(f"unknown command {command!r}: s switches the data saver, h hangs up")
+        await stop.wait()
+    finally:
+        # Once the call is over, stdin is no longer watched (and its transport not left to the
+        # garbage collector).
+        transport.close()
 
 
 @click.command()
