@@ -32,14 +32,21 @@ async def test_a_device_offline_during_the_conversation_catches_up(
         chat_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Small pages, so that the catch-up takes many queries and live messages arrive in between.
     monkeypatch.setattr(history, "PAGE", 2)
-    # The tablet existed before (its OMEMO device is known), then went offline.
-    tablet = make_client(chat_server, "alice@localhost/tablet", data_dir=tmp_path / "tablet")
-    await tablet.connect()
-    await tablet.caught_up(timeout=WAIT)
-    await tablet.close()
     phone = await online(chat_server, clients, "alice@localhost/phone", data_dir=tmp_path / "phone")
     bob = await online(chat_server, clients, "bob@localhost/laptop")
     bob_inbox, phone_inbox = bob.messages(), phone.messages()
+    # The tablet existed before (its OMEMO device is known), then went offline. It started the
+    # OMEMO sessions with bob and the phone itself: had both started one with it while it was
+    # away, each would have picked one of its one-time pre keys at random, now and then the
+    # same, and the tablet could never have read the messages of the second.
+    tablet = make_client(chat_server, "alice@localhost/tablet", data_dir=tmp_path / "tablet")
+    await tablet.connect()
+    await tablet.caught_up(timeout=WAIT)
+    delivered = tablet.receipts()
+    first = await tablet.send(BOB, "from the tablet")
+    assert (await next_of(bob_inbox)).text == (await next_of(phone_inbox)).text == "from the tablet"
+    await next_of(delivered, lambda r: r.id == first)
+    await tablet.close()
     conversation: list[tuple[str, str]] = []
     for n in range(5):
         sent = await phone.send(BOB, f"alice {n}")
@@ -62,7 +69,7 @@ async def test_a_device_offline_during_the_conversation_catches_up(
     assert all(m.encrypted and m.undecryptable is None for m in seen)
     assert {m.text for m in seen if m.history} >= {text for _, text in conversation[:10]}
     stored = tablet.store.history(BOB)
-    assert [(m.direction, m.text) for m in stored] == conversation
+    assert [(m.direction, m.text) for m in stored] == [("out", "from the tablet"), *conversation]
     # bob's receipts were archived too (they carry a store hint): alice's messages are delivered.
     assert all(m.state == "delivered" for m in stored)
     # Logging in again goes on from the last archived message: nothing new, nothing twice.
@@ -74,7 +81,7 @@ async def test_a_device_offline_during_the_conversation_catches_up(
     inbox = again.messages()
     await again.connect()
     await again.caught_up(timeout=WAIT)
-    assert [(m.direction, m.text) for m in again.store.history(BOB)] == conversation
+    assert [(m.direction, m.text) for m in again.store.history(BOB)] == [("out", "from the tablet"), *conversation]
     await bob.send(ALICE, "after all that")
     latest = await next_of(inbox)
     assert (latest.text, latest.history) == ("after all that", False)
