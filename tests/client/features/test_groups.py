@@ -260,8 +260,17 @@ async def club(server: Server, clients: list[Client], tmp_path: Path) -> tuple[C
 
 
 async def hidden_keys_group(server: Server, clients: list[Client], tmp_path: Path) -> tuple[Client, Client, Client, JID]:
-    """:func:`club`, where carol's OMEMO device lists only her contacts may fetch from now on: bob cannot."""
+    """:func:`club`, where carol's OMEMO device lists only her contacts may fetch from now on: bob cannot.
+
+    bob started his OMEMO session with alice himself: had both she and carol started one with him
+    while he cannot read carol's messages, each would have picked one of his one-time pre keys at
+    random from the same bundle, now and then the same, and having used it up on alice's message,
+    bob could never have read carol's."""
     alice, bob, carol, group = await club(server, clients, tmp_path)
+    inbox, delivered = alice.messages(), bob.receipts()
+    sent = await bob.send(alice.account, "hello alice")
+    assert (await next_of(inbox)).text == "hello alice"
+    await next_of(delivered, lambda r: r.id == sent)
     await alice.omemo.devices("carol@localhost")  # fetched before: alice still writes to carol
     await set_key_access(carol, "presence")
     return alice, bob, carol, group
