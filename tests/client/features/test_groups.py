@@ -650,6 +650,41 @@ async def test_the_catch_up_reads_on_past_a_message_it_cannot_decrypt_yet(
     await only_news_next(again, feed, carol, group, ["first", "second"])
 
 
+async def test_keys_that_come_during_the_catch_up_read_what_it_could_not_decrypt(
+        group_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """carol's keys are fetched while the room's catch-up still reads on past her message, which
+    it could not decrypt: once that catch-up is over, her message is read in the same login."""
+    monkeypatch.setattr(groups, "PAGE", 1)
+    alice, bob, carol, group = await hidden_keys_group(group_server, clients, tmp_path)
+    await bob.close()
+    await carol.acknowledged(await carol.groups.send(group, "first"))
+    await alice.acknowledged(await alice.groups.send(group, "second"))
+    queries: list[Stanza] = []
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(stanza: Stanza, _origin: object) -> None:
+        if stanza.to == group and stanza.el.find(MAM_QUERY) is not None:
+            queries.append(stanza)
+            if len(queries) == 2:  # the page after carol's message
+                held.set()
+                await release.wait()
+
+    group_server.hooks.add("pre-iq/service", hold, priority=1000)
+    again, feed = await bob_again(group_server, clients, tmp_path)
+    told = await from_group(feed, group)
+    assert (told.sender, told.text) == (carol.account, None)
+    async with asyncio.timeout(WAIT):
+        await held.wait()
+    await set_key_access(carol, "open")
+    # As a notification of her device list would (the held query holds what bob asks meanwhile).
+    again.omemo._keys_arrived(carol.account)
+    release.set()
+    assert (await from_group(feed, group)).text == "second"
+    got = await from_group(feed, group)
+    assert (got.sender, got.text, got.history, got.stanza_id) == (carol.account, "first", True, told.stanza_id)
+    await only_news_next(again, feed, carol, group, ["first", "second"])
+
+
 async def test_a_live_message_does_not_move_the_position_past_an_archived_one_not_decrypted_yet(
         group_server: Server, clients: list[Client], tmp_path: Path) -> None:
     """The catch-up stopped before a message it could not decrypt yet: what arrives live after it

@@ -27,7 +27,8 @@ and their archives read one after the other). A message that could not be decryp
 reason that may pass (OMEMO not set up on this login, a lost link, the sender's keys not fetched
 yet, no session yet) does not hold back what came after it, but the position stays before it,
 so that the next catch-up reads it again, for up to ``messages.RETRY_FOR`` after it was sent
-(the messages that arrive live meanwhile do not move the position past it either).
+(the messages that arrive live meanwhile do not move the position past it either); one runs in
+the same login when someone's keys are fetched, after the catch-up under way if there is one.
 A resumed session (XEP-0198 §5) enters no group again: a catch-up that stopped short is taken
 up once it is back.
 
@@ -256,6 +257,8 @@ class _Room:
     # The last catch-up stopped short (a lost link) or read a message it could not decrypt yet:
     # the position stays where it was, and live messages leave it there, until a catch-up gets past.
     behind: bool = False
+    # Keys came while a catch-up ran, too late for what it could not decrypt: it runs again.
+    again: bool = False
     entering: asyncio.Future[tuple[int, ...]] | None = None
     catching_up: bool = False
     # Entered, with its members and archive read.
@@ -1121,8 +1124,13 @@ class Groups:
                 self._resume(room)
 
     def _resume(self, room: _Room) -> None:
-        """Read the archive again from before a message the catch-up could not decrypt yet."""
-        if room.joined and not room.catching_up and self._reading:
+        """Read the archive again from before a message the catch-up could not decrypt yet; if a
+        catch-up is under way, once it is over."""
+        if not room.joined or not self._reading:
+            return
+        if room.catching_up:
+            room.again = True
+        else:
             self._spawn(self._catch_up(room))
 
     async def settled(self) -> None:
@@ -1150,7 +1158,7 @@ class Groups:
     async def _catch_up(self, room: _Room) -> None:
         """XEP-0313 §5: the room's archive after the last message this device saw."""
         room.catching_up = True
-        room.behind = False
+        room.behind = room.again = cut_short = False
         try:
             position = room.position
             while True:
@@ -1164,7 +1172,7 @@ class Groups:
                 if complete:
                     break
         except (ClientError, MamError) as err:
-            room.behind = True
+            room.behind = cut_short = True
             log.warning("reading the archive of %s stopped: %s", room.jid, err)
         finally:
             room.catching_up = False
@@ -1172,6 +1180,8 @@ class Groups:
             room.latest = room.position
             self._advance(room)
         self._save()
+        if room.again and room.behind and not cut_short:
+            self._resume(room)
 
     async def _page(self, room: _Room, after: str | None) -> tuple[bool, str | None]:
         queryid = secrets.token_hex(8)
