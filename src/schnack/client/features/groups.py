@@ -751,8 +751,8 @@ class Groups:
             if not isinstance(event, Connected):
                 continue
             for room in list(self._rooms.values()):
-                if room.ready and room.behind and not room.catching_up:
-                    self._spawn(self._catch_up(room))
+                if room.ready and room.behind:
+                    self._resume(room)
 
     async def _follow_bookmarks(self) -> None:
         """XEP-0402 §3: groups bookmarked by another app are entered, those removed forgotten."""
@@ -1131,6 +1131,8 @@ class Groups:
         if room.catching_up:
             room.again = True
         else:
+            # Under way from now: a second call before the task starts only asks for another run.
+            room.catching_up = True
             self._spawn(self._catch_up(room))
 
     async def settled(self) -> None:
