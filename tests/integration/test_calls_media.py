@@ -295,6 +295,39 @@ async def test_a_call_answered_while_the_link_is_down_goes_through_once_it_is_ba
         await proxy.stop()
 
 
+@pytest.mark.parametrize("late", ["phone", "desk"])
+async def test_an_answer_after_another_devices_ends_once_the_link_is_back(
+    tmp_path: Path, devices: Devices, late: str
+) -> None:
+    """Bob answers on one device while its link is down, then on the other: the caller goes on
+    with the one whose <proceed/> came first (XEP-0353 §3.3), and once the late device is back
+    its answer ends at once as answered on another device instead of waiting for a session that
+    goes elsewhere; the call on the first device is not touched."""
+    host, port = devices.server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    try:
+        alice = await devices.login("alice@localhost/laptop")
+        bob = {name: await devices.login(f"bob@localhost/{name}", via=proxy if name == late else None)
+               for name in ("phone", "desk")}  # fmt: skip
+        ringing = {name: asyncio.ensure_future(rings(client)) for name, client in bob.items()}
+        await asyncio.sleep(0)
+        call = await alice.call("bob@localhost", source=write_tone(tmp_path / "alice.wav", 440, 3.0))
+        incoming = {name: await ring for name, ring in ringing.items()}
+        await cut_off(bob[late], proxy)
+        loser = await incoming[late].answer()
+        first = "desk" if late == "phone" else "phone"
+        winner = await incoming[first].answer(sink=tmp_path / "bob-heard.wav")
+        async with asyncio.timeout(WAIT):
+            await call.answered.wait()
+        proxy.refusing = False
+        with pytest.raises(CallFailed, match=r"^answered on another device$"):
+            await loser.wait_connected(WAIT)
+        assert call.peer == bob[first].jid
+        await hear_and_hang_up(winner, call)
+    finally:
+        await proxy.stop()
+
+
 async def test_a_call_placed_while_the_link_is_down_rings_once_it_is_back(tmp_path: Path, devices: Devices) -> None:
     """Calling while the link is down: the call is placed at once, its proposal goes out once
     the link is back, and it is answered and set up as any other."""

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from schnack.client.calls.sdp import RtpContents
 from schnack.client.calls.session import (
+    ANSWERED_ELSEWHERE,
     AnsweredElsewhere,
     CallError,
     CallSession,
@@ -152,6 +153,20 @@ def test_a_whole_call() -> None:
     assert kinds == ["propose", "ringing", "proceed", "finish"]
     assert all(reply.error is None for reply in net.replies())
 
+
+def test_an_answer_that_reaches_the_caller_second_is_told_the_call_went_elsewhere() -> None:
+    """XEP-0353 §3.3: both devices answered (the desk's <proceed/> was held by its link), the
+    caller goes on with the phone's, which came first, and finishes the desk's alone."""
+    net = Network((ALICE, BOB_PHONE, BOB_DESK))
+    caller = net.call()
+    phone, desk = net.calls[BOB_PHONE], net.calls[BOB_DESK]
+    net.of(BOB_DESK)
+    late = desk.proceed(net.now, link_down=True)
+    net.run(BOB_PHONE, phone.proceed(net.now))
+    assert net.of(BOB_DESK) == [] and desk.state is State.PROCEEDED
+    net.run(BOB_DESK, late)
+    assert net.of(BOB_DESK) == [AnsweredElsewhere("proceed"), Ended(ANSWERED_ELSEWHERE, True)]
+    assert caller.peer == BOB_PHONE and caller.state is State.PROCEEDED and phone.state is State.PROCEEDED
 
 def test_reject_and_retract() -> None:
     net = Network((ALICE, BOB_PHONE, BOB_DESK))

@@ -4,7 +4,8 @@ client's stanzas, with the media of media.py.
 :class:`Calls` turns what the sans-IO :class:`~.session.CallSession` asks for into messages and
 IQs, and what arrives into its input. Proposals go to the callee's bare JID, so every device
 rings; the callee's other devices stop when one answers, since the answer reaches them as a
-carbon (XEP-0280). Candidates trickle both ways (XEP-0176 §5.3): session-initiate and
+carbon (XEP-0280), and one that answered too (its link was down) gets the caller's
+``<finish/>`` once its own answer arrives second. Candidates trickle both ways (XEP-0176 §5.3): session-initiate and
 session-accept carry our host candidates, and each server-reflexive or relayed one the media
 finds later goes out in a transport-info; the peer's are given to the media once its description
 has been, and held until then.
@@ -56,6 +57,7 @@ from ..errors import ClientError, NotConnected, RequestTimeout, XmppError
 from ..features.carbons import unwrap
 from ..feed import Feed, Subscription
 from .session import (
+    ANSWERED_ELSEWHERE,
     RING_TIMEOUT,
     AnsweredElsewhere,
     CallSession,
@@ -477,10 +479,21 @@ def _waited(stamps: list[Element]) -> float:
     return max(0.0, (datetime.now(UTC) - first).total_seconds())
 
 
+def _for_another_device(message: Element, own: JID) -> bool:
+    """A carbon of a message to another of our devices by its full JID (XEP-0280 §6): the
+    caller's ``<finish/>`` to a device whose answer came too late must not end the call this
+    device took."""
+    try:
+        to = JID.parse(message.get("to") or "")
+    except ValueError:
+        return False
+    return to.resource is not None and to.bare == own.bare and to != own
+
+
 def describe(ended: Ended) -> str:
     """Why a call ended, in a sentence."""
     condition = ended.reason.condition
-    if condition == "connectivity-error" and ended.reason.text:
+    if ended.reason.text and (ended.reason == ANSWERED_ELSEWHERE or condition == "connectivity-error"):
         return ended.reason.text
     text = {
         "decline": "the call was rejected",
@@ -591,6 +604,8 @@ class Calls:
             if carbon is None:
                 return
             el = carbon.message
+            if _for_another_device(el, self.client.jid):
+                return
             stamps += el.findall(_DELAY)
             try:
                 sender = JID.parse(el.get("from") or "")

@@ -42,6 +42,9 @@ from .sdp import RtpContents
 
 RING_TIMEOUT = 60.0
 SETUP_TIMEOUT = 30.0
+# The caller's <finish/> to a device of the callee whose <proceed/> came after another's: the
+# call goes on with the first (XEP-0353 §3.3), and this one stops waiting for a session.
+ANSWERED_ELSEWHERE = Reason("cancel", "answered on another device")
 # XEP-0167 §7: the session-info payloads of an RTP session.
 RTP_INFO = frozenset(f"{{{INFO}}}{name}" for name in ("active", "hold", "unhold", "mute", "unmute", "ringing"))
 
@@ -326,6 +329,8 @@ class CallSession:
         if sender != self.peer:
             return []
         if message.kind in ("retract", "finish"):
+            if message.reason == ANSWERED_ELSEWHERE and self.state is State.PROCEEDED:
+                return [AnsweredElsewhere("proceed"), *self._end(ANSWERED_ELSEWHERE, True)]
             return self._end(message.reason or Reason("cancel"), True)
         return []
 
@@ -350,6 +355,10 @@ class CallSession:
             self.state = State.PROCEEDED
             self.deadline = now + self.setup_timeout
             return [Proceeded(sender, message.device)]
+        if message.kind == "proceed" and sender != self.peer:
+            # Another device answered too, once we had gone on with the first (its link was
+            # down, or both answered at once): it must not wait for a session that goes elsewhere.
+            return [SendMessage(sender, JingleMessage("finish", self.sid, reason=ANSWERED_ELSEWHERE))]
         if message.kind == "reject" and before_proceed:
             return self._end(message.reason or Reason("decline"), True)
         if message.kind == "finish" and sender == self.peer and not before_proceed:
