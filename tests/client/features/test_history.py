@@ -248,3 +248,33 @@ async def test_a_message_not_decrypted_yet_is_read_in_the_same_login_once_the_ke
     assert (latest.text, latest.history) == ("news", False)
     assert [m.text for m in tablet.store.history(ALICE)] == ["can you read me?"]
     assert [m.text for m in tablet.store.history(CAROL)] == ["after", "news"]
+
+
+async def test_a_live_message_not_decrypted_yet_is_not_told_again_by_the_catch_up(
+        chat_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """alice's keys cannot be fetched yet (only her contacts may); her message arrives live before
+    the tablet's catch-up reads the archive: it is told as not decrypted once, not a second time
+    when the catch-up reads its archived copy."""
+    tablet = await online(chat_server, clients, "bob@localhost/tablet", data_dir=tmp_path / "tablet")
+    await tablet.caught_up(timeout=WAIT)
+    await tablet.close()
+    alice = await online(chat_server, clients, "alice@localhost")
+    await set_key_access(alice, "presence")
+    release = asyncio.Event()
+    read = history.History._page
+
+    async def held(self: history.History, after: str | None) -> tuple[bool, str | None]:
+        await release.wait()
+        return await read(self, after)
+
+    monkeypatch.setattr(history.History, "_page", held)
+    tablet = await online(chat_server, clients, "bob@localhost/tablet", data_dir=tmp_path / "tablet")
+    inbox = tablet.messages()
+    hidden = await alice.send(BOB, "can you read me?")
+    told = await next_of(inbox)
+    assert (told.id, told.text, told.history) == (hidden, None, False)
+    release.set()
+    await tablet.caught_up(timeout=WAIT)
+    await alice.send(BOB, "news", encrypted=False)
+    latest = await next_of(inbox)
+    assert (latest.text, latest.history) == ("news", False)

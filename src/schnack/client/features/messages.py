@@ -22,7 +22,9 @@ sender's device lists are fetched or updated (``Omemo.on_keys``) and when anothe
 theirs was decrypted (which may have built the session it needs), in the order they came, for up
 to :data:`RETRY_FOR`. Once decrypted it is stored with the time it came and published as a late
 arrival (``history``), so that it shows in its place; what else it carries was read when it
-came. The next login drops what is still kept: the archive catch-up (history.py) reads it again.
+came. Its archived copy, when the catch-up of the same login reads it, is not published as
+undecryptable again (it still holds the catch-up's position before it). The next login drops what
+is still kept: the archive catch-up (history.py) reads it again.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ _DELAY = qname(ns.DELAY, "delay")
 RETRY_FOR = timedelta(days=7)
 # Live messages kept to be decrypted again; beyond that the oldest is given up.
 PENDING = 50
+# Live messages told as not decrypted that the catch-up recognises (it reads the archive soon after
+# the login, so the newest few are enough).
+_TOLD = 1000
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,9 @@ class Messages:
         self.undecrypted: dict[str, JID] = {}
         # Live messages that could not be decrypted yet, as late arrivals, by the order they came.
         self._pending: Waiting[int, Incoming] = Waiting()
+        # The archive ids of live messages of this login told as not decrypted: the catch-up, which
+        # reads their archived copies, does not tell them again (as a group's ``seen`` does).
+        self._told: dict[str, None] = {}
         self._numbers = itertools.count()
         client.omemo.on_keys(self._retry)
         client.on_connect(self._on_connect)
@@ -183,6 +191,7 @@ class Messages:
     async def _on_connect(self) -> None:
         # A new login: the catch-up reads from the archive what is still kept.
         self._pending.clear()
+        self._told.clear()
 
     def on_incoming(self, reader: Reader) -> None:
         """Show ``reader`` every message that arrives, in order, once it is stored."""
@@ -284,11 +293,18 @@ class Messages:
                 if not again:
                     self._pending.drop(kept)
                 return None
+            if item.history and item.stanza_id in self._told:
+                if again:
+                    # Still waiting, for the position, but told already when it came live.
+                    self.undecrypted[item.stanza_id] = sender.bare
+                return None
             log.warning("could not decrypt a message from %s: %s", item.sender, err)
             if again and item.history and item.stanza_id is not None:
                 self.undecrypted[item.stanza_id] = sender.bare
-            elif again and not item.history:
-                self._keep(item, sender.bare)
+            elif not item.history:
+                self._tell_once(item)
+                if again:
+                    self._keep(item, sender.bare)
             return _Decrypted(None, None, str(err))
         # A session this message built may be the one an earlier message needs.
         self._retry(sender.bare)
@@ -305,6 +321,15 @@ class Messages:
         new = self._record(item, decrypted) if decrypted is not None else None
         if new is not None:
             self.feed.publish(new)
+
+    def _tell_once(self, item: Incoming) -> None:
+        """A live message told as not decrypted: its archived copy is not told again."""
+        _, stanza_id = message_ids(item.el, self.client.account)
+        if stanza_id is None:
+            return
+        self._told[stanza_id] = None
+        while len(self._told) > _TOLD:
+            del self._told[next(iter(self._told))]
 
     def _keep(self, item: Incoming, sender: JID) -> None:
         """A live message from ``sender`` (bare) that could not be decrypted for a reason that may
