@@ -354,6 +354,52 @@ async def test_only_so_many_live_group_messages_wait_to_be_decrypted(
     await only_news_next(again, feed, carol, group, ["kept"])
 
 
+async def test_giving_up_the_message_a_room_s_catch_up_stopped_at_takes_it_up_again(
+        group_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live message that could not be decrypted yet, which the room's catch-up then found in the
+    archive, holds the position before it; once it is given up (beyond groups._PENDING), the
+    catch-up is taken up again and the next login does not read it again."""
+    monkeypatch.setattr(groups, "_PENDING", 1)
+    _, bob, carol, group = await hidden_keys_group(group_server, clients, tmp_path)
+    await bob.close()
+    release, read = asyncio.Event(), asyncio.Queue[None]()
+    page, catch_up = groups.Groups._page, groups.Groups._catch_up
+
+    async def held_page(self: groups.Groups, room: Any, after: str | None) -> tuple[bool, str | None]:
+        await release.wait()
+        return await page(self, room, after)
+
+    async def counted_catch_up(self: groups.Groups, room: Any) -> None:
+        try:
+            await catch_up(self, room)
+        finally:
+            read.put_nowait(None)
+
+    monkeypatch.setattr(groups.Groups, "_page", held_page)
+    monkeypatch.setattr(groups.Groups, "_catch_up", counted_catch_up)
+    entered = asyncio.Event()
+    carol.on_presence(lambda el: entered.set() if el.get("from") == f"{group}/bob" and el.get("type") is None
+                      else None)
+    bob, feed = await bob_again(group_server, clients, tmp_path)
+    async with asyncio.timeout(WAIT):
+        await entered.wait()
+    await carol.groups.send(group, "given up")
+    assert (await from_group(feed, group)).text is None
+    release.set()
+    async with asyncio.timeout(WAIT):
+        await read.get()
+    await carol.groups.send(group, "kept")
+    assert (await from_group(feed, group)).text is None
+    async with asyncio.timeout(WAIT):
+        await read.get()
+    await bob.close()
+    await set_key_access(carol, "open")
+    again, feed = await bob_again(group_server, clients, tmp_path)
+    got = await from_group(feed, group)
+    assert (got.text, got.history) == ("kept", True)
+    await only_news_next(again, feed, carol, group, ["kept"])
+
+
 async def test_a_live_message_before_the_catch_up_does_not_skip_the_archive(
         group_server: Server, clients: list[Client], tmp_path: Path) -> None:
     """After a login the groups are entered at once and their archives read one after the other

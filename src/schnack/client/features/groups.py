@@ -49,7 +49,8 @@ fetched or updated and when another message of theirs was decrypted (which may h
 session it needs), in the order they came, for up to ``messages.RETRY_FOR``. Once decrypted it
 is stored with the time it came and announced as a late arrival (``history``), so that it shows
 in its place. The room's position stays before the first such message meanwhile, so that the
-next login reads it from the archive if no try succeeded.
+next login reads it from the archive if no try succeeded; one given up no longer holds it (a
+catch-up that stopped before it is taken up again to read on past it).
 
 A mediated invitation (§7.8.2) from a room is accepted: the room made us a member, as adding
 someone to a group does in the messengers people know; a direct invitation (XEP-0249) only from
@@ -1076,10 +1077,14 @@ class Groups:
     def _keep(self, arrived: _Arrived, stanza_id: str, sender: JID) -> None:
         """A live message that could not be decrypted for a reason that may pass: kept to be tried
         again, and the position held before it, so that the next login reads it from the archive
-        if no try here succeeds. Beyond :data:`_PENDING` of them the oldest is given up."""
+        if no try here succeeds. Beyond :data:`_PENDING` of them the oldest is given up: as for
+        any other that waits no longer, a catch-up that stopped before it reads on past it."""
         room = arrived.room
-        for _ in room.pending.keep(stanza_id, sender, arrived, _PENDING):
+        given_up = room.pending.keep(stanza_id, sender, arrived, _PENDING)
+        for _ in given_up:
             log.warning("giving up a message of %s that could not be decrypted", room.jid)
+        if given_up and room.behind:
+            self._resume(room)
         self._advance(room)
 
     def _stop_waiting(self, arrived: _Arrived) -> None:
