@@ -201,6 +201,17 @@ async def while_alice_hides_her_keys(server: Server, clients: list[Client], dire
     return alice, carol, tablet, inbox, hidden
 
 
+async def reads_hers_then_news(tablet: Client, inbox: AsyncIterator[Message], carol: Client, hidden: str) -> None:
+    """The tablet reads alice's message ``hidden``, which waited, as history, then what carol
+    writes now as news."""
+    got = await next_of(inbox)
+    assert (got.id, got.text, got.undecryptable, got.history) == (hidden, "can you read me?", None, True)
+    await tablet.caught_up(timeout=WAIT)
+    await carol.send(BOB, "news", encrypted=False)
+    latest = await next_of(inbox)
+    assert (latest.text, latest.history) == ("news", False)
+
+
 async def test_the_catch_up_reads_on_past_a_message_it_cannot_decrypt_yet(
         chat_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """alice's keys cannot be fetched yet (only her contacts may): her message does not hold back
@@ -219,12 +230,7 @@ async def test_the_catch_up_reads_on_past_a_message_it_cannot_decrypt_yet(
     clients.append(again)
     inbox = again.messages()
     await again.connect()
-    got = await next_of(inbox)
-    assert (got.id, got.text, got.undecryptable, got.history) == (hidden, "can you read me?", None, True)
-    await again.caught_up(timeout=WAIT)
-    await carol.send(BOB, "news", encrypted=False)
-    latest = await next_of(inbox)
-    assert (latest.text, latest.history) == ("news", False)
+    await reads_hers_then_news(again, inbox, carol, hidden)
     assert [m.text for m in again.store.history(CAROL)] == ["after 1", "after 2", "news"]
 
 
@@ -240,12 +246,7 @@ async def test_a_message_not_decrypted_yet_is_read_in_the_same_login_once_the_ke
     await tablet.omemo.devices(CAROL)  # someone else's keys: nothing of hers waits
     await set_key_access(alice, "open")
     await tablet.omemo.devices(ALICE)
-    got = await next_of(inbox)
-    assert (got.id, got.text, got.undecryptable, got.history) == (hidden, "can you read me?", None, True)
-    await tablet.caught_up(timeout=WAIT)
-    await carol.send(BOB, "news", encrypted=False)
-    latest = await next_of(inbox)
-    assert (latest.text, latest.history) == ("news", False)
+    await reads_hers_then_news(tablet, inbox, carol, hidden)
     assert [m.text for m in tablet.store.history(ALICE)] == ["can you read me?"]
     assert [m.text for m in tablet.store.history(CAROL)] == ["after", "news"]
 
