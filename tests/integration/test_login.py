@@ -277,6 +277,60 @@ async def test_downgrade_from_plus_is_detected(live_server: Server) -> None:
         wire.close()
 
 
+# The authorization identity ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("authzid", "authcid"), [
+    ("Alice@LocalHost", "alice"),
+    ("alice@localhost", "Alice"),
+    ("ALICE", "alice"),
+], ids=["jid-as-typed", "name-as-typed", "localpart"])
+async def test_an_authzid_naming_the_account_in_another_case_is_the_account(
+        live_server: Server, authzid: str, authcid: str) -> None:
+    """RFC 6120 §6.3.8: the authzid is a JID, compared as one (RFC 7622 §3.2, §3.3 case-map both
+    parts); the account is the one the login name maps to."""
+    await add_user(live_server, "alice", PASSWORD)
+    wire, features = await tls_wire(live_server, "c2s_tls")
+    try:
+        assert "PLAIN" in mechanisms(features)
+        initial = encode_b64(f"{authzid}\0{authcid}\0{PASSWORD}".encode())
+        wire.send(f"<auth xmlns='{ns.SASL}' mechanism='PLAIN'>{initial}</auth>")
+        reply = await wire.next()
+        assert reply is not None and reply.tag == _SUCCESS
+        await wire.open()
+        assert await wire.bind("desk") == "alice@localhost/desk"
+    finally:
+        wire.close()
+
+
+async def test_slixmpp_with_an_authzid_in_another_case_logs_in_with_scram(
+        live_server: Server, clients: list[SlixClient | Wire]) -> None:
+    await add_user(live_server, "alice", PASSWORD)
+    alice = SlixClient(live_server, "alice@localhost/phone", mechanism="SCRAM-SHA-256")
+    alice.xmpp.credentials["authzid"] = "Alice@LocalHost"
+    clients.append(alice)
+    assert await alice.start()
+    ((_, initial),) = alice.auths
+    assert initial.startswith(b"n,a=Alice@LocalHost,")
+    assert alice.failures == []
+
+
+@pytest.mark.parametrize("authzid", ["bob@localhost", "alice@elsewhere.test", "alice@localhost/desk", "@@"])
+async def test_an_authzid_naming_another_account_is_refused(live_server: Server, authzid: str) -> None:
+    """RFC 6120 §6.4.5: acting for another entity is invalid-authzid; so is a full JID or a
+    malformed one, which no account is."""
+    await add_user(live_server, "alice", PASSWORD)
+    await add_user(live_server, "bob", PASSWORD)
+    wire, _ = await tls_wire(live_server, "c2s_tls")
+    try:
+        initial = encode_b64(f"{authzid}\0alice\0{PASSWORD}".encode())
+        wire.send(f"<auth xmlns='{ns.SASL}' mechanism='PLAIN'>{initial}</auth>")
+        reply = await wire.next()
+        assert reply is not None and condition(reply) == "invalid-authzid"
+    finally:
+        wire.close()
+
+
 # Failures, PLAIN and TLS ------------------------------------------------------------------------
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import scramp
 from scramp.utils import saslprep
 
+from .jid import JID, JIDError
+
 _HASHES = {"SHA-1": "sha1", "SHA-256": "sha256"}
 # Channel-binding types the server side can check, best first (RFC 9266, RFC 5929).
 CHANNEL_BINDINGS = ("tls-exporter", "tls-server-end-point", "tls-unique")
@@ -172,6 +174,15 @@ class _Hash:
         return hashlib.pbkdf2_hmac(self.algorithm, saslprep(password).encode(), salt, iterations)
 
 
+def _account_jid(name: str, domain: str) -> JID | None:
+    """The bare JID a localpart or bare JID names (None if it names none)."""
+    try:
+        jid = JID.parse(name if "@" in name else f"{name}@{domain}")
+    except JIDError:
+        return None
+    return jid if jid.local is not None and jid.resource is None else None
+
+
 def _xor(a: bytes, b: bytes) -> bytes:
     return bytes(x ^ y for x, y in zip(a, b, strict=True))
 
@@ -222,7 +233,11 @@ class SaslServer:
         self._credential: ScramCredential | None = None
 
     def _check_authzid(self, authzid: str | None, username: str) -> None:
-        if authzid and authzid not in (f"{username}@{self.domain}", username):
+        """RFC 6120 §6.3.8: an authzid must name the account itself, as its bare JID or its
+        localpart; both are compared as JIDs (RFC 7622 §3.2, §3.3), so the case they were typed
+        in does not matter."""
+        named = _account_jid(authzid, self.domain) if authzid else None
+        if authzid and (named is None or named != _account_jid(username, self.domain)):
             raise SaslFailure("invalid-authzid", "you may only act as yourself")
         self.authzid = authzid
 
