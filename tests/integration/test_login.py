@@ -380,6 +380,42 @@ async def test_plain_is_not_offered_before_tls(tmp_path: Path, require_tls: bool
             wire.close()
 
 
+async def in_band(server: Server, query: str) -> None:
+    """Alice changes or deletes her account from another connection (XEP-0077 §3.2, §3.3)."""
+    other, features = await tls_wire(server, "c2s_tls")
+    try:
+        await other.login("alice", PASSWORD, features)
+        await other.bind("desk")
+        other.send(f"<iq type='set' id='reg'><query xmlns='{ns.REGISTER}'>{query}</query></iq>")
+        reply = await other.next()
+        assert reply is not None and reply.get("type") == "result", reply
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("query", ["<username>alice</username><password>a new secret</password>", "<remove/>"],
+                         ids=["password-changed", "account-deleted"])
+async def test_a_login_begun_before_a_password_change_cannot_end_after_it(tmp_path: Path, query: str) -> None:
+    """SCRAM checks the proof against the keys fetched at the client-first message; a password
+    changed (or an account deleted) before the client-final message must not let the old
+    password in, or whoever holds it finishes a login the change was meant to stop."""
+    async with running(tmp_path, listen=True, modules={"enable": ["register"]}) as server:
+        await add_user(server, "alice", PASSWORD)
+        wire, _ = await tls_wire(server, "c2s_tls")
+        try:
+            client = SaslClient("alice", PASSWORD, ["SCRAM-SHA-256"])
+            wire.send(f"<auth xmlns='{ns.SASL}' mechanism='{client.mechanism}'>{encode_b64(client.initial())}</auth>")
+            challenge = await wire.next()
+            assert challenge is not None and challenge.tag == _CHALLENGE
+            await in_band(server, query)
+            wire.send(f"<response xmlns='{ns.SASL}'>{encode_b64(client.respond(decode_b64(challenge.text or '')))}</response>")
+            reply = await wire.next()
+            assert reply is not None and condition(reply) == "not-authorized"
+            assert server.sessions.resources(JID.parse("alice@localhost")) == []
+        finally:
+            wire.close()
+
+
 # Resource binding -------------------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from schnack.xmpp import ht, ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads import bind2, fast
 from schnack.xmpp.payloads import sasl2 as payload
+from schnack.xmpp.sasl import SaslClient, derive_credentials
 from schnack.xmpp.xml import qname, serialize
 
 from ..cli.proc import client_env, schnack
@@ -111,6 +112,28 @@ async def test_the_server_completes_a_login_from_one_flight(server: Server) -> N
     assert result.additional_data == ht.responder(ht.key_of(token.token), b"")
     assert JID.parse(result.authorization_identifier).resource is not None
     wire.close()
+
+
+async def test_a_password_changed_during_a_scram_login_refuses_it_and_its_token(server: Server) -> None:
+    """The keys SCRAM checks were fetched at the first message; once the password changed, the
+    old one may not finish the login, nor earn a token that would outlive the change."""
+    wire = await Wire.connect(server, "c2s_tls")
+    try:
+        await wire.open()
+        client = SaslClient("alice", PASSWORD, ["SCRAM-SHA-256"])
+        wire.send(serialize(payload.Authenticate(
+            client.mechanism, client.initial(), AGENT, (fast.RequestToken("HT-SHA-256-NONE").to_xml(),)
+        ).to_xml()))
+        challenge = await wire.next()
+        assert challenge is not None and challenge.tag == payload.CHALLENGE
+        await server.storage.accounts.set_credentials("localhost", "alice", derive_credentials("a new secret"))
+        wire.send(serialize(payload.Response(client.respond(payload.Challenge.from_xml(challenge).data)).to_xml()))
+        failure = await wire.next()
+        assert failure is not None and failure.tag == payload.FAILURE
+        assert payload.Failure.from_xml(failure).condition == "not-authorized"
+        assert await server.storage.maps.items("localhost", "alice", "fast") == {}
+    finally:
+        wire.close()
 
 
 async def test_resumption_through_sasl2_delivers_exactly_the_missing_stanzas(

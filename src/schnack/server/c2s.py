@@ -27,10 +27,9 @@ from ..xmpp.stanza import Stanza
 from ..xmpp.xml import element, qname, serialize, sub
 from .hooks import Unanswered
 from .router import Finish
-from .sasl2 import Sasl2
+from .sasl2 import Sasl2, still_current, stored_credentials
 from .sasl2 import localpart as _localpart
 from .sessions import Session
-from .storage.base import STORAGE_DOWN, StorageError
 
 if TYPE_CHECKING:
     from .app import Server
@@ -378,18 +377,13 @@ class C2SStream:
                 self._sasl_account = _localpart(step.username, host)
                 if self._sasl_account is not None and throttle.blocked_account(host, self._sasl_account):
                     raise sasl.SaslFailure("temporary-auth-failure", "too many failed logins; try later")
-                try:
-                    account = (
-                        await self.server.storage.accounts.get(host, self._sasl_account) if self._sasl_account else None
-                    )
-                except StorageError:
-                    raise sasl.SaslFailure("temporary-auth-failure", STORAGE_DOWN) from None
-                step = self._sasl.provide_credentials(account.credentials if account else None)
+                step = self._sasl.provide_credentials(await stored_credentials(self.server, host, self._sasl_account))
             if isinstance(step, sasl.Challenge):
                 self.send(element(qname(ns.SASL, "challenge"), text=sasl.encode_b64(step.data)))
                 return
+            assert self._sasl is not None and self._sasl_account is not None
+            await still_current(self.server, self.host or "", self._sasl_account, self._sasl.credentials)
             self._sasl = None
-            assert self._sasl_account is not None
             throttle.success(self.host or "", self._sasl_account)
             self.username = self._sasl_account
             self.send(element(qname(ns.SASL, "success"), text=sasl.encode_b64(step.data) if step.data else None))

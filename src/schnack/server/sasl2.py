@@ -63,6 +63,7 @@ from ..xmpp.xml import element, serialize
 from .storage.base import STORAGE_DOWN, StorageError
 
 if TYPE_CHECKING:
+    from .app import Server
     from .c2s import C2SStream
     from .sessions import Session
 
@@ -175,6 +176,8 @@ class Sasl2:
                 return
             request, account = self._request, self._account
             assert isinstance(step, sasl.Success) and request is not None and account is not None
+            if self._sasl is not None:
+                await still_current(stream.server, host, account, self._sasl.credentials)
             self._reset()
             throttle.success(host, account)
             await self._succeed(request, account, step.data)
@@ -238,11 +241,7 @@ class Sasl2:
             self._account = localpart(step.username, host)
             if self._account is not None and stream.server.throttle.blocked_account(host, self._account):
                 raise sasl.SaslFailure("temporary-auth-failure", "too many failed logins; try later")
-            try:
-                account = await stream.server.storage.accounts.get(host, self._account) if self._account else None
-            except StorageError:
-                raise sasl.SaslFailure("temporary-auth-failure", STORAGE_DOWN) from None
-            step = self._sasl.provide_credentials(account.credentials if account else None)
+            step = self._sasl.provide_credentials(await stored_credentials(stream.server, host, self._account))
         return step
 
     # Success and the inline requests ----------------------------------------------------------
@@ -312,6 +311,29 @@ class Sasl2:
 
 class _Mismatch(Exception):
     """XEP-0509 §2.2: the client pipelined against another configuration."""
+
+
+async def stored_credentials(server: Server, host: str, username: str | None) -> dict[str, sasl.ScramCredential] | None:
+    """The account's SCRAM keys (None: no such account); a storage failure is
+    temporary-auth-failure (RFC 6120 §6.5.9)."""
+    if username is None:
+        return None
+    try:
+        account = await server.storage.accounts.get(host, username)
+    except StorageError:
+        raise sasl.SaslFailure("temporary-auth-failure", STORAGE_DOWN) from None
+    return account.credentials if account is not None else None
+
+
+async def still_current(server: Server, host: str, username: str, checked: dict[str, sasl.ScramCredential] | None) -> None:
+    """Refuse a login whose password was checked against keys the account no longer has.
+
+    SCRAM looks the keys up at the client-first message (RFC 5802 §3) and checks the proof one
+    round trip later: a password changed, or an account deleted, in between must not let the
+    old password finish the login (nor earn a XEP-0484 token bound to the new keys).
+    """
+    if await stored_credentials(server, host, username) != checked:
+        raise sasl.SaslFailure("not-authorized", "the password or the account changed during the login; log in again")
 
 
 def localpart(username: str, host: str) -> str | None:

@@ -231,6 +231,8 @@ class SaslServer:
         self._nonce = ""
         self._server_first = ""
         self._credential: ScramCredential | None = None
+        # The stored keys the exchange is checked against, once looked up (None: no such user).
+        self.credentials: dict[str, ScramCredential] | None = None
 
     def _check_authzid(self, authzid: str | None, username: str) -> None:
         """RFC 6120 §6.3.8: an authzid must name the account itself, as its bare JID or its
@@ -290,6 +292,7 @@ class SaslServer:
     def provide_credentials(self, creds: dict[str, ScramCredential] | None) -> SaslStep:
         """Continue with the stored credentials (None: no such user, fails like a wrong password)."""
         assert self.username is not None
+        self.credentials = creds
         if self._hash is None:
             return self._check_plain(creds)
         hash_name = self.mechanism.removeprefix("SCRAM-").removesuffix("-PLUS")
