@@ -136,6 +136,38 @@ async def test_a_password_changed_during_a_scram_login_refuses_it_and_its_token(
         wire.close()
 
 
+async def sasl2_plain(server: Server, password: str, inline: tuple[Element, ...] = ()) -> Element:
+    """One SASL2 PLAIN attempt as alice on a fresh connection; the element that ends it."""
+    wire = await Wire.connect(server, "c2s_tls")
+    try:
+        await wire.open()
+        wire.send(serialize(payload.Authenticate("PLAIN", f"\0alice\0{password}".encode(), AGENT, inline).to_xml()))
+        answer = await wire.next()
+    finally:
+        wire.close()
+    assert answer is not None
+    return answer
+
+
+async def test_guessing_the_password_does_not_keep_a_device_with_a_token_out(tmp_path: Path) -> None:
+    """RFC 6120 §13.8 throttles password guessing; a token is no password to guess (and a wrong
+    one counts against no account), so a device holding a valid one still gets in while someone
+    else's guesses pause password logins to the account."""
+    async with running(tmp_path, listen=True, limits={"failed_logins_per_account": 3}) as server:
+        await add_user(server, "alice", PASSWORD)
+        issued = await sasl2_plain(server, PASSWORD, (fast.RequestToken("HT-SHA-256-NONE").to_xml(),))
+        token = issued.find(fast.TOKEN)
+        assert token is not None
+        for _ in range(3):
+            assert payload.Failure.from_xml(await sasl2_plain(server, "guess")).condition == "not-authorized"
+        assert payload.Failure.from_xml(await sasl2_plain(server, PASSWORD)).condition == "temporary-auth-failure"
+        assert AGENT.id is not None
+        answer = await token_login(server, {"mechanism": "HT-SHA-256-NONE", "token": fast.Token.from_xml(token).token},
+                                   AGENT.id, 1)
+        assert answer.tag == payload.SUCCESS
+        assert payload.Failure.from_xml(await sasl2_plain(server, PASSWORD)).condition == "temporary-auth-failure"
+
+
 async def test_resumption_through_sasl2_delivers_exactly_the_missing_stanzas(
         server: Server, clients: list[Client], tmp_path: Path) -> None:
     host, port = server.bound["c2s"][0]

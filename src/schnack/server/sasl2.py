@@ -178,8 +178,9 @@ class Sasl2:
             assert isinstance(step, sasl.Success) and request is not None and account is not None
             if self._sasl is not None:
                 await still_current(stream.server, host, account, self._sasl.credentials)
+                # Only the password clears what guessing it counted (a token login leaves it).
+                throttle.success(host, account)
             self._reset()
-            throttle.success(host, account)
             await self._succeed(request, account, step.data)
         except _Mismatch:
             self._reset()

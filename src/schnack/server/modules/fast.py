@@ -25,6 +25,10 @@ invalidate='true'/>`` ends the token used (§3.6) and with it every token of tha
 a rotated one not used yet included: a client logging out leaves its device no way back in.
 No new token is sent unless asked for.
 Replays (§3.4): a 'count' must be higher than every count seen for that token before.
+The failed-login throttle that guards passwords (RFC 6120 §13.8) does not hold tokens back: no
+one guesses a token, a wrong one counts against no account, and a device with a valid token
+stays online while someone else's guesses pause password logins to the account; a token login
+does not clear that count either.
 
 Failures: an unknown, revoked or wrong token (or a wrong channel binding, which changes the
 proof) is not-authorized; an expired token, or one from before a password change,
@@ -180,8 +184,6 @@ class FastTokens(Module[FastOptions]):
         username = sasl2.localpart(name, host)
         if username is None:
             raise SaslFailure("not-authorized", "unknown or revoked token")
-        if self.server.throttle.blocked_account(host, username):
-            raise SaslFailure("temporary-auth-failure", "too many failed logins; try later")
         maps = self.server.storage.maps
         async with self._locks.hold(JID(username, host)):
             raw = await maps.get(host, username, STORE, agent)
