@@ -477,6 +477,23 @@ async def test_successful_login_resets_the_account_count(tmp_path: Path) -> None
             assert (await attempt(server, "alice", PASSWORD)).tag == _SUCCESS
 
 
+async def test_a_failure_counts_against_the_account_it_tried_not_an_earlier_one(tmp_path: Path) -> None:
+    """A retry on the same stream (RFC 6120 §6.4.5) that fails before naming an account (here a
+    channel binding this TLS 1.2 connection does not have) counts against the address, not
+    against the account an earlier attempt named."""
+    async with running(tmp_path, listen=True, limits={"failed_logins_per_account": 2}) as server:
+        await add_user(server, "bob", PASSWORD)
+        await add_user(server, "alice", PASSWORD)
+        wire, _ = await tls_wire(server, "c2s_tls", TLS12)
+        try:
+            assert condition(await authenticate(wire, SaslClient("bob", "typo", ["SCRAM-SHA-256"]))) == "not-authorized"
+            unbound = SaslClient("alice", PASSWORD, ["SCRAM-SHA-256-PLUS"], channel_binding=("tls-exporter", bytes(32)))
+            assert condition(await authenticate(wire, unbound)) == "not-authorized"
+        finally:
+            wire.close()
+        assert (await attempt(server, "bob", PASSWORD)).tag == _SUCCESS
+
+
 async def test_failed_logins_throttle_the_address(tmp_path: Path) -> None:
     """Guessing across many accounts from one address blocks that address for every account."""
     limits = {"failed_logins_per_account": 100, "failed_logins_per_ip": 4}

@@ -360,6 +360,8 @@ class C2SStream:
                     raise sasl.SaslFailure("temporary-auth-failure", "too many failed logins; try later")
                 mechanism = el.get("mechanism", "")
                 self._sasl_mechanism = mechanism
+                # A retry names its account anew; until it does, a failure is the address's alone.
+                self._sasl_account = None
                 self._sasl = sasl.SaslServer(
                     mechanism,
                     tls=self.conn.secure,
