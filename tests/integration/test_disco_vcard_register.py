@@ -19,6 +19,7 @@ from schnack.xmpp.payloads.caps import Caps, compute_ver
 from schnack.xmpp.payloads.disco import DiscoInfo
 
 from ..harness import add_user, running
+from .wire import Wire
 
 pytestmark = pytest.mark.asyncio
 
@@ -162,3 +163,55 @@ async def test_register_then_log_in(tmp_path: Path, peers: list[Peer]) -> None:
         assert ns.REGISTER in iq["disco_info"]["features"]
         await again.stop()
         peers.clear()
+
+
+# Arabic letters and Latin ones in one string: SASLprep refuses it (RFC 4013 §6, RFC 3454 §6).
+MIXED_DIRECTIONS = "\u0643\u0644\u0645\u0629 secret 2024"
+
+
+def register_iq(id: str, username: str, password: str) -> str:
+    return (f"<iq type='set' id='{id}'><query xmlns='{ns.REGISTER}'><username>{username}</username>"
+            f"<password>{password}</password></query></iq>")
+
+
+def error_condition(reply: ET.Element | None) -> str:
+    assert reply is not None and reply.get("type") == "error", reply
+    error = reply.find(f"{{{ns.CLIENT}}}error")
+    assert error is not None
+    return next(c.tag.rpartition("}")[2] for c in error if c.tag.startswith(f"{{{ns.STANZA_ERRORS}}}") and not c.tag.endswith("}text"))
+
+
+async def test_a_password_scram_cannot_take_is_refused_on_registration(tmp_path: Path) -> None:
+    """XEP-0077 §3.1: a password that SASLprep refuses (RFC 4013) could never log in; the
+    client is told not-acceptable and may choose another on the same stream."""
+    async with running(tmp_path, listen=True, modules={"enable": ["register"]}) as server:
+        wire = await Wire.connect(server, "c2s_tls")
+        try:
+            await wire.open()
+            wire.send(register_iq("r1", "carol", MIXED_DIRECTIONS))
+            assert error_condition(await wire.next()) == "not-acceptable"
+            assert await server.storage.accounts.get("localhost", "carol") is None
+            wire.send(register_iq("r2", "carol", "a fine password"))
+            reply = await wire.next()
+            assert reply is not None and reply.get("type") == "result", reply
+        finally:
+            wire.close()
+
+
+async def test_a_password_scram_cannot_take_is_refused_as_a_new_password(tmp_path: Path) -> None:
+    """XEP-0077 §3.3: the change is refused with not-acceptable and the old password stays."""
+    async with running(tmp_path, listen=True, modules={"enable": ["register"]}) as server:
+        await add_user(server, "alice", "the old password")
+        wire = await Wire.connect(server, "c2s_tls")
+        try:
+            await wire.login("alice", "the old password", await wire.open())
+            await wire.bind("desk")
+            wire.send(register_iq("p1", "alice", MIXED_DIRECTIONS))
+            assert error_condition(await wire.next()) == "not-acceptable"
+        finally:
+            wire.close()
+        again = await Wire.connect(server, "c2s_tls")
+        try:
+            await again.login("alice", "the old password", await again.open())
+        finally:
+            again.close()

@@ -100,6 +100,17 @@ def derive_credentials(password: str, iterations: int = 4096) -> dict[str, Scram
     return out
 
 
+def usable_password(password: str) -> bool:
+    """Whether SCRAM can take ``password``: SASLprep (RFC 4013, RFC 5802 §2.2) refuses control,
+    private-use and unassigned characters and mixed text directions, and a password it maps to
+    nothing is none. A password it refuses could be stored but never used to log in."""
+    try:
+        prepared: str = saslprep(password)
+    except scramp.ScramException:
+        return False
+    return prepared != ""
+
+
 def server_mechanisms(tls: bool, channel_bindings: Collection[str]) -> list[str]:
     """Mechanisms to offer, best first; -PLUS only with a binding, PLAIN only over TLS."""
     mechanisms = []
