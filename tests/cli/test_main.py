@@ -238,3 +238,18 @@ def test_a_broken_pipe_other_than_standard_output_is_an_error() -> None:
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", "schnack: [Errno 32] Broken pipe\n")
+
+
+@pytest.mark.parametrize("command", ["add", "passwd"])
+def test_a_password_scram_cannot_take_is_refused_in_one_line(tmp_path: Path, command: str) -> None:
+    """SASLprep (RFC 4013) refuses Arabic letters mixed with Latin ones: such a password could
+    never log in, so it is not stored, and the old one stays."""
+    config = str(write_config(tmp_path))
+    assert run("admin", "user", "add", "--config", config, "--password-stdin", "alice@example.test",
+               input="pw1\n").returncode == 0
+    jid = "bob@example.test" if command == "add" else "alice@example.test"
+    result = run("admin", "user", command, "--config", config, "--password-stdin", jid,
+                 input="\u0643\u0644\u0645\u0629 secret\n")
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "RFC 4013" in result.stderr
+    assert run("admin", "user", "list", "--config", config).stdout.split() == ["alice@example.test"]

@@ -21,7 +21,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -37,6 +37,9 @@ from .client import broken_pipe, read_password
 from .files import COMMANDS as FILE_COMMANDS
 from .groups import group
 from .verify import verify
+
+if TYPE_CHECKING:
+    from ..xmpp.sasl import ScramCredential
 
 T = TypeVar("T")
 
@@ -253,6 +256,16 @@ async def _with_storage(config: Config, action: Callable[[Any], Awaitable[T]]) -
 password_stdin = click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 
 
+def _new_credentials(from_stdin: bool) -> dict[str, ScramCredential]:
+    """The SCRAM keys of a new password read as the user chose; one SCRAM cannot take fails."""
+    from ..xmpp.sasl import UNUSABLE_PASSWORD, derive_credentials, usable_password
+
+    password = read_password(from_stdin, confirm=True)
+    if not usable_password(password):
+        _fail(UNUSABLE_PASSWORD, 2)
+    return derive_credentials(password)
+
+
 @user.command("add")
 @config_option
 @password_stdin
@@ -260,11 +273,10 @@ password_stdin = click.option("--password-stdin", is_flag=True, help="Read the p
 def user_add(config_path: Path | None, password_stdin: bool, jid: str) -> None:
     """Create the account JID."""
     from ..server.storage import AlreadyExists
-    from ..xmpp.sasl import derive_credentials
 
     cfg = _load(config_path)
     host, username = _account(jid, cfg)
-    credentials = derive_credentials(read_password(password_stdin, confirm=True))
+    credentials = _new_credentials(password_stdin)
 
     async def add(storage: Any) -> None:
         try:
@@ -282,11 +294,9 @@ def user_add(config_path: Path | None, password_stdin: bool, jid: str) -> None:
 @click.argument("jid")
 def user_passwd(config_path: Path | None, password_stdin: bool, jid: str) -> None:
     """Set a new password for JID."""
-    from ..xmpp.sasl import derive_credentials
-
     cfg = _load(config_path)
     host, username = _account(jid, cfg)
-    credentials = derive_credentials(read_password(password_stdin, confirm=True))
+    credentials = _new_credentials(password_stdin)
 
     async def passwd(storage: Any) -> bool:
         ok: bool = await storage.accounts.set_credentials(host, username, credentials)

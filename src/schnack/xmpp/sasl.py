@@ -100,6 +100,11 @@ def derive_credentials(password: str, iterations: int = 4096) -> dict[str, Scram
     return out
 
 
+# Why usable_password refused a password, in words for the one who chose it.
+UNUSABLE_PASSWORD = ("the password has characters a password may not hold (RFC 4013): control or private-use ones, "
+                     "or right-to-left letters mixed with others")
+
+
 def usable_password(password: str) -> bool:
     """Whether SCRAM can take ``password``: SASLprep (RFC 4013, RFC 5802 §2.2) refuses control,
     private-use and unassigned characters and mixed text directions, and a password it maps to

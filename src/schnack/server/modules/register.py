@@ -26,7 +26,7 @@ from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID, JIDError
 from ...xmpp.payloads.dataforms import DataForm, DataFormError, Field
 from ...xmpp.payloads.register import FEATURE, QUERY, RegisterQuery
-from ...xmpp.sasl import derive_credentials, usable_password
+from ...xmpp.sasl import UNUSABLE_PASSWORD, derive_credentials, usable_password
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element
 from ..config import bounded
@@ -201,8 +201,7 @@ class Register(Module[RegisterOptions]):
         if len(password) > _MAX_PASSWORD:
             raise StanzaError("not-acceptable", f"the password may have at most {_MAX_PASSWORD} characters")
         if not usable_password(password):
-            raise StanzaError("not-acceptable", "the password has characters a password may not hold (RFC 4013): "
-                                                "control or private-use ones, or right-to-left letters mixed with others")
+            raise StanzaError("not-acceptable", UNUSABLE_PASSWORD)
 
     def _throttled(self, ip: str) -> bool:
         """Whether ``ip`` used up its registrations for the hour (forgetting older ones)."""
