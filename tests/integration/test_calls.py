@@ -25,6 +25,7 @@ from schnack.client.calls.calls import Call, describe
 from schnack.client.calls.media import MediaSession
 from schnack.client.calls.sdp import RtpContents
 from schnack.client.calls.session import (
+    ANSWERED_ELSEWHERE,
     CallSession,
     Ended,
     Event,
@@ -430,7 +431,7 @@ async def test_an_accept_from_another_device_stops_the_ringing(live_server: Serv
             dino.send(serialize(message))
         async with asyncio.timeout(30):
             ended = await incoming.call.ended
-        assert ended == Ended(Reason("success"), True) and incoming.call.media is None
+        assert ended == Ended(ANSWERED_ELSEWHERE, True) and incoming.call.media is None
     finally:
         dino.close()
         caller.wire.close()

@@ -15,20 +15,24 @@ from xml.etree.ElementTree import Element
 
 import aioice.ice
 import pytest
+from slixmpp import JID as SlixJID
 
 from bench.ports import free_port
 from schnack.client import Client
 from schnack.client.calls.calls import Call, CallFailed, IncomingCall, describe
 from schnack.client.calls.media import DATA_SAVER, NORMAL, EncoderSettings, MediaSession, ice_transports
 from schnack.client.calls.protection import protected
-from schnack.client.calls.session import State
+from schnack.client.calls.session import ANSWERED_ELSEWHERE, Ended, State
 from schnack.client.errors import XmppError
 from schnack.server.app import Server
 from schnack.server.sessions import Session
 from schnack.xmpp import ns
 from schnack.xmpp.payloads import jmi
+from schnack.xmpp.payloads.carbons import NS as CARBONS
+from schnack.xmpp.payloads.carbons import RECEIVED, SENT, Carbon
 from schnack.xmpp.payloads.jingle import NS as JINGLE_NS
 from schnack.xmpp.payloads.jingle import Jingle
+from schnack.xmpp.payloads.jingle_rtp import NS as RTP_NS
 from schnack.xmpp.payloads.jingle_rtp import RtpDescription
 from schnack.xmpp.payloads.jmi import JingleMessage
 from schnack.xmpp.xml import element, qname
@@ -37,9 +41,14 @@ from ..client.calls.audio import dominant, loud_part, read_wav, write_tone
 from ..client.proxy import Proxy
 from ..harness import add_user, running
 from .coturn import ready, require_coturn, turn_config_for, turnserver
+from .slix import SlixClient
+from .test_calls import raw_client
+from .wire import Wire
 
 PASSWORD = "correct horse battery staple"
 WAIT = 60
+MESSAGE = qname(ns.CLIENT, "message")
+STORE = "{urn:xmpp:hints}store"
 
 
 class Devices:
@@ -106,7 +115,7 @@ async def talk(tmp_path: Path, alice: Client, bob_devices: tuple[Client, ...], *
     answered = await incoming[0].answer(source=write_tone(tmp_path / "bob.wav", 1000, 3.0),
                                         sink=tmp_path / "bob-heard.wav", **options)  # fmt: skip
     for other in incoming[1:]:
-        assert await ended(other.call) == "success"  # answered elsewhere: it stops ringing
+        assert describe(await other.call.ended) == "answered on another device"  # it stops ringing
         assert other.call.media is None
     await call.wait_connected(WAIT)
     await answered.wait_connected(WAIT)
@@ -325,6 +334,67 @@ async def test_an_answer_after_another_devices_ends_once_the_link_is_back(
         assert call.peer == bob[first].jid
         await hear_and_hang_up(winner, call)
     finally:
+        await proxy.stop()
+
+
+async def accepts_before_the_proceed(watch: Wire) -> list[tuple[str | None, Element]]:
+    """The <accept/> messages a device of bob's gets, directly or as carbons (XEP-0280), until the
+    carbon of the <proceed/> that follows them: the sender of each, and the message itself."""
+    accepts: list[tuple[str | None, Element]] = []
+    while True:
+        el = await watch.next(timeout=WAIT)
+        assert el is not None, "the server closed the stream"
+        carbon = next((c for c in el if c.tag in (RECEIVED, SENT)), None) if el.tag == MESSAGE else None
+        message = el if carbon is None else Carbon.from_xml(carbon).message
+        found = jmi.find(message) if message.tag == MESSAGE else None
+        if found is not None and found.kind == "proceed":
+            return accepts
+        if found is not None and found.kind == "accept":
+            accepts.append((message.get("from"), message))
+
+
+@pytest.mark.parametrize("link", ["up", "down"])
+async def test_an_answer_stops_the_other_devices_ringing_without_the_callers_finish(devices: Devices, link: str) -> None:
+    """A caller other than schnack (slixmpp here) sends no <finish/> to the callee's devices that
+    did not answer. The answering device tells them with <accept/> to its own bare JID (XEP-0353
+    v0.3 §3.3), before its <proceed/>, and also when it answered while its link was down: both
+    go out once the link is back. Our desk stops ringing as answered on another device; a device
+    of bob's that goes by <accept/> (as clients of v0.3 of the XEP do) gets it once, not doubled by a carbon."""
+    host, port = devices.server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    caller = SlixClient(devices.server, "alice@localhost/laptop")
+    caller.xmpp.register_plugin("xep_0030")
+    caller.xmpp.register_plugin("xep_0353")
+    proceeded: asyncio.Queue[Any] = asyncio.Queue()
+    caller.xmpp.add_event_handler("jingle_message_proceed", proceeded.put_nowait)
+    assert await caller.start()
+    watch, _ = await raw_client(devices.server, "bob", "watch")
+    try:
+        watch.send(f"<iq type='set' id='carbons'><enable xmlns='{CARBONS}'/></iq>")
+        bob = {"phone": await devices.login("bob@localhost/phone", via=proxy),
+               "desk": await devices.login("bob@localhost/desk")}  # fmt: skip
+        ringing = {name: asyncio.ensure_future(rings(client)) for name, client in bob.items()}
+        await asyncio.sleep(0)
+        caller.xmpp.plugin["xep_0353"].propose(SlixJID("bob@localhost"), "from-slixmpp", [(RTP_NS, "audio")])
+        incoming = {name: await ring for name, ring in ringing.items()}
+        if link == "down":
+            await cut_off(bob["phone"], proxy)
+        answered = await incoming["phone"].answer()
+        proxy.refusing = False
+        async with asyncio.timeout(WAIT):
+            proceed = await proceeded.get()
+            ended = await incoming["desk"].call.ended
+        assert str(proceed["from"]) == "bob@localhost/phone"
+        assert ended == Ended(ANSWERED_ELSEWHERE, True) and describe(ended) == "answered on another device"
+        assert incoming["desk"].call.media is None
+        ((sender, accept),) = await accepts_before_the_proceed(watch)
+        assert sender == "bob@localhost/phone" and accept.get("to") == "bob@localhost" and accept.get("type") == "chat"
+        assert accept.find(STORE) is not None
+        assert jmi.find(accept) == JingleMessage("accept", "from-slixmpp")
+        assert answered.state is State.PROCEEDED
+    finally:
+        watch.close()
+        await caller.stop()
         await proxy.stop()
 
 

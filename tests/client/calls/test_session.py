@@ -65,7 +65,8 @@ def wire(el: Any) -> Any:
 @dataclass
 class Network:
     """Delivers what each device's machine asks to send; messages of type chat are also carbon
-    copied to the sender's other devices (XEP-0280), as the server does."""
+    copied to the sender's other devices (XEP-0280), as the server does, save those to the
+    sender's own account, which reach its devices once (the sender's own included)."""
 
     devices: tuple[JID, ...]
     calls: dict[JID, CallSession] = field(default_factory=dict)
@@ -79,7 +80,8 @@ class Network:
             if isinstance(item, SendMessage):
                 payload = JingleMessage.from_xml(wire(item.payload.to_xml()))
                 targets = [d for d in self.devices if d.bare == item.to.bare and (item.to.resource is None or d == item.to)]
-                carbons = [d for d in self.devices if d.bare == device.bare and d != device]
+                own = item.to.bare == device.bare
+                carbons = [d for d in self.devices if d.bare == device.bare and d != device and not own]
                 for target in targets + carbons:
                     self._message(device, target, payload)
             elif isinstance(item, SendIq):
@@ -122,8 +124,8 @@ def test_a_whole_call() -> None:
     assert net.of(ALICE) == [Ringing()] and caller.state.value == "ringing"
     net.run(BOB_PHONE, phone.proceed(net.now, device=4711))
     assert net.of(ALICE) == [Proceeded(BOB_PHONE, 4711)]
-    # The desk saw the proceed as a carbon and stops ringing.
-    assert net.of(BOB_DESK) == [AnsweredElsewhere("proceed"), Ended(Reason("success"), True)] and desk.ended
+    # The desk got the phone's accept (and then the carbon of its proceed) and stops ringing.
+    assert net.of(BOB_DESK) == [AnsweredElsewhere("accept"), Ended(ANSWERED_ELSEWHERE, True)] and desk.ended
 
     # A candidate found before the offer went out waits for the session-initiate.
     net.run(ALICE, caller.add_candidate("0", candidate(5000), "alic", "alice-password-xyz"))
@@ -150,8 +152,37 @@ def test_a_whole_call() -> None:
     assert net.of(ALICE) == [Ended(Reason("success"), False)]
     assert net.of(BOB_PHONE) == [Ended(Reason("success"), True)]
     kinds = [item.payload.kind for _, item in net.sent if isinstance(item, SendMessage)]
-    assert kinds == ["propose", "ringing", "proceed", "finish"]
+    assert kinds == ["propose", "ringing", "accept", "proceed", "finish"]
     assert all(reply.error is None for reply in net.replies())
+
+
+@pytest.mark.parametrize("link_down", [False, True])
+def test_answering_tells_our_other_devices_with_accept(link_down: bool) -> None:
+    """XEP-0353 v0.3 §3.3: the answering device sends <accept/> to its own bare JID, before its
+    <proceed/>, and also when its link is down (both then wait for the link alike)."""
+    net = Network((ALICE, BOB_PHONE, BOB_DESK))
+    net.call()
+    step = net.calls[BOB_PHONE].proceed(net.now, device=4711, link_down=link_down)
+    assert step == [
+        SendMessage(BOB_PHONE.bare, JingleMessage("accept", SID)),
+        SendMessage(ALICE, JingleMessage("proceed", SID, device=4711)),
+    ]
+
+
+def test_only_an_accept_from_another_of_our_devices_stops_the_ringing() -> None:
+    """An <accept/> for the ringing call from a stranger, from the caller or from this device
+    itself (its own, back from our bare JID) leaves it ringing; another of our devices' ends it
+    as answered on another device, and only for that session."""
+    net = Network((ALICE, BOB_PHONE, BOB_DESK))
+    net.call()
+    desk = net.calls[BOB_DESK]
+    net.run(BOB_DESK, desk.ring())
+    accept = JingleMessage("accept", SID)
+    for sender in (JID.parse("mallory@example.org/phone"), JID.parse("mallory@example.org"), ALICE, BOB_DESK):
+        assert desk.on_message(sender, accept, net.now) == [] and desk.state is State.RINGING
+    assert desk.on_message(BOB_PHONE, JingleMessage("accept", "another-call"), net.now) == []
+    assert desk.on_message(BOB_PHONE, accept, net.now) == [AnsweredElsewhere("accept"), Ended(ANSWERED_ELSEWHERE, True)]
+    assert desk.ended
 
 
 def test_an_answer_that_reaches_the_caller_second_is_told_the_call_went_elsewhere() -> None:
@@ -167,6 +198,7 @@ def test_an_answer_that_reaches_the_caller_second_is_told_the_call_went_elsewher
     net.run(BOB_DESK, late)
     assert net.of(BOB_DESK) == [AnsweredElsewhere("proceed"), Ended(ANSWERED_ELSEWHERE, True)]
     assert caller.peer == BOB_PHONE and caller.state is State.PROCEEDED and phone.state is State.PROCEEDED
+
 
 def test_reject_and_retract() -> None:
     net = Network((ALICE, BOB_PHONE, BOB_DESK))
@@ -365,7 +397,7 @@ MEDIA_CONTENTS = (
 received = st.one_of(
     st.tuples(
         st.just("message"), st.sampled_from(SENDERS),
-        st.builds(JingleMessage, st.sampled_from(["propose", "ringing", "proceed", "reject", "retract", "finish"]),
+        st.builds(JingleMessage, st.sampled_from(["propose", "ringing", "proceed", "accept", "reject", "retract", "finish"]),
                   st.sampled_from([SID, "other"]), st.just((RtpDescription("audio"),))),
     ),
     st.tuples(
@@ -416,7 +448,10 @@ def test_any_sequence_is_answered_and_never_crashes(as_caller: bool, inputs: lis
         else:
             step = call.on_timeout(item[1])
         for out in step:
-            if isinstance(out, SendIq | SendMessage):
+            # The callee's accept tells its own account; everything else goes to the peer.
+            if isinstance(out, SendMessage) and out.payload.kind == "accept":
+                assert not as_caller and out.to == BOB_PHONE.bare
+            elif isinstance(out, SendIq | SendMessage):
                 assert out.to.bare == (BOB_PHONE.bare if as_caller else ALICE.bare)
         if call.ended:
             assert call.deadline is None

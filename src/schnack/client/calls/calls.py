@@ -3,9 +3,9 @@ client's stanzas, with the media of media.py.
 
 :class:`Calls` turns what the sans-IO :class:`~.session.CallSession` asks for into messages and
 IQs, and what arrives into its input. Proposals go to the callee's bare JID, so every device
-rings; the callee's other devices stop when one answers, since the answer reaches them as a
-carbon (XEP-0280), and one that answered too (its link was down) gets the caller's
-``<finish/>`` once its own answer arrives second. Candidates trickle both ways (XEP-0176 §5.3): session-initiate and
+rings; the callee's other devices stop when one answers, since its ``<accept/>`` to its own bare
+JID reaches them, and its answer as a carbon (XEP-0280); one that answered too (its link was
+down) gets the caller's ``<finish/>`` once its own answer arrives second. Candidates trickle both ways (XEP-0176 §5.3): session-initiate and
 session-accept carry our host candidates, and each server-reflexive or relayed one the media
 finds later goes out in a transport-info; the peer's are given to the media once its description
 has been, and held until then.
@@ -20,8 +20,8 @@ peer's session-terminate comes first.
 
 The link to the server may drop and come back during a call. The JMI messages go through the
 outbox's volatile path (:meth:`~..outbox.Outbox.send_volatile`): written while the link is down,
-a ``<propose/>``, ``<proceed/>``, ``<reject/>`` or ``<finish/>`` goes out once it is back, so the
-peer does not ring on or talk into the void. Placing or answering a call therefore does not wait
+a ``<propose/>``, ``<proceed/>`` (with its ``<accept/>``), ``<reject/>`` or ``<finish/>`` goes out
+once it is back, so the peer does not ring on or talk into the void. Placing or answering a call therefore does not wait
 for the link: the STUN and TURN of XEP-0215 are asked for alongside, and only the media waits
 for them. A Jingle IQ cannot wait like that, since it needs its answer: it
 waits for the link as every request does (:meth:`~..client.Client.iq`), and a session-initiate

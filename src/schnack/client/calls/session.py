@@ -5,7 +5,8 @@
     caller                                     callee (every device rings)
     propose ─────────────── to the bare JID ──▶ Incoming
     Ringing ◀────────────── ringing ─────────── ring()
-    Proceeded ◀──────────── proceed ─────────── proceed()   (other devices: AnsweredElsewhere)
+    Proceeded ◀──────────── proceed ─────────── proceed()   (accept to our own bare JID:
+                                                             other devices AnsweredElsewhere)
     initiate(offer) ─────── session-initiate ─▶ RemoteDescription(offer)
     RemoteDescription ◀──── session-accept ──── accept(answer)
     add_candidate() ◀─────▶ transport-info ◀──▶ add_candidate()        (trickle ICE, XEP-0176 §5.3)
@@ -42,8 +43,9 @@ from .sdp import RtpContents
 
 RING_TIMEOUT = 60.0
 SETUP_TIMEOUT = 30.0
-# The caller's <finish/> to a device of the callee whose <proceed/> came after another's: the
-# call goes on with the first (XEP-0353 §3.3), and this one stops waiting for a session.
+# How a device of the callee ends when another device of the account took the call: it rang and
+# learnt of the other's <accept/> or <proceed/> (XEP-0353 §3.3), or it answered too and the
+# caller's <finish/> says the call went on with the first answer.
 ANSWERED_ELSEWHERE = Reason("cancel", "answered on another device")
 # XEP-0167 §7: the session-info payloads of an RTP session.
 RTP_INFO = frozenset(f"{{{INFO}}}{name}" for name in ("active", "hold", "unhold", "mute", "unmute", "ringing"))
@@ -221,15 +223,21 @@ class CallSession:
         return [SendMessage(self.peer, JingleMessage("ringing", self.sid))]
 
     def proceed(self, now: float, device: int | None = None, link_down: bool = False) -> Step:
-        """Callee, §3.3: take the call on this device; ``device`` names the OMEMO device that
-        will vouch for the DTLS fingerprint. With ``link_down`` the ``<proceed/>`` waits for the
+        """Callee, §3.3: take the call on this device, and tell our other devices with
+        ``<accept/>`` (v0.3 §3.3); ``device`` names the OMEMO device that will vouch for the
+        DTLS fingerprint. With ``link_down`` the ``<proceed/>`` waits for the
         link to the server, which may come back as late as the call would have rung: the session
         may then take the usual setup time after that."""
         self._expect("responder", State.PROPOSED, State.RINGING)
         self.state = State.PROCEEDED
         left = max(now, self.deadline or now) if link_down else now
         self.deadline = left + self.setup_timeout
-        return [SendMessage(self.peer, JingleMessage("proceed", self.sid, device=device))]
+        # XEP-0353 v0.3 §3.3: <accept/> to our own bare JID stops our other devices ringing,
+        # also those that do not learn of the call from the carbon of <proceed/> (a client
+        # without carbons, or one that reads only <accept/>). It goes first, as Conversations
+        # sends it: a device that gets the <proceed/> carbon has had the <accept/> already.
+        accept = SendMessage(self.own.bare, JingleMessage("accept", self.sid))
+        return [accept, SendMessage(self.peer, JingleMessage("proceed", self.sid, device=device))]
 
     def initiate(self, offer: RtpContents, now: float) -> Step:
         """Caller, XEP-0166 §6.2: the session-initiate with the local offer."""
@@ -335,11 +343,14 @@ class CallSession:
         return []
 
     def _from_own_device(self, message: JingleMessage) -> Step:
-        # Only the callee's other devices matter: they stop ringing once one of them answered,
-        # with a carbon of its <proceed/> or <reject/>, or its <accept/> (XEP-0353 v0.3 §3.3).
+        """XEP-0353 §3.3, §3.5 (and v0.3 §3.3 for ``<accept/>``): another device of our account
+        answered (its ``<accept/>`` to our bare JID, or the carbon of its ``<proceed/>``) or
+        declined (the carbon of its ``<reject/>``), so this one stops ringing. Only the account's
+        devices get here (``sender`` is another resource of ours: the server stamps 'from', and
+        a carbon is taken only from our own account), never a stranger nor our own echo."""
         ringing = self.role == "responder" and self.state in (State.PROPOSED, State.RINGING)
         if ringing and message.kind in ("proceed", "accept", "reject"):
-            reason = (message.reason or Reason("decline")) if message.kind == "reject" else Reason("success")
+            reason = (message.reason or Reason("decline")) if message.kind == "reject" else ANSWERED_ELSEWHERE
             return [AnsweredElsewhere(message.kind), *self._end(reason, True)]
         return []
 

@@ -9,8 +9,8 @@ Reject and retract may carry ``<tie-break/>`` when two proposals crossed (§4.1)
 
 ``<accept/>`` is v0.3's (§3.3 there): sent to the responder's own bare JID so that its other
 devices stop ringing. Conversations and Dino still send it besides ``<proceed/>``, and Dino's
-messages are of type normal, whose ``<proceed/>`` no carbon copies: ``<accept/>`` is read, never
-sent.
+messages are of type normal, whose ``<proceed/>`` no carbon copies: ``<accept/>`` is read, and
+sent too, so that such a client on the same account stops ringing when we answer.
 
 ``<proceed/>`` may also carry the OMEMO device id that will sign the DTLS fingerprint, in the
 namespace Conversations uses for verified calls.
