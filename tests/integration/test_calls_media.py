@@ -337,6 +337,32 @@ async def test_an_answer_after_another_devices_ends_once_the_link_is_back(
         await proxy.stop()
 
 
+async def test_an_answer_while_the_link_is_down_ends_once_back_when_the_call_is_over(devices: Devices) -> None:
+    """Bob answers on his phone while its link is down, and declines on his desk meanwhile: the
+    call ends for the caller. Once the phone is back, its <proceed/> finds no call there, and the
+    caller answers it with item-not-found (RFC 6120 §8.3, as Conversations does), so the phone's
+    answer ends at once instead of waiting some 90 s for a session that never comes."""
+    host, port = devices.server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    try:
+        alice = await devices.login("alice@localhost/laptop")
+        bob = {"phone": await devices.login("bob@localhost/phone", via=proxy),
+               "desk": await devices.login("bob@localhost/desk")}  # fmt: skip
+        ringing = {name: asyncio.ensure_future(rings(client)) for name, client in bob.items()}
+        await asyncio.sleep(0)
+        call = await alice.call("bob@localhost")
+        incoming = {name: await ring for name, ring in ringing.items()}
+        await cut_off(bob["phone"], proxy)
+        late = await incoming["phone"].answer()
+        await incoming["desk"].reject()
+        assert await ended(call) == "decline"
+        proxy.refusing = False
+        with pytest.raises(CallFailed, match=r"^alice@localhost/laptop no longer has this call: item-not-found"):
+            await late.wait_connected(WAIT)
+    finally:
+        await proxy.stop()
+
+
 async def accepts_before_the_proceed(watch: Wire) -> list[tuple[str | None, Element]]:
     """The <accept/> messages a device of bob's gets, directly or as carbons (XEP-0280), until the
     carbon of the <proceed/> that follows them: the sender of each, and the message itself."""

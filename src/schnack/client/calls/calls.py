@@ -599,7 +599,8 @@ class Calls:
         if stanza.type == "error":
             self._bounced(stanza)
             return
-        if any(child.tag in (RECEIVED, SENT) for child in el):
+        copied = any(child.tag in (RECEIVED, SENT) for child in el)
+        if copied:
             carbon = unwrap(stanza, self.client.account)
             if carbon is None:
                 return
@@ -623,6 +624,9 @@ class Calls:
             # However old: a retract or finish held for us while our link was down (XEP-0203
             # stamps what a resumed session or offline storage hands over) still ends the call.
             call.step(call.session.on_message(sender, found, now))
+            return
+        if found.kind == "proceed" and not copied and stanza.to == self.client.jid:
+            self._no_such_call(stanza, found.id)
             return
         waited = _waited(stamps)
         if waited >= RING_TIMEOUT:
@@ -668,13 +672,24 @@ class Calls:
         incoming.step(incoming.session.lose_tie_break())
         return True
 
+    def _no_such_call(self, stanza: Stanza, sid: str) -> None:
+        """A ``<proceed/>`` to this device for a call it no longer has: the call ended here (another
+        device of the callee declined it, nobody answered in time, or it is over) before a device
+        that answered while its link was down got its answer out. The error (RFC 6120 §8.3, as
+        Conversations answers it) ends that answer at once instead of at its setup timer. Only one
+        to our full JID is answered: one to our bare JID may be for another of our devices."""
+        reply = stanza.error(StanzaError("item-not-found", f"no call {sid} here: it is over"))
+        self.client.write(reply)
+
     def _bounced(self, stanza: Stanza) -> None:
-        """An error for one of our JMI messages: the callee's server would not take the call."""
+        """An error for one of our JMI messages: the callee's server would not take the call, or
+        the caller no longer has the call our answer was for."""
         call = next((c for c in self._calls.values() if stanza.id in c.message_ids), None)
         if call is None:
             return
         error = XmppError.from_stanza(stanza.el)
-        text = f"{call.peer} cannot be called: {error.condition}" + (f" ({error.text})" if error.text else "")
+        what = "cannot be called" if call.session.role == "initiator" else "no longer has this call"
+        text = f"{call.peer} {what}: {error.condition}" + (f" ({error.text})" if error.text else "")
         call.step(call.session.hang_up(Reason("connectivity-error", text)))
 
     def _on_jingle(self, stanza: Stanza) -> Element | None:
