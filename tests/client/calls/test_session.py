@@ -200,6 +200,25 @@ def test_an_answer_that_reaches_the_caller_second_is_told_the_call_went_elsewher
     assert caller.peer == BOB_PHONE and caller.state is State.PROCEEDED and phone.state is State.PROCEEDED
 
 
+@pytest.mark.parametrize("initiated", [False, True])
+def test_a_callee_that_reconsiders_after_its_answer_ends_the_call(initiated: bool) -> None:
+    """Conversations' callee that hangs up after its <proceed/>, before the session is set up,
+    sends <reject/>: the caller ends the call as declined, whether or not its session-initiate
+    has gone out, instead of setting up a session nobody takes. A reject from another device of
+    the callee, which was only late to decline, changes nothing."""
+    net = Network((ALICE, BOB_PHONE, BOB_DESK))
+    caller = net.call()
+    net.run(BOB_PHONE, net.calls[BOB_PHONE].proceed(net.now))
+    if initiated:
+        caller.initiate(rtp("actpass", "alic"), net.now)
+    state = caller.state
+    late = JingleMessage("reject", SID, reason=Reason("decline"))
+    assert caller.on_message(BOB_DESK, late, net.now) == [] and caller.state is state
+    reconsidered = JingleMessage("reject", SID, reason=Reason("busy"))
+    assert caller.on_message(BOB_PHONE, reconsidered, net.now) == [Ended(Reason("busy"), True)]
+    assert caller.ended and caller.deadline is None
+
+
 def test_reject_and_retract() -> None:
     net = Network((ALICE, BOB_PHONE, BOB_DESK))
     caller = net.call()

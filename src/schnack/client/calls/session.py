@@ -13,7 +13,8 @@
     describe() ◀──────────▶ description-info ◀▶ describe()             (new receiving parameters, XEP-0166 §7.2)
     hang_up() ──────────── session-terminate + finish ──▶ Ended
 
-Before proceed the caller may ``retract`` and the callee ``reject`` (XEP-0353 §3.4, §3.5). The
+Before proceed the caller may ``retract`` and the callee ``reject`` (XEP-0353 §3.4, §3.5); the
+device that proceeded may still reject until its session-accept, as Conversations does. The
 machine does no I/O: each method takes what arrived and returns what to send (:class:`SendMessage`,
 :class:`SendIq`, :class:`Reply`) and what the application should learn (events). Time is the
 caller's: :attr:`CallSession.deadline` says when :meth:`CallSession.on_timeout` is due (nobody
@@ -371,6 +372,10 @@ class CallSession:
             # down, or both answered at once): it must not wait for a session that goes elsewhere.
             return [SendMessage(sender, JingleMessage("finish", self.sid, reason=ANSWERED_ELSEWHERE))]
         if message.kind == "reject" and before_proceed:
+            return self._end(message.reason or Reason("decline"), True)
+        if message.kind == "reject" and sender == self.peer and self.state in (State.PROCEEDED, State.INITIATED):
+            # The device that answered hung up before the session was set up: Conversations
+            # then rejects rather than finishes, and the session must not go on without it.
             return self._end(message.reason or Reason("decline"), True)
         if message.kind == "finish" and sender == self.peer and not before_proceed:
             return self._end(message.reason or Reason("success"), True)
