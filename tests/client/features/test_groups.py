@@ -425,13 +425,13 @@ async def test_a_live_message_before_the_catch_up_does_not_skip_the_archive(
     assert [(m.text, m.history) for m in got] == [("now", False), ("while you were away", True)]
 
 
-async def test_a_room_catch_up_cut_short_is_taken_up_after_a_resumption(group_server: Server, clients: list[Client],
-                                                                        tmp_path: Path) -> None:
-    """A resumed session (XEP-0198 §5) enters no group again, so the room's catch-up that the lost
-    link cut short is taken up once the link is back; a live message meanwhile moves no position
-    past what it has not read."""
-    alice = await online(group_server, clients, "alice@localhost/phone")
-    bob = await online(group_server, clients, "bob@localhost/phone", data_dir=tmp_path / "bob")
+async def _resumed_after_a_held_request(server: Server, clients: list[Client], tmp_path: Path, tag: str) -> None:
+    """bob's login after a message to his public channel; the link drops while the channel's
+    service holds his request carrying ``tag`` and the session is resumed (XEP-0198 §5), which
+    enters no group again. He reads the message from the archive, and one sent after the break
+    live: nothing is skipped."""
+    alice = await online(server, clients, "alice@localhost/phone")
+    bob = await online(server, clients, "bob@localhost/phone", data_dir=tmp_path / "bob")
     channel = await alice.groups.create("Lobby", encrypted=False)
     await bob.groups.join(channel.jid)
     await bob.close()
@@ -440,19 +440,19 @@ async def test_a_room_catch_up_cut_short_is_taken_up_after_a_resumption(group_se
     held, release = asyncio.Event(), asyncio.Event()
 
     async def hold(stanza: Stanza, _origin: object) -> None:
-        if stanza.to == channel.jid and stanza.el.find(MAM_QUERY) is not None and not release.is_set():
+        if stanza.to == channel.jid and stanza.el.find(tag) is not None and not release.is_set():
             held.set()
             await release.wait()
 
-    group_server.hooks.add("pre-iq/service", hold, priority=1000)
-    bob = make_client(group_server, "bob@localhost/phone", data_dir=tmp_path / "bob", backoff=(0.05, 0.2))
+    server.hooks.add("pre-iq/service", hold, priority=1000)
+    bob = make_client(server, "bob@localhost/phone", data_dir=tmp_path / "bob", backoff=(0.05, 0.2))
     clients.append(bob)
     feed = bob.groups.messages()
     await bob.connect()
     events = bob.events()
     async with asyncio.timeout(WAIT):
         await held.wait()
-    (conn,) = [c for c in group_server.connections if c.stream.session is not None and c.stream.session.jid == bob.jid]
+    (conn,) = [c for c in server.connections if c.stream.session is not None and c.stream.session.jid == bob.jid]
     conn.link.transport.abort()
     release.set()
     await next_of(events, lambda e: isinstance(e, Connected))
@@ -460,6 +460,22 @@ async def test_a_room_catch_up_cut_short_is_taken_up_after_a_resumption(group_se
     await alice.groups.send(channel.jid, "after the break", encrypted=False)
     got = {((m := await from_group(feed, channel.jid)).text, m.history) for _ in range(2)}
     assert got == {("while you were away", True), ("after the break", False)}
+    await in_group(bob, channel.jid)
+
+
+async def test_a_room_catch_up_cut_short_is_taken_up_after_a_resumption(group_server: Server, clients: list[Client],
+                                                                        tmp_path: Path) -> None:
+    """The room's catch-up that the lost link cut short is taken up once the link is back; a
+    live message meanwhile moves no position past what it has not read."""
+    await _resumed_after_a_held_request(group_server, clients, tmp_path, MAM_QUERY)
+
+
+async def test_a_room_set_up_cut_short_is_taken_up_after_a_resumption(group_server: Server, clients: list[Client],
+                                                                      tmp_path: Path) -> None:
+    """The link drops after a stored group was entered again but before its archive is read (here
+    while its disco#info is asked for): once the session is resumed, the group's set-up is taken
+    up and its archive read; a live message meanwhile moves no position past what it has not read."""
+    await _resumed_after_a_held_request(group_server, clients, tmp_path, INFO)
 
 
 async def test_bookmarks_and_rejoining(group_server: Server, clients: list[Client], tmp_path: Path) -> None:

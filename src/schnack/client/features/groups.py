@@ -30,7 +30,8 @@ so that the next catch-up reads it again, for up to ``messages.RETRY_FOR`` after
 (the messages that arrive live meanwhile do not move the position past it either); one runs in
 the same login when someone's keys are fetched, after the catch-up under way if there is one.
 A resumed session (XEP-0198 §5) enters no group again: a catch-up that stopped short is taken
-up once it is back.
+up once it is back, and so is the set-up of a group that the lost link cut short after it was
+entered and before its archive was read (live messages move no position meanwhile).
 
 A group message is encrypted to every device of every member (the owner, admin and member
 lists, §9.5 and §10.5, which members of a non-anonymous room may read, kept current from the
@@ -680,17 +681,24 @@ class Groups:
         """After entering: the room's kind and name, its members, and its archive."""
         known = room.jid in self._rooms
         try:
-            info = DiscoInfo.from_xml(_payload(await self._iq("get", element(INFO), room.jid), INFO))
-            room.private = "muc_membersonly" in info.features and "muc_nonanonymous" in info.features
-            if room.name is None:
-                room.name = next((i.name for i in info.identities if i.category == "conference" and i.name), None)
-        except (XmppError, ValueError) as err:
-            log.info("no disco#info of %s: %s", room.jid, err)
-        self._rooms[room.jid] = room
-        self._save()
-        if not known:
-            await self._bookmark(room)
-        await self._refresh_members(room)
+            try:
+                info = DiscoInfo.from_xml(_payload(await self._iq("get", element(INFO), room.jid), INFO))
+                room.private = "muc_membersonly" in info.features and "muc_nonanonymous" in info.features
+                if room.name is None:
+                    room.name = next((i.name for i in info.identities if i.category == "conference" and i.name),
+                                     None)
+            except (XmppError, ValueError) as err:
+                log.info("no disco#info of %s: %s", room.jid, err)
+            self._rooms[room.jid] = room
+            self._save()
+            if not known:
+                await self._bookmark(room)
+            await self._refresh_members(room)
+        except ClientError:
+            # Cut short (a lost link) before its archive was read: live messages leave the position
+            # where it is, and a resumed session takes the set-up up again (_watch).
+            room.behind = True
+            raise
         if self._reading:
             await self._catch_up(room)
         room.ready = room.joined
@@ -731,29 +739,43 @@ class Groups:
 
     async def _after_connect(self, entering: list[tuple[_Room, asyncio.Future[tuple[int, ...]]]]) -> None:
         for room, future in entering:
-            try:
-                async with asyncio.timeout(self.client.timeout):
-                    statuses = await asyncio.shield(future)
-                if await self._existed(room, statuses):
-                    await self._settle(room)
-            except (ClientError, TimeoutError) as err:
-                log.warning("could not enter the group %s: %s", room.jid, err or "no answer")
-            finally:
-                room.catching_up = False
+            await self._set_up(room, future)
         await self._follow_bookmarks()
+
+    async def _set_up(self, room: _Room, entering: asyncio.Future[tuple[int, ...]] | None) -> None:
+        """A group entered (once ``entering`` has our own presence, if given) is set up: its
+        archive is read and live messages move its position only once that is over."""
+        try:
+            if entering is not None:
+                async with asyncio.timeout(self.client.timeout):
+                    statuses = await asyncio.shield(entering)
+                if not await self._existed(room, statuses):
+                    return
+            await self._settle(room)
+        except (ClientError, TimeoutError) as err:
+            log.warning("could not enter the group %s: %s", room.jid, err or "no answer")
+        finally:
+            room.catching_up = False
 
     async def _watch(self) -> None:
         """Take up the catch-ups a lost link cut short once the link is back: a resumed session
-        (XEP-0198 §5) runs no steps after login. A group not ready yet is being entered after a
-        new login, which reads its archive anyway."""
+        (XEP-0198 §5) runs no steps after login, and enters no group again. A group entered whose
+        set-up the link cut short before its archive was read is set up again; one being entered
+        or set up (after a new login) reads its archive anyway."""
         from ..client import Connected
 
         async for event in self.client.events():
             if not isinstance(event, Connected):
                 continue
             for room in list(self._rooms.values()):
-                if room.ready and room.behind:
+                if not room.behind:
+                    continue
+                if room.ready:
                     self._resume(room)
+                elif room.joined and not room.catching_up:
+                    # Under way from now, as in _resume: keys that come meanwhile ask for another run.
+                    room.catching_up = True
+                    self._spawn(self._set_up(room, None))
 
     async def _follow_bookmarks(self) -> None:
         """XEP-0402 §3: groups bookmarked by another app are entered, those removed forgotten."""
