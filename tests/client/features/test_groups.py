@@ -336,6 +336,29 @@ async def test_a_live_group_message_not_decrypted_yet_is_read_at_the_next_login(
     await only_news_next(again, feed, carol, group, ["first", "second"])
 
 
+
+async def test_a_live_group_message_whose_writer_is_not_shown_yet_is_read_once_they_are(
+        group_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """A message that arrives while the group does not show its writer's address (§7.2.3: here
+    the group was semi-anonymous when bob entered it) cannot be decrypted, as whose keys to use is
+    unknown: it is kept and read once the group shows who wrote it (§10.2.1: it became
+    non-anonymous, and her presence came with her address), in its place and only once."""
+    alice, bob, _, group = await club(group_server, clients, tmp_path)
+    room = alice.groups._rooms[group]
+    await alice.groups._configure(room, "Club", private=False)
+    await bob.close()
+    again, feed = await bob_again(group_server, clients, tmp_path)
+    await in_group(again, group)
+    await alice.groups.send(group, "guess who")
+    told = await from_group(feed, group)
+    assert (told.nick, told.sender, told.text) == ("alice", None, None)
+    await alice.groups._configure(room, "Club", private=True)
+    assert alice.write(element(qname(ns.CLIENT, "presence"), {"to": f"{group}/alice"}))
+    late = await from_group(feed, group)
+    assert (late.sender, late.text, late.undecryptable, late.history, late.stanza_id) == (
+        alice.account, "guess who", None, True, told.stanza_id)
+    assert [m.text for m in again.store.history(group)] == ["guess who"]
+
 async def test_only_so_many_live_group_messages_wait_to_be_decrypted(
         group_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Beyond groups._PENDING of them, the oldest is given up: not tried again, nor read again at

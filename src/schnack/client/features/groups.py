@@ -44,10 +44,12 @@ the writer's nickname and real JID, once per room stanza-id, before it is announ
 at an earlier login is not read from the archive again.
 
 A live message that could not be decrypted for a reason that may pass (its sender's keys not
-fetched yet, no session yet, OMEMO not set up, a lost link) is announced as undecryptable and
-kept, up to :data:`_PENDING` per group: it is tried again when its sender's device lists are
-fetched or updated and when another message of theirs was decrypted (which may have built the
-session it needs), in the order they came, for up to ``messages.RETRY_FOR``. Once decrypted it
+fetched yet, no session yet, OMEMO not set up, a lost link, the room not showing yet who wrote
+it) is announced as undecryptable and kept, up to :data:`_PENDING` per group: it is tried again
+when its sender's device lists are fetched or updated and when another message of theirs was
+decrypted (which may have built the session it needs), or when the room shows the writer's real
+JID in their presence (§7.2.3, once the room became non-anonymous, §10.2.1), in the order they
+came, for up to ``messages.RETRY_FOR``. Once decrypted it
 is stored with the time it came and announced as a late arrival (``history``), so that it shows
 in its place. The room's position stays before the first such message meanwhile, so that the
 next login reads it from the archive if no try succeeded; one given up no longer holds it (a
@@ -1004,6 +1006,8 @@ class Groups:
         if stanza.type is not None:
             return
         room.occupants[nick] = item.jid.bare if item.jid is not None else None
+        if item.jid is not None:
+            self._shown(room, nick, item.jid.bare)
         if own:
             room.nick = nick
             room.joined = True
@@ -1047,8 +1051,13 @@ class Groups:
         device: Device | None = None
         undecryptable: str | None = None
         if encrypted:
+            if arrived.sender is None and (real := arrived.room.occupants.get(arrived.nick or "")) is not None:
+                arrived = replace(arrived, sender=real)  # shown by the room since it came
             if arrived.sender is None:
                 undecryptable = "the group does not show who sent it, so whose keys to use is unknown"
+                if not arrived.history and arrived.stanza_id is not None and arrived.nick is not None:
+                    # The room may show it later (§10.2.1: made non-anonymous): kept until then.
+                    self._keep(arrived, arrived.stanza_id, _occupant_jid(arrived.room.jid, arrived.nick))
             else:
                 try:
                     result = await self.client.omemo.decrypt(arrived.sender, el)
@@ -1141,7 +1150,21 @@ class Groups:
             return
         for room in self._rooms.values():
             for _, arrived in room.pending.due(sender):
-                self._deliver(replace(arrived, stamp=arrived.stamp or arrived.received, history=True, retry=True))
+                self._try_again(arrived)
+
+    def _try_again(self, arrived: _Arrived) -> None:
+        """Another try at a live message that waits; published as a late arrival (``history``)
+        with the time it came."""
+        self._deliver(replace(arrived, stamp=arrived.stamp or arrived.received, history=True, retry=True))
+
+    def _shown(self, room: _Room, nick: str, real: JID) -> None:
+        """§7.2.3: the room shows who ``nick`` is (bare ``real``): their messages kept for want of
+        it are tried again, and from now on wait for ``real``'s keys if they still cannot be read."""
+        for stanza_id, arrived in room.pending.due(_occupant_jid(room.jid, nick)):
+            known = replace(arrived, sender=real)
+            # Kept again under the same key: in its place, and no more are kept than before.
+            room.pending.keep(stanza_id, real, known, _PENDING)
+            self._try_again(known)
 
     def _keys_arrived(self, jid: JID) -> None:
         """Someone's OMEMO keys were fetched: what they sent may be read now."""
@@ -1308,6 +1331,11 @@ def _stanza_id(el: Element, by: JID) -> str | None:
     """The stanza-id ``by`` gave the message: one of its own children (XEP-0359 §3), since one
     nested deeper (in a forwarded message, say) is the sender's."""
     return next((s.get("id") for s in el.findall(STANZA_ID) if s.get("by") == str(by)), None)
+
+
+def _occupant_jid(room: JID, nick: str) -> JID:
+    """§4.1: the occupant JID of ``nick`` in ``room``."""
+    return JID(room.local, room.domain, nick)
 
 
 def _delay(el: Element) -> datetime | None:
