@@ -285,6 +285,20 @@ async def bob_again(server: Server, clients: list[Client], tmp_path: Path) -> tu
     return again, feed
 
 
+def catch_ups(monkeypatch: pytest.MonkeyPatch) -> asyncio.Queue[None]:
+    """A queue that gets an item whenever a room's catch-up is over."""
+    over, catch_up = asyncio.Queue[None](), groups.Groups._catch_up
+
+    async def counted(self: groups.Groups, room: Any) -> None:
+        try:
+            await catch_up(self, room)
+        finally:
+            over.put_nowait(None)
+
+    monkeypatch.setattr(groups.Groups, "_catch_up", counted)
+    return over
+
+
 async def only_news_next(bob: Client, feed: AsyncIterator[GroupMessage], carol: Client, group: JID,
                          stored: list[str]) -> None:
     """In the group again, bob reads next what carol writes now (nothing from before again), and
@@ -385,21 +399,14 @@ async def test_giving_up_the_message_a_room_s_catch_up_stopped_at_takes_it_up_ag
     monkeypatch.setattr(groups, "_PENDING", 1)
     _, bob, carol, group = await hidden_keys_group(group_server, clients, tmp_path)
     await bob.close()
-    release, read = asyncio.Event(), asyncio.Queue[None]()
-    page, catch_up = groups.Groups._page, groups.Groups._catch_up
+    release, page = asyncio.Event(), groups.Groups._page
 
     async def held_page(self: groups.Groups, room: Any, after: str | None) -> tuple[bool, str | None]:
         await release.wait()
         return await page(self, room, after)
 
-    async def counted_catch_up(self: groups.Groups, room: Any) -> None:
-        try:
-            await catch_up(self, room)
-        finally:
-            read.put_nowait(None)
-
     monkeypatch.setattr(groups.Groups, "_page", held_page)
-    monkeypatch.setattr(groups.Groups, "_catch_up", counted_catch_up)
+    read = catch_ups(monkeypatch)
     entered = asyncio.Event()
     carol.on_presence(lambda el: entered.set() if el.get("from") == f"{group}/bob" and el.get("type") is None
                       else None)
@@ -769,6 +776,29 @@ async def test_keys_that_come_during_the_catch_up_read_what_it_could_not_decrypt
     assert (got.sender, got.text, got.history, got.stanza_id) == (carol.account, "first", True, told.stanza_id)
     await only_news_next(again, feed, carol, group, ["first", "second"])
 
+
+
+async def test_reading_the_archive_again_tells_a_message_it_still_cannot_decrypt_once(
+        group_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone's keys come while carol's archived message still cannot be decrypted (hers are
+    still hidden): the room's archive is read again from before it, and it is not told as
+    undecryptable a second time."""
+    _, bob, carol, group = await hidden_keys_group(group_server, clients, tmp_path)
+    await bob.close()
+    await carol.acknowledged(await carol.groups.send(group, "first"))
+    read = catch_ups(monkeypatch)
+    again, feed = await bob_again(group_server, clients, tmp_path)
+    told = await from_group(feed, group)
+    assert (told.sender, told.text, told.history) == (carol.account, None, True)
+    async with asyncio.timeout(WAIT):
+        await read.get()
+    again.omemo._keys_arrived(JID.parse("alice@localhost"))
+    async with asyncio.timeout(WAIT):
+        await read.get()
+    await carol.groups.send(group, "second")
+    got = await from_group(feed, group)
+    assert (got.text, got.undecryptable is not None, got.history) == (None, True, False)
+    assert got.stanza_id != told.stanza_id
 
 async def test_a_live_message_does_not_move_the_position_past_an_archived_one_not_decrypted_yet(
         group_server: Server, clients: list[Client], tmp_path: Path) -> None:

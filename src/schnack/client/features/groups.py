@@ -41,7 +41,9 @@ presence (§7.2.3, non-anonymous rooms show it) or from the archived copy (XEP-0
 this device sent comes back from the room (§7.2.3 reflection) and is recognised by its origin-id.
 Every message read (live or archived) is kept in the local store with the group as its peer and
 the writer's nickname and real JID, once per room stanza-id, before it is announced; one stored
-at an earlier login is not read from the archive again.
+at an earlier login is not read from the archive again. One that could not be decrypted is
+announced as undecryptable once, however often it is read again (a catch-up running again in the
+same login, or after a new login of the same client).
 
 A live message that could not be decrypted for a reason that may pass (its sender's keys not
 fetched yet, no session yet, OMEMO not set up, a lost link, the room not showing yet who wrote
@@ -251,6 +253,9 @@ class _Room:
     affiliations: dict[JID, str] = field(default_factory=dict)
     nicks: dict[JID, str] = field(default_factory=dict)
     seen: dict[str, None] = field(default_factory=dict)
+    # Stanza-ids of messages announced as undecryptable: one read again (from the archive, or on
+    # another try) is not announced so again.
+    told: dict[str, None] = field(default_factory=dict)
     # Archive ids of messages read from the room's archive that could not be decrypted yet.
     undecrypted: set[str] = field(default_factory=set)
     # The newest archive id of a message that arrived live: the position, once nothing before
@@ -278,12 +283,12 @@ class _Room:
 
     def saw(self, stanza_id: str) -> bool:
         """Whether ``stanza_id`` was seen before; it counts as seen from now on."""
-        if stanza_id in self.seen:
-            return True
-        self.seen[stanza_id] = None
-        while len(self.seen) > _SEEN:
-            del self.seen[next(iter(self.seen))]
-        return False
+        return _remembered(self.seen, stanza_id)
+
+    def was_told(self, stanza_id: str) -> bool:
+        """Whether the message ``stanza_id`` was announced as undecryptable before; it counts as
+        announced from now on."""
+        return _remembered(self.told, stanza_id)
 
     def to_json(self) -> dict[str, Any]:
         return {"jid": str(self.jid), "name": self.name, "nick": self.nick, "private": self.private,
@@ -1097,6 +1102,8 @@ class Groups:
                 self._retry(arrived.sender)
             if not stored:
                 return
+        elif arrived.stanza_id is not None and arrived.room.was_told(arrived.stanza_id):
+            return  # read again (the catch-up ran again), and still not decrypted
         self.feed.publish(GroupMessage(
             group=arrived.room.jid, nick=arrived.nick, sender=arrived.sender, text=text, id=stanza.id,
             stanza_id=arrived.stanza_id, stamp=arrived.stamp, encrypted=encrypted, device=device,
@@ -1331,6 +1338,16 @@ def _stanza_id(el: Element, by: JID) -> str | None:
     """The stanza-id ``by`` gave the message: one of its own children (XEP-0359 §3), since one
     nested deeper (in a forwarded message, say) is the sender's."""
     return next((s.get("id") for s in el.findall(STANZA_ID) if s.get("by") == str(by)), None)
+
+
+def _remembered(ids: dict[str, None], stanza_id: str) -> bool:
+    """Whether ``stanza_id`` is among ``ids``, the newest :data:`_SEEN`; it is from now on."""
+    if stanza_id in ids:
+        return True
+    ids[stanza_id] = None
+    while len(ids) > _SEEN:
+        del ids[next(iter(ids))]
+    return False
 
 
 def _occupant_jid(room: JID, nick: str) -> JID:
