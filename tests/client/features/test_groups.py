@@ -31,7 +31,7 @@ from schnack.xmpp.payloads.bookmarks import NS as BOOKMARKS
 from schnack.xmpp.payloads.disco import INFO
 from schnack.xmpp.payloads.forward import NS as FORWARD
 from schnack.xmpp.payloads.mam import QUERY as MAM_QUERY
-from schnack.xmpp.payloads.muc import Destroy
+from schnack.xmpp.payloads.muc import ADMIN_QUERY, Destroy
 from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element, qname
 
@@ -454,6 +454,38 @@ async def test_a_live_message_before_the_catch_up_does_not_skip_the_archive(
     got = [await from_group(feed, group) for _ in range(2)]
     assert [(m.text, m.history) for m in got] == [("now", False), ("while you were away", True)]
 
+
+
+async def test_a_live_message_before_a_bookmarked_group_s_catch_up_does_not_skip_its_archive(
+        group_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """A group that only the bookmarks name (another device of the account entered it) is entered
+    after the login and set up (slowly here: the service holds the request for its members): a
+    message that arrives live meanwhile does not move its position past what its archive holds."""
+    alice = await online(group_server, clients, "alice@localhost/phone")
+    laptop = await online(group_server, clients, "bob@localhost/laptop")
+    channel = await alice.groups.create("Lobby", encrypted=False)
+    await laptop.groups.join(channel.jid)
+    await alice.acknowledged(await alice.groups.send(channel.jid, "before this device came", encrypted=False))
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(stanza: Stanza, _origin: object) -> None:
+        if stanza.to == channel.jid and stanza.from_ is not None and stanza.from_.resource == "phone" \
+                and stanza.el.find(ADMIN_QUERY) is not None and not release.is_set():
+            held.set()
+            await release.wait()
+
+    group_server.hooks.add("pre-iq/service", hold, priority=1000)
+    phone = make_client(group_server, "bob@localhost/phone", data_dir=tmp_path / "bob")
+    clients.append(phone)
+    feed = phone.groups.messages()
+    await phone.connect()
+    async with asyncio.timeout(WAIT):
+        await held.wait()
+    await alice.groups.send(channel.jid, "now", encrypted=False)
+    assert ((live := await from_group(feed, channel.jid)).text, live.history) == ("now", False)
+    release.set()
+    got = await from_group(feed, channel.jid)
+    assert (got.text, got.history) == ("before this device came", True)
 
 async def _resumed_after_a_held_request(server: Server, clients: list[Client], tmp_path: Path, tag: str) -> None:
     """bob's login after a message to his public channel; the link drops while the channel's

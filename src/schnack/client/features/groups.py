@@ -22,8 +22,9 @@ message waiting there finds its room), then the bookmarks are read: groups added
 entered, groups left elsewhere forgotten. Entering asks for no history (§7.2.14,
 ``maxstanzas='0'``); the room's archive is read instead from where this device got to, page by
 page, de-duplicated by the room's stanza-ids (XEP-0359), so that what arrives live meanwhile is
-not shown twice (nor taken for where this device got to: the stored groups are entered at once
-and their archives read one after the other). A message that could not be decrypted for a
+not shown twice (nor taken for where this device got to: a group counts as catching up from the
+moment it is entered until its archive is read, and the stored groups are entered at once and
+their archives read one after the other). A message that could not be decrypted for a
 reason that may pass (OMEMO not set up on this login, a lost link, the sender's keys not fetched
 yet, no session yet) does not hold back what came after it, but the position stays before it,
 so that the next catch-up reads it again, for up to ``messages.RETRY_FOR`` after it was sent
@@ -796,13 +797,9 @@ class Groups:
             if jid in self._rooms:
                 continue
             room = self._bookmarked(conference)
-            try:
-                if await self._existed(room, await self._enter(room, History(maxstanzas=0))):
-                    await self._settle(room)
-                else:
-                    log.info("the bookmarked group %s does not exist", jid)
-            except ClientError as err:
-                log.warning("could not enter the bookmarked group %s: %s", jid, err)
+            # Until its archive is read, what arrives live there moves no position past it.
+            room.catching_up = self._reading
+            await self._set_up(room, self._send_join(room, History(maxstanzas=0)))
         self._save()
 
     async def _bookmarks(self) -> dict[JID, Conference] | None:
