@@ -285,17 +285,18 @@ async def bob_again(server: Server, clients: list[Client], tmp_path: Path) -> tu
     return again, feed
 
 
-def catch_ups(monkeypatch: pytest.MonkeyPatch) -> asyncio.Queue[None]:
-    """A queue that gets an item whenever a room's catch-up is over."""
-    over, catch_up = asyncio.Queue[None](), groups.Groups._catch_up
+def runs_over(monkeypatch: pytest.MonkeyPatch, step: str = "_catch_up") -> asyncio.Queue[None]:
+    """A queue that gets an item whenever a run of ``step`` of a room is over (by default its
+    catch-up)."""
+    over, run = asyncio.Queue[None](), getattr(groups.Groups, step)
 
-    async def counted(self: groups.Groups, room: Any) -> None:
+    async def counted(self: groups.Groups, *args: Any) -> None:
         try:
-            await catch_up(self, room)
+            await run(self, *args)
         finally:
             over.put_nowait(None)
 
-    monkeypatch.setattr(groups.Groups, "_catch_up", counted)
+    monkeypatch.setattr(groups.Groups, step, counted)
     return over
 
 
@@ -406,7 +407,7 @@ async def test_giving_up_the_message_a_room_s_catch_up_stopped_at_takes_it_up_ag
         return await page(self, room, after)
 
     monkeypatch.setattr(groups.Groups, "_page", held_page)
-    read = catch_ups(monkeypatch)
+    read = runs_over(monkeypatch)
     entered = asyncio.Event()
     carol.on_presence(lambda el: entered.set() if el.get("from") == f"{group}/bob" and el.get("type") is None
                       else None)
@@ -539,6 +540,38 @@ async def test_a_room_set_up_cut_short_is_taken_up_after_a_resumption(group_serv
     up and its archive read; a live message meanwhile moves no position past what it has not read."""
     await _resumed_after_a_held_request(group_server, clients, tmp_path, INFO)
 
+
+
+async def test_keys_that_come_after_a_room_s_set_up_was_cut_short_set_it_up(
+        group_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stored group's set-up after the login stopped before its archive was read (the request
+    for its members went unanswered): when keys come, the group is set up again, not only its
+    archive read, so that it ends up entered with its members and archive."""
+    alice = await online(group_server, clients, "alice@localhost/phone")
+    bob = await online(group_server, clients, "bob@localhost/phone", data_dir=tmp_path / "bob")
+    channel = await alice.groups.create("Lobby", encrypted=False)
+    await bob.groups.join(channel.jid)
+    await bob.close()
+    await alice.acknowledged(await alice.groups.send(channel.jid, "while you were away", encrypted=False))
+    release = asyncio.Event()
+
+    async def hold(stanza: Stanza, _origin: object) -> None:
+        if stanza.to == channel.jid and stanza.el.find(ADMIN_QUERY) is not None and not release.is_set():
+            await release.wait()
+
+    group_server.hooks.add("pre-iq/service", hold, priority=1000)
+    done = runs_over(monkeypatch, "_set_up")
+    bob = make_client(group_server, "bob@localhost/phone", data_dir=tmp_path / "bob", timeout=2)
+    clients.append(bob)
+    feed = bob.groups.messages()
+    await bob.connect()
+    async with asyncio.timeout(WAIT):
+        await done.get()
+    release.set()
+    bob.omemo._keys_arrived(alice.account)
+    got = await from_group(feed, channel.jid)
+    assert (got.text, got.history) == ("while you were away", True)
+    await in_group(bob, channel.jid)
 
 async def test_bookmarks_and_rejoining(group_server: Server, clients: list[Client], tmp_path: Path) -> None:
     alice = await online(group_server, clients, "alice@localhost/phone", data_dir=tmp_path / "alice")
@@ -818,7 +851,7 @@ async def test_reading_the_archive_again_tells_a_message_it_still_cannot_decrypt
     _, bob, carol, group = await hidden_keys_group(group_server, clients, tmp_path)
     await bob.close()
     await carol.acknowledged(await carol.groups.send(group, "first"))
-    read = catch_ups(monkeypatch)
+    read = runs_over(monkeypatch)
     again, feed = await bob_again(group_server, clients, tmp_path)
     told = await from_group(feed, group)
     assert (told.sender, told.text, told.history) == (carol.account, None, True)

@@ -776,14 +776,8 @@ class Groups:
             if not isinstance(event, Connected):
                 continue
             for room in list(self._rooms.values()):
-                if not room.behind:
-                    continue
-                if room.ready:
+                if room.behind and (room.ready or not room.catching_up):
                     self._resume(room)
-                elif room.joined and not room.catching_up:
-                    # Under way from now, as in _resume: keys that come meanwhile ask for another run.
-                    room.catching_up = True
-                    self._spawn(self._set_up(room, None))
 
     async def _follow_bookmarks(self) -> None:
         """XEP-0402 §3: groups bookmarked by another app are entered, those removed forgotten."""
@@ -1178,8 +1172,9 @@ class Groups:
                 self._resume(room)
 
     def _resume(self, room: _Room) -> None:
-        """Read the archive again from before a message the catch-up could not decrypt yet; if a
-        catch-up is under way, once it is over."""
+        """Read the archive again from before a message the catch-up could not decrypt yet, or
+        from where a lost link cut it short; if a catch-up is under way, once it is over. A group
+        whose set-up was cut short before its archive was read is set up again."""
         if not room.joined or not self._reading:
             return
         if room.catching_up:
@@ -1187,7 +1182,7 @@ class Groups:
         else:
             # Under way from now: a second call before the task starts only asks for another run.
             room.catching_up = True
-            self._spawn(self._catch_up(room))
+            self._spawn(self._catch_up(room) if room.ready else self._set_up(room, None))
 
     async def settled(self) -> None:
         """Wait until every group message that arrived so far has been handled."""
