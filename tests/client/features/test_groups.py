@@ -351,7 +351,6 @@ async def test_a_live_group_message_not_decrypted_yet_is_read_at_the_next_login(
     await only_news_next(again, feed, carol, group, ["first", "second"])
 
 
-
 async def test_a_live_group_message_whose_writer_is_not_shown_yet_is_read_once_they_are(
         group_server: Server, clients: list[Client], tmp_path: Path) -> None:
     """A message that arrives while the group does not show its writer's address (§7.2.3: here
@@ -456,7 +455,6 @@ async def test_a_live_message_before_the_catch_up_does_not_skip_the_archive(
     assert [(m.text, m.history) for m in got] == [("now", False), ("while you were away", True)]
 
 
-
 async def test_a_live_message_before_a_bookmarked_group_s_catch_up_does_not_skip_its_archive(
         group_server: Server, clients: list[Client], tmp_path: Path) -> None:
     """A group that only the bookmarks name (another device of the account entered it) is entered
@@ -539,7 +537,6 @@ async def test_a_room_set_up_cut_short_is_taken_up_after_a_resumption(group_serv
     while its disco#info is asked for): once the session is resumed, the group's set-up is taken
     up and its archive read; a live message meanwhile moves no position past what it has not read."""
     await _resumed_after_a_held_request(group_server, clients, tmp_path, INFO)
-
 
 
 async def test_keys_that_come_after_a_room_s_set_up_was_cut_short_set_it_up(
@@ -810,16 +807,20 @@ async def test_the_catch_up_reads_on_past_a_message_it_cannot_decrypt_yet(
 async def test_keys_that_come_during_the_catch_up_read_what_it_could_not_decrypt(
         group_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """carol's keys are fetched while the room's catch-up still reads on past her message, which
-    it could not decrypt: once that catch-up is over, her message is read in the same login."""
+    it could not decrypt: once that catch-up is over, her message is read in the same login, by
+    reading the archive again (the group is not set up again: its members are asked for once)."""
     monkeypatch.setattr(groups, "PAGE", 1)
     alice, bob, carol, group = await hidden_keys_group(group_server, clients, tmp_path)
     await bob.close()
     await carol.acknowledged(await carol.groups.send(group, "first"))
     await alice.acknowledged(await alice.groups.send(group, "second"))
     queries: list[Stanza] = []
+    lists: list[Stanza] = []
     held, release = asyncio.Event(), asyncio.Event()
 
     async def hold(stanza: Stanza, _origin: object) -> None:
+        if stanza.to == group and stanza.from_ == bob.jid and stanza.el.find(ADMIN_QUERY) is not None:
+            lists.append(stanza)
         if stanza.to == group and stanza.el.find(MAM_QUERY) is not None:
             queries.append(stanza)
             if len(queries) == 2:  # the page after carol's message
@@ -840,7 +841,7 @@ async def test_keys_that_come_during_the_catch_up_read_what_it_could_not_decrypt
     got = await from_group(feed, group)
     assert (got.sender, got.text, got.history, got.stanza_id) == (carol.account, "first", True, told.stanza_id)
     await only_news_next(again, feed, carol, group, ["first", "second"])
-
+    assert len(lists) == len(groups.MEMBER_AFFILIATIONS)
 
 
 async def test_reading_the_archive_again_tells_a_message_it_still_cannot_decrypt_once(
@@ -864,6 +865,7 @@ async def test_reading_the_archive_again_tells_a_message_it_still_cannot_decrypt
     got = await from_group(feed, group)
     assert (got.text, got.undecryptable is not None, got.history) == (None, True, False)
     assert got.stanza_id != told.stanza_id
+
 
 async def test_a_live_message_does_not_move_the_position_past_an_archived_one_not_decrypted_yet(
         group_server: Server, clients: list[Client], tmp_path: Path) -> None:

@@ -1231,8 +1231,9 @@ class Groups:
             room.latest = room.position
             self._advance(room)
         self._save()
-        if room.again and room.behind and not cut_short:
-            self._resume(room)
+        if room.again and room.behind and not cut_short and room.joined:
+            # Run again at once, as part of this catch-up: a group being set up is not set up again.
+            await self._catch_up(room)
 
     async def _page(self, room: _Room, after: str | None) -> tuple[bool, str | None]:
         queryid = secrets.token_hex(8)
