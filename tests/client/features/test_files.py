@@ -25,6 +25,7 @@ from slixmpp.plugins.xep_0454 import XEP_0454
 
 from schnack.client import Client, EncryptionRequired
 from schnack.client.features.files import (
+    CHUNK,
     Attachment,
     DownloadFailed,
     FileError,
@@ -40,6 +41,7 @@ from schnack.server.app import Server
 from schnack.server.blobs import LocalBlobStore
 from schnack.server.modules.upload import Upload
 from schnack.xmpp import ns
+from schnack.xmpp.jid import JID
 from schnack.xmpp.xml import qname
 
 from ...harness import add_user, running
@@ -189,6 +191,33 @@ async def test_sending_errors(file_server: Server, clients: list[Client], tmp_pa
     empty.touch()
     with pytest.raises(FileError, match="is empty"):
         await alice.send_file("bob@localhost", empty)
+
+
+@pytest.mark.parametrize("change", ["grew", "shrank"])
+async def test_a_file_that_changes_size_on_the_way_is_not_sent(file_server: Server, clients: list[Client],
+                                                               tmp_path: Path, change: str) -> None:
+    """A recording still being written when it is sent: what goes up would not be the file (and
+    an encrypted one would lose its tag, so the recipient could not open it), so nothing is sent."""
+    alice = await online(file_server, clients, "alice@localhost")
+    await online(file_server, clients, "bob@localhost")
+    source = tmp_path / "recording.ogg"
+    source.write_bytes(os.urandom(MiB))
+
+    def write_on(done: int, _total: int) -> None:
+        if done <= CHUNK:
+            if change == "grew":
+                with source.open("ab") as f:
+                    f.write(os.urandom(1000))
+            else:
+                os.truncate(source, CHUNK + 1000)
+
+    for encrypted in (True, False):
+        source.write_bytes(os.urandom(MiB))
+        with pytest.raises(FileError, match=f"recording.ogg {change} while it was being sent"):
+            await alice.send_file("bob@localhost", source, encrypted=encrypted, progress=write_on)
+    module = file_server.modules["upload"]
+    assert isinstance(module, Upload)
+    assert await module.usage(JID.parse("alice@localhost")) == [{"jid": "alice@localhost", "files": 0, "bytes": 0}]
 
 
 async def test_no_upload_service(tmp_path: Path, clients: list[Client]) -> None:

@@ -41,7 +41,7 @@ from xml.etree.ElementTree import Element
 
 import aiohttp
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import AEADEncryptionContext, Cipher, algorithms, modes
 
 from ...xmpp import ns
 from ...xmpp.jid import JID
@@ -234,8 +234,9 @@ class Files:
         key, iv = (os.urandom(KEY_SIZE), os.urandom(IV_SIZE)) if encrypted else (None, None)
         headers = dict(slot.headers)
         headers.update({"Content-Type": kind, "Content-Length": str(upload_size)})
-        body = _encrypted_chunks(path, key, iv, progress, upload_size) if key is not None and iv is not None \
-            else _plain_chunks(path, progress, upload_size)
+        encryptor = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor() if key is not None and iv is not None \
+            else None
+        body = _chunks(path, size, encryptor, progress, upload_size)
         try:
             async with aiohttp.ClientSession() as http, http.put(
                 slot.put, data=body, headers=headers, ssl=self._ssl(),
@@ -245,6 +246,9 @@ class Files:
                 if response.status not in (200, 201):
                     raise FileError(f"the upload was refused: HTTP {response.status} {response.reason}")
         except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as err:
+            # aiohttp reports a failing body as its own connection error, caused by the real one.
+            if isinstance(err.__cause__, FileError):
+                raise err.__cause__ from None
             raise FileError(f"the upload failed: {err or type(err).__name__}") from None
         if key is None or iv is None:
             return slot.get
@@ -387,32 +391,34 @@ def _query(to: str, payload: str) -> Element:
     return iq
 
 
-async def _encrypted_chunks(path: Path, key: bytes, iv: bytes, progress: Progress | None,
-                            total: int) -> AsyncIterator[bytes]:
-    """XEP-0454 §3: AES-256-GCM of the file, chunk by chunk, then the tag."""
-    encryptor = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
+async def _chunks(path: Path, size: int, encryptor: AEADEncryptionContext | None, progress: Progress | None,
+                  total: int) -> AsyncIterator[bytes]:
+    """The file's ``size`` bytes in chunks; encrypted, XEP-0454 §3: AES-256-GCM, then the tag.
+
+    A file that grows or shrinks on the way (a recording still being written) raises FileError
+    before its last byte goes: what the server got would not be the file, and an encrypted one
+    would lack its tag.
+    """
     done = 0
+    left = size
     with path.open("rb") as source:
-        while chunk := source.read(CHUNK):
-            data = encryptor.update(chunk)
+        while left:
+            chunk = source.read(min(CHUNK, left))
+            if not chunk:
+                raise FileError(f"{path.name} shrank while it was being sent")
+            left -= len(chunk)
+            if not left and source.read(1):
+                raise FileError(f"{path.name} grew while it was being sent")
+            data = chunk if encryptor is None else encryptor.update(chunk)
             done += len(data)
             if progress is not None:
                 progress(done, total)
             yield data
-    tail = encryptor.finalize() + encryptor.tag
-    if progress is not None:
-        progress(done + len(tail), total)
-    yield tail
-
-
-async def _plain_chunks(path: Path, progress: Progress | None, total: int) -> AsyncIterator[bytes]:
-    done = 0
-    with path.open("rb") as source:
-        while chunk := source.read(CHUNK):
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
-            yield chunk
+    if encryptor is not None:
+        tail = encryptor.finalize() + encryptor.tag
+        if progress is not None:
+            progress(done + len(tail), total)
+        yield tail
 
 
 def _place(partial: Path, wanted: Path) -> Path:
