@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 from xml.etree.ElementTree import Element
 
 import aiohttp
@@ -415,6 +415,30 @@ async def test_slow_upload_gets_408_and_leaves_nothing(impatient: Server, http: 
     assert (await http.get(s.get)).status == 404
     # The slot is still there for a better connection.
     assert (await put(http, s.put, b"z" * 100_000)).status == 201
+    wire.close()
+
+
+async def test_active_content_is_served_as_a_download(server: Server, http: aiohttp.ClientSession) -> None:
+    """A page, a script or an SVG would run on the server's origin if a browser showed it: such
+    files come as attachments under their own name; pictures, sound, video and plain text show."""
+    wire = await logged_in(server)
+    for name, kind, disposition in (
+        ("login.html", "text/html", "attachment"),
+        ("cat.svg", "image/svg+xml", "attachment"),
+        ("app.js", "text/javascript", "attachment"),
+        ("report.pdf", "application/pdf", "attachment"),
+        ("data.xml", "application/xml", "attachment"),
+        ("Grüße und co.bin", "application/octet-stream", "attachment"),
+        ("cat.jpg", "image/jpeg", "inline"),
+        ("voice.ogg", "audio/ogg", "inline"),
+        ("clip.mp4", "video/mp4", "inline"),
+        ("notes.txt", "text/plain", "inline"),
+    ):
+        s = await upload(server, http, wire, b"<html><script>alert(1)</script></html>", name, kind)
+        for method in ("GET", "HEAD"):
+            async with http.request(method, s.get) as got:
+                assert got.status == 200
+                assert got.headers["Content-Disposition"] == f"{disposition}; filename*=UTF-8''{quote(name, safe='')}"
     wire.close()
 
 

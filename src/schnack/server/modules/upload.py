@@ -24,7 +24,9 @@ Its id is 128 random bits chosen here; the file system only ever sees that id.
   Whatever fails, no partial file stays behind.
 - ``GET``/``HEAD``: the file with its content type, one byte range if asked (206, or 416 with
   ``bytes */size``), served with ``nosniff`` and a sandboxing CSP so an uploaded page cannot
-  script the domain. The URL is a capability: whoever has it may read the file until it expires.
+  script the domain; only pictures (not SVG), sound, video and plain text are shown inline,
+  anything else comes with ``Content-Disposition: attachment`` and its name. The URL is a
+  capability: whoever has it may read the file until it expires.
 - ``OPTIONS``: the CORS preflight web clients send before a PUT (Authorization, Content-Type).
   Every answer allows any origin.
 
@@ -490,8 +492,9 @@ class Upload(Module[UploadOptions]):
         if await self.blobs.size(f"{domain}/{slot_id}") != size:
             log.warning("uploaded file %s/%s is missing from the blob store", domain, slot_id)
             return _status(404, "no such file")
-        headers = {**_SERVED, "Access-Control-Allow-Origin": "*", "ETag": f'"{slot_id}"',
-                   "Content-Type": record.type or _DEFAULT_TYPE}
+        kind = record.type or _DEFAULT_TYPE
+        headers = {**_SERVED, "Access-Control-Allow-Origin": "*", "ETag": f'"{slot_id}"', "Content-Type": kind,
+                   "Content-Disposition": _disposition(kind, record.name)}
         try:
             span = _range(request.headers.get("Range"), size)
         except _Unsatisfiable:
@@ -636,6 +639,16 @@ class Upload(Module[UploadOptions]):
 
 def _status(status: int, text: str, **headers: str) -> web.Response:
     return web.Response(status=status, text=text + "\n", headers={**headers, "Access-Control-Allow-Origin": "*"})
+
+
+def _disposition(kind: str, name: str) -> str:
+    """RFC 6266 §4: pictures, sound, video and plain text show in the browser; anything else
+    (a page, a script, an SVG, a PDF) is saved, so that it never runs on the server's origin."""
+    main, _, sub = _media_type(kind).partition("/")
+    shown = (main in ("audio", "video") or (main == "image" and not sub.endswith("+xml"))
+             or (main, sub) == ("text", "plain"))
+    # RFC 8187 §3.2: the name percent-encoded as UTF-8.
+    return f"{'inline' if shown else 'attachment'}; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def _range(header: str | None, size: int) -> tuple[int, int] | None:
