@@ -30,7 +30,7 @@ from schnack.server.modules.upload import Upload
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID as Address
 from schnack.xmpp.payloads.disco import DiscoInfo, DiscoItems
-from schnack.xmpp.payloads.upload import NS, Slot, max_file_size
+from schnack.xmpp.payloads.upload import NS, Retry, Slot, max_file_size
 from schnack.xmpp.xml import serialize
 
 from ..cli.proc import SCHNACK, client_env, schnack
@@ -497,6 +497,24 @@ async def test_quota_counts_stored_files(server: Server, http: aiohttp.ClientSes
     assert usage == [{"jid": "alice@localhost", "files": 2, "bytes": 40 * MiB}]
     wire.close()
     bob.close()
+
+
+async def test_waiting_until_the_retry_stamp_gets_the_slot(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """§5: a client over its quota that waits until the <retry/> stamp gets its slot, though the
+    file that frees the space is still on disk until the next sweep."""
+    options = {"max_file_size": 1000, "quota": 1000, "expire_after_days": 1.5 / 86400, "sweep_interval": 86400}
+    async with running(tmp_path, listen=True, modules={"upload": options}) as server:
+        await add_user(server, "alice", PASSWORD)
+        wire = await logged_in(server)
+        s = await upload(server, http, wire, b"x" * 1000)
+        refused = await request_slot(wire, "next.bin", 1000)
+        assert condition(refused) == "resource-constraint"
+        retry = refused.find(f"{{{ns.CLIENT}}}error/{{{NS}}}retry")
+        assert retry is not None
+        await asyncio.sleep(Retry.from_xml(retry).stamp.timestamp() - time.time())
+        await slot(wire, "next.bin", 1000)
+        assert (await http.get(s.get)).status == 200
+        wire.close()
 
 
 async def test_old_files_expire(server: Server, http: aiohttp.ClientSession) -> None:

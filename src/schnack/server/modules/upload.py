@@ -8,10 +8,11 @@ form with ``max-file-size``: the limit, which is ``max_file_size`` or the quota 
 content type. A name that could be a path (separators, ``.``/``..``), holds control
 characters or characters that reorder how it is shown (bidirectional embeddings, overrides and
 isolates), or an empty file is a bad-request; a file over the limit gets not-acceptable with
-``<file-too-large/>``; a file that would take the account over its ``quota`` (stored files plus
-slots not yet used or expired) gets resource-constraint with ``<retry/>`` when space will free
-up. The slot is recorded before it is handed out, so quota holds across a cluster's nodes.
-Its id is 128 random bits chosen here; the file system only ever sees that id.
+``<file-too-large/>``; a file that would take the account over its ``quota`` (stored files not
+yet past their age plus slots not yet used or expired) gets resource-constraint with
+``<retry/>`` when space will free up. The slot is recorded before it is handed out, so quota
+holds across a cluster's nodes. Its id is 128 random bits chosen here; the file system only
+ever sees that id.
 
 **HTTP (§6).** Under ``path`` (``/upload``) the HTTP app serves ``{path}/{D}/{id}/{name}``:
 
@@ -53,6 +54,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -319,20 +321,25 @@ class Upload(Module[UploadOptions]):
     async def _check_quota(self, origin: Session, size: int, now: float) -> None:
         """§5: resource-constraint if the account's files and open slots leave no room."""
         entries = await self.server.storage.maps.items(origin.host, origin.username, STORE)
+        max_age = self.options.expire_after_days * 86400
         used = 0
         frees: list[float] = []
         for data in entries.values():
             record = Record.from_json(data)
-            if record.stored is not None:
+            # A file past its age is as good as gone, like a slot past its grace: the next sweep
+            # deletes it, and a client that waited until <retry/> must not wait for the sweep too.
+            if record.stored is not None and not max_age:
                 used += record.size
-                if self.options.expire_after_days:
-                    frees.append(record.stored + self.options.expire_after_days * 86400)
-            elif record.expires + _PUT_GRACE > now:
+            elif record.stored is not None and record.stored + max_age > now:
+                used += record.size
+                frees.append(record.stored + max_age)
+            elif record.stored is None and record.expires + _PUT_GRACE > now:
                 used += record.size
                 frees.append(record.expires + _PUT_GRACE)
         if used + size <= self.options.quota:
             return
-        retry = Retry(datetime.fromtimestamp(min(frees), UTC)).to_xml() if frees else None
+        # The stamp has whole seconds: rounded down, it would name a time before the space is free.
+        retry = Retry(datetime.fromtimestamp(math.ceil(min(frees)), UTC)).to_xml() if frees else None
         raise StanzaError(
             "resource-constraint",
             f"quota reached: {used} of {self.options.quota} bytes in use, {size} more asked for",
