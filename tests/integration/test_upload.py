@@ -26,7 +26,7 @@ from slixmpp import JID, ClientXMPP
 
 from schnack.server.app import Server
 from schnack.server.blobs import LocalBlobStore
-from schnack.server.modules.upload import Upload
+from schnack.server.modules.upload import STORE, Upload
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID as Address
 from schnack.xmpp.payloads.disco import DiscoInfo, DiscoItems
@@ -527,6 +527,47 @@ async def test_old_files_expire(server: Server, http: aiohttp.ClientSession) -> 
     assert (await http.get(s.get)).status == 404
     assert leftovers(server) == []
     wire.close()
+
+
+async def block_first(server: Server, slots: list[Slot]) -> Path:
+    """Of these files, make the first one the sweep meets impossible to delete: a directory
+    stands in its place. The path to clear is returned."""
+    order = list(await server.storage.maps.items("localhost", "", STORE))
+    first = min(slots, key=lambda s: order.index(urlsplit(s.get).path.split("/")[-2]))
+    path = blob_path(server, first.get)
+    path.unlink()
+    (path / "in the way").mkdir(parents=True)
+    return path
+
+
+async def test_a_file_that_cannot_be_deleted_holds_up_no_other(server: Server, http: aiohttp.ClientSession,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A blob the store fails to delete is logged and left for the next sweep; the expiry of the
+    other files, and the deletion of an account, go on without it."""
+    wire = await logged_in(server)
+    module = upload_module(server)
+    slots = [await upload(server, http, wire, f"file {i}".encode()) for i in range(3)]
+    path = await block_first(server, slots)
+    later = time.time() + 31 * 86400
+    assert await module.sweep(now=later) == 2
+    assert "cannot delete" in caplog.text
+    for s in slots:
+        assert (await http.get(s.get)).status == 404
+    (path / "in the way").rmdir()
+    path.rmdir()
+    assert await module.sweep(now=later) == 1
+    assert leftovers(server) == []
+
+    slots = [await upload(server, http, wire, f"file {i}".encode()) for i in range(3)]
+    path = await block_first(server, slots)
+    wire.close()
+    assert await server.delete_account("localhost", "alice")
+    assert not any(p.is_file() for p in local_store(server).root.rglob("*"))
+    # The next sweep deletes what the account's deletion could not, whatever its age.
+    (path / "in the way").rmdir()
+    path.rmdir()
+    assert await module.sweep() == 1
+    assert await module.usage() == []
 
 
 async def test_files_go_with_the_account(server: Server, http: aiohttp.ClientSession) -> None:

@@ -33,8 +33,10 @@ ever sees that id.
 
 **Expiry and deletion.** Every ``sweep_interval`` seconds, files older than ``expire_after_days``
 and slots whose PUT URL expired unused are dropped. A deleted account's files go with it
-(``user-deleted``). ``schnack admin uploads`` shows usage per account and purges by account or
-age through the admin channel (commands ``uploads`` and ``uploads-purge``).
+(``user-deleted``). A file the store fails to delete is logged and left to the next sweep,
+which also drops what is left of deleted accounts; the other files go on being deleted.
+``schnack admin uploads`` shows usage per account and purges by account or age through the
+admin channel (commands ``uploads`` and ``uploads-purge``).
 
 **Storage.** Records live in the map store: the domain's index (``D``, user ``""``, store
 ``upload``: id → record) and the account's own map (store ``upload``: id → size and state) for
@@ -544,22 +546,38 @@ class Upload(Module[UploadOptions]):
             await asyncio.sleep(self.options.sweep_interval)
 
     async def sweep(self, now: float | None = None) -> int:
-        """Drop files older than ``expire_after_days`` and slots that expired unused; how many files."""
+        """Drop files older than ``expire_after_days``, slots that expired unused, and what is left
+        of deleted accounts; how many files went."""
         now = time.time() if now is None else now
         max_age = self.options.expire_after_days * 86400
         files = 0
         for domain in self.server.config.domains:
+            # Whether each owner still has an account: a deletion that failed part-way left some.
+            owners: dict[str, bool] = {}
             for slot_id, data in (await self.server.storage.maps.items(domain, "", STORE)).items():
                 record = Record.from_json(data)
+                if record.owner not in owners:
+                    owners[record.owner] = await self.server.storage.accounts.get(domain, record.owner) is not None
+                gone = not owners[record.owner]
                 if record.stored is None:
-                    if record.expires + _PUT_GRACE < now and slot_id not in self._putting:
-                        await self._remove(domain, slot_id, record)
-                elif max_age and record.stored < now - max_age:
-                    await self._remove(domain, slot_id, record)
+                    due = (gone or record.expires + _PUT_GRACE < now) and slot_id not in self._putting
+                else:
+                    due = gone or (bool(max_age) and record.stored < now - max_age)
+                if due and await self._drop(domain, slot_id, record) and record.stored is not None:
                     files += 1
         if files:
-            log.info("deleted %d uploaded files older than %g days", files, self.options.expire_after_days)
+            log.info("deleted %d uploaded files older than %g days or of deleted accounts", files,
+                     self.options.expire_after_days)
         return files
+
+    async def _drop(self, domain: str, slot_id: str, record: Record) -> bool:
+        """Remove a file or slot; one the store fails to delete stays for the next sweep."""
+        try:
+            await self._remove(domain, slot_id, record)
+        except (OSError, BlobError, ClientError) as err:
+            log.error("cannot delete uploaded file %s/%s (left for the next sweep): %s", domain, slot_id, err)
+            return False
+        return True
 
     async def purge(self, *, owner: JID | None = None, older_than: float | None = None) -> tuple[int, int]:
         """Delete the files of ``owner`` and/or those stored before ``older_than``; (files, bytes)."""
@@ -605,7 +623,7 @@ class Upload(Module[UploadOptions]):
         for slot_id, data in (await self.server.storage.maps.items(host, "", STORE)).items():
             record = Record.from_json(data)
             if record.owner == username:
-                await self._remove(host, slot_id, record)
+                await self._drop(host, slot_id, record)
 
     def _account(self, request: dict[str, Any]) -> JID | None:
         text = request.get("jid")
