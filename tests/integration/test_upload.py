@@ -26,6 +26,7 @@ from slixmpp import JID, ClientXMPP
 
 from schnack.server.app import Server
 from schnack.server.blobs import LocalBlobStore
+from schnack.server.modules import upload as upload_module_of
 from schnack.server.modules.upload import STORE, Upload
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID as Address
@@ -514,6 +515,56 @@ async def test_waiting_until_the_retry_stamp_gets_the_slot(tmp_path: Path, http:
         await asyncio.sleep(Retry.from_xml(retry).stamp.timestamp() - time.time())
         await slot(wire, "next.bin", 1000)
         assert (await http.get(s.get)).status == 200
+        wire.close()
+
+
+async def test_an_upload_under_way_keeps_its_quota_past_the_slots_expiry(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PUT started just before its slot expired is still a file to come: its bytes stay in
+    the quota, or slow uploads, one after the other, would store many times the quota."""
+    # No grace after a slot's expiry: what holds the quota is the upload under way, not the wait.
+    monkeypatch.setattr(upload_module_of, "_PUT_GRACE", 0.0)
+    options = {"max_file_size": 1000, "quota": 1000, "slot_lifetime": 1.0}
+    async with running(tmp_path, listen=True, modules={"upload": options}) as server:
+        await add_user(server, "alice", PASSWORD)
+        wire = await logged_in(server)
+        s = await slot(wire, "slow.bin", 1000)
+        # The URL's expiry is in whole seconds; the slot's ends within the next one.
+        expires = int(parse_qs(urlsplit(s.put).query)["e"][0]) + 1
+        host, port = server.bound["http"][0]
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(f"PUT {target(s.put)} HTTP/1.1\r\nHost: localhost\r\n"
+                         "Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n".encode()
+                         + b"x" * 500)
+            await writer.drain()
+            async with asyncio.timeout(30):
+                while not upload_module(server)._putting or time.time() <= expires:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            assert condition(await request_slot(wire, "more.bin", 1000)) == "resource-constraint"
+            writer.write(b"x" * 500)
+            async with asyncio.timeout(30):
+                assert (await reader.readline()).split()[1] == b"201"
+        finally:
+            writer.close()
+        assert [row["bytes"] for row in await upload_module(server).usage()] == [1000]
+        await upload_module(server).purge(owner=Address.parse("alice@localhost"))
+
+        # A PUT that failed holds nothing once its slot expired: the quota is free at once.
+        s = await slot(wire, "cut.bin", 1000)
+        expires = int(parse_qs(urlsplit(s.put).query)["e"][0]) + 1
+        _, writer = await asyncio.open_connection(host, port)
+        writer.write(f"PUT {target(s.put)} HTTP/1.1\r\nHost: localhost\r\n"
+                     "Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n".encode() + b"x" * 500)
+        await writer.drain()
+        async with asyncio.timeout(30):
+            while not upload_module(server)._putting:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        writer.close()
+        async with asyncio.timeout(30):
+            while upload_module(server)._putting or time.time() <= expires:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        await slot(wire, "more.bin", 1000)
         wire.close()
 
 

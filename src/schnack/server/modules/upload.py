@@ -22,7 +22,8 @@ ever sees that id.
   different Content-Type 400, no Content-Length 411, a second upload to the slot 409. The body
   is streamed to a temporary file and renamed into place when complete (201); a PUT that sends
   nothing for ``stall_timeout`` seconds, or averages less than ``min_upload_rate``, gets 408.
-  Whatever fails, no partial file stays behind.
+  Whatever fails, no partial file stays behind. A PUT under way keeps its slot, and the slot's
+  bytes in the quota, until it can have ended, though the URL expires meanwhile.
 - ``GET``/``HEAD``: the file with its content type, one byte range if asked (206, or 416 with
   ``bytes */size``), served with ``nosniff`` and a sandboxing CSP so an uploaded page cannot
   script the domain; only pictures (not SVG), sound, video and plain text are shown inline,
@@ -450,9 +451,36 @@ class Upload(Module[UploadOptions]):
             return _status(409, "this slot is being used")
         self._putting.add(slot_id)
         try:
-            return await self._store(request, domain, slot_id, record)
+            held = await self._hold(domain, slot_id, record)
+            if held is None:
+                return _status(410, "the slot was withdrawn")
+            response = await self._store(request, domain, slot_id, held)
+            if response.status != 201:
+                # No file came of it: the slot holds the quota only as long as its URL again.
+                await self._rewrite(domain, slot_id, record)
+            return response
         finally:
             self._putting.discard(slot_id)
+
+    async def _hold(self, domain: str, slot_id: str, record: Record) -> Record | None:
+        """The slot kept until this PUT can have ended, None if it was withdrawn.
+
+        Past the slot's expiry, the quota (§5) and the sweep of every node would take it for
+        unused: slow uploads started one after the other would store many times the quota.
+        """
+        ends = time.time() + self.options.stall_timeout + record.size / self.options.min_upload_rate
+        held = replace(record, expires=max(record.expires, ends))
+        return held if await self._rewrite(domain, slot_id, held) else None
+
+    async def _rewrite(self, domain: str, slot_id: str, record: Record) -> bool:
+        """Record the slot anew, unless the account went or purged it meanwhile (False)."""
+        maps = self.server.storage.maps
+        async with self.locks.hold(JID(record.owner, domain)):
+            if await maps.get(domain, record.owner, STORE, slot_id) is None:
+                return False
+            await maps.set(domain, record.owner, STORE, slot_id, record.to_json())
+            await maps.set(domain, "", STORE, slot_id, record.to_json())
+        return True
 
     async def _store(self, request: web.Request, domain: str, slot_id: str, record: Record) -> web.StreamResponse:
         try:
@@ -469,15 +497,10 @@ class Upload(Module[UploadOptions]):
                 return _status(507, "the server is out of space")
             return _status(500, "the file could not be stored")
         stored = replace(record, stored=time.time())
-        maps = self.server.storage.maps
-        async with self.locks.hold(JID(record.owner, domain)):
-            await maps.set(domain, "", STORE, slot_id, stored.to_json())
-            if await maps.get(domain, record.owner, STORE, slot_id) is not None:
-                await maps.set(domain, record.owner, STORE, slot_id, stored.to_json())
-            else:
-                # The account went, or purged the slot, while the body was on its way.
-                await self._remove(domain, slot_id, stored)
-                return _status(410, "the slot was withdrawn")
+        if not await self._rewrite(domain, slot_id, stored):
+            # The account went, or purged the slot, while the body was on its way.
+            await self._remove(domain, slot_id, stored)
+            return _status(410, "the slot was withdrawn")
         return web.Response(status=201, headers=_CORS)
 
     async def _body(self, request: web.Request, size: int) -> AsyncIterator[bytes]:
