@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import re
 import ssl
@@ -478,6 +479,27 @@ async def test_range_requests(server: Server, http: aiohttp.ClientSession) -> No
         assert got.headers["Content-Range"] == f"bytes */{len(data)}"
     async with http.get(s.get, headers={"Range": "bytes=0-1,5-6"}) as got:
         assert got.status == 200 and await got.read() == data
+    wire.close()
+
+
+async def test_a_reader_that_leaves_early_is_no_error(server: Server, http: aiohttp.ClientSession,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Browsers drop a download half-way all the time (a video skipped through): that is no
+    failure of the server's to log as one."""
+    caplog.set_level(logging.DEBUG, logger="schnack.server.modules.upload")
+    wire = await logged_in(server)
+    s = await upload(server, http, wire, os.urandom(24 * MiB), "film.mp4", "video/mp4")
+    host, port = server.bound["http"][0]
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET {urlsplit(s.get).path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    async with asyncio.timeout(30):
+        assert (await reader.readline()).split()[1] == b"200"
+    writer.close()
+    # The server notices when its next write fails, and says so.
+    async with asyncio.timeout(30):
+        while blob_key(s.get) not in caplog.text:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     wire.close()
 
 

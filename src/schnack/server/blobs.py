@@ -20,7 +20,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -55,8 +55,9 @@ class BlobStore(Protocol):
         """
         ...
 
-    def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        """The bytes from ``offset`` on (``length`` of them, or to the end), in chunks."""
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncGenerator[bytes, None]:
+        """The bytes from ``offset`` on (``length`` of them, or to the end), in chunks; closed
+        early (``aclose``), it lets go of the file or connection at once."""
         ...
 
     async def size(self, key: str) -> int | None:
@@ -114,7 +115,7 @@ class LocalBlobStore:
                 temp.unlink()
             raise
 
-    async def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncGenerator[bytes, None]:
         path = self.path(key)
         f: BinaryIO = await asyncio.to_thread(path.open, "rb")
         try:
@@ -243,7 +244,7 @@ class S3BlobStore:
                 raise BlobError(f"S3 PUT {key}: timed out") from err
             raise
 
-    async def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncGenerator[bytes, None]:
         path = self._path(key)
         headers = self._signed("GET", path)
         if offset or length is not None:

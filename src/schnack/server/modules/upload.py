@@ -539,8 +539,14 @@ class Upload(Module[UploadOptions]):
         await response.prepare(request)
         if request.method == "GET":
             try:
-                async for chunk in self.blobs.read(f"{domain}/{slot_id}", start, length):
-                    await response.write(chunk)
+                async with contextlib.aclosing(self.blobs.read(f"{domain}/{slot_id}", start, length)) as chunks:
+                    async for chunk in chunks:
+                        try:
+                            await response.write(chunk)
+                        except ConnectionError:
+                            # The reader went away, as browsers do when a video is skipped through.
+                            log.debug("the reader of upload %s/%s left before its end", domain, slot_id)
+                            return response
             except (OSError, BlobError, ClientError) as err:
                 # The status is sent already: cutting the connection short tells the client.
                 log.error("reading upload %s/%s failed: %s", domain, slot_id, err)
