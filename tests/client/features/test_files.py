@@ -44,7 +44,7 @@ from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.xml import qname
 
-from ...harness import add_user, running
+from ...harness import add_user, make_config, running
 from ..conftest import PASSWORD, next_of, online
 from ..omemo.test_slixmpp import Peer
 
@@ -218,6 +218,28 @@ async def test_a_file_that_changes_size_on_the_way_is_not_sent(file_server: Serv
     module = file_server.modules["upload"]
     assert isinstance(module, Upload)
     assert await module.usage(JID.parse("alice@localhost")) == [{"jid": "alice@localhost", "files": 0, "bytes": 0}]
+
+
+async def test_no_key_goes_to_a_plain_http_url_nor_any_file_to_the_server(tmp_path: Path,
+                                                                         clients: list[Client]) -> None:
+    """XEP-0454 §3: only an https URL becomes an aesgcm one. A service whose files would be
+    fetched over plain HTTP is told before the upload, so that no file is left on the server."""
+    server = Server(make_config(tmp_path, listen={"https": []}, modules={"e2e": {"policy": "optional"}}))
+    await server.start()
+    try:
+        for user in ("alice", "bob"):
+            await add_user(server, user, PASSWORD)
+        alice = await online(server, clients, "alice@localhost")
+        await online(server, clients, "bob@localhost")
+        source = tmp_path / "secret.txt"
+        source.write_bytes(b"for bob only")
+        with pytest.raises(FileError, match="non-https URL"):
+            await alice.send_file("bob@localhost", source)
+        module = server.modules["upload"]
+        assert isinstance(module, Upload)
+        assert await module.usage() == []
+    finally:
+        await server.stop()
 
 
 async def test_no_upload_service(tmp_path: Path, clients: list[Client]) -> None:

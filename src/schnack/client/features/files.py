@@ -231,6 +231,9 @@ class Files:
         # The server sees the extension only: it tells apps the kind of file, not its name.
         name = secrets.token_hex(12) + path.suffix.lower()[:16] if encrypted else path.name
         slot = await self._slot(service, SlotRequest(name, upload_size, kind))
+        if encrypted and not slot.get.startswith("https://"):
+            # XEP-0454 §3: only an https URL becomes an aesgcm one; told before any byte goes up.
+            raise FileError(f"the upload service hands out a non-https URL ({slot.get}); not sharing a key over it")
         key, iv = (os.urandom(KEY_SIZE), os.urandom(IV_SIZE)) if encrypted else (None, None)
         headers = dict(slot.headers)
         headers.update({"Content-Type": kind, "Content-Length": str(upload_size)})
@@ -252,9 +255,6 @@ class Files:
             raise FileError(f"the upload failed: {err or type(err).__name__}") from None
         if key is None or iv is None:
             return slot.get
-        if not slot.get.startswith("https://"):
-            # XEP-0454 §3: only an https URL becomes an aesgcm one.
-            raise FileError(f"the upload service hands out a non-https URL ({slot.get}); not sharing a key over it")
         return "aesgcm://" + slot.get[len("https://"):] + "#" + (iv + key).hex()
 
     async def _slot(self, service: UploadService, request: SlotRequest) -> Slot:
