@@ -9,6 +9,7 @@ memory can be read from /proc while the file passes through it.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import logging
 import os
@@ -356,6 +357,24 @@ async def test_oversized_wrong_length_wrong_type(server: Server, http: aiohttp.C
     status, _ = await raw_http(server, f"PUT {target(s2.put)} HTTP/1.1\nHost: localhost\nContent-Type: text/plain\n"
                                        "Transfer-Encoding: chunked\n", b"a\r\n0123456789\r\n0\r\n\r\n")
     assert status == 411
+    wire.close()
+
+
+async def test_a_compressed_body_is_refused(server: Server, http: aiohttp.ClientSession,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """The slot is for the file's bytes as they are: a body with a content coding would be
+    unpacked into something else, of another size (RFC 9110 §15.5.16: 415, Accept-Encoding)."""
+    wire = await logged_in(server)
+    packed = gzip.compress(bytes(100_000))
+    s = await slot(wire, "zeros.bin", len(packed))
+    response = await put(http, s.put, packed, **{"Content-Encoding": "gzip"})
+    assert response.status == 415
+    assert response.headers["Accept-Encoding"] == "identity"
+    assert (await http.get(s.get)).status == 404
+    assert (await put(http, s.put, packed)).status == 201
+    async with http.get(s.get, headers={"Accept-Encoding": "identity"}) as got:
+        assert await got.read() == packed
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     wire.close()
 
 

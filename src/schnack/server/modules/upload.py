@@ -19,9 +19,10 @@ ever sees that id.
 - ``PUT`` with ``?e={expiry}&s={signature}``: the signature is an HMAC-SHA256 over domain, id,
   name, size, content type and expiry. A forged or expired signature gets 403, a body whose
   Content-Length is over the limit 413, one that differs from the slot's size or a
-  different Content-Type 400, no Content-Length 411, a second upload to the slot 409. The body
-  is streamed to a temporary file and renamed into place when complete (201); a PUT that sends
-  nothing for ``stall_timeout`` seconds, or averages less than ``min_upload_rate``, gets 408.
+  different Content-Type 400, no Content-Length 411, a Content-Encoding 415, a second upload
+  to the slot 409. The body is streamed to a temporary file and renamed into place when
+  complete (201); a PUT that sends nothing for ``stall_timeout`` seconds, or averages less
+  than ``min_upload_rate``, gets 408.
   Whatever fails, no partial file stays behind. A PUT under way keeps its slot, and the slot's
   bytes in the quota, until it can have ended, though the URL expires meanwhile.
 - ``GET``/``HEAD``: the file with its content type, one byte range if asked (206, or 416 with
@@ -434,6 +435,10 @@ class Upload(Module[UploadOptions]):
             return _status(403, "the upload URL has expired")
         if record.stored is not None or slot_id in self._putting:
             return _status(409, "this slot was used already")
+        if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+            # The body would be unpacked on the way in: the file stored would not be the bytes sent,
+            # nor of the slot's size (RFC 9110 §15.5.16).
+            return _status(415, "send the file as it is, with no Content-Encoding", **{"Accept-Encoding": "identity"})
         length = request.content_length
         if length is None:
             return _status(411, "send a Content-Length")
