@@ -286,6 +286,11 @@ def test_urls_and_names() -> None:
     assert safe_name("../../etc/passwd") == "_.._etc_passwd"
     assert safe_name("..") == "file" and safe_name(".bashrc") == "bashrc"
     assert safe_name("a\\b:c\x00d") == "a_b_c_d"
+    # Characters that reorder or break how the name is shown: "invoice<RLO>gpj.exe" would show as
+    # "invoiceexe.jpg" (Unicode UAX #9). Joiners belong to words and emoji, and stay.
+    assert safe_name("invoice\u202egpj.exe") == "invoice_gpj.exe"
+    assert safe_name("a\u2066b\u2069c\u2028d\x85e") == "a_b_c_d_e"
+    assert safe_name("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.txt") == "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.txt"
     assert len(safe_name("x" * 300 + ".ogg").encode()) <= 200 and safe_name("x" * 300 + ".ogg").endswith(".ogg")
 
 

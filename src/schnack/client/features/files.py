@@ -16,8 +16,8 @@ from a link (XEP-0363 §2).
 file (:func:`attachment`); the fragment's IV has 12 bytes, or the 16 that older apps use (88
 or 96 hex digits with the key). :meth:`Files.download` fetches it streaming, refuses more than a
 limit, decrypts on the way, checks the tag and only then moves it into the downloads folder
-under a name of its own: the URL's last segment with anything that could be a path taken out,
-numbered if taken. A failed download leaves no file behind.
+under a name of its own: the URL's last segment with anything that could be a path, or make
+the name look like another, taken out; numbered if taken. A failed download leaves no file behind.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.ciphers import AEADEncryptionContext, Cipher
 from ...xmpp import ns
 from ...xmpp.jid import JID
 from ...xmpp.payloads.disco import INFO, ITEMS, DiscoInfo, DiscoItems
-from ...xmpp.payloads.upload import NS, SLOT, Slot, SlotRequest, UploadError, max_file_size
+from ...xmpp.payloads.upload import NS, SLOT, Slot, SlotRequest, UploadError, max_file_size, misleading
 from ...xmpp.xml import element, qname, sub
 from ..errors import ClientError, XmppError
 from ..omemo.errors import NoOmemoDevices
@@ -74,7 +74,7 @@ DEFAULT_MAX_DOWNLOAD = 512 * 1024 * 1024
 # The fragment (XEP-0454 §3): a 12-byte IV and the key; older apps put a 16-byte IV there, and
 # their files must open too (Gajim reads both for the same reason).
 _URL = re.compile(r"(aesgcm|https)://[^\s#]+(#[0-9a-fA-F]{88}(?:[0-9a-fA-F]{8})?)?")
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+_UNSAFE = re.compile(r'[/\\:*?"<>|]')
 
 
 class FileError(ClientError):
@@ -158,9 +158,10 @@ def attachment_of(message: Message) -> Attachment | None:
 
 
 def safe_name(name: str) -> str:
-    """A file name that cannot leave the folder it is written to, nor hide in it."""
+    """A file name that cannot leave the folder it is written to, nor hide in it, nor pass for
+    another (a control or reordering character is replaced, as the upload service refuses it)."""
     name = unicodedata.normalize("NFC", name)
-    name = _UNSAFE.sub("_", name).strip().lstrip(".")
+    name = "".join("_" if misleading(c) else c for c in _UNSAFE.sub("_", name)).strip().lstrip(".")
     if not name:
         return "file"
     encoded = name.encode()

@@ -62,7 +62,6 @@ import math
 import re
 import secrets
 import time
-import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -86,6 +85,7 @@ from ...xmpp.payloads.upload import (
     Slot,
     SlotRequest,
     UploadError,
+    misleading,
     service_form,
 )
 from ...xmpp.stanza import Stanza
@@ -108,8 +108,6 @@ _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-
 _BYTE_RANGE = re.compile(r"([0-9]*)-([0-9]*)")
 _DEFAULT_TYPE = "application/octet-stream"
 _MAX_NAME_BYTES = 255
-# Unicode bidirectional classes of the embeddings, overrides and isolates (UAX #9 §2).
-_BIDI_CONTROLS = frozenset({"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"})
 # A slot that expired unused keeps its quota this much longer: its PUT may just have started.
 _PUT_GRACE = 60.0
 _CORS = {
@@ -179,18 +177,11 @@ class _ShortBody(Exception):
 
 
 def safe_name(name: str) -> bool:
-    """Whether a file name is a plain name: no path, no control characters, not too long.
-
-    Of the invisible format characters only those that reorder how the name is shown are
-    refused (they make ``gpj.exe`` look like ``exe.jpg``); zero-width joiners belong to
-    Persian and Indic words and to emoji sequences.
-    """
+    """Whether a file name is a plain name: no path, no character that hides what the name is
+    (:func:`~schnack.xmpp.payloads.upload.misleading`), not too long."""
     if name in ("", ".", "..") or "/" in name or "\\" in name or len(name.encode()) > _MAX_NAME_BYTES:
         return False
-    return not any(
-        unicodedata.category(c) in ("Cc", "Zl", "Zp") or unicodedata.bidirectional(c) in _BIDI_CONTROLS
-        for c in name
-    )
+    return not any(misleading(c) for c in name)
 
 
 def _media_type(value: str) -> str:

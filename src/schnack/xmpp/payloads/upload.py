@@ -10,6 +10,7 @@ saying when a quota allows another upload. The service's disco#info carries the
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from xml.etree.ElementTree import Element
@@ -28,6 +29,8 @@ _HEADER = qname(NS, "header")
 _MAX_FILE_SIZE = qname(NS, "max-file-size")
 # §4: a client strips every other header the service names.
 PUT_HEADERS = frozenset({"authorization", "cookie", "expires"})
+# Unicode bidirectional classes of the embeddings, overrides and isolates (UAX #9 §2).
+_BIDI_CONTROLS = frozenset({"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"})
 
 
 class UploadError(ValueError):
@@ -37,6 +40,14 @@ class UploadError(ValueError):
         super().__init__(text)
         self.condition = condition
         self.text = text
+
+
+def misleading(c: str) -> bool:
+    """Whether a character of a file name hides what the name is: a control character, a line
+    or paragraph separator, or one that reorders how the name is shown (UAX #9 §2: it makes
+    ``gpj.exe`` look like ``exe.jpg``). Zero-width joiners belong to Persian and Indic words and
+    to emoji sequences, and are none of these."""
+    return unicodedata.category(c) in ("Cc", "Zl", "Zp") or unicodedata.bidirectional(c) in _BIDI_CONTROLS
 
 
 def _size(text: str | None, what: str) -> int:
