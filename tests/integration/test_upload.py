@@ -463,6 +463,24 @@ async def test_active_content_is_served_as_a_download(server: Server, http: aioh
     wire.close()
 
 
+async def test_a_media_type_with_parameters(server: Server, http: aiohttp.ClientSession) -> None:
+    """RFC 9110 §8.3.1: a content type may carry parameters (a text file's charset); the slot is
+    granted and the file served with them. What is no media type is still refused."""
+    wire = await logged_in(server)
+    data = "Grüße".encode()
+    s = await slot(wire, "notes.txt", len(data), "text/plain; charset=utf-8")
+    assert (await put(http, s.put, data, "text/plain; charset=utf-8")).status == 201
+    async with http.get(s.get) as got:
+        assert got.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert await got.text() == "Grüße"
+    s = await slot(wire, "song.ogg", 10, 'audio/ogg ; codecs="opus"')
+    assert (await put(http, s.put, b"x" * 10, "audio/ogg")).status == 201
+    for bad in ("text/plain; charset", "text/plain; =utf-8", "text/plain; a=b c", 'text/plain; a="b',
+                "text/plain;&#10;Set-Cookie: a=b", "text/plain; a=\"b&#13;\""):
+        assert condition(await request_slot(wire, "x.txt", 10, bad)) == "bad-request", bad
+    wire.close()
+
+
 # --- CORS, ranges -------------------------------------------------------------------------------
 
 async def test_cors_preflight(server: Server, http: aiohttp.ClientSession) -> None:

@@ -5,7 +5,8 @@ Its disco#info shows the identity store/file, the feature ``urn:xmpp:http:upload
 form with ``max-file-size``: the limit, which is ``max_file_size`` or the quota if smaller.
 
 **Slots (§4, §5).** An account of D asks ``upload.D`` for a slot with the file's name, size and
-content type. A name that could be a path (separators, ``.``/``..``), holds control
+content type (parameters such as a charset kept, RFC 9110 §8.3.1; what is no media type is a
+bad-request). A name that could be a path (separators, ``.``/``..``), holds control
 characters or characters that reorder how it is shown (bidirectional embeddings, overrides and
 isolates), or an empty file is a bad-request; a file over the limit gets not-acceptable with
 ``<file-too-large/>``; a file that would take the account over its ``quota`` (stored files not
@@ -104,7 +105,13 @@ STORE = "upload"
 SECRET_STORE = "upload-secret"
 IDENTITY = Identity("store", "file", "HTTP File Upload")
 _ID = re.compile(r"[A-Za-z0-9_-]{22}")
-_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+# RFC 9110 §8.3.1: type/subtype and parameters (token=token or token="quoted"); no control
+# character, as the type is sent back in a header.
+_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
+_MEDIA_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+    rf'(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"(?:[^"\\\x00-\x1f\x7f]|\\[^\x00-\x1f\x7f])*"))*'
+)
 _BYTE_RANGE = re.compile(r"([0-9]*)-([0-9]*)")
 _DEFAULT_TYPE = "application/octet-stream"
 _MAX_NAME_BYTES = 255
