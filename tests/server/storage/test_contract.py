@@ -926,6 +926,18 @@ async def test_archive_read_sees_the_appends_issued_before_it(storage: Storage) 
     assert later.done() and last.done()
 
 
+async def test_archive_read_sees_appends_with_a_limit_to_several_archives(storage: Storage) -> None:
+    """Appends with a limit issued together are written archive by archive: a read after them
+    waits for every one of them, not only for the archive whose turn came last."""
+    issued = [storage.archive.append_soon(H, "alice", "offline", float(i), "bob@x", b"%d" % i, limit=500)
+              for i in range(100)]
+    issued.append(storage.archive.append_soon(H, "bob", "offline", 0.0, "alice@x", b"p", limit=500))
+    assert await storage.archive.count(H, "alice", "offline") == 100
+    assert all(done.done() for done in issued)
+    page = await storage.archive.query(H, "alice", "offline")
+    assert ids_of(page) == [done.result() for done in issued[:-1]]
+
+
 # --- lifetime ------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -108,21 +108,22 @@ _INSERT_BOUNDED = {
 }
 
 
-def _succeed(done: asyncio.Future[str], item_id: str) -> None:
-    if not done.done():
-        done.set_result(item_id)
+Outcome = tuple["asyncio.Future[str]", "str | BaseException"]
+"""An append's future and what it is to be told: the item's id, or why it is not stored."""
 
 
-def _settle(done: asyncio.Future[str], row: Row, limit: int | None, appended: bool) -> None:
-    if appended:
-        _succeed(done, row[0])
-    else:
-        _fail(done, ArchiveFull(f"{row[2]}@{row[1]}: {row[3]} holds {limit} items already"))
+def _outcome(row: Row, limit: int | None, appended: bool) -> str | StorageError:
+    return row[0] if appended else ArchiveFull(f"{row[2]}@{row[1]}: {row[3]} holds {limit} items already")
 
 
-def _fail(done: asyncio.Future[str], err: BaseException) -> None:
-    if not done.done():
-        done.set_exception(err if isinstance(err, StorageError) else StorageError(f"PostgreSQL: {err}"))
+def _tell(outcomes: Iterable[Outcome]) -> None:
+    for done, outcome in outcomes:
+        if done.done():
+            continue
+        if isinstance(outcome, str):
+            done.set_result(outcome)
+        else:
+            done.set_exception(outcome if isinstance(outcome, StorageError) else StorageError(f"PostgreSQL: {outcome}"))
 
 
 class _Part:
@@ -352,24 +353,26 @@ class Archive(_Part, QueuedAppends):
             await asyncio.gather(asyncio.shield(self._writer), return_exceptions=True)
 
     async def _write_waiting(self) -> None:
+        batch: list[Appending] = []
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting[:_MANY_MAX], self._waiting[_MANY_MAX:]
                 if all(limit is None for _row, limit, _done in batch):
-                    await self._write_many(batch)
+                    _tell(await self._write_many(batch))
                 else:
                     archives: dict[tuple[str, str, str], list[Appending]] = {}
                     for appending in batch:
                         archives.setdefault(appending[0][1:4], []).append(appending)
-                    await asyncio.gather(*(self._write_archive(appends) for appends in archives.values()))
+                    # Told together once every archive's transaction is over: a read waits for
+                    # the last append issued before it (appended), and must find all of them.
+                    written = await asyncio.gather(*(self._write_archive(appends) for appends in archives.values()))
+                    _tell(outcome for outcomes in written for outcome in outcomes)
         finally:
             self._writer = None
             waiting, self._waiting = self._waiting, []
-            for _row, _limit, done in waiting:
-                if not done.done():
-                    done.set_exception(StorageError("PostgreSQL: the archive was closed"))
+            _tell((done, StorageError("PostgreSQL: the archive was closed")) for _row, _limit, done in batch + waiting)
 
-    async def _write_many(self, batch: list[Appending]) -> None:
+    async def _write_many(self, batch: list[Appending]) -> list[Outcome]:
         """Write ``batch`` (appends without a limit, to any archives) in one statement."""
         try:
             if len(batch) == 1:
@@ -378,14 +381,12 @@ class Archive(_Part, QueuedAppends):
                 await self._write(_APPEND_MANY, *(list(column) for column in zip(*(row for row, _l, _d in batch),
                                                                                    strict=True)))
         except BaseException as err:
-            await self._failed(batch, err)
-            return
-        for row, _limit, done in batch:
-            _succeed(done, row[0])
+            return await self._failed(batch, err)
+        return [(done, row[0]) for row, _limit, done in batch]
 
-    async def _write_archive(self, batch: list[Appending]) -> None:
-        """Write ``batch`` (appends to one archive, some with a limit) in one transaction; settle
-        each caller's future with its outcome."""
+    async def _write_archive(self, batch: list[Appending]) -> list[Outcome]:
+        """Write ``batch`` (appends to one archive, some with a limit) in one transaction; each
+        caller's outcome."""
         refused: set[str] = set()
         try:
             async with self._conn(transaction=True) as conn:
@@ -394,29 +395,28 @@ class Archive(_Part, QueuedAppends):
                     if not await self._insert(conn, row, limit):
                         refused.add(row[0])
         except BaseException as err:
-            await self._failed(batch, err)
-            return
-        for row, limit, done in batch:
-            _settle(done, row, limit, row[0] not in refused)
+            return await self._failed(batch, err)
+        return [(done, _outcome(row, limit, row[0] not in refused)) for row, limit, done in batch]
 
-    async def _failed(self, batch: list[Appending], err: BaseException) -> None:
-        """Settle ``batch``, whose transaction failed with ``err`` and so wrote nothing: one append
-        fails with it; several are tried alone, each getting its own outcome."""
-        if len(batch) > 1 and isinstance(err, Exception):
-            for row, limit, done in batch:
-                try:
-                    async with self._conn(transaction=True) as conn:
-                        await conn.execute(_LOCK, *row[1:4])
-                        appended = await self._insert(conn, row, limit)
-                except Exception as alone:
-                    _fail(done, alone)
-                else:
-                    _settle(done, row, limit, appended)
-            return
-        for _row, _limit, done in batch:
-            _fail(done, err)
+    async def _failed(self, batch: list[Appending], err: BaseException) -> list[Outcome]:
+        """The outcomes of ``batch``, whose transaction failed with ``err`` and so wrote nothing:
+        one append fails with it; several are tried alone, each getting its own outcome."""
         if not isinstance(err, Exception):
+            _tell((done, err) for _row, _limit, done in batch)
             raise err
+        if len(batch) == 1:
+            return [(batch[0][2], err)]
+        outcomes: list[Outcome] = []
+        for row, limit, done in batch:
+            try:
+                async with self._conn(transaction=True) as conn:
+                    await conn.execute(_LOCK, *row[1:4])
+                    appended = await self._insert(conn, row, limit)
+            except Exception as alone:
+                outcomes.append((done, alone))
+            else:
+                outcomes.append((done, _outcome(row, limit, appended)))
+        return outcomes
 
     @staticmethod
     async def _insert(conn: Any, row: Row, limit: int | None) -> bool:
