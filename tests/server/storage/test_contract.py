@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import sqlite3
 import time
 from urllib.parse import parse_qsl, urlsplit
 
@@ -772,19 +773,52 @@ async def _forget_archive_counts(storage_url: str) -> None:
     if storage_url.startswith("sqlite:"):
         rewind_sqlite_archive(storage_url.removeprefix("sqlite://"))
         return
-    conn = await asyncpg.connect(storage_url.split("?", maxsplit=1)[0], server_settings={"search_path": _schema_of(storage_url)})
+    await _execute_in_schema(storage_url, "DROP TABLE deleted_accounts; DROP FUNCTION account_locked CASCADE;"
+                             "DROP FUNCTION accounts_not_deleted CASCADE; DROP FUNCTION lock_account_for_deletion;"
+                             "DROP TABLE archive_counts; DROP TRIGGER archive_counted ON archive;"
+                             "DROP TRIGGER archive_uncounted ON archive; DROP FUNCTION archive_count_added;"
+                             "DROP FUNCTION archive_count_removed; DELETE FROM schema_migrations WHERE version >= 5")
+
+
+async def _execute_in_schema(storage_url: str, sql: str) -> None:
+    """Run ``sql`` on the PostgreSQL schema of ``storage_url``, on a connection of its own."""
+    schema = dict(parse_qsl(urlsplit(storage_url).query))["schema"]
+    conn = await asyncpg.connect(storage_url.split("?", maxsplit=1)[0], server_settings={"search_path": schema})
     try:
-        await conn.execute("DROP TABLE deleted_accounts; DROP FUNCTION account_locked CASCADE;"
-                           "DROP FUNCTION accounts_not_deleted CASCADE; DROP FUNCTION lock_account_for_deletion;"
-                           "DROP TABLE archive_counts; DROP TRIGGER archive_counted ON archive;"
-                           "DROP TRIGGER archive_uncounted ON archive; DROP FUNCTION archive_count_added;"
-                           "DROP FUNCTION archive_count_removed; DELETE FROM schema_migrations WHERE version >= 5")
+        await conn.execute(sql)
     finally:
         await conn.close()
 
 
-def _schema_of(url: str) -> str:
-    return dict(parse_qsl(urlsplit(url).query))["schema"]
+async def _refuse_counting(storage_url: str, username: str) -> None:
+    """Make the store fail to count an item appended to an offline store of ``username``."""
+    if storage_url.startswith("sqlite:"):
+        with contextlib.closing(sqlite3.connect(storage_url.removeprefix("sqlite://"))) as db, db:
+            db.execute("CREATE TRIGGER refuse_count BEFORE INSERT ON archive_counts WHEN NEW.owner IN "
+                       f"(SELECT owner FROM archive_owners WHERE username = '{username}') "
+                       "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        return
+    await _execute_in_schema(storage_url, "CREATE FUNCTION refuse_count() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                             f"BEGIN IF NEW.username = '{username}' THEN RAISE EXCEPTION 'refused'; END IF; "
+                             "RETURN NEW; END $$; CREATE TRIGGER refuse_count BEFORE INSERT ON archive_counts "
+                             "FOR EACH ROW EXECUTE FUNCTION refuse_count()")
+
+
+async def test_an_item_that_cannot_be_counted_is_not_stored(storage: Storage, storage_url: str) -> None:
+    """An item of a counted store goes in with its count or not at all: a caller told that its
+    append failed finds nothing of it stored (it would be there twice once sent again), and the
+    appends written with it keep their own outcomes."""
+    await _refuse_counting(storage_url, "bob")
+    outcomes = await asyncio.gather(
+        *(storage.archive.append_soon(H, user, "offline", 1.0, "carol@x", b"p", limit=limit)
+          for user, limit in (("alice", None), ("bob", None), ("alice", 5), ("bob", 5))),
+        return_exceptions=True)
+    assert isinstance(outcomes[0], str) and isinstance(outcomes[2], str), outcomes
+    assert isinstance(outcomes[1], StorageError) and isinstance(outcomes[3], StorageError), outcomes
+    assert (await storage.archive.query(H, "bob", "offline")).items == []
+    assert await storage.archive.count(H, "bob", "offline") == 0
+    assert ids_of(await storage.archive.query(H, "alice", "offline")) == [outcomes[0], outcomes[2]]
+    assert await storage.archive.count(H, "alice", "offline") == 2
 
 
 # --- archive: concurrent appends -----------------------------------------------------------------

@@ -444,22 +444,41 @@ def _insert(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row, i
     for row, limit in appends[start:]:
         stored = _stored(conn, owners, row)
         opened = conn.in_transaction
+        counted = row[3] in BOUNDED_STORES
+        if counted:
+            # The item and its count are two statements, and SQLite takes back only the one
+            # that fails: a savepoint takes the item back should its count fail. It goes in a
+            # transaction begun first: one it began itself, its release would commit.
+            if not opened:
+                conn.execute("BEGIN")
+            conn.execute("SAVEPOINT item")
         try:
             if limit is None:
-                conn.execute(_APPEND, stored)
-            elif conn.execute(_append_bounded(row[3]), (*stored, stored[1], limit, row[0])).rowcount == 0:
+                appended = conn.execute(_APPEND, stored).rowcount > 0
+            else:
+                appended = conn.execute(_append_bounded(row[3]), (*stored, stored[1], limit, row[0])).rowcount > 0
+            if not appended:
                 failed[row[0]] = ArchiveFull(f"{row[2]}@{row[1]}: {row[3]} holds {limit} items already")
-                continue
-            if row[3] in BOUNDED_STORES:
+            elif counted:
                 conn.execute(_COUNT_ADDED, (stored[1],))
         except sqlite3.IntegrityError as err:
-            _check_kept(conn, opened)
+            _take_back(conn, opened, counted)
             failed[row[0]] = (DuplicateItem if "archive.id" in str(err) else StorageError)(f"SQLite: {err}")
         except Exception as err:
-            _check_kept(conn, opened)
+            _take_back(conn, opened, counted)
             failed[row[0]] = StorageError(f"SQLite: {err}")
+        if counted and conn.in_transaction:
+            conn.execute("RELEASE item")
     conn.commit()
     return failed
+
+
+def _take_back(conn: sqlite3.Connection, opened: bool, counted: bool) -> None:
+    """After a statement of one append failed: what it wrote is taken back, to its savepoint if
+    it has one (``counted``); see :func:`_check_kept`."""
+    _check_kept(conn, opened)
+    if counted and conn.in_transaction:
+        conn.execute("ROLLBACK TO item")
 
 
 def _settle(batch: list[Appending], failed: dict[str, Exception]) -> None:
