@@ -394,6 +394,22 @@ async def test_an_id_taken_already_is_a_duplicate_in_a_full_archive_too(storage:
     assert await archive.count(H, "alice", store) == 1
 
 
+@pytest.mark.parametrize("store", ["offline", "mam"], ids=["counted", "not-counted"])
+@pytest.mark.parametrize("limit", [None, 10], ids=["no-limit", "limit"])
+async def test_appends_of_one_id_written_together_each_get_their_own_outcome(
+        storage: Storage, store: str, limit: int | None) -> None:
+    """The same item handed to storage twice at once (offline storage derives its id from the
+    message): the first append stores it and is told so, only the second is a duplicate."""
+    archive = storage.archive
+    first, second = await asyncio.gather(
+        archive.append_soon(H, "alice", store, 1.0, "bob@x", b"once", limit=limit, item_id="same"),
+        archive.append_soon(H, "alice", store, 1.0, "bob@x", b"once", limit=limit, item_id="same"),
+        return_exceptions=True)
+    assert first == "same" and isinstance(second, DuplicateItem), (first, second)
+    assert ids_of(await archive.query(H, "alice", store)) == ["same"]
+    assert await archive.count(H, "alice", store) == 1
+
+
 async def test_archive_orders_by_insertion_not_timestamp(storage: Storage) -> None:
     ids = [await storage.archive.append(H, "alice", "mam", t, "bob@x", b"p") for t in (30.0, 10.0, 20.0, 10.0)]
     assert ids_of(await storage.archive.query(H, "alice", "mam")) == ids

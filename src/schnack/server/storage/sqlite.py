@@ -413,35 +413,36 @@ def _check_kept(conn: sqlite3.Connection, opened: bool) -> None:
 
 
 def _numbered(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row, int | None]],
-              failed: dict[str, Exception]) -> list[tuple[Row, int | None]]:
-    """``appends`` whose archives have a number now; the others (of accounts deleted
-    meanwhile) go to ``failed``."""
+              failed: dict[int, Exception]) -> list[int]:
+    """The places in ``appends`` of those whose archives have a number now; the others (of
+    accounts deleted meanwhile) go to ``failed``."""
     kept = []
-    for append in appends:
-        row = append[0]
+    for place, (row, _limit) in enumerate(appends):
         try:
             owners.number(conn, row[1], row[2], row[3])
         except AccountGone as err:
-            failed[row[0]] = err
+            failed[place] = err
         else:
-            kept.append(append)
+            kept.append(place)
     return kept
 
 
-def _insert(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row, int | None]]) -> dict[str, Exception]:
-    """Insert ``appends`` and commit them; the ids refused, with why."""
-    failed: dict[str, Exception] = {}
-    if owners.deleted.any():
-        appends = _numbered(conn, owners, appends, failed)
+def _insert(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row, int | None]]) -> dict[int, Exception]:
+    """Insert ``appends`` and commit them; those refused, by their place in ``appends`` (two
+    may have one id, and only the second is a duplicate), with why."""
+    failed: dict[int, Exception] = {}
+    places = _numbered(conn, owners, appends, failed) if owners.deleted.any() else list(range(len(appends)))
     # Rows with a limit or a count go one by one, to learn which were refused and to count them;
     # the others in as few statements as can be.
     start = 0
-    if all(limit is None and row[3] not in BOUNDED_STORES for row, limit in appends):
-        start = insert_unbounded(conn, owners, appends)
-        if start == len(appends):
+    kept = [appends[place] for place in places]
+    if all(limit is None and row[3] not in BOUNDED_STORES for row, limit in kept):
+        start = insert_unbounded(conn, owners, kept)
+        if start == len(kept):
             conn.commit()
             return failed
-    for row, limit in appends[start:]:
+    for place in places[start:]:
+        row, limit = appends[place]
         stored = _stored(conn, owners, row)
         opened = conn.in_transaction
         counted = row[3] in BOUNDED_STORES
@@ -458,15 +459,15 @@ def _insert(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row, i
             else:
                 appended = conn.execute(_append_bounded(row[3]), (*stored, stored[1], limit, row[0])).rowcount > 0
             if not appended:
-                failed[row[0]] = ArchiveFull(f"{row[2]}@{row[1]}: {row[3]} holds {limit} items already")
+                failed[place] = ArchiveFull(f"{row[2]}@{row[1]}: {row[3]} holds {limit} items already")
             elif counted:
                 conn.execute(_COUNT_ADDED, (stored[1],))
         except sqlite3.IntegrityError as err:
             _take_back(conn, opened, counted)
-            failed[row[0]] = (DuplicateItem if "archive.id" in str(err) else StorageError)(f"SQLite: {err}")
+            failed[place] = (DuplicateItem if "archive.id" in str(err) else StorageError)(f"SQLite: {err}")
         except Exception as err:
             _take_back(conn, opened, counted)
-            failed[row[0]] = StorageError(f"SQLite: {err}")
+            failed[place] = StorageError(f"SQLite: {err}")
         if counted and conn.in_transaction:
             conn.execute("RELEASE item")
     conn.commit()
@@ -481,12 +482,12 @@ def _take_back(conn: sqlite3.Connection, opened: bool, counted: bool) -> None:
         conn.execute("ROLLBACK TO item")
 
 
-def _settle(batch: list[Appending], failed: dict[str, Exception]) -> None:
+def _settle(batch: list[Appending], failed: dict[int, Exception]) -> None:
     """Tell each caller of ``batch`` its own outcome (on the event loop)."""
-    for row, _limit, done in batch:
+    for place, (row, _limit, done) in enumerate(batch):
         if done.done():
             continue
-        error = failed.get(row[0])
+        error = failed.get(place)
         if error is None:
             done.set_result(row[0])
         else:
