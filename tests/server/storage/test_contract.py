@@ -1019,6 +1019,20 @@ async def test_reopen_keeps_everything(storage_url: str) -> None:
         await second.close()
 
 
+async def test_stores_opened_together_find_one_schema(storage_url: str) -> None:
+    """Processes that open a new store at the same moment (the nodes of a cluster, or a server and
+    an admin command beside it) each find it migrated, once, whichever of them migrated it."""
+    opened = await asyncio.gather(*(open_storage(storage_url) for _ in range(4)), return_exceptions=True)
+    stores = [store for store in opened if not isinstance(store, BaseException)]
+    try:
+        assert len(stores) == len(opened), opened
+        await stores[0].kv.set(H, "alice", "vcard", b"card")
+        assert [await store.kv.get(H, "alice", "vcard") for store in stores] == [b"card"] * len(stores)
+    finally:
+        for store in stores:
+            await store.close()
+
+
 async def test_unsupported_url() -> None:
     with pytest.raises(StorageError, match="unsupported storage URL"):
         await open_storage("mysql://localhost/db")

@@ -787,16 +787,31 @@ class _Checkpointer:
 async def _migrate(db: aiosqlite.Connection) -> None:
     """Bring the schema up to date: the migrations not applied yet, in order, each with its
     version in one transaction, so that one cut short (a crash, a full disk) leaves the store as
-    it was, to be migrated at the next start."""
+    it was, to be migrated at the next start.
+
+    Another process may open the store at the same moment (an admin command beside the server):
+    each transaction takes the write lock first (IMMEDIATE), so one of them migrates while the
+    other waits, and a migration that fails because the other applied it meanwhile is skipped.
+    """
     await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    async with db.execute("SELECT max(version) FROM schema_version") as cur:
-        row = await cur.fetchone()
-    current = (row[0] if row else None) or 0
     folder = resources.files(__package__).joinpath("migrations", "sqlite")
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         number = int(entry.name.split("_", 1)[0])
-        if number > current:
-            await db.executescript(f"BEGIN;\n{entry.read_text()}\nINSERT INTO schema_version VALUES ({number});\nCOMMIT;")
+        if number <= await _schema_version(db):
+            continue
+        try:
+            await db.executescript(
+                f"BEGIN IMMEDIATE;\n{entry.read_text()}\nINSERT INTO schema_version VALUES ({number});\nCOMMIT;")
+        except sqlite3.Error:
+            await db.rollback()
+            if number > await _schema_version(db):
+                raise
+
+
+async def _schema_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("SELECT max(version) FROM schema_version") as cur:
+        row = await cur.fetchone()
+    return int((row[0] if row else None) or 0)
 
 
 class SqliteStorage:
@@ -819,13 +834,13 @@ class SqliteStorage:
     @classmethod
     async def open(cls, path: str, *, checkpoint_interval: float = CHECKPOINT_INTERVAL) -> SqliteStorage:
         db = await aiosqlite.connect(path)
-        async with db.execute("PRAGMA journal_mode=WAL") as cur:
-            row = await cur.fetchone()
-        wal = row is not None and row[0] == "wal"  # an in-memory database keeps its own journal
-        await db.execute("PRAGMA synchronous=NORMAL")
-        if wal:
-            await db.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
         try:
+            async with db.execute("PRAGMA journal_mode=WAL") as cur:
+                row = await cur.fetchone()
+            wal = row is not None and row[0] == "wal"  # an in-memory database keeps its own journal
+            await db.execute("PRAGMA synchronous=NORMAL")
+            if wal:
+                await db.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
             await _migrate(db)
         except BaseException:
             await db.close()
