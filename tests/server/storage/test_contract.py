@@ -410,6 +410,18 @@ async def test_appends_of_one_id_written_together_each_get_their_own_outcome(
     assert await archive.count(H, "alice", store) == 1
 
 
+async def test_of_two_appends_of_one_id_only_the_one_without_room_is_refused(storage: Storage) -> None:
+    """An append that finds no room, and another with the same id written in the same round
+    that does not need any: the first is refused, the second stored, each told its own."""
+    archive = storage.archive
+    full, stored = await asyncio.gather(
+        archive.append_soon(H, "alice", "mam", 1.0, "bob@x", b"once", limit=0, item_id="same"),
+        archive.append_soon(H, "alice", "mam", 1.0, "bob@x", b"once", item_id="same"),
+        return_exceptions=True)
+    assert isinstance(full, ArchiveFull) and stored == "same", (full, stored)
+    assert ids_of(await archive.query(H, "alice", "mam")) == ["same"]
+
+
 async def test_archive_orders_by_insertion_not_timestamp(storage: Storage) -> None:
     ids = [await storage.archive.append(H, "alice", "mam", t, "bob@x", b"p") for t in (30.0, 10.0, 20.0, 10.0)]
     assert ids_of(await storage.archive.query(H, "alice", "mam")) == ids

@@ -387,16 +387,17 @@ class Archive(_Part, QueuedAppends):
     async def _write_archive(self, batch: list[Appending]) -> list[Outcome]:
         """Write ``batch`` (appends to one archive, some with a limit) in one transaction; each
         caller's outcome."""
-        refused: set[str] = set()
+        # By place in the batch: two appends may have one id, one refused and one stored.
+        refused: set[int] = set()
         try:
             async with self._conn(transaction=True) as conn:
                 await conn.execute(_LOCK, *batch[0][0][1:4])
-                for row, limit, _done in batch:
+                for place, (row, limit, _done) in enumerate(batch):
                     if not await self._insert(conn, row, limit):
-                        refused.add(row[0])
+                        refused.add(place)
         except BaseException as err:
             return await self._failed(batch, err)
-        return [(done, _outcome(row, limit, row[0] not in refused)) for row, limit, done in batch]
+        return [(done, _outcome(row, limit, place not in refused)) for place, (row, limit, done) in enumerate(batch)]
 
     async def _failed(self, batch: list[Appending], err: BaseException) -> list[Outcome]:
         """The outcomes of ``batch``, whose transaction failed with ``err`` and so wrote nothing:
