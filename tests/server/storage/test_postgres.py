@@ -280,3 +280,39 @@ async def test_a_deleted_account_is_refused_for_a_while_and_then_forgotten(
         assert [r[0] for r in await admin.fetch(f'SELECT username FROM "{name}".deleted_accounts')] == ["bob"]
     finally:
         await store.close()
+
+
+async def test_the_pool_takes_up_new_connections_once_the_server_ends_its_own(
+        schema: tuple[str, str, asyncpg.Connection]) -> None:
+    """PostgreSQL ends the pool's connections (a restart, a failover, an administrator) while
+    appends are under way: each append is either stored and told so, or told it failed and not
+    stored, the kept counts agree with the items, and each ended connection fails at most the one
+    operation that finds it so: the next ones get new connections."""
+    url, name, admin = schema
+    store = await open_storage(with_query(url, application_name=name, pool_min_size="4", pool_max_size="4"))
+    archives = [("example.org", f"user{n}", box) for n in range(3) for box in ("mam", "offline")]
+    try:
+        await store.kv.set("example.org", "alice", "vcard", b"card")
+        issued = [store.archive.append_soon(*archives[i % len(archives)], 1.0, "x@y", b"%d" % i,
+                                            limit=100 if i % 4 == 1 else None) for i in range(60)]
+        await admin.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                             "WHERE application_name=$1", name)
+        outcomes = await asyncio.gather(*issued, return_exceptions=True)
+        assert all(isinstance(outcome, str | StorageError) for outcome in outcomes), outcomes
+        stored = []
+        for archive in archives:
+            page = await store.archive.query(*archive)
+            assert await store.archive.count(*archive) == len(page.items)
+            stored += [item.id for item in page.items]
+        assert sorted(stored) == sorted(outcome for outcome in outcomes if isinstance(outcome, str))
+        await admin.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                             "WHERE application_name=$1", name)
+        found: list[bytes | None] = []
+        for _ in range(8):
+            try:
+                found.append(await store.kv.get("example.org", "alice", "vcard"))
+            except StorageError:
+                found.append(None)
+        assert found[4:] == [b"card"] * 4, found
+    finally:
+        await store.close()
