@@ -32,7 +32,7 @@ from ..xmpp.jid import JID
 from ..xmpp.stanza import Stanza
 from .background import Background
 from .hooks import Handled, Unanswered
-from .storage.base import STORAGE_DOWN, AccountGone, StorageError
+from .storage.base import NAME_BYTES, STORAGE_DOWN, AccountGone, StorageError, TooLong
 
 if TYPE_CHECKING:
     from .app import Server
@@ -205,6 +205,9 @@ def _failure(stanza: Stanza, err: Exception) -> Element | None:
     if isinstance(err, AccountGone):
         # RFC 6121 §8.5.2.1.1: the account it was written for was deleted as it went.
         failure = StanzaError("service-unavailable", "the account is deleted")
+    elif isinstance(err, TooLong):
+        # Not a passing failure: the same names would be refused again.
+        failure = StanzaError("not-acceptable", f"names too long to store (at most {NAME_BYTES} bytes together)")
     elif isinstance(err, StorageError):
         # Not stored, so not accepted: a temporary error (RFC 6120 §8.3.2 'wait'), nothing dropped silently.
         log.warning("storage failed for %s to %s: %s", stanza.kind, stanza.to, err)

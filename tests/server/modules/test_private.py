@@ -8,6 +8,7 @@ from xml.etree.ElementTree import Element
 import pytest
 
 from schnack.server.app import Server
+from schnack.server.storage.base import NAME_BYTES
 from schnack.xmpp import ns
 from schnack.xmpp.xml import serialize
 
@@ -92,6 +93,16 @@ async def test_several_elements_in_one_set(server: Server) -> None:
     assert prefs.findtext("{exodus:prefs}defaultnick") == "Hamlet"
     (notes,) = stored(await request(client, "get", "<roster xmlns='storage:rosternotes'/>"))
     assert notes.findtext("{storage:rosternotes}note") == "met"
+
+
+async def test_a_name_too_long_to_store_is_not_acceptable(server: Server) -> None:
+    """A qualified name longer than storage keeps is refused for what it is, not as storage down
+    (sending it again would not help); nothing of it is stored."""
+    client = await alice(server)
+    namespace = "urn:example:" + "n" * NAME_BYTES
+    reply = await request(client, "set", f"<prefs xmlns='{namespace}'>kept?</prefs>")
+    assert condition(reply) == "not-acceptable" and "too long" in text(reply), serialize(reply)
+    assert await server.storage.maps.items("localhost", "alice", "private") == {}
 
 
 async def test_set_replaces(server: Server) -> None:

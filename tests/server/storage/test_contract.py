@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import random
 import sqlite3
 import time
 from urllib.parse import parse_qsl, urlsplit
@@ -23,9 +24,11 @@ from schnack.server.storage import (
     RosterItem,
     Storage,
     StorageError,
+    TooLong,
     new_item_id,
     open_storage,
 )  # fmt: skip
+from schnack.server.storage.base import NAME_BYTES, RoomAffiliation
 from schnack.xmpp.sasl import ScramCredential, derive_credentials
 
 from .conftest import rewind_sqlite_archive
@@ -177,6 +180,36 @@ async def test_what_a_deleted_account_would_keep_is_refused_until_it_exists_agai
     assert await storage.maps.items(H, "alice", "roster-pending") == {}
     assert await storage.roster.get(H, "alice") == (0, {})
     assert await storage.roster.set_item(H, "alice", RosterItem("bob@example.org")) == 1
+
+
+async def test_names_too_long_to_store_are_refused_alike(storage: Storage) -> None:
+    """Names that key a row (a map's key, a store's name, a roster item's or an archived item's
+    JID) longer than both backends can index are refused before anything is written, on both;
+    up to the limit they are kept, in any script."""
+    room = NAME_BYTES - len(H.encode()) - len(b"alice") - len(b"pep")
+    # Ideographs in no order that compresses (PostgreSQL compresses a long index entry).
+    scramble = random.Random(7)
+    longest = "".join(chr(0x4E00 + scramble.randrange(20_000)) for _ in range(room // 3)) + "x" * (room % 3)
+    await storage.maps.set(H, "alice", "pep", longest, b"kept")
+    assert await storage.maps.items(H, "alice", "pep") == {longest: b"kept"}
+    with pytest.raises(TooLong):
+        await storage.maps.set(H, "alice", "pep", longest + "x", b"refused")
+    far_too_long = longest * 2
+    with pytest.raises(TooLong):
+        await storage.maps.set(H, "alice", "pep", far_too_long, b"refused")
+    with pytest.raises(TooLong):
+        await storage.kv.set(H, "alice", far_too_long, b"refused")
+    with pytest.raises(TooLong):
+        await storage.roster.set_item(H, "alice", RosterItem(far_too_long))
+    with pytest.raises(TooLong):
+        await storage.archive.append(H, "alice", "pep", 1.0, far_too_long, b"refused")
+    with pytest.raises(TooLong):
+        await storage.muc.set_affiliation(H, "alice", RoomAffiliation(far_too_long, "member"))
+    assert await storage.maps.items(H, "alice", "pep") == {longest: b"kept"}
+    assert await storage.roster.get(H, "alice") == (0, {})
+    assert await storage.archive.count(H, "alice", "pep") == 0
+    await storage.archive.append(H, "alice", "pep", 1.0, longest, b"kept")
+    assert [item.with_jid for item in (await storage.archive.query(H, "alice", "pep")).items] == [longest]
 
 
 # --- roster --------------------------------------------------------------------------------------

@@ -16,12 +16,13 @@ from .base import (
     RosterItem,
     Storage,
     StorageError,
+    TooLong,
     new_item_id,
 )  # fmt: skip
 
 __all__ = [
     "Account", "AccountGone", "AlreadyExists", "ArchiveFull", "ArchivePage", "ArchivedItem", "DuplicateItem",
-    "ItemNotFound", "RosterItem", "Storage", "StorageError", "new_item_id", "open_storage",
+    "ItemNotFound", "RosterItem", "Storage", "StorageError", "TooLong", "new_item_id", "open_storage",
 ]  # fmt: skip
 
 

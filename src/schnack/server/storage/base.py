@@ -16,7 +16,7 @@ from ...xmpp.sasl import ScramCredential
 
 __all__ = [
     "Account", "AlreadyExists", "ArchiveFull", "ArchivePage", "ArchivedItem", "ItemNotFound", "MucStore",
-    "RoomAffiliation", "RosterItem", "ScramCredential", "Storage", "StorageError", "StoredRoom",
+    "RoomAffiliation", "RosterItem", "ScramCredential", "Storage", "StorageError", "StoredRoom", "TooLong",
 ]  # fmt: skip
 
 
@@ -113,6 +113,11 @@ class QueuedAppends:
     def append_soon(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
                     *, limit: int | None = None, item_id: str | None = None) -> asyncio.Future[str]:
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        try:
+            check_names(host, username, store, with_jid)
+        except TooLong as err:
+            done.set_exception(err)
+            return done
         self._waiting.append(((item_id or new_item_id(), host, username, store, timestamp, with_jid, payload), limit, done))
         self._last = done
         self._write_soon()
@@ -135,6 +140,26 @@ class QueuedAppends:
 
 # What a client is told when storage cannot be reached (PostgreSQL restarting): try again soon.
 STORAGE_DOWN = "storage is unavailable for the moment; try again shortly"
+
+
+class TooLong(StorageError):
+    """A write whose names (see :func:`check_names`) are together longer than storage keeps."""
+
+
+# The most bytes (UTF-8) that the names keying a row may take together: host, username, store and
+# key, a roster item's JID, an archived item's contact. PostgreSQL's B-tree index entries hold at
+# most 2,704 bytes (the page's third, less what the entry's header and other columns take), and
+# a longer key failed there as if storage were down; SQLite refuses the same, so that both keep
+# the same names.
+NAME_BYTES = 2400
+
+
+def check_names(*names: str) -> None:
+    """Raise TooLong if ``names`` take more than NAME_BYTES together."""
+    # At most 4 bytes a character: most writes are known short without encoding anything.
+    if sum(map(len, names)) * 4 > NAME_BYTES and sum(len(name.encode()) for name in names) > NAME_BYTES:
+        raise TooLong(f"names of {sum(len(name.encode()) for name in names)} bytes; "
+                      f"storage keeps at most {NAME_BYTES} bytes of names a row")
 
 
 class AlreadyExists(StorageError):

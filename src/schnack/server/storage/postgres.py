@@ -37,6 +37,7 @@ from .base import (
     ScramCredential,
     StorageError,
     StoredRoom,
+    check_names,
     credentials_from_json,
     credentials_to_json,
 )  # fmt: skip
@@ -244,6 +245,7 @@ class Roster(_Part):
         return _item(row) if row else None
 
     async def set_item(self, host: str, username: str, item: RosterItem) -> int:
+        check_names(host, username, item.jid)
         async with self._conn(transaction=True) as conn:
             await conn.execute(
                 "INSERT INTO roster VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (host, username, jid) "
@@ -272,6 +274,7 @@ class KeyValue(_Part):
         if value is None:
             await self._write("DELETE FROM kv WHERE host=$1 AND username=$2 AND store=$3", host, username, store)
         else:
+            check_names(host, username, store)
             await self._write("INSERT INTO kv VALUES ($1, $2, $3, $4) ON CONFLICT (host, username, store) "
                               "DO UPDATE SET value=EXCLUDED.value", host, username, store, value)
 
@@ -290,6 +293,7 @@ class Maps(_Part):
             await self._write("DELETE FROM maps WHERE host=$1 AND username=$2 AND store=$3 AND key=$4",
                               host, username, store, key)
         else:
+            check_names(host, username, store, key)
             await self._write("INSERT INTO maps VALUES ($1, $2, $3, $4, $5) ON CONFLICT (host, username, store, key) "
                               "DO UPDATE SET value=EXCLUDED.value", host, username, store, key, value)
 
@@ -548,6 +552,7 @@ class Muc(_Part):
     """Group chat rooms and affiliations (XEP-0045), in tables of their own."""
 
     async def save_room(self, service: str, name: str, config: str) -> None:
+        check_names(service, name)
         await self._write("INSERT INTO muc_rooms VALUES ($1, $2, $3, $4) ON CONFLICT (service, name) "
                           "DO UPDATE SET config=EXCLUDED.config", service, name, config, time.time())
 
@@ -576,6 +581,7 @@ class Muc(_Part):
             await self._write("DELETE FROM muc_affiliations WHERE service=$1 AND name=$2 AND jid=$3",
                               service, name, item.jid)
         else:
+            check_names(service, name, item.jid)
             await self._write(
                 "INSERT INTO muc_affiliations VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (service, name, jid) "
                 "DO UPDATE SET affiliation=EXCLUDED.affiliation, nick=EXCLUDED.nick, reason=EXCLUDED.reason",

@@ -35,6 +35,7 @@ from .base import (
     ScramCredential,
     StorageError,
     StoredRoom,
+    check_names,
     credentials_from_json,
     credentials_to_json,
 )  # fmt: skip
@@ -185,6 +186,7 @@ class Roster(_Part):
         return _item(row) if row else None
 
     async def set_item(self, host: str, username: str, item: RosterItem) -> int:
+        check_names(host, username, item.jid)
         deleted = self._deleted
         values = (host, username, item.jid, item.name, item.subscription, int(item.ask), int(item.approved),
                   json.dumps(list(item.groups)))
@@ -217,6 +219,7 @@ class KeyValue(_Part):
         if value is None:
             await self._write("DELETE FROM kv WHERE host=? AND username=? AND store=?", host, username, store)
         else:
+            check_names(host, username, store)
             await self._write("INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?)", host, username, store, value,
                               account=(host, username))
 
@@ -235,6 +238,7 @@ class Maps(_Part):
             await self._write("DELETE FROM maps WHERE host=? AND username=? AND store=? AND key=?",
                               host, username, store, key)
         else:
+            check_names(host, username, store, key)
             await self._write("INSERT OR REPLACE INTO maps VALUES (?, ?, ?, ?, ?)",
                               host, username, store, key, value, account=(host, username))
 
@@ -703,6 +707,7 @@ class Muc(_Part):
     """Group chat rooms and affiliations (XEP-0045), in tables of their own."""
 
     async def save_room(self, service: str, name: str, config: str) -> None:
+        check_names(service, name)
         await self._write("INSERT INTO muc_rooms VALUES (?, ?, ?, ?) ON CONFLICT (service, name) "
                           "DO UPDATE SET config=excluded.config", service, name, config, time.time())
 
@@ -732,6 +737,7 @@ class Muc(_Part):
             await self._write("DELETE FROM muc_affiliations WHERE service=? AND name=? AND jid=?",
                               service, name, item.jid)
         else:
+            check_names(service, name, item.jid)
             await self._write("INSERT OR REPLACE INTO muc_affiliations VALUES (?, ?, ?, ?, ?, ?)",
                               service, name, item.jid, item.affiliation, item.nick, item.reason)
 
