@@ -58,7 +58,8 @@ class RawPeer:
         self.stream_id = header.attrs["id"]
         return await self.element()
 
-    async def starttls(self, origin: str, to: str) -> ET.Element:
+    async def starttls(self, origin: str, to: str, *, certificate: tuple[Path, Path] | None = None) -> ET.Element:
+        """STARTTLS and the stream after it; ``certificate`` (cert, key) is shown to the server."""
         features = await self.open(origin, to)
         assert features.find(f"{{{ns.TLS}}}starttls/{{{ns.TLS}}}required") is not None
         self.writer.write(f"<starttls xmlns='{ns.TLS}'/>".encode())
@@ -66,6 +67,8 @@ class RawPeer:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+        if certificate is not None:
+            ctx.load_cert_chain(*certificate)
         await self.writer.start_tls(ctx)
         self.parser = StreamParser(1_000_000)
         return await self.open(origin, to)

@@ -15,6 +15,7 @@ import pytest
 from schnack.server.app import Server
 from schnack.server.s2s.dialback import dialback_key
 from schnack.server.sessions import Session
+from schnack.server.tls import make_self_signed
 from schnack.xmpp import ns
 from schnack.xmpp.parser import StreamClosed
 from schnack.xmpp.stanza import Stanza
@@ -340,3 +341,27 @@ async def test_an_iq_result_with_a_bad_address_gets_no_stanza_error(receiving: t
     answer = await raw.element()
     assert answer.tag == f"{{{ns.STREAMS}}}error"
     assert answer.find(f"{{{ns.STREAM_ERRORS}}}improper-addressing") is not None
+
+
+async def test_a_certificate_for_our_own_domain_authenticates_no_peer_as_it(tmp_path: Path) -> None:
+    """RFC 6120 §8.1.2.2, §13.1: a certificate that names one of our domains (a web server's for
+    the same name, a wildcard) does not let another server send stanzas from it, as dialback
+    does not either: no SASL EXTERNAL for it, and a stanza from it ends the stream."""
+    cert, key = tmp_path / "peer.crt", tmp_path / "peer.key"
+    make_self_signed(["localhost"], cert, key)
+    server = Server(make_config(tmp_path, listen={"s2s": ["127.0.0.1:0"]},
+                                s2s={"enabled": True, "ca_file": str(cert)}))
+    await server.start()
+    try:
+        await add_user(server, "alice")
+        alice = await connect(server, "alice@localhost/desk")
+        raw = await peer(server)
+        features = await raw.starttls("localhost", "localhost", certificate=(cert, key))
+        assert features.find(f"{{{ns.SASL}}}mechanisms") is None
+        raw.send(f"<auth xmlns='{ns.SASL}' mechanism='EXTERNAL'>=</auth>")
+        assert (await raw.element()).tag == f"{{{ns.SASL}}}failure"
+        raw.send("<message from='bob@localhost/x' to='alice@localhost' type='chat'><body>it is me</body></message>")
+        assert await raw.stream_error() == "invalid-from"
+        assert alice.take() == []
+    finally:
+        await server.stop()

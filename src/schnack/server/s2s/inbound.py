@@ -7,8 +7,8 @@ verification requests, which reveal nothing, are the only other thing answered. 
 the peer authenticates its domain:
 
 - with SASL EXTERNAL (§6, XEP-0178), offered when its certificate verified (:mod:`.certs`)
-  and names the domain of its stream header; the authorization identity, if given, must be
-  that domain. Success restarts the stream.
+  and names the domain of its stream header, unless that is one of ours; the authorization
+  identity, if given, must be that domain. Success restarts the stream.
 - with dialback (XEP-0220), always offered, with dialback errors (§2.4.1): ``<db:result/>``
   is checked by asking that domain's authoritative server (:func:`.outbound.verify_key`)
   while the stream goes on, and answered valid, invalid (which ends the stream: a spoofing
@@ -179,10 +179,14 @@ class IncomingStream:
         self.wire.send(features)
 
     def _external_for(self) -> str | None:
-        """The domain SASL EXTERNAL would authenticate: the header's, if the certificate names it
-        and nothing authenticated it yet (§6.4.6: no SASL after SASL success)."""
+        """The domain SASL EXTERNAL would authenticate: the header's, if the certificate names it,
+        nothing authenticated it yet (§6.4.6: no SASL after SASL success) and it is not one of
+        ours (a certificate naming it, a wildcard or a web server's, makes no peer us; dialback
+        refuses our domains too)."""
         remote, local = self.remote, self.local
         if self.certificate is None or remote is None or local is None or self.authenticated:
+            return None
+        if remote in self.s2s.local_domains():
             return None
         return remote if names_domain(self.certificate, remote) else None
 
