@@ -32,7 +32,9 @@ def test_valid(raw: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", ["@example.com", "juliet@example.com/", "juliet@", "", "foo bar@example.com", "ju'liet@example.com", "a@b..c"]
+    "raw", ["@example.com", "juliet@example.com/", "juliet@", "", "foo bar@example.com", "ju'liet@example.com", "a@b..c",
+            # RFC 7622 §3.2 (RFC 5890 §2.3.1): a label is at most 63 octets.
+            f"a@{'b' * 64}.example", f"a@{'é' * 32}.example"]
 )
 def test_invalid(raw: str) -> None:
     with pytest.raises(JIDError):

@@ -52,7 +52,8 @@ def _domain(s: str) -> str:
     if len(out.encode()) > _MAX:
         raise JIDError("domainpart longer than 1023 bytes")
     for label in out.split("."):
-        if not label or len(label.encode("idna") if label.isascii() else label.encode()) > 63:
+        # The octets themselves: the idna codec raises UnicodeError, no JIDError, for a long label.
+        if not label or len(label.encode()) > 63:
             raise JIDError(f"invalid domain label in {s!r}")
         if any(c.isspace() or c in "@/\\" or unicodedata.category(c)[0] == "C" for c in label):
             raise JIDError(f"invalid character in domain {s!r}")

@@ -81,6 +81,17 @@ async def peer(server: Server) -> RawPeer:
     return await RawPeer.connect(host, port)
 
 
+async def authenticated_peer(receiving: tuple[Server, str]) -> RawPeer:
+    """A peer whose stream to localhost authenticated b.example by dialback (XEP-0220)."""
+    server, secret = receiving
+    raw = await peer(server)
+    await raw.starttls("b.example", "localhost")
+    key = dialback_key(secret, "localhost", "b.example", raw.stream_id)
+    raw.send(f"<db:result from='b.example' to='localhost'>{key}</db:result>")
+    assert (await raw.element()).get("type") == "valid"
+    return raw
+
+
 async def test_unknown_domain_is_host_unknown(server: Server) -> None:
     raw = await peer(server)
     raw.send(f"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='{ns.STREAMS}' "
@@ -331,12 +342,7 @@ async def test_dialback_requests_waiting_at_once_are_bounded(server: Server) -> 
 async def test_an_iq_result_with_a_bad_address_gets_no_stanza_error(receiving: tuple[Server, str]) -> None:
     """RFC 6120 §8.3.1: an IQ result is not answered; its malformed 'to' ends the stream
     (§4.9.3.12), and nothing before the stream error answers the result."""
-    server, secret = receiving
-    raw = await peer(server)
-    await raw.starttls("b.example", "localhost")
-    key = dialback_key(secret, "localhost", "b.example", raw.stream_id)
-    raw.send(f"<db:result from='b.example' to='localhost'>{key}</db:result>")
-    assert (await raw.element()).get("type") == "valid"
+    raw = await authenticated_peer(receiving)
     raw.send("<iq type='result' id='r1' from='eve@b.example/x' to='b@d@localhost'/>")
     answer = await raw.element()
     assert answer.tag == f"{{{ns.STREAMS}}}error"
@@ -365,3 +371,19 @@ async def test_a_certificate_for_our_own_domain_authenticates_no_peer_as_it(tmp_
         assert alice.take() == []
     finally:
         await server.stop()
+
+
+LONG_LABEL = "a" * 64
+
+
+@pytest.mark.parametrize(("from_", "to", "stream_error"), [
+    ("eve@b.example/x", f"bob@{LONG_LABEL}.localhost", "improper-addressing"),
+    (f"eve@{LONG_LABEL}.b.example", "bob@localhost", "invalid-from"),
+])
+async def test_a_domain_label_over_63_octets_is_no_address(
+        receiving: tuple[Server, str], from_: str, to: str, stream_error: str) -> None:
+    """RFC 7622 §3.2, RFC 6120 §4.9.3.12: a domain label longer than 63 octets makes no address;
+    the stream ends with the stream error for that attribute rather than with no word."""
+    raw = await authenticated_peer(receiving)
+    raw.send(f"<message from='{from_}' to='{to}' type='chat' id='m1'><body>hi</body></message>")
+    assert await raw.stream_error() == stream_error
