@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -387,3 +389,43 @@ async def test_a_domain_label_over_63_octets_is_no_address(
     raw = await authenticated_peer(receiving)
     raw.send(f"<message from='{from_}' to='{to}' type='chat' id='m1'><body>hi</body></message>")
     assert await raw.stream_error() == stream_error
+
+
+@contextlib.asynccontextmanager
+async def two_servers(tmp_path: Path) -> AsyncIterator[tuple[Server, Server]]:
+    """a.example and b.example, each finding the other through ``[s2s] hosts``, with dialback."""
+
+    def config(name: str, hosts: dict[str, str]) -> Any:
+        return make_config(tmp_path / name, domains=[f"{name}.example"], listen={"s2s": ["127.0.0.1:0"]},
+                           s2s={"enabled": True, "verify": False, "hosts": hosts})
+
+    def address(server: Server) -> str:
+        host, port = server.bound["s2s"][0]
+        return f"{host}:{port}"
+
+    a = Server(config("a", {}))
+    await a.start()
+    b = Server(config("b", {"a.example": address(a)}))
+    try:
+        await b.start()
+        a.s2s.config = dataclasses.replace(a.s2s.config, hosts={"b.example": address(b)})
+        yield a, b
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+async def test_what_ending_sessions_send_goes_out_before_a_shutdown(tmp_path: Path) -> None:
+    """RFC 6121 §4.6.3: a session that ends sends unavailable presence to whom it sent directed
+    presence, at a shutdown too; the route, still connecting, sends both in order before the
+    server stops, rather than being stopped with them waiting in its queue."""
+    async with two_servers(tmp_path) as (a, b):
+        await add_user(a, "alice", host="a.example")
+        await add_user(b, "bob", host="b.example")
+        bob = await connect(b, "bob@b.example/desk")
+        alice = await connect(a, "alice@a.example/desk")
+        await alice.send("<presence to='bob@b.example/desk'/>")
+        await a.stop()
+        presences = await bob.expect(2, timeout=10)
+        assert [(p.get("from"), p.get("type")) for p in presences] == [
+            ("alice@a.example/desk", None), ("alice@a.example/desk", "unavailable")]

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 _KINDS = ("message", "presence", "iq")
 _ALPN = ["xmpp-server"]
+# How long a shutdown lets routes connect and send what waits before it cuts them.
+_SHUTDOWN_GRACE = 5.0
 
 
 class S2S:
@@ -136,12 +138,30 @@ class S2S:
         if self.routes.get((route.local, route.remote)) is route:
             del self.routes[(route.local, route.remote)]
 
+    @property
+    def stopping(self) -> bool:
+        """Whether the server is shutting down: routes send what waits, then close."""
+        return self._stopped
+
     async def stop(self) -> None:
-        """Stop listening and end every stream (the server is shutting down)."""
+        """Let the routes send what waits, then stop listening and end every stream (the server
+        is shutting down).
+
+        The sessions that just ended sent unavailable presence (RFC 6121 §4.5.2, §4.6.3), often
+        on routes that are still connecting: each route with stanzas to send or unacknowledged
+        gets up to :data:`_SHUTDOWN_GRACE` to send them, have them acknowledged and close. The
+        listener stays open meanwhile, since a peer checks our dialback key by connecting to us
+        (XEP-0220 §2.1.3).
+        """
         self._stopped = True
+        shutdown = StreamError("system-shutdown", "the server is shutting down")
+        for route in list(self.routes.values()):
+            route.shut_down(shutdown)
+        delivering = [route.task for route in self.routes.values() if route.pending]
+        if delivering:
+            await asyncio.wait(delivering, timeout=_SHUTDOWN_GRACE)
         for srv in self._servers:
             srv.close()
-        shutdown = StreamError("system-shutdown", "the server is shutting down")
         for stream in list(self.incoming):
             stream.wire.close_with(shutdown)
         for route in list(self.routes.values()):

@@ -21,6 +21,9 @@ connection that ends with stanzas unacknowledged is replaced, and they go first 
 (at-least-once; receivers drop duplicates by id). If no new connection comes up within
 ``retry_window``, they bounce with ``remote-server-timeout``.
 
+At a shutdown (:meth:`.S2S.stop`) a route sends what waits, asks for acks and closes its stream;
+it makes no new connection, and what is then left bounces.
+
 :func:`verify_key` is the receiving server's side of dialback: it asks the authoritative
 server of a domain, on a connection of its own, whether a key is right (§2.1.3).
 """
@@ -307,6 +310,25 @@ class Route:
             raise StanzaError("resource-constraint", f"too many stanzas waiting for {self.remote}")
         self.queue.append(stanza)
 
+    @property
+    def pending(self) -> bool:
+        """Whether stanzas wait to be sent or acknowledged."""
+        return bool(self.queue) or (self.acks is not None and bool(self.acks.stanzas))
+
+    def shut_down(self, error: StreamError) -> None:
+        """The server is shutting down (:attr:`.S2S.stopping`): close the stream now if it is
+        up; a route still connecting sends its queue first and closes then (:meth:`_carry`)."""
+        if self.ready:
+            assert self.wire is not None
+            self._close(self.wire, error)
+
+    def _close(self, wire: Wire, error: StreamError | None = None) -> None:
+        """Close our stream, asking first for an ack of what the peer has not acknowledged, so
+        that what it answers before its close (RFC 6120 §4.4) is not sent again."""
+        if self.acks is not None:
+            self.acks.request()
+        wire.close_with(error)
+
     def _write(self, stanza: Stanza) -> None:
         assert self.wire is not None
         self._last_stanza = time.monotonic()
@@ -336,7 +358,7 @@ class Route:
                     # A name no server can have is worth the operator's notice, but is no fault here.
                     log.log(logging.WARNING if isinstance(err, Unencodable) else logging.INFO,
                             "s2s %s -> %s failed: %s", self.local, self.remote, text)
-                    if broken_since is None:
+                    if broken_since is None or self.s2s.stopping:
                         await self._bounce(condition, text)
                         return
                     left = config.retry_window - (time.monotonic() - broken_since)
@@ -348,6 +370,10 @@ class Route:
                     backoff = min(backoff * 2, _MAX_BACKOFF)
                     continue
                 unacked, progressed = await self._carry(wire)
+                if self.s2s.stopping:
+                    # No new connection at a shutdown: what is left bounces.
+                    self.queue[:0] = unacked
+                    return
                 if progressed:
                     broken_since, backoff = None, 1.0
                 if unacked:
@@ -416,6 +442,8 @@ class Route:
             queued, self.queue = self.queue, []
             for stanza in queued:
                 self._write(stanza)
+            if self.s2s.stopping:
+                self._close(wire, StreamError("system-shutdown", "the server is shutting down"))
             await self._serve(wire)
         except (ConnectionError, ssl.SSLError, OSError) as err:
             log.info("s2s %s -> %s lost: %s", self.local, self.remote, err)
@@ -437,9 +465,7 @@ class Route:
             left = idle - (time.monotonic() - self._last_stanza)
             if left <= 0:
                 log.info("s2s %s -> %s idle; closing", self.local, self.remote)
-                if self.acks is not None:
-                    self.acks.request()
-                wire.close_with()
+                self._close(wire)
                 break
             try:
                 event = await wire.next_event(left)
