@@ -429,3 +429,29 @@ async def test_what_ending_sessions_send_goes_out_before_a_shutdown(tmp_path: Pa
         presences = await bob.expect(2, timeout=10)
         assert [(p.get("from"), p.get("type")) for p in presences] == [
             ("alice@a.example/desk", None), ("alice@a.example/desk", "unavailable")]
+
+
+async def test_a_stanza_larger_than_servers_take_is_refused_before_it_holds_up_the_route(tmp_path: Path) -> None:
+    """RFC 6120 §13.12: a client's stanza just within the size limit grows on its way (the
+    server adds its 'from') beyond what the other server takes, which would end the stream
+    (policy-violation) each time stream management sent it again, with what came before it
+    and after it. It is refused at once; the messages around it arrive, each once."""
+    async with two_servers(tmp_path) as (a, b):
+        await add_user(a, "alice", host="a.example")
+        await add_user(b, "bob", host="b.example")
+        alice = await connect(a, "alice@a.example/desk")
+        bob = await connect(b, "bob@b.example/desk")
+
+        def chat(id_: str, body: str) -> str:
+            return f"<message to='bob@b.example/desk' id='{id_}' type='chat'><body>{body}</body></message>"
+
+        filler = a.config.limits.max_stanza_size - len(chat("big", "")) - 10
+        await alice.send(chat("m1", "before"))
+        await alice.send(chat("big", "x" * filler))
+        await alice.send(chat("m2", "after"))
+        (error,) = await alice.expect(1, timeout=10)
+        assert (error.get("id"), condition(error)) == ("big", "policy-violation")
+        got = await bob.expect(2, timeout=10)
+        assert [el.get("id") for el in got] == ["m1", "m2"]
+        await asyncio.sleep(0.5)
+        assert bob.take() == [] and alice.take() == []

@@ -21,8 +21,10 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
+from ...xmpp import ns
 from ...xmpp.errors import StanzaError, StreamError
 from ...xmpp.stanza import Stanza
+from ...xmpp.xml import serialize
 from ..config import parse_address
 from ..hooks import HANDLED, Handled
 from .certs import request_peer_certificates
@@ -126,6 +128,12 @@ class S2S:
             raise StanzaError("forbidden", "only stanzas from this server's domains go to other servers")
         if self._stopped:
             raise StanzaError("remote-server-timeout", "the server is shutting down")
+        limit = self.server.config.limits.max_stanza_size
+        if len(serialize(stanza.el, ns.CLIENT).encode()) > limit:
+            # RFC 6120 §13.12: a client's stanza within the limit grows here (its 'from'); a peer
+            # with our limit would end the stream over it, and stream management would send it
+            # again on every new connection, holding up what waits behind it.
+            raise StanzaError("policy-violation", f"larger than the {limit} bytes a stanza to another server may have")
         pair = (stanza.from_.domain, stanza.to.domain)
         route = self.routes.get(pair)
         if route is None or route.done:
