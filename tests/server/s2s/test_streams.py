@@ -455,3 +455,24 @@ async def test_a_stanza_larger_than_servers_take_is_refused_before_it_holds_up_t
         assert [el.get("id") for el in got] == ["m1", "m2"]
         await asyncio.sleep(0.5)
         assert bob.take() == [] and alice.take() == []
+
+
+async def test_an_idle_incoming_stream_takes_what_the_peer_sent_before_its_close(
+        receiving: tuple[Server, str]) -> None:
+    """XEP-0190, RFC 6120 §4.4: a silent stream is closed with connection-timeout, and what the
+    peer sent before it saw that close is still handled, up to the peer's own close, rather than
+    lost with a connection cut at once."""
+    server, _ = receiving
+    await add_user(server, "bob")
+    # Below the bound an operator may set, so that the test does not wait for ten seconds.
+    limits = dataclasses.replace(server.config.limits, idle_timeout=1.0)
+    server.config = dataclasses.replace(server.config, limits=limits)
+    raw = await authenticated_peer(receiving)
+    raw.send("<message from='eve@b.example/x' to='bob@localhost' id='first' type='chat'><body>hi</body></message>")
+    assert await raw.stream_error() == "connection-timeout"
+    assert isinstance(await raw.next(), StreamClosed)
+    raw.send("<message from='eve@b.example/x' to='bob@localhost' id='late' type='chat'><body>in flight</body>"
+             "</message></stream:stream>")
+    async with asyncio.timeout(10):
+        assert await raw.reader.read() == b""
+    assert await server.storage.archive.count("localhost", "bob", "offline") == 2

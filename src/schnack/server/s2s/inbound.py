@@ -51,7 +51,7 @@ from cryptography import x509
 from ...xmpp import ns
 from ...xmpp.errors import StreamError
 from ...xmpp.jid import JID, JIDError
-from ...xmpp.parser import StreamClosed, StreamOpened
+from ...xmpp.parser import StanzaReceived, StreamClosed, StreamOpened
 from ...xmpp.payloads.sm import ACK as SM_ACK
 from ...xmpp.payloads.sm import ENABLE as SM_ENABLE
 from ...xmpp.payloads.sm import FEATURE as SM_FEATURE
@@ -62,7 +62,7 @@ from ...xmpp.xml import element, qname, serialize, sub
 from ..background import Background
 from . import dialback
 from .certs import names_domain, verified_peer
-from .outbound import Unreachable, verify_key
+from .outbound import CLOSE_WAIT, Unreachable, verify_key
 from .wire import Wire, header, to_client_namespace
 
 if TYPE_CHECKING:
@@ -122,8 +122,12 @@ class IncomingStream:
                 try:
                     event = await wire.next_event(max(wait, 0))
                 except TimeoutError:
-                    reason = "no traffic for too long" if self.authenticated else "authentication took too long"
-                    raise StreamError("connection-timeout", reason) from None
+                    if not self.authenticated:
+                        raise StreamError("connection-timeout", "authentication took too long") from None
+                    log.info("closing idle s2s stream from %s (%s)", self.remote, wire.peer)
+                    wire.close_with(StreamError("connection-timeout", "no traffic for too long"))
+                    await self._until_closed()
+                    return
                 if event is None:
                     return
                 if isinstance(event, StreamClosed):
@@ -142,6 +146,17 @@ class IncomingStream:
         finally:
             self._checks.cancel()
             await wire.aclose()
+
+    async def _until_closed(self) -> None:
+        """XEP-0190, RFC 6120 §4.4: after our close, handle the stanzas the peer sent before it
+        saw it, until its own close (or :data:`.outbound.CLOSE_WAIT`), so that none is lost."""
+        try:
+            async with asyncio.timeout(CLOSE_WAIT):
+                while isinstance(event := await self.wire.next_event(CLOSE_WAIT), StanzaReceived | StreamOpened):
+                    if isinstance(event, StanzaReceived) and event.element.tag in _STANZA_TAGS:
+                        await self._stanza(event.element)
+        except TimeoutError:
+            log.info("s2s peer %s (%s) did not close its stream", self.remote, self.wire.peer)
 
     def _header_if_needed(self) -> None:
         """RFC 6120 §4.9.1.1: a stream error before our header goes after a header of ours."""

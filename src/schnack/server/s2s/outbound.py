@@ -69,7 +69,7 @@ _MECHANISM = f"{{{ns.SASL}}}mechanisms/{{{ns.SASL}}}mechanism"
 _SUCCESS = qname(ns.SASL, "success")
 _DIALBACK_FEATURE = qname(dialback.FEATURE, "dialback")
 # How long a closed stream waits for the peer's close (RFC 6120 §4.4) before the connection goes.
-_CLOSE_WAIT = 10.0
+CLOSE_WAIT = 10.0
 # The longest pause between attempts to reach a peer again after a connection broke.
 _MAX_BACKOFF = 30.0
 
@@ -477,8 +477,8 @@ class Route:
             if not self._handle(wire, event):
                 return
         try:
-            async with asyncio.timeout(_CLOSE_WAIT):
-                while self._handle(wire, await wire.next_event(_CLOSE_WAIT)):
+            async with asyncio.timeout(CLOSE_WAIT):
+                while self._handle(wire, await wire.next_event(CLOSE_WAIT)):
                     pass
         except (TimeoutError, StreamError):
             log.info("s2s %s -> %s: the peer did not close its stream", self.local, self.remote)
