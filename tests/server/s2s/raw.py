@@ -6,13 +6,17 @@ import asyncio
 import ssl
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
+from schnack.server.s2s.dialback import dialback_key
 from schnack.server.tls import make_self_signed
 from schnack.xmpp import ns
 from schnack.xmpp.parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
 from schnack.xmpp.payloads.sm import NS as SM
+
+if TYPE_CHECKING:
+    from schnack.server.app import Server
 
 WAIT = 30
 
@@ -144,3 +148,16 @@ class RawReceiver:
         self.vanish()
         for peer in self._peers:
             peer.writer.transport.abort()
+
+
+async def authenticated_peer(receiving: tuple[Server, str]) -> RawPeer:
+    """A peer whose stream to localhost authenticated b.example by dialback (XEP-0220), on the
+    ``receiving`` fixture's server."""
+    server, secret = receiving
+    host, port = server.bound["s2s"][0]
+    raw = await RawPeer.connect(host, port)
+    await raw.starttls("b.example", "localhost")
+    key = dialback_key(secret, "localhost", "b.example", raw.stream_id)
+    raw.send(f"<db:result from='b.example' to='localhost'>{key}</db:result>")
+    assert (await raw.element()).get("type") == "valid"
+    return raw

@@ -20,7 +20,7 @@ from schnack.xmpp.payloads.sm import NS as SM
 
 from ...harness import Client, add_user, connect, make_config
 from ..modules.messaging import condition
-from .raw import RawPeer, RawReceiver
+from .raw import RawPeer, RawReceiver, authenticated_peer
 
 REMOTE = "raw.example"
 
@@ -220,3 +220,22 @@ async def test_a_peer_that_takes_stanzas_but_never_acknowledges_is_not_retried_f
     finally:
         breaking.cancel()
         await server.stop()
+
+
+async def test_an_incoming_stream_closed_at_a_shutdown_tells_what_it_handled(receiving: tuple[Server, str]) -> None:
+    """XEP-0198 §4: the stream's last word before the shutdown's stream error is an ack of what
+    was handled, so that the peer does not send it again to the restarted server."""
+    server, _ = receiving
+    await add_user(server, "bob")
+    peer = await authenticated_peer(receiving)
+    peer.send(f"<enable xmlns='{SM}'/>")
+    assert (await peer.element()).tag == f"{{{SM}}}enabled"
+    peer.send("".join(f"<message from='eve@b.example/x' to='bob@localhost' id='o{n}' type='chat'>"
+                      f"<body>offline {n}</body></message>" for n in range(3)))
+    async with asyncio.timeout(10):
+        while await server.storage.archive.count("localhost", "bob", "offline") < 3:  # noqa: ASYNC110 (in storage)
+            await asyncio.sleep(0.05)
+    await server.s2s.stop()
+    ack = await peer.element()
+    assert (ack.tag, ack.get("h")) == (f"{{{SM}}}a", "3")
+    assert await peer.stream_error() == "system-shutdown"

@@ -25,7 +25,7 @@ from schnack.xmpp.xml import element
 
 from ...harness import add_user, connect, make_config, running
 from ..modules.messaging import condition, error_text
-from .raw import RawPeer, RawReceiver
+from .raw import RawPeer, RawReceiver, authenticated_peer
 
 SECRET = "our dialback secret"
 DB = "{jabber:server:dialback}"
@@ -81,17 +81,6 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
 async def peer(server: Server) -> RawPeer:
     host, port = server.bound["s2s"][0]
     return await RawPeer.connect(host, port)
-
-
-async def authenticated_peer(receiving: tuple[Server, str]) -> RawPeer:
-    """A peer whose stream to localhost authenticated b.example by dialback (XEP-0220)."""
-    server, secret = receiving
-    raw = await peer(server)
-    await raw.starttls("b.example", "localhost")
-    key = dialback_key(secret, "localhost", "b.example", raw.stream_id)
-    raw.send(f"<db:result from='b.example' to='localhost'>{key}</db:result>")
-    assert (await raw.element()).get("type") == "valid"
-    return raw
 
 
 async def test_unknown_domain_is_host_unknown(server: Server) -> None:

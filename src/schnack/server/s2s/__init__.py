@@ -171,7 +171,7 @@ class S2S:
         for srv in self._servers:
             srv.close()
         for stream in list(self.incoming):
-            stream.wire.close_with(shutdown)
+            stream.close(shutdown)
         for route in list(self.routes.values()):
             if route.wire is not None:
                 route.wire.close_with(shutdown)

@@ -31,7 +31,7 @@ recipients, in ``jabber:client`` inside the server.
 Stream management (XEP-0198 §3-§4): offered after TLS, enabled (without resumption) once a
 domain is authenticated. ``<a h='…'/>`` counts a stanza only after the router returned from it,
 so whatever routing stored for it (offline storage, the archive) is written before the peer can
-drop it from its queue.
+drop it from its queue; a last ``<a/>`` goes out whenever we close the stream.
 """
 
 from __future__ import annotations
@@ -125,13 +125,13 @@ class IncomingStream:
                     if not self.authenticated:
                         raise StreamError("connection-timeout", "authentication took too long") from None
                     log.info("closing idle s2s stream from %s (%s)", self.remote, wire.peer)
-                    wire.close_with(StreamError("connection-timeout", "no traffic for too long"))
+                    self.close(StreamError("connection-timeout", "no traffic for too long"))
                     await self._until_closed()
                     return
                 if event is None:
                     return
                 if isinstance(event, StreamClosed):
-                    wire.close_with()
+                    self.close()
                     return
                 if isinstance(event, StreamOpened):
                     self._open(event.name, event.attrs, event.default_ns)
@@ -140,12 +140,20 @@ class IncomingStream:
         except StreamError as err:
             log.info("closing s2s stream from %s (%s): %s", self.remote, wire.peer, err)
             self._header_if_needed()
-            wire.close_with(err)
+            self.close(err)
         except (ConnectionError, ssl.SSLError, OSError) as err:
             log.info("s2s connection from %s (%s) lost: %s", self.remote, wire.peer, err)
         finally:
             self._checks.cancel()
             await wire.aclose()
+
+    def close(self, error: StreamError | None = None) -> None:
+        """Close our stream (RFC 6120 §4.4, with ``error`` if given); with stream management on,
+        an ack of what was handled goes first (XEP-0198 §4), so that the peer does not send that
+        again on a new stream, and learns that what it sent after it was not taken."""
+        if self.handled is not None and not self.wire.closing:
+            self.wire.send(Ack(self.handled).to_xml())
+        self.wire.close_with(error)
 
     async def _until_closed(self) -> None:
         """XEP-0190, RFC 6120 §4.4: after our close, handle the stanzas the peer sent before it
@@ -351,7 +359,7 @@ class IncomingStream:
         as its domain; it is answered 'invalid' and the stream ends."""
         log.info("s2s %s -> %s: dialback key invalid (%s); closing", remote, local, self.wire.peer)
         self.wire.send(dialback.result(local, remote, type_="invalid"))
-        self.wire.close_with()
+        self.close()
 
     async def _stanza(self, el: Element) -> None:
         """RFC 6120 §8.1.1.2, §8.1.2.2, §13.1: addresses of an authenticated pair, then route."""
