@@ -23,7 +23,7 @@ from schnack.xmpp.parser import StreamClosed
 from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element
 
-from ...harness import add_user, connect, make_config, running
+from ...harness import Client, add_user, connect, make_config, running
 from ..modules.messaging import condition, error_text
 from .raw import RawPeer, RawReceiver, authenticated_peer
 
@@ -404,15 +404,21 @@ async def two_servers(tmp_path: Path) -> AsyncIterator[tuple[Server, Server]]:
         await a.stop()
 
 
+@contextlib.asynccontextmanager
+async def two_users(tmp_path: Path) -> AsyncIterator[tuple[Server, Client, Client]]:
+    """:func:`two_servers` with alice@a.example/desk and bob@b.example/desk online: a.example's
+    server and the two clients."""
+    async with two_servers(tmp_path) as (a, b):
+        await add_user(a, "alice", host="a.example")
+        await add_user(b, "bob", host="b.example")
+        yield a, await connect(a, "alice@a.example/desk"), await connect(b, "bob@b.example/desk")
+
+
 async def test_what_ending_sessions_send_goes_out_before_a_shutdown(tmp_path: Path) -> None:
     """RFC 6121 §4.6.3: a session that ends sends unavailable presence to whom it sent directed
     presence, at a shutdown too; the route, still connecting, sends both in order before the
     server stops, rather than being stopped with them waiting in its queue."""
-    async with two_servers(tmp_path) as (a, b):
-        await add_user(a, "alice", host="a.example")
-        await add_user(b, "bob", host="b.example")
-        bob = await connect(b, "bob@b.example/desk")
-        alice = await connect(a, "alice@a.example/desk")
+    async with two_users(tmp_path) as (a, alice, bob):
         await alice.send("<presence to='bob@b.example/desk'/>")
         await a.stop()
         presences = await bob.expect(2, timeout=10)
@@ -425,11 +431,7 @@ async def test_a_stanza_larger_than_servers_take_is_refused_before_it_holds_up_t
     server adds its 'from') beyond what the other server takes, which would end the stream
     (policy-violation) each time stream management sent it again, with what came before it
     and after it. It is refused at once; the messages around it arrive, each once."""
-    async with two_servers(tmp_path) as (a, b):
-        await add_user(a, "alice", host="a.example")
-        await add_user(b, "bob", host="b.example")
-        alice = await connect(a, "alice@a.example/desk")
-        bob = await connect(b, "bob@b.example/desk")
+    async with two_users(tmp_path) as (a, alice, bob):
 
         def chat(id_: str, body: str) -> str:
             return f"<message to='bob@b.example/desk' id='{id_}' type='chat'><body>{body}</body></message>"
@@ -465,3 +467,20 @@ async def test_an_idle_incoming_stream_takes_what_the_peer_sent_before_its_close
     async with asyncio.timeout(10):
         assert await raw.reader.read() == b""
     assert await server.storage.archive.count("localhost", "bob", "offline") == 2
+
+
+async def test_an_iq_result_too_large_for_other_servers_is_answered_with_an_error(tmp_path: Path) -> None:
+    """RFC 6120 §8.2.3: the requester at the other server waits for a response; a result too
+    large to go there (a vCard with a big photo, say) reaches it as an error in its place."""
+    async with two_users(tmp_path) as (a, alice, bob):
+        await bob.send("<iq to='alice@a.example/desk' id='q1' type='get'><query xmlns='jabber:iq:version'/></iq>")
+        (request,) = await alice.expect(1, timeout=10)
+        assert request.get("id") == "q1"
+        head = "<iq to='bob@b.example/desk' id='q1' type='result'><query xmlns='jabber:iq:version'><name>"
+        tail = "</name></query></iq>"
+        filler = a.config.limits.max_stanza_size - len(head) - len(tail) - 10
+        await alice.send(head + "x" * filler + tail)
+        (answer,) = await bob.expect(1, timeout=10)
+        assert (answer.get("id"), answer.get("type"), answer.get("from")) == ("q1", "error", "alice@a.example/desk")
+        assert condition(answer) == "policy-violation"
+        assert alice.take() == []

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from ...xmpp import ns
 from ...xmpp.errors import StanzaError, StreamError
 from ...xmpp.stanza import Stanza
-from ...xmpp.xml import serialize
+from ...xmpp.xml import element, serialize
 from ..config import parse_address
 from ..hooks import HANDLED, Handled
 from .certs import request_peer_certificates
@@ -128,13 +128,20 @@ class S2S:
             raise StanzaError("forbidden", "only stanzas from this server's domains go to other servers")
         if self._stopped:
             raise StanzaError("remote-server-timeout", "the server is shutting down")
+        pair = (stanza.from_.domain, stanza.to.domain)
         limit = self.server.config.limits.max_stanza_size
         if len(serialize(stanza.el, ns.CLIENT).encode()) > limit:
             # RFC 6120 §13.12: a client's stanza within the limit grows here (its 'from'); a peer
             # with our limit would end the stream over it, and stream management would send it
             # again on every new connection, holding up what waits behind it.
-            raise StanzaError("policy-violation", f"larger than the {limit} bytes a stanza to another server may have")
-        pair = (stanza.from_.domain, stanza.to.domain)
+            refusal = StanzaError("policy-violation", f"larger than the {limit} bytes a stanza to another server may have")
+            if not (stanza.kind == "iq" and stanza.type == "result"):
+                raise refusal
+            # §8.2.3: the requester waits for a response; an error goes in the result's place.
+            answer = element(stanza.el.tag, {"type": "error", "id": stanza.id, "from": stanza.el.get("from"),
+                                             "to": stanza.el.get("to")})
+            answer.append(refusal.to_xml())
+            stanza = Stanza(answer, stanza.to, stanza.from_)
         route = self.routes.get(pair)
         if route is None or route.done:
             route = self.routes[pair] = Route(self, *pair)
