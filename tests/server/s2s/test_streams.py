@@ -484,3 +484,18 @@ async def test_an_iq_result_too_large_for_other_servers_is_answered_with_an_erro
         assert (answer.get("id"), answer.get("type"), answer.get("from")) == ("q1", "error", "alice@a.example/desk")
         assert condition(answer) == "policy-violation"
         assert alice.take() == []
+
+
+async def test_a_stream_authenticated_while_it_waited_is_not_taken_for_idle(receiving: tuple[Server, str]) -> None:
+    """The wait for the peer's next element began before dialback ended, bounded by the time
+    to authenticate; when it runs out the stream is authenticated, and only a silence of
+    ``limits.idle_timeout`` since the last read ends it, not that earlier bound."""
+    server, _ = receiving
+    auth_timeout = 3.0
+    server.config = dataclasses.replace(server.config,
+                                        limits=dataclasses.replace(server.config.limits, auth_timeout=auth_timeout))
+    raw = await authenticated_peer(receiving)
+    await asyncio.sleep(auth_timeout + 0.5)
+    raw.send("<db:verify from='b.example' to='localhost' id='s1'>0123</db:verify>")
+    answer = await raw.element()
+    assert (answer.tag, answer.get("type")) == (f"{DB}verify", "invalid")

@@ -124,6 +124,8 @@ class IncomingStream:
                 except TimeoutError:
                     if not self.authenticated:
                         raise StreamError("connection-timeout", "authentication took too long") from None
+                    if wire.last_read + limits.idle_timeout > time.monotonic():
+                        continue  # authenticated while it waited: idle counts from the last read
                     log.info("closing idle s2s stream from %s (%s)", self.remote, wire.peer)
                     self.close(StreamError("connection-timeout", "no traffic for too long"))
                     await self._until_closed()
