@@ -3,9 +3,12 @@ cache, the settings, and the password kept out of the database (keyring, or a 06
 
 from __future__ import annotations
 
+import multiprocessing
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import keyring
@@ -20,6 +23,7 @@ from schnack.client.store import (
     PASSWORD_FILE,
     Settings,
     Store,
+    StoreError,
     account_dir,
     client_dir,
     load_password,
@@ -296,6 +300,49 @@ def test_a_store_of_the_first_version_is_migrated(tmp_path: Path) -> None:
         assert store.mark(BOB, "o1", "delivered", outgoing=True, earlier=False) == ["o1"]
     finally:
         store.close()
+
+
+def _open_store(directory: Path, start: Barrier, answers: Queue[str]) -> None:
+    start.wait()
+    try:
+        Store(directory).close()
+    except StoreError as err:
+        answers.put(str(err))
+    else:
+        answers.put("opened")
+
+
+@pytest.mark.parametrize("version", [0, 1], ids=["new", "first-version"])
+def test_processes_opening_a_store_at_once_all_get_it(tmp_path: Path, version: int) -> None:
+    """Several processes of one account (a listener and a send command) started together on a
+    store that is new or of an older version: one creates or upgrades it, the others use it."""
+    import sqlite3
+
+    from schnack.client.store import _SCHEMA
+
+    context = multiprocessing.get_context("fork")
+    for round in range(5):
+        directory = account_dir(ALICE, tmp_path / str(round))
+        if version:
+            directory.mkdir(parents=True)
+            db = sqlite3.connect(directory / FILENAME, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA[0])
+            db.execute("PRAGMA user_version = 1")
+            db.close()
+        start, answers = context.Barrier(4), context.Queue()
+        openers = [context.Process(target=_open_store, args=(directory, start, answers)) for _ in range(4)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join()
+        assert [answers.get() for _ in openers] == ["opened"] * 4
+        store = Store(directory)
+        try:
+            queue(store, BOB, "hello", "o1")
+            assert [m.text for m in store.history(BOB)] == ["hello"]
+        finally:
+            store.close()
 
 
 def test_markers_move_a_conversation_up_to_a_message(store: Store) -> None:

@@ -207,6 +207,26 @@ def _parse_stamp(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
+def _create(path: Path) -> None:
+    """Make a new store file at ``path``, owner-only and in WAL mode, unless another process of
+    the account made one first: it is made under another name and linked into place whole,
+    since two processes switching one new file to WAL at once may find it locked."""
+    fresh = path.with_name(f".{path.name}.{os.getpid()}.new")
+    fresh.unlink(missing_ok=True)
+    # Owner-only before SQLite opens it: its WAL and shared-memory files take the same mode.
+    os.close(os.open(fresh, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    try:
+        db = sqlite3.connect(fresh, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+        finally:
+            db.close()
+        with contextlib.suppress(FileExistsError):
+            os.link(fresh, path)
+    finally:
+        fresh.unlink()
+
+
 class Store:
     """One account's store in ``directory`` (created owner-only), or in memory without one."""
 
@@ -218,8 +238,8 @@ class Store:
             else:
                 directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 path = directory / FILENAME
-                # Owner-only before SQLite opens it: its WAL and shared-memory files take the same mode.
-                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+                if not path.exists():
+                    _create(path)
                 self._db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
@@ -229,18 +249,27 @@ class Store:
             raise StoreError(f"cannot open the local store in {directory}: {err}") from None
 
     def _migrate(self) -> None:
-        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
-        for number, script in enumerate(_SCHEMA[version:], start=version + 1):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+        """Bring the file to the current schema. The version that counts is the one read under the
+        write lock: another process of the account may have created or upgraded the file since
+        this one looked."""
+        if self._version() >= len(_SCHEMA):
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._version()
+            for script in _SCHEMA[version:]:
                 for statement in script.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {number}")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            self._db.execute(f"PRAGMA user_version = {max(version, len(_SCHEMA))}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _version(self) -> int:
+        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        return version
 
     def close(self) -> None:
         self._db.close()
