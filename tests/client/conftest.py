@@ -11,6 +11,7 @@ import pytest
 
 from schnack.client import Client
 from schnack.server.app import Server
+from schnack.xmpp.stanza import Stanza
 
 from ..harness import add_user, running
 
@@ -51,3 +52,17 @@ async def next_of(items: AsyncIterator[T], check: Callable[[T], bool] = lambda _
             if check(item):
                 return item
     raise AssertionError("the iteration ended")
+
+
+def hold_catch_up(server: Server) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the server hold the archive queries (XEP-0313) it gets until the second event is set;
+    the first is set once one is held."""
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(stanza: Stanza, _origin: object) -> None:
+        if stanza.el.find("{urn:xmpp:mam:2}query") is not None and not release.is_set():
+            held.set()
+            await release.wait()
+
+    server.hooks.add("pre-iq/self", hold, priority=1000)
+    return held, release

@@ -390,7 +390,8 @@ class Store:
         ``outgoing`` records one that this account sent from another device (a carbon, the
         archive): the server had it, so it counts as acknowledged. A correction (``replaces``)
         changes the text of the message it names, if that one is here, the same sender's in the
-        same conversation (XEP-0308 §5); else it is kept as a message of its own. A group
+        same conversation (XEP-0308 §5), unless a later correction of it is here (then it is kept
+        hidden); else it is kept as a message of its own. A group
         message names its writer with ``nick`` and, if known, ``sender`` (their real JID).
         """
         direction = "out" if outgoing else "in"
@@ -417,13 +418,19 @@ class Store:
         return True
 
     def _replace(self, peer: JID, direction: str, message_id: str, text: str, when: datetime) -> bool:
-        """Give the message ``message_id`` of this conversation and direction its corrected text."""
-        cursor = self._db.execute(
+        """Give the message ``message_id`` of this conversation and direction the text of its
+        correction of ``when``, unless it has that of a later one: the archive catch-up may read a
+        correction after a newer one came live. False if that message is not here."""
+        key = (str(peer.bare), direction, message_id)
+        if self._db.execute("SELECT 1 FROM messages WHERE peer = ? AND direction = ? AND message_id = ?"
+                            " AND replaces IS NULL LIMIT 1", key).fetchone() is None:
+            return False
+        self._db.execute(
             "UPDATE messages SET body = ?, edited = ? WHERE peer = ? AND direction = ? AND message_id = ?"
-            " AND replaces IS NULL",
-            (text, _stamp(when), str(peer.bare), direction, message_id),
+            " AND replaces IS NULL AND (edited IS NULL OR edited <= ?)",
+            (text, _stamp(when), *key, _stamp(when)),
         )
-        return cursor.rowcount > 0
+        return True
 
     def known(self, peer: JID, *, origin_id: str | None = None, stanza_id: str | None = None,
               outgoing: bool = False, message_id: str | None = None) -> bool:

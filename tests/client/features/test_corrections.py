@@ -4,6 +4,9 @@ own message can be corrected."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
 from schnack.client import Client, ClientError, EncryptionRequired
@@ -13,7 +16,7 @@ from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.correction import Replace
 from schnack.xmpp.xml import element, qname, sub
 
-from ..conftest import next_of, online
+from ..conftest import WAIT, hold_catch_up, next_of, online
 
 BOB = JID.parse("bob@localhost")
 ALICE = JID.parse("alice@localhost")
@@ -83,3 +86,35 @@ async def test_an_encrypted_message_is_corrected_only_by_an_encrypted_one(chat_s
     assert (got.text, got.encrypted, got.replaces) == ("meet at midnight", False, None)
     assert [(m.text, m.encrypted) for m in bob.store.history(ALICE)] == [
         ("meet at noon", True), ("meet at midnight", False)]
+
+
+async def test_an_older_correction_from_the_archive_does_not_undo_a_newer_one(
+        chat_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """alice's tablet was away while bob corrected his message; back, it gets his second
+    correction live before its catch-up reads the first from the archive: the text stays the
+    second's."""
+    tablet = await online(chat_server, clients, "alice@localhost/tablet", data_dir=tmp_path / "tablet")
+    bob = await online(chat_server, clients, "bob@localhost/laptop")
+    inbox = tablet.messages()
+    original = await bob.send(ALICE, "lunch at 12", encrypted=False)
+    assert (await next_of(inbox)).id == original
+    await tablet.caught_up(timeout=WAIT)
+    await tablet.close()
+    # The phone is online, so the first correction goes to the archive and not to offline storage.
+    phone = await online(chat_server, clients, "alice@localhost/phone")
+    phone_inbox = phone.messages()
+    await phone.caught_up(timeout=WAIT)
+    await bob.acknowledged(await bob.correct(ALICE, original, "lunch at 1", encrypted=False))
+    await next_of(phone_inbox, lambda m: m.text == "lunch at 1")
+    held, release = hold_catch_up(chat_server)
+    tablet = await online(chat_server, clients, "alice@localhost/tablet", data_dir=tmp_path / "tablet")
+    inbox = tablet.messages()
+    async with asyncio.timeout(WAIT):
+        await held.wait()
+    await bob.correct(ALICE, original, "lunch at 2", encrypted=False)
+    live = await next_of(inbox)
+    assert (live.text, live.replaces, live.history) == ("lunch at 2", original, False)
+    release.set()
+    await tablet.caught_up(timeout=WAIT)
+    [message] = tablet.store.history(BOB)
+    assert (message.message_id, message.text) == (original, "lunch at 2")

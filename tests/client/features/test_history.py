@@ -17,10 +17,9 @@ from schnack.client.features import history
 from schnack.server.app import Server
 from schnack.server.modules.mam import STORE
 from schnack.xmpp.jid import JID
-from schnack.xmpp.stanza import Stanza
 
 from ...harness import add_user
-from ..conftest import PASSWORD, WAIT, make_client, next_of, online
+from ..conftest import PASSWORD, WAIT, hold_catch_up, make_client, next_of, online
 from ..omemo.test_schnack import set_key_access
 
 ALICE = JID.parse("alice@localhost")
@@ -145,14 +144,7 @@ async def test_a_catch_up_cut_short_is_taken_up_after_a_resumption(chat_server: 
     bob = await online(chat_server, clients, "bob@localhost/laptop")
     sent = await bob.send(ALICE, "only in the archive", encrypted=False)
     await bob.acknowledged(sent)
-    held, release = asyncio.Event(), asyncio.Event()
-
-    async def hold(stanza: Stanza, _origin: object) -> None:
-        if stanza.el.find("{urn:xmpp:mam:2}query") is not None and not release.is_set():
-            held.set()
-            await release.wait()
-
-    chat_server.hooks.add("pre-iq/self", hold, priority=1000)
+    held, release = hold_catch_up(chat_server)
     tablet = make_client(chat_server, "alice@localhost/tablet", data_dir=tmp_path / "tablet", backoff=(0.05, 0.2))
     clients.append(tablet)
     inbox = tablet.messages()

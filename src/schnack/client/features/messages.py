@@ -51,6 +51,7 @@ from ..feed import Feed
 from ..omemo.devices import Device
 from ..omemo.errors import Undecryptable
 from ..outbox import message_ids
+from ..store import StoredMessage
 from .carbons import unwrap
 from .waiting import Waiting
 
@@ -410,7 +411,7 @@ class Messages:
             encrypted=encrypted, message_id=item.stanza.id, markable=item.el.find(MARKABLE) is not None,
             replaces=message.replaces, outgoing=item.outgoing,
         )
-        return message if stored else None
+        return message if stored and not _outdated(original, message) else None
 
     def _message(self, item: Incoming, text: str | None, *, error: XmppError | None = None, encrypted: bool = False,
                  device: Device | None = None, undecryptable: str | None = None,
@@ -481,6 +482,15 @@ class UndecryptedYet(ClientError):
         super().__init__(f"message {stanza_id} of the archive could not be decrypted yet; "
                          "it is read again once its sender's keys come, or at the next login")
         self.position = position
+
+
+def _outdated(original: StoredMessage | None, message: Message) -> bool:
+    """Whether ``message`` corrects ``original`` and a later correction of it came first (live,
+    while the archive catch-up had not read this one yet): the store kept the later text, and
+    this one is not told (XEP-0308 §4: every correction names the original, and the latest one
+    is its text)."""
+    return (message.replaces is not None and original is not None and original.edited is not None
+            and message.stamp is not None and message.stamp < original.edited)
 
 
 def _has_payload(el: Element) -> bool:
