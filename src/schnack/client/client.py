@@ -563,7 +563,7 @@ class Client:
 
     async def mark_read(self, peer: str | JID, message_id: str) -> None:
         """Mark the conversation with ``peer`` read up to their message ``message_id`` and tell
-        them so (XEP-0333 ``<displayed/>``)."""
+        them so (XEP-0333 ``<displayed/>``): at once if the link is up, else once it is back."""
         self._check_usable()
         await self._markers.mark_read(_jid(peer), message_id)
 

@@ -5,13 +5,19 @@ read in the sender's store, the receiver's copy becomes read, and every change i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from schnack.client import Client, ClientError, Receipt
+from schnack.client import Client, ClientError, Disconnected, Receipt
 from schnack.server.app import Server
 from schnack.xmpp.jid import JID
 
-from ..conftest import make_client, next_of, online
+from ..conftest import PASSWORD, make_client, next_of, online
+from ..proxy import Proxy
+
+ALICE = JID.parse("alice@localhost")
+BOB = JID.parse("bob@localhost")
 
 
 def states(client: Client, peer: str) -> list[tuple[str, str, str]]:
@@ -80,3 +86,33 @@ async def test_a_receipt_for_a_message_sent_while_the_receiver_was_offline(chat_
     clients.append(bob)
     await bob.connect()
     assert await next_of(receipts) == Receipt(bob.jid.bare, sent, "delivered")
+
+
+async def test_reading_while_the_link_is_down_reaches_the_other_devices_and_the_sender(
+        chat_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """alice reads bob's message on her phone while its link is down: once it is back, her desk
+    no longer counts the message unread, and bob sees it read."""
+    desk = await online(chat_server, clients, "alice@localhost/desk")
+    host, port = chat_server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    try:
+        phone = Client("alice@localhost/phone", PASSWORD, host="127.0.0.1", port=proxy.port, verify=False,
+                       data_dir=tmp_path / "phone", backoff=(0.05, 0.5))
+        clients.append(phone)
+        await phone.connect()
+        bob = await online(chat_server, clients, "bob@localhost/laptop")
+        desk_inbox, phone_inbox, desk_receipts, bob_receipts = (
+            desk.messages(), phone.messages(), desk.receipts(), bob.receipts())
+        sent = await bob.send(ALICE, "are you there?", encrypted=False)
+        assert (await next_of(desk_inbox)).id == (await next_of(phone_inbox)).id == sent
+        events = phone.events()
+        proxy.refusing = True
+        proxy.cut()
+        await next_of(events, lambda e: isinstance(e, Disconnected))
+        await phone.mark_read(BOB, sent)
+        proxy.refusing = False
+        assert await next_of(desk_receipts) == Receipt(BOB, sent, "read", outgoing=False)
+        assert await next_of(bob_receipts, lambda r: r.state == "read") == Receipt(ALICE, sent, "read")
+        assert [c.unread for c in desk.store.conversations()] == [0]
+    finally:
+        await proxy.stop()

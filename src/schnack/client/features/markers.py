@@ -5,7 +5,10 @@ Every chat message we send is ``<markable/>`` (§3). :meth:`Markers.mark_read` m
 conversation read up to a message in the store and sends ``<displayed id='…'/>`` for the last
 markable message up to it (§4: only markable messages are marked) to the contact's bare JID,
 so that all their devices, and ours through carbons, learn it; the marker carries the XEP-0334
-``<store/>`` hint, so that the archives keep it for devices that are offline now. A marker from
+``<store/>`` hint, so that the archives keep it for devices that are offline now. It goes the
+outbox's volatile way (outbox.py): marked read while the link is down, or on a link lost before
+the server had the marker, the conversation is told read once the link is back, as long as the
+client runs. A marker from
 the contact moves our messages up to the one it names (a marker covers the earlier ones too)
 to "delivered" (``received``) or "read" (``displayed``, ``acknowledged``); a ``displayed``
 marker one of our other devices sent marks the contact's messages read here too. Markers from
@@ -14,7 +17,6 @@ the archive count as well: a device that was offline catches up on what was read
 
 from __future__ import annotations
 
-import secrets
 from typing import TYPE_CHECKING
 
 from ...xmpp import ns
@@ -75,7 +77,9 @@ class Markers:
         markable = store.latest_markable(peer, message_id)
         if markable is None:
             return
-        marker = element(_MESSAGE, {"to": str(peer.bare), "type": "chat", "id": secrets.token_hex(8)})
+        marker = element(_MESSAGE, {"to": str(peer.bare), "type": "chat"})
         marker.append(Marker("displayed", markable).to_xml())
         sub(marker, STORE_HINT)
-        await self.client.send_element(marker)
+        # The conversation is read here already: the marker must not be lost with a link that is
+        # down now, or drops before the server has it and is not resumed.
+        self.client.outbox.send_volatile(marker)
