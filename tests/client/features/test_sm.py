@@ -16,7 +16,7 @@ from xml.etree.ElementTree import Element
 import pytest
 
 from bench.servers import DOMAIN, ProsodyDriver, Target
-from schnack.client import Client, Connected, Disconnected, Message
+from schnack.client import Client, Connected, Disconnected, Message, Receipt
 from schnack.client.outbox import ORIGIN_ID
 from schnack.server.app import Server
 from schnack.server.modules.sm import SmState
@@ -32,6 +32,7 @@ from ..conftest import PASSWORD, WAIT, make_client, next_of, online
 from ..proxy import Proxy
 
 FAST = (0.05, 0.5)
+BOB = JID.parse("bob@localhost")
 
 
 def _sm_available() -> bool:
@@ -159,6 +160,24 @@ async def test_resumes_after_the_link_drops(chat_server: Server, clients: list[C
     await alice.acknowledged(sent)
 
 
+async def cut_until_ended(server: Server, proxy: Proxy, old: Session) -> None:
+    """Cut the link through ``proxy`` and keep the server out of reach until it ended the session
+    ``old``, not resumed in time; then let the client in again."""
+    ended = asyncio.Event()
+
+    async def closed(session: Session) -> None:
+        if session is old:
+            ended.set()
+
+    server.hooks.add("session-closed", closed)
+    proxy.refusing = True
+    proxy.cut()
+    proxy.swallowing = False
+    async with asyncio.timeout(WAIT):
+        await ended.wait()
+    proxy.refusing = False
+
+
 async def test_a_message_lost_on_a_dead_link_is_sent_again_when_resumption_fails(
     short_hibernation: Server, clients: list[Client], proxies: list[Proxy]
 ) -> None:
@@ -167,29 +186,34 @@ async def test_a_message_lost_on_a_dead_link_is_sent_again_when_resumption_fails
     bob = await online(server, clients, "bob@localhost/phone")
     inbox = bob.messages()
     old = session_of(server, alice.jid)
-    ended = asyncio.Event()
-
-    async def closed(session: Session) -> None:
-        if session is old:
-            ended.set()
-
-    server.hooks.add("session-closed", closed)
     previd = alice.sm.id
     # The link dies silently: what alice writes now never reaches the server.
     proxy.swallowing = True
     id = await alice.send(bob.jid, "lost in transit", encrypted=False)
-    proxy.refusing = True
-    proxy.cut()
-    proxy.swallowing = False
-    async with asyncio.timeout(WAIT):
-        await ended.wait()
-    proxy.refusing = False
+    await cut_until_ended(server, proxy, old)
     await alice.acknowledged(id, timeout=WAIT)
     # A new session: the resumption of the old one was refused.
     assert alice.sm.resumptions == 0 and alice.sm.id not in (None, previd)
     await alice.acknowledged(await alice.send(bob.jid, "last", encrypted=False))
     assert await texts_until(inbox, "last") == ["lost in transit", "last"]
     assert alice.store.outbox() == []
+
+
+async def test_a_receipt_lost_on_a_dead_link_is_sent_again_when_resumption_fails(
+    short_hibernation: Server, clients: list[Client], proxies: list[Proxy]
+) -> None:
+    """bob's receipt (XEP-0184) goes into a link that died unnoticed, and his session is not
+    resumed: the new one sends it, and alice learns that her message was delivered."""
+    server = short_hibernation
+    bob, proxy = await behind_proxy(server, proxies, clients, "bob@localhost/laptop")
+    alice = await online(server, clients, "alice@localhost/desk")
+    inbox, receipts = bob.messages(), alice.receipts()
+    old = session_of(server, bob.jid)
+    proxy.swallowing = True
+    sent = await alice.send(BOB, "did you get this?", encrypted=False)
+    assert (await next_of(inbox)).id == sent
+    await cut_until_ended(server, proxy, old)
+    assert await next_of(receipts) == Receipt(BOB, sent, "delivered")
 
 
 async def test_an_ack_above_what_was_sent_ends_the_stream_with_an_error(

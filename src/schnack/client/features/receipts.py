@@ -9,14 +9,14 @@ against answering senders not allowed to see our presence, since a receipt shows
 is online; the check marks are what users of a messenger expect from everyone they write to,
 so anyone's request is answered. Receipts carry
 the XEP-0334 ``<store/>`` hint, so that our contact's archive keeps them for their devices that
-are offline now. A receipt for one of our messages moves it to "delivered" in the store and is
+are offline now, and go the outbox's volatile way (outbox.py): one written while the link is
+down, or on a link lost before the server had it, is sent once the link is back, as long as the
+client runs. A receipt for one of our messages moves it to "delivered" in the store and is
 announced on :attr:`Receipts.feed`, as is every later change of a message's state.
 """
 
 from __future__ import annotations
 
-import logging
-import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from xml.etree.ElementTree import Element
@@ -32,7 +32,6 @@ from .messages import Incoming, Message, Messages
 if TYPE_CHECKING:
     from ..client import Client
 
-log = logging.getLogger(__name__)
 
 _MESSAGE = qname(ns.CLIENT, "message")
 STORE_HINT = qname("urn:xmpp:hints", "store")
@@ -80,9 +79,9 @@ class Receipts:
         if (item.outgoing or item.carbon or item.history or stanza.id is None or stanza.type == "groupchat"
                 or item.sender.bare == self.client.account):
             return
-        answer = element(_MESSAGE, {"to": str(item.sender), "id": secrets.token_hex(8),
-                                    "type": stanza.type or "normal"})
+        answer = element(_MESSAGE, {"to": str(item.sender), "type": stanza.type or "normal"})
         answer.append(Received(stanza.id).to_xml())
         sub(answer, STORE_HINT)
-        if not self.client.write(answer):
-            log.info("no receipt sent for %s's message %s: not connected", item.sender, stanza.id)
+        # A copy of the message that comes again is not answered: this receipt must not be lost
+        # with a link that drops before the server has it and is not resumed.
+        self.client.outbox.send_volatile(answer)
