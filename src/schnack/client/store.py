@@ -99,6 +99,12 @@ _SCHEMA = (
     ALTER TABLE messages ADD COLUMN nick TEXT;
     ALTER TABLE messages ADD COLUMN sender TEXT;
     """,
+    # A correction (XEP-0308) that came before the message it names is a message of its own;
+    # 'claims' keeps that name, so that the message, when it comes, takes the corrected text.
+    """
+    ALTER TABLE messages ADD COLUMN claims TEXT;
+    CREATE INDEX messages_by_claims ON messages (peer, direction, claims) WHERE claims IS NOT NULL;
+    """,
 )
 
 
@@ -383,7 +389,7 @@ class Store:
     def receive(self, peer: JID, text: str, *, origin_id: str | None = None, stanza_id: str | None = None,
                 stamp: datetime | None = None, encrypted: bool = False, message_id: str | None = None,
                 markable: bool = False, replaces: str | None = None, outgoing: bool = False,
-                nick: str | None = None, sender: JID | None = None) -> bool:
+                nick: str | None = None, sender: JID | None = None, claims: str | None = None) -> bool:
         """Record a message that arrived; False if it is a copy of one already here: the same
         origin-id from the same sender, or the same stanza-id from our own server (XEP-0359).
 
@@ -391,7 +397,9 @@ class Store:
         archive): the server had it, so it counts as acknowledged. A correction (``replaces``)
         changes the text of the message it names, if that one is here, the same sender's in the
         same conversation (XEP-0308 §5), unless a later correction of it is here (then it is kept
-        hidden); else it is kept as a message of its own. A group
+        hidden); else it is kept as a message of its own. ``claims`` is the id a correction named
+        whose message is not here yet: it is kept as a message of its own until that message comes,
+        which then takes its text (if encrypted alike) and hides it. A group
         message names its writer with ``nick`` and, if known, ``sender`` (their real JID).
         """
         direction = "out" if outgoing else "in"
@@ -406,16 +414,31 @@ class Store:
             try:
                 cursor = self._db.execute(
                     "INSERT INTO messages (peer, direction, body, stamp, state, origin_id, stanza_id, encrypted,"
-                    " message_id, markable, replaces, nick, sender) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " message_id, markable, replaces, nick, sender, claims)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (str(peer.bare), direction, text, _stamp(when), "acked" if outgoing else "delivered", origin_id,
                      stanza_id, int(encrypted), message_id, int(markable), replaces, nick,
-                     str(sender.bare) if sender is not None else None),
+                     str(sender.bare) if sender is not None else None, claims),
                 )
             except sqlite3.IntegrityError:
                 return False
             if replaces is not None and not self._replace(peer, direction, replaces, text, when):
                 self._db.execute("UPDATE messages SET replaces = NULL WHERE id = ?", (cursor.lastrowid,))
+            if replaces is None and message_id is not None:
+                self._take_corrections(peer, direction, message_id, encrypted=encrypted)
         return True
+
+    def _take_corrections(self, peer: JID, direction: str, message_id: str, *, encrypted: bool) -> None:
+        """The message ``message_id`` just came: the corrections of it that came first, kept as
+        messages of their own, give it their text, in the order they were sent, and are hidden."""
+        rows = self._db.execute(
+            "SELECT id, body, stamp FROM messages WHERE peer = ? AND direction = ? AND claims = ? AND encrypted = ?"
+            " AND replaces IS NULL ORDER BY stamp, id",
+            (str(peer.bare), direction, message_id, int(encrypted)),
+        ).fetchall()
+        for row_id, body, stamp in rows:
+            self._replace(peer, direction, message_id, body, _parse_stamp(stamp))
+            self._db.execute("UPDATE messages SET replaces = ? WHERE id = ?", (message_id, row_id))
 
     def _replace(self, peer: JID, direction: str, message_id: str, text: str, when: datetime) -> bool:
         """Give the message ``message_id`` of this conversation and direction the text of its

@@ -88,24 +88,38 @@ async def test_an_encrypted_message_is_corrected_only_by_an_encrypted_one(chat_s
         ("meet at noon", True), ("meet at midnight", False)]
 
 
-async def test_an_older_correction_from_the_archive_does_not_undo_a_newer_one(
-        chat_server: Server, clients: list[Client], tmp_path: Path) -> None:
-    """alice's tablet was away while bob corrected his message; back, it gets his second
-    correction live before its catch-up reads the first from the archive: the text stays the
-    second's."""
-    tablet = await online(chat_server, clients, "alice@localhost/tablet", data_dir=tmp_path / "tablet")
-    bob = await online(chat_server, clients, "bob@localhost/laptop")
-    inbox = tablet.messages()
-    original = await bob.send(ALICE, "lunch at 12", encrypted=False)
-    assert (await next_of(inbox)).id == original
-    await tablet.caught_up(timeout=WAIT)
-    await tablet.close()
-    # The phone is online, so the first correction goes to the archive and not to offline storage.
-    phone = await online(chat_server, clients, "alice@localhost/phone")
-    phone_inbox = phone.messages()
+async def while_the_tablet_is_away(server: Server, clients: list[Client], directory: Path, *,
+                                   seen: bool) -> tuple[Client, str]:
+    """bob writes to alice, and corrects his message while her tablet (state in ``directory``)
+    is away; the tablet was there for the message itself if ``seen``. Her phone is online, so
+    what the tablet misses goes to the archive and not to offline storage. bob and the id of
+    his message."""
+    phone = await online(server, clients, "alice@localhost/phone")
+    tablet = await online(server, clients, "alice@localhost/tablet", data_dir=directory)
+    bob = await online(server, clients, "bob@localhost/laptop")
+    phone_inbox, tablet_inbox = phone.messages(), tablet.messages()
     await phone.caught_up(timeout=WAIT)
+    await tablet.caught_up(timeout=WAIT)
+    if not seen:
+        await tablet.close()
+    original = await bob.send(ALICE, "lunch at 12", encrypted=False)
+    assert (await next_of(phone_inbox)).id == original
+    if seen:
+        assert (await next_of(tablet_inbox)).id == original
+        await tablet.close()
     await bob.acknowledged(await bob.correct(ALICE, original, "lunch at 1", encrypted=False))
-    await next_of(phone_inbox, lambda m: m.text == "lunch at 1")
+    assert (await next_of(phone_inbox)).text == "lunch at 1"
+    return bob, original
+
+
+@pytest.mark.parametrize("seen", [True, False], ids=["original-seen", "original-in-the-archive"])
+async def test_a_correction_that_comes_live_before_the_catch_up_keeps_its_text(
+        chat_server: Server, clients: list[Client], tmp_path: Path, seen: bool) -> None:
+    """alice's tablet was away while bob wrote or corrected his message; back, it gets his
+    second correction live before its catch-up reads the earlier ones from the archive. The
+    message ends with the second correction's text: an older correction does not undo it, and
+    an original that comes after its correction takes its text."""
+    bob, original = await while_the_tablet_is_away(chat_server, clients, tmp_path / "tablet", seen=seen)
     held, release = hold_catch_up(chat_server)
     tablet = await online(chat_server, clients, "alice@localhost/tablet", data_dir=tmp_path / "tablet")
     inbox = tablet.messages()
@@ -113,8 +127,12 @@ async def test_an_older_correction_from_the_archive_does_not_undo_a_newer_one(
         await held.wait()
     await bob.correct(ALICE, original, "lunch at 2", encrypted=False)
     live = await next_of(inbox)
-    assert (live.text, live.replaces, live.history) == ("lunch at 2", original, False)
+    # Without the original it is a message of its own, until the original comes.
+    assert (live.text, live.replaces, live.history) == ("lunch at 2", original if seen else None, False)
     release.set()
+    if not seen:
+        caught = await next_of(inbox)
+        assert (caught.id, caught.text, caught.history) == (original, "lunch at 2", True)
     await tablet.caught_up(timeout=WAIT)
     [message] = tablet.store.history(BOB)
     assert (message.message_id, message.text) == (original, "lunch at 2")

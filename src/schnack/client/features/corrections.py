@@ -8,7 +8,10 @@ the contact, or from our other devices) are applied by messages.py and the store
 message of the same sender in the same conversation (§5) that was encrypted as the correction
 is (an OMEMO message is corrected only by an OMEMO message), and published as a
 :class:`~.messages.Message` whose ``replaces`` names the original. A correction of an encrypted
-message is refused in plaintext.
+message is refused in plaintext. Live messages and the archive catch-up (history.py) may bring
+them out of order: a correction older than the one applied changes nothing and is not published,
+and one that came before its original is a message of its own until the original comes, which
+then takes its text.
 """
 
 from __future__ import annotations

@@ -393,9 +393,10 @@ class Messages:
                 return None  # an empty OMEMO message: key exchange only, for us or another device
         else:
             text, device, undecryptable = item.el.findtext(_BODY), None, None
-        replace = Replace.find(item.el)
+        correction = Replace.find(item.el)
         replaces = None
-        original = self.client.store.message(peer, replace.id, outgoing=item.outgoing) if replace is not None else None
+        original = (self.client.store.message(peer, correction.id, outgoing=item.outgoing)
+                    if correction is not None else None)
         if original is not None and original.encrypted == encrypted:
             # XEP-0308 §5: only a message of the same sender in this conversation, and (as the
             # OMEMO apps require) encrypted as it was: a plaintext correction could come from
@@ -410,8 +411,17 @@ class Messages:
             peer, text, origin_id=origin_id, stanza_id=item.stanza_id or stanza_id, stamp=item.stamp,
             encrypted=encrypted, message_id=item.stanza.id, markable=item.el.find(MARKABLE) is not None,
             replaces=message.replaces, outgoing=item.outgoing,
+            # Not here (yet): the catch-up may bring it after this correction, which came live.
+            claims=correction.id if correction is not None and original is None else None,
         )
-        return message if stored and not _outdated(original, message) else None
+        if not stored or _outdated(original, message):
+            return None
+        if message.replaces is None and message.id is not None:
+            # Corrections of it that came first have given it their text.
+            kept = self.client.store.message(peer, message.id, outgoing=item.outgoing)
+            if kept is not None and kept.edited is not None:
+                return replace(message, text=kept.text)
+        return message
 
     def _message(self, item: Incoming, text: str | None, *, error: XmppError | None = None, encrypted: bool = False,
                  device: Device | None = None, undecryptable: str | None = None,
