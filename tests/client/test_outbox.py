@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 
-from schnack.client import Client, XmppError
+from schnack.client import Client, ClientError, XmppError
 from schnack.client.store import Store, account_dir
 from schnack.server.app import Server
 from schnack.server.modules.e2e import REFUSAL
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.stanza import Stanza
+from schnack.xmpp.xml import element, qname, sub
 
 from ..cli.proc import client_env, line_of, login, schnack, start, stop
 from ..harness import add_user
@@ -145,3 +146,41 @@ async def test_a_refused_message_fails_and_is_not_sent_again(strict_server: Serv
     # Asked again later, the store answers.
     with pytest.raises(XmppError, match="policy-violation"):
         await alice.acknowledged(id)
+
+
+async def test_text_that_xml_cannot_carry_is_refused_and_holds_nothing_back(chat_server: Server,
+                                                                             clients: list[Client]) -> None:
+    """A terminal's escape sequence pasted into a message: XML 1.0 cannot carry it, so it is
+    refused at once, nothing is stored, and the messages after it go."""
+    alice = await online(chat_server, clients, "alice@localhost")
+    bob = await online(chat_server, clients, "bob@localhost")
+    inbox = bob.messages()
+    with pytest.raises(ClientError, match="U\\+001B"):
+        await alice.send("bob@localhost", "\x1b[31mred\x1b[0m", encrypted=False)
+    assert alice.store.outbox() == [] and alice.store.history(JID.parse("bob@localhost")) == []
+    sent = await alice.send("bob@localhost", "plain red", encrypted=False)
+    await alice.acknowledged(sent)
+    assert (await next_of(inbox)).text == "plain red"
+
+
+async def test_a_stored_message_that_cannot_be_read_again_fails_and_holds_nothing_back(
+        chat_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """An outbox entry that no longer parses (an earlier version stored text XML cannot carry)
+    is marked failed, and the messages after it go."""
+    directory = tmp_path / "alice"
+    store = Store(directory)
+    try:
+        broken = element(qname(ns.CLIENT, "message"), {"type": "chat", "to": "bob@localhost", "id": "o1"})
+        sub(broken, qname(ns.CLIENT, "body"), text="\x1b[31mred")
+        store.queue(JID.parse("bob@localhost"), "\x1b[31mred", "o1", broken, encrypted=False)
+    finally:
+        store.close()
+    bob = await online(chat_server, clients, "bob@localhost")
+    inbox = bob.messages()
+    alice = await online(chat_server, clients, "alice@localhost", data_dir=directory)
+    sent = await alice.send("bob@localhost", "plain red", encrypted=False)
+    await alice.acknowledged(sent)
+    assert (await next_of(inbox)).text == "plain red"
+    failed = alice.store.sent_message("o1")
+    assert failed is not None and (failed.state, failed.error) == ("failed", "bad-request")
+    assert alice.store.outbox() == []

@@ -7,7 +7,9 @@ is recognised as the same message by the receiver, which keeps only the first (s
 up on a new session, which also happens at start-up: all of it then, including what an earlier
 session had sent without an acknowledgement, also when resumption failed (slixmpp drops those).
 After a resumption the stream sends its unacknowledged stanzas again itself, and the outbox only
-what was not on that stream yet.
+what was not on that stream yet. Nothing may hold back the messages behind it: text that XML
+cannot carry is refused before it is stored, and a stored stanza that does not parse any more is
+marked failed.
 
 Messages that mean something only while this client runs (call signalling, XEP-0353) go the same
 way but are held in memory (:meth:`Outbox.send_volatile`): a reconnect does not lose them, and a
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
@@ -25,7 +28,7 @@ from xml.etree.ElementTree import Element
 from ..xmpp import ns
 from ..xmpp.jid import JID
 from ..xmpp.xml import qname, sub
-from .errors import NotConnected, RequestTimeout, XmppError
+from .errors import ClientError, NotConnected, RequestTimeout, XmppError
 from .store import FAILED, STATES, Store
 
 if TYPE_CHECKING:
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 ORIGIN_ID = qname(ns.SID, "origin-id")
 STANZA_ID = qname(ns.SID, "stanza-id")
 _ACKED = STATES.index("acked")
+# What XML 1.0 §2.2 does not allow in a document.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def message_ids(el: Element, account: JID) -> tuple[str | None, str | None]:
@@ -64,7 +69,9 @@ class Outbox:
 
     def send(self, el: Element, peer: JID, text: str, *, encrypted: bool, replaces: str | None = None) -> str:
         """Give the message ``el`` an origin-id, store it with ``text`` (a correction of our message
-        ``replaces``, if given), and send it as soon as it may go; the origin-id is returned."""
+        ``replaces``, if given), and send it as soon as it may go; the origin-id is returned.
+        Text that XML cannot carry raises ClientError, and nothing is stored."""
+        check_text(text)
         origin_id = _identify(el)
         self.store.queue(peer, text, origin_id, el, encrypted=encrypted, replaces=replaces)
         self.flush()
@@ -155,6 +162,16 @@ class Outbox:
         for future in self._waiters.pop(origin_id, []):
             if not future.done():
                 future.set_result(None)
+
+
+def check_text(text: str) -> None:
+    """XML 1.0 §2.2: a document holds only the characters of the Char production. A message
+    with any other (a terminal's escape sequence pasted in) could never be sent, so it is
+    refused (ClientError) before it is stored."""
+    found = _NOT_XML.search(text)
+    if found is not None:
+        raise ClientError(f"the text holds the character U+{ord(found.group()):04X}, which XML cannot carry;"
+                          " nothing was sent")
 
 
 def _identify(el: Element) -> str:

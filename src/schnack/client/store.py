@@ -29,6 +29,7 @@ from xml.etree.ElementTree import Element
 
 import platformdirs
 
+from ..xmpp.errors import StreamError
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.parser import parse_frame
 from ..xmpp.xml import serialize
@@ -335,12 +336,22 @@ class Store:
                              (cursor.lastrowid, serialize(stanza)))
 
     def outbox(self) -> list[OutboxEntry]:
-        """The messages the server has not acknowledged yet, oldest first."""
+        """The messages the server has not acknowledged yet, oldest first. One whose stanza does
+        not parse any more (an earlier version stored text that XML cannot carry) is marked failed
+        rather than left to hold back the ones after it."""
         rows = self._db.execute(
             "SELECT m.origin_id, m.peer, o.stanza FROM outbox o JOIN messages m ON m.id = o.message ORDER BY o.seq"
         ).fetchall()
-        return [OutboxEntry(origin_id, JID.parse(peer), parse_frame(stanza.encode(), _MAX_STANZA))
-                for origin_id, peer, stanza in rows]
+        entries: list[OutboxEntry] = []
+        for origin_id, peer, stanza in rows:
+            try:
+                entries.append(OutboxEntry(origin_id, JID.parse(peer), parse_frame(stanza.encode(), _MAX_STANZA)))
+            except StreamError as err:
+                log.warning("the stored message %s to %s cannot be read again (%s); it is not sent", origin_id, peer,
+                            err)
+                # RFC 6120 §8.3.3.1: what it holds cannot be processed.
+                self.fail(origin_id, "bad-request", f"the stored message cannot be read again: {err}")
+        return entries
 
     def unconfirmed(self, peer: JID, text: str, *, encrypted: bool) -> str | None:
         """The origin-id of a message with this text to ``peer`` still in the outbox, if any."""
