@@ -12,6 +12,8 @@ import pytest
 from schnack.client import Client, ClientError, Disconnected, Receipt
 from schnack.server.app import Server
 from schnack.xmpp.jid import JID
+from schnack.xmpp.payloads.markers import Marker
+from schnack.xmpp.stanza import Stanza
 
 from ..conftest import PASSWORD, make_client, next_of, online
 from ..proxy import Proxy
@@ -116,3 +118,31 @@ async def test_reading_while_the_link_is_down_reaches_the_other_devices_and_the_
         assert [c.unread for c in desk.store.conversations()] == [0]
     finally:
         await proxy.stop()
+
+
+async def test_reading_what_another_device_read_sends_no_second_marker(chat_server: Server,
+                                                                       clients: list[Client]) -> None:
+    """bob's message was read on alice's phone, and her desk learnt that from the copy of the
+    phone's marker: reading it on the desk tells bob nothing new, so no second marker goes."""
+    markers: list[str] = []
+
+    async def count(stanza: Stanza, _origin: object) -> None:
+        marker = Marker.find(stanza.el)
+        if marker is not None and marker.kind == "displayed" and stanza.to == BOB:
+            markers.append(marker.id)
+
+    chat_server.hooks.add("pre-message/bare", count)
+    desk = await online(chat_server, clients, "alice@localhost/desk")
+    phone = await online(chat_server, clients, "alice@localhost/phone")
+    bob = await online(chat_server, clients, "bob@localhost/laptop")
+    desk_inbox, phone_inbox, desk_receipts, bob_inbox = (
+        desk.messages(), phone.messages(), desk.receipts(), bob.messages())
+    sent = await bob.send(ALICE, "hello", encrypted=False)
+    assert (await next_of(desk_inbox)).id == (await next_of(phone_inbox)).id == sent
+    await phone.mark_read(BOB, sent)
+    assert await next_of(desk_receipts) == Receipt(BOB, sent, "read", outgoing=False)
+    await desk.mark_read(BOB, sent)
+    # What the desk sends next comes after any marker it sent.
+    await desk.send(BOB, "after", encrypted=False)
+    assert (await next_of(bob_inbox)).text == "after"
+    assert markers == [sent]

@@ -5,14 +5,15 @@ Every chat message we send is ``<markable/>`` (§3). :meth:`Markers.mark_read` m
 conversation read up to a message in the store and sends ``<displayed id='…'/>`` for the last
 markable message up to it (§4: only markable messages are marked) to the contact's bare JID,
 so that all their devices, and ours through carbons, learn it; the marker carries the XEP-0334
-``<store/>`` hint, so that the archives keep it for devices that are offline now. It goes the
-outbox's volatile way (outbox.py): marked read while the link is down, or on a link lost before
-the server had the marker, the conversation is told read once the link is back, as long as the
-client runs. A marker from
-the contact moves our messages up to the one it names (a marker covers the earlier ones too)
-to "delivered" (``received``) or "read" (``displayed``, ``acknowledged``); a ``displayed``
-marker one of our other devices sent marks the contact's messages read here too. Markers from
-the archive count as well: a device that was offline catches up on what was read meanwhile.
+``<store/>`` hint, so that the archives keep it for devices that are offline now. A
+conversation read up to there already (here, or on another device whose marker came here)
+sends none. The marker goes the outbox's volatile way (outbox.py): marked read while the link
+is down, or on a link lost before the server had the marker, the conversation is told read once
+the link is back, as long as the client runs. A marker from the contact moves our messages up
+to the one it names (a marker covers the earlier ones too) to "delivered" (``received``) or
+"read" (``displayed``, ``acknowledged``); a ``displayed`` marker one of our other devices sent
+marks the contact's messages read here too. Markers from the archive count as well: a device
+that was offline catches up on what was read meanwhile.
 """
 
 from __future__ import annotations
@@ -69,13 +70,16 @@ class Markers:
                                                 outgoing=outgoing))
 
     async def mark_read(self, peer: JID, message_id: str) -> None:
-        """Mark the conversation with ``peer`` read up to their message ``message_id`` (§4)."""
+        """Mark the conversation with ``peer`` read up to their message ``message_id`` (§4); the
+        marker goes only if that made something read, so that they hear of each read once."""
         store = self.client.store
         if store.message(peer, message_id, outgoing=False) is None:
             raise ClientError(f"no message {message_id!r} from {peer.bare} is stored")
-        self._publish(peer.bare, store.mark(peer, message_id, "read", outgoing=False, earlier=True), outgoing=False)
+        moved = store.mark(peer, message_id, "read", outgoing=False, earlier=True)
+        self._publish(peer.bare, moved, outgoing=False)
         markable = store.latest_markable(peer, message_id)
-        if markable is None:
+        if not moved or markable is None:
+            # Read up to there already, here or on another of our devices, which told them.
             return
         marker = element(_MESSAGE, {"to": str(peer.bare), "type": "chat"})
         marker.append(Marker("displayed", markable).to_xml())
