@@ -345,6 +345,27 @@ def test_processes_opening_a_store_at_once_all_get_it(tmp_path: Path, version: i
             store.close()
 
 
+def test_a_damaged_store_says_so_and_where(tmp_path: Path) -> None:
+    """A file whose pages were overwritten (a disk fault) opens, but reading it raises StoreError
+    naming the file, not an error of the database library."""
+    directory = account_dir(ALICE, tmp_path)
+    store = Store(directory)
+    for n in range(10):
+        store.receive(BOB, "x" * 2000, origin_id=str(n))
+    store.close()
+    path = directory / FILENAME
+    data = path.read_bytes()
+    # Only the first page, with the header and the schema, is left whole.
+    page = int.from_bytes(data[16:18], "big")
+    path.write_bytes(data[:page] + bytes(len(data) - page))
+    with pytest.raises(StoreError, match=f"cannot read the local store in {directory}: .*malformed"):
+        damaged = Store(directory)
+        try:
+            damaged.history(BOB)
+        finally:
+            damaged.close()
+
+
 def test_markers_move_a_conversation_up_to_a_message(store: Store) -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     for n in range(3):

@@ -12,6 +12,8 @@ The client directory is the one given, else ``$SCHNACK_CLIENT_DIR``, else the pl
 directory (platformdirs). Every write is committed before the call returns, on a WAL database:
 a message is on disk before it is sent, and one that arrived is recorded before the server hears
 that it was handled. Several processes of one account may share the file (SQLite locks it).
+A file that cannot be opened, read or written (damaged, locked for too long, on a full disk)
+raises :class:`StoreError`, which names the directory where it can.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from xml.etree.ElementTree import Element
 
 import platformdirs
@@ -275,11 +278,23 @@ class Store:
             raise
 
     def _version(self) -> int:
-        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        version: int = self._row("PRAGMA user_version")[0]
         return version
 
     def close(self) -> None:
         self._db.close()
+
+    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        """The rows a query finds; a damaged file raises StoreError, naming it."""
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot read the local store in {self.directory}: {err}") from None
+
+    def _row(self, sql: str, params: tuple[object, ...] = ()) -> Any:
+        """The first row a query finds, or None."""
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None
 
     def _write(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
         try:
@@ -291,7 +306,7 @@ class Store:
 
     def settings(self) -> Settings | None:
         """How to reach the server, as :meth:`save_settings` kept it; None if never saved."""
-        row = self._db.execute("SELECT value FROM settings WHERE key = 'server'").fetchone()
+        row = self._row("SELECT value FROM settings WHERE key = 'server'")
         if row is None:
             return None
         data = json.loads(row[0])
@@ -307,7 +322,7 @@ class Store:
 
     def setting(self, key: str) -> str | None:
         """A value kept by :meth:`save_setting` (such as what the server offered last), or None."""
-        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        row = self._row("SELECT value FROM settings WHERE key = ?", (key,))
         return None if row is None else str(row[0])
 
     def save_setting(self, key: str, value: str | None) -> None:
@@ -339,9 +354,9 @@ class Store:
         """The messages the server has not acknowledged yet, oldest first. One whose stanza does
         not parse any more (an earlier version stored text that XML cannot carry) is marked failed
         rather than left to hold back the ones after it."""
-        rows = self._db.execute(
+        rows = self._rows(
             "SELECT m.origin_id, m.peer, o.stanza FROM outbox o JOIN messages m ON m.id = o.message ORDER BY o.seq"
-        ).fetchall()
+        )
         entries: list[OutboxEntry] = []
         for origin_id, peer, stanza in rows:
             try:
@@ -355,11 +370,11 @@ class Store:
 
     def unconfirmed(self, peer: JID, text: str, *, encrypted: bool) -> str | None:
         """The origin-id of a message with this text to ``peer`` still in the outbox, if any."""
-        row = self._db.execute(
+        row = self._row(
             "SELECT m.origin_id FROM outbox o JOIN messages m ON m.id = o.message"
             " WHERE m.peer = ? AND m.body = ? AND m.encrypted = ? AND m.replaces IS NULL ORDER BY o.seq LIMIT 1",
             (str(peer.bare), text, int(encrypted)),
-        ).fetchone()
+        )
         return row[0] if row is not None else None
 
     def advance(self, origin_id: str, state: str) -> bool:
@@ -368,8 +383,8 @@ class Store:
         if state not in _RANK:
             raise ValueError(f"unknown state {state!r}")
         with self._transaction():
-            row = self._db.execute("SELECT id, state FROM messages WHERE origin_id = ? AND direction = 'out'",
-                                   (origin_id,)).fetchone()
+            row = self._row("SELECT id, state FROM messages WHERE origin_id = ? AND direction = 'out'",
+                                   (origin_id,))
             if row is None or row[1] == FAILED or _RANK[row[1]] >= _RANK[state]:
                 return False
             self._db.execute("UPDATE messages SET state = ? WHERE id = ?", (state, row[0]))
@@ -380,8 +395,8 @@ class Store:
     def fail(self, origin_id: str, condition: str, text: str | None) -> bool:
         """An error reply to a message we sent: it is not sent again. True if it was ours."""
         with self._transaction():
-            row = self._db.execute("SELECT id FROM messages WHERE origin_id = ? AND direction = 'out'",
-                                   (origin_id,)).fetchone()
+            row = self._row("SELECT id FROM messages WHERE origin_id = ? AND direction = 'out'",
+                                   (origin_id,))
             if row is None:
                 return False
             self._db.execute("UPDATE messages SET state = ?, error = ?, error_text = ? WHERE id = ?",
@@ -391,8 +406,8 @@ class Store:
 
     def sent_message(self, origin_id: str) -> StoredMessage | None:
         """A message we sent, by its origin-id."""
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM messages WHERE origin_id = ? AND direction = 'out'",
-                               (origin_id,)).fetchone()
+        row = self._row(f"SELECT {_COLUMNS} FROM messages WHERE origin_id = ? AND direction = 'out'",
+                               (origin_id,))
         return _message(row) if row is not None else None
 
     # Messages that arrive -----------------------------------------------------------------------
@@ -416,10 +431,10 @@ class Store:
         direction = "out" if outgoing else "in"
         when = stamp or _now()
         with self._transaction():
-            if outgoing and origin_id is None and message_id is not None and self._db.execute(
+            if outgoing and origin_id is None and message_id is not None and self._row(
                 "SELECT 1 FROM messages WHERE peer = ? AND direction = 'out' AND message_id = ?",
                 (str(peer.bare), message_id),
-            ).fetchone():
+            ):
                 # Without an origin-id, the 'id' is all that tells a carbon and the archived copy apart.
                 return False
             try:
@@ -442,11 +457,11 @@ class Store:
     def _take_corrections(self, peer: JID, direction: str, message_id: str, *, encrypted: bool) -> None:
         """The message ``message_id`` just came: the corrections of it that came first, kept as
         messages of their own, give it their text, in the order they were sent, and are hidden."""
-        rows = self._db.execute(
+        rows = self._rows(
             "SELECT id, body, stamp FROM messages WHERE peer = ? AND direction = ? AND claims = ? AND encrypted = ?"
             " AND replaces IS NULL ORDER BY stamp, id",
             (str(peer.bare), direction, message_id, int(encrypted)),
-        ).fetchall()
+        )
         for row_id, body, stamp in rows:
             self._replace(peer, direction, message_id, body, _parse_stamp(stamp))
             self._db.execute("UPDATE messages SET replaces = ? WHERE id = ?", (message_id, row_id))
@@ -456,8 +471,8 @@ class Store:
         correction of ``when``, unless it has that of a later one: the archive catch-up may read a
         correction after a newer one came live. False if that message is not here."""
         key = (str(peer.bare), direction, message_id)
-        if self._db.execute("SELECT 1 FROM messages WHERE peer = ? AND direction = ? AND message_id = ?"
-                            " AND replaces IS NULL LIMIT 1", key).fetchone() is None:
+        if self._row("SELECT 1 FROM messages WHERE peer = ? AND direction = ? AND message_id = ?"
+                            " AND replaces IS NULL LIMIT 1", key) is None:
             return False
         self._db.execute(
             "UPDATE messages SET body = ?, edited = ? WHERE peer = ? AND direction = ? AND message_id = ?"
@@ -471,27 +486,27 @@ class Store:
         """Whether a message from ``peer`` (to it if ``outgoing``) with this origin-id, or one with
         this stanza-id, is stored; one we sent without an origin-id is known by its 'id'."""
         if outgoing and origin_id is None and message_id is not None:
-            row = self._db.execute(
+            row = self._row(
                 "SELECT 1 FROM messages WHERE (peer = ? AND direction = 'out' AND message_id = ?) OR stanza_id = ?"
                 " LIMIT 1",
                 (str(peer.bare), message_id, stanza_id),
-            ).fetchone()
+            )
             return row is not None
         if origin_id is None and stanza_id is None:
             return False
-        row = self._db.execute(
+        row = self._row(
             "SELECT 1 FROM messages WHERE (peer = ? AND direction = ? AND origin_id = ?) OR stanza_id = ? LIMIT 1",
             (str(peer.bare), "out" if outgoing else "in", origin_id, stanza_id),
-        ).fetchone()
+        )
         return row is not None
 
     def message(self, peer: JID, message_id: str, *, outgoing: bool) -> StoredMessage | None:
         """The message with this 'id' in the conversation with ``peer``, in one direction."""
-        row = self._db.execute(
+        row = self._row(
             f"SELECT {_COLUMNS} FROM messages WHERE peer = ? AND direction = ? AND message_id = ?"
             " AND replaces IS NULL ORDER BY id DESC LIMIT 1",
             (str(peer.bare), "out" if outgoing else "in", message_id),
-        ).fetchone()
+        )
         return _message(row) if row is not None else None
 
     def mark(self, peer: JID, message_id: str, state: str, *, outgoing: bool, earlier: bool) -> list[str]:
@@ -508,21 +523,21 @@ class Store:
             lower = [s for s in lower if s == "delivered"]
         marks = ", ".join("?" for _ in lower)
         with self._transaction():
-            target = self._db.execute(
+            target = self._row(
                 "SELECT id, stamp FROM messages WHERE peer = ? AND direction = ? AND message_id = ?"
                 " AND replaces IS NULL ORDER BY id DESC LIMIT 1",
                 (str(peer.bare), direction, message_id),
-            ).fetchone()
+            )
             if target is None or not lower:
                 return []
             row_id, stamp = target
             scope, bounds = ("(stamp < ? OR (stamp = ? AND id <= ?))", (stamp, stamp, row_id)) if earlier else (
                 "id = ?", (row_id,))
-            rows = self._db.execute(
+            rows = self._rows(
                 f"SELECT id, message_id FROM messages WHERE peer = ? AND direction = ? AND replaces IS NULL"
                 f" AND state IN ({marks}) AND {scope} ORDER BY stamp, id",
                 (str(peer.bare), direction, *lower, *bounds),
-            ).fetchall()
+            )
             for moved, _ in rows:
                 self._db.execute("UPDATE messages SET state = ? WHERE id = ?", (state, moved))
                 self._db.execute("DELETE FROM outbox WHERE message = ?", (moved,))
@@ -530,37 +545,37 @@ class Store:
 
     def latest_markable(self, peer: JID, message_id: str) -> str | None:
         """The id of the last markable message from ``peer`` up to ``message_id`` (XEP-0333)."""
-        target = self._db.execute(
+        target = self._row(
             "SELECT id, stamp FROM messages WHERE peer = ? AND direction = 'in' AND message_id = ?"
             " AND replaces IS NULL ORDER BY id DESC LIMIT 1",
             (str(peer.bare), message_id),
-        ).fetchone()
+        )
         if target is None:
             return None
-        row = self._db.execute(
+        row = self._row(
             "SELECT message_id FROM messages WHERE peer = ? AND direction = 'in' AND markable = 1"
             " AND replaces IS NULL AND message_id IS NOT NULL AND (stamp < ? OR (stamp = ? AND id <= ?))"
             " ORDER BY stamp DESC, id DESC LIMIT 1",
             (str(peer.bare), target[1], target[1], target[0]),
-        ).fetchone()
+        )
         return row[0] if row is not None else None
 
     def history(self, peer: JID, limit: int | None = None) -> list[StoredMessage]:
         """The conversation with ``peer``, oldest first; only the last ``limit`` messages if given."""
-        rows = self._db.execute(
+        rows = self._rows(
             f"SELECT {_COLUMNS} FROM messages WHERE peer = ? AND replaces IS NULL ORDER BY stamp DESC, id DESC LIMIT ?",
             (str(peer.bare), -1 if limit is None else limit),
-        ).fetchall()
+        )
         return [_message(row) for row in reversed(rows)]
 
     def conversations(self) -> list[Conversation]:
         """Every conversation with a message stored, the latest first: its last message and how
         many of the contact's messages are not read yet."""
         # SQLite takes the bare columns of a MAX() aggregate from the row that holds the maximum.
-        rows = self._db.execute(
+        rows = self._rows(
             "SELECT peer, MAX(stamp), body, direction, SUM(direction = 'in' AND state = 'delivered')"
             " FROM messages WHERE replaces IS NULL GROUP BY peer ORDER BY MAX(stamp) DESC, peer"
-        ).fetchall()
+        )
         return [Conversation(JID.parse(peer), _parse_stamp(stamp), body, direction, unread)
                 for peer, stamp, body, direction, unread in rows]
 
@@ -600,9 +615,9 @@ class Store:
 
     def contacts(self) -> list[Contact]:
         """The cached roster, by JID."""
-        rows = self._db.execute(
+        rows = self._rows(
             "SELECT jid, name, subscription, pending, approved, groups FROM contacts ORDER BY jid"
-        ).fetchall()
+        )
         return [Contact(JID.parse(jid), name, subscription, bool(pending), bool(approved), tuple(json.loads(groups)))
                 for jid, name, subscription, pending, approved, groups in rows]
 
