@@ -23,6 +23,7 @@ from schnack.client.store import Store, account_dir
 from schnack.server.app import Server
 from schnack.server.modules.e2e import REFUSAL
 from schnack.xmpp import ns
+from schnack.xmpp.errors import StanzaError
 from schnack.xmpp.jid import JID
 from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element, qname, sub
@@ -184,3 +185,22 @@ async def test_a_stored_message_that_cannot_be_read_again_fails_and_holds_nothin
     failed = alice.store.sent_message("o1")
     assert failed is not None and (failed.state, failed.error) == ("failed", "bad-request")
     assert alice.store.outbox() == []
+
+
+async def test_an_error_after_the_receipt_leaves_the_message_delivered(chat_server: Server,
+                                                                       clients: list[Client]) -> None:
+    """The message reached bob's device (his receipt says so); an error that comes for it later
+    (the bounce of a copy sent again) does not turn it into a failed one."""
+    alice = await online(chat_server, clients, "alice@localhost")
+    bob = await online(chat_server, clients, "bob@localhost")
+    alice_inbox, receipts, bob_inbox = alice.messages(), alice.receipts(), bob.messages()
+    sent = await alice.send("bob@localhost", "hello", encrypted=False)
+    got = await next_of(bob_inbox)
+    await next_of(receipts, lambda r: r.id == sent and r.state == "delivered")
+    bounce = element(qname(ns.CLIENT, "message"), {"to": str(got.sender), "type": "error", "id": sent})
+    bounce.append(StanzaError("service-unavailable").to_xml())
+    await bob.send_element(bounce)
+    await bob.send(alice.jid, "after", encrypted=False)
+    assert (await next_of(alice_inbox)).text == "after"
+    stored = alice.store.sent_message(sent)
+    assert stored is not None and (stored.state, stored.error) == ("delivered", None)

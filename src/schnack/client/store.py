@@ -47,8 +47,8 @@ ENV_DIR = "SCHNACK_CLIENT_DIR"
 # The life of a message we sent, in order; a state only ever moves forward: stored ("pending"),
 # written on the link ("sent"), acknowledged by the server ("acked", XEP-0198), delivered to a
 # device of the recipient ("delivered", XEP-0184 or XEP-0333 received) and read ("read", XEP-0333
-# displayed). "failed" (an error reply) ends it. A message that arrived is "delivered" here, and
-# "read" once shown as read (on any of our devices).
+# displayed). "failed" (an error reply before it was delivered) ends it. A message that arrived is
+# "delivered" here, and "read" once shown as read (on any of our devices).
 STATES = ("pending", "sent", "acked", "delivered", "read")
 FAILED = "failed"
 _RANK = {state: rank for rank, state in enumerate(STATES)}
@@ -384,7 +384,7 @@ class Store:
             raise ValueError(f"unknown state {state!r}")
         with self._transaction():
             row = self._row("SELECT id, state FROM messages WHERE origin_id = ? AND direction = 'out'",
-                                   (origin_id,))
+                            (origin_id,))
             if row is None or row[1] == FAILED or _RANK[row[1]] >= _RANK[state]:
                 return False
             self._db.execute("UPDATE messages SET state = ? WHERE id = ?", (state, row[0]))
@@ -393,11 +393,12 @@ class Store:
         return True
 
     def fail(self, origin_id: str, condition: str, text: str | None) -> bool:
-        """An error reply to a message we sent: it is not sent again. True if it was ours."""
+        """An error reply to a message we sent: it is not sent again. True if it was ours and had
+        not reached the contact: one delivered or read stays so, since the error can only be
+        about a copy of it (one sent again after a lost acknowledgement)."""
         with self._transaction():
-            row = self._row("SELECT id FROM messages WHERE origin_id = ? AND direction = 'out'",
-                                   (origin_id,))
-            if row is None:
+            row = self._row("SELECT id, state FROM messages WHERE origin_id = ? AND direction = 'out'", (origin_id,))
+            if row is None or (row[1] != FAILED and _RANK[row[1]] >= _RANK["delivered"]):
                 return False
             self._db.execute("UPDATE messages SET state = ?, error = ?, error_text = ? WHERE id = ?",
                              (FAILED, condition, text, row[0]))
@@ -407,7 +408,7 @@ class Store:
     def sent_message(self, origin_id: str) -> StoredMessage | None:
         """A message we sent, by its origin-id."""
         row = self._row(f"SELECT {_COLUMNS} FROM messages WHERE origin_id = ? AND direction = 'out'",
-                               (origin_id,))
+                        (origin_id,))
         return _message(row) if row is not None else None
 
     # Messages that arrive -----------------------------------------------------------------------
@@ -472,7 +473,7 @@ class Store:
         correction after a newer one came live. False if that message is not here."""
         key = (str(peer.bare), direction, message_id)
         if self._row("SELECT 1 FROM messages WHERE peer = ? AND direction = ? AND message_id = ?"
-                            " AND replaces IS NULL LIMIT 1", key) is None:
+                     " AND replaces IS NULL LIMIT 1", key) is None:
             return False
         self._db.execute(
             "UPDATE messages SET body = ?, edited = ? WHERE peer = ? AND direction = ? AND message_id = ?"
