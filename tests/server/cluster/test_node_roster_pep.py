@@ -69,6 +69,29 @@ async def test_roster_pushes_reach_interested_resources_on_other_nodes(tmp_path:
         assert [el for el in quiet.take() if roster_push(el)] == []
 
 
+async def test_removing_a_contact_hides_the_resources_on_every_node(tmp_path: Path, backend: str) -> None:
+    """RFC 6121 §2.5.2: a contact removed through one node gets unavailable presence from each
+    available resource of the user, those on the other nodes too."""
+    async with nodes(tmp_path, backend) as (a, b):
+        phone = await online(a, "alice@localhost/phone")
+        bob = await online(a, "bob@localhost/desk")
+        await friends(phone, bob)
+        laptop = await online(b, "alice@localhost/laptop")
+        await until(bob, presence_from("alice@localhost/laptop"))
+        await eventually(lambda: remote_sessions(b, "alice@localhost"),
+                         lambda infos: [i.jid for i in infos if i.available] == ["alice@localhost/phone"])
+        await laptop.send(f"<iq type='set' id='r1'><query xmlns='{ns.ROSTER}'>"
+                          "<item jid='bob@localhost' subscription='remove'/></query></iq>")
+        gone: set[str | None] = set()
+
+        def unavailable(el: Element) -> bool:
+            if el.get("type") == "unavailable":
+                gone.add(el.get("from"))
+            return gone == {"alice@localhost/phone", "alice@localhost/laptop"}
+
+        await until(bob, unavailable)
+
+
 async def test_two_nodes_changing_one_roster_item_at_once_both_count(tmp_path: Path, backend: str) -> None:
     """Alice and Bob approve each other's requests at the same moment: Alice's approval changes
     her item for Bob on her node, Bob's approval of her request changes the same item on his.

@@ -326,7 +326,7 @@ class Presence(Module[Any]):
         if share:
             await self._presence_to(owner, contact)
         if conceal:
-            await self._absence_to(owner, contact)
+            await self.roster.absence_to(owner, contact)
 
     async def _presence_to(self, owner: JID, to: JID) -> None:
         """The last presence of each available resource of ``owner``, for ``to``."""
@@ -335,13 +335,6 @@ class Presence(Module[Any]):
                 await self.server.router.send(addressed(session.presence, to))
         for presence in await self.server.cluster.presence.presences(owner):
             await self.server.router.send(addressed(presence, to))
-
-    async def _absence_to(self, owner: JID, to: JID) -> None:
-        """Unavailable presence from each available resource of ``owner``, for ``to``."""
-        fulls = [str(session.jid) for session in self._available_sessions(owner)]
-        for full in fulls + await self.server.cluster.presence.available(owner):
-            unavailable = element(_PRESENCE, {"type": "unavailable", "from": full, "to": str(to)})
-            await self.server.router.send(unavailable)
 
     def _available_sessions(self, owner: JID) -> list[Session]:
         return [s for s in self.server.sessions.resources(owner) if s.available and not s.closed]
@@ -417,7 +410,7 @@ class Presence(Module[Any]):
                     session.send(stanza.el)
             await self.server.cluster.presence.to_account(owner, stanza.el)
         if conceal:
-            await self._absence_to(owner, sender)
+            await self.roster.absence_to(owner, sender)
 
     async def _inbound_subscribe(self, stanza: Stanza, owner: JID, sender: JID) -> None:
         """§3.1.3: approve automatically when subscribed already or pre-approved (§3.4), else keep and deliver.

@@ -238,12 +238,16 @@ class Roster(Module[RosterOptions]):
         if pending is not None or (old is not None and has_from(old.subscription)):
             await send(element(_PRESENCE, {"type": "unsubscribed", "from": str(owner), "to": key}))
         if old is not None and has_from(old.subscription):
-            for session in self.server.sessions.resources(owner):
-                if session.available and not session.closed:
-                    await send(
-                        element(_PRESENCE, {"type": "unavailable", "from": str(session.jid), "to": key})
-                    )
+            await self.absence_to(owner, contact)
         return True
+
+    async def absence_to(self, owner: JID, to: JID) -> None:
+        """Unavailable presence from each available resource of ``owner``, on this node or another
+        one, for ``to`` (RFC 6121 §2.5.2, §3.2.2, §3.3.3)."""
+        local = [str(s.jid) for s in self.server.sessions.resources(owner) if s.available and not s.closed]
+        for full in local + await self.server.cluster.presence.available(owner):
+            unavailable = element(_PRESENCE, {"type": "unavailable", "from": full, "to": str(to)})
+            await self.server.router.send(unavailable)
 
     async def account_deleting(self, host: str, username: str) -> None:
         """XEP-0077 §3.2: before an account goes, every contact hears that the subscriptions ended.
