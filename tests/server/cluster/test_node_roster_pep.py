@@ -21,7 +21,7 @@ from schnack.xmpp.xml import serialize
 
 from ...harness import Client
 from ..modules.contacts import presence
-from ..modules.messaging import login
+from ..modules.messaging import chat, login
 from ..modules.test_avatar_conversion import PNG, PNG_ID, photo_hashes, photo_vcard, set_vcard
 from ..modules.test_pep import DEVICE_LIST, DEVICES, NICK, caps_for, events, nick, publish_xml
 from .conftest import eventually
@@ -29,6 +29,7 @@ from .test_node_presence import IQ, backend, friends, nodes, online, presence_fr
 
 __all__ = ["backend"]  # the fixture that runs each test on both bus backends
 
+MESSAGE = f"{{{ns.CLIENT}}}message"
 ROSTER_QUERY = f"{{{ns.ROSTER}}}query"
 ROSTER_ITEM = f"{ROSTER_QUERY}/{{{ns.ROSTER}}}item"
 
@@ -90,6 +91,27 @@ async def test_removing_a_contact_hides_the_resources_on_every_node(tmp_path: Pa
             return gone == {"alice@localhost/phone", "alice@localhost/laptop"}
 
         await until(bob, unavailable)
+
+
+async def test_a_subscription_request_waits_for_the_initial_presence_of_resources_on_other_nodes(
+        tmp_path: Path, backend: str) -> None:
+    """RFC 6121 §3.1.3: a request goes to the available resources; one that only asked for the
+    roster gets it, once, with its initial presence, wherever it is connected."""
+    async with nodes(tmp_path, backend) as (a, b):
+        phone = await online(a, "alice@localhost/phone")
+        quiet = await login(b, "alice@localhost/quiet")
+        await quiet.send(f"<iq type='get' id='roster'><query xmlns='{ns.ROSTER}'/></iq>")
+        await eventually(lambda: remote_sessions(a, "alice@localhost"),
+                         lambda infos: [i.jid for i in infos if i.interested] == ["alice@localhost/quiet"])
+        bob = await online(a, "bob@localhost/desk")
+        await bob.send(presence("subscribe", "alice@localhost"))
+        await until(phone, lambda el: el.get("type") == "subscribe")
+        # Sent after the request over the same way between the nodes, so it comes after it.
+        await bob.send(chat("alice@localhost/quiet", "after the request"))
+        before = await up_to(quiet, lambda el: el.tag == MESSAGE)
+        assert [el for el in before if el.get("type") == "subscribe"] == []
+        await quiet.send(presence())
+        await until(quiet, lambda el: el.get("type") == "subscribe" and el.get("from") == "bob@localhost")
 
 
 async def test_two_nodes_changing_one_roster_item_at_once_both_count(tmp_path: Path, backend: str) -> None:

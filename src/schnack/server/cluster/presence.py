@@ -8,8 +8,9 @@ nodes:
   (broadcast, §4.2.2, §4.4.2, §4.5.2) also goes to every other node where the account has an
   available resource, which hands it to them (§8.5.2.1.1 for presence);
 - :meth:`ClusterPresence.to_account` hands a subscription stanza or a user's own presence to the
-  account's sessions on other nodes (interested or available ones for subscriptions, §3.1.3,
-  available ones otherwise);
+  account's sessions on other nodes (interested or available ones for a subscription state
+  change, §3.1.6, §3.2.3, §3.3.3; available ones otherwise, a subscription request too, §3.1.3:
+  the others get it with their initial presence);
 - :meth:`ClusterPresence.presences` gives the last available presence of the account's resources
   on other nodes, from the directory, for probes (§4.3.2) and for a new resource's view of its
   siblings (§4.2.2);
@@ -107,7 +108,7 @@ class ClusterPresence:
         sessions = self.server.sessions
         if to.resource is not None:
             targets = [s for s in [sessions.get(to)] if s is not None]
-        elif stanza.type in SUBSCRIPTION_TYPES:
+        elif stanza.type in SUBSCRIPTION_TYPES and stanza.type != "subscribe":
             targets = [s for s in sessions.resources(to) if s.interested or s.available]
         else:
             targets = [s for s in sessions.resources(to) if s.available]
