@@ -15,7 +15,7 @@ from schnack.xmpp import ns
 from schnack.xmpp.stanza import Stanza
 
 from ...harness import Client, MemoryConnection, add_user, connect, running, xml
-from .contacts import PRESENCE, items_of, kinds, presence, presences, pushes, roster
+from .contacts import PRESENCE, federated, items_of, kinds, presence, presences, pushes, roster
 from .messaging import OMEMO, body, chat, condition, login, session_of
 
 MESSAGE = f"{{{ns.CLIENT}}}message"
@@ -331,6 +331,22 @@ async def test_pre_approval_can_be_cancelled(server: Server) -> None:
     assert alice.take() == []  # her server had nothing to change
     await alice.send(presence("subscribe", "bob@localhost"))
     assert kinds(bob.take()) == [("subscribe", "alice@localhost", "bob@localhost")]
+
+
+async def test_approvals_and_refusals_that_change_nothing_stay_home(tmp_path: Path) -> None:
+    """Appendix A.2: subscribed or unsubscribed that changes no subscription state is not routed
+    (a pre-approval, made or cancelled, neither); subscribe always is."""
+    async with federated(tmp_path) as (server, sent):
+        alice = await online(server, "alice@localhost/phone")
+        await server.storage.roster.set_item("localhost", "alice", StoredItem("romeo@montague.example", None, "from"))
+        sent.clear()
+        await alice.send(presence("subscribed", "romeo@montague.example"))
+        await alice.send(presence("unsubscribed", "juliet@capulet.example"))
+        await alice.send(presence("subscribed", "juliet@capulet.example"))
+        await alice.send(presence("unsubscribed", "juliet@capulet.example"))
+        assert states(alice.take()) == [("none", False, True), ("none", False, False)]
+        await alice.send(presence("subscribe", "juliet@capulet.example"))
+        assert kinds(sent) == [("subscribe", "alice@localhost", "juliet@capulet.example")]
 
 
 async def test_denied_request(server: Server) -> None:

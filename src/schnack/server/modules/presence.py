@@ -270,9 +270,11 @@ class Presence(Module[Any]):
     async def _outbound_subscription(self, stanza: Stanza, session: Session) -> None:
         """§3.1.2, §3.2.2, §3.3.2, §3.4: the user's side of Appendix A.2, then the contact's side.
 
-        Subscription stanzas travel between bare JIDs (§3.1.2). A pre-approval stays with the
-        user's server; everything else is routed on, even without a state change, so that a
-        contact's server that lost track hears the user's intent again.
+        Subscription stanzas travel between bare JIDs (§3.1.2). Subscribe and unsubscribe are
+        routed on even without a state change, so that the user can bring a contact's server
+        that lost track in step again; subscribed and unsubscribed only when they change the
+        subscription state (Appendix A.2), so a pre-approval, made or cancelled, stays with the
+        user's server (§3.4).
         """
         owner = session.jid.bare
         assert stanza.to is not None
@@ -291,28 +293,27 @@ class Presence(Module[Any]):
                 if not has_to(item.subscription) and not item.ask:
                     await roster.save(owner, replace(item, ask=True))
             elif kind == "subscribed":
-                if await roster.has_pending(owner, contact):
+                forward = share = await roster.has_pending(owner, contact)
+                if forward:
                     if item is None:
                         await roster.check_room(owner)
                         item = RosterItem(str(contact))
                     granted = subscription(has_to(item.subscription), True)
                     await roster.save(owner, replace(item, subscription=granted, approved=False))
                     await roster.set_pending(owner, contact, None)
-                    share = True
-                elif item is not None and has_from(item.subscription):
-                    share = True
-                else:
-                    forward = False
+                elif item is None or not has_from(item.subscription):
                     if item is None:
                         await roster.check_room(owner)
                         item = RosterItem(str(contact))
                     if not item.approved:
                         await roster.save(owner, replace(item, approved=True))
             elif kind == "unsubscribed":
-                if await roster.has_pending(owner, contact):
+                pending = await roster.has_pending(owner, contact)
+                if pending:
                     await roster.set_pending(owner, contact, None)
-                if item is not None and (has_from(item.subscription) or item.approved):
-                    conceal = has_from(item.subscription)
+                conceal = item is not None and has_from(item.subscription)
+                forward = pending or conceal
+                if item is not None and (conceal or item.approved):
                     revoked = subscription(has_to(item.subscription), False)
                     await roster.save(owner, replace(item, subscription=revoked, approved=False))
             elif item is not None and (has_to(item.subscription) or item.ask):
