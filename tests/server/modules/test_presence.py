@@ -16,7 +16,7 @@ from schnack.xmpp.stanza import Stanza
 
 from ...harness import Client, MemoryConnection, add_user, connect, running, xml
 from .contacts import PRESENCE, federated, items_of, kinds, presence, presences, pushes, roster
-from .messaging import OMEMO, body, chat, condition, login, session_of
+from .messaging import OMEMO, body, chat, condition, error_text, login, session_of
 
 MESSAGE = f"{{{ns.CLIENT}}}message"
 PENDING = "roster-pending"
@@ -277,6 +277,27 @@ async def test_waiting_request_is_delivered_at_each_login_until_answered(tmp_pat
         assert [el.get("type") for el in bob.take()] == [None]
         alice = await online(server, "alice@localhost/phone")
         assert (await items_of(alice))["bob@localhost"].subscription == "to"
+
+
+async def test_requests_waiting_for_an_answer_are_as_many_as_a_roster_holds(tmp_path: Path) -> None:
+    """§3.1.3 keeps a request until the user answers; a sender beyond the roster's size gets a
+    resource-constraint error, nothing is kept for it, and it may ask again once there is room."""
+    async with running(tmp_path, modules={"roster": {"max_items": 1}}) as server:
+        bob = await online(server, "bob@localhost/laptop")
+        carol = await online(server, "carol@localhost/pc")
+        dave = await online(server, "dave@localhost/pc")
+        await carol.send(presence("subscribe", "bob@localhost"))
+        await dave.send(presence("subscribe", "bob@localhost"))
+        (error,) = [el for el in presences(dave.take()) if el.get("type") == "error"]
+        assert (error.get("from"), condition(error)) == ("bob@localhost", "resource-constraint")
+        assert "bob@localhost" in (error_text(error) or "")
+        await carol.send(presence("subscribe", "bob@localhost", "<status>again</status>"))
+        assert presences(carol.take()) == []
+        assert kinds(bob.take()) == [("subscribe", "carol@localhost", "bob@localhost")]
+        assert list(await server.storage.maps.items("localhost", "bob", PENDING)) == ["carol@localhost"]
+        await bob.send(presence("unsubscribed", "carol@localhost"))
+        await dave.send(presence("subscribe", "bob@localhost"))
+        assert kinds(bob.take()) == [("subscribe", "dave@localhost", "bob@localhost")]
 
 
 async def test_a_waiting_request_of_a_blocked_sender_is_kept_unseen(server: Server) -> None:

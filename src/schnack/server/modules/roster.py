@@ -92,7 +92,9 @@ def subscription(to: bool, from_: bool) -> str:
 class RosterOptions:
     """How large a roster may grow (RFC 6121 §2.3.3 leaves the limits to the server)."""
 
-    max_items: int = bounded(5_000, min=1, max=1_000_000, help="contacts per account")
+    max_items: int = bounded(
+        5_000, min=1, max=1_000_000, help="contacts per account, and subscription requests waiting for an answer"
+    )
     max_groups: int = bounded(100, min=1, max=10_000, help="groups per contact")
     max_text: int = bounded(1_023, min=64, max=65_535, help="characters in a contact's name or a group name")
 
@@ -311,8 +313,18 @@ class Roster(Module[RosterOptions]):
         )
 
     async def set_pending(self, owner: JID, contact: JID, request: Element | None) -> None:
-        """Keep the request of ``contact`` (the latest replaces an earlier one), or forget it (None)."""
+        """Keep the request of ``contact`` (the latest replaces an earlier one), or forget it (None).
+
+        A new request beyond as many as a roster holds is refused with resource-constraint, so
+        that senders making up addresses cannot fill the store; the sender may ask again later.
+        """
         assert owner.local is not None
+        if request is not None and not await self.has_pending(owner, contact):
+            waiting = await self.server.storage.maps.items(owner.domain, owner.local, PENDING)
+            if len(waiting) >= self.options.max_items:
+                raise StanzaError(
+                    "resource-constraint", f"{owner} has too many subscription requests waiting for an answer"
+                )
         value = serialize(request).encode() if request is not None else None
         await self.server.storage.maps.set(owner.domain, owner.local, PENDING, str(contact), value)
 
