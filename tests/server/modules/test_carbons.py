@@ -10,6 +10,7 @@ import pytest
 
 from bench.ports import free_port
 from schnack.server.app import Server
+from schnack.server.component import ACCEPT
 from schnack.server.modules.carbons import SENT_REMEMBERED, copy_of
 from schnack.server.modules.e2e import REFUSAL
 from schnack.xmpp import ns
@@ -20,6 +21,7 @@ from schnack.xmpp.payloads.disco import DiscoInfo
 from schnack.xmpp.stanza import Stanza
 
 from ...harness import Client, running, xml
+from ..components import MemoryComponent, open_component
 from .contacts import presences
 from .groups import MODULES, ROOM, USER, join, join_xml, online, private_group
 from .messaging import OMEMO, ROUTING_ONLY, announce, body, chat, condition, error_text, login
@@ -630,3 +632,104 @@ async def test_private_message_in_a_group_elsewhere_is_copied_to_the_resources_i
         copy = unwrap(bounced, laptop.jid, "received")
         assert copy.get("id") == "pm1" and condition(copy) == "remote-server-not-found"
         assert tablet.take() == []
+
+
+# A component's conversations (XEP-0114): the rules of §6.1 hold whoever the peer is ---------------
+
+
+GATEWAY = "irc.localhost"
+
+
+async def present(server: Server, jid: str, priority: int = 0) -> Client:
+    """A resource that enabled carbons, then sent initial presence (RFC 6121 §4.2)."""
+    client = await device(server, jid, available=False)
+    await client.send(f"<presence><priority>{priority}</priority></presence>")
+    return client
+
+
+async def settled(*clients: Client) -> None:
+    """Each resource saw the others' presence (RFC 6121 §4.2.2); what follows is the test's."""
+    for client in clients:
+        client.take()
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Server, MemoryComponent]]:
+    """Every module, with a gateway connected as an external component."""
+    async with running(tmp_path, modules=MODULES, components={GATEWAY: {"secret": "s"}}) as server:
+        component = await open_component(server, GATEWAY, "s")
+        component.take()
+        yield server, component
+
+
+@pytest.mark.parametrize("to", [f"nick@{GATEWAY}", f"nick@{GATEWAY}/client", GATEWAY])
+async def test_message_to_a_component_is_copied_as_sent(
+    gateway: tuple[Server, MemoryComponent], to: str
+) -> None:
+    server, component = gateway
+    phone = await present(server, "alice@localhost/phone")
+    laptop = await present(server, "alice@localhost/laptop")
+    await settled(phone, laptop)
+    await phone.send(chat(to, "through the gateway", id="g1"))
+    (original,) = component.take()
+    assert original.get("id") == "g1"
+    (copy,) = copies(laptop, "sent")
+    assert (copy.get("id"), copy.get("to"), body(copy)) == ("g1", to, "through the gateway")
+    assert phone.take() == []
+
+
+@pytest.mark.parametrize("to", ["alice@localhost", "alice@localhost/phone"])
+async def test_message_from_a_component_is_copied_as_received(
+    gateway: tuple[Server, MemoryComponent], to: str
+) -> None:
+    server, component = gateway
+    phone = await present(server, "alice@localhost/phone", 5)
+    laptop = await present(server, "alice@localhost/laptop", 0)
+    await settled(phone, laptop)
+    await component.send(
+        f"<message xmlns='{ACCEPT}' from='nick@{GATEWAY}/client' to='{to}' type='chat' id='g2'>"
+        "<body>from the gateway</body></message>"
+    )
+    assert ids(phone.take()) == ["g2"]
+    (copy,) = copies(laptop, "received")
+    assert (copy.get("id"), copy.get("from"), body(copy)) == ("g2", f"nick@{GATEWAY}/client", "from the gateway")
+
+
+async def test_error_from_a_component_answering_a_copied_message_is_copied(
+    gateway: tuple[Server, MemoryComponent],
+) -> None:
+    server, component = gateway
+    phone = await present(server, "alice@localhost/phone")
+    laptop = await present(server, "alice@localhost/laptop")
+    await settled(phone, laptop)
+    await phone.send(chat(f"nobody@{GATEWAY}", "lost in the gateway", id="g3"))
+    component.take()
+    assert ids(copies(laptop, "sent")) == ["g3"]
+    await component.send(
+        f"<message xmlns='{ACCEPT}' from='nobody@{GATEWAY}' to='alice@localhost/phone' type='error' id='g3'>"
+        f"<error type='cancel'><item-not-found xmlns='{ns.STANZA_ERRORS}'/></error></message>"
+    )
+    assert ids(phone.take()) == ["g3"]
+    (copy,) = copies(laptop, "received")
+    assert copy.get("id") == "g3" and condition(copy) == "item-not-found"
+
+
+async def test_private_message_through_a_gateway_group_is_copied_to_the_resources_in_it(
+    gateway: tuple[Server, MemoryComponent],
+) -> None:
+    """A group a gateway offers is told by the mark, as one at another server (§6.1)."""
+    server, component = gateway
+    room = f"#chan@{GATEWAY}"
+    phone = await present(server, "alice@localhost/phone")
+    laptop = await present(server, "alice@localhost/laptop")
+    tablet = await present(server, "alice@localhost/tablet")
+    for client in (phone, laptop):
+        await client.send(f"<presence to='{room}/alice'/>")
+    component.take()
+    await settled(phone, laptop, tablet)
+    await phone.send(f"<message to='{room}/bob' type='chat' id='g4'><body>psst</body><x xmlns='{USER}'/></message>")
+    (original,) = component.take()
+    assert original.get("id") == "g4"
+    (copy,) = copies(laptop, "sent")
+    assert (copy.get("id"), copy.get("to")) == ("g4", f"{room}/bob")
+    assert tablet.take() == [] and phone.take() == []

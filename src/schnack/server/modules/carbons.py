@@ -28,7 +28,10 @@ carries the ``<stanza-id/>`` by the sender's account under which the archive kee
 (XEP-0359, XEP-0313 §3.5). A message to one's own account (bare, or another own resource) is not
 copied as sent: its delivery reaches the account, and the other resources get it as received.
 Messages to the server's own domains are for the server, not a conversation, and are not copied;
-of those to its services, only mediated invitations sent through a group (below).
+of those to its services, only mediated invitations sent through a group (below). An external
+component (XEP-0114, such as a gateway) is no service of the server but a peer like another server:
+the rules below hold for its users and groups as for anyone's, both ways (its messages to a user
+are delivered, and copied, as any other).
 
 Eligible messages (§6.1): never one with ``<private xmlns='urn:xmpp:carbons:2'/>`` (§9) or the
 XEP-0334 ``<no-copy/>`` hint (XEP-0334 §4.3); the element is left in place, as §9's
@@ -102,6 +105,7 @@ from ...xmpp.payloads.forward import Forwarded
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, split
 from .. import sasl2
+from ..component import SERVICE_OWNER
 from ..module import Module
 from .message import DELIVERED, message_type
 from .muc import Muc
@@ -229,13 +233,14 @@ def sent_scope(server: Server, stanza: Stanza, account: JID) -> Scope | None:
     every other enabled one ("all"), those sharing the sender's nick in a group elsewhere ("nick"),
     or none. A private message to a group here is copied by the group once it passed it on
     (:data:`PRIVATE_SENT`); of other messages to a group here only invitations are copied, and
-    nothing sent to other services, to the server or to one's own account."""
+    nothing sent to the server's own services, to the server or to one's own account. An external
+    component (XEP-0114) is a peer like another server: a gateway's users and groups talk as theirs."""
     to = stanza.to
     assert to is not None
     if to.bare == account:
         return None
     service = server.services.get(to.domain)
-    if service is not None:
+    if service is not None and service != SERVICE_OWNER:
         return "all" if service == Muc.name and to.resource is None and invitation(stanza) else None
     if eligible(stanza):
         return "all"
