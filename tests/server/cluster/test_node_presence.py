@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import Element
@@ -406,38 +406,73 @@ async def test_an_error_answering_a_copied_message_reaches_resources_on_other_no
         assert (inner.get("type"), inner.get("id"), inner.get("from")) == ("error", "later", "bob@localhost/phone")
 
 
+def carbon_of(direction: str, id_: str, kind: str = "chat") -> Callable[[Element], bool]:
+    """A carbon (XEP-0280) in ``direction`` of the message of type ``kind`` with that id."""
+    path = (f"{{{CARBONS}}}{direction}/{{urn:xmpp:forward:0}}forwarded/"
+            f"{{{ns.CLIENT}}}message[@id='{id_}'][@type='{kind}']")
+    return lambda el: el.tag == MESSAGE and el.find(path) is not None
+
+
+async def group_on_node_a(a: Server, b: Server, joined: Sequence[str], apart: Sequence[str]) -> list[Client]:
+    """alice's phone on node a creates the group under the nick alice, bob's phone on node a joins
+    it as a member; alice's resources ``joined`` on node b join it under the nick alice, those
+    ``apart`` on node b do not; every resource of alice's enables carbons. Returns the phone, bob's
+    phone, then alice's resources on node b in that order."""
+    phone = await online(a, "alice@localhost/phone")
+    await create(phone, nick="alice")
+    assert (await set_affiliation(phone, "bob@localhost", "member")).get("type") == "result"
+    bob = await online(a, "bob@localhost/phone")
+    on_b = [await online(b, f"alice@localhost/{resource}") for resource in (*joined, *apart)]
+    for client, nick in ((bob, "bob"), *((each, "alice") for each in on_b[:len(joined)])):
+        await client.send(join_xml(ROOM, nick, "<history maxstanzas='0'/>"))
+        await until(client, presence_from(f"{ROOM}/{nick}"))
+    for client in (phone, *on_b):
+        await client.send(f"<iq type='set' id='c1'><enable xmlns='{CARBONS}'/></iq>")
+        await until(client, lambda el: el.tag == IQ and el.get("id") == "c1")
+    return [phone, bob, *on_b]
+
+
 async def test_private_messages_in_a_group_reach_the_resources_sharing_the_nick_on_other_nodes(
     tmp_path: Path, backend: str
 ) -> None:
     """XEP-0280 §6.1: the room (on node a) names the sender's resources joined under its nick,
     wherever they are; a resource of the account that is not in the room gets no copy."""
     async with nodes(tmp_path, backend) as (a, b):
-        phone = await online(a, "alice@localhost/phone")
-        await create(phone, nick="alice")
-        assert (await set_affiliation(phone, "bob@localhost", "member")).get("type") == "result"
-        bob = await online(a, "bob@localhost/phone")
-        desk = await online(b, "alice@localhost/desk")
-        tablet = await online(b, "alice@localhost/tablet")
-        for client, nick in ((bob, "bob"), (desk, "alice")):
-            await client.send(join_xml(ROOM, nick, "<history maxstanzas='0'/>"))
-            await until(client, presence_from(f"{ROOM}/{nick}"))
-        for client in (phone, desk, tablet):
-            await client.send(f"<iq type='set' id='c1'><enable xmlns='{CARBONS}'/></iq>")
-            await until(client, lambda el: el.tag == IQ and el.get("id") == "c1")
-
-        def carbon_of(id_: str) -> Callable[[Element], bool]:
-            path = f"{{{CARBONS}}}sent/{{urn:xmpp:forward:0}}forwarded/{{{ns.CLIENT}}}message[@id='{id_}']"
-            return lambda el: el.tag == MESSAGE and el.find(path) is not None
-
+        phone, bob, desk, tablet = await group_on_node_a(a, b, ["desk"], ["tablet"])
         # Sent here, the room here: the desk on the other node gets the copy.
         await phone.send(f"<message to='{ROOM}/bob' type='chat' id='pm1'><body>from the phone</body></message>")
-        await until(desk, carbon_of("pm1"))
+        await until(desk, carbon_of("sent", "pm1"))
         # Sent on the other node, to the room here: the phone gets the copy.
         await desk.send(f"<message to='{ROOM}/bob' type='chat' id='pm2'><body>from the desk</body></message>")
-        await until(phone, carbon_of("pm2"))
+        await until(phone, carbon_of("sent", "pm2"))
         # The tablet, not in the room, got neither: the first message it gets is the next one for it.
         await bob.send(chat("alice@localhost/tablet", "after the private messages", id="after"))
         assert (await until(tablet, lambda el: el.tag == MESSAGE)).get("id") == "after"
+
+
+async def test_an_error_answering_a_private_message_to_a_group_on_another_node_reaches_the_resources_sharing_the_nick(
+    tmp_path: Path, backend: str
+) -> None:
+    """XEP-0280 §6.1: the group (on node a) passes back the recipient's error to a sender on node
+    b; the sender's other resources joined under its nick, on either node, see it fail too."""
+    async with nodes(tmp_path, backend) as (a, b):
+        phone, bob, desk, laptop, tablet = await group_on_node_a(a, b, ["desk", "laptop"], ["tablet"])
+        await desk.send(f"<message to='{ROOM}/bob' type='chat' id='pm3'><body>from the desk</body></message>")
+        for client in (phone, laptop):
+            await until(client, carbon_of("sent", "pm3"))
+        await until(bob, lambda el: el.tag == MESSAGE and el.get("id") == "pm3")
+        await bob.send(f"<message type='error' id='pm3' to='{ROOM}/alice'><error type='cancel'>"
+                       f"<item-not-found xmlns='{ns.STANZA_ERRORS}'/></error></message>")
+        error = await until(desk, lambda el: el.tag == MESSAGE)
+        assert (error.get("type"), error.get("id"), error.get("from")) == ("error", "pm3", f"{ROOM}/bob")
+        for client in (phone, laptop):
+            carbon = await until(client, carbon_of("received", "pm3", "error"))
+            assert (carbon.get("from"), carbon.get("to")) == ("alice@localhost", client.jid)
+        # The tablet, not in the group, got neither: the first message it gets is the next one for
+        # it; nor did the desk get a copy of the error it got itself: the next it gets is the copy.
+        await bob.send(chat("alice@localhost/tablet", "after the error", id="after"))
+        assert (await until(tablet, lambda el: el.tag == MESSAGE)).get("id") == "after"
+        assert carbon_of("received", "after")(await until(desk, lambda el: el.tag == MESSAGE))
 
 
 async def test_a_group_with_occupants_on_two_nodes(tmp_path: Path, backend: str) -> None:

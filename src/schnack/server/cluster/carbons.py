@@ -16,7 +16,9 @@ availability and carbons state, :mod:`.directory`), as one-session copies over t
 
 An error answering a message copied as sent (§6.1) is caught on the sender's node, by the carbons
 module, which is told here which resources elsewhere got the sent copy and posts the copy of the
-error to them.
+error to them. For a private message in a group here, the group is told instead (the handler of
+``muc/private-sent`` returns them): the error comes back through it, on its node, which may not be
+the sender's.
 
 Which messages are copied, and the copy's form, are the carbons module's (``eligible``,
 ``sent_scope``, ``private_in_group``, ``copy_of``).
@@ -93,27 +95,32 @@ class ClusterCarbons:
         mine = nick_in(origin.slot(Directed).to, stanza.to.bare) if scope == "nick" else frozenset()
         targets = [info for info in await self.node.remote(account)
                    if info.available and info.carbons and (scope == "all" or not mine.isdisjoint(info.directed))]
-        await self._copy_sent(stanza, account, targets, origin, in_group=scope == "nick")
+        copied = await self._copy_sent(stanza, account, targets, in_group=scope == "nick")
+        carbons = self.server.modules.get(Carbons.name)
+        if copied and isinstance(carbons, Carbons):
+            # The carbons module here remembers them, so that an error answering the message
+            # reaches them too (§6.1).
+            carbons.remember_elsewhere(stanza, origin, copied)
 
-    async def sent_in_group(self, stanza: Stanza, sharing: Collection[JID]) -> None:
-        """§6.1 for the sender's resources on other nodes that share its nick in a group here."""
+    async def sent_in_group(self, stanza: Stanza, sharing: Collection[JID]) -> frozenset[JID]:
+        """§6.1 for the sender's resources on other nodes that share its nick in a group here;
+        returns them, for the group to remember (an error answering the message reaches them too)."""
         sender = stanza.from_
         assert sender is not None, "a group learns who sends it a message"
         if self.node.bus.alone() or not private_in_group(stanza, marked=False):
-            return
+            return frozenset()
         account = sender.bare
         names = {str(jid) for jid in sharing} - {str(sender)}
         targets = [info for info in await self.node.remote(account)
                    if info.available and info.carbons and info.jid in names]
-        await self._copy_sent(stanza, account, targets, self.server.sessions.get(sender), in_group=True)
+        return frozenset(await self._copy_sent(stanza, account, targets, in_group=True))
 
-    async def _copy_sent(self, stanza: Stanza, account: JID, targets: Sequence[SessionInfo], origin: Session | None,
-                         *, in_group: bool) -> None:
-        """The sent copies for ``targets``; the carbons module of the sender's node (``origin``
-        here) remembers them, so that an error answering the message reaches them too (§6.1)."""
+    async def _copy_sent(self, stanza: Stanza, account: JID, targets: Sequence[SessionInfo], *,
+                         in_group: bool) -> list[JID]:
+        """Send the sent copies to ``targets``; returns their full JIDs."""
+        copied = []
         for info in targets:
             to = JID.parse(info.jid)
             await self.node.forward(info.node, copy_of(stanza, "sent", account, to, in_group=in_group), to, copy=True)
-        carbons = self.server.modules.get(Carbons.name)
-        if targets and origin is not None and isinstance(carbons, Carbons):
-            carbons.remember_elsewhere(stanza, origin, [info.jid for info in targets])
+            copied.append(to)
+        return copied

@@ -51,28 +51,32 @@ share its nick in that group, with the mark added to the copy when the client le
 - to a group here, the group knows them: once it passed the message on (so a message it refuses
   is not copied), it fires ``muc/private-sent`` (stanza, the full JIDs joined under the sender's
   nick), and they get the copy, on this node here and on other nodes through ``cluster/carbons.py``;
+  the group remembers who got it (the handlers return them), for an error answering it (below);
 - to a group elsewhere, the server tracks presence in it (§6.1's own suggestion): the resources
   that sent directed presence (RFC 6121 §4.6, kept by the presence module) to an occupant JID in
   that group that the sender also sent presence to. A group elsewhere that a client joined
   without federation ([s2s] enabled) cannot exist, so then nobody shares the nick.
 
 Errors (§6.1): an error is copied only when it answers a message that was copied as sent, so
-that the other devices learn that a message they saw go out failed. Each account remembers the
+that the other devices learn that a message they saw go out failed. A private message through a
+group here: the group passes such an error back to the sender and fires ``muc/private-bounced``
+(the error, who got the sent copy), on the group's node, which need not be the sender's in a
+cluster; those on this node get the copy if still enabled, those on other nodes through the
+cluster's ordered post if still connected. Any other message: each account remembers the
 id and the recipient's bare JID of its last ``SENT_REMEMBERED`` messages copied as sent, with who
-got the copy: every enabled resource on this node, or (a private message through a group) those
-sharing the nick, and the resources on other nodes that got it (``cluster/carbons.py`` names them).
+got the copy: every enabled resource on this node, or (a private message through a group
+elsewhere) those sharing the nick, and the resources on other nodes that got it
+(``cluster/carbons.py`` names them).
 It forgets them once it has no carbons-enabled resource here, but for the messages whose copy
 went to other nodes while it still has a session here. The sender's session gets an output stage
 (priority 200, before client state indication holds anything back) on its first such message,
 since an error reaches it by any path: routed back by the recipient or a remote server, answered
 at once by the router (service-unavailable from an account that does not exist), passed back by a
-group (an error answering a private message), or handed over by another cluster node. An error
+group elsewhere (an error answering a private message), or handed over by another cluster node. An error
 message passing that stage whose id and sender match a remembered message is copied as received
 to those resources (on this node, those enabled then; on other nodes, through the cluster's
 ordered post, those still connected), and the message is forgotten. A message refused before the
 sent copy went out (the end-to-end policy) is not remembered, so its error is not copied either.
-A private message to a group of this server that lives on another cluster node is remembered
-there, not on the sender's node, so an error answering it is not copied.
 """
 
 from __future__ import annotations
@@ -109,7 +113,7 @@ from ..component import SERVICE_OWNER
 from ..module import Module
 from .message import DELIVERED, message_type
 from .muc import Muc
-from .muc.messages import PRIVATE_SENT
+from .muc.messages import PRIVATE_BOUNCED, PRIVATE_SENT
 from .presence import Directed
 
 if TYPE_CHECKING:
@@ -264,6 +268,7 @@ class Carbons(Module[Any]):
         for target in ("bare", "full", "remote", "service"):
             self.route(f"pre-message/{target}", self.sent, priority=-100)
         self.hook(PRIVATE_SENT, self.sent_in_group)
+        self.hook(PRIVATE_BOUNCED, self.bounced_in_group)
         self.hook(sasl2.BIND2_INLINE, self.bind2_feature)
         self.hook(sasl2.BIND2_ENABLE, self.bind2_enable)
         self.hook("session-changed", self.changed)
@@ -326,19 +331,33 @@ class Carbons(Module[Any]):
                 session.send(copy_of(stanza, "sent", account, session.jid, in_group=scope == "nick"))
             self._remember(stanza, origin, account, None if scope == "all" else targets)
 
-    async def sent_in_group(self, stanza: Stanza, sharing: Collection[JID]) -> None:
+    async def sent_in_group(self, stanza: Stanza, sharing: Collection[JID]) -> frozenset[JID]:
         """§6.1: a group here passed on a private message; its sender's other enabled resources
-        joined under the same nick (``sharing``) get it as sent."""
+        joined under the same nick (``sharing``) get it as sent. Returns those that got it here,
+        whom the group remembers for an error answering the message."""
         sender = stanza.from_
         assert sender is not None, "a group learns who sends it a message"
         account = sender.bare
         targets = [session for session in self._enabled(account) if session.jid in sharing and session.jid != sender]
-        if targets and private_in_group(stanza, marked=False):
-            for session in targets:
-                session.send(copy_of(stanza, "sent", account, session.jid, in_group=True))
-            origin = self.server.sessions.get(sender)
-            if origin is not None:
-                self._remember(stanza, origin, account, targets)
+        if not targets or not private_in_group(stanza, marked=False):
+            return frozenset()
+        for session in targets:
+            session.send(copy_of(stanza, "sent", account, session.jid, in_group=True))
+        return frozenset(session.jid for session in targets)
+
+    async def bounced_in_group(self, error: Stanza, copied: Collection[JID]) -> None:
+        """§6.1: a group here passed back an error answering a private message; the resources that
+        got the sent copy (``copied``), on any node, get the error as received."""
+        assert error.to is not None, "a group passes an error back to the message's sender"
+        account = error.to.bare
+        cluster = self.server.cluster
+        for full in copied:
+            session = self.server.sessions.get(full)
+            if session is None:
+                if not cluster.bus.alone():
+                    cluster.post(full, copy_of(error, "received", account, full))
+            elif session in self._enabled(account):
+                session.send(copy_of(error, "received", account, full))
 
     def _remember(self, stanza: Stanza, origin: Session, account: JID, targets: Sequence[Session] | None) -> None:
         """§6.1: keep who got the sent copy here (None: every enabled resource), for an error
@@ -347,12 +366,12 @@ class Carbons(Module[Any]):
         if copied is not None:
             copied.here = None if targets is None else frozenset(each.jid for each in targets)
 
-    def remember_elsewhere(self, stanza: Stanza, origin: Session, elsewhere: Collection[str]) -> None:
-        """§6.1: the resources on other nodes (full JIDs) that got the sent copy of ``stanza``,
-        which ``origin`` here sent, are to see an error answering it too (``cluster/carbons.py``)."""
+    def remember_elsewhere(self, stanza: Stanza, origin: Session, elsewhere: Collection[JID]) -> None:
+        """§6.1: the resources on other nodes that got the sent copy of ``stanza``, which
+        ``origin`` here sent, are to see an error answering it too (``cluster/carbons.py``)."""
         copied = self._copied(stanza, origin, origin.jid.bare)
         if copied is not None:
-            copied.elsewhere = frozenset(elsewhere)
+            copied.elsewhere = frozenset(map(str, elsewhere))
 
     def _copied(self, stanza: Stanza, origin: Session, account: JID) -> _Copied | None:
         """The record of who got the sent copy of ``stanza``, and the sender's output watched for

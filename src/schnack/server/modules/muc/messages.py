@@ -13,14 +13,18 @@ is ``required`` (module e2e), a private group refuses plaintext bodies with poli
 Private messages to ``room@service/nick`` (§7.5) go to every resource of that occupant, marked
 with ``<x xmlns='…muc#user'/>``, as the room's ``allowpm`` setting permits; once the room passed
 one on, it fires ``muc/private-sent`` (stanza, the full JIDs joined under the sender's nick), from
-which message carbons copy it to the sender's other resources in the room (XEP-0280 §6.1). Voice requests
-(§7.13) go to the moderators, and a moderator's approval gives the occupant voice.
+which message carbons copy it to the sender's other resources in the room (XEP-0280 §6.1); its
+handlers return the full JIDs they copied it to. Voice requests (§7.13) go to the moderators, and
+a moderator's approval gives the occupant voice.
 
 An error message from an occupant's resource means it no longer takes what the room sends it, and
 removes the occupant (status 333, §18.1.2), unless it answers a private message: then it is the
 recipient's (or its server's) answer to the sender, a blocked sender (XEP-0191) for instance, and
 goes back to the sender from the recipient's occupant JID. The room remembers the latest
-``PRIVATE_REMEMBERED`` private messages it passed on, to tell the two apart.
+``PRIVATE_REMEMBERED`` private messages it passed on, to tell the two apart, with the resources
+that got a carbon copy of each; passing such an error back, it fires ``muc/private-bounced``
+(the error, those resources), so that they learn that the message failed (XEP-0280 §6.1) wherever
+its sender is connected: in a cluster the room's node may not be the sender's.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ PRIVATE_REMEMBERED = 500
 # Fired with (stanza, sharing) once a room passed on a private message (§7.5): ``sharing`` are the
 # sender's resources joined under its nick, which message carbons copy it to (XEP-0280 §6.1).
 PRIVATE_SENT = "muc/private-sent"
+# Fired with (error, copied) once a room passed back to its sender an error answering a private
+# message (§7.5): ``copied`` are the full JIDs that the handlers of PRIVATE_SENT copied it to.
+PRIVATE_BOUNCED = "muc/private-bounced"
 REFUSAL = (
     "This server requires end-to-end encryption in private groups: your message was not delivered. "
     "Enable OMEMO encryption for this group in your client, then send it again."
@@ -100,9 +107,12 @@ class Messages:
         error from an occupant's resource removes it (status 333)."""
         passed_on = room.private_sent.pop((sender, stanza.id or ""), None)
         if passed_on is not None:
-            asker, asker_id, recipient = passed_on
-            self.muc.send_to(asker, element(_MESSAGE, {"from": recipient, "to": str(asker), "type": "error",
-                                                       "id": asker_id}, children=list(stanza.el)))
+            asker, asker_id, recipient, copied = passed_on
+            error = element(_MESSAGE, {"from": recipient, "to": str(asker), "type": "error", "id": asker_id},
+                            children=list(stanza.el))
+            self.muc.send_to(asker, error)
+            if copied:
+                await self.muc.server.hooks.fire_all(PRIVATE_BOUNCED, Stanza(error, asker, JID.parse(recipient)), copied)
         elif occupant is not None:
             await self.muc.presence.leave(room, sender, error=True)
 
@@ -170,10 +180,12 @@ class Messages:
         # Routed like any message to the occupant's real JID, not handed to its sessions: the
         # recipient's archive keeps it (XEP-0313 user archive) and, its session gone, offline storage.
         hooks = self.muc.server.hooks
+        copied: frozenset[JID] = frozenset()
         if hooks.has(PRIVATE_SENT):
-            await hooks.fire_all(PRIVATE_SENT, stanza, frozenset(occupant.sessions))
+            copies = await hooks.fire_all(PRIVATE_SENT, stanza, frozenset(occupant.sessions))
+            copied = copied.union(*(each for each in copies if each))
         for full in target.sessions:
-            room.private_sent[(full, message_id)] = (sender, stanza.id, room.occupant_jid(target.nick))
+            room.private_sent[(full, message_id)] = (sender, stanza.id, room.occupant_jid(target.nick), copied)
             room.private_sent.move_to_end((full, message_id))
             self.muc.route_later(addressed(template, str(full)))
         while len(room.private_sent) > PRIVATE_REMEMBERED:

@@ -138,8 +138,8 @@ class Room:
         self.recent: dict[tuple[str, str], None] | None = None
         # Private messages passed on lately (:mod:`.messages`), so that an error answering one goes
         # back to its sender: (recipient's full JID, id) -> (sender's full JID, the id it gave,
-        # the recipient's occupant JID).
-        self.private_sent: OrderedDict[tuple[JID, str], tuple[JID, str | None, str]] = OrderedDict()
+        # the recipient's occupant JID, the sender's resources that got a carbon copy of it).
+        self.private_sent: OrderedDict[tuple[JID, str], tuple[JID, str | None, str, frozenset[JID]]] = OrderedDict()
 
     @property
     def config(self) -> RoomConfig:
