@@ -247,7 +247,8 @@ async def test_chat_states_and_receipts_do_not_notify(tmp_path: Path) -> None:
         assert note.message_count == 1
 
 
-async def test_notifications_coalesce_until_the_device_comes_back(server: Server) -> None:
+async def notified_once(server: Server) -> tuple[MemoryComponent, Client]:
+    """bob's device, gone, is notified of alice's first message, and the app server takes it."""
     app = await app_server(server)
     await gone_offline(server)
     alice = await login(server, "alice@localhost/desk")
@@ -255,6 +256,27 @@ async def test_notifications_coalesce_until_the_device_comes_back(server: Server
     iq, note = await notification(app)
     assert note.message_count == 1
     await answer(app, iq)
+    return app, alice
+
+
+async def test_a_message_the_full_mailbox_refuses_does_not_notify(tmp_path: Path) -> None:
+    """§7: a device is woken for what waits for it; a message offline storage refused (the
+    recipient's mailbox is full, XEP-0160 §2) does not wait, nor count in a later notification."""
+    settings = options(coalesce_interval=0)
+    settings["modules"]["offline"] = {"max_messages": 1}
+    async with running(tmp_path, **settings) as server:
+        app, alice = await notified_once(server)
+        await alice.send(chat("bob@localhost", "refused", id="m2"))
+        (error,) = alice.take()
+        assert error.get("id") == "m2" and condition(error) == "service-unavailable"
+        push = server.modules[Push.name]
+        assert isinstance(push, Push)
+        await push.notifications_sent()
+        assert app.take() == []
+
+
+async def test_notifications_coalesce_until_the_device_comes_back(server: Server) -> None:
+    app, alice = await notified_once(server)
     for i in range(2, 5):
         await alice.send(chat("bob@localhost", "more", id=f"m{i}"))
     # bob comes back (and gets what waited), then leaves again.
@@ -262,7 +284,7 @@ async def test_notifications_coalesce_until_the_device_comes_back(server: Server
     await bob.send(presence())
     await bob.close()
     await alice.send(chat("bob@localhost", "after", id="m5"))
-    iq, again = await notification(app)
+    _, again = await notification(app)
     # The count starts anew: the messages in between notified nobody.
     assert again.message_count == 1
     assert app.take() == []

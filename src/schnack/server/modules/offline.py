@@ -6,7 +6,9 @@ of the recipient with a ``<delay/>`` from the server's domain and the time it wa
 §2, XEP-0203 §3), unless it carries one from the server's domain already (it comes back from a
 session that did not acknowledge it, and keeps the time it first arrived). An account holds at most
 ``max_messages`` of them; past that the sender gets service-unavailable (XEP-0160 §2: the offline
-queue is full).
+queue is full). Once a message is kept (stored, or put back in its place), the event
+``offline/kept`` (stanza) is fired with ``hooks.fire_all``: push notifications (XEP-0357) wake the
+account's devices for what waits for them, and for nothing that was refused or kept already.
 
 Once per account: a message the account's archive numbered (its ``<stanza-id by='account'/>``,
 XEP-0359 §4) is stored under an id derived from that stanza-id and the account, which storage
@@ -78,6 +80,7 @@ _HINTS = "urn:xmpp:hints"
 _CHAT_STATES = "http://jabber.org/protocol/chatstates"
 _MESSAGE = qname(ns.CLIENT, "message")
 _STANZA_ID = qname(ns.SID, "stanza-id")
+KEPT = "offline/kept"
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,7 @@ class Offline(Module[OfflineOptions]):
             # After a delivery under way: put back before its delete, it would be taken for good.
             async with self._locks.hold(stanza.to.bare):
                 await self.server.storage.archive.put_back(host, user, STORE, [taken])
-            await self._deliver_stored(stanza.to.bare)
+            await self._kept(stanza)
             return HANDLED
         if not worth_storing(stanza.el):
             return HANDLED
@@ -230,15 +233,27 @@ class Offline(Module[OfflineOptions]):
                                                      limit=self.options.max_messages,
                                                      item_id=copy_id(stanza.el, str(stanza.to.bare)))
         except DuplicateItem:
-            # Stored already, by another node whose session of the account did not acknowledge it either.
+            # Stored already, by another node whose session of the account did not acknowledge it
+            # either: that node told of it.
             log.debug("a message for %s is in offline storage already", stanza.to.bare)
+            await self._deliver_stored(stanza.to.bare)
+            return HANDLED
         except ArchiveFull:
             raise StanzaError(
                 "service-unavailable",
                 "the recipient is offline and their mailbox is full; try again later",
             ) from None
-        await self._deliver_stored(stanza.to.bare)
+        await self._kept(stanza)
         return HANDLED
+
+    async def _kept(self, stanza: Stanza) -> None:
+        """A message waits for its recipient now: tell who listens, then deliver it to the sessions
+        that can take it already."""
+        assert stanza.to is not None
+        hooks = self.server.hooks
+        if hooks.has(KEPT):
+            await hooks.fire_all(KEPT, stanza)
+        await self._deliver_stored(stanza.to.bare)
 
     async def _deliver_stored(self, account: JID) -> None:
         """Another delivery for the sessions of ``account`` that can take a message just stored:

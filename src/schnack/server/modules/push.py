@@ -11,8 +11,9 @@ When (§7): a message that matters (one with a body, an end-to-end encrypted pay
 XEP-0353 call proposal, also inside a received carbon; not chat states, receipts or markers
 alone) is
 
-- offered to offline storage for the account (event ``message/offline``, seen at priority 50
-  before the offline store keeps it): every registration of the account is notified;
+- kept in offline storage for the account (event ``offline/kept``): every registration of the
+  account is notified; not for a message the store refused (the mailbox is full: the sender is
+  told, and nothing waits), nor for one another cluster node kept already (it notified);
 - queued for a stream management session that hibernates, or left unacknowledged by it when
   its connection was lost (event ``sm/hibernating-stanza``): the registrations that session
   enabled, or that the same resource enabled before, are notified.
@@ -68,7 +69,7 @@ from ..hooks import HANDLED, Handled
 from ..locks import AccountLocks
 from ..module import Module
 from .e2e import ENCRYPTED
-from .offline import worth_storing
+from .offline import KEPT
 from .sm import HIBERNATING_STANZA, RESUMED
 
 if TYPE_CHECKING:
@@ -215,8 +216,7 @@ class Push(Module[PushOptions]):
         # Replies of app servers come to the account's bare JID; only ours carry a waiting id.
         self.route("iq/bare", self.reply, priority=100)
         self.route("message/bare", self.remote_disable, priority=100)
-        # After stream management settled older messages (priority 100), before the store (0).
-        self.hook("message/offline", self.offline, priority=50)
+        self.hook(KEPT, self.offline)
         self.hook(HIBERNATING_STANZA, self.hibernating)
         self.hook("session-bound", self.back)
         self.hook(RESUMED, self.back)
@@ -333,9 +333,9 @@ class Push(Module[PushOptions]):
     # When to notify -------------------------------------------------------------------------
 
     async def offline(self, stanza: Stanza) -> None:
-        """A message for an account without a resource that takes it: notify every device."""
+        """A message kept for an account without a resource that takes it: notify every device."""
         important, message = matters(stanza.el)
-        if not important or not worth_storing(stanza.el) or stanza.to is None:
+        if not important or stanza.to is None:
             return
         self._spawn(self._notify(stanza.to.bare, _sender(message), None))
 
