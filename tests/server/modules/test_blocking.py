@@ -246,6 +246,41 @@ async def test_blocked_messages_are_not_stored_offline(server: Server) -> None:
     assert await server.storage.archive.count("localhost", "alice", "offline") == 0
 
 
+async def test_messages_kept_offline_before_the_block_are_not_delivered(server: Server) -> None:
+    """§3.3: once the user blocked a contact, nothing from it reaches the user, not even what
+    waited in offline storage from before (the user's archive still has it)."""
+    alice = await login(server, "alice@localhost/phone")
+    await alice.close()
+    mallory = await online(server, "mallory@localhost/pc")
+    bob = await online(server, "bob@localhost/pc")
+    await mallory.send(chat("alice@localhost", "while you are away", id="m1", extra=OMEMO))
+    await bob.send(chat("alice@localhost", "from bob", id="b1", extra=OMEMO))
+    await mallory.send(chat("alice@localhost", "and again", id="m2", extra=OMEMO))
+    assert mallory.take() == [] and bob.take() == []
+    assert await server.storage.archive.count("localhost", "alice", "offline") == 3
+    alice = await login(server, "alice@localhost/phone")
+    await alice.send(block("mallory@localhost/pc"))
+    alice.take()
+    await alice.send(presence())
+    assert [el.get("id") for el in alice.take() if el.tag == MESSAGE] == ["b1"]
+    assert await server.storage.archive.count("localhost", "alice", "offline") == 0
+    assert await server.storage.archive.count("localhost", "alice", "mam") == 3
+
+
+async def test_a_blocked_domain_holds_back_no_offline_message_of_the_account_itself(server: Server) -> None:
+    """The user's own account is never blocked, not even by its domain: a note to self that
+    waited offline is delivered."""
+    desk = await login(server, "alice@localhost/desk")
+    await desk.send(presence(inner="<priority>-1</priority>"))
+    await desk.send(chat("alice@localhost", "note to self", id="n1", extra=OMEMO))
+    await desk.send(block("localhost"))
+    desk.take()
+    assert await server.storage.archive.count("localhost", "alice", "offline") == 1
+    phone = await login(server, "alice@localhost/phone")
+    await phone.send(presence())
+    assert [el.get("id") for el in phone.take() if el.tag == MESSAGE] == ["n1"]
+
+
 async def test_error_messages_from_a_blocked_user_vanish(server: Server) -> None:
     alice = await online(server, "alice@localhost/phone")
     mallory = await online(server, "mallory@localhost/pc")

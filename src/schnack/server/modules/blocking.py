@@ -31,6 +31,9 @@ Enforcement (§3.3) runs at priority 1000, before any other module sees the stan
   broadcasts to the contact's bare JID goes to each of the contact's other available resources
   instead, addressed to it, on whichever cluster node it is.
 
+Messages that waited in offline storage from before the block are not delivered either
+(module offline asks :meth:`Blocking.is_blocked` for each).
+
 The user's own account and the server's domains themselves are never blocked.
 
 Presence (§3.3, §3.4): blocking a contact that may see the user's presence (roster subscription
@@ -181,8 +184,12 @@ class Blocking(Module[BlockingOptions]):
         return blocklist
 
     async def is_blocked(self, owner: JID, jid: JID) -> bool:
-        """Whether the account ``owner`` (a bare JID) blocks ``jid`` (§6 matching)."""
-        return blocks(await self.blocklist(owner), jid)
+        """Whether the account ``owner`` (a bare JID) blocks ``jid`` (§6 matching); never its own
+        account nor the server itself, whatever domain the list holds."""
+        return not self._never_blocked(owner, jid) and blocks(await self.blocklist(owner), jid)
+
+    def _never_blocked(self, owner: JID, jid: JID) -> bool:
+        return jid.bare == owner or (jid.local is None and jid.domain in self.server.hosts)
 
     def _remember(self, owner: JID, blocklist: frozenset[JID]) -> None:
         self._lists[owner] = blocklist
@@ -339,7 +346,7 @@ class Blocking(Module[BlockingOptions]):
         if sender is None or to is None:
             return None
         owner = to.bare
-        if sender.bare == owner or (sender.local is None and sender.domain in self.server.hosts):
+        if self._never_blocked(owner, sender):
             return None
         if origin is None and self._for_user(stanza, sender):
             sender_list = await self.blocklist(sender.bare)

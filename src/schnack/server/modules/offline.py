@@ -24,6 +24,9 @@ order they arrived (XEP-0160 §2) and deleted once sent, by id, so that a messag
 delivery runs is neither lost nor delivered twice, and a session that closes midway keeps the
 rest for its next login. One that such a session did not acknowledge (stream management gives
 it back) is put back where it was, ahead of the rest, so that the next delivery keeps the order.
+One from an address the account blocked since it was stored (XEP-0191 §3.3: nothing from a
+blocked contact reaches the user, module blocking) is not delivered but leaves the store all the
+same; the account's archive (XEP-0313), which took it on its way in, keeps it.
 ``presence-raised`` (session), fired when a resource's later presence lifts its priority from
 negative to non-negative, delivers them the same way: it is the first moment that resource can
 take them (XEP-0160 §2: "next sends non-negative available presence").
@@ -52,6 +55,7 @@ from xml.etree.ElementTree import Element
 
 from ...xmpp import ns
 from ...xmpp.errors import StanzaError, StreamError
+from ...xmpp.jid import JID, JIDError
 from ...xmpp.parser import parse_frame
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize
@@ -62,9 +66,9 @@ from ..locks import AccountLocks
 from ..module import Module
 from ..sessions import Forward
 from ..storage import ArchivedItem, ArchiveFull, DuplicateItem
+from .blocking import Blocking
 
 if TYPE_CHECKING:
-    from ...xmpp.jid import JID
     from ..sessions import Session
 
 log = logging.getLogger(__name__)
@@ -150,6 +154,7 @@ class Offline(Module[OfflineOptions]):
         self._tasks = Background(log, "delivering offline messages failed")
         # Per message delivered from storage: the item it was, should it come back unacknowledged.
         self._taken: weakref.WeakKeyDictionary[Element, ArchivedItem] = weakref.WeakKeyDictionary()
+        self.blocking = self.optional(Blocking)
         self.hook("message/offline", self.store)
         self.hook("presence-initial", self.deliver)
         self.hook("presence-raised", self.deliver)
@@ -255,6 +260,16 @@ class Offline(Module[OfflineOptions]):
             await hooks.fire_all(KEPT, stanza)
         await self._deliver_stored(stanza.to.bare)
 
+    async def _blocked(self, account: JID, message: Element) -> bool:
+        """Whether ``account`` blocks the sender of stored ``message`` (XEP-0191 §3.3, §6 matching)."""
+        if self.blocking is None:
+            return False
+        try:
+            sender = JID.parse(message.get("from") or "")
+        except JIDError:
+            return False
+        return await self.blocking.is_blocked(account, sender)
+
     async def _deliver_stored(self, account: JID) -> None:
         """Another delivery for the sessions of ``account`` that can take a message just stored:
         their own delivery may have been over before it was in storage (it was routed offline as
@@ -301,9 +316,13 @@ class Offline(Module[OfflineOptions]):
                             err.condition,
                         )
                     else:
-                        state.sending.add(message)
-                        self._taken[message] = item
-                        session.send(message)
+                        if await self._blocked(session.jid.bare, message):
+                            log.info("dropping offline message %s of %s: its sender is blocked", item.id,
+                                     session.jid.bare)
+                        else:
+                            state.sending.add(message)
+                            self._taken[message] = item
+                            session.send(message)
                     sent.append(item.id)
                 if sent:
                     await archive.delete(host, user, STORE, ids=sent)
