@@ -300,6 +300,26 @@ async def test_app_server_error_disables_the_registration(server: Server) -> Non
     assert await registrations(server) == {}
 
 
+async def test_an_error_answering_a_registration_replaced_since_keeps_the_new_one(server: Server) -> None:
+    """§8: the error disables the registration it answers; the device that enabled push again
+    meanwhile (a new secret, the same node) keeps being woken."""
+    app = await app_server(server)
+    await gone_offline(server)
+    alice = await login(server, "alice@localhost/desk")
+    await alice.send(chat("bob@localhost", "one"))
+    iq, _ = await notification(app)
+    bob = await enabled(server, secret="new secret", id="e2")
+    await bob.close()
+    await answer(app, iq, "not-authorized")
+    (stored,) = (await registrations(server)).values()
+    assert stored.enable.options is not None and stored.enable.options.value("secret") == "new secret"
+    await alice.send(chat("bob@localhost", "two", id="m2"))
+    iq, note = await notification(app)
+    request, _ = notification_of(iq[0])
+    assert request.options is not None and request.options.value("secret") == "new secret"
+    assert note == Notification(1, "alice@localhost")
+
+
 @pytest.mark.parametrize(("error", "kind"), [("remote-server-timeout", "wait"), ("resource-constraint", "wait")])
 async def test_transient_errors_keep_the_registration_and_do_not_coalesce(server: Server, error: str, kind: str) -> None:
     app = await app_server(server)

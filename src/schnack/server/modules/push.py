@@ -30,7 +30,8 @@ Remote disabling (§8): a message from the app server to the account's bare JID 
 XEP-0060 subscription notification with ``subscription='none'`` for a registered node removes
 that registration (and is not delivered).
 
-Errors (§8): an error reply from the app server disables the registration, except for the
+Errors (§8): an error reply from the app server disables the registration it answers (not one
+that replaced it since: the device enabled push again, with a new secret say), except for the
 conditions that say only that it cannot be reached now (type wait, remote-server-not-found,
 remote-server-timeout, and service-unavailable, which this server itself answers for an app
 server component that is not connected). After such an error the device was not woken: up to
@@ -157,9 +158,18 @@ class _Pending:
 
 @dataclass(frozen=True)
 class _Waiting:
+    """A publish waiting for the app server's answer: the account, and the registration it went to."""
+
     account: JID
-    key: str
-    app_server: str
+    registration: Registration
+
+    @property
+    def key(self) -> str:
+        return self.registration.key
+
+    @property
+    def app_server(self) -> str:
+        return self.registration.enable.jid
 
 
 def matters(el: Element) -> tuple[bool, Element]:
@@ -401,7 +411,7 @@ class Push(Module[PushOptions]):
             {"type": "set", "id": id, "from": str(account), "to": enable.jid},
             children=[publish(enable.node, notification, enable.options).to_xml()],
         )
-        self._waiting[id] = _Waiting(account, registration.key, enable.jid)
+        self._waiting[id] = _Waiting(account, registration)
         self._timers[id] = asyncio.get_running_loop().call_later(self.options.reply_timeout, self._expire, id)
         await self.server.router.send(iq)
 
@@ -436,9 +446,12 @@ class Push(Module[PushOptions]):
                 if pending is not None:
                     self._retry_later(waiting, pending)
             else:
-                log.info("disabling push to %s for %s: %s", waiting.app_server, waiting.account, err)
                 async with self._locks.hold(waiting.account):
-                    await self._drop(waiting.account, waiting.key)
+                    # The device may have enabled push again meanwhile (a new secret for the same
+                    # node): the error is about the registration it answers, not the new one.
+                    if (await self.registrations(waiting.account)).get(waiting.key) == waiting.registration:
+                        log.info("disabling push to %s for %s: %s", waiting.app_server, waiting.account, err)
+                        await self._drop(waiting.account, waiting.key)
         return HANDLED
 
     def _retry_later(self, waiting: _Waiting, pending: _Pending) -> None:
