@@ -441,6 +441,23 @@ async def test_block_hides_and_unblock_shows_presence(server: Server) -> None:
     ]
 
 
+async def test_block_withdraws_directed_presence(server: Server) -> None:
+    """§3.3 and RFC 6121 §4.6: a contact the user sent directed presence to sees the user's
+    presence, roster or not; blocking it sends it unavailable presence, once, from that resource."""
+    alice = await online(server, "alice@localhost/phone")
+    tablet = await online(server, "alice@localhost/tablet")
+    mallory = await online(server, "mallory@localhost/pc")
+    await alice.send(presence(to="mallory@localhost"))
+    assert kinds(mallory.take()) == [(None, "alice@localhost/phone", "mallory@localhost")]
+    tablet.take()
+    await alice.send(block("mallory@localhost"))
+    alice.take()
+    assert kinds(mallory.take()) == [("unavailable", "alice@localhost/phone", "mallory@localhost")]
+    # Withdrawn: going offline later tells it nothing more.
+    await alice.close()
+    assert mallory.take() == []
+
+
 async def test_only_contacts_that_see_the_user_hear_of_the_block(server: Server) -> None:
     alice = await online(server, "alice@localhost/phone")
     bob = await online(server, "bob@localhost/laptop")

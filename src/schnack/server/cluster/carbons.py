@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING
 from ...xmpp.jid import JID
 from ...xmpp.stanza import Stanza
 from ..modules.carbons import Carbons, copy_of, eligible, nick_in, private_in_group, sent_scope
+from ..modules.directed import Directed
 from ..modules.message import DELIVERED
 from ..modules.muc.messages import PRIVATE_SENT
-from ..modules.presence import Directed
 
 if TYPE_CHECKING:
     from ..sessions import Session

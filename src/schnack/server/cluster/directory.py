@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ...xmpp.xml import serialize
 from ..modules.carbons import CarbonsState
-from ..modules.presence import Directed
+from ..modules.directed import Directed
 from .bus import Entry
 
 if TYPE_CHECKING:

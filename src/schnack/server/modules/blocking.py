@@ -37,7 +37,9 @@ Messages that waited in offline storage from before the block are not delivered 
 The user's own account and the server's domains themselves are never blocked.
 
 Presence (§3.3, §3.4): blocking a contact that may see the user's presence (roster subscription
-"from" or "both") sends it unavailable presence from each available resource of the user;
+"from" or "both") sends it unavailable presence from each available resource of the user; one
+that a resource sent directed presence to (RFC 6121 §4.6) gets unavailable presence from that
+resource, which forgets it, so that it is not told again when the resource goes offline;
 unblocking sends it their current presence again, and probes the contacts whose presence the
 user sees ("to" or "both"), whose updates were dropped meanwhile. A full JID in the list
 concerns only that resource of the contact. Contacts at other servers are told only while
@@ -80,6 +82,7 @@ from ..config import bounded
 from ..hooks import HANDLED, Handled
 from ..module import Module
 from ..router import ANY_PAYLOAD
+from .directed import Directed
 from .roster import reachable
 
 if TYPE_CHECKING:
@@ -401,14 +404,30 @@ class Blocking(Module[BlockingOptions]):
     # Presence on block and unblock --------------------------------------------------------------
 
     async def _hide_presence(self, owner: JID, old: frozenset[JID], new: frozenset[JID]) -> None:
-        """§3.3: unavailable presence to each newly blocked contact that may see the user's presence."""
+        """§3.3: unavailable presence to each newly blocked contact that may see the user's
+        presence: by its subscription, or by directed presence (RFC 6121 §4.6), which a resource
+        may send before its initial presence too."""
         sessions = self._available(owner)
-        if not sessions:
-            return
-        for contact in await self._contacts(owner, new, old, _SEES_USER):
+        told = await self._contacts(owner, new, old, _SEES_USER) if sessions else []
+        for contact in told:
             for session in sessions:
-                attrs = {"type": "unavailable", "from": str(session.jid), "to": str(contact)}
-                await self.server.router.send(element(_PRESENCE, attrs))
+                await self._unavailable(session, contact)
+        for session in self.server.sessions.resources(owner):
+            directed = session.slot(Directed)
+            withdrawn = {jid for jid in directed.to if blocks(new, jid) and not blocks(old, jid)}
+            if session.closed or not withdrawn:
+                continue
+            directed.to -= withdrawn
+            # An available resource told the contacts that see it by subscription already.
+            covered = told if session in sessions else []
+            for jid in sorted(withdrawn, key=str):
+                if jid not in covered and jid.bare not in covered:
+                    await self._unavailable(session, jid)
+            await self.server.hooks.fire_all("session-changed", session)
+
+    async def _unavailable(self, session: Session, to: JID) -> None:
+        attrs = {"type": "unavailable", "from": str(session.jid), "to": str(to)}
+        await self.server.router.send(element(_PRESENCE, attrs))
 
     async def _show_presence(self, owner: JID, old: frozenset[JID], new: frozenset[JID]) -> None:
         """§3.4, §3.5: current presence to each unblocked contact that may see it; probes the others back."""

@@ -111,10 +111,10 @@ from ...xmpp.xml import element, qname, split
 from .. import sasl2
 from ..component import SERVICE_OWNER
 from ..module import Module
+from .directed import Directed
 from .message import DELIVERED, message_type
 from .muc import Muc
 from .muc.messages import PRIVATE_BOUNCED, PRIVATE_SENT
-from .presence import Directed
 
 if TYPE_CHECKING:
     from ..app import Server

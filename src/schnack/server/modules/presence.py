@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
@@ -51,6 +51,7 @@ from ..hooks import HANDLED, Handled
 from ..module import Module
 from ..storage.base import RosterItem
 from .blocking import Blocking
+from .directed import Directed
 from .roster import Roster, has_from, has_to, reachable, subscription
 
 if TYPE_CHECKING:
@@ -63,17 +64,6 @@ SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsub
 _PRESENCE = qname(ns.CLIENT, "presence")
 _PRE_APPROVAL = qname(ns.PRE_APPROVAL, "sub")
 _PRIORITY = re.compile(r"[+-]?[0-9]{1,4}")
-
-
-@dataclass(slots=True)
-class Directed:
-    """Per session: where it sent directed available presence (RFC 6121 §4.6).
-
-    Replaced, not changed, when presence is directed somewhere: most sessions never direct any,
-    and the empty frozenset is shared where an empty set would cost 216 bytes per session.
-    """
-
-    to: frozenset[JID] = frozenset()
 
 
 def priority_of(stanza: Stanza) -> int:
