@@ -88,6 +88,15 @@ def presence_from(jid: str, kind: str | None = None, show: str | None = None) ->
                        and (show is None or el.findtext(f"{{{ns.CLIENT}}}show") == show))
 
 
+async def presence_from_each(client: Client, fulls: set[str], kind: str | None = None) -> None:
+    """Wait until ``client`` got presence of type ``kind`` from each of ``fulls``, in any order."""
+    waiting = set(fulls)
+    async with asyncio.timeout(20):
+        while waiting:
+            waiting -= {el.get("from") or "" for el in client.take() if el.tag == PRESENCE and el.get("type") == kind}
+            await asyncio.sleep(0.02)
+
+
 async def friends(a: Client, b: Client) -> None:
     """Mutual subscription between the two accounts (state Both), whichever nodes they are on."""
     a_bare, b_bare = a.jid.partition("/")[0], b.jid.partition("/")[0]
@@ -164,6 +173,23 @@ async def test_a_blocked_resource_misses_broadcasts_that_its_siblings_get(tmp_pa
             (None, "away", "bob@localhost"),
         ]
         assert [kind for kind in seen if kind[1] == "dnd"] == [(None, "dnd", "bob@localhost/desk")]
+
+
+async def test_block_and_unblock_tell_the_contact_of_the_resources_on_every_node(tmp_path: Path, backend: str) -> None:
+    """XEP-0191 §3.3, §3.4: the blocked contact sees every resource of the user go, wherever it
+    is connected, and comes back; the resources on other nodes see the contact again too."""
+    async with nodes(tmp_path, backend) as (a, b):
+        phone = await online(a, "alice@localhost/phone")
+        desk = await online(b, "alice@localhost/desk")
+        bob = await online(a, "bob@localhost/laptop")
+        await friends(phone, bob)
+        await until(desk, presence_from("bob@localhost/laptop"))
+        await phone.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block></iq>")
+        await presence_from_each(bob, {"alice@localhost/phone", "alice@localhost/desk"}, "unavailable")
+        await phone.send("<iq type='set' id='u1'><unblock xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></unblock></iq>")
+        await presence_from_each(bob, {"alice@localhost/phone", "alice@localhost/desk"})
+        # The desk probes bob again: it gets his presence, which it missed while he was blocked.
+        await until(desk, presence_from("bob@localhost/laptop"))
 
 
 async def test_a_block_made_through_one_node_holds_on_the_others(tmp_path: Path, backend: str) -> None:

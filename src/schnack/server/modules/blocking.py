@@ -37,7 +37,8 @@ Messages that waited in offline storage from before the block are not delivered 
 The user's own account and the server's domains themselves are never blocked.
 
 Presence (§3.3, §3.4): blocking a contact that may see the user's presence (roster subscription
-"from" or "both") sends it unavailable presence from each available resource of the user; one
+"from" or "both") sends it unavailable presence from each available resource of the user, on
+whichever cluster node it is; one
 that a resource sent directed presence to (RFC 6121 §4.6) gets unavailable presence from that
 resource, which forgets it, so that it is not told again when the resource goes offline;
 unblocking sends it their current presence again, and probes the contacts whose presence the
@@ -406,12 +407,14 @@ class Blocking(Module[BlockingOptions]):
     async def _hide_presence(self, owner: JID, old: frozenset[JID], new: frozenset[JID]) -> None:
         """§3.3: unavailable presence to each newly blocked contact that may see the user's
         presence: by its subscription, or by directed presence (RFC 6121 §4.6), which a resource
-        may send before its initial presence too."""
+        may send before its initial presence too. In a cluster, the available resources on
+        other nodes are withdrawn too; directed presence is known only for those here."""
         sessions = self._available(owner)
-        told = await self._contacts(owner, new, old, _SEES_USER) if sessions else []
+        fulls = [str(session.jid) for session in sessions] + await self.server.cluster.presence.available(owner)
+        told = await self._contacts(owner, new, old, _SEES_USER) if fulls else []
         for contact in told:
-            for session in sessions:
-                await self._unavailable(session, contact)
+            for full in fulls:
+                await self._unavailable(full, contact)
         for session in self.server.sessions.resources(owner):
             directed = session.slot(Directed)
             withdrawn = {jid for jid in directed.to if blocks(new, jid) and not blocks(old, jid)}
@@ -422,26 +425,26 @@ class Blocking(Module[BlockingOptions]):
             covered = told if session in sessions else []
             for jid in sorted(withdrawn, key=str):
                 if jid not in covered and jid.bare not in covered:
-                    await self._unavailable(session, jid)
+                    await self._unavailable(str(session.jid), jid)
             await self.server.hooks.fire_all("session-changed", session)
 
-    async def _unavailable(self, session: Session, to: JID) -> None:
-        attrs = {"type": "unavailable", "from": str(session.jid), "to": str(to)}
-        await self.server.router.send(element(_PRESENCE, attrs))
+    async def _unavailable(self, full: str, to: JID) -> None:
+        await self.server.router.send(element(_PRESENCE, {"type": "unavailable", "from": full, "to": str(to)}))
 
     async def _show_presence(self, owner: JID, old: frozenset[JID], new: frozenset[JID]) -> None:
-        """§3.4, §3.5: current presence to each unblocked contact that may see it; probes the others back."""
-        sessions = [session for session in self._available(owner) if session.presence is not None]
-        if not sessions:
+        """§3.4, §3.5: current presence of each available resource, on any cluster node, to each
+        unblocked contact that may see it; probes the others back for each of them."""
+        here = [session.presence for session in self._available(owner) if session.presence is not None]
+        presences = here + await self.server.cluster.presence.presences(owner)
+        if not presences:
             return
         for contact in await self._contacts(owner, old, new, _SEES_USER):
-            for session in sessions:
-                assert session.presence is not None
-                await self.server.router.send(_addressed(session.presence, contact))
+            for presence in presences:
+                await self.server.router.send(_addressed(presence, contact))
         probed = dict.fromkeys(contact.bare for contact in await self._contacts(owner, old, new, _SEEN_BY_USER))
         for contact in probed:
-            for session in sessions:
-                attrs = {"type": "probe", "from": str(session.jid), "to": str(contact)}
+            for presence in presences:
+                attrs = {"type": "probe", "from": presence.get("from", ""), "to": str(contact)}
                 await self.server.router.send(element(_PRESENCE, attrs))
 
     async def _contacts(
