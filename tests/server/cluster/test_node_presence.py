@@ -17,9 +17,11 @@ from schnack.server.cluster import LocalBus, RedisBus
 from schnack.server.cluster.local import LocalHub
 from schnack.server.hooks import HANDLED, Handled
 from schnack.server.modules.csi import ClientStateIndication, Saved
+from schnack.server.modules.directed import Directed
 from schnack.server.sessions import Session
 from schnack.server.storage import RosterItem
 from schnack.xmpp import ns
+from schnack.xmpp.jid import JID
 from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import serialize
 
@@ -190,6 +192,23 @@ async def test_block_and_unblock_tell_the_contact_of_the_resources_on_every_node
         await presence_from_each(bob, {"alice@localhost/phone", "alice@localhost/desk"})
         # The desk probes bob again: it gets his presence, which it missed while he was blocked.
         await until(desk, presence_from("bob@localhost/laptop"))
+
+
+async def test_a_block_withdraws_directed_presence_on_every_node(tmp_path: Path, backend: str) -> None:
+    """XEP-0191 §3.3, RFC 6121 §4.6: the user's resource on another node sent mallory directed
+    presence; the block made through this node withdraws it there too."""
+    async with nodes(tmp_path, backend) as (a, b):
+        phone = await online(a, "alice@localhost/phone")
+        desk = await online(b, "alice@localhost/desk")
+        mallory = await online(a, "mallory@localhost/pc")
+        await desk.send(presence(to="mallory@localhost"))
+        await until(mallory, presence_from("alice@localhost/desk"))
+        await phone.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='mallory@localhost'/>"
+                         "</block></iq>")
+        await until(mallory, presence_from("alice@localhost/desk", "unavailable"))
+        # Forgotten there, so that the desk going offline tells mallory nothing more.
+        session = b.sessions.get(JID.parse("alice@localhost/desk"))
+        assert session is not None and session.slot(Directed).to == frozenset()
 
 
 async def test_a_block_made_through_one_node_holds_on_the_others(tmp_path: Path, backend: str) -> None:

@@ -40,7 +40,8 @@ Presence (§3.3, §3.4): blocking a contact that may see the user's presence (ro
 "from" or "both") sends it unavailable presence from each available resource of the user, on
 whichever cluster node it is; one
 that a resource sent directed presence to (RFC 6121 §4.6) gets unavailable presence from that
-resource, which forgets it, so that it is not told again when the resource goes offline;
+resource, which forgets it, so that it is not told again when the resource goes offline (in a
+cluster, the nodes that hear of the change do so for their resources);
 unblocking sends it their current presence again, and probes the contacts whose presence the
 user sees ("to" or "both"), whose updates were dropped meanwhile. A full JID in the list
 concerns only that resource of the contact. Contacts at other servers are told only while
@@ -57,6 +58,7 @@ import asyncio
 import logging
 import secrets
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 from xml.etree.ElementTree import Element
@@ -213,8 +215,9 @@ class Blocking(Module[BlockingOptions]):
         await self._pushing.wait()
 
     def _changed_elsewhere(self, store: str, account: str) -> None:
-        """Another node of the cluster changed ``account``'s list: what this node keeps goes, and
-        the interested resources here get the change pushed (§3.3, §3.4)."""
+        """Another node of the cluster changed ``account``'s list: what this node keeps goes, the
+        interested resources here get the change pushed (§3.3, §3.4), and those that directed
+        presence to an address it blocks now withdraw it."""
         if store != STORE:
             return
         owner = JID.parse(account)
@@ -222,6 +225,13 @@ class Blocking(Module[BlockingOptions]):
         self._changed(owner, None)
         if known is not None and self._interested(owner):
             self._pushing.spawn(self._push_since(owner, known))
+        if any(session.slot(Directed).to for session in self.server.sessions.resources(owner)):
+            self._pushing.spawn(self._withdraw_directed_now(owner))
+
+    async def _withdraw_directed_now(self, owner: JID) -> None:
+        """A block made through another node: the resources here withdraw their directed presence
+        from what the list blocks now (§3.3)."""
+        await self._withdraw_directed(owner, await self.blocklist(owner), ())
 
     async def _push_since(self, owner: JID, known: frozenset[JID]) -> None:
         """Push what changed in ``owner``'s list since ``known``, the list this node had: the one
@@ -415,14 +425,21 @@ class Blocking(Module[BlockingOptions]):
         for contact in told:
             for full in fulls:
                 await self._unavailable(full, contact)
+        await self._withdraw_directed(owner, new, told)
+
+    async def _withdraw_directed(self, owner: JID, blocklist: frozenset[JID], told: Collection[JID]) -> None:
+        """RFC 6121 §4.6: each resource of ``owner`` here withdraws its directed presence from the
+        addresses ``blocklist`` blocks, with unavailable presence (but to the contacts ``told``
+        by subscription already, when it is available), and forgets it, so that going offline
+        later tells them nothing more. A client cannot direct presence to a blocked address, so
+        whatever is blocked there was directed before the block."""
         for session in self.server.sessions.resources(owner):
             directed = session.slot(Directed)
-            withdrawn = {jid for jid in directed.to if blocks(new, jid) and not blocks(old, jid)}
+            withdrawn = {jid for jid in directed.to if blocks(blocklist, jid)}
             if session.closed or not withdrawn:
                 continue
             directed.to -= withdrawn
-            # An available resource told the contacts that see it by subscription already.
-            covered = told if session in sessions else []
+            covered = told if session.available else ()
             for jid in sorted(withdrawn, key=str):
                 if jid not in covered and jid.bare not in covered:
                     await self._unavailable(str(session.jid), jid)
