@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from schnack.server.app import Server
-from schnack.server.config import DEFAULT_MODULES, Config, ConfigError, build, load, parse_address
+from schnack.server.config import (
+    DEFAULT_MODULES,
+    Cluster,
+    Config,
+    ConfigError,
+    Limits,
+    Listen,
+    S2s,
+    Storage,
+    Tls,
+    _Top,
+    build,
+    load,
+    parse_address,
+)
+from schnack.server.modules import BUILTIN
+from schnack.server.modules import load as load_module
 
 
 def write(tmp_path: Path, text: str, name: str = "schnack.toml") -> Path:
@@ -322,3 +340,41 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load(tmp_path / "nope.toml")
     assert str(info.value) == f"{tmp_path / 'nope.toml'}: no such file"
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "schnack.example.toml"
+
+
+def _example_sections() -> dict[str, set[str]]:
+    """The keys docs/schnack.example.toml shows, set or commented out, per section."""
+    sections: dict[str, set[str]] = {"": set()}
+    current = ""
+    for line in EXAMPLE.read_text().splitlines():
+        if header := re.match(r"#?\s*\[([\w.]+)\]", line):
+            current = header.group(1)
+            sections.setdefault(current, set())
+        elif key := re.match(r"#?\s*(\w+)\s*=", line):
+            sections[current].add(key.group(1))
+    return sections
+
+
+def test_the_example_names_the_modules_enabled_by_default() -> None:
+    text = EXAMPLE.read_text()
+    listed = re.search(r"# Enabled by default:((?:.*\n#   .*)*)", text)
+    assert listed is not None
+    assert listed.group(1).replace("#", " ").split() == list(DEFAULT_MODULES)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_the_example_shows_every_option_of_each_module(name: str) -> None:
+    options = load_module(name).Options
+    fields = {f.name for f in dataclasses.fields(options)} if dataclasses.is_dataclass(options) else set()
+    assert fields <= _example_sections().get(f"modules.{name}", set())
+
+
+@pytest.mark.parametrize(
+    ("section", "options"),
+    [("", _Top), ("storage", Storage), ("cluster", Cluster), ("tls", Tls), ("listen", Listen), ("limits", Limits), ("s2s", S2s)],
+)
+def test_the_example_shows_every_server_option(section: str, options: type) -> None:
+    assert {f.name for f in dataclasses.fields(options)} <= _example_sections()[section]
