@@ -93,6 +93,33 @@ def test_user_add_refuses_bad_addresses(tmp_path: Path, jid: str, message: str) 
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("data_dir", ["schnack.toml", "schnack.toml/state"])
+@pytest.mark.parametrize("command", [["config", "check"], ["admin", "user", "list"], ["admin", "sessions"], ["serve"]])
+def test_a_data_dir_that_is_a_file_is_a_configuration_error(tmp_path: Path, data_dir: str, command: list[str]) -> None:
+    result = run(*command, "--config", str(write_config(tmp_path, data_dir=data_dir)))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"schnack: bad configuration: data_dir: {tmp_path / 'schnack.toml'} is not a directory"
+    ]
+
+
+def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    result = run("admin", "user", "list", "--config", str(write_config(tmp_path, data_dir="/sys/schnack-test")))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["schnack: cannot use /sys/schnack-test: Operation not permitted"]
+
+
+def test_sessions_where_no_socket_can_be(tmp_path: Path) -> None:
+    # Longer than a Unix socket's path may be (108 bytes on Linux).
+    data_dir = tmp_path / ("d" * 120)
+    data_dir.mkdir()
+    result = run("admin", "sessions", "--config", str(write_config(tmp_path, data_dir=str(data_dir))))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"schnack: cannot reach a server on {data_dir} (admin socket {data_dir / 'admin.sock'}): AF_UNIX path too long"
+    ]
+
+
 def test_sessions_without_a_server(tmp_path: Path) -> None:
     result = run("admin", "sessions", "--config", str(write_config(tmp_path)))
     assert result.returncode == 1
@@ -159,19 +186,19 @@ def _closed_port() -> int:
     [
         ('[storage]\nurl = "postgresql://schnack@127.0.0.1:{port}/schnack"\n', "state",
          "schnack: cannot open storage: cannot connect to PostgreSQL at 127.0.0.1:{port}: "),
-        ("", "occupied/state", "schnack: cannot use {tmp}/occupied/state: Not a directory"),
+        # /sys refuses new directories even to root.
+        ("", "/sys/schnack-test", "schnack: cannot use /sys/schnack-test: Operation not permitted"),
     ],
 )
 def test_serve_names_what_it_cannot_open(tmp_path: Path, extra: str, data_dir: str, message: str) -> None:
     """Storage that does not answer, or a data directory that cannot be made, end ``serve`` in one
     line that names it."""
-    (tmp_path / "occupied").write_text("a file where the data directory should go")
     port = _closed_port()
     config = write_config(tmp_path, extra.format(port=port), data_dir)
     result = run("serve", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(message.format(port=port, tmp=tmp_path)), result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message.format(port=port)), result.stderr
 
 
 async def test_serve_without_redis_says_it_cannot_join_the_cluster(tmp_path: Path) -> None:

@@ -54,6 +54,11 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def _os_error(err: OSError) -> str:
+    """The line for a file or directory the command cannot use."""
+    return f"cannot use {err.filename}: {err.strerror}"
+
+
 def _load(config_path: Path | None) -> Config:
     try:
         config = load(config_path)
@@ -157,7 +162,7 @@ def serve(config_path: Path | None) -> None:
         except OSError as err:
             await server.stop()
             # A file (the data directory, a certificate) rather than an address.
-            _fail(f"cannot use {err.filename}: {err.strerror}" if err.filename else f"cannot listen: {err}")
+            _fail(_os_error(err) if err.filename else f"cannot listen: {err}")
         except BaseException:
             # Storage runs a worker thread; leaving it open would keep the process alive.
             await server.stop()
@@ -241,7 +246,10 @@ def _account(jid: str, config: Config) -> tuple[str, str]:
 async def _with_storage(config: Config, action: Callable[[Any], Awaitable[T]]) -> T:
     from ..server.storage import StorageError, open_storage
 
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        _fail(_os_error(err))
     try:
         storage = await open_storage(config.storage_url)
     except StorageError as err:

@@ -161,6 +161,9 @@ async def request(data_dir: Path, command: str, **args: Any) -> dict[str, Any]:
         reader, writer = await asyncio.open_unix_connection(str(path))
     except (FileNotFoundError, ConnectionRefusedError):
         raise AdminError(f"no server is running on {data_dir} (no admin socket at {path})") from None
+    except OSError as err:
+        # A socket path too long for AF_UNIX, or one this user may not open.
+        raise AdminError(f"cannot reach a server on {data_dir} (admin socket {path}): {err.strerror or err}") from None
     try:
         writer.write(json.dumps({"command": command, **args}).encode() + b"\n")
         await writer.drain()

@@ -278,6 +278,12 @@ def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> C
             raise ConfigError(f"domains[{i}]", f"{name!r} is not a bare domain")
         domains.append(jid.domain)
     data_dir = top.data_dir if top.data_dir.is_absolute() else base_dir / top.data_dir
+    # Made when first needed; a file in its place would fail every command with an OS error.
+    for place in (data_dir, *data_dir.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise ConfigError("data_dir", f"{place} is not a directory")
+            break
     storage = parse_section(Storage, data.get("storage"), "storage")
     url = storage.url or f"sqlite:///{data_dir / 'schnack.db'}"
     if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
