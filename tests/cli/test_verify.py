@@ -160,6 +160,10 @@ async def test_wrong_codes_and_fingerprints_are_refused(server: Server, clients:
     assert garbage.returncode == 2 and failure(garbage).startswith("schnack: --uri: not an xmpp: URI")
     no_key = failure(await schnack(env, "verify", "bob@localhost", "--fingerprint", "00" * 32, "--no-qr"))
     assert no_key == f"schnack: bob@localhost has no OMEMO key with fingerprint {' '.join(grouped('0' * 64))}"
+    for typo in ("zz", digits[:-1], digits[:-1] + "g"):
+        mistyped = await schnack(env, "verify", "bob@localhost", "--fingerprint", typo, "--no-qr")
+        assert mistyped.returncode == 2
+        assert failure(mistyped) == f"schnack: --fingerprint: {typo!r} is not a fingerprint of 64 hex digits"
     unanswered = failure(await schnack(env, "verify", "bob@localhost", "--no-qr", input=""))
     assert unanswered == "schnack: not confirmed (no answer); name the key with --fingerprint, or pass --yes"
     nobody = failure(await schnack(env, "verify", "carol@localhost", "--no-qr"))

@@ -102,8 +102,11 @@ def verify(jid: str | None, account: str | None, fingerprints: Sequence[str], ur
     it; or pass --fingerprint, or --uri with the text of JID's code. Without JID, the
     account's own other devices are verified, or those of the account --uri names.
     """
-    from ..client.omemo.fingerprints import FingerprintUriError, VerificationUri
+    from ..client.omemo.fingerprints import FingerprintUriError, VerificationUri, is_fingerprint
 
+    for fingerprint in fingerprints:
+        if not is_fingerprint(fingerprint):
+            fail(f"--fingerprint: {fingerprint!r} is not a fingerprint of 64 hex digits", 2)
     me = chosen_account(account)
     scanned: VerificationUri | None = None
     if uri is not None:

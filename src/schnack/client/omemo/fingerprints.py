@@ -53,6 +53,12 @@ def effective_trust(device: Device, devices: Iterable[Device], *, blind_trust: b
     return Trust.UNDECIDED if any(d.trust is Trust.VERIFIED for d in devices) else Trust.BLIND
 
 
+def is_fingerprint(text: str) -> bool:
+    """Whether ``text`` is a whole fingerprint as an app shows it, maybe in groups split by spaces
+    or colons: a typo, or a character the app never shows, would otherwise just be dropped."""
+    return _HEX.fullmatch(re.sub(r"[\s:]", "", text)) is not None
+
+
 def grouped(fingerprint: str, per_line: int = 8) -> list[str]:
     """A fingerprint in groups of eight hex digits, ``per_line`` groups to a line (apps show
     two lines of four)."""
