@@ -92,6 +92,11 @@ async def test_login_failures(server: Server, tmp_path: Path) -> None:
     plain = one_line(await login(server, env, "alice@localhost", PASSWORD, "--insecure", "--direct-tls"))
     assert plain == (f"schnack: cannot reach localhost ({host} port {port}): it does not speak direct TLS"
                      " (try without --direct-tls)")
+    tls_host, tls_port = server.bound["c2s_tls"][0]
+    cleartext = await schnack(env, "login", "alice@localhost", "--password-stdin", "--host", tls_host,
+                              "--port", str(tls_port), "--starttls", "--insecure", input=PASSWORD + "\n")
+    assert one_line(cleartext) == ("schnack: localhost: the connection failed during login: the server closed the"
+                                   f" connection without a word (if port {tls_port} is for direct TLS, try --direct-tls)")
     both = await login(server, env, "alice@localhost", PASSWORD, "--insecure", "--ca", str(__file__))
     assert both.returncode == 2 and "exclude each other" in one_line(both)
     assert one_line(await login(server, env, "localhost", PASSWORD)).endswith("is not an account address (user@domain)")

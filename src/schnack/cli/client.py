@@ -127,7 +127,7 @@ def explain(err: BaseException) -> str:
     if isinstance(err, CertificateError):
         text = text.replace("verify=False", "--insecure").replace("verify=PATH", "--ca FILE")
     elif isinstance(err, ConnectError):
-        text = text.replace("try direct_tls=False", "try without --direct-tls")
+        text = text.replace("try direct_tls=False", "try without --direct-tls").replace("try direct_tls=True", "try --direct-tls")
     if isinstance(err, EncryptionRequired):
         text = text.replace("encrypted=False", "--unencrypted")
     return text

@@ -85,6 +85,9 @@ class Link:
         self.writer = writer
         self.stream = stream
         self.endpoint = endpoint
+        # Whether the server sent anything at all: a direct TLS port sent a stream header in the
+        # clear drops the connection without a word.
+        self._heard = False
         self.jid: JID | None = None
         self.features: Element | None = None
         # The answer to a requested resumption (XEP-0198 §5), if one was requested.
@@ -177,7 +180,10 @@ class Link:
             self._flush_output()
             raise ConnectError(f"{domain} broke the protocol during login: {err}") from None
         except (OSError, ssl.SSLError) as err:
-            raise ConnectError(f"{domain}: the connection failed during login: {_reason(err)}") from None
+            hint = ""
+            if not self._heard and not self.endpoint.direct_tls:
+                hint = f" without a word (if port {self.endpoint.port} is for direct TLS, try direct_tls=True)"
+            raise ConnectError(f"{domain}: the connection failed during login: {_reason(err)}{hint}") from None
 
     async def _read_events(self) -> list[Event]:
         if self._written and self.stream.secure and self.jid is None:
@@ -192,6 +198,7 @@ class Link:
             data = await self.reader.read(_READ_SIZE)
         if not data:
             raise ConnectionResetError("the server closed the connection")
+        self._heard = True
         return self.stream.receive(data)
 
     async def elements(self) -> AsyncIterator[Element]:
