@@ -109,6 +109,20 @@ def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.splitlines() == ["schnack: cannot use /sys/schnack-test: Operation not permitted"]
 
 
+def test_sessions_after_a_killed_server(tmp_path: Path) -> None:
+    """A server that was killed leaves its admin socket behind, with nothing listening on it."""
+    config = write_config(tmp_path)
+    stale = tmp_path / "state" / "admin.sock"
+    stale.parent.mkdir()
+    with socket.socket(socket.AF_UNIX) as left:
+        left.bind(str(stale))
+    result = run("admin", "sessions", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"schnack: no server is running on {stale.parent} (nothing answers on its admin socket {stale})"
+    ]
+
+
 def test_sessions_where_no_socket_can_be(tmp_path: Path) -> None:
     # Longer than a Unix socket's path may be (108 bytes on Linux).
     data_dir = tmp_path / ("d" * 120)

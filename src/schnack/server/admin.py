@@ -159,8 +159,11 @@ async def request(data_dir: Path, command: str, **args: Any) -> dict[str, Any]:
     path = data_dir / SOCKET_NAME
     try:
         reader, writer = await asyncio.open_unix_connection(str(path))
-    except (FileNotFoundError, ConnectionRefusedError):
+    except FileNotFoundError:
         raise AdminError(f"no server is running on {data_dir} (no admin socket at {path})") from None
+    except ConnectionRefusedError:
+        # A killed server leaves its socket behind.
+        raise AdminError(f"no server is running on {data_dir} (nothing answers on its admin socket {path})") from None
     except OSError as err:
         # A socket path too long for AF_UNIX, or one this user may not open.
         raise AdminError(f"cannot reach a server on {data_dir} (admin socket {path}): {err.strerror or err}") from None
