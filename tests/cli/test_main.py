@@ -134,6 +134,22 @@ def test_sessions_where_no_socket_can_be(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["send", "--bogus", "bob@example.test", "hi"], "No such option '--bogus' (see 'python -m schnack.cli send --help')"),
+        (["admin", "user", "add"], "Missing argument 'JID' (see 'python -m schnack.cli admin user add --help')"),
+        (["omemo", "trust"], "No such command 'omemo' (see 'python -m schnack.cli --help')"),
+        (["calls", "data-saver", "sometimes"], "Invalid value for '[auto|on|off]': 'sometimes' is not one of 'auto', 'on',"
+         " 'off' (see 'python -m schnack.cli calls data-saver --help')"),
+    ],
+)
+def test_usage_errors_are_one_line(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"schnack: {message}"]
+
+
 def test_sessions_without_a_server(tmp_path: Path) -> None:
     result = run("admin", "sessions", "--config", str(write_config(tmp_path)))
     assert result.returncode == 1

@@ -89,11 +89,16 @@ def _run(coro: Awaitable[T]) -> T:
 
 class _Schnack(click.Group):
     """The command group; an interrupt ends any command with one line and status 130 (128 + SIGINT),
-    where click would print "Aborted!" and exit 1, and a closed standard output silently with 141."""
+    where click would print "Aborted!" and exit 1, a closed standard output silently with 141, and
+    a usage error (an unknown command or option, a missing argument) with one line and status 2,
+    where click would print the usage and a hint around it."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:
+            where = err.ctx.command_path if err.ctx is not None else ctx.command_path
+            _fail(f"{err.format_message().rstrip('.')} (see '{where} --help')", err.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except BrokenPipeError as err:
