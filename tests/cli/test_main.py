@@ -11,6 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from schnack.server.tls import make_self_signed
 
 from ..server.storage.conftest import postgres_schema
 from .proc import serve
@@ -59,6 +63,28 @@ def test_config_check_names_the_bad_key(tmp_path: Path, body: str, key: str) -> 
     assert len(lines) == 1, result.stderr
     assert key in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "message"),
+    [
+        ("server.crt", "other.key", "tls.key: is not the private key of tls.cert"),
+        ("garbage.pem", "server.key", "tls.cert: holds no PEM certificate"),
+        ("server.crt", "garbage.pem", "tls.key: is not an unencrypted PEM private key"),
+    ],
+)
+def test_config_check_refuses_a_pair_that_does_not_work(tmp_path: Path, cert: str, key: str, message: str) -> None:
+    """A key that is not the certificate's, or a file that is no PEM, found before the server
+    starts: it used to fail at start as "cannot listen"."""
+    make_self_signed(["example.test"], tmp_path / "server.crt", tmp_path / "server.key")
+    other = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "other.key").write_bytes(other.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "garbage.pem").write_text("not PEM at all\n")
+    config = write_config(tmp_path, f'[tls]\ncert = "{cert}"\nkey = "{key}"\n')
+    result = run("config", "check", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"schnack: bad configuration: {message}"]
 
 
 def test_config_check_accepts_the_example(tmp_path: Path) -> None:

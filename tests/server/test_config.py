@@ -27,6 +27,7 @@ from schnack.server.config import (
 )
 from schnack.server.modules import BUILTIN
 from schnack.server.modules import load as load_module
+from schnack.server.tls import make_self_signed
 
 
 def write(tmp_path: Path, text: str, name: str = "schnack.toml") -> Path:
@@ -68,9 +69,7 @@ def test_defaults_are_not_shared_between_configurations() -> None:
 
 
 def test_a_full_file_is_read(tmp_path: Path) -> None:
-    (tmp_path / "pki").mkdir()
-    (tmp_path / "pki" / "cert.pem").write_text("cert")
-    (tmp_path / "pki" / "key.pem").write_text("key")
+    make_self_signed(["example.org"], tmp_path / "pki" / "cert.pem", tmp_path / "pki" / "key.pem")
     path = write(tmp_path, """
         domains = ["Example.ORG", "chat.example.org"]
         data_dir = "state"
@@ -116,9 +115,7 @@ def test_relative_paths_are_resolved_against_the_config_files_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     etc = tmp_path / "etc" / "schnack"
-    (etc / "tls").mkdir(parents=True)
-    (etc / "tls" / "server.crt").write_text("cert")
-    (etc / "tls" / "server.key").write_text("key")
+    make_self_signed(["example.org"], etc / "tls" / "server.crt", etc / "tls" / "server.key")
     path = write(etc, 'data_dir = "../../var/lib"\n[tls]\ncert = "tls/server.crt"\nkey = "tls/server.key"\n')
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
 from ..xmpp.jid import JID, JIDError
 
 T = TypeVar("T")
@@ -292,14 +296,13 @@ def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> C
     if (tls.cert is None) != (tls.key is None):
         raise ConfigError("tls.key" if tls.key is None else "tls.cert", "set both cert and key, or neither")
     if tls.cert is not None and tls.key is not None:
-        tls = dataclasses.replace(
-            tls,
-            cert=tls.cert if tls.cert.is_absolute() else base_dir / tls.cert,
-            key=tls.key if tls.key.is_absolute() else base_dir / tls.key,
-        )
-        for key, path in (("tls.cert", tls.cert), ("tls.key", tls.key)):
-            if path is None or not path.is_file():
+        cert_path = tls.cert if tls.cert.is_absolute() else base_dir / tls.cert
+        key_path = tls.key if tls.key.is_absolute() else base_dir / tls.key
+        tls = dataclasses.replace(tls, cert=cert_path, key=key_path)
+        for key, path in (("tls.cert", cert_path), ("tls.key", key_path)):
+            if not path.is_file():
                 raise ConfigError(key, f"no such file: {path}")
+        _check_pair(cert_path, key_path)
     listen = parse_section(Listen, data.get("listen"), "listen")
     for name in ("c2s", "c2s_tls", "http", "https", "component", "s2s"):
         for i, address in enumerate(getattr(listen, name)):
@@ -318,6 +321,25 @@ def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> C
         cluster=_cluster(data.get("cluster"), url),
         s2s=_s2s(data.get("s2s"), base_dir),
     )
+
+
+def _check_pair(cert: Path, key: Path) -> None:
+    """The certificate and key load and belong together, or the server would fail at start."""
+    try:
+        leaf = x509.load_pem_x509_certificates(cert.read_bytes())[0]
+    except ValueError:
+        raise ConfigError("tls.cert", "holds no PEM certificate") from None
+    except OSError as err:
+        raise ConfigError("tls.cert", f"cannot be read: {err.strerror}") from None
+    try:
+        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ConfigError("tls.key", "is not an unencrypted PEM private key") from None
+    except OSError as err:
+        raise ConfigError("tls.key", f"cannot be read: {err.strerror}") from None
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if leaf.public_key().public_bytes(*spki) != private.public_key().public_bytes(*spki):
+        raise ConfigError("tls.key", "is not the private key of tls.cert")
 
 
 def _s2s(table: Any, base_dir: Path) -> S2s:
