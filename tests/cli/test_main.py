@@ -48,6 +48,7 @@ def write_config(tmp_path: Path, extra: str = "", data_dir: str = "state") -> Pa
         ('[modules.e2e]\npolicy = "sometimes"\n', "modules.e2e.policy"),
         ('[modules]\nenable = ["teleport"]\n', "modules.teleport"),
         ('[listen]\nc2s = ["nowhere"]\n', "listen.c2s[0]"),
+        ('[listen]\nproxy_from = ["10.0.0.5", "haproxy.internal"]\n', "listen.proxy_from[1]"),
         ('domains = ["a@b"]\n', "domains[0]"),
         ('[storage]\nurl = "mysql://x"\n', "storage.url"),
         ("[tls]\ncert = 'missing.pem'\nkey = 'missing.key'\n", "tls.cert"),

@@ -202,11 +202,14 @@ async def admin(config: Path, *args: str, stdin: str | None = None) -> str:
 
 
 class Balancer:
-    """Round robin over the nodes' ports, skipping nodes that refuse the connection."""
+    """Round robin over the nodes' ports, skipping nodes that refuse the connection; with a
+    :attr:`header`, each connection to a node starts with it, as HAProxy's ``send-proxy`` starts
+    it with a PROXY header (proxy-protocol.txt)."""
 
     def __init__(self, ports: Iterable[int]) -> None:
         self.ports = list(ports)
         self.port = 0
+        self.header = b""
         self._next = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -224,6 +227,7 @@ class Balancer:
                 upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", port)
             except OSError:
                 continue
+            upstream.write(self.header)
             self._writers |= {writer, upstream}
             for pump in (self._pump(reader, upstream), self._pump(upstream_reader, writer)):
                 task = asyncio.ensure_future(pump)

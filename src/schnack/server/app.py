@@ -15,7 +15,7 @@ from aiohttp import web
 from ..xmpp.errors import StreamError
 from ..xmpp.jid import JID
 from . import modules as builtin_modules
-from . import net, websocket
+from . import net, proxy_protocol, websocket
 from .admin import SOCKET_NAME, AdminChannel
 from .background import Background
 from .c2s import C2SStream
@@ -213,14 +213,17 @@ class Server:
     async def _listen(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
+        # A balancer in front (docs/deploy.md) names each client in a PROXY header.
+        proxies = proxy_protocol.networks(config.listen.proxy_from)
         for name, direct_tls in (("c2s", False), ("c2s_tls", True)):
             for i, address in enumerate(getattr(config.listen, name)):
                 host, port = parse_address(f"listen.{name}[{i}]", address)
 
                 serve = partial(net.serve_tcp, self, direct_tls=direct_tls)
                 tls = self.tls.context if direct_tls else None
-                srv = await loop.create_server(partial(Link, serve, tls, config.limits.auth_timeout), host, port,
-                                               reuse_address=True)
+                link = partial(Link, serve, tls, config.limits.auth_timeout)
+                srv = await loop.create_server(proxy_protocol.accepting(link, proxies, config.limits.auth_timeout),
+                                               host, port, reuse_address=True)
                 self._servers.append(srv)
                 self.bound.setdefault(name, []).extend(s.getsockname()[:2] for s in srv.sockets)
         for i, address in enumerate(config.listen.component):
@@ -236,7 +239,12 @@ class Server:
         for name, ctx in (("http", None), ("https", self.tls.http_context)):
             for i, address in enumerate(getattr(config.listen, name)):
                 host, port = parse_address(f"listen.{name}[{i}]", address)
-                site = web.TCPSite(self._runner, host, port, ssl_context=ctx, reuse_address=True)
+                site: web.BaseSite
+                if proxies:
+                    site = proxy_protocol.ProxiedSite(self._runner, host, port, tls=ctx, proxies=proxies,
+                                                      timeout=config.limits.auth_timeout)
+                else:
+                    site = web.TCPSite(self._runner, host, port, ssl_context=ctx, reuse_address=True)
                 await site.start()
                 # aiohttp keeps its listening server private; asyncio's and uvloop's both have .sockets.
                 sockets = getattr(site._server, "sockets", ())

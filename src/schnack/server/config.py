@@ -126,6 +126,10 @@ class Listen:
     https: list[str] = bounded(["0.0.0.0:5281"], help="HTTPS with WebSocket at /xmpp-websocket")
     component: list[str] = bounded([], help="external components (XEP-0114, plain TCP: keep it on 127.0.0.1)")
     s2s: list[str] = bounded(["0.0.0.0:5269"], help="other servers (RFC 6120 s2s), bound only when [s2s] enabled")
+    proxy_from: list[str] = bounded(
+        [], help="addresses or networks (10.0.1.0/24) of TCP balancers that send a PROXY header (v1 or v2) "
+        "on the c2s, c2s_tls, http and https ports"
+    )
 
 
 @dataclass(frozen=True)
@@ -307,6 +311,11 @@ def build(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> C
     for name in ("c2s", "c2s_tls", "http", "https", "component", "s2s"):
         for i, address in enumerate(getattr(listen, name)):
             parse_address(f"listen.{name}[{i}]", address)
+    for i, entry in enumerate(listen.proxy_from):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(f"listen.proxy_from[{i}]", f"must be an IP address or network, got {entry!r}") from None
     return Config(
         domains=domains,
         data_dir=data_dir,

@@ -2,7 +2,7 @@
 
 Each text message holds exactly one element: ``<open/>``, ``<close/>``, or a stanza with its own
 ``xmlns``. TLS comes from the HTTPS listener; plain HTTP counts as secure only for loopback peers
-(a TLS-terminating proxy on the same machine). A message beyond the stanza size limit is
+(a TLS-terminating proxy on the same machine, whether or not it sends a PROXY header). A message beyond the stanza size limit is
 refused by the WebSocket layer itself (close code 1009) and ends the stream, as an oversized
 stanza does on TCP. Keepalives are WebSocket pings, as whitespace may not go between frames:
 the server pings a connection it has not written to for ``limits.keepalive_interval``, and the
@@ -58,7 +58,10 @@ class WebSocketConnection:
         self._request = request
         self._ssl = request.transport.get_extra_info("ssl_object") if request.transport else None
         remote = request.remote or "?"
-        self.secure = self._ssl is not None or _is_loopback(remote)
+        # What decides is the hop to this server, a TLS-terminating proxy on this machine, also
+        # when that proxy names its client in a PROXY header (proxy_protocol.py).
+        hop = request.transport.get_extra_info("proxy_peername") if request.transport else None
+        self.secure = self._ssl is not None or _is_loopback(hop[0] if isinstance(hop, tuple) else remote)
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else remote
         self.last_read = self.last_write = time.monotonic()
