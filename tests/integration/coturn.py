@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 from bench.calls import turnserver as run_turnserver
 
 from ..conftest import require_service
+from .process import listening
 
 TURNSERVER = shutil.which("turnserver")
 SCHNACK = [sys.executable, "-m", "schnack.cli"]
@@ -51,20 +51,6 @@ def turnserver(config_text: str, workdir: Path) -> Iterator[subprocess.Popen[byt
         yield process
 
 
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-2000:]
-
-
 async def ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
     """Wait until coturn's TCP listener on ``port`` accepts (it opens its UDP listener first)."""
-    async with asyncio.timeout(60):
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"turnserver exited with {process.returncode}: {_tail(log)}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.1)
-                continue
-            writer.close()
-            return
+    await listening(process, port, log, "turnserver")

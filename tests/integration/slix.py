@@ -24,9 +24,12 @@ class SlixClient:
     """
 
     def __init__(self, server: Server, jid: str, password: str = PASSWORD, *, listener: str = "c2s",
-                 mechanism: str | None = None, tls_max: ssl.TLSVersion | None = None) -> None:
+                 mechanism: str | None = None, tls_max: ssl.TLSVersion | None = None,
+                 address: tuple[str, int] | None = None) -> None:
         self.server = server
         self.listener = listener
+        # Where to connect when not to the listener itself (a balancer in front of it).
+        self.address = address
         self.xmpp = ClientXMPP(jid, password, sasl_mech=mechanism)
         self.xmpp.register_plugin("xep_0199")
         ctx = self.xmpp.ssl_context
@@ -67,7 +70,7 @@ class SlixClient:
 
     async def start(self) -> bool:
         """Connect and log in; False when authentication failed."""
-        host, port = self.server.bound[self.listener][0]
+        host, port = self.address or self.server.bound[self.listener][0]
         self.xmpp.connect(host, port)
         started = asyncio.ensure_future(self.started.wait())
         failed = asyncio.ensure_future(self.failed.wait())
