@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from schnack.client import Client
 from schnack.server.app import Server
 
 from .harness import running
+
+# Where the code under test runs in production: `schnack serve` runs on uvloop, the client
+# commands on asyncio's own loop.
+_CLIENT_SIDE = ("tests/client/", "tests/cli/")
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item,
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The event loop each test runs on: the client's tests on asyncio's, all others on uvloop."""
+    if item.path.relative_to(config.rootpath).as_posix().startswith(_CLIENT_SIDE):
+        return {"asyncio": asyncio.new_event_loop}
+    return {"uvloop": uvloop.new_event_loop}
 
 
 def require_service(available: bool, reason: str) -> None:
