@@ -62,6 +62,8 @@ async def test_password_stays_out_of_messages() -> None:
     ("pool_min_size=5&pool_max_size=2", "pool_min_size 5 is larger than pool_max_size 2"),
     ("schema=x%3Bdrop", "schema must be a plain SQL name"),
     ("schema=", "schema must be a plain SQL name"),
+    ("command_timeout=0", "command_timeout must be a number of seconds above 0, got '0'"),
+    ("command_timeout=soon", "command_timeout must be a number of seconds above 0, got 'soon'"),
 ])  # fmt: skip
 async def test_bad_url_options(query: str, complaint: str) -> None:
     with pytest.raises(StorageError, match=complaint):
@@ -315,4 +317,34 @@ async def test_the_pool_takes_up_new_connections_once_the_server_ends_its_own(
                 found.append(None)
         assert found[4:] == [b"card"] * 4, found
     finally:
+        await store.close()
+
+
+async def test_an_operation_held_up_by_the_server_fails_within_the_command_timeout(
+        schema: tuple[str, str, asyncpg.Connection]) -> None:
+    """A connection that goes silent without closing (here: the statements wait for a lock another
+    connection holds) fails each operation after command_timeout with a StorageError, appends
+    included, rather than holding up the writer and its callers; nothing is half-written, and once
+    the server answers again the same operations succeed."""
+    url, name, _admin = schema
+    store = await open_storage(with_query(url, command_timeout="0.5"))
+    archive = ("example.org", "alice", "mam")
+    blocker = await asyncpg.connect(POSTGRES_URL, timeout=10)
+    try:
+        await store.kv.set("example.org", "alice", "vcard", b"old")
+        async with blocker.transaction():
+            await blocker.execute(f'LOCK TABLE "{name}".kv, "{name}".archive IN ACCESS EXCLUSIVE MODE')
+            with pytest.raises(StorageError):
+                await store.kv.set("example.org", "alice", "vcard", b"new")
+            held = await asyncio.gather(*(store.archive.append(*archive, 1.0, "bob@example.org", b"%d" % n)
+                                          for n in range(3)), return_exceptions=True)
+            assert all(isinstance(outcome, StorageError) for outcome in held), held
+        await store.kv.set("example.org", "alice", "vcard", b"new")
+        assert await store.kv.get("example.org", "alice", "vcard") == b"new"
+        stored = await asyncio.gather(*(store.archive.append(*archive, 1.0, "bob@example.org", b"%d" % n)
+                                        for n in range(3)))
+        page = await store.archive.query(*archive)
+        assert [item.id for item in page.items] == stored
+    finally:
+        await blocker.close()
         await store.close()

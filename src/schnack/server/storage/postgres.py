@@ -1,8 +1,11 @@
 """PostgreSQL storage (production and clusters): an asyncpg pool, migrations applied at open.
 
-The URL is a libpq-style ``postgresql://user:password@host:port/database`` with three extra query
+The URL is a libpq-style ``postgresql://user:password@host:port/database`` with four extra query
 parameters that are not sent to the server: ``schema`` (tables live there, created if missing),
-``pool_min_size`` and ``pool_max_size``. Any other query parameter is handed to asyncpg.
+``pool_min_size``, ``pool_max_size`` and ``command_timeout`` (seconds; the most any connect, wait
+for a pooled connection or statement may take, so that a connection gone silent without closing
+fails its operation with StorageError instead of holding it up). Any other query parameter is
+handed to asyncpg.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ from .base import (
 # Every node takes this transaction-level advisory lock before migrating, so nodes that start
 # together apply each migration exactly once.
 _MIGRATION_LOCK = int.from_bytes(b"schnack", "big")
+# Seconds: long enough for any statement of a healthy server under load, short enough that callers
+# (a client's IQ, the archive writer) fail soon with a retryable error when it does not answer.
+_COMMAND_TIMEOUT = 5.0
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # OSError covers refused connections and TimeoutError; InternalClientError is what a pooled
 # connection that the server terminated mid-operation can raise on its next use.
@@ -128,15 +134,16 @@ def _tell(outcomes: Iterable[Outcome]) -> None:
 
 
 class _Part:
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, timeout: float) -> None:
         self.pool = pool
+        self.timeout = timeout
 
     @contextlib.asynccontextmanager
     async def _conn(self, *, transaction: bool = False, snapshot: bool = False) -> AsyncIterator[Any]:
         """A pooled connection, in a transaction if asked (a read-only one on one snapshot if
         ``snapshot``, so that several reads agree); driver failures become StorageError."""
         try:
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire(timeout=self.timeout) as conn:
                 if transaction or snapshot:
                     async with conn.transaction(isolation="repeatable_read" if snapshot else None,
                                                 readonly=snapshot):
@@ -172,8 +179,8 @@ _FORGET_DELETED = "DELETE FROM deleted_accounts WHERE until <= extract(epoch FRO
 
 
 class Accounts(_Part):
-    def __init__(self, pool: Any, archive: Archive) -> None:
-        super().__init__(pool)
+    def __init__(self, pool: Any, timeout: float, archive: Archive) -> None:
+        super().__init__(pool, timeout)
         self._archive = archive
 
     async def create(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> None:
@@ -331,8 +338,8 @@ _SPAN_PROBE = 2000
 class Archive(_Part, QueuedAppends):
     """Archives with RSM paging (XEP-0059) as MAM (XEP-0313) and offline storage need them."""
 
-    def __init__(self, pool: Any) -> None:
-        super().__init__(pool)
+    def __init__(self, pool: Any, timeout: float) -> None:
+        super().__init__(pool, timeout)
         # The appends waiting for their turn, in the order they were issued, and the task writing them.
         self._waiting: list[Appending] = []
         self._writer: asyncio.Task[None] | None = None
@@ -405,12 +412,14 @@ class Archive(_Part, QueuedAppends):
 
     async def _failed(self, batch: list[Appending], err: BaseException) -> list[Outcome]:
         """The outcomes of ``batch``, whose transaction failed with ``err`` and so wrote nothing:
-        one append fails with it; several are tried alone, each getting its own outcome."""
+        one append fails with it; several are tried alone, each getting its own outcome, unless
+        the server could not be reached or did not answer in time (the cause is then an OSError,
+        TimeoutError included): each append alone would wait as long again."""
         if not isinstance(err, Exception):
             _tell((done, err) for _row, _limit, done in batch)
             raise err
-        if len(batch) == 1:
-            return [(batch[0][2], err)]
+        if len(batch) == 1 or isinstance(err.__cause__, OSError):
+            return [(done, err) for _row, _limit, done in batch]
         outcomes: list[Outcome] = []
         for row, limit, done in batch:
             try:
@@ -608,6 +617,19 @@ def _location(netloc: str, options: dict[str, str]) -> str:
     return f"{location}:{options.get('port') or 5432}"
 
 
+def _command_timeout(options: dict[str, str]) -> float:
+    text = options.pop("command_timeout", None)
+    if text is None:
+        return _COMMAND_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise StorageError(f"storage URL: command_timeout must be a number of seconds above 0, got {text!r}")
+    return seconds
+
+
 def _pool_size(options: dict[str, str], name: str, default: int, minimum: int) -> int:
     text = options.pop(name, None)
     if text is None:
@@ -625,11 +647,11 @@ async def _keep_session(conn: Any) -> None:
     the start), so that round trip would only cost CPU on both ends."""
 
 
-async def _migrate(pool: Any, schema: str | None) -> None:
+async def _migrate(conn: Any, schema: str | None) -> None:
     """Apply the numbered migrations not yet in schema_migrations, in one locked transaction."""
     folder = resources.files(__package__).joinpath("migrations", "postgres")
     migrations = sorted((e for e in folder.iterdir() if e.name.endswith(".sql")), key=lambda e: e.name)
-    async with pool.acquire() as conn, conn.transaction():
+    async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
         # CREATE SCHEMA checks the CREATE privilege even when the schema exists, so only create a missing one.
         if schema is not None and not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname=$1", schema):
@@ -648,14 +670,14 @@ async def _migrate(pool: Any, schema: str | None) -> None:
 class PostgresStorage:
     """The PostgreSQL backend."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, timeout: float) -> None:
         self._pool = pool
-        self.archive = Archive(pool)
-        self.accounts = Accounts(pool, self.archive)
-        self.roster = Roster(pool)
-        self.kv = KeyValue(pool)
-        self.maps = Maps(pool)
-        self.muc = Muc(pool)
+        self.archive = Archive(pool, timeout)
+        self.accounts = Accounts(pool, timeout, self.archive)
+        self.roster = Roster(pool, timeout)
+        self.kv = KeyValue(pool, timeout)
+        self.maps = Maps(pool, timeout)
+        self.muc = Muc(pool, timeout)
 
     @classmethod
     async def open(cls, url: str) -> PostgresStorage:
@@ -667,23 +689,31 @@ class PostgresStorage:
             raise StorageError(f"storage URL: schema must be a plain SQL name (letters, digits, _), got {schema!r}")
         min_size = _pool_size(options, "pool_min_size", 1, 1)
         max_size = _pool_size(options, "pool_max_size", 10, 1)
+        timeout = _command_timeout(options)
         if min_size > max_size:
             raise StorageError(f"storage URL: pool_min_size {min_size} is larger than pool_max_size {max_size}")
         dsn = urlunsplit(parts._replace(query=urlencode(options)))
         where = _location(parts.netloc, options)
+        settings = {"search_path": f'"{schema}"'} if schema is not None else None
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, reset=_keep_session,
-                server_settings={"search_path": f'"{schema}"'} if schema is not None else None,
+                dsn, min_size=min_size, max_size=max_size, reset=_keep_session, server_settings=settings,
+                timeout=timeout, command_timeout=timeout,
             )
         except (*_FAILURES, ValueError) as err:
             raise StorageError(f"cannot connect to PostgreSQL at {where}: {err}") from None
         try:
-            await _migrate(pool, schema)
+            # On a connection of its own, without command_timeout: a migration may rewrite a large
+            # table, and the nodes starting together wait for it on its lock.
+            migrating = await asyncpg.connect(dsn, server_settings=settings, timeout=timeout)
+            try:
+                await _migrate(migrating, schema)
+            finally:
+                await migrating.close()
         except _FAILURES as err:
             await pool.close()
             raise StorageError(f"cannot migrate the PostgreSQL database at {where}: {err}") from None
-        return cls(pool)
+        return cls(pool, timeout)
 
     async def close(self) -> None:
         await self.archive.drain()
