@@ -105,6 +105,19 @@ async def test_a_name_too_long_to_store_is_not_acceptable(server: Server) -> Non
     assert await server.storage.maps.items("localhost", "alice", "private") == {}
 
 
+async def test_a_set_refused_for_one_element_changes_nothing(server: Server) -> None:
+    """RFC 6120 §8.3: an IQ set that gets an error changes nothing, so a set of several elements
+    of which storage refuses one stores none of the others, nor removes what they replace."""
+    client = await alice(server)
+    await request(client, "set", BOOKMARKS)
+    before = await server.storage.maps.items("localhost", "alice", "private")
+    namespace = "urn:example:" + "n" * NAME_BYTES
+    reply = await request(client, "set", f"<prefs xmlns='urn:example:prefs'>dark</prefs>{EMPTY_BOOKMARKS}"
+                                         f"<prefs xmlns='{namespace}'>kept?</prefs>")
+    assert condition(reply) == "not-acceptable" and "too long" in text(reply), serialize(reply)
+    assert await server.storage.maps.items("localhost", "alice", "private") == before
+
+
 async def test_set_replaces(server: Server) -> None:
     client = await alice(server)
     await request(client, "set", BOOKMARKS)

@@ -182,6 +182,16 @@ async def test_what_a_deleted_account_would_keep_is_refused_until_it_exists_agai
     assert await storage.roster.set_item(H, "alice", RosterItem("bob@example.org")) == 1
 
 
+async def test_maps_set_many_is_all_or_nothing(storage: Storage) -> None:
+    """Several keys of one map change in one transaction: a refused key leaves the map as it was."""
+    await storage.maps.set(H, "alice", "private", "kept", b"old")
+    with pytest.raises(TooLong):
+        await storage.maps.set_many(H, "alice", "private", {"kept": None, "new": b"1", "x" * NAME_BYTES: b"2"})
+    assert await storage.maps.items(H, "alice", "private") == {"kept": b"old"}
+    await storage.maps.set_many(H, "alice", "private", {"kept": None, "new": b"1", "other": b"2"})
+    assert await storage.maps.items(H, "alice", "private") == {"new": b"1", "other": b"2"}
+
+
 async def test_names_too_long_to_store_are_refused_alike(storage: Storage) -> None:
     """Names that key a row (a map's key, a store's name, a roster item's or an archived item's
     JID) longer than both backends can index are refused before anything is written, on both;

@@ -86,7 +86,8 @@ class PrivateStorage(Module[PrivateOptions]):
         return stanza.result(element(QUERY, children=[stored]))
 
     async def set(self, stanza: Stanza, origin: Session | None) -> Element:
-        """§2.3: store each element, replacing what was stored under its name."""
+        """§2.3: store each element, replacing what was stored under its name; all of them or,
+        on an error, none (RFC 6120 §8.3)."""
         assert origin is not None and stanza.payload is not None
         children = list(stanza.payload)
         if not children:
@@ -102,8 +103,7 @@ class PrivateStorage(Module[PrivateOptions]):
         async with self.locks.hold(origin.jid.bare):
             before = await maps.items(origin.host, origin.username, STORE)
             self._check_room(before, {**before, **changes})
-            for key, data in changes.items():
-                await maps.set(origin.host, origin.username, STORE, key, data)
+            await maps.set_many(origin.host, origin.username, STORE, changes)
         return stanza.result()
 
     def _check_room(self, before: dict[str, bytes], after: dict[str, bytes | None]) -> None:

@@ -8,7 +8,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Mapping, MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -246,6 +246,12 @@ class KeyValueStore(Protocol):
 class MapStore(Protocol):
     async def get(self, host: str, username: str, store: str, key: str) -> bytes | None: ...
     async def set(self, host: str, username: str, store: str, key: str, value: bytes | None) -> None: ...
+
+    async def set_many(self, host: str, username: str, store: str, changes: Mapping[str, bytes | None]) -> None:
+        """Set (or, for None, remove) several keys in one transaction: all of them or, if one is
+        refused (TooLong, AccountGone, StorageError), none."""
+        ...
+
     async def items(self, host: str, username: str, store: str) -> dict[str, bytes]: ...
     async def delete_all(self, host: str, username: str, store: str) -> None: ...
 

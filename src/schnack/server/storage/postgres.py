@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -289,6 +289,16 @@ class KeyValue(_Part):
         await self.set(host, username, store, None)
 
 
+def _map_change(host: str, username: str, store: str, key: str, value: bytes | None) -> tuple[Any, ...]:
+    """The statement and its arguments that set ``key`` to ``value`` (remove it, for None);
+    TooLong before anything is written if the names are too long to store."""
+    if value is None:
+        return ("DELETE FROM maps WHERE host=$1 AND username=$2 AND store=$3 AND key=$4", host, username, store, key)
+    check_names(host, username, store, key)
+    return ("INSERT INTO maps VALUES ($1, $2, $3, $4, $5) ON CONFLICT (host, username, store, key) "
+            "DO UPDATE SET value=EXCLUDED.value", host, username, store, key, value)
+
+
 class Maps(_Part):
     async def get(self, host: str, username: str, store: str, key: str) -> bytes | None:
         row = await self._one("SELECT value FROM maps WHERE host=$1 AND username=$2 AND store=$3 AND key=$4",
@@ -296,13 +306,13 @@ class Maps(_Part):
         return bytes(row[0]) if row else None
 
     async def set(self, host: str, username: str, store: str, key: str, value: bytes | None) -> None:
-        if value is None:
-            await self._write("DELETE FROM maps WHERE host=$1 AND username=$2 AND store=$3 AND key=$4",
-                              host, username, store, key)
-        else:
-            check_names(host, username, store, key)
-            await self._write("INSERT INTO maps VALUES ($1, $2, $3, $4, $5) ON CONFLICT (host, username, store, key) "
-                              "DO UPDATE SET value=EXCLUDED.value", host, username, store, key, value)
+        await self._write(*_map_change(host, username, store, key, value))
+
+    async def set_many(self, host: str, username: str, store: str, changes: Mapping[str, bytes | None]) -> None:
+        statements = [_map_change(host, username, store, key, value) for key, value in changes.items()]
+        async with self._conn(transaction=True) as conn:
+            for sql, *args in statements:
+                await conn.execute(sql, *args)
 
     async def delete_all(self, host: str, username: str, store: str) -> None:
         await self._write("DELETE FROM maps WHERE host=$1 AND username=$2 AND store=$3", host, username, store)

@@ -10,7 +10,7 @@ import functools
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -234,13 +234,26 @@ class Maps(_Part):
         return bytes(row[0]) if row else None
 
     async def set(self, host: str, username: str, store: str, key: str, value: bytes | None) -> None:
-        if value is None:
-            await self._write("DELETE FROM maps WHERE host=? AND username=? AND store=? AND key=?",
-                              host, username, store, key)
-        else:
-            check_names(host, username, store, key)
-            await self._write("INSERT OR REPLACE INTO maps VALUES (?, ?, ?, ?, ?)",
-                              host, username, store, key, value, account=(host, username))
+        await self.set_many(host, username, store, {key: value})
+
+    async def set_many(self, host: str, username: str, store: str, changes: Mapping[str, bytes | None]) -> None:
+        for key, value in changes.items():
+            if value is not None:
+                check_names(host, username, store, key)
+        deleted = self._deleted
+
+        def write(conn: sqlite3.Connection) -> None:
+            if any(value is not None for value in changes.values()):
+                deleted.check(conn, host, username)
+            for key, value in changes.items():
+                if value is None:
+                    conn.execute("DELETE FROM maps WHERE host=? AND username=? AND store=? AND key=?",
+                                 (host, username, store, key))
+                else:
+                    conn.execute("INSERT OR REPLACE INTO maps VALUES (?, ?, ?, ?, ?)",
+                                 (host, username, store, key, value))
+
+        await _in_thread(self.db, _committed(write))
 
     async def delete_all(self, host: str, username: str, store: str) -> None:
         await self._write("DELETE FROM maps WHERE host=? AND username=? AND store=?", host, username, store)
