@@ -182,6 +182,14 @@ async def test_what_a_deleted_account_would_keep_is_refused_until_it_exists_agai
     assert await storage.roster.set_item(H, "alice", RosterItem("bob@example.org")) == 1
 
 
+async def test_kv_set_default_keeps_the_first_value_stored(storage: Storage) -> None:
+    """Of callers setting a default at once, the first to store wins, and every one is told it."""
+    told = await asyncio.gather(*(storage.kv.set_default(H, "", "secret", b"%d" % n) for n in range(8)))
+    assert len(set(told)) == 1 and told[0] in {b"%d" % n for n in range(8)}
+    assert await storage.kv.get(H, "", "secret") == told[0]
+    assert await storage.kv.set_default(H, "", "secret", b"later") == told[0]
+
+
 async def test_maps_set_many_is_all_or_nothing(storage: Storage) -> None:
     """Several keys of one map change in one transaction: a refused key leaves the map as it was."""
     await storage.maps.set(H, "alice", "private", "kept", b"old")

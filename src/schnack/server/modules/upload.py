@@ -252,13 +252,10 @@ class Upload(Module[UploadOptions]):
         await self.blobs.close()
 
     async def _stored_key(self) -> bytes:
-        kv = self.server.storage.kv
-        host = self.server.config.domains[0]
-        key = await kv.get(host, "", SECRET_STORE)
-        if key is None:
-            key = secrets.token_bytes(32)
-            await kv.set(host, "", SECRET_STORE, key)
-        return key
+        """The key stored on first start; of nodes starting at once, the first to store one wins,
+        so that every node accepts the URLs that any signs."""
+        return await self.server.storage.kv.set_default(self.server.config.domains[0], "", SECRET_STORE,
+                                                        secrets.token_bytes(32))
 
     # --- the XMPP service ------------------------------------------------------------------
 

@@ -45,17 +45,11 @@ def key_matches(secret: str, receiving: str, originating: str, stream_id: str, g
 
 
 async def load_secret(configured: str, storage: Storage, host: str) -> str:
-    """The configured secret, else the stored one, made and stored on first use."""
+    """The configured secret, else the stored one, made and stored on first use; of nodes starting
+    at once, the first to store one wins, so that every node verifies the keys any makes."""
     if configured:
         return configured
-    stored = await storage.kv.get(host, "", _SECRET_STORE)
-    if stored:
-        return stored.decode()
-    await storage.kv.set(host, "", _SECRET_STORE, secrets.token_hex(32).encode())
-    # Read again: a node starting at the same moment may have stored its own first.
-    stored = await storage.kv.get(host, "", _SECRET_STORE)
-    assert stored is not None
-    return stored.decode()
+    return (await storage.kv.set_default(host, "", _SECRET_STORE, secrets.token_hex(32).encode())).decode()
 
 
 def result(from_: str, to: str, key: str | None = None, type_: str | None = None) -> Element:

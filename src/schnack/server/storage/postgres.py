@@ -285,8 +285,14 @@ class KeyValue(_Part):
             await self._write("INSERT INTO kv VALUES ($1, $2, $3, $4) ON CONFLICT (host, username, store) "
                               "DO UPDATE SET value=EXCLUDED.value", host, username, store, value)
 
-    async def delete(self, host: str, username: str, store: str) -> None:
-        await self.set(host, username, store, None)
+    async def set_default(self, host: str, username: str, store: str, value: bytes) -> bytes:
+        check_names(host, username, store)
+        await self._write("INSERT INTO kv VALUES ($1, $2, $3, $4) ON CONFLICT (host, username, store) DO NOTHING",
+                          host, username, store, value)
+        # A statement of its own, so on a snapshot of its own: one taken with the insert would not
+        # see a row that another node's insert, which this one waited for, committed meanwhile.
+        row = await self._one("SELECT value FROM kv WHERE host=$1 AND username=$2 AND store=$3", host, username, store)
+        return bytes(row[0])
 
 
 def _map_change(host: str, username: str, store: str, key: str, value: bytes | None) -> tuple[Any, ...]:

@@ -223,6 +223,19 @@ class KeyValue(_Part):
             await self._write("INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?)", host, username, store, value,
                               account=(host, username))
 
+    async def set_default(self, host: str, username: str, store: str, value: bytes) -> bytes:
+        check_names(host, username, store)
+        deleted = self._deleted
+
+        def write(conn: sqlite3.Connection) -> bytes:
+            deleted.check(conn, host, username)
+            conn.execute("INSERT OR IGNORE INTO kv VALUES (?, ?, ?, ?)", (host, username, store, value))
+            row = conn.execute("SELECT value FROM kv WHERE host=? AND username=? AND store=?",
+                               (host, username, store)).fetchone()
+            return bytes(row[0])
+
+        return await _in_thread(self.db, _committed(write))
+
     async def delete(self, host: str, username: str, store: str) -> None:
         await self.set(host, username, store, None)
 
