@@ -109,6 +109,24 @@ async def test_login_failures(server: Server, tmp_path: Path) -> None:
     assert trusted.returncode == 0, trusted.stderr
 
 
+async def test_a_store_of_a_newer_schnack_is_one_line(tmp_path: Path) -> None:
+    """Commands that read the store and commands that connect both refuse a newer store's file."""
+    import sqlite3
+
+    from schnack.client.store import _SCHEMA
+
+    env = client_env(tmp_path)
+    directory = account_dir(ALICE, tmp_path / "client")
+    Store(directory).close()
+    db = sqlite3.connect(directory / FILENAME, isolation_level=None)
+    db.execute(f"PRAGMA user_version = {len(_SCHEMA) + 1}")
+    db.close()
+    expected = (f"schnack: cannot open the local store in {directory}: this store was written by a newer"
+                f" schnack (schema {len(_SCHEMA) + 1}, this version knows up to {len(_SCHEMA)}); upgrade schnack")
+    assert one_line(await schnack(env, "history", "bob@localhost")) == expected
+    assert one_line(await schnack(env, "send", "bob@localhost", "hi")) == expected
+
+
 async def test_choosing_the_account(server: Server, tmp_path: Path) -> None:
     env = client_env(tmp_path)
     for user in ("alice", "bob"):

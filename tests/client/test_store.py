@@ -302,6 +302,28 @@ def test_a_store_of_the_first_version_is_migrated(tmp_path: Path) -> None:
         store.close()
 
 
+def test_a_store_of_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
+    """A newer schnack's file may hold columns or rows this version would misread or leave out of
+    what it writes: it is not opened, and not changed."""
+    import sqlite3
+
+    from schnack.client.store import _SCHEMA
+
+    directory = account_dir(ALICE, tmp_path)
+    Store(directory).close()
+    newer = len(_SCHEMA) + 1
+    db = sqlite3.connect(directory / FILENAME, isolation_level=None)
+    db.execute(f"PRAGMA user_version = {newer}")
+    db.close()
+    before = (directory / FILENAME).read_bytes()
+    expected = (f"cannot open the local store in {directory}: this store was written by a newer schnack"
+                f" (schema {newer}, this version knows up to {len(_SCHEMA)}); upgrade schnack")
+    with pytest.raises(StoreError) as refused:
+        Store(directory)
+    assert str(refused.value) == expected
+    assert (directory / FILENAME).read_bytes() == before
+
+
 def _open_store(directory: Path, start: Barrier, answers: Queue[str]) -> None:
     start.wait()
     try:

@@ -116,6 +116,10 @@ class StoreError(Exception):
     """The local store cannot be used (a broken file, a full disk, no permission)."""
 
 
+class _NewerStore(Exception):
+    """The file's schema is newer than this code knows; :class:`Store` reports it as StoreError."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """How to reach the account's server: as the client's arguments of the same names."""
@@ -255,27 +259,39 @@ class Store:
                 self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-        except (sqlite3.Error, OSError) as err:
+        except (sqlite3.Error, OSError, _NewerStore) as err:
+            # No connection to close when connecting itself failed.
+            with contextlib.suppress(AttributeError):
+                self._db.close()
             raise StoreError(f"cannot open the local store in {directory}: {err}") from None
 
     def _migrate(self) -> None:
         """Bring the file to the current schema. The version that counts is the one read under the
         write lock: another process of the account may have created or upgraded the file since
         this one looked."""
-        if self._version() >= len(_SCHEMA):
+        if self._known_version() == len(_SCHEMA):
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            version = self._version()
+            version = self._known_version()
             for script in _SCHEMA[version:]:
                 for statement in script.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
-            self._db.execute(f"PRAGMA user_version = {max(version, len(_SCHEMA))}")
+            self._db.execute(f"PRAGMA user_version = {len(_SCHEMA)}")
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    def _known_version(self) -> int:
+        """The file's schema version, refused when a newer schnack wrote it: this code would misread
+        its columns and write rows its schema does not expect."""
+        version = self._version()
+        if version > len(_SCHEMA):
+            raise _NewerStore(f"this store was written by a newer schnack (schema {version}, this version"
+                              f" knows up to {len(_SCHEMA)}); upgrade schnack")
+        return version
 
     def _version(self) -> int:
         version: int = self._row("PRAGMA user_version")[0]
