@@ -243,6 +243,20 @@ async def test_a_message_not_decrypted_yet_is_read_in_the_same_login_once_the_ke
     assert [m.text for m in tablet.store.history(CAROL)] == ["after", "news"]
 
 
+async def test_reading_the_archive_again_tells_a_message_it_still_cannot_decrypt_once(
+        chat_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """alice's keys come while her archived message still cannot be decrypted: the catch-up reads
+    the archive again from before it, and does not tell it as undecryptable a second time."""
+    _, carol, tablet, inbox, _ = await while_alice_hides_her_keys(chat_server, clients, tmp_path / "tablet", ["after"])
+    assert (await next_of(inbox)).text == "after"
+    await tablet.caught_up(timeout=WAIT)
+    tablet.omemo._keys_arrived(ALICE)
+    await tablet.caught_up(timeout=WAIT)
+    await carol.send(BOB, "news", encrypted=False)
+    latest = await next_of(inbox)
+    assert (latest.text, latest.history) == ("news", False)
+
+
 async def test_a_live_message_not_decrypted_yet_is_not_told_again_by_the_catch_up(
         chat_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """alice's keys cannot be fetched yet (only her contacts may); her message arrives live before

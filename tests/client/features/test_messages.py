@@ -9,6 +9,7 @@ message carrying the condition.
 from __future__ import annotations
 
 import asyncio
+import copy
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 from schnack.client import Client, EncryptionRequired
 from schnack.client.features import messages
+from schnack.client.outbox import ORIGIN_ID
 from schnack.server.app import Server
 from schnack.server.modules.e2e import REFUSAL
 from schnack.xmpp import ns
@@ -172,6 +174,33 @@ async def test_a_live_message_is_read_once_the_sender_s_keys_can_be_fetched(
     latest = await next_of(inbox)
     assert (latest.text, latest.history) == ("fourth", False)
     assert [m.text for m in again.store.history(alice.account)] == ["first", "second", "third", "fourth"]
+
+
+async def test_a_copy_of_a_message_not_decrypted_yet_is_not_told_again(
+        chat_server: Server, clients: list[Client]) -> None:
+    """alice's client sends a message again (as after a lost link: the same origin-id, a new
+    stanza-id from the server) while bob cannot decrypt it yet: it is told as undecryptable once,
+    and once the keys come it is read once, as a late arrival."""
+    bob = await online(chat_server, clients, "bob@localhost")
+    alice = await online(chat_server, clients, "alice@localhost")
+    await set_key_access(alice, "presence")
+    inbox = bob.messages()
+    el = element(_MESSAGE, {"type": "chat", "to": "bob@localhost", "id": "resent"},
+                 children=await alice.omemo.encrypt(bob.account, "can you read me?"))
+    sub(el, ORIGIN_ID, {"id": "resent"})
+    for _ in range(2):
+        await alice.send_element(copy.deepcopy(el))
+    await alice.send("bob@localhost", "news", encrypted=False)
+    told, news = await next_of(inbox), await next_of(inbox)
+    assert (told.id, told.text, told.undecryptable is not None) == ("resent", None, True)
+    assert news.text == "news"
+    await set_key_access(alice, "open")
+    await bob.omemo.devices("alice@localhost")
+    late = await next_of(inbox)
+    assert (late.id, late.text, late.history) == ("resent", "can you read me?", True)
+    await alice.send("bob@localhost", "latest", encrypted=False)
+    assert (await next_of(inbox)).text == "latest"
+    assert [m.text for m in bob.store.history(alice.account)] == ["can you read me?", "news", "latest"]
 
 
 async def test_only_so_many_live_messages_wait_to_be_decrypted(

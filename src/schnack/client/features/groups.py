@@ -112,7 +112,7 @@ from ..omemo.devices import Device
 from ..omemo.errors import NoOmemoDevices, NoTrustedDevices, Undecryptable
 from ..omemo.pep import Pep
 from ..outbox import message_ids
-from .messages import Messages, first_waiting, parse_stamp, worth_retrying
+from .messages import Messages, first_waiting, parse_stamp, remembered, worth_retrying
 from .waiting import Waiting
 
 if TYPE_CHECKING:
@@ -284,12 +284,12 @@ class _Room:
 
     def saw(self, stanza_id: str) -> bool:
         """Whether ``stanza_id`` was seen before; it counts as seen from now on."""
-        return _remembered(self.seen, stanza_id)
+        return remembered(self.seen, stanza_id, _SEEN)
 
     def was_told(self, stanza_id: str) -> bool:
         """Whether the message ``stanza_id`` was announced as undecryptable before; it counts as
         announced from now on."""
-        return _remembered(self.told, stanza_id)
+        return remembered(self.told, stanza_id, _SEEN)
 
     def to_json(self) -> dict[str, Any]:
         return {"jid": str(self.jid), "name": self.name, "nick": self.nick, "private": self.private,
@@ -1331,16 +1331,6 @@ def _stanza_id(el: Element, by: JID) -> str | None:
     """The stanza-id ``by`` gave the message: one of its own children (XEP-0359 §3), since one
     nested deeper (in a forwarded message, say) is the sender's."""
     return next((s.get("id") for s in el.findall(STANZA_ID) if s.get("by") == str(by)), None)
-
-
-def _remembered(ids: dict[str, None], stanza_id: str) -> bool:
-    """Whether ``stanza_id`` is among ``ids``, the newest :data:`_SEEN`; it is from now on."""
-    if stanza_id in ids:
-        return True
-    ids[stanza_id] = None
-    while len(ids) > _SEEN:
-        del ids[next(iter(ids))]
-    return False
 
 
 def _occupant_jid(room: JID, nick: str) -> JID:

@@ -22,9 +22,11 @@ sender's device lists are fetched or updated (``Omemo.on_keys``) and when anothe
 theirs was decrypted (which may have built the session it needs), in the order they came, for up
 to :data:`RETRY_FOR`. Once decrypted it is stored with the time it came and published as a late
 arrival (``history``), so that it shows in its place; what else it carries was read when it
-came. Its archived copy, when the catch-up of the same login reads it, is not published as
-undecryptable again (it still holds the catch-up's position before it). The next login drops what
-is still kept: the archive catch-up (history.py) reads it again.
+came. A message published as undecryptable is not published so again in the same login: not a
+copy of it sent again (the same origin-id from the same sender, or the same stanza-id), nor its
+archived copy when the catch-up reads it, also when the catch-up reads the archive again once
+keys came (the archived copy still holds the catch-up's position before it). The next login
+drops what is still kept: the archive catch-up (history.py) reads it again.
 """
 
 from __future__ import annotations
@@ -181,8 +183,8 @@ class Messages:
         self.undecrypted: dict[str, JID] = {}
         # Live messages that could not be decrypted yet, as late arrivals, by the order they came.
         self._pending: Waiting[int, Incoming] = Waiting()
-        # The archive ids of live messages of this login told as not decrypted: the catch-up, which
-        # reads their archived copies, does not tell them again (as a group's ``seen`` does).
+        # The stanza-ids and origin-ids of messages of this login told as not decrypted: a copy
+        # sent again, or read again from the archive, is not told again (as a group's ``told``).
         self._told: dict[str, None] = {}
         self._numbers = itertools.count()
         client.omemo.on_keys(self._retry)
@@ -294,18 +296,13 @@ class Messages:
                 if not again:
                     self._pending.drop(kept)
                 return None
-            if item.history and item.stanza_id in self._told:
-                if again:
-                    # Still waiting, for the position, but told already when it came live.
-                    self.undecrypted[item.stanza_id] = sender.bare
-                return None
-            log.warning("could not decrypt a message from %s: %s", item.sender, err)
             if again and item.history and item.stanza_id is not None:
                 self.undecrypted[item.stanza_id] = sender.bare
-            elif not item.history:
-                self._tell_once(item)
-                if again:
-                    self._keep(item, sender.bare)
+            elif again and not item.history:
+                self._keep(item, sender.bare)
+            if self._told_before(item):
+                return None  # a copy sent again, or the catch-up reading it again
+            log.warning("could not decrypt a message from %s: %s", item.sender, err)
             return _Decrypted(None, None, str(err))
         # A session this message built may be the one an earlier message needs.
         self._retry(sender.bare)
@@ -323,14 +320,19 @@ class Messages:
         if new is not None:
             self.feed.publish(new)
 
-    def _tell_once(self, item: Incoming) -> None:
-        """A live message told as not decrypted: its archived copy is not told again."""
-        _, stanza_id = message_ids(item.el, self.client.account)
-        if stanza_id is None:
-            return
-        self._told[stanza_id] = None
-        while len(self._told) > _TOLD:
-            del self._told[next(iter(self._told))]
+    def _told_before(self, item: Incoming) -> bool:
+        """Whether a message not decrypted was told as such before in this login: one with its
+        stanza-id, or from the same sender with its origin-id (XEP-0359 §3, as the store tells a
+        copy). It counts as told from now on."""
+        origin_id, stanza_id = message_ids(item.el, self.client.account)
+        keys = []
+        if item.stanza_id or stanza_id:
+            keys.append(f"stanza-id {item.stanza_id or stanza_id}")
+        if origin_id is not None and item.peer is not None:
+            keys.append(f"origin-id {'out' if item.outgoing else 'in'} {item.peer} {origin_id}")
+        # Every key is remembered, also after one known: a copy sent again has a new stanza-id,
+        # which its archived copy will bring.
+        return any([remembered(self._told, key, _TOLD) for key in keys])
 
     def _keep(self, item: Incoming, sender: JID) -> None:
         """A live message from ``sender`` (bare) that could not be decrypted for a reason that may
@@ -463,6 +465,16 @@ class _Decrypted:
     text: str | None
     device: Device | None
     undecryptable: str | None
+
+
+def remembered(ids: dict[str, None], key: str, limit: int) -> bool:
+    """Whether ``key`` is among ``ids``, which keep the newest ``limit``; it is from now on."""
+    if key in ids:
+        return True
+    ids[key] = None
+    while len(ids) > limit:
+        del ids[next(iter(ids))]
+    return False
 
 
 def worth_retrying(err: Undecryptable, stamp: datetime | None) -> bool:
