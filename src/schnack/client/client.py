@@ -395,7 +395,8 @@ class Client:
         except Exception:
             log.exception("failed to handle a stanza from the server")
         if el.tag in (_IQ, _MESSAGE, _PRESENCE):
-            # Counted once its handlers ran: XEP-0198 §4 counts the stanzas handled.
+            # Counted once its handlers ran, or once a handler that held it let go: XEP-0198 §4
+            # counts the stanzas handled.
             self._sm.stanza_handled()
 
     def _on_iq(self, el: Element) -> None:
@@ -507,6 +508,11 @@ class Client:
 
     def on_message(self, handler: Callable[[Element], None]) -> None:
         self._message_handlers.append(handler)
+
+    def hold_handled(self) -> Callable[[], None]:
+        """For a message handler: the message is not counted as handled (XEP-0198 §4) until the
+        function returned is called, so that one still being decrypted is not acknowledged."""
+        return self._sm.hold()
 
     def on_presence(self, handler: Callable[[Element], None]) -> None:
         self._presence_handlers.append(handler)

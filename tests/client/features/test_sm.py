@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from xml.etree.ElementTree import Element
@@ -158,6 +159,45 @@ async def test_resumes_after_the_link_drops(chat_server: Server, clients: list[C
     assert await texts_until(inbox, "and now") == ["while you were away", "and now"]
     sent = await alice.send(bob.jid, "after the resumption", encrypted=False)
     await alice.acknowledged(sent)
+
+
+@pytest.fixture
+async def without_archive(tmp_path: Path) -> AsyncIterator[Server]:
+    """Without an archive, what the server took as delivered is nowhere to catch up from."""
+    require_service(_sm_available(), "the server's stream management module is not there yet")
+    async with running(tmp_path, listen=True, modules={"e2e": {"policy": "optional"}, "disable": ["mam"]}) as server:
+        for user in ("alice", "bob"):
+            await add_user(server, user, PASSWORD)
+        yield server
+
+
+async def test_a_message_not_stored_yet_is_not_acknowledged(
+        without_archive: Server, clients: list[Client], tmp_path: Path) -> None:
+    """bob's client, in a process of its own, is killed while alice's encrypted message is still
+    being decrypted, after it answered the server's <r/>: the answer did not count the message,
+    so the server still holds it, and bob's next login gets it (from offline storage)."""
+    host, port = without_archive.bound["c2s"][0]
+    directory = tmp_path / "bob"
+    bob = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.client.held_client", "bob@localhost/phone", host, str(port), str(directory),
+        stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parents[3])
+    try:
+        assert bob.stdout is not None
+        async with asyncio.timeout(WAIT):
+            assert await bob.stdout.readline() == b"ready\n"
+        alice = await online(without_archive, clients, "alice@localhost")
+        await alice.send(BOB, "are you there?")
+        async with asyncio.timeout(WAIT):
+            assert await bob.stdout.readline() == b"answered\n"
+    finally:
+        bob.kill()
+        await bob.wait()
+    again = make_client(without_archive, "bob@localhost/phone", data_dir=directory)
+    clients.append(again)
+    inbox = again.messages()
+    await again.connect()
+    await alice.send(BOB, "news", encrypted=False)
+    assert await texts_until(inbox, "news") == ["are you there?", "news"]
 
 
 async def cut_until_ended(server: Server, proxy: Proxy, old: Session) -> None:

@@ -238,7 +238,7 @@ class Messages:
         sender = stanza.from_ or self.client.account
         carbon = unwrap(stanza, self.client.account)
         if carbon is None:
-            self.deliver(Incoming(stanza, sender, stamp=_delay(el)))
+            self._hold_until_handled(self.deliver(Incoming(stanza, sender, stamp=_delay(el))))
             return
         try:
             inner = Stanza.parse(carbon.message)
@@ -247,22 +247,30 @@ class Messages:
             return
         outgoing = carbon.direction == "sent"
         inner_sender = inner.from_ or (self.client.jid if outgoing else self.client.account)
-        self.deliver(Incoming(inner, inner_sender, outgoing=outgoing, carbon=True,
-                              stamp=carbon.forwarded.stamp or _delay(inner.el)))
+        self._hold_until_handled(self.deliver(Incoming(inner, inner_sender, outgoing=outgoing, carbon=True,
+                                                       stamp=carbon.forwarded.stamp or _delay(inner.el))))
 
-    def deliver(self, item: Incoming) -> None:
-        """Handle a message, after those before it."""
+    def deliver(self, item: Incoming) -> asyncio.Task[None] | None:
+        """Handle a message, after those before it; the task that does, if it is not done at once."""
         if any(claimed(item.stanza) for claimed in self._claims):
-            return
+            return None
         if self._last is None and not self.client.omemo.carries(item.el):
             self._handle(item, None)
-            return
-        self._in_turn(item)
+            return None
+        return self._in_turn(item)
 
-    def _in_turn(self, item: Incoming, kept: int | None = None) -> None:
+    def _hold_until_handled(self, task: asyncio.Task[None] | None) -> None:
+        """A live message is acknowledged to the server (XEP-0198 §4) only once it is stored: a
+        client that stops before that gets it again."""
+        if task is not None:
+            release = self.client.hold_handled()
+            task.add_done_callback(lambda _: release())
+
+    def _in_turn(self, item: Incoming, kept: int | None = None) -> asyncio.Task[None]:
         task = asyncio.create_task(self._handle_after(self._last, item, kept))
         self._last = task
         task.add_done_callback(self._done)
+        return task
 
     async def settled(self) -> None:
         """Wait until every message delivered so far has been handled."""

@@ -4,7 +4,11 @@ After each new login, before anything else, the client asks for stream managemen
 resumption (§3) and from then on numbers the stanzas it sends, keeping each until the server's
 ``<a h='…'/>`` covers it (§4). It asks for an ack (``<r/>``) right after every message, so that
 a message counts as acknowledged as soon as the server has handled it, and answers the server's
-``<r/>`` with the number of stanzas it handled itself, counted once their handlers ran.
+``<r/>`` with the number of stanzas it handled itself, counted once their handlers ran. A handler
+may hold its stanza (an OMEMO message, until it is decrypted and stored): the count then stops
+before it, since ``h`` counts the stanzas in order, until it is released; an ``<r/>`` answered
+meanwhile is answered again, unasked, once nothing is held. A resumption asks for what the count
+does not cover again, and the message pipeline drops the copies of what it stored meanwhile.
 
 When the link drops, the next login asks to resume the session (§5): the stanzas the server's
 ``h`` does not cover are sent again on the resumed stream. When resumption fails, those the
@@ -27,6 +31,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
@@ -81,6 +86,11 @@ class StreamManagement:
         self._link: Link | None = None
         self._counting = False
         self._handled = 0
+        # Stanzas counted, also those still held; the held ones in the order they came.
+        self._received = 0
+        self._held: deque[_Held] = deque()
+        self._holding: _Held | None = None
+        self._short = False
         self._sent = 0
         self._queue: deque[Element] = deque()
         self._answer: asyncio.Future[None] | None = None
@@ -121,6 +131,10 @@ class StreamManagement:
         """What to ask for at the next login: resuming the session, if it may be (§5)."""
         if self.id is None:
             return None
+        # From here on what the server sends again is counted afresh; what is still held is
+        # among it.
+        self._received = self._handled
+        self._held.clear()
         return Resume(self._handled, self.id)
 
     def start(self, link: Link) -> bool:
@@ -151,8 +165,9 @@ class StreamManagement:
                 log.warning("the server counted %d stanzas of the old session, but %d were sent", answer.h,
                             self._sent)
         self.id = None
-        self.enabled = self.ready = self._counting = False
-        self._handled = self._sent = 0
+        self.enabled = self.ready = self._counting = self._short = False
+        self._handled = self._received = self._sent = 0
+        self._held.clear()
         self._queue.clear()
         return False
 
@@ -194,7 +209,8 @@ class StreamManagement:
         else:
             log.info("the server refused stream management (%s)", answer.condition)
             self._counting = False
-            self._handled = self._sent = 0
+            self._handled = self._received = self._sent = 0
+            self._held.clear()
             # What was counted in anticipation: only the messages still need confirming (by ping).
             self._queue = deque(el for el in self._queue if _confirmable(el))
 
@@ -213,10 +229,36 @@ class StreamManagement:
             if self.ready:
                 self._confirm()
 
+    def hold(self) -> Callable[[], None]:
+        """Keep the stanza whose handlers run now out of ``h`` until the function returned is called."""
+        held = self._holding = _Held()
+        return lambda: self._release(held)
+
     def stanza_handled(self) -> None:
         """A stanza from the server went through its handlers (§4: that is what ``h`` counts)."""
-        if self.enabled:
-            self._handled = (self._handled + 1) % MODULUS
+        held, self._holding = self._holding, None
+        if not self.enabled:
+            return
+        self._received = (self._received + 1) % MODULUS
+        if held is not None and not held.done:
+            held.number = self._received
+            self._held.append(held)
+        self._count()
+
+    def _release(self, held: _Held) -> None:
+        held.done = True
+        self._count()
+        link = self._link
+        if self._short and not self._held and self.enabled and link is not None and link.stream.ready:
+            # §4: an ack may come unasked; this one covers what an earlier answer could not.
+            self._short = False
+            link.send(Ack(self._handled).to_xml())
+
+    def _count(self) -> None:
+        """``h``: the stanzas handled in order, up to the first still held."""
+        while self._held and self._held[0].done:
+            self._held.popleft()
+        self._handled = (self._held[0].number - 1) % MODULUS if self._held else self._received
 
     def nonza(self, el: Element) -> bool:
         """Handle a stream management element from the server; False if it is none."""
@@ -227,6 +269,7 @@ class StreamManagement:
             if el.tag == REQUEST:
                 if self.enabled:
                     link.send(Ack(self._handled).to_xml())
+                    self._short = bool(self._held)
             elif el.tag == ACK:
                 h = Ack.from_xml(el).h
                 if self.enabled and not self._acknowledge(h):
@@ -291,6 +334,14 @@ class StreamManagement:
                 return
             for _ in range(min(count, len(self._queue))):
                 self._acknowledged(self._queue.popleft())
+
+
+@dataclass
+class _Held:
+    """A stanza kept out of ``h``: its number in the count, once counted, and whether released."""
+
+    number: int = 0
+    done: bool = False
 
 
 def _confirmable(el: Element) -> bool:

@@ -1,0 +1,50 @@
+"""A client in a process of its own, for tests that kill it: it logs in as ``argv[1]`` on the
+server at ``argv[2]`` port ``argv[3]``, with its state in ``argv[4]``, and writes ``ready`` once
+caught up. The first OMEMO message it gets is held before it is decrypted until the server asked
+for an ack (XEP-0198 §4) and was answered; then it writes ``answered`` and waits to be killed."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from xml.etree.ElementTree import Element
+
+from schnack.client import Client
+from schnack.client.features.sm import StreamManagement
+from schnack.client.omemo import Omemo
+from schnack.client.omemo.adapter import Decrypted
+from schnack.xmpp.jid import JID
+from schnack.xmpp.payloads.sm import REQUEST
+
+from .conftest import PASSWORD
+
+
+async def main(jid: str, host: str, port: str, directory: str) -> None:
+    answered = asyncio.Event()
+    nonza = StreamManagement.nonza
+
+    def answering(self: StreamManagement, el: Element) -> bool:
+        known = nonza(self, el)
+        if el.tag == REQUEST:
+            answered.set()
+        return known
+
+    async def held(self: Omemo, sender: JID, el: Element) -> Decrypted:
+        answered.clear()
+        await answered.wait()
+        print("answered", flush=True)
+        never: asyncio.Future[Decrypted] = asyncio.get_running_loop().create_future()
+        return await never
+
+    StreamManagement.nonza = answering  # type: ignore[method-assign]
+    Omemo.decrypt = held  # type: ignore[method-assign]
+    client = Client(jid, PASSWORD, host=host, port=int(port), verify=False, direct_tls=False, data_dir=Path(directory))
+    await client.connect()
+    await client.caught_up()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:]))
