@@ -48,9 +48,11 @@ from .base import (
 # Every node takes this transaction-level advisory lock before migrating, so nodes that start
 # together apply each migration exactly once.
 _MIGRATION_LOCK = int.from_bytes(b"schnack", "big")
-# Seconds: long enough for any statement of a healthy server under load, short enough that callers
-# (a client's IQ, the archive writer) fail soon with a retryable error when it does not answer.
-_COMMAND_TIMEOUT = 5.0
+# Seconds: long enough for any statement of a healthy server under load (a message archive query
+# that must scan a large archive, with `with` set to one of the account's own full JIDs, takes
+# seconds), short enough that callers (a client's IQ, the archive writer) fail with a retryable
+# error rather than wait on a server that does not answer; ejabberd's default is 60.
+_COMMAND_TIMEOUT = 30.0
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # OSError covers refused connections and TimeoutError; InternalClientError is what a pooled
 # connection that the server terminated mid-operation can raise on its next use.
