@@ -16,14 +16,16 @@ from schnack.server.app import Server
 from .harness import running
 
 # Where the code under test runs in production: `schnack serve` runs on uvloop, the client
-# commands on asyncio's own loop.
-_CLIENT_SIDE = ("tests/client/", "tests/cli/")
+# commands on asyncio's own loop. The tests with other apps drive them through pseudo-terminals
+# and browsers as those apps' users do, and stay on asyncio's loop with the client's.
+_CLIENT_SIDE = ("tests/client/", "tests/cli/", "tests/interop/")
 
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item,
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """The event loop each test runs on: the client's tests on asyncio's, all others on uvloop."""
+    """The event loop each test runs on: the client's and the other apps' tests on asyncio's, all
+    others on uvloop."""
     if item.path.relative_to(config.rootpath).as_posix().startswith(_CLIENT_SIDE):
         return {"asyncio": asyncio.new_event_loop}
     return {"uvloop": uvloop.new_event_loop}
