@@ -287,6 +287,9 @@ class KeyValue(_Part):
             await self._write("INSERT INTO kv VALUES ($1, $2, $3, $4) ON CONFLICT (host, username, store) "
                               "DO UPDATE SET value=EXCLUDED.value", host, username, store, value)
 
+    async def delete(self, host: str, username: str, store: str) -> None:
+        await self.set(host, username, store, None)
+
     async def set_default(self, host: str, username: str, store: str, value: bytes) -> bytes:
         check_names(host, username, store)
         await self._write("INSERT INTO kv VALUES ($1, $2, $3, $4) ON CONFLICT (host, username, store) DO NOTHING",
