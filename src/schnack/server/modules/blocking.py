@@ -86,7 +86,7 @@ from ..hooks import HANDLED, Handled
 from ..module import Module
 from ..router import ANY_PAYLOAD
 from .directed import Directed
-from .roster import reachable
+from .roster import reachable, send_absence
 
 if TYPE_CHECKING:
     from ..sessions import Session
@@ -419,12 +419,8 @@ class Blocking(Module[BlockingOptions]):
         presence: by its subscription, or by directed presence (RFC 6121 §4.6), which a resource
         may send before its initial presence too. In a cluster, the available resources on
         other nodes are withdrawn too; directed presence is known only for those here."""
-        sessions = self._available(owner)
-        fulls = [str(session.jid) for session in sessions] + await self.server.cluster.presence.available(owner)
-        told = await self._contacts(owner, new, old, _SEES_USER) if fulls else []
-        for contact in told:
-            for full in fulls:
-                await self._unavailable(full, contact)
+        told = await self._contacts(owner, new, old, _SEES_USER)
+        await send_absence(self.server, owner, told)
         await self._withdraw_directed(owner, new, told)
 
     async def _withdraw_directed(self, owner: JID, blocklist: frozenset[JID], told: Collection[JID]) -> None:
@@ -442,11 +438,9 @@ class Blocking(Module[BlockingOptions]):
             covered = told if session.available else ()
             for jid in sorted(withdrawn, key=str):
                 if jid not in covered and jid.bare not in covered:
-                    await self._unavailable(str(session.jid), jid)
+                    attrs = {"type": "unavailable", "from": str(session.jid), "to": str(jid)}
+                    await self.server.router.send(element(_PRESENCE, attrs))
             await self.server.hooks.fire_all("session-changed", session)
-
-    async def _unavailable(self, full: str, to: JID) -> None:
-        await self.server.router.send(element(_PRESENCE, {"type": "unavailable", "from": full, "to": str(to)}))
 
     async def _show_presence(self, owner: JID, old: frozenset[JID], new: frozenset[JID]) -> None:
         """§3.4, §3.5: current presence of each available resource, on any cluster node, to each

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
@@ -79,6 +80,17 @@ def reachable(server: Server, contact: JID) -> bool:
     if domain in server.hosts:
         return True
     return server.config.s2s.enabled and domain not in server.services
+
+
+async def send_absence(server: Server, owner: JID, recipients: Collection[JID]) -> None:
+    """Unavailable presence from each available resource of ``owner``, on this node or another
+    one, to each of ``recipients`` (RFC 6121 §2.5.2, §3.2.2, §3.3.3; XEP-0191 §3.3)."""
+    if not recipients:
+        return
+    local = [str(s.jid) for s in server.sessions.resources(owner) if s.available and not s.closed]
+    for full in local + await server.cluster.presence.available(owner):
+        for to in recipients:
+            await server.router.send(element(_PRESENCE, {"type": "unavailable", "from": full, "to": str(to)}))
 
 
 def subscription(to: bool, from_: bool) -> str:
@@ -244,12 +256,9 @@ class Roster(Module[RosterOptions]):
         return True
 
     async def absence_to(self, owner: JID, to: JID) -> None:
-        """Unavailable presence from each available resource of ``owner``, on this node or another
-        one, for ``to`` (RFC 6121 §2.5.2, §3.2.2, §3.3.3)."""
-        local = [str(s.jid) for s in self.server.sessions.resources(owner) if s.available and not s.closed]
-        for full in local + await self.server.cluster.presence.available(owner):
-            unavailable = element(_PRESENCE, {"type": "unavailable", "from": full, "to": str(to)})
-            await self.server.router.send(unavailable)
+        """Unavailable presence from each available resource of ``owner`` for ``to``
+        (:func:`send_absence`)."""
+        await send_absence(self.server, owner, (to,))
 
     async def account_deleting(self, host: str, username: str) -> None:
         """XEP-0077 §3.2: before an account goes, every contact hears that the subscriptions ended.
