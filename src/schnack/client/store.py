@@ -287,14 +287,10 @@ class Store:
     def _known_version(self) -> int:
         """The file's schema version, refused when a newer schnack wrote it: this code would misread
         its columns and write rows its schema does not expect."""
-        version = self._version()
+        version: int = self._row("PRAGMA user_version")[0]
         if version > len(_SCHEMA):
             raise _NewerStore(f"this store was written by a newer schnack (schema {version}, this version"
                               f" knows up to {len(_SCHEMA)}); upgrade schnack")
-        return version
-
-    def _version(self) -> int:
-        version: int = self._row("PRAGMA user_version")[0]
         return version
 
     def close(self) -> None:
