@@ -235,7 +235,7 @@ class _Top:
 
 
 DEFAULT_MODULES = (
-    "roster", "presence", "message", "offline", "iq", "disco", "version", "ping", "vcard", "private",
+    "roster", "presence", "message", "offline", "iq", "disco", "version", "time", "ping", "vcard", "private",
     "e2e", "blocking", "carbons", "pep", "sm", "csi", "mam", "bookmarks", "push", "fast",
     "upload", "avatar_conversion", "vcard4", "muc", "webclient",
 )  # fmt: skip

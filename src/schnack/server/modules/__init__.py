@@ -18,6 +18,7 @@ BUILTIN: dict[str, str] = {
     "iq": "iq:Iq",
     "disco": "disco:Disco",
     "version": "version:Version",
+    "time": "entity_time:EntityTimeModule",
     "ping": "ping:Ping",
     "vcard": "vcard:VCard",
     "private": "private:PrivateStorage",
