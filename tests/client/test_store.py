@@ -472,3 +472,24 @@ def test_group_messages_keep_their_writer_and_are_stored_once(store: Store) -> N
     assert (listed.peer, listed.text, listed.direction, listed.unread) == (group, "mine", "out", 2)
     assert store.mark(group, "g1", "read", outgoing=False, earlier=True) == ["g1"]
     assert store.conversations()[0].unread == 1
+
+
+def test_the_clock_offset_stamps_messages_and_is_kept(tmp_path: Path, store: Store) -> None:
+    """The server's clock is an hour ahead of this device's: both directions are stamped by it,
+    and the next process of the account starts with the offset."""
+    store.set_clock_offset(timedelta(hours=1))
+    queue(store, BOB, "out", "o1")
+    store.receive(BOB, "in", message_id="i1")
+    for message in store.history(BOB):
+        assert abs(message.stamp - datetime.now(UTC) - timedelta(hours=1)) < timedelta(minutes=1)
+    again = Store(account_dir(ALICE, tmp_path))
+    try:
+        assert abs(again.now() - datetime.now(UTC) - timedelta(hours=1)) < timedelta(minutes=1)
+        again.set_clock_offset(timedelta())
+    finally:
+        again.close()
+    last = Store(account_dir(ALICE, tmp_path))
+    try:
+        assert last.setting("clock_offset") is None
+    finally:
+        last.close()

@@ -384,7 +384,7 @@ def listen(account: str | None, as_json: bool, download: bool, dest: Path | None
 
         async def show() -> None:
             async for message in inbox:
-                arrived = datetime.now(UTC)
+                arrived = client.store.now()
                 click.echo(_message_json(message, me, arrived) if as_json else _message_line(message, arrived))
                 if download:
                     from .files import save_attachment
@@ -404,7 +404,7 @@ def listen(account: str | None, as_json: bool, download: bool, dest: Path | None
             from .groups import group_message_json, group_message_line
 
             async for said in client.groups.messages():
-                arrived = datetime.now(UTC)
+                arrived = client.store.now()
                 click.echo(group_message_json(said, arrived) if as_json else group_message_line(said, arrived))
 
         async def show_group_events() -> None:

@@ -40,6 +40,7 @@ from .errors import AuthenticationError, ClientError, ConnectError, NotConnected
 from .fast import LoginMemory
 from .features.carbons import Carbons
 from .features.chatstates import ChatStateChange, ChatStates
+from .features.clock import Clock
 from .features.corrections import Corrections
 from .features.disco import Disco
 from .features.files import Attachment, Files, Progress, UploadService
@@ -163,6 +164,7 @@ class Client:
         # then the archive catch-up (which goes on in the background).
         self._sm = StreamManagement(self)
         self._ping = Ping(self)
+        self._clock = Clock(self)
         self._roster = Roster(self)
         self._omemo = Omemo(self, Path(data_dir) if data_dir is not None else None, omemo or OmemoSettings())
         self._carbons = Carbons(self)
@@ -260,6 +262,7 @@ class Client:
             await link.close(timeout=2.0, received=self._sm.closing)
         self._fail_waiters("the client was closed")
         await self._groups.close()
+        await self._clock.close()
         await self._omemo.close()
         self.outbox.stop("the client was closed")
         self._events.publish(Disconnected("closed by the program", reconnecting=False))

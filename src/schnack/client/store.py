@@ -25,7 +25,7 @@ import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import Element
@@ -208,10 +208,6 @@ def stored_accounts(base: str | Path | None = None) -> list[JID]:
     return sorted(found, key=str)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _stamp(when: datetime) -> str:
     # One fixed format in UTC, so that the text sorts as the time does.
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -259,11 +255,13 @@ class Store:
                 self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
+            offset = self._row("SELECT value FROM settings WHERE key = 'clock_offset'")
         except (sqlite3.Error, OSError, _NewerStore) as err:
             # No connection to close when connecting itself failed.
             with contextlib.suppress(AttributeError):
                 self._db.close()
             raise StoreError(f"cannot open the local store in {directory}: {err}") from None
+        self._clock_offset = timedelta(seconds=float(offset[0])) if offset is not None else timedelta()
 
     def _migrate(self) -> None:
         """Bring the file to the current schema. The version that counts is the one read under the
@@ -295,6 +293,18 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def now(self) -> datetime:
+        """The time by the server's clock, as far as known: this device's, corrected by the offset
+        last measured (:meth:`set_clock_offset`). Messages are stamped with it, so that live ones
+        and those read from the archive (stamped by the server) stay in order on a device whose
+        clock is off."""
+        return datetime.now(UTC) + self._clock_offset
+
+    def set_clock_offset(self, offset: timedelta) -> None:
+        """Keep how far the server's clock is ahead of this device's (negative: behind)."""
+        self._clock_offset = offset
+        self.save_setting("clock_offset", repr(offset.total_seconds()) if offset else None)
 
     def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
         """The rows a query finds; a damaged file raises StoreError, naming it."""
@@ -351,7 +361,7 @@ class Store:
         """Record a message we are about to send and put it in the outbox, in one transaction; a
         correction (``replaces`` is the id of our message it corrects) changes that one's text."""
         with self._transaction():
-            now = _now()
+            now = self.now()
             cursor = self._db.execute(
                 "INSERT INTO messages (peer, direction, body, stamp, state, origin_id, encrypted, message_id, replaces)"
                 " VALUES (?, 'out', ?, ?, 'pending', ?, ?, ?, ?)",
@@ -442,7 +452,7 @@ class Store:
         message names its writer with ``nick`` and, if known, ``sender`` (their real JID).
         """
         direction = "out" if outgoing else "in"
-        when = stamp or _now()
+        when = stamp or self.now()
         with self._transaction():
             if outgoing and origin_id is None and message_id is not None and self._row(
                 "SELECT 1 FROM messages WHERE peer = ? AND direction = 'out' AND message_id = ?",

@@ -73,7 +73,7 @@ import logging
 import secrets
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
@@ -909,7 +909,7 @@ class Groups:
             return  # what this device sent, back from the room
         real = room.occupants.get(nick) if nick is not None else None
         self._deliver(_Arrived(room, el, nick, real, stanza_id, _delay(el), history=False, before=before,
-                               placed=placed, received=datetime.now(UTC)))
+                               placed=placed, received=self.client.store.now()))
 
     def _key_warnings(self, room: _Room, x: Element) -> None:
         try:
@@ -1060,7 +1060,7 @@ class Groups:
                     text, device = result.text, result.device
                 except Undecryptable as err:
                     undecryptable = str(err)
-                    again = worth_retrying(err, arrived.received or arrived.stamp)
+                    again = worth_retrying(err, arrived.received or arrived.stamp, self.client.store.now())
                     if arrived.retry:
                         if not again:
                             self._stop_waiting(arrived)
@@ -1237,7 +1237,7 @@ class Groups:
 
     async def _page(self, room: _Room, after: str | None) -> tuple[bool, str | None]:
         queryid = secrets.token_hex(8)
-        start = None if after is not None else datetime.now(UTC) - FIRST_CATCH_UP
+        start = None if after is not None else self.client.store.now() - FIRST_CATCH_UP
         query = Query(queryid, Filter(start=start), ResultSet(max=PAGE, after=after))
         results: list[Result] = []
         self._queries[queryid] = results

@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
@@ -196,7 +196,7 @@ class History:
         """Fetch, store and publish one page after ``after``; whether it was the last, and the new
         position."""
         queryid = secrets.token_hex(8)
-        start = None if after is not None else datetime.now(UTC) - FIRST_CATCH_UP
+        start = None if after is not None else self.client.store.now() - FIRST_CATCH_UP
         query = Query(queryid, Filter(start=start), ResultSet(max=PAGE, after=after))
         results: list[Result] = []
         self._results[queryid] = results

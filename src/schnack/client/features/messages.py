@@ -36,7 +36,7 @@ import itertools
 import logging
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
@@ -299,7 +299,7 @@ class Messages:
         try:
             result = await self.client.omemo.decrypt(sender, item.el)
         except Undecryptable as err:
-            again = worth_retrying(err, item.stamp)
+            again = worth_retrying(err, item.stamp, self.client.store.now())
             if kept is not None:
                 if not again:
                     self._pending.drop(kept)
@@ -345,7 +345,7 @@ class Messages:
     def _keep(self, item: Incoming, sender: JID) -> None:
         """A live message from ``sender`` (bare) that could not be decrypted for a reason that may
         pass: kept to be tried again. Beyond :data:`PENDING` of them the oldest is given up."""
-        late = replace(item, history=True, stamp=item.stamp or datetime.now(UTC))
+        late = replace(item, history=True, stamp=item.stamp or self.client.store.now())
         for oldest in self._pending.keep(next(self._numbers), sender, late, PENDING):
             log.warning("giving up a message from %s that could not be decrypted", oldest.sender)
 
@@ -485,11 +485,12 @@ def remembered(ids: dict[str, None], key: str, limit: int) -> bool:
     return False
 
 
-def worth_retrying(err: Undecryptable, stamp: datetime | None) -> bool:
+def worth_retrying(err: Undecryptable, stamp: datetime | None, now: datetime) -> bool:
     """Whether a message that could not be decrypted is to be tried again: only for a reason that
-    may pass, and for at most :data:`RETRY_FOR` after it was sent (``stamp``), so that one that
-    never becomes readable does not hold the archive catch-up back for ever."""
-    return not err.lasting and (stamp is None or datetime.now(UTC) - stamp < RETRY_FOR)
+    may pass, and for at most :data:`RETRY_FOR` after it was sent (``stamp``, by the server's
+    clock, as ``now``), so that one that never becomes readable does not hold the archive catch-up
+    back for ever."""
+    return not err.lasting and (stamp is None or now - stamp < RETRY_FOR)
 
 
 def first_waiting(results: Sequence[Result], undecrypted: Container[str], after: str | None) -> UndecryptedYet | None:
