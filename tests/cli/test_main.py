@@ -177,6 +177,14 @@ def test_usage_errors_are_one_line(args: list[str], message: str) -> None:
     assert result.stderr.splitlines() == [f"schnack: {message}"]
 
 
+@pytest.mark.parametrize("args", [[], ["admin"], ["admin", "user"]])
+def test_a_command_group_without_its_command_shows_its_help(args: list[str]) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"Usage: python -m schnack.cli {' '.join([*args, ''])}[OPTIONS] COMMAND")
+    assert "\nCommands:\n" in result.stderr
+
+
 def test_sessions_without_a_server(tmp_path: Path) -> None:
     result = run("admin", "sessions", "--config", str(write_config(tmp_path)))
     assert result.returncode == 1

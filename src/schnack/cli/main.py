@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from ..server import admin as admin_channel
 from ..server.config import Config, ConfigError, load
@@ -91,11 +92,15 @@ class _Schnack(click.Group):
     """The command group; an interrupt ends any command with one line and status 130 (128 + SIGINT),
     where click would print "Aborted!" and exit 1, a closed standard output silently with 141, and
     a usage error (an unknown command or option, a missing argument) with one line and status 2,
-    where click would print the usage and a hint around it."""
+    where click would print the usage and a hint around it; a group without its command still
+    shows its help."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except NoArgsIsHelpError:
+            # A group without its command: click shows the group's help, which is what was asked.
+            raise
         except click.UsageError as err:
             where = err.ctx.command_path if err.ctx is not None else ctx.command_path
             _fail(f"{err.format_message().rstrip('.')} (see '{where} --help')", err.exit_code)
