@@ -167,6 +167,7 @@ def test_sessions_where_no_socket_can_be(tmp_path: Path) -> None:
         (["send", "--bogus", "bob@example.test", "hi"], "No such option '--bogus' (see 'python -m schnack.cli send --help')"),
         (["admin", "user", "add"], "Missing argument 'JID' (see 'python -m schnack.cli admin user add --help')"),
         (["omemo", "trust"], "No such command 'omemo' (see 'python -m schnack.cli --help')"),
+        (["--bogus", "send"], "No such option '--bogus' (see 'python -m schnack.cli --help')"),
         (["calls", "data-saver", "sometimes"], "Invalid value for '[auto|on|off]': 'sometimes' is not one of 'auto', 'on',"
          " 'off' (see 'python -m schnack.cli calls data-saver --help')"),
     ],

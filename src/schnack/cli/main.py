@@ -88,6 +88,16 @@ def _run(coro: Awaitable[T]) -> T:
     return asyncio.run(wrap())
 
 
+def _usage_error(err: click.UsageError, command_path: str) -> None:
+    """End with the one line of a usage error, naming the help of the command it is about; a group
+    without its command shows its help as click does, since that is what was asked for."""
+    if isinstance(err, NoArgsIsHelpError):
+        err.show()
+        sys.exit(err.exit_code)
+    where = err.ctx.command_path if err.ctx is not None else command_path
+    _fail(f"{err.format_message().rstrip('.')} (see '{where} --help')", err.exit_code)
+
+
 class _Schnack(click.Group):
     """The command group; an interrupt ends any command with one line and status 130 (128 + SIGINT),
     where click would print "Aborted!" and exit 1, a closed standard output silently with 141, and
@@ -95,15 +105,21 @@ class _Schnack(click.Group):
     where click would print the usage and a hint around it; a group without its command still
     shows its help."""
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        # schnack's own options are parsed here, before invoke: `schnack --bogus`.
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as err:
+            _usage_error(err, info_name or "schnack")
+            raise AssertionError from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except NoArgsIsHelpError:
-            # A group without its command: click shows the group's help, which is what was asked.
-            raise
         except click.UsageError as err:
-            where = err.ctx.command_path if err.ctx is not None else ctx.command_path
-            _fail(f"{err.format_message().rstrip('.')} (see '{where} --help')", err.exit_code)
+            _usage_error(err, ctx.command_path)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except BrokenPipeError as err:
