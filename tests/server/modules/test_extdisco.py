@@ -105,6 +105,9 @@ async def test_credentials(tmp_path: Path) -> None:
         (f"<credentials xmlns='{NS}'/>", "bad-request"),
         (f"<credentials xmlns='{NS}'><service host='turn.localhost'/></credentials>", "bad-request"),
         (f"<credentials xmlns='{NS}'><service type='turn' host='turn.localhost' port='http'/></credentials>", "bad-request"),
+        # Digits Python's int() does not read (superscript two).
+        (f"<credentials xmlns='{NS}'><service type='turn' host='turn.localhost' port='\u00b2'/></credentials>",
+         "bad-request"),
         (f"<services xmlns='{NS}'><service type='turn' host='h' transport='sctp'/></services>", "bad-request"),
     ],
 )

@@ -33,7 +33,7 @@ def _int(el: Element, name: str) -> int | None:
     raw = el.get(name)
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) > 65535:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > 65535:
         raise ExtdiscoError(f"'{name}' must be a port number, got {raw!r}")
     return int(raw)
 
