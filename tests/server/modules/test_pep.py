@@ -36,6 +36,7 @@ from schnack.xmpp.payloads.pubsub import (
 from schnack.xmpp.xml import serialize
 
 from ...harness import Client, running, xml
+from ..s2s.raw import RawReceiver
 from ..storage.conftest import postgres_schema
 from .messaging import condition, login
 
@@ -428,6 +429,43 @@ async def test_open_nodes_notify_subscribed_contacts_too(server: Server) -> None
     await publish(alice, DEVICES, DEVICE_LIST, options=(("pubsub#access_model", "open"),))
     assert len(events(bob.take())) == 1
     assert stranger.take() == []
+
+
+async def test_contacts_and_subscribers_at_other_servers_are_notified(tmp_path: Path) -> None:
+    remote = await RawReceiver(tmp_path, "b.example", sm=False).start()
+    s2s = {"enabled": True, "verify": False, "hosts": {"b.example": f"127.0.0.1:{remote.port}"}}
+    try:
+        async with running(tmp_path, s2s=s2s) as server:
+            roster = server.storage.roster
+            await roster.set_item("localhost", "alice", RosterItem("bob@b.example", subscription="both"))
+            await roster.set_item("localhost", "alice", RosterItem("dave@b.example", subscription="to"))
+            alice = await online(server, "alice@localhost/phone")
+            answer, _ = await publish(alice, DEVICES, DEVICE_LIST)
+            assert answer.get("type") == "result", xml(answer)
+            # A subscriber elsewhere (XEP-0060 §6.1), whom the open access model admits.
+            await owner(alice, f"<configure node='{DEVICES}'>"
+                               f"{form(('pubsub#access_model', 'open'), form_type=f'{PUBSUB}#node_config')}</configure>")
+            await alice.send(f"<iq type='set' id='own'><pubsub xmlns='{OWNER}'><subscriptions node='{DEVICES}'>"
+                             "<subscription jid='carol@b.example/desk' subscription='subscribed'/>"
+                             "</subscriptions></pubsub></iq>")
+            assert reply(alice.take(), "own").get("type") == "result"
+            await publish(alice, DEVICES, DEVICE_LIST, item_id="second")
+            # Sent after the notifications, on the same route: what came before it is all there is.
+            await alice.send("<message to='bob@b.example' id='last' type='chat'><body>done</body></message>")
+            peer = await remote.next_peer()
+            notified = []
+            while (el := await peer.element()).get("id") != "last":
+                event = el.find(f"{{{EVENT}}}event")
+                if event is not None:
+                    assert el.get("type") == "headline" and el.get("from") == "alice@localhost", xml(el)
+                    notified.append((el.get("to"), item_ids(parse_event(event))))
+            assert notified == [
+                ("bob@b.example", ("current",)),
+                ("bob@b.example", ("second",)),
+                ("carol@b.example/desk", ("second",)),
+            ]
+    finally:
+        remote.stop()
 
 
 async def test_notify_filter_follows_caps(server: Server) -> None:

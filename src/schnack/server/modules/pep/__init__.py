@@ -17,7 +17,8 @@ is what OMEMO device lists and bundles (``eu.siacs.conversations.axolotl.*`` and
 - Notifications (XEP-0163 §4.3) are headline messages from the owner's bare JID to the owner's
   available resources and to the available resources of contacts subscribed to the owner's
   presence whom the access model admits, filtered by each resource's "+notify" features
-  (:mod:`.interests`) and by blocking (:mod:`.delivery`). The last published item of each node goes to a resource when it sends
+  (:mod:`.interests`) and by blocking (:mod:`.delivery`); contacts at other servers get them
+  at their bare JID. The last published item of each node goes to a resource when it sends
   initial presence (``send_last_published_item`` on_sub_and_presence, XEP-0060 §6.1.7), for the
   account's own nodes and those of each contact it is subscribed to, and to the available
   resources of a user whose subscription a contact approves (on_sub).

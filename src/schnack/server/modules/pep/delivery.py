@@ -15,6 +15,11 @@ nor copied to other resources.
 In a cluster, the resources on other nodes count too: ``pep/elsewhere`` (account) answers with
 the account's available resources there and their last presence (the cluster directory), whose
 caps decide +notify as for local ones; their notifications are routed to their full JIDs.
+
+With federation on, contacts and subscribers at other servers are notified too: a contact at
+its bare JID, whose server hands a headline to each available resource (RFC 6121 §8.5.2.1.1),
+since this server knows neither its resources nor their caps; a subscriber at the JID it
+subscribed.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from ....xmpp.jid import JID
 from ....xmpp.payloads.pubsub import Event, EventItems, Item
 from ....xmpp.xml import element, qname
 from ...storage.base import RosterItem
-from ..roster import has_from, has_to
+from ..roster import has_from, has_to, reachable
 from .access import Rosters, denial
 from .interests import Interests, caps_of
 from .store import Node, NodeStore
@@ -65,10 +70,24 @@ class Delivery:
     def _local(self, jid: JID) -> bool:
         return jid.local is not None and jid.domain in self._server.hosts
 
+    def _abroad(self, jid: JID) -> bool:
+        """Whether ``jid`` is at another server that notifications reach (federation is on)."""
+        return jid.domain not in self._server.hosts and reachable(self._server, jid)
+
     def subscribed(self, subscriber: JID) -> list[Session]:
         """The available resources a subscription of ``subscriber`` (bare: all; full: that one) reaches."""
         sessions = self.available(subscriber.bare)
         return sessions if subscriber.is_bare else [s for s in sessions if s.jid == subscriber]
+
+    async def reached(self, subscriber: JID) -> list[Session | JID]:
+        """Where a subscription of ``subscriber`` is notified: its available resources here and on
+        other cluster nodes (bare: all; full: that one), or, at another server, the address itself
+        (XEP-0060 §7.1.2.1: notifications go to the subscribed JID)."""
+        if subscriber.domain not in self._server.hosts:
+            return [subscriber] if self._abroad(subscriber) else []
+        found: list[Session | JID] = [*self.subscribed(subscriber)]
+        found.extend(jid for jid, _ in await self.elsewhere(subscriber.bare) if subscriber.is_bare or jid == subscriber)
+        return found
 
     async def elsewhere(self, account: JID) -> list[tuple[JID, Element | None]]:
         """The available resources of ``account`` on other cluster nodes, with their last presence."""
@@ -82,6 +101,7 @@ class Delivery:
         sessions = self.available(owner)
         remote = await self.elsewhere(owner)
         roster: dict[str, RosterItem] = {}
+        abroad: list[JID] = []
         if node.config.access_model != "whitelist":
             roster = await self._rosters.items(owner)
             for jid, item in roster.items():
@@ -90,8 +110,13 @@ class Delivery:
                     if self._local(contact):
                         sessions.extend(self.available(contact))
                         remote.extend(await self.elsewhere(contact))
+                    elif self._abroad(contact):
+                        abroad.append(contact)
         found: list[Session | JID] = [s for s in sessions if self._interests.wants(s, node.name)]
         found.extend(jid for jid, presence in remote if self._interests.wants_by(presence, node.name))
+        # Neither the resources nor the caps of a contact at another server are known here: its
+        # bare JID, which that server gives to each available resource (RFC 6121 §8.5.2.1.1).
+        found.extend(abroad)
         subscribers = await self._subscriptions.of(owner, node.name)
         if subscribers:
             seen = {_address(r) for r in found}
@@ -100,10 +125,7 @@ class Delivery:
                 if not admits(owner, node, subscriber, roster.get(str(subscriber.jid.bare))):
                     lost.add(subscriber.jid)
                     continue
-                reached: list[Session | JID] = [*self.subscribed(subscriber.jid)]
-                reached.extend(jid for jid, _ in await self.elsewhere(subscriber.jid.bare)
-                               if subscriber.jid.is_bare or jid == subscriber.jid)
-                for recipient in reached:
+                for recipient in await self.reached(subscriber.jid):
                     if _address(recipient) not in seen:
                         seen.add(_address(recipient))
                         found.append(recipient)
@@ -144,7 +166,7 @@ class Delivery:
         """XEP-0060 §6.1.7: the last item of ``node`` to the resources of a new subscription."""
         last = await self._store.last(owner, node)
         if last is not None:
-            await self.send(owner, self.subscribed(subscriber), EventItems(node.name, (Item(last.id, last.payload),)))
+            await self.send(owner, await self.reached(subscriber), EventItems(node.name, (Item(last.id, last.payload),)))
 
     async def welcome(self, session: Session) -> None:
         """After initial presence: the last items of the account's own nodes and of each local
