@@ -206,6 +206,31 @@ async def test_avatar_made_contacts_only_leaves_the_vcard(server: Server) -> Non
     assert photo_of(await vcard_of(stranger, "alice@localhost")) == ("image/gif", GIF)
 
 
+@pytest.mark.parametrize("removal", [
+    (f"<delete node='{METADATA_NODE}'/>", f"<delete node='{DATA_NODE}'/>"),
+    (f"<purge node='{METADATA_NODE}'/>",),
+    (f"<delete node='{DATA_NODE}'/>",),
+])
+async def test_avatar_removed_from_pep_leaves_the_vcard(server: Server, removal: tuple[str, ...]) -> None:
+    """An avatar taken away by deleting or purging its nodes, instead of publishing empty
+    metadata, leaves the vCard and presence as well: the converted photo no longer shows."""
+    alice = await online(server, "alice@localhost/phone")
+    stranger = await online(server, "mallory@localhost/phone")
+    await set_vcard(alice, "<FN>Alice</FN>")
+    await publish(alice, DATA_NODE, data_xml(PNG), item_id=PNG_ID, options=OPEN)
+    await publish(alice, METADATA_NODE, metadata_xml(Info(PNG_ID, len(PNG), "image/png")), item_id=PNG_ID,
+                  options=OPEN)
+    assert photo_of(await vcard_of(stranger, "alice@localhost")) == ("image/png", PNG)
+    for action in removal:
+        answer = await owner(alice, action)
+        assert answer.get("type") == "result", xml(answer)
+    card = await vcard_of(stranger, "alice@localhost")
+    assert photo_of(card) == (None, None) and card.findtext(f"{{{ns.VCARD}}}FN") == "Alice"
+    alice.take()
+    await alice.send("<presence/>")
+    assert photo_hashes(alice.take()) == [""]
+
+
 async def test_access_model_changed_by_configuration(server: Server) -> None:
     """The vCard follows a configuration change of the avatar's access model, without a publish."""
     alice = await online(server, "alice@localhost/phone")

@@ -15,7 +15,9 @@ was set. The feature is announced on the account (§2).
   (the account remembers the hash it converted last); one the account set through the vCard
   stays, as it was public by choice. A configuration change of an avatar node (event
   ``pep/configured``) converts the current metadata again, so the vCard follows an access
-  model changed without a publish.
+  model changed without a publish. So does a retraction, purge or deletion (event
+  ``pep/removed``): an avatar whose metadata is gone is no avatar, as empty metadata is none,
+  and one whose data node is gone is not open.
 - vCard to PEP (§3.2): a vCard the account sets (event ``vcard/updated``) with an inline photo
   publishes the image to the data node under its SHA-1, then metadata with one ``<info/>``
   (the vCard's TYPE, or the type the image's first bytes show); the contacts are notified as
@@ -57,7 +59,7 @@ from ...xmpp.payloads.avatar import (
 from ...xmpp.payloads.pubsub import NodeConfig
 from ...xmpp.stanza import Stanza
 from ..module import Module
-from .pep import CONFIGURED, PUBLISHED, Pep
+from .pep import CONFIGURED, PUBLISHED, REMOVED, Pep
 from .vcard import UPDATED, VCard
 
 if TYPE_CHECKING:
@@ -109,6 +111,7 @@ class AvatarConversion(Module[Any]):
         bus.on_resubscribed(self._hashes.clear)
         self.hook(PUBLISHED, self.pep_to_vcard)
         self.hook(CONFIGURED, self.reconfigured)
+        self.hook(REMOVED, self.removed)
         self.hook(UPDATED, self.vcard_to_pep)
         for target in ("self", "bare", "full", "host", "service", "remote"):
             self.route(f"pre-presence/{target}", self.stamp, priority=500)
@@ -151,11 +154,21 @@ class AvatarConversion(Module[Any]):
     async def reconfigured(self, owner: JID, node: str) -> None:
         """§3.1 again after an avatar node's configuration changed: an avatar that stopped being
         open leaves the vCard, one that became open enters it."""
+        await self._reconvert(owner, node, removed=False)
+
+    async def removed(self, owner: JID, node: str) -> None:
+        """§3.1 again after items of an avatar node were retracted or purged, or the node deleted:
+        no metadata left is no avatar, as empty metadata is; a data node gone is not open."""
+        await self._reconvert(owner, node, removed=True)
+
+    async def _reconvert(self, owner: JID, node: str, removed: bool) -> None:
         if node not in (DATA_NODE, METADATA_NODE):
             return
         last = await self.pep.readable_item(owner, METADATA_NODE, None, owner)
         if last is not None:
             await self.pep_to_vcard(owner, METADATA_NODE, last.id, last.payload)
+        elif removed:
+            await self.pep_to_vcard(owner, METADATA_NODE, "", AvatarMetadata().to_xml())
 
     async def _open(self, owner: JID) -> bool:
         """Whether anyone may read the account's avatar image, as anyone reads its vCard."""

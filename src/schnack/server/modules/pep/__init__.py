@@ -37,7 +37,8 @@ is what OMEMO device lists and bundles (``eu.siacs.conversations.axolotl.*`` and
 Nodes and items live in the map store (:mod:`.store`) and go with the account. Other modules
 publish on an account's behalf with :meth:`Pep.publish_item`, read with
 :meth:`Pep.readable_item`, and hear of every publish through the event ``pep/published``
-(owner, node, item id, payload) and of every configuration change through ``pep/configured``
+(owner, node, item id, payload), of every configuration change through ``pep/configured``
+(owner, node), and of items retracted or purged and nodes deleted through ``pep/removed``
 (owner, node).
 """
 
@@ -104,6 +105,7 @@ log = logging.getLogger(__name__)
 REQUEST = qname(PUBSUB, "pubsub")
 PUBLISHED = "pep/published"
 CONFIGURED = "pep/configured"
+REMOVED = "pep/removed"
 OWNER_REQUEST = qname(OWNER, "pubsub")
 IDENTITY = Identity("pubsub", "pep")
 # XEP-0060 §10: what this service does, as disco features.
@@ -240,6 +242,7 @@ class Pep(Module[PepOptions]):
                 return stanza.result(await self._subscribe(owner, request, origin.jid))
             if isinstance(request, Retract):
                 await self._retract(owner, request)
+                await self._fire(REMOVED, owner, request.node)
             elif isinstance(request, Create):
                 await self._create(owner, request)
             elif isinstance(request, Unsubscribe):
@@ -287,8 +290,10 @@ class Pep(Module[PepOptions]):
                 await self._configure(owner, request)
             elif isinstance(request, Delete):
                 await self._delete(owner, request.node)
+                await self._fire(REMOVED, owner, request.node)
             elif isinstance(request, Purge):
                 await self._purge(owner, request.node)
+                await self._fire(REMOVED, owner, request.node)
             elif isinstance(request, OwnerSubscriptions):
                 await self._change_subscriptions(owner, request)
             else:
@@ -404,6 +409,12 @@ class Pep(Module[PepOptions]):
         if self.server.hooks.has(PUBLISHED):
             await self.server.hooks.fire_all(PUBLISHED, owner, name, item_id, payload)
 
+    async def _fire(self, event: str, owner: JID, name: str) -> None:
+        """Event ``event`` (owner, node name) of a change to a node: ``pep/configured`` or
+        ``pep/removed``; after the lock is released, as for ``pep/published``."""
+        if self.server.hooks.has(event):
+            await self.server.hooks.fire_all(event, owner, name)
+
     def _check_preconditions(self, config: NodeConfig, options: DataForm) -> None:
         """§7.1.5: every publish option must equal the existing node's configuration."""
         try:
@@ -459,9 +470,7 @@ class Pep(Module[PepOptions]):
                 node = await self.store.trim(owner, node)
             await self.store.save(owner, node)
             await self._prune(owner, node)
-        # After the lock is released, as for ``pep/published``.
-        if self.server.hooks.has(CONFIGURED):
-            await self.server.hooks.fire_all(CONFIGURED, owner, node.name)
+        await self._fire(CONFIGURED, owner, node.name)
 
     async def _delete(self, owner: JID, name: str) -> None:
         """§8.4: delete a node and its items, telling who could see it (pubsub#notify_delete)."""
