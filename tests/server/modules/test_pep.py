@@ -38,6 +38,7 @@ from schnack.xmpp.xml import serialize
 from ...harness import Client, running, xml
 from ..s2s.raw import RawReceiver
 from ..storage.conftest import postgres_schema
+from .contacts import arrive, federated
 from .messaging import condition, login
 
 IQ = f"{{{ns.CLIENT}}}iq"
@@ -466,6 +467,42 @@ async def test_contacts_and_subscribers_at_other_servers_are_notified(tmp_path: 
             ]
     finally:
         remote.stop()
+
+
+def notified_abroad(sent: list[Element]) -> list[tuple[str | None, str, tuple[str | None, ...]]]:
+    """(to, node, item ids) of each PEP notification among the stanzas sent to other servers."""
+    found = []
+    for el in sent:
+        event = el.find(f"{{{EVENT}}}event")
+        if event is not None:
+            assert el.get("type") == "headline" and el.get("from") == "alice@localhost", xml(el)
+            parsed = parse_event(event)
+            found.append((el.get("to"), parsed.node, item_ids(parsed)))
+    return found
+
+
+async def test_a_contact_at_another_server_coming_online_gets_the_last_items(tmp_path: Path) -> None:
+    async with federated(tmp_path) as (server, sent):
+        roster = server.storage.roster
+        await roster.set_item("localhost", "alice", RosterItem("bob@b.example", subscription="both"))
+        await roster.set_item("localhost", "alice", RosterItem("dave@b.example", subscription="to"))
+        alice = await online(server, "alice@localhost/phone")
+        await publish(alice, DEVICES, DEVICE_LIST)
+        await publish(alice, LIST, "<e xmlns='urn:example'/>", options=(("pubsub#access_model", "whitelist"),))
+        sent.clear()
+        for contact in ("bob", "dave"):
+            await arrive(server, f"<presence from='{contact}@b.example/phone' to='alice@localhost'/>")
+        await settled(server)
+        assert notified_abroad(sent) == [("bob@b.example/phone", DEVICES, ("current",))]
+        # Another presence of a resource that got them is a change of status, not a new resource.
+        sent.clear()
+        await arrive(server, "<presence from='bob@b.example/phone' to='alice@localhost'><show>away</show></presence>")
+        await settled(server)
+        assert notified_abroad(sent) == []
+        await arrive(server, "<presence from='bob@b.example/phone' to='alice@localhost' type='unavailable'/>")
+        await arrive(server, "<presence from='bob@b.example/phone' to='alice@localhost'/>")
+        await settled(server)
+        assert notified_abroad(sent) == [("bob@b.example/phone", DEVICES, ("current",))]
 
 
 async def test_notify_filter_follows_caps(server: Server) -> None:

@@ -20,7 +20,8 @@ is what OMEMO device lists and bundles (``eu.siacs.conversations.axolotl.*`` and
   (:mod:`.interests`) and by blocking (:mod:`.delivery`); contacts at other servers get them
   at their bare JID. The last published item of each node goes to a resource when it sends
   initial presence (``send_last_published_item`` on_sub_and_presence, XEP-0060 §6.1.7), for the
-  account's own nodes and those of each contact it is subscribed to, and to the available
+  account's own nodes and those of each contact it is subscribed to, to a contact's resource at
+  another server when its first available presence reaches the account, and to the available
   resources of a user whose subscription a contact approves (on_sub).
 - Explicit subscriptions (XEP-0060 §6.1), beside the ones presence implies: anyone the access
   model admits subscribes a bare or full JID of their own (§6.1.3 errors otherwise) and gets
@@ -91,8 +92,9 @@ from ...background import Background
 from ...config import bounded
 from ...locks import AccountLocks
 from ...module import Module
+from ..roster import has_from
 from .access import Rosters, denial
-from .delivery import ON_SUBSCRIPTION, Delivery, admits
+from .delivery import ON_PRESENCE, ON_SUBSCRIPTION, Delivery, admits
 from .interests import Interests, caps_of
 from .store import Node, NodeStore, StoredItem
 from .subscriptions import Subscriber, SubscriptionStore
@@ -177,6 +179,8 @@ class Pep(Module[PepOptions]):
         self.route("iq/host", self.interests.answer)
         self.route("pre-presence/self", self.presence_update, priority=10)
         self.route("presence/bare", self.subscription_approved, priority=10)
+        for target in ("bare", "full"):
+            self.route(f"presence/{target}", self.presence_from_abroad, priority=10)
         self.hook("presence-initial", self.presence_initial)
         self.hook("disco-items/account", self.visible_nodes)
         self.hook("user-deleting", self.unsubscribe_all)
@@ -630,6 +634,26 @@ class Pep(Module[PepOptions]):
         for session in self.delivery.available(user.bare):
             self._tasks.spawn(self.delivery.send_last(contact, session, ON_SUBSCRIPTION))
 
+    async def presence_from_abroad(self, stanza: Stanza, origin: Session | None) -> None:
+        """XEP-0163 §4.3.4 for contacts at other servers: the first available presence of a
+        contact's resource gets the last items of the account's nodes that the contact may see,
+        as a local contact's resource gets them on initial presence (whatever its +notify, as
+        its caps are not known here). Its later presence gets none until it went unavailable."""
+        contact, user = stanza.from_, stanza.to
+        if origin is not None or contact is None or user is None or contact.resource is None:
+            return
+        if contact.domain in self.server.hosts or user.local is None:
+            return
+        owner = user.bare
+        if stanza.type == "unavailable":
+            self.delivery.left(owner, contact)
+            return
+        if stanza.type is not None:
+            return
+        relation = await self.rosters.item(owner, contact.bare)
+        if relation is not None and has_from(relation.subscription) and self.delivery.arrived(owner, contact):
+            self._tasks.spawn(self.delivery.send_last(owner, contact, ON_PRESENCE))
+
     # Discovery ----------------------------------------------------------------------------------
 
     async def _visible(self, owner: JID, requester: JID | None) -> list[Node]:
@@ -686,7 +710,9 @@ class Pep(Module[PepOptions]):
 
     async def forget(self, host: str, username: str) -> None:
         """A deleted account's nodes and items go with it."""
-        await self.store.delete_all(JID.parse(f"{username}@{host}"))
+        owner = JID.parse(f"{username}@{host}")
+        self.delivery.forget(owner)
+        await self.store.delete_all(owner)
 
 
 def _request(stanza: Stanza) -> Request | OwnerRequest:

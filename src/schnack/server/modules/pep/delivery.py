@@ -19,7 +19,8 @@ caps decide +notify as for local ones; their notifications are routed to their f
 With federation on, contacts and subscribers at other servers are notified too: a contact at
 its bare JID, whose server hands a headline to each available resource (RFC 6121 §8.5.2.1.1),
 since this server knows neither its resources nor their caps; a subscriber at the JID it
-subscribed.
+subscribed. A contact's resource there gets the last items when its first available presence
+reaches the account (XEP-0163 §4.3.4), as a local one does on initial presence.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class Delivery:
         self._store = store
         self._interests = interests
         self._subscriptions = subscriptions
+        # Per local account, the available resources of its contacts at other servers that had
+        # its last items: their later presence is a change of status, which gets none.
+        self._seen_abroad: dict[JID, set[JID]] = {}
 
     def available(self, account: JID) -> list[Session]:
         """The resources of ``account`` that sent available presence."""
@@ -140,16 +144,19 @@ class Delivery:
             attrs = {"type": "headline", "from": str(owner), "to": _address(recipient), "id": secrets.token_urlsafe(9)}
             await self._server.router.send(element(_MESSAGE, attrs, children=[payload]))
 
-    async def send_last(self, owner: JID, session: Session, when: frozenset[str]) -> set[str]:
+    async def send_last(self, owner: JID, recipient: Session | JID, when: frozenset[str]) -> set[str]:
         """The last item of each node of ``owner`` whose ``send_last_published_item`` is in ``when``,
-        that ``session`` may see and wants (XEP-0163 §4.3.4, XEP-0060 §6.1.7); the nodes sent."""
+        that ``recipient`` may see and wants (XEP-0163 §4.3.4, XEP-0060 §6.1.7); the nodes sent.
+        A resource at another server (a full JID) wants every node: its caps are not known here."""
         sent: set[str] = set()
-        viewer = session.jid.bare
+        viewer = (recipient if isinstance(recipient, JID) else recipient.jid).bare
         relation: RosterItem | None = None
         looked_up = viewer == owner
         for name, node in sorted((await self._store.nodes(owner)).items()):
             config = node.config
-            if config.send_last_published_item not in when or node.last is None or not self._interests.wants(session, name):
+            if config.send_last_published_item not in when or node.last is None:
+                continue
+            if not isinstance(recipient, JID) and not self._interests.wants(recipient, name):
                 continue
             if viewer != owner and config.access_model != "open":
                 if not looked_up:
@@ -157,10 +164,31 @@ class Delivery:
                 if denial(config, relation) is not None:
                     continue
             last = await self._store.last(owner, node)
-            if last is not None and not session.closed:
-                await self.send(owner, (session,), EventItems(name, (Item(last.id, last.payload),)))
+            if last is not None and (isinstance(recipient, JID) or not recipient.closed):
+                await self.send(owner, (recipient,), EventItems(name, (Item(last.id, last.payload),)))
                 sent.add(name)
         return sent
+
+    def arrived(self, owner: JID, resource: JID) -> bool:
+        """Note that ``resource``, a contact's at another server, is available to ``owner``;
+        whether it was not before (its presence is initial presence, not a change of status)."""
+        known = self._seen_abroad.setdefault(owner, set())
+        if resource in known:
+            return False
+        known.add(resource)
+        return True
+
+    def left(self, owner: JID, resource: JID) -> None:
+        """``resource``, a contact's at another server, went unavailable to ``owner``."""
+        known = self._seen_abroad.get(owner)
+        if known is not None:
+            known.discard(resource)
+            if not known:
+                del self._seen_abroad[owner]
+
+    def forget(self, owner: JID) -> None:
+        """The account ``owner`` is gone, with what was noted of its contacts' resources."""
+        self._seen_abroad.pop(owner, None)
 
     async def send_last_to(self, owner: JID, node: Node, subscriber: JID) -> None:
         """XEP-0060 §6.1.7: the last item of ``node`` to the resources of a new subscription."""
