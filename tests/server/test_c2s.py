@@ -328,6 +328,9 @@ async def test_websocket_stream_opens_with_open_element(server: Server) -> None:
         ("one.zero", "unsupported-version"),
         ("1.0.0", "unsupported-version"),
         ("", "unsupported-version"),
+        # Digits of other scripts: '²' is a digit int() refuses, '١' one it reads as 1.
+        ("\u00b2.0", "unsupported-version"),
+        ("\u0661.\u0660", "unsupported-version"),
     ],
 )
 async def test_unsupported_versions(server: Server, version: str, condition: str) -> None:

@@ -374,7 +374,7 @@ def test_a_binding_error_names_its_condition() -> None:
     assert "resource binding failed" in str(err.value)
 
 
-@pytest.mark.parametrize("version", ["0.9", "2.0", "x"])
+@pytest.mark.parametrize("version", ["0.9", "2.0", "x", "\u00b2.0", "\u0661.\u0660"])
 def test_a_server_not_speaking_xmpp_1_is_refused(version: str) -> None:
     client = ClientStream(ALICE, PASSWORD, secure=True)
     client.start()

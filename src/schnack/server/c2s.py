@@ -208,7 +208,7 @@ class C2SStream:
         self.host = host
         version = attrs.get("version", "0.9")
         major, _, minor = version.partition(".")
-        if not (major.isdigit() and minor.isdigit()):
+        if not (major.isascii() and major.isdigit() and minor.isascii() and minor.isdigit()):
             raise StreamError("unsupported-version", f"malformed version {version!r}")
         if int(major) != 1:
             # RFC 6120 §4.7.5: only the minor version may differ between entities that interoperate.

@@ -312,7 +312,7 @@ class ClientStream:
         if opened.default_ns != ns.CLIENT:
             raise StreamError("invalid-namespace", "the stream's default namespace must be jabber:client")
         major, _, minor = opened.attrs.get("version", "0.9").partition(".")
-        if not (major.isdigit() and minor.isdigit()) or int(major) != 1:
+        if not (major.isascii() and major.isdigit() and minor.isascii() and minor.isdigit()) or int(major) != 1:
             raise StreamError("unsupported-version", "this client speaks XMPP 1.0")
         self.stream_id = opened.attrs.get("id")
         self._state = "features"
