@@ -328,7 +328,7 @@ async def test_websocket_stream_opens_with_open_element(server: Server) -> None:
         ("one.zero", "unsupported-version"),
         ("1.0.0", "unsupported-version"),
         ("", "unsupported-version"),
-        # Digits of other scripts: '²' is a digit int() refuses, '١' one it reads as 1.
+        # Digits of other scripts: int() refuses the superscript two and reads the Arabic-Indic one.
         ("\u00b2.0", "unsupported-version"),
         ("\u0661.\u0660", "unsupported-version"),
     ],

@@ -398,6 +398,7 @@ def test_a_sentinel_url_makes_a_redis_node(tmp_path: Path, url: str) -> None:
     ("redis+sentinel://h1,,h2/mymaster", "list the sentinels as host:port separated by commas"),
     ("redis+sentinel://h1:70000/mymaster", "'h1:70000' is not a sentinel host:port"),
     ("redis+sentinel://h1/mymaster/zero", "after the service name only a database number may follow (/mymaster/0)"),
+    ("redis+sentinel://h1/mymaster/\u00b2", "after the service name only a database number may follow (/mymaster/0)"),
     ("redis+sentinel://h1/mymaster?sentinel=x", "unknown parameter 'sentinel' (known: sentinel_password)"),
     ("rediss+sentinel://:secret@h1:26379", "name the service the sentinels monitor after the hosts: "
      "rediss+sentinel://host:26379/mymaster, got 'rediss+sentinel://:***@h1:26379'"),

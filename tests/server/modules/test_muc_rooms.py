@@ -123,6 +123,8 @@ async def test_bad_configuration_values_change_nothing(server: Server) -> None:
         ("muc#roomconfig_whois", "everybody", "not-acceptable"),
         ("muc#roomconfig_membersonly", "maybe", "not-acceptable"),
         ("muc#roomconfig_maxusers", "1000000", "not-acceptable"),
+        # A digit int() does not read.
+        ("muc#roomconfig_maxusers", "\u00b2", "not-acceptable"),
         ("muc#roomconfig_roomowners", "not a jid@@", "jid-malformed"),
     ):
         await alice.send(f"<iq type='set' id='bad' to='{ROOM}'><query xmlns='{OWNER}'>"

@@ -58,6 +58,7 @@ async def test_password_stays_out_of_messages() -> None:
 
 @pytest.mark.parametrize(("query", "complaint"), [
     ("pool_max_size=many", "pool_max_size must be a whole number of at least 1, got 'many'"),
+    ("pool_max_size=%C2%B2", "pool_max_size must be a whole number of at least 1, got '\u00b2'"),
     ("pool_min_size=0", "pool_min_size must be a whole number of at least 1, got '0'"),
     ("pool_min_size=5&pool_max_size=2", "pool_min_size 5 is larger than pool_max_size 2"),
     ("schema=x%3Bdrop", "schema must be a plain SQL name"),

@@ -98,7 +98,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     if not service:
         raise ValueError(f"name the service the sentinels monitor after the hosts: {scheme}host:26379/mymaster")
     db = 0
-    if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+    if len(parts) > 2 or (len(parts) == 2 and not (parts[1].isascii() and parts[1].isdigit())):
         raise ValueError(f"after the service name only a database number may follow (/{service}/0)")
     if len(parts) == 2:
         db = int(parts[1])

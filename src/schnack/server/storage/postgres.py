@@ -655,7 +655,7 @@ def _pool_size(options: dict[str, str], name: str, default: int, minimum: int) -
     text = options.pop(name, None)
     if text is None:
         return default
-    if not text.isdigit() or int(text) < minimum:
+    if not (text.isascii() and text.isdigit()) or int(text) < minimum:
         raise StorageError(f"storage URL: {name} must be a whole number of at least {minimum}, got {text!r}")
     return int(text)
 

@@ -105,9 +105,10 @@ def apply_form(config: RoomConfig, form: DataForm, service_limit: int) -> tuple[
     max_text = form.value(f"{_P}maxusers")
     max_users = config.max_users
     if max_text is not None and max_text.strip() not in ("", "none"):
-        if not max_text.strip().isdigit() or not 2 <= int(max_text) <= service_limit:
+        digits = max_text.strip()
+        if not (digits.isascii() and digits.isdigit()) or not 2 <= int(digits) <= service_limit:
             raise StanzaError("not-acceptable", f"{_P}maxusers must be a number from 2 to {service_limit}")
-        max_users = int(max_text)
+        max_users = int(digits)
     password = _text(form, f"{_P}roomsecret", config.password, 256)
     if not _flag(form, f"{_P}passwordprotectedroom", bool(config.password)):
         password = ""
