@@ -81,6 +81,13 @@ async def test_login_failures_exit_2_with_one_line(deployed: Server, tmp_path: P
     assert "--insecure-tls" in done.stderr and "--ca FILE" in done.stderr and len(done.stderr.splitlines()) == 1
 
 
+async def test_a_port_in_other_digits_is_a_usage_error(tmp_path: Path) -> None:
+    done = await schnack(client_env(tmp_path, SCHNACK_PASSWORD="secret", SCHNACK_PASSWORD2="secret"), "admin", "check", "--jid", "alice@localhost",
+                         "--jid2", "bob@localhost", "--server", "localhost:\u00b2")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip() == "schnack: --server: expected HOST:PORT, got 'localhost:\u00b2'"
+
+
 async def test_missing_password_is_a_usage_error(tmp_path: Path) -> None:
     done = await schnack(client_env(tmp_path), "admin", "check", "--jid", "alice@localhost", "--jid2", "bob@localhost")
     assert done.returncode == 2

@@ -63,7 +63,7 @@ def _address(text: str | None, option: str) -> tuple[str, int] | None:
         return None
     host, _, port = text.rpartition(":")
     host = host.strip("[]")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         _fail(f"{option}: expected HOST:PORT, got {text!r}")
     return host, int(port)
 

@@ -267,6 +267,7 @@ def test_trickled_candidates() -> None:
         "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n",
         "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio\r\n",
         "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 99999 RTP/AVP 0\r\n",
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio \u00b2 RTP/AVP 0\r\n",
         "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nbogus\r\n",
         "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\nt=0 0\r\n",
     ],
@@ -285,6 +286,7 @@ def test_bad_sdp(text: str) -> None:
         "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=candidate:1 1 udp x 1.2.3.4 5 typ host\r\n",
         "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=candidate:1 1 udp 1 1.2.3.4\r\n",
         "m=audio 9 UDP/TLS/RTP/SAVPF x\r\na=mid:0\r\n",
+        "m=audio 9 UDP/TLS/RTP/SAVPF \u00b2\r\na=mid:0\r\n",
         "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=fingerprint:sha-256\r\n",
     ],
 )

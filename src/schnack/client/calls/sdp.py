@@ -184,7 +184,7 @@ class _MediaLines:
         if len(parts) < 3:
             raise SdpError(f"bad m= line {value!r}")
         port = parts[1].partition("/")[0]
-        if not port.isdigit() or int(port) > 65535:
+        if not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise SdpError(f"bad port in m= line {value!r}")
         return cls(parts[0], int(port), parts[2], tuple(parts[3:]))
 
@@ -290,7 +290,7 @@ class RtpContents:
 
 
 def _int(text: str, what: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise SdpError(f"bad {what} {text!r}")
     return int(text)
 
