@@ -9,11 +9,13 @@ memory can be read from /proc while the file passes through it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import logging
 import os
 import re
+import shutil
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -37,6 +39,7 @@ from schnack.xmpp.payloads.upload import NS, Retry, Slot, max_file_size
 from schnack.xmpp.xml import serialize
 
 from ..cli.proc import SCHNACK, client_env, schnack
+from ..conftest import require_service
 from ..harness import add_user, make_config, running
 from ..s3 import seaweedfs
 from .slix import PASSWORD
@@ -792,9 +795,9 @@ def _memory(pid: int) -> dict[str, int]:
     return values
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, int], Path]]:
-    """``schnack serve`` in its own process with alice's account; its ports and configuration."""
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, int]]]:
+    """``schnack serve`` in its own process with alice's account; its ports."""
     config = tmp_path / "schnack.toml"
     config.write_text(
         'domains = ["localhost"]\ndata_dir = "state"\n[listen]\n'
@@ -809,26 +812,33 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Proce
     try:
         assert proc.stderr is not None
         seen = ""
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(120):
             while "add a user" not in seen:
                 line = await proc.stderr.readline()
                 assert line, seen
                 seen += line.decode()
         ports = {
             "c2s": int(re.findall(r"port (\d+) \(STARTTLS\)", seen)[0]),
+            "http": int(re.findall(r"ws://localhost:(\d+)/", seen)[0]),
             "https": int(re.findall(r"wss://localhost:(\d+)/", seen)[0]),
         }
-        yield proc, ports, config
+        yield proc, ports
     finally:
         proc.terminate()
         async with asyncio.timeout(60):
             await proc.wait()
 
 
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, int]]]:
+    async with serving(tmp_path) as running_server:
+        yield running_server
+
+
 async def test_20_mb_round_trip_with_flat_server_memory(
-    served: tuple[asyncio.subprocess.Process, dict[str, int], Path], tmp_path: Path
+    served: tuple[asyncio.subprocess.Process, dict[str, int]], tmp_path: Path
 ) -> None:
-    proc, ports, _ = served
+    proc, ports = served
     size = 20 * MiB
     source = tmp_path / "big.bin"
     digest = hashlib.sha256()
@@ -871,3 +881,75 @@ async def test_20_mb_round_trip_with_flat_server_memory(
     stored = list((tmp_path / "state" / "uploads" / "localhost").iterdir())
     assert len(stored) == 2
     wire.close()
+
+
+# --- a finished upload is on disk before 201 ------------------------------------------------------
+
+_SYSCALL = re.compile(r"(\d+) +(?:<\.\.\. (\w+) resumed>|(\w+)\((.*?)(?: <unfinished \.\.\.>$|\) += (-?\d+)))")
+
+
+def _finished_calls(trace: str) -> list[tuple[str, str]]:
+    """(name, arguments) of each system call in an ``strace -f`` log, in the order the calls
+    returned; a call one thread began while another ran appears where it ended."""
+    begun: dict[str, tuple[str, str]] = {}
+    calls = []
+    for line in trace.splitlines():
+        match = _SYSCALL.match(line)
+        if match is None:
+            continue
+        pid, resumed, name, arguments, _ = match.groups()
+        if resumed is not None:
+            calls.append(begun.pop(pid))
+        elif line.endswith("<unfinished ...>"):
+            begun[pid] = (name, arguments)
+        else:
+            calls.append((name, arguments))
+    return calls
+
+
+async def test_a_file_is_on_disk_before_201(tmp_path: Path) -> None:
+    """The server's system calls, as the kernel saw them: the partial file is synced, renamed into
+    place, its directory synced, and only then is 201 Created sent. That the disk keeps what an
+    fsync was told to keep through a power loss is the disk's part, which no test here can show."""
+    strace = shutil.which("strace")
+    require_service(strace is not None, "strace is not installed")
+    assert strace is not None
+    log = tmp_path / "strace.log"
+    traced = ("fsync", "fdatasync", "rename", "renameat", "renameat2", "write", "writev", "sendmsg", "sendto")
+    tracer = None
+    try:
+        async with serving(tmp_path) as (proc, ports):
+            tracer = await asyncio.create_subprocess_exec(
+                strace, "-f", "-y", "-s", "32", "-o", str(log), "-e", f"trace={','.join(traced)}", "-p", str(proc.pid),
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert tracer.stderr is not None
+            async with asyncio.timeout(60):
+                attached = await tracer.stderr.readline()
+            assert b"attached" in attached, attached
+            wire = await session("127.0.0.1", ports["c2s"], "alice")
+            s = await slot(wire, "notes.txt", 5, "text/plain")
+            url = urlunsplit(("http", f"127.0.0.1:{ports['http']}", urlsplit(s.put).path, urlsplit(s.put).query, ""))
+            async with aiohttp.ClientSession() as http:
+                response = await put(http, url, b"hello", "text/plain")
+            assert response.status == 201
+            wire.close()
+    finally:
+        # The tracer ends with the server, its log complete.
+        if tracer is not None:
+            async with asyncio.timeout(60):
+                await tracer.wait()
+    uploads = tmp_path / "state" / "uploads"
+    target = f"{uploads / blob_key(s.put)}"
+    calls = _finished_calls(log.read_text())
+    renamed = next(i for i, (name, arguments) in enumerate(calls)
+                   if name.startswith("rename") and f'"{target}"' in arguments)
+    partial = re.search(r'"([^"]*/\.partial/[0-9a-f]+)"', calls[renamed][1])
+    assert partial is not None, calls[renamed]
+    file_synced = [i for i, (name, arguments) in enumerate(calls)
+                   if name in ("fsync", "fdatasync") and arguments.endswith(f"<{partial[1]}>")]
+    directory_synced = [i for i, (name, arguments) in enumerate(calls)
+                        if name in ("fsync", "fdatasync") and arguments.endswith(f"<{uploads / 'localhost'}>")]
+    created = next(i for i, (name, arguments) in enumerate(calls) if "HTTP/1.1 201" in arguments)
+    assert file_synced and file_synced[0] < renamed, "the file was not synced before it was renamed into place"
+    assert any(renamed < i < created for i in directory_synced), "the rename was not synced before 201"

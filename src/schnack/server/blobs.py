@@ -5,7 +5,9 @@ a client, so no file name can reach the file system. A write takes the bytes as 
 of known size and either stores all of them or nothing: the local store writes a temporary
 file in ``root/.partial`` and renames it into place only when the stream ended well, and
 removes it whatever went wrong (a timeout, a short body, a cancelled request); partial files
-left by a crash are removed at start. The S3 store streams the body into one PUT Object, which
+left by a crash are removed at start. A write returns only once the file and its name are on
+disk (fsync of the file before the rename, of the directory after it): its URL is shared as
+soon as it returns, and a power loss must not leave an empty or cut-short file under it. The S3 store streams the body into one PUT Object, which
 S3 stores whole or not at all (a body cut short is no object), so a cluster's nodes share one
 bucket.
 """
@@ -106,7 +108,7 @@ class LocalBlobStore:
                     written += len(chunk)
                 if written != size:
                     raise BlobError(f"got {written} bytes, not {size}")
-                await asyncio.to_thread(f.flush)
+                await asyncio.to_thread(_sync_file, f)
             finally:
                 await asyncio.to_thread(f.close)
             await asyncio.to_thread(_place, temp, target)
@@ -149,9 +151,31 @@ class LocalBlobStore:
         return list(self._partial.iterdir()) if self._partial.is_dir() else []
 
 
+def _sync_file(f: BinaryIO) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _sync_directory(path: Path) -> None:
+    """Make the names in a directory durable: a rename is kept through a crash only then."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _place(temp: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Rename a synced file into place, and sync the rename (and a directory made for it)."""
+    directory = target.parent
+    try:
+        directory.mkdir(parents=True)
+    except FileExistsError:
+        pass
+    else:
+        _sync_directory(directory.parent)
     os.replace(temp, target)
+    _sync_directory(directory)
 
 
 class S3BlobStore:

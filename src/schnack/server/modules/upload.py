@@ -22,8 +22,9 @@ ever sees that id.
   Content-Length is over the limit 413, one that differs from the slot's size or a
   different Content-Type 400, no Content-Length 411, a Content-Encoding 415, a second upload
   to the slot 409. The body is streamed to a temporary file and renamed into place when
-  complete (201); a PUT that sends nothing for ``stall_timeout`` seconds, or averages less
-  than ``min_upload_rate``, gets 408.
+  complete; 201 comes once the file is on disk (or in S3), since its URL is shared then. A
+  PUT that sends nothing for ``stall_timeout`` seconds, or averages less than
+  ``min_upload_rate``, gets 408.
   Whatever fails, no partial file stays behind. A PUT under way keeps its slot, and the slot's
   bytes in the quota, until it can have ended, though the URL expires meanwhile.
 - ``GET``/``HEAD``: the file with its content type, one byte range if asked (206, or 416 with
