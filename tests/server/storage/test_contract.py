@@ -190,6 +190,15 @@ async def test_kv_set_default_keeps_the_first_value_stored(storage: Storage) -> 
     assert await storage.kv.set_default(H, "", "secret", b"later") == told[0]
 
 
+async def test_kv_set_default_after_a_delete_stores_anew(storage: Storage) -> None:
+    """A value deleted is no default any more: the next caller's value is stored (an upload slot
+    whose PUT failed is claimed again this way)."""
+    assert await storage.kv.set_default(H, "", "claim", b"first") == b"first"
+    await storage.kv.delete(H, "", "claim")
+    assert await storage.kv.set_default(H, "", "claim", b"second") == b"second"
+    assert await storage.kv.get(H, "", "claim") == b"second"
+
+
 async def test_maps_set_many_is_all_or_nothing(storage: Storage) -> None:
     """Several keys of one map change in one transaction: a refused key leaves the map as it was."""
     await storage.maps.set(H, "alice", "private", "kept", b"old")

@@ -21,10 +21,10 @@ ever sees that id.
   name, size, content type and expiry. A forged or expired signature gets 403, a body whose
   Content-Length is over the limit 413, one that differs from the slot's size or a
   different Content-Type 400, no Content-Length 411, a Content-Encoding 415, a second upload
-  to the slot 409. The body is streamed to a temporary file and renamed into place when
-  complete; 201 comes once the file is on disk (or in S3), since its URL is shared then. A
-  PUT that sends nothing for ``stall_timeout`` seconds, or averages less than
-  ``min_upload_rate``, gets 408.
+  to the slot 409, on whichever node of a cluster it comes. The body is streamed to a
+  temporary file and renamed into place when complete; 201 comes once the file is on disk
+  (or in S3), since its URL is shared then. A PUT that sends nothing for ``stall_timeout``
+  seconds, or averages less than ``min_upload_rate``, gets 408.
   Whatever fails, no partial file stays behind. A PUT under way keeps its slot, and the slot's
   bytes in the quota, until it can have ended, though the URL expires meanwhile.
 - ``GET``/``HEAD``: the file with its content type, one byte range if asked (206, or 416 with
@@ -44,7 +44,11 @@ admin channel (commands ``uploads`` and ``uploads-purge``).
 
 **Storage.** Records live in the map store: the domain's index (``D``, user ``""``, store
 ``upload``: id → record) and the account's own map (store ``upload``: id → size and state) for
-its quota. Blobs live in a :class:`~schnack.server.blobs.BlobStore`: files under
+its quota. A PUT claims its slot in the key-value store (``D``, user ``""``, store
+``upload-claim/{id}``) in one step, so that of PUTs on several nodes one goes ahead; the claim
+is dropped if no file came of it, else kept until the slot goes. A node that dies in the middle
+of a PUT leaves its claim: that slot takes no other PUT, and goes when it expires. Blobs live in
+a :class:`~schnack.server.blobs.BlobStore`: files under
 ``data_dir/uploads`` by default, or objects in an S3 bucket (``store = "s3"``) for a cluster.
 The HMAC key is ``secret``, or one made at the first start and kept in storage so that every
 node of a cluster signs alike.
@@ -104,6 +108,7 @@ log = logging.getLogger(__name__)
 
 STORE = "upload"
 SECRET_STORE = "upload-secret"
+CLAIM_STORE = "upload-claim"
 IDENTITY = Identity("store", "file", "HTTP File Upload")
 _ID = re.compile(r"[A-Za-z0-9_-]{22}")
 # RFC 9110 §8.3.1: type/subtype and parameters (token=token or token="quoted"); no control
@@ -452,16 +457,36 @@ class Upload(Module[UploadOptions]):
             return _status(409, "this slot is being used")
         self._putting.add(slot_id)
         try:
-            held = await self._hold(domain, slot_id, record)
-            if held is None:
-                return _status(410, "the slot was withdrawn")
-            response = await self._store(request, domain, slot_id, held)
-            if response.status != 201:
-                # No file came of it: the slot holds the quota only as long as its URL again.
-                await self._rewrite(domain, slot_id, record)
-            return response
+            if not await self._claim(domain, slot_id):
+                return _status(409, "this slot is being used")
+            stored = False
+            try:
+                held = await self._hold(domain, slot_id, record)
+                if held is None:
+                    return _status(410, "the slot was withdrawn")
+                response = await self._store(request, domain, slot_id, held)
+                stored = response.status == 201
+                if not stored:
+                    # No file came of it: the slot holds the quota only as long as its URL again.
+                    await self._rewrite(domain, slot_id, record)
+                return response
+            finally:
+                if not stored:
+                    await self._unclaim(domain, slot_id)
         finally:
             self._putting.discard(slot_id)
+
+    async def _claim(self, domain: str, slot_id: str) -> bool:
+        """Take the slot for this PUT, for good once it stores the file (§6: a slot is for one
+        file); False if another PUT has it. The claim is made in storage, in one step: PUTs of
+        one slot on several nodes of a cluster at once, each past its own checks, would otherwise
+        all store, each replacing the file under the URL its sender may have shared already."""
+        token = secrets.token_bytes(16)
+        return await self.server.storage.kv.set_default(domain, "", _claim_store(slot_id), token) == token
+
+    async def _unclaim(self, domain: str, slot_id: str) -> None:
+        """Free the slot for another PUT: this one stored no file."""
+        await self.server.storage.kv.delete(domain, "", _claim_store(slot_id))
 
     async def _hold(self, domain: str, slot_id: str, record: Record) -> Record | None:
         """The slot kept until this PUT can have ended, None if it was withdrawn.
@@ -564,6 +589,7 @@ class Upload(Module[UploadOptions]):
         maps = self.server.storage.maps
         await maps.set(domain, "", STORE, slot_id, None)
         await maps.set(domain, record.owner, STORE, slot_id, None)
+        await self._unclaim(domain, slot_id)
 
     async def _sweep_periodically(self) -> None:
         # The first sweep right at start: a server restarted more often than the interval
@@ -752,6 +778,11 @@ def _blob_store(server: Server, options: UploadOptions) -> BlobStore:
         source = server.config.source
         directory = (source.parent.resolve() if source is not None else Path.cwd()) / directory
     return LocalBlobStore(directory or server.config.data_dir / "uploads")
+
+
+def _claim_store(slot_id: str) -> str:
+    """The key-value store that holds the claim of the slot's one PUT."""
+    return f"{CLAIM_STORE}/{slot_id}"
 
 
 def _only_the_service(stanza: Stanza) -> None:

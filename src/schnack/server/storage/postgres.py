@@ -292,12 +292,17 @@ class KeyValue(_Part):
 
     async def set_default(self, host: str, username: str, store: str, value: bytes) -> bytes:
         check_names(host, username, store)
-        await self._write("INSERT INTO kv VALUES ($1, $2, $3, $4) ON CONFLICT (host, username, store) DO NOTHING",
-                          host, username, store, value)
-        # A statement of its own, so on a snapshot of its own: one taken with the insert would not
-        # see a row that another node's insert, which this one waited for, committed meanwhile.
-        row = await self._one("SELECT value FROM kv WHERE host=$1 AND username=$2 AND store=$3", host, username, store)
-        return bytes(row[0])
+        while True:
+            row = await self._one("INSERT INTO kv VALUES ($1, $2, $3, $4) ON CONFLICT (host, username, store) "
+                                  "DO NOTHING RETURNING value", host, username, store, value)
+            if row is None:
+                # A statement of its own, so on a snapshot of its own: one taken with the insert would
+                # not see a row that another node's insert, which this one waited for, committed meanwhile.
+                row = await self._one("SELECT value FROM kv WHERE host=$1 AND username=$2 AND store=$3",
+                                      host, username, store)
+            if row is not None:
+                return bytes(row[0])
+            # The value this insert gave way to was deleted before the select: nothing is stored now.
 
 
 def _map_change(host: str, username: str, store: str, key: str, value: bytes | None) -> tuple[Any, ...]:
