@@ -158,12 +158,12 @@ def ended(server: Server) -> asyncio.Event:
     return done
 
 
-def connection_lost(server: Server) -> asyncio.Event:
-    """Set once the server noticed that the phone's connection died and its session hibernates."""
+def connection_lost(server: Server, jid: str = PHONE) -> asyncio.Event:
+    """Set once the server noticed that the connection of ``jid`` died and its session hibernates."""
     done = asyncio.Event()
 
     async def lost(stream: C2SStream) -> None:
-        if stream.session is not None and str(stream.session.jid) == PHONE:
+        if stream.session is not None and str(stream.session.jid) == jid:
             # Runs before stream management, which takes the session within this same chain;
             # the event is set only after the chain finished.
             asyncio.get_running_loop().call_soon(done.set)
@@ -184,7 +184,8 @@ def check(iq: Element, note: Notification) -> None:
     assert TEXT not in text and "body" not in text
 
 
-async def test_offline_phone_gets_one_notification(server: Server, peers: list[Any]) -> None:
+async def phone_gone(server: Server, peers: list[Any]) -> AppServer:
+    """bob's phone enabled push and logged out; the app server, running."""
     app = AppServer(server)
     peers.append(app)
     await app.start()
@@ -192,6 +193,11 @@ async def test_offline_phone_gets_one_notification(server: Server, peers: list[A
     gone = ended(server)
     await bob.stop()
     await wait(gone)
+    return app
+
+
+async def test_offline_phone_gets_one_notification(server: Server, peers: list[Any]) -> None:
+    app = await phone_gone(server, peers)
     await alice_says(server, peers, TEXT, f"{TEXT} (again)")
     iq, note = await app.next()
     check(iq, note)
@@ -230,6 +236,33 @@ async def test_vanished_phone_gets_one_notification_and_resumes(server: Server, 
         first = await bob.next_message()
         second = await bob.next_message()
     assert (first["body"], second["body"]) == (TEXT, f"{TEXT} (again)")
+    assert await server.storage.archive.count("localhost", "bob", "offline") == 0
+
+
+async def test_a_device_back_under_a_new_resource_is_woken_for_its_hibernating_session(
+    server: Server, peers: list[Any]
+) -> None:
+    """§7: the phone enabled push once, and came back under another resource (one the server
+    chose, say) without enabling it again. Its new session hibernates: the message queued there
+    must wake the phone through the registration it has, which no session of the account holds."""
+    app = await phone_gone(server, peers)
+    again = SlixClient(server, "bob@localhost/phone-2")
+    peers.append(again)
+    again.xmpp.register_plugin("xep_0198")
+    assert await again.start()
+    again.xmpp.send_presence()
+    await again.sync()
+    session = server.sessions.get(JID.parse("bob@localhost/phone-2"))
+    assert session is not None
+    lost = connection_lost(server, "bob@localhost/phone-2")
+    transport = again.xmpp.transport
+    assert transport is not None
+    transport.abort()
+    await wait(lost)
+    assert session.slot(SmState).stream is None
+    await alice_says(server, peers, TEXT)
+    iq, note = await app.next()
+    check(iq, note)
     assert await server.storage.archive.count("localhost", "bob", "offline") == 0
 
 

@@ -433,6 +433,22 @@ async def test_hibernating_session_of_another_device_does_not_notify(tmp_path: P
         assert app.take() == []
 
 
+async def test_a_device_back_under_a_new_resource_is_notified_at_once_when_it_hibernates(server: Server) -> None:
+    """The phone was notified, came back under another resource without enabling push again, and
+    hibernated: it may be the device of the registration no session holds, so its count starts
+    anew and the next message wakes it, coalescing interval or not."""
+    app, alice = await notified_once(server)
+    bob = await login(server, "bob@localhost/phone-2")
+    await bob.send(presence())
+    await bob.send(f"<enable xmlns='{SM}' resume='true'/>")
+    bob.take()
+    await bob.close()
+    await alice.send(chat("bob@localhost", "after", id="m2"))
+    _, again = await notification(app)
+    assert again.message_count == 1
+    assert app.take() == []
+
+
 async def test_an_unanswered_notification_holds_up_nothing(server: Server) -> None:
     """The app server never answers: alice's messages are still stored and acknowledged at once."""
     app = await app_server(server)

@@ -16,7 +16,9 @@ alone) is
   told, and nothing waits), nor for one another cluster node kept already (it notified);
 - queued for a stream management session that hibernates, or left unacknowledged by it when
   its connection was lost (event ``sm/hibernating-stanza``): the registrations that session
-  enabled, or that the same resource enabled before, are notified.
+  enabled, or that the same resource enabled before, are notified, and those that no session
+  of the account holds now (on any node): a device back under another resource without
+  enabling push again is still woken.
 
 What (§7): a XEP-0060 publish to the registration's node at its app server, sent from the
 account's bare JID, whose item holds the ``urn:xmpp:push:summary`` form with only
@@ -24,7 +26,8 @@ account's bare JID, whose item holds the ``urn:xmpp:push:summary`` form with onl
 publish-options form the client gave is repeated as given, since it carries the app server's
 secret. Coalescing: a registration gets at most one notification per ``coalesce_interval``
 seconds; the count goes on growing meanwhile, and starts again when the device comes back
-(its resource binds, or its hibernating session resumes).
+(its resource binds, or its hibernating session resumes; for a registration no session holds,
+any resource that binds may be the device).
 
 Remote disabling (§8): a message from the app server to the account's bare JID carrying a
 XEP-0060 subscription notification with ``subscription='none'`` for a registered node removes
@@ -354,11 +357,10 @@ class Push(Module[PushOptions]):
         important, message = matters(el)
         if not important:
             return
-        mine = frozenset(session.slot(PushSession).keys)
-        resource = session.jid.resource or ""
-        self._spawn(self._notify(
-            session.jid.bare, _sender(message), lambda r: r.key in mine or r.resource == resource
-        ))
+        self._spawn(self._notify_device(session, _sender(message)))
+
+    async def _notify_device(self, session: Session, sender: str | None) -> None:
+        await self._notify(session.jid.bare, sender, await self._of_session(session))
 
     async def back(self, session: Session) -> None:
         """The device is here again: its count starts anew and the next message notifies at once."""
@@ -366,13 +368,31 @@ class Push(Module[PushOptions]):
         waiting = [key for (owner, key) in self._pending if owner == account]
         if not waiting:
             return
-        mine = session.slot(PushSession).keys
-        resource = session.jid.resource
+        of_session = await self._of_session(session)
         registrations = await self.registrations(account)
         for key in waiting:
             registration = registrations.get(key)
-            if key in mine or (registration is not None and registration.resource == resource):
+            if key in session.slot(PushSession).keys or (registration is not None and of_session(registration)):
                 del self._pending[(account, key)]
+
+    async def _of_session(self, session: Session) -> Callable[[Registration], bool]:
+        """Which registrations may be the device of ``session``: those it enabled, or its resource
+        did before, and those no session of the account holds now, on any node (neither enabled by
+        one nor by its resource). A device that came back under another resource (one the server
+        chose, say) without enabling push again has only such a registration, and §7 publishes to
+        every service registered for the user: left out, it would sleep through what waits for
+        it until that session ends and its queue goes to offline storage."""
+        account = session.jid.bare
+        mine = frozenset(session.slot(PushSession).keys)
+        resource = session.jid.resource or ""
+        here = self.server.sessions.resources(account)
+        held = frozenset(key for other in here for key in other.slot(PushSession).keys)
+        resources = frozenset(
+            [other.jid.resource or "" for other in here]
+            + [JID.parse(info.jid).resource or "" for info in await self.server.cluster.remote(account)]
+        )
+        return lambda r: (r.key in mine or r.resource == resource
+                          or (r.key not in held and r.resource not in resources))
 
     async def forget(self, host: str, username: str) -> None:
         """The account is gone (its registrations went with its data): every node drops its copy,
