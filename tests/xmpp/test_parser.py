@@ -200,6 +200,17 @@ def test_held_input_is_released_by_flush() -> None:
     assert [type(e) for e in events] == [StanzaReceived]
 
 
+def test_input_after_the_last_element_is_counted_whether_parsed_or_held() -> None:
+    p = opened()
+    (event,) = p.feed(b"<starttls/>")
+    assert isinstance(event, StanzaReceived) and p.after_last_element() == 0
+    p.feed(b" ")
+    assert p.after_last_element() == 1
+    p.feed(b"<mess")
+    p.flush()
+    assert p.after_last_element() == 6
+
+
 def test_frame() -> None:
     el = parse_frame(b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>", 1000)
     assert el.tag == f"{{{ns.FRAMING}}}open"

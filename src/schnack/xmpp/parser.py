@@ -230,6 +230,8 @@ class StreamParser(_Restricted):
         self._fed = 0
         self._min_feed = 0
         self._closed = False
+        # The input offset just after the last complete top-level element.
+        self._element_end = 0
         # The bytes fed since offset _raw_base of the stream: they reach back to the start of the
         # stanza being parsed, so that its direct children can keep their XML.
         self._raw = bytearray()
@@ -325,6 +327,11 @@ class StreamParser(_Restricted):
         """Bytes held back from the parser until more input or a :meth:`flush`."""
         return len(self._pending)
 
+    def after_last_element(self) -> int:
+        """Bytes fed after the last complete top-level element, whitespace included: the start
+        of another, or input held back."""
+        return self._fed + len(self._pending) - self._element_end
+
     def release(self) -> bool:
         """Let go of the expat parser while the stream is between stanzas; True if it was.
 
@@ -399,7 +406,8 @@ class StreamParser(_Restricted):
         elif depth == 1:
             self._check_size()
             self._stanza_ns = None
-            self._trim(self._end_of())
+            self._element_end = self._end_of()
+            self._trim(self._element_end)
             self._events.append(StanzaReceived(el))
         self._nothing_inside = False
 

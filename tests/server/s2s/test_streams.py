@@ -499,3 +499,60 @@ async def test_a_stream_authenticated_while_it_waited_is_not_taken_for_idle(rece
     raw.send("<db:verify from='b.example' to='localhost' id='s1'>0123</db:verify>")
     answer = await raw.element()
     assert (answer.tag, answer.get("type")) == (f"{DB}verify", "invalid")
+
+
+@pytest.mark.parametrize("behind", [
+    "<db:verify from='other.example' to='localhost' id='s1'>0123</db:verify>",
+    "<db:verify from='other.exa",
+    " ",
+])
+async def test_input_behind_starttls_ends_the_stream_before_tls(server: Server, behind: str) -> None:
+    """RFC 6120 §5.4.3.3: the peer waits for <proceed/> before it sends anything more; what came
+    behind <starttls/> came in the clear and would be read after TLS as if it came over it (the
+    injection of CVE-2011-0411). The stream ends with policy-violation, without <proceed/>,
+    and none of it is answered."""
+    raw = await peer(server)
+    await raw.open("other.example", "localhost")
+    raw.send(f"<starttls xmlns='{ns.TLS}'/>{behind}")
+    assert await raw.stream_error() == "policy-violation"
+    assert isinstance(await raw.next(), StreamClosed)
+    async with asyncio.timeout(10):
+        assert await raw.reader.read() == b""
+
+
+class InjectingReceiver(RawReceiver):
+    """A receiving server after whose <proceed/> comes, in the same write, what a man in the
+    middle would have the initiating server read as the stream after TLS; ``after`` gets what
+    the initiating server sent then, until it closed the connection."""
+
+    def __init__(self, directory: Path, domain: str) -> None:
+        super().__init__(directory, domain, sm=False)
+        self.after: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = RawPeer(reader, writer)
+        self._peers.append(peer)
+        await peer.next()
+        self._header(peer)
+        peer.send(f"<stream:features><starttls xmlns='{ns.TLS}'><required/></starttls></stream:features>")
+        assert (await peer.element()).tag == f"{{{ns.TLS}}}starttls"
+        peer.send(f"<proceed xmlns='{ns.TLS}'/><stream:stream xmlns='jabber:server' xmlns:stream='{ns.STREAMS}' "
+                  f"from='{self.domain}' id='forged' version='1.0'><stream:features>"
+                  "<dialback xmlns='urn:xmpp:features:dialback'/></stream:features>")
+        await self.after.put(await reader.read())
+
+
+async def test_input_behind_proceed_ends_the_outgoing_connection_before_tls(tmp_path: Path) -> None:
+    """RFC 6120 §5.4.3.3 from the initiating side: nothing may follow <proceed/> before our TLS
+    handshake; what did is not read as the stream after TLS, no handshake starts, and the
+    message bounces (remote-server-not-found: the server could not be used)."""
+    receiver = InjectingReceiver(tmp_path, "raw.example")
+    await receiver.start()
+    async with beside(tmp_path, receiver) as server:
+        await add_user(server, "alice")
+        alice = await connect(server, "alice@localhost/desk")
+        await alice.send("<message to='bob@raw.example' id='m1' type='chat'><body>hello?</body></message>")
+        (error,) = await alice.expect(1, timeout=10)
+        assert (error.get("id"), condition(error)) == ("m1", "remote-server-not-found")
+        async with asyncio.timeout(10):
+            assert await receiver.after.get() == b""

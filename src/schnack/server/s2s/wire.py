@@ -113,12 +113,27 @@ class Wire:
         return self._events.pop(0)
 
     async def start_tls(self, context: ssl.SSLContext, server_hostname: str | None = None) -> None:
-        """RFC 6120 §5.4.3.3: TLS on the open connection, then a new stream (and parser)."""
+        """RFC 6120 §5.4.3.3: TLS on the open connection, then a new stream (and parser).
+
+        Called right after ``<starttls/>`` was read and ``<proceed/>`` written (not sent yet), or
+        after ``<proceed/>`` was read. Either way the peer now waits for us, so input behind that
+        element came in the clear and would otherwise be read as if it came over TLS (the
+        injection of CVE-2011-0411): it raises StreamError policy-violation, before TLS and
+        with ``<proceed/>`` unsent.
+        """
+        if self._events or self.parser.after_last_element() or self._unread():
+            self._out.drop()
+            raise StreamError("policy-violation", "input came in the clear behind the STARTTLS exchange")
         self.flush()
         await self.writer.drain()
         await self.writer.start_tls(context, server_hostname=server_hostname)
         self.secure = True
         self.restart()
+
+    def _unread(self) -> int:
+        """Bytes the reader received and :meth:`next_event` did not read yet."""
+        # asyncio's StreamReader has no public way to tell without waiting for them.
+        return len(self.reader._buffer)  # type: ignore[attr-defined]
 
     def restart(self) -> None:
         """RFC 6120 §4.3.3: after TLS or SASL success a new stream starts; older input is discarded."""
