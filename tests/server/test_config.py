@@ -166,6 +166,8 @@ def test_absolute_paths_are_kept(tmp_path: Path) -> None:
         ({"s2s": {"hosts": "example.org"}}, "s2s.hosts", "must be a table"),
         ({"s2s": {"ca_file": "missing.pem"}}, "s2s.ca_file", "no such file"),
         ({"s2s": {"connect_timeout": 0}}, "s2s.connect_timeout", "must be at least 1"),
+        ({"s2s": {"dns_servers": ["dns.example.org"]}}, "s2s.dns_servers[0]", "must be an IP address"),
+        ({"s2s": {"dns_servers": ["dns.example.org:53"]}}, "s2s.dns_servers[0]", "must be an IP address"),
         ({"listen": {"c2s": "0.0.0.0:5222"}}, "listen.c2s", "must be a list, got str"),
         ({"listen": {"c2s": [5222]}}, "listen.c2s[0]", "must be a str, got int"),
     ],
@@ -240,6 +242,8 @@ def test_s2s_section(tmp_path: Path) -> None:
     s2s = build({"s2s": {"enabled": True, "hosts": {"Example.NET": "192.0.2.7:5269"}, "ca_file": "certs/ca.pem"}},
                 tmp_path).s2s
     assert (s2s.enabled, s2s.hosts, s2s.ca_file) == (True, {"example.net": "192.0.2.7:5269"}, tmp_path / "certs/ca.pem")
+    assert build({"s2s": {"dns_servers": ["192.0.2.53", "[2001:db8::53]:5353"]}}, tmp_path).s2s.dns_servers == [
+        "192.0.2.53", "[2001:db8::53]:5353"]
 
 
 @pytest.mark.parametrize(

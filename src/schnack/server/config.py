@@ -195,10 +195,12 @@ class S2s:
 
     enabled: bool = bounded(False, help="talk to other XMPP servers (needed for public push app servers)")
     hosts: dict[str, str] = bounded({}, help="domain -> host:port, used instead of DNS")
+    dns_servers: list[str] = bounded([], help="DNS servers (address or address:port) for SRV lookups; default: the system's")
     verify: bool = bounded(True, help="check peer certificates; SASL EXTERNAL when valid, else dialback")
     ca_file: Path | None = bounded(None, help="extra trusted CA certificates (PEM) besides the system's")
     dialback_secret: str = bounded("", help="XEP-0185 key secret; default: made once and kept in storage")
-    connect_timeout: float = bounded(30.0, min=1, max=600, help="seconds to connect and authenticate")
+    connect_timeout: float = bounded(30.0, min=1, max=600,
+                                     help="seconds to connect to each server of a domain tried, and to authenticate")
     idle_timeout: float = bounded(300.0, min=10, help="close an outgoing connection unused this long")
     max_queue: int = bounded(1000, min=1, max=1_000_000,
                              help="stanzas waiting per domain while connecting, or sent and not yet acknowledged")
@@ -369,12 +371,27 @@ def _s2s(table: Any, base_dir: Path) -> S2s:
             raise ConfigError(key, f"must be a host:port string, got {type(address).__name__}")
         parse_address(key, address)
         hosts[jid.domain] = address
+    for i, server in enumerate(s2s.dns_servers):
+        _dns_server(f"s2s.dns_servers[{i}]", server)
     ca_file = s2s.ca_file
     if ca_file is not None:
         ca_file = ca_file if ca_file.is_absolute() else base_dir / ca_file
         if not ca_file.is_file():
             raise ConfigError("s2s.ca_file", f"no such file: {ca_file}")
     return dataclasses.replace(s2s, hosts=hosts, ca_file=ca_file)
+
+
+def _dns_server(key: str, server: str) -> None:
+    """A resolver's address, with or without a port (``192.0.2.53``, ``[2001:db8::53]:5353``)."""
+    try:
+        ipaddress.ip_address(server)
+        return
+    except ValueError:
+        pass
+    try:
+        ipaddress.ip_address(parse_address(key, server)[0])
+    except (ConfigError, ValueError):
+        raise ConfigError(key, f"must be an IP address, with or without :port, got {server!r}") from None
 
 
 def _cluster(table: Any, storage_url: str) -> Cluster:

@@ -23,6 +23,7 @@ from schnack.xmpp.parser import StreamClosed
 from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element
 
+from ...client.dns import dns_server
 from ...harness import Client, add_user, connect, make_config, running
 from ..modules.messaging import condition, error_text
 from .raw import RawPeer, RawReceiver, authenticated_peer
@@ -556,3 +557,36 @@ async def test_input_behind_proceed_ends_the_outgoing_connection_before_tls(tmp_
         assert (error.get("id"), condition(error)) == ("m1", "remote-server-not-found")
         async with asyncio.timeout(10):
             assert await receiver.after.get() == b""
+
+
+async def test_a_silent_first_server_of_a_domain_leaves_time_for_the_next(tmp_path: Path) -> None:
+    """RFC 6120 §3.2.1: the SRV targets are tried in order until one works. One that takes the
+    connection and never speaks costs ``connect_timeout``, not the whole attempt: the next
+    target is tried, and the message arrives."""
+    b = Server(make_config(tmp_path / "b", domains=["b.example"], listen={"s2s": ["127.0.0.1:0"]},
+                           s2s={"enabled": True, "verify": False}))
+    await b.start()
+    try:
+        async with silent_listener() as silent:
+            b_port = b.bound["s2s"][0][1]
+            zone = {"_xmpp-server._tcp.b.example": [(0, 0, silent, "127.0.0.1"), (10, 0, b_port, "127.0.0.1")]}
+            async with dns_server(zone) as (resolver, _):
+                a = Server(make_config(tmp_path / "a", domains=["a.example"], listen={"s2s": ["127.0.0.1:0"]},
+                                       s2s={"enabled": True, "verify": False, "connect_timeout": 3,
+                                            "dns_servers": [resolver]}))
+                await a.start()
+                try:
+                    host, port = a.bound["s2s"][0]
+                    b.s2s.config = dataclasses.replace(b.s2s.config, hosts={"a.example": f"{host}:{port}"})
+                    await add_user(a, "alice", host="a.example")
+                    await add_user(b, "bob", host="b.example")
+                    alice = await connect(a, "alice@a.example/desk")
+                    bob = await connect(b, "bob@b.example/desk")
+                    await alice.send("<message to='bob@b.example/desk' id='m1' type='chat'><body>hi</body></message>")
+                    (got,) = await bob.expect(1, timeout=20)
+                    assert (got.get("id"), got.get("from")) == ("m1", "alice@a.example/desk")
+                    assert alice.take() == []
+                finally:
+                    await a.stop()
+    finally:
+        await b.stop()

@@ -9,8 +9,10 @@ A certificate that does not verify costs one reconnection without verification; 
 proves the domain through DNS, as XEP-0220 intends. Stanzas wait in a queue (at most
 ``[s2s] max_queue``) while that runs. When it fails, each waiting stanza that is not itself a
 response (an error or an IQ result, §8.2.3, §8.3.1) bounces (§8.3.3):
-``remote-server-timeout`` if it took longer than ``connect_timeout`` or the peer answered
-dialback with an error or ended the stream meanwhile (XEP-0220 §2.1.1, §2.4),
+``remote-server-timeout`` if a server of the domain did not answer within ``connect_timeout``
+(each one tried, in order, gets that long; all together at most three times it), if
+authentication took longer, or if the peer answered dialback with an error or ended the stream
+meanwhile (XEP-0220 §2.1.1, §2.4),
 ``internal-server-error`` if it answered 'invalid', else ``remote-server-not-found``; a stanza
 sent while they bounce starts a new route. A route that carried no stanza for ``idle_timeout``
 (the peer's whitespace keepalives and acks do not count) closes its stream and waits for the
@@ -70,6 +72,9 @@ _SUCCESS = qname(ns.SASL, "success")
 _DIALBACK_FEATURE = qname(dialback.FEATURE, "dialback")
 # How long a closed stream waits for the peer's close (RFC 6120 §4.4) before the connection goes.
 CLOSE_WAIT = 10.0
+# Reaching a domain, however many servers it lists, takes at most this many times
+# connect_timeout (each server tried may take connect_timeout).
+_CONNECT_BOUND = 3
 # The longest pause between attempts to reach a peer again after a connection broke.
 _MAX_BACKOFF = 30.0
 
@@ -171,31 +176,43 @@ async def _open(s2s: S2S, local: str, remote: str, endpoint: Endpoint, verify: b
 
 
 async def connect(s2s: S2S, local: str, remote: str, timeout: float) -> Negotiated:
-    """Resolve ``remote`` and try each endpoint until one gives a stream with TLS.
+    """Resolve ``remote`` and try each endpoint until one gives a stream with TLS (RFC 6120 §3.2.1).
 
-    With ``[s2s] verify``, a certificate that does not verify is tried once more without
-    verification, for dialback. Raises :class:`Unreachable` (:class:`Unencodable` for a domain
-    that cannot be looked up at all).
+    Each try may take ``timeout``: a server that takes the connection and stays silent costs
+    that, and the next endpoint still gets its turn; the whole, resolution included, at most
+    :data:`_CONNECT_BOUND` times it. With ``[s2s] verify``, a certificate that does not verify
+    is tried once more without verification, for dialback. Raises :class:`Unreachable`
+    (:class:`Unencodable` for a domain that cannot be looked up at all), or TimeoutError when
+    no endpoint worked and time ran out for one of them or for the whole.
     """
-    try:
-        found = await endpoints(remote, s2s.config.hosts)
-    except NoService as err:
-        raise Unreachable(str(err)) from None
-    except ValueError as err:
-        # The resolver encodes the name with IDNA2008, stricter than the JID rules that let it in.
-        raise Unencodable(f"{remote} is not a name DNS can carry: {err}") from None
     reasons: list[str] = []
-    for endpoint in found:
-        for verify in (True, False) if s2s.config.verify else (False,):
-            try:
-                return await _open(s2s, local, remote, endpoint, verify, timeout)
-            except _Untrusted as err:
-                log.info("certificate of %s at %s:%d does not verify (%s); trying dialback",
-                         remote, endpoint.host, endpoint.port, err)
-                continue
-            except (OSError, Unreachable, StreamError) as err:
-                reasons.append(f"{endpoint.host}:{endpoint.port}: {err}")
-                break
+    timed_out = False
+    async with asyncio.timeout(timeout * _CONNECT_BOUND):
+        try:
+            found = await endpoints(remote, s2s.config.hosts, dns_servers=s2s.config.dns_servers)
+        except NoService as err:
+            raise Unreachable(str(err)) from None
+        except ValueError as err:
+            # The resolver encodes the name with IDNA2008, stricter than the JID rules that let it in.
+            raise Unencodable(f"{remote} is not a name DNS can carry: {err}") from None
+        for endpoint in found:
+            for verify in (True, False) if s2s.config.verify else (False,):
+                try:
+                    async with asyncio.timeout(timeout):
+                        return await _open(s2s, local, remote, endpoint, verify, timeout)
+                except _Untrusted as err:
+                    log.info("certificate of %s at %s:%d does not verify (%s); trying dialback",
+                             remote, endpoint.host, endpoint.port, err)
+                    continue
+                except TimeoutError:
+                    reasons.append(f"{endpoint.host}:{endpoint.port}: no answer within {timeout:g} s")
+                    timed_out = True
+                    break
+                except (OSError, Unreachable, StreamError) as err:
+                    reasons.append(f"{endpoint.host}:{endpoint.port}: {err}")
+                    break
+    if timed_out:
+        raise TimeoutError("; ".join(reasons))
     raise Unreachable("; ".join(reasons) or f"no address for {remote}")
 
 
@@ -246,12 +263,13 @@ async def verify_key(s2s: S2S, local: str, remote: str, stream_id: str, key: str
     answered with an error (§2.4).
     """
     timeout = s2s.config.connect_timeout
+    started = time.monotonic()
     try:
-        async with asyncio.timeout(timeout):
-            negotiated = await connect(s2s, local, remote, timeout)
-            wire = negotiated.wire
-            try:
-                wire.send(dialback.verify(local, remote, stream_id, key))
+        negotiated = await connect(s2s, local, remote, timeout)
+        wire = negotiated.wire
+        try:
+            wire.send(dialback.verify(local, remote, stream_id, key))
+            async with asyncio.timeout(timeout):
                 while True:
                     answer = await _element(wire, timeout)
                     if answer.tag == dialback.VERIFY and answer.get("id") == stream_id:
@@ -260,11 +278,11 @@ async def verify_key(s2s: S2S, local: str, remote: str, stream_id: str, key: str
                             raise Unreachable(f"{remote} answered the verification with "
                                               f"{dialback.error_condition(answer)}")
                         return answer.get("type") == "valid"
-            finally:
-                wire.close_with()
-                await wire.aclose()
+        finally:
+            wire.close_with()
+            await wire.aclose()
     except TimeoutError:
-        raise Unreachable(f"no dialback answer from {remote} within {timeout:g} s") from None
+        raise Unreachable(f"no dialback answer from {remote} within {time.monotonic() - started:.0f} s") from None
     except (OSError, StreamError) as err:
         raise Unreachable(f"no dialback answer from {remote}: {err}") from None
 
@@ -412,10 +430,10 @@ class Route:
         """Connect, authenticate, and enable stream management if the peer offers it (§3)."""
         s2s = self.s2s
         timeout = s2s.config.connect_timeout
-        async with asyncio.timeout(timeout):
-            negotiated = await connect(s2s, self.local, self.remote, timeout)
-            wire = negotiated.wire
-            try:
+        negotiated = await connect(s2s, self.local, self.remote, timeout)
+        wire = negotiated.wire
+        try:
+            async with asyncio.timeout(timeout):
                 self.method = await authenticate(s2s, negotiated, self.local, self.remote, timeout)
                 if negotiated.features.find(SM_FEATURE) is not None:
                     wire.send(Enable().to_xml())
@@ -423,10 +441,10 @@ class Route:
                         continue
                     if answer.tag == SM_ENABLED:
                         self.acks = Unacked(wire, s2s.config, lambda: _cut(wire))
-            except BaseException:
-                self.acks = None
-                await wire.aclose()
-                raise
+        except BaseException:
+            self.acks = None
+            await wire.aclose()
+            raise
         self.connections += 1
         log.info("s2s %s -> %s established (%s, %s%s)", self.local, self.remote, self.method, wire.peer,
                  ", stream management" if self.acks is not None else "")
