@@ -239,3 +239,25 @@ async def test_an_incoming_stream_closed_at_a_shutdown_tells_what_it_handled(rec
     ack = await peer.element()
     assert (ack.tag, ack.get("h")) == (f"{{{SM}}}a", "3")
     assert await peer.stream_error() == "system-shutdown"
+
+
+async def test_an_idle_outgoing_stream_sends_whitespace_keepalives(tmp_path: Path) -> None:
+    """RFC 6120 §4.6.1: a route that has nothing to send writes a space after
+    ``limits.keepalive_interval`` of silence, so that a NAT or firewall on the way keeps the
+    connection, or a dead one is found before the next stanza is written into it."""
+    raw = await RawReceiver(tmp_path, REMOTE, sm=False).start()
+    server, alice = await sender(tmp_path, raw)
+    # Below the bound an operator may set, so that the test does not wait for five seconds.
+    server.config = dataclasses.replace(server.config,
+                                        limits=dataclasses.replace(server.config.limits, keepalive_interval=0.3))
+    try:
+        await alice.send(message(1))
+        peer = await raw.next_peer()
+        assert (await peer.element()).get("id") == "m1"
+        for _ in range(2):
+            async with asyncio.timeout(10):
+                assert await peer.reader.read(65536) == b" "
+        assert server.s2s.routes[("localhost", REMOTE)].ready
+    finally:
+        await server.stop()
+        raw.stop()

@@ -14,9 +14,10 @@ response (an error or an IQ result, §8.2.3, §8.3.1) bounces (§8.3.3):
 authentication took longer, or if the peer answered dialback with an error or ended the stream
 meanwhile (XEP-0220 §2.1.1, §2.4),
 ``internal-server-error`` if it answered 'invalid', else ``remote-server-not-found``; a stanza
-sent while they bounce starts a new route. A route that carried no stanza for ``idle_timeout``
-(the peer's whitespace keepalives and acks do not count) closes its stream and waits for the
-peer's close (§4.4), so that the peer has read everything.
+sent while they bounce starts a new route. A stream we wrote nothing on for
+``limits.keepalive_interval`` gets a whitespace keepalive (§4.6.1). A route that carried no
+stanza for ``idle_timeout`` (keepalives and acks do not count) closes its stream and waits for
+the peer's close (§4.4), so that the peer has read everything.
 
 When the peer offers XEP-0198 stream management, the route enables it (:mod:`.sm`): a
 connection that ends with stanzas unacknowledged is replaced, and they go first on the new one
@@ -477,16 +478,26 @@ class Route:
     async def _serve(self, wire: Wire) -> None:
         """Read the peer's side of our stream until it closes or no stanza went either way for
         ``idle_timeout`` (the peer sends none on our stream, so that is ours); a close of ours
-        waits for the peer's (RFC 6120 §4.4), so that it has read everything."""
+        waits for the peer's (RFC 6120 §4.4), so that it has read everything.
+
+        Meanwhile, after ``limits.keepalive_interval`` without writing, a whitespace keepalive
+        (RFC 6120 §4.6.1) keeps the connection in the tables of NATs and firewalls on the way,
+        and a connection that died is found by a failing keepalive rather than by a stanza.
+        """
         idle = self.s2s.config.idle_timeout
         while not wire.closing:
-            left = idle - (time.monotonic() - self._last_stanza)
+            now = time.monotonic()
+            left = idle - (now - self._last_stanza)
             if left <= 0:
                 log.info("s2s %s -> %s idle; closing", self.local, self.remote)
                 self._close(wire)
                 break
+            quiet = wire.last_write + self.s2s.server.config.limits.keepalive_interval - now
+            if quiet <= 0:
+                wire.write(" ")
+                continue
             try:
-                event = await wire.next_event(left)
+                event = await wire.next_event(min(left, quiet))
             except TimeoutError:
                 continue
             except StreamError as err:

@@ -60,7 +60,7 @@ class Wire:
         self.parser = StreamParser(self.stanza_limit)
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.last_read = time.monotonic()
+        self.last_read = self.last_write = time.monotonic()
         self.closing = False
         self._events: list[Event] = []
         self._out = Gathered(self._hand_over)
@@ -73,6 +73,7 @@ class Wire:
         """Queue ``data``; what is written in one turn of the event loop goes out together
         (server/gather.py)."""
         if not self.closing:
+            self.last_write = time.monotonic()
             self._out.add(data)
 
     def flush(self) -> None:
