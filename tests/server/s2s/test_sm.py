@@ -5,6 +5,7 @@ receiving side acknowledges only what it stored."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -261,3 +262,55 @@ async def test_an_idle_outgoing_stream_sends_whitespace_keepalives(tmp_path: Pat
     finally:
         await server.stop()
         raw.stop()
+
+
+@pytest.mark.parametrize("last_ack", [True, False])
+async def test_a_stanza_the_peer_ends_the_stream_over_bounces_and_the_rest_arrives(
+        tmp_path: Path, receiver: RawReceiver, last_ack: bool) -> None:
+    """A peer that refuses one stanza by ending the stream (here policy-violation, for a reason
+    of its own) would refuse it on every new connection: it goes back to its sender with that
+    condition (RFC 6120 §8.3), and the messages behind it arrive, rather than all of them
+    waiting for the retry window and then bouncing. Without a last ack from the peer, what it
+    handled before it comes again (receivers drop copies by id), and is not taken for the
+    stanza it refuses."""
+    server, alice = await sender(tmp_path, receiver, retry_window=120)
+    delivered: asyncio.Queue[str] = asyncio.Queue()
+
+    async def refuse_poison() -> None:
+        while True:
+            peer = await receiver.next_peer()
+            await enable(peer)
+            handled = 0
+            with contextlib.suppress(AssertionError):  # the connection closed
+                while True:
+                    el = await peer.element()
+                    if el.tag == f"{{{SM}}}r":
+                        peer.send(f"<a xmlns='{SM}' h='{handled}'/>")
+                    elif el.get("id") == "poison":
+                        ack = f"<a xmlns='{SM}' h='{handled}'/>" if last_ack else ""
+                        peer.send(f"{ack}<stream:error><policy-violation "
+                                  f"xmlns='{ns.STREAM_ERRORS}'/></stream:error></stream:stream>")
+                        peer.writer.close()
+                        break
+                    else:
+                        handled += 1
+                        await delivered.put(el.get("id", ""))
+
+    peering = asyncio.create_task(refuse_poison())
+    try:
+        for id_ in ("m1", "poison", "m2"):
+            await alice.send(f"<message to='bob@{REMOTE}' id='{id_}' type='chat'><body>{id_}</body></message>")
+        (error,) = await alice.expect(1, timeout=20)
+        assert (error.get("id"), condition(error)) == ("poison", "policy-violation")
+        got: list[str] = []
+        async with asyncio.timeout(20):
+            while "m2" not in got:
+                got.append(await delivered.get())
+        assert list(dict.fromkeys(got)) == ["m1", "m2"]
+        await alice.send(message(3))
+        async with asyncio.timeout(20):
+            assert await delivered.get() == "m3"
+        assert alice.take() == []
+    finally:
+        peering.cancel()
+        await server.stop()

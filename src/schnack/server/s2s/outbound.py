@@ -22,7 +22,9 @@ the peer's close (§4.4), so that the peer has read everything.
 When the peer offers XEP-0198 stream management, the route enables it (:mod:`.sm`): a
 connection that ends with stanzas unacknowledged is replaced, and they go first on the new one
 (at-least-once; receivers drop duplicates by id). If no new connection comes up within
-``retry_window``, they bounce with ``remote-server-timeout``.
+``retry_window``, they bounce with ``remote-server-timeout``. A stanza the peer ends every
+stream over (a stream error that blames what it was sent) is found by sending it alone, and
+goes back to its sender with the peer's condition, so that it does not hold up the rest.
 
 At a shutdown (:meth:`.S2S.stop`) a route sends what waits, asks for acks and closes its stream;
 it makes no new connection, and what is then left bounces.
@@ -43,7 +45,7 @@ from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
 from ...xmpp import ns
-from ...xmpp.errors import StanzaError, StreamError
+from ...xmpp.errors import STANZA_CONDITIONS, StanzaError, StreamError
 from ...xmpp.parser import Event, StanzaReceived, StreamClosed, StreamOpened
 from ...xmpp.payloads.sm import ACK as SM_ACK
 from ...xmpp.payloads.sm import ENABLED as SM_ENABLED
@@ -66,6 +68,10 @@ log = logging.getLogger(__name__)
 _STREAM = qname(ns.STREAMS, "stream")
 _FEATURES = qname(ns.STREAMS, "features")
 _STREAM_ERROR = qname(ns.STREAMS, "error")
+_STREAM_ERROR_TEXT = qname(ns.STREAM_ERRORS, "text")
+# Stream errors that speak of the stream or the peer's state, not of anything we sent on it.
+_NOT_ABOUT_INPUT = frozenset({"conflict", "connection-timeout", "host-gone", "remote-connection-failed", "reset",
+                              "resource-constraint", "see-other-host", "system-shutdown", "unsupported-version"})
 _STARTTLS = qname(ns.TLS, "starttls")
 _PROCEED = qname(ns.TLS, "proceed")
 _MECHANISM = f"{{{ns.SASL}}}mechanisms/{{{ns.SASL}}}mechanism"
@@ -111,6 +117,15 @@ class Negotiated:
     verified: bool
 
 
+def _stream_error(el: Element) -> tuple[str, str | None]:
+    """The condition of a peer's ``<stream:error/>`` and its text, if any (RFC 6120 §4.9.2)."""
+    conditions = [c for c in el if c.tag.startswith(f"{{{ns.STREAM_ERRORS}}}")]
+    condition = next((c.tag.partition("}")[2] for c in conditions if c.tag != _STREAM_ERROR_TEXT),
+                     "undefined-condition")
+    text = next((c.text for c in conditions if c.tag == _STREAM_ERROR_TEXT), None)
+    return condition, text
+
+
 async def _element(wire: Wire, timeout: float) -> Element:
     """The next top-level element from the peer; a stream error or a closed stream ends the try."""
     event = await wire.next_event(timeout)
@@ -120,9 +135,7 @@ async def _element(wire: Wire, timeout: float) -> Element:
         raise Unreachable("the stream closed or restarted unexpectedly")
     el = event.element
     if el.tag == _STREAM_ERROR:
-        conditions = [c.tag.partition("}")[2] for c in el if c.tag.startswith(f"{{{ns.STREAM_ERRORS}}}")]
-        condition = next((c for c in conditions if c != "text"), "undefined-condition")
-        raise Unreachable(f"stream error {condition}")
+        raise Unreachable(f"stream error {_stream_error(el)[0]}")
     return el
 
 
@@ -311,6 +324,11 @@ class Route:
         # When the stream last carried a stanza, or came up: what idle is measured from. The
         # peer's keepalives and acks are traffic, but no use of the route.
         self._last_stanza = time.monotonic()
+        # The stanza sent alone on this connection, the rest held back until it is acknowledged,
+        # after the peer ended the last one with a stream error that blames what it was sent.
+        self._probe: Stanza | None = None
+        # The condition and text of the stream error the peer ended this connection with.
+        self._peer_error: tuple[str, str | None] | None = None
         self.done = False
         self.task = asyncio.create_task(self._run(), name=f"s2s {local} -> {remote}")
 
@@ -320,7 +338,7 @@ class Route:
 
     def send(self, stanza: Stanza) -> None:
         """Write ``stanza`` now if the stream is up, else queue it (raises StanzaError when full)."""
-        if self.ready:
+        if self.ready and self._probe is None:
             if self.acks is not None and len(self.acks.stanzas) >= self.s2s.config.max_queue:
                 raise StanzaError("resource-constraint", f"too many stanzas unacknowledged by {self.remote}")
             self._write(stanza)
@@ -393,6 +411,8 @@ class Route:
                     # No new connection at a shutdown: what is left bounces.
                     self.queue[:0] = unacked
                     return
+                if await self._refused(unacked):
+                    progressed = True
                 if progressed:
                     broken_since, backoff = None, 1.0
                 if unacked:
@@ -451,16 +471,57 @@ class Route:
                  ", stream management" if self.acks is not None else "")
         return wire
 
+    async def _refused(self, unacked: list[Stanza]) -> bool:
+        """After a connection ended with ``unacked`` (sent again first on the next one): find
+        a stanza the peer will never take, and bounce it; True if one was.
+
+        A peer may end the stream over one stanza it refuses for a reason of its own (a stream
+        error that blames what it was sent). That stanza would end every new stream again,
+        holding up all behind it for ``retry_window``; but with several unacknowledged, which
+        one it was is unknown. So the first is sent alone on the next connection, the rest held
+        back until the peer acknowledges it; if the peer ends that stream too with such an
+        error, that stanza goes back to its sender with the peer's condition (RFC 6120 §8.3,
+        ``not-acceptable`` for one that names no stanza error), and the rest flows.
+        """
+        probe, self._probe = self._probe, None
+        error, self._peer_error = self._peer_error, None
+        if not unacked:
+            return False
+        blamed = error is not None and error[0] not in _NOT_ABOUT_INPUT
+        if not (blamed and probe is unacked[0]):
+            if blamed or probe is unacked[0]:
+                self._probe = unacked[0]
+            return False
+        assert error is not None
+        stanza = unacked.pop(0)
+        condition, text = error
+        log.info("s2s %s -> %s: the peer ends the stream over stanza %s (%s); it goes back to its sender",
+                 self.local, self.remote, stanza.id, condition)
+        if not stanza.is_response:
+            reason = f"{self.remote} ended the stream over this stanza: {condition}" + (f" ({text})" if text else "")
+            await self.s2s.server.router.send(stanza.error(StanzaError(
+                condition if condition in STANZA_CONDITIONS else "not-acceptable", reason)))
+        return True
+
     async def _carry(self, wire: Wire) -> tuple[list[Stanza], bool]:
         """Send the queue, then whatever comes, until the connection ends; returns the stanzas
         it did not get acknowledged (none without stream management), and whether the peer
-        acknowledged any (always true without stream management: nothing tells)."""
+        acknowledged any (always true without stream management: nothing tells).
+
+        With a probe (:meth:`_refused`) and stream management, only the first stanza goes
+        out, with a request for its ack; the rest waits for that ack (:meth:`_handle`)."""
         self.wire = wire
         self._last_stanza = time.monotonic()
         try:
             queued, self.queue = self.queue, []
-            for stanza in queued:
-                self._write(stanza)
+            if self._probe is not None and self.acks is not None and queued and queued[0] is self._probe:
+                self.queue = queued[1:]
+                self._write(self._probe)
+                self.acks.request()
+            else:
+                self._probe = None
+                for stanza in queued:
+                    self._write(stanza)
             if self.s2s.stopping:
                 self._close(wire, StreamError("system-shutdown", "the server is shutting down"))
             await self._serve(wire)
@@ -524,6 +585,7 @@ class Route:
         el = event.element
         if el.tag == _STREAM_ERROR:
             log.info("s2s %s -> %s: the peer sent a stream error: %s", self.local, self.remote, serialize(el))
+            self._peer_error = _stream_error(el)
             return False
         if el.tag == SM_ACK and self.acks is not None:
             try:
@@ -534,6 +596,12 @@ class Route:
             except StreamError as err:
                 wire.close_with(err)
                 return False
+            if self._probe is not None and not self.acks.stanzas:
+                # The stanza sent alone went through: what was held back follows.
+                self._probe = None
+                held, self.queue = self.queue, []
+                for stanza in held:
+                    self._write(stanza)
             return True
         if el.tag == SM_REQUEST and self.acks is not None:
             # §4: the peer may ask too; no stanza of its own comes on this stream.
