@@ -53,6 +53,13 @@ def write_config(tmp_path: Path, extra: str = "", data_dir: str = "state") -> Pa
         ('[storage]\nurl = "mysql://x"\n', "storage.url"),
         ("[tls]\ncert = 'missing.pem'\nkey = 'missing.key'\n", "tls.cert"),
         ("this is not toml", ""),
+        ('[modules]\nenable = ["phone"]\n', "modules.phone.sms"),
+        ('[modules]\nenable = ["phone"]\n[modules.phone]\nsms = "pigeon"\n', "modules.phone.sms"),
+        ('[modules]\nenable = ["phone"]\n[modules.phone]\nsms = "http"\n', "modules.phone.sms_url"),
+        ('[modules]\nenable = ["phone"]\n[modules.phone]\nsms = "command"\n', "modules.phone.sms_command"),
+        ('[modules]\nenable = ["phone"]\n[modules.phone]\nsms = "log"\nsms_text = "your code: {pin}"\n',
+         "modules.phone.sms_text"),
+        ('[modules]\nenable = ["phone"]\n[modules.phone]\nsms = "log"\nhost = "elsewhere.test"\n', "modules.phone.host"),
     ],
 )
 def test_config_check_names_the_bad_key(tmp_path: Path, body: str, key: str) -> None:

@@ -46,6 +46,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def secure(request: web.Request) -> bool:
+    """Whether ``request`` came over TLS, or over plain HTTP from this machine (a TLS-terminating
+    proxy on it), which decides by the hop to this server, also when that proxy names its client
+    in a PROXY header (proxy_protocol.py)."""
+    if request.transport is not None and request.transport.get_extra_info("ssl_object") is not None:
+        return True
+    hop = request.transport.get_extra_info("proxy_peername") if request.transport else None
+    return _is_loopback(hop[0] if isinstance(hop, tuple) else request.remote or "?")
+
+
 class WebSocketConnection:
     """A client connection over one WebSocket."""
 
@@ -57,13 +67,9 @@ class WebSocketConnection:
         self.ws = ws
         self._request = request
         self._ssl = request.transport.get_extra_info("ssl_object") if request.transport else None
-        remote = request.remote or "?"
-        # What decides is the hop to this server, a TLS-terminating proxy on this machine, also
-        # when that proxy names its client in a PROXY header (proxy_protocol.py).
-        hop = request.transport.get_extra_info("proxy_peername") if request.transport else None
-        self.secure = self._ssl is not None or _is_loopback(hop[0] if isinstance(hop, tuple) else remote)
+        self.secure = secure(request)
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else remote
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else request.remote or "?"
         self.last_read = self.last_write = time.monotonic()
         self.stream: C2SStream | None = None
         self._closing = False

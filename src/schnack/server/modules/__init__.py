@@ -38,6 +38,7 @@ BUILTIN: dict[str, str] = {
     "upload": "upload:Upload",
     "extdisco": "extdisco:ExternalServices",
     "webclient": "webclient:WebClient",
+    "phone": "phone:Phone",
 }
 
 

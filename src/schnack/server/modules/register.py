@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 _HOUR = 3600.0
 # Deriving SCRAM keys from a huge password would cost CPU for nothing; no one types this much.
-_MAX_PASSWORD = 1024
+MAX_PASSWORD = 1024
 _CHANGE_PASSWORD_FORM = "jabber:iq:register:changepassword"
 
 
@@ -52,8 +52,20 @@ class RegisterOptions:
     """Who may create accounts in-band, and how strong their passwords must be."""
 
     allow_registration: bool = bounded(True, help="let new users create accounts in-band")
-    min_password_length: int = bounded(8, min=1, max=_MAX_PASSWORD, help="characters")
+    min_password_length: int = bounded(8, min=1, max=MAX_PASSWORD, help="characters")
     max_per_ip_per_hour: int = bounded(5, min=1, help="new accounts from one address per hour")
+
+
+def password_problem(password: str, min_length: int) -> str | None:
+    """What makes ``password`` unfit for an account (too short or long, or one SCRAM's SASLprep
+    refuses), or None; every way of setting a password checks it alike."""
+    if len(password) < min_length:
+        return f"the password needs at least {min_length} characters"
+    if len(password) > MAX_PASSWORD:
+        return f"the password may have at most {MAX_PASSWORD} characters"
+    if not usable_password(password):
+        return UNUSABLE_PASSWORD
+    return None
 
 
 def _error(stanza: Stanza, err: StanzaError) -> Element:
@@ -194,14 +206,9 @@ class Register(Module[RegisterOptions]):
         return RegisterQuery(instructions=text, username="", password="", form=form)
 
     def _check_password(self, password: str) -> None:
-        if len(password) < self.options.min_password_length:
-            raise StanzaError(
-                "not-acceptable", f"the password needs at least {self.options.min_password_length} characters"
-            )
-        if len(password) > _MAX_PASSWORD:
-            raise StanzaError("not-acceptable", f"the password may have at most {_MAX_PASSWORD} characters")
-        if not usable_password(password):
-            raise StanzaError("not-acceptable", UNUSABLE_PASSWORD)
+        problem = password_problem(password, self.options.min_password_length)
+        if problem is not None:
+            raise StanzaError("not-acceptable", problem)
 
     def _throttled(self, ip: str) -> bool:
         """Whether ``ip`` used up its registrations for the hour (forgetting older ones)."""

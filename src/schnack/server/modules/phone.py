@@ -1,0 +1,513 @@
+"""Phone-number accounts verified by SMS, with Quicksy's HTTP API (docs/phone.md).
+
+An account named by its number in E.164 form (``+4915123456789@example.org``) is created, or
+given a new password, only by proving the number: the server sends a code by SMS, and whoever
+sends it back sets the password. This is the API of Quicksy (the phone-number XMPP service that
+Conversations' and Monal's Quicksy builds use), under ``/phone`` of the HTTP listeners:
+
+- ``GET /phone/authentication/{number}``: send a fresh 6-digit code to the number. 200 sent;
+  400 not a number in E.164 form, or a malformed ``Installation-Id`` (a UUID); 429 with
+  ``Retry-After`` when a limit was reached; 500 when the SMS gateway failed (nothing is then
+  counted as sent).
+- ``POST /phone/password`` with ``Authorization: base64(number "\\0" code)`` (or ``Basic
+  base64(number ":" code)``) and the new password as the UTF-8 body. 201 the account was
+  created; 200 the existing account got the new password; 400 malformed or a password the
+  server refuses; 401 a wrong code; 404 no code is pending (never sent, used, or expired);
+  429 with ``Retry-After`` when this wrong code was the last one allowed (the code is void).
+
+Both answer 403 over plain HTTP from anywhere but this machine (a TLS-terminating proxy on it):
+codes and passwords travel only encrypted.
+
+**Codes.** Six digits from ``secrets``; only a salted SHA-256 of the code is stored, with its
+expiry (``code_lifetime``). Everything lives in the shared key-value store, so any node of a
+cluster checks a code another node sent, and the counts hold across nodes: the i-th wrong
+guess claims the key ``phone-try/{code id}/{i}`` with ``set_default`` (insert if absent, atomic
+in both backends); when the last one is claimed the code is void. A right code is used once
+(it claims ``phone-used/{code id}`` the same way).
+
+**Limits.** Per number one code per ``sms_interval`` and ``sms_per_day`` a UTC day, per
+``Installation-Id`` ``sms_per_installation_per_day`` (both claimed as numbered keys, as the
+guesses are, so they hold across nodes), and per client address ``sms_per_ip_per_hour`` on
+each node. The keys are indexed in the map ``phone-sweep`` with the time they may go, and a
+sweep every hour deletes those past it.
+
+**Verified numbers.** The key ``phone`` of the account itself marks its number verified (the
+account is named by the number): storage deletes it with the account on every path that
+deletes one, and an account made otherwise (``schnack admin user add``) has none.
+
+**A new phone.** Verifying a number whose account exists sets the new password: the old one
+no longer works, the account's FAST tokens (XEP-0484) are revoked, and its sessions end
+with not-authorized, on every node of a cluster (each node ends those that logged in with
+other credentials than the stored ones). Giving an unused number's account to a new owner
+(Quicksy's reassignment) needs the time an account was last active, which the server does
+not keep yet: the account is kept and re-keyed.
+
+**Contact discovery** (``im.quicksy.synchronization:0``): see :meth:`Phone.phone_book`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import math
+import re
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ...xmpp.errors import StreamError
+from ...xmpp.jid import JID
+from ...xmpp.phone import PhoneNumberError, is_e164, normalize
+from ...xmpp.sasl import derive_credentials
+from .. import websocket
+from ..background import Background
+from ..config import ConfigError, bounded
+from ..locks import AccountLocks
+from ..module import Module
+from ..sms import KINDS, CommandGateway, Gateway, HttpGateway, LogGateway, SmsError
+from ..storage import AlreadyExists
+from .fast import FastTokens, fingerprint
+from .register import MAX_PASSWORD, password_problem
+
+if TYPE_CHECKING:
+    from ..app import Server
+    from ..sessions import Session
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/phone"
+# kv (host, number, STORE): the account's number is verified.
+STORE = "phone"
+# maps (host, "", SWEEP): a key of the kv store (user "") -> when it may be deleted.
+SWEEP = "phone-sweep"
+DAY = 86_400.0
+_HOUR = 3600.0
+_SWEEP_INTERVAL = _HOUR
+_CODE_DIGITS = 6
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# A body longer than any password the server takes is not read to its end.
+_MAX_BODY = MAX_PASSWORD * 4
+
+
+@dataclass(frozen=True)
+class PhoneOptions:
+    """The host, the SMS gateway, the text, and the limits on codes and discovery."""
+
+    host: str = bounded("", help="the domain phone-number accounts live on; default: the first domain")
+    sms: str = bounded("", choices=("", *KINDS), help="the SMS gateway: log, http or command (required)")
+    sms_url: str = bounded("", help="http: the webhook URL")
+    sms_token: str = bounded("", help="http: sent as Authorization: Bearer <token>")
+    sms_command: list[str] = bounded([], help="command: program and arguments; {number} and {text} are replaced")
+    sms_timeout: float = bounded(10.0, min=0.1, max=600, help="seconds the gateway may take")
+    sms_text: str = bounded("{code} is your code for {domain}. Do not share it.", help="must contain {code}")
+    code_lifetime: float = bounded(600.0, min=1, max=DAY, help="seconds a code stays valid")
+    code_attempts: int = bounded(3, min=1, max=100, help="wrong codes before the code is void")
+    sms_interval: float = bounded(60.0, min=0, max=DAY, help="seconds between two codes to one number")
+    sms_per_day: int = bounded(5, min=1, max=1000, help="codes to one number per UTC day")
+    sms_per_ip_per_hour: int = bounded(20, min=1, help="codes asked for from one address per hour (per node)")
+    sms_per_installation_per_day: int = bounded(5, min=1, help="codes asked for by one Installation-Id per UTC day")
+    min_password_length: int = bounded(8, min=1, max=MAX_PASSWORD, help="characters")
+
+
+class _Refused(Exception):
+    """An HTTP answer other than success: status, a line saying why, and Retry-After if any."""
+
+    def __init__(self, status: int, text: str, retry_after: float | None = None) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+        self.retry_after = retry_after
+
+    def response(self) -> web.Response:
+        headers = {"Retry-After": str(max(1, math.ceil(self.retry_after)))} if self.retry_after is not None else {}
+        return web.Response(status=self.status, text=self.text + "\n", headers=headers)
+
+
+@dataclass(frozen=True)
+class _Code:
+    """A code sent and not yet used: its id, the salted hash of its digits, and its expiry."""
+
+    id: str
+    salt: str
+    digest: str
+    expires: float
+
+    @classmethod
+    def make(cls, digits: str, expires: float) -> _Code:
+        salt = secrets.token_hex(16)
+        return cls(secrets.token_urlsafe(12), salt, _digest(salt, digits), expires)
+
+    def matches(self, digits: str) -> bool:
+        return hmac.compare_digest(self.digest, _digest(self.salt, digits))
+
+    def dump(self) -> bytes:
+        return json.dumps([self.id, self.salt, self.digest, self.expires]).encode()
+
+    @classmethod
+    def load(cls, raw: bytes) -> _Code:
+        code_id, salt, digest, expires = json.loads(raw)
+        return cls(code_id, salt, digest, expires)
+
+
+@dataclass
+class _LoggedInWith:
+    """The fingerprint of the credentials a phone-number account's session logged in with."""
+
+    credentials: str | None = None
+
+
+def _digest(salt: str, digits: str) -> str:
+    return hashlib.sha256(f"{salt}:{digits}".encode()).hexdigest()
+
+
+def _code_key(number: str) -> str:
+    return f"phone-code/{number}"
+
+
+def gateway(options: PhoneOptions) -> Gateway:
+    """The gateway ``options`` choose; ConfigError naming the option that is missing or wrong."""
+    if options.sms == "log":
+        return LogGateway()
+    if options.sms == "http":
+        if not re.match(r"https?://[^/\s]+", options.sms_url):
+            raise ConfigError("modules.phone.sms_url", f'sms = "http" needs an http:// or https:// URL, got {options.sms_url!r}')
+        return HttpGateway(options.sms_url, options.sms_token, options.sms_timeout)
+    if options.sms == "command":
+        if not options.sms_command or not options.sms_command[0]:
+            raise ConfigError("modules.phone.sms_command", 'sms = "command" needs the program and its arguments')
+        return CommandGateway(options.sms_command, options.sms_timeout)
+    raise ConfigError("modules.phone.sms", f"choose how codes are sent: one of {', '.join(KINDS)}")
+
+
+def parse_authorization(header: str) -> tuple[str, str]:
+    """Number and code from Quicksy's ``base64(number "\\0" code)`` (a leading NUL, as SASL
+    PLAIN writes it, is allowed) or from ``Basic base64(number ":" code)``."""
+    scheme, _, rest = header.strip().partition(" ")
+    basic = scheme.lower() == "basic" and rest
+    try:
+        text = base64.b64decode((rest if basic else header).strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise _Refused(400, "the Authorization header is not base64 of the number and the code") from None
+    number, sep, code = text.rpartition(":" if basic else "\0")
+    number = number.removeprefix("\0")
+    if not sep or not is_e164(number):
+        raise _Refused(400, "the Authorization header must hold the number in E.164 form and the code")
+    if not re.fullmatch(f"[0-9]{{{_CODE_DIGITS}}}", code):
+        raise _Refused(400, f"the code has {_CODE_DIGITS} digits")
+    return number, code
+
+
+class Phone(Module[PhoneOptions]):
+    """SMS verification of phone-number accounts over HTTP (Quicksy's API)."""
+
+    name = "phone"
+    Options = PhoneOptions
+
+    def __init__(self, server: Server, options: PhoneOptions) -> None:
+        super().__init__(server, options)
+        domains = server.config.domains
+        if options.host and options.host not in domains:
+            raise ConfigError("modules.phone.host", f"{options.host!r} is not one of the server's domains ({', '.join(domains)})")
+        self.host = options.host or domains[0]
+        if "{code}" not in options.sms_text:
+            raise ConfigError("modules.phone.sms_text", f"must contain {{code}}, got {options.sms_text!r}")
+        self.gateway = gateway(options)
+        # When codes were asked for, per client address, oldest first, within the last hour.
+        self._asked: dict[str, deque[float]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def setup(self) -> None:
+        bus = self.server.cluster.bus
+        self._locks = AccountLocks(bus, "phone")
+        self._ending = Background(log, "ending the sessions of a re-verified account failed")
+        bus.on_changed(self._changed_elsewhere)
+        self.hook("session-bound", self.bound)
+        router = self.server.http_app.router
+        router.add_get(PREFIX + "/authentication/{number}", self.authentication)
+        router.add_post(PREFIX + "/password", self.password)
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_periodically())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self._ending.stop()
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    async def authentication(self, request: web.Request) -> web.Response:
+        """``GET /phone/authentication/{number}``: send a code (see the module's docstring)."""
+        try:
+            self._only_secure(request)
+            number = request.match_info["number"]
+            try:
+                valid = normalize(number) == number
+            except PhoneNumberError as err:
+                raise _Refused(400, str(err)) from None
+            if not valid:
+                raise _Refused(400, f"{number!r} is not in E.164 form (+ and the digits of the number)")
+            installation = request.headers.get("Installation-Id")
+            if installation is not None and not _UUID.fullmatch(installation):
+                raise _Refused(400, "Installation-Id must be a UUID")
+            await self.send_code(number, request.remote or "?", installation)
+        except _Refused as refused:
+            return refused.response()
+        return web.Response(text="the code was sent\n")
+
+    async def password(self, request: web.Request) -> web.Response:
+        """``POST /phone/password``: set the password with a code (see the module's docstring)."""
+        try:
+            self._only_secure(request)
+            header = request.headers.get("Authorization")
+            if header is None:
+                raise _Refused(400, "the number and the code go in the Authorization header")
+            number, digits = parse_authorization(header)
+            if (request.content_length or 0) > _MAX_BODY:
+                raise _Refused(400, f"the password may have at most {MAX_PASSWORD} characters")
+            body = await request.read()
+            try:
+                password = body.decode()
+            except UnicodeDecodeError:
+                raise _Refused(400, "the password must be UTF-8 text") from None
+            problem = password_problem(password, self.options.min_password_length)
+            if problem is not None:
+                raise _Refused(400, problem)
+            created = await self.verify(number, digits, password)
+        except _Refused as refused:
+            return refused.response()
+        if created:
+            return web.Response(status=201, text="the account was created\n")
+        return web.Response(text="the password was changed\n")
+
+    def _only_secure(self, request: web.Request) -> None:
+        if not websocket.secure(request):
+            raise _Refused(403, "use HTTPS: codes and passwords are not sent in the clear")
+
+    # --- codes -----------------------------------------------------------------------------
+
+    async def send_code(self, number: str, address: str, installation: str | None) -> None:
+        """Send a new code to ``number`` unless a limit says no (_Refused 429), replacing any code
+        sent before; a gateway failure is _Refused 500, and then nothing counts as sent."""
+        now = time.time()
+        self._asked_from(address, now)
+        day = int(now // DAY)
+        next_day = (day + 1) * DAY
+        claimed: list[str] = []
+        try:
+            if installation is not None:
+                key, _ = await self._claim(f"phone-installation/{installation.lower()}/{day}",
+                                           self.options.sms_per_installation_per_day, now, next_day)
+                if key is None:
+                    raise _Refused(429, "this installation asked for too many codes today", next_day - now)
+                claimed.append(key)
+            await self._claim_sms(number, now, claimed)
+            digits = f"{secrets.randbelow(10**_CODE_DIGITS):0{_CODE_DIGITS}d}"
+            text = self.options.sms_text.replace("{code}", digits).replace("{domain}", self.host)
+            try:
+                await self.gateway.send(number, text)
+            except SmsError as err:
+                log.error("the SMS with a code for %s was not sent: %s", number, err)
+                raise _Refused(500, "the SMS could not be sent; try again later") from None
+        except BaseException:
+            self._forget_asked(address, now)
+            for key in claimed:
+                await self.server.storage.kv.delete(self.host, "", key)
+            raise
+        code = _Code.make(digits, now + self.options.code_lifetime)
+        await self._sweep_later(_code_key(number), code.expires)
+        await self.server.storage.kv.set(self.host, "", _code_key(number), code.dump())
+        log.info("sent a code to %s", number)
+
+    async def _claim_sms(self, number: str, now: float, claimed: list[str]) -> None:
+        """Claim one of the number's SMS of the day, ``sms_interval`` after the one before."""
+        day = int(now // DAY)
+        next_day = (day + 1) * DAY
+        interval = self.options.sms_interval
+        last = max(await self._sent(number, day - 1), default=0.0) if now - day * DAY < interval else 0.0
+        last = max([last, *await self._sent(number, day)])
+        if now - last < interval:
+            raise _Refused(429, "a code was sent to this number just now", interval - (now - last))
+        key, taken = await self._claim(f"phone-sms/{number}/{day}", self.options.sms_per_day, now, next_day + DAY)
+        if key is None:
+            raise _Refused(429, "too many codes for this number today", next_day - now)
+        claimed.append(key)
+        # Another node sent one meanwhile: the claim is given back.
+        recent = [stamp for stamp in taken if now - stamp < interval]
+        if recent:
+            raise _Refused(429, "a code was sent to this number just now", interval - (now - max(recent)))
+
+    async def _sent(self, number: str, day: int) -> list[float]:
+        """When the number's codes of ``day`` were sent."""
+        kv = self.server.storage.kv
+        stamps = []
+        for i in range(self.options.sms_per_day):
+            raw = await kv.get(self.host, "", f"phone-sms/{number}/{day}/{i}")
+            if raw is not None:
+                stamps.append(float(raw.split()[0]))
+        return stamps
+
+    async def _claim(self, prefix: str, limit: int, now: float, keep_until: float) -> tuple[str | None, list[float]]:
+        """Claim the first free key of ``prefix/0`` to ``prefix/{limit-1}`` (set_default: of
+        nodes claiming at once, one wins each key); the key claimed, or None when all were
+        taken, and when the keys taken before it were claimed."""
+        kv = self.server.storage.kv
+        mine = f"{now!r} {secrets.token_hex(8)}".encode()
+        taken: list[float] = []
+        for i in range(limit):
+            key = f"{prefix}/{i}"
+            stored = await kv.get(self.host, "", key)
+            if stored is None:
+                await self._sweep_later(key, keep_until)
+                stored = await kv.set_default(self.host, "", key, mine)
+                if stored == mine:
+                    return key, taken
+            taken.append(float(stored.split()[0]))
+        return None, taken
+
+    def _asked_from(self, address: str, now: float) -> None:
+        """Count a request from ``address``, or _Refused 429 if it asked too often this hour."""
+        cutoff = now - _HOUR
+        for known in list(self._asked):
+            stamps = self._asked[known]
+            while stamps and stamps[0] < cutoff:
+                stamps.popleft()
+            if not stamps:
+                del self._asked[known]
+        stamps = self._asked.setdefault(address, deque())
+        if len(stamps) >= self.options.sms_per_ip_per_hour:
+            raise _Refused(429, "too many codes asked for from your address", stamps[0] + _HOUR - now)
+        stamps.append(now)
+
+    def _forget_asked(self, address: str, now: float) -> None:
+        stamps = self._asked.get(address)
+        if stamps is not None and now in stamps:
+            stamps.remove(now)
+
+    async def verify(self, number: str, digits: str, password: str) -> bool:
+        """Check the code and set the password; True if the account was created. _Refused 404
+        without a pending code, 401 for a wrong one, 429 for the last wrong one allowed."""
+        kv = self.server.storage.kv
+        raw = await kv.get(self.host, "", _code_key(number))
+        code = _Code.load(raw) if raw is not None else None
+        if code is None or code.expires <= time.time():
+            raise _Refused(404, "no code is pending for this number: ask for a new one")
+        attempts = self.options.code_attempts
+        if not code.matches(digits):
+            key, _ = await self._claim(f"phone-try/{code.id}", attempts, time.time(), code.expires)
+            if key is not None and not key.endswith(f"/{attempts - 1}"):
+                left = attempts - 1 - int(key.rpartition("/")[2])
+                raise _Refused(401, f"wrong code; {left} more {'try' if left == 1 else 'tries'} for this one")
+            await self._void(number, code)
+            raise _Refused(429, "wrong code, and too many of them: ask for a new one", await self._wait_for_sms(number))
+        if await kv.get(self.host, "", f"phone-try/{code.id}/{attempts - 1}") is not None:
+            await self._void(number, code)
+            raise _Refused(429, "too many wrong codes: ask for a new one", await self._wait_for_sms(number))
+        mine = secrets.token_bytes(16)
+        await self._sweep_later(f"phone-used/{code.id}", code.expires)
+        if await kv.set_default(self.host, "", f"phone-used/{code.id}", mine) != mine:
+            raise _Refused(404, "this code was used already: ask for a new one")
+        await self._void(number, code)
+        return await self._assign(number, password)
+
+    async def _void(self, number: str, code: _Code) -> None:
+        """Forget ``code`` unless a newer one took its place."""
+        kv = self.server.storage.kv
+        raw = await kv.get(self.host, "", _code_key(number))
+        if raw is not None and _Code.load(raw).id == code.id:
+            await kv.delete(self.host, "", _code_key(number))
+
+    async def _wait_for_sms(self, number: str) -> float:
+        """Seconds until the number may get a new code (at least the interval's rest)."""
+        now = time.time()
+        last = max(await self._sent(number, int(now // DAY)), default=0.0)
+        return max(1.0, self.options.sms_interval - (now - last))
+
+    # --- accounts --------------------------------------------------------------------------
+
+    async def _assign(self, number: str, password: str) -> bool:
+        """Create the number's account with ``password``, or give the existing one the new
+        password; either way mark the number verified. True if created."""
+        host = self.host
+        credentials = await asyncio.to_thread(derive_credentials, password)
+        accounts = self.server.storage.accounts
+        async with self._locks.hold(JID(number, host)):
+            try:
+                await accounts.create(host, number, credentials)
+                created = True
+            except AlreadyExists:
+                await accounts.set_credentials(host, number, credentials)
+                created = False
+            await self.server.storage.kv.set(host, number, STORE, json.dumps({"verified": time.time()}).encode())
+        if created:
+            log.info("created %s@%s, verified by SMS", number, host)
+            return True
+        log.info("%s@%s was verified again by SMS: its password changed, its sessions end", number, host)
+        fast = self.optional(FastTokens)
+        if fast is not None:
+            await fast.revoke(host, number, None)
+        await self._end_outdated(JID(number, host))
+        await self.server.cluster.bus.announce(STORE, f"{number}@{host}")
+        return False
+
+    async def bound(self, session: Session) -> None:
+        """Keep what a phone-number account's session logged in with, to end it when that changes."""
+        if session.host != self.host or not is_e164(session.username):
+            return
+        account = await self.server.storage.accounts.get(session.host, session.username)
+        if account is not None:
+            session.slot(_LoggedInWith).credentials = fingerprint(account.credentials)
+
+    def _changed_elsewhere(self, store: str, account: str) -> None:
+        """Another node re-verified an account: its sessions here that logged in before end too."""
+        if store == STORE:
+            self._ending.spawn(self._end_outdated(JID.parse(account)))
+
+    async def _end_outdated(self, account: JID) -> None:
+        sessions = self.server.sessions.resources(account)
+        if not sessions:
+            return
+        assert account.local is not None
+        stored = await self.server.storage.accounts.get(account.domain, account.local)
+        current = fingerprint(stored.credentials) if stored is not None else None
+        error = StreamError("not-authorized", "the number was verified again (a new phone): log in with the new password")
+        for session in sessions:
+            if session.slot(_LoggedInWith).credentials != current:
+                session.close(error)
+
+    # --- expiry ----------------------------------------------------------------------------
+
+    async def _sweep_later(self, key: str, when: float) -> None:
+        """Note that ``key`` of the kv store may go at ``when`` (before it is written, so that
+        nothing is written that the sweep does not know of)."""
+        await self.server.storage.maps.set(self.host, "", SWEEP, key, repr(when).encode())
+
+    async def _sweep_periodically(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("deleting expired phone verification data failed")
+            await asyncio.sleep(_SWEEP_INTERVAL)
+
+    async def sweep(self, now: float | None = None) -> int:
+        """Delete the codes, guesses and counts that are past their time; how many."""
+        now = time.time() if now is None else now
+        maps, kv = self.server.storage.maps, self.server.storage.kv
+        gone = 0
+        for key, raw in (await maps.items(self.host, "", SWEEP)).items():
+            if float(raw) <= now:
+                await kv.delete(self.host, "", key)
+                await maps.set(self.host, "", SWEEP, key, None)
+                gone += 1
+        return gone

@@ -1,0 +1,365 @@
+"""Phone-number accounts on real sockets (docs/phone.md): codes asked for and checked over HTTP
+with aiohttp, sent through the real gateways (a webhook on a local port that keeps what it got,
+a program that writes to a file), then slixmpp logging in as +number@localhost; the limits, the
+wrong, expired and void codes, a new phone re-keying the account, and two nodes on one
+PostgreSQL checking each other's codes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from schnack.server.app import Server
+from schnack.server.modules.phone import SWEEP, Phone
+from schnack.xmpp.payloads import fast
+from schnack.xmpp.payloads import sasl2 as payload
+from schnack.xmpp.xml import serialize
+
+from ..harness import add_user, running
+from ..server.sms_receiver import Webhook, webhook
+from ..server.storage.conftest import postgres_schema
+from .slix import SlixClient
+from .wire import Wire
+
+pytestmark = pytest.mark.asyncio
+
+NUMBER = "+4915123456789"
+OTHER = "+4915223456789"
+THIRD = "+4917612345678"
+PASSWORD = "a long random password"
+AGENT = payload.UserAgent("0b3a4c1e-8f52-4c1a-9d0e-3b1f2a6c7d88", "raw", "test")
+
+
+def phone_modules(url: str, **options: Any) -> dict[str, Any]:
+    return {"enable": ["phone"], "phone": {"sms": "http", "sms_url": url, **options}}
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Webhook]:
+    async with webhook() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def server(tmp_path: Path, hook: Webhook) -> AsyncIterator[Server]:
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url)) as srv:
+        yield srv
+
+
+def base(server: Server) -> str:
+    host, port = server.bound["http"][0]
+    return f"http://{host}:{port}/phone"
+
+
+async def ask_code(http: aiohttp.ClientSession, server: Server, number: str = NUMBER,
+                   headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+    async with http.get(f"{base(server)}/authentication/{number.replace('+', '%2B')}", headers=headers) as answer:
+        await answer.read()
+        return answer
+
+
+async def set_password(http: aiohttp.ClientSession, server: Server, code: str, number: str = NUMBER,
+                       password: str = PASSWORD, *, basic: bool = False) -> tuple[int, str]:
+    if basic:
+        authorization = "Basic " + base64.b64encode(f"{number}:{code}".encode()).decode()
+    else:
+        authorization = base64.b64encode(f"{number}\0{code}".encode()).decode()
+    async with http.post(f"{base(server)}/password", data=password.encode(),
+                         headers={"Authorization": authorization}) as answer:
+        return answer.status, await answer.text()
+
+
+def last_code(hook: Webhook, number: str = NUMBER) -> str:
+    item = [item for item in hook.received if item.json["to"] == number][-1]
+    found = re.fullmatch(r"([0-9]{6}) is your code for localhost\. Do not share it\.", item.json["text"])
+    assert found is not None, item.json
+    return found.group(1)
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+async def test_a_code_by_sms_creates_the_account_and_slixmpp_logs_in_with_it(
+        server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    answer = await ask_code(http, server, headers={"Installation-Id": "2c4f5f1e-6a0b-4e8e-9d8c-0e7f5b7c1a2d",
+                                                   "Accept-Language": "de-DE", "User-Agent": "Quicksy/2.10"})
+    assert answer.status == 200
+    assert [item.json["to"] for item in hook.received] == [NUMBER]
+    assert await set_password(http, server, last_code(hook)) == (201, "the account was created\n")
+    client = SlixClient(server, f"{NUMBER}@localhost", PASSWORD)
+    try:
+        assert await client.start()
+    finally:
+        await client.stop()
+    # Only a salted hash was kept of the code, and it is gone once used.
+    assert await server.storage.kv.get("localhost", "", f"phone-code/{NUMBER}") is None
+    assert await server.storage.kv.get("localhost", NUMBER, "phone") is not None
+
+
+async def test_a_code_is_used_once(server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    await ask_code(http, server)
+    code = last_code(hook)
+    assert (await set_password(http, server, code, basic=True))[0] == 201
+    status, text = await set_password(http, server, code, password="another long password")
+    assert status == 404 and "ask for a new one" in text
+
+
+async def test_a_literal_plus_in_the_path_is_a_plus(server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{base(server)}/authentication/{NUMBER}") as answer:
+        assert answer.status == 200
+    assert [item.json["to"] for item in hook.received] == [NUMBER]
+
+
+@pytest.mark.parametrize("number", ["4915123456789", "+49 151 23456789", "+123", "+4915123456789x", "%2B0151"])
+async def test_a_number_not_in_e164_form_is_400(server: Server, hook: Webhook, http: aiohttp.ClientSession,
+                                                 number: str) -> None:
+    async with http.get(f"{base(server)}/authentication/{number}") as answer:
+        assert answer.status == 400
+        assert len((await answer.text()).strip().splitlines()) == 1
+    assert hook.received == []
+
+
+async def test_a_malformed_installation_id_is_400(server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    answer = await ask_code(http, server, headers={"Installation-Id": "not-a-uuid"})
+    assert answer.status == 400
+    assert hook.received == []
+
+
+@pytest.mark.parametrize("authorization", [
+    "", "!!!", base64.b64encode(b"+4915123456789").decode(), base64.b64encode(b"0151\x00123456").decode(),
+    base64.b64encode(b"+4915123456789\x0012345").decode(), "Basic " + base64.b64encode(b"+4915123456789").decode(),
+])
+async def test_a_malformed_authorization_is_400(server: Server, http: aiohttp.ClientSession, authorization: str) -> None:
+    async with http.post(f"{base(server)}/password", data=PASSWORD, headers={"Authorization": authorization}) as answer:
+        assert answer.status == 400
+
+
+async def test_a_refused_password_is_400_and_keeps_the_code(
+        server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    await ask_code(http, server)
+    code = last_code(hook)
+    status, text = await set_password(http, server, code, password="short")
+    assert status == 400 and text == "the password needs at least 8 characters\n"
+    async with http.post(f"{base(server)}/password", data=b"\xff\xfe bad utf-8 bytes",
+                         headers={"Authorization": base64.b64encode(f"{NUMBER}\0{code}".encode()).decode()}) as answer:
+        assert answer.status == 400
+    assert (await set_password(http, server, code))[0] == 201
+
+
+async def test_no_code_sent_is_404(server: Server, http: aiohttp.ClientSession) -> None:
+    status, text = await set_password(http, server, "123456")
+    assert status == 404 and text == "no code is pending for this number: ask for a new one\n"
+
+
+async def test_wrong_codes_are_401_until_the_last_one_voids_the_code(
+        server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    await ask_code(http, server)
+    code = last_code(hook)
+    assert await set_password(http, server, wrong(code)) == (401, "wrong code; 2 more tries for this one\n")
+    assert await set_password(http, server, wrong(code)) == (401, "wrong code; 1 more try for this one\n")
+    async with http.post(f"{base(server)}/password", data=PASSWORD, headers={
+            "Authorization": base64.b64encode(f"{NUMBER}\0{wrong(code)}".encode()).decode()}) as answer:
+        assert answer.status == 429
+        # The next code may go a minute after the last one.
+        assert 1 <= int(answer.headers["Retry-After"]) <= 60
+    # The code is void: the right digits do not help any more.
+    assert (await set_password(http, server, code))[0] == 404
+    assert await server.storage.accounts.get("localhost", NUMBER) is None
+
+
+async def test_an_expired_code_is_404(tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, code_lifetime=1.0)) as server:
+        await ask_code(http, server)
+        await asyncio.sleep(1.2)
+        assert (await set_password(http, server, last_code(hook)))[0] == 404
+        # The sweep deletes what is past its time, and the index with it.
+        module = server.modules["phone"]
+        assert isinstance(module, Phone)
+        assert await module.sweep() >= 1
+        assert await server.storage.kv.get("localhost", "", f"phone-code/{NUMBER}") is None
+        assert f"phone-code/{NUMBER}" not in await server.storage.maps.items("localhost", "", SWEEP)
+
+
+async def test_a_number_gets_one_code_a_minute(server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    assert (await ask_code(http, server)).status == 200
+    again = await ask_code(http, server)
+    assert again.status == 429
+    assert 1 <= int(again.headers["Retry-After"]) <= 60
+    assert (await ask_code(http, server, OTHER)).status == 200
+    assert [item.json["to"] for item in hook.received] == [NUMBER, OTHER]
+
+
+async def test_the_daily_limits_per_number_and_installation(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    modules = phone_modules(hook.url, sms_interval=0, sms_per_day=2, sms_per_installation_per_day=3)
+    async with running(tmp_path, listen=True, modules=modules) as server:
+        installation = {"Installation-Id": "6f9619ff-8b86-d011-b42d-00cf4fc964ff"}
+        assert [(await ask_code(http, server, NUMBER, installation)).status for _ in range(3)] == [200, 200, 429]
+        assert (await ask_code(http, server, OTHER, installation)).status == 200
+        refused = await ask_code(http, server, THIRD, installation)
+        assert refused.status == 429
+        # Until the next UTC day.
+        assert 1 <= int(refused.headers["Retry-After"]) <= 86_400
+        # Another installation may still ask for the other number.
+        assert (await ask_code(http, server, OTHER)).status == 200
+        assert len(hook.received) == 4
+
+
+async def test_an_address_gets_so_many_codes_an_hour(tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, sms_per_ip_per_hour=2)) as server:
+        assert (await ask_code(http, server, NUMBER)).status == 200
+        assert (await ask_code(http, server, OTHER)).status == 200
+        refused = await ask_code(http, server, THIRD)
+        assert refused.status == 429
+        assert 3500 <= int(refused.headers["Retry-After"]) <= 3600
+
+
+async def test_a_gateway_failure_is_500_and_nothing_counts_as_sent(
+        server: Server, hook: Webhook, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    hook.status = 503
+    assert (await ask_code(http, server)).status == 500
+    assert any("was not sent" in record.getMessage() and "503" in record.getMessage() for record in caplog.records)
+    # No code is pending, and the failed SMS did not use up the minute.
+    assert (await set_password(http, server, last_code(hook)))[0] == 404
+    hook.status = 200
+    assert (await ask_code(http, server)).status == 200
+    assert (await set_password(http, server, last_code(hook)))[0] == 201
+
+
+async def test_the_command_gateway_sends_the_code(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    out = tmp_path / "outbox"
+    script = tmp_path / "send-sms.py"
+    script.write_text("import sys\nopen(sys.argv[1], 'a').write(sys.argv[2] + ' ' + sys.argv[3] + '\\n')\n")
+    command = [sys.executable, str(script), str(out), "{number}", "{text}"]
+    modules = {"enable": ["phone"], "phone": {"sms": "command", "sms_command": command}}
+    async with running(tmp_path, listen=True, modules=modules) as server:
+        assert (await ask_code(http, server)).status == 200
+        number, code, *rest = out.read_text().split()
+        assert number == NUMBER and rest == ["is", "your", "code", "for", "localhost.", "Do", "not", "share", "it."]
+        assert (await set_password(http, server, code))[0] == 201
+
+
+async def test_the_api_is_absent_when_the_module_is_off(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    async with running(tmp_path, listen=True) as server:
+        host, port = server.bound["http"][0]
+        async with http.get(f"http://{host}:{port}/phone/authentication/%2B4915123456789") as answer:
+            assert answer.status == 404
+
+
+async def request_token(server: Server, number: str, password: str) -> fast.Token:
+    """A SASL2 login with the password that asks for a FAST token (XEP-0484 §3.3)."""
+    wire = await Wire.connect(server, "c2s_tls")
+    await wire.open()
+    wire.send(serialize(payload.Authenticate(
+        "PLAIN", f"\0{number}\0{password}".encode(), AGENT, (fast.RequestToken("HT-SHA-256-NONE").to_xml(),)
+    ).to_xml()))
+    success = await wire.next()
+    wire.close()
+    assert success is not None and success.tag == payload.SUCCESS, serialize(success) if success is not None else None
+    issued = success.find(fast.TOKEN)
+    assert issued is not None
+    return fast.Token.from_xml(issued)
+
+
+async def token_login(server: Server, number: str, token: fast.Token) -> str:
+    """The tag of the answer to a login with the token."""
+    from schnack.xmpp import ht
+
+    wire = await Wire.connect(server, "c2s_tls")
+    await wire.open()
+    proof = number.encode() + b"\0" + ht.initiator(ht.key_of(token.token), b"")
+    wire.send(serialize(payload.Authenticate("HT-SHA-256-NONE", proof, AGENT, (fast.Fast(count=1).to_xml(),)).to_xml()))
+    answer = await wire.next()
+    wire.close()
+    assert answer is not None
+    return answer.tag
+
+
+async def test_a_new_phone_re_keys_the_account(tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, sms_interval=0)) as server:
+        await ask_code(http, server)
+        assert (await set_password(http, server, last_code(hook)))[0] == 201
+        token = await request_token(server, NUMBER, PASSWORD)
+        old_phone = SlixClient(server, f"{NUMBER}@localhost", PASSWORD)
+        try:
+            assert await old_phone.start()
+            await ask_code(http, server)
+            new_password = "the new phone's password"
+            assert await set_password(http, server, last_code(hook), password=new_password) == (
+                200, "the password was changed\n")
+            # The session of the old phone ends, not-authorized.
+            async with asyncio.timeout(10):
+                await old_phone.disconnected.wait()
+            assert old_phone.stream_errors == ["not-authorized"]
+        finally:
+            await old_phone.stop()
+        assert await token_login(server, NUMBER, token) == payload.FAILURE
+        refused = SlixClient(server, f"{NUMBER}@localhost", PASSWORD)
+        try:
+            assert not await refused.start()
+        finally:
+            await refused.stop()
+        new_phone = SlixClient(server, f"{NUMBER}@localhost", new_password)
+        try:
+            assert await new_phone.start()
+        finally:
+            await new_phone.stop()
+
+
+async def test_an_account_made_by_the_admin_is_not_verified_until_a_code_is(
+        server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    await add_user(server, NUMBER, PASSWORD)
+    assert await server.storage.kv.get("localhost", NUMBER, "phone") is None
+    await ask_code(http, server)
+    assert (await set_password(http, server, last_code(hook), password="verified now, new password"))[0] == 200
+    assert await server.storage.kv.get("localhost", NUMBER, "phone") is not None
+
+
+async def test_deleting_the_account_forgets_the_number(server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    await ask_code(http, server)
+    assert (await set_password(http, server, last_code(hook)))[0] == 201
+    assert await server.delete_account("localhost", NUMBER)
+    assert await server.storage.kv.get("localhost", NUMBER, "phone") is None
+
+
+async def test_a_code_sent_by_one_node_is_checked_by_another(tmp_path: Path, hook: Webhook,
+                                                             http: aiohttp.ClientSession) -> None:
+    """Two nodes on one PostgreSQL schema: codes, guesses and limits are the storage's, not a node's."""
+    async with postgres_schema() as (url, _, _):
+        storage = {"url": url}
+        modules = phone_modules(hook.url)
+        async with (
+            running(tmp_path / "a", listen=True, modules=modules, storage=storage) as node_a,
+            running(tmp_path / "b", listen=True, modules=modules, storage=storage) as node_b,
+        ):
+            assert (await ask_code(http, node_a)).status == 200
+            # The minute holds on the other node too.
+            assert (await ask_code(http, node_b)).status == 429
+            code = last_code(hook)
+            assert (await set_password(http, node_b, wrong(code)))[0] == 401
+            assert (await set_password(http, node_a, wrong(code)))[0] == 401
+            assert (await set_password(http, node_b, wrong(code)))[0] == 429
+            assert (await set_password(http, node_a, code))[0] == 404
+            # A fresh code for the other number, sent by b and used on a.
+            assert (await ask_code(http, node_b, OTHER)).status == 200
+            assert (await set_password(http, node_a, last_code(hook, OTHER), OTHER))[0] == 201
+            client = SlixClient(node_b, f"{OTHER}@localhost", PASSWORD)
+            try:
+                assert await client.start()
+            finally:
+                await client.stop()
