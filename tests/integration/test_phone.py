@@ -13,20 +13,29 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from xml.etree.ElementTree import Element
 
 import aiohttp
 import pytest
+from slixmpp.exceptions import IqError
 
 from schnack.server.app import Server
 from schnack.server.modules.phone import SWEEP, Phone
+from schnack.xmpp import ns
+from schnack.xmpp.jid import JID as Address
 from schnack.xmpp.payloads import fast
 from schnack.xmpp.payloads import sasl2 as payload
-from schnack.xmpp.xml import serialize
+from schnack.xmpp.payloads.disco import INFO, DiscoInfo
+from schnack.xmpp.payloads.phone_book import ENTRY, NS, PHONE_BOOK, Entry, PhoneBook, answer_hash
+from schnack.xmpp.xml import element, serialize
 
 from ..harness import add_user, running
 from ..server.sms_receiver import Webhook, webhook
 from ..server.storage.conftest import postgres_schema
+from .slix import PASSWORD as SLIX_PASSWORD
 from .slix import SlixClient
+from .test_upload import ask as ask_raw
+from .test_upload import condition, logged_in
 from .wire import Wire
 
 pytestmark = pytest.mark.asyncio
@@ -363,3 +372,91 @@ async def test_a_code_sent_by_one_node_is_checked_by_another(tmp_path: Path, hoo
                 assert await client.start()
             finally:
                 await client.stop()
+
+
+async def discover(client: SlixClient, numbers: list[str], ver: str | None = None) -> Element:
+    """A raw phone-book IQ get (Quicksy's im.quicksy.synchronization:0) to the domain; its result."""
+    iq = client.xmpp.make_iq_get(ito="localhost")
+    iq.append(PhoneBook(tuple(Entry(number) for number in numbers), ver).to_xml())
+    result = await iq.send(timeout=10)
+    xml: Element = result.xml
+    return xml
+
+
+async def verified(http: aiohttp.ClientSession, server: Server, hook: Webhook, number: str) -> None:
+    assert (await ask_code(http, server, number)).status == 200
+    assert (await set_password(http, server, last_code(hook, number), number))[0] == 201
+
+
+@pytest.fixture
+async def alice(server: Server) -> AsyncIterator[SlixClient]:
+    await add_user(server, "alice", PASSWORD)
+    client = SlixClient(server, "alice@localhost", PASSWORD)
+    try:
+        assert await client.start()
+        yield client
+    finally:
+        await client.stop()
+
+
+async def test_discovery_finds_verified_numbers_only(
+        server: Server, hook: Webhook, http: aiohttp.ClientSession, alice: SlixClient) -> None:
+    await verified(http, server, hook, NUMBER)
+    await add_user(server, OTHER, PASSWORD)  # made by the admin: not verified
+    assert (await ask_code(http, server, THIRD)).status == 200  # a code sent, never used
+    unknown = "+4915723456789"
+    result = await discover(alice, [NUMBER, OTHER, THIRD, unknown, NUMBER])
+    book = result.find(PHONE_BOOK)
+    assert book is not None, serialize(result)
+    answer = PhoneBook.from_xml(book)
+    assert answer.entries == (Entry(NUMBER, (Address(NUMBER, "localhost"),)),)
+    assert answer.ver == answer_hash(answer.entries)
+    # The client holds that answer: asking again with its ver costs an empty result.
+    again = await discover(alice, [NUMBER, OTHER, THIRD, unknown], answer.ver)
+    assert again.get("type") == "result" and len(again) == 0
+    # Once the account is gone, so is the answer.
+    assert await server.delete_account("localhost", NUMBER)
+    gone = await discover(alice, [NUMBER], answer.ver)
+    book = gone.find(PHONE_BOOK)
+    assert book is not None and PhoneBook.from_xml(book).entries == ()
+
+
+async def test_discovery_is_advertised_in_the_domains_disco_info(server: Server, alice: SlixClient) -> None:
+    iq = alice.xmpp.make_iq_get(ito="localhost")
+    iq.append(DiscoInfo().to_xml())
+    result = await iq.send(timeout=10)
+    info = DiscoInfo.from_xml(result.xml.find(INFO))
+    assert NS in info.features
+
+
+async def test_discovery_of_a_malformed_phone_book_is_bad_request(server: Server, alice: SlixClient) -> None:
+    iq = alice.xmpp.make_iq_get(ito="localhost")
+    iq.append(element(PHONE_BOOK, children=[element(ENTRY, {"number": "0151 2345 6789"})]))
+    with pytest.raises(IqError) as err:
+        await iq.send(timeout=10)
+    assert err.value.iq["error"]["condition"] == "bad-request"
+    assert "E.164" in err.value.iq["error"]["text"]
+
+
+async def test_discovery_allows_so_many_numbers_a_day(tmp_path: Path, hook: Webhook) -> None:
+    # slixmpp knows no policy-violation (RFC 6120 §8.3.3.12): a raw client reads this error.
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, discovery_limit=3)) as server:
+        await add_user(server, "alice", SLIX_PASSWORD)
+        wire = await logged_in(server)
+
+        async def ask(numbers: list[str]) -> Element:
+            book = serialize(PhoneBook(tuple(Entry(number) for number in numbers)).to_xml())
+            return await ask_raw(wire, f"<iq type='get' id='book' to='localhost'>{book}</iq>")
+
+        try:
+            assert (await ask([NUMBER, OTHER])).get("type") == "result"
+            # The same numbers again count nothing more; a third one is still allowed.
+            assert (await ask([NUMBER, OTHER, THIRD])).get("type") == "result"
+            refused = await ask([NUMBER, "+4915723456789"])
+            assert condition(refused) == "policy-violation"
+            text = refused.find(f"{{{ns.CLIENT}}}error/{{{ns.STANZA_ERRORS}}}text")
+            assert text is not None and text.text is not None
+            assert re.fullmatch(r"at most 3 numbers a day may be looked up; try again in [0-9]+ s", text.text)
+            assert (await ask([THIRD])).get("type") == "result"
+        finally:
+            wire.close()

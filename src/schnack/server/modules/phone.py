@@ -42,7 +42,12 @@ other credentials than the stored ones). Giving an unused number's account to a 
 (Quicksy's reassignment) needs the time an account was last active, which the server does
 not keep yet: the account is kept and re-keyed.
 
-**Contact discovery** (``im.quicksy.synchronization:0``): see :meth:`Phone.phone_book`.
+**Contact discovery** (Quicksy's ``im.quicksy.synchronization:0``). A user of the server sends
+the numbers of its address book in an IQ get to its own domain; the result names the account of
+each number that is verified here, and when its hash equals the ``ver`` the client sent, the
+result is empty. An account may look up ``discovery_limit`` distinct numbers a UTC day (kept as
+hashes in its map ``phone-book``); more get policy-violation saying when to try again. The
+domain's disco#info shows the feature.
 """
 
 from __future__ import annotations
@@ -64,10 +69,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ...xmpp.errors import StreamError
+from ...xmpp.errors import StanzaError, StreamError
 from ...xmpp.jid import JID
+from ...xmpp.payloads.phone_book import NS, PHONE_BOOK, Entry, PhoneBook, PhoneBookError, answer_hash
 from ...xmpp.phone import PhoneNumberError, is_e164, normalize
 from ...xmpp.sasl import derive_credentials
+from ...xmpp.stanza import Stanza
 from .. import websocket
 from ..background import Background
 from ..config import ConfigError, bounded
@@ -79,6 +86,8 @@ from .fast import FastTokens, fingerprint
 from .register import MAX_PASSWORD, password_problem
 
 if TYPE_CHECKING:
+    from xml.etree.ElementTree import Element
+
     from ..app import Server
     from ..sessions import Session
 
@@ -87,6 +96,8 @@ log = logging.getLogger(__name__)
 PREFIX = "/phone"
 # kv (host, number, STORE): the account's number is verified.
 STORE = "phone"
+# maps (host, username, BOOK): a hash of a number the account looked up -> the UTC day it did.
+BOOK = "phone-book"
 # maps (host, "", SWEEP): a key of the kv store (user "") -> when it may be deleted.
 SWEEP = "phone-sweep"
 DAY = 86_400.0
@@ -116,6 +127,7 @@ class PhoneOptions:
     sms_per_ip_per_hour: int = bounded(20, min=1, help="codes asked for from one address per hour (per node)")
     sms_per_installation_per_day: int = bounded(5, min=1, help="codes asked for by one Installation-Id per UTC day")
     min_password_length: int = bounded(8, min=1, max=MAX_PASSWORD, help="characters")
+    discovery_limit: int = bounded(2048, min=1, help="distinct numbers an account may look up per UTC day")
 
 
 class _Refused(Exception):
@@ -210,6 +222,7 @@ class Phone(Module[PhoneOptions]):
     """SMS verification of phone-number accounts over HTTP (Quicksy's API)."""
 
     name = "phone"
+    features = (NS,)
     Options = PhoneOptions
 
     def __init__(self, server: Server, options: PhoneOptions) -> None:
@@ -228,9 +241,11 @@ class Phone(Module[PhoneOptions]):
     def setup(self) -> None:
         bus = self.server.cluster.bus
         self._locks = AccountLocks(bus, "phone")
+        self._book_locks = AccountLocks(bus, "phone-book")
         self._ending = Background(log, "ending the sessions of a re-verified account failed")
         bus.on_changed(self._changed_elsewhere)
         self.hook("session-bound", self.bound)
+        self.iq("host", PHONE_BOOK, get=self.phone_book)
         router = self.server.http_app.router
         router.add_get(PREFIX + "/authentication/{number}", self.authentication)
         router.add_post(PREFIX + "/password", self.password)
@@ -484,6 +499,51 @@ class Phone(Module[PhoneOptions]):
         for session in sessions:
             if session.slot(_LoggedInWith).credentials != current:
                 session.close(error)
+
+    # --- contact discovery -----------------------------------------------------------------
+
+    async def phone_book(self, stanza: Stanza, origin: Session | None) -> Element:
+        """Quicksy's phone book: the verified accounts among the numbers sent, or nothing new."""
+        if origin is None:
+            raise StanzaError("not-authorized", "contact discovery is for this server's own users")
+        if stanza.to is not None and stanza.to.domain != origin.host:
+            raise StanzaError("forbidden", "ask the domain of your own account")
+        assert stanza.payload is not None
+        try:
+            book = PhoneBook.from_xml(stanza.payload)
+        except PhoneBookError as err:
+            raise StanzaError(err.condition, err.text) from None
+        numbers = list(dict.fromkeys(book.numbers))
+        await self._count_lookups(origin.jid.bare, numbers)
+        kv = self.server.storage.kv
+        entries = [Entry(number, (JID(number, self.host),)) for number in numbers
+                   if await kv.get(self.host, number, STORE) is not None]
+        ver = answer_hash(entries)
+        if ver == book.ver:
+            return stanza.result()
+        return stanza.result(PhoneBook(tuple(entries), ver).to_xml())
+
+    async def _count_lookups(self, account: JID, numbers: list[str]) -> None:
+        """Count the numbers ``account`` looks up today, or policy-violation past the limit."""
+        assert account.local is not None
+        now = time.time()
+        day = int(now // DAY)
+        today = str(day).encode()
+        maps = self.server.storage.maps
+        # Hashed with the account and the day: the server keeps no address book in plain text.
+        hashed = {hashlib.sha256(f"{account}\0{day}\0{number}".encode()).hexdigest()[:24] for number in numbers}
+        async with self._book_locks.hold(account):
+            known = await maps.items(account.domain, account.local, BOOK)
+            seen = {key for key, value in known.items() if value == today}
+            new = hashed - seen
+            limit = self.options.discovery_limit
+            if len(seen) + len(new) > limit:
+                wait = math.ceil((day + 1) * DAY - now)
+                raise StanzaError("policy-violation", f"at most {limit} numbers a day may be looked up; try again in {wait} s")
+            changes: dict[str, bytes | None] = {key: None for key in known.keys() - seen}
+            changes.update(dict.fromkeys(new, today))
+            if changes:
+                await maps.set_many(account.domain, account.local, BOOK, changes)
 
     # --- expiry ----------------------------------------------------------------------------
 
