@@ -180,6 +180,18 @@ async def test_taken_username(server: Server) -> None:
     assert "long enough" not in serialize(reply)
 
 
+@pytest.mark.parametrize("username", ["+4915123456789", "+4915123456789@localhost", "+15551234567"])
+async def test_a_phone_number_is_not_registered_in_band(server: Server, username: str) -> None:
+    """Numbers are proven by SMS (docs/phone.md), with the phone module on or off: a number
+    taken in-band would be someone else's, and its owner could not sign up."""
+    g = await guest(server)
+    reply = await g.register(username, "long enough")
+    assert condition(reply) == "not-acceptable"
+    text = reply.find(f"{{{ns.CLIENT}}}error/{{{ns.STANZA_ERRORS}}}text")
+    assert text is not None and text.text == "phone numbers are registered by SMS verification"
+    assert await server.storage.accounts.list("localhost") == []
+
+
 @pytest.mark.parametrize(
     ("username", "password"),
     [

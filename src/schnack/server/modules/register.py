@@ -1,6 +1,7 @@
 """XEP-0077: In-Band Registration: create an account before login, change its password, delete it.
 
-Off by default (enable with ``[modules] enable = ["register"]``). Before authentication the
+Off by default (enable with ``[modules] enable = ["register"]``). A username in E.164 form is
+refused: phone numbers are registered by SMS verification (docs/phone.md). Before authentication the
 client stream hands this module its IQs (event ``c2s/unauthenticated-iq``); registration is
 offered only on encrypted streams (XEP-0077 §10) and limited per address and hour. After login
 an account changes its password (§3.3) or deletes itself (§3.2): the server then deletes it
@@ -26,6 +27,7 @@ from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID, JIDError
 from ...xmpp.payloads.dataforms import DataForm, DataFormError, Field
 from ...xmpp.payloads.register import FEATURE, QUERY, RegisterQuery
+from ...xmpp.phone import is_e164
 from ...xmpp.sasl import UNUSABLE_PASSWORD, derive_credentials, usable_password
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element
@@ -165,6 +167,9 @@ class Register(Module[RegisterOptions]):
             raise StanzaError("not-acceptable", "a username and a password are required")
         host = stream.host
         local = _localpart(username, host)
+        if is_e164(local):
+            # Only the number's owner may have its account (docs/phone.md), module on or off.
+            raise StanzaError("not-acceptable", "phone numbers are registered by SMS verification")
         self._check_password(password)
         ip = stream.conn.peer.rpartition(":")[0] or stream.conn.peer
         if self._throttled(ip):
