@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import re
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,7 +31,7 @@ from schnack.xmpp.payloads.disco import INFO, DiscoInfo
 from schnack.xmpp.payloads.phone_book import ENTRY, NS, PHONE_BOOK, Entry, PhoneBook, answer_hash
 from schnack.xmpp.xml import element, serialize
 
-from ..harness import add_user, running
+from ..harness import add_user, make_config, running
 from ..server.sms_receiver import Webhook, webhook
 from ..server.storage.conftest import postgres_schema
 from .slix import PASSWORD as SLIX_PASSWORD
@@ -261,6 +263,38 @@ async def test_the_command_gateway_sends_the_code(tmp_path: Path, http: aiohttp.
         number, code, *rest = out.read_text().split()
         assert number == NUMBER and rest == ["is", "your", "code", "for", "localhost.", "Do", "not", "share", "it."]
         assert (await set_password(http, server, code))[0] == 201
+
+
+async def test_a_head_request_sends_no_sms(server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    async with http.head(f"{base(server)}/authentication/%2B4915123456789") as answer:
+        assert answer.status == 405
+    assert hook.received == []
+
+
+def outside_address() -> str | None:
+    """An address of this machine that is not the loopback, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 9))
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+async def test_plain_http_from_another_machine_is_403(tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    address = outside_address()
+    if address is None:
+        pytest.skip("this machine has no address but the loopback")
+    server = Server(make_config(tmp_path, listen={"http": [f"{address}:0"]}, modules=phone_modules(hook.url)))
+    await server.start()
+    try:
+        answer = await ask_code(http, server)
+        assert answer.status == 403
+        assert (await set_password(http, server, "123456"))[0] == 403
+    finally:
+        await server.stop()
+    assert hook.received == []
 
 
 async def test_the_api_is_absent_when_the_module_is_off(tmp_path: Path, http: aiohttp.ClientSession) -> None:

@@ -247,7 +247,8 @@ class Phone(Module[PhoneOptions]):
         self.hook("session-bound", self.bound)
         self.iq("host", PHONE_BOOK, get=self.phone_book)
         router = self.server.http_app.router
-        router.add_get(PREFIX + "/authentication/{number}", self.authentication)
+        # A HEAD would send an SMS as the GET does, and a link checker or preview fetcher sends those.
+        router.add_get(PREFIX + "/authentication/{number}", self.authentication, allow_head=False)
         router.add_post(PREFIX + "/password", self.password)
 
     async def start(self) -> None:
