@@ -10,6 +10,7 @@ import asyncio
 import base64
 import ipaddress
 import re
+import secrets
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from xml.etree.ElementTree import Element
 
 import aiohttp
 import pytest
+from slixmpp import JID
 from slixmpp.exceptions import IqError
 
 from schnack.server.app import Server
@@ -31,9 +33,12 @@ from schnack.xmpp.payloads.disco import INFO, DiscoInfo
 from schnack.xmpp.payloads.phone_book import ENTRY, NS, PHONE_BOOK, Entry, PhoneBook, answer_hash
 from schnack.xmpp.xml import element, serialize
 
+from ..conftest import require_service
 from ..harness import add_user, make_config, running
+from ..server.cluster.conftest import REDIS_URL, redis_available
 from ..server.sms_receiver import Webhook, webhook
 from ..server.storage.conftest import postgres_schema
+from .cluster_harness import clear_prefix
 from .slix import PASSWORD as SLIX_PASSWORD
 from .slix import SlixClient
 from .test_upload import ask as ask_raw
@@ -494,3 +499,42 @@ async def test_discovery_allows_so_many_numbers_a_day(tmp_path: Path, hook: Webh
             assert (await ask([THIRD])).get("type") == "result"
         finally:
             wire.close()
+
+
+async def test_a_new_phone_ends_the_old_phones_session_on_another_node(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """Two nodes on one PostgreSQL and Redis: the account is re-keyed through node a while the old
+    phone is logged in on node b, and the new phone logs in on b at once; b ends the old session
+    (it hears of the change on the bus) and keeps the new one."""
+    reason = await redis_available(REDIS_URL)
+    require_service(reason is None, f"Redis not reachable at {REDIS_URL}: {reason}")
+    prefix = f"schnack-test-{secrets.token_hex(6)}:"
+    async with postgres_schema() as (url, _, _):
+        def node(name: str) -> Any:
+            return running(tmp_path / name, listen=True, modules=phone_modules(hook.url, sms_interval=0),
+                           storage={"url": url},
+                           cluster={"redis_url": REDIS_URL, "node_name": name, "key_prefix": prefix,
+                                    "heartbeat_interval": 0.2, "node_ttl": 2.0})
+
+        try:
+            async with node("a") as node_a, node("b") as node_b:
+                await ask_code(http, node_a)
+                assert (await set_password(http, node_a, last_code(hook)))[0] == 201
+                old_phone = SlixClient(node_b, f"{NUMBER}@localhost", PASSWORD)
+                new_phone = SlixClient(node_b, f"{NUMBER}@localhost", "the new phone's password")
+                try:
+                    assert await old_phone.start()
+                    await ask_code(http, node_b)
+                    assert (await set_password(http, node_a, last_code(hook), password="the new phone's password"))[0] == 200
+                    assert await new_phone.start()
+                    async with asyncio.timeout(20):
+                        await old_phone.disconnected.wait()
+                    assert old_phone.stream_errors == ["not-authorized"]
+                    # The new phone's session, made with the new password, stays.
+                    await new_phone.xmpp.plugin["xep_0199"].ping(jid=JID("localhost"), timeout=10)
+                    assert not new_phone.disconnected.is_set()
+                finally:
+                    await old_phone.stop()
+                    await new_phone.stop()
+        finally:
+            await clear_prefix(REDIS_URL, prefix)
