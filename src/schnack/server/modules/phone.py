@@ -105,7 +105,7 @@ _HOUR = 3600.0
 _SWEEP_INTERVAL = _HOUR
 _CODE_DIGITS = 6
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-# A body longer than any password the server takes is not read to its end.
+# A body declared longer than any password the server takes is refused unread.
 _MAX_BODY = MAX_PASSWORD * 4
 
 
