@@ -1,12 +1,15 @@
-"""A client in a process of its own, for tests that kill it: it logs in as ``argv[1]`` on the
-server at ``argv[2]`` port ``argv[3]``, with its state in ``argv[4]``, and writes ``ready`` once
-caught up. The first OMEMO message it gets is held before it is decrypted until the server asked
-for an ack (XEP-0198 §4) and was answered; then it writes ``answered`` and waits to be killed."""
+"""A client in a process of its own, for tests that kill it (:func:`held_client` starts one): it
+logs in as ``argv[1]`` on the server at ``argv[2]`` port ``argv[3]``, with its state in ``argv[4]``,
+and writes ``ready`` once caught up and in the groups that follow, if any. The first OMEMO message
+it gets (chat or group) is held before it is decrypted until the server asked for an ack (XEP-0198
+§4) and was answered; then it writes ``answered`` and waits to be killed."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
@@ -14,13 +17,32 @@ from schnack.client import Client
 from schnack.client.features.sm import StreamManagement
 from schnack.client.omemo import Omemo
 from schnack.client.omemo.adapter import Decrypted
+from schnack.server.app import Server
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.sm import REQUEST
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, WAIT
 
 
-async def main(jid: str, host: str, port: str, directory: str) -> None:
+@contextlib.asynccontextmanager
+async def held_client(server: Server, jid: str, directory: Path, *groups: JID) -> AsyncIterator[asyncio.StreamReader]:
+    """``jid``'s client in a process of its own, with its state in ``directory``, once it is ready
+    (and in ``groups``); what it writes from then on. It is killed (SIGKILL) at the end."""
+    host, port = server.bound["c2s"][0]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", __name__, jid, host, str(port), str(directory), *map(str, groups),
+        stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parents[2])
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(WAIT):
+            assert await process.stdout.readline() == b"ready\n"
+        yield process.stdout
+    finally:
+        process.kill()
+        await process.wait()
+
+
+async def main(jid: str, host: str, port: str, directory: str, *groups: str) -> None:
     answered = asyncio.Event()
     nonza = StreamManagement.nonza
 
@@ -42,6 +64,8 @@ async def main(jid: str, host: str, port: str, directory: str) -> None:
     client = Client(jid, PASSWORD, host=host, port=int(port), verify=False, direct_tls=False, data_dir=Path(directory))
     await client.connect()
     await client.caught_up()
+    for group in groups:
+        await client.groups.entered(group)
     print("ready", flush=True)
     await asyncio.Event().wait()
 

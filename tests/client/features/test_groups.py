@@ -37,6 +37,7 @@ from schnack.xmpp.xml import element, qname
 
 from ...harness import add_user, running
 from ..conftest import PASSWORD, WAIT, make_client, next_of, online
+from ..held_client import held_client
 from ..omemo.test_schnack import set_key_access
 from ..omemo.test_slixmpp import Peer
 
@@ -246,6 +247,25 @@ async def test_a_live_group_message_does_not_move_the_position_past_one_to_read_
     feed = again.groups.messages()
     await again.connect()
     assert [(await from_group(feed, group.jid)).text for _ in range(2)] == ["while you were away", "meanwhile"]
+
+
+async def test_a_live_group_message_not_stored_yet_is_read_at_the_next_login(
+        group_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """bob's client, in a process of its own, is killed while alice's group message is still being
+    decrypted, after it answered the server's <r/>: neither that answer (XEP-0198 §4) nor the
+    group's position covered the message, so bob's next login reads it from the room's archive."""
+    alice = await online(group_server, clients, "alice@localhost/phone")
+    bob = await online(group_server, clients, "bob@localhost/phone", data_dir=tmp_path / "bob")
+    group = await alice.groups.create("Club", ["bob@localhost"])
+    await in_group(bob, group.jid)
+    await bob.close()
+    async with held_client(group_server, "bob@localhost/phone", tmp_path / "bob", group.jid) as held:
+        await alice.groups.send(group.jid, "are you there?")
+        async with asyncio.timeout(WAIT):
+            assert await held.readline() == b"answered\n"
+    _, feed = await bob_again(group_server, clients, tmp_path)
+    got = await from_group(feed, group.jid)
+    assert (got.text, got.undecryptable, got.history) == ("are you there?", None, True)
 
 
 async def club(server: Server, clients: list[Client], tmp_path: Path) -> tuple[Client, Client, Client, JID]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from xml.etree.ElementTree import Element
@@ -30,6 +29,7 @@ from schnack.xmpp.xml import element, qname
 from ...conftest import require_service
 from ...harness import add_user, running
 from ..conftest import PASSWORD, WAIT, make_client, next_of, online
+from ..held_client import held_client
 from ..proxy import Proxy
 
 FAST = (0.05, 0.5)
@@ -176,22 +176,12 @@ async def test_a_message_not_stored_yet_is_not_acknowledged(
     """bob's client, in a process of its own, is killed while alice's encrypted message is still
     being decrypted, after it answered the server's <r/>: the answer did not count the message,
     so the server still holds it, and bob's next login gets it (from offline storage)."""
-    host, port = without_archive.bound["c2s"][0]
     directory = tmp_path / "bob"
-    bob = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.client.held_client", "bob@localhost/phone", host, str(port), str(directory),
-        stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parents[3])
-    try:
-        assert bob.stdout is not None
-        async with asyncio.timeout(WAIT):
-            assert await bob.stdout.readline() == b"ready\n"
+    async with held_client(without_archive, "bob@localhost/phone", directory) as bob:
         alice = await online(without_archive, clients, "alice@localhost")
         await alice.send(BOB, "are you there?")
         async with asyncio.timeout(WAIT):
-            assert await bob.stdout.readline() == b"answered\n"
-    finally:
-        bob.kill()
-        await bob.wait()
+            assert await bob.readline() == b"answered\n"
     again = make_client(without_archive, "bob@localhost/phone", data_dir=directory)
     clients.append(again)
     inbox = again.messages()

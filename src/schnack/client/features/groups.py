@@ -42,7 +42,9 @@ presence (§7.2.3, non-anonymous rooms show it) or from the archived copy (XEP-0
 this device sent comes back from the room (§7.2.3 reflection) and is recognised by its origin-id.
 Every message read (live or archived) is kept in the local store with the group as its peer and
 the writer's nickname and real JID, once per room stanza-id, before it is announced; one stored
-at an earlier login is not read from the archive again. One that could not be decrypted is
+at an earlier login is not read from the archive again. A live one moves the position only once
+it is stored (or kept to be decrypted again), so that a client that stops while it is decrypted
+reads it from the archive at its next login. One that could not be decrypted is
 announced as undecryptable once, however often it is read again (a catch-up running again in the
 same login, or after a new login of the same client).
 
@@ -259,8 +261,8 @@ class _Room:
     told: dict[str, None] = field(default_factory=dict)
     # Archive ids of messages read from the room's archive that could not be decrypted yet.
     undecrypted: set[str] = field(default_factory=set)
-    # The newest archive id of a message that arrived live: the position, once nothing before
-    # it waits to be decrypted.
+    # The newest archive id of a message that arrived live and was handled (stored, or kept to be
+    # decrypted again): the position, once nothing before it waits to be decrypted.
     latest: str | None = None
     # Live messages that could not be decrypted yet, by archive id, in the order they came.
     pending: Waiting[str, _Arrived] = field(default_factory=Waiting)
@@ -900,16 +902,10 @@ class Groups:
         stanza_id = _stanza_id(el, room.jid)
         if stanza_id is not None and room.saw(stanza_id):
             return
-        before, placed = None, stanza_id is not None and not room.catching_up
-        if stanza_id is not None and placed:
-            before, room.latest = room.latest, stanza_id
-            self._advance(room)
-        origin_id, _ = message_ids(el, self.client.account)
-        if nick == room.nick and origin_id is not None and self.client.store.sent_message(origin_id) is not None:
-            return  # what this device sent, back from the room
+        placed = stanza_id is not None and not room.catching_up
         real = room.occupants.get(nick) if nick is not None else None
-        self._deliver(_Arrived(room, el, nick, real, stanza_id, _delay(el), history=False, before=before,
-                               placed=placed, received=self.client.store.now()))
+        self._deliver(_Arrived(room, el, nick, real, stanza_id, _delay(el), history=False, placed=placed,
+                               received=self.client.store.now()))
 
     def _key_warnings(self, room: _Room, x: Element) -> None:
         try:
@@ -1034,14 +1030,26 @@ class Groups:
     async def _handle_after(self, previous: asyncio.Task[None] | None, arrived: _Arrived) -> None:
         if previous is not None:
             await asyncio.wait([previous])
+        room, live = arrived.room, arrived.placed and not arrived.history
+        if live:
+            # The live messages before it are handled by now: the position it came after.
+            arrived = replace(arrived, before=room.latest)
         try:
             await self._handle(arrived)
         finally:
             if arrived.retry and arrived.stanza_id is not None:
-                arrived.room.pending.tried(arrived.stanza_id)
+                room.pending.tried(arrived.stanza_id)
+        if live:
+            # XEP-0313 §5: the position passes a live message only once it is stored (or waits to
+            # be decrypted again, which holds the position before it): a client that stops before
+            # that reads it from the archive at its next login.
+            room.latest = arrived.stanza_id
+            self._advance(room)
 
     async def _handle(self, arrived: _Arrived) -> None:
         el = arrived.el
+        if not arrived.history and self._own(arrived):
+            return  # what this device sent, back from the room
         encrypted = self.client.omemo.carries(el)
         text: str | None = None
         device: Device | None = None
@@ -1100,6 +1108,12 @@ class Groups:
             stanza_id=arrived.stanza_id, stamp=arrived.stamp, encrypted=encrypted, device=device,
             undecryptable=undecryptable, outgoing=outgoing, history=arrived.history, element=el,
         ))
+
+    def _own(self, arrived: _Arrived) -> bool:
+        """Whether a live message is one this device sent, back from the room (§7.2.3)."""
+        origin_id, _ = message_ids(arrived.el, self.client.account)
+        return (arrived.nick == arrived.room.nick and origin_id is not None
+                and self.client.store.sent_message(origin_id) is not None)
 
     # Decrypting again --------------------------------------------------------------------------
 
