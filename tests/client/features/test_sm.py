@@ -17,6 +17,8 @@ import pytest
 
 from bench.servers import DOMAIN, ProsodyDriver, Target
 from schnack.client import Client, Connected, Disconnected, Message, Receipt
+from schnack.client.omemo import Omemo, Undecryptable
+from schnack.client.omemo.adapter import Decrypted
 from schnack.client.outbox import ORIGIN_ID
 from schnack.server.app import Server
 from schnack.server.modules.sm import SmState
@@ -188,6 +190,103 @@ async def test_a_message_not_stored_yet_is_not_acknowledged(
     await again.connect()
     await alice.send(BOB, "news", encrypted=False)
     assert await texts_until(inbox, "news") == ["are you there?", "news"]
+
+
+async def alice_s_group(server: Server, clients: list[Client], bob: Client) -> tuple[Client, JID]:
+    """alice, and her group with ``bob`` in it."""
+    alice = await online(server, clients, "alice@localhost/desk")
+    group = await alice.groups.create("Club", ["bob@localhost"])
+    assert (await bob.groups.entered(group.jid, WAIT)).joined
+    return alice, group.jid
+
+
+def paused_decryption(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """OMEMO decryption waits until the second event is set; the first is set once one waits."""
+    waiting, go_on = asyncio.Event(), asyncio.Event()
+    decrypt = Omemo.decrypt
+
+    async def paused(self: Omemo, sender: JID, el: Element) -> Decrypted:
+        waiting.set()
+        await go_on.wait()
+        return await decrypt(self, sender, el)
+
+    monkeypatch.setattr(Omemo, "decrypt", paused)
+    return waiting, go_on
+
+
+async def all_handled(server: Server, client: Client) -> None:
+    """Once ``client`` has the answer to a ping, the last stanza the server sent it, the h it
+    answers with covers every stanza the server sent it: no stanza is held any more."""
+    await ping(client)
+    assert client.sm.handled == session_of(server, client.jid).slot(SmState).sent
+
+
+async def test_a_group_message_not_stored_yet_is_not_acknowledged(
+        chat_server: Server, clients: list[Client], monkeypatch: pytest.MonkeyPatch) -> None:
+    """While alice's group message is decrypted, the h bob answers the server with stops before
+    it (§4); once it is stored, h covers it and what came after it."""
+    require_service(_sm_available(), "the server's stream management module is not there yet")
+    bob = await online(chat_server, clients, "bob@localhost/phone")
+    alice, group = await alice_s_group(chat_server, clients, bob)
+    waiting, go_on = paused_decryption(monkeypatch)
+    feed = bob.groups.messages()
+    await alice.groups.send(group, "slowly")
+    async with asyncio.timeout(WAIT):
+        await waiting.wait()
+    await ping(bob)
+    assert bob.sm.handled < session_of(chat_server, bob.jid).slot(SmState).sent
+    go_on.set()
+    assert (await next_of(feed)).text == "slowly"
+    await all_handled(chat_server, bob)
+
+
+async def test_a_group_message_that_fails_or_cannot_be_decrypted_is_acknowledged(
+        chat_server: Server, clients: list[Client], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A group message whose handling fails, and one that cannot be decrypted, hold the count no
+    longer once that is over: h goes on."""
+    require_service(_sm_available(), "the server's stream management module is not there yet")
+    bob = await online(chat_server, clients, "bob@localhost/phone")
+    alice, group = await alice_s_group(chat_server, clients, bob)
+    failures = iter([RuntimeError("the store is broken"), Undecryptable("not for this device")])
+
+    async def failing(self: Omemo, sender: JID, el: Element) -> Decrypted:
+        raise next(failures)
+
+    monkeypatch.setattr(Omemo, "decrypt", failing)
+    feed = bob.groups.messages()
+    with caplog.at_level(logging.ERROR):
+        await alice.groups.send(group, "breaks it")
+        await alice.groups.send(group, "unreadable")
+        told = await next_of(feed)
+    assert (told.text, told.undecryptable) == (None, "not for this device")
+    assert "failed to handle a group message" in caplog.text
+    await all_handled(chat_server, bob)
+
+
+async def test_a_group_message_sent_again_on_resumption_is_acknowledged_once_stored(
+        chat_server: Server, clients: list[Client], proxies: list[Proxy], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The link drops while bob's client decrypts a group message: the resumption (§5) asks for it
+    again, and the copy the server sends is dropped as one, but counted only once the message is
+    stored, which is shown once."""
+    require_service(_sm_available(), "the server's stream management module is not there yet")
+    bob, proxy = await behind_proxy(chat_server, proxies, clients, "bob@localhost/phone")
+    alice, group = await alice_s_group(chat_server, clients, bob)
+    waiting, go_on = paused_decryption(monkeypatch)
+    feed, events = bob.groups.messages(), bob.events()
+    await alice.groups.send(group, "slowly")
+    async with asyncio.timeout(WAIT):
+        await waiting.wait()
+    proxy.cut()
+    assert isinstance(await next_of(events), Disconnected)
+    assert await next_of(events) == Connected(bob.jid)
+    assert bob.sm.resumptions == 1
+    await ping(bob)
+    assert bob.sm.handled < session_of(chat_server, bob.jid).slot(SmState).sent
+    go_on.set()
+    await alice.groups.send(group, "then this")
+    assert [(await next_of(feed)).text for _ in range(2)] == ["slowly", "then this"]
+    await all_handled(chat_server, bob)
 
 
 async def cut_until_ended(server: Server, proxy: Proxy, old: Session) -> None:

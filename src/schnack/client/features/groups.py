@@ -43,10 +43,12 @@ this device sent comes back from the room (§7.2.3 reflection) and is recognised
 Every message read (live or archived) is kept in the local store with the group as its peer and
 the writer's nickname and real JID, once per room stanza-id, before it is announced; one stored
 at an earlier login is not read from the archive again. A live one moves the position only once
-it is stored (or kept to be decrypted again), so that a client that stops while it is decrypted
-reads it from the archive at its next login. One that could not be decrypted is
-announced as undecryptable once, however often it is read again (a catch-up running again in the
-same login, or after a new login of the same client).
+it is stored (or kept to be decrypted again, or told as undecryptable), so that a client that
+stops while it is decrypted reads it from the archive at its next login; it counts in the ``h``
+the client acknowledges with (XEP-0198 §4) once its handling is over, however that ended, and a
+copy the server sends again after a resumption once the message does. One that could not be
+decrypted is announced as undecryptable once, however often it is read again (a catch-up running
+again in the same login, or after a new login of the same client).
 
 A live message that could not be decrypted for a reason that may pass (its sender's keys not
 fetched yet, no session yet, OMEMO not set up, a lost link, the room not showing yet who wrote
@@ -114,7 +116,7 @@ from ..omemo.devices import Device
 from ..omemo.errors import NoOmemoDevices, NoTrustedDevices, Undecryptable
 from ..omemo.pep import Pep
 from ..outbox import message_ids
-from .messages import Messages, first_waiting, parse_stamp, remembered, worth_retrying
+from .messages import Messages, first_waiting, hold_until_done, parse_stamp, remembered, worth_retrying
 from .waiting import Waiting
 
 if TYPE_CHECKING:
@@ -901,11 +903,14 @@ class Groups:
         nick = stanza.from_.resource
         stanza_id = _stanza_id(el, room.jid)
         if stanza_id is not None and room.saw(stanza_id):
+            # A copy sent again after a resumption (XEP-0198 §5): counted once the message, perhaps
+            # still being handled, is.
+            hold_until_done(self.client, self._last)
             return
         placed = stanza_id is not None and not room.catching_up
         real = room.occupants.get(nick) if nick is not None else None
-        self._deliver(_Arrived(room, el, nick, real, stanza_id, _delay(el), history=False, placed=placed,
-                               received=self.client.store.now()))
+        hold_until_done(self.client, self._deliver(_Arrived(room, el, nick, real, stanza_id, _delay(el), history=False,
+                                                            placed=placed, received=self.client.store.now())))
 
     def _key_warnings(self, room: _Room, x: Element) -> None:
         try:
@@ -1022,10 +1027,11 @@ class Groups:
 
     # Decrypting, in order ----------------------------------------------------------------------
 
-    def _deliver(self, arrived: _Arrived) -> None:
+    def _deliver(self, arrived: _Arrived) -> asyncio.Task[None]:
         task = asyncio.create_task(self._handle_after(self._last, arrived))
         self._last = task
         task.add_done_callback(self._done)
+        return task
 
     async def _handle_after(self, previous: asyncio.Task[None] | None, arrived: _Arrived) -> None:
         if previous is not None:

@@ -238,7 +238,7 @@ class Messages:
         sender = stanza.from_ or self.client.account
         carbon = unwrap(stanza, self.client.account)
         if carbon is None:
-            self._hold_until_handled(self.deliver(Incoming(stanza, sender, stamp=_delay(el))))
+            hold_until_done(self.client, self.deliver(Incoming(stanza, sender, stamp=_delay(el))))
             return
         try:
             inner = Stanza.parse(carbon.message)
@@ -247,8 +247,8 @@ class Messages:
             return
         outgoing = carbon.direction == "sent"
         inner_sender = inner.from_ or (self.client.jid if outgoing else self.client.account)
-        self._hold_until_handled(self.deliver(Incoming(inner, inner_sender, outgoing=outgoing, carbon=True,
-                                                       stamp=carbon.forwarded.stamp or _delay(inner.el))))
+        hold_until_done(self.client, self.deliver(Incoming(inner, inner_sender, outgoing=outgoing, carbon=True,
+                                                           stamp=carbon.forwarded.stamp or _delay(inner.el))))
 
     def deliver(self, item: Incoming) -> asyncio.Task[None] | None:
         """Handle a message, after those before it; the task that does, if it is not done at once."""
@@ -258,13 +258,6 @@ class Messages:
             self._handle(item, None)
             return None
         return self._in_turn(item)
-
-    def _hold_until_handled(self, task: asyncio.Task[None] | None) -> None:
-        """A live message is acknowledged to the server (XEP-0198 §4) only once it is stored: a
-        client that stops before that gets it again."""
-        if task is not None:
-            release = self.client.hold_handled()
-            task.add_done_callback(lambda _: release())
 
     def _in_turn(self, item: Incoming, kept: int | None = None) -> asyncio.Task[None]:
         task = asyncio.create_task(self._handle_after(self._last, item, kept))
@@ -483,6 +476,15 @@ def remembered(ids: dict[str, None], key: str, limit: int) -> bool:
     while len(ids) > limit:
         del ids[next(iter(ids))]
     return False
+
+
+def hold_until_done(client: Client, task: asyncio.Task[None] | None) -> None:
+    """For a message handler: a live message that ``task`` stores is acknowledged to the server
+    (XEP-0198 §4) only once ``task`` is done, however it ends, so that a client that stops before
+    it is stored has not told the server it handled it."""
+    if task is not None:
+        release = client.hold_handled()
+        task.add_done_callback(lambda _: release())
 
 
 def worth_retrying(err: Undecryptable, stamp: datetime | None, now: datetime) -> bool:
