@@ -11,7 +11,9 @@ import pytest
 
 from schnack.client import Client
 from schnack.server.app import Server
+from schnack.xmpp import ns
 from schnack.xmpp.stanza import Stanza
+from schnack.xmpp.xml import element, qname
 
 from ..harness import add_user, running
 
@@ -43,6 +45,12 @@ async def online(server: Server, clients: list[Client], jid: str, **kwargs: Any)
     await client.connect()
     clients.append(client)
     return client
+
+
+async def ping(client: Client) -> None:
+    """XEP-0199: ping the server; its answer is the last stanza it sent the client so far."""
+    await client.iq(element(qname(ns.CLIENT, "iq"), {"type": "get", "to": client.account.domain},
+                            children=[element(qname(ns.PING, "ping"))]))
 
 
 async def next_of(items: AsyncIterator[T], check: Callable[[T], bool] = lambda _: True) -> T:

@@ -1,8 +1,9 @@
 """A client in a process of its own, for tests that kill it (:func:`held_client` starts one): it
 logs in as ``argv[1]`` on the server at ``argv[2]`` port ``argv[3]``, with its state in ``argv[4]``,
-and writes ``ready`` once caught up and in the groups that follow, if any. The first OMEMO message
-it gets (chat or group) is held before it is decrypted until the server asked for an ack (XEP-0198
-§4) and was answered; then it writes ``answered`` and waits to be killed."""
+and writes ``ready`` once caught up and in the groups ``argv[6:]``, if any. The first time it sets
+about what ``argv[5]`` names (``decrypt``: an OMEMO message, chat or group; ``join``: entering a
+group, as after an invitation) it stops there until the server asked for an ack (XEP-0198 §4) and
+was answered; then it writes ``answered`` and waits to be killed."""
 
 from __future__ import annotations
 
@@ -11,26 +12,28 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, Literal
 from xml.etree.ElementTree import Element
 
 from schnack.client import Client
+from schnack.client.features.groups import Groups
 from schnack.client.features.sm import StreamManagement
 from schnack.client.omemo import Omemo
-from schnack.client.omemo.adapter import Decrypted
 from schnack.server.app import Server
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.sm import REQUEST
 
-from .conftest import PASSWORD, WAIT
+from .conftest import PASSWORD, WAIT, ping
 
 
 @contextlib.asynccontextmanager
-async def held_client(server: Server, jid: str, directory: Path, *groups: JID) -> AsyncIterator[asyncio.StreamReader]:
-    """``jid``'s client in a process of its own, with its state in ``directory``, once it is ready
-    (and in ``groups``); what it writes from then on. It is killed (SIGKILL) at the end."""
+async def held_client(server: Server, jid: str, directory: Path, *groups: JID,
+                      hold: Literal["decrypt", "join"] = "decrypt") -> AsyncIterator[asyncio.StreamReader]:
+    """``jid``'s client in a process of its own, with its state in ``directory``, held at ``hold``,
+    once it is ready (and in ``groups``); what it writes from then on. It is killed (SIGKILL) at the end."""
     host, port = server.bound["c2s"][0]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", __name__, jid, host, str(port), str(directory), *map(str, groups),
+        sys.executable, "-m", __name__, jid, host, str(port), str(directory), hold, *map(str, groups),
         stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parents[2])
     try:
         assert process.stdout is not None
@@ -42,7 +45,7 @@ async def held_client(server: Server, jid: str, directory: Path, *groups: JID) -
         await process.wait()
 
 
-async def main(jid: str, host: str, port: str, directory: str, *groups: str) -> None:
+async def main(jid: str, host: str, port: str, directory: str, hold: str, *groups: str) -> None:
     answered = asyncio.Event()
     nonza = StreamManagement.nonza
 
@@ -52,15 +55,17 @@ async def main(jid: str, host: str, port: str, directory: str, *groups: str) -> 
             answered.set()
         return known
 
-    async def held(self: Omemo, sender: JID, el: Element) -> Decrypted:
+    async def held(*_: Any) -> None:
         answered.clear()
+        # The server asks for an ack once what it sent is not acknowledged: the answer to a ping
+        # is not, whether or not an <r/> came before this.
+        await ping(client)
         await answered.wait()
         print("answered", flush=True)
-        never: asyncio.Future[Decrypted] = asyncio.get_running_loop().create_future()
-        return await never
+        await asyncio.Event().wait()
 
     StreamManagement.nonza = answering  # type: ignore[method-assign]
-    Omemo.decrypt = held  # type: ignore[method-assign]
+    setattr(Omemo if hold == "decrypt" else Groups, hold, held)
     client = Client(jid, PASSWORD, host=host, port=int(port), verify=False, direct_tls=False, data_dir=Path(directory))
     await client.connect()
     await client.caught_up()

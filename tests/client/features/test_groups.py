@@ -40,6 +40,7 @@ from ..conftest import PASSWORD, WAIT, make_client, next_of, online
 from ..held_client import held_client
 from ..omemo.test_schnack import set_key_access
 from ..omemo.test_slixmpp import Peer
+from .test_sm import all_handled
 
 USERS = ("alice", "bob", "carol", "dave", "mallory")
 
@@ -266,6 +267,22 @@ async def test_a_live_group_message_not_stored_yet_is_read_at_the_next_login(
     _, feed = await bob_again(group_server, clients, tmp_path)
     got = await from_group(feed, group.jid)
     assert (got.text, got.undecryptable, got.history) == ("are you there?", None, True)
+
+
+async def test_an_invitation_not_taken_up_yet_comes_again_at_the_next_login(
+        group_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """bob's client, in a process of its own, is killed while it enters the group alice's
+    invitation (§7.8.2) is for, after it answered the server's <r/>: the answer did not count the
+    invitation, so the server still holds it, and bob's next login gets it (from offline storage)
+    and enters the group; then the invitation counts."""
+    alice = await online(group_server, clients, "alice@localhost/phone")
+    async with held_client(group_server, "bob@localhost/phone", tmp_path / "bob", hold="join") as held:
+        group = await alice.groups.create("Club", ["bob@localhost"])
+        async with asyncio.timeout(WAIT):
+            assert await held.readline() == b"answered\n"
+    again, _ = await bob_again(group_server, clients, tmp_path)
+    await in_group(again, group.jid)
+    await all_handled(group_server, again)
 
 
 async def club(server: Server, clients: list[Client], tmp_path: Path) -> tuple[Client, Client, Client, JID]:

@@ -26,11 +26,10 @@ from schnack.server.sessions import Session
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.stanza import Stanza
-from schnack.xmpp.xml import element, qname
 
 from ...conftest import require_service
 from ...harness import add_user, running
-from ..conftest import PASSWORD, WAIT, make_client, next_of, online
+from ..conftest import PASSWORD, WAIT, make_client, next_of, online, ping
 from ..held_client import held_client
 from ..proxy import Proxy
 
@@ -92,11 +91,6 @@ def state_of(client: Client, id: str) -> str:
     stored = client.store.sent_message(id)
     assert stored is not None
     return stored.state
-
-
-async def ping(client: Client) -> None:
-    await client.iq(element(qname(ns.CLIENT, "iq"), {"type": "get", "to": client.account.domain},
-                            children=[element(qname(ns.PING, "ping"))]))
 
 
 async def texts_until(inbox: AsyncIterator[Message], last: str) -> list[str | None]:

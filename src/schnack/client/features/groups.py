@@ -64,8 +64,11 @@ catch-up that stopped before it is taken up again to read on past it).
 
 A mediated invitation (§7.8.2) from a room is accepted: the room made us a member, as adding
 someone to a group does in the messengers people know; a direct invitation (XEP-0249) only from
-a contact. Being removed from a group (kicked, §8.2; banned, §9.1; membership revoked, §9.4; the
-group destroyed, §10.9) ends the group on this device, with an event saying so.
+a contact. An invitation counts in the XEP-0198 ``h`` once entering its group is over (done or
+failed), so that a client that stops before it is in the group gets the invitation again from
+the server's offline storage at its next login. Being removed from a group (kicked, §8.2;
+banned, §9.1; membership revoked, §9.4; the group destroyed, §10.9) ends the group on this
+device, with an event saying so.
 """
 
 from __future__ import annotations
@@ -952,6 +955,8 @@ class Groups:
             self._accept(invite.jid.bare, sender.bare, invite.reason)
 
     def _accept(self, jid: JID, inviter: JID | None, reason: str | None) -> None:
+        """Enter the group an invitation is for; the invitation counts as handled (XEP-0198 §4)
+        once that is over, so that a client that stops before it gets the invitation again."""
         if jid.local is None or jid.resource is not None or jid in self._rooms:
             return
         self.events.publish(Invited(jid, inviter, reason))
@@ -962,7 +967,7 @@ class Groups:
             except ClientError as err:
                 log.warning("could not enter the group %s: %s", jid, err)
 
-        self._spawn(enter())
+        hold_until_done(self.client, self._spawn(enter()))
 
     def _on_presence(self, el: Element) -> None:
         try:
@@ -1304,10 +1309,11 @@ class Groups:
     async def _iq(self, type: str, payload: Element, to: JID) -> Element:
         return await self.client.iq(element(_IQ, {"type": type, "to": str(to)}, children=[payload]))
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def close(self) -> None:
         """Stop what runs in the background; the feeds end."""

@@ -479,9 +479,9 @@ def remembered(ids: dict[str, None], key: str, limit: int) -> bool:
 
 
 def hold_until_done(client: Client, task: asyncio.Task[None] | None) -> None:
-    """For a message handler: a live message that ``task`` stores is acknowledged to the server
-    (XEP-0198 §4) only once ``task`` is done, however it ends, so that a client that stops before
-    it is stored has not told the server it handled it."""
+    """For a message handler: the message is acknowledged to the server (XEP-0198 §4) only once
+    ``task``, which goes on handling it (storing it, entering the group it invites to), is done,
+    however it ends, so that a client that stops before has not told the server it handled it."""
     if task is not None:
         release = client.hold_handled()
         task.add_done_callback(lambda _: release())

@@ -5,11 +5,11 @@ resumption (§3) and from then on numbers the stanzas it sends, keeping each unt
 ``<a h='…'/>`` covers it (§4). It asks for an ack (``<r/>``) right after every message, so that
 a message counts as acknowledged as soon as the server has handled it, and answers the server's
 ``<r/>`` with the number of stanzas it handled itself, counted once their handlers ran. A handler
-may hold its stanza (an OMEMO message, chat or group, until it is decrypted and stored): the
-count then stops before it, since ``h`` counts the stanzas in order, until it is released; an
-``<r/>`` answered meanwhile is answered again, unasked, once nothing is held. A resumption asks
-for what the count does not cover again, and the message pipelines drop the copies of what they
-stored meanwhile.
+may hold its stanza (an OMEMO message, chat or group, until it is decrypted and stored; a group
+invitation until its group is entered): the count then stops before it, since ``h`` counts the
+stanzas in order, until it is released; an ``<r/>`` answered meanwhile is answered again,
+unasked, once nothing is held. A resumption asks for what the count does not cover again, and
+the message pipelines drop the copies of what they stored meanwhile.
 
 When the link drops, the next login asks to resume the session (§5): the stanzas the server's
 ``h`` does not cover are sent again on the resumed stream. When resumption fails, those the
