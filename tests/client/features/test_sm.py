@@ -17,6 +17,8 @@ import pytest
 
 from bench.servers import DOMAIN, ProsodyDriver, Target
 from schnack.client import Client, Connected, Disconnected, Message, Receipt
+from schnack.client.features.groups import GroupMessage
+from schnack.client.feed import Subscription
 from schnack.client.omemo import Omemo, Undecryptable
 from schnack.client.omemo.adapter import Decrypted
 from schnack.client.outbox import ORIGIN_ID
@@ -194,8 +196,11 @@ async def alice_s_group(server: Server, clients: list[Client], bob: Client) -> t
     return alice, group.jid
 
 
-def paused_decryption(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
-    """OMEMO decryption waits until the second event is set; the first is set once one waits."""
+async def decrypting(server: Server, clients: list[Client], bob: Client, monkeypatch: pytest.MonkeyPatch, text: str
+                     ) -> tuple[Client, JID, Subscription[GroupMessage], asyncio.Event]:
+    """alice's group with ``bob`` in it, where bob's client decrypts her message ``text`` until
+    the event returned is set; alice, the group and bob's group messages."""
+    alice, group = await alice_s_group(server, clients, bob)
     waiting, go_on = asyncio.Event(), asyncio.Event()
     decrypt = Omemo.decrypt
 
@@ -205,7 +210,11 @@ def paused_decryption(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, a
         return await decrypt(self, sender, el)
 
     monkeypatch.setattr(Omemo, "decrypt", paused)
-    return waiting, go_on
+    feed = bob.groups.messages()
+    await alice.groups.send(group, text)
+    async with asyncio.timeout(WAIT):
+        await waiting.wait()
+    return alice, group, feed, go_on
 
 
 async def all_handled(server: Server, client: Client) -> None:
@@ -221,12 +230,7 @@ async def test_a_group_message_not_stored_yet_is_not_acknowledged(
     it (§4); once it is stored, h covers it and what came after it."""
     require_service(_sm_available(), "the server's stream management module is not there yet")
     bob = await online(chat_server, clients, "bob@localhost/phone")
-    alice, group = await alice_s_group(chat_server, clients, bob)
-    waiting, go_on = paused_decryption(monkeypatch)
-    feed = bob.groups.messages()
-    await alice.groups.send(group, "slowly")
-    async with asyncio.timeout(WAIT):
-        await waiting.wait()
+    _, _, feed, go_on = await decrypting(chat_server, clients, bob, monkeypatch, "slowly")
     await ping(bob)
     assert bob.sm.handled < session_of(chat_server, bob.jid).slot(SmState).sent
     go_on.set()
@@ -258,6 +262,20 @@ async def test_a_group_message_that_fails_or_cannot_be_decrypted_is_acknowledged
     await all_handled(chat_server, bob)
 
 
+async def test_a_group_message_of_a_group_left_meanwhile_is_acknowledged(
+        chat_server: Server, clients: list[Client], monkeypatch: pytest.MonkeyPatch) -> None:
+    """bob leaves the group while its message is decrypted: the message holds the count until
+    its handling is over, and no longer."""
+    require_service(_sm_available(), "the server's stream management module is not there yet")
+    bob = await online(chat_server, clients, "bob@localhost/phone")
+    _, group, feed, go_on = await decrypting(chat_server, clients, bob, monkeypatch, "goodbye")
+    await bob.groups.leave(group)
+    assert bob.groups.known() == []
+    go_on.set()
+    assert (await next_of(feed)).text == "goodbye"
+    await all_handled(chat_server, bob)
+
+
 async def test_a_group_message_sent_again_on_resumption_is_acknowledged_once_stored(
         chat_server: Server, clients: list[Client], proxies: list[Proxy], monkeypatch: pytest.MonkeyPatch) -> None:
     """The link drops while bob's client decrypts a group message: the resumption (§5) asks for it
@@ -265,12 +283,8 @@ async def test_a_group_message_sent_again_on_resumption_is_acknowledged_once_sto
     stored, which is shown once."""
     require_service(_sm_available(), "the server's stream management module is not there yet")
     bob, proxy = await behind_proxy(chat_server, proxies, clients, "bob@localhost/phone")
-    alice, group = await alice_s_group(chat_server, clients, bob)
-    waiting, go_on = paused_decryption(monkeypatch)
-    feed, events = bob.groups.messages(), bob.events()
-    await alice.groups.send(group, "slowly")
-    async with asyncio.timeout(WAIT):
-        await waiting.wait()
+    alice, group, feed, go_on = await decrypting(chat_server, clients, bob, monkeypatch, "slowly")
+    events = bob.events()
     proxy.cut()
     assert isinstance(await next_of(events), Disconnected)
     assert await next_of(events) == Connected(bob.jid)
