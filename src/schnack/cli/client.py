@@ -36,7 +36,7 @@ from ..xmpp.jid import JID, JIDError
 
 if TYPE_CHECKING:
     from ..client import ChatStateChange, Client, Message, Receipt
-    from ..client.store import StoredMessage
+    from ..client.store import Settings, StoredMessage
 
 # The client library (OMEMO above all) takes a while to import: it is imported by the client
 # commands when they run, so that the server's commands start without it.
@@ -133,8 +133,8 @@ def explain(err: BaseException) -> str:
     return text
 
 
-def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run ``work``; what goes wrong ends the command with one line."""
+def run(work: Callable[[], Coroutine[Any, Any, T]], failure: str = "") -> T:
+    """Run ``work``; what goes wrong ends the command with one line (after ``failure``, if given)."""
     from ..client import ClientError
     from ..client.store import StoreError
 
@@ -143,7 +143,7 @@ def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except BrokenPipeError as err:
         broken_pipe(err)
     except (ClientError, StoreError, OSError, sqlite3.Error) as err:
-        fail(explain(err))
+        fail(failure + explain(err))
     except KeyboardInterrupt:
         fail("interrupted", 130)
 
@@ -203,26 +203,38 @@ def client_factory(account: JID, **options: Any) -> Callable[[], Client]:
 # login -------------------------------------------------------------------------------------------
 
 
-@click.command()
-@click.argument("jid")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option("--host", help="Connect to this host instead of looking the domain up in DNS.")
-@click.option("--port", type=click.IntRange(1, 65535), help="The port on --host (default 5222, or 5223 with --direct-tls).")
-@click.option("--direct-tls/--starttls", default=None, help="TLS from the first byte, or STARTTLS (default: as DNS says).")
-@click.option("--insecure", is_flag=True, help="Do not check the server's certificate (test servers only).")
-@click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Trust the server's certificate, or its CA, from this PEM file.")
-def login(jid: str, password_stdin: bool, host: str | None, port: int | None, direct_tls: bool | None,
-          insecure: bool, ca: Path | None) -> None:
-    """Log in as JID and store the account for the other commands."""
-    from ..client import Client
-    from ..client.store import Settings, Store, StoreError, account_dir, save_password
+def connection_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options that say how to reach the account's server and whether to trust it."""
+    for option in reversed((
+        click.option("--host", help="Connect to this host instead of looking the domain up in DNS."),
+        click.option("--port", type=click.IntRange(1, 65535),
+                     help="The port on --host (default 5222, or 5223 with --direct-tls)."),
+        click.option("--direct-tls/--starttls", default=None,
+                     help="TLS from the first byte, or STARTTLS (default: as DNS says)."),
+        click.option("--insecure", is_flag=True, help="Do not check the server's certificate (test servers only)."),
+        click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Trust the server's certificate, or its CA, from this PEM file."),
+    )):
+        command = option(command)
+    return command
 
-    account = parse_jid(jid, account=True)
+
+def connection_settings(host: str | None, port: int | None, direct_tls: bool | None, insecure: bool,
+                        ca: Path | None) -> Settings:
+    """The settings the connection options chose."""
+    from ..client.store import Settings
+
     if insecure and ca is not None:
         fail("--insecure and --ca exclude each other", 2)
-    password = read_password(password_stdin)
-    settings = Settings(host, port, False if insecure else (ca.resolve() if ca is not None else True), direct_tls)
+    return Settings(host, port, False if insecure else (ca.resolve() if ca is not None else True), direct_tls)
+
+
+def sign_in(account: JID, password: str, settings: Settings, *, failure: str = "") -> None:
+    """Log in as ``account`` to check the password and settings, then store the account; a
+    failure is one line, after ``failure`` if given."""
+    from ..client import Client
+    from ..client.store import Store, StoreError, account_dir, save_password
+
     directory = account_dir(account)
     existed = directory.exists()
 
@@ -236,7 +248,7 @@ def login(jid: str, password_stdin: bool, host: str | None, port: int | None, di
             await client.close()
 
     try:
-        bound = run(check)
+        bound = run(check, failure)
     except SystemExit:
         if not existed:
             # A failed first login leaves nothing behind.
@@ -252,6 +264,18 @@ def login(jid: str, password_stdin: bool, host: str | None, port: int | None, di
     except (StoreError, OSError, sqlite3.Error) as err:
         fail(f"logged in, but cannot store the account: {err}")
     click.echo(f"logged in as {bound}; account stored in {directory}, password in {where}")
+
+
+@click.command()
+@click.argument("jid")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@connection_options
+def login(jid: str, password_stdin: bool, host: str | None, port: int | None, direct_tls: bool | None,
+          insecure: bool, ca: Path | None) -> None:
+    """Log in as JID and store the account for the other commands."""
+    account = parse_jid(jid, account=True)
+    settings = connection_settings(host, port, direct_tls, insecure, ca)
+    sign_in(account, read_password(password_stdin), settings)
 
 
 # send --------------------------------------------------------------------------------------------
@@ -538,7 +562,8 @@ def contacts(ctx: click.Context, account: str | None, offline: bool) -> None:
         click.echo(f"{contact.jid}\t{contact.name or ''}\t{contact.subscription}{pending}")
 
 
-def _roster_change(account: str | None, change: Callable[[Client], Coroutine[Any, Any, None]]) -> None:
+def with_client(account: str | None, work: Callable[[Client], Coroutine[Any, Any, None]]) -> None:
+    """Connect as the account chosen (without announcing presence), do ``work``, and close."""
     make_client = client_factory(chosen_account(account or click.get_current_context().obj),
                                  reconnect=False, available=False)
 
@@ -546,7 +571,7 @@ def _roster_change(account: str | None, change: Callable[[Client], Coroutine[Any
         client = make_client()
         try:
             await client.connect()
-            await change(client)
+            await work(client)
         finally:
             await client.close()
 
@@ -564,7 +589,7 @@ def contacts_add(jid: str, account: str | None, name: str | None) -> None:
     async def add(client: Client) -> None:
         await client.add_contact(contact, name=name)
 
-    _roster_change(account, add)
+    with_client(account, add)
     click.echo(f"added {contact}")
 
 
@@ -582,7 +607,7 @@ def contacts_remove(jid: str, account: str | None) -> None:
             raise ClientError(f"{contact} is not in the contact list")
         await client.remove_contact(contact)
 
-    _roster_change(account, remove)
+    with_client(account, remove)
     click.echo(f"removed {contact}")
 
 

@@ -37,6 +37,7 @@ from .client import COMMANDS as CLIENT_COMMANDS
 from .client import broken_pipe, read_password
 from .files import COMMANDS as FILE_COMMANDS
 from .groups import group
+from .phone import register
 from .verify import verify
 
 if TYPE_CHECKING:
@@ -584,6 +585,7 @@ def tokens_revoke(config_path: Path | None, device: str | None, everything: bool
 
 for _command in (*CLIENT_COMMANDS, *FILE_COMMANDS):
     main.add_command(_command)
+main.add_command(register)
 main.add_command(verify)
 main.add_command(chat)
 main.add_command(call)
