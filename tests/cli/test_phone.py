@@ -1,10 +1,11 @@
-"""``schnack register`` as a real process against the real server with the phone module, whose SMS
-go to a webhook in this test: the code is read from it and fed to the command on standard input,
-as a user types it."""
+"""``schnack register`` and ``schnack contacts discover`` as real processes against the real server
+with the phone module, whose SMS go to a webhook in this test: the code is read from it and fed
+to the command on standard input, as a user types it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,12 +15,14 @@ from schnack.client.phone_signup import PhoneSignup, new_password
 from schnack.client.store import account_dir
 from schnack.server.app import Server
 from schnack.xmpp.jid import JID
+from schnack.xmpp.payloads.phone_book import Entry, answer_hash
 
 from ..client.conftest import PASSWORD, make_client, next_of
-from ..client.phone import api, certificate, next_code, phone_server
+from ..client.features.test_phone_book import requests_seen
+from ..client.phone import api, certificate, next_code, phone_server, sign_up
 from ..harness import add_user, running
 from ..server.sms_receiver import Webhook
-from .proc import PROCESS_WAIT, Result, client_env, schnack, start
+from .proc import PROCESS_WAIT, Result, client_env, login, schnack, start
 from .test_client import one_line
 
 ANNA = "+4915123456789"
@@ -154,3 +157,77 @@ async def test_a_failed_login_after_the_sign_up_says_so(tmp_path: Path) -> None:
             f" with other connection options): cannot reach localhost (127.0.0.1 port {closed}): connection refused")
         assert failed.stdout == f"{ANNA}@localhost: the account is made\n"
         assert not account_dir(JID.parse(f"{ANNA}@localhost"), tmp_path / "client").exists()
+
+
+VCARDS = """BEGIN:VCARD
+VERSION:3.0
+FN:Ben Example
+TEL;TYPE=cell:0151 2345 6780
+END:VCARD
+BEGIN:VCARD
+VERSION:3.0
+FN:Voicemail
+TEL:3311
+END:VCARD
+BEGIN:VCARD
+VERSION:3.0
+FN:Carl
+item1.TEL;type=CELL:+49 151 234567
+ 81
+END:VCARD
+"""
+
+
+async def test_discover_and_add(tmp_path: Path) -> None:
+    env = client_env(tmp_path)
+    book = tmp_path / "contacts.vcf"
+    book.write_text(VCARDS)
+    async with phone_server(tmp_path) as (server, hook):
+        assert (await register(env, hook, register_args(server, ANNA, "--code-stdin"))).returncode == 0
+        await sign_up(server, hook, BEN)
+        seen = requests_seen(server)
+        # National forms are read for the country of the account's own number.
+        found = await schnack(env, "contacts", "discover", "--file", str(book), "--add")
+        assert found.returncode == 0, found.stderr
+        assert found.stdout == f"{BEN}  {BEN}@localhost  Ben Example\n"
+        assert found.stderr.splitlines() == [
+            f"schnack: skipped 1 entry of {book} that are not phone numbers (line 9: '3311' is not a valid phone number)",
+            f"schnack: accounts found for 1 of 2 numbers; added to the contacts: {BEN}@localhost",
+        ]
+        listing = await schnack(env, "contacts")
+        assert listing.stdout == f"{BEN}@localhost\tBen Example\tnone (asked to see their presence)\n"
+        # Asked again, the client sends the ver of the answer it kept; a contact is not added twice.
+        ver = answer_hash([Entry(BEN, (JID.parse(f"{BEN}@localhost"),))])
+        again = await schnack(env, "contacts", "discover", "--json", "--add", "--file", str(book))
+        assert again.returncode == 0, again.stderr
+        assert [json.loads(line) for line in again.stdout.splitlines()] == [
+            {"number": BEN, "jid": f"{BEN}@localhost", "name": "Ben Example"}]
+        assert again.stderr.splitlines()[-1] == "schnack: accounts found for 1 of 2 numbers"
+        assert seen == [None, ver]
+        numbers = await schnack(env, "contacts", "discover", "015123456780", f"{CARL[:3]} {CARL[3:]}")
+        assert numbers.stdout == f"{BEN}  {BEN}@localhost\n"
+
+
+async def test_discover_refusals_are_one_line(tmp_path: Path) -> None:
+    env = client_env(tmp_path)
+    async with phone_server(tmp_path) as (server, _hook):
+        await add_user(server, "alice", PASSWORD)
+        assert (await login(server, env, "alice@localhost", PASSWORD)).returncode == 0
+        nothing = await schnack(env, "contacts", "discover")
+        assert nothing.returncode == 2
+        assert one_line(nothing) == "schnack: name the numbers, or an address book with --file"
+        national = await schnack(env, "contacts", "discover", "0151 23456789")
+        assert national.returncode == 2
+        assert one_line(national) == ("schnack: '0151 23456789' has no country code, and alice@localhost is no phone"
+                                      " number to take the country from: give it with --region, such as --region DE")
+        unknown = await schnack(env, "contacts", "discover", "0151 23456789", "--region", "XX")
+        assert unknown.returncode == 2
+        assert one_line(unknown) == ("schnack: unknown region 'XX': give a country's two-letter code (ISO 3166),"
+                                     " such as DE")
+        invalid = await schnack(env, "contacts", "discover", "+49 12")
+        assert invalid.returncode == 2 and one_line(invalid) == "schnack: '+49 12' is not a valid phone number"
+        missing = await schnack(env, "contacts", "discover", "--file", str(tmp_path / "none.vcf"))
+        assert missing.returncode == 2
+        assert one_line(missing) == f"schnack: cannot read {tmp_path / 'none.vcf'}: No such file or directory"
+        asked = await schnack(env, "contacts", "discover", "0151 23456789", "--region", "de")
+        assert (asked.returncode, asked.stdout) == (0, "")

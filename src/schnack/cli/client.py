@@ -529,7 +529,7 @@ def history(jid: str, account: str | None, limit: int | None, as_json: bool) -> 
 @click.option("--offline", is_flag=True, help="Show the contact list cached at the last connection.")
 @click.pass_context
 def contacts(ctx: click.Context, account: str | None, offline: bool) -> None:
-    """List the contacts; add or remove one."""
+    """List the contacts; add or remove one; find them by phone number."""
     from ..client.store import Store, StoreError, account_dir
 
     ctx.obj = account

@@ -9,9 +9,9 @@ reconnect then sends the token, the resumption and the binding in one flight rig
 stream header (XEP-0509, with what fast.py kept), and otherwise SASL and binding go the RFC 6120
 way. The features
 (stream management, messages, roster, presence, ping, carbons, receipts, chat markers, chat
-states, corrections, the archive catch-up, disco and caps) live in ``features/``, one module each, and
-plug in through :meth:`Client.handle_iq`, :meth:`Client.on_message`, :meth:`Client.on_presence`
-and :meth:`Client.on_connect`. Messages sent go through the persistent outbox (outbox.py) and the
+states, corrections, the archive catch-up, disco and caps, contact discovery by phone number)
+live in ``features/``, one module each, and plug in through :meth:`Client.handle_iq`,
+:meth:`Client.on_message`, :meth:`Client.on_presence` and :meth:`Client.on_connect`. Messages sent go through the persistent outbox (outbox.py) and the
 local store (store.py).
 """
 
@@ -23,7 +23,7 @@ import logging
 import random
 import secrets
 import ssl
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +48,7 @@ from .features.groups import Groups
 from .features.history import History
 from .features.markers import Markers
 from .features.messages import Message, Messages
+from .features.phone_book import PhoneBookSync
 from .features.ping import Ping
 from .features.presence import Presence, PresenceUpdate
 from .features.receipts import Receipt, Receipts
@@ -181,6 +182,7 @@ class Client:
         self._history = History(self, self._messages, enabled=available)
         self._files = Files(self, self._messages, verify)
         self._calls = Calls(self)
+        self._phone_book = PhoneBookSync(self)
 
     # Life cycle -----------------------------------------------------------------------------
 
@@ -679,6 +681,12 @@ class Client:
     def incoming_calls(self) -> Subscription[IncomingCall]:
         """Calls that ring on this device, from now on: answer or reject them."""
         return self._calls.subscribe()
+
+    async def discover(self, numbers: Iterable[str]) -> dict[str, tuple[JID, ...]]:
+        """Which of ``numbers`` (E.164) have accounts, as the account's server knows them (Quicksy's
+        phone book): number -> bare JIDs. The answer is kept in the store; asking again while it
+        stays the same costs an empty result."""
+        return await self._phone_book.discover(numbers)
 
     async def set_presence(self, show: str | None = None, status: str | None = None, priority: int = 0) -> None:
         """Announce availability (RFC 6121 §4.2, §4.4); it is announced again after a reconnect."""
