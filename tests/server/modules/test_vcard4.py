@@ -125,13 +125,11 @@ async def test_vcard_temp_readers_see_the_vcard4_names(server: Server) -> None:
     alice = await online(server, "alice@localhost/phone")
     bob = await online(server, "bob@localhost/phone")
     stranger = await online(server, "mallory@localhost/phone")
-    await publish(alice, NODE, CARD)
+    await publish(alice, NODE, CARD, options=(("pubsub#access_model", "open"),))
     fn, nickname = f"{{{ns.VCARD}}}FN", f"{{{ns.VCARD}}}NICKNAME"
-    for client, to in ((alice, None), (bob, "alice@localhost")):
+    for client, to in ((alice, None), (bob, "alice@localhost"), (stranger, "alice@localhost")):
         card_el = await temp_of(client, to)
         assert (card_el.findtext(fn), card_el.findtext(nickname)) == ("Alice Liddell", "alice")
-    # The vCard4 is for contacts only: a stranger's vcard-temp stays empty.
-    assert len(await temp_of(stranger, "alice@localhost")) == 0
     # What the vcard-temp has wins.
     await alice.send(f"<iq type='set' id='s'><vCard xmlns='{ns.VCARD}'><FN>A. L.</FN></vCard></iq>")
     alice.take()
@@ -139,3 +137,23 @@ async def test_vcard_temp_readers_see_the_vcard4_names(server: Server) -> None:
     assert (card_el.findtext(fn), card_el.findtext(nickname)) == ("A. L.", "alice")
     await bob.send("<iq type='get' id='t4' to='nobody@localhost'><vCard xmlns='vcard-temp'/></iq>")
     assert condition(reply(bob.take(), "t4")) == "service-unavailable"
+
+
+async def test_contacts_only_vcard4_stays_out_of_the_owners_vcard_temp(server: Server) -> None:
+    """An app that reads its own vcard-temp and sets it back whole (Psi, Pidgin) must not make
+    the names of a vCard4 for contacts public: the owner's own vcard-temp lacks them."""
+    await befriend(server, "alice", "bob")
+    alice = await online(server, "alice@localhost/phone")
+    bob = await online(server, "bob@localhost/phone")
+    stranger = await online(server, "mallory@localhost/phone")
+    photo = "<photo><uri>https://example.org/alice.png</uri></photo>"
+    await publish(alice, NODE, CARD.replace("</vcard>", f"{photo}</vcard>"))
+    fn = f"{{{ns.VCARD}}}FN"
+    # Contacts, who may read the vCard4, see its names in the vcard-temp; a stranger does not.
+    assert (await temp_of(bob, "alice@localhost")).findtext(fn) == "Alice Liddell"
+    assert len(await temp_of(stranger, "alice@localhost")) == 0
+    own = await temp_of(alice)
+    assert len(own) == 0, xml(own)
+    await alice.send(f"<iq type='set' id='w'>{xml(own)}</iq>")
+    assert reply(alice.take(), "w").get("type") == "result"
+    assert len(await temp_of(stranger, "alice@localhost")) == 0

@@ -15,7 +15,9 @@ accessible, as vcard-temp always was; a node the owner made keeps its own access
 §11 carries over from its vcard-temp (XEP-0054, public anyway): name, nicknames and photo; an
 empty ``<vcard/>`` if there are none (§4.1.1). The other way, a vcard-temp request gets the
 name, nicknames and photo of the vCard4 that the stored vcard-temp lacks, if the requester may
-read the vCard4 node, so apps that read only vcard-temp show the name set in a vCard4 app.
+read the vCard4 node, so apps that read only vcard-temp show the name set in a vCard4 app; the
+account's own vcard-temp gets them only from an open node, as apps that edit a vcard-temp set
+back what they read and anyone may read it.
 The namespace is announced on the account (§7).
 """
 
@@ -33,6 +35,7 @@ from ...xmpp.stanza import Stanza
 from ...xmpp.xml import qname
 from ..module import Module
 from .pep import Pep
+from .pep.store import StoredItem
 from .vcard import VCARD as TEMP
 from .vcard import VCard
 
@@ -85,10 +88,14 @@ class VCard4(Module[Any]):
         raise StanzaError("forbidden", "you can only change your own vCard")
 
     async def temp_own(self, stanza: Stanza, origin: Session | None) -> Element | None:
-        """XEP-0054 §3.1 with what the account's vCard4 adds."""
+        """XEP-0054 §3.1 with what the account's vCard4 adds if anyone may read it.
+
+        Apps that edit the vcard-temp (Psi, Pidgin) set back the whole of what they read, and
+        anyone reads a vcard-temp (§3.3): names from a vCard4 for contacts would become public.
+        """
         if stanza.type != "get" or origin is None:
             return None
-        return await self._completed(await self.vcard.get_own(stanza, origin), origin.jid.bare, origin.jid)
+        return await self._completed(await self.vcard.get_own(stanza, origin), origin.jid.bare, None)
 
     async def temp_other(self, stanza: Stanza, origin: Session | None) -> Element | None:
         """XEP-0054 §3.3 with what the account's vCard4 adds, as its access model allows."""
@@ -97,18 +104,29 @@ class VCard4(Module[Any]):
             return None
         return await self._completed(await self.vcard.get_other(stanza, origin), stanza.to.bare, requester)
 
-    async def _completed(self, answer: Element, owner: JID, requester: JID) -> Element:
-        """``answer`` with the vcard-temp in it completed from the vCard4 that ``requester`` may read."""
+    async def _completed(self, answer: Element, owner: JID, requester: JID | None) -> Element:
+        """``answer`` with the vcard-temp in it completed from the vCard4 that ``requester`` may
+        read; from an open one only if ``requester`` is None."""
         temp = answer.find(TEMP)
         if temp is None or all(temp.find(name) is not None for name in _MAPPED):
             return answer
         try:
-            item = await self.pep.readable_item(owner, NODE, None, requester)
+            if requester is None:
+                item = await self._public_item(owner)
+            else:
+                item = await self.pep.readable_item(owner, NODE, None, requester)
         except StanzaError:
             return answer
         if item is not None and item.payload.tag == VCARD:
             Names.from_vcard4(item.payload).fill_vcard_temp(temp)
         return answer
+
+    async def _public_item(self, owner: JID) -> StoredItem | None:
+        """The vCard4 of ``owner`` if its node is open (XEP-0060 §4.5)."""
+        node = await self.pep.store.node(owner, NODE)
+        if node is None or node.config.access_model != "open":
+            return None
+        return await self.pep.store.last(owner, node)
 
     async def _load(self, owner: JID, requester: JID) -> Element:
         item = await self.pep.readable_item(owner, NODE, None, requester)
