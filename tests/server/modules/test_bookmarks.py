@@ -3,7 +3,9 @@ and in the legacy PEP node (XEP-0411): both directions, retraction, notification
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
+from pathlib import Path
 from xml.etree.ElementTree import Element
 
 from schnack.server.app import Server
@@ -26,9 +28,21 @@ from schnack.xmpp.payloads.disco import INFO, DiscoInfo
 from schnack.xmpp.payloads.pubsub import OWNER, PUBSUB, EventItems, NodeConfig
 from schnack.xmpp.xml import serialize
 
-from ...harness import Client, xml
+from ...harness import Client, running, xml
 from .messaging import condition
-from .test_pep import app_condition, befriend, events, fetched, items, online, owner, publish, reply
+from .test_pep import (
+    app_condition,
+    befriend,
+    events,
+    fetched,
+    items,
+    online,
+    owner,
+    publish,
+    publish_xml,
+    reply,
+    storage_url,  # noqa: F401 (a fixture)
+)
 
 COUNCIL = "council@conference.localhost"
 LOBBY = "lobby@conference.localhost"
@@ -188,6 +202,31 @@ async def test_native_publish_and_retract_show_in_private_storage(server: Server
     await phone.send(f"<iq type='set' id='purge'><pubsub xmlns='{OWNER}'><purge node='{NS}'/></pubsub></iq>")
     assert reply(phone.take(), "purge").get("type") == "result"
     assert (await legacy_view(phone)).conferences == ()
+
+
+async def test_native_and_legacy_writes_at_once_leave_both_forms_alike(
+    tmp_path: Path, storage_url: str  # noqa: F811
+) -> None:
+    """Native publishes on two devices and a private storage write on a third, at the same
+    time: whichever wins, the legacy copy ends up listing what the native node holds."""
+    async with running(tmp_path, storage={"url": storage_url}) as server:
+        phone = await online(server, "alice@localhost/phone")
+        tablet = await online(server, "alice@localhost/tablet")
+        laptop = await online(server, "alice@localhost/laptop")
+        for turn in range(30):
+            legacy = f"<storage xmlns='storage:bookmarks'><conference jid='legacy{turn}@conference.localhost'/></storage>"
+            await asyncio.gather(
+                phone.send(publish_xml(NS, native("N"), f"phone{turn}@conference.localhost", None, NATIVE_OPTIONS)),
+                tablet.send(publish_xml(NS, native("N"), f"tablet{turn}@conference.localhost", None, NATIVE_OPTIONS)),
+                laptop.send(f"<iq type='set' id='p'><query xmlns='{ns.PRIVATE}'>{legacy}</query></iq>"),
+            )
+            for client, iq_id in ((phone, "pub"), (tablet, "pub"), (laptop, "p")):
+                assert reply(client.take(), iq_id).get("type") == "result"
+            natives = sorted(str(room) for room in await native_view(phone))
+            assert sorted(str(c.jid) for c in (await legacy_view(phone)).conferences) == natives, turn
+            (item,) = fetched(await items(phone, LEGACY)).items
+            assert item.payload is not None
+            assert sorted(str(c.jid) for c in Storage.from_xml(item.payload).conferences) == natives, turn
 
 
 async def test_legacy_pep_node_in_both_directions(server: Server) -> None:

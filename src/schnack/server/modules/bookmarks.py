@@ -204,29 +204,35 @@ class Bookmarks(Module[Any]):
 
     async def _to_legacy(self, owner: JID, urls: tuple[Url, ...] | None = None, create: bool = False) -> None:
         """Rewrite both legacy forms from the native items, keeping the legacy ``<url/>`` bookmarks;
-        the legacy PEP node only if it exists or ``create`` is set."""
+        the legacy PEP node only if it exists or ``create`` is set.
+
+        Under the private storage module's lock for the account, which its own writes hold: a
+        legacy write cannot land between the read and the write here, and of two rewrites the
+        one that read the native items last writes last (both nodes of a cluster hold it).
+        """
         assert owner.local is not None
         maps, store = self.server.storage.maps, self.pep.store
-        data = await maps.get(owner.domain, owner.local, STORE, STORAGE)
-        if urls is None:
-            urls = _urls(data)
-        conferences = [_native(item) for item in await store.items(owner, NS)]
-        legacy = Storage(tuple(c for c in conferences if c is not None), urls).to_xml()
-        text = serialize(legacy)
-        if data is None or data.decode() != text:
-            await maps.set(owner.domain, owner.local, STORE, STORAGE, text.encode())
-        async with self.pep.locks.hold(owner):
-            node = await store.node(owner, LEGACY)
-            if node is None:
-                if not create:
+        async with self.private.locks.hold(owner):
+            data = await maps.get(owner.domain, owner.local, STORE, STORAGE)
+            if urls is None:
+                urls = _urls(data)
+            conferences = [_native(item) for item in await store.items(owner, NS)]
+            legacy = Storage(tuple(c for c in conferences if c is not None), urls).to_xml()
+            text = serialize(legacy)
+            if data is None or data.decode() != text:
+                await maps.set(owner.domain, owner.local, STORE, STORAGE, text.encode())
+            async with self.pep.locks.hold(owner):
+                node = await store.node(owner, LEGACY)
+                if node is None:
+                    if not create:
+                        return
+                    node = Node(LEGACY, LEGACY_CONFIG)
+                last = await store.last(owner, node)
+                if last is not None and serialize(last.payload) == text:
                     return
-                node = Node(LEGACY, LEGACY_CONFIG)
-            last = await store.last(owner, node)
-            if last is not None and serialize(last.payload) == text:
-                return
-            node = await store.publish(owner, node, LEGACY_ITEM, legacy)
-            event = EventItems(LEGACY, (Item(LEGACY_ITEM, legacy),))
-            await self.pep.delivery.send(owner, await self.pep.delivery.recipients(owner, node), event)
+                node = await store.publish(owner, node, LEGACY_ITEM, legacy)
+                event = EventItems(LEGACY, (Item(LEGACY_ITEM, legacy),))
+                await self.pep.delivery.send(owner, await self.pep.delivery.recipients(owner, node), event)
 
 
 def _native(item: StoredItem) -> Conference | None:
