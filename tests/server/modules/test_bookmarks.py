@@ -229,6 +229,44 @@ async def test_native_and_legacy_writes_at_once_leave_both_forms_alike(
             assert sorted(str(c.jid) for c in Storage.from_xml(item.payload).conferences) == natives, turn
 
 
+def node_config(*fields: tuple[str, str]) -> str:
+    """An owner's configure request (XEP-0060 §8.2.4) of the native node."""
+    values = "".join(f"<field var='{var}'><value>{value}</value></field>" for var, value in fields)
+    return (
+        f"<configure node='{NS}'><x xmlns='jabber:x:data' type='submit'>"
+        f"<field var='FORM_TYPE' type='hidden'><value>{PUBSUB}#node_config</value></field>{values}</x></configure>"
+    )
+
+
+async def test_configuration_that_drops_native_items_drops_their_legacy_copies(server: Server) -> None:
+    """Lowering max_items or turning persistence off removes native items (XEP-0060 §8.2.4), as
+    a purge does: the legacy forms lose them too, so a legacy client does not bring them back."""
+    phone = await online(server, "alice@localhost/phone")
+    await publish(phone, LEGACY, LEGACY_TWO)
+    await publish(phone, NS, native("Side"), item_id="side@conference.localhost", options=NATIVE_OPTIONS)
+    assert len((await legacy_view(phone)).conferences) == 3
+    answer = await owner(phone, node_config(("pubsub#max_items", "1")))
+    assert answer.get("type") == "result", xml(answer)
+    assert list(await native_view(phone)) == ["side@conference.localhost"]
+    for stored in ((await legacy_view(phone)), Storage.from_xml(_legacy_item(await items(phone, LEGACY)))):
+        assert [str(c.jid) for c in stored.conferences] == ["side@conference.localhost"]
+        assert stored.urls == (Url("https://example.org/", "Home"),)
+    # What a legacy client reads and writes back keeps the native node as it is.
+    view = await legacy_view(phone)
+    answer, _ = await private(phone, "set", serialize(view.to_xml()))
+    assert answer.get("type") == "result", xml(answer)
+    assert list(await native_view(phone)) == ["side@conference.localhost"]
+    answer = await owner(phone, node_config(("pubsub#persist_items", "false")))
+    assert answer.get("type") == "result", xml(answer)
+    assert (await legacy_view(phone)).conferences == ()
+
+
+def _legacy_item(answer: Element) -> Element:
+    (item,) = fetched(answer).items
+    assert item.payload is not None
+    return item.payload
+
+
 async def test_legacy_pep_node_in_both_directions(server: Server) -> None:
     phone = await online(server, "alice@localhost/phone")
     laptop = await online(server, "alice@localhost/laptop")

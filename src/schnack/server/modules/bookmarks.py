@@ -11,7 +11,8 @@ and XEP-0411's conversion feature, on the account):
 - a legacy write publishes each new or changed room as a native item and retracts the rooms it
   no longer lists; the other legacy store gets the same storage element;
 - a native publish, retract, purge or node deletion rewrites both legacy stores from the native
-  items. Web page bookmarks (``<url/>``) have no native form; they stay in the legacy storage.
+  items, and so does a configuration of the native node, which may drop items (a lower
+  ``max_items``, ``persist_items`` off). Web page bookmarks (``<url/>``) have no native form; they stay in the legacy storage.
 
 The legacy PEP node is created by the first legacy write or retrieval, so that accounts whose
 clients all speak XEP-0402 get no notifications of it. The handlers run before the PEP and
@@ -41,6 +42,7 @@ from ...xmpp.payloads.bookmarks import (
     Url,
 )
 from ...xmpp.payloads.pubsub import (
+    Configure,
     Delete,
     EventItems,
     Item,
@@ -152,12 +154,14 @@ class Bookmarks(Module[Any]):
         return answer
 
     async def pep_owner_write(self, stanza: Stanza, origin: Session | None) -> Element | None:
-        """A purge or deletion of the native node empties the legacy forms too (XEP-0402 §5)."""
+        """A purge or deletion of the native node empties the legacy forms too, and a
+        configuration that drops items drops them there (XEP-0402 §5); otherwise a legacy
+        client writing back what it read would bring them back."""
         request = self._request(stanza, origin)
         if (
             origin is None
             or stanza.type != "set"
-            or not isinstance(request, Purge | Delete)
+            or not isinstance(request, Purge | Delete | Configure)
             or request.node != NS
         ):
             return None
