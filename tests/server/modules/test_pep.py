@@ -505,6 +505,63 @@ async def test_a_contact_at_another_server_coming_online_gets_the_last_items(tmp
         assert notified_abroad(sent) == [("bob@b.example/phone", DEVICES, ("current",))]
 
 
+async def test_a_contact_at_another_server_gets_the_last_items_when_approved(tmp_path: Path) -> None:
+    """XEP-0060 §6.1.7 on_sub for a contact elsewhere: the user's approval of its subscription."""
+    async with federated(tmp_path) as (server, sent):
+        alice = await online(server, "alice@localhost/phone")
+        await publish(alice, DEVICES, DEVICE_LIST)
+        await publish(alice, LIST, "<e xmlns='urn:example'/>", options=(("pubsub#access_model", "whitelist"),))
+        await arrive(server, "<presence type='subscribe' from='bob@b.example/phone' to='alice@localhost'/>")
+        alice.take()
+        sent.clear()
+        await alice.send("<presence type='subscribed' to='bob@b.example'/>")
+        await settled(server)
+        assert notified_abroad(sent) == [("bob@b.example", DEVICES, ("current",))]
+        # A request that comes again once approved is approved at once, and gets them again (§3.1.3).
+        sent.clear()
+        await arrive(server, "<presence type='subscribe' from='bob@b.example/phone' to='alice@localhost'/>")
+        await settled(server)
+        assert notified_abroad(sent) == [("bob@b.example", DEVICES, ("current",))]
+
+
+async def test_a_subscriber_at_another_server_coming_online_gets_the_last_items(tmp_path: Path) -> None:
+    """XEP-0060 §6.1.7 on_sub_and_presence for explicit subscribers elsewhere, contacts or not."""
+    async with federated(tmp_path) as (server, sent):
+        roster = server.storage.roster
+        await roster.set_item("localhost", "alice", RosterItem("bob@b.example", subscription="both"))
+        for contact in ("carol", "erin"):
+            await roster.set_item("localhost", "alice", RosterItem(f"{contact}@b.example", subscription="to"))
+        alice = await online(server, "alice@localhost/phone")
+        await publish(alice, DEVICES, DEVICE_LIST, options=(("pubsub#access_model", "open"),))
+        await publish(alice, NICK, nick("Alice"), options=(("pubsub#access_model", "open"),))
+        # Subscribed: bob (a contact, who gets every node's last item anyway), carol at her bare
+        # JID, erin at one of her resources.
+        for node, jid in ((DEVICES, "bob@b.example"), (DEVICES, "carol@b.example"), (NICK, "erin@b.example/desk")):
+            answer = await owner(alice, f"<subscriptions node='{node}'>"
+                                        f"<subscription jid='{jid}' subscription='subscribed'/></subscriptions>")
+            assert answer.get("type") == "result", xml(answer)
+        sent.clear()
+        for resource in ("bob@b.example/phone", "carol@b.example/phone", "erin@b.example/phone",
+                         "erin@b.example/desk"):
+            await arrive(server, f"<presence from='{resource}' to='alice@localhost'/>")
+        await settled(server)
+        assert sorted(notified_abroad(sent)) == [
+            ("bob@b.example/phone", DEVICES, ("current",)),
+            ("bob@b.example/phone", NICK, ("current",)),
+            ("carol@b.example/phone", DEVICES, ("current",)),
+            ("erin@b.example/desk", NICK, ("current",)),
+        ]
+        # A change of status gets nothing; coming back after going offline does.
+        sent.clear()
+        await arrive(server, "<presence from='carol@b.example/phone' to='alice@localhost'><show>away</show></presence>")
+        await settled(server)
+        assert notified_abroad(sent) == []
+        await arrive(server, "<presence from='carol@b.example/phone' to='alice@localhost' type='unavailable'/>")
+        await arrive(server, "<presence from='carol@b.example/phone' to='alice@localhost'/>")
+        await settled(server)
+        assert notified_abroad(sent) == [("carol@b.example/phone", DEVICES, ("current",))]
+
+
 async def test_notify_filter_follows_caps(server: Server) -> None:
     await befriend(server, "alice", "bob")
     alice = await online(server, "alice@localhost/phone")

@@ -22,10 +22,13 @@ is what OMEMO device lists and bundles (``eu.siacs.conversations.axolotl.*`` and
   initial presence (``send_last_published_item`` on_sub_and_presence, XEP-0060 §6.1.7), for the
   account's own nodes and those of each contact it is subscribed to, to a contact's resource at
   another server when its first available presence reaches the account, and to the available
-  resources of a user whose subscription a contact approves (on_sub).
+  resources of a user whose subscription a contact approves (on_sub), or at the bare JID of a
+  contact at another server whose subscription the user approves.
 - Explicit subscriptions (XEP-0060 §6.1), beside the ones presence implies: anyone the access
   model admits subscribes a bare or full JID of their own (§6.1.3 errors otherwise) and gets
-  the node's notifications whatever its +notify, and its last item at once (on_sub, §6.1.7);
+  the node's notifications whatever its +notify, and its last item at once (on_sub, §6.1.7)
+  and, for on_sub_and_presence, when a resource it reaches comes online (at another server:
+  when its first available presence reaches the account);
   unsubscribes (§6.2); lists their subscriptions on an account (§5.6). The owner lists and changes a node's subscribers (§8.8). Subscriptions persist
   (:mod:`.subscriptions`); they end with the node, with either account, and when the access
   model stops admitting the subscriber (checked whenever the subscriptions are read, and for
@@ -94,7 +97,7 @@ from ...locks import AccountLocks
 from ...module import Module
 from ..roster import has_from
 from .access import Rosters, denial
-from .delivery import ON_PRESENCE, ON_SUBSCRIPTION, Delivery, admits
+from .delivery import ON_SUBSCRIPTION, Delivery, admits, reaches
 from .interests import Interests, caps_of
 from .store import Node, NodeStore, StoredItem
 from .subscriptions import Subscriber, SubscriptionStore
@@ -179,6 +182,8 @@ class Pep(Module[PepOptions]):
         self.route("iq/host", self.interests.answer)
         self.route("pre-presence/self", self.presence_update, priority=10)
         self.route("presence/bare", self.subscription_approved, priority=10)
+        if self.server.config.s2s.enabled:
+            self.route("presence/remote", self.approved_abroad, priority=10)
         for target in ("bare", "full"):
             self.route(f"presence/{target}", self.presence_from_abroad, priority=10)
         self.hook("presence-initial", self.presence_initial)
@@ -634,11 +639,27 @@ class Pep(Module[PepOptions]):
         for session in self.delivery.available(user.bare):
             self._tasks.spawn(self.delivery.send_last(contact, session, ON_SUBSCRIPTION))
 
+    async def approved_abroad(self, stanza: Stanza, _origin: Session | None) -> None:
+        """XEP-0060 §6.1.7 on_sub for a contact at another server: the user approved its
+        subscription, so it gets the last items of the user's nodes it may now see, at its bare
+        JID as it gets their notifications (whatever its +notify, as its caps are not known here).
+
+        The user's roster already admits the contact when the ``subscribed`` is routed.
+        """
+        user, contact = stanza.from_, stanza.to
+        if stanza.type != "subscribed" or user is None or contact is None or contact.local is None:
+            return
+        if user.local is None or user.domain not in self.server.hosts:
+            return
+        self._tasks.spawn(self.delivery.send_last(user.bare, contact.bare, ON_SUBSCRIPTION))
+
     async def presence_from_abroad(self, stanza: Stanza, origin: Session | None) -> None:
         """XEP-0163 §4.3.4 for contacts at other servers: the first available presence of a
         contact's resource gets the last items of the account's nodes that the contact may see,
         as a local contact's resource gets them on initial presence (whatever its +notify, as
-        its caps are not known here). Its later presence gets none until it went unavailable."""
+        its caps are not known here); a resource that one of the account's explicit
+        subscriptions reaches gets the last items of those nodes too (XEP-0060 §6.1.7
+        on_sub_and_presence). Its later presence gets none until it went unavailable."""
         contact, user = stanza.from_, stanza.to
         if origin is not None or contact is None or user is None or contact.resource is None:
             return
@@ -648,11 +669,14 @@ class Pep(Module[PepOptions]):
         if stanza.type == "unavailable":
             self.delivery.left(owner, contact)
             return
-        if stanza.type is not None:
+        if stanza.type is not None or self.delivery.seen(owner, contact):
             return
         relation = await self.rosters.item(owner, contact.bare)
-        if relation is not None and has_from(relation.subscription) and self.delivery.arrived(owner, contact):
-            self._tasks.spawn(self.delivery.send_last(owner, contact, ON_PRESENCE))
+        sees = relation is not None and has_from(relation.subscription)
+        subscribed = [name for name, subscribers in (await self.subscriptions.all(owner)).items()
+                      if any(reaches(subscriber.jid, contact) for subscriber in subscribers)]
+        if (sees or subscribed) and self.delivery.arrived(owner, contact):
+            self._tasks.spawn(self.delivery.welcome_abroad(owner, contact, sees, subscribed))
 
     # Discovery ----------------------------------------------------------------------------------
 

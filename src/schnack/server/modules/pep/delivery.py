@@ -20,7 +20,8 @@ With federation on, contacts and subscribers at other servers are notified too: 
 its bare JID, whose server hands a headline to each available resource (RFC 6121 §8.5.2.1.1),
 since this server knows neither its resources nor their caps; a subscriber at the JID it
 subscribed. A contact's resource there gets the last items when its first available presence
-reaches the account (XEP-0163 §4.3.4), as a local one does on initial presence.
+reaches the account (XEP-0163 §4.3.4), as a local one does on initial presence, and so does a
+resource there that an explicit subscription reaches, for the nodes subscribed to.
 """
 
 from __future__ import annotations
@@ -169,6 +170,10 @@ class Delivery:
                 sent.add(name)
         return sent
 
+    def seen(self, owner: JID, resource: JID) -> bool:
+        """Whether ``resource``, a contact's at another server, is noted as available to ``owner``."""
+        return resource in self._seen_abroad.get(owner, ())
+
     def arrived(self, owner: JID, resource: JID) -> bool:
         """Note that ``resource``, a contact's at another server, is available to ``owner``;
         whether it was not before (its presence is initial presence, not a change of status)."""
@@ -217,21 +222,38 @@ class Delivery:
             if (owner, name) not in sent:
                 await self._send_last_subscribed(owner, name, session)
 
-    async def _send_last_subscribed(self, owner: JID, name: str, session: Session) -> None:
-        """The last item of a node to a resource that one of its subscriptions reaches, if the
-        node sends it on presence and still admits the subscriber."""
+    async def welcome_abroad(self, owner: JID, resource: JID, contact: bool, subscribed: list[str]) -> None:
+        """After the first available presence of ``resource``, at another server, reached
+        ``owner``: the last items of the owner's nodes it may see if it is a contact's (XEP-0163
+        §4.3.4), then those of the nodes ``subscribed`` to that it did not get so (XEP-0060
+        §6.1.7 on_sub_and_presence)."""
+        sent = await self.send_last(owner, resource, ON_PRESENCE) if contact else set()
+        for name in subscribed:
+            if name not in sent:
+                await self._send_last_subscribed(owner, name, resource)
+
+    async def _send_last_subscribed(self, owner: JID, name: str, recipient: Session | JID) -> None:
+        """The last item of a node to a resource (here, or a full JID at another server) that one
+        of its subscriptions reaches, if the node sends it on presence and still admits the
+        subscriber."""
         node = await self._store.node(owner, name)
         if node is None or node.last is None or node.config.send_last_published_item not in ON_PRESENCE:
             return
-        mine = [s for s in await self._subscriptions.of(owner, name) if session in self.subscribed(s.jid)]
+        resource = recipient if isinstance(recipient, JID) else recipient.jid
+        mine = [s for s in await self._subscriptions.of(owner, name) if reaches(s.jid, resource)]
         if not mine:
             return
-        relation = await self._rosters.item(owner, session.jid.bare) if session.jid.bare != owner else None
+        relation = await self._rosters.item(owner, resource.bare) if resource.bare != owner else None
         if not admits(owner, node, mine[0], relation):
             return
         last = await self._store.last(owner, node)
-        if last is not None and not session.closed:
-            await self.send(owner, (session,), EventItems(name, (Item(last.id, last.payload),)))
+        if last is not None and (isinstance(recipient, JID) or not recipient.closed):
+            await self.send(owner, (recipient,), EventItems(name, (Item(last.id, last.payload),)))
+
+
+def reaches(subscribed: JID, resource: JID) -> bool:
+    """Whether a subscription of ``subscribed`` (bare: every resource; full: that one) reaches ``resource``."""
+    return subscribed == resource or (subscribed.is_bare and subscribed == resource.bare)
 
 
 def _address(recipient: Session | JID) -> str:
