@@ -30,7 +30,7 @@ from schnack.client.features.messages import Message
 from schnack.client.omemo import OLDMEMO, Trust
 from schnack.server.app import Server
 from schnack.server.modules.e2e import REFUSAL
-from schnack.server.modules.pep.store import NodeStore
+from schnack.server.modules.pep import Pep
 from schnack.server.modules.sm import SmState
 from schnack.server.sessions import Session
 from schnack.server.storage.base import RosterItem
@@ -115,7 +115,9 @@ async def next_message(inbox: AsyncIterator[Message]) -> Message:
 
 async def published_device(server: Server, device_id: int) -> None:
     """Wait until alice's legacy OMEMO device list names ``device_id``, and check it is open."""
-    store = NodeStore(server)
+    pep = server.modules["pep"]
+    assert isinstance(pep, Pep)
+    store = pep.store
     owner = JID.parse(ALICE)
     async with asyncio.timeout(WAIT):
         while True:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from xml.etree.ElementTree import Element
 
 import pytest
 
 from schnack.server.app import Server
 from schnack.server.modules.pep import Pep
+from schnack.server.modules.pep.store import USAGE
 from schnack.server.storage.base import RosterItem
 from schnack.xmpp import ns
 from schnack.xmpp.payloads.caps import Caps, compute_ver
@@ -39,7 +41,7 @@ from ...harness import Client, running, xml
 from ..s2s.raw import RawReceiver
 from ..storage.conftest import postgres_schema
 from .contacts import arrive, federated
-from .messaging import condition, login
+from .messaging import condition, error_text, login
 
 IQ = f"{{{ns.CLIENT}}}iq"
 MESSAGE = f"{{{ns.CLIENT}}}message"
@@ -710,6 +712,52 @@ async def test_node_limit(tmp_path: Path) -> None:
             answer, _ = await publish(alice, f"urn:example:{i}", "<e xmlns='urn:example'/>")
             assert answer.get("type") == expected
         assert condition(answer) == "not-allowed"
+
+
+def blob(size: int, mark: str = "x") -> str:
+    return f"<e xmlns='urn:example'>{mark * size}</e>"
+
+
+async def test_account_bytes_limit(tmp_path: Path, storage_url: str) -> None:
+    """What all of an account's items take is bounded (``max_bytes``): a publish beyond it is
+    refused; one that does not grow the account's items, or after a retraction, goes through."""
+    config: dict[str, Any] = {"storage": {"url": storage_url}, "modules": {"pep": {"max_bytes": 65536}}}
+    async with running(tmp_path, **config) as server:
+        alice = await online(server, "alice@localhost/phone")
+        for i, expected in enumerate(("result", "result", "result", "error")):
+            answer, _ = await publish(alice, LIST, blob(20_000), item_id=f"i{i}", options=(("pubsub#max_items", "max"),))
+            assert answer.get("type") == expected, xml(answer)
+        assert condition(answer) == "resource-constraint"
+        assert "65536 bytes" in (error_text(answer) or "")
+        # Other nodes count too.
+        answer, _ = await publish(alice, NICK, blob(10_000))
+        assert condition(answer) == "resource-constraint"
+        assert [i.id for i in fetched(await items(alice, LIST)).items] == ["i0", "i1", "i2"]
+        # A replacement no larger is accepted.
+        answer, _ = await publish(alice, LIST, blob(20_000, "y"), item_id="i1")
+        assert answer.get("type") == "result", xml(answer)
+    async with running(tmp_path, **config) as server:
+        alice = await online(server, "alice@localhost/phone")
+        answer, _ = await publish(alice, NICK, blob(10_000))
+        assert condition(answer) == "resource-constraint"
+        await alice.send(f"<iq type='set' id='ret'><pubsub xmlns='{PUBSUB}'><retract node='{LIST}'>"
+                         "<item id='i0'/></retract></pubsub></iq>")
+        assert reply(alice.take(), "ret").get("type") == "result"
+        answer, _ = await publish(alice, NICK, blob(10_000))
+        assert answer.get("type") == "result", xml(answer)
+        # A node that drops its oldest item for the new one does not grow.
+        await owner(alice, f"<configure node='{LIST}'>"
+                           f"{form(('pubsub#max_items', '2'), form_type=f'{PUBSUB}#node_config')}</configure>")
+        answer, _ = await publish(alice, LIST, blob(20_000), item_id="i3")
+        assert answer.get("type") == "result", xml(answer)
+        assert [i.id for i in fetched(await items(alice, LIST)).items] == ["i1", "i3"]
+        # An account stored before the figure was kept has it counted from its items.
+        await server.storage.kv.delete("localhost", "alice", USAGE)
+        answer, _ = await publish(alice, "urn:example:more", blob(20_000))
+        assert condition(answer) == "resource-constraint"
+        await owner(alice, f"<purge node='{LIST}'/>")
+        answer, _ = await publish(alice, "urn:example:more", blob(20_000))
+        assert answer.get("type") == "result", xml(answer)
 
 
 # Discovery ------------------------------------------------------------------------------------

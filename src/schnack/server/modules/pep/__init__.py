@@ -8,7 +8,10 @@ is what OMEMO device lists and bundles (``eu.siacs.conversations.axolotl.*`` and
   publish-options of §7.1.5 configure a new node and are preconditions for an existing one: an
   option that does not match gets conflict with precondition-not-met, and the client then
   reconfigures the node (§8.2) and publishes again. Nodes keep at most ``max_items`` items, the
-  oldest going first; "max" means the module's ``max_items`` option.
+  oldest going first; "max" means the module's ``max_items`` option. All of an account's items
+  take at most ``max_bytes`` (10 MiB unless configured): a publish beyond it is refused with
+  resource-constraint (RFC 6120 §8.3.3.18), as private XML storage refuses its writes; OMEMO
+  keys, avatars and bookmarks of an account take far less.
 - Access models (XEP-0060 §4.5): open (anyone), presence (the default: contacts subscribed to the
   owner's presence), roster (contacts in the allowed roster groups) and whitelist (the owner
   alone). Only the owner publishes, retracts, purges, deletes and configures. Nodes another
@@ -129,6 +132,8 @@ class PepOptions:
 
     max_items: int = bounded(1_000, min=1, max=100_000, help="items per node; what pubsub#max_items 'max' means")
     max_nodes: int = bounded(1_000, min=1, max=100_000, help="nodes per account")
+    max_bytes: int = bounded(10 * 1024 * 1024, min=64 * 1024, max=1024 * 1024 * 1024,
+                             help="bytes of all of an account's stored items")
     caps_timeout: float = bounded(30.0, min=1, max=600, help="seconds to wait for a client's disco#info answer")
 
 
@@ -165,7 +170,7 @@ class Pep(Module[PepOptions]):
 
     def setup(self) -> None:
         self.rosters = Rosters(self.server)
-        self.store = NodeStore(self.server)
+        self.store = NodeStore(self.server, self.options.max_bytes)
         self.interests = Interests(self.options.caps_timeout)
         self.locks = AccountLocks(self.server.cluster.bus, "pep")
         self.subscriptions = SubscriptionStore(self.server)

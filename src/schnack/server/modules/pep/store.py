@@ -7,6 +7,14 @@ two key reads and ``max_items`` (§16.4.4) is enforced without reading a node's 
 overflows. The map ``pep/<node>`` holds the items by id, each with its publish number and
 payload. Both SQLite and PostgreSQL serve maps, and the data survives restarts.
 
+What an account's items take, in stored bytes, is kept as a running figure (key-value store
+``pep-bytes``) that each change of items updates, so a publish checks the account's bound
+(``max_bytes``) without reading its items; an account stored before the figure was kept has
+it counted from its items once. A publish that would take the account beyond the bound is
+refused with resource-constraint (RFC 6120 §8.3.3.18); one that does not grow the account's
+items (a replacement no larger, or one whose node drops as much of its oldest) is accepted,
+so an account above a lowered bound can still make room.
+
 Callers serialize the changes to one account (the module holds a lock per account).
 """
 
@@ -18,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
+from ....xmpp.errors import StanzaError
 from ....xmpp.jid import JID
 from ....xmpp.parser import parse_frame
 from ....xmpp.payloads.pubsub import NodeConfig
@@ -28,6 +37,7 @@ if TYPE_CHECKING:
     from ...storage.base import MapStore
 
 NODES = "pep"
+USAGE = "pep-bytes"
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(NodeConfig))
 
 
@@ -79,8 +89,9 @@ def _decode_item(item_id: str, data: bytes) -> StoredItem:
 class NodeStore:
     """Reads and writes the nodes and items of accounts."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, max_bytes: int) -> None:
         self._server = server
+        self.max_bytes = max_bytes
         # Names of the nodes that are whitelist whatever was stored (see Pep.keep_private).
         self.private: set[str] = set()
 
@@ -126,53 +137,96 @@ class NodeStore:
         stored = await self._maps.items(owner.domain, owner.local, items_store(node))
         return sorted((_decode_item(k, v) for k, v in stored.items()), key=lambda item: item.seq)
 
+    async def usage(self, owner: JID) -> int:
+        """The bytes the items of every node of ``owner`` take; the caller holds the owner's lock."""
+        assert owner.local is not None
+        data = await self._server.storage.kv.get(owner.domain, owner.local, USAGE)
+        if data is not None:
+            return int(data)
+        used = 0
+        for name in await self.nodes(owner):
+            used += sum(map(len, (await self._maps.items(owner.domain, owner.local, items_store(name))).values()))
+        await self._use(owner, used)
+        return used
+
+    async def _use(self, owner: JID, used: int) -> None:
+        assert owner.local is not None
+        await self._server.storage.kv.set(owner.domain, owner.local, USAGE, str(max(0, used)).encode())
+
+    async def _sizes(self, owner: JID, node: str) -> list[tuple[str, int]]:
+        """(id, stored bytes) of the node's items, oldest first."""
+        assert owner.local is not None
+        stored = await self._maps.items(owner.domain, owner.local, items_store(node))
+        return [(item.id, len(stored[item.id])) for item in
+                sorted((_decode_item(k, v) for k, v in stored.items()), key=lambda item: item.seq)]
+
     async def publish(self, owner: JID, node: Node, item_id: str, payload: Element) -> Node:
         """Store an item (replacing one with the same id, which becomes the newest) and the record.
 
         A node that does not persist items (``pubsub#persist_items`` false) keeps only its
-        record. The oldest items beyond ``max_items`` are removed (XEP-0060 §7.1.2).
+        record. The oldest items beyond ``max_items`` are removed (XEP-0060 §7.1.2). An item
+        that would take the account's items beyond ``max_bytes`` is refused (resource-constraint).
         """
         assert owner.local is not None
         if not node.config.persist_items:
             await self.save(owner, node)
             return node
         store = items_store(node.name)
-        existed = await self._maps.get(owner.domain, owner.local, store, item_id) is not None
+        used = await self.usage(owner)
+        old = await self._maps.get(owner.domain, owner.local, store, item_id)
         seq = node.seq + 1
         value = json.dumps({"seq": seq, "payload": serialize(payload)}).encode()
-        await self._maps.set(owner.domain, owner.local, store, item_id, value)
-        node = replace(node, seq=seq, count=node.count + (0 if existed else 1), last=item_id)
+        node = replace(node, seq=seq, count=node.count + (0 if old is not None else 1), last=item_id)
+        excess: list[tuple[str, int]] = []
         if node.count > node.config.max_items:
-            node = await self.trim(owner, node)
+            older = [entry for entry in await self._sizes(owner, node.name) if entry[0] != item_id]
+            excess = older[: node.count - node.config.max_items]
+        grown = len(value) - (len(old) if old is not None else 0) - sum(size for _, size in excess)
+        if grown > 0 and used + grown > self.max_bytes:
+            raise StanzaError("resource-constraint",
+                              f"an account's PEP items may take at most {self.max_bytes} bytes; retract some first")
+        await self._maps.set(owner.domain, owner.local, store, item_id, value)
+        for gone, _ in excess:
+            await self._maps.set(owner.domain, owner.local, store, gone, None)
+        node = replace(node, count=node.count - len(excess))
         await self.save(owner, node)
+        if grown:
+            await self._use(owner, used + grown)
         return node
 
     async def trim(self, owner: JID, node: Node) -> Node:
         """Remove the oldest items beyond ``max_items``; the record is the caller's to save."""
         assert owner.local is not None
-        items = await self.items(owner, node.name)
+        used = await self.usage(owner)
+        items = await self._sizes(owner, node.name)
         excess = items[: max(0, len(items) - node.config.max_items)]
-        for item in excess:
-            await self._maps.set(owner.domain, owner.local, items_store(node.name), item.id, None)
+        for item_id, _ in excess:
+            await self._maps.set(owner.domain, owner.local, items_store(node.name), item_id, None)
+        if excess:
+            await self._use(owner, used - sum(size for _, size in excess))
         kept = items[len(excess):]
-        return replace(node, count=len(kept), last=kept[-1].id if kept else None)
+        return replace(node, count=len(kept), last=kept[-1][0] if kept else None)
 
     async def retract(self, owner: JID, node: Node, ids: tuple[str, ...]) -> Node:
         """Remove the items ``ids`` (which exist) and save the record."""
         assert owner.local is not None
-        for item_id in ids:
-            await self._maps.set(owner.domain, owner.local, items_store(node.name), item_id, None)
+        used = await self.usage(owner)
+        store = items_store(node.name)
+        for item_id in set(ids):
+            old = await self._maps.get(owner.domain, owner.local, store, item_id)
+            await self._maps.set(owner.domain, owner.local, store, item_id, None)
+            used -= len(old) if old is not None else 0
         node = replace(node, count=max(0, node.count - len(set(ids))))
         if node.last in ids:
             remaining = await self.items(owner, node.name)
             node = replace(node, last=remaining[-1].id if remaining else None)
         await self.save(owner, node)
+        await self._use(owner, used)
         return node
 
     async def purge(self, owner: JID, node: Node) -> Node:
         """Remove every item of the node and save the record."""
-        assert owner.local is not None
-        await self._maps.delete_all(owner.domain, owner.local, items_store(node.name))
+        await self._drop_items(owner, node.name)
         node = replace(node, count=0, last=None)
         await self.save(owner, node)
         return node
@@ -180,10 +234,21 @@ class NodeStore:
     async def delete(self, owner: JID, name: str) -> None:
         """Remove the node with its items."""
         assert owner.local is not None
-        await self._maps.delete_all(owner.domain, owner.local, items_store(name))
+        await self._drop_items(owner, name)
         await self._maps.set(owner.domain, owner.local, NODES, name, None)
 
+    async def _drop_items(self, owner: JID, name: str) -> None:
+        assert owner.local is not None
+        used = await self.usage(owner)
+        stored = await self._maps.items(owner.domain, owner.local, items_store(name))
+        await self._maps.delete_all(owner.domain, owner.local, items_store(name))
+        if stored:
+            await self._use(owner, used - sum(map(len, stored.values())))
+
     async def delete_all(self, owner: JID) -> None:
-        """Remove every node of the account."""
+        """Remove every node of the account, and its figure of bytes used."""
+        assert owner.local is not None
         for name in await self.nodes(owner):
-            await self.delete(owner, name)
+            await self._maps.delete_all(owner.domain, owner.local, items_store(name))
+            await self._maps.set(owner.domain, owner.local, NODES, name, None)
+        await self._server.storage.kv.delete(owner.domain, owner.local, USAGE)
