@@ -237,8 +237,8 @@ class _Top:
 
 
 DEFAULT_MODULES = (
-    "roster", "presence", "message", "offline", "iq", "disco", "version", "time", "ping", "vcard", "private",
-    "e2e", "blocking", "carbons", "pep", "sm", "csi", "mam", "bookmarks", "push", "fast",
+    "roster", "presence", "message", "offline", "iq", "disco", "version", "time", "ping", "last", "vcard",
+    "private", "e2e", "blocking", "carbons", "pep", "sm", "csi", "mam", "bookmarks", "push", "fast",
     "upload", "avatar_conversion", "vcard4", "muc", "webclient",
 )  # fmt: skip
 

@@ -20,6 +20,7 @@ BUILTIN: dict[str, str] = {
     "version": "version:Version",
     "time": "entity_time:EntityTimeModule",
     "ping": "ping:Ping",
+    "last": "last:LastActivity",
     "vcard": "vcard:VCard",
     "private": "private:PrivateStorage",
     "register": "register:Register",

@@ -1,0 +1,180 @@
+"""XEP-0012: Last Activity of the server's accounts (§5) and of the server itself (§6).
+
+- A query to an account's bare JID (§5, Offline User Query) is answered by the server on the
+  account's behalf, to the account itself and to the contacts it lets see its presence (a
+  subscription ``from`` or ``both``, RFC 6121 §2.1.2.5); anyone else gets forbidden (§4). While
+  the account has an available resource on any node, the answer is ``seconds='0'``; else the
+  seconds since its last session ended, with the status of the unavailable presence that session
+  sent, if it sent one. An account that does not exist is service-unavailable (RFC 6121 §8.5.1,
+  as ping and vCard answer); one whose session never ended since the server began keeping this is
+  item-not-found.
+- A query to a domain (§6) gets the seconds since this node started.
+- A query to a full JID goes to that client (§4), which answers for itself.
+
+The end of an account's last session is stored with the account (key ``last`` of the shared
+key-value store): it survives restarts, every node of a cluster reads the same, and it goes with
+the account when that is deleted. It is written once per session end, and only when no other
+session of the account is left here or in the cluster directory; the session's own node has
+taken it out of the directory before (``session-closed`` runs the cluster's handler first), so
+of two last sessions ending at once on two nodes at least one writes. The node that reaps a dead
+node writes it for the accounts whose sessions were all there. Nothing is written at login, for
+a message or for a presence: the status of an unavailable presence stays with the session in
+memory until it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ...xmpp import ns
+from ...xmpp.errors import StanzaError
+from ...xmpp.jid import JID, JIDError
+from ...xmpp.xml import element, qname
+from ..module import Module
+from ..storage import AccountGone, StorageError
+from .roster import has_from
+
+if TYPE_CHECKING:
+    from xml.etree.ElementTree import Element
+
+    from ...xmpp.stanza import Stanza
+    from ..sessions import Session
+
+log = logging.getLogger(__name__)
+
+# kv (host, username, STORE): JSON {"ended": time, "status": text or null} of the last session's end.
+STORE = "last"
+QUERY = qname(ns.LAST, "query")
+
+
+@dataclass
+class _Unavailable:
+    """The status of the session's latest presence if that was unavailable (None: none, or available since)."""
+
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """When an account's last session ended (seconds since the epoch), and its unavailable status."""
+
+    when: float
+    status: str | None = None
+
+
+def answer(seconds: float, status: str | None = None) -> Element:
+    """The ``<query/>`` of a result (XEP-0012 §2): whole seconds, and the status as its text."""
+    return element(QUERY, {"seconds": str(max(0, math.floor(seconds)))}, status or None)
+
+
+class LastActivity(Module[Any]):
+    """Answers jabber:iq:last for accounts (XEP-0012 §5) and domains (§6); records sessions' ends."""
+
+    name = "last"
+    features = (ns.LAST,)
+    account_features = (ns.LAST,)
+    # When this node started (time.monotonic()), for its uptime.
+    started: float
+
+    def setup(self) -> None:
+        self.iq("host", QUERY, get=self.uptime)
+        for target in ("self", "bare"):
+            self.iq(target, QUERY, get=self.account_activity)
+        # Before the presence module takes it (HANDLED), to see the status of unavailable presence.
+        self.route("pre-presence/self", self.presence_sent, priority=10)
+        self.hook("session-closed", self.session_closed)
+        self.server.cluster.bus.on_reaped(self.reaped)
+
+    async def start(self) -> None:
+        self.started = time.monotonic()
+
+    # --- answers ---------------------------------------------------------------------------
+
+    async def uptime(self, stanza: Stanza, _origin: Session | None) -> Element:
+        """§6: the seconds since this node started."""
+        return stanza.result(answer(time.monotonic() - self.started))
+
+    async def account_activity(self, stanza: Stanza, _origin: Session | None) -> Element:
+        """§5: the account's last activity, for whom it lets see its presence (§4)."""
+        asker = stanza.from_
+        assert asker is not None
+        # Without 'to' a client asks about its own account (RFC 6120 §10.3.3).
+        owner = stanza.to if stanza.to is not None else asker.bare
+        assert owner.local is not None
+        if await self.server.storage.accounts.get(owner.domain, owner.local) is None:
+            raise StanzaError("service-unavailable")
+        if asker.bare != owner:
+            item = await self.server.storage.roster.get_item(owner.domain, owner.local, str(asker.bare))
+            if item is None or not has_from(item.subscription):
+                raise StanzaError("forbidden", "only the contacts who see this account's presence may ask")
+        if await self.available(owner):
+            return stanza.result(answer(0))
+        ended = await self.ended(owner)
+        if ended is None:
+            raise StanzaError("item-not-found", "no end of a session of this account is recorded")
+        return stanza.result(answer(time.time() - ended.when, ended.status))
+
+    # --- what is kept ----------------------------------------------------------------------
+
+    async def available(self, account: JID) -> bool:
+        """Whether ``account`` has an available resource on any node."""
+        if any(s.available and not s.closed for s in self.server.sessions.resources(account)):
+            return True
+        return bool(await self.server.cluster.presence.available(account))
+
+    async def connected(self, account: JID) -> bool:
+        """Whether ``account`` has a session, available or not, on any node."""
+        return self.server.sessions.is_online(account) or bool(await self.server.cluster.remote(account))
+
+    async def ended(self, account: JID) -> Ended | None:
+        """The recorded end of the account's last session, if any."""
+        assert account.local is not None
+        raw = await self.server.storage.kv.get(account.domain, account.local, STORE)
+        if raw is None:
+            return None
+        stored = json.loads(raw)
+        return Ended(float(stored["ended"]), stored.get("status"))
+
+    async def _record(self, account: JID, status: str | None) -> None:
+        assert account.local is not None
+        value = json.dumps({"ended": time.time(), "status": status}).encode()
+        try:
+            await self.server.storage.kv.set(account.domain, account.local, STORE, value)
+        except AccountGone:
+            pass  # a deleted account's sessions end after it is gone: nothing is kept for it
+        except StorageError as err:
+            # The session ends regardless; the account then looks idle since an earlier end.
+            log.error("recording the end of the last session of %s failed: %s", account, err)
+
+    # --- events ----------------------------------------------------------------------------
+
+    async def presence_sent(self, stanza: Stanza, origin: Session | None) -> None:
+        """Keep the status of an unavailable presence the session sends for the end of the session."""
+        assert origin is not None
+        if stanza.type == "unavailable":
+            origin.slot(_Unavailable).status = stanza.el.findtext(qname(stanza.namespace, "status"))
+        elif stanza.type is None:
+            origin.slot(_Unavailable).status = None
+
+    async def session_closed(self, session: Session) -> None:
+        """Record the end when this was the account's last session anywhere."""
+        account = session.jid.bare
+        if account.domain in self.server.hosts and not await self.connected(account):
+            await self._record(account, session.slot(_Unavailable).status)
+
+    async def reaped(self, _node: str, dropped: dict[str, str]) -> None:
+        """A dead node's sessions are gone: record the end of the accounts that have none left."""
+        accounts = set()
+        for full in dropped:
+            try:
+                accounts.add(JID.parse(full).bare)
+            except JIDError:
+                continue
+        for account in accounts:
+            if account.domain in self.server.hosts and account.local and not await self.connected(account):
+                await self._record(account, None)

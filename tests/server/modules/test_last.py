@@ -1,0 +1,165 @@
+"""XEP-0012 Last Activity: the server answers for its accounts (§5) and for itself (§6)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from xml.etree.ElementTree import Element
+
+from schnack.server.app import Server
+from schnack.server.modules.last import STORE
+from schnack.xmpp import ns
+from schnack.xmpp.xml import serialize
+
+from ...harness import Client, running
+from .contacts import presence
+from .messaging import condition, login
+from .test_disco import ask, disco, info_of
+from .test_presence import online
+
+QUERY = f"{{{ns.LAST}}}query"
+# Long enough to show in whole seconds.
+WAIT = 1.2
+
+
+async def last(client: Client, to: str | None) -> Element:
+    """Ask ``to`` (None: no 'to', the account itself) for its last activity; the reply."""
+    client.take()
+    address = f" to='{to}'" if to else ""
+    await client.send(f"<iq type='get' id='last'{address}><query xmlns='{ns.LAST}'/></iq>")
+    (reply,) = [el for el in await client.expect() if el.get("id") == "last"]
+    return reply
+
+
+def seconds(reply: Element) -> int:
+    assert reply.get("type") == "result", serialize(reply)
+    query = reply.find(QUERY)
+    assert query is not None
+    return int(query.get("seconds", ""))
+
+
+def status(reply: Element) -> str | None:
+    query = reply.find(QUERY)
+    assert query is not None
+    return query.text
+
+
+async def follower(server: Server, owner: Client, jid: str) -> Client:
+    """``jid`` online and subscribed to ``owner``'s presence (``from`` on the owner's side)."""
+    client = await online(server, jid)
+    await client.send(presence("subscribe", owner.jid.partition("/")[0]))
+    await owner.send(presence("subscribed", client.jid.partition("/")[0]))
+    client.take()
+    owner.take()
+    return client
+
+
+async def test_a_contact_learns_when_the_last_session_ended_and_its_status(server: Server) -> None:
+    alice = await online(server, "alice@localhost/phone")
+    bob = await follower(server, alice, "bob@localhost/desk")
+    # §5: an account with an available resource is active now.
+    assert seconds(await last(bob, "alice@localhost")) == 0
+    await alice.send(presence("unavailable", inner="<status>gone fishing</status>"))
+    await alice.close()
+    await asyncio.sleep(WAIT)
+    reply = await last(bob, "alice@localhost")
+    assert seconds(reply) >= 1
+    assert status(reply) == "gone fishing"
+
+
+async def test_a_session_that_just_goes_leaves_no_status(server: Server) -> None:
+    alice = await online(server, "alice@localhost/phone")
+    bob = await follower(server, alice, "bob@localhost/desk")
+    await alice.send(presence("unavailable", inner="<status>back soon</status>"))
+    await alice.send(presence())  # available again: that status is over
+    await alice.close()
+    reply = await last(bob, "alice@localhost")
+    assert seconds(reply) >= 0 and status(reply) is None
+
+
+async def test_strangers_and_contacts_without_the_users_presence_are_forbidden(server: Server) -> None:
+    """§4, RFC 6121 §2.1.2.5: only a subscription ``from`` or ``both`` lets a contact see it."""
+    alice = await online(server, "alice@localhost/phone")
+    carol = await online(server, "carol@localhost/desk")
+    # Alice sees Carol's presence, not the other way round.
+    await alice.send(presence("subscribe", "carol@localhost"))
+    await carol.send(presence("subscribed", "alice@localhost"))
+    assert seconds(await last(alice, "carol@localhost")) == 0
+    dave = await online(server, "dave@localhost/desk")
+    await alice.close()
+    for asker in (carol, dave):
+        assert condition(await last(asker, "alice@localhost")) == "forbidden"
+
+
+async def test_the_account_itself_learns_when_its_last_session_ended(server: Server) -> None:
+    phone = await online(server, "alice@localhost/phone")
+    await phone.close()
+    await asyncio.sleep(WAIT)
+    # A new session that sent no presence yet is not available: the last end is the answer.
+    laptop = await login(server, "alice@localhost/laptop")
+    for to in ("alice@localhost", None):
+        assert seconds(await last(laptop, to)) >= 1
+
+
+async def test_only_the_end_of_the_last_session_is_recorded(server: Server) -> None:
+    phone = await online(server, "alice@localhost/phone")
+    desk = await online(server, "alice@localhost/desk")
+    bob = await follower(server, phone, "bob@localhost/desk")
+    await phone.close()
+    assert await server.storage.kv.get("localhost", "alice", STORE) is None
+    assert seconds(await last(bob, "alice@localhost")) == 0
+    await desk.close()
+    assert await server.storage.kv.get("localhost", "alice", STORE) is not None
+
+
+async def test_the_session_of_a_deleted_account_leaves_nothing_for_the_next_one_of_its_name(server: Server) -> None:
+    alice = await online(server, "alice@localhost/phone")
+    assert await server.delete_account("localhost", "alice")
+    server.end_account_sessions("localhost", "alice")
+    await alice.close()
+    again = await login(server, "alice@localhost/phone")
+    assert await server.storage.kv.get("localhost", "alice", STORE) is None
+    assert condition(await last(again, None)) == "item-not-found"
+
+
+async def test_an_account_that_does_not_exist_or_never_ended_a_session(server: Server) -> None:
+    """RFC 6121 §8.5.1: service-unavailable for no account; item-not-found for nothing recorded."""
+    alice = await login(server, "alice@localhost/phone")
+    assert condition(await last(alice, "nobody@localhost")) == "service-unavailable"
+    assert condition(await last(alice, "alice@localhost")) == "item-not-found"
+
+
+async def test_the_domain_answers_with_its_uptime(server: Server) -> None:
+    """§6: the seconds since the server started."""
+    await asyncio.sleep(WAIT)
+    alice = await login(server, "alice@localhost/phone")
+    assert seconds(await last(alice, "localhost")) >= 1
+
+
+async def test_a_query_to_a_full_jid_goes_to_the_client(server: Server) -> None:
+    """§4: the client answers for itself (its idle time); the server does not."""
+    alice = await online(server, "alice@localhost/phone")
+    bob = await follower(server, alice, "bob@localhost/desk")
+    alice.take()
+    await bob.send(f"<iq type='get' id='idle' to='alice@localhost/phone'><query xmlns='{ns.LAST}'/></iq>")
+    (got,) = await alice.expect()
+    assert got.get("type") == "get" and got.get("from") == "bob@localhost/desk" and got.find(QUERY) is not None
+    assert not [el for el in bob.take() if el.get("id") == "idle"]
+
+
+async def test_the_end_survives_a_restart(tmp_path: Path) -> None:
+    async with running(tmp_path) as server:
+        alice = await online(server, "alice@localhost/phone")
+        await follower(server, alice, "bob@localhost/desk")
+        await alice.send(presence("unavailable", inner="<status>on holiday</status>"))
+        await alice.close()
+    await asyncio.sleep(WAIT)
+    async with running(tmp_path) as server:
+        bob = await login(server, "bob@localhost/desk")
+        reply = await last(bob, "alice@localhost")
+        assert seconds(reply) >= 1 and status(reply) == "on holiday"
+
+
+async def test_disco_shows_last_activity_for_the_domain_and_accounts(server: Server) -> None:
+    assert ns.LAST in info_of(await ask(server, disco(ns.DISCO_INFO))).features
+    assert ns.LAST in info_of(await ask(server, disco(ns.DISCO_INFO, "alice@localhost"))).features
