@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import json
 import re
 import secrets
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,9 @@ from slixmpp import JID
 from slixmpp.exceptions import IqError
 
 from schnack.server.app import Server
-from schnack.server.modules.phone import SWEEP, Phone
+from schnack.server.modules.last import STORE as LAST
+from schnack.server.modules.mam import STORE as MAM
+from schnack.server.modules.phone import DAY, SWEEP, Phone
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID as Address
 from schnack.xmpp.payloads import fast
@@ -35,7 +39,7 @@ from schnack.xmpp.xml import element, serialize
 
 from ..conftest import require_service
 from ..harness import add_user, make_config, running
-from ..server.cluster.conftest import REDIS_URL, redis_available
+from ..server.cluster.conftest import REDIS_URL, eventually, redis_available
 from ..server.sms_receiver import Webhook, webhook
 from ..server.storage.conftest import postgres_schema
 from .cluster_harness import clear_prefix
@@ -367,6 +371,90 @@ async def test_a_new_phone_re_keys_the_account(tmp_path: Path, hook: Webhook, ht
             assert await new_phone.start()
         finally:
             await new_phone.stop()
+
+
+async def used_by_its_first_owner(server: Server, http: aiohttp.ClientSession, hook: Webhook) -> SlixClient:
+    """The number's account, made by SMS, with a contact in its roster and a message in its
+    archive, and its first owner's session (connected: stop it to leave)."""
+    await add_user(server, "alice", PASSWORD)
+    await ask_code(http, server)
+    assert (await set_password(http, server, last_code(hook)))[0] == 201
+    client = SlixClient(server, f"{NUMBER}@localhost", PASSWORD)
+    assert await client.start()
+    client.xmpp.send_presence(pto="alice@localhost", ptype="subscribe")
+    await client.sync()
+    await server.storage.archive.append("localhost", NUMBER, MAM, time.time(), "alice@localhost",
+                                        b"<message xmlns='jabber:client'/>")
+    return client
+
+
+async def left(server: Server, client: SlixClient, days_ago: float = 0) -> None:
+    """The session ends, and its end is recorded; then made ``days_ago`` older in storage."""
+    await client.stop()
+    await eventually(lambda: server.storage.kv.get("localhost", NUMBER, LAST), lambda raw: raw is not None)
+    if days_ago:
+        ended = json.dumps({"ended": time.time() - days_ago * DAY, "status": None}).encode()
+        await server.storage.kv.set("localhost", NUMBER, LAST, ended)
+
+
+async def contacts_and_archive(server: Server) -> tuple[list[str], int]:
+    _, items = await server.storage.roster.get("localhost", NUMBER)
+    return sorted(items), await server.storage.archive.count("localhost", NUMBER, MAM)
+
+
+async def test_a_number_unused_for_long_gets_a_new_empty_account(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """Quicksy's reassignment: the carrier gave the number to someone else, who must not inherit
+    the first owner's contacts and history."""
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, sms_interval=0)) as server:
+        await left(server, await used_by_its_first_owner(server, http, hook), days_ago=29)
+        assert await contacts_and_archive(server) == (["alice@localhost"], 1)
+        await ask_code(http, server)
+        new_password = "the new owner's password"
+        assert await set_password(http, server, last_code(hook), password=new_password) == (
+            201, "the account was created\n")
+        assert await contacts_and_archive(server) == ([], 0)
+        assert await server.storage.kv.get("localhost", NUMBER, LAST) is None
+        assert await server.storage.kv.get("localhost", NUMBER, "phone") is not None
+        client = SlixClient(server, f"{NUMBER}@localhost", new_password)
+        try:
+            assert await client.start()
+        finally:
+            await client.stop()
+
+
+@pytest.mark.parametrize("days_ago", [27, 0])
+async def test_a_number_used_lately_keeps_its_account(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession, days_ago: float) -> None:
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, sms_interval=0)) as server:
+        await left(server, await used_by_its_first_owner(server, http, hook), days_ago)
+        await ask_code(http, server)
+        assert (await set_password(http, server, last_code(hook), password="a new phone's password"))[0] == 200
+        assert await contacts_and_archive(server) == (["alice@localhost"], 1)
+
+
+async def test_a_number_with_a_session_keeps_its_account_however_old_its_last_end(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, sms_interval=0)) as server:
+        old_phone = await used_by_its_first_owner(server, http, hook)
+        try:
+            ended = json.dumps({"ended": time.time() - 400 * DAY, "status": None}).encode()
+            await server.storage.kv.set("localhost", NUMBER, LAST, ended)
+            await ask_code(http, server)
+            assert (await set_password(http, server, last_code(hook), password="a new phone's password"))[0] == 200
+        finally:
+            await old_phone.stop()
+        assert await contacts_and_archive(server) == (["alice@localhost"], 1)
+
+
+async def test_reassignment_is_off_with_reassign_after_zero(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    modules = phone_modules(hook.url, sms_interval=0, reassign_after=0)
+    async with running(tmp_path, listen=True, modules=modules) as server:
+        await left(server, await used_by_its_first_owner(server, http, hook), days_ago=400)
+        await ask_code(http, server)
+        assert (await set_password(http, server, last_code(hook), password="a new phone's password"))[0] == 200
+        assert await contacts_and_archive(server) == (["alice@localhost"], 1)
 
 
 async def test_an_account_made_by_the_admin_is_not_verified_until_a_code_is(

@@ -20,6 +20,12 @@ of two last sessions ending at once on two nodes at least one writes. The node t
 node writes it for the accounts whose sessions were all there. Nothing is written at login, for
 a message or for a presence: the status of an unavailable presence stays with the session in
 memory until it ends.
+
+When it first starts, the module stores the time it began to record this (key ``last-since`` of
+each domain, never changed after): an account with no recorded end has been idle at most since
+then, or since it was created if that is later (:meth:`LastActivity.idle_since`), so accounts
+used before the server recorded anything do not look idle since their creation. The phone
+module reads this to tell a number that was given to someone else (docs/phone.md).
 """
 
 from __future__ import annotations
@@ -44,11 +50,14 @@ if TYPE_CHECKING:
 
     from ...xmpp.stanza import Stanza
     from ..sessions import Session
+    from ..storage import Account
 
 log = logging.getLogger(__name__)
 
 # kv (host, username, STORE): JSON {"ended": time, "status": text or null} of the last session's end.
 STORE = "last"
+# kv (host, "", SINCE): when the server began to record the ends of sessions on the domain.
+SINCE = "last-since"
 QUERY = qname(ns.LAST, "query")
 
 
@@ -80,6 +89,8 @@ class LastActivity(Module[Any]):
     account_features = (ns.LAST,)
     # When this node started (time.monotonic()), for its uptime.
     started: float
+    # Per domain, when the ends of sessions began to be recorded (SINCE).
+    since: dict[str, float]
 
     def setup(self) -> None:
         self.iq("host", QUERY, get=self.uptime)
@@ -92,6 +103,11 @@ class LastActivity(Module[Any]):
 
     async def start(self) -> None:
         self.started = time.monotonic()
+        kv = self.server.storage.kv
+        self.since = {}
+        for host in sorted(self.server.hosts):
+            # The first node ever to start stores it; every later start reads the same.
+            self.since[host] = float(await kv.set_default(host, "", SINCE, repr(time.time()).encode()))
 
     # --- answers ---------------------------------------------------------------------------
 
@@ -139,6 +155,14 @@ class LastActivity(Module[Any]):
             return None
         stored = json.loads(raw)
         return Ended(float(stored["ended"]), stored.get("status"))
+
+    async def idle_since(self, account: Account) -> float:
+        """Since when ``account`` has been idle, given that no session of it is connected: the end
+        of its last session, else the later of its creation and the start of the records."""
+        ended = await self.ended(JID(account.username, account.host))
+        if ended is not None:
+            return ended.when
+        return max(account.created, self.since[account.host])
 
     async def _record(self, account: JID, status: str | None) -> None:
         assert account.local is not None

@@ -11,7 +11,7 @@ Conversations' and Monal's Quicksy builds use), under ``/phone`` of the HTTP lis
   counted as sent).
 - ``POST /phone/password`` with ``Authorization: base64(number "\\0" code)`` (or ``Basic
   base64(number ":" code)``) and the new password as the UTF-8 body. 201 the account was
-  created; 200 the existing account got the new password; 400 malformed or a password the
+  created (anew, for a reassigned number: below); 200 the existing account got the new password; 400 malformed or a password the
   server refuses; 401 a wrong code; 404 no code is pending (never sent, used, or expired);
   429 with ``Retry-After`` when this wrong code was the last one allowed (the code is void).
 
@@ -38,9 +38,16 @@ deletes one, and an account made otherwise (``schnack admin user add``) has none
 **A new phone.** Verifying a number whose account exists sets the new password: the old one
 no longer works, the account's FAST tokens (XEP-0484) are revoked, and its sessions end
 with not-authorized, on every node of a cluster (each node ends those that logged in with
-other credentials than the stored ones). Giving an unused number's account to a new owner
-(Quicksy's reassignment) needs the time an account was last active, which the server does
-not keep yet: the account is kept and re-keyed.
+other credentials than the stored ones).
+
+**A reassigned number.** Carriers give numbers that were given up to new customers. As Quicksy
+does, an account with no session on any node whose last activity (the end of its last session,
+kept by the module ``last``, XEP-0012) is more than ``reassign_after`` days ago is taken for
+one whose number has a new owner: verifying the number deletes it as ``schnack admin user
+delete`` and in-band cancellation do (:meth:`Server.delete_account`: roster, archive, vCard,
+PEP, everything) and creates it anew, 201. An account with no recorded end counts as active
+since it was created or since the server began to record ends, whichever is later; with
+``reassign_after = 0`` or the module ``last`` off, the account is always kept and re-keyed.
 
 **Contact discovery** (Quicksy's ``im.quicksy.synchronization:0``). A user of the server sends
 the numbers of its address book in an IQ get to its own domain; the result names the account of
@@ -83,6 +90,7 @@ from ..module import Module
 from ..sms import KINDS, CommandGateway, Gateway, HttpGateway, LogGateway, SmsError
 from ..storage import AlreadyExists
 from .fast import FastTokens, fingerprint
+from .last import LastActivity
 from .register import MAX_PASSWORD, password_problem
 
 if TYPE_CHECKING:
@@ -128,6 +136,8 @@ class PhoneOptions:
     sms_per_installation_per_day: int = bounded(5, min=1, help="codes asked for by one Installation-Id per UTC day")
     min_password_length: int = bounded(8, min=1, max=MAX_PASSWORD, help="characters")
     discovery_limit: int = bounded(2048, min=1, help="distinct numbers an account may look up per UTC day")
+    reassign_after: int = bounded(28, min=0, max=36500,
+                                  help="days without a session after which the number's account goes to its new owner; 0: never")
 
 
 class _Refused(Exception):
@@ -243,6 +253,7 @@ class Phone(Module[PhoneOptions]):
         self._locks = AccountLocks(bus, "phone")
         self._book_locks = AccountLocks(bus, "phone-book")
         self._ending = Background(log, "ending the sessions of a re-verified account failed")
+        self._last = self.optional(LastActivity)
         bus.on_changed(self._changed_elsewhere)
         self.hook("session-bound", self.bound)
         self.iq("host", PHONE_BOOK, get=self.phone_book)
@@ -452,29 +463,52 @@ class Phone(Module[PhoneOptions]):
     # --- accounts --------------------------------------------------------------------------
 
     async def _assign(self, number: str, password: str) -> bool:
-        """Create the number's account with ``password``, or give the existing one the new
-        password; either way mark the number verified. True if created."""
+        """Create the number's account with ``password``, or one anew in place of an account
+        unused for long (a reassigned number), or give the existing one the new password; in
+        each case mark the number verified. True if created."""
         host = self.host
+        account = JID(number, host)
         credentials = await asyncio.to_thread(derive_credentials, password)
         accounts = self.server.storage.accounts
-        async with self._locks.hold(JID(number, host)):
+        outcome = "created"
+        async with self._locks.hold(account):
             try:
                 await accounts.create(host, number, credentials)
-                created = True
             except AlreadyExists:
-                await accounts.set_credentials(host, number, credentials)
-                created = False
+                if await self._given_up(account):
+                    outcome = "reassigned"
+                    await self.server.delete_account(host, number)
+                    await accounts.create(host, number, credentials)
+                else:
+                    outcome = "re-keyed"
+                    await accounts.set_credentials(host, number, credentials)
             await self.server.storage.kv.set(host, number, STORE, json.dumps({"verified": time.time()}).encode())
-        if created:
+        if outcome == "created":
             log.info("created %s@%s, verified by SMS", number, host)
             return True
-        log.info("%s@%s was verified again by SMS: its password changed, its sessions end", number, host)
-        fast = self.optional(FastTokens)
-        if fast is not None:
-            await fast.revoke(host, number, None)
-        await self._end_outdated(JID(number, host))
+        if outcome == "reassigned":
+            log.info("%s@%s was unused for over %d days: deleted, and created anew for the number's new owner",
+                     number, host, self.options.reassign_after)
+        else:
+            log.info("%s@%s was verified again by SMS: its password changed, its sessions end", number, host)
+            fast = self.optional(FastTokens)
+            if fast is not None:
+                await fast.revoke(host, number, None)
+        # The old owner's sessions end, on every node: with a reassigned number, one that logged
+        # in while the account was being checked.
+        await self._end_outdated(account)
         await self.server.cluster.bus.announce(STORE, f"{number}@{host}")
-        return False
+        return outcome == "reassigned"
+
+    async def _given_up(self, account: JID) -> bool:
+        """Whether the existing ``account`` looks given up with its number: no session on any
+        node, and none ended in the last ``reassign_after`` days (docstring, "A reassigned number")."""
+        days = self.options.reassign_after
+        if not days or self._last is None or await self._last.connected(account):
+            return False
+        assert account.local is not None
+        stored = await self.server.storage.accounts.get(account.domain, account.local)
+        return stored is not None and time.time() - await self._last.idle_since(stored) > days * DAY
 
     async def bound(self, session: Session) -> None:
         """Keep what a phone-number account's session logged in with, to end it when that changes."""
