@@ -24,6 +24,7 @@ from ..harness import add_user, running
 from ..server.sms_receiver import Webhook
 from .proc import PROCESS_WAIT, Result, client_env, login, schnack, start
 from .test_client import one_line
+from .test_serve_webclient import announced
 
 ANNA = "+4915123456789"
 BEN = "+4915123456780"
@@ -231,3 +232,13 @@ async def test_discover_refusals_are_one_line(tmp_path: Path) -> None:
         assert one_line(missing) == f"schnack: cannot read {tmp_path / 'none.vcf'}: No such file or directory"
         asked = await schnack(env, "contacts", "discover", "0151 23456789", "--region", "de")
         assert (asked.returncode, asked.stdout) == (0, "")
+
+
+def test_serve_names_where_phones_sign_up(tmp_path: Path) -> None:
+    """The start-up summary names the sign-up API and how codes go out, only with the module on."""
+    without = announced(tmp_path / "off")
+    assert "phone sign-up" not in without
+    on = announced(tmp_path / "on", '[modules]\nenable = ["phone"]\n[modules.phone]\nsms = "log"\n')
+    (line,) = [line for line in on.splitlines() if "phone sign-up" in line]
+    assert line.split()[2].startswith("https://example.test:") and line.split()[2].endswith("/phone")
+    assert "(accounts at example.test; codes sent in this log, for trying out)" in line

@@ -226,6 +226,7 @@ def _announce(server: Any) -> None:
         f"  WebSocket: ws://{domain}:{ports.get('http', ['-'])[0]}/xmpp-websocket,"
         f" wss://{domain}:{ports.get('https', ['-'])[0]}/xmpp-websocket",
         *([f"  web client: {webclient.announcement()}"] if (webclient := server.modules.get("webclient")) else []),
+        *([f"  phone sign-up: {phone.announcement()}"] if (phone := server.modules.get("phone")) else []),
         f"  certificate: {server.tls.cert_path}",
         f"  add a user:  schnack admin user add alice@{domain}"
         + (f" --config {config.source}" if config.source else ""),

@@ -248,6 +248,15 @@ class Phone(Module[PhoneOptions]):
         self._asked: dict[str, deque[float]] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
+    def announcement(self) -> str:
+        """One line for the start-up summary: where phones sign up, and how codes are sent."""
+        domain = self.server.config.domains[0]
+        urls = [f"{scheme}://{domain}:{addrs[0][1]}{PREFIX}" for scheme in ("https", "http")
+                if (addrs := self.server.bound.get(scheme))]  # fmt: skip
+        where = urls[0] if urls else "no HTTP listener (listen.http or listen.https) to serve it on"
+        sent = "in this log, for trying out" if self.options.sms == "log" else f"by {self.options.sms}"
+        return f"{where} (accounts at {self.host}; codes sent {sent})"
+
     def setup(self) -> None:
         bus = self.server.cluster.bus
         self._locks = AccountLocks(bus, "phone")
