@@ -210,8 +210,8 @@ def _prosody_encode(text: str) -> str:
 # What schnack runs by default, no more and no less (mod_message, mod_presence, mod_iq, mod_offline
 # and mod_c2s are always loaded), so that both do the same work per message: archiving included.
 PROSODY_MODULES = (
-    "roster", "saslauth", "tls", "disco", "ping", "version", "private", "vcard", "pep", "smacks",
-    "carbons", "mam", "csi_simple", "blocklist",
+    "roster", "saslauth", "tls", "disco", "ping", "version", "time", "lastactivity", "private", "vcard",
+    "pep", "smacks", "carbons", "mam", "csi_simple", "blocklist",
 )
 
 
@@ -301,6 +301,8 @@ EJABBERD_MODULES: dict[str, dict[str, object]] = {
     "mod_disco": {},
     "mod_ping": {},
     "mod_version": {"show_os": False},
+    "mod_time": {},
+    "mod_last": {},
     "mod_private": {},
     "mod_vcard": {},
     "mod_caps": {},
