@@ -26,6 +26,7 @@ from slixmpp import JID
 from slixmpp.exceptions import IqError
 
 from schnack.server.app import Server
+from schnack.server.modules.last import BEGAN
 from schnack.server.modules.last import STORE as LAST
 from schnack.server.modules.mam import STORE as MAM
 from schnack.server.modules.phone import DAY, SWEEP, Phone
@@ -45,6 +46,7 @@ from ..server.storage.conftest import postgres_schema
 from .cluster_harness import clear_prefix
 from .slix import PASSWORD as SLIX_PASSWORD
 from .slix import SlixClient
+from .test_restart import Process
 from .test_upload import ask as ask_raw
 from .test_upload import condition, logged_in
 from .wire import Wire
@@ -389,12 +391,14 @@ async def used_by_its_first_owner(server: Server, http: aiohttp.ClientSession, h
 
 
 async def left(server: Server, client: SlixClient, days_ago: float = 0) -> None:
-    """The session ends, and its end is recorded; then made ``days_ago`` older in storage."""
+    """The session ends, and its end is recorded; then made ``days_ago`` older in storage, its
+    start with it."""
     await client.stop()
     await eventually(lambda: server.storage.kv.get("localhost", NUMBER, LAST), lambda raw: raw is not None)
     if days_ago:
-        ended = json.dumps({"ended": time.time() - days_ago * DAY, "status": None}).encode()
-        await server.storage.kv.set("localhost", NUMBER, LAST, ended)
+        ended = time.time() - days_ago * DAY
+        await server.storage.kv.set("localhost", NUMBER, BEGAN, repr(ended - 60).encode())
+        await server.storage.kv.set("localhost", NUMBER, LAST, json.dumps({"ended": ended, "status": None}).encode())
 
 
 async def contacts_and_archive(server: Server) -> tuple[list[str], int]:
@@ -452,6 +456,33 @@ async def test_reassignment_is_off_with_reassign_after_zero(
     modules = phone_modules(hook.url, sms_interval=0, reassign_after=0)
     async with running(tmp_path, listen=True, modules=modules) as server:
         await left(server, await used_by_its_first_owner(server, http, hook), days_ago=400)
+        await ask_code(http, server)
+        assert (await set_password(http, server, last_code(hook), password="a new phone's password"))[0] == 200
+        assert await contacts_and_archive(server) == (["alice@localhost"], 1)
+
+
+async def test_a_number_online_until_the_server_was_killed_keeps_its_account(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """A session that a crash ended recorded no end: it still counts as use of the account, or
+    the phone its owner was using until then would lose every contact when verified anew."""
+    modules = phone_modules(hook.url, sms_interval=0)
+    async with running(tmp_path, listen=True, modules=modules) as server:
+        await left(server, await used_by_its_first_owner(server, http, hook), days_ago=40)
+    # The same data, served by a `schnack serve` that is killed while the owner is online.
+    config = tmp_path / "schnack.toml"
+    config.write_text(f'domains = ["localhost"]\ndata_dir = "{tmp_path / "data"}"\n'
+                      '[listen]\nc2s = ["127.0.0.1:0"]\nc2s_tls = []\nhttp = []\nhttps = []\n')
+    process = Process(config)
+    process.start()
+    try:
+        client = SlixClient(process, f"{NUMBER}@localhost", PASSWORD)  # type: ignore[arg-type]
+        assert await client.start()
+        await client.sync()
+        process.kill()
+        await client.stop()
+    finally:
+        process.stop()
+    async with running(tmp_path, listen=True, modules=modules) as server:
         await ask_code(http, server)
         assert (await set_password(http, server, last_code(hook), password="a new phone's password"))[0] == 200
         assert await contacts_and_archive(server) == (["alice@localhost"], 1)

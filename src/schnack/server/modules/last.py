@@ -17,9 +17,12 @@ the account when that is deleted. It is written once per session end, and only w
 session of the account is left here or in the cluster directory; the session's own node has
 taken it out of the directory before (``session-closed`` runs the cluster's handler first), so
 of two last sessions ending at once on two nodes at least one writes. The node that reaps a dead
-node writes it for the accounts whose sessions were all there. Nothing is written at login, for
-a message or for a presence: the status of an unavailable presence stays with the session in
-memory until it ends.
+node writes it for the accounts whose sessions were all there. A session's start is written too
+(key ``last-began``), once per bind: a session that a killed server (or a whole cluster that went
+down at once) ended writes no end, and the account then counts as active since that session
+began, not since an end weeks before it, which would make a phone in use until the crash look
+given up (docs/phone.md). Nothing is written for a message or for a presence: the status of an
+unavailable presence stays with the session in memory until it ends.
 
 When it first starts, the module stores the time it began to record this (key ``last-since`` of
 each domain, never changed after): an account with no recorded end has been idle at most since
@@ -56,6 +59,8 @@ log = logging.getLogger(__name__)
 
 # kv (host, username, STORE): JSON {"ended": time, "status": text or null} of the last session's end.
 STORE = "last"
+# kv (host, username, BEGAN): when the account's latest session was bound (time.time(), as text).
+BEGAN = "last-began"
 # kv (host, "", SINCE): when the server began to record the ends of sessions on the domain.
 SINCE = "last-since"
 QUERY = qname(ns.LAST, "query")
@@ -98,6 +103,7 @@ class LastActivity(Module[Any]):
             self.iq(target, QUERY, get=self.account_activity)
         # Before the presence module takes it (HANDLED), to see the status of unavailable presence.
         self.route("pre-presence/self", self.presence_sent, priority=10)
+        self.hook("session-bound", self.session_bound)
         self.hook("session-closed", self.session_closed)
         self.server.cluster.bus.on_reaped(self.reaped)
 
@@ -148,13 +154,20 @@ class LastActivity(Module[Any]):
         return self.server.sessions.is_online(account) or bool(await self.server.cluster.remote(account))
 
     async def ended(self, account: JID) -> Ended | None:
-        """The recorded end of the account's last session, if any."""
+        """The recorded end of the account's last session, if any. With no session of the
+        account connected, a session that began after it ended unrecorded (its server was
+        killed): then its start, when the account was in use at least."""
         assert account.local is not None
-        raw = await self.server.storage.kv.get(account.domain, account.local, STORE)
-        if raw is None:
-            return None
-        stored = json.loads(raw)
-        return Ended(float(stored["ended"]), stored.get("status"))
+        kv = self.server.storage.kv
+        raw = await kv.get(account.domain, account.local, STORE)
+        began = await kv.get(account.domain, account.local, BEGAN)
+        ended = None
+        if raw is not None:
+            stored = json.loads(raw)
+            ended = Ended(float(stored["ended"]), stored.get("status"))
+        if began is not None and (ended is None or float(began) > ended.when) and not await self.connected(account):
+            return Ended(float(began))
+        return ended
 
     async def idle_since(self, account: Account) -> float:
         """Since when ``account`` has been idle, given that no session of it is connected: the end
@@ -164,16 +177,18 @@ class LastActivity(Module[Any]):
             return ended.when
         return max(account.created, self.since[account.host])
 
-    async def _record(self, account: JID, status: str | None) -> None:
+    async def _record(self, account: JID, store: str, value: bytes) -> None:
         assert account.local is not None
-        value = json.dumps({"ended": time.time(), "status": status}).encode()
         try:
-            await self.server.storage.kv.set(account.domain, account.local, STORE, value)
+            await self.server.storage.kv.set(account.domain, account.local, store, value)
         except AccountGone:
             pass  # a deleted account's sessions end after it is gone: nothing is kept for it
         except StorageError as err:
-            # The session ends regardless; the account then looks idle since an earlier end.
-            log.error("recording the end of the last session of %s failed: %s", account, err)
+            # The session goes on or ends regardless; the account then looks idle since earlier.
+            log.error("recording the %s of a session of %s failed: %s", store, account, err)
+
+    async def _record_end(self, account: JID, status: str | None) -> None:
+        await self._record(account, STORE, json.dumps({"ended": time.time(), "status": status}).encode())
 
     # --- events ----------------------------------------------------------------------------
 
@@ -185,11 +200,17 @@ class LastActivity(Module[Any]):
         elif stanza.type is None:
             origin.slot(_Unavailable).status = None
 
+    async def session_bound(self, session: Session) -> None:
+        """Record the start of the session, which counts as use if its end is never recorded."""
+        account = session.jid.bare
+        if account.domain in self.server.hosts:
+            await self._record(account, BEGAN, repr(time.time()).encode())
+
     async def session_closed(self, session: Session) -> None:
         """Record the end when this was the account's last session anywhere."""
         account = session.jid.bare
         if account.domain in self.server.hosts and not await self.connected(account):
-            await self._record(account, session.slot(_Unavailable).status)
+            await self._record_end(account, session.slot(_Unavailable).status)
 
     async def reaped(self, _node: str, dropped: dict[str, str]) -> None:
         """A dead node's sessions are gone: record the end of the accounts that have none left."""
@@ -201,4 +222,4 @@ class LastActivity(Module[Any]):
                 continue
         for account in accounts:
             if account.domain in self.server.hosts and account.local and not await self.connected(account):
-                await self._record(account, None)
+                await self._record_end(account, None)

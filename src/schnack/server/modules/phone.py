@@ -42,7 +42,8 @@ other credentials than the stored ones).
 
 **A reassigned number.** Carriers give numbers that were given up to new customers. As Quicksy
 does, an account with no session on any node whose last activity (the end of its last session,
-kept by the module ``last``, XEP-0012) is more than ``reassign_after`` days ago is taken for
+or the start of a later one whose end a killed server did not record, kept by the module
+``last``, XEP-0012) is more than ``reassign_after`` days ago is taken for
 one whose number has a new owner: verifying the number deletes it as ``schnack admin user
 delete`` and in-band cancellation do (:meth:`Server.delete_account`: roster, archive, vCard,
 PEP, everything) and creates it anew, 201. An account with no recorded end counts as active
