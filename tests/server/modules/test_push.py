@@ -449,6 +449,33 @@ async def test_a_device_back_under_a_new_resource_is_notified_at_once_when_it_hi
     assert app.take() == []
 
 
+async def test_a_device_back_and_online_is_not_woken_for_another_devices_hibernation(tmp_path: Path) -> None:
+    """The phone came back under another resource without enabling push again and is online: a
+    message queued for the desk's hibernating session does not wake the registration no session
+    holds, which is the phone's, online already."""
+    async with running(tmp_path, **options(coalesce_interval=0)) as server:
+        app = await app_server(server)
+        await gone_offline(server)
+        tablet = await enabled(server, "bob@localhost/tablet", node="tablet-node")
+        desk = await login(server, "bob@localhost/desk")
+        for client in (desk, tablet):
+            await client.send(presence())
+            await client.send(f"<enable xmlns='{SM}' resume='true'/>")
+            await client.close()
+        phone = await login(server, "bob@localhost/phone-2")
+        await phone.send(presence())
+        alice = await login(server, "alice@localhost/desk")
+        await alice.send(chat("bob@localhost/desk", "to the desk", id="m1"))
+        await alice.send(chat("bob@localhost/tablet", "to the tablet", id="m2"))
+        # Had the desk's message woken the phone's registration, that would have come first.
+        (iq,) = await app.expect()
+        pubsub = iq.find(f"{{{PUBSUB}}}pubsub")
+        assert pubsub is not None
+        request, note = notification_of(pubsub)
+        assert (request.node, note.message_count) == ("tablet-node", 1)
+        assert app.take() == []
+
+
 async def test_an_unanswered_notification_holds_up_nothing(server: Server) -> None:
     """The app server never answers: alice's messages are still stored and acknowledged at once."""
     app = await app_server(server)

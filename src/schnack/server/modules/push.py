@@ -74,7 +74,7 @@ from ..locks import AccountLocks
 from ..module import Module
 from .e2e import ENCRYPTED
 from .offline import KEPT
-from .sm import HIBERNATING_STANZA, RESUMED
+from .sm import HIBERNATING_STANZA, RESUMED, hibernating
 
 if TYPE_CHECKING:
     from ..sessions import Session
@@ -381,7 +381,9 @@ class Push(Module[PushOptions]):
         one nor by its resource). A device that came back under another resource (one the server
         chose, say) without enabling push again has only such a registration, and §7 publishes to
         every service registered for the user: left out, it would sleep through what waits for
-        it until that session ends and its queue goes to offline storage."""
+        it until that session ends and its queue goes to offline storage. But while a session of
+        the account on this node is online and holds no registration, that one may be such a
+        device, back and awake: waking its registration would be for nothing."""
         account = session.jid.bare
         mine = frozenset(session.slot(PushSession).keys)
         resource = session.jid.resource or ""
@@ -391,8 +393,10 @@ class Push(Module[PushOptions]):
             [other.jid.resource or "" for other in here]
             + [JID.parse(info.jid).resource or "" for info in await self.server.cluster.remote(account)]
         )
+        awake = any(other is not session and not other.slot(PushSession).keys and not hibernating(other)
+                    for other in here)
         return lambda r: (r.key in mine or r.resource == resource
-                          or (r.key not in held and r.resource not in resources))
+                          or (not awake and r.key not in held and r.resource not in resources))
 
     async def forget(self, host: str, username: str) -> None:
         """The account is gone (its registrations went with its data): every node drops its copy,

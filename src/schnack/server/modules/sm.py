@@ -208,6 +208,12 @@ class _Hibernation:
         self._module.end(self._session)
 
 
+def hibernating(session: Session) -> bool:
+    """Whether ``session`` waits to be resumed, its connection gone (§5)."""
+    state = session.slot(SmState)
+    return state.enabled and state.stream is None and not state.ended
+
+
 def _precious(el: Element) -> bool:
     """Whether an undelivered message must reach the account another way: a chat or normal
     message with content (a body or an end-to-end encrypted payload), or one its sender asked
