@@ -414,16 +414,21 @@ async def test_a_message_left_unacknowledged_when_hibernation_begins_notifies(se
     assert TEXT not in serialize(iq)
 
 
+async def hibernate(*clients: Client) -> None:
+    """Each client comes online, enables resumable stream management and vanishes."""
+    for client in clients:
+        await client.send(presence())
+        await client.send(f"<enable xmlns='{SM}' resume='true'/>")
+        await client.close()
+
+
 async def test_hibernating_session_of_another_device_does_not_notify(tmp_path: Path) -> None:
     async with running(tmp_path, **options(coalesce_interval=0)) as server:
         app = await app_server(server)
         phone = await enabled(server)
         # The desktop has no push registration; it vanishes and hibernates.
         desk = await login(server, "bob@localhost/desk")
-        for client in (desk, phone):
-            await client.send(presence())
-            await client.send(f"<enable xmlns='{SM}' resume='true'/>")
-            await client.close()
+        await hibernate(desk, phone)
         alice = await login(server, "alice@localhost/desk")
         await alice.send(chat("bob@localhost/desk", "to the desk", id="m1"))
         await alice.send(chat("bob@localhost/phone", "to the phone", id="m2"))
@@ -458,10 +463,7 @@ async def test_a_device_back_and_online_is_not_woken_for_another_devices_hiberna
         await gone_offline(server)
         tablet = await enabled(server, "bob@localhost/tablet", node="tablet-node")
         desk = await login(server, "bob@localhost/desk")
-        for client in (desk, tablet):
-            await client.send(presence())
-            await client.send(f"<enable xmlns='{SM}' resume='true'/>")
-            await client.close()
+        await hibernate(desk, tablet)
         phone = await login(server, "bob@localhost/phone-2")
         await phone.send(presence())
         alice = await login(server, "alice@localhost/desk")
