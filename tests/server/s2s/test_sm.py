@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,46 @@ async def test_a_stanza_the_peer_ends_the_stream_over_bounces_and_the_rest_arriv
         await alice.send(message(3))
         async with asyncio.timeout(20):
             assert await delivered.get() == "m3"
+        assert alice.take() == []
+    finally:
+        peering.cancel()
+        await server.stop()
+
+
+async def test_a_peer_failing_for_a_while_bounces_nothing(tmp_path: Path, receiver: RawReceiver) -> None:
+    """internal-server-error speaks of the peer, not of what we sent (RFC 6120 §4.9.3.8): a peer
+    that fails twice and then works gets every message, none goes back to its sender."""
+    server, alice = await sender(tmp_path, receiver, retry_window=120)
+    delivered: asyncio.Queue[str] = asyncio.Queue()
+
+    async def fail_twice() -> None:
+        for attempt in itertools.count():
+            peer = await receiver.next_peer()
+            await enable(peer)
+            handled = 0
+            with contextlib.suppress(AssertionError):  # the connection closed
+                while True:
+                    el = await peer.element()
+                    if el.tag == f"{{{SM}}}r":
+                        peer.send(f"<a xmlns='{SM}' h='{handled}'/>")
+                    elif attempt < 2:
+                        peer.send(f"<stream:error><internal-server-error xmlns='{ns.STREAM_ERRORS}'/>"
+                                  "</stream:error></stream:stream>")
+                        peer.writer.close()
+                        break
+                    else:
+                        handled += 1
+                        await delivered.put(el.get("id", ""))
+
+    peering = asyncio.create_task(fail_twice())
+    try:
+        for id_ in ("m1", "m2"):
+            await alice.send(f"<message to='bob@{REMOTE}' id='{id_}' type='chat'><body>{id_}</body></message>")
+        got: list[str] = []
+        async with asyncio.timeout(60):
+            while "m2" not in got:
+                got.append(await delivered.get())
+        assert got == ["m1", "m2"]
         assert alice.take() == []
     finally:
         peering.cancel()

@@ -70,7 +70,8 @@ _FEATURES = qname(ns.STREAMS, "features")
 _STREAM_ERROR = qname(ns.STREAMS, "error")
 _STREAM_ERROR_TEXT = qname(ns.STREAM_ERRORS, "text")
 # Stream errors that speak of the stream or the peer's state, not of anything we sent on it.
-_NOT_ABOUT_INPUT = frozenset({"conflict", "connection-timeout", "host-gone", "remote-connection-failed", "reset",
+_NOT_ABOUT_INPUT = frozenset({"conflict", "connection-timeout", "host-gone", "internal-server-error",
+                              "remote-connection-failed", "reset",
                               "resource-constraint", "see-other-host", "system-shutdown", "unsupported-version"})
 _STARTTLS = qname(ns.TLS, "starttls")
 _PROCEED = qname(ns.TLS, "proceed")
