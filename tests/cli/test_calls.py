@@ -30,7 +30,7 @@ from schnack.xmpp.payloads.jingle import Reason
 from ..client.calls.audio import dominant, loud_part, read_wav, write_tone
 from ..client.calls.test_audio import alsa_config
 from ..harness import add_user, running
-from .proc import PROCESS_WAIT, Result, client_env, line_of, login, schnack, start
+from .proc import PROCESS_WAIT, Result, client_env, line_of, login, schnack, start, stop
 
 PASSWORD = "correct horse battery staple"
 
@@ -241,3 +241,29 @@ async def test_a_call_stops_reading_stdin_when_it_ends(tmp_path: Path, terminal:
     with pytest.raises(SystemExit):
         await talk(tmp_path, call, SaverChoice(False, "asked for"), None)
     assert not asyncio.get_running_loop().remove_reader(watched)
+
+
+async def test_listen_tells_missed_calls_and_calls_lists_them(env: tuple[Server, dict[str, str]]) -> None:
+    """A call that rang out while bob was offline is told when his listener logs in; one that
+    rings on the listener and is not answered too; both go into his call history once each."""
+    _, environment = env
+    away = await schnack(environment, "call", "bob@localhost", "-a", "alice@localhost", "--ring-timeout", "2")
+    assert away.returncode == 1, away.stderr
+    listener = await start(environment, "listen", "--json", "-a", "bob@localhost")
+    try:
+        first = json.loads(await line_of(listener.stdout))
+        assert first["event"] == "missed_call" and first["from"] == "alice@localhost", first
+        assert first["reason"] == "unanswered" and first["placed"] and first["id"]
+        rang = await schnack(environment, "call", "bob@localhost", "-a", "alice@localhost", "--ring-timeout", "2")
+        assert rang.returncode == 1 and "schnack: ringing" in rang.stderr, rang.stderr
+        second = json.loads(await line_of(listener.stdout))
+        assert second["event"] == "missed_call" and second["id"] != first["id"], second
+    finally:
+        assert await stop(listener) == 0
+    listed = await schnack(environment, "calls", "-a", "bob@localhost")
+    assert listed.returncode == 0, listed.stderr
+    # Missed calls used no data: no usage per contact follows.
+    assert [line.split(" ", 2)[2] for line in listed.stdout.splitlines()] == [
+        "← alice@localhost  missed call (nobody answered)"] * 2, listed.stdout
+    records = json.loads((await schnack(environment, "calls", "-a", "bob@localhost", "--json")).stdout)["calls"]
+    assert [(r["id"], r["ending"], r["duration"]) for r in records] == [(first["id"], "missed", 0), (second["id"], "missed", 0)]

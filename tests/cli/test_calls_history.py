@@ -6,11 +6,12 @@ record is checked in test_calls.py), for calls made of the client's real call ob
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
-from schnack.cli.calls import store
+from schnack.cli.calls import store, store_missed
 from schnack.client import Client
-from schnack.client.calls.calls import Call, Calls, MediaOptions
+from schnack.client.calls.calls import UNANSWERED, Call, Calls, MediaOptions, MissedCall
 from schnack.client.calls.media import CallStats
 from schnack.client.calls.session import CallSession, Ended
 from schnack.client.metered import SaverChoice
@@ -92,6 +93,37 @@ async def test_history_and_data_per_contact(tmp_path: Path) -> None:
         f"schnack: {directory / 'calls.jsonl'}:5: skipped, not a call record (not JSON: Expecting value)",
     ]
     assert damaged.stdout == listed.stdout
+
+
+async def test_missed_calls_among_the_others(tmp_path: Path) -> None:
+    """A missed call is listed as one, at the time it was placed, once however often it is
+    told; it used no data, so only the answered call counts per contact. A line written before
+    missed calls were recorded still reads."""
+    env = client_env(tmp_path)
+    directory = account_dir(ALICE, tmp_path / "client")
+    client = Client(ALICE, "secret", data_dir=directory)
+    calls = Calls(client)
+    answered = finished_call(calls, "bob@example.org/phone", outgoing=False, data_saver=False, condition="success")
+    store(directory, answered, CallStats(duration=60.0, bytes_sent=1000, bytes_received=2000))
+    placed = datetime(2026, 12, 3, 9, 40, tzinfo=UTC)
+    for _ in range(2):
+        store_missed(directory, MissedCall(JID.parse("carol@example.org/tablet"), "c1", placed, UNANSWERED))
+    client.store.close()
+    with (directory / "calls.jsonl").open("a", encoding="utf-8") as out:  # as an older schnack wrote it
+        out.write(json.dumps({"ended": "2026-12-03T10:00:00+00:00", "peer": "bob@example.org/phone", "direction": "out",
+                              "duration": 5.0, "bytes_sent": 10, "bytes_received": 20}) + "\n")  # fmt: skip
+
+    listed = await schnack(env, "calls", "-a", str(ALICE))
+    assert listed.returncode == 0 and not listed.stderr, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[1] == f"{placed.astimezone():%Y-%m-%d %H:%M} ← carol@example.org  missed call (nobody answered)"
+    assert lines[2].endswith("→ bob@example.org  5.0 s  ↑ 0.0 kB ↓ 0.0 kB  normal, unverified"), lines
+    assert lines[3:] == ["", "data used per contact:", "  bob@example.org: 2 calls, 1:05, 3.0 kB (↑ 1.0 kB ↓ 2.0 kB)"]
+    report = json.loads((await schnack(env, "calls", "-a", str(ALICE), "--json")).stdout)
+    assert report["calls"][1] == {"ended": "2026-12-03T09:40:00+00:00", "peer": "carol@example.org", "direction": "in",
+                                  "duration": 0, "bytes_sent": 0, "bytes_received": 0, "ending": "missed",
+                                  "missed": "unanswered", "id": "c1"}  # fmt: skip
+    assert [c["contact"] for c in report["contacts"]] == ["bob@example.org"]
 
 
 async def test_no_calls_and_no_account(tmp_path: Path) -> None:

@@ -2,11 +2,14 @@
 the data saver setting for its calls.
 
 ``schnack call``, ``schnack answer`` and calls in ``schnack chat`` append each call to
-``calls.jsonl`` in the account's directory (:func:`schnack.cli.calls.store`). ``schnack calls``
-lists them, oldest first (when it ended, with whom, which way, how long, the bytes each way on
-the wire, the profile, verified or not, how it ended), then for each contact the number of calls,
-their time and the data they used both ways, most data first; ``--json`` prints the same as one
-JSON object. Voice messages are not counted: the client keeps no record of their sizes.
+``calls.jsonl`` in the account's directory (:func:`schnack.cli.calls.store`), and ``schnack
+listen``, ``schnack chat`` and ``schnack answer`` each missed call, once
+(:func:`schnack.cli.calls.store_missed`). ``schnack calls`` lists them, oldest first (when it
+ended, with whom, which way, how long, the bytes each way on the wire, the profile, verified or
+not, how it ended; a missed call as "missed call", when it was placed and why), then for each
+contact the number of calls, their time and the data they used both ways, most data first
+(missed calls used none and are not counted there); ``--json`` prints the same as one JSON
+object. Voice messages are not counted: the client keeps no record of their sizes.
 
 ``schnack calls data-saver [auto|on|off]`` shows or sets the account's data saver setting:
 ``auto`` (the default) turns it on for calls over a metered link (a mobile data plan, see
@@ -28,6 +31,7 @@ from typing import Any
 
 import click
 
+from .calls import MISSED
 from .client import account_option, chosen_account, fail, note
 
 HISTORY = "calls.jsonl"
@@ -47,6 +51,11 @@ class CallRecord:
     verified: str
     ending: str | None
     raw: dict[str, Any]
+
+    @property
+    def missed(self) -> bool:
+        """A call that came and was not answered (:func:`schnack.cli.calls.store_missed`)."""
+        return self.ending == MISSED
 
     @property
     def contact(self) -> str:
@@ -120,6 +129,8 @@ def usage(records: list[CallRecord]) -> list[ContactUsage]:
     """Per contact, most data first."""
     per: dict[str, ContactUsage] = {}
     for record in records:
+        if record.missed:
+            continue
         per.setdefault(record.contact, ContactUsage(record.contact)).add(record)
     return sorted(per.values(), key=lambda u: (-u.total, u.contact))
 
@@ -130,9 +141,12 @@ def duration_text(seconds: float) -> str:
 
 
 def call_line(record: CallRecord) -> str:
+    from ..client.calls.calls import describe_missed
     from ..client.sizes import data_size as size
 
     when = record.ended.astimezone().strftime("%Y-%m-%d %H:%M")
+    if record.missed:
+        return f"{when} ← {record.contact}  missed call ({describe_missed(str(record.raw.get('missed')))})"
     way = "→" if record.direction == "out" else "←"
     profile = "data saver" if record.data_saver else "normal"
     line = (f"{when} {way} {record.contact}  {duration_text(record.duration)}  "
@@ -153,7 +167,7 @@ def usage_line(entry: ContactUsage) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: the calls and the data per contact.")
 @click.pass_context
 def calls(ctx: click.Context, account: str | None, as_json: bool) -> None:
-    """The call history and the data the calls used, per contact."""
+    """The call history (missed calls too) and the data the calls used, per contact."""
     if ctx.invoked_subcommand is not None:
         return
     from ..client.store import account_dir
@@ -168,6 +182,8 @@ def calls(ctx: click.Context, account: str | None, as_json: bool) -> None:
         return
     for record in records:
         click.echo(call_line(record))
+    if not per_contact:
+        return  # missed calls only: no data used
     click.echo("")
     click.echo("data used per contact:")
     for entry in per_contact:

@@ -21,7 +21,9 @@ OMEMO-encrypted by a device whose key the user verified (``schnack omemo trust``
 Afterwards both print the call's duration, the bytes sent and received (with their headers),
 the packet loss, the round-trip time, the verification and whether (and why) the data saver was
 on, and append them as a JSON line to ``calls.jsonl`` in the account's directory (listed by
-``schnack calls``). Failures are one line on stderr and exit 1 (the call
+``schnack calls``). A call missed while ``schnack answer`` runs (the caller gave up before it
+rang here, or it came while the account was offline) goes there too, as ``schnack listen`` and
+``schnack chat`` record them. Failures are one line on stderr and exit 1 (the call
 was rejected, nobody answered, the callee cannot be called, no media connection, a DTLS
 certificate that does not match the fingerprint).
 """
@@ -44,12 +46,15 @@ from .client import account_option, chosen_account, client_factory, fail, note, 
 
 if TYPE_CHECKING:
     from ..client import Client
-    from ..client.calls.calls import Call
+    from ..client.calls.calls import Call, MissedCall
     from ..client.calls.media import CallStats, WavSink
     from ..client.metered import SaverChoice
     from ..xmpp.jid import JID
 
 CONNECT_WAIT = 60.0
+
+# How a missed call ends in ``calls.jsonl``.
+MISSED = "missed"
 
 play_option = click.option("--play", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                            help="An audio file to send (default: the microphone).")  # fmt: skip
@@ -151,6 +156,42 @@ def store(directory: Path, call: Call, stats: CallStats, saver: SaverChoice | No
     }
     with (directory / "calls.jsonl").open("a", encoding="utf-8") as out:
         out.write(json.dumps(record) + "\n")
+
+
+def store_missed(directory: Path, missed: MissedCall) -> None:
+    """Append a missed call to ``calls.jsonl``, unless it is there already (told by another
+    command, or at an earlier login): an incoming call of no duration, placed at ``ended``,
+    with ``ending`` "missed", why in ``missed`` and its JMI ``id``."""
+    history = directory / "calls.jsonl"
+    if _recorded(history, missed.id):
+        return
+    record = {"ended": missed.placed.isoformat(timespec="seconds"), "peer": str(missed.caller.bare),
+              "direction": "in", "duration": 0, "bytes_sent": 0, "bytes_received": 0, "ending": MISSED,
+              "missed": missed.reason, "id": missed.id}  # fmt: skip
+    with history.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(record) + "\n")
+
+
+def _recorded(history: Path, sid: str) -> bool:
+    """Whether ``history`` holds the missed call ``sid``; a damaged line is no record of it."""
+    if not history.is_file():
+        return False
+    with history.open(encoding="utf-8") as lines:
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                raw = json.loads(line)
+                if isinstance(raw, dict) and raw.get("ending") == MISSED and raw.get("id") == sid:
+                    return True
+    return False
+
+
+async def record_missed(client: Client, then: Callable[[MissedCall], None] = lambda _: None) -> None:
+    """Until the client stops: each call missed (:meth:`~schnack.client.Client.missed_calls`)
+    into the account's ``calls.jsonl``, then to ``then``."""
+    async for missed in client.missed_calls():
+        if client.store.directory is not None:
+            store_missed(client.store.directory, missed)
+        then(missed)
 
 
 async def talk(directory: Path, call: Call, saver: SaverChoice, duration: float | None,
@@ -297,6 +338,7 @@ def answer(account: str | None, data_saver: bool | None, play: Path | None, reco
         from ..client.store import account_dir
 
         client = make_client()
+        recording = asyncio.ensure_future(record_missed(client))
         try:
             calls = client.incoming_calls()
             await client.connect()
@@ -321,5 +363,6 @@ def answer(account: str | None, data_saver: bool | None, play: Path | None, reco
         finally:
             with contextlib.suppress(Exception):
                 await client.close()
+            recording.cancel()
 
     run(work)

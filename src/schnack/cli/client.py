@@ -36,6 +36,7 @@ from ..xmpp.jid import JID, JIDError
 
 if TYPE_CHECKING:
     from ..client import ChatStateChange, Client, Message, Receipt
+    from ..client.calls.calls import MissedCall
     from ..client.store import Settings, StoredMessage
 
 # The client library (OMEMO above all) takes a while to import: it is imported by the client
@@ -369,6 +370,17 @@ def _receipt_json(receipt: Receipt) -> str:
                        "outgoing": receipt.outgoing}, ensure_ascii=False)
 
 
+def _missed_json(missed: MissedCall) -> str:
+    return json.dumps({"event": "missed_call", "from": str(missed.caller.bare), "id": missed.id,
+                       "placed": missed.placed.isoformat(), "reason": missed.reason}, ensure_ascii=False)
+
+
+def _missed_line(missed: MissedCall) -> str:
+    from ..client.calls.calls import describe_missed
+
+    return f"{_local_time(missed.placed)} missed call from {missed.caller.bare} ({describe_missed(missed.reason)})"
+
+
 def _receipt_line(receipt: Receipt) -> str:
     if receipt.outgoing:
         return f"{_local_time(datetime.now(UTC))} me → {receipt.peer}: {receipt.id} [{_MARKS[receipt.state]}]"
@@ -390,8 +402,9 @@ def listen(account: str | None, as_json: bool, download: bool, dest: Path | None
     """Print incoming messages as they arrive, until interrupted.
 
     Also printed: what the contacts' clients say about our messages (delivered, read),
-    corrections, what our other devices sent, and what the archive had that this device missed
-    (marked as earlier); with --json also the contacts' chat states (typing, ...).
+    corrections, what our other devices sent, what the archive had that this device missed
+    (marked as earlier), and missed calls (also added to the call history, schnack calls);
+    with --json also the contacts' chat states (typing, ...).
     """
     from ..client import Connected, Disconnected
 
@@ -437,6 +450,11 @@ def listen(account: str | None, as_json: bool, download: bool, dest: Path | None
             async for event in client.groups.updates():
                 note(group_event_line(event))
 
+        async def show_missed_calls() -> None:
+            from .calls import record_missed
+
+            await record_missed(client, lambda missed: click.echo(_missed_json(missed) if as_json else _missed_line(missed)))
+
         async def catching_up() -> None:
             await client.caught_up()
             note("up to date with the server's archive")
@@ -458,7 +476,8 @@ def listen(account: str | None, as_json: bool, download: bool, dest: Path | None
             # that prints fails (its output closed). The note on the catch-up ends by itself.
             ending = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(show()),
                       asyncio.ensure_future(show_receipts()), asyncio.ensure_future(show_chat_states()),
-                      asyncio.ensure_future(show_groups()), asyncio.ensure_future(show_group_events())]
+                      asyncio.ensure_future(show_groups()), asyncio.ensure_future(show_group_events()),
+                      asyncio.ensure_future(show_missed_calls())]
             tasks = [*ending, asyncio.ensure_future(watch()), asyncio.ensure_future(catching_up())]
             await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:

@@ -25,6 +25,7 @@ import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -35,7 +36,7 @@ from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.stanza import Stanza
 from ..xmpp.xml import qname
-from .calls.calls import Call, Calls, IncomingCall, MediaOptions
+from .calls.calls import Call, Calls, IncomingCall, MediaOptions, MissedCall
 from .errors import AuthenticationError, ClientError, ConnectError, NotConnected, RequestTimeout, XmppError
 from .fast import LoginMemory
 from .features.carbons import Carbons
@@ -362,6 +363,7 @@ class Client:
         self._chat_states.feed.end()
         self._groups.end()
         self._calls.incoming.end()
+        self._calls.missed.end()
 
     # Reading --------------------------------------------------------------------------------
 
@@ -518,6 +520,11 @@ class Client:
         """For a message handler: the message is not counted as handled (XEP-0198 §4) until the
         function returned is called, so that one still being decrypted is not acknowledged."""
         return self._sm.hold()
+
+    def on_archived(self, handler: Callable[[Element, datetime | None], None]) -> None:
+        """Also hand each message the archive catch-up reads (XEP-0313) to ``handler``, with its
+        archive stamp."""
+        self._history.on_archived(handler)
 
     def on_presence(self, handler: Callable[[Element], None]) -> None:
         self._presence_handlers.append(handler)
@@ -681,6 +688,12 @@ class Client:
     def incoming_calls(self) -> Subscription[IncomingCall]:
         """Calls that ring on this device, from now on: answer or reject them."""
         return self._calls.subscribe()
+
+    def missed_calls(self) -> Subscription[MissedCall]:
+        """Calls to this account that no device of it answered or declined (XEP-0353), each
+        once: seen ringing here, or found at login in offline storage or the archive (kept until
+        this is first asked for)."""
+        return self._calls.subscribe_missed()
 
     async def discover(self, numbers: Iterable[str]) -> dict[str, tuple[JID, ...]]:
         """Which of ``numbers`` (E.164) have accounts, as the account's server knows them (Quicksy's

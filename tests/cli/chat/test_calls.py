@@ -138,3 +138,31 @@ async def test_reject(server: Server, clients: list[Client]) -> None:
             ended = await call.ended
         assert ended.reason.condition == "decline"
         await until(pilot, lambda: line(app) == "", "the call line is gone")
+
+
+async def test_missed_calls_show_in_the_line_and_go_into_the_history(
+    server: Server, clients: list[Client], tmp_path: Path
+) -> None:
+    """A call bob gave up while alice was offline shows as missed once she is back; one that
+    rings in the chat and that bob gives up says so; both are in calls.jsonl, once each."""
+    bob = await online(server, clients, "bob@localhost/phone")
+    while_away = await bob.call("alice@localhost", ring_timeout=1.0)
+    async with asyncio.timeout(WAIT):
+        assert (await while_away.ended).reason.condition == "timeout"
+    alice = await online(server, clients, "alice@localhost/laptop", tmp_path / "alice")
+    history = tmp_path / "alice" / "calls.jsonl"
+
+    def recorded() -> list[dict[str, object]]:
+        return [json.loads(text) for text in history.read_text().splitlines()] if history.exists() else []
+
+    app = ChatApp(alice, peer=BOB)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: line(app).startswith("📞 missed call from bob@localhost at "), "the missed call shows")
+        assert line(app).endswith(" (nobody answered)")
+        call = await bob.call("alice@localhost")
+        await until(pilot, lambda: "is calling" in line(app), "the call rings")
+        await call.hangup()
+        await until(pilot, lambda: line(app) == "📞 call with bob@localhost/phone: the caller hung up", "the caller hung up")
+        await until(pilot, lambda: len(recorded()) == 2, "both calls are recorded")
+    assert [(r["id"], r["missed"]) for r in recorded()] == [(while_away.sid, "unanswered"), (call.sid, "cancelled")]
+    assert all(r["ending"] == "missed" and r["direction"] == "in" and r["duration"] == 0 for r in recorded())

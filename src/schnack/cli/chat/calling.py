@@ -7,7 +7,8 @@ the duration, the profile (Ctrl+S switches the data saver, and the peer is asked
 too), whether the call is verified (the peer's DTLS fingerprint came OMEMO-encrypted by a device
 whose key was verified) and the bytes each way; Ctrl+R hangs up. Afterwards the line says how the
 call ended, and the call is appended to ``calls.jsonl`` in the account's directory, as
-``schnack call`` does. Like ``schnack call``, a call here talks through the system's microphone and
+``schnack call`` does. A missed call goes there too (once), and one that never rang here (it came
+while the account was offline) shows in the line as a missed call. Like ``schnack call``, a call here talks through the system's microphone and
 speaker (a notification says if one is missing) and starts with the data saver as the account's setting
 says (by default on metered links).
 """
@@ -23,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 from textual.widgets import Static
 
 from ...client import Client
-from ...client.calls.calls import Call, IncomingCall, describe
+from ...client.calls.calls import Call, IncomingCall, MissedCall, describe, describe_missed
 from ...client.calls.media import CallStats
 from ...client.errors import ClientError
 from ...client.metered import SaverChoice
 from ...xmpp.jid import JID
 from ...xmpp.payloads.jingle import Reason
-from ..calls import data_saver_for, devices, store
+from ..calls import data_saver_for, devices, record_missed, store
 from . import lines
 
 if TYPE_CHECKING:
@@ -57,9 +58,12 @@ class CallBar(Static):
         # The microphone and speaker of the call under way.
         self._devices = contextlib.ExitStack()
         self._saver = SaverChoice(False, "")
+        # The calls that rang here, whose line tells how they ended.
+        self._rang: set[str] = set()
 
     def on_mount(self) -> None:
         self._work(self._incoming())
+        self._work(record_missed(self.client, self._missed_elsewhere))
         self.set_interval(1.0, self._tick)
 
     @property
@@ -146,6 +150,7 @@ class CallBar(Static):
 
     async def _incoming(self) -> None:
         async for incoming in self.client.incoming_calls():
+            self._rang.add(incoming.call.sid)
             if self.ringing is not None or self.in_call:
                 await incoming.call.hangup(Reason("busy"))
                 continue
@@ -159,6 +164,12 @@ class CallBar(Static):
             # The caller gave up, or another of our devices took it.
             self.ringing = None
             self.last = lines.call_ended(str(incoming.caller), describe(ended), 0.0, "")
+            self.refresh_line()
+
+    def _missed_elsewhere(self, missed: MissedCall) -> None:
+        """A missed call that did not ring here gets the line (one that rang has it already)."""
+        if missed.id not in self._rang:
+            self.last = lines.missed_call(str(missed.caller.bare), missed.placed, describe_missed(missed.reason))
             self.refresh_line()
 
     def _follow(self, call: Call) -> None:

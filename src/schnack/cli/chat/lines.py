@@ -152,6 +152,11 @@ def call_status(peer: str, *, connected: bool, duration: float, data_saver: bool
             f"↑ {sent / 1000:.1f} kB ↓ {received / 1000:.1f} kB · Ctrl+S data saver · Ctrl+R hang up")
 
 
+def missed_call(peer: str, placed: datetime, why: str) -> str:
+    """The line of a call missed while the account was offline: who called, when, and why."""
+    return f"📞 missed call from {peer} at {placed.astimezone():%Y-%m-%d %H:%M} ({why})"
+
+
 def call_ended(peer: str, why: str, duration: float, verification: str) -> str:
     """The line left after a call: how it ended, how long it lasted, whether it was verified."""
     if duration <= 0:

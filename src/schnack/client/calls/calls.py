@@ -27,6 +27,13 @@ for them. A Jingle IQ cannot wait like that, since it needs its answer: it
 waits for the link as every request does (:meth:`~..client.Client.iq`), and a session-initiate
 or session-accept that got no answer ends the call with connectivity-error (and a finish the
 peer gets once we are back); a lost transport-info or description-info leaves the call as it is.
+
+A call that comes to this account and ends unanswered is a :class:`MissedCall`
+(:meth:`~..client.Client.missed_calls`): the caller gave up or its ring time ran out before any
+device of ours answered or declined it, this device turned it away as busy, or it came too late
+to ring (a proposal older than the ring time, from offline storage or from the archive catch-up
+of XEP-0313, with or without the caller's ``<retract/>``). Each call, by its JMI id, is told
+once, however many ways its messages came.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import logging
 import secrets
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
@@ -98,6 +105,37 @@ _DELAY = qname(ns.DELAY, "delay")
 _PING = qname(ns.PING, "ping")
 
 
+# Why a call was missed (:attr:`MissedCall.reason`).
+CANCELLED = "cancelled"  # the caller hung up before any of our devices answered
+UNANSWERED = "unanswered"  # it rang out its time
+BUSY = "busy"  # this device was in another call, and turned it away as busy
+OFFLINE = "offline"  # it came too late to ring: no device of ours was online while it rang
+
+
+@dataclass(frozen=True)
+class MissedCall:
+    """An incoming call no device of this account answered or declined (XEP-0353): who called,
+    its JMI id, when it was placed (by the proposal's XEP-0203 stamp, the server's clock) and
+    why it was missed (:data:`CANCELLED`, :data:`UNANSWERED`, :data:`BUSY`, :data:`OFFLINE`)."""
+
+    caller: JID
+    id: str
+    placed: datetime
+    reason: str
+
+
+@dataclass
+class _Unrung:
+    """A proposal that did not ring here (it came too late, or from the archive), until it is
+    known whether the account took it: the caller's retract or finish ends it, an answer or
+    decline of one of our devices makes it no missed call."""
+
+    caller: JID
+    placed: datetime
+    reason: str = OFFLINE
+    ended: bool = False
+
+
 class CallFailed(ClientError):
     """A call that did not come about: rejected, not answered, or the media failed."""
 
@@ -130,6 +168,10 @@ class Call:
         self.connected = asyncio.Event()
         self.ended: asyncio.Future[Ended] = asyncio.get_running_loop().create_future()
         self.stats: CallStats | None = None
+        # When the caller placed it (an incoming call's proposal stamp), and whether this device
+        # answered it: a call it did not answer may be a missed one.
+        self.placed = calls.client.store.now()
+        self.answered_here = False
         # Who vouched for the peer's DTLS fingerprint (set once its description arrived).
         self.verification = Verification()
         # The peer's OMEMO device to encrypt our fingerprint for: the one named in <proceed/>
@@ -237,6 +279,9 @@ class Call:
             elif isinstance(item, AnsweredElsewhere):
                 log.info("call %s was answered on another device (%s)", self.sid, item.kind)
             elif isinstance(item, Ended):
+                elsewhere = any(isinstance(other, AnsweredElsewhere) for other in step)
+                if self.session.role == "responder":
+                    self._calls.ended_here(self, missed_reason(item, self.answered_here or elsewhere))
                 self._spawn(self._end(item))
         self._arm()
 
@@ -453,6 +498,7 @@ class IncomingCall:
         self._check_ringing()
         call.fetch_services()
         client = call._calls.client
+        call.answered_here = True
         call.step(call.session.proceed(asyncio.get_running_loop().time(), device, link_down=not client.connected))
         return call
 
@@ -465,18 +511,24 @@ class IncomingCall:
         await self.call.hangup()
 
 
-def _waited(stamps: list[Element]) -> float:
-    """How long ago a message was first sent, by the oldest of its XEP-0203 delay stamps: 0 for
-    one without (it comes live), as long as a call rings for one whose stamp does not parse. A
-    proposal held while our link was down (by the resumed session or offline storage) still
-    rings for what is left of the caller's ring time."""
+def _sent_at(stamps: list[Element]) -> datetime | None:
+    """When a message was first sent, by the oldest of its XEP-0203 delay stamps; None for one
+    without (it comes live). ForwardError for a stamp that does not parse."""
     if not stamps:
-        return 0.0
-    try:
-        first = min(parse_stamp(d.get("stamp") or "") for d in stamps)
-    except ForwardError:
-        return RING_TIMEOUT
-    return max(0.0, (datetime.now(UTC) - first).total_seconds())
+        return None
+    return min(parse_stamp(d.get("stamp") or "") for d in stamps)
+
+
+def missed_reason(ended: Ended, answered: bool) -> str | None:
+    """Why an incoming call that ended here was missed, or None if it was not: answered (here or
+    on another of our devices), declined by us, given up in a tie break (XEP-0353 §4.1), or
+    silenced as the client closed."""
+    condition = ended.reason.condition
+    if answered or ended.reason == ANSWERED_ELSEWHERE or condition == "expired":
+        return None
+    if not ended.by_peer:
+        return {"busy": BUSY, "timeout": UNANSWERED}.get(condition)
+    return UNANSWERED if condition == "timeout" else CANCELLED
 
 
 def _for_another_device(message: Element, own: JID) -> bool:
@@ -509,19 +561,38 @@ def describe(ended: Ended) -> str:
     return text + (f": {ended.reason.text}" if ended.reason.text else "")
 
 
+def describe_missed(reason: str) -> str:
+    """Why a call was missed, in a few words."""
+    return {
+        CANCELLED: "the caller hung up",
+        UNANSWERED: "nobody answered",
+        BUSY: "busy in another call",
+        OFFLINE: "no device was online",
+    }.get(reason, reason)
+
+
 class Calls:
     """The client's calls: proposals in and out, Jingle IQs to the session they belong to."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
         self.incoming: Feed[IncomingCall] = Feed(backlog=0)
+        # Kept while nobody listens: the calls missed while we were offline come at login.
+        self.missed: Feed[MissedCall] = Feed()
         self._calls: dict[str, Call] = {}
+        # The calls (by JMI id) this device has had a session for or has told about: a proposal
+        # that comes again (from the archive after offline storage) is not another call.
+        self._known: set[str] = set()
+        self._unrung: dict[str, _Unrung] = {}
+        self._settling: asyncio.Task[None] | None = None
+        self._settle_timer: asyncio.TimerHandle | None = None
         # The Jingle requests of our calls waiting for their answers, which the end of a call
         # does not wait for: a session-terminate written while the link is down waits for it as
         # long as the client waits for any request. The client's closing stops them.
         self.requests: set[asyncio.Task[None]] = set()
         client.on_message(self._on_message)
         client.handle_iq("set", JINGLE, self._on_jingle)
+        client.on_archived(self._archived)
 
     def forget(self, call: Call) -> None:
         if self._calls.get(call.sid) is call:
@@ -588,6 +659,10 @@ class Calls:
             call.stop()
         for request in self.requests:
             request.cancel()
+        if self._settling is not None:
+            self._settling.cancel()
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
 
     def _on_message(self, el: Element) -> None:
         stamps = el.findall(_DELAY)
@@ -628,19 +703,118 @@ class Calls:
         if found.kind == "proceed" and not copied and stanza.to == self.client.jid:
             self._no_such_call(stanza, found.id)
             return
-        waited = _waited(stamps)
+        unrung = self._unrung.get(found.id)
+        if unrung is not None:
+            self._news(found, sender, unrung)
+            return
+        if not self._proposed_to_us(found, sender):
+            return
+        try:
+            placed = _sent_at(stamps) or self.client.store.now()
+        except ForwardError:
+            placed = self.client.store.now() - timedelta(seconds=RING_TIMEOUT)
+        waited = max(0.0, (self.client.store.now() - placed).total_seconds())
         if waited >= RING_TIMEOUT:
-            return  # an old proposal from offline storage or the archive rings no more
-        if found.kind != "propose" or sender.bare == self.client.account or "audio" not in found.media:
+            # An old proposal from offline storage or the archive rings no more, but the call
+            # was missed unless one of our devices took it.
+            self._hold(found.id, _Unrung(sender, placed))
             return
         session, step = CallSession.incoming(self.client.jid, sender, found, now, ring_timeout=RING_TIMEOUT - waited)
         incoming = Call(self, session)
+        incoming.placed = placed
         self._calls[session.sid] = incoming
+        self._known.add(session.sid)
         incoming.step(step)
         if stamps:
             incoming._spawn(self._ring_when_caught_up(incoming))
         else:
             self._ring(incoming)
+
+    def _proposed_to_us(self, found: jmi.JingleMessage, sender: JID) -> bool:
+        """An audio call someone else proposes, for a call we have not had yet."""
+        return (found.kind == "propose" and sender.bare != self.client.account and "audio" in found.media
+                and found.id not in self._known)  # fmt: skip
+
+    # -- missed calls ------------------------------------------------------------------------
+
+    def ended_here(self, call: Call, reason: str | None) -> None:
+        """An incoming call ended on this device; told as missed when ``reason`` says it was."""
+        if reason is not None:
+            self._tell(MissedCall(call.peer, call.sid, call.placed, reason))
+
+    def _tell(self, missed: MissedCall) -> None:
+        self._known.add(missed.id)
+        self.missed.publish(missed)
+
+    def _archived(self, el: Element, stamp: datetime | None) -> None:
+        """A message the archive catch-up read (XEP-0313): a proposal this device did not get, or
+        what became of one it holds. A call this device has or had is left to its session."""
+        try:
+            found = jmi.find(el)
+            sender = JID.parse(el.get("from") or "")
+        except (jmi.JmiError, ValueError):
+            return
+        if found is None or found.id in self._calls:
+            return
+        unrung = self._unrung.get(found.id)
+        if unrung is not None:
+            self._news(found, sender, unrung)
+        elif self._proposed_to_us(found, sender):
+            self._hold(found.id, _Unrung(sender, stamp or self.client.store.now()))
+
+    def _hold(self, sid: str, unrung: _Unrung) -> None:
+        """Keep a proposal that did not ring until what came with it has been read."""
+        self._unrung[sid] = unrung
+        if self._settling is None or self._settling.done():
+            self._settling = asyncio.ensure_future(self._settle_when_caught_up())
+
+    def _news(self, found: jmi.JingleMessage, sender: JID, unrung: _Unrung) -> None:
+        """XEP-0353 §3.3-§3.5 for a call that did not ring here: one of our devices answered or
+        declined it (no missed call), or the caller ended it."""
+        if sender.bare == self.client.account and found.kind in ("proceed", "accept", "reject"):
+            del self._unrung[found.id]
+            self._known.add(found.id)
+            return
+        if sender.bare != unrung.caller.bare or found.kind not in ("retract", "finish"):
+            return
+        reason = missed_reason(Ended(found.reason or Reason("cancel"), True), False)
+        if reason is None:
+            del self._unrung[found.id]
+            self._known.add(found.id)
+            return
+        if unrung.reason == OFFLINE and found.kind == "retract":
+            unrung.reason = reason
+        unrung.ended = True
+        if self._settling is None or self._settling.done():
+            self._settle()
+
+    async def _settle_when_caught_up(self) -> None:
+        """What was held for us comes before the answer to a ping (XEP-0199), and the archive's
+        answers to a proposal come by the end of its catch-up: only then is it known whether
+        one of our devices took it."""
+        ping = element(_IQ, {"type": "get", "to": str(self.client.account.domain)}, children=(element(_PING),))
+        with contextlib.suppress(ClientError):
+            await self.client.iq(ping)
+        await self.client.caught_up()
+        self._settle()
+
+    def _settle(self) -> None:
+        """Tell the held proposals that are over: ended by the caller, or older than the ring
+        time; one that may still ring elsewhere is looked at again when its time is up."""
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
+        now = self.client.store.now()
+        left: list[float] = []
+        for sid, unrung in list(self._unrung.items()):
+            waited = (now - unrung.placed).total_seconds()
+            if unrung.ended or waited >= RING_TIMEOUT:
+                del self._unrung[sid]
+                self._tell(MissedCall(unrung.caller, sid, unrung.placed, unrung.reason))
+            else:
+                left.append(RING_TIMEOUT - waited)
+        if left and not self.client.stopped:
+            self._settle_timer = asyncio.get_running_loop().call_later(min(left), self._settle)
 
     def _ring(self, incoming: Call) -> None:
         if self._crossed(incoming):
@@ -707,3 +881,6 @@ class Calls:
 
     def subscribe(self) -> Subscription[IncomingCall]:
         return self.incoming.subscribe()
+
+    def subscribe_missed(self) -> Subscription[MissedCall]:
+        return self.missed.subscribe()

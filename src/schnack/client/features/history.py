@@ -33,7 +33,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
@@ -78,12 +79,18 @@ class History:
         # some of those came while it ran: it then runs again once it is over.
         self._senders: set[JID] = set()
         self._again = False
+        self._archived: list[Callable[[Element, datetime | None], None]] = []
         if not enabled:
             self._done.set()
             return
         client.on_connect(self._on_connect)
         client.omemo.on_keys(self._keys_arrived)
         client.on_message(self._result)
+
+    def on_archived(self, handler: Callable[[Element, datetime | None], None]) -> None:
+        """Also hand each message the catch-up reads to ``handler``, with its archive stamp: one
+        that is no chat message (a call's XEP-0353 signals) is read for what it tells."""
+        self._archived.append(handler)
 
     async def _on_connect(self) -> None:
         if self._watcher is None:
@@ -217,6 +224,8 @@ class History:
             sender = stanza.from_ or account
             # Ours to someone else; a message between our own devices counts as one we got.
             outgoing = sender.bare == account and stanza.to is not None and stanza.to.bare != account
+            for handler in self._archived:
+                handler(result.forwarded.stanza, result.forwarded.stamp)
             self._messages.deliver(Incoming(stanza, sender, outgoing=outgoing, history=True,
                                             stamp=result.forwarded.stamp, stanza_id=result.id))
         await self._messages.settled()

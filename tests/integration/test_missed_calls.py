@@ -1,0 +1,158 @@
+"""Missed calls (XEP-0353) between schnack clients through the real server on loopback sockets:
+a call the caller gives up while it rings, one that rings out, one turned away as busy, one
+placed while every device of the callee was off (from offline storage at the next login, and
+again from the archive), and one too old to ring are each told once; a call answered on
+another device of the account, or declined, is no missed call, also for a device that reads
+it from the archive later."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from schnack.client import Client
+from schnack.client.calls.calls import BUSY, CANCELLED, OFFLINE, UNANSWERED, Call, MissedCall
+from schnack.client.feed import Subscription
+from schnack.xmpp import ns
+from schnack.xmpp.payloads.jingle import Reason
+from schnack.xmpp.payloads.jingle_rtp import RtpDescription
+from schnack.xmpp.payloads.jmi import JingleMessage
+from schnack.xmpp.xml import element, qname
+
+from .test_calls_media import WAIT, Devices, devices, ended, ringing_on_phone_and_desk, rings
+
+__all__ = ["devices"]  # the fixture, used by name
+
+# How far the clocks of the test's clients and server may be from each other (the same machine).
+CLOCK = timedelta(seconds=2)
+
+
+async def next_missed(missed: Subscription[MissedCall]) -> MissedCall:
+    async with asyncio.timeout(WAIT):
+        return await anext(missed)
+
+
+async def given_up(alice: Client, *bob: Client) -> Call:
+    """A call from alice that rings on ``bob`` and that she gives up: each of those devices
+    tells it as missed, and it comes after any missed call told before it."""
+    ringing = [asyncio.ensure_future(rings(device)) for device in bob]
+    await asyncio.sleep(0)
+    call = await alice.call("bob@localhost")
+    for r in ringing:
+        await r
+    await call.hangup()
+    return call
+
+
+async def none_missed(devices: Devices, alice: Client, told: dict[Client, Subscription[MissedCall]]) -> None:
+    """No device of bob told a missed call: those ``told`` that rang, nor his laptop, which was
+    off and reads the calls from the archive as it logs in now. A call alice gives up next is
+    the first each of them tells."""
+    laptop = devices.client("bob@localhost/laptop")
+    told[laptop] = laptop.missed_calls()
+    await laptop.connect()
+    await laptop.caught_up(timeout=WAIT)
+    later = await given_up(alice, *told)
+    for missed in told.values():
+        assert (await next_missed(missed)).id == later.sid
+
+
+async def test_a_call_given_up_while_ringing_is_missed_once(devices: Devices) -> None:
+    alice = await devices.login("alice@localhost/laptop")
+    phone = await devices.login("bob@localhost/phone")
+    missed = phone.missed_calls()
+    before = datetime.now(UTC)
+    call = await given_up(alice, phone)
+    first = await next_missed(missed)
+    assert (first.caller, first.id, first.reason) == (alice.jid, call.sid, CANCELLED)
+    assert before - CLOCK <= first.placed <= datetime.now(UTC) + CLOCK
+    second = await given_up(alice, phone)
+    assert (await next_missed(missed)).id == second.sid  # the first is not told again
+
+
+async def test_a_call_that_rings_out_or_is_turned_away_busy_is_missed(devices: Devices) -> None:
+    alice = await devices.login("alice@localhost/laptop")
+    phone = await devices.login("bob@localhost/phone")
+    missed = phone.missed_calls()
+    ringing = asyncio.ensure_future(rings(phone))
+    await asyncio.sleep(0)
+    call = await alice.call("bob@localhost", ring_timeout=1.0)
+    await ringing
+    assert await ended(call) == "timeout"
+    told = await next_missed(missed)
+    assert (told.id, told.reason) == (call.sid, UNANSWERED)
+
+    ringing = asyncio.ensure_future(rings(phone))
+    await asyncio.sleep(0)
+    call = await alice.call("bob@localhost")
+    await (await ringing).call.hangup(Reason("busy"))  # as schnack chat does during another call
+    assert await ended(call) == "busy"
+    told = await next_missed(missed)
+    assert (told.id, told.reason) == (call.sid, BUSY)
+
+
+async def test_a_call_while_the_callee_was_off_is_told_at_login_once(devices: Devices) -> None:
+    """Proposal and retract wait in offline storage and in the archive: the phone, logging in,
+    tells the call once, placed when alice placed it, though both come again from the
+    archive catch-up."""
+    alice = await devices.login("alice@localhost/laptop")
+    before = datetime.now(UTC)
+    call = await alice.call("bob@localhost", ring_timeout=1.0)
+    assert await ended(call) == "timeout"
+    placed_by = datetime.now(UTC)
+    phone = devices.client("bob@localhost/phone")
+    missed = phone.missed_calls()
+    await phone.connect()
+    told = await next_missed(missed)
+    assert (told.caller, told.id, told.reason) == (alice.jid, call.sid, UNANSWERED)
+    assert before - CLOCK <= told.placed <= placed_by + CLOCK
+    await phone.caught_up(timeout=WAIT)
+    later = await given_up(alice, phone)
+    assert (await next_missed(missed)).id == later.sid
+
+
+async def test_a_proposal_too_old_to_ring_is_missed(devices: Devices) -> None:
+    """A proposal held in offline storage for longer than a call rings, without a retract (the
+    caller's client went away): it does not ring, but it is told, placed at its stamp."""
+    alice = await devices.login("alice@localhost/laptop")
+    stamp = "2026-01-01T00:00:00Z"
+    old = element(qname(ns.CLIENT, "message"), {"to": "bob@localhost", "type": "chat"},
+                  children=(JingleMessage("propose", "old-call", (RtpDescription("audio"),)).to_xml(),
+                            element(qname(ns.DELAY, "delay"), {"stamp": stamp}),
+                            element("{urn:xmpp:hints}store")))  # fmt: skip
+    await alice.send_element(old)
+    await alice.roster()  # a round trip: the server has stored it
+    phone = devices.client("bob@localhost/phone")
+    missed = phone.missed_calls()
+    ringing = phone.incoming_calls()
+    await phone.connect()
+    told = await next_missed(missed)
+    assert (told.caller, told.id, told.reason) == (alice.jid, "old-call", OFFLINE)
+    assert told.placed == datetime(2026, 1, 1, tzinfo=UTC)
+    await phone.caught_up(timeout=WAIT)
+    later = await given_up(alice, phone)
+    assert (await next_missed(missed)).id == later.sid
+    async with asyncio.timeout(WAIT):
+        assert (await anext(ringing)).call.sid == later.sid  # the old one never rang
+
+
+async def test_a_call_answered_on_another_device_is_not_missed(devices: Devices) -> None:
+    """The phone answers: the desk, which rang too, and the laptop, which was off and reads the
+    call from the archive at its login, tell no missed call."""
+    call, answering, other = await ringing_on_phone_and_desk(devices)
+    alice, phone, desk = devices.clients
+    answered = await answering.answer()
+    assert await ended(other.call) == "cancel"  # answered on another device
+    async with asyncio.timeout(WAIT):
+        await call.answered.wait()
+    await call.hangup()
+    await answered.wait_ended()
+    await none_missed(devices, alice, {phone: phone.missed_calls(), desk: desk.missed_calls()})
+
+
+async def test_a_declined_call_is_not_missed(devices: Devices) -> None:
+    call, declining, other = await ringing_on_phone_and_desk(devices)
+    alice, phone, desk = devices.clients
+    await declining.reject()
+    assert await ended(call) == "decline" and await ended(other.call) == "decline"
+    await none_missed(devices, alice, {phone: phone.missed_calls(), desk: desk.missed_calls()})
