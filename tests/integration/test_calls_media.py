@@ -64,13 +64,13 @@ class Devices:
         await client.connect()
         return client
 
-    def client(self, jid: str, via: Proxy | None = None, timeout: float = 30.0) -> Client:
-        """The client :meth:`login` connects."""
+    def client(self, jid: str, via: Proxy | None = None, timeout: float = 30.0, data_dir: Path | None = None) -> Client:
+        """The client :meth:`login` connects (its store in ``data_dir``, else in memory)."""
         host, port = self.server.bound["c2s"][0]
         if via is not None:
             host, port = "127.0.0.1", via.port
         client = Client(jid, PASSWORD, host=host, port=port, direct_tls=False, verify=False, backoff=(0.05, 0.5),
-                        timeout=timeout)  # fmt: skip
+                        timeout=timeout, data_dir=data_dir)  # fmt: skip
         self.clients.append(client)
         return client
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from schnack.client import Client
 from schnack.client.calls.calls import BUSY, CANCELLED, OFFLINE, UNANSWERED, Call, MissedCall
@@ -109,6 +110,21 @@ async def test_a_call_while_the_callee_was_off_is_told_at_login_once(devices: De
     await phone.caught_up(timeout=WAIT)
     later = await given_up(alice, phone)
     assert (await next_missed(missed)).id == later.sid
+
+
+async def test_a_missed_call_is_not_told_again_at_the_next_login(devices: Devices, tmp_path: Path) -> None:
+    """The archive catch-up of the phone's next login reads the call again (the catch-up before
+    it ended before the call came): it is not told again."""
+    alice = await devices.login("alice@localhost/laptop")
+    for _ in range(2):
+        phone = devices.client("bob@localhost/phone", data_dir=tmp_path / "phone")
+        missed = phone.missed_calls()
+        await phone.connect()
+        await phone.caught_up(timeout=WAIT)
+        call = await given_up(alice, phone)
+        # At the second login, the call of the first comes from the archive and is not told.
+        assert (await next_missed(missed)).id == call.sid
+        await phone.close()
 
 
 async def test_a_proposal_too_old_to_ring_is_missed(devices: Devices) -> None:

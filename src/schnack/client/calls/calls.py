@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 from collections.abc import Coroutine, Iterator
@@ -104,6 +105,12 @@ _IQ = qname(ns.CLIENT, "iq")
 _DELAY = qname(ns.DELAY, "delay")
 _PING = qname(ns.PING, "ping")
 
+
+# The setting that keeps the ids of the missed calls told last, and how many it keeps: the first
+# archive catch-up after a restart reads again what came since the last one ended, the calls
+# told meanwhile too.
+TOLD_SETTING = "missed_calls_told"
+TOLD_KEPT = 1000
 
 # Why a call was missed (:attr:`MissedCall.reason`).
 CANCELLED = "cancelled"  # the caller hung up before any of our devices answered
@@ -561,6 +568,16 @@ def describe(ended: Ended) -> str:
     return text + (f": {ended.reason.text}" if ended.reason.text else "")
 
 
+def _told_before(kept: str | None) -> list[str]:
+    """The ids of the missed calls told last, as :data:`TOLD_SETTING` keeps them; none from a
+    value that is not such a list (a damaged store forgets them, it does not stop the client)."""
+    try:
+        told = json.loads(kept or "[]")
+    except ValueError:
+        return []
+    return [sid for sid in told if isinstance(sid, str)] if isinstance(told, list) else []
+
+
 def describe_missed(reason: str) -> str:
     """Why a call was missed, in a few words."""
     return {
@@ -581,8 +598,10 @@ class Calls:
         self.missed: Feed[MissedCall] = Feed()
         self._calls: dict[str, Call] = {}
         # The calls (by JMI id) this device has had a session for or has told about: a proposal
-        # that comes again (from the archive after offline storage) is not another call.
-        self._known: set[str] = set()
+        # that comes again (from the archive after offline storage, or after a restart) is not
+        # another call.
+        self._told = _told_before(client.store.setting(TOLD_SETTING))
+        self._known: set[str] = set(self._told)
         self._unrung: dict[str, _Unrung] = {}
         self._settling: asyncio.Task[None] | None = None
         self._settle_timer: asyncio.TimerHandle | None = None
@@ -744,6 +763,8 @@ class Calls:
 
     def _tell(self, missed: MissedCall) -> None:
         self._known.add(missed.id)
+        self._told = [*self._told, missed.id][-TOLD_KEPT:]
+        self.client.store.save_setting(TOLD_SETTING, json.dumps(self._told))
         self.missed.publish(missed)
 
     def _archived(self, el: Element, stamp: datetime | None) -> None:
