@@ -507,6 +507,25 @@ async def test_a_contact_at_another_server_coming_online_gets_the_last_items(tmp
         assert notified_abroad(sent) == [("bob@b.example/phone", DEVICES, ("current",))]
 
 
+async def test_a_contact_at_another_server_whose_server_crashed_gets_the_last_items_again(tmp_path: Path) -> None:
+    """The contact's server crashed and sent no unavailable presence: once the note that its
+    resource had the last items is old, its next presence gets them again (a device back under
+    the same resource, which would otherwise never hear of a new OMEMO device)."""
+    async with federated(tmp_path) as (server, sent):
+        await server.storage.roster.set_item("localhost", "alice", RosterItem("bob@b.example", subscription="both"))
+        alice = await online(server, "alice@localhost/phone")
+        await publish(alice, DEVICES, DEVICE_LIST)
+        await arrive(server, "<presence from='bob@b.example/phone' to='alice@localhost'/>")
+        await settled(server)
+        sent.clear()
+        pep = server.modules[Pep.name]
+        assert isinstance(pep, Pep)
+        pep.delivery.seen_for = 0.0
+        await arrive(server, "<presence from='bob@b.example/phone' to='alice@localhost'/>")
+        await settled(server)
+        assert notified_abroad(sent) == [("bob@b.example/phone", DEVICES, ("current",))]
+
+
 async def test_a_contact_at_another_server_gets_the_last_items_when_approved(tmp_path: Path) -> None:
     """XEP-0060 §6.1.7 on_sub for a contact elsewhere: the user's approval of its subscription."""
     async with federated(tmp_path) as (server, sent):

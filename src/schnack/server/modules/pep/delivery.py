@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
@@ -52,6 +53,10 @@ ON_SUBSCRIPTION = frozenset({"on_sub", "on_sub_and_presence"})
 _MESSAGE = qname(ns.CLIENT, "message")
 # Asked for an account's available resources on other cluster nodes: [(full JID, last presence)].
 ELSEWHERE = "pep/elsewhere"
+# How long a contact's resource at another server counts as having had the last items: its
+# server may have crashed without a word, and a device back under the same resource then needs
+# them again. A status change after this long gets them again, a few small stanzas.
+SEEN_FOR = 3600.0
 
 
 class Delivery:
@@ -65,8 +70,13 @@ class Delivery:
         self._interests = interests
         self._subscriptions = subscriptions
         # Per local account, the available resources of its contacts at other servers that had
-        # its last items: their later presence is a change of status, which gets none.
-        self._seen_abroad: dict[JID, set[JID]] = {}
+        # its last items, and when (time.monotonic()): their later presence is a change of status,
+        # which gets none, for ``seen_for`` seconds. A server that crashed sends no unavailable
+        # presence for its users: past that, presence counts as initial again, so a device back
+        # under the same resource is not left without a new device list, and what no presence
+        # ends does not stay for ever.
+        self._seen_abroad: dict[JID, dict[JID, float]] = {}
+        self.seen_for = SEEN_FOR
 
     def available(self, account: JID) -> list[Session]:
         """The resources of ``account`` that sent available presence."""
@@ -171,23 +181,29 @@ class Delivery:
         return sent
 
     def seen(self, owner: JID, resource: JID) -> bool:
-        """Whether ``resource``, a contact's at another server, is noted as available to ``owner``."""
-        return resource in self._seen_abroad.get(owner, ())
+        """Whether ``resource``, a contact's at another server, is noted as available to ``owner``
+        (within the last ``seen_for`` seconds)."""
+        noted = self._seen_abroad.get(owner, {}).get(resource)
+        return noted is not None and time.monotonic() - noted < self.seen_for
 
     def arrived(self, owner: JID, resource: JID) -> bool:
         """Note that ``resource``, a contact's at another server, is available to ``owner``;
-        whether it was not before (its presence is initial presence, not a change of status)."""
-        known = self._seen_abroad.setdefault(owner, set())
+        whether it was not before (its presence is initial presence, not a change of status).
+        What was noted longer ago than ``seen_for`` is forgotten on the way."""
+        now = time.monotonic()
+        known = self._seen_abroad.setdefault(owner, {})
+        for stale in [r for r, noted in known.items() if now - noted >= self.seen_for]:
+            del known[stale]
         if resource in known:
             return False
-        known.add(resource)
+        known[resource] = now
         return True
 
     def left(self, owner: JID, resource: JID) -> None:
         """``resource``, a contact's at another server, went unavailable to ``owner``."""
         known = self._seen_abroad.get(owner)
         if known is not None:
-            known.discard(resource)
+            known.pop(resource, None)
             if not known:
                 del self._seen_abroad[owner]
 
