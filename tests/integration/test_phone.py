@@ -204,6 +204,21 @@ async def test_wrong_codes_are_401_until_the_last_one_voids_the_code(
     assert await server.storage.accounts.get("localhost", NUMBER) is None
 
 
+async def test_guesses_sent_at_once_are_judged_no_more_than_code_attempts_times(
+        server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """An attacker sending many guesses at once, the right one among them: only the first
+    code_attempts (3) tries are checked against the code, so the right one wins only if it is
+    among them, and the others are told nothing of their digits."""
+    await ask_code(http, server)
+    code = last_code(hook)
+    guesses = [code, *(f"{(int(code) + i) % 1_000_000:06d}" for i in range(1, 30))]
+    answers = await asyncio.gather(*(set_password(http, server, guess) for guess in guesses))
+    judged = [(status, text) for status, text in answers if status in (200, 201) or "wrong code" in text]
+    assert len(judged) <= 3, answers
+    others = [(status, text) for status, text in answers if (status, text) not in judged]
+    assert {status for status, _ in others} <= {404, 429}, others
+
+
 async def test_an_expired_code_is_404(tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
     async with running(tmp_path, listen=True, modules=phone_modules(hook.url, code_lifetime=1.0)) as server:
         await ask_code(http, server)

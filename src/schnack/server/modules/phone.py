@@ -13,17 +13,19 @@ Conversations' and Monal's Quicksy builds use), under ``/phone`` of the HTTP lis
   base64(number ":" code)``) and the new password as the UTF-8 body. 201 the account was
   created (anew, for a reassigned number: below); 200 the existing account got the new password; 400 malformed or a password the
   server refuses; 401 a wrong code; 404 no code is pending (never sent, used, or expired);
-  429 with ``Retry-After`` when this wrong code was the last one allowed (the code is void).
+  429 with ``Retry-After`` when this wrong code was the last one allowed, or no try was left
+  (the code is void).
 
 Both answer 403 over plain HTTP from anywhere but this machine (a TLS-terminating proxy on it):
 codes and passwords travel only encrypted.
 
 **Codes.** Six digits from ``secrets``; only a salted SHA-256 of the code is stored, with its
 expiry (``code_lifetime``). Everything lives in the shared key-value store, so any node of a
-cluster checks a code another node sent, and the counts hold across nodes: the i-th wrong
-guess claims the key ``phone-try/{code id}/{i}`` with ``set_default`` (insert if absent, atomic
-in both backends); when the last one is claimed the code is void. A right code is used once
-(it claims ``phone-used/{code id}`` the same way).
+cluster checks a code another node sent, and the counts hold across nodes: the i-th try, right
+or wrong, claims the key ``phone-try/{code id}/{i}`` with ``set_default`` (insert if absent,
+atomic in both backends) before the code is compared, so that of tries sent at once only
+``code_attempts`` are judged; a wrong one that claims the last key, or any try that finds none
+left, voids the code. A right code is used once (it claims ``phone-used/{code id}`` the same way).
 
 **Limits.** Per number one code per ``sms_interval`` and ``sms_per_day`` a UTC day, per
 ``Installation-Id`` ``sms_per_installation_per_day`` (both claimed as numbered keys, as the
@@ -439,17 +441,19 @@ class Phone(Module[PhoneOptions]):
         code = _Code.load(raw) if raw is not None else None
         if code is None or code.expires <= time.time():
             raise _Refused(404, "no code is pending for this number: ask for a new one")
+        # Every try claims its place before the digits are compared: of guesses sent at once,
+        # only the first code_attempts are judged, the right digits among them or not.
         attempts = self.options.code_attempts
+        key, _ = await self._claim(f"phone-try/{code.id}", attempts, time.time(), code.expires)
+        if key is None:
+            await self._void(number, code)
+            raise _Refused(429, "too many tries for this code: ask for a new one", await self._wait_for_sms(number))
         if not code.matches(digits):
-            key, _ = await self._claim(f"phone-try/{code.id}", attempts, time.time(), code.expires)
-            if key is not None and not key.endswith(f"/{attempts - 1}"):
-                left = attempts - 1 - int(key.rpartition("/")[2])
+            left = attempts - 1 - int(key.rpartition("/")[2])
+            if left:
                 raise _Refused(401, f"wrong code; {left} more {'try' if left == 1 else 'tries'} for this one")
             await self._void(number, code)
             raise _Refused(429, "wrong code, and too many of them: ask for a new one", await self._wait_for_sms(number))
-        if await kv.get(self.host, "", f"phone-try/{code.id}/{attempts - 1}") is not None:
-            await self._void(number, code)
-            raise _Refused(429, "too many wrong codes: ask for a new one", await self._wait_for_sms(number))
         mine = secrets.token_bytes(16)
         await self._sweep_later(f"phone-used/{code.id}", code.expires)
         if await kv.set_default(self.host, "", f"phone-used/{code.id}", mine) != mine:
