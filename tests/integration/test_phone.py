@@ -30,9 +30,9 @@ from schnack.server.modules.last import BEGAN
 from schnack.server.modules.last import STORE as LAST
 from schnack.server.modules.mam import STORE as MAM
 from schnack.server.modules.phone import DAY, SWEEP, Phone
-from schnack.xmpp import ns
+from schnack.xmpp import ht, ns
 from schnack.xmpp.jid import JID as Address
-from schnack.xmpp.payloads import fast
+from schnack.xmpp.payloads import bind2, fast
 from schnack.xmpp.payloads import sasl2 as payload
 from schnack.xmpp.payloads.disco import INFO, DiscoInfo
 from schnack.xmpp.payloads.phone_book import ENTRY, NS, PHONE_BOOK, Entry, PhoneBook, answer_hash
@@ -347,8 +347,6 @@ async def request_token(server: Server, number: str, password: str) -> fast.Toke
 
 async def token_login(server: Server, number: str, token: fast.Token) -> str:
     """The tag of the answer to a login with the token."""
-    from schnack.xmpp import ht
-
     wire = await Wire.connect(server, "c2s_tls")
     await wire.open()
     proof = number.encode() + b"\0" + ht.initiator(ht.key_of(token.token), b"")
@@ -388,6 +386,62 @@ async def test_a_new_phone_re_keys_the_account(tmp_path: Path, hook: Webhook, ht
             assert await new_phone.start()
         finally:
             await new_phone.stop()
+
+
+async def test_a_login_with_the_old_password_that_binds_after_the_new_phone_ends(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """Whoever holds the old password (a stolen phone) logs in with it and waits before binding:
+    the number verified meanwhile on the new phone, the session bound with the old password
+    ends as every other one of the old phone does."""
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, sms_interval=0)) as server:
+        await ask_code(http, server)
+        assert (await set_password(http, server, last_code(hook)))[0] == 201
+        old_phone = await Wire.connect(server, "c2s_tls")
+        try:
+            await old_phone.login(NUMBER, PASSWORD, await old_phone.open())
+            await ask_code(http, server)
+            assert (await set_password(http, server, last_code(hook), password="the new phone's password"))[0] == 200
+            old_phone.send(f"<iq type='set' id='b1'><bind xmlns='{ns.BIND}'><resource>old</resource></bind></iq>")
+            answers = []
+            while (answer := await old_phone.next()) is not None:
+                answers.append(answer)
+            assert answers[-1].tag == f"{{{ns.STREAMS}}}error", [serialize(el) for el in answers]
+            assert answers[-1].find(f"{{{ns.STREAM_ERRORS}}}not-authorized") is not None
+        finally:
+            old_phone.close()
+
+        async def online() -> bool:
+            return server.sessions.is_online(Address(NUMBER, "localhost"))
+
+        await eventually(online, lambda still: not still)
+
+
+async def test_sessions_by_token_and_by_password_of_a_number_stay(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """A token login (XEP-0484, with Bind 2) and a password login the RFC 6120 way each keep the
+    keys they were checked against: neither is taken for one made before a new phone."""
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url)) as server:
+        await ask_code(http, server)
+        assert (await set_password(http, server, last_code(hook)))[0] == 201
+        token = await request_token(server, NUMBER, PASSWORD)
+        by_token = await Wire.connect(server, "c2s_tls")
+        by_password = await Wire.connect(server, "c2s_tls")
+        try:
+            await by_token.open()
+            proof = NUMBER.encode() + b"\0" + ht.initiator(ht.key_of(token.token), b"")
+            by_token.send(serialize(payload.Authenticate("HT-SHA-256-NONE", proof, AGENT, (
+                fast.Fast(count=1).to_xml(), bind2.Bind("phone").to_xml())).to_xml()))
+            success = await by_token.next()
+            assert success is not None and success.tag == payload.SUCCESS, serialize(success) if success else None
+            assert await by_token.next() is not None  # the stream's features
+            await by_password.login(NUMBER, PASSWORD, await by_password.open())
+            await by_password.bind("laptop")
+            for wire in (by_token, by_password):
+                answer = await ask_raw(wire, f"<iq type='get' id='p' to='localhost'><ping xmlns='{ns.PING}'/></iq>")
+                assert answer.get("type") == "result", serialize(answer)
+        finally:
+            by_token.close()
+            by_password.close()
 
 
 async def used_by_its_first_owner(server: Server, http: aiohttp.ClientSession, hook: Webhook) -> SlixClient:

@@ -90,6 +90,17 @@ class Authenticated:
 
     username: str
     additional_data: bytes | None = None
+    # The account's stored keys the token was found bound to (see LoginKeys).
+    credentials: dict[str, sasl.ScramCredential] | None = None
+
+
+@dataclass
+class LoginKeys:
+    """Per session: the account's stored keys its login was checked against (a password's, or
+    those a token was bound to), to tell a session that logged in before they changed from one
+    that logged in after, whenever it bound."""
+
+    credentials: dict[str, sasl.ScramCredential] | None = None
 
 
 @dataclass
@@ -180,6 +191,7 @@ class Sasl2:
                 await still_current(stream.server, host, account, self._sasl.credentials)
                 # Only the password clears what guessing it counted (a token login leaves it).
                 throttle.success(host, account)
+                stream.login_credentials = self._sasl.credentials
             self._reset()
             await self._succeed(request, account, step.data)
         except _Mismatch:
@@ -229,6 +241,7 @@ class Sasl2:
             if not isinstance(found, Authenticated):
                 raise sasl.SaslFailure("invalid-mechanism", f"{request.mechanism} is not offered")
             self._account = found.username
+            stream.login_credentials = found.credentials
             return sasl.Success(found.additional_data, found.username)
         self._sasl = sasl.SaslServer(request.mechanism, tls=True, channel_binding=stream.conn.channel_binding,
                                      domain=host)

@@ -218,7 +218,8 @@ class FastTokens(Module[FastOptions]):
                 self._rotate.add(stream)
             device.used = now
             await self._save(host, username, agent, device)
-        return sasl2.Authenticated(username, ht.responder(bytes.fromhex(slot.key), cb_data, algorithm))
+        return sasl2.Authenticated(username, ht.responder(bytes.fromhex(slot.key), cb_data, algorithm),
+                                   account.credentials)
 
     @staticmethod
     def _match(device: _Device, proof: bytes, cb_data: bytes, algorithm: str) -> tuple[_Slot, str]:

@@ -90,9 +90,10 @@ from ..background import Background
 from ..config import ConfigError, bounded
 from ..locks import AccountLocks
 from ..module import Module
+from ..sasl2 import LoginKeys
 from ..sms import KINDS, CommandGateway, Gateway, HttpGateway, LogGateway, SmsError
 from ..storage import AlreadyExists
-from .fast import FastTokens, fingerprint
+from .fast import FastTokens
 from .last import LastActivity
 from .register import MAX_PASSWORD, password_problem
 
@@ -183,13 +184,6 @@ class _Code:
         return cls(code_id, salt, digest, expires)
 
 
-@dataclass
-class _LoggedInWith:
-    """The fingerprint of the credentials a phone-number account's session logged in with."""
-
-    credentials: str | None = None
-
-
 def _digest(salt: str, digits: str) -> str:
     return hashlib.sha256(f"{salt}:{digits}".encode()).hexdigest()
 
@@ -267,7 +261,8 @@ class Phone(Module[PhoneOptions]):
         self._ending = Background(log, "ending the sessions of a re-verified account failed")
         self._last = self.optional(LastActivity)
         bus.on_changed(self._changed_elsewhere)
-        self.hook("session-bound", self.bound)
+        # Last of the handlers: the session is registered right after it (see bound).
+        self.hook("session-bound", self.bound, priority=-100)
         self.iq("host", PHONE_BOOK, get=self.phone_book)
         router = self.server.http_app.router
         # A HEAD would send an SMS as the GET does, and a link checker or preview fetcher sends those.
@@ -525,12 +520,14 @@ class Phone(Module[PhoneOptions]):
         return stored is not None and time.time() - await self._last.idle_since(stored) > days * DAY
 
     async def bound(self, session: Session) -> None:
-        """Keep what a phone-number account's session logged in with, to end it when that changes."""
+        """End a session that logged in with keys the account no longer has: the number was
+        verified again between its login and its binding, before it could be found to end."""
         if session.host != self.host or not is_e164(session.username):
             return
         account = await self.server.storage.accounts.get(session.host, session.username)
-        if account is not None:
-            session.slot(_LoggedInWith).credentials = fingerprint(account.credentials)
+        if account is None or session.slot(LoginKeys).credentials != account.credentials:
+            # In a task of its own, which finds the session registered: that follows this handler.
+            self._ending.spawn(self._end_outdated(session.jid.bare))
 
     def _changed_elsewhere(self, store: str, account: str) -> None:
         """Another node re-verified an account: its sessions here that logged in before end too."""
@@ -538,15 +535,15 @@ class Phone(Module[PhoneOptions]):
             self._ending.spawn(self._end_outdated(JID.parse(account)))
 
     async def _end_outdated(self, account: JID) -> None:
-        sessions = self.server.sessions.resources(account)
-        if not sessions:
-            return
+        """End the account's sessions that logged in with other keys than the stored ones."""
         assert account.local is not None
         stored = await self.server.storage.accounts.get(account.domain, account.local)
-        current = fingerprint(stored.credentials) if stored is not None else None
+        current = stored.credentials if stored is not None else None
         error = StreamError("not-authorized", "the number was verified again (a new phone): log in with the new password")
-        for session in sessions:
-            if session.slot(_LoggedInWith).credentials != current:
+        # The sessions as they are once the keys were read: one registered meanwhile, having
+        # read the old keys in bound, is among them.
+        for session in self.server.sessions.resources(account):
+            if session.slot(LoginKeys).credentials != current:
                 session.close(error)
 
     # --- contact discovery -----------------------------------------------------------------
