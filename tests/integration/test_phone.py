@@ -219,6 +219,24 @@ async def test_guesses_sent_at_once_are_judged_no_more_than_code_attempts_times(
     assert {status for status, _ in others} <= {404, 429}, others
 
 
+async def test_guesses_sent_at_once_to_two_nodes_are_judged_no_more_than_code_attempts_times(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """The same across two nodes on one PostgreSQL schema: the tries' places are claimed in it."""
+    async with postgres_schema() as (url, _, _):
+        modules, storage = phone_modules(hook.url), {"url": url}
+        async with (
+            running(tmp_path / "a", listen=True, modules=modules, storage=storage) as node_a,
+            running(tmp_path / "b", listen=True, modules=modules, storage=storage) as node_b,
+        ):
+            await ask_code(http, node_a)
+            code = last_code(hook)
+            guesses = [code, *(f"{(int(code) + i) % 1_000_000:06d}" for i in range(1, 30))]
+            answers = await asyncio.gather(*(set_password(http, (node_a, node_b)[i % 2], guess)
+                                             for i, guess in enumerate(guesses)))
+            judged = [answer for answer in answers if answer[0] in (200, 201) or "wrong code" in answer[1]]
+            assert len(judged) <= 3, answers
+
+
 async def test_an_expired_code_is_404(tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
     async with running(tmp_path, listen=True, modules=phone_modules(hook.url, code_lifetime=1.0)) as server:
         await ask_code(http, server)
