@@ -25,6 +25,7 @@ import pytest
 from slixmpp import JID
 from slixmpp.exceptions import IqError
 
+from schnack.server import sasl2
 from schnack.server.app import Server
 from schnack.server.modules.last import BEGAN
 from schnack.server.modules.last import STORE as LAST
@@ -432,6 +433,42 @@ async def test_a_login_with_the_old_password_that_binds_after_the_new_phone_ends
             return server.sessions.is_online(Address(NUMBER, "localhost"))
 
         await eventually(online, lambda still: not still)
+
+
+async def test_a_token_asked_for_with_the_old_password_is_not_issued_after_a_new_phone(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """A login with the old password asks for a FAST token; a handler of the success that takes
+    its time lets the number be verified on the new phone (tokens revoked) before the token is
+    made: it is not made, as it would be bound to the new password and outlive the change."""
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, sms_interval=0)) as server:
+        await ask_code(http, server)
+        assert (await set_password(http, server, last_code(hook)))[0] == 201
+        checked, rekeyed = asyncio.Event(), asyncio.Event()
+
+        async def slow(*_: Any) -> None:
+            checked.set()
+            await rekeyed.wait()
+
+        server.hooks.add(sasl2.SUCCESS, slow, priority=100)
+        old_phone = await Wire.connect(server, "c2s_tls")
+        try:
+            await old_phone.open()
+            old_phone.send(serialize(payload.Authenticate(
+                "PLAIN", f"\0{NUMBER}\0{PASSWORD}".encode(), AGENT, (fast.RequestToken("HT-SHA-256-NONE").to_xml(),)
+            ).to_xml()))
+            async with asyncio.timeout(10):
+                await checked.wait()
+            await ask_code(http, server)
+            assert (await set_password(http, server, last_code(hook), password="the new phone's password"))[0] == 200
+            rekeyed.set()
+            success = await old_phone.next()
+            assert success is not None and success.tag == payload.SUCCESS
+        finally:
+            old_phone.close()
+        issued = success.find(fast.TOKEN)
+        if issued is not None:
+            assert await token_login(server, NUMBER, fast.Token.from_xml(issued)) == payload.FAILURE
+        assert issued is None
 
 
 async def test_sessions_by_token_and_by_password_of_a_number_stay(

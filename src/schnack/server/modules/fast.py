@@ -16,7 +16,8 @@ Only the SHA-256 of a token is stored: tokens are 96 characters, longer than SHA
 so HMAC itself keys with their hash (see :mod:`schnack.xmpp.ht`). Each record also keeps a
 fingerprint of the account's credentials when the token was issued: after a password change
 (in-band or ``schnack user passwd``) every token fails with credentials-expired, and is deleted
-when used or listed. Records go with the account (``user-deleted``); an account keeps at most
+when used or listed. A login whose keys changed before its token is made (the password changed
+during it) gets none. Records go with the account (``user-deleted``); an account keeps at most
 ``max_devices`` of them, the one unused longest making room for a new device.
 
 Rotation (§3.5): a token used after half its ``lifetime`` passed is answered with a new one in
@@ -272,7 +273,10 @@ class FastTokens(Module[FastOptions]):
         key = ht.key_of(token, ht.parse_mechanism(mechanism)[0])
         async with self._locks.hold(JID(username, host)):
             account = await self.server.storage.accounts.get(host, username)
-            if account is None:
+            if account is None or account.credentials != stream.login_credentials:
+                # The password changed since this login was checked, and the revocation that came
+                # with the change may have run already: a token bound to the new keys would outlive it.
+                log.info("not issuing a token for %s: the password changed during the login", username)
                 return
             raw = await self.server.storage.maps.get(host, username, STORE, agent)
             device = _Device.load(raw) if raw is not None else None
