@@ -4,6 +4,7 @@ is a sentence."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,13 @@ async def test_the_server_must_be_trusted_and_serve_the_api(tmp_path: Path) -> N
             await PhoneSignup(f"https://{host}:{port}/phone", NUMBER, verify=False).request_code()
     with pytest.raises(ValueError, match=r"E.164"):
         PhoneSignup("https://localhost/phone", "0151 23456789")
+
+
+async def test_a_server_that_does_not_answer_is_named_with_the_systems_reason() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Nothing listens on the port now: the connection is refused.
+    with pytest.raises(ConnectError) as refused:
+        await PhoneSignup(f"https://127.0.0.1:{port}/phone", NUMBER, verify=False).request_code()
+    assert str(refused.value) == f"cannot reach https://127.0.0.1:{port}/phone/authentication/{NUMBER}: Connection refused"

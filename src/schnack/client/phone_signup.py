@@ -15,6 +15,7 @@ here (:func:`new_password`), as Quicksy does, so the user never needs to know it
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 import ssl
 import uuid
@@ -134,6 +135,12 @@ class PhoneSignup:
             if isinstance(certificate_error, ssl.SSLCertVerificationError):
                 raise verification_failure(err.host, certificate_error) from None
             raise CertificateError(f"the certificate of {err.host} is not trusted: {certificate_error}") from None
+        except aiohttp.ClientConnectorError as err:
+            # Its own text names the SSL context it was given ("ssl:<ssl.SSLContext object at
+            # 0x...>"); the system's reason is what a user can act on.
+            cause = err.os_error
+            reason = os.strerror(cause.errno) if cause.errno and cause.errno > 0 else cause.strerror or str(cause)
+            raise ConnectError(f"cannot reach {url}: {reason}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             reason = "no answer in time" if isinstance(err, TimeoutError) else str(err) or type(err).__name__
             raise ConnectError(f"cannot reach {url}: {reason}") from None
