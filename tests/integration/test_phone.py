@@ -30,7 +30,7 @@ from schnack.server.app import Server
 from schnack.server.modules.last import BEGAN
 from schnack.server.modules.last import STORE as LAST
 from schnack.server.modules.mam import STORE as MAM
-from schnack.server.modules.phone import DAY, SWEEP, Phone
+from schnack.server.modules.phone import BOOK, DAY, SWEEP, Phone
 from schnack.xmpp import ht, ns
 from schnack.xmpp.jid import JID as Address
 from schnack.xmpp.payloads import bind2, fast
@@ -701,6 +701,22 @@ async def test_discovery_finds_verified_numbers_only(
     gone = await discover(alice, [NUMBER], answer.ver)
     book = gone.find(PHONE_BOOK)
     assert book is not None and PhoneBook.from_xml(book).entries == ()
+
+
+async def test_the_numbers_looked_up_are_forgotten_after_their_day(
+        server: Server, hook: Webhook, http: aiohttp.ClientSession, alice: SlixClient) -> None:
+    """Only hashes of the numbers an account looked up are kept, to count them, and only for
+    their UTC day: also when the account looks nothing up any more."""
+    await discover(alice, [NUMBER, OTHER])
+    assert len(await server.storage.maps.items("localhost", "alice", BOOK)) == 2
+    module = server.modules["phone"]
+    assert isinstance(module, Phone)
+    # Not before the day is over.
+    await module.sweep()
+    assert len(await server.storage.maps.items("localhost", "alice", BOOK)) == 2
+    assert await module.sweep(time.time() + DAY) >= 1
+    assert await server.storage.maps.items("localhost", "alice", BOOK) == {}
+    assert f"{BOOK}/alice@localhost" not in await server.storage.maps.items("localhost", "", SWEEP)
 
 
 async def test_discovery_is_advertised_in_the_domains_disco_info(server: Server, alice: SlixClient) -> None:

@@ -56,7 +56,8 @@ since it was created or since the server began to record ends, whichever is late
 the numbers of its address book in an IQ get to its own domain; the result names the account of
 each number that is verified here, and when its hash equals the ``ver`` the client sent, the
 result is empty. An account may look up ``discovery_limit`` distinct numbers a UTC day (kept as
-hashes in its map ``phone-book``); more get policy-violation saying when to try again. The
+hashes in its map ``phone-book`` until the sweep after the day, which the index ``phone-sweep``
+names it to); more get policy-violation saying when to try again. The
 domain's disco#info shows the feature.
 """
 
@@ -110,7 +111,8 @@ PREFIX = "/phone"
 STORE = "phone"
 # maps (host, username, BOOK): a hash of a number the account looked up -> the UTC day it did.
 BOOK = "phone-book"
-# maps (host, "", SWEEP): a key of the kv store (user "") -> when it may be deleted.
+# maps (host, "", SWEEP): a key of the kv store (user "") -> when it may be deleted; or
+# BOOK + "/" + an account's bare JID -> when the numbers it looked up may be forgotten.
 SWEEP = "phone-sweep"
 DAY = 86_400.0
 _HOUR = 3600.0
@@ -589,13 +591,32 @@ class Phone(Module[PhoneOptions]):
             changes: dict[str, bytes | None] = {key: None for key in known.keys() - seen}
             changes.update(dict.fromkeys(new, today))
             if changes:
+                # Forgotten after the day, also if the account looks nothing up any more.
+                await self._sweep_later(f"{BOOK}/{account}", (day + 1) * DAY)
                 await maps.set_many(account.domain, account.local, BOOK, changes)
+
+    async def _forget_lookups(self, key: str, now: float) -> None:
+        """Forget what the account of the sweep's ``key`` looked up before the day of ``now``."""
+        account = JID.parse(key.removeprefix(f"{BOOK}/"))
+        assert account.local is not None
+        day = int(now // DAY)
+        maps = self.server.storage.maps
+        async with self._book_locks.hold(account):
+            known = await maps.items(account.domain, account.local, BOOK)
+            stale: dict[str, bytes | None] = {name: None for name, value in known.items() if value != str(day).encode()}
+            if stale:
+                await maps.set_many(account.domain, account.local, BOOK, stale)
+            if len(stale) < len(known):
+                # Looked up again on this day, after the sweep read the index: forgotten after it.
+                await self._sweep_later(key, (day + 1) * DAY)
+            else:
+                await maps.set(self.host, "", SWEEP, key, None)
 
     # --- expiry ----------------------------------------------------------------------------
 
     async def _sweep_later(self, key: str, when: float) -> None:
-        """Note that ``key`` of the kv store may go at ``when`` (before it is written, so that
-        nothing is written that the sweep does not know of)."""
+        """Note that ``key`` of the kv store, or the lookups ``BOOK/{account}``, may go at
+        ``when`` (before it is written, so that nothing is written that the sweep does not know of)."""
         await self.server.storage.maps.set(self.host, "", SWEEP, key, repr(when).encode())
 
     async def _sweep_periodically(self) -> None:
@@ -607,13 +628,18 @@ class Phone(Module[PhoneOptions]):
             await asyncio.sleep(_SWEEP_INTERVAL)
 
     async def sweep(self, now: float | None = None) -> int:
-        """Delete the codes, guesses and counts that are past their time; how many."""
+        """Delete the codes, guesses and counts, and forget the numbers looked up, that are
+        past their time; how many keys went."""
         now = time.time() if now is None else now
         maps, kv = self.server.storage.maps, self.server.storage.kv
         gone = 0
         for key, raw in (await maps.items(self.host, "", SWEEP)).items():
-            if float(raw) <= now:
+            if float(raw) > now:
+                continue
+            if key.startswith(f"{BOOK}/"):
+                await self._forget_lookups(key, now)
+            else:
                 await kv.delete(self.host, "", key)
                 await maps.set(self.host, "", SWEEP, key, None)
-                gone += 1
+            gone += 1
         return gone
