@@ -435,32 +435,39 @@ async def test_a_login_with_the_old_password_that_binds_after_the_new_phone_ends
         await eventually(online, lambda still: not still)
 
 
+async def rekeyed_during_login(server: Server, http: aiohttp.ClientSession, hook: Webhook,
+                               *inline: Element) -> Wire:
+    """The old phone's SASL2 login with the old password and ``inline`` requests, during which
+    the number is verified on the new phone: after the password was checked, while a handler of
+    the success takes its time. The old phone's connection, the success on its way."""
+    checked, rekeyed = asyncio.Event(), asyncio.Event()
+
+    async def slow(*_: Any) -> None:
+        checked.set()
+        await rekeyed.wait()
+
+    server.hooks.add(sasl2.SUCCESS, slow, priority=100)
+    old_phone = await Wire.connect(server, "c2s_tls")
+    await old_phone.open()
+    old_phone.send(serialize(payload.Authenticate("PLAIN", f"\0{NUMBER}\0{PASSWORD}".encode(), AGENT, inline).to_xml()))
+    async with asyncio.timeout(10):
+        await checked.wait()
+    await ask_code(http, server)
+    assert (await set_password(http, server, last_code(hook), password="the new phone's password"))[0] == 200
+    rekeyed.set()
+    return old_phone
+
+
 async def test_a_token_asked_for_with_the_old_password_is_not_issued_after_a_new_phone(
         tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
-    """A login with the old password asks for a FAST token; a handler of the success that takes
-    its time lets the number be verified on the new phone (tokens revoked) before the token is
-    made: it is not made, as it would be bound to the new password and outlive the change."""
+    """A login with the old password asks for a FAST token, and the number is verified on the
+    new phone (tokens revoked) before the token is made: it is not made, as it would be bound
+    to the new password and outlive the change."""
     async with running(tmp_path, listen=True, modules=phone_modules(hook.url, sms_interval=0)) as server:
         await ask_code(http, server)
         assert (await set_password(http, server, last_code(hook)))[0] == 201
-        checked, rekeyed = asyncio.Event(), asyncio.Event()
-
-        async def slow(*_: Any) -> None:
-            checked.set()
-            await rekeyed.wait()
-
-        server.hooks.add(sasl2.SUCCESS, slow, priority=100)
-        old_phone = await Wire.connect(server, "c2s_tls")
+        old_phone = await rekeyed_during_login(server, http, hook, fast.RequestToken("HT-SHA-256-NONE").to_xml())
         try:
-            await old_phone.open()
-            old_phone.send(serialize(payload.Authenticate(
-                "PLAIN", f"\0{NUMBER}\0{PASSWORD}".encode(), AGENT, (fast.RequestToken("HT-SHA-256-NONE").to_xml(),)
-            ).to_xml()))
-            async with asyncio.timeout(10):
-                await checked.wait()
-            await ask_code(http, server)
-            assert (await set_password(http, server, last_code(hook), password="the new phone's password"))[0] == 200
-            rekeyed.set()
             success = await old_phone.next()
             assert success is not None and success.tag == payload.SUCCESS
         finally:
@@ -469,6 +476,20 @@ async def test_a_token_asked_for_with_the_old_password_is_not_issued_after_a_new
         if issued is not None:
             assert await token_login(server, NUMBER, fast.Token.from_xml(issued)) == payload.FAILURE
         assert issued is None
+
+
+async def test_a_login_with_the_old_password_bound_by_bind2_after_a_new_phone_ends(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """The same with Bind 2 (XEP-0386): the session the login makes inline, after the password
+    was checked and the number verified again, ends."""
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, sms_interval=0)) as server:
+        await ask_code(http, server)
+        assert (await set_password(http, server, last_code(hook)))[0] == 201
+        old_phone = await rekeyed_during_login(server, http, hook, bind2.Bind("old").to_xml())
+        try:
+            assert await old_phone.stream_error() == "not-authorized"
+        finally:
+            old_phone.close()
 
 
 async def test_sessions_by_token_and_by_password_of_a_number_stay(
