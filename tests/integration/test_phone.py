@@ -420,11 +420,16 @@ async def test_a_login_with_the_old_password_that_binds_after_the_new_phone_ends
             await old_phone.login(NUMBER, PASSWORD, await old_phone.open())
             await ask_code(http, server)
             assert (await set_password(http, server, last_code(hook), password="the new phone's password"))[0] == 200
-            old_phone.send(f"<iq type='set' id='b1'><bind xmlns='{ns.BIND}'><resource>old</resource></bind></iq>")
+            # Bound, it sends at once what it wants done as the account (a ping; a message would
+            # go as well): nothing is, the session ends first.
+            old_phone.send(f"<iq type='set' id='b1'><bind xmlns='{ns.BIND}'><resource>old</resource></bind></iq>"
+                           f"<iq type='get' id='p1' to='localhost'><ping xmlns='{ns.PING}'/></iq>")
             answers = []
             while (answer := await old_phone.next()) is not None:
                 answers.append(answer)
-            assert answers[-1].tag == f"{{{ns.STREAMS}}}error", [serialize(el) for el in answers]
+            # The bind's result, and then nothing but the end.
+            assert [el.get("id", el.tag) for el in answers] == ["b1", f"{{{ns.STREAMS}}}error"], [
+                serialize(el) for el in answers]
             assert answers[-1].find(f"{{{ns.STREAM_ERRORS}}}not-authorized") is not None
         finally:
             old_phone.close()

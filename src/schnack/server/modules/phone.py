@@ -186,6 +186,10 @@ class _Code:
         return cls(code_id, salt, digest, expires)
 
 
+def _reverified() -> StreamError:
+    return StreamError("not-authorized", "the number was verified again (a new phone): log in with the new password")
+
+
 def _digest(salt: str, digits: str) -> str:
     return hashlib.sha256(f"{salt}:{digits}".encode()).hexdigest()
 
@@ -263,7 +267,8 @@ class Phone(Module[PhoneOptions]):
         self._ending = Background(log, "ending the sessions of a re-verified account failed")
         self._last = self.optional(LastActivity)
         bus.on_changed(self._changed_elsewhere)
-        # Last of the handlers: the session is registered right after it (see bound).
+        # Last of the handlers: nothing waits between its look at the keys and the session's
+        # registration, so that a re-verification after that look finds the session.
         self.hook("session-bound", self.bound, priority=-100)
         self.iq("host", PHONE_BOOK, get=self.phone_book)
         router = self.server.http_app.router
@@ -528,8 +533,9 @@ class Phone(Module[PhoneOptions]):
             return
         account = await self.server.storage.accounts.get(session.host, session.username)
         if account is None or session.slot(LoginKeys).credentials != account.credentials:
-            # In a task of its own, which finds the session registered: that follows this handler.
-            self._ending.spawn(self._end_outdated(session.jid.bare))
+            # At once: the client may have sent stanzas behind its bind request, and none of
+            # them is to be handled.
+            session.close(_reverified())
 
     def _changed_elsewhere(self, store: str, account: str) -> None:
         """Another node re-verified an account: its sessions here that logged in before end too."""
@@ -541,12 +547,11 @@ class Phone(Module[PhoneOptions]):
         assert account.local is not None
         stored = await self.server.storage.accounts.get(account.domain, account.local)
         current = stored.credentials if stored is not None else None
-        error = StreamError("not-authorized", "the number was verified again (a new phone): log in with the new password")
         # The sessions as they are once the keys were read: one registered meanwhile, having
         # read the old keys in bound, is among them.
         for session in self.server.sessions.resources(account):
             if session.slot(LoginKeys).credentials != current:
-                session.close(error)
+                session.close(_reverified())
 
     # --- contact discovery -----------------------------------------------------------------
 
