@@ -7,7 +7,7 @@ from pathlib import Path
 from xml.etree.ElementTree import Element
 
 from schnack.server.app import Server
-from schnack.server.modules.last import STORE
+from schnack.server.modules.last import STORE, LastActivity
 from schnack.xmpp import ns
 from schnack.xmpp.xml import serialize
 
@@ -20,6 +20,14 @@ from .test_presence import online
 QUERY = f"{{{ns.LAST}}}query"
 # Long enough to show in whole seconds.
 WAIT = 1.2
+
+
+async def gone(server: Server, client: Client) -> None:
+    """``client`` closes its stream, and its session's end is recorded (in the background)."""
+    await client.close()
+    module = server.modules[LastActivity.name]
+    assert isinstance(module, LastActivity)
+    await module.settled()
 
 
 async def last(client: Client, to: str | None) -> Element:
@@ -60,7 +68,7 @@ async def test_a_contact_learns_when_the_last_session_ended_and_its_status(serve
     # §5: an account with an available resource is active now.
     assert seconds(await last(bob, "alice@localhost")) == 0
     await alice.send(presence("unavailable", inner="<status>gone fishing</status>"))
-    await alice.close()
+    await gone(server, alice)
     await asyncio.sleep(WAIT)
     reply = await last(bob, "alice@localhost")
     assert seconds(reply) >= 1
@@ -72,7 +80,7 @@ async def test_a_session_that_just_goes_leaves_no_status(server: Server) -> None
     bob = await follower(server, alice, "bob@localhost/desk")
     await alice.send(presence("unavailable", inner="<status>back soon</status>"))
     await alice.send(presence())  # available again: that status is over
-    await alice.close()
+    await gone(server, alice)
     reply = await last(bob, "alice@localhost")
     assert seconds(reply) >= 0 and status(reply) is None
 
@@ -86,14 +94,14 @@ async def test_strangers_and_contacts_without_the_users_presence_are_forbidden(s
     await carol.send(presence("subscribed", "alice@localhost"))
     assert seconds(await last(alice, "carol@localhost")) == 0
     dave = await online(server, "dave@localhost/desk")
-    await alice.close()
+    await gone(server, alice)
     for asker in (carol, dave):
         assert condition(await last(asker, "alice@localhost")) == "forbidden"
 
 
 async def test_the_account_itself_learns_when_its_last_session_ended(server: Server) -> None:
     phone = await online(server, "alice@localhost/phone")
-    await phone.close()
+    await gone(server, phone)
     await asyncio.sleep(WAIT)
     # A new session that sent no presence yet is not available: the last end is the answer.
     laptop = await login(server, "alice@localhost/laptop")
@@ -105,18 +113,28 @@ async def test_only_the_end_of_the_last_session_is_recorded(server: Server) -> N
     phone = await online(server, "alice@localhost/phone")
     desk = await online(server, "alice@localhost/desk")
     bob = await follower(server, phone, "bob@localhost/desk")
-    await phone.close()
+    await gone(server, phone)
     assert await server.storage.kv.get("localhost", "alice", STORE) is None
     assert seconds(await last(bob, "alice@localhost")) == 0
-    await desk.close()
+    await gone(server, desk)
     assert await server.storage.kv.get("localhost", "alice", STORE) is not None
+
+
+async def test_a_session_replaced_on_its_resource_records_no_end(server: Server) -> None:
+    """RFC 6120 §7.7.2.2: a new login on the resource replaces the session; the account never went."""
+    await online(server, "alice@localhost/phone")
+    await online(server, "alice@localhost/phone")
+    module = server.modules[LastActivity.name]
+    assert isinstance(module, LastActivity)
+    await module.settled()
+    assert await server.storage.kv.get("localhost", "alice", STORE) is None
 
 
 async def test_the_session_of_a_deleted_account_leaves_nothing_for_the_next_one_of_its_name(server: Server) -> None:
     alice = await online(server, "alice@localhost/phone")
     assert await server.delete_account("localhost", "alice")
     server.end_account_sessions("localhost", "alice")
-    await alice.close()
+    await gone(server, alice)
     again = await login(server, "alice@localhost/phone")
     assert await server.storage.kv.get("localhost", "alice", STORE) is None
     assert condition(await last(again, None)) == "item-not-found"
@@ -152,7 +170,7 @@ async def test_the_end_survives_a_restart(tmp_path: Path) -> None:
         alice = await online(server, "alice@localhost/phone")
         await follower(server, alice, "bob@localhost/desk")
         await alice.send(presence("unavailable", inner="<status>on holiday</status>"))
-        await alice.close()
+        await gone(server, alice)
     await asyncio.sleep(WAIT)
     async with running(tmp_path) as server:
         bob = await login(server, "bob@localhost/desk")

@@ -13,12 +13,13 @@
 
 The end of an account's last session is stored with the account (key ``last`` of the shared
 key-value store): it survives restarts, every node of a cluster reads the same, and it goes with
-the account when that is deleted. It is written once per session end, and only when no other
+the account when that is deleted. It is written once per session end, in the background (a
+session's end and start are on the way of a login that replaces it), and only when no other
 session of the account is left here or in the cluster directory; the session's own node has
 taken it out of the directory before (``session-closed`` runs the cluster's handler first), so
 of two last sessions ending at once on two nodes at least one writes. The node that reaps a dead
 node writes it for the accounts whose sessions were all there. A session's start is written too
-(key ``last-began``), once per bind: a session that a killed server (or a whole cluster that went
+(key ``last-began``), once per bind, in the background too: a session that a killed server (or a whole cluster that went
 down at once) ended writes no end, and the account then counts as active since that session
 began, not since an end weeks before it, which would make a phone in use until the crash look
 given up (docs/phone.md). Nothing is written for a message or for a presence: the status of an
@@ -44,6 +45,7 @@ from ...xmpp import ns
 from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID, JIDError
 from ...xmpp.xml import element, qname
+from ..background import Background
 from ..module import Module
 from ..storage import AccountGone, StorageError
 from .roster import has_from
@@ -98,6 +100,7 @@ class LastActivity(Module[Any]):
     since: dict[str, float]
 
     def setup(self) -> None:
+        self._writes = Background(log, "recording the start or the end of a session failed")
         self.iq("host", QUERY, get=self.uptime)
         for target in ("self", "bare"):
             self.iq(target, QUERY, get=self.account_activity)
@@ -114,6 +117,14 @@ class LastActivity(Module[Any]):
         for host in sorted(self.server.hosts):
             # The first node ever to start stores it; every later start reads the same.
             self.since[host] = float(await kv.set_default(host, "", SINCE, repr(time.time()).encode()))
+
+    async def stop(self) -> None:
+        """The starts and ends still being recorded are stored before storage closes."""
+        await self._writes.wait()
+
+    async def settled(self) -> None:
+        """Return once the starts and ends of sessions that went so far are recorded."""
+        await self._writes.wait()
 
     # --- answers ---------------------------------------------------------------------------
 
@@ -201,16 +212,24 @@ class LastActivity(Module[Any]):
             origin.slot(_Unavailable).status = None
 
     async def session_bound(self, session: Session) -> None:
-        """Record the start of the session, which counts as use if its end is never recorded."""
+        """Record the start of the session, which counts as use if its end is never recorded; in
+        the background, as the session becomes reachable only once this event is handled."""
         account = session.jid.bare
         if account.domain in self.server.hosts:
-            await self._record(account, BEGAN, repr(time.time()).encode())
+            self._writes.spawn(self._record(account, BEGAN, repr(time.time()).encode()))
 
     async def session_closed(self, session: Session) -> None:
-        """Record the end when this was the account's last session anywhere."""
+        """Record the end when this was the account's last session anywhere. In the background:
+        a session replaced by a new one on its resource ends before that one is reachable, which
+        waits for this event; by the time the check runs the new one counts, and no end is
+        recorded for an account that never went away."""
         account = session.jid.bare
-        if account.domain in self.server.hosts and not await self.connected(account):
-            await self._record_end(account, session.slot(_Unavailable).status)
+        if account.domain in self.server.hosts:
+            self._writes.spawn(self._closed(account, session.slot(_Unavailable).status))
+
+    async def _closed(self, account: JID, status: str | None) -> None:
+        if not await self.connected(account):
+            await self._record_end(account, status)
 
     async def reaped(self, _node: str, dropped: dict[str, str]) -> None:
         """A dead node's sessions are gone: record the end of the accounts that have none left."""
