@@ -31,6 +31,7 @@ from schnack.server.modules.last import BEGAN
 from schnack.server.modules.last import STORE as LAST
 from schnack.server.modules.mam import STORE as MAM
 from schnack.server.modules.phone import BOOK, DAY, SWEEP, Phone
+from schnack.server.storage import open_storage
 from schnack.xmpp import ht, ns
 from schnack.xmpp.jid import JID as Address
 from schnack.xmpp.payloads import bind2, fast
@@ -624,10 +625,19 @@ async def test_a_number_online_until_the_server_was_killed_keeps_its_account(
                       '[listen]\nc2s = ["127.0.0.1:0"]\nc2s_tls = []\nhttp = []\nhttps = []\n')
     process = Process(config)
     process.start()
+    before_login = time.time()
     try:
         client = SlixClient(process, f"{NUMBER}@localhost", PASSWORD)  # type: ignore[arg-type]
         assert await client.start()
         await client.sync()
+        # The session's start is stored in the background: killed before that, the server would
+        # have nothing to go by (as after a crash within moments of a login).
+        storage = await open_storage(f"sqlite:///{tmp_path / 'data' / 'schnack.db'}")
+        try:
+            await eventually(lambda: storage.kv.get("localhost", NUMBER, BEGAN),
+                             lambda began: float(began or 0) >= before_login)
+        finally:
+            await storage.close()
         process.kill()
         await client.stop()
     finally:
