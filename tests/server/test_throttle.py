@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from schnack.server.throttle import LoginThrottle
+import pytest
+
+from schnack.server.throttle import LoginThrottle, address_group
 
 HOST = "example.org"
 
@@ -132,3 +134,27 @@ def test_lookups_do_not_create_entries() -> None:
         assert not t.blocked_account(HOST, f"user{i}")
         assert not t.blocked_ip(f"192.0.2.{i}")
     assert len(t) == 0
+
+
+def test_the_addresses_of_one_ipv6_network_count_together() -> None:
+    """A subscriber usually holds a whole /64 (RFC 6177): its 2^64 addresses are one allowance."""
+    clock = Clock()
+    t = throttle(clock, per_account=100, per_ip=5)
+    for i in range(5):
+        t.failure(HOST, f"user{i}", f"2001:db8:1:2::{i + 1}")
+    assert t.blocked_ip("2001:db8:1:2:ffff::9")
+    assert not t.blocked_ip("2001:db8:1:3::1")
+
+
+@pytest.mark.parametrize(
+    ("address", "group"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("[2001:db8::1]", "2001:db8::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("unix", "unix"),
+    ],
+)
+def test_address_group(address: str, group: str) -> None:
+    assert address_group(address) == group

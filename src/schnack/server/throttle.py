@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -10,6 +11,21 @@ from typing import TypeVar
 _WINDOW = 60.0
 
 K = TypeVar("K", bound=Hashable)
+
+
+def address_group(address: str) -> str:
+    """The group a client's address is counted in against per-address limits: an IPv6 address's
+    /64, which one subscriber usually holds whole (RFC 6177), so that its 2^64 addresses are not
+    as many allowances; an IPv4 address (also one mapped into IPv6) alone; anything else as is."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class LoginThrottle:
@@ -52,7 +68,8 @@ class LoginThrottle:
         return count >= self.per_account
 
     def blocked_ip(self, ip: str) -> bool:
-        """Whether logins from this address are paused."""
+        """Whether logins from this address (its group: :func:`address_group`) are paused."""
+        ip = address_group(ip)
         count = self._recent(self._ips.get(ip), self._clock())
         if count == 0:
             self._ips.pop(ip, None)
@@ -69,7 +86,7 @@ class LoginThrottle:
             self._swept = now
         if username is not None:
             self._accounts.setdefault((host, username), deque()).append(now)
-        self._ips.setdefault(ip, deque()).append(now)
+        self._ips.setdefault(address_group(ip), deque()).append(now)
 
     def success(self, host: str, username: str) -> None:
         """A successful login clears the account's count (not the address's)."""

@@ -94,6 +94,7 @@ from ..module import Module
 from ..sasl2 import LoginKeys
 from ..sms import KINDS, CommandGateway, Gateway, HttpGateway, LogGateway, SmsError
 from ..storage import AlreadyExists
+from ..throttle import address_group
 from .fast import FastTokens
 from .last import LastActivity
 from .register import MAX_PASSWORD, password_problem
@@ -301,7 +302,7 @@ class Phone(Module[PhoneOptions]):
             installation = request.headers.get("Installation-Id")
             if installation is not None and not _UUID.fullmatch(installation):
                 raise _Refused(400, "Installation-Id must be a UUID")
-            await self.send_code(number, request.remote or "?", installation)
+            await self.send_code(number, address_group(request.remote or "?"), installation)
         except _Refused as refused:
             return refused.response()
         return web.Response(text="the code was sent\n")

@@ -35,6 +35,7 @@ from ..config import bounded
 from ..hooks import HANDLED, Handled
 from ..module import Module
 from ..storage import AlreadyExists
+from ..throttle import address_group
 
 if TYPE_CHECKING:
     from ..app import Server
@@ -171,7 +172,7 @@ class Register(Module[RegisterOptions]):
             # Only the number's owner may have its account (docs/phone.md), module on or off.
             raise StanzaError("not-acceptable", "phone numbers are registered by SMS verification")
         self._check_password(password)
-        ip = stream.conn.peer.rpartition(":")[0] or stream.conn.peer
+        ip = address_group(stream.conn.peer.rpartition(":")[0] or stream.conn.peer)
         if self._throttled(ip):
             raise StanzaError("resource-constraint", "too many new accounts from your address; try later")
         # Counted before the awaits, or registrations racing from one address would all pass the
