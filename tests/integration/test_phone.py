@@ -15,6 +15,7 @@ import secrets
 import socket
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,14 @@ def base(server: Server) -> str:
     return f"http://{host}:{port}/phone"
 
 
+def installation() -> dict[str, str]:
+    """The header an app sends with each request for a code: a fresh installation each time."""
+    return {"Installation-Id": str(uuid.uuid4())}
+
+
 async def ask_code(http: aiohttp.ClientSession, server: Server, number: str = NUMBER,
                    headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+    headers = installation() if headers is None else headers
     async with http.get(f"{base(server)}/authentication/{number.replace('+', '%2B')}", headers=headers) as answer:
         await answer.read()
         return answer
@@ -144,7 +151,7 @@ async def test_a_code_is_used_once(server: Server, hook: Webhook, http: aiohttp.
 
 
 async def test_a_literal_plus_in_the_path_is_a_plus(server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
-    async with http.get(f"{base(server)}/authentication/{NUMBER}") as answer:
+    async with http.get(f"{base(server)}/authentication/{NUMBER}", headers=installation()) as answer:
         assert answer.status == 200
     assert [item.json["to"] for item in hook.received] == [NUMBER]
 
@@ -152,7 +159,7 @@ async def test_a_literal_plus_in_the_path_is_a_plus(server: Server, hook: Webhoo
 @pytest.mark.parametrize("number", ["4915123456789", "+49 151 23456789", "+123", "+4915123456789x", "%2B0151"])
 async def test_a_number_not_in_e164_form_is_400(server: Server, hook: Webhook, http: aiohttp.ClientSession,
                                                  number: str) -> None:
-    async with http.get(f"{base(server)}/authentication/{number}") as answer:
+    async with http.get(f"{base(server)}/authentication/{number}", headers=installation()) as answer:
         assert answer.status == 400
         assert len((await answer.text()).strip().splitlines()) == 1
     assert hook.received == []
@@ -161,6 +168,17 @@ async def test_a_number_not_in_e164_form_is_400(server: Server, hook: Webhook, h
 async def test_a_malformed_installation_id_is_400(server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
     answer = await ask_code(http, server, headers={"Installation-Id": "not-a-uuid"})
     assert answer.status == 400
+    assert hook.received == []
+
+
+async def test_a_request_without_installation_id_sends_nothing(
+        server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """Any web page can make its visitors' browsers send this GET (an image, a link fetched), but
+    not with a header of its own: the header keeps pages from having SMS sent to a victim."""
+    async with http.get(f"{base(server)}/authentication/%2B4915123456789") as answer:
+        assert answer.status == 400
+        assert (await answer.text()).strip() == (
+            "the Installation-Id header (a UUID the app keeps per installation) is required")
     assert hook.received == []
 
 

@@ -6,7 +6,8 @@ sends it back sets the password. This is the API of Quicksy (the phone-number XM
 Conversations' and Monal's Quicksy builds use), under ``/phone`` of the HTTP listeners:
 
 - ``GET /phone/authentication/{number}``: send a fresh 6-digit code to the number. 200 sent;
-  400 not a number in E.164 form, or a malformed ``Installation-Id`` (a UUID); 429 with
+  400 not a number in E.164 form, or a missing or malformed ``Installation-Id`` (a UUID,
+  required so that web pages cannot have their visitors' browsers ask for codes); 429 with
   ``Retry-After`` when a limit was reached; 500 when the SMS gateway failed (nothing is then
   counted as sent).
 - ``POST /phone/password`` with ``Authorization: base64(number "\\0" code)`` (or ``Basic
@@ -300,7 +301,12 @@ class Phone(Module[PhoneOptions]):
             if not valid:
                 raise _Refused(400, f"{number!r} is not in E.164 form (+ and the digits of the number)")
             installation = request.headers.get("Installation-Id")
-            if installation is not None and not _UUID.fullmatch(installation):
+            if installation is None:
+                # A web page can make its visitors' browsers send this GET (an image, a prefetched
+                # link), but not with a header of its own without a CORS preflight, which this
+                # server never grants: required, the header keeps pages from sending SMS to a victim.
+                raise _Refused(400, "the Installation-Id header (a UUID the app keeps per installation) is required")
+            if not _UUID.fullmatch(installation):
                 raise _Refused(400, "Installation-Id must be a UUID")
             await self.send_code(number, address_group(request.remote or "?"), installation)
         except _Refused as refused:
@@ -338,7 +344,7 @@ class Phone(Module[PhoneOptions]):
 
     # --- codes -----------------------------------------------------------------------------
 
-    async def send_code(self, number: str, address: str, installation: str | None) -> None:
+    async def send_code(self, number: str, address: str, installation: str) -> None:
         """Send a new code to ``number`` unless a limit says no (_Refused 429), replacing any code
         sent before; a gateway failure is _Refused 500, and then nothing counts as sent."""
         now = time.time()
@@ -347,12 +353,11 @@ class Phone(Module[PhoneOptions]):
         next_day = (day + 1) * DAY
         claimed: list[str] = []
         try:
-            if installation is not None:
-                key, _ = await self._claim(f"phone-installation/{installation.lower()}/{day}",
-                                           self.options.sms_per_installation_per_day, now, next_day)
-                if key is None:
-                    raise _Refused(429, "this installation asked for too many codes today", next_day - now)
-                claimed.append(key)
+            key, _ = await self._claim(f"phone-installation/{installation.lower()}/{day}",
+                                       self.options.sms_per_installation_per_day, now, next_day)
+            if key is None:
+                raise _Refused(429, "this installation asked for too many codes today", next_day - now)
+            claimed.append(key)
             await self._claim_sms(number, now, claimed)
             digits = f"{secrets.randbelow(10**_CODE_DIGITS):0{_CODE_DIGITS}d}"
             text = self.options.sms_text.replace("{code}", digits).replace("{domain}", self.host)
