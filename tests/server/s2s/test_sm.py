@@ -8,9 +8,10 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from xml.etree.ElementTree import Element
 
 import pytest
 
@@ -265,6 +266,29 @@ async def test_an_idle_outgoing_stream_sends_whitespace_keepalives(tmp_path: Pat
         raw.stop()
 
 
+async def serve_peers(receiver: RawReceiver, delivered: asyncio.Queue[str],
+                      refuse: Callable[[int, Element, int], str | None]) -> None:
+    """A peer server with stream management that acknowledges what it is asked to and hands each
+    stanza to ``delivered``, unless ``refuse`` (given the connection's number, the stanza and the
+    count handled on it) returns what to send before closing the stream over it."""
+    for attempt in itertools.count():
+        peer = await receiver.next_peer()
+        await enable(peer)
+        handled = 0
+        with contextlib.suppress(AssertionError):  # the connection closed
+            while True:
+                el = await peer.element()
+                if el.tag == f"{{{SM}}}r":
+                    peer.send(f"<a xmlns='{SM}' h='{handled}'/>")
+                elif (last_words := refuse(attempt, el, handled)) is not None:
+                    peer.send(last_words)
+                    peer.writer.close()
+                    break
+                else:
+                    handled += 1
+                    await delivered.put(el.get("id", ""))
+
+
 @pytest.mark.parametrize("last_ack", [True, False])
 async def test_a_stanza_the_peer_ends_the_stream_over_bounces_and_the_rest_arrives(
         tmp_path: Path, receiver: RawReceiver, last_ack: bool) -> None:
@@ -277,27 +301,13 @@ async def test_a_stanza_the_peer_ends_the_stream_over_bounces_and_the_rest_arriv
     server, alice = await sender(tmp_path, receiver, retry_window=120)
     delivered: asyncio.Queue[str] = asyncio.Queue()
 
-    async def refuse_poison() -> None:
-        while True:
-            peer = await receiver.next_peer()
-            await enable(peer)
-            handled = 0
-            with contextlib.suppress(AssertionError):  # the connection closed
-                while True:
-                    el = await peer.element()
-                    if el.tag == f"{{{SM}}}r":
-                        peer.send(f"<a xmlns='{SM}' h='{handled}'/>")
-                    elif el.get("id") == "poison":
-                        ack = f"<a xmlns='{SM}' h='{handled}'/>" if last_ack else ""
-                        peer.send(f"{ack}<stream:error><policy-violation "
-                                  f"xmlns='{ns.STREAM_ERRORS}'/></stream:error></stream:stream>")
-                        peer.writer.close()
-                        break
-                    else:
-                        handled += 1
-                        await delivered.put(el.get("id", ""))
+    def refuse_poison(_attempt: int, el: Element, handled: int) -> str | None:
+        if el.get("id") != "poison":
+            return None
+        ack = f"<a xmlns='{SM}' h='{handled}'/>" if last_ack else ""
+        return f"{ack}<stream:error><policy-violation xmlns='{ns.STREAM_ERRORS}'/></stream:error></stream:stream>"
 
-    peering = asyncio.create_task(refuse_poison())
+    peering = asyncio.create_task(serve_peers(receiver, delivered, refuse_poison))
     try:
         for id_ in ("m1", "poison", "m2"):
             await alice.send(f"<message to='bob@{REMOTE}' id='{id_}' type='chat'><body>{id_}</body></message>")
@@ -323,26 +333,12 @@ async def test_a_peer_failing_for_a_while_bounces_nothing(tmp_path: Path, receiv
     server, alice = await sender(tmp_path, receiver, retry_window=120)
     delivered: asyncio.Queue[str] = asyncio.Queue()
 
-    async def fail_twice() -> None:
-        for attempt in itertools.count():
-            peer = await receiver.next_peer()
-            await enable(peer)
-            handled = 0
-            with contextlib.suppress(AssertionError):  # the connection closed
-                while True:
-                    el = await peer.element()
-                    if el.tag == f"{{{SM}}}r":
-                        peer.send(f"<a xmlns='{SM}' h='{handled}'/>")
-                    elif attempt < 2:
-                        peer.send(f"<stream:error><internal-server-error xmlns='{ns.STREAM_ERRORS}'/>"
-                                  "</stream:error></stream:stream>")
-                        peer.writer.close()
-                        break
-                    else:
-                        handled += 1
-                        await delivered.put(el.get("id", ""))
+    def fail_twice(attempt: int, _el: Element, _handled: int) -> str | None:
+        if attempt >= 2:
+            return None
+        return f"<stream:error><internal-server-error xmlns='{ns.STREAM_ERRORS}'/></stream:error></stream:stream>"
 
-    peering = asyncio.create_task(fail_twice())
+    peering = asyncio.create_task(serve_peers(receiver, delivered, fail_twice))
     try:
         for id_ in ("m1", "m2"):
             await alice.send(f"<message to='bob@{REMOTE}' id='{id_}' type='chat'><body>{id_}</body></message>")

@@ -120,7 +120,7 @@ class LastActivity(Module[Any]):
 
     async def stop(self) -> None:
         """The starts and ends still being recorded are stored before storage closes."""
-        await self._writes.wait()
+        await self.settled()
 
     async def settled(self) -> None:
         """Return once the starts and ends of sessions that went so far are recorded."""
