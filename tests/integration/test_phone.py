@@ -302,6 +302,33 @@ async def test_an_address_gets_so_many_codes_an_hour(tmp_path: Path, hook: Webho
         refused = await ask_code(http, server, THIRD)
         assert refused.status == 429
         assert 3500 <= int(refused.headers["Retry-After"]) <= 3600
+        # Once one of them was asked for over an hour ago, one more may be.
+        claims = [key for key in await server.storage.maps.items("localhost", "", SWEEP)
+                  if key.startswith("phone-address/")]
+        assert len(claims) == 2
+        await server.storage.kv.set("localhost", "", claims[0], f"{time.time() - 3601!r} earlier".encode())
+        assert (await ask_code(http, server, THIRD)).status == 200
+        assert (await ask_code(http, server, "+4915723456789")).status == 429
+
+
+async def test_an_address_gets_so_many_codes_an_hour_from_all_nodes_together(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """Two nodes on one PostgreSQL schema: an address that spreads its requests over both, all
+    at once, still gets sms_per_ip_per_hour codes, not that many per node."""
+    numbers = [f"+49151234567{i:02d}" for i in range(6)]
+    async with postgres_schema() as (url, _, _):
+        modules, storage = phone_modules(hook.url, sms_per_ip_per_hour=2), {"url": url}
+        async with (
+            running(tmp_path / "a", listen=True, modules=modules, storage=storage) as node_a,
+            running(tmp_path / "b", listen=True, modules=modules, storage=storage) as node_b,
+        ):
+            answers = await asyncio.gather(*(ask_code(http, (node_a, node_b)[i % 2], number)
+                                             for i, number in enumerate(numbers)))
+            assert sorted(answer.status for answer in answers) == [200, 200, 429, 429, 429, 429]
+            assert len(hook.received) == 2
+            refused = await ask_code(http, node_b, numbers[0])
+            assert refused.status == 429
+            assert 3500 <= int(refused.headers["Retry-After"]) <= 3600
 
 
 async def test_a_gateway_failure_is_500_and_nothing_counts_as_sent(

@@ -199,6 +199,19 @@ async def test_kv_set_default_after_a_delete_stores_anew(storage: Storage) -> No
     assert await storage.kv.get(H, "", "claim") == b"second"
 
 
+async def test_kv_replace_stores_only_in_place_of_the_value_named(storage: Storage) -> None:
+    """Compare and set: of callers replacing one value at once, one succeeds; nothing is stored
+    in place of another value, nor where nothing is."""
+    assert not await storage.kv.replace(H, "", "slot", b"old", b"new")
+    assert await storage.kv.get(H, "", "slot") is None
+    await storage.kv.set(H, "", "slot", b"old")
+    won = await asyncio.gather(*(storage.kv.replace(H, "", "slot", b"old", b"%d" % n) for n in range(8)))
+    assert won.count(True) == 1
+    assert await storage.kv.get(H, "", "slot") == b"%d" % won.index(True)
+    assert not await storage.kv.replace(H, "", "slot", b"old", b"late")
+    assert await storage.kv.get(H, "", "slot") == b"%d" % won.index(True)
+
+
 async def test_maps_set_many_is_all_or_nothing(storage: Storage) -> None:
     """Several keys of one map change in one transaction: a refused key leaves the map as it was."""
     await storage.maps.set(H, "alice", "private", "kept", b"old")

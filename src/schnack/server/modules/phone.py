@@ -30,8 +30,9 @@ left, voids the code. A right code is used once (it claims ``phone-used/{code id
 
 **Limits.** Per number one code per ``sms_interval`` and ``sms_per_day`` a UTC day, per
 ``Installation-Id`` ``sms_per_installation_per_day`` (both claimed as numbered keys, as the
-guesses are, so they hold across nodes), and per client address ``sms_per_ip_per_hour`` on
-each node. The keys are indexed in the map ``phone-sweep`` with the time they may go, and a
+guesses are, so they hold across nodes), and per client address (an IPv6 /64 as one)
+``sms_per_ip_per_hour`` in any hour, claimed the same way, a key claimed over an hour ago being
+free again (taken over with ``replace``, compare and set, so that one node wins it). The keys are indexed in the map ``phone-sweep`` with the time they may go, and a
 sweep every hour deletes those past it.
 
 **Verified numbers.** The key ``phone`` of the account itself marks its number verified (the
@@ -75,7 +76,6 @@ import math
 import re
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -140,7 +140,7 @@ class PhoneOptions:
     code_attempts: int = bounded(3, min=1, max=100, help="wrong codes before the code is void")
     sms_interval: float = bounded(60.0, min=0, max=DAY, help="seconds between two codes to one number")
     sms_per_day: int = bounded(5, min=1, max=1000, help="codes to one number per UTC day")
-    sms_per_ip_per_hour: int = bounded(20, min=1, help="codes asked for from one address per hour (per node)")
+    sms_per_ip_per_hour: int = bounded(20, min=1, help="codes asked for from one address per hour")
     sms_per_installation_per_day: int = bounded(5, min=1, help="codes asked for by one Installation-Id per UTC day")
     min_password_length: int = bounded(8, min=1, max=MAX_PASSWORD, help="characters")
     discovery_limit: int = bounded(2048, min=1, help="distinct numbers an account may look up per UTC day")
@@ -249,8 +249,6 @@ class Phone(Module[PhoneOptions]):
         if "{code}" not in options.sms_text:
             raise ConfigError("modules.phone.sms_text", f"must contain {{code}}, got {options.sms_text!r}")
         self.gateway = gateway(options)
-        # When codes were asked for, per client address, oldest first, within the last hour.
-        self._asked: dict[str, deque[float]] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     def announcement(self) -> str:
@@ -348,11 +346,15 @@ class Phone(Module[PhoneOptions]):
         """Send a new code to ``number`` unless a limit says no (_Refused 429), replacing any code
         sent before; a gateway failure is _Refused 500, and then nothing counts as sent."""
         now = time.time()
-        self._asked_from(address, now)
         day = int(now // DAY)
         next_day = (day + 1) * DAY
         claimed: list[str] = []
         try:
+            key, taken = await self._claim(f"phone-address/{address}", self.options.sms_per_ip_per_hour, now,
+                                           now + _HOUR, window=_HOUR)
+            if key is None:
+                raise _Refused(429, "too many codes asked for from your address", min(taken) + _HOUR - now)
+            claimed.append(key)
             key, _ = await self._claim(f"phone-installation/{installation.lower()}/{day}",
                                        self.options.sms_per_installation_per_day, now, next_day)
             if key is None:
@@ -367,7 +369,6 @@ class Phone(Module[PhoneOptions]):
                 log.error("the SMS with a code for %s was not sent: %s", number, err)
                 raise _Refused(500, "the SMS could not be sent; try again later") from None
         except BaseException:
-            self._forget_asked(address, now)
             for key in claimed:
                 await self.server.storage.kv.delete(self.host, "", key)
             raise
@@ -404,42 +405,31 @@ class Phone(Module[PhoneOptions]):
                 stamps.append(float(raw.split()[0]))
         return stamps
 
-    async def _claim(self, prefix: str, limit: int, now: float, keep_until: float) -> tuple[str | None, list[float]]:
+    async def _claim(self, prefix: str, limit: int, now: float, keep_until: float,
+                     window: float | None = None) -> tuple[str | None, list[float]]:
         """Claim the first free key of ``prefix/0`` to ``prefix/{limit-1}`` (set_default: of
-        nodes claiming at once, one wins each key); the key claimed, or None when all were
-        taken, and when the keys taken before it were claimed."""
+        nodes claiming at once, one wins each key); with ``window``, a key claimed longer ago than
+        that is free too, and taken over with replace (one node wins it as well). The key
+        claimed, or None when all were taken, and when the keys taken before it were claimed."""
         kv = self.server.storage.kv
         mine = f"{now!r} {secrets.token_hex(8)}".encode()
         taken: list[float] = []
         for i in range(limit):
             key = f"{prefix}/{i}"
             stored = await kv.get(self.host, "", key)
-            if stored is None:
+            while stored is None or (window is not None and now - float(stored.split()[0]) > window):
                 await self._sweep_later(key, keep_until)
-                stored = await kv.set_default(self.host, "", key, mine)
-                if stored == mine:
+                if stored is None:
+                    stored = await kv.set_default(self.host, "", key, mine)
+                    if stored == mine:
+                        return key, taken
+                elif await kv.replace(self.host, "", key, stored, mine):
                     return key, taken
+                else:
+                    # Taken over by another node, or deleted by the sweep: looked at anew.
+                    stored = await kv.get(self.host, "", key)
             taken.append(float(stored.split()[0]))
         return None, taken
-
-    def _asked_from(self, address: str, now: float) -> None:
-        """Count a request from ``address``, or _Refused 429 if it asked too often this hour."""
-        cutoff = now - _HOUR
-        for known in list(self._asked):
-            stamps = self._asked[known]
-            while stamps and stamps[0] < cutoff:
-                stamps.popleft()
-            if not stamps:
-                del self._asked[known]
-        stamps = self._asked.setdefault(address, deque())
-        if len(stamps) >= self.options.sms_per_ip_per_hour:
-            raise _Refused(429, "too many codes asked for from your address", stamps[0] + _HOUR - now)
-        stamps.append(now)
-
-    def _forget_asked(self, address: str, now: float) -> None:
-        stamps = self._asked.get(address)
-        if stamps is not None and now in stamps:
-            stamps.remove(now)
 
     async def verify(self, number: str, digits: str, password: str) -> bool:
         """Check the code and set the password; True if the account was created. _Refused 404

@@ -246,6 +246,11 @@ class KeyValueStore(Protocol):
         callers at once (cluster nodes starting together), the first to store wins for all."""
         ...
 
+    async def replace(self, host: str, username: str, store: str, old: bytes, new: bytes) -> bool:
+        """Store ``new`` if ``old`` is what is stored (compare and set); whether it was. Of several
+        callers replacing the same ``old`` at once, one succeeds."""
+        ...
+
     async def delete(self, host: str, username: str, store: str) -> None: ...
 
 

@@ -290,6 +290,10 @@ class KeyValue(_Part):
     async def delete(self, host: str, username: str, store: str) -> None:
         await self.set(host, username, store, None)
 
+    async def replace(self, host: str, username: str, store: str, old: bytes, new: bytes) -> bool:
+        return await self._write("UPDATE kv SET value=$5 WHERE host=$1 AND username=$2 AND store=$3 AND value=$4",
+                                 host, username, store, old, new) == 1
+
     async def set_default(self, host: str, username: str, store: str, value: bytes) -> bytes:
         check_names(host, username, store)
         while True:

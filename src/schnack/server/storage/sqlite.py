@@ -236,6 +236,10 @@ class KeyValue(_Part):
 
         return await _in_thread(self.db, _committed(write))
 
+    async def replace(self, host: str, username: str, store: str, old: bytes, new: bytes) -> bool:
+        return await self._write("UPDATE kv SET value=? WHERE host=? AND username=? AND store=? AND value=?",
+                                 new, host, username, store, old) == 1
+
     async def delete(self, host: str, username: str, store: str) -> None:
         await self.set(host, username, store, None)
 
