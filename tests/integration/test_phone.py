@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import json
 import re
@@ -268,6 +269,40 @@ async def test_an_expired_code_is_404(tmp_path: Path, hook: Webhook, http: aioht
         assert await module.sweep() >= 1
         assert await server.storage.kv.get("localhost", "", f"phone-code/{NUMBER}") is None
         assert f"phone-code/{NUMBER}" not in await server.storage.maps.items("localhost", "", SWEEP)
+
+
+@contextlib.asynccontextmanager
+async def phone_server(tmp_path: Path, backend: str, hook: Webhook, **options: Any) -> AsyncIterator[Server]:
+    """A listening server with the phone module, its storage SQLite or a fresh PostgreSQL schema."""
+    async with contextlib.AsyncExitStack() as stack:
+        storage: dict[str, Any] = {}
+        if backend == "postgres":
+            url, _, _ = await stack.enter_async_context(postgres_schema())
+            storage["storage"] = {"url": url}
+        yield await stack.enter_async_context(
+            running(tmp_path, listen=True, modules=phone_modules(hook.url, **options), **storage))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_code_sent_while_the_sweep_runs_survives_it(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession, backend: str) -> None:
+    """The sweep finds a number's code past its time, and before it deletes it the number gets
+    a new code (the hourly sweep deletes its keys one by one, the requests go on meanwhile):
+    the new code stays, usable, and in the index to go once its own time is past."""
+    async with phone_server(tmp_path, backend, hook, sms_interval=0) as server:
+        module = server.modules["phone"]
+        assert isinstance(module, Phone)
+        key = f"phone-code/{NUMBER}"
+        assert (await ask_code(http, server)).status == 200
+        expired = float((await server.storage.maps.items("localhost", "", SWEEP))[key])
+        due = await module.due(expired)
+        assert key in due
+        assert (await ask_code(http, server)).status == 200
+        for name, noted in due.items():
+            await module.expire(name, noted, expired)
+        assert (await set_password(http, server, last_code(hook)))[0] == 201
+        indexed = await server.storage.maps.get("localhost", "", SWEEP, key)
+        assert indexed is not None and float(indexed) > expired
 
 
 async def test_a_number_gets_one_code_a_minute(server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:

@@ -212,6 +212,21 @@ async def test_kv_replace_stores_only_in_place_of_the_value_named(storage: Stora
     assert await storage.kv.get(H, "", "slot") == b"%d" % won.index(True)
 
 
+async def test_kv_and_maps_delete_if_delete_only_the_value_named(storage: Storage) -> None:
+    """Compare and delete: what was stored in place of the value named stays."""
+    await storage.kv.set(H, "", "code", b"new")
+    assert not await storage.kv.delete_if(H, "", "code", b"old")
+    assert await storage.kv.get(H, "", "code") == b"new"
+    assert await storage.kv.delete_if(H, "", "code", b"new")
+    assert await storage.kv.get(H, "", "code") is None
+    assert not await storage.kv.delete_if(H, "", "code", b"new")
+    await storage.maps.set(H, "", "index", "code", b"new")
+    await storage.maps.set(H, "", "index", "other", b"old")
+    assert not await storage.maps.delete_if(H, "", "index", "code", b"old")
+    assert await storage.maps.delete_if(H, "", "index", "other", b"old")
+    assert await storage.maps.items(H, "", "index") == {"code": b"new"}
+
+
 async def test_maps_set_many_is_all_or_nothing(storage: Storage) -> None:
     """Several keys of one map change in one transaction: a refused key leaves the map as it was."""
     await storage.maps.set(H, "alice", "private", "kept", b"old")

@@ -32,8 +32,10 @@ left, voids the code. A right code is used once (it claims ``phone-used/{code id
 ``Installation-Id`` ``sms_per_installation_per_day`` (both claimed as numbered keys, as the
 guesses are, so they hold across nodes), and per client address (an IPv6 /64 as one)
 ``sms_per_ip_per_hour`` in any hour, claimed the same way, a key claimed over an hour ago being
-free again (taken over with ``replace``, compare and set, so that one node wins it). The keys are indexed in the map ``phone-sweep`` with the time they may go, and a
-sweep every hour deletes those past it.
+free again (taken over with ``replace``, compare and set, so that one node wins it). The keys
+are indexed in the map ``phone-sweep`` with the time they may go, noted before they are
+written, and a sweep every hour deletes those past it, each only as the sweep read it (compare
+and delete): a code sent while the sweep runs is not taken for the expired one before it.
 
 **Verified numbers.** The key ``phone`` of the account itself marks its number verified (the
 account is named by the number): storage deletes it with the account on every path that
@@ -632,15 +634,33 @@ class Phone(Module[PhoneOptions]):
         """Delete the codes, guesses and counts, and forget the numbers looked up, that are
         past their time; how many keys went."""
         now = time.time() if now is None else now
-        maps, kv = self.server.storage.maps, self.server.storage.kv
         gone = 0
-        for key, raw in (await maps.items(self.host, "", SWEEP)).items():
-            if float(raw) > now:
-                continue
-            if key.startswith(f"{BOOK}/"):
-                await self._forget_lookups(key, now)
-            else:
-                await kv.delete(self.host, "", key)
-                await maps.set(self.host, "", SWEEP, key, None)
-            gone += 1
+        for key, noted in (await self.due(now)).items():
+            gone += await self.expire(key, noted, now)
         return gone
+
+    async def due(self, now: float) -> dict[str, bytes]:
+        """The keys of the index ``phone-sweep`` that may go at ``now``, with the time noted for each."""
+        return {key: noted for key, noted in (await self.server.storage.maps.items(self.host, "", SWEEP)).items()
+                if float(noted) <= now}
+
+    async def expire(self, key: str, noted: bytes, now: float) -> bool:
+        """Delete ``key``, found :meth:`due` with the time ``noted``, unless it was written anew
+        since; whether it went.
+
+        A new code for the number, or a claim of a key given back, may come while the sweep
+        runs. Whoever writes a key notes its time in the index first (:meth:`_sweep_later`), so
+        the index entry goes only if it still holds ``noted``, and then the key only if it
+        still holds what was read before that: a value written after the read came with a new
+        time in the index, and stays, indexed, until that time.
+        """
+        if key.startswith(f"{BOOK}/"):
+            await self._forget_lookups(key, now)
+            return True
+        maps, kv = self.server.storage.maps, self.server.storage.kv
+        stored = await kv.get(self.host, "", key)
+        if not await maps.delete_if(self.host, "", SWEEP, key, noted):
+            return False
+        if stored is not None:
+            await kv.delete_if(self.host, "", key, stored)
+        return True

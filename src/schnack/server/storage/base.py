@@ -253,6 +253,10 @@ class KeyValueStore(Protocol):
 
     async def delete(self, host: str, username: str, store: str) -> None: ...
 
+    async def delete_if(self, host: str, username: str, store: str, value: bytes) -> bool:
+        """Delete the key if ``value`` is what is stored (compare and delete); whether it was."""
+        ...
+
 
 class MapStore(Protocol):
     async def get(self, host: str, username: str, store: str, key: str) -> bytes | None: ...
@@ -261,6 +265,10 @@ class MapStore(Protocol):
     async def set_many(self, host: str, username: str, store: str, changes: Mapping[str, bytes | None]) -> None:
         """Set (or, for None, remove) several keys in one transaction: all of them or, if one is
         refused (TooLong, AccountGone, StorageError), none."""
+        ...
+
+    async def delete_if(self, host: str, username: str, store: str, key: str, value: bytes) -> bool:
+        """Remove ``key`` if ``value`` is what it holds (compare and delete); whether it did."""
         ...
 
     async def items(self, host: str, username: str, store: str) -> dict[str, bytes]: ...

@@ -290,6 +290,10 @@ class KeyValue(_Part):
     async def delete(self, host: str, username: str, store: str) -> None:
         await self.set(host, username, store, None)
 
+    async def delete_if(self, host: str, username: str, store: str, value: bytes) -> bool:
+        return await self._write("DELETE FROM kv WHERE host=$1 AND username=$2 AND store=$3 AND value=$4",
+                                 host, username, store, value) == 1
+
     async def replace(self, host: str, username: str, store: str, old: bytes, new: bytes) -> bool:
         return await self._write("UPDATE kv SET value=$5 WHERE host=$1 AND username=$2 AND store=$3 AND value=$4",
                                  host, username, store, old, new) == 1
@@ -333,6 +337,10 @@ class Maps(_Part):
         async with self._conn(transaction=True) as conn:
             for sql, *args in statements:
                 await conn.execute(sql, *args)
+
+    async def delete_if(self, host: str, username: str, store: str, key: str, value: bytes) -> bool:
+        return await self._write("DELETE FROM maps WHERE host=$1 AND username=$2 AND store=$3 AND key=$4 AND value=$5",
+                                 host, username, store, key, value) == 1
 
     async def delete_all(self, host: str, username: str, store: str) -> None:
         await self._write("DELETE FROM maps WHERE host=$1 AND username=$2 AND store=$3", host, username, store)

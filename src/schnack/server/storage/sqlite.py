@@ -243,6 +243,10 @@ class KeyValue(_Part):
     async def delete(self, host: str, username: str, store: str) -> None:
         await self.set(host, username, store, None)
 
+    async def delete_if(self, host: str, username: str, store: str, value: bytes) -> bool:
+        return await self._write("DELETE FROM kv WHERE host=? AND username=? AND store=? AND value=?",
+                                 host, username, store, value) == 1
+
 
 class Maps(_Part):
     async def get(self, host: str, username: str, store: str, key: str) -> bytes | None:
@@ -271,6 +275,10 @@ class Maps(_Part):
                                  (host, username, store, key, value))
 
         await _in_thread(self.db, _committed(write))
+
+    async def delete_if(self, host: str, username: str, store: str, key: str, value: bytes) -> bool:
+        return await self._write("DELETE FROM maps WHERE host=? AND username=? AND store=? AND key=? AND value=?",
+                                 host, username, store, key, value) == 1
 
     async def delete_all(self, host: str, username: str, store: str) -> None:
         await self._write("DELETE FROM maps WHERE host=? AND username=? AND store=?", host, username, store)
