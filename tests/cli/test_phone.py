@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from bench.ports import free_port
 from schnack.client import Client
-from schnack.client.phone_signup import PhoneSignup, new_password
 from schnack.client.store import account_dir
 from schnack.server.app import Server
+from schnack.server.modules.phone import DAY, Phone
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.phone_book import Entry, answer_hash
 
@@ -119,9 +120,9 @@ async def test_register_refusals_are_one_line(tmp_path: Path) -> None:
         assert one_line(again).startswith(f"schnack: too many codes asked for {ANNA}: try again in ")
         typo = await register(env, hook, register_args(server, BEN, "--code-stdin"), lambda _code: "12345")
         assert typo.returncode == 2 and one_line(typo) == "schnack: the code is the 6 digits the SMS carries"
-        # A code that was used by then (or has expired) is refused as such.
-        used = await register_with_a_used_code(env, server, hook, CARL)
-        assert one_line(used) == (f"schnack: the code has expired, was used, or was never sent to {CARL}:"
+        # A code that has expired by then (or was used) is refused as such.
+        expired = await register_with_an_expired_code(env, server, hook, CARL)
+        assert one_line(expired) == (f"schnack: the code has expired, was used, or was never sent to {CARL}:"
                                   " ask for a new one")
         # Nothing was stored by these.
         assert one_line(await schnack(env, "contacts")) == "schnack: no account stored; log in first with: schnack login JID"
@@ -133,13 +134,15 @@ async def test_register_refusals_are_one_line(tmp_path: Path) -> None:
                                      " phone module is off, or the API is elsewhere")
 
 
-async def register_with_a_used_code(env: dict[str, str], server: Server, hook: Webhook, number: str) -> Result:
-    """Run ``schnack register`` for ``number`` and give it the code of its SMS after another
-    device used that code."""
+async def register_with_an_expired_code(env: dict[str, str], server: Server, hook: Webhook, number: str) -> Result:
+    """Run ``schnack register`` for ``number`` and give it the code of its SMS after the server
+    forgot that code, as its sweep does once the code expired (run here as if a day later)."""
     seen = len(hook.received)
     proc = await start(env, *register_args(server, number, "--code-stdin"))
     code = await next_code(hook, seen)
-    await PhoneSignup(api(server), number, verify=certificate(server)).set_password(code, new_password())
+    phone = server.modules["phone"]
+    assert isinstance(phone, Phone)
+    assert await phone.sweep(time.time() + DAY) >= 1
     async with asyncio.timeout(PROCESS_WAIT):
         out, err = await proc.communicate(f"{code}\n".encode())
     assert proc.returncode is not None

@@ -92,26 +92,32 @@ def base(server: Server) -> str:
 
 
 def installation() -> dict[str, str]:
-    """The header an app sends with each request for a code: a fresh installation each time."""
+    """The header an app sends with each request: a fresh installation each time."""
     return {"Installation-Id": str(uuid.uuid4())}
+
+
+def app(number: str = NUMBER) -> dict[str, str]:
+    """The header of the app that signs ``number`` up: it asks for the code and sends it back."""
+    return {"Installation-Id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"tel:{number}"))}
 
 
 async def ask_code(http: aiohttp.ClientSession, server: Server, number: str = NUMBER,
                    headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
-    headers = installation() if headers is None else headers
+    headers = app(number) if headers is None else headers
     async with http.get(f"{base(server)}/authentication/{number.replace('+', '%2B')}", headers=headers) as answer:
         await answer.read()
         return answer
 
 
 async def set_password(http: aiohttp.ClientSession, server: Server, code: str, number: str = NUMBER,
-                       password: str = PASSWORD, *, basic: bool = False) -> tuple[int, str]:
+                       password: str = PASSWORD, *, basic: bool = False,
+                       headers: dict[str, str] | None = None) -> tuple[int, str]:
     if basic:
         authorization = "Basic " + base64.b64encode(f"{number}:{code}".encode()).decode()
     else:
         authorization = base64.b64encode(f"{number}\0{code}".encode()).decode()
     async with http.post(f"{base(server)}/password", data=password.encode(),
-                         headers={"Authorization": authorization}) as answer:
+                         headers={**(app(number) if headers is None else headers), "Authorization": authorization}) as answer:
         return answer.status, await answer.text()
 
 
@@ -128,11 +134,12 @@ def wrong(code: str) -> str:
 
 async def test_a_code_by_sms_creates_the_account_and_slixmpp_logs_in_with_it(
         server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
-    answer = await ask_code(http, server, headers={"Installation-Id": "2c4f5f1e-6a0b-4e8e-9d8c-0e7f5b7c1a2d",
-                                                   "Accept-Language": "de-DE", "User-Agent": "Quicksy/2.10"})
+    quicksy = {"Installation-Id": "2c4f5f1e-6a0b-4e8e-9d8c-0e7f5b7c1a2d", "Accept-Language": "de-DE",
+               "User-Agent": "Quicksy/2.10"}
+    answer = await ask_code(http, server, headers=quicksy)
     assert answer.status == 200
     assert [item.json["to"] for item in hook.received] == [NUMBER]
-    assert await set_password(http, server, last_code(hook)) == (201, "the account was created\n")
+    assert await set_password(http, server, last_code(hook), headers=quicksy) == (201, "the account was created\n")
     client = SlixClient(server, f"{NUMBER}@localhost", PASSWORD)
     try:
         assert await client.start()
@@ -188,7 +195,8 @@ async def test_a_request_without_installation_id_sends_nothing(
     base64.b64encode(b"+4915123456789\x0012345").decode(), "Basic " + base64.b64encode(b"+4915123456789").decode(),
 ])
 async def test_a_malformed_authorization_is_400(server: Server, http: aiohttp.ClientSession, authorization: str) -> None:
-    async with http.post(f"{base(server)}/password", data=PASSWORD, headers={"Authorization": authorization}) as answer:
+    async with http.post(f"{base(server)}/password", data=PASSWORD,
+                         headers={**app(), "Authorization": authorization}) as answer:
         assert answer.status == 400
 
 
@@ -199,7 +207,7 @@ async def test_a_refused_password_is_400_and_keeps_the_code(
     status, text = await set_password(http, server, code, password="short")
     assert status == 400 and text == "the password needs at least 8 characters\n"
     async with http.post(f"{base(server)}/password", data=b"\xff\xfe bad utf-8 bytes",
-                         headers={"Authorization": base64.b64encode(f"{NUMBER}\0{code}".encode()).decode()}) as answer:
+                         headers={**app(), "Authorization": base64.b64encode(f"{NUMBER}\0{code}".encode()).decode()}) as answer:
         assert answer.status == 400
     assert (await set_password(http, server, code))[0] == 201
 
@@ -216,13 +224,38 @@ async def test_wrong_codes_are_401_until_the_last_one_voids_the_code(
     assert await set_password(http, server, wrong(code)) == (401, "wrong code; 2 more tries for this one\n")
     assert await set_password(http, server, wrong(code)) == (401, "wrong code; 1 more try for this one\n")
     async with http.post(f"{base(server)}/password", data=PASSWORD, headers={
-            "Authorization": base64.b64encode(f"{NUMBER}\0{wrong(code)}".encode()).decode()}) as answer:
+            **app(), "Authorization": base64.b64encode(f"{NUMBER}\0{wrong(code)}".encode()).decode()}) as answer:
         assert answer.status == 429
         # The next code may go a minute after the last one.
         assert 1 <= int(answer.headers["Retry-After"]) <= 60
     # The code is void: the right digits do not help any more.
     assert (await set_password(http, server, code))[0] == 404
     assert await server.storage.accounts.get("localhost", NUMBER) is None
+
+
+async def test_only_the_installation_that_asked_for_a_code_may_try_it(
+        server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """Anyone can send tries for any number. Counted, a stranger's wrong ones would void each
+    code the number's owner asks for, keeping the owner from signing up, and a 401 would tell
+    the stranger that the number is being signed up. So tries from another installation than
+    the one that asked are answered as if no code were pending, and count nothing."""
+    await ask_code(http, server)
+    code = last_code(hook)
+    for _ in range(5):
+        assert await set_password(http, server, wrong(code), headers=installation()) == (
+            404, "no code is pending for this number: ask for a new one\n")
+    # Nor does the right code help a stranger, who learns nothing from it either.
+    assert (await set_password(http, server, code, headers=installation()))[0] == 404
+    assert await set_password(http, server, wrong(code)) == (401, "wrong code; 2 more tries for this one\n")
+    assert (await set_password(http, server, code))[0] == 201
+
+
+async def test_a_try_without_installation_id_is_400(server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    await ask_code(http, server)
+    for headers in ({}, {"Installation-Id": "not-a-uuid"}):
+        status, _ = await set_password(http, server, last_code(hook), headers=headers)
+        assert status == 400
+    assert (await set_password(http, server, last_code(hook)))[0] == 201
 
 
 async def test_guesses_sent_at_once_are_judged_no_more_than_code_attempts_times(

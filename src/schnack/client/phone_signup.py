@@ -61,7 +61,8 @@ class PhoneSignup:
     """The sign-up of ``number`` (E.164) through the API at ``api``.
 
     ``verify`` is as the client's (True, a CA file, or False for test servers); ``installation``
-    names this installation to the server's rate limits (Quicksy's ``Installation-Id``, a UUID);
+    names this installation to the server (Quicksy's ``Installation-Id``, a UUID), which counts
+    it against its limits and takes a code back only from the installation that asked for it;
     ``language`` is the one the SMS should be written in (``Accept-Language``), if known.
     """
 

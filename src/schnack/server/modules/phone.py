@@ -11,22 +11,25 @@ Conversations' and Monal's Quicksy builds use), under ``/phone`` of the HTTP lis
   ``Retry-After`` when a limit was reached; 500 when the SMS gateway failed (nothing is then
   counted as sent).
 - ``POST /phone/password`` with ``Authorization: base64(number "\\0" code)`` (or ``Basic
-  base64(number ":" code)``) and the new password as the UTF-8 body. 201 the account was
-  created (anew, for a reassigned number: below); 200 the existing account got the new password; 400 malformed or a password the
-  server refuses; 401 a wrong code; 404 no code is pending (never sent, used, or expired);
-  429 with ``Retry-After`` when this wrong code was the last one allowed, or no try was left
-  (the code is void).
+  base64(number ":" code)``), the ``Installation-Id`` that asked for the code, and the new
+  password as the UTF-8 body. 201 the account was created (anew, for a reassigned number:
+  below); 200 the existing account got the new password; 400 malformed (the Installation-Id
+  too) or a password the server refuses; 401 a wrong code; 404 no code is pending (never sent,
+  used, or expired) or another installation asked for it (so that a stranger's tries neither
+  void the owner's code nor tell that one is pending); 429 with ``Retry-After`` when this
+  wrong code was the last one allowed, or no try was left (the code is void).
 
 Both answer 403 over plain HTTP from anywhere but this machine (a TLS-terminating proxy on it):
 codes and passwords travel only encrypted.
 
-**Codes.** Six digits from ``secrets``; only a salted SHA-256 of the code is stored, with its
-expiry (``code_lifetime``). Everything lives in the shared key-value store, so any node of a
-cluster checks a code another node sent, and the counts hold across nodes: the i-th try, right
-or wrong, claims the key ``phone-try/{code id}/{i}`` with ``set_default`` (insert if absent,
-atomic in both backends) before the code is compared, so that of tries sent at once only
-``code_attempts`` are judged; a wrong one that claims the last key, or any try that finds none
-left, voids the code. A right code is used once (it claims ``phone-used/{code id}`` the same way).
+**Codes.** Six digits from ``secrets``; only a salted SHA-256 of the code is stored, with one
+of the Installation-Id that asked for it and its expiry (``code_lifetime``). Everything lives
+in the shared key-value store, so any node of a cluster checks a code another node sent, and
+the counts hold across nodes: the i-th try, right or wrong, claims the key
+``phone-try/{code id}/{i}`` with ``set_default`` (insert if absent, atomic in both backends)
+before the code is compared, so that of tries sent at once only ``code_attempts`` are judged;
+a wrong one that claims the last key, or any try that finds none left, voids the code. A right
+code is used once (it claims ``phone-used/{code id}`` the same way).
 
 **Limits.** Per number one code per ``sms_interval`` and ``sms_per_day`` a UTC day, per
 ``Installation-Id`` ``sms_per_installation_per_day`` (both claimed as numbered keys, as the
@@ -166,28 +169,34 @@ class _Refused(Exception):
 
 @dataclass(frozen=True)
 class _Code:
-    """A code sent and not yet used: its id, the salted hash of its digits, and its expiry."""
+    """A code sent and not yet used: its id, the salted hashes of its digits and of the
+    Installation-Id that asked for it, and its expiry."""
 
     id: str
     salt: str
     digest: str
     expires: float
+    asker: str
 
     @classmethod
-    def make(cls, digits: str, expires: float) -> _Code:
+    def make(cls, digits: str, installation: str, expires: float) -> _Code:
         salt = secrets.token_hex(16)
-        return cls(secrets.token_urlsafe(12), salt, _digest(salt, digits), expires)
+        return cls(secrets.token_urlsafe(12), salt, _digest(salt, digits), expires, _digest(salt, installation))
 
     def matches(self, digits: str) -> bool:
         return hmac.compare_digest(self.digest, _digest(self.salt, digits))
 
+    def asked_by(self, installation: str) -> bool:
+        return hmac.compare_digest(self.asker, _digest(self.salt, installation))
+
     def dump(self) -> bytes:
-        return json.dumps([self.id, self.salt, self.digest, self.expires]).encode()
+        return json.dumps([self.id, self.salt, self.digest, self.expires, self.asker]).encode()
 
     @classmethod
     def load(cls, raw: bytes) -> _Code:
-        code_id, salt, digest, expires = json.loads(raw)
-        return cls(code_id, salt, digest, expires)
+        # A code stored by a version that kept no asker is asked by none: its owner asks anew.
+        code_id, salt, digest, expires, *asker = json.loads(raw)
+        return cls(code_id, salt, digest, expires, asker[0] if asker else "")
 
 
 def _reverified() -> StreamError:
@@ -200,6 +209,22 @@ def _digest(salt: str, digits: str) -> str:
 
 def _code_key(number: str) -> str:
     return f"phone-code/{number}"
+
+
+def _installation(request: web.Request) -> str:
+    """The request's ``Installation-Id``, in lower case; _Refused 400 unless it is a UUID.
+
+    Required with each request: a web page can make its visitors' browsers send the GET for a
+    code (an image, a prefetched link), but not with a header of its own without a CORS
+    preflight, which this server never grants, so pages cannot have SMS sent to a victim; and a
+    code is tried only by the installation that asked for it.
+    """
+    installation = request.headers.get("Installation-Id")
+    if installation is None:
+        raise _Refused(400, "the Installation-Id header (a UUID the app keeps per installation) is required")
+    if not _UUID.fullmatch(installation):
+        raise _Refused(400, "Installation-Id must be a UUID")
+    return installation.lower()
 
 
 def gateway(options: PhoneOptions) -> Gateway:
@@ -300,15 +325,7 @@ class Phone(Module[PhoneOptions]):
                 raise _Refused(400, str(err)) from None
             if not valid:
                 raise _Refused(400, f"{number!r} is not in E.164 form (+ and the digits of the number)")
-            installation = request.headers.get("Installation-Id")
-            if installation is None:
-                # A web page can make its visitors' browsers send this GET (an image, a prefetched
-                # link), but not with a header of its own without a CORS preflight, which this
-                # server never grants: required, the header keeps pages from sending SMS to a victim.
-                raise _Refused(400, "the Installation-Id header (a UUID the app keeps per installation) is required")
-            if not _UUID.fullmatch(installation):
-                raise _Refused(400, "Installation-Id must be a UUID")
-            await self.send_code(number, address_group(request.remote or "?"), installation)
+            await self.send_code(number, address_group(request.remote or "?"), _installation(request))
         except _Refused as refused:
             return refused.response()
         return web.Response(text="the code was sent\n")
@@ -321,6 +338,7 @@ class Phone(Module[PhoneOptions]):
             if header is None:
                 raise _Refused(400, "the number and the code go in the Authorization header")
             number, digits = parse_authorization(header)
+            installation = _installation(request)
             if (request.content_length or 0) > _MAX_BODY:
                 raise _Refused(400, f"the password may have at most {MAX_PASSWORD} characters")
             body = await request.read()
@@ -331,7 +349,7 @@ class Phone(Module[PhoneOptions]):
             problem = password_problem(password, self.options.min_password_length)
             if problem is not None:
                 raise _Refused(400, problem)
-            created = await self.verify(number, digits, password)
+            created = await self.verify(number, digits, password, installation)
         except _Refused as refused:
             return refused.response()
         if created:
@@ -357,7 +375,7 @@ class Phone(Module[PhoneOptions]):
             if key is None:
                 raise _Refused(429, "too many codes asked for from your address", min(taken) + _HOUR - now)
             claimed.append(key)
-            key, _ = await self._claim(f"phone-installation/{installation.lower()}/{day}",
+            key, _ = await self._claim(f"phone-installation/{installation}/{day}",
                                        self.options.sms_per_installation_per_day, now, next_day)
             if key is None:
                 raise _Refused(429, "this installation asked for too many codes today", next_day - now)
@@ -374,7 +392,7 @@ class Phone(Module[PhoneOptions]):
             for key in claimed:
                 await self.server.storage.kv.delete(self.host, "", key)
             raise
-        code = _Code.make(digits, now + self.options.code_lifetime)
+        code = _Code.make(digits, installation, now + self.options.code_lifetime)
         await self._sweep_later(_code_key(number), code.expires)
         await self.server.storage.kv.set(self.host, "", _code_key(number), code.dump())
         log.info("sent a code to %s", number)
@@ -433,13 +451,17 @@ class Phone(Module[PhoneOptions]):
             taken.append(float(stored.split()[0]))
         return None, taken
 
-    async def verify(self, number: str, digits: str, password: str) -> bool:
-        """Check the code and set the password; True if the account was created. _Refused 404
-        without a pending code, 401 for a wrong one, 429 for the last wrong one allowed."""
+    async def verify(self, number: str, digits: str, password: str, installation: str) -> bool:
+        """Check the code ``installation`` asked for and set the password; True if the account
+        was created. _Refused 404 without a pending code (also one another installation asked
+        for), 401 for a wrong one, 429 for the last wrong one allowed."""
         kv = self.server.storage.kv
         raw = await kv.get(self.host, "", _code_key(number))
         code = _Code.load(raw) if raw is not None else None
-        if code is None or code.expires <= time.time():
+        # A try from another installation than the one that asked counts nothing, and learns
+        # nothing: counted, a stranger's wrong tries would void each code the number's owner
+        # asks for and keep them from signing up.
+        if code is None or code.expires <= time.time() or not code.asked_by(installation):
             raise _Refused(404, "no code is pending for this number: ask for a new one")
         # Every try claims its place before the digits are compared: of guesses sent at once,
         # only the first code_attempts are judged, the right digits among them or not.
