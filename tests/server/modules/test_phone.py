@@ -1,16 +1,20 @@
 """The phone module in memory: where discovery answers and where it does not, what the
-configuration must name, and the forms of the Authorization header (docs/phone.md)."""
+configuration must name, the forms of the Authorization header, and a code voided while the
+next one is sent (docs/phone.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import re
+import uuid
 from pathlib import Path
 
 import pytest
 
 from schnack.server.app import Server
 from schnack.server.config import ConfigError
-from schnack.server.modules.phone import Phone, parse_authorization
+from schnack.server.modules.phone import Phone, _Refused, parse_authorization
 from schnack.xmpp.errors import StanzaError
 from schnack.xmpp.jid import JID
 from schnack.xmpp.parser import parse_frame
@@ -80,3 +84,35 @@ def test_the_accounts_live_on_the_first_domain_unless_named(tmp_path: Path) -> N
 ])
 def test_the_forms_of_the_authorization_header(header: str) -> None:
     assert parse_authorization(header) == ("+4915123456789", "123456")
+
+
+async def test_a_new_code_survives_the_voiding_of_the_one_before(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A number's code is voided by its last wrong try while a new code for the number is being
+    sent: the new code stays. The try reads the code, and deletes it some storage trips later;
+    the new code is written in between when the try starts so many trips after the request for
+    it (SQLite runs the trips of both in turn, in the order they were issued), for one of the
+    offsets tried here."""
+    options = {"sms": "log", "sms_interval": 0, "code_attempts": 1}
+    async with running(tmp_path, modules={"enable": ["phone"], "phone": options}) as server:
+        module = server.modules["phone"]
+        assert isinstance(module, Phone)
+        kv = server.storage.kv
+        for offset in range(20):
+            number, app = f"+49151234{offset:05d}", str(uuid.uuid4())
+            await module.send_code(number, f"192.0.2.{offset}", app)
+            (sent,) = [record.getMessage() for record in caplog.records if f"SMS to {number} " in record.getMessage()]
+            found = re.search(r": ([0-9]{6}) is your code", sent)
+            assert found is not None, sent
+            wrong = f"{(int(found[1]) + 1) % 1_000_000:06d}"
+
+            async def last_wrong_try(number: str = number, app: str = app, wrong: str = wrong, offset: int = offset) -> None:
+                for _ in range(offset):
+                    await kv.get("localhost", "", "phone-code/+0")
+                with pytest.raises(_Refused) as refused:
+                    await module.verify(number, wrong, "a long random password", app)
+                # 404 when the try came late enough to read the new code, which it may not try.
+                assert refused.value.status in (404, 429)
+
+            await asyncio.gather(module.send_code(number, f"198.51.100.{offset}", str(uuid.uuid4())), last_wrong_try())
+            assert await kv.get("localhost", "", f"phone-code/{number}") is not None, offset

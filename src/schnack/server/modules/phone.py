@@ -457,38 +457,35 @@ class Phone(Module[PhoneOptions]):
         for), 401 for a wrong one, 429 for the last wrong one allowed."""
         kv = self.server.storage.kv
         raw = await kv.get(self.host, "", _code_key(number))
-        code = _Code.load(raw) if raw is not None else None
         # A try from another installation than the one that asked counts nothing, and learns
         # nothing: counted, a stranger's wrong tries would void each code the number's owner
         # asks for and keep them from signing up.
-        if code is None or code.expires <= time.time() or not code.asked_by(installation):
+        if raw is None or (code := _Code.load(raw)).expires <= time.time() or not code.asked_by(installation):
             raise _Refused(404, "no code is pending for this number: ask for a new one")
         # Every try claims its place before the digits are compared: of guesses sent at once,
         # only the first code_attempts are judged, the right digits among them or not.
         attempts = self.options.code_attempts
         key, _ = await self._claim(f"phone-try/{code.id}", attempts, time.time(), code.expires)
         if key is None:
-            await self._void(number, code)
+            await self._void(number, raw)
             raise _Refused(429, "too many tries for this code: ask for a new one", await self._wait_for_sms(number))
         if not code.matches(digits):
             left = attempts - 1 - int(key.rpartition("/")[2])
             if left:
                 raise _Refused(401, f"wrong code; {left} more {'try' if left == 1 else 'tries'} for this one")
-            await self._void(number, code)
+            await self._void(number, raw)
             raise _Refused(429, "wrong code, and too many of them: ask for a new one", await self._wait_for_sms(number))
         mine = secrets.token_bytes(16)
         await self._sweep_later(f"phone-used/{code.id}", code.expires)
         if await kv.set_default(self.host, "", f"phone-used/{code.id}", mine) != mine:
             raise _Refused(404, "this code was used already: ask for a new one")
-        await self._void(number, code)
+        await self._void(number, raw)
         return await self._assign(number, password)
 
-    async def _void(self, number: str, code: _Code) -> None:
-        """Forget ``code`` unless a newer one took its place."""
-        kv = self.server.storage.kv
-        raw = await kv.get(self.host, "", _code_key(number))
-        if raw is not None and _Code.load(raw).id == code.id:
-            await kv.delete(self.host, "", _code_key(number))
+    async def _void(self, number: str, raw: bytes) -> None:
+        """Forget the number's code stored as ``raw`` unless a newer one took its place (compare
+        and delete: one sent at any time after ``raw`` was read stays)."""
+        await self.server.storage.kv.delete_if(self.host, "", _code_key(number), raw)
 
     async def _wait_for_sms(self, number: str) -> float:
         """Seconds until the number may get a new code (at least the interval's rest)."""
