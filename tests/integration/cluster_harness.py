@@ -122,19 +122,23 @@ async def clear_prefix(redis_url: str, prefix: str) -> None:
 class Node:
     """One ``schnack serve`` process of a cluster."""
 
-    def __init__(self, workdir: Path, name: str, storage_url: str, redis_url: str, prefix: str) -> None:
+    def __init__(self, workdir: Path, name: str, storage_url: str, redis_url: str, prefix: str, *,
+                 http: bool = False, extra: str = "") -> None:
+        """``http``: also a plain HTTP listener (on :attr:`http_port`); ``extra``: more TOML, after the rest."""
         self.name = name
         self.port = free_port()
+        self.http_port = free_port() if http else None
         self.config = workdir / f"{name}.toml"
         self.log = workdir / f"{name}.log"
+        http_listen = f'"127.0.0.1:{self.http_port}"' if http else ""
         self.config.write_text(
             f'domains = ["localhost"]\ndata_dir = "state-{name}"\nlog_level = "warning"\n'
-            f'[listen]\nc2s = ["127.0.0.1:{self.port}"]\nc2s_tls = []\nhttp = []\nhttps = []\n'
+            f'[listen]\nc2s = ["127.0.0.1:{self.port}"]\nc2s_tls = []\nhttp = [{http_listen}]\nhttps = []\n'
             f'[storage]\nurl = "{storage_url}"\n'
             f'[cluster]\nredis_url = "{redis_url}"\nnode_name = "{name}"\nkey_prefix = "{prefix}"\n'
             f'heartbeat_interval = 0.3\nnode_ttl = 1.5\npublic_address = "127.0.0.1:{self.port}"\n'
             # The load is plaintext: OMEMO is not what these tests are about.
-            '[modules.e2e]\npolicy = "optional"\n'
+            '[modules.e2e]\npolicy = "optional"\n' + extra
         )
         self.proc: asyncio.subprocess.Process | None = None
         # Where a test's raw connection (wire.py) finds it, as on an in-process Server.

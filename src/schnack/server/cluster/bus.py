@@ -54,6 +54,12 @@ class ClusterBus(Protocol):
         """This node's name, unique in the cluster."""
         ...
 
+    @property
+    def started(self) -> float:
+        """When this node's process joined (as :attr:`NodeInfo.started` shows it to every node): a
+        node that restarts under its name is another one than before."""
+        ...
+
     async def start(self) -> None:
         """Join the cluster: heartbeat and listen on this node's channel."""
         ...

@@ -86,6 +86,7 @@ class LocalBus:
         self._hub = hub if hub is not None else LocalHub()
         self._interval = heartbeat_interval
         self._ttl = node_ttl
+        self._started = time.time()
         self._handlers: list[MessageHandler] = []
         self._down_handlers: list[NodeDownHandler] = []
         self._changed_handlers: list[ChangedHandler] = []
@@ -102,12 +103,18 @@ class LocalBus:
         """This node's name."""
         return self._node
 
+    @property
+    def started(self) -> float:
+        """When this node last joined its hub."""
+        return self._started
+
     async def start(self) -> None:
         """Join the hub and heartbeat."""
         if self._node in self._hub.members:
             raise RuntimeError(f"a node named {self._node!r} is already running")
         self._hub.members[self._node] = self
-        self._hub.started[self._node] = time.time()
+        self._started = time.time()
+        self._hub.started[self._node] = self._started
         self._hub.addresses[self._node] = self._address
         self._beat()
         self._heartbeat = asyncio.create_task(self._run())

@@ -302,6 +302,11 @@ class RedisBus:
         return self._node
 
     @property
+    def started(self) -> float:
+        """When this node was made (its heartbeat says so)."""
+        return self._started
+
+    @property
     def prefix(self) -> str:
         """The prefix of this cluster's keys and channels."""
         return self._prefix

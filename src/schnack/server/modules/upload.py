@@ -46,8 +46,12 @@ admin channel (commands ``uploads`` and ``uploads-purge``).
 ``upload``: id → record) and the account's own map (store ``upload``: id → size and state) for
 its quota. A PUT claims its slot in the key-value store (``D``, user ``""``, store
 ``upload-claim/{id}``) in one step, so that of PUTs on several nodes one goes ahead; the claim
-is dropped if no file came of it, else kept until the slot goes. A node that dies in the middle
-of a PUT leaves its claim: that slot takes no other PUT, and goes when it expires. Blobs live in
+is dropped if no file came of it, else kept until the slot goes. The claim names its node and
+when that node started: a node that dies in the middle of a PUT leaves its claim, and once the
+cluster knows it dead (its heartbeat is gone for ``node_ttl``, or it came back as a new process)
+the next PUT takes the claim over, in one step, so that the client's retry need not wait for
+the slot to expire. While the cluster cannot say which nodes live (Redis is away), a claim
+holds. A PUT whose claim was taken over meanwhile answers 409, not 201. Blobs live in
 a :class:`~schnack.server.blobs.BlobStore`: files under
 ``data_dir/uploads`` by default, or objects in an S3 bucket (``store = "s3"``) for a cluster.
 The HMAC key is ``secret``, or one made at the first start and kept in storage so that every
@@ -457,36 +461,73 @@ class Upload(Module[UploadOptions]):
             return _status(409, "this slot is being used")
         self._putting.add(slot_id)
         try:
-            if not await self._claim(domain, slot_id):
+            mine = await self._claim(domain, slot_id)
+            if mine is None:
                 return _status(409, "this slot is being used")
             stored = False
             try:
                 held = await self._hold(domain, slot_id, record)
                 if held is None:
                     return _status(410, "the slot was withdrawn")
-                response = await self._store(request, domain, slot_id, held)
+                response = await self._store(request, domain, slot_id, held, mine)
                 stored = response.status == 201
-                if not stored:
+                if not stored and await self._holds(domain, slot_id, mine):
                     # No file came of it: the slot holds the quota only as long as its URL again.
                     await self._rewrite(domain, slot_id, record)
                 return response
             finally:
                 if not stored:
-                    await self._unclaim(domain, slot_id)
+                    await self._unclaim(domain, slot_id, mine)
         finally:
             self._putting.discard(slot_id)
 
-    async def _claim(self, domain: str, slot_id: str) -> bool:
+    async def _claim(self, domain: str, slot_id: str) -> bytes | None:
         """Take the slot for this PUT, for good once it stores the file (§6: a slot is for one
-        file); False if another PUT has it. The claim is made in storage, in one step: PUTs of
-        one slot on several nodes of a cluster at once, each past its own checks, would otherwise
-        all store, each replacing the file under the URL its sender may have shared already."""
-        token = secrets.token_bytes(16)
-        return await self.server.storage.kv.set_default(domain, "", _claim_store(slot_id), token) == token
+        file); the claim, or None if another PUT has it. The claim is made in storage, in one
+        step: PUTs of one slot on several nodes of a cluster at once, each past its own checks,
+        would otherwise all store, each replacing the file under the URL its sender may have
+        shared already. The claim of a dead node's PUT is taken over, in one step too."""
+        bus = self.server.cluster.bus
+        mine = json.dumps([bus.node, bus.started, secrets.token_hex(16)]).encode()
+        kv, store = self.server.storage.kv, _claim_store(slot_id)
+        held = await kv.set_default(domain, "", store, mine)
+        if held == mine:
+            return mine
+        if await self._claimant_lives(held) or not await kv.replace(domain, "", store, held, mine):
+            return None
+        log.info("upload %s/%s: took over the claim of a PUT whose node is dead", domain, slot_id)
+        record = await self._record(domain, slot_id)
+        if record is None or record.stored is not None:
+            # The dead node stored the file before it died (or the slot went): the claim stays
+            # with the file, as any stored file's does.
+            return None
+        return mine
 
-    async def _unclaim(self, domain: str, slot_id: str) -> None:
-        """Free the slot for another PUT: this one stored no file."""
-        await self.server.storage.kv.delete(domain, "", _claim_store(slot_id))
+    async def _claimant_lives(self, claim: bytes) -> bool:
+        """Whether the node that made ``claim`` may still be storing its PUT: it heartbeats, and
+        is the process that made it, not one started again under its name."""
+        try:
+            node, started, _token = json.loads(claim)
+        except (ValueError, TypeError):
+            return True  # not a claim this code makes: nothing says its node is dead
+        try:
+            nodes = await self.server.cluster.bus.nodes()
+        except Exception as err:
+            # The cluster cannot say (Redis is away): as good as alive, or two PUTs could store.
+            log.warning("cannot tell whether node %s, which claimed an upload slot, lives: %s", node, err)
+            return True
+        info = nodes.get(node)
+        return info is not None and info.started == started
+
+    async def _holds(self, domain: str, slot_id: str, mine: bytes) -> bool:
+        """Whether this PUT's claim is still the slot's: not taken over by a node that took this
+        one for dead."""
+        return await self.server.storage.kv.get(domain, "", _claim_store(slot_id)) == mine
+
+    async def _unclaim(self, domain: str, slot_id: str, mine: bytes) -> None:
+        """Free the slot for another PUT: this one stored no file. Only this PUT's own claim goes:
+        another node may have taken it over, as that of a node it took for dead."""
+        await self.server.storage.kv.delete_if(domain, "", _claim_store(slot_id), mine)
 
     async def _hold(self, domain: str, slot_id: str, record: Record) -> Record | None:
         """The slot kept until this PUT can have ended, None if it was withdrawn.
@@ -508,7 +549,8 @@ class Upload(Module[UploadOptions]):
             await maps.set(domain, "", STORE, slot_id, record.to_json())
         return True
 
-    async def _store(self, request: web.Request, domain: str, slot_id: str, record: Record) -> web.StreamResponse:
+    async def _store(self, request: web.Request, domain: str, slot_id: str, record: Record,
+                     mine: bytes) -> web.StreamResponse:
         try:
             await self.blobs.write(f"{domain}/{slot_id}", self._body(request, record.size), record.size)
         except TimeoutError:
@@ -522,6 +564,11 @@ class Upload(Module[UploadOptions]):
             if isinstance(err, OSError) and err.errno == errno.ENOSPC:
                 return _status(507, "the server is out of space")
             return _status(500, "the file could not be stored")
+        if not await self._holds(domain, slot_id, mine):
+            # This node was taken for dead (cut off from the cluster too long) and another PUT
+            # took the slot: that one tells its client of the file, this one must not.
+            log.warning("upload %s/%s: the claim of this PUT was taken over while it stored", domain, slot_id)
+            return _status(409, "this slot was taken over by another upload")
         stored = replace(record, stored=time.time())
         if not await self._rewrite(domain, slot_id, stored):
             # The account went, or purged the slot, while the body was on its way.
@@ -589,7 +636,7 @@ class Upload(Module[UploadOptions]):
         maps = self.server.storage.maps
         await maps.set(domain, "", STORE, slot_id, None)
         await maps.set(domain, record.owner, STORE, slot_id, None)
-        await self._unclaim(domain, slot_id)
+        await self.server.storage.kv.delete(domain, "", _claim_store(slot_id))
 
     async def _sweep_periodically(self) -> None:
         # The first sweep right at start: a server restarted more often than the interval
