@@ -189,11 +189,16 @@ async def phone_gone(server: Server, peers: list[Any]) -> AppServer:
     app = AppServer(server)
     peers.append(app)
     await app.start()
+    await phone_left(server, peers)
+    return app
+
+
+async def phone_left(server: Server, peers: list[Any]) -> None:
+    """bob's phone enabled push and logged out: its registration is held by no session."""
     bob = await phone(server, peers)
     gone = ended(server)
     await bob.stop()
     await wait(gone)
-    return app
 
 
 async def test_offline_phone_gets_one_notification(server: Server, peers: list[Any]) -> None:

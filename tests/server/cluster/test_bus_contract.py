@@ -382,6 +382,30 @@ async def test_a_claim_stays_with_its_live_owner_and_passes_on_when_it_dies(clus
     await eventually(lambda: a.claim("room:crew@groups.example.org"), lambda owner: owner == "a")
 
 
+async def test_once_is_first_on_one_node_only_until_its_time_runs_out(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    told = await asyncio.gather(*(bus.once("push:event", 60) for bus in (a, b, a, b)))
+    assert told.count(True) == 1
+    assert not await a.once("push:event", 60) and not await b.once("push:event", 60)
+    assert await b.once("push:other", 60)
+    assert await a.once("push:brief", 0.2)
+    await eventually(lambda: b.once("push:brief", 0.2), bool)
+
+
+async def test_once_while_redis_is_away_is_always_first(private_redis: PrivateRedis) -> None:
+    """Better twice than never: what is to be done once is done while nobody can say whether it was."""
+    await private_redis.start()
+    cluster = Cluster("redis", url=private_redis.url)
+    try:
+        a = await cluster.node("a", heartbeat_interval=0.2, node_ttl=2.0)
+        assert await a.once("push:event", 60)
+        await private_redis.stop()
+        assert await a.once("push:event", 60)
+    finally:
+        await cluster.close()
+
+
 async def _hold(bus: ClusterBus, name: str, order: list[str], entered: asyncio.Event | None = None,
                 leave: asyncio.Event | None = None) -> None:
     """Hold ``name`` on ``bus``: note the node in ``order`` on entering, stay until ``leave``."""

@@ -155,6 +155,13 @@ class ClusterBus(Protocol):
         """Call ``handler`` with the store and the account each time another node announces a change."""
         ...
 
+    async def once(self, name: str, ttl: float) -> bool:
+        """Whether this is the first call for ``name`` in the cluster within ``ttl`` seconds: of
+        nodes calling at once, one is told True, the others False until ``ttl`` ran out. True
+        while the backend cannot be reached: what is meant to be done once is then maybe done
+        twice, never not at all."""
+        ...
+
     def lock(self, name: str) -> AbstractAsyncContextManager[None]:
         """Hold ``name`` against every other node while the block runs, waiting while one holds
         it. A node that dies holding it lets go with its heartbeat. While the backend cannot be

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -51,6 +52,9 @@ class LocalHub:
         self.directory: dict[str, dict[str, str]] = {}
         self.info: dict[str, str] = {}
         self.claims: dict[str, str] = {}
+        # once(): each name's expiry (monotonic), and the same soonest first, to drop them in order.
+        self.once: dict[str, float] = {}
+        self.once_expiries: list[tuple[float, str]] = []
         # The names held with lock().
         self.locks: Locks[str] = Locks()
 
@@ -283,6 +287,20 @@ class LocalBus:
     async def reclaim(self, name: str) -> str:
         """As :meth:`claim` (the hub has no outages to settle after)."""
         return await self.claim(name)
+
+    async def once(self, name: str, ttl: float) -> bool:
+        """Whether ``name`` was not marked on the hub within ``ttl`` seconds; marks it."""
+        now = time.monotonic()
+        marks, expiries = self._hub.once, self._hub.once_expiries
+        while expiries and expiries[0][0] <= now:
+            until, gone = heapq.heappop(expiries)
+            if marks.get(gone) == until:
+                del marks[gone]
+        if name in marks:
+            return False
+        marks[name] = now + ttl
+        heapq.heappush(expiries, (now + ttl, name))
+        return True
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ Keys, under a prefix (``schnack:`` by default):
 - ``sess:{node}``: the full JIDs a node registered, to drop them when it dies;
 - ``info:{bare JID}``: what the holding node attached to each full JID (``set_info``), dropped with it;
 - ``claim:{name}``: the node that owns a name (``claim``), valid while that node heartbeats;
+- ``once:{name}``: a name marked by ``once``, expiring after its time;
 - ``lock:{name}``: the holder of a lock (``lock``: its node and a token of its own), valid while
   that node heartbeats and for ``_LOCK_EXPIRY_MS`` at most.
 
@@ -723,6 +724,18 @@ class RedisBus:
             self._lose(err)
             raise BusUnavailable(f"Redis is unreachable: {err}") from None
         return _text(owner)
+
+    async def once(self, name: str, ttl: float) -> bool:
+        """Mark ``name`` unless it is marked (SET NX with an expiry, one step); True while Redis is
+        unreachable."""
+        try:
+            marked = await asyncio.wait_for(
+                self._redis.set(self._key("once", name), self._node, nx=True, px=max(1, int(ttl * 1000))),
+                self._op_timeout)
+        except _ERRORS as err:
+            self._lose(err)
+            return True
+        return bool(marked)
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str) -> AsyncIterator[None]:

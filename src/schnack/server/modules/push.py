@@ -20,6 +20,13 @@ alone) is
   of the account holds now (on any node): a device back under another resource without
   enabling push again is still woken.
 
+Once per message (§7): in a cluster, several nodes may choose one registration for one message
+(two sessions of the account hibernate on two nodes, and the registration is held by neither).
+Before it publishes, a node marks the registration and the message (its XEP-0359 stanza-id by
+the account, else its sender and id) cluster-wide for ``_ONCE`` seconds (``ClusterBus.once``);
+only the node that marks it first publishes, and the others count it as sent for coalescing.
+While Redis is away every node publishes: a device woken twice rather than not at all.
+
 What (§7): a XEP-0060 publish to the registration's node at its app server, sent from the
 account's bare JID, whose item holds the ``urn:xmpp:push:summary`` form with only
 ``message-count`` and ``last-message-sender`` (the sender's bare JID): never any content; the
@@ -48,6 +55,7 @@ Nothing here holds up delivery: handlers start the notification in a task and re
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import secrets
@@ -65,6 +73,7 @@ from ...xmpp.parser import parse_frame
 from ...xmpp.payloads.forward import FORWARDED
 from ...xmpp.payloads.pubsub import EVENT
 from ...xmpp.payloads.push import DISABLE, ENABLE, NS, Disable, Enable, Notification, PushError, publish
+from ...xmpp.payloads.sid import STANZA_ID
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize
 from ..background import Background
@@ -96,6 +105,9 @@ _TRANSIENT = frozenset({"remote-server-not-found", "remote-server-timeout", "ser
 _MAX_STORED = 1024 * 1024
 # Accounts whose registrations are kept in memory.
 _CACHED_ACCOUNTS = 10_000
+# Seconds one message wakes one device at most once, cluster-wide: far longer than the message
+# takes to reach the account's sessions on every node, and their connections to be found dead.
+_ONCE = 600.0
 
 
 @dataclass(frozen=True)
@@ -187,6 +199,20 @@ def matters(el: Element) -> tuple[bool, Element]:
     if inner is not None:
         return matters(inner)
     return False, el
+
+
+def event_of(account: JID, el: Element, message: Element) -> str | None:
+    """What names a message for ``account`` on every node: the stanza-id the account's archive
+    gave it (XEP-0359), on the message or on the carbon ``el`` around it; else its sender and
+    id. None for a message nothing names."""
+    by = str(account)
+    for candidate in (message, el):
+        for child in candidate.iterfind(STANZA_ID):
+            if child.get("by") == by and child.get("id"):
+                return f"sid {child.get('id')}"
+    if message.get("id") and message.get("from"):
+        return f"id {message.get('from')} {message.get('id')}"
+    return None
 
 
 def _sender(el: Element) -> str | None:
@@ -350,17 +376,18 @@ class Push(Module[PushOptions]):
         important, message = matters(stanza.el)
         if not important or stanza.to is None:
             return
-        self._spawn(self._notify(stanza.to.bare, _sender(message), None))
+        account = stanza.to.bare
+        self._spawn(self._notify(account, _sender(message), None, event_of(account, stanza.el, message)))
 
     async def hibernating(self, session: Session, el: Element) -> None:
         """A message queued for a hibernating session (XEP-0198 §5): notify that device."""
         important, message = matters(el)
         if not important:
             return
-        self._spawn(self._notify_device(session, _sender(message)))
+        self._spawn(self._notify_device(session, _sender(message), event_of(session.jid.bare, el, message)))
 
-    async def _notify_device(self, session: Session, sender: str | None) -> None:
-        await self._notify(session.jid.bare, sender, await self._of_session(session))
+    async def _notify_device(self, session: Session, sender: str | None, event: str | None) -> None:
+        await self._notify(session.jid.bare, sender, await self._of_session(session), event)
 
     async def back(self, session: Session) -> None:
         """The device is here again: its count starts anew and the next message notifies at once."""
@@ -411,9 +438,10 @@ class Push(Module[PushOptions]):
     # Notifications --------------------------------------------------------------------------
 
     async def _notify(
-        self, account: JID, sender: str | None, which: Callable[[Registration], bool] | None
+        self, account: JID, sender: str | None, which: Callable[[Registration], bool] | None, event: str | None
     ) -> None:
-        """§7: publish a summary to each chosen registration not notified within the interval."""
+        """§7: publish a summary to each chosen registration not notified within the interval,
+        nor for ``event`` (the message) by another node."""
         registrations = await self.registrations(account)
         now = time.monotonic()
         for key, registration in registrations.items():
@@ -425,7 +453,15 @@ class Push(Module[PushOptions]):
             if pending.sent_at is not None and now - pending.sent_at < self.options.coalesce_interval:
                 continue
             pending.sent_at = now
+            if event is not None and not await self._first(account, key, event):
+                # Another node woke the device for this message just now: coalescing holds here too.
+                continue
             await self._publish(account, registration, Notification(pending.count, sender))
+
+    async def _first(self, account: JID, key: str, event: str) -> bool:
+        """Whether this node is the first of the cluster to wake registration ``key`` for ``event``."""
+        digest = hashlib.sha256(f"{account}\n{key}\n{event}".encode()).hexdigest()
+        return await self.server.cluster.bus.once(f"push:{digest}", _ONCE)
 
     async def _publish(self, account: JID, registration: Registration, notification: Notification) -> None:
         enable = registration.enable
