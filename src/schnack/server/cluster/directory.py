@@ -4,9 +4,11 @@ Every node attaches to each of its sessions' directory entries (``ClusterBus.set
 nodes need to route for it: whether it is available (RFC 6121 §4.2), its priority (§4.7.2.3, for
 bare-JID delivery, §8.5.2.1.1), whether it enabled carbons (XEP-0280 §4), its last available
 presence (for probes, §4.3.2, and for the caps that filter PEP notifications, XEP-0163 §4.2),
-whether it asked for the roster (an interested resource gets roster pushes, §2.1.6) and where it
-sent directed presence (so that the node that reaps a dead node can retract it, §4.6.3). The node writes it again whenever one of these changes (the event
-``session-changed``), so the directory lags a session's own node by one bus write at most.
+whether it asked for the roster (an interested resource gets roster pushes, §2.1.6), where it
+sent directed presence (so that the node that reaps a dead node can retract it, §4.6.3), and,
+for XEP-0357 push on other nodes, the registrations it holds and whether it hibernates (XEP-0198
+§5). The node writes it again whenever one of these changes (the event ``session-changed``), so
+the directory lags a session's own node by one bus write at most.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import TYPE_CHECKING
 from ...xmpp.xml import serialize
 from ..modules.carbons import CarbonsState
 from ..modules.directed import Directed
+from ..modules.push import PushSession
+from ..modules.sm import hibernating
 from .bus import Entry
 
 if TYPE_CHECKING:
@@ -38,6 +42,8 @@ class SessionInfo:
     presence: str = ""
     interested: bool = False
     directed: tuple[str, ...] = ()
+    push: tuple[str, ...] = ()
+    hibernating: bool = False
 
     @property
     def reachable(self) -> bool:
@@ -56,6 +62,11 @@ def describe(session: Session) -> str:
     directed = session.slot(Directed).to
     if directed:
         info["d"] = sorted(map(str, directed))
+    push = session.slot(PushSession).keys
+    if push:
+        info["k"] = sorted(push)
+    if hibernating(session):
+        info["z"] = True
     return json.dumps(info, separators=(",", ":"))
 
 
@@ -64,11 +75,11 @@ def read(full_jid: str, entry: Entry) -> SessionInfo:
     that has not sent initial presence yet."""
     try:
         data = json.loads(entry.info) if entry.info else {}
-        directed = data.get("d", [])
-        if not isinstance(directed, list):
-            raise TypeError("directed presence is not a list")
+        directed, push = data.get("d", []), data.get("k", [])
+        if not isinstance(directed, list) or not isinstance(push, list):
+            raise TypeError("directed presence or push registrations are not a list")
         return SessionInfo(full_jid, entry.node, bool(data.get("a", False)), int(data.get("p", 0)),
                            bool(data.get("c", False)), str(data.get("x", "")), bool(data.get("i", False)),
-                           tuple(map(str, directed)))
+                           tuple(map(str, directed)), tuple(map(str, push)), bool(data.get("z", False)))
     except (ValueError, TypeError, AttributeError):
         return SessionInfo(full_jid, entry.node)

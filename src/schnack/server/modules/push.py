@@ -18,7 +18,10 @@ alone) is
   its connection was lost (event ``sm/hibernating-stanza``): the registrations that session
   enabled, or that the same resource enabled before, are notified, and those that no session
   of the account holds now (on any node): a device back under another resource without
-  enabling push again is still woken.
+  enabling push again is still woken, unless a session of the account, on any node, is online
+  and holds no registration (that may be the device, awake). Each node sees the others'
+  sessions in the cluster directory, with the registrations they hold and whether they
+  hibernate, so every node decides alike.
 
 Once per message (§7): in a cluster, several nodes may choose one registration for one message
 (two sessions of the account hibernate on two nodes, and the registration is held by neither).
@@ -298,6 +301,8 @@ class Push(Module[PushOptions]):
             await self._write(account, key, registration.dump())
         origin.slot(PushSession).keys.add(key)
         self._pending.pop((account, key), None)
+        # Other nodes see which session holds it (_of_session).
+        await self.server.hooks.fire_all("session-changed", origin)
         return stanza.result()
 
     async def disable(self, stanza: Stanza, origin: Session | None) -> Element:
@@ -367,7 +372,10 @@ class Push(Module[PushOptions]):
         await self._write(account, key, None)
         self._pending.pop((account, key), None)
         for session in self.server.sessions.resources(account):
-            session.slot(PushSession).keys.discard(key)
+            keys = session.slot(PushSession).keys
+            if key in keys:
+                keys.discard(key)
+                await self.server.hooks.fire_all("session-changed", session)
 
     # When to notify -------------------------------------------------------------------------
 
@@ -409,19 +417,22 @@ class Push(Module[PushOptions]):
         chose, say) without enabling push again has only such a registration, and §7 publishes to
         every service registered for the user: left out, it would sleep through what waits for
         it until that session ends and its queue goes to offline storage. But while a session of
-        the account on this node is online and holds no registration, that one may be such a
-        device, back and awake: waking its registration would be for nothing."""
+        the account, on any node, is online and holds no registration, that one may be such a
+        device, back and awake: waking its registration would be for nothing. Every node
+        decides alike: the directory shows the sessions of the others, with the registrations
+        they hold and whether they hibernate."""
         account = session.jid.bare
         mine = frozenset(session.slot(PushSession).keys)
         resource = session.jid.resource or ""
         here = self.server.sessions.resources(account)
-        held = frozenset(key for other in here for key in other.slot(PushSession).keys)
+        elsewhere = await self.server.cluster.remote(account)
+        held = frozenset([key for other in here for key in other.slot(PushSession).keys]
+                         + [key for info in elsewhere for key in info.push])
         resources = frozenset(
-            [other.jid.resource or "" for other in here]
-            + [JID.parse(info.jid).resource or "" for info in await self.server.cluster.remote(account)]
+            [other.jid.resource or "" for other in here] + [JID.parse(info.jid).resource or "" for info in elsewhere]
         )
         awake = any(other is not session and not other.slot(PushSession).keys and not hibernating(other)
-                    for other in here)
+                    for other in here) or any(not info.push and not info.hibernating for info in elsewhere)
         return lambda r: (r.key in mine or r.resource == resource
                           or (not awake and r.key not in held and r.resource not in resources))
 

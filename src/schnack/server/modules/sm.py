@@ -468,6 +468,8 @@ class StreamManagement(Module[SmOptions]):
         state.cancel_timers()
         session.transport = _Hibernation(self, session)
         state.expiry = asyncio.get_running_loop().call_later(state.timeout, self._expire, session)
+        # Other nodes learn that it sleeps (push wakes its device, not one awake elsewhere).
+        await self.server.hooks.fire_all("session-changed", session)
         if self.server.hooks.has(HIBERNATING_STANZA):
             # A connection that died unnoticed (a suspended phone app) took these unread: the
             # client waits for them as much as for what comes during hibernation.
@@ -546,6 +548,7 @@ class StreamManagement(Module[SmOptions]):
                 stream.send(_stamped(queued, queued_at, session.host))
             log.info("%s resumed from %s, %d stanzas sent again", session.jid, stream.conn.peer, len(state.queue))
             self._want_ack(state)
+            await self.server.hooks.fire_all("session-changed", session)
             await self.server.hooks.fire_all(RESUMED, session)
 
         return Resumed(handled, request.previd), replay
