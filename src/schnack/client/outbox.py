@@ -13,7 +13,11 @@ marked failed.
 
 Messages that mean something only while this client runs (call signalling, XEP-0353) go the same
 way but are held in memory (:meth:`Outbox.send_volatile`): a reconnect does not lose them, and a
-restart does not send them long after the call is over.
+restart does not send them long after the call is over. The answers to messages that arrived
+(receipts, XEP-0184) are stored with those messages (:meth:`~.store.Store.receive`) and go the
+stored way too, after the messages we wrote: a client killed after it stored a message still
+sends its receipt at the next start. One sent just before the process died may go twice; it
+names the message it answers, so the second changes nothing.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ class Outbox:
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         # The volatile messages not acknowledged yet, by origin-id, oldest first.
         self._volatile: dict[str, Element] = {}
+        # The origin-ids of stored answers written on a link and not acknowledged yet.
+        self._answering: set[str] = set()
         sm.on_acknowledged(self._acknowledged)
         client.on_connect(self._on_connect)
 
@@ -72,7 +78,7 @@ class Outbox:
         ``replaces``, if given), and send it as soon as it may go; the origin-id is returned.
         Text that XML cannot carry raises ClientError, and nothing is stored."""
         check_text(text)
-        origin_id = _identify(el)
+        origin_id = identify(el)
         self.store.queue(peer, text, origin_id, el, encrypted=encrypted, replaces=replaces)
         self.flush()
         return origin_id
@@ -81,7 +87,7 @@ class Outbox:
         """Give the message ``el`` an origin-id and send it as soon as it may go, again after each
         reconnect until the server acknowledged it, for as long as this client runs; it is not
         stored. The origin-id is returned."""
-        origin_id = _identify(el)
+        origin_id = identify(el)
         self._volatile[origin_id] = el
         self.flush()
         return origin_id
@@ -101,6 +107,12 @@ class Outbox:
             if not self.client.write(entry.stanza):
                 return
             self.store.advance(entry.origin_id, "sent")
+        for entry in self.store.answers():
+            if entry.origin_id in on_link:
+                continue
+            if not self.client.write(entry.stanza):
+                return
+            self._answering.add(entry.origin_id)
         for origin_id, el in list(self._volatile.items()):
             if origin_id not in on_link and not self.client.write(el):
                 return
@@ -134,6 +146,8 @@ class Outbox:
         """An error reply to a message we sent: it is marked failed and not sent again. True if
         it was a stored message (one of the conversation), False if it was volatile or unknown."""
         self._volatile.pop(origin_id, None)
+        if self._answered(origin_id):
+            return False
         if not self.store.fail(origin_id, error.condition, error.text):
             return False
         for future in self._waiters.pop(origin_id, []):
@@ -156,12 +170,20 @@ class Outbox:
         origin_id = origin.get("id") if origin is not None else None
         if origin_id is None:
             return
-        if self._volatile.pop(origin_id, None) is not None:
+        if self._volatile.pop(origin_id, None) is not None or self._answered(origin_id):
             return
         self.store.advance(origin_id, "acked")
         for future in self._waiters.pop(origin_id, []):
             if not future.done():
                 future.set_result(None)
+
+    def _answered(self, origin_id: str) -> bool:
+        """Whether ``origin_id`` is a stored answer on the link; if so, it is done with."""
+        if origin_id not in self._answering:
+            return False
+        self._answering.discard(origin_id)
+        self.store.answered(origin_id)
+        return True
 
 
 def check_text(text: str) -> None:
@@ -174,7 +196,7 @@ def check_text(text: str) -> None:
                           " nothing was sent")
 
 
-def _identify(el: Element) -> str:
+def identify(el: Element) -> str:
     """Give a message a new origin-id, which is also its 'id' (XEP-0359 §3); return it."""
     origin_id = str(uuid.uuid4())
     el.set("id", origin_id)

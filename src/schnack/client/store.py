@@ -3,15 +3,16 @@
 ``<client dir>/<account>/store.sqlite`` keeps the messages (direction, peer, time, XEP-0359
 origin-id and stanza-id, the 'id' that receipts, markers and corrections name, delivery state,
 XEP-0308 corrections), where the catch-up from the server's archive (XEP-0313) stopped, the
-outbox of messages the server has not acknowledged yet (XEP-0198), the roster cache (RFC 6121 §2) and how to reach the server. The OMEMO state lives
+outbox of messages the server has not acknowledged yet (XEP-0198), the receipts owed for messages
+that arrived (XEP-0184), the roster cache (RFC 6121 §2) and how to reach the server. The OMEMO state lives
 next to it. The password never goes into the database: it is kept in the system keyring (the
 ``keyring`` package) where one works, else in ``<account>/password``, readable by its owner only;
 the FAST login token (XEP-0484) is kept the same way (``<account>/fast-token``).
 
 The client directory is the one given, else ``$SCHNACK_CLIENT_DIR``, else the platform's user data
 directory (platformdirs). Every write is committed before the call returns, on a WAL database:
-a message is on disk before it is sent, and one that arrived is recorded before the server hears
-that it was handled. Several processes of one account may share the file (SQLite locks it).
+a message is on disk before it is sent, and one that arrived is recorded, with the receipt it
+asked for, before the server hears that it was handled. Several processes of one account may share the file (SQLite locks it).
 A file that cannot be opened, read or written (damaged, locked for too long, on a full disk)
 raises :class:`StoreError`, which names the directory where it can.
 """
@@ -23,7 +24,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -108,6 +109,16 @@ _SCHEMA = (
     """
     ALTER TABLE messages ADD COLUMN claims TEXT;
     CREATE INDEX messages_by_claims ON messages (peer, direction, claims) WHERE claims IS NOT NULL;
+    """,
+    # What answers a message that arrived (its receipt, XEP-0184) is written with it, and kept
+    # until the server acknowledged it, as the outbox keeps what we send.
+    """
+    CREATE TABLE answers (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        origin_id TEXT NOT NULL UNIQUE,
+        message INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        stanza TEXT NOT NULL
+    );
     """,
 )
 
@@ -379,16 +390,35 @@ class Store:
         rows = self._rows(
             "SELECT m.origin_id, m.peer, o.stanza FROM outbox o JOIN messages m ON m.id = o.message ORDER BY o.seq"
         )
+        # RFC 6120 §8.3.3.1: what it holds cannot be processed.
+        return self._entries(rows, "message", lambda origin_id, err: self.fail(
+            origin_id, "bad-request", f"the stored message cannot be read again: {err}"))
+
+    def answers(self) -> list[OutboxEntry]:
+        """The answers to messages that arrived (receipts) the server has not acknowledged yet,
+        oldest first; ``peer`` is whom they go to. One that does not parse any more is dropped."""
+        rows = self._rows(
+            "SELECT a.origin_id, m.peer, a.stanza FROM answers a JOIN messages m ON m.id = a.message ORDER BY a.seq"
+        )
+        return self._entries(rows, "answer", lambda origin_id, _err: self.answered(origin_id))
+
+    def _entries(self, rows: list[tuple[str, str, str]], kind: str,
+                 broken: Callable[[str, StreamError], object]) -> list[OutboxEntry]:
+        """Stored stanzas to send, parsed; one that does not parse any more goes to ``broken``."""
         entries: list[OutboxEntry] = []
         for origin_id, peer, stanza in rows:
             try:
                 entries.append(OutboxEntry(origin_id, JID.parse(peer), parse_frame(stanza.encode(), _MAX_STANZA)))
             except StreamError as err:
-                log.warning("the stored message %s to %s cannot be read again (%s); it is not sent", origin_id, peer,
-                            err)
-                # RFC 6120 §8.3.3.1: what it holds cannot be processed.
-                self.fail(origin_id, "bad-request", f"the stored message cannot be read again: {err}")
+                log.warning("the stored %s %s to %s cannot be read again (%s); it is not sent", kind, origin_id,
+                            peer, err)
+                broken(origin_id, err)
         return entries
+
+    def answered(self, origin_id: str) -> bool:
+        """The server acknowledged (or refused) the answer ``origin_id``: it is not sent again.
+        True if it was stored."""
+        return self._write("DELETE FROM answers WHERE origin_id = ?", (origin_id,)).rowcount > 0
 
     def unconfirmed(self, peer: JID, text: str, *, encrypted: bool) -> str | None:
         """The origin-id of a message with this text to ``peer`` still in the outbox, if any."""
@@ -438,7 +468,8 @@ class Store:
     def receive(self, peer: JID, text: str, *, origin_id: str | None = None, stanza_id: str | None = None,
                 stamp: datetime | None = None, encrypted: bool = False, message_id: str | None = None,
                 markable: bool = False, replaces: str | None = None, outgoing: bool = False,
-                nick: str | None = None, sender: JID | None = None, claims: str | None = None) -> bool:
+                nick: str | None = None, sender: JID | None = None, claims: str | None = None,
+                answers: Iterable[tuple[str, Element]] = ()) -> bool:
         """Record a message that arrived; False if it is a copy of one already here: the same
         origin-id from the same sender, or the same stanza-id from our own server (XEP-0359).
 
@@ -450,6 +481,8 @@ class Store:
         whose message is not here yet: it is kept as a message of its own until that message comes,
         which then takes its text (if encrypted alike) and hides it. A group
         message names its writer with ``nick`` and, if known, ``sender`` (their real JID).
+        ``answers`` (origin-id, stanza), such as its receipt, are kept with it, in the same
+        transaction, until :meth:`answered`; none for a copy.
         """
         direction = "out" if outgoing else "in"
         when = stamp or self.now()
@@ -471,6 +504,9 @@ class Store:
                 )
             except sqlite3.IntegrityError:
                 return False
+            for answer_id, answer in answers:
+                self._db.execute("INSERT INTO answers (origin_id, message, stanza) VALUES (?, ?, ?)",
+                                 (answer_id, cursor.lastrowid, serialize(answer)))
             if replaces is not None and not self._replace(peer, direction, replaces, text, when):
                 self._db.execute("UPDATE messages SET replaces = NULL WHERE id = ?", (cursor.lastrowid,))
             if replaces is None and message_id is not None:

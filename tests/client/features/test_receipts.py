@@ -5,18 +5,23 @@ read in the sender's store, the receiver's copy becomes read, and every change i
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
 from schnack.client import Client, ClientError, Disconnected, Receipt
+from schnack.client.store import Store, account_dir
 from schnack.server.app import Server
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.markers import Marker
+from schnack.xmpp.payloads.receipts import Received
 from schnack.xmpp.stanza import Stanza
 
+from ...cli.proc import client_env, line_of, schnack, start
 from ..conftest import PASSWORD, make_client, next_of, online
 from ..proxy import Proxy
+from ..test_outbox import next_message
 
 ALICE = JID.parse("alice@localhost")
 BOB = JID.parse("bob@localhost")
@@ -88,6 +93,78 @@ async def test_a_receipt_for_a_message_sent_while_the_receiver_was_offline(chat_
     clients.append(bob)
     await bob.connect()
     assert await next_of(receipts) == Receipt(bob.jid.bare, sent, "delivered")
+
+
+async def test_a_receipt_owed_by_a_killed_receiver_goes_after_its_restart(chat_server: Server, clients: list[Client],
+                                                                          tmp_path: Path) -> None:
+    """bob's ``schnack listen`` stored alice's message, and its link died with the receipt before
+    the server had it; the process is then killed (SIGKILL). The next client on bob's store sends
+    the receipt, though the message itself, stored already, is not news to it any more."""
+    env = client_env(tmp_path)
+    host, port = chat_server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    alice = await online(chat_server, clients, "alice@localhost/phone")
+    alice_inbox = alice.messages()
+    try:
+        logged_in = await schnack(env, "login", "bob@localhost", "--password-stdin", "--host", "127.0.0.1",
+                                  "--port", str(proxy.port), "--insecure", input=PASSWORD + "\n")
+        assert logged_in.returncode == 0, logged_in.stderr
+        listener = await start(env, "listen", "--json", "--account", "bob@localhost")
+        try:
+            assert (await line_of(listener.stderr)).startswith("schnack: listening as bob@localhost/")
+            # From here on what bob's client sends is lost, as in a link that died unnoticed.
+            proxy.swallowing = True
+            sent = await alice.send(BOB, "are you there?", encrypted=False)
+            # Printed once stored.
+            assert (await next_message(listener))["id"] == sent
+        finally:
+            listener.kill()
+            assert await listener.wait() == -signal.SIGKILL
+    finally:
+        await proxy.stop()
+    directory = account_dir(BOB, tmp_path / "client")
+    store = Store(directory)
+    try:
+        assert [(m.text, m.state) for m in store.history(ALICE)] == [("are you there?", "delivered")]
+    finally:
+        store.close()
+    assert alice.store.sent_message(sent).state == "acked"  # type: ignore[union-attr]
+    bob = await online(chat_server, clients, "bob@localhost/desk", data_dir=directory)
+    await bob.send(ALICE, "back", encrypted=False)
+    # What bob's client sends keeps its order: a receipt sent at all came before this.
+    assert (await next_of(alice_inbox, lambda m: m.text == "back")).sender.bare == BOB
+    assert alice.store.sent_message(sent).state == "delivered"  # type: ignore[union-attr]
+
+
+async def test_a_receipt_goes_once_also_across_a_restart(chat_server: Server, clients: list[Client],
+                                                         tmp_path: Path) -> None:
+    """The receipt kept with the message leaves the store once the server acknowledged it: the
+    next client on bob's store does not send it again."""
+    receipts: list[str] = []
+
+    async def count(stanza: Stanza, _origin: object) -> None:
+        received = Received.find(stanza.el)
+        if received is not None and stanza.from_ is not None and stanza.from_.bare == BOB:
+            receipts.append(received.id)
+
+    chat_server.hooks.add("pre-message/full", count)
+    alice = await online(chat_server, clients, "alice@localhost/phone")
+    alice_inbox, alice_receipts = alice.messages(), alice.receipts()
+    first = make_client(chat_server, "bob@localhost/laptop", data_dir=tmp_path / "bob")
+    await first.connect()
+    try:
+        bob_inbox = first.messages()
+        sent = await alice.send(BOB, "hello", encrypted=False)
+        assert (await next_of(bob_inbox)).id == sent
+        assert await next_of(alice_receipts) == Receipt(BOB, sent, "delivered")
+        # The server's acknowledgement of a later message covers the receipt too (XEP-0198 §4).
+        await first.acknowledged(await first.send(ALICE, "bye", encrypted=False))
+    finally:
+        await first.close()
+    second = await online(chat_server, clients, "bob@localhost/laptop", data_dir=tmp_path / "bob")
+    await second.send(ALICE, "again", encrypted=False)
+    assert (await next_of(alice_inbox, lambda m: m.text == "again")).sender.bare == BOB
+    assert receipts == [sent]
 
 
 async def test_reading_while_the_link_is_down_reaches_the_other_devices_and_the_sender(

@@ -13,7 +13,9 @@ same sender, or the same stanza-id from our server) is dropped before it is decr
 copy of an OMEMO message would not decrypt again; a new one is stored, then published. The
 features that read what else a message carries (receipts, markers, chat states) see every
 message after that, and those that add to what we send (a receipt request, a chat state) add it
-to every message sent.
+to every message sent. What answers a message (its receipt) is stored with it, in one
+transaction, and sent from the store (outbox.py), so that a client that dies right after it
+stored the message still sends it.
 
 A message that arrived live (or as a carbon copy) and could not be decrypted for a reason that
 may pass (its sender's keys not fetched yet, no session yet, OMEMO not set up, a lost link) is
@@ -52,7 +54,7 @@ from ..errors import ClientError, XmppError
 from ..feed import Feed
 from ..omemo.devices import Device
 from ..omemo.errors import Undecryptable
-from ..outbox import message_ids
+from ..outbox import identify, message_ids
 from ..store import StoredMessage
 from .carbons import unwrap
 from .waiting import Waiting
@@ -154,6 +156,8 @@ class Incoming:
 # if it carried no text or was a copy of one stored before), and with every message sent.
 Reader = Callable[[Incoming, Message | None], None]
 Decorator = Callable[[Element, JID], None]
+# What a feature answers a new message that arrived with (a receipt), if anything.
+Answerer = Callable[[Incoming], Element | None]
 
 
 def parse_stamp(text: str | None) -> datetime | None:
@@ -176,6 +180,7 @@ class Messages:
         self._last: asyncio.Task[None] | None = None
         self._readers: list[Reader] = []
         self._decorators: list[Decorator] = []
+        self._answerers: list[Answerer] = []
         self._claims: list[Callable[[Stanza], bool]] = []
         # The archive ids of messages from the archive that could not be decrypted for a reason
         # that may pass, with whose keys they need (bare): history.py saves no position past them,
@@ -199,6 +204,11 @@ class Messages:
     def on_incoming(self, reader: Reader) -> None:
         """Show ``reader`` every message that arrives, in order, once it is stored."""
         self._readers.append(reader)
+
+    def answer_with(self, answerer: Answerer) -> None:
+        """Let ``answerer`` give the stanza that answers each new message that arrives: it is
+        stored with the message, in one transaction, and sent from the store (outbox.py)."""
+        self._answerers.append(answerer)
 
     def claim(self, claimed: Callable[[Stanza], bool]) -> None:
         """Leave the messages ``claimed`` says are another feature's (a group's, groups.py) to it."""
@@ -407,8 +417,12 @@ class Messages:
             replaces = original.message_id
         message = self._message(item, text, encrypted=encrypted, device=device, undecryptable=undecryptable,
                                 replaces=replaces)
+        answers = [answer for answerer in self._answerers if (answer := answerer(item)) is not None]
         if text is None:
-            return message  # undecryptable: told, not stored
+            # Undecryptable: told, not stored, and answered for as long as this client runs.
+            for answer in answers:
+                self.client.outbox.send_volatile(answer)
+            return message
         origin_id, stanza_id = message_ids(item.el, self.client.account)
         stored = self.client.store.receive(
             peer, text, origin_id=origin_id, stanza_id=item.stanza_id or stanza_id, stamp=item.stamp,
@@ -416,7 +430,10 @@ class Messages:
             replaces=message.replaces, outgoing=item.outgoing,
             # Not here (yet): the catch-up may bring it after this correction, which came live.
             claims=correction.id if correction is not None and original is None else None,
+            answers=[(identify(answer), answer) for answer in answers],
         )
+        if stored and answers:
+            self.client.outbox.flush()
         if not stored or _outdated(original, message):
             return None
         if message.replaces is None and message.id is not None:

@@ -9,9 +9,12 @@ against answering senders not allowed to see our presence, since a receipt shows
 is online; the check marks are what users of a messenger expect from everyone they write to,
 so anyone's request is answered. Receipts carry
 the XEP-0334 ``<store/>`` hint, so that our contact's archive keeps them for their devices that
-are offline now, and go the outbox's volatile way (outbox.py): one written while the link is
-down, or on a link lost before the server had it, is sent once the link is back, as long as the
-client runs. A receipt for one of our messages moves it to "delivered" in the store and is
+are offline now. A receipt is stored with the message it answers, in one transaction, and sent
+from the store until the server acknowledged it (outbox.py): one written while the link is down,
+on a link lost before the server had it, or not written at all because the client died right
+after it stored the message, is sent once the link is back, also by the next start of the
+client; a copy of the message that comes again is not answered again. (A message that could not
+be decrypted is not stored: its receipt goes only for as long as the client runs.) A receipt for one of our messages moves it to "delivered" in the store and is
 announced on :attr:`Receipts.feed`, as is every later change of a message's state.
 """
 
@@ -58,30 +61,27 @@ class Receipts:
         self.feed: Feed[Receipt] = Feed()
         messages.on_send(self._request)
         messages.on_incoming(self._incoming)
+        messages.answer_with(self._answer)
 
     def _request(self, el: Element, _to: JID) -> None:
         """§5.1: ask for a receipt; not for a correction, whose original asked already."""
         if el.find(REPLACE) is None:
             el.append(element(REQUEST))
 
-    def _incoming(self, item: Incoming, new: Message | None) -> None:
+    def _incoming(self, item: Incoming, _new: Message | None) -> None:
         receipt = Received.find(item.el)
         peer = item.peer
         if receipt is not None and peer is not None and not item.outgoing:
             for id in self.client.store.mark(peer, receipt.id, "delivered", outgoing=True, earlier=False):
                 self.feed.publish(Receipt(peer, id, "delivered"))
-        if new is not None and item.el.find(REQUEST) is not None:
-            self._answer(item)
 
-    def _answer(self, item: Incoming) -> None:
-        """§5.2: the receipt for a message that asked for one (see the module docstring for when)."""
+    def _answer(self, item: Incoming) -> Element | None:
+        """§5.2: the receipt for a new message that asked for one (see the module docstring for when)."""
         stanza = item.stanza
-        if (item.outgoing or item.carbon or item.history or stanza.id is None or stanza.type == "groupchat"
-                or item.sender.bare == self.client.account):
-            return
+        if (item.el.find(REQUEST) is None or item.outgoing or item.carbon or item.history or stanza.id is None
+                or stanza.type == "groupchat" or item.sender.bare == self.client.account):
+            return None
         answer = element(_MESSAGE, {"to": str(item.sender), "type": stanza.type or "normal"})
         answer.append(Received(stanza.id).to_xml())
         sub(answer, STORE_HINT)
-        # A copy of the message that comes again is not answered: this receipt must not be lost
-        # with a link that drops before the server has it and is not resumed.
-        self.client.outbox.send_volatile(answer)
+        return answer
