@@ -13,6 +13,7 @@ import stat
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from xml.etree.ElementTree import Element
 
 import pytest
 from omemo.types import OMEMOException
@@ -32,8 +33,9 @@ from schnack.client.omemo import (
     UntrustedKeys,
     adapter,
 )
+from schnack.client.omemo import pre_keys as used_pre_keys
 from schnack.client.omemo.pep import Pep
-from schnack.client.omemo.protocol import bundle_place, device_list_node
+from schnack.client.omemo.protocol import MAX_ITEMS, bundle_place, device_list_node
 from schnack.client.omemo.storage import FILENAME
 from schnack.server import admin
 from schnack.server.app import Server
@@ -409,7 +411,78 @@ async def test_a_first_message_is_read_although_our_new_bundle_could_not_be_publ
 
 async def pre_keys(reader: Client, owner: Client) -> set[str]:
     """The ids of the pre keys in ``owner``'s legacy OMEMO bundle, as ``reader`` fetches it."""
-    place = bundle_place(OLDMEMO, (await owner.omemo.own_device()).id)
+    bundle = await published_bundle(reader, owner, OLDMEMO)
+    return {key.get("preKeyId") or "" for key in offered_pre_keys(bundle, OLDMEMO)}
+
+
+def offered_pre_keys(bundle: Element, namespace: str) -> Element:
+    """The element of a published bundle that holds its pre keys."""
+    offered = bundle.find(f"{{{namespace}}}prekeys")
+    assert offered is not None
+    return offered
+
+
+async def published_bundle(reader: Client, owner: Client, namespace: str) -> Element:
+    """``owner``'s bundle of ``namespace``, as ``reader`` fetches it."""
+    place = bundle_place(namespace, (await owner.omemo.own_device()).id)
     items = await Pep(reader).items(owner.account, place.node, item_id=place.item)
     assert items and items[0].payload is not None
-    return {key.get("preKeyId") or "" for key in items[0].payload.iter(f"{{{OLDMEMO}}}preKeyPublic")}
+    return items[0].payload
+
+
+async def offer_one_pre_key(owner: Client, namespace: str) -> str:
+    """Publish ``owner``'s bundle of ``namespace`` with only the first of its pre keys, as if the
+    others had been taken meanwhile: whoever starts a session with it now takes that one. Its
+    public key is returned."""
+    bundle = await published_bundle(owner, owner, namespace)
+    offered = offered_pre_keys(bundle, namespace)
+    assert len(offered) > 1
+    for key in list(offered)[1:]:
+        offered.remove(key)
+    place = bundle_place(namespace, (await owner.omemo.own_device()).id)
+    await Pep(owner).publish(place.node, place.item, bundle, place.options, optional=frozenset({MAX_ITEMS}))
+    return offered[0].text or ""
+
+
+async def two_senders_take_one_pre_key(server: Server, clients: list[Client], directory: Path,
+                                       namespace: str) -> tuple[Client, str, list[str], list[Message]]:
+    """alice and carol fetch bob's bundle at the same time and take the same pre key (the only
+    one it offers) to start their sessions with him, while he is away; then he logs in (state
+    in ``directory``). bob's client, that pre key, the ids sent, and the messages bob got."""
+    await add_user(server, "carol", PASSWORD)
+    settings = OmemoSettings(namespaces=(namespace,))
+    bob = await online(server, clients, "bob@localhost", data_dir=directory, omemo=settings)
+    taken = await offer_one_pre_key(bob, namespace)
+    await bob.close()
+    sent = []
+    for sender, text in (("alice@localhost", "from alice"), ("carol@localhost", "from carol")):
+        client = await online(server, clients, sender, omemo=settings)
+        sent.append(await client.send("bob@localhost", text))
+        await client.acknowledged(sent[-1])
+    again = make_client(server, "bob@localhost", data_dir=directory, omemo=settings)
+    clients.append(again)
+    inbox = again.messages()
+    await again.connect()
+    return again, taken, sent, [await next_of(inbox) for _ in sent]
+
+
+@pytest.mark.parametrize("namespace", [OLDMEMO, TWOMEMO], ids=["legacy", "omemo2"])
+async def test_two_senders_that_took_the_same_pre_key_are_both_read(chat_server: Server, clients: list[Client],
+                                                                     tmp_path: Path, namespace: str) -> None:
+    """bob reads alice's message first, which uses the pre key up, and carol's all the same; his
+    bundle offers a full set of pre keys again at once, without that one."""
+    bob, taken, sent, got = await two_senders_take_one_pre_key(chat_server, clients, tmp_path / "bob", namespace)
+    assert [(m.id, m.text, m.undecryptable) for m in got] == [(sent[0], "from alice", None),
+                                                               (sent[1], "from carol", None)]
+    offered = [key.text for key in offered_pre_keys(await published_bundle(bob, bob, namespace), namespace)]
+    assert len(offered) == 100 and taken not in offered
+
+
+async def test_a_used_pre_key_is_deleted_once_kept_long_enough(chat_server: Server, clients: list[Client],
+                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept for no time at all, a pre key goes with the first message that used it (X3DH §4.2
+    wants it deleted): the second sender's first message cannot be read."""
+    monkeypatch.setattr(used_pre_keys, "USED_PRE_KEYS_KEPT_FOR", 0.0)
+    _, _, sent, got = await two_senders_take_one_pre_key(chat_server, clients, tmp_path / "bob", OLDMEMO)
+    assert [(m.id, m.text) for m in got] == [(sent[0], "from alice"), (sent[1], None)]
+    assert "KeyExchangeFailed" in (got[1].undecryptable or "")

@@ -5,7 +5,8 @@ device is set up: on the first run python-omemo makes the identity key, a device
 pre keys and publishes bundle and device list in every loaded OMEMO version; later the state is
 loaded from ``omemo.sqlite`` in the account's directory, and the published device lists and
 bundles are compared with it and put right where they differ; after a reconnect, the device
-lists are checked to still name this device. A server that refuses all that leaves the client connected without
+lists are checked to still name this device. A pre key a message used is kept a while, for
+another sender that took it too (pre_keys.py). A server that refuses all that leaves the client connected without
 OMEMO: encrypting then fails with a sentence saying why.
 
 A message is encrypted to every device of the recipient and to our own other devices, each in
@@ -35,11 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
-import oldmemo
 import oldmemo.etree
-import twomemo
 import twomemo.etree
-from omemo.backend import Backend
 from omemo.session_manager import NoEligibleDevices, NoSession, SenderNotFound, XMPPInteractionFailed
 from omemo.types import DeviceInformation, DeviceList, OMEMOException
 
@@ -64,6 +62,7 @@ from .errors import (
 )
 from .hooks import STORE_HINT, PepHooks, encrypted_element
 from .manager import Manager, Undecided, bind
+from .pre_keys import KeepingUsedPreKeys, backend
 from .protocol import NAMESPACES, OLDMEMO, TWOMEMO, namespace_of_device_list_node, parse_device_list
 from .storage import SqliteStorage
 
@@ -102,10 +101,6 @@ class Decrypted:
 
     text: str | None
     device: Device
-
-
-def _backend(namespace: str, storage: SqliteStorage) -> Backend:
-    return oldmemo.Oldmemo(storage) if namespace == OLDMEMO else twomemo.Twomemo(storage)
 
 
 def _bare(jid: str | JID) -> JID:
@@ -148,7 +143,7 @@ class Omemo:
         self._hooks = PepHooks(client)
         self._storage: SqliteStorage | None = None
         self._manager: Manager | None = None
-        self._backends: dict[str, Backend] = {}
+        self._backends: dict[str, KeepingUsedPreKeys] = {}
         self._device_id = 0
         # Why OMEMO cannot be used, once a set-up attempt failed.
         self._problem = "not set up yet"
@@ -185,7 +180,7 @@ class Omemo:
             if self._storage is None:
                 self._storage = SqliteStorage(self._directory)
             storage = self._storage
-            self._backends = {namespace: _backend(namespace, storage) for namespace in self.settings.namespaces}
+            self._backends = {namespace: backend(namespace, storage) for namespace in self.settings.namespaces}
             manager = await bind(self._hooks, self.settings.blind_trust).create(
                 list(self._backends.values()),
                 storage,
@@ -208,6 +203,8 @@ class Omemo:
                 await self._refresh(account)
                 # A bundle we could not publish while reading a message (hooks.py).
                 await self._hooks.pay()
+            for kept in self._backends.values():
+                await kept.delete_expired_pre_keys()
             await self._check_keys(account)
 
     async def close(self) -> None:
