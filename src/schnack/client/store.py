@@ -273,6 +273,10 @@ class Store:
                 self._db.close()
             raise StoreError(f"cannot open the local store in {directory}: {err}") from None
         self._clock_offset = timedelta(seconds=float(offset[0])) if offset is not None else timedelta()
+        # Answers the server acknowledged, deleted with the next write of a message or at close:
+        # a commit of their own would cost a disk flush per message that arrived, and one whose
+        # deletion a crash lost is only sent once more, which changes nothing.
+        self._answered: set[str] = set()
 
     def _migrate(self) -> None:
         """Bring the file to the current schema. The version that counts is the one read under the
@@ -303,6 +307,9 @@ class Store:
         return version
 
     def close(self) -> None:
+        if self._answered:
+            with contextlib.suppress(StoreError), self._transaction():
+                self._forget_answered()
         self._db.close()
 
     def now(self) -> datetime:
@@ -400,6 +407,7 @@ class Store:
         rows = self._rows(
             "SELECT a.origin_id, m.peer, a.stanza FROM answers a JOIN messages m ON m.id = a.message ORDER BY a.seq"
         )
+        rows = [row for row in rows if row[0] not in self._answered]
         return self._entries(rows, "answer", lambda origin_id, _err: self.answered(origin_id))
 
     def _entries(self, rows: list[tuple[str, str, str]], kind: str,
@@ -415,10 +423,15 @@ class Store:
                 broken(origin_id, err)
         return entries
 
-    def answered(self, origin_id: str) -> bool:
-        """The server acknowledged (or refused) the answer ``origin_id``: it is not sent again.
-        True if it was stored."""
-        return self._write("DELETE FROM answers WHERE origin_id = ?", (origin_id,)).rowcount > 0
+    def answered(self, origin_id: str) -> None:
+        """The server acknowledged (or refused) the answer ``origin_id``: it is not sent again."""
+        self._answered.add(origin_id)
+
+    def _forget_answered(self) -> None:
+        """Delete the answers done with (in a transaction)."""
+        if self._answered:
+            self._db.executemany("DELETE FROM answers WHERE origin_id = ?", [(id,) for id in self._answered])
+            self._answered.clear()
 
     def unconfirmed(self, peer: JID, text: str, *, encrypted: bool) -> str | None:
         """The origin-id of a message with this text to ``peer`` still in the outbox, if any."""
@@ -487,6 +500,7 @@ class Store:
         direction = "out" if outgoing else "in"
         when = stamp or self.now()
         with self._transaction():
+            self._forget_answered()
             if outgoing and origin_id is None and message_id is not None and self._row(
                 "SELECT 1 FROM messages WHERE peer = ? AND direction = 'out' AND message_id = ?",
                 (str(peer.bare), message_id),
