@@ -430,22 +430,24 @@ async def published_bundle(reader: Client, owner: Client, namespace: str) -> Ele
     return items[0].payload
 
 
-async def offer_one_pre_key(owner: Client, namespace: str) -> str:
-    """Publish ``owner``'s bundle of ``namespace`` with only the first of its pre keys, as if the
-    others had been taken meanwhile: whoever starts a session with it now takes that one. Its
-    public key is returned."""
+async def offer_one_pre_key(owner: Client, namespace: str, key: Element | None = None) -> Element:
+    """Publish ``owner``'s bundle of ``namespace`` with one pre key only, as if the others had
+    been taken meanwhile: whoever starts a session with it now takes that one. It is ``key`` (as
+    an earlier bundle offered it) if given, else the first the bundle offers now; it is returned."""
     bundle = await published_bundle(owner, owner, namespace)
     offered = offered_pre_keys(bundle, namespace)
     assert len(offered) > 1
-    for key in list(offered)[1:]:
-        offered.remove(key)
+    kept = key if key is not None else offered[0]
+    for other in list(offered):
+        offered.remove(other)
+    offered.append(kept)
     place = bundle_place(namespace, (await owner.omemo.own_device()).id)
     await Pep(owner).publish(place.node, place.item, bundle, place.options, optional=frozenset({MAX_ITEMS}))
-    return offered[0].text or ""
+    return kept
 
 
 async def two_senders_take_one_pre_key(server: Server, clients: list[Client], directory: Path,
-                                       namespace: str) -> tuple[Client, str, list[str], list[Message]]:
+                                       namespace: str) -> tuple[Client, Element, list[str], list[Message]]:
     """alice and carol fetch bob's bundle at the same time and take the same pre key (the only
     one it offers) to start their sessions with him, while he is away; then he logs in (state
     in ``directory``). bob's client, that pre key, the ids sent, and the messages bob got."""
@@ -475,7 +477,7 @@ async def test_two_senders_that_took_the_same_pre_key_are_both_read(chat_server:
     assert [(m.id, m.text, m.undecryptable) for m in got] == [(sent[0], "from alice", None),
                                                                (sent[1], "from carol", None)]
     offered = [key.text for key in offered_pre_keys(await published_bundle(bob, bob, namespace), namespace)]
-    assert len(offered) == 100 and taken not in offered
+    assert len(offered) == 100 and taken.text not in offered
 
 
 async def test_a_used_pre_key_is_deleted_once_kept_long_enough(chat_server: Server, clients: list[Client],
@@ -486,3 +488,25 @@ async def test_a_used_pre_key_is_deleted_once_kept_long_enough(chat_server: Serv
     _, _, sent, got = await two_senders_take_one_pre_key(chat_server, clients, tmp_path / "bob", OLDMEMO)
     assert [(m.id, m.text) for m in got] == [(sent[0], "from alice"), (sent[1], None)]
     assert "KeyExchangeFailed" in (got[1].undecryptable or "")
+
+
+async def test_a_used_pre_key_kept_long_enough_is_deleted_at_the_next_login(
+        chat_server: Server, clients: list[Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once its time is up (here at once), bob's next login deletes the pre key alice and carol
+    took: dave, who takes it only now from a bundle that still offers it, is not read."""
+    directory = tmp_path / "bob"
+    bob, taken, _, got = await two_senders_take_one_pre_key(chat_server, clients, directory, OLDMEMO)
+    assert [m.text for m in got] == ["from alice", "from carol"]
+    await offer_one_pre_key(bob, OLDMEMO, taken)
+    await bob.close()
+    monkeypatch.setattr(used_pre_keys, "USED_PRE_KEYS_KEPT_FOR", 0.0)
+    await add_user(chat_server, "dave", PASSWORD)
+    dave = await online(chat_server, clients, "dave@localhost", omemo=OmemoSettings(namespaces=(OLDMEMO,)))
+    sent = await dave.send("bob@localhost", "from dave")
+    await dave.acknowledged(sent)
+    again = make_client(chat_server, "bob@localhost", data_dir=directory, omemo=OmemoSettings(namespaces=(OLDMEMO,)))
+    clients.append(again)
+    inbox = again.messages()
+    await again.connect()
+    late = await next_of(inbox)
+    assert (late.id, late.text) == (sent, None) and "KeyExchangeFailed" in (late.undecryptable or "")
