@@ -470,6 +470,38 @@ async def test_an_idle_incoming_stream_takes_what_the_peer_sent_before_its_close
     assert await server.storage.archive.count("localhost", "bob", "offline") == 2
 
 
+async def test_an_idle_incoming_stream_sends_whitespace_keepalives_until_it_ends(
+        receiving: tuple[Server, str]) -> None:
+    """RFC 6120 §4.6.1: a peer that stays silent on its stream gets a space after each
+    ``limits.keepalive_interval`` without writing, as an outgoing stream's peer does, so that a
+    dead connection is found by a failing write; they do not keep the stream open past
+    ``limits.idle_timeout`` without input, and none follows the stream's end."""
+    server, _ = receiving
+    keepalive = 0.3
+    # Below the bounds an operator may set, so that the test does not wait for a minute.
+    limits = dataclasses.replace(server.config.limits, keepalive_interval=keepalive, idle_timeout=2.0)
+    server.config = dataclasses.replace(server.config, limits=limits)
+    raw = await authenticated_peer(receiving)
+    data = b""
+    async with asyncio.timeout(10):
+        while data.count(b" ") < 2:
+            data += await raw.reader.read(65536)
+    assert data.strip() == b""
+    async with asyncio.timeout(10):
+        while b"</stream:stream>" not in data:
+            data += await raw.reader.read(65536)
+    end = data.lstrip()
+    assert end.startswith(b"<error") and b"connection-timeout" in end and end.endswith(b"</stream:stream>")
+    # Three keepalive intervals of silence after the stream's end (it ends only at the peer's close).
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(3 * keepalive):
+            data = await raw.reader.read(65536)
+            raise AssertionError(f"{data!r} after the stream ended")
+    raw.send("</stream:stream>")
+    async with asyncio.timeout(10):
+        assert await raw.reader.read() == b""
+
+
 async def test_an_iq_result_too_large_for_other_servers_is_answered_with_an_error(tmp_path: Path) -> None:
     """RFC 6120 §8.2.3: the requester at the other server waits for a response; a result too
     large to go there (a vCard with a big photo, say) reaches it as an error in its place."""

@@ -32,6 +32,9 @@ Stream management (XEP-0198 §3-§4): offered after TLS, enabled (without resump
 domain is authenticated. ``<a h='…'/>`` counts a stanza only after the router returned from it,
 so whatever routing stored for it (offline storage, the archive) is written before the peer can
 drop it from its queue; a last ``<a/>`` goes out whenever we close the stream.
+
+Our side of an open stream gets a whitespace keepalive after ``limits.keepalive_interval``
+without writing (§4.6.1), as outgoing streams do.
 """
 
 from __future__ import annotations
@@ -109,7 +112,14 @@ class IncomingStream:
         self.handled: int | None = None
 
     async def run(self) -> None:
-        """Serve the connection until either side closes it."""
+        """Serve the connection until either side closes it.
+
+        While our stream is open, after ``limits.keepalive_interval`` without writing it gets a
+        whitespace keepalive (RFC 6120 §4.6.1), as an outgoing stream does: a peer that sends
+        nothing for a while would otherwise leave a dead connection unnoticed until
+        ``limits.idle_timeout``, and NATs and firewalls on the way may forget a live one.
+        Keepalives are output only: the peer's silence still ends the stream.
+        """
         wire = self.wire
         limits = self.s2s.server.config.limits
         try:
@@ -119,13 +129,25 @@ class IncomingStream:
                     wait = wire.last_read + limits.idle_timeout - now
                 else:
                     wait = self.started + limits.auth_timeout - now
+                if self.id:
+                    # Only once our header went: nothing may come before its XML declaration.
+                    quiet = wire.last_write + limits.keepalive_interval - now
+                    if quiet <= 0:
+                        wire.write(" ")
+                        continue
+                    wait = min(wait, quiet)
                 try:
                     event = await wire.next_event(max(wait, 0))
                 except TimeoutError:
+                    now = time.monotonic()
                     if not self.authenticated:
+                        if self.started + limits.auth_timeout > now:
+                            continue  # a keepalive is due
                         raise StreamError("connection-timeout", "authentication took too long") from None
-                    if wire.last_read + limits.idle_timeout > time.monotonic():
-                        continue  # authenticated while it waited: idle counts from the last read
+                    if wire.last_read + limits.idle_timeout > now:
+                        # A keepalive is due, or authenticated while it waited: idle counts
+                        # from the last read.
+                        continue
                     log.info("closing idle s2s stream from %s (%s)", self.remote, wire.peer)
                     self.close(StreamError("connection-timeout", "no traffic for too long"))
                     await self._until_closed()
