@@ -12,7 +12,7 @@ from schnack.server.app import Server
 from schnack.xmpp import ns
 
 from ..harness import add_user, running
-from .wire import Wire, insecure_context
+from .wire import HEADER, Wire
 
 pytestmark = pytest.mark.asyncio
 
@@ -67,19 +67,37 @@ async def test_starttls_is_required_before_authentication(live_server: Server) -
     assert failure is not None and failure.find(f"{{{ns.SASL}}}encryption-required") is not None
 
 
-async def test_bytes_after_starttls_are_discarded(live_server: Server) -> None:
-    """RFC 6120 §5.4.3.3: what follows <starttls/> in the clear must not reach the TLS stream.
+PING = "<iq type='get' id='i1'><ping xmlns='urn:xmpp:ping'/></iq>"
 
-    Were the injected stanza processed, it would close the stream with not-authorized.
-    """
+
+# An element, one after whitespace, the start of one, the stream's end.
+@pytest.mark.parametrize("behind", [PING, f" \n{PING}", PING[:14], "</stream:stream>"])
+async def test_input_behind_starttls_ends_the_stream_before_tls(live_server: Server, behind: str) -> None:
+    """RFC 6120 §5.4.3.3: the client waits for <proceed/> before it sends anything more; what
+    came behind <starttls/> in the clear would pass for the client's after TLS (the injection
+    of CVE-2011-0411). The stream ends with policy-violation and no <proceed/>, as on streams
+    between servers (whitespace is no such input: tests/server/test_net.py)."""
     wire = await Wire.connect(live_server)
     await wire.open()
-    wire.send(f"<starttls xmlns='{ns.TLS}'/><message to='x@localhost'><body>injected</body></message>")
-    proceed = await wire.next()
-    assert proceed is not None and proceed.tag == f"{{{ns.TLS}}}proceed"
-    await wire.writer.start_tls(insecure_context(), server_hostname="localhost")
-    features = await wire.open()
-    assert features.find(f"{{{ns.SASL}}}mechanisms") is not None
+    wire.send(f"<starttls xmlns='{ns.TLS}'/>{behind}")
+    error = await wire.next()
+    assert error is not None and error.tag == f"{{{ns.STREAMS}}}error"
+    assert error.find(f"{{{ns.STREAM_ERRORS}}}policy-violation") is not None
+    assert await wire.next() is None
+
+
+async def test_input_behind_starttls_sent_with_the_header_ends_the_stream_after_the_header(
+        live_server: Server) -> None:
+    """RFC 6120 §4.9.1.1: the stream error of a client that sent its header, <starttls/> and
+    more in one go still comes in a stream (our header and features), only <proceed/> is not
+    sent."""
+    wire = await Wire.connect(live_server)
+    wire.send(HEADER.format(to="localhost") + f"<starttls xmlns='{ns.TLS}'/>{PING}")
+    features = await wire.next()
+    assert wire.opened and features is not None and features.tag == f"{{{ns.STREAMS}}}features"
+    error = await wire.next()
+    assert error is not None and error.find(f"{{{ns.STREAM_ERRORS}}}policy-violation") is not None
+    assert await wire.next() is None
 
 
 async def test_forged_from_closes_the_stream(live_server: Server) -> None:

@@ -85,10 +85,14 @@ class Wire:
                 assert await self.next() is None
                 return condition
 
-    async def starttls(self) -> Element:
-        self.send(f"<starttls xmlns='{ns.TLS}'/>")
+    async def starttls(self, behind: str = "", after_proceed: str = "") -> Element:
+        """STARTTLS and the stream after it; ``behind`` goes in the same write as ``<starttls/>``,
+        ``after_proceed`` once ``<proceed/>`` came, before the TLS handshake."""
+        self.send(f"<starttls xmlns='{ns.TLS}'/>{behind}")
         proceed = await self.next()
         assert proceed is not None and proceed.tag == qname(ns.TLS, "proceed")
+        if after_proceed:
+            self.send(after_proceed)
         await self.writer.start_tls(insecure_context(), server_hostname="localhost")
         return await self.open()
 

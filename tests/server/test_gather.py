@@ -41,3 +41,17 @@ async def test_what_is_dropped_is_never_handed_over() -> None:
     out.drop()
     await asyncio.sleep(0)
     assert handed == []
+
+
+async def test_drop_last_forgets_only_the_last_piece_not_handed_over() -> None:
+    handed: list[str] = []
+    out = Gathered(handed.append)
+    out.add("<features/>")
+    out.add("<proceed/>")
+    out.drop_last()
+    out.add("<error/>")
+    await asyncio.sleep(0)
+    assert handed == ["<features/><error/>"]
+    out.drop_last()
+    await asyncio.sleep(0)
+    assert handed == ["<features/><error/>"]

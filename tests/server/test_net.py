@@ -192,3 +192,21 @@ async def test_a_closed_connection_sends_what_was_written_before_it_closed(live_
     got = await bob.next()
     assert got is not None and got.get("id") == "last"
     bob.close()
+
+
+@pytest.mark.parametrize(("behind", "after_proceed"), [
+    (" ", ""), ("\r\n", ""), (" \t\n" * 100, ""),
+    # A keepalive sent before <proceed/> reached the client may come once TLS began.
+    ("", " "), ("", "\n" * 10),
+])
+async def test_whitespace_behind_starttls_is_no_injection(live_server: Server, behind: str,
+                                                          after_proceed: str) -> None:
+    """RFC 6120 §11.7: whitespace may come between top-level elements (a keepalive, a newline);
+    behind <starttls/> it is not read as the start of the stream after TLS, and TLS goes on."""
+    await add_user(live_server, "alice")
+    wire = await Wire.connect(live_server)
+    await wire.open()
+    features = await wire.starttls(behind=behind, after_proceed=after_proceed)
+    await wire.login("alice", "secret", features)
+    assert await wire.bind("desk")
+    wire.close()

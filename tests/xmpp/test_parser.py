@@ -200,15 +200,31 @@ def test_held_input_is_released_by_flush() -> None:
     assert [type(e) for e in events] == [StanzaReceived]
 
 
-def test_input_after_the_last_element_is_counted_whether_parsed_or_held() -> None:
+def test_input_after_the_last_element_is_told_from_whitespace_whether_parsed_or_held() -> None:
     p = opened()
     (event,) = p.feed(b"<starttls/>")
-    assert isinstance(event, StanzaReceived) and p.after_last_element() == 0
+    assert isinstance(event, StanzaReceived) and p.only_whitespace_after_last_element()
     p.feed(b" ")
-    assert p.after_last_element() == 1
-    p.feed(b"<mess")
+    assert p.only_whitespace_after_last_element()
     p.flush()
-    assert p.after_last_element() == 6
+    p.feed(b"\r\n\t")
+    assert p.only_whitespace_after_last_element()
+    p.flush()
+    assert p.only_whitespace_after_last_element()
+    p.feed(b"<mess")
+    assert not p.only_whitespace_after_last_element()
+    p.flush()
+    assert not p.only_whitespace_after_last_element()
+
+
+def test_input_after_the_first_element_behind_the_header_is_told_from_whitespace() -> None:
+    p = StreamParser()
+    events = p.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+                    b"version='1.0'><starttls/> \n")
+    assert [type(e) for e in events] == [StreamOpened, StanzaReceived]
+    assert p.only_whitespace_after_last_element()
+    p.feed(b"<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/>")
+    assert not p.only_whitespace_after_last_element()
 
 
 def test_frame() -> None:

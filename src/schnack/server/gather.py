@@ -37,3 +37,9 @@ class Gathered:
     def drop(self) -> None:
         """Forget what was not handed over yet (the connection is cut)."""
         self._unsent = None
+
+    def drop_last(self) -> None:
+        """Forget the last piece written, if it was not handed over yet (an answer that is
+        not to go, such as a ``<proceed/>`` refused after it was written)."""
+        if self._unsent:
+            self._unsent.pop()

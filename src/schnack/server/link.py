@@ -40,7 +40,7 @@ class Link(asyncio.Protocol):
 
     __slots__ = ("_chunks", "_closed", "_direct_tls", "_eof", "_error", "_handshake",
                  "_handshake_timeout", "_handshaking", "_lost", "_parked", "_paused", "_read", "_serve",
-                 "_shutting_down", "_size", "_task", "_timer", "_tls", "_tls_in", "_tls_out",
+                 "_shutting_down", "_size", "_skip_space", "_task", "_timer", "_tls", "_tls_in", "_tls_out",
                  "transport")
 
     transport: asyncio.Transport  # from connection_made on
@@ -67,6 +67,7 @@ class Link(asyncio.Protocol):
         self._handshake: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._shutting_down = False
+        self._skip_space = False
 
     # -- the transport's side ------------------------------------------------------------------
 
@@ -82,8 +83,11 @@ class Link(asyncio.Protocol):
         if self._tls is None:
             self._take(data)
             return
-        assert self._tls_in is not None
-        self._tls_in.write(data)
+        if self._skip_space:
+            self._to_tls(data)
+        else:
+            assert self._tls_in is not None
+            self._tls_in.write(data)
         if self._handshaking and not self._step_handshake():
             return
         if self._shutting_down:
@@ -206,6 +210,10 @@ class Link(asyncio.Protocol):
         if self._eof:
             # No handshake can come any more, and nothing would end the wait for it.
             raise ConnectionResetError("the connection closed before the TLS handshake")
+        # Whitespace may come between top-level elements (RFC 6120 §11.7): a keepalive the client
+        # sent before <proceed/> reached it comes ahead of its first handshake bytes, and is no
+        # TLS record (whose first byte, the content type, is never whitespace).
+        self._skip_space = True
         self._handshake = asyncio.get_running_loop().create_future()
         self._begin_tls(context, timeout)
         try:
@@ -226,9 +234,19 @@ class Link(asyncio.Protocol):
         # What came after the request to start TLS, unread, is the client's first handshake bytes.
         chunks, self._chunks, self._size = self._chunks, [], 0
         for chunk in chunks:
-            self._tls_in.write(chunk)
+            self._to_tls(chunk)
         if chunks:
             self.data_received(b"")
+
+    def _to_tls(self, data: bytes) -> None:
+        """Hand input to TLS; after STARTTLS, without the whitespace ahead of its first record."""
+        assert self._tls_in is not None
+        if self._skip_space:
+            data = data.lstrip(b" \t\r\n")
+            if not data:
+                return
+            self._skip_space = False
+        self._tls_in.write(data)
 
     def _step_handshake(self) -> bool:
         """Take the handshake as far as the input allows; True once it is done."""

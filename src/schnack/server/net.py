@@ -99,6 +99,10 @@ class TcpConnection:
         """Hand what was written to the transport now."""
         self._out.flush()
 
+    def unwrite_last(self) -> None:
+        """Forget the last piece written, if it was not handed to the transport yet."""
+        self._out.drop_last()
+
     def _hand_over(self, data: str) -> None:
         link = self.link
         if link.is_closing():
@@ -221,12 +225,28 @@ async def _receive(conn: TcpConnection, stream: C2SStream, parser: StreamParser)
             await stream.on_element(event.element)
         elif isinstance(event, StreamOpened):
             await stream.on_open(event.name, event.attrs, event.default_ns)
+        if stream.want_tls and (event is not events[-1] or not parser.only_whitespace_after_last_element()):
+            _refuse_tls(conn, stream)
+            break
         if stream.want_tls or stream.want_restart:
             # RFC 6120 §5.4.3.3, §6.4.6: whatever followed on the old stream is discarded.
             break
         # XEP-0388 authenticates without a restart: the larger limit applies at once.
         parser.max_stanza_bytes = stream.max_stanza_bytes
     return len(data) if data is not None else 0
+
+
+def _refuse_tls(conn: TcpConnection, stream: C2SStream) -> None:
+    """RFC 6120 §5.4.3.3: the client waits for ``<proceed/>`` before it sends anything more, so
+    what came behind ``<starttls/>``, other than whitespace (§11.7), came in the clear and would
+    pass for the client's after TLS (the injection of CVE-2011-0411). The stream ends with
+    policy-violation before TLS, its ``<proceed/>`` unsent, as on streams between servers
+    (s2s/wire.py)."""
+    stream.want_tls = False
+    # The <proceed/> is the stream's last write; what came before it in this turn (the header
+    # and features, for a client that sent its header along) still goes.
+    conn.unwrite_last()
+    stream.close(StreamError("policy-violation", "input came in the clear behind <starttls/>"))
 
 
 async def _discard_until_closed(conn: TcpConnection, parser: StreamParser) -> None:

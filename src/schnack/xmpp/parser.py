@@ -327,10 +327,13 @@ class StreamParser(_Restricted):
         """Bytes held back from the parser until more input or a :meth:`flush`."""
         return len(self._pending)
 
-    def after_last_element(self) -> int:
-        """Bytes fed after the last complete top-level element, whitespace included: the start
-        of another, or input held back."""
-        return self._fed + len(self._pending) - self._element_end
+    def only_whitespace_after_last_element(self) -> bool:
+        """Whether nothing but whitespace (RFC 6120 §11.7: allowed between top-level elements)
+        was fed after the last complete top-level element, parsed or held back; the start of
+        another element, or the stream's end, is more."""
+        # Parsed whitespace between elements is trimmed from _raw as it comes (_chars), and text
+        # there ends the stream; what is left of _raw is the start of an element.
+        return not self._raw.strip() and not self._pending.strip()
 
     def release(self) -> bool:
         """Let go of the expat parser while the stream is between stanzas; True if it was.

@@ -62,11 +62,13 @@ class RawPeer:
         self.stream_id = header.attrs["id"]
         return await self.element()
 
-    async def starttls(self, origin: str, to: str, *, certificate: tuple[Path, Path] | None = None) -> ET.Element:
-        """STARTTLS and the stream after it; ``certificate`` (cert, key) is shown to the server."""
+    async def starttls(self, origin: str, to: str, *, certificate: tuple[Path, Path] | None = None,
+                       behind: str = "") -> ET.Element:
+        """STARTTLS and the stream after it; ``certificate`` (cert, key) is shown to the server,
+        ``behind`` (whitespace) goes in the same write as ``<starttls/>``."""
         features = await self.open(origin, to)
         assert features.find(f"{{{ns.TLS}}}starttls/{{{ns.TLS}}}required") is not None
-        self.writer.write(f"<starttls xmlns='{ns.TLS}'/>".encode())
+        self.writer.write(f"<starttls xmlns='{ns.TLS}'/>{behind}".encode())
         assert (await self.element()).tag == f"{{{ns.TLS}}}proceed"
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
@@ -88,11 +90,13 @@ class RawPeer:
 
 class RawReceiver:
     """A receiving server written out by hand, at 127.0.0.1: it requires STARTTLS, accepts any
-    dialback key, offers stream management when ``sm`` is set, and leaves acks to the test."""
+    dialback key, offers stream management when ``sm`` is set, and leaves acks to the test.
+    ``behind_proceed`` (whitespace) goes in the same write as its ``<proceed/>``."""
 
-    def __init__(self, directory: Path, domain: str, *, sm: bool = True) -> None:
+    def __init__(self, directory: Path, domain: str, *, sm: bool = True, behind_proceed: str = "") -> None:
         self.domain = domain
         self.sm = sm
+        self.behind_proceed = behind_proceed
         self.port = 0
         self.accepted: asyncio.Queue[RawPeer] = asyncio.Queue()
         self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -113,7 +117,7 @@ class RawReceiver:
         self._header(peer)
         peer.send(f"<stream:features><starttls xmlns='{ns.TLS}'><required/></starttls></stream:features>")
         assert (await peer.element()).tag == f"{{{ns.TLS}}}starttls"
-        peer.send(f"<proceed xmlns='{ns.TLS}'/>")
+        peer.send(f"<proceed xmlns='{ns.TLS}'/>{self.behind_proceed}")
         await writer.start_tls(self._context)
         peer.parser = StreamParser(1_000_000)
         opened = await peer.next()

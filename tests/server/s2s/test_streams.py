@@ -19,7 +19,7 @@ from schnack.server.s2s.dialback import dialback_key
 from schnack.server.sessions import Session
 from schnack.server.tls import make_self_signed
 from schnack.xmpp import ns
-from schnack.xmpp.parser import StreamClosed
+from schnack.xmpp.parser import StreamClosed, StreamOpened
 from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element
 
@@ -537,7 +537,8 @@ async def test_a_stream_authenticated_while_it_waited_is_not_taken_for_idle(rece
 @pytest.mark.parametrize("behind", [
     "<db:verify from='other.example' to='localhost' id='s1'>0123</db:verify>",
     "<db:verify from='other.exa",
-    " ",
+    " \n<db:verify from='other.example' to='localhost' id='s1'>0123</db:verify>",
+    "</stream:stream>",
 ])
 async def test_input_behind_starttls_ends_the_stream_before_tls(server: Server, behind: str) -> None:
     """RFC 6120 §5.4.3.3: the peer waits for <proceed/> before it sends anything more; what came
@@ -551,6 +552,46 @@ async def test_input_behind_starttls_ends_the_stream_before_tls(server: Server, 
     assert isinstance(await raw.next(), StreamClosed)
     async with asyncio.timeout(10):
         assert await raw.reader.read() == b""
+
+
+async def test_input_behind_starttls_sent_with_the_header_ends_the_stream_after_the_header(server: Server) -> None:
+    """RFC 6120 §4.9.1.1: the stream error of a peer that sent its header, <starttls/> and more
+    in one go still comes in a stream (our header and features), only <proceed/> is not sent."""
+    raw = await peer(server)
+    raw.send(f"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='{ns.STREAMS}' "
+             f"xmlns:db='jabber:server:dialback' from='other.example' to='localhost' version='1.0'>"
+             f"<starttls xmlns='{ns.TLS}'/><db:verify from='other.example' to='localhost' id='s1'>0123</db:verify>")
+    assert isinstance(await raw.next(), StreamOpened)
+    assert (await raw.element()).tag == f"{{{ns.STREAMS}}}features"
+    assert await raw.stream_error() == "policy-violation"
+
+
+@pytest.mark.parametrize("behind", [" ", "\r\n", " \t\n" * 100])
+async def test_whitespace_behind_starttls_is_no_injection(receiving: tuple[Server, str], behind: str) -> None:
+    """RFC 6120 §11.7: whitespace may come between top-level elements (a keepalive, a newline);
+    behind <starttls/> it is not read as the start of the stream after TLS, and TLS goes on."""
+    server, secret = receiving
+    host, port = server.bound["s2s"][0]
+    raw = await RawPeer.connect(host, port)
+    features = await raw.starttls("b.example", "localhost", behind=behind)
+    assert features.find("{urn:xmpp:features:dialback}dialback") is not None
+    key = dialback_key(secret, "localhost", "b.example", raw.stream_id)
+    raw.send(f"<db:result from='b.example' to='localhost'>{key}</db:result>")
+    assert (await raw.element()).get("type") == "valid"
+
+
+async def test_whitespace_behind_proceed_is_no_injection(tmp_path: Path) -> None:
+    """The initiating side of the same rule: a newline the receiving server writes behind its
+    <proceed/> is dropped, TLS goes on, and the message arrives."""
+    receiver = RawReceiver(tmp_path, "raw.example", sm=False, behind_proceed="\n")
+    await receiver.start()
+    async with beside(tmp_path, receiver) as server:
+        await add_user(server, "alice")
+        alice = await connect(server, "alice@localhost/desk")
+        await alice.send("<message to='bob@raw.example' id='m1' type='chat'><body>hello</body></message>")
+        peer = await receiver.next_peer()
+        assert (await peer.element()).get("id") == "m1"
+        assert alice.take() == []
 
 
 class InjectingReceiver(RawReceiver):

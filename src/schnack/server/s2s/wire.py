@@ -120,21 +120,28 @@ class Wire:
         after ``<proceed/>`` was read. Either way the peer now waits for us, so input behind that
         element came in the clear and would otherwise be read as if it came over TLS (the
         injection of CVE-2011-0411): it raises StreamError policy-violation, before TLS and
-        with ``<proceed/>`` unsent.
+        with ``<proceed/>`` unsent. Only whitespace is let pass: it may come between top-level
+        elements (§11.7; a keepalive, a newline), carries nothing, and is dropped. Whitespace
+        that arrives once the handshake began is taken for TLS input, and fails it.
         """
-        if self._events or self.parser.after_last_element() or self._unread():
-            self._out.drop()
+        unread = self._unread()
+        if self._events or not self.parser.only_whitespace_after_last_element() or unread.strip():
+            # The <proceed/> (incoming) is the last write; what came before it in this turn (our
+            # header and features, for a peer that sent its header along) still goes.
+            self._out.drop_last()
             raise StreamError("policy-violation", "input came in the clear behind the STARTTLS exchange")
+        unread.clear()
         self.flush()
         await self.writer.drain()
         await self.writer.start_tls(context, server_hostname=server_hostname)
         self.secure = True
         self.restart()
 
-    def _unread(self) -> int:
-        """Bytes the reader received and :meth:`next_event` did not read yet."""
+    def _unread(self) -> bytearray:
+        """The bytes the reader received and :meth:`next_event` did not read yet."""
         # asyncio's StreamReader has no public way to tell without waiting for them.
-        return len(self.reader._buffer)  # type: ignore[attr-defined]
+        buffer: bytearray = self.reader._buffer  # type: ignore[attr-defined]
+        return buffer
 
     def restart(self) -> None:
         """RFC 6120 §4.3.3: after TLS or SASL success a new stream starts; older input is discarded."""
