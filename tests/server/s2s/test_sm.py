@@ -51,6 +51,10 @@ def message(n: int) -> str:
     return f"<message to='bob@{REMOTE}' id='m{n}' type='chat'><body>number {n}</body></message>"
 
 
+def messages(*ids: str) -> list[str]:
+    return [f"<message to='bob@{REMOTE}' id='{id_}' type='chat'><body>{id_}</body></message>" for id_ in ids]
+
+
 async def enable(peer: RawPeer) -> None:
     assert (await peer.element()).tag == f"{{{SM}}}enable"
     peer.send(f"<enabled xmlns='{SM}'/>")
@@ -85,7 +89,10 @@ async def test_unacknowledged_stanzas_go_again_on_a_new_connection(tmp_path: Pat
         first.writer.transport.abort()
         second = await receiver.next_peer()
         await enable(second)
-        assert (await received(second, 2))[0] == ["m2", "m3"]
+        # The first goes alone, in case the peer cut the link over it; m3 follows its ack.
+        assert (await received(second, 1))[0] == ["m2"]
+        second.send(f"<a xmlns='{SM}' h='1'/>")
+        assert (await received(second, 1))[0] == ["m3"]
         await alice.send(message(4))
         assert (await received(second, 1))[0] == ["m4"]
         second.send(f"<a xmlns='{SM}' h='3'/>")
@@ -201,20 +208,21 @@ async def test_keepalives_from_the_peer_do_not_keep_an_idle_route_open(tmp_path:
 
 async def test_a_peer_that_takes_stanzas_but_never_acknowledges_is_not_retried_forever(
         tmp_path: Path, receiver: RawReceiver) -> None:
-    """Each new connection comes up, takes the stanza and breaks: the retry window keeps running."""
-    server, alice = await sender(tmp_path, receiver, retry_window=1.5)
+    """Each new connection comes up and takes the stanza, and the peer never answers <r/>, so
+    that each is cut for it: the retry window keeps running. (A peer that cuts connections over
+    the stanza itself is another case, below.)"""
+    server, alice = await sender(tmp_path, receiver, ack_timeout=0.5, retry_window=1.5)
     connections = 0
 
-    async def break_each() -> None:
+    async def take_each() -> None:
         nonlocal connections
         while True:
             peer = await receiver.next_peer()
             connections += 1
             await enable(peer)
             assert (await received(peer, 1))[0] == ["m1"]
-            peer.writer.transport.abort()
 
-    breaking = asyncio.create_task(break_each())
+    breaking = asyncio.create_task(take_each())
     try:
         await alice.send(message(1))
         (error,) = await alice.expect(1, timeout=10)
@@ -267,10 +275,11 @@ async def test_an_idle_outgoing_stream_sends_whitespace_keepalives(tmp_path: Pat
 
 
 async def serve_peers(receiver: RawReceiver, delivered: asyncio.Queue[str],
-                      refuse: Callable[[int, Element, int], str | None]) -> None:
+                      refuse: Callable[[int, Element, int], str | None], *, reset: bool = False) -> None:
     """A peer server with stream management that acknowledges what it is asked to and hands each
     stanza to ``delivered``, unless ``refuse`` (given the connection's number, the stanza and the
-    count handled on it) returns what to send before closing the stream over it."""
+    count handled on it) returns what to send before closing the connection over it (with
+    ``reset``, a TCP reset instead of a close)."""
     for attempt in itertools.count():
         peer = await receiver.next_peer()
         await enable(peer)
@@ -282,37 +291,48 @@ async def serve_peers(receiver: RawReceiver, delivered: asyncio.Queue[str],
                     peer.send(f"<a xmlns='{SM}' h='{handled}'/>")
                 elif (last_words := refuse(attempt, el, handled)) is not None:
                     peer.send(last_words)
-                    peer.writer.close()
+                    if reset:
+                        peer.writer.transport.abort()
+                    else:
+                        peer.writer.close()
                     break
                 else:
                     handled += 1
                     await delivered.put(el.get("id", ""))
 
 
-@pytest.mark.parametrize("last_ack", [True, False])
-async def test_a_stanza_the_peer_ends_the_stream_over_bounces_and_the_rest_arrives(
-        tmp_path: Path, receiver: RawReceiver, last_ack: bool) -> None:
+@pytest.mark.parametrize(("refusal", "bounced_with"), [
+    ("stream error after an ack", "policy-violation"),
+    ("stream error", "policy-violation"),
+    ("close", "not-acceptable"),
+    ("reset", "not-acceptable"),
+])
+async def test_a_stanza_the_peer_ends_the_connection_over_bounces_and_the_rest_arrives(
+        tmp_path: Path, receiver: RawReceiver, refusal: str, bounced_with: str) -> None:
     """A peer that refuses one stanza by ending the stream (here policy-violation, for a reason
-    of its own) would refuse it on every new connection: it goes back to its sender with that
-    condition (RFC 6120 §8.3), and the messages behind it arrive, rather than all of them
-    waiting for the retry window and then bouncing. Without a last ack from the peer, what it
-    handled before it comes again (receivers drop copies by id), and is not taken for the
-    stanza it refuses."""
+    of its own), or by cutting the connection without a word (closed or reset), would refuse it
+    on every new connection: sent alone and refused again, it goes back to its sender, with the
+    stream error's condition or else not-acceptable (RFC 6120 §8.3), and the messages behind it
+    arrive, rather than all of them waiting for the retry window and then bouncing. Without a
+    last ack from the peer, what it handled before it comes again (receivers drop copies by id),
+    and is not taken for the stanza it refuses."""
     server, alice = await sender(tmp_path, receiver, retry_window=120)
     delivered: asyncio.Queue[str] = asyncio.Queue()
 
     def refuse_poison(_attempt: int, el: Element, handled: int) -> str | None:
         if el.get("id") != "poison":
             return None
-        ack = f"<a xmlns='{SM}' h='{handled}'/>" if last_ack else ""
+        if refusal in ("close", "reset"):
+            return ""
+        ack = f"<a xmlns='{SM}' h='{handled}'/>" if refusal == "stream error after an ack" else ""
         return f"{ack}<stream:error><policy-violation xmlns='{ns.STREAM_ERRORS}'/></stream:error></stream:stream>"
 
-    peering = asyncio.create_task(serve_peers(receiver, delivered, refuse_poison))
+    peering = asyncio.create_task(serve_peers(receiver, delivered, refuse_poison, reset=refusal == "reset"))
     try:
-        for id_ in ("m1", "poison", "m2"):
-            await alice.send(f"<message to='bob@{REMOTE}' id='{id_}' type='chat'><body>{id_}</body></message>")
+        for stanza in messages("m1", "poison", "m2"):
+            await alice.send(stanza)
         (error,) = await alice.expect(1, timeout=20)
-        assert (error.get("id"), condition(error)) == ("poison", "policy-violation")
+        assert (error.get("id"), condition(error)) == ("poison", bounced_with)
         got: list[str] = []
         async with asyncio.timeout(20):
             while "m2" not in got:
@@ -340,13 +360,38 @@ async def test_a_peer_failing_for_a_while_bounces_nothing(tmp_path: Path, receiv
 
     peering = asyncio.create_task(serve_peers(receiver, delivered, fail_twice))
     try:
-        for id_ in ("m1", "m2"):
-            await alice.send(f"<message to='bob@{REMOTE}' id='{id_}' type='chat'><body>{id_}</body></message>")
+        for stanza in messages("m1", "m2"):
+            await alice.send(stanza)
         got: list[str] = []
         async with asyncio.timeout(60):
             while "m2" not in got:
                 got.append(await delivered.get())
         assert got == ["m1", "m2"]
+        assert alice.take() == []
+    finally:
+        peering.cancel()
+        await server.stop()
+
+
+async def test_a_link_cut_once_over_a_stanza_bounces_nothing(tmp_path: Path, receiver: RawReceiver) -> None:
+    """A connection that breaks just after a stanza was written is what a flaky network does
+    too: the stanza is only suspected, goes again alone on the next connection, and arrives with
+    everything behind it when that one carries it."""
+    server, alice = await sender(tmp_path, receiver, retry_window=120)
+    delivered: asyncio.Queue[str] = asyncio.Queue()
+
+    def cut_first(attempt: int, el: Element, _handled: int) -> str | None:
+        return "" if attempt == 0 and el.get("id") == "m2" else None
+
+    peering = asyncio.create_task(serve_peers(receiver, delivered, cut_first, reset=True))
+    try:
+        for stanza in messages("m1", "m2", "m3"):
+            await alice.send(stanza)
+        got: list[str] = []
+        async with asyncio.timeout(20):
+            while "m3" not in got:
+                got.append(await delivered.get())
+        assert list(dict.fromkeys(got)) == ["m1", "m2", "m3"]
         assert alice.take() == []
     finally:
         peering.cancel()

@@ -23,8 +23,9 @@ When the peer offers XEP-0198 stream management, the route enables it (:mod:`.sm
 connection that ends with stanzas unacknowledged is replaced, and they go first on the new one
 (at-least-once; receivers drop duplicates by id). If no new connection comes up within
 ``retry_window``, they bounce with ``remote-server-timeout``. A stanza the peer ends every
-stream over (a stream error that blames what it was sent) is found by sending it alone, and
-goes back to its sender with the peer's condition, so that it does not hold up the rest.
+stream over (a stream error that blames what it was sent), or cuts every connection over
+without a word, is found by sending it alone, and goes back to its sender (with the peer's
+condition, or ``not-acceptable``), so that it does not hold up the rest (:meth:`Route._refused`).
 
 At a shutdown (:meth:`.S2S.stop`) a route sends what waits, asks for acks and closes its stream;
 it makes no new connection, and what is then left bounces.
@@ -330,6 +331,9 @@ class Route:
         self._probe: Stanza | None = None
         # The condition and text of the stream error the peer ended this connection with.
         self._peer_error: tuple[str, str | None] | None = None
+        # Whether the peer cut this connection: its end of input or a reset, without a stream
+        # error or a close of its stream, and not after a close or a cut of ours.
+        self._peer_cut = False
         self.done = False
         self.task = asyncio.create_task(self._run(), name=f"s2s {local} -> {remote}")
 
@@ -477,31 +481,55 @@ class Route:
         a stanza the peer will never take, and bounce it; True if one was.
 
         A peer may end the stream over one stanza it refuses for a reason of its own (a stream
-        error that blames what it was sent). That stanza would end every new stream again,
-        holding up all behind it for ``retry_window``; but with several unacknowledged, which
-        one it was is unknown. So the first is sent alone on the next connection, the rest held
-        back until the peer acknowledges it; if the peer ends that stream too with such an
-        error, that stanza goes back to its sender with the peer's condition (RFC 6120 §8.3,
-        ``not-acceptable`` for one that names no stanza error), and the rest flows.
+        error that blames what it was sent), or cut the connection over it without a word (it
+        closes the socket, or crashes, on reading it). That stanza would end every new
+        connection again, holding up all behind it for ``retry_window``; but with several
+        unacknowledged, which one it was is unknown. So the first is sent alone on the next
+        connection, at once, the rest held back until the peer acknowledges it. If the peer
+        ends that stream too with such an error, or cuts that connection while the stanza,
+        alone, is unacknowledged, the stanza goes back to its sender and the rest flows.
+
+        A cut is also what a flaky network does, so it only ever makes a stanza a suspect, and
+        it counts against it only on the connection that carried the stanza alone: one whose
+        TLS, authentication and stream management had just come up, and that the peer then cut
+        (end of input or a reset; not our own cut of a peer that left ``<r/>`` unanswered, nor a
+        close of its stream) before the stanza's ack came, asked for with it (a working peer
+        answers within a round trip). A link that breaks at random rarely breaks twice in a
+        row, the second time within that round trip; an ack clears the suspect, and while no
+        connection comes up at all the retry window applies as before.
+
+        The condition (RFC 6120 §8.3): the peer's stream error, where it names a stanza error,
+        else ``not-acceptable``. A cut names nothing: ``remote-server-not-found`` and
+        ``remote-server-timeout`` (§8.3.3.16, §8.3.3.17) say the server could not be reached
+        or negotiated with, which it was; ``recipient-unavailable`` or ``internal-server-error``
+        (type 'wait'; Prosody returns the former for what a broken stream left unacknowledged)
+        would have the sender try again, to be cut again. ``not-acceptable`` (§8.3.3.12) says
+        the server will not process this stanza as it is, as for a stream error that names no
+        stanza error.
         """
         probe, self._probe = self._probe, None
         error, self._peer_error = self._peer_error, None
+        cut, self._peer_cut = self._peer_cut, False
         if not unacked:
             return False
         blamed = error is not None and error[0] not in _NOT_ABOUT_INPUT
-        if not (blamed and probe is unacked[0]):
-            if blamed or probe is unacked[0]:
+        if not ((blamed or cut) and probe is unacked[0]):
+            if blamed or cut or probe is unacked[0]:
                 self._probe = unacked[0]
             return False
-        assert error is not None
         stanza = unacked.pop(0)
-        condition, text = error
-        log.info("s2s %s -> %s: the peer ends the stream over stanza %s (%s); it goes back to its sender",
-                 self.local, self.remote, stanza.id, condition)
-        if not stanza.is_response:
+        if error is not None and blamed:
+            condition, text = error
             reason = f"{self.remote} ended the stream over this stanza: {condition}" + (f" ({text})" if text else "")
-            await self.s2s.server.router.send(stanza.error(StanzaError(
-                condition if condition in STANZA_CONDITIONS else "not-acceptable", reason)))
+            if condition not in STANZA_CONDITIONS:
+                condition = "not-acceptable"
+        else:
+            condition = "not-acceptable"
+            reason = f"{self.remote} cut the connection over this stanza, also when it was sent alone"
+        log.info("s2s %s -> %s: %s (stanza %s); it goes back to its sender", self.local, self.remote,
+                 reason, stanza.id)
+        if not stanza.is_response:
+            await self.s2s.server.router.send(stanza.error(StanzaError(condition, reason)))
         return True
 
     async def _carry(self, wire: Wire) -> tuple[list[Stanza], bool]:
@@ -528,6 +556,7 @@ class Route:
             await self._serve(wire)
         except (ConnectionError, ssl.SSLError, OSError) as err:
             log.info("s2s %s -> %s lost: %s", self.local, self.remote, err)
+            self._peer_cut = not wire.closing
         finally:
             self.wire = None
             wire.close_with()
@@ -577,6 +606,7 @@ class Route:
     def _handle(self, wire: Wire, event: Event | None) -> bool:
         """One event from the peer; False when the stream is over."""
         if event is None:
+            self._peer_cut = not wire.closing
             return False
         if isinstance(event, StreamClosed):
             wire.close_with()
