@@ -4,12 +4,15 @@ the node that reaps a dead one records the end of the sessions that were there."
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from pathlib import Path
 
 from schnack.server.modules.last import STORE
 
 from ..modules.contacts import presence
-from ..modules.test_last import WAIT, last, seconds, status
+from ..modules.test_last import WAIT, away_until_resumed, last, seconds, status
+from ..modules.test_sm import enabled
 from .conftest import eventually
 from .test_node_presence import backend, friends, nodes, online
 
@@ -41,3 +44,26 @@ async def test_the_node_that_reaps_a_dead_one_records_the_end(tmp_path: Path, ba
         alice = await online(a, "alice@localhost/laptop")
         await alice.send(presence("unavailable"))
         assert seconds(await last(alice, "alice@localhost")) >= 0
+
+
+async def test_a_session_hibernating_on_another_node_counts_from_when_its_connection_went(
+        tmp_path: Path, backend: str) -> None:
+    async with nodes(tmp_path, backend) as (a, b):
+        phone = await online(b, "alice@localhost/phone")
+        bob = await online(a, "bob@localhost/laptop")
+        await friends(phone, bob)
+        await away_until_resumed(b, phone, bob)
+
+
+async def test_the_node_that_reaps_a_dead_one_records_a_hibernating_session_as_gone_when_its_connection_went(
+        tmp_path: Path, backend: str) -> None:
+    async with nodes(tmp_path, backend, node_ttl=2.0) as (a, b):
+        phone = await online(b, "alice@localhost/phone")
+        assert (await enabled(phone)).id is not None
+        went = time.time()
+        await phone.close()
+        hibernating = time.time()
+        await b.cluster.bus.stop(leave=False)  # b stops heartbeating, as a crashed node would
+        raw = await eventually(lambda: a.storage.kv.get("localhost", "alice", STORE), lambda raw: raw is not None)
+        assert raw is not None
+        assert went <= json.loads(raw)["ended"] <= hibernating

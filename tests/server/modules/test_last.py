@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
@@ -16,6 +18,7 @@ from .contacts import presence
 from .messaging import condition, login
 from .test_disco import ask, disco, info_of
 from .test_presence import online
+from .test_sm import authenticated, enabled, on_end, options, resume, wait
 
 QUERY = f"{{{ns.LAST}}}query"
 # Long enough to show in whole seconds.
@@ -83,6 +86,53 @@ async def test_a_session_that_just_goes_leaves_no_status(server: Server) -> None
     await gone(server, alice)
     reply = await last(bob, "alice@localhost")
     assert seconds(reply) >= 0 and status(reply) is None
+
+
+async def test_a_hibernating_session_counts_from_when_its_connection_went(server: Server) -> None:
+    """XEP-0198 §5: a phone off the network keeps its session waiting for resumption; it is not
+    online for that, and becomes so again once it resumes."""
+    alice = await online(server, "alice@localhost/phone")
+    bob = await follower(server, alice, "bob@localhost/desk")
+    await away_until_resumed(server, alice, bob)
+
+
+async def away_until_resumed(server: Server, phone: Client, asker: Client) -> None:
+    """``phone`` (on ``server``) enables resumption and its connection goes: ``asker`` learns it
+    has been away since then; once it resumes, that it is online."""
+    account, _, _ = phone.jid.partition("/")
+    previd = (await enabled(phone)).id
+    assert previd is not None
+    await phone.close()
+    await asyncio.sleep(WAIT)
+    reply = await last(asker, account)
+    assert seconds(reply) >= 1 and status(reply) is None
+    back = await authenticated(server, account.partition("@")[0])
+    back.take()
+    await back.send(resume(previd, 0))
+    assert seconds(await last(asker, account)) == 0
+
+
+async def test_a_session_that_expires_from_hibernation_ended_when_its_connection_went(tmp_path: Path) -> None:
+    """The recorded end is when the phone went away, not when the server gave up waiting for it;
+    a number is taken for given up no sooner than before (docs/phone.md): that counts from the
+    session's end."""
+    async with running(tmp_path, modules=options(resume_timeout=1)) as server:
+        alice = await online(server, "alice@localhost/phone")
+        assert (await enabled(alice)).id is not None
+        ended = on_end(server, alice)
+        went = time.time()
+        await alice.close()
+        hibernating = time.time()
+        await wait(ended)
+        module = server.modules[LastActivity.name]
+        assert isinstance(module, LastActivity)
+        await module.settled()
+        raw = await server.storage.kv.get("localhost", "alice", STORE)
+        assert raw is not None
+        assert went <= json.loads(raw)["ended"] <= hibernating
+        account = await server.storage.accounts.get("localhost", "alice")
+        assert account is not None
+        assert await module.idle_since(account) > hibernating
 
 
 async def test_strangers_and_contacts_without_the_users_presence_are_forbidden(server: Server) -> None:

@@ -5,10 +5,11 @@ nodes need to route for it: whether it is available (RFC 6121 §4.2), its priori
 bare-JID delivery, §8.5.2.1.1), whether it enabled carbons (XEP-0280 §4), its last available
 presence (for probes, §4.3.2, and for the caps that filter PEP notifications, XEP-0163 §4.2),
 whether it asked for the roster (an interested resource gets roster pushes, §2.1.6), where it
-sent directed presence (so that the node that reaps a dead node can retract it, §4.6.3), and,
-for XEP-0357 push on other nodes, the registrations it holds and whether it hibernates (XEP-0198
-§5). The node writes it again whenever one of these changes (the event ``session-changed``), so
-the directory lags a session's own node by one bus write at most.
+sent directed presence (so that the node that reaps a dead node can retract it, §4.6.3), since
+when it hibernates, its connection gone (XEP-0198 §5: for XEP-0357 push on other nodes and for
+last activity, XEP-0012), and the push registrations it holds. The node writes it again whenever
+one of these changes (the event ``session-changed``), so the directory lags a session's own node
+by one bus write at most.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ...xmpp.xml import serialize
 from ..modules.carbons import CarbonsState
 from ..modules.directed import Directed
 from ..modules.push import PushSession
-from ..modules.sm import hibernating
+from ..modules.sm import SmState
 from .bus import Entry
 
 if TYPE_CHECKING:
@@ -43,7 +44,12 @@ class SessionInfo:
     interested: bool = False
     directed: tuple[str, ...] = ()
     push: tuple[str, ...] = ()
-    hibernating: bool = False
+    # When it began to hibernate (time.time()); None while a connection holds it.
+    hibernating_since: float | None = None
+
+    @property
+    def hibernating(self) -> bool:
+        return self.hibernating_since is not None
 
     @property
     def reachable(self) -> bool:
@@ -65,8 +71,9 @@ def describe(session: Session) -> str:
     push = session.slot(PushSession).keys
     if push:
         info["k"] = sorted(push)
-    if hibernating(session):
-        info["z"] = True
+    hibernating_since = session.slot(SmState).hibernating_since
+    if hibernating_since is not None:
+        info["h"] = hibernating_since
     return json.dumps(info, separators=(",", ":"))
 
 
@@ -78,8 +85,10 @@ def read(full_jid: str, entry: Entry) -> SessionInfo:
         directed, push = data.get("d", []), data.get("k", [])
         if not isinstance(directed, list) or not isinstance(push, list):
             raise TypeError("directed presence or push registrations are not a list")
+        hibernating_since = data.get("h")
         return SessionInfo(full_jid, entry.node, bool(data.get("a", False)), int(data.get("p", 0)),
                            bool(data.get("c", False)), str(data.get("x", "")), bool(data.get("i", False)),
-                           tuple(map(str, directed)), tuple(map(str, push)), bool(data.get("z", False)))
+                           tuple(map(str, directed)), tuple(map(str, push)),
+                           None if hibernating_since is None else float(hibernating_since))
     except (ValueError, TypeError, AttributeError):
         return SessionInfo(full_jid, entry.node)

@@ -3,11 +3,14 @@
 - A query to an account's bare JID (§5, Offline User Query) is answered by the server on the
   account's behalf, to the account itself and to the contacts it lets see its presence (a
   subscription ``from`` or ``both``, RFC 6121 §2.1.2.5); anyone else gets forbidden (§4). While
-  the account has an available resource on any node, the answer is ``seconds='0'``; else the
-  seconds since its last session ended, with the status of the unavailable presence that session
-  sent, if it sent one. An account that does not exist is service-unavailable (RFC 6121 §8.5.1,
-  as ping and vCard answer); one whose session never ended since the server began keeping this is
-  item-not-found.
+  the account has an available resource on any node with its connection, the answer is
+  ``seconds='0'``; else the seconds since its last session ended, with the status of the
+  unavailable presence that session sent, if it sent one. A session that hibernates (XEP-0198 §5:
+  its connection went, it waits to be resumed) is not online: when only such sessions are left,
+  the answer counts from when the connection of the latest of them went, or from a later recorded
+  end; one that resumes is online again. An account that does not exist is service-unavailable
+  (RFC 6121 §8.5.1, as ping and vCard answer); one whose session never ended since the server
+  began keeping this is item-not-found.
 - A query to a domain (§6) gets the seconds since this node started.
 - A query to a full JID goes to that client (§4), which answers for itself.
 
@@ -15,10 +18,16 @@ The end of an account's last session is stored with the account (key ``last`` of
 key-value store): it survives restarts, every node of a cluster reads the same, and it goes with
 the account when that is deleted. It is written once per session end, in the background (a
 session's end and start are on the way of a login that replaces it), and only when no other
-session of the account is left here or in the cluster directory; the session's own node has
-taken it out of the directory before (``session-closed`` runs the cluster's handler first), so
-of two last sessions ending at once on two nodes at least one writes. The node that reaps a dead
-node writes it for the accounts whose sessions were all there. A session's start is written too
+session of the account with its connection is left here or in the cluster directory; the
+session's own node has taken it out of the directory before (``session-closed`` runs the
+cluster's handler first), so of two last sessions ending at once on two nodes at least one
+writes. A session that ends from hibernation ended, as its user sees it, when its connection
+went; when the server let it go is kept beside that (``closed``), as the account was held until
+then. A recorded end never moves back: a write keeps the later of what it finds and what it
+brings, each node under the account's lock in the cluster. Whether and since when a session
+hibernates is in the cluster directory (cluster/directory.py), so every node answers alike. The
+node that reaps a dead node writes it for the accounts whose sessions with their connection were
+all there, as gone when each connection went if it hibernated. A session's start is written too
 (key ``last-began``), once per bind, in the background too: a session that a killed server (or a whole cluster that went
 down at once) ended writes no end, and the account then counts as active since that session
 began, not since an end weeks before it, which would make a phone in use until the crash look
@@ -29,7 +38,9 @@ When it first starts, the module stores the time it began to record this (key ``
 each domain, never changed after): an account with no recorded end has been idle at most since
 then, or since it was created if that is later (:meth:`LastActivity.idle_since`), so accounts
 used before the server recorded anything do not look idle since their creation. The phone
-module reads this to tell a number that was given to someone else (docs/phone.md).
+module reads this to tell a number that was given to someone else (docs/phone.md); for it an
+account is idle from when the server let its last session go, the end of a hibernation included,
+and a hibernating session counts as connected (:meth:`LastActivity.connected`).
 """
 
 from __future__ import annotations
@@ -46,9 +57,13 @@ from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID, JIDError
 from ...xmpp.xml import element, qname
 from ..background import Background
+from ..cluster.bus import Entry
+from ..cluster.directory import read
+from ..locks import AccountLocks
 from ..module import Module
 from ..storage import AccountGone, StorageError
 from .roster import has_from
+from .sm import SmState
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
@@ -59,7 +74,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# kv (host, username, STORE): JSON {"ended": time, "status": text or null} of the last session's end.
+# kv (host, username, STORE): JSON {"ended": time, "status": text or null, "closed": time} of the
+# last session's end; "closed" only when later than "ended" (Ended).
 STORE = "last"
 # kv (host, username, BEGAN): when the account's latest session was bound (time.time(), as text).
 BEGAN = "last-began"
@@ -77,10 +93,37 @@ class _Unavailable:
 
 @dataclass(frozen=True)
 class Ended:
-    """When an account's last session ended (seconds since the epoch), and its unavailable status."""
+    """When an account's last session ended as its user sees it (seconds since the epoch; for one
+    that hibernated, when its connection went, XEP-0198 §5), its unavailable status, and when the
+    server let it go if that was later (the end of its hibernation)."""
 
     when: float
     status: str | None = None
+    closed: float | None = None
+
+    @property
+    def held_until(self) -> float:
+        """Until when the account had a session, hibernating or not."""
+        return self.when if self.closed is None else max(self.when, self.closed)
+
+    def encode(self) -> bytes:
+        """As stored under STORE."""
+        stored: dict[str, object] = {"ended": self.when, "status": self.status}
+        if self.held_until > self.when:
+            stored["closed"] = self.held_until
+        return json.dumps(stored).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Ended:
+        """As read from STORE (one written before ``closed`` was kept has none)."""
+        stored = json.loads(raw)
+        closed = stored.get("closed")
+        return cls(float(stored["ended"]), stored.get("status"), None if closed is None else float(closed))
+
+    def later(self, other: Ended) -> Ended:
+        """The later of two ends (with its status), held until the later of the two."""
+        last = other if other.when >= self.when else self
+        return Ended(last.when, last.status, max(self.held_until, other.held_until))
 
 
 def answer(seconds: float, status: str | None = None) -> Element:
@@ -101,6 +144,8 @@ class LastActivity(Module[Any]):
 
     def setup(self) -> None:
         self._writes = Background(log, "recording the start or the end of a session failed")
+        # A recorded end is read, merged and written again: one node at a time per account.
+        self._locks = AccountLocks(self.server.cluster.bus, "last")
         self.iq("host", QUERY, get=self.uptime)
         for target in ("self", "bare"):
             self.iq(target, QUERY, get=self.account_activity)
@@ -145,24 +190,46 @@ class LastActivity(Module[Any]):
             item = await self.server.storage.roster.get_item(owner.domain, owner.local, str(asker.bare))
             if item is None or not has_from(item.subscription):
                 raise StanzaError("forbidden", "only the contacts who see this account's presence may ask")
-        if await self.available(owner):
+        online, went = await self.available(owner)
+        if online:
             return stanza.result(answer(0))
         ended = await self.ended(owner)
+        if went is not None and (ended is None or went > ended.when):
+            return stanza.result(answer(time.time() - went))
         if ended is None:
             raise StanzaError("item-not-found", "no end of a session of this account is recorded")
         return stanza.result(answer(time.time() - ended.when, ended.status))
 
     # --- what is kept ----------------------------------------------------------------------
 
-    async def available(self, account: JID) -> bool:
-        """Whether ``account`` has an available resource on any node."""
-        if any(s.available and not s.closed for s in self.server.sessions.resources(account)):
-            return True
-        return bool(await self.server.cluster.presence.available(account))
+    async def available(self, account: JID) -> tuple[bool, float | None]:
+        """Whether ``account`` has an available resource with its connection on any node; if
+        not, since when the connection of the latest of its available resources that hibernate
+        (XEP-0198 §5) has been gone, if any do."""
+        went: list[float] = []
+        for session in self.server.sessions.resources(account):
+            if session.available and not session.closed:
+                since = session.slot(SmState).hibernating_since
+                if since is None:
+                    return True, None
+                went.append(since)
+        for info in await self.server.cluster.remote(account):
+            if info.available:
+                if info.hibernating_since is None:
+                    return True, None
+                went.append(info.hibernating_since)
+        return False, max(went, default=None)
 
     async def connected(self, account: JID) -> bool:
-        """Whether ``account`` has a session, available or not, on any node."""
+        """Whether ``account`` has a session, available or not, hibernating or not, on any node."""
         return self.server.sessions.is_online(account) or bool(await self.server.cluster.remote(account))
+
+    async def live(self, account: JID) -> bool:
+        """Whether ``account`` has a session with its connection (one that does not hibernate), on any node."""
+        if any(not s.closed and s.slot(SmState).hibernating_since is None
+               for s in self.server.sessions.resources(account)):
+            return True
+        return any(info.hibernating_since is None for info in await self.server.cluster.remote(account))
 
     async def ended(self, account: JID) -> Ended | None:
         """The recorded end of the account's last session, if any. With no session of the
@@ -172,20 +239,18 @@ class LastActivity(Module[Any]):
         kv = self.server.storage.kv
         raw = await kv.get(account.domain, account.local, STORE)
         began = await kv.get(account.domain, account.local, BEGAN)
-        ended = None
-        if raw is not None:
-            stored = json.loads(raw)
-            ended = Ended(float(stored["ended"]), stored.get("status"))
+        ended = None if raw is None else Ended.decode(raw)
         if began is not None and (ended is None or float(began) > ended.when) and not await self.connected(account):
-            return Ended(float(began))
+            return Ended(float(began)) if ended is None else ended.later(Ended(float(began)))
         return ended
 
     async def idle_since(self, account: Account) -> float:
-        """Since when ``account`` has been idle, given that no session of it is connected: the end
-        of its last session, else the later of its creation and the start of the records."""
+        """Since when ``account`` has been idle, given that no session of it is connected: since
+        the server let its last session go, else the later of its creation and the start of the
+        records."""
         ended = await self.ended(JID(account.username, account.host))
         if ended is not None:
-            return ended.when
+            return ended.held_until
         return max(account.created, self.since[account.host])
 
     async def _record(self, account: JID, store: str, value: bytes) -> None:
@@ -198,8 +263,18 @@ class LastActivity(Module[Any]):
             # The session goes on or ends regardless; the account then looks idle since earlier.
             log.error("recording the %s of a session of %s failed: %s", store, account, err)
 
-    async def _record_end(self, account: JID, status: str | None) -> None:
-        await self._record(account, STORE, json.dumps({"ended": time.time(), "status": status}).encode())
+    async def _record_end(self, account: JID, end: Ended) -> None:
+        """Store ``end``, or keep a later one already stored."""
+        assert account.local is not None
+        async with self._locks.hold(account):
+            try:
+                raw = await self.server.storage.kv.get(account.domain, account.local, STORE)
+            except StorageError as err:
+                log.error("reading the end of a session of %s failed: %s", account, err)
+                return
+            if raw is not None:
+                end = Ended.decode(raw).later(end)
+            await self._record(account, STORE, end.encode())
 
     # --- events ----------------------------------------------------------------------------
 
@@ -219,26 +294,34 @@ class LastActivity(Module[Any]):
             self._writes.spawn(self._record(account, BEGAN, repr(time.time()).encode()))
 
     async def session_closed(self, session: Session) -> None:
-        """Record the end when this was the account's last session anywhere. In the background:
+        """Record the end when this was the account's last session with its connection anywhere
+        (when that went, for one that ended from hibernation, XEP-0198 §5). In the background:
         a session replaced by a new one on its resource ends before that one is reachable, which
         waits for this event; by the time the check runs the new one counts, and no end is
         recorded for an account that never went away."""
         account = session.jid.bare
         if account.domain in self.server.hosts:
-            self._writes.spawn(self._closed(account, session.slot(_Unavailable).status))
+            went = session.slot(SmState).hibernating_since
+            self._writes.spawn(self._closed(account, session.slot(_Unavailable).status, went))
 
-    async def _closed(self, account: JID, status: str | None) -> None:
-        if not await self.connected(account):
-            await self._record_end(account, status)
+    async def _closed(self, account: JID, status: str | None, went: float | None) -> None:
+        """``went``: when the session's connection went, if it ended from hibernation."""
+        if not await self.live(account):
+            now = time.time()
+            await self._record_end(account, Ended(now, status) if went is None else Ended(went, status, now))
 
-    async def reaped(self, _node: str, dropped: dict[str, str]) -> None:
-        """A dead node's sessions are gone: record the end of the accounts that have none left."""
-        accounts = set()
-        for full in dropped:
+    async def reaped(self, node: str, dropped: dict[str, str]) -> None:
+        """A dead node's sessions are gone: record the end of the accounts that have none with its
+        connection left, each gone when the latest of its connections there went."""
+        now = time.time()
+        went: dict[JID, float] = {}
+        for full, entry in dropped.items():
             try:
-                accounts.add(JID.parse(full).bare)
+                account = JID.parse(full).bare
             except JIDError:
                 continue
-        for account in accounts:
-            if account.domain in self.server.hosts and account.local and not await self.connected(account):
-                await self._record_end(account, None)
+            since = read(full, Entry(node, entry)).hibernating_since
+            went[account] = max(went.get(account, 0.0), now if since is None else since)
+        for account, when in went.items():
+            if account.domain in self.server.hosts and account.local and not await self.live(account):
+                await self._record_end(account, Ended(when, None, now))

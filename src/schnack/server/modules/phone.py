@@ -51,13 +51,14 @@ other credentials than the stored ones).
 
 **A reassigned number.** Carriers give numbers that were given up to new customers. As Quicksy
 does, an account with no session on any node whose last activity (the end of its last session,
-or the start of a later one whose end a killed server did not record, kept by the module
-``last``, XEP-0012) is more than ``reassign_after`` days ago is taken for
-one whose number has a new owner: verifying the number deletes it as ``schnack admin user
-delete`` and in-band cancellation do (:meth:`Server.delete_account`: roster, archive, vCard,
-PEP, everything) and creates it anew, 201. An account with no recorded end counts as active
-since it was created or since the server began to record ends, whichever is later; with
-``reassign_after = 0`` or the module ``last`` off, the account is always kept and re-keyed.
+when the server let it go if it hibernated, or the start of a later one whose end a killed
+server did not record, kept by the module ``last``, XEP-0012) is more than ``reassign_after``
+days ago is taken for one whose number has a new owner: verifying the number deletes it as
+``schnack admin user delete`` and in-band cancellation do (:meth:`Server.delete_account`:
+roster, archive, vCard, PEP, everything) and creates it anew, 201. An account with no recorded
+end counts as active since it was created or since the server began to record ends, whichever
+is later; with ``reassign_after = 0`` or the module ``last`` off, the account is always kept
+and re-keyed.
 
 **Contact discovery** (Quicksy's ``im.quicksy.synchronization:0``). A user of the server sends
 the numbers of its address book in an IQ get to its own domain; the result names the account of

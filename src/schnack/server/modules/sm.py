@@ -169,6 +169,8 @@ class SmState:
     ended: bool = False
     # Its unacknowledged stanzas were handed back to routing (see StreamManagement._settle).
     settled: bool = False
+    # When its latest hibernation began (time.time()); None while a connection holds it.
+    hibernating_since: float | None = None
 
     def handled(self) -> int:
         """The inbound ``h``: the client's stanzas the server handled (§4)."""
@@ -464,11 +466,13 @@ class StreamManagement(Module[SmOptions]):
             return None
         state.h_in = state.handled()
         state.stream = None
+        state.hibernating_since = time.time()
         state.requested = False
         state.cancel_timers()
         session.transport = _Hibernation(self, session)
         state.expiry = asyncio.get_running_loop().call_later(state.timeout, self._expire, session)
-        # Other nodes learn that it sleeps (push wakes its device, not one awake elsewhere).
+        # Other nodes learn that it sleeps, and since when (push wakes its device, not one awake
+        # elsewhere; last activity tells when the user went).
         await self.server.hooks.fire_all("session-changed", session)
         if self.server.hooks.has(HIBERNATING_STANZA):
             # A connection that died unnoticed (a suspended phone app) took these unread: the
@@ -541,6 +545,7 @@ class StreamManagement(Module[SmOptions]):
         state.requested = False
         stream.resume(session)
         state.stream = stream
+        state.hibernating_since = None
         state.in_offset = handled - stream.stanzas_handled
 
         async def replay() -> None:
