@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
 from schnack.server.app import Server
-from schnack.server.modules.last import STORE, LastActivity
+from schnack.server.modules.last import END_ATTEMPTS, STORE, Ended, LastActivity
 from schnack.xmpp import ns
 from schnack.xmpp.xml import serialize
 
 from ...harness import Client, running
+from ..storage.conftest import postgres_schema, with_query
 from .contacts import presence
 from .messaging import condition, login
 from .test_disco import ask, disco, info_of
@@ -133,6 +137,75 @@ async def test_a_session_that_expires_from_hibernation_ended_when_its_connection
         account = await server.storage.accounts.get("localhost", "alice")
         assert account is not None
         assert await module.idle_since(account) > hibernating
+
+
+@contextmanager
+def logged(about: str, first: asyncio.Event) -> Iterator[list[logging.LogRecord]]:
+    """The records of warnings and errors of the module that mention ``about``, as they come;
+    ``first`` is set at the first."""
+    records: list[logging.LogRecord] = []
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if about in record.getMessage():
+                records.append(record)
+                first.set()
+
+    logger = logging.getLogger(LastActivity.__module__)
+    handler = Handler(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+async def test_an_end_that_storage_fails_to_write_for_a_moment_is_written_again(tmp_path: Path) -> None:
+    """The write of a session's end that fails (PostgreSQL holds it up past command_timeout,
+    here behind a lock another connection holds) is made again a little later, and says so in
+    the log: the account would otherwise look idle since its end before."""
+    async with (postgres_schema() as (url, schema, admin),
+                running(tmp_path, storage={"url": with_query(url, command_timeout="1")}) as server):
+        module = server.modules[LastActivity.name]
+        assert isinstance(module, LastActivity)
+        await gone(server, await online(server, "alice@localhost/phone"))
+        alice = await online(server, "alice@localhost/phone")
+        await module.settled()
+        failed = asyncio.Event()
+        with logged("alice@localhost", failed) as records:
+            async with admin.transaction():
+                await admin.execute(f'LOCK TABLE "{schema}".kv IN EXCLUSIVE MODE')
+                went = time.time()
+                await alice.close()
+                async with asyncio.timeout(30):
+                    await failed.wait()
+        await module.settled()
+        raw = await server.storage.kv.get("localhost", "alice", STORE)
+        assert raw is not None
+        assert went <= Ended.decode(raw).when <= records[0].created
+        assert records[0].levelno == logging.WARNING, records[0].getMessage()
+
+
+async def test_a_server_that_stops_makes_the_attempts_left_at_once_and_says_it_gave_up(tmp_path: Path) -> None:
+    """The attempts are bounded: a server that stops while storage still refuses makes the
+    attempts left without waiting between them, and the log says the end was given up."""
+    async with (postgres_schema() as (url, schema, admin),
+                running(tmp_path, storage={"url": with_query(url, command_timeout="1")}) as server):
+        alice = await online(server, "alice@localhost/phone")
+        module = server.modules[LastActivity.name]
+        assert isinstance(module, LastActivity)
+        await module.settled()
+        failed = asyncio.Event()
+        with logged("alice@localhost", failed) as records:
+            async with admin.transaction():
+                await admin.execute(f'LOCK TABLE "{schema}".kv IN EXCLUSIVE MODE')
+                await alice.close()
+                async with asyncio.timeout(30):
+                    await failed.wait()
+                # As Server.stop stops it, once the sessions ended.
+                await module.stop()
+    assert [r.levelno for r in records] == [logging.WARNING] * (END_ATTEMPTS - 1) + [logging.ERROR]
+    assert "given up" in records[-1].getMessage()
 
 
 async def test_strangers_and_contacts_without_the_users_presence_are_forbidden(server: Server) -> None:

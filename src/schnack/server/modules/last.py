@@ -24,7 +24,11 @@ cluster's handler first), so of two last sessions ending at once on two nodes at
 writes. A session that ends from hibernation ended, as its user sees it, when its connection
 went; when the server let it go is kept beside that (``closed``), as the account was held until
 then. A recorded end never moves back: a write keeps the later of what it finds and what it
-brings, each node under the account's lock in the cluster. Whether and since when a session
+brings, each node under the account's lock in the cluster. A write that storage refuses (a
+database failing over, a connection that broke) is made again in the background, up to
+``END_ATTEMPTS`` times over some 15 seconds, each failure a warning in the log and the last an
+error: until it is written the account looks idle since its end before. A server that stops
+makes the attempts left at once. Whether and since when a session
 hibernates is in the cluster directory (cluster/directory.py), so every node answers alike. The
 node that reaps a dead node writes it for the accounts whose sessions with their connection were
 all there, as gone when each connection went if it hibernated. A session's start is written too
@@ -45,6 +49,8 @@ and a hibernating session counts as connected (:meth:`LastActivity.connected`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -81,6 +87,10 @@ STORE = "last"
 BEGAN = "last-began"
 # kv (host, "", SINCE): when the server began to record the ends of sessions on the domain.
 SINCE = "last-since"
+# Attempts at writing a session's end that storage refuses, and the wait before the second (each
+# later wait doubles): 15 s in all, for a database failing over or a connection that broke.
+END_ATTEMPTS = 5
+END_RETRY_AFTER = 1.0
 QUERY = qname(ns.LAST, "query")
 
 
@@ -146,6 +156,8 @@ class LastActivity(Module[Any]):
         self._writes = Background(log, "recording the start or the end of a session failed")
         # A recorded end is read, merged and written again: one node at a time per account.
         self._locks = AccountLocks(self.server.cluster.bus, "last")
+        # Set when the server stops: the writes still tried again are made without waiting.
+        self._stopping = asyncio.Event()
         self.iq("host", QUERY, get=self.uptime)
         for target in ("self", "bare"):
             self.iq(target, QUERY, get=self.account_activity)
@@ -164,11 +176,14 @@ class LastActivity(Module[Any]):
             self.since[host] = float(await kv.set_default(host, "", SINCE, repr(time.time()).encode()))
 
     async def stop(self) -> None:
-        """The starts and ends still being recorded are stored before storage closes."""
+        """The starts and ends still being recorded are stored before storage closes; an end
+        that storage refused is tried again at once, the attempts left without a wait."""
+        self._stopping.set()
         await self.settled()
 
     async def settled(self) -> None:
-        """Return once the starts and ends of sessions that went so far are recorded."""
+        """Return once the starts and ends of sessions that went so far are recorded (or their
+        attempts ran out)."""
         await self._writes.wait()
 
     # --- answers ---------------------------------------------------------------------------
@@ -264,17 +279,38 @@ class LastActivity(Module[Any]):
             log.error("recording the %s of a session of %s failed: %s", store, account, err)
 
     async def _record_end(self, account: JID, end: Ended) -> None:
-        """Store ``end``, or keep a later one already stored."""
-        assert account.local is not None
-        async with self._locks.hold(account):
+        """Store ``end``, or keep a later one already stored; when storage refuses, again a
+        little later, up to END_ATTEMPTS times: until it is written the account looks idle
+        since its end before."""
+        wait = END_RETRY_AFTER
+        for attempt in range(1, END_ATTEMPTS + 1):
             try:
-                raw = await self.server.storage.kv.get(account.domain, account.local, STORE)
+                await self._merge_end(account, end)
+            except AccountGone:
+                return  # a deleted account's sessions end after it is gone: nothing is kept for it
             except StorageError as err:
-                log.error("reading the end of a session of %s failed: %s", account, err)
+                if attempt == END_ATTEMPTS:
+                    log.error("recording the end of a session of %s failed %d times, given up; it looks idle "
+                              "since its end before: %s", account, attempt, err)
+                    return
+                log.warning("recording the end of a session of %s failed (attempt %d of %d), again in %g s: %s",
+                            account, attempt, END_ATTEMPTS, wait, err)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), wait)
+                wait *= 2
+            else:
+                if attempt > 1:
+                    log.info("recorded the end of a session of %s at attempt %d", account, attempt)
                 return
+
+    async def _merge_end(self, account: JID, end: Ended) -> None:
+        assert account.local is not None
+        kv = self.server.storage.kv
+        async with self._locks.hold(account):
+            raw = await kv.get(account.domain, account.local, STORE)
             if raw is not None:
                 end = Ended.decode(raw).later(end)
-            await self._record(account, STORE, end.encode())
+            await kv.set(account.domain, account.local, STORE, end.encode())
 
     # --- events ----------------------------------------------------------------------------
 
@@ -306,9 +342,12 @@ class LastActivity(Module[Any]):
 
     async def _closed(self, account: JID, status: str | None, went: float | None) -> None:
         """``went``: when the session's connection went, if it ended from hibernation."""
+        now = time.time()
+        await self._ended_if_gone(account, Ended(now, status) if went is None else Ended(went, status, now))
+
+    async def _ended_if_gone(self, account: JID, end: Ended) -> None:
         if not await self.live(account):
-            now = time.time()
-            await self._record_end(account, Ended(now, status) if went is None else Ended(went, status, now))
+            await self._record_end(account, end)
 
     async def reaped(self, node: str, dropped: dict[str, str]) -> None:
         """A dead node's sessions are gone: record the end of the accounts that have none with its
@@ -323,5 +362,5 @@ class LastActivity(Module[Any]):
             since = read(full, Entry(node, entry)).hibernating_since
             went[account] = max(went.get(account, 0.0), now if since is None else since)
         for account, when in went.items():
-            if account.domain in self.server.hosts and account.local and not await self.live(account):
-                await self._record_end(account, Ended(when, None, now))
+            if account.domain in self.server.hosts and account.local:
+                self._writes.spawn(self._ended_if_gone(account, Ended(when, None, now)))

@@ -158,7 +158,8 @@ class _Part:
                 raise AccountGone(str(err)) from err
             if violated == _DUPLICATE:
                 raise DuplicateItem(str(err)) from err
-            raise StorageError(f"PostgreSQL: {err}") from err
+            # A timeout says nothing of itself.
+            raise StorageError(f"PostgreSQL: {str(err) or type(err).__name__}") from err
 
     async def _one(self, sql: str, *args: Any) -> Any:
         async with self._conn() as conn:
