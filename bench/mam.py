@@ -151,7 +151,6 @@ def queries(ids: list[str], page: int) -> dict[str, Callable[[Storage], Awaitabl
 async def module_page(storage: Storage, *, with_jid: JID, page: int) -> ArchivePage:
     """The newest page of messages with ``with_jid`` as the archive module reads it for a query."""
     module = types.SimpleNamespace(server=types.SimpleNamespace(storage=storage))
-    module._tightest = functools.partial(Mam._tightest, module)  # type: ignore[arg-type]
     query = Query(filter=Filter(with_jid=with_jid), rsm=ResultSet(max=page, before=""))
     return await Mam._page(module, JID(OWNER, HOST), query, page)  # type: ignore[arg-type]
 

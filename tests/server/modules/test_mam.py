@@ -677,6 +677,20 @@ async def test_extended_ids_after_id_before_id(server: Server) -> None:
     assert answer.ids == ids[:2]
 
 
+async def test_after_id_and_before_id_bound_the_count(server: Server) -> None:
+    """§4.1.3: after-id and before-id bound the result set, and XEP-0059 §2.6's count is that
+    set's size; RSM's after and before only page through it."""
+    _, bob, ids = await conversation(server, 8)
+    for fields, count in (({"after_id": ids[3]}, 4), ({"before_id": ids[6]}, 6),
+                          ({"after_id": ids[1], "before_id": ids[6]}, 4), ({}, 8)):
+        answer = await ask(bob, form(**fields) + rsm(max=0))
+        assert answer.rsm == ResultSet(count=count), fields
+        answer = await ask(bob, form(**fields) + rsm(max=0, after=ids[4]))
+        assert answer.rsm.count == count, fields
+    answer = await ask(bob, form(**{"after_id": ids[1], "with": "alice@localhost/phone"}) + rsm(max=0))
+    assert answer.rsm.count == 6
+
+
 async def test_page_size_limit(tmp_path: Path) -> None:
     modules: dict[str, Any] = {**MODULES, "mam": {"max_page_size": 3}}
     async with running(tmp_path, modules=modules) as server:

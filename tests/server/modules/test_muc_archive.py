@@ -264,3 +264,20 @@ async def test_a_message_is_found_by_the_stamp_it_is_shown_with(server: Server, 
     page = await server.storage.archive.query(SERVICE, "family", "muc")
     stamp = results[-1].forwarded.stamp
     assert stamp is not None and stamp.timestamp() == page.items[-1].timestamp
+
+
+async def test_after_id_and_before_id_bound_the_set_and_its_count(server: Server) -> None:
+    """XEP-0313 §4.1.3: after-id and before-id bound the result set, and so its count (XEP-0059
+    §2.6); RSM's after and before page through it, and may come with them."""
+    alice, bob = await private_group(server, "alice", "bob")
+    for n in range(6):
+        await alice.send(f"<message to='{ROOM}' type='groupchat'><body>m{n}</body></message>")
+    alice.take()
+    ids = [m.find(STANZA_ID).get("id") or "" for m in bob.take()]  # type: ignore[union-attr]
+    bounded = window(**{"after-id": ids[0], "before-id": ids[5]})
+    _, answer = await query(bob, "<max>0</max>", form=bounded)
+    assert Fin.from_xml(answer[0]).rsm.count == 4
+    results, answer = await query(bob, f"<max>2</max><after>{ids[2]}</after>", form=bounded)
+    assert bodies(results) == ["m3", "m4"] and Fin.from_xml(answer[0]).complete
+    results, _ = await query(bob, f"<max>2</max><before>{ids[3]}</before>", form=bounded)
+    assert bodies(results) == ["m1", "m2"]

@@ -773,6 +773,30 @@ async def test_archive_items_put_back_keep_their_full_jids(storage: Storage) -> 
     assert page.items[:2] == taken[1:]
 
 
+async def test_archive_id_bounds_bound_the_set_and_its_count(storage: Storage) -> None:
+    """after_id and before_id bound the matching set (XEP-0313 §4.1.3), which count counts; after
+    and before page through it, and the tighter bound of each side holds."""
+    ids = await _archive(storage, 10)
+    archive = storage.archive
+    page = await archive.query(H, "alice", "mam", after_id=ids[1], before_id=ids[8], limit=2)
+    assert ids_of(page) == ids[2:4] and page.count == 6 and not page.complete
+    page = await archive.query(H, "alice", "mam", after_id=ids[1], before_id=ids[8], after=ids[5])
+    assert ids_of(page) == ids[6:8] and page.count == 6 and page.complete
+    page = await archive.query(H, "alice", "mam", after_id=ids[5], after=ids[1], limit=0)
+    assert page.count == 4
+    page = await archive.query(H, "alice", "mam", before_id=ids[8], before=ids[3], limit=5)
+    assert ids_of(page) == ids[:3] and page.count == 8 and page.complete
+    page = await archive.query(H, "alice", "mam", with_jid="bob@x", after_id=ids[3], limit=0)
+    assert page.count == 3
+    page = await archive.query(H, "alice", "mam", with_full="none@x/r", after_id=ids[3], limit=0)
+    assert page.count == 0
+    with pytest.raises(ItemNotFound):
+        await archive.query(H, "alice", "mam", after_id="unknown")
+    other = await archive.append(H, "bob", "mam", 1.0, "alice@x", b"p")
+    with pytest.raises(ItemNotFound):
+        await archive.query(H, "alice", "mam", before_id=other)
+
+
 async def test_archive_filter_time(storage: Storage) -> None:
     ids = await _archive(storage, 10)
     # start and end are both inclusive.

@@ -405,16 +405,14 @@ class Mam(Module[MamOptions]):
         """The page the query asks for, in chronological order.
 
         §4.3.2: ``after`` and ``before`` page forwards and backwards; §4.1.3: ``after-id`` and
-        ``before-id`` bound the result set without changing the direction, and every id named
-        must be in the archive.
+        ``before-id`` bound the result set (and so its count) without changing the direction, and
+        every id named must be in the archive.
         """
         flt, rsm = query.filter, query.rsm or ResultSet()
         assert owner.local is not None
         host, user = owner.domain, owner.local
         archive = self.server.storage.archive
         await check_ids(archive, host, user, STORE, flt.ids)
-        after = await self._tightest(owner, [i for i in (flt.after_id, rsm.after) if i], latest=True)
-        before = await self._tightest(owner, [i for i in (flt.before_id, rsm.before) if i], latest=False)
         with_jid = flt.with_jid
         # §4.1.1: a bare JID matches the messages with that contact (the archive files each under
         # the contact's bare JID, the account's own for a message between its resources); a full
@@ -425,19 +423,10 @@ class Mam(Module[MamOptions]):
             host, user, STORE, with_jid=str(with_jid) if bare else None,
             with_full=str(with_jid) if with_jid is not None and not bare else None,
             start=widened(flt.start, -1) if flt.start is not None else None,
-            end=widened(flt.end, 1) if flt.end is not None else None, ids=flt.ids, after=after, before=before,
-            limit=limit, reverse=rsm.before is not None, count=limit == 0,
+            end=widened(flt.end, 1) if flt.end is not None else None, ids=flt.ids, after_id=flt.after_id,
+            before_id=flt.before_id, after=rsm.after or None, before=rsm.before or None, limit=limit,
+            reverse=rsm.before is not None, count=limit == 0,
         )  # fmt: skip
-
-    async def _tightest(self, owner: JID, ids: list[str], *, latest: bool) -> str | None:
-        """Of paging ids bounding the same side, the one that bounds most (ItemNotFound if unknown)."""
-        if len(ids) < 2 or ids[0] == ids[1]:
-            return ids[0] if ids else None
-        assert owner.local is not None
-        known = await self.server.storage.archive.query(owner.domain, owner.local, STORE, ids=ids, count=False)
-        if len(known.items) != 2:
-            raise ItemNotFound("a paging id is not in the archive")
-        return known.items[-1 if latest else 0].id
 
     # --- retention ---------------------------------------------------------------------------
 

@@ -322,11 +322,14 @@ class ArchiveStore(Protocol):
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
-        with_full: str | None = None,
+        with_full: str | None = None, after_id: str | None = None, before_id: str | None = None,
     ) -> ArchivePage:
         """Items matching the filters, oldest first; ``after`` and ``before`` are exclusive id bounds,
         and ItemNotFound when not in the archive, whether or not any item matches the filters.
         ``with_full`` matches the items appended with that ``from_full`` or ``to_full``.
+        ``after_id`` and ``before_id`` are exclusive id bounds too, but of the set of items
+        matching (XEP-0313 §4.1.3), which ``count`` counts; ``after`` and ``before`` page through
+        that set.
 
         ``reverse`` takes the page (``limit`` items) from the newest end; by default it does when
         ``before`` is given, as paging backwards does (XEP-0059 §2.3). ``complete`` says whether

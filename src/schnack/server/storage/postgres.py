@@ -549,7 +549,7 @@ class Archive(_Part, QueuedAppends):
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
-        with_full: str | None = None,
+        with_full: str | None = None, after_id: str | None = None, before_id: str | None = None,
     ) -> ArchivePage:
         await self.appended()
         where = _Where()
@@ -563,8 +563,13 @@ class Archive(_Part, QueuedAppends):
         total = None
         async with self._conn(snapshot=True) as conn:
             # XEP-0313 §4.3: an unknown paging id is an error, even where no item matches the filters.
-            after_seq = await self._seq(conn, host, username, store, after) if after is not None else None
-            before_seq = await self._seq(conn, host, username, store, before) if before is not None else None
+            after_seq, before_seq, after_id_seq, before_id_seq = [
+                await self._seq(conn, host, username, store, item_id) if item_id is not None else None
+                for item_id in (after, before, after_id, before_id)]
+            if after_id_seq is not None:
+                where.add("seq>{}", after_id_seq)
+            if before_id_seq is not None:
+                where.add("seq<{}", before_id_seq)
             if start is not None or end is not None:
                 span = await self._time_span(conn, host, username, store, start, end)
                 if span is not None and not span:

@@ -644,12 +644,13 @@ class Archive(_Part, QueuedAppends):
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
-        with_full: str | None = None,
+        with_full: str | None = None, after_id: str | None = None, before_id: str | None = None,
     ) -> ArchivePage:
         await self.appended()
         # XEP-0313 §4.3: an unknown paging id is an error, even where no item matches the filters.
-        after_seq = await self._seq(host, username, store, after) if after is not None else None
-        before_seq = await self._seq(host, username, store, before) if before is not None else None
+        after_seq, before_seq, after_id_seq, before_id_seq = [
+            await self._seq(host, username, store, item_id) if item_id is not None else None
+            for item_id in (after, before, after_id, before_id)]
         # Without statistics SQLite prefers the per-account index to the unique one on id, and would
         # read the whole archive to find a few ids; a unary + keeps those terms off the indexes.
         plus = "+" if ids is not None else ""
@@ -675,6 +676,10 @@ class Archive(_Part, QueuedAppends):
         if ids is not None:
             where.append(f"id IN ({','.join('?' * len(ids))})")
             args += list(ids)
+        for term, seq in (("seq>?", after_id_seq), ("seq<?", before_id_seq)):
+            if seq is not None:
+                where.append(term)
+                args.append(seq)
         base = list(where)
         base_args = list(args)
         if after_seq is not None:

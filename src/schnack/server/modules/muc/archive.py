@@ -212,10 +212,6 @@ class Archive:
             # reader's own JID tells it nothing new, an occupant JID names no real JID). forbidden
             # rather than not-allowed (RFC 6120 §8.3.3): the room's moderators may, this reader not.
             raise StanzaError("forbidden", "only those this group shows real JIDs to filter by them")
-        afters = [i for i in (flt.after_id, rsm.after) if i]
-        befores = [i for i in (flt.before_id, rsm.before) if i]
-        if len(afters) > 1 or len(befores) > 1:
-            raise StanzaError("feature-not-implemented", "give either after-id or an RSM <after/>, not both")
         archive = self.muc.server.storage.archive
         try:
             await check_ids(archive, room.jid.domain, room.name, ARCHIVE, flt.ids)
@@ -224,8 +220,8 @@ class Archive:
                 with_jid=str(flt.with_jid.bare) if flt.with_jid is not None else None,
                 start=widened(flt.start, -1) if flt.start is not None else None,
                 end=widened(flt.end, 1) if flt.end is not None else None, ids=flt.ids,
-                after=afters[0] if afters else None, before=befores[0] if befores else None, limit=limit,
-                reverse=rsm.before is not None, count=limit == 0,
+                after_id=flt.after_id, before_id=flt.before_id, after=rsm.after or None,
+                before=rsm.before or None, limit=limit, reverse=rsm.before is not None, count=limit == 0,
             )  # fmt: skip
         except ItemNotFound:
             raise StanzaError("item-not-found", "no message with that id in the archive") from None
