@@ -3,29 +3,49 @@ a call the caller gives up while it rings, one that rings out, one turned away a
 placed while every device of the callee was off (from offline storage at the next login, and
 again from the archive), and one too old to ring are each told once; a call answered on
 another device of the account, or declined, is no missed call, also for a device that reads
-it from the archive later."""
+it from the archive later, and also when the caller rang longer than this device does and
+another device answered after this one gave up ringing."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from xml.etree.ElementTree import Element
+
+import pytest
 
 from schnack.client import Client
 from schnack.client.calls.calls import BUSY, CANCELLED, OFFLINE, UNANSWERED, Call, MissedCall
+from schnack.client.calls.session import RING_TIMEOUT
 from schnack.client.feed import Subscription
 from schnack.xmpp import ns
+from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.jingle import Reason
 from schnack.xmpp.payloads.jingle_rtp import RtpDescription
 from schnack.xmpp.payloads.jmi import JingleMessage
-from schnack.xmpp.xml import element, qname
+from schnack.xmpp.xml import element, qname, serialize
 
+from .test_calls import raw_client
 from .test_calls_media import WAIT, Devices, devices, ended, ringing_on_phone_and_desk, rings
 
 __all__ = ["devices"]  # the fixture, used by name
 
 # How far the clocks of the test's clients and server may be from each other (the same machine).
 CLOCK = timedelta(seconds=2)
+
+
+def jmi_message(to: JID | str, message: JingleMessage, sent: datetime | None = None) -> Element:
+    """A message carrying ``message`` as XEP-0353 clients send it, stamped (XEP-0203) as sent at
+    ``sent`` if given, as a resumed session or offline storage hands over what it held."""
+    children = [message.to_xml(), element("{urn:xmpp:hints}store")]
+    if sent is not None:
+        children.append(element(qname(ns.DELAY, "delay"), {"stamp": sent.strftime("%Y-%m-%dT%H:%M:%SZ")}))
+    return element(qname(ns.CLIENT, "message"), {"to": str(to), "type": "chat"}, children=tuple(children))
+
+
+def proposal(sid: str) -> JingleMessage:
+    return JingleMessage("propose", sid, (RtpDescription("audio"),))
 
 
 async def next_missed(missed: Subscription[MissedCall]) -> MissedCall:
@@ -131,12 +151,7 @@ async def test_a_proposal_too_old_to_ring_is_missed(devices: Devices) -> None:
     """A proposal held in offline storage for longer than a call rings, without a retract (the
     caller's client went away): it does not ring, but it is told, placed at its stamp."""
     alice = await devices.login("alice@localhost/laptop")
-    stamp = "2026-01-01T00:00:00Z"
-    old = element(qname(ns.CLIENT, "message"), {"to": "bob@localhost", "type": "chat"},
-                  children=(JingleMessage("propose", "old-call", (RtpDescription("audio"),)).to_xml(),
-                            element(qname(ns.DELAY, "delay"), {"stamp": stamp}),
-                            element("{urn:xmpp:hints}store")))  # fmt: skip
-    await alice.send_element(old)
+    await alice.send_element(jmi_message("bob@localhost", proposal("old-call"), datetime(2026, 1, 1, tzinfo=UTC)))
     await alice.roster()  # a round trip: the server has stored it
     phone = devices.client("bob@localhost/phone")
     missed = phone.missed_calls()
@@ -172,3 +187,71 @@ async def test_a_declined_call_is_not_missed(devices: Devices) -> None:
     await declining.reject()
     assert await ended(call) == "decline" and await ended(other.call) == "decline"
     await none_missed(devices, alice, {phone: phone.missed_calls(), desk: desk.missed_calls()})
+
+
+async def rung_out(devices: Devices, sid: str) -> tuple[Client, Client, Subscription[MissedCall]]:
+    """Alice's call ``sid`` rings on bob's phone until the phone gives up: her proposal is
+    stamped as sent a little less than the phone's ring time ago, as a caller that rings longer
+    than we do would have sent it that long ago. Alice, the phone and its missed calls."""
+    alice = await devices.login("alice@localhost/laptop")
+    phone = await devices.login("bob@localhost/phone")
+    missed = phone.missed_calls()
+    ringing = asyncio.ensure_future(rings(phone))
+    await asyncio.sleep(0)
+    sent = datetime.now(UTC) - timedelta(seconds=RING_TIMEOUT - 10)
+    await alice.send_element(jmi_message("bob@localhost", proposal(sid), sent))
+    incoming = await ringing
+    assert await ended(incoming.call) == "timeout"  # the phone's own ring time ran out
+    return alice, phone, missed
+
+
+@pytest.mark.parametrize("answer", ["accept", "proceed"])
+async def test_a_call_answered_elsewhere_after_it_rang_out_here_is_not_missed(devices: Devices, answer: str) -> None:
+    """The caller rings on after the phone gave up, and bob answers on his desk (another app,
+    which rings longer): its <accept/> to bob's bare JID, or the carbon of its <proceed/> to
+    alice, reaches the phone, which tells no missed call."""
+    alice, phone, missed = await rung_out(devices, "long-ringing")
+    desk, _ = await raw_client(devices.server, "bob", "desk")
+    try:
+        to, kind = ("bob@localhost", "accept") if answer == "accept" else (alice.jid, "proceed")
+        desk.send(serialize(jmi_message(to, JingleMessage(kind, "long-ringing"))))
+        later = await given_up(alice, phone)
+        assert (await next_missed(missed)).id == later.sid
+    finally:
+        desk.close()
+
+
+async def test_a_call_that_rang_out_here_is_missed_once_the_caller_gives_up(devices: Devices) -> None:
+    """Nobody answers on any device after the phone gave up ringing: the caller's <retract/>
+    (its own ring time ran out) makes it a missed call, told once."""
+    alice, phone, missed = await rung_out(devices, "long-ringing")
+    await alice.send_element(jmi_message("bob@localhost", JingleMessage("retract", "long-ringing", reason=Reason("timeout"))))
+    told = await next_missed(missed)
+    assert (told.caller, told.id, told.reason) == (alice.jid, "long-ringing", UNANSWERED)
+    later = await given_up(alice, phone)
+    assert (await next_missed(missed)).id == later.sid
+
+
+async def test_a_proposal_past_its_ring_time_answered_elsewhere_later_is_not_missed(devices: Devices) -> None:
+    """A proposal from offline storage stamped longer ago than we ring does not ring on the
+    phone, but the caller may still ring: bob's desk answers it once the phone is online, and
+    the phone tells no missed call."""
+    alice = await devices.login("alice@localhost/laptop")
+    sent = datetime.now(UTC) - timedelta(seconds=RING_TIMEOUT + 30)
+    await alice.send_element(jmi_message("bob@localhost", proposal("rings-on"), sent))
+    await alice.roster()  # a round trip: the server has stored it
+    phone = devices.client("bob@localhost/phone")
+    missed = phone.missed_calls()
+    ringing = phone.incoming_calls()
+    await phone.connect()
+    await phone.caught_up(timeout=WAIT)
+    await phone.roster()  # a round trip: what came at login has been looked at
+    desk, _ = await raw_client(devices.server, "bob", "desk")
+    try:
+        desk.send(serialize(jmi_message("bob@localhost", JingleMessage("accept", "rings-on"))))
+        later = await given_up(alice, phone)
+        assert (await next_missed(missed)).id == later.sid
+        async with asyncio.timeout(WAIT):
+            assert (await anext(ringing)).call.sid == later.sid  # the old one did not ring
+    finally:
+        desk.close()

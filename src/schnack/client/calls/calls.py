@@ -32,8 +32,11 @@ A call that comes to this account and ends unanswered is a :class:`MissedCall`
 (:meth:`~..client.Client.missed_calls`): the caller gave up or its ring time ran out before any
 device of ours answered or declined it, this device turned it away as busy, or it came too late
 to ring (a proposal older than the ring time, from offline storage or from the archive catch-up
-of XEP-0313, with or without the caller's ``<retract/>``). Each call, by its JMI id, is told
-once, however many ways its messages came.
+of XEP-0313, with or without the caller's ``<retract/>``). A call that rang out here, or came too
+late to ring, is missed only once no device of ours took it by the time the caller gave up, or
+:data:`OUTCOME_WAIT` after it was placed: a caller may ring longer than we do, and another
+device of ours answer after this one fell silent. Each call, by its JMI id, is told once,
+however many ways its messages came.
 """
 
 from __future__ import annotations
@@ -112,6 +115,13 @@ _PING = qname(ns.PING, "ping")
 TOLD_SETTING = "missed_calls_told"
 TOLD_KEPT = 1000
 
+# How long after a call was placed this device still listens for what became of it once it
+# stopped ringing here (or came too late to ring), before it tells it as missed: the caller may
+# ring longer than our RING_TIMEOUT (XEP-0353 sets no ring time) and another device of ours
+# answer then. Five times our ring time, which callers hardly exceed; a caller that vanished
+# without its <retract/> leaves the call told this late.
+OUTCOME_WAIT = 300.0
+
 # Why a call was missed (:attr:`MissedCall.reason`).
 CANCELLED = "cancelled"  # the caller hung up before any of our devices answered
 UNANSWERED = "unanswered"  # it rang out its time
@@ -132,10 +142,10 @@ class MissedCall:
 
 
 @dataclass
-class _Unrung:
-    """A proposal that did not ring here (it came too late, or from the archive), until it is
-    known whether the account took it: the caller's retract or finish ends it, an answer or
-    decline of one of our devices makes it no missed call."""
+class _Undecided:
+    """A call that does not ring here (it came too late, from the archive, or rang out here),
+    until it is known whether the account took it: the caller's retract or finish ends it, an
+    answer or decline of one of our devices makes it no missed call."""
 
     caller: JID
     placed: datetime
@@ -288,7 +298,7 @@ class Call:
             elif isinstance(item, Ended):
                 elsewhere = any(isinstance(other, AnsweredElsewhere) for other in step)
                 if self.session.role == "responder":
-                    self._calls.ended_here(self, missed_reason(item, self.answered_here or elsewhere))
+                    self._calls.ended_here(self, item, self.answered_here or elsewhere)
                 self._spawn(self._end(item))
         self._arm()
 
@@ -602,7 +612,7 @@ class Calls:
         # another call.
         self._told = _told_before(client.store.setting(TOLD_SETTING))
         self._known: set[str] = set(self._told)
-        self._unrung: dict[str, _Unrung] = {}
+        self._undecided: dict[str, _Undecided] = {}
         self._settling: asyncio.Task[None] | None = None
         self._settle_timer: asyncio.TimerHandle | None = None
         # The Jingle requests of our calls waiting for their answers, which the end of a call
@@ -714,7 +724,7 @@ class Calls:
             return
         call = self._calls.get(found.id)
         now = asyncio.get_running_loop().time()
-        if call is not None:
+        if call is not None and not call.session.ended:
             # However old: a retract or finish held for us while our link was down (XEP-0203
             # stamps what a resumed session or offline storage hands over) still ends the call.
             call.step(call.session.on_message(sender, found, now))
@@ -722,9 +732,9 @@ class Calls:
         if found.kind == "proceed" and not copied and stanza.to == self.client.jid:
             self._no_such_call(stanza, found.id)
             return
-        unrung = self._unrung.get(found.id)
-        if unrung is not None:
-            self._news(found, sender, unrung)
+        undecided = self._undecided.get(found.id)
+        if undecided is not None:
+            self._news(found, sender, undecided)
             return
         if not self._proposed_to_us(found, sender):
             return
@@ -736,7 +746,7 @@ class Calls:
         if waited >= RING_TIMEOUT:
             # An old proposal from offline storage or the archive rings no more, but the call
             # was missed unless one of our devices took it.
-            self._hold(found.id, _Unrung(sender, placed))
+            self._hold(found.id, _Undecided(sender, placed))
             return
         session, step = CallSession.incoming(self.client.jid, sender, found, now, ring_timeout=RING_TIMEOUT - waited)
         incoming = Call(self, session)
@@ -756,9 +766,16 @@ class Calls:
 
     # -- missed calls ------------------------------------------------------------------------
 
-    def ended_here(self, call: Call, reason: str | None) -> None:
-        """An incoming call ended on this device; told as missed when ``reason`` says it was."""
-        if reason is not None:
+    def ended_here(self, call: Call, ended: Ended, answered: bool) -> None:
+        """An incoming call ended on this device: told as missed if it was. One that only rang
+        out here is held until the account's other devices and the caller tell what became of
+        it (:meth:`_settle`)."""
+        reason = missed_reason(ended, answered)
+        if reason == UNANSWERED and not ended.by_peer:
+            self._undecided[call.sid] = _Undecided(call.peer, call.placed, reason)
+            if self._settling is None or self._settling.done():
+                self._settle()
+        elif reason is not None:
             self._tell(MissedCall(call.peer, call.sid, call.placed, reason))
 
     def _tell(self, missed: MissedCall) -> None:
@@ -775,37 +792,40 @@ class Calls:
             sender = JID.parse(el.get("from") or "")
         except (jmi.JmiError, ValueError):
             return
-        if found is None or found.id in self._calls:
+        if found is None:
             return
-        unrung = self._unrung.get(found.id)
-        if unrung is not None:
-            self._news(found, sender, unrung)
+        call = self._calls.get(found.id)
+        if call is not None and not call.session.ended:
+            return
+        undecided = self._undecided.get(found.id)
+        if undecided is not None:
+            self._news(found, sender, undecided)
         elif self._proposed_to_us(found, sender):
-            self._hold(found.id, _Unrung(sender, stamp or self.client.store.now()))
+            self._hold(found.id, _Undecided(sender, stamp or self.client.store.now()))
 
-    def _hold(self, sid: str, unrung: _Unrung) -> None:
+    def _hold(self, sid: str, undecided: _Undecided) -> None:
         """Keep a proposal that did not ring until what came with it has been read."""
-        self._unrung[sid] = unrung
+        self._undecided[sid] = undecided
         if self._settling is None or self._settling.done():
             self._settling = asyncio.ensure_future(self._settle_when_caught_up())
 
-    def _news(self, found: jmi.JingleMessage, sender: JID, unrung: _Unrung) -> None:
-        """XEP-0353 §3.3-§3.5 for a call that did not ring here: one of our devices answered or
+    def _news(self, found: jmi.JingleMessage, sender: JID, undecided: _Undecided) -> None:
+        """XEP-0353 §3.3-§3.5 for a call that does not ring here: one of our devices answered or
         declined it (no missed call), or the caller ended it."""
         if sender.bare == self.client.account and found.kind in ("proceed", "accept", "reject"):
-            del self._unrung[found.id]
+            del self._undecided[found.id]
             self._known.add(found.id)
             return
-        if sender.bare != unrung.caller.bare or found.kind not in ("retract", "finish"):
+        if sender.bare != undecided.caller.bare or found.kind not in ("retract", "finish"):
             return
         reason = missed_reason(Ended(found.reason or Reason("cancel"), True), False)
         if reason is None:
-            del self._unrung[found.id]
+            del self._undecided[found.id]
             self._known.add(found.id)
             return
-        if unrung.reason == OFFLINE and found.kind == "retract":
-            unrung.reason = reason
-        unrung.ended = True
+        if undecided.reason == OFFLINE and found.kind == "retract":
+            undecided.reason = reason
+        undecided.ended = True
         if self._settling is None or self._settling.done():
             self._settle()
 
@@ -820,20 +840,21 @@ class Calls:
         self._settle()
 
     def _settle(self) -> None:
-        """Tell the held proposals that are over: ended by the caller, or older than the ring
-        time; one that may still ring elsewhere is looked at again when its time is up."""
+        """Tell the held calls that are over: ended by the caller, or placed at least
+        :data:`OUTCOME_WAIT` ago; one that may still ring elsewhere is looked at again when its
+        time is up."""
         if self._settle_timer is not None:
             self._settle_timer.cancel()
             self._settle_timer = None
         now = self.client.store.now()
         left: list[float] = []
-        for sid, unrung in list(self._unrung.items()):
-            waited = (now - unrung.placed).total_seconds()
-            if unrung.ended or waited >= RING_TIMEOUT:
-                del self._unrung[sid]
-                self._tell(MissedCall(unrung.caller, sid, unrung.placed, unrung.reason))
+        for sid, undecided in list(self._undecided.items()):
+            waited = (now - undecided.placed).total_seconds()
+            if undecided.ended or waited >= OUTCOME_WAIT:
+                del self._undecided[sid]
+                self._tell(MissedCall(undecided.caller, sid, undecided.placed, undecided.reason))
             else:
-                left.append(RING_TIMEOUT - waited)
+                left.append(OUTCOME_WAIT - waited)
         if left and not self.client.stopped:
             self._settle_timer = asyncio.get_running_loop().call_later(min(left), self._settle)
 
