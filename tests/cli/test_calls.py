@@ -267,3 +267,27 @@ async def test_listen_tells_missed_calls_and_calls_lists_them(env: tuple[Server,
         "← alice@localhost  missed call (nobody answered)"] * 2, listed.stdout
     records = json.loads((await schnack(environment, "calls", "-a", "bob@localhost", "--json")).stdout)["calls"]
     assert [(r["id"], r["ending"], r["duration"]) for r in records] == [(first["id"], "missed", 0), (second["id"], "missed", 0)]
+
+
+async def test_call_records_the_calls_missed_while_it_runs(env: tuple[Server, dict[str, str]], tmp_path: Path) -> None:
+    """While bob's schnack call rings for alice (who is offline), carol calls bob: it rings on
+    that command, which cannot take it, until carol gives up. The command tells it on stderr
+    and adds it to bob's call history, as schnack listen and schnack answer do."""
+    server, environment = env
+    await add_user(server, "carol", PASSWORD)
+    carol_login = await login(server, environment, "carol@localhost", PASSWORD)
+    assert carol_login.returncode == 0, carol_login.stderr
+    calling = await start(environment, "call", "alice@localhost", "-a", "bob@localhost", "--ring-timeout", "600",
+                          "--play", str(write_tone(tmp_path / "bob.wav", 440, 1.0)), "--record", str(tmp_path / "heard.wav"))  # fmt: skip
+    try:
+        assert await line_of(calling.stderr) == "schnack: calling alice@localhost"
+        carol = await schnack(environment, "call", "bob@localhost", "-a", "carol@localhost", "--ring-timeout", "2")
+        assert carol.returncode == 1 and "schnack: ringing" in carol.stderr, carol.stderr
+        told = await line_of(calling.stderr)
+        assert told.startswith("schnack: ") and told.endswith(" missed call from carol@localhost (nobody answered)"), told
+    finally:
+        await stop(calling)
+    listed = await schnack(environment, "calls", "-a", "bob@localhost")
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split(" ", 2)[2] for line in listed.stdout.splitlines()] == [
+        "← carol@localhost  missed call (nobody answered)"], listed.stdout

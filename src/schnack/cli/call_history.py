@@ -3,7 +3,7 @@ the data saver setting for its calls.
 
 ``schnack call``, ``schnack answer`` and calls in ``schnack chat`` append each call to
 ``calls.jsonl`` in the account's directory (:func:`schnack.cli.calls.store`), and ``schnack
-listen``, ``schnack chat`` and ``schnack answer`` each missed call, once
+listen``, ``schnack chat``, ``schnack call`` and ``schnack answer`` each missed call, once
 (:func:`schnack.cli.calls.store_missed`). ``schnack calls`` lists them, oldest first (when it
 ended, with whom, which way, how long, the bytes each way on the wire, the profile, verified or
 not, how it ended; a missed call as "missed call", when it was placed and why), then for each

@@ -21,9 +21,11 @@ OMEMO-encrypted by a device whose key the user verified (``schnack omemo trust``
 Afterwards both print the call's duration, the bytes sent and received (with their headers),
 the packet loss, the round-trip time, the verification and whether (and why) the data saver was
 on, and append them as a JSON line to ``calls.jsonl`` in the account's directory (listed by
-``schnack calls``). A call missed while ``schnack answer`` runs (the caller gave up before it
-rang here, or it came while the account was offline) goes there too, as ``schnack listen`` and
-``schnack chat`` record them. Failures are one line on stderr and exit 1 (the call
+``schnack calls``). A call missed while ``schnack call`` or ``schnack answer`` runs (another
+call that rang here meanwhile and was not taken, one whose caller gave up before it rang here,
+one that came while the account was offline) goes there too, as ``schnack listen`` and
+``schnack chat`` record them, and is told in a line on stderr. Failures are one line on stderr
+and exit 1 (the call
 was rejected, nobody answered, the callee cannot be called, no media connection, a DTLS
 certificate that does not match the fingerprint).
 """
@@ -42,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .client import account_option, chosen_account, client_factory, fail, note, parse_jid, run
+from .client import account_option, chosen_account, client_factory, fail, missed_line, note, parse_jid, run
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -194,6 +196,12 @@ async def record_missed(client: Client, then: Callable[[MissedCall], None] = lam
         then(missed)
 
 
+def record_and_tell_missed(client: Client) -> asyncio.Task[None]:
+    """For a command that runs on while calls may come (``call``, ``answer``): each missed call
+    into the call history and in a line on stderr, until the task is cancelled."""
+    return asyncio.ensure_future(record_missed(client, lambda missed: note(missed_line(missed))))
+
+
 async def talk(directory: Path, call: Call, saver: SaverChoice, duration: float | None,
                connect_wait: float = CONNECT_WAIT) -> None:
     """Once connected: until ``duration`` is over, the peer hangs up, or we are interrupted; then
@@ -283,6 +291,7 @@ def call(jid: str, account: str | None, data_saver: bool | None, play: Path | No
 
     async def work() -> None:
         client = make_client()
+        recording = record_and_tell_missed(client)
         try:
             await client.connect()
             saver = await data_saver_for(client, data_saver)
@@ -293,6 +302,7 @@ def call(jid: str, account: str | None, data_saver: bool | None, play: Path | No
                 await ring_and_talk(chosen, outgoing, saver, duration, ring_timeout)
         finally:
             await client.close()
+            recording.cancel()
 
     run(work)
 
@@ -338,7 +348,7 @@ def answer(account: str | None, data_saver: bool | None, play: Path | None, reco
         from ..client.store import account_dir
 
         client = make_client()
-        recording = asyncio.ensure_future(record_missed(client))
+        recording = record_and_tell_missed(client)
         try:
             calls = client.incoming_calls()
             await client.connect()

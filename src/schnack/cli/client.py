@@ -375,7 +375,7 @@ def _missed_json(missed: MissedCall) -> str:
                        "placed": missed.placed.isoformat(), "reason": missed.reason}, ensure_ascii=False)
 
 
-def _missed_line(missed: MissedCall) -> str:
+def missed_line(missed: MissedCall) -> str:
     from ..client.calls.calls import describe_missed
 
     return f"{_local_time(missed.placed)} missed call from {missed.caller.bare} ({describe_missed(missed.reason)})"
@@ -453,7 +453,7 @@ def listen(account: str | None, as_json: bool, download: bool, dest: Path | None
         async def show_missed_calls() -> None:
             from .calls import record_missed
 
-            await record_missed(client, lambda missed: click.echo(_missed_json(missed) if as_json else _missed_line(missed)))
+            await record_missed(client, lambda missed: click.echo(_missed_json(missed) if as_json else missed_line(missed)))
 
         async def catching_up() -> None:
             await client.caught_up()
