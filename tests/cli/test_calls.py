@@ -30,6 +30,7 @@ from schnack.xmpp.payloads.jingle import Reason
 from ..client.calls.audio import dominant, loud_part, read_wav, write_tone
 from ..client.calls.test_audio import alsa_config
 from ..harness import add_user, running
+from ..integration.test_missed_calls import archived_call
 from .proc import PROCESS_WAIT, Result, client_env, line_of, login, schnack, start, stop
 
 PASSWORD = "correct horse battery staple"
@@ -291,3 +292,32 @@ async def test_call_records_the_calls_missed_while_it_runs(env: tuple[Server, di
     assert listed.returncode == 0, listed.stderr
     assert [line.split(" ", 2)[2] for line in listed.stdout.splitlines()] == [
         "← carol@localhost  missed call (nobody answered)"], listed.stdout
+
+
+async def test_a_new_device_records_the_calls_missed_before_it_without_telling_them(
+    env: tuple[Server, dict[str, str]],
+) -> None:
+    """bob's account missed a call three days ago, before this client directory first logged in
+    (the fixture's schnack login), and one just now, which waits in offline storage. His
+    listener tells the new one, reads the old one in its first catch-up of the archive without
+    telling it, and tells the next that rings on it; the call history has all three, oldest
+    first."""
+    server, environment = env
+    await archived_call(server, "old-call", days=3)
+    away = await schnack(environment, "call", "bob@localhost", "-a", "alice@localhost", "--ring-timeout", "2")
+    assert away.returncode == 1, away.stderr
+    listener = await start(environment, "listen", "--json", "-a", "bob@localhost")
+    try:
+        first = json.loads(await line_of(listener.stdout))
+        while await line_of(listener.stderr) != "schnack: up to date with the server's archive":
+            continue
+        rang = await schnack(environment, "call", "bob@localhost", "-a", "alice@localhost", "--ring-timeout", "2")
+        assert rang.returncode == 1 and "schnack: ringing" in rang.stderr, rang.stderr
+        second = json.loads(await line_of(listener.stdout))
+    finally:
+        assert await stop(listener) == 0
+    assert [(e["event"], e["reason"]) for e in (first, second)] == [("missed_call", "unanswered")] * 2
+    assert "old-call" not in (first["id"], second["id"])
+    records = json.loads((await schnack(environment, "calls", "-a", "bob@localhost", "--json")).stdout)["calls"]
+    assert [(r["id"], r["missed"]) for r in records] == [
+        ("old-call", "cancelled"), (first["id"], "unanswered"), (second["id"], "unanswered")]

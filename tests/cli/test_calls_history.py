@@ -116,11 +116,13 @@ async def test_missed_calls_among_the_others(tmp_path: Path) -> None:
     listed = await schnack(env, "calls", "-a", str(ALICE))
     assert listed.returncode == 0 and not listed.stderr, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[1] == f"{placed.astimezone():%Y-%m-%d %H:%M} ← carol@example.org  missed call (nobody answered)"
-    assert lines[2].endswith("→ bob@example.org  5.0 s  ↑ 0.0 kB ↓ 0.0 kB  normal, unverified"), lines
+    # Oldest first, not in the order they were added.
+    assert lines[0] == f"{placed.astimezone():%Y-%m-%d %H:%M} ← carol@example.org  missed call (nobody answered)"
+    assert lines[1].endswith("→ bob@example.org  5.0 s  ↑ 0.0 kB ↓ 0.0 kB  normal, unverified"), lines
+    assert "← bob@example.org  1:00" in lines[2], lines
     assert lines[3:] == ["", "data used per contact:", "  bob@example.org: 2 calls, 1:05, 3.0 kB (↑ 1.0 kB ↓ 2.0 kB)"]
     report = json.loads((await schnack(env, "calls", "-a", str(ALICE), "--json")).stdout)
-    assert report["calls"][1] == {"ended": "2026-12-03T09:40:00+00:00", "peer": "carol@example.org", "direction": "in",
+    assert report["calls"][0] == {"ended": "2026-12-03T09:40:00+00:00", "peer": "carol@example.org", "direction": "in",
                                   "duration": 0, "bytes_sent": 0, "bytes_received": 0, "ending": "missed",
                                   "missed": "unanswered", "id": "c1"}  # fmt: skip
     assert [c["contact"] for c in report["contacts"]] == ["bob@example.org"]

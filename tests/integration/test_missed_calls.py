@@ -4,11 +4,13 @@ placed while every device of the callee was off (from offline storage at the nex
 again from the archive), and one too old to ring are each told once; a call answered on
 another device of the account, or declined, is no missed call, also for a device that reads
 it from the archive later, and also when the caller rang longer than this device does and
-another device answered after this one gave up ringing."""
+another device answered after this one gave up ringing. A new device reads the calls the
+account missed before it from the archive, and tells them flagged as earlier, not as news."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from xml.etree.ElementTree import Element
@@ -16,9 +18,20 @@ from xml.etree.ElementTree import Element
 import pytest
 
 from schnack.client import Client
-from schnack.client.calls.calls import BUSY, CANCELLED, OFFLINE, UNANSWERED, Call, MissedCall
+from schnack.client.calls.calls import (
+    BUSY,
+    CANCELLED,
+    FIRST_LOGIN_SETTING,
+    OFFLINE,
+    UNANSWERED,
+    Call,
+    MissedCall,
+)
 from schnack.client.calls.session import RING_TIMEOUT
 from schnack.client.feed import Subscription
+from schnack.client.store import Store
+from schnack.server.app import Server
+from schnack.server.modules.mam import STORE
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.jingle import Reason
@@ -46,6 +59,17 @@ def jmi_message(to: JID | str, message: JingleMessage, sent: datetime | None = N
 
 def proposal(sid: str) -> JingleMessage:
     return JingleMessage("propose", sid, (RtpDescription("audio"),))
+
+
+async def archived_call(server: Server, sid: str, days: float) -> None:
+    """A call alice gave up ``days`` ago, found only in bob's archive: no device of his that
+    is still around got it (offline storage gave it to one long gone)."""
+    when = time.time() - days * 86400
+    for offset, message in enumerate((proposal(sid), JingleMessage("retract", sid, reason=Reason("cancel")))):
+        el = jmi_message("bob@localhost", message)
+        el.set("from", "alice@localhost/laptop")
+        await server.storage.archive.append("localhost", "bob", STORE, when + offset, "alice@localhost",
+                                            serialize(el).encode())  # fmt: skip
 
 
 async def next_missed(missed: Subscription[MissedCall]) -> MissedCall:
@@ -255,3 +279,29 @@ async def test_a_proposal_past_its_ring_time_answered_elsewhere_later_is_not_mis
             assert (await anext(ringing)).call.sid == later.sid  # the old one did not ring
     finally:
         desk.close()
+
+
+async def test_a_new_device_tells_the_calls_missed_before_it_as_earlier(devices: Devices, tmp_path: Path) -> None:
+    """bob's account missed a call three days ago. The tablet, logging in for the first time,
+    reads it in its first catch-up of the archive (which reaches back 30 days): told, but
+    flagged earlier, not news. To the phone, which first logged in a week ago and was off since,
+    it is news. A call missed after the tablet's first login is news to both."""
+    alice = await devices.login("alice@localhost/laptop")
+    await archived_call(devices.server, "old-call", days=3)
+    kept = Store(tmp_path / "phone")
+    kept.save_setting(FIRST_LOGIN_SETTING, (datetime.now(UTC) - timedelta(days=7)).isoformat())
+    kept.close()
+    phone = devices.client("bob@localhost/phone", data_dir=tmp_path / "phone")
+    tablet = devices.client("bob@localhost/tablet")
+    told: dict[Client, Subscription[MissedCall]] = {}
+    for device, earlier in ((phone, False), (tablet, True)):
+        told[device] = device.missed_calls()
+        await device.connect()
+        await device.caught_up(timeout=WAIT)
+        old = await next_missed(told[device])
+        assert (old.id, old.reason, old.earlier) == ("old-call", CANCELLED, earlier)
+        assert abs(old.placed - (datetime.now(UTC) - timedelta(days=3))) < timedelta(minutes=1)
+    later = await given_up(alice, phone, tablet)
+    for missed in told.values():
+        new = await next_missed(missed)
+        assert (new.id, new.earlier) == (later.sid, False)

@@ -4,7 +4,8 @@ the data saver setting for its calls.
 ``schnack call``, ``schnack answer`` and calls in ``schnack chat`` append each call to
 ``calls.jsonl`` in the account's directory (:func:`schnack.cli.calls.store`), and ``schnack
 listen``, ``schnack chat``, ``schnack call`` and ``schnack answer`` each missed call, once
-(:func:`schnack.cli.calls.store_missed`). ``schnack calls`` lists them, oldest first (when it
+(:func:`schnack.cli.calls.store_missed`), also those a new device's first catch-up finds from
+before it, which are not told as news. ``schnack calls`` lists them, oldest first (when it
 ended, with whom, which way, how long, the bytes each way on the wire, the profile, verified or
 not, how it ended; a missed call as "missed call", when it was placed and why), then for each
 contact the number of calls, their time and the data they used both ways, most data first
@@ -112,7 +113,7 @@ class ContactUsage:
 
 
 def read_history(path: Path) -> Iterator[CallRecord]:
-    """The calls in ``path``, oldest first; damaged lines are skipped with a note."""
+    """The calls in ``path``, in the order they were added; damaged lines are skipped with a note."""
     if not path.is_file():
         return
     with path.open(encoding="utf-8") as lines:
@@ -172,7 +173,8 @@ def calls(ctx: click.Context, account: str | None, as_json: bool) -> None:
         return
     from ..client.store import account_dir
 
-    records = list(read_history(account_dir(chosen_account(account)) / HISTORY))
+    # Oldest first: a new device's first catch-up adds the calls missed before it after newer ones.
+    records = sorted(read_history(account_dir(chosen_account(account)) / HISTORY), key=lambda r: r.ended.timestamp())
     per_contact = usage(records)
     if as_json:
         click.echo(json.dumps({"calls": [r.raw for r in records], "contacts": [u.to_json() for u in per_contact]}))

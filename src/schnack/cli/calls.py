@@ -189,11 +189,14 @@ def _recorded(history: Path, sid: str) -> bool:
 
 async def record_missed(client: Client, then: Callable[[MissedCall], None] = lambda _: None) -> None:
     """Until the client stops: each call missed (:meth:`~schnack.client.Client.missed_calls`)
-    into the account's ``calls.jsonl``, then to ``then``."""
+    into the account's ``calls.jsonl``, then to ``then`` if it is news: one over before this
+    device first logged in (a new device's first catch-up finds up to 30 days of them) goes
+    only into the history."""
     async for missed in client.missed_calls():
         if client.store.directory is not None:
             store_missed(client.store.directory, missed)
-        then(missed)
+        if not missed.earlier:
+            then(missed)
 
 
 def record_and_tell_missed(client: Client) -> asyncio.Task[None]:

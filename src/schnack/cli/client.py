@@ -403,8 +403,9 @@ def listen(account: str | None, as_json: bool, download: bool, dest: Path | None
 
     Also printed: what the contacts' clients say about our messages (delivered, read),
     corrections, what our other devices sent, what the archive had that this device missed
-    (marked as earlier), and missed calls (also added to the call history, schnack calls);
-    with --json also the contacts' chat states (typing, ...).
+    (marked as earlier), and missed calls (also added to the call history, schnack calls; those
+    over before this device first logged in go only there); with --json also the contacts' chat
+    states (typing, ...).
     """
     from ..client import Connected, Disconnected
 

@@ -692,7 +692,8 @@ class Client:
     def missed_calls(self) -> Subscription[MissedCall]:
         """Calls to this account that no device of it answered or declined (XEP-0353), each
         once: seen ringing here, or found at login in offline storage or the archive (kept until
-        this is first asked for)."""
+        this is first asked for). Those over before this device first logged in, which its first
+        archive catch-up finds, come flagged ``earlier``: history, not news."""
         return self._calls.subscribe_missed()
 
     async def discover(self, numbers: Iterable[str]) -> dict[str, tuple[JID, ...]]:

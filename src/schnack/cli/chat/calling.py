@@ -8,7 +8,8 @@ too), whether the call is verified (the peer's DTLS fingerprint came OMEMO-encry
 whose key was verified) and the bytes each way; Ctrl+R hangs up. Afterwards the line says how the
 call ended, and the call is appended to ``calls.jsonl`` in the account's directory, as
 ``schnack call`` does. A missed call goes there too (once), and one that never rang here (it came
-while the account was offline) shows in the line as a missed call. Like ``schnack call``, a call here talks through the system's microphone and
+while the account was offline) shows in the line as a missed call, unless it was over before
+this device first logged in. Like ``schnack call``, a call here talks through the system's microphone and
 speaker (a notification says if one is missing) and starts with the data saver as the account's setting
 says (by default on metered links).
 """

@@ -36,7 +36,9 @@ of XEP-0313, with or without the caller's ``<retract/>``). A call that rang out 
 late to ring, is missed only once no device of ours took it by the time the caller gave up, or
 :data:`OUTCOME_WAIT` after it was placed: a caller may ring longer than we do, and another
 device of ours answer after this one fell silent. Each call, by its JMI id, is told once,
-however many ways its messages came.
+however many ways its messages came. The calls the first archive catch-up of a new device finds
+(it reads back 30 days) that were over before its first login are told flagged
+:attr:`MissedCall.earlier`: the call history wants them, a notification does not.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import logging
 import secrets
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
@@ -88,6 +90,7 @@ from .verification import Verification, VerificationFailed, is_sealed, open_seal
 
 if TYPE_CHECKING:
     from ..client import Client
+    from ..store import Store
     from .media import CallStats, LocalCandidate, MediaSession, WavSink
     from .sdp import RtpContents
 
@@ -115,6 +118,14 @@ _PING = qname(ns.PING, "ping")
 TOLD_SETTING = "missed_calls_told"
 TOLD_KEPT = 1000
 
+# The setting that keeps when this device first logged in (when a client first used its store):
+# the first archive catch-up reads back 30 days, and the calls missed before then are the
+# account's past, not news for this device.
+FIRST_LOGIN_SETTING = "first_login"
+# The first login of a store that caught up before that setting was kept: every call it reads is
+# news, as it was.
+LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
+
 # How long after a call was placed this device still listens for what became of it once it
 # stopped ringing here (or came too late to ring), before it tells it as missed: the caller may
 # ring longer than our RING_TIMEOUT (XEP-0353 sets no ring time) and another device of ours
@@ -133,12 +144,16 @@ OFFLINE = "offline"  # it came too late to ring: no device of ours was online wh
 class MissedCall:
     """An incoming call no device of this account answered or declined (XEP-0353): who called,
     its JMI id, when it was placed (by the proposal's XEP-0203 stamp, the server's clock) and
-    why it was missed (:data:`CANCELLED`, :data:`UNANSWERED`, :data:`BUSY`, :data:`OFFLINE`)."""
+    why it was missed (:data:`CANCELLED`, :data:`UNANSWERED`, :data:`BUSY`, :data:`OFFLINE`).
+    ``earlier``: it was over before this device first logged in (placed longer than a call
+    rings before that), and this device learnt of it only then (its first archive catch-up
+    reads back 30 days): the account's past, for the call history, not news to notify of."""
 
     caller: JID
     id: str
     placed: datetime
     reason: str
+    earlier: bool = False
 
 
 @dataclass
@@ -588,6 +603,21 @@ def _told_before(kept: str | None) -> list[str]:
     return [sid for sid in told if isinstance(sid, str)] if isinstance(told, list) else []
 
 
+def first_login(store: Store) -> datetime:
+    """When this device first logged in, as its store keeps it (:data:`FIRST_LOGIN_SETTING`):
+    now, for a store first used now; :data:`LONG_AGO` for one that caught up from the archive
+    before the setting was kept. A damaged value counts as such a store's."""
+    kept = store.setting(FIRST_LOGIN_SETTING)
+    if kept is not None:
+        with contextlib.suppress(ValueError):
+            when = datetime.fromisoformat(kept)
+            if when.tzinfo is not None:
+                return when
+    when = store.now() if kept is None and store.archive_position() is None else LONG_AGO
+    store.save_setting(FIRST_LOGIN_SETTING, when.isoformat())
+    return when
+
+
 def describe_missed(reason: str) -> str:
     """Why a call was missed, in a few words."""
     return {
@@ -611,6 +641,7 @@ class Calls:
         # that comes again (from the archive after offline storage, or after a restart) is not
         # another call.
         self._told = _told_before(client.store.setting(TOLD_SETTING))
+        self._first_login = first_login(client.store)
         self._known: set[str] = set(self._told)
         self._undecided: dict[str, _Undecided] = {}
         self._settling: asyncio.Task[None] | None = None
@@ -782,7 +813,9 @@ class Calls:
         self._known.add(missed.id)
         self._told = [*self._told, missed.id][-TOLD_KEPT:]
         self.client.store.save_setting(TOLD_SETTING, json.dumps(self._told))
-        self.missed.publish(missed)
+        # A call that could still ring when this device first logged in is news, however it came.
+        earlier = missed.placed + timedelta(seconds=RING_TIMEOUT) < self._first_login
+        self.missed.publish(replace(missed, earlier=earlier))
 
     def _archived(self, el: Element, stamp: datetime | None) -> None:
         """A message the archive catch-up read (XEP-0313): a proposal this device did not get, or
