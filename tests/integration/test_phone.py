@@ -46,7 +46,7 @@ from ..conftest import require_service
 from ..harness import add_user, make_config, running
 from ..server.cluster.conftest import REDIS_URL, eventually, redis_available
 from ..server.sms_receiver import Webhook, webhook
-from ..server.storage.conftest import postgres_schema
+from ..server.storage.conftest import postgres_schema, with_query
 from .cluster_harness import clear_prefix
 from .slix import PASSWORD as SLIX_PASSWORD
 from .slix import SlixClient
@@ -289,6 +289,34 @@ async def test_guesses_sent_at_once_to_two_nodes_are_judged_no_more_than_code_at
                                              for i, guess in enumerate(guesses)))
             judged = [answer for answer in answers if answer[0] in (200, 201) or "wrong code" in answer[1]]
             assert len(judged) <= 3, answers
+
+
+async def test_an_account_storage_cannot_make_is_503_and_the_code_stays(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """The right code comes while PostgreSQL holds up the accounts table past command_timeout
+    (another connection holds a lock on it): 503 with Retry-After, and neither the code nor a
+    try of it is used up by the failure, so the same request made once storage works again
+    makes the account."""
+    async with (postgres_schema() as (url, schema, admin),
+                running(tmp_path, listen=True, modules=phone_modules(hook.url),
+                        storage={"url": with_query(url, command_timeout="1")}) as server):
+        assert (await ask_code(http, server)).status == 200
+        authorization = base64.b64encode(f"{NUMBER}\0{last_code(hook)}".encode()).decode()
+        async with admin.transaction():
+            await admin.execute(f'LOCK TABLE "{schema}".accounts IN ACCESS EXCLUSIVE MODE')
+            # More failed tries than code_attempts: a right one that failed counts none.
+            for _ in range(4):
+                async with http.post(f"{base(server)}/password", data=PASSWORD,
+                                     headers={**app(), "Authorization": authorization}) as answer:
+                    assert answer.status == 503, await answer.text()
+                    assert int(answer.headers["Retry-After"]) >= 1
+                    assert (await answer.text()).count("\n") == 1
+        assert await set_password(http, server, last_code(hook)) == (201, "the account was created\n")
+        client = SlixClient(server, f"{NUMBER}@localhost", PASSWORD)
+        try:
+            assert await client.start()
+        finally:
+            await client.stop()
 
 
 async def test_an_expired_code_is_404(tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:

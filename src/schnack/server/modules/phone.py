@@ -17,7 +17,9 @@ Conversations' and Monal's Quicksy builds use), under ``/phone`` of the HTTP lis
   too) or a password the server refuses; 401 a wrong code; 404 no code is pending (never sent,
   used, or expired) or another installation asked for it (so that a stranger's tries neither
   void the owner's code nor tell that one is pending); 429 with ``Retry-After`` when this
-  wrong code was the last one allowed, or no try was left (the code is void).
+  wrong code was the last one allowed, or no try was left (the code is void); 503 with
+  ``Retry-After`` when storage failed (the code is used only together with the account's
+  change, so the same request made again goes through).
 
 Both answer 403 over plain HTTP from anywhere but this machine (a TLS-terminating proxy on it):
 codes and passwords travel only encrypted.
@@ -29,7 +31,9 @@ the counts hold across nodes: the i-th try, right or wrong, claims the key
 ``phone-try/{code id}/{i}`` with ``set_default`` (insert if absent, atomic in both backends)
 before the code is compared, so that of tries sent at once only ``code_attempts`` are judged;
 a wrong one that claims the last key, or any try that finds none left, voids the code. A right
-code is used once (it claims ``phone-used/{code id}`` the same way).
+code is used once (it claims ``phone-used/{code id}`` the same way), and only with the
+account's change: when storage fails to make that, the claim and the try's place are given
+back.
 
 **Limits.** Per number one code per ``sms_interval`` and ``sms_per_day`` a UTC day, per
 ``Installation-Id`` ``sms_per_installation_per_day`` (both claimed as numbered keys, as the
@@ -100,7 +104,7 @@ from ..locks import AccountLocks
 from ..module import Module
 from ..sasl2 import LoginKeys
 from ..sms import KINDS, CommandGateway, Gateway, HttpGateway, LogGateway, SmsError
-from ..storage import AlreadyExists
+from ..storage import AlreadyExists, StorageError
 from ..throttle import address_group
 from .fast import FastTokens
 from .last import LastActivity
@@ -126,6 +130,8 @@ DAY = 86_400.0
 _HOUR = 3600.0
 _SWEEP_INTERVAL = _HOUR
 _CODE_DIGITS = 6
+# Seconds an app is asked to wait before sending a password again that storage failed to save.
+_STORAGE_PAUSE = 5.0
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # A body declared longer than any password the server takes is refused unread.
 _MAX_BODY = MAX_PASSWORD * 4
@@ -353,6 +359,10 @@ class Phone(Module[PhoneOptions]):
             created = await self.verify(number, digits, password, installation)
         except _Refused as refused:
             return refused.response()
+        except StorageError as err:
+            log.error("a password sent with a code was not set: %s", err)
+            return _Refused(503, "the account could not be saved just now: send the same request again shortly",
+                            _STORAGE_PAUSE).response()
         if created:
             return web.Response(status=201, text="the account was created\n")
         return web.Response(text="the password was changed\n")
@@ -477,11 +487,29 @@ class Phone(Module[PhoneOptions]):
             await self._void(number, raw)
             raise _Refused(429, "wrong code, and too many of them: ask for a new one", await self._wait_for_sms(number))
         mine = secrets.token_bytes(16)
-        await self._sweep_later(f"phone-used/{code.id}", code.expires)
-        if await kv.set_default(self.host, "", f"phone-used/{code.id}", mine) != mine:
+        used = f"phone-used/{code.id}"
+        await self._sweep_later(used, code.expires)
+        if await kv.set_default(self.host, "", used, mine) != mine:
             raise _Refused(404, "this code was used already: ask for a new one")
+        try:
+            created = await self._assign(number, password)
+        except StorageError:
+            # The account was not changed, so neither is the code used: the same request, made
+            # again once storage works, goes through, and no new SMS is needed.
+            await self._give_back(used, mine, key)
+            raise
         await self._void(number, raw)
-        return await self._assign(number, password)
+        return created
+
+    async def _give_back(self, used: str, mine: bytes, tried: str) -> None:
+        """Undo the claims of a right try whose account change failed: the code's use
+        (``used``, claimed as ``mine``) and the try's place (``tried``)."""
+        kv = self.server.storage.kv
+        try:
+            await kv.delete_if(self.host, "", used, mine)
+            await kv.delete(self.host, "", tried)
+        except StorageError as err:
+            log.error("a code whose account change failed could not be given back, and stays used: %s", err)
 
     async def _void(self, number: str, raw: bytes) -> None:
         """Forget the number's code stored as ``raw`` unless a newer one took its place (compare
