@@ -158,6 +158,76 @@ async def test_a_code_is_used_once(server: Server, hook: Webhook, http: aiohttp.
     assert status == 404 and "ask for a new one" in text
 
 
+async def test_the_same_request_sent_again_gets_the_same_answer(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """An app whose answer was lost on the way (a mobile network) sends the same request again:
+    it is answered as the first was, the account has the password the app sent, and no new SMS
+    is needed. Only the same request: another password or another installation gets nothing,
+    and nothing is kept of the request but salted hashes."""
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, sms_interval=0)) as server:
+        await ask_code(http, server)
+        code = last_code(hook)
+        assert await set_password(http, server, code) == (201, "the account was created\n")
+        assert await set_password(http, server, code) == (201, "the account was created\n")
+        assert (await set_password(http, server, code, password="another long password"))[0] == 404
+        assert (await set_password(http, server, code, headers=installation()))[0] == 404
+        assert await set_password(http, server, code) == (201, "the account was created\n")
+        kept = b"".join([await server.storage.kv.get("localhost", "", key) or b"" for key in
+                         await server.storage.maps.items("localhost", "", SWEEP)])
+        assert f"phone-done/{NUMBER}" in await server.storage.maps.items("localhost", "", SWEEP)
+        assert f'"{code}"'.encode() not in kept and PASSWORD.encode() not in kept
+        assert app()["Installation-Id"].encode() not in kept
+        client = SlixClient(server, f"{NUMBER}@localhost", PASSWORD)
+        try:
+            assert await client.start()
+        finally:
+            await client.stop()
+        # A new phone: the account existed, and the request sent again is answered 200 too.
+        await ask_code(http, server)
+        code = last_code(hook)
+        assert (await set_password(http, server, code, password="the new phone's password"))[0] == 200
+        assert (await set_password(http, server, code, password="the new phone's password"))[0] == 200
+        # The password changed since (another code, another one): a request sent again once
+        # more is not answered as if its password were the account's.
+        await ask_code(http, server)
+        assert (await set_password(http, server, last_code(hook)))[0] == 200
+        assert (await set_password(http, server, code, password="the new phone's password"))[0] == 404
+
+
+async def test_the_same_request_sent_again_after_the_codes_lifetime_is_404(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, code_lifetime=4.0)) as server:
+        await ask_code(http, server)
+        assert (await set_password(http, server, last_code(hook)))[0] == 201
+        # Until the code's expiry, as the sweep's index has it.
+        until = float((await server.storage.maps.items("localhost", "", SWEEP))[f"phone-done/{NUMBER}"])
+        await asyncio.sleep(until - time.time() + 0.1)
+        assert (await set_password(http, server, last_code(hook)))[0] == 404
+
+
+async def test_the_same_request_sent_while_the_first_is_at_it_is_told_to_wait(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """An app that gave up waiting sends the request again while the first is still making the
+    account (held up here behind a lock on the accounts table): 503 with Retry-After, and the
+    request sent once more, after the first is done, is answered as the first was."""
+    async with (postgres_schema() as (url, schema, admin),
+                running(tmp_path, listen=True, modules=phone_modules(hook.url), storage={"url": url}) as server):
+        await ask_code(http, server)
+        code = last_code(hook)
+
+        async def claimed() -> list[bytes | None]:
+            keys = await server.storage.maps.items("localhost", "", SWEEP)
+            return [await server.storage.kv.get("localhost", "", key) for key in keys if key.startswith("phone-used/")]
+
+        async with admin.transaction():
+            await admin.execute(f'LOCK TABLE "{schema}".accounts IN ACCESS EXCLUSIVE MODE')
+            first = asyncio.create_task(set_password(http, server, code))
+            await eventually(claimed, any)
+            assert (await set_password(http, server, code))[0] == 503
+        assert await first == (201, "the account was created\n")
+        assert await set_password(http, server, code) == (201, "the account was created\n")
+
+
 async def test_a_literal_plus_in_the_path_is_a_plus(server: Server, hook: Webhook, http: aiohttp.ClientSession) -> None:
     async with http.get(f"{base(server)}/authentication/{NUMBER}", headers=installation()) as answer:
         assert answer.status == 200

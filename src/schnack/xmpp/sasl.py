@@ -100,6 +100,17 @@ def derive_credentials(password: str, iterations: int = 4096) -> dict[str, Scram
     return out
 
 
+def password_matches(password: str, credential: ScramCredential) -> bool:
+    """Whether ``credential`` (SHA-256) was derived from ``password``: RFC 5802 §3, its
+    StoredKey is H(HMAC(SaltedPassword, "Client Key")). As costly as deriving it."""
+    sha256 = _Hash("SHA-256")
+    try:
+        salted = sha256.salted_password(password, credential.salt, credential.iterations)
+    except Exception:
+        return False
+    return hmac.compare_digest(sha256.h(sha256.hmac(salted, b"Client Key")), credential.stored_key)
+
+
 # Why usable_password refused a password, in words for the one who chose it.
 UNUSABLE_PASSWORD = ("the password has characters a password may not hold (RFC 4013): control or private-use ones, "
                      "or right-to-left letters mixed with others")
@@ -362,13 +373,7 @@ class SaslServer:
     def _check_plain(self, creds: dict[str, ScramCredential] | None) -> SaslStep:
         assert self.username is not None and self._password is not None
         cred = (creds or {}).get("SHA-256") or _fake(self.username, "SHA-256")
-        sha256 = _Hash("SHA-256")
-        try:
-            salted = sha256.salted_password(self._password, cred.salt, cred.iterations)
-        except Exception:
-            raise SaslFailure("not-authorized", "wrong username or password") from None
-        stored = sha256.h(sha256.hmac(salted, b"Client Key"))
-        if creds is None or not hmac.compare_digest(stored, cred.stored_key):
+        if not password_matches(self._password, cred) or creds is None:
             raise SaslFailure("not-authorized", "wrong username or password")
         return Success(None, self.username)
 

@@ -19,7 +19,10 @@ Conversations' and Monal's Quicksy builds use), under ``/phone`` of the HTTP lis
   void the owner's code nor tell that one is pending); 429 with ``Retry-After`` when this
   wrong code was the last one allowed, or no try was left (the code is void); 503 with
   ``Retry-After`` when storage failed (the code is used only together with the account's
-  change, so the same request made again goes through).
+  change, so the same request made again goes through), or while another request with the
+  right code is still at it. A request that set the password, sent again (its answer was
+  lost) before the code would have expired, gets the same answer; only the same number,
+  code, Installation-Id and password do.
 
 Both answer 403 over plain HTTP from anywhere but this machine (a TLS-terminating proxy on it):
 codes and passwords travel only encrypted.
@@ -33,7 +36,10 @@ before the code is compared, so that of tries sent at once only ``code_attempts`
 a wrong one that claims the last key, or any try that finds none left, voids the code. A right
 code is used once (it claims ``phone-used/{code id}`` the same way), and only with the
 account's change: when storage fails to make that, the claim and the try's place are given
-back.
+back. The request that used it is remembered until the code's expiry under
+``phone-done/{number}``, as salted hashes of the code and the Installation-Id only: the same
+request sent again is answered alike if its password is the account's (checked against the
+account's SCRAM keys), and any other gets 404.
 
 **Limits.** Per number one code per ``sms_interval`` and ``sms_per_day`` a UTC day, per
 ``Installation-Id`` ``sms_per_installation_per_day`` (both claimed as numbered keys, as the
@@ -95,7 +101,7 @@ from ...xmpp.errors import StanzaError, StreamError
 from ...xmpp.jid import JID
 from ...xmpp.payloads.phone_book import NS, PHONE_BOOK, Entry, PhoneBook, PhoneBookError, answer_hash
 from ...xmpp.phone import PhoneNumberError, is_e164, normalize
-from ...xmpp.sasl import derive_credentials
+from ...xmpp.sasl import derive_credentials, password_matches
 from ...xmpp.stanza import Stanza
 from .. import websocket
 from ..background import Background
@@ -130,8 +136,9 @@ DAY = 86_400.0
 _HOUR = 3600.0
 _SWEEP_INTERVAL = _HOUR
 _CODE_DIGITS = 6
-# Seconds an app is asked to wait before sending a password again that storage failed to save.
-_STORAGE_PAUSE = 5.0
+# Seconds an app is asked to wait before sending a password again that was not set (storage
+# failed, or another request with the code was still at it).
+_AGAIN_AFTER = 3.0
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # A body declared longer than any password the server takes is refused unread.
 _MAX_BODY = MAX_PASSWORD * 4
@@ -216,6 +223,10 @@ def _digest(salt: str, digits: str) -> str:
 
 def _code_key(number: str) -> str:
     return f"phone-code/{number}"
+
+
+def _done_key(number: str) -> str:
+    return f"phone-done/{number}"
 
 
 def _installation(request: web.Request) -> str:
@@ -362,7 +373,7 @@ class Phone(Module[PhoneOptions]):
         except StorageError as err:
             log.error("a password sent with a code was not set: %s", err)
             return _Refused(503, "the account could not be saved just now: send the same request again shortly",
-                            _STORAGE_PAUSE).response()
+                            _AGAIN_AFTER).response()
         if created:
             return web.Response(status=201, text="the account was created\n")
         return web.Response(text="the password was changed\n")
@@ -465,8 +476,13 @@ class Phone(Module[PhoneOptions]):
     async def verify(self, number: str, digits: str, password: str, installation: str) -> bool:
         """Check the code ``installation`` asked for and set the password; True if the account
         was created. _Refused 404 without a pending code (also one another installation asked
-        for), 401 for a wrong one, 429 for the last wrong one allowed."""
+        for), 401 for a wrong one, 429 for the last wrong one allowed, 503 while another
+        request with the right code is at it. A request that set the password, sent again
+        while its code would still be valid, is answered as it was (:meth:`_answered`)."""
         kv = self.server.storage.kv
+        answered = await self._answered(number, digits, password, installation)
+        if answered is not None:
+            return answered
         raw = await kv.get(self.host, "", _code_key(number))
         # A try from another installation than the one that asked counts nothing, and learns
         # nothing: counted, a stranger's wrong tries would void each code the number's owner
@@ -490,9 +506,15 @@ class Phone(Module[PhoneOptions]):
         used = f"phone-used/{code.id}"
         await self._sweep_later(used, code.expires)
         if await kv.set_default(self.host, "", used, mine) != mine:
-            raise _Refused(404, "this code was used already: ask for a new one")
+            # The code was right, and is being used by another request: the same one, sent
+            # again by an app that gave up waiting, is answered as that one once it is done.
+            # This try's place is given back, as the try decided nothing.
+            await kv.delete(self.host, "", key)
+            raise _Refused(503, "this code is being used by another request: send the request again shortly",
+                           _AGAIN_AFTER)
         try:
             created = await self._assign(number, password)
+            await self._note_answer(number, digits, installation, code.expires, created)
         except StorageError:
             # The account was not changed, so neither is the code used: the same request, made
             # again once storage works, goes through, and no new SMS is needed.
@@ -500,6 +522,32 @@ class Phone(Module[PhoneOptions]):
             raise
         await self._void(number, raw)
         return created
+
+    async def _note_answer(self, number: str, digits: str, installation: str, until: float, created: bool) -> None:
+        """Keep, until ``until``, salted hashes of the code and the installation that set the
+        number's password, and whether that created the account (for :meth:`_answered`)."""
+        done = _Code.make(digits, installation, until)
+        await self._sweep_later(_done_key(number), until)
+        await self.server.storage.kv.set(self.host, "", _done_key(number),
+                                         json.dumps([done.salt, done.digest, done.asker, until, created]).encode())
+
+    async def _answered(self, number: str, digits: str, password: str, installation: str) -> bool | None:
+        """Whether the account was created, if this request (number, code, installation and
+        password) set the account's password before, up to the code's expiry: an app whose
+        answer was lost sends it again. The password is checked against the account's keys,
+        so nothing else of it is kept, and a password changed since answers nothing."""
+        raw = await self.server.storage.kv.get(self.host, "", _done_key(number))
+        if raw is None:
+            return None
+        salt, digest, asker, until, created = json.loads(raw)
+        done = _Code("", salt, digest, until, asker)
+        if until <= time.time() or not (done.asked_by(installation) and done.matches(digits)):
+            return None
+        account = await self.server.storage.accounts.get(self.host, number)
+        credential = account.credentials.get("SHA-256") if account is not None else None
+        if credential is None or not await asyncio.to_thread(password_matches, password, credential):
+            return None
+        return bool(created)
 
     async def _give_back(self, used: str, mine: bytes, tried: str) -> None:
         """Undo the claims of a right try whose account change failed: the code's use
