@@ -24,6 +24,9 @@ class Proxy:
         self.refusing = False
         # What the client sends goes nowhere, as into a link that died without telling anyone.
         self.swallowing = False
+        # So many of the next connections are dropped at both ends when the server's first
+        # bytes come: its answer is lost, as when a mobile link dies while the answer is on its way.
+        self.losing_answers = 0
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
@@ -55,6 +58,9 @@ class Proxy:
             while data := await reader.read(65536):
                 if from_client and self.swallowing:
                     continue
+                if not from_client and self.losing_answers:
+                    self.losing_answers -= 1
+                    break
                 writer.write(data)
                 await writer.drain()
         except OSError:

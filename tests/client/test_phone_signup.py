@@ -4,17 +4,26 @@ is a sentence."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from schnack.client import AuthenticationError, CertificateError, Client, ConnectError
 from schnack.client.phone_signup import PhoneSignup, SignupError, WrongCode, new_password
+from schnack.server.app import Server
+from schnack.server.modules.phone import Phone
 
 from ..harness import running
+from ..server.sms_receiver import webhook
+from ..server.storage.conftest import postgres_schema, with_query
 from .conftest import make_client
 from .phone import api, certificate, next_code, phone_server
+from .proxy import Proxy
 
 NUMBER = "+4915123456789"
 
@@ -39,6 +48,76 @@ async def test_sign_up_and_sign_up_again(tmp_path: Path, clients: list[Client]) 
         new_phone = make_client(server, f"{NUMBER}@localhost", password=second, reconnect=False)
         await new_phone.connect()
         clients.append(new_phone)
+
+
+@contextlib.asynccontextmanager
+async def relayed(tmp_path: Path) -> AsyncIterator[tuple[Server, Proxy, PhoneSignup, str]]:
+    """A server, a relay to it, a sign-up through the relay, and the code it asked for. Plain
+    HTTP, which the server takes from this machine, so that the relay sees the answers."""
+    async with phone_server(tmp_path) as (server, hook):
+        host, port = server.bound["http"][0]
+        proxy = await Proxy(host, port).start()
+        try:
+            signup = PhoneSignup(f"http://127.0.0.1:{proxy.port}/phone", NUMBER, verify=False)
+            await signup.request_code()
+            yield server, proxy, signup, await next_code(hook, 0)
+            assert len(hook.received) == 1
+        finally:
+            await proxy.stop()
+
+
+@pytest.mark.parametrize("lost", [1, 2])
+async def test_a_password_whose_answer_was_lost_is_sent_again(tmp_path: Path, clients: list[Client],
+                                                              lost: int) -> None:
+    """The connection drops after the password went out, before the answer came (here the relay
+    drops it when the server answers): the same request is sent again, and its answer, the
+    first one's, arrives; no new code is needed, and the account has the password."""
+    async with relayed(tmp_path) as (server, proxy, signup, code):
+        proxy.losing_answers = lost
+        password = new_password()
+        assert await signup.set_password(code, password) is True
+        assert (proxy.losing_answers, proxy.connections) == (0, 2 + lost)
+        phone = make_client(server, f"{NUMBER}@localhost", password=password, reconnect=False)
+        await phone.connect()
+        clients.append(phone)
+
+
+async def test_answers_lost_again_and_again_are_a_connection_error(tmp_path: Path) -> None:
+    async with relayed(tmp_path) as (_server, proxy, signup, code):
+        proxy.losing_answers = 3
+        with pytest.raises(ConnectError, match=rf"^cannot reach http://127.0.0.1:{proxy.port}/phone/password: "):
+            await signup.set_password(code, new_password())
+        assert proxy.connections == 4
+
+
+async def test_a_password_storage_could_not_save_is_sent_again_after_the_wait_asked(tmp_path: Path) -> None:
+    """The server answers 503 with Retry-After (here PostgreSQL holds up the accounts table, behind
+    a lock another connection holds, until the first try failed): after the wait the same request
+    goes again and makes the account."""
+    failed = asyncio.Event()
+
+    class Failures(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            failed.set()
+
+    logger = logging.getLogger(Phone.__module__)
+    handler = Failures(logging.ERROR)
+    logger.addHandler(handler)
+    try:
+        async with (postgres_schema() as (url, schema, admin), webhook() as hook,
+                    running(tmp_path, listen=True, storage={"url": with_query(url, command_timeout="1")},
+                            modules={"enable": ["phone"], "phone": {"sms": "http", "sms_url": hook.url}}) as server):
+            signup = PhoneSignup(api(server), NUMBER, verify=certificate(server))
+            await signup.request_code()
+            code = await next_code(hook, 0)
+            async with admin.transaction():
+                await admin.execute(f'LOCK TABLE "{schema}".accounts IN ACCESS EXCLUSIVE MODE')
+                trying = asyncio.ensure_future(signup.set_password(code, new_password()))
+                async with asyncio.timeout(30):
+                    await failed.wait()
+            assert await trying is True
+    finally:
+        logger.removeHandler(handler)
 
 
 async def test_refusals_are_sentences(tmp_path: Path) -> None:

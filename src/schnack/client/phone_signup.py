@@ -6,7 +6,10 @@ on a new phone, in two requests to the server's API (by default ``https://DOMAIN
 1. ``GET /authentication/{number}``: the server sends a 6-digit code to the number by SMS.
 2. ``POST /password`` with ``Authorization: base64(number NUL code)`` and the new password as
    the body: 201 made the account, 200 gave the existing one that password (its other devices
-   are logged out).
+   are logged out). The server answers the same request sent again as it did the first, so a
+   request whose answer was lost on the way (the connection dropped after it went out) is sent
+   again, and so is one the server answered 503 for (storage failed; the code still works), after
+   the wait it asks: the user needs no new SMS for a bad link.
 
 Every refusal is a :class:`SignupError` with a sentence a user understands; the password is made
 here (:func:`new_password`), as Quicksy does, so the user never needs to know it.
@@ -14,6 +17,7 @@ here (:func:`new_password`), as Quicksy does, so the user never needs to know it
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import secrets
@@ -31,6 +35,14 @@ from .tls import context, verification_failure
 
 # Enough for any status line a server means to be read; the rest of a long body is not shown.
 _MAX_BODY = 1000
+# How often the password request goes again after its answer was lost or was 503.
+_RESENDS = 2
+# The longest Retry-After of a 503 that is waited for before the request goes again.
+_LONGEST_WAIT = 30
+
+
+class _AnswerLost(ConnectError):
+    """The connection failed once the request may have gone out: its answer was lost."""
 
 
 class SignupError(ClientError):
@@ -96,7 +108,17 @@ class PhoneSignup:
         """Step 2: prove the number with ``code`` and set ``password``; True if the account is new,
         False if an existing one now has this password."""
         token = base64.b64encode(f"{self.number}\0{code}".encode()).decode("ascii")
-        status, text, retry_after = await self._request("POST", "/password", password, {"Authorization": token})
+        for resends_left in range(_RESENDS, -1, -1):
+            try:
+                status, text, retry_after = await self._request("POST", "/password", password, {"Authorization": token})
+            except _AnswerLost:
+                if not resends_left:
+                    raise
+                continue
+            wait = 1 if retry_after is None else retry_after
+            if status != 503 or not resends_left or wait > _LONGEST_WAIT:
+                break
+            await asyncio.sleep(wait)
         if status in (200, 201):
             return status == 201
         if status == 400:
@@ -108,6 +130,9 @@ class PhoneSignup:
                               " ask for a new one", status)
         if status == 429:
             raise SignupError(f"too many wrong codes: this one no longer works; ask for a new one, {_later(retry_after)}",
+                              status, retry_after)
+        if status == 503:
+            raise SignupError(f"the server could not set the password ({text}): {_later(retry_after)}",
                               status, retry_after)
         raise self._unexpected(status, text)
 
@@ -144,7 +169,7 @@ class PhoneSignup:
             raise ConnectError(f"cannot reach {url}: {reason}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             reason = "no answer in time" if isinstance(err, TimeoutError) else str(err) or type(err).__name__
-            raise ConnectError(f"cannot reach {url}: {reason}") from None
+            raise _AnswerLost(f"cannot reach {url}: {reason}") from None
 
 
 def _seconds(value: str | None) -> int | None:
