@@ -393,6 +393,41 @@ def test_stream_error_is_an_event_and_is_answered() -> None:
     assert client.data_to_send() == b"</stream:stream>"
 
 
+def _asked_for_tls() -> ClientStream:
+    """A client on a plain connection that sent <starttls/>."""
+    client = ClientStream(ALICE, PASSWORD)
+    client.start()
+    client.receive((HEADER.format(version="1.0") + f"<stream:features><starttls xmlns='{ns.TLS}'/>"
+                    "</stream:features>").encode())
+    assert client.data_to_send().endswith(f"<starttls xmlns='{ns.TLS}'/>".encode())
+    return client
+
+
+PROCEED = f"<proceed xmlns='{ns.TLS}'/>"
+
+
+@pytest.mark.parametrize("behind", ["<message id='m1'><body>injected</body></message>", "\n<mess",
+                                    "</stream:stream>"])
+def test_input_read_with_proceed_is_refused(behind: str) -> None:
+    """RFC 6120 §5.4.3.3: nothing but the TLS handshake follows <proceed/>; what came with it
+    came in the clear (the injection of CVE-2011-0411) and ends the stream before TLS."""
+    client = _asked_for_tls()
+    with pytest.raises(StreamError) as err:
+        client.receive((PROCEED + behind).encode())
+    assert err.value.condition == "policy-violation"
+
+
+def test_input_read_after_proceed_before_tls_is_refused_unless_whitespace() -> None:
+    """What the I/O layer still holds of the plain connection when it starts TLS goes through the
+    same check; whitespace (RFC 6120 §11.7) carries nothing and is dropped."""
+    client = _asked_for_tls()
+    assert client.receive(f"{PROCEED} \r\n".encode()) == [TlsRequested()]
+    assert client.receive(b"\t ") == []
+    with pytest.raises(StreamError) as err:
+        client.receive(b" <message id='m1'/>")
+    assert err.value.condition == "policy-violation"
+
+
 def test_an_account_jid_is_required() -> None:
     with pytest.raises(ValueError, match="not an account"):
         ClientStream(JID.parse("localhost"), PASSWORD)

@@ -154,6 +154,7 @@ class Link:
                 for event in events:
                     if isinstance(event, TlsRequested):
                         await self.writer.drain()
+                        self._behind_proceed()
                         try:
                             await self.writer.start_tls(tls.context(verify, direct_tls=False), server_hostname=domain)
                         except ssl.SSLCertVerificationError as err:
@@ -184,6 +185,18 @@ class Link:
             if not self._heard and not self.endpoint.direct_tls:
                 hint = f" without a word (if port {self.endpoint.port} is for direct TLS, try direct_tls=True)"
             raise ConnectError(f"{domain}: the connection failed during login: {_reason(err)}{hint}") from None
+
+    def _behind_proceed(self) -> None:
+        """Hand the stream what arrived on the plain connection after the read that brought
+        ``<proceed/>``: it refuses all but whitespace (RFC 6120 §5.4.3.3). Left in the reader, it
+        would be read after the handshake as if it came over TLS. From the start of TLS on, what
+        arrives goes to TLS: no await may come between this and ``start_tls``."""
+        # asyncio's StreamReader has no public way to take what it holds without waiting for more.
+        unread: bytearray = self.reader._buffer  # type: ignore[attr-defined]
+        data = bytes(unread)
+        unread.clear()
+        if data:
+            self.stream.receive(data)
 
     async def _read_events(self) -> list[Event]:
         if self._written and self.stream.secure and self.jid is None:

@@ -10,10 +10,11 @@ offers stream management, and then carries stanzas both ways. Where the server o
 (XEP-0388), the same happens in one ``<authenticate/>``: Bind 2 (XEP-0386), the resumption, and
 a FAST token (XEP-0484, with the HT-* mechanisms of :mod:`.ht`) instead of SCRAM when there is one.
 
-The TLS handshake itself belongs to the I/O layer: on :class:`TlsRequested` it upgrades the
-connection and calls :meth:`ClientStream.tls_established` with the channel-binding data it can
-compute. SASL PLAIN is never used: SCRAM keeps the password off the wire even where the
-certificate was not checked.
+The TLS handshake itself belongs to the I/O layer: on :class:`TlsRequested` it hands what it
+still holds of the plain connection to :meth:`ClientStream.receive`, which lets only whitespace
+pass behind ``<proceed/>`` (RFC 6120 §5.4.3.3), then upgrades the connection and calls
+:meth:`ClientStream.tls_established` with the channel-binding data it can compute. SASL PLAIN
+is never used: SCRAM keeps the password off the wire even where the certificate was not checked.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ _BIND = qname(ns.BIND, "bind")
 _SESSION = qname(ns.SESSION, "session")
 _IQ = qname(ns.CLIENT, "iq")
 _DEFAULT_MAX_STANZA = 16 * 1024 * 1024
+# XML 1.0 §2.3 S: the whitespace allowed between top-level elements (RFC 6120 §11.7).
+_WHITESPACE = b" \t\r\n"
 
 
 class NegotiationError(Exception):
@@ -265,8 +268,15 @@ class ClientStream:
 
     def receive(self, data: bytes) -> list[Event]:
         """Bytes from the server; the events they complete. A :class:`StreamError` means the
-        server broke the protocol: call :meth:`close` with it."""
+        server broke the protocol: call :meth:`close` with it.
+
+        Between ``<proceed/>`` and :meth:`tls_established` the I/O layer hands over what it still
+        holds of the plain connection: see :meth:`_behind_proceed`."""
         if self._state == "closed":
+            return []
+        if self._state == "tls":
+            if data.strip(_WHITESPACE):
+                raise _injected()
             return []
         return self._handle(self._parser.feed(data))
 
@@ -276,7 +286,7 @@ class ClientStream:
 
     def flush(self) -> list[Event]:
         """Parse held-back input (see :meth:`StreamParser.flush`)."""
-        if self._state == "closed":
+        if self._state in ("closed", "tls"):
             return []
         return self._handle(self._parser.flush())
 
@@ -292,10 +302,22 @@ class ClientStream:
                 event = self._element(item.element)
                 if event is not None:
                     events.append(event)
+                if isinstance(event, TlsRequested):
+                    self._behind_proceed(item is not parsed[-1])
             if self._state in ("closed", "tls") or self._parser is not parser:
                 # After <proceed/>, <success/> or the end, what the old stream still held is void.
                 break
         return events
+
+    def _behind_proceed(self, more: bool) -> None:
+        """RFC 6120 §5.4.3.3: after ``<proceed/>`` the server sends nothing but its TLS handshake,
+        so input behind it came in the clear, from whoever is on the path, and read after the
+        handshake it would pass for the server's (the injection of CVE-2011-0411). It ends the
+        stream with policy-violation before TLS starts, as the server does with such input behind
+        ``<starttls/>``. Only whitespace passes: it may come between top-level elements (§11.7)
+        and carries nothing. ``more`` says another event was parsed behind ``<proceed/>``."""
+        if more or not self._parser.only_whitespace_after_last_element():
+            raise _injected()
 
     def _peer_closed(self, condition: str | None, text: str | None) -> Closed:
         self._state = "closed"
@@ -609,6 +631,10 @@ class ClientStream:
         assert self.jid is not None
         self._state = "ready"
         return Ready(self.jid, self._features, self._resumption)
+
+
+def _injected() -> StreamError:
+    return StreamError("policy-violation", "input came in the clear behind <proceed/>")
 
 
 def _fast_feature(offer: sasl2_payload.Authentication) -> fast.FastFeature | None:
