@@ -3,7 +3,9 @@ logs in as ``argv[1]`` on the server at ``argv[2]`` port ``argv[3]``, with its s
 and writes ``ready`` once caught up and in the groups ``argv[6:]``, if any. The first time it sets
 about what ``argv[5]`` names (``decrypt``: an OMEMO message, chat or group; ``join``: entering a
 group, as after an invitation) it stops there until the server asked for an ack (XEP-0198 §4) and
-was answered; then it writes ``answered`` and waits to be killed."""
+was answered; then it writes ``answered`` and waits to be killed. With ``read`` it marks the
+first message that arrives read (XEP-0333), writes ``read`` once that returned, and waits to be
+killed."""
 
 from __future__ import annotations
 
@@ -28,10 +30,13 @@ from .conftest import PASSWORD, WAIT, ping
 
 @contextlib.asynccontextmanager
 async def held_client(server: Server, jid: str, directory: Path, *groups: JID,
-                      hold: Literal["decrypt", "join"] = "decrypt") -> AsyncIterator[asyncio.StreamReader]:
+                      hold: Literal["decrypt", "join", "read"] = "decrypt",
+                      via: int | None = None) -> AsyncIterator[asyncio.StreamReader]:
     """``jid``'s client in a process of its own, with its state in ``directory``, held at ``hold``,
-    once it is ready (and in ``groups``); what it writes from then on. It is killed (SIGKILL) at the end."""
-    host, port = server.bound["c2s"][0]
+    once it is ready (and in ``groups``); what it writes from then on. It logs in through the
+    relay on 127.0.0.1 port ``via`` (tests/client/proxy.py) if given. It is killed (SIGKILL) at
+    the end."""
+    host, port = ("127.0.0.1", via) if via is not None else server.bound["c2s"][0]
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", __name__, jid, host, str(port), str(directory), hold, *map(str, groups),
         stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parents[2])
@@ -65,13 +70,19 @@ async def main(jid: str, host: str, port: str, directory: str, hold: str, *group
         await asyncio.Event().wait()
 
     StreamManagement.nonza = answering  # type: ignore[method-assign]
-    setattr(Omemo if hold == "decrypt" else Groups, hold, held)
+    if hold != "read":
+        setattr(Omemo if hold == "decrypt" else Groups, hold, held)
     client = Client(jid, PASSWORD, host=host, port=int(port), verify=False, direct_tls=False, data_dir=Path(directory))
+    inbox = client.messages()
     await client.connect()
     await client.caught_up()
     for group in groups:
         await client.groups.entered(group)
     print("ready", flush=True)
+    if hold == "read":
+        message = await anext(inbox)
+        await client.mark_read(message.sender.bare, message.id or "")
+        print("read", flush=True)
     await asyncio.Event().wait()
 
 

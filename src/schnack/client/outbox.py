@@ -14,10 +14,11 @@ marked failed.
 Messages that mean something only while this client runs (call signalling, XEP-0353) go the same
 way but are held in memory (:meth:`Outbox.send_volatile`): a reconnect does not lose them, and a
 restart does not send them long after the call is over. The answers to messages that arrived
-(receipts, XEP-0184) are stored with those messages (:meth:`~.store.Store.receive`) and go the
-stored way too, after the messages we wrote: a client killed after it stored a message still
-sends its receipt at the next start. One sent just before the process died may go twice; it
-names the message it answers, so the second changes nothing.
+(receipts, XEP-0184) are stored with those messages (:meth:`~.store.Store.receive`), and the
+marker that a conversation was read (XEP-0333) with its new state (:meth:`~.store.Store.mark`);
+they go the stored way too, after the messages we wrote: a client killed after it stored a
+message, or marked it read, still tells the sender at the next start. One sent just before the
+process died may go twice; it names the message it answers, so the second changes nothing.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 origin-id and stanza-id, the 'id' that receipts, markers and corrections name, delivery state,
 XEP-0308 corrections), where the catch-up from the server's archive (XEP-0313) stopped, the
 outbox of messages the server has not acknowledged yet (XEP-0198), the receipts owed for messages
-that arrived (XEP-0184), the roster cache (RFC 6121 §2) and how to reach the server. The OMEMO state lives
-next to it. The password never goes into the database: it is kept in the system keyring (the
+that arrived (XEP-0184) and the markers owed for conversations read (XEP-0333), the roster cache
+(RFC 6121 §2) and how to reach the server. The OMEMO state lives next to it. The password never goes into the database: it is kept in the system keyring (the
 ``keyring`` package) where one works, else in ``<account>/password``, readable by its owner only;
 the FAST login token (XEP-0484) is kept the same way (``<account>/fast-token``).
 
@@ -110,8 +110,9 @@ _SCHEMA = (
     ALTER TABLE messages ADD COLUMN claims TEXT;
     CREATE INDEX messages_by_claims ON messages (peer, direction, claims) WHERE claims IS NOT NULL;
     """,
-    # What answers a message that arrived (its receipt, XEP-0184) is written with it, and kept
-    # until the server acknowledged it, as the outbox keeps what we send.
+    # What answers a message that arrived (its receipt, XEP-0184; the marker that it was read,
+    # XEP-0333) is written with it, and kept until the server acknowledged it, as the outbox keeps
+    # what we send.
     """
     CREATE TABLE answers (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -427,6 +428,12 @@ class Store:
         """The server acknowledged (or refused) the answer ``origin_id``: it is not sent again."""
         self._answered.add(origin_id)
 
+    def _answer(self, message: int | None, answer: tuple[str, Element]) -> None:
+        """Keep ``answer`` (origin-id, stanza) with the message of row ``message`` (in a transaction)."""
+        origin_id, stanza = answer
+        self._db.execute("INSERT INTO answers (origin_id, message, stanza) VALUES (?, ?, ?)",
+                         (origin_id, message, serialize(stanza)))
+
     def _forget_answered(self) -> None:
         """Delete the answers done with (in a transaction)."""
         if self._answered:
@@ -518,9 +525,8 @@ class Store:
                 )
             except sqlite3.IntegrityError:
                 return False
-            for answer_id, answer in answers:
-                self._db.execute("INSERT INTO answers (origin_id, message, stanza) VALUES (?, ?, ?)",
-                                 (answer_id, cursor.lastrowid, serialize(answer)))
+            for answer in answers:
+                self._answer(cursor.lastrowid, answer)
             if replaces is not None and not self._replace(peer, direction, replaces, text, when):
                 self._db.execute("UPDATE messages SET replaces = NULL WHERE id = ?", (cursor.lastrowid,))
             if replaces is None and message_id is not None:
@@ -582,12 +588,16 @@ class Store:
         )
         return _message(row) if row is not None else None
 
-    def mark(self, peer: JID, message_id: str, state: str, *, outgoing: bool, earlier: bool) -> list[str]:
+    def mark(self, peer: JID, message_id: str, state: str, *, outgoing: bool, earlier: bool,
+             answer: tuple[str, Element] | None = None) -> list[str]:
         """Move the message ``message_id`` of the conversation with ``peer`` forward to ``state``
         ("delivered" or "read"), and with ``earlier`` every message of that direction before it
         too (a chat marker covers them, XEP-0333); the ids of those that moved, in order.
         A message still "sent" moves too (the receipt may overtake the server's acknowledgement,
-        and proves that the server had it); one not yet sent, or failed, is left alone."""
+        and proves that the server had it); one not yet sent, or failed, is left alone.
+        ``answer`` (origin-id, stanza), such as the marker that tells the contact, is kept with
+        the message, in the same transaction, until :meth:`answered`; only if a message with an
+        id moved."""
         if state not in ("delivered", "read"):
             raise ValueError(f"only 'delivered' and 'read' are marked, not {state!r}")
         direction = "out" if outgoing else "in"
@@ -614,7 +624,10 @@ class Store:
             for moved, _ in rows:
                 self._db.execute("UPDATE messages SET state = ? WHERE id = ?", (state, moved))
                 self._db.execute("DELETE FROM outbox WHERE message = ?", (moved,))
-        return [id for _, id in rows if id is not None]
+            ids = [id for _, id in rows if id is not None]
+            if ids and answer is not None:
+                self._answer(row_id, answer)
+        return ids
 
     def latest_markable(self, peer: JID, message_id: str) -> str | None:
         """The id of the last markable message from ``peer`` up to ``message_id`` (XEP-0333)."""

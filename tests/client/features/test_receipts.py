@@ -5,12 +5,14 @@ read in the sender's store, the receiver's copy becomes read, and every change i
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
 import pytest
 
-from schnack.client import Client, ClientError, Disconnected, Receipt
+from schnack.client import Client, ClientError, Disconnected, Message, Receipt
+from schnack.client.feed import Subscription
 from schnack.client.store import Store, account_dir
 from schnack.server.app import Server
 from schnack.xmpp.jid import JID
@@ -19,7 +21,8 @@ from schnack.xmpp.payloads.receipts import Received
 from schnack.xmpp.stanza import Stanza
 
 from ...cli.proc import client_env, line_of, schnack, start
-from ..conftest import PASSWORD, make_client, next_of, online
+from ..conftest import PASSWORD, WAIT, make_client, next_of, online
+from ..held_client import held_client
 from ..proxy import Proxy
 from ..test_outbox import next_message
 
@@ -122,32 +125,48 @@ async def test_a_receipt_owed_by_a_killed_receiver_goes_after_its_restart(chat_s
             assert await listener.wait() == -signal.SIGKILL
     finally:
         await proxy.stop()
-    directory = account_dir(BOB, tmp_path / "client")
+    await told_after_restart(chat_server, clients, account_dir(BOB, tmp_path / "client"), BOB, alice, alice_inbox,
+                             sent, "delivered")
+
+
+async def told_after_restart(server: Server, clients: list[Client], directory: Path, reader: JID, writer: Client,
+                             inbox: Subscription[Message], sent: str, state: str) -> None:
+    """The killed client of ``reader`` left ``writer``'s message ``sent`` in ``state`` in its
+    store, in ``directory``, and ``writer`` heard only that the server had it. The next client on
+    that store tells ``writer`` (whose messages come to ``inbox``)."""
     store = Store(directory)
     try:
-        assert [(m.text, m.state) for m in store.history(ALICE)] == [("are you there?", "delivered")]
+        assert [(m.text, m.state) for m in store.history(writer.account)] == [("are you there?", state)]
     finally:
         store.close()
-    assert alice.store.sent_message(sent).state == "acked"  # type: ignore[union-attr]
-    bob = await online(chat_server, clients, "bob@localhost/desk", data_dir=directory)
-    await bob.send(ALICE, "back", encrypted=False)
-    # What bob's client sends keeps its order: a receipt sent at all came before this.
-    assert (await next_of(alice_inbox, lambda m: m.text == "back")).sender.bare == BOB
-    assert alice.store.sent_message(sent).state == "delivered"  # type: ignore[union-attr]
+    assert writer.store.sent_message(sent).state == "acked"  # type: ignore[union-attr]
+    again = await online(server, clients, f"{reader}/desk", data_dir=directory)
+    await again.send(writer.account, "back", encrypted=False)
+    # What the client sends keeps its order: what it told at all came before this.
+    assert (await next_of(inbox, lambda m: m.text == "back")).sender.bare == reader
+    assert writer.store.sent_message(sent).state == state  # type: ignore[union-attr]
 
 
-async def test_a_receipt_goes_once_also_across_a_restart(chat_server: Server, clients: list[Client],
-                                                         tmp_path: Path) -> None:
-    """The receipt kept with the message leaves the store once the server acknowledged it: the
-    next client on bob's store does not send it again."""
+async def test_a_receipt_and_a_marker_go_once_also_across_a_restart(chat_server: Server, clients: list[Client],
+                                                                    tmp_path: Path) -> None:
+    """The receipt kept with the message, and the marker kept with its being read, leave the
+    store once the server acknowledged them: the next client on bob's store does not send them
+    again."""
     receipts: list[str] = []
+    markers: list[str] = []
 
     async def count(stanza: Stanza, _origin: object) -> None:
-        received = Received.find(stanza.el)
-        if received is not None and stanza.from_ is not None and stanza.from_.bare == BOB:
+        if stanza.from_ is None or stanza.from_.bare != BOB:
+            return
+        received, marker = Received.find(stanza.el), Marker.find(stanza.el)
+        if received is not None:
             receipts.append(received.id)
+        if marker is not None:
+            markers.append(marker.id)
 
+    # The receipt goes to the full JID of the message's sender, the marker to the bare JID.
     chat_server.hooks.add("pre-message/full", count)
+    chat_server.hooks.add("pre-message/bare", count)
     alice = await online(chat_server, clients, "alice@localhost/phone")
     alice_inbox, alice_receipts = alice.messages(), alice.receipts()
     first = make_client(chat_server, "bob@localhost/laptop", data_dir=tmp_path / "bob")
@@ -157,7 +176,9 @@ async def test_a_receipt_goes_once_also_across_a_restart(chat_server: Server, cl
         sent = await alice.send(BOB, "hello", encrypted=False)
         assert (await next_of(bob_inbox)).id == sent
         assert await next_of(alice_receipts) == Receipt(BOB, sent, "delivered")
-        # The server's acknowledgement of a later message covers the receipt too (XEP-0198 §4).
+        await first.mark_read(ALICE, sent)
+        assert await next_of(alice_receipts) == Receipt(BOB, sent, "read")
+        # The server's acknowledgement of a later message covers both too (XEP-0198 §4).
         await first.acknowledged(await first.send(ALICE, "bye", encrypted=False))
     finally:
         await first.close()
@@ -165,6 +186,7 @@ async def test_a_receipt_goes_once_also_across_a_restart(chat_server: Server, cl
     await second.send(ALICE, "again", encrypted=False)
     assert (await next_of(alice_inbox, lambda m: m.text == "again")).sender.bare == BOB
     assert receipts == [sent]
+    assert markers == [sent]
 
 
 async def test_reading_while_the_link_is_down_reaches_the_other_devices_and_the_sender(
@@ -195,6 +217,28 @@ async def test_reading_while_the_link_is_down_reaches_the_other_devices_and_the_
         assert [c.unread for c in desk.store.conversations()] == [0]
     finally:
         await proxy.stop()
+
+
+async def test_a_marker_owed_by_a_killed_reader_goes_after_its_restart(chat_server: Server, clients: list[Client],
+                                                                       tmp_path: Path) -> None:
+    """alice's client, in a process of its own, marked bob's message read, and its link died with
+    the marker before the server had it; the process is then killed (SIGKILL). The next client on
+    alice's store tells bob, though the conversation, read already, has nothing new to mark."""
+    host, port = chat_server.bound["c2s"][0]
+    proxy = await Proxy(host, port).start()
+    directory = tmp_path / "alice"
+    bob = await online(chat_server, clients, "bob@localhost/laptop")
+    bob_inbox = bob.messages()
+    try:
+        async with held_client(chat_server, "alice@localhost/phone", directory, hold="read", via=proxy.port) as held:
+            # From here on what alice's client sends is lost, as in a link that died unnoticed.
+            proxy.swallowing = True
+            sent = await bob.send(ALICE, "are you there?", encrypted=False)
+            async with asyncio.timeout(WAIT):
+                assert await held.readline() == b"read\n"
+    finally:
+        await proxy.stop()
+    await told_after_restart(chat_server, clients, directory, ALICE, bob, bob_inbox, sent, "read")
 
 
 async def test_reading_what_another_device_read_sends_no_second_marker(chat_server: Server,

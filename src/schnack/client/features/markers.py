@@ -7,9 +7,11 @@ markable message up to it (§4: only markable messages are marked) to the contac
 so that all their devices, and ours through carbons, learn it; the marker carries the XEP-0334
 ``<store/>`` hint, so that the archives keep it for devices that are offline now. A
 conversation read up to there already (here, or on another device whose marker came here)
-sends none. The marker goes the outbox's volatile way (outbox.py): marked read while the link
-is down, or on a link lost before the server had the marker, the conversation is told read once
-the link is back, as long as the client runs. A marker from the contact moves our messages up
+sends none. The marker is stored with the conversation's new state, in one transaction, and
+sent from the store until the server acknowledged it (outbox.py, as receipts are): marked read
+while the link is down, on a link lost before the server had the marker, or by a client that
+died before it was written, the conversation is told read once the link is back, also by the
+next start of the client. A marker from the contact moves our messages up
 to the one it names (a marker covers the earlier ones too) to "delivered" (``received``) or
 "read" (``displayed``, ``acknowledged``); a ``displayed`` marker one of our other devices sent
 marks the contact's messages read here too. Markers from the archive count as well: a device
@@ -26,6 +28,7 @@ from ...xmpp.payloads.correction import REPLACE
 from ...xmpp.payloads.markers import MARKABLE, Marker
 from ...xmpp.xml import Element, element, qname, sub
 from ..errors import ClientError
+from ..outbox import identify
 from .messages import Incoming, Message, Messages
 from .receipts import STORE_HINT, Receipt, Receipts
 
@@ -75,15 +78,18 @@ class Markers:
         store = self.client.store
         if store.message(peer, message_id, outgoing=False) is None:
             raise ClientError(f"no message {message_id!r} from {peer.bare} is stored")
-        moved = store.mark(peer, message_id, "read", outgoing=False, earlier=True)
-        self._publish(peer.bare, moved, outgoing=False)
         markable = store.latest_markable(peer, message_id)
-        if not moved or markable is None:
-            # Read up to there already, here or on another of our devices, which told them.
-            return
-        marker = element(_MESSAGE, {"to": str(peer.bare), "type": "chat"})
-        marker.append(Marker("displayed", markable).to_xml())
-        sub(marker, STORE_HINT)
-        # The conversation is read here already: the marker must not be lost with a link that is
-        # down now, or drops before the server has it and is not resumed.
-        self.client.outbox.send_volatile(marker)
+        answer = None
+        if markable is not None:
+            marker = element(_MESSAGE, {"to": str(peer.bare), "type": "chat"})
+            marker.append(Marker("displayed", markable).to_xml())
+            sub(marker, STORE_HINT)
+            answer = identify(marker), marker
+        # The conversation is read here once this returns: the marker is stored with it, so that
+        # neither a link that is down or drops before the server has it, nor the end of this
+        # process, loses it. Read up to there already (here, or on another of our devices, which
+        # told them), nothing moves and no marker is kept.
+        moved = store.mark(peer, message_id, "read", outgoing=False, earlier=True, answer=answer)
+        self._publish(peer.bare, moved, outgoing=False)
+        if moved and answer is not None:
+            self.client.outbox.flush()
