@@ -23,6 +23,11 @@ Once authenticated, the stanza routes of the domain (``message``, ``presence`` a
 and removed when it leaves. Stanzas from the component are routed as the server's own, in
 ``jabber:client`` like every stanza inside the server; each must name a 'to' and a 'from' at the
 component's domain (§3: else the stream ends with improper-addressing or invalid-from).
+
+In a cluster the component is reached from every node (cluster/components.py): the handshake
+succeeds once the directory names this node for the domain, and the other nodes send what they
+route there across the bus. The one-component-per-domain rule holds per node: a component may
+connect to several nodes, and each node then uses its own link.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ _STANZA_TAGS = {qname(ACCEPT, kind): kind for kind in _KINDS}
 # How long a stream the server closed waits for the component to close its own (RFC 6120 §4.4).
 _LINGER = 2.0
 SERVICE_OWNER = "component"
+_NOT_CONNECTED = "that service is not connected"
 
 
 class Connection(Protocol):
@@ -155,7 +161,7 @@ class ComponentStream:
             self.close()
             return
         if not self.authenticated:
-            self._handshake(el)
+            await self._handshake(el)
             return
         kind = _STANZA_TAGS.get(el.tag)
         if kind is None:
@@ -166,8 +172,9 @@ class ComponentStream:
         """The component closed its stream: close ours."""
         self.close()
 
-    def _handshake(self, el: Element) -> None:
-        """§3: compare the digest in constant time; the domain may have one component at a time."""
+    async def _handshake(self, el: Element) -> None:
+        """§3: compare the digest in constant time; the domain may have one component at a time
+        here. The component hears that it succeeded once every node of a cluster can reach it."""
         assert self.domain is not None
         if el.tag != _HANDSHAKE:
             raise StreamError("not-authorized", "send the handshake first")
@@ -179,6 +186,9 @@ class ComponentStream:
             raise StreamError("conflict", f"a component for {self.domain} is already connected")
         self.authenticated = True
         self.components.attach(self)
+        await self.server.cluster.components.attached(self.domain)
+        if self.closed:
+            return
         self.conn.write(f"<handshake xmlns='{ACCEPT}'/>")
         log.info("component %s connected from %s", self.domain, self.conn.peer)
 
@@ -253,19 +263,28 @@ class Components:
         del self.connected[domain]
         for key, handler in self._routes.pop(domain, ()):
             self._server.hooks.remove(key, handler)
+        self._server.cluster.components.detached(domain)
         log.info("component %s disconnected", domain)
 
     async def _unreachable(self, stanza: Stanza, _origin: Session | None) -> Handled:
         if stanza.type == "error":
             return HANDLED
-        raise StanzaError("service-unavailable", "that service is not connected")
+        raise StanzaError("service-unavailable", _NOT_CONNECTED)
+
+    async def unreachable(self, stanza: Stanza) -> None:
+        """Answer ``stanza`` as one to a domain without a component (RFC 6120 §8.3.3.19), when
+        the router does not: another node passed it here for a component that has gone."""
+        if stanza.kind != "presence" and not stanza.is_response:
+            await self._server.router.send(stanza.error(StanzaError("service-unavailable", _NOT_CONNECTED)))
 
     async def _drop(self, _stanza: Stanza, _origin: Session | None) -> Handled:
         return HANDLED
 
     async def _items(self, host: str) -> Iterable[tuple[str, None]]:
-        """XEP-0030 §4.1: the connected components at subdomains of ``host``."""
-        return [(domain, None) for domain in sorted(self.connected) if domain.endswith(f".{host}")]
+        """XEP-0030 §4.1: the components at subdomains of ``host`` connected to any node."""
+        cluster = self._server.cluster.components
+        return [(domain, None) for domain in sorted(self.secrets)
+                if domain.endswith(f".{host}") and (domain in self.connected or await cluster.linked(domain))]
 
     async def stop(self) -> None:
         """Close every component stream and its connection (the server is shutting down)."""

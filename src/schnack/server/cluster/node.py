@@ -16,7 +16,7 @@ cluster:
 
 Presence (RFC 6121 §3, §4) is in :mod:`.presence`, message carbons (XEP-0280) in :mod:`.carbons`,
 group chat rooms in :mod:`.groups`, roster pushes (§2.1.6) in :mod:`.roster`, PEP notifications
-(XEP-0163) in :mod:`.pep`.
+(XEP-0163) in :mod:`.pep`, external components (XEP-0114) in :mod:`.components`.
 
 Message handlers run at priority -90, after archiving and the other modules that see a message
 first (on the sending node, against the shared storage) and before local delivery (-100). A node
@@ -46,6 +46,7 @@ from ..modules.message import DELIVERED, message_type
 from ..modules.offline import STORE as OFFLINE
 from .bus import ClusterBus
 from .carbons import ClusterCarbons, delivered_elsewhere
+from .components import ClusterComponents
 from .directory import SESSION_CHANGED, SessionInfo, describe, read
 from .groups import ClusterGroups
 from .messages import Deliver, Done, NodeMessage
@@ -81,6 +82,7 @@ class ClusterNode:
         self.groups = ClusterGroups(self)
         self.roster = ClusterRoster(self)
         self.pep = ClusterPep(self)
+        self.components = ClusterComponents(self)
         bus.subscribe(self.arrived)
         bus.on_node_down(self._node_down)
         bus.on_reaped(self.presence.reaped)
@@ -110,6 +112,7 @@ class ClusterNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
             self._sender = None
+        await self.components.written()
         await self.bus.stop()
 
     # --- the directory ---------------------------------------------------------------------------
@@ -347,6 +350,8 @@ class ClusterNode:
             return
         if self.groups.hosts(to):
             await self.groups.arrived(stanza, message.ask)
+        elif to.domain in self.server.config.components:
+            await self.components.arrived(stanza)
         elif to.local is None:
             log.error("dropping a bus delivery for %s, which is no account", to)
         elif stanza.kind == "presence":
