@@ -4,7 +4,8 @@ Two nodes on the local PostgreSQL and Redis, on real sockets. The component (a s
 ComponentXMPP, the push app server of test_push.py that also answers chat messages, as a bot or
 a gateway does) connects to node a only; alice logs in on node b. Her message to the component
 crosses to node a, and the component's answer comes back to her. A push notification that node
-b publishes for bob's hibernating session reaches the component on node a (XEP-0357 §7). When
+b publishes for bob's hibernating session reaches the component on node a (XEP-0357 §7), and
+the app server's answer reaches node b, which waits for it (§8). When
 the component is connected nowhere, or its node died, the sender gets service-unavailable as on
 one node (RFC 6120 §8.3.3.19).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree as ET
 
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -44,8 +46,19 @@ class Bot(AppServer):
         self.xmpp.make_message(mto=msg["from"], mfrom=APP, mbody=msg["body"].upper(), mtype="chat").send()
 
 
-async def bot_on(server: Server, peers: list[Any]) -> Bot:
-    bot = Bot(server)
+class Refusing(Bot):
+    """An app server that no longer knows the device: every publish gets item-not-found (§8)."""
+
+    def _publish(self, iq: Any) -> None:
+        self.publishes.put_nowait(ET.fromstring(ET.tostring(iq.xml)))
+        reply = iq.reply(clear=True)
+        reply["error"]["type"] = "cancel"
+        reply["error"]["condition"] = "item-not-found"
+        reply.send()
+
+
+async def bot_on(server: Server, peers: list[Any], kind: type[Bot] = Bot) -> Bot:
+    bot = kind(server)
     peers.append(bot)
     await bot.start()
     return bot
@@ -103,6 +116,17 @@ async def test_a_push_published_on_another_node_reaches_the_app_server(tmp_path:
         await alice_says(b, peers, TEXT)
         await wait(queued)
         check(*await app.next())
+
+
+async def test_an_app_server_on_another_node_disables_a_registration(tmp_path: Path, peers: list[Any]) -> None:
+    """The app server's error answers the publish of node b: node b drops the registration."""
+    async with two_nodes(tmp_path) as (a, b):
+        app = await bot_on(a, peers, Refusing)
+        await phone_left(b, peers)
+        await hibernating(b, "bob@localhost/tablet", peers)
+        await alice_says(b, peers, TEXT)
+        check(*await app.next())
+        await eventually(lambda: b.storage.maps.items("localhost", "bob", "push"), lambda found: not found, GUARD)
 
 
 async def test_a_component_gone_from_its_node_is_unavailable_everywhere(tmp_path: Path, peers: list[Any]) -> None:

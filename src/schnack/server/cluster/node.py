@@ -360,8 +360,12 @@ class ClusterNode:
             await self._to_session(stanza, to, copy=message.copy)
         elif stanza.kind == "message":
             await self._to_account_here(stanza, to)
+        elif stanza.kind == "iq" and stanza.type in ("result", "error"):
+            # The answer to a request a module of this node made from the account (a push
+            # publish), which came in on the node the answering component is linked to.
+            await self.server.router.route(stanza, None)
         else:
-            log.error("dropping a bus delivery of an IQ to the bare JID %s", to)
+            log.error("dropping a bus delivery of an IQ request to the bare JID %s", to)
 
     async def _in_order(self, stanza: Stanza, to: JID, mark: str) -> bool:
         """Whether a room's numbered copy (any kind) goes on to the session ``to``: it is here, and

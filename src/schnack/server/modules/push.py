@@ -50,7 +50,9 @@ remote-server-timeout, and service-unavailable, which this server itself answers
 server component that is not connected). After such an error the device was not woken: up to
 ``max_retries`` times in a row, the next message notifies at once and the notification is sent
 again after ``retry_interval`` seconds (twice that after a second failure, and so on).
-A reply that does not come within ``reply_timeout`` leaves the registration as it is.
+A reply that does not come within ``reply_timeout`` leaves the registration as it is. In a
+cluster the reply comes in on the node the app server's component is linked to: the publish's
+id carries a tag of the node that sent it (a hash of its name), and the reply goes on there.
 
 Nothing here holds up delivery: handlers start the notification in a task and return at once.
 """
@@ -111,6 +113,9 @@ _CACHED_ACCOUNTS = 10_000
 # Seconds one message wakes one device at most once, cluster-wide: far longer than the message
 # takes to reach the account's sessions on every node, and their connections to be found dead.
 _ONCE = 600.0
+# A publish's id: the prefix, the tag of the node that sent it (_tag), a dash and a random token.
+_ID_PREFIX = "push-"
+_TAG_LENGTH = 12
 
 
 @dataclass(frozen=True)
@@ -226,6 +231,12 @@ def _sender(el: Element) -> str | None:
         return str(JID.parse(value).bare)
     except JIDError:
         return None
+
+
+def _tag(node: str) -> str:
+    """What a publish's id carries of its node: enough for the cluster to find the node again,
+    while the app server learns no name of the cluster's machines."""
+    return hashlib.sha256(node.encode()).hexdigest()[:_TAG_LENGTH]
 
 
 class Push(Module[PushOptions]):
@@ -476,7 +487,7 @@ class Push(Module[PushOptions]):
 
     async def _publish(self, account: JID, registration: Registration, notification: Notification) -> None:
         enable = registration.enable
-        id = f"push-{secrets.token_urlsafe(12)}"
+        id = f"{_ID_PREFIX}{_tag(self.server.cluster.name)}-{secrets.token_urlsafe(12)}"
         iq = element(
             _IQ,
             {"type": "set", "id": id, "from": str(account), "to": enable.jid},
@@ -497,7 +508,9 @@ class Push(Module[PushOptions]):
         if stanza.type not in ("result", "error") or stanza.id is None:
             return None
         waiting = self._waiting.get(stanza.id)
-        if waiting is None or stanza.to is None or stanza.to.bare != waiting.account:
+        if waiting is None:
+            return await self._reply_elsewhere(stanza)
+        if stanza.to is None or stanza.to.bare != waiting.account:
             return None
         if stanza.from_ is None or str(stanza.from_) != waiting.app_server:
             return None
@@ -524,6 +537,26 @@ class Push(Module[PushOptions]):
                         log.info("disabling push to %s for %s: %s", waiting.app_server, waiting.account, err)
                         await self._drop(waiting.account, waiting.key)
         return HANDLED
+
+    async def _reply_elsewhere(self, stanza: Stanza) -> Handled | None:
+        """§8 in a cluster: an answer to another node's publish (the app server's link is on this
+        node) goes on to the node its id names, which waits for it."""
+        id, to = stanza.id, stanza.to
+        if id is None or to is None or not id.startswith(_ID_PREFIX):
+            return None
+        tag = id[len(_ID_PREFIX):len(_ID_PREFIX) + _TAG_LENGTH]
+        if tag == _tag(self.server.cluster.name):
+            return None
+        try:
+            nodes = await self.server.cluster.bus.nodes()
+        except Exception as err:
+            # Redis is away: the publishing node's reply_timeout leaves the registration as it is.
+            log.warning("cannot pass a push app server's answer to the node that published: %s", err)
+            return HANDLED
+        for node in nodes:
+            if _tag(node) == tag and await self.server.cluster.forward(node, stanza, to):
+                return HANDLED
+        return None
 
     def _retry_later(self, waiting: _Waiting, pending: _Pending) -> None:
         """The device was not woken: neither coalescing nor silence may leave it asleep for good."""
