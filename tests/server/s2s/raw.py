@@ -70,6 +70,11 @@ class RawPeer:
         assert features.find(f"{{{ns.TLS}}}starttls/{{{ns.TLS}}}required") is not None
         self.writer.write(f"<starttls xmlns='{ns.TLS}'/>{behind}".encode())
         assert (await self.element()).tag == f"{{{ns.TLS}}}proceed"
+        await self.tls(certificate)
+        return await self.open(origin, to)
+
+    async def tls(self, certificate: tuple[Path, Path] | None = None) -> None:
+        """The TLS handshake after ``<proceed/>``, and a parser for the stream after it."""
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -77,7 +82,6 @@ class RawPeer:
             ctx.load_cert_chain(*certificate)
         await self.writer.start_tls(ctx)
         self.parser = StreamParser(1_000_000)
-        return await self.open(origin, to)
 
     async def stream_error(self) -> str:
         while True:

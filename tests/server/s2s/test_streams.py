@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -16,6 +17,7 @@ import pytest
 
 from schnack.server.app import Server
 from schnack.server.s2s.dialback import dialback_key
+from schnack.server.s2s.wire import Wire
 from schnack.server.sessions import Session
 from schnack.server.tls import make_self_signed
 from schnack.xmpp import ns
@@ -26,7 +28,7 @@ from schnack.xmpp.xml import element
 from ...client.dns import dns_server
 from ...harness import Client, add_user, connect, make_config, running
 from ..modules.messaging import condition, error_text
-from .raw import RawPeer, RawReceiver, authenticated_peer
+from .raw import WAIT, RawPeer, RawReceiver, authenticated_peer
 
 SECRET = "our dialback secret"
 DB = "{jabber:server:dialback}"
@@ -564,6 +566,72 @@ async def test_input_behind_starttls_sent_with_the_header_ends_the_stream_after_
     assert isinstance(await raw.next(), StreamOpened)
     assert (await raw.element()).tag == f"{{{ns.STREAMS}}}features"
     assert await raw.stream_error() == "policy-violation"
+
+
+async def until(check: Callable[[], bool]) -> None:
+    """Until ``check`` holds: the server acts on input still on its way."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            if check():
+                return
+            await asyncio.sleep(0.01)
+
+
+async def behind_held_back_proceed(server: Server, origin: str, behind: str) -> tuple[RawPeer, Wire]:
+    """A peer that sends ``behind`` after its <starttls/>, while the server's <proceed/> waits to
+    go: the peer did not read a large keepalive burst sent before, so the server's transport
+    holds more than its high-water mark and ``Wire.start_tls`` waits in ``drain()`` until the
+    peer reads. Returned once ``behind`` is in the server's reader."""
+    raw = await peer(server)
+    await raw.open(origin, "localhost")
+    (incoming,) = server.s2s.incoming
+    wire = incoming.wire
+    # Small socket buffers, so that the kernel does not take the whole burst, and a low
+    # high-water mark, so that a small burst is enough (it crawls through the small buffers).
+    wire.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    raw.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    transport = wire.writer.transport
+    transport.set_write_buffer_limits(high=4096)
+    wire.write(" " * 150_000)
+    wire.flush()
+    assert transport.get_write_buffer_size() > 4096
+    read = wire.last_read
+    raw.send(f"<starttls xmlns='{ns.TLS}'/>")
+    # The read that brings <starttls/> runs on, in the same step, to the wait in drain().
+    await until(lambda: wire.last_read != read)
+    raw.send(behind)
+    await until(lambda: bool(wire.reader._buffer))  # type: ignore[attr-defined]
+    return raw, wire
+
+
+async def test_input_behind_starttls_while_proceed_waits_ends_the_stream_before_tls(server: Server) -> None:
+    """RFC 6120 §5.4.3.3, CVE-2011-0411: input that arrives while <proceed/> waits for the peer
+    to read came in the clear as well; left in the reader it would be read after the handshake
+    as if it came over TLS. The <proceed/> is out by then: a stream error follows it in the
+    clear, and TLS never starts."""
+    raw, wire = await behind_held_back_proceed(
+        server, "other.example", "<db:verify from='other.example' to='localhost' id='s1'>0123</db:verify>")
+    assert (await raw.element()).tag == f"{{{ns.TLS}}}proceed"
+    assert await raw.stream_error() == "policy-violation"
+    assert isinstance(await raw.next(), StreamClosed)
+    async with asyncio.timeout(WAIT):
+        assert await raw.reader.read() == b""
+    assert not wire.secure
+
+
+async def test_whitespace_behind_starttls_while_proceed_waits_is_no_injection(
+        receiving: tuple[Server, str]) -> None:
+    """RFC 6120 §11.7: a keepalive that arrives while <proceed/> waits to go is dropped before
+    TLS, not read as the start of the stream after it."""
+    server, secret = receiving
+    raw, _ = await behind_held_back_proceed(server, "b.example", " \n")
+    assert (await raw.element()).tag == f"{{{ns.TLS}}}proceed"
+    await raw.tls()
+    features = await raw.open("b.example", "localhost")
+    assert features.find("{urn:xmpp:features:dialback}dialback") is not None
+    key = dialback_key(secret, "localhost", "b.example", raw.stream_id)
+    raw.send(f"<db:result from='b.example' to='localhost'>{key}</db:result>")
+    assert (await raw.element()).get("type") == "valid"
 
 
 @pytest.mark.parametrize("behind", [" ", "\r\n", " \t\n" * 100])

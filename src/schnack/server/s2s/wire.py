@@ -11,6 +11,7 @@ import asyncio
 import logging
 import ssl
 import time
+from typing import cast
 from xml.etree.ElementTree import Element
 from xml.sax.saxutils import quoteattr
 
@@ -119,23 +120,43 @@ class Wire:
         Called right after ``<starttls/>`` was read and ``<proceed/>`` written (not sent yet), or
         after ``<proceed/>`` was read. Either way the peer now waits for us, so input behind that
         element came in the clear and would otherwise be read as if it came over TLS (the
-        injection of CVE-2011-0411): it raises StreamError policy-violation, before TLS and
-        with ``<proceed/>`` unsent. Only whitespace is let pass: it may come between top-level
-        elements (§11.7; a keepalive, a newline), carries nothing, and is dropped. Whitespace
-        that arrives once the handshake began is taken for TLS input, and fails it.
+        injection of CVE-2011-0411): it raises StreamError policy-violation, before TLS. Only
+        whitespace is let pass: it may come between top-level elements (§11.7; a keepalive, a
+        newline), carries nothing, and is dropped. Whitespace that arrives once the handshake
+        began is taken for TLS input, and fails it.
+
+        The input is checked twice. First with ``<proceed/>`` unsent: refused then, it is never
+        sent. Then after ``drain()``, which waits while the peer does not read what was sent
+        before, as the last step before TLS: input may arrive meanwhile. Refused then, the
+        ``<proceed/>`` is out, and the stream error and closing tag follow it in the clear: a
+        peer that already began its handshake gets them where it expects the server's first
+        TLS record, and its handshake fails.
         """
-        unread = self._unread()
-        if self._events or not self.parser.only_whitespace_after_last_element() or unread.strip():
+        if not self._only_whitespace_behind():
             # The <proceed/> (incoming) is the last write; what came before it in this turn (our
             # header and features, for a peer that sent its header along) still goes.
             self._out.drop_last()
-            raise StreamError("policy-violation", "input came in the clear behind the STARTTLS exchange")
-        unread.clear()
+            raise _injected()
         self.flush()
         await self.writer.drain()
+        if not self._only_whitespace_behind():
+            raise _injected()
+        # No await between the check and here: from now on input stays in the socket until TLS
+        # reads it. StreamWriter.start_tls awaits drain() once more before asyncio's start_tls
+        # stops reading, and that would wait again if more was written meanwhile.
+        cast(asyncio.Transport, self.writer.transport).pause_reading()
         await self.writer.start_tls(context, server_hostname=server_hostname)
         self.secure = True
         self.restart()
+
+    def _only_whitespace_behind(self) -> bool:
+        """Whether the input behind the last element, parsed or still in the reader, is only
+        whitespace; that whitespace is dropped."""
+        unread = self._unread()
+        if self._events or not self.parser.only_whitespace_after_last_element() or unread.strip():
+            return False
+        unread.clear()
+        return True
 
     def _unread(self) -> bytearray:
         """The bytes the reader received and :meth:`next_event` did not read yet."""
@@ -168,3 +189,7 @@ class Wire:
                 await self.writer.wait_closed()
         except Exception:  # timed out, or the connection broke: nothing more can be sent anyway
             self.writer.transport.abort()
+
+
+def _injected() -> StreamError:
+    return StreamError("policy-violation", "input came in the clear behind the STARTTLS exchange")
