@@ -509,6 +509,48 @@ async def test_a_gateway_failure_is_500_and_nothing_counts_as_sent(
     assert (await set_password(http, server, last_code(hook)))[0] == 201
 
 
+async def test_a_code_storage_cannot_record_is_503_and_neither_sent_nor_counted(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """Codes are asked for while PostgreSQL holds up the writes past command_timeout: first the
+    whole kv table (another connection holds a lock on it), then only the row of the number's
+    code, after the limits were claimed. Each answer is 503 with Retry-After, no SMS goes out,
+    the code sent before stays the one pending, and nothing counts against the number's daily
+    limit: once storage works, that code makes the account and the day's second code is sent."""
+    modules = phone_modules(hook.url, sms_interval=0, sms_per_day=2)
+    async with (postgres_schema() as (url, schema, admin),
+                running(tmp_path, listen=True, modules=modules,
+                        storage={"url": with_query(url, command_timeout="1")}) as server):
+        assert (await ask_code(http, server)).status == 200
+        first = last_code(hook)
+        for lock in (f'LOCK TABLE "{schema}".kv IN ACCESS EXCLUSIVE MODE',
+                     f'SELECT 1 FROM "{schema}".kv WHERE store = \'phone-code/{NUMBER}\' FOR UPDATE'):
+            async with admin.transaction():
+                await admin.execute(lock)
+                for _ in range(2):
+                    answer = await ask_code(http, server)
+                    assert answer.status == 503, lock
+                    assert int(answer.headers["Retry-After"]) >= 1
+                    assert (await answer.text()).count("\n") == 1
+        assert len(hook.received) == 1
+        assert await set_password(http, server, first) == (201, "the account was created\n")
+        assert (await ask_code(http, server)).status == 200
+        assert len(hook.received) == 2
+        assert (await ask_code(http, server)).status == 429
+
+
+async def test_a_gateway_failure_leaves_the_code_sent_before_pending(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """The new code is stored before its SMS goes out; when the gateway then fails, the code
+    sent before takes its place again, and still makes the account."""
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, sms_interval=0)) as server:
+        assert (await ask_code(http, server)).status == 200
+        first = last_code(hook)
+        hook.status = 503
+        assert (await ask_code(http, server)).status == 500
+        hook.status = 200
+        assert await set_password(http, server, first) == (201, "the account was created\n")
+
+
 async def test_the_command_gateway_sends_the_code(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     out = tmp_path / "outbox"
     script = tmp_path / "send-sms.py"

@@ -8,8 +8,9 @@ Conversations' and Monal's Quicksy builds use), under ``/phone`` of the HTTP lis
 - ``GET /phone/authentication/{number}``: send a fresh 6-digit code to the number. 200 sent;
   400 not a number in E.164 form, or a missing or malformed ``Installation-Id`` (a UUID,
   required so that web pages cannot have their visitors' browsers ask for codes); 429 with
-  ``Retry-After`` when a limit was reached; 500 when the SMS gateway failed (nothing is then
-  counted as sent).
+  ``Retry-After`` when a limit was reached; 500 when the SMS gateway failed, 503 with
+  ``Retry-After`` when storage did (no SMS is then sent, nothing counted as sent, and a code
+  sent before stays pending: the code is stored before its SMS goes out).
 - ``POST /phone/password`` with ``Authorization: base64(number "\\0" code)`` (or ``Basic
   base64(number ":" code)``), the ``Installation-Id`` that asked for the code, and the new
   password as the UTF-8 body. 201 the account was created (anew, for a reassigned number:
@@ -346,6 +347,10 @@ class Phone(Module[PhoneOptions]):
             await self.send_code(number, address_group(request.remote or "?"), _installation(request))
         except _Refused as refused:
             return refused.response()
+        except StorageError as err:
+            log.error("a code for %s was not sent, as storage failed: %s", request.match_info["number"], err)
+            return _Refused(503, "the code could not be recorded just now, and none was sent: ask again shortly",
+                            _AGAIN_AFTER).response()
         return web.Response(text="the code was sent\n")
 
     async def password(self, request: web.Request) -> web.Response:
@@ -386,10 +391,12 @@ class Phone(Module[PhoneOptions]):
 
     async def send_code(self, number: str, address: str, installation: str) -> None:
         """Send a new code to ``number`` unless a limit says no (_Refused 429), replacing any code
-        sent before; a gateway failure is _Refused 500, and then nothing counts as sent."""
+        sent before; a gateway failure is _Refused 500, a StorageError passes, and either way no
+        SMS was sent, nothing counts as sent and the code before stays pending."""
         now = time.time()
         day = int(now // DAY)
         next_day = (day + 1) * DAY
+        kv = self.server.storage.kv
         claimed: list[str] = []
         try:
             key, taken = await self._claim(f"phone-address/{address}", self.options.sms_per_ip_per_hour, now,
@@ -404,20 +411,43 @@ class Phone(Module[PhoneOptions]):
             claimed.append(key)
             await self._claim_sms(number, now, claimed)
             digits = f"{secrets.randbelow(10**_CODE_DIGITS):0{_CODE_DIGITS}d}"
+            code = _Code.make(digits, installation, now + self.options.code_lifetime).dump()
+            # The code is stored before the SMS goes out: an SMS whose code storage then failed
+            # to keep would be a code that cannot work, and would still count against the limits.
+            before = await kv.get(self.host, "", _code_key(number))
+            await self._sweep_later(_code_key(number), now + self.options.code_lifetime)
+            await kv.set(self.host, "", _code_key(number), code)
             text = self.options.sms_text.replace("{code}", digits).replace("{domain}", self.host)
             try:
                 await self.gateway.send(number, text)
             except SmsError as err:
                 log.error("the SMS with a code for %s was not sent: %s", number, err)
+                await self._unstore(number, code, before)
                 raise _Refused(500, "the SMS could not be sent; try again later") from None
         except BaseException:
-            for key in claimed:
-                await self.server.storage.kv.delete(self.host, "", key)
+            await self._give_back_claims(claimed)
             raise
-        code = _Code.make(digits, installation, now + self.options.code_lifetime)
-        await self._sweep_later(_code_key(number), code.expires)
-        await self.server.storage.kv.set(self.host, "", _code_key(number), code.dump())
         log.info("sent a code to %s", number)
+
+    async def _unstore(self, number: str, code: bytes, before: bytes | None) -> None:
+        """Put the number's code ``before`` (None: none) back in the place of ``code``, whose SMS
+        was not sent, unless a newer one took it meanwhile."""
+        kv = self.server.storage.kv
+        try:
+            if before is None:
+                await kv.delete_if(self.host, "", _code_key(number), code)
+            else:
+                await kv.replace(self.host, "", _code_key(number), code, before)
+        except StorageError as err:
+            log.error("a code for %s whose SMS was not sent stays stored (no one knows it): %s", number, err)
+
+    async def _give_back_claims(self, claimed: list[str]) -> None:
+        """Free the limits' keys claimed for a code that was not sent."""
+        for key in claimed:
+            try:
+                await self.server.storage.kv.delete(self.host, "", key)
+            except StorageError as err:
+                log.error("a claim for a code that was not sent stays counted until it expires: %s", err)
 
     async def _claim_sms(self, number: str, now: float, claimed: list[str]) -> None:
         """Claim one of the number's SMS of the day, ``sms_interval`` after the one before."""
