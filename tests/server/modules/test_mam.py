@@ -24,6 +24,7 @@ from schnack.xmpp.payloads.rsm import ResultSet
 from schnack.xmpp.xml import serialize
 
 from ...harness import Client, add_user, running, xml
+from ..storage.conftest import storage_url  # noqa: F401 (a fixture)
 from .messaging import FALLBACK, OMEMO, announce, body, chat, condition, login
 
 MAM = "urn:xmpp:mam:2"
@@ -651,6 +652,26 @@ async def test_time_window_paged_with_rsm(server: Server) -> None:
     assert answer.ids == [ids[3], ids[5]] and not answer.complete
     answer = await ask(bob, times + rsm(max=0))
     assert answer.ids == [] and answer.rsm.count == 7
+
+
+async def test_a_query_naming_more_ids_than_a_page_holds_is_a_policy_violation(
+        tmp_path: Path, storage_url: str) -> None:  # noqa: F811
+    """§4.1.3 'ids', on both backends: a query may name at most ``max_page_size`` ids (so that
+    all it finds fit one page); more, even more than SQLite binds in one statement (32,766 by
+    default, 250,000 as Debian builds it), in a stanza that a raised ``max_stanza_size`` lets
+    in, is policy-violation (RFC 6120 §8.3.3.12), not a storage failure."""
+    modules: dict[str, Any] = {**MODULES, "mam": {"max_page_size": 10_000}}
+    async with running(tmp_path, modules=modules, storage={"url": storage_url},
+                       limits={"max_stanza_size": 16 * 1024 * 1024}) as server:
+        _, bob, ids = await conversation(server, 3)
+        most = ids * 3333 + ids[:1]
+        answer = await ask(bob, form(ids=most))
+        assert answer.ids == ids and answer.complete
+        for named in (ids * 86_000, most + ids[:1]):
+            answer = await ask(bob, form(ids=named))
+            assert condition(answer.iq) == "policy-violation", xml(answer.iq)
+            assert answer.iq.findtext(f"{{{ns.CLIENT}}}error/{{{ns.STANZA_ERRORS}}}text") == \
+                "a query may name at most 10000 ids"
 
 
 async def test_extended_ids_after_id_before_id(server: Server) -> None:

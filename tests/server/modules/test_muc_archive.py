@@ -214,6 +214,23 @@ async def test_an_unknown_id_is_not_found(server: Server) -> None:
     assert bodies(results) == ["kept"]
 
 
+async def test_more_ids_than_a_page_holds_are_a_policy_violation(server: Server) -> None:
+    """XEP-0313 §4.1.3 'ids': a query to a group's archive may name at most max_page_size (250)
+    ids, as one to a user archive; more are policy-violation (RFC 6120 §8.3.3.12)."""
+    alice, bob = await private_group(server, "alice", "bob")
+    await alice.send(f"<message to='{ROOM}' type='groupchat'><body>kept</body></message>")
+    alice.take()
+    (known,) = [m.find(STANZA_ID).get("id") for m in bob.take()]  # type: ignore[union-attr]
+    assert known is not None
+    for named, kept in ((250, True), (251, False)):
+        ids = f"<x xmlns='jabber:x:data' type='submit'>{field('FORM_TYPE', MAM)}{field('ids', *[known] * named)}</x>"
+        results, answer = await query(bob, form=ids)
+        if kept:
+            assert bodies(results) == ["kept"]
+        else:
+            assert condition(answer) == "policy-violation"
+
+
 async def test_hints_keep_a_message_out_of_the_archive(server: Server) -> None:
     """XEP-0334 §4: a message with a no-store or no-permanent-store hint reaches the occupants
     but not the archive, so it carries no stanza-id."""

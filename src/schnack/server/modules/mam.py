@@ -37,9 +37,10 @@ they know the message by the id they later find in the archive; a last handler (
 then takes it off, since §3.5 forbids showing it to the contact.
 
 **Queries (§4).** An IQ set with ``<query/>`` to the account's own bare JID (or without 'to'):
-the form filters ``with``, ``start``, ``end``, ``before-id``, ``after-id`` and ``ids``; RSM
-``max`` (capped at ``max_page_size``), ``after``, ``before`` (empty for the last page) and
-``<flip-page/>``. ``start`` and ``end`` take in the messages whose stamp, as results and
+the form filters ``with``, ``start``, ``end``, ``before-id``, ``after-id`` and ``ids`` (at
+most ``max_page_size`` of them, so that all a query finds fit one page; more get
+policy-violation); RSM ``max`` (capped at ``max_page_size``), ``after``, ``before`` (empty for
+the last page) and ``<flip-page/>``. ``start`` and ``end`` take in the messages whose stamp, as results and
 metadata show it (to the microsecond, the precision a message's time is kept at), is within
 them. The results go to the querying resource as messages, then the IQ result with ``<fin/>``
 says whether the page completes the result set. A ``with`` full JID (a contact's device, or
@@ -412,7 +413,7 @@ class Mam(Module[MamOptions]):
         assert owner.local is not None
         host, user = owner.domain, owner.local
         archive = self.server.storage.archive
-        await check_ids(archive, host, user, STORE, flt.ids)
+        await check_ids(archive, host, user, STORE, flt.ids, self.options.max_page_size)
         with_jid = flt.with_jid
         # §4.1.1: a bare JID matches the messages with that contact (the archive files each under
         # the contact's bare JID, the account's own for a message between its resources); a full
@@ -466,10 +467,15 @@ def _claims(owner: JID) -> Callable[[str], bool]:
     return claims
 
 
-async def check_ids(archive: ArchiveStore, host: str, username: str, store: str, ids: Sequence[str] | None) -> None:
+async def check_ids(archive: ArchiveStore, host: str, username: str, store: str, ids: Sequence[str] | None,
+                    most: int) -> None:
     """§4.1.3: every id the 'ids' field names must be in the archive (ItemNotFound if one is not),
-    not just filter it: a client asking for a message by its id learns that the message is gone."""
+    not just filter it: a client asking for a message by its id learns that the message is gone.
+    More than ``most`` ids (the page size, so that all found fit one page) are policy-violation
+    (RFC 6120 §8.3.3.12): unbounded, they would exceed what storage binds in one statement."""
     if ids is not None:
+        if len(ids) > most:
+            raise StanzaError("policy-violation", f"a query may name at most {most} ids")
         known = await archive.query(host, username, store, ids=ids, count=False)
         if len(known.items) != len(set(ids)):
             raise ItemNotFound("an id of the 'ids' field is not in the archive")

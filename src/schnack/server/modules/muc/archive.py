@@ -20,7 +20,8 @@ an open room anyone in the room or, if it is public and has no password, anyone 
 reading the archive takes the right to enter the room, which a password gives only to those who
 entered with it). ``with`` matches the sender's real bare JID, so a reader the room does not
 show real JIDs to may filter by its own JID only, not by another user's (§4.1.1: forbidden).
-An id in ``ids`` that the archive does not hold is item-not-found (§4.1.3), as in a user archive.
+An id in ``ids`` that the archive does not hold is item-not-found (§4.1.3), and more ids than
+``max_page_size`` are policy-violation, as in a user archive.
 A message is kept at its time to the microsecond, the precision its stamp shows, and ``start``,
 ``end`` and history's ``since`` take in the messages whose stamp is within them (§4.1.2), also
 those kept at finer times before.
@@ -214,7 +215,7 @@ class Archive:
             raise StanzaError("forbidden", "only those this group shows real JIDs to filter by them")
         archive = self.muc.server.storage.archive
         try:
-            await check_ids(archive, room.jid.domain, room.name, ARCHIVE, flt.ids)
+            await check_ids(archive, room.jid.domain, room.name, ARCHIVE, flt.ids, cap)
             page = await archive.query(
                 room.jid.domain, room.name, ARCHIVE,
                 with_jid=str(flt.with_jid.bare) if flt.with_jid is not None else None,
