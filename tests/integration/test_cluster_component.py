@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from slixmpp import JID
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from schnack.server.admin import request
 from schnack.server.app import Server
 from schnack.server.component import ACCEPT
 
@@ -98,12 +100,27 @@ async def test_a_component_on_another_node_is_a_disco_item_of_the_host(tmp_path:
         alice.xmpp.register_plugin("xep_0030")
 
         async def items() -> list[str]:
-            found = await alice.xmpp.plugin["xep_0030"].get_items(jid="localhost", timeout=GUARD)
+            found = await alice.xmpp.plugin["xep_0030"].get_items(jid=JID("localhost"), timeout=GUARD)
             return [jid for jid, _node, _name in found["disco_items"]["items"]]
 
         assert APP not in await items()
         await bot_on(a, peers)
         assert APP in await items()
+
+
+async def test_a_component_is_no_session_in_the_cluster_listing(tmp_path: Path, peers: list[Any]) -> None:
+    """What ``schnack admin cluster`` shows: the component's link counts apart from the client
+    sessions of its node, so a drain, which sends clients to the node with the fewest sessions,
+    is not steered off a node by its components."""
+    async with two_nodes(tmp_path) as (a, b):
+        await bot_on(a, peers)
+        await alice_on(b, peers)
+
+        async def listed() -> dict[str, tuple[int, int]]:
+            reply = await request(b.config.data_dir, "cluster")
+            return {row["name"]: (row["sessions"], row["components"]) for row in reply["nodes"]}
+
+        await eventually(listed, lambda rows: rows == {"a": (0, 1), "b": (1, 0)}, GUARD)
 
 
 async def test_a_push_published_on_another_node_reaches_the_app_server(tmp_path: Path, peers: list[Any]) -> None:

@@ -420,7 +420,7 @@ def sessions(config_path: Path | None, as_json: bool) -> None:
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def cluster(config_path: Path | None, as_json: bool) -> None:
-    """List the live nodes of the cluster and their sessions, as the running server sees them."""
+    """List the live nodes of the cluster, their client sessions and component links, as the running server sees them."""
     cfg = _load(config_path)
     try:
         reply = _run(admin_channel.request(cfg.data_dir, "cluster"))
@@ -434,7 +434,7 @@ def cluster(config_path: Path | None, as_json: bool) -> None:
     for row in rows:
         here = " (this node)" if row["name"] == reply["node"] else ""
         started = datetime.datetime.fromtimestamp(row["started"], datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        click.echo(f"{row['name']}\t{row['sessions']} sessions\tup since {started}{here}")
+        click.echo(f"{row['name']}\t{row['sessions']} sessions\t{row['components']} components\tup since {started}{here}")
 
 
 @admin.command("drain")

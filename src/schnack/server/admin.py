@@ -52,7 +52,8 @@ async def _handle(server: Server, request: dict[str, Any]) -> dict[str, Any]:
         return {
             "ok": True,
             "node": server.cluster.name,
-            "nodes": [{"name": n.name, "sessions": n.sessions, "started": n.started} for n in nodes.values()],
+            "nodes": [{"name": n.name, "sessions": n.sessions, "components": n.components, "started": n.started}
+                      for n in nodes.values()],
         }
     if command == "drain":
         if server.draining:

@@ -181,6 +181,27 @@ async def test_a_node_whose_heartbeats_stop_expires(cluster: Cluster) -> None:
     assert not await a.publish("b", stanza("bob@example.org/desk", "alice@example.org/phone", "lost?"))
 
 
+async def test_a_components_link_is_counted_apart_from_the_sessions(cluster: Cluster) -> None:
+    """A component's link is in the directory as a full JID without a local part
+    (``{domain}/{node}``, components.py), so that every node reaches it; it is no client
+    session, and each node's count shows it apart (``schnack admin cluster``, and the session
+    counts a drain picks its target by)."""
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    await a.register("alice@example.org/desk", "a")
+    await a.register("push.example.org/a", "a")
+    await b.register("push.example.org/b", "b")
+    await b.register("bob@example.org/push.example.org", "b")
+    await b.register("carol@example.org/phone", "b")
+
+    async def counts() -> dict[str, tuple[int, int]]:
+        return {name: (info.sessions, info.components) for name, info in (await a.nodes()).items()}
+
+    await eventually(counts, lambda found: found == {"a": (1, 1), "b": (2, 1)})
+    await b.unregister("push.example.org/b")
+    await eventually(counts, lambda found: found == {"a": (1, 1), "b": (2, 0)})
+
+
 async def test_a_change_announced_reaches_every_other_node(cluster: Cluster) -> None:
     a = await cluster.node("a")
     b = await cluster.node("b")

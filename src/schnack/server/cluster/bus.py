@@ -28,13 +28,15 @@ ReapedHandler = Callable[[str, dict[str, str]], Awaitable[None]]
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """A live node as the directory sees it: its session count at its last heartbeat, and the
-    ``host:port`` its clients connect to (empty when not configured)."""
+    """A live node as the directory sees it: its client sessions and its components' links
+    (:func:`is_session`) at its last heartbeat, and the ``host:port`` its clients connect to
+    (empty when not configured)."""
 
     name: str
     sessions: int
     started: float
     address: str = ""
+    components: int = 0
 
 
 @dataclass(frozen=True)
@@ -176,3 +178,9 @@ class BusUnavailable(Exception):
 def bare_of(full_jid: str) -> str:
     """The bare part of a full JID string (a bare JID never contains '/')."""
     return full_jid.partition("/")[0]
+
+
+def is_session(full_jid: str) -> bool:
+    """Whether a directory entry is a client session (RFC 6120 §7: bound to a JID with a local
+    part) rather than a component's link, which is entered under ``{domain}/{node}`` (components.py)."""
+    return "@" in bare_of(full_jid)

@@ -8,7 +8,7 @@
    its rooms are storing and sending out are through, the rooms leave its memory
    (``cluster/groups.py``),
 2. closes every client stream with the ``see-other-host`` stream error (RFC 6120 §4.9.3.19),
-   naming the ``cluster.public_address`` of another live node (the one with the fewest sessions
+   naming the ``cluster.public_address`` of another live node (the one with the fewest client sessions
    first, then round robin), or ``system-shutdown`` when no other node advertises one. A closed
    stream ends its session: what the client had not acknowledged goes to offline storage
    (XEP-0198 §4), and the messages themselves are in the archive already (unless the account's

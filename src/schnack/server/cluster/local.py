@@ -25,6 +25,7 @@ from .bus import (
     RecoveredHandler,
     ResubscribedHandler,
     bare_of,
+    is_session,
 )
 from .messages import (
     BusMessage,
@@ -244,14 +245,16 @@ class LocalBus:
         return {full: node for full, node in entries.items() if self._hub.alive(node, self._ttl)}
 
     async def nodes(self) -> dict[str, NodeInfo]:
-        """The live nodes and their session counts."""
-        counts: dict[str, int] = {}
+        """The live nodes with their counts of sessions and of components' links."""
+        sessions: dict[str, int] = {}
+        links: dict[str, int] = {}
         for entries in self._hub.directory.values():
-            for node in entries.values():
+            for full_jid, node in entries.items():
+                counts = sessions if is_session(full_jid) else links
                 counts[node] = counts.get(node, 0) + 1
         return {
-            node: NodeInfo(node, counts.get(node, 0), self._hub.started.get(node, 0.0),
-                           self._hub.addresses.get(node, ""))
+            node: NodeInfo(node, sessions.get(node, 0), self._hub.started.get(node, 0.0),
+                           self._hub.addresses.get(node, ""), links.get(node, 0))
             for node in self._hub.seen if self._hub.alive(node, self._ttl)
         }
 

@@ -57,6 +57,7 @@ from .bus import (
     RecoveredHandler,
     ResubscribedHandler,
     bare_of,
+    is_session,
 )
 from .messages import BusMessageError, Changed, Deliver, Done, NodeDown, NodeMessage, decode, encode
 from .sentinel import (
@@ -418,7 +419,9 @@ class RedisBus:
         return [_text(name) for name in names]
 
     def _info(self) -> str:
-        return json.dumps({"sessions": len(self._local), "started": self._started, "address": self._address})
+        sessions = sum(1 for full_jid in self._local if is_session(full_jid))
+        return json.dumps({"sessions": sessions, "components": len(self._local) - sessions,
+                           "started": self._started, "address": self._address})
 
     async def _beat(self) -> None:
         """Heartbeat; rewrite the directory if it may have lost this node; reap dead nodes."""
@@ -451,7 +454,8 @@ class RedisBus:
             self.resyncs += 1
         if self._lost:
             self._lost = False
-            log.info("Redis is back; %d sessions of this node written to the directory", len(self._local))
+            log.info("Redis is back; %d sessions and component links of this node written to the directory",
+                     len(self._local))
             if self._unannounced:
                 self._handling.spawn(self._announce_again())
             for recovered in list(self._recovered_handlers):
@@ -770,7 +774,8 @@ class RedisBus:
             self._lose(err)
 
     async def nodes(self) -> dict[str, NodeInfo]:
-        """The live nodes and their session counts at their last heartbeat."""
+        """The live nodes with their counts of sessions and of components' links at their last
+        heartbeat (a node of a release before the links were counted apart shows none)."""
         known = await self._known_nodes()
         if not known:
             return {}
@@ -782,7 +787,7 @@ class RedisBus:
             try:
                 info = json.loads(beat)
                 result[node] = NodeInfo(node, int(info["sessions"]), float(info["started"]),
-                                        str(info.get("address", "")))
+                                        str(info.get("address", "")), int(info.get("components", 0)))
             except (ValueError, KeyError, TypeError):
                 log.error("node %s has an unreadable heartbeat", node)
         return result
