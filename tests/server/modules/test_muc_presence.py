@@ -89,6 +89,25 @@ async def test_refusals(server: Server) -> None:
     assert 110 in statuses(of_kind(out, PRESENCE)[-1])
 
 
+async def test_nicks_of_blanks_or_with_blanks_around_are_refused(server: Server) -> None:
+    """A nick that is blank, or another's with a space added at an end, shows as that one in every
+    client: the room refuses it (jid-malformed, §7.2.1), on entering and on changing nick (§7.6)."""
+    alice, bob, mallory = await private_group(server, "alice", "bob", "mallory")
+    for nick in ("bob ", " bob", "   ", "\u00a0bob"):
+        await mallory.send(f"<presence to='{ROOM}/{nick}'/>")
+        (refused,) = mallory.take()
+        assert refused.get("type") == "error" and condition(refused) == "jid-malformed", serialize(refused)
+    newcomer = await online(server, "carol@localhost/phone")
+    for nick in ("bob ", "   "):
+        await newcomer.send(join_xml(ROOM, nick))
+        (refused,) = newcomer.take()
+        assert condition(refused) == "jid-malformed", serialize(refused)
+    # Nobody heard of a change: mallory is still in the room under its nick.
+    assert alice.take() == [] and bob.take() == []
+    await mallory.send(f"<message to='{ROOM}' type='groupchat'><body>still here</body></message>")
+    assert [el.get("from") for el in bob.take()] == [f"{ROOM}/mallory"]
+
+
 async def test_password_and_full_room(server: Server) -> None:
     alice = await online(server, "alice@localhost/phone")
     await create(alice, nick="Alice", form=(

@@ -12,7 +12,8 @@ of the resource that entered last. Refusals (§7.2.5 to §7.2.11):
 outcasts get forbidden, non-members of a members-only room registration-required, a wrong
 password not-authorized, a full room service-unavailable, a nick someone else uses or has
 reserved conflict, and a locked room item-not-found except for its owner (§7.2.10). A presence
-without a nick is jid-malformed (§7.2.1). A user who owns ``max_owned_rooms`` rooms creates no
+without a nick is jid-malformed (§7.2.1), as is one whose nick is blank or starts or ends with a
+space, on entering and on changing nick (RFC 8266 §2.2 strips those; "bob " would pass for "bob"). A user who owns ``max_owned_rooms`` rooms creates no
 more (policy-violation, §14.6).
 """
 
@@ -67,6 +68,10 @@ class Presences:
             return  # probes and subscriptions mean nothing to a room
         if to.resource is None:
             raise StanzaError("jid-malformed", "add your nickname to the group's address: group@service/nickname")
+        if to.resource.strip() != to.resource:
+            # RFC 8266 §2.2 (the nickname profile §7.2.1 recommends) strips spaces at either end,
+            # leaving none of a blank nick: kept, "bob " would pass for "bob" in every client.
+            raise StanzaError("jid-malformed", "a nickname neither is blank nor starts or ends with a space")
         if not self.muc.limits.presence.allow((sender, room_jid)):
             raise StanzaError("policy-violation", "too many presence updates to this group; slow down")
         room = await self.muc.rooms.get(room_jid)
