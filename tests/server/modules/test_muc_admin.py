@@ -266,6 +266,20 @@ async def test_an_invitation_to_no_such_account_comes_back_without_blocking_the_
     assert alice.take()[0].findtext(BODY) == "still here"
 
 
+async def test_an_invitation_to_a_group_or_a_server_is_refused(server: Server) -> None:
+    """§7.8.2: one invites a person. Inviting the group itself (or another group, or a server)
+    made that address a member, announced to everyone and counted in the key check, and the
+    group passed an invitation to itself."""
+    alice, bob = await private_group(server, "alice", "bob")
+    for invitee in (ROOM, f"other@{SERVICE}", SERVICE, "localhost", f"{ROOM}/bob"):
+        await alice.send(f"<message to='{ROOM}' id='inv'><x xmlns='{USER}'><invite to='{invitee}'/></x></message>")
+        (refused,) = alice.take()
+        assert refused.get("type") == "error" and condition(refused) == "bad-request", serialize(refused)
+    assert bob.take() == []
+    affiliations = await server.storage.muc.affiliations(SERVICE, "family")
+    assert sorted(affiliations) == ["alice@localhost", "bob@localhost"]
+
+
 async def test_a_banned_user_cannot_lift_the_own_ban(server: Server) -> None:
     """§9.1, §9.2: only admins and owners take someone off the outcast list; giving up one's own
     affiliation is for those who have one above none."""

@@ -2,9 +2,11 @@
 
 An occupant (or a member) invites through the room; in a members-only room that needs the
 ``allowinvites`` setting or an admin, and makes the invitee a member (§7.8.2 allows it; a private
-group is joined by invitation). The room passes the invitation on with the inviter's bare JID,
-a XEP-0249 ``<x xmlns='jabber:x:conference'/>`` for clients that read only that, and a body, as a
-normal message that offline storage keeps for an invitee who is away. Declines go back to the
+group is joined by invitation). One invites people: an invitation to a server's address or to a
+group of this service is bad-request, and one such invitee refuses the whole message. The room
+passes the invitation on with the inviter's bare JID, a XEP-0249
+``<x xmlns='jabber:x:conference'/>`` for clients that read only that, and a body, as a normal
+message that offline storage keeps for an invitee who is away. Declines go back to the
 inviter (§7.8.2).
 
 OMEMO in a group encrypts every message to every member's devices, so each member must be able
@@ -64,17 +66,24 @@ class Invitations:
             raise StanzaError("not-acceptable", "join the group to invite others")
         if room.config.members_only and not room.config.allow_invites and rank < AFFILIATION_RANK["admin"]:
             raise StanzaError("forbidden", "only admins invite to this group")
-        problems: dict[JID, str] = {}
+        invitees: list[JID] = []
         for invite in user.invites:
             if invite.to is None:
                 raise StanzaError("bad-request", "an invitation names the invitee in 'to'")
-            invitee = invite.to.bare
+            if invite.to.local is None or invite.to.domain in self.muc.domains:
+                # A server or a group made a member would be announced to everyone and counted
+                # in the key check, and the group would pass an invitation to itself.
+                raise StanzaError("bad-request", f"{invite.to} is not a person's address")
+            invitees.append(invite.to)
+        problems: dict[JID, str] = {}
+        for invite, to in zip(user.invites, invitees, strict=True):
+            invitee = to.bare
             if room.affiliation(invitee) == "outcast" and rank < AFFILIATION_RANK["admin"]:
                 raise StanzaError("forbidden", f"{invitee} is banned from this group")
             if room.config.members_only and AFFILIATION_RANK[room.affiliation(invitee)] < AFFILIATION_RANK["member"]:
                 await self.muc.admin.apply_affiliation(room, invitee, "member", None, actor=occupant)
                 problems.update(await self.key_problems(room, [invitee]))
-            self._pass_invite(room, invite.to, sender, invite.reason)
+            self._pass_invite(room, to, sender, invite.reason)
         if problems:
             note = element(_MESSAGE, {"from": room.text, "to": str(sender), "type": "normal"})
             names = ", ".join(str(jid) for jid in problems)
