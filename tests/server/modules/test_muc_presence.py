@@ -108,6 +108,26 @@ async def test_nicks_of_blanks_or_with_blanks_around_are_refused(server: Server)
     assert [el.get("from") for el in bob.take()] == [f"{ROOM}/mallory"]
 
 
+async def test_a_nick_that_differs_from_another_only_in_case_or_width_is_taken(server: Server) -> None:
+    """RFC 8266 §2.4 compares nicks after case mapping and NFKC: "Bob" or "bob" in full-width letters
+    is bob's nick to everyone reading it, so another user gets conflict for it (§7.2.9, §7.6)."""
+    alice, bob, mallory = await private_group(server, "alice", "bob", "mallory")
+    for nick in ("Bob", "BOB", "\uff42\uff4f\uff42"):
+        await mallory.send(f"<presence to='{ROOM}/{nick}'/>")
+        (refused,) = mallory.take()
+        assert refused.get("type") == "error" and condition(refused) == "conflict", serialize(refused)
+    newcomer = await online(server, "dave@localhost/phone")
+    assert (await set_affiliation(alice, "dave@localhost", "member")).get("type") == "result"
+    await newcomer.send(join_xml(ROOM, "Bob"))
+    (refused,) = newcomer.take()
+    assert condition(refused) == "conflict", serialize(refused)
+    assert [el for el in bob.take() if el.tag == PRESENCE] == []
+    # The same user may still enter a second time under a nick of another case.
+    phone = await online(server, "bob@localhost/laptop")
+    out = await join(phone, ROOM, "Bob")
+    assert 110 in statuses(of_kind(out, PRESENCE)[-1])
+
+
 async def test_password_and_full_room(server: Server) -> None:
     alice = await online(server, "alice@localhost/phone")
     await create(alice, nick="Alice", form=(

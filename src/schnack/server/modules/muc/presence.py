@@ -8,13 +8,14 @@ the room archives, 201 when the join created the room); then the history it aske
 setter's occupant id (XEP-0421). A resource already in the room that sends its join again gets
 all of that again, as a client that lost track of the room needs. A second resource of the same
 user may enter under the same nick: it shares the occupant, and everyone is shown the presence
-of the resource that entered last. Refusals (§7.2.5 to §7.2.11):
-outcasts get forbidden, non-members of a members-only room registration-required, a wrong
-password not-authorized, a full room service-unavailable, a nick someone else uses or has
-reserved conflict, and a locked room item-not-found except for its owner (§7.2.10). A presence
-without a nick is jid-malformed (§7.2.1), as is one whose nick is blank or starts or ends with a
-space, on entering and on changing nick (RFC 8266 §2.2 strips those; "bob " would pass for "bob"). A user who owns ``max_owned_rooms`` rooms creates no
-more (policy-violation, §14.6).
+of the resource that entered last. Refusals (§7.2.5 to §7.2.11): outcasts get forbidden,
+non-members of a members-only room registration-required, a wrong password not-authorized, a
+full room service-unavailable, a nick someone else uses (or one that compares equal to it, RFC
+8266 §2.4: "Bob" is bob's) or has reserved conflict, and a locked room item-not-found except for
+its owner (§7.2.10). A presence without a nick is jid-malformed (§7.2.1), as is one whose nick is
+blank or starts or ends with a space, on entering and on changing nick (RFC 8266 §2.2 strips
+those; "bob " would pass for "bob"). A user who owns ``max_owned_rooms`` rooms creates no more
+(policy-violation, §14.6).
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ class Presences:
         if affiliation == "outcast":
             raise StanzaError("forbidden", "you are banned from this group")
         existing = room.occupants.get(nick)
-        if existing is not None and existing.jid != bare:
+        holder = room.nick_holder(nick)
+        if holder is not None and holder.jid != bare:
             raise StanzaError("conflict", "that nickname is taken in this group")
         self.check_reserved(room, nick, bare)
         if existing is None:
@@ -192,7 +194,7 @@ class Presences:
 
     async def change_nick(self, room: Room, occupant: Occupant, nick: str, sender: JID, children: list[Element]) -> None:
         """§7.6: unavailable under the old nick with status 303, then available under the new one."""
-        other = room.occupants.get(nick)
+        other = room.nick_holder(nick)
         if other is not None and other is not occupant:
             raise StanzaError("conflict", "that nickname is taken in this group")
         self.check_reserved(room, nick, occupant.jid)

@@ -13,8 +13,10 @@ import hashlib
 import hmac
 import json
 import secrets
+import unicodedata
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
 from typing import Any
 from xml.etree.ElementTree import Element
 
@@ -118,6 +120,15 @@ class Occupant:
         return next(reversed(self.sessions))
 
 
+# Entering a full room compares the nick with every occupant's: their keys are kept.
+@lru_cache(maxsize=65_536)
+def nick_key(nick: str) -> str:
+    """RFC 8266 §2.4: what two nicks are compared by, spaces at the ends and runs of them inside
+    mapped (§2.2), case mapped and NFKC applied (§2.3): "Bob" and "bob" in full-width letters read as
+    "bob" to anyone in the room."""
+    return unicodedata.normalize("NFKC", " ".join(nick.split()).lower())
+
+
 class Room:
     """One room: its address, stored state, affiliations and present occupants."""
 
@@ -169,6 +180,14 @@ class Room:
         """XEP-0421 §4: the same id for the same real bare JID in this room, opaque to others."""
         digest = hmac.new(self.state.secret.encode(), str(bare).encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:18]).decode()
+
+    def nick_holder(self, nick: str) -> Occupant | None:
+        """The occupant under ``nick``, or else under a nick that compares equal to it (:func:`nick_key`)."""
+        exact = self.occupants.get(nick)
+        if exact is not None:
+            return exact
+        key = nick_key(nick)
+        return next((occupant for occupant in self.occupants.values() if nick_key(occupant.nick) == key), None)
 
     def occupant_jid(self, nick: str) -> str:
         return f"{self.text}/{nick}"
