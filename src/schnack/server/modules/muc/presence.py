@@ -10,9 +10,9 @@ all of that again, as a client that lost track of the room needs. A second resou
 user may enter under the same nick: it shares the occupant, and everyone is shown the presence
 of the resource that entered last. Refusals (§7.2.5 to §7.2.11): outcasts get forbidden,
 non-members of a members-only room registration-required, a wrong password not-authorized, a
-full room service-unavailable, a nick someone else uses (or one that compares equal to it, RFC
-8266 §2.4: "Bob" is bob's) or has reserved conflict, and a locked room item-not-found except for
-its owner (§7.2.10). A presence without a nick is jid-malformed (§7.2.1), as is one whose nick is
+full room service-unavailable, a nick someone else uses or has reserved (or one that compares
+equal to it, RFC 8266 §2.4: "Bob" is bob's) conflict, and a locked room item-not-found except
+for its owner (§7.2.10). A presence without a nick is jid-malformed (§7.2.1), as is one whose nick is
 blank or starts or ends with a space, on entering and on changing nick (RFC 8266 §2.2 strips
 those; "bob " would pass for "bob"). A user who owns ``max_owned_rooms`` rooms creates no more
 (policy-violation, §14.6).
@@ -39,6 +39,7 @@ from .room import (
     Room,
     RoomState,
     addressed,
+    nick_key,
     occupant_presence,
     own_children,
 )  # fmt: skip
@@ -187,9 +188,11 @@ class Presences:
         self.muc.send_to(to, message)
 
     def check_reserved(self, room: Room, nick: str, bare: JID) -> None:
-        """§7.12: a nick another user registered with the room is theirs alone."""
+        """§7.12: a nick another user registered with the room is theirs alone, and so is each nick
+        that compares equal to it (:func:`.room.nick_key`)."""
+        key = nick_key(nick)
         for jid, record in room.affiliations.items():
-            if record.nick == nick and jid != bare:
+            if record.nick is not None and nick_key(record.nick) == key and jid != bare:
                 raise StanzaError("conflict", "that nickname is reserved by a member of this group")
 
     async def change_nick(self, room: Room, occupant: Occupant, nick: str, sender: JID, children: list[Element]) -> None:
