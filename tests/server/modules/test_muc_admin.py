@@ -280,6 +280,21 @@ async def test_an_invitation_to_a_group_or_a_server_is_refused(server: Server) -
     assert sorted(affiliations) == ["alice@localhost", "bob@localhost"]
 
 
+async def test_a_banned_user_sends_no_declines_through_the_group(server: Server) -> None:
+    """§7.8.2 passes an invitee's decline on to whoever it names; a banned user, or in a private
+    group anyone not a member (invitees are), reached the members through the group that way."""
+    alice, bob = await private_group(server, "alice", "bob")
+    assert (await set_affiliation(alice, "eve@localhost", "outcast")).get("type") == "result"
+    bob.take()
+    for user in ("eve", "carol"):
+        outsider = await online(server, f"{user}@localhost/phone")
+        await outsider.send(f"<message to='{ROOM}' id='no'><x xmlns='{USER}'><decline to='bob@localhost'>"
+                            "<reason>you will hear from me</reason></decline></x></message>")
+        (refused,) = outsider.take()
+        assert refused.get("type") == "error" and condition(refused) == "forbidden", serialize(refused)
+    assert bob.take() == []
+
+
 async def test_a_banned_user_cannot_lift_the_own_ban(server: Server) -> None:
     """§9.1, §9.2: only admins and owners take someone off the outcast list; giving up one's own
     affiliation is for those who have one above none."""

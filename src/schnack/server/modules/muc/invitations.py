@@ -7,7 +7,8 @@ group of this service is bad-request, and one such invitee refuses the whole mes
 passes the invitation on with the inviter's bare JID, a XEP-0249
 ``<x xmlns='jabber:x:conference'/>`` for clients that read only that, and a body, as a normal
 message that offline storage keeps for an invitee who is away. Declines go back to the
-inviter (§7.8.2).
+inviter (§7.8.2); outcasts, and in a members-only room everyone but members (an invitation made
+the invitee one), get forbidden instead, or a banned user could still reach the members.
 
 OMEMO in a group encrypts every message to every member's devices, so each member must be able
 to fetch every other member's device list (PEP nodes ``eu.siacs.conversations.axolotl.devicelist``
@@ -54,14 +55,17 @@ class Invitations:
             user = UserX.from_xml(x)
         except MucError as err:
             raise StanzaError(err.condition, err.text) from None
-        for decline in user.declines:
-            if decline.to is not None:
-                self._pass_decline(room, decline.to, sender, decline.reason)
+        rank = AFFILIATION_RANK[room.affiliation(sender.bare)]
         if user.declines:
+            if rank < 0 or (room.config.members_only and rank < AFFILIATION_RANK["member"]):
+                # Only one who was invited declines: a private group's invitees are its members.
+                raise StanzaError("forbidden", "you have no invitation to this group to decline")
+            for decline in user.declines:
+                if decline.to is not None:
+                    self._pass_decline(room, decline.to, sender, decline.reason)
             return
         if not user.invites:
             raise StanzaError("bad-request", "expected an invitation or a decline")
-        rank = AFFILIATION_RANK[room.affiliation(sender.bare)]
         if occupant is None and rank < AFFILIATION_RANK["member"]:
             raise StanzaError("not-acceptable", "join the group to invite others")
         if room.config.members_only and not room.config.allow_invites and rank < AFFILIATION_RANK["admin"]:
