@@ -6,8 +6,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
@@ -17,7 +17,7 @@ from schnack.xmpp import ns
 from schnack.xmpp.xml import serialize
 
 from ...harness import Client, running
-from ..storage.conftest import postgres_schema, with_query
+from ..storage.conftest import postgres_schema, with_query, write_locked
 from .contacts import presence
 from .messaging import condition, login
 from .test_disco import ask, disco, info_of
@@ -160,30 +160,58 @@ def logged(about: str, first: asyncio.Event) -> Iterator[list[logging.LogRecord]
         logger.removeHandler(handler)
 
 
+async def ends_behind(server: Server, lock: AbstractAsyncContextManager[object], about: str) -> list[logging.LogRecord]:
+    """Alice's session ends while ``lock`` is held, until the first warning or error of the
+    module that mentions ``about``; then her end is stored, and the first record was a warning
+    that it is tried again. The records."""
+    module = server.modules[LastActivity.name]
+    assert isinstance(module, LastActivity)
+    alice = await online(server, "alice@localhost/phone")
+    await module.settled()
+    failed = asyncio.Event()
+    with logged(about, failed) as records:
+        async with lock:
+            went = time.time()
+            await alice.close()
+            async with asyncio.timeout(60):
+                await failed.wait()
+        await module.settled()
+    raw = await server.storage.kv.get("localhost", "alice", STORE)
+    assert raw is not None, [r.getMessage() for r in records]
+    assert went <= Ended.decode(raw).when <= records[0].created
+    assert records[0].levelno == logging.WARNING, records[0].getMessage()
+    return records
+
+
 async def test_an_end_that_storage_fails_to_write_for_a_moment_is_written_again(tmp_path: Path) -> None:
     """The write of a session's end that fails (PostgreSQL holds it up past command_timeout,
     here behind a lock another connection holds) is made again a little later, and says so in
     the log: the account would otherwise look idle since its end before."""
     async with (postgres_schema() as (url, schema, admin),
                 running(tmp_path, storage={"url": with_query(url, command_timeout="1")}) as server):
-        module = server.modules[LastActivity.name]
-        assert isinstance(module, LastActivity)
         await gone(server, await online(server, "alice@localhost/phone"))
-        alice = await online(server, "alice@localhost/phone")
-        await module.settled()
-        failed = asyncio.Event()
-        with logged("alice@localhost", failed) as records:
+
+        @asynccontextmanager
+        async def kv_locked() -> AsyncIterator[None]:
             async with admin.transaction():
                 await admin.execute(f'LOCK TABLE "{schema}".kv IN EXCLUSIVE MODE')
-                went = time.time()
-                await alice.close()
-                async with asyncio.timeout(30):
-                    await failed.wait()
-        await module.settled()
-        raw = await server.storage.kv.get("localhost", "alice", STORE)
-        assert raw is not None
-        assert went <= Ended.decode(raw).when <= records[0].created
-        assert records[0].levelno == logging.WARNING, records[0].getMessage()
+                yield
+
+        await ends_behind(server, kv_locked(), "alice@localhost")
+
+
+async def test_an_end_that_sqlite_refuses_for_a_moment_is_written_again(tmp_path: Path) -> None:
+    """As with PostgreSQL: SQLite gives up on its write lock, held by another connection, after
+    its busy timeout ('database is locked'), and the write is made again once the lock is gone
+    (every record counts: a failure that is not a StorageError is logged without the account)."""
+    async with running(tmp_path) as server:
+        @asynccontextmanager
+        async def locked() -> AsyncIterator[None]:
+            with write_locked(server.config.storage_url.removeprefix("sqlite://")):
+                yield
+
+        records = await ends_behind(server, locked(), "")
+        assert "database is locked" in records[0].getMessage()
 
 
 async def test_a_server_that_stops_makes_the_attempts_left_at_once_and_says_it_gave_up(tmp_path: Path) -> None:

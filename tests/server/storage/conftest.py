@@ -6,7 +6,7 @@ import contextlib
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -93,3 +93,15 @@ def rewind_sqlite_archive(path: str) -> None:
     keyed by numbers (0005), keeping what it holds: the next open migrates it again."""
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.executescript(f"BEGIN;\n{_SQLITE_ARCHIVE_BY_STRINGS}\nCOMMIT;")
+
+
+@contextlib.contextmanager
+def write_locked(path: Path | str) -> Iterator[None]:
+    """Another connection to a SQLite store holds its write lock (``BEGIN EXCLUSIVE``, as another
+    process writing would) until the block ends."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as blocker:
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            blocker.execute("ROLLBACK")

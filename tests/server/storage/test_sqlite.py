@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from schnack.server.storage.base import RoomAffiliation
 from schnack.server.storage.sqlite import Deleted, SqliteStorage
 from schnack.xmpp.sasl import derive_credentials
 
-from .conftest import rewind_sqlite_archive
+from .conftest import rewind_sqlite_archive, write_locked
 
 
 async def test_deleting_archived_items_by_id_reads_them_by_id(tmp_path: Path) -> None:
@@ -280,7 +280,7 @@ async def test_a_migration_cut_short_leaves_the_store_as_it_was(tmp_path: Path) 
     rewind_sqlite_archive(str(path))
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE archive_by_owner (x)")  # 0005 makes archive_owners first, then this
-    with pytest.raises(sqlite3.OperationalError, match="archive_by_owner already exists"):
+    with pytest.raises(StorageError, match="archive_by_owner already exists"):
         await SqliteStorage.open(str(path))
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         assert db.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 4  # 0004 went through
@@ -344,3 +344,42 @@ async def test_no_call_leaves_a_transaction_open_for_the_next_trip(tmp_path: Pat
     finally:
         del db._execute
         await storage.close()
+
+
+
+async def test_a_write_held_up_past_the_busy_timeout_fails_with_a_storage_error(tmp_path: Path) -> None:
+    """SQLite's own failures ('database is locked' once the busy timeout is over, a read-only or
+    full disk) are StorageError, as PostgreSQL's are, whatever the call: callers tell a client to
+    try again and try again themselves. Once the lock is gone the same calls succeed."""
+    path = tmp_path / "store.db"
+    storage = await SqliteStorage.open(str(path))
+    # The default busy timeout is 5 s a call; the failure is the same after a shorter one.
+    await storage.kv.db.execute("PRAGMA busy_timeout=50")
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "account": lambda: storage.accounts.create("localhost", "alice", derive_credentials("x")),
+        "kv": lambda: storage.kv.set("localhost", "alice", "vcard", b"card"),
+        "map": lambda: storage.maps.set("localhost", "alice", "private", "key", b"value"),
+        "roster": lambda: storage.roster.set_item("localhost", "alice", RosterItem("bob@localhost")),
+        "room": lambda: storage.muc.save_room("muc.localhost", "room", "{}"),
+        "archive": lambda: storage.archive.append("localhost", "alice", "mam", 1.0, "bob@localhost", b"<m/>"),
+    }
+    try:
+        with write_locked(path):
+            for name, call in calls.items():
+                with pytest.raises(StorageError, match=r"^SQLite: database is locked"):
+                    await call()
+                    pytest.fail(f"{name} was written behind another connection's lock")
+        for call in calls.values():
+            await call()
+        assert await storage.kv.get("localhost", "alice", "vcard") == b"card"
+        assert await storage.accounts.delete("localhost", "alice")
+    finally:
+        await storage.close()
+
+
+async def test_a_store_that_cannot_be_opened_is_a_storage_error_naming_it(tmp_path: Path) -> None:
+    """As for PostgreSQL, one line that says where and why, for ``schnack serve`` and the admin
+    commands to print."""
+    path = tmp_path / "missing" / "store.db"
+    with pytest.raises(StorageError, match=rf"^cannot open the SQLite database at {path}: unable to open"):
+        await SqliteStorage.open(str(path))

@@ -25,7 +25,7 @@ writes. A session that ends from hibernation ended, as its user sees it, when it
 went; when the server let it go is kept beside that (``closed``), as the account was held until
 then. A recorded end never moves back: a write keeps the later of what it finds and what it
 brings, each node under the account's lock in the cluster. A write that storage refuses (a
-database failing over, a connection that broke) is made again in the background, up to
+database failing over, a connection that broke, SQLite locked by another process) is made again in the background, up to
 ``END_ATTEMPTS`` times over some 15 seconds, each failure a warning in the log and the last an
 error: until it is written the account looks idle since its end before. A server that stops
 makes the attempts left at once. Whether and since when a session

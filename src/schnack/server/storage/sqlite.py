@@ -43,15 +43,26 @@ from .base import (
 T = TypeVar("T")
 
 
-async def _in_thread(db: aiosqlite.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``work`` on the connection in its own thread, as one trip there.
+def _failed(err: sqlite3.Error) -> StorageError:
+    """SQLite's error as the StorageError callers handle (as PostgreSQL's are): 'database is
+    locked' once the busy timeout is over, a read-only file, a full disk, an I/O error."""
+    return StorageError(f"SQLite: {err}")
 
-    Every trip to aiosqlite's thread and back costs far more than the statements of a message
-    (a wake-up of that thread, one of the event loop, and the GIL changing hands each time), so
-    a write and its commit go in one. aiosqlite has no public call for several statements:
-    ``_execute`` is what its public calls queue their work with (the same since 0.17).
+
+async def _in_thread(db: aiosqlite.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``work`` on the connection in its own thread, as one trip there; SQLite's errors
+    become StorageError.
+
+    Every call goes through here. Every trip to aiosqlite's thread and back costs far more than
+    the statements of a message (a wake-up of that thread, one of the event loop, and the GIL
+    changing hands each time), so a write and its commit go in one. aiosqlite has no public call
+    for several statements: ``_execute`` is what its public calls queue their work with (the same
+    since 0.17).
     """
-    return await db._execute(lambda: work(db._conn))  # type: ignore[no-untyped-call,no-any-return]
+    try:
+        return await db._execute(lambda: work(db._conn))  # type: ignore[no-untyped-call,no-any-return]
+    except sqlite3.Error as err:
+        raise _failed(err) from err
 
 
 def _committed(work: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
@@ -90,11 +101,10 @@ class _Part:
     # A read is one trip to the connection's thread (a cursor's execute, fetch and close would be
     # three): each trip costs more than the lookup by key that most reads are.
     async def _one(self, sql: str, *args: Any) -> Any:
-        rows = await self.db.execute_fetchall(sql, args)
-        return next(iter(rows), None)
+        return await _in_thread(self.db, lambda conn: conn.execute(sql, args).fetchone())
 
     async def _all(self, sql: str, *args: Any) -> list[Any]:
-        return list(await self.db.execute_fetchall(sql, args))
+        return await _in_thread(self.db, lambda conn: conn.execute(sql, args).fetchall())
 
     async def _write(self, sql: str, *args: Any, account: tuple[str, str] | None = None) -> int:
         """Run a statement and commit, in one trip; the number of rows it touched. With
@@ -116,11 +126,15 @@ class Accounts(_Part):
         self._owners = owners
 
     async def create(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> None:
-        try:
-            await self._write("INSERT INTO accounts VALUES (?, ?, ?, ?)", host, username,
-                              credentials_to_json(credentials), time.time())
-        except aiosqlite.IntegrityError:
-            raise AlreadyExists(f"{username}@{host} exists") from None
+        row = (host, username, credentials_to_json(credentials), time.time())
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute("INSERT INTO accounts VALUES (?, ?, ?, ?)", row)
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"{username}@{host} exists") from None
+
+        await _in_thread(self.db, _committed(insert))
 
     async def get(self, host: str, username: str) -> Account | None:
         row = await self._one("SELECT credentials, created FROM accounts WHERE host=? AND username=?", host, username)
@@ -901,6 +915,14 @@ class SqliteStorage:
 
     @classmethod
     async def open(cls, path: str, *, checkpoint_interval: float = CHECKPOINT_INTERVAL) -> SqliteStorage:
+        """Open and migrate the store at ``path``; StorageError with a one-line reason on failure."""
+        try:
+            return await cls._open(path, checkpoint_interval)
+        except sqlite3.Error as err:
+            raise StorageError(f"cannot open the SQLite database at {path}: {err}") from None
+
+    @classmethod
+    async def _open(cls, path: str, checkpoint_interval: float) -> SqliteStorage:
         db = await aiosqlite.connect(path)
         try:
             async with db.execute("PRAGMA journal_mode=WAL") as cur:
@@ -910,10 +932,11 @@ class SqliteStorage:
             if wal:
                 await db.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
             await _migrate(db)
+            checkpointer = await _Checkpointer.open(path, checkpoint_interval) if wal else None
         except BaseException:
             await db.close()
             raise
-        return cls(db, await _Checkpointer.open(path, checkpoint_interval) if wal else None)
+        return cls(db, checkpointer)
 
     async def close(self) -> None:
         await self.archive.drain()
