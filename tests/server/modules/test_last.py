@@ -11,8 +11,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
+import pytest
+
 from schnack.server.app import Server
-from schnack.server.modules.last import END_ATTEMPTS, STORE, Ended, LastActivity
+from schnack.server.modules import last as last_module
+from schnack.server.modules.last import BEGAN, END_ATTEMPTS, STORE, Ended, LastActivity
 from schnack.xmpp import ns
 from schnack.xmpp.xml import serialize
 
@@ -22,7 +25,7 @@ from .contacts import presence
 from .messaging import condition, login
 from .test_disco import ask, disco, info_of
 from .test_presence import online
-from .test_sm import authenticated, enabled, on_end, options, resume, wait
+from .test_sm import SM, authenticated, enabled, on_end, options, resume, wait
 
 QUERY = f"{{{ns.LAST}}}query"
 # Long enough to show in whole seconds.
@@ -234,6 +237,50 @@ async def test_a_server_that_stops_makes_the_attempts_left_at_once_and_says_it_g
                 await module.stop()
     assert [r.levelno for r in records] == [logging.WARNING] * (END_ATTEMPTS - 1) + [logging.ERROR]
     assert "given up" in records[-1].getMessage()
+
+
+async def began(server: Server, user: str) -> float:
+    """When ``user``'s latest session was recorded in use (BEGAN), once what is on its way is stored."""
+    module = server.modules[LastActivity.name]
+    assert isinstance(module, LastActivity)
+    await module.settled()
+    raw = await server.storage.kv.get("localhost", user, BEGAN)
+    assert raw is not None
+    return float(raw)
+
+
+async def resumed(server: Server, phone: Client, previd: str | None) -> None:
+    """``phone`` (stream management enabled, its session ``previd``) loses its connection and
+    resumes its session."""
+    assert previd is not None
+    await phone.close()
+    back = await authenticated(server, phone.jid.partition("@")[0])
+    back.take()
+    await back.send(resume(previd, 0))
+    assert [el.tag for el in back.take()][:1] == [f"{{{SM}}}resumed"]
+
+
+async def test_a_resumed_session_is_recorded_in_use(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """XEP-0198 §5: a phone kept alive by resumptions binds once and resumes for weeks; should
+    its server be killed (no end recorded), its account must look in use until the last
+    resumption, not idle since the bind, or the phone module could give its number away."""
+    monkeypatch.setattr(last_module, "BEGAN_EVERY", 0.0)
+    alice = await online(server, "alice@localhost/phone")
+    previd = (await enabled(alice)).id
+    bound = await began(server, "alice")
+    before = time.time()
+    await resumed(server, alice, previd)
+    assert bound < before <= await began(server, "alice")
+
+
+async def test_resumptions_are_recorded_at_most_once_in_a_while(server: Server) -> None:
+    """Resuming is kept cheap: an account's use is written at most once per BEGAN_EVERY, here
+    not again so soon after the bind."""
+    alice = await online(server, "alice@localhost/phone")
+    previd = (await enabled(alice)).id
+    bound = await began(server, "alice")
+    await resumed(server, alice, previd)
+    assert await began(server, "alice") == bound
 
 
 async def test_strangers_and_contacts_without_the_users_presence_are_forbidden(server: Server) -> None:

@@ -35,7 +35,9 @@ all there, as gone when each connection went if it hibernated. A session's start
 (key ``last-began``), once per bind, in the background too: a session that a killed server (or a whole cluster that went
 down at once) ended writes no end, and the account then counts as active since that session
 began, not since an end weeks before it, which would make a phone in use until the crash look
-given up (docs/phone.md). Nothing is written for a message or for a presence: the status of an
+given up (docs/phone.md). A resumption (XEP-0198 §5) is written the same way, as a phone kept
+alive by resumptions may not bind for weeks; at most once per ``BEGAN_EVERY`` an account on each
+node, counting the bind, so that resuming stays cheap. Nothing is written for a message or for a presence: the status of an
 unavailable presence stays with the session in memory until it ends.
 
 When it first starts, the module stores the time it began to record this (key ``last-since`` of
@@ -69,7 +71,7 @@ from ..locks import AccountLocks
 from ..module import Module
 from ..storage import AccountGone, StorageError
 from .roster import has_from
-from .sm import SmState
+from .sm import RESUMED, SmState
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
@@ -83,8 +85,12 @@ log = logging.getLogger(__name__)
 # kv (host, username, STORE): JSON {"ended": time, "status": text or null, "closed": time} of the
 # last session's end; "closed" only when later than "ended" (Ended).
 STORE = "last"
-# kv (host, username, BEGAN): when the account's latest session was bound (time.time(), as text).
+# kv (host, username, BEGAN): when a session of the account was last bound or resumed (time.time(),
+# as text).
 BEGAN = "last-began"
+# Seconds after BEGAN was written for an account (here) before a resumption writes it again: a
+# phone resumes every few minutes, and a number is taken for given up after weeks (docs/phone.md).
+BEGAN_EVERY = 600.0
 # kv (host, "", SINCE): when the server began to record the ends of sessions on the domain.
 SINCE = "last-since"
 # Attempts at writing a session's end that storage refuses, and the wait before the second (each
@@ -158,12 +164,16 @@ class LastActivity(Module[Any]):
         self._locks = AccountLocks(self.server.cluster.bus, "last")
         # Set when the server stops: the writes still tried again are made without waiting.
         self._stopping = asyncio.Event()
+        # When this node last wrote BEGAN for each account (time.monotonic()), oldest first; only
+        # those of the last BEGAN_EVERY are kept.
+        self._began: dict[JID, float] = {}
         self.iq("host", QUERY, get=self.uptime)
         for target in ("self", "bare"):
             self.iq(target, QUERY, get=self.account_activity)
         # Before the presence module takes it (HANDLED), to see the status of unavailable presence.
         self.route("pre-presence/self", self.presence_sent, priority=10)
         self.hook("session-bound", self.session_bound)
+        self.hook(RESUMED, self.session_resumed)
         self.hook("session-closed", self.session_closed)
         self.server.cluster.bus.on_reaped(self.reaped)
 
@@ -327,7 +337,29 @@ class LastActivity(Module[Any]):
         the background, as the session becomes reachable only once this event is handled."""
         account = session.jid.bare
         if account.domain in self.server.hosts:
-            self._writes.spawn(self._record(account, BEGAN, repr(time.time()).encode()))
+            self._in_use(account)
+
+    async def session_resumed(self, session: Session) -> None:
+        """XEP-0198 §5: record the use of a resumed session as that of a bound one, unless this
+        node did so for the account in the last BEGAN_EVERY seconds."""
+        account = session.jid.bare
+        if account.domain in self.server.hosts and not self._in_use_lately(account):
+            self._in_use(account)
+
+    def _in_use(self, account: JID) -> None:
+        """Write BEGAN now, in the background."""
+        self._in_use_lately(account)
+        self._began.pop(account, None)
+        self._began[account] = time.monotonic()
+        self._writes.spawn(self._record(account, BEGAN, repr(time.time()).encode()))
+
+    def _in_use_lately(self, account: JID) -> bool:
+        """Whether this node wrote BEGAN for ``account`` in the last BEGAN_EVERY seconds; those
+        written longer ago are forgotten."""
+        since = time.monotonic() - BEGAN_EVERY
+        while self._began and next(iter(self._began.values())) < since:
+            del self._began[next(iter(self._began))]
+        return account in self._began
 
     async def session_closed(self, session: Session) -> None:
         """Record the end when this was the account's last session with its connection anywhere
