@@ -259,16 +259,20 @@ def _closed_port() -> int:
     [
         ('[storage]\nurl = "postgresql://schnack@127.0.0.1:{port}/schnack"\n', "state",
          "schnack: cannot open storage: cannot connect to PostgreSQL at 127.0.0.1:{port}: "),
+        ('[storage]\nurl = "sqlite:///nonexistent-schnack-test/store.db"\n', "state",
+         "schnack: cannot open storage: cannot open the SQLite database at /nonexistent-schnack-test/store.db: "),
         # /sys refuses new directories even to root.
         ("", "/sys/schnack-test", "schnack: cannot use /sys/schnack-test: Operation not permitted"),
     ],
 )
-def test_serve_names_what_it_cannot_open(tmp_path: Path, extra: str, data_dir: str, message: str) -> None:
-    """Storage that does not answer, or a data directory that cannot be made, end ``serve`` in one
-    line that names it."""
+@pytest.mark.parametrize("command", [("serve",), ("admin", "user", "list")])
+def test_serve_and_admin_name_what_they_cannot_open(tmp_path: Path, extra: str, data_dir: str, message: str,
+                                                     command: tuple[str, ...]) -> None:
+    """Storage that does not answer or cannot be opened, or a data directory that cannot be made,
+    end ``serve`` and the admin commands in one line that names it."""
     port = _closed_port()
     config = write_config(tmp_path, extra.format(port=port), data_dir)
-    result = run("serve", "--config", str(config), cwd=tmp_path)
+    result = run(*command, "--config", str(config), cwd=tmp_path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(message.format(port=port)), result.stderr

@@ -65,6 +65,18 @@ async def _in_thread(db: aiosqlite.Connection, work: Callable[[sqlite3.Connectio
         raise _failed(err) from err
 
 
+async def _connect(path: str) -> aiosqlite.Connection:
+    """A connection to the store at ``path``. One that fails returns only once aiosqlite's thread
+    has ended: the thread then still tells the event loop it stopped, and a command that fails
+    at once (``schnack admin``) would have closed that loop, with a traceback from the thread."""
+    connection = aiosqlite.connect(path)
+    try:
+        return await connection
+    except Exception:
+        await asyncio.to_thread(connection._thread.join)
+        raise
+
+
 def _committed(work: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
     """``work`` as one transaction, for a trip to the connection's thread: its statements
     committed, or rolled back if it raises.
@@ -850,7 +862,7 @@ class _Checkpointer:
 
     @classmethod
     async def open(cls, path: str, interval: float) -> _Checkpointer:
-        return cls(await aiosqlite.connect(path), interval)
+        return cls(await _connect(path), interval)
 
     async def _run(self, interval: float) -> None:
         while True:
@@ -923,7 +935,7 @@ class SqliteStorage:
 
     @classmethod
     async def _open(cls, path: str, checkpoint_interval: float) -> SqliteStorage:
-        db = await aiosqlite.connect(path)
+        db = await _connect(path)
         try:
             async with db.execute("PRAGMA journal_mode=WAL") as cur:
                 row = await cur.fetchone()
