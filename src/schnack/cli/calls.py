@@ -24,7 +24,8 @@ on, and append them as a JSON line to ``calls.jsonl`` in the account's directory
 ``schnack calls``). A call missed while ``schnack call`` or ``schnack answer`` runs (another
 call that rang here meanwhile and was not taken, one whose caller gave up before it rang here,
 one that came while the account was offline) goes there too, as ``schnack listen`` and
-``schnack chat`` record them, and is told in a line on stderr. Failures are one line on stderr
+``schnack chat`` record them, and is told in a line on stderr. ``schnack call``, busy with its
+own call, turns away any other that comes meanwhile as busy. Failures are one line on stderr
 and exit 1 (the call
 was rejected, nobody answered, the callee cannot be called, no media connection, a DTLS
 certificate that does not match the fingerprint).
@@ -37,7 +38,7 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ from .client import account_option, chosen_account, client_factory, fail, missed
 
 if TYPE_CHECKING:
     from ..client import Client
-    from ..client.calls.calls import Call, MissedCall
+    from ..client.calls.calls import Call, IncomingCall, MissedCall
     from ..client.calls.media import CallStats, WavSink
     from ..client.metered import SaverChoice
     from ..xmpp.jid import JID
@@ -199,6 +200,16 @@ async def record_missed(client: Client, then: Callable[[MissedCall], None] = lam
             then(missed)
 
 
+async def turn_away_busy(calls: AsyncIterator[IncomingCall]) -> None:
+    """Each call that rings while this command is busy with its own is rejected at once with
+    reason ``busy`` (XEP-0353 §3.5, XEP-0166 §7.4), as ``schnack chat`` does, instead of ringing
+    for nothing; it goes into the call history as missed."""
+    from ..xmpp.payloads.jingle import Reason
+
+    async for incoming in calls:
+        await incoming.call.hangup(Reason("busy"))
+
+
 def record_and_tell_missed(client: Client) -> asyncio.Task[None]:
     """For a command that runs on while calls may come (``call``, ``answer``): each missed call
     into the call history and in a line on stderr, until the task is cancelled."""
@@ -295,6 +306,7 @@ def call(jid: str, account: str | None, data_saver: bool | None, play: Path | No
     async def work() -> None:
         client = make_client()
         recording = record_and_tell_missed(client)
+        busy = asyncio.ensure_future(turn_away_busy(client.incoming_calls()))
         try:
             await client.connect()
             saver = await data_saver_for(client, data_saver)
@@ -304,6 +316,7 @@ def call(jid: str, account: str | None, data_saver: bool | None, play: Path | No
                                              relay_only=relay_only, ring_timeout=ring_timeout)  # fmt: skip
                 await ring_and_talk(chosen, outgoing, saver, duration, ring_timeout)
         finally:
+            busy.cancel()
             await client.close()
             recording.cancel()
 
