@@ -94,6 +94,11 @@ async def test_group_failures_are_one_line(server: Server, tmp_path: Path) -> No
     for command in (("send", "bad@@", "hi"), ("members", "bad@@"), ("leave", "bad@@")):
         wrong = await schnack(env, "group", *command, "-a", "alice@localhost")
         assert (wrong.returncode, one_line(wrong)) == (1, "schnack: no group of alice@localhost is called 'bad@@'")
+    # A name with a character XML cannot carry (a pasted terminal escape) makes no group, and the
+    # link is not cut over it.
+    bell = await schnack(env, "group", "create", "Bell\x07", "-a", "alice@localhost")
+    assert (bell.returncode, one_line(bell)) == (
+        1, "schnack: the group's name holds the character U+0007, which XML cannot carry; no group was made")
     # A group's name that is no address still names it.
     named = await schnack(env, "group", "create", "Chess Club", "-a", "alice@localhost")
     assert named.returncode == 0, named.stderr

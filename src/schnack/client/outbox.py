@@ -187,14 +187,14 @@ class Outbox:
         return True
 
 
-def check_text(text: str) -> None:
+def check_text(text: str, what: str = "the text", outcome: str = "nothing was sent") -> None:
     """XML 1.0 §2.2: a document holds only the characters of the Char production. A message
     with any other (a terminal's escape sequence pasted in) could never be sent, so it is
-    refused (ClientError) before it is stored."""
+    refused (ClientError) before it is stored; so is any other text of ours (``what``), which
+    would make the server close the stream (RFC 6120 §4.9.3.13)."""
     found = _NOT_XML.search(text)
     if found is not None:
-        raise ClientError(f"the text holds the character U+{ord(found.group()):04X}, which XML cannot carry;"
-                          " nothing was sent")
+        raise ClientError(f"{what} holds the character U+{ord(found.group()):04X}, which XML cannot carry; {outcome}")
 
 
 def identify(el: Element) -> str:

@@ -118,7 +118,7 @@ from ..feed import Feed, Subscription
 from ..omemo.devices import Device
 from ..omemo.errors import NoOmemoDevices, NoTrustedDevices, Undecryptable
 from ..omemo.pep import Pep
-from ..outbox import message_ids
+from ..outbox import check_text, message_ids
 from .messages import Messages, first_waiting, hold_until_done, parse_stamp, remembered, worth_retrying
 from .waiting import Waiting
 
@@ -441,9 +441,11 @@ class Groups:
 
     async def create(self, name: str, members: Iterable[str | JID] = (), *, encrypted: bool = True) -> Group:
         """Create a private group called ``name`` (a public channel with ``encrypted=False``) and
-        invite ``members``; the group is bookmarked and joined."""
+        invite ``members``; the group is bookmarked and joined. A name with a character XML
+        cannot carry is refused (ClientError) before anything is sent."""
         if not name.strip():
             raise ValueError("a group needs a name")
+        check_text(name, "the group's name", "no group was made")
         invitees = [_parse(member).bare for member in members]
         service = await self.service()
         self._load()
