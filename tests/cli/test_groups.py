@@ -99,6 +99,10 @@ async def test_group_failures_are_one_line(server: Server, tmp_path: Path) -> No
     bell = await schnack(env, "group", "create", "Bell\x07", "-a", "alice@localhost")
     assert (bell.returncode, one_line(bell)) == (
         1, "schnack: the group's name holds the character U+0007, which XML cannot carry; no group was made")
+    # An address that is no group is not left as if it were one.
+    for address, why in (("bob@localhost", ""), ("nope@localhost", " (service-unavailable)")):
+        person = await schnack(env, "group", "leave", address, "-a", "alice@localhost")
+        assert (person.returncode, one_line(person)) == (1, f"schnack: {address} is not a group{why}"), person.stdout
     # A group's name that is no address still names it.
     named = await schnack(env, "group", "create", "Chess Club", "-a", "alice@localhost")
     assert named.returncode == 0, named.stderr

@@ -530,9 +530,12 @@ class Groups:
 
         A member also gives up the membership, where the service allows it (schnack's does), so
         that the others stop encrypting to this account; the last owner stays owner, since a group
-        needs one.
+        needs one. An address this device does not know as a group's must answer as a room
+        (§6.4): leaving what is no group would only say it was left.
         """
         room = self._room(group)
+        if room.jid not in self._rooms:
+            await self._check_room(room.jid)
         own = self.client.jid.bare
         try:
             await self._iq("set", AdminQuery((Item(affiliation="none", jid=own),)).to_xml(), room.jid)
