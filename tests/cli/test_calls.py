@@ -296,6 +296,36 @@ async def test_call_turns_away_another_call_as_busy(env: tuple[Server, dict[str,
         "← carol@localhost  missed call (busy in another call)"], listed.stdout
 
 
+async def test_answer_turns_away_another_call_as_busy(env: tuple[Server, dict[str, str]], tmp_path: Path) -> None:
+    """While bob's schnack answer talks with alice, carol calls bob: the command, busy with its
+    call, turns hers away as busy, tells it on stderr and keeps it as missed in the history."""
+    server, environment = env
+    await add_user(server, "carol", PASSWORD)
+    carol_login = await login(server, environment, "carol@localhost", PASSWORD)
+    assert carol_login.returncode == 0, carol_login.stderr
+    tone = str(write_tone(tmp_path / "tone.wav", 440, 1.0))
+    answering = await start(environment, "answer", "-a", "bob@localhost", "--play", tone,
+                            "--record", str(tmp_path / "bob-heard.wav"))  # fmt: skip
+    calling = None
+    try:
+        assert await line_of(answering.stderr) == "waiting for a call"
+        calling = await start(environment, "call", "bob@localhost", "-a", "alice@localhost", "--play", tone,
+                              "--record", str(tmp_path / "alice-heard.wav"))  # fmt: skip
+        assert (await line_of(answering.stderr)).startswith("schnack: call from alice@localhost/")
+        assert (await line_of(answering.stderr)).startswith("schnack: talking with alice@localhost/")
+        # The ring time only bounds a failure: a busy callee answers at once.
+        carol = await schnack(environment, "call", "bob@localhost", "-a", "carol@localhost", "--ring-timeout", "30")
+        assert one_line(carol) == "schnack: the callee is busy", carol.stderr
+        told = await line_of(answering.stderr)
+        assert told.startswith("schnack: ") and told.endswith(" missed call from carol@localhost (busy in another call)"), told
+    finally:
+        if calling is not None:
+            await stop(calling)
+        await stop(answering)
+    records = json.loads((await schnack(environment, "calls", "-a", "bob@localhost", "--json")).stdout)["calls"]
+    assert [(r["peer"], r.get("missed")) for r in records if r["ending"] == "missed"] == [("carol@localhost", "busy")]
+
+
 async def test_a_new_device_records_the_calls_missed_before_it_without_telling_them(
     env: tuple[Server, dict[str, str]],
 ) -> None:

@@ -25,7 +25,8 @@ on, and append them as a JSON line to ``calls.jsonl`` in the account's directory
 call that rang here meanwhile and was not taken, one whose caller gave up before it rang here,
 one that came while the account was offline) goes there too, as ``schnack listen`` and
 ``schnack chat`` record them, and is told in a line on stderr. ``schnack call``, busy with its
-own call, turns away any other that comes meanwhile as busy. Failures are one line on stderr
+own call, turns away any other that comes meanwhile as busy; so does ``schnack answer`` once it
+took one. Failures are one line on stderr
 and exit 1 (the call
 was rejected, nobody answered, the callee cannot be called, no media connection, a DTLS
 certificate that does not match the fingerprint).
@@ -365,6 +366,7 @@ def answer(account: str | None, data_saver: bool | None, play: Path | None, reco
 
         client = make_client()
         recording = record_and_tell_missed(client)
+        busy: asyncio.Future[None] | None = None
         try:
             calls = client.incoming_calls()
             await client.connect()
@@ -381,12 +383,15 @@ def answer(account: str | None, data_saver: bool | None, play: Path | None, reco
                 await incoming.reject()
                 note("rejected")
                 return
+            busy = asyncio.ensure_future(turn_away_busy(calls))
             saver = await data_saver_for(client, data_saver)
             with contextlib.ExitStack() as stack:
                 source, sink = devices(stack, play, record)
                 taken = await incoming.answer(data_saver=saver.on, source=source, sink=sink, relay_only=relay_only)
                 await talk(account_dir(chosen), taken, saver, duration)
         finally:
+            if busy is not None:
+                busy.cancel()
             with contextlib.suppress(Exception):
                 await client.close()
             recording.cancel()
