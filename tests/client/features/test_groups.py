@@ -20,7 +20,7 @@ from slixmpp import ClientXMPP
 
 from schnack.client import Client, Connected, EncryptionRequired, XmppError
 from schnack.client.features import groups
-from schnack.client.features.groups import Group, GroupError, GroupMessage, Invited, Removed
+from schnack.client.features.groups import BOOKMARK_OPTIONS, Group, GroupError, GroupMessage, Invited, Removed
 from schnack.client.feed import Subscription
 from schnack.client.omemo import OLDMEMO, TWOMEMO, Omemo, OmemoSettings, Undecryptable
 from schnack.server.app import Server
@@ -28,6 +28,7 @@ from schnack.server.modules.muc import Muc
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.bookmarks import NS as BOOKMARKS
+from schnack.xmpp.payloads.bookmarks import Conference
 from schnack.xmpp.payloads.disco import INFO
 from schnack.xmpp.payloads.forward import NS as FORWARD
 from schnack.xmpp.payloads.mam import QUERY as MAM_QUERY
@@ -625,6 +626,22 @@ async def test_bookmarks_and_rejoining(group_server: Server, clients: list[Clien
     with pytest.raises(GroupError) as unknown:
         await tablet.groups.send("Work", "hello")
     assert str(unknown.value) == "Work is not a group of alice@localhost"
+
+
+async def test_a_bookmark_with_a_nickname_no_address_can_carry_is_entered(group_server: Server,
+                                                                         clients: list[Client]) -> None:
+    """XEP-0402 §3: the nick another app bookmarked is used to enter the group, but one that is
+    no resourcepart (RFC 7622 §3.4: longer than 1023 bytes) makes no occupant address the room
+    could answer (§7.2.1): the group is entered with the account's own nickname instead of not
+    at all."""
+    alice = await online(group_server, clients, "alice@localhost/phone")
+    group = await alice.groups.create("Work")
+    bad = Conference(group.jid, "Work", autojoin=True, nick="n" * 1100)
+    await alice.groups._pep.publish(BOOKMARKS, str(group.jid), bad.to_native(), BOOKMARK_OPTIONS)
+    await alice.close()
+    tablet = await online(group_server, clients, "alice@localhost/tablet")
+    await in_group(tablet, group.jid)
+    assert [(g.jid, g.nick) for g in tablet.groups.known()] == [(group.jid, "alice")]
 
 
 async def test_a_group_destroyed_while_away_is_forgotten_at_the_next_login(group_server: Server,

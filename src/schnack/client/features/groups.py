@@ -832,7 +832,18 @@ class Groups:
         return marked
 
     def _bookmarked(self, conference: Conference) -> _Room:
-        return _Room(conference.jid.bare, conference.name, conference.nick or self._default_nick())
+        """The group a bookmark names, entered with its nick if that can be an occupant's
+        resourcepart (§7.2.1, RFC 7622 §3.4), else with ours: another app may have bookmarked
+        one that makes no address."""
+        room = conference.jid.bare
+        nick = conference.nick
+        if nick is not None:
+            try:
+                nick = JID.parse(f"{room}/{nick}").resource
+            except JIDError as err:
+                log.info("entering %s with our own nickname, not the bookmarked one: %s", room, err)
+                nick = None
+        return _Room(room, conference.name, nick or self._default_nick())
 
     # Sending -----------------------------------------------------------------------------------
 
