@@ -107,7 +107,7 @@ class ArchiveFiller:
 class SchnackArchive(SchnackDriver):
     """schnack with the archives written into its SQLite ``archive`` table, as the archive module
     appends them (each user's archive numbered in ``archive_owners``, the contact's bare JID, the
-    message as serialized, the full JID it came from)."""
+    message as serialized)."""
 
     @staticmethod
     def available() -> bool:
@@ -126,8 +126,8 @@ class SchnackArchive(SchnackDriver):
                 (owner,) = db.execute("INSERT INTO archive_owners (host, username, store) VALUES (?, ?, ?) "
                                       "RETURNING owner", (DOMAIN, user, STORE)).fetchone()
                 db.executemany(
-                    "INSERT INTO archive (id, owner, timestamp, with_jid, payload, from_full) VALUES (?, ?, ?, ?, ?, ?)",
-                    ((r.id, owner, r.when, r.bare, r.xml.encode(), r.peer) for r in archive),
+                    "INSERT INTO archive (id, owner, timestamp, with_jid, payload) VALUES (?, ?, ?, ?, ?)",
+                    ((r.id, owner, r.when, r.bare, r.xml.encode()) for r in archive),
                 )
         return argv
 

@@ -4,7 +4,7 @@ metadata, retention and errors, on in-memory streams (XML in, XML out)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -149,8 +149,7 @@ async def fill(server: Server, user: str, entries: list[tuple[float, str]]) -> l
     ids = []
     for i, (stamp, contact) in enumerate(entries):
         message = f"<message xmlns='jabber:client' from='{contact}/r' to='{user}@{H}' type='chat'><body>e{i}</body></message>"
-        ids.append(await server.storage.archive.append(H, user, STORE, stamp, contact, message.encode(),
-                                                       from_full=f"{contact}/r"))
+        ids.append(await server.storage.archive.append(H, user, STORE, stamp, contact, message.encode()))
     return ids
 
 
@@ -482,13 +481,14 @@ async def test_filter_with_bare_and_full_jid(server: Server) -> None:
     assert (await ask(bob, form(**{"with": "nobody@localhost/x"}))).ids == []
 
 
-async def test_filter_full_jid_finds_a_rare_resource_among_many(server: Server) -> None:
+async def test_filter_full_jid_reads_past_one_batch(server: Server) -> None:
+    # The archive knows contacts by their bare JID: one resource's messages are looked for batch
+    # after batch.
     await add_user(server, "bob")
     ids = await fill(server, "bob", [(100.0 + i, "alice@localhost") for i in range(1200)])
     message = ("<message xmlns='jabber:client' from='alice@localhost/rare' to='bob@localhost' type='chat'>"
                "<body>rare</body></message>")  # fmt: skip
-    rare = await server.storage.archive.append(H, "bob", STORE, 2000.0, "alice@localhost", message.encode(),
-                                               from_full="alice@localhost/rare")
+    rare = await server.storage.archive.append(H, "bob", STORE, 2000.0, "alice@localhost", message.encode())
     bob = await online(server, "bob@localhost/laptop")
     rare_form = form(**{"with": "alice@localhost/rare"})
     for paging in (rsm(max=5), rsm(max=5, before="")):
@@ -526,51 +526,6 @@ async def test_filter_own_full_jid_finds_that_resources_messages_with_everyone(s
     assert answer.bodies == expected[2:] and not answer.complete
     answer = await ask(phone, form(**{"with": "alice@localhost/phone"}) + rsm(max=0))
     assert answer.rsm == ResultSet(count=4)
-
-
-async def vm_steps(server: Server, query: Awaitable[Answer]) -> tuple[Answer, int]:
-    """The answer to ``query`` and the SQLite instructions (in hundreds) run meanwhile: the rows
-    the query reads, without a clock."""
-    steps = 0
-
-    def step() -> int:
-        nonlocal steps
-        steps += 1
-        return 0
-
-    db = server.storage.archive.db  # type: ignore[attr-defined]
-    await db.set_progress_handler(step, 100)
-    try:
-        return await query, steps
-    finally:
-        await db.set_progress_handler(None, 100)
-
-
-async def test_a_query_for_one_device_reads_its_messages_alone(server: Server) -> None:
-    """§4.1.1: the messages of one of the account's own devices (or a contact's) are found by
-    index: such a query read every message of the archive (of the contact's, for a contact's
-    device) to find them, which a client could ask for again and again."""
-    await add_user(server, "alice")
-    tablet = await online(server, "bob@localhost/tablet")
-    await tablet.send(chat("alice@localhost", "from the tablet", id="t1"))
-    await tablet.send(chat("alice@localhost", "from the tablet again", id="t2"))
-    laptop = await online(server, "bob@localhost/laptop")
-    tablet.take()
-    for device in ("bob@localhost/tablet", "alice@localhost/tablet"):
-        steps = []
-        for _ in range(2):
-            # More messages of others each time, after the device's.
-            await fill(server, "bob", [(200.0 + i, "alice@localhost") for i in range(600)])
-            for paging in (rsm(max=5, before=""), rsm(max=5), rsm(max=0)):
-                answer, taken = await vm_steps(server, ask(laptop, form(**{"with": device}) + paging))
-                mine = device == "bob@localhost/tablet"
-                if answer.results or not mine:
-                    assert answer.bodies == (["from the tablet", "from the tablet again"] if mine else [])
-                else:
-                    assert answer.rsm.count == 2
-                steps.append(taken)
-        # Twice the messages in the archive, and no more work for any of the queries.
-        assert all(later <= first + 2 for first, later in zip(steps[:3], steps[3:], strict=True)), (device, steps)
 
 
 async def test_filter_start_and_end(server: Server) -> None:

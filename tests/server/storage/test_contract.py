@@ -29,9 +29,7 @@ from schnack.server.storage import (
     open_storage,
 )  # fmt: skip
 from schnack.server.storage.base import NAME_BYTES, RoomAffiliation
-from schnack.xmpp import ns
 from schnack.xmpp.sasl import ScramCredential, derive_credentials
-from schnack.xmpp.xml import element, qname, serialize
 
 from .conftest import rewind_sqlite_archive
 
@@ -267,17 +265,6 @@ async def test_names_too_long_to_store_are_refused_alike(storage: Storage) -> No
     assert await storage.archive.count(H, "alice", "pep") == 0
     await storage.archive.append(H, "alice", "pep", 1.0, longest, b"kept")
     assert [item.with_jid for item in (await storage.archive.query(H, "alice", "pep")).items] == [longest]
-
-
-async def test_an_archived_items_full_jids_too_long_to_index_are_left_out(storage: Storage) -> None:
-    """An item's full JIDs only serve queries by full JID: one longer than the indexes take (a
-    resource of 1,023 bytes after a long bare JID) is not kept, and the item is."""
-    room = NAME_BYTES - len(H.encode()) - len(b"alice") - len(b"mam")
-    longest, too_long = "a@b/" + "r" * (room - 4), "a@b/" + "r" * (room - 3)
-    kept = await storage.archive.append(H, "alice", "mam", 1.0, "a@b", b"kept", from_full=too_long, to_full=longest)
-    (item,) = (await storage.archive.query(H, "alice", "mam")).items
-    assert (item.id, item.from_full, item.to_full) == (kept, None, longest)
-    assert (await storage.archive.query(H, "alice", "mam", with_full=too_long)).items == []
 
 
 # --- roster --------------------------------------------------------------------------------------
@@ -708,71 +695,6 @@ async def test_archive_filter_with(storage: Storage) -> None:
     assert page.items == [] and page.complete and page.count == 0
 
 
-async def _devices(storage: Storage) -> list[str]:
-    """Alice's archive of 12 items, going round four kinds: from carol's phone to alice, from
-    alice's laptop to carol's phone, from alice's laptop to alice's phone (a note to herself),
-    and from carol (bare) to alice (bare), with no full address."""
-    kinds = [("carol@x", "carol@x/phone", None), ("carol@x", "alice@x/laptop", "carol@x/phone"),
-             ("alice@x", "alice@x/laptop", "alice@x/phone"), ("carol@x", None, None)]
-    ids = []
-    for n in range(12):
-        with_jid, from_full, to_full = kinds[n % 4]
-        ids.append(await storage.archive.append(H, "alice", "mam", 100.0 + n, with_jid, f"m{n}".encode(),
-                                                from_full=from_full, to_full=to_full))
-    return ids
-
-
-async def test_archive_filter_full_jid(storage: Storage) -> None:
-    """with_full: the items from or to that full JID, and nothing else."""
-    ids = await _devices(storage)
-    archive = storage.archive
-    phone = [i for n, i in enumerate(ids) if n % 4 in (0, 1)]
-    page = await archive.query(H, "alice", "mam", with_full="carol@x/phone")
-    assert ids_of(page) == phone and page.count == 6 and page.complete
-    assert [(item.from_full, item.to_full) for item in page.items[:2]] == [
-        ("carol@x/phone", None), ("alice@x/laptop", "carol@x/phone")]
-    laptop = [i for n, i in enumerate(ids) if n % 4 in (1, 2)]
-    assert ids_of(await archive.query(H, "alice", "mam", with_full="alice@x/laptop")) == laptop
-    assert ids_of(await archive.query(H, "alice", "mam", with_full="alice@x/phone")) == ids[2::4]
-    page = await archive.query(H, "alice", "mam", with_full="carol@x/tablet")
-    assert page.items == [] and page.complete and page.count == 0
-    # Pages in either direction, between paging ids, in a time range, of given ids.
-    page = await archive.query(H, "alice", "mam", with_full="carol@x/phone", limit=4)
-    assert ids_of(page) == phone[:4] and not page.complete and page.count == 6
-    page = await archive.query(H, "alice", "mam", with_full="carol@x/phone", limit=4, after=phone[3])
-    assert ids_of(page) == phone[4:] and page.complete
-    page = await archive.query(H, "alice", "mam", with_full="carol@x/phone", limit=4, reverse=True)
-    assert ids_of(page) == phone[2:] and not page.complete
-    page = await archive.query(H, "alice", "mam", with_full="carol@x/phone", limit=2, before=phone[3])
-    assert ids_of(page) == phone[1:3] and not page.complete
-    page = await archive.query(H, "alice", "mam", with_full="carol@x/phone", after=ids[0], before=ids[8])
-    assert ids_of(page) == phone[1:4] and page.complete
-    page = await archive.query(H, "alice", "mam", with_full="carol@x/phone", start=101.0, end=105.0)
-    assert ids_of(page) == phone[1:4] and page.count == 3
-    page = await archive.query(H, "alice", "mam", with_full="carol@x/phone", ids=[ids[0], ids[2], ids[5]])
-    assert ids_of(page) == [ids[0], ids[5]] and page.count == 2
-    page = await archive.query(H, "alice", "mam", with_full="carol@x/phone", limit=0)
-    assert page.items == [] and page.count == 6 and not page.complete
-    # An item from and to one full JID is found once.
-    alone = await archive.append(H, "alice", "mam", 200.0, "alice@x", b"self", from_full="alice@x/phone",
-                                 to_full="alice@x/phone")
-    page = await archive.query(H, "alice", "mam", with_full="alice@x/phone")
-    assert ids_of(page) == [*ids[2::4], alone] and page.count == 4
-    # Another account's archive keeps to itself.
-    await archive.append(H, "bob", "mam", 1.0, "carol@x", b"bob's", from_full="carol@x/phone")
-    assert ids_of(await archive.query(H, "alice", "mam", with_full="carol@x/phone")) == phone
-
-
-async def test_archive_items_put_back_keep_their_full_jids(storage: Storage) -> None:
-    ids = await _devices(storage)
-    taken = (await storage.archive.query(H, "alice", "mam", limit=3)).items
-    assert await storage.archive.delete(H, "alice", "mam", ids=[item.id for item in taken]) == 3
-    await storage.archive.put_back(H, "alice", "mam", taken)
-    page = await storage.archive.query(H, "alice", "mam", with_full="alice@x/laptop")
-    assert ids_of(page) == [i for n, i in enumerate(ids) if n % 4 in (1, 2)]
-    assert page.items[:2] == taken[1:]
-
-
 async def test_archive_id_bounds_bound_the_set_and_its_count(storage: Storage) -> None:
     """after_id and before_id bound the matching set (XEP-0313 §4.1.3), which count counts; after
     and before page through it, and the tighter bound of each side holds."""
@@ -788,8 +710,6 @@ async def test_archive_id_bounds_bound_the_set_and_its_count(storage: Storage) -
     assert ids_of(page) == ids[:3] and page.count == 8 and page.complete
     page = await archive.query(H, "alice", "mam", with_jid="bob@x", after_id=ids[3], limit=0)
     assert page.count == 3
-    page = await archive.query(H, "alice", "mam", with_full="none@x/r", after_id=ids[3], limit=0)
-    assert page.count == 0
     with pytest.raises(ItemNotFound):
         await archive.query(H, "alice", "mam", after_id="unknown")
     other = await archive.append(H, "bob", "mam", 1.0, "alice@x", b"p")
@@ -986,60 +906,16 @@ async def test_archive_count_of_items_stored_before_it_was_kept(storage_url: str
 
 
 async def _forget_archive_counts(storage_url: str) -> None:
-    """Take the store back to the schema before the counts were kept (SQLite 0004, and those after
-    it; PostgreSQL 0005, and those after it)."""
+    """Take the store back to the schema before the counts were kept (SQLite 0004, and 0005 after
+    it; PostgreSQL 0005, and 0006 after it)."""
     if storage_url.startswith("sqlite:"):
         rewind_sqlite_archive(storage_url.removeprefix("sqlite://"))
         return
-    await _forget_full_jids(storage_url)
     await _execute_in_schema(storage_url, "DROP TABLE deleted_accounts; DROP FUNCTION account_locked CASCADE;"
                              "DROP FUNCTION accounts_not_deleted CASCADE; DROP FUNCTION lock_account_for_deletion;"
                              "DROP TABLE archive_counts; DROP TRIGGER archive_counted ON archive;"
                              "DROP TRIGGER archive_uncounted ON archive; DROP FUNCTION archive_count_added;"
                              "DROP FUNCTION archive_count_removed; DELETE FROM schema_migrations WHERE version >= 5")
-
-
-_FORGET_FULL_JIDS = ("DROP INDEX archive_by_from; DROP INDEX archive_by_to; ALTER TABLE archive DROP COLUMN from_full; "
-                     "ALTER TABLE archive DROP COLUMN to_full; ")
-
-
-async def _forget_full_jids(storage_url: str) -> None:
-    """Take the store back to the schema before archived items had their full JIDs (SQLite
-    0006, PostgreSQL 0007)."""
-    if storage_url.startswith("sqlite:"):
-        with contextlib.closing(sqlite3.connect(storage_url.removeprefix("sqlite://"))) as db:
-            db.executescript(f"BEGIN; {_FORGET_FULL_JIDS} DELETE FROM schema_version WHERE version >= 6; COMMIT;")
-        return
-    await _execute_in_schema(storage_url, f"{_FORGET_FULL_JIDS} DELETE FROM schema_migrations WHERE version >= 7")
-
-
-async def test_archived_messages_get_their_full_jids_from_what_they_hold(storage_url: str) -> None:
-    """The migration that keeps each item's full JIDs reads them from the messages archived before,
-    as the server serialized them (escaped), in the message archives alone."""
-    messages = [("carol@x/pho&ne", "alice@x"), ("alice@x/lap\"top", "carol@x/pho&ne"), ("carol@x", "alice@x/<tab>"),
-                ("carol@x", "alice@x"), (None, "alice@x/phone")]
-    first = await open_storage(storage_url)
-    try:
-        ids = [await first.archive.append(H, "alice", "mam", 1.0, "carol@x", serialize(element(
-            qname(ns.CLIENT, "message"), {"to": to, "from": sender, "type": "chat"},
-            children=[element(qname(ns.CLIENT, "body"), text="from='x/y' to='a/b'")])).encode())
-            for sender, to in messages]
-        offline = await first.archive.append(H, "alice", "offline", 1.0, "carol@x", serialize(element(
-            qname(ns.CLIENT, "message"), {"from": "carol@x/phone"})).encode())
-    finally:
-        await first.close()
-    await _forget_full_jids(storage_url)
-    second = await open_storage(storage_url)
-    try:
-        page = await second.archive.query(H, "alice", "mam")
-        assert [(item.from_full, item.to_full) for item in page.items] == [
-            ("carol@x/pho&ne", None), ('alice@x/lap"top', "carol@x/pho&ne"), (None, "alice@x/<tab>"), (None, None),
-            (None, "alice@x/phone")]
-        assert ids_of(await second.archive.query(H, "alice", "mam", with_full="carol@x/pho&ne")) == ids[:2]
-        (item,) = (await second.archive.query(H, "alice", "offline")).items
-        assert item.id == offline and item.from_full is None
-    finally:
-        await second.close()
 
 
 async def _execute_in_schema(storage_url: str, sql: str) -> None:

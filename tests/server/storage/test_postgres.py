@@ -4,13 +4,11 @@ indexes, nodes racing one another, and a whole server that keeps its data across
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -111,45 +109,6 @@ async def test_archive_indexes(schema: tuple[str, str, asyncpg.Connection]) -> N
         "(host, username, store, seq, \"timestamp\")", "(host, username, store, with_jid, seq, \"timestamp\")",
         "(host, username, store, \"timestamp\", seq)", "(id)", "(seq)",
     } <= definitions  # fmt: skip
-
-
-def _scans(plan: dict[str, Any]) -> list[tuple[str, str | None]]:
-    """(node type, index) of each node of ``plan`` that reads the archive table."""
-    found = [(plan["Node Type"], plan.get("Index Name"))] if plan.get("Relation Name") == "archive" else []
-    return found + [scan for child in plan.get("Plans", []) for scan in _scans(child)]
-
-
-async def test_archive_queries_by_full_jid_read_its_indexes(schema: tuple[str, str, asyncpg.Connection]) -> None:
-    """A query for one device's messages (XEP-0313 §4.1.1, 'with' a full JID) reads the indexes
-    of full JIDs (migration 0007), as far as its page goes: never the whole archive, however
-    few of its messages are that device's."""
-    url, name, admin = schema
-    # One connection, so that its statements can be seen.
-    store = await open_storage(with_query(url, pool_max_size="1"))
-    statements: list[tuple[str, tuple[Any, ...]]] = []
-    try:
-        ids = await asyncio.gather(*(store.archive.append(
-            "h", "bob", "mam", float(n), "alice@x", b"<m/>",
-            from_full="bob@h/tablet" if n % 1000 == 0 else "alice@x/phone",
-            to_full="bob@h/tablet" if n % 1000 == 1 else None) for n in range(3000)))
-        # The planner's statistics, as autovacuum keeps them.
-        await admin.execute(f'ANALYZE "{name}".archive')
-        async with store.archive.pool.acquire() as conn:  # type: ignore[attr-defined]
-            conn.add_query_logger(lambda logged: statements.append((logged.query, logged.args)))
-        for paging in ({"limit": 5, "reverse": True}, {"limit": 5, "after": ids[1500]}, {"limit": 0}):
-            page = await store.archive.query("h", "bob", "mam", with_full="bob@h/tablet", **paging)
-            assert page.items or page.count == 6
-    finally:
-        await store.close()
-    await admin.execute(f'SET search_path TO "{name}"')
-    reads = [(sql, args) for sql, args in statements if sql.startswith("SELECT") and "FROM archive" in sql
-             and "with_full" not in sql and ("from_full=" in sql or "to_full=" in sql)]
-    assert len(reads) == 6  # three pages, each with its count
-    for sql, args in reads:
-        (plan,) = json.loads(await admin.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args))
-        scans = _scans(plan["Plan"])
-        assert {index for _node, index in scans} <= {"archive_by_from", "archive_by_to", "archive_pkey"}, scans
-        assert {"archive_by_from", "archive_by_to"} <= {index for _node, index in scans}, scans
 
 
 async def test_server_keeps_data_across_restart(tmp_path: Path) -> None:

@@ -44,36 +44,6 @@ async def test_deleting_archived_items_by_id_reads_them_by_id(tmp_path: Path) ->
     assert "INDEX sqlite_autoindex_archive_1 (id=?)" in plan, plan
 
 
-async def test_archive_queries_by_full_jid_read_its_indexes(tmp_path: Path) -> None:
-    """A query for one device's messages (XEP-0313 §4.1.1, 'with' a full JID) reads the indexes
-    of full JIDs (migration 0006), as far as its page goes, and the rows it returns by seq:
-    never the whole archive, however few of its messages are that device's."""
-    path = tmp_path / "store.db"
-    storage = await SqliteStorage.open(str(path))
-    statements: list[str] = []
-    try:
-        ids = await asyncio.gather(*(storage.archive.append(
-            "localhost", "bob", "mam", float(n), "alice@localhost", b"<m/>",
-            from_full="bob@localhost/tablet" if n % 500 == 0 else "alice@localhost/phone",
-            to_full="bob@localhost/tablet" if n % 500 == 1 else None) for n in range(1000)))
-        await storage.archive.db.set_trace_callback(statements.append)
-        for paging in ({"limit": 5, "reverse": True}, {"limit": 5, "after": ids[500]}, {"limit": 0}):
-            page = await storage.archive.query("localhost", "bob", "mam", with_full="bob@localhost/tablet", **paging)
-            assert page.items or page.count == 4
-    finally:
-        await storage.close()
-    reads = [sql for sql in statements if sql.startswith("SELECT") and "_full=" in sql]
-    assert len(reads) == 6  # three pages, each with its count
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        for sql in reads:
-            plan = [str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {sql}")]
-            reading = [step for step in plan if " archive " in f"{step} "]
-            assert any("archive_by_from (owner=? AND from_full=?" in step for step in reading), plan
-            assert any("archive_by_to (owner=? AND to_full=?" in step for step in reading), plan
-            assert all("archive_by_" in step or "INTEGER PRIMARY KEY (rowid=?)" in step for step in reading), plan
-            assert not any(step.startswith("SCAN archive") for step in reading), plan
-
-
 def _rows_in_database_file(path: Path) -> int:
     """Archived items in the database file itself, without what its WAL holds (immutable: SQLite
     reads the file alone); none while no checkpoint brought even the schema there."""

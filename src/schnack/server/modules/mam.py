@@ -43,10 +43,10 @@ policy-violation); RSM ``max`` (capped at ``max_page_size``), ``after``, ``befor
 the last page) and ``<flip-page/>``. ``start`` and ``end`` take in the messages whose stamp, as results and
 metadata show it (to the microsecond, the precision a message's time is kept at), is within
 them. The results go to the querying resource as messages, then the IQ result with ``<fin/>``
-says whether the page completes the result set. A ``with`` full JID (a contact's device, or
-one of the account's own) matches the messages to or from that very JID: the archive keeps the
-full addresses of each message, and finds them by index. The number of matching messages
-costs a read of all of them, so only a request for the count alone (RSM ``max`` 0) gets it. An IQ get returns the form
+says whether the page completes the result set. The number of matching messages
+costs a read of all of them (for a ``with`` full JID, of all the messages with that contact, or
+of the whole archive for one of the account's own resources), so only a request for the count
+alone (RSM ``max`` 0) gets it. An IQ get returns the form
 (§4.1.5); ``<metadata/>`` names the first and last message (§5); ``<prefs/>`` reads and sets
 the preferences. Another account's archive is forbidden (§8.1).
 
@@ -96,7 +96,7 @@ from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize, split
 from ..config import bounded
 from ..module import Module
-from ..storage import ArchivePage, ItemNotFound, new_item_id
+from ..storage import ArchivedItem, ArchivePage, ItemNotFound, new_item_id
 from ..storage.base import ArchiveStore
 from .e2e import ENCRYPTED
 from .message import message_type
@@ -115,6 +115,8 @@ _PURGE_PERIOD = 3600.0
 # Every message consults the preferences of its sender and of its recipient, so they are kept
 # for the accounts that were active lately.
 _PREFS_KEPT = 10_000
+# Messages read at a time while looking for those of one resource (a 'with' full JID).
+_SCAN_BATCH = 500
 _HINTS = "urn:xmpp:hints"
 # XEP-0334 §4: the hints that keep a message out of every archive.
 NO_STORE = frozenset({qname(_HINTS, "no-store"), qname(_HINTS, "no-permanent-store")})
@@ -246,7 +248,7 @@ class Mam(Module[MamOptions]):
             strip_stanza_ids(stanza.el, _claims(to.bare))
         if worth_archiving(stanza) and await self._archives(owner, to):
             item_id = new_item_id()
-            self.server.router.defer(stanza, self._append(owner, to.bare, stanza, item_id),
+            self.server.router.defer(stanza, self._append(owner, to.bare, stanza.el, item_id),
                                      undo=functools.partial(self._take_back, owner, item_id))
             stanza.el.append(StanzaId(item_id, str(owner)).to_xml())
 
@@ -270,18 +272,16 @@ class Mam(Module[MamOptions]):
         if not await self._exists(owner) or not await self._archives(owner, peer):
             return
         item_id = new_item_id()
-        self.server.router.defer(stanza, self._append(owner, peer.bare, stanza, item_id),
+        self.server.router.defer(stanza, self._append(owner, peer.bare, stanza.el, item_id),
                                  undo=functools.partial(self._take_back, owner, item_id))
         stanza.el.append(StanzaId(item_id, str(owner)).to_xml())
 
-    def _append(self, owner: JID, with_jid: JID, stanza: Stanza, item_id: str) -> asyncio.Future[str]:
-        """Append the message as it is now, under ``item_id``, without waiting for the commit: the
-        router does (deferred writes), and the stanza goes on with its id meanwhile. Its full
-        addresses go with it, for queries by full JID (§4.1.1)."""
+    def _append(self, owner: JID, with_jid: JID, el: Element, item_id: str) -> asyncio.Future[str]:
+        """Append ``el`` as it is now, under ``item_id``, without waiting for the commit: the
+        router does (deferred writes), and the stanza goes on with its id meanwhile."""
         assert owner.local is not None
         return self.server.storage.archive.append_soon(
-            owner.domain, owner.local, STORE, now(), str(with_jid), serialize(stanza.el).encode(), item_id=item_id,
-            from_full=_full(stanza.from_), to_full=_full(stanza.to),
+            owner.domain, owner.local, STORE, now(), str(with_jid), serialize(el).encode(), item_id=item_id
         )
 
     async def _take_back(self, owner: JID, item_id: str) -> None:
@@ -414,20 +414,49 @@ class Mam(Module[MamOptions]):
         host, user = owner.domain, owner.local
         archive = self.server.storage.archive
         await check_ids(archive, host, user, STORE, flt.ids, self.options.max_page_size)
+        backward = rsm.before is not None
         with_jid = flt.with_jid
-        # §4.1.1: a bare JID matches the messages with that contact (the archive files each under
-        # the contact's bare JID, the account's own for a message between its resources); a full
-        # JID only those to or from that very resource, which the archive finds by the full
-        # addresses it keeps of each message.
-        bare = with_jid is not None and with_jid.is_bare
-        return await archive.query(
-            host, user, STORE, with_jid=str(with_jid) if bare else None,
-            with_full=str(with_jid) if with_jid is not None and not bare else None,
-            start=widened(flt.start, -1) if flt.start is not None else None,
-            end=widened(flt.end, 1) if flt.end is not None else None, ids=flt.ids, after_id=flt.after_id,
-            before_id=flt.before_id, after=rsm.after or None, before=rsm.before or None, limit=limit,
-            reverse=rsm.before is not None, count=limit == 0,
-        )  # fmt: skip
+        start = widened(flt.start, -1) if flt.start is not None else None
+        end = widened(flt.end, 1) if flt.end is not None else None
+        # The archive files a message under the contact's bare JID (the account's own for a
+        # message between its resources); one of the account's own resources takes part in
+        # messages with every contact, so its messages are looked for in the whole archive.
+        own_resource = with_jid is not None and not with_jid.is_bare and with_jid.bare == owner
+        filed_under = str(with_jid.bare) if with_jid is not None and not own_resource else None
+
+        async def read(after: str | None, before: str | None, limit: int, count: bool) -> ArchivePage:
+            return await archive.query(
+                host, user, STORE, with_jid=filed_under, start=start, end=end, ids=flt.ids,
+                after_id=flt.after_id, before_id=flt.before_id, after=after, before=before, limit=limit,
+                reverse=backward, count=count,
+            )  # fmt: skip
+
+        after, before = rsm.after or None, rsm.before or None
+        if with_jid is None or with_jid.is_bare:
+            return await read(after, before, limit, count=limit == 0)
+        # §4.1.1: a full JID matches only messages to or from that very resource. The archive
+        # knows the bare JID of the contact, so read on until a page of those messages is found,
+        # or, for their number alone (XEP-0059 §2.7), to the end; either way only the page and
+        # the one message after it (which makes it incomplete) are kept.
+        counting = limit == 0
+        found: list[ArchivedItem] = []
+        matched = 0
+        while counting or len(found) <= limit:
+            batch = await read(after, before, _SCAN_BATCH, count=False)
+            items = list(reversed(batch.items)) if backward else batch.items
+            mine = [item for item in items if _involves(item, with_jid)]
+            matched += len(mine)
+            found += mine[: limit + 1 - len(found)]
+            if batch.complete or not items:
+                break
+            if backward:
+                before = items[-1].id
+            else:
+                after = items[-1].id
+        page = found[:limit]
+        if backward:
+            page.reverse()
+        return ArchivePage(page, len(found) <= limit, matched if counting else None)
 
     # --- retention ---------------------------------------------------------------------------
 
@@ -510,6 +539,15 @@ def _edge(page: ArchivePage) -> Edge | None:
     return Edge(page.items[0].id, moment(page.items[0].timestamp)) if page.items else None
 
 
-def _full(jid: JID | None) -> str | None:
-    """``jid`` as the archive keeps a message's full address: only one with a resource."""
-    return str(jid) if jid is not None and not jid.is_bare else None
+def _involves(item: ArchivedItem, jid: JID) -> bool:
+    """Whether the archived message was sent to or from exactly ``jid``."""
+    try:
+        message = parse_frame(item.payload, _MAX_STORED)
+    except StreamError:
+        return False
+    for address in (message.get("from"), message.get("to")):
+        if address:
+            with contextlib.suppress(JIDError):
+                if JID.parse(address) == jid:
+                    return True
+    return False

@@ -94,9 +94,8 @@ def new_item_id() -> str:
     return base64.urlsafe_b64encode(stamp.to_bytes(6, "big") + _random.take(6)).decode().translate(_SORTABLE)
 
 
-Row = tuple[str, str, str, str, float, str, bytes, str | None, str | None]
-"""An archive item as a backend writes it: id, host, username, store, timestamp, with, payload,
-and the full JIDs it is from and to (see ArchiveStore.append)."""
+Row = tuple[str, str, str, str, float, str, bytes]
+"""An archive item as a backend writes it: id, host, username, store, timestamp, with, payload."""
 Appending = tuple[Row, int | None, "asyncio.Future[str]"]
 """An append waiting to be written: its row, its limit, and the future its caller awaits."""
 
@@ -112,29 +111,22 @@ class QueuedAppends:
     _last: asyncio.Future[str] | None = None
 
     def append_soon(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
-                    *, limit: int | None = None, item_id: str | None = None, from_full: str | None = None,
-                    to_full: str | None = None) -> asyncio.Future[str]:
+                    *, limit: int | None = None, item_id: str | None = None) -> asyncio.Future[str]:
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         try:
             check_names(host, username, store, with_jid)
         except TooLong as err:
             done.set_exception(err)
             return done
-        # The full JIDs serve queries by full JID alone: one too long for the indexes is left out,
-        # and the item kept.
-        from_full, to_full = (full if full is None or _fits(host, username, store, full) else None
-                              for full in (from_full, to_full))
-        row = (item_id or new_item_id(), host, username, store, timestamp, with_jid, payload, from_full, to_full)
-        self._waiting.append((row, limit, done))
+        self._waiting.append(((item_id or new_item_id(), host, username, store, timestamp, with_jid, payload), limit, done))
         self._last = done
         self._write_soon()
         return done
 
     async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
-                     *, limit: int | None = None, item_id: str | None = None, from_full: str | None = None,
-                     to_full: str | None = None) -> str:
+                     *, limit: int | None = None, item_id: str | None = None) -> str:
         return await self.append_soon(host, username, store, timestamp, with_jid, payload, limit=limit,
-                                      item_id=item_id, from_full=from_full, to_full=to_full)
+                                      item_id=item_id)
 
     def _write_soon(self) -> None:
         raise NotImplementedError
@@ -168,15 +160,6 @@ def check_names(*names: str) -> None:
     if sum(map(len, names)) * 4 > NAME_BYTES and sum(len(name.encode()) for name in names) > NAME_BYTES:
         raise TooLong(f"names of {sum(len(name.encode()) for name in names)} bytes; "
                       f"storage keeps at most {NAME_BYTES} bytes of names a row")
-
-
-def _fits(*names: str) -> bool:
-    """Whether ``names`` take at most NAME_BYTES together."""
-    try:
-        check_names(*names)
-    except TooLong:
-        return False
-    return True
 
 
 class AlreadyExists(StorageError):
@@ -230,9 +213,6 @@ class ArchivedItem:
     payload: bytes
     # Its place in the archive's order: never given to another item, even once it is deleted.
     seq: int
-    # The full JIDs it is from and to, as appended (ArchiveStore.append).
-    from_full: str | None = None
-    to_full: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,21 +280,17 @@ class ArchiveStore(Protocol):
     append issued before it through the same store, once that is committed."""
 
     async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
-                     *, limit: int | None = None, item_id: str | None = None, from_full: str | None = None,
-                     to_full: str | None = None) -> str:
+                     *, limit: int | None = None, item_id: str | None = None) -> str:
         """Append one item; its id, once it is committed. With ``limit``, only if the archive holds
         fewer items than that, checked in the transaction that appends (else ArchiveFull). The id
         is ``item_id`` when given (made by :func:`new_item_id`, for a caller that shows it before
         the item is committed, or derived from the item, for one that must store it once), else a
         new one; DuplicateItem when an item has that id already, full archive or not, and nothing
-        is written. ``from_full`` and ``to_full`` are the full JIDs (with a resource) the item is
-        from and to, if it is: a query's ``with_full`` finds the item by either, through an index
-        (one longer than NAME_BYTES with the archive's names is left out)."""
+        is written."""
         ...
 
     def append_soon(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
-                    *, limit: int | None = None, item_id: str | None = None, from_full: str | None = None,
-                    to_full: str | None = None) -> asyncio.Future[str]:
+                    *, limit: int | None = None, item_id: str | None = None) -> asyncio.Future[str]:
         """As :meth:`append`, issued now without waiting: the future holds the id once committed."""
         ...
 
@@ -322,11 +298,10 @@ class ArchiveStore(Protocol):
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
-        with_full: str | None = None, after_id: str | None = None, before_id: str | None = None,
+        after_id: str | None = None, before_id: str | None = None,
     ) -> ArchivePage:
         """Items matching the filters, oldest first; ``after`` and ``before`` are exclusive id bounds,
         and ItemNotFound when not in the archive, whether or not any item matches the filters.
-        ``with_full`` matches the items appended with that ``from_full`` or ``to_full``.
         ``after_id`` and ``before_id`` are exclusive id bounds too, but of the set of items
         matching (XEP-0313 §4.1.3), which ``count`` counts; ``after`` and ``before`` page through
         that set.

@@ -70,8 +70,8 @@ _ARCHIVE_LOCK = int.from_bytes(b"arch", "big")
 _APPEND = (
     "WITH serialized AS MATERIALIZED "
     f"(SELECT pg_advisory_xact_lock({_ARCHIVE_LOCK}, hashtext($2 || '/' || $3 || '/' || $4))) "
-    "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload, from_full, to_full) "
-    "SELECT $1, $2, $3, $4, $5::double precision, $6, $7::bytea, $8, $9 FROM serialized"
+    "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
+    "SELECT $1, $2, $3, $4, $5::double precision, $6, $7::bytea FROM serialized"
 )
 # Appends to several archives, in one statement and round trip: the materialized CTE takes each
 # archive's lock, in the order of the lock keys so that two such statements (on two nodes) cannot
@@ -81,21 +81,20 @@ _APPEND_MANY = (
     "WITH serialized AS MATERIALIZED "
     f"(SELECT pg_advisory_xact_lock({_ARCHIVE_LOCK}, key) FROM (SELECT DISTINCT hashtext(h || '/' || u || '/' || s) "
     "AS key FROM unnest($2::text[], $3::text[], $4::text[]) AS a(h, u, s) ORDER BY key) AS keys) "
-    "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload, from_full, to_full) "
-    "SELECT r.id, r.host, r.username, r.store, r.timestamp, r.with_jid, r.payload, r.from_full, r.to_full "
-    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::double precision[], $6::text[], $7::bytea[], "
-    "$8::text[], $9::text[]) WITH ORDINALITY AS r(id, host, username, store, timestamp, with_jid, payload, "
-    "from_full, to_full, n) "
+    "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
+    "SELECT r.id, r.host, r.username, r.store, r.timestamp, r.with_jid, r.payload "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::double precision[], $6::text[], $7::bytea[]) "
+    "WITH ORDINALITY AS r(id, host, username, store, timestamp, with_jid, payload, n) "
     "WHERE (SELECT count(*) FROM serialized) > 0 ORDER BY r.n"
 )
 # The most appends one such statement writes.
 _MANY_MAX = 500
 # Several appends to one archive: the lock, then the rows, in one transaction.
 _LOCK = f"SELECT pg_advisory_xact_lock({_ARCHIVE_LOCK}, hashtext($1 || '/' || $2 || '/' || $3))"
-_PUT_BACK = ("INSERT INTO archive (seq, id, host, username, store, timestamp, with_jid, payload, from_full, to_full) "
-             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING")
-_INSERT = ("INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload, from_full, to_full) "
-           "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+_PUT_BACK = ("INSERT INTO archive (seq, id, host, username, store, timestamp, with_jid, payload) "
+             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING")
+_INSERT = ("INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
+           "VALUES ($1, $2, $3, $4, $5, $6, $7)")
 # How many items an archive holds, its host, username and store the parameters numbered {0}, {1}
 # and {2}: kept by triggers for BOUNDED_STORES (migration 0005), else counted.
 _KEPT_COUNT = "coalesce((SELECT items FROM archive_counts WHERE host=${0} AND username=${1} AND store=${2}), 0)"
@@ -107,12 +106,12 @@ def _count_sql(store: str) -> str:
 
 
 # An append with a limit, after the lock (so that the count read is that of the appends before):
-# only while the archive holds fewer items than $10, or when its id is taken already: then the
+# only while the archive holds fewer items than $8, or when its id is taken already: then the
 # unique id refuses it as a duplicate, which tells the caller that the item is stored, as a full
 # archive would not.
 _INSERT_BOUNDED = {
-    count: "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload, from_full, to_full) "
-           f"SELECT $1, $2, $3, $4, $5::double precision, $6, $7::bytea, $8, $9 WHERE {count.format(2, 3, 4)} < $10 "
+    count: "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
+           f"SELECT $1, $2, $3, $4, $5::double precision, $6, $7::bytea WHERE {count.format(2, 3, 4)} < $8 "
            "OR EXISTS (SELECT 1 FROM archive WHERE id = $1)"
     for count in (_KEPT_COUNT, _ITEMS_COUNTED)
 }
@@ -365,11 +364,6 @@ class _Where:
         self.args.append(value)
         self.terms.append(template.format(f"${len(self.args)}"))
 
-    def param(self, value: Any) -> str:
-        """The next parameter, for use outside the clause's terms."""
-        self.args.append(value)
-        return f"${len(self.args)}"
-
     def sql(self) -> str:
         return " AND ".join(self.terms)
 
@@ -378,31 +372,6 @@ class _Where:
 # first and last seq. Over a wider range it reads in archive order from its 'after' id or from the
 # archive's start, skipping what is out of the range: that costs the skipping, not the range.
 _SPAN_PROBE = 2000
-
-
-_COLUMNS = "id, timestamp, with_jid, payload, seq, from_full, to_full"
-
-
-def _full_jid_page(where: _Where, with_full: str, order: str, fetch: int | None) -> str:
-    """The page of items from or to ``with_full`` (adding its parameters to ``where``): the page
-    of each of the two indexes (archive_by_from, archive_by_to: migration 0007), each read in
-    archive order as far as the page goes, and the page of both."""
-    jid = where.param(with_full)
-    limit = where.param(fetch)
-    sides = " UNION ".join(f"(SELECT seq FROM archive WHERE {where.sql()} AND {column}={jid} "
-                           f"ORDER BY seq {order} LIMIT {limit})" for column in ("from_full", "to_full"))
-    return f"SELECT {_COLUMNS} FROM archive WHERE seq IN ({sides}) ORDER BY seq {order} LIMIT {limit}"
-
-
-def _count(where: _Where, with_full: str | None) -> tuple[str, list[Any]]:
-    """How many items match ``where`` and, if given, are from or to ``with_full``: the statement
-    and its parameters."""
-    if with_full is None:
-        return f"SELECT count(*) FROM archive WHERE {where.sql()}", where.args
-    jid = f"${len(where.args) + 1}"
-    return ("SELECT count(*) FROM (" + " UNION ".join(
-        f"SELECT seq FROM archive WHERE {where.sql()} AND {column}={jid}" for column in ("from_full", "to_full"))
-        + ") AS matched", [*where.args, with_full])
 
 
 class Archive(_Part, QueuedAppends):
@@ -549,7 +518,7 @@ class Archive(_Part, QueuedAppends):
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
-        with_full: str | None = None, after_id: str | None = None, before_id: str | None = None,
+        after_id: str | None = None, before_id: str | None = None,
     ) -> ArchivePage:
         await self.appended()
         where = _Where()
@@ -585,8 +554,7 @@ class Archive(_Part, QueuedAppends):
                 if end is not None:
                     where.add("timestamp<={}", end)
             if count:
-                sql, args = _count(where, with_full)
-                total = int(await conn.fetchval(sql, *args))
+                total = int(await conn.fetchval(f"SELECT count(*) FROM archive WHERE {where.sql()}", *where.args))
             if after_seq is not None:
                 where.add("seq>{}", after_seq)
             if before_seq is not None:
@@ -594,18 +562,15 @@ class Archive(_Part, QueuedAppends):
             if reverse is None:
                 reverse = before is not None
             order = "DESC" if reverse else "ASC"
-            if with_full is None:
-                where.args.append(limit + 1 if limit is not None else None)
-                sql = (f"SELECT {_COLUMNS} FROM archive WHERE {where.sql()} "
-                       f"ORDER BY seq {order} LIMIT ${len(where.args)}")
-            else:
-                sql = _full_jid_page(where, with_full, order, limit + 1 if limit is not None else None)
-            rows = list(await conn.fetch(sql, *where.args))
+            where.args.append(limit + 1 if limit is not None else None)
+            rows = list(await conn.fetch(
+                f"SELECT id, timestamp, with_jid, payload, seq FROM archive WHERE {where.sql()} "
+                f"ORDER BY seq {order} LIMIT ${len(where.args)}", *where.args))
         complete = limit is None or len(rows) <= limit
         rows = rows[:limit] if limit is not None else rows
         if reverse:
             rows.reverse()
-        items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows]
+        items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
         return ArchivePage(items, complete, total)
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
@@ -629,8 +594,7 @@ class Archive(_Part, QueuedAppends):
             await conn.execute(_LOCK, host, username, store)
             # The seqs are free: a sequence never hands one out twice.
             await conn.executemany(_PUT_BACK, [(item.seq, item.id, host, username, store, item.timestamp,
-                                                item.with_jid, item.payload, item.from_full, item.to_full)
-                                               for item in items])
+                                                item.with_jid, item.payload) for item in items])
 
     async def count(self, host: str, username: str, store: str) -> int:
         await self.appended()

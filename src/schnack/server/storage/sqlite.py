@@ -324,10 +324,8 @@ _SPAN_PROBE = 2000
 # Rows and indexes name an archive by its number in archive_owners (migration 0005). Reads find
 # it by this subquery, which SQLite runs once per statement; no archive, no number: no rows.
 _OWNER = "(SELECT owner FROM archive_owners WHERE host=? AND username=? AND store=?)"
-_APPEND = "INSERT INTO archive (id, owner, timestamp, with_jid, payload, from_full, to_full) VALUES (?, ?, ?, ?, ?, ?, ?)"
-_PUT_BACK = ("INSERT INTO archive (seq, id, owner, timestamp, with_jid, payload, from_full, to_full) "
-             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
-_COLUMNS = "id, timestamp, with_jid, payload, seq, from_full, to_full"
+_APPEND = "INSERT INTO archive (id, owner, timestamp, with_jid, payload) VALUES (?, ?, ?, ?, ?)"
+_PUT_BACK = "INSERT INTO archive (seq, id, owner, timestamp, with_jid, payload) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 def _count_sql(store: str, owner: str = "?") -> str:
@@ -345,7 +343,7 @@ def _append_bounded(store: str) -> str:
     parameter (the rows appended before it in the transaction count), or when the last
     parameter, its id, is taken already: then the unique id refuses it as a duplicate, which
     tells the caller that the item is stored, as a full archive would not."""
-    return (f"INSERT INTO archive (id, owner, timestamp, with_jid, payload, from_full, to_full) SELECT ?, ?, ?, ?, ?, ?, ? "
+    return (f"INSERT INTO archive (id, owner, timestamp, with_jid, payload) SELECT ?, ?, ?, ?, ? "
             f"WHERE {_count_sql(store)} < ? OR EXISTS (SELECT 1 FROM archive WHERE id = ?)")
 
 
@@ -360,7 +358,7 @@ _ROWS_PER_INSERT = 200
 
 @functools.cache
 def _append_rows(count: int) -> str:
-    return _APPEND + ", (?, ?, ?, ?, ?, ?, ?)" * (count - 1)
+    return _APPEND + ", (?, ?, ?, ?, ?)" * (count - 1)
 
 
 # Appends committed together at most.
@@ -455,8 +453,8 @@ def _stored(conn: sqlite3.Connection, owners: Owners, row: Row) -> tuple[Any, ..
     """``row`` as the archive table holds it: its archive's number instead of the three strings.
     A number given out here is in the transaction from then on: an error in doing so fails the
     batch, and a statement's error that rolls the transaction back is seen by ``_check_kept``."""
-    item_id, host, username, store, timestamp, with_jid, payload, from_full, to_full = row
-    return item_id, owners.number(conn, host, username, store), timestamp, with_jid, payload, from_full, to_full
+    item_id, host, username, store, timestamp, with_jid, payload = row
+    return item_id, owners.number(conn, host, username, store), timestamp, with_jid, payload
 
 
 def insert_unbounded(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row, int | None]]) -> int:
@@ -670,7 +668,7 @@ class Archive(_Part, QueuedAppends):
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
-        with_full: str | None = None, after_id: str | None = None, before_id: str | None = None,
+        after_id: str | None = None, before_id: str | None = None,
     ) -> ArchivePage:
         await self.appended()
         # XEP-0313 §4.3: an unknown paging id is an error, even where no item matches the filters.
@@ -718,33 +716,18 @@ class Archive(_Part, QueuedAppends):
             reverse = before is not None
         order = "DESC" if reverse else "ASC"
         fetch = limit + 1 if limit is not None else -1
-        if with_full is None:
-            rows = await self._all(f"SELECT {_COLUMNS} FROM archive WHERE {' AND '.join(where)} "
-                                   f"ORDER BY seq {order} LIMIT ?", *args, fetch)
-        else:
-            # The page of each of the two indexes (archive_by_from, archive_by_to: migration 0006),
-            # each read in archive order as far as the page goes, and the page of both.
-            sides = " UNION ALL ".join(
-                f"SELECT seq FROM (SELECT seq FROM archive WHERE {' AND '.join(where)} AND {column}=? "
-                f"ORDER BY seq {order} LIMIT ?)" for column in ("from_full", "to_full"))
-            rows = await self._all(f"SELECT {_COLUMNS} FROM archive WHERE seq IN ({sides}) "
-                                   f"ORDER BY seq {order} LIMIT ?", *args, with_full, fetch, *args, with_full, fetch, fetch)
+        rows = await self._all(
+            f"SELECT id, timestamp, with_jid, payload, seq FROM archive WHERE {' AND '.join(where)} "
+            f"ORDER BY seq {order} LIMIT ?", *args, fetch)
         complete = limit is None or len(rows) <= limit
         rows = rows[:limit] if limit is not None else rows
         if reverse:
             rows.reverse()
         total = None
         if count:
-            if with_full is None:
-                count_row = await self._one(f"SELECT count(*) FROM archive WHERE {' AND '.join(base)}", *base_args)
-            else:
-                count_row = await self._one(
-                    "SELECT count(*) FROM (" + " UNION ".join(
-                        f"SELECT seq FROM archive WHERE {' AND '.join(base)} AND {column}=?"
-                        for column in ("from_full", "to_full")) + ")",
-                    *base_args, with_full, *base_args, with_full)
+            count_row = await self._one(f"SELECT count(*) FROM archive WHERE {' AND '.join(base)}", *base_args)
             total = int(count_row[0])
-        items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows]
+        items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
         return ArchivePage(items, complete, total)
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
@@ -774,8 +757,7 @@ class Archive(_Part, QueuedAppends):
                 owner = owners.number(conn, host, username, store)
                 for item in items:
                     # The seq is free: AUTOINCREMENT never hands a deleted row's seq out again.
-                    row = (item.seq, item.id, owner, item.timestamp, item.with_jid, item.payload, item.from_full,
-                           item.to_full)
+                    row = (item.seq, item.id, owner, item.timestamp, item.with_jid, item.payload)
                     if conn.execute(_PUT_BACK, row).rowcount and store in BOUNDED_STORES:
                         conn.execute(_COUNT_ADDED, (owner,))
                 conn.commit()
