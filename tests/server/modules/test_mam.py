@@ -3,6 +3,7 @@ metadata, retention and errors, on in-memory streams (XML in, XML out)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from xml.etree.ElementTree import Element
 import pytest
 
 from schnack.server.app import Server
-from schnack.server.modules.mam import STORE, Mam
+from schnack.server.modules.mam import SCAN_MOST, STORE, Mam
 from schnack.server.storage import RosterItem, open_storage
 from schnack.xmpp import ns
 from schnack.xmpp.parser import parse_frame
@@ -503,6 +504,43 @@ async def test_filter_full_jid_reads_past_one_batch(server: Server) -> None:
     assert answer.results == [] and answer.rsm == ResultSet(count=1) and not answer.complete
     answer = await ask(bob, form(**{"with": "alice@localhost/r"}) + rsm(max=0))
     assert answer.results == [] and answer.rsm == ResultSet(count=1200)
+
+
+async def test_filter_full_jid_examines_a_bounded_number_of_messages(server: Server) -> None:
+    """§4.1.1: a full JID's messages are looked for among at most SCAN_MOST messages a query, or
+    any client could have the server read and parse a whole archive again and again. Matches
+    found by then are the page, incomplete (XEP-0059 §2.6, to page on); none is
+    policy-violation (RFC 6120 §8.3.3.12), which narrowing the query by time avoids."""
+    await add_user(server, "bob")
+    message = ("<message xmlns='jabber:client' from='alice@localhost/rare' to='bob@localhost' type='chat'>"
+               "<body>rare</body></message>")  # fmt: skip
+    rare = await server.storage.archive.append(H, "bob", STORE, 50.0, "alice@localhost", message.encode())
+    others = b"<message xmlns='jabber:client' from='alice@localhost/r' to='bob@localhost' type='chat'/>"
+    await asyncio.gather(*(server.storage.archive.append(H, "bob", STORE, 100.0 + i, "alice@localhost", others)
+                           for i in range(SCAN_MOST + 50)))  # fmt: skip
+    bob = await online(server, "bob@localhost/laptop")
+    rare_form = form(**{"with": "alice@localhost/rare"})
+    narrow = (f"the archive reads at most {SCAN_MOST} messages for a query with a full JID: narrow it by "
+              "time (start, end) or ask with the bare JID")
+    # Newest first, and for the count, the rare message lies beyond the bound.
+    for paging in (rsm(max=5, before=""), rsm(max=0)):
+        answer = await ask(bob, rare_form + paging)
+        assert condition(answer.iq) == "policy-violation", xml(answer.iq)
+        error = answer.iq.find(f"{{{ns.CLIENT}}}error")
+        assert error is not None and error.get("type") == "modify"
+        assert error.findtext(f"{{{ns.STANZA_ERRORS}}}text") == narrow
+        assert answer.results == []
+    # Oldest first it is found, and the page is incomplete; paging on finds none within the bound.
+    answer = await ask(bob, rare_form + rsm(max=5))
+    assert answer.ids == [rare] and answer.bodies == ["rare"] and not answer.complete
+    assert (answer.rsm.first, answer.rsm.last) == (rare, rare)
+    answer = await ask(bob, rare_form + rsm(max=5, after=rare))
+    assert condition(answer.iq) == "policy-violation" and answer.results == []
+    # Narrowed by time, or asked by bare JID, the query gets its answer.
+    answer = await ask(bob, form(**{"with": "alice@localhost/rare", "end": "1970-01-01T00:01:00Z"}) + rsm(before=""))
+    assert answer.ids == [rare] and answer.complete
+    answer = await ask(bob, form(**{"with": "alice@localhost"}) + rsm(max=0))
+    assert answer.rsm.count == SCAN_MOST + 51
 
 
 async def test_filter_own_full_jid_finds_that_resources_messages_with_everyone(server: Server) -> None:

@@ -43,10 +43,16 @@ policy-violation); RSM ``max`` (capped at ``max_page_size``), ``after``, ``befor
 the last page) and ``<flip-page/>``. ``start`` and ``end`` take in the messages whose stamp, as results and
 metadata show it (to the microsecond, the precision a message's time is kept at), is within
 them. The results go to the querying resource as messages, then the IQ result with ``<fin/>``
-says whether the page completes the result set. The number of matching messages
-costs a read of all of them (for a ``with`` full JID, of all the messages with that contact, or
-of the whole archive for one of the account's own resources), so only a request for the count
-alone (RSM ``max`` 0) gets it. An IQ get returns the form
+says whether the page completes the result set. A ``with`` full JID matches the messages to or
+from that very JID; the archive keeps only a contact's bare JID, so such a query reads the
+messages with that contact (the whole archive, for one of the account's own resources) and
+parses each, but at most ``SCAN_MOST`` of them: what it found by then is the page, incomplete,
+to page on from; nothing found is policy-violation (type modify: the same query would meet it
+again), asking the client to narrow the query by time or to ask with the bare JID. The archive
+keeps no full JIDs to index because every archived message would pay for them (about 15 % of the
+server's CPU per message) for a filter no mainstream client sends. The number of matching
+messages costs a read of all of them, so only a request for the count alone (RSM ``max`` 0) gets
+it (and for a full JID, only within ``SCAN_MOST``). An IQ get returns the form
 (§4.1.5); ``<metadata/>`` names the first and last message (§5); ``<prefs/>`` reads and sets
 the preferences. Another account's archive is forbidden (§8.1).
 
@@ -117,6 +123,10 @@ _PURGE_PERIOD = 3600.0
 _PREFS_KEPT = 10_000
 # Messages read at a time while looking for those of one resource (a 'with' full JID).
 _SCAN_BATCH = 500
+# The most messages read for one query with a 'with' full JID (§4.1.1), parsed each to find
+# those of that resource: a third of a second of CPU at most (1 KB messages, SQLite), and no
+# more as the archive grows (docs/benchmarks.md, "The message archive at a million messages").
+SCAN_MOST = 10_000
 _HINTS = "urn:xmpp:hints"
 # XEP-0334 §4: the hints that keep a message out of every archive.
 NO_STORE = frozenset({qname(_HINTS, "no-store"), qname(_HINTS, "no-permanent-store")})
@@ -437,13 +447,21 @@ class Mam(Module[MamOptions]):
         # §4.1.1: a full JID matches only messages to or from that very resource. The archive
         # knows the bare JID of the contact, so read on until a page of those messages is found,
         # or, for their number alone (XEP-0059 §2.7), to the end; either way only the page and
-        # the one message after it (which makes it incomplete) are kept.
+        # the one message after it (which makes it incomplete) are kept. At most SCAN_MOST
+        # messages are read: what was found by then is the page, incomplete; nothing found (or
+        # a count not finished) is policy-violation, as the same query would meet it again.
         counting = limit == 0
         found: list[ArchivedItem] = []
-        matched = 0
+        matched = examined = 0
         while counting or len(found) <= limit:
-            batch = await read(after, before, _SCAN_BATCH, count=False)
+            if examined >= SCAN_MOST:
+                if counting or not found:
+                    raise StanzaError("policy-violation", f"the archive reads at most {SCAN_MOST} messages for a "
+                                      "query with a full JID: narrow it by time (start, end) or ask with the bare JID")
+                return _page_of(found[:limit], backward, complete=False)
+            batch = await read(after, before, min(_SCAN_BATCH, SCAN_MOST - examined), count=False)
             items = list(reversed(batch.items)) if backward else batch.items
+            examined += len(items)
             mine = [item for item in items if _involves(item, with_jid)]
             matched += len(mine)
             found += mine[: limit + 1 - len(found)]
@@ -453,10 +471,7 @@ class Mam(Module[MamOptions]):
                 before = items[-1].id
             else:
                 after = items[-1].id
-        page = found[:limit]
-        if backward:
-            page.reverse()
-        return ArchivePage(page, len(found) <= limit, matched if counting else None)
+        return _page_of(found[:limit], backward, complete=len(found) <= limit, count=matched if counting else None)
 
     # --- retention ---------------------------------------------------------------------------
 
@@ -537,6 +552,11 @@ def widened(shown: datetime, side: int) -> float:
 
 def _edge(page: ArchivePage) -> Edge | None:
     return Edge(page.items[0].id, moment(page.items[0].timestamp)) if page.items else None
+
+
+def _page_of(items: list[ArchivedItem], backward: bool, *, complete: bool, count: int | None = None) -> ArchivePage:
+    """The page of ``items`` found in reading order, in chronological order."""
+    return ArchivePage(list(reversed(items)) if backward else items, complete, count)
 
 
 def _involves(item: ArchivedItem, jid: JID) -> bool:
