@@ -3,11 +3,13 @@ moderated retraction (XEP-0425) with its tombstone."""
 
 from __future__ import annotations
 
+import asyncio
 from xml.etree.ElementTree import Element
 
 import pytest
 
 from schnack.server.app import Server
+from schnack.server.modules.mam import SCAN_MOST
 from schnack.xmpp import ns
 from schnack.xmpp.parser import parse_frame
 from schnack.xmpp.payloads.forward import format_stamp
@@ -176,21 +178,29 @@ async def test_a_room_turned_semi_anonymous_keeps_real_jids_out_of_its_history(s
     assert real_jids(results[0].forwarded.stanza) == ["alice@localhost"]
 
 
-async def test_only_those_shown_real_jids_filter_by_them(server: Server) -> None:
-    """XEP-0313 §4.1.1: a participant of a semi-anonymous room cannot learn who is behind a nick
-    by filtering the archive by real JIDs."""
+def with_(jid: str) -> str:
+    """A query form (XEP-0313 §4.1.1) filtering by ``jid``."""
+    return f"<x xmlns='jabber:x:data' type='submit'>{field('FORM_TYPE', MAM)}{field('with', jid)}</x>"
+
+
+async def semi_anonymous(server: Server) -> Client:
+    """Alice, owner of ROOM, an open room that shows real JIDs to its moderators only."""
     alice = await online(server, "alice@localhost/phone")
     await create(alice, nick="alice", form=(
         field("muc#roomconfig_membersonly", "0") + field("muc#roomconfig_whois", "moderators")))
+    return alice
+
+
+async def test_only_those_shown_real_jids_filter_by_them(server: Server) -> None:
+    """XEP-0313 §4.1.1: a participant of a semi-anonymous room cannot learn who is behind a nick
+    by filtering the archive by real JIDs."""
+    alice = await semi_anonymous(server)
     carol = await online(server, "carol@localhost/phone")
     await join(carol, ROOM, "masked")
     await carol.send(f"<message to='{ROOM}' type='groupchat'><body>guess who</body></message>")
     bob = await online(server, "bob@localhost/phone")
     await join(bob, ROOM, "bob")
     await bob.send(f"<message to='{ROOM}' type='groupchat'><body>not me</body></message>")
-
-    def with_(jid: str) -> str:
-        return f"<x xmlns='jabber:x:data' type='submit'>{field('FORM_TYPE', MAM)}{field('with', jid)}</x>"
 
     for jid in ("carol@localhost", "carol@localhost/phone"):
         _, answer = await query(bob, form=with_(jid))
@@ -298,3 +308,50 @@ async def test_after_id_and_before_id_bound_the_set_and_its_count(server: Server
     assert bodies(results) == ["m3", "m4"] and Fin.from_xml(answer[0]).complete
     results, _ = await query(bob, f"<max>2</max><before>{ids[3]}</before>", form=bounded)
     assert bodies(results) == ["m1", "m2"]
+
+
+async def test_an_occupant_jid_finds_the_messages_sent_under_that_nick(server: Server) -> None:
+    """XEP-0313 §4.1.1 and §5.1.2: an item of a group's archive is published by the occupant JID
+    its 'from' shows, so 'with' room@service/nick finds the messages sent under that nick (as the
+    archive has them: a nick changed later does not move them), to any reader, since the nick tells
+    nothing about who is behind it."""
+    alice = await semi_anonymous(server)
+    bob = await online(server, "bob@localhost/phone")
+    await join(bob, ROOM, "bob")
+    await alice.send(f"<message to='{ROOM}' type='groupchat'><body>m0</body></message>")
+    await bob.send(f"<message to='{ROOM}' type='groupchat'><body>m1</body></message>")
+    await alice.send(f"<presence to='{ROOM}/ally'/>")
+    await alice.send(f"<message to='{ROOM}' type='groupchat'><body>m2</body></message>")
+    await bob.send(f"<message to='{ROOM}' type='groupchat'><body>m3</body></message>")
+    alice.take()
+    bob.take()
+    for reader in (alice, bob):
+        for nick, expected in (("alice", ["m0"]), ("ally", ["m2"]), ("bob", ["m1", "m3"]), ("nobody", [])):
+            results, answer = await query(reader, form=with_(f"{ROOM}/{nick}"))
+            assert bodies(results) == expected, nick
+            assert [r.forwarded.stanza.get("from") for r in results] == [f"{ROOM}/{nick}"] * len(expected)
+            assert Fin.from_xml(answer[0]).complete
+    # The last page of one nick's messages, and their number alone (XEP-0059 §2.7).
+    results, _ = await query(bob, "<max>1</max><before/>", form=with_(f"{ROOM}/bob"))
+    assert bodies(results) == ["m3"]
+    _, answer = await query(bob, "<max>0</max>", form=with_(f"{ROOM}/bob"))
+    assert Fin.from_xml(answer[0]).rsm.count == 2
+
+
+async def test_a_nick_is_looked_for_among_a_bounded_number_of_messages(server: Server) -> None:
+    """XEP-0313 §4.1.1: the messages of a nick are looked for among at most SCAN_MOST messages a
+    query, as those of one device in a user archive; none found by then is policy-violation
+    (RFC 6120 §8.3.3.12), which narrowing the query by time avoids."""
+    _alice, bob = await private_group(server, "alice", "bob")
+    rare = await server.storage.archive.append(SERVICE, "family", "muc", 50.0, "carol@localhost", (
+        f"<message xmlns='{ns.CLIENT}' from='{ROOM}/carol' type='groupchat'><body>rare</body></message>").encode())
+    others = f"<message xmlns='{ns.CLIENT}' from='{ROOM}/alice' type='groupchat'><body>m</body></message>".encode()
+    await asyncio.gather(*(server.storage.archive.append(SERVICE, "family", "muc", 100.0 + i, "alice@localhost", others)
+                           for i in range(SCAN_MOST + 50)))  # fmt: skip
+    _, answer = await query(bob, "<max>5</max><before/>", form=with_(f"{ROOM}/carol"))
+    assert condition(answer) == "policy-violation"
+    assert answer.findtext(f"{{{ns.CLIENT}}}error/{{{ns.STANZA_ERRORS}}}text") == (
+        f"the archive reads at most {SCAN_MOST} messages for a query with a full JID: narrow it by time (start, end)")
+    narrowed = window(end="1970-01-01T00:01:00Z").replace("</x>", f"{field('with', f'{ROOM}/carol')}</x>")
+    results, answer = await query(bob, "<before/>", form=narrowed)
+    assert [r.id for r in results] == [rare] and bodies(results) == ["rare"] and Fin.from_xml(answer[0]).complete

@@ -69,7 +69,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
@@ -434,7 +434,7 @@ class Mam(Module[MamOptions]):
         own_resource = with_jid is not None and not with_jid.is_bare and with_jid.bare == owner
         filed_under = str(with_jid.bare) if with_jid is not None and not own_resource else None
 
-        async def read(after: str | None, before: str | None, limit: int, count: bool) -> ArchivePage:
+        async def read(after: str | None, before: str | None, limit: int, count: bool = False) -> ArchivePage:
             return await archive.query(
                 host, user, STORE, with_jid=filed_under, start=start, end=end, ids=flt.ids,
                 after_id=flt.after_id, before_id=flt.before_id, after=after, before=before, limit=limit,
@@ -444,34 +444,7 @@ class Mam(Module[MamOptions]):
         after, before = rsm.after or None, rsm.before or None
         if with_jid is None or with_jid.is_bare:
             return await read(after, before, limit, count=limit == 0)
-        # §4.1.1: a full JID matches only messages to or from that very resource. The archive
-        # knows the bare JID of the contact, so read on until a page of those messages is found,
-        # or, for their number alone (XEP-0059 §2.7), to the end; either way only the page and
-        # the one message after it (which makes it incomplete) are kept. At most SCAN_MOST
-        # messages are read: what was found by then is the page, incomplete; nothing found (or
-        # a count not finished) is policy-violation, as the same query would meet it again.
-        counting = limit == 0
-        found: list[ArchivedItem] = []
-        matched = examined = 0
-        while counting or len(found) <= limit:
-            if examined >= SCAN_MOST:
-                if counting or not found:
-                    raise StanzaError("policy-violation", f"the archive reads at most {SCAN_MOST} messages for a "
-                                      "query with a full JID: narrow it by time (start, end) or ask with the bare JID")
-                return _page_of(found[:limit], backward, complete=False)
-            batch = await read(after, before, min(_SCAN_BATCH, SCAN_MOST - examined), count=False)
-            items = list(reversed(batch.items)) if backward else batch.items
-            examined += len(items)
-            mine = [item for item in items if _involves(item, with_jid)]
-            matched += len(mine)
-            found += mine[: limit + 1 - len(found)]
-            if batch.complete or not items:
-                break
-            if backward:
-                before = items[-1].id
-            else:
-                after = items[-1].id
-        return _page_of(found[:limit], backward, complete=len(found) <= limit, count=matched if counting else None)
+        return await scan(read, with_jid, limit, after, before, backward=backward, instead=" or ask with the bare JID")
 
     # --- retention ---------------------------------------------------------------------------
 
@@ -523,6 +496,42 @@ async def check_ids(archive: ArchiveStore, host: str, username: str, store: str,
         known = await archive.query(host, username, store, ids=ids, count=False)
         if len(known.items) != len(set(ids)):
             raise ItemNotFound("an id of the 'ids' field is not in the archive")
+
+
+async def scan(read: Callable[[str | None, str | None, int], Awaitable[ArchivePage]], jid: JID, limit: int,
+               after: str | None, before: str | None, *, backward: bool, instead: str) -> ArchivePage:
+    """§4.1.1: the page of the messages to or from exactly ``jid``, a full JID no index knows, in
+    chronological order. ``read(after, before, limit)`` reads the archive as the query narrows it
+    (without the 'with'), in the query's direction, and each message read is parsed and compared.
+
+    Reading goes on until a page of those messages is found, or, for their number alone (XEP-0059
+    §2.7), to the end; either way only the page and the one message after it (which makes it
+    incomplete) are kept. At most SCAN_MOST messages are read: what was found by then is the page,
+    incomplete; nothing found (or a count not finished) is policy-violation, as the same query
+    would meet it again, saying to narrow the query by time, or what ``instead`` says.
+    """
+    counting = limit == 0
+    found: list[ArchivedItem] = []
+    matched = examined = 0
+    while counting or len(found) <= limit:
+        if examined >= SCAN_MOST:
+            if counting or not found:
+                raise StanzaError("policy-violation", f"the archive reads at most {SCAN_MOST} messages for a "
+                                  f"query with a full JID: narrow it by time (start, end){instead}")
+            return _page_of(found[:limit], backward, complete=False)
+        batch = await read(after, before, min(_SCAN_BATCH, SCAN_MOST - examined))
+        items = list(reversed(batch.items)) if backward else batch.items
+        examined += len(items)
+        mine = [item for item in items if _involves(item, jid)]
+        matched += len(mine)
+        found += mine[: limit + 1 - len(found)]
+        if batch.complete or not items:
+            break
+        if backward:
+            before = items[-1].id
+        else:
+            after = items[-1].id
+    return _page_of(found[:limit], backward, complete=len(found) <= limit, count=matched if counting else None)
 
 
 def _decode(parse: Callable[[Element], T], el: Element) -> T:

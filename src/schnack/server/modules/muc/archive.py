@@ -18,8 +18,12 @@ never more than ``history_max``. Queries to the room's bare JID (§5.1) page thr
 in a members-only room only members (and admins and owners) may read it, outcasts never, and in
 an open room anyone in the room or, if it is public and has no password, anyone at all (§6.1.2:
 reading the archive takes the right to enter the room, which a password gives only to those who
-entered with it). ``with`` matches the sender's real bare JID, so a reader the room does not
-show real JIDs to may filter by its own JID only, not by another user's (§4.1.1: forbidden).
+entered with it). ``with`` (§4.1.1) names who published a message: an occupant JID
+(room@service/nick) matches the messages sent under that nick, as their stored 'from' has it
+(a nick changed later does not move them), which the archive does not index: the messages are
+read and parsed, at most ``mam.SCAN_MOST`` a query, as for a full JID in a user archive. Any
+other JID matches by the sender's real bare JID, so a reader the room does not show real JIDs
+to may filter by its own JID only, not by another user's (forbidden).
 An id in ``ids`` that the archive does not hold is item-not-found (§4.1.3), and more ids than
 ``max_page_size`` are policy-violation, as in a user archive.
 A message is kept at its time to the microsecond, the precision its stamp shows, and ``start``,
@@ -45,8 +49,8 @@ from ....xmpp.payloads.rsm import ResultSet
 from ....xmpp.payloads.sid import StanzaId
 from ....xmpp.stanza import Stanza
 from ....xmpp.xml import element, qname, serialize
-from ...storage import ItemNotFound
-from ..mam import NO_STORE, check_ids, moment, now, widened
+from ...storage import ArchivePage, ItemNotFound
+from ..mam import NO_STORE, check_ids, moment, now, scan, widened
 from .room import AFFILIATION_RANK, Room
 from .store import ARCHIVE
 
@@ -214,16 +218,29 @@ class Archive:
             # rather than not-allowed (RFC 6120 §8.3.3): the room's moderators may, this reader not.
             raise StanzaError("forbidden", "only those this group shows real JIDs to filter by them")
         archive = self.muc.server.storage.archive
+        # §4.1.1: an occupant JID publishes what its 'from' shows; the archive files a message
+        # under its sender's real JID, so those sent under a nick are found by reading the room's.
+        by_nick = flt.with_jid is not None and not flt.with_jid.is_bare and flt.with_jid.bare == room.jid
+        filed_under = str(flt.with_jid.bare) if flt.with_jid is not None and not by_nick else None
+        start = widened(flt.start, -1) if flt.start is not None else None
+        end = widened(flt.end, 1) if flt.end is not None else None
+        backward = rsm.before is not None
+
+        async def read(after: str | None, before: str | None, limit: int, count: bool = False) -> ArchivePage:
+            return await archive.query(
+                room.jid.domain, room.name, ARCHIVE, with_jid=filed_under, start=start, end=end, ids=flt.ids,
+                after_id=flt.after_id, before_id=flt.before_id, after=after, before=before, limit=limit,
+                reverse=backward, count=count,
+            )  # fmt: skip
+
         try:
             await check_ids(archive, room.jid.domain, room.name, ARCHIVE, flt.ids, cap)
-            page = await archive.query(
-                room.jid.domain, room.name, ARCHIVE,
-                with_jid=str(flt.with_jid.bare) if flt.with_jid is not None else None,
-                start=widened(flt.start, -1) if flt.start is not None else None,
-                end=widened(flt.end, 1) if flt.end is not None else None, ids=flt.ids,
-                after_id=flt.after_id, before_id=flt.before_id, after=rsm.after or None,
-                before=rsm.before or None, limit=limit, reverse=rsm.before is not None, count=limit == 0,
-            )  # fmt: skip
+            if by_nick:
+                assert flt.with_jid is not None
+                page = await scan(read, flt.with_jid, limit, rsm.after or None, rsm.before or None,
+                                  backward=backward, instead="")
+            else:
+                page = await read(rsm.after or None, rsm.before or None, limit, count=limit == 0)
         except ItemNotFound:
             raise StanzaError("item-not-found", "no message with that id in the archive") from None
         items = page.items
