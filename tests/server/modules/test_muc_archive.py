@@ -355,3 +355,17 @@ async def test_a_nick_is_looked_for_among_a_bounded_number_of_messages(server: S
     narrowed = window(end="1970-01-01T00:01:00Z").replace("</x>", f"{field('with', f'{ROOM}/carol')}</x>")
     results, answer = await query(bob, "<before/>", form=narrowed)
     assert [r.id for r in results] == [rare] and bodies(results) == ["rare"] and Fin.from_xml(answer[0]).complete
+
+
+async def test_the_rooms_bare_jid_finds_every_message(server: Server) -> None:
+    """XEP-0313 §4.1.1: a bare JID matches the messages whose 'from' has it as its bare JID, and
+    every message of a group's archive is from an occupant of that group."""
+    alice, bob = await private_group(server, "alice", "bob")
+    await alice.send(f"<message to='{ROOM}' type='groupchat'><body>m0</body></message>")
+    await bob.send(f"<message to='{ROOM}' type='groupchat'><body>m1</body></message>")
+    alice.take()
+    bob.take()
+    results, answer = await query(bob, "<max>1</max>", form=with_(ROOM))
+    assert bodies(results) == ["m0"] and not Fin.from_xml(answer[0]).complete
+    _, answer = await query(bob, "<max>0</max>", form=with_(ROOM))
+    assert Fin.from_xml(answer[0]).rsm.count == 2

@@ -21,8 +21,9 @@ reading the archive takes the right to enter the room, which a password gives on
 entered with it). ``with`` (§4.1.1) names who published a message: an occupant JID
 (room@service/nick) matches the messages sent under that nick, as their stored 'from' has it
 (a nick changed later does not move them), which the archive does not index: the messages are
-read and parsed, at most ``mam.SCAN_MOST`` a query, as for a full JID in a user archive. Any
-other JID matches by the sender's real bare JID, so a reader the room does not show real JIDs
+read and parsed, at most ``mam.SCAN_MOST`` a query, as for a full JID in a user archive. The
+room's bare JID matches every message (a bare JID matches the bare 'from'). Any other JID
+matches by the sender's real bare JID, so a reader the room does not show real JIDs
 to may filter by its own JID only, not by another user's (forbidden).
 An id in ``ids`` that the archive does not hold is item-not-found (§4.1.3), and more ids than
 ``max_page_size`` are policy-violation, as in a user archive.
@@ -219,9 +220,12 @@ class Archive:
             raise StanzaError("forbidden", "only those this group shows real JIDs to filter by them")
         archive = self.muc.server.storage.archive
         # §4.1.1: an occupant JID publishes what its 'from' shows; the archive files a message
-        # under its sender's real JID, so those sent under a nick are found by reading the room's.
-        by_nick = flt.with_jid is not None and not flt.with_jid.is_bare and flt.with_jid.bare == room.jid
-        filed_under = str(flt.with_jid.bare) if flt.with_jid is not None and not by_nick else None
+        # under its sender's real JID, so those sent under a nick are found by reading the room's,
+        # and the room's bare JID, the bare JID of every message's 'from', filters nothing out.
+        with_jid = flt.with_jid
+        in_room = with_jid is not None and with_jid.bare == room.jid
+        occupant = with_jid if in_room and with_jid is not None and not with_jid.is_bare else None
+        filed_under = str(with_jid.bare) if with_jid is not None and not in_room else None
         start = widened(flt.start, -1) if flt.start is not None else None
         end = widened(flt.end, 1) if flt.end is not None else None
         backward = rsm.before is not None
@@ -235,9 +239,8 @@ class Archive:
 
         try:
             await check_ids(archive, room.jid.domain, room.name, ARCHIVE, flt.ids, cap)
-            if by_nick:
-                assert flt.with_jid is not None
-                page = await scan(read, flt.with_jid, limit, rsm.after or None, rsm.before or None,
+            if occupant is not None:
+                page = await scan(read, occupant, limit, rsm.after or None, rsm.before or None,
                                   backward=backward, instead="")
             else:
                 page = await read(rsm.after or None, rsm.before or None, limit, count=limit == 0)
