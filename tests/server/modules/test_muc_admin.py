@@ -31,7 +31,7 @@ from .groups import (
     set_affiliation,
     statuses,
 )  # fmt: skip
-from .messaging import condition, login
+from .messaging import condition, error_text, login
 
 __all__ = ["server"]
 
@@ -304,6 +304,28 @@ async def test_a_banned_user_cannot_lift_the_own_ban(server: Server) -> None:
     assert condition(await set_affiliation(eve, "eve@localhost", "none")) == "forbidden"
     affiliations = await server.storage.muc.affiliations(SERVICE, "family")
     assert affiliations["eve@localhost"].affiliation == "outcast"
+    await eve.send(join_xml(ROOM, "eve"))
+    assert condition(eve.take()[0]) == "forbidden"
+
+
+async def test_an_admins_invitation_leaves_a_ban_in_place(server: Server) -> None:
+    """§9.2: a ban is lifted by an affiliation change alone. An invitation to a private group makes
+    its invitee a member (§7.8.2), so the owner's invitation of a banned user is refused whole, and
+    an invitee named before the banned one in the same message is not made a member either."""
+    alice, bob = await private_group(server, "alice", "bob")
+    assert (await set_affiliation(alice, "eve@localhost", "outcast")).get("type") == "result"
+    bob.take()
+    await alice.send(f"<message to='{ROOM}' id='inv'><x xmlns='{USER}'><invite to='carol@localhost'/>"
+                     "<invite to='eve@localhost'/></x></message>")
+    (refused,) = alice.take()
+    assert refused.get("type") == "error" and condition(refused) == "not-allowed", serialize(refused)
+    assert "eve@localhost is banned" in (error_text(refused) or ""), serialize(refused)
+    affiliations = await server.storage.muc.affiliations(SERVICE, "family")
+    assert affiliations["eve@localhost"].affiliation == "outcast"
+    assert "carol@localhost" not in affiliations
+    assert bob.take() == []
+    eve = await online(server, "eve@localhost/phone")
+    assert [m for m in eve.take() if m.tag == MESSAGE] == []
     await eve.send(join_xml(ROOM, "eve"))
     assert condition(eve.take()[0]) == "forbidden"
 

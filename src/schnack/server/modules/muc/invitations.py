@@ -8,7 +8,10 @@ passes the invitation on with the inviter's bare JID, a XEP-0249
 ``<x xmlns='jabber:x:conference'/>`` for clients that read only that, and a body, as a normal
 message that offline storage keeps for an invitee who is away. Declines go back to the
 inviter (§7.8.2); outcasts, and in a members-only room everyone but members (an invitation made
-the invitee one), get forbidden instead, or a banned user could still reach the members.
+the invitee one), get forbidden instead, or a banned user could still reach the members. Nobody
+invites an outcast: only an affiliation change lifts a ban (§9.2), so an admin's invitation of one
+is not-allowed (anyone else's forbidden), and the whole message is refused before anyone is made
+a member.
 
 OMEMO in a group encrypts every message to every member's devices, so each member must be able
 to fetch every other member's device list (PEP nodes ``eu.siacs.conversations.axolotl.devicelist``
@@ -78,12 +81,17 @@ class Invitations:
                 # A server or a group made a member would be announced to everyone and counted
                 # in the key check, and the group would pass an invitation to itself.
                 raise StanzaError("bad-request", f"{invite.to} is not a person's address")
+            if room.affiliation(invite.to.bare) == "outcast":
+                # §9.2: only an affiliation change lifts a ban; in a private group the invitation
+                # would make the banned user a member, and elsewhere it leads to a refused entry.
+                if rank < AFFILIATION_RANK["admin"]:
+                    raise StanzaError("forbidden", f"{invite.to.bare} is banned from this group")
+                raise StanzaError("not-allowed", f"{invite.to.bare} is banned from this group; "
+                                                 "lift the ban by changing the affiliation first")
             invitees.append(invite.to)
         problems: dict[JID, str] = {}
         for invite, to in zip(user.invites, invitees, strict=True):
             invitee = to.bare
-            if room.affiliation(invitee) == "outcast" and rank < AFFILIATION_RANK["admin"]:
-                raise StanzaError("forbidden", f"{invitee} is banned from this group")
             if room.config.members_only and AFFILIATION_RANK[room.affiliation(invitee)] < AFFILIATION_RANK["member"]:
                 await self.muc.admin.apply_affiliation(room, invitee, "member", None, actor=occupant)
                 problems.update(await self.key_problems(room, [invitee]))
