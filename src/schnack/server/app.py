@@ -20,6 +20,7 @@ from .admin import SOCKET_NAME, AdminChannel
 from .background import Background
 from .c2s import C2SStream
 from .cluster import ClusterBus, open_bus
+from .cluster.bus import ACCOUNTS
 from .cluster.drain import Drained, drain
 from .cluster.node import ClusterNode
 from .cluster.recovery import BusRecovery
@@ -38,8 +39,6 @@ from .tls import TlsConfig
 log = logging.getLogger(__name__)
 
 _WATCHDOG_PERIOD = 5.0
-# What a node announces on the cluster bus (ClusterBus.announce) when it deleted an account.
-ACCOUNTS = "accounts"
 # At shutdown, how long the connections may take to end (once closed, or cut after their grace)
 # with their session-closed handlers, before modules and storage stop regardless.
 _TEARDOWN_LIMIT = 15.0

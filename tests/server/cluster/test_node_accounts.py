@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from schnack.server.app import ACCOUNTS
 from schnack.server.cluster import RedisBus
+from schnack.server.cluster.bus import ACCOUNTS
 from schnack.server.cluster.messages import Changed, decode
 from schnack.xmpp import ns
 

@@ -24,7 +24,18 @@ from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element, serialize
 
 from ...harness import Client
-from ..modules.groups import ADMIN, MESSAGE, PRESENCE, ROOM, create, join_xml, set_affiliation, statuses
+from ..modules.groups import (
+    ADMIN,
+    MESSAGE,
+    OWNER,
+    PRESENCE,
+    ROOM,
+    USER,
+    create,
+    join_xml,
+    set_affiliation,
+    statuses,
+)
 from ..modules.messaging import body
 from .conftest import REDIS_URL, eventually
 from .test_node_presence import IQ, backend, nodes, online, until
@@ -94,6 +105,34 @@ async def test_a_group_outlives_its_node_and_loses_nothing(tmp_path: Path, backe
         got = await until(bob, lambda el: el.tag == MESSAGE and el.get("id") in ("g1", "g3"))
         assert body(got) == "new"
         assert await b.storage.archive.count("groups.localhost", "family", "muc") == 2
+
+
+async def test_the_last_owners_account_deleted_on_another_node_hands_the_room_on(
+        tmp_path: Path, backend: str) -> None:
+    """The room lives on ``a``; its only owner's account is deleted through ``b``. Storage is changed
+    there, the room on ``a`` hears of the deletion: bob, the only member, becomes owner in the
+    room's memory too (he is told, and may configure it), and the deleted owner left the room."""
+    async with nodes(tmp_path, backend) as (a, b):
+        _owner, bob = await _owner_and_member(a, b)
+        assert await b.delete_account("localhost", "alice")
+        promoted = await until(bob, lambda el: el.tag == PRESENCE and el.get("from") == f"{ROOM}/bob")
+        assert 110 in statuses(promoted)
+        found = promoted.find(f"{{{USER}}}x/{{{USER}}}item")
+        assert found is not None and found.get("affiliation") == "owner", serialize(promoted)
+        affiliations = await a.storage.muc.affiliations("groups.localhost", "family")
+        assert {jid: record.affiliation for jid, record in affiliations.items()} == {"bob@localhost": "owner"}
+        room = await _live_room(a)
+        assert {str(jid): record.affiliation for jid, record in room.affiliations.items()} == {"bob@localhost": "owner"}
+        assert [o.nick for o in room.occupants.values()] == ["bob"]
+        await bob.send(f"<iq type='get' id='c' to='{ROOM}'><query xmlns='{OWNER}'/></iq>")
+        answer = await until(bob, lambda el: el.tag == IQ and el.get("id") == "c")
+        assert answer.get("type") == "result", serialize(answer)
+
+
+async def _live_room(server: Server) -> Room:
+    muc = server.modules["muc"]
+    assert isinstance(muc, Muc)
+    return muc.rooms.live[JID.parse(ROOM)]
 
 
 async def test_a_refusal_reaches_a_sender_the_directory_forgot(tmp_path: Path, backend: str) -> None:

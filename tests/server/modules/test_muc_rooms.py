@@ -190,6 +190,74 @@ async def test_the_form_never_leaves_the_room_without_an_owner(server: Server) -
     assert {jid: record.affiliation for jid, record in affiliations.items()} == {
         "alice@localhost": "admin", "bob@localhost": "owner"}
 
+async def test_the_last_owners_deleted_account_hands_the_room_to_its_admins(tmp_path: Path) -> None:
+    """XEP-0077 §3.2 cancellation of the only owner's account: a room without an owner could be
+    configured or destroyed by nobody, so its admins become its owners (§10.6), announced to the
+    occupants as any change of affiliation is (§9.3: presence for those in the room, a message
+    from the room about those who are not), and the deleted account leaves the member list."""
+    async with running(tmp_path, modules={**MODULES, "enable": ["register"]}) as server:
+        await _admins_take_over(server)
+
+
+async def _admins_take_over(server: Server) -> None:
+    alice = await online(server, "alice@localhost/phone")
+    await create(alice, nick="alice")
+    for jid, affiliation in (("bob@localhost", "member"), ("carol@localhost", "admin"), ("dave@localhost", "admin")):
+        assert (await set_affiliation(alice, jid, affiliation)).get("type") == "result"
+    bob = await online(server, "bob@localhost/phone")
+    await join(bob, ROOM, "bob")
+    carol = await online(server, "carol@localhost/phone")
+    await join(carol, ROOM, "carol")
+    bob.take()
+    await alice.send(f"<iq type='set' id='bye'><query xmlns='{ns.REGISTER}'><remove/></query></iq>")
+    assert await server.storage.accounts.get("localhost", "alice") is None
+    seen = bob.take()
+    (promoted,) = [p for p in of_kind(seen, PRESENCE) if p.get("from") == f"{ROOM}/carol"]
+    assert item(promoted).get("affiliation") == "owner" and item(promoted).get("role") == "moderator"
+    told = {i.get("jid"): i.get("affiliation") for m in of_kind(seen, MESSAGE)
+            for i in m.iter(f"{{{USER}}}item")}
+    assert told == {"dave@localhost": "owner"}
+    (alice_left,) = [p for p in of_kind(seen, PRESENCE) if p.get("from") == f"{ROOM}/alice"]
+    assert alice_left.get("type") == "unavailable"
+    affiliations = await server.storage.muc.affiliations(SERVICE, "family")
+    assert {jid: record.affiliation for jid, record in affiliations.items()} == {
+        "bob@localhost": "member", "carol@localhost": "owner", "dave@localhost": "owner"}
+    (own,) = [p for p in of_kind(carol.take(), PRESENCE) if p.get("from") == f"{ROOM}/carol"]
+    assert item(own).get("affiliation") == "owner" and 110 in statuses(own)
+    await carol.send(f"<iq type='get' id='c' to='{ROOM}'><query xmlns='{OWNER}'/></iq>")
+    assert iq_reply(carol.take(), "c").get("type") == "result"
+
+
+async def test_the_last_owners_deleted_account_hands_an_empty_room_to_a_member(server: Server) -> None:
+    """Without admins the member whose bare JID sorts first becomes the owner (storage does not keep
+    when each became a member), in a stored room nobody is in too; a room with nobody else
+    affiliated but an outcast keeps no owner, and the outcast stays banned."""
+    alice = await online(server, "alice@localhost/phone")
+    await create(alice, nick="alice")
+    for jid in ("zoe@localhost", "bob@localhost"):
+        assert (await set_affiliation(alice, jid, "member")).get("type") == "result"
+    lonely = f"lonely@{SERVICE}"
+    await create(alice, room=lonely, nick="alice")
+    assert (await set_affiliation(alice, "eve@localhost", "outcast", room=lonely)).get("type") == "result"
+    for room in (ROOM, lonely):
+        await alice.send(f"<presence to='{room}/alice' type='unavailable'/>")
+    alice.take()
+    assert not muc(server).rooms.live
+    assert await server.delete_account("localhost", "alice")
+    affiliations = await server.storage.muc.affiliations(SERVICE, "family")
+    assert {jid: record.affiliation for jid, record in affiliations.items()} == {
+        "bob@localhost": "owner", "zoe@localhost": "member"}
+    affiliations = await server.storage.muc.affiliations(SERVICE, "lonely")
+    assert {jid: record.affiliation for jid, record in affiliations.items()} == {"eve@localhost": "outcast"}
+    assert await server.storage.muc.get_room(SERVICE, "lonely") is not None
+    assert not muc(server).rooms.live
+    bob = await online(server, "bob@localhost/phone")
+    own = of_kind(await join(bob, ROOM, "bob"), PRESENCE)[-1]
+    assert item(own).get("affiliation") == "owner"
+    await bob.send(f"<iq type='get' id='c' to='{ROOM}'><query xmlns='{OWNER}'/></iq>")
+    assert iq_reply(bob.take(), "c").get("type") == "result"
+
+
 async def test_cancelling_the_form_of_a_new_room_destroys_it(server: Server) -> None:
     alice = await online(server, "alice@localhost/phone")
     await join(alice, ROOM, "Alice")

@@ -22,6 +22,8 @@ RecoveredHandler = Callable[[], Awaitable[None]]
 ResubscribedHandler = Callable[[], None]
 # Called with the store and the account (a bare JID) that another node changed (messages.Changed).
 ChangedHandler = Callable[[str, str], None]
+# What a node announces (ClusterBus.announce) when it deleted an account.
+ACCOUNTS = "accounts"
 # Called with a dead node's name and what its sessions had attached: full JID -> info.
 ReapedHandler = Callable[[str, dict[str, str]], Awaitable[None]]
 

@@ -28,6 +28,7 @@ connected to other nodes get what the room sends over the bus (``server/cluster/
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -40,6 +41,8 @@ from ....xmpp.payloads.mam import QUERY
 from ....xmpp.payloads.muc import ADMIN_QUERY, JOIN, MODERATE, OWNER_QUERY
 from ....xmpp.stanza import Stanza
 from ....xmpp.xml import element, qname
+from ...background import Background
+from ...cluster.bus import ACCOUNTS
 from ...config import ConfigError, bounded
 from ...hooks import HANDLED, Handled
 from ...locks import AccountLocks
@@ -60,6 +63,8 @@ from .store import Rooms
 
 if TYPE_CHECKING:
     from ...sessions import Session
+
+log = logging.getLogger(__name__)
 
 PING = qname("urn:xmpp:ping", "ping")
 RoomIqHandler = Callable[[Stanza, Room, JID], Awaitable[Element]]
@@ -135,6 +140,8 @@ class Muc(Module[MucOptions]):
             self.route(f"iq/service/{domain}", self.forwarding.handle)
         self.hook("disco-items/host", self.disco.host_items)
         self.hook("user-deleted", self.forget)
+        self._tasks = Background(log, "a deleted account's affiliations in the groups here were not dropped")
+        self.server.cluster.bus.on_changed(self._deleted_elsewhere)
 
     # --- entry points ----------------------------------------------------------------------------
 
@@ -207,11 +214,46 @@ class Muc(Module[MucOptions]):
         return run
 
     async def forget(self, host: str, username: str) -> None:
-        """A deleted account loses its affiliations with every room."""
+        """A deleted account loses its affiliations with every room, each changed as the room's
+        own (:meth:`Admin.account_gone`): a room it was the last owner of passes on."""
         jid = JID(username, host)
-        for room in self.rooms.live.values():
-            room.affiliations.pop(jid, None)
+        stored = await self.server.storage.muc.rooms_of(str(jid))
+        rooms = {JID(name, service) for service, name, _ in stored}
+        rooms.update(room.jid for room in self.rooms.live.values() if jid in room.affiliations)
+        for room_jid in sorted(rooms, key=str):
+            await self._account_gone(room_jid, jid)
+        # A room destroyed meanwhile took its affiliations with it; nothing of the account stays.
         await self.server.storage.muc.forget_jid(str(jid))
+
+    def _deleted_elsewhere(self, store: str, account: str) -> None:
+        """Another node of the cluster deleted ``account`` and changed the stored rooms: those that
+        live here (their occupants, their affiliations in memory) change as the room's own too."""
+        if store != ACCOUNTS:
+            return
+        jid = JID.parse(account)
+        rooms = [room.jid for room in self.rooms.live.values() if jid in room.affiliations]
+        if rooms:
+            self._tasks.spawn(self._gone_elsewhere(jid, rooms))
+
+    async def _gone_elsewhere(self, jid: JID, rooms: list[JID]) -> None:
+        assert jid.local is not None
+        # News that comes late must not take the affiliations of a new account of that name.
+        if await self.server.storage.accounts.get(jid.domain, jid.local) is not None:
+            return
+        for room_jid in rooms:
+            await self._account_gone(room_jid, jid)
+
+    async def _account_gone(self, room_jid: JID, jid: JID) -> None:
+        try:
+            async with self.locks.hold(room_jid):
+                room = await self.rooms.get(room_jid)
+                try:
+                    if room is not None and not room.destroyed and jid in room.affiliations:
+                        await self.admin.account_gone(room, jid)
+                finally:
+                    self._let_go(room_jid)
+        finally:
+            await self.flush()
 
     # --- sending ---------------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ owners make or unmake moderators. Nobody changes the role of an admin or owner (
 A request may carry several items, each about a different user: one that names a user twice (by
 nick or by JID, for a role or an affiliation) is bad-request and changes nothing.
 Affiliations (§9, §10.3 to §10.7): admins ban, make members and remove them, for users below admin;
-owners change any affiliation but never leave the room without an owner (conflict). A member (or
+owners change any affiliation but never leave the room without an owner (conflict); when the last
+owner's account is deleted, its admins (or else one member) become owners (:func:`heirs`). A member (or
 anyone below admin) changing someone's affiliation gets forbidden; giving up one's own affiliation
 (to none) is allowed to members, admins and owners (the last owner excepted), so that leaving a
 private group ends the membership and the others stop encrypting to the one who left. An outcast
@@ -54,6 +55,18 @@ def keep_an_owner(room: Room, changes: Iterable[tuple[JID, str]]) -> None:
             owners.discard(jid)
     if not owners:
         raise StanzaError("conflict", "a group needs at least one owner")
+
+
+def heirs(room: Room, gone: JID) -> list[JID]:
+    """Who becomes owner when ``gone``, the room's last owner, loses its affiliation without
+    choosing a successor (its account was deleted): every admin, else the member whose bare JID
+    sorts first (storage does not keep when each became a member), else nobody."""
+    others = {jid: record.affiliation for jid, record in room.affiliations.items() if jid != gone}
+    if room.affiliation(gone) != "owner" or "owner" in others.values():
+        return []
+    admins = sorted((jid for jid, affiliation in others.items() if affiliation == "admin"), key=str)
+    members = sorted((jid for jid, affiliation in others.items() if affiliation == "member"), key=str)
+    return admins or members[:1]
 
 
 class Admin:
@@ -180,6 +193,14 @@ class Admin:
         """§8.3, §8.4, §8.6: the occupant's new role, announced to everyone."""
         occupant.role = role
         self.muc.broadcast_presence(room, occupant, reason=reason, actor=actor.nick if actor else None)
+
+    async def account_gone(self, room: Room, jid: JID) -> None:
+        """XEP-0077 §3.2: ``jid``'s account was deleted, and its affiliation goes with it. The last
+        owner's room passes to its :func:`heirs` first, so that someone can still configure or
+        destroy it (§10.6, §10.9); the occupants hear of both changes as of any other (§9, §10.6)."""
+        for heir in heirs(room, jid):
+            await self.apply_affiliation(room, heir, "owner", "the owner's account was deleted", actor=None)
+        await self.apply_affiliation(room, jid, "none", "the account was deleted", actor=None)
 
     async def apply_affiliation(self, room: Room, jid: JID, affiliation: str, reason: str | None, *,
                                 actor: Occupant | None) -> None:
