@@ -26,6 +26,7 @@ from schnack.client.omemo import OLDMEMO, TWOMEMO, Omemo, OmemoSettings, Undecry
 from schnack.server.app import Server
 from schnack.server.modules.muc import Muc
 from schnack.xmpp import ns
+from schnack.xmpp.errors import StanzaError
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.bookmarks import NS as BOOKMARKS
 from schnack.xmpp.payloads.bookmarks import Conference
@@ -752,6 +753,54 @@ async def test_a_removed_member_receives_nothing_more(group_server: Server, clie
     assert [m async for m in bob_feed] == []
     # The invitation and the group's notes were the group feature's, not chat messages.
     assert [m async for m in bob_chats] == []
+
+
+def refuse_member_lists(server: Server, account: str) -> asyncio.Event:
+    """Make the server answer ``account``'s reads of a group's affiliation lists (§9.5, §10.5) as a
+    cluster node does while the group's node cannot be reached (internal-server-error, wait),
+    until the event is set."""
+    back = asyncio.Event()
+
+    async def refuse(stanza: Stanza, _origin: object) -> None:
+        if stanza.type == "get" and stanza.el.find(ADMIN_QUERY) is not None and stanza.from_ is not None \
+                and str(stanza.from_.bare) == account and not back.is_set():
+            raise StanzaError("internal-server-error", "the group's server is not reachable right now", type="wait")
+
+    server.hooks.add("pre-iq/service", refuse, priority=1000)
+    return back
+
+
+async def test_a_group_message_is_not_encrypted_to_a_member_list_that_could_not_be_read(
+        group_server: Server, clients: list[Client], tmp_path: Path) -> None:
+    """carol became a member while bob's device was away and offline. At bob's next login the
+    member list cannot be read: sending to what bob's device knows (alice, the one in the group)
+    would leave carol unable ever to read it, so the message is refused and nothing goes out; the
+    next send reads the list again and encrypts to carol too."""
+    carol = await online(group_server, clients, "carol@localhost/phone")
+    carol_device = await carol.omemo.own_device()
+    await carol.close()
+    alice = await online(group_server, clients, "alice@localhost/phone")
+    bob = await online(group_server, clients, "bob@localhost/phone", data_dir=tmp_path / "bob")
+    group = await alice.groups.create("Club", ["bob@localhost"])
+    await in_group(bob, group.jid)
+    await bob.close()
+    await alice.groups.invite(group.jid, ["carol@localhost"])
+    back = refuse_member_lists(group_server, "bob@localhost")
+    again, _ = await bob_again(group_server, clients, tmp_path)
+    await in_group(again, group.jid)
+    feed = alice.groups.messages()
+    with pytest.raises(groups.MembersUnknown) as refused:
+        await again.groups.send(group.jid, "who reads this?")
+    assert str(refused.value).startswith(f"not sent to the group {group.jid}: its member list could not be read")
+    assert len((await archived(group_server, group.jid)).items) == 0
+    back.set()
+    await again.groups.send(group.jid, "now carol reads it too")
+    got = await from_group(feed, group.jid)
+    assert got.text == "now carol reads it too"
+    rids = {key.get("rid") for key in got.element.iter(f"{{{OLDMEMO}}}key")}
+    assert str(carol_device.id) in rids
+    assert [(str(m.jid), m.affiliation) for m in await again.groups.members(group.jid)] == [
+        ("alice@localhost", "owner"), ("bob@localhost", "member"), ("carol@localhost", "member")]
 
 
 class SlixMember(Peer):

@@ -37,7 +37,10 @@ entered and before its archive was read (live messages move no position meanwhil
 A group message is encrypted to every device of every member (the owner, admin and member
 lists, §9.5 and §10.5, which members of a non-anonymous room may read, kept current from the
 room's presence and affiliation notes) and to our own other devices; plaintext leaves only with
-``encrypted=False``. An arriving one is decrypted with the sender's real JID, from the room's
+``encrypted=False``. The lists are read on entering (after every new login); while they cannot
+be read, a list known from before may name someone removed meanwhile or lack a new member, so
+an encrypted message is refused (:class:`MembersUnknown`) until a read succeeds, which each send
+tries again. An arriving one is decrypted with the sender's real JID, from the room's
 presence (§7.2.3, non-anonymous rooms show it) or from the archived copy (XEP-0313 §5.1.2). What
 this device sent comes back from the room (§7.2.3 reflection) and is recognised by its origin-id.
 Every message read (live or archived) is kept in the local store with the group as its peer and
@@ -160,6 +163,16 @@ class GroupError(ClientError):
     """A group could not be created, entered or used; ``str()`` says why."""
 
 
+class MembersUnknown(GroupError):
+    """The member list of a private group (§9.5, §10.5) could not be read, so whom to encrypt to
+    is not known: nothing is sent. The next send reads the list again."""
+
+    def __init__(self, group: JID, cause: ClientError) -> None:
+        super().__init__(f"not sent to the group {group}: its member list could not be read, so whom to "
+                         f"encrypt to is not known ({cause})")
+        self.group = group
+
+
 class MembersWithoutKeys(EncryptionRequired):
     """A member of a private group has no OMEMO device to encrypt to: nothing is sent."""
 
@@ -260,6 +273,9 @@ class _Room:
     occupants: dict[str, JID | None] = field(default_factory=dict)
     affiliations: dict[JID, str] = field(default_factory=dict)
     nicks: dict[JID, str] = field(default_factory=dict)
+    # Whether ``affiliations`` is the list as last read, kept current since by the room's notes:
+    # not before it was read in this login, nor after a read failed.
+    members_read: bool = False
     seen: dict[str, None] = field(default_factory=dict)
     # Stanza-ids of messages announced as undecryptable: one read again (from the archive, or on
     # another try) is not announced so again.
@@ -566,7 +582,11 @@ class Groups:
                       key=lambda m: (MEMBER_AFFILIATIONS.index(m.affiliation), str(m.jid)))
 
     async def _refresh_members(self, room: _Room, *, strict: bool = False) -> None:
-        """§9.5, §10.5: read the affiliation lists (members of a non-anonymous room may)."""
+        """§9.5, §10.5: read the affiliation lists (members of a non-anonymous room may). Until
+        a read succeeds the list counts as unread, and no encrypted message goes to the group
+        (:meth:`send` reads it again), since the list may name one removed meanwhile or lack a
+        new member."""
+        room.members_read = False
         found: dict[JID, str] = {}
         nicks: dict[JID, str] = {}
         for affiliation in MEMBER_AFFILIATIONS:
@@ -586,6 +606,7 @@ class Groups:
                         nicks[item.jid.bare] = item.nick
         room.affiliations = found
         room.nicks = nicks
+        room.members_read = True
 
     async def _bookmark(self, room: _Room) -> None:
         """XEP-0402 §3: publish the group as a bookmark with autojoin."""
@@ -738,7 +759,7 @@ class Groups:
         """Enter the stored groups again, before the outbox goes out, then follow the bookmarks."""
         self._load()
         for room in self._rooms.values():
-            room.joined = room.ready = False
+            room.joined = room.ready = room.members_read = False
             room.occupants.clear()
             # What waits to be decrypted is read again by the catch-up, from the position held
             # before it.
@@ -850,7 +871,8 @@ class Groups:
     async def send(self, group: str | JID, text: str, *, encrypted: bool = True) -> str:
         """Send ``text`` to the group, encrypted with OMEMO to every member's devices and our own
         other ones; plaintext only with ``encrypted=False``. Stored in the outbox first (see
-        :meth:`Client.send`); the id is returned."""
+        :meth:`Client.send`); the id is returned. :class:`MembersUnknown` when the member list
+        could not be read (it is read again first)."""
         room = self._room(group)
         await self._ensure_joined(room)
         el = element(_MESSAGE, {"type": "groupchat", "to": str(room.jid)})
@@ -859,6 +881,11 @@ class Groups:
                 raise EncryptionRequired(
                     f"{room.jid} is a public channel, where members cannot see each other's addresses and OMEMO "
                     "cannot work; pass encrypted=False to send unencrypted")
+            if not room.members_read:
+                try:
+                    await self._refresh_members(room, strict=True)
+                except ClientError as err:
+                    raise MembersUnknown(room.jid, err) from None
             others = room.members() - {self.client.account}
             if not others:
                 raise EncryptionRequired(f"not sent to the group {room.jid}: it has no other member yet to read it")
