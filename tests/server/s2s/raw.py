@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 import ssl
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from xml.etree import ElementTree as ET
 
 from schnack.server.s2s.dialback import dialback_key
@@ -121,8 +124,7 @@ class RawReceiver:
         self._header(peer)
         peer.send(f"<stream:features><starttls xmlns='{ns.TLS}'><required/></starttls></stream:features>")
         assert (await peer.element()).tag == f"{{{ns.TLS}}}starttls"
-        peer.send(f"<proceed xmlns='{ns.TLS}'/>{self.behind_proceed}")
-        await writer.start_tls(self._context)
+        await self.proceed(peer)
         peer.parser = StreamParser(1_000_000)
         opened = await peer.next()
         assert isinstance(opened, StreamOpened)
@@ -130,6 +132,11 @@ class RawReceiver:
         sm = f"<sm xmlns='{SM}'/>" if self.sm else ""
         peer.send(f"<stream:features><dialback xmlns='urn:xmpp:features:dialback'/>{sm}</stream:features>")
         await self.answer(peer, await peer.element())
+
+    async def proceed(self, peer: RawPeer) -> None:
+        """RFC 6120 §5.4.2.3: ``<proceed/>`` (and ``behind_proceed``), then the TLS handshake."""
+        peer.send(f"<proceed xmlns='{ns.TLS}'/>{self.behind_proceed}")
+        await peer.writer.start_tls(self._context)
 
     async def answer(self, peer: RawPeer, request: ET.Element) -> None:
         """The first element after the features: a dialback request, which any key passes."""
@@ -158,6 +165,32 @@ class RawReceiver:
             peer.writer.transport.abort()
 
 
+async def until_input(writer: asyncio.StreamWriter) -> None:
+    """Stop reading the connection of ``writer``, and wait until input waits in its socket,
+    unread: for TLS to read, not the stream reader."""
+    cast(asyncio.Transport, writer.transport).pause_reading()
+    # A second descriptor of the same socket, to peek at it: asyncio's and uvloop's own
+    # socket objects do not receive.
+    sock = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
+    try:
+        async with asyncio.timeout(WAIT):
+            while True:
+                with contextlib.suppress(BlockingIOError):
+                    if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                        return
+                await asyncio.sleep(0.01)
+    finally:
+        sock.close()
+
+
+async def dialback(raw: RawPeer, secret: str) -> None:
+    """Authenticate b.example to localhost by dialback (XEP-0220) on the stream ``raw`` has open;
+    ``secret`` is b.example's."""
+    key = dialback_key(secret, "localhost", "b.example", raw.stream_id)
+    raw.send(f"<db:result from='b.example' to='localhost'>{key}</db:result>")
+    assert (await raw.element()).get("type") == "valid"
+
+
 async def authenticated_peer(receiving: tuple[Server, str]) -> RawPeer:
     """A peer whose stream to localhost authenticated b.example by dialback (XEP-0220), on the
     ``receiving`` fixture's server."""
@@ -165,7 +198,5 @@ async def authenticated_peer(receiving: tuple[Server, str]) -> RawPeer:
     host, port = server.bound["s2s"][0]
     raw = await RawPeer.connect(host, port)
     await raw.starttls("b.example", "localhost")
-    key = dialback_key(secret, "localhost", "b.example", raw.stream_id)
-    raw.send(f"<db:result from='b.example' to='localhost'>{key}</db:result>")
-    assert (await raw.element()).get("type") == "valid"
+    await dialback(raw, secret)
     return raw

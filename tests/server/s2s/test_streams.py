@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from schnack.xmpp.xml import element
 from ...client.dns import dns_server
 from ...harness import Client, add_user, connect, make_config, running
 from ..modules.messaging import condition, error_text
-from .raw import WAIT, RawPeer, RawReceiver, authenticated_peer
+from .raw import WAIT, RawPeer, RawReceiver, authenticated_peer, dialback, until_input
 
 SECRET = "our dialback secret"
 DB = "{jabber:server:dialback}"
@@ -651,7 +652,62 @@ async def test_whitespace_behind_starttls_is_no_injection(receiving: tuple[Serve
 async def test_whitespace_behind_proceed_is_no_injection(tmp_path: Path) -> None:
     """The initiating side of the same rule: a newline the receiving server writes behind its
     <proceed/> is dropped, TLS goes on, and the message arrives."""
-    receiver = RawReceiver(tmp_path, "raw.example", sm=False, behind_proceed="\n")
+    await delivered(tmp_path, RawReceiver(tmp_path, "raw.example", sm=False, behind_proceed="\n"))
+
+
+async def proceeded(server: Server) -> RawPeer:
+    """A peer for b.example that asked for STARTTLS and read the server's <proceed/>: the
+    server's handshake began, and waits for the peer's ClientHello."""
+    host, port = server.bound["s2s"][0]
+    raw = await RawPeer.connect(host, port)
+    await raw.open("b.example", "localhost")
+    raw.send(f"<starttls xmlns='{ns.TLS}'/>")
+    assert (await raw.element()).tag == f"{{{ns.TLS}}}proceed"
+    return raw
+
+
+@pytest.mark.parametrize("keepalive", [" ", "\n", "  "])
+async def test_a_keepalive_between_proceed_and_the_client_hello_is_skipped(
+        receiving: tuple[Server, str], keepalive: str) -> None:
+    """RFC 6120 §4.6.1: the initiating server's keepalive timer may fire after it asked for
+    STARTTLS, and its whitespace reach us behind the <starttls/> once our handshake began
+    (§5.4.3.3: the next bytes should be its ClientHello). It is skipped, not taken for the
+    first TLS record, and TLS goes on."""
+    server, secret = receiving
+    raw = await proceeded(server)
+    raw.send(keepalive)
+    await raw.tls()
+    features = await raw.open("b.example", "localhost")
+    assert features.find("{urn:xmpp:features:dialback}dialback") is not None
+    await dialback(raw, secret)
+
+
+async def test_plaintext_between_proceed_and_the_client_hello_fails_the_handshake(
+        receiving: tuple[Server, str]) -> None:
+    """CVE-2011-0411: only whitespace is skipped once the handshake began; anything else that
+    comes in the clear there is taken for TLS input, and the handshake fails rather than read
+    it as the stream after TLS."""
+    server, _ = receiving
+    raw = await proceeded(server)
+    raw.send(" <db:verify from='b.example' to='localhost' id='s1'>0123</db:verify>")
+    async with asyncio.timeout(WAIT):
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await raw.tls()
+
+
+class KeepaliveBehindProceed(RawReceiver):
+    """A receiving server whose keepalive timer fires after its <proceed/> went, while the
+    initiating server's ClientHello is on its way: a space comes before its ServerHello."""
+
+    async def proceed(self, peer: RawPeer) -> None:
+        peer.send(f"<proceed xmlns='{ns.TLS}'/>")
+        await until_input(peer.writer)
+        peer.send(" ")
+        await peer.writer.start_tls(self._context)
+
+
+async def delivered(tmp_path: Path, receiver: RawReceiver) -> None:
+    """A message from our server reaches ``receiver``, as the server of raw.example."""
     await receiver.start()
     async with beside(tmp_path, receiver) as server:
         await add_user(server, "alice")
@@ -660,6 +716,13 @@ async def test_whitespace_behind_proceed_is_no_injection(tmp_path: Path) -> None
         peer = await receiver.next_peer()
         assert (await peer.element()).get("id") == "m1"
         assert alice.take() == []
+
+
+async def test_a_keepalive_between_proceed_and_the_server_hello_is_skipped(tmp_path: Path) -> None:
+    """RFC 6120 §4.6.1 from the initiating side: a space the receiving server writes after its
+    <proceed/>, which reaches us once our handshake began, is skipped, not taken for the first
+    TLS record; TLS goes on, and the message arrives."""
+    await delivered(tmp_path, KeepaliveBehindProceed(tmp_path, "raw.example", sm=False))
 
 
 class InjectingReceiver(RawReceiver):

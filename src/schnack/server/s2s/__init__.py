@@ -31,6 +31,7 @@ from .certs import request_peer_certificates
 from .dialback import load_secret
 from .inbound import IncomingStream, serve_s2s
 from .outbound import Route
+from .wire import starttls_context
 
 if TYPE_CHECKING:
     from ..app import Server
@@ -73,7 +74,7 @@ class S2S:
         peers for theirs, checked against the system's CAs and ``ca_file``."""
         if self._server_context is None:
             tls = self.server.tls
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx = starttls_context(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.load_cert_chain(tls.cert_path, tls.key_path)
             ctx.set_alpn_protocols(_ALPN)
@@ -90,7 +91,7 @@ class S2S:
         ctx = self._contexts.get(verify)
         if ctx is None:
             tls = self.server.tls
-            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+            ctx = starttls_context(ssl.create_default_context(ssl.Purpose.SERVER_AUTH))
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             if verify:
                 if self.config.ca_file is not None:

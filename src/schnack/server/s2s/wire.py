@@ -31,6 +31,8 @@ _FLUSH_DELAY = 0.05
 # How long closing may take before the connection is cut (a peer that never answers close_notify).
 _CLOSE_GRACE = 2.0
 _SERVER_PREFIX = f"{{{ns.SERVER}}}"
+# XML whitespace (RFC 6120 §11.7, XML 1.0 [3]); no TLS record starts with one of these bytes.
+_WHITESPACE = b" \t\r\n"
 
 
 def header(from_: str | None, to: str | None, stream_id: str | None = None) -> str:
@@ -46,6 +48,55 @@ def to_client_namespace(el: Element) -> None:
     for each in el.iter():
         if each.tag.startswith(_SERVER_PREFIX):
             each.tag = f"{{{ns.CLIENT}}}{each.tag[len(_SERVER_PREFIX):]}"
+
+
+class _AfterWhitespace(ssl.SSLObject):
+    """A TLS connection that skips whitespace before the peer's first TLS record
+    (:func:`starttls_context`)."""
+
+    incoming: ssl.MemoryBIO
+    _begun = False
+
+    def do_handshake(self) -> None:
+        if not self._begun:
+            # A memory BIO cannot be peeked at: all it holds is read, and what follows the
+            # whitespace is written back, into the BIO that is empty now.
+            rest = self.incoming.read().lstrip(_WHITESPACE)
+            if rest:
+                self._begun = True
+                self.incoming.write(rest)
+        super().do_handshake()
+
+
+class _StartTLSContext(ssl.SSLContext):
+    sslobject_class = _AfterWhitespace
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, server_side: bool = False,
+                 server_hostname: str | bytes | None = None, session: ssl.SSLSession | None = None) -> ssl.SSLObject:
+        obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        assert isinstance(obj, _AfterWhitespace)
+        obj.incoming = incoming
+        return obj
+
+
+def starttls_context(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    """``ctx``, whose handshakes skip whitespace the peer sent before its first TLS record.
+
+    RFC 6120 §5.4.3.3 has TLS begin with the bytes right after ``<proceed/>``, but a peer's
+    whitespace keepalive (§4.6.1) fires on a timer: the receiving server's may write one after
+    its ``<proceed/>``, the initiating server's one after its ``<starttls/>``. What arrives
+    before TLS starts here is checked and dropped by :meth:`Wire.start_tls`; what arrives once
+    the handshake began is read by asyncio's TLS layer, where OpenSSL would take it for the
+    start of a record and fail the handshake. No TLS record starts with a whitespace byte, so
+    skipping it there is unambiguous (the client streams' TLS does the same, server/link.py);
+    anything else is left to TLS, which fails on plaintext (CVE-2011-0411). Only the handshake
+    does this: what comes after it is read as ever. Outgoing direct TLS (XEP-0368) shares the
+    contexts; a peer there sends no whitespace, and nothing changes for it.
+    """
+    # The ssl module makes the context (create_default_context chooses its settings) and
+    # offers no way to make it of a subclass; the subclass adds no state, only wrap_bio.
+    ctx.__class__ = _StartTLSContext
+    return ctx
 
 
 class Wire:
@@ -123,7 +174,7 @@ class Wire:
         injection of CVE-2011-0411): it raises StreamError policy-violation, before TLS. Only
         whitespace is let pass: it may come between top-level elements (§11.7; a keepalive, a
         newline), carries nothing, and is dropped. Whitespace that arrives once the handshake
-        began is taken for TLS input, and fails it.
+        began is skipped by the handshake of a :func:`starttls_context`.
 
         The input is checked twice. First with ``<proceed/>`` unsent: refused then, it is never
         sent. Then after ``drain()``, which waits while the peer does not read what was sent
