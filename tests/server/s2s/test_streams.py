@@ -18,11 +18,12 @@ import pytest
 
 from schnack.server.app import Server
 from schnack.server.s2s.dialback import dialback_key
-from schnack.server.s2s.wire import Wire
+from schnack.server.s2s.wire import Wire, header
 from schnack.server.sessions import Session
 from schnack.server.tls import make_self_signed
 from schnack.xmpp import ns
-from schnack.xmpp.parser import StreamClosed, StreamOpened
+from schnack.xmpp.errors import StreamError
+from schnack.xmpp.parser import StanzaReceived, StreamClosed, StreamOpened
 from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element
 
@@ -618,6 +619,69 @@ async def test_input_behind_starttls_while_proceed_waits_ends_the_stream_before_
     async with asyncio.timeout(WAIT):
         assert await raw.reader.read() == b""
     assert not wire.secure
+
+
+async def wire_element(wire: Wire) -> ET.Element:
+    event = await wire.next_event(WAIT)
+    assert isinstance(event, StanzaReceived), event
+    return event.element
+
+
+async def test_input_behind_proceed_while_starttls_waits_ends_the_outgoing_stream_before_tls(server: Server) -> None:
+    """RFC 6120 §5.4.3.3, CVE-2011-0411 from the initiating side, as ``outbound._open`` drives
+    its wire: input that arrives behind the peer's <proceed/> while ``Wire.start_tls`` waits in
+    ``drain()`` (the peer did not read a large keepalive burst sent before) came in the clear
+    as well. It is refused once the drain is over, TLS never starts, and the peer gets no
+    ClientHello, only what was sent before <proceed/>."""
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put((reader, writer))
+
+    listener = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.sockets[0].getsockname()[1])
+        wire = Wire(reader, writer, server.config.limits)
+        async with asyncio.timeout(WAIT):
+            peer_reader, peer_writer = await accepted.get()
+        # As in behind_held_back_proceed: the burst crawls through small buffers, and stays
+        # above a low high-water mark until the peer reads.
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        peer_writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        writer.transport.set_write_buffer_limits(high=4096)
+        ours = header("localhost", "raw.example")
+        starttls = f"<starttls xmlns='{ns.TLS}'/>"
+        wire.write(ours)
+        peer_writer.write(f"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='{ns.STREAMS}' "
+                          f"from='raw.example' id='s1' version='1.0'><stream:features><starttls xmlns='{ns.TLS}'>"
+                          "<required/></starttls></stream:features>".encode())
+        assert isinstance(await wire.next_event(WAIT), StreamOpened)
+        assert (await wire_element(wire)).tag == f"{{{ns.STREAMS}}}features"
+        wire.write(" " * 150_000)
+        wire.write(starttls)
+        wire.flush()
+        assert writer.transport.get_write_buffer_size() > 4096
+        peer_writer.write(f"<proceed xmlns='{ns.TLS}'/>".encode())
+        assert (await wire_element(wire)).tag == f"{{{ns.TLS}}}proceed"
+        starting = asyncio.create_task(wire.start_tls(server.s2s.client_context(False), server_hostname="raw.example"))
+        # Its first step checks the input behind <proceed/> (none yet) and waits in drain().
+        await asyncio.sleep(0)
+        assert not starting.done()
+        peer_writer.write(f"<stream:stream xmlns='jabber:server' xmlns:stream='{ns.STREAMS}' from='raw.example' "
+                          "id='forged' version='1.0'><stream:features><dialback "
+                          "xmlns='urn:xmpp:features:dialback'/></stream:features>".encode())
+        await until(lambda: bool(wire.reader._buffer))  # type: ignore[attr-defined]
+        received = asyncio.create_task(peer_reader.read())
+        with pytest.raises(StreamError) as refused:
+            async with asyncio.timeout(WAIT):
+                await starting
+        assert refused.value.condition == "policy-violation"
+        assert not wire.secure
+        await wire.aclose()
+        async with asyncio.timeout(WAIT):
+            assert await received == (ours + " " * 150_000 + starttls).encode()
+    finally:
+        listener.close()
 
 
 async def test_whitespace_behind_starttls_while_proceed_waits_is_no_injection(
