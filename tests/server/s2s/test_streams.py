@@ -770,10 +770,15 @@ class KeepaliveBehindProceed(RawReceiver):
         await peer.writer.start_tls(self._context)
 
 
-async def delivered(tmp_path: Path, receiver: RawReceiver) -> None:
-    """A message from our server reaches ``receiver``, as the server of raw.example."""
+async def delivered(tmp_path: Path, receiver: RawReceiver, keepalive: float | None = None) -> None:
+    """A message from our server reaches ``receiver``, as the server of raw.example; with
+    ``keepalive``, our server's ``limits.keepalive_interval`` is that."""
     await receiver.start()
     async with beside(tmp_path, receiver) as server:
+        if keepalive is not None:
+            # Below the bound an operator may set, so that the test does not wait for a minute.
+            limits = dataclasses.replace(server.config.limits, keepalive_interval=keepalive)
+            server.config = dataclasses.replace(server.config, limits=limits)
         await add_user(server, "alice")
         alice = await connect(server, "alice@localhost/desk")
         await alice.send("<message to='bob@raw.example' id='m1' type='chat'><body>hello</body></message>")
@@ -787,6 +792,59 @@ async def test_a_keepalive_between_proceed_and_the_server_hello_is_skipped(tmp_p
     <proceed/>, which reaches us once our handshake began, is skipped, not taken for the first
     TLS record; TLS goes on, and the message arrives."""
     await delivered(tmp_path, KeepaliveBehindProceed(tmp_path, "raw.example", sm=False))
+
+
+class SlowReceiver(RawReceiver):
+    """A receiving server that takes ``delay`` after the initiating server's <starttls/> before
+    its <proceed/>, and again after the ClientHello before its answer; ``clear`` gets what came
+    in the clear behind the <starttls/> meanwhile. Its TLS skips nothing: a byte in the clear
+    after the ClientHello fails its handshake."""
+
+    def __init__(self, directory: Path, domain: str, delay: float) -> None:
+        super().__init__(directory, domain, sm=False)
+        self.delay = delay
+        self.clear = b""
+
+    async def proceed(self, peer: RawPeer) -> None:
+        await asyncio.sleep(self.delay)
+        # Taken out of the reader, so that the test reports it rather than the stream after TLS.
+        unread: bytearray = peer.reader._buffer  # type: ignore[attr-defined]
+        self.clear = bytes(unread)
+        unread.clear()
+        peer.send(f"<proceed xmlns='{ns.TLS}'/>")
+        await until_input(peer.writer)
+        await asyncio.sleep(self.delay)
+        await peer.writer.start_tls(self._context)
+
+
+async def test_no_keepalive_goes_out_between_starttls_and_the_end_of_the_handshake(tmp_path: Path) -> None:
+    """RFC 6120 §5.4.3.3: once the receiving server sent <proceed/> it reads our next bytes as
+    TLS, and once our handshake began, as its records; a keepalive (§4.6.1) written in the clear
+    there would fail its handshake. However long the peer takes, the outgoing stream writes
+    none between <starttls/> and the end of the handshake, and the message arrives."""
+    receiver = SlowReceiver(tmp_path, "raw.example", delay=1.0)
+    await delivered(tmp_path, receiver, keepalive=0.2)
+    assert receiver.clear == b""
+
+
+async def test_no_keepalive_goes_out_while_an_incoming_stream_starts_tls(receiving: tuple[Server, str]) -> None:
+    """RFC 6120 §5.4.3.3, §4.6.1: after <proceed/> the peer reads our next bytes as TLS, and
+    after the handshake it waits for our header; however long it takes to send its ClientHello
+    and its header, the incoming stream writes no keepalive in between."""
+    server, secret = receiving
+    keepalive = 0.2
+    # Below the bound an operator may set, so that the test does not wait for a minute.
+    limits = dataclasses.replace(server.config.limits, keepalive_interval=keepalive)
+    server.config = dataclasses.replace(server.config, limits=limits)
+    raw = await proceeded(server)
+    await asyncio.sleep(5 * keepalive)
+    assert raw.reader._buffer == b""  # type: ignore[attr-defined]
+    await raw.tls()
+    await asyncio.sleep(5 * keepalive)
+    assert raw.reader._buffer == b""  # type: ignore[attr-defined]
+    features = await raw.open("b.example", "localhost")
+    assert features.find("{urn:xmpp:features:dialback}dialback") is not None
+    await dialback(raw, secret)
 
 
 class InjectingReceiver(RawReceiver):
