@@ -5,29 +5,37 @@ again from the archive), and one too old to ring are each told once; a call answ
 another device of the account, or declined, is no missed call, also for a device that reads
 it from the archive later, and also when the caller rang longer than this device does and
 another device answered after this one gave up ringing. A new device reads the calls the
-account missed before it from the archive, and tells them flagged as earlier, not as news."""
+account missed before it from the archive, and tells them flagged as earlier, not as news. A
+caller that vanishes without its <retract/> (slixmpp, its connection cut) leaves a missed call
+told as soon as its device is known to be gone, not minutes later."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from xml.etree.ElementTree import Element
 
 import pytest
+from slixmpp import JID as SlixJID
+from slixmpp import Iq
 
 from schnack.client import Client
 from schnack.client.calls.calls import (
     BUSY,
     CANCELLED,
     FIRST_LOGIN_SETTING,
+    GONE,
     OFFLINE,
+    PROBE_INTERVAL,
     UNANSWERED,
     Call,
     MissedCall,
 )
-from schnack.client.calls.session import RING_TIMEOUT
+from schnack.client.calls.session import RING_TIMEOUT, State
 from schnack.client.feed import Subscription
 from schnack.client.store import Store
 from schnack.server.app import Server
@@ -35,14 +43,19 @@ from schnack.server.modules.mam import STORE
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.jingle import Reason
+from schnack.xmpp.payloads.jingle_rtp import NS as RTP_NS
 from schnack.xmpp.payloads.jingle_rtp import RtpDescription
 from schnack.xmpp.payloads.jmi import JingleMessage
 from schnack.xmpp.xml import element, qname, serialize
 
+from .slix import SlixClient
 from .test_calls import raw_client
 from .test_calls_media import WAIT, Devices, devices, ended, ringing_on_phone_and_desk, rings
 
 __all__ = ["devices"]  # the fixture, used by name
+
+PING = qname(ns.PING, "ping")
+DISCO_INFO = qname(ns.DISCO_INFO, "query")
 
 # How far the clocks of the test's clients and server may be from each other (the same machine).
 CLOCK = timedelta(seconds=2)
@@ -305,3 +318,121 @@ async def test_a_new_device_tells_the_calls_missed_before_it_as_earlier(devices:
     for missed in told.values():
         new = await next_missed(missed)
         assert (new.id, new.earlier) == (later.sid, False)
+
+
+class Caller(SlixClient):
+    """Alice on slixmpp, which proposes from her full JID as Conversations does and answers
+    pings (or, ``pings=False``, refuses them as a client without XEP-0199 does, with
+    feature-not-implemented) and disco#info; it notes what it is asked."""
+
+    def __init__(self, server: Server, pings: bool = True) -> None:
+        super().__init__(server, "alice@localhost/mobile")
+        self.xmpp.register_plugin("xep_0030")
+        self.xmpp.register_plugin("xep_0353")
+        if not pings:
+            self.xmpp.remove_handler("Ping")
+        self.questions: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self.xmpp.add_filter("in", self._note_questions)
+
+    def _note_questions(self, stanza: Any) -> Any:
+        if isinstance(stanza, Iq) and stanza["type"] == "get" and len(stanza.xml):
+            self.questions[stanza.xml[0].tag].set()
+        return stanza
+
+    async def asked(self, tag: str) -> None:
+        """Until an IQ get for ``tag`` reaches it, and its answer is out."""
+        async with asyncio.timeout(WAIT):
+            await self.questions[tag].wait()
+        await self.sync()
+
+
+async def slixmpp_caller(devices: Devices, phone: Client, subscribed: bool, pings: bool = True) -> Caller:
+    """Alice's device; with ``subscribed``, bob's phone sees her presence."""
+    caller = Caller(devices.server, pings)
+    assert await caller.start()
+    caller.xmpp.send_presence()
+    if subscribed:
+        updates = phone.presence()
+        await phone.subscribe("alice@localhost")  # slixmpp approves by itself
+        async with asyncio.timeout(WAIT):
+            async for update in updates:
+                if update.jid == JID.parse("alice@localhost/mobile") and update.kind == "available":
+                    break
+    await caller.sync()
+    return caller
+
+
+def vanish(caller: Caller) -> None:
+    """The caller's phone loses its network: the connection is cut, no <retract/> goes out."""
+    caller.xmpp.abort()
+
+
+@pytest.mark.parametrize("subscribed", [False, True])
+async def test_a_call_whose_caller_vanishes_while_it_rings_is_missed_at_once(devices: Devices, subscribed: bool) -> None:
+    """The phone rings and alice's device goes away without a word: the phone learns it from her
+    unavailable presence when it sees her presence, or else from a ping to her full JID that the
+    server answers with service-unavailable. It stops ringing and tells the missed call then,
+    not after its ring time and the wait for the call's outcome."""
+    phone = await devices.login("bob@localhost/phone")
+    missed = phone.missed_calls()
+    caller = await slixmpp_caller(devices, phone, subscribed)
+    try:
+        ringing = asyncio.ensure_future(rings(phone))
+        await asyncio.sleep(0)
+        caller.xmpp.plugin["xep_0353"].propose(SlixJID("bob@localhost"), "vanishing", [(RTP_NS, "audio")])
+        incoming = await ringing
+        await caller.asked(PING)  # the phone found her there as it began to ring
+        vanish(caller)
+        # Seen offline, the caller is probed at once; unseen, by the next probe.
+        within = 5.0 if subscribed else PROBE_INTERVAL + 5.0
+        async with asyncio.timeout(within):
+            told = await anext(missed)
+        assert (told.caller, told.id, told.reason) == (JID.parse("alice@localhost/mobile"), "vanishing", GONE)
+        assert await ended(incoming.call) == "gone"
+    finally:
+        await caller.stop()
+
+
+async def test_a_call_that_rang_out_here_is_missed_once_its_caller_vanishes(devices: Devices) -> None:
+    """The phone gave up ringing and waits for what became of the call; alice's device then goes
+    away without a <retract/>: nobody can answer it any more, and the phone tells it as missed
+    by its next probe of her full JID, not 5 minutes after it was placed."""
+    phone = await devices.login("bob@localhost/phone")
+    missed = phone.missed_calls()
+    caller = await slixmpp_caller(devices, phone, subscribed=False)
+    try:
+        ringing = asyncio.ensure_future(rings(phone))
+        await asyncio.sleep(0)
+        # Sent a little less than our ring time ago, by a caller that rings longer than we do.
+        sent = datetime.now(UTC) - timedelta(seconds=RING_TIMEOUT - 5)
+        caller.xmpp.send_raw(serialize(jmi_message("bob@localhost", proposal("rang-out"), sent)))
+        incoming = await ringing
+        assert await ended(incoming.call) == "timeout"
+        vanish(caller)
+        async with asyncio.timeout(PROBE_INTERVAL + 5.0):
+            told = await anext(missed)
+        assert (told.caller, told.id, told.reason) == (JID.parse("alice@localhost/mobile"), "rang-out", UNANSWERED)
+    finally:
+        await caller.stop()
+
+
+async def test_a_caller_that_does_not_answer_pings_is_not_taken_for_gone(devices: Devices) -> None:
+    """A caller's client without XEP-0199 refuses the ping, but it answers disco#info: the call
+    rings on. Once the device is gone, the server's service-unavailable for both tells it."""
+    phone = await devices.login("bob@localhost/phone")
+    missed = phone.missed_calls()
+    caller = await slixmpp_caller(devices, phone, subscribed=False, pings=False)
+    try:
+        ringing = asyncio.ensure_future(rings(phone))
+        await asyncio.sleep(0)
+        caller.xmpp.plugin["xep_0353"].propose(SlixJID("bob@localhost"), "no-pings", [(RTP_NS, "audio")])
+        incoming = await ringing
+        await caller.asked(DISCO_INFO)
+        await phone.roster()  # a round trip: the phone has read her answer
+        assert incoming.call.state is State.RINGING
+        vanish(caller)
+        async with asyncio.timeout(PROBE_INTERVAL + 5.0):
+            told = await anext(missed)
+        assert (told.id, told.reason) == ("no-pings", GONE)
+    finally:
+        await caller.stop()

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from schnack.client.calls.sdp import RtpContents
 from schnack.client.calls.session import (
     ANSWERED_ELSEWHERE,
+    CALLER_GONE,
     AnsweredElsewhere,
     CallError,
     CallSession,
@@ -258,6 +259,23 @@ def test_a_callee_that_stops_ringing_by_itself_tells_nobody() -> None:
     assert not caller.ended and not desk.ended
     net.run(ALICE, caller.on_timeout(160.0))
     assert net.of(BOB_DESK)[-1] == Ended(Reason("timeout"), True)
+
+
+def test_a_callee_whose_caller_is_gone_stops_ringing_and_tells_nobody() -> None:
+    """The caller's device went away without its retract: the phone ends the call as the
+    caller's, with reason gone, and sends no reject (our other devices would take the call for
+    declined); the caller cannot be told it is gone."""
+    net = Network((ALICE, BOB_PHONE, BOB_DESK))
+    caller = net.call(now=100.0)
+    phone, desk = net.calls[BOB_PHONE], net.calls[BOB_DESK]
+    net.run(BOB_PHONE, phone.ring())
+    net.of(BOB_PHONE)
+    net.run(BOB_PHONE, phone.caller_gone())
+    assert net.of(BOB_PHONE) == [Ended(CALLER_GONE, True)] and phone.ended
+    assert [item.payload.kind for _, item in net.sent if isinstance(item, SendMessage)] == ["propose", "ringing"]
+    assert not desk.ended
+    with pytest.raises(CallError):
+        caller.caller_gone()
 
 
 def test_session_not_set_up_in_time() -> None:

@@ -30,15 +30,21 @@ peer gets once we are back); a lost transport-info or description-info leaves th
 
 A call that comes to this account and ends unanswered is a :class:`MissedCall`
 (:meth:`~..client.Client.missed_calls`): the caller gave up or its ring time ran out before any
-device of ours answered or declined it, this device turned it away as busy, or it came too late
-to ring (a proposal older than the ring time, from offline storage or from the archive catch-up
-of XEP-0313, with or without the caller's ``<retract/>``). A call that rang out here, or came too
-late to ring, is missed only once no device of ours took it by the time the caller gave up, or
+device of ours answered or declined it, the caller's device went away while it rang, this device
+turned it away as busy, or it came too late to ring (a proposal older than the ring time, from
+offline storage or from the archive catch-up of XEP-0313, with or without the caller's
+``<retract/>``). A call that rang out here, or came too late to ring, is missed only once no
+device of ours took it by the time the caller gave up or its device went away, or
 :data:`OUTCOME_WAIT` after it was placed: a caller may ring longer than we do, and another
-device of ours answer after this one fell silent. Each call, by its JMI id, is told once,
-however many ways its messages came. The calls the first archive catch-up of a new device finds
-(it reads back 30 days) that were over before its first login are told flagged
-:attr:`MissedCall.earlier`: the call history wants them, a notification does not.
+device of ours answer after this one fell silent. A caller whose link dies or whose app is
+killed sends no ``<retract/>``: while a call rings here or waits for its outcome, this device
+pings the full JID that placed it (XEP-0199) every :data:`PROBE_INTERVAL`, and at once when that
+JID's unavailable presence arrives (RFC 6121 §4.5.2); an error for the ping and for disco#info
+(XEP-0030, which every Jingle client answers, also one without XEP-0199) that says no such
+resource is there means the device is gone. Each call, by its JMI id, is told once, however many
+ways its messages came. The calls the first archive catch-up of a new device finds (it reads
+back 30 days) that were over before its first login are told flagged :attr:`MissedCall.earlier`:
+the call history wants them, a notification does not.
 """
 
 from __future__ import annotations
@@ -110,6 +116,12 @@ _MESSAGE = qname(ns.CLIENT, "message")
 _IQ = qname(ns.CLIENT, "iq")
 _DELAY = qname(ns.DELAY, "delay")
 _PING = qname(ns.PING, "ping")
+_DISCO_INFO = qname(ns.DISCO_INFO, "query")
+# The errors for disco#info that say the resource asked is not there (RFC 6121 §8.5.3.2.3 has its
+# server answer an IQ for a resource that is no longer connected with service-unavailable; other
+# servers say so with recipient-unavailable or item-not-found). Others (forbidden, a remote
+# server not reached for now) tell nothing about the device.
+_NOT_THERE = frozenset({"service-unavailable", "recipient-unavailable", "item-not-found"})
 
 
 # The setting that keeps the ids of the missed calls told last, and how many it keeps: the first
@@ -129,8 +141,8 @@ LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
 # How long after a call was placed this device still listens for what became of it once it
 # stopped ringing here (or came too late to ring), before it tells it as missed: the caller may
 # ring longer than our RING_TIMEOUT (XEP-0353 sets no ring time) and another device of ours
-# answer then. Five times our ring time, which callers hardly exceed; a caller that vanished
-# without its <retract/> leaves the call told this late.
+# answer then. Five times our ring time, which callers hardly exceed; a caller whose device went
+# away without its <retract/> is found sooner by the probes of PROBE_INTERVAL.
 OUTCOME_WAIT = 300.0
 
 # Why a call was missed (:attr:`MissedCall.reason`).
@@ -138,6 +150,13 @@ CANCELLED = "cancelled"  # the caller hung up before any of our devices answered
 UNANSWERED = "unanswered"  # it rang out its time
 BUSY = "busy"  # this device was in another call, and turned it away as busy
 OFFLINE = "offline"  # it came too late to ring: no device of ours was online while it rang
+GONE = "gone"  # the caller's device went away while it rang here, without its <retract/>
+
+# How often a call that rings here, or waits for its outcome, asks whether the device that placed
+# it is still there (a ping to its full JID, a few hundred bytes each way), and how long one such
+# question waits for its answer: a caller whose device vanished is told as missed this late at
+# most, when its presence does not tell it sooner.
+PROBE_INTERVAL = 10.0
 
 
 @dataclass(frozen=True)
@@ -560,7 +579,7 @@ def missed_reason(ended: Ended, answered: bool) -> str | None:
         return None
     if not ended.by_peer:
         return {"busy": BUSY, "timeout": UNANSWERED}.get(condition)
-    return UNANSWERED if condition == "timeout" else CANCELLED
+    return {"timeout": UNANSWERED, "gone": GONE}.get(condition, CANCELLED)
 
 
 def _for_another_device(message: Element, own: JID) -> bool:
@@ -625,6 +644,7 @@ def describe_missed(reason: str) -> str:
         UNANSWERED: "nobody answered",
         BUSY: "busy in another call",
         OFFLINE: "no device was online",
+        GONE: "the caller went offline",
     }.get(reason, reason)
 
 
@@ -646,6 +666,9 @@ class Calls:
         self._undecided: dict[str, _Undecided] = {}
         self._settling: asyncio.Task[None] | None = None
         self._settle_timer: asyncio.TimerHandle | None = None
+        # The calls (by JMI id) whose caller's device is looked after, each with that full JID and
+        # what wakes its probe before the next is due.
+        self._probes: dict[str, tuple[JID, asyncio.Event, asyncio.Task[None]]] = {}
         # The Jingle requests of our calls waiting for their answers, which the end of a call
         # does not wait for: a session-terminate written while the link is down waits for it as
         # long as the client waits for any request. The client's closing stops them.
@@ -653,6 +676,7 @@ class Calls:
         client.on_message(self._on_message)
         client.handle_iq("set", JINGLE, self._on_jingle)
         client.on_archived(self._archived)
+        client.on_presence(self._on_presence)
 
     def forget(self, call: Call) -> None:
         if self._calls.get(call.sid) is call:
@@ -719,6 +743,8 @@ class Calls:
             call.stop()
         for request in self.requests:
             request.cancel()
+        for _, _, probing in list(self._probes.values()):
+            probing.cancel()
         if self._settling is not None:
             self._settling.cancel()
         if self._settle_timer is not None:
@@ -888,6 +914,7 @@ class Calls:
                 self._tell(MissedCall(undecided.caller, sid, undecided.placed, undecided.reason))
             else:
                 left.append(OUTCOME_WAIT - waited)
+                self._probe(sid, undecided.caller)
         if left and not self.client.stopped:
             self._settle_timer = asyncio.get_running_loop().call_later(min(left), self._settle)
 
@@ -896,6 +923,7 @@ class Calls:
             return
         incoming.step(incoming.session.ring())
         self.incoming.publish(IncomingCall(incoming))
+        self._probe(incoming.sid, incoming.peer)
 
     async def _ring_when_caught_up(self, incoming: Call) -> None:
         """A proposal held for us while our link was down rings only once what was held with it
@@ -906,6 +934,98 @@ class Calls:
             await self.client.iq(ping)
         if not incoming.session.ended:
             self._ring(incoming)
+
+    # -- the caller's device -----------------------------------------------------------------
+
+    def _waits_on_caller(self, sid: str) -> bool:
+        """Whether call ``sid`` still depends on its caller: it rings here, or it is held until
+        its outcome is known and the caller has not ended it."""
+        call = self._calls.get(sid)
+        if call is not None and call.session.role == "responder" and call.state in (State.PROPOSED, State.RINGING):
+            return True
+        undecided = self._undecided.get(sid)
+        return undecided is not None and not undecided.ended
+
+    def _probe(self, sid: str, caller: JID) -> None:
+        """Look after the device that placed call ``sid`` for as long as the call waits on it."""
+        if sid in self._probes or self.client.stopped:
+            return
+        wake = asyncio.Event()
+        probing = asyncio.ensure_future(self._probing(sid, caller, wake))
+        self._probes[sid] = (caller, wake, probing)
+        probing.add_done_callback(lambda _: self._probes.pop(sid, None))
+
+    def _probe_now(self, caller: JID) -> None:
+        """A sign that ``caller`` (a full JID) went away: its calls' probes ask at once."""
+        for probed, wake, _ in self._probes.values():
+            if probed == caller:
+                wake.set()
+
+    async def _probing(self, sid: str, caller: JID, wake: asyncio.Event) -> None:
+        """Ask every :data:`PROBE_INTERVAL`, or when woken, whether ``caller`` is still there; the
+        call ends as the caller's once it is gone. A probe that got no answer is followed by the
+        next one at once, so that one whose answer the vanishing device took along costs no more
+        than one interval."""
+        loop = asyncio.get_running_loop()
+        while self._waits_on_caller(sid) and not self.client.stopped:
+            wake.clear()
+            asked = loop.time()
+            if await self._gone(caller) and self._waits_on_caller(sid):
+                self._caller_gone(sid)
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, asked + PROBE_INTERVAL - loop.time())):
+                    await wake.wait()
+
+    async def _gone(self, caller: JID) -> bool:
+        """Whether the device at ``caller`` is known to be gone: a ping to it (XEP-0199 §4.3)
+        came back as an error, and disco#info (XEP-0030 §3.1), which also a client without
+        XEP-0199 answers (RFC 6120 §8.4 has it refuse the ping with the same service-unavailable
+        that its server sends for a resource that is no longer connected), with one of
+        :data:`_NOT_THERE`. No answer in time, or our own link down, tells nothing: the caller's
+        device may be between networks, its server holding what comes for it (XEP-0198 §5)."""
+        try:
+            await self.client.iq(self._probe_request(caller, _PING), timeout=PROBE_INTERVAL)
+            return False
+        except XmppError:
+            pass
+        except ClientError:
+            return False
+        try:
+            await self.client.iq(self._probe_request(caller, _DISCO_INFO), timeout=PROBE_INTERVAL)
+        except XmppError as err:
+            return err.condition in _NOT_THERE
+        except ClientError:
+            pass
+        return False
+
+    @staticmethod
+    def _probe_request(caller: JID, payload: str) -> Element:
+        return element(_IQ, {"type": "get", "to": str(caller)}, children=(element(payload),))
+
+    def _caller_gone(self, sid: str) -> None:
+        """The device that placed call ``sid`` is gone without its ``<retract/>``: nobody can
+        take the call any more. Ringing here, it stops and is missed (:data:`GONE`); held, it is
+        told as missed as it is."""
+        call = self._calls.get(sid)
+        if call is not None and not call.session.ended:
+            log.info("call %s: the caller's device %s is gone", sid, call.peer)
+            call.step(call.session.caller_gone())
+            return
+        undecided = self._undecided.get(sid)
+        if undecided is not None:
+            undecided.ended = True
+            if self._settling is None or self._settling.done():
+                self._settle()
+
+    def _on_presence(self, el: Element) -> None:
+        """RFC 6121 §4.5.2: unavailable presence from a full JID whose call waits on it."""
+        if el.get("type") != "unavailable" or not self._probes:
+            return
+        with contextlib.suppress(ValueError):
+            sender = JID.parse(el.get("from") or "")
+            if sender.resource is not None:
+                self._probe_now(sender)
 
     def _crossed(self, incoming: Call) -> bool:
         """XEP-0353 §4.1: a proposal from someone we are proposing a call to ourselves. The

@@ -48,6 +48,9 @@ SETUP_TIMEOUT = 30.0
 # learnt of the other's <accept/> or <proceed/> (XEP-0353 §3.3), or it answered too and the
 # caller's <finish/> says the call went on with the first answer.
 ANSWERED_ELSEWHERE = Reason("cancel", "answered on another device")
+# How a device of the callee ends when the device that placed the call went away without its
+# <retract/> (XEP-0166 §7.4 gone: the other party is no longer reachable).
+CALLER_GONE = Reason("gone", "the caller's device went offline")
 # XEP-0167 §7: the session-info payloads of an RTP session.
 RTP_INFO = frozenset(f"{{{INFO}}}{name}" for name in ("active", "hold", "unhold", "mute", "unmute", "ringing"))
 
@@ -324,6 +327,14 @@ class CallSession:
         call for all of the account's devices (XEP-0353 §3.5)."""
         self._expect("responder", State.PROPOSED, State.RINGING)
         return self._end(reason, False)
+
+    def caller_gone(self) -> Step:
+        """Callee: the device that placed the call is gone, and no ``<retract/>`` will come from
+        it (its link died, its app was killed). This device stops ringing and tells nobody: a
+        ``<reject/>`` would reach only the account's other devices, which would take the call
+        for declined (XEP-0353 §3.5) instead of missed."""
+        self._expect("responder", State.PROPOSED, State.RINGING)
+        return self._end(CALLER_GONE, True)
 
     # -- what arrived ------------------------------------------------------------------------
 
