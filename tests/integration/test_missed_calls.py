@@ -7,7 +7,8 @@ it from the archive later, and also when the caller rang longer than this device
 another device answered after this one gave up ringing. A new device reads the calls the
 account missed before it from the archive, and tells them flagged as earlier, not as news. A
 caller that vanishes without its <retract/> (slixmpp, its connection cut) leaves a missed call
-told as soon as its device is known to be gone, not minutes later."""
+told as soon as its device is known to be gone, not minutes later; our <ringing/> coming back
+as an error is a sign of that, not a reason to decline the call."""
 
 from __future__ import annotations
 
@@ -41,15 +42,18 @@ from schnack.client.store import Store
 from schnack.server.app import Server
 from schnack.server.modules.mam import STORE
 from schnack.xmpp import ns
+from schnack.xmpp.errors import StanzaError
 from schnack.xmpp.jid import JID
+from schnack.xmpp.payloads import jmi
 from schnack.xmpp.payloads.jingle import Reason
 from schnack.xmpp.payloads.jingle_rtp import NS as RTP_NS
 from schnack.xmpp.payloads.jingle_rtp import RtpDescription
 from schnack.xmpp.payloads.jmi import JingleMessage
+from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import element, qname, serialize
 
 from .slix import SlixClient
-from .test_calls import raw_client
+from .test_calls import MESSAGE, raw_client
 from .test_calls_media import WAIT, Devices, devices, ended, ringing_on_phone_and_desk, rings
 
 __all__ = ["devices"]  # the fixture, used by name
@@ -436,3 +440,31 @@ async def test_a_caller_that_does_not_answer_pings_is_not_taken_for_gone(devices
         assert (told.id, told.reason) == ("no-pings", GONE)
     finally:
         await caller.stop()
+
+
+async def test_a_bounced_ringing_declines_nothing_and_the_call_is_missed(devices: Devices) -> None:
+    """The phone's <ringing/> comes back as an error (the caller's server could not hand it
+    over), and alice's device is gone. Rejecting the call for that would stop bob's desk as if
+    bob declined it, and neither would tell a missed call: instead the phone asks whether alice's
+    device is there, and both stop ringing and tell the call as missed once it is not."""
+    phone = await devices.login("bob@localhost/phone")
+    desk = await devices.login("bob@localhost/desk")
+    told = [phone.missed_calls(), desk.missed_calls()]
+    wire, alice = await raw_client(devices.server, "alice", "mobile")
+    ringing = [asyncio.ensure_future(rings(device)) for device in (phone, desk)]
+    await asyncio.sleep(0)
+    wire.send(serialize(jmi_message("bob@localhost", proposal("bounced"))))
+    incoming = [await r for r in ringing]
+    while True:
+        el = await wire.next(timeout=WAIT)
+        assert el is not None, "the server closed the stream"
+        if el.tag == MESSAGE and el.get("from") == str(phone.jid) and jmi.find(el) == JingleMessage("ringing", "bounced"):
+            break
+    wire.send(serialize(Stanza.parse(el).error(StanzaError("remote-server-timeout"))))
+    wire.close()
+    for missed in told:
+        async with asyncio.timeout(PROBE_INTERVAL + 5.0):
+            call = await anext(missed)
+        assert (call.caller, call.id, call.reason) == (alice, "bounced", GONE)
+    for each in incoming:
+        assert await ended(each.call) == "gone"

@@ -39,10 +39,10 @@ device of ours took it by the time the caller gave up or its device went away, o
 device of ours answer after this one fell silent. A caller whose link dies or whose app is
 killed sends no ``<retract/>``: while a call rings here or waits for its outcome, this device
 pings the full JID that placed it (XEP-0199) every :data:`PROBE_INTERVAL`, and at once when that
-JID's unavailable presence arrives (RFC 6121 §4.5.2); an error for the ping and for disco#info
-(XEP-0030, which every Jingle client answers, also one without XEP-0199) that says no such
-resource is there means the device is gone. Each call, by its JMI id, is told once, however many
-ways its messages came. The calls the first archive catch-up of a new device finds (it reads
+JID's unavailable presence arrives (RFC 6121 §4.5.2) or our ``<ringing/>`` to it comes back as
+an error (RFC 6120 §8.3); an error for the ping and for disco#info (XEP-0030, which every Jingle
+client answers, also one without XEP-0199) that says no such resource is there means the device
+is gone. Each call, by its JMI id, is told once, however many ways its messages came. The calls the first archive catch-up of a new device finds (it reads
 back 30 days) that were over before its first login are told flagged :attr:`MissedCall.earlier`:
 the call history wants them, a notification does not.
 """
@@ -1052,9 +1052,16 @@ class Calls:
 
     def _bounced(self, stanza: Stanza) -> None:
         """An error for one of our JMI messages: the callee's server would not take the call, or
-        the caller no longer has the call our answer was for."""
+        the caller no longer has the call our answer was for. Our ``<ringing/>`` coming back
+        says the caller's device may be gone: it is asked at once (:meth:`_gone`), and the call
+        rings on until it is known; a ``<reject/>`` would tell our other devices the call was
+        declined, and none would tell it as missed."""
         call = next((c for c in self._calls.values() if stanza.id in c.message_ids), None)
         if call is None:
+            return
+        if call.session.role == "responder" and call.state in (State.PROPOSED, State.RINGING):
+            log.info("call %s: our ringing came back from %s", call.sid, call.peer)
+            self._probe_now(call.peer)
             return
         error = XmppError.from_stanza(stanza.el)
         what = "cannot be called" if call.session.role == "initiator" else "no longer has this call"
