@@ -353,3 +353,16 @@ async def test_a_store_that_cannot_be_opened_is_a_storage_error_naming_it(tmp_pa
     path = tmp_path / "missing" / "store.db"
     with pytest.raises(StorageError, match=rf"^cannot open the SQLite database at {path}: unable to open"):
         await SqliteStorage.open(str(path))
+
+
+async def test_processes_creating_a_store_together_all_open_it(tmp_path: Path) -> None:
+    """A server and an admin command (or the nodes of a test) that create a store at the same
+    moment: turning it to WAL met another connection doing the same, and SQLite refused at once,
+    without its busy timeout. Each round is a new file, as only a new store is turned to WAL."""
+    for attempt in range(20):
+        path = str(tmp_path / f"store{attempt}.db")
+        opened = await asyncio.gather(*(SqliteStorage.open(path) for _ in range(4)), return_exceptions=True)
+        for store in opened:
+            if isinstance(store, SqliteStorage):
+                await store.close()
+        assert all(isinstance(store, SqliteStorage) for store in opened), opened

@@ -884,6 +884,29 @@ async def _migrate(db: aiosqlite.Connection) -> None:
                 raise
 
 
+# How long a new store's turn to WAL waits for others turning it at the same moment.
+_WAL_WAIT = 5.0
+
+
+async def _write_ahead(db: aiosqlite.Connection) -> bool:
+    """Put the store in WAL mode; False for an in-memory database, which keeps its own journal.
+
+    Turning a new store to WAL takes it whole for a moment. Another connection doing the same
+    (a server and an admin command creating the store together) makes SQLite refuse at once,
+    without waiting out its busy timeout: tried again for up to ``_WAL_WAIT`` seconds.
+    """
+    deadline = time.monotonic() + _WAL_WAIT
+    while True:
+        try:
+            async with db.execute("PRAGMA journal_mode=WAL") as cur:
+                row = await cur.fetchone()
+            return row is not None and row[0] == "wal"
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.01)
+
+
 async def _schema_version(db: aiosqlite.Connection) -> int:
     async with db.execute("SELECT max(version) FROM schema_version") as cur:
         row = await cur.fetchone()
@@ -919,9 +942,7 @@ class SqliteStorage:
     async def _open(cls, path: str, checkpoint_interval: float) -> SqliteStorage:
         db = await _connect(path)
         try:
-            async with db.execute("PRAGMA journal_mode=WAL") as cur:
-                row = await cur.fetchone()
-            wal = row is not None and row[0] == "wal"  # an in-memory database keeps its own journal
+            wal = await _write_ahead(db)
             await db.execute("PRAGMA synchronous=NORMAL")
             if wal:
                 await db.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
