@@ -183,7 +183,8 @@ class _Restricted:
         if encoding is not None and encoding.lower() not in ("utf-8", "utf8"):
             raise StreamError("unsupported-encoding", f"encoding {encoding!r} is not UTF-8")
 
-    def _ns_decl(self, prefix: str | None, uri: str) -> None:
+    def _ns_decl(self, prefix: str | None, uri: str | None) -> None:
+        # expat gives None for an undeclaration (xmlns='').
         if self._depth == 0 and prefix is None:
             self._default_ns = uri
 
@@ -369,7 +370,7 @@ class StreamParser(_Restricted):
             del self._raw[:drop]
             self._raw_base = offset
 
-    def _ns_decl(self, prefix: str | None, uri: str) -> None:
+    def _ns_decl(self, prefix: str | None, uri: str | None) -> None:
         super()._ns_decl(prefix, uri)
         if self._depth == 1 and prefix is None:
             self._stanza_ns = uri or None

@@ -17,11 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from xml.etree.ElementTree import Element, SubElement
 
+from mypy_extensions import mypyc_attr
+
 from . import ns
 
 __all__ = ["Element", "ParsedElement", "child", "element", "qname", "serialize", "split", "sub", "text_of"]
 
 
+# Compiled (setup.py), a native subclass of ElementTree's C element crashes when made: this one
+# stays an ordinary Python class.
+@mypyc_attr(native_class=False)
 class ParsedElement(Element):
     """A direct child of a received stanza, with the XML it arrived as.
 

@@ -838,8 +838,9 @@ async def test_archive_count_follows_appends_and_deletes(storage: Storage) -> No
     await storage.archive.append(H, "bob", "offline", 1.0, "alice@x", b"p")
     await storage.archive.append(OTHER_HOST, "alice", "mam", 1.0, "bob@x", b"p")
     for store in ("mam", "offline"):
+        # Refused by the database: an id is unique across archives.
         with pytest.raises(StorageError):
-            await storage.archive.append(H, "alice", store, 0.0, "bob@x", None)  # type: ignore[arg-type]
+            await storage.archive.append(H, "alice", store, 0.0, "bob@x", b"again", item_id=ids[0])
     assert await _counts(storage, archives) == dict(zip(archives, [6, 5, 1, 1], strict=True))
     await storage.archive.delete(H, "alice", "offline", ids=offline[:2])
     await storage.archive.delete(H, "alice", "mam", before=102.0)
@@ -1058,14 +1059,17 @@ async def test_archive_failed_append_fails_alone(storage: Storage) -> None:
     async def good(i: int) -> str:
         return await storage.archive.append(H, "alice", "mam", float(i), "bob@x", b"ok")
 
+    first = await good(-1)
+
     async def bad() -> str:
-        return await storage.archive.append(H, "alice", "mam", 0.0, "bob@x", None)  # type: ignore[arg-type]
+        # An id the archive holds already, which the database refuses (a unique key).
+        return await storage.archive.append(H, "alice", "mam", 0.0, "bob@x", b"again", item_id=first)
 
     results = await asyncio.gather(good(0), bad(), good(1), bad(), good(2), return_exceptions=True)
     assert all(isinstance(results[i], StorageError) for i in (1, 3)), results
     kept = [r for r in results if isinstance(r, str)]
     assert len(kept) == 3
-    assert ids_of(await storage.archive.query(H, "alice", "mam")) == kept
+    assert ids_of(await storage.archive.query(H, "alice", "mam")) == [first, *kept]
 
 
 async def test_archive_append_keeps_an_id_made_before(storage: Storage) -> None:

@@ -189,7 +189,7 @@ async def test_appends_waiting_together_are_one_statement_in_order(schema: tuple
         for user in users:
             page = await store.archive.query("example.org", user, "mam")
             assert [item.payload for item in page.items] == [b"%d" % i for i in range(30) if users[i % 5] == user]
-        bad = store.archive.append("example.org", "bob", "mam", 0.0, "x@y", None)  # type: ignore[arg-type]
+        bad = store.archive.append("example.org", "bob", "mam", 0.0, "x@y", b"again", item_id=ids[0])
         results = await asyncio.gather(*(store.archive.append("example.org", user, "mam", 1.0, "x@y", b"late")
                                          for user in users[:2]), bad, return_exceptions=True)
         assert isinstance(results[2], StorageError) and all(isinstance(r, str) for r in results[:2])

@@ -58,7 +58,7 @@ import asyncio
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 from xml.etree.ElementTree import Element
@@ -120,9 +120,9 @@ class BlocklistView:
     interested: bool = False
 
 
-def _command(cls: type[Command], payload: Element) -> Command:
+def _command(parse: Callable[[Element], Command], payload: Element) -> Command:
     try:
-        return cls.from_xml(payload)
+        return parse(payload)
     except BlockingError as err:
         raise StanzaError(err.condition, err.text) from None
 
@@ -274,7 +274,7 @@ class Blocking(Module[BlockingOptions]):
     async def block(self, stanza: Stanza, origin: Session | None) -> Element:
         """§3.3: add one or more JIDs (an empty block is a bad request), push, hide the user's presence."""
         assert origin is not None and stanza.payload is not None
-        command = _command(Block, stanza.payload)
+        command = _command(Block.from_xml, stanza.payload)
         owner = origin.jid.bare
         assert owner.local is not None
         requested = tuple(dict.fromkeys(command.items))
@@ -302,7 +302,7 @@ class Blocking(Module[BlockingOptions]):
     async def unblock(self, stanza: Stanza, origin: Session | None) -> Element:
         """§3.4: remove the JIDs listed; §3.5: without items, remove all; push, show the presence again."""
         assert origin is not None and stanza.payload is not None
-        command = _command(Unblock, stanza.payload)
+        command = _command(Unblock.from_xml, stanza.payload)
         owner = origin.jid.bare
         assert owner.local is not None
         requested = tuple(dict.fromkeys(command.items))

@@ -141,8 +141,9 @@ class FastTokens(Module[FastOptions]):
 
     def setup(self) -> None:
         self._locks = AccountLocks(self.server.cluster.bus, "fast")
-        # Streams that authenticated with a token due for rotation.
-        self._rotate: weakref.WeakSet[C2SStream] = weakref.WeakSet()
+        # Logins that authenticated with a token due for rotation (the request, not the stream:
+        # streams are compiled classes, which take no weak references).
+        self._rotate: weakref.WeakSet[Authenticate] = weakref.WeakSet()
         self.hook(sasl2.INLINE, self.feature)
         self.hook(sasl2.AUTHENTICATE, self.authenticate)
         self.hook(sasl2.SUCCESS, self.issue)
@@ -216,7 +217,7 @@ class FastTokens(Module[FastOptions]):
                 # received would still log in after the user logged out.
                 device.current = device.new = None
             elif now - slot.issued >= self.options.lifetime / 2:
-                self._rotate.add(stream)
+                self._rotate.add(request)
             device.used = now
             await self._save(host, username, agent, device)
         return sasl2.Authenticated(username, ht.responder(bytes.fromhex(slot.key), cb_data, algorithm),
@@ -253,8 +254,8 @@ class FastTokens(Module[FastOptions]):
 
     async def issue(self, stream: C2SStream, request: Authenticate, results: list[Element]) -> None:
         """§3.3, §3.5: a token for a client that asked for one, or whose token is due for rotation."""
-        rotate = stream in self._rotate
-        self._rotate.discard(stream)
+        rotate = request in self._rotate
+        self._rotate.discard(request)
         asked = request.find(REQUEST_TOKEN)
         if asked is None and not rotate:
             return

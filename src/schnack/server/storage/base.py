@@ -12,6 +12,8 @@ from collections.abc import Mapping, MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from mypy_extensions import mypyc_attr
+
 from ...xmpp.sasl import ScramCredential
 
 __all__ = [
@@ -100,6 +102,8 @@ Appending = tuple[Row, int | None, "asyncio.Future[str]"]
 """An append waiting to be written: its row, its limit, and the future its caller awaits."""
 
 
+# Both backends' archives derive from it, and they are not compiled (setup.py).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class QueuedAppends:
     """Appends with group commit, as both backends make them: an append waits in ``_waiting`` in
     the order issued, for the writer the backend starts in :meth:`_write_soon` (when none runs),
