@@ -279,6 +279,7 @@ async def _serve(conn: TcpConnection) -> None:
     server, link, stream, parser = conn.server, conn.link, conn.stream, conn.parser
     assert stream is not None and parser is not None
     peer_closed = parked = False
+    cancelled: BaseException | None = None
     try:
         while not stream.closed:
             conn.watch_idle()
@@ -313,9 +314,14 @@ async def _serve(conn: TcpConnection) -> None:
     except Exception:
         log.exception("unexpected failure on connection %s", conn.peer)
         stream.close(StreamError("internal-server-error"))
-    finally:
-        if not parked:
-            await _end(conn, stream)
+    except BaseException as err:
+        # Cancelled: the connection still ends. After the try, not in a finally: see
+        # tests/test_compiled.py.
+        cancelled = err
+    if not parked:
+        await _end(conn, stream)
+    if cancelled is not None:
+        raise cancelled
 
 
 async def _end(conn: TcpConnection, stream: C2SStream) -> None:
@@ -323,10 +329,15 @@ async def _end(conn: TcpConnection, stream: C2SStream) -> None:
     conn.close_now()
     # The session ends while the connection is still counted, so that Server.stop() waits for
     # its session-closed handlers before storage goes.
+    failed: BaseException | None = None
     try:
         await stream.connection_lost()
-    finally:
-        with contextlib.suppress(Exception):
-            await conn.link.wait_closed()
-        conn.closed()
-        conn.server.connection_ended(conn)
+    except BaseException as err:
+        # Ended after the try, not in a finally: see tests/test_compiled.py.
+        failed = err
+    with contextlib.suppress(Exception):
+        await conn.link.wait_closed()
+    conn.closed()
+    conn.server.connection_ended(conn)
+    if failed is not None:
+        raise failed

@@ -286,14 +286,18 @@ class Blocking(Module[BlockingOptions]):
             if len(old) + len(added) > self.options.max_items:
                 raise StanzaError("not-allowed", f"your blocklist is full ({self.options.max_items} entries)")
             new = old.union(added)
+            failed: BaseException | None = None
             try:
                 for jid in added:
                     await self.server.storage.maps.set(owner.domain, owner.local, STORE, str(jid), b"")
-            except BaseException:
+            except BaseException as err:
                 self._changed(owner, None)
-                raise
-            finally:
-                await self._announce(owner)
+                failed = err
+            # Other nodes drop their copy whether or not the write went through. Awaited after
+            # the try, not in a finally: see tests/test_compiled.py.
+            await self._announce(owner)
+            if failed is not None:
+                raise failed
             self._changed(owner, new)
             self._push(owner, Block(requested))
         await self._hide_presence(owner, old, new)
@@ -310,17 +314,19 @@ class Blocking(Module[BlockingOptions]):
         async with self._lock:
             old = await self.blocklist(owner)
             new = old.difference(requested) if requested else frozenset()
+            failed = None
             try:
                 if requested:
                     for jid in old.intersection(requested):
                         await maps.set(owner.domain, owner.local, STORE, str(jid), None)
                 else:
                     await maps.delete_all(owner.domain, owner.local, STORE)
-            except BaseException:
+            except BaseException as err:
                 self._changed(owner, None)
-                raise
-            finally:
-                await self._announce(owner)
+                failed = err
+            await self._announce(owner)
+            if failed is not None:
+                raise failed
             self._changed(owner, new)
             self._push(owner, Unblock(requested))
         await self._show_presence(owner, old, new)

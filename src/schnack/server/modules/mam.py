@@ -340,13 +340,17 @@ class Mam(Module[MamOptions]):
         prefs = _decode(Prefs.from_xml, stanza.payload)
         data = serialize(prefs.to_xml()).encode()
         owner = origin.jid.bare
+        failed: BaseException | None = None
         try:
             await self.server.storage.kv.set(origin.host, origin.username, PREFS_STORE, data)
-        except BaseException:
+        except BaseException as err:
             self._recent.changed(owner, None)
-            raise
-        finally:
-            await self._announce(owner)
+            failed = err
+        # Other nodes drop their copy whether or not the write went through. Awaited after the
+        # try, not in a finally: see tests/test_compiled.py.
+        await self._announce(owner)
+        if failed is not None:
+            raise failed
         self._recent.changed(owner, prefs)
         return stanza.result(prefs.to_xml())
 

@@ -669,10 +669,14 @@ class StreamManagement(Module[SmOptions]):
         stanza = Stanza.parse(el)
         if stanza.to is None or stanza.to.bare != session.jid.bare:
             stanza.to = session.jid
+        refused: StanzaError | None = None
         try:
             kept = await self.server.hooks.fire("message/offline", stanza)
         except StanzaError as err:
-            await self._bounce(session, el, err)
+            # Bounced after the try, not awaited in the except: see tests/test_compiled.py.
+            refused, kept = err, None
+        if refused is not None:
+            await self._bounce(session, el, refused)
             return
         if kept is None:
             await self._bounce(session, el, StanzaError("service-unavailable", "the recipient is not online"))
