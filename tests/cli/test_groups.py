@@ -149,3 +149,50 @@ async def test_sending_to_a_group_that_does_not_exist_makes_none(server: Server,
     nobody = await schnack(env, "group", "send", "nope2@localhost", "hi", "-a", "alice@localhost")
     assert (nobody.returncode, one_line(nobody)) == (1, "schnack: nope2@localhost is not a group (service-unavailable)")
     assert time.monotonic() - started < 20
+
+
+async def test_the_operator_manages_groups_from_the_command_line(server: Server, tmp_path: Path) -> None:
+    """``schnack admin room`` against the running server's admin socket: a group whose only owner
+    is gone gets a new owner, then is destroyed; failures are one line and a non-zero exit."""
+    env = client_env(tmp_path)
+    config = tmp_path / "schnack.toml"
+    config.write_text(f'domains = ["localhost"]\ndata_dir = "{server.config.data_dir}"\n')
+    assert (await schnack(env, "admin", "room", "list", "--config", str(config))).stdout == "no groups\n"
+    assert (await login(server, env, "alice@localhost", PASSWORD)).returncode == 0
+    made = await schnack(env, "group", "create", "Club", "-a", "alice@localhost")
+    assert made.returncode == 0, made.stderr
+    group = made.stdout.strip()
+    listing = await schnack(env, "admin", "room", "list", "localhost", "--config", str(config))
+    assert listing.stdout == f"{group}\t0 occupants\towners: alice@localhost\n", listing.stderr
+    shown = await schnack(env, "admin", "room", "show", group, "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert "  name: Club" in shown.stdout.splitlines() and "  owner\talice@localhost" in shown.stdout.splitlines()
+
+    await server.delete_account("localhost", "alice")
+    listing = await schnack(env, "admin", "room", "list", "--config", str(config))
+    assert listing.stdout == f"{group}\t0 occupants\towners: no owner\n", listing.stderr
+    owner = await schnack(env, "admin", "room", "set-affiliation", group, "bob@localhost", "owner",
+                          "--config", str(config))
+    assert (owner.returncode, owner.stdout) == (0, f"bob@localhost is now owner of {group}\n"), owner.stderr
+    assert owner.stderr == ("schnack: warning: bob@localhost has published no OMEMO keys; it cannot read "
+                            "encrypted messages in this group yet\n")
+    last = await schnack(env, "admin", "room", "set-affiliation", group, "bob@localhost", "none",
+                         "--config", str(config))
+    assert (last.returncode, last.stderr) == (1, f"schnack: {group}: a group needs at least one owner\n")
+    bad = await schnack(env, "admin", "room", "set-affiliation", group, "bob@localhost", "king",
+                        "--config", str(config))
+    assert bad.returncode == 2 and "'king' is not one of" in bad.stderr
+    destroyed = await schnack(env, "admin", "room", "destroy", group, "--reason", "abandoned", "--config", str(config))
+    assert (destroyed.returncode, destroyed.stdout) == (0, f"destroyed {group} (0 occupants told)\n"), destroyed.stderr
+    missing = await schnack(env, "admin", "room", "show", group, "--config", str(config))
+    assert (missing.returncode, missing.stdout, missing.stderr) == (1, "", f"schnack: no such group: {group}\n")
+    wrong = await schnack(env, "admin", "room", "show", "club@localhost", "--config", str(config))
+    assert wrong.stderr == "schnack: localhost is no group service of this server (services: groups.localhost)\n"
+
+
+async def test_room_commands_without_a_server(tmp_path: Path) -> None:
+    config = tmp_path / "schnack.toml"
+    config.write_text(f'domains = ["localhost"]\ndata_dir = "{tmp_path / "data"}"\n')
+    result = await schnack(client_env(tmp_path), "admin", "room", "list", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"schnack: no server is running on {tmp_path / 'data'}")

@@ -14,8 +14,25 @@ import pytest
 from schnack.server.admin import SOCKET_NAME, AdminError, request
 from schnack.server.app import Server
 from schnack.xmpp import ns
+from schnack.xmpp.jid import JID
 
 from ..harness import Client, add_user, connect, running
+from .modules.groups import (
+    MODULES,
+    OWNER,
+    PRESENCE,
+    ROOM,
+    SERVICE,
+    USER,
+    create,
+    iq_reply,
+    item,
+    join,
+    of_kind,
+    online,
+    private_group,
+    statuses,
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -205,3 +222,139 @@ async def test_a_stale_socket_file_is_replaced(tmp_path: Path) -> None:
     (data_dir / SOCKET_NAME).write_text("stale")
     async with running(tmp_path, listen=True) as srv:
         assert (await request(srv.config.data_dir, "sessions"))["sessions"] == []
+
+
+@pytest.fixture
+async def groups(tmp_path: Path) -> AsyncIterator[Server]:
+    async with running(tmp_path, listen=True, modules=MODULES) as srv:
+        yield srv
+
+
+async def rooms(server: Server, action: str, **args: Any) -> dict[str, Any]:
+    return await request(server.config.data_dir, "rooms", action=action, **args)
+
+
+async def test_rooms_are_listed_and_shown_with_occupants_and_affiliations(groups: Server) -> None:
+    alice, bob = await private_group(groups, "alice", "bob")
+    await online(groups, "carol@localhost/desk")
+    await create(alice, f"quiet@{SERVICE}", nick="alice")
+    listing = (await rooms(groups, "list"))["rooms"]
+    assert listing == [
+        {"room": ROOM, "name": "", "occupants": 2, "owners": ["alice@localhost"]},
+        {"room": f"quiet@{SERVICE}", "name": "", "occupants": 1, "owners": ["alice@localhost"]},
+    ]
+    # The served domain or its group service; both name the same rooms.
+    assert (await rooms(groups, "list", domain="localhost"))["rooms"] == listing
+    assert (await rooms(groups, "list", domain=SERVICE))["rooms"] == listing
+    for client in (alice, bob):
+        await client.send(f"<presence type='unavailable' to='{ROOM}/x'/>")
+    # A stored room nobody is in is read from storage, and not kept in memory for the look.
+    assert (await rooms(groups, "list"))["rooms"][0] == {
+        "room": ROOM, "name": "", "occupants": 0, "owners": ["alice@localhost"]}
+    shown = await rooms(groups, "show", room="Family@Groups.LocalHost")
+    assert shown["room"] == ROOM and shown["occupants"] == 0 and shown["locked"] is False
+    assert shown["config"]["members_only"] is True and shown["config"]["password_protected"] is False
+    assert shown["affiliations"] == [
+        {"jid": "alice@localhost", "affiliation": "owner", "reason": None},
+        {"jid": "bob@localhost", "affiliation": "member", "reason": None},
+    ]
+    assert groups.modules["muc"].rooms.live.get(JID.parse(ROOM)) is None  # type: ignore[attr-defined]
+
+
+async def test_a_group_whose_owner_is_gone_gets_a_new_owner_from_the_operator(groups: Server) -> None:
+    """The only owner's account is deleted with nobody to pass the group to: nobody could
+    configure it. The operator names an owner, as an owner's §10.3 request would."""
+    (alice,) = await private_group(groups, "alice")
+    await alice.send(f"<presence type='unavailable' to='{ROOM}/alice'/>")
+    assert await request(groups.config.data_dir, "delete-user", jid="alice@localhost") == {"ok": True}
+    assert (await rooms(groups, "list"))["rooms"] == [{"room": ROOM, "name": "", "occupants": 0, "owners": []}]
+    reply = await rooms(groups, "set-affiliation", room=ROOM, jid="Carol@localhost/phone", affiliation="owner")
+    # As an owner's request does, the answer names new members whose OMEMO keys nobody can fetch.
+    assert reply == {"ok": True, "room": ROOM, "jid": "carol@localhost", "affiliation": "owner",
+                     "key_problems": {"carol@localhost": "no-keys"}}
+    stored = await groups.storage.muc.affiliations(SERVICE, "family")
+    assert {k: v.affiliation for k, v in stored.items()} == {"carol@localhost": "owner"}
+    carol = await online(groups, "carol@localhost/phone")
+    await carol.send(f"<iq type='get' id='form' to='{ROOM}'><query xmlns='{OWNER}'/></iq>")
+    assert iq_reply(carol.take(), "form").get("type") == "result"
+
+
+async def test_occupants_hear_of_the_operators_affiliation_changes(groups: Server) -> None:
+    alice, bob, carol = await private_group(groups, "alice", "bob", "carol")
+    await rooms(groups, "set-affiliation", room=ROOM, jid="bob@localhost", affiliation="admin", reason="helps out")
+    (own,) = of_kind(bob.take(), PRESENCE)
+    assert statuses(own) == {110}
+    assert item(own).get("affiliation") == "admin" and item(own).get("role") == "moderator"
+    assert item(own).findtext(f"{{{USER}}}reason") == "helps out"
+    (seen,) = of_kind(alice.take(), PRESENCE)
+    assert item(seen).get("affiliation") == "admin" and item(seen).get("jid") == "bob@localhost/phone"
+    assert item(of_kind(carol.take(), PRESENCE)[0]).get("affiliation") == "admin"
+    # §9.1: a ban removes the occupant (301), and the others see it go.
+    await rooms(groups, "set-affiliation", room=ROOM, jid="carol@localhost", affiliation="outcast")
+    (gone_self,) = of_kind(carol.take(), PRESENCE)
+    assert gone_self.get("type") == "unavailable" and statuses(gone_self) == {301, 110}
+    assert statuses(of_kind(alice.take(), PRESENCE)[0]) == {301}
+    await carol.send(f"<presence to='{ROOM}/carol'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    refused = of_kind(carol.take(), PRESENCE)[-1]
+    assert refused.get("type") == "error"
+    stored = await groups.storage.muc.affiliations(SERVICE, "family")
+    assert {k: v.affiliation for k, v in stored.items()} == {
+        "alice@localhost": "owner", "bob@localhost": "admin", "carol@localhost": "outcast"}
+
+
+async def test_the_operator_leaves_no_group_without_an_owner(groups: Server) -> None:
+    """§10.6: as for an owner's own request, the last owner is not removed (conflict)."""
+    await private_group(groups, "alice", "bob")
+    with pytest.raises(AdminError, match=f"^{ROOM}: a group needs at least one owner$"):
+        await rooms(groups, "set-affiliation", room=ROOM, jid="alice@localhost", affiliation="member")
+    shown = await rooms(groups, "show", room=ROOM)
+    assert [row["affiliation"] for row in shown["affiliations"]] == ["owner", "member"]
+
+
+async def test_the_operator_destroys_a_group(groups: Server) -> None:
+    alice, bob = await private_group(groups, "alice", "bob")
+    await alice.send(f"<message to='{ROOM}' type='groupchat'><body>archived</body></message>")
+    assert await groups.storage.archive.count(SERVICE, "family", "muc") == 1
+    reply = await rooms(groups, "destroy", room=ROOM, reason="spam")
+    assert reply == {"ok": True, "room": ROOM, "occupants": 2}
+    for client in (alice, bob):
+        (out,) = of_kind(client.take(), PRESENCE)
+        assert out.get("type") == "unavailable"
+        assert out.findtext(f"{{{USER}}}x/{{{USER}}}destroy/{{{USER}}}reason") == "spam"
+    assert await groups.storage.muc.get_room(SERVICE, "family") is None
+    assert await groups.storage.muc.affiliations(SERVICE, "family") == {}
+    assert await groups.storage.archive.count(SERVICE, "family", "muc") == 0
+    assert (await rooms(groups, "list"))["rooms"] == []
+    with pytest.raises(AdminError, match=f"^no such group: {ROOM}$"):
+        await rooms(groups, "show", room=ROOM)
+    # The name is free again: whoever enters it creates a new group.
+    entered = await join(bob, ROOM, "bob")
+    assert 201 in statuses(of_kind(entered, PRESENCE)[-1])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"action": "show", "room": f"nobody@{SERVICE}"}, f"no such group: nobody@{SERVICE}"),
+        ({"action": "destroy", "room": f"nobody@{SERVICE}"}, f"no such group: nobody@{SERVICE}"),
+        ({"action": "set-affiliation", "room": f"nobody@{SERVICE}", "jid": "bob@localhost", "affiliation": "member"},
+         f"no such group: nobody@{SERVICE}"),
+        ({"action": "show", "room": "a@b@c"}, "invalid group address 'a@b@c'"),
+        ({"action": "show", "room": SERVICE}, f"'{SERVICE}' is not a group address"),
+        ({"action": "show", "room": f"{ROOM}/nick"}, f"'{ROOM}/nick' is not a group address (name@{SERVICE})"),
+        ({"action": "show", "room": "family@localhost"}, f"localhost is no group service of this server (services: {SERVICE})"),
+        ({"action": "set-affiliation", "room": ROOM, "jid": "a@b@c", "affiliation": "member"}, "invalid JID 'a@b@c'"),
+        ({"action": "set-affiliation", "room": ROOM, "jid": "bob@localhost", "affiliation": "king"},
+         "unknown affiliation 'king'"),
+        ({"action": "destroy", "room": ROOM, "reason": 5}, "the reason must be text"),
+        ({"action": "list", "domain": "other.test"}, "this server has no group service for other.test"),
+        ({"action": "reboot"}, "unknown rooms action 'reboot'"),
+    ],
+)
+async def test_room_refusals(groups: Server, args: dict[str, Any], message: str) -> None:
+    await private_group(groups, "alice")
+    with pytest.raises(AdminError) as err:
+        await request(groups.config.data_dir, "rooms", **args)
+    assert str(err.value).startswith(message)
+    assert (await rooms(groups, "show", room=ROOM))["affiliations"] == [
+        {"jid": "alice@localhost", "affiliation": "owner", "reason": None}]

@@ -79,7 +79,9 @@ def _members(texts: tuple[str, ...]) -> list[str]:
     return [str(parse_jid(text, account=True)) for text in texts]
 
 
-def _warnings(members: tuple[tuple[Any, str], ...]) -> None:
+def key_warnings(members: tuple[tuple[Any, str], ...]) -> None:
+    """The members whose OMEMO keys the others cannot fetch, as the group service reports them
+    on adding members (``no-keys`` or ``hidden-keys``)."""
     for jid, problem in members:
         why = "has published no OMEMO keys" if problem == "no-keys" else "hides its OMEMO keys from the other members"
         click.echo(f"schnack: warning: {jid} {why}; it cannot read encrypted messages in this group yet", err=True)
@@ -104,7 +106,7 @@ def create(name: str, members: tuple[str, ...], account: str | None, channel: bo
     async def work(client: Client) -> str:
         made = await client.groups.create(name, encrypted=not channel)
         if invitees:
-            _warnings((await client.groups.invite(made.jid, invitees)).members)
+            key_warnings((await client.groups.invite(made.jid, invitees)).members)
         return str(made.jid)
 
     click.echo(_with_client(account, work))
@@ -119,7 +121,7 @@ def invite(group_name: str, members: tuple[str, ...], account: str | None) -> No
     invitees = _members(members)
 
     async def work(client: Client, group: str) -> None:
-        _warnings((await client.groups.invite(group, invitees)).members)
+        key_warnings((await client.groups.invite(group, invitees)).members)
 
     _with_group(account, group_name, work)
     click.echo(f"invited {', '.join(invitees)}")

@@ -36,7 +36,7 @@ from .check import check as compliance_check
 from .client import COMMANDS as CLIENT_COMMANDS
 from .client import broken_pipe, read_password
 from .files import COMMANDS as FILE_COMMANDS
-from .groups import group
+from .groups import group, key_warnings
 from .phone import register
 from .verify import verify
 
@@ -403,17 +403,20 @@ def sessions(config_path: Path | None, as_json: bool) -> None:
     except admin_channel.AdminError as err:
         _fail(str(err))
         raise AssertionError from None
-    rows = reply["sessions"]
+    _rows(reply["sessions"], as_json, "no sessions", lambda row: (
+        f"{row['jid']}\t{row['peer']}\t{'TLS' if row['secure'] else 'plain'}\t"
+        f"{'available' if row['available'] else 'connected'}"))
+
+
+def _rows(rows: list[dict[str, Any]], as_json: bool, empty: str, line: Callable[[dict[str, Any]], str]) -> None:
+    """Print a listing: JSON, one ``line`` a row, or ``empty`` when there are no rows."""
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("no sessions")
-        return
+        click.echo(empty)
     for row in rows:
-        state = "available" if row["available"] else "connected"
-        tls = "TLS" if row["secure"] else "plain"
-        click.echo(f"{row['jid']}\t{row['peer']}\t{tls}\t{state}")
+        click.echo(line(row))
 
 
 @admin.command("cluster")
@@ -472,10 +475,11 @@ def turn_config(config_path: Path | None, loopback: bool) -> None:
     click.echo(coturn_config(options, cfg.domains, loopback=loopback), nl=False)
 
 
-def _uploads_request(cfg: Config, command: str, **args: Any) -> dict[str, Any]:
-    """An upload command through the running server, which owns the files and their records."""
-    if "upload" not in cfg.modules:
-        _fail("the upload module is not enabled in this configuration")
+def _module_request(cfg: Config, module: str, command: str, **args: Any) -> dict[str, Any]:
+    """A command that ``module`` of the running server serves: the server owns what it changes
+    (uploaded files, login tokens and the devices using them, rooms and their occupants)."""
+    if module not in cfg.modules:
+        _fail(f"the {module} module is not enabled in this configuration")
     try:
         return _run(admin_channel.request(cfg.data_dir, command, **args))
     except admin_channel.AdminError as err:
@@ -497,15 +501,8 @@ def uploads(ctx: click.Context, config_path: Path | None, jid: str | None, as_js
     if jid is not None:
         host, username = _account(jid, cfg)
         args["jid"] = f"{username}@{host}"
-    rows = _uploads_request(cfg, "uploads", **args)["usage"]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no uploaded files")
-        return
-    for row in rows:
-        click.echo(f"{row['jid']}\t{row['files']} files\t{row['bytes']} bytes")
+    _rows(_module_request(cfg, "upload", "uploads", **args)["usage"], as_json, "no uploaded files",
+          lambda row: f"{row['jid']}\t{row['files']} files\t{row['bytes']} bytes")
 
 
 @uploads.command("purge")
@@ -529,19 +526,8 @@ def uploads_purge(config_path: Path | None, jid: str | None, days: str | None) -
         if not 0 <= age < float("inf"):
             _fail(f"--older-than must be a number of days, at least 0, got {days!r}", 2)
         args["older_than_days"] = age
-    reply = _uploads_request(cfg, "uploads-purge", **args)
+    reply = _module_request(cfg, "upload", "uploads-purge", **args)
     click.echo(f"deleted {reply['files']} files ({reply['bytes']} bytes)")
-
-
-def _tokens_request(cfg: Config, **args: Any) -> dict[str, Any]:
-    """A FAST token command through the running server, which also disconnects revoked devices."""
-    if "fast" not in cfg.modules:
-        _fail("the fast module is not enabled in this configuration")
-    try:
-        return _run(admin_channel.request(cfg.data_dir, "tokens", **args))
-    except admin_channel.AdminError as err:
-        _fail(str(err))
-        raise AssertionError from None
 
 
 @admin.group("tokens")
@@ -557,16 +543,13 @@ def tokens_list(config_path: Path | None, as_json: bool, jid: str) -> None:
     """List the devices of JID that hold a login token."""
     cfg = _load(config_path)
     host, username = _account(jid, cfg)
-    rows = _tokens_request(cfg, action="list", jid=f"{username}@{host}")["devices"]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo(f"no login tokens for {username}@{host}")
-        return
-    for row in rows:
+    rows = _module_request(cfg, "fast", "tokens", action="list", jid=f"{username}@{host}")["devices"]
+
+    def line(row: dict[str, Any]) -> str:
         name = " / ".join(part for part in (row["software"], row["device"]) if part) or "-"
-        click.echo(f"{row['id']}\t{name}\t{row['mechanism']}\texpires {row['expiry']}\tused {row['used'] or 'never'}")
+        return f"{row['id']}\t{name}\t{row['mechanism']}\texpires {row['expiry']}\tused {row['used'] or 'never'}"
+
+    _rows(rows, as_json, f"no login tokens for {username}@{host}", line)
 
 
 @tokens.command("revoke")
@@ -580,8 +563,83 @@ def tokens_revoke(config_path: Path | None, device: str | None, everything: bool
     if (device is None) == (not everything):
         _fail("name either --device ID or --all", 2)
     host, username = _account(jid, cfg)
-    reply = _tokens_request(cfg, action="revoke", jid=f"{username}@{host}", device=device)
+    reply = _module_request(cfg, "fast", "tokens", action="revoke", jid=f"{username}@{host}", device=device)
     click.echo(f"revoked the tokens of {reply['revoked']} devices of {username}@{host}")
+
+
+@admin.group("room")
+def room() -> None:
+    """Group chats (XEP-0045): list, show, set an affiliation, destroy; as their owners would."""
+
+
+@room.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.argument("domain", required=False)
+def room_list(config_path: Path | None, as_json: bool, domain: str | None) -> None:
+    """List the groups (of DOMAIN, a served domain or its group service) with occupants and owners."""
+    cfg = _load(config_path)
+    args = {"domain": domain} if domain is not None else {}
+    _rows(_module_request(cfg, "muc", "rooms", action="list", **args)["rooms"], as_json, "no groups",
+          lambda row: f"{row['room']}\t{_occupants(row['occupants'])}\towners: {', '.join(row['owners']) or 'no owner'}")
+
+
+def _occupants(count: int | None) -> str:
+    # None: another node of the cluster serves the group, and knows who is in it.
+    return "occupants on another node" if count is None else f"{count} occupants"
+
+
+@room.command("show")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@click.argument("jid", metavar="ROOM@SERVICE")
+def room_show(config_path: Path | None, as_json: bool, jid: str) -> None:
+    """Show a group's configuration, affiliations and occupants."""
+    cfg = _load(config_path)
+    reply = _module_request(cfg, "muc", "rooms", action="show", room=jid)
+    del reply["ok"]
+    if as_json:
+        click.echo(json.dumps(reply, indent=2))
+        return
+    click.echo(f"{reply['room']}{' (locked: not configured yet)' if reply['locked'] else ''}")
+    click.echo(f"  {_occupants(reply['occupants'])}")
+    if reply["subject"]:
+        click.echo(f"  subject: {reply['subject']}")
+    for key, value in reply["config"].items():
+        click.echo(f"  {key.replace('_', ' ')}: {str(value).lower() if isinstance(value, bool) else value}")
+    if not reply["affiliations"]:
+        click.echo("  no affiliations")
+    for row in reply["affiliations"]:
+        why = f" ({row['reason']})" if row["reason"] else ""
+        click.echo(f"  {row['affiliation']}\t{row['jid']}{why}")
+
+
+@room.command("set-affiliation")
+@config_option
+@click.option("--reason", help="Told to the user and the occupants with the change.")
+@click.argument("jid", metavar="ROOM@SERVICE")
+@click.argument("user", metavar="JID")
+@click.argument("affiliation", type=click.Choice(["owner", "admin", "member", "outcast", "none"]))
+def room_set_affiliation(config_path: Path | None, reason: str | None, jid: str, user: str, affiliation: str) -> None:
+    """Give JID an affiliation with a group, as an owner would (XEP-0045 §9, §10); occupants are told."""
+    cfg = _load(config_path)
+    args = {"reason": reason} if reason is not None else {}
+    reply = _module_request(cfg, "muc", "rooms", action="set-affiliation", room=jid, jid=user,
+                            affiliation=affiliation, **args)
+    click.echo(f"{reply['jid']} is now {reply['affiliation']} of {reply['room']}")
+    key_warnings(tuple(reply["key_problems"].items()))
+
+
+@room.command("destroy")
+@config_option
+@click.option("--reason", help="Told to the occupants.")
+@click.argument("jid", metavar="ROOM@SERVICE")
+def room_destroy(config_path: Path | None, reason: str | None, jid: str) -> None:
+    """Destroy a group with its archive, as its owner would (XEP-0045 §10.9); occupants are told."""
+    cfg = _load(config_path)
+    args = {"reason": reason} if reason is not None else {}
+    reply = _module_request(cfg, "muc", "rooms", action="destroy", room=jid, **args)
+    click.echo(f"destroyed {reply['room']} ({reply['occupants']} occupants told)")
 
 
 for _command in (*CLIENT_COMMANDS, *FILE_COMMANDS):

@@ -129,6 +129,30 @@ async def test_the_last_owners_account_deleted_on_another_node_hands_the_room_on
         assert answer.get("type") == "result", serialize(answer)
 
 
+async def test_the_operator_changes_a_group_on_the_node_that_serves_it(tmp_path: Path, backend: str) -> None:
+    """``schnack admin room`` on ``b`` changes no room that lives on ``a`` (that would be a second
+    copy of it) and names ``a``; on ``a`` the changes reach bob on ``b`` as an owner's would."""
+    async with nodes(tmp_path, backend) as (a, b):
+        _owner, bob = await _owner_and_member(a, b)
+        change = {"action": "set-affiliation", "room": ROOM, "jid": "bob@localhost", "affiliation": "admin"}
+        assert await b.hooks.fire("admin/rooms", change) == {
+            "ok": False, "error": f"{ROOM} is served by node a: run the command there"}
+        listing = await b.hooks.fire("admin/rooms", {"action": "list"})
+        assert listing["rooms"] == [{"room": ROOM, "name": "", "occupants": None, "owners": ["alice@localhost"]}]
+
+        assert (await a.hooks.fire("admin/rooms", change))["ok"] is True
+        promoted = await until(bob, lambda el: el.tag == PRESENCE and el.get("from") == f"{ROOM}/bob")
+        assert 110 in statuses(promoted)
+        found = promoted.find(f"{{{USER}}}x/{{{USER}}}item")
+        assert found is not None and found.get("affiliation") == "admin", serialize(promoted)
+
+        assert await a.hooks.fire("admin/rooms", {"action": "destroy", "room": ROOM, "reason": "closed"}) == {
+            "ok": True, "room": ROOM, "occupants": 2}
+        out = await until(bob, lambda el: el.tag == PRESENCE and el.get("type") == "unavailable")
+        assert out.findtext(f"{{{USER}}}x/{{{USER}}}destroy/{{{USER}}}reason") == "closed"
+        assert await b.storage.muc.get_room("groups.localhost", "family") is None
+
+
 async def _live_room(server: Server) -> Room:
     muc = server.modules["muc"]
     assert isinstance(muc, Muc)

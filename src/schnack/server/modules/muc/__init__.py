@@ -18,6 +18,7 @@ channel through ``muc#roomconfig``. The parts, one file each:
 - :mod:`.moderation`: retraction by moderators (XEP-0425); :mod:`.selfping`: XEP-0410;
   :mod:`.forwarding`: IQs between occupants (§17.4);
   :mod:`.disco`: disco#info and #items of the service and the rooms, and room avatars (vCard).
+- :mod:`.operator`: the server's operators manage rooms (``schnack admin room``).
 
 Every stanza for a room is handled under that room's lock, so a room's archive and what its
 occupants see keep one order. Occupants are the resources of this server's users; a session
@@ -31,7 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from xml.etree.ElementTree import Element
 
 from ....xmpp.errors import StanzaError
@@ -55,6 +56,7 @@ from .invitations import Invitations
 from .limits import Limits
 from .messages import Messages
 from .moderation import Moderation
+from .operator import Operator
 from .owner import Owner
 from .presence import Presences
 from .room import SELF, Occupant, Room, addressed, occupant_presence
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PING = qname("urn:xmpp:ping", "ping")
+T = TypeVar("T")
 RoomIqHandler = Callable[[Stanza, Room, JID], Awaitable[Element]]
 VCARD = qname("vcard-temp", "vCard")
 
@@ -120,6 +123,7 @@ class Muc(Module[MucOptions]):
         self.selfping = SelfPing(self)
         self.disco = Disco(self)
         self.forwarding = Forwarding(self)
+        self.operator = Operator(self)
         iqs: tuple[tuple[str, IqHandler | None, IqHandler | None], ...] = (
             (INFO, self.disco.info, None),
             (ITEMS, self.disco.items, None),
@@ -140,6 +144,7 @@ class Muc(Module[MucOptions]):
             self.route(f"iq/service/{domain}", self.forwarding.handle)
         self.hook("disco-items/host", self.disco.host_items)
         self.hook("user-deleted", self.forget)
+        self.hook("admin/rooms", self.operator.handle)
         self._tasks = Background(log, "a deleted account's affiliations in the groups here were not dropped")
         self.server.cluster.bus.on_changed(self._deleted_elsewhere)
 
@@ -244,12 +249,22 @@ class Muc(Module[MucOptions]):
             await self._account_gone(room_jid, jid)
 
     async def _account_gone(self, room_jid: JID, jid: JID) -> None:
+        async def gone(room: Room) -> None:
+            if jid in room.affiliations:
+                await self.admin.account_gone(room, jid)
+
+        await self.with_room(room_jid, gone)
+
+    async def with_room(self, room_jid: JID, action: Callable[[Room], Awaitable[T]]) -> T | None:
+        """Run ``action`` on the room ``room_jid`` under its lock, as a stanza to the room is
+        handled; None, without running it, when there is no such room."""
         try:
             async with self.locks.hold(room_jid):
                 room = await self.rooms.get(room_jid)
                 try:
-                    if room is not None and not room.destroyed and jid in room.affiliations:
-                        await self.admin.account_gone(room, jid)
+                    if room is None or room.destroyed:
+                        return None
+                    return await action(room)
                 finally:
                     self._let_go(room_jid)
         finally:

@@ -139,13 +139,25 @@ class Admin:
                                                    actor=actor.nick if actor else None)
                 else:
                     await self.change_role(room, subject, value, actor=actor, reason=reason)
-            else:
-                before = AFFILIATION_RANK[room.affiliation(subject)]
-                await self.apply_affiliation(room, subject, value, reason, actor=actor)
-                if before < _MEMBER <= AFFILIATION_RANK[value]:
-                    newcomers.append(subject)
+            elif await self._affiliate(room, subject, value, reason, actor=actor):
+                newcomers.append(subject)
         problems = await self.muc.invitations.key_problems(room, newcomers)
         return stanza.result(KeyWarnings(tuple(problems.items())).to_xml() if problems else None)
+
+    async def by_operator(self, room: Room, jid: JID, affiliation: str, reason: str | None) -> dict[JID, str]:
+        """The server's operator (``schnack admin room set-affiliation``) changes ``jid``'s
+        affiliation as an owner's request would (§9.1 to §9.4, §10.3 to §10.7), §10.6's rule that
+        the room keeps an owner included: the OMEMO key problems of a new member are returned."""
+        keep_an_owner(room, [(jid, affiliation)])
+        newcomer = await self._affiliate(room, jid, affiliation, reason, actor=None)
+        return await self.muc.invitations.key_problems(room, [jid] if newcomer else [])
+
+    async def _affiliate(self, room: Room, jid: JID, affiliation: str, reason: str | None, *,
+                         actor: Occupant | None) -> bool:
+        """Apply one affiliation change; whether it made ``jid`` a member who was none before."""
+        before = AFFILIATION_RANK[room.affiliation(jid)]
+        await self.apply_affiliation(room, jid, affiliation, reason, actor=actor)
+        return before < _MEMBER <= AFFILIATION_RANK[affiliation]
 
     def _affiliation_target(self, room: Room, item: Item) -> JID:
         if item.jid is not None:

@@ -1,0 +1,183 @@
+"""``schnack admin room``: the server's operators list, inspect, change and destroy rooms.
+
+A room whose owners are all gone (the last owner's account was deleted and nobody was left to
+pass it to, see :func:`.admin.heirs`) can be configured or destroyed by no user; the operator
+still can. The changes take the owners' own paths, under the room's lock as a stanza to the
+room would: an affiliation is set as an owner's request sets it (§9.1 to §9.4, §10.3 to §10.7,
+:meth:`.admin.Admin.by_operator`), occupants told by presence, the room kept with an owner
+(§10.6); destruction is an owner's (§10.9, :meth:`.owner.Owner.destroy`).
+
+In a cluster a room lives on one node (``server/cluster/groups.py``), which alone changes it: the
+node asked changes only the rooms it serves (claiming one no node serves yet, as a stanza to it
+would) and names the node that serves the others. Listings read storage, which all nodes share;
+occupants are known to the node that serves the room.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ....xmpp.errors import StanzaError
+from ....xmpp.jid import JID, JIDError
+from ....xmpp.payloads.muc import Destroy
+from ...cluster.bus import BusUnavailable
+from .room import AFFILIATION_RANK, Room, RoomState
+
+if TYPE_CHECKING:
+    from . import Muc
+
+Reply = dict[str, Any]
+
+
+def _refused(error: str) -> Reply:
+    return {"ok": False, "error": error}
+
+
+class Operator:
+    """The ``rooms`` admin command (``admin/rooms``): the actions list, show, set-affiliation, destroy."""
+
+    def __init__(self, muc: Muc) -> None:
+        self.muc = muc
+
+    async def handle(self, request: dict[str, Any]) -> Reply:
+        action = request.get("action")
+        if action == "list":
+            return await self.listing(request.get("domain"))
+        if action not in ("show", "set-affiliation", "destroy"):
+            return _refused(f"unknown rooms action {action!r}")
+        room_jid = self._room_jid(request.get("room"))
+        if isinstance(room_jid, str):
+            return _refused(room_jid)
+        if action == "show":
+            return await self.show(room_jid)
+        reason = request.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            return _refused("the reason must be text")
+        if action == "destroy":
+            return await self.destroy(room_jid, reason)
+        return await self.set_affiliation(room_jid, request.get("jid"), request.get("affiliation"), reason)
+
+    def _room_jid(self, value: object) -> JID | str:
+        """The bare JID of a room of this server's group services, or why ``value`` is none."""
+        try:
+            jid = JID.parse(str(value or ""))
+        except JIDError as err:
+            return f"invalid group address {value!r}: {err}"
+        if jid.local is None or jid.resource is not None:
+            return f"{value!r} is not a group address (name@{next(iter(self.muc.domains), 'groups.example.org')})"
+        if jid.domain not in self.muc.domains:
+            return f"{jid.domain} is no group service of this server (services: {', '.join(sorted(self.muc.domains))})"
+        return jid
+
+    def _occupants(self, room_jid: JID) -> int | None:
+        """The room's occupants if it is served here (rooms with occupants are in memory); None
+        when another node of a cluster may serve it."""
+        room = self.muc.rooms.live.get(room_jid)
+        if room is not None:
+            return len(room.occupants)
+        return 0 if self.muc.server.cluster.bus.alone() else None
+
+    async def listing(self, domain: object) -> Reply:
+        """Every room of the services (of ``domain``, a served domain or its group service):
+        stored ones and those only in memory here, with their occupants and owners."""
+        services = sorted(self.muc.domains)
+        if domain is not None:
+            wanted = str(domain).lower()
+            services = [s for s in services if wanted in (s, self.muc.domains[s])]
+            if not services:
+                return _refused(f"this server has no group service for {domain} (services: {', '.join(sorted(self.muc.domains))})")
+        storage = self.muc.server.storage.muc
+        rows: list[Reply] = []
+        for service in services:
+            seen: set[JID] = set()
+            for stored in await storage.rooms(service):
+                jid = JID(stored.name, service)
+                seen.add(jid)
+                room = self.muc.rooms.live.get(jid)
+                if room is not None:
+                    owners = [str(owner) for owner in room.owners()]
+                else:
+                    affiliations = await storage.affiliations(service, stored.name)
+                    owners = [k for k, v in affiliations.items() if v.affiliation == "owner"]
+                name = RoomState.from_json(stored.config).config.name
+                rows.append({"room": str(jid), "name": name, "occupants": self._occupants(jid), "owners": sorted(owners)})
+            for jid, room in self.muc.rooms.live.items():
+                if jid.domain == service and jid not in seen and not room.destroyed:
+                    rows.append({"room": str(jid), "name": room.config.name, "occupants": len(room.occupants),
+                                 "owners": sorted(str(owner) for owner in room.owners())})
+        rows.sort(key=lambda row: row["room"])
+        return {"ok": True, "rooms": rows}
+
+    async def show(self, room_jid: JID) -> Reply:
+        """The room's configuration (§10.2; whether it has a password, never the password),
+        affiliations (§5.2) and occupants, as storage or this node's memory hold them."""
+        room = await self.muc.rooms.peek(room_jid)
+        if room is None or room.destroyed:
+            return _refused(f"no such group: {room_jid}")
+        config = room.config
+        return {
+            "ok": True,
+            "room": str(room_jid),
+            "config": {
+                "name": config.name, "description": config.description, "public": config.public,
+                "persistent": config.persistent, "members_only": config.members_only,
+                "moderated": config.moderated, "whois": config.whois, "password_protected": bool(config.password),
+                "max_users": config.max_users, "allow_invites": config.allow_invites, "logging": config.logging,
+            },
+            "locked": room.locked,
+            "subject": room.state.subject,
+            "affiliations": sorted(({"jid": str(jid), "affiliation": record.affiliation, "reason": record.reason}
+                                    for jid, record in room.affiliations.items()),
+                                   key=lambda row: (-AFFILIATION_RANK[row["affiliation"]], row["jid"])),
+            "occupants": self._occupants(room_jid),
+        }
+
+    async def _served_here(self, room_jid: JID) -> str | None:
+        """Why this node does not change ``room_jid`` (another node serves it, or none can be
+        told); None when it serves the room (:class:`~...cluster.groups.ClusterGroups`)."""
+        groups = self.muc.server.cluster.groups
+        if groups.leaving:
+            return "this node is draining and serves no group any more; ask another node"
+        try:
+            owner = await groups.owner(room_jid)
+        except BusUnavailable:
+            return "the cluster cannot tell which node serves the group right now; try again"
+        if owner != self.muc.server.cluster.name:
+            return f"{room_jid} is served by node {owner}: run the command there"
+        return None
+
+    async def set_affiliation(self, room_jid: JID, jid: object, affiliation: object, reason: str | None) -> Reply:
+        """§9.1 to §9.4, §10.3 to §10.7: ``jid``'s affiliation changed as by an owner."""
+        try:
+            target = JID.parse(str(jid or "")).bare
+        except JIDError as err:
+            return _refused(f"invalid JID {jid!r}: {err}")
+        if affiliation not in AFFILIATION_RANK:
+            return _refused(f"unknown affiliation {affiliation!r} (owner, admin, member, outcast or none)")
+        assert isinstance(affiliation, str)
+        if (elsewhere := await self._served_here(room_jid)) is not None:
+            return _refused(elsewhere)
+
+        async def change(room: Room) -> Reply:
+            try:
+                problems = await self.muc.admin.by_operator(room, target, affiliation, reason)
+            except StanzaError as err:
+                return _refused(f"{room_jid}: {err.text or err.condition}")
+            return {"ok": True, "room": str(room_jid), "jid": str(target), "affiliation": affiliation,
+                    "key_problems": {str(k): v for k, v in problems.items()}}
+
+        reply = await self.muc.with_room(room_jid, change)
+        return reply if reply is not None else _refused(f"no such group: {room_jid}")
+
+    async def destroy(self, room_jid: JID, reason: str | None) -> Reply:
+        """§10.9: the room destroyed as by an owner; its occupants told."""
+        if (elsewhere := await self._served_here(room_jid)) is not None:
+            return _refused(elsewhere)
+
+        async def destroy(room: Room) -> Reply:
+            occupants = len(room.occupants)
+            await self.muc.owner.destroy(room, Destroy(reason=reason))
+            return {"ok": True, "room": str(room_jid), "occupants": occupants}
+
+        reply = await self.muc.with_room(room_jid, destroy)
+        return reply if reply is not None else _refused(f"no such group: {room_jid}")
