@@ -37,7 +37,10 @@ before the code is compared, so that of tries sent at once only ``code_attempts`
 a wrong one that claims the last key, or any try that finds none left, voids the code. A right
 code is used once (it claims ``phone-used/{code id}`` the same way), and only with the
 account's change: when storage fails to make that, the claim and the try's place are given
-back. The request that used it is remembered until the code's expiry under
+back. The claim names its node, when that node started (as upload's claims do) and the try's
+place: once the cluster knows the node dead (its heartbeat is gone, or it came back as another
+process), the app's retry frees both (compare and delete) and makes the change, while a live
+node's claim still answers it 503. The request that used it is remembered until the code's expiry under
 ``phone-done/{number}``, as salted hashes of the code and the Installation-Id only: the same
 request sent again is answered alike if its password is the account's (checked against the
 account's SCRAM keys), and any other gets 404.
@@ -106,6 +109,7 @@ from ...xmpp.sasl import derive_credentials, password_matches
 from ...xmpp.stanza import Stanza
 from .. import websocket
 from ..background import Background
+from ..cluster.claims import claim_notes, claimant_lives, node_claim
 from ..config import ConfigError, bounded
 from ..locks import AccountLocks
 from ..module import Module
@@ -519,6 +523,8 @@ class Phone(Module[PhoneOptions]):
         # asks for and keep them from signing up.
         if raw is None or (code := _Code.load(raw)).expires <= time.time() or not code.asked_by(installation):
             raise _Refused(404, "no code is pending for this number: ask for a new one")
+        used = f"phone-used/{code.id}"
+        await self._free_if_dead(used)
         # Every try claims its place before the digits are compared: of guesses sent at once,
         # only the first code_attempts are judged, the right digits among them or not.
         attempts = self.options.code_attempts
@@ -532,8 +538,9 @@ class Phone(Module[PhoneOptions]):
                 raise _Refused(401, f"wrong code; {left} more {'try' if left == 1 else 'tries'} for this one")
             await self._void(number, raw)
             raise _Refused(429, "wrong code, and too many of them: ask for a new one", await self._wait_for_sms(number))
-        mine = secrets.token_bytes(16)
-        used = f"phone-used/{code.id}"
+        # The use names this node and the try's place: a node that dies in the middle of the
+        # account's change leaves both to be freed (_free_if_dead).
+        mine = node_claim(self.server.cluster.bus, key)
         await self._sweep_later(used, code.expires)
         if await kv.set_default(self.host, "", used, mine) != mine:
             # The code was right, and is being used by another request: the same one, sent
@@ -552,6 +559,20 @@ class Phone(Module[PhoneOptions]):
             raise
         await self._void(number, raw)
         return created
+
+    async def _free_if_dead(self, used: str) -> None:
+        """Free the code's use (``used``) and the place of the try that claimed it when that
+        try's node is dead, as a right try whose change failed gives both back: the node died in
+        the middle of the account's change, made or not, and the next right try makes it, to
+        the same end. Compare and delete: a claim made anew meanwhile stays."""
+        kv = self.server.storage.kv
+        held = await kv.get(self.host, "", used)
+        if held is None or await claimant_lives(self.server.cluster.bus, held):
+            return
+        if await kv.delete_if(self.host, "", used, held):
+            log.info("freed the use of a code whose request's node is dead (%s)", used)
+            for tried in claim_notes(held):
+                await kv.delete(self.host, "", tried)
 
     async def _note_answer(self, number: str, digits: str, installation: str, until: float, created: bool) -> None:
         """Keep, until ``until``, salted hashes of the code and the installation that set the

@@ -100,6 +100,7 @@ from ...xmpp.payloads.upload import (
 )
 from ...xmpp.stanza import Stanza
 from ..blobs import BlobError, BlobStore, LocalBlobStore, S3BlobStore
+from ..cluster.claims import claimant_lives, node_claim
 from ..config import ConfigError, bounded, parse_address
 from ..locks import AccountLocks
 from ..module import Module
@@ -488,12 +489,12 @@ class Upload(Module[UploadOptions]):
         would otherwise all store, each replacing the file under the URL its sender may have
         shared already. The claim of a dead node's PUT is taken over, in one step too."""
         bus = self.server.cluster.bus
-        mine = json.dumps([bus.node, bus.started, secrets.token_hex(16)]).encode()
+        mine = node_claim(bus)
         kv, store = self.server.storage.kv, _claim_store(slot_id)
         held = await kv.set_default(domain, "", store, mine)
         if held == mine:
             return mine
-        if await self._claimant_lives(held) or not await kv.replace(domain, "", store, held, mine):
+        if await claimant_lives(bus, held) or not await kv.replace(domain, "", store, held, mine):
             return None
         log.info("upload %s/%s: took over the claim of a PUT whose node is dead", domain, slot_id)
         record = await self._record(domain, slot_id)
@@ -502,22 +503,6 @@ class Upload(Module[UploadOptions]):
             # with the file, as any stored file's does.
             return None
         return mine
-
-    async def _claimant_lives(self, claim: bytes) -> bool:
-        """Whether the node that made ``claim`` may still be storing its PUT: it heartbeats, and
-        is the process that made it, not one started again under its name."""
-        try:
-            node, started, _token = json.loads(claim)
-        except (ValueError, TypeError):
-            return True  # not a claim this code makes: nothing says its node is dead
-        try:
-            nodes = await self.server.cluster.bus.nodes()
-        except Exception as err:
-            # The cluster cannot say (Redis is away): as good as alive, or two PUTs could store.
-            log.warning("cannot tell whether node %s, which claimed an upload slot, lives: %s", node, err)
-            return True
-        info = nodes.get(node)
-        return info is not None and info.started == started
 
     async def _holds(self, domain: str, slot_id: str, mine: bytes) -> bool:
         """Whether this PUT's claim is still the slot's: not taken over by a node that took this

@@ -1,0 +1,105 @@
+"""Phone sign-up (docs/phone.md) in a cluster of real processes: a node killed while it uses a
+code to change the number's account does not keep the code from the app's retry on another node.
+
+Two ``schnack serve`` processes on the local PostgreSQL and Redis. The request that uses a code
+claims its use in storage; the claim names the node and when it started, so that the claim of a
+node the cluster knows to be dead (its heartbeat is gone) is taken over by the retry, while that
+of a live node still makes the retry wait (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from ..conftest import require_service
+from ..server.cluster.conftest import REDIS_URL, eventually, redis_available
+from ..server.sms_receiver import Webhook, webhook
+from ..server.storage.conftest import postgres_schema
+from .cluster_harness import Node, clear_prefix
+from .test_cluster_upload import dead
+
+NUMBER = "+4915123456789"
+PASSWORD = "a long random password"
+APP = {"Installation-Id": str(uuid.uuid4())}
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path: Path, options: str) -> AsyncIterator[tuple[Node, Node, str, Webhook, str,
+                                                                          asyncpg.Connection]]:
+    """Nodes a and b with HTTP listeners and the phone module (with more ``options``, TOML)
+    sending SMS to a webhook; the prefix of the cluster's keys in Redis, the webhook, and the
+    schema with an administrative connection."""
+    reason = await redis_available(REDIS_URL)
+    require_service(reason is None, f"Redis not reachable at {REDIS_URL}: {reason}")
+    prefix = f"schnack-phone-{secrets.token_hex(4)}:"
+    async with webhook() as hook, postgres_schema() as (storage_url, schema, admin):
+        extra = f'[modules]\nenable = ["phone"]\n[modules.phone]\nsms = "http"\nsms_url = "{hook.url}"\n{options}'
+        a, b = (Node(tmp_path, name, storage_url, REDIS_URL, prefix, http=True, extra=extra) for name in ("a", "b"))
+        try:
+            await a.start()
+            await b.start()
+            yield a, b, prefix, hook, schema, admin
+        finally:
+            await a.stop()
+            await b.stop()
+            await clear_prefix(REDIS_URL, prefix)
+
+
+def url(node: Node, path: str) -> str:
+    return f"http://127.0.0.1:{node.http_port}/phone/{path}"
+
+
+async def set_password(http: aiohttp.ClientSession, node: Node, code: str) -> tuple[int, str]:
+    authorization = base64.b64encode(f"{NUMBER}\0{code}".encode()).decode()
+    async with http.post(url(node, "password"), data=PASSWORD.encode(),
+                         headers={**APP, "Authorization": authorization}) as answer:
+        return answer.status, await answer.text()
+
+
+async def blocked(admin: asyncpg.Connection) -> list[int]:
+    """The PostgreSQL backends waiting for a lock that ``admin`` holds."""
+    return [row["pid"] for row in await admin.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")]
+
+
+@pytest.mark.parametrize("attempts", [3, 1])
+async def test_a_retry_after_the_node_changing_the_account_was_killed_goes_through(tmp_path: Path,
+                                                                                   attempts: int) -> None:
+    """Also when the killed node's try was the last one allowed: that try decided nothing."""
+    async with two_nodes(tmp_path, f"code_attempts = {attempts}\n") as (a, b, prefix, hook, schema, admin), aiohttp.ClientSession() as http:
+        async with http.get(url(a, f"authentication/{NUMBER.replace('+', '%2B')}"), headers=APP) as answer:
+            assert answer.status == 200, await answer.text()
+        found = re.match(r"([0-9]{6}) ", hook.received[-1].json["text"])
+        assert found is not None
+        code = found[1]
+        async with admin.transaction():
+            # Node a makes the account behind a lock on the accounts table, and is killed at it.
+            await admin.execute(f'LOCK TABLE "{schema}".accounts IN ACCESS EXCLUSIVE MODE')
+            first = asyncio.create_task(set_password(http, a, code))
+            waiting = await eventually(lambda: blocked(admin), bool, timeout=30)
+            if attempts > 1:
+                # Node a lives and is at it: the retry on node b waits for it. (With one try
+                # allowed, node a's try holds the only place, and a retry now voids the code.)
+                assert (await set_password(http, b, code))[0] == 503
+            await a.kill()
+            with pytest.raises(aiohttp.ClientError):
+                await first
+            # The dead node's connection is cut, as PostgreSQL cuts it once it notices: its
+            # change of the account is never made.
+            for pid in waiting:
+                await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        await dead(prefix, a)
+        assert await set_password(http, b, code) == (201, "the account was created\n")
+        # The retry's answer was lost: the same request is answered alike.
+        assert await set_password(http, b, code) == (201, "the account was created\n")
