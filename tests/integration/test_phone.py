@@ -163,8 +163,10 @@ async def test_the_same_request_sent_again_gets_the_same_answer(
     """An app whose answer was lost on the way (a mobile network) sends the same request again:
     it is answered as the first was, the account has the password the app sent, and no new SMS
     is needed. Only the same request: another password or another installation gets nothing,
-    and nothing is kept of the request but salted hashes."""
-    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, sms_interval=0)) as server:
+    and nothing is kept of the request but salted hashes. (Three codes for the number, from one
+    address.)"""
+    modules = phone_modules(hook.url, sms_interval=0, sms_per_day_per_address=3)
+    async with running(tmp_path, listen=True, modules=modules) as server:
         await ask_code(http, server)
         code = last_code(hook)
         assert await set_password(http, server, code) == (201, "the account was created\n")
@@ -459,6 +461,43 @@ async def test_the_daily_limits_per_number_and_installation(
         # Another installation may still ask for the other number.
         assert (await ask_code(http, server, OTHER)).status == 200
         assert len(hook.received) == 4
+
+
+@contextlib.asynccontextmanager
+async def from_address(address: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client whose requests come from ``address`` (one of the loopback's 127/8)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0))) as session:
+        yield session
+
+
+async def test_a_stranger_does_not_use_up_the_owners_codes_of_the_day(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """A stranger asks for codes for the owner's number from its own address, each time as
+    another installation, until refused: the owner, from another address, still gets a code
+    that day and signs up."""
+    async with running(tmp_path, listen=True, modules=phone_modules(hook.url, sms_interval=0)) as server:
+        async with from_address("127.0.0.2") as stranger:
+            asked = [(await ask_code(stranger, server, headers=installation())).status for _ in range(6)]
+        owner = (await ask_code(http, server)).status
+        assert (asked, owner) == ([200, 200, 429, 429, 429, 429], 200)
+        assert (await set_password(http, server, last_code(hook)))[0] == 201
+
+
+async def test_a_number_gets_sms_per_day_codes_from_all_addresses_together(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """Strangers at many addresses still have no more than sms_per_day codes sent to one number:
+    SMS bombing stays bounded."""
+    modules = phone_modules(hook.url, sms_interval=0, sms_per_day=5, sms_per_day_per_address=2)
+    async with running(tmp_path, listen=True, modules=modules) as server:
+        asked = []
+        for i in range(2, 6):
+            async with from_address(f"127.0.0.{i}") as stranger:
+                asked.append([(await ask_code(stranger, server, headers=installation())).status for _ in range(3)])
+        assert asked == [[200, 200, 429], [200, 200, 429], [200, 429, 429], [429, 429, 429]]
+        refused = await ask_code(http, server)
+        assert refused.status == 429
+        assert 1 <= int(refused.headers["Retry-After"]) <= 86_400
+        assert len(hook.received) == 5
 
 
 async def test_an_address_gets_so_many_codes_an_hour(tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:

@@ -45,9 +45,13 @@ node's claim still answers it 503. The request that used it is remembered until 
 request sent again is answered alike if its password is the account's (checked against the
 account's SCRAM keys), and any other gets 404.
 
-**Limits.** Per number one code per ``sms_interval`` and ``sms_per_day`` a UTC day, per
-``Installation-Id`` ``sms_per_installation_per_day`` (both claimed as numbered keys, as the
-guesses are, so they hold across nodes), and per client address (an IPv6 /64 as one)
+**Limits.** Per number one code per ``sms_interval`` and ``sms_per_day`` a UTC day, of which
+``sms_per_day_per_address`` asked for from any one client address (an IPv6 /64 as one): a
+stranger who asks for a number's codes uses up the share of the stranger's address, and the
+owner, asking from another, still gets codes, while the SMS a number gets stay bounded by
+``sms_per_day`` however many addresses ask. Per ``Installation-Id``
+``sms_per_installation_per_day`` (all of these claimed as numbered keys, as the guesses are,
+so they hold across nodes), and per client address (an IPv6 /64 as one)
 ``sms_per_ip_per_hour`` in any hour, claimed the same way, a key claimed over an hour ago being
 free again (taken over with ``replace``, compare and set, so that one node wins it). The keys
 are indexed in the map ``phone-sweep`` with the time they may go, noted before they are
@@ -163,7 +167,9 @@ class PhoneOptions:
     code_lifetime: float = bounded(600.0, min=1, max=DAY, help="seconds a code stays valid")
     code_attempts: int = bounded(3, min=1, max=100, help="wrong codes before the code is void")
     sms_interval: float = bounded(60.0, min=0, max=DAY, help="seconds between two codes to one number")
-    sms_per_day: int = bounded(5, min=1, max=1000, help="codes to one number per UTC day")
+    sms_per_day: int = bounded(5, min=1, max=1000, help="codes to one number per UTC day, from all addresses together")
+    sms_per_day_per_address: int = bounded(2, min=1, max=1000,
+                                           help="codes to one number per UTC day asked for from one address")
     sms_per_ip_per_hour: int = bounded(20, min=1, help="codes asked for from one address per hour")
     sms_per_installation_per_day: int = bounded(5, min=1, help="codes asked for by one Installation-Id per UTC day")
     min_password_length: int = bounded(8, min=1, max=MAX_PASSWORD, help="characters")
@@ -412,6 +418,14 @@ class Phone(Module[PhoneOptions]):
                                        self.options.sms_per_installation_per_day, now, next_day)
             if key is None:
                 raise _Refused(429, "this installation asked for too many codes today", next_day - now)
+            claimed.append(key)
+            # Each address has its share of the number's codes, so that a stranger asking for
+            # them from one address cannot use up the day's codes of the owner, who asks from
+            # another (docstring, "Limits").
+            key, _ = await self._claim(f"phone-share/{number}/{address}/{day}",
+                                       self.options.sms_per_day_per_address, now, next_day)
+            if key is None:
+                raise _Refused(429, "too many codes for this number from your address today", next_day - now)
             claimed.append(key)
             await self._claim_sms(number, now, claimed)
             digits = f"{secrets.randbelow(10**_CODE_DIGITS):0{_CODE_DIGITS}d}"
