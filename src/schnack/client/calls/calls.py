@@ -42,9 +42,10 @@ pings the full JID that placed it (XEP-0199) every :data:`PROBE_INTERVAL`, and a
 JID's unavailable presence arrives (RFC 6121 §4.5.2) or our ``<ringing/>`` to it comes back as
 an error (RFC 6120 §8.3); an error for the ping and for disco#info (XEP-0030, which every Jingle
 client answers, also one without XEP-0199) that says no such resource is there means the device
-is gone. Each call, by its JMI id, is told once, however many ways its messages came. The calls the first archive catch-up of a new device finds (it reads
-back 30 days) that were over before its first login are told flagged :attr:`MissedCall.earlier`:
-the call history wants them, a notification does not.
+is gone. Each call, by its JMI id, is told once, however many ways its messages came. The calls
+the first archive catch-up of a new device finds (it reads back 30 days) that were over before
+its first login are told flagged :attr:`MissedCall.earlier`: the call history wants them, a
+notification does not.
 """
 
 from __future__ import annotations
