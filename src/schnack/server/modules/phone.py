@@ -40,8 +40,8 @@ account's change: when storage fails to make that, the claim and the try's place
 back. The claim names its node, when that node started (as upload's claims do) and the try's
 place: once the cluster knows the node dead (its heartbeat is gone, or it came back as another
 process), the app's retry frees both (compare and delete) and makes the change, while a live
-node's claim still answers it 503. The request that used it is remembered until the code's expiry under
-``phone-done/{number}``, as salted hashes of the code and the Installation-Id only: the same
+node's claim still answers it 503. The request that used it is remembered until the code's
+expiry under ``phone-done/{number}``, as salted hashes of the code and the Installation-Id only: the same
 request sent again is answered alike if its password is the account's (checked against the
 account's SCRAM keys), and any other gets 404.
 
