@@ -46,8 +46,8 @@ def extensions() -> list:  # type: ignore[type-arg]
         from mypyc.build import mypycify
     except ImportError:
         raise SystemExit(
-            "SCHNACK_MYPYC=1 compiles with mypyc, which comes with mypy: install schnack and mypy "
-            "first, then build with pip install --no-build-isolation --no-deps ."
+            "SCHNACK_MYPYC=1 compiles with mypyc, which comes with mypy: install schnack, mypy and "
+            "setuptools>=77 first, then build with pip install --no-build-isolation --no-deps ."
         ) from None
     return mypycify(COMPILED, opt_level="3", group_name="schnack_native")
 
