@@ -27,7 +27,7 @@ run: $(STAMP) $(WEBSTAMP)
 
 # The message path compiled with mypyc (setup.py), in a package of its own laid over the editable
 # install (PYTHONPATH=build/compiled): what a deployment built with SCHNACK_MYPYC=1 runs. Remade
-# when a source changes; two minutes of CPU.
+# when a source changes; about a minute of CPU.
 COMPILED := build/compiled
 $(COMPILED)/.built: $(STAMP) setup.py pyproject.toml $(shell find src -name '*.py')
 	rm -rf $(COMPILED)

@@ -2,9 +2,10 @@
 
 With ``SCHNACK_MYPYC=1`` the modules every message passes through are compiled to C extensions
 with mypyc: a message then costs about a quarter less of the server's CPU (docs/benchmarks.md,
-"Compiling the hot path with mypyc"). Without it, or in an editable install, schnack is pure
-Python: an extension beside its source would be imported instead of the source, and hide every
-later edit of it. ``make compiled`` builds the compiled package beside the sources.
+"Compiling the hot path with mypyc"). Without it schnack is pure Python. It is meant for a real
+install, not an editable one: there an extension lands beside its source, is imported instead
+of it, and hides every later edit. ``make compiled`` builds the compiled package into
+``build/compiled``, apart from the sources.
 """
 
 import os
