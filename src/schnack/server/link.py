@@ -20,6 +20,8 @@ import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
+from ..xmpp.xml import WHITESPACE
+
 # Past this many unread bytes the transport stops reading from the socket until the reader
 # catches up: the kernel's buffers then hold the rest back, and a client sending faster than the
 # server parses is slowed down instead of filling the server's memory.
@@ -242,7 +244,7 @@ class Link(asyncio.Protocol):
         """Hand input to TLS; after STARTTLS, without the whitespace ahead of its first record."""
         assert self._tls_in is not None
         if self._skip_space:
-            data = data.lstrip(b" \t\r\n")
+            data = data.lstrip(WHITESPACE)
             if not data:
                 return
             self._skip_space = False

@@ -33,7 +33,7 @@ from .parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
 from .payloads import bind2, fast, sm
 from .payloads import sasl2 as sasl2_payload
 from .sasl import SaslClient, SaslFailure, decode_b64, encode_b64
-from .xml import element, qname, serialize, sub
+from .xml import WHITESPACE, element, qname, serialize, sub
 
 # Channel-binding types we bind to, best first: tls-exporter is RFC 9266's choice for TLS 1.3;
 # tls-server-end-point works on any version; tls-unique is only defined up to TLS 1.2.
@@ -54,8 +54,6 @@ _BIND = qname(ns.BIND, "bind")
 _SESSION = qname(ns.SESSION, "session")
 _IQ = qname(ns.CLIENT, "iq")
 _DEFAULT_MAX_STANZA = 16 * 1024 * 1024
-# XML 1.0 §2.3 S: the whitespace allowed between top-level elements (RFC 6120 §11.7).
-_WHITESPACE = b" \t\r\n"
 
 
 class NegotiationError(Exception):
@@ -275,7 +273,7 @@ class ClientStream:
         if self._state == "closed":
             return []
         if self._state == "tls":
-            if data.strip(_WHITESPACE):
+            if data.strip(WHITESPACE):
                 raise _injected()
             return []
         return self._handle(self._parser.feed(data))

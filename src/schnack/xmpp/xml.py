@@ -21,7 +21,11 @@ from mypy_extensions import mypyc_attr
 
 from . import ns
 
-__all__ = ["Element", "ParsedElement", "child", "element", "qname", "serialize", "split", "sub", "text_of"]
+__all__ = ["WHITESPACE", "Element", "ParsedElement", "child", "element", "qname", "serialize", "split", "sub", "text_of"]
+
+# XML 1.0 §2.3 S: the whitespace allowed between top-level elements (RFC 6120 §11.7). No TLS
+# record starts with one of these bytes.
+WHITESPACE = b" \t\r\n"
 
 
 # Compiled (setup.py), a native subclass of ElementTree's C element crashes when made: this one

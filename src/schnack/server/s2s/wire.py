@@ -18,7 +18,7 @@ from xml.sax.saxutils import quoteattr
 from ...xmpp import ns
 from ...xmpp.errors import StreamError
 from ...xmpp.parser import Event, StreamParser
-from ...xmpp.xml import serialize
+from ...xmpp.xml import WHITESPACE, serialize
 from ..config import Limits
 from ..gather import Gathered
 from .dialback import NS as DIALBACK
@@ -31,8 +31,6 @@ _FLUSH_DELAY = 0.05
 # How long closing may take before the connection is cut (a peer that never answers close_notify).
 _CLOSE_GRACE = 2.0
 _SERVER_PREFIX = f"{{{ns.SERVER}}}"
-# XML whitespace (RFC 6120 §11.7, XML 1.0 [3]); no TLS record starts with one of these bytes.
-_WHITESPACE = b" \t\r\n"
 
 
 def header(from_: str | None, to: str | None, stream_id: str | None = None) -> str:
@@ -61,7 +59,7 @@ class _AfterWhitespace(ssl.SSLObject):
         if not self._begun:
             # A memory BIO cannot be peeked at: all it holds is read, and what follows the
             # whitespace is written back, into the BIO that is empty now.
-            rest = self.incoming.read().lstrip(_WHITESPACE)
+            rest = self.incoming.read().lstrip(WHITESPACE)
             if rest:
                 self._begun = True
                 self.incoming.write(rest)
