@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from .messages import NodeMessage
 
@@ -26,6 +26,8 @@ ChangedHandler = Callable[[str, str], None]
 ACCOUNTS = "accounts"
 # Called with a dead node's name and what its sessions had attached: full JID -> info.
 ReapedHandler = Callable[[str, dict[str, str]], Awaitable[None]]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -186,3 +188,16 @@ def is_session(full_jid: str) -> bool:
     """Whether a directory entry is a client session (RFC 6120 §7: bound to a JID with a local
     part) rather than a component's link, which is entered under ``{domain}/{node}`` (components.py)."""
     return "@" in bare_of(full_jid)
+
+
+async def announced(bus: ClusterBus, store: str, account: str, write: Awaitable[T]) -> T:
+    """Await ``write`` to ``store`` of ``account``, then announce the change (:meth:`ClusterBus.announce`)
+    whether or not it went through: one that failed part way may have changed some of it, so every
+    other node drops its copy either way.
+
+    Modules compiled with mypyc await nothing in a finally block (tests/test_compiled.py); this one
+    is not compiled, so they write through it."""
+    try:
+        return await write
+    finally:
+        await bus.announce(store, account)

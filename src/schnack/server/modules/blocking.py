@@ -58,7 +58,7 @@ import asyncio
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 from xml.etree.ElementTree import Element
@@ -81,6 +81,7 @@ from ...xmpp.payloads.blocking import (
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname
 from ..background import Background
+from ..cluster.bus import announced
 from ..config import bounded
 from ..hooks import HANDLED, Handled
 from ..module import Module
@@ -250,6 +251,21 @@ class Blocking(Module[BlockingOptions]):
     async def _announce(self, owner: JID) -> None:
         await self.server.cluster.bus.announce(STORE, str(owner))
 
+    async def _write(self, owner: JID, write: Awaitable[None]) -> None:
+        """Await a change to ``owner``'s stored list. Every other node drops its copy whether or
+        not the change went through, and so does this one when it failed: part of it may be stored."""
+        try:
+            await announced(self.server.cluster.bus, STORE, str(owner), write)
+        except BaseException:
+            self._changed(owner, None)
+            raise
+
+    async def _set(self, owner: JID, jids: Collection[JID], value: bytes | None) -> None:
+        """Store (``b""``) or remove (None) each of ``jids`` in ``owner``'s list."""
+        assert owner.local is not None
+        for jid in jids:
+            await self.server.storage.maps.set(owner.domain, owner.local, STORE, str(jid), value)
+
     async def forget(self, host: str, username: str) -> None:
         """A deleted account's blocklist goes with it; a new account at the address starts empty."""
         await self.server.storage.maps.delete_all(host, username, STORE)
@@ -286,18 +302,7 @@ class Blocking(Module[BlockingOptions]):
             if len(old) + len(added) > self.options.max_items:
                 raise StanzaError("not-allowed", f"your blocklist is full ({self.options.max_items} entries)")
             new = old.union(added)
-            failed: BaseException | None = None
-            try:
-                for jid in added:
-                    await self.server.storage.maps.set(owner.domain, owner.local, STORE, str(jid), b"")
-            except BaseException as err:
-                self._changed(owner, None)
-                failed = err
-            # Other nodes drop their copy whether or not the write went through. Awaited after
-            # the try, not in a finally: see tests/test_compiled.py.
-            await self._announce(owner)
-            if failed is not None:
-                raise failed
+            await self._write(owner, self._set(owner, added, b""))
             self._changed(owner, new)
             self._push(owner, Block(requested))
         await self._hide_presence(owner, old, new)
@@ -310,23 +315,11 @@ class Blocking(Module[BlockingOptions]):
         owner = origin.jid.bare
         assert owner.local is not None
         requested = tuple(dict.fromkeys(command.items))
-        maps = self.server.storage.maps
         async with self._lock:
             old = await self.blocklist(owner)
             new = old.difference(requested) if requested else frozenset()
-            failed = None
-            try:
-                if requested:
-                    for jid in old.intersection(requested):
-                        await maps.set(owner.domain, owner.local, STORE, str(jid), None)
-                else:
-                    await maps.delete_all(owner.domain, owner.local, STORE)
-            except BaseException as err:
-                self._changed(owner, None)
-                failed = err
-            await self._announce(owner)
-            if failed is not None:
-                raise failed
+            await self._write(owner, self._set(owner, old.intersection(requested), None) if requested
+                              else self.server.storage.maps.delete_all(owner.domain, owner.local, STORE))
             self._changed(owner, new)
             self._push(owner, Unblock(requested))
         await self._show_presence(owner, old, new)

@@ -100,6 +100,7 @@ from ...xmpp.payloads.rsm import ResultSet
 from ...xmpp.payloads.sid import StanzaId, strip_stanza_ids
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize, split
+from ..cluster.bus import announced
 from ..config import bounded
 from ..module import Module
 from ..storage import ArchivedItem, ArchivePage, ItemNotFound, new_item_id
@@ -340,17 +341,14 @@ class Mam(Module[MamOptions]):
         prefs = _decode(Prefs.from_xml, stanza.payload)
         data = serialize(prefs.to_xml()).encode()
         owner = origin.jid.bare
-        failed: BaseException | None = None
+        # Every other node drops its copy whether or not the write went through; this one too
+        # when it failed.
         try:
-            await self.server.storage.kv.set(origin.host, origin.username, PREFS_STORE, data)
-        except BaseException as err:
+            await announced(self.server.cluster.bus, PREFS_STORE, str(owner),
+                            self.server.storage.kv.set(origin.host, origin.username, PREFS_STORE, data))
+        except BaseException:
             self._recent.changed(owner, None)
-            failed = err
-        # Other nodes drop their copy whether or not the write went through. Awaited after the
-        # try, not in a finally: see tests/test_compiled.py.
-        await self._announce(owner)
-        if failed is not None:
-            raise failed
+            raise
         self._recent.changed(owner, prefs)
         return stanza.result(prefs.to_xml())
 

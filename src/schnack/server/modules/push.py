@@ -82,6 +82,7 @@ from ...xmpp.payloads.sid import STANZA_ID
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize
 from ..background import Background
+from ..cluster.bus import announced
 from ..config import bounded
 from ..hooks import HANDLED, Handled
 from ..locks import AccountLocks
@@ -364,10 +365,10 @@ class Push(Module[PushOptions]):
         self._writes += 1
         self._cache.pop(account, None)
         try:
-            await self.server.storage.maps.set(account.domain, account.local, STORE, key, value)
+            await announced(self.server.cluster.bus, STORE, str(account),
+                            self.server.storage.maps.set(account.domain, account.local, STORE, key, value))
         finally:
             self._cache.pop(account, None)
-            await self.server.cluster.bus.announce(STORE, str(account))
 
     def _forget_all(self) -> None:
         self._writes += 1
