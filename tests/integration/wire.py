@@ -69,6 +69,7 @@ class Wire:
 
     async def open(self, to: str = "localhost") -> Element:
         """Send a stream header; return the features."""
+        self.parser.close()
         self.parser = StreamParser(10**8)
         self.send(HEADER.format(to=to))
         features = await self.next()

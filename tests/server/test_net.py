@@ -6,6 +6,7 @@ in one write."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from schnack.server.app import Server
 from schnack.xmpp import ns
 from schnack.xmpp.errors import StreamError
 from schnack.xmpp.jid import JID
+from schnack.xmpp.parser import StreamParser
 from schnack.xmpp.xml import element, qname
 
 from ..harness import add_user
@@ -127,6 +129,28 @@ async def test_an_idle_connection_parks_its_reader_and_serves_on(
         assert pong is not None and pong.get("id") == f"p{round_}" and pong.get("type") == "result"
     alice.close()
     bob.close()
+
+
+async def test_restarted_and_ended_streams_leave_no_parser_to_the_collector(live_server: Server) -> None:
+    """A login restarts the stream twice (after TLS and after SASL, RFC 6120 §4.3.3) and each
+    restart makes a new parser; the old ones, and the last once the connection ends, are freed
+    at once. Left to the collector, a burst of logins held expat's buffers for minutes."""
+    await add_user(live_server, "bob")
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        bob, bob_jid = await logged_in(live_server, "bob")
+        conn = connection_of(live_server, bob_jid)
+        bob.send("</stream:stream>")
+        assert await bob.next() is None
+        await _until(lambda: conn not in live_server.connections, "bob's connection ended")
+        gc.collect()
+        left = [obj for obj in gc.garbage if isinstance(obj, StreamParser)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    bob.close()
+    assert left == []
 
 
 @pytest.mark.parametrize("ending", ["client closes its stream", "client drops the connection", "server kicks"])

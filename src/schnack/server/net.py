@@ -302,6 +302,7 @@ async def _serve(conn: TcpConnection) -> None:
                 stream.want_restart = True
             if stream.want_restart:
                 stream.want_restart = False
+                parser.close()
                 parser = conn.parser = StreamParser(stream.max_stanza_bytes)
             elif read and not stream.closed:
                 delay = conn.bucket.consume(read)
@@ -327,6 +328,8 @@ async def _serve(conn: TcpConnection) -> None:
 async def _end(conn: TcpConnection, stream: C2SStream) -> None:
     """The connection is over: close it, end its session, and let it go."""
     conn.close_now()
+    if conn.parser is not None:
+        conn.parser.close()
     # The session ends while the connection is still counted, so that Server.stop() waits for
     # its session-closed handlers before storage goes.
     failed: BaseException | None = None

@@ -220,6 +220,7 @@ class ClientStream:
 
     def start(self) -> None:
         """Open the stream (RFC 6120 §4.7); on TLS the header names the account as 'from' (§4.7.1)."""
+        self._parser.close()
         self._parser = StreamParser(self._max_stanza)
         sender = f" from={quoteattr(str(self.account))}" if self.secure else ""
         self._out.append(

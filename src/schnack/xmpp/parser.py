@@ -351,6 +351,13 @@ class StreamParser(_Restricted):
         self._released = True
         return True
 
+    def close(self) -> None:
+        """Let go of expat for good: the stream restarted (RFC 6120 §4.3.3) or its connection
+        ended. Expat's handlers are this parser's own methods, a reference cycle that would hold
+        expat's buffers until the collector's rarer passes came to it."""
+        self._closed = True
+        self._parser = _RELEASED
+
     def _rebuild(self) -> None:
         self._parser = self._new_parser()
         self._released = False

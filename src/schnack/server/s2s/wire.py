@@ -215,6 +215,7 @@ class Wire:
 
     def restart(self) -> None:
         """RFC 6120 §4.3.3: after TLS or SASL success a new stream starts; older input is discarded."""
+        self.parser.close()
         self.parser = StreamParser(self.stanza_limit)
         self._events = []
 
