@@ -847,6 +847,21 @@ async def test_no_keepalive_goes_out_while_an_incoming_stream_starts_tls(receivi
     await dialback(raw, secret)
 
 
+async def test_a_shutdown_writes_no_plaintext_into_a_tls_handshake(receiving: tuple[Server, str]) -> None:
+    """RFC 6120 §4.9.3.22, §5.4.3.3: at a shutdown, a stream before STARTTLS ends with
+    system-shutdown; on one whose TLS handshake is under way the peer reads our next bytes as
+    TLS records, so that nothing is written in the clear: the connection just closes."""
+    server, _ = receiving
+    host, port = server.bound["s2s"][0]
+    before = await RawPeer.connect(host, port)
+    await before.open("b.example", "localhost")
+    during = await proceeded(server)
+    await server.s2s.stop()
+    assert await before.stream_error() == "system-shutdown"
+    async with asyncio.timeout(WAIT):
+        assert await during.reader.read() == b""
+
+
 class InjectingReceiver(RawReceiver):
     """A receiving server after whose <proceed/> comes, in the same write, what a man in the
     middle would have the initiating server read as the stream after TLS; ``after`` gets what

@@ -112,6 +112,9 @@ class Wire:
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.last_read = self.last_write = time.monotonic()
         self.closing = False
+        # From the moment the peer may take our next bytes for TLS records (our <proceed/> went
+        # out, or theirs came in) until TLS is up: nothing may be written in the clear then.
+        self.handshaking = False
         self._events: list[Event] = []
         self._out = Gathered(self._hand_over)
 
@@ -187,14 +190,20 @@ class Wire:
             self._out.drop_last()
             raise _injected()
         self.flush()
-        await self.writer.drain()
-        if not self._only_whitespace_behind():
-            raise _injected()
-        # No await between the check and here: from now on input stays in the socket until TLS
-        # reads it. StreamWriter.start_tls awaits drain() once more before asyncio's start_tls
-        # stops reading, and that would wait again if more was written meanwhile.
-        cast(asyncio.Transport, self.writer.transport).pause_reading()
-        await self.writer.start_tls(context, server_hostname=server_hostname)
+        self.handshaking = True
+        try:
+            await self.writer.drain()
+            if not self._only_whitespace_behind():
+                # The refusal is to follow the <proceed/> in the clear (see above).
+                self.handshaking = False
+                raise _injected()
+            # No await between the check and here: from now on input stays in the socket until
+            # TLS reads it. StreamWriter.start_tls awaits drain() once more before asyncio's
+            # start_tls stops reading, and that would wait again if more was written meanwhile.
+            cast(asyncio.Transport, self.writer.transport).pause_reading()
+            await self.writer.start_tls(context, server_hostname=server_hostname)
+        finally:
+            self.handshaking = False
         self.secure = True
         self.restart()
 
@@ -220,8 +229,18 @@ class Wire:
         self._events = []
 
     def close_with(self, error: StreamError | None = None) -> None:
-        """Send a stream error if given and close our stream (RFC 6120 §4.4, §4.9)."""
+        """Send a stream error if given and close our stream (RFC 6120 §4.4, §4.9).
+
+        While the TLS handshake is under way (:attr:`handshaking`) nothing is written: the peer
+        reads our next bytes as TLS records (§5.4.3.3), and plaintext there would only fail its
+        handshake. The stream is marked closing, and the connection goes once the handshake
+        ends or :meth:`aclose` cuts it; the stream after TLS, which would carry the error, has
+        no header of ours yet.
+        """
         if self.closing:
+            return
+        if self.handshaking:
+            self.closing = True
             return
         if error is not None:
             self.write(serialize(error.to_xml(), ns.SERVER))
