@@ -301,6 +301,15 @@ async def serve_peers(receiver: RawReceiver, delivered: asyncio.Queue[str],
                     await delivered.put(el.get("id", ""))
 
 
+async def delivered_until(delivered: asyncio.Queue[str], last: str, timeout: float) -> list[str]:
+    """The ids handed to ``delivered`` (by :func:`serve_peers`), up to and with ``last``."""
+    got: list[str] = []
+    async with asyncio.timeout(timeout):
+        while last not in got:
+            got.append(await delivered.get())
+    return got
+
+
 @pytest.mark.parametrize(("refusal", "bounced_with"), [
     ("stream error after an ack", "policy-violation"),
     ("stream error", "policy-violation"),
@@ -311,18 +320,20 @@ async def test_a_stanza_the_peer_ends_the_connection_over_bounces_and_the_rest_a
         tmp_path: Path, receiver: RawReceiver, refusal: str, bounced_with: str) -> None:
     """A peer that refuses one stanza by ending the stream (here policy-violation, for a reason
     of its own), or by cutting the connection without a word (closed or reset), would refuse it
-    on every new connection: sent alone and refused again, it goes back to its sender, with the
-    stream error's condition or else not-acceptable (RFC 6120 §8.3), and the messages behind it
-    arrive, rather than all of them waiting for the retry window and then bouncing. Without a
-    last ack from the peer, what it handled before it comes again (receivers drop copies by id),
-    and is not taken for the stanza it refuses."""
-    server, alice = await sender(tmp_path, receiver, retry_window=120)
+    on every new connection. Sent alone and refused again with a stream error, it goes back to
+    its sender at once; sent alone and cut over until the retry window has run out (a cut may
+    be the network's), it goes back then. Its condition is the stream error's or else
+    not-acceptable (RFC 6120 §8.3), it bounces once, and the messages behind it arrive, rather
+    than all of them bouncing. Without a last ack from the peer, what it handled before it comes
+    again (receivers drop copies by id), and is not taken for the stanza it refuses."""
+    cut = refusal in ("close", "reset")
+    server, alice = await sender(tmp_path, receiver, retry_window=2 if cut else 120)
     delivered: asyncio.Queue[str] = asyncio.Queue()
 
     def refuse_poison(_attempt: int, el: Element, handled: int) -> str | None:
         if el.get("id") != "poison":
             return None
-        if refusal in ("close", "reset"):
+        if cut:
             return ""
         ack = f"<a xmlns='{SM}' h='{handled}'/>" if refusal == "stream error after an ack" else ""
         return f"{ack}<stream:error><policy-violation xmlns='{ns.STREAM_ERRORS}'/></stream:error></stream:stream>"
@@ -333,10 +344,7 @@ async def test_a_stanza_the_peer_ends_the_connection_over_bounces_and_the_rest_a
             await alice.send(stanza)
         (error,) = await alice.expect(1, timeout=20)
         assert (error.get("id"), condition(error)) == ("poison", bounced_with)
-        got: list[str] = []
-        async with asyncio.timeout(20):
-            while "m2" not in got:
-                got.append(await delivered.get())
+        got = await delivered_until(delivered, "m2", 20)
         assert list(dict.fromkeys(got)) == ["m1", "m2"]
         await alice.send(message(3))
         async with asyncio.timeout(20):
@@ -362,10 +370,7 @@ async def test_a_peer_failing_for_a_while_bounces_nothing(tmp_path: Path, receiv
     try:
         for stanza in messages("m1", "m2"):
             await alice.send(stanza)
-        got: list[str] = []
-        async with asyncio.timeout(60):
-            while "m2" not in got:
-                got.append(await delivered.get())
+        got = await delivered_until(delivered, "m2", 60)
         assert got == ["m1", "m2"]
         assert alice.take() == []
     finally:
@@ -387,12 +392,64 @@ async def test_a_link_cut_once_over_a_stanza_bounces_nothing(tmp_path: Path, rec
     try:
         for stanza in messages("m1", "m2", "m3"):
             await alice.send(stanza)
-        got: list[str] = []
-        async with asyncio.timeout(20):
-            while "m3" not in got:
-                got.append(await delivered.get())
+        got = await delivered_until(delivered, "m3", 20)
         assert list(dict.fromkeys(got)) == ["m1", "m2", "m3"]
         assert alice.take() == []
+    finally:
+        peering.cancel()
+        await server.stop()
+
+
+async def test_a_link_cut_twice_over_a_stanza_bounces_nothing_and_sends_nothing_acknowledged_again(
+        tmp_path: Path, receiver: RawReceiver) -> None:
+    """Two cuts in a row, the second while the suspected stanza went alone on a connection that
+    had just come up, are still what a flaky network may do: the route tries again after a
+    pause, within the retry window, and the stanza arrives with everything behind it. What the
+    peer acknowledged before each cut (its last words) does not go again."""
+    server, alice = await sender(tmp_path, receiver, retry_window=120)
+    delivered: asyncio.Queue[str] = asyncio.Queue()
+
+    def ack_and_cut_twice(attempt: int, el: Element, handled: int) -> str | None:
+        return f"<a xmlns='{SM}' h='{handled}'/>" if attempt < 2 and el.get("id") == "m2" else None
+
+    peering = asyncio.create_task(serve_peers(receiver, delivered, ack_and_cut_twice))
+    try:
+        for stanza in messages("m1", "m2", "m3"):
+            await alice.send(stanza)
+        got = await delivered_until(delivered, "m3", 30)
+        assert got == ["m1", "m2", "m3"]
+        assert server.s2s.routes[("localhost", REMOTE)].connections == 3
+        assert alice.take() == []
+    finally:
+        peering.cancel()
+        await server.stop()
+
+
+async def test_a_peer_gone_after_two_cuts_bounces_each_stanza_once_at_the_end_of_the_window(
+        tmp_path: Path, receiver: RawReceiver) -> None:
+    """The link is cut twice over a stanza, and then the peer cannot be reached at all: the
+    route keeps trying until the retry window has run out, then each waiting stanza goes back
+    to its sender once, with remote-server-timeout (RFC 6120 §8.3.3.17), the one cut over
+    included: nothing says the peer refused it."""
+    server, alice = await sender(tmp_path, receiver, retry_window=2)
+    delivered: asyncio.Queue[str] = asyncio.Queue()
+
+    def cut_twice_and_vanish(attempt: int, el: Element, _handled: int) -> str | None:
+        if attempt == 1:
+            receiver.vanish()
+        return "" if el.get("id") == "m1" else None
+
+    peering = asyncio.create_task(serve_peers(receiver, delivered, cut_twice_and_vanish, reset=True))
+    try:
+        for stanza in messages("m1", "m2"):
+            await alice.send(stanza)
+        route = server.s2s.routes[("localhost", REMOTE)]
+        errors = await alice.expect(2, timeout=20)
+        assert {el.get("id"): condition(el) for el in errors} == {"m1": "remote-server-timeout",
+                                                                 "m2": "remote-server-timeout"}
+        await route.task
+        assert alice.take() == []
+        assert route.connections == 2
     finally:
         peering.cancel()
         await server.stop()

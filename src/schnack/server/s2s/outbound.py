@@ -20,12 +20,18 @@ stanza for ``idle_timeout`` (keepalives and acks do not count) closes its stream
 the peer's close (§4.4), so that the peer has read everything.
 
 When the peer offers XEP-0198 stream management, the route enables it (:mod:`.sm`): a
-connection that ends with stanzas unacknowledged is replaced, and they go first on the new one
-(at-least-once; receivers drop duplicates by id). If no new connection comes up within
-``retry_window``, they bounce with ``remote-server-timeout``. A stanza the peer ends every
-stream over (a stream error that blames what it was sent), or cuts every connection over
-without a word, is found by sending it alone, and goes back to its sender (with the peer's
-condition, or ``not-acceptable``), so that it does not hold up the rest (:meth:`Route._refused`).
+connection that ends with stanzas unacknowledged is replaced, and they go first on the new one,
+again and again after pauses that grow (1 s doubling to :data:`_MAX_BACKOFF`), until the peer
+acknowledges them or ``retry_window`` has passed since the link broke without an ack; then they
+bounce, each once, with ``remote-server-timeout``. What the peer acknowledged never goes again;
+what it handled and had not acknowledged when the link broke arrives twice (at-least-once;
+receivers drop duplicates by id). A stanza the peer ends every stream over (a stream error that blames what
+it was sent) is found by sending it alone, and goes back to its sender (with the peer's
+condition, or ``not-acceptable``) at once, so that it does not hold up the rest; one it cuts
+every connection over without a word, as a flaky network may do too, goes back only when the
+retry window has run out (:meth:`Route._refused`). Without stream management a stanza counts as
+delivered once written: nothing goes twice, and one written as the link breaks is lost without
+a bounce.
 
 At a shutdown (:meth:`.S2S.stop`) a route sends what waits, asks for acks and closes its stream;
 it makes no new connection, and what is then left bounces.
@@ -307,8 +313,9 @@ class Route:
     """The outgoing stream from one of our domains to one remote domain, and its queue.
 
     With stream management (:mod:`.sm`), a connection that ends with stanzas unacknowledged is
-    replaced by a new one that sends them again, first, for up to ``[s2s] retry_window``;
-    after that they bounce with ``remote-server-timeout``.
+    replaced by a new one that sends them again, first, with growing pauses between attempts,
+    for up to ``[s2s] retry_window``; after that they bounce with ``remote-server-timeout``,
+    each once.
     """
 
     def __init__(self, s2s: S2S, local: str, remote: str) -> None:
@@ -416,7 +423,8 @@ class Route:
                     # No new connection at a shutdown: what is left bounces.
                     self.queue[:0] = unacked
                     return
-                if await self._refused(unacked):
+                expired = broken_since is not None and time.monotonic() - broken_since >= config.retry_window
+                if await self._refused(unacked, expired):
                     progressed = True
                 if progressed:
                     broken_since, backoff = None, 1.0
@@ -476,27 +484,29 @@ class Route:
                  ", stream management" if self.acks is not None else "")
         return wire
 
-    async def _refused(self, unacked: list[Stanza]) -> bool:
+    async def _refused(self, unacked: list[Stanza], expired: bool) -> bool:
         """After a connection ended with ``unacked`` (sent again first on the next one): find
-        a stanza the peer will never take, and bounce it; True if one was.
+        a stanza the peer will not take, and bounce it. True if the peer refused one with a
+        stream error: that is an answer, and the retry window starts anew.
 
         A peer may end the stream over one stanza it refuses for a reason of its own (a stream
         error that blames what it was sent), or cut the connection over it without a word (it
         closes the socket, or crashes, on reading it). That stanza would end every new
-        connection again, holding up all behind it for ``retry_window``; but with several
-        unacknowledged, which one it was is unknown. So the first is sent alone on the next
-        connection, at once, the rest held back until the peer acknowledges it. If the peer
-        ends that stream too with such an error, or cuts that connection while the stanza,
-        alone, is unacknowledged, the stanza goes back to its sender and the rest flows.
+        connection again, holding up all behind it; but with several unacknowledged, which one
+        it was is unknown. So the first is sent alone on the next connection, at once, the rest
+        held back until the peer acknowledges it. If the peer ends that stream too with such an
+        error, the stanza goes back to its sender and the rest flows.
 
-        A cut is also what a flaky network does, so it only ever makes a stanza a suspect, and
-        it counts against it only on the connection that carried the stanza alone: one whose
-        TLS, authentication and stream management had just come up, and that the peer then cut
-        (end of input or a reset; not our own cut of a peer that left ``<r/>`` unanswered, nor a
-        close of its stream) before the stanza's ack came, asked for with it (a working peer
-        answers within a round trip). A link that breaks at random rarely breaks twice in a
-        row, the second time within that round trip; an ack clears the suspect, and while no
-        connection comes up at all the retry window applies as before.
+        A cut is also what a flaky network does, and a link that broke once may well break again
+        on the next connection: a cut says nothing the next attempt could not undo. So the
+        suspect keeps going alone, on new connections after pauses that grow (:meth:`_run`),
+        and an ack clears it. Only when the retry window has run out (``expired``) and the
+        peer, reached once more, cut the connection that carried the suspect alone (end of
+        input or a reset; not our own cut of a peer that left ``<r/>`` unanswered, nor a close
+        of its stream) does the suspect go back to its sender, and the rest gets one more
+        connection; should that one acknowledge nothing either, it bounces too (:meth:`_run`).
+        Each stanza bounces at most once; a bounced one may still have reached the peer, if the
+        peer handled it and went before its ack.
 
         The condition (RFC 6120 §8.3): the peer's stream error, where it names a stanza error,
         else ``not-acceptable``. A cut names nothing: ``remote-server-not-found`` and
@@ -513,8 +523,9 @@ class Route:
         if not unacked:
             return False
         blamed = error is not None and error[0] not in _NOT_ABOUT_INPUT
-        if not ((blamed or cut) and probe is unacked[0]):
-            if blamed or cut or probe is unacked[0]:
+        alone = probe is unacked[0]
+        if not (alone and (blamed or (cut and expired))):
+            if blamed or cut or alone:
                 self._probe = unacked[0]
             return False
         stanza = unacked.pop(0)
@@ -525,12 +536,13 @@ class Route:
                 condition = "not-acceptable"
         else:
             condition = "not-acceptable"
-            reason = f"{self.remote} cut the connection over this stanza, also when it was sent alone"
+            reason = (f"{self.remote} still cut the connection over this stanza, sent alone, "
+                      f"after {self.s2s.config.retry_window:g} s of tries")
         log.info("s2s %s -> %s: %s (stanza %s); it goes back to its sender", self.local, self.remote,
                  reason, stanza.id)
         if not stanza.is_response:
             await self.s2s.server.router.send(stanza.error(StanzaError(condition, reason)))
-        return True
+        return blamed
 
     async def _carry(self, wire: Wire) -> tuple[list[Stanza], bool]:
         """Send the queue, then whatever comes, until the connection ends; returns the stanzas
