@@ -11,6 +11,7 @@ import base64
 import contextlib
 import ipaddress
 import json
+import logging
 import re
 import secrets
 import socket
@@ -23,12 +24,14 @@ from typing import Any
 from xml.etree.ElementTree import Element
 
 import aiohttp
+import asyncpg
 import pytest
 from slixmpp import JID
 from slixmpp.exceptions import IqError
 
 from schnack.server import sasl2
 from schnack.server.app import Server
+from schnack.server.modules import phone
 from schnack.server.modules.last import BEGAN
 from schnack.server.modules.last import STORE as LAST
 from schnack.server.modules.mam import STORE as MAM
@@ -207,25 +210,97 @@ async def test_the_same_request_sent_again_after_the_codes_lifetime_is_404(
         assert (await set_password(http, server, last_code(hook)))[0] == 404
 
 
-async def test_the_same_request_sent_while_the_first_is_at_it_is_told_to_wait(
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path: Path, hook: Webhook, **options: Any) -> AsyncIterator[
+        tuple[Server, Server, str, asyncpg.Connection]]:
+    """Nodes a and b of a cluster on one PostgreSQL schema and Redis, with the phone module (and
+    its ``options``); the schema's name and an administrative connection."""
+    reason = await redis_available(REDIS_URL)
+    require_service(reason is None, f"Redis not reachable at {REDIS_URL}: {reason}")
+    prefix = f"schnack-test-{secrets.token_hex(6)}:"
+    async with postgres_schema() as (url, schema, admin):
+        def node(name: str) -> Any:
+            return running(tmp_path / name, listen=True, modules=phone_modules(hook.url, **options),
+                           storage={"url": url},
+                           cluster={"redis_url": REDIS_URL, "node_name": name, "key_prefix": prefix,
+                                    "heartbeat_interval": 0.2, "node_ttl": 2.0})
+
+        try:
+            async with node("a") as node_a, node("b") as node_b:
+                yield node_a, node_b, schema, admin
+        finally:
+            await clear_prefix(REDIS_URL, prefix)
+
+
+async def code_in_use(server: Server) -> bool:
+    """Whether a request holds the use of a code (it is making the account with it)."""
+    keys = await server.storage.maps.items("localhost", "", SWEEP)
+    return any([await server.storage.kv.get("localhost", "", key) is not None
+                for key in keys if key.startswith("phone-used/")])
+
+
+@contextlib.asynccontextmanager
+async def making_the_account(http: aiohttp.ClientSession, server: Server, hook: Webhook, schema: str,
+                             admin: asyncpg.Connection) -> AsyncIterator[tuple[str, asyncio.Task[tuple[int, str]]]]:
+    """A code asked for, and the request with it making the account on ``server``, held up
+    behind a lock on the accounts table until the block ends: the code and that request."""
+    await ask_code(http, server)
+    code = last_code(hook)
+    async with admin.transaction():
+        await admin.execute(f'LOCK TABLE "{schema}".accounts IN ACCESS EXCLUSIVE MODE')
+        first = asyncio.create_task(set_password(http, server, code))
+        await eventually(lambda: code_in_use(server), bool)
+        yield code, first
+
+
+@pytest.mark.parametrize("attempts", [3, 1])
+@pytest.mark.parametrize("where", ["the same node", "another node"])
+async def test_the_same_request_sent_while_the_first_is_at_it_gets_its_answer(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture,
+        attempts: int, where: str) -> None:
+    """An app whose connection dropped sends the request again while the first is still making
+    the account, to the node of the first or to another live one: the request sent again waits
+    for the first and gets its answer, and spends no try of the code, also when the code allows
+    only one."""
+    caplog.set_level(logging.INFO, logger="schnack.server.modules.phone")
+    async with two_nodes(tmp_path, hook, code_attempts=attempts) as (node_a, node_b, schema, admin):
+        async with making_the_account(http, node_a, hook, schema, admin) as (code, first):
+            again = asyncio.create_task(set_password(http, node_a if where == "the same node" else node_b, code))
+
+            async def waiting() -> bool:
+                return "waits for the request using it" in caplog.text or again.done()
+
+            await eventually(waiting, bool)
+        assert await first == (201, "the account was created\n")
+        assert await again == (201, "the account was created\n")
+        assert len(hook.received) == 1
+
+
+async def test_a_wrong_code_sent_while_the_right_one_is_at_it_counts(
         tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
-    """An app that gave up waiting sends the request again while the first is still making the
-    account (held up here behind a lock on the accounts table): 503 with Retry-After, and the
-    request sent once more, after the first is done, is answered as the first was."""
+    """Only the right code waits for the request using it: a wrong one is a try as any other,
+    and with one try allowed it voids the code (the request at it makes the account still)."""
     async with (postgres_schema() as (url, schema, admin),
-                running(tmp_path, listen=True, modules=phone_modules(hook.url), storage={"url": url}) as server):
-        await ask_code(http, server)
-        code = last_code(hook)
+                running(tmp_path, listen=True, modules=phone_modules(hook.url, code_attempts=1),
+                        storage={"url": url}) as server):
+        async with making_the_account(http, server, hook, schema, admin) as (code, first):
+            assert (await set_password(http, server, wrong(code)))[0] == 429
+        assert await first == (201, "the account was created\n")
+        assert (await set_password(http, server, code, password="another long password"))[0] == 404
 
-        async def claimed() -> list[bytes | None]:
-            keys = await server.storage.maps.items("localhost", "", SWEEP)
-            return [await server.storage.kv.get("localhost", "", key) for key in keys if key.startswith("phone-used/")]
 
-        async with admin.transaction():
-            await admin.execute(f'LOCK TABLE "{schema}".accounts IN ACCESS EXCLUSIVE MODE')
-            first = asyncio.create_task(set_password(http, server, code))
-            await eventually(claimed, any)
-            assert (await set_password(http, server, code))[0] == 503
+async def test_the_same_request_is_told_to_come_again_when_the_first_takes_long(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first request is held up longer than the request sent again waits for it: 503, the
+    code stays valid (its one try unspent), and the request sent once more, after the first is
+    done, is answered as the first was."""
+    monkeypatch.setattr(phone, "_WAIT_FOR_USE", 0.5)
+    async with (postgres_schema() as (url, schema, admin),
+                running(tmp_path, listen=True, modules=phone_modules(hook.url, code_attempts=1),
+                        storage={"url": url}) as server):
+        async with making_the_account(http, server, hook, schema, admin) as (code, first):
+            assert await set_password(http, server, code) == (
+                503, "this code is being used by another request: send the request again shortly\n")
         assert await first == (201, "the account was created\n")
         assert await set_password(http, server, code) == (201, "the account was created\n")
 
@@ -1093,35 +1168,22 @@ async def test_a_new_phone_ends_the_old_phones_session_on_another_node(
     """Two nodes on one PostgreSQL and Redis: the account is re-keyed through node a while the old
     phone is logged in on node b, and the new phone logs in on b at once; b ends the old session
     (it hears of the change on the bus) and keeps the new one."""
-    reason = await redis_available(REDIS_URL)
-    require_service(reason is None, f"Redis not reachable at {REDIS_URL}: {reason}")
-    prefix = f"schnack-test-{secrets.token_hex(6)}:"
-    async with postgres_schema() as (url, _, _):
-        def node(name: str) -> Any:
-            return running(tmp_path / name, listen=True, modules=phone_modules(hook.url, sms_interval=0),
-                           storage={"url": url},
-                           cluster={"redis_url": REDIS_URL, "node_name": name, "key_prefix": prefix,
-                                    "heartbeat_interval": 0.2, "node_ttl": 2.0})
-
+    async with two_nodes(tmp_path, hook, sms_interval=0) as (node_a, node_b, _, _):
+        await ask_code(http, node_a)
+        assert (await set_password(http, node_a, last_code(hook)))[0] == 201
+        old_phone = SlixClient(node_b, f"{NUMBER}@localhost", PASSWORD)
+        new_phone = SlixClient(node_b, f"{NUMBER}@localhost", "the new phone's password")
         try:
-            async with node("a") as node_a, node("b") as node_b:
-                await ask_code(http, node_a)
-                assert (await set_password(http, node_a, last_code(hook)))[0] == 201
-                old_phone = SlixClient(node_b, f"{NUMBER}@localhost", PASSWORD)
-                new_phone = SlixClient(node_b, f"{NUMBER}@localhost", "the new phone's password")
-                try:
-                    assert await old_phone.start()
-                    await ask_code(http, node_b)
-                    assert (await set_password(http, node_a, last_code(hook), password="the new phone's password"))[0] == 200
-                    assert await new_phone.start()
-                    async with asyncio.timeout(20):
-                        await old_phone.disconnected.wait()
-                    assert old_phone.stream_errors == ["not-authorized"]
-                    # The new phone's session, made with the new password, stays.
-                    await new_phone.xmpp.plugin["xep_0199"].ping(jid=JID("localhost"), timeout=10)
-                    assert not new_phone.disconnected.is_set()
-                finally:
-                    await old_phone.stop()
-                    await new_phone.stop()
+            assert await old_phone.start()
+            await ask_code(http, node_b)
+            assert (await set_password(http, node_a, last_code(hook), password="the new phone's password"))[0] == 200
+            assert await new_phone.start()
+            async with asyncio.timeout(20):
+                await old_phone.disconnected.wait()
+            assert old_phone.stream_errors == ["not-authorized"]
+            # The new phone's session, made with the new password, stays.
+            await new_phone.xmpp.plugin["xep_0199"].ping(jid=JID("localhost"), timeout=10)
+            assert not new_phone.disconnected.is_set()
         finally:
-            await clear_prefix(REDIS_URL, prefix)
+            await old_phone.stop()
+            await new_phone.stop()

@@ -20,10 +20,12 @@ Conversations' and Monal's Quicksy builds use), under ``/phone`` of the HTTP lis
   void the owner's code nor tell that one is pending); 429 with ``Retry-After`` when this
   wrong code was the last one allowed, or no try was left (the code is void); 503 with
   ``Retry-After`` when storage failed (the code is used only together with the account's
-  change, so the same request made again goes through), or while another request with the
-  right code is still at it. A request that set the password, sent again (its answer was
-  lost) before the code would have expired, gets the same answer; only the same number,
-  code, Installation-Id and password do.
+  change, so the same request made again goes through), or when another request with the
+  right code was still at it after ``_WAIT_FOR_USE`` seconds. A request that set the password,
+  sent again (its answer was lost) before the code would have expired, gets the same answer;
+  only the same number, code, Installation-Id and password do. Sent again while the first is
+  still at it (on any node), the right code waits for the first and is then answered as it
+  was, spending no try.
 
 Both answer 403 over plain HTTP from anywhere but this machine (a TLS-terminating proxy on it):
 codes and passwords travel only encrypted.
@@ -40,10 +42,11 @@ account's change: when storage fails to make that, the claim and the try's place
 back. The claim names its node, when that node started (as upload's claims do) and the try's
 place: once the cluster knows the node dead (its heartbeat is gone, or it came back as another
 process), the app's retry frees both (compare and delete) and makes the change, while a live
-node's claim still answers it 503. The request that used it is remembered until the code's
-expiry under ``phone-done/{number}``, as salted hashes of the code and the Installation-Id only: the same
-request sent again is answered alike if its password is the account's (checked against the
-account's SCRAM keys), and any other gets 404.
+node's claim makes it wait (it takes no try's place while it does: with ``code_attempts = 1``
+it would find none left). The request that used it is remembered until the code's expiry
+under ``phone-done/{number}``, as salted hashes of the code and the Installation-Id only: the
+same request sent again is answered alike if its password is the account's (checked against
+the account's SCRAM keys), and any other gets 404.
 
 **Limits.** Per number one code per ``sms_interval`` and ``sms_per_day`` a UTC day, of which
 ``sms_per_day_per_address`` asked for from any one client address (an IPv6 /64 as one): a
@@ -148,6 +151,10 @@ _CODE_DIGITS = 6
 # Seconds an app is asked to wait before sending a password again that was not set (storage
 # failed, or another request with the code was still at it).
 _AGAIN_AFTER = 3.0
+# Seconds a request with a code waits for another one using the code (the same request, whose
+# app sent it again) before it is told to come again; and between two looks at it.
+_WAIT_FOR_USE = 10.0
+_LOOK_AGAIN = 0.2
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # A body declared longer than any password the server takes is refused unread.
 _MAX_BODY = MAX_PASSWORD * 4
@@ -524,9 +531,30 @@ class Phone(Module[PhoneOptions]):
     async def verify(self, number: str, digits: str, password: str, installation: str) -> bool:
         """Check the code ``installation`` asked for and set the password; True if the account
         was created. _Refused 404 without a pending code (also one another installation asked
-        for), 401 for a wrong one, 429 for the last wrong one allowed, 503 while another
-        request with the right code is at it. A request that set the password, sent again
-        while its code would still be valid, is answered as it was (:meth:`_answered`)."""
+        for), 401 for a wrong one, 429 for the last wrong one allowed. A request that set the
+        password, sent again while its code would still be valid, is answered as it was
+        (:meth:`_answered`); sent again while the first is still at it (the app's connection
+        dropped, or it gave up waiting), it waits for the first's answer without spending a
+        try, and is told 503 to come again if that takes over ``_WAIT_FOR_USE`` seconds."""
+        deadline = time.monotonic() + _WAIT_FOR_USE
+        waiting = False
+        while True:
+            patient = time.monotonic() < deadline
+            created = await self._try_code(number, digits, password, installation, patient)
+            if created is not None:
+                return created
+            if not patient:
+                raise _Refused(503, "this code is being used by another request: send the request again shortly",
+                               _AGAIN_AFTER)
+            if not waiting:
+                log.info("a request with the code for %s waits for the request using it", number)
+                waiting = True
+            await asyncio.sleep(_LOOK_AGAIN)
+
+    async def _try_code(self, number: str, digits: str, password: str, installation: str, patient: bool) -> bool | None:
+        """One go of :meth:`verify`: None when another request is using the right code, to be
+        waited for and looked at again; ``patient`` False once waiting is over, when a right try
+        that finds every try's place taken voids the code as a wrong one does."""
         kv = self.server.storage.kv
         answered = await self._answered(number, digits, password, installation)
         if answered is not None:
@@ -539,14 +567,25 @@ class Phone(Module[PhoneOptions]):
             raise _Refused(404, "no code is pending for this number: ask for a new one")
         used = f"phone-used/{code.id}"
         await self._free_if_dead(used)
+        # The right code, which another request is using: as a rule the same request, sent
+        # again by the app that asked (only its installation gets here) while the first is at
+        # it. It takes no try's place, or with code_attempts = 1 it would find none and void the
+        # code; and it learns from waiting only what the request using the code knew.
+        right = code.matches(digits)
+        if right and await kv.get(self.host, "", used) is not None:
+            return None
         # Every try claims its place before the digits are compared: of guesses sent at once,
         # only the first code_attempts are judged, the right digits among them or not.
         attempts = self.options.code_attempts
         key, _ = await self._claim(f"phone-try/{code.id}", attempts, time.time(), code.expires)
         if key is None:
+            if right and patient:
+                # One of the places may be the first sending's of this request, which has not
+                # claimed the code's use yet: looked at again once the tries were judged.
+                return None
             await self._void(number, raw)
             raise _Refused(429, "too many tries for this code: ask for a new one", await self._wait_for_sms(number))
-        if not code.matches(digits):
+        if not right:
             left = attempts - 1 - int(key.rpartition("/")[2])
             if left:
                 raise _Refused(401, f"wrong code; {left} more {'try' if left == 1 else 'tries'} for this one")
@@ -557,12 +596,10 @@ class Phone(Module[PhoneOptions]):
         mine = node_claim(self.server.cluster.bus, key)
         await self._sweep_later(used, code.expires)
         if await kv.set_default(self.host, "", used, mine) != mine:
-            # The code was right, and is being used by another request: the same one, sent
-            # again by an app that gave up waiting, is answered as that one once it is done.
-            # This try's place is given back, as the try decided nothing.
+            # Another request with the code claimed its use first: this try's place is given
+            # back, as the try decided nothing, and that request is waited for.
             await kv.delete(self.host, "", key)
-            raise _Refused(503, "this code is being used by another request: send the request again shortly",
-                           _AGAIN_AFTER)
+            return None
         try:
             created = await self._assign(number, password)
             await self._note_answer(number, digits, installation, code.expires, created)
