@@ -466,6 +466,28 @@ async def test_an_account_storage_cannot_make_is_503_and_the_code_stays(
             await client.stop()
 
 
+async def test_an_account_made_whose_number_storage_cannot_mark_verified_is_201_when_sent_again(
+        tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
+    """The account is created, and then PostgreSQL holds up the mark that its number is verified
+    past command_timeout (another transaction writes the same row): 503, and the same request
+    made again finds the account that the first created, marks the number and is told 201, so
+    that the app sets the new account up."""
+    async with (postgres_schema() as (url, schema, admin),
+                running(tmp_path, listen=True, modules=phone_modules(hook.url),
+                        storage={"url": with_query(url, command_timeout="1")}) as server):
+        await ask_code(http, server)
+        async with admin.transaction():
+            # The schema's triggers name its tables unqualified.
+            await admin.execute(f'SET LOCAL search_path TO "{schema}"')
+            await admin.execute("INSERT INTO kv VALUES ($1, $2, $3, $4)", "localhost", NUMBER, "phone", b"{}")
+            assert (await set_password(http, server, last_code(hook)))[0] == 503
+            assert await server.storage.accounts.get("localhost", NUMBER) is not None
+            await admin.execute("DELETE FROM kv WHERE host = $1 AND username = $2", "localhost", NUMBER)
+        assert await set_password(http, server, last_code(hook)) == (201, "the account was created\n")
+        assert await server.storage.kv.get("localhost", NUMBER, "phone") is not None
+        assert await set_password(http, server, last_code(hook)) == (201, "the account was created\n")
+
+
 async def test_an_expired_code_is_404(tmp_path: Path, hook: Webhook, http: aiohttp.ClientSession) -> None:
     async with running(tmp_path, listen=True, modules=phone_modules(hook.url, code_lifetime=1.0)) as server:
         await ask_code(http, server)

@@ -14,7 +14,8 @@ Conversations' and Monal's Quicksy builds use), under ``/phone`` of the HTTP lis
 - ``POST /phone/password`` with ``Authorization: base64(number "\\0" code)`` (or ``Basic
   base64(number ":" code)``), the ``Installation-Id`` that asked for the code, and the new
   password as the UTF-8 body. 201 the account was created (anew, for a reassigned number:
-  below); 200 the existing account got the new password; 400 malformed (the Installation-Id
+  below; or by this request sent before, whose node was killed or whose storage failed before
+  it answered); 200 the existing account got the new password; 400 malformed (the Installation-Id
   too) or a password the server refuses; 401 a wrong code; 404 no code is pending (never sent,
   used, or expired) or another installation asked for it (so that a stranger's tries neither
   void the owner's code nor tell that one is pending); 429 with ``Retry-After`` when this
@@ -46,7 +47,10 @@ node's claim makes it wait (it takes no try's place while it does: with ``code_a
 it would find none left). The request that used it is remembered until the code's expiry
 under ``phone-done/{number}``, as salted hashes of the code and the Installation-Id only: the
 same request sent again is answered alike if its password is the account's (checked against
-the account's SCRAM keys), and any other gets 404.
+the account's SCRAM keys), and any other gets 404. Before it creates an account, the request
+notes so under ``phone-new/{code id}`` until the code's expiry: a retry that finds that note
+and an account with its password (not an old one of a reassigned number, not yet deleted)
+knows that its first sending created the account, and answers 201 as that would have.
 
 **Limits.** Per number one code per ``sms_interval`` and ``sms_per_day`` a UTC day, of which
 ``sms_per_day_per_address`` asked for from any one client address (an IPv6 /64 as one): a
@@ -122,7 +126,7 @@ from ..locks import AccountLocks
 from ..module import Module
 from ..sasl2 import LoginKeys
 from ..sms import KINDS, CommandGateway, Gateway, HttpGateway, LogGateway, SmsError
-from ..storage import AlreadyExists, StorageError
+from ..storage import Account, AlreadyExists, StorageError
 from ..throttle import address_group
 from .fast import FastTokens
 from .last import LastActivity
@@ -235,6 +239,12 @@ def _reverified() -> StreamError:
     return StreamError("not-authorized", "the number was verified again (a new phone): log in with the new password")
 
 
+async def _has_password(account: Account | None, password: str) -> bool:
+    """Whether ``account`` exists and has ``password`` (checked against its SCRAM keys)."""
+    credential = account.credentials.get("SHA-256") if account is not None else None
+    return credential is not None and await asyncio.to_thread(password_matches, password, credential)
+
+
 def _digest(salt: str, digits: str) -> str:
     return hashlib.sha256(f"{salt}:{digits}".encode()).hexdigest()
 
@@ -245,6 +255,10 @@ def _code_key(number: str) -> str:
 
 def _done_key(number: str) -> str:
     return f"phone-done/{number}"
+
+
+def _created_key(code: _Code) -> str:
+    return f"phone-new/{code.id}"
 
 
 def _installation(request: web.Request) -> str:
@@ -601,7 +615,7 @@ class Phone(Module[PhoneOptions]):
             await kv.delete(self.host, "", key)
             return None
         try:
-            created = await self._assign(number, password)
+            created = await self._assign(number, password, code)
             await self._note_answer(number, digits, installation, code.expires, created)
         except StorageError:
             # The account was not changed, so neither is the code used: the same request, made
@@ -645,9 +659,7 @@ class Phone(Module[PhoneOptions]):
         done = _Code("", salt, digest, until, asker)
         if until <= time.time() or not (done.asked_by(installation) and done.matches(digits)):
             return None
-        account = await self.server.storage.accounts.get(self.host, number)
-        credential = account.credentials.get("SHA-256") if account is not None else None
-        if credential is None or not await asyncio.to_thread(password_matches, password, credential):
+        if not await _has_password(await self.server.storage.accounts.get(self.host, number), password):
             return None
         return bool(created)
 
@@ -674,31 +686,50 @@ class Phone(Module[PhoneOptions]):
 
     # --- accounts --------------------------------------------------------------------------
 
-    async def _assign(self, number: str, password: str) -> bool:
+    async def _assign(self, number: str, password: str, code: _Code) -> bool:
         """Create the number's account with ``password``, or one anew in place of an account
         unused for long (a reassigned number), or give the existing one the new password; in
-        each case mark the number verified. True if created."""
+        each case mark the number verified. True if created, also by this request sent before
+        with ``code`` (:meth:`_created_with`).
+
+        Whether the account was created is told by the answer, 201 or 200, and an app sets up
+        a created one (its keys, its roster): so before one is created, that the request with
+        ``code`` creates it is noted, until the code's expiry. Its node killed after creating it
+        and before answering, the app's retry finds that note and the account with its
+        password, and is told 201 as the first would have been."""
         host = self.host
         account = JID(number, host)
         credentials = await asyncio.to_thread(derive_credentials, password)
         accounts = self.server.storage.accounts
-        outcome = "created"
+        kv = self.server.storage.kv
         async with self._locks.hold(account):
-            try:
-                await accounts.create(host, number, credentials)
-            except AlreadyExists:
-                if await self._given_up(account):
-                    outcome = "reassigned"
+            stored = await accounts.get(host, number)
+            if stored is not None and await self._created_with(code, stored, password):
+                outcome = "created before"
+            elif stored is None or await self._given_up(account):
+                outcome = "created" if stored is None else "reassigned"
+                await self._sweep_later(_created_key(code), code.expires)
+                await kv.set(host, "", _created_key(code), repr(time.time()).encode())
+                if stored is not None:
                     await self.server.delete_account(host, number)
+                try:
                     await accounts.create(host, number, credentials)
-                else:
+                except AlreadyExists:
+                    # Made meanwhile, not by this module (schnack admin user add): this request
+                    # re-keys it, and the note goes, as it did not create it.
                     outcome = "re-keyed"
+                    await kv.delete(host, "", _created_key(code))
                     await accounts.set_credentials(host, number, credentials)
-            await self.server.storage.kv.set(host, number, STORE, json.dumps({"verified": time.time()}).encode())
+            else:
+                outcome = "re-keyed"
+                await accounts.set_credentials(host, number, credentials)
+            await kv.set(host, number, STORE, json.dumps({"verified": time.time()}).encode())
         if outcome == "created":
             log.info("created %s@%s, verified by SMS", number, host)
             return True
-        if outcome == "reassigned":
+        if outcome == "created before":
+            log.info("%s@%s was created by the same request sent before, which was not answered", number, host)
+        elif outcome == "reassigned":
             log.info("%s@%s was unused for over %d days: deleted, and created anew for the number's new owner",
                      number, host, self.options.reassign_after)
         else:
@@ -707,10 +738,19 @@ class Phone(Module[PhoneOptions]):
             if fast is not None:
                 await fast.revoke(host, number, None)
         # The old owner's sessions end, on every node: with a reassigned number, one that logged
-        # in while the account was being checked.
+        # in while the account was being checked (also when the node that created it anew died
+        # before it got here).
         await self._end_outdated(account)
         await self.server.cluster.bus.announce(STORE, f"{number}@{host}")
-        return outcome == "reassigned"
+        return outcome != "re-keyed"
+
+    async def _created_with(self, code: _Code, stored: Account, password: str) -> bool:
+        """Whether a request with ``code`` created the ``stored`` account: it noted that it would
+        (:meth:`_assign`), and the account has this request's password, so it is neither the old
+        one of a reassigned number that request was to delete first nor one made otherwise."""
+        if await self.server.storage.kv.get(self.host, "", _created_key(code)) is None:
+            return False
+        return await _has_password(stored, password)
 
     async def _given_up(self, account: JID) -> bool:
         """Whether the existing ``account`` looks given up with its number: no session on any
