@@ -27,7 +27,7 @@ from ..xmpp.stanza import Stanza
 from ..xmpp.xml import element, qname, serialize, sub
 from .hooks import Unanswered
 from .router import Finish
-from .sasl2 import LoginKeys, Sasl2, still_current, stored_credentials
+from .sasl2 import LoginKeys, Sasl2, fingerprint, still_current, stored_credentials
 from .sasl2 import localpart as _localpart
 from .sessions import Session
 
@@ -88,8 +88,9 @@ class C2SStream:
         self._sasl_mechanism = ""
         # The account the SASL name maps to, once the mechanism named one.
         self._sasl_account: str | None = None
-        # The account's stored keys the login was checked against, for the session (LoginKeys).
-        self.login_credentials: dict[str, sasl.ScramCredential] | None = None
+        # The fingerprint of the account's stored keys the login was checked against, for the
+        # session (LoginKeys).
+        self.login_keys: str | None = None
         self._sasl_failures = 0
         # XEP-0388 negotiation, offered next to RFC 6120 SASL on encrypted streams: made when first
         # needed and let go once the stream has its session, as nothing of it is used after that.
@@ -387,7 +388,8 @@ class C2SStream:
                 return
             assert self._sasl is not None and self._sasl_account is not None
             await still_current(self.server, self.host or "", self._sasl_account, self._sasl.credentials)
-            self.login_credentials = self._sasl.credentials
+            assert self._sasl.credentials is not None
+            self.login_keys = fingerprint(self._sasl.credentials)
             self._sasl = None
             throttle.success(self.host or "", self._sasl_account)
             self.username = self._sasl_account
@@ -433,7 +435,7 @@ class C2SStream:
         if registry.get(jid) is None and len(registry.resources(jid.bare)) >= self.server.config.limits.max_resources:
             raise StanzaError("resource-constraint", "too many sessions for this account")
         self.session = Session(jid, self, id=self.id, secure=self.conn.secure, peer=self.conn.peer)
-        self.session.slot(LoginKeys).credentials = self.login_credentials
+        self.session.slot(LoginKeys).keys = self.login_keys
         self._sasl2 = None
         return self.session
 

@@ -90,17 +90,26 @@ class Authenticated:
 
     username: str
     additional_data: bytes | None = None
-    # The account's stored keys the token was found bound to (see LoginKeys).
-    credentials: dict[str, sasl.ScramCredential] | None = None
+    # The fingerprint of the account's stored keys the token was found bound to (see LoginKeys).
+    keys: str | None = None
 
 
 @dataclass
 class LoginKeys:
-    """Per session: the account's stored keys its login was checked against (a password's, or
-    those a token was bound to), to tell a session that logged in before they changed from one
-    that logged in after, whenever it bound."""
+    """Per session: the :func:`fingerprint` of the account's stored keys its login was checked
+    against (a password's, or those a token was bound to), to tell a session that logged in
+    before they changed from one that logged in after, whenever it bound. Every session holds
+    one: a fingerprint is a tenth of the keys' size."""
 
-    credentials: dict[str, sasl.ScramCredential] | None = None
+    keys: str | None = None
+
+
+def fingerprint(credentials: dict[str, sasl.ScramCredential]) -> str:
+    """A short digest of the stored credentials: it changes with the password."""
+    digest = hashlib.sha256()
+    for name in sorted(credentials):
+        digest.update(name.encode() + credentials[name].salt + credentials[name].stored_key)
+    return digest.hexdigest()[:32]
 
 
 @dataclass
@@ -191,7 +200,7 @@ class Sasl2:
                 await still_current(stream.server, host, account, self._sasl.credentials)
                 # Only the password clears what guessing it counted (a token login leaves it).
                 throttle.success(host, account)
-                stream.login_credentials = self._sasl.credentials
+                stream.login_keys = _fingerprint_of(self._sasl.credentials)
             self._reset()
             await self._succeed(request, account, step.data)
         except _Mismatch:
@@ -241,7 +250,7 @@ class Sasl2:
             if not isinstance(found, Authenticated):
                 raise sasl.SaslFailure("invalid-mechanism", f"{request.mechanism} is not offered")
             self._account = found.username
-            stream.login_credentials = found.credentials
+            stream.login_keys = found.keys
             return sasl.Success(found.additional_data, found.username)
         self._sasl = sasl.SaslServer(request.mechanism, tls=True, channel_binding=stream.conn.channel_binding,
                                      domain=host)
@@ -337,6 +346,10 @@ async def stored_credentials(server: Server, host: str, username: str | None) ->
     except StorageError:
         raise sasl.SaslFailure("temporary-auth-failure", STORAGE_DOWN) from None
     return account.credentials if account is not None else None
+
+
+def _fingerprint_of(credentials: dict[str, sasl.ScramCredential] | None) -> str | None:
+    return fingerprint(credentials) if credentials is not None else None
 
 
 async def still_current(server: Server, host: str, username: str, checked: dict[str, sasl.ScramCredential] | None) -> None:

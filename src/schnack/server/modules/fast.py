@@ -40,7 +40,6 @@ revoking a device also closes its sessions.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -58,11 +57,12 @@ from ...xmpp.jid import JID, JIDError
 from ...xmpp.payloads.fast import FAST as FAST_TAG
 from ...xmpp.payloads.fast import REQUEST_TOKEN, Fast, FastError, FastFeature, RequestToken, Token
 from ...xmpp.payloads.sasl2 import Authenticate
-from ...xmpp.sasl import SaslFailure, ScramCredential
+from ...xmpp.sasl import SaslFailure
 from .. import sasl2
 from ..config import bounded
 from ..locks import AccountLocks
 from ..module import Module
+from ..sasl2 import fingerprint
 
 if TYPE_CHECKING:
     from ..c2s import C2SStream
@@ -119,14 +119,6 @@ class _Device:
     @property
     def empty(self) -> bool:
         return self.current is None and self.new is None
-
-
-def fingerprint(credentials: dict[str, ScramCredential]) -> str:
-    """A short digest of the stored credentials: it changes with the password."""
-    digest = hashlib.sha256()
-    for name in sorted(credentials):
-        digest.update(name.encode() + credentials[name].salt + credentials[name].stored_key)
-    return digest.hexdigest()[:32]
 
 
 def _moment(stamp: float | None) -> str | None:
@@ -221,7 +213,7 @@ class FastTokens(Module[FastOptions]):
             device.used = now
             await self._save(host, username, agent, device)
         return sasl2.Authenticated(username, ht.responder(bytes.fromhex(slot.key), cb_data, algorithm),
-                                   account.credentials)
+                                   fingerprint(account.credentials))
 
     @staticmethod
     def _match(device: _Device, proof: bytes, cb_data: bytes, algorithm: str) -> tuple[_Slot, str]:
@@ -274,7 +266,7 @@ class FastTokens(Module[FastOptions]):
         key = ht.key_of(token, ht.parse_mechanism(mechanism)[0])
         async with self._locks.hold(JID(username, host)):
             account = await self.server.storage.accounts.get(host, username)
-            if account is None or account.credentials != stream.login_credentials:
+            if account is None or fingerprint(account.credentials) != stream.login_keys:
                 # The password changed since this login was checked, and the revocation that came
                 # with the change may have run already: a token bound to the new keys would outlive it.
                 log.info("not issuing a token for %s: the password changed during the login", username)

@@ -124,7 +124,7 @@ from ..cluster.claims import claim_notes, claimant_lives, node_claim
 from ..config import ConfigError, bounded
 from ..locks import AccountLocks
 from ..module import Module
-from ..sasl2 import LoginKeys
+from ..sasl2 import LoginKeys, fingerprint
 from ..sms import KINDS, CommandGateway, Gateway, HttpGateway, LogGateway, SmsError
 from ..storage import Account, AlreadyExists, StorageError
 from ..throttle import address_group
@@ -768,7 +768,7 @@ class Phone(Module[PhoneOptions]):
         if session.host != self.host or not is_e164(session.username):
             return
         account = await self.server.storage.accounts.get(session.host, session.username)
-        if account is None or session.slot(LoginKeys).credentials != account.credentials:
+        if account is None or session.slot(LoginKeys).keys != fingerprint(account.credentials):
             # At once: the client may have sent stanzas behind its bind request, and none of
             # them is to be handled.
             session.close(_reverified())
@@ -782,11 +782,11 @@ class Phone(Module[PhoneOptions]):
         """End the account's sessions that logged in with other keys than the stored ones."""
         assert account.local is not None
         stored = await self.server.storage.accounts.get(account.domain, account.local)
-        current = stored.credentials if stored is not None else None
+        current = fingerprint(stored.credentials) if stored is not None else None
         # The sessions as they are once the keys were read: one registered meanwhile, having
         # read the old keys in bound, is among them.
         for session in self.server.sessions.resources(account):
-            if session.slot(LoginKeys).credentials != current:
+            if session.slot(LoginKeys).keys != current:
                 session.close(_reverified())
 
     # --- contact discovery -----------------------------------------------------------------
