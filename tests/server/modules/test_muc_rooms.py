@@ -10,6 +10,7 @@ import pytest
 from schnack.server.app import Server
 from schnack.server.config import ConfigError
 from schnack.server.modules.muc import Muc
+from schnack.server.storage.base import RoomAffiliation
 from schnack.xmpp import ns
 from schnack.xmpp.payloads.dataforms import DataForm
 from schnack.xmpp.payloads.disco import DiscoInfo, DiscoItems
@@ -229,9 +230,9 @@ async def _admins_take_over(server: Server) -> None:
 
 
 async def test_the_last_owners_deleted_account_hands_an_empty_room_to_a_member(server: Server) -> None:
-    """Without admins the member whose bare JID sorts first becomes the owner (storage does not keep
-    when each became a member), in a stored room nobody is in too; a room with nobody else
-    affiliated but an outcast keeps no owner, and the outcast stays banned."""
+    """Without admins the longest-standing member becomes the owner, in a stored room nobody is in
+    too; a room with nobody else affiliated but an outcast keeps no owner, and the outcast stays
+    banned."""
     alice = await online(server, "alice@localhost/phone")
     await create(alice, nick="alice")
     for jid in ("zoe@localhost", "bob@localhost"):
@@ -246,16 +247,47 @@ async def test_the_last_owners_deleted_account_hands_an_empty_room_to_a_member(s
     assert await server.delete_account("localhost", "alice")
     affiliations = await server.storage.muc.affiliations(SERVICE, "family")
     assert {jid: record.affiliation for jid, record in affiliations.items()} == {
-        "bob@localhost": "owner", "zoe@localhost": "member"}
+        "bob@localhost": "member", "zoe@localhost": "owner"}
     affiliations = await server.storage.muc.affiliations(SERVICE, "lonely")
     assert {jid: record.affiliation for jid, record in affiliations.items()} == {"eve@localhost": "outcast"}
     assert await server.storage.muc.get_room(SERVICE, "lonely") is not None
     assert not muc(server).rooms.live
-    bob = await online(server, "bob@localhost/phone")
-    own = of_kind(await join(bob, ROOM, "bob"), PRESENCE)[-1]
+    zoe = await online(server, "zoe@localhost/phone")
+    own = of_kind(await join(zoe, ROOM, "zoe"), PRESENCE)[-1]
     assert item(own).get("affiliation") == "owner"
-    await bob.send(f"<iq type='get' id='c' to='{ROOM}'><query xmlns='{OWNER}'/></iq>")
-    assert iq_reply(bob.take(), "c").get("type") == "result"
+    await zoe.send(f"<iq type='get' id='c' to='{ROOM}'><query xmlns='{OWNER}'/></iq>")
+    assert iq_reply(zoe.take(), "c").get("type") == "result"
+
+
+async def test_members_stored_without_their_time_are_the_longest_standing(server: Server) -> None:
+    """Affiliations stored before storage kept when they were granted count as older than any
+    that has its time, and among themselves go by bare JID; a member promoted to admin and back
+    keeps the time it joined."""
+    alice = await online(server, "alice@localhost/phone")
+    await create(alice, nick="alice")
+    for jid in ("carl@localhost", "bob@localhost"):
+        assert (await set_affiliation(alice, jid, "member")).get("type") == "result"
+    await alice.send(f"<presence to='{ROOM}/alice' type='unavailable'/>")
+    alice.take()
+    assert not muc(server).rooms.live
+    for jid in ("yann@localhost", "xavier@localhost"):
+        await server.storage.muc.set_affiliation(SERVICE, "family", RoomAffiliation(jid, "member"))
+    assert await server.delete_account("localhost", "alice")
+    affiliations = await server.storage.muc.affiliations(SERVICE, "family")
+    assert {jid: record.affiliation for jid, record in affiliations.items()} == {
+        "bob@localhost": "member", "carl@localhost": "member", "xavier@localhost": "owner",
+        "yann@localhost": "member"}
+    xavier = await online(server, "xavier@localhost/phone")
+    await join(xavier, ROOM, "xavier")
+    assert (await set_affiliation(xavier, "yann@localhost", "none")).get("type") == "result"
+    for affiliation in ("admin", "member"):
+        assert (await set_affiliation(xavier, "carl@localhost", affiliation)).get("type") == "result"
+    await xavier.send(f"<presence to='{ROOM}/xavier' type='unavailable'/>")
+    xavier.take()
+    assert await server.delete_account("localhost", "xavier")
+    affiliations = await server.storage.muc.affiliations(SERVICE, "family")
+    assert {jid: record.affiliation for jid, record in affiliations.items()} == {
+        "bob@localhost": "member", "carl@localhost": "owner"}
 
 
 async def test_cancelling_the_form_of_a_new_room_destroys_it(server: Server) -> None:

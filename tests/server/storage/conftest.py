@@ -45,6 +45,16 @@ async def postgres_schema() -> AsyncIterator[tuple[str, str, asyncpg.Connection]
         await admin.close()
 
 
+async def execute_in_schema(storage_url: str, sql: str) -> None:
+    """Run ``sql`` on the PostgreSQL schema of ``storage_url``, on a connection of its own."""
+    schema = dict(parse_qsl(urlsplit(storage_url).query))["schema"]
+    conn = await asyncpg.connect(storage_url.split("?", maxsplit=1)[0], server_settings={"search_path": schema})
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """The URL of an empty store, once per backend."""
@@ -65,7 +75,8 @@ async def storage(storage_url: str) -> AsyncIterator[Storage]:
         await store.close()
 
 
-# SQLite's archive as migrations 0001 to 0003 left it: keyed by the three strings, no counts.
+# SQLite's archive as migrations 0001 to 0003 left it: keyed by the three strings, no counts; and
+# the groups' affiliations without their time (0006).
 _SQLITE_ARCHIVE_BY_STRINGS = """
 CREATE TABLE archive_by_strings (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, host TEXT NOT NULL, username TEXT NOT NULL,
@@ -84,13 +95,15 @@ ALTER TABLE archive_by_strings RENAME TO archive;
 CREATE INDEX archive_by_user ON archive (host, username, store, seq, timestamp);
 CREATE INDEX archive_by_with ON archive (host, username, store, with_jid, seq, timestamp);
 CREATE INDEX archive_by_time ON archive (host, username, store, timestamp);
+ALTER TABLE muc_affiliations DROP COLUMN since;
 DELETE FROM schema_version WHERE version >= 4;
 """
 
 
 def rewind_sqlite_archive(path: str) -> None:
-    """Take a SQLite store's archive back to the schema before its items were counted (0004) and
-    keyed by numbers (0005), keeping what it holds: the next open migrates it again."""
+    """Take a SQLite store back to the schema of migration 0003, before the archive's items were
+    counted (0004) and keyed by numbers (0005), keeping what it holds: the next open migrates it
+    again."""
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.executescript(f"BEGIN;\n{_SQLITE_ARCHIVE_BY_STRINGS}\nCOMMIT;")
 

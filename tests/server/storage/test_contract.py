@@ -8,9 +8,7 @@ import functools
 import random
 import sqlite3
 import time
-from urllib.parse import parse_qsl, urlsplit
 
-import asyncpg
 import pytest
 
 from schnack.server.storage import (
@@ -31,7 +29,7 @@ from schnack.server.storage import (
 from schnack.server.storage.base import NAME_BYTES, RoomAffiliation
 from schnack.xmpp.sasl import ScramCredential, derive_credentials
 
-from .conftest import rewind_sqlite_archive
+from .conftest import execute_in_schema, rewind_sqlite_archive
 
 H = "example.org"
 OTHER_HOST = "other.example"
@@ -907,26 +905,17 @@ async def test_archive_count_of_items_stored_before_it_was_kept(storage_url: str
 
 
 async def _forget_archive_counts(storage_url: str) -> None:
-    """Take the store back to the schema before the counts were kept (SQLite 0004, and 0005 after
-    it; PostgreSQL 0005, and 0006 after it)."""
+    """Take the store back to the schema before the counts were kept (SQLite 0004, and those after
+    it; PostgreSQL 0005, and those after it)."""
     if storage_url.startswith("sqlite:"):
         rewind_sqlite_archive(storage_url.removeprefix("sqlite://"))
         return
-    await _execute_in_schema(storage_url, "DROP TABLE deleted_accounts; DROP FUNCTION account_locked CASCADE;"
+    await execute_in_schema(storage_url, "DROP TABLE deleted_accounts; DROP FUNCTION account_locked CASCADE;"
                              "DROP FUNCTION accounts_not_deleted CASCADE; DROP FUNCTION lock_account_for_deletion;"
                              "DROP TABLE archive_counts; DROP TRIGGER archive_counted ON archive;"
                              "DROP TRIGGER archive_uncounted ON archive; DROP FUNCTION archive_count_added;"
-                             "DROP FUNCTION archive_count_removed; DELETE FROM schema_migrations WHERE version >= 5")
-
-
-async def _execute_in_schema(storage_url: str, sql: str) -> None:
-    """Run ``sql`` on the PostgreSQL schema of ``storage_url``, on a connection of its own."""
-    schema = dict(parse_qsl(urlsplit(storage_url).query))["schema"]
-    conn = await asyncpg.connect(storage_url.split("?", maxsplit=1)[0], server_settings={"search_path": schema})
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+                             "DROP FUNCTION archive_count_removed; ALTER TABLE muc_affiliations DROP COLUMN since;"
+                             "DELETE FROM schema_migrations WHERE version >= 5")
 
 
 async def _refuse_counting(storage_url: str, username: str) -> None:
@@ -937,7 +926,7 @@ async def _refuse_counting(storage_url: str, username: str) -> None:
                        f"(SELECT owner FROM archive_owners WHERE username = '{username}') "
                        "BEGIN SELECT RAISE(ABORT, 'refused'); END")
         return
-    await _execute_in_schema(storage_url, "CREATE FUNCTION refuse_count() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    await execute_in_schema(storage_url, "CREATE FUNCTION refuse_count() RETURNS trigger LANGUAGE plpgsql AS $$ "
                              f"BEGIN IF NEW.username = '{username}' THEN RAISE EXCEPTION 'refused'; END IF; "
                              "RETURN NEW; END $$; CREATE TRIGGER refuse_count BEFORE INSERT ON archive_counts "
                              "FOR EACH ROW EXECUTE FUNCTION refuse_count()")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 
 from schnack.server.storage import Storage, open_storage
 from schnack.server.storage.base import RoomAffiliation
+
+from .conftest import execute_in_schema
 
 S = "groups.example.org"
 OTHER = "groups.other.example"
@@ -47,6 +51,48 @@ async def test_affiliations_set_replace_and_remove(storage: Storage) -> None:
     await storage.muc.set_affiliation(S, "family", RoomAffiliation("eve@example.org", "none"))
     assert set(await storage.muc.affiliations(S, "family")) == {"alice@example.org", "bob@example.org"}
     assert await storage.muc.affiliations(S, "other") == {}
+
+
+async def test_affiliations_keep_when_they_were_granted(storage: Storage) -> None:
+    await storage.muc.set_affiliation(S, "family", RoomAffiliation("alice@example.org", "owner", since=1000.25))
+    await storage.muc.set_affiliation(S, "family", RoomAffiliation("bob@example.org", "member"))
+    assert await storage.muc.affiliations(S, "family") == {
+        "alice@example.org": RoomAffiliation("alice@example.org", "owner", since=1000.25),
+        "bob@example.org": RoomAffiliation("bob@example.org", "member"),
+    }
+    await storage.muc.set_affiliation(S, "family", RoomAffiliation("alice@example.org", "admin", "Al", since=999.5))
+    assert (await storage.muc.affiliations(S, "family"))["alice@example.org"] == RoomAffiliation(
+        "alice@example.org", "admin", "Al", since=999.5)
+
+
+async def test_affiliations_stored_before_their_time_was_kept_have_none(storage_url: str) -> None:
+    """The migration that adds the time keeps the rows there were, without a time."""
+    store = await open_storage(storage_url)
+    try:
+        await store.muc.set_affiliation(S, "family", RoomAffiliation("alice@example.org", "owner", "Alice", since=5.0))
+    finally:
+        await store.close()
+    await _forget_affiliation_times(storage_url)
+    store = await open_storage(storage_url)
+    try:
+        assert await store.muc.affiliations(S, "family") == {
+            "alice@example.org": RoomAffiliation("alice@example.org", "owner", "Alice"),
+        }
+        await store.muc.set_affiliation(S, "family", RoomAffiliation("bob@example.org", "member", since=6.0))
+        assert (await store.muc.affiliations(S, "family"))["bob@example.org"].since == 6.0
+    finally:
+        await store.close()
+
+
+async def _forget_affiliation_times(storage_url: str) -> None:
+    """Take the store back to the schema before affiliations kept their time (SQLite 0006,
+    PostgreSQL 0007)."""
+    if storage_url.startswith("sqlite:"):
+        with contextlib.closing(sqlite3.connect(storage_url.removeprefix("sqlite://"))) as db, db:
+            db.executescript("ALTER TABLE muc_affiliations DROP COLUMN since; DELETE FROM schema_version WHERE version >= 6")
+        return
+    await execute_in_schema(storage_url, "ALTER TABLE muc_affiliations DROP COLUMN since;"
+                            "DELETE FROM schema_migrations WHERE version >= 7")
 
 
 async def test_rooms_of_and_forget_jid(storage: Storage) -> None:

@@ -343,12 +343,15 @@ class StoredRoom:
 
 @dataclass(frozen=True, slots=True)
 class RoomAffiliation:
-    """XEP-0045 §5.2: a bare JID's affiliation with a room, with its reserved nick and the reason."""
+    """XEP-0045 §5.2: a bare JID's affiliation with a room, with its reserved nick and the reason.
+    ``since`` is when the bare JID became affiliated (seconds since the epoch), None for an
+    affiliation stored before storage kept that (SQLite migration 0006, PostgreSQL 0007)."""
 
     jid: str
     affiliation: str
     nick: str | None = None
     reason: str | None = None
+    since: float | None = None
 
 
 class MucStore(Protocol):

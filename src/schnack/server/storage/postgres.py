@@ -626,9 +626,9 @@ class Muc(_Part):
         return status != "DELETE 0"
 
     async def affiliations(self, service: str, name: str) -> dict[str, RoomAffiliation]:
-        rows = await self._all("SELECT jid, affiliation, nick, reason FROM muc_affiliations "
+        rows = await self._all("SELECT jid, affiliation, nick, reason, since FROM muc_affiliations "
                                "WHERE service=$1 AND name=$2", service, name)
-        return {r[0]: RoomAffiliation(r[0], r[1], r[2], r[3]) for r in rows}
+        return {r[0]: RoomAffiliation(r[0], r[1], r[2], r[3], r[4]) for r in rows}
 
     async def set_affiliation(self, service: str, name: str, item: RoomAffiliation) -> None:
         if item.affiliation == "none":
@@ -637,9 +637,10 @@ class Muc(_Part):
         else:
             check_names(service, name, item.jid)
             await self._write(
-                "INSERT INTO muc_affiliations VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (service, name, jid) "
-                "DO UPDATE SET affiliation=EXCLUDED.affiliation, nick=EXCLUDED.nick, reason=EXCLUDED.reason",
-                service, name, item.jid, item.affiliation, item.nick, item.reason)
+                "INSERT INTO muc_affiliations (service, name, jid, affiliation, nick, reason, since) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (service, name, jid) DO UPDATE SET "
+                "affiliation=EXCLUDED.affiliation, nick=EXCLUDED.nick, reason=EXCLUDED.reason, since=EXCLUDED.since",
+                service, name, item.jid, item.affiliation, item.nick, item.reason, item.since)
 
     async def rooms_of(self, jid: str) -> list[tuple[str, str, str]]:
         rows = await self._all('SELECT service, name, affiliation FROM muc_affiliations WHERE jid=$1 '

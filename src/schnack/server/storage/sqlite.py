@@ -798,9 +798,9 @@ class Muc(_Part):
         return await _in_thread(self.db, _committed(delete))
 
     async def affiliations(self, service: str, name: str) -> dict[str, RoomAffiliation]:
-        rows = await self._all("SELECT jid, affiliation, nick, reason FROM muc_affiliations "
+        rows = await self._all("SELECT jid, affiliation, nick, reason, since FROM muc_affiliations "
                                "WHERE service=? AND name=?", service, name)
-        return {r[0]: RoomAffiliation(r[0], r[1], r[2], r[3]) for r in rows}
+        return {r[0]: RoomAffiliation(r[0], r[1], r[2], r[3], r[4]) for r in rows}
 
     async def set_affiliation(self, service: str, name: str, item: RoomAffiliation) -> None:
         if item.affiliation == "none":
@@ -808,8 +808,9 @@ class Muc(_Part):
                               service, name, item.jid)
         else:
             check_names(service, name, item.jid)
-            await self._write("INSERT OR REPLACE INTO muc_affiliations VALUES (?, ?, ?, ?, ?, ?)",
-                              service, name, item.jid, item.affiliation, item.nick, item.reason)
+            await self._write("INSERT OR REPLACE INTO muc_affiliations (service, name, jid, affiliation, nick, "
+                              "reason, since) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              service, name, item.jid, item.affiliation, item.nick, item.reason, item.since)
 
     async def rooms_of(self, jid: str) -> list[tuple[str, str, str]]:
         rows = await self._all("SELECT service, name, affiliation FROM muc_affiliations WHERE jid=? "

@@ -6,7 +6,8 @@ A request may carry several items, each about a different user: one that names a
 nick or by JID, for a role or an affiliation) is bad-request and changes nothing.
 Affiliations (§9, §10.3 to §10.7): admins ban, make members and remove them, for users below admin;
 owners change any affiliation but never leave the room without an owner (conflict); when the last
-owner's account is deleted, its admins (or else one member) become owners (:func:`heirs`). A member (or
+owner's account is deleted, its admins (or else its longest-standing member) become owners
+(:func:`heirs`). A member (or
 anyone below admin) changing someone's affiliation gets forbidden; giving up one's own affiliation
 (to none) is allowed to members, admins and owners (the last owner excepted), so that leaving a
 private group ends the membership and the others stop encrypting to the one who left. An outcast
@@ -59,14 +60,19 @@ def keep_an_owner(room: Room, changes: Iterable[tuple[JID, str]]) -> None:
 
 def heirs(room: Room, gone: JID) -> list[JID]:
     """Who becomes owner when ``gone``, the room's last owner, loses its affiliation without
-    choosing a successor (its account was deleted): every admin, else the member whose bare JID
-    sorts first (storage does not keep when each became a member), else nobody."""
-    others = {jid: record.affiliation for jid, record in room.affiliations.items() if jid != gone}
-    if room.affiliation(gone) != "owner" or "owner" in others.values():
+    choosing a successor (its account was deleted): every admin (§10.6 lets admins do what they
+    could not before), else the longest-standing member, as messengers hand a group on, else
+    nobody. A member stored before storage kept when it became one counts as older than any
+    other; between those, and between members of the same moment, the bare JID decides."""
+    others = {jid: record for jid, record in room.affiliations.items() if jid != gone}
+    if room.affiliation(gone) != "owner" or any(record.affiliation == "owner" for record in others.values()):
         return []
-    admins = sorted((jid for jid, affiliation in others.items() if affiliation == "admin"), key=str)
-    members = sorted((jid for jid, affiliation in others.items() if affiliation == "member"), key=str)
-    return admins or members[:1]
+    admins = sorted((jid for jid, record in others.items() if record.affiliation == "admin"), key=str)
+    if admins:
+        return admins
+    members = [(record.since is not None, record.since or 0.0, str(jid), jid)
+               for jid, record in others.items() if record.affiliation == "member"]
+    return [min(members)[3]] if members else []
 
 
 class Admin:

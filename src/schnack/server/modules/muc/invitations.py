@@ -24,6 +24,7 @@ affiliation change, in a message from the room after an invitation).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from ....xmpp import ns
@@ -155,5 +156,10 @@ class Invitations:
 
 
 def affiliation_record(jid: JID, affiliation: str, reason: str | None, previous: RoomAffiliation | None) -> RoomAffiliation:
-    """The record for a new affiliation, keeping a reserved nick."""
-    return RoomAffiliation(str(jid), affiliation, previous.nick if previous is not None else None, reason)
+    """The record for a new affiliation, keeping a reserved nick and, while the user stays a member
+    or above, when it became one (a promoted member is as long-standing as before, :func:`.admin.heirs`)."""
+    if previous is None:
+        return RoomAffiliation(str(jid), affiliation, None, reason, time.time())
+    member = AFFILIATION_RANK["member"]
+    stays = AFFILIATION_RANK[previous.affiliation] >= member and AFFILIATION_RANK[affiliation] >= member
+    return RoomAffiliation(str(jid), affiliation, previous.nick, reason, previous.since if stays else time.time())

@@ -8,6 +8,7 @@ Temporary rooms live only in memory and go when the last occupant leaves (§4.2)
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from ....xmpp.jid import JID
@@ -64,7 +65,7 @@ class Rooms:
 
     def create(self, jid: JID, owner: JID, state: RoomState) -> Room:
         """§10.1.1: a new, locked room with ``owner`` as its only owner (kept in memory only)."""
-        room = Room(jid, state, {owner: RoomAffiliation(str(owner), "owner")}, locked=True)
+        room = Room(jid, state, {owner: RoomAffiliation(str(owner), "owner", since=time.time())}, locked=True)
         self.live[jid] = room
         return room
 
