@@ -229,6 +229,38 @@ async def _admins_take_over(server: Server) -> None:
     assert iq_reply(carol.take(), "c").get("type") == "result"
 
 
+async def test_a_deleted_account_hears_nothing_of_the_groups_it_leaves(tmp_path: Path) -> None:
+    """XEP-0077 §3.2: once an account is being deleted its own sessions are told nothing about it
+    by the groups they were in, neither their own removal (status 321 with 110) nor who takes the
+    group over; they get the IQ result and the end of their streams. The others see the deleted
+    user leave because of an affiliation change (§9.4: unavailable, affiliation none, status 321),
+    in a members-only group and in an open one alike, and the new owner's presence."""
+    async with running(tmp_path, modules={**MODULES, "enable": ["register"]}) as server:
+        alice = await online(server, "alice@localhost/phone")
+        await create(alice, nick="alice")
+        open_room = f"open@{SERVICE}"
+        await create(alice, room=open_room, nick="alice", form=field("muc#roomconfig_membersonly", "0"))
+        assert (await set_affiliation(alice, "bob@localhost", "member")).get("type") == "result"
+        assert (await set_affiliation(alice, "carol@localhost", "admin")).get("type") == "result"
+        carol = await online(server, "carol@localhost/phone")
+        for room in (ROOM, open_room):
+            await join(carol, room, "carol")
+        alice.take()
+        carol.take()
+        await alice.send(f"<iq type='set' id='bye'><query xmlns='{ns.REGISTER}'><remove/></query></iq>")
+        assert await server.storage.accounts.get("localhost", "alice") is None
+        heard = alice.take()
+        assert [el for el in heard if el.tag in (PRESENCE, MESSAGE)] == []
+        assert iq_reply(heard, "bye").get("type") == "result"
+        seen = carol.take()
+        for room in (ROOM, open_room):
+            (left,) = [p for p in of_kind(seen, PRESENCE) if p.get("from") == f"{room}/alice"]
+            assert left.get("type") == "unavailable" and statuses(left) == {321}
+            assert (item(left).get("affiliation"), item(left).get("role")) == ("none", "none")
+        (promoted,) = [p for p in of_kind(seen, PRESENCE) if p.get("from") == f"{ROOM}/carol"]
+        assert item(promoted).get("affiliation") == "owner" and 110 in statuses(promoted)
+
+
 async def test_the_last_owners_deleted_account_hands_an_empty_room_to_a_member(server: Server) -> None:
     """Without admins the longest-standing member becomes the owner, in a stored room nobody is in
     too; a room with nobody else affiliated but an outcast keeps no owner, and the outcast stays

@@ -7,16 +7,16 @@ nick or by JID, for a role or an affiliation) is bad-request and changes nothing
 Affiliations (§9, §10.3 to §10.7): admins ban, make members and remove them, for users below admin;
 owners change any affiliation but never leave the room without an owner (conflict); when the last
 owner's account is deleted, its admins (or else its longest-standing member) become owners
-(:func:`heirs`). A member (or
-anyone below admin) changing someone's affiliation gets forbidden; giving up one's own affiliation
-(to none) is allowed to members, admins and owners (the last owner excepted), so that leaving a
-private group ends the membership and the others stop encrypting to the one who left. An outcast
-has no affiliation to give up: lifting one's own ban is forbidden like any change to the outcast
-list by someone below admin (§9.1, §9.2). A change takes effect at once: a
-banned occupant is removed with status 301, one who is no longer a member of a members-only room
-with 321, the others get their new role; occupants of a non-anonymous room hear of changes to
-users not in the room by a message from the room (§9.3, what OMEMO clients follow to keep their
-member list). Making someone a member returns the OMEMO key check (:mod:`.invitations`).
+(:func:`heirs`), and the account's occupants leave with status 321, their own sessions told nothing
+(they end with the account). A member (or anyone below admin) changing someone's affiliation gets
+forbidden; giving up one's own affiliation (to none) is allowed to members, admins and owners (the
+last owner excepted), so that leaving a private group ends the membership and the others stop
+encrypting to the one who left. An outcast has no affiliation to give up: lifting one's own ban is
+forbidden like any change to the outcast list by someone below admin (§9.1, §9.2). A change takes
+effect at once: a banned occupant is removed with status 301, one who is no longer a member of a
+members-only room with 321, the others get their new role; occupants of a non-anonymous room hear
+of changes to users not in the room by a message from the room (§9.3, what OMEMO clients follow to
+keep their member list). Making someone a member returns the OMEMO key check (:mod:`.invitations`).
 
 Lists (§8.5, §9.5, §10.5): admins and owners read every affiliation list; in a non-anonymous room
 members read the member, admin and owner lists too, since their clients encrypt to everyone on
@@ -214,17 +214,37 @@ class Admin:
 
     async def account_gone(self, room: Room, jid: JID) -> None:
         """XEP-0077 §3.2: ``jid``'s account was deleted, and its affiliation goes with it. The last
-        owner's room passes to its :func:`heirs` first, so that someone can still configure or
-        destroy it (§10.6, §10.9); the occupants hear of both changes as of any other (§9, §10.6)."""
-        for heir in heirs(room, jid):
-            await self.apply_affiliation(room, heir, "owner", "the owner's account was deleted", actor=None)
-        await self.apply_affiliation(room, jid, "none", "the account was deleted", actor=None)
+        owner's room passes to its :func:`heirs`, stored first so that someone can always
+        configure or destroy it (§10.6, §10.9). The account's occupants leave as members removed
+        do (§9.4: status 321), in any room, and before the new owners are announced: their own
+        sessions, which end with the account, are told nothing, neither of their removal nor of
+        who took over. The others hear of both changes as of any other (§9, §10.6)."""
+        successors = heirs(room, jid)
+        for heir in successors:
+            await self._store_affiliation(room, heir, "owner", "the owner's account was deleted")
+        reason = "the account was deleted"
+        await self._store_affiliation(room, jid, "none", reason)
+        present = [o for o in room.occupants.values() if o.jid == jid]
+        for occupant in present:
+            await self.muc.presence.remove(room, occupant, AFFILIATION_CHANGED, reason=reason, tell_self=False)
+        if not present:
+            self._note(room, jid, "none", reason)
+        for heir in successors:
+            await self._announce_affiliation(room, heir, "owner", "the owner's account was deleted", actor=None)
 
     async def apply_affiliation(self, room: Room, jid: JID, affiliation: str, reason: str | None, *,
                                 actor: Occupant | None) -> None:
         """Store the change and apply it to whoever of ``jid`` is in the room (§9.1 to §9.4)."""
+        await self._store_affiliation(room, jid, affiliation, reason)
+        await self._announce_affiliation(room, jid, affiliation, reason, actor=actor)
+
+    async def _store_affiliation(self, room: Room, jid: JID, affiliation: str, reason: str | None) -> None:
         record = affiliation_record(jid, affiliation, reason, room.affiliations.get(jid))
         await self.muc.rooms.set_affiliation(room, jid, record)
+
+    async def _announce_affiliation(self, room: Room, jid: JID, affiliation: str, reason: str | None, *,
+                                    actor: Occupant | None) -> None:
+        """§9.1 to §9.4: apply the stored change to whoever of ``jid`` is in the room."""
         present = [o for o in room.occupants.values() if o.jid == jid]
         actor_nick = actor.nick if actor else None
         for occupant in present:
@@ -235,7 +255,12 @@ class Admin:
             else:
                 occupant.role = room.default_role(affiliation)
                 self.muc.broadcast_presence(room, occupant, reason=reason, actor=actor_nick)
-        if not present and room.config.non_anonymous:
+        if not present:
+            self._note(room, jid, affiliation, reason)
+
+    def _note(self, room: Room, jid: JID, affiliation: str, reason: str | None) -> None:
+        """§9.3: the occupants of a non-anonymous room hear of a change to a user not in it."""
+        if room.config.non_anonymous:
             note = element(qname(ns.CLIENT, "message"), {"from": room.text})
             note.append(UserX(items=(Item(affiliation=affiliation, jid=jid, reason=reason),)).to_xml())
             self.muc.broadcast(room, note)

@@ -231,15 +231,16 @@ class Presences:
         await self.emptied(room)
 
     async def remove(self, room: Room, occupant: Occupant, status: int | None, *, reason: str | None = None,
-                     actor: str | None = None) -> None:
-        """§8.2, §9.1, §9.4: take the occupant out (kick, ban, membership revoked) and tell everyone."""
+                     actor: str | None = None, tell_self: bool = True) -> None:
+        """§8.2, §9.1, §9.4: take the occupant out (kick, ban, membership revoked) and tell everyone,
+        or, without ``tell_self``, everyone but the occupant's own resources (its account is deleted)."""
         gone = tuple(occupant.sessions)
         for full in gone:
             room.by_session.pop(full, None)
         room.occupants.pop(occupant.nick, None)
         occupant.sessions.clear()
         self.muc.broadcast_presence(room, occupant, unavailable=True, statuses=(status,) if status else (),
-                                    reason=reason, actor=actor, also=gone)
+                                    reason=reason, actor=actor, also=gone if tell_self else ())
         await self.emptied(room)
 
     async def emptied(self, room: Room) -> None:
