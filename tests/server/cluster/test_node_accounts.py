@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from schnack.server.app import Server
 from schnack.server.cluster import RedisBus
 from schnack.server.cluster.bus import ACCOUNTS
 from schnack.server.cluster.messages import Changed, decode
@@ -60,6 +61,25 @@ async def _ended(client: Client) -> str | None:
     return ended_with(client)
 
 
+def break_on_deletion(server: Server, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Break the Redis subscription of ``server`` as the first news of a deleted account comes,
+    which it then misses; the event is set when it did."""
+    bus = server.cluster.bus
+    assert isinstance(bus, RedisBus)
+    handle = bus._handle
+    missed = asyncio.Event()
+
+    async def broken(data: bytes) -> None:
+        message = decode(data)
+        if isinstance(message, Changed) and message.store == ACCOUNTS and not missed.is_set():
+            missed.set()
+            raise RedisConnectionError("the subscription broke as this came")
+        await handle(data)
+
+    monkeypatch.setattr(bus, "_handle", broken)
+    return missed
+
+
 async def test_a_deletion_its_node_could_not_announce_ends_the_sessions_elsewhere_once_it_can(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Node a alone could not reach Redis as it deleted alice's account, so its announcement went
@@ -79,19 +99,7 @@ async def test_a_deletion_a_node_missed_while_its_subscription_was_broken_ends_i
     async with nodes(tmp_path, "redis") as (a, b):
         laptop = await online(b, "alice@localhost/laptop")
         desk = await online(b, "bob@localhost/desk")
-        bus = b.cluster.bus
-        assert isinstance(bus, RedisBus)
-        handle = bus._handle
-        missed = asyncio.Event()
-
-        async def broken(data: bytes) -> None:
-            message = decode(data)
-            if isinstance(message, Changed) and message.store == ACCOUNTS and not missed.is_set():
-                missed.set()
-                raise RedisConnectionError("the subscription broke as this came")
-            await handle(data)
-
-        monkeypatch.setattr(bus, "_handle", broken)
+        missed = break_on_deletion(b, monkeypatch)
         assert await a.delete_account("localhost", "alice")
         await asyncio.wait_for(missed.wait(), 10.0)
         await eventually(lambda: _ended(laptop), lambda condition: condition == "not-authorized", timeout=10.0)

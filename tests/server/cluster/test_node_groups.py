@@ -38,6 +38,7 @@ from ..modules.groups import (
 )
 from ..modules.messaging import body
 from .conftest import REDIS_URL, eventually
+from .test_node_accounts import break_on_deletion
 from .test_node_presence import IQ, backend, nodes, online, until
 
 __all__ = ["backend"]  # the fixture that runs each test on both bus backends
@@ -151,6 +152,48 @@ async def test_the_operator_changes_a_group_on_the_node_that_serves_it(tmp_path:
         out = await until(bob, lambda el: el.tag == PRESENCE and el.get("type") == "unavailable")
         assert out.findtext(f"{{{USER}}}x/{{{USER}}}destroy/{{{USER}}}reason") == "closed"
         assert await b.storage.muc.get_room("groups.localhost", "family") is None
+
+
+async def test_a_deletion_the_rooms_node_missed_while_its_subscription_was_broken_counts_there_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The room lives on ``b``, whose subscription broke as the news of alice's deletion through
+    ``a`` came. ``a`` changed the room in storage; once ``b`` subscribes again, the rooms it holds
+    read their affiliations again: the deleted owner stops counting there too, and bob, the only
+    member, becomes owner in the room's memory and is told."""
+    async with nodes(tmp_path, "redis") as (a, b):
+        alice, bob = await _owner_and_member(b, b)
+        await alice.send(f"<presence to='{ROOM}/alice' type='unavailable'/>")
+        room = await _live_room(b)
+        assert [o.nick for o in room.occupants.values()] == ["bob"]
+        missed = break_on_deletion(b, monkeypatch)
+        assert await a.delete_account("localhost", "alice")
+        await asyncio.wait_for(missed.wait(), 10.0)
+        promoted = await until(bob, lambda el: el.tag == PRESENCE and el.get("from") == f"{ROOM}/bob")
+        assert 110 in statuses(promoted)
+        found = promoted.find(f"{{{USER}}}x/{{{USER}}}item")
+        assert found is not None and found.get("affiliation") == "owner", serialize(promoted)
+        assert {str(jid): record.affiliation for jid, record in room.affiliations.items()} == {"bob@localhost": "owner"}
+
+
+async def test_an_occupant_whose_deletion_the_rooms_node_missed_leaves_once_it_subscribes_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In bob's open room on ``b``, carol (no affiliation) is in from ``a``, through which her
+    account is deleted while ``b``'s subscription is broken. Once ``b`` subscribes again, the room
+    finds her account gone: she leaves, the others told as of a member removed (status 321)."""
+    async with nodes(tmp_path, "redis") as (a, b):
+        bob = await online(b, "bob@localhost/desk")
+        await create(bob, nick="bob", form="<field var='muc#roomconfig_membersonly'><value>0</value></field>")
+        carol = await online(a, "carol@localhost/phone")
+        await carol.send(join_xml(ROOM, "carol", "<history maxstanzas='0'/>"))
+        await until(carol, lambda el: el.tag == PRESENCE and 110 in statuses(el))
+        room = await _live_room(b)
+        missed = break_on_deletion(b, monkeypatch)
+        assert await a.delete_account("localhost", "carol")
+        await asyncio.wait_for(missed.wait(), 10.0)
+        left = await until(bob, lambda el: el.tag == PRESENCE and el.get("from") == f"{ROOM}/carol"
+                           and el.get("type") == "unavailable")
+        assert statuses(left) == {321}
+        assert [o.nick for o in room.occupants.values()] == ["bob"]
 
 
 async def _live_room(server: Server) -> Room:

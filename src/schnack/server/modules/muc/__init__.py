@@ -147,6 +147,7 @@ class Muc(Module[MucOptions]):
         self.hook("admin/rooms", self.operator.handle)
         self._tasks = Background(log, "a deleted account's affiliations in the groups here were not dropped")
         self.server.cluster.bus.on_changed(self._deleted_elsewhere)
+        self.server.cluster.bus.on_resubscribed(self._deletions_missed)
 
     # --- entry points ----------------------------------------------------------------------------
 
@@ -247,6 +248,39 @@ class Muc(Module[MucOptions]):
             return
         for room_jid in rooms:
             await self._account_gone(room_jid, jid)
+
+    def _deletions_missed(self) -> None:
+        """The subscription to the bus broke, and the news of a deletion (:meth:`_deleted_elsewhere`)
+        may have been lost with it: every room held here looks again for accounts deleted meanwhile."""
+        rooms = list(self.rooms.live)
+        if rooms:
+            self._tasks.spawn(self._recheck(rooms))
+
+    async def _recheck(self, rooms: list[JID]) -> None:
+        exists: dict[JID, bool] = {}
+        for room_jid in rooms:
+            if room_jid in self.rooms.live:
+                await self.with_room(room_jid, lambda room: self._drop_deleted(room, exists))
+
+    async def _drop_deleted(self, room: Room, exists: dict[JID, bool]) -> None:
+        """Change ``room`` as the room's own for each account deleted on another node: one it keeps
+        affiliated that storage does not (that node dropped the affiliations there, :meth:`forget`),
+        and one of this server's accounts that is in the room but no longer exists. ``exists``
+        keeps the accounts looked up, for the next room."""
+        assert room.jid.local is not None
+        gone: set[JID] = set()
+        if room.stored:
+            stored = await self.server.storage.muc.affiliations(room.jid.domain, room.jid.local)
+            gone.update(jid for jid in room.affiliations if str(jid) not in stored)
+        for jid in {occupant.jid for occupant in room.occupants.values()} - gone:
+            if jid.local is None or jid.domain not in self.server.hosts:
+                continue
+            if jid not in exists:
+                exists[jid] = await self.server.storage.accounts.get(jid.domain, jid.local) is not None
+            if not exists[jid]:
+                gone.add(jid)
+        for jid in sorted(gone, key=str):
+            await self.admin.account_gone(room, jid)
 
     async def _account_gone(self, room_jid: JID, jid: JID) -> None:
         async def gone(room: Room) -> None:
