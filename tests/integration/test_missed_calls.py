@@ -8,7 +8,8 @@ another device answered after this one gave up ringing. A new device reads the c
 account missed before it from the archive, and tells them flagged as earlier, not as news. A
 caller that vanishes without its <retract/> (slixmpp, its connection cut) leaves a missed call
 told as soon as its device is known to be gone, not minutes later; our <ringing/> coming back
-as an error is a sign of that, not a reason to decline the call."""
+as an error is a sign of that, not a reason to decline the call; a caller that binds its
+resource again in a new session meanwhile is not gone."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from schnack.client.calls.calls import (
     CANCELLED,
     FIRST_LOGIN_SETTING,
     GONE,
+    GONE_GRACE,
     OFFLINE,
     PROBE_INTERVAL,
     UNANSWERED,
@@ -387,14 +389,50 @@ async def test_a_call_whose_caller_vanishes_while_it_rings_is_missed_at_once(dev
         incoming = await ringing
         await caller.asked(PING)  # the phone found her there as it began to ring
         vanish(caller)
-        # Seen offline, the caller is probed at once; unseen, by the next probe.
-        within = 5.0 if subscribed else PROBE_INTERVAL + 5.0
+        # Seen offline, the caller is probed at once; unseen, by the next probe; found not there,
+        # once more after the grace.
+        within = GONE_GRACE + 5.0 if subscribed else PROBE_INTERVAL + GONE_GRACE + 5.0
         async with asyncio.timeout(within):
             told = await anext(missed)
         assert (told.caller, told.id, told.reason) == (JID.parse("alice@localhost/mobile"), "vanishing", GONE)
         assert await ended(incoming.call) == "gone"
     finally:
         await caller.stop()
+
+
+async def test_a_caller_that_binds_its_resource_again_is_not_taken_for_gone(devices: Devices) -> None:
+    """Alice's session ends under the call (her resumption failed) and her device binds the same
+    resource in a new session. The phone, which sees her unavailable presence, asks at once and
+    finds nobody at her full JID in between: it asks again a little later, finds her there, and
+    the call rings on until she hangs up, missed as cancelled, not as gone."""
+    phone = await devices.login("bob@localhost/phone")
+    missed = phone.missed_calls()
+    caller = await slixmpp_caller(devices, phone, subscribed=True)
+    back = Caller(devices.server)
+    try:
+        updates = phone.presence()
+        ringing = asyncio.ensure_future(rings(phone))
+        await asyncio.sleep(0)
+        caller.xmpp.plugin["xep_0353"].propose(SlixJID("bob@localhost"), "rebound", [(RTP_NS, "audio")])
+        incoming = await ringing
+        await caller.asked(PING)
+        vanish(caller)
+        async with asyncio.timeout(WAIT):
+            async for update in updates:
+                if update.jid == JID.parse("alice@localhost/mobile") and update.kind == "unavailable":
+                    break
+        assert await back.start()
+        back.xmpp.send_presence()
+        await back.asked(PING)  # the phone asked again, and she answered
+        await phone.roster()  # a round trip: the phone has read her answer
+        assert incoming.call.state is State.RINGING
+        back.xmpp.send_raw(serialize(jmi_message("bob@localhost", JingleMessage("retract", "rebound", reason=Reason("cancel")))))
+        told = await next_missed(missed)
+        assert (told.id, told.reason) == ("rebound", CANCELLED)
+        assert await ended(incoming.call) == "cancel"
+    finally:
+        await caller.stop()
+        await back.stop()
 
 
 async def test_a_call_that_rang_out_here_is_missed_once_its_caller_vanishes(devices: Devices) -> None:
@@ -413,7 +451,7 @@ async def test_a_call_that_rang_out_here_is_missed_once_its_caller_vanishes(devi
         incoming = await ringing
         assert await ended(incoming.call) == "timeout"
         vanish(caller)
-        async with asyncio.timeout(PROBE_INTERVAL + 5.0):
+        async with asyncio.timeout(PROBE_INTERVAL + GONE_GRACE + 5.0):
             told = await anext(missed)
         assert (told.caller, told.id, told.reason) == (JID.parse("alice@localhost/mobile"), "rang-out", UNANSWERED)
     finally:
@@ -435,7 +473,7 @@ async def test_a_caller_that_does_not_answer_pings_is_not_taken_for_gone(devices
         await phone.roster()  # a round trip: the phone has read her answer
         assert incoming.call.state is State.RINGING
         vanish(caller)
-        async with asyncio.timeout(PROBE_INTERVAL + 5.0):
+        async with asyncio.timeout(PROBE_INTERVAL + GONE_GRACE + 5.0):
             told = await anext(missed)
         assert (told.id, told.reason) == ("no-pings", GONE)
     finally:
@@ -463,7 +501,7 @@ async def test_a_bounced_ringing_declines_nothing_and_the_call_is_missed(devices
     wire.send(serialize(Stanza.parse(el).error(StanzaError("remote-server-timeout"))))
     wire.close()
     for missed in told:
-        async with asyncio.timeout(PROBE_INTERVAL + 5.0):
+        async with asyncio.timeout(PROBE_INTERVAL + GONE_GRACE + 5.0):
             call = await anext(missed)
         assert (call.caller, call.id, call.reason) == (alice, "bounced", GONE)
     for each in incoming:

@@ -41,8 +41,9 @@ killed sends no ``<retract/>``: while a call rings here or waits for its outcome
 pings the full JID that placed it (XEP-0199) every :data:`PROBE_INTERVAL`, and at once when that
 JID's unavailable presence arrives (RFC 6121 §4.5.2) or our ``<ringing/>`` to it comes back as
 an error (RFC 6120 §8.3); an error for the ping and for disco#info (XEP-0030, which every Jingle
-client answers, also one without XEP-0199) that says no such resource is there means the device
-is gone. Each call, by its JMI id, is told once, however many ways its messages came. The calls
+client answers, also one without XEP-0199) that says no such resource is there, again when
+asked once more :data:`GONE_GRACE` later, means the device is gone (a device whose session could
+not be resumed binds its resource again meanwhile). Each call, by its JMI id, is told once, however many ways its messages came. The calls
 the first archive catch-up of a new device finds (it reads back 30 days) that were over before
 its first login are told flagged :attr:`MissedCall.earlier`: the call history wants them, a
 notification does not.
@@ -155,9 +156,16 @@ GONE = "gone"  # the caller's device went away while it rang here, without its <
 
 # How often a call that rings here, or waits for its outcome, asks whether the device that placed
 # it is still there (a ping to its full JID, a few hundred bytes each way), and how long one such
-# question waits for its answer: a caller whose device vanished is told as missed this late at
-# most, when its presence does not tell it sooner.
+# question waits for its answer.
 PROBE_INTERVAL = 10.0
+
+# How long after a device was found not there it is asked once more before it counts as gone: a
+# caller whose resumable session (XEP-0198) could not be resumed binds its resource again in a
+# new session, and a question that comes between the end of the old session and the binding of
+# the new one (as one woken by the old session's unavailable presence does) finds nobody there.
+# A caller whose device vanished is told as missed PROBE_INTERVAL + GONE_GRACE after it went at
+# most, when its presence does not tell it sooner, and GONE_GRACE after its presence did.
+GONE_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -964,14 +972,14 @@ class Calls:
 
     async def _probing(self, sid: str, caller: JID, wake: asyncio.Event) -> None:
         """Ask every :data:`PROBE_INTERVAL`, or when woken, whether ``caller`` is still there; the
-        call ends as the caller's once it is gone. A probe that got no answer is followed by the
-        next one at once, so that one whose answer the vanishing device took along costs no more
-        than one interval."""
+        call ends as the caller's once it is gone, found not there twice, :data:`GONE_GRACE`
+        apart. A probe that got no answer is followed by the next one at once, so that one whose
+        answer the vanishing device took along costs no more than one interval."""
         loop = asyncio.get_running_loop()
         while self._waits_on_caller(sid) and not self.client.stopped:
             wake.clear()
             asked = loop.time()
-            if await self._gone(caller) and self._waits_on_caller(sid):
+            if await self._gone(caller) and await self._still_gone(sid, caller) and self._waits_on_caller(sid):
                 self._caller_gone(sid)
                 return
             with contextlib.suppress(TimeoutError):
@@ -999,6 +1007,14 @@ class Calls:
         except ClientError:
             pass
         return False
+
+    async def _still_gone(self, sid: str, caller: JID) -> bool:
+        """Whether ``caller``, found not there, is still not there :data:`GONE_GRACE` later: a
+        device whose session could not be resumed (XEP-0198 §5) binds the same resource again
+        (RFC 6120 §7.7), and until then its server answers for it as for a device gone."""
+        log.info("call %s: nobody at %s, asking again in %.0f s", sid, caller, GONE_GRACE)
+        await asyncio.sleep(GONE_GRACE)
+        return self._waits_on_caller(sid) and await self._gone(caller)
 
     @staticmethod
     def _probe_request(caller: JID, payload: str) -> Element:
