@@ -6,6 +6,7 @@ timeout; and the same call forced through a real coturn relay."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -87,6 +88,23 @@ async def devices(tmp_path: Path) -> AsyncIterator[Devices]:
         made = Devices(server)
         yield made
         await made.close()
+
+
+@contextlib.asynccontextmanager
+async def devices_and_proxy(tmp_path: Path, modules: dict[str, Any]) -> AsyncIterator[tuple[Devices, Proxy]]:
+    """Devices of alice and bob on a server set up with ``modules``, and a proxy in front of its
+    client listener to log in through; the devices are closed and the proxy stopped after."""
+    async with running(tmp_path, listen=True, modules=modules) as server:
+        for user in ("alice", "bob"):
+            await add_user(server, user, PASSWORD)
+        devices = Devices(server)
+        host, port = server.bound["c2s"][0]
+        proxy = await Proxy(host, port).start()
+        try:
+            yield devices, proxy
+        finally:
+            await proxy.stop()
+            await devices.close()
 
 
 async def rings(client: Client) -> IncomingCall:
@@ -518,35 +536,27 @@ async def test_an_answer_to_a_call_given_up_while_the_link_was_down_fails_once_i
     or from offline storage to a new one once the old one's hibernation ended) fails the answer
     with the caller's reason instead of leaving it to wait for a session that never comes."""
     modules = {} if resumed else {"sm": {"resume_timeout": 1}}
-    async with running(tmp_path, listen=True, modules=modules) as server:
-        for user in ("alice", "bob"):
-            await add_user(server, user, PASSWORD)
-        devices = Devices(server)
-        host, port = server.bound["c2s"][0]
-        proxy = await Proxy(host, port).start()
-        try:
-            phone, call, incoming = await ringing_through(devices, proxy)
-            hibernating = server.sessions.get(phone.jid)
-            gone = asyncio.Event()
+    async with devices_and_proxy(tmp_path, modules) as (devices, proxy):
+        server = devices.server
+        phone, call, incoming = await ringing_through(devices, proxy)
+        hibernating = server.sessions.get(phone.jid)
+        gone = asyncio.Event()
 
-            async def closed(session: Session) -> None:
-                if session is hibernating:
-                    gone.set()
+        async def closed(session: Session) -> None:
+            if session is hibernating:
+                gone.set()
 
-            server.hooks.add("session-closed", closed)
-            await cut_off(phone, proxy)
-            await call.hangup()
-            if not resumed:
-                async with asyncio.timeout(WAIT):
-                    await gone.wait()
-            answered = await incoming.answer()
-            proxy.refusing = False
-            with pytest.raises(CallFailed, match="the caller hung up"):
-                await answered.wait_connected(WAIT)
-            assert phone.sm.resumptions == (1 if resumed else 0)
-        finally:
-            await proxy.stop()
-            await devices.close()
+        server.hooks.add("session-closed", closed)
+        await cut_off(phone, proxy)
+        await call.hangup()
+        if not resumed:
+            async with asyncio.timeout(WAIT):
+                await gone.wait()
+        answered = await incoming.answer()
+        proxy.refusing = False
+        with pytest.raises(CallFailed, match="the caller hung up"):
+            await answered.wait_connected(WAIT)
+        assert phone.sm.resumptions == (1 if resumed else 0)
 
 
 @pytest.mark.parametrize("then", ["link back", "closed"])

@@ -9,7 +9,8 @@ account missed before it from the archive, and tells them flagged as earlier, no
 caller that vanishes without its <retract/> (slixmpp, its connection cut) leaves a missed call
 told as soon as its device is known to be gone, not minutes later; our <ringing/> coming back
 as an error is a sign of that, not a reason to decline the call; a caller that binds its
-resource again in a new session meanwhile is not gone."""
+resource again in a new session meanwhile is not gone. A schnack caller shows the callee its
+presence for the call, so that its server tells the callee when it leaves."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from schnack.client.calls.calls import (
     MissedCall,
 )
 from schnack.client.calls.session import RING_TIMEOUT, State
+from schnack.client.features.presence import PresenceUpdate
 from schnack.client.feed import Subscription
 from schnack.client.store import Store
 from schnack.server.app import Server
@@ -56,7 +58,16 @@ from schnack.xmpp.xml import element, qname, serialize
 
 from .slix import SlixClient
 from .test_calls import MESSAGE, raw_client
-from .test_calls_media import WAIT, Devices, devices, ended, ringing_on_phone_and_desk, rings
+from .test_calls_media import (
+    WAIT,
+    Devices,
+    cut_off,
+    devices,
+    devices_and_proxy,
+    ended,
+    ringing_on_phone_and_desk,
+    rings,
+)
 
 __all__ = ["devices"]  # the fixture, used by name
 
@@ -433,6 +444,51 @@ async def test_a_caller_that_binds_its_resource_again_is_not_taken_for_gone(devi
     finally:
         await caller.stop()
         await back.stop()
+
+
+async def seen(updates: Subscription[PresenceUpdate], jid: JID, kind: str) -> None:
+    """Until presence of ``kind`` from ``jid`` comes among ``updates``."""
+    async with asyncio.timeout(WAIT):
+        async for update in updates:
+            if update.jid == jid and update.kind == kind:
+                return
+
+
+async def test_a_caller_shows_its_presence_to_the_callee_for_the_call(devices: Devices) -> None:
+    """Bob does not see alice's presence: her schnack sends it to him with the proposal
+    (XEP-0353 §3.1), and withdraws it once the call is over, though she stays online."""
+    alice = await devices.login("alice@localhost/laptop")
+    phone = await devices.login("bob@localhost/phone")
+    updates = phone.presence()
+    ringing = asyncio.ensure_future(rings(phone))
+    await asyncio.sleep(0)
+    call = await alice.call("bob@localhost")
+    await ringing
+    await seen(updates, alice.jid, "available")
+    await call.hangup()
+    await seen(updates, alice.jid, "unavailable")
+    assert alice.connected
+
+
+async def test_a_call_whose_schnack_caller_vanishes_is_missed_as_its_session_ends(tmp_path: Path) -> None:
+    """Alice's link dies without a word while the call rings on bob's phone, which does not see
+    her presence. Once her server ends her session (its hibernation, XEP-0198, ran out), it
+    sends bob the unavailable presence of the device that had sent him its presence with the
+    proposal (RFC 6121 §4.6.3), and the phone asks at once rather than at its next probe."""
+    async with devices_and_proxy(tmp_path, {"sm": {"resume_timeout": 1}}) as (devices, proxy):
+        alice = await devices.login("alice@localhost/laptop", via=proxy)
+        phone = await devices.login("bob@localhost/phone")
+        missed = phone.missed_calls()
+        updates = phone.presence()
+        ringing = asyncio.ensure_future(rings(phone))
+        await asyncio.sleep(0)
+        call = await alice.call("bob@localhost")
+        incoming = await ringing
+        await cut_off(alice, proxy)
+        await seen(updates, alice.jid, "unavailable")
+        told = await next_missed(missed)
+        assert (told.caller, told.id, told.reason) == (alice.jid, call.sid, GONE)
+        assert await ended(incoming.call) == "gone"
 
 
 async def test_a_call_that_rang_out_here_is_missed_once_its_caller_vanishes(devices: Devices) -> None:

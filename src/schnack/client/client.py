@@ -170,7 +170,7 @@ class Client:
         self._roster = Roster(self)
         self._omemo = Omemo(self, Path(data_dir) if data_dir is not None else None, omemo or OmemoSettings())
         self._carbons = Carbons(self)
-        self._presence = Presence(self, announce=available)
+        self._presence = Presence(self, self._roster, announce=available)
         self._disco = Disco(self, self._presence)
         self._messages = Messages(self)
         # Before the outbox: the groups are entered again before a group message waiting there goes.
@@ -705,6 +705,15 @@ class Client:
     async def set_presence(self, show: str | None = None, status: str | None = None, priority: int = 0) -> None:
         """Announce availability (RFC 6121 §4.2, §4.4); it is announced again after a reconnect."""
         await self._presence.set(show, status, priority)
+
+    async def direct_presence(self, jid: str | JID) -> None:
+        """Show our presence to ``jid`` (its bare JID), which does not see it by subscription, until
+        :meth:`withdraw_presence` (RFC 6121 §4.6.2): our server tells it when we leave (§4.6.3)."""
+        await self._presence.direct(_jid(jid).bare)
+
+    async def withdraw_presence(self, jid: str | JID) -> None:
+        """Undo one :meth:`direct_presence` to ``jid``; the last one sends it unavailable presence."""
+        await self._presence.withdraw(_jid(jid).bare)
 
 
 def _jid(value: str | JID) -> JID:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from schnack.client import Client, PresenceUpdate
+from schnack.server import admin
 from schnack.server.app import Server
 from schnack.xmpp.jid import JID
 
@@ -76,3 +77,27 @@ async def test_show_and_priority_are_checked(chat_server: Server, clients: list[
         await alice.set_presence(show="busy")
     with pytest.raises(ValueError, match="priority"):
         await alice.set_presence(priority=128)
+
+
+async def test_directed_presence_stays_until_its_last_withdrawal(chat_server: Server, clients: list[Client]) -> None:
+    """§4.6: alice shows bob, who does not see her presence, her presence for two reasons (two
+    calls, say): he gets it once, again after she logged into a new session (her server told him
+    she left the old one, §4.6.3), and her unavailable presence with the second withdrawal only."""
+    alice = await online(chat_server, clients, "alice@localhost/phone", backoff=(0.05, 0.5))
+    bob = await online(chat_server, clients, "bob@localhost/laptop")
+    from_alice = (update async for update in bob.presence() if update.jid.bare == ALICE)
+    await alice.direct_presence(BOB)
+    await alice.direct_presence("bob@localhost/laptop")  # to his bare JID too
+    shown = await next_of(from_alice)
+    assert (shown.jid, shown.kind) == (alice.jid, "available")
+    await alice.withdraw_presence(BOB)
+    await alice.subscribe(BOB)  # what she sends next comes next: no unavailable presence before it
+    assert (await next_of(from_alice)).kind == "subscribe"
+    await admin.request(chat_server.config.data_dir, "kick", jid=str(alice.jid))
+    assert [(u.jid, u.kind) for u in (await next_of(from_alice), await next_of(from_alice))] == [
+        (alice.jid, "unavailable"),
+        (alice.jid, "available"),
+    ]
+    await alice.withdraw_presence(BOB)
+    withdrawn = await next_of(from_alice)
+    assert (withdrawn.jid, withdrawn.kind) == (alice.jid, "unavailable")

@@ -39,11 +39,13 @@ device of ours took it by the time the caller gave up or its device went away, o
 device of ours answer after this one fell silent. A caller whose link dies or whose app is
 killed sends no ``<retract/>``: while a call rings here or waits for its outcome, this device
 pings the full JID that placed it (XEP-0199) every :data:`PROBE_INTERVAL`, and at once when that
-JID's unavailable presence arrives (RFC 6121 §4.5.2) or our ``<ringing/>`` to it comes back as
-an error (RFC 6120 §8.3); an error for the ping and for disco#info (XEP-0030, which every Jingle
-client answers, also one without XEP-0199) that says no such resource is there, again when
-asked once more :data:`GONE_GRACE` later, means the device is gone (a device whose session could
-not be resumed binds its resource again meanwhile). Each call, by its JMI id, is told once, however many ways its messages came. The calls
+JID's unavailable presence arrives (RFC 6121 §4.5.2; a caller shows its presence to a callee
+that does not see it, with the proposal, XEP-0353 §3.1, so that its server tells the callee when
+it leaves, §4.6.3) or our ``<ringing/>`` to it comes back as an error (RFC 6120 §8.3); an error
+for the ping and for disco#info (XEP-0030, which every Jingle client answers, also one without
+XEP-0199) that says no such resource is there, again when asked once more :data:`GONE_GRACE`
+later, means the device is gone (a device whose session could not be resumed binds its resource
+again meanwhile). Each call, by its JMI id, is told once, however many ways its messages came. The calls
 the first archive catch-up of a new device finds (it reads back 30 days) that were over before
 its first login are told flagged :attr:`MissedCall.earlier`: the call history wants them, a
 notification does not.
@@ -342,6 +344,8 @@ class Call:
                 elsewhere = any(isinstance(other, AnsweredElsewhere) for other in step)
                 if self.session.role == "responder":
                     self._calls.ended_here(self, item, self.answered_here or elsewhere)
+                else:
+                    self._spawn(self._calls.show_presence(self.peer.bare, False), self._calls.requests)
                 self._spawn(self._end(item))
         self._arm()
 
@@ -727,16 +731,29 @@ class Calls:
             return None
 
     async def call(self, to: JID, options: MediaOptions, ring_timeout: float = RING_TIMEOUT) -> Call:
-        """XEP-0353 §3.1: propose an audio call to every device of ``to``; while the link to
-        the server is down, the proposal goes out once it is back."""
+        """XEP-0353 §3.1: propose an audio call to every device of ``to``, with our presence if
+        ``to`` does not see it (:meth:`show_presence`); while the link to the server is down,
+        the proposal goes out once it is back."""
         now = asyncio.get_running_loop().time()
         session, step = CallSession.outgoing(secrets.token_hex(12), self.client.jid, to.bare, now, ring_timeout=ring_timeout)
         call = Call(self, session)
         call.options = options
         call.fetch_services()
         self._calls[session.sid] = call
+        call._spawn(self.show_presence(to.bare, True), self.requests)
         call.step(step)
         return call
+
+    async def show_presence(self, to: JID, shown: bool) -> None:
+        """XEP-0353 §3.1: a callee that does not see our presence gets it with the proposal,
+        ``shown``, until the call is over, so that our server tells it when this device leaves
+        (RFC 6121 §4.6.3): its devices then ask at once whether we are still there, instead of
+        at their next probe."""
+        with contextlib.suppress(ClientError):
+            if shown:
+                await self.client.direct_presence(to)
+            else:
+                await self.client.withdraw_presence(to)
 
     async def hangup_all(self) -> None:
         """End our calls as the client closes, and stop their timers, tasks and requests; a call

@@ -1,12 +1,17 @@
 """Presence and subscriptions (RFC 6121 §3, §4): what we announce, and what others announce.
 
 The presence set last is announced again after each login (initial presence, §4.2), after the
-roster was fetched, so that a reconnect looks to contacts like a short absence.
+roster was fetched, so that a reconnect looks to contacts like a short absence. Presence directed
+to an address that does not see ours by its subscription (§4.6) is kept while whatever asked for
+it lasts (a call, XEP-0353 §3.1): sent again after each login into a new session (a resumed one
+keeps it, XEP-0198 §5), so that our server tells that address when we leave (§4.6.3), and
+withdrawn with unavailable presence when the last reason for it goes.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -22,6 +27,7 @@ from ..feed import Feed
 
 if TYPE_CHECKING:
     from ..client import Client
+    from .roster import Roster
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +67,17 @@ def _priority(text: str | None) -> int:
 class Presence:
     """Announces our presence and publishes everyone else's."""
 
-    def __init__(self, client: Client, *, announce: bool = True) -> None:
+    def __init__(self, client: Client, roster: Roster, *, announce: bool = True) -> None:
         self.client = client
         self.feed: Feed[PresenceUpdate] = Feed()
+        self._roster = roster
         self._announcing = announce
         self._show: str | None = None
         self._status: str | None = None
         self._priority = 0
         self._extras: list[Callable[[], Element]] = []
+        # The bare JIDs our presence is directed to (§4.6), each with how many reasons keep it there.
+        self._shown_to: Counter[JID] = Counter()
         client.on_presence(self._received)
         client.on_connect(self._announce)
 
@@ -76,8 +85,8 @@ class Presence:
         """Add the element ``extra`` makes to every presence we announce (such as XEP-0115 caps)."""
         self._extras.append(extra)
 
-    def _own(self) -> Element:
-        el = element(_PRESENCE)
+    def _own(self, to: JID | None = None) -> Element:
+        el = element(_PRESENCE) if to is None else element(_PRESENCE, {"to": str(to)})
         if self._show is not None:
             sub(el, _SHOW, text=self._show)
         if self._status is not None:
@@ -90,6 +99,34 @@ class Presence:
     async def _announce(self) -> None:
         if self._announcing:
             await self.client.send_element(self._own())
+        for to in list(self._shown_to):
+            await self.client.send_element(self._own(to))
+
+    def _sees_ours(self, jid: JID) -> bool:
+        """Whether ``jid`` gets the presence we broadcast: we announce it, and it is subscribed
+        to it (§4.4)."""
+        contact = self._roster.contacts.get(jid)
+        return self._announcing and contact is not None and contact.subscription in ("from", "both")
+
+    async def direct(self, to: JID) -> None:
+        """§4.6.2: show our presence to the bare JID ``to`` until :meth:`withdraw`, unless it
+        sees our presence anyway; each call of this wants its own withdrawal."""
+        if self._sees_ours(to):
+            return
+        self._shown_to[to] += 1
+        if self._shown_to[to] == 1:
+            await self.client.send_element(self._own(to))
+
+    async def withdraw(self, to: JID) -> None:
+        """§4.6.2: undo a :meth:`direct`; the last one sends ``to`` unavailable presence, unless
+        it has come to see our presence meanwhile (it would take us for gone)."""
+        if to not in self._shown_to:
+            return
+        self._shown_to[to] -= 1
+        if not self._shown_to[to]:
+            del self._shown_to[to]
+            if not self._sees_ours(to):
+                await self._directed(to, "unavailable")
 
     async def set(self, show: str | None, status: str | None, priority: int) -> None:
         """§4.4: a presence broadcast to the contacts that may see it."""
