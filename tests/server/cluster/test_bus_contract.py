@@ -30,7 +30,7 @@ class Inbox:
     async def _message(self, message: NodeMessage) -> None:
         if isinstance(message, Deliver):
             self.messages.append(message)
-        else:
+        elif isinstance(message, Done):
             self.answers.append(message)
         self.changed.set()
 

@@ -13,6 +13,8 @@ from schnack.server.cluster.messages import (
     Deliver,
     Done,
     NodeDown,
+    Reply,
+    Request,
     decode,
     encode,
     mark_number,
@@ -49,6 +51,14 @@ def test_node_down_and_done_round_trip() -> None:
 def test_changed_round_trips() -> None:
     assert decode(encode(Changed("node-1", "blocklist", "bob@x"))) == Changed("node-1", "blocklist", "bob@x")
     assert encode(Changed("a", "push", "bob@x")) == b'[1,"changed","a","push","bob@x"]'
+
+
+def test_a_request_and_its_reply_round_trip() -> None:
+    request = Request("b:9c", "rooms", {"action": "show", "room": "r@groups.x"})
+    assert decode(encode(request)) == request
+    assert request.asker == "b"
+    assert encode(request) == b'[1,"request","b:9c","rooms",{"action":"show","room":"r@groups.x"}]'
+    assert decode(encode(Reply("b:9c", {"ok": True, "rooms": []}))) == Reply("b:9c", {"ok": True, "rooms": []})
 
 
 @given(st.text(), st.text(min_size=1))
@@ -92,6 +102,12 @@ def test_encoding_is_compact_and_versioned() -> None:
     (b'[1,"done","a:1",""]', "done: the refusal must be a stanza's XML"),
     (b'[1,"done","a:1",true]', "done: the refusal must be a stanza's XML"),
     (b'[1,"done","a:1","<m/>","more"]', "done: needs a token"),
+    (b'[1,"request","b:1","rooms"]', "request: needs a token node:id, a topic and a body"),
+    (b'[1,"request","b1","rooms",{}]', "request: needs a token node:id, a topic and a body"),
+    (b'[1,"request","b:1","",{}]', "request: needs a token node:id, a topic and a body"),
+    (b'[1,"request","b:1","rooms",[]]', "request: needs a token node:id, a topic and a body"),
+    (b'[1,"reply","b:1"]', "reply: needs a token and a body"),
+    (b'[1,"reply","b:1","yes"]', "reply: needs a token and a body"),
     (b'[1,"node-down"]', "node-down: needs a node name"),
     (b'[1,"changed","a","push"]', "changed: needs a node, a store and an account"),
     (b'[1,"changed","a","","bob@x"]', "changed: needs a node, a store and an account"),

@@ -14,9 +14,9 @@ import redis.asyncio as aioredis
 
 from schnack.server.app import Server
 from schnack.server.c2s import C2SStream
-from schnack.server.cluster import RedisBus
+from schnack.server.cluster import RedisBus, messages
 from schnack.server.cluster.messages import NodeMessage
-from schnack.server.modules.muc import Muc
+from schnack.server.modules.muc import Muc, operator
 from schnack.server.modules.muc.room import Room
 from schnack.xmpp import ns
 from schnack.xmpp.jid import JID
@@ -130,24 +130,28 @@ async def test_the_last_owners_account_deleted_on_another_node_hands_the_room_on
         assert answer.get("type") == "result", serialize(answer)
 
 
-async def test_the_operator_changes_a_group_on_the_node_that_serves_it(tmp_path: Path, backend: str) -> None:
-    """``schnack admin room`` on ``b`` changes no room that lives on ``a`` (that would be a second
-    copy of it) and names ``a``; on ``a`` the changes reach bob on ``b`` as an owner's would."""
+async def test_the_operator_changes_a_group_from_any_node(tmp_path: Path, backend: str) -> None:
+    """``schnack admin room`` on ``b`` for a room that lives on ``a`` is carried out on ``a`` (a
+    change on ``b`` would be a second copy of the room), which answers through ``b``: the change
+    reaches bob as an owner's would, and ``show`` counts the occupants ``a`` holds."""
     async with nodes(tmp_path, backend) as (a, b):
         _owner, bob = await _owner_and_member(a, b)
         change = {"action": "set-affiliation", "room": ROOM, "jid": "bob@localhost", "affiliation": "admin"}
         assert await b.hooks.fire("admin/rooms", change) == {
-            "ok": False, "error": f"{ROOM} is served by node a: run the command there"}
-        listing = await b.hooks.fire("admin/rooms", {"action": "list"})
-        assert listing["rooms"] == [{"room": ROOM, "name": "", "occupants": None, "owners": ["alice@localhost"]}]
-
-        assert (await a.hooks.fire("admin/rooms", change))["ok"] is True
+            "ok": True, "room": ROOM, "jid": "bob@localhost", "affiliation": "admin", "key_problems": {}}
         promoted = await until(bob, lambda el: el.tag == PRESENCE and el.get("from") == f"{ROOM}/bob")
         assert 110 in statuses(promoted)
         found = promoted.find(f"{{{USER}}}x/{{{USER}}}item")
         assert found is not None and found.get("affiliation") == "admin", serialize(promoted)
+        assert (await _live_room(a)).affiliation(JID.parse("bob@localhost")) == "admin"
+        assert JID.parse(ROOM) not in _muc(b).rooms.live
 
-        assert await a.hooks.fire("admin/rooms", {"action": "destroy", "room": ROOM, "reason": "closed"}) == {
+        shown = await b.hooks.fire("admin/rooms", {"action": "show", "room": ROOM})
+        assert (shown["occupants"], shown["affiliations"]) == (2, [
+            {"jid": "alice@localhost", "affiliation": "owner", "reason": None},
+            {"jid": "bob@localhost", "affiliation": "admin", "reason": None}])
+
+        assert await b.hooks.fire("admin/rooms", {"action": "destroy", "room": ROOM, "reason": "closed"}) == {
             "ok": True, "room": ROOM, "occupants": 2}
         out = await until(bob, lambda el: el.tag == PRESENCE and el.get("type") == "unavailable")
         assert out.findtext(f"{{{USER}}}x/{{{USER}}}destroy/{{{USER}}}reason") == "closed"
@@ -196,10 +200,40 @@ async def test_an_occupant_whose_deletion_the_rooms_node_missed_leaves_once_it_s
         assert [o.nick for o in room.occupants.values()] == ["bob"]
 
 
-async def _live_room(server: Server) -> Room:
+async def test_a_room_command_for_a_node_of_before_requests_times_out_naming_it(
+        tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node of a version before bus requests drops one as of an unknown kind: the node asked
+    waits no longer than its timeout and names the room's node; nothing was changed."""
+    monkeypatch.setattr(operator, "FORWARD_TIMEOUT", 0.5)
+    async with nodes(tmp_path, backend) as (a, b):
+        await _owner_and_member(a, b)
+        monkeypatch.delitem(messages._KINDS, messages.Request.kind)
+        change = {"action": "set-affiliation", "room": ROOM, "jid": "bob@localhost", "affiliation": "admin"}
+        assert await b.hooks.fire("admin/rooms", change) == {"ok": False, "error": (
+            f"{ROOM} is served by node a, which did not answer within 0.5 s (it may run a version that "
+            "does not know the request, or be busy: what was asked may be done yet)")}
+        assert (await _live_room(a)).affiliation(JID.parse("bob@localhost")) == "member"
+
+
+async def test_a_room_command_for_a_node_that_is_gone_is_refused_naming_it(tmp_path: Path, backend: str) -> None:
+    """The room's node stopped (its claim on the room stands until its heartbeats time out): the
+    command is refused at once, naming it, rather than carried out on a second copy of the room."""
+    async with nodes(tmp_path, backend) as (a, b):
+        await _owner_and_member(a, b)
+        await a.cluster.bus.stop(leave=False)
+        assert await b.hooks.fire("admin/rooms", {"action": "destroy", "room": ROOM}) == {"ok": False, "error": (
+            f"{ROOM} is served by node a, which did not take the request (it is gone, or the cluster bus is away)")}
+        assert await b.storage.muc.get_room("groups.localhost", "family") is not None
+
+
+def _muc(server: Server) -> Muc:
     muc = server.modules["muc"]
     assert isinstance(muc, Muc)
-    return muc.rooms.live[JID.parse(ROOM)]
+    return muc
+
+
+async def _live_room(server: Server) -> Room:
+    return _muc(server).rooms.live[JID.parse(ROOM)]
 
 
 async def test_a_refusal_reaches_a_sender_the_directory_forgot(tmp_path: Path, backend: str) -> None:

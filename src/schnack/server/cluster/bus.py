@@ -179,6 +179,16 @@ class BusUnavailable(Exception):
     """The backend cannot be reached (Redis is away): what only it knows cannot be answered now."""
 
 
+class NoAnswer(Exception):
+    """``node`` did not answer a request (``ClusterNode.ask``), for ``reason``: words an operator
+    reads after the node's name."""
+
+    def __init__(self, node: str, reason: str) -> None:
+        super().__init__(f"node {node} {reason}")
+        self.node = node
+        self.reason = reason
+
+
 def bare_of(full_jid: str) -> str:
     """The bare part of a full JID string (a bare JID never contains '/')."""
     return full_jid.partition("/")[0]

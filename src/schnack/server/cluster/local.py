@@ -28,11 +28,10 @@ from .bus import (
     is_session,
 )
 from .messages import (
+    NODE_MESSAGES,
     BusMessage,
     BusMessageError,
     Changed,
-    Deliver,
-    Done,
     NodeDown,
     NodeMessage,
     decode,
@@ -174,7 +173,7 @@ class LocalBus:
 
     async def _dispatch(self, message: BusMessage) -> None:
         try:
-            if isinstance(message, (Deliver, Done)):
+            if isinstance(message, NODE_MESSAGES):
                 for handler in list(self._handlers):
                     await handler(message)
             elif isinstance(message, Changed):

@@ -5,8 +5,9 @@ string inside it, so a forwarding node never parses it. A node that gets a versi
 not know (a newer node in a rolling upgrade) refuses it with :class:`BusMessageError`, which the
 backends log and drop; it never takes the subscriber down. Fields added within version 1 are
 optional and trailing, written only when set, and chosen so that an older node dropping a message
-that carries one loses nothing (see :class:`Done`); the version changes only when a message that
-older nodes would accept changes its meaning.
+that carries one loses nothing (see :class:`Done`); kinds are added within version 1 on the same
+terms, as one whose loss its sender notices and can tell (see :class:`Request`). The version
+changes only when a message that older nodes would accept changes its meaning.
 """
 
 from __future__ import annotations
@@ -158,12 +159,66 @@ class Changed:
         return cls(fields[0], fields[1], fields[2])
 
 
-BusMessage = Deliver | Done | NodeDown | Changed
-# What a node's subscribers get: stanzas, and the answers to the stanzas it asked about.
-NodeMessage = Deliver | Done
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Asks the receiving node what only it can answer, or to do what only it may do: ``topic``
+    names the kind of request (``rooms``: ``schnack admin room`` for a room that node serves),
+    ``body`` is a JSON object. The node answers with :class:`Reply` to the node in ``token``
+    (``{node}:{id}``). A node of before this kind drops a request as unknown, unanswered: the
+    asker times out and says that the node did not answer, which loses nothing, since nothing
+    was done."""
 
-_KINDS: dict[str, type[Deliver] | type[Done] | type[NodeDown] | type[Changed]] = {
-    Deliver.kind: Deliver, Done.kind: Done, NodeDown.kind: NodeDown, Changed.kind: Changed}
+    kind: ClassVar[str] = "request"
+    token: str
+    topic: str
+    body: dict[str, Any]
+
+    def fields(self) -> list[Any]:
+        """The encoded fields after version and kind."""
+        return [self.token, self.topic, self.body]
+
+    @property
+    def asker(self) -> str:
+        """The node that waits for the :class:`Reply`."""
+        return self.token.partition(":")[0]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Request:
+        """Decode the fields after version and kind."""
+        if len(fields) != 3 or not isinstance(fields[0], str) or ":" not in fields[0]:
+            raise BusMessageError("request: needs a token node:id, a topic and a body")
+        if not isinstance(fields[1], str) or not fields[1] or not isinstance(fields[2], dict):
+            raise BusMessageError("request: needs a token node:id, a topic and a body")
+        return cls(fields[0], fields[1], fields[2])
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to the :class:`Request` that ``token`` names: ``body``, a JSON object."""
+
+    kind: ClassVar[str] = "reply"
+    token: str
+    body: dict[str, Any]
+
+    def fields(self) -> list[Any]:
+        """The encoded fields after version and kind."""
+        return [self.token, self.body]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Reply:
+        """Decode the fields after version and kind."""
+        if len(fields) != 2 or not isinstance(fields[0], str) or not isinstance(fields[1], dict):
+            raise BusMessageError("reply: needs a token and a body")
+        return cls(fields[0], fields[1])
+
+
+BusMessage = Deliver | Done | Request | Reply | NodeDown | Changed
+# What a node's subscribers get: stanzas and requests, and the answers to what it asked.
+NodeMessage = Deliver | Done | Request | Reply
+NODE_MESSAGES = (Deliver, Done, Request, Reply)
+
+_KINDS: dict[str, type[BusMessage]] = {
+    cls.kind: cls for cls in (Deliver, Done, Request, Reply, NodeDown, Changed)}
 
 
 def encode(message: BusMessage, version: int = VERSION) -> bytes:

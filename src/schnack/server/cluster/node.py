@@ -18,6 +18,12 @@ Presence (RFC 6121 §3, §4) is in :mod:`.presence`, message carbons (XEP-0280) 
 group chat rooms in :mod:`.groups`, roster pushes (§2.1.6) in :mod:`.roster`, PEP notifications
 (XEP-0163) in :mod:`.pep`, external components (XEP-0114) in :mod:`.components`.
 
+A node asks another what only that one knows or may do (an operator's command for a room it
+serves, say) with :meth:`ClusterNode.ask`: a :class:`~.messages.Request` of a topic that the
+other node's module registered (:meth:`ClusterNode.serve`), answered by a
+:class:`~.messages.Reply`, within a timeout; a node that is gone, or of a version before
+requests (it drops them), does not answer, and the asker says so by its name.
+
 Message handlers run at priority -90, after archiving and the other modules that see a message
 first (on the sending node, against the shared storage) and before local delivery (-100). A node
 that does not take a message (it died, and the directory names it until ``node_ttl``) holds no
@@ -32,8 +38,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
 from ...xmpp.errors import StanzaError, StreamError
@@ -41,15 +48,16 @@ from ...xmpp.jid import JID, JIDError
 from ...xmpp.parser import parse_frame
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import serialize
+from ..background import Background
 from ..hooks import HANDLED, Handled
 from ..modules.message import DELIVERED, message_type
 from ..modules.offline import STORE as OFFLINE
-from .bus import ClusterBus
+from .bus import ClusterBus, NoAnswer
 from .carbons import ClusterCarbons, delivered_elsewhere
 from .components import ClusterComponents
 from .directory import SESSION_CHANGED, SessionInfo, describe, read
 from .groups import ClusterGroups
-from .messages import Deliver, Done, NodeMessage
+from .messages import Deliver, Done, NodeMessage, Reply, Request
 from .pep import ClusterPep
 from .presence import ClusterPresence
 from .roster import ClusterRoster
@@ -61,6 +69,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRIORITY = -90
+
+# Answers a request's body (a JSON object) with the reply's (see ClusterNode.serve).
+RequestHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class ClusterNode:
@@ -91,6 +102,13 @@ class ClusterNode:
         self._outbox: asyncio.Queue[tuple[JID, Element] | tuple[str, Done]] = asyncio.Queue()
         self._posting = 0
         self._sender: asyncio.Task[None] | None = None
+        # Topic -> the handler answering other nodes' requests of it.
+        self._served: dict[str, RequestHandler] = {}
+        # Token of a request this node made -> (the node asked, the future its Reply resolves).
+        self._waiting: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
+        # Requests from other nodes being answered: each in a task of its own, so that one that
+        # takes a while (a room destroyed with its archive) holds up nothing else from the bus.
+        self._answering = Background(log, "answering a request from another node failed")
 
     @property
     def name(self) -> str:
@@ -112,6 +130,7 @@ class ClusterNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
             self._sender = None
+        await self._answering.stop()
         await self.components.written()
         await self.bus.stop()
 
@@ -146,6 +165,9 @@ class ClusterNode:
 
     async def _node_down(self, node: str) -> None:
         log.warning("cluster node %s is gone; messages to its sessions go to offline storage", node)
+        for asked, reply in self._waiting.values():
+            if asked == node and not reply.done():
+                reply.set_exception(NoAnswer(node, "is gone"))
         await self.groups.node_down(node)
 
     # --- sending ---------------------------------------------------------------------------------
@@ -234,6 +256,63 @@ class ClusterNode:
             return False
         session.send(el)
         return True
+
+    # --- requests to other nodes -------------------------------------------------------------------
+
+    def serve(self, topic: str, handler: RequestHandler) -> None:
+        """Answer other nodes' requests of ``topic`` with ``handler``."""
+        self._served[topic] = handler
+
+    async def ask(self, node: str, topic: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """``node``'s reply to a request of ``topic`` with ``body``; :class:`NoAnswer` when it does
+        not take the request or does not answer within ``timeout`` seconds."""
+        token = f"{self.name}:{secrets.token_hex(12)}"
+        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = (node, reply)
+        try:
+            if not await self.bus.publish(node, Request(token, topic, body)):
+                raise NoAnswer(node, "did not take the request (it is gone, or the cluster bus is away)")
+            return await asyncio.wait_for(reply, timeout)
+        except TimeoutError:
+            raise NoAnswer(node, f"did not answer within {timeout:g} s (it may run a version that does not "
+                           "know the request, or be busy: what was asked may be done yet)") from None
+        finally:
+            self._waiting.pop(token, None)
+
+    async def ask_all(self, topic: str, body: dict[str, Any],
+                      timeout: float) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """Every other live node's reply to a request of ``topic`` with ``body``, asked all at once:
+        the replies by node, and why each node that gave none did not."""
+        if self.bus.alone():
+            return {}, {}
+        others = sorted(node for node in await self.bus.nodes() if node != self.name)
+        outcomes = await asyncio.gather(*(self.ask(node, topic, body, timeout) for node in others),
+                                        return_exceptions=True)
+        replies: dict[str, dict[str, Any]] = {}
+        silent: dict[str, str] = {}
+        for node, outcome in zip(others, outcomes, strict=True):
+            if isinstance(outcome, NoAnswer):
+                silent[node] = str(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                replies[node] = outcome
+        return replies, silent
+
+    async def _answer(self, request: Request) -> None:
+        """Answer another node's request with the handler of its topic."""
+        handler = self._served.get(request.topic)
+        body: dict[str, Any]
+        if handler is None:
+            body = {"ok": False, "error": f"node {self.name} does not serve {request.topic!r} requests"}
+        else:
+            try:
+                body = await handler(request.body)
+            except Exception:
+                log.exception("a %s request from node %s failed", request.topic, request.asker)
+                body = {"ok": False, "error": f"node {self.name} failed on the request; its log says why"}
+        if not await self.bus.publish(request.asker, Reply(request.token, body)):
+            log.info("node %s no longer waits for the reply %s", request.asker, request.token)
 
     # --- messages and IQs --------------------------------------------------------------------------
 
@@ -327,7 +406,16 @@ class ClusterNode:
 
     async def arrived(self, message: NodeMessage) -> None:
         """Take a stanza another node routed here: for a room this node owns, or for sessions here;
-        or the answer to a stanza this node asked about."""
+        or the answer to a stanza this node asked about; or another node's request, or the reply
+        to one of this node's."""
+        if isinstance(message, Request):
+            self._answering.spawn(self._answer(message))
+            return
+        if isinstance(message, Reply):
+            waiting = self._waiting.get(message.token)
+            if waiting is not None and not waiting[1].done():
+                waiting[1].set_result(message.body)
+            return
         if isinstance(message, Done):
             refusal = None
             if message.refusal:

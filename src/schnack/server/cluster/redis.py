@@ -59,7 +59,7 @@ from .bus import (
     bare_of,
     is_session,
 )
-from .messages import BusMessageError, Changed, Deliver, Done, NodeDown, NodeMessage, decode, encode
+from .messages import NODE_MESSAGES, BusMessageError, Changed, NodeDown, NodeMessage, decode, encode
 from .sentinel import (
     Address,
     current_primary,
@@ -574,7 +574,7 @@ class RedisBus:
             log.error("dropping a bus message: %s", err)
             return
         try:
-            if isinstance(message, (Deliver, Done)):
+            if isinstance(message, NODE_MESSAGES):
                 for handler in list(self._handlers):
                     await handler(message)
             elif isinstance(message, Changed):

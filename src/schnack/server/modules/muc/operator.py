@@ -7,10 +7,14 @@ room would: an affiliation is set as an owner's request sets it (§9.1 to §9.4,
 :meth:`.admin.Admin.by_operator`), occupants told by presence, the room kept with an owner
 (§10.6); destruction is an owner's (§10.9, :meth:`.owner.Owner.destroy`).
 
-In a cluster a room lives on one node (``server/cluster/groups.py``), which alone changes it: the
-node asked changes only the rooms it serves (claiming one no node serves yet, as a stanza to it
-would) and names the node that serves the others. Listings read storage, which all nodes share;
-occupants are known to the node that serves the room.
+In a cluster a room lives on one node (``server/cluster/groups.py``), which alone changes it and
+alone knows its occupants. The node asked shows and changes the rooms it serves (claiming one no
+node serves yet, as a stanza to it would); a command for a room another node serves it forwards
+there over the bus (:meth:`~...cluster.node.ClusterNode.ask`, topic ``rooms``) and answers with
+that node's reply, or, when none comes within :data:`FORWARD_TIMEOUT`, with an error naming the
+node. A forwarded command is never forwarded again: the room may have moved on meanwhile (its node
+drained), and is then refused. Listings read storage, which all nodes share; occupants are known
+to the node that serves the room.
 """
 
 from __future__ import annotations
@@ -20,13 +24,19 @@ from typing import TYPE_CHECKING, Any
 from ....xmpp.errors import StanzaError
 from ....xmpp.jid import JID, JIDError
 from ....xmpp.payloads.muc import Destroy
-from ...cluster.bus import BusUnavailable
+from ...cluster.bus import BusUnavailable, NoAnswer
 from .room import AFFILIATION_RANK, Room, RoomState
 
 if TYPE_CHECKING:
     from . import Muc
 
 Reply = dict[str, Any]
+
+# The bus topic of the commands forwarded to the node that serves the room.
+TOPIC = "rooms"
+# How long the node asked waits for the room's node to carry out a command (a room destroyed
+# deletes its archive) before it tells the operator that it did not answer.
+FORWARD_TIMEOUT = 15.0
 
 
 def _refused(error: str) -> Reply:
@@ -38,8 +48,17 @@ class Operator:
 
     def __init__(self, muc: Muc) -> None:
         self.muc = muc
+        muc.server.cluster.serve(TOPIC, self.forwarded)
 
     async def handle(self, request: dict[str, Any]) -> Reply:
+        """A command from the admin channel: carried out here, or where the room is served."""
+        return await self._handle(request, forward=True)
+
+    async def forwarded(self, request: dict[str, Any]) -> Reply:
+        """A command another node forwarded here, taking this node for the room's."""
+        return await self._handle(request, forward=False)
+
+    async def _handle(self, request: dict[str, Any], *, forward: bool) -> Reply:
         action = request.get("action")
         if action == "list":
             return await self.listing(request.get("domain"))
@@ -48,14 +67,19 @@ class Operator:
         room_jid = self._room_jid(request.get("room"))
         if isinstance(room_jid, str):
             return _refused(room_jid)
-        if action == "show":
-            return await self.show(room_jid)
         reason = request.get("reason")
         if reason is not None and not isinstance(reason, str):
             return _refused("the reason must be text")
-        if action == "destroy":
+        change = self._change(request.get("jid"), request.get("affiliation")) if action == "set-affiliation" else None
+        if isinstance(change, str):
+            return _refused(change)
+        if (elsewhere := await self._elsewhere(request, room_jid, forward=forward)) is not None:
+            return elsewhere
+        if action == "show":
+            return await self.show(room_jid)
+        if change is None:
             return await self.destroy(room_jid, reason)
-        return await self.set_affiliation(room_jid, request.get("jid"), request.get("affiliation"), reason)
+        return await self.set_affiliation(room_jid, *change, reason)
 
     def _room_jid(self, value: object) -> JID | str:
         """The bare JID of a room of this server's group services, or why ``value`` is none."""
@@ -68,6 +92,17 @@ class Operator:
         if jid.domain not in self.muc.domains:
             return f"{jid.domain} is no group service of this server (services: {', '.join(sorted(self.muc.domains))})"
         return jid
+
+    @staticmethod
+    def _change(jid: object, affiliation: object) -> tuple[JID, str] | str:
+        """The bare JID and the affiliation a set-affiliation command names, or why it names none."""
+        try:
+            target = JID.parse(str(jid or "")).bare
+        except JIDError as err:
+            return f"invalid JID {jid!r}: {err}"
+        if not isinstance(affiliation, str) or affiliation not in AFFILIATION_RANK:
+            return f"unknown affiliation {affiliation!r} (owner, admin, member, outcast or none)"
+        return target, affiliation
 
     def _occupants(self, room_jid: JID) -> int | None:
         """The room's occupants if it is served here (rooms with occupants are in memory); None
@@ -110,7 +145,7 @@ class Operator:
 
     async def show(self, room_jid: JID) -> Reply:
         """The room's configuration (§10.2; whether it has a password, never the password),
-        affiliations (§5.2) and occupants, as storage or this node's memory hold them."""
+        affiliations (§5.2) and occupants, as this node, which serves the room, holds them."""
         room = await self.muc.rooms.peek(room_jid)
         if room is None or room.destroyed:
             return _refused(f"no such group: {room_jid}")
@@ -129,34 +164,32 @@ class Operator:
             "affiliations": sorted(({"jid": str(jid), "affiliation": record.affiliation, "reason": record.reason}
                                     for jid, record in room.affiliations.items()),
                                    key=lambda row: (-AFFILIATION_RANK[row["affiliation"]], row["jid"])),
-            "occupants": self._occupants(room_jid),
+            # Serving the room, this node holds every occupant: none when the room is not in memory.
+            "occupants": len(room.occupants),
         }
 
-    async def _served_here(self, room_jid: JID) -> str | None:
-        """Why this node does not change ``room_jid`` (another node serves it, or none can be
-        told); None when it serves the room (:class:`~...cluster.groups.ClusterGroups`)."""
-        groups = self.muc.server.cluster.groups
-        if groups.leaving:
-            return "this node is draining and serves no group any more; ask another node"
+    async def _elsewhere(self, request: dict[str, Any], room_jid: JID, *, forward: bool) -> Reply | None:
+        """None when this node serves ``room_jid`` (claiming it when no node does, as a stanza to
+        it would: :class:`~...cluster.groups.ClusterGroups`); else the reply of the node that
+        serves it, to which ``request`` is forwarded, or why there is none."""
+        cluster = self.muc.server.cluster
+        if cluster.groups.leaving:
+            return _refused("this node is draining and serves no group any more; ask another node")
         try:
-            owner = await groups.owner(room_jid)
+            owner = await cluster.groups.owner(room_jid)
         except BusUnavailable:
-            return "the cluster cannot tell which node serves the group right now; try again"
-        if owner != self.muc.server.cluster.name:
-            return f"{room_jid} is served by node {owner}: run the command there"
-        return None
-
-    async def set_affiliation(self, room_jid: JID, jid: object, affiliation: object, reason: str | None) -> Reply:
-        """§9.1 to §9.4, §10.3 to §10.7: ``jid``'s affiliation changed as by an owner."""
+            return _refused("the cluster cannot tell which node serves the group right now; try again")
+        if owner == cluster.name:
+            return None
+        if not forward:
+            return _refused(f"{room_jid} moved to node {owner} while the command was on its way; try again")
         try:
-            target = JID.parse(str(jid or "")).bare
-        except JIDError as err:
-            return _refused(f"invalid JID {jid!r}: {err}")
-        if affiliation not in AFFILIATION_RANK:
-            return _refused(f"unknown affiliation {affiliation!r} (owner, admin, member, outcast or none)")
-        assert isinstance(affiliation, str)
-        if (elsewhere := await self._served_here(room_jid)) is not None:
-            return _refused(elsewhere)
+            return await cluster.ask(owner, TOPIC, request, FORWARD_TIMEOUT)
+        except NoAnswer as err:
+            return _refused(f"{room_jid} is served by node {err.node}, which {err.reason}")
+
+    async def set_affiliation(self, room_jid: JID, target: JID, affiliation: str, reason: str | None) -> Reply:
+        """§9.1 to §9.4, §10.3 to §10.7: ``target``'s affiliation changed as by an owner."""
 
         async def change(room: Room) -> Reply:
             try:
@@ -171,8 +204,6 @@ class Operator:
 
     async def destroy(self, room_jid: JID, reason: str | None) -> Reply:
         """§10.9: the room destroyed as by an owner; its occupants told."""
-        if (elsewhere := await self._served_here(room_jid)) is not None:
-            return _refused(elsewhere)
 
         async def destroy(room: Room) -> Reply:
             occupants = len(room.occupants)
