@@ -10,12 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from schnack.server.admin import SOCKET_NAME, AdminChannel
 from schnack.server.app import Server
+from schnack.server.cluster import messages
+from schnack.server.modules.muc import operator
 from schnack.server.modules.pep import Pep
 from schnack.xmpp.jid import JID
 from schnack.xmpp.payloads.bookmarks import NS as BOOKMARKS
 
 from ..harness import add_user, running
+from ..server.cluster.test_node_presence import nodes, online
+from ..server.modules.groups import create, field
 from .proc import client_env, line_of, login, schnack, start, stop
 from .test_client import one_line
 
@@ -188,6 +193,33 @@ async def test_the_operator_manages_groups_from_the_command_line(server: Server,
     assert (missing.returncode, missing.stdout, missing.stderr) == (1, "", f"schnack: no such group: {group}\n")
     wrong = await schnack(env, "admin", "room", "show", "club@localhost", "--config", str(config))
     assert wrong.stderr == "schnack: localhost is no group service of this server (services: groups.localhost)\n"
+
+
+async def test_the_operator_lists_the_groups_of_every_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``schnack admin room list`` against one node of a cluster lists a temporary group that lives
+    only on another node; a node that does not answer (of a version before bus requests) is named
+    in a warning, and the listing still comes."""
+    monkeypatch.setattr(operator, "GATHER_TIMEOUT", 0.5)
+    async with nodes(tmp_path, "local") as (a, b):
+        channel = AdminChannel(b, b.config.data_dir / SOCKET_NAME)
+        await channel.start()
+        try:
+            owner = await online(a, "alice@localhost/phone")
+            await create(owner, "party@groups.localhost", "alice", field("muc#roomconfig_persistentroom", "0"))
+            config = tmp_path / "schnack.toml"
+            config.write_text(f'domains = ["localhost"]\ndata_dir = "{b.config.data_dir}"\n')
+            env = client_env(tmp_path)
+            listing = await schnack(env, "admin", "room", "list", "--config", str(config))
+            assert (listing.returncode, listing.stdout, listing.stderr) == (
+                0, "party@groups.localhost\t1 occupants\towners: alice@localhost\n", "")
+
+            monkeypatch.delitem(messages._KINDS, messages.Request.kind)
+            listing = await schnack(env, "admin", "room", "list", "--config", str(config))
+            assert (listing.returncode, listing.stdout, listing.stderr) == (0, "no groups\n", (
+                "schnack: warning: node a did not answer within 0.5 s (it may run a version that does not know "
+                "the request, or be busy: what was asked may be done yet): the groups only it holds are not listed\n"))
+        finally:
+            await channel.stop()
 
 
 async def test_room_commands_without_a_server(tmp_path: Path) -> None:

@@ -577,16 +577,20 @@ def room() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.argument("domain", required=False)
 def room_list(config_path: Path | None, as_json: bool, domain: str | None) -> None:
-    """List the groups (of DOMAIN, a served domain or its group service) with occupants and owners."""
+    """List the groups (of DOMAIN, a served domain or its group service) with occupants and owners,
+    from storage and from the memory of every node of a cluster (temporary groups)."""
     cfg = _load(config_path)
     args = {"domain": domain} if domain is not None else {}
-    _rows(_module_request(cfg, "muc", "rooms", action="list", **args)["rooms"], as_json, "no groups",
+    reply = _module_request(cfg, "muc", "rooms", action="list", **args)
+    _rows(reply["rooms"], as_json, "no groups",
           lambda row: f"{row['room']}\t{_occupants(row['occupants'])}\towners: {', '.join(row['owners']) or 'no owner'}")
+    for why in reply.get("unanswered", {}).values():
+        click.echo(f"schnack: warning: {why}: the groups only it holds are not listed", err=True)
 
 
 def _occupants(count: int | None) -> str:
-    # None: another node of the cluster serves the group, and knows who is in it.
-    return "occupants on another node" if count is None else f"{count} occupants"
+    # None: a node of the cluster that did not answer may serve the group, and only it knows who is in it.
+    return "occupants unknown" if count is None else f"{count} occupants"
 
 
 @room.command("show")

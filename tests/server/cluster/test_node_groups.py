@@ -32,6 +32,7 @@ from ..modules.groups import (
     ROOM,
     USER,
     create,
+    field,
     join_xml,
     set_affiliation,
     statuses,
@@ -224,6 +225,38 @@ async def test_a_room_command_for_a_node_that_is_gone_is_refused_naming_it(tmp_p
         assert await b.hooks.fire("admin/rooms", {"action": "destroy", "room": ROOM}) == {"ok": False, "error": (
             f"{ROOM} is served by node a, which did not take the request (it is gone, or the cluster bus is away)")}
         assert await b.storage.muc.get_room("groups.localhost", "family") is not None
+
+
+PARTY = "party@groups.localhost"
+
+
+async def test_a_listing_gathers_the_temporary_rooms_of_every_node(tmp_path: Path, backend: str) -> None:
+    """A temporary room lives only in the memory of its node: the listing on ``b`` asks every
+    node for the rooms it serves, with their occupants, and lists each room once."""
+    async with nodes(tmp_path, backend) as (a, b):
+        owner, _bob = await _owner_and_member(a, b)
+        await create(owner, PARTY, "alice", field("muc#roomconfig_persistentroom", "0"))
+        assert await b.storage.muc.get_room("groups.localhost", "party") is None
+        assert await b.hooks.fire("admin/rooms", {"action": "list"}) == {"ok": True, "unanswered": {}, "rooms": [
+            {"room": ROOM, "name": "", "occupants": 2, "owners": ["alice@localhost"]},
+            {"room": PARTY, "name": "", "occupants": 1, "owners": ["alice@localhost"]}]}
+        assert (await b.hooks.fire("admin/rooms", {"action": "list", "domain": "localhost"}))["rooms"] == (
+            await a.hooks.fire("admin/rooms", {"action": "list"}))["rooms"]
+
+
+async def test_a_listing_names_the_nodes_that_did_not_answer(
+        tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node of a version before bus requests does not answer: the listing has what storage
+    holds, the occupants of its rooms unknown, and names the node."""
+    monkeypatch.setattr(operator, "GATHER_TIMEOUT", 0.5)
+    async with nodes(tmp_path, backend) as (a, b):
+        owner, _bob = await _owner_and_member(a, b)
+        await create(owner, PARTY, "alice", field("muc#roomconfig_persistentroom", "0"))
+        monkeypatch.delitem(messages._KINDS, messages.Request.kind)
+        assert await b.hooks.fire("admin/rooms", {"action": "list"}) == {"ok": True, "rooms": [
+            {"room": ROOM, "name": "", "occupants": None, "owners": ["alice@localhost"]}], "unanswered": {
+            "a": "node a did not answer within 0.5 s (it may run a version that does not know the request, "
+                 "or be busy: what was asked may be done yet)"}}
 
 
 def _muc(server: Server) -> Muc:

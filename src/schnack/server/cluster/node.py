@@ -52,7 +52,7 @@ from ..background import Background
 from ..hooks import HANDLED, Handled
 from ..modules.message import DELIVERED, message_type
 from ..modules.offline import STORE as OFFLINE
-from .bus import ClusterBus, NoAnswer
+from .bus import BusUnavailable, ClusterBus, NoAnswer
 from .carbons import ClusterCarbons, delivered_elsewhere
 from .components import ClusterComponents
 from .directory import SESSION_CHANGED, SessionInfo, describe, read
@@ -282,10 +282,16 @@ class ClusterNode:
     async def ask_all(self, topic: str, body: dict[str, Any],
                       timeout: float) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         """Every other live node's reply to a request of ``topic`` with ``body``, asked all at once:
-        the replies by node, and why each node that gave none did not."""
+        the replies by node, and why each node that gave none did not; :class:`BusUnavailable`
+        when the live nodes cannot be read."""
         if self.bus.alone():
             return {}, {}
-        others = sorted(node for node in await self.bus.nodes() if node != self.name)
+        try:
+            live = await self.bus.nodes()
+        except Exception as err:
+            # Whatever the backend raises (Redis away, a timeout): the caller can only say so.
+            raise BusUnavailable(f"the live nodes cannot be read: {err}") from err
+        others = sorted(node for node in live if node != self.name)
         outcomes = await asyncio.gather(*(self.ask(node, topic, body, timeout) for node in others),
                                         return_exceptions=True)
         replies: dict[str, dict[str, Any]] = {}

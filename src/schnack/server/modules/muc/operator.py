@@ -13,8 +13,10 @@ node serves yet, as a stanza to it would); a command for a room another node ser
 there over the bus (:meth:`~...cluster.node.ClusterNode.ask`, topic ``rooms``) and answers with
 that node's reply, or, when none comes within :data:`FORWARD_TIMEOUT`, with an error naming the
 node. A forwarded command is never forwarded again: the room may have moved on meanwhile (its node
-drained), and is then refused. Listings read storage, which all nodes share; occupants are known
-to the node that serves the room.
+drained), and is then refused. A listing reads storage, which all nodes share, and asks every live
+node for the rooms it holds in memory, with their occupants (a temporary room is nowhere else);
+a node that does not answer within :data:`GATHER_TIMEOUT` is named in the listing, and the
+occupants of the stored rooms it may serve are unknown.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ TOPIC = "rooms"
 # How long the node asked waits for the room's node to carry out a command (a room destroyed
 # deletes its archive) before it tells the operator that it did not answer.
 FORWARD_TIMEOUT = 15.0
+# How long a listing waits for every other node's rooms.
+GATHER_TIMEOUT = 3.0
 
 
 def _refused(error: str) -> Reply:
@@ -44,7 +48,8 @@ def _refused(error: str) -> Reply:
 
 
 class Operator:
-    """The ``rooms`` admin command (``admin/rooms``): the actions list, show, set-affiliation, destroy."""
+    """The ``rooms`` admin command (``admin/rooms``): the actions list, show, set-affiliation, destroy;
+    and ``served``, the rooms in memory, which only other nodes ask for (see :meth:`listing`)."""
 
     def __init__(self, muc: Muc) -> None:
         self.muc = muc
@@ -62,6 +67,8 @@ class Operator:
         action = request.get("action")
         if action == "list":
             return await self.listing(request.get("domain"))
+        if action == "served" and not forward:
+            return {"ok": True, "rooms": self._served(request.get("services"))}
         if action not in ("show", "set-affiliation", "destroy"):
             return _refused(f"unknown rooms action {action!r}")
         room_jid = self._room_jid(request.get("room"))
@@ -104,44 +111,50 @@ class Operator:
             return f"unknown affiliation {affiliation!r} (owner, admin, member, outcast or none)"
         return target, affiliation
 
-    def _occupants(self, room_jid: JID) -> int | None:
-        """The room's occupants if it is served here (rooms with occupants are in memory); None
-        when another node of a cluster may serve it."""
-        room = self.muc.rooms.live.get(room_jid)
-        if room is not None:
-            return len(room.occupants)
-        return 0 if self.muc.server.cluster.bus.alone() else None
+    def _served(self, services: object) -> list[Reply]:
+        """The rooms of ``services`` in this node's memory (those it serves) with their occupants."""
+        wanted = services if isinstance(services, list) else []
+        return [{"room": str(jid), "name": room.config.name, "occupants": len(room.occupants),
+                 "owners": sorted(str(owner) for owner in room.owners())}
+                for jid, room in self.muc.rooms.live.items() if jid.domain in wanted and not room.destroyed]
 
     async def listing(self, domain: object) -> Reply:
         """Every room of the services (of ``domain``, a served domain or its group service):
-        stored ones and those only in memory here, with their occupants and owners."""
+        those in storage and those in the memory of any node, with their occupants and owners;
+        ``unanswered`` says why each node that did not answer gave nothing."""
         services = sorted(self.muc.domains)
         if domain is not None:
             wanted = str(domain).lower()
             services = [s for s in services if wanted in (s, self.muc.domains[s])]
             if not services:
                 return _refused(f"this server has no group service for {domain} (services: {', '.join(sorted(self.muc.domains))})")
+        live = {row["room"]: row for row in self._served(services)}
+        try:
+            replies, unanswered = await self.muc.server.cluster.ask_all(
+                TOPIC, {"action": "served", "services": services}, GATHER_TIMEOUT)
+        except BusUnavailable:
+            return _refused("the cluster cannot tell which nodes are live right now; try again")
+        for node, reply in replies.items():
+            served = reply.get("rooms")
+            if not reply.get("ok") or not isinstance(served, list):
+                unanswered[node] = f"node {node} gave no rooms: {reply.get('error', 'no listing in its reply')}"
+                continue
+            for row in served:
+                live.setdefault(row["room"], row)
         storage = self.muc.server.storage.muc
-        rows: list[Reply] = []
+        rows: list[Reply] = list(live.values())
         for service in services:
-            seen: set[JID] = set()
             for stored in await storage.rooms(service):
                 jid = JID(stored.name, service)
-                seen.add(jid)
-                room = self.muc.rooms.live.get(jid)
-                if room is not None:
-                    owners = [str(owner) for owner in room.owners()]
-                else:
-                    affiliations = await storage.affiliations(service, stored.name)
-                    owners = [k for k, v in affiliations.items() if v.affiliation == "owner"]
+                if str(jid) in live:
+                    continue
+                affiliations = await storage.affiliations(service, stored.name)
+                owners = sorted(k for k, v in affiliations.items() if v.affiliation == "owner")
                 name = RoomState.from_json(stored.config).config.name
-                rows.append({"room": str(jid), "name": name, "occupants": self._occupants(jid), "owners": sorted(owners)})
-            for jid, room in self.muc.rooms.live.items():
-                if jid.domain == service and jid not in seen and not room.destroyed:
-                    rows.append({"room": str(jid), "name": room.config.name, "occupants": len(room.occupants),
-                                 "owners": sorted(str(owner) for owner in room.owners())})
+                # In no answering node's memory: empty, unless a node that did not answer serves it.
+                rows.append({"room": str(jid), "name": name, "occupants": None if unanswered else 0, "owners": owners})
         rows.sort(key=lambda row: row["room"])
-        return {"ok": True, "rooms": rows}
+        return {"ok": True, "rooms": rows, "unanswered": unanswered}
 
     async def show(self, room_jid: JID) -> Reply:
         """The room's configuration (§10.2; whether it has a password, never the password),
