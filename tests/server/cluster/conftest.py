@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -25,6 +26,7 @@ from schnack.server.cluster import ClusterBus, LocalBus, RedisBus
 from schnack.server.cluster.local import LocalHub
 from schnack.server.cluster.sentinel import open_redis
 
+from ...client.proxy import Proxy
 from ...conftest import require_service
 
 REDIS_URL = os.environ.get("SCHNACK_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -67,13 +69,14 @@ class Cluster:
     hub: LocalHub = field(default_factory=LocalHub)
     buses: list[ClusterBus] = field(default_factory=list)
 
-    async def node(self, name: str, *, heartbeat_interval: float = 0.1, node_ttl: float = 0.6) -> ClusterBus:
-        """A started node called ``name``."""
+    async def node(self, name: str, *, heartbeat_interval: float = 0.1, node_ttl: float = 0.6,
+                   url: str | None = None) -> ClusterBus:
+        """A started node called ``name``; on Redis through ``url`` if given (a proxy in front of it)."""
         bus: ClusterBus
         if self.backend == "local":
             bus = LocalBus(name, hub=self.hub, heartbeat_interval=heartbeat_interval, node_ttl=node_ttl)
         else:
-            bus = RedisBus(self.url, name, prefix=self.prefix, heartbeat_interval=heartbeat_interval,
+            bus = RedisBus(url or self.url, name, prefix=self.prefix, heartbeat_interval=heartbeat_interval,
                            node_ttl=node_ttl, op_timeout=1.0)
         await bus.start()
         self.buses.append(bus)
@@ -127,6 +130,23 @@ async def redis_cluster() -> AsyncIterator[Cluster]:
         yield made
     finally:
         await made.close()
+
+
+@pytest.fixture
+async def redis_proxy() -> AsyncIterator[Proxy]:
+    """A TCP proxy in front of the local Redis, whose links a test cuts (a node cut off from it)."""
+    parts = urlsplit(REDIS_URL)
+    assert parts.hostname is not None and parts.port is not None
+    proxy = await Proxy(parts.hostname, parts.port).start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+def through(proxy: Proxy) -> str:
+    """The URL of the local Redis through ``proxy``."""
+    return urlsplit(REDIS_URL)._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
 
 
 class PrivateRedis:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,7 +14,8 @@ from schnack.server.cluster import ClusterBus, ClusterUnavailable, RedisBus
 from schnack.server.cluster.bus import Entry
 from schnack.server.cluster.messages import Deliver, Done, NodeMessage, encode
 
-from .conftest import Cluster, PrivateRedis, eventually
+from ...client.proxy import Proxy
+from .conftest import Cluster, PrivateRedis, eventually, through
 
 
 class Inbox:
@@ -520,3 +522,56 @@ async def test_a_deliver_that_asks_is_answered_with_done(cluster: Cluster) -> No
 
 async def _count(items: list[Deliver] | list[Done]) -> int:
     return len(items)
+
+
+def membership(bus: ClusterBus) -> Callable[[], Awaitable[bool]]:
+    """A probe of ``bus.is_member()`` for :func:`eventually`."""
+    async def probe() -> bool:
+        return bus.is_member()
+
+    return probe
+
+
+async def test_a_node_cut_off_from_redis_stops_being_a_member_before_it_is_declared_dead(
+        redis_cluster: Cluster, redis_proxy: Proxy) -> None:
+    """A node that cannot reach Redis cannot tell after half of ``node_ttl`` that the others do not
+    take it for dead, before they do after ``node_ttl``; when it reaches Redis again, it is a
+    member again, as another process (its ``started`` is new), since the others declared it dead."""
+    a = await redis_cluster.node("a", url=through(redis_proxy))
+    b = await redis_cluster.node("b")
+    assert a.is_member() and b.is_member()
+    before = a.started
+    assert (await b.nodes())["a"].started == before
+    redis_proxy.refusing = True
+    redis_proxy.cut()
+    await eventually(membership(a), lambda member: not member)
+    await eventually(b.nodes, lambda nodes: "a" not in nodes)
+    assert not a.is_member()
+    redis_proxy.refusing = False
+    await eventually(membership(a), bool)
+    assert a.started > before
+    assert (await b.nodes())["a"].started == a.started
+
+
+async def test_a_node_dropped_from_its_hub_while_it_lived_joins_again_as_another_process() -> None:
+    """The in-process bus alike: a node another one dropped (its heartbeats were late) is no member
+    until its next heartbeat, and from then on another process."""
+    cluster = Cluster("local")
+    try:
+        a = await cluster.node("a", heartbeat_interval=0.05)
+        b = await cluster.node("b", heartbeat_interval=0.05)
+        before = a.started
+        cluster.hub.drop("a")
+        assert not a.is_member()
+        await eventually(membership(a), bool)
+        assert a.started > before
+        assert (await b.nodes())["a"].started == a.started
+    finally:
+        await cluster.close()
+
+
+async def test_a_node_alone_on_its_hub_is_a_member(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    assert a.is_member()
+    await a.stop()
+    assert not a.is_member()

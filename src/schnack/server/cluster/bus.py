@@ -62,8 +62,17 @@ class ClusterBus(Protocol):
 
     @property
     def started(self) -> float:
-        """When this node's process joined (as :attr:`NodeInfo.started` shows it to every node): a
-        node that restarts under its name is another one than before."""
+        """When this node last joined (as :attr:`NodeInfo.started` shows it to every node): a node
+        that restarts under its name is another one than before, and so is one that comes back
+        after the cluster declared it dead (or lost its heartbeat, as a restarted Redis does)."""
+        ...
+
+    def is_member(self) -> bool:
+        """Whether this node can tell, without asking anyone, that no other node can have declared
+        it dead yet: its last heartbeat that reached the backend was sent less than half of
+        ``node_ttl`` ago (the other half is the margin for a write it makes now). A node that
+        cannot tell must not start or finish a write under a claim that names it
+        (cluster/claims.py): the others may be taking the claim over."""
         ...
 
     async def start(self) -> None:

@@ -116,13 +116,16 @@ class LocalBus:
         """Join the hub and heartbeat."""
         if self._node in self._hub.members:
             raise RuntimeError(f"a node named {self._node!r} is already running")
+        self._join()
+        self._beat()
+        self._heartbeat = asyncio.create_task(self._run())
+        self._consumer = asyncio.create_task(self._consume())
+
+    def _join(self) -> None:
         self._hub.members[self._node] = self
         self._started = time.time()
         self._hub.started[self._node] = self._started
         self._hub.addresses[self._node] = self._address
-        self._beat()
-        self._heartbeat = asyncio.create_task(self._run())
-        self._consumer = asyncio.create_task(self._consume())
 
     async def stop(self, *, leave: bool = True) -> None:
         """Stop heartbeating; ``leave`` drops this node's entries at once."""
@@ -140,7 +143,19 @@ class LocalBus:
                 del self._hub.members[self._node]
 
     def _beat(self) -> None:
+        if self._node not in self._hub.members:
+            # Declared dead while it lived (its heartbeats were late by node_ttl): it joins again
+            # as another process, as on Redis, so that what it claimed before is not its own now.
+            log.warning("this node was declared dead; joining again as another process")
+            self._join()
         self._hub.seen[self._node] = time.monotonic()
+
+    def is_member(self) -> bool:
+        """Whether this node is on its hub and heartbeated within half of ``node_ttl``; always
+        while it is alone there, where no other node can declare it dead."""
+        if self._hub.members.get(self._node) is not self:
+            return False
+        return self.alone() or self._hub.alive(self._node, self._ttl / 2)
 
     async def _run(self) -> None:
         while True:

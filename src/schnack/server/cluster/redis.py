@@ -22,7 +22,10 @@ When Redis goes away, the node keeps serving its own clients: publishing fails (
 the stanza instead), directory writes and announcements are remembered locally, and the listener
 reconnects with backoff. Once Redis answers again, the node writes its own sessions back into the
 directory (a restarted Redis has forgotten them, and other nodes may have reaped this one
-meanwhile) and publishes the announcements it could not.
+meanwhile) and publishes the announcements it could not. From half of ``node_ttl`` after its
+last heartbeat that went through, the node is no member (``is_member``): the others declare it
+dead after ``node_ttl``. A node that finds its heartbeat gone joins again as another process (a
+new ``started``).
 
 Behind Redis Sentinel (a ``redis+sentinel://`` URL, or ``rediss+sentinel://`` for TLS, see
 sentinel.py) each heartbeat first asks the sentinels which server is the primary. When a failover
@@ -292,6 +295,9 @@ class RedisBus:
         # their names anew first (reclaim), so that no name gets a second owner.
         self._settling_until = 0.0
         self._started = time.time()
+        # Until then (time.monotonic()) no other node can have taken this one for dead: half of
+        # node_ttl after its last heartbeat that went through was sent.
+        self._member_until = 0.0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -305,8 +311,12 @@ class RedisBus:
 
     @property
     def started(self) -> float:
-        """When this node was made (its heartbeat says so)."""
+        """When this node last joined: made, or back after its heartbeat was gone (its heartbeat says so)."""
         return self._started
+
+    def is_member(self) -> bool:
+        """Whether this node's last heartbeat that reached Redis was sent within half of ``node_ttl``."""
+        return self._joined and not self._stopping and time.monotonic() < self._member_until
 
     @property
     def prefix(self) -> str:
@@ -423,20 +433,32 @@ class RedisBus:
         return json.dumps({"sessions": sessions, "components": len(self._local) - sessions,
                            "started": self._started, "address": self._address})
 
+    async def _heartbeat(self) -> bool:
+        """Write this node's heartbeat; whether the one before was still there."""
+        return bool(await self._call("heartbeat", [self._key("hb", self._node), self._key("nodes")],
+                                     [self._info(), int(self._ttl * 1000), self._node]))
+
     async def _beat(self) -> None:
         """Heartbeat; rewrite the directory if it may have lost this node; reap dead nodes."""
         await self._follow_primary()
-        existed = await self._call("heartbeat", [self._key("hb", self._node), self._key("nodes")],
-                                   [self._info(), int(self._ttl * 1000), self._node])
+        # The heartbeat expires node_ttl after it reached Redis, so no sooner than after it was sent.
+        sent = time.monotonic()
+        existed = await self._heartbeat()
         # The heartbeat may have reconnected, to a primary the sentinels named in the meantime.
         self._note_primary()
-        if not existed and self.resyncs:
-            # Redis restarted, or this node's heartbeat expired (a stall longer than node_ttl):
-            # the others may have reaped it and taken its claims meanwhile, so it recovers as
-            # after an outage (settles, writes its sessions back, reclaims what it owns).
+        if not existed and self._joined:
+            # Redis restarted, or this node's heartbeat expired (cut off from Redis, or a stall,
+            # longer than node_ttl): the others may have reaped it and taken its claims meanwhile,
+            # so it recovers as after an outage (settles, writes its sessions back, reclaims what
+            # it owns), and joins as another process: the claims in storage that name it as it
+            # was are dead to every node, to itself too (cluster/claims.py).
             if not self._lost:
-                log.warning("this node's heartbeat was gone from Redis; claiming what it owns again")
+                log.warning("this node's heartbeat was gone from Redis; joining again as another process")
             self._lost = True
+            self._started = time.time()
+            sent = time.monotonic()
+            await self._heartbeat()
+        self._member_until = sent + self._ttl / 2
         # Redis came back: the claims may be gone too.
         if self._lost:
             # Long enough for every other node to notice too (a heartbeat may be stuck in a
