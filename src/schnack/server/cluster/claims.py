@@ -1,7 +1,12 @@
 """Claims in shared storage that name the node making them (docs/architecture.md, the bus's
 ``started``): a claim is made with the key-value store's ``set_default`` and holds while its
 node lives; once the cluster knows that node dead (its heartbeat is gone for ``node_ttl``, or it
-came back as another process), the next claimant may take it over with ``replace``."""
+came back as another process), the next claimant may take it over with ``replace``.
+
+So the node that made a claim writes under it only while it can tell that the others cannot
+have declared it dead yet (:func:`still_mine`), checked right before the write that commits what
+it claimed: a node cut off from the cluster past ``node_ttl`` is declared dead while it still
+lives, and would otherwise write beside the node that took its claim over."""
 
 from __future__ import annotations
 
@@ -43,3 +48,15 @@ async def claimant_lives(bus: ClusterBus, claim: bytes) -> bool:
         return True
     info = nodes.get(node)
     return info is not None and info.started == started
+
+
+def still_mine(bus: ClusterBus, claim: bytes) -> bool:
+    """Whether this node may still write under ``claim``, which it made (:func:`node_claim`): no
+    other node can have declared it dead yet (:meth:`ClusterBus.is_member`), and it is still the
+    process that made the claim in the cluster's eyes, not one it came back as after it was
+    declared dead (whose old claims the others may have taken over meanwhile)."""
+    try:
+        node, started, _token, *_notes = json.loads(claim)
+    except (ValueError, TypeError):
+        return False
+    return bus.is_member() and node == bus.node and started == bus.started

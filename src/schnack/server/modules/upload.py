@@ -51,7 +51,11 @@ when that node started: a node that dies in the middle of a PUT leaves its claim
 cluster knows it dead (its heartbeat is gone for ``node_ttl``, or it came back as a new process)
 the next PUT takes the claim over, in one step, so that the client's retry need not wait for
 the slot to expire. While the cluster cannot say which nodes live (Redis is away), a claim
-holds. A PUT whose claim was taken over meanwhile answers 409, not 201. Blobs live in
+holds. A PUT whose claim was taken over meanwhile answers 409, not 201. A node cut off from the
+cluster is declared dead while it lives: from half of ``node_ttl`` after its last heartbeat that
+went through (the cluster bus's ``is_member``), and after it came back as another process, it
+puts no file in place and records none under its claims, nor starts a PUT: it answers 503 with
+``Retry-After``, and the retry goes ahead on a node that can. Blobs live in
 a :class:`~schnack.server.blobs.BlobStore`: files under
 ``data_dir/uploads`` by default, or objects in an S3 bucket (``store = "s3"``) for a cluster.
 The HMAC key is ``secret``, or one made at the first start and kept in storage so that every
@@ -100,7 +104,7 @@ from ...xmpp.payloads.upload import (
 )
 from ...xmpp.stanza import Stanza
 from ..blobs import BlobError, BlobStore, LocalBlobStore, S3BlobStore
-from ..cluster.claims import claimant_lives, node_claim
+from ..cluster.claims import claimant_lives, node_claim, still_mine
 from ..config import ConfigError, bounded, parse_address
 from ..locks import AccountLocks
 from ..module import Module
@@ -192,6 +196,11 @@ class _Unsatisfiable(Exception):
 
 class _ShortBody(Exception):
     """The client ended the body before Content-Length bytes."""
+
+
+class _CutOff(Exception):
+    """This node cannot tell that the cluster still takes it for alive (claims.still_mine): the
+    file must not go into place under its claim, which another node may be taking over."""
 
 
 def safe_name(name: str) -> bool:
@@ -462,6 +471,8 @@ class Upload(Module[UploadOptions]):
             return _status(409, "this slot is being used")
         self._putting.add(slot_id)
         try:
+            if not self.server.cluster.bus.is_member():
+                return self._cut_off(domain, slot_id)
             mine = await self._claim(domain, slot_id)
             if mine is None:
                 return _status(409, "this slot is being used")
@@ -472,7 +483,7 @@ class Upload(Module[UploadOptions]):
                     return _status(410, "the slot was withdrawn")
                 response = await self._store(request, domain, slot_id, held, mine)
                 stored = response.status == 201
-                if not stored and await self._holds(domain, slot_id, mine):
+                if not stored and still_mine(self.server.cluster.bus, mine) and await self._holds(domain, slot_id, mine):
                     # No file came of it: the slot holds the quota only as long as its URL again.
                     await self._rewrite(domain, slot_id, record)
                 return response
@@ -537,7 +548,9 @@ class Upload(Module[UploadOptions]):
     async def _store(self, request: web.Request, domain: str, slot_id: str, record: Record,
                      mine: bytes) -> web.StreamResponse:
         try:
-            await self.blobs.write(f"{domain}/{slot_id}", self._body(request, record.size), record.size)
+            await self.blobs.write(f"{domain}/{slot_id}", self._body(request, record.size, mine), record.size)
+        except _CutOff:
+            return self._cut_off(domain, slot_id)
         except TimeoutError:
             log.info("upload %s/%s stalled; partial file removed", domain, slot_id)
             return _status(408, "the upload was too slow")
@@ -554,6 +567,8 @@ class Upload(Module[UploadOptions]):
             # took the slot: that one tells its client of the file, this one must not.
             log.warning("upload %s/%s: the claim of this PUT was taken over while it stored", domain, slot_id)
             return _status(409, "this slot was taken over by another upload")
+        if not still_mine(self.server.cluster.bus, mine):
+            return self._cut_off(domain, slot_id)
         stored = replace(record, stored=time.time())
         if not await self._rewrite(domain, slot_id, stored):
             # The account went, or purged the slot, while the body was on its way.
@@ -561,8 +576,18 @@ class Upload(Module[UploadOptions]):
             return _status(410, "the slot was withdrawn")
         return web.Response(status=201, headers=_CORS)
 
-    async def _body(self, request: web.Request, size: int) -> AsyncIterator[bytes]:
-        """The body in chunks, with the stall timeout and the minimum average rate applied."""
+    def _cut_off(self, domain: str, slot_id: str) -> web.Response:
+        """503 to a PUT this node must not store: it cannot tell whether the cluster still takes it
+        for alive. The client's retry goes ahead on a node that can, or on this one once it can."""
+        log.warning("upload %s/%s: refused, this node cannot tell whether the cluster still takes it for alive",
+                    domain, slot_id)
+        wait = max(1, math.ceil(self.server.config.cluster.node_ttl))
+        return _status(503, "this server is cut off from its cluster: try again shortly", **{"Retry-After": str(wait)})
+
+    async def _body(self, request: web.Request, size: int, mine: bytes) -> AsyncIterator[bytes]:
+        """The body in chunks, with the stall timeout and the minimum average rate applied; it ends
+        only while this PUT's claim is still this node's to write under (:class:`_CutOff`), so that
+        the blob store puts no file in place otherwise."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.stall_timeout + size / self.options.min_upload_rate
         got = 0
@@ -576,6 +601,8 @@ class Upload(Module[UploadOptions]):
                 raise _ShortBody
             got += len(chunk)
             yield chunk
+        if not still_mine(self.server.cluster.bus, mine):
+            raise _CutOff
 
     async def _get(self, request: web.Request, domain: str, slot_id: str, record: Record) -> web.StreamResponse:
         size = record.size
