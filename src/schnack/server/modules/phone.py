@@ -50,7 +50,10 @@ same request sent again is answered alike if its password is the account's (chec
 the account's SCRAM keys), and any other gets 404. Before it creates an account, the request
 notes so under ``phone-new/{code id}`` until the code's expiry: a retry that finds that note
 and an account with its password (not an old one of a reassigned number, not yet deleted)
-knows that its first sending created the account, and answers 201 as that would have.
+knows that its first sending created the account, and answers 201 as that would have. A node
+that cannot tell whether the cluster still takes it for alive (the cluster bus's ``is_member``;
+cut off from Redis for half of ``node_ttl``), or that came back as another process since it
+claimed the use, makes no change under the claim: it gives both back and answers 503.
 
 **Limits.** Per number one code per ``sms_interval`` and ``sms_per_day`` a UTC day, of which
 ``sms_per_day_per_address`` asked for from any one client address (an IPv6 /64 as one): a
@@ -120,7 +123,7 @@ from ...xmpp.sasl import derive_credentials, password_matches
 from ...xmpp.stanza import Stanza
 from .. import websocket
 from ..background import Background
-from ..cluster.claims import claim_notes, claimant_lives, node_claim
+from ..cluster.claims import claim_notes, claimant_lives, node_claim, still_mine
 from ..config import ConfigError, bounded
 from ..locks import AccountLocks
 from ..module import Module
@@ -614,6 +617,12 @@ class Phone(Module[PhoneOptions]):
             # back, as the try decided nothing, and that request is waited for.
             await kv.delete(self.host, "", key)
             return None
+        if not still_mine(self.server.cluster.bus, mine):
+            # Cut off from the cluster, this node may be declared dead while it changes the
+            # account, and the app's retry on another node make the change beside it.
+            await self._give_back(used, mine, key)
+            raise _Refused(503, "this server is cut off from its cluster: send the request again shortly",
+                           _AGAIN_AFTER)
         try:
             created = await self._assign(number, password, code)
             await self._note_answer(number, digits, installation, code.expires, created)
