@@ -25,6 +25,7 @@ from schnack.xmpp.jid import JID
 from schnack.xmpp.stanza import Stanza
 from schnack.xmpp.xml import serialize
 
+from ...client.proxy import Proxy
 from ...conftest import require_service
 from ...harness import Client, make_config
 from ..modules.contacts import presence
@@ -32,6 +33,7 @@ from ..modules.groups import ADMIN, MESSAGE, PRESENCE, ROOM, create, join_xml, s
 from ..modules.messaging import body, chat, login
 from ..storage.conftest import postgres_schema
 from .conftest import Cluster, eventually, redis_available
+from .test_node_upload import cut_off, one_cut_off
 
 IQ = f"{{{ns.CLIENT}}}iq"
 CARBONS = "urn:xmpp:carbons:2"
@@ -579,3 +581,18 @@ async def test_messages_of_every_type_reach_a_full_jid_on_another_node(tmp_path:
             await alice.send(chat("bob@localhost/desk", kind, kind=kind, id=kind))
             got = await until(bob, lambda el: el.tag == MESSAGE)
             assert (got.get("id"), got.get("type"), body(got)) == (kind, kind, kind)
+
+
+async def test_contacts_hear_again_of_the_sessions_of_a_node_back_after_it_was_declared_dead(
+        tmp_path: Path, redis_proxy: Proxy) -> None:
+    """RFC 6121 §4.5.2, §4.4.2: node a, cut off from Redis, is declared dead, and the node that
+    reaped it tells bob that alice's phone is gone; the phone's session lived on, so once node a
+    reaches Redis again (as another process), bob hears the phone's presence again."""
+    async with one_cut_off(tmp_path, redis_proxy, {"disable": ["e2e"]}) as (a, b):
+        alice = await online(a, "alice@localhost/phone", "<show>away</show>")
+        bob = await online(b, "bob@localhost/desk")
+        await friends(alice, bob)
+        await cut_off(redis_proxy, a, b)
+        await until(bob, presence_from("alice@localhost/phone", "unavailable"))
+        redis_proxy.refusing = False
+        await until(bob, presence_from("alice@localhost/phone", show="away"))

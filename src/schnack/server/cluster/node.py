@@ -97,6 +97,7 @@ class ClusterNode:
         bus.subscribe(self.arrived)
         bus.on_node_down(self._node_down)
         bus.on_reaped(self.presence.reaped)
+        bus.on_recovered(self.presence.rejoined)
         # Copies posted from code that cannot wait (a room's fan-out), sent in order by one task,
         # with the answers (Done) to the nodes that asked about a room's message in between.
         self._outbox: asyncio.Queue[tuple[JID, Element] | tuple[str, Done]] = asyncio.Queue()

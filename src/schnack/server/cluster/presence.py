@@ -16,7 +16,10 @@ nodes:
   siblings (§4.2.2);
 - when a node dies, the one node that reaped it sends unavailable presence (§4.5.2) from each of
   its available sessions to the contacts subscribed to them and to their own accounts, and to
-  whom each of its sessions sent directed presence (§4.6.3; the directory keeps that list).
+  whom each of its sessions sent directed presence (§4.6.3; the directory keeps that list);
+- a node cut off from the cluster past ``node_ttl`` is declared dead while its sessions live on:
+  once it is back (as another process, ClusterBus.started), its available sessions' last
+  presence goes out again to the same (§4.4.2, §4.6.2), which took them for gone.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ...xmpp.parser import parse_frame
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname
 from ..hooks import HANDLED, Handled
+from ..modules.directed import Directed
 from ..modules.presence import SUBSCRIPTION_TYPES, addressed
 from ..modules.roster import Roster, has_from, reachable
 from .bus import Entry
@@ -58,6 +62,8 @@ class ClusterPresence:
     def __init__(self, node: ClusterNode) -> None:
         self.node = node
         self.server = node.server
+        # The process this node was in the cluster's eyes when it last told its contacts so.
+        self._started = node.bus.started
         self.server.hooks.add("presence/full", self.to_full, PRIORITY)
         self.server.hooks.add("presence/bare", self.to_bare, PRIORITY)
 
@@ -120,29 +126,52 @@ class ClusterPresence:
         """§4.5.2 and §4.6.3 for the sessions of a dead node, sent by the node that reaped it: its
         available sessions' contacts and own accounts, and whom any of them sent directed presence
         (group chat rooms excepted: a room's node drops the occupants of a dead node itself)."""
-        roster = self.server.modules.get("roster")
         for full, entry in dropped.items():
             info = read(full, Entry(node, entry))
             try:
                 jid = JID.parse(full)
             except JIDError:
                 continue
-            owner = jid.bare
             unavailable = element(_PRESENCE, {"type": "unavailable", "from": full})
-            reached: set[str] = set()
-            if info.available:
-                if isinstance(roster, Roster) and jid.domain in self.server.hosts:
-                    for contact, item in (await roster.items(owner)).items():
-                        if has_from(item.subscription) and reachable(self.server, JID.parse(contact)):
-                            await self.server.router.send(addressed(unavailable, contact))
-                            reached.add(contact)
-                await self.server.router.send(addressed(unavailable, owner))
-                reached.add(str(owner))
-            for target in info.directed:
-                try:
-                    to = JID.parse(target)
-                except JIDError:
-                    continue
-                if str(to.bare) not in reached and not self.node.groups.hosts(to):
-                    await self.server.router.send(addressed(unavailable, to))
+            await self._tell(jid, unavailable, info.available, info.directed)
         log.info("told the contacts of %d sessions of dead node %s that they are gone", len(dropped), node)
+
+    async def rejoined(self) -> None:
+        """The bus works again after an outage. If this node came back as another process, the
+        others declared it dead meanwhile and told its sessions' contacts they were gone
+        (:meth:`reaped`): each available session's last presence goes out again, as §4.4.2
+        broadcasts it, and to whom it sent directed presence (§4.6.2)."""
+        started = self.node.bus.started
+        if started == self._started:
+            return
+        self._started = started
+        sessions = [s for s in self.server.sessions if s.available and s.presence is not None and not s.closed]
+        for session in sessions:
+            assert session.presence is not None
+            directed = tuple(map(str, session.slot(Directed).to))
+            await self._tell(session.jid, session.presence, True, directed)
+        log.info("told the contacts of %d sessions again that they are here, after the cluster took this node "
+                 "for dead", len(sessions))
+
+    async def _tell(self, jid: JID, el: Element, available: bool, directed: tuple[str, ...]) -> None:
+        """Send ``el``, presence of the session ``jid``, to its account's contacts subscribed to
+        its presence and the account itself (when the session is ``available``), and to those it
+        sent ``directed`` presence (group chat rooms excepted)."""
+        roster = self.server.modules.get("roster")
+        owner = jid.bare
+        reached: set[str] = set()
+        if available:
+            if isinstance(roster, Roster) and jid.domain in self.server.hosts:
+                for contact, item in (await roster.items(owner)).items():
+                    if has_from(item.subscription) and reachable(self.server, JID.parse(contact)):
+                        await self.server.router.send(addressed(el, contact))
+                        reached.add(contact)
+            await self.server.router.send(addressed(el, owner))
+            reached.add(str(owner))
+        for target in directed:
+            try:
+                to = JID.parse(target)
+            except JIDError:
+                continue
+            if str(to.bare) not in reached and not self.node.groups.hosts(to):
+                await self.server.router.send(addressed(el, to))
