@@ -14,7 +14,7 @@ from xml.etree.ElementTree import Element
 import pytest
 
 from schnack.server.app import Server
-from schnack.server.modules.mam import SCAN_MOST, STORE, Mam
+from schnack.server.modules.mam import SCAN_MOST, STORE, Mam, now
 from schnack.server.storage import RosterItem, open_storage
 from schnack.xmpp import ns
 from schnack.xmpp.parser import parse_frame
@@ -614,6 +614,15 @@ async def test_a_message_is_kept_at_the_time_it_is_shown_with(server: Server) ->
         shown = format_stamp(result.forwarded.stamp)
         same = [other.id for other in results if other.forwarded.stamp == result.forwarded.stamp]
         assert (await ask(bob, form(start=shown, end=shown))).ids == same, shown
+
+
+def test_the_archived_time_is_the_clock_to_the_microsecond() -> None:
+    # The float nearest a whole microsecond, as round(t, 6) makes it, and no earlier or later
+    # than the clock around it.
+    before = round(time.time(), 6) - 1e-6
+    stamps = [now() for _ in range(1000)]
+    after = round(time.time(), 6) + 1e-6
+    assert all(stamp == round(stamp, 6) and before <= stamp <= after for stamp in stamps)
 
 
 async def test_time_window_paged_with_rsm(server: Server) -> None:
