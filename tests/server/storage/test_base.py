@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import sys
@@ -9,6 +10,9 @@ import threading
 import time
 
 from schnack.server.storage.base import new_item_id
+
+URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+SORTED = "".join(sorted(URLSAFE))
 
 
 def test_item_ids_are_short_url_safe_and_unique() -> None:
@@ -25,6 +29,18 @@ def test_item_ids_sort_by_the_time_they_were_made() -> None:
         made.append(new_item_id())
         time.sleep(0.002)
     assert made == sorted(made)
+
+
+def test_an_id_is_the_millisecond_and_random_bits_in_base64url_sorted() -> None:
+    """Base64url of the millisecond (6 bytes, big-endian) and 6 random bytes, each character
+    replaced by the one at its value in base64url's alphabet sorted."""
+    before = time.time_ns() // 1_000_000
+    item_id = new_item_id()
+    after = time.time_ns() // 1_000_000
+    unsorted = item_id.translate(str.maketrans(SORTED, URLSAFE))
+    stamp = int.from_bytes(base64.urlsafe_b64decode(unsorted)[:6], "big")
+    assert before <= stamp <= after
+    assert base64.urlsafe_b64encode(base64.urlsafe_b64decode(unsorted)).decode() == unsorted
 
 
 def test_a_forked_child_does_not_repeat_its_parents_random_bits() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
+import binascii
 import json
 import os
 import threading
@@ -48,9 +48,10 @@ BOUNDED_STORES = frozenset({"offline"})
 # come to be written, which takes seconds at most.
 DELETED_FOR = 600.0
 
-# base64url's alphabet in ASCII order: the ids compare as the bytes they encode do.
-_SORTABLE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
-                          "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz")  # fmt: skip
+# base64's alphabet as base64url's characters in ASCII order: the ids compare as the bytes they
+# encode do. A table of bytes, applied before decoding: a string's translate costs ten times more.
+_SORTABLE = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+                            b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz")  # fmt: skip
 
 
 class _RandomBytes:
@@ -93,7 +94,7 @@ def new_item_id() -> str:
     last ones changed, where a random id changed a random page of the index each time (17 % more
     of SQLite's time per append, docs/benchmarks.md)."""
     stamp = time.time_ns() // 1_000_000
-    return base64.urlsafe_b64encode(stamp.to_bytes(6, "big") + _random.take(6)).decode().translate(_SORTABLE)
+    return binascii.b2a_base64(stamp.to_bytes(6, "big") + _random.take(6), newline=False).translate(_SORTABLE).decode()
 
 
 Row = tuple[str, str, str, str, float, str, bytes]
