@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schnack.xmpp.parser import parse_frame
-from schnack.xmpp.payloads.sid import SidError, StanzaId, strip_stanza_ids
+from schnack.xmpp.payloads.sid import SidError, StanzaId, stanza_id, strip_stanza_ids
 from schnack.xmpp.xml import serialize
 
 SID = "urn:xmpp:sid:0"
@@ -16,6 +16,11 @@ def test_parse_and_round_trip() -> None:
     sid = StanzaId.from_xml(el)
     assert sid == StanzaId("de305d54", "room@muc.example.org")
     assert StanzaId.from_xml(parse_frame(serialize(sid.to_xml()).encode(), 10**6)) == sid
+
+
+def test_an_archive_stamps_the_element_of_the_stanza_id() -> None:
+    assert serialize(stanza_id("de305d54", "juliet@example.com")) == serialize(StanzaId("de305d54", "juliet@example.com").to_xml())
+    assert StanzaId.from_xml(stanza_id("de305d54", "juliet@example.com")) == StanzaId("de305d54", "juliet@example.com")
 
 
 @pytest.mark.parametrize("xml", [

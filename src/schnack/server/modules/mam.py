@@ -97,7 +97,7 @@ from ...xmpp.payloads.mam import (
     query_form,
 )  # fmt: skip
 from ...xmpp.payloads.rsm import ResultSet
-from ...xmpp.payloads.sid import StanzaId, strip_stanza_ids
+from ...xmpp.payloads.sid import stanza_id, strip_stanza_ids
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element, qname, serialize, split
 from ..cluster.bus import announced
@@ -261,7 +261,7 @@ class Mam(Module[MamOptions]):
             item_id = new_item_id()
             self.server.router.defer(stanza, self._append(owner, to.bare, stanza.el, item_id),
                                      undo=functools.partial(self._take_back, owner, item_id))
-            stanza.el.append(StanzaId(item_id, str(owner)).to_xml())
+            stanza.el.append(stanza_id(item_id, str(owner)))
 
     async def unstamp_outgoing(self, stanza: Stanza, origin: Session | None) -> None:
         """§3.5: the sender's archive id, there for the sender's carbons, does not go to the contact."""
@@ -285,7 +285,7 @@ class Mam(Module[MamOptions]):
         item_id = new_item_id()
         self.server.router.defer(stanza, self._append(owner, peer.bare, stanza.el, item_id),
                                  undo=functools.partial(self._take_back, owner, item_id))
-        stanza.el.append(StanzaId(item_id, str(owner)).to_xml())
+        stanza.el.append(stanza_id(item_id, str(owner)))
 
     def _append(self, owner: JID, with_jid: JID, el: Element, item_id: str) -> asyncio.Future[str]:
         """Append ``el`` as it is now, under ``item_id``, without waiting for the commit: the
