@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import operator
 import os
 import pickle
 import subprocess
@@ -67,3 +68,22 @@ def test_a_jid_copied_or_pickled_in_another_process_is_the_same_jid() -> None:
         env={**os.environ, "PYTHONHASHSEED": "7"}, capture_output=True, check=True,
     ).stdout
     assert {jid: "found"}[pickle.loads(made)] == "found"
+
+
+@pytest.mark.parametrize("left, right", [
+    (JID("a", "b", "c"), JID("a", "b", "d")),
+    (JID("a", "b", "c"), JID("a", "b")),
+    (JID("a", "b"), JID("a", "c")),
+    (JID("a", "b"), JID(None, "b")),
+    (JID(None, "a@b"), JID("a", "b")),
+])  # fmt: skip
+def test_jids_differing_in_any_part_are_not_equal(left: JID, right: JID) -> None:
+    # Both operators, each way: != of a compiled class is made from its __eq__.
+    assert operator.ne(left, right) and operator.ne(right, left) and not operator.eq(left, right)
+    same = JID(left.local, left.domain, left.resource)
+    assert operator.eq(left, same) and not operator.ne(left, same)
+
+
+def test_a_jid_is_no_string() -> None:
+    jid = JID("a", "b", "c")
+    assert operator.ne(jid, "a@b/c") and operator.ne("a@b/c", jid) and jid not in ("a@b/c",)
