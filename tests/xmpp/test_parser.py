@@ -270,3 +270,17 @@ def test_text_round_trips(text: str) -> None:
         return
     assert back.get("id") == text.replace("\r\n", "\n").replace("\r", "\n") or back.get("id") == text
     assert (back.text or "") == text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def test_element_names_beyond_what_is_kept_of_them_parse_alike() -> None:
+    """Converted names are kept in a bounded table: past its size, and for names too long for it,
+    every name still comes out right, prefixed or not."""
+    p = opened(10**6)
+    long_ns = "urn:" + "n" * 400
+    for i in range(5000):
+        data = (f"<message><x{i} xmlns='urn:a:{i}'/><p:y xmlns:p='urn:b:{i}'/><z xmlns='{long_ns}'/>"
+                f"<p:z xmlns:p='{long_ns}'/></message>").encode()
+        (event,) = [e for e in p.feed(data) + p.flush() if isinstance(e, StanzaReceived)]
+        tags = [child.tag for child in event.element]
+        assert tags == [f"{{urn:a:{i}}}x{i}", f"{{urn:b:{i}}}y", f"{{{long_ns}}}z", f"{{{long_ns}}}z"]
+        assert [getattr(child, "raw", None) is not None for child in event.element] == [True, False, True, False]

@@ -77,17 +77,36 @@ def _attrs(expat_attrs: dict[str, str]) -> dict[str, str]:
     return {(_name(k) if " " in k else k): v for k, v in expat_attrs.items()}
 
 
+def _element_name(expat_name: str) -> tuple[str, bool]:
+    """The Clark name of an element as expat reports it, and whether it has a namespace prefix."""
+    namespace, sep, local = expat_name.partition(" ")
+    if not sep:
+        return expat_name, False
+    if " " in local:
+        return f"{{{namespace}}}{local.partition(' ')[0]}", True
+    return f"{{{namespace}}}{local}", False
+
+
+# Element names as expat reports them, converted: streams repeat a few dozen, and looking one up
+# costs less than splitting and joining it again. Names come from peers, so the table is bounded
+# in entries and in their length (a name may be as long as a stanza).
+_ELEMENT_NAMES: dict[str, tuple[str, bool]] = {}
+_ELEMENT_NAMES_KEPT = 4096
+_ELEMENT_NAME_KEPT_LENGTH = 256
+
+
 def _convert(expat_name: str, expat_attrs: dict[str, str]) -> tuple[str, dict[str, str], bool]:
     """The Clark name and attributes of an element as expat reports it, and whether the element
     or an attribute uses a namespace prefix other than ``xml``. The common case (no prefix, no
     qualified attribute) makes no new dict: Element copies the one it is given."""
-    namespace, sep, local = expat_name.partition(" ")
-    prefixed = False
-    if sep:
-        if " " in local:
-            local = local.partition(" ")[0]
-            prefixed = True
-        expat_name = f"{{{namespace}}}{local}"
+    known = _ELEMENT_NAMES.get(expat_name)
+    if known is None:
+        known = _element_name(expat_name)
+        if len(expat_name) <= _ELEMENT_NAME_KEPT_LENGTH:
+            if len(_ELEMENT_NAMES) >= _ELEMENT_NAMES_KEPT:
+                _ELEMENT_NAMES.clear()
+            _ELEMENT_NAMES[expat_name] = known
+    expat_name, prefixed = known
     for key in expat_attrs:
         if " " in key:
             prefixed = prefixed or any(k.count(" ") == 2 and not k.endswith(" xml") for k in expat_attrs)
