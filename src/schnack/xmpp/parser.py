@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 from xml.etree.ElementTree import Element
 from xml.parsers import expat
 
@@ -28,7 +29,7 @@ _FEED_THRESHOLD = 16 * 1024
 # When expat holds an incomplete token larger than this, wait until at least as many new bytes
 # are pending before feeding again, so re-parsing it costs amortised linear time, not quadratic.
 _BIG_TOKEN = 4 * 1024
-MAX_DEPTH = 64
+MAX_DEPTH: Final = 64
 # A start tag, up to its '>' (attribute values may hold a '>'); group 1 is '/' for an empty element.
 _START_TAG = re.compile(rb"""<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*(?:'[^']*'|"[^"]*"))*\s*(/?)>""")
 # The stream's closing tag, under any prefix, as looked for in input no longer parsed.
@@ -90,9 +91,9 @@ def _element_name(expat_name: str) -> tuple[str, bool]:
 # Element names as expat reports them, converted: streams repeat a few dozen, and looking one up
 # costs less than splitting and joining it again. Names come from peers, so the table is bounded
 # in entries and in their length (a name may be as long as a stanza).
-_ELEMENT_NAMES: dict[str, tuple[str, bool]] = {}
-_ELEMENT_NAMES_KEPT = 4096
-_ELEMENT_NAME_KEPT_LENGTH = 256
+_ELEMENT_NAMES: Final[dict[str, tuple[str, bool]]] = {}
+_ELEMENT_NAMES_KEPT: Final = 4096
+_ELEMENT_NAME_KEPT_LENGTH: Final = 256
 
 
 def _convert(expat_name: str, expat_attrs: dict[str, str]) -> tuple[str, dict[str, str], bool]:

@@ -22,7 +22,7 @@ No disco feature is announced: there is no standard one for such a policy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ...xmpp import ns
 from ...xmpp.errors import StanzaError
@@ -35,7 +35,7 @@ from .message import message_type
 if TYPE_CHECKING:
     from ..sessions import Session
 
-ENCRYPTED = frozenset(
+ENCRYPTED: Final = frozenset(
     {
         qname(ns.OMEMO_LEGACY, "encrypted"),
         qname(ns.OMEMO_2, "encrypted"),

@@ -72,7 +72,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 from xml.etree.ElementTree import Element
 
 from ...xmpp import ns
@@ -130,12 +130,12 @@ _SCAN_BATCH = 500
 SCAN_MOST = 10_000
 _HINTS = "urn:xmpp:hints"
 # XEP-0334 §4: the hints that keep a message out of every archive.
-NO_STORE = frozenset({qname(_HINTS, "no-store"), qname(_HINTS, "no-permanent-store")})
-_STORE_HINT = qname(_HINTS, "store")
+NO_STORE: Final = frozenset({qname(_HINTS, "no-store"), qname(_HINTS, "no-permanent-store")})
+_STORE_HINT: Final = qname(_HINTS, "store")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 # Namespaces whose elements make a message worth keeping even without a body.
-_CONTENT_NAMESPACES = frozenset({
+_CONTENT_NAMESPACES: Final = frozenset({
     "urn:xmpp:chat-markers:0",  # XEP-0333: read state, synchronised across devices
     "urn:xmpp:jingle-message:0",  # XEP-0353: the call log
     "urn:xmpp:jingle-message:1",

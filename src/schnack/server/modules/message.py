@@ -25,7 +25,7 @@ resource). Message carbons (XEP-0280 §7) copy it from there to the account's ot
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ...xmpp.errors import StanzaError
 from ...xmpp.jid import JID
@@ -36,8 +36,8 @@ from ..module import Module
 if TYPE_CHECKING:
     from ..sessions import Session
 
-_TYPES = frozenset({"chat", "error", "groupchat", "headline"})
-DELIVERED = "message/delivered"
+_TYPES: Final = frozenset({"chat", "error", "groupchat", "headline"})
+DELIVERED: Final = "message/delivered"
 
 
 def message_type(stanza: Stanza) -> str:

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Mapping, MutableSequence, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from mypy_extensions import mypyc_attr
 
@@ -50,7 +50,7 @@ DELETED_FOR = 600.0
 
 # base64's alphabet as base64url's characters in ASCII order: the ids compare as the bytes they
 # encode do. A table of bytes, applied before decoding: a string's translate costs ten times more.
-_SORTABLE = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+_SORTABLE: Final = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
                             b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz")  # fmt: skip
 
 
@@ -83,7 +83,7 @@ class _RandomBytes:
         self._lock = threading.Lock()
 
 
-_random = _RandomBytes()
+_random: Final = _RandomBytes()
 os.register_at_fork(after_in_child=_random.discard)
 
 
@@ -156,7 +156,7 @@ class TooLong(StorageError):
 # most 2,704 bytes (the page's third, less what the entry's header and other columns take), and
 # a longer key failed there as if storage were down; SQLite refuses the same, so that both keep
 # the same names.
-NAME_BYTES = 2400
+NAME_BYTES: Final = 2400
 
 
 def check_names(*names: str) -> None:

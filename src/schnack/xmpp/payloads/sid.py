@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 from xml.etree.ElementTree import Element
 
 from .. import ns
 from ..xml import qname
 
-STANZA_ID = qname(ns.SID, "stanza-id")
+STANZA_ID: Final = qname(ns.SID, "stanza-id")
 
 
 class SidError(ValueError):
