@@ -5,9 +5,9 @@
 A fresh database gets schnack's schema (its migrations, as ``schnack serve`` makes it; WAL,
 ``synchronous=NORMAL``), then ``--rows`` rows shaped like the chat benchmark's archive copies
 (an OMEMO message of about 900 bytes, its owner one of ``--accounts`` accounts, its contact
-another), appended with multi-row INSERTs as the archive's writer makes them and committed every
+another, with a resource, as the benchmark addresses full JIDs), appended with multi-row INSERTs as the archive's writer makes them and committed every
 ``--per-commit`` rows. For each number of rows per commit, once with every index, once without
-the three per-account indexes and once with each of them alone, the CPU time per row of the
+the four per-account indexes and once with each of them alone, the CPU time per row of the
 INSERTs and of the COMMITs is printed as a Markdown table (this process, which does nothing
 else).
 """
@@ -30,12 +30,13 @@ from schnack.server.storage.sqlite import Deleted, Owners, SqliteStorage, insert
 
 from .mam import HOST, MESSAGE
 
-INDEXES = ("archive_by_user", "archive_by_with", "archive_by_time")
+# archive_unresourced, of the items archived before resources were kept, gets no new ones.
+INDEXES = ("archive_by_user", "archive_by_with", "archive_by_time", "archive_by_resource")
 
 
 def _variants() -> list[tuple[str, tuple[str, ...]]]:
     """Each variant's name and the indexes it keeps."""
-    return [("all indexes", INDEXES), ("none of the three", ())] + [(f"only {name}", (name,)) for name in INDEXES]
+    return [("all indexes", INDEXES), ("none of the four", ())] + [(f"only {name}", (name,)) for name in INDEXES]
 
 
 async def _schema(path: Path) -> None:
@@ -46,8 +47,8 @@ async def _schema(path: Path) -> None:
 def _rows(count: int, accounts: int) -> list[Row]:
     users = [f"bench{i}" for i in range(accounts)]
     payload = MESSAGE.encode()
-    return [(new_item_id(), HOST, random.choice(users), "mam", time.time(), f"{random.choice(users)}@{HOST}", payload)
-            for _ in range(count)]
+    return [(new_item_id(), HOST, random.choice(users), "mam", time.time(), f"{random.choice(users)}@{HOST}", payload,
+             "bench") for _ in range(count)]
 
 
 def measure(directory: Path, rows: int, per_commit: int, accounts: int, keep: Sequence[str]) -> tuple[float, float, int]:

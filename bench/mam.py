@@ -10,6 +10,7 @@ times, and the median and the slowest time are printed as a Markdown table:
 
 - latest page: the newest messages (RSM ``<before/>``: a phone opening the app);
 - with page: the newest messages with one contact (a conversation scrolled to its end);
+- full JID page: the newest messages with one contact's device (``with`` a full JID, §4.1.1);
 - deep after page: the messages after an id in the middle of the archive (catching up);
 - before page: the messages before that id, paging backwards (scrolling back in history);
 - start page, last day: the messages since a day ago (catching up by date);
@@ -76,7 +77,7 @@ async def fill(storage: Storage, messages: int, contacts: int, batch: int) -> tu
         numbers = range(first, min(first + batch, messages))
         ids += await asyncio.gather(*(
             archive.append(HOST, OWNER, STORE, start + 60 * n, f"contact{n % contacts}@{HOST}",
-                           MESSAGE.format(contact=f"contact{n % contacts}", n=n).encode())
+                           MESSAGE.format(contact=f"contact{n % contacts}", n=n).encode(), resource="phone")
             for n in numbers
         ))  # fmt: skip
         if first // batch % 100 == 99:
@@ -100,6 +101,7 @@ def queries(ids: list[str], page: int) -> dict[str, Callable[[Storage], Awaitabl
     return {
         "latest page": query(limit=page, reverse=True),
         "with page": query(with_jid=f"contact7@{HOST}", limit=page, reverse=True),
+        "full JID page": query(with_jid=f"contact7@{HOST}", resource="phone", limit=page, reverse=True),
         "deep after page": query(after=middle, limit=page),
         "before page": query(before=middle, limit=page),
         "start page, last day": query(start=newest - 86400, limit=page),

@@ -72,6 +72,10 @@ class Row:
     def bare(self) -> str:
         return self.peer.partition("/")[0]
 
+    @property
+    def resource(self) -> str:
+        return self.peer.partition("/")[2]
+
 
 def rows(username: str, count: int, start: float, new_id: Callable[[float], str]) -> Iterator[Row]:
     """``count`` messages to ``username``, one a minute from ``start``, from 100 contacts in turn."""
@@ -126,8 +130,9 @@ class SchnackArchive(SchnackDriver):
                 (owner,) = db.execute("INSERT INTO archive_owners (host, username, store) VALUES (?, ?, ?) "
                                       "RETURNING owner", (DOMAIN, user, STORE)).fetchone()
                 db.executemany(
-                    "INSERT INTO archive (id, owner, timestamp, with_jid, payload) VALUES (?, ?, ?, ?, ?)",
-                    ((r.id, owner, r.when, r.bare, r.xml.encode()) for r in archive),
+                    "INSERT INTO archive (id, owner, timestamp, with_jid, payload, with_resource) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    ((r.id, owner, r.when, r.bare, r.xml.encode(), r.resource) for r in archive),
                 )
         return argv
 

@@ -1,7 +1,9 @@
-"""Helpers shared by the message, offline and e2e module tests."""
+"""Helpers shared by the message, offline, e2e and archive module tests."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from xml.etree.ElementTree import Element
 
 from schnack.server.app import Server
@@ -20,6 +22,16 @@ FALLBACK = "<body>I sent you an OMEMO encrypted message but your client doesn't 
 # The modules under test, without the roster and presence modules: these tests set what initial
 # presence sets (RFC 6121 §4.2) themselves, so that routing is checked on its own.
 ROUTING_ONLY = {"disable": ["roster", "presence", "e2e"]}
+
+
+def unresourced(server: Server) -> None:
+    """Take every archived item's resource away, as for items archived before resources were kept
+    (SQLite migration 0007)."""
+    url = server.config.storage_url
+    assert url.startswith("sqlite:///")
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+        db.execute("UPDATE archive SET with_resource = NULL")
+        db.commit()
 
 
 def condition(el: Element) -> str:

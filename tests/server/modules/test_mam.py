@@ -26,7 +26,7 @@ from schnack.xmpp.xml import serialize
 
 from ...harness import Client, add_user, running, xml
 from ..storage.conftest import storage_url  # noqa: F401 (a fixture)
-from .messaging import FALLBACK, OMEMO, announce, body, chat, condition, login
+from .messaging import FALLBACK, OMEMO, announce, body, chat, condition, login, unresourced
 
 MAM = "urn:xmpp:mam:2"
 RSM = "http://jabber.org/protocol/rsm"
@@ -150,8 +150,9 @@ async def fill(server: Server, user: str, entries: list[tuple[float, str]]) -> l
     ids = []
     for i, (stamp, contact) in enumerate(entries):
         message = f"<message xmlns='jabber:client' from='{contact}/r' to='{user}@{H}' type='chat'><body>e{i}</body></message>"
-        ids.append(await server.storage.archive.append(H, user, STORE, stamp, contact, message.encode()))
+        ids.append(await server.storage.archive.append(H, user, STORE, stamp, contact, message.encode(), resource="r"))
     return ids
+
 
 
 # --- what is archived, and the stanza-id --------------------------------------------------------
@@ -482,14 +483,18 @@ async def test_filter_with_bare_and_full_jid(server: Server) -> None:
     assert (await ask(bob, form(**{"with": "nobody@localhost/x"}))).ids == []
 
 
-async def test_filter_full_jid_reads_past_one_batch(server: Server) -> None:
-    # The archive knows contacts by their bare JID: one resource's messages are looked for batch
-    # after batch.
+@pytest.mark.parametrize("kept", ["resources", "before resources were kept"])
+async def test_filter_full_jid_reads_past_one_batch(server: Server, kept: str) -> None:
+    # One resource's messages are found among many of the contact's, by their resource or, for
+    # those archived before resources were kept, batch after batch.
     await add_user(server, "bob")
     ids = await fill(server, "bob", [(100.0 + i, "alice@localhost") for i in range(1200)])
     message = ("<message xmlns='jabber:client' from='alice@localhost/rare' to='bob@localhost' type='chat'>"
                "<body>rare</body></message>")  # fmt: skip
-    rare = await server.storage.archive.append(H, "bob", STORE, 2000.0, "alice@localhost", message.encode())
+    rare = await server.storage.archive.append(H, "bob", STORE, 2000.0, "alice@localhost", message.encode(),
+                                               resource="rare")
+    if kept != "resources":
+        unresourced(server)
     bob = await online(server, "bob@localhost/laptop")
     rare_form = form(**{"with": "alice@localhost/rare"})
     for paging in (rsm(max=5), rsm(max=5, before="")):
@@ -506,18 +511,47 @@ async def test_filter_full_jid_reads_past_one_batch(server: Server) -> None:
     assert answer.results == [] and answer.rsm == ResultSet(count=1200)
 
 
-async def test_filter_full_jid_examines_a_bounded_number_of_messages(server: Server) -> None:
-    """§4.1.1: a full JID's messages are looked for among at most SCAN_MOST messages a query, or
-    any client could have the server read and parse a whole archive again and again. Matches
-    found by then are the page, incomplete (XEP-0059 §2.6, to page on); none is
-    policy-violation (RFC 6120 §8.3.3.12), which narrowing the query by time avoids."""
+async def rare_among_many(server: Server) -> str:
+    """bob's archive: one message from alice's resource 'rare', then SCAN_MOST + 50 from 'r'; the
+    rare one's id."""
     await add_user(server, "bob")
     message = ("<message xmlns='jabber:client' from='alice@localhost/rare' to='bob@localhost' type='chat'>"
                "<body>rare</body></message>")  # fmt: skip
-    rare = await server.storage.archive.append(H, "bob", STORE, 50.0, "alice@localhost", message.encode())
+    rare = await server.storage.archive.append(H, "bob", STORE, 50.0, "alice@localhost", message.encode(),
+                                               resource="rare")
     others = b"<message xmlns='jabber:client' from='alice@localhost/r' to='bob@localhost' type='chat'/>"
-    await asyncio.gather(*(server.storage.archive.append(H, "bob", STORE, 100.0 + i, "alice@localhost", others)
+    await asyncio.gather(*(server.storage.archive.append(H, "bob", STORE, 100.0 + i, "alice@localhost", others,
+                                                         resource="r")
                            for i in range(SCAN_MOST + 50)))  # fmt: skip
+    return rare
+
+
+async def test_filter_full_jid_finds_its_messages_among_any_number(server: Server) -> None:
+    """§4.1.1: the archive keeps each message's contact resource, so a full JID's messages are
+    found by it, however many of the contact's messages come between: pages in both directions
+    and their number are exact."""
+    rare = await rare_among_many(server)
+    bob = await online(server, "bob@localhost/laptop")
+    rare_form = form(**{"with": "alice@localhost/rare"})
+    answer = await ask(bob, rare_form + rsm(max=5, before=""))
+    assert answer.ids == [rare] and answer.bodies == ["rare"] and answer.complete
+    answer = await ask(bob, rare_form + rsm(max=0))
+    assert answer.results == [] and answer.rsm == ResultSet(count=1)
+    answer = await ask(bob, form(**{"with": "alice@localhost/r"}) + rsm(max=0))
+    assert answer.rsm == ResultSet(count=SCAN_MOST + 50)
+    answer = await ask(bob, form(**{"with": "alice@localhost/r"}) + rsm(max=3, after=rare))
+    assert len(answer.ids) == 3 and not answer.complete
+    assert (await ask(bob, rare_form + rsm(max=5, after=rare))).ids == []
+
+
+async def test_filter_full_jid_examines_a_bounded_number_of_messages(server: Server) -> None:
+    """§4.1.1: of the messages archived before resources were kept, a full JID's are looked for
+    among at most SCAN_MOST a query, or any client could have the server read and parse a whole
+    archive again and again. Matches found by then are the page, incomplete (XEP-0059 §2.6, to
+    page on); none is policy-violation (RFC 6120 §8.3.3.12), which narrowing the query by time
+    avoids."""
+    rare = await rare_among_many(server)
+    unresourced(server)
     bob = await online(server, "bob@localhost/laptop")
     rare_form = form(**{"with": "alice@localhost/rare"})
     narrow = (f"the archive reads at most {SCAN_MOST} messages for a query with a full JID: narrow it by "
@@ -541,6 +575,23 @@ async def test_filter_full_jid_examines_a_bounded_number_of_messages(server: Ser
     assert answer.ids == [rare] and answer.complete
     answer = await ask(bob, form(**{"with": "alice@localhost"}) + rsm(max=0))
     assert answer.rsm.count == SCAN_MOST + 51
+
+
+async def test_each_copy_keeps_the_contacts_resource(server: Server) -> None:
+    """§4.1.1: each copy is archived with the resource of the contact's address as the message
+    has it (none for a bare JID), by which a query with the contact's full JID finds it."""
+    alice = await online(server, "alice@localhost/phone")
+    bob = await online(server, "bob@localhost/laptop")
+    await alice.send(chat("bob@localhost", "to bob", id="a"))
+    await bob.send(chat("alice@localhost/phone", "to the phone", id="b"))
+    alice.take()
+    bob.take()
+    for user, kept in (("alice", [("bob@localhost", ""), ("bob@localhost", "laptop")]),
+                       ("bob", [("alice@localhost", "phone"), ("alice@localhost", "phone")])):
+        items = (await server.storage.archive.query(H, user, STORE)).items
+        assert [(item.with_jid, item.resource) for item in items] == kept, user
+    assert (await ask(bob, form(**{"with": "alice@localhost/phone"}))).bodies == ["to bob", "to the phone"]
+    assert (await ask(alice, form(**{"with": "bob@localhost/laptop"}))).bodies == ["to the phone"]
 
 
 async def test_filter_own_full_jid_finds_that_resources_messages_with_everyone(server: Server) -> None:

@@ -33,7 +33,7 @@ from .groups import (
     private_group,
     server,
 )  # fmt: skip
-from .messaging import condition
+from .messaging import condition, unresourced
 
 __all__ = ["server"]
 
@@ -338,16 +338,37 @@ async def test_an_occupant_jid_finds_the_messages_sent_under_that_nick(server: S
     assert Fin.from_xml(answer[0]).rsm.count == 2
 
 
-async def test_a_nick_is_looked_for_among_a_bounded_number_of_messages(server: Server) -> None:
-    """XEP-0313 §4.1.1: the messages of a nick are looked for among at most SCAN_MOST messages a
-    query, as those of one device in a user archive; none found by then is policy-violation
-    (RFC 6120 §8.3.3.12), which narrowing the query by time avoids."""
-    _alice, bob = await private_group(server, "alice", "bob")
+async def rare_nick_among_many(server: Server) -> str:
+    """The group's archive: one message from carol, then SCAN_MOST + 50 from alice; carol's id."""
     rare = await server.storage.archive.append(SERVICE, "family", "muc", 50.0, "carol@localhost", (
-        f"<message xmlns='{ns.CLIENT}' from='{ROOM}/carol' type='groupchat'><body>rare</body></message>").encode())
+        f"<message xmlns='{ns.CLIENT}' from='{ROOM}/carol' type='groupchat'><body>rare</body></message>").encode(),
+        resource="carol")
     others = f"<message xmlns='{ns.CLIENT}' from='{ROOM}/alice' type='groupchat'><body>m</body></message>".encode()
-    await asyncio.gather(*(server.storage.archive.append(SERVICE, "family", "muc", 100.0 + i, "alice@localhost", others)
+    await asyncio.gather(*(server.storage.archive.append(SERVICE, "family", "muc", 100.0 + i, "alice@localhost", others,
+                                                         resource="alice")
                            for i in range(SCAN_MOST + 50)))  # fmt: skip
+    return rare
+
+
+async def test_a_nicks_messages_are_found_among_any_number(server: Server) -> None:
+    """XEP-0313 §4.1.1: the archive keeps the nick each message was sent under, so a nick's
+    messages are found by it, however many others come between, and their number is exact."""
+    _alice, bob = await private_group(server, "alice", "bob")
+    rare = await rare_nick_among_many(server)
+    results, answer = await query(bob, "<max>5</max><before/>", form=with_(f"{ROOM}/carol"))
+    assert [r.id for r in results] == [rare] and bodies(results) == ["rare"] and Fin.from_xml(answer[0]).complete
+    _, answer = await query(bob, "<max>0</max>", form=with_(f"{ROOM}/alice"))
+    assert Fin.from_xml(answer[0]).rsm.count == SCAN_MOST + 50
+
+
+async def test_a_nick_is_looked_for_among_a_bounded_number_of_messages(server: Server) -> None:
+    """XEP-0313 §4.1.1: of the messages archived before nicks were kept, those of a nick are
+    looked for among at most SCAN_MOST a query, as those of one device in a user archive; none
+    found by then is policy-violation (RFC 6120 §8.3.3.12), which narrowing the query by time
+    avoids."""
+    _alice, bob = await private_group(server, "alice", "bob")
+    rare = await rare_nick_among_many(server)
+    unresourced(server)
     _, answer = await query(bob, "<max>5</max><before/>", form=with_(f"{ROOM}/carol"))
     assert condition(answer) == "policy-violation"
     assert answer.findtext(f"{{{ns.CLIENT}}}error/{{{ns.STANZA_ERRORS}}}text") == (

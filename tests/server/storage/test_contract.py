@@ -885,6 +885,106 @@ async def test_archive_append_with_a_limit(storage: Storage) -> None:
     await storage.archive.append(H, "alice", "mam", 1.0, "bob@x", b"p", limit=5)
 
 
+# Of the items _resourced appends, by resource: alternating contacts, resources in turn.
+_BY_RESOURCE = {"phone": [0, 3, 6, 9], "laptop": [1, 4, 7, 10], "": [2, 5, 8, 11]}
+
+
+async def _resourced(storage: Storage, n: int = 12) -> list[str]:
+    """Append ``n`` items for alice: timestamps 100, 101, ..., contacts bob and carol in turn,
+    resources 'phone', 'laptop' and none in turn."""
+    return [await storage.archive.append(H, "alice", "mam", 100.0 + i, ("bob@x", "carol@x")[i % 2],
+                                         f"msg {i}".encode(), resource=("phone", "laptop", "")[i % 3])
+            for i in range(n)]
+
+
+async def test_archive_query_by_resource(storage: Storage) -> None:
+    """The items appended with a resource, found by it with their contact or without one (a
+    room's archive asks by nick alone): pages both ways, bounds, time and count as without it."""
+    archive = storage.archive
+    ids = await _resourced(storage)
+    phone = [ids[i] for i in _BY_RESOURCE["phone"]]
+    page = await archive.query(H, "alice", "mam", resource="phone")
+    assert ids_of(page) == phone and page.complete and page.count == 4
+    assert {item.resource for item in page.items} == {"phone"}
+    everything = await archive.query(H, "alice", "mam")
+    assert [item.resource for item in everything.items] == ["phone", "laptop", ""] * 4
+    assert ids_of(await archive.query(H, "alice", "mam", with_jid="bob@x", resource="phone")) == [ids[0], ids[6]]
+    assert ids_of(await archive.query(H, "alice", "mam", with_jid="carol@x", resource="laptop")) == [ids[1], ids[7]]
+    page = await archive.query(H, "alice", "mam", resource="phone", limit=2)
+    assert ids_of(page) == phone[:2] and not page.complete and page.count == 4
+    page = await archive.query(H, "alice", "mam", resource="phone", limit=2, after=phone[1])
+    assert ids_of(page) == phone[2:] and page.complete
+    page = await archive.query(H, "alice", "mam", resource="phone", limit=2, before=phone[3])
+    assert ids_of(page) == phone[1:3] and not page.complete
+    page = await archive.query(H, "alice", "mam", resource="phone", limit=1, reverse=True)
+    assert ids_of(page) == phone[3:] and not page.complete
+    # Paging ids need not be items with the resource; the bounds of the set are counted within.
+    page = await archive.query(H, "alice", "mam", resource="phone", after=ids[1], before=ids[9])
+    assert ids_of(page) == phone[1:3]
+    page = await archive.query(H, "alice", "mam", resource="phone", after_id=ids[0], before_id=ids[9])
+    assert ids_of(page) == phone[1:3] and page.count == 2
+    page = await archive.query(H, "alice", "mam", resource="phone", start=103.0, end=106.0)
+    assert ids_of(page) == phone[1:3] and page.count == 2
+    page = await archive.query(H, "alice", "mam", resource="phone", ids=[ids[0], ids[1], ids[3]])
+    assert ids_of(page) == phone[:2]
+    page = await archive.query(H, "alice", "mam", resource="nobody")
+    assert page.items == [] and page.complete and page.count == 0
+    assert (await archive.query(H, "alice", "offline", resource="phone")).items == []
+
+
+async def test_archive_items_put_back_keep_their_resource(storage: Storage) -> None:
+    archive = storage.archive
+    ids = await _resourced(storage, 6)
+    taken = (await archive.query(H, "alice", "mam", ids=[ids[3]])).items
+    assert await archive.delete(H, "alice", "mam", ids=[ids[3]]) == 1
+    assert ids_of(await archive.query(H, "alice", "mam", resource="phone")) == [ids[0]]
+    await archive.put_back(H, "alice", "mam", taken)
+    page = await archive.query(H, "alice", "mam", resource="phone")
+    assert ids_of(page) == [ids[0], ids[3]] and page.items[1] == taken[0]
+
+
+async def test_archive_items_from_before_resources_were_kept(storage_url: str) -> None:
+    """Items archived before resources were kept (SQLite migration 0007, PostgreSQL 0008) have
+    none (None): a query with a resource takes them in, in their places, for the caller to check,
+    and counts them; those appended since are found by their resource."""
+    first = await open_storage(storage_url)
+    try:
+        old = await _resourced(first, 6)
+    finally:
+        await first.close()
+    await _forget_resources(storage_url)
+    second = await open_storage(storage_url)
+    try:
+        archive = second.archive
+        assert [item.resource for item in (await archive.query(H, "alice", "mam")).items] == [None] * 6
+        new = [await archive.append(H, "alice", "mam", 200.0 + i, "bob@x", b"new", resource=resource)
+               for i, resource in enumerate(("phone", "laptop", "phone"))]
+        # An item archived before, put back after, is one of those still.
+        taken = (await archive.query(H, "alice", "mam", ids=[old[2]])).items
+        await archive.delete(H, "alice", "mam", ids=[old[2]])
+        await archive.put_back(H, "alice", "mam", taken)
+        page = await archive.query(H, "alice", "mam", resource="phone")
+        assert ids_of(page) == [*old, new[0], new[2]] and page.count == 8 and page.complete
+        assert [item.resource for item in page.items] == [None] * 6 + ["phone"] * 2
+        page = await archive.query(H, "alice", "mam", resource="phone", limit=7)
+        assert ids_of(page) == [*old, new[0]] and not page.complete
+        page = await archive.query(H, "alice", "mam", resource="phone", limit=3, before=new[2])
+        assert ids_of(page) == [old[4], old[5], new[0]] and not page.complete
+        page = await archive.query(H, "alice", "mam", with_jid="bob@x", resource="laptop", after=old[3])
+        assert ids_of(page) == [old[4], new[1]] and page.count == 4
+    finally:
+        await second.close()
+
+
+async def _forget_resources(storage_url: str) -> None:
+    """Take the store back to the schema before resources were kept (SQLite 0007, PostgreSQL 0008)."""
+    if storage_url.startswith("sqlite:"):
+        rewind_sqlite_archive(storage_url.removeprefix("sqlite://"))
+        return
+    await execute_in_schema(storage_url, "ALTER TABLE archive DROP COLUMN with_resource;"
+                            "DELETE FROM schema_migrations WHERE version >= 8")
+
+
 async def test_archive_count_of_items_stored_before_it_was_kept(storage_url: str) -> None:
     """The migration that keeps the counts counts what an archive already held."""
     first = await open_storage(storage_url)
@@ -910,12 +1010,13 @@ async def _forget_archive_counts(storage_url: str) -> None:
     if storage_url.startswith("sqlite:"):
         rewind_sqlite_archive(storage_url.removeprefix("sqlite://"))
         return
-    await execute_in_schema(storage_url, "DROP TABLE deleted_accounts; DROP FUNCTION account_locked CASCADE;"
-                             "DROP FUNCTION accounts_not_deleted CASCADE; DROP FUNCTION lock_account_for_deletion;"
-                             "DROP TABLE archive_counts; DROP TRIGGER archive_counted ON archive;"
-                             "DROP TRIGGER archive_uncounted ON archive; DROP FUNCTION archive_count_added;"
-                             "DROP FUNCTION archive_count_removed; ALTER TABLE muc_affiliations DROP COLUMN since;"
-                             "DELETE FROM schema_migrations WHERE version >= 5")
+    await execute_in_schema(storage_url, "ALTER TABLE archive DROP COLUMN with_resource;"
+                            "DROP TABLE deleted_accounts; DROP FUNCTION account_locked CASCADE;"
+                            "DROP FUNCTION accounts_not_deleted CASCADE; DROP FUNCTION lock_account_for_deletion;"
+                            "DROP TABLE archive_counts; DROP TRIGGER archive_counted ON archive;"
+                            "DROP TRIGGER archive_uncounted ON archive; DROP FUNCTION archive_count_added;"
+                            "DROP FUNCTION archive_count_removed; ALTER TABLE muc_affiliations DROP COLUMN since;"
+                            "DELETE FROM schema_migrations WHERE version >= 5")
 
 
 async def _refuse_counting(storage_url: str, username: str) -> None:

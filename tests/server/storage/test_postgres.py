@@ -108,6 +108,8 @@ async def test_archive_indexes(schema: tuple[str, str, asyncpg.Connection]) -> N
     assert {
         "(host, username, store, seq, \"timestamp\")", "(host, username, store, with_jid, seq, \"timestamp\")",
         "(host, username, store, \"timestamp\", seq)", "(id)", "(seq)",
+        "(host, username, store, with_resource, seq) WHERE (with_resource <> ''::text)",
+        "(host, username, store, seq) WHERE (with_resource IS NULL)",
     } <= definitions  # fmt: skip
 
 

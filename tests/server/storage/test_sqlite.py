@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from schnack.server.storage import AlreadyExists, RosterItem, StorageError
+from schnack.server.storage import AlreadyExists, ArchivePage, RosterItem, StorageError
 from schnack.server.storage import sqlite as sqlite_backend
 from schnack.server.storage.base import RoomAffiliation
 from schnack.server.storage.sqlite import Deleted, SqliteStorage
@@ -172,15 +173,21 @@ _ARCHIVES = [("localhost", f"user{n}", "mam") for n in range(3)] + [
 
 
 async def _archives_seen(storage: SqliteStorage) -> list[object]:
-    """What each archive shows: its items in order, a page by contact, a page after an id, its count."""
+    """What each archive shows: its items in order, a page by contact, a page after an id, its count
+    (without the items' resources, which the schema the archive is taken back to has not)."""
     seen: list[object] = []
     for host, username, store in _ARCHIVES:
         page = await storage.archive.query(host, username, store)
-        seen += [page, await storage.archive.count(host, username, store),
-                 await storage.archive.query(host, username, store, with_jid="peer1@localhost", limit=2)]
+        seen += [_unresourced(page), await storage.archive.count(host, username, store),
+                 _unresourced(await storage.archive.query(host, username, store, with_jid="peer1@localhost", limit=2))]
         if page.items:
-            seen.append(await storage.archive.query(host, username, store, after=page.items[0].id, limit=3))
+            seen.append(_unresourced(await storage.archive.query(host, username, store, after=page.items[0].id,
+                                                                 limit=3)))
     return seen
+
+
+def _unresourced(page: ArchivePage) -> ArchivePage:
+    return ArchivePage([dataclasses.replace(item, resource=None) for item in page.items], page.complete, page.count)
 
 
 def _seq(path: Path, item_id: str) -> int:

@@ -259,7 +259,7 @@ class Mam(Module[MamOptions]):
             strip_stanza_ids(stanza.el, _claims(to.bare))
         if worth_archiving(stanza) and await self._archives(owner, to):
             item_id = new_item_id()
-            self.server.router.defer(stanza, self._append(owner, to.bare, stanza.el, item_id),
+            self.server.router.defer(stanza, self._append(owner, to, stanza.el, item_id),
                                      undo=functools.partial(self._take_back, owner, item_id))
             stanza.el.append(stanza_id(item_id, str(owner)))
 
@@ -283,16 +283,18 @@ class Mam(Module[MamOptions]):
         if not await self._exists(owner) or not await self._archives(owner, peer):
             return
         item_id = new_item_id()
-        self.server.router.defer(stanza, self._append(owner, peer.bare, stanza.el, item_id),
+        self.server.router.defer(stanza, self._append(owner, peer, stanza.el, item_id),
                                  undo=functools.partial(self._take_back, owner, item_id))
         stanza.el.append(stanza_id(item_id, str(owner)))
 
-    def _append(self, owner: JID, with_jid: JID, el: Element, item_id: str) -> asyncio.Future[str]:
-        """Append ``el`` as it is now, under ``item_id``, without waiting for the commit: the
-        router does (deferred writes), and the stanza goes on with its id meanwhile."""
+    def _append(self, owner: JID, peer: JID, el: Element, item_id: str) -> asyncio.Future[str]:
+        """Append ``el`` as it is now, under ``item_id`` and ``peer``'s bare JID and resource,
+        without waiting for the commit: the router does (deferred writes), and the stanza goes on
+        with its id meanwhile."""
         assert owner.local is not None
         return self.server.storage.archive.append_soon(
-            owner.domain, owner.local, STORE, now(), str(with_jid), serialize(el).encode(), item_id=item_id
+            owner.domain, owner.local, STORE, now(), str(peer.bare), serialize(el).encode(), item_id=item_id,
+            resource=peer.resource or "",
         )
 
     async def _take_back(self, owner: JID, item_id: str) -> None:
@@ -430,23 +432,26 @@ class Mam(Module[MamOptions]):
         with_jid = flt.with_jid
         start = widened(flt.start, -1) if flt.start is not None else None
         end = widened(flt.end, 1) if flt.end is not None else None
-        # The archive files a message under the contact's bare JID (the account's own for a
-        # message between its resources); one of the account's own resources takes part in
-        # messages with every contact, so its messages are looked for in the whole archive.
+        # The archive files a message under the contact's bare JID and resource (the account's own
+        # for a message between its resources, with the sender's resource); one of the account's
+        # own resources takes part in messages with every contact, so its messages are looked for
+        # in the whole archive.
         own_resource = with_jid is not None and not with_jid.is_bare and with_jid.bare == owner
         filed_under = str(with_jid.bare) if with_jid is not None and not own_resource else None
+        resource = with_jid.resource if with_jid is not None and not own_resource else None
 
         async def read(after: str | None, before: str | None, limit: int, count: bool = False) -> ArchivePage:
             return await archive.query(
                 host, user, STORE, with_jid=filed_under, start=start, end=end, ids=flt.ids,
                 after_id=flt.after_id, before_id=flt.before_id, after=after, before=before, limit=limit,
-                reverse=backward, count=count,
+                reverse=backward, count=count, resource=resource,
             )  # fmt: skip
 
         after, before = rsm.after or None, rsm.before or None
         if with_jid is None or with_jid.is_bare:
             return await read(after, before, limit, count=limit == 0)
-        return await scan(read, with_jid, limit, after, before, backward=backward, instead=" or ask with the bare JID")
+        return await scan(read, with_jid, limit, after, before, backward=backward, by_resource=resource is not None,
+                          instead=" or ask with the bare JID")
 
     # --- retention ---------------------------------------------------------------------------
 
@@ -501,30 +506,38 @@ async def check_ids(archive: ArchiveStore, host: str, username: str, store: str,
 
 
 async def scan(read: Callable[[str | None, str | None, int], Awaitable[ArchivePage]], jid: JID, limit: int,
-               after: str | None, before: str | None, *, backward: bool, instead: str) -> ArchivePage:
-    """§4.1.1: the page of the messages to or from exactly ``jid``, a full JID no index knows, in
-    chronological order. ``read(after, before, limit)`` reads the archive as the query narrows it
-    (without the 'with'), in the query's direction, and each message read is parsed and compared.
+               after: str | None, before: str | None, *, backward: bool, by_resource: bool,
+               instead: str) -> ArchivePage:
+    """§4.1.1: the page of the messages to or from exactly ``jid``, a full JID, in chronological
+    order. ``read(after, before, limit)`` reads the archive as the query narrows it, in the
+    query's direction: with ``by_resource``, the messages archived with ``jid``'s resource (by an
+    index, and taken as they are) and those archived before resources were kept; else all of
+    them. Each of those not taken as they are is parsed and compared.
 
     Reading goes on until a page of those messages is found, or, for their number alone (XEP-0059
     §2.7), to the end; either way only the page and the one message after it (which makes it
-    incomplete) are kept. At most SCAN_MOST messages are read: what was found by then is the page,
-    incomplete; nothing found (or a count not finished) is policy-violation, as the same query
-    would meet it again, saying to narrow the query by time, or what ``instead`` says.
+    incomplete) are kept. At most SCAN_MOST messages are parsed: what was found by then is the
+    page, incomplete; nothing found (or a count not finished) is policy-violation, as the same
+    query would meet it again, saying to narrow the query by time, or what ``instead`` says.
     """
     counting = limit == 0
     found: list[ArchivedItem] = []
     matched = examined = 0
+    # Messages with the resource need no parsing: the first read asks for one page of them.
+    parsing = not by_resource
     while counting or len(found) <= limit:
         if examined >= SCAN_MOST:
             if counting or not found:
                 raise StanzaError("policy-violation", f"the archive reads at most {SCAN_MOST} messages for a "
                                   f"query with a full JID: narrow it by time (start, end){instead}")
             return _page_of(found[:limit], backward, complete=False)
-        batch = await read(after, before, min(_SCAN_BATCH, SCAN_MOST - examined))
+        size = min(_SCAN_BATCH, SCAN_MOST - examined) if parsing or counting else limit + 1 - len(found)
+        batch = await read(after, before, size)
         items = list(reversed(batch.items)) if backward else batch.items
-        examined += len(items)
-        mine = [item for item in items if _involves(item, jid)]
+        unsure = [item for item in items if not by_resource or item.resource is None]
+        parsing = parsing or bool(unsure)
+        examined += len(unsure)
+        mine = [item for item in items if (by_resource and item.resource is not None) or _involves(item, jid)]
         matched += len(mine)
         found += mine[: limit + 1 - len(found)]
         if batch.complete or not items:

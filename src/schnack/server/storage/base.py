@@ -97,8 +97,9 @@ def new_item_id() -> str:
     return binascii.b2a_base64(stamp.to_bytes(6, "big") + _random.take(6), newline=False).translate(_SORTABLE).decode()
 
 
-Row = tuple[str, str, str, str, float, str, bytes]
-"""An archive item as a backend writes it: id, host, username, store, timestamp, with, payload."""
+Row = tuple[str, str, str, str, float, str, bytes, str]
+"""An archive item as a backend writes it: id, host, username, store, timestamp, with, payload,
+resource."""
 Appending = tuple[Row, int | None, "asyncio.Future[str]"]
 """An append waiting to be written: its row, its limit, and the future its caller awaits."""
 
@@ -116,22 +117,23 @@ class QueuedAppends:
     _last: asyncio.Future[str] | None = None
 
     def append_soon(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
-                    *, limit: int | None = None, item_id: str | None = None) -> asyncio.Future[str]:
+                    *, limit: int | None = None, item_id: str | None = None, resource: str = "") -> asyncio.Future[str]:
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         try:
-            check_names(host, username, store, with_jid)
+            check_names(host, username, store, with_jid, resource)
         except TooLong as err:
             done.set_exception(err)
             return done
-        self._waiting.append(((item_id or new_item_id(), host, username, store, timestamp, with_jid, payload), limit, done))
+        row = (item_id or new_item_id(), host, username, store, timestamp, with_jid, payload, resource)
+        self._waiting.append((row, limit, done))
         self._last = done
         self._write_soon()
         return done
 
     async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
-                     *, limit: int | None = None, item_id: str | None = None) -> str:
+                     *, limit: int | None = None, item_id: str | None = None, resource: str = "") -> str:
         return await self.append_soon(host, username, store, timestamp, with_jid, payload, limit=limit,
-                                      item_id=item_id)
+                                      item_id=item_id, resource=resource)
 
     def _write_soon(self) -> None:
         raise NotImplementedError
@@ -222,6 +224,9 @@ class ArchivedItem:
     payload: bytes
     # Its place in the archive's order: never given to another item, even once it is deleted.
     seq: int
+    # The resource of the address ``with_jid`` was taken from ('' if it had none); None for an item
+    # archived before resources were kept (SQLite migration 0007, PostgreSQL 0008).
+    resource: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,8 +294,10 @@ class ArchiveStore(Protocol):
     append issued before it through the same store, once that is committed."""
 
     async def append(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
-                     *, limit: int | None = None, item_id: str | None = None) -> str:
-        """Append one item; its id, once it is committed. With ``limit``, only if the archive holds
+                     *, limit: int | None = None, item_id: str | None = None, resource: str = "") -> str:
+        """Append one item; its id, once it is committed. ``resource`` is that of the address
+        ``with_jid`` was taken from (a contact's full JID, a sender's occupant JID), for
+        :meth:`query` to filter by. With ``limit``, only if the archive holds
         fewer items than that, checked in the transaction that appends (else ArchiveFull). The id
         is ``item_id`` when given (made by :func:`new_item_id`, for a caller that shows it before
         the item is committed, or derived from the item, for one that must store it once), else a
@@ -299,7 +306,8 @@ class ArchiveStore(Protocol):
         ...
 
     def append_soon(self, host: str, username: str, store: str, timestamp: float, with_jid: str, payload: bytes,
-                    *, limit: int | None = None, item_id: str | None = None) -> asyncio.Future[str]:
+                    *, limit: int | None = None, item_id: str | None = None,
+                    resource: str = "") -> asyncio.Future[str]:
         """As :meth:`append`, issued now without waiting: the future holds the id once committed."""
         ...
 
@@ -307,7 +315,7 @@ class ArchiveStore(Protocol):
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
-        after_id: str | None = None, before_id: str | None = None,
+        after_id: str | None = None, before_id: str | None = None, resource: str | None = None,
     ) -> ArchivePage:
         """Items matching the filters, oldest first; ``after`` and ``before`` are exclusive id bounds,
         and ItemNotFound when not in the archive, whether or not any item matches the filters.
@@ -320,6 +328,10 @@ class ArchiveStore(Protocol):
         the page reaches the end it moves towards. The page's ``count`` is the number of items
         matching the filters, whatever the bounds and the limit; it costs a read of all of them,
         so ``count=False`` leaves it out (None).
+
+        ``resource`` (not empty) takes the items appended with that resource, found by an index,
+        and those archived before resources were kept (their ``resource`` None), which the caller
+        checks itself; ``count`` counts both.
         """
         ...
 

@@ -70,8 +70,8 @@ _ARCHIVE_LOCK = int.from_bytes(b"arch", "big")
 _APPEND = (
     "WITH serialized AS MATERIALIZED "
     f"(SELECT pg_advisory_xact_lock({_ARCHIVE_LOCK}, hashtext($2 || '/' || $3 || '/' || $4))) "
-    "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
-    "SELECT $1, $2, $3, $4, $5::double precision, $6, $7::bytea FROM serialized"
+    "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload, with_resource) "
+    "SELECT $1, $2, $3, $4, $5::double precision, $6, $7::bytea, $8 FROM serialized"
 )
 # Appends to several archives, in one statement and round trip: the materialized CTE takes each
 # archive's lock, in the order of the lock keys so that two such statements (on two nodes) cannot
@@ -81,20 +81,20 @@ _APPEND_MANY = (
     "WITH serialized AS MATERIALIZED "
     f"(SELECT pg_advisory_xact_lock({_ARCHIVE_LOCK}, key) FROM (SELECT DISTINCT hashtext(h || '/' || u || '/' || s) "
     "AS key FROM unnest($2::text[], $3::text[], $4::text[]) AS a(h, u, s) ORDER BY key) AS keys) "
-    "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
-    "SELECT r.id, r.host, r.username, r.store, r.timestamp, r.with_jid, r.payload "
-    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::double precision[], $6::text[], $7::bytea[]) "
-    "WITH ORDINALITY AS r(id, host, username, store, timestamp, with_jid, payload, n) "
+    "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload, with_resource) "
+    "SELECT r.id, r.host, r.username, r.store, r.timestamp, r.with_jid, r.payload, r.with_resource "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::double precision[], $6::text[], $7::bytea[], "
+    "$8::text[]) WITH ORDINALITY AS r(id, host, username, store, timestamp, with_jid, payload, with_resource, n) "
     "WHERE (SELECT count(*) FROM serialized) > 0 ORDER BY r.n"
 )
 # The most appends one such statement writes.
 _MANY_MAX = 500
 # Several appends to one archive: the lock, then the rows, in one transaction.
 _LOCK = f"SELECT pg_advisory_xact_lock({_ARCHIVE_LOCK}, hashtext($1 || '/' || $2 || '/' || $3))"
-_PUT_BACK = ("INSERT INTO archive (seq, id, host, username, store, timestamp, with_jid, payload) "
-             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING")
-_INSERT = ("INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
-           "VALUES ($1, $2, $3, $4, $5, $6, $7)")
+_PUT_BACK = ("INSERT INTO archive (seq, id, host, username, store, timestamp, with_jid, payload, with_resource) "
+             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING")
+_INSERT = ("INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload, with_resource) "
+           "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
 # How many items an archive holds, its host, username and store the parameters numbered {0}, {1}
 # and {2}: kept by triggers for BOUNDED_STORES (migration 0005), else counted.
 _KEPT_COUNT = "coalesce((SELECT items FROM archive_counts WHERE host=${0} AND username=${1} AND store=${2}), 0)"
@@ -106,12 +106,12 @@ def _count_sql(store: str) -> str:
 
 
 # An append with a limit, after the lock (so that the count read is that of the appends before):
-# only while the archive holds fewer items than $8, or when its id is taken already: then the
+# only while the archive holds fewer items than $9, or when its id is taken already: then the
 # unique id refuses it as a duplicate, which tells the caller that the item is stored, as a full
 # archive would not.
 _INSERT_BOUNDED = {
-    count: "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload) "
-           f"SELECT $1, $2, $3, $4, $5::double precision, $6, $7::bytea WHERE {count.format(2, 3, 4)} < $8 "
+    count: "INSERT INTO archive (id, host, username, store, timestamp, with_jid, payload, with_resource) "
+           f"SELECT $1, $2, $3, $4, $5::double precision, $6, $7::bytea, $8 WHERE {count.format(2, 3, 4)} < $9 "
            "OR EXISTS (SELECT 1 FROM archive WHERE id = $1)"
     for count in (_KEPT_COUNT, _ITEMS_COUNTED)
 }
@@ -374,6 +374,17 @@ class _Where:
 _SPAN_PROBE = 2000
 
 
+def _resource_terms(place: int) -> tuple[str, str]:
+    """The terms that take a query with a resource (ArchiveStore.query, parameter ``place``) to
+    each index: the items appended with it (the '' spelled out lets the planner use the partial
+    index), and those archived before resources were kept."""
+    return f"AND with_resource=${place} AND with_resource<>''", "AND with_resource IS NULL"
+
+
+def _seq_of(row: Any) -> int:
+    return int(row[4])
+
+
 class Archive(_Part, QueuedAppends):
     """Archives with RSM paging (XEP-0059) as MAM (XEP-0313) and offline storage need them."""
 
@@ -518,7 +529,7 @@ class Archive(_Part, QueuedAppends):
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
-        after_id: str | None = None, before_id: str | None = None,
+        after_id: str | None = None, before_id: str | None = None, resource: str | None = None,
     ) -> ArchivePage:
         await self.appended()
         where = _Where()
@@ -554,7 +565,13 @@ class Archive(_Part, QueuedAppends):
                 if end is not None:
                     where.add("timestamp<={}", end)
             if count:
-                total = int(await conn.fetchval(f"SELECT count(*) FROM archive WHERE {where.sql()}", *where.args))
+                counting = f"SELECT count(*) FROM archive WHERE {where.sql()}"
+                if resource is None:
+                    total = int(await conn.fetchval(counting, *where.args))
+                else:
+                    exact, unknown = _resource_terms(len(where.args) + 1)
+                    total = int(await conn.fetchval(f"SELECT ({counting} {exact}) + ({counting} {unknown})",
+                                                    *where.args, resource))
             if after_seq is not None:
                 where.add("seq>{}", after_seq)
             if before_seq is not None:
@@ -562,15 +579,24 @@ class Archive(_Part, QueuedAppends):
             if reverse is None:
                 reverse = before is not None
             order = "DESC" if reverse else "ASC"
-            where.args.append(limit + 1 if limit is not None else None)
-            rows = list(await conn.fetch(
-                f"SELECT id, timestamp, with_jid, payload, seq FROM archive WHERE {where.sql()} "
-                f"ORDER BY seq {order} LIMIT ${len(where.args)}", *where.args))
+            fetch = limit + 1 if limit is not None else None
+            select = (f"SELECT id, timestamp, with_jid, payload, seq, with_resource FROM archive WHERE {where.sql()}"
+                      " {} ORDER BY seq " + order + " LIMIT ${}")
+            places = len(where.args)
+            if resource is None:
+                rows = list(await conn.fetch(select.format("", places + 1), *where.args, fetch))
+            else:
+                exact, unknown = _resource_terms(places + 1)
+                rows = list(await conn.fetch(select.format(exact, places + 2), *where.args, resource, fetch))
+                rows += await conn.fetch(select.format(unknown, places + 1), *where.args, fetch)
+                # Each index gives its items in archive order; the page is the first of both.
+                rows.sort(key=_seq_of, reverse=reverse)
+                rows = rows[:fetch]
         complete = limit is None or len(rows) <= limit
         rows = rows[:limit] if limit is not None else rows
         if reverse:
             rows.reverse()
-        items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+        items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
         return ArchivePage(items, complete, total)
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
@@ -594,7 +620,7 @@ class Archive(_Part, QueuedAppends):
             await conn.execute(_LOCK, host, username, store)
             # The seqs are free: a sequence never hands one out twice.
             await conn.executemany(_PUT_BACK, [(item.seq, item.id, host, username, store, item.timestamp,
-                                                item.with_jid, item.payload) for item in items])
+                                                item.with_jid, item.payload, item.resource) for item in items])
 
     async def count(self, host: str, username: str, store: str) -> int:
         await self.appended()

@@ -324,8 +324,20 @@ _SPAN_PROBE = 2000
 # Rows and indexes name an archive by its number in archive_owners (migration 0005). Reads find
 # it by this subquery, which SQLite runs once per statement; no archive, no number: no rows.
 _OWNER = "(SELECT owner FROM archive_owners WHERE host=? AND username=? AND store=?)"
-_APPEND = "INSERT INTO archive (id, owner, timestamp, with_jid, payload) VALUES (?, ?, ?, ?, ?)"
-_PUT_BACK = "INSERT INTO archive (seq, id, owner, timestamp, with_jid, payload) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+_APPEND = "INSERT INTO archive (id, owner, timestamp, with_jid, payload, with_resource) VALUES (?, ?, ?, ?, ?, ?)"
+_PUT_BACK = ("INSERT INTO archive (seq, id, owner, timestamp, with_jid, payload, with_resource) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+
+
+# The terms that take a query with a resource (ArchiveStore.query) to each index: those appended
+# with it (the '' spelled out lets SQLite use the partial index), and those archived before
+# resources were kept.
+_RESOURCE = "AND with_resource=? AND with_resource<>''"
+_UNRESOURCED = "AND with_resource IS NULL"
+
+
+def _seq_of(row: Any) -> int:
+    return int(row[4])
 
 
 def _count_sql(store: str, owner: str = "?") -> str:
@@ -343,7 +355,7 @@ def _append_bounded(store: str) -> str:
     parameter (the rows appended before it in the transaction count), or when the last
     parameter, its id, is taken already: then the unique id refuses it as a duplicate, which
     tells the caller that the item is stored, as a full archive would not."""
-    return (f"INSERT INTO archive (id, owner, timestamp, with_jid, payload) SELECT ?, ?, ?, ?, ? "
+    return (f"INSERT INTO archive (id, owner, timestamp, with_jid, payload, with_resource) SELECT ?, ?, ?, ?, ?, ? "
             f"WHERE {_count_sql(store)} < ? OR EXISTS (SELECT 1 FROM archive WHERE id = ?)")
 
 
@@ -358,7 +370,7 @@ _ROWS_PER_INSERT = 200
 
 @functools.cache
 def _append_rows(count: int) -> str:
-    return _APPEND + ", (?, ?, ?, ?, ?)" * (count - 1)
+    return _APPEND + ", (?, ?, ?, ?, ?, ?)" * (count - 1)
 
 
 # Appends committed together at most.
@@ -453,8 +465,8 @@ def _stored(conn: sqlite3.Connection, owners: Owners, row: Row) -> tuple[Any, ..
     """``row`` as the archive table holds it: its archive's number instead of the three strings.
     A number given out here is in the transaction from then on: an error in doing so fails the
     batch, and a statement's error that rolls the transaction back is seen by ``_check_kept``."""
-    item_id, host, username, store, timestamp, with_jid, payload = row
-    return item_id, owners.number(conn, host, username, store), timestamp, with_jid, payload
+    item_id, host, username, store, timestamp, with_jid, payload, resource = row
+    return item_id, owners.number(conn, host, username, store), timestamp, with_jid, payload, resource
 
 
 def insert_unbounded(conn: sqlite3.Connection, owners: Owners, appends: list[tuple[Row, int | None]]) -> int:
@@ -668,7 +680,7 @@ class Archive(_Part, QueuedAppends):
         self, host: str, username: str, store: str, *, with_jid: str | None = None, start: float | None = None,
         end: float | None = None, ids: Sequence[str] | None = None, after: str | None = None,
         before: str | None = None, limit: int | None = None, reverse: bool | None = None, count: bool = True,
-        after_id: str | None = None, before_id: str | None = None,
+        after_id: str | None = None, before_id: str | None = None, resource: str | None = None,
     ) -> ArchivePage:
         await self.appended()
         # XEP-0313 §4.3: an unknown paging id is an error, even where no item matches the filters.
@@ -716,18 +728,35 @@ class Archive(_Part, QueuedAppends):
             reverse = before is not None
         order = "DESC" if reverse else "ASC"
         fetch = limit + 1 if limit is not None else -1
-        rows = await self._all(
-            f"SELECT id, timestamp, with_jid, payload, seq FROM archive WHERE {' AND '.join(where)} "
-            f"ORDER BY seq {order} LIMIT ?", *args, fetch)
+        select = (f"SELECT id, timestamp, with_jid, payload, seq, with_resource FROM archive {{}} "
+                  f"WHERE {' AND '.join(where)} {{}} ORDER BY seq {order} LIMIT ?")
+        # SQLite would read the items archived before resources were kept in the contact's index,
+        # fetching every item since to find none: the index of those items alone is what it
+        # reads, unless the unique index on id finds the ids asked for.
+        unresourced = "INDEXED BY archive_unresourced" if ids is None else ""
+        if resource is None:
+            rows = await self._all(select.format("", ""), *args, fetch)
+        else:
+            # Each of the two indexes gives its items in archive order; the page is the first of both.
+            rows = await self._all(select.format("", _RESOURCE), *args, resource, fetch)
+            rows += await self._all(select.format(unresourced, _UNRESOURCED), *args, fetch)
+            rows.sort(key=_seq_of, reverse=reverse)
+            rows = rows[:fetch] if limit is not None else rows
         complete = limit is None or len(rows) <= limit
         rows = rows[:limit] if limit is not None else rows
         if reverse:
             rows.reverse()
         total = None
         if count:
-            count_row = await self._one(f"SELECT count(*) FROM archive WHERE {' AND '.join(base)}", *base_args)
+            counting = f"SELECT count(*) FROM archive {{}} WHERE {' AND '.join(base)} {{}}"
+            if resource is None:
+                count_row = await self._one(counting.format("", ""), *base_args)
+            else:
+                count_row = await self._one(f"SELECT ({counting.format('', _RESOURCE)}) + "
+                                            f"({counting.format(unresourced, _UNRESOURCED)})",
+                                            *base_args, resource, *base_args)
             total = int(count_row[0])
-        items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+        items = [ArchivedItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
         return ArchivePage(items, complete, total)
 
     async def delete(self, host: str, username: str, store: str, *, ids: Sequence[str] | None = None,
@@ -757,7 +786,7 @@ class Archive(_Part, QueuedAppends):
                 owner = owners.number(conn, host, username, store)
                 for item in items:
                     # The seq is free: AUTOINCREMENT never hands a deleted row's seq out again.
-                    row = (item.seq, item.id, owner, item.timestamp, item.with_jid, item.payload)
+                    row = (item.seq, item.id, owner, item.timestamp, item.with_jid, item.payload, item.resource)
                     if conn.execute(_PUT_BACK, row).rowcount and store in BOUNDED_STORES:
                         conn.execute(_COUNT_ADDED, (owner,))
                 conn.commit()

@@ -96,8 +96,10 @@ class Archive:
         if room.config.non_anonymous:
             stored = element(message.tag, message.attrib, message.text, message)
             stored.append(UserX(items=(Item(jid=sender),)).to_xml())
+        # The nick, as the query's occupant JID (§4.1.1) will name it: normalised.
+        nick = JID.parse(message.get("from", room.text)).resource or ""
         archive_id = await self.muc.server.storage.archive.append(
-            room.jid.domain, room.name, ARCHIVE, now(), str(sender), serialize(stored).encode())
+            room.jid.domain, room.name, ARCHIVE, now(), str(sender), serialize(stored).encode(), resource=nick)
         origin = message.find(ORIGIN_ID)
         if room.recent is not None and origin is not None and origin.get("id"):
             room.recent[(str(sender), origin.get("id", ""))] = None
@@ -229,19 +231,20 @@ class Archive:
         start = widened(flt.start, -1) if flt.start is not None else None
         end = widened(flt.end, 1) if flt.end is not None else None
         backward = rsm.before is not None
+        nick = occupant.resource if occupant is not None else None
 
         async def read(after: str | None, before: str | None, limit: int, count: bool = False) -> ArchivePage:
             return await archive.query(
                 room.jid.domain, room.name, ARCHIVE, with_jid=filed_under, start=start, end=end, ids=flt.ids,
                 after_id=flt.after_id, before_id=flt.before_id, after=after, before=before, limit=limit,
-                reverse=backward, count=count,
+                reverse=backward, count=count, resource=nick,
             )  # fmt: skip
 
         try:
             await check_ids(archive, room.jid.domain, room.name, ARCHIVE, flt.ids, cap)
             if occupant is not None:
                 page = await scan(read, occupant, limit, rsm.after or None, rsm.before or None,
-                                  backward=backward, instead="")
+                                  backward=backward, by_resource=True, instead="")
             else:
                 page = await read(rsm.after or None, rsm.before or None, limit, count=limit == 0)
         except ItemNotFound:
