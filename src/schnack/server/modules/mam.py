@@ -44,17 +44,20 @@ the last page) and ``<flip-page/>``. ``start`` and ``end`` take in the messages 
 metadata show it (to the microsecond, the precision a message's time is kept at), is within
 them. The results go to the querying resource as messages, then the IQ result with ``<fin/>``
 says whether the page completes the result set. A ``with`` full JID matches the messages to or
-from that very JID; the archive keeps only a contact's bare JID, so such a query reads the
-messages with that contact (the whole archive, for one of the account's own resources) and
-parses each, but at most ``SCAN_MOST`` of them: what it found by then is the page, incomplete,
-to page on from; nothing found is policy-violation (type modify: the same query would meet it
-again), asking the client to narrow the query by time or to ask with the bare JID. The archive
-keeps no full JIDs to index because every archived message would pay for them (about 15 % of the
-server's CPU per message) for a filter no mainstream client sends. The number of matching
-messages costs a read of all of them, so only a request for the count alone (RSM ``max`` 0) gets
-it (and for a full JID, only within ``SCAN_MOST``). An IQ get returns the form
-(§4.1.5); ``<metadata/>`` names the first and last message (§5); ``<prefs/>`` reads and sets
-the preferences. Another account's archive is forbidden (§8.1).
+from that very JID. The archive keeps each message under the contact's bare JID and, in a column
+of its own, the resource of the contact's address as the message has it (none for a bare JID),
+so a contact's full JID finds its messages by an index, exactly, however large the archive.
+Messages archived before resources were kept (storage migration SQLite 0006, PostgreSQL 0007)
+have none: such a query also reads those, in order among the others, and parses each, and so
+does a query with one of the account's own full JIDs (the account's side of a message is not
+kept apart) for the whole archive; at most ``SCAN_MOST`` messages are parsed a query: what it
+found by then is the page, incomplete, to page on from; nothing found is policy-violation (type
+modify: the same query would meet it again), asking the client to narrow the query by time or
+to ask with the bare JID. The number of matching messages costs a read of all of them, so only a
+request for the count alone (RSM ``max`` 0) gets it (and of the messages parsed, only within
+``SCAN_MOST``). An IQ get returns the form (§4.1.5); ``<metadata/>`` names the first and last
+message (§5); ``<prefs/>`` reads and sets the preferences. Another account's archive is
+forbidden (§8.1).
 
 **Retention.** With ``retention_days`` set, messages older than that are deleted every hour
 (§3.2: always the oldest, so the archive has no holes). An account's archive and preferences go
@@ -122,11 +125,13 @@ _PURGE_PERIOD = 3600.0
 # Every message consults the preferences of its sender and of its recipient, so they are kept
 # for the accounts that were active lately.
 _PREFS_KEPT = 10_000
-# Messages read at a time while looking for those of one resource (a 'with' full JID).
+# Messages read at a time while looking for those of one resource (a 'with' full JID) that the
+# archive does not know by their resource.
 _SCAN_BATCH = 500
-# The most messages read for one query with a 'with' full JID (§4.1.1), parsed each to find
-# those of that resource: a third of a second of CPU at most (1 KB messages, SQLite), and no
-# more as the archive grows (docs/benchmarks.md, "The message archive at a million messages").
+# The most messages parsed for one query with a 'with' full JID (§4.1.1) to find those of that
+# resource, of those archived before resources were kept or, for one of the account's own
+# resources, of all: a third of a second of CPU at most (1 KB messages, SQLite), and no more as
+# the archive grows (docs/benchmarks.md, "The message archive at a million messages").
 SCAN_MOST = 10_000
 _HINTS = "urn:xmpp:hints"
 # XEP-0334 §4: the hints that keep a message out of every archive.

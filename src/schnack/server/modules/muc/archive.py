@@ -20,11 +20,12 @@ an open room anyone in the room or, if it is public and has no password, anyone 
 reading the archive takes the right to enter the room, which a password gives only to those who
 entered with it). ``with`` (§4.1.1) names who published a message: an occupant JID
 (room@service/nick) matches the messages sent under that nick, as their stored 'from' has it
-(a nick changed later does not move them), which the archive does not index: the messages are
-read and parsed, at most ``mam.SCAN_MOST`` a query, as for a full JID in a user archive. The
-room's bare JID matches every message (a bare JID matches the bare 'from'). Any other JID
-matches by the sender's real bare JID, so a reader the room does not show real JIDs
-to may filter by its own JID only, not by another user's (forbidden).
+(a nick changed later does not move them): the archive keeps each message's nick in a column of
+its own and finds them by an index. Those archived before nicks were kept are read and parsed,
+at most ``mam.SCAN_MOST`` a query, as for a full JID in a user archive. The room's bare JID
+matches every message (a bare JID matches the bare 'from'). Any other JID matches by the
+sender's real bare JID, so a reader the room does not show real JIDs to may filter by its own
+JID only, not by another user's (forbidden).
 An id in ``ids`` that the archive does not hold is item-not-found (§4.1.3), and more ids than
 ``max_page_size`` are policy-violation, as in a user archive.
 A message is kept at its time to the microsecond, the precision its stamp shows, and ``start``,
