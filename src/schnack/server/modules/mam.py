@@ -47,7 +47,7 @@ says whether the page completes the result set. A ``with`` full JID matches the 
 from that very JID. The archive keeps each message under the contact's bare JID and, in a column
 of its own, the resource of the contact's address as the message has it (none for a bare JID),
 so a contact's full JID finds its messages by an index, exactly, however large the archive.
-Messages archived before resources were kept (storage migration SQLite 0006, PostgreSQL 0007)
+Messages archived before resources were kept (storage migration SQLite 0007, PostgreSQL 0008)
 have none: such a query also reads those, in order among the others, and parses each, and so
 does a query with one of the account's own full JIDs (the account's side of a message is not
 kept apart) for the whole archive; at most ``SCAN_MOST`` messages are parsed a query: what it
