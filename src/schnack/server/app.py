@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ..xmpp.errors import StreamError
 from ..xmpp.jid import JID
+from ..xmpp.sasl import ScramCredential
 from . import modules as builtin_modules
 from . import net, proxy_protocol, websocket
 from .admin import SOCKET_NAME, AdminChannel
@@ -26,6 +27,7 @@ from .cluster.node import ClusterNode
 from .cluster.recovery import BusRecovery
 from .component import Components, serve_component
 from .config import Config, ConfigError, parse_address, parse_section
+from .deletion import Deletions
 from .hooks import Hooks
 from .link import Link
 from .module import Module
@@ -123,6 +125,7 @@ class Server:
         self.draining = False
         self.drained = asyncio.Event()
         self._tasks = Background(log, "ending the sessions of a deleted account failed")
+        self.deletions = Deletions(self)
         bus = self.cluster.bus
         bus.on_changed(self._account_changed)
         # Deletions may have been announced while the subscription was broken.
@@ -147,22 +150,18 @@ class Server:
 
         Modules hear ``user-deleting`` while the data still exists (the roster tells the
         contacts), then storage forgets the account, then ``user-deleted`` lets modules drop
-        what they keep elsewhere. Sessions here are left to the caller, which answers first
+        what they keep elsewhere; a deletion left pending by a stopped process is finished
+        (deletion.py). Sessions here are left to the caller, which answers first
         (:meth:`end_account_sessions`); the other nodes of a cluster hear of the deletion and end
         theirs. False if there was no such account.
         """
-        if await self.storage.accounts.get(host, username) is None:
-            return False
-        await self.hooks.fire_all("user-deleting", host, username)
-        await self.storage.accounts.delete(host, username)
-        try:
-            await self.hooks.fire_all("user-deleted", host, username)
-        finally:
-            # The other nodes of a cluster end the account's sessions they serve (the bus
-            # announces it again once it is back, should it be away from this node now).
-            await self.cluster.bus.announce(ACCOUNTS, f"{username}@{host}")
-        log.info("deleted the account %s@%s", username, host)
-        return True
+        return await self.deletions.delete(host, username)
+
+    async def create_account(self, host: str, username: str, credentials: dict[str, ScramCredential]) -> None:
+        """Create an account (AlreadyExists if the name is taken), once a deletion of the name
+        left pending is finished: the new account starts with nothing of the old one's."""
+        await self.deletions.settle(host, username)
+        await self.storage.accounts.create(host, username, credentials)
 
     def end_account_sessions(self, host: str, username: str) -> None:
         """XEP-0077 §3.2: every session of a deleted account on this node ends, not-authorized."""
@@ -203,6 +202,8 @@ class Server:
         for module in self.modules.values():
             await module.start()
         await self.cluster.start()
+        # Before anyone logs in: a deletion left pending by a stopped process is finished.
+        await self.deletions.sweep()
         await self.s2s.start(listen=listen)
         if listen:
             await self._listen()

@@ -60,6 +60,7 @@ from ..xmpp.jid import JID, JIDError
 from ..xmpp.payloads import bind2
 from ..xmpp.payloads import sasl2 as payload
 from ..xmpp.xml import element, serialize
+from .deletion import DeletionUnderWay
 from .storage.base import STORAGE_DOWN, StorageError
 
 if TYPE_CHECKING:
@@ -337,10 +338,22 @@ class _Mismatch(Exception):
 
 
 async def stored_credentials(server: Server, host: str, username: str | None) -> dict[str, sasl.ScramCredential] | None:
-    """The account's SCRAM keys (None: no such account); a storage failure is
-    temporary-auth-failure (RFC 6120 §6.5.9)."""
+    """The account's SCRAM keys (None: no such account), once a deletion of the account left
+    pending is finished (deletion.py), so that a login cannot keep an account its owner deleted;
+    a storage failure, or the deletion under way on another node, is temporary-auth-failure
+    (RFC 6120 §6.5.9)."""
     if username is None:
         return None
+    try:
+        await server.deletions.settle(host, username)
+    except DeletionUnderWay:
+        raise sasl.SaslFailure("temporary-auth-failure", "the account is being deleted") from None
+    except StorageError:
+        raise sasl.SaslFailure("temporary-auth-failure", STORAGE_DOWN) from None
+    return await _current_credentials(server, host, username)
+
+
+async def _current_credentials(server: Server, host: str, username: str) -> dict[str, sasl.ScramCredential] | None:
     try:
         account = await server.storage.accounts.get(host, username)
     except StorageError:
@@ -359,7 +372,7 @@ async def still_current(server: Server, host: str, username: str, checked: dict[
     round trip later: a password changed, or an account deleted, in between must not let the
     old password finish the login (nor earn a XEP-0484 token bound to the new keys).
     """
-    if await stored_credentials(server, host, username) != checked:
+    if await _current_credentials(server, host, username) != checked:
         raise sasl.SaslFailure("not-authorized", "the password or the account changed during the login; log in again")
 
 

@@ -13,9 +13,12 @@ from schnack.server.app import Server
 from schnack.server.cluster import RedisBus
 from schnack.server.cluster.bus import ACCOUNTS
 from schnack.server.cluster.messages import Changed, decode
+from schnack.server.deletion import DeletionUnderWay
 from schnack.xmpp import ns
 
-from ...harness import Client
+from ...harness import Client, add_user
+from ..modules.test_register import can_login
+from ..test_deletion import Killed, killed
 from .conftest import eventually
 from .test_node_presence import backend, nodes, online
 from .test_recovery import cut_off
@@ -104,3 +107,21 @@ async def test_a_deletion_a_node_missed_while_its_subscription_was_broken_ends_i
         await asyncio.wait_for(missed.wait(), 10.0)
         await eventually(lambda: _ended(laptop), lambda condition: condition == "not-authorized", timeout=10.0)
         assert ended_with(desk) is None and not desk.conn.closed
+
+
+async def test_a_deletion_another_node_is_at_is_left_to_it(tmp_path: Path, backend: str) -> None:
+    """The claim of a live node keeps the others from finishing its deletion, or logging in to
+    the account meanwhile; the node itself retries it (server/deletion.py)."""
+    async with nodes(tmp_path, backend) as (a, b):
+        await add_user(a, "alice")
+        a.hooks.add("user-deleting", killed, priority=100)
+        with pytest.raises(Killed):
+            await a.delete_account("localhost", "alice")
+        a.hooks.remove("user-deleting", killed)
+        with pytest.raises(DeletionUnderWay):
+            await b.delete_account("localhost", "alice")
+        assert not await can_login(b, "alice", "secret")
+        assert await b.storage.accounts.get("localhost", "alice") is not None
+        assert await a.delete_account("localhost", "alice")
+        assert await b.storage.accounts.get("localhost", "alice") is None
+        assert not await b.delete_account("localhost", "alice")

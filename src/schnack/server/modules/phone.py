@@ -722,7 +722,7 @@ class Phone(Module[PhoneOptions]):
                 if stored is not None:
                     await self.server.delete_account(host, number)
                 try:
-                    await accounts.create(host, number, credentials)
+                    await self.server.create_account(host, number, credentials)
                 except AlreadyExists:
                     # Made meanwhile, not by this module (schnack admin user add): this request
                     # re-keys it, and the note goes, as it did not create it.

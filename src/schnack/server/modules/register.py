@@ -32,6 +32,7 @@ from ...xmpp.sasl import UNUSABLE_PASSWORD, derive_credentials, usable_password
 from ...xmpp.stanza import Stanza
 from ...xmpp.xml import element
 from ..config import bounded
+from ..deletion import DeletionUnderWay
 from ..hooks import HANDLED, Handled
 from ..module import Module
 from ..storage import AlreadyExists
@@ -192,9 +193,11 @@ class Register(Module[RegisterOptions]):
         """§3.1: create the account; conflict if the username is taken."""
         credentials = await asyncio.to_thread(derive_credentials, password)
         try:
-            await self.server.storage.accounts.create(host, local, credentials)
+            await self.server.create_account(host, local, credentials)
         except AlreadyExists:
             raise StanzaError("conflict", "that username is taken") from None
+        except DeletionUnderWay:
+            raise StanzaError("conflict", "an account of that username is being deleted; try again shortly") from None
 
     def _form(self) -> RegisterQuery:
         """§3.1 with a §4 form: the legacy fields for old clients, the form for the rest."""
