@@ -14,8 +14,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from schnack.server.app import Server
+from schnack.server.config import load
+from schnack.server.modules.upload import STORE
 from schnack.server.tls import make_self_signed
 
+from ..harness import connect
+from ..server.modules.test_upload import ask, request, slot_of
 from ..server.storage.conftest import postgres_schema
 from .proc import serve
 
@@ -115,6 +120,30 @@ def test_user_lifecycle(tmp_path: Path) -> None:
     missing = run("admin", "user", "delete", "--config", config, "bob@example.test")
     assert missing.returncode == 1 and "no such account" in missing.stderr
     assert run("admin", "user", "list", "--config", config).stdout.split() == ["alice@example.test"]
+
+
+async def test_a_deletion_with_the_server_stopped_is_finished_when_it_starts(tmp_path: Path) -> None:
+    """What storage does not keep (uploads, group affiliations) goes once a server runs the
+    modules: until then the name is not given out again."""
+    config = write_config(tmp_path, '[modules.upload]\npublic_url = "https://files.example.test/up"\n')
+    assert run("admin", "user", "add", "--config", str(config), "--password-stdin", "alice@example.test",
+               input="pw1\n").returncode == 0
+    server = Server(load(config))
+    await server.start(listen=False)
+    alice = await connect(server, "alice@example.test/phone")
+    slot_of(await ask(alice, request(to="upload.example.test")), "upload.example.test")
+    await server.stop()
+    assert run("admin", "user", "delete", "--config", str(config), "alice@example.test").returncode == 0
+    again = run("admin", "user", "add", "--config", str(config), "--password-stdin", "alice@example.test", input="pw\n")
+    assert again.returncode == 1
+    assert again.stderr.splitlines() == [
+        "schnack: alice@example.test is still being deleted: start the server, which finishes that, then add it"]
+    server = Server(load(config))
+    await server.start(listen=False)
+    assert await server.storage.maps.items("example.test", "", STORE) == {}
+    await server.stop()
+    assert run("admin", "user", "add", "--config", str(config), "--password-stdin", "alice@example.test",
+               input="pw\n").returncode == 0
 
 
 @pytest.mark.parametrize(

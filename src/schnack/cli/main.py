@@ -308,6 +308,7 @@ def _new_credentials(from_stdin: bool) -> dict[str, ScramCredential]:
 @click.argument("jid")
 def user_add(config_path: Path | None, password_stdin: bool, jid: str) -> None:
     """Create the account JID."""
+    from ..server import deletion
     from ..server.storage import AlreadyExists
 
     cfg = _load(config_path)
@@ -315,6 +316,8 @@ def user_add(config_path: Path | None, password_stdin: bool, jid: str) -> None:
     credentials = _new_credentials(password_stdin)
 
     async def add(storage: Any) -> None:
+        if await deletion.pending(storage, host, username):
+            _fail(f"{username}@{host} is still being deleted: start the server, which finishes that, then add it")
         try:
             await storage.accounts.create(host, username, credentials)
         except AlreadyExists:
@@ -348,6 +351,8 @@ def user_passwd(config_path: Path | None, password_stdin: bool, jid: str) -> Non
 @click.argument("jid")
 def user_delete(config_path: Path | None, jid: str) -> None:
     """Delete the account JID with all its data; its sessions are disconnected."""
+    from ..server import deletion
+
     cfg = _load(config_path)
     host, username = _account(jid, cfg)
     if (cfg.data_dir / admin_channel.SOCKET_NAME).exists():
@@ -363,6 +368,10 @@ def user_delete(config_path: Path | None, jid: str) -> None:
             return
 
     async def delete(storage: Any) -> bool:
+        if await storage.accounts.get(host, username) is None:
+            return False
+        # What the modules keep elsewhere (uploads, group affiliations) goes when a server starts.
+        await deletion.note_stopped(storage, host, username)
         ok: bool = await storage.accounts.delete(host, username)
         return ok
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from typing import TYPE_CHECKING
 
 from .cluster.bus import ACCOUNTS
 from .cluster.claims import claimant_lives, node_claim
 from .locks import Locks
-from .storage import StorageError
+from .storage import Storage, StorageError
 
 if TYPE_CHECKING:
     from .app import Server
@@ -37,6 +38,20 @@ class DeletionUnderWay(StorageError):
 
 def _marker(username: str) -> str:
     return f"{INDEX}/{username}"
+
+
+async def pending(storage: Storage, host: str, username: str) -> bool:
+    """Whether a deletion of the account is noted and not finished."""
+    return await storage.kv.get(host, "", _marker(username)) is not None
+
+
+async def note_stopped(storage: Storage, host: str, username: str) -> None:
+    """Note a deletion that storage alone makes, with the server stopped (``schnack admin user
+    delete``): it holds the claim of no node, so the next node to start finishes it, running the
+    ``user-deleted`` hooks that drop what the modules keep elsewhere."""
+    claim = json.dumps(["", 0.0, secrets.token_hex(16)]).encode()
+    await storage.maps.set(host, "", INDEX, username, claim)
+    await storage.kv.set(host, "", _marker(username), claim)
 
 
 class Deletions:
