@@ -18,7 +18,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from .cluster.bus import ACCOUNTS
-from .cluster.claims import claimant_lives, node_claim
+from .cluster.claims import claimant_lives, node_claim, still_mine
 from .locks import Locks
 from .storage import Storage, StorageError
 
@@ -33,7 +33,8 @@ INDEX = "account-deletions"
 
 
 class DeletionUnderWay(StorageError):
-    """Another node, alive, is deleting the account right now."""
+    """Another node, alive, is deleting the account right now; or may be, as this node cannot
+    tell that the others still take it for alive and the deletion for its own."""
 
 
 def _marker(username: str) -> str:
@@ -76,11 +77,13 @@ class Deletions:
             if exists:
                 try:
                     await server.hooks.fire_all("user-deleting", host, username)
+                    self._check(host, username, mine)
                     await accounts.delete(host, username)
                 except Exception:
                     # Nothing deleted that a retry could not: the caller says the account stays.
                     await self._release(host, username, mine)
                     raise
+            self._check(host, username, mine)
             try:
                 await server.hooks.fire_all("user-deleted", host, username)
             finally:
@@ -127,21 +130,20 @@ class Deletions:
             held = await storage.kv.set_default(host, "", _marker(username), mine)
             if held == mine:
                 return mine
-        if (_made_here(bus.node, bus.started, held) or not await claimant_lives(bus, held)) and \
+        if (still_mine(bus, held) or not await claimant_lives(bus, held)) and \
                 await storage.kv.replace(host, "", _marker(username), held, mine):
             return mine
         raise DeletionUnderWay(f"{username}@{host} is being deleted by another node")
+
+    def _check(self, host: str, username: str, mine: bytes) -> None:
+        """Right before what could touch a new account of the name: this node, cut off from the
+        cluster, may have been declared dead meanwhile, and the deletion finished by another node
+        that took the claim over, and the name registered again (cluster/claims.py)."""
+        if not still_mine(self.server.cluster.bus, mine):
+            raise DeletionUnderWay(f"this node cannot tell that the deletion of {username}@{host} is still its own")
 
     async def _release(self, host: str, username: str, mine: bytes) -> None:
         storage = self.server.storage
         await storage.kv.delete_if(host, "", _marker(username), mine)
         await storage.maps.delete_if(host, "", INDEX, username, mine)
 
-
-def _made_here(node: str, started: float, claim: bytes) -> bool:
-    """Whether ``claim`` is of this very process (cluster/claims.py's ``node_claim``)."""
-    try:
-        made_by, made_started, *_rest = json.loads(claim)
-    except (ValueError, TypeError):
-        return False
-    return bool(made_by == node and made_started == started)

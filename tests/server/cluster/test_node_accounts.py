@@ -15,12 +15,16 @@ from schnack.server.cluster.bus import ACCOUNTS
 from schnack.server.cluster.messages import Changed, decode
 from schnack.server.deletion import DeletionUnderWay
 from schnack.xmpp import ns
+from schnack.xmpp.sasl import derive_credentials
 
+from ...client.proxy import Proxy
 from ...harness import Client, add_user
 from ..modules.test_register import can_login
 from ..test_deletion import Killed, killed
 from .conftest import eventually
 from .test_node_presence import backend, nodes, online
+from .test_node_upload import cut_off as declared_dead
+from .test_node_upload import one_cut_off
 from .test_recovery import cut_off
 
 __all__ = ["backend"]  # the fixture that runs each test on both bus backends
@@ -125,3 +129,28 @@ async def test_a_deletion_another_node_is_at_is_left_to_it(tmp_path: Path, backe
         assert await a.delete_account("localhost", "alice")
         assert await b.storage.accounts.get("localhost", "alice") is None
         assert not await b.delete_account("localhost", "alice")
+
+
+async def test_a_node_cut_off_from_the_cluster_leaves_a_deletion_to_the_one_that_took_it_over(
+        tmp_path: Path, redis_proxy: Proxy) -> None:
+    """Node a is deleting alice's account when Redis goes out of its reach; node b declares it
+    dead, finishes the deletion, and a new alice registers. Node a, going on, deletes nothing of
+    hers: the deletion is no longer its own."""
+    async with one_cut_off(tmp_path, redis_proxy, {}) as (a, b):
+        await add_user(a, "alice")
+        entered, go = asyncio.Event(), asyncio.Event()
+
+        async def held(_host: str, _username: str) -> None:
+            entered.set()
+            await go.wait()
+
+        a.hooks.add("user-deleting", held, priority=100)
+        deleting = asyncio.create_task(a.delete_account("localhost", "alice"))
+        await entered.wait()
+        await declared_dead(redis_proxy, a, b)
+        assert await b.delete_account("localhost", "alice")
+        await b.create_account("localhost", "alice", derive_credentials("new owner"))
+        go.set()
+        with pytest.raises(DeletionUnderWay):
+            await deleting
+        assert await can_login(b, "alice", "new owner")
