@@ -86,12 +86,15 @@ async def test_affiliations_stored_before_their_time_was_kept_have_none(storage_
 
 async def _forget_affiliation_times(storage_url: str) -> None:
     """Take the store back to the schema before affiliations kept their time (SQLite 0006,
-    PostgreSQL 0007)."""
+    PostgreSQL 0007), and so before the archive's resources too (SQLite 0007, PostgreSQL 0008)."""
     if storage_url.startswith("sqlite:"):
         with contextlib.closing(sqlite3.connect(storage_url.removeprefix("sqlite://"))) as db, db:
-            db.executescript("ALTER TABLE muc_affiliations DROP COLUMN since; DELETE FROM schema_version WHERE version >= 6")
+            db.executescript("DROP INDEX archive_by_resource; DROP INDEX archive_unresourced;"
+                             "ALTER TABLE archive DROP COLUMN with_resource;"
+                             "ALTER TABLE muc_affiliations DROP COLUMN since; DELETE FROM schema_version WHERE version >= 6")
         return
-    await execute_in_schema(storage_url, "ALTER TABLE muc_affiliations DROP COLUMN since;"
+    await execute_in_schema(storage_url, "ALTER TABLE archive DROP COLUMN with_resource;"
+                            "ALTER TABLE muc_affiliations DROP COLUMN since;"
                             "DELETE FROM schema_migrations WHERE version >= 7")
 
 
