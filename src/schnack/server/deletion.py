@@ -12,13 +12,11 @@ finishing one deletion at once, and a new account of the name from being deleted
 
 from __future__ import annotations
 
-import json
 import logging
-import secrets
 from typing import TYPE_CHECKING
 
 from .cluster.bus import ACCOUNTS
-from .cluster.claims import claimant_lives, node_claim, still_mine
+from .cluster.claims import claimant_lives, no_node_claim, node_claim, still_mine
 from .locks import Locks
 from .storage import Storage, StorageError
 
@@ -50,7 +48,7 @@ async def note_stopped(storage: Storage, host: str, username: str) -> None:
     """Note a deletion that storage alone makes, with the server stopped (``schnack admin user
     delete``): it holds the claim of no node, so the next node to start finishes it, running the
     ``user-deleted`` hooks that drop what the modules keep elsewhere."""
-    claim = json.dumps(["", 0.0, secrets.token_hex(16)]).encode()
+    claim = no_node_claim()
     await storage.maps.set(host, "", INDEX, username, claim)
     await storage.kv.set(host, "", _marker(username), claim)
 

@@ -21,7 +21,17 @@ log = logging.getLogger(__name__)
 
 def node_claim(bus: ClusterBus, *notes: str) -> bytes:
     """A fresh claim of this node's process, unique to the one claimant, with ``notes`` kept in it."""
-    return json.dumps([bus.node, bus.started, secrets.token_hex(16), *notes]).encode()
+    return _claim(bus.node, bus.started, notes)
+
+
+def no_node_claim() -> bytes:
+    """A fresh claim made with no server running (``schnack admin``): it names no live node, so
+    every node takes it for a dead one's."""
+    return _claim("", 0.0, ())
+
+
+def _claim(node: str, started: float, notes: tuple[str, ...]) -> bytes:
+    return json.dumps([node, started, secrets.token_hex(16), *notes]).encode()
 
 
 def claim_notes(claim: bytes) -> list[str]:
